@@ -1,0 +1,360 @@
+/**
+ * One client connection's pipeline:
+ *   socket → FrameDecoder → (decompress) → parse → handshake | forward → reply → socket.
+ *
+ * Requests are handled strictly in order, one at a time, as a server does per connection; while
+ * one is in flight the client socket is paused, so a client that pipelines or floods cannot make
+ * the proxy buffer more than the frames of one read. Replies that need no change are forwarded
+ * as the exact bytes the upstream sent (only the header ids are rewritten).
+ * Identity, policy and rewrite steps slot in between `handleCommand` and `forward`.
+ */
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { ProxyConfig, CompressorName } from '../config/types.js';
+import { ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
+import { FrameDecoder } from '../wire/frame-decoder.js';
+import { readHeader, setRequestId, setResponseTo } from '../wire/header.js';
+import { HEADER_LENGTH, OpCode, OpMsgFlag } from '../wire/constants.js';
+import { parseOpMsg, encodeOpMsg, type OpMsg } from '../wire/op-msg.js';
+import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
+import { compressMessage, decompressMessage } from '../wire/op-compressed.js';
+import { compressorNameOf } from '../wire/compression.js';
+import { deserialize } from '../wire/bson.js';
+import { readCommandEnvelope, replyIsOk, type CommandEnvelope } from '../protocol/command.js';
+import {
+  HELLO_COMMANDS,
+  buildHelloReply,
+  newHandshakeState,
+  type AdvertisedServer,
+} from '../protocol/hello.js';
+import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '../protocol/replies.js';
+import type { Upstream } from '../upstream/upstream.js';
+import type { UpstreamConnection } from '../upstream/connection.js';
+import type { ProxyMetrics } from '../observability/metrics.js';
+
+/** Authentication commands: answered by the identity layer, never forwarded. */
+const AUTH_COMMANDS: ReadonlySet<string> = new Set([
+  'saslStart',
+  'saslContinue',
+  'authenticate',
+  'getnonce',
+  'logout',
+]);
+
+export interface ClientConnectionDeps {
+  config: ProxyConfig;
+  upstream: Upstream;
+  /** The upstream's current description (mirrored in hello). */
+  server: () => AdvertisedServer;
+  logger: Logger;
+  metrics: ProxyMetrics;
+}
+
+interface Request {
+  requestId: number;
+  /** The compressor the client used for this request; the reply is compressed the same way. */
+  compressor: CompressorName | undefined;
+}
+
+let nextConnectionId = 0;
+
+export class ClientConnection {
+  readonly id = ++nextConnectionId;
+  readonly logger: Logger;
+  private readonly decoder: FrameDecoder;
+  private readonly pending: Buffer[] = [];
+  private readonly handshake = newHandshakeState();
+  private processing = false;
+  private closed = false;
+  private upstreamConnection: UpstreamConnection | undefined;
+  /** True while the upstream connection is mid-request and so cannot be reused by anyone. */
+  private upstreamBusy = false;
+  private readonly maxMessageSize: number;
+  private readonly onClosed: (connection: ClientConnection) => void;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly deps: ClientConnectionDeps,
+    onClosed: (connection: ClientConnection) => void,
+  ) {
+    this.onClosed = onClosed;
+    this.logger = deps.logger.child({ connectionId: this.id, remote: `${socket.remoteAddress}:${socket.remotePort}` });
+    this.maxMessageSize = Math.min(deps.config.limits.maxMessageSizeBytes, deps.server().maxMessageSizeBytes);
+    this.decoder = new FrameDecoder(this.maxMessageSize);
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error) => this.logger.debug({ err: error.message }, 'client socket error'));
+    socket.on('close', () => this.onSocketClose());
+    deps.metrics.connectionOpened();
+    this.logger.info('client connected');
+  }
+
+  /** Closes the connection; in-flight work is abandoned and its upstream connection discarded. */
+  close(reason: string): void {
+    if (this.closed) return;
+    this.logger.info({ reason }, 'closing client connection');
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.deps.metrics.bytes('client', 'received', chunk.length);
+    try {
+      this.decoder.push(chunk, (frame) => this.pending.push(frame));
+    } catch (error) {
+      this.failConnection(error);
+      return;
+    }
+    if (this.pending.length > 0 && !this.processing) void this.processPending();
+  }
+
+  private async processPending(): Promise<void> {
+    this.processing = true;
+    this.socket.pause();
+    try {
+      for (let frame = this.pending.shift(); frame !== undefined && !this.closed; frame = this.pending.shift()) {
+        await this.handleFrame(frame);
+      }
+    } catch (error) {
+      this.failConnection(error);
+    } finally {
+      this.processing = false;
+      if (!this.closed) this.socket.resume();
+    }
+  }
+
+  private failConnection(error: unknown): void {
+    const reason = error instanceof Error ? error.message : String(error);
+    const code = ProxyError.is(error) ? error.codeName : 'InternalError';
+    this.deps.metrics.protocolError(code);
+    if (!ProxyError.is(error)) this.logger.error({ err: error }, 'unexpected error; closing connection');
+    else this.logger.warn({ code }, `protocol violation: ${reason}`);
+    this.close(reason);
+  }
+
+  private async handleFrame(frame: Buffer): Promise<void> {
+    const header = readHeader(frame);
+    let message = frame;
+    let compressor: CompressorName | undefined;
+    if (header.opCode === OpCode.OP_COMPRESSED) {
+      // Byte 24 is the compressorId: header(16) + originalOpcode(4) + uncompressedSize(4).
+      compressor = compressorNameOfFrame(frame);
+      message = await decompressMessage(frame, this.maxMessageSize);
+    }
+    const request: Request = { requestId: header.requestId, compressor };
+    const opCode = readHeader(message).opCode;
+    if (opCode === OpCode.OP_MSG) return this.handleOpMsg(message, request);
+    if (opCode === OpCode.OP_QUERY) return this.handleOpQuery(message, request);
+    return this.refuseOpcode(opCode, request);
+  }
+
+  private async handleOpMsg(frame: Buffer, request: Request): Promise<void> {
+    let msg: OpMsg;
+    let envelope: CommandEnvelope;
+    const fireAndForget = frame.length > HEADER_LENGTH + 4 && (frame.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome) !== 0;
+    try {
+      msg = parseOpMsg(frame, { maxBsonDepth: this.deps.config.limits.maxBsonDepth });
+      envelope = readCommandEnvelope(msg.body);
+    } catch (error) {
+      if (error instanceof WireProtocolError && error.fatal) throw error;
+      this.deps.metrics.protocolError(ProxyError.is(error) ? error.codeName : 'InternalError');
+      // A moreToCome request gets no reply, so a bad one can only be answered by closing.
+      if (fireAndForget) throw error;
+      await this.writeError(error, request, 'opMsg');
+      return;
+    }
+    await this.handleCommand(frame, msg, envelope, request);
+  }
+
+  private async handleCommand(frame: Buffer, msg: OpMsg, envelope: CommandEnvelope, request: Request): Promise<void> {
+    const started = process.hrtime.bigint();
+    let outcome = 'ok';
+    try {
+      if (HELLO_COMMANDS.has(envelope.name)) {
+        await this.replyHello(envelope.name, msg.body, request, 'opMsg');
+      } else if (AUTH_COMMANDS.has(envelope.name)) {
+        outcome = 'denied';
+        await this.writeError(
+          new ProxyError(
+            ErrorCodes.AuthenticationFailed,
+            'mongo-tenant-proxy: client authentication is not configured on this proxy; connect without credentials',
+          ),
+          request,
+          'opMsg',
+        );
+      } else {
+        outcome = await this.forward(frame, msg, request);
+      }
+    } catch (error) {
+      if (error instanceof WireProtocolError && error.fatal) throw error;
+      outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
+      if (!this.closed && (msg.flagBits & OpMsgFlag.moreToCome) === 0) await this.writeError(error, request, 'opMsg');
+    } finally {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      this.deps.metrics.observeOperation(envelope.name, outcome, seconds);
+    }
+  }
+
+  private async handleOpQuery(frame: Buffer, request: Request): Promise<void> {
+    // Catalogue items 44-45: OP_QUERY survives only for the legacy handshake on admin.$cmd.
+    let commandName: string;
+    let command: Uint8Array;
+    try {
+      const query = parseOpQuery(frame, { maxBsonDepth: this.deps.config.limits.maxBsonDepth });
+      ({ name: commandName, command } = unwrapLegacyCommand(query.query));
+      if (query.fullCollectionName !== 'admin.$cmd' || !HELLO_COMMANDS.has(commandName)) {
+        throw new ProxyError(
+          ErrorCodes.CommandNotSupported,
+          'OP_QUERY is only supported for the hello handshake on admin.$cmd; use OP_MSG',
+        );
+      }
+    } catch (error) {
+      if (error instanceof WireProtocolError && error.fatal) throw error;
+      this.deps.metrics.protocolError(ProxyError.is(error) ? error.codeName : 'InternalError');
+      await this.writeError(error, request, 'opReply');
+      return;
+    }
+    const started = process.hrtime.bigint();
+    await this.replyHello(commandName, command, request, 'opReply');
+    this.deps.metrics.observeOperation(commandName, 'ok', Number(process.hrtime.bigint() - started) / 1e9);
+  }
+
+  private async refuseOpcode(opCode: number, request: Request): Promise<void> {
+    // Removed legacy opcodes and unknown ones: say why, never forward, then close (catalogue 44).
+    this.deps.metrics.protocolError('UnsupportedOpcode');
+    const error = new ProxyError(ErrorCodes.CommandNotSupported, `unsupported opcode ${opCode}; only OP_MSG is accepted`);
+    const format: ReplyFormat = opCode === OpCode.OP_GET_MORE ? 'opReply' : 'opMsg';
+    await this.writeError(error, request, format);
+    this.socket.end();
+    throw new WireProtocolError(ErrorCodes.CommandNotSupported, `unsupported opcode ${opCode}`, true);
+  }
+
+  private async replyHello(commandName: string, body: Uint8Array, request: Request, format: ReplyFormat): Promise<void> {
+    const server = this.deps.server();
+    const document = buildHelloReply(
+      commandName,
+      deserialize(body),
+      {
+        server,
+        presentAs: this.deps.config.handshake.presentAs,
+        compressors: this.deps.config.compression.compressors,
+        maxMessageSizeBytes: this.maxMessageSize,
+        connectionId: this.id,
+      },
+      this.handshake,
+    );
+    // hello replies are never compressed (OP_COMPRESSED.md).
+    await this.write(encodeReply(document, request.requestId, format));
+  }
+
+  /** Forwards a command and streams its replies back; returns the outcome label. */
+  private async forward(frame: Buffer, msg: OpMsg, request: Request): Promise<string> {
+    const outgoing = this.outgoingFrame(frame, msg);
+    const upstream = await this.acquireUpstream();
+    if ((msg.flagBits & OpMsgFlag.moreToCome) !== 0) {
+      upstream.send(outgoing);
+      this.deps.metrics.bytes('upstream', 'sent', outgoing.length);
+      return 'ok';
+    }
+    let responseTo = request.requestId;
+    let ok = true;
+    // Replies are written in order even when compression (async) is involved.
+    let writes: Promise<void> = Promise.resolve();
+    this.upstreamBusy = true;
+    try {
+      await upstream.request(outgoing, (reply) => {
+        this.deps.metrics.bytes('upstream', 'received', reply.length);
+        const replyId = nextRequestId();
+        setRequestId(reply, replyId);
+        setResponseTo(reply, responseTo);
+        // Each exhaust reply answers the previous one.
+        responseTo = replyId;
+        ok &&= replyIsOk(reply);
+        writes = writes.then(() => this.writeReply(reply, request.compressor, upstream));
+      });
+    } finally {
+      this.upstreamBusy = false;
+    }
+    await writes;
+    return ok ? 'ok' : 'upstream_error';
+  }
+
+  /**
+   * The bytes to send upstream. The original frame is reused when the proxy changed nothing;
+   * a message whose flags were cleaned or that carried a checksum is re-encoded without one
+   * (the upstream hop never uses checksums, and the header ids change anyway).
+   */
+  private outgoingFrame(frame: Buffer, msg: OpMsg): Buffer {
+    const originalFlags = frame.readUInt32LE(HEADER_LENGTH);
+    if (originalFlags === msg.flagBits) return frame;
+    return encodeOpMsg({
+      requestId: msg.requestId,
+      responseTo: 0,
+      flagBits: msg.flagBits & ~OpMsgFlag.checksumPresent,
+      body: msg.body,
+      sequences: msg.sequences,
+    });
+  }
+
+  private async acquireUpstream(): Promise<UpstreamConnection> {
+    const current = this.upstreamConnection;
+    if (current !== undefined && !current.closed) return current;
+    const acquired = await this.deps.upstream.acquire();
+    this.upstreamConnection = acquired;
+    return acquired;
+  }
+
+  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, upstream: UpstreamConnection): Promise<void> {
+    const bytes = compressor === undefined ? reply : await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
+    if (this.closed) return;
+    if (!this.socket.write(bytes)) {
+      // Client is slower than the upstream: stop reading upstream until the client drains.
+      upstream.pause();
+      this.socket.once('drain', () => upstream.resume());
+    }
+    this.deps.metrics.bytes('client', 'sent', bytes.length);
+  }
+
+  private async writeError(error: unknown, request: Request, format: ReplyFormat): Promise<void> {
+    if (ProxyError.is(error)) this.logger.debug({ code: error.codeName }, error.message);
+    else this.logger.error({ err: error }, 'unexpected error handling a request');
+    await this.write(encodeErrorReply(error, request.requestId, format));
+  }
+
+  private async write(bytes: Buffer): Promise<void> {
+    if (this.closed) return;
+    this.deps.metrics.bytes('client', 'sent', bytes.length);
+    if (!this.socket.write(bytes)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.socket.off('drain', done);
+          this.socket.off('close', done);
+          resolve();
+        };
+        this.socket.on('drain', done);
+        this.socket.on('close', done);
+      });
+    }
+  }
+
+  private onSocketClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending.length = 0;
+    const upstream = this.upstreamConnection;
+    this.upstreamConnection = undefined;
+    if (upstream !== undefined) {
+      // A connection abandoned mid-request (e.g. an exhaust cursor) may still receive replies.
+      if (this.upstreamBusy) upstream.close();
+      else this.deps.upstream.release(upstream);
+    }
+    this.deps.metrics.connectionClosed();
+    this.logger.info('client disconnected');
+    this.onClosed(this);
+  }
+}
+
+/** The codec a compressed request used; `noop` (or a bad id, rejected later) means none. */
+function compressorNameOfFrame(frame: Buffer): CompressorName | undefined {
+  const name = compressorNameOf(frame[HEADER_LENGTH + 8] ?? -1);
+  return name === null || name === 'noop' ? undefined : name;
+}
