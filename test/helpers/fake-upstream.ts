@@ -1,0 +1,100 @@
+/**
+ * A scriptable in-process stand-in for a MongoDB server, for the few behaviours FerretDB lacks
+ * (exhaust streams) and for recording the exact bytes the proxy sends upstream. It answers hello
+ * like a standalone and hands every other command to the test's handler.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { deserialize, serialize, type Document } from 'bson';
+
+export interface ReceivedMessage {
+  flags: number;
+  requestId: number;
+  body: Document;
+  bytes: Buffer;
+}
+
+/** What the handler wants sent back: documents, each a reply; all but the last get moreToCome. */
+export type FakeHandler = (message: ReceivedMessage) => Document[] | 'no-reply';
+
+export interface FakeUpstream {
+  uri: string;
+  received: ReceivedMessage[];
+  close(): Promise<void>;
+}
+
+const MORE_TO_COME = 1 << 1;
+let replyIds = 50_000;
+
+function encode(doc: Document, responseTo: number, flags: number): { bytes: Buffer; requestId: number } {
+  const body = Buffer.from(serialize(doc));
+  const bytes = Buffer.alloc(16 + 4 + 1 + body.length);
+  const requestId = ++replyIds;
+  bytes.writeInt32LE(bytes.length, 0);
+  bytes.writeInt32LE(requestId, 4);
+  bytes.writeInt32LE(responseTo, 8);
+  bytes.writeInt32LE(2013, 12);
+  bytes.writeUInt32LE(flags, 16);
+  bytes[20] = 0;
+  body.copy(bytes, 21);
+  return { bytes, requestId };
+}
+
+export const FAKE_HELLO: Document = {
+  isWritablePrimary: true,
+  maxBsonObjectSize: 16 * 1024 * 1024,
+  maxMessageSizeBytes: 48_000_000,
+  maxWriteBatchSize: 100_000,
+  logicalSessionTimeoutMinutes: 30,
+  minWireVersion: 0,
+  maxWireVersion: 21,
+  ok: 1,
+};
+
+export async function startFakeUpstream(handler: FakeHandler): Promise<FakeUpstream> {
+  const received: ReceivedMessage[] = [];
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    let buffered = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 4 && buffered.length >= buffered.readInt32LE(0)) {
+        const length = buffered.readInt32LE(0);
+        const bytes = buffered.subarray(0, length);
+        buffered = buffered.subarray(length);
+        const requestId = bytes.readInt32LE(4);
+        const flags = bytes.readUInt32LE(16);
+        const bodyLength = bytes.readInt32LE(21);
+        const body = deserialize(bytes.subarray(21, 21 + bodyLength));
+        const message = { flags, requestId, body, bytes: Buffer.from(bytes) };
+        const name = Object.keys(body)[0];
+        if (name === 'hello' || name === 'isMaster' || name === 'ismaster') {
+          socket.write(encode({ ...FAKE_HELLO, connectionId: 1, localTime: new Date() }, requestId, 0).bytes);
+          continue;
+        }
+        received.push(message);
+        const replies = handler(message);
+        if (replies === 'no-reply') continue;
+        let responseTo = requestId;
+        replies.forEach((doc, index) => {
+          const last = index === replies.length - 1;
+          const reply = encode(doc, responseTo, last ? 0 : MORE_TO_COME);
+          responseTo = reply.requestId;
+          socket.write(reply.bytes);
+        });
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as { port: number };
+  return {
+    uri: `mongodb://127.0.0.1:${address.port}/?directConnection=true`,
+    received,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

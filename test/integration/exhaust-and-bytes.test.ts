@@ -1,0 +1,90 @@
+/**
+ * Behaviour FerretDB does not implement (exhaust getMore streams), tested against an in-process
+ * fake upstream that records the exact bytes the proxy sends. The end-to-end exhaust case with
+ * a real driver needs MongoDB and runs only when MONGODB_URI points at one.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { Long } from 'bson';
+import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+
+const EXHAUST_ALLOWED = 1 << 16;
+const MORE_TO_COME = 1 << 1;
+
+let fake: FakeUpstream | undefined;
+let proxy: TestProxy | undefined;
+
+afterEach(async () => {
+  await proxy?.stop();
+  await fake?.close();
+  proxy = undefined;
+  fake = undefined;
+});
+
+describe('exhaust cursors', () => {
+  it('relays every streamed reply in order, each answering the previous one', async () => {
+    fake = await startFakeUpstream((message) => {
+      if ('getMore' in message.body && (message.flags & EXHAUST_ALLOWED) !== 0) {
+        return [1, 2, 3].map((batch) => ({
+          cursor: { id: Long.fromNumber(batch === 3 ? 0 : 7), ns: 'db.c', nextBatch: [{ batch }] },
+          ok: 1,
+        }));
+      }
+      return [{ ok: 1 }];
+    });
+    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
+    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    const request = opMsg({ getMore: Long.fromNumber(7), collection: 'c', $db: 'db' }, { flags: EXHAUST_ALLOWED });
+    c.write(request.bytes);
+
+    const frames = [await c.readFrame(), await c.readFrame(), await c.readFrame()];
+    expect(frames.map((f) => replyDocument(f!).cursor.nextBatch[0].batch)).toEqual([1, 2, 3]);
+    expect(frames[0]!.responseTo).toBe(request.requestId);
+    expect(frames[1]!.responseTo).toBe(frames[0]!.requestId);
+    expect(frames[2]!.responseTo).toBe(frames[1]!.requestId);
+    const flags = frames.map((f) => f!.bytes.readUInt32LE(16) & MORE_TO_COME);
+    expect(flags).toEqual([MORE_TO_COME, MORE_TO_COME, 0]);
+
+    // The request reached the upstream with exhaustAllowed intact.
+    expect(fake.received[0]!.flags & EXHAUST_ALLOWED).toBe(EXHAUST_ALLOWED);
+    // And the connection is back in request/response step afterwards.
+    expect((await c.command(opMsg({ ping: 1, $db: 'admin' }))).ok).toBe(1);
+    c.close();
+  });
+});
+
+describe('bytes sent upstream', () => {
+  it('never forwards client metadata, hello or auth commands', async () => {
+    fake = await startFakeUpstream(() => [{ ok: 1 }]);
+    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
+    const client = await proxy.client({ appName: 'secret-app-name' });
+    await client.db('x').command({ ping: 1 });
+    await client.db('admin').command({ hello: 1 });
+    await client.db('admin').command({ isMaster: 1 });
+    const forwarded = fake.received.map((m) => Object.keys(m.body)[0]);
+    expect(forwarded).toContain('ping');
+    expect(forwarded).not.toContain('hello');
+    expect(forwarded).not.toContain('isMaster');
+    for (const message of fake.received) expect(message.bytes.includes(Buffer.from('secret-app-name'))).toBe(false);
+  });
+
+  it('forwards a moreToCome (w:0) request without waiting for a reply', async () => {
+    fake = await startFakeUpstream((message) => ('insert' in message.body ? 'no-reply' : [{ ok: 1 }]));
+    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
+    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    c.write(opMsg({ insert: 'c', documents: [{ a: 1 }], writeConcern: { w: 0 }, $db: 'db' }, { flags: MORE_TO_COME }).bytes);
+    expect((await c.command(opMsg({ ping: 1, $db: 'admin' }))).ok).toBe(1);
+    expect(fake.received[0]!.flags & MORE_TO_COME).toBe(MORE_TO_COME);
+    c.close();
+  });
+
+  it('strips a verified checksum when forwarding and clears unknown optional bits', async () => {
+    fake = await startFakeUpstream(() => [{ ok: 1 }]);
+    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
+    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    expect((await c.command(opMsg({ ping: 1, $db: 'admin' }, { flags: 1 << 20 }))).ok).toBe(1);
+    expect(fake.received[0]!.flags).toBe(0);
+    c.close();
+  });
+});
