@@ -1,0 +1,464 @@
+/**
+ * One socket to one upstream server, carrying one request at a time.
+ *
+ * - The connection numbers its own requests (a per-connection int32 counter) and overwrites the
+ *   header of the frame it is given; replies are matched on `responseTo`. An exhaust reply with
+ *   moreToCome is followed by another reply answering *that reply's* requestId
+ *   (OP_MSG.md, "moreToCome"), so the expected id moves along the stream.
+ * - OP_COMPRESSED replies are decompressed before delivery; requests are compressed with the
+ *   compressor the hello negotiated, except the commands OP_COMPRESSED.md forbids.
+ * - Writes respect backpressure (wait for 'drain'); reads can be paused by the consumer.
+ * - Any framing or socket failure is fatal for the connection: the pending request is rejected
+ *   with an UpstreamError labelled NetworkError and 'close' is emitted once.
+ *
+ * Nothing here knows about hello or authentication (handshake.ts) or pooling (upstream.ts).
+ */
+
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { Logger } from 'pino';
+import type { CompressorName, HostPort } from '../config/types.js';
+import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
+import { firstElement } from '../wire/bson-scan.js';
+import {
+  DEFAULT_MAX_MESSAGE_SIZE_BYTES,
+  HEADER_LENGTH,
+  OpCode,
+  OpMsgFlag,
+  SectionKind,
+  UNCOMPRESSIBLE_COMMANDS,
+} from '../wire/constants.js';
+import { FrameDecoder } from '../wire/frame-decoder.js';
+import { readInt32LE, setRequestId } from '../wire/header.js';
+import { compressMessage, decompressMessage } from '../wire/op-compressed.js';
+import { formatAddress } from './uri.js';
+
+/** The label drivers and our retry layer key on for transport failures. */
+export const NETWORK_ERROR_LABEL = 'NetworkError';
+
+export interface ConnectOptions {
+  address: HostPort;
+  /** Present for TLS; built once per Upstream by loadTlsOptions (tls-options.ts). */
+  tls?: tls.ConnectionOptions | undefined;
+  /** 0: no timeout. Covers TCP connect plus the TLS handshake. */
+  connectTimeoutMS: number;
+  /** Largest reply frame accepted before the hello tells us the server's own limit. */
+  maxMessageSize?: number;
+  logger?: Logger | undefined;
+}
+
+export type ReplyHandler = (reply: Buffer, moreToCome: boolean) => void;
+
+interface PendingRequest {
+  expectedResponseTo: number;
+  onReply: ReplyHandler;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+interface ConnectionEvents {
+  /** Emitted once; `error` is set when the connection died rather than being closed. */
+  close: [error: Error | undefined];
+}
+
+let nextConnectionId = 1;
+
+export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
+  /** Process-wide id for logs. */
+  readonly id: number;
+  readonly address: string;
+  readonly #socket: net.Socket;
+  readonly #decoder: FrameDecoder;
+  readonly #logger: Logger | undefined;
+  #requestCounter = 0;
+  #pending: PendingRequest | undefined;
+  #closed = false;
+  #closeError: Error | undefined;
+  /** Serializes writes (compression is async; a write may wait for 'drain'). */
+  #writeChain: Promise<void> = Promise.resolve();
+  /** Replies still being decompressed; later replies wait behind them to keep their order. */
+  #inboundChain: Promise<void> | undefined;
+  #inboundQueued = 0;
+  #compressor: CompressorName | undefined;
+  #zlibLevel: number | undefined;
+  /** When the connection last finished a request (for idle reaping by the pool). */
+  lastUsed = Date.now();
+
+  private constructor(socket: net.Socket, address: string, maxMessageSize: number, logger: Logger | undefined) {
+    super();
+    this.id = nextConnectionId++;
+    this.address = address;
+    this.#socket = socket;
+    this.#decoder = new FrameDecoder(maxMessageSize);
+    this.#logger = logger?.child({ upstreamConnection: this.id, address });
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 120_000);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (error: Error) => this.#fail(socketError(error, address)));
+    socket.on('close', () => this.#fail(closedError(address)));
+    // A half-closed upstream will not answer any more; treat it as closed.
+    socket.on('end', () => this.#fail(closedError(address)));
+  }
+
+  /** Opens a TCP (or TLS) connection. Rejects with an UpstreamError; never leaves a socket open. */
+  static connect(options: ConnectOptions): Promise<UpstreamConnection> {
+    const address = formatAddress(options.address);
+    return new Promise((resolve, reject) => {
+      const { host, port } = options.address;
+      let socket: net.Socket;
+      const readyEvent = options.tls === undefined ? 'connect' : 'secureConnect';
+      if (options.tls === undefined) {
+        socket = net.connect({ host, port });
+      } else {
+        socket = tls.connect({
+          ...options.tls,
+          host,
+          port,
+          // SNI only for names; RFC 6066 forbids IP literals in server_name.
+          ...(net.isIP(host) === 0 && options.tls.servername === undefined ? { servername: host } : {}),
+        });
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const cleanup = (): void => {
+        if (timer !== undefined) clearTimeout(timer);
+        socket.removeListener('error', onError);
+        socket.removeListener('close', onClose);
+        socket.removeListener(readyEvent, onReady);
+      };
+      // A peer can hang up during the TLS handshake without an 'error'.
+      const onClose = (): void => {
+        cleanup();
+        reject(closedError(address, 'upstream closed the connection while it was being set up'));
+      };
+      const onError = (error: Error): void => {
+        cleanup();
+        socket.destroy();
+        reject(socketError(error, address, options.tls !== undefined));
+      };
+      const onReady = (): void => {
+        cleanup();
+        resolve(
+          new UpstreamConnection(
+            socket,
+            address,
+            options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE_BYTES,
+            options.logger,
+          ),
+        );
+      };
+      if (options.connectTimeoutMS > 0) {
+        timer = setTimeout(() => {
+          cleanup();
+          socket.destroy();
+          reject(
+            new UpstreamError(
+              ErrorCodes.NetworkTimeout,
+              `connecting to upstream ${address} timed out after ${options.connectTimeoutMS} ms`,
+              { labels: [NETWORK_ERROR_LABEL] },
+            ),
+          );
+        }, options.connectTimeoutMS);
+      }
+      socket.once('error', onError);
+      socket.once('close', onClose);
+      socket.once(readyEvent, onReady);
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Why the connection closed, when it failed rather than being closed on purpose. */
+  get closeError(): Error | undefined {
+    return this.#closeError;
+  }
+
+  /** True while a request awaits its (last) reply. */
+  get busy(): boolean {
+    return this.#pending !== undefined;
+  }
+
+  get compressor(): CompressorName | undefined {
+    return this.#compressor;
+  }
+
+  /** Set by the handshake once the server has agreed on a compressor. */
+  setCompression(compressor: CompressorName | undefined, zlibLevel?: number): void {
+    this.#compressor = compressor;
+    this.#zlibLevel = zlibLevel === undefined || zlibLevel < 0 ? undefined : zlibLevel;
+  }
+
+  /** Follows the server's maxMessageSizeBytes once the hello has been read. */
+  setMaxMessageSize(bytes: number): void {
+    this.#decoder.maxMessageSize = bytes;
+  }
+
+  /**
+   * Sends `frame` (a private copy: its requestId is overwritten) and calls `onReply` for every
+   * reply, in order, until one arrives without moreToCome. Rejects with an UpstreamError if the
+   * connection fails first, or with what `onReply` threw (the connection is then closed, since
+   * the rest of an exhaust stream can no longer be consumed).
+   */
+  request(frame: Buffer, onReply: ReplyHandler): Promise<void> {
+    if (this.#pending !== undefined) {
+      return Promise.reject(new Error(`upstream connection ${this.id} already has a request in flight`));
+    }
+    if (this.#closed) return Promise.reject(this.#closedFailure());
+    const requestId = this.#nextRequestId();
+    setRequestId(frame, requestId);
+    return new Promise<void>((resolve, reject) => {
+      this.#pending = { expectedResponseTo: requestId, onReply, resolve, reject };
+      this.#enqueueWrite(frame).catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
+    });
+  }
+
+  /** Sends a moreToCome request: the server sends no reply. Failures close the connection. */
+  send(frame: Buffer): void {
+    if (this.#pending !== undefined) {
+      throw new Error(`upstream connection ${this.id} already has a request in flight`);
+    }
+    if (this.#closed) throw this.#closedFailure();
+    setRequestId(frame, this.#nextRequestId());
+    this.#enqueueWrite(frame).catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
+  }
+
+  /** Stops reading from the upstream (the client is slower than the server). */
+  pause(): void {
+    if (!this.#closed) this.#socket.pause();
+  }
+
+  resume(): void {
+    if (!this.#closed) this.#socket.resume();
+  }
+
+  /**
+   * Closes the socket. A pending request is rejected with `error` if given, else with a
+   * SocketException. Idempotent.
+   */
+  close(error?: Error): void {
+    if (this.#closed) return;
+    this.#shutdown(error, error ?? closedError(this.address, 'upstream connection closed by the proxy'));
+  }
+
+  // --- internals -----------------------------------------------------------------------------
+
+  #nextRequestId(): number {
+    // Positive int32 ids; wrap long before overflow. Ids only need to be unique per connection.
+    this.#requestCounter = this.#requestCounter >= 0x7fffffff ? 1 : this.#requestCounter + 1;
+    return this.#requestCounter;
+  }
+
+  #enqueueWrite(frame: Buffer): Promise<void> {
+    const write = this.#writeChain.then(async () => {
+      if (this.#closed) throw this.#closedFailure();
+      const out = await this.#maybeCompress(frame);
+      if (this.#closed) throw this.#closedFailure();
+      if (!this.#socket.write(out)) await this.#drained();
+    });
+    // The chain itself never rejects, so one failed write cannot poison later ones.
+    this.#writeChain = write.then(
+      () => undefined,
+      () => undefined,
+    );
+    return write;
+  }
+
+  #drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.#socket.removeListener('drain', done);
+        this.removeListener('close', done);
+        resolve();
+      };
+      this.#socket.once('drain', done);
+      // If the socket dies instead, 'close' is emitted and the next write sees #closed.
+      this.once('close', done);
+    });
+  }
+
+  async #maybeCompress(frame: Buffer): Promise<Buffer> {
+    const compressor = this.#compressor;
+    if (compressor === undefined) return frame;
+    const name = requestCommandName(frame);
+    // Only OP_MSG with a readable, compressible command; anything else goes as is.
+    if (name === undefined || UNCOMPRESSIBLE_COMMANDS.has(name)) return frame;
+    return compressMessage(frame, compressor, this.#zlibLevel);
+  }
+
+  #onData(chunk: Buffer): void {
+    try {
+      this.#decoder.push(chunk, (frame) => this.#onFrame(frame));
+    } catch (error) {
+      this.#fail(protocolFailure(error, this.address));
+    }
+  }
+
+  #onFrame(frame: Buffer): void {
+    const opCode = readInt32LE(frame, 12);
+    if (opCode !== OpCode.OP_COMPRESSED && this.#inboundQueued === 0) {
+      this.#deliver(frame);
+      return;
+    }
+    // Decompression is async; keep replies in arrival order behind it.
+    this.#inboundQueued++;
+    const previous = this.#inboundChain ?? Promise.resolve();
+    this.#inboundChain = previous.then(async () => {
+      try {
+        if (this.#closed) return;
+        const plain =
+          opCode === OpCode.OP_COMPRESSED ? await decompressMessage(frame, this.#decoder.maxMessageSize) : frame;
+        if (!this.#closed) this.#deliver(plain);
+      } catch (error) {
+        this.#fail(protocolFailure(error, this.address));
+      } finally {
+        this.#inboundQueued--;
+        if (this.#inboundQueued === 0) this.#inboundChain = undefined;
+      }
+    });
+  }
+
+  #deliver(reply: Buffer): void {
+    const pending = this.#pending;
+    const responseTo = readInt32LE(reply, 8);
+    if (pending === undefined) {
+      this.#fail(protocolFailure(`unsolicited reply (responseTo ${responseTo})`, this.address));
+      return;
+    }
+    if (responseTo !== pending.expectedResponseTo) {
+      this.#fail(
+        protocolFailure(`reply answers request ${responseTo}, expected ${pending.expectedResponseTo}`, this.address),
+      );
+      return;
+    }
+    const opCode = readInt32LE(reply, 12);
+    const moreToCome =
+      opCode === OpCode.OP_MSG &&
+      reply.length >= HEADER_LENGTH + 4 &&
+      (readInt32LE(reply, HEADER_LENGTH) & OpMsgFlag.moreToCome) !== 0;
+    if (moreToCome) {
+      // The next reply of the exhaust stream answers this one.
+      pending.expectedResponseTo = readInt32LE(reply, 4);
+    } else {
+      this.#pending = undefined;
+      this.lastUsed = Date.now();
+    }
+    try {
+      pending.onReply(reply, moreToCome);
+    } catch (error) {
+      // The consumer cannot take the rest of the stream: the connection is no longer usable.
+      this.#pending = undefined;
+      pending.reject(asError(error));
+      this.close();
+      return;
+    }
+    if (!moreToCome) pending.resolve();
+  }
+
+  #fail(error: Error): void {
+    if (this.#closed) return;
+    this.#shutdown(error, error);
+  }
+
+  #shutdown(closeError: Error | undefined, requestError: Error): void {
+    this.#closed = true;
+    this.#closeError = closeError;
+    const pending = this.#pending;
+    this.#pending = undefined;
+    this.#socket.destroy();
+    if (closeError !== undefined) {
+      this.#logger?.debug({ err: { message: closeError.message, code: codeOf(closeError) } }, 'upstream connection failed');
+    } else {
+      this.#logger?.debug('upstream connection closed');
+    }
+    pending?.reject(requestError);
+    this.emit('close', closeError);
+  }
+
+  #closedFailure(): UpstreamError {
+    const cause = this.#closeError;
+    return new UpstreamError(
+      cause !== undefined && ProxyError.is(cause) ? cause.code : ErrorCodes.SocketException,
+      `upstream connection to ${this.address} is closed${cause !== undefined ? `: ${cause.message}` : ''}`,
+      { labels: [NETWORK_ERROR_LABEL], cause },
+    );
+  }
+}
+
+/**
+ * The command name of an OP_MSG request (first key of its kind-0 section), or undefined for
+ * anything else or anything unexpected; such frames are simply not compressed.
+ */
+export function requestCommandName(frame: Buffer): string | undefined {
+  if (frame.length < HEADER_LENGTH + 5 || readInt32LE(frame, 12) !== OpCode.OP_MSG) return undefined;
+  const end = Math.min(frame.length, readInt32LE(frame, 0));
+  let pos = HEADER_LENGTH + 4;
+  while (pos < end) {
+    const kind = frame[pos];
+    if (kind === SectionKind.body) {
+      if (pos + 5 > end) return undefined;
+      const length = readInt32LE(frame, pos + 1);
+      if (length < 5 || pos + 1 + length > end) return undefined;
+      try {
+        return firstElement(frame.subarray(pos + 1, pos + 1 + length))?.name;
+      } catch {
+        return undefined;
+      }
+    }
+    if (kind !== SectionKind.documentSequence || pos + 5 > end) return undefined;
+    const size = readInt32LE(frame, pos + 1);
+    if (size < 4) return undefined;
+    pos += 1 + size;
+  }
+  return undefined;
+}
+
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
+const NOT_FOUND_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME']);
+
+/** Maps a socket or TLS error to an UpstreamError with a MongoDB code and the NetworkError label. */
+function socketError(error: Error, address: string, tlsHandshake = false): UpstreamError {
+  if (ProxyError.is(error)) return error as UpstreamError;
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  let mongoCode: number = ErrorCodes.SocketException;
+  if (UNREACHABLE_CODES.has(code)) mongoCode = ErrorCodes.HostUnreachable;
+  else if (NOT_FOUND_CODES.has(code)) mongoCode = ErrorCodes.HostNotFound;
+  else if (code === 'ETIMEDOUT') mongoCode = ErrorCodes.NetworkTimeout;
+  const what = tlsHandshake && mongoCode === ErrorCodes.SocketException ? 'TLS handshake with' : 'connection to';
+  return new UpstreamError(mongoCode, `upstream ${what} ${address} failed: ${error.message}`, {
+    labels: [NETWORK_ERROR_LABEL],
+    cause: error,
+  });
+}
+
+function closedError(address: string, message = 'upstream closed the connection'): UpstreamError {
+  return new UpstreamError(ErrorCodes.SocketException, `${message} (${address})`, { labels: [NETWORK_ERROR_LABEL] });
+}
+
+function protocolFailure(error: unknown, address: string): UpstreamError {
+  const message = error instanceof Error ? error.message : String(error);
+  return new UpstreamError(ErrorCodes.ProtocolError, `invalid reply from upstream ${address}: ${message}`, {
+    labels: [NETWORK_ERROR_LABEL],
+    cause: error instanceof Error ? error : undefined,
+  });
+}
+
+/** A failed write: socket errors keep their mapping, anything else (a codec bug) is internal. */
+function writeFailure(error: unknown, address: string): Error {
+  if (ProxyError.is(error)) return error;
+  if (error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string') {
+    return socketError(error, address);
+  }
+  return new UpstreamError(ErrorCodes.InternalError, `could not send to upstream ${address}: ${String(error)}`, {
+    cause: error,
+  });
+}
+
+function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+function codeOf(error: Error): number | string | undefined {
+  return ProxyError.is(error) ? error.code : (error as NodeJS.ErrnoException).code;
+}
