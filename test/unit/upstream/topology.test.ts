@@ -1,0 +1,203 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorCodes, ProxyError, UpstreamError } from '../../../src/errors.js';
+import { classifyHello, describeServer, discoverServer } from '../../../src/upstream/topology.js';
+import { Upstream } from '../../../src/upstream/upstream.js';
+import type { Document } from '../../../src/wire/bson.js';
+import { type FakeServer, HELLO_REPLY, startFakeServer } from './fake-server.js';
+
+describe('classifyHello / describeServer', () => {
+  it('classifies mongos, standalone, primary, secondary, ghost and arbiter', () => {
+    expect(classifyHello({ msg: 'isdbgrid', isWritablePrimary: true })).toEqual({ type: 'mongos' });
+    expect(classifyHello({ isWritablePrimary: true })).toEqual({ type: 'standalone' });
+    expect(classifyHello({ setName: 'rs', isWritablePrimary: true })).toEqual({ type: 'primary', setName: 'rs' });
+    expect(classifyHello({ setName: 'rs', ismaster: true })).toEqual({ type: 'primary', setName: 'rs' });
+    expect(classifyHello({ setName: 'rs', secondary: true, primary: 'b:1', hosts: ['a:1', 'b:1'], passives: ['c:1'] })).toEqual({
+      type: 'member',
+      setName: 'rs',
+      primary: 'b:1',
+      hosts: ['a:1', 'b:1', 'c:1'],
+    });
+    expect(classifyHello({ isreplicaset: true })).toEqual({ type: 'ghost' });
+    expect(classifyHello({ setName: 'rs', arbiterOnly: true }).type).toBe('other');
+  });
+
+  it('lifts limits, keeps absent session support absent and defaults the rest', () => {
+    const sharded = describeServer({ ...HELLO_REPLY, msg: 'isdbgrid' }, 'm:1', ['zstd']);
+    expect(sharded).toMatchObject({
+      kind: 'sharded',
+      address: 'm:1',
+      maxWireVersion: 21,
+      logicalSessionTimeoutMinutes: 30,
+      compression: ['zstd'],
+    });
+    const bare = describeServer({ ok: 1 }, 'h:1');
+    expect(bare).toMatchObject({
+      kind: 'standalone',
+      minWireVersion: 0,
+      maxBsonObjectSize: 16 * 1024 * 1024,
+      maxMessageSizeBytes: 48_000_000,
+      maxWriteBatchSize: 100_000,
+    });
+    expect('logicalSessionTimeoutMinutes' in bare).toBe(false);
+    expect('setName' in bare).toBe(false);
+    expect(describeServer({ setName: 'rs', isWritablePrimary: true }, 'h:1')).toMatchObject({ kind: 'replicaSet', setName: 'rs' });
+  });
+});
+
+describe('discoverServer', () => {
+  const host = (h: string) => ({ host: h, port: 1 });
+  function world(hellos: Record<string, Document | Error>) {
+    const opened: string[] = [];
+    const discarded: string[] = [];
+    return {
+      opened,
+      discarded,
+      open: async (address: { host: string; port: number }) => {
+        opened.push(address.host);
+        const hello = hellos[address.host];
+        if (hello === undefined) throw new UpstreamError(ErrorCodes.HostUnreachable, `${address.host} is down`);
+        if (hello instanceof Error) throw hello;
+        return { connection: address.host, hello };
+      },
+      discard: (c: string) => discarded.push(c),
+    };
+  }
+
+  it('follows a secondary to the primary it names', async () => {
+    const w = world({
+      a: { setName: 'rs', secondary: true, primary: 'c:1', hosts: ['a:1', 'b:1', 'c:1'] },
+      c: { setName: 'rs', isWritablePrimary: true },
+    });
+    const found = await discoverServer({ seeds: [host('a')], replicaSet: 'rs', directConnection: false, ...w });
+    expect(found.address).toEqual(host('c'));
+    expect(w.opened).toEqual(['a', 'c']);
+    expect(w.discarded).toEqual(['a']);
+  });
+
+  it('tries the hosts a member lists when it knows no primary yet', async () => {
+    const w = world({
+      a: { setName: 'rs', secondary: true, hosts: ['a:1', 'b:1'] },
+      b: { setName: 'rs', isWritablePrimary: true },
+    });
+    const found = await discoverServer({ seeds: [host('a')], replicaSet: undefined, directConnection: false, ...w });
+    expect(found.connection).toBe('b');
+  });
+
+  it('skips unreachable seeds and reports every failure when nothing is usable', async () => {
+    const w = world({ b: { setName: 'rs', secondary: true } });
+    const error = (await discoverServer({ seeds: [host('a'), host('b')], replicaSet: 'rs', directConnection: false, ...w }).catch(
+      (e: unknown) => e,
+    )) as ProxyError;
+    expect(error.code).toBe(ErrorCodes.HostUnreachable);
+    expect(error.message).toMatch(/a:1: a is down; b:1: is not primary and knows no primary/);
+  });
+
+  it('stops at once on an authentication failure', async () => {
+    const w = world({ a: new UpstreamError(ErrorCodes.AuthenticationFailed, 'bad password'), b: { isWritablePrimary: true } });
+    await expect(
+      discoverServer({ seeds: [host('a'), host('b')], replicaSet: undefined, directConnection: false, ...w }),
+    ).rejects.toThrow(/bad password/);
+    expect(w.opened).toEqual(['a']);
+  });
+
+  it('accepts a mongos, and a standalone only as the single seed', async () => {
+    const mongos = world({ a: { standalone: true }, b: { msg: 'isdbgrid' } });
+    expect((await discoverServer({ seeds: [host('a'), host('b')], replicaSet: undefined, directConnection: false, ...mongos })).connection).toBe('b');
+    expect(mongos.discarded).toEqual(['a']);
+    const single = world({ a: { isWritablePrimary: true } });
+    expect((await discoverServer({ seeds: [host('a')], replicaSet: undefined, directConnection: false, ...single })).connection).toBe('a');
+    const named = world({ a: { isWritablePrimary: true } });
+    await expect(discoverServer({ seeds: [host('a')], replicaSet: 'rs', directConnection: false, ...named })).rejects.toThrow(
+      /standalone/,
+    );
+  });
+
+  it('uses the seed as is with directConnection, even a secondary', async () => {
+    const w = world({ a: { setName: 'rs', secondary: true, primary: 'b:1' } });
+    const found = await discoverServer({ seeds: [host('a')], replicaSet: 'rs', directConnection: true, ...w });
+    expect(found.connection).toBe('a');
+    expect(w.opened).toEqual(['a']);
+  });
+
+  it('gives up after maxAttempts on hellos that keep pointing elsewhere', async () => {
+    const hellos: Record<string, Document> = {};
+    for (let i = 0; i < 50; i++) hellos[`h${i}`] = { setName: 'rs', secondary: true, primary: `h${i + 1}:1` };
+    const w = world(hellos);
+    await expect(
+      discoverServer({ seeds: [host('h0')], replicaSet: 'rs', directConnection: false, maxAttempts: 5, ...w }),
+    ).rejects.toThrow(/no reachable primary/);
+    expect(w.opened).toHaveLength(5);
+  });
+});
+
+describe('Upstream discovery over real sockets', () => {
+  const servers: FakeServer[] = [];
+  afterEach(async () => {
+    for (const s of servers.splice(0)) await s.close();
+  });
+
+  it('connects to the seed, then pools connections to the primary it names', async () => {
+    let primaryAddress = '';
+    const primary = await startFakeServer((m, peer) => {
+      const hello = { ...HELLO_REPLY, setName: 'rs', isWritablePrimary: true, hosts: [primaryAddress] };
+      void peer.reply(Object.keys(m.body)[0] === 'hello' ? hello : { ok: 1 }, m);
+    });
+    primaryAddress = `127.0.0.1:${primary.port}`;
+    const secondary = await startFakeServer((m, peer) => {
+      void peer.reply({ ...HELLO_REPLY, setName: 'rs', isWritablePrimary: false, secondary: true, primary: primaryAddress }, m);
+    });
+    servers.push(primary, secondary);
+
+    const upstream = new Upstream({
+      uri: `mongodb://127.0.0.1:${secondary.port}/?replicaSet=rs`,
+      connectTimeoutMS: 1_000,
+      maxIdleConnections: 2,
+      idleTimeoutMS: 10_000,
+    });
+    try {
+      const info = await upstream.start();
+      expect(info).toMatchObject({ kind: 'replicaSet', setName: 'rs', address: primaryAddress });
+      expect(await upstream.start()).toBe(info); // idempotent
+      const connection = await upstream.acquire();
+      expect(connection.address).toBe(primaryAddress);
+      upstream.release(connection);
+      expect(secondary.peers).toHaveLength(1);
+      expect(primary.peers).toHaveLength(1); // the discovery connection was kept and reused
+    } finally {
+      await upstream.close();
+    }
+    expect(() => upstream.info).not.toThrow();
+  });
+
+  it('lets start() be retried after a failure', async () => {
+    let helloCount = 0;
+    const s = await startFakeServer((m, peer) => {
+      helloCount++;
+      void peer.reply(helloCount === 1 ? { ok: 0, code: 91, errmsg: 'shutting down' } : HELLO_REPLY, m);
+    });
+    servers.push(s);
+    const upstream = new Upstream({ uri: `mongodb://127.0.0.1:${s.port}/`, connectTimeoutMS: 1_000, maxIdleConnections: 1, idleTimeoutMS: 0 });
+    try {
+      await expect(upstream.start()).rejects.toThrow(/shutting down/);
+      expect((await upstream.start()).kind).toBe('standalone');
+      const connection = await upstream.acquire();
+      upstream.release(connection);
+      expect(upstream.stats).toMatchObject({ idle: 1, created: 1 });
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it('throws on info before start', () => {
+    const upstream = new Upstream({ uri: 'mongodb://h/', connectTimeoutMS: 1, maxIdleConnections: 0, idleTimeoutMS: 0 });
+    expect(() => upstream.info).toThrow(/before start/);
+    expect(() => new Upstream({ uri: 'mongodb://h/', connectTimeoutMS: 1, maxIdleConnections: -1, idleTimeoutMS: 0 })).toThrow(
+      RangeError,
+    );
+  });
+
+  it('reports a bad URI as a ConfigError from start', async () => {
+    const upstream = new Upstream({ uri: 'mongodb://h/?w=majority', connectTimeoutMS: 1, maxIdleConnections: 0, idleTimeoutMS: 0 });
+    await expect(upstream.start()).rejects.toThrow(/unsupported URI option "w"/);
+  });
+});
