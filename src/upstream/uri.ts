@@ -332,7 +332,12 @@ function collectOptions(cs: ConnectionString): Map<string, string> {
   for (const [rawKey, value] of cs.searchParams) {
     const key = rawKey.toLowerCase();
     if (!KNOWN_OPTIONS.has(key)) {
-      throw new ConfigError(PATH, `unsupported URI option "${rawKey}"`);
+      // Driver-side behaviour (retryWrites, w, readPreference, pool sizes…) belongs on the
+      // clients' own connection strings; silently ignoring it here would mislead.
+      throw new ConfigError(
+        PATH,
+        `unsupported URI option "${rawKey}": the upstream URI takes only hosts, credentials, TLS, replicaSet, directConnection, compressors, connectTimeoutMS and appName; set driver behaviour on the clients' connection strings`,
+      );
     }
     const previous = out.get(key);
     if (previous !== undefined && (!REPEATABLE_OPTIONS.has(key) || previous !== value)) {
