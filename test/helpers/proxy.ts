@@ -1,0 +1,84 @@
+// A proxy in front of the shared test upstream, configured like production but on ephemeral ports.
+import { MongoClient, type MongoClientOptions } from 'mongodb';
+import type { ProxyConfig } from '../../src/config/types.js';
+import { startProxy, type RunningProxy } from '../../src/main.js';
+import { upstreamUri } from './upstream.js';
+
+/** Objects are merged key by key; arrays and scalars (and null) replace. */
+export type DeepPartial<T> = T extends readonly unknown[]
+  ? T
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
+
+export interface TestProxy {
+  proxy: RunningProxy;
+  config: ProxyConfig;
+  /** `mongodb://host:port/?directConnection=true` */
+  uri: string;
+  /** A new client to the proxy (connects on first use); closed by stop(). */
+  client(options?: MongoClientOptions): MongoClient;
+  /** Closes every client made by client(), then the proxy. */
+  stop(): Promise<void>;
+}
+
+/** A complete configuration with test defaults, `overrides` merged in. */
+export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): ProxyConfig {
+  const defaults: ProxyConfig = {
+    listen: { host: '127.0.0.1', port: 0 },
+    upstream: {
+      uri: upstreamUri(),
+      connectTimeoutMS: 5_000,
+      maxIdleConnections: 16,
+      idleTimeoutMS: 60_000,
+    },
+    metrics: { listen: { host: '127.0.0.1', port: 0 } },
+    log: { level: (process.env.MTP_TEST_LOG_LEVEL as ProxyConfig['log']['level'] | undefined) ?? 'silent' },
+    compression: { compressors: ['zstd', 'snappy', 'zlib'], zlibLevel: 6 },
+    handshake: { presentAs: 'auto' },
+    limits: { maxMessageSizeBytes: 48_000_000, maxBsonDepth: 200, maxConnections: 10_000 },
+  };
+  return deepMerge<ProxyConfig>(defaults, overrides);
+}
+
+export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}): Promise<TestProxy> {
+  const config = testProxyConfig(overrides);
+  const proxy = await startProxy(config);
+  const { host, port } = proxy.address;
+  const uri = `mongodb://${host.includes(':') ? `[${host}]` : host}:${port}/?directConnection=true`;
+  const clients = new Set<MongoClient>();
+  let stopping: Promise<void> | undefined;
+  return {
+    proxy,
+    config,
+    uri,
+    client(options: MongoClientOptions = {}): MongoClient {
+      const client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, ...options });
+      clients.add(client);
+      return client;
+    },
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        await Promise.allSettled([...clients].map((client) => client.close()));
+        await proxy.close();
+      })();
+      return stopping;
+    },
+  };
+}
+
+function deepMerge<T>(base: T, overrides: DeepPartial<T>): T {
+  if (!isPlainObject(base) || !isPlainObject(overrides)) {
+    return (overrides === undefined ? base : overrides) as T;
+  }
+  const merged: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value === undefined) continue;
+    merged[key] = deepMerge(merged[key], value as never);
+  }
+  return merged as T;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

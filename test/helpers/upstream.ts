@@ -1,0 +1,105 @@
+// The database every test talks to, chosen once per run by test/helpers/global-setup.ts:
+// MONGODB_URI (a real MongoDB), else mongo:8 through testcontainers when a Docker engine answers,
+// else FerretDB (scripts/ferretdb.mjs).
+import type { ChildProcess } from 'node:child_process';
+import { MongoClient, type MongoClientOptions } from 'mongodb';
+import { inject } from 'vitest';
+
+export type UpstreamKind = 'mongodb' | 'ferretdb';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** Connection string of the shared upstream, usable as is by a driver. */
+    upstreamUri: string;
+    upstreamKind: UpstreamKind;
+  }
+}
+
+export function upstreamUri(): string {
+  return inject('upstreamUri');
+}
+
+export function upstreamKind(): UpstreamKind {
+  return inject('upstreamKind');
+}
+
+/**
+ * For `it.skipIf(needsMongoDB('why'))`: true (skip) unless the upstream is a real MongoDB.
+ * The reason is mandatory so every test that FerretDB cannot run says why at its call site.
+ */
+export function needsMongoDB(reason: string): boolean {
+  if (reason.trim() === '') throw new Error('needsMongoDB: give the reason FerretDB cannot run this test');
+  return upstreamKind() !== 'mongodb';
+}
+
+/**
+ * A client straight to the upstream, bypassing the proxy: for reading what really reached the
+ * database. The caller closes it.
+ */
+export function directClient(options: MongoClientOptions = {}): MongoClient {
+  return new MongoClient(upstreamUri(), { serverSelectionTimeoutMS: 10_000, ...options });
+}
+
+let dbCounter = 0;
+
+/** A database name no other test, worker or earlier run uses; valid for MongoDB and FerretDB. */
+export function uniqueDbName(prefix = 'test'): string {
+  const suffix = `_${process.pid.toString(36)}_${Date.now().toString(36)}_${(dbCounter++).toString(36)}`;
+  const safePrefix = prefix.replace(/[^A-Za-z0-9_-]/g, '_').replace(/^[^A-Za-z]/, 't$&') || 't';
+  return safePrefix.slice(0, 63 - suffix.length) + suffix;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FerretDB instances of a test's own (for example with SCRAM users or TLS): typed access to
+// scripts/ferretdb.mjs, which is plain JavaScript shared with the demo and the bench.
+
+export interface FerretDBOptions {
+  /** Default: a free port. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Creates this SCRAM user at start-up and enables authentication. */
+  auth?: { username: string; password: string; database: string };
+  /** Adds a TLS listener on its own free port; `caFile` makes FerretDB verify client certificates. */
+  tls?: { certFile: string; keyFile: string; caFile?: string };
+  /** Makes hello describe a replica-set member with this set name. */
+  replSetName?: string;
+  extraArgs?: string[];
+  /** Keep the SQLite data here across runs; default: the instance's temporary directory, removed by stop(). */
+  dataDir?: string;
+  logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  startTimeoutMS?: number;
+  stopTimeoutMS?: number;
+  log?: (message: string) => void;
+}
+
+export interface FerretDBInstance {
+  /** `mongodb://[user:pass@]host:port/?directConnection=true[&authSource=db]` (plain TCP). */
+  uri: string;
+  host: string;
+  port: number;
+  /** Same as `uri` on the TLS listener, with `tls=true` (and `tlsCAFile` when a CA was given). */
+  tlsUri: string | undefined;
+  tlsPort: number | undefined;
+  /** FerretDB also listens on this Unix socket (inside its temporary directory). */
+  socketPath: string;
+  /** Where the SQLite files are. */
+  dataDir: string;
+  process: ChildProcess;
+  /** The last lines FerretDB wrote. */
+  logTail(): string;
+  /** SIGTERM, SIGKILL after a timeout, then removes the temporary directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+interface FerretDBScript {
+  ensureFerretDB(options?: { log?: (message: string) => void }): Promise<string>;
+  startFerretDB(options?: FerretDBOptions): Promise<FerretDBInstance>;
+}
+
+const ferretdbScriptUrl = new URL('../../scripts/ferretdb.mjs', import.meta.url).href;
+
+export async function startFerretDB(options: FerretDBOptions = {}): Promise<FerretDBInstance> {
+  const script = (await import(ferretdbScriptUrl)) as FerretDBScript;
+  return script.startFerretDB(options);
+}
