@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// One-step set-up for a fresh clone, run first by `npm test`, `npm run demo` and `npm run bench`:
+// installs the npm dependencies when node_modules is missing or older than package-lock.json,
+// then makes sure the FerretDB test upstream binary exists (building it on first use). Uses
+// only Node built-ins until the install is done, because nothing else is there yet.
+import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const lockFile = path.join(root, 'package-lock.json');
+const installedLock = path.join(root, 'node_modules', '.package-lock.json');
+
+function dependenciesCurrent() {
+  return existsSync(installedLock) && statSync(installedLock).mtimeMs >= statSync(lockFile).mtimeMs;
+}
+
+if (!dependenciesCurrent()) {
+  process.stderr.write('[setup] installing npm dependencies (npm ci)\n');
+  const result = spawnSync('npm', ['ci'], { cwd: root, stdio: 'inherit' });
+  if (result.status !== 0) {
+    process.stderr.write('[setup] npm ci failed\n');
+    process.exit(result.status ?? 1);
+  }
+}
+
+// A real MongoDB needs no FerretDB.
+if (!process.env.MONGODB_URI) {
+  const { ensureFerretDB } = await import('./ferretdb.mjs');
+  try {
+    const binary = await ensureFerretDB();
+    if (process.env.CI) process.stderr.write(`[setup] FerretDB: ${binary}\n`);
+  } catch (error) {
+    process.stderr.write(`[setup] FerretDB: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+}
