@@ -1,6 +1,10 @@
 /**
  * The effective, validated configuration every other module receives. It is produced by
  * `loadConfig` (file < MTP_* environment < command-line flags) and frozen.
+ *
+ * The file format (field names, types, defaults, descriptions) is defined by the JSON Schema in
+ * `schema.ts`; these types are its runtime shape (`host:port` strings become `HostPort`).
+ * Keep the two in step: test/unit/config/load.test.ts compares the defaults with this type.
  */
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';

@@ -1,0 +1,24 @@
+/** Public surface of the configuration module. */
+
+export type { CompressorName, HostPort, LogLevel, PresentAs, ProxyConfig } from './types.js';
+export {
+  configFromObject,
+  ConfigValidationError,
+  defaultConfig,
+  loadConfig,
+  type ConfigIssue,
+  type LoadConfigOptions,
+} from './load.js';
+export {
+  CONFIG_FILE_ENV,
+  EXPLICIT_ENV,
+  FLAG_FIELDS,
+  envNameOf,
+  knownEnvNames,
+  preferredEnvNameOf,
+  type ConfigFlags,
+} from './env.js';
+export { configToDocument, formatConfigYaml, maskSecrets } from './format.js';
+export { formatHostPort, parseHostPort } from './host-port.js';
+export { configSchema, schemaAt, schemaFields, type SchemaNode } from './schema.js';
+export { MASK, maskUri, maskUrisInText } from './secrets.js';

@@ -1,0 +1,79 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseDocument } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import {
+  configSchema,
+  defaultConfig,
+  envNameOf,
+  loadConfig,
+  schemaFields,
+  type SchemaNode,
+} from '../../../src/config/index.js';
+
+const root = (path: string): string => fileURLToPath(new URL(`../../../${path}`, import.meta.url));
+const SCHEMA_JSON = root('config/schema.json');
+const EXAMPLE_YAML = root('config/example.yaml');
+
+describe('config/schema.json', () => {
+  it('is the exported schema, written out', () => {
+    const expected = `${JSON.stringify(configSchema, null, 2)}\n`;
+    // Regenerate with: UPDATE_CONFIG_SCHEMA=1 npx vitest run test/unit/config/schema.test.ts
+    if (process.env['UPDATE_CONFIG_SCHEMA'] === '1') writeFileSync(SCHEMA_JSON, expected);
+    const written = JSON.parse(readFileSync(SCHEMA_JSON, 'utf8')) as unknown;
+    expect(written, 'config/schema.json is stale: run UPDATE_CONFIG_SCHEMA=1 npx vitest run test/unit/config/schema.test.ts').toEqual(
+      JSON.parse(expected),
+    );
+  });
+});
+
+describe('the schema', () => {
+  const objects: [string, SchemaNode][] = [];
+  const walk = (node: SchemaNode, path: string): void => {
+    if (node.type === 'object') objects.push([path || '(root)', node]);
+    for (const [name, child] of Object.entries(node.properties ?? {})) walk(child, path ? `${path}.${name}` : name);
+    if (node.items) walk(node.items, `${path}[]`);
+  };
+  walk(configSchema, '');
+
+  it.each(objects)('%s rejects unknown keys', (_path, node) => {
+    expect(node.additionalProperties).toBe(false);
+  });
+
+  it.each(schemaFields().map((field) => [field.path.join('.'), field.node] as const))(
+    '%s has a description and a default',
+    (_path, node) => {
+      expect(node.description?.length).toBeGreaterThan(10);
+      expect(node).toHaveProperty('default');
+    },
+  );
+
+  it('gives every field a distinct environment variable', () => {
+    const names = schemaFields().map((field) => envNameOf(field.path));
+    expect(new Set(names).size).toBe(names.length);
+    expect(names).toContain('MTP_UPSTREAM__CONNECT_TIMEOUT_MS');
+    expect(names).toContain('MTP_LIMITS__MAX_MESSAGE_SIZE_BYTES');
+  });
+});
+
+describe('config/example.yaml', () => {
+  it('loads and equals the defaults', () => {
+    expect(loadConfig({ file: EXAMPLE_YAML, env: {} })).toEqual(defaultConfig());
+  });
+
+  it('sets every option, each with a comment right above it', () => {
+    const doc = parseDocument(readFileSync(EXAMPLE_YAML, 'utf8'));
+    const lines = readFileSync(EXAMPLE_YAML, 'utf8').split('\n');
+    for (const { path } of schemaFields()) {
+      expect(doc.hasIn(path), `example.yaml lacks ${path.join('.')}`).toBe(true);
+      // Find the key line: each segment at the next indentation level, after its parent.
+      let index = -1;
+      path.forEach((segment, depth) => {
+        const pattern = new RegExp(`^${' '.repeat(depth * 2)}${segment}:`);
+        index = lines.findIndex((line, i) => i > index && pattern.test(line));
+      });
+      expect(index, `no line for ${path.join('.')}`).toBeGreaterThan(0);
+      expect(lines[index - 1]?.trim().startsWith('#'), `no comment above ${path.join('.')}`).toBe(true);
+    }
+  });
+});
