@@ -1,0 +1,215 @@
+/**
+ * Prometheus metrics. This is the only module that imports prom-client: callers use the typed
+ * methods of `ProxyMetrics`, which also keep every label's set of values bounded (a label
+ * value taken from client input could otherwise create unbounded time series).
+ *
+ * Each `ProxyMetrics` has its own `Registry` (never prom-client's global one), so tests and
+ * embedders can create as many as they like.
+ */
+
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { commandLabel } from './commands.js';
+
+export const METRIC_PREFIX = 'mongo_tenant_proxy_';
+
+/** What happened to a command: the proxy keeps this list closed (anything else is `other`). */
+export const OPERATION_OUTCOMES = [
+  /** The command was answered (by the upstream or the proxy) with ok: 1. */
+  'ok',
+  /** The upstream or the proxy answered with an error reply. */
+  'error',
+  /** The proxy refused the command (authentication, policy). */
+  'denied',
+  /** The upstream could not be reached or failed mid-operation. */
+  'upstream_error',
+] as const;
+export type OperationOutcome = (typeof OPERATION_OUTCOMES)[number];
+
+/** Why a client connection was refused before it was served. */
+export const REFUSAL_REASONS = ['max_connections', 'shutting_down'] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+
+/** Which peer bytes were exchanged with. */
+export type Peer = 'client' | 'upstream';
+export type ByteFlow = 'received' | 'sent';
+
+/**
+ * Protocol error reasons are chosen by the proxy (error code names such as `InvalidBSON`), so
+ * any identifier-like value is accepted, up to this many distinct ones; later ones are `other`.
+ */
+const MAX_PROTOCOL_ERROR_REASONS = 64;
+const REASON_SHAPE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+
+/** Operation latency buckets in seconds: 100 µs to 30 s. */
+export const DURATION_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
+
+/** What the metrics HTTP endpoint needs; both `ProxyMetrics` and its `registry` provide it. */
+export interface MetricsSource {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
+
+export interface ProxyMetricsOptions {
+  /** Also export Node process metrics (CPU, memory, event loop, GC), prefixed. Default true. */
+  processMetrics?: boolean;
+  /** Reported by `mongo_tenant_proxy_build_info{version}`. */
+  version?: string;
+}
+
+const OUTCOMES: ReadonlySet<string> = new Set(OPERATION_OUTCOMES);
+const REFUSALS: ReadonlySet<string> = new Set(REFUSAL_REASONS);
+
+export class ProxyMetrics implements MetricsSource {
+  readonly registry: Registry;
+  private readonly operations: Counter<'command' | 'outcome'>;
+  private readonly operationDuration: Histogram<'command' | 'outcome'>;
+  private readonly clientConnections: Gauge;
+  private readonly clientConnectionsTotal: Counter;
+  private readonly clientConnectionsRefused: Counter<'reason'>;
+  private readonly bytesReceived: Counter<'direction'>;
+  private readonly bytesSent: Counter<'direction'>;
+  private readonly upstreamConnections: Gauge;
+  private readonly protocolErrors: Counter<'reason'>;
+  private readonly protocolErrorReasons = new Set<string>();
+
+  constructor(options: ProxyMetricsOptions = {}) {
+    this.registry = new Registry();
+    const registers = [this.registry];
+    const name = (suffix: string): string => METRIC_PREFIX + suffix;
+
+    this.operations = new Counter({
+      name: name('operations_total'),
+      help: 'Commands handled, by command name (unknown names are "other") and outcome.',
+      labelNames: ['command', 'outcome'],
+      registers,
+    });
+    this.operationDuration = new Histogram({
+      name: name('operation_duration_seconds'),
+      help: 'Time from a command arriving to its last reply byte being written, in seconds.',
+      labelNames: ['command', 'outcome'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.clientConnections = new Gauge({
+      name: name('client_connections'),
+      help: 'Client connections currently open.',
+      registers,
+    });
+    this.clientConnectionsTotal = new Counter({
+      name: name('client_connections_total'),
+      help: 'Client connections accepted since start.',
+      registers,
+    });
+    this.clientConnectionsRefused = new Counter({
+      name: name('client_connections_refused_total'),
+      help: 'Client connections refused before being served, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.bytesReceived = new Counter({
+      name: name('bytes_received_total'),
+      help: 'Bytes received from clients or from the upstream (direction names the peer).',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.bytesSent = new Counter({
+      name: name('bytes_sent_total'),
+      help: 'Bytes sent to clients or to the upstream (direction names the peer).',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.upstreamConnections = new Gauge({
+      name: name('upstream_connections'),
+      help: 'Upstream connections currently open (busy and idle).',
+      registers,
+    });
+    this.protocolErrors = new Counter({
+      name: name('protocol_errors_total'),
+      help: 'Malformed or unsupported client messages, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    new Gauge({
+      name: name('build_info'),
+      help: 'Always 1; the version label identifies the running build.',
+      labelNames: ['version'],
+      registers,
+    }).set({ version: options.version ?? 'unknown' }, 1);
+
+    // Pre-create the unlabelled series and the common labelled ones so dashboards see zeros.
+    this.clientConnections.set(0);
+    this.clientConnectionsTotal.inc(0);
+    this.upstreamConnections.set(0);
+    for (const direction of ['client', 'upstream']) {
+      this.bytesReceived.inc({ direction }, 0);
+      this.bytesSent.inc({ direction }, 0);
+    }
+
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
+  }
+
+  /** Prometheus text exposition content type. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** Counts one command and records its duration. Unknown command names count as `other`. */
+  observeOperation(command: string, outcome: OperationOutcome | (string & {}), seconds: number): void {
+    const labels = { command: commandLabel(command), outcome: OUTCOMES.has(outcome) ? outcome : 'other' };
+    this.operations.inc(labels);
+    if (Number.isFinite(seconds) && seconds >= 0) this.operationDuration.observe(labels, seconds);
+  }
+
+  connectionOpened(): void {
+    this.clientConnections.inc();
+    this.clientConnectionsTotal.inc();
+  }
+
+  connectionClosed(): void {
+    this.clientConnections.dec();
+  }
+
+  connectionRefused(reason: RefusalReason | (string & {})): void {
+    this.clientConnectionsRefused.inc({ reason: REFUSALS.has(reason) ? reason : 'other' });
+  }
+
+  upstreamConnectionOpened(): void {
+    this.upstreamConnections.inc();
+  }
+
+  upstreamConnectionClosed(): void {
+    this.upstreamConnections.dec();
+  }
+
+  /** For pools that know their size rather than reporting each open and close. */
+  setUpstreamConnections(count: number): void {
+    this.upstreamConnections.set(count);
+  }
+
+  /** Counts bytes exchanged with a peer: `bytes('client', 'received', n)`. */
+  bytes(peer: Peer, flow: ByteFlow, count: number): void {
+    if (!(count > 0)) return;
+    const direction = peer === 'upstream' ? 'upstream' : 'client';
+    (flow === 'sent' ? this.bytesSent : this.bytesReceived).inc({ direction }, count);
+  }
+
+  /** Counts a protocol error; `reason` is an identifier such as an error code name. */
+  protocolError(reason: string): void {
+    let label = 'other';
+    if (REASON_SHAPE.test(reason)) {
+      if (this.protocolErrorReasons.has(reason)) label = reason;
+      else if (this.protocolErrorReasons.size < MAX_PROTOCOL_ERROR_REASONS) {
+        this.protocolErrorReasons.add(reason);
+        label = reason;
+      }
+    }
+    this.protocolErrors.inc({ reason: label });
+  }
+}
