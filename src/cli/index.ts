@@ -1,0 +1,349 @@
+/**
+ * The `mongo-tenant-proxy` command line: `serve`, `validate-config`, `print-config`.
+ *
+ * Exit codes: 0 success, 1 runtime failure (e.g. the upstream cannot be reached), 2 bad usage
+ * or bad configuration. Usage and configuration errors are one line on stderr naming the flag
+ * or field: `error: limits.maxConnections: must be >= 1 (got 0, from MTP_LIMITS__MAX_CONNECTIONS)`.
+ *
+ * `runCli` takes its input and output as arguments so tests can drive it in-process.
+ */
+
+import { readFileSync } from 'node:fs';
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import {
+  CONFIG_FILE_ENV,
+  ConfigValidationError,
+  FLAG_FIELDS,
+  formatConfigYaml,
+  formatHostPort,
+  loadConfig,
+  maskUrisInText,
+  preferredEnvNameOf,
+  schemaAt,
+  schemaFields,
+  envNameOf,
+  type ConfigFlags,
+  type HostPort,
+  type ProxyConfig,
+} from '../config/index.js';
+import { ConfigError } from '../errors.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+
+const PROGRAM = 'mongo-tenant-proxy';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** What `serve` needs from a started proxy (`RunningProxy` from `../main.js` provides it). */
+export interface ServedProxy {
+  address: HostPort;
+  metricsAddress: HostPort | null;
+  close(): Promise<void>;
+}
+
+export type StartProxy = (config: ProxyConfig, options: { logger: Logger }) => Promise<ServedProxy>;
+
+export interface SignalSource {
+  on(signal: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
+  off(signal: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
+}
+
+export interface CliIo {
+  /** Normal output: help, `ok`, print-config's YAML, and `serve`'s JSON log lines. */
+  stdout(text: string): void;
+  /** One-line error messages. */
+  stderr(text: string): void;
+  exit(code: number): void;
+  /** Environment for `MTP_*` variables; `process.env` by default. */
+  env?: NodeJS.ProcessEnv;
+  /** Where `serve` listens for SIGINT/SIGTERM; `process` by default. */
+  signals?: SignalSource;
+  /** Replaces `startProxy` from `../main.js` (tests). */
+  startProxy?: StartProxy;
+}
+
+class UsageError extends Error {}
+
+function readVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+export const VERSION = readVersion();
+
+function defaultIo(): CliIo {
+  return {
+    stdout: (text) => void process.stdout.write(text),
+    stderr: (text) => void process.stderr.write(text),
+    // Exit once both streams have flushed what was written to them (pipes may be asynchronous).
+    exit: (code) => {
+      process.exitCode = code;
+      process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+    },
+    env: process.env,
+    signals: process,
+  };
+}
+
+/** One line: no newlines, passwords in URIs masked. */
+function oneLine(text: string): string {
+  return maskUrisInText(text).replace(/\s*\n\s*/g, ' ').trim();
+}
+
+/** The help text of a configuration flag, taken from the schema. */
+function flagHelp(name: keyof ConfigFlags): string {
+  const { path } = FLAG_FIELDS[name];
+  const node = schemaAt(path);
+  const defaultValue = node?.default;
+  const shownDefault = defaultValue === null ? 'off' : String(defaultValue);
+  return `${node?.description ?? ''} [env: ${preferredEnvNameOf(path)}] [default: ${shownDefault}]`;
+}
+
+function configOptions<T>(cli: Argv<T>) {
+  return cli
+    .option('config', {
+      type: 'string',
+      requiresArg: true,
+      describe: `YAML configuration file [env: ${CONFIG_FILE_ENV}]`,
+    })
+    .option('listen', { type: 'string', requiresArg: true, describe: flagHelp('listen') })
+    .option('upstream', { type: 'string', requiresArg: true, describe: flagHelp('upstream') })
+    .option('metrics-listen', { type: 'string', requiresArg: true, describe: flagHelp('metricsListen') })
+    .option('log-level', { type: 'string', requiresArg: true, describe: flagHelp('logLevel') });
+}
+
+interface ConfigArgs {
+  config?: string | undefined;
+  listen?: string | undefined;
+  upstream?: string | undefined;
+  'metrics-listen'?: string | undefined;
+  'log-level'?: string | undefined;
+}
+
+function flagsFrom(args: ConfigArgs): ConfigFlags {
+  return {
+    listen: args.listen,
+    upstream: args.upstream,
+    metricsListen: args['metrics-listen'],
+    logLevel: args['log-level'],
+  };
+}
+
+function configFile(args: ConfigArgs): string | undefined {
+  if (args.config === '') throw new ConfigError('--config', 'needs a file name');
+  return args.config;
+}
+
+function environmentHelp(): string {
+  const lines = schemaFields().map(({ path }) => {
+    const generic = envNameOf(path);
+    const preferred = preferredEnvNameOf(path);
+    const names = preferred === generic ? generic : `${preferred} (or ${generic})`;
+    return `  ${names.padEnd(44)} ${path.join('.')}`;
+  });
+  return [
+    'Environment variables (values are coerced to the field type; lists are comma-separated):',
+    `  ${CONFIG_FILE_ENV.padEnd(44)} configuration file, like --config`,
+    ...lines,
+  ].join('\n');
+}
+
+const PRECEDENCE =
+  'Settings apply in this order, later ones winning: defaults, the YAML file (--config or ' +
+  `${CONFIG_FILE_ENV}), MTP_* environment variables, command-line flags.`;
+
+/** Rewrites yargs' messages into one line naming the flag, with a pointer to the help. */
+function usageMessage(message: string, args: readonly string[], command: string | undefined): string {
+  const help = `(see: ${PROGRAM}${command === undefined ? '' : ` ${command}`} --help)`;
+  const unknown = /^Unknown arguments?: (.*)$/s.exec(message);
+  if (unknown !== null) {
+    const names = (unknown[1] ?? '').split(', ').map((name) => {
+      const dashed = name.length === 1 ? `-${name}` : `--${name}`;
+      return args.some((arg) => arg === dashed || arg.startsWith(`${dashed}=`)) ? dashed : name;
+    });
+    const options = names.every((name) => name.startsWith('-'));
+    return `unknown ${options ? 'option' : 'argument'}${names.length > 1 ? 's' : ''} ${names.join(', ')} ${help}`;
+  }
+  const missingValue = /^Not enough arguments following: (.*)$/s.exec(message);
+  if (missingValue !== null) return `--${missingValue[1] ?? ''} needs a value ${help}`;
+  if (/^Not enough non-option arguments/.test(message) && command === 'validate-config') {
+    return `validate-config needs the <file> to check ${help}`;
+  }
+  return `${message.charAt(0).toLowerCase()}${message.slice(1)} ${help}`;
+}
+
+/** Runs one command line (without the `node` and script arguments). */
+export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): Promise<void> {
+  const env = io.env ?? process.env;
+  const args = [...argv];
+  const commandNames = ['serve', 'validate-config', 'print-config'];
+  const command = args.find((arg) => commandNames.includes(arg));
+  const fail = (code: number, message: string): void => {
+    io.stderr(`error: ${oneLine(message)}\n`);
+    io.exit(code);
+  };
+  const failConfig = (error: unknown): boolean => {
+    if (!(error instanceof ConfigError)) return false;
+    fail(EXIT_USAGE, error.message);
+    return true;
+  };
+
+  const cli = yargs(args)
+    .scriptName(PROGRAM)
+    .locale('en')
+    .usage(`$0 <command> [options]\n\nA MongoDB wire-protocol proxy that makes tenant isolation impossible to forget.`)
+    .exitProcess(false)
+    .strict()
+    .parserConfiguration({ 'duplicate-arguments-array': false })
+    .version(VERSION)
+    .help()
+    .alias('help', 'h')
+    .command(
+      'serve',
+      'Run the proxy until SIGINT or SIGTERM',
+      (sub) =>
+        configOptions(sub)
+          .usage(`$0 serve [options]\n\nRun the proxy until SIGINT or SIGTERM.`)
+          .epilog(`${PRECEDENCE}\n\n${environmentHelp()}`),
+      async (parsed) => {
+        let config: ProxyConfig;
+        try {
+          config = loadConfig({ file: configFile(parsed), env, flags: flagsFrom(parsed) });
+        } catch (error) {
+          if (failConfig(error)) return;
+          throw error;
+        }
+        await serve(config, io);
+      },
+    )
+    .command(
+      'validate-config <file>',
+      'Check a configuration file; prints "ok" or every problem found',
+      (sub) =>
+        sub
+          .positional('file', { type: 'string', describe: 'YAML configuration file', demandOption: true })
+          .usage(`$0 validate-config <file>\n\nCheck a configuration file on its own (the environment is not applied).`)
+          .epilog('Exit code 0 when the file is valid, 2 otherwise.'),
+      (parsed) => {
+        try {
+          loadConfig({ file: parsed.file, env: {} });
+        } catch (error) {
+          if (error instanceof ConfigValidationError) {
+            for (const issue of error.issues) io.stderr(`error: ${oneLine(`${issue.path}: ${issue.message}`)}\n`);
+            io.exit(EXIT_USAGE);
+            return;
+          }
+          if (failConfig(error)) return;
+          throw error;
+        }
+        io.stdout('ok\n');
+        io.exit(EXIT_OK);
+      },
+    )
+    .command(
+      'print-config',
+      'Print the effective configuration as YAML, secrets masked',
+      (sub) =>
+        configOptions(sub)
+          .usage(`$0 print-config [options]\n\nPrint the effective configuration as YAML (passwords masked).`)
+          .epilog(`${PRECEDENCE} Takes the same options as serve.`),
+      (parsed) => {
+        let config: ProxyConfig;
+        try {
+          config = loadConfig({ file: configFile(parsed), env, flags: flagsFrom(parsed) });
+        } catch (error) {
+          if (failConfig(error)) return;
+          throw error;
+        }
+        io.stdout(`# ${PROGRAM} ${VERSION} effective configuration (secrets masked)\n${formatConfigYaml(config)}`);
+        io.exit(EXIT_OK);
+      },
+    )
+    .demandCommand(1, 'a command is required: serve, validate-config or print-config')
+    .epilog(`${PRECEDENCE}\n\nExit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.`)
+    .fail((message: string | null, error: Error | undefined) => {
+      // yargs reports its own validation failures as YError (or with no error at all).
+      if (error !== undefined && error.name !== 'YError') throw error;
+      throw new UsageError(message ?? error?.message ?? 'invalid usage');
+    });
+  const columns = (cli.terminalWidth() as number | null | undefined) ?? 0;
+  cli.wrap(columns > 0 ? Math.min(100, columns) : 100);
+
+  try {
+    let output = '';
+    await cli.parseAsync(args, {}, (_error, _parsed, text) => {
+      output = text;
+    });
+    if (output !== '') {
+      io.stdout(output.endsWith('\n') ? output : `${output}\n`);
+      io.exit(EXIT_OK);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) fail(EXIT_USAGE, usageMessage(error.message, args, command));
+    else if (!failConfig(error)) fail(EXIT_FAILURE, error instanceof Error ? error.message : String(error));
+  }
+}
+
+async function loadStartProxy(): Promise<StartProxy> {
+  const main = await import('../main.js');
+  return main.startProxy;
+}
+
+async function serve(config: ProxyConfig, io: CliIo): Promise<void> {
+  const logger = createLogger({ level: config.log.level, destination: { write: (line: string) => io.stdout(line) } });
+  let running: ServedProxy;
+  try {
+    const startProxy = io.startProxy ?? (await loadStartProxy());
+    running = await startProxy(config, { logger });
+  } catch (error) {
+    const message = oneLine(error instanceof Error ? error.message : String(error));
+    logger.fatal({ err: error }, 'failed to start');
+    io.stderr(`error: failed to start: ${message}\n`);
+    io.exit(EXIT_FAILURE);
+    return;
+  }
+  logger.info(
+    {
+      address: formatHostPort(running.address),
+      metricsAddress: running.metricsAddress === null ? null : formatHostPort(running.metricsAddress),
+    },
+    'listening',
+  );
+
+  const signals = io.signals ?? process;
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal; exiting immediately');
+      io.exit(EXIT_FAILURE);
+      return;
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    running.close().then(
+      () => {
+        signals.off('SIGINT', onSignal);
+        signals.off('SIGTERM', onSignal);
+        logger.info('stopped');
+        io.exit(EXIT_OK);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'error while shutting down');
+        io.exit(EXIT_FAILURE);
+      },
+    );
+  };
+  signals.on('SIGINT', onSignal);
+  signals.on('SIGTERM', onSignal);
+}
+
+/** Entry point of `bin/mongo-tenant-proxy`. */
+export async function main(): Promise<void> {
+  await runCli(hideBin(process.argv));
+}

@@ -1,0 +1,326 @@
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { runCli, VERSION, type CliIo, type ServedProxy, type StartProxy } from '../../../src/cli/index.js';
+import type { ProxyConfig } from '../../../src/config/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mtp-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let fileCounter = 0;
+function yamlFile(text: string): string {
+  const file = join(dir, `config-${++fileCounter}.yaml`);
+  writeFileSync(file, text);
+  return file;
+}
+
+interface Run {
+  stdout: string;
+  stderr: string;
+  /** Exit codes requested, in order. */
+  exits: number[];
+  io: CliIo;
+}
+
+function makeIo(overrides: Partial<CliIo> = {}): Run {
+  const run: Run = {
+    stdout: '',
+    stderr: '',
+    exits: [],
+    io: {
+      stdout: (text) => void (run.stdout += text),
+      stderr: (text) => void (run.stderr += text),
+      exit: (code) => void run.exits.push(code),
+      env: {},
+      ...overrides,
+    },
+  };
+  return run;
+}
+
+async function cli(args: string[], overrides: Partial<CliIo> = {}): Promise<Run> {
+  const run = makeIo(overrides);
+  await runCli(args, run.io);
+  return run;
+}
+
+/** Asserts a single `error: ...` line on stderr and exit code 2; returns the line. */
+function usageFailure(run: Run): string {
+  expect(run.exits).toEqual([2]);
+  expect(run.stdout).toBe('');
+  const lines = run.stderr.split('\n').filter((line) => line !== '');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^error: /);
+  return lines[0] ?? '';
+}
+
+describe('help and version', () => {
+  it.each([[['--help']], [['-h']], [['help']]])('%j shows the commands', async (args) => {
+    const run = await cli(args);
+    expect(run.exits).toEqual([0]);
+    expect(run.stderr).toBe('');
+    for (const command of ['serve', 'validate-config <file>', 'print-config']) expect(run.stdout).toContain(command);
+    expect(run.stdout).toContain('Exit codes');
+  });
+
+  it('serve --help lists its options with their variables and defaults', async () => {
+    const run = await cli(['serve', '--help']);
+    expect(run.exits).toEqual([0]);
+    for (const text of ['--config', '--listen', '--upstream', '--metrics-listen', '--log-level', 'MTP_LISTEN',
+      'MTP_UPSTREAM', 'MTP_METRICS_LISTEN', 'MTP_LOG_LEVEL', 'MTP_CONFIG', '127.0.0.1:27018', 'MTP_LIMITS__MAX_CONNECTIONS']) {
+      expect(run.stdout).toContain(text);
+    }
+  });
+
+  it('validate-config --help explains the argument', async () => {
+    const run = await cli(['validate-config', '--help']);
+    expect(run.exits).toEqual([0]);
+    expect(run.stdout).toContain('validate-config <file>');
+    expect(run.stdout).toContain('environment is not applied');
+  });
+
+  it('print-config --help lists the configuration options', async () => {
+    const run = await cli(['print-config', '--help']);
+    expect(run.exits).toEqual([0]);
+    expect(run.stdout).toContain('--metrics-listen');
+    expect(run.stdout).toContain('masked');
+  });
+
+  it('--version prints the package version', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(VERSION).toBe(pkg.version);
+    const run = await cli(['--version']);
+    expect(run.stdout).toBe(`${pkg.version}\n`);
+    expect(run.exits).toEqual([0]);
+  });
+});
+
+describe('usage errors: one line on stderr, exit 2', () => {
+  it('an unknown flag', async () => {
+    const line = usageFailure(await cli(['serve', '--bogus']));
+    expect(line).toBe('error: unknown option --bogus (see: mongo-tenant-proxy serve --help)');
+  });
+
+  it('an unknown flag with a value', async () => {
+    expect(usageFailure(await cli(['print-config', '--lissten=127.0.0.1:1']))).toContain('--lissten');
+  });
+
+  it('an unknown command', async () => {
+    expect(usageFailure(await cli(['start']))).toContain('unknown argument start');
+  });
+
+  it('no command', async () => {
+    expect(usageFailure(await cli([]))).toContain('a command is required');
+  });
+
+  it('a flag without its value', async () => {
+    expect(usageFailure(await cli(['serve', '--listen']))).toContain('--listen needs a value');
+  });
+
+  it('validate-config without a file', async () => {
+    expect(usageFailure(await cli(['validate-config']))).toContain('validate-config needs the <file>');
+  });
+
+  it('a bad flag value names the field and the flag', async () => {
+    const line = usageFailure(await cli(['print-config', '--listen', 'localhost']));
+    expect(line).toBe('error: listen: must be "host:port" (IPv6 as "[::1]:27018"): missing ":port" (got "localhost", from --listen)');
+  });
+
+  it('a bad environment value names the field', async () => {
+    const line = usageFailure(await cli(['serve'], { env: { MTP_LIMITS__MAX_CONNECTIONS: '0' } }));
+    expect(line).toBe('error: limits.maxConnections: must be >= 1 (got 0, from MTP_LIMITS__MAX_CONNECTIONS)');
+  });
+
+  it('a bad log level', async () => {
+    expect(usageFailure(await cli(['serve', '--log-level', 'loud']))).toMatch(/^error: log\.level: must be one of/);
+  });
+
+  it('several problems still make one line', async () => {
+    const file = yamlFile('limits:\n  maxConnections: 0\n  maxBsonDepth: 0\n');
+    expect(usageFailure(await cli(['serve', '--config', file]))).toMatch(/\(and 1 more problem\)/);
+  });
+
+  it('an empty --config', async () => {
+    expect(usageFailure(await cli(['serve', '--config', '']))).toBe('error: --config: needs a file name');
+  });
+
+  it('never echoes the upstream password', async () => {
+    const line = usageFailure(await cli(['serve', '--upstream', 'mongodb://admin:hunter2@/']));
+    expect(line).toMatch(/^error: upstream\.uri: /);
+    expect(line).not.toContain('hunter2');
+  });
+});
+
+describe('validate-config', () => {
+  it('prints ok for a valid file', async () => {
+    const run = await cli(['validate-config', yamlFile('listen: 0.0.0.0:27018\n')]);
+    expect(run.stdout).toBe('ok\n');
+    expect(run.stderr).toBe('');
+    expect(run.exits).toEqual([0]);
+  });
+
+  it('accepts config/example.yaml', async () => {
+    const example = new URL('../../../config/example.yaml', import.meta.url).pathname;
+    expect((await cli(['validate-config', example])).stdout).toBe('ok\n');
+  });
+
+  it('prints every problem, one per line, and exits 2', async () => {
+    const run = await cli(['validate-config', yamlFile('limits:\n  maxConnections: 0\n  maxBsonDepth: 0\nextra: 1\n')]);
+    expect(run.exits).toEqual([2]);
+    expect(run.stdout).toBe('');
+    const lines = run.stderr.trim().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines.every((line) => line.startsWith('error: '))).toBe(true);
+    expect(run.stderr).toContain('limits.maxConnections: must be >= 1 (got 0');
+    expect(run.stderr).toContain('extra: unknown setting');
+  });
+
+  it('reports a duplicate key', async () => {
+    const run = await cli(['validate-config', yamlFile('log:\n  level: info\n  level: debug\n')]);
+    expect(run.exits).toEqual([2]);
+    expect(run.stderr).toMatch(/^error: log\.level: duplicate key/);
+  });
+
+  it('reports a missing file', async () => {
+    const run = await cli(['validate-config', join(dir, 'nope.yaml')]);
+    expect(run.exits).toEqual([2]);
+    expect(run.stderr).toContain('no such file');
+  });
+
+  it('ignores the environment', async () => {
+    const run = await cli(['validate-config', yamlFile('{}\n')], { env: { MTP_LISTEN: 'bad' } });
+    expect(run.stdout).toBe('ok\n');
+  });
+});
+
+describe('print-config', () => {
+  it('prints the effective configuration as YAML with the password masked', async () => {
+    const file = yamlFile('upstream:\n  uri: mongodb://proxy:hunter2@db:27017/?authSource=admin\nlimits:\n  maxConnections: 5\n');
+    const run = await cli(['print-config', '--config', file, '--metrics-listen', 'off'], {
+      env: { MTP_LOG_LEVEL: 'debug' },
+    });
+    expect(run.exits).toEqual([0]);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).not.toContain('hunter2');
+    const printed = parse(run.stdout) as Record<string, any>;
+    expect(printed).toMatchObject({
+      listen: '127.0.0.1:27018',
+      upstream: { uri: 'mongodb://proxy:****@db:27017/?authSource=admin', connectTimeoutMS: 10000 },
+      metrics: { listen: 'off' },
+      log: { level: 'debug' },
+      limits: { maxConnections: 5 },
+    });
+  });
+
+  it('prints something validate-config accepts', async () => {
+    const printed = await cli(['print-config', '--listen', '[::1]:27019']);
+    const check = await cli(['validate-config', yamlFile(printed.stdout)]);
+    expect(check.stdout).toBe('ok\n');
+  });
+
+  it('reads MTP_CONFIG', async () => {
+    const file = yamlFile('limits:\n  maxBsonDepth: 7\n');
+    const run = await cli(['print-config'], { env: { MTP_CONFIG: file } });
+    expect(run.stdout).toContain('maxBsonDepth: 7');
+  });
+});
+
+describe('serve', () => {
+  class FakeProcess extends EventEmitter {}
+
+  function fakeProxy(closeImpl: () => Promise<void> = () => Promise.resolve()) {
+    const calls: { config: ProxyConfig; closed: number } = { config: undefined as unknown as ProxyConfig, closed: 0 };
+    const startProxy: StartProxy = (config, { logger }) => {
+      calls.config = config;
+      expect(typeof logger.info).toBe('function');
+      const proxy: ServedProxy = {
+        address: { host: config.listen.host, port: 40000 },
+        metricsAddress: config.metrics.listen === null ? null : { host: '::1', port: 40001 },
+        close: () => {
+          calls.closed += 1;
+          return closeImpl();
+        },
+      };
+      return Promise.resolve(proxy);
+    };
+    return { calls, startProxy };
+  }
+
+  const logLines = (run: Run): Record<string, unknown>[] =>
+    run.stdout
+      .trim()
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+
+  it('starts the proxy with the loaded configuration and logs the addresses', async () => {
+    const signals = new FakeProcess();
+    const { calls, startProxy } = fakeProxy();
+    const run = await cli(['serve', '--listen', '127.0.0.1:0', '--log-level', 'debug'], {
+      startProxy,
+      signals,
+      env: { MTP_UPSTREAM: 'mongodb://u:hunter2@db/' },
+    });
+    expect(run.exits).toEqual([]);
+    expect(calls.config.listen).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(calls.config.upstream.uri).toBe('mongodb://u:hunter2@db/');
+    expect(calls.config.log.level).toBe('debug');
+    expect(logLines(run)).toContainEqual(
+      expect.objectContaining({ msg: 'listening', address: '127.0.0.1:40000', metricsAddress: '[::1]:40001', level: 'info' }),
+    );
+    expect(run.stdout).not.toContain('hunter2');
+    signals.emit('SIGTERM', 'SIGTERM');
+  });
+
+  it('closes the proxy on SIGTERM and exits 0', async () => {
+    const signals = new FakeProcess();
+    const { calls, startProxy } = fakeProxy();
+    const run = await cli(['serve', '--metrics-listen', 'off'], { startProxy, signals });
+    expect(logLines(run)).toContainEqual(expect.objectContaining({ msg: 'listening', metricsAddress: null }));
+    signals.emit('SIGTERM', 'SIGTERM');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(calls.closed).toBe(1);
+    expect(run.exits).toEqual([0]);
+    expect(signals.listenerCount('SIGTERM')).toBe(0);
+    expect(signals.listenerCount('SIGINT')).toBe(0);
+    expect(logLines(run).map((line) => line['msg'])).toEqual(['listening', 'shutting down', 'stopped']);
+  });
+
+  it('exits 1 at once on a second signal while closing', async () => {
+    const signals = new FakeProcess();
+    const { calls, startProxy } = fakeProxy(() => new Promise(() => {}));
+    const run = await cli(['serve'], { startProxy, signals });
+    signals.emit('SIGINT', 'SIGINT');
+    expect(run.exits).toEqual([]);
+    signals.emit('SIGINT', 'SIGINT');
+    expect(run.exits).toEqual([1]);
+    expect(calls.closed).toBe(1);
+  });
+
+  it('exits 1 when closing fails', async () => {
+    const signals = new FakeProcess();
+    const { startProxy } = fakeProxy(() => Promise.reject(new Error('stuck')));
+    const run = await cli(['serve'], { startProxy, signals });
+    signals.emit('SIGINT', 'SIGINT');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(run.exits).toEqual([1]);
+  });
+
+  it('exits 1 with one line when the proxy cannot start, without the password', async () => {
+    const startProxy: StartProxy = () => Promise.reject(new Error('cannot reach mongodb://u:hunter2@db/: ECONNREFUSED'));
+    const run = await cli(['serve'], { startProxy, signals: new FakeProcess() });
+    expect(run.exits).toEqual([1]);
+    expect(run.stderr).toBe('error: failed to start: cannot reach mongodb://u:****@db/: ECONNREFUSED\n');
+  });
+
+  it('does not start on a configuration error', async () => {
+    const { calls, startProxy } = fakeProxy();
+    const run = await cli(['serve', '--metrics-listen', 'everywhere'], { startProxy });
+    expect(usageFailure(run)).toMatch(/^error: metrics\.listen: /);
+    expect(calls.closed).toBe(0);
+    expect(calls.config).toBeUndefined();
+  });
+});
