@@ -10,6 +10,7 @@ import { startMetricsServer } from './observability/http.js';
 import { Upstream, type UpstreamServerInfo } from './upstream/upstream.js';
 import { startListener } from './server/listener.js';
 import { redactUri } from './upstream/uri.js';
+import { PROXY_VERSION } from './version.js';
 
 export interface RunningProxy {
   address: HostPort;
@@ -25,8 +26,9 @@ export interface StartOptions {
 
 export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
   const logger = options.logger ?? createLogger({ level: config.log.level });
-  const metrics = new ProxyMetrics();
+  const metrics = new ProxyMetrics({ version: PROXY_VERSION });
   const upstream = new Upstream({ ...config.upstream, logger: logger.child({ component: 'upstream' }) });
+  metrics.trackUpstreamPool(() => upstream.stats);
   let info: UpstreamServerInfo;
   try {
     info = await upstream.start();
@@ -54,7 +56,6 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     await upstream.close();
     throw error;
   }
-  logger.info({ listen: listener.address, metrics: metricsServer?.address ?? null }, 'mongo-tenant-proxy listening');
 
   return {
     address: listener.address,
@@ -65,7 +66,6 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       await listener.close();
       await metricsServer?.close();
       await upstream.close();
-      logger.info('mongo-tenant-proxy stopped');
     },
   };
 }

@@ -8,7 +8,7 @@
  * `runCli` takes its input and output as arguments so tests can drive it in-process.
  */
 
-import { readFileSync } from 'node:fs';
+import { PROXY_VERSION } from '../version.js';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
@@ -66,16 +66,7 @@ export interface CliIo {
 
 class UsageError extends Error {}
 
-function readVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
-export const VERSION = readVersion();
+export const VERSION = PROXY_VERSION;
 
 function defaultIo(): CliIo {
   return {
@@ -308,6 +299,7 @@ async function serve(config: ProxyConfig, io: CliIo): Promise<void> {
     io.exit(EXIT_FAILURE);
     return;
   }
+
   logger.info(
     {
       address: formatHostPort(running.address),

@@ -70,7 +70,9 @@ export class ProxyMetrics implements MetricsSource {
   private readonly clientConnectionsRefused: Counter<'reason'>;
   private readonly bytesReceived: Counter<'direction'>;
   private readonly bytesSent: Counter<'direction'>;
-  private readonly upstreamConnections: Gauge;
+  private readonly upstreamConnections: Gauge<'state'>;
+  private readonly compressedMessages: Counter<'compressor' | 'direction'>;
+  private upstreamPool: (() => { inUse: number; idle: number }) | undefined;
   private readonly protocolErrors: Counter<'reason'>;
   private readonly protocolErrorReasons = new Set<string>();
 
@@ -120,9 +122,23 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['direction'],
       registers,
     });
+    const metricsSelf = this;
     this.upstreamConnections = new Gauge({
       name: name('upstream_connections'),
-      help: 'Upstream connections currently open (busy and idle).',
+      help: 'Upstream connections currently open, by state (in_use, idle); read from the pool at scrape time.',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const pool = metricsSelf.upstreamPool?.();
+        if (pool === undefined) return;
+        this.set({ state: 'in_use' }, pool.inUse);
+        this.set({ state: 'idle' }, pool.idle);
+      },
+    });
+    this.compressedMessages = new Counter({
+      name: name('compressed_messages_total'),
+      help: 'OP_COMPRESSED messages exchanged with clients, by compressor and direction (received, sent).',
+      labelNames: ['compressor', 'direction'],
       registers,
     });
     this.protocolErrors = new Counter({
@@ -141,7 +157,8 @@ export class ProxyMetrics implements MetricsSource {
     // Pre-create the unlabelled series and the common labelled ones so dashboards see zeros.
     this.clientConnections.set(0);
     this.clientConnectionsTotal.inc(0);
-    this.upstreamConnections.set(0);
+    this.upstreamConnections.set({ state: 'in_use' }, 0);
+    this.upstreamConnections.set({ state: 'idle' }, 0);
     for (const direction of ['client', 'upstream']) {
       this.bytesReceived.inc({ direction }, 0);
       this.bytesSent.inc({ direction }, 0);
@@ -180,17 +197,14 @@ export class ProxyMetrics implements MetricsSource {
     this.clientConnectionsRefused.inc({ reason: REFUSALS.has(reason) ? reason : 'other' });
   }
 
-  upstreamConnectionOpened(): void {
-    this.upstreamConnections.inc();
+  /** Reads the upstream pool's occupancy whenever metrics are scraped. */
+  trackUpstreamPool(read: () => { inUse: number; idle: number }): void {
+    this.upstreamPool = read;
   }
 
-  upstreamConnectionClosed(): void {
-    this.upstreamConnections.dec();
-  }
-
-  /** For pools that know their size rather than reporting each open and close. */
-  setUpstreamConnections(count: number): void {
-    this.upstreamConnections.set(count);
+  /** Counts one OP_COMPRESSED message to or from a client. */
+  compressedMessage(compressor: 'zstd' | 'snappy' | 'zlib', direction: ByteFlow): void {
+    this.compressedMessages.inc({ compressor, direction });
   }
 
   /** Counts bytes exchanged with a peer: `bytes('client', 'received', n)`. */

@@ -139,6 +139,7 @@ export class ClientConnection {
       // Byte 24 is the compressorId: header(16) + originalOpcode(4) + uncompressedSize(4).
       compressor = compressorNameOfFrame(frame);
       message = await decompressMessage(frame, this.maxMessageSize);
+      if (compressor !== undefined) this.deps.metrics.compressedMessage(compressor, 'received');
     }
     const request: Request = { requestId: header.requestId, compressor };
     const opCode = readHeader(message).opCode;
@@ -304,7 +305,11 @@ export class ClientConnection {
   }
 
   private async writeReply(reply: Buffer, compressor: CompressorName | undefined, upstream: UpstreamConnection): Promise<void> {
-    const bytes = compressor === undefined ? reply : await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
+    let bytes = reply;
+    if (compressor !== undefined) {
+      bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
+      this.deps.metrics.compressedMessage(compressor, 'sent');
+    }
     if (this.closed) return;
     if (!this.socket.write(bytes)) {
       // Client is slower than the upstream: stop reading upstream until the client drains.

@@ -8,7 +8,7 @@
  * never reaches the upstream.
  */
 
-import { readFileSync } from 'node:fs';
+import { PROXY_VERSION } from '../version.js';
 import * as os from 'node:os';
 import type { Logger } from 'pino';
 import type { CompressorName } from '../config/types.js';
@@ -27,7 +27,7 @@ const MAX_EMPTY_EXCHANGES = 2;
 
 export const PROXY_DRIVER_NAME = 'mongo-tenant-proxy';
 
-export const PROXY_VERSION: string = readOwnVersion();
+export { PROXY_VERSION };
 
 export interface HandshakeOptions {
   target: UpstreamTarget;
@@ -297,12 +297,3 @@ function isDocument(value: unknown): value is Document {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
 }
 
-function readOwnVersion(): string {
-  // src/upstream and dist/upstream both sit two levels below package.json.
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-}

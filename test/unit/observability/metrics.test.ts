@@ -81,9 +81,9 @@ describe('ProxyMetrics', () => {
     metrics.bytes('upstream', 'sent', 100);
     metrics.bytes('upstream', 'received', 7);
     metrics.bytes('upstream', 'received', -1);
-    metrics.upstreamConnectionOpened();
-    metrics.upstreamConnectionOpened();
-    metrics.upstreamConnectionClosed();
+    let pool = { inUse: 1, idle: 2 };
+    metrics.trackUpstreamPool(() => pool);
+    metrics.compressedMessage('zstd', 'received');
     const text = await metrics.metrics();
     expect(sample(text, `${METRIC_PREFIX}client_connections`)).toBe(1);
     expect(sample(text, `${METRIC_PREFIX}client_connections_total`)).toBe(2);
@@ -91,9 +91,11 @@ describe('ProxyMetrics', () => {
     expect(sample(text, `${METRIC_PREFIX}bytes_sent_total{direction="client"}`)).toBe(50);
     expect(sample(text, `${METRIC_PREFIX}bytes_sent_total{direction="upstream"}`)).toBe(100);
     expect(sample(text, `${METRIC_PREFIX}bytes_received_total{direction="upstream"}`)).toBe(7);
-    expect(sample(text, `${METRIC_PREFIX}upstream_connections`)).toBe(1);
-    metrics.setUpstreamConnections(5);
-    expect(sample(await metrics.metrics(), `${METRIC_PREFIX}upstream_connections`)).toBe(5);
+    expect(sample(text, `${METRIC_PREFIX}upstream_connections{state="in_use"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}upstream_connections{state="idle"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}compressed_messages_total{compressor="zstd",direction="received"}`)).toBe(1);
+    pool = { inUse: 5, idle: 0 };
+    expect(sample(await metrics.metrics(), `${METRIC_PREFIX}upstream_connections{state="in_use"}`)).toBe(5);
   });
 
   it('bounds protocol error and refusal reasons', async () => {
