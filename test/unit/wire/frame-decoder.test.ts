@@ -1,0 +1,169 @@
+import { describe, expect, it } from 'vitest';
+import { WireProtocolError } from '../../../src/errors.js';
+import { FrameDecoder } from '../../../src/wire/frame-decoder.js';
+import { deflateSync } from 'node:zlib';
+import { bson, cstring, frame, int32, kind0, kind1, opMsg } from './fixtures.js';
+
+const msgA = opMsg(0, [kind0(bson({ ping: 1, $db: 'admin' }))], { requestId: 1 });
+const msgB = opMsg(0, [kind0(bson({ find: 'c', filter: { a: 'x'.repeat(40) }, $db: 't' }))], { requestId: 2 });
+const tiny = frame(2013, [], { requestId: 3 }); // a bare 16-byte header is a valid frame
+const withSequence = opMsg(2, [kind0(bson({ insert: 'c', $db: 'd' })), kind1('documents', [bson({ a: 1 }), bson({ b: 2 })])]);
+const legacyQuery = frame(2004, [int32(0), cstring('admin.$cmd'), int32(0), int32(-1), bson({ isMaster: 1 })]);
+const compressed = frame(2012, [int32(2013), int32(msgA.length - 16), Buffer.from([2]), deflateSync(msgA.subarray(16))]);
+const fixtures = [msgA, msgB, tiny, withSequence, legacyQuery, compressed];
+
+function collect(decoder: FrameDecoder, chunks: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (const chunk of chunks) decoder.push(chunk, (f) => out.push(Buffer.from(f)));
+  return out;
+}
+
+function fatalError(run: () => void): WireProtocolError {
+  try {
+    run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(WireProtocolError);
+    expect((error as WireProtocolError).fatal).toBe(true);
+    return error as WireProtocolError;
+  }
+  throw new Error('expected a WireProtocolError');
+}
+
+describe('FrameDecoder', () => {
+  it('emits a frame pushed whole as a view of the chunk (no copy)', () => {
+    const decoder = new FrameDecoder(1024);
+    const seen: Buffer[] = [];
+    decoder.push(msgA, (f) => seen.push(f));
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toEqual(msgA);
+    expect(seen[0]?.buffer).toBe(msgA.buffer);
+    expect(decoder.bufferedBytes).toBe(0);
+  });
+
+  it('reassembles a message split at every byte offset', () => {
+    for (const message of fixtures) {
+      for (let cut = 0; cut <= message.length; cut++) {
+        const decoder = new FrameDecoder(1024);
+        const out = collect(decoder, [message.subarray(0, cut), message.subarray(cut)]);
+        expect(out).toEqual([message]);
+        expect(decoder.bufferedBytes).toBe(0);
+      }
+    }
+  });
+
+  it('reassembles two messages split at every pair of offsets', () => {
+    const stream = Buffer.concat([msgA, tiny, msgB]);
+    for (let i = 0; i <= stream.length; i += 3) {
+      for (let j = i; j <= stream.length; j += 5) {
+        const decoder = new FrameDecoder(1024);
+        const out = collect(decoder, [stream.subarray(0, i), stream.subarray(i, j), stream.subarray(j)]);
+        expect(out).toEqual([msgA, tiny, msgB]);
+      }
+    }
+  });
+
+  it('handles one byte at a time', () => {
+    const stream = Buffer.concat(fixtures);
+    const decoder = new FrameDecoder(1024);
+    const chunks = [...stream].map((b) => Buffer.from([b]));
+    expect(collect(decoder, chunks)).toEqual(fixtures);
+  });
+
+  it('emits many frames from one chunk, in order, and keeps a trailing partial frame', () => {
+    const decoder = new FrameDecoder(1024);
+    const partial = msgB.subarray(0, 10);
+    const seen: Buffer[] = [];
+    decoder.push(Buffer.concat([msgA, msgB, tiny, msgA, partial]), (f) => seen.push(f));
+    expect(seen).toEqual([msgA, msgB, tiny, msgA]);
+    expect(decoder.bufferedBytes).toBe(10);
+    decoder.push(msgB.subarray(10), (f) => seen.push(f));
+    expect(seen[4]).toEqual(msgB);
+    expect(decoder.bufferedBytes).toBe(0);
+  });
+
+  it('copies a frame spanning chunks into a buffer of exactly its size', () => {
+    const decoder = new FrameDecoder(1024);
+    const seen: Buffer[] = [];
+    decoder.push(msgA.subarray(0, 7), (f) => seen.push(f));
+    decoder.push(msgA.subarray(7), (f) => seen.push(f));
+    expect(seen[0]?.length).toBe(msgA.length);
+    expect(seen[0]).toEqual(msgA);
+  });
+
+  it('ignores empty chunks', () => {
+    const decoder = new FrameDecoder(1024);
+    expect(collect(decoder, [Buffer.alloc(0), msgA, Buffer.alloc(0)])).toEqual([msgA]);
+  });
+
+  it('accepts exactly maxMessageSize and rejects one byte more before buffering the body', () => {
+    const exact = frame(2013, [Buffer.alloc(84)]);
+    expect(collect(new FrameDecoder(100), [exact])).toEqual([exact]);
+    const decoder = new FrameDecoder(99);
+    const error = fatalError(() => decoder.push(exact.subarray(0, 4), () => {}));
+    expect(error.message).toMatch(/exceeds maxMessageSizeBytes \(99\)/);
+  });
+
+  it('rejects lengths below the header size, zero and negative', () => {
+    for (const length of [15, 0, 4, -1, -0x80000000]) {
+      const decoder = new FrameDecoder(1024);
+      const error = fatalError(() => decoder.push(int32(length), () => {}));
+      expect(error.message).toMatch(length < 0 ? /negative/ : /shorter than the 16-byte header/);
+    }
+  });
+
+  it('checks a length split across chunks as soon as its 4 bytes arrive', () => {
+    const decoder = new FrameDecoder(1024);
+    decoder.push(Buffer.from([0xff, 0xff]), () => {});
+    expect(decoder.bufferedBytes).toBe(2);
+    fatalError(() => decoder.push(Buffer.from([0xff, 0x7f, 1, 2, 3]), () => {}));
+  });
+
+  it('stays failed after a fatal error and drops what it held', () => {
+    const decoder = new FrameDecoder(1024);
+    fatalError(() => decoder.push(Buffer.concat([msgA, int32(5)]), () => {}));
+    expect(decoder.bufferedBytes).toBe(0);
+    const again = fatalError(() => decoder.push(msgA, () => {}));
+    expect(again.message).toMatch(/invalid message length 5/);
+  });
+
+  it('delivers frames before a bad one in the same chunk', () => {
+    const decoder = new FrameDecoder(1024);
+    const seen: Buffer[] = [];
+    fatalError(() => decoder.push(Buffer.concat([msgA, int32(-7)]), (f) => seen.push(f)));
+    expect(seen).toEqual([msgA]);
+  });
+
+  it('applies a lowered maxMessageSize to the next frame', () => {
+    const decoder = new FrameDecoder(1024);
+    decoder.push(msgA, () => {});
+    decoder.maxMessageSize = 20;
+    expect(decoder.maxMessageSize).toBe(20);
+    fatalError(() => decoder.push(msgA, () => {}));
+  });
+
+  it('validates maxMessageSize', () => {
+    expect(() => new FrameDecoder(15)).toThrow(RangeError);
+    expect(() => new FrameDecoder(1.5)).toThrow(RangeError);
+    expect(() => new FrameDecoder(2 ** 31)).toThrow(RangeError);
+  });
+
+  it('stays consistent when the callback throws', () => {
+    const decoder = new FrameDecoder(1024);
+    expect(() =>
+      decoder.push(Buffer.concat([msgA, msgB]), () => {
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    const rest: Buffer[] = [];
+    decoder.push(Buffer.alloc(0), (f) => rest.push(f));
+    expect(rest).toEqual([msgB]);
+  });
+
+  it('reassembles a large frame from many small chunks', () => {
+    const big = frame(2013, [Buffer.alloc(200_000, 7)]);
+    const decoder = new FrameDecoder(1_000_000);
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < big.length; i += 1000) chunks.push(big.subarray(i, i + 1000));
+    expect(collect(decoder, chunks)).toEqual([big]);
+  });
+});
