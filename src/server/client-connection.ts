@@ -66,9 +66,8 @@ export class ClientConnection {
   private readonly handshake = newHandshakeState();
   private processing = false;
   private closed = false;
+  /** Held for the connection's lifetime; returned to the pool only when no request is in flight. */
   private upstreamConnection: UpstreamConnection | undefined;
-  /** True while the upstream connection is mid-request and so cannot be reused by anyone. */
-  private upstreamBusy = false;
   private readonly maxMessageSize: number;
   private readonly onClosed: (connection: ClientConnection) => void;
 
@@ -118,7 +117,8 @@ export class ClientConnection {
       this.failConnection(error);
     } finally {
       this.processing = false;
-      if (!this.closed) this.socket.resume();
+      if (this.closed) this.releaseUpstream();
+      else this.socket.resume();
     }
   }
 
@@ -260,21 +260,16 @@ export class ClientConnection {
     let ok = true;
     // Replies are written in order even when compression (async) is involved.
     let writes: Promise<void> = Promise.resolve();
-    this.upstreamBusy = true;
-    try {
-      await upstream.request(outgoing, (reply) => {
-        this.deps.metrics.bytes('upstream', 'received', reply.length);
-        const replyId = nextRequestId();
-        setRequestId(reply, replyId);
-        setResponseTo(reply, responseTo);
-        // Each exhaust reply answers the previous one.
-        responseTo = replyId;
-        ok &&= replyIsOk(reply);
-        writes = writes.then(() => this.writeReply(reply, request.compressor, upstream));
-      });
-    } finally {
-      this.upstreamBusy = false;
-    }
+    await upstream.request(outgoing, (reply) => {
+      this.deps.metrics.bytes('upstream', 'received', reply.length);
+      const replyId = nextRequestId();
+      setRequestId(reply, replyId);
+      setResponseTo(reply, responseTo);
+      // Each exhaust reply answers the previous one.
+      responseTo = replyId;
+      ok &&= replyIsOk(reply);
+      writes = writes.then(() => this.writeReply(reply, request.compressor, upstream));
+    });
     await writes;
     return ok ? 'ok' : 'upstream_error';
   }
@@ -341,17 +336,23 @@ export class ClientConnection {
     }
   }
 
+  /** Gives the upstream connection back once the client is gone and nothing is in flight. */
+  private releaseUpstream(): void {
+    const upstream = this.upstreamConnection;
+    this.upstreamConnection = undefined;
+    if (upstream === undefined) return;
+    if (upstream.closed || upstream.busy) upstream.close();
+    else this.deps.upstream.release(upstream);
+  }
+
   private onSocketClose(): void {
     if (this.closed) return;
     this.closed = true;
     this.pending.length = 0;
-    const upstream = this.upstreamConnection;
-    this.upstreamConnection = undefined;
-    if (upstream !== undefined) {
-      // A connection abandoned mid-request (e.g. an exhaust cursor) may still receive replies.
-      if (this.upstreamBusy) upstream.close();
-      else this.deps.upstream.release(upstream);
-    }
+    // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: that
+    // connection can never be reused. Closing it also ends the pending request.
+    if (this.upstreamConnection?.busy === true) this.upstreamConnection.close();
+    if (!this.processing) this.releaseUpstream();
     this.deps.metrics.connectionClosed();
     this.logger.info('client disconnected');
     this.onClosed(this);

@@ -14,7 +14,7 @@ export interface ReceivedMessage {
 }
 
 /** What the handler wants sent back: documents, each a reply; all but the last get moreToCome. */
-export type FakeHandler = (message: ReceivedMessage) => Document[] | 'no-reply';
+export type FakeHandler = (message: ReceivedMessage) => Document[] | 'no-reply' | { delayMs: number; replies: Document[] };
 
 export interface FakeUpstream {
   uri: string;
@@ -75,15 +75,20 @@ export async function startFakeUpstream(handler: FakeHandler): Promise<FakeUpstr
           continue;
         }
         received.push(message);
-        const replies = handler(message);
-        if (replies === 'no-reply') continue;
-        let responseTo = requestId;
-        replies.forEach((doc, index) => {
-          const last = index === replies.length - 1;
-          const reply = encode(doc, responseTo, last ? 0 : MORE_TO_COME);
-          responseTo = reply.requestId;
-          socket.write(reply.bytes);
-        });
+        const answer = handler(message);
+        if (answer === 'no-reply') continue;
+        const { delayMs, replies } = Array.isArray(answer) ? { delayMs: 0, replies: answer } : answer;
+        const send = (): void => {
+          let responseTo = requestId;
+          replies.forEach((doc, index) => {
+            const last = index === replies.length - 1;
+            const reply = encode(doc, responseTo, last ? 0 : MORE_TO_COME);
+            responseTo = reply.requestId;
+            if (!socket.destroyed) socket.write(reply.bytes);
+          });
+        };
+        if (delayMs > 0) setTimeout(send, delayMs);
+        else send();
       }
     });
   });

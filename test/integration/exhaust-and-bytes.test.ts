@@ -54,6 +54,25 @@ describe('exhaust cursors', () => {
   });
 });
 
+describe('upstream connection reuse', () => {
+  it('never reuses an upstream connection whose reply is still outstanding when its client leaves', async () => {
+    fake = await startFakeUpstream((message) =>
+      'slow' in message.body ? { delayMs: 100, replies: [{ ok: 1, who: 'slow' }] } : [{ ok: 1, who: 'fast' }],
+    );
+    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxIdleConnections: 4 } });
+    for (let round = 0; round < 5; round += 1) {
+      const leaving = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+      leaving.write(opMsg({ slow: 1, $db: 'admin' }).bytes);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      leaving.close();
+      const next = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+      // Must be answered by its own request, never by the slow reply meant for the one who left.
+      expect((await next.command(opMsg({ fast: 1, $db: 'admin' }))).who).toBe('fast');
+      next.close();
+    }
+  });
+});
+
 describe('bytes sent upstream', () => {
   it('never forwards client metadata, hello or auth commands', async () => {
     fake = await startFakeUpstream(() => [{ ok: 1 }]);
