@@ -19,9 +19,99 @@ export interface HostPort {
   port: number;
 }
 
-export interface ProxyConfig {
-  /** Client-facing listener (MongoDB wire protocol only; never HTTP). */
+/** Whether a TLS listener asks for, or insists on, a client certificate. */
+export type ClientCertificateMode = 'none' | 'optional' | 'required';
+
+export interface ListenerTlsConfig {
+  /** PEM server certificate (chain) and key; re-read when they change on disk. */
+  certFile: string;
+  keyFile: string;
+  /** Passphrase of an encrypted key (a secret: never shown). */
+  keyPassphrase: string | null;
+  /** PEM CA bundle that client certificates are verified against. */
+  caFile: string | null;
+  clientCertificates: ClientCertificateMode;
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+/**
+ * Ways a connection's tenant is established (issue: tenant identity).
+ * - `mtls`: from the verified client certificate (also accepts authMechanism=MONGODB-X509);
+ * - `scram`: SCRAM-SHA-256 / SCRAM-SHA-1 verified by the proxy against the credentials file;
+ * - `scram-passthrough`: SCRAM relayed to the upstream, user mapped to a tenant;
+ * - `plain-jwt`: a signed JWT sent as the password with authMechanism=PLAIN;
+ * - `static`: the listener's fixed tenant (loopback or required-mTLS listeners only).
+ */
+export type IdentityMethod = 'mtls' | 'scram' | 'scram-passthrough' | 'plain-jwt' | 'static';
+
+export interface ListenerConfig {
+  /** Names the listener in logs and metrics. */
+  name: string;
+  /** Client-facing address (MongoDB wire protocol only; never HTTP). */
   listen: HostPort;
+  tls: ListenerTlsConfig | null;
+  /** Identity methods enabled on this listener; none means only the handshake is answered. */
+  methods: IdentityMethod[];
+  /** The tenant of every connection when `methods` includes `static`. */
+  staticTenant: string | null;
+}
+
+/** Certificate fields a mapping rule can read. */
+export type CertificateField = 'san-uri' | 'san-dns' | 'san-email' | 'subject-cn' | 'subject-ou' | 'subject-o';
+
+export interface CertificateRule {
+  field: CertificateField;
+  /** Regular expression with a named group `tenant`; the first rule that matches wins. */
+  pattern: string;
+}
+
+export type ScramMechanism = 'SCRAM-SHA-256' | 'SCRAM-SHA-1';
+
+/** Maps a user authenticated by the upstream (scram-passthrough) to a tenant. */
+export interface PassthroughRule {
+  /** Exactly this user name (with `db`, its authentication database). */
+  user?: string;
+  /** Or: a regular expression over the user name; a named group `tenant` may supply the tenant. */
+  userPattern?: string;
+  /** Or: users holding this role (`role` or `role@db`). */
+  role?: string;
+  db?: string;
+  /** The tenant; required unless `userPattern` has a `tenant` group. */
+  tenant?: string;
+}
+
+export interface IdentityConfig {
+  /** Ordered rules that pick the tenant from a client certificate (method `mtls`). */
+  certificateRules: CertificateRule[];
+  scram: {
+    /** YAML file of users: stored keys, salts and iteration counts, never plaintext. */
+    credentialsFile: string | null;
+    mechanisms: ScramMechanism[];
+  };
+  passthrough: { rules: PassthroughRule[] };
+  jwt: {
+    /** PEM public key (or a JWK file), or a JWKS file; exactly one is needed for `plain-jwt`. */
+    keyFile: string | null;
+    jwksFile: string | null;
+    audience: string | null;
+    issuer: string | null;
+    /** Claim holding the tenant (dotted path allowed, e.g. `kubernetes.io.namespace`). */
+    tenantClaim: string;
+    algorithms: string[];
+    clockToleranceSeconds: number;
+  };
+  /** Repeated failures from one user or address wait this long, doubling up to the maximum. */
+  failureDelay: { baseMS: number; maxMS: number };
+  /** How often certificate, key, CA, credentials and key files are checked for changes. */
+  reloadIntervalMS: number;
+  /** Distinct tenants given their own metrics label; the rest count as `other`. */
+  maxTenantLabels: number;
+}
+
+export interface ProxyConfig {
+  /** Client-facing listeners; `--listen` / MTP_LISTEN set the first one's address. */
+  listeners: ListenerConfig[];
+  identity: IdentityConfig;
   upstream: {
     /** Standard `mongodb://` URI: hosts, TLS options, the proxy's own credentials. */
     uri: string;
