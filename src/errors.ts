@@ -36,6 +36,7 @@ export const ErrorCodes = {
   TooManyDocumentSequences: 233,
   TooManyLogicalSessions: 261,
   ExceededTimeLimit: 262,
+  MechanismUnavailable: 334,
   ChecksumMismatch: 288,
   SocketException: 9001,
   NotWritablePrimary: 10107,

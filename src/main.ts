@@ -1,6 +1,6 @@
 /**
- * Composition root: config → logger → metrics → upstream → listener. The only module that sees
- * every other one.
+ * Composition root: config → logger → metrics → upstream → identity → listeners. The only
+ * module that sees every other one.
  */
 import type { Logger } from 'pino';
 import type { HostPort, ProxyConfig } from './config/types.js';
@@ -8,12 +8,17 @@ import { createLogger } from './observability/logger.js';
 import { ProxyMetrics } from './observability/metrics.js';
 import { startMetricsServer } from './observability/http.js';
 import { Upstream, type UpstreamServerInfo } from './upstream/upstream.js';
-import { startListener } from './server/listener.js';
 import { redactUri } from './upstream/uri.js';
+import { createIdentityServices } from './identity/services.js';
+import { ConnectionRegistry, startListener, type Listener } from './server/listener.js';
+import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_VERSION } from './version.js';
 
 export interface RunningProxy {
+  /** The first listener's address. */
   address: HostPort;
+  /** Every listener's address, by listener name. */
+  addresses: Readonly<Record<string, HostPort>>;
   metricsAddress: HostPort | null;
   upstream: UpstreamServerInfo;
   metrics: ProxyMetrics;
@@ -26,46 +31,54 @@ export interface StartOptions {
 
 export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
   const logger = options.logger ?? createLogger({ level: config.log.level });
-  const metrics = new ProxyMetrics({ version: PROXY_VERSION });
+  const metrics = new ProxyMetrics({ version: PROXY_VERSION, maxTenantLabels: config.identity.maxTenantLabels });
   const upstream = new Upstream({ ...config.upstream, logger: logger.child({ component: 'upstream' }) });
   metrics.trackUpstreamPool(() => upstream.stats);
-  let info: UpstreamServerInfo;
+  const cleanups: Array<() => Promise<void> | void> = [() => upstream.close()];
+  // Later resources close first; closing twice is a no-op.
+  let closing: Promise<void> | undefined;
+  const cleanUp = (): Promise<void> =>
+    (closing ??= (async () => {
+      for (const cleanup of [...cleanups].reverse()) await cleanup();
+    })());
+
   try {
-    info = await upstream.start();
+    const info = await upstream.start();
+    logger.info(
+      { upstream: redactUri(config.upstream.uri), kind: info.kind, maxWireVersion: info.maxWireVersion },
+      'upstream reached',
+    );
+    const identity = createIdentityServices(config, {
+      logger,
+      observer: metrics,
+      openRelay: async () => new UpstreamRelay(await upstream.openUnauthenticated()),
+    });
+    cleanups.push(() => identity.close());
+
+    const registry = new ConnectionRegistry();
+    const shared = { config, upstream, server: () => upstream.info, logger, metrics, identity: identity.services };
+    const listeners: Listener[] = [];
+    for (const [index, listener] of config.listeners.entries()) {
+      const started = await startListener(listener, index, shared, registry);
+      listeners.push(started);
+      cleanups.push(() => started.close());
+      logger.info({ listener: started.name, address: started.address, tls: listener.tls !== null, methods: listener.methods }, 'listening');
+    }
+    const metricsServer = config.metrics.listen === null ? null : await startMetricsServer(metrics.registry, config.metrics.listen);
+    if (metricsServer !== null) cleanups.push(() => metricsServer.close());
+
+    const first = listeners[0];
+    if (first === undefined) throw new Error('no listener configured');
+    return {
+      address: first.address,
+      addresses: Object.fromEntries(listeners.map((listener) => [listener.name, listener.address])),
+      metricsAddress: metricsServer?.address ?? null,
+      upstream: info,
+      metrics,
+      close: cleanUp,
+    };
   } catch (error) {
-    await upstream.close();
+    await cleanUp();
     throw error;
   }
-  logger.info(
-    { upstream: redactUri(config.upstream.uri), kind: info.kind, maxWireVersion: info.maxWireVersion },
-    'upstream reached',
-  );
-
-  const listener = await startListener(config.listen, {
-    config,
-    upstream,
-    server: () => upstream.info,
-    logger,
-    metrics,
-  });
-  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | null = null;
-  try {
-    if (config.metrics.listen !== null) metricsServer = await startMetricsServer(metrics.registry, config.metrics.listen);
-  } catch (error) {
-    await listener.close();
-    await upstream.close();
-    throw error;
-  }
-
-  return {
-    address: listener.address,
-    metricsAddress: metricsServer?.address ?? null,
-    upstream: info,
-    metrics,
-    async close() {
-      await listener.close();
-      await metricsServer?.close();
-      await upstream.close();
-    },
-  };
 }

@@ -56,7 +56,22 @@ export interface ProxyMetricsOptions {
   processMetrics?: boolean;
   /** Reported by `mongo_tenant_proxy_build_info{version}`. */
   version?: string;
+  /** Distinct tenants given their own label; later ones count as `other`. Default 100. */
+  maxTenantLabels?: number;
 }
+
+/** Mechanism and method names that may appear as the `mechanism` label. */
+const AUTH_MECHANISM_LABELS: ReadonlySet<string> = new Set([
+  'SCRAM-SHA-256',
+  'SCRAM-SHA-1',
+  'PLAIN',
+  'MONGODB-X509',
+  'mtls',
+  'scram',
+  'scram-passthrough',
+  'plain-jwt',
+  'static',
+]);
 
 const OUTCOMES: ReadonlySet<string> = new Set(OPERATION_OUTCOMES);
 const REFUSALS: ReadonlySet<string> = new Set(REFUSAL_REASONS);
@@ -73,10 +88,16 @@ export class ProxyMetrics implements MetricsSource {
   private readonly upstreamConnections: Gauge<'state'>;
   private readonly compressedMessages: Counter<'compressor' | 'direction'>;
   private upstreamPool: (() => { inUse: number; idle: number }) | undefined;
+  private readonly authentications: Counter<'listener' | 'mechanism' | 'outcome'>;
+  private readonly tenantOperations: Counter<'tenant' | 'outcome'>;
+  private readonly tenantConnections: Gauge<'tenant'>;
+  private readonly tenantLabels: Set<string> = new Set();
+  private readonly maxTenantLabels: number;
   private readonly protocolErrors: Counter<'reason'>;
   private readonly protocolErrorReasons = new Set<string>();
 
   constructor(options: ProxyMetricsOptions = {}) {
+    this.maxTenantLabels = options.maxTenantLabels ?? 100;
     this.registry = new Registry();
     const registers = [this.registry];
     const name = (suffix: string): string => METRIC_PREFIX + suffix;
@@ -135,6 +156,24 @@ export class ProxyMetrics implements MetricsSource {
         this.set({ state: 'idle' }, pool.idle);
       },
     });
+    this.authentications = new Counter({
+      name: name('authentications_total'),
+      help: 'Authentication attempts and certificate mappings, by listener, mechanism and outcome (success, failure).',
+      labelNames: ['listener', 'mechanism', 'outcome'],
+      registers,
+    });
+    this.tenantOperations = new Counter({
+      name: name('tenant_operations_total'),
+      help: 'Commands handled per tenant (the first maxTenantLabels tenants seen; the rest as "other").',
+      labelNames: ['tenant', 'outcome'],
+      registers,
+    });
+    this.tenantConnections = new Gauge({
+      name: name('tenant_connections'),
+      help: 'Client connections with an established tenant, per tenant (bounded as tenant_operations_total).',
+      labelNames: ['tenant'],
+      registers,
+    });
     this.compressedMessages = new Counter({
       name: name('compressed_messages_total'),
       help: 'OP_COMPRESSED messages exchanged with clients, by compressor and direction (received, sent).',
@@ -178,10 +217,32 @@ export class ProxyMetrics implements MetricsSource {
   }
 
   /** Counts one command and records its duration. Unknown command names count as `other`. */
-  observeOperation(command: string, outcome: OperationOutcome | (string & {}), seconds: number): void {
+  observeOperation(command: string, outcome: OperationOutcome | (string & {}), seconds: number, tenant?: string): void {
     const labels = { command: commandLabel(command), outcome: OUTCOMES.has(outcome) ? outcome : 'other' };
     this.operations.inc(labels);
     if (Number.isFinite(seconds) && seconds >= 0) this.operationDuration.observe(labels, seconds);
+    if (tenant !== undefined) this.tenantOperations.inc({ tenant: this.tenantLabel(tenant), outcome: labels.outcome });
+  }
+
+  /** Counts an authentication attempt (or a certificate mapping at connect). */
+  authentication(listener: string, mechanism: string, outcome: 'success' | 'failure'): void {
+    this.authentications.inc({ listener, mechanism: AUTH_MECHANISM_LABELS.has(mechanism) ? mechanism : 'other', outcome });
+  }
+
+  tenantConnectionOpened(tenant: string): void {
+    this.tenantConnections.inc({ tenant: this.tenantLabel(tenant) });
+  }
+
+  tenantConnectionClosed(tenant: string): void {
+    this.tenantConnections.dec({ tenant: this.tenantLabel(tenant) });
+  }
+
+  /** Cardinality guard: the first `maxTenantLabels` tenants keep their name, others are `other`. */
+  private tenantLabel(tenant: string): string {
+    if (this.tenantLabels.has(tenant)) return tenant;
+    if (this.tenantLabels.size >= this.maxTenantLabels) return 'other';
+    this.tenantLabels.add(tenant);
+    return tenant;
   }
 
   connectionOpened(): void {

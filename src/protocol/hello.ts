@@ -56,17 +56,12 @@ function isCompressorName(value: unknown): value is CompressorName {
 }
 
 /**
- * Builds the reply to a hello-family command and updates the connection's handshake state.
- * `commandName` is the first key exactly as the client spelled it.
+ * Applies a hello to the connection's handshake state: client metadata may come only once
+ * (the server's rule), and compression is negotiated as the intersection with the proxy's list
+ * in the client's order. Throws before anything else (e.g. speculative authentication) runs.
  */
-export function buildHelloReply(
-  commandName: string,
-  request: Document,
-  context: HelloContext,
-  state: HandshakeState,
-): Document {
+export function acceptHello(request: Document, context: HelloContext, state: HandshakeState): void {
   if (request.client !== undefined) {
-    // Same rule as the server: metadata is immutable after the first handshake on a connection.
     if (state.metadataReceived) {
       throw new ProxyError(
         ErrorCodes.ClientMetadataCannotBeMutated,
@@ -75,7 +70,26 @@ export function buildHelloReply(
     }
     state.metadataReceived = true;
   }
+  if (Array.isArray(request.compression)) {
+    const offered = new Set(context.compressors);
+    state.compressors = request.compression.filter(
+      (name): name is CompressorName => isCompressorName(name) && offered.has(name),
+    );
+  }
+}
 
+/**
+ * The reply to a hello-family command. `commandName` is the first key exactly as the client
+ * spelled it; `authFields` are what the identity layer adds (saslSupportedMechs,
+ * speculativeAuthenticate).
+ */
+export function buildHelloReply(
+  commandName: string,
+  request: Document,
+  context: HelloContext,
+  state: HandshakeState,
+  authFields: Document = {},
+): Document {
   const { server } = context;
   const reply: Document = {};
   // `hello` answers with isWritablePrimary; the legacy spellings with ismaster.
@@ -94,16 +108,8 @@ export function buildHelloReply(
   reply.minWireVersion = server.minWireVersion;
   reply.maxWireVersion = server.maxWireVersion;
   reply.readOnly = false;
-
-  if (Array.isArray(request.compression)) {
-    // Intersection in the client's order, as a server answers; negotiated once per connection.
-    const offered = new Set(context.compressors);
-    const agreed = request.compression.filter(
-      (name): name is CompressorName => isCompressorName(name) && offered.has(name),
-    );
-    state.compressors = agreed;
-    reply.compression = agreed;
-  }
+  if (Array.isArray(request.compression)) reply.compression = [...state.compressors];
+  Object.assign(reply, authFields);
   reply.ok = 1;
   return reply;
 }

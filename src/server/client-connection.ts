@@ -10,7 +10,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { ProxyConfig, CompressorName } from '../config/types.js';
+import type { ProxyConfig, CompressorName, ListenerConfig } from '../config/types.js';
 import { ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
 import { FrameDecoder } from '../wire/frame-decoder.js';
 import { readHeader, setRequestId, setResponseTo } from '../wire/header.js';
@@ -23,23 +23,22 @@ import { deserialize } from '../wire/bson.js';
 import { readCommandEnvelope, replyIsOk, type CommandEnvelope } from '../protocol/command.js';
 import {
   HELLO_COMMANDS,
+  acceptHello,
   buildHelloReply,
   newHandshakeState,
   type AdvertisedServer,
 } from '../protocol/hello.js';
 import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '../protocol/replies.js';
+import { AUTH_COMMANDS, ConnectionAuthenticator } from '../identity/authenticator.js';
+import type { IdentityServices, PeerCertificate } from '../identity/types.js';
 import type { Upstream } from '../upstream/upstream.js';
+import { UpstreamRelay } from './upstream-relay.js';
 import type { UpstreamConnection } from '../upstream/connection.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
 
-/** Authentication commands: answered by the identity layer, never forwarded. */
-const AUTH_COMMANDS: ReadonlySet<string> = new Set([
-  'saslStart',
-  'saslContinue',
-  'authenticate',
-  'getnonce',
-  'logout',
-]);
+/** Answered by the proxy before a tenant exists; buildInfo is forwarded (it names no data). */
+const PRE_AUTH_LOCAL_OK: ReadonlySet<string> = new Set(['ping', 'endSessions']);
+const PRE_AUTH_FORWARDED: ReadonlySet<string> = new Set(['buildInfo', 'buildinfo']);
 
 export interface ClientConnectionDeps {
   config: ProxyConfig;
@@ -48,6 +47,10 @@ export interface ClientConnectionDeps {
   server: () => AdvertisedServer;
   logger: Logger;
   metrics: ProxyMetrics;
+  listener: ListenerConfig;
+  identity: IdentityServices;
+  /** The client certificate of a TLS connection (verified or not: see `authorized`). */
+  peerCertificate: PeerCertificate | undefined;
 }
 
 interface Request {
@@ -60,7 +63,10 @@ let nextConnectionId = 0;
 
 export class ClientConnection {
   readonly id = ++nextConnectionId;
-  readonly logger: Logger;
+  logger: Logger;
+  private readonly authenticator: ConnectionAuthenticator;
+  /** The tenant counted in the per-tenant connection gauge, once established. */
+  private countedTenant: string | undefined;
   private readonly decoder: FrameDecoder;
   private readonly pending: Buffer[] = [];
   private readonly handshake = newHandshakeState();
@@ -86,6 +92,30 @@ export class ClientConnection {
     socket.on('close', () => this.onSocketClose());
     deps.metrics.connectionOpened();
     this.logger.info('client connected');
+    this.authenticator = new ConnectionAuthenticator({
+      listener: deps.listener,
+      services: deps.identity,
+      remoteAddress: socket.remoteAddress ?? 'unknown',
+      peerCertificate: deps.peerCertificate,
+      logger: this.logger,
+    });
+    this.onIdentityChange();
+  }
+
+  /** Attaches a newly established tenant to logs and metrics, and pins a passthrough relay. */
+  private onIdentityChange(): void {
+    const identity = this.authenticator.identity;
+    if (identity !== undefined && this.countedTenant === undefined) {
+      this.countedTenant = identity.tenant;
+      this.deps.metrics.tenantConnectionOpened(identity.tenant);
+      this.logger = this.logger.child({ tenant: identity.tenant, identityMethod: identity.method });
+    }
+    const relay = this.authenticator.relay;
+    if (relay instanceof UpstreamRelay && this.upstreamConnection !== relay.connection) {
+      // From now on this client's commands run as the user the upstream authenticated.
+      this.releaseUpstream();
+      this.upstreamConnection = relay.connection;
+    }
   }
 
   /** Closes the connection; in-flight work is abandoned and its upstream connection discarded. */
@@ -170,28 +200,30 @@ export class ClientConnection {
     const started = process.hrtime.bigint();
     let outcome = 'ok';
     try {
-      if (HELLO_COMMANDS.has(envelope.name)) {
-        await this.replyHello(envelope.name, msg.body, request, 'opMsg');
-      } else if (AUTH_COMMANDS.has(envelope.name)) {
+      const name = envelope.name;
+      if (HELLO_COMMANDS.has(name)) {
+        await this.replyHello(name, msg.body, request, 'opMsg');
+      } else if (AUTH_COMMANDS.has(name)) {
+        const reply = await this.authenticator.handle(name, deserialize(msg.body), envelope.db);
+        this.onIdentityChange();
+        await this.write(encodeReply(reply, request.requestId, 'opMsg'));
+      } else if (name === 'connectionStatus') {
+        await this.write(encodeReply(this.authenticator.connectionStatus(), request.requestId, 'opMsg'));
+      } else if (this.authenticator.identity === undefined && PRE_AUTH_LOCAL_OK.has(name)) {
+        await this.write(encodeReply({ ok: 1 }, request.requestId, 'opMsg'));
+      } else if (this.authenticator.identity === undefined && !PRE_AUTH_FORWARDED.has(name)) {
         outcome = 'denied';
-        await this.writeError(
-          new ProxyError(
-            ErrorCodes.AuthenticationFailed,
-            'mongo-tenant-proxy: client authentication is not configured on this proxy; connect without credentials',
-          ),
-          request,
-          'opMsg',
-        );
+        throw this.authenticator.unauthorized(name);
       } else {
         outcome = await this.forward(frame, msg, request);
       }
     } catch (error) {
       if (error instanceof WireProtocolError && error.fatal) throw error;
-      outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
+      if (outcome !== 'denied') outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
       if (!this.closed && (msg.flagBits & OpMsgFlag.moreToCome) === 0) await this.writeError(error, request, 'opMsg');
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.deps.metrics.observeOperation(envelope.name, outcome, seconds);
+      this.deps.metrics.observeOperation(envelope.name, outcome, seconds, this.authenticator.identity?.tenant);
     }
   }
 
@@ -230,19 +262,18 @@ export class ClientConnection {
   }
 
   private async replyHello(commandName: string, body: Uint8Array, request: Request, format: ReplyFormat): Promise<void> {
-    const server = this.deps.server();
-    const document = buildHelloReply(
-      commandName,
-      deserialize(body),
-      {
-        server,
-        presentAs: this.deps.config.handshake.presentAs,
-        compressors: this.deps.config.compression.compressors,
-        maxMessageSizeBytes: this.maxMessageSize,
-        connectionId: this.id,
-      },
-      this.handshake,
-    );
+    const helloRequest = deserialize(body);
+    const context = {
+      server: this.deps.server(),
+      presentAs: this.deps.config.handshake.presentAs,
+      compressors: this.deps.config.compression.compressors,
+      maxMessageSizeBytes: this.maxMessageSize,
+      connectionId: this.id,
+    };
+    acceptHello(helloRequest, context, this.handshake);
+    const authFields = await this.authenticator.helloFields(helloRequest);
+    this.onIdentityChange();
+    const document = buildHelloReply(commandName, helloRequest, context, this.handshake, authFields);
     // hello replies are never compressed (OP_COMPRESSED.md).
     await this.write(encodeReply(document, request.requestId, format));
   }
@@ -353,6 +384,8 @@ export class ClientConnection {
     // connection can never be reused. Closing it also ends the pending request.
     if (this.upstreamConnection?.busy === true) this.upstreamConnection.close();
     if (!this.processing) this.releaseUpstream();
+    this.authenticator.close();
+    if (this.countedTenant !== undefined) this.deps.metrics.tenantConnectionClosed(this.countedTenant);
     this.deps.metrics.connectionClosed();
     this.logger.info('client disconnected');
     this.onClosed(this);

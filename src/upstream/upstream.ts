@@ -56,6 +56,8 @@ export class Upstream {
   readonly #idle: UpstreamConnection[] = [];
   readonly #idleTimers = new Map<UpstreamConnection, NodeJS.Timeout>();
   readonly #inUse = new Set<UpstreamConnection>();
+  /** Connections opened by openUnauthenticated: one client's alone, never pooled. */
+  readonly #dedicated = new WeakSet<UpstreamConnection>();
   #created = 0;
   #starting: Promise<UpstreamServerInfo> | undefined;
   #closed = false;
@@ -120,11 +122,28 @@ export class Upstream {
     return connection;
   }
 
+  /**
+   * A new connection to the current server that has said hello but NOT authenticated with the
+   * proxy's credentials: a client's own SCRAM exchange is relayed over it (scram-passthrough).
+   * It belongs to that client alone and must be closed, never released, when done.
+   */
+  async openUnauthenticated(): Promise<UpstreamConnection> {
+    this.#assertOpen();
+    if (this.#server === undefined) await this.start();
+    const { connection } = await this.#connectAndHandshake(this.#server as HostPort, false);
+    this.#created++;
+    this.#track(connection);
+    this.#inUse.add(connection);
+    this.#dedicated.add(connection);
+    return connection;
+  }
+
   /** Returns a connection: kept idle if it is healthy and there is room, closed otherwise. */
   release(connection: UpstreamConnection): void {
     this.#inUse.delete(connection);
     if (connection.closed) return;
-    if (this.#closed || connection.busy || this.#idle.length >= this.#options.maxIdleConnections) {
+    // A client-authenticated connection must never serve anyone else.
+    if (this.#closed || this.#dedicated.has(connection) || connection.busy || this.#idle.length >= this.#options.maxIdleConnections) {
       connection.close();
       return;
     }
@@ -220,8 +239,12 @@ export class Upstream {
     return connection;
   }
 
-  async #connectAndHandshake(address: HostPort): Promise<{ connection: UpstreamConnection; hello: Document }> {
-    const target = this.#target as UpstreamTarget;
+  async #connectAndHandshake(
+    address: HostPort,
+    authenticate = true,
+  ): Promise<{ connection: UpstreamConnection; hello: Document }> {
+    const configured = this.#target as UpstreamTarget;
+    const target = authenticate ? configured : { ...configured, credentials: undefined };
     const timeoutMS = target.connectTimeoutMS ?? this.#options.connectTimeoutMS;
     const started = Date.now();
     const connection = await UpstreamConnection.connect({
