@@ -327,11 +327,12 @@ describe('handshake rules', () => {
     c.close();
   });
 
-  it('refuses client authentication commands (no client auth configured) without forwarding', async () => {
+  it('refuses authentication mechanisms the listener does not enable, without forwarding', async () => {
     const c = await raw();
     const doc = await c.command(opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.alloc(0), $db: 'admin' }));
     expect(doc.ok).toBe(0);
-    expect(doc.code).toBe(18);
+    expect(doc.code).toBe(334);
+    expect(doc.codeName).toBe('MechanismUnavailable');
     c.close();
   });
 });
