@@ -1,0 +1,94 @@
+/**
+ * Rules that hold whatever the identity method: before a tenant exists only the handshake and
+ * authentication commands are answered and nothing reaches the upstream; a static tenant is
+ * there from the first byte; the tenant shows in connectionStatus, logs and metrics.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { MongoServerError } from 'mongodb';
+import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { directClient, uniqueDbName } from '../helpers/upstream.js';
+import { RawClient, opMsg } from '../helpers/raw-client.js';
+
+let fake: FakeUpstream | undefined;
+let proxy: TestProxy | undefined;
+
+afterEach(async () => {
+  await proxy?.stop();
+  await fake?.close();
+  proxy = undefined;
+  fake = undefined;
+});
+
+const noMethods = [{ name: 'closed', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null }];
+
+describe('before a tenant is established', () => {
+  it('answers only the handshake family and refuses everything else with Unauthorized, forwarding nothing', async () => {
+    fake = await startFakeUpstream(() => [{ ok: 1 }]);
+    proxy = await startTestProxy({ upstream: { uri: fake.uri }, listeners: noMethods });
+    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    expect((await c.command(opMsg({ hello: 1, $db: 'admin' }))).ok).toBe(1);
+    expect((await c.command(opMsg({ isMaster: 1, $db: 'admin' }))).ok).toBe(1);
+    expect((await c.command(opMsg({ ping: 1, $db: 'admin' }))).ok).toBe(1);
+    expect((await c.command(opMsg({ endSessions: [], $db: 'admin' }))).ok).toBe(1);
+    expect((await c.command(opMsg({ logout: 1, $db: 'admin' }))).ok).toBe(1);
+    const status = await c.command(opMsg({ connectionStatus: 1, $db: 'admin' }));
+    expect(status.authInfo.authenticatedUsers).toEqual([]);
+
+    for (const command of [
+      { find: 'c', $db: 'db' },
+      { insert: 'c', documents: [{ a: 1 }], $db: 'db' },
+      { aggregate: 1, pipeline: [], cursor: {}, $db: 'admin' },
+      { listDatabases: 1, $db: 'admin' },
+      { getMore: 1, collection: 'c', $db: 'db' },
+      { killCursors: 'c', cursors: [], $db: 'db' },
+      { serverStatus: 1, $db: 'admin' },
+    ]) {
+      const reply = await c.command(opMsg(command));
+      expect(reply.ok, JSON.stringify(command)).toBe(0);
+      expect(reply.code).toBe(13);
+      expect(reply.codeName).toBe('Unauthorized');
+    }
+    // buildInfo is the one pre-auth command that travels (it names no data).
+    expect(fake.received.map((m) => Object.keys(m.body)[0])).toEqual([]);
+    expect((await c.command(opMsg({ buildInfo: 1, $db: 'admin' }))).ok).toBe(1);
+    expect(fake.received.map((m) => Object.keys(m.body)[0])).toEqual(['buildInfo']);
+    c.close();
+  });
+
+  it('refuses the driver too, and the database stays untouched', async () => {
+    proxy = await startTestProxy({ listeners: noMethods });
+    const dbName = uniqueDbName('preauth');
+    const error = await proxy
+      .client()
+      .db(dbName)
+      .collection('c')
+      .insertOne({ sneaky: true })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(MongoServerError);
+    expect((error as MongoServerError).code).toBe(13);
+    const direct = directClient();
+    try {
+      expect(await direct.db(dbName).collection('c').countDocuments()).toBe(0);
+    } finally {
+      await direct.close();
+    }
+  });
+});
+
+describe('static tenant', () => {
+  it('is established at connect and reported by connectionStatus and the metrics', async () => {
+    proxy = await startTestProxy({
+      listeners: [{ name: 'sidecar', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' }],
+    });
+    const client = proxy.client();
+    const status = await client.db('admin').command({ connectionStatus: 1 });
+    expect(status.tenant).toBe('acme');
+    expect(status.identityMethod).toBe('static');
+    await client.db(uniqueDbName('static')).command({ ping: 1 });
+    const address = proxy.proxy.metricsAddress!;
+    const text = await (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
+    expect(text).toMatch(/mongo_tenant_proxy_tenant_connections\{tenant="acme"\} [1-9]/);
+    expect(text).toMatch(/mongo_tenant_proxy_tenant_operations_total\{tenant="acme",outcome="ok"\} [1-9]/);
+  });
+});
