@@ -139,8 +139,7 @@ export class ConnectionAuthenticator {
   /** The proxy's own `connectionStatus`: who this connection is, nothing about anyone else. */
   connectionStatus(): Document {
     const identity = this.#identity;
-    const users =
-      identity === undefined ? [] : [{ user: identity.principal, db: identity.method === 'mtls' ? '$external' : 'admin' }];
+    const users = identity?.user === undefined ? [] : [{ user: identity.user.user, db: identity.user.db }];
     const reply: Document = { authInfo: { authenticatedUsers: users, authenticatedUserRoles: [] } };
     if (identity !== undefined) {
       reply.tenant = identity.tenant;
@@ -161,20 +160,21 @@ export class ConnectionAuthenticator {
   async #speculative(request: Document): Promise<Document | undefined> {
     if (request.saslStart !== undefined) {
       const db = typeof request.db === 'string' ? request.db : 'admin';
-      const reply = await this.#saslStart(request, db);
+      const reply = await this.#saslStart(request, db, true);
       const { ok: _ok, ...rest } = reply;
       return rest;
     }
     if (request.authenticate !== undefined) {
       const db = typeof request.db === 'string' ? request.db : '$external';
-      const reply = await this.#authenticate(request, db);
+      const reply = await this.#authenticate(request, db, true);
       const { ok: _ok, ...rest } = reply;
       return rest;
     }
     return undefined;
   }
 
-  async #saslStart(command: Document, db: string): Promise<Document> {
+  /** `speculative`: the attempt inside hello, which drivers make with a guessed mechanism. */
+  async #saslStart(command: Document, db: string, speculative = false): Promise<Document> {
     const mechanismName = command.mechanism;
     const mechanism = typeof mechanismName === 'string' ? this.#mechanisms.get(mechanismName) : undefined;
     if (mechanism === undefined) {
@@ -187,11 +187,15 @@ export class ConnectionAuthenticator {
     const user = saslUser(mechanism.name, payload);
     this.#conversation?.conversation.abandon?.();
     this.#conversation = undefined;
-    const step = await this.#attempt(mechanism.name, user, () =>
-      mechanism.start(
-        { db, payload, options: isDocument(command.options) ? command.options : undefined },
-        { listener: this.options.listener, remoteAddress: this.options.remoteAddress, logger: this.options.logger },
-      ),
+    const step = await this.#attempt(
+      mechanism.name,
+      user,
+      () =>
+        mechanism.start(
+          { db, payload, options: isDocument(command.options) ? command.options : undefined },
+          { listener: this.options.listener, remoteAddress: this.options.remoteAddress, logger: this.options.logger },
+        ),
+      speculative,
     );
     const id = this.#nextConversationId++;
     if (!step.done) this.#conversation = { id, mechanism: mechanism.name, user, conversation: step.conversation };
@@ -217,7 +221,7 @@ export class ConnectionAuthenticator {
 
   // --- MONGODB-X509 -------------------------------------------------------------------------
 
-  async #authenticate(command: Document, db: string): Promise<Document> {
+  async #authenticate(command: Document, db: string, speculative = false): Promise<Document> {
     if (command.mechanism !== X509) {
       throw new ProxyError(
         ErrorCodes.MechanismUnavailable,
@@ -237,20 +241,28 @@ export class ConnectionAuthenticator {
       const tenant = mapper.tenantOf(certificate);
       if (tenant === undefined) throw failed();
       return { user: subject, db: '$external', tenant };
-    });
+    }, speculative);
     this.#bind(principal, 'mtls', undefined);
     return { dbname: '$external', user: principal.user, ok: 1 };
   }
 
   // --- shared ---------------------------------------------------------------------------------
 
-  /** Runs one authentication step with throttling, counting and logging of failures. */
-  async #attempt<T>(mechanism: string, user: string | undefined, run: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one authentication step with throttling, counting and logging of failures. A failed
+   * speculative step (inside hello) is not a failure yet: drivers guess SCRAM-SHA-256 there even
+   * for SHA-1-only users, then authenticate properly, so it is neither delayed nor counted.
+   */
+  async #attempt<T>(mechanism: string, user: string | undefined, run: () => Promise<T>, speculative = false): Promise<T> {
     const { services, remoteAddress, listener, logger } = this.options;
     const key = { user, address: remoteAddress };
     try {
       return await run();
     } catch (error) {
+      if (speculative) {
+        logger.debug({ mechanism, user }, 'speculative authentication not accepted');
+        throw ProxyError.is(error) ? error : failed();
+      }
       const delay = services.throttle.delayFor(key);
       services.throttle.recordFailure(key);
       services.observer.authentication(listener.name, mechanism, 'failure');
@@ -286,7 +298,7 @@ export class ConnectionAuthenticator {
       this.#relay = relay;
     }
     if (current === undefined) {
-      this.#identity = { tenant: principal.tenant, method, principal: principalName };
+      this.#identity = { tenant: principal.tenant, method, principal: principalName, user: { user: principal.user, db: principal.db } };
       this.#established('authenticate');
     }
   }
@@ -305,7 +317,8 @@ export class ConnectionAuthenticator {
       this.options.logger.warn('client certificate matches no tenant mapping rule');
       return;
     }
-    this.#identity = { tenant, method: 'mtls', principal: mapper.subjectOf(certificate) };
+    const subject = mapper.subjectOf(certificate);
+    this.#identity = { tenant, method: 'mtls', principal: subject, user: { user: subject, db: '$external' } };
     this.options.services.observer.authentication(this.options.listener.name, 'mtls', 'success');
   }
 

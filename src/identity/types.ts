@@ -25,6 +25,8 @@ export interface TenantIdentity {
    * Never a secret.
    */
   readonly principal: string;
+  /** The authenticated user and authentication database as a server reports them; absent for a static tenant. */
+  readonly user?: { readonly user: string; readonly db: string };
 }
 
 /** What a successful mechanism reports; the authenticator turns it into a TenantIdentity. */

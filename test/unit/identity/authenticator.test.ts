@@ -106,8 +106,8 @@ describe('ConnectionAuthenticator', () => {
     expect(first.done).toBe(false);
     const final = await a.handle('saslContinue', { saslContinue: 1, conversationId: first.conversationId, payload: new Binary(Buffer.from('secret')) }, 'admin');
     expect(final.done).toBe(true);
-    expect(a.identity).toEqual({ tenant: 'acme', method: 'scram', principal: 'ada@admin' });
-    expect(a.connectionStatus()).toMatchObject({ authInfo: { authenticatedUsers: [{ user: 'ada@admin' }] }, tenant: 'acme', ok: 1 });
+    expect(a.identity).toMatchObject({ tenant: 'acme', method: 'scram', principal: 'ada@admin' });
+    expect(a.connectionStatus()).toMatchObject({ authInfo: { authenticatedUsers: [{ user: 'ada', db: 'admin' }] }, tenant: 'acme', ok: 1 });
     expect(svc.outcomes).toEqual(['success']);
   });
 
@@ -139,7 +139,7 @@ describe('ConnectionAuthenticator', () => {
     await login('ada');
     await expectCode(login('bob') as Promise<unknown>, 18);
     await expectCode(login('eve') as Promise<unknown>, 18);
-    expect(a.identity).toEqual({ tenant: 'acme', method: 'scram', principal: 'ada@admin' });
+    expect(a.identity).toMatchObject({ tenant: 'acme', method: 'scram', principal: 'ada@admin' });
     // logout cannot undo a tenant.
     expect(await a.handle('logout', { logout: 1 }, 'admin')).toEqual({ ok: 1 });
     expect(a.identity?.tenant).toBe('acme');
@@ -188,7 +188,7 @@ describe('ConnectionAuthenticator', () => {
     };
     const a = auth(listener({ methods: ['scram-passthrough'] }), services({ passthrough: { mechanisms: [mechanism] } }));
     await a.handle('saslStart', { mechanism: 'SCRAM-SHA-256', payload: Buffer.alloc(0) }, 'admin');
-    expect(a.identity).toEqual({ tenant: 't', method: 'scram-passthrough', principal: 'u@admin' });
+    expect(a.identity).toMatchObject({ tenant: 't', method: 'scram-passthrough', principal: 'u@admin' });
     expect(a.relay).toBe(relay);
     expect(discarded).toBe(0);
   });
