@@ -7,10 +7,16 @@
  * `connectTimeoutMS`. The main settings also have short explicit names (`EXPLICIT_ENV`).
  * Values are text, coerced by the field's schema type; anything the coercion cannot read is
  * left as text for the validator to reject with a proper message.
+ *
+ * Lists of objects (`listeners`, `identity.certificateRules`, `identity.passthrough.rules`)
+ * are one field each and take a JSON list of the whole value (`MTP_LISTENERS='[{…}]'`); their
+ * items have no variables of their own. The one exception is the first listener's address,
+ * which `MTP_LISTEN` and `--listen` set (as a `ListPatch`, applied over whatever list the file
+ * or MTP_LISTENERS gave, or over the default listener).
  */
 
 import { ConfigError } from '../errors.js';
-import { pathKey, setPath, type Layer } from './layers.js';
+import { pathKey, setPath, type Layer, type ListPatch, type PathSegment } from './layers.js';
 import { configSchema, isSection, schemaAt, schemaFields, type SchemaNode } from './schema.js';
 
 export const ENV_PREFIX = 'MTP_';
@@ -19,8 +25,8 @@ export const ENV_PREFIX = 'MTP_';
 export const CONFIG_FILE_ENV = 'MTP_CONFIG';
 
 /** Short names for the main settings (the generic `MTP_<PATH>` form works for these too). */
-export const EXPLICIT_ENV: Readonly<Record<string, readonly string[]>> = {
-  MTP_LISTEN: ['listen'],
+export const EXPLICIT_ENV: Readonly<Record<string, readonly PathSegment[]>> = {
+  MTP_LISTEN: ['listeners', 0, 'listen'],
   MTP_UPSTREAM: ['upstream', 'uri'],
   MTP_METRICS_LISTEN: ['metrics', 'listen'],
   MTP_LOG_LEVEL: ['log', 'level'],
@@ -42,8 +48,8 @@ export interface ConfigFlags {
 }
 
 /** Each flag: the field it sets and its spelling on the command line. */
-export const FLAG_FIELDS: Readonly<Record<keyof ConfigFlags, { path: readonly string[]; flag: string }>> = {
-  listen: { path: ['listen'], flag: '--listen' },
+export const FLAG_FIELDS: Readonly<Record<keyof ConfigFlags, { path: readonly PathSegment[]; flag: string }>> = {
+  listen: { path: ['listeners', 0, 'listen'], flag: '--listen' },
   upstream: { path: ['upstream', 'uri'], flag: '--upstream' },
   metricsListen: { path: ['metrics', 'listen'], flag: '--metrics-listen' },
   logLevel: { path: ['log', 'level'], flag: '--log-level' },
@@ -58,14 +64,14 @@ export function toScreamingSnake(name: string): string {
 }
 
 /** The generic variable name of a field path. */
-export function envNameOf(path: readonly string[]): string {
-  return ENV_PREFIX + path.map(toScreamingSnake).join('__');
+export function envNameOf(path: readonly PathSegment[]): string {
+  return ENV_PREFIX + path.map((segment) => toScreamingSnake(String(segment))).join('__');
 }
 
 /** The variable documented for a field: the explicit short name when there is one. */
-export function preferredEnvNameOf(path: readonly string[]): string {
-  const key = path.join('.');
-  for (const [name, target] of Object.entries(EXPLICIT_ENV)) if (target.join('.') === key) return name;
+export function preferredEnvNameOf(path: readonly PathSegment[]): string {
+  const key = pathKey(path);
+  for (const [name, target] of Object.entries(EXPLICIT_ENV)) if (pathKey(target) === key) return name;
   return envNameOf(path);
 }
 
@@ -74,6 +80,7 @@ const normalize = (segment: string): string => segment.replace(/_/g, '').toLower
 type Resolved =
   | { kind: 'field'; path: string[]; node: SchemaNode }
   | { kind: 'section'; path: string[]; properties: Record<string, SchemaNode> }
+  | { kind: 'inside-list'; path: string[] }
   | { kind: 'unknown' };
 
 /** Finds the field a generic variable name (without prefix) designates. */
@@ -82,7 +89,7 @@ function resolveGeneric(rest: string): Resolved {
   let node: SchemaNode = configSchema;
   const path: string[] = [];
   for (const segment of segments) {
-    if (!isSection(node)) return { kind: 'unknown' };
+    if (!isSection(node)) return node.type === 'array' ? { kind: 'inside-list', path } : { kind: 'unknown' };
     const wanted = normalize(segment);
     const match = Object.keys(node.properties).find((name) => name.toLowerCase() === wanted);
     if (match === undefined || segment === '') return { kind: 'unknown' };
@@ -129,12 +136,21 @@ function primaryType(node: SchemaNode): string | undefined {
   return types.find((type) => type !== 'null');
 }
 
+/** A list whose items are objects: only ever written as JSON. */
+function isListOfObjects(node: SchemaNode): boolean {
+  return node.items !== undefined && primaryType(node.items) === 'object';
+}
+
 /**
  * Text from the environment or a flag, coerced to the field's type. Text that does not read
  * as that type is returned unchanged so that validation reports it with the field's path.
+ * Lists read as JSON (`["a","b"]`) or, for lists of plain values, comma-separated text; an
+ * empty value is an empty list. An empty value of an optional (nullable) text field is null.
  */
 export function coerceText(text: string, node: SchemaNode): unknown {
   const trimmed = text.trim();
+  const nullable = Array.isArray(node.type) && node.type.includes('null');
+  if (nullable && trimmed === '' && primaryType(node) === 'string' && node.format === undefined) return null;
   switch (primaryType(node)) {
     case 'integer':
       return /^[+-]?\d+$/.test(trimmed) ? Number(trimmed) : text;
@@ -152,7 +168,9 @@ export function coerceText(text: string, node: SchemaNode): unknown {
           return text;
         }
       }
-      const items = trimmed === '' ? [] : trimmed.split(',').map((item) => item.trim());
+      if (trimmed === '') return [];
+      if (isListOfObjects(node)) return text;
+      const items = trimmed.split(',').map((item) => item.trim());
       return node.items === undefined ? items : items.map((item) => coerceText(item, node.items as SchemaNode));
     }
     default:
@@ -160,10 +178,25 @@ export function coerceText(text: string, node: SchemaNode): unknown {
   }
 }
 
+/**
+ * Puts one coerced value into a layer: straight into `data`, or as a patch when the path goes
+ * into a list item (`['listeners', 0, 'listen']`).
+ */
+function assign(layer: Required<Layer>, path: readonly PathSegment[], value: unknown, origin: string): void {
+  const index = path.findIndex((segment) => typeof segment === 'number');
+  if (index < 0) {
+    setPath(layer.data, path as string[], value);
+    layer.sources.set(pathKey(path), origin);
+    return;
+  }
+  const listDefault = schemaAt(path.slice(0, index))?.default;
+  const patch: ListPatch = { path, value, origin, listDefault: Array.isArray(listDefault) ? listDefault : [] };
+  layer.patches.push(patch);
+}
+
 /** The environment as a layer. Unknown `MTP_*` names are errors (typos must not pass silently). */
 export function envLayer(env: NodeJS.ProcessEnv): Layer {
-  const data: Record<string, unknown> = {};
-  const sources = new Map<string, string>();
+  const layer: Required<Layer> = { data: {}, sources: new Map(), patches: [] };
   const setBy = new Map<string, { name: string; value: string }>();
   const names = Object.keys(env)
     .filter((name) => name.startsWith(ENV_PREFIX))
@@ -173,7 +206,7 @@ export function envLayer(env: NodeJS.ProcessEnv): Layer {
   for (const name of names) {
     const value = env[name];
     if (value === undefined || name === CONFIG_FILE_ENV || IGNORED_ENV.test(name)) continue;
-    let path: string[];
+    let path: PathSegment[];
     let node: SchemaNode | undefined;
     const explicit = EXPLICIT_ENV[name];
     if (explicit !== undefined) {
@@ -190,6 +223,13 @@ export function envLayer(env: NodeJS.ProcessEnv): Layer {
           ])}`,
         );
       }
+      if (resolved.kind === 'inside-list') {
+        throw new ConfigError(
+          name,
+          `"${resolved.path.join('.')}" is a list; set it whole as JSON in ${envNameOf(resolved.path)}, e.g. ` +
+            `${envNameOf(resolved.path)}='[{...}, {...}]'`,
+        );
+      }
       if (resolved.kind === 'unknown') {
         const hint = closest(name, knownEnvNames());
         throw new ConfigError(name, `unknown setting${hint === undefined ? '' : ` (did you mean ${hint}?)`}`);
@@ -204,23 +244,20 @@ export function envLayer(env: NodeJS.ProcessEnv): Layer {
       throw new ConfigError(name, `conflicts with ${earlier.name}, which sets ${key} too; set only one`);
     }
     setBy.set(key, { name, value });
-    setPath(data, path, coerceText(value, node));
-    sources.set(key, name);
+    assign(layer, path, coerceText(value, node), name);
   }
-  return { data, sources };
+  return layer;
 }
 
 /** Command-line flags as a layer. */
 export function flagsLayer(flags: ConfigFlags): Layer {
-  const data: Record<string, unknown> = {};
-  const sources = new Map<string, string>();
+  const layer: Required<Layer> = { data: {}, sources: new Map(), patches: [] };
   for (const [name, { path, flag }] of Object.entries(FLAG_FIELDS) as [keyof ConfigFlags, (typeof FLAG_FIELDS)[keyof ConfigFlags]][]) {
     const value = flags[name];
     if (value === undefined) continue;
     const node = schemaAt(path);
     if (node === undefined) continue;
-    setPath(data, path, coerceText(value, node));
-    sources.set(pathKey(path), flag);
+    assign(layer, path, coerceText(value, node), flag);
   }
-  return { data, sources };
+  return layer;
 }

@@ -1,6 +1,21 @@
 /** Public surface of the configuration module. */
 
-export type { CompressorName, HostPort, LogLevel, PresentAs, ProxyConfig } from './types.js';
+export type {
+  CertificateField,
+  CertificateRule,
+  ClientCertificateMode,
+  CompressorName,
+  HostPort,
+  IdentityConfig,
+  IdentityMethod,
+  ListenerConfig,
+  ListenerTlsConfig,
+  LogLevel,
+  PassthroughRule,
+  PresentAs,
+  ProxyConfig,
+  ScramMechanism,
+} from './types.js';
 export {
   configFromObject,
   ConfigValidationError,

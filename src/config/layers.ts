@@ -10,6 +10,21 @@ export interface Layer {
   data: Record<string, unknown>;
   /** Dotted path (see `pathKey`) → human description of the value's origin. */
   sources: Map<string, string>;
+  /**
+   * Values for places inside lists (`--listen` → `listeners[0].listen`), applied after this
+   * layer's `data` is merged, so they change one item of whatever list the layers built so far.
+   */
+  patches?: ListPatch[];
+}
+
+/** One value set inside a list item, e.g. `{ path: ['listeners', 0, 'listen'], value: '…' }`. */
+export interface ListPatch {
+  path: readonly PathSegment[];
+  value: unknown;
+  /** Where the value came from (`--listen`, `MTP_LISTEN`). */
+  origin: string;
+  /** The list to start from when none (or an empty one) is configured, e.g. the default listeners. */
+  listDefault: readonly unknown[];
 }
 
 /** `['limits', 'maxConnections']` → `limits.maxConnections`; array indices as `[1]`. */
@@ -65,18 +80,46 @@ function mergeInto(target: Record<string, unknown>, source: Record<string, unkno
   }
 }
 
+function recordSource(sources: Map<string, string>, key: string, origin: string): void {
+  for (const existing of [...sources.keys()]) {
+    if (existing.startsWith(`${key}.`) || existing.startsWith(`${key}[`)) sources.delete(existing);
+  }
+  sources.set(key, origin);
+}
+
+/**
+ * Applies a patch to merged data. A missing, null or empty list becomes `listDefault` first;
+ * anything else that is not a list, or an item that is not a mapping, is left alone for
+ * validation to report.
+ */
+function applyPatch(data: Record<string, unknown>, patch: ListPatch, sources: Map<string, string>): void {
+  const index = patch.path.findIndex((segment) => typeof segment === 'number');
+  const listPath = patch.path.slice(0, index) as string[];
+  const position = patch.path[index] as number;
+  const rest = patch.path.slice(index + 1);
+  if (index <= 0 || rest.length === 0 || rest.some((segment) => typeof segment === 'number')) {
+    throw new Error(`unsupported list patch path ${pathKey(patch.path)}`);
+  }
+  let list = getPath(data, listPath);
+  if (list === undefined || list === null || (Array.isArray(list) && list.length === 0)) {
+    list = structuredClone(patch.listDefault) as unknown[];
+    setPath(data, listPath, list);
+  }
+  if (!Array.isArray(list)) return;
+  const target: unknown = list[position];
+  if (!isPlainObject(target)) return;
+  setPath(target, rest as string[], structuredClone(patch.value));
+  sources.set(pathKey(patch.path), patch.origin);
+}
+
 /** Merges layers left to right into a fresh object; the inputs are not modified. */
 export function mergeLayers(layers: readonly Layer[]): Layer {
   const data: Record<string, unknown> = {};
   const sources = new Map<string, string>();
   for (const layer of layers) {
     mergeInto(data, layer.data);
-    for (const [key, origin] of layer.sources) {
-      for (const existing of [...sources.keys()]) {
-        if (existing.startsWith(`${key}.`) || existing.startsWith(`${key}[`)) sources.delete(existing);
-      }
-      sources.set(key, origin);
-    }
+    for (const [key, origin] of layer.sources) recordSource(sources, key, origin);
+    for (const patch of layer.patches ?? []) applyPatch(data, patch, sources);
   }
   return { data, sources };
 }

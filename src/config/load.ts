@@ -10,9 +10,11 @@ import { CONFIG_FILE_ENV, closest, envLayer, flagsLayer, type ConfigFlags } from
 import { formatChecks, formatExpectations } from './formats.js';
 import { isOff, parseHostPort } from './host-port.js';
 import { getPath, isPlainObject, mergeLayers, originOf, pathKey, type Layer, type PathSegment } from './layers.js';
-import { configSchema, Formats, isSection, type SchemaNode } from './schema.js';
+import { crossFieldIssues } from './checks.js';
+import { configSchema, Formats, isSection, objectProperties, type SchemaNode } from './schema.js';
 import { MASK, maskUri } from './secrets.js';
 import type { ProxyConfig } from './types.js';
+import { maskWithSchema } from './walk.js';
 import { readYamlFile } from './yaml-file.js';
 
 export interface LoadConfigOptions {
@@ -67,19 +69,35 @@ function nodeAt(path: readonly PathSegment[]): SchemaNode | undefined {
   let node: SchemaNode | undefined = configSchema;
   for (const segment of path) {
     if (node === undefined) return undefined;
-    if (typeof segment === 'number') node = node.items;
-    else node = isSection(node) && Object.hasOwn(node.properties, segment) ? node.properties[segment] : undefined;
+    if (typeof segment === 'number') {
+      node = node.items;
+    } else {
+      const properties = objectProperties(node);
+      node = properties !== undefined && Object.hasOwn(properties, segment) ? properties[segment] : undefined;
+    }
   }
   return node;
 }
 
 const MAX_SHOWN = 80;
 
-/** A value for an error message: secrets masked, long values shortened. */
+/** Names of the write-only (secret) fields at or below a node. */
+function secretNames(node: SchemaNode, name = ''): string[] {
+  const own = node.writeOnly === true && name !== '' ? [name] : [];
+  const children = Object.entries(objectProperties(node) ?? {}).flatMap(([child, childNode]) => secretNames(childNode, child));
+  return [...own, ...children, ...(node.items === undefined ? [] : secretNames(node.items))];
+}
+
+/** A value for an error message: secrets masked (also inside objects), long values shortened. */
 function show(value: unknown, node: SchemaNode | undefined): string {
   if (value === undefined) return 'nothing';
   if (node?.writeOnly === true) return JSON.stringify(MASK);
-  const masked = JSON.stringify(value, (_key, item: unknown) =>
+  // Unparsed text for a list or mapping (bad JSON in MTP_LISTENERS) may hold a secret field.
+  if (typeof value === 'string' && node !== undefined) {
+    const lower = value.toLowerCase();
+    if (secretNames(node).some((secret) => lower.includes(secret.toLowerCase()))) return 'text not shown (it names a secret field)';
+  }
+  const masked = JSON.stringify(node === undefined ? value : maskWithSchema(value, node), (_key, item: unknown) =>
     typeof item === 'string' && (node?.format === Formats.mongodbUri || item.includes('://')) ? maskUri(item) : item,
   );
   return masked.length > MAX_SHOWN ? `${masked.slice(0, MAX_SHOWN - 1)}…` : masked;
@@ -123,8 +141,8 @@ function describe(error: ErrorObject, node: SchemaNode | undefined, value: unkno
     }
     case 'minLength':
       return 'must not be empty';
-    case 'required':
-      return 'is required';
+    case 'minItems':
+      return Number(params['limit']) === 1 ? 'must list at least one item' : `must list at least ${String(params['limit'])} items`;
     default:
       return error.message ?? 'is invalid';
   }
@@ -139,6 +157,11 @@ function instancePathSegments(instancePath: string, data: unknown): PathSegment[
   return segments;
 }
 
+/** Settings that moved, with where they went (files written for older versions). */
+const MOVED: Readonly<Record<string, string>> = {
+  listen: 'did you mean "listeners"? The address is now set per listener: listeners: [{name: main, listen: "host:port"}]',
+};
+
 function issuesFrom(errors: readonly ErrorObject[], data: unknown, sources: ReadonlyMap<string, string>): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const seen = new Set<string>();
@@ -150,8 +173,13 @@ function issuesFrom(errors: readonly ErrorObject[], data: unknown, sources: Read
       const parentNode = nodeAt(path);
       const unknown = String((error.params as { additionalProperty: unknown }).additionalProperty);
       path.push(unknown);
+      const moved = MOVED[pathKey(path)];
       const hint = parentNode?.properties === undefined ? undefined : closest(unknown, Object.keys(parentNode.properties));
-      text = `unknown setting${hint === undefined ? '' : `; did you mean "${hint}"?`}`;
+      text = moved !== undefined ? `unknown setting; ${moved}` : `unknown setting${hint === undefined ? '' : `; did you mean "${hint}"?`}`;
+      showValue = false;
+    } else if (error.keyword === 'required') {
+      path.push(String((error.params as { missingProperty: unknown }).missingProperty));
+      text = 'is required';
       showValue = false;
     } else {
       const node = nodeAt(path);
@@ -185,10 +213,11 @@ function dropNullSections(data: Record<string, unknown>, node: SchemaNode): void
 
 /** Validated file-shaped data → runtime shape: `host:port` strings become `{host, port}`. */
 function toRuntime(value: unknown, node: SchemaNode): unknown {
-  if (isSection(node) && isPlainObject(value)) {
+  const properties = objectProperties(node);
+  if (properties !== undefined && isPlainObject(value)) {
     // Rebuilt in schema order, so every configuration lists its fields the same way.
     return Object.fromEntries(
-      Object.entries(node.properties)
+      Object.entries(properties)
         .filter(([name]) => Object.hasOwn(value, name))
         .map(([name, child]) => [name, toRuntime(value[name], child)]),
     );
@@ -207,22 +236,28 @@ export function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Validates merged layers into the final configuration. */
+function fail(issues: readonly ConfigIssue[]): never {
+  const [first, ...rest] = issues;
+  throw new ConfigValidationError(first === undefined ? [{ path: '(root)', message: 'is invalid' }] : [first, ...rest]);
+}
+
+/**
+ * Validates merged layers into the final configuration: the JSON Schema first (types, ranges,
+ * defaults), then the rules across fields (`checks.ts`) on the schema-valid data.
+ */
 function resolve(layer: Layer): ProxyConfig {
   const data = structuredClone(layer.data);
   dropNullSections(data, configSchema);
   const validate = compileValidator();
-  if (!validate(data)) {
-    const issues = issuesFrom(validate.errors ?? [], data, layer.sources);
-    const [first, ...rest] = issues;
-    throw new ConfigValidationError(first === undefined ? [{ path: '(root)', message: 'is invalid' }] : [first, ...rest]);
-  }
+  if (!validate(data)) fail(issuesFrom(validate.errors ?? [], data, layer.sources));
+  const issues = crossFieldIssues(data, layer.sources);
+  if (issues.length > 0) fail(issues);
   return deepFreeze(toRuntime(data, configSchema) as ProxyConfig);
 }
 
 /**
  * Builds a configuration from a settings object shaped like the YAML file (e.g.
- * `{ listen: '127.0.0.1:0', upstream: { uri } }`) over the defaults. Handy for tests and
+ * `{ listeners: [{ name: 'main', listen: '127.0.0.1:0' }], upstream: { uri } }`) over the defaults. Handy for tests and
  * embedding; `origin` names the object in error messages.
  */
 export function configFromObject(values: Record<string, unknown>, origin = 'settings'): ProxyConfig {

@@ -6,13 +6,18 @@
  * Conventions the loader relies on (see `load.ts`):
  * - every object is a *section*: `additionalProperties: false` and `default: {}`, so unknown
  *   keys are errors and the defaults of its fields apply when the section is left out;
- * - everything else is a *field* (a leaf), addressable as `MTP_<SECTION>__<FIELD>`;
+ * - everything else is a *field* (a leaf), addressable as `MTP_<SECTION>__<FIELD>`. A list of
+ *   objects (`listeners`, `identity.certificateRules`, `identity.passthrough.rules`) is one
+ *   field: its items are objects (`additionalProperties: false`, `required`, per-item defaults)
+ *   and the environment sets it whole, as JSON (`MTP_LISTENERS='[{"name": …}]'`);
+ * - rules across fields that JSON Schema cannot say (unique listener names, a method that needs
+ *   a file…) are checked after the schema by `checks.ts`;
  * - `format: "host-port"` fields are written `host:port` and become `{ host, port }`;
  *   `format: "host-port-or-off"` may also be `off`, empty or `null`, which becomes `null`;
  * - `format: "mongodb-uri"` fields have their password masked wherever they are shown;
  *   `writeOnly: true` fields are secrets and are never shown at all.
  *
- * To add a section (TLS listeners, identity, policy…): add it to `sections` below, extend
+ * To add a section (policy…): add it to `sections` below, extend
  * `ProxyConfig` in `types.ts`, document it in `config/example.yaml` and regenerate
  * `config/schema.json` (`UPDATE_CONFIG_SCHEMA=1 npx vitest run test/unit/config/schema.test.ts`).
  */
@@ -32,6 +37,8 @@ export interface SchemaNode {
   minimum?: number;
   maximum?: number;
   minLength?: number;
+  minItems?: number;
+  required?: string[];
   format?: string;
   writeOnly?: boolean;
 }
@@ -56,6 +63,28 @@ const MAX_TIMER_MS = 2_147_483_647;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const COMPRESSORS = ['zstd', 'snappy', 'zlib'] as const;
 export const PRESENT_AS = ['auto', 'standalone', 'sharded'] as const;
+export const IDENTITY_METHODS = ['mtls', 'scram', 'scram-passthrough', 'plain-jwt', 'static'] as const;
+export const CLIENT_CERTIFICATE_MODES = ['none', 'optional', 'required'] as const;
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+export const CERTIFICATE_FIELDS = ['san-uri', 'san-dns', 'san-email', 'subject-cn', 'subject-ou', 'subject-o'] as const;
+export const SCRAM_MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1'] as const;
+/**
+ * JWS algorithms accepted for `plain-jwt` (as src/identity/plain-jwt.ts verifies them). `none`
+ * never is; HS* must be listed explicitly and needs a symmetric (`oct`) JWK in `keyFile`.
+ */
+export const JWT_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
+  'HS256', 'HS384', 'HS512',
+] as const;
+
+/** The listener used when the configuration names none (and the one `--listen` creates). */
+export const DEFAULT_LISTENER = {
+  name: 'default',
+  listen: '127.0.0.1:27018',
+  tls: null,
+  methods: [],
+  staticTenant: null,
+} as const;
 
 function section(description: string, properties: Record<string, SchemaNode>): SchemaNode {
   return { type: 'object', description, additionalProperties: false, default: {}, properties };
@@ -65,16 +94,205 @@ function integer(description: string, defaultValue: number, minimum: number, max
   return { type: 'integer', description, default: defaultValue, minimum, maximum };
 }
 
-const sections: Record<string, SchemaNode> = {
+/** A string that may be left unset (`null`, the default). */
+function optionalString(description: string, extra: Partial<SchemaNode> = {}): SchemaNode {
+  return { type: ['string', 'null'], minLength: 1, description, default: null, ...extra };
+}
+
+/** The object each item of a list field is: closed, with its own required keys and defaults. */
+function item(required: string[], properties: Record<string, SchemaNode>): SchemaNode {
+  return { type: 'object', additionalProperties: false, ...(required.length > 0 ? { required } : {}), properties };
+}
+
+const listenerTls: SchemaNode = {
+  type: ['object', 'null'],
+  description:
+    'TLS for this listener; null (the default) accepts plain TCP. Certificate, key and CA files are ' +
+    're-read when they change on disk (see identity.reloadIntervalMS).',
+  default: null,
+  additionalProperties: false,
+  required: ['certFile', 'keyFile'],
+  properties: {
+    certFile: { type: 'string', minLength: 1, description: 'PEM server certificate, followed by its chain.' },
+    keyFile: { type: 'string', minLength: 1, description: 'PEM private key of the server certificate.' },
+    keyPassphrase: optionalString('Passphrase of an encrypted keyFile (a secret: never shown).', { writeOnly: true }),
+    caFile: optionalString(
+      'PEM CA bundle that client certificates are verified against; required when clientCertificates ' +
+        'is "optional" or "required".',
+    ),
+    clientCertificates: {
+      type: 'string',
+      enum: [...CLIENT_CERTIFICATE_MODES],
+      description:
+        '"none" does not ask for a client certificate, "optional" asks and verifies one when sent, ' +
+        '"required" refuses TLS handshakes without a valid one.',
+      default: 'none',
+    },
+    minVersion: {
+      type: 'string',
+      enum: [...TLS_VERSIONS],
+      description: 'Oldest TLS version accepted.',
+      default: 'TLSv1.2',
+    },
+  },
+};
+
+const listener: SchemaNode = item(['name', 'listen'], {
+  name: {
+    type: 'string',
+    minLength: 1,
+    description: 'Names the listener in logs and metrics; unique among listeners.',
+  },
   listen: {
     type: 'string',
     format: Formats.hostPort,
     description:
-      'Address of the client-facing listener (MongoDB wire protocol only, never HTTP), as "host:port"; ' +
-      'IPv6 addresses in brackets, e.g. "[::1]:27018". Port 0 picks a free port.',
-    default: '127.0.0.1:27018',
+      'Address of the listener (MongoDB wire protocol only, never HTTP), as "host:port"; IPv6 addresses ' +
+      'in brackets, e.g. "[::1]:27018". Port 0 picks a free port. The first listener\'s is also set by ' +
+      '--listen and MTP_LISTEN.',
     examples: ['0.0.0.0:27018', '[::1]:27018'],
   },
+  tls: listenerTls,
+  methods: {
+    type: 'array',
+    items: { type: 'string', enum: [...IDENTITY_METHODS] },
+    uniqueItems: true,
+    description:
+      'How connections establish their tenant: mtls, scram, scram-passthrough, plain-jwt, static. ' +
+      'Several may be listed; none leaves only the handshake answered.',
+    default: [],
+  },
+  staticTenant: optionalString(
+    'The tenant of every connection; required exactly when methods include "static", which is allowed ' +
+      'only on a loopback address or a TLS listener with clientCertificates "required".',
+  ),
+});
+
+const certificateRule: SchemaNode = item(['field', 'pattern'], {
+  field: {
+    type: 'string',
+    enum: [...CERTIFICATE_FIELDS],
+    description: 'Certificate field the pattern is matched against (each SAN or RDN value in turn).',
+  },
+  pattern: {
+    type: 'string',
+    minLength: 1,
+    description:
+      'JavaScript regular expression (Unicode mode, not anchored: write ^ and $) with a named group ' +
+      '"tenant", e.g. "^spiffe://cluster/ns/(?<tenant>[a-z0-9-]+)/sa/[^/]+$".',
+  },
+});
+
+const passthroughRule: SchemaNode = item([], {
+  user: { type: 'string', minLength: 1, description: 'Exactly this user name.' },
+  userPattern: {
+    type: 'string',
+    minLength: 1,
+    description:
+      'Or: a JavaScript regular expression matched against the whole user name; a named group ' +
+      '"tenant" may supply the tenant.',
+  },
+  role: { type: 'string', minLength: 1, description: 'Or: users holding this role ("role" or "role@db").' },
+  db: { type: 'string', minLength: 1, description: 'Authentication database of the user (or the role); unset matches any.' },
+  tenant: {
+    type: 'string',
+    minLength: 1,
+    description: 'The tenant of matching users; required unless userPattern has a "tenant" group.',
+  },
+});
+
+const sections: Record<string, SchemaNode> = {
+  listeners: {
+    type: 'array',
+    items: listener,
+    minItems: 1,
+    description:
+      'Client-facing listeners, each with its own address, TLS and identity methods. --listen and ' +
+      'MTP_LISTEN set the address of the first one (creating the default listener when none is ' +
+      'configured); MTP_LISTENERS sets the whole list as JSON.',
+    default: [DEFAULT_LISTENER],
+  },
+  identity: section('How connections establish their tenant (the methods are enabled per listener).', {
+    certificateRules: {
+      type: 'array',
+      items: certificateRule,
+      description:
+        'Method mtls: ordered rules that pick the tenant from the client certificate; the first match ' +
+        'wins and a certificate no rule matches is refused. Env: JSON list.',
+      default: [],
+    },
+    scram: section('Method scram: SCRAM verified by the proxy itself.', {
+      credentialsFile: optionalString(
+        'YAML file of users (stored keys, salts and iteration counts, never plaintext; see ' +
+          '`mongo-tenant-proxy hash-password`); required by method scram.',
+      ),
+      mechanisms: {
+        type: 'array',
+        items: { type: 'string', enum: [...SCRAM_MECHANISMS] },
+        uniqueItems: true,
+        minItems: 1,
+        description: 'SASL mechanisms offered to clients; SCRAM-SHA-1 only for old clients.',
+        default: [...SCRAM_MECHANISMS],
+      },
+    }),
+    passthrough: section('Method scram-passthrough: SCRAM relayed to the upstream, user mapped to a tenant.', {
+      rules: {
+        type: 'array',
+        items: passthroughRule,
+        description:
+          'Ordered rules mapping the upstream-authenticated user to a tenant; each has exactly one of ' +
+          'user, userPattern or role. The first match wins; a user no rule matches is refused. Env: JSON list.',
+        default: [],
+      },
+    }),
+    jwt: section('Method plain-jwt: a signed JWT sent as the password with authMechanism=PLAIN.', {
+      keyFile: optionalString(
+        'PEM public key or certificate, or one JWK, that tokens are verified with (or set jwksFile).',
+      ),
+      jwksFile: optionalString('JWKS file (a JSON key set) that tokens are verified with (or set keyFile).'),
+      audience: optionalString('The "aud" tokens must carry; required by method plain-jwt.'),
+      issuer: optionalString('The "iss" tokens must carry; null accepts any issuer.'),
+      tenantClaim: {
+        type: 'string',
+        minLength: 1,
+        description:
+          'Claim holding the tenant: a name, or a dotted path into nested claims; claim names may contain ' +
+          'dots themselves ("kubernetes.io.namespace" reads {"kubernetes.io": {"namespace": …}}).',
+        default: 'tenant',
+      },
+      algorithms: {
+        type: 'array',
+        items: { type: 'string', enum: [...JWT_ALGORITHMS] },
+        uniqueItems: true,
+        minItems: 1,
+        description:
+          'Signature algorithms accepted; HS256/HS384/HS512 (a shared secret, as an oct JWK in keyFile) ' +
+          'only when listed.',
+        default: ['RS256', 'ES256', 'EdDSA'],
+      },
+      clockToleranceSeconds: integer('Seconds of clock skew allowed when checking exp, nbf and iat.', 30, 0, 3600),
+    }),
+    failureDelay: section(
+      'Repeated authentication failures from one user or address wait before their answer, doubling from ' +
+        'baseMS up to maxMS.',
+      {
+        baseMS: integer('Delay after the first failure, in milliseconds; 0 disables the delay.', 100, 0, 60_000),
+        maxMS: integer('Longest delay, in milliseconds; at least baseMS.', 5_000, 0, 600_000),
+      },
+    ),
+    reloadIntervalMS: integer(
+      'Milliseconds between checks of certificate, key, CA, credentials and token key files for changes.',
+      1_000,
+      10,
+      MAX_TIMER_MS,
+    ),
+    maxTenantLabels: integer(
+      'Distinct tenants given their own metrics label; the rest count as "other".',
+      100,
+      0,
+      100_000,
+    ),
+  }),
   upstream: section('The MongoDB deployment the proxy forwards to.', {
     uri: {
       type: 'string',
@@ -170,12 +388,43 @@ export function isSection(node: SchemaNode): node is SchemaNode & { properties: 
   return node.type === 'object' && node.properties !== undefined;
 }
 
-/** The schema node at a path of property names, or undefined when there is none. */
-export function schemaAt(path: readonly string[], root: SchemaNode = configSchema): SchemaNode | undefined {
+/** The properties of any object node, sections and list items alike (also `object`-or-null ones). */
+export function objectProperties(node: SchemaNode): Record<string, SchemaNode> | undefined {
+  const types = Array.isArray(node.type) ? node.type : [node.type];
+  return types.includes('object') ? node.properties : undefined;
+}
+
+/**
+ * The schema node at a path of property names and list indices, or undefined when there is
+ * none. Below an index, the node's `default` is the value at that place in the list's default
+ * (`['listeners', 0, 'listen']` → `127.0.0.1:27018`), when there is one.
+ */
+export function schemaAt(path: readonly (string | number)[], root: SchemaNode = configSchema): SchemaNode | undefined {
   let node: SchemaNode | undefined = root;
+  let inherited: { value: unknown } | undefined;
   for (const segment of path) {
-    if (node === undefined || !isSection(node) || !Object.hasOwn(node.properties, segment)) return undefined;
-    node = node.properties[segment];
+    if (node === undefined) return undefined;
+    if (typeof segment === 'number') {
+      if (node.items === undefined) return undefined;
+      inherited = { value: Array.isArray(node.default) ? (node.default as unknown[])[segment] : undefined };
+      node = node.items;
+      continue;
+    }
+    const properties = objectProperties(node);
+    if (properties === undefined || !Object.hasOwn(properties, segment)) return undefined;
+    node = properties[segment];
+    if (inherited !== undefined) {
+      const parent = inherited.value;
+      inherited = {
+        value:
+          typeof parent === 'object' && parent !== null && Object.hasOwn(parent, segment)
+            ? (parent as Record<string, unknown>)[segment]
+            : undefined,
+      };
+    }
+  }
+  if (node !== undefined && inherited !== undefined && inherited.value !== undefined) {
+    return { ...node, default: inherited.value };
   }
   return node;
 }

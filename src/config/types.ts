@@ -61,7 +61,11 @@ export type CertificateField = 'san-uri' | 'san-dns' | 'san-email' | 'subject-cn
 
 export interface CertificateRule {
   field: CertificateField;
-  /** Regular expression with a named group `tenant`; the first rule that matches wins. */
+  /**
+   * JavaScript regular expression (compiled with the `u` flag, not anchored: configurations
+   * write `^…$`) with a named group `tenant`; the first rule that matches wins. The loader has
+   * checked that it compiles and has the group.
+   */
   pattern: string;
 }
 
@@ -71,12 +75,16 @@ export type ScramMechanism = 'SCRAM-SHA-256' | 'SCRAM-SHA-1';
 export interface PassthroughRule {
   /** Exactly this user name (with `db`, its authentication database). */
   user?: string;
-  /** Or: a regular expression over the user name; a named group `tenant` may supply the tenant. */
+  /**
+   * Or: a regular expression matched against the whole user name (no flags); a named group
+   * `tenant` may supply the tenant.
+   */
   userPattern?: string;
   /** Or: users holding this role (`role` or `role@db`). */
   role?: string;
+  /** Authentication database of the user (or the role); unset matches any. */
   db?: string;
-  /** The tenant; required unless `userPattern` has a `tenant` group. */
+  /** The tenant; required unless `userPattern` has a `tenant` group (never both). */
   tenant?: string;
 }
 
@@ -90,17 +98,21 @@ export interface IdentityConfig {
   };
   passthrough: { rules: PassthroughRule[] };
   jwt: {
-    /** PEM public key (or a JWK file), or a JWKS file; exactly one is needed for `plain-jwt`. */
+    /**
+     * PEM public key or certificate (or one JWK), or a JWKS file: never both, and one of them is
+     * needed for `plain-jwt`, as is `audience`.
+     */
     keyFile: string | null;
     jwksFile: string | null;
     audience: string | null;
     issuer: string | null;
     /** Claim holding the tenant (dotted path allowed, e.g. `kubernetes.io.namespace`). */
     tenantClaim: string;
+    /** JWS algorithms allowed; the loader accepts RS*, PS*, ES*, EdDSA, Ed25519 and HS* (never `none`). */
     algorithms: string[];
     clockToleranceSeconds: number;
   };
-  /** Repeated failures from one user or address wait this long, doubling up to the maximum. */
+  /** Repeated failures from one user or address wait this long, doubling up to the maximum (baseMS <= maxMS). */
   failureDelay: { baseMS: number; maxMS: number };
   /** How often certificate, key, CA, credentials and key files are checked for changes. */
   reloadIntervalMS: number;

@@ -22,10 +22,38 @@ export interface TestProxy {
   stop(): Promise<void>;
 }
 
-/** A complete configuration with test defaults, `overrides` merged in. */
+/**
+ * A complete configuration with test defaults, `overrides` merged in. Arrays replace: a test that
+ * needs other listeners passes the whole `listeners` array.
+ */
 export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): ProxyConfig {
   const defaults: ProxyConfig = {
-    listen: { host: '127.0.0.1', port: 0 },
+    listeners: [
+      {
+        name: 'test',
+        listen: { host: '127.0.0.1', port: 0 },
+        tls: null,
+        methods: ['static'],
+        staticTenant: 'test-tenant',
+      },
+    ],
+    identity: {
+      certificateRules: [],
+      scram: { credentialsFile: null, mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'] },
+      passthrough: { rules: [] },
+      jwt: {
+        keyFile: null,
+        jwksFile: null,
+        audience: null,
+        issuer: null,
+        tenantClaim: 'tenant',
+        algorithms: ['RS256', 'ES256', 'EdDSA'],
+        clockToleranceSeconds: 30,
+      },
+      failureDelay: { baseMS: 100, maxMS: 5_000 },
+      reloadIntervalMS: 1_000,
+      maxTenantLabels: 100,
+    },
     upstream: {
       uri: upstreamUri(),
       connectTimeoutMS: 5_000,

@@ -84,7 +84,7 @@ describe('startTestProxy', () => {
     expect(config.upstream.uri).toBe(upstreamUri());
     expect(config.metrics.listen).toBeNull();
     expect(config.limits).toEqual({ maxMessageSizeBytes: 48_000_000, maxBsonDepth: 200, maxConnections: 5 });
-    expect(config.listen).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(config.listeners[0]!.listen).toEqual({ host: '127.0.0.1', port: 0 });
   });
 
   it('carries a driver write through the proxy to the database', async () => {

@@ -126,7 +126,7 @@ describe('usage errors: one line on stderr, exit 2', () => {
 
   it('a bad flag value names the field and the flag', async () => {
     const line = usageFailure(await cli(['print-config', '--listen', 'localhost']));
-    expect(line).toBe('error: listen: must be "host:port" (IPv6 as "[::1]:27018"): missing ":port" (got "localhost", from --listen)');
+    expect(line).toBe('error: listeners[0].listen: must be "host:port" (IPv6 as "[::1]:27018"): missing ":port" (got "localhost", from --listen)');
   });
 
   it('a bad environment value names the field', async () => {
@@ -156,7 +156,7 @@ describe('usage errors: one line on stderr, exit 2', () => {
 
 describe('validate-config', () => {
   it('prints ok for a valid file', async () => {
-    const run = await cli(['validate-config', yamlFile('listen: 0.0.0.0:27018\n')]);
+    const run = await cli(['validate-config', yamlFile('listeners:\n  - name: main\n    listen: 0.0.0.0:27018\n')]);
     expect(run.stdout).toBe('ok\n');
     expect(run.stderr).toBe('');
     expect(run.exits).toEqual([0]);
@@ -207,7 +207,7 @@ describe('print-config', () => {
     expect(run.stdout).not.toContain('hunter2');
     const printed = parse(run.stdout) as Record<string, any>;
     expect(printed).toMatchObject({
-      listen: '127.0.0.1:27018',
+      listeners: [{ name: 'default', listen: '127.0.0.1:27018' }],
       upstream: { uri: 'mongodb://proxy:****@db:27017/?authSource=admin', connectTimeoutMS: 10000 },
       metrics: { listen: 'off' },
       log: { level: 'debug' },
@@ -237,7 +237,7 @@ describe('serve', () => {
       calls.config = config;
       expect(typeof logger.info).toBe('function');
       const proxy: ServedProxy = {
-        address: { host: config.listen.host, port: 40000 },
+        address: { host: config.listeners[0]!.listen.host, port: 40000 },
         metricsAddress: config.metrics.listen === null ? null : { host: '::1', port: 40001 },
         close: () => {
           calls.closed += 1;
@@ -265,7 +265,7 @@ describe('serve', () => {
       env: { MTP_UPSTREAM: 'mongodb://u:hunter2@db/' },
     });
     expect(run.exits).toEqual([]);
-    expect(calls.config.listen).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(calls.config.listeners[0]!.listen).toEqual({ host: '127.0.0.1', port: 0 });
     expect(calls.config.upstream.uri).toBe('mongodb://u:hunter2@db/');
     expect(calls.config.log.level).toBe('debug');
     expect(logLines(run)).toContainEqual(

@@ -74,7 +74,17 @@ describe('maskUri', () => {
 
 describe('maskSecrets and print-config output', () => {
   const config = configFromObject({
-    listen: '[::1]:0',
+    listeners: [
+      { name: 'main', listen: '[::1]:0' },
+      {
+        name: 'tls',
+        listen: '0.0.0.0:27019',
+        tls: { certFile: '/certs/server.pem', keyFile: '/certs/server.key', keyPassphrase: 'hunter3', caFile: '/certs/ca.pem', clientCertificates: 'required' },
+        methods: ['mtls', 'static'],
+        staticTenant: 'acme',
+      },
+    ],
+    identity: { certificateRules: [{ field: 'subject-cn', pattern: '^(?<tenant>[a-z]+)\\.svc$' }] },
     upstream: { uri: 'mongodb://proxy:hunter2@db:27017/?authSource=admin' },
     metrics: { listen: 'off' },
   });
@@ -82,7 +92,10 @@ describe('maskSecrets and print-config output', () => {
   it('masks the upstream password and leaves the rest alone', () => {
     const masked = maskSecrets(config);
     expect(masked.upstream.uri).toBe('mongodb://proxy:****@db:27017/?authSource=admin');
-    expect({ ...masked, upstream: config.upstream }).toEqual(config);
+    expect(masked.listeners[1]!.tls!.keyPassphrase).toBe('****');
+    expect(config.listeners[1]!.tls!.keyPassphrase).toBe('hunter3');
+    expect({ ...masked, upstream: config.upstream, listeners: config.listeners }).toEqual(config);
+    expect({ ...masked.listeners[1]!.tls, keyPassphrase: 'hunter3' }).toEqual(config.listeners[1]!.tls);
     expect(Object.isFrozen(masked.upstream)).toBe(true);
     expect(config.upstream.uri).toContain('hunter2');
   });
@@ -98,6 +111,7 @@ describe('maskSecrets and print-config output', () => {
   it('prints YAML that loads back to the same (masked) configuration', () => {
     const text = formatConfigYaml(config);
     expect(text).not.toContain('hunter2');
+    expect(text).not.toContain('hunter3');
     expect(text).toContain('listen: "[::1]:0"');
     expect(text).toMatch(/metrics:\n {2}listen: off/);
     const reloaded = configFromObject(parseYamlConfig(text, 'print-config').data);
@@ -105,7 +119,10 @@ describe('maskSecrets and print-config output', () => {
   });
 
   it('converts addresses back to their file form', () => {
-    expect(configToDocument(config)).toMatchObject({ listen: '[::1]:0', metrics: { listen: 'off' } });
+    expect(configToDocument(config)).toMatchObject({
+      listeners: [{ listen: '[::1]:0' }, { listen: '0.0.0.0:27019', tls: { clientCertificates: 'required' } }],
+      metrics: { listen: 'off' },
+    });
   });
 });
 

@@ -33,7 +33,24 @@ function configError(fn: () => unknown): ConfigError {
 }
 
 const DEFAULTS: ProxyConfig = {
-  listen: { host: '127.0.0.1', port: 27018 },
+  listeners: [{ name: 'default', listen: { host: '127.0.0.1', port: 27018 }, tls: null, methods: [], staticTenant: null }],
+  identity: {
+    certificateRules: [],
+    scram: { credentialsFile: null, mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'] },
+    passthrough: { rules: [] },
+    jwt: {
+      keyFile: null,
+      jwksFile: null,
+      audience: null,
+      issuer: null,
+      tenantClaim: 'tenant',
+      algorithms: ['RS256', 'ES256', 'EdDSA'],
+      clockToleranceSeconds: 30,
+    },
+    failureDelay: { baseMS: 100, maxMS: 5_000 },
+    reloadIntervalMS: 1_000,
+    maxTenantLabels: 100,
+  },
   upstream: {
     uri: 'mongodb://127.0.0.1:27017/',
     connectTimeoutMS: 10_000,
@@ -56,7 +73,8 @@ describe('defaults', () => {
   it('returns a deeply frozen object', () => {
     const config = loadConfig({ env: {} });
     expect(Object.isFrozen(config)).toBe(true);
-    expect(Object.isFrozen(config.listen)).toBe(true);
+    expect(Object.isFrozen(config.listeners[0]!.listen)).toBe(true);
+    expect(Object.isFrozen(config.identity.scram.mechanisms)).toBe(true);
     expect(Object.isFrozen(config.compression.compressors)).toBe(true);
     expect(() => {
       (config.limits as { maxConnections: number }).maxConnections = 1;
@@ -73,7 +91,9 @@ describe('defaults', () => {
 describe('precedence: defaults < file < environment < flags', () => {
   const file = yamlFile(
     [
-      'listen: 127.0.0.1:1001',
+      'listeners:',
+      '  - name: main',
+      '    listen: 127.0.0.1:1001',
       'upstream:',
       '  uri: mongodb://file-host:27017/',
       '  connectTimeoutMS: 1111',
@@ -87,7 +107,9 @@ describe('precedence: defaults < file < environment < flags', () => {
 
   it('the file overrides defaults, field by field', () => {
     const config = loadConfig({ file, env: {} });
-    expect(config.listen).toEqual({ host: '127.0.0.1', port: 1001 });
+    expect(config.listeners).toEqual([
+      { name: 'main', listen: { host: '127.0.0.1', port: 1001 }, tls: null, methods: [], staticTenant: null },
+    ]);
     expect(config.upstream).toEqual({ ...DEFAULTS.upstream, uri: 'mongodb://file-host:27017/', connectTimeoutMS: 1111 });
     expect(config.limits).toEqual({ ...DEFAULTS.limits, maxConnections: 11, maxBsonDepth: 50 });
     expect(config.log.level).toBe('debug');
@@ -98,7 +120,8 @@ describe('precedence: defaults < file < environment < flags', () => {
       file,
       env: { MTP_LISTEN: '127.0.0.1:1002', MTP_LIMITS__MAX_CONNECTIONS: '22', MTP_LOG_LEVEL: 'warn' },
     });
-    expect(config.listen.port).toBe(1002);
+    expect(config.listeners).toHaveLength(1);
+    expect(config.listeners[0]).toMatchObject({ name: 'main', listen: { port: 1002 } });
     expect(config.limits.maxConnections).toBe(22);
     expect(config.limits.maxBsonDepth).toBe(50);
     expect(config.log.level).toBe('warn');
@@ -111,7 +134,7 @@ describe('precedence: defaults < file < environment < flags', () => {
       env: { MTP_LISTEN: '127.0.0.1:1002', MTP_UPSTREAM: 'mongodb://env-host/', MTP_LOG_LEVEL: 'warn' },
       flags: { listen: '127.0.0.1:1003', upstream: 'mongodb://flag-host/', logLevel: 'error', metricsListen: 'off' },
     });
-    expect(config.listen.port).toBe(1003);
+    expect(config.listeners[0]).toMatchObject({ name: 'main', listen: { port: 1003 } });
     expect(config.upstream.uri).toBe('mongodb://flag-host/');
     expect(config.log.level).toBe('error');
     expect(config.metrics.listen).toBeNull();
@@ -119,9 +142,9 @@ describe('precedence: defaults < file < environment < flags', () => {
   });
 
   it('MTP_CONFIG names the file when none is given, and an explicit file wins over it', () => {
-    const other = yamlFile('listen: 127.0.0.1:1009\n');
-    expect(loadConfig({ env: { MTP_CONFIG: file } }).listen.port).toBe(1001);
-    expect(loadConfig({ file: other, env: { MTP_CONFIG: file } }).listen.port).toBe(1009);
+    const other = yamlFile('listeners: [{ name: other, listen: 127.0.0.1:1009 }]\n');
+    expect(loadConfig({ env: { MTP_CONFIG: file } }).listeners[0]!.listen.port).toBe(1001);
+    expect(loadConfig({ file: other, env: { MTP_CONFIG: file } }).listeners[0]!.listen.port).toBe(1009);
     expect(loadConfig({ env: { MTP_CONFIG: '' } })).toEqual(DEFAULTS);
   });
 
@@ -228,9 +251,9 @@ describe('validation errors name the field', () => {
     ['bad list item', { compression: { compressors: ['zstd', 'lz4'] } }, 'compression.compressors[1]', /must be one of zstd, snappy, zlib \(got "lz4"/],
     ['repeated list item', { compression: { compressors: ['zlib', 'zlib'] } }, 'compression.compressors', /must not list "zlib" more than once/],
     ['a list for a section', { limits: [1] }, 'limits', /must be a mapping of settings/],
-    ['bad listen', { listen: 'localhost' }, 'listen', /must be "host:port".*missing ":port"/],
-    ['bad port', { listen: '127.0.0.1:70000' }, 'listen', /port 70000 is above 65535/],
-    ['bare IPv6', { listen: '::1:27018' }, 'listen', /IPv6 addresses go in brackets/],
+    ['bad listen', { listeners: [{ name: 'a', listen: 'localhost' }] }, 'listeners[0].listen', /must be "host:port".*missing ":port"/],
+    ['bad port', { listeners: [{ name: 'a', listen: '127.0.0.1:70000' }] }, 'listeners[0].listen', /port 70000 is above 65535/],
+    ['bare IPv6', { listeners: [{ name: 'a', listen: '::1:27018' }] }, 'listeners[0].listen', /IPv6 addresses go in brackets/],
     ['bad metrics listen', { metrics: { listen: 'nowhere' } }, 'metrics.listen', /"host:port".* or "off"/],
     ['number for metrics listen', { metrics: { listen: 9216 } }, 'metrics.listen', /"host:port".* or "off" \(got 9216/],
     ['bad upstream scheme', { upstream: { uri: 'http://x' } }, 'upstream.uri', /mongodb:\/\/ or mongodb\+srv:\/\/ connection string: must start with/],
@@ -263,7 +286,7 @@ describe('validation errors name the field', () => {
 
   it('says when a value came from a flag', () => {
     const error = configError(() => loadConfig({ env: {}, flags: { listen: 'nope' } }));
-    expect(error.path).toBe('listen');
+    expect(error.path).toBe('listeners[0].listen');
     expect(error.message).toContain('from --listen');
   });
 
@@ -294,8 +317,11 @@ describe('unknown keys are errors at every level', () => {
   });
 
   it('inside a field that is not a section', () => {
-    const error = configError(() => configFromObject({ listen: { host: 'x', port: 1 } }));
+    const error = configError(() => configFromObject({ listen: '127.0.0.1:27018' }));
     expect(error.path).toBe('listen');
+    expect(error.message).toContain('did you mean "listeners"?');
+    const inner = configError(() => configFromObject({ listeners: [{ name: 'a', listen: { host: 'x', port: 1 } }] }));
+    expect(inner.path).toBe('listeners[0].listen');
   });
 });
 
@@ -351,8 +377,11 @@ describe('YAML files', () => {
   });
 
   it('read IPv6 listeners and disabled metrics', () => {
-    const config = loadConfig({ file: yamlFile('listen: "[::1]:27018"\nmetrics:\n  listen: off\n'), env: {} });
-    expect(config.listen).toEqual({ host: '::1', port: 27018 });
+    const config = loadConfig({
+      file: yamlFile('listeners:\n  - name: v6\n    listen: "[::1]:27018"\nmetrics:\n  listen: off\n'),
+      env: {},
+    });
+    expect(config.listeners[0]!.listen).toEqual({ host: '::1', port: 27018 });
     expect(config.metrics.listen).toBeNull();
     expect(loadConfig({ file: yamlFile('metrics:\n  listen: null\n'), env: {} }).metrics.listen).toBeNull();
   });

@@ -30,7 +30,7 @@ describe('config/schema.json', () => {
 describe('the schema', () => {
   const objects: [string, SchemaNode][] = [];
   const walk = (node: SchemaNode, path: string): void => {
-    if (node.type === 'object') objects.push([path || '(root)', node]);
+    if (node.type === 'object' || (Array.isArray(node.type) && node.type.includes('object'))) objects.push([path || '(root)', node]);
     for (const [name, child] of Object.entries(node.properties ?? {})) walk(child, path ? `${path}.${name}` : name);
     if (node.items) walk(node.items, `${path}[]`);
   };
@@ -53,6 +53,22 @@ describe('the schema', () => {
     expect(new Set(names).size).toBe(names.length);
     expect(names).toContain('MTP_UPSTREAM__CONNECT_TIMEOUT_MS');
     expect(names).toContain('MTP_LIMITS__MAX_MESSAGE_SIZE_BYTES');
+    expect(names).toContain('MTP_LISTENERS');
+    expect(names).toContain('MTP_IDENTITY__CERTIFICATE_RULES');
+    expect(names).toContain('MTP_IDENTITY__PASSTHROUGH__RULES');
+    expect(names).toContain('MTP_IDENTITY__FAILURE_DELAY__BASE_MS');
+    expect(names).toContain('MTP_IDENTITY__JWT__CLOCK_TOLERANCE_SECONDS');
+  });
+
+  it('describes every property of list items and TLS', () => {
+    const listener = configSchema.properties?.['listeners']?.items;
+    const tls = listener?.properties?.['tls'];
+    for (const node of [listener, tls]) {
+      for (const [name, child] of Object.entries(node?.properties ?? {})) {
+        expect(child.description?.length, name).toBeGreaterThan(10);
+      }
+    }
+    expect(tls?.properties?.['keyPassphrase']?.writeOnly).toBe(true);
   });
 });
 
