@@ -1,5 +1,6 @@
 /**
- * The `mongo-tenant-proxy` command line: `serve`, `validate-config`, `print-config`.
+ * The `mongo-tenant-proxy` command line: `serve`, `validate-config`, `print-config`,
+ * `hash-password`.
  *
  * Exit codes: 0 success, 1 runtime failure (e.g. the upstream cannot be reached), 2 bad usage
  * or bad configuration. Usage and configuration errors are one line on stderr naming the flag
@@ -28,6 +29,13 @@ import {
   type ProxyConfig,
 } from '../config/index.js';
 import { ConfigError } from '../errors.js';
+import {
+  CredentialsFileError,
+  DEFAULT_ITERATIONS,
+  SCRAM_MECHANISMS,
+  formatCredentialEntry,
+  hashPassword,
+} from '../identity/credentials.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 
 const PROGRAM = 'mongo-tenant-proxy';
@@ -62,6 +70,8 @@ export interface CliIo {
   signals?: SignalSource;
   /** Replaces `startProxy` from `../main.js` (tests). */
   startProxy?: StartProxy;
+  /** Reads the password for `hash-password`; standard input by default (echo off on a terminal). */
+  stdin?: () => Promise<string>;
 }
 
 class UsageError extends Error {}
@@ -173,7 +183,7 @@ function usageMessage(message: string, args: readonly string[], command: string 
 export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): Promise<void> {
   const env = io.env ?? process.env;
   const args = [...argv];
-  const commandNames = ['serve', 'validate-config', 'print-config'];
+  const commandNames = ['serve', 'validate-config', 'print-config', 'hash-password'];
   const command = args.find((arg) => commandNames.includes(arg));
   const fail = (code: number, message: string): void => {
     io.stderr(`error: ${oneLine(message)}\n`);
@@ -256,7 +266,42 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
         io.exit(EXIT_OK);
       },
     )
-    .demandCommand(1, 'a command is required: serve, validate-config or print-config')
+    .command(
+      'hash-password',
+      'Print a credentials-file entry for a SCRAM user; the password is read from stdin',
+      (sub) =>
+        sub
+          // Repeated --mechanism flags accumulate here (the other commands keep the last value).
+          .parserConfiguration({ 'duplicate-arguments-array': true })
+          .option('user', { type: 'string', requiresArg: true, demandOption: true, describe: 'User name, as clients give it' })
+          .option('tenant', { type: 'string', requiresArg: true, demandOption: true, describe: 'Tenant the user belongs to' })
+          .option('db', { type: 'string', requiresArg: true, default: 'admin', describe: 'Authentication database (the clients\' authSource)' })
+          .option('mechanism', {
+            type: 'string',
+            array: true,
+            requiresArg: true,
+            choices: [...SCRAM_MECHANISMS],
+            default: ['SCRAM-SHA-256'],
+            describe: 'Mechanism to store keys for; repeat for both',
+          })
+          .option('iterations', {
+            type: 'number',
+            requiresArg: true,
+            describe: `PBKDF2 iteration count [default: ${DEFAULT_ITERATIONS['SCRAM-SHA-256']} for SCRAM-SHA-256, ${DEFAULT_ITERATIONS['SCRAM-SHA-1']} for SCRAM-SHA-1]`,
+          })
+          .usage(
+            `$0 hash-password --user <name> --tenant <tenant> [options] < password-file\n\n` +
+              'Reads one line (the password) from standard input and prints the entry to add under ' +
+              '"users:" in the credentials file (identity.scram.credentialsFile). The file stores salts, ' +
+              'iteration counts and derived keys, never the password.',
+          )
+          .example(`printf '%s\\n' "$PASSWORD" | $0 hash-password --user orders --tenant acme >> credentials.yaml`, '')
+          .epilog('The password is never a flag: command lines show up in process lists and shell history.'),
+      async (parsed) => {
+        await hashPasswordCommand(parsed, io, fail);
+      },
+    )
+    .demandCommand(1, 'a command is required: serve, validate-config, print-config or hash-password')
     .epilog(`${PRECEDENCE}\n\nExit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.`)
     .fail((message: string | null, error: Error | undefined) => {
       // yargs reports its own validation failures as YError (or with no error at all).
@@ -265,6 +310,11 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
     });
   const columns = (cli.terminalWidth() as number | null | undefined) ?? 0;
   cli.wrap(columns > 0 ? Math.min(100, columns) : 100);
+
+  if (command === 'hash-password' && args.some((arg) => /^--?(password|pwd|p)(=|$)/.test(arg))) {
+    fail(EXIT_USAGE, `hash-password reads the password from standard input, never from a flag (see: ${PROGRAM} hash-password --help)`);
+    return;
+  }
 
   try {
     let output = '';
@@ -279,6 +329,104 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
     if (error instanceof UsageError) fail(EXIT_USAGE, usageMessage(error.message, args, command));
     else if (!failConfig(error)) fail(EXIT_FAILURE, error instanceof Error ? error.message : String(error));
   }
+}
+
+interface HashPasswordArgs {
+  user: string | string[];
+  tenant: string | string[];
+  db: string | string[];
+  mechanism: string[];
+  iterations?: number | number[] | undefined;
+}
+
+/** `hash-password`: one line from stdin in, one YAML credentials entry out. */
+async function hashPasswordCommand(
+  args: HashPasswordArgs,
+  io: CliIo,
+  fail: (code: number, message: string) => void,
+): Promise<void> {
+  for (const name of ['user', 'tenant', 'db', 'iterations'] as const) {
+    if (Array.isArray(args[name])) {
+      fail(EXIT_USAGE, `--${name} may be given only once (see: ${PROGRAM} hash-password --help)`);
+      return;
+    }
+  }
+  const iterations = args.iterations as number | undefined;
+  if (iterations !== undefined && !Number.isInteger(iterations)) {
+    fail(EXIT_USAGE, `--iterations must be a whole number (see: ${PROGRAM} hash-password --help)`);
+    return;
+  }
+  const input = await (io.stdin ?? readPasswordFromStdin)();
+  // One line: a final newline (as echo and printf add) is not part of the password.
+  const password = input.replace(/\r?\n$/, '');
+  if (/[\r\n]/.test(password)) {
+    fail(EXIT_USAGE, 'standard input must hold exactly one line: the password');
+    return;
+  }
+  if (password === '') {
+    fail(EXIT_USAGE, 'no password on standard input (pipe it in, or type it when asked)');
+    return;
+  }
+  let text: string;
+  try {
+    const entry = hashPassword({
+      user: args.user as string,
+      tenant: args.tenant as string,
+      db: args.db as string,
+      password,
+      mechanisms: args.mechanism as (typeof SCRAM_MECHANISMS)[number][],
+      ...(iterations === undefined ? {} : { iterations }),
+    });
+    text = formatCredentialEntry(entry);
+  } catch (error) {
+    if (error instanceof CredentialsFileError) {
+      fail(EXIT_USAGE, error.message);
+      return;
+    }
+    throw error;
+  }
+  io.stdout(text);
+  io.exit(EXIT_OK);
+}
+
+/**
+ * The password from standard input: everything up to the end of a pipe, or, on a terminal, one
+ * line typed with echo off (prompt on stderr).
+ */
+function readPasswordFromStdin(): Promise<string> {
+  const input = process.stdin;
+  if (input.isTTY === true && typeof input.setRawMode === 'function') {
+    return new Promise((resolve, reject) => {
+      process.stderr.write('Password: ');
+      let typed = '';
+      input.setRawMode(true);
+      input.setEncoding('utf8');
+      const finish = (error?: Error): void => {
+        input.off('data', onData);
+        input.setRawMode(false);
+        input.pause();
+        process.stderr.write('\n');
+        if (error === undefined) resolve(typed);
+        else reject(error);
+      };
+      const onData = (chunk: string): void => {
+        for (const char of chunk) {
+          if (char === '\r' || char === '\n' || char === '\u0004') return finish();
+          if (char === '\u0003') return finish(new Error('interrupted'));
+          if (char === '\u007f' || char === '\b') typed = typed.slice(0, -1);
+          else typed += char;
+        }
+      };
+      input.on('data', onData);
+      input.resume();
+    });
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    input.on('data', (chunk: Buffer | string) => chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk)));
+    input.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    input.once('error', reject);
+  });
 }
 
 async function loadStartProxy(): Promise<StartProxy> {
