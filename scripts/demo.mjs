@@ -35,6 +35,8 @@ const proxy = spawn(
   [
     path.join(root, 'bin', 'mongo-tenant-proxy'),
     'serve',
+    '--config',
+    path.join(root, 'config', 'demo.yaml'),
     '--listen',
     `${host}:${port}`,
     '--upstream',

@@ -156,6 +156,12 @@ export function crossFieldIssues(data: Record<string, unknown>, sources: Readonl
     if (isStatic && listener.staticTenant === null) {
       report(at('staticTenant'), 'is required when methods include "static"');
     }
+    if (isStatic && listener.methods.length > 1) {
+      report(
+        at('methods'),
+        '"static" fixes the tenant of every connection, so it cannot be combined with other methods on one listener; use a separate listener',
+      );
+    }
     if (!isStatic && listener.staticTenant !== null) {
       report(at('staticTenant'), 'is set but methods do not include "static"; add "static" or remove staticTenant');
     }

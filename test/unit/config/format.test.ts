@@ -80,7 +80,7 @@ describe('maskSecrets and print-config output', () => {
         name: 'tls',
         listen: '0.0.0.0:27019',
         tls: { certFile: '/certs/server.pem', keyFile: '/certs/server.key', keyPassphrase: 'hunter3', caFile: '/certs/ca.pem', clientCertificates: 'required' },
-        methods: ['mtls', 'static'],
+        methods: ['static'],
         staticTenant: 'acme',
       },
     ],

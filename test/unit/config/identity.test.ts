@@ -167,6 +167,12 @@ describe('static tenants', () => {
     );
   });
 
+  it('stand alone on their listener', () => {
+    expect(problems({ listeners: [{ name: 'a', listen: '127.0.0.1:1', methods: ['static', 'scram'], staticTenant: 'acme' }], identity: { scram: { credentialsFile: '/x' } } })).toContainEqual(
+      expect.stringMatching(/^listeners\[0\]\.methods: "static" fixes the tenant of every connection, so it cannot be combined/),
+    );
+  });
+
   it('recognise loopback hosts', () => {
     expect(['127.0.0.1', '127.255.255.254', '::1', '0:0:0:0:0:0:0:1', 'localhost', '::ffff:127.0.0.1'].every(isLoopbackHost)).toBe(true);
     expect(['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'localhost.example.com', '::2', 'fe80::1%eth0', '::ffff:10.0.0.1'].some(isLoopbackHost)).toBe(false);
