@@ -22,6 +22,10 @@
  * `config/schema.json` (`UPDATE_CONFIG_SCHEMA=1 npx vitest run test/unit/config/schema.test.ts`).
  */
 
+import { JWT_ALGORITHMS } from './types.js';
+
+export { JWT_ALGORITHMS };
+
 /** The subset of JSON Schema draft-07 this project uses. */
 export interface SchemaNode {
   type?: SchemaType | SchemaType[];
@@ -72,10 +76,6 @@ export const SCRAM_MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1'] as const;
  * JWS algorithms accepted for `plain-jwt` (as src/identity/plain-jwt.ts verifies them). `none`
  * never is; HS* must be listed explicitly and needs a symmetric (`oct`) JWK in `keyFile`.
  */
-export const JWT_ALGORITHMS = [
-  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
-  'HS256', 'HS384', 'HS512',
-] as const;
 
 /** The listener used when the configuration names none (and the one `--listen` creates). */
 export const DEFAULT_LISTENER = {
@@ -266,8 +266,8 @@ const sections: Record<string, SchemaNode> = {
         uniqueItems: true,
         minItems: 1,
         description:
-          'Signature algorithms accepted; HS256/HS384/HS512 (a shared secret, as an oct JWK in keyFile) ' +
-          'only when listed.',
+          'Signature algorithms accepted: asymmetric only (the proxy holds no secret that could mint tokens); ' +
+          'none and HMAC are never accepted.',
         default: ['RS256', 'ES256', 'EdDSA'],
       },
       clockToleranceSeconds: integer('Seconds of clock skew allowed when checking exp, nbf and iat.', 30, 0, 3600),

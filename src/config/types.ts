@@ -71,6 +71,14 @@ export interface CertificateRule {
 
 export type ScramMechanism = 'SCRAM-SHA-256' | 'SCRAM-SHA-1';
 
+/**
+ * Signature algorithms a JWT may use (method plain-jwt): asymmetric only, so the proxy holds
+ * no secret that could mint tokens; `none` and HMAC are never accepted.
+ */
+export const JWT_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
+] as const;
+
 /** Maps a user authenticated by the upstream (scram-passthrough) to a tenant. */
 export interface PassthroughRule {
   /** Exactly this user name (with `db`, its authentication database). */

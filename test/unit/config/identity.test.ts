@@ -416,13 +416,13 @@ describe('scram and plain-jwt', () => {
     ]);
   });
 
-  it('accepts the JWS algorithms jose verifies, HMAC only when listed, never none', () => {
-    expect(configFromObject({ identity: { jwt: { algorithms: ['PS256', 'ES384', 'Ed25519', 'HS256'] } } }).identity.jwt.algorithms).toEqual([
+  it('accepts the asymmetric JWS algorithms jose verifies, never HMAC or none', () => {
+    expect(configFromObject({ identity: { jwt: { algorithms: ['PS256', 'ES384', 'Ed25519'] } } }).identity.jwt.algorithms).toEqual([
       'PS256',
       'ES384',
       'Ed25519',
-      'HS256',
     ]);
+    expect(configError(() => configFromObject({ identity: { jwt: { algorithms: ['HS256'] } } })).path).toBe('identity.jwt.algorithms[0]');
     expect(defaultConfig().identity.jwt.algorithms.some((alg) => alg.startsWith('HS'))).toBe(false);
     expect(configError(() => configFromObject({ identity: { jwt: { algorithms: ['none'] } } })).path).toBe('identity.jwt.algorithms[0]');
     expect(configError(() => configFromObject({ identity: { jwt: { algorithms: ['rs256'] } } })).path).toBe('identity.jwt.algorithms[0]');
