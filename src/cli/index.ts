@@ -149,8 +149,10 @@ function environmentHelp(): string {
     return `  ${names.padEnd(44)} ${path.join('.')}`;
   });
   return [
-    'Environment variables (values are coerced to the field type; lists are comma-separated):',
+    'Environment variables (values are coerced to the field type; lists of strings are',
+    'comma-separated; lists of objects, such as MTP_LISTENERS, are one JSON value):',
     `  ${CONFIG_FILE_ENV.padEnd(44)} configuration file, like --config`,
+    `  ${'MTP_LISTEN'.padEnd(44)} listeners[0].listen, like --listen`,
     ...lines,
   ].join('\n');
 }
