@@ -36,4 +36,4 @@ export {
 export { configToDocument, formatConfigYaml, maskSecrets } from './format.js';
 export { formatHostPort, parseHostPort } from './host-port.js';
 export { configSchema, schemaAt, schemaFields, type SchemaNode } from './schema.js';
-export { MASK, maskUri, maskUrisInText } from './secrets.js';
+export { MASK, maskUri, maskUrisInText } from '../secrets.js';

@@ -12,7 +12,7 @@ import { isOff, parseHostPort } from './host-port.js';
 import { getPath, isPlainObject, mergeLayers, originOf, pathKey, type Layer, type PathSegment } from './layers.js';
 import { crossFieldIssues } from './checks.js';
 import { configSchema, Formats, isSection, objectProperties, type SchemaNode } from './schema.js';
-import { MASK, maskUri } from './secrets.js';
+import { MASK, maskUri } from '../secrets.js';
 import type { ProxyConfig } from './types.js';
 import { maskWithSchema } from './walk.js';
 import { readYamlFile } from './yaml-file.js';

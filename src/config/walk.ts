@@ -5,7 +5,7 @@
  */
 
 import { Formats, objectProperties, type SchemaNode } from './schema.js';
-import { MASK, maskUri } from './secrets.js';
+import { MASK, maskUri } from '../secrets.js';
 
 /**
  * Rebuilds `value`, calling `leaf` for every value whose node is neither an object with

@@ -8,7 +8,7 @@
  */
 
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { maskUri } from '../config/secrets.js';
+import { maskUri } from '../secrets.js';
 import type { LogLevel } from '../config/types.js';
 
 export type { Logger } from 'pino';

@@ -11,7 +11,8 @@
  */
 
 import { promises as dnsPromises } from 'node:dns';
-import { ConnectionString, redactConnectionString } from 'mongodb-connection-string-url';
+import { ConnectionString } from 'mongodb-connection-string-url';
+import { maskUri } from '../secrets.js';
 import type { CompressorName, HostPort } from '../config/types.js';
 import { ConfigError } from '../errors.js';
 
@@ -312,9 +313,8 @@ export async function loadUpstreamTarget(uri: string, resolver?: SrvResolver): P
 }
 
 /** The URI with the password (and a TLS key password) masked, safe for logs. */
-export function redactUri(uri: string): string {
-  return redactConnectionString(uri, { redactUsernames: false, replacementString: '*****' });
-}
+/** The URI with its password and secret options masked, for logs and errors. */
+export const redactUri = maskUri;
 
 export function formatAddress(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;

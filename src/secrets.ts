@@ -1,6 +1,6 @@
 /**
- * Masking of credentials inside connection strings. This module imports nothing, so the
- * logger's redaction (src/observability) can share it without pulling in the config loader.
+ * Masking of credentials inside connection strings: the one implementation for config output,
+ * logs and upstream errors. It imports nothing, so every layer may use it.
  */
 
 export const MASK = '****';
