@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCredentialsFile, hashPassword, type CredentialEntry } from '../../src/identity/credentials.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
+import { RawClient, opMsg } from '../helpers/raw-client.js';
+import { ScramClient } from '../../src/upstream/scram.js';
 
 const run = promisify(execFile);
 const RELOAD_MS = 200;
@@ -278,5 +280,38 @@ describe('hot replacement of the credentials file', () => {
     const stillThere = connect(newbie);
     await stillThere.db(dbName).command({ ping: 1 });
     await stillThere.close();
+  });
+});
+
+describe('one identity per connection', () => {
+  /** A complete SCRAM-SHA-256 conversation on an existing raw connection; returns the final reply. */
+  async function login(c: RawClient, user: { user: string; password: string }): Promise<{ ok: number; code?: number }> {
+    const scram = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: user.user, password: user.password });
+    const first = await c.command(
+      opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: scram.clientFirst(), options: { skipEmptyExchange: true }, $db: 'admin' }),
+    );
+    if (first.ok !== 1) return first as { ok: number; code?: number };
+    const final = await c.command(
+      opMsg({ saslContinue: 1, conversationId: first.conversationId, payload: await scram.clientFinal(first.payload.buffer), $db: 'admin' }),
+    );
+    return final as { ok: number; code?: number };
+  }
+
+  it('refuses re-authentication as another user; the same user again is accepted', async () => {
+    const [hostName, port] = host.split(':');
+    const c = await RawClient.connect(hostName!, Number(port));
+    try {
+      expect((await login(c, users.alice)).ok).toBe(1);
+      expect((await login(c, users.alice)).ok).toBe(1);
+      // users.odd is valid (admin, SCRAM-SHA-256) but another identity and tenant.
+      const other = await login(c, users.odd);
+      expect(other.ok).toBe(0);
+      expect(other.code).toBe(18);
+      const status = await c.command(opMsg({ connectionStatus: 1, $db: 'admin' }));
+      expect(status.tenant).toBe(users.alice.tenant);
+      expect(status.authInfo.authenticatedUsers).toEqual([{ user: 'alice', db: 'admin' }]);
+    } finally {
+      c.close();
+    }
   });
 });
