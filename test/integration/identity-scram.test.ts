@@ -301,15 +301,16 @@ describe('one identity per connection', () => {
     const [hostName, port] = host.split(':');
     const c = await RawClient.connect(hostName!, Number(port));
     try {
-      expect((await login(c, users.alice)).ok).toBe(1);
-      expect((await login(c, users.alice)).ok).toBe(1);
+      // Runs after the reload test (alice removed, newbie added): newbie and odd both exist.
+      expect((await login(c, users.newbie)).ok).toBe(1);
+      expect((await login(c, users.newbie)).ok).toBe(1);
       // users.odd is valid (admin, SCRAM-SHA-256) but another identity and tenant.
       const other = await login(c, users.odd);
       expect(other.ok).toBe(0);
       expect(other.code).toBe(18);
       const status = await c.command(opMsg({ connectionStatus: 1, $db: 'admin' }));
-      expect(status.tenant).toBe(users.alice.tenant);
-      expect(status.authInfo.authenticatedUsers).toEqual([{ user: 'alice', db: 'admin' }]);
+      expect(status.tenant).toBe(users.newbie.tenant);
+      expect(status.authInfo.authenticatedUsers).toEqual([{ user: 'newbie', db: 'admin' }]);
     } finally {
       c.close();
     }
