@@ -1,0 +1,97 @@
+// Human-readable tables for the benchmark results (stdout).
+
+const TARGET_NAMES = ['direct', 'pipe', 'proxy'];
+
+const int = (value) => (value == null || !Number.isFinite(value) ? '-' : Math.round(value).toLocaleString('en-US'));
+const fixed = (value, digits = 1) => (value == null || !Number.isFinite(value) ? '-' : value.toFixed(digits));
+const times = (value) => (value == null ? '-' : `${value.toFixed(2)}x`);
+const signedUs = (value) => (value == null || !Number.isFinite(value) ? '-' : `${value >= 0 ? '+' : ''}${value.toFixed(1)} µs`);
+
+function table(header, rows, align) {
+  const widths = header.map((title, c) => Math.max(title.length, ...rows.map((row) => String(row[c]).length)));
+  const line = (cells) =>
+    cells
+      .map((cell, c) => (align[c] === 'l' ? String(cell).padEnd(widths[c]) : String(cell).padStart(widths[c])))
+      .join('  ')
+      .trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+export function formatReport(report) {
+  const { meta } = report;
+  const out = [];
+  const commit = meta.git.commit ? `${meta.git.commit.slice(0, 10)}${meta.git.dirty ? ' (+ uncommitted changes)' : ''}` : 'unknown';
+  out.push('');
+  out.push(`mongo-tenant-proxy benchmark  ${meta.date}`);
+  out.push(
+    `node ${meta.node} · driver mongodb ${meta.driverVersion} · ${meta.cpus} × ${meta.cpuModel} · commit ${commit}`,
+  );
+  out.push(`upstream: ${meta.upstream.description} · database ${meta.database} (dropped at the end)`);
+  out.push(
+    `settings: ${meta.settings.opsC1} ops at c=1, ${meta.settings.opsC32} at c=32, warm-up ${meta.settings.warmupOps} ops, ` +
+      `${meta.settings.rounds} rounds with rotating target order (cursor: one pass per target, batches taken in turn)`,
+  );
+  out.push(
+    `cpu µs/op and rss: the pipe's or the proxy's own process; cursor and insertMany: one op = one batch of 1000 docs`,
+  );
+  out.push('');
+
+  const rows = [];
+  for (const workload of report.workloads) {
+    let first = true;
+    for (const name of TARGET_NAMES) {
+      const result = workload.targets[name];
+      if (!result) continue;
+      rows.push([
+        first ? workload.label : '',
+        name,
+        `${int(result.throughput)} ${workload.unit === 'docs' ? 'docs/s' : 'ops/s'}`,
+        fixed(result.latencyUs.p50),
+        fixed(result.latencyUs.p99),
+        fixed(result.cpuUsPerOp),
+        result.rssBytes == null ? '-' : fixed(result.rssBytes / 1048576),
+      ]);
+      first = false;
+    }
+  }
+  out.push(
+    table(['workload', 'target', 'throughput', 'p50 µs', 'p99 µs', 'cpu µs/op', 'rss MiB'], rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r']),
+  );
+  out.push('');
+
+  const ratioRows = report.workloads.map((workload) => {
+    const r = workload.ratios;
+    return [
+      workload.label,
+      times(r.throughput.proxyPipe),
+      times(r.throughput.proxyDirect),
+      times(r.p50.proxyPipe),
+      times(r.p50.proxyDirect),
+      times(r.cpuPerOp.proxyPipe),
+      signedUs(r.addedP50OverPipeUs),
+    ];
+  });
+  out.push('ratios (throughput: higher is better for the proxy; p50 and cpu: lower is better)');
+  out.push(
+    table(
+      ['workload', 'thr proxy/pipe', 'thr proxy/direct', 'p50 proxy/pipe', 'p50 proxy/direct', 'cpu/op proxy/pipe', 'added p50 over pipe'],
+      ratioRows,
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
+  );
+  out.push('');
+
+  if (report.goals.length > 0) {
+    out.push('targets (informational: the benchmark never fails on them)');
+    out.push(
+      table(
+        ['target', 'measured', 'target', 'within'],
+        report.goals.map((goal) => [goal.label, goal.display, goal.targetDisplay, goal.met == null ? '-' : goal.met ? 'yes' : 'no']),
+        ['l', 'r', 'r', 'l'],
+      ),
+    );
+    out.push('');
+  }
+  out.push(`total ${meta.durationS.toFixed(1)} s; numbers are noisy on shared machines: compare ratios within one run.`);
+  return out.join('\n');
+}

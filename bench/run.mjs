@@ -1,0 +1,560 @@
+#!/usr/bin/env node
+// `npm run bench`: the same workloads, in one run, against the same upstream three ways:
+//   direct  the driver talks to the upstream
+//   pipe    through a minimal TCP pipe in its own process (the floor any proxy pays)
+//   proxy   through mongo-tenant-proxy (dist/) in its own process
+// Prints a table and writes every number to bench/results/latest.json. A benchmark, not a test:
+// it never fails because of a number. See docs/benchmark.md.
+//
+// Environment:
+//   MONGODB_URI            upstream to use (default: a throwaway FerretDB from scripts/ferretdb.mjs)
+//   BENCH_OPS              operations per small workload at concurrency 1 (default 5000)
+//   BENCH_OPS_C32          operations per small workload at concurrency 32 (default 4 × BENCH_OPS)
+//   BENCH_WARMUP_OPS       warm-up operations before each small workload (default 500)
+//   BENCH_ROUNDS           slices each workload runs in, rotating the target order (default 3)
+//   BENCH_FIND_DOCS        documents the find-one workload picks from (default 100: FerretDB scans)
+//   BENCH_CURSOR_DOCS      documents in the cursor workload (default 100000)
+//   BENCH_INSERTMANY_DOCS  documents inserted by the insertMany workload (default 50000)
+//   BENCH_TARGETS          comma-separated subset of direct,pipe,proxy (default all three)
+//   BENCH_WORKLOADS        comma-separated subset of workload names (default all)
+//   BENCH_OUT              JSON output file (default bench/results/latest.json)
+//   BENCH_TIMEOUT_S        give up after this many seconds (default 900)
+//   BENCH_PROXY_CONFIG     JSON merged over the proxy's configuration (runtime shape, see
+//                          src/config/types.ts; objects merge, arrays replace)
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MongoClient } from 'mongodb';
+import { ConnectionString } from 'mongodb-connection-string-url';
+import { TargetChild, cpuMicros } from './lib/child.mjs';
+import { formatReport } from './lib/report.mjs';
+import { ratio, round, summarize } from './lib/stats.mjs';
+import { seed, workloads } from './lib/workloads.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+const ALL_TARGETS = ['direct', 'pipe', 'proxy'];
+
+const startedAt = Date.now();
+const loadAtStart = os.loadavg().map((value) => Math.round(value * 100) / 100);
+const log = (message) => process.stderr.write(`[bench ${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)}s] ${message}\n`);
+
+function intEnv(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw.replaceAll('_', ''));
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${raw} is not a positive integer`);
+  return value;
+}
+
+function listEnv(name, allowed) {
+  const raw = process.env[name];
+  if (!raw) return allowed;
+  const values = raw.split(',').map((value) => value.trim()).filter(Boolean);
+  const unknown = values.filter((value) => !allowed.includes(value));
+  if (unknown.length > 0) throw new Error(`${name}: unknown ${unknown.join(', ')} (known: ${allowed.join(', ')})`);
+  return allowed.filter((value) => values.includes(value));
+}
+
+function jsonEnv(name) {
+  const raw = process.env[name];
+  if (!raw) return null;
+  try {
+    return JSON.parse(raw);
+  } catch (error) {
+    throw new Error(`${name} is not valid JSON: ${error.message}`);
+  }
+}
+
+function readSettings() {
+  const opsC1 = intEnv('BENCH_OPS', 5_000);
+  return {
+    opsC1,
+    opsC32: intEnv('BENCH_OPS_C32', opsC1 * 4),
+    warmupOps: intEnv('BENCH_WARMUP_OPS', 500),
+    rounds: intEnv('BENCH_ROUNDS', 3),
+    findDocs: intEnv('BENCH_FIND_DOCS', 100),
+    cursorDocs: intEnv('BENCH_CURSOR_DOCS', 100_000),
+    insertManyDocs: intEnv('BENCH_INSERTMANY_DOCS', 50_000),
+    targets: listEnv('BENCH_TARGETS', ALL_TARGETS),
+    out: path.resolve(root, process.env.BENCH_OUT || 'bench/results/latest.json'),
+    timeoutS: intEnv('BENCH_TIMEOUT_S', 900),
+    proxyOverrides: jsonEnv('BENCH_PROXY_CONFIG'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream and connection strings
+
+async function startUpstream() {
+  if (process.env.MONGODB_URI) {
+    return { uri: process.env.MONGODB_URI, kind: 'external', stop: async () => {} };
+  }
+  const { startFerretDB, FERRETDB_VERSION } = await import('../scripts/ferretdb.mjs');
+  const ferret = await startFerretDB({ log });
+  return { uri: ferret.uri, kind: 'ferretdb', ferretdbVersion: FERRETDB_VERSION, stop: () => ferret.stop() };
+}
+
+function redact(uri) {
+  try {
+    const cs = new ConnectionString(uri);
+    if (cs.password) cs.password = '***';
+    return cs.toString();
+  } catch {
+    return '(unparseable uri)';
+  }
+}
+
+function parseHostPort(value) {
+  const match = /^\[(.+)\]:(\d+)$/.exec(value) ?? /^([^:]+):(\d+)$/.exec(value);
+  if (match) return { host: match[1], port: Number(match[2]) };
+  return { host: value.replace(/^\[|\]$/g, ''), port: 27017 };
+}
+
+/** The one server the TCP pipe forwards to: the URI's host if it names one, else the primary. */
+function pipeUpstream(uri, hello) {
+  const cs = new ConnectionString(uri);
+  if (!cs.isSRV && cs.hosts.length === 1) return parseHostPort(cs.hosts[0]);
+  if (hello.primary) return parseHostPort(hello.primary);
+  if (hello.me) return parseHostPort(hello.me);
+  return parseHostPort(cs.hosts[0]);
+}
+
+/**
+ * The upstream URI pointed at the pipe: same credentials and options (the pipe is transparent),
+ * one host, directConnection=true.
+ */
+function uriThroughPipe(uri, address) {
+  const source = new ConnectionString(uri);
+  const target = new ConnectionString(`mongodb://${hostPort(address)}/`);
+  target.username = source.username;
+  target.password = source.password;
+  target.pathname = source.pathname;
+  for (const [key, value] of source.searchParams) target.searchParams.append(key, value);
+  for (const key of ['replicaSet', 'directConnection', 'loadBalanced', 'srvServiceName', 'srvMaxHosts']) {
+    target.searchParams.delete(key);
+  }
+  target.searchParams.set('directConnection', 'true');
+  const tls = source.searchParams.get('tls') ?? source.searchParams.get('ssl');
+  if (tls === 'true' || (source.isSRV && tls !== 'false')) {
+    target.searchParams.set('tls', 'true');
+    target.searchParams.set('tlsAllowInvalidHostnames', 'true'); // the pipe listens on 127.0.0.1
+  }
+  return target.toString();
+}
+
+const hostPort = ({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+
+// ---------------------------------------------------------------------------------------------
+// Facts about this run
+
+function gitInfo() {
+  const git = (...args) => execFileSync('git', ['--no-optional-locks', ...args], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    const commit = git('rev-parse', 'HEAD');
+    let dirty = null;
+    try {
+      dirty = git('status', '--porcelain', '--untracked-files=no').length > 0;
+    } catch {
+      // leave unknown
+    }
+    return { commit, dirty };
+  } catch {
+    return { commit: null, dirty: null };
+  }
+}
+
+async function driverVersion() {
+  try {
+    const pkg = JSON.parse(await readFile(path.join(root, 'node_modules', 'mongodb', 'package.json'), 'utf8'));
+    return pkg.version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function describeUpstream(upstream, buildInfo, hello) {
+  const topology = hello.setName ? `replica set ${hello.setName}` : hello.msg === 'isdbgrid' ? 'mongos' : 'standalone';
+  const ferret = buildInfo.ferretdbVersion ?? buildInfo.ferretdb?.version;
+  if (upstream.kind === 'ferretdb') {
+    return `FerretDB ${ferret ?? upstream.ferretdbVersion} (SQLite handler, local, reports MongoDB ${buildInfo.version})`;
+  }
+  return `${ferret ? `FerretDB ${ferret}` : `MongoDB ${buildInfo.version}`} (${topology}) from MONGODB_URI`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+const CLIENT_OPTIONS = { maxPoolSize: 64, serverSelectionTimeoutMS: 15_000, appName: 'mtp-bench' };
+
+/** Opens the pool (32 concurrent pings, several rounds) so no measured operation pays a connect. */
+async function warmTarget(client) {
+  const admin = client.db('admin');
+  for (let i = 0; i < 10; i++) {
+    await Promise.all(Array.from({ length: 32 }, () => admin.command({ ping: 1 })));
+  }
+}
+
+/**
+ * Measures one workload against every target. All targets are warmed up first; then the
+ * operations run in `rounds` slices, each slice visiting every target, in an order that rotates
+ * from round to round, so that a burst of load from elsewhere on the machine is spread over all
+ * targets instead of landing on one.
+ */
+async function measureWorkload(workload, targetNames, targets, database, rounds) {
+  for (const name of targetNames) await workload.warmup(targets[name].client.db(database), name);
+  if (workload.interleaved) return measureInterleaved(workload, targetNames, targets, database);
+
+  const slices = workload.splittable ? split(workload.ops, Math.min(rounds, workload.ops)) : [workload.ops];
+  const totals = Object.fromEntries(
+    targetNames.map((name) => [name, { ops: 0, docs: 0, wallNs: 0, latencies: [], childCpuUs: 0, clientCpuUs: 0, rss: null }]),
+  );
+  let offset = 0;
+  for (const [round, ops] of slices.entries()) {
+    const order = targetNames.map((_, i) => targetNames[(i + round) % targetNames.length]);
+    for (const name of order) {
+      const { client, child } = targets[name];
+      const total = totals[name];
+      const before = await child?.sample();
+      const clientBefore = process.cpuUsage();
+      const result = await workload.run(client.db(database), name, ops, offset);
+      total.clientCpuUs += cpuMicros(clientBefore, process.cpuUsage());
+      const after = await child?.sample();
+      if (child) {
+        total.childCpuUs += cpuMicros(before.cpu, after.cpu);
+        total.rss = after.rss;
+      }
+      total.ops += result.ops;
+      total.docs += result.docs;
+      total.wallNs += result.wallNs;
+      total.latencies.push(result.latenciesNs);
+    }
+    offset += ops;
+  }
+
+  const summary = {};
+  for (const name of targetNames) {
+    const total = totals[name];
+    const seconds = total.wallNs / 1e9;
+    const hasChild = targets[name].child !== null;
+    summary[name] = {
+      ops: total.ops,
+      docs: total.docs,
+      rounds: slices.length,
+      wallMs: round(total.wallNs / 1e6, 1),
+      opsPerSec: round(total.ops / seconds, 1),
+      docsPerSec: round(total.docs / seconds, 1),
+      throughput: round((workload.unit === 'docs' ? total.docs : total.ops) / seconds, 1),
+      latencyUs: summarize(concat(total.latencies)),
+      cpuUsPerOp: hasChild ? round(total.childCpuUs / total.ops, 2) : null,
+      childCpuMs: hasChild ? round(total.childCpuUs / 1000, 1) : null,
+      rssBytes: total.rss,
+      clientCpuUsPerOp: round(total.clientCpuUs / total.ops, 2),
+    };
+  }
+  return summary;
+}
+
+/**
+ * For the cursor: one stepper per target, all open at once, advanced one batch at a time in a
+ * rotating order. Throughput is documents over the target's own summed batch times (the time
+ * between its batches belongs to the other targets); the children's CPU is sampled around the
+ * whole pass (a child is idle while the others are served). The bench's own CPU cannot be
+ * split between targets here and is left out.
+ */
+async function measureInterleaved(workload, targetNames, targets, database) {
+  const state = {};
+  for (const name of targetNames) {
+    state[name] = { stepper: workload.open(targets[name].client.db(database)), latencies: [], docs: 0, done: false };
+  }
+  const before = {};
+  for (const name of targetNames) before[name] = await targets[name].child?.sample();
+  try {
+    for (let step = 0; targetNames.some((name) => !state[name].done); step++) {
+      for (let i = 0; i < targetNames.length; i++) {
+        const s = state[targetNames[(i + step) % targetNames.length]];
+        if (s.done) continue;
+        const batch = await s.stepper.next();
+        if (batch === null) {
+          s.done = true;
+        } else {
+          s.latencies.push(batch.latencyNs);
+          s.docs += batch.docs;
+        }
+      }
+    }
+  } finally {
+    for (const name of targetNames) await state[name].stepper.close();
+  }
+  const summary = {};
+  for (const name of targetNames) {
+    const { child } = targets[name];
+    const after = await child?.sample();
+    const s = state[name];
+    if (workload.expectedDocs !== undefined && s.docs !== workload.expectedDocs) {
+      throw new Error(`${workload.name} through ${name} returned ${s.docs} documents, expected ${workload.expectedDocs}`);
+    }
+    const ops = s.latencies.length;
+    const busyNs = s.latencies.reduce((sum, value) => sum + value, 0);
+    const seconds = busyNs / 1e9;
+    const childCpuUs = child ? cpuMicros(before[name].cpu, after.cpu) : null;
+    summary[name] = {
+      ops,
+      docs: s.docs,
+      rounds: 1,
+      wallMs: round(busyNs / 1e6, 1),
+      opsPerSec: round(ops / seconds, 1),
+      docsPerSec: round(s.docs / seconds, 1),
+      throughput: round((workload.unit === 'docs' ? s.docs : ops) / seconds, 1),
+      latencyUs: summarize(Float64Array.from(s.latencies)),
+      cpuUsPerOp: childCpuUs == null ? null : round(childCpuUs / ops, 2),
+      childCpuMs: childCpuUs == null ? null : round(childCpuUs / 1000, 1),
+      rssBytes: after?.rss ?? null,
+      clientCpuUsPerOp: null,
+    };
+  }
+  return summary;
+}
+
+/** `total` split into `parts` near-equal positive integers. */
+function split(total, parts) {
+  const base = Math.floor(total / parts);
+  return Array.from({ length: parts }, (_, i) => base + (i < total % parts ? 1 : 0));
+}
+
+function concat(arrays) {
+  const out = new Float64Array(arrays.reduce((sum, array) => sum + array.length, 0));
+  let at = 0;
+  for (const array of arrays) {
+    out.set(array, at);
+    at += array.length;
+  }
+  return out;
+}
+
+function ratios(targets) {
+  const { direct, pipe, proxy } = targets;
+  const p50 = (t) => t?.latencyUs.p50;
+  return {
+    throughput: {
+      proxyPipe: ratio(proxy?.throughput, pipe?.throughput),
+      proxyDirect: ratio(proxy?.throughput, direct?.throughput),
+      pipeDirect: ratio(pipe?.throughput, direct?.throughput),
+    },
+    p50: {
+      proxyPipe: ratio(p50(proxy), p50(pipe)),
+      proxyDirect: ratio(p50(proxy), p50(direct)),
+      pipeDirect: ratio(p50(pipe), p50(direct)),
+    },
+    p99: {
+      proxyPipe: ratio(proxy?.latencyUs.p99, pipe?.latencyUs.p99),
+      proxyDirect: ratio(proxy?.latencyUs.p99, direct?.latencyUs.p99),
+    },
+    cpuPerOp: { proxyPipe: ratio(proxy?.cpuUsPerOp, pipe?.cpuUsPerOp) },
+    addedP50OverPipeUs: proxy && pipe ? round(p50(proxy) - p50(pipe), 1) : null,
+    addedP50OverDirectUs: proxy && direct ? round(p50(proxy) - p50(direct), 1) : null,
+  };
+}
+
+/** The project's performance targets, shown next to the measurements (never pass/fail). */
+function goals(results) {
+  const list = [];
+  for (const workload of results) {
+    if (workload.small && workload.concurrency === 1) {
+      const value = workload.ratios.addedP50OverPipeUs;
+      list.push({
+        id: `addedP50OverPipe:${workload.name}`,
+        label: `added p50 over the pipe, ${workload.label}`,
+        value,
+        display: value == null ? '-' : `${value >= 0 ? '+' : ''}${value.toFixed(1)} µs`,
+        target: 30,
+        targetDisplay: '<= 30 µs',
+        met: value == null ? null : value <= 30,
+      });
+    }
+  }
+  for (const workload of results) {
+    if (workload.small) {
+      const value = workload.ratios.cpuPerOp.proxyPipe;
+      list.push({
+        id: `cpuPerOp:${workload.name}`,
+        label: `cpu per op proxy/pipe, ${workload.label}`,
+        value,
+        display: value == null ? '-' : `${value.toFixed(2)}x`,
+        target: 1.5,
+        targetDisplay: '<= 1.50x',
+        met: value == null ? null : value <= 1.5,
+      });
+    }
+  }
+  const cursor = results.find((workload) => workload.name === 'cursor');
+  if (cursor) {
+    const value = cursor.ratios.throughput.proxyDirect;
+    list.push({
+      id: 'cursorThroughput',
+      label: 'cursor docs/s proxy/direct',
+      value,
+      display: value == null ? '-' : `${(value * 100).toFixed(1)} %`,
+      target: 0.95,
+      targetDisplay: '>= 95.0 %',
+      met: value == null ? null : value >= 0.95,
+    });
+  }
+  return list;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const settings = readSettings();
+  const selectedWorkloads = (() => {
+    const all = workloads(settings);
+    const names = listEnv('BENCH_WORKLOADS', all.map((workload) => workload.name));
+    return all.filter((workload) => names.includes(workload.name));
+  })();
+
+  const cleanups = []; // run in reverse order
+  let cleaning;
+  const cleanup = () => {
+    cleaning ??= (async () => {
+      for (const step of cleanups.reverse()) {
+        try {
+          await step();
+        } catch (error) {
+          log(`cleanup: ${error instanceof Error ? error.message : String(error)}`);
+        }
+      }
+    })();
+    return cleaning;
+  };
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      log(`${signal}: cleaning up`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  const watchdog = setTimeout(() => {
+    log(`still running after ${settings.timeoutS} s (BENCH_TIMEOUT_S): giving up`);
+    void cleanup().finally(() => process.exit(1));
+  }, settings.timeoutS * 1000);
+  watchdog.unref();
+
+  const results = [];
+  let meta;
+  try {
+    const upstream = await startUpstream();
+    cleanups.push(() => upstream.stop());
+    log(`upstream: ${redact(upstream.uri)}`);
+
+    const directClient = new MongoClient(upstream.uri, CLIENT_OPTIONS);
+    cleanups.push(() => directClient.close());
+    await directClient.connect();
+    const admin = directClient.db('admin');
+    const hello = await admin.command({ hello: 1 });
+    const buildInfo = await admin.command({ buildInfo: 1 });
+
+    const database = `mtp_bench_${new Date().toISOString().replace(/[-:]/g, '').slice(0, 15)}_${randomBytes(3).toString('hex')}`;
+    cleanups.push(async () => {
+      await directClient.db(database).dropDatabase();
+      log(`dropped database ${database}`);
+    });
+    log(`seeding ${database}`);
+    await seed(directClient.db(database), settings, log);
+
+    const targets = { direct: { client: directClient, child: null } };
+    if (settings.targets.includes('pipe')) {
+      const forward = pipeUpstream(upstream.uri, hello);
+      const child = await TargetChild.start('pipe', path.join(here, 'pipe-child.mjs'), { upstream: forward });
+      cleanups.push(() => child.stop());
+      const client = new MongoClient(uriThroughPipe(upstream.uri, child.address), CLIENT_OPTIONS);
+      cleanups.push(() => client.close());
+      targets.pipe = { client, child };
+      log(`pipe (pid ${child.pid}) on ${hostPort(child.address)} → ${hostPort(forward)}`);
+    }
+    if (settings.targets.includes('proxy')) {
+      const child = await TargetChild.start('proxy', path.join(here, 'proxy-child.mjs'), {
+        upstreamUri: upstream.uri,
+        overrides: settings.proxyOverrides,
+      });
+      cleanups.push(() => child.stop());
+      const client = new MongoClient(`mongodb://${hostPort(child.address)}/?directConnection=true`, CLIENT_OPTIONS);
+      cleanups.push(() => client.close());
+      targets.proxy = { client, child };
+      log(`proxy (pid ${child.pid}) on ${hostPort(child.address)}`);
+    }
+    const targetNames = ALL_TARGETS.filter((name) => name === 'direct' ? settings.targets.includes('direct') : targets[name]);
+    for (const name of targetNames) {
+      await targets[name].client.connect();
+      await warmTarget(targets[name].client);
+    }
+    log(`warmed up ${targetNames.join(', ')}`);
+
+    for (const workload of selectedWorkloads) {
+      const measured = await measureWorkload(workload, targetNames, targets, database, settings.rounds);
+      for (const [name, result] of Object.entries(measured)) {
+        log(
+          `${workload.name.padEnd(13)} ${name.padEnd(6)} ${Math.round(result.throughput).toLocaleString('en-US').padStart(9)} ${workload.unit}/s` +
+            `  p50 ${result.latencyUs.p50} µs  p99 ${result.latencyUs.p99} µs` +
+            (result.cpuUsPerOp == null ? '' : `  cpu ${result.cpuUsPerOp} µs/op`),
+        );
+      }
+      results.push({
+        name: workload.name,
+        label: workload.label,
+        unit: workload.unit,
+        op: workload.opLabel,
+        small: workload.small,
+        concurrency: workload.concurrency,
+        ops: workload.ops,
+        targets: measured,
+        ratios: ratios(measured),
+      });
+    }
+
+    meta = {
+      date: new Date(startedAt).toISOString(),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model?.trim() ?? 'unknown',
+      loadAverage: { start: loadAtStart, end: os.loadavg().map((value) => round(value, 2)) },
+      driverVersion: await driverVersion(),
+      git: gitInfo(),
+      upstream: {
+        kind: upstream.kind,
+        description: describeUpstream(upstream, buildInfo, hello),
+        version: buildInfo.version,
+        ferretdbVersion: buildInfo.ferretdbVersion ?? buildInfo.ferretdb?.version ?? upstream.ferretdbVersion ?? null,
+        uri: redact(upstream.uri),
+        pipeForwardsTo: targets.pipe ? hostPort(pipeUpstream(upstream.uri, hello)) : null,
+      },
+      proxy: targets.proxy
+        ? {
+            pid: targets.proxy.child.pid,
+            config: targets.proxy.child.info?.config ?? null,
+            upstreamAsSeenByProxy: targets.proxy.child.info?.upstream ?? null,
+          }
+        : null,
+      database,
+      settings: { ...settings, out: path.relative(root, settings.out) },
+    };
+  } finally {
+    await cleanup();
+    clearTimeout(watchdog);
+  }
+
+  meta.durationS = (Date.now() - startedAt) / 1000;
+  const report = { meta, workloads: results, goals: goals(results) };
+  process.stdout.write(`${formatReport(report)}\n`);
+  await mkdir(path.dirname(settings.out), { recursive: true });
+  await writeFile(settings.out, `${JSON.stringify(report, null, 2)}\n`);
+  log(`wrote ${path.relative(process.cwd(), settings.out) || settings.out}`);
+}
+
+main().catch((error) => {
+  process.stderr.write(`[bench] failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});
