@@ -128,10 +128,61 @@ export interface IdentityConfig {
   maxTenantLabels: number;
 }
 
+/** BSON type of the tenant value stamped into documents and used in filters (catalogue G8). */
+export type TenantValueType = 'string' | 'objectId' | 'uuid' | 'int64';
+
+/**
+ * How a namespace keeps tenants apart:
+ * - `shared-collection`: one collection for all tenants, a tenant field in every document;
+ * - `database-per-tenant`: the client's database is mapped to the tenant's own database;
+ * - `collection-prefix`: the client's collection is mapped to the tenant's own collection.
+ */
+export type IsolationModel = 'shared-collection' | 'database-per-tenant' | 'collection-prefix';
+
+/** What a tenant may do in a namespace. */
+export type NamespaceAccess = 'scoped' | 'shared-readonly' | 'denied';
+
+export interface NamespaceRule {
+  /** `db.collection` glob: `*` matches any run of characters except `.` in the db part; e.g. `app.*`, `ref.countries`, `*.audit_*`. */
+  match: string;
+  model?: IsolationModel;
+  access?: NamespaceAccess;
+}
+
+export interface IsolationConfig {
+  /**
+   * `enforce` (default) or `audit-only`: decisions are computed, logged and counted but NOT
+   * enforced. Only for rolling out new rules; it must be spelled out in full and logs a loud
+   * warning at start-up and sets a metric.
+   */
+  mode: 'enforce' | 'audit-only';
+  /** Field holding the tenant in shared collections (default `tenantId`). */
+  tenantField: string;
+  tenantValueType: TenantValueType;
+  defaultModel: IsolationModel;
+  /** database-per-tenant: physical database name; `{tenant}` and `{db}` are replaced (injective: validated). */
+  databaseTemplate: string;
+  /** collection-prefix: physical collection name; `{tenant}` and `{collection}` are replaced. */
+  collectionTemplate: string;
+  /** Ordered rules; the first whose `match` fits a namespace decides its model and access. */
+  namespaces: NamespaceRule[];
+  /** Upper bound (and default) for maxTimeMS on every command that takes one. */
+  maxTimeMS: number;
+  /** HMAC key deriving upstream session ids per tenant (a secret); null: a random key per process. */
+  sessionKey: string | null;
+  audit: {
+    /** File the audit stream is appended to (JSON lines); null: the main log with `audit: true`. */
+    file: string | null;
+    /** Largest audit event in bytes; larger ones are truncated (never values anyway). */
+    maxEventBytes: number;
+  };
+}
+
 export interface ProxyConfig {
   /** Client-facing listeners; `--listen` / MTP_LISTEN set the first one's address. */
   listeners: ListenerConfig[];
   identity: IdentityConfig;
+  isolation: IsolationConfig;
   upstream: {
     /** Standard `mongodb://` URI: hosts, TLS options, the proxy's own credentials. */
     uri: string;

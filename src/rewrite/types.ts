@@ -1,0 +1,107 @@
+/**
+ * Contracts of the isolation engine (policy + rewrite). The specification is
+ * ../shared/design/isolation-catalogue.md; item numbers are cited as "catalogue N".
+ *
+ * Flow for every command of a connection with an established tenant (src/rewrite/engine.ts):
+ *   classify (policy/commands.ts) → refuse | answer locally | rewrite with the command's handler
+ *   → validate every filter / update / pipeline / document it touches (policy/validate.ts)
+ *   → resolve every namespace it names (NamespaceResolver) → produce the bytes to forward
+ *   and, when needed, a reply transform (cursor registration, names mapped back, errors scrubbed).
+ * Everything the engine does not understand is refused (deny by default).
+ * Pure: no sockets, no logging; decisions are reported as `notes` for audit and metrics.
+ */
+import type { IsolationModel, NamespaceAccess } from '../config/types.js';
+import { ErrorCodes, ProxyError } from '../errors.js';
+import type { RawDocument, RawValue } from '../wire/raw-bson.js';
+
+/** Why a command was refused: a stable rule id (for metrics, audit and docs) and a message naming it, never data. */
+export class PolicyRefusal extends ProxyError {
+  readonly rule: string;
+
+  constructor(rule: string, message: string, code: number = ErrorCodes.Unauthorized) {
+    super(code, `mongo-tenant-proxy refused the command (rule ${rule}): ${message}`);
+    this.rule = rule;
+  }
+
+  override get name(): string {
+    return 'PolicyRefusal';
+  }
+}
+
+export type Access = 'read' | 'write';
+
+/** A namespace as the client named it and as it is on the server. */
+export interface ResolvedNamespace {
+  /** Physical names to send upstream. */
+  db: string;
+  coll: string;
+  model: IsolationModel;
+  access: NamespaceAccess;
+  /** True when documents must carry / be filtered by the tenant field (shared-collection, scoped). */
+  tenantFiltered: boolean;
+}
+
+/** Maps client namespaces to physical ones and refuses what the tenant may not touch. */
+export interface NamespaceResolver {
+  /** Throws PolicyRefusal for system / denied namespaces, writes to shared-readonly ones, bad names. */
+  resolve(db: string, coll: string, access: Access): ResolvedNamespace;
+  /** A database named without a collection (e.g. `aggregate: 1`, listCollections, dropDatabase). */
+  resolveDatabase(db: string, access: Access): { db: string; model: IsolationModel };
+  /** Physical → client names for replies (cursor `ns`, listCollections names, error messages); undefined when not the tenant's. */
+  toClient(db: string, coll?: string): { db: string; coll?: string } | undefined;
+}
+
+/** Everything a handler knows about the caller. */
+export interface TenantContext {
+  tenant: string;
+  /** The tenant as a BSON value of the configured type (G8: never null, always scalar). */
+  tenantValue: RawValue;
+  /** Name of the tenant field in shared collections. */
+  field: string;
+  namespaces: NamespaceResolver;
+  /** Cap for maxTimeMS (also the default when the client sends none). */
+  maxTimeMS: number;
+}
+
+/** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */
+export interface CommandInput {
+  name: string;
+  db: string;
+  body: RawDocument;
+  /** Kind-1 document sequences by identifier (`documents`, `updates`, `deletes`, `ops`, `nsInfo`). */
+  sequences: ReadonlyMap<string, readonly Uint8Array[]>;
+  /** The request has moreToCome (w:0): there will be no reply to correct or scrub. */
+  moreToCome: boolean;
+}
+
+/** A decision worth auditing and counting. */
+export interface RewriteNote {
+  kind: 'rewrite' | 'refusal';
+  /** e.g. `filter.tenant`, `insert.stamp`, `pipeline.match`, `maxTimeMS.cap`, `lsid.map`. */
+  rule: string;
+  namespace?: string;
+}
+
+/** What to do with the upstream's reply. */
+export interface ReplyPlan {
+  /** Register cursor ids found in the reply (`cursor.id`) as owned by this tenant, for this namespace. */
+  registerCursor?: { db: string; coll: string };
+  /** Map physical names in the reply back to the client's (database-per-tenant, collection-prefix). */
+  mapNames?: boolean;
+  /** For listCollections / listIndexes: drop entries the tenant may not see, strip `options`. */
+  filterListing?: 'collections' | 'indexes';
+  /** Remove values from error messages (duplicate-key, conversion errors: catalogue 60-61). */
+  scrubErrors: boolean;
+}
+
+export interface RewriteResult {
+  /** The command body to forward (with `$db` possibly mapped). */
+  body: RawDocument;
+  /** Sequences to forward, by identifier (already rewritten). */
+  sequences: ReadonlyMap<string, readonly Uint8Array[]>;
+  reply: ReplyPlan;
+  notes: RewriteNote[];
+}
+
+/** A command handler: checks and rewrites one command kind. Throws PolicyRefusal. */
+export type CommandHandler = (input: CommandInput, context: TenantContext) => RewriteResult;

@@ -1,0 +1,191 @@
+/**
+ * A lossless, shallow view of BSON documents for the rewriter: a document is its list of
+ * elements, each keeping its raw value bytes. Nothing is decoded unless asked, so rewriting a
+ * command never changes a client value (int64 stays int64, key order and numeric-looking keys
+ * stay as sent, doubles keep their bits). Documents must already have passed validateDocument.
+ *
+ * Build new documents by listing elements; new scalar values come from `valueOf` (encoded once
+ * by the bson serializer) and existing ones are reused as they were.
+ */
+import { ErrorCodes, ProxyError } from '../errors.js';
+import { serialize } from './bson.js';
+import { BsonType, elements as scanElements, readString, type BsonElement } from './bson-scan.js';
+
+/** One element: its name, BSON type and the exact bytes of its value. */
+export interface RawElement {
+  readonly name: string;
+  readonly type: number;
+  readonly value: Uint8Array;
+}
+
+/** A BSON value without a name: what `valueOf` makes and `RawElement` carries. */
+export interface RawValue {
+  readonly type: number;
+  readonly value: Uint8Array;
+}
+
+export class RawDocument {
+  readonly elements: readonly RawElement[];
+
+  constructor(elements: readonly RawElement[]) {
+    this.elements = elements;
+  }
+
+  /** Splits a (validated) BSON document into its top-level elements; values are views. */
+  static parse(bytes: Uint8Array): RawDocument {
+    const found: BsonElement[] = scanElements(bytes);
+    return new RawDocument(
+      found.map((element) => ({
+        name: element.name,
+        type: element.type,
+        value: bytes.subarray(element.offset, element.offset + element.length),
+      })),
+    );
+  }
+
+  get(name: string): RawElement | undefined {
+    return this.elements.find((element) => element.name === name);
+  }
+
+  has(name: string): boolean {
+    return this.elements.some((element) => element.name === name);
+  }
+
+  get names(): string[] {
+    return this.elements.map((element) => element.name);
+  }
+
+  /** The first element (a command's name). */
+  get first(): RawElement | undefined {
+    return this.elements[0];
+  }
+
+  /** A copy with `name` set to `value`, replacing it in place or appending it at the end. */
+  with(name: string, value: RawValue): RawDocument {
+    const element: RawElement = { name, type: value.type, value: value.value };
+    const index = this.elements.findIndex((existing) => existing.name === name);
+    if (index < 0) return new RawDocument([...this.elements, element]);
+    const next = [...this.elements];
+    next[index] = element;
+    return new RawDocument(next);
+  }
+
+  /** A copy with `name` first (replacing any existing element of that name). */
+  withFirst(name: string, value: RawValue): RawDocument {
+    return new RawDocument([{ name, type: value.type, value: value.value }, ...this.elements.filter((e) => e.name !== name)]);
+  }
+
+  /** A copy without the named elements. */
+  without(...names: string[]): RawDocument {
+    return new RawDocument(this.elements.filter((element) => !names.includes(element.name)));
+  }
+
+  /** The document's BSON bytes. */
+  toBytes(): Uint8Array {
+    return encodeElements(this.elements);
+  }
+
+  /** This document as a value (type 0x03) for another document or array. */
+  toValue(): RawValue {
+    return { type: BsonType.document, value: this.toBytes() };
+  }
+}
+
+/** BSON bytes of a document made of these elements (one allocation). */
+export function encodeElements(elements: readonly RawElement[]): Uint8Array {
+  const names = elements.map((element) => Buffer.from(element.name, 'utf8'));
+  let length = 5;
+  elements.forEach((element, index) => {
+    length += 1 + names[index]!.length + 1 + element.value.length;
+  });
+  const out = Buffer.allocUnsafe(length);
+  out.writeInt32LE(length, 0);
+  let at = 4;
+  elements.forEach((element, index) => {
+    out[at++] = element.type;
+    at += names[index]!.copy(out, at);
+    out[at++] = 0;
+    out.set(element.value, at);
+    at += element.value.length;
+  });
+  out[at] = 0;
+  return out;
+}
+
+/** A document value from named values, in order. */
+export function documentOf(entries: ReadonlyArray<readonly [string, RawValue]>): RawValue {
+  return { type: BsonType.document, value: encodeElements(entries.map(([name, v]) => ({ name, type: v.type, value: v.value }))) };
+}
+
+/** An array value from values, in order. */
+export function arrayOf(values: readonly RawValue[]): RawValue {
+  return { type: BsonType.array, value: encodeElements(values.map((v, index) => ({ name: String(index), type: v.type, value: v.value }))) };
+}
+
+/** Encodes one JavaScript / BSON-class value (use bson's Long, ObjectId, UUID… for exact types). */
+export function valueOf(value: unknown): RawValue {
+  const bytes = serialize({ v: value });
+  // Layout: int32 size, type byte, "v\0", value…, 0x00.
+  const type = bytes[4]!;
+  return { type, value: bytes.subarray(7, bytes.length - 1) };
+}
+
+/** The array or document value as its own RawDocument (arrays: names "0", "1", …). */
+export function childDocument(value: RawValue): RawDocument {
+  if (value.type !== BsonType.document && value.type !== BsonType.array) {
+    throw new ProxyError(ErrorCodes.TypeMismatch, 'expected a document or an array');
+  }
+  return RawDocument.parse(value.value);
+}
+
+/** Array items in order (the element names of a valid array are "0", "1", … and are not kept). */
+export function arrayItems(value: RawValue): RawValue[] {
+  if (value.type !== BsonType.array) throw new ProxyError(ErrorCodes.TypeMismatch, 'expected an array');
+  return RawDocument.parse(value.value).elements.map(({ type, value: bytes }) => ({ type, value: bytes }));
+}
+
+export function isDocument(value: RawValue | undefined): value is RawValue {
+  return value?.type === BsonType.document;
+}
+
+export function isArray(value: RawValue | undefined): value is RawValue {
+  return value?.type === BsonType.array;
+}
+
+/** A string value's text (NUL inside is refused by the reader, catalogue item 52). */
+export function stringOf(value: RawValue): string {
+  if (value.type !== BsonType.string) throw new ProxyError(ErrorCodes.TypeMismatch, 'expected a string');
+  const wrapper = encodeElements([{ name: 's', type: value.type, value: value.value }]);
+  const element = scanElements(wrapper)[0]!;
+  return readString(wrapper, element);
+}
+
+/** A numeric value (int32, int64 when safe, double) as a JS number; undefined for other types. */
+export function numberOf(value: RawValue): number | undefined {
+  const bytes = Buffer.from(value.value.buffer, value.value.byteOffset, value.value.byteLength);
+  switch (value.type) {
+    case BsonType.int32:
+      return bytes.readInt32LE(0);
+    case BsonType.double:
+      return bytes.readDoubleLE(0);
+    case BsonType.int64: {
+      const big = bytes.readBigInt64LE(0);
+      return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** A boolean-ish value as drivers send flags: bool, or a number (non-zero is true). */
+export function truthy(value: RawValue | undefined): boolean {
+  if (value === undefined) return false;
+  if (value.type === BsonType.boolean) return value.value[0] === 1;
+  const n = numberOf(value);
+  return n !== undefined && n !== 0;
+}
+
+/** Byte-exact equality of two values (type and bytes). */
+export function sameValue(a: RawValue, b: RawValue): boolean {
+  return a.type === b.type && Buffer.compare(Buffer.from(a.value), Buffer.from(b.value)) === 0;
+}
