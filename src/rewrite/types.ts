@@ -92,6 +92,19 @@ export interface ReplyPlan {
   filterListing?: 'collections' | 'indexes';
   /** Remove values from error messages (duplicate-key, conversion errors: catalogue 60-61). */
   scrubErrors: boolean;
+  /**
+   * getMore / killCursors: the cursors the forwarded request names (physical namespace), so the
+   * registry forgets them when the reply shows them exhausted, killed or gone (policy/cursors.ts
+   * observeCursorReply).
+   */
+  cursorsInRequest?: { command: 'getMore' | 'killCursors'; db: string; coll: string; ids: readonly bigint[] };
+  /**
+   * killCursors: ids withheld from the request because they are not the tenant's; the reply must
+   * list them in `cursorsNotFound` (policy/cursors.ts mergeCursorsNotFound).
+   */
+  cursorsNotFound?: readonly bigint[];
+  /** Forward nothing and answer with this document (e.g. killCursors naming only foreign ids). */
+  localReply?: import('../wire/bson.js').Document;
 }
 
 export interface RewriteResult {
