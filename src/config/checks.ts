@@ -46,6 +46,82 @@ interface FileIdentity {
   failureDelay: { baseMS: number; maxMS: number };
 }
 
+interface FileIsolation {
+  mode: string;
+  tenantField: string;
+  defaultModel: string;
+  databaseTemplate: string;
+  collectionTemplate: string;
+  namespaces: { match: string; model?: string; access?: string }[];
+  sessionKey: string | null;
+}
+
+/** Characters MongoDB refuses in database names (Unix and Windows), plus NUL. */
+const DB_NAME_FORBIDDEN = /[/\\. "$*<>:|?\0]/;
+/** Longest database name MongoDB accepts, in bytes. */
+const MAX_DB_NAME_BYTES = 63;
+/** Characters the escaped tenant is made of (src/policy/namespaces.ts); a separator must not be one, in any case. */
+const ESCAPED_TENANT_CHAR = /[A-Za-z0-9-]/;
+
+/**
+ * Checks a physical-name template: `{tenant}` and `{<placeholder>}` exactly once each, no other
+ * braces, and a separator between them whose character next to `{tenant}` cannot be part of an
+ * escaped tenant, so the mapping is injective (catalogue 64). Returns what is wrong, or null.
+ */
+export function templateProblem(template: string, placeholder: 'db' | 'collection'): string | null {
+  const other = `{${placeholder}}`;
+  const count = (needle: string): number => template.split(needle).length - 1;
+  if (count('{tenant}') !== 1 || count(other) !== 1) return `must contain {tenant} and ${other} exactly once each`;
+  const literal = template.replace('{tenant}', '').replace(other, '');
+  if (/[{}]/.test(literal)) return `may contain no braces other than {tenant} and ${other}`;
+  const tenantAt = template.indexOf('{tenant}');
+  const otherAt = template.indexOf(other);
+  const between = tenantAt < otherAt ? template.slice(tenantAt + 8, otherAt) : template.slice(otherAt + other.length, tenantAt);
+  const boundary = tenantAt < otherAt ? between[0] : between[between.length - 1];
+  if (boundary === undefined || ESCAPED_TENANT_CHAR.test(boundary)) {
+    return (
+      `needs a separator between {tenant} and ${other} whose character next to {tenant} is not a letter, a digit ` +
+      `or "-" (e.g. "{tenant}_${other}"), or two tenants could map to the same name`
+    );
+  }
+  if (placeholder === 'db') {
+    if (DB_NAME_FORBIDDEN.test(literal)) return 'would make invalid database names: MongoDB refuses /\\. "$*<>:|? and NUL in them';
+    if (Buffer.byteLength(literal) + 2 > MAX_DB_NAME_BYTES) return `leaves no room for names within ${MAX_DB_NAME_BYTES} bytes`;
+  } else {
+    if (/[$\0]/.test(literal)) return 'would make invalid collection names: MongoDB refuses "$" and NUL in them';
+    if (template.startsWith('system.')) return 'would make system collections (names starting with "system.")';
+  }
+  return null;
+}
+
+/** A `db.collection` glob from isolation.namespaces: what is wrong with it, or null. */
+export function namespaceGlobProblem(match: string): string | null {
+  const dot = match.indexOf('.');
+  if (dot <= 0 || dot === match.length - 1) return 'must be "db.collection" (a glob such as "app.*"), with both parts non-empty';
+  const db = match.slice(0, dot);
+  const coll = match.slice(dot + 1);
+  if (/[/\\ "$<>:|?\0]/.test(db)) return 'has a character MongoDB refuses in database names (/\\ "$<>:|? NUL)';
+  if (/[$\0]/.test(coll)) return 'has "$" or NUL in the collection part';
+  if (['admin', 'local', 'config'].includes(db)) return `names database "${db}", which is never reachable through the proxy`;
+  if (coll.startsWith('system.')) return 'names system collections, which are never reachable through the proxy';
+  return null;
+}
+
+/** Shortest isolation.sessionKey accepted. */
+export const MIN_SESSION_KEY_LENGTH = 32;
+
+/**
+ * Lines the proxy logs at warn level (and repeats) at start-up for this isolation section; the
+ * one for `audit-only` is deliberately loud: nothing is enforced in that mode.
+ */
+export function isolationWarnings(isolation: { mode: string }): string[] {
+  if (isolation.mode !== 'audit-only') return [];
+  return [
+    'ISOLATION IS NOT ENFORCED: isolation.mode is "audit-only". Every decision is only logged and counted; ' +
+      "tenants can read, change and delete each other's data. Use it only to roll out new rules, never in production.",
+  ];
+}
+
 /**
  * Compiles a configured pattern with the flags the identity layer uses (certificate rules: `u`;
  * passthrough user patterns: none) and tells whether it has a named group `tenant`; `error`
@@ -105,6 +181,7 @@ export function crossFieldIssues(data: Record<string, unknown>, sources: Readonl
   };
   const listeners = data['listeners'] as FileListener[];
   const identity = data['identity'] as FileIdentity;
+  const isolation = data['isolation'] as FileIsolation;
   const label = (index: number): string => `listeners[${index}] "${listeners[index]?.name ?? ''}"`;
 
   const names = new Map<string, number>();
@@ -249,6 +326,30 @@ export function crossFieldIssues(data: Record<string, unknown>, sources: Readonl
 
   const { baseMS, maxMS } = identity.failureDelay;
   if (baseMS > maxMS) report(['identity', 'failureDelay', 'baseMS'], `must be <= maxMS (${maxMS}) (got ${baseMS})`);
+
+  // Isolation.
+  const field = isolation.tenantField;
+  if (field === '_id') {
+    report(['isolation', 'tenantField'], 'must not be "_id" (the _id index is global and cannot hold the tenant)');
+  } else if (/[$.\0]/.test(field)) {
+    report(['isolation', 'tenantField'], `must be a plain top-level field name, without "$", "." or NUL (got ${JSON.stringify(field)})`);
+  }
+  const databaseProblem = templateProblem(isolation.databaseTemplate, 'db');
+  if (databaseProblem !== null) report(['isolation', 'databaseTemplate'], `${databaseProblem} (got ${JSON.stringify(isolation.databaseTemplate)})`);
+  const collectionProblem = templateProblem(isolation.collectionTemplate, 'collection');
+  if (collectionProblem !== null) {
+    report(['isolation', 'collectionTemplate'], `${collectionProblem} (got ${JSON.stringify(isolation.collectionTemplate)})`);
+  }
+  isolation.namespaces.forEach((rule, index) => {
+    const problem = namespaceGlobProblem(rule.match);
+    if (problem !== null) report(['isolation', 'namespaces', index, 'match'], `${problem} (got ${JSON.stringify(rule.match)})`);
+    if (rule.model === undefined && rule.access === undefined) {
+      report(['isolation', 'namespaces', index], 'sets neither model nor access, so it changes nothing; set one or remove the rule');
+    }
+  });
+  if (isolation.sessionKey !== null && isolation.sessionKey.length < MIN_SESSION_KEY_LENGTH) {
+    report(['isolation', 'sessionKey'], `must be at least ${MIN_SESSION_KEY_LENGTH} characters (a random secret)`);
+  }
 
   return issues;
 }

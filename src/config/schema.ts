@@ -72,6 +72,11 @@ export const CLIENT_CERTIFICATE_MODES = ['none', 'optional', 'required'] as cons
 export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
 export const CERTIFICATE_FIELDS = ['san-uri', 'san-dns', 'san-email', 'subject-cn', 'subject-ou', 'subject-o'] as const;
 export const SCRAM_MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1'] as const;
+/** `audit-only` must be written exactly so; there are no aliases (`audit`, `dry-run`, `Audit-Only`…). */
+export const ISOLATION_MODES = ['enforce', 'audit-only'] as const;
+export const TENANT_VALUE_TYPES = ['string', 'objectId', 'uuid', 'int64'] as const;
+export const ISOLATION_MODELS = ['shared-collection', 'database-per-tenant', 'collection-prefix'] as const;
+export const NAMESPACE_ACCESS = ['scoped', 'shared-readonly', 'denied'] as const;
 /**
  * JWS algorithms accepted for `plain-jwt` (as src/identity/plain-jwt.ts verifies them). `none`
  * never is; HS* must be listed explicitly and needs a symmetric (`oct`) JWK in `keyFile`.
@@ -293,6 +298,105 @@ const sections: Record<string, SchemaNode> = {
       100_000,
     ),
   }),
+  isolation: section(
+    'Tenant isolation: every command is checked against an allowlist and rewritten so it reaches only ' +
+      "its tenant's data (see docs/isolation.md).",
+    {
+      mode: {
+        type: 'string',
+        enum: [...ISOLATION_MODES],
+        description:
+          '"enforce" refuses what the rules refuse. "audit-only" computes, logs and counts every decision but ' +
+          'does NOT enforce it (tenants can reach each other\'s data): only for rolling out new rules. It must ' +
+          'be spelled exactly "audit-only", logs a loud warning at start-up and sets a metric.',
+        default: 'enforce',
+      },
+      tenantField: {
+        type: 'string',
+        minLength: 1,
+        description:
+          'Field holding the tenant in every document of shared collections; not "_id", without "$", "." or NUL.',
+        default: 'tenantId',
+      },
+      tenantValueType: {
+        type: 'string',
+        enum: [...TENANT_VALUE_TYPES],
+        description:
+          'BSON type of the tenant value in documents and filters: string, objectId (24 hex digits), uuid or ' +
+          'int64. Non-string types are immune to collation (catalogue G8).',
+        default: 'string',
+      },
+      defaultModel: {
+        type: 'string',
+        enum: [...ISOLATION_MODELS],
+        description:
+          'Isolation model of namespaces no rule in "namespaces" names: shared-collection (a tenant field in ' +
+          "every document), database-per-tenant (the client's database mapped to the tenant's own) or " +
+          "collection-prefix (the client's collection mapped to the tenant's own).",
+        default: 'shared-collection',
+      },
+      databaseTemplate: {
+        type: 'string',
+        minLength: 1,
+        description:
+          'database-per-tenant: the physical database name, with {tenant} (the tenant, escaped to [a-z0-9-]) ' +
+          'and {db} (the client database) each exactly once, separated by a character other than a letter, a ' +
+          'digit or "-" (so the mapping is injective); at most 63 bytes once filled in.',
+        default: '{tenant}_{db}',
+      },
+      collectionTemplate: {
+        type: 'string',
+        minLength: 1,
+        description:
+          'collection-prefix: the physical collection name, with {tenant} (escaped to [a-z0-9-]) and ' +
+          '{collection} each exactly once, separated by a character other than a letter, a digit or "-".',
+        default: '{tenant}.{collection}',
+      },
+      namespaces: {
+        type: 'array',
+        items: item(['match'], {
+          match: {
+            type: 'string',
+            minLength: 1,
+            description:
+              '"db.collection" glob matched against the namespace the client names: "*" matches any run of ' +
+              'characters (except "." in the database part), e.g. "app.*", "ref.countries", "*.audit_*".',
+          },
+          model: {
+            type: 'string',
+            enum: [...ISOLATION_MODELS],
+            description: 'Isolation model of matching namespaces; defaultModel when unset.',
+          },
+          access: {
+            type: 'string',
+            enum: [...NAMESPACE_ACCESS],
+            description:
+              'scoped (the default: the tenant sees only its own data), shared-readonly (reference data every ' +
+              'tenant may read unfiltered, never write) or denied.',
+          },
+        }),
+        description:
+          'Ordered rules; the first whose match fits the client namespace decides its model and access. ' +
+          'admin, local, config and system.* collections are never reachable, whatever the rules say. Env: JSON list.',
+        default: [],
+      },
+      maxTimeMS: integer(
+        'Upper bound for maxTimeMS on every command that takes one, and its value when the client sends none.',
+        60_000,
+        1,
+        MAX_TIMER_MS,
+      ),
+      sessionKey: optionalString(
+        'Secret key (at least 32 characters) deriving upstream session ids per tenant, so retries and restarts ' +
+          'map alike; null: a random key per process (sessions do not survive a restart). Never shown.',
+        { writeOnly: true },
+      ),
+      audit: section('Audit log of every refusal and rewrite: tenant, command, namespace and rule, never values.', {
+        file: optionalString('File the audit events are appended to as JSON lines; null: the main log, with "audit": true.'),
+        maxEventBytes: integer('Largest audit event in bytes; longer ones are truncated.', 8192, 256, 1_048_576),
+      }),
+    },
+  ),
   upstream: section('The MongoDB deployment the proxy forwards to.', {
     uri: {
       type: 'string',

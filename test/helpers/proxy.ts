@@ -54,6 +54,18 @@ export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): Proxy
       reloadIntervalMS: 1_000,
       maxTenantLabels: 100,
     },
+    isolation: {
+      mode: 'enforce',
+      tenantField: 'tenantId',
+      tenantValueType: 'string',
+      defaultModel: 'shared-collection',
+      databaseTemplate: '{tenant}_{db}',
+      collectionTemplate: '{tenant}.{collection}',
+      namespaces: [],
+      maxTimeMS: 60_000,
+      sessionKey: null,
+      audit: { file: null, maxEventBytes: 8192 },
+    },
     upstream: {
       uri: upstreamUri(),
       connectTimeoutMS: 5_000,

@@ -51,6 +51,18 @@ const DEFAULTS: ProxyConfig = {
     reloadIntervalMS: 1_000,
     maxTenantLabels: 100,
   },
+  isolation: {
+    mode: 'enforce',
+    tenantField: 'tenantId',
+    tenantValueType: 'string',
+    defaultModel: 'shared-collection',
+    databaseTemplate: '{tenant}_{db}',
+    collectionTemplate: '{tenant}.{collection}',
+    namespaces: [],
+    maxTimeMS: 60_000,
+    sessionKey: null,
+    audit: { file: null, maxEventBytes: 8192 },
+  },
   upstream: {
     uri: 'mongodb://127.0.0.1:27017/',
     connectTimeoutMS: 10_000,
