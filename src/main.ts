@@ -13,6 +13,10 @@ import { createIdentityServices } from './identity/services.js';
 import { ConnectionRegistry, startListener, type Listener } from './server/listener.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_VERSION } from './version.js';
+import { IsolationEngine } from './rewrite/engine.js';
+import { CursorRegistry } from './policy/cursors.js';
+import { sessionKeyFrom } from './rewrite/sessions.js';
+import { AUDIT_ONLY_WARNING, createAuditLog } from './observability/audit.js';
 
 export interface RunningProxy {
   /** The first listener's address. */
@@ -55,8 +59,22 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     });
     cleanups.push(() => identity.close());
 
+    const { isolation: isolationConfig } = config;
+    const isolation = new IsolationEngine({
+      config: isolationConfig,
+      cursors: new CursorRegistry(),
+      sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
+    });
+    if (isolationConfig.mode === 'audit-only') logger.warn(AUDIT_ONLY_WARNING);
+    metrics.setAuditOnly(isolationConfig.mode === 'audit-only');
+    if (isolationConfig.sessionKey === null) {
+      logger.warn('isolation.sessionKey is not set: upstream session ids change when the proxy restarts, so retries across a restart start new sessions');
+    }
+    const audit = createAuditLog({ ...isolationConfig.audit, logger: logger.child({ component: 'audit' }) });
+    cleanups.push(() => audit.close());
+
     const registry = new ConnectionRegistry();
-    const shared = { config, upstream, server: () => upstream.info, logger, metrics, identity: identity.services };
+    const shared = { config, upstream, server: () => upstream.info, logger, metrics, identity: identity.services, isolation, audit };
     const listeners: Listener[] = [];
     for (const [index, listener] of config.listeners.entries()) {
       const started = await startListener(listener, index, shared, registry);

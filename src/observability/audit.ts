@@ -10,7 +10,7 @@
 import { pino, type Logger } from 'pino';
 import { SERVICE_NAME } from './logger.js';
 
-export type AuditDecision = 'refused' | 'rewritten' | 'would-refuse';
+export type AuditDecision = 'refused' | 'rewritten' | 'would-refuse' | 'would-rewrite';
 
 export interface AuditEvent {
   tenant: string;

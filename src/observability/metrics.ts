@@ -39,6 +39,7 @@ export type ByteFlow = 'received' | 'sent';
  */
 const MAX_PROTOCOL_ERROR_REASONS = 64;
 const REASON_SHAPE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+const REASON_SHAPE_RULE = /^[A-Za-z$][A-Za-z0-9_.$-]{0,63}$/;
 
 /** Operation latency buckets in seconds: 100 µs to 30 s. */
 export const DURATION_BUCKETS = [
@@ -89,6 +90,9 @@ export class ProxyMetrics implements MetricsSource {
   private readonly compressedMessages: Counter<'compressor' | 'direction'>;
   private upstreamPool: (() => { inUse: number; idle: number }) | undefined;
   private readonly authentications: Counter<'listener' | 'mechanism' | 'outcome'>;
+  private readonly policyDecisions: Counter<'decision' | 'rule'>;
+  private readonly auditOnlyMode: Gauge;
+  private readonly policyRules = new Set<string>();
   private readonly tenantOperations: Counter<'tenant' | 'outcome'>;
   private readonly tenantConnections: Gauge<'tenant'>;
   private readonly tenantLabels: Set<string> = new Set();
@@ -162,6 +166,18 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['listener', 'mechanism', 'outcome'],
       registers,
     });
+    this.policyDecisions = new Counter({
+      name: name('policy_decisions_total'),
+      help: 'Isolation decisions by kind (refused, rewritten, would-refuse, would-rewrite in audit-only mode) and rule id.',
+      labelNames: ['decision', 'rule'],
+      registers,
+    });
+    this.auditOnlyMode = new Gauge({
+      name: name('isolation_audit_only'),
+      help: '1 while isolation runs in audit-only mode (decisions logged and counted, NOT enforced).',
+      registers,
+    });
+    this.auditOnlyMode.set(0);
     this.tenantOperations = new Counter({
       name: name('tenant_operations_total'),
       help: 'Commands handled per tenant (the first maxTenantLabels tenants seen; the rest as "other").',
@@ -227,6 +243,20 @@ export class ProxyMetrics implements MetricsSource {
   /** Counts an authentication attempt (or a certificate mapping at connect). */
   authentication(listener: string, mechanism: string, outcome: 'success' | 'failure'): void {
     this.authentications.inc({ listener, mechanism: AUTH_MECHANISM_LABELS.has(mechanism) ? mechanism : 'other', outcome });
+  }
+
+  /** Counts an isolation decision; rule ids come from code, capped like protocol errors anyway. */
+  policyDecision(decision: 'refused' | 'rewritten' | 'would-refuse' | 'would-rewrite', rule: string): void {
+    let label = 'other';
+    if (REASON_SHAPE_RULE.test(rule) && (this.policyRules.has(rule) || this.policyRules.size < 256)) {
+      this.policyRules.add(rule);
+      label = rule;
+    }
+    this.policyDecisions.inc({ decision, rule: label });
+  }
+
+  setAuditOnly(on: boolean): void {
+    this.auditOnlyMode.set(on ? 1 : 0);
   }
 
   tenantConnectionOpened(tenant: string): void {

@@ -33,6 +33,10 @@ import { AUTH_COMMANDS, ConnectionAuthenticator } from '../identity/authenticato
 import type { IdentityServices, PeerCertificate } from '../identity/types.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { UpstreamRelay } from './upstream-relay.js';
+import { commandInput, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
+import { PolicyRefusal, type ReplyPlan } from '../rewrite/types.js';
+import type { AuditLog } from '../observability/audit.js';
+import { replyBody } from '../protocol/command.js';
 import type { UpstreamConnection } from '../upstream/connection.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
 
@@ -51,6 +55,8 @@ export interface ClientConnectionDeps {
   identity: IdentityServices;
   /** The client certificate of a TLS connection (verified or not: see `authorized`). */
   peerCertificate: PeerCertificate | undefined;
+  isolation: IsolationEngine;
+  audit: AuditLog;
 }
 
 interface Request {
@@ -67,6 +73,10 @@ export class ClientConnection {
   private readonly authenticator: ConnectionAuthenticator;
   /** The tenant counted in the per-tenant connection gauge, once established. */
   private countedTenant: string | undefined;
+  /** Checks and rewrites every command once the tenant is known (src/rewrite/engine.ts). */
+  private tenantEngine: TenantEngine | undefined;
+  /** Why the tenant cannot be isolated (e.g. not representable as the configured type). */
+  private tenantEngineError: ProxyError | undefined;
   private readonly decoder: FrameDecoder;
   private readonly pending: Buffer[] = [];
   private readonly handshake = newHandshakeState();
@@ -109,6 +119,13 @@ export class ClientConnection {
       this.countedTenant = identity.tenant;
       this.deps.metrics.tenantConnectionOpened(identity.tenant);
       this.logger = this.logger.child({ tenant: identity.tenant, identityMethod: identity.method });
+      try {
+        this.tenantEngine = this.deps.isolation.forTenant(identity.tenant);
+      } catch (error) {
+        if (!ProxyError.is(error)) throw error;
+        this.tenantEngineError = error;
+        this.logger.error({ code: error.codeName }, `tenant cannot be isolated: ${error.message}`);
+      }
     }
     const relay = this.authenticator.relay;
     if (relay instanceof UpstreamRelay && this.upstreamConnection !== relay.connection) {
@@ -215,11 +232,12 @@ export class ClientConnection {
         outcome = 'denied';
         throw this.authenticator.unauthorized(name);
       } else {
-        outcome = await this.forward(frame, msg, request);
+        outcome = await this.forward(frame, msg, request, envelope);
       }
     } catch (error) {
       if (error instanceof WireProtocolError && error.fatal) throw error;
-      if (outcome !== 'denied') outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
+      if (error instanceof PolicyRefusal) outcome = 'denied';
+      else if (outcome !== 'denied') outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
       if (!this.closed && (msg.flagBits & OpMsgFlag.moreToCome) === 0) await this.writeError(error, request, 'opMsg');
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -278,21 +296,67 @@ export class ClientConnection {
     await this.write(encodeReply(document, request.requestId, format));
   }
 
-  /** Forwards a command and streams its replies back; returns the outcome label. */
-  private async forward(frame: Buffer, msg: OpMsg, request: Request): Promise<string> {
-    const outgoing = this.outgoingFrame(frame, msg);
+  /**
+   * Checks and rewrites a command with the tenant's isolation engine, forwards it, and streams
+   * the replies back (transformed only when the engine's reply plan says so). Returns the
+   * outcome label.
+   */
+  private async forward(frame: Buffer, msg: OpMsg, request: Request, envelope: CommandEnvelope): Promise<string> {
+    const moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
+    let outgoing: Buffer;
+    let plan: ReplyPlan | undefined;
+    let outcome = 'ok';
+    if (this.authenticator.identity === undefined) {
+      // Only the pre-auth commands that name no data get here (buildInfo).
+      outgoing = this.outgoingFrame(frame, msg);
+    } else {
+      const engine = this.tenantEngine;
+      if (engine === undefined) throw this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine');
+      const decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));
+      if (decision.action === 'refuse') {
+        this.recordDecision(envelope, 'refused', decision.refusal.rule);
+        throw decision.refusal;
+      }
+      if (decision.action === 'forward-original') {
+        if (decision.wouldRefuse !== undefined) this.recordDecision(envelope, 'would-refuse', decision.wouldRefuse.rule);
+        for (const note of decision.notes) this.recordDecision(envelope, 'would-rewrite', note.rule);
+        outgoing = this.outgoingFrame(frame, msg);
+      } else {
+        const { result } = decision;
+        for (const note of result.notes) this.recordDecision(envelope, note.kind === 'refusal' ? 'refused' : 'rewritten', note.rule);
+        if (result.notes.length > 0) outcome = 'rewritten';
+        if (result.reply.localReply !== undefined) {
+          if (!moreToCome) await this.write(encodeReply(result.reply.localReply, request.requestId, 'opMsg'));
+          return outcome;
+        }
+        outgoing = encodeOpMsg({
+          requestId: msg.requestId,
+          responseTo: 0,
+          flagBits: msg.flagBits & ~OpMsgFlag.checksumPresent,
+          body: result.body.toBytes(),
+          sequences: [...result.sequences].map(([identifier, documents]) => ({
+            identifier,
+            documents: documents.map((document) => Buffer.from(document.buffer, document.byteOffset, document.byteLength)),
+          })),
+        });
+        plan = result.reply;
+      }
+    }
     const upstream = await this.acquireUpstream();
-    if ((msg.flagBits & OpMsgFlag.moreToCome) !== 0) {
+    if (moreToCome) {
       upstream.send(outgoing);
       this.deps.metrics.bytes('upstream', 'sent', outgoing.length);
-      return 'ok';
+      return outcome;
     }
     let responseTo = request.requestId;
     let ok = true;
+    const engine = this.tenantEngine;
     // Replies are written in order even when compression (async) is involved.
     let writes: Promise<void> = Promise.resolve();
-    await upstream.request(outgoing, (reply) => {
-      this.deps.metrics.bytes('upstream', 'received', reply.length);
+    await upstream.request(outgoing, (upstreamReply) => {
+      this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
+      let reply = upstreamReply;
+      if (plan !== undefined && engine !== undefined) reply = this.applyReplyPlan(engine, plan, reply);
       const replyId = nextRequestId();
       setRequestId(reply, replyId);
       setResponseTo(reply, responseTo);
@@ -302,7 +366,30 @@ export class ClientConnection {
       writes = writes.then(() => this.writeReply(reply, request.compressor, upstream));
     });
     await writes;
-    return ok ? 'ok' : 'upstream_error';
+    return ok ? outcome : 'upstream_error';
+  }
+
+  /** The reply after the engine's plan (cursor ownership, names mapped back, values scrubbed). */
+  private applyReplyPlan(engine: TenantEngine, plan: ReplyPlan, reply: Buffer): Buffer {
+    const body = replyBody(reply);
+    if (body === undefined) return reply;
+    const changed = engine.reply(plan, body);
+    if (changed === undefined) return reply;
+    return encodeOpMsg({ requestId: 0, responseTo: 0, flagBits: reply.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome, body: changed });
+  }
+
+  private recordDecision(envelope: CommandEnvelope, decision: 'refused' | 'rewritten' | 'would-refuse' | 'would-rewrite', rule: string): void {
+    const tenant = this.authenticator.identity?.tenant ?? 'unknown';
+    this.deps.metrics.policyDecision(decision, rule);
+    this.deps.audit.record({
+      tenant,
+      command: envelope.name,
+      namespace: envelope.db,
+      rule,
+      decision,
+      connectionId: this.id,
+      listener: this.deps.listener.name,
+    });
   }
 
   /**

@@ -1,0 +1,134 @@
+/**
+ * The isolation engine: every command of a connection with an established tenant goes through
+ * `TenantEngine.rewrite` before it is forwarded, and every reply through `TenantEngine.reply`.
+ *
+ *   classify (deny by default) → top-level field allowlist → the command's handler (filters,
+ *   stamps, pipelines, namespaces) → session ids mapped per tenant, forged $clusterTime dropped.
+ *
+ * Handlers throw PolicyRefusal; nothing refused is ever forwarded. In `audit-only` mode the
+ * decision is computed and reported but the original command is forwarded unchanged.
+ * Pure: no sockets and no logging; decisions come back as notes for the audit log and metrics.
+ */
+import type { IsolationConfig } from '../config/types.js';
+import { RawDocument } from '../wire/raw-bson.js';
+import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
+import { createNamespaceResolver } from '../policy/namespaces.js';
+import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../policy/cursors.js';
+import { encodeTenant } from './filter.js';
+import { mapSession } from './sessions.js';
+import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
+import { buildHandlers } from './handlers.js';
+import type { HandlerName } from '../policy/commands.js';
+import { PolicyRefusal, type CommandHandler, type CommandInput, type ReplyPlan, type RewriteNote, type RewriteResult, type TenantContext } from './types.js';
+
+export interface EngineOptions {
+  config: IsolationConfig;
+  /** Shared by every connection: cursors outlive connections. */
+  cursors: CursorRegistry;
+  /** HMAC key for per-tenant upstream session ids. */
+  sessionKey: Buffer;
+}
+
+/** The outcome of checking one command. */
+export type Decision =
+  | { action: 'forward'; result: RewriteResult }
+  /** audit-only: what enforcement would have done, while the original is forwarded. */
+  | { action: 'forward-original'; wouldRefuse?: PolicyRefusal; notes: RewriteNote[] }
+  | { action: 'refuse'; refusal: PolicyRefusal };
+
+type HandlerTable = Partial<Record<HandlerName, CommandHandler>>;
+
+export class IsolationEngine {
+  private readonly handlers: HandlerTable;
+
+  constructor(readonly options: EngineOptions) {
+    this.handlers = buildHandlers(options.cursors, options.sessionKey);
+  }
+
+  get auditOnly(): boolean {
+    return this.options.config.mode === 'audit-only';
+  }
+
+  /** The engine bound to one connection's tenant. */
+  forTenant(tenant: string): TenantEngine {
+    return new TenantEngine(this.options, this.handlers, tenant);
+  }
+}
+
+export class TenantEngine {
+  readonly context: TenantContext;
+
+  constructor(
+    private readonly options: EngineOptions,
+    private readonly handlers: HandlerTable,
+    readonly tenant: string,
+  ) {
+    const { config } = options;
+    this.context = {
+      tenant,
+      tenantValue: encodeTenant(tenant, config.tenantValueType),
+      field: config.tenantField,
+      namespaces: createNamespaceResolver(config, tenant),
+      maxTimeMS: config.maxTimeMS,
+    };
+  }
+
+  /** Checks and rewrites one command. Never throws for policy reasons: see Decision. */
+  decide(input: CommandInput): Decision {
+    let result: RewriteResult;
+    try {
+      result = this.rewrite(input);
+    } catch (error) {
+      if (!(error instanceof PolicyRefusal)) throw error;
+      if (this.options.config.mode === 'audit-only') return { action: 'forward-original', wouldRefuse: error, notes: [] };
+      return { action: 'refuse', refusal: error };
+    }
+    if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
+    return { action: 'forward', result };
+  }
+
+  private rewrite(input: CommandInput): RewriteResult {
+    const command = classify(input.name);
+    if (command.kind === 'refuse') throw refusalFor(input.name, command);
+    if (command.kind === 'local') {
+      // Answered by the pipeline before the engine is asked; reaching here is a bug upstream of us.
+      throw new PolicyRefusal('command.local', `${input.name} is answered by the proxy`);
+    }
+    const handler = this.handlers[command.handler];
+    if (handler === undefined) throw new PolicyRefusal('command.unhandled', `${input.name} is not supported by this proxy`);
+    assertAllowedFields(command.handler, input.body);
+    const result = handler(input, this.context);
+    // Session ids are per tenant upstream; forged cluster times never travel (catalogue 54, 57).
+    const body = mapSession(result.body, this.tenant, this.options.sessionKey);
+    return { ...result, body };
+  }
+
+  /**
+   * Applies a reply plan to one reply body (the upstream's bytes). Returns the bytes to send, or
+   * undefined when the reply goes out exactly as the upstream sent it.
+   */
+  reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
+    observeCursorReply(this.options.cursors, this.tenant, plan, body);
+    let current: Uint8Array | undefined;
+    if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0) current = mergeCursorsNotFound(body, plan.cursorsNotFound);
+    if (plan.filterListing !== undefined) current = filterListing(current ?? body, plan.filterListing, this.context.namespaces) ?? current;
+    if (plan.mapNames === true) current = mapReplyNames(current ?? body, this.context.namespaces) ?? current;
+    if (plan.scrubErrors) {
+      // bulkWrite reports per-operation errors inside its result cursor.
+      const bulkWriteCursor = plan.registerCursor?.coll === '$cmd.bulkWrite';
+      current = scrubErrorValues(current ?? body, { bulkWriteCursor }) ?? current;
+    }
+    return current;
+  }
+}
+
+/** Parses a body for the engine; exported for tests that build inputs from bytes. */
+export function commandInput(name: string, db: string, body: Uint8Array, sequences: ReadonlyArray<{ identifier: string; documents: readonly Uint8Array[] }>, moreToCome: boolean): CommandInput {
+  return {
+    name,
+    db,
+    body: RawDocument.parse(body),
+    sequences: new Map(sequences.map((sequence) => [sequence.identifier, sequence.documents])),
+    moreToCome,
+  };
+}
