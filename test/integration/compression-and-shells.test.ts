@@ -97,7 +97,7 @@ describe('mongosh', () => {
     const script = `
       const c = db.getSiblingDB('${dbName}').shell;
       c.insertMany([{k: 1}, {k: 2}, {k: 3}]);
-      print(JSON.stringify(c.find({}, {_id: 0}).sort({k: 1}).toArray()));
+      print(JSON.stringify(c.find({}, {_id: 0, tenantId: 0}).sort({k: 1}).toArray()));
       print(JSON.stringify(c.aggregate([{$group: {_id: null, s: {$sum: '$k'}}}]).toArray()));
     `;
     const viaProxy = await run('npx', ['--no-install', 'mongosh', '--quiet', '--norc', proxy.uri, '--eval', script], {

@@ -25,6 +25,7 @@ afterEach(async () => {
 describe('exhaust cursors', () => {
   it('relays every streamed reply in order, each answering the previous one', async () => {
     fake = await startFakeUpstream((message) => {
+      if ('find' in message.body) return [{ cursor: { id: Long.fromNumber(7), ns: 'db.c', firstBatch: [] }, ok: 1 }];
       if ('getMore' in message.body && (message.flags & EXHAUST_ALLOWED) !== 0) {
         return [1, 2, 3].map((batch) => ({
           cursor: { id: Long.fromNumber(batch === 3 ? 0 : 7), ns: 'db.c', nextBatch: [{ batch }] },
@@ -35,6 +36,8 @@ describe('exhaust cursors', () => {
     });
     proxy = await startTestProxy({ upstream: { uri: fake.uri } });
     const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    // The cursor must be this tenant's (catalogue 20): open it first.
+    expect((await c.command(opMsg({ find: 'c', $db: 'db' }))).ok).toBe(1);
     const request = opMsg({ getMore: Long.fromNumber(7), collection: 'c', $db: 'db' }, { flags: EXHAUST_ALLOWED });
     c.write(request.bytes);
 
@@ -47,7 +50,7 @@ describe('exhaust cursors', () => {
     expect(flags).toEqual([MORE_TO_COME, MORE_TO_COME, 0]);
 
     // The request reached the upstream with exhaustAllowed intact.
-    expect(fake.received[0]!.flags & EXHAUST_ALLOWED).toBe(EXHAUST_ALLOWED);
+    expect(fake.received[1]!.flags & EXHAUST_ALLOWED).toBe(EXHAUST_ALLOWED);
     // And the connection is back in request/response step afterwards.
     expect((await c.command(opMsg({ ping: 1, $db: 'admin' }))).ok).toBe(1);
     c.close();
@@ -57,17 +60,17 @@ describe('exhaust cursors', () => {
 describe('upstream connection reuse', () => {
   it('never reuses an upstream connection whose reply is still outstanding when its client leaves', async () => {
     fake = await startFakeUpstream((message) =>
-      'slow' in message.body ? { delayMs: 100, replies: [{ ok: 1, who: 'slow' }] } : [{ ok: 1, who: 'fast' }],
+      message.body.comment === 'slow' ? { delayMs: 100, replies: [{ ok: 1, who: 'slow' }] } : [{ ok: 1, who: 'fast' }],
     );
     proxy = await startTestProxy({ upstream: { uri: fake.uri, maxIdleConnections: 4 } });
     for (let round = 0; round < 5; round += 1) {
       const leaving = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
-      leaving.write(opMsg({ slow: 1, $db: 'admin' }).bytes);
+      leaving.write(opMsg({ ping: 1, comment: 'slow', $db: 'admin' }).bytes);
       await new Promise((resolve) => setTimeout(resolve, 10));
       leaving.close();
       const next = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
       // Must be answered by its own request, never by the slow reply meant for the one who left.
-      expect((await next.command(opMsg({ fast: 1, $db: 'admin' }))).who).toBe('fast');
+      expect((await next.command(opMsg({ ping: 1, comment: 'fast', $db: 'admin' }))).who).toBe('fast');
       next.close();
     }
   });

@@ -98,7 +98,8 @@ describe('startTestProxy', () => {
       const client = test.client();
       expect((await client.db('admin').command({ ping: 1 })).ok).toBe(1);
       await client.db(dbName).collection('things').insertOne({ _id: 'via-proxy', n: 1 } as never);
-      expect(await direct.db(dbName).collection('things').findOne({})).toEqual({ _id: 'via-proxy', n: 1 });
+      // Stamped with the test listener's static tenant.
+      expect(await direct.db(dbName).collection('things').findOne({})).toEqual({ _id: 'via-proxy', tenantId: 'test-tenant', n: 1 });
     } finally {
       await direct.db(dbName).dropDatabase();
       await direct.close();

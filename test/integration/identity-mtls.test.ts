@@ -337,8 +337,14 @@ describe('mongosh', () => {
   };
 
   it('connects with a client certificate and runs a find', async () => {
-    await direct.db(dbName).collection('shell').insertMany([{ k: 1 }, { k: 2 }]);
-    const script = `print(JSON.stringify(db.getSiblingDB('${dbName}').shell.find({}, {_id: 0}).sort({k: 1}).toArray()))`;
+    // Seeded directly, so stamped with the SPIFFE certificate's tenant by hand; another tenant's
+    // document next to them must stay invisible.
+    await direct.db(dbName).collection('shell').insertMany([
+      { tenantId: pki.tenants.spiffe, k: 1 },
+      { tenantId: pki.tenants.spiffe, k: 2 },
+      { tenantId: 'someone-else', k: 3 },
+    ]);
+    const script = `print(JSON.stringify(db.getSiblingDB('${dbName}').shell.find({}, {_id: 0, tenantId: 0}).sort({k: 1}).toArray()))`;
     expect(JSON.parse(await mongosh(['--eval', script]))).toEqual([{ k: 1 }, { k: 2 }]);
   }, 90_000);
 

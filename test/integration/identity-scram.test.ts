@@ -206,8 +206,13 @@ describe('wrong credentials are refused and nothing is forwarded', () => {
 
 describe('mongosh', () => {
   it('runs a find with --username/--password/--authenticationDatabase', async () => {
-    await direct.db(dbName).collection('shell').insertMany([{ k: 1 }, { k: 2 }]);
-    const script = `print(JSON.stringify(db.getSiblingDB('${dbName}').shell.find({}, {_id: 0}).sort({k: 1}).toArray()))`;
+    // Seeded directly: alice's tenant by hand, and another tenant's document that must stay invisible.
+    await direct.db(dbName).collection('shell').insertMany([
+      { tenantId: users.alice.tenant, k: 1 },
+      { tenantId: users.alice.tenant, k: 2 },
+      { tenantId: 'someone-else', k: 3 },
+    ]);
+    const script = `print(JSON.stringify(db.getSiblingDB('${dbName}').shell.find({}, {_id: 0, tenantId: 0}).sort({k: 1}).toArray()))`;
     const result = await run(
       'npx',
       [

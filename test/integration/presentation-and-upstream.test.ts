@@ -111,14 +111,14 @@ describe("the proxy's own upstream credentials", () => {
     const error = await proxy
       .client()
       .db('errs')
-      .command({ insert: 'c', documents: 'not-an-array' })
+      .command({ find: 'c', batchSize: -5 })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(MongoServerError);
     const own = await import('mongodb').then(({ MongoClient }) => new MongoClient(upstream.uri));
     try {
       const directError = await own
         .db('errs')
-        .command({ insert: 'c', documents: 'not-an-array' })
+        .command({ find: 'c', batchSize: -5 })
         .catch((e: unknown) => e);
       expect((error as MongoServerError).code).toBe((directError as MongoServerError).code);
       expect((error as MongoServerError).errmsg).toBe((directError as MongoServerError).errmsg);

@@ -51,9 +51,10 @@ describe('through the official driver', () => {
     const deleted = await coll.deleteOne({ name: 'cy' });
     expect(deleted.deletedCount).toBe(1);
     const found = await coll.find({}, { sort: { n: 1 }, projection: { _id: 0 } }).toArray();
+    // Every stored document carries the connection's tenant (static listener: test-tenant).
     expect(found).toEqual([
-      { name: 'ada', n: 1 },
-      { name: 'bob', n: 20 },
+      { tenantId: 'test-tenant', name: 'ada', n: 1 },
+      { tenantId: 'test-tenant', name: 'bob', n: 20 },
     ]);
 
     const stored = await direct.db(dbName).collection('crud').find({}, { sort: { n: 1 } }).toArray();
@@ -107,12 +108,13 @@ describe('through the official driver', () => {
   it('creates and lists indexes', async () => {
     const coll = client.db(dbName).collection('idx');
     await coll.insertOne({ email: 'x@example.com' });
-    const name = await coll.createIndex({ email: 1 }, { unique: true, name: 'email_1' });
-    expect(name).toBe('email_1');
+    // In a shared collection an index must start with the tenant field (catalogue 23).
+    const name = await coll.createIndex({ tenantId: 1, email: 1 }, { unique: true, name: 'tenant_email' });
+    expect(name).toBe('tenant_email');
     const names = (await coll.listIndexes().toArray()).map((i) => i.name);
-    expect(names).toContain('email_1');
-    const direct_names = (await direct.db(dbName).collection('idx').listIndexes().toArray()).map((i) => i.name);
-    expect(direct_names).toContain('email_1');
+    expect(names).toContain('tenant_email');
+    const directNames = (await direct.db(dbName).collection('idx').listIndexes().toArray()).map((i) => i.name);
+    expect(directNames).toContain('tenant_email');
   });
 
   it('passes upstream errors through unchanged (duplicate key)', async () => {
