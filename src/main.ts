@@ -16,7 +16,8 @@ import { PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
 import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
-import { AUDIT_ONLY_WARNING, createAuditLog } from './observability/audit.js';
+import { createAuditLog } from './observability/audit.js';
+import { isolationWarnings } from './config/checks.js';
 
 export interface RunningProxy {
   /** The first listener's address. */
@@ -65,7 +66,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       cursors: new CursorRegistry(),
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
     });
-    if (isolationConfig.mode === 'audit-only') logger.warn(AUDIT_ONLY_WARNING);
+    for (const warning of isolationWarnings(isolationConfig)) logger.warn(warning);
     metrics.setAuditOnly(isolationConfig.mode === 'audit-only');
     if (isolationConfig.sessionKey === null) {
       logger.warn('isolation.sessionKey is not set: upstream session ids change when the proxy restarts, so retries across a restart start new sessions');

@@ -40,10 +40,6 @@ export interface AuditLog {
   close(): Promise<void>;
 }
 
-/** Startup warning for `isolation.mode: audit-only` (log it at `warn` or louder). */
-export const AUDIT_ONLY_WARNING =
-  'isolation.mode is audit-only: tenant isolation is NOT enforced; refusals are only logged (decision "would-refuse")';
-
 const AUDIT_MESSAGE = 'audit';
 /** Bytes taken by what pino adds around the fields: time, level, service, msg, audit flag, braces. */
 const ENVELOPE_BYTES = 128;
