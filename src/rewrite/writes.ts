@@ -40,6 +40,7 @@ import {
 import { tenantFilter } from './filter.js';
 import { capMaxTimeMS } from './limits.js';
 import { validateExpressionFields } from './pipeline.js';
+import { assertAllowedFields } from '../policy/commands.js';
 import {
   PolicyRefusal,
   type CommandHandler,
@@ -53,50 +54,6 @@ import {
 /** The server's limit for a user document (BSONObjMaxUserSize): stamping never goes past it (catalogue 51). */
 export const MAX_USER_DOCUMENT_SIZE = 16 * 1024 * 1024;
 
-/** Fields every write command may carry besides its own (sessions, transactions, API version, concerns). */
-const GENERIC_FIELDS = [
-  '$db',
-  'lsid',
-  'txnNumber',
-  'autocommit',
-  'startTransaction',
-  '$clusterTime',
-  '$readPreference',
-  'readConcern',
-  'writeConcern',
-  'maxTimeMS',
-  'comment',
-  'apiVersion',
-  'apiStrict',
-  'apiDeprecationErrors',
-];
-
-/** Top-level fields per command; anything else is refused (G1). `rawData` is never here (catalogue 43). */
-const COMMAND_FIELDS: Readonly<Record<string, ReadonlySet<string>>> = {
-  insert: new Set([...GENERIC_FIELDS, 'insert', 'documents', 'ordered', 'bypassDocumentValidation']),
-  update: new Set([...GENERIC_FIELDS, 'update', 'updates', 'ordered', 'bypassDocumentValidation', 'let']),
-  delete: new Set([...GENERIC_FIELDS, 'delete', 'deletes', 'ordered', 'let']),
-  findAndModify: new Set([
-    ...GENERIC_FIELDS,
-    'findAndModify',
-    'findandmodify',
-    'query',
-    'sort',
-    'remove',
-    'update',
-    'new',
-    'fields',
-    'upsert',
-    'arrayFilters',
-    'let',
-    'hint',
-    'collation',
-    'bypassDocumentValidation',
-  ]),
-  bulkWrite: new Set([...GENERIC_FIELDS, 'bulkWrite', 'ops', 'nsInfo', 'ordered', 'bypassDocumentValidation', 'let', 'errorsOnly', 'cursor']),
-};
-
-/** Fields of one statement of `updates`, `deletes`, and of each bulkWrite op kind. */
 const UPDATE_STATEMENT_FIELDS = new Set(['q', 'u', 'c', 'upsert', 'multi', 'arrayFilters', 'hint', 'collation', 'sort']);
 const DELETE_STATEMENT_FIELDS = new Set(['q', 'limit', 'collation', 'hint']);
 const BULK_INSERT_FIELDS = new Set(['insert', 'document']);
@@ -238,13 +195,6 @@ function capMaxTime(body: RawDocument, context: TenantContext, notes: Notes): Ra
   const capped = capMaxTimeMS(body, context.maxTimeMS);
   if (capped !== body) notes.add('maxTimeMS.cap');
   return capped;
-}
-
-/** bypassDocumentValidation is removed: validators back the tenant rules up (catalogue 43, G8). */
-function stripBypass(body: RawDocument, notes: Notes): RawDocument {
-  if (!body.has('bypassDocumentValidation')) return body;
-  notes.add('bypassDocumentValidation.strip');
-  return body.without('bypassDocumentValidation');
 }
 
 /**
@@ -459,16 +409,17 @@ function replyFor(target: Target): RewriteResult['reply'] {
   return { scrubErrors: true, mapNames: needsNameMapping(target) };
 }
 
-/** The shape every single-collection write shares: names, fields, maxTimeMS, bypass stripped. */
-function prepare(input: CommandInput, context: TenantContext, kind: keyof typeof COMMAND_FIELDS, items: readonly string[], sequences: readonly string[] = items) {
-  assertKnownFields(input.body, COMMAND_FIELDS[kind]!, input.name, 'write.unknown-field');
+/** The shape every single-collection write shares: names, fields, maxTimeMS. */
+function prepare(input: CommandInput, context: TenantContext, kind: 'insert' | 'update' | 'delete' | 'findAndModify', items: readonly string[], sequences: readonly string[] = items) {
+  // The one field allowlist (policy/commands.ts): bypassDocumentValidation and internal fields
+  // such as rawData are refused there (catalogue 43, 53).
+  assertAllowedFields(kind, input.body);
   assertSequences(input, sequences);
   const coll = commandCollection(input);
   const notes = new Notes();
   const target = resolveTarget(context, input.db, coll);
   checkBody(input.body, items, input.name);
   let body = withPhysicalNames(input.body, target, notes);
-  body = stripBypass(body, notes);
   body = capMaxTime(body, context, notes);
   const scope: Scope = { context, notes, target };
   return { body, scope, notes, target };
@@ -552,7 +503,7 @@ function opIndex(element: RawElement, count: number, where: string): number {
  * registered (catalogue 19, G5).
  */
 export const bulkWrite: CommandHandler = (input, context) => {
-  assertKnownFields(input.body, COMMAND_FIELDS.bulkWrite!, input.name, 'write.unknown-field');
+  assertAllowedFields('bulkWrite', input.body);
   assertSequences(input, ['ops', 'nsInfo']);
   if (input.db !== 'admin') refuse('bulkWrite.not-admin', 'bulkWrite runs on the admin database', ErrorCodes.Unauthorized);
   const notes = new Notes();
@@ -603,7 +554,7 @@ export const bulkWrite: CommandHandler = (input, context) => {
     }
   });
 
-  let body = stripBypass(input.body, notes);
+  let body = input.body;
   body = capMaxTime(body, context, notes);
   const sequences = new Map<string, readonly Uint8Array[]>();
   body = placeItems(body, sequences, 'nsInfo', physicalNsInfo, nsInfo.sequence);

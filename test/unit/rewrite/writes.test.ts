@@ -244,7 +244,8 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
   });
 
   it('unknown top-level fields are refused (G1)', () => {
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{}], $tenant: 'x' }), shared())).rule).toBe('write.unknown-field');
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{}], $tenant: 'x' }), shared())).rule).toBe('field.internal');
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{}], bogus: 1 }), shared())).rule).toBe('field.unknown');
     expect(refusal(() => insert(command({ insert: 'c', documents: 'x' }), shared())).rule).toBe('write.not-array');
     expect(refusal(() => insert(command({ insert: 'c', documents: [1] }), shared())).rule).toBe('write.not-document');
     expect(refusal(() => insert(command({ insert: 'c' }), shared())).rule).toBe('write.missing-field');
@@ -391,12 +392,12 @@ describe('update (catalogue 18, 37-41)', () => {
     expect(refusal(() => update(command({ update: 'c', updates: [{ q: 1, u: { $set: { a: 1 } } }] }), shared())).rule).toBe('filter.not-document');
   });
 
-  it('43: bypassDocumentValidation is stripped and rawData refused', () => {
-    const result = update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], bypassDocumentValidation: true }), shared());
-    expect(bodyOf(result).bypassDocumentValidation).toBeUndefined();
-    expect(result.notes).toContainEqual({ kind: 'rewrite', rule: 'bypassDocumentValidation.strip' });
-    expect(refusal(() => update(command({ update: 'c', updates: [], rawData: true }), shared())).rule).toBe('write.raw-data');
-    expect(refusal(() => insert(command({ insert: 'c', documents: [], rawData: true }), shared())).rule).toBe('write.raw-data');
+  it('43: bypassDocumentValidation and rawData are refused (validators back the tenant rules up)', () => {
+    expect(
+      refusal(() => update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], bypassDocumentValidation: true }), shared())).rule,
+    ).toBe('field.bypass-validation');
+    expect(refusal(() => update(command({ update: 'c', updates: [], rawData: true }), shared())).rule).toBe('field.internal');
+    expect(refusal(() => insert(command({ insert: 'c', documents: [], rawData: true }), shared())).rule).toBe('field.internal');
   });
 
   it('database-per-tenant: no wrapping or stamping, forbidden operators still refused', () => {
@@ -476,9 +477,10 @@ describe('findAndModify (catalogue 18, 39, 40)', () => {
     );
   });
 
-  it('43: bypassDocumentValidation stripped; UUID collection refused', () => {
-    const body = bodyOf(findAndModify(command({ findAndModify: 'c', remove: true, bypassDocumentValidation: true }), shared()));
-    expect(body.bypassDocumentValidation).toBeUndefined();
+  it('43: bypassDocumentValidation refused; UUID collection refused', () => {
+    expect(refusal(() => findAndModify(command({ findAndModify: 'c', remove: true, bypassDocumentValidation: true }), shared())).rule).toBe(
+      'field.bypass-validation',
+    );
     expect(refusal(() => findAndModify(command({ findAndModify: new UUID(), remove: true }), shared())).rule).toBe('namespace.not-string');
   });
 });
@@ -559,7 +561,7 @@ describe('bulkWrite (catalogue 19)', () => {
   it('19: unknown nsInfo and op fields, rawData, bad indexes, other databases are refused', () => {
     const run = (body: Document, sequences: Record<string, Doc[]>, db = 'admin'): PolicyRefusal => refusal(() => bulkWrite(command(body, db, sequences), shared()));
     expect(run({ bulkWrite: 1 }, { ops: [], nsInfo: [{ ns: 'app.c', collectionUUID: new UUID() }] }).rule).toBe('bulkWrite.unknown-field');
-    expect(run({ bulkWrite: 1, rawData: true }, { ops: [], nsInfo }).rule).toBe('write.raw-data');
+    expect(run({ bulkWrite: 1, rawData: true }, { ops: [], nsInfo }).rule).toBe('field.internal');
     expect(run({ bulkWrite: 1 }, { ops: [{ insert: 2, document: {} }], nsInfo }).rule).toBe('bulkWrite.bad-index');
     expect(run({ bulkWrite: 1 }, { ops: [{ insert: 0, document: {}, extra: 1 }], nsInfo }).rule).toBe('bulkWrite.unknown-field');
     expect(run({ bulkWrite: 1 }, { ops: [{ document: {}, insert: 0 }], nsInfo }).rule).toBe('bulkWrite.bad-op');
