@@ -1,6 +1,7 @@
 // A proxy in front of the shared test upstream, configured like production but on ephemeral ports.
 import { MongoClient, type MongoClientOptions } from 'mongodb';
 import type { ProxyConfig } from '../../src/config/types.js';
+import { defaultConfig } from '../../src/config/index.js';
 import { startProxy, type RunningProxy } from '../../src/main.js';
 import { upstreamUri } from './upstream.js';
 
@@ -27,57 +28,16 @@ export interface TestProxy {
  * needs other listeners passes the whole `listeners` array.
  */
 export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): ProxyConfig {
-  const defaults: ProxyConfig = {
+  // The product's own defaults (one owner: src/config/schema.ts), then what tests need differently:
+  // ephemeral ports, the shared test upstream, a static-tenant loopback listener, quiet logs.
+  const defaults = deepMerge<ProxyConfig>(defaultConfig(), {
     listeners: [
-      {
-        name: 'test',
-        listen: { host: '127.0.0.1', port: 0 },
-        tls: null,
-        methods: ['static'],
-        staticTenant: 'test-tenant',
-      },
+      { name: 'test', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'test-tenant' },
     ],
-    identity: {
-      certificateRules: [],
-      scram: { credentialsFile: null, mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'] },
-      passthrough: { rules: [] },
-      jwt: {
-        keyFile: null,
-        jwksFile: null,
-        audience: null,
-        issuer: null,
-        tenantClaim: 'tenant',
-        algorithms: ['RS256', 'ES256', 'EdDSA'],
-        clockToleranceSeconds: 30,
-      },
-      failureDelay: { baseMS: 100, maxMS: 5_000 },
-      reloadIntervalMS: 1_000,
-      maxTenantLabels: 100,
-    },
-    isolation: {
-      mode: 'enforce',
-      tenantField: 'tenantId',
-      tenantValueType: 'string',
-      defaultModel: 'shared-collection',
-      databaseTemplate: '{tenant}_{db}',
-      collectionTemplate: '{tenant}.{collection}',
-      namespaces: [],
-      maxTimeMS: 60_000,
-      sessionKey: null,
-      audit: { file: null, maxEventBytes: 8192 },
-    },
-    upstream: {
-      uri: upstreamUri(),
-      connectTimeoutMS: 5_000,
-      maxIdleConnections: 16,
-      idleTimeoutMS: 60_000,
-    },
+    upstream: { uri: upstreamUri(), connectTimeoutMS: 5_000 },
     metrics: { listen: { host: '127.0.0.1', port: 0 } },
     log: { level: (process.env.MTP_TEST_LOG_LEVEL as ProxyConfig['log']['level'] | undefined) ?? 'silent' },
-    compression: { compressors: ['zstd', 'snappy', 'zlib'], zlibLevel: 6 },
-    handshake: { presentAs: 'auto' },
-    limits: { maxMessageSizeBytes: 48_000_000, maxBsonDepth: 200, maxConnections: 10_000 },
-  };
+  });
   return deepMerge<ProxyConfig>(defaults, overrides);
 }
 
