@@ -320,8 +320,22 @@ function rewriteUpdateSpec(value: RawValue, scope: Scope, where: string): RawVal
     case 'replacement':
       return stampDocument(value, scope, where, 'replacement');
     case 'operators':
-      return value;
+      return scope.target.resolved.tenantFiltered ? withTenantOnInsert(value, scope) : value;
   }
+}
+
+/**
+ * Operator updates get `$setOnInsert: {<field>: T}` so a document an upsert creates is always
+ * stamped (G8): not every server derives fields from the `$and` of the wrapped query. Client
+ * paths on the tenant field were refused before this, so nothing can conflict; on a plain
+ * update $setOnInsert does nothing.
+ */
+function withTenantOnInsert(value: RawValue, scope: Scope): RawValue {
+  const update = RawDocument.parse(value.value);
+  const existing = update.get('$setOnInsert');
+  const onInsert = existing === undefined ? new RawDocument([]) : RawDocument.parse(existing.value);
+  scope.notes.add('upsert.stamp');
+  return update.with('$setOnInsert', onInsert.with(scope.context.field, scope.context.tenantValue).toValue()).toValue();
 }
 
 function checkArrayFilters(value: RawValue, where: string): void {

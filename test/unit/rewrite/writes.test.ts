@@ -255,22 +255,30 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
 // ---------------------------------------------------------------- update
 
 describe('update (catalogue 18, 37-41)', () => {
-  it('18: q is wrapped in the tenant $and, u and options kept byte for byte', () => {
-    const u = new Map<string, unknown>([['$set', new Map<string, unknown>([['n', bigLong], ['keys', numericKeys()]])]]);
+  it('18: q is wrapped in the tenant $and, u kept byte for byte plus the upsert stamp (G8)', () => {
+    const set = new Map<string, unknown>([['n', bigLong], ['keys', numericKeys()]]);
+    const u = new Map<string, unknown>([['$set', set]]);
     const input = command({ update: 'orders', updates: [{ q: { status: 'open' }, u, multi: true, upsert: false }], ordered: true });
     const result = update(input, shared());
     const body = bodyOf(result);
     expect(body.updates[0].q).toEqual(tenantAnd({ status: 'open' }));
     expect(body.updates[0].u.$set.n).toBe(9007199254740993n);
+    // An operator update always carries $setOnInsert of the tenant, so an upsert is stamped.
+    expect(body.updates[0].u.$setOnInsert).toEqual({ [FIELD]: 'acme' });
     expect(Object.keys(body.updates[0])).toEqual(['q', 'u', 'multi', 'upsert']);
-    expect(contains(outputBytes(result), serialize(u))).toBe(true);
+    expect(contains(outputBytes(result), serialize(set))).toBe(true);
     expect(result.notes).toContainEqual({ kind: 'rewrite', rule: 'filter.tenant', namespace: 'app.orders' });
+  });
+
+  it('38/G8: a client $setOnInsert is kept and the tenant added to it', () => {
+    const result = update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 }, $setOnInsert: { created: 1 } }, upsert: true }] }), shared());
+    expect(bodyOf(result).updates[0].u).toEqual({ $set: { a: 1 }, $setOnInsert: { created: 1, [FIELD]: 'acme' } });
   });
 
   it('42: updates in a kind-1 sequence are rewritten and stay a sequence', () => {
     const result = update(command({ update: 'c' }, 'app', { updates: [{ q: {}, u: { $inc: { n: 1 } } }, { q: { a: 1 }, u: { b: 2 } }] }), shared());
     expect(sequenceOf(result, 'updates')).toEqual([
-      { q: tenantAnd({}), u: { $inc: { n: 1 } } },
+      { q: tenantAnd({}), u: { $inc: { n: 1 }, $setOnInsert: { [FIELD]: 'acme' } } },
       { q: tenantAnd({ a: 1 }), u: { [FIELD]: 'acme', b: 2 } },
     ]);
   });
@@ -447,7 +455,7 @@ describe('findAndModify (catalogue 18, 39, 40)', () => {
       const body = bodyOf(result);
       expect(Object.keys(body)[0]).toBe(name);
       expect(body.query).toEqual(tenantAnd({ a: 1 }));
-      expect(body.update).toEqual({ $inc: { n: 9007199254740993n } });
+      expect(body.update).toEqual({ $inc: { n: 9007199254740993n }, $setOnInsert: { [FIELD]: 'acme' } });
       expect(WRITE_HANDLERS[name]).toBe(findAndModify);
     }
   });
@@ -532,7 +540,7 @@ describe('bulkWrite (catalogue 19)', () => {
     expect(sequenceOf(result, 'nsInfo')).toEqual(nsInfo);
     expect(sequenceOf(result, 'ops')).toEqual([
       { insert: 0, document: { _id: 1, [FIELD]: 'acme', big: 9007199254740993n } },
-      { update: 1, filter: tenantAnd({ a: 1 }), updateMods: { $set: { b: 1 } }, multi: true },
+      { update: 1, filter: tenantAnd({ a: 1 }), updateMods: { $set: { b: 1 }, $setOnInsert: { [FIELD]: 'acme' } }, multi: true },
       { update: 0, filter: tenantAnd({}), updateMods: { [FIELD]: 'acme', b: 2 }, upsert: true },
       { update: 0, filter: tenantAnd({}), updateMods: [{ $set: { b: 3 } }, { $set: { [FIELD]: { $literal: 'acme' } } }] },
       { delete: 1, filter: tenantAnd({}), multi: true },
