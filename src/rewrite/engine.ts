@@ -10,7 +10,9 @@
  * Pure: no sockets and no logging; decisions come back as notes for the audit log and metrics.
  */
 import type { IsolationConfig } from '../config/types.js';
-import { RawDocument } from '../wire/raw-bson.js';
+import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from '../wire/raw-bson.js';
+import { BsonType } from '../wire/bson-scan.js';
+import { ErrorCodes } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver } from '../policy/namespaces.js';
 import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../policy/cursors.js';
@@ -97,6 +99,7 @@ export class TenantEngine {
     const handler = this.handlers[command.handler];
     if (handler === undefined) throw new PolicyRefusal('command.unhandled', `${input.name} is not supported by this proxy`);
     assertAllowedFields(command.handler, input.body);
+    assertReadPreference(input.body);
     const result = handler(input, this.context);
     // Session ids are per tenant upstream; forged cluster times never travel (catalogue 54, 57).
     const body = mapSession(result.body, this.tenant, this.options.sessionKey);
@@ -120,6 +123,29 @@ export class TenantEngine {
     }
     return current;
   }
+}
+
+const READ_PREFERENCE_MODES: ReadonlySet<string> = new Set(['primary', 'primaryPreferred', 'secondary', 'secondaryPreferred', 'nearest']);
+const READ_PREFERENCE_FIELDS: ReadonlySet<string> = new Set(['mode', 'tags', 'maxStalenessSeconds', 'hedge']);
+
+/** `$readPreference` is checked by type and mode (catalogue 53): a document the server would act on. */
+function assertReadPreference(body: RawDocument): void {
+  const value = body.get('$readPreference');
+  if (value === undefined) return;
+  const refuse = (why: string): never => {
+    throw new PolicyRefusal('field.read-preference', `$readPreference ${why}`, ErrorCodes.BadValue);
+  };
+  if (!isDocument(value)) refuse('must be a document');
+  const preference = RawDocument.parse(value.value);
+  for (const element of preference.elements) if (!READ_PREFERENCE_FIELDS.has(element.name)) refuse(`has an unknown field "${element.name}"`);
+  const mode = preference.get('mode');
+  if (mode === undefined || mode.type !== BsonType.string || !READ_PREFERENCE_MODES.has(stringOf(mode))) refuse('mode must be one of primary, primaryPreferred, secondary, secondaryPreferred, nearest');
+  const tags = preference.get('tags');
+  if (tags !== undefined && (!isArray(tags) || arrayItems(tags).some((tag) => !isDocument(tag)))) refuse('tags must be an array of documents');
+  const staleness = preference.get('maxStalenessSeconds');
+  if (staleness !== undefined && numberOf(staleness) === undefined) refuse('maxStalenessSeconds must be a number');
+  const hedge = preference.get('hedge');
+  if (hedge !== undefined && !isDocument(hedge)) refuse('hedge must be a document');
 }
 
 /** Parses a body for the engine; exported for tests that build inputs from bytes. */

@@ -10,25 +10,46 @@ import { BsonType } from '../wire/bson-scan.js';
 import { arrayOf, documentOf, valueOf, type RawValue } from '../wire/raw-bson.js';
 import { PolicyRefusal, type TenantContext } from './types.js';
 
-/** Encodes a tenant id as the configured BSON type; a tenant that cannot be one is refused. */
+/**
+ * Encodes a tenant id as the configured BSON type. Only the canonical spelling of a value is
+ * accepted (int64 without leading zeros or "-0", lower-case ObjectId hex, hyphenated lower-case
+ * UUID): two different tenant ids must never become the same stored value.
+ */
 export function encodeTenant(tenant: string, type: TenantValueType): RawValue {
+  let canonical: string;
+  let value: unknown;
   try {
     switch (type) {
       case 'string':
-        if (tenant.length === 0 || tenant.includes('\0')) throw new Error('empty or NUL');
+        if (tenant.length === 0 || tenant.includes('\0')) throw new Error('empty or contains NUL');
         return valueOf(tenant);
-      case 'objectId':
-        if (!/^[0-9a-f]{24}$/i.test(tenant)) throw new Error('not 24 hex digits');
-        return valueOf(ObjectId.createFromHexString(tenant));
-      case 'uuid':
-        return valueOf(new UUID(tenant));
-      case 'int64':
+      case 'objectId': {
+        const id = ObjectId.createFromHexString(tenant);
+        canonical = id.toHexString();
+        value = id;
+        break;
+      }
+      case 'uuid': {
+        const id = new UUID(tenant);
+        canonical = id.toHexString(true);
+        value = id;
+        break;
+      }
+      case 'int64': {
         if (!/^-?\d{1,19}$/.test(tenant)) throw new Error('not an integer');
-        return valueOf(Long.fromString(tenant));
+        const id = Long.fromString(tenant);
+        canonical = id.toString();
+        value = id;
+        break;
+      }
     }
   } catch (error) {
     throw new ProxyError(ErrorCodes.BadValue, `tenant id cannot be represented as ${type}: ${(error as Error).message}`);
   }
+  if (canonical !== tenant) {
+    throw new ProxyError(ErrorCodes.BadValue, `tenant id is not in the canonical ${type} form (expected ${canonical})`);
+  }
+  return valueOf(value);
 }
 
 /** `{<field>: {$eq: T}}` */

@@ -337,7 +337,8 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   if (filter !== undefined) {
     if (filter.type !== BsonType.document) refuse('filter.not-document', 'listCollections.filter must be a document', ErrorCodes.TypeMismatch);
     validateFilter(filter, 'listCollections.filter');
-    if (database.model === 'collection-prefix') {
+    // An empty filter (drivers always send one) is no filter at all.
+    if (database.model === 'collection-prefix' && RawDocument.parse(filter.value).elements.length > 0) {
       // Physical names differ from the client's: only a plain name equality can be mapped.
       const doc = RawDocument.parse(filter.value);
       const name = doc.get('name');

@@ -332,6 +332,16 @@ export function mapReplyNames(body: Uint8Array, resolver: NamespaceResolver, opt
     if (element.name === 'writeConcernError' && element.type === BsonType.document) {
       return mapErrorNames(RawDocument.parse(element.value), resolver, known)?.toValue();
     }
+    if (element.name === 'databases' && element.type === BsonType.array) {
+      // listDatabases: physical names back to the client's; anything not the tenant's is dropped.
+      return mapArray(element, (item) => {
+        const entry = RawDocument.parse(item.value);
+        const name = stringValue(entry.get('name'));
+        const client = name === undefined ? undefined : resolver.toClient(name);
+        if (client === undefined) return null;
+        return client.db === name ? undefined : entry.with('name', valueOf(client.db)).toValue();
+      });
+    }
     if (element.name !== 'cursor' || element.type !== BsonType.document) return undefined;
     const cursor = RawDocument.parse(element.value);
     const ns = stringValue(cursor.get('ns'));
@@ -398,7 +408,11 @@ export function filterListing(
       const entry = RawDocument.parse(item.value);
       const name = stringValue(entry.get('name'));
       if (name === undefined) return null;
-      if (kind === 'indexes') return isAllowed(name) ? undefined : null;
+      if (kind === 'indexes') {
+        if (!isAllowed(name)) return null;
+        // A partial filter's literals may name other tenants' values (catalogue 23-24).
+        return rebuild(entry, (field) => (field.name === 'partialFilterExpression' ? null : undefined))?.toValue();
+      }
       if (db === undefined || name.startsWith('system.')) return null;
       const client = resolver.toClient(db, name);
       if (client?.coll === undefined || !isAllowed(client.coll)) return null;

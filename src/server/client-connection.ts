@@ -43,6 +43,8 @@ import type { ProxyMetrics } from '../observability/metrics.js';
 /** Answered by the proxy before a tenant exists; buildInfo is forwarded (it names no data). */
 const PRE_AUTH_LOCAL_OK: ReadonlySet<string> = new Set(['ping', 'endSessions']);
 const PRE_AUTH_FORWARDED: ReadonlySet<string> = new Set(['buildInfo', 'buildinfo']);
+/** Commands a client may send with moreToCome (w:0 writes): no reply is expected. */
+const FIRE_AND_FORGET_COMMANDS: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'bulkWrite']);
 
 export interface ClientConnectionDeps {
   config: ProxyConfig;
@@ -238,7 +240,13 @@ export class ClientConnection {
       if (error instanceof WireProtocolError && error.fatal) throw error;
       if (error instanceof PolicyRefusal) outcome = 'denied';
       else if (outcome !== 'denied') outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
-      if (!this.closed && (msg.flagBits & OpMsgFlag.moreToCome) === 0) await this.writeError(error, request, 'opMsg');
+      if ((msg.flagBits & OpMsgFlag.moreToCome) !== 0) {
+        // A moreToCome request gets no reply, so a refused one can only be answered by closing
+        // the connection: the client must not believe its w:0 write succeeded (catalogue 50).
+        const reason = ProxyError.is(error) ? error.message : 'request failed';
+        throw new WireProtocolError(ProxyError.is(error) ? error.code : ErrorCodes.InternalError, reason, true, { cause: error });
+      }
+      if (!this.closed) await this.writeError(error, request, 'opMsg');
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       this.deps.metrics.observeOperation(envelope.name, outcome, seconds, this.authenticator.identity?.tenant);
@@ -303,6 +311,10 @@ export class ClientConnection {
    */
   private async forward(frame: Buffer, msg: OpMsg, request: Request, envelope: CommandEnvelope): Promise<string> {
     const moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
+    if (moreToCome && !FIRE_AND_FORGET_COMMANDS.has(envelope.name)) {
+      // Only unacknowledged writes may skip their reply; anything else would, e.g., open cursors nobody reads (catalogue 50).
+      throw new ProxyError(ErrorCodes.InvalidOptions, `moreToCome is only accepted on insert, update, delete and bulkWrite, not ${envelope.name}`);
+    }
     let outgoing: Buffer;
     let plan: ReplyPlan | undefined;
     let outcome = 'ok';
