@@ -92,3 +92,39 @@ describe('static tenant', () => {
     expect(text).toMatch(/mongo_tenant_proxy_tenant_operations_total\{tenant="acme",outcome="ok"\} [1-9]/);
   });
 });
+
+describe('catalogue 27: authentication and handshake commands', () => {
+  it('catalogue 27: auth commands and hello auth fields authenticate nothing and reach nothing upstream', async () => {
+    fake = await startFakeUpstream(() => [{ ok: 1 }]);
+    proxy = await startTestProxy({
+      upstream: { uri: fake.uri },
+      listeners: [{ name: 'sidecar', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' }],
+    });
+    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    // hello carrying speculativeAuthenticate and saslSupportedMechs: nothing authenticated, no mechanism list leaked.
+    const hello = await c.command(
+      opMsg({
+        hello: 1,
+        saslSupportedMechs: 'admin.root',
+        speculativeAuthenticate: { saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=root,r=abc'), db: 'admin' },
+        $db: 'admin',
+      }),
+    );
+    expect(hello.ok).toBe(1);
+    expect(hello.speculativeAuthenticate).toBeUndefined();
+    expect(hello.saslSupportedMechs).toBeUndefined();
+    for (const command of [
+      { saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=root,r=abc'), $db: 'admin' },
+      { saslContinue: 1, conversationId: 1, payload: Buffer.alloc(0), $db: 'admin' },
+      { authenticate: 1, mechanism: 'MONGODB-X509', $db: '$external' },
+      { getnonce: 1, $db: 'admin' },
+    ]) {
+      const reply = await c.command(opMsg(command));
+      expect(reply.ok, JSON.stringify(Object.keys(command)[0])).toBe(0);
+    }
+    // The connection is still acme's and nothing of the above reached the upstream.
+    expect((await c.command(opMsg({ connectionStatus: 1, $db: 'admin' }))).tenant).toBe('acme');
+    expect(fake.received.map((m) => Object.keys(m.body)[0])).toEqual([]);
+    c.close();
+  });
+});
