@@ -83,7 +83,14 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       cleanups.push(() => started.close());
       logger.info({ listener: started.name, address: started.address, tls: listener.tls !== null, methods: listener.methods }, 'listening');
     }
-    const metricsServer = config.metrics.listen === null ? null : await startMetricsServer(metrics.registry, config.metrics.listen);
+    const metricsServer =
+      config.metrics.listen === null
+        ? null
+        : await startMetricsServer(metrics.registry, config.metrics.listen, {
+            // Ready once the upstream was reached and the listeners are up; not while shutting down.
+            ready: () => closing === undefined,
+            onError: (error) => logger.error({ err: error }, 'metrics listener error'),
+          });
     if (metricsServer !== null) cleanups.push(() => metricsServer.close());
 
     const first = listeners[0];

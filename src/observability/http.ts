@@ -1,6 +1,7 @@
 /**
- * The metrics HTTP endpoint: `/metrics` (Prometheus text) and `/healthz` (`ok`), 404 for
- * anything else. It is a separate listener from the MongoDB one and serves nothing more.
+ * The metrics HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process answers) and
+ * `/readyz` (the proxy can serve: upstream reached, not shutting down), 404 for anything else.
+ * It is a separate listener from the MongoDB one and serves nothing more.
  */
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -25,13 +26,14 @@ function send(response: ServerResponse, status: number, body: string, headers: R
   response.end(response.req.method === 'HEAD' ? undefined : body);
 }
 
-async function handle(source: MetricsSource, request: IncomingMessage, response: ServerResponse): Promise<void> {
+async function handle(source: MetricsSource, ready: () => boolean, request: IncomingMessage, response: ServerResponse): Promise<void> {
   const path = (request.url ?? '/').split('?', 1)[0];
-  if (path !== '/metrics' && path !== '/healthz') return send(response, 404, 'not found\n');
+  if (path !== '/metrics' && path !== '/healthz' && path !== '/readyz') return send(response, 404, 'not found\n');
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     return send(response, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
   }
   if (path === '/healthz') return send(response, 200, 'ok\n');
+  if (path === '/readyz') return ready() ? send(response, 200, 'ready\n') : send(response, 503, 'not ready\n');
   let text: string;
   try {
     text = await source.metrics();
@@ -44,6 +46,8 @@ async function handle(source: MetricsSource, request: IncomingMessage, response:
 export interface MetricsServerOptions {
   /** Errors of the listening server after it started (rare); ignored when not given. */
   onError?: (error: Error) => void;
+  /** Answers `/readyz`; always ready when not given. */
+  ready?: () => boolean;
 }
 
 /** Starts the endpoint; rejects if the address cannot be bound (e.g. EADDRINUSE). */
@@ -53,7 +57,7 @@ export async function startMetricsServer(
   options: MetricsServerOptions = {},
 ): Promise<MetricsServer> {
   const server = createServer((request, response) => {
-    handle(source, request, response).catch(() => {
+    handle(source, options.ready ?? (() => true), request, response).catch(() => {
       if (!response.headersSent) send(response, 500, 'internal error\n');
       else response.destroy();
     });

@@ -44,6 +44,18 @@ describe('startMetricsServer', () => {
     expect(head.status).toBe(200);
   });
 
+  it('answers /readyz from the ready callback: 200 ready, 503 not ready', async () => {
+    let ready = false;
+    const server = await startMetricsServer(new ProxyMetrics({ processMetrics: false }), { host: '127.0.0.1', port: 0 }, { ready: () => ready });
+    servers.push(server);
+    const url = `http://127.0.0.1:${server.address.port}/readyz`;
+    expect((await fetch(url)).status).toBe(503);
+    ready = true;
+    const response = await fetch(url);
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe('ready\n');
+  });
+
   it('serves nothing else', async () => {
     const { base } = await start();
     for (const path of ['/', '/metrics/', '/favicon.ico', '/healthz/x', '/admin']) {
