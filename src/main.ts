@@ -65,6 +65,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       config: isolationConfig,
       cursors: new CursorRegistry(),
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
+      collationSupported: () => upstream.info.collationSupported,
     });
     for (const warning of isolationWarnings(isolationConfig)) logger.warn(warning);
     metrics.setAuditOnly(isolationConfig.mode === 'audit-only');

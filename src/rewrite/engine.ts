@@ -29,6 +29,12 @@ export interface EngineOptions {
   cursors: CursorRegistry;
   /** HMAC key for per-tenant upstream session ids. */
   sessionKey: Buffer;
+  /**
+   * Whether the upstream accepts `collation` fields (UpstreamServerInfo.collationSupported),
+   * read each time a tenant engine is created. With a string tenant value the simple collation
+   * is then pinned on tenant-filtered commands (catalogue 9).
+   */
+  collationSupported: () => boolean;
 }
 
 /** The outcome of checking one command. */
@@ -66,12 +72,15 @@ export class TenantEngine {
     readonly tenant: string,
   ) {
     const { config } = options;
+    const tenantValue = encodeTenant(tenant, config.tenantValueType);
     this.context = {
       tenant,
-      tenantValue: encodeTenant(tenant, config.tenantValueType),
+      tenantValue,
       field: config.tenantField,
       namespaces: createNamespaceResolver(config, tenant),
       maxTimeMS: config.maxTimeMS,
+      // Non-string tenant values are immune to collation (G8); only strings need the pin.
+      pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
     };
   }
 

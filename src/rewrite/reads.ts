@@ -11,6 +11,9 @@
  *     tenant's documents instead of answering from collection metadata (17, 59);
  *   - places the tenant predicate in pipelines (pipeline.ts);
  *   - accepts `min` / `max` only as bounds that start with the tenant field equal to T (60);
+ *   - with a string tenant value, refuses collation strengths 1-2 and, when the client sends no
+ *     collation, adds `collation: {locale: "simple"}` (where the upstream supports collation) so
+ *     a collection's default collation cannot compare the tenant id loosely either (9);
  *   - lets explain show only the query plan (`verbosity: "queryPlanner"`; execution statistics
  *     count other tenants' documents: 21, 59).
  * Client values that are not rewritten are forwarded byte for byte.
@@ -29,7 +32,7 @@
  */
 import { ErrorCodes } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
-import { childDocument, numberOf, RawDocument, sameValue, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
+import { childDocument, documentOf, numberOf, RawDocument, sameValue, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
 import { assertAllowedFields, type HandlerName } from '../policy/commands.js';
 import { assertNoForbidden, validateCollation, validateFilter, validateHint, validateProjection, validateSort } from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
@@ -44,6 +47,9 @@ import {
   type RewriteResult,
   type TenantContext,
 } from './types.js';
+
+/** Binary comparison, whatever the collection's default collation (catalogue 9). */
+const SIMPLE_COLLATION: RawValue = documentOf([['locale', valueOf('simple')]]);
 
 /** What a handler learned that `explain` needs (whether execution statistics could reveal other tenants). */
 interface Facts {
@@ -167,11 +173,16 @@ function hintField(rw: Rewrite, tenantFiltered: boolean): void {
   if (hint !== undefined) validateHint(hint, `${rw.input.name}.hint`, rw.context.field, tenantFiltered);
 }
 
-/** collation: strengths 1-2 refused when a string tenant id is compared by it (catalogue 9). */
+/**
+ * collation (catalogue 9): strengths 1-2 refused when a string tenant id is compared by it; when
+ * the client sends none, the simple collation is pinned (`pinSimpleCollation`) so a collection's
+ * default collation cannot compare the tenant id loosely either.
+ */
 function collationField(rw: Rewrite, tenantFiltered: boolean): void {
   const collation = rw.body.get('collation');
   const tenantIsString = tenantFiltered && rw.context.tenantValue.type === BsonType.string;
   if (collation !== undefined) validateCollation(collation, `${rw.input.name}.collation`, { tenantIsString });
+  else if (tenantFiltered && rw.context.pinSimpleCollation) rw.set('collation', SIMPLE_COLLATION, 'collation.simple');
 }
 
 function letField(rw: Rewrite): void {

@@ -61,6 +61,12 @@ export interface TenantContext {
   namespaces: NamespaceResolver;
   /** Cap for maxTimeMS (also the default when the client sends none). */
   maxTimeMS: number;
+  /**
+   * Add `collation: {locale: "simple"}` to tenant-filtered commands that carry no collation, so
+   * a collection's default collation never compares the tenant id loosely (catalogue 9). True
+   * when the tenant value is a BSON string and the upstream accepts collation (not FerretDB).
+   */
+  pinSimpleCollation: boolean;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */

@@ -9,7 +9,10 @@
  *   - wraps every filter as `{$and: [{<field>: {$eq: T}}, <client filter>]}` (G4);
  *   - stamps every inserted or replacement document with T, after `_id` (a different client
  *     value is refused, an array or null one too: G8);
- *   - ends every update pipeline with `{$set: {<field>: {$literal: T}}}` (catalogue 40).
+ *   - ends every update pipeline with `{$set: {<field>: {$literal: T}}}` (catalogue 40);
+ *   - with a string tenant value, adds `collation: {locale: "simple"}` to every update / delete
+ *     statement, bulkWrite update / delete op and findAndModify that has none (where the upstream
+ *     supports collation), so a collection's default collation cannot compare T loosely (9).
  * Client values that are not rewritten are reused byte for byte (RawDocument splices elements).
  * w:0 (moreToCome) writes are rewritten exactly the same way (catalogue 50).
  */
@@ -393,6 +396,20 @@ function replaceElements(doc: RawDocument, replacements: ReadonlyMap<string, Raw
   return replaceIn(doc, replacements).toValue();
 }
 
+/** Binary comparison, whatever the collection's default collation (catalogue 9). */
+const SIMPLE_COLLATION: RawValue = documentOf([['locale', valueOf('simple')]]);
+
+/**
+ * A statement (or findAndModify) without `collation` gets the simple one in tenant-filtered
+ * namespaces when `pinSimpleCollation` is set: otherwise the collection's default collation
+ * would compare a string T loosely (catalogue 9). A client collation was checked by checkOptions.
+ */
+function pinCollation(doc: RawDocument, scope: Scope): RawDocument {
+  if (doc.has('collation') || !scope.target.resolved.tenantFiltered || !scope.context.pinSimpleCollation) return doc;
+  scope.notes.add('collation.simple', scope.target.clientNs);
+  return doc.with('collation', SIMPLE_COLLATION);
+}
+
 /** One `updates` statement or bulkWrite update op, with its filter and update fields named. */
 function rewriteUpdateStatement(
   doc: RawDocument,
@@ -408,7 +425,7 @@ function rewriteUpdateStatement(
   replacements.set(names.filter, rewriteFilter(filter, scope, `${where}.${names.filter}`)!);
   replacements.set(names.update, rewriteUpdateSpec(update, scope, `${where}.${names.update}`));
   checkOptions(doc, scope, where, { arrayFilters: 'arrayFilters', constants: names.constants });
-  return replaceElements(doc, replacements);
+  return replaceElements(pinCollation(doc, scope), replacements);
 }
 
 /** One `deletes` statement or bulkWrite delete op. */
@@ -416,7 +433,7 @@ function rewriteDeleteStatement(doc: RawDocument, scope: Scope, where: string, f
   const filter = doc.get(filterName);
   if (filter === undefined) refuse('write.missing-field', `${where} requires ${filterName}`, ErrorCodes.FailedToParse);
   checkOptions(doc, scope, where, {});
-  return replaceElements(doc, new Map([[filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!]]));
+  return replaceElements(pinCollation(doc, scope), new Map([[filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!]]));
 }
 
 function replyFor(target: Target): RewriteResult['reply'] {
@@ -492,6 +509,7 @@ export const findAndModify: CommandHandler = (input, context) => {
   // A missing query becomes the tenant predicate alone (appended after the client's fields).
   const wrapped = rewriteFilter(body.get('query'), scope, 'query');
   if (wrapped !== undefined) out = out.with('query', wrapped);
+  out = pinCollation(out, scope);
   return { body: out, sequences: new Map(), reply: replyFor(target), notes: notes.list };
 };
 

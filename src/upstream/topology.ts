@@ -35,6 +35,11 @@ export interface UpstreamServerInfo {
   logicalSessionTimeoutMinutes?: number;
   /** Compressors the server agreed to (a subset of those the URI asked for). */
   compression: string[];
+  /**
+   * Whether commands may carry a `collation` field (see `collationSupportedBy`). The rewrite pins
+   * the simple collation on tenant-filtered commands only where it is (catalogue 9).
+   */
+  collationSupported: boolean;
   /** The raw hello reply, for fields not lifted above. */
   hello: Document;
 }
@@ -62,8 +67,28 @@ export function classifyHello(hello: Document): ServerRole {
   return { type: 'member', setName, primary, hosts };
 }
 
-/** Lifts the limits and wire versions out of a hello reply, with server defaults for gaps. */
-export function describeServer(hello: Document, address: string, compression: readonly string[] = []): UpstreamServerInfo {
+/**
+ * Whether the server behind a buildInfo reply accepts `collation` on find, count, distinct,
+ * aggregate, update, delete and findAndModify. FerretDB (v1) marks its buildInfo with
+ * `ferretdbVersion`, refuses every `collation` field with NotImplemented (238) and cannot give a
+ * collection a default collation, so it does not. Everything else does, including a server whose
+ * buildInfo failed (`undefined`): wrongly assuming support makes commands fail (closed), wrongly
+ * assuming none would let a collection's default collation compare string tenant ids loosely.
+ */
+export function collationSupportedBy(buildInfo: Document | undefined): boolean {
+  return buildInfo === undefined || !('ferretdbVersion' in buildInfo);
+}
+
+/**
+ * Lifts the limits and wire versions out of a hello reply, with server defaults for gaps, and
+ * collation support out of the buildInfo reply (absent when buildInfo failed).
+ */
+export function describeServer(
+  hello: Document,
+  address: string,
+  compression: readonly string[] = [],
+  buildInfo: Document | undefined = undefined,
+): UpstreamServerInfo {
   const role = classifyHello(hello);
   const kind: UpstreamKind =
     role.type === 'mongos' ? 'sharded' : typeof hello.setName === 'string' ? 'replicaSet' : 'standalone';
@@ -76,6 +101,7 @@ export function describeServer(hello: Document, address: string, compression: re
     maxMessageSizeBytes: integer(hello.maxMessageSizeBytes, DEFAULT_MAX_MESSAGE_SIZE_BYTES),
     maxWriteBatchSize: integer(hello.maxWriteBatchSize, DEFAULT_MAX_WRITE_BATCH_SIZE),
     compression: [...compression],
+    collationSupported: collationSupportedBy(buildInfo),
     hello,
   };
   if (typeof hello.setName === 'string') info.setName = hello.setName;

@@ -16,7 +16,7 @@ import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
 import type { Document } from '../wire/bson.js';
 import { DEFAULT_MAX_MESSAGE_SIZE_BYTES } from '../wire/constants.js';
 import { NETWORK_ERROR_LABEL, UpstreamConnection } from './connection.js';
-import { performHandshake } from './handshake.js';
+import { performHandshake, runCommand } from './handshake.js';
 import { ScramKeyCache } from './scram.js';
 import { loadTlsOptions } from './tls-options.js';
 import { type UpstreamServerInfo, classifyHello, describeServer, discoverServer } from './topology.js';
@@ -204,8 +204,20 @@ export class Upstream {
       logger: this.#logger,
     });
     const address = formatAddress(found.address);
+    let buildInfo: Document | undefined;
+    try {
+      buildInfo = await this.#readBuildInfo(found.connection);
+    } catch (error) {
+      found.connection.close();
+      throw error;
+    }
     this.#server = found.address;
-    this.#info = describeServer(found.hello, address, found.connection.compressor === undefined ? [] : [found.connection.compressor]);
+    this.#info = describeServer(
+      found.hello,
+      address,
+      found.connection.compressor === undefined ? [] : [found.connection.compressor],
+      buildInfo,
+    );
     this.#logger?.info(
       {
         address,
@@ -213,6 +225,7 @@ export class Upstream {
         setName: this.#info.setName,
         maxWireVersion: this.#info.maxWireVersion,
         compression: this.#info.compression,
+        collationSupported: this.#info.collationSupported,
       },
       'upstream server selected',
     );
@@ -224,6 +237,40 @@ export class Upstream {
       this.release(found.connection);
     }
     return this.#info;
+  }
+
+  /**
+   * The selected server's buildInfo reply, read once on the discovery connection: it tells
+   * FerretDB apart (topology.ts collationSupportedBy). A server that answers with an error (no
+   * buildInfo, not permitted) gives `undefined`, which counts as a MongoDB server: collation is
+   * then pinned, and a server that refused it would fail commands rather than compare loosely.
+   * A connection that breaks or stays silent past connectTimeoutMS fails start() like a failed
+   * hello would (start may be retried).
+   */
+  async #readBuildInfo(connection: UpstreamConnection): Promise<Document | undefined> {
+    const timeoutMS = this.#target?.connectTimeoutMS ?? this.#options.connectTimeoutMS;
+    const timer =
+      timeoutMS > 0
+        ? setTimeout(() => {
+            connection.close(
+              new UpstreamError(ErrorCodes.NetworkTimeout, `upstream buildInfo on ${connection.address} timed out after ${timeoutMS} ms`, {
+                labels: [NETWORK_ERROR_LABEL],
+              }),
+            );
+          }, timeoutMS)
+        : undefined;
+    try {
+      return await runCommand(connection, 'admin', { buildInfo: 1 });
+    } catch (error) {
+      if (connection.closed) throw error;
+      this.#logger?.warn(
+        { address: connection.address, err: error instanceof Error ? error.message : String(error) },
+        'upstream buildInfo failed; assuming a MongoDB server (collation pinned on tenant-filtered commands)',
+      );
+      return undefined;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
   }
 
   /** Opens one more pool connection to the selected server. */

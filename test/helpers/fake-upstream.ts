@@ -1,7 +1,10 @@
 /**
  * A scriptable in-process stand-in for a MongoDB server, for the few behaviours FerretDB lacks
  * (exhaust streams) and for recording the exact bytes the proxy sends upstream. It answers hello
- * like a standalone and hands every other command to the test's handler.
+ * like a standalone, and the proxy's own buildInfo probe (the first command after hello on a
+ * connection, sent by Upstream.start) like MongoDB (no `ferretdbVersion`, so the proxy pins the
+ * simple collation: catalogue 9) unless `options.buildInfo` says otherwise; neither is recorded.
+ * Every other command, a client's buildInfo included, goes to the test's handler.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { deserialize, serialize, type Document } from 'bson';
@@ -50,13 +53,23 @@ export const FAKE_HELLO: Document = {
   ok: 1,
 };
 
-export async function startFakeUpstream(handler: FakeHandler): Promise<FakeUpstream> {
+/** What the fake answers to the proxy's buildInfo probe by default: a MongoDB server. */
+export const FAKE_BUILD_INFO: Document = { version: '7.0.0', versionArray: [7, 0, 0, 0], gitVersion: 'fake', bits: 64, ok: 1 };
+
+export interface FakeUpstreamOptions {
+  /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
+  buildInfo?: Document;
+}
+
+export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
   const received: ReceivedMessage[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
+    /** Until the first command other than hello: a buildInfo then is the proxy's probe. */
+    let probing = true;
     let buffered = Buffer.alloc(0);
     socket.on('data', (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
@@ -72,6 +85,12 @@ export async function startFakeUpstream(handler: FakeHandler): Promise<FakeUpstr
         const name = Object.keys(body)[0];
         if (name === 'hello' || name === 'isMaster' || name === 'ismaster') {
           socket.write(encode({ ...FAKE_HELLO, connectionId: 1, localTime: new Date() }, requestId, 0).bytes);
+          continue;
+        }
+        const probe = probing && name === 'buildInfo';
+        probing = false;
+        if (probe) {
+          socket.write(encode(options.buildInfo ?? FAKE_BUILD_INFO, requestId, 0).bytes);
           continue;
         }
         received.push(message);

@@ -392,6 +392,76 @@ describe('bytes sent upstream (fake upstream)', () => {
     expect(fake.received).toHaveLength(0);
   });
 
+  it('catalogue 9: without a client collation every tenant-filtered command reaches a MongoDB upstream with collation {locale: "simple"} (a default collation cannot widen the match)', async () => {
+    // The fake answers the proxy's buildInfo probe like MongoDB (no ferretdbVersion).
+    expect(proxy.proxy.upstream.collationSupported).toBe(true);
+    const simple = { locale: 'simple' };
+    fake.received.length = 0;
+    await send({ find: 'c', filter: { n: 1 }, $db: FAKE_DB });
+    await send({ count: 'c', $db: FAKE_DB });
+    await send({ distinct: 'c', key: 'secret', $db: FAKE_DB });
+    await send({ aggregate: 'c', pipeline: [{ $match: { n: 1 } }], cursor: {}, $db: FAKE_DB });
+    await send({ update: 'c', updates: [{ q: { n: 1 }, u: { $set: { a: 1 } } }, { q: {}, u: { $set: { a: 2 } }, collation: { locale: 'en', strength: 3 } }], $db: FAKE_DB });
+    await send({ delete: 'c', $db: FAKE_DB }, [{ id: 'deletes', docs: [{ q: {}, limit: 0 }] }]);
+    await send({ findAndModify: 'c', query: { n: 1 }, update: { $set: { a: 1 } }, $db: FAKE_DB });
+    await send({ explain: { find: 'c', filter: { n: 1 } }, verbosity: 'queryPlanner', $db: FAKE_DB });
+    expect(forwarded('find')[0]!.body).toMatchObject({ filter: { $and: [tenantEq, { n: 1 }] }, collation: simple });
+    expect(forwarded('count')[0]!.body).toMatchObject({ query: { $and: [tenantEq] }, collation: simple });
+    expect(forwarded('distinct')[0]!.body).toMatchObject({ query: { $and: [tenantEq] }, collation: simple });
+    expect(forwarded('aggregate')[0]!.body).toMatchObject({ pipeline: [{ $match: { $and: [tenantEq, { n: 1 }] } }], collation: simple });
+    const [first, second] = forwarded('update')[0]!.body.updates as Document[];
+    expect(first).toMatchObject({ q: { $and: [tenantEq, { n: 1 }] }, collation: simple });
+    // A client collation of strength 3 is the client's choice, forwarded as sent.
+    expect(second!.collation).toEqual({ locale: 'en', strength: 3 });
+    // The delete statements travelled as a kind-1 sequence (the fake decodes only the body).
+    expect(forwarded('delete')[0]!.bytes.includes(bsonDoc({ q: { $and: [tenantEq, {}] }, limit: 0, collation: simple }))).toBe(true);
+    expect(forwarded('findAndModify')[0]!.body).toMatchObject({ query: { $and: [tenantEq, { n: 1 }] }, collation: simple });
+    expect(forwarded('explain')[0]!.body.explain).toMatchObject({ find: 'c', collation: simple });
+
+    fake.received.length = 0;
+    const ok = await send({ bulkWrite: 1, $db: 'admin' }, [
+      { id: 'ops', docs: [{ insert: 0, document: { _id: 'bw-9' } }, { update: 0, filter: {}, updateMods: { $set: { v: 9 } } }, { delete: 0, filter: {}, multi: true }] },
+      { id: 'nsInfo', docs: [{ ns: `${FAKE_DB}.c` }] },
+    ]);
+    expect(ok.ok).toBe(1);
+    const bulk = forwarded('bulkWrite')[0]!.bytes;
+    expect(bulk.includes(bsonDoc({ update: 0, filter: { $and: [tenantEq, {}] }, updateMods: { $set: { v: 9 }, $setOnInsert: { tenantId: 'acme' } }, collation: simple }))).toBe(true);
+    expect(bulk.includes(bsonDoc({ delete: 0, filter: { $and: [tenantEq, {}] }, multi: true, collation: simple }))).toBe(true);
+    expect(bulk.includes(bsonDoc({ insert: 0, document: { _id: 'bw-9', tenantId: 'acme' } }))).toBe(true);
+  });
+
+  it('catalogue 9: an upstream whose buildInfo carries ferretdbVersion (FerretDB refuses any collation) gets no collation added', async () => {
+    const ferret = await startFakeUpstream(
+      (message) => {
+        const name = Object.keys(message.body)[0]!;
+        if (name === 'find') return [{ cursor: { id: Long.fromNumber(0), ns: `${FAKE_DB}.c`, firstBatch: [] }, ok: 1 }];
+        return [{ n: 0, ok: 1 }];
+      },
+      { buildInfo: { version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 } },
+    );
+    const ferretProxy = await startTestProxy({
+      upstream: { uri: ferret.uri },
+      listeners: [{ name: 'acme', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' }],
+    });
+    const client = await RawClient.connect(ferretProxy.proxy.address.host, ferretProxy.proxy.address.port);
+    try {
+      expect(ferretProxy.proxy.upstream.collationSupported).toBe(false);
+      expect((await client.command(opMsg({ find: 'c', filter: { n: 1 }, $db: FAKE_DB }))).ok).toBe(1);
+      expect((await client.command(opMsg({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], $db: FAKE_DB }))).ok).toBe(1);
+      expect((await client.command(opMsg({ findAndModify: 'c', query: {}, remove: true, $db: FAKE_DB }))).ok).toBe(1);
+      const names = ferret.received.map((m) => Object.keys(m.body)[0]);
+      expect(names).toEqual(['find', 'update', 'findAndModify']);
+      for (const message of ferret.received) {
+        expect(message.body.filter ?? message.body.query ?? message.body.updates[0].q).toBeDefined();
+        expect(message.bytes.includes(Buffer.from('collation\0'))).toBe(false);
+      }
+    } finally {
+      client.close();
+      await ferretProxy.stop();
+      await ferret.close();
+    }
+  });
+
   it('catalogue 11: $expr is forwarded behind the tenant equality; $$USER_ROLES never leaves the proxy', async () => {
     fake.received.length = 0;
     const expr = { $expr: { $or: [{ $ne: ['$tenantId', 'acme'] }, true] } };

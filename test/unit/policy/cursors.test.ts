@@ -29,7 +29,7 @@ function resolver(tenant: string): NamespaceResolver {
 }
 
 function context(tenant: string): TenantContext {
-  return { tenant, tenantValue: valueOf(tenant), field: 'tenantId', namespaces: resolver(tenant), maxTimeMS: 5000 };
+  return { tenant, tenantValue: valueOf(tenant), field: 'tenantId', namespaces: resolver(tenant), maxTimeMS: 5000, pinSimpleCollation: false };
 }
 
 function input(body: Document, db = 'app'): CommandInput {

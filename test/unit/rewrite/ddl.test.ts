@@ -30,6 +30,7 @@ function contextFor(config: IsolationConfig, tenant = 'acme'): TenantContext {
     field: config.tenantField,
     namespaces: createNamespaceResolver(config, tenant),
     maxTimeMS: config.maxTimeMS,
+    pinSimpleCollation: false,
   };
 }
 

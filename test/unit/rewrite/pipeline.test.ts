@@ -63,7 +63,7 @@ function rawValue(value: unknown): RawValue {
 }
 
 function context(namespaces: NamespaceResolver = sharedResolver()): TenantContext {
-  return { tenant: 'acme', tenantValue: rawValue(T), field: FIELD, namespaces, maxTimeMS: 5_000 };
+  return { tenant: 'acme', tenantValue: rawValue(T), field: FIELD, namespaces, maxTimeMS: 5_000, pinSimpleCollation: false };
 }
 
 const SHARED: PipelineOptions = { db: 'app', coll: 'c', tenantFiltered: true, depth: 0 };

@@ -76,8 +76,8 @@ function rawValue(value: unknown): { type: number; value: Uint8Array } {
   return { type: bytes[4]!, value: bytes.subarray(7, bytes.length - 1) };
 }
 
-function context(namespaces: NamespaceResolver = sharedResolver(), tenantValue: unknown = T): TenantContext {
-  return { tenant: 'acme', tenantValue: rawValue(tenantValue), field: FIELD, namespaces, maxTimeMS: CAP };
+function context(namespaces: NamespaceResolver = sharedResolver(), tenantValue: unknown = T, pinSimpleCollation = false): TenantContext {
+  return { tenant: 'acme', tenantValue: rawValue(tenantValue), field: FIELD, namespaces, maxTimeMS: CAP, pinSimpleCollation };
 }
 const shared = (): TenantContext => context();
 const perTenant = (): TenantContext => context(perTenantResolver());
@@ -499,5 +499,71 @@ describe('listIndexes and listCollections (catalogue 24)', () => {
     const prefix = context(perTenantResolver('collection-prefix'));
     expect(out(listCollections(command({ listCollections: 1, filter: { name: 'c' } }), prefix)).filter).toEqual({ name: 'acme.c' });
     refusal(() => listCollections(command({ listCollections: 1, filter: { type: 'view' } }), prefix), 'listCollections.filter');
+  });
+});
+
+describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpleCollation)', () => {
+  const SIMPLE = { locale: 'simple' };
+  const pinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', true);
+  const unpinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', false);
+  const mixed = (): NamespaceResolver => ({
+    ...perTenantResolver('collection-prefix'),
+    resolve: (db, coll, access) => (coll === 'sharedc' ? sharedResolver().resolve(db, coll, access) : perTenantResolver('collection-prefix').resolve(db, coll, access)),
+  });
+  const commands: Array<[CommandHandler, Document]> = [
+    [find, { find: 'c', filter: { a: 1 } }],
+    [count, { count: 'c', query: { a: 1 } }],
+    [distinct, { distinct: 'c', key: 'a' }],
+    [aggregate, { aggregate: 'c', pipeline: [{ $match: { a: 1 } }], cursor: {} }],
+  ];
+
+  it('find, count, distinct and aggregate without a collation get {locale: "simple"}, the rest unchanged', () => {
+    for (const [handler, body] of commands) {
+      const withPin = handler(command(body), pinned());
+      const without = handler(command(body), unpinned());
+      expect(out(withPin).collation, body[Object.keys(body)[0]!]).toEqual(SIMPLE);
+      expect(withPin.body.elements.filter((element) => element.name === 'collation')).toHaveLength(1);
+      // Exactly one element more: the forwarded bytes are otherwise those of the unpinned rewrite.
+      expect(Buffer.from(withPin.body.without('collation').toBytes()).equals(Buffer.from(without.body.toBytes()))).toBe(true);
+      expect(withPin.notes).toContainEqual({ kind: 'rewrite', rule: 'collation.simple', namespace: 'app.c' });
+    }
+  });
+
+  it('pinSimpleCollation false leaves the bytes as before: no collation added, no note', () => {
+    for (const [handler, body] of commands) {
+      const result = handler(command(body), unpinned());
+      expect(out(result).collation).toBeUndefined();
+      expect(result.notes.map((note) => note.rule)).not.toContain('collation.simple');
+    }
+  });
+
+  it('a client collation (strength >= 3) is forwarded as sent, never replaced; strength 1-2 still refused', () => {
+    const collation = new Map<string, unknown>([['strength', 3], ['locale', 'en']]);
+    const result = find(command(new Map<string, unknown>([['find', 'c'], ['collation', collation]])), pinned());
+    expect(bytesOf(result).includes(Buffer.from(serialize(collation)))).toBe(true);
+    expect(result.notes.map((note) => note.rule)).not.toContain('collation.simple');
+    refusal(() => find(command({ find: 'c', collation: { locale: 'en', strength: 2 } }), pinned()), 'collation.tenant-string');
+  });
+
+  it('only tenant-filtered namespaces are pinned (shared-readonly reference data, database-per-tenant, collection-prefix are not)', () => {
+    expect(out(find(command({ find: 'ref' }), pinned())).collation).toBeUndefined();
+    expect(out(find(command({ find: 'c' }), pinned(perTenantResolver()))).collation).toBeUndefined();
+    expect(out(count(command({ count: 'c' }), pinned(perTenantResolver('collection-prefix')))).collation).toBeUndefined();
+    expect(out(aggregate(command({ aggregate: 1, pipeline: [{ $documents: [{ a: 1 }] }], cursor: {} }), pinned())).collation).toBeUndefined();
+  });
+
+  it('$lookup / $unionWith into a tenant-filtered collection pin the whole aggregate', () => {
+    const lookup = { $lookup: { from: 'sharedc', localField: 'a', foreignField: 'b', as: 'j' } };
+    expect(out(aggregate(command({ aggregate: 'c', pipeline: [lookup], cursor: {} }), pinned(mixed()))).collation).toEqual(SIMPLE);
+    expect(out(aggregate(command({ aggregate: 'c', pipeline: [{ $unionWith: 'sharedc' }], cursor: {} }), pinned(mixed()))).collation).toEqual(SIMPLE);
+    expect(out(aggregate(command({ aggregate: 'c', pipeline: [{ $unionWith: 'other' }], cursor: {} }), pinned(mixed()))).collation).toBeUndefined();
+    const documents = { aggregate: 1, pipeline: [{ $documents: [{ a: 1 }] }, lookup], cursor: {} };
+    expect(out(aggregate(command(documents), pinned(mixed()))).collation).toEqual(SIMPLE);
+  });
+
+  it('explain: the inner command is pinned like the command itself', () => {
+    const body = out(explain(command({ explain: { find: 'c', filter: { a: 1 } }, verbosity: 'queryPlanner' }), pinned()));
+    expect(body.explain).toEqual({ find: 'c', filter: { $and: [{ [FIELD]: { $eq: 'acme' } }, { a: 1 }] }, collation: SIMPLE });
+    expect(body.collation).toBeUndefined();
   });
 });

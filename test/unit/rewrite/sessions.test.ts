@@ -43,7 +43,7 @@ const resolver: NamespaceResolver = {
 };
 
 function context(tenant: string): TenantContext {
-  return { tenant, tenantValue: valueOf(tenant), field: 'tenantId', namespaces: resolver, maxTimeMS: 5000 };
+  return { tenant, tenantValue: valueOf(tenant), field: 'tenantId', namespaces: resolver, maxTimeMS: 5000, pinSimpleCollation: false };
 }
 
 function input(body: Document, db = 'admin'): CommandInput {

@@ -56,8 +56,8 @@ function rawValue(value: unknown): { type: number; value: Uint8Array } {
   return { type: bytes[4]!, value: bytes.subarray(7, bytes.length - 1) };
 }
 
-function context(namespaces: NamespaceResolver = sharedResolver(), tenantValue: unknown = 'acme'): TenantContext {
-  return { tenant: 'acme', tenantValue: rawValue(tenantValue), field: FIELD, namespaces, maxTimeMS: CAP };
+function context(namespaces: NamespaceResolver = sharedResolver(), tenantValue: unknown = 'acme', pinSimpleCollation = false): TenantContext {
+  return { tenant: 'acme', tenantValue: rawValue(tenantValue), field: FIELD, namespaces, maxTimeMS: CAP, pinSimpleCollation };
 }
 
 const shared = (): TenantContext => context();
@@ -627,5 +627,85 @@ describe('w:0 and replies (catalogue 50, 61)', () => {
     const scrubbed = scrubErrorValues(reply) ?? reply;
     expect(Buffer.from(scrubbed).includes('beta-invoice-7')).toBe(false);
     expect(decode(scrubbed).writeErrors[0].code).toBe(11000);
+  });
+});
+
+describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpleCollation)', () => {
+  const SIMPLE = { locale: 'simple' };
+  const pinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', true);
+  const unpinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', false);
+  const noteOf = (result: RewriteResult): string[] => result.notes.map((note) => note.rule);
+
+  it('update and delete statements without a collation get {locale: "simple"}; one with a collation keeps it as sent', () => {
+    const clientCollation = new Map<string, unknown>([['strength', 3], ['locale', 'en']]);
+    const updates = [
+      { q: { a: 1 }, u: { $set: { b: 1 } } },
+      new Map<string, unknown>([['q', {}], ['u', { $set: { b: 2 } }], ['collation', clientCollation]]),
+    ];
+    const updated = update(command({ update: 'c', updates }), pinned());
+    const statements = bodyOf(updated).updates;
+    expect(statements[0]).toEqual({ q: tenantAnd({ a: 1 }), u: { $set: { b: 1 }, $setOnInsert: { [FIELD]: 'acme' } }, collation: SIMPLE });
+    expect(statements[1].collation).toEqual({ strength: 3, locale: 'en' });
+    expect(contains(outputBytes(updated), serialize(clientCollation))).toBe(true);
+    expect(updated.notes).toContainEqual({ kind: 'rewrite', rule: 'collation.simple', namespace: 'app.c' });
+
+    const deleted = deleteHandler(command({ delete: 'c', deletes: [{ q: {}, limit: 0 }] }), pinned());
+    expect(bodyOf(deleted).deletes).toEqual([{ q: tenantAnd({}), limit: 0, collation: SIMPLE }]);
+    expect(noteOf(deleted)).toContain('collation.simple');
+    // Kind-1 sequences stay sequences, each statement pinned.
+    const sequenced = deleteHandler(command({ delete: 'c' }, 'app', { deletes: [{ q: {}, limit: 1 }, { q: { a: 1 }, limit: 0 }] }), pinned());
+    expect(sequenceOf(sequenced, 'deletes').map((statement) => statement.collation)).toEqual([SIMPLE, SIMPLE]);
+  });
+
+  it('findAndModify without a collation gets it at the top level; strength 1-2 is still refused', () => {
+    const result = findAndModify(command({ findAndModify: 'c', query: { a: 1 }, update: { $set: { b: 1 } } }), pinned());
+    const body = bodyOf(result);
+    expect(body.collation).toEqual(SIMPLE);
+    expect(body.query).toEqual(tenantAnd({ a: 1 }));
+    expect(noteOf(result)).toContain('collation.simple');
+    expect(bodyOf(findAndModify(command({ findandmodify: 'c', remove: true, collation: { locale: 'fr' } }), pinned())).collation).toEqual({ locale: 'fr' });
+    expect(refusal(() => findAndModify(command({ findAndModify: 'c', remove: true, collation: { locale: 'en', strength: 1 } }), pinned())).rule).toBe(
+      'collation.tenant-string',
+    );
+  });
+
+  it('bulkWrite update and delete ops are pinned; inserts are not (nothing compares there)', () => {
+    const ops = [
+      { insert: 0, document: { _id: 1 } },
+      { update: 0, filter: { a: 1 }, updateMods: { $set: { b: 1 } } },
+      { delete: 0, filter: {}, multi: true },
+      { delete: 1, filter: {}, multi: true },
+    ];
+    const namespaces: NamespaceResolver = {
+      ...sharedResolver(),
+      resolve: (db, coll, access) => (coll === 'own' ? perTenantResolver().resolve(db, coll, access) : sharedResolver().resolve(db, coll, access)),
+    };
+    const result = bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops, nsInfo: [{ ns: 'app.orders' }, { ns: 'app.own' }] }), pinned(namespaces));
+    const rewritten = sequenceOf(result, 'ops');
+    expect(rewritten.map((op) => op.collation)).toEqual([undefined, SIMPLE, SIMPLE, undefined]);
+    expect(rewritten[3]).toEqual(ops[3]);
+  });
+
+  it('pinSimpleCollation false leaves every write as before, byte for byte', () => {
+    const inputs: Array<[CommandHandler, CommandInput]> = [
+      [update, command({ update: 'c', updates: [{ q: {}, u: { $set: { b: 1 } } }] })],
+      [deleteHandler, command({ delete: 'c', deletes: [{ q: {}, limit: 0 }] })],
+      [findAndModify, command({ findAndModify: 'c', remove: true })],
+      [bulkWrite, command({ bulkWrite: 1 }, 'admin', { ops: [{ delete: 0, filter: {} }], nsInfo: [{ ns: 'app.c' }] })],
+    ];
+    for (const [handler, input] of inputs) {
+      const result = handler(input, unpinned());
+      expect(contains(outputBytes(result), Buffer.from('collation'))).toBe(false);
+      expect(noteOf(result)).not.toContain('collation.simple');
+      // With the pin the same command differs only by the added collation.
+      const withPin = handler(input, pinned());
+      expect(outputBytes(withPin).length - outputBytes(result).length).toBe(serialize({ collation: SIMPLE }).length - 5);
+    }
+  });
+
+  it('namespaces that are not tenant-filtered are never pinned', () => {
+    const result = update(command({ update: 'c', updates: [{ q: {}, u: { $set: { b: 1 } } }] }), pinned(perTenantResolver()));
+    expect(bodyOf(result).updates[0].collation).toBeUndefined();
+    expect(bodyOf(findAndModify(command({ findAndModify: 'c', remove: true }), pinned(perTenantResolver('collection-prefix')))).collation).toBeUndefined();
   });
 });

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, ProxyError, UpstreamError } from '../../../src/errors.js';
-import { classifyHello, describeServer, discoverServer } from '../../../src/upstream/topology.js';
+import { classifyHello, collationSupportedBy, describeServer, discoverServer } from '../../../src/upstream/topology.js';
 import { Upstream } from '../../../src/upstream/upstream.js';
 import type { Document } from '../../../src/wire/bson.js';
 import { type FakeServer, HELLO_REPLY, startFakeServer } from './fake-server.js';
@@ -41,6 +41,14 @@ describe('classifyHello / describeServer', () => {
     expect('logicalSessionTimeoutMinutes' in bare).toBe(false);
     expect('setName' in bare).toBe(false);
     expect(describeServer({ setName: 'rs', isWritablePrimary: true }, 'h:1')).toMatchObject({ kind: 'replicaSet', setName: 'rs' });
+  });
+
+  it('catalogue 9: collation is supported unless buildInfo carries ferretdbVersion (an unread buildInfo counts as MongoDB)', () => {
+    expect(collationSupportedBy({ version: '8.0.4', ok: 1 })).toBe(true);
+    expect(collationSupportedBy(undefined)).toBe(true);
+    expect(collationSupportedBy({ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 })).toBe(false);
+    expect(describeServer(HELLO_REPLY, 'h:1').collationSupported).toBe(true);
+    expect(describeServer(HELLO_REPLY, 'h:1', [], { ferretdbVersion: 'v1.24.2', ok: 1 }).collationSupported).toBe(false);
   });
 });
 
@@ -186,6 +194,68 @@ describe('Upstream discovery over real sockets', () => {
     } finally {
       await upstream.close();
     }
+  });
+
+  describe('catalogue 9: buildInfo read once at start decides collationSupported', () => {
+    async function startWith(buildInfo: (peer: { reply(doc: Document): void }) => void, connectTimeoutMS = 1_000) {
+      const commands: string[] = [];
+      const s = await startFakeServer((m, peer) => {
+        const name = Object.keys(m.body)[0]!;
+        commands.push(name);
+        if (name === 'hello') void peer.reply(HELLO_REPLY, m);
+        else if (name === 'buildInfo') buildInfo({ reply: (doc) => void peer.reply(doc, m) });
+        else void peer.reply({ ok: 1 }, m);
+      });
+      servers.push(s);
+      const upstream = new Upstream({ uri: `mongodb://127.0.0.1:${s.port}/`, connectTimeoutMS, maxIdleConnections: 1, idleTimeoutMS: 0 });
+      return { upstream, commands, server: s };
+    }
+
+    it('true for a MongoDB buildInfo, false for a FerretDB one; the discovery connection is still pooled', async () => {
+      for (const [reply, expected] of [
+        [{ version: '8.0.4', ok: 1 }, true],
+        [{ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 }, false],
+      ] as const) {
+        const { upstream, commands, server } = await startWith((peer) => peer.reply(reply));
+        try {
+          expect((await upstream.start()).collationSupported).toBe(expected);
+          expect(upstream.info.collationSupported).toBe(expected);
+          expect(commands).toEqual(['hello', 'buildInfo']);
+          const connection = await upstream.acquire();
+          upstream.release(connection);
+          expect(server.peers).toHaveLength(1);
+          expect(upstream.stats).toMatchObject({ created: 1, idle: 1 });
+        } finally {
+          await upstream.close();
+        }
+      }
+    });
+
+    it('a buildInfo error reply counts as MongoDB (pinning a collation fails closed), the connection stays usable', async () => {
+      const { upstream, server } = await startWith((peer) => peer.reply({ ok: 0, code: 59, codeName: 'CommandNotFound', errmsg: 'no such command' }));
+      try {
+        expect((await upstream.start()).collationSupported).toBe(true);
+        const connection = await upstream.acquire();
+        upstream.release(connection);
+        expect(server.peers).toHaveLength(1);
+      } finally {
+        await upstream.close();
+      }
+    });
+
+    it('a buildInfo that never answers fails start() after connectTimeoutMS (like a silent hello), and start may be retried', async () => {
+      let silent = true;
+      const { upstream } = await startWith((peer) => {
+        if (!silent) peer.reply({ version: '8.0.4', ok: 1 });
+      }, 200);
+      try {
+        await expect(upstream.start()).rejects.toThrow(/buildInfo .* timed out/);
+        silent = false;
+        expect((await upstream.start()).collationSupported).toBe(true);
+      } finally {
+        await upstream.close();
+      }
+    });
   });
 
   it('throws on info before start', () => {
