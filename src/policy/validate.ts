@@ -11,7 +11,7 @@
 import { ErrorCodes } from '../errors.js';
 import { PolicyRefusal } from '../rewrite/types.js';
 import { BsonType, bsonTypeName, elements, type BsonElement } from '../wire/bson-scan.js';
-import { numberOf, type RawValue } from '../wire/raw-bson.js';
+import { numberOf, stringOf, type RawValue } from '../wire/raw-bson.js';
 import {
   ACCUMULATORS,
   COLLATION_FIELDS,
@@ -621,6 +621,14 @@ export function validateCollation(value: RawValue, where: string, options: Colla
       expected === 'string' ? item.type === BsonType.string : expected === 'boolean' ? item.type === BsonType.boolean : isNumber(item);
     if (!ok) refuse('collation.invalid', `${where}.${name} must be a ${expected}`, ErrorCodes.TypeMismatch);
     if (name === 'locale') hasLocale = true;
+    // Even at strength 3 these make different ids compare equal: "ac-me" = "acme" (shifted),
+    // "t01" = "t1" (numericOrdering) (catalogue 9).
+    if (options.tenantIsString === true && name === 'alternate' && stringOf(item) === 'shifted') {
+      refuse('collation.tenant-string', `${where}.alternate "shifted" would compare string tenant ids loosely (catalogue 9)`);
+    }
+    if (options.tenantIsString === true && name === 'numericOrdering' && item.value[0] === 1) {
+      refuse('collation.tenant-string', `${where}.numericOrdering would compare string tenant ids loosely (catalogue 9)`);
+    }
     if (name === 'strength') {
       const strength = numberOf(item);
       if (strength === undefined || !Number.isInteger(strength) || strength < 1 || strength > 5) {

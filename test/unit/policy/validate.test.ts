@@ -518,3 +518,20 @@ describe('operator allowlists', () => {
     expect([...operators.FORBIDDEN_KEYS].sort()).toEqual(['$accumulator', '$function', '$where']);
   });
 });
+
+describe('validateCollation with a string tenant (catalogue 9)', () => {
+  it('refuses options that compare different ids as equal even at strength 3', () => {
+    const collation = (doc: Record<string, unknown>): RawValue => valueOf(doc);
+    for (const doc of [{ locale: 'en', alternate: 'shifted' }, { locale: 'en', numericOrdering: true }, { locale: 'en', strength: 2 }]) {
+      let rule: string | undefined;
+      try {
+        validateCollation(collation(doc), 'collation', { tenantIsString: true });
+      } catch (error) {
+        rule = (error as PolicyRefusal).rule;
+      }
+      expect(rule, JSON.stringify(doc)).toBe('collation.tenant-string');
+    }
+    expect(() => validateCollation(collation({ locale: 'en', alternate: 'non-ignorable', numericOrdering: false }), 'collation', { tenantIsString: true })).not.toThrow();
+    expect(() => validateCollation(collation({ locale: 'en', numericOrdering: true }), 'collation', {})).not.toThrow();
+  });
+});
