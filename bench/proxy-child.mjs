@@ -7,7 +7,7 @@ import pino from 'pino';
 import { serveIpc } from './lib/child-ipc.mjs';
 
 const LISTEN = { host: '127.0.0.1', port: 0 };
-/** The tenant of every bench connection; the seeded documents carry `tenant: 'bench'` too. */
+/** The tenant of every bench connection; the seeded documents carry `tenantId: 'bench'` too. */
 const BENCH_TENANT = 'bench';
 
 /**

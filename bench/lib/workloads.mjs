@@ -10,7 +10,7 @@ const BATCH = 1_000;
 /** A small, typical document: about 190 bytes of BSON. */
 export function makeDoc(i) {
   return {
-    tenant: 'bench',
+    tenantId: 'bench', // the proxy's default tenant field, stamped like the proxy would
     seq: i,
     name: `user-${i}`,
     email: `user-${i}@example.com`,
