@@ -27,6 +27,12 @@ export interface RunningProxy {
   metricsAddress: HostPort | null;
   upstream: UpstreamServerInfo;
   metrics: ProxyMetrics;
+  /**
+   * Graceful shutdown (a drain): `/readyz` turns 503 and every listener stops accepting at once;
+   * idle client connections close at once, busy ones once their request is answered or when
+   * `limits.drainTimeoutMS` expires; then the metrics endpoint, the upstream and the rest close
+   * and the logs are flushed. Calling it again returns the same promise.
+   */
   close(): Promise<void>;
 }
 
@@ -40,11 +46,22 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
   const upstream = new Upstream({ ...config.upstream, logger: logger.child({ component: 'upstream' }) });
   metrics.trackUpstreamPool(() => upstream.stats);
   const cleanups: Array<() => Promise<void> | void> = [() => upstream.close()];
-  // Later resources close first; closing twice is a no-op.
+  const listeners: Listener[] = [];
+  // Listeners drain first (readiness is already false, the metrics endpoint still answers),
+  // then later resources close first; closing twice is a no-op.
   let closing: Promise<void> | undefined;
   const cleanUp = (): Promise<void> =>
     (closing ??= (async () => {
-      for (const cleanup of [...cleanups].reverse()) await cleanup();
+      try {
+        if (listeners.length > 0) {
+          const started = Date.now();
+          await Promise.all(listeners.map((listener) => listener.close(config.limits.drainTimeoutMS)));
+          logger.info({ ms: Date.now() - started }, 'client connections drained');
+        }
+        for (const cleanup of [...cleanups].reverse()) await cleanup();
+      } finally {
+        await flushLogger(logger);
+      }
     })());
 
   try {
@@ -77,11 +94,9 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
 
     const registry = new ConnectionRegistry();
     const shared = { config, upstream, server: () => upstream.info, logger, metrics, identity: identity.services, isolation, audit };
-    const listeners: Listener[] = [];
     for (const [index, listener] of config.listeners.entries()) {
       const started = await startListener(listener, index, shared, registry);
       listeners.push(started);
-      cleanups.push(() => started.close());
       logger.info({ listener: started.name, address: started.address, tls: listener.tls !== null, methods: listener.methods }, 'listening');
     }
     const metricsServer =
@@ -108,4 +123,15 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     await cleanUp();
     throw error;
   }
+}
+
+/** Writes out what the logger buffered (a no-op for synchronous destinations). */
+function flushLogger(logger: Logger): Promise<void> {
+  return new Promise<void>((resolve) => {
+    try {
+      logger.flush(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
 }

@@ -474,6 +474,33 @@ const sections: Record<string, SchemaNode> = {
     ),
     maxBsonDepth: integer('Deepest BSON nesting accepted from clients.', 200, 1, 1000),
     maxConnections: integer('Simultaneous client connections; more are refused.', 10_000, 1, 1_000_000),
+    clientIdleTimeoutMS: integer(
+      'Milliseconds a client connection may stay idle (no request in progress and no part of one received) ' +
+        'before the proxy closes it; 0 never closes idle connections.',
+      600_000,
+      0,
+      MAX_TIMER_MS,
+    ),
+    frameTimeoutMS: integer(
+      'Milliseconds within which a whole message must arrive once its first byte has, so a client trickling ' +
+        'bytes cannot hold a connection and its buffer forever; the connection is closed otherwise.',
+      30_000,
+      1,
+      MAX_TIMER_MS,
+    ),
+    tlsHandshakeTimeoutMS: integer(
+      'Milliseconds a client may take to complete the TLS handshake on a TLS listener.',
+      10_000,
+      1,
+      MAX_TIMER_MS,
+    ),
+    drainTimeoutMS: integer(
+      'On SIGTERM/SIGINT: milliseconds in-flight requests get to finish (idle connections close at once); ' +
+        'connections still busy then are closed. 0 closes every connection at once.',
+      30_000,
+      0,
+      MAX_TIMER_MS,
+    ),
   }),
 };
 

@@ -209,5 +209,13 @@ export interface ProxyConfig {
     maxBsonDepth: number;
     /** Simultaneous client connections; more are refused. */
     maxConnections: number;
+    /** Idle client connections are closed after this long; 0 never. */
+    clientIdleTimeoutMS: number;
+    /** A message must arrive whole within this long of its first byte. */
+    frameTimeoutMS: number;
+    /** Time allowed for a client's TLS handshake on TLS listeners. */
+    tlsHandshakeTimeoutMS: number;
+    /** Shutdown: how long in-flight requests get before their connections are closed. */
+    drainTimeoutMS: number;
   };
 }

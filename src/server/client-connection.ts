@@ -7,6 +7,12 @@
  * the proxy buffer more than the frames of one read. Replies that need no change are forwarded
  * as the exact bytes the upstream sent (only the header ids are rewritten).
  * Identity, policy and rewrite steps slot in between `handleCommand` and `forward`.
+ *
+ * Timeouts and shutdown: a connection is *idle* when no request is being processed and no byte
+ * of a frame is buffered. An idle connection is closed after `limits.clientIdleTimeoutMS`; once a
+ * frame's first byte has arrived the whole frame must follow within `limits.frameTimeoutMS`
+ * (the clock stops while the proxy itself is not reading, i.e. while a request is in flight).
+ * `drain()` (shutdown) closes the connection as soon as it is idle.
  */
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -84,6 +90,12 @@ export class ClientConnection {
   private readonly handshake = newHandshakeState();
   private processing = false;
   private closed = false;
+  /** A graceful close (socket.end) is under way: nothing more is read. */
+  private ending = false;
+  /** Shutting down: close as soon as the connection is idle. */
+  private draining = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private frameTimer: NodeJS.Timeout | undefined;
   /** Held for the connection's lifetime; returned to the pool only when no request is in flight. */
   private upstreamConnection: UpstreamConnection | undefined;
   private readonly maxMessageSize: number;
@@ -112,6 +124,7 @@ export class ClientConnection {
       logger: this.logger,
     });
     this.onIdentityChange();
+    this.armIdleTimer();
   }
 
   /** Attaches a newly established tenant to logs and metrics, and pins a passthrough relay. */
@@ -137,27 +150,69 @@ export class ClientConnection {
     }
   }
 
-  /** Closes the connection; in-flight work is abandoned and its upstream connection discarded. */
-  close(reason: string): void {
+  /**
+   * Closes the connection. By default at once: in-flight work is abandoned and its upstream
+   * connection discarded. `graceful` (only for an idle connection) flushes what was written
+   * first, so a reply just sent is not cut off.
+   */
+  close(reason: string, options: { graceful?: boolean } = {}): void {
     if (this.closed) return;
-    this.logger.info({ reason }, 'closing client connection');
+    this.clearTimers();
+    if (options.graceful === true) {
+      if (this.ending) return;
+      this.ending = true;
+      this.logger.info({ reason }, 'closing client connection');
+      // Destroyed once the written bytes are flushed, whether or not the client answers the FIN.
+      this.socket.end(() => this.socket.destroy());
+      return;
+    }
+    if (!this.ending) this.logger.info({ reason }, 'closing client connection');
     this.socket.destroy();
   }
 
+  /** No request is being processed and no byte of a frame is buffered. */
+  get idle(): boolean {
+    return !this.processing && this.pending.length === 0 && this.decoder.bufferedBytes === 0;
+  }
+
+  /**
+   * Shutdown: an idle connection is closed now; a busy one once its request is answered (and
+   * the frames already received are handled). Returns whether it was closed now.
+   */
+  drain(): boolean {
+    if (this.closed || this.ending) return true;
+    this.draining = true;
+    if (!this.idle) return false;
+    this.close('proxy shutting down', { graceful: true });
+    return true;
+  }
+
   private onData(chunk: Buffer): void {
+    if (this.closed || this.ending) return;
     this.deps.metrics.bytes('client', 'received', chunk.length);
+    this.clearIdleTimer();
+    let framed = false;
     try {
-      this.decoder.push(chunk, (frame) => this.pending.push(frame));
+      this.decoder.push(chunk, (frame) => {
+        framed = true;
+        this.pending.push(frame);
+      });
     } catch (error) {
       this.failConnection(error);
       return;
     }
-    if (this.pending.length > 0 && !this.processing) void this.processPending();
+    if (this.processing) return;
+    // A frame's clock starts with its first byte: a new partial frame after a whole one restarts it.
+    if (this.decoder.bufferedBytes === 0) this.clearFrameTimer();
+    else if (framed || this.frameTimer === undefined) this.armFrameTimer();
+    if (this.pending.length > 0) void this.processPending();
   }
 
   private async processPending(): Promise<void> {
     this.processing = true;
     this.socket.pause();
+    // The client cannot send while the proxy is not reading: its frame clock stops meanwhile.
+    this.clearTimers();
     try {
       for (let frame = this.pending.shift(); frame !== undefined && !this.closed; frame = this.pending.shift()) {
         await this.handleFrame(frame);
@@ -167,8 +222,57 @@ export class ClientConnection {
     } finally {
       this.processing = false;
       if (this.closed) this.releaseUpstream();
-      else this.socket.resume();
+      else if (!this.ending && !this.socket.destroyed) {
+        this.socket.resume();
+        if (this.decoder.bufferedBytes > 0) this.armFrameTimer();
+        else if (this.draining) this.close('proxy shutting down: request answered', { graceful: true });
+        else this.armIdleTimer();
+      }
     }
+  }
+
+  private armIdleTimer(): void {
+    this.clearIdleTimer();
+    const timeout = this.deps.config.limits.clientIdleTimeoutMS;
+    if (timeout <= 0 || this.closed) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (!this.idle) return;
+      this.logger.info({ clientIdleTimeoutMS: timeout }, 'client idle for clientIdleTimeoutMS');
+      this.close('idle timeout', { graceful: true });
+    }, timeout);
+    this.idleTimer.unref();
+  }
+
+  private armFrameTimer(): void {
+    this.clearFrameTimer();
+    const timeout = this.deps.config.limits.frameTimeoutMS;
+    this.frameTimer = setTimeout(() => {
+      this.frameTimer = undefined;
+      if (this.processing || this.decoder.bufferedBytes === 0) return;
+      this.deps.metrics.protocolError('FrameTimeout');
+      this.logger.warn(
+        { code: 'FrameTimeout', frameTimeoutMS: timeout, bufferedBytes: this.decoder.bufferedBytes },
+        'protocol violation: message not received in full within frameTimeoutMS',
+      );
+      this.close('frame timeout');
+    }, timeout);
+    this.frameTimer.unref();
+  }
+
+  private clearIdleTimer(): void {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  private clearFrameTimer(): void {
+    if (this.frameTimer !== undefined) clearTimeout(this.frameTimer);
+    this.frameTimer = undefined;
+  }
+
+  private clearTimers(): void {
+    this.clearIdleTimer();
+    this.clearFrameTimer();
   }
 
   private failConnection(error: unknown): void {
@@ -424,6 +528,15 @@ export class ClientConnection {
   private async acquireUpstream(): Promise<UpstreamConnection> {
     const current = this.upstreamConnection;
     if (current !== undefined && !current.closed) return current;
+    if (this.authenticator.relay !== undefined) {
+      // scram-passthrough: the connection the upstream authenticated as this client is gone. Never
+      // fall back to a pooled connection (the proxy's own credentials): the client reconnects.
+      throw new WireProtocolError(
+        ErrorCodes.HostUnreachable,
+        'the upstream connection authenticated as this client was lost; reconnect and authenticate again',
+        true,
+      );
+    }
     const acquired = await this.deps.upstream.acquire();
     this.upstreamConnection = acquired;
     return acquired;
@@ -478,6 +591,7 @@ export class ClientConnection {
   private onSocketClose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.clearTimers();
     this.pending.length = 0;
     // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: that
     // connection can never be reused. Closing it also ends the pending request.

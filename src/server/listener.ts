@@ -2,6 +2,10 @@
  * Client-facing listeners, plain TCP or TLS (optionally with client certificates), each handing
  * its connections to a ClientConnection with that listener's identity methods. They serve the
  * MongoDB wire protocol only, never HTTP. The connection limit is shared by all listeners.
+ *
+ * Closing is a drain: the listener stops accepting at once, idle connections are closed at once,
+ * busy ones as soon as their request is answered, and whatever is left when the drain timeout
+ * expires (including TLS handshakes still in progress) is closed then.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import * as tls from 'node:tls';
@@ -13,8 +17,12 @@ import { ClientConnection, type ClientConnectionDeps } from './client-connection
 export interface Listener {
   readonly name: string;
   readonly address: HostPort;
-  /** Stops accepting and closes this listener's client connections. */
-  close(): Promise<void>;
+  /**
+   * Stops accepting (synchronously, before the first await) and drains this listener's client
+   * connections: idle ones close now, busy ones when their request is answered or, at the
+   * latest, after `drainTimeoutMS` (0: all at once). Resolves when every connection is gone.
+   */
+  close(drainTimeoutMS?: number): Promise<void>;
 }
 
 /** What every listener shares: the connection deps minus the per-listener parts. */
@@ -37,8 +45,16 @@ export async function startListener(
 ): Promise<Listener> {
   const logger = deps.logger.child({ listener: listener.name });
   const own = new Set<ClientConnection>();
+  /** Every accepted TCP socket (for TLS, also those still in the handshake), until it closes. */
+  const sockets = new Set<Socket>();
+  let closing: Promise<void> | undefined;
 
   const accept = (socket: Socket, peerCertificate: PeerCertificate | undefined): void => {
+    if (closing !== undefined) {
+      // A TLS handshake that completes during the drain: no new connection is served.
+      socket.destroy();
+      return;
+    }
     if (registry.size >= deps.config.limits.maxConnections) {
       // Refused before a byte is read: the client sees a closed connection, others are unaffected.
       deps.metrics.connectionRefused('max_connections');
@@ -67,10 +83,23 @@ export async function startListener(
         else logger.error({ err: error?.message }, 'TLS certificate reload failed; keeping the previous material');
       },
     });
-    const tlsServer = tls.createServer({ ...listenerTls.serverOptions(), noDelay: true, keepAlive: true }, (socket) =>
-      accept(socket, peerCertificateOf(socket)),
+    const tlsServer = tls.createServer(
+      {
+        ...listenerTls.serverOptions(),
+        handshakeTimeout: deps.config.limits.tlsHandshakeTimeoutMS,
+        noDelay: true,
+        keepAlive: true,
+      },
+      (socket) => accept(socket, peerCertificateOf(socket)),
     );
-    tlsServer.on('tlsClientError', (error) => {
+    tlsServer.on('tlsClientError', (error: Error & { code?: string }, socket: tls.TLSSocket) => {
+      // With a listener here Node leaves a timed-out handshake's socket open: close it.
+      socket.destroy();
+      if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+        deps.metrics.protocolError('TlsHandshakeTimeout');
+        logger.info({ tlsHandshakeTimeoutMS: deps.config.limits.tlsHandshakeTimeoutMS }, 'TLS handshake not completed in time; closed');
+        return;
+      }
       deps.metrics.protocolError('TlsHandshakeFailed');
       logger.info({ err: error.message }, 'TLS handshake refused');
     });
@@ -87,6 +116,10 @@ export async function startListener(
     });
   });
   server.on('error', (error) => logger.error({ err: error }, 'listener error'));
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   const bound = server.address();
   const address: HostPort =
     typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : listener.listen;
@@ -97,11 +130,33 @@ export async function startListener(
   return {
     name: listener.name,
     address,
-    async close() {
-      listenerTls?.close();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const connection of own) connection.close('proxy shutting down');
-      await closed;
+    close(drainTimeoutMS = 0): Promise<void> {
+      closing ??= (async () => {
+        listenerTls?.close();
+        // server.close stops accepting now; its callback runs once the last connection is gone.
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        let busy = 0;
+        for (const connection of own) if (!connection.drain()) busy += 1;
+        const forceClose = (): void => {
+          if (drainTimeoutMS > 0 && own.size > 0) {
+            logger.warn({ connections: own.size, drainTimeoutMS }, 'drain timeout expired; closing busy connections');
+          }
+          for (const connection of own) connection.close(drainTimeoutMS > 0 ? 'drain timeout expired' : 'proxy shutting down');
+          for (const socket of sockets) socket.destroy();
+        };
+        if (busy > 0 || sockets.size > own.size) {
+          logger.info({ busy, drainTimeoutMS }, 'draining: waiting for in-flight requests');
+        }
+        let timer: NodeJS.Timeout | undefined;
+        if (drainTimeoutMS <= 0) forceClose();
+        else timer = setTimeout(forceClose, drainTimeoutMS);
+        try {
+          await closed;
+        } finally {
+          clearTimeout(timer);
+        }
+      })();
+      return closing;
     },
   };
 }

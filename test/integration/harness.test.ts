@@ -83,7 +83,15 @@ describe('startTestProxy', () => {
     const config = testProxyConfig({ metrics: { listen: null }, limits: { maxConnections: 5 } });
     expect(config.upstream.uri).toBe(upstreamUri());
     expect(config.metrics.listen).toBeNull();
-    expect(config.limits).toEqual({ maxMessageSizeBytes: 48_000_000, maxBsonDepth: 200, maxConnections: 5 });
+    expect(config.limits).toEqual({
+      maxMessageSizeBytes: 48_000_000,
+      maxBsonDepth: 200,
+      maxConnections: 5,
+      clientIdleTimeoutMS: 600_000,
+      frameTimeoutMS: 30_000,
+      tlsHandshakeTimeoutMS: 10_000,
+      drainTimeoutMS: 30_000,
+    });
     expect(config.listeners[0]!.listen).toEqual({ host: '127.0.0.1', port: 0 });
   });
 

@@ -73,7 +73,15 @@ const DEFAULTS: ProxyConfig = {
   log: { level: 'info' },
   compression: { compressors: ['zstd', 'snappy', 'zlib'], zlibLevel: 6 },
   handshake: { presentAs: 'auto' },
-  limits: { maxMessageSizeBytes: 48_000_000, maxBsonDepth: 200, maxConnections: 10_000 },
+  limits: {
+    maxMessageSizeBytes: 48_000_000,
+    maxBsonDepth: 200,
+    maxConnections: 10_000,
+    clientIdleTimeoutMS: 600_000,
+    frameTimeoutMS: 30_000,
+    tlsHandshakeTimeoutMS: 10_000,
+    drainTimeoutMS: 30_000,
+  },
 };
 
 describe('defaults', () => {

@@ -1,0 +1,242 @@
+/**
+ * Lifecycle and client timeouts (issue 5): graceful shutdown as a drain (readiness false, no new
+ * connections, in-flight requests finish, idle connections close at once, stuck ones at
+ * `limits.drainTimeoutMS`), `frameTimeoutMS` against clients trickling bytes,
+ * `clientIdleTimeoutMS`, and `tlsHandshakeTimeoutMS`. The upstream is the in-process fake, so
+ * its answers can be delayed or withheld.
+ */
+import { connect } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { FakeHandler } from '../helpers/fake-upstream.js';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { startTestProxy, type DeepPartial, type TestProxy } from '../helpers/proxy.js';
+import { makeTestPki, type TestPki } from '../helpers/certs.js';
+import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+import type { ProxyConfig } from '../../src/config/types.js';
+
+let fake: FakeUpstream | undefined;
+let proxy: TestProxy | undefined;
+let pki: TestPki | undefined;
+const raw = new Set<RawClient>();
+
+afterEach(async () => {
+  for (const client of raw) client.close();
+  raw.clear();
+  await proxy?.stop();
+  await fake?.close();
+  await pki?.remove();
+  proxy = undefined;
+  fake = undefined;
+  pki = undefined;
+});
+
+async function start(handler: FakeHandler, overrides: DeepPartial<ProxyConfig> = {}): Promise<TestProxy> {
+  fake = await startFakeUpstream(handler);
+  proxy = await startTestProxy({ ...overrides, upstream: { uri: fake.uri } });
+  return proxy;
+}
+
+async function client(): Promise<RawClient> {
+  const { host, port } = proxy!.proxy.address;
+  const c = await RawClient.connect(host, port);
+  raw.add(c);
+  return c;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(10);
+  }
+}
+
+async function readyz(): Promise<number> {
+  const address = proxy!.proxy.metricsAddress!;
+  const response = await fetch(`http://${address.host}:${address.port}/readyz`);
+  return response.status;
+}
+
+async function protocolErrors(reason: string): Promise<number> {
+  const text = await proxy!.proxy.metrics.registry.metrics();
+  const line = text.split('\n').find((l) => l.startsWith('mongo_tenant_proxy_protocol_errors_total{') && l.includes(`reason="${reason}"`));
+  return line === undefined ? 0 : Number(line.split(' ').pop());
+}
+
+const hello = (): ReturnType<typeof opMsg> => opMsg({ hello: 1, $db: 'admin' });
+const ping = (): ReturnType<typeof opMsg> => opMsg({ ping: 1, $db: 'admin' });
+
+describe('graceful shutdown (drain)', () => {
+  it('lets an in-flight command finish while refusing new connections, answering /readyz 503 and closing idle connections at once', async () => {
+    await start(() => ({ delayMs: 1000, replies: [{ ok: 1, answeredBy: 'slow-upstream' }] }), { limits: { drainTimeoutMS: 10_000 } });
+    const busy = await client();
+    const idle = await client();
+    expect((await idle.command(hello())).ok).toBe(1);
+    expect(await readyz()).toBe(200);
+
+    const request = ping();
+    busy.write(request.bytes);
+    await until(() => fake!.received.length === 1);
+
+    const started = Date.now();
+    const closing = proxy!.proxy.close();
+    // Readiness turns false at the start of the drain, while the endpoint still answers.
+    expect(await readyz()).toBe(503);
+    // The idle connection is closed at once.
+    expect(await idle.waitClosed(500)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(800);
+    // No new connections.
+    const { host, port } = proxy!.proxy.address;
+    await expect(RawClient.connect(host, port)).rejects.toThrow(/ECONNREFUSED/);
+
+    // The in-flight command completes, then its connection is closed.
+    const reply = await busy.readFrame(5000);
+    expect(reply).not.toBeNull();
+    expect(reply!.responseTo).toBe(request.requestId);
+    expect(replyDocument(reply!)).toMatchObject({ ok: 1, answeredBy: 'slow-upstream' });
+    expect(await busy.waitClosed(1000)).toBe(true);
+    await closing;
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(800);
+    expect(elapsed).toBeLessThan(5000);
+  });
+
+  it('closes a connection whose request is stuck when the drain timeout expires', async () => {
+    await start(() => 'no-reply', { limits: { drainTimeoutMS: 400 } });
+    const stuck = await client();
+    stuck.write(ping().bytes);
+    await until(() => fake!.received.length === 1);
+
+    const started = Date.now();
+    await proxy!.proxy.close();
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(380);
+    expect(elapsed).toBeLessThan(3000);
+    expect(await stuck.waitClosed(1000)).toBe(true);
+    expect(await stuck.readFrame(100)).toBeNull();
+  });
+
+  it('waits for a partly received frame, then answers it and closes', async () => {
+    await start(() => [{ ok: 1 }], { limits: { drainTimeoutMS: 5000 } });
+    const c = await client();
+    const request = ping();
+    c.write(request.bytes.subarray(0, 10));
+    await sleep(50);
+    const closing = proxy!.proxy.close();
+    await sleep(100);
+    expect(c.closed).toBe(false);
+    c.write(request.bytes.subarray(10));
+    const reply = await c.readFrame();
+    expect(reply?.responseTo).toBe(request.requestId);
+    expect(await c.waitClosed(1000)).toBe(true);
+    await closing;
+  });
+});
+
+describe('frameTimeoutMS', () => {
+  it('closes a client trickling a frame one byte per 100 ms, with a logged reason and a metric', async () => {
+    await start(() => [{ ok: 1 }], { limits: { frameTimeoutMS: 300 } });
+    const c = await client();
+    const bytes = hello().bytes;
+    const started = Date.now();
+    let sent = 0;
+    while (!c.closed && sent < bytes.length) {
+      c.write(bytes.subarray(sent, sent + 1));
+      sent += 1;
+      await sleep(100);
+    }
+    const elapsed = Date.now() - started;
+    expect(c.closed).toBe(true);
+    expect(sent).toBeLessThan(bytes.length);
+    expect(elapsed).toBeGreaterThanOrEqual(300);
+    expect(elapsed).toBeLessThan(1500);
+    expect(await protocolErrors('FrameTimeout')).toBe(1);
+  });
+
+  it('keeps a normal client working: split frames, pauses between requests, requests slower than the timeout', async () => {
+    await start((message) => ('ping' in message.body ? { delayMs: 600, replies: [{ ok: 1 }] } : [{ ok: 1 }]), {
+      limits: { frameTimeoutMS: 300 },
+    });
+    const c = await client();
+    // A frame in two pieces 100 ms apart.
+    const first = hello();
+    c.write(first.bytes.subarray(0, 20));
+    await sleep(100);
+    c.write(first.bytes.subarray(20));
+    expect(replyDocument((await c.readFrame())!).ok).toBe(1);
+    // Idle between frames longer than frameTimeoutMS: not a frame in progress.
+    await sleep(500);
+    expect((await c.command(hello())).ok).toBe(1);
+    // A slow request (600 ms upstream) with the next frame half sent behind it: the frame clock
+    // stops while the proxy is not reading.
+    const slow = ping();
+    const next = hello();
+    c.write(Buffer.concat([slow.bytes, next.bytes.subarray(0, 10)]));
+    expect((await c.readFrame(3000))?.responseTo).toBe(slow.requestId);
+    await sleep(100);
+    c.write(next.bytes.subarray(10));
+    expect((await c.readFrame(3000))?.responseTo).toBe(next.requestId);
+    expect(c.closed).toBe(false);
+    expect(await protocolErrors('FrameTimeout')).toBe(0);
+  });
+});
+
+describe('clientIdleTimeoutMS', () => {
+  it('closes a connection with no request for that long, and not one that keeps working', async () => {
+    await start((message) => ('ping' in message.body ? { delayMs: 600, replies: [{ ok: 1 }] } : [{ ok: 1 }]), {
+      limits: { clientIdleTimeoutMS: 300 },
+    });
+    const idle = await client();
+    const active = await client();
+    const started = Date.now();
+    expect((await idle.command(hello())).ok).toBe(1);
+    // active: a request every 100 ms for a second, then one slower (600 ms) than the idle timeout.
+    for (let i = 0; i < 10; i += 1) {
+      expect((await active.command(hello())).ok).toBe(1);
+      await sleep(100);
+    }
+    expect(await idle.waitClosed(2000)).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(active.closed).toBe(false);
+    expect((await active.command(ping())).ok).toBe(1);
+    expect(active.closed).toBe(false);
+    // Once idle itself, it goes too.
+    expect(await active.waitClosed(2000)).toBe(true);
+  });
+});
+
+describe('tlsHandshakeTimeoutMS', () => {
+  it('closes a TCP connection to a TLS listener that never completes the handshake', async () => {
+    pki = await makeTestPki();
+    await start(() => [{ ok: 1 }], {
+      limits: { tlsHandshakeTimeoutMS: 300 },
+      listeners: [
+        {
+          name: 'tls',
+          listen: { host: '127.0.0.1', port: 0 },
+          tls: {
+            certFile: pki.server.certFile,
+            keyFile: pki.server.keyFile,
+            keyPassphrase: null,
+            caFile: pki.caFile,
+            clientCertificates: 'optional',
+            minVersion: 'TLSv1.2',
+          },
+          methods: ['static'],
+          staticTenant: 'test-tenant',
+        },
+      ],
+    });
+    const { host, port } = proxy!.proxy.address;
+    const socket = connect({ host, port });
+    socket.on('error', () => undefined);
+    const started = Date.now();
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(250);
+    expect(elapsed).toBeLessThan(3000);
+    expect(await protocolErrors('TlsHandshakeTimeout')).toBe(1);
+  });
+});
