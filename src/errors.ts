@@ -28,6 +28,7 @@ export const ErrorCodes = {
   InvalidNamespace: 73,
   NetworkTimeout: 89,
   ShutdownInProgress: 91,
+  OperationFailed: 96,
   CommandNotSupported: 115,
   ExceededMemoryLimit: 146,
   ClientMetadataCannotBeMutated: 186,

@@ -11,6 +11,7 @@ import { Upstream, type UpstreamServerInfo } from './upstream/upstream.js';
 import { redactUri } from './upstream/uri.js';
 import { createIdentityServices } from './identity/services.js';
 import { ConnectionRegistry, startListener, type Listener } from './server/listener.js';
+import { TenantLimits } from './server/tenant-limits.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
@@ -93,7 +94,19 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     cleanups.push(() => audit.close());
 
     const registry = new ConnectionRegistry();
-    const shared = { config, upstream, server: () => upstream.info, logger, metrics, identity: identity.services, isolation, audit };
+    // One set of per-tenant counters for every listener: a tenant's limits span all of them.
+    const tenantLimits = new TenantLimits(config.limits);
+    const shared = {
+      config,
+      upstream,
+      server: () => upstream.info,
+      logger,
+      metrics,
+      identity: identity.services,
+      isolation,
+      audit,
+      tenantLimits,
+    };
     for (const [index, listener] of config.listeners.entries()) {
       const started = await startListener(listener, index, shared, registry);
       listeners.push(started);

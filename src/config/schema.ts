@@ -501,6 +501,35 @@ const sections: Record<string, SchemaNode> = {
       0,
       MAX_TIMER_MS,
     ),
+    maxConnectionsPerTenant: integer(
+      'Client connections per tenant (across listeners); when a connection establishes a tenant that already has ' +
+        'this many, the command doing so (or, for a tenant known at connect, the first command) gets an ' +
+        'OperationFailed error and the connection is closed. 0 is unlimited.',
+      0,
+      0,
+      1_000_000,
+    ),
+    maxInFlightPerTenant: integer(
+      "Commands a tenant may have forwarded upstream at once, across all of its connections; more get an " +
+        'immediate OperationFailed error labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
+      0,
+      0,
+      1_000_000,
+    ),
+    operationsPerSecondPerTenant: integer(
+      'Commands per second a tenant may have forwarded upstream (a token bucket refilled at this rate); more get ' +
+        'an immediate OperationFailed error labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
+      0,
+      0,
+      1_000_000,
+    ),
+    operationsBurstPerTenant: integer(
+      'Size of the operationsPerSecondPerTenant token bucket: how many commands a tenant idle long enough may ' +
+        'send at once. 0 means the same as operationsPerSecondPerTenant.',
+      0,
+      0,
+      1_000_000,
+    ),
   }),
 };
 

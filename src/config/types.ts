@@ -217,5 +217,13 @@ export interface ProxyConfig {
     tlsHandshakeTimeoutMS: number;
     /** Shutdown: how long in-flight requests get before their connections are closed. */
     drainTimeoutMS: number;
+    /** Client connections per tenant; one more gets an error and is closed. 0 unlimited. */
+    maxConnectionsPerTenant: number;
+    /** Commands forwarded upstream at once per tenant, across its connections. 0 unlimited. */
+    maxInFlightPerTenant: number;
+    /** Forwarded commands per second per tenant (token bucket). 0 unlimited. */
+    operationsPerSecondPerTenant: number;
+    /** Token bucket size for `operationsPerSecondPerTenant`; 0 means the same as the rate. */
+    operationsBurstPerTenant: number;
   };
 }

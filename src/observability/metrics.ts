@@ -29,6 +29,10 @@ export type OperationOutcome = (typeof OPERATION_OUTCOMES)[number];
 export const REFUSAL_REASONS = ['max_connections', 'shutting_down'] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
+/** Which per-tenant limit refused a connection or command. */
+export const TENANT_LIMIT_REJECTION_REASONS = ['connections', 'in_flight', 'rate'] as const;
+export type TenantLimitRejectionReason = (typeof TENANT_LIMIT_REJECTION_REASONS)[number];
+
 /** Which peer bytes were exchanged with. */
 export type Peer = 'client' | 'upstream';
 export type ByteFlow = 'received' | 'sent';
@@ -98,6 +102,7 @@ export class ProxyMetrics implements MetricsSource {
   private readonly tenantLabels: Set<string> = new Set();
   private readonly maxTenantLabels: number;
   private readonly protocolErrors: Counter<'reason'>;
+  private readonly tenantLimitRejections: Counter<'reason'>;
   private readonly protocolErrorReasons = new Set<string>();
 
   constructor(options: ProxyMetricsOptions = {}) {
@@ -202,6 +207,12 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['reason'],
       registers,
     });
+    this.tenantLimitRejections = new Counter({
+      name: name('tenant_limit_rejections_total'),
+      help: 'Connections and commands refused by a per-tenant limit, by reason (connections, in_flight, rate).',
+      labelNames: ['reason'],
+      registers,
+    });
     new Gauge({
       name: name('build_info'),
       help: 'Always 1; the version label identifies the running build.',
@@ -214,6 +225,7 @@ export class ProxyMetrics implements MetricsSource {
     this.clientConnectionsTotal.inc(0);
     this.upstreamConnections.set({ state: 'in_use' }, 0);
     this.upstreamConnections.set({ state: 'idle' }, 0);
+    for (const reason of TENANT_LIMIT_REJECTION_REASONS) this.tenantLimitRejections.inc({ reason }, 0);
     for (const direction of ['client', 'upstream']) {
       this.bytesReceived.inc({ direction }, 0);
       this.bytesSent.inc({ direction }, 0);
@@ -286,6 +298,11 @@ export class ProxyMetrics implements MetricsSource {
 
   connectionRefused(reason: RefusalReason | (string & {})): void {
     this.clientConnectionsRefused.inc({ reason: REFUSALS.has(reason) ? reason : 'other' });
+  }
+
+  /** Counts a connection or command refused by a per-tenant limit. */
+  tenantLimitRejection(reason: TenantLimitRejectionReason): void {
+    this.tenantLimitRejections.inc({ reason });
   }
 
   /** Reads the upstream pool's occupancy whenever metrics are scraped. */

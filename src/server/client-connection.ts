@@ -45,6 +45,7 @@ import type { AuditLog } from '../observability/audit.js';
 import { replyBody } from '../protocol/command.js';
 import type { UpstreamConnection } from '../upstream/connection.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
+import { TenantLimitExceeded, type TenantLimits } from './tenant-limits.js';
 
 /** Answered by the proxy before a tenant exists; buildInfo is forwarded (it names no data). */
 const PRE_AUTH_LOCAL_OK: ReadonlySet<string> = new Set(['ping', 'endSessions']);
@@ -65,6 +66,8 @@ export interface ClientConnectionDeps {
   peerCertificate: PeerCertificate | undefined;
   isolation: IsolationEngine;
   audit: AuditLog;
+  /** Per-tenant connection, in-flight and rate limits, shared by every connection. */
+  tenantLimits: TenantLimits;
 }
 
 interface Request {
@@ -79,8 +82,13 @@ export class ClientConnection {
   readonly id = ++nextConnectionId;
   logger: Logger;
   private readonly authenticator: ConnectionAuthenticator;
-  /** The tenant counted in the per-tenant connection gauge, once established. */
+  /** The tenant counted in the per-tenant connection gauge and limits, once established. */
   private countedTenant: string | undefined;
+  /**
+   * The tenant already had `limits.maxConnectionsPerTenant` connections when this one established
+   * it: every command gets this error and the connection is closed after the first reply.
+   */
+  private tenantLimitError: TenantLimitExceeded | undefined;
   /** Checks and rewrites every command once the tenant is known (src/rewrite/engine.ts). */
   private tenantEngine: TenantEngine | undefined;
   /** Why the tenant cannot be isolated (e.g. not representable as the configured type). */
@@ -130,7 +138,15 @@ export class ClientConnection {
   /** Attaches a newly established tenant to logs and metrics, and pins a passthrough relay. */
   private onIdentityChange(): void {
     const identity = this.authenticator.identity;
-    if (identity !== undefined && this.countedTenant === undefined) {
+    if (identity !== undefined && this.countedTenant === undefined && this.tenantLimitError === undefined) {
+      const refusal = this.deps.tenantLimits.openConnection(identity.tenant);
+      if (refusal !== undefined) {
+        this.tenantLimitError = refusal;
+        this.deps.metrics.tenantLimitRejection(refusal.reason);
+        this.logger = this.logger.child({ tenant: identity.tenant, identityMethod: identity.method });
+        this.logger.warn({ limit: this.deps.config.limits.maxConnectionsPerTenant }, 'tenant connection limit reached; refusing the connection');
+        return;
+      }
       this.countedTenant = identity.tenant;
       this.deps.metrics.tenantConnectionOpened(identity.tenant);
       this.logger = this.logger.child({ tenant: identity.tenant, identityMethod: identity.method });
@@ -214,7 +230,7 @@ export class ClientConnection {
     // The client cannot send while the proxy is not reading: its frame clock stops meanwhile.
     this.clearTimers();
     try {
-      for (let frame = this.pending.shift(); frame !== undefined && !this.closed; frame = this.pending.shift()) {
+      for (let frame = this.pending.shift(); frame !== undefined && !this.closed && !this.ending; frame = this.pending.shift()) {
         await this.handleFrame(frame);
       }
     } catch (error) {
@@ -324,11 +340,13 @@ export class ClientConnection {
     let outcome = 'ok';
     try {
       const name = envelope.name;
+      this.refuseIfOverConnectionLimit();
       if (HELLO_COMMANDS.has(name)) {
         await this.replyHello(name, msg.body, request, 'opMsg');
       } else if (AUTH_COMMANDS.has(name)) {
         const reply = await this.authenticator.handle(name, deserialize(msg.body), envelope.db);
         this.onIdentityChange();
+        this.refuseIfOverConnectionLimit();
         await this.write(encodeReply(reply, request.requestId, 'opMsg'));
       } else if (name === 'connectionStatus') {
         await this.write(encodeReply(this.authenticator.connectionStatus(), request.requestId, 'opMsg'));
@@ -342,7 +360,7 @@ export class ClientConnection {
       }
     } catch (error) {
       if (error instanceof WireProtocolError && error.fatal) throw error;
-      if (error instanceof PolicyRefusal) outcome = 'denied';
+      if (error instanceof PolicyRefusal || error instanceof TenantLimitExceeded) outcome = 'denied';
       else if (outcome !== 'denied') outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
       if ((msg.flagBits & OpMsgFlag.moreToCome) !== 0) {
         // A moreToCome request gets no reply, so a refused one can only be answered by closing
@@ -351,6 +369,7 @@ export class ClientConnection {
         throw new WireProtocolError(ProxyError.is(error) ? error.code : ErrorCodes.InternalError, reason, true, { cause: error });
       }
       if (!this.closed) await this.writeError(error, request, 'opMsg');
+      if (error === this.tenantLimitError) this.close('tenant connection limit reached', { graceful: true });
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       this.deps.metrics.observeOperation(envelope.name, outcome, seconds, this.authenticator.identity?.tenant);
@@ -377,7 +396,16 @@ export class ClientConnection {
       return;
     }
     const started = process.hrtime.bigint();
-    await this.replyHello(commandName, command, request, 'opReply');
+    try {
+      this.refuseIfOverConnectionLimit();
+      await this.replyHello(commandName, command, request, 'opReply');
+    } catch (error) {
+      if (this.tenantLimitError === undefined || error !== this.tenantLimitError) throw error;
+      this.deps.metrics.observeOperation(commandName, 'denied', Number(process.hrtime.bigint() - started) / 1e9);
+      await this.writeError(error, request, 'opReply');
+      this.close('tenant connection limit reached', { graceful: true });
+      return;
+    }
     this.deps.metrics.observeOperation(commandName, 'ok', Number(process.hrtime.bigint() - started) / 1e9);
   }
 
@@ -403,9 +431,15 @@ export class ClientConnection {
     acceptHello(helloRequest, context, this.handshake);
     const authFields = await this.authenticator.helloFields(helloRequest);
     this.onIdentityChange();
+    this.refuseIfOverConnectionLimit();
     const document = buildHelloReply(commandName, helloRequest, context, this.handshake, authFields);
     // hello replies are never compressed (OP_COMPRESSED.md).
     await this.write(encodeReply(document, request.requestId, format));
+  }
+
+  /** This connection's tenant was over `maxConnectionsPerTenant` when established. */
+  private refuseIfOverConnectionLimit(): void {
+    if (this.tenantLimitError !== undefined) throw this.tenantLimitError;
   }
 
   /**
@@ -458,6 +492,26 @@ export class ClientConnection {
         plan = result.reply;
       }
     }
+    // Per-tenant in-flight and rate limits apply to what is actually forwarded (not to refusals
+    // or local replies): over a limit the command is answered at once with an error.
+    const tenant = this.countedTenant;
+    if (tenant !== undefined) {
+      const refusal = this.deps.tenantLimits.startOperation(tenant);
+      if (refusal !== undefined) {
+        this.deps.metrics.tenantLimitRejection(refusal.reason);
+        this.logger.debug({ reason: refusal.reason, command: envelope.name }, refusal.message);
+        throw refusal;
+      }
+    }
+    try {
+      return await this.send(outgoing, moreToCome, outcome, plan, request);
+    } finally {
+      if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
+    }
+  }
+
+  /** Sends a (checked and rewritten) command upstream and streams its replies back to the client. */
+  private async send(outgoing: Buffer, moreToCome: boolean, outcome: string, plan: ReplyPlan | undefined, request: Request): Promise<string> {
     const upstream = await this.acquireUpstream();
     if (moreToCome) {
       upstream.send(outgoing);
@@ -598,7 +652,10 @@ export class ClientConnection {
     if (this.upstreamConnection?.busy === true) this.upstreamConnection.close();
     if (!this.processing) this.releaseUpstream();
     this.authenticator.close();
-    if (this.countedTenant !== undefined) this.deps.metrics.tenantConnectionClosed(this.countedTenant);
+    if (this.countedTenant !== undefined) {
+      this.deps.metrics.tenantConnectionClosed(this.countedTenant);
+      this.deps.tenantLimits.closeConnection(this.countedTenant);
+    }
     this.deps.metrics.connectionClosed();
     this.logger.info('client disconnected');
     this.onClosed(this);

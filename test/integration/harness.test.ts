@@ -91,6 +91,10 @@ describe('startTestProxy', () => {
       frameTimeoutMS: 30_000,
       tlsHandshakeTimeoutMS: 10_000,
       drainTimeoutMS: 30_000,
+      maxConnectionsPerTenant: 0,
+      maxInFlightPerTenant: 0,
+      operationsPerSecondPerTenant: 0,
+      operationsBurstPerTenant: 0,
     });
     expect(config.listeners[0]!.listen).toEqual({ host: '127.0.0.1', port: 0 });
   });

@@ -81,6 +81,10 @@ const DEFAULTS: ProxyConfig = {
     frameTimeoutMS: 30_000,
     tlsHandshakeTimeoutMS: 10_000,
     drainTimeoutMS: 30_000,
+    maxConnectionsPerTenant: 0,
+    maxInFlightPerTenant: 0,
+    operationsPerSecondPerTenant: 0,
+    operationsBurstPerTenant: 0,
   },
 };
 

@@ -1,0 +1,175 @@
+/**
+ * Per-tenant limits (issue 5, "Backpressure and limits"), shared by every listener:
+ * - connections: at most `maxConnectionsPerTenant` client connections with that tenant;
+ * - in flight: at most `maxInFlightPerTenant` commands forwarded upstream at once, across all of
+ *   the tenant's connections;
+ * - rate: a token bucket of `operationsBurstPerTenant` tokens (0: the rate) refilled at
+ *   `operationsPerSecondPerTenant` per second; each forwarded command takes one.
+ * A limit of 0 is unlimited. Over a limit the caller gets a `TenantLimitExceeded` to answer with
+ * at once: nothing here waits or queues, so a client never hangs on a limit.
+ *
+ * Pure: no sockets, timers or metrics; the clock is injected. Memory stays bounded: a tenant is
+ * remembered only while it has connections or commands in flight, or while its bucket is still
+ * refilling (idle tenants are forgotten at most `sweepIntervalMS` after their bucket is full).
+ */
+import { ErrorCodes, ProxyError } from '../errors.js';
+
+export type TenantLimitReason = 'connections' | 'in_flight' | 'rate';
+
+export interface TenantLimitSettings {
+  /** Client connections per tenant; 0 unlimited. */
+  maxConnectionsPerTenant: number;
+  /** Commands forwarded upstream at once per tenant; 0 unlimited. */
+  maxInFlightPerTenant: number;
+  /** Forwarded commands per second per tenant (token bucket refill rate); 0 unlimited. */
+  operationsPerSecondPerTenant: number;
+  /** Token bucket size; 0 means the same as the rate. */
+  operationsBurstPerTenant: number;
+}
+
+export interface TenantLimitsOptions {
+  /** Milliseconds from a monotonic clock. Default `performance.now()`. */
+  now?: () => number;
+  /** How often (at most) idle tenants with a full bucket are forgotten. Default 1000 ms. */
+  sweepIntervalMS?: number;
+}
+
+/**
+ * A command or connection refused by a tenant limit. Answered as `OperationFailed` (96). The
+ * in-flight and rate refusals carry `SystemOverloadedError` and `RetryableError`, the labels of
+ * the drivers' client backpressure specification: drivers that implement it retry with backoff.
+ */
+export class TenantLimitExceeded extends ProxyError {
+  readonly reason: TenantLimitReason;
+
+  constructor(reason: TenantLimitReason, message: string) {
+    super(ErrorCodes.OperationFailed, message, {
+      labels: reason === 'connections' ? [] : ['SystemOverloadedError', 'RetryableError'],
+    });
+    this.reason = reason;
+  }
+
+  override get name(): string {
+    return 'TenantLimitExceeded';
+  }
+}
+
+interface TenantState {
+  connections: number;
+  inFlight: number;
+  tokens: number;
+  /** When `tokens` was last brought up to date. */
+  refilledAt: number;
+}
+
+export class TenantLimits {
+  private readonly tenants = new Map<string, TenantState>();
+  private readonly now: () => number;
+  private readonly sweepIntervalMS: number;
+  private readonly burst: number;
+  private lastSweep: number;
+  readonly enabled: boolean;
+
+  constructor(
+    private readonly settings: TenantLimitSettings,
+    options: TenantLimitsOptions = {},
+  ) {
+    this.now = options.now ?? (() => performance.now());
+    this.sweepIntervalMS = options.sweepIntervalMS ?? 1000;
+    const rate = settings.operationsPerSecondPerTenant;
+    this.burst = rate > 0 ? (settings.operationsBurstPerTenant > 0 ? settings.operationsBurstPerTenant : rate) : 0;
+    this.enabled = settings.maxConnectionsPerTenant > 0 || settings.maxInFlightPerTenant > 0 || rate > 0;
+    this.lastSweep = this.now();
+  }
+
+  /** Tenants currently remembered (for tests and memory checks). */
+  get trackedTenants(): number {
+    return this.tenants.size;
+  }
+
+  /** Counts a connection whose tenant was just established, or refuses it (nothing counted). */
+  openConnection(tenant: string): TenantLimitExceeded | undefined {
+    if (!this.enabled) return undefined;
+    const state = this.state(tenant);
+    const limit = this.settings.maxConnectionsPerTenant;
+    if (limit > 0 && state.connections >= limit) {
+      this.forgetIfIdle(tenant, state);
+      return new TenantLimitExceeded('connections', `tenant connection limit (${limit}) reached`);
+    }
+    state.connections += 1;
+    return undefined;
+  }
+
+  /** Undoes a successful `openConnection`. */
+  closeConnection(tenant: string): void {
+    const state = this.tenants.get(tenant);
+    if (state === undefined) return;
+    state.connections = Math.max(0, state.connections - 1);
+    this.forgetIfIdle(tenant, state);
+  }
+
+  /**
+   * Admits one command to be forwarded upstream, or refuses it. The in-flight limit is checked
+   * first, so a refused command takes no token. Every admitted command needs one `endOperation`.
+   */
+  startOperation(tenant: string): TenantLimitExceeded | undefined {
+    if (!this.enabled) return undefined;
+    const now = this.now();
+    this.maybeSweep(now);
+    const state = this.state(tenant, now);
+    const maxInFlight = this.settings.maxInFlightPerTenant;
+    if (maxInFlight > 0 && state.inFlight >= maxInFlight) {
+      return new TenantLimitExceeded('in_flight', `tenant in-flight limit (${maxInFlight}) reached`);
+    }
+    const rate = this.settings.operationsPerSecondPerTenant;
+    if (rate > 0) {
+      this.refill(state, now);
+      if (state.tokens < 1) {
+        this.forgetIfIdle(tenant, state);
+        return new TenantLimitExceeded('rate', `tenant rate limit (${rate} operations per second) reached`);
+      }
+      state.tokens -= 1;
+    }
+    state.inFlight += 1;
+    return undefined;
+  }
+
+  /** Ends a command admitted by `startOperation` (answered, failed or abandoned). */
+  endOperation(tenant: string): void {
+    const state = this.tenants.get(tenant);
+    if (state === undefined) return;
+    state.inFlight = Math.max(0, state.inFlight - 1);
+    this.forgetIfIdle(tenant, state);
+  }
+
+  private state(tenant: string, now = this.now()): TenantState {
+    let state = this.tenants.get(tenant);
+    if (state === undefined) {
+      state = { connections: 0, inFlight: 0, tokens: this.burst, refilledAt: now };
+      this.tenants.set(tenant, state);
+    }
+    return state;
+  }
+
+  private refill(state: TenantState, now: number): void {
+    const elapsed = Math.max(0, now - state.refilledAt);
+    state.tokens = Math.min(this.burst, state.tokens + (elapsed * this.settings.operationsPerSecondPerTenant) / 1000);
+    state.refilledAt = now;
+  }
+
+  /** A tenant with nothing open and a full bucket is the same as one never seen. */
+  private forgetIfIdle(tenant: string, state: TenantState, now = this.now()): void {
+    if (state.connections > 0 || state.inFlight > 0) return;
+    if (this.burst > 0) {
+      this.refill(state, now);
+      if (state.tokens < this.burst) return;
+    }
+    this.tenants.delete(tenant);
+  }
+
+  private maybeSweep(now: number): void {
+    if (now - this.lastSweep < this.sweepIntervalMS) return;
+    this.lastSweep = now;
+    for (const [tenant, state] of this.tenants) this.forgetIfIdle(tenant, state, now);
+  }
+}

@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest';
+import { TenantLimits, TenantLimitExceeded, type TenantLimitSettings } from '../../../src/server/tenant-limits.js';
+import { ErrorCodes } from '../../../src/errors.js';
+import { encodeErrorReply } from '../../../src/protocol/replies.js';
+
+const UNLIMITED: TenantLimitSettings = {
+  maxConnectionsPerTenant: 0,
+  maxInFlightPerTenant: 0,
+  operationsPerSecondPerTenant: 0,
+  operationsBurstPerTenant: 0,
+};
+
+function limits(settings: Partial<TenantLimitSettings>): { limits: TenantLimits; clock: { now: number } } {
+  const clock = { now: 1_000 };
+  return { limits: new TenantLimits({ ...UNLIMITED, ...settings }, { now: () => clock.now }), clock };
+}
+
+describe('TenantLimits', () => {
+  it('admits everything and remembers nothing when every limit is 0', () => {
+    const { limits: l } = limits({});
+    expect(l.enabled).toBe(false);
+    for (let i = 0; i < 1000; i += 1) {
+      expect(l.openConnection('acme')).toBeUndefined();
+      expect(l.startOperation('acme')).toBeUndefined();
+    }
+    expect(l.trackedTenants).toBe(0);
+  });
+
+  it('limits connections per tenant, independently for each tenant, and frees a slot on close', () => {
+    const { limits: l } = limits({ maxConnectionsPerTenant: 2 });
+    expect(l.openConnection('acme')).toBeUndefined();
+    expect(l.openConnection('acme')).toBeUndefined();
+    const refusal = l.openConnection('acme');
+    expect(refusal).toBeInstanceOf(TenantLimitExceeded);
+    expect(refusal).toMatchObject({ reason: 'connections', code: ErrorCodes.OperationFailed, message: 'tenant connection limit (2) reached' });
+    expect(refusal!.labels).toEqual([]);
+    expect(l.openConnection('globex')).toBeUndefined();
+    l.closeConnection('acme');
+    expect(l.openConnection('acme')).toBeUndefined();
+    expect(l.openConnection('acme')).toBeDefined();
+  });
+
+  it('limits commands in flight per tenant and answers with a retryable, overload-labelled error', () => {
+    const { limits: l } = limits({ maxInFlightPerTenant: 2 });
+    l.openConnection('acme');
+    expect(l.startOperation('acme')).toBeUndefined();
+    expect(l.startOperation('acme')).toBeUndefined();
+    const refusal = l.startOperation('acme');
+    expect(refusal).toMatchObject({ reason: 'in_flight', code: 96, message: 'tenant in-flight limit (2) reached' });
+    expect(refusal!.labels).toEqual(['SystemOverloadedError', 'RetryableError']);
+    expect(l.startOperation('globex')).toBeUndefined();
+    l.endOperation('acme');
+    expect(l.startOperation('acme')).toBeUndefined();
+  });
+
+  it('rate-limits with a token bucket: a burst, then the refill rate', () => {
+    const { limits: l, clock } = limits({ operationsPerSecondPerTenant: 10, operationsBurstPerTenant: 3 });
+    l.openConnection('acme');
+    const run = (): TenantLimitExceeded | undefined => {
+      const refusal = l.startOperation('acme');
+      if (refusal === undefined) l.endOperation('acme');
+      return refusal;
+    };
+    expect([run(), run(), run()]).toEqual([undefined, undefined, undefined]);
+    expect(run()).toMatchObject({ reason: 'rate', message: 'tenant rate limit (10 operations per second) reached' });
+    clock.now += 99;
+    expect(run()).toBeDefined();
+    clock.now += 1; // 100 ms: one token
+    expect(run()).toBeUndefined();
+    expect(run()).toBeDefined();
+    clock.now += 10_000; // never more than the burst
+    expect([run(), run(), run()]).toEqual([undefined, undefined, undefined]);
+    expect(run()).toBeDefined();
+    // Other tenants have their own bucket.
+    expect(l.startOperation('globex')).toBeUndefined();
+  });
+
+  it('uses the rate as the burst when the burst is 0', () => {
+    const { limits: l } = limits({ operationsPerSecondPerTenant: 5 });
+    let admitted = 0;
+    for (let i = 0; i < 20; i += 1) if (l.startOperation('acme') === undefined) admitted += 1;
+    expect(admitted).toBe(5);
+  });
+
+  it('does not take a token for a command refused by the in-flight limit', () => {
+    const { limits: l } = limits({ maxInFlightPerTenant: 1, operationsPerSecondPerTenant: 2 });
+    expect(l.startOperation('acme')).toBeUndefined();
+    expect(l.startOperation('acme')).toMatchObject({ reason: 'in_flight' });
+    l.endOperation('acme');
+    expect(l.startOperation('acme')).toBeUndefined();
+  });
+
+  it('forgets idle tenants once their bucket is full again (bounded memory)', () => {
+    const { limits: l, clock } = limits({ maxConnectionsPerTenant: 5, operationsPerSecondPerTenant: 10 });
+    for (let i = 0; i < 1000; i += 1) {
+      const tenant = `t${i}`;
+      l.openConnection(tenant);
+      expect(l.startOperation(tenant)).toBeUndefined();
+      l.endOperation(tenant);
+      l.closeConnection(tenant);
+    }
+    // Buckets still refilling are remembered (forgetting them would grant a fresh burst).
+    expect(l.trackedTenants).toBe(1000);
+    clock.now += 2_000;
+    l.openConnection('busy');
+    expect(l.startOperation('busy')).toBeUndefined();
+    expect(l.trackedTenants).toBe(1);
+    l.endOperation('busy');
+    l.closeConnection('busy');
+    clock.now += 2_000;
+    l.startOperation('other');
+    l.endOperation('other');
+    expect(l.trackedTenants).toBeLessThanOrEqual(1);
+  });
+
+  it('forgets a tenant at once when only counters are limited', () => {
+    const { limits: l } = limits({ maxConnectionsPerTenant: 1, maxInFlightPerTenant: 1 });
+    l.openConnection('acme');
+    l.startOperation('acme');
+    expect(l.trackedTenants).toBe(1);
+    l.endOperation('acme');
+    l.closeConnection('acme');
+    expect(l.trackedTenants).toBe(0);
+    // Unknown tenants and extra releases are harmless.
+    l.closeConnection('acme');
+    l.endOperation('nobody');
+    expect(l.openConnection('acme')).toBeUndefined();
+  });
+
+  it('is answered as an OperationFailed error reply with its labels', () => {
+    const { limits: l } = limits({ maxInFlightPerTenant: 1 });
+    l.startOperation('acme');
+    const reply = encodeErrorReply(l.startOperation('acme'), 7, 'opMsg');
+    const text = reply.toString('latin1');
+    expect(text).toContain('OperationFailed');
+    expect(text).toContain('SystemOverloadedError');
+  });
+});
