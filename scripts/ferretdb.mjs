@@ -8,13 +8,14 @@
 // cache, version.txt is written, and the binary is built from that copy.
 // MTP_FERRETDB_BIN=/path/to/ferretdb skips all of this and uses an existing binary.
 
-import { execFile, spawn } from 'node:child_process';
-import { constants as fsConstants, existsSync, rmSync } from 'node:fs';
-import { access, chmod, cp, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { chmod, cp, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
+import { isExecutable, run } from './lib/exec.mjs';
 
 export const FERRETDB_VERSION = 'v1.24.2';
 const FERRETDB_MODULE = 'github.com/FerretDB/FerretDB';
@@ -127,27 +128,6 @@ function goEnv() {
   return env;
 }
 
-function run(command, args, options) {
-  return new Promise((resolve, reject) => {
-    execFile(command, args, { ...options, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) {
-        const detail = `${stderr}`.trim().split('\n').slice(-30).join('\n');
-        reject(new Error(`${command} ${args.join(' ')} failed: ${error.message}${detail ? `\n${detail}` : ''}`));
-      } else {
-        resolve({ stdout: `${stdout}`, stderr: `${stderr}` });
-      }
-    });
-  });
-}
-
-async function isExecutable(file) {
-  try {
-    await access(file, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Running instances

@@ -11,12 +11,12 @@
 // As a command, it ensures helm and runs it with the given arguments:
 //   node scripts/helm.mjs template my-proxy helm/mongo-tenant-proxy -f values.yaml
 
-import { execFile, spawnSync } from 'node:child_process';
-import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isExecutable, run } from './lib/exec.mjs';
 
 export const HELM_VERSION = 'v3.22.0';
 const HELM_MODULE = 'helm.sh/helm/v3';
@@ -131,27 +131,6 @@ export function helmEnv(home) {
   };
 }
 
-function run(command, args, options) {
-  return new Promise((resolve, reject) => {
-    execFile(command, args, { ...options, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) {
-        const detail = `${stderr}`.trim().split('\n').slice(-30).join('\n');
-        reject(new Error(`${command} ${args.join(' ')} failed: ${error.message}${detail ? `\n${detail}` : ''}`));
-      } else {
-        resolve({ stdout: `${stdout}`, stderr: `${stderr}` });
-      }
-    });
-  });
-}
-
-async function isExecutable(file) {
-  try {
-    await access(file, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
