@@ -1,3 +1,4 @@
+import { defaultConfig } from '../../../src/config/index.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { IsolationConfig, NamespaceRule } from '../../../src/config/types.js';
@@ -13,19 +14,8 @@ import {
 import { PolicyRefusal, type Access } from '../../../src/rewrite/types.js';
 
 function isolation(overrides: Partial<IsolationConfig> = {}): IsolationConfig {
-  return {
-    mode: 'enforce',
-    tenantField: 'tenantId',
-    tenantValueType: 'string',
-    defaultModel: 'shared-collection',
-    databaseTemplate: '{tenant}_{db}',
-    collectionTemplate: '{tenant}.{collection}',
-    namespaces: [],
-    maxTimeMS: 60_000,
-    sessionKey: null,
-    audit: { file: null, maxEventBytes: 8192 },
-    ...overrides,
-  };
+  // The product's own defaults (src/config/schema.ts), then what the test changes.
+  return { ...defaultConfig().isolation, ...overrides };
 }
 
 /** The rule id of the PolicyRefusal `fn` throws (fails when it throws nothing or something else). */

@@ -1,3 +1,4 @@
+import { defaultConfig } from '../../../src/config/index.js';
 import { describe, expect, it } from 'vitest';
 import type { IsolationConfig } from '../../../src/config/types.js';
 import { createNamespaceResolver } from '../../../src/policy/namespaces.js';
@@ -8,19 +9,8 @@ import { Code, deserialize, serialize, UUID, type Document } from '../../../src/
 import { RawDocument } from '../../../src/wire/raw-bson.js';
 
 function isolation(overrides: Partial<IsolationConfig> = {}): IsolationConfig {
-  return {
-    mode: 'enforce',
-    tenantField: 'tenantId',
-    tenantValueType: 'string',
-    defaultModel: 'shared-collection',
-    databaseTemplate: '{tenant}_{db}',
-    collectionTemplate: '{tenant}.{collection}',
-    namespaces: [],
-    maxTimeMS: 60_000,
-    sessionKey: null,
-    audit: { file: null, maxEventBytes: 8192 },
-    ...overrides,
-  };
+  // The product's own defaults (src/config/schema.ts), then what the test changes.
+  return { ...defaultConfig().isolation, ...overrides };
 }
 
 function contextFor(config: IsolationConfig, tenant = 'acme'): TenantContext {
