@@ -2,7 +2,7 @@
  * Composition root: config → logger → metrics → upstream → identity → listeners. The only
  * module that sees every other one.
  */
-import type { Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
 import type { HostPort, ProxyConfig } from './config/types.js';
 import { createLogger } from './observability/logger.js';
 import { ProxyMetrics } from './observability/metrics.js';
@@ -13,7 +13,7 @@ import { createIdentityServices } from './identity/services.js';
 import { ConnectionRegistry, startListener, type Listener } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
-import { PROXY_VERSION } from './version.js';
+import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
 import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
@@ -39,11 +39,18 @@ export interface RunningProxy {
 
 export interface StartOptions {
   logger?: Logger;
+  /** Where audit events go instead of `audit.destination` (tests, embedders). */
+  auditStream?: DestinationStream;
 }
 
 export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
   const logger = options.logger ?? createLogger({ level: config.log.level });
-  const metrics = new ProxyMetrics({ version: PROXY_VERSION, maxTenantLabels: config.identity.maxTenantLabels });
+  const metrics = new ProxyMetrics({
+    version: PROXY_VERSION,
+    commit: PROXY_COMMIT,
+    maxTenantLabels: config.identity.maxTenantLabels,
+    maxDatabaseLabels: config.metrics.maxDatabaseLabels,
+  });
   const upstream = new Upstream({ ...config.upstream, logger: logger.child({ component: 'upstream' }) });
   metrics.trackUpstreamPool(() => upstream.stats);
   const cleanups: Array<() => Promise<void> | void> = [() => upstream.close()];
@@ -71,17 +78,31 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       { upstream: redactUri(config.upstream.uri), kind: info.kind, maxWireVersion: info.maxWireVersion },
       'upstream reached',
     );
+    const audit = createAuditLog({ ...config.audit, stream: options.auditStream });
+    cleanups.push(() => audit.close());
     const identity = createIdentityServices(config, {
       logger,
-      observer: metrics,
+      // Every authentication outcome is counted and audited.
+      observer: {
+        authentication: (event) => {
+          metrics.authentication(event);
+          audit.authentication(event);
+        },
+      },
       openRelay: async () => new UpstreamRelay(await upstream.openUnauthenticated()),
     });
     cleanups.push(() => identity.close());
 
     const { isolation: isolationConfig } = config;
+    const cursors = new CursorRegistry();
+    // Expired entries are dropped before counting, so the gauge shows live cursors only.
+    metrics.trackOpenCursors(() => {
+      cursors.sweep();
+      return cursors.size;
+    });
     const isolation = new IsolationEngine({
       config: isolationConfig,
-      cursors: new CursorRegistry(),
+      cursors,
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.info.collationSupported,
     });
@@ -90,8 +111,6 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     if (isolationConfig.sessionKey === null) {
       logger.warn('isolation.sessionKey is not set: upstream session ids change when the proxy restarts, so retries across a restart start new sessions');
     }
-    const audit = createAuditLog({ ...isolationConfig.audit, logger: logger.child({ component: 'audit' }) });
-    cleanups.push(() => audit.close());
 
     const registry = new ConnectionRegistry();
     // One set of per-tenant counters for every listener: a tenant's limits span all of them.

@@ -391,10 +391,6 @@ const sections: Record<string, SchemaNode> = {
           'map alike; null: a random key per process (sessions do not survive a restart). Never shown.',
         { writeOnly: true },
       ),
-      audit: section('Audit log of every refusal and rewrite: tenant, command, namespace and rule, never values.', {
-        file: optionalString('File the audit events are appended to as JSON lines; null: the main log, with "audit": true.'),
-        maxEventBytes: integer('Largest audit event in bytes; longer ones are truncated.', 8192, 256, 1_048_576),
-      }),
     },
   ),
   upstream: section('The MongoDB deployment the proxy forwards to.', {
@@ -435,6 +431,13 @@ const sections: Record<string, SchemaNode> = {
       default: '127.0.0.1:9216',
       examples: ['0.0.0.0:9216', 'off'],
     },
+    maxDatabaseLabels: integer(
+      'Distinct database names given their own label on operation metrics (names are chosen by clients); ' +
+        'the rest count as "other".',
+      20,
+      0,
+      10_000,
+    ),
   }),
   log: section('Structured JSON logs on standard output.', {
     level: {
@@ -444,6 +447,20 @@ const sections: Record<string, SchemaNode> = {
       default: 'info',
     },
   }),
+  audit: section(
+    'The audit stream, separate from the log: every refusal, rewrite and authentication outcome as a JSON ' +
+      'line with names only (tenant, user, command, namespace, rule), never values or secrets.',
+    {
+      destination: {
+        type: 'string',
+        minLength: 1,
+        description: '"stdout", "stderr", or the path of a file the events are appended to (created if missing).',
+        default: 'stdout',
+        examples: ['stderr', '/var/log/mongo-tenant-proxy/audit.jsonl'],
+      },
+      maxEventBytes: integer('Largest audit event in bytes; longer fields are truncated to fit.', 8192, 256, 1_048_576),
+    },
+  ),
   compression: section('Wire-protocol compression (OP_COMPRESSED) negotiated with clients.', {
     compressors: {
       type: 'array',

@@ -170,12 +170,6 @@ export interface IsolationConfig {
   maxTimeMS: number;
   /** HMAC key deriving upstream session ids per tenant (a secret); null: a random key per process. */
   sessionKey: string | null;
-  audit: {
-    /** File the audit stream is appended to (JSON lines); null: the main log with `audit: true`. */
-    file: string | null;
-    /** Largest audit event in bytes; larger ones are truncated (never values anyway). */
-    maxEventBytes: number;
-  };
 }
 
 export interface ProxyConfig {
@@ -192,8 +186,19 @@ export interface ProxyConfig {
     idleTimeoutMS: number;
   };
   /** Prometheus `/metrics` listener; `null` disables it. */
-  metrics: { listen: HostPort | null };
+  metrics: {
+    listen: HostPort | null;
+    /** Distinct database names labelled on operation metrics; the rest count as `other`. */
+    maxDatabaseLabels: number;
+  };
   log: { level: LogLevel };
+  /** The audit stream (refusals, rewrites, authentication outcomes): names only, never values. */
+  audit: {
+    /** `stdout`, `stderr`, or a file the JSON lines are appended to. */
+    destination: string;
+    /** Largest audit event in bytes; longer fields are truncated. */
+    maxEventBytes: number;
+  };
   compression: {
     /** Compressors offered to clients in hello, in order of preference. */
     compressors: CompressorName[];

@@ -12,6 +12,7 @@ import { ErrorCodes, ProxyError } from '../errors.js';
 import { Binary, type Document } from '../wire/bson.js';
 import type {
   AuthenticatedPrincipal,
+  AuthenticationEvent,
   IdentityServices,
   PeerCertificate,
   RelayConnection,
@@ -42,6 +43,8 @@ export const PRE_AUTH_COMMANDS: ReadonlySet<string> = new Set([
 export const AUTH_COMMANDS: ReadonlySet<string> = new Set(['saslStart', 'saslContinue', 'authenticate', 'logout']);
 
 const X509 = 'MONGODB-X509';
+/** The `mechanism` of the client certificate's mapping at connect (method mtls, no command). */
+const CERTIFICATE_MAPPING = 'certificate';
 const FAILED = 'Authentication failed.';
 
 export interface ConnectionAuthenticatorOptions {
@@ -51,6 +54,8 @@ export interface ConnectionAuthenticatorOptions {
   /** The verified client certificate of a TLS connection, if any. */
   peerCertificate: PeerCertificate | undefined;
   logger: Logger;
+  /** The proxy's id of the client connection, reported with authentication outcomes. */
+  connectionId?: number;
 }
 
 interface ActiveConversation {
@@ -215,7 +220,7 @@ export class ConnectionAuthenticator {
   }
 
   #stepReply(conversationId: number, step: SaslStepResult, mechanism: string): Document {
-    if (step.done) this.#bind(step.principal, methodOfMechanism(mechanism, this.#methods), step.relay);
+    if (step.done) this.#bind(step.principal, mechanism, step.relay);
     return { conversationId, done: step.done, payload: new Binary(step.payload), ok: 1 };
   }
 
@@ -242,7 +247,7 @@ export class ConnectionAuthenticator {
       if (tenant === undefined) throw failed();
       return { user: subject, db: '$external', tenant };
     }, speculative);
-    this.#bind(principal, 'mtls', undefined);
+    this.#bind(principal, X509, undefined);
     return { dbname: '$external', user: principal.user, ok: 1 };
   }
 
@@ -254,7 +259,7 @@ export class ConnectionAuthenticator {
    * for SHA-1-only users, then authenticate properly, so it is neither delayed nor counted.
    */
   async #attempt<T>(mechanism: string, user: string | undefined, run: () => Promise<T>, speculative = false): Promise<T> {
-    const { services, remoteAddress, listener, logger } = this.options;
+    const { services, remoteAddress, logger } = this.options;
     const key = { user, address: remoteAddress };
     try {
       return await run();
@@ -265,7 +270,13 @@ export class ConnectionAuthenticator {
       }
       const delay = services.throttle.delayFor(key);
       services.throttle.recordFailure(key);
-      services.observer.authentication(listener.name, mechanism, 'failure');
+      this.#report({
+        method: methodOfMechanism(mechanism, this.#methods),
+        mechanism,
+        outcome: 'failure',
+        user,
+        reason: ProxyError.is(error) ? error.codeName : 'InternalError',
+      });
       logger.warn({ mechanism, user, delayMs: delay }, 'authentication failed');
       if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
       // Whatever went wrong inside, the client learns only that it failed.
@@ -278,13 +289,21 @@ export class ConnectionAuthenticator {
   }
 
   /** Binds the principal's tenant to the connection, or refuses a change of identity. */
-  #bind(principal: AuthenticatedPrincipal, method: IdentityMethod, relay: RelayConnection | undefined): void {
-    const { services, remoteAddress, listener, logger } = this.options;
+  #bind(principal: AuthenticatedPrincipal, mechanism: string, relay: RelayConnection | undefined): void {
+    const method = methodOfMechanism(mechanism, this.#methods);
+    const { services, remoteAddress, logger } = this.options;
     const principalName = method === 'mtls' ? principal.user : `${principal.user}@${principal.db}`;
     const current = this.#identity;
     if (current !== undefined && (current.tenant !== principal.tenant || (current.method !== 'static' && current.method !== 'mtls' && current.principal !== principalName))) {
       relay?.discard();
-      services.observer.authentication(listener.name, method, 'failure');
+      this.#report({
+        method,
+        mechanism,
+        outcome: 'failure',
+        user: principal.user,
+        tenant: current.tenant,
+        reason: 'already authenticated as another identity',
+      });
       logger.warn({ tenant: current.tenant, method }, 'refused re-authentication as another identity');
       throw new ProxyError(
         ErrorCodes.AuthenticationFailed,
@@ -292,7 +311,7 @@ export class ConnectionAuthenticator {
       );
     }
     services.throttle.recordSuccess({ user: principal.user, address: remoteAddress });
-    services.observer.authentication(listener.name, method, 'success');
+    this.#report({ method, mechanism, outcome: 'success', user: principal.user, tenant: principal.tenant });
     if (relay !== undefined) {
       this.#relay?.discard();
       this.#relay = relay;
@@ -313,13 +332,25 @@ export class ConnectionAuthenticator {
     const tenant = mapper.tenantOf(certificate);
     if (tenant === undefined) {
       this.#pendingReason = 'the client certificate matches no tenant mapping rule';
-      this.options.services.observer.authentication(this.options.listener.name, 'mtls', 'failure');
+      this.#report({
+        method: 'mtls',
+        mechanism: CERTIFICATE_MAPPING,
+        outcome: 'failure',
+        user: mapper.subjectOf(certificate),
+        reason: 'no tenant mapping rule matches',
+      });
       this.options.logger.warn('client certificate matches no tenant mapping rule');
       return;
     }
     const subject = mapper.subjectOf(certificate);
     this.#identity = { tenant, method: 'mtls', principal: subject, user: { user: subject, db: '$external' } };
-    this.options.services.observer.authentication(this.options.listener.name, 'mtls', 'success');
+    this.#report({ method: 'mtls', mechanism: CERTIFICATE_MAPPING, outcome: 'success', user: subject, tenant });
+  }
+
+  /** Counts and audits one authentication outcome, with this connection's listener and address. */
+  #report(event: Omit<AuthenticationEvent, 'listener' | 'remoteAddress' | 'connectionId'>): void {
+    const { services, listener, remoteAddress, connectionId } = this.options;
+    services.observer.authentication({ ...event, listener: listener.name, remoteAddress, ...(connectionId === undefined ? {} : { connectionId }) });
   }
 
   #established(how: 'connect' | 'authenticate'): void {
@@ -353,6 +384,7 @@ function saslMechanismsFor(methods: readonly IdentityMethod[], services: Identit
 }
 
 function methodOfMechanism(mechanism: string, methods: ReadonlySet<IdentityMethod>): IdentityMethod {
+  if (mechanism === X509) return 'mtls';
   if (mechanism === 'PLAIN') return 'plain-jwt';
   return methods.has('scram') ? 'scram' : 'scram-passthrough';
 }

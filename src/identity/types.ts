@@ -144,6 +144,28 @@ export interface FailureThrottle {
 
 export type AuthOutcome = 'success' | 'failure';
 
+/**
+ * One authentication outcome, for metrics and the audit stream. Names only: the user name the
+ * client gave is allowed, a password, token or SASL payload never is.
+ */
+export interface AuthenticationEvent {
+  /** The listener's name. */
+  listener: string;
+  method: IdentityMethod;
+  /** SCRAM-SHA-256, SCRAM-SHA-1, PLAIN, MONGODB-X509, or `certificate` for the mapping at connect. */
+  mechanism: string;
+  outcome: AuthOutcome;
+  /** The user the client claimed (SASL) or the certificate subject, when known. */
+  user?: string;
+  /** The tenant established (success) or already bound (a refused change of identity). */
+  tenant?: string;
+  remoteAddress: string;
+  /** The proxy's id of the client connection, when the caller knows it. */
+  connectionId?: number;
+  /** Failure only: an error code name or a short fixed phrase, never input. */
+  reason?: string;
+}
+
 export interface AuthObserver {
-  authentication(listener: string, mechanism: string, outcome: AuthOutcome): void;
+  authentication(event: AuthenticationEvent): void;
 }

@@ -1,42 +1,71 @@
 /**
- * The audit stream: one JSON line per isolation decision (a refusal, a rewrite, or in
- * `audit-only` mode a refusal that was not enforced). Events carry names only (tenant, command,
- * namespace, rule), never values, and are bounded in size: long fields are truncated (an audit
- * event that outgrows its sink is lost, Teleport #15645).
+ * The audit stream: one JSON line per security-relevant event, on its own pino logger (not the
+ * main log: its level never hides an audit event, and it can go to its own destination).
  *
- * With `file` the events are appended to that file through a pino destination; without, they go
- * to the main log as a child logger with `audit: true`.
+ * - `decision`: an isolation decision (a refusal, a rewrite, or in `audit-only` mode what would
+ *   have been refused or rewritten) and every other refusal of a command: not authenticated
+ *   (`auth.required`), a per-tenant limit (`limit.*`).
+ * - `authentication`: every authentication outcome, success or failure, with the listener,
+ *   method, mechanism, the user name the client gave, the tenant and the remote address.
+ *
+ * Events carry names only (tenant, user, command, namespace, rule), never values, passwords,
+ * tokens or payloads: only the fields listed here are copied from the caller's object. Each
+ * event is bounded in size: long fields are halved until it fits `maxEventBytes` (an audit event
+ * that outgrows its sink is lost, Teleport #15645).
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import { SERVICE_NAME } from './logger.js';
 
 export type AuditDecision = 'refused' | 'rewritten' | 'would-refuse' | 'would-rewrite';
 
-export interface AuditEvent {
-  tenant: string;
-  /** The command's name (never its document). */
-  command: string;
-  /** `db.coll` as the client named it. */
-  namespace?: string;
-  /** Stable rule id, e.g. `filter.tenant`, `cursor.foreign`. */
-  rule: string;
-  decision: AuditDecision;
-  connectionId: number | string;
+/** Where a client connection came from: part of every event. */
+export interface AuditConnection {
+  /** The proxy's id of the client connection. */
+  connectionId?: number | string;
   /** Name of the listener the connection came through. */
   listener: string;
+  /** The client's address. */
+  remoteAddress?: string;
 }
 
+export interface DecisionAuditEvent extends AuditConnection {
+  /** Absent when the connection has no tenant yet (a command refused before authentication). */
+  tenant?: string;
+  /** The command's name (never its document). */
+  command: string;
+  /** The database, or `db.coll`, as the client named it. */
+  namespace?: string;
+  /** Stable rule id, e.g. `filter.tenant`, `cursor.foreign`, `auth.required`, `limit.rate`. */
+  rule: string;
+  decision: AuditDecision;
+}
+
+export interface AuthenticationAuditEvent extends AuditConnection {
+  outcome: 'success' | 'failure';
+  method: string;
+  mechanism: string;
+  /** The user name the client claimed, or the certificate subject. */
+  user?: string;
+  tenant?: string;
+  /** Failure only: an error code name or a short fixed phrase. */
+  reason?: string;
+}
+
+/** Where audit events go: standard output or error, or a file (appended, JSON lines). */
+export type AuditDestination = 'stdout' | 'stderr' | (string & {});
+
 export interface AuditLogOptions {
-  /** Append JSON lines to this file; null: the main log (`logger`) with `audit: true`. */
-  file: string | null;
+  destination: AuditDestination;
   /** Upper bound of one event's serialized size; long fields are truncated to fit. */
   maxEventBytes: number;
-  logger: Logger;
+  /** Writes here instead of `destination` (tests, embedders). */
+  stream?: DestinationStream;
 }
 
 export interface AuditLog {
-  record(event: AuditEvent): void;
-  /** Flushes and closes the file (no-op for the main log). */
+  decision(event: DecisionAuditEvent): void;
+  authentication(event: AuthenticationAuditEvent): void;
+  /** Flushes, and closes a file destination. */
   close(): Promise<void>;
 }
 
@@ -57,55 +86,35 @@ export function truncateUtf8(text: string, maxBytes: number): string {
   return bytes.toString('utf8', 0, end) + ELLIPSIS;
 }
 
-type StringField = 'tenant' | 'command' | 'namespace' | 'rule' | 'listener' | 'connectionId';
+/** A logged event: known fields only, strings possibly truncated. */
+export type AuditFields = Record<string, string | number | true>;
 
-/** The fields as logged: `commandName` because the main logger redacts any field named `command`. */
-export interface AuditFields {
-  tenant: string;
-  commandName: string;
-  namespace?: string;
-  rule: string;
-  decision: AuditDecision;
-  connectionId: number | string;
-  listener: string;
-  truncated?: true;
-}
+type FieldValue = string | number | undefined;
 
 /**
- * The logged fields of an event, with the longest string field halved until the whole event fits
- * `maxEventBytes`. Only the known fields are copied: nothing else an event object might carry
- * can reach the log.
+ * The fields as logged, in this order, with the longest string halved until the whole event fits
+ * `maxEventBytes`. Numbers (a connection id) are never cut; `undefined` fields are left out.
  */
-export function auditFields(event: AuditEvent, maxEventBytes: number): AuditFields {
-  const values: Record<StringField, string | undefined> = {
-    tenant: String(event.tenant),
-    command: String(event.command),
-    namespace: event.namespace === undefined ? undefined : String(event.namespace),
-    rule: String(event.rule),
-    listener: String(event.listener),
-    connectionId: typeof event.connectionId === 'number' ? undefined : String(event.connectionId),
-  };
+function boundedFields(values: Record<string, FieldValue>, maxEventBytes: number): AuditFields {
+  const strings = new Map<string, string>();
+  for (const [name, value] of Object.entries(values)) if (typeof value === 'string') strings.set(name, value);
   const build = (): AuditFields => {
-    const fields: AuditFields = {
-      tenant: values.tenant!,
-      commandName: values.command!,
-      rule: values.rule!,
-      decision: event.decision,
-      connectionId: typeof event.connectionId === 'number' ? event.connectionId : values.connectionId!,
-      listener: values.listener!,
-    };
-    if (values.namespace !== undefined) fields.namespace = values.namespace;
+    const fields: AuditFields = {};
+    for (const [name, value] of Object.entries(values)) {
+      if (value === undefined) continue;
+      fields[name] = typeof value === 'number' ? value : strings.get(name)!;
+    }
     return fields;
   };
-  const budget = Math.max(maxEventBytes - ENVELOPE_BYTES, MIN_FIELD_BYTES * 6);
+  const budget = Math.max(maxEventBytes - ENVELOPE_BYTES, MIN_FIELD_BYTES * strings.size);
+  const size = (fields: AuditFields): number => Buffer.byteLength(JSON.stringify(fields), 'utf8');
   let fields = build();
-  let truncated = false;
-  while (Buffer.byteLength(JSON.stringify(fields), 'utf8') > budget) {
-    let longest: StringField | undefined;
+  if (size(fields) <= budget) return fields;
+  // Cut until the event fits with its `truncated` mark.
+  while (size({ ...fields, truncated: true }) > budget) {
+    let longest: string | undefined;
     let longestBytes = MIN_FIELD_BYTES;
-    for (const name of Object.keys(values) as StringField[]) {
-      const value = values[name];
-      if (value === undefined) continue;
+    for (const [name, value] of strings) {
       const bytes = Buffer.byteLength(value, 'utf8');
       if (bytes > longestBytes) {
         longest = name;
@@ -113,41 +122,87 @@ export function auditFields(event: AuditEvent, maxEventBytes: number): AuditFiel
       }
     }
     if (longest === undefined) break; // everything is at its minimum already
-    values[longest] = truncateUtf8(values[longest]!, Math.max(MIN_FIELD_BYTES, Math.floor(longestBytes / 2)));
-    truncated = true;
+    strings.set(longest, truncateUtf8(strings.get(longest)!, Math.max(MIN_FIELD_BYTES, Math.floor(longestBytes / 2))));
     fields = build();
   }
-  if (truncated) fields.truncated = true;
+  fields.truncated = true;
   return fields;
+}
+
+const text = (value: unknown): string | undefined => (value === undefined || value === null ? undefined : String(value));
+const connectionIdOf = (value: unknown): FieldValue => (typeof value === 'number' ? value : text(value));
+
+/**
+ * The logged fields of a decision: `commandName` because the main logger (and log pipelines
+ * configured like it) treat a field named `command` as a command document.
+ */
+export function decisionFields(event: DecisionAuditEvent, maxEventBytes: number): AuditFields {
+  return boundedFields(
+    {
+      event: 'decision',
+      decision: text(event.decision),
+      rule: text(event.rule),
+      tenant: text(event.tenant),
+      commandName: text(event.command),
+      namespace: text(event.namespace),
+      listener: text(event.listener),
+      remoteAddress: text(event.remoteAddress),
+      connectionId: connectionIdOf(event.connectionId),
+    },
+    maxEventBytes,
+  );
+}
+
+export function authenticationFields(event: AuthenticationAuditEvent, maxEventBytes: number): AuditFields {
+  return boundedFields(
+    {
+      event: 'authentication',
+      outcome: text(event.outcome),
+      method: text(event.method),
+      mechanism: text(event.mechanism),
+      user: text(event.user),
+      tenant: text(event.tenant),
+      reason: text(event.reason),
+      listener: text(event.listener),
+      remoteAddress: text(event.remoteAddress),
+      connectionId: connectionIdOf(event.connectionId),
+    },
+    maxEventBytes,
+  );
+}
+
+/** The sink for a destination; standard streams are written synchronously, one whole line per write. */
+function destinationStream(destination: AuditDestination): { stream: DestinationStream; file: boolean } {
+  if (destination === 'stdout' || destination === 'stderr') {
+    return { stream: pino.destination({ dest: destination === 'stdout' ? 1 : 2, sync: true }), file: false };
+  }
+  return { stream: pino.destination({ dest: destination, append: true, mkdir: true, sync: false }), file: true };
 }
 
 export function createAuditLog(options: AuditLogOptions): AuditLog {
   const { maxEventBytes } = options;
-  if (options.file === null) {
-    const child = options.logger.child({ audit: true });
-    return {
-      record: (event) => child.info(auditFields(event, maxEventBytes), AUDIT_MESSAGE),
-      close: async () => {},
-    };
-  }
-  const destination = pino.destination({ dest: options.file, append: true, mkdir: true, sync: false });
-  const logger = pino(
+  const sink = options.stream === undefined ? destinationStream(options.destination) : { stream: options.stream, file: false };
+  const logger: Logger = pino(
     {
       level: 'info',
       base: { service: SERVICE_NAME, audit: true },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination,
+    sink.stream,
   );
   let closed = false;
+  const write = (fields: AuditFields): void => {
+    if (!closed) logger.info(fields, AUDIT_MESSAGE);
+  };
   return {
-    record: (event) => {
-      if (!closed) logger.info(auditFields(event, maxEventBytes), AUDIT_MESSAGE);
-    },
+    decision: (event) => write(decisionFields(event, maxEventBytes)),
+    authentication: (event) => write(authenticationFields(event, maxEventBytes)),
     close: () => {
       if (closed) return Promise.resolve();
       closed = true;
+      if (!sink.file) return Promise.resolve(); // standard streams stay open for the rest of the process
+      const destination = sink.stream as ReturnType<typeof pino.destination>;
       return new Promise<void>((resolve, reject) => {
         const end = (): void => {
           destination.once('close', () => resolve());

@@ -14,13 +14,17 @@ export const METRIC_PREFIX = 'mongo_tenant_proxy_';
 
 /** What happened to a command: the proxy keeps this list closed (anything else is `other`). */
 export const OPERATION_OUTCOMES = [
-  /** The command was answered (by the upstream or the proxy) with ok: 1. */
+  /** The command was answered (by the upstream or the proxy) with ok: 1, unchanged. */
   'ok',
-  /** The upstream or the proxy answered with an error reply. */
+  /** The isolation engine rewrote the command (tenant filter, stamp…) and it succeeded. */
+  'rewritten',
+  /** The command succeeded after the proxy retried it upstream. */
+  'retried',
+  /** The proxy answered with an error reply of its own (bad request, no isolation engine…). */
   'error',
-  /** The proxy refused the command (authentication, policy). */
+  /** The proxy refused the command: not authenticated, an isolation rule, a per-tenant limit. */
   'denied',
-  /** The upstream could not be reached or failed mid-operation. */
+  /** The upstream answered with an error, could not be reached, or failed mid-operation. */
   'upstream_error',
 ] as const;
 export type OperationOutcome = (typeof OPERATION_OUTCOMES)[number];
@@ -33,22 +37,26 @@ export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 export const TENANT_LIMIT_REJECTION_REASONS = ['connections', 'in_flight', 'rate'] as const;
 export type TenantLimitRejectionReason = (typeof TENANT_LIMIT_REJECTION_REASONS)[number];
 
+/** How a client's TLS handshake ended. */
+export const TLS_HANDSHAKE_OUTCOMES = ['success', 'failure', 'timeout'] as const;
+export type TlsHandshakeOutcome = (typeof TLS_HANDSHAKE_OUTCOMES)[number];
+
+export type PolicyDecision = 'refused' | 'rewritten' | 'would-refuse' | 'would-rewrite';
+
 /** Which peer bytes were exchanged with. */
 export type Peer = 'client' | 'upstream';
 export type ByteFlow = 'received' | 'sent';
-
-/**
- * Protocol error reasons are chosen by the proxy (error code names such as `InvalidBSON`), so
- * any identifier-like value is accepted, up to this many distinct ones; later ones are `other`.
- */
-const MAX_PROTOCOL_ERROR_REASONS = 64;
-const REASON_SHAPE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
-const REASON_SHAPE_RULE = /^[A-Za-z$][A-Za-z0-9_.$-]{0,63}$/;
 
 /** Operation latency buckets in seconds: 100 µs to 30 s. */
 export const DURATION_BUCKETS = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ];
+
+/** Time spent in the proxy itself: 10 µs to 1 s (it should stay well below the upstream's). */
+export const OVERHEAD_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1];
+
+export const DEFAULT_MAX_TENANT_LABELS = 100;
+export const DEFAULT_MAX_DATABASE_LABELS = 20;
 
 /** What the metrics HTTP endpoint needs; both `ProxyMetrics` and its `registry` provide it. */
 export interface MetricsSource {
@@ -61,67 +69,149 @@ export interface ProxyMetricsOptions {
   processMetrics?: boolean;
   /** Reported by `mongo_tenant_proxy_build_info{version}`. */
   version?: string;
-  /** Distinct tenants given their own label; later ones count as `other`. Default 100. */
+  /** Reported by `mongo_tenant_proxy_build_info{commit}`; `unknown` when not given. */
+  commit?: string;
+  /** Distinct tenants given their own label in every per-tenant family; later ones count as `other`. Default 100. */
   maxTenantLabels?: number;
+  /** Distinct database names given their own label on operation metrics; later ones count as `other`. Default 20. */
+  maxDatabaseLabels?: number;
 }
 
-/** Mechanism and method names that may appear as the `mechanism` label. */
-const AUTH_MECHANISM_LABELS: ReadonlySet<string> = new Set([
-  'SCRAM-SHA-256',
-  'SCRAM-SHA-1',
-  'PLAIN',
-  'MONGODB-X509',
-  'mtls',
-  'scram',
-  'scram-passthrough',
-  'plain-jwt',
-  'static',
-]);
+/** One command, as `observeOperation` counts it. */
+export interface OperationObservation {
+  /** The command's name (unknown names count as `other`). */
+  command: string;
+  /** `$db` as the client named it (bounded: see `maxDatabaseLabels`). */
+  database?: string;
+  outcome: OperationOutcome | (string & {});
+  /** From the command's arrival to its last reply byte written. */
+  seconds: number;
+  /** Of `seconds`, the time spent acquiring an upstream connection and waiting for its replies. */
+  upstreamSeconds?: number;
+  /** The connection's tenant, when established. */
+  tenant?: string;
+}
+
+/** One authentication attempt or certificate mapping (names only: never a secret). */
+export interface AuthenticationObservation {
+  listener: string;
+  /** The identity method: mtls, scram, scram-passthrough, plain-jwt. */
+  method: string;
+  /** SCRAM-SHA-256, SCRAM-SHA-1, PLAIN, MONGODB-X509, or `certificate` for the mapping at connect. */
+  mechanism: string;
+  outcome: 'success' | 'failure';
+}
+
+/** Mechanism names that may appear as the `mechanism` label. */
+const AUTH_MECHANISM_LABELS: ReadonlySet<string> = new Set(['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'MONGODB-X509', 'certificate']);
+/** Identity methods that may appear as the `method` label. */
+const AUTH_METHOD_LABELS: ReadonlySet<string> = new Set(['mtls', 'scram', 'scram-passthrough', 'plain-jwt', 'static']);
 
 const OUTCOMES: ReadonlySet<string> = new Set(OPERATION_OUTCOMES);
 const REFUSALS: ReadonlySet<string> = new Set(REFUSAL_REASONS);
+const TLS_OUTCOMES: ReadonlySet<string> = new Set(TLS_HANDSHAKE_OUTCOMES);
+
+/** The label value for anything past a cardinality guard. */
+export const OTHER_LABEL = 'other';
+
+/**
+ * Cardinality guard for a label whose values come from outside (tenants, database names,
+ * reasons): the first `max` distinct values that fit `shape` keep their name, anything else is
+ * `other`. First come, first served: a value never changes label once given one, so counters
+ * stay monotonic.
+ */
+export class BoundedLabel {
+  private readonly seen = new Set<string>();
+
+  constructor(
+    readonly max: number,
+    private readonly shape?: RegExp,
+  ) {}
+
+  of(value: string): string {
+    if (this.seen.has(value)) return value;
+    if (this.seen.size >= this.max || (this.shape !== undefined && !this.shape.test(value))) return OTHER_LABEL;
+    this.seen.add(value);
+    return value;
+  }
+}
+
+/** Error code names (`InvalidBSON`) and rule ids (`filter.tenant`, `$where`…), chosen by the proxy. */
+const REASON_SHAPE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+const RULE_SHAPE = /^[A-Za-z$][A-Za-z0-9_.$-]{0,63}$/;
+/** Tenants come from certificates, tokens or configuration: printable, not absurdly long. */
+const TENANT_SHAPE = /^[^\u0000-\u001f]{1,128}$/;
+/** MongoDB database names: at most 64 bytes, no `/\\. "$` or NUL (the server's own rule). */
+const DATABASE_SHAPE = /^[^/\\. "$\u0000-\u001f]{1,64}$/;
 
 export class ProxyMetrics implements MetricsSource {
   readonly registry: Registry;
-  private readonly operations: Counter<'command' | 'outcome'>;
-  private readonly operationDuration: Histogram<'command' | 'outcome'>;
+  private readonly operations: Counter<'command' | 'database' | 'outcome'>;
+  private readonly operationDuration: Histogram<'command' | 'database' | 'outcome'>;
+  private readonly upstreamWait: Histogram<'command'>;
+  private readonly proxyOverhead: Histogram<'command'>;
   private readonly clientConnections: Gauge;
   private readonly clientConnectionsTotal: Counter;
   private readonly clientConnectionsRefused: Counter<'reason'>;
+  private readonly tlsHandshakes: Counter<'listener' | 'outcome'>;
   private readonly bytesReceived: Counter<'direction'>;
   private readonly bytesSent: Counter<'direction'>;
-  private readonly upstreamConnections: Gauge<'state'>;
   private readonly compressedMessages: Counter<'compressor' | 'direction'>;
   private upstreamPool: (() => { inUse: number; idle: number }) | undefined;
-  private readonly authentications: Counter<'listener' | 'mechanism' | 'outcome'>;
+  private openCursorCount: (() => number) | undefined;
+  private readonly authentications: Counter<'listener' | 'method' | 'mechanism' | 'outcome'>;
   private readonly policyDecisions: Counter<'decision' | 'rule'>;
   private readonly auditOnlyMode: Gauge;
-  private readonly policyRules = new Set<string>();
   private readonly tenantOperations: Counter<'tenant' | 'outcome'>;
+  private readonly tenantInFlight: Gauge<'tenant'>;
   private readonly tenantConnections: Gauge<'tenant'>;
-  private readonly tenantLabels: Set<string> = new Set();
-  private readonly maxTenantLabels: number;
   private readonly protocolErrors: Counter<'reason'>;
   private readonly tenantLimitRejections: Counter<'reason'>;
-  private readonly protocolErrorReasons = new Set<string>();
+  /** One guard for every per-tenant family, so a tenant has the same label everywhere. */
+  private readonly tenants: BoundedLabel;
+  private readonly databases: BoundedLabel;
+  private readonly policyRules = new BoundedLabel(256, RULE_SHAPE);
+  private readonly protocolErrorReasons = new BoundedLabel(64, REASON_SHAPE);
+  /** Listener names come from the configuration; bounded anyway. */
+  private readonly listeners = new BoundedLabel(64);
 
   constructor(options: ProxyMetricsOptions = {}) {
-    this.maxTenantLabels = options.maxTenantLabels ?? 100;
+    this.tenants = new BoundedLabel(options.maxTenantLabels ?? DEFAULT_MAX_TENANT_LABELS, TENANT_SHAPE);
+    this.databases = new BoundedLabel(options.maxDatabaseLabels ?? DEFAULT_MAX_DATABASE_LABELS, DATABASE_SHAPE);
     this.registry = new Registry();
     const registers = [this.registry];
     const name = (suffix: string): string => METRIC_PREFIX + suffix;
+    // prom-client calls collect() with the metric as `this`; these read the proxy's state at scrape time.
+    const read = {
+      pool: () => this.upstreamPool?.(),
+      cursors: () => this.openCursorCount?.(),
+    };
 
     this.operations = new Counter({
       name: name('operations_total'),
-      help: 'Commands handled, by command name (unknown names are "other") and outcome.',
-      labelNames: ['command', 'outcome'],
+      help: 'Commands handled, by command name (unknown names are "other"), database (bounded) and outcome.',
+      labelNames: ['command', 'database', 'outcome'],
       registers,
     });
     this.operationDuration = new Histogram({
       name: name('operation_duration_seconds'),
       help: 'Time from a command arriving to its last reply byte being written, in seconds.',
-      labelNames: ['command', 'outcome'],
+      labelNames: ['command', 'database', 'outcome'],
       buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.upstreamWait = new Histogram({
+      name: name('upstream_wait_seconds'),
+      help: 'Per forwarded command, time spent acquiring an upstream connection and waiting for the upstream\'s replies.',
+      labelNames: ['command'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.proxyOverhead = new Histogram({
+      name: name('proxy_overhead_seconds'),
+      help: 'Per forwarded command, time spent in the proxy itself (operation duration minus upstream wait).',
+      labelNames: ['command'],
+      buckets: OVERHEAD_BUCKETS,
       registers,
     });
     this.clientConnections = new Gauge({
@@ -140,6 +230,12 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['reason'],
       registers,
     });
+    this.tlsHandshakes = new Counter({
+      name: name('tls_handshakes_total'),
+      help: 'TLS handshakes with clients, by listener and outcome (success, failure, timeout).',
+      labelNames: ['listener', 'outcome'],
+      registers,
+    });
     this.bytesReceived = new Counter({
       name: name('bytes_received_total'),
       help: 'Bytes received from clients or from the upstream (direction names the peer).',
@@ -152,23 +248,29 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['direction'],
       registers,
     });
-    const metricsSelf = this;
-    this.upstreamConnections = new Gauge({
+    new Gauge({
       name: name('upstream_connections'),
       help: 'Upstream connections currently open, by state (in_use, idle); read from the pool at scrape time.',
       labelNames: ['state'],
       registers,
       collect() {
-        const pool = metricsSelf.upstreamPool?.();
-        if (pool === undefined) return;
-        this.set({ state: 'in_use' }, pool.inUse);
-        this.set({ state: 'idle' }, pool.idle);
+        const pool = read.pool();
+        this.set({ state: 'in_use' }, pool?.inUse ?? 0);
+        this.set({ state: 'idle' }, pool?.idle ?? 0);
+      },
+    });
+    new Gauge({
+      name: name('open_cursors'),
+      help: 'Cursors the proxy tracks for their tenant (opened and neither exhausted, killed nor idle-expired).',
+      registers,
+      collect() {
+        this.set(read.cursors() ?? 0);
       },
     });
     this.authentications = new Counter({
       name: name('authentications_total'),
-      help: 'Authentication attempts and certificate mappings, by listener, mechanism and outcome (success, failure).',
-      labelNames: ['listener', 'mechanism', 'outcome'],
+      help: 'Authentication attempts and certificate mappings, by listener, identity method, mechanism and outcome (success, failure).',
+      labelNames: ['listener', 'method', 'mechanism', 'outcome'],
       registers,
     });
     this.policyDecisions = new Counter({
@@ -182,11 +284,16 @@ export class ProxyMetrics implements MetricsSource {
       help: '1 while isolation runs in audit-only mode (decisions logged and counted, NOT enforced).',
       registers,
     });
-    this.auditOnlyMode.set(0);
     this.tenantOperations = new Counter({
       name: name('tenant_operations_total'),
-      help: 'Commands handled per tenant (the first maxTenantLabels tenants seen; the rest as "other").',
+      help: 'Commands handled per tenant and outcome (denials: outcome="denied"; the first maxTenantLabels tenants, the rest "other").',
       labelNames: ['tenant', 'outcome'],
+      registers,
+    });
+    this.tenantInFlight = new Gauge({
+      name: name('tenant_operations_in_flight'),
+      help: 'Commands being processed per tenant (tenants bounded as tenant_operations_total).',
+      labelNames: ['tenant'],
       registers,
     });
     this.tenantConnections = new Gauge({
@@ -215,16 +322,15 @@ export class ProxyMetrics implements MetricsSource {
     });
     new Gauge({
       name: name('build_info'),
-      help: 'Always 1; the version label identifies the running build.',
-      labelNames: ['version'],
+      help: 'Always 1; the labels identify the running build: version, commit and Node.js version.',
+      labelNames: ['version', 'commit', 'node_version'],
       registers,
-    }).set({ version: options.version ?? 'unknown' }, 1);
+    }).set({ version: options.version ?? 'unknown', commit: options.commit ?? 'unknown', node_version: process.versions.node }, 1);
 
     // Pre-create the unlabelled series and the common labelled ones so dashboards see zeros.
+    this.auditOnlyMode.set(0);
     this.clientConnections.set(0);
     this.clientConnectionsTotal.inc(0);
-    this.upstreamConnections.set({ state: 'in_use' }, 0);
-    this.upstreamConnections.set({ state: 'idle' }, 0);
     for (const reason of TENANT_LIMIT_REJECTION_REASONS) this.tenantLimitRejections.inc({ reason }, 0);
     for (const direction of ['client', 'upstream']) {
       this.bytesReceived.inc({ direction }, 0);
@@ -244,27 +350,48 @@ export class ProxyMetrics implements MetricsSource {
     return this.registry.metrics();
   }
 
-  /** Counts one command and records its duration. Unknown command names count as `other`. */
-  observeOperation(command: string, outcome: OperationOutcome | (string & {}), seconds: number, tenant?: string): void {
-    const labels = { command: commandLabel(command), outcome: OUTCOMES.has(outcome) ? outcome : 'other' };
+  /**
+   * Counts one command and records its duration; a forwarded command (`upstreamSeconds` given)
+   * also records how its time splits between the upstream and the proxy.
+   */
+  observeOperation(operation: OperationObservation): void {
+    const command = commandLabel(operation.command);
+    const outcome = OUTCOMES.has(operation.outcome) ? operation.outcome : OTHER_LABEL;
+    const labels = { command, database: this.databases.of(operation.database ?? ''), outcome };
     this.operations.inc(labels);
-    if (Number.isFinite(seconds) && seconds >= 0) this.operationDuration.observe(labels, seconds);
-    if (tenant !== undefined) this.tenantOperations.inc({ tenant: this.tenantLabel(tenant), outcome: labels.outcome });
+    const { seconds, upstreamSeconds } = operation;
+    if (validSeconds(seconds)) {
+      this.operationDuration.observe(labels, seconds);
+      if (upstreamSeconds !== undefined && validSeconds(upstreamSeconds)) {
+        this.upstreamWait.observe({ command }, upstreamSeconds);
+        this.proxyOverhead.observe({ command }, Math.max(0, seconds - upstreamSeconds));
+      }
+    }
+    if (operation.tenant !== undefined) this.tenantOperations.inc({ tenant: this.tenants.of(operation.tenant), outcome });
+  }
+
+  /** A command of `tenant` started (pair with `tenantOperationFinished`). */
+  tenantOperationStarted(tenant: string): void {
+    this.tenantInFlight.inc({ tenant: this.tenants.of(tenant) });
+  }
+
+  tenantOperationFinished(tenant: string): void {
+    this.tenantInFlight.dec({ tenant: this.tenants.of(tenant) });
   }
 
   /** Counts an authentication attempt (or a certificate mapping at connect). */
-  authentication(listener: string, mechanism: string, outcome: 'success' | 'failure'): void {
-    this.authentications.inc({ listener, mechanism: AUTH_MECHANISM_LABELS.has(mechanism) ? mechanism : 'other', outcome });
+  authentication(attempt: AuthenticationObservation): void {
+    this.authentications.inc({
+      listener: this.listeners.of(attempt.listener),
+      method: AUTH_METHOD_LABELS.has(attempt.method) ? attempt.method : OTHER_LABEL,
+      mechanism: AUTH_MECHANISM_LABELS.has(attempt.mechanism) ? attempt.mechanism : OTHER_LABEL,
+      outcome: attempt.outcome,
+    });
   }
 
-  /** Counts an isolation decision; rule ids come from code, capped like protocol errors anyway. */
-  policyDecision(decision: 'refused' | 'rewritten' | 'would-refuse' | 'would-rewrite', rule: string): void {
-    let label = 'other';
-    if (REASON_SHAPE_RULE.test(rule) && (this.policyRules.has(rule) || this.policyRules.size < 256)) {
-      this.policyRules.add(rule);
-      label = rule;
-    }
-    this.policyDecisions.inc({ decision, rule: label });
+  /** Counts an isolation decision; rule ids come from code, bounded anyway. */
+  policyDecision(decision: PolicyDecision, rule: string): void {
+    this.policyDecisions.inc({ decision, rule: this.policyRules.of(rule) });
   }
 
   setAuditOnly(on: boolean): void {
@@ -272,19 +399,11 @@ export class ProxyMetrics implements MetricsSource {
   }
 
   tenantConnectionOpened(tenant: string): void {
-    this.tenantConnections.inc({ tenant: this.tenantLabel(tenant) });
+    this.tenantConnections.inc({ tenant: this.tenants.of(tenant) });
   }
 
   tenantConnectionClosed(tenant: string): void {
-    this.tenantConnections.dec({ tenant: this.tenantLabel(tenant) });
-  }
-
-  /** Cardinality guard: the first `maxTenantLabels` tenants keep their name, others are `other`. */
-  private tenantLabel(tenant: string): string {
-    if (this.tenantLabels.has(tenant)) return tenant;
-    if (this.tenantLabels.size >= this.maxTenantLabels) return 'other';
-    this.tenantLabels.add(tenant);
-    return tenant;
+    this.tenantConnections.dec({ tenant: this.tenants.of(tenant) });
   }
 
   connectionOpened(): void {
@@ -297,7 +416,12 @@ export class ProxyMetrics implements MetricsSource {
   }
 
   connectionRefused(reason: RefusalReason | (string & {})): void {
-    this.clientConnectionsRefused.inc({ reason: REFUSALS.has(reason) ? reason : 'other' });
+    this.clientConnectionsRefused.inc({ reason: REFUSALS.has(reason) ? reason : OTHER_LABEL });
+  }
+
+  /** Counts a client TLS handshake by how it ended. */
+  tlsHandshake(listener: string, outcome: TlsHandshakeOutcome): void {
+    this.tlsHandshakes.inc({ listener: this.listeners.of(listener), outcome: TLS_OUTCOMES.has(outcome) ? outcome : OTHER_LABEL });
   }
 
   /** Counts a connection or command refused by a per-tenant limit. */
@@ -308,6 +432,11 @@ export class ProxyMetrics implements MetricsSource {
   /** Reads the upstream pool's occupancy whenever metrics are scraped. */
   trackUpstreamPool(read: () => { inUse: number; idle: number }): void {
     this.upstreamPool = read;
+  }
+
+  /** Reads the number of tracked cursors whenever metrics are scraped. */
+  trackOpenCursors(read: () => number): void {
+    this.openCursorCount = read;
   }
 
   /** Counts one OP_COMPRESSED message to or from a client. */
@@ -324,14 +453,10 @@ export class ProxyMetrics implements MetricsSource {
 
   /** Counts a protocol error; `reason` is an identifier such as an error code name. */
   protocolError(reason: string): void {
-    let label = 'other';
-    if (REASON_SHAPE.test(reason)) {
-      if (this.protocolErrorReasons.has(reason)) label = reason;
-      else if (this.protocolErrorReasons.size < MAX_PROTOCOL_ERROR_REASONS) {
-        this.protocolErrorReasons.add(reason);
-        label = reason;
-      }
-    }
-    this.protocolErrors.inc({ reason: label });
+    this.protocolErrors.inc({ reason: this.protocolErrorReasons.of(reason) });
   }
+}
+
+function validSeconds(seconds: number): boolean {
+  return Number.isFinite(seconds) && seconds >= 0;
 }

@@ -26,6 +26,7 @@ import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
 import { compressMessage, decompressMessage } from '../wire/op-compressed.js';
 import { compressorNameOf } from '../wire/compression.js';
 import { deserialize } from '../wire/bson.js';
+import { BsonType, firstElement, readString } from '../wire/bson-scan.js';
 import { readCommandEnvelope, replyIsOk, type CommandEnvelope } from '../protocol/command.js';
 import {
   HELLO_COMMANDS,
@@ -41,7 +42,7 @@ import type { Upstream } from '../upstream/upstream.js';
 import { UpstreamRelay } from './upstream-relay.js';
 import { commandInput, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
 import { PolicyRefusal, type ReplyPlan } from '../rewrite/types.js';
-import type { AuditLog } from '../observability/audit.js';
+import type { AuditDecision, AuditLog } from '../observability/audit.js';
 import { replyBody } from '../protocol/command.js';
 import type { UpstreamConnection } from '../upstream/connection.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
@@ -108,6 +109,14 @@ export class ClientConnection {
   private upstreamConnection: UpstreamConnection | undefined;
   private readonly maxMessageSize: number;
   private readonly onClosed: (connection: ClientConnection) => void;
+  private readonly remoteAddress: string;
+  /**
+   * Of the command being handled, the nanoseconds spent acquiring an upstream connection and
+   * waiting for its replies; undefined while nothing was forwarded. (One command at a time.)
+   */
+  private upstreamWaitNs: bigint | undefined;
+  /** The refusal of the command being handled that is already audited as an isolation decision. */
+  private auditedRefusal: unknown;
 
   constructor(
     private readonly socket: Socket,
@@ -115,6 +124,7 @@ export class ClientConnection {
     onClosed: (connection: ClientConnection) => void,
   ) {
     this.onClosed = onClosed;
+    this.remoteAddress = socket.remoteAddress ?? 'unknown';
     this.logger = deps.logger.child({ connectionId: this.id, remote: `${socket.remoteAddress}:${socket.remotePort}` });
     this.maxMessageSize = Math.min(deps.config.limits.maxMessageSizeBytes, deps.server().maxMessageSizeBytes);
     this.decoder = new FrameDecoder(this.maxMessageSize);
@@ -127,9 +137,10 @@ export class ClientConnection {
     this.authenticator = new ConnectionAuthenticator({
       listener: deps.listener,
       services: deps.identity,
-      remoteAddress: socket.remoteAddress ?? 'unknown',
+      remoteAddress: this.remoteAddress,
       peerCertificate: deps.peerCertificate,
       logger: this.logger,
+      connectionId: this.id,
     });
     this.onIdentityChange();
     this.armIdleTimer();
@@ -338,6 +349,10 @@ export class ClientConnection {
   private async handleCommand(frame: Buffer, msg: OpMsg, envelope: CommandEnvelope, request: Request): Promise<void> {
     const started = process.hrtime.bigint();
     let outcome = 'ok';
+    this.upstreamWaitNs = undefined;
+    this.auditedRefusal = undefined;
+    const tenantAtStart = this.authenticator.identity?.tenant;
+    if (tenantAtStart !== undefined) this.deps.metrics.tenantOperationStarted(tenantAtStart);
     try {
       const name = envelope.name;
       this.refuseIfOverConnectionLimit();
@@ -362,6 +377,7 @@ export class ClientConnection {
       if (error instanceof WireProtocolError && error.fatal) throw error;
       if (error instanceof PolicyRefusal || error instanceof TenantLimitExceeded) outcome = 'denied';
       else if (outcome !== 'denied') outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
+      if (outcome === 'denied' && error !== this.auditedRefusal) this.auditDenial(envelope, error);
       if ((msg.flagBits & OpMsgFlag.moreToCome) !== 0) {
         // A moreToCome request gets no reply, so a refused one can only be answered by closing
         // the connection: the client must not believe its w:0 write succeeded (catalogue 50).
@@ -371,9 +387,39 @@ export class ClientConnection {
       if (!this.closed) await this.writeError(error, request, 'opMsg');
       if (error === this.tenantLimitError) this.close('tenant connection limit reached', { graceful: true });
     } finally {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.deps.metrics.observeOperation(envelope.name, outcome, seconds, this.authenticator.identity?.tenant);
+      if (tenantAtStart !== undefined) this.deps.metrics.tenantOperationFinished(tenantAtStart);
+      this.observeOperation(envelope.name, envelope.db, outcome, started, msg.body);
     }
+  }
+
+  /** Counts a handled command and, at debug level, logs it with its request-scoped fields. */
+  private observeOperation(command: string, database: string, outcome: string, started: bigint, body?: Buffer): void {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const upstreamSeconds = this.upstreamWaitNs === undefined ? undefined : Number(this.upstreamWaitNs) / 1e9;
+    const tenant = this.authenticator.identity?.tenant;
+    this.deps.metrics.observeOperation({ command, database, outcome, seconds, upstreamSeconds, tenant });
+    if (this.logger.isLevelEnabled('debug')) {
+      // connectionId, remote and (once established) tenant come from the connection's logger.
+      this.logger.debug(
+        {
+          commandName: command,
+          namespace: namespaceOf(database, body),
+          outcome,
+          durationMs: seconds * 1000,
+          ...(upstreamSeconds === undefined ? {} : { upstreamMs: upstreamSeconds * 1000 }),
+        },
+        'command handled',
+      );
+    }
+  }
+
+  /** Audits a refusal that is not an isolation decision: not authenticated, a per-tenant limit. */
+  private auditDenial(envelope: CommandEnvelope, error: unknown): void {
+    let rule = 'denied';
+    if (error instanceof PolicyRefusal) rule = error.rule;
+    else if (error instanceof TenantLimitExceeded) rule = `limit.${error.reason}`;
+    else if (ProxyError.is(error) && error.code === ErrorCodes.Unauthorized) rule = 'auth.required';
+    this.audit(envelope, 'refused', rule);
   }
 
   private async handleOpQuery(frame: Buffer, request: Request): Promise<void> {
@@ -396,17 +442,19 @@ export class ClientConnection {
       return;
     }
     const started = process.hrtime.bigint();
+    this.upstreamWaitNs = undefined;
     try {
       this.refuseIfOverConnectionLimit();
       await this.replyHello(commandName, command, request, 'opReply');
     } catch (error) {
       if (this.tenantLimitError === undefined || error !== this.tenantLimitError) throw error;
-      this.deps.metrics.observeOperation(commandName, 'denied', Number(process.hrtime.bigint() - started) / 1e9);
+      this.auditDenial({ name: commandName, db: 'admin' }, error);
+      this.observeOperation(commandName, 'admin', 'denied', started);
       await this.writeError(error, request, 'opReply');
       this.close('tenant connection limit reached', { graceful: true });
       return;
     }
-    this.deps.metrics.observeOperation(commandName, 'ok', Number(process.hrtime.bigint() - started) / 1e9);
+    this.observeOperation(commandName, 'admin', 'ok', started);
   }
 
   private async refuseOpcode(opCode: number, request: Request): Promise<void> {
@@ -465,6 +513,7 @@ export class ClientConnection {
       const decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));
       if (decision.action === 'refuse') {
         this.recordDecision(envelope, 'refused', decision.refusal.rule);
+        this.auditedRefusal = decision.refusal;
         throw decision.refusal;
       }
       if (decision.action === 'forward-original') {
@@ -512,7 +561,7 @@ export class ClientConnection {
 
   /** Sends a (checked and rewritten) command upstream and streams its replies back to the client. */
   private async send(outgoing: Buffer, moreToCome: boolean, outcome: string, plan: ReplyPlan | undefined, request: Request): Promise<string> {
-    const upstream = await this.acquireUpstream();
+    const upstream = await this.waitingOnUpstream(() => this.acquireUpstream());
     if (moreToCome) {
       upstream.send(outgoing);
       this.deps.metrics.bytes('upstream', 'sent', outgoing.length);
@@ -523,7 +572,7 @@ export class ClientConnection {
     const engine = this.tenantEngine;
     // Replies are written in order even when compression (async) is involved.
     let writes: Promise<void> = Promise.resolve();
-    await upstream.request(outgoing, (upstreamReply) => {
+    await this.waitingOnUpstream(() => upstream.request(outgoing, (upstreamReply) => {
       this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
       let reply = upstreamReply;
       if (plan !== undefined && engine !== undefined) reply = this.applyReplyPlan(engine, plan, reply);
@@ -534,9 +583,19 @@ export class ClientConnection {
       responseTo = replyId;
       ok &&= replyIsOk(reply);
       writes = writes.then(() => this.writeReply(reply, request.compressor, upstream));
-    });
+    }));
     await writes;
     return ok ? outcome : 'upstream_error';
+  }
+
+  /** Runs `work` (acquiring an upstream connection, a request) adding its time to the command's upstream wait. */
+  private async waitingOnUpstream<T>(work: () => Promise<T>): Promise<T> {
+    const started = process.hrtime.bigint();
+    try {
+      return await work();
+    } finally {
+      this.upstreamWaitNs = (this.upstreamWaitNs ?? 0n) + (process.hrtime.bigint() - started);
+    }
   }
 
   /** The reply after the engine's plan (cursor ownership, names mapped back, values scrubbed). */
@@ -548,17 +607,21 @@ export class ClientConnection {
     return encodeOpMsg({ requestId: 0, responseTo: 0, flagBits: reply.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome, body: changed });
   }
 
-  private recordDecision(envelope: CommandEnvelope, decision: 'refused' | 'rewritten' | 'would-refuse' | 'would-rewrite', rule: string): void {
-    const tenant = this.authenticator.identity?.tenant ?? 'unknown';
+  private recordDecision(envelope: CommandEnvelope, decision: AuditDecision, rule: string): void {
     this.deps.metrics.policyDecision(decision, rule);
-    this.deps.audit.record({
-      tenant,
+    this.audit(envelope, decision, rule);
+  }
+
+  private audit(envelope: CommandEnvelope, decision: AuditDecision, rule: string): void {
+    this.deps.audit.decision({
+      tenant: this.authenticator.identity?.tenant,
       command: envelope.name,
       namespace: envelope.db,
       rule,
       decision,
       connectionId: this.id,
       listener: this.deps.listener.name,
+      remoteAddress: this.remoteAddress,
     });
   }
 
@@ -666,4 +729,12 @@ export class ClientConnection {
 function compressorNameOfFrame(frame: Buffer): CompressorName | undefined {
   const name = compressorNameOf(frame[HEADER_LENGTH + 8] ?? -1);
   return name === null || name === 'noop' ? undefined : name;
+}
+
+/** `db.collection` when the command's first field names a collection (find, insert…), else `db`. */
+function namespaceOf(db: string, body: Buffer | undefined): string {
+  const first = body === undefined ? null : firstElement(body);
+  if (first === null || first.type !== BsonType.string || body === undefined) return db;
+  // Only for a debug line: a name longer than any valid namespace is cut.
+  return `${db}.${readString(body, first).slice(0, 255)}`;
 }

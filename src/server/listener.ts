@@ -90,17 +90,20 @@ export async function startListener(
         noDelay: true,
         keepAlive: true,
       },
-      (socket) => accept(socket, peerCertificateOf(socket)),
+      (socket) => {
+        deps.metrics.tlsHandshake(listener.name, 'success');
+        accept(socket, peerCertificateOf(socket));
+      },
     );
     tlsServer.on('tlsClientError', (error: Error & { code?: string }, socket: tls.TLSSocket) => {
       // With a listener here Node leaves a timed-out handshake's socket open: close it.
       socket.destroy();
       if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
-        deps.metrics.protocolError('TlsHandshakeTimeout');
+        deps.metrics.tlsHandshake(listener.name, 'timeout');
         logger.info({ tlsHandshakeTimeoutMS: deps.config.limits.tlsHandshakeTimeoutMS }, 'TLS handshake not completed in time; closed');
         return;
       }
-      deps.metrics.protocolError('TlsHandshakeFailed');
+      deps.metrics.tlsHandshake(listener.name, 'failure');
       logger.info({ err: error.message }, 'TLS handshake refused');
     });
     // New connections get the new material; established ones keep theirs.

@@ -21,6 +21,10 @@ export interface TestProxy {
   client(options?: MongoClientOptions): MongoClient;
   /** Closes every client made by client(), then the proxy. */
   stop(): Promise<void>;
+  /** The audit events written so far (parsed JSON lines), kept in memory instead of stdout. */
+  auditEvents(): Record<string, unknown>[];
+  /** The raw audit lines written so far. */
+  auditText(): string;
 }
 
 /**
@@ -43,7 +47,8 @@ export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): Proxy
 
 export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}): Promise<TestProxy> {
   const config = testProxyConfig(overrides);
-  const proxy = await startProxy(config);
+  const auditLines: string[] = [];
+  const proxy = await startProxy(config, { auditStream: { write: (line: string) => void auditLines.push(line) } });
   const { host, port } = proxy.address;
   const uri = `mongodb://${host.includes(':') ? `[${host}]` : host}:${port}/?directConnection=true`;
   const clients = new Set<MongoClient>();
@@ -57,6 +62,8 @@ export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}): 
       clients.add(client);
       return client;
     },
+    auditText: () => auditLines.join(''),
+    auditEvents: () => auditLines.join('').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>),
     stop(): Promise<void> {
       stopping ??= (async () => {
         await Promise.allSettled([...clients].map((client) => client.close()));

@@ -273,7 +273,7 @@ describe('refused certificates forward nothing', () => {
   ] as const)('%s: the TLS handshake is refused', async (title, { cert }) => {
     const collection = `refused_${title.replace(/[^a-z0-9]+/gi, '_')}`;
     const issued = cert === undefined ? undefined : pki.clients[cert];
-    const refusedBefore = await metric('mongo_tenant_proxy_protocol_errors_total', 'reason="TlsHandshakeFailed"');
+    const refusedBefore = await metric('mongo_tenant_proxy_tls_handshakes_total', 'outcome="failure"');
     const client = connect({ ...(issued === undefined ? {} : { cert: issued }) }, 3_000);
     const error = await failure(client.db(dbName).collection(collection).insertOne({ leaked: true }));
     // The driver never got a server reply: a network / server-selection error, not a command error.
@@ -281,7 +281,7 @@ describe('refused certificates forward nothing', () => {
     expect(['MongoServerSelectionError', 'MongoNetworkError']).toContain((error as Error).name);
     expect(await TlsWire.open({ ...(issued === undefined ? {} : { cert: issued }) })).toBeNull();
     // The proxy refused in the TLS handshake itself.
-    expect(await metric('mongo_tenant_proxy_protocol_errors_total', 'reason="TlsHandshakeFailed"')).toBeGreaterThan(
+    expect(await metric('mongo_tenant_proxy_tls_handshakes_total', 'outcome="failure"')).toBeGreaterThan(
       refusedBefore,
     );
     expect(await upstreamCount(collection)).toBe(0);

@@ -43,7 +43,6 @@ describe('isolation defaults', () => {
       namespaces: [],
       maxTimeMS: 60_000,
       sessionKey: null,
-      audit: { file: null, maxEventBytes: 8192 },
     });
   });
 
@@ -59,7 +58,6 @@ describe('isolation defaults', () => {
         namespaces: [{ match: 'ref.*', access: 'shared-readonly' }, { match: 'app.*', model: 'shared-collection' }],
         maxTimeMS: 5_000,
         sessionKey: KEY,
-        audit: { file: '/var/log/mtp-audit.jsonl', maxEventBytes: 4096 },
       },
     });
     expect(config.isolation.namespaces).toEqual([{ match: 'ref.*', access: 'shared-readonly' }, { match: 'app.*', model: 'shared-collection' }]);
@@ -204,10 +202,6 @@ describe('isolation numbers and secrets', () => {
     expect(loadConfig({ env: { MTP_ISOLATION__MAX_TIME_MS: '250' } }).isolation.maxTimeMS).toBe(250);
   });
 
-  it('audit.maxEventBytes has bounds', () => {
-    expect(problems({ audit: { maxEventBytes: 10 } })).toEqual([expect.stringMatching(/^isolation\.audit\.maxEventBytes: must be >= 256/)]);
-  });
-
   it('sessionKey is a secret: never shown, also when too short', () => {
     const short = 'short-secret-value';
     const lines = problems({ sessionKey: short });
@@ -221,9 +215,12 @@ describe('isolation numbers and secrets', () => {
     expect(wrongType.message).not.toContain('12345678');
   });
 
-  it('an empty environment value sets sessionKey and audit.file back to null', () => {
-    const config = loadConfig({ env: { MTP_ISOLATION__SESSION_KEY: '', MTP_ISOLATION__AUDIT__FILE: '' } });
+  it('an empty environment value sets sessionKey back to null', () => {
+    const config = loadConfig({ env: { MTP_ISOLATION__SESSION_KEY: '' } });
     expect(config.isolation.sessionKey).toBeNull();
-    expect(config.isolation.audit.file).toBeNull();
+  });
+
+  it('the audit stream moved to the top-level audit section', () => {
+    expect(configError(() => configFromObject({ isolation: { audit: { file: null } } })).message).toMatch(/isolation/);
   });
 });

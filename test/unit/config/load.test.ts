@@ -61,7 +61,6 @@ const DEFAULTS: ProxyConfig = {
     namespaces: [],
     maxTimeMS: 60_000,
     sessionKey: null,
-    audit: { file: null, maxEventBytes: 8192 },
   },
   upstream: {
     uri: 'mongodb://127.0.0.1:27017/',
@@ -69,8 +68,9 @@ const DEFAULTS: ProxyConfig = {
     maxIdleConnections: 16,
     idleTimeoutMS: 60_000,
   },
-  metrics: { listen: { host: '127.0.0.1', port: 9216 } },
+  metrics: { listen: { host: '127.0.0.1', port: 9216 }, maxDatabaseLabels: 20 },
   log: { level: 'info' },
+  audit: { destination: 'stdout', maxEventBytes: 8192 },
   compression: { compressors: ['zstd', 'snappy', 'zlib'], zlibLevel: 6 },
   handshake: { presentAs: 'auto' },
   limits: {
@@ -285,6 +285,8 @@ describe('validation errors name the field', () => {
     ['srv with port', { upstream: { uri: 'mongodb+srv://cluster.example.com:27017/' } }, 'upstream.uri', /exactly one host name and no port/],
     ['zlib level', { compression: { zlibLevel: 10 } }, 'compression.zlibLevel', /must be <= 9 \(got 10/],
     ['presentAs', { handshake: { presentAs: 'replicaSet' } }, 'handshake.presentAs', /must be one of auto, standalone, sharded/],
+    ['audit event size', { audit: { maxEventBytes: 10 } }, 'audit.maxEventBytes', /must be >= 256/],
+    ['empty audit destination', { audit: { destination: '' } }, 'audit.destination', /./],
   ];
   it.each(cases)('%s', (_name, values, path, message) => {
     const error = configError(() => configFromObject(values));

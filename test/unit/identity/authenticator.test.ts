@@ -11,6 +11,7 @@ import { ConnectionAuthenticator, PRE_AUTH_COMMANDS } from '../../../src/identit
 import { createFailureThrottle } from '../../../src/identity/throttle.js';
 import { ErrorCodes, ProxyError } from '../../../src/errors.js';
 import type {
+  AuthenticationEvent,
   AuthOutcome,
   CertificateMapper,
   IdentityServices,
@@ -46,12 +47,19 @@ function fakeScram(name = 'SCRAM-SHA-256', tenantOf: (user: string) => string = 
   };
 }
 
-function services(extra: Partial<IdentityServices> = {}): IdentityServices & { outcomes: AuthOutcome[] } {
+function services(extra: Partial<IdentityServices> = {}): IdentityServices & { outcomes: AuthOutcome[]; events: AuthenticationEvent[] } {
   const outcomes: AuthOutcome[] = [];
+  const events: AuthenticationEvent[] = [];
   return {
     throttle: createFailureThrottle({ baseMS: 0, maxMS: 0 }),
-    observer: { authentication: (_l, _m, outcome) => outcomes.push(outcome) },
+    observer: {
+      authentication: (event) => {
+        outcomes.push(event.outcome);
+        events.push(event);
+      },
+    },
     outcomes,
+    events,
     ...extra,
   };
 }
@@ -97,6 +105,10 @@ describe('ConnectionAuthenticator', () => {
     expect(unmatched.identity).toBeUndefined();
     expect(unmatched.unauthorized('find').message).toMatch(/matches no tenant mapping rule/);
     expect(auth(listener({ methods: ['mtls'] }), svc, cert('acme-cert', false)).identity).toBeUndefined();
+    expect(svc.events.map(({ method, mechanism, outcome, user, tenant }) => ({ method, mechanism, outcome, user, tenant }))).toEqual([
+      { method: 'mtls', mechanism: 'certificate', outcome: 'success', user: 'CN=acme-cert', tenant: 'acme' },
+      { method: 'mtls', mechanism: 'certificate', outcome: 'failure', user: 'CN=stranger', tenant: undefined },
+    ]);
   });
 
   it('runs a SASL conversation and binds the tenant on success', async () => {
@@ -109,6 +121,9 @@ describe('ConnectionAuthenticator', () => {
     expect(a.identity).toMatchObject({ tenant: 'acme', method: 'scram', principal: 'ada@admin' });
     expect(a.connectionStatus()).toMatchObject({ authInfo: { authenticatedUsers: [{ user: 'ada', db: 'admin' }] }, tenant: 'acme', ok: 1 });
     expect(svc.outcomes).toEqual(['success']);
+    expect(svc.events).toEqual([
+      { listener: 'l', method: 'scram', mechanism: 'SCRAM-SHA-256', outcome: 'success', user: 'ada', tenant: 'acme', remoteAddress: '10.0.0.1' },
+    ]);
   });
 
   it('answers every failure with the same AuthenticationFailed, and counts it', async () => {
@@ -120,6 +135,11 @@ describe('ConnectionAuthenticator', () => {
     await expectCode(a.handle('saslContinue', { conversationId: first.conversationId, payload: Buffer.from('secret') }, 'admin'), ErrorCodes.ProtocolError);
     expect(a.identity).toBeUndefined();
     expect(svc.outcomes).toEqual(['failure']);
+    // Failures and successes report the same method and mechanism labels; never the payload.
+    expect(svc.events).toEqual([
+      expect.objectContaining({ method: 'scram', mechanism: 'SCRAM-SHA-256', outcome: 'failure', user: 'ada', reason: 'AuthenticationFailed' }),
+    ]);
+    expect(JSON.stringify(svc.events)).not.toContain('wrong');
   });
 
   it('refuses mechanisms the listener does not enable', async () => {

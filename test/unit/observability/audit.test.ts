@@ -2,13 +2,19 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { auditFields, createAuditLog, truncateUtf8, type AuditEvent } from '../../../src/observability/audit.js';
-import { createLogger } from '../../../src/observability/logger.js';
+import {
+  authenticationFields,
+  createAuditLog,
+  decisionFields,
+  truncateUtf8,
+  type AuthenticationAuditEvent,
+  type DecisionAuditEvent,
+} from '../../../src/observability/audit.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mtp-audit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const event: AuditEvent = {
+const decision: DecisionAuditEvent = {
   tenant: 'acme',
   command: 'find',
   namespace: 'app.users',
@@ -16,13 +22,24 @@ const event: AuditEvent = {
   decision: 'rewritten',
   connectionId: 7,
   listener: 'main',
+  remoteAddress: '10.0.0.1',
 };
 
-function captureLogger(): { logger: ReturnType<typeof createLogger>; lines: () => Record<string, unknown>[] } {
+const authentication: AuthenticationAuditEvent = {
+  outcome: 'failure',
+  method: 'scram',
+  mechanism: 'SCRAM-SHA-256',
+  user: 'ada',
+  reason: 'AuthenticationFailed',
+  listener: 'main',
+  remoteAddress: '10.0.0.1',
+  connectionId: 8,
+};
+
+function capture(): { stream: { write: (line: string) => void }; lines: () => Record<string, unknown>[] } {
   const chunks: string[] = [];
-  const logger = createLogger({ level: 'info', destination: { write: (line: string) => void chunks.push(line) } });
   return {
-    logger,
+    stream: { write: (line: string) => void chunks.push(line) },
     lines: () =>
       chunks
         .join('')
@@ -33,62 +50,99 @@ function captureLogger(): { logger: ReturnType<typeof createLogger>; lines: () =
 }
 
 describe('audit log', () => {
-  it('writes one line per decision to the main log with audit: true, the command name readable', async () => {
-    const { logger, lines } = captureLogger();
-    const audit = createAuditLog({ file: null, maxEventBytes: 4096, logger });
-    audit.record(event);
-    audit.record({ ...event, decision: 'would-refuse', rule: 'stage.denied' });
+  it('writes one JSON line per decision and per authentication outcome, audit: true', async () => {
+    const { stream, lines } = capture();
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 4096, stream });
+    audit.decision(decision);
+    audit.decision({ ...decision, decision: 'would-refuse', rule: 'stage.denied' });
+    audit.authentication(authentication);
+    audit.authentication({ ...authentication, outcome: 'success', tenant: 'acme', reason: undefined });
     await audit.close();
-    const [first, second] = lines();
-    expect(first).toMatchObject({
+    audit.decision(decision); // after close: dropped, no throw
+    const [first, second, failure, success] = lines();
+    expect(first).toEqual({
+      level: 'info',
+      time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      service: 'mongo-tenant-proxy',
       audit: true,
       msg: 'audit',
+      event: 'decision',
+      decision: 'rewritten',
+      rule: 'filter.tenant',
       tenant: 'acme',
       commandName: 'find',
       namespace: 'app.users',
-      rule: 'filter.tenant',
-      decision: 'rewritten',
-      connectionId: 7,
       listener: 'main',
+      remoteAddress: '10.0.0.1',
+      connectionId: 7,
     });
-    expect(first).not.toHaveProperty('truncated');
     expect(second).toMatchObject({ decision: 'would-refuse', rule: 'stage.denied' });
+    expect(failure).toMatchObject({
+      audit: true,
+      event: 'authentication',
+      outcome: 'failure',
+      method: 'scram',
+      mechanism: 'SCRAM-SHA-256',
+      user: 'ada',
+      reason: 'AuthenticationFailed',
+      listener: 'main',
+      remoteAddress: '10.0.0.1',
+      connectionId: 8,
+    });
+    expect(failure).not.toHaveProperty('tenant');
+    expect(success).toMatchObject({ event: 'authentication', outcome: 'success', tenant: 'acme' });
+    expect(success).not.toHaveProperty('reason');
+    expect(lines()).toHaveLength(4);
+  });
+
+  it('is not the main log: no log level hides it', () => {
+    const { stream, lines } = capture();
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 4096, stream });
+    audit.decision(decision);
+    expect(lines()).toHaveLength(1);
   });
 
   it('appends JSON lines to a file, across reopenings', async () => {
     const file = join(dir, 'nested', 'audit.jsonl');
-    const { logger } = captureLogger();
-    for (const decision of ['refused', 'rewritten'] as const) {
-      const audit = createAuditLog({ file, maxEventBytes: 4096, logger });
-      audit.record({ ...event, decision });
+    for (const kind of ['refused', 'rewritten'] as const) {
+      const audit = createAuditLog({ destination: file, maxEventBytes: 4096 });
+      audit.decision({ ...decision, decision: kind });
       await audit.close();
       await audit.close(); // idempotent
     }
     const lines = readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines.map((line) => line['decision'])).toEqual(['refused', 'rewritten']);
     expect(lines[0]).toMatchObject({ audit: true, service: 'mongo-tenant-proxy', tenant: 'acme', commandName: 'find', level: 'info' });
-    expect(String(lines[0]!['time'])).toMatch(/^\d{4}-\d\d-\d\dT/);
   });
 
-  it('truncates long fields so every event fits maxEventBytes', async () => {
-    const { logger, lines } = captureLogger();
-    const audit = createAuditLog({ file: null, maxEventBytes: 512, logger });
+  it('truncates long fields so every event fits maxEventBytes', () => {
+    const { stream, lines } = capture();
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 512, stream });
     const huge = 'n'.repeat(100_000);
-    audit.record({ ...event, namespace: `app.${huge}`, command: `x${huge}`, tenant: 'é'.repeat(5000) });
-    const [line] = lines();
+    const oversize = { ...decision, namespace: `app.${huge}`, command: `x${huge}`, tenant: 'é'.repeat(5000) };
+    audit.decision(oversize);
+    audit.authentication({ ...authentication, user: `u${huge}`, listener: huge });
+    const [line, auth] = lines();
     expect(line?.['truncated']).toBe(true);
-    const fields = auditFields({ ...event, namespace: `app.${huge}`, command: `x${huge}`, tenant: 'é'.repeat(5000) }, 512);
+    const fields = decisionFields(oversize, 512);
     expect(Buffer.byteLength(JSON.stringify(fields))).toBeLessThanOrEqual(512 - 128);
     expect(String(line?.['namespace'])).toMatch(/^app\.n+…$/);
     expect(String(line?.['tenant'])).not.toContain('\ufffd');
-    expect(Buffer.byteLength(JSON.stringify(line))).toBeLessThan(1024);
+    expect(Buffer.byteLength(JSON.stringify(line))).toBeLessThanOrEqual(512);
+    expect(auth).toMatchObject({ truncated: true, event: 'authentication', outcome: 'failure', connectionId: 8 });
+    expect(Buffer.byteLength(JSON.stringify(auth))).toBeLessThanOrEqual(512);
   });
 
   it('copies only the known fields: nothing else an event carries is logged', () => {
-    const sneaky = { ...event, filter: { ssn: '123-45-6789' }, document: { secret: 'x' } } as AuditEvent;
-    const fields = auditFields(sneaky, 4096);
+    const sneaky = { ...decision, filter: { ssn: '123-45-6789' }, document: { secret: 'x' } } as DecisionAuditEvent;
+    const fields = decisionFields(sneaky, 4096);
     expect(JSON.stringify(fields)).not.toContain('123-45-6789');
-    expect(Object.keys(fields).sort()).toEqual(['commandName', 'connectionId', 'decision', 'listener', 'namespace', 'rule', 'tenant']);
+    expect(Object.keys(fields).sort()).toEqual(
+      ['commandName', 'connectionId', 'decision', 'event', 'listener', 'namespace', 'remoteAddress', 'rule', 'tenant'],
+    );
+    const withSecrets = { ...authentication, password: 'hunter2', payload: Buffer.from('n,,n=ada,r=abc'), token: 'eyJ' } as AuthenticationAuditEvent;
+    const auth = authenticationFields(withSecrets, 4096);
+    expect(JSON.stringify(auth)).not.toMatch(/hunter2|eyJ|r=abc/);
   });
 });
 

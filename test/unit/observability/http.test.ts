@@ -18,12 +18,12 @@ async function start(source = new ProxyMetrics({ processMetrics: false })): Prom
 describe('startMetricsServer', () => {
   it('serves /metrics in the Prometheus text format', async () => {
     const metrics = new ProxyMetrics({ processMetrics: false });
-    metrics.observeOperation('find', 'ok', 0.01);
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.01 });
     const { base } = await start(metrics);
     const response = await fetch(`${base}/metrics`);
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toContain('text/plain');
-    expect(await response.text()).toContain('mongo_tenant_proxy_operations_total{command="find",outcome="ok"} 1');
+    expect(await response.text()).toContain('mongo_tenant_proxy_operations_total{command="find",database="app",outcome="ok"} 1');
     expect((await fetch(`${base}/metrics?x=1`)).status).toBe(200);
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { KNOWN_COMMANDS, commandLabel } from '../../../src/observability/commands.js';
-import { METRIC_PREFIX, ProxyMetrics } from '../../../src/observability/metrics.js';
+import { BoundedLabel, METRIC_PREFIX, OPERATION_OUTCOMES, ProxyMetrics } from '../../../src/observability/metrics.js';
 
 /** The value of one sample line, e.g. `name{a="b"} 3`. */
 function sample(text: string, series: string): number | undefined {
@@ -10,8 +10,8 @@ function sample(text: string, series: string): number | undefined {
 
 describe('ProxyMetrics', () => {
   it('exposes every metric with the prefix and Prometheus naming', async () => {
-    const metrics = new ProxyMetrics({ version: '1.2.3' });
-    metrics.observeOperation('find', 'ok', 0.002);
+    const metrics = new ProxyMetrics({ version: '1.2.3', commit: 'abc123' });
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.002 });
     metrics.protocolError('InvalidBSON');
     metrics.connectionRefused('max_connections');
     const text = await metrics.metrics();
@@ -31,32 +31,32 @@ describe('ProxyMetrics', () => {
     ]) {
       expect(text).toContain(`# TYPE ${METRIC_PREFIX}${name} `);
     }
-    expect(text).toContain(`${METRIC_PREFIX}build_info{version="1.2.3"} 1`);
+    expect(text).toContain(`${METRIC_PREFIX}build_info{version="1.2.3",commit="abc123",node_version="${process.versions.node}"} 1`);
     expect(text).not.toMatch(/^(?!#)(?!mongo_tenant_proxy_)\S/m);
     expect(metrics.contentType).toContain('text/plain');
   });
 
   it('counts operations and their durations by command and outcome', async () => {
     const metrics = new ProxyMetrics({ processMetrics: false });
-    metrics.observeOperation('find', 'ok', 0.0004);
-    metrics.observeOperation('find', 'ok', 0.2);
-    metrics.observeOperation('insert', 'upstream_error', 1);
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.0004 });
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.2 });
+    metrics.observeOperation({ command: 'insert', database: 'app', outcome: 'upstream_error', seconds: 1 });
     const text = await metrics.metrics();
-    expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",outcome="ok"}`)).toBe(2);
-    expect(sample(text, `${METRIC_PREFIX}operations_total{command="insert",outcome="upstream_error"}`)).toBe(1);
-    expect(sample(text, `${METRIC_PREFIX}operation_duration_seconds_bucket{le="0.0005",command="find",outcome="ok"}`)).toBe(1);
-    expect(sample(text, `${METRIC_PREFIX}operation_duration_seconds_count{command="find",outcome="ok"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",database="app",outcome="ok"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}operations_total{command="insert",database="app",outcome="upstream_error"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}operation_duration_seconds_bucket{le="0.0005",command="find",database="app",outcome="ok"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}operation_duration_seconds_count{command="find",database="app",outcome="ok"}`)).toBe(2);
   });
 
   it('bounds the command and outcome labels', async () => {
     const metrics = new ProxyMetrics({ processMetrics: false });
-    metrics.observeOperation('dropEverything', 'ok', 0.001);
-    metrics.observeOperation('x'.repeat(1000), 'ok', 0.001);
-    metrics.observeOperation('find', 'exploded', 0.001);
-    metrics.observeOperation('find', 'ok', Number.NaN);
+    metrics.observeOperation({ command: 'dropEverything', database: 'app', outcome: 'ok', seconds: 0.001 });
+    metrics.observeOperation({ command: 'x'.repeat(1000), database: 'app', outcome: 'ok', seconds: 0.001 });
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'exploded', seconds: 0.001 });
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: Number.NaN });
     const text = await metrics.metrics();
-    expect(sample(text, `${METRIC_PREFIX}operations_total{command="other",outcome="ok"}`)).toBe(2);
-    expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",outcome="other"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}operations_total{command="other",database="app",outcome="ok"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",database="app",outcome="other"}`)).toBe(1);
     expect(text).not.toContain('dropEverything');
   });
 
@@ -118,5 +118,120 @@ describe('ProxyMetrics', () => {
     expect(sample(await a.metrics(), `${METRIC_PREFIX}client_connections`)).toBe(1);
     expect(sample(await b.metrics(), `${METRIC_PREFIX}client_connections`)).toBe(0);
     expect(a.registry).not.toBe(b.registry);
+  });
+
+  it('has exactly the outcomes dashboards and alerts rely on', () => {
+    expect([...OPERATION_OUTCOMES].sort()).toEqual(['denied', 'error', 'ok', 'retried', 'rewritten', 'upstream_error']);
+  });
+
+  it('splits a forwarded command\'s time between the upstream and the proxy', async () => {
+    const metrics = new ProxyMetrics({ processMetrics: false });
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.01, upstreamSeconds: 0.0098 });
+    metrics.observeOperation({ command: 'ping', database: 'admin', outcome: 'ok', seconds: 0.0001 }); // answered locally
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.001, upstreamSeconds: 0.002 }); // clock skew: never negative
+    const text = await metrics.metrics();
+    expect(sample(text, `${METRIC_PREFIX}upstream_wait_seconds_count{command="find"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}upstream_wait_seconds_sum{command="find"}`)).toBeCloseTo(0.0118, 6);
+    expect(sample(text, `${METRIC_PREFIX}proxy_overhead_seconds_count{command="find"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}proxy_overhead_seconds_sum{command="find"}`)).toBeCloseTo(0.0002, 6);
+    expect(sample(text, `${METRIC_PREFIX}proxy_overhead_seconds_bucket{le="0.00025",command="find"}`)).toBe(2);
+    expect(text).not.toContain('upstream_wait_seconds_count{command="ping"}');
+  });
+
+  it('bounds database labels: the first maxDatabaseLabels valid names, the rest "other"', async () => {
+    const metrics = new ProxyMetrics({ processMetrics: false, maxDatabaseLabels: 2 });
+    for (const database of ['app', 'shop', 'tenant_3', 'app', 'bad.name', 'x'.repeat(65), '']) {
+      metrics.observeOperation({ command: 'find', database, outcome: 'ok', seconds: 0.001 });
+    }
+    const text = await metrics.metrics();
+    expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",database="app",outcome="ok"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",database="shop",outcome="ok"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",database="other",outcome="ok"}`)).toBe(4);
+    expect(text).not.toContain('tenant_3');
+  });
+
+  it('shares one tenant guard between every per-tenant family', async () => {
+    const metrics = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 2 });
+    metrics.tenantConnectionOpened('a'); // first seen through the connection gauge
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.001, tenant: 'b' });
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'denied', seconds: 0.001, tenant: 'c' });
+    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'upstream_error', seconds: 0.001, tenant: 'a' });
+    metrics.tenantOperationStarted('c');
+    metrics.tenantOperationStarted('b');
+    metrics.tenantConnectionOpened('c');
+    metrics.tenantConnectionOpened('d');
+    metrics.tenantConnectionClosed('d');
+    const text = await metrics.metrics();
+    expect(sample(text, `${METRIC_PREFIX}tenant_connections{tenant="a"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tenant_connections{tenant="other"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tenant_operations_total{tenant="b",outcome="ok"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tenant_operations_total{tenant="other",outcome="denied"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tenant_operations_total{tenant="a",outcome="upstream_error"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tenant_operations_in_flight{tenant="other"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tenant_operations_in_flight{tenant="b"}`)).toBe(1);
+    metrics.tenantOperationFinished('c');
+    expect(sample(await metrics.metrics(), `${METRIC_PREFIX}tenant_operations_in_flight{tenant="other"}`)).toBe(0);
+    expect(text).not.toMatch(/tenant="[cd]"/);
+  });
+
+  it('counts authentications by listener, method, mechanism and outcome, bounded', async () => {
+    const metrics = new ProxyMetrics({ processMetrics: false });
+    metrics.authentication({ listener: 'main', method: 'scram', mechanism: 'SCRAM-SHA-256', outcome: 'failure' });
+    metrics.authentication({ listener: 'main', method: 'scram', mechanism: 'SCRAM-SHA-256', outcome: 'success' });
+    metrics.authentication({ listener: 'main', method: 'mtls', mechanism: 'certificate', outcome: 'success' });
+    metrics.authentication({ listener: 'main', method: 'invented', mechanism: 'GSSAPI', outcome: 'failure' });
+    const text = await metrics.metrics();
+    const series = (labels: string): number | undefined => sample(text, `${METRIC_PREFIX}authentications_total{${labels}}`);
+    expect(series('listener="main",method="scram",mechanism="SCRAM-SHA-256",outcome="failure"')).toBe(1);
+    expect(series('listener="main",method="scram",mechanism="SCRAM-SHA-256",outcome="success"')).toBe(1);
+    expect(series('listener="main",method="mtls",mechanism="certificate",outcome="success"')).toBe(1);
+    expect(series('listener="main",method="other",mechanism="other",outcome="failure"')).toBe(1);
+  });
+
+  it('counts TLS handshakes, policy decisions, and reads open cursors at scrape time', async () => {
+    const metrics = new ProxyMetrics({ processMetrics: false });
+    metrics.tlsHandshake('tls', 'success');
+    metrics.tlsHandshake('tls', 'timeout');
+    metrics.tlsHandshake('tls', 'failure');
+    metrics.tlsHandshake('tls', 'failure');
+    metrics.policyDecision('refused', 'operator.where');
+    metrics.policyDecision('rewritten', 'filter.tenant');
+    metrics.policyDecision('refused', 'not a rule!');
+    let cursors = 0;
+    expect(sample(await metrics.metrics(), `${METRIC_PREFIX}open_cursors`)).toBe(0);
+    metrics.trackOpenCursors(() => cursors);
+    cursors = 3;
+    const text = await metrics.metrics();
+    expect(sample(text, `${METRIC_PREFIX}tls_handshakes_total{listener="tls",outcome="success"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tls_handshakes_total{listener="tls",outcome="timeout"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}tls_handshakes_total{listener="tls",outcome="failure"}`)).toBe(2);
+    expect(sample(text, `${METRIC_PREFIX}policy_decisions_total{decision="refused",rule="operator.where"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}policy_decisions_total{decision="rewritten",rule="filter.tenant"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}policy_decisions_total{decision="refused",rule="other"}`)).toBe(1);
+    expect(sample(text, `${METRIC_PREFIX}open_cursors`)).toBe(3);
+  });
+
+  it('follows Prometheus naming: counters end in _total, durations in _seconds, one prefix', async () => {
+    const metrics = new ProxyMetrics({ processMetrics: false });
+    for (const metric of await metrics.registry.getMetricsAsJSON()) {
+      expect(metric.name.startsWith(METRIC_PREFIX), metric.name).toBe(true);
+      expect(metric.name).toMatch(/^[a-z_]+$/);
+      if (`${metric.type}` === 'counter') expect(metric.name, metric.name).toMatch(/_total$/);
+      else expect(metric.name, metric.name).not.toMatch(/_total$/);
+      if (`${metric.type}` === 'histogram') expect(metric.name, metric.name).toMatch(/_seconds$/);
+      expect(metric.help.length, metric.name).toBeGreaterThan(10);
+    }
+  });
+});
+
+describe('BoundedLabel', () => {
+  it('keeps the first max values that fit the shape, forever; the rest are "other"', () => {
+    const label = new BoundedLabel(2, /^[a-z]+$/);
+    expect(label.of('a')).toBe('a');
+    expect(label.of('B')).toBe('other');
+    expect(label.of('b')).toBe('b');
+    expect(label.of('c')).toBe('other');
+    expect(label.of('a')).toBe('a');
+    expect(new BoundedLabel(0).of('a')).toBe('other');
   });
 });
