@@ -15,23 +15,48 @@ export type { Logger } from 'pino';
 
 export const SERVICE_NAME = 'mongo-tenant-proxy';
 
-/** Field names whose values are replaced by `[redacted]` wherever they appear (top level or one level down). */
-export const REDACTED_FIELDS = [
-  // credentials
-  'password', 'pwd', 'pass', 'passphrase', 'secret', 'token', 'accessToken', 'refreshToken', 'apiKey', 'key',
-  'privateKey', 'authorization', 'cookie', 'credentials', 'saslPayload', 'payload',
-  // user data: commands, documents and what they contain
-  'command', 'cmd', 'document', 'documents', 'filter', 'query', 'update', 'updates', 'pipeline', 'body',
-  'reply', 'sort', 'projection', 'values',
+/**
+ * Field names whose values are secrets: replaced by `[redacted]` up to two levels down (an
+ * options object inside a context object is common: `{ tls: { keyPassphrase } }`).
+ */
+export const SECRET_FIELDS = [
+  'password', 'passwd', 'pwd', 'pass', 'passphrase', 'keyPassphrase', 'secret', 'clientSecret', 'client_secret',
+  'sessionKey', 'token', 'accessToken', 'refreshToken', 'idToken', 'id_token', 'jwt', 'bearer', 'apiKey', 'key',
+  'privateKey', 'authorization', 'cookie', 'set-cookie', 'credentials', 'saslPayload', 'payload',
+  'speculativeAuthenticate',
 ] as const;
 
+/**
+ * Field names that hold user data (commands, documents, filters, what replies carry): replaced by
+ * `[redacted]` at the top level and one level down. Log a command's name as `commandName`.
+ */
+export const DATA_FIELDS = [
+  'command', 'cmd', 'document', 'documents', 'doc', 'docs', 'filter', 'query', 'q', 'update', 'updates', 'u',
+  'deletes', 'arrayFilters', 'pipeline', 'let', 'body', 'reply', 'firstBatch', 'nextBatch', 'sort', 'projection',
+  'values', 'value',
+] as const;
+
+/** Every field name whose value is replaced by `[redacted]`. */
+export const REDACTED_FIELDS = [...SECRET_FIELDS, ...DATA_FIELDS] as const;
+
 /** Field names holding URIs: only the credentials inside are masked, the rest stays readable. */
-export const URI_FIELDS = ['uri', 'url', 'connectionString'] as const;
+export const URI_FIELDS = ['uri', 'url', 'connectionString', 'upstreamUri', 'mongoUri'] as const;
 
 const URI_FIELD_SET: ReadonlySet<string> = new Set(URI_FIELDS);
 
 function redactionPaths(): string[] {
-  return [...REDACTED_FIELDS, ...URI_FIELDS].flatMap((field) => [field, `*.${field}`]);
+  return [
+    ...[...SECRET_FIELDS, ...URI_FIELDS].flatMap((field) => [field, `*.${field}`, `*.*.${field}`]),
+    ...DATA_FIELDS.flatMap((field) => [field, `*.${field}`]),
+  ].map(pathOf);
+}
+
+/** A redaction path; names that are not identifiers (`set-cookie`) are written in brackets. */
+function pathOf(path: string): string {
+  const parts = path.split('.');
+  const last = parts.pop()!;
+  const quoted = /^[A-Za-z_$][\w$]*$/.test(last) ? last : `["${last}"]`;
+  return parts.length === 0 ? quoted : `${parts.join('.')}${quoted.startsWith('[') ? '' : '.'}${quoted}`;
 }
 
 function censor(value: unknown, path: string[]): unknown {
@@ -46,6 +71,10 @@ export interface CreateLoggerOptions {
   destination?: DestinationStream;
 }
 
+/**
+ * The root logger. Its level can be changed at run time (`logger.level = 'debug'`): child
+ * loggers (per connection, per component) follow the root's level unless one was set on them.
+ */
 export function createLogger(options: CreateLoggerOptions): Logger {
   return pino(
     {

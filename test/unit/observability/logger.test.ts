@@ -56,6 +56,44 @@ describe('createLogger', () => {
     expect(JSON.stringify(line)).not.toMatch(/hunter2|ssn|Bearer/);
   });
 
+  it('redacts secrets two levels down, and what commands and replies carry', () => {
+    const { logger, lines } = capture();
+    logger.info(
+      {
+        upstream: { tls: { keyPassphrase: 'kp', clientSecret: 'cs' }, auth: { 'set-cookie': 'sid=1', jwt: 'eyJhbGciOi' } },
+        isolation: { sessionKey: 'sk-0123456789' },
+        op: { q: { ssn: 1 }, u: { $set: { ssn: 2 } }, firstBatch: [{ ssn: 3 }], arrayFilters: [], let: { v: 1 }, value: 'x' },
+        speculativeAuthenticate: { saslStart: 1 },
+        hello: { speculativeAuthenticate: { payload: 'p' } },
+        commandName: 'update',
+        namespace: 'app.users',
+      },
+      'deeper',
+    );
+    const [line] = lines();
+    expect(line).toMatchObject({
+      upstream: { tls: { keyPassphrase: '[redacted]', clientSecret: '[redacted]' }, auth: { 'set-cookie': '[redacted]', jwt: '[redacted]' } },
+      isolation: { sessionKey: '[redacted]' },
+      op: { q: '[redacted]', u: '[redacted]', firstBatch: '[redacted]', arrayFilters: '[redacted]', let: '[redacted]', value: '[redacted]' },
+      speculativeAuthenticate: '[redacted]',
+      hello: { speculativeAuthenticate: '[redacted]' },
+      commandName: 'update',
+      namespace: 'app.users',
+    });
+    expect(JSON.stringify(line)).not.toMatch(/ssn|eyJ|sk-0|sid=|kp"|cs"/);
+  });
+
+  it('changes level at run time, and existing child loggers follow', () => {
+    const { logger, lines } = capture('info');
+    const child = connectionLogger(logger, { connectionId: 1, remote: 'r' }).child({ tenant: 'acme' });
+    child.debug('hidden');
+    logger.level = 'debug';
+    child.debug('shown');
+    logger.level = 'warn';
+    child.info('hidden again');
+    expect(lines().map((line) => line['msg'])).toEqual(['shown']);
+  });
+
   it('masks only the credentials of URIs', () => {
     const { logger, lines } = capture();
     logger.info({ uri: 'mongodb://app:hunter2@db:27017/', upstream: { uri: 'mongodb://x:y@h/', url: 42 } }, 'uri');
