@@ -117,6 +117,8 @@ export class ClientConnection {
   private upstreamWaitNs: bigint | undefined;
   /** The refusal of the command being handled that is already audited as an isolation decision. */
   private auditedRefusal: unknown;
+  /** The body of the command being handled: its namespace is read from it only when audited or logged. */
+  private commandBody: Buffer | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -351,6 +353,7 @@ export class ClientConnection {
     let outcome = 'ok';
     this.upstreamWaitNs = undefined;
     this.auditedRefusal = undefined;
+    this.commandBody = msg.body;
     const tenantAtStart = this.authenticator.identity?.tenant;
     if (tenantAtStart !== undefined) this.deps.metrics.tenantOperationStarted(tenantAtStart);
     try {
@@ -388,12 +391,13 @@ export class ClientConnection {
       if (error === this.tenantLimitError) this.close('tenant connection limit reached', { graceful: true });
     } finally {
       if (tenantAtStart !== undefined) this.deps.metrics.tenantOperationFinished(tenantAtStart);
-      this.observeOperation(envelope.name, envelope.db, outcome, started, msg.body);
+      this.observeOperation(envelope.name, envelope.db, outcome, started);
+      this.commandBody = undefined;
     }
   }
 
   /** Counts a handled command and, at debug level, logs it with its request-scoped fields. */
-  private observeOperation(command: string, database: string, outcome: string, started: bigint, body?: Buffer): void {
+  private observeOperation(command: string, database: string, outcome: string, started: bigint): void {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const upstreamSeconds = this.upstreamWaitNs === undefined ? undefined : Number(this.upstreamWaitNs) / 1e9;
     const tenant = this.authenticator.identity?.tenant;
@@ -403,7 +407,7 @@ export class ClientConnection {
       this.logger.debug(
         {
           commandName: command,
-          namespace: namespaceOf(database, body),
+          namespace: namespaceOf(database, this.commandBody),
           outcome,
           durationMs: seconds * 1000,
           ...(upstreamSeconds === undefined ? {} : { upstreamMs: upstreamSeconds * 1000 }),
@@ -443,6 +447,7 @@ export class ClientConnection {
     }
     const started = process.hrtime.bigint();
     this.upstreamWaitNs = undefined;
+    this.commandBody = undefined;
     try {
       this.refuseIfOverConnectionLimit();
       await this.replyHello(commandName, command, request, 'opReply');
@@ -572,6 +577,7 @@ export class ClientConnection {
     const engine = this.tenantEngine;
     // Replies are written in order even when compression (async) is involved.
     let writes: Promise<void> = Promise.resolve();
+    this.deps.metrics.bytes('upstream', 'sent', outgoing.length);
     await this.waitingOnUpstream(() => upstream.request(outgoing, (upstreamReply) => {
       this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
       let reply = upstreamReply;
@@ -616,7 +622,7 @@ export class ClientConnection {
     this.deps.audit.decision({
       tenant: this.authenticator.identity?.tenant,
       command: envelope.name,
-      namespace: envelope.db,
+      namespace: namespaceOf(envelope.db, this.commandBody),
       rule,
       decision,
       connectionId: this.id,
@@ -735,6 +741,6 @@ function compressorNameOfFrame(frame: Buffer): CompressorName | undefined {
 function namespaceOf(db: string, body: Buffer | undefined): string {
   const first = body === undefined ? null : firstElement(body);
   if (first === null || first.type !== BsonType.string || body === undefined) return db;
-  // Only for a debug line: a name longer than any valid namespace is cut.
-  return `${db}.${readString(body, first).slice(0, 255)}`;
+  // A name longer than any valid namespace is cut (the audit stream bounds its events anyway).
+  return `${db}.${readString(body, first).slice(0, 1024)}`;
 }

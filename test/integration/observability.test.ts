@@ -1,0 +1,259 @@
+/**
+ * Metrics and the audit stream seen from outside: the official driver runs commands through the
+ * proxy, then the test scrapes /metrics over HTTP and reads the audit events the proxy wrote.
+ * Outcomes (ok, rewritten, denied, upstream_error), per-tenant series, the upstream / proxy time
+ * split, open cursors, TLS handshakes, authentication outcomes; audit events without secrets or
+ * values, bounded in size.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MongoClient, MongoServerError } from 'mongodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatCredentialsFile, hashPassword } from '../../src/identity/credentials.js';
+import { makeTestPki, type TestPki } from '../helpers/certs.js';
+import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { uniqueDbName } from '../helpers/upstream.js';
+
+const PASSWORD = 'correct horse battery staple';
+const WRONG_PASSWORD = 'wrong-password-9f8e7d';
+const MAX_EVENT_BYTES = 512;
+const dir = mkdtempSync(join(tmpdir(), 'mtp-observability-'));
+const credentialsFile = join(dir, 'credentials.yaml');
+const dbName = uniqueDbName('observability');
+
+let pki: TestPki;
+let proxy: TestProxy;
+const clients = new Set<MongoClient>();
+
+function listenerUri(name: string, extra: Record<string, string> = {}, credentials = ''): string {
+  const { host, port } = proxy.proxy.addresses[name]!;
+  const params = new URLSearchParams({ directConnection: 'true', ...extra });
+  return `mongodb://${credentials}${host}:${port}/?${params.toString()}`;
+}
+
+function client(uri: string): MongoClient {
+  const created = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, maxPoolSize: 1 });
+  clients.add(created);
+  return created;
+}
+
+async function scrape(): Promise<string> {
+  const address = proxy.proxy.metricsAddress!;
+  const response = await fetch(`http://${address.host}:${address.port}/metrics`);
+  expect(response.status).toBe(200);
+  return response.text();
+}
+
+/** Sum of a family's samples whose labels include every `key="value"` in `labels`. */
+function sum(text: string, name: string, labels: Record<string, string> = {}): number {
+  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labelText = line.slice(name.length, line.lastIndexOf(' '));
+    if (wanted.every((label) => labelText.includes(label))) total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
+}
+
+async function failure(promise: Promise<unknown>): Promise<MongoServerError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(MongoServerError);
+  return error as MongoServerError;
+}
+
+async function eventually(check: () => Promise<boolean> | boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+const audits = (filter: Record<string, unknown>): Record<string, unknown>[] =>
+  proxy.auditEvents().filter((event) => Object.entries(filter).every(([key, value]) => event[key] === value));
+
+beforeAll(async () => {
+  pki = await makeTestPki();
+  const entry = hashPassword({ user: 'ada', db: 'admin', tenant: 'globex', password: PASSWORD, mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
+  writeFileSync(credentialsFile, formatCredentialsFile([entry]), { mode: 0o600 });
+  proxy = await startTestProxy({
+    listeners: [
+      { name: 'static', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' },
+      { name: 'scram', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['scram'], staticTenant: null },
+      {
+        name: 'tls',
+        listen: { host: '127.0.0.1', port: 0 },
+        tls: {
+          certFile: pki.server.certFile,
+          keyFile: pki.server.keyFile,
+          keyPassphrase: null,
+          caFile: pki.caFile,
+          clientCertificates: 'optional',
+          minVersion: 'TLSv1.2',
+        },
+        methods: ['static'],
+        staticTenant: 'initech',
+      },
+    ],
+    identity: { scram: { credentialsFile, mechanisms: ['SCRAM-SHA-256'] }, failureDelay: { baseMS: 0, maxMS: 0 } },
+    audit: { maxEventBytes: MAX_EVENT_BYTES },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.allSettled([...clients].map((c) => c.close()));
+  await proxy?.stop();
+  await pki?.remove();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('operation metrics through the driver', () => {
+  it('counts rewritten, ok, denied and upstream_error commands by command, database and outcome, and per tenant', async () => {
+    const db = client(listenerUri('static')).db(dbName);
+    await db.collection('items').insertMany([{ n: 1 }, { n: 2 }]);
+    expect(await db.collection('items').find({}).toArray()).toHaveLength(2);
+    await db.command({ ping: 1 });
+    await failure(db.collection('items').find({ $where: 'secret-marker-1234 == 1' }).toArray());
+    // The upstream itself refuses this ($mod needs two numbers): an error reply from MongoDB.
+    await failure(db.collection('items').find({ n: { $mod: [0, 1] } }).toArray());
+
+    const text = await scrape();
+    const ops = (labels: Record<string, string>): number => sum(text, 'mongo_tenant_proxy_operations_total', labels);
+    expect(ops({ command: 'insert', database: dbName, outcome: 'rewritten' })).toBe(1);
+    expect(ops({ command: 'find', database: dbName, outcome: 'rewritten' })).toBe(1);
+    expect(ops({ command: 'ping', database: dbName, outcome: 'ok' })).toBe(1);
+    expect(ops({ command: 'find', database: dbName, outcome: 'denied' })).toBe(1);
+    expect(ops({ command: 'find', database: dbName, outcome: 'upstream_error' })).toBe(1);
+    expect(sum(text, 'mongo_tenant_proxy_operation_duration_seconds_count', { command: 'find', database: dbName })).toBe(3);
+    // Time split: every forwarded find waited on the upstream; the refused one never reached it.
+    expect(sum(text, 'mongo_tenant_proxy_upstream_wait_seconds_count', { command: 'find' })).toBeGreaterThanOrEqual(2);
+    expect(sum(text, 'mongo_tenant_proxy_proxy_overhead_seconds_count', { command: 'find' })).toBe(
+      sum(text, 'mongo_tenant_proxy_upstream_wait_seconds_count', { command: 'find' }),
+    );
+    expect(sum(text, 'mongo_tenant_proxy_policy_decisions_total', { decision: 'refused', rule: 'operator.where' })).toBeGreaterThanOrEqual(1);
+    expect(sum(text, 'mongo_tenant_proxy_policy_decisions_total', { decision: 'rewritten' })).toBeGreaterThanOrEqual(2);
+    // Per tenant: operations by outcome (denials and errors included), connections, nothing in flight.
+    const tenant = (outcome: string): number => sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'acme', outcome });
+    expect(tenant('rewritten')).toBeGreaterThanOrEqual(2);
+    expect(tenant('denied')).toBe(1);
+    expect(tenant('upstream_error')).toBe(1);
+    expect(sum(text, 'mongo_tenant_proxy_tenant_connections', { tenant: 'acme' })).toBeGreaterThanOrEqual(1);
+    expect(sum(text, 'mongo_tenant_proxy_tenant_operations_in_flight', { tenant: 'acme' })).toBe(0);
+    expect(sum(text, 'mongo_tenant_proxy_bytes_received_total', { direction: 'client' })).toBeGreaterThan(0);
+    expect(sum(text, 'mongo_tenant_proxy_bytes_sent_total', { direction: 'upstream' })).toBeGreaterThan(0);
+    expect(text).toMatch(/^mongo_tenant_proxy_build_info\{version="[^"]+",commit="[^"]+",node_version="\d+\.\d+\.\d+"\} 1$/m);
+  });
+
+  it('shows a cursor as open until it is exhausted or killed', async () => {
+    const collection = client(listenerUri('static')).db(dbName).collection('cursor_items');
+    await collection.insertMany(Array.from({ length: 10 }, (_, n) => ({ n })));
+    const before = sum(await scrape(), 'mongo_tenant_proxy_open_cursors');
+    const cursor = collection.find({}, { batchSize: 2 });
+    await cursor.next();
+    expect(sum(await scrape(), 'mongo_tenant_proxy_open_cursors')).toBe(before + 1);
+    await cursor.close(); // killCursors
+    expect(sum(await scrape(), 'mongo_tenant_proxy_open_cursors')).toBe(before);
+    const drained = collection.find({}, { batchSize: 3 });
+    expect(await drained.toArray()).toHaveLength(10);
+    expect(sum(await scrape(), 'mongo_tenant_proxy_open_cursors')).toBe(before);
+  });
+
+  it('counts TLS handshakes by listener and outcome', async () => {
+    const before = await scrape();
+    const ok = (text: string): number => sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'success' });
+    const failed = (text: string): number => sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'failure' });
+    await client(listenerUri('tls', { tls: 'true', tlsCAFile: pki.caFile })).db(dbName).command({ ping: 1 });
+    expect(ok(await scrape())).toBeGreaterThan(ok(before));
+    // Not TLS at all: the handshake fails on the first bytes.
+    const { host, port } = proxy.proxy.addresses['tls']!;
+    const socket = tcpConnect({ host, port });
+    socket.on('error', () => undefined);
+    socket.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await eventually(async () => failed(await scrape()) > failed(before), 'a failed TLS handshake to be counted');
+    socket.destroy();
+    expect(sum(await scrape(), 'mongo_tenant_proxy_operations_total', { command: 'ping', database: dbName })).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('the audit stream', () => {
+  it('records authentication successes and failures with mechanism, user, tenant, address and listener; never the password', async () => {
+    const good = client(listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `ada:${encodeURIComponent(PASSWORD)}@`));
+    await good.db(dbName).command({ ping: 1 });
+    const bad = client(listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `ada:${WRONG_PASSWORD}@`));
+    expect((await failure(bad.db(dbName).command({ ping: 1 }))).code).toBe(18);
+
+    const success = audits({ event: 'authentication', outcome: 'success', listener: 'scram' });
+    expect(success).toContainEqual(
+      expect.objectContaining({
+        audit: true,
+        method: 'scram',
+        mechanism: 'SCRAM-SHA-256',
+        user: 'ada',
+        tenant: 'globex',
+        remoteAddress: '127.0.0.1',
+        connectionId: expect.any(Number),
+      }),
+    );
+    const failed = audits({ event: 'authentication', outcome: 'failure', listener: 'scram' });
+    expect(failed).toContainEqual(
+      expect.objectContaining({ method: 'scram', mechanism: 'SCRAM-SHA-256', user: 'ada', reason: 'AuthenticationFailed', remoteAddress: '127.0.0.1' }),
+    );
+    const text = proxy.auditText();
+    expect(text).not.toContain(PASSWORD);
+    expect(text).not.toContain(WRONG_PASSWORD);
+    expect(text).not.toMatch(/payload|r=|p=|v=/);
+
+    const metrics = await scrape();
+    const auth = (outcome: string): number =>
+      sum(metrics, 'mongo_tenant_proxy_authentications_total', { listener: 'scram', method: 'scram', mechanism: 'SCRAM-SHA-256', outcome });
+    expect(auth('success')).toBeGreaterThanOrEqual(1);
+    expect(auth('failure')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('records every denial: an isolation rule and a command before authentication; names only, never values', async () => {
+    const db = client(listenerUri('static')).db(dbName);
+    await failure(db.collection('people').find({ $where: 'this.ssn == "secret-ssn-5555"' }).toArray());
+    expect(audits({ event: 'decision', decision: 'refused', rule: 'operator.where', tenant: 'acme' })).toContainEqual(
+      expect.objectContaining({ commandName: 'find', namespace: `${dbName}.people`, listener: 'static', remoteAddress: '127.0.0.1' }),
+    );
+    // Rewrites are decisions too.
+    await db.collection('people').insertOne({ name: 'secret-name-6666' });
+    expect(audits({ event: 'decision', decision: 'rewritten', tenant: 'acme', commandName: 'insert' }).length).toBeGreaterThanOrEqual(1);
+
+    const anonymous = client(listenerUri('scram')).db(dbName);
+    expect((await failure(anonymous.collection('people').find({ name: 'secret-name-7777' }).toArray())).code).toBe(13);
+    const unauthenticated = audits({ event: 'decision', decision: 'refused', rule: 'auth.required', listener: 'scram' });
+    expect(unauthenticated).toContainEqual(expect.objectContaining({ commandName: 'find', namespace: `${dbName}.people` }));
+    expect(unauthenticated[0]).not.toHaveProperty('tenant');
+
+    const text = proxy.auditText();
+    expect(text).not.toMatch(/secret-ssn-5555|secret-name-6666|secret-name-7777/);
+    for (const event of proxy.auditEvents()) {
+      expect(Object.keys(event)).not.toEqual(expect.arrayContaining(['filter']));
+      expect(event).not.toHaveProperty('command');
+    }
+  });
+
+  it('truncates oversize events to audit.maxEventBytes', async () => {
+    const longName = `c${'x'.repeat(3000)}`;
+    const db = client(listenerUri('static')).db(dbName);
+    await failure(db.collection(longName).find({ $where: 'true' }).toArray());
+    const longUser = `u${'y'.repeat(5000)}`;
+    const bad = client(listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `${longUser}:${WRONG_PASSWORD}@`));
+    await failure(bad.db(dbName).command({ ping: 1 }));
+
+    const lines = proxy.auditText().split('\n').filter((line) => line !== '');
+    const oversize = lines.filter((line) => line.includes('"truncated":true'));
+    expect(oversize.length).toBeGreaterThanOrEqual(2);
+    for (const line of lines) expect(Buffer.byteLength(line)).toBeLessThanOrEqual(MAX_EVENT_BYTES);
+    const events = oversize.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(events).toContainEqual(expect.objectContaining({ event: 'decision', rule: expect.any(String), namespace: expect.stringMatching(/^.+…$/) }));
+    expect(events).toContainEqual(expect.objectContaining({ event: 'authentication', outcome: 'failure', user: expect.stringMatching(/^uy+…$/) }));
+  });
+});
