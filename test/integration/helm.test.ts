@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import { loadConfig } from '../../src/config/index.js';
 import { ProxyMetrics } from '../../src/observability/metrics.js';
+import { METRICS_ADDED_ELSEWHERE } from '../helpers/pending-metrics.js';
 
 interface HelmScript {
   HELM_VERSION: string;
@@ -290,6 +291,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
         exported.add(metric.name);
         if (`${metric.type}` === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exported.add(metric.name + suffix);
       }
+      for (const name of METRICS_ADDED_ELSEWHERE.keys()) exported.add(name);
       const dashboard = JSON.parse(await readFile(path.join(chartDir, 'dashboards', 'mongo-tenant-proxy.json'), 'utf8'));
       const exprs: string[] = [];
       const walk = (node: any): void => {
@@ -318,6 +320,15 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
         'mongo_tenant_proxy_policy_decisions_total',
         'mongo_tenant_proxy_upstream_connections',
         'mongo_tenant_proxy_protocol_errors_total',
+        'mongo_tenant_proxy_upstream_wait_seconds_bucket',
+        'mongo_tenant_proxy_proxy_overhead_seconds_bucket',
+        'mongo_tenant_proxy_tenant_operations_in_flight',
+        'mongo_tenant_proxy_tls_handshakes_total',
+        'mongo_tenant_proxy_open_cursors',
+        'mongo_tenant_proxy_circuit_breaker_state',
+        'mongo_tenant_proxy_upstream_wait_queue_length',
+        'mongo_tenant_proxy_retries_total',
+        'mongo_tenant_proxy_config_reloads_total',
       ]) {
         expect(used, core).toContain(core);
       }
@@ -330,6 +341,51 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       }
       const ids = dashboard.panels.map((p: any) => p.id);
       expect(new Set(ids).size).toBe(ids.length);
+    });
+
+    it('renders the runbook alerts, each with thresholds from values, a runbook_url and a README runbook section', async () => {
+      const rule = only(manifests, 'PrometheusRule');
+      expect(rule.metadata.labels).toMatchObject({ release: 'prometheus' });
+      const alerts: any[] = rule.spec.groups.flatMap((group: any) => group.rules);
+      const byName = new Map(alerts.map((alert) => [alert.alert as string, alert]));
+      const runbook = [
+        'MongoTenantProxyDown',
+        'MongoTenantProxyCircuitBreakerOpen',
+        'MongoTenantProxyAuthenticationFailures',
+        'MongoTenantProxyDenialsSpike',
+        'MongoTenantProxyUpstreamErrors',
+        'MongoTenantProxyPoolSaturated',
+        'MongoTenantProxyConfigReloadFailed',
+        'MongoTenantProxyAuditOnlyMode',
+        'MongoTenantProxyHighLatency',
+        'MongoTenantProxyConnectionsRefused',
+      ];
+      expect([...byName.keys()].sort()).toEqual([...runbook].sort());
+      const readme = await readFile(path.join(root, 'README.md'), 'utf8');
+      const runbookSection = readme.slice(readme.indexOf('### Runbook'), readme.indexOf('## Logs and audit'));
+      for (const name of runbook) {
+        const alert = byName.get(name)!;
+        expect(runbookSection, `README runbook section for ${name}`).toContain(`#### ${name}\n`);
+        expect(['critical', 'warning']).toContain(alert.labels.severity);
+        expect(alert.annotations.summary, name).toBeTruthy();
+        expect(alert.annotations.description, name).toBeTruthy();
+        expect(alert.annotations.runbook_url).toBe(`https://git.example.com/platform/mongo-tenant-proxy/blob/main/README.md#${name.toLowerCase()}`);
+        expect(String(alert.expr)).not.toMatch(/<no value>|\{\{/);
+      }
+      expect(byName.get('MongoTenantProxyCircuitBreakerOpen').expr).toContain('mongo_tenant_proxy_circuit_breaker_state) == 1');
+      expect(byName.get('MongoTenantProxyPoolSaturated').expr).toMatch(/mongo_tenant_proxy_upstream_wait_queue_length\) > 0$/);
+      expect(byName.get('MongoTenantProxyConfigReloadFailed').expr).toContain('mongo_tenant_proxy_config_reloads_total{result="failure"}');
+      expect(byName.get('MongoTenantProxyAuthenticationFailures').expr).toMatch(/outcome="failure".*> 1$/);
+
+      const tuned = await render({
+        values: [VALUES_FILES.monitoring],
+        set: ['prometheusRule.thresholds.poolWaitQueueLength=5', 'prometheusRule.thresholds.denialsPerSecond=0.5', 'prometheusRule.runbookUrl='],
+      });
+      const tunedAlerts: any[] = only(tuned, 'PrometheusRule').spec.groups.flatMap((group: any) => group.rules);
+      const tunedByName = new Map(tunedAlerts.map((alert) => [alert.alert as string, alert]));
+      expect(tunedByName.get('MongoTenantProxyPoolSaturated').expr).toMatch(/> 5$/);
+      expect(tunedByName.get('MongoTenantProxyDenialsSpike').expr).toMatch(/> 0\.5$/);
+      for (const alert of tunedAlerts) expect(alert.annotations).not.toHaveProperty('runbook_url');
     });
   });
 
