@@ -553,7 +553,7 @@ export class ClientConnection {
       const refusal = this.deps.tenantLimits.startOperation(tenant);
       if (refusal !== undefined) {
         this.deps.metrics.tenantLimitRejection(refusal.reason);
-        this.logger.debug({ reason: refusal.reason, command: envelope.name }, refusal.message);
+        this.logger.debug({ reason: refusal.reason, commandName: envelope.name }, refusal.message);
         throw refusal;
       }
     }

@@ -1,5 +1,6 @@
 // A proxy in front of the shared test upstream, configured like production but on ephemeral ports.
 import { MongoClient, type MongoClientOptions } from 'mongodb';
+import type { Logger } from 'pino';
 import type { ProxyConfig } from '../../src/config/types.js';
 import { defaultConfig } from '../../src/config/index.js';
 import { startProxy, type RunningProxy } from '../../src/main.js';
@@ -45,10 +46,11 @@ export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): Proxy
   return deepMerge<ProxyConfig>(defaults, overrides);
 }
 
-export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}): Promise<TestProxy> {
+/** `logger`: the proxy's logger instead of one built from `log.level` (e.g. to capture lines). */
+export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}, options: { logger?: Logger } = {}): Promise<TestProxy> {
   const config = testProxyConfig(overrides);
   const auditLines: string[] = [];
-  const proxy = await startProxy(config, { auditStream: { write: (line: string) => void auditLines.push(line) } });
+  const proxy = await startProxy(config, { ...options, auditStream: { write: (line: string) => void auditLines.push(line) } });
   const { host, port } = proxy.address;
   const uri = `mongodb://${host.includes(':') ? `[${host}]` : host}:${port}/?directConnection=true`;
   const clients = new Set<MongoClient>();

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { MongoClient, MongoServerError } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCredentialsFile, hashPassword } from '../../src/identity/credentials.js';
+import { createLogger } from '../../src/observability/logger.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { uniqueDbName } from '../helpers/upstream.js';
@@ -255,5 +256,39 @@ describe('the audit stream', () => {
     const events = oversize.map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(events).toContainEqual(expect.objectContaining({ event: 'decision', rule: expect.any(String), namespace: expect.stringMatching(/^.+…$/) }));
     expect(events).toContainEqual(expect.objectContaining({ event: 'authentication', outcome: 'failure', user: expect.stringMatching(/^uy+…$/) }));
+  });
+});
+
+describe('request-scoped logs', () => {
+  it('logs each command at debug with connection, tenant, command, namespace and durations, never values', async () => {
+    const chunks: string[] = [];
+    const logger = createLogger({ level: 'info', destination: { write: (line: string) => void chunks.push(line) } });
+    const debugProxy = await startTestProxy({}, { logger });
+    try {
+      const db = debugProxy.client().db(dbName);
+      await db.command({ ping: 1 }); // at info: no per-command line
+      logger.level = 'debug'; // what a reload of log.level does: existing connections follow
+      await db.collection('logged').insertOne({ card: 'secret-card-4242' });
+      expect(await db.collection('logged').find({ card: 'secret-card-4242' }).toArray()).toHaveLength(1);
+      await failure(db.collection('logged').find({ $where: 'secret-where-4343' }).toArray());
+      const lines = chunks.join('').split('\n').filter((line) => line !== '');
+      const handled = lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line['msg'] === 'command handled');
+      expect(handled.map((line) => line['commandName'])).toEqual(expect.arrayContaining(['insert', 'find']));
+      expect(handled.find((line) => line['commandName'] === 'ping')).toBeUndefined();
+      const find = handled.find((line) => line['commandName'] === 'find' && line['outcome'] === 'rewritten')!;
+      expect(find).toMatchObject({
+        level: 'debug',
+        connectionId: expect.any(Number),
+        remote: expect.stringMatching(/^127\.0\.0\.1:\d+$/),
+        tenant: 'test-tenant',
+        namespace: `${dbName}.logged`,
+        durationMs: expect.any(Number),
+        upstreamMs: expect.any(Number),
+      });
+      expect(handled).toContainEqual(expect.objectContaining({ commandName: 'find', outcome: 'denied', namespace: `${dbName}.logged` }));
+      expect(lines.join('\n')).not.toMatch(/secret-card-4242|secret-where-4343/);
+    } finally {
+      await debugProxy.stop();
+    }
   });
 });
