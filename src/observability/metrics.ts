@@ -22,7 +22,7 @@ export const OPERATION_OUTCOMES = [
   'retried',
   /** The proxy answered with an error reply of its own (bad request, no isolation engine…). */
   'error',
-  /** The proxy refused the command: not authenticated, an isolation rule, a per-tenant limit. */
+  /** The proxy refused the command: not authenticated, failed authentication, an isolation rule, a per-tenant limit. */
   'denied',
   /** The upstream answered with an error, could not be reached, or failed mid-operation. */
   'upstream_error',

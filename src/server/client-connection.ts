@@ -377,10 +377,10 @@ export class ClientConnection {
         outcome = await this.forward(frame, msg, request, envelope);
       }
     } catch (error) {
+      outcome = failureOutcome(error, outcome, envelope.name);
       if (error instanceof WireProtocolError && error.fatal) throw error;
-      if (error instanceof PolicyRefusal || error instanceof TenantLimitExceeded) outcome = 'denied';
-      else if (outcome !== 'denied') outcome = error instanceof ProxyError && error.name === 'UpstreamError' ? 'upstream_error' : 'error';
-      if (outcome === 'denied' && error !== this.auditedRefusal) this.auditDenial(envelope, error);
+      // Authentication failures are audited by the authenticator, isolation refusals where decided.
+      if (outcome === 'denied' && error !== this.auditedRefusal && !AUTH_COMMANDS.has(envelope.name)) this.auditDenial(envelope, error);
       if ((msg.flagBits & OpMsgFlag.moreToCome) !== 0) {
         // A moreToCome request gets no reply, so a refused one can only be answered by closing
         // the connection: the client must not believe its w:0 write succeeded (catalogue 50).
@@ -735,6 +735,16 @@ export class ClientConnection {
 function compressorNameOfFrame(frame: Buffer): CompressorName | undefined {
   const name = compressorNameOf(frame[HEADER_LENGTH + 8] ?? -1);
   return name === null || name === 'noop' ? undefined : name;
+}
+
+/** The outcome label of a command that threw (`current`: what the handler had already decided). */
+function failureOutcome(error: unknown, current: string, command: string): string {
+  if (current === 'denied' || error instanceof PolicyRefusal || error instanceof TenantLimitExceeded) return 'denied';
+  if (!ProxyError.is(error)) return 'error';
+  if (AUTH_COMMANDS.has(command) && error.code === ErrorCodes.AuthenticationFailed) return 'denied';
+  // HostUnreachable: the upstream connection a passthrough client authenticated on is gone.
+  if (error.name === 'UpstreamError' || error.code === ErrorCodes.HostUnreachable) return 'upstream_error';
+  return 'error';
 }
 
 /** `db.collection` when the command's first field names a collection (find, insert…), else `db`. */

@@ -215,6 +215,9 @@ describe('the audit stream', () => {
       sum(metrics, 'mongo_tenant_proxy_authentications_total', { listener: 'scram', method: 'scram', mechanism: 'SCRAM-SHA-256', outcome });
     expect(auth('success')).toBeGreaterThanOrEqual(1);
     expect(auth('failure')).toBeGreaterThanOrEqual(1);
+    // The refused authentication step is a denied command, audited once (as an authentication).
+    expect(sum(metrics, 'mongo_tenant_proxy_operations_total', { command: 'saslContinue', outcome: 'denied' })).toBeGreaterThanOrEqual(1);
+    expect(audits({ event: 'decision', commandName: 'saslContinue' })).toEqual([]);
   });
 
   it('records every denial: an isolation rule and a command before authentication; names only, never values', async () => {
