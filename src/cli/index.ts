@@ -36,6 +36,7 @@ import {
   formatCredentialEntry,
   hashPassword,
 } from '../identity/credentials.js';
+import type { DestinationStream } from 'pino';
 import { createLogger, type Logger } from '../observability/logger.js';
 
 const PROGRAM = 'mongo-tenant-proxy';
@@ -51,7 +52,7 @@ export interface ServedProxy {
   close(): Promise<void>;
 }
 
-export type StartProxy = (config: ProxyConfig, options: { logger: Logger }) => Promise<ServedProxy>;
+export type StartProxy = (config: ProxyConfig, options: { logger: Logger; auditStream?: DestinationStream }) => Promise<ServedProxy>;
 
 export interface SignalSource {
   on(signal: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
@@ -441,7 +442,11 @@ async function serve(config: ProxyConfig, io: CliIo): Promise<void> {
   let running: ServedProxy;
   try {
     const startProxy = io.startProxy ?? (await loadStartProxy());
-    running = await startProxy(config, { logger });
+    // The audit stream's standard destinations go through the same writers as the log.
+    const { destination } = config.audit;
+    const auditStream: DestinationStream | undefined =
+      destination === 'stdout' ? { write: (line: string) => io.stdout(line) } : destination === 'stderr' ? { write: (line: string) => io.stderr(line) } : undefined;
+    running = await startProxy(config, auditStream === undefined ? { logger } : { logger, auditStream });
   } catch (error) {
     const message = oneLine(error instanceof Error ? error.message : String(error));
     logger.fatal({ err: error }, 'failed to start');
