@@ -141,7 +141,7 @@ const REASON_SHAPE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 const RULE_SHAPE = /^[A-Za-z$][A-Za-z0-9_.$-]{0,63}$/;
 /** Tenants come from certificates, tokens or configuration: printable, not absurdly long. */
 const TENANT_SHAPE = /^[^\u0000-\u001f]{1,128}$/;
-/** MongoDB database names: at most 64 bytes, no `/\\. "$` or NUL (the server's own rule). */
+/** MongoDB database names (the server's rule): at most 64 characters, none of `/\\. "$`, no control characters. */
 const DATABASE_SHAPE = /^[^/\\. "$\u0000-\u001f]{1,64}$/;
 
 export class ProxyMetrics implements MetricsSource {

@@ -262,6 +262,32 @@ describe('the audit stream', () => {
   });
 });
 
+describe('the audit stream with per-tenant limits', () => {
+  it('records a command refused by a tenant limit as a denial with rule limit.rate', async () => {
+    const limited = await startTestProxy({ limits: { operationsPerSecondPerTenant: 1, operationsBurstPerTenant: 1 } });
+    try {
+      const collection = limited.client({ retryReads: false }).db(dbName).collection('limited');
+      // One token a second: back-to-back finds are refused until it refills.
+      let refused = false;
+      for (let attempt = 0; attempt < 20 && !refused; attempt++) {
+        refused = await collection.find({}).toArray().then(
+          () => false,
+          () => true,
+        );
+      }
+      expect(refused).toBe(true);
+      expect(limited.auditEvents()).toContainEqual(
+        expect.objectContaining({ event: 'decision', decision: 'refused', rule: 'limit.rate', tenant: 'test-tenant', commandName: 'find' }),
+      );
+      const text = await (await fetch(`http://${limited.proxy.metricsAddress!.host}:${limited.proxy.metricsAddress!.port}/metrics`)).text();
+      expect(sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'test-tenant', outcome: 'denied' })).toBeGreaterThanOrEqual(1);
+      expect(sum(text, 'mongo_tenant_proxy_tenant_limit_rejections_total', { reason: 'rate' })).toBeGreaterThanOrEqual(1);
+    } finally {
+      await limited.stop();
+    }
+  });
+});
+
 describe('request-scoped logs', () => {
   it('logs each command at debug with connection, tenant, command, namespace and durations, never values', async () => {
     const chunks: string[] = [];
