@@ -9,8 +9,9 @@ import { ProxyMetrics } from './observability/metrics.js';
 import { startMetricsServer } from './observability/http.js';
 import { Upstream, type UpstreamServerInfo } from './upstream/upstream.js';
 import { redactUri } from './upstream/uri.js';
-import { createIdentityServices } from './identity/services.js';
-import { ConnectionRegistry, startListener, type Listener } from './server/listener.js';
+import { createIdentityServices, type IdentityRuntime } from './identity/services.js';
+import type { IdentityServices } from './identity/types.js';
+import { ConnectionRegistry, startListener, type Listener, type SharedConnectionDeps } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_VERSION } from './version.js';
@@ -19,6 +20,9 @@ import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
 import { createAuditLog } from './observability/audit.js';
 import { isolationWarnings } from './config/checks.js';
+import { ConfigReloader, ReloadableAuditLog, type ConfigSource, type ReloadResult, type ReloadTrigger } from './reload.js';
+
+export type { ConfigSource, ReloadResult, ReloadTrigger } from './reload.js';
 
 export interface RunningProxy {
   /** The first listener's address. */
@@ -35,10 +39,19 @@ export interface RunningProxy {
    * and the logs are flushed. Calling it again returns the same promise.
    */
   close(): Promise<void>;
+  /**
+   * Hot reload: loads the configuration again from `StartOptions.source` (or takes `config`,
+   * already validated) and applies what can change live without dropping a connection; settings that need
+   * a restart are reported and keep their running values. Never rejects: a configuration that
+   * fails is in the result, logged and counted, and the running one stays. SIGHUP calls this.
+   */
+  reload(options?: { config?: ProxyConfig; trigger?: ReloadTrigger }): Promise<ReloadResult>;
 }
 
 export interface StartOptions {
   logger?: Logger;
+  /** Where reloads read the configuration from (the CLI: the same file, environment and flags). */
+  source?: ConfigSource;
 }
 
 export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
@@ -48,6 +61,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
   metrics.trackUpstreamPool(() => upstream.stats);
   const cleanups: Array<() => Promise<void> | void> = [() => upstream.close()];
   const listeners: Listener[] = [];
+  let reloader: ConfigReloader | undefined;
   // Listeners drain first (readiness is already false, the metrics endpoint still answers),
   // then later resources close first; closing twice is a no-op.
   let closing: Promise<void> | undefined;
@@ -56,7 +70,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       try {
         if (listeners.length > 0) {
           const started = Date.now();
-          await Promise.all(listeners.map((listener) => listener.close(config.limits.drainTimeoutMS)));
+          await Promise.all(listeners.map((listener) => listener.close((reloader?.config ?? config).limits.drainTimeoutMS)));
           logger.info({ ms: Date.now() - started }, 'client connections drained');
         }
         for (const cleanup of [...cleanups].reverse()) await cleanup();
@@ -71,11 +85,14 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       { upstream: redactUri(config.upstream.uri), kind: info.kind, maxWireVersion: info.maxWireVersion },
       'upstream reached',
     );
-    const identity = createIdentityServices(config, {
-      logger,
-      observer: metrics,
-      openRelay: async () => new UpstreamRelay(await upstream.openUnauthenticated()),
-    });
+    const createIdentity = (current: ProxyConfig, throttle?: IdentityServices['throttle']): IdentityRuntime =>
+      createIdentityServices(current, {
+        logger,
+        observer: metrics,
+        openRelay: async () => new UpstreamRelay(await upstream.openUnauthenticated()),
+        ...(throttle === undefined ? {} : { throttle }),
+      });
+    const identity = createIdentity(config);
     cleanups.push(() => identity.close());
 
     const { isolation: isolationConfig } = config;
@@ -90,13 +107,13 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     if (isolationConfig.sessionKey === null) {
       logger.warn('isolation.sessionKey is not set: upstream session ids change when the proxy restarts, so retries across a restart start new sessions');
     }
-    const audit = createAuditLog({ ...isolationConfig.audit, logger: logger.child({ component: 'audit' }) });
+    const audit = new ReloadableAuditLog(createAuditLog({ ...isolationConfig.audit, logger: logger.child({ component: 'audit' }) }));
     cleanups.push(() => audit.close());
 
     const registry = new ConnectionRegistry();
     // One set of per-tenant counters for every listener: a tenant's limits span all of them.
     const tenantLimits = new TenantLimits(config.limits);
-    const shared = {
+    const shared: SharedConnectionDeps = {
       config,
       upstream,
       server: () => upstream.info,
@@ -121,6 +138,22 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
             onError: (error) => logger.error({ err: error }, 'metrics listener error'),
           });
     if (metricsServer !== null) cleanups.push(() => metricsServer.close());
+    reloader = new ConfigReloader({
+      config,
+      source: options.source,
+      logger,
+      metrics,
+      shared,
+      isolation,
+      tenantLimits,
+      listeners,
+      audit,
+      identity,
+      createIdentity,
+    });
+    const started = reloader;
+    cleanups.push(() => started.close());
+    metrics.configLoaded();
 
     const first = listeners[0];
     if (first === undefined) throw new Error('no listener configured');
@@ -131,6 +164,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       upstream: info,
       metrics,
       close: cleanUp,
+      reload: ({ config: next, trigger = 'api' } = {}) => started.reload(trigger, next),
     };
   } catch (error) {
     await cleanUp();

@@ -194,6 +194,12 @@ export interface ProxyConfig {
   /** Prometheus `/metrics` listener; `null` disables it. */
   metrics: { listen: HostPort | null };
   log: { level: LogLevel };
+  /** Hot reload (SIGHUP always; file changes when `watchConfigFile`). */
+  reload: {
+    watchConfigFile: boolean;
+    /** How often the configuration file is checked for changes. */
+    intervalMS: number;
+  };
   compression: {
     /** Compressors offered to clients in hello, in order of preference. */
     compressors: CompressorName[];

@@ -334,4 +334,49 @@ export class ProxyMetrics implements MetricsSource {
     }
     this.protocolErrors.inc({ reason: label });
   }
+
+  // ---- Configuration reloads (hot reload) ----
+
+  private configReloadMetrics: { reloads: Counter<'result'>; lastSuccessTime: Gauge; lastSuccessful: Gauge } | undefined;
+
+  private get configReloads(): NonNullable<ProxyMetrics['configReloadMetrics']> {
+    if (this.configReloadMetrics !== undefined) return this.configReloadMetrics;
+    const registers = [this.registry];
+    const reloads = new Counter({
+      name: `${METRIC_PREFIX}config_reloads_total`,
+      help: 'Configuration reloads (SIGHUP or a changed configuration file), by result (success, failure).',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['success', 'failure']) reloads.inc({ result }, 0);
+    this.configReloadMetrics = {
+      reloads,
+      lastSuccessTime: new Gauge({
+        name: `${METRIC_PREFIX}config_last_reload_success_timestamp_seconds`,
+        help: 'Unix time of the last successful configuration load (the start, or the last successful reload).',
+        registers,
+      }),
+      lastSuccessful: new Gauge({
+        name: `${METRIC_PREFIX}config_last_reload_successful`,
+        help: '1 when the last configuration reload succeeded (or none was tried yet), 0 when it failed and the previous configuration is still running.',
+        registers,
+      }),
+    };
+    return this.configReloadMetrics;
+  }
+
+  /** The configuration the proxy started with is loaded: reloads start at zero, the last load succeeded. */
+  configLoaded(): void {
+    const metrics = this.configReloads;
+    metrics.lastSuccessTime.set(Date.now() / 1000);
+    metrics.lastSuccessful.set(1);
+  }
+
+  /** Counts one configuration reload and records whether the new configuration is running. */
+  configReloaded(result: 'success' | 'failure'): void {
+    const metrics = this.configReloads;
+    metrics.reloads.inc({ result });
+    metrics.lastSuccessful.set(result === 'success' ? 1 : 0);
+    if (result === 'success') metrics.lastSuccessTime.set(Date.now() / 1000);
+  }
 }
