@@ -79,7 +79,7 @@ export class TenantLimits {
     this.reconfigure(settings);
   }
 
-  /** Whether any limit is set; when none is, nothing is counted. */
+  /** Whether any limit is set; when none is, only connections are counted. */
   get enabled(): boolean {
     return this.#enabled;
   }
@@ -88,8 +88,9 @@ export class TenantLimits {
    * New limits (hot reload), for every tenant at once. Counts of open connections and commands
    * in flight carry over, so a lowered limit applies to what is already open: nothing is closed,
    * but more is refused until the tenant is under the new limit. Buckets are refilled at the old
-   * rate up to now, then capped at the new size (or full when there was no rate limit). While no limit was set nothing was counted: a
-   * tenant's connections opened before limits were turned on are not counted.
+   * rate up to now, then capped at the new size (or full when there was no rate limit).
+   * Commands in flight are counted only while some limit is set: those forwarded before limits
+   * were turned on are not counted when they end (they are short-lived; connections are not).
    */
   reconfigure(settings: TenantLimitSettings): void {
     const now = this.now();
@@ -112,9 +113,11 @@ export class TenantLimits {
     return this.tenants.size;
   }
 
-  /** Counts a connection whose tenant was just established, or refuses it (nothing counted). */
+  /**
+   * Counts a connection whose tenant was just established, or refuses it (nothing counted).
+   * Counted even when no limit is set, so a limit a reload turns on knows what is already open.
+   */
   openConnection(tenant: string): TenantLimitExceeded | undefined {
-    if (!this.enabled) return undefined;
     const state = this.state(tenant);
     const limit = this.settings.maxConnectionsPerTenant;
     if (limit > 0 && state.connections >= limit) {

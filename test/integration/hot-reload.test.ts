@@ -1,0 +1,286 @@
+/**
+ * Hot reload (issue 6, "Configuration"), in-process: the proxy is started from a YAML file the
+ * way `serve` starts it (the same file is loaded again on every reload) and the file is changed
+ * under it. Checked through the MongoDB driver against the test upstream: a tightened namespace
+ * policy applies to connections already open from their next command, a lowered per-tenant
+ * limit to new connections, a new log level at once; an open cursor and the existing connections
+ * survive every reload; an invalid, unreadable or unloadable configuration is rejected, logged
+ * and counted while the previous one keeps serving; restart-only settings are reported.
+ * SIGHUP through the real command line: cli-reload.test.ts.
+ */
+import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tls from 'node:tls';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MongoClient } from 'mongodb';
+import { stringify } from 'yaml';
+import { loadConfig } from '../../src/config/index.js';
+import { createLogger, type Logger } from '../../src/observability/logger.js';
+import { startProxy, type RunningProxy } from '../../src/main.js';
+import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
+import { RawClient, opMsg } from '../helpers/raw-client.js';
+import { makeTestPki, type TestPki } from '../helpers/certs.js';
+
+const TENANT = 'acme';
+let dir = '';
+let file = '';
+let proxy: RunningProxy | undefined;
+let logs: Array<Record<string, unknown>> = [];
+let logger: Logger;
+const clients: MongoClient[] = [];
+const raws: RawClient[] = [];
+const direct = directClient();
+const databases: string[] = [];
+
+beforeAll(async () => {
+  await direct.connect();
+});
+
+afterAll(async () => {
+  for (const db of databases) await direct.db(db).dropDatabase();
+  await direct.close();
+});
+
+afterEach(async () => {
+  for (const raw of raws.splice(0)) raw.close();
+  await Promise.allSettled(clients.splice(0).map((client) => client.close()));
+  await proxy?.close();
+  proxy = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The settings every test starts from, shaped like the YAML file. */
+function settings(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    listeners: [{ name: 'app', listen: '127.0.0.1:0', methods: ['static'], staticTenant: TENANT }],
+    upstream: { uri: upstreamUri(), connectTimeoutMS: 5000 },
+    metrics: { listen: '127.0.0.1:0' },
+    log: { level: 'info' },
+    reload: { watchConfigFile: true, intervalMS: 25 },
+    ...overrides,
+  };
+}
+
+function writeConfig(values: Record<string, unknown>): void {
+  writeFileSync(file, stringify(values));
+}
+
+async function start(values: Record<string, unknown>): Promise<RunningProxy> {
+  dir = mkdtempSync(join(tmpdir(), 'mtp-reload-'));
+  file = join(dir, 'config.yaml');
+  writeConfig(values);
+  logs = [];
+  logger = createLogger({ level: 'info', destination: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
+  const source = { load: () => loadConfig({ file, env: {} }), file };
+  proxy = await startProxy(source.load(), { logger, source });
+  return proxy;
+}
+
+function client(): MongoClient {
+  const { host, port } = proxy!.address;
+  const created = new MongoClient(`mongodb://${host}:${port}/?directConnection=true`, { serverSelectionTimeoutMS: 10_000, retryReads: false });
+  clients.push(created);
+  return created;
+}
+
+async function raw(): Promise<RawClient> {
+  const created = await RawClient.connect(proxy!.address.host, proxy!.address.port);
+  raws.push(created);
+  return created;
+}
+
+/** The value of one sample in the proxy's metrics, 0 when absent. */
+async function metric(name: string, labels = ''): Promise<number> {
+  const text = await proxy!.metrics.metrics();
+  const prefix = `mongo_tenant_proxy_${name}${labels === '' ? '' : `{${labels}}`} `;
+  const line = text.split('\n').find((candidate) => candidate.startsWith(prefix));
+  return line === undefined ? 0 : Number(line.slice(prefix.length));
+}
+
+async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not reached in ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Changes the file and waits until the watcher has reloaded it (`result`: success or failure). */
+async function changeFile(values: Record<string, unknown> | string, result: 'success' | 'failure'): Promise<void> {
+  const before = await metric('config_reloads_total', `result="${result}"`);
+  if (typeof values === 'string') writeFileSync(file, values);
+  else writeConfig(values);
+  await until(async () => (await metric('config_reloads_total', `result="${result}"`)) > before, `a ${result}ful reload`);
+}
+
+const logged = (message: string): Array<Record<string, unknown>> => logs.filter((line) => line['msg'] === message);
+
+async function seed(): Promise<string> {
+  const db = uniqueDbName('reload');
+  databases.push(db);
+  const items = Array.from({ length: 5 }, (_, index) => ({ _id: index as never, tenantId: TENANT, n: index }));
+  await direct.db(db).collection('items').insertMany(items);
+  await direct.db(db).collection('secrets').insertOne({ _id: 's' as never, tenantId: TENANT, value: 'hidden' });
+  return db;
+}
+
+describe('hot reload when the configuration file changes', () => {
+  it('tightens the policy for open connections, lowers a tenant limit and raises the log level; an open cursor keeps working', async () => {
+    const db = await seed();
+    await start(settings());
+    expect(await metric('config_last_reload_successful')).toBe(1);
+    const started = await metric('config_last_reload_success_timestamp_seconds');
+    expect(started).toBeGreaterThan(0);
+
+    const app = client().db(db);
+    const cursor = app.collection('items').find({}, { batchSize: 2, sort: { _id: 1 } });
+    expect((await cursor.next())?.n).toBe(0);
+    expect((await app.collection('secrets').findOne())?.value).toBe('hidden');
+
+    await changeFile(
+      settings({
+        isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] },
+        limits: { maxConnectionsPerTenant: 1 },
+        log: { level: 'debug' },
+      }),
+      'success',
+    );
+
+    // The same client connection, its next command: refused by the new policy.
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+    // The cursor opened before the reload runs to its end (getMore on the same connections).
+    expect((await cursor.toArray()).map((doc) => doc.n)).toEqual([1, 2, 3, 4]);
+    expect(await app.collection('items').countDocuments()).toBe(5);
+    // The tenant already has more connections than the new limit: they stay, a new one is refused.
+    const extra = await raw();
+    expect(await extra.command(opMsg({ hello: 1, $db: 'admin' }))).toMatchObject({ ok: 0, code: 96, errmsg: 'tenant connection limit (1) reached' });
+
+    // The new level reaches loggers created before the reload (this connection's).
+    expect(logger.level).toBe('debug');
+    expect(logs.some((line) => line['level'] === 'debug' && line['connectionId'] !== undefined)).toBe(true);
+    const [reloaded] = logged('configuration reloaded');
+    expect(reloaded).toMatchObject({ level: 'info', trigger: 'file', component: 'reload' });
+    expect(reloaded!['applied']).toEqual(['isolation.namespaces[0]', 'log.level', 'limits.maxConnectionsPerTenant']);
+    expect(logged('configuration file changed; reloading')).toHaveLength(1);
+
+    expect(await metric('config_reloads_total', 'result="success"')).toBe(1);
+    expect(await metric('config_reloads_total', 'result="failure"')).toBe(0);
+    expect(await metric('config_last_reload_successful')).toBe(1);
+    expect(await metric('config_last_reload_success_timestamp_seconds')).toBeGreaterThanOrEqual(started);
+  });
+
+  it('rejects an invalid, unparsable or missing file: the previous configuration keeps serving; logged and counted', async () => {
+    const db = await seed();
+    const strict = settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } });
+    await start(strict);
+    const app = client().db(db);
+    const cursor = app.collection('items').find({}, { batchSize: 2, sort: { _id: 1 } });
+    expect((await cursor.next())?.n).toBe(0);
+
+    // Schema violation, in a file that would also have loosened the policy.
+    await changeFile(settings({ limits: { maxConnections: 0 } }), 'failure');
+    expect(await metric('config_last_reload_successful')).toBe(0);
+    const [failure] = logged('configuration reload failed; the previous configuration keeps running');
+    expect(failure).toMatchObject({ level: 'error', trigger: 'file', path: 'limits.maxConnections' });
+    expect(String(failure!['err'])).toMatch(/^limits\.maxConnections: must be >= 1 \(got 0, from .*config\.yaml:\d+\)$/);
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+
+    await changeFile('limits: [\n', 'failure');
+    expect(String(logged('configuration reload failed; the previous configuration keeps running')[1]!['err'])).toMatch(/invalid YAML/);
+
+    unlinkSync(file);
+    const missing = await proxy!.reload();
+    expect(missing).toMatchObject({ ok: false, trigger: 'api' });
+    expect(missing.ok === false && missing.error).toMatch(/cannot read config file: no such file/);
+
+    expect(await metric('config_reloads_total', 'result="failure"')).toBe(3);
+    expect(await metric('config_reloads_total', 'result="success"')).toBe(0);
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+    expect((await cursor.toArray()).map((doc) => doc.n)).toEqual([1, 2, 3, 4]);
+
+    // A good file again: loosened, and the gauge recovers.
+    await changeFile(settings(), 'success');
+    expect(await metric('config_last_reload_successful')).toBe(1);
+    expect((await app.collection('secrets').findOne())?.value).toBe('hidden');
+  });
+});
+
+describe('RunningProxy.reload', () => {
+  it('reports settings that need a restart, keeps them, and applies the rest', async () => {
+    const db = await seed();
+    await start(settings({ reload: { watchConfigFile: false } }));
+    const app = client().db(db);
+    expect(await app.collection('items').countDocuments()).toBe(5);
+
+    writeConfig(
+      settings({
+        reload: { watchConfigFile: false },
+        upstream: { uri: 'mongodb://127.0.0.1:1/', connectTimeoutMS: 5000 },
+        listeners: [{ name: 'app', listen: '127.0.0.1:1', methods: ['static'], staticTenant: 'globex' }],
+        metrics: { listen: 'off' },
+        isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] },
+      }),
+    );
+    const result = await proxy!.reload();
+    expect(result).toEqual({
+      ok: true,
+      trigger: 'api',
+      applied: ['isolation.namespaces[0]'],
+      requiresRestart: ['listeners[0].listen', 'listeners[0].staticTenant', 'upstream.uri', 'metrics.listen'],
+    });
+    expect(logged('configuration reloaded, but some changed settings require a restart; they keep their running values until then')).toEqual([
+      expect.objectContaining({ level: 'warn', requiresRestart: result.ok && result.requiresRestart }),
+    ]);
+    // Still the same upstream and the same tenant on the same listener; the new policy applies.
+    expect(await app.collection('items').countDocuments()).toBe(5);
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+    expect(await metric('config_reloads_total', 'result="success"')).toBe(1);
+  });
+
+  it('swaps listener certificates for new handshakes, and rejects material that does not load', async () => {
+    const pki: TestPki = await makeTestPki();
+    try {
+      const withTls = (certFile: string, keyFile: string): Record<string, unknown> =>
+        settings({
+          reload: { watchConfigFile: false },
+          listeners: [{ name: 'app', listen: '127.0.0.1:0', methods: ['static'], staticTenant: TENANT, tls: { certFile, keyFile } }],
+        });
+      await start(withTls(pki.server.certFile, pki.server.keyFile));
+      const serial = (): Promise<string> =>
+        new Promise((resolve, reject) => {
+          const socket = tls.connect({ host: proxy!.address.host, port: proxy!.address.port, rejectUnauthorized: false }, () => {
+            resolve(socket.getPeerCertificate().serialNumber);
+            socket.destroy();
+          });
+          socket.once('error', reject);
+        });
+      const { host, port } = proxy!.address;
+      const open = new MongoClient(`mongodb://${host}:${port}/?directConnection=true&tls=true&tlsAllowInvalidCertificates=true`, {
+        serverSelectionTimeoutMS: 10_000,
+      });
+      clients.push(open);
+      expect(await open.db('admin').command({ ping: 1 })).toMatchObject({ ok: 1 });
+      expect((await serial()).toUpperCase()).toBe(pki.server.serialNumber.toUpperCase());
+
+      const garbage = join(dir, 'garbage.pem');
+      writeFileSync(garbage, 'not a certificate\n');
+      writeConfig(withTls(garbage, pki.server.keyFile));
+      const rejected = await proxy!.reload();
+      expect(rejected.ok).toBe(false);
+      expect(rejected.ok === false && rejected.error).toMatch(/^listeners\[0\]\.tls\.certFile: .*garbage\.pem holds no PEM certificate/);
+      expect((await serial()).toUpperCase()).toBe(pki.server.serialNumber.toUpperCase());
+
+      const next = await pki.issueClient();
+      writeConfig(withTls(next.certFile, next.keyFile));
+      expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['listeners[0].tls.certFile', 'listeners[0].tls.keyFile'] });
+      expect((await serial()).toUpperCase()).toBe(next.serialNumber.toUpperCase());
+      // The connection made before the swap is still served.
+      expect(await open.db('admin').command({ ping: 1 })).toMatchObject({ ok: 1 });
+      expect(await metric('config_reloads_total', 'result="failure"')).toBe(1);
+    } finally {
+      await proxy?.close();
+      await pki.remove();
+    }
+  });
+});
