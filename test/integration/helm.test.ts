@@ -342,7 +342,10 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
 
     it('uses in the dashboard and the alerts only metrics the proxy exports', async () => {
       const exported = new Set<string>();
-      const registry = new ProxyMetrics({ version: 'test' }).registry;
+      // As a started proxy exports them (startProxy reports the loaded configuration).
+      const proxyMetrics = new ProxyMetrics({ version: 'test' });
+      proxyMetrics.configLoaded();
+      const registry = proxyMetrics.registry;
       for (const metric of await registry.getMetricsAsJSON()) {
         exported.add(metric.name);
         if (`${metric.type}` === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exported.add(metric.name + suffix);
