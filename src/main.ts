@@ -41,8 +41,8 @@ export interface RunningProxy {
   close(): Promise<void>;
   /**
    * Hot reload: loads the configuration again from `StartOptions.source` (or takes `config`,
-   * already validated) and applies what can change live without dropping a connection; settings that need
-   * a restart are reported and keep their running values. Never rejects: a configuration that
+   * already validated) and applies what can change live without dropping a connection; settings
+   * that need a restart are reported and keep their running values. Never rejects: a configuration that
    * fails is in the result, logged and counted, and the running one stays. SIGHUP calls this.
    */
   reload(options?: { config?: ProxyConfig; trigger?: ReloadTrigger }): Promise<ReloadResult>;
@@ -138,7 +138,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
             onError: (error) => logger.error({ err: error }, 'metrics listener error'),
           });
     if (metricsServer !== null) cleanups.push(() => metricsServer.close());
-    reloader = new ConfigReloader({
+    const configReloader = new ConfigReloader({
       config,
       source: options.source,
       logger,
@@ -151,8 +151,8 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       identity,
       createIdentity,
     });
-    const started = reloader;
-    cleanups.push(() => started.close());
+    reloader = configReloader;
+    cleanups.push(() => configReloader.close());
     metrics.configLoaded();
 
     const first = listeners[0];
@@ -164,7 +164,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       upstream: info,
       metrics,
       close: cleanUp,
-      reload: ({ config: next, trigger = 'api' } = {}) => started.reload(trigger, next),
+      reload: ({ config: next, trigger = 'api' } = {}) => configReloader.reload(trigger, next),
     };
   } catch (error) {
     await cleanUp();

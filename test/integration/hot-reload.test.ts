@@ -3,12 +3,14 @@
  * way `serve` starts it (the same file is loaded again on every reload) and the file is changed
  * under it. Checked through the MongoDB driver against the test upstream: a tightened namespace
  * policy applies to connections already open from their next command, a lowered per-tenant
- * limit to new connections, a new log level at once; an open cursor and the existing connections
- * survive every reload; an invalid, unreadable or unloadable configuration is rejected, logged
- * and counted while the previous one keeps serving; restart-only settings are reported.
+ * limit to new connections, a new log level at once, a new credentials file to new logins, the
+ * audit stream moves to a file, listener certificates swap for new handshakes; a Kubernetes
+ * ConfigMap symlink swap is seen; an open cursor and the existing connections survive every
+ * reload; an invalid, unreadable or unloadable configuration is rejected, logged and counted
+ * while the previous one keeps serving; restart-only settings are reported.
  * SIGHUP through the real command line: cli-reload.test.ts.
  */
-import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
@@ -21,6 +23,7 @@ import { startProxy, type RunningProxy } from '../../src/main.js';
 import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
 import { RawClient, opMsg } from '../helpers/raw-client.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
+import { formatCredentialsFile, hashPassword } from '../../src/identity/credentials.js';
 
 const TENANT = 'acme';
 let dir = '';
@@ -66,10 +69,12 @@ function writeConfig(values: Record<string, unknown>): void {
   writeFileSync(file, stringify(values));
 }
 
-async function start(values: Record<string, unknown>): Promise<RunningProxy> {
+/** Starts the proxy from `file` (written by `prepare`, default: `values` as YAML in a new directory). */
+async function start(values: Record<string, unknown>, prepare?: () => void): Promise<RunningProxy> {
   dir = mkdtempSync(join(tmpdir(), 'mtp-reload-'));
   file = join(dir, 'config.yaml');
-  writeConfig(values);
+  if (prepare === undefined) writeConfig(values);
+  else prepare();
   logs = [];
   logger = createLogger({ level: 'info', destination: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
   const source = { load: () => loadConfig({ file, env: {} }), file };
@@ -203,6 +208,102 @@ describe('hot reload when the configuration file changes', () => {
     await changeFile(settings(), 'success');
     expect(await metric('config_last_reload_successful')).toBe(1);
     expect((await app.collection('secrets').findOne())?.value).toBe('hidden');
+  });
+});
+
+describe('hot reload of a Kubernetes ConfigMap mount', () => {
+  it('sees the atomic symlink swap the kubelet makes, and reloads', async () => {
+    const db = await seed();
+    // The kubelet's layout: config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>/; an update
+    // writes a new timestamped directory and renames a new ..data symlink over the old one.
+    const version = (name: string, values: Record<string, unknown>): void => {
+      mkdirSync(join(dir, name));
+      writeFileSync(join(dir, name, 'config.yaml'), stringify(values));
+    };
+    await start(settings(), () => {
+      version('..2026_11_26_09_00_00.1', settings());
+      symlinkSync('..2026_11_26_09_00_00.1', join(dir, '..data'));
+      symlinkSync(join('..data', 'config.yaml'), file);
+    });
+    const app = client().db(db);
+    expect((await app.collection('secrets').findOne())?.value).toBe('hidden');
+
+    version('..2026_11_26_09_01_00.2', settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } }));
+    const before = await metric('config_reloads_total', 'result="success"');
+    symlinkSync('..2026_11_26_09_01_00.2', join(dir, '..data_tmp'));
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+    rmSync(join(dir, '..2026_11_26_09_00_00.1'), { recursive: true });
+    await until(async () => (await metric('config_reloads_total', 'result="success"')) > before, 'a reload after the swap');
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+  });
+});
+
+describe('identity and audit settings', () => {
+  it('new connections authenticate against a new credentials file; an authenticated connection keeps working', async () => {
+    const db = await seed();
+    await start(settings({ reload: { watchConfigFile: false } }));
+    const entry = (user: string, tenant: string): ReturnType<typeof hashPassword> =>
+      hashPassword({ user, db: 'admin', tenant, password: `${user}-pw`, mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
+    const first = join(dir, 'users-1.yaml');
+    const second = join(dir, 'users-2.yaml');
+    writeFileSync(first, formatCredentialsFile([entry('alice', TENANT)]), { mode: 0o600 });
+    writeFileSync(second, formatCredentialsFile([entry('bob', TENANT)]), { mode: 0o600 });
+    const withUsers = (credentialsFile: string): Record<string, unknown> =>
+      settings({
+        listeners: [{ name: 'app', listen: '127.0.0.1:0', methods: ['scram'] }],
+        identity: { scram: { credentialsFile } },
+        reload: { watchConfigFile: false },
+      });
+    const login = (user: string): MongoClient => {
+      const { host, port } = proxy!.address;
+      const created = new MongoClient(`mongodb://${user}:${user}-pw@${host}:${port}/?directConnection=true&authSource=admin`, {
+        serverSelectionTimeoutMS: 10_000,
+      });
+      clients.push(created);
+      return created;
+    };
+
+    // The listener had no scram method at start: a reload enables it with the first file.
+    writeConfig(withUsers(first));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['listeners[0].methods', 'listeners[0].staticTenant', 'identity.scram.credentialsFile'] });
+    const alice = login('alice');
+    expect(await alice.db(db).collection('items').countDocuments()).toBe(5);
+
+    writeConfig(withUsers(second));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['identity.scram.credentialsFile'] });
+    await expect(login('alice').db(db).collection('items').countDocuments()).rejects.toThrow(/Authentication failed/);
+    expect(await login('bob').db(db).collection('items').countDocuments()).toBe(5);
+    expect(await alice.db(db).collection('items').countDocuments()).toBe(5);
+
+    // A credentials file that does not load is a rejected reload.
+    writeConfig(withUsers(join(dir, 'missing.yaml')));
+    const rejected = await proxy!.reload();
+    expect(rejected.ok === false && rejected.error).toMatch(/^identity\.scram\.credentialsFile: /);
+    expect(await login('bob').db(db).collection('items').countDocuments()).toBe(5);
+  });
+
+  it('moves the audit stream to a file, and rejects a file that cannot be opened', async () => {
+    const db = await seed();
+    const strict = { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] };
+    await start(settings({ isolation: strict, reload: { watchConfigFile: false } }));
+    const app = client().db(db);
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+    expect(logs.filter((line) => line['audit'] === true)).toHaveLength(1);
+
+    const auditFile = join(dir, 'audit', 'events.jsonl');
+    writeConfig(settings({ isolation: { ...strict, audit: { file: auditFile } }, reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.audit.file'] });
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+    expect(logs.filter((line) => line['audit'] === true)).toHaveLength(1);
+    await until(() => readFileSync(auditFile, 'utf8').includes('"decision":"refused"'), 'the audit line in the file');
+
+    // A directory where the file should be: rejected, the audit stream stays where it is.
+    mkdirSync(join(dir, 'taken.jsonl'));
+    writeConfig(settings({ isolation: { ...strict, audit: { file: join(dir, 'taken.jsonl') } }, reload: { watchConfigFile: false } }));
+    const rejected = await proxy!.reload();
+    expect(rejected.ok === false && rejected.error).toMatch(/^isolation\.audit\.file: .*taken\.jsonl cannot be opened for appending \(EISDIR\)$/);
+    await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
+    await until(() => readFileSync(auditFile, 'utf8').trim().split('\n').length === 2, 'a second audit line in the file');
   });
 });
 
