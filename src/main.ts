@@ -22,7 +22,7 @@ import { createAuditLog } from './observability/audit.js';
 import { isolationWarnings } from './config/checks.js';
 import { ConfigReloader, ReloadableAuditLog, type ConfigSource, type ReloadResult, type ReloadTrigger } from './reload.js';
 
-export type { ConfigSource, ReloadResult, ReloadTrigger } from './reload.js';
+export { configFileSource, type ConfigSource, type ReloadResult, type ReloadTrigger } from './reload.js';
 
 export interface RunningProxy {
   /** The first listener's address. */

@@ -23,11 +23,11 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { ProxyConfig } from './config/types.js';
-import { ConfigValidationError } from './config/load.js';
+import { ConfigValidationError, configFileOf, loadConfig, type LoadConfigOptions } from './config/load.js';
 import { planReload } from './config/reload.js';
 import { isolationWarnings } from './config/checks.js';
 import { ConfigError } from './errors.js';
-import { watchFiles, type FileWatch } from './identity/file-watch.js';
+import { filesSignature, watchFiles, type FileWatch } from './identity/file-watch.js';
 import type { IdentityRuntime } from './identity/services.js';
 import type { IdentityServices } from './identity/types.js';
 import { createAuditLog, type AuditEvent, type AuditLog } from './observability/audit.js';
@@ -61,6 +61,26 @@ export interface ConfigSource {
   load(): ProxyConfig;
   /** The configuration file, watched when `reload.watchConfigFile` is on; none: SIGHUP only. */
   file?: string | undefined;
+  /**
+   * The file's `filesSignature` when `load` last read it: the watch starts from there, so a change
+   * made meanwhile (while the proxy was still reaching its upstream) is not missed.
+   */
+  loadedSignature?(): string | undefined;
+}
+
+/** The file (`file`, else `$MTP_CONFIG`), `MTP_*` environment and flags `serve` starts from, re-read on every load. */
+export function configFileSource(options: LoadConfigOptions): ConfigSource {
+  const file = configFileOf(options);
+  let signature: string | undefined;
+  return {
+    file,
+    load() {
+      // Taken before reading: a change made while reading shows up as a change afterwards.
+      if (file !== undefined) signature = filesSignature([file]);
+      return loadConfig(options);
+    },
+    loadedSignature: () => signature,
+  };
 }
 
 /** An audit log whose destination a reload can replace; connections keep holding this one. */
@@ -206,13 +226,14 @@ export class ConfigReloader {
     }
 
     return async () => {
-      const { shared, logger } = this.options;
-      logger.level = config.log.level;
+      const { shared, logger: root } = this.options;
+      // Child loggers have no level of their own: they follow the root's.
+      root.level = config.log.level;
       this.running = config;
       shared.config = config;
       this.options.isolation.reconfigure(config.isolation);
       this.options.metrics.setAuditOnly(config.isolation.mode === 'audit-only');
-      if (changed(/^isolation\.mode$/)) for (const warning of isolationWarnings(config.isolation)) logger.warn(warning);
+      if (changed(/^isolation\.mode$/)) for (const warning of isolationWarnings(config.isolation)) root.warn(warning);
       this.options.tenantLimits.reconfigure(config.limits);
       for (const update of listenerUpdates) update.commit();
       if (identity !== undefined) {
@@ -251,10 +272,11 @@ export class ConfigReloader {
     this.watcher = undefined;
     this.watching = wanted;
     if (wanted === undefined || this.closed) return;
-    this.watcher = watchFiles([wanted.file], wanted.intervalMS, () => {
+    const onChange = (): void => {
       this.logger.info({ file: wanted.file }, 'configuration file changed; reloading');
       void this.reload('file');
-    });
+    };
+    this.watcher = watchFiles([wanted.file], wanted.intervalMS, onChange, this.options.source?.loadedSignature?.());
   }
 }
 

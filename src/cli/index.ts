@@ -14,7 +14,6 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import {
   CONFIG_FILE_ENV,
-  configFileOf,
   ConfigValidationError,
   FLAG_FIELDS,
   formatConfigYaml,
@@ -38,7 +37,7 @@ import {
   hashPassword,
 } from '../identity/credentials.js';
 import { createLogger, type Logger } from '../observability/logger.js';
-import type { ConfigSource } from '../reload.js';
+import { configFileSource, type ConfigSource } from '../reload.js';
 
 const PROGRAM = 'mongo-tenant-proxy';
 
@@ -229,8 +228,7 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
         let config: ProxyConfig;
         let source: ConfigSource;
         try {
-          const options = { file: configFile(parsed), env, flags: flagsFrom(parsed) };
-          source = { load: () => loadConfig(options), file: configFileOf(options) };
+          source = configFileSource({ file: configFile(parsed), env, flags: flagsFrom(parsed) });
           config = source.load();
         } catch (error) {
           if (failConfig(error)) return;

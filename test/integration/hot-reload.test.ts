@@ -17,9 +17,8 @@ import * as tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MongoClient } from 'mongodb';
 import { stringify } from 'yaml';
-import { loadConfig } from '../../src/config/index.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
-import { startProxy, type RunningProxy } from '../../src/main.js';
+import { configFileSource, startProxy, type RunningProxy } from '../../src/main.js';
 import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
 import { RawClient, opMsg } from '../helpers/raw-client.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
@@ -70,15 +69,21 @@ function writeConfig(values: Record<string, unknown>): void {
 }
 
 /** Starts the proxy from `file` (written by `prepare`, default: `values` as YAML in a new directory). */
-async function start(values: Record<string, unknown>, prepare?: () => void): Promise<RunningProxy> {
+async function start(
+  values: Record<string, unknown>,
+  options: { prepare?: () => void; beforeStart?: () => void } = {},
+): Promise<RunningProxy> {
   dir = mkdtempSync(join(tmpdir(), 'mtp-reload-'));
   file = join(dir, 'config.yaml');
-  if (prepare === undefined) writeConfig(values);
-  else prepare();
+  if (options.prepare === undefined) writeConfig(values);
+  else options.prepare();
   logs = [];
   logger = createLogger({ level: 'info', destination: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
-  const source = { load: () => loadConfig({ file, env: {} }), file };
-  proxy = await startProxy(source.load(), { logger, source });
+  // As `serve` does: the same file and environment on every load.
+  const source = configFileSource({ file, env: {} });
+  const config = source.load();
+  options.beforeStart?.();
+  proxy = await startProxy(config, { logger, source });
   return proxy;
 }
 
@@ -212,6 +217,15 @@ describe('hot reload when the configuration file changes', () => {
 });
 
 describe('hot reload of a Kubernetes ConfigMap mount', () => {
+  it('does not miss a change made after the file was loaded, while the proxy was starting', async () => {
+    const db = await seed();
+    await start(settings(), {
+      beforeStart: () => writeConfig(settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } })),
+    });
+    await until(async () => (await metric('config_reloads_total', 'result="success"')) === 1, 'the reload of the change');
+    await expect(client().db(db).collection('secrets').findOne()).rejects.toThrow(/denied/);
+  });
+
   it('sees the atomic symlink swap the kubelet makes, and reloads', async () => {
     const db = await seed();
     // The kubelet's layout: config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>/; an update
@@ -220,10 +234,12 @@ describe('hot reload of a Kubernetes ConfigMap mount', () => {
       mkdirSync(join(dir, name));
       writeFileSync(join(dir, name, 'config.yaml'), stringify(values));
     };
-    await start(settings(), () => {
-      version('..2026_11_26_09_00_00.1', settings());
-      symlinkSync('..2026_11_26_09_00_00.1', join(dir, '..data'));
-      symlinkSync(join('..data', 'config.yaml'), file);
+    await start(settings(), {
+      prepare: () => {
+        version('..2026_11_26_09_00_00.1', settings());
+        symlinkSync('..2026_11_26_09_00_00.1', join(dir, '..data'));
+        symlinkSync(join('..data', 'config.yaml'), file);
+      },
     });
     const app = client().db(db);
     expect((await app.collection('secrets').findOne())?.value).toBe('hidden');
