@@ -9,16 +9,20 @@ import { ProxyMetrics } from './observability/metrics.js';
 import { startMetricsServer } from './observability/http.js';
 import { Upstream, type UpstreamServerInfo } from './upstream/upstream.js';
 import { redactUri } from './upstream/uri.js';
-import { createIdentityServices } from './identity/services.js';
-import { ConnectionRegistry, startListener, type Listener } from './server/listener.js';
+import { createIdentityServices, type IdentityRuntime } from './identity/services.js';
+import type { AuthObserver, IdentityServices } from './identity/types.js';
+import { ConnectionRegistry, startListener, type Listener, type SharedConnectionDeps } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
 import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
-import { createAuditLog } from './observability/audit.js';
+import { createAuditLog, type AuditDestination, type AuditLog } from './observability/audit.js';
 import { isolationWarnings } from './config/checks.js';
+import { ConfigReloader, ReloadableAuditLog, type ConfigSource, type ReloadResult, type ReloadTrigger } from './reload.js';
+
+export { configFileSource, type ConfigSource, type ReloadResult, type ReloadTrigger } from './reload.js';
 
 export interface RunningProxy {
   /** The first listener's address. */
@@ -35,12 +39,25 @@ export interface RunningProxy {
    * and the logs are flushed. Calling it again returns the same promise.
    */
   close(): Promise<void>;
+  /**
+   * Hot reload: loads the configuration again from `StartOptions.source` (or takes `config`,
+   * already validated) and applies what can change live without dropping a connection; settings
+   * that need a restart are reported and keep their running values. Never rejects: a configuration that
+   * fails is in the result, logged and counted, and the running one stays. SIGHUP calls this.
+   */
+  reload(options?: { config?: ProxyConfig; trigger?: ReloadTrigger }): Promise<ReloadResult>;
 }
 
 export interface StartOptions {
   logger?: Logger;
-  /** Where audit events go instead of `audit.destination` (tests, embedders). */
-  auditStream?: DestinationStream;
+  /**
+   * Where audit events go instead of `audit.destination`: one stream for every destination
+   * (tests, embedders), or a choice per destination (the CLI routes stdout/stderr through its
+   * own writers; `undefined` opens the destination itself).
+   */
+  auditStream?: DestinationStream | ((destination: AuditDestination) => DestinationStream | undefined);
+  /** Where reloads read the configuration from (the CLI: the same file, environment and flags). */
+  source?: ConfigSource;
 }
 
 export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
@@ -55,6 +72,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
   metrics.trackUpstreamPool(() => upstream.stats);
   const cleanups: Array<() => Promise<void> | void> = [() => upstream.close()];
   const listeners: Listener[] = [];
+  let reloader: ConfigReloader | undefined;
   // Listeners drain first (readiness is already false, the metrics endpoint still answers),
   // then later resources close first; closing twice is a no-op.
   let closing: Promise<void> | undefined;
@@ -63,7 +81,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       try {
         if (listeners.length > 0) {
           const started = Date.now();
-          await Promise.all(listeners.map((listener) => listener.close(config.limits.drainTimeoutMS)));
+          await Promise.all(listeners.map((listener) => listener.close((reloader?.config ?? config).limits.drainTimeoutMS)));
           logger.info({ ms: Date.now() - started }, 'client connections drained');
         }
         for (const cleanup of [...cleanups].reverse()) await cleanup();
@@ -78,19 +96,28 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       { upstream: redactUri(config.upstream.uri), kind: info.kind, maxWireVersion: info.maxWireVersion },
       'upstream reached',
     );
-    const audit = createAuditLog({ ...config.audit, stream: options.auditStream });
+    const createAudit = (current: ProxyConfig): AuditLog => {
+      const { auditStream } = options;
+      const stream = typeof auditStream === 'function' ? auditStream(current.audit.destination) : auditStream;
+      return createAuditLog({ ...current.audit, stream });
+    };
+    const audit = new ReloadableAuditLog(createAudit(config));
     cleanups.push(() => audit.close());
-    const identity = createIdentityServices(config, {
-      logger,
-      // Every authentication outcome is counted and audited.
-      observer: {
-        authentication: (event) => {
-          metrics.authentication(event);
-          audit.authentication(event);
-        },
+    // Every authentication outcome is counted and audited.
+    const authenticationObserver: AuthObserver = {
+      authentication: (event) => {
+        metrics.authentication(event);
+        audit.authentication(event);
       },
-      openRelay: async () => new UpstreamRelay(await upstream.openUnauthenticated()),
-    });
+    };
+    const createIdentity = (current: ProxyConfig, throttle?: IdentityServices['throttle']): IdentityRuntime =>
+      createIdentityServices(current, {
+        logger,
+        observer: authenticationObserver,
+        openRelay: async () => new UpstreamRelay(await upstream.openUnauthenticated()),
+        ...(throttle === undefined ? {} : { throttle }),
+      });
+    const identity = createIdentity(config);
     cleanups.push(() => identity.close());
 
     const { isolation: isolationConfig } = config;
@@ -115,7 +142,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     const registry = new ConnectionRegistry();
     // One set of per-tenant counters for every listener: a tenant's limits span all of them.
     const tenantLimits = new TenantLimits(config.limits);
-    const shared = {
+    const shared: SharedConnectionDeps = {
       config,
       upstream,
       server: () => upstream.info,
@@ -140,6 +167,23 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
             onError: (error) => logger.error({ err: error }, 'metrics listener error'),
           });
     if (metricsServer !== null) cleanups.push(() => metricsServer.close());
+    const configReloader = new ConfigReloader({
+      config,
+      source: options.source,
+      logger,
+      metrics,
+      shared,
+      isolation,
+      tenantLimits,
+      listeners,
+      audit,
+      createAudit,
+      identity,
+      createIdentity,
+    });
+    reloader = configReloader;
+    cleanups.push(() => configReloader.close());
+    metrics.configLoaded();
 
     const first = listeners[0];
     if (first === undefined) throw new Error('no listener configured');
@@ -150,6 +194,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       upstream: info,
       metrics,
       close: cleanUp,
+      reload: ({ config: next, trigger = 'api' } = {}) => configReloader.reload(trigger, next),
     };
   } catch (error) {
     await cleanUp();

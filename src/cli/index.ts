@@ -38,6 +38,7 @@ import {
 } from '../identity/credentials.js';
 import type { DestinationStream } from 'pino';
 import { createLogger, type Logger } from '../observability/logger.js';
+import { configFileSource, type ConfigSource } from '../reload.js';
 
 const PROGRAM = 'mongo-tenant-proxy';
 
@@ -50,13 +51,21 @@ export interface ServedProxy {
   address: HostPort;
   metricsAddress: HostPort | null;
   close(): Promise<void>;
+  /** Hot reload from the configuration source (logs and counts its own outcome). */
+  reload(options: { trigger: 'signal' }): Promise<unknown>;
 }
 
-export type StartProxy = (config: ProxyConfig, options: { logger: Logger; auditStream?: DestinationStream }) => Promise<ServedProxy>;
+/** `source` re-reads the file, environment and flags `serve` started with (hot reload). */
+export type StartProxy = (
+  config: ProxyConfig,
+  options: { logger: Logger; source: ConfigSource; auditStream: (destination: string) => DestinationStream | undefined },
+) => Promise<ServedProxy>;
+
+type ServeSignal = 'SIGINT' | 'SIGTERM' | 'SIGHUP';
 
 export interface SignalSource {
-  on(signal: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
-  off(signal: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
+  on(signal: ServeSignal, listener: (signal: NodeJS.Signals) => void): unknown;
+  off(signal: ServeSignal, listener: (signal: NodeJS.Signals) => void): unknown;
 }
 
 export interface CliIo {
@@ -67,7 +76,7 @@ export interface CliIo {
   exit(code: number): void;
   /** Environment for `MTP_*` variables; `process.env` by default. */
   env?: NodeJS.ProcessEnv;
-  /** Where `serve` listens for SIGINT/SIGTERM; `process` by default. */
+  /** Where `serve` listens for SIGINT/SIGTERM (stop) and SIGHUP (reload); `process` by default. */
   signals?: SignalSource;
   /** Replaces `startProxy` from `../main.js` (tests). */
   startProxy?: StartProxy;
@@ -210,20 +219,26 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
     .alias('help', 'h')
     .command(
       'serve',
-      'Run the proxy until SIGINT or SIGTERM',
+      'Run the proxy until SIGINT or SIGTERM; SIGHUP reloads the configuration',
       (sub) =>
         configOptions(sub)
-          .usage(`$0 serve [options]\n\nRun the proxy until SIGINT or SIGTERM.`)
+          .usage(
+            `$0 serve [options]\n\nRun the proxy until SIGINT or SIGTERM. SIGHUP (and, with reload.watchConfigFile, a ` +
+              'change to the configuration file) reloads the configuration from the same file, environment and flags ' +
+              'without dropping connections; an invalid one is logged and the running one stays.',
+          )
           .epilog(`${PRECEDENCE}\n\n${environmentHelp()}`),
       async (parsed) => {
         let config: ProxyConfig;
+        let source: ConfigSource;
         try {
-          config = loadConfig({ file: configFile(parsed), env, flags: flagsFrom(parsed) });
+          source = configFileSource({ file: configFile(parsed), env, flags: flagsFrom(parsed) });
+          config = source.load();
         } catch (error) {
           if (failConfig(error)) return;
           throw error;
         }
-        await serve(config, io);
+        await serve(config, source, io);
       },
     )
     .command(
@@ -437,16 +452,15 @@ async function loadStartProxy(): Promise<StartProxy> {
   return main.startProxy;
 }
 
-async function serve(config: ProxyConfig, io: CliIo): Promise<void> {
+async function serve(config: ProxyConfig, source: ConfigSource, io: CliIo): Promise<void> {
   const logger = createLogger({ level: config.log.level, destination: { write: (line: string) => io.stdout(line) } });
   let running: ServedProxy;
   try {
     const startProxy = io.startProxy ?? (await loadStartProxy());
     // The audit stream's standard destinations go through the same writers as the log.
-    const { destination } = config.audit;
-    const auditStream: DestinationStream | undefined =
+    const auditStream = (destination: string): DestinationStream | undefined =>
       destination === 'stdout' ? { write: (line: string) => io.stdout(line) } : destination === 'stderr' ? { write: (line: string) => io.stderr(line) } : undefined;
-    running = await startProxy(config, auditStream === undefined ? { logger } : { logger, auditStream });
+    running = await startProxy(config, { logger, source, auditStream });
   } catch (error) {
     const message = oneLine(error instanceof Error ? error.message : String(error));
     logger.fatal({ err: error }, 'failed to start');
@@ -465,6 +479,12 @@ async function serve(config: ProxyConfig, io: CliIo): Promise<void> {
 
   const signals = io.signals ?? process;
   let stopping = false;
+  // The reload logs its outcome and counts it in the metrics; a failure leaves the proxy running.
+  const onReload = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    logger.info({ signal }, 'reloading the configuration');
+    void running.reload({ trigger: 'signal' });
+  };
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
       logger.warn({ signal }, 'second signal; exiting immediately');
@@ -477,6 +497,7 @@ async function serve(config: ProxyConfig, io: CliIo): Promise<void> {
       () => {
         signals.off('SIGINT', onSignal);
         signals.off('SIGTERM', onSignal);
+        signals.off('SIGHUP', onReload);
         logger.info('stopped');
         io.exit(EXIT_OK);
       },
@@ -488,6 +509,7 @@ async function serve(config: ProxyConfig, io: CliIo): Promise<void> {
   };
   signals.on('SIGINT', onSignal);
   signals.on('SIGTERM', onSignal);
+  signals.on('SIGHUP', onReload);
 }
 
 /** Entry point of `bin/mongo-tenant-proxy`. */

@@ -17,6 +17,7 @@ export type {
   ScramMechanism,
 } from './types.js';
 export {
+  configFileOf,
   configFromObject,
   ConfigValidationError,
   defaultConfig,
@@ -37,3 +38,4 @@ export { configToDocument, formatConfigYaml, maskSecrets } from './format.js';
 export { formatHostPort, parseHostPort } from './host-port.js';
 export { configSchema, schemaAt, schemaFields, type SchemaNode } from './schema.js';
 export { MASK, maskUri, maskUrisInText } from '../secrets.js';
+export { changedPaths, planReload, RESTART_REQUIRED_SETTINGS, type ReloadPlan } from './reload.js';

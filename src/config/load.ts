@@ -278,6 +278,12 @@ export function defaultConfig(): ProxyConfig {
   return resolve({ data: {}, sources: new Map() });
 }
 
+/** The YAML file `loadConfig` reads with these options: `file`, else `$MTP_CONFIG`, else none. */
+export function configFileOf(options: LoadConfigOptions): string | undefined {
+  const envFile = (options.env ?? process.env)[CONFIG_FILE_ENV];
+  return options.file ?? (envFile === undefined || envFile === '' ? undefined : envFile);
+}
+
 /**
  * Loads the effective configuration: defaults < YAML file (`file`, else `$MTP_CONFIG`) <
  * `MTP_*` environment < `flags`. Throws `ConfigError` (or its subclass
@@ -286,8 +292,7 @@ export function defaultConfig(): ProxyConfig {
  */
 export function loadConfig(options: LoadConfigOptions = {}): ProxyConfig {
   const env = options.env ?? process.env;
-  const envFile = env[CONFIG_FILE_ENV];
-  const file = options.file ?? (envFile === undefined || envFile === '' ? undefined : envFile);
+  const file = configFileOf(options);
   const layers: Layer[] = [];
   if (file !== undefined) layers.push(readYamlFile(file));
   layers.push(envLayer(env));

@@ -461,6 +461,20 @@ const sections: Record<string, SchemaNode> = {
       maxEventBytes: integer('Largest audit event in bytes; longer fields are truncated to fit.', 8192, 256, 1_048_576),
     },
   ),
+  reload: section(
+    'Hot reload of this configuration: on SIGHUP, and when the configuration file changes if watchConfigFile ' +
+      'is on. An invalid new configuration is rejected and the running one stays; see README "Hot reload".',
+    {
+      watchConfigFile: {
+        type: 'boolean',
+        description:
+          'Reload when the configuration file (--config or MTP_CONFIG) changes on disk; it is polled, so a ' +
+          'Kubernetes ConfigMap update (a symlink swap) is seen too. SIGHUP reloads either way.',
+        default: true,
+      },
+      intervalMS: integer('Milliseconds between checks of the configuration file for changes.', 2_000, 10, MAX_TIMER_MS),
+    },
+  ),
   compression: section('Wire-protocol compression (OP_COMPRESSED) negotiated with clients.', {
     compressors: {
       type: 'array',

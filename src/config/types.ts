@@ -199,6 +199,12 @@ export interface ProxyConfig {
     /** Largest audit event in bytes; longer fields are truncated. */
     maxEventBytes: number;
   };
+  /** Hot reload (SIGHUP always; file changes when `watchConfigFile`). */
+  reload: {
+    watchConfigFile: boolean;
+    /** How often the configuration file is checked for changes. */
+    intervalMS: number;
+  };
   compression: {
     /** Compressors offered to clients in hello, in order of preference. */
     compressors: CompressorName[];

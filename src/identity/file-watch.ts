@@ -20,14 +20,25 @@ function signature(path: string): string {
   return `${stats.ino}:${stats.size}:${stats.mtimeMs}`;
 }
 
+/** What the watch compares: it changes when any file's inode, size or mtime does (or it appears or goes). */
+export function filesSignature(paths: readonly string[]): string {
+  return paths.map(signature).join('|');
+}
+
 /**
- * Calls `onChange` (at most once per interval) after any of `paths` changes. The callback
- * decides what to do with a half-written file: it should keep the old state when loading fails.
+ * Calls `onChange` (at most once per interval) after any of `paths` changes since `since`
+ * (default: now). The callback decides what to do with a half-written file: it should keep the
+ * old state when loading fails.
  */
-export function watchFiles(paths: readonly string[], intervalMS: number, onChange: () => void): FileWatch {
-  let last = paths.map(signature).join('|');
+export function watchFiles(
+  paths: readonly string[],
+  intervalMS: number,
+  onChange: () => void,
+  since: string = filesSignature(paths),
+): FileWatch {
+  let last = since;
   const timer = setInterval(() => {
-    const now = paths.map(signature).join('|');
+    const now = filesSignature(paths);
     if (now === last) return;
     last = now;
     onChange();

@@ -25,6 +25,8 @@ export interface IdentityDependencies {
   observer: AuthObserver;
   /** A fresh, unauthenticated upstream connection reserved for one client (scram-passthrough). */
   openRelay: () => Promise<RelayConnection>;
+  /** The failure throttle to keep using (hot reload with unchanged `failureDelay`); a new one otherwise. */
+  throttle?: IdentityServices['throttle'];
 }
 
 export function createIdentityServices(config: ProxyConfig, deps: IdentityDependencies): IdentityRuntime {
@@ -40,7 +42,7 @@ export function createIdentityServices(config: ProxyConfig, deps: IdentityDepend
 
   const closers: Array<() => void> = [];
   const services: IdentityServices = {
-    throttle: createFailureThrottle(identity.failureDelay),
+    throttle: deps.throttle ?? createFailureThrottle(identity.failureDelay),
     observer: deps.observer,
   };
   const logger = deps.logger.child({ component: 'identity' });

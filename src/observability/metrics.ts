@@ -337,6 +337,8 @@ export class ProxyMetrics implements MetricsSource {
       this.bytesSent.inc({ direction }, 0);
     }
 
+    this.configReloads = ProxyMetrics.createConfigReloadMetrics(registers);
+
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
   }
 
@@ -454,6 +456,48 @@ export class ProxyMetrics implements MetricsSource {
   /** Counts a protocol error; `reason` is an identifier such as an error code name. */
   protocolError(reason: string): void {
     this.protocolErrors.inc({ reason: this.protocolErrorReasons.of(reason) });
+  }
+
+  // ---- Configuration reloads (hot reload) ----
+
+  private readonly configReloads: { reloads: Counter<'result'>; lastSuccessTime: Gauge; lastSuccessful: Gauge };
+
+  private static createConfigReloadMetrics(registers: Registry[]): ProxyMetrics['configReloads'] {
+    const reloads = new Counter({
+      name: `${METRIC_PREFIX}config_reloads_total`,
+      help: 'Configuration reloads (SIGHUP or a changed configuration file), by result (success, failure).',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['success', 'failure']) reloads.inc({ result }, 0);
+    return {
+      reloads,
+      lastSuccessTime: new Gauge({
+        name: `${METRIC_PREFIX}config_last_reload_success_timestamp_seconds`,
+        help: 'Unix time of the last successful configuration load (the start, or the last successful reload).',
+        registers,
+      }),
+      lastSuccessful: new Gauge({
+        name: `${METRIC_PREFIX}config_last_reload_successful`,
+        help: '1 when the last configuration reload succeeded (or none was tried yet), 0 when it failed and the previous configuration is still running.',
+        registers,
+      }),
+    };
+  }
+
+  /** The configuration the proxy started with is loaded: reloads start at zero, the last load succeeded. */
+  configLoaded(): void {
+    const metrics = this.configReloads;
+    metrics.lastSuccessTime.set(Date.now() / 1000);
+    metrics.lastSuccessful.set(1);
+  }
+
+  /** Counts one configuration reload and records whether the new configuration is running. */
+  configReloaded(result: 'success' | 'failure'): void {
+    const metrics = this.configReloads;
+    metrics.reloads.inc({ result });
+    metrics.lastSuccessful.set(result === 'success' ? 1 : 0);
+    if (result === 'success') metrics.lastSuccessTime.set(Date.now() / 1000);
   }
 }
 

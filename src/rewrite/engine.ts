@@ -48,44 +48,65 @@ type HandlerTable = Partial<Record<HandlerName, CommandHandler>>;
 
 export class IsolationEngine {
   private readonly handlers: HandlerTable;
+  #options: EngineOptions;
 
-  constructor(readonly options: EngineOptions) {
+  constructor(options: EngineOptions) {
+    this.#options = options;
     this.handlers = buildHandlers(options.cursors, options.sessionKey);
+  }
+
+  /** The current options; replaced as a whole by `reconfigure`. */
+  get options(): EngineOptions {
+    return this.#options;
   }
 
   get auditOnly(): boolean {
     return this.options.config.mode === 'audit-only';
   }
 
+  /**
+   * A reloaded policy (hot reload): new tenant engines use it, and existing ones switch to it
+   * before their next command. The cursor registry and the session key stay (cursors and
+   * sessions outlive a reload).
+   */
+  reconfigure(config: IsolationConfig): void {
+    this.#options = { ...this.#options, config };
+  }
+
   /** The engine bound to one connection's tenant. */
   forTenant(tenant: string): TenantEngine {
-    return new TenantEngine(this.options, this.handlers, tenant);
+    return new TenantEngine(this, this.handlers, tenant);
   }
 }
 
 export class TenantEngine {
-  readonly context: TenantContext;
+  #context: TenantContext;
+  /** The parent's options the context was built from. */
+  private options: EngineOptions;
 
   constructor(
-    private readonly options: EngineOptions,
+    private readonly parent: IsolationEngine,
     private readonly handlers: HandlerTable,
     readonly tenant: string,
   ) {
-    const { config } = options;
-    const tenantValue = encodeTenant(tenant, config.tenantValueType);
-    this.context = {
-      tenant,
-      tenantValue,
-      field: config.tenantField,
-      namespaces: createNamespaceResolver(config, tenant),
-      maxTimeMS: config.maxTimeMS,
-      // Non-string tenant values are immune to collation (G8); only strings need the pin.
-      pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
-    };
+    this.options = parent.options;
+    this.#context = contextFor(tenant, this.options);
   }
 
-  /** Checks and rewrites one command. Never throws for policy reasons: see Decision. */
+  get context(): TenantContext {
+    return this.#context;
+  }
+
+  /**
+   * Checks and rewrites one command. Never throws for policy reasons: see Decision. A policy
+   * reloaded since the last command applies from this one on (a tenant the new settings cannot
+   * represent gets the ProxyError thrown here, on every command, until the policy changes back).
+   */
   decide(input: CommandInput): Decision {
+    if (this.options !== this.parent.options) {
+      this.#context = contextFor(this.tenant, this.parent.options);
+      this.options = this.parent.options;
+    }
     let result: RewriteResult;
     try {
       result = this.rewrite(input);
@@ -132,6 +153,20 @@ export class TenantEngine {
     }
     return current;
   }
+}
+
+function contextFor(tenant: string, options: EngineOptions): TenantContext {
+  const { config } = options;
+  const tenantValue = encodeTenant(tenant, config.tenantValueType);
+  return {
+    tenant,
+    tenantValue,
+    field: config.tenantField,
+    namespaces: createNamespaceResolver(config, tenant),
+    maxTimeMS: config.maxTimeMS,
+    // Non-string tenant values are immune to collation (G8); only strings need the pin.
+    pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
+  };
 }
 
 const READ_PREFERENCE_MODES: ReadonlySet<string> = new Set(['primary', 'primaryPreferred', 'secondary', 'secondaryPreferred', 'nearest']);

@@ -9,7 +9,8 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import * as tls from 'node:tls';
-import type { HostPort, ListenerConfig } from '../config/types.js';
+import { isDeepStrictEqual } from 'node:util';
+import type { HostPort, ListenerConfig, ListenerTlsConfig } from '../config/types.js';
 import { createListenerTls, type ListenerTls } from '../identity/tls-context.js';
 import type { PeerCertificate } from '../identity/types.js';
 import { ClientConnection, type ClientConnectionDeps } from './client-connection.js';
@@ -23,6 +24,19 @@ export interface Listener {
    * latest, after `drainTimeoutMS` (0: all at once). Resolves when every connection is gone.
    */
   close(drainTimeoutMS?: number): Promise<void>;
+  /**
+   * Hot reload, first step: checks new settings for this listener (the same name, address, TLS
+   * on or off and client certificate mode: see config/reload.ts) and loads new TLS material,
+   * without changing anything yet. Throws a ConfigError when the material does not load.
+   */
+  prepareUpdate(next: ListenerConfig, reloadIntervalMS: number): PreparedListenerUpdate;
+}
+
+/** Settings ready to apply: `commit` cannot fail; `discard` drops them. */
+export interface PreparedListenerUpdate {
+  /** New connections get the new identity methods and static tenant, new TLS handshakes the new material. */
+  commit(): void;
+  discard(): void;
 }
 
 /** What every listener shares: the connection deps minus the per-listener parts. */
@@ -48,6 +62,11 @@ export async function startListener(
   /** Every accepted TCP socket (for TLS, also those still in the handshake), until it closes. */
   const sockets = new Set<Socket>();
   let closing: Promise<void> | undefined;
+  /** The settings new connections get; replaced by a reload. */
+  let current = listener;
+
+  // New TLS handshakes get the new material; established connections keep theirs.
+  const swapSecureContext = (options: tls.SecureContextOptions): void => tlsServer?.setSecureContext(options);
 
   const accept = (socket: Socket, peerCertificate: PeerCertificate | undefined): void => {
     if (closing !== undefined) {
@@ -62,7 +81,7 @@ export async function startListener(
       socket.destroy();
       return;
     }
-    const connection = new ClientConnection(socket, { ...deps, listener, peerCertificate }, (closed) => {
+    const connection = new ClientConnection(socket, { ...deps, listener: current, peerCertificate }, (closed) => {
       registry.connections.delete(closed);
       own.delete(closed);
     });
@@ -70,20 +89,24 @@ export async function startListener(
     own.add(connection);
   };
 
-  let listenerTls: ListenerTls | undefined;
-  let server: Server;
-  if (listener.tls === null) {
-    server = createServer({ noDelay: true, keepAlive: true }, (socket) => accept(socket, undefined));
-  } else {
-    listenerTls = createListenerTls(listener.tls, {
-      reloadIntervalMS: deps.config.identity.reloadIntervalMS,
+  const loadTls = (config: ListenerTlsConfig, reloadIntervalMS: number): ListenerTls =>
+    createListenerTls(config, {
+      reloadIntervalMS,
       path: `listeners[${index}].tls`,
       onReload: (ok, error) => {
         if (ok) logger.info('TLS certificate material reloaded');
         else logger.error({ err: error?.message }, 'TLS certificate reload failed; keeping the previous material');
       },
     });
-    const tlsServer = tls.createServer(
+  let listenerTls: ListenerTls | undefined;
+  let tlsReloadIntervalMS = deps.config.identity.reloadIntervalMS;
+  let tlsServer: tls.Server | undefined;
+  let server: Server;
+  if (listener.tls === null) {
+    server = createServer({ noDelay: true, keepAlive: true }, (socket) => accept(socket, undefined));
+  } else {
+    listenerTls = loadTls(listener.tls, tlsReloadIntervalMS);
+    tlsServer = tls.createServer(
       {
         ...listenerTls.serverOptions(),
         handshakeTimeout: deps.config.limits.tlsHandshakeTimeoutMS,
@@ -106,8 +129,7 @@ export async function startListener(
       deps.metrics.tlsHandshake(listener.name, 'failure');
       logger.info({ err: error.message }, 'TLS handshake refused');
     });
-    // New connections get the new material; established ones keep theirs.
-    listenerTls.watch((options) => tlsServer.setSecureContext(options));
+    listenerTls.watch(swapSecureContext);
     server = tlsServer;
   }
 
@@ -133,6 +155,31 @@ export async function startListener(
   return {
     name: listener.name,
     address,
+    prepareUpdate(next: ListenerConfig, reloadIntervalMS: number): PreparedListenerUpdate {
+      const tlsChanged =
+        next.tls !== null && (!isDeepStrictEqual(next.tls, current.tls) || reloadIntervalMS !== tlsReloadIntervalMS);
+      const nextTls = tlsServer !== undefined && next.tls !== null && tlsChanged ? loadTls(next.tls, reloadIntervalMS) : undefined;
+      return {
+        commit() {
+          current = next;
+          if (nextTls === undefined) return;
+          if (closing !== undefined) {
+            nextTls.close();
+            return;
+          }
+          // Validated by loading it into a SecureContext already (tls-context.ts): this does not throw.
+          swapSecureContext(nextTls.secureContext());
+          listenerTls?.close();
+          listenerTls = nextTls;
+          tlsReloadIntervalMS = reloadIntervalMS;
+          nextTls.watch(swapSecureContext);
+          logger.info('TLS settings reloaded');
+        },
+        discard() {
+          nextTls?.close();
+        },
+      };
+    },
     close(drainTimeoutMS = 0): Promise<void> {
       closing ??= (async () => {
         listenerTls?.close();

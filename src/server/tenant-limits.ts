@@ -66,20 +66,46 @@ export class TenantLimits {
   private readonly tenants = new Map<string, TenantState>();
   private readonly now: () => number;
   private readonly sweepIntervalMS: number;
-  private readonly burst: number;
   private lastSweep: number;
-  readonly enabled: boolean;
+  private settings: TenantLimitSettings;
+  private burst = 0;
+  #enabled = false;
 
-  constructor(
-    private readonly settings: TenantLimitSettings,
-    options: TenantLimitsOptions = {},
-  ) {
+  constructor(settings: TenantLimitSettings, options: TenantLimitsOptions = {}) {
     this.now = options.now ?? (() => performance.now());
     this.sweepIntervalMS = options.sweepIntervalMS ?? 1000;
+    this.settings = settings;
+    this.lastSweep = this.now();
+    this.reconfigure(settings);
+  }
+
+  /** Whether any limit is set; when none is, only connections are counted. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  /**
+   * New limits (hot reload), for every tenant at once. Counts of open connections and commands
+   * in flight carry over, so a lowered limit applies to what is already open: nothing is closed,
+   * but more is refused until the tenant is under the new limit. Buckets are refilled at the old
+   * rate up to now, then capped at the new size (or full when there was no rate limit).
+   * Commands in flight are counted only while some limit is set: those forwarded before limits
+   * were turned on are not counted when they end (they are short-lived; connections are not).
+   */
+  reconfigure(settings: TenantLimitSettings): void {
+    const now = this.now();
+    const previousBurst = this.burst;
+    if (previousBurst > 0) for (const state of this.tenants.values()) this.refill(state, now);
+    this.settings = settings;
     const rate = settings.operationsPerSecondPerTenant;
     this.burst = rate > 0 ? (settings.operationsBurstPerTenant > 0 ? settings.operationsBurstPerTenant : rate) : 0;
-    this.enabled = settings.maxConnectionsPerTenant > 0 || settings.maxInFlightPerTenant > 0 || rate > 0;
-    this.lastSweep = this.now();
+    this.#enabled = settings.maxConnectionsPerTenant > 0 || settings.maxInFlightPerTenant > 0 || rate > 0;
+    for (const [tenant, state] of this.tenants) {
+      // A bucket that did not exist (no rate limit before) starts full, as for a new tenant.
+      state.tokens = previousBurst > 0 ? Math.min(state.tokens, this.burst) : this.burst;
+      state.refilledAt = now;
+      this.forgetIfIdle(tenant, state, now);
+    }
   }
 
   /** Tenants currently remembered (for tests and memory checks). */
@@ -87,9 +113,11 @@ export class TenantLimits {
     return this.tenants.size;
   }
 
-  /** Counts a connection whose tenant was just established, or refuses it (nothing counted). */
+  /**
+   * Counts a connection whose tenant was just established, or refuses it (nothing counted).
+   * Counted even when no limit is set, so a limit a reload turns on knows what is already open.
+   */
   openConnection(tenant: string): TenantLimitExceeded | undefined {
-    if (!this.enabled) return undefined;
     const state = this.state(tenant);
     const limit = this.settings.maxConnectionsPerTenant;
     if (limit > 0 && state.connections >= limit) {

@@ -9,5 +9,4 @@ export const METRICS_ADDED_ELSEWHERE: ReadonlyMap<string, { type: 'counter' | 'g
   ['mongo_tenant_proxy_circuit_breaker_state', { type: 'gauge', labels: ['server'] }],
   ['mongo_tenant_proxy_retries_total', { type: 'counter', labels: [] }],
   ['mongo_tenant_proxy_upstream_wait_queue_length', { type: 'gauge', labels: [] }],
-  ['mongo_tenant_proxy_config_reloads_total', { type: 'counter', labels: ['result'] }],
 ]);

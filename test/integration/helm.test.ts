@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
-import { loadConfig } from '../../src/config/index.js';
+import { loadConfig, planReload, type ProxyConfig } from '../../src/config/index.js';
 import { ProxyMetrics } from '../../src/observability/metrics.js';
 import { METRICS_ADDED_ELSEWHERE } from '../helpers/pending-metrics.js';
 
@@ -98,6 +98,22 @@ function only(manifests: Manifest[], kind: string): Manifest {
 const kinds = (manifests: Manifest[]): string[] => manifests.map((m) => m.kind).sort();
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+const FULL_CHECKSUM = 'checksum/mongo-tenant-proxy-config';
+const RESTART_CHECKSUM = 'checksum/mongo-tenant-proxy-restart-config';
+
+/** The Deployment's pod template annotations. */
+function podAnnotations(manifests: Manifest[]): Record<string, string> {
+  return only(manifests, 'Deployment').spec.template.metadata.annotations ?? {};
+}
+
+/** The proxy's configuration as it loads the mounted file (no environment). */
+async function configOf(manifests: Manifest[]): Promise<ProxyConfig> {
+  const text = only(manifests, 'ConfigMap').data!['config.yaml']!;
+  const file = path.join(home, `config-${sha256(text).slice(0, 12)}.yaml`);
+  await writeFile(file, text);
+  return loadConfig({ file, env: {} });
+}
 
 /** The checksum the chart puts on pod templates: sha256 of the mounted config.yaml. */
 function configChecksum(configMap: Manifest): string {
@@ -221,21 +237,62 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       for (const port of service.spec.ports) expect(containerPorts.map((p: any) => p.name)).toContain(port.targetPort);
     });
 
-    it('puts the config checksum on the pod template: same config same checksum, changed config rolls the pods', async () => {
-      const checksumOf = (rendered: Manifest[]): string | undefined =>
-        only(rendered, 'Deployment').spec.template.metadata.annotations?.['checksum/mongo-tenant-proxy-config'];
-      const first = checksumOf(manifests);
-      expect(first).toBe(configChecksum(only(manifests, 'ConfigMap')));
-      expect(checksumOf(await render({ values: [VALUES_FILES.standalone] }))).toBe(first);
+    it('rollOnConfigChange true: a checksum of the whole config, so any config change rolls the pods', async () => {
+      const always = ['rollOnConfigChange=true'];
+      const first = await render({ values: [VALUES_FILES.standalone], set: always });
+      expect(podAnnotations(first)).toEqual({ [FULL_CHECKSUM]: configChecksum(only(first, 'ConfigMap')) });
+      expect(podAnnotations(await render({ values: [VALUES_FILES.standalone], set: always }))).toEqual(podAnnotations(first));
 
-      const changed = await render({ values: [VALUES_FILES.standalone], set: ['config.log.level=debug'] });
-      expect(checksumOf(changed)).not.toBe(first);
-      expect(checksumOf(changed)).toBe(configChecksum(only(changed, 'ConfigMap')));
+      const changed = await render({ values: [VALUES_FILES.standalone], set: [...always, 'config.log.level=debug'] });
+      expect(podAnnotations(changed)[FULL_CHECKSUM]).not.toBe(podAnnotations(first)[FULL_CHECKSUM]);
+      expect(podAnnotations(changed)[FULL_CHECKSUM]).toBe(configChecksum(only(changed, 'ConfigMap')));
 
       // Not a config change: the checksum stays.
-      expect(checksumOf(await render({ values: [VALUES_FILES.standalone], set: ['replicaCount=5'] }))).toBe(first);
-      // Turned off (for hot reload): no annotation.
-      expect(checksumOf(await render({ values: [VALUES_FILES.standalone], set: ['rollOnConfigChange=false'] }))).toBeUndefined();
+      expect(podAnnotations(await render({ values: [VALUES_FILES.standalone], set: [...always, 'replicaCount=5'] }))).toEqual(podAnnotations(first));
+      // false: no annotation at all; anything else is an error.
+      expect(podAnnotations(await render({ values: [VALUES_FILES.standalone], set: ['rollOnConfigChange=false'] }))).toEqual({});
+      expect(await renderError({ set: ['rollOnConfigChange=sometimes'] })).toContain('rollOnConfigChange: "sometimes" is not true, false or auto');
+    });
+
+    it('rollOnConfigChange auto (default): with hot reload on, only settings the proxy cannot reload roll the pods, as the proxy decides', async () => {
+      expect(Object.keys(podAnnotations(manifests))).toEqual([RESTART_CHECKSUM]);
+      const base = await configOf(manifests);
+      const listener = { name: 'default', listen: '0.0.0.0:27018', methods: [] };
+      const cases: Array<[string, Record<string, unknown>, boolean]> = [
+        // Reloaded live by the proxy (README "Hot reload"): no roll.
+        ['log level', { log: { level: 'debug' } }, false],
+        ['namespace policy', { isolation: { namespaces: [{ match: 'app.secrets', access: 'denied' }] } }, false],
+        ['limits and timeouts', { limits: { maxConnectionsPerTenant: 5, clientIdleTimeoutMS: 1000 } }, false],
+        ['identity and compression', { identity: { scram: { mechanisms: ['SCRAM-SHA-256'] } }, compression: { zlibLevel: 1 } }, false],
+        // Bound at start: the pods roll.
+        ['upstream URI', { upstream: { uri: 'mongodb://other:27017/' } }, true],
+        ['upstream timeout', { upstream: { connectTimeoutMS: 500 } }, true],
+        ['listener address', { listeners: [{ ...listener, listen: '0.0.0.0:27019' }] }, true],
+        ['listener name', { listeners: [{ ...listener, name: 'renamed' }] }, true],
+        ['listener TLS turned on', { listeners: [{ ...listener, tls: { certFile: '/tls/tls.crt', keyFile: '/tls/tls.key' } }] }, true],
+        ['listener added', { listeners: [listener, { ...listener, name: 'second', listen: '0.0.0.0:27019' }] }, true],
+        ['metrics address', { metrics: { listen: '0.0.0.0:9300' } }, true],
+        ['tenant label budget', { identity: { maxTenantLabels: 5 } }, true],
+        ['session key', { isolation: { sessionKey: 'k'.repeat(32) } }, true],
+        ['TLS handshake timeout', { limits: { tlsHandshakeTimeoutMS: 1000 } }, true],
+      ];
+      for (const [name, config, rolls] of cases) {
+        const valuesFile = path.join(home, `values-${sha256(name).slice(0, 12)}.yaml`);
+        await writeFile(valuesFile, stringify({ config }));
+        const rendered = await render({ values: [VALUES_FILES.standalone, valuesFile] });
+        const { requiresRestart } = planReload(base, await configOf(rendered));
+        expect(requiresRestart.length > 0, `the proxy's verdict on ${name}: ${requiresRestart.join(', ')}`).toBe(rolls);
+        const checksum = podAnnotations(rendered)[RESTART_CHECKSUM];
+        if (rolls) expect(checksum, `${name} rolls the pods`).not.toBe(podAnnotations(manifests)[RESTART_CHECKSUM]);
+        else expect(checksum, `${name} is reloaded in place`).toBe(podAnnotations(manifests)[RESTART_CHECKSUM]);
+      }
+
+      // Hot reload turned off in the proxy: every change rolls the pods.
+      const off = ['config.reload.watchConfigFile=false'];
+      const withoutReload = await render({ values: [VALUES_FILES.standalone], set: off });
+      expect(podAnnotations(withoutReload)).toEqual({ [FULL_CHECKSUM]: configChecksum(only(withoutReload, 'ConfigMap')) });
+      const levelChanged = await render({ values: [VALUES_FILES.standalone], set: [...off, 'config.log.level=debug'] });
+      expect(podAnnotations(levelChanged)[FULL_CHECKSUM]).not.toBe(podAnnotations(withoutReload)[FULL_CHECKSUM]);
     });
   });
 
@@ -286,7 +343,10 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
 
     it('uses in the dashboard and the alerts only metrics the proxy exports', async () => {
       const exported = new Set<string>();
-      const registry = new ProxyMetrics({ version: 'test' }).registry;
+      // As a started proxy exports them (startProxy reports the loaded configuration).
+      const proxyMetrics = new ProxyMetrics({ version: 'test' });
+      proxyMetrics.configLoaded();
+      const registry = proxyMetrics.registry;
       for (const metric of await registry.getMetricsAsJSON()) {
         exported.add(metric.name);
         if (`${metric.type}` === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exported.add(metric.name + suffix);
@@ -374,7 +434,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       }
       expect(byName.get('MongoTenantProxyCircuitBreakerOpen').expr).toContain('mongo_tenant_proxy_circuit_breaker_state) == 1');
       expect(byName.get('MongoTenantProxyPoolSaturated').expr).toMatch(/mongo_tenant_proxy_upstream_wait_queue_length\) > 0$/);
-      expect(byName.get('MongoTenantProxyConfigReloadFailed').expr).toContain('mongo_tenant_proxy_config_reloads_total{result="failure"}');
+      expect(byName.get('MongoTenantProxyConfigReloadFailed').expr).toContain('mongo_tenant_proxy_config_last_reload_successful) == 0');
       expect(byName.get('MongoTenantProxyAuthenticationFailures').expr).toMatch(/outcome="failure".*> 1$/);
 
       const tuned = await render({
@@ -477,7 +537,9 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       const configVolume = pod.volumes.find((v: any) => v.name === 'mtp-config');
       expect(configVolume.configMap.name).toBe(configMap.metadata.name);
       expect(pod.volumes.map((v: any) => v.name)).toEqual(expect.arrayContaining(['app-data', 'mtp-config', 'mtp-tmp']));
-      expect(deployment.spec.template.metadata.annotations['checksum/mongo-tenant-proxy-config']).toBe(configChecksum(configMap));
+      // rollOnConfigChange auto with hot reload on: only restart-only settings roll the application's pods.
+      expect(Object.keys(deployment.spec.template.metadata.annotations)).toEqual([RESTART_CHECKSUM]);
+      expect(deployment.spec.template.metadata.annotations[RESTART_CHECKSUM]).toMatch(/^[0-9a-f]{64}$/);
 
       const config = parse(configMap.data!['config.yaml']!);
       expect(config.listeners).toEqual([{ name: 'app', listen: '127.0.0.1:27018', methods: ['static'], staticTenant: 'acme' }]);

@@ -7,7 +7,8 @@ names, checksums and the image come out the same in both places.
 Public templates for application charts (sidecar mode):
   mongo-tenant-proxy.sidecar          the init container (restartPolicy: Always), under initContainers:
   mongo-tenant-proxy.sidecarVolumes   its volumes, under volumes:
-  mongo-tenant-proxy.podAnnotations   the config checksum, under the pod template's annotations:
+  mongo-tenant-proxy.podAnnotations   the config checksum, under the pod template's annotations
+                                      (rollOnConfigChange: which config changes roll the pods)
 */}}
 
 {{- define "mongo-tenant-proxy.name" -}}
@@ -65,9 +66,52 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- include "mongo-tenant-proxy.configYaml" . | sha256sum -}}
 {{- end }}
 
-{{/* Pod template annotations: the config checksum (rolls pods when the config changes). */}}
+{{/* "true" when the proxy reloads the mounted config file itself (config.reload.watchConfigFile, on by default). */}}
+{{- define "mongo-tenant-proxy.hotReload" -}}
+{{- $reload := dig "reload" (dict) .values.config -}}
+{{- if not (kindIs "map" $reload) }}{{ $reload = dict }}{{ end -}}
+{{- ternary "false" "true" (eq (toString (dig "watchConfigFile" true $reload)) "false") -}}
+{{- end }}
+
+{{/*
+The settings a running proxy cannot reload (src/config/reload.ts, README "Hot reload"): each
+listener's name, address, TLS on or off and client certificate mode; the upstream; metrics.listen;
+identity.maxTenantLabels; isolation.sessionKey; limits.tlsHandshakeTimeoutMS.
+*/}}
+{{- define "mongo-tenant-proxy.restartOnlyConfigYaml" -}}
+{{- $config := .values.config -}}
+{{- $listeners := list -}}
+{{- range (default (list) $config.listeners) -}}
+{{- $tls := ternary .tls (dict) (kindIs "map" .tls) -}}
+{{- $listeners = append $listeners (dict "name" .name "listen" .listen "tls" (kindIs "map" .tls) "clientCertificates" (dig "clientCertificates" "none" $tls)) -}}
+{{- end -}}
+{{- $section := dict -}}
+{{- range $name := list "identity" "isolation" "limits" "metrics" "upstream" -}}
+{{- $value := get $config $name -}}
+{{- $_ := set $section $name (ternary $value (dict) (kindIs "map" $value)) -}}
+{{- end -}}
+{{- toYaml (dict
+  "listeners" $listeners
+  "upstream" $section.upstream
+  "metrics.listen" (dig "listen" "" $section.metrics)
+  "identity.maxTenantLabels" (dig "maxTenantLabels" "" $section.identity)
+  "isolation.sessionKey" (dig "sessionKey" "" $section.isolation)
+  "limits.tlsHandshakeTimeoutMS" (dig "tlsHandshakeTimeoutMS" "" $section.limits)) -}}
+{{- end }}
+
+{{/*
+Pod template annotations: a config checksum, so changing the config rolls the pods.
+rollOnConfigChange: true, any change; false, none (no annotation); auto, any change when the
+proxy's hot reload is off, else only changes to settings it cannot reload.
+*/}}
 {{- define "mongo-tenant-proxy.podAnnotations" -}}
-{{- if .values.rollOnConfigChange -}}
+{{- $roll := toString .values.rollOnConfigChange -}}
+{{- if not (has $roll (list "true" "false" "auto")) -}}
+{{- fail (printf "rollOnConfigChange: %q is not true, false or auto" $roll) -}}
+{{- end -}}
+{{- if and (eq $roll "auto") (eq (include "mongo-tenant-proxy.hotReload" .) "true") -}}
+checksum/mongo-tenant-proxy-restart-config: {{ include "mongo-tenant-proxy.restartOnlyConfigYaml" . | sha256sum }}
+{{- else if ne $roll "false" -}}
 checksum/mongo-tenant-proxy-config: {{ include "mongo-tenant-proxy.configChecksum" . }}
 {{- end -}}
 {{- end }}

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { runCli, VERSION, type CliIo, type ServedProxy, type StartProxy } from '../../../src/cli/index.js';
 import type { ProxyConfig } from '../../../src/config/index.js';
+import type { ConfigSource } from '../../../src/reload.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mtp-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -232,9 +233,15 @@ describe('serve', () => {
   class FakeProcess extends EventEmitter {}
 
   function fakeProxy(closeImpl: () => Promise<void> = () => Promise.resolve()) {
-    const calls: { config: ProxyConfig; closed: number } = { config: undefined as unknown as ProxyConfig, closed: 0 };
-    const startProxy: StartProxy = (config, { logger }) => {
+    const calls: { config: ProxyConfig; closed: number; reloads: string[]; source: ConfigSource | undefined } = {
+      config: undefined as unknown as ProxyConfig,
+      closed: 0,
+      reloads: [],
+      source: undefined,
+    };
+    const startProxy: StartProxy = (config, { logger, source }) => {
       calls.config = config;
+      calls.source = source;
       expect(typeof logger.info).toBe('function');
       const proxy: ServedProxy = {
         address: { host: config.listeners[0]!.listen.host, port: 40000 },
@@ -242,6 +249,10 @@ describe('serve', () => {
         close: () => {
           calls.closed += 1;
           return closeImpl();
+        },
+        reload: ({ trigger }) => {
+          calls.reloads.push(trigger);
+          return Promise.resolve();
         },
       };
       return Promise.resolve(proxy);
@@ -286,7 +297,38 @@ describe('serve', () => {
     expect(run.exits).toEqual([0]);
     expect(signals.listenerCount('SIGTERM')).toBe(0);
     expect(signals.listenerCount('SIGINT')).toBe(0);
+    expect(signals.listenerCount('SIGHUP')).toBe(0);
     expect(logLines(run).map((line) => line['msg'])).toEqual(['listening', 'shutting down', 'stopped']);
+  });
+
+  it('reloads on SIGHUP from the same file, environment and flags, and not once stopping', async () => {
+    const signals = new FakeProcess();
+    const { calls, startProxy } = fakeProxy(() => new Promise(() => {}));
+    const file = yamlFile('limits:\n  maxConnections: 5\n');
+    const run = await cli(['serve', '--config', file, '--log-level', 'warn'], {
+      startProxy,
+      signals,
+      env: { MTP_LIMITS__MAX_BSON_DEPTH: '7' },
+    });
+    expect(calls.source?.file).toBe(file);
+    writeFileSync(file, 'limits:\n  maxConnections: 6\nlog:\n  level: debug\n');
+    const reloaded = calls.source!.load();
+    expect(reloaded.limits).toMatchObject({ maxConnections: 6, maxBsonDepth: 7 });
+    expect(reloaded.log.level).toBe('warn');
+
+    signals.emit('SIGHUP', 'SIGHUP');
+    expect(calls.reloads).toEqual(['signal']);
+    expect(run.exits).toEqual([]);
+    signals.emit('SIGTERM', 'SIGTERM');
+    signals.emit('SIGHUP', 'SIGHUP');
+    expect(calls.reloads).toEqual(['signal']);
+  });
+
+  it('watches MTP_CONFIG when no --config is given', async () => {
+    const { calls, startProxy } = fakeProxy();
+    const file = yamlFile('limits:\n  maxConnections: 5\n');
+    await cli(['serve'], { startProxy, signals: new FakeProcess(), env: { MTP_CONFIG: file } });
+    expect(calls.source?.file).toBe(file);
   });
 
   it('exits 1 at once on a second signal while closing', async () => {

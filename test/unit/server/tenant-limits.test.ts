@@ -16,13 +16,15 @@ function limits(settings: Partial<TenantLimitSettings>): { limits: TenantLimits;
 }
 
 describe('TenantLimits', () => {
-  it('admits everything and remembers nothing when every limit is 0', () => {
+  it('admits everything when every limit is 0, remembering a tenant only while it has connections', () => {
     const { limits: l } = limits({});
     expect(l.enabled).toBe(false);
     for (let i = 0; i < 1000; i += 1) {
       expect(l.openConnection('acme')).toBeUndefined();
       expect(l.startOperation('acme')).toBeUndefined();
     }
+    expect(l.trackedTenants).toBe(1);
+    for (let i = 0; i < 1000; i += 1) l.closeConnection('acme');
     expect(l.trackedTenants).toBe(0);
   });
 
@@ -134,5 +136,72 @@ describe('TenantLimits', () => {
     const text = reply.toString('latin1');
     expect(text).toContain('OperationFailed');
     expect(text).toContain('SystemOverloadedError');
+  });
+
+  describe('reconfigure (hot reload)', () => {
+    it('applies a limit turned on to the connections opened while there was none', () => {
+      const { limits: l } = limits({});
+      for (let i = 0; i < 2; i += 1) expect(l.openConnection('acme')).toBeUndefined();
+      l.reconfigure({ ...UNLIMITED, maxConnectionsPerTenant: 2 });
+      expect(l.openConnection('acme')).toMatchObject({ reason: 'connections' });
+      expect(l.openConnection('globex')).toBeUndefined();
+    });
+
+    it('applies a lowered connection limit to the connections already open, without closing any', () => {
+      const { limits: l } = limits({ maxConnectionsPerTenant: 5 });
+      for (let i = 0; i < 3; i += 1) expect(l.openConnection('acme')).toBeUndefined();
+      l.reconfigure({ ...UNLIMITED, maxConnectionsPerTenant: 2 });
+      expect(l.openConnection('acme')).toMatchObject({ reason: 'connections', message: 'tenant connection limit (2) reached' });
+      l.closeConnection('acme');
+      expect(l.openConnection('acme')).toMatchObject({ reason: 'connections' });
+      l.closeConnection('acme');
+      expect(l.openConnection('acme')).toBeUndefined();
+      l.reconfigure({ ...UNLIMITED, maxConnectionsPerTenant: 3 });
+      expect(l.openConnection('acme')).toBeUndefined();
+    });
+
+    it('keeps commands in flight counted across a change of limits', () => {
+      const { limits: l } = limits({ maxInFlightPerTenant: 10 });
+      expect(l.startOperation('acme')).toBeUndefined();
+      expect(l.startOperation('acme')).toBeUndefined();
+      l.reconfigure({ ...UNLIMITED, maxInFlightPerTenant: 2 });
+      expect(l.startOperation('acme')).toMatchObject({ reason: 'in_flight' });
+      l.endOperation('acme');
+      expect(l.startOperation('acme')).toBeUndefined();
+    });
+
+    it('caps a bucket at a smaller burst, and starts a new rate limit with a full bucket', () => {
+      const { limits: l, clock } = limits({ operationsPerSecondPerTenant: 10 });
+      expect(l.startOperation('acme')).toBeUndefined();
+      l.endOperation('acme');
+      l.reconfigure({ ...UNLIMITED, operationsPerSecondPerTenant: 2 });
+      expect(l.startOperation('acme')).toBeUndefined();
+      l.endOperation('acme');
+      expect(l.startOperation('acme')).toBeUndefined();
+      l.endOperation('acme');
+      expect(l.startOperation('acme')).toMatchObject({ reason: 'rate' });
+      clock.now += 500;
+      expect(l.startOperation('acme')).toBeUndefined();
+      l.endOperation('acme');
+
+      const { limits: unlimited } = limits({ maxConnectionsPerTenant: 9 });
+      expect(unlimited.openConnection('acme')).toBeUndefined();
+      unlimited.reconfigure({ ...UNLIMITED, maxConnectionsPerTenant: 9, operationsPerSecondPerTenant: 3 });
+      for (let i = 0; i < 3; i += 1) {
+        expect(unlimited.startOperation('acme')).toBeUndefined();
+        unlimited.endOperation('acme');
+      }
+      expect(unlimited.startOperation('acme')).toMatchObject({ reason: 'rate' });
+    });
+
+    it('stops counting when every limit is turned off, and forgets idle tenants', () => {
+      const { limits: l } = limits({ maxInFlightPerTenant: 1 });
+      expect(l.startOperation('acme')).toBeUndefined();
+      l.reconfigure(UNLIMITED);
+      expect(l.enabled).toBe(false);
+      expect(l.startOperation('acme')).toBeUndefined();
+      l.endOperation('acme');
+      expect(l.trackedTenants).toBe(0);
+    });
   });
 });

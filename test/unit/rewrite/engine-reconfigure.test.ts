@@ -1,0 +1,74 @@
+/**
+ * A reloaded isolation policy (IsolationEngine.reconfigure, hot reload): tenant engines made
+ * before the reload follow it from their next command; the session mapping does not change.
+ */
+import { UUID, deserialize, serialize } from 'bson';
+import { describe, expect, it } from 'vitest';
+import { configFromObject } from '../../../src/config/index.js';
+import type { IsolationConfig } from '../../../src/config/types.js';
+import { ProxyError } from '../../../src/errors.js';
+import { CursorRegistry } from '../../../src/policy/cursors.js';
+import { IsolationEngine, commandInput, type Decision } from '../../../src/rewrite/engine.js';
+
+function isolation(values: Record<string, unknown> = {}): IsolationConfig {
+  return configFromObject({ isolation: values }).isolation;
+}
+
+function find(collection: string): ReturnType<typeof commandInput> {
+  const lsid = { id: new UUID('0123456789abcdef0123456789abcdef') };
+  return commandInput('find', 'app', serialize({ find: collection, filter: {}, lsid, $db: 'app' }), [], false);
+}
+
+function forwardedBody(decision: Decision): Record<string, unknown> {
+  if (decision.action !== 'forward') throw new Error(`expected forward, got ${decision.action}`);
+  return deserialize(decision.result.body.toBytes());
+}
+
+describe('IsolationEngine.reconfigure', () => {
+  it('applies a tightened policy to tenant engines created before it, from their next command', () => {
+    const engine = new IsolationEngine({
+      config: isolation(),
+      cursors: new CursorRegistry(),
+      sessionKey: Buffer.alloc(32, 1),
+      collationSupported: () => true,
+    });
+    const acme = engine.forTenant('acme');
+    const before = forwardedBody(acme.decide(find('secrets')));
+    expect(before['filter']).toEqual({ $and: [{ tenantId: { $eq: 'acme' } }, {}] });
+
+    engine.reconfigure(isolation({ namespaces: [{ match: 'app.secrets', access: 'denied' }], tenantField: 'owner' }));
+    const refused = acme.decide(find('secrets'));
+    expect(refused).toMatchObject({ action: 'refuse', refusal: { rule: expect.stringMatching(/denied/) } });
+    const after = forwardedBody(acme.decide(find('orders')));
+    expect(after['filter']).toEqual({ $and: [{ owner: { $eq: 'acme' } }, {}] });
+    expect(engine.forTenant('globex').decide(find('secrets')).action).toBe('refuse');
+    // Upstream session ids stay the same across the reload (the key is not reloaded).
+    expect(after['lsid']).toEqual(before['lsid']);
+  });
+
+  it('switches to audit-only and back', () => {
+    const engine = new IsolationEngine({
+      config: isolation({ namespaces: [{ match: 'app.secrets', access: 'denied' }] }),
+      cursors: new CursorRegistry(),
+      sessionKey: Buffer.alloc(32, 1),
+      collationSupported: () => false,
+    });
+    const acme = engine.forTenant('acme');
+    expect(acme.decide(find('secrets')).action).toBe('refuse');
+    engine.reconfigure(isolation({ mode: 'audit-only', namespaces: [{ match: 'app.secrets', access: 'denied' }] }));
+    expect(engine.auditOnly).toBe(true);
+    expect(acme.decide(find('secrets'))).toMatchObject({ action: 'forward-original', wouldRefuse: expect.anything() });
+    engine.reconfigure(isolation({ namespaces: [{ match: 'app.secrets', access: 'denied' }] }));
+    expect(acme.decide(find('secrets')).action).toBe('refuse');
+  });
+
+  it('answers every command with the error while the new settings cannot represent the tenant, until they can', () => {
+    const engine = new IsolationEngine({ config: isolation(), cursors: new CursorRegistry(), sessionKey: Buffer.alloc(32, 1), collationSupported: () => false });
+    const acme = engine.forTenant('acme');
+    engine.reconfigure(isolation({ tenantValueType: 'objectId' }));
+    expect(() => acme.decide(find('orders'))).toThrow(ProxyError);
+    expect(() => acme.decide(find('orders'))).toThrow(ProxyError);
+    engine.reconfigure(isolation());
+    expect(forwardedBody(acme.decide(find('orders')))['filter']).toEqual({ $and: [{ tenantId: { $eq: 'acme' } }, {}] });
+  });
+});
