@@ -3,7 +3,7 @@
  * compares two validated configurations and says which one to run.
  *
  * Everything applies live except what is bound when the proxy starts: the sockets it listens on,
- * the upstream it connects to, the metrics registry's label budget, and the session key (a new
+ * the upstream it connects to, the metrics endpoint and its label budgets, and the session key (a new
  * key would move every open session and transaction to other upstream sessions mid-flight). A
  * listener whose socket changed (name, address, TLS on or off, client certificate mode: Node
  * cannot change those on an open server) keeps *all* its running settings, so a half-applied
@@ -23,7 +23,7 @@ export const RESTART_REQUIRED_SETTINGS = [
   'listeners[].tls (turned on or off)',
   'listeners[].tls.clientCertificates',
   'upstream',
-  'metrics.listen',
+  'metrics',
   'identity.maxTenantLabels',
   'isolation.sessionKey',
   'limits.tlsHandshakeTimeoutMS',
@@ -48,7 +48,7 @@ export function planReload(running: ProxyConfig, next: ProxyConfig): ReloadPlan 
     ...next,
     listeners,
     upstream: running.upstream,
-    metrics: { ...next.metrics, listen: running.metrics.listen },
+    metrics: running.metrics,
     identity: { ...next.identity, maxTenantLabels: running.identity.maxTenantLabels },
     isolation: { ...next.isolation, sessionKey: running.isolation.sessionKey },
     limits: { ...next.limits, tlsHandshakeTimeoutMS: running.limits.tlsHandshakeTimeoutMS },

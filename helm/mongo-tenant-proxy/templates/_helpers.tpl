@@ -93,7 +93,7 @@ identity.maxTenantLabels; isolation.sessionKey; limits.tlsHandshakeTimeoutMS.
 {{- toYaml (dict
   "listeners" $listeners
   "upstream" $section.upstream
-  "metrics.listen" (dig "listen" "" $section.metrics)
+  "metrics" $section.metrics
   "identity.maxTenantLabels" (dig "maxTenantLabels" "" $section.identity)
   "isolation.sessionKey" (dig "sessionKey" "" $section.isolation)
   "limits.tlsHandshakeTimeoutMS" (dig "tlsHandshakeTimeoutMS" "" $section.limits)) -}}
