@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { CertificateRule } from '../../src/config/types.js';
+import type { CertificateRule, ListenerTlsConfig } from '../../src/config/types.js';
 import { x509, type X509 } from '../../src/identity/x509-lib.js';
 
 const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
@@ -78,6 +78,8 @@ export interface TestPki {
   /** Rules that map the client certificates above. */
   rules: CertificateRule[];
   issueClient(options?: ClientCertificateOptions): Promise<IssuedCertificate>;
+  /** A listener's `tls` section serving `server`, trusting the CA for client certificates. */
+  listenerTls(clientCertificates: ListenerTlsConfig['clientCertificates']): ListenerTlsConfig;
   /**
    * Issues a new server certificate with a new key and moves it over `server.certFile` /
    * `server.keyFile` (each file replaced atomically by rename, key first); `server` is updated.
@@ -164,6 +166,14 @@ export async function makeTestPki(dir?: string): Promise<TestPki> {
       { field: 'subject-ou', pattern: '^team-(?<tenant>[a-z0-9-]+)$' },
     ],
     issueClient,
+    listenerTls: (clientCertificates) => ({
+      certFile: server.certFile,
+      keyFile: server.keyFile,
+      keyPassphrase: null,
+      caFile,
+      clientCertificates,
+      minVersion: 'TLSv1.2',
+    }),
     async rotateServerCert() {
       const issued = await issueServer();
       const next = await save(root, `server-${randomBytes(4).toString('hex')}`, issued);

@@ -192,16 +192,8 @@ async function serverSerial(): Promise<string> {
 
 beforeAll(async () => {
   pki = await makeTestPki();
-  const tlsConfig = (clientCertificates: ListenerTlsConfig['clientCertificates']): ListenerTlsConfig => ({
-    certFile: pki.server.certFile,
-    keyFile: pki.server.keyFile,
-    keyPassphrase: null,
-    caFile: pki.caFile,
-    clientCertificates,
-    minVersion: 'TLSv1.2',
-  });
   proxy = await startTestProxy({
-    listeners: [listener(REQUIRED, tlsConfig('required')), listener(OPTIONAL, tlsConfig('optional'))],
+    listeners: [listener(REQUIRED, pki.listenerTls('required')), listener(OPTIONAL, pki.listenerTls('optional'))],
     identity: {
       certificateRules: pki.rules,
       failureDelay: { baseMS: 0, maxMS: 0 },

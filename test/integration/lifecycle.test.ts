@@ -216,14 +216,7 @@ describe('tlsHandshakeTimeoutMS', () => {
         {
           name: 'tls',
           listen: { host: '127.0.0.1', port: 0 },
-          tls: {
-            certFile: pki.server.certFile,
-            keyFile: pki.server.keyFile,
-            keyPassphrase: null,
-            caFile: pki.caFile,
-            clientCertificates: 'optional',
-            minVersion: 'TLSv1.2',
-          },
+          tls: pki.listenerTls('optional'),
           methods: ['static'],
           staticTenant: 'test-tenant',
         },
