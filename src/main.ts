@@ -44,8 +44,16 @@ export interface StartOptions {
 export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const metrics = new ProxyMetrics({ version: PROXY_VERSION, maxTenantLabels: config.identity.maxTenantLabels });
-  const upstream = new Upstream({ ...config.upstream, logger: logger.child({ component: 'upstream' }) });
+  const upstream = new Upstream({
+    ...config.upstream,
+    logger: logger.child({ component: 'upstream' }),
+    observer: {
+      retry: (command, reason) => metrics.upstreamRetry(command, reason),
+      circuitState: (server, state, previous) => metrics.circuitBreakerState(server, state, previous),
+    },
+  });
   metrics.trackUpstreamPool(() => upstream.stats);
+  metrics.trackUpstreamServers(() => upstream.serverStats());
   const cleanups: Array<() => Promise<void> | void> = [() => upstream.close()];
   const listeners: Listener[] = [];
   // Listeners drain first (readiness is already false, the metrics endpoint still answers),

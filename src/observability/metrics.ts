@@ -334,4 +334,122 @@ export class ProxyMetrics implements MetricsSource {
     }
     this.protocolErrors.inc({ reason: label });
   }
+  // --- upstream pool, retries and circuit breakers (issue 5) ---------------------------------
+  // Created on first use so the constructor (and its pre-created series) stays as it was.
+
+  private upstreamExtras:
+    | {
+        retries: Counter<'command' | 'reason'>;
+        breakerTransitions: Counter<'server' | 'from' | 'to'>;
+        breakerStates: Map<string, number>;
+        retryReasons: Set<string>;
+      }
+    | undefined;
+  private upstreamServers: (() => ReadonlyArray<UpstreamServerGaugeSource>) | undefined;
+
+  private upstreamMetrics(): NonNullable<ProxyMetrics['upstreamExtras']> {
+    if (this.upstreamExtras !== undefined) return this.upstreamExtras;
+    const registers = [this.registry];
+    const name = (suffix: string): string => METRIC_PREFIX + suffix;
+    const metricsSelf = this;
+    const breakerStates = new Map<string, number>();
+    const serverGauge = (suffix: string, help: string, read: (server: UpstreamServerGaugeSource) => number): void => {
+      new Gauge({
+        name: name(suffix),
+        help,
+        labelNames: ['server'],
+        registers,
+        collect() {
+          this.reset();
+          for (const server of metricsSelf.upstreamServers?.() ?? []) this.set({ server: server.server }, read(server));
+        },
+      });
+    };
+    new Gauge({
+      name: name('upstream_pool_connections'),
+      help:
+        'Upstream pool connections per server and state (in_use, idle, pending = being opened). The client:upstream ' +
+        'connection ratio is client_connections / sum(upstream_connections).',
+      labelNames: ['server', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const server of metricsSelf.upstreamServers?.() ?? []) {
+          this.set({ server: server.server, state: 'in_use' }, server.inUse);
+          this.set({ server: server.server, state: 'idle' }, server.idle);
+          this.set({ server: server.server, state: 'pending' }, server.pending);
+        }
+      },
+    });
+    serverGauge('upstream_pool_wait_queue', 'Commands waiting for a free upstream connection (pool at maxPoolSize), per server.', (s) => s.waiting);
+    new Gauge({
+      name: name('circuit_breaker_state'),
+      help: 'Circuit breaker state per upstream server: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['server'],
+      registers,
+      collect() {
+        this.reset();
+        const servers = metricsSelf.upstreamServers?.();
+        if (servers !== undefined) {
+          for (const server of servers) this.set({ server: server.server }, CIRCUIT_GAUGE[server.circuit] ?? 0);
+        } else {
+          for (const [server, value] of breakerStates) this.set({ server }, value);
+        }
+      },
+    });
+    this.upstreamExtras = {
+      retries: new Counter({
+        name: name('upstream_retries_total'),
+        help: 'Commands the proxy sent upstream again after a failure, by command and reason (an error code name, network, timeout, connect).',
+        labelNames: ['command', 'reason'],
+        registers,
+      }),
+      breakerTransitions: new Counter({
+        name: name('circuit_breaker_transitions_total'),
+        help: 'Circuit breaker state changes per upstream server (from, to: closed, open, half-open).',
+        labelNames: ['server', 'from', 'to'],
+        registers,
+      }),
+      breakerStates,
+      retryReasons: new Set(),
+    };
+    return this.upstreamExtras;
+  }
+
+  /** Reads every upstream server's pool and breaker at scrape time. */
+  trackUpstreamServers(read: () => ReadonlyArray<UpstreamServerGaugeSource>): void {
+    this.upstreamServers = read;
+    this.upstreamMetrics();
+  }
+
+  /** Counts a command sent upstream again; `reason` is an identifier (error code name, network…). */
+  upstreamRetry(command: string, reason: string): void {
+    const extras = this.upstreamMetrics();
+    let label = 'other';
+    if (REASON_SHAPE.test(reason) && (extras.retryReasons.has(reason) || extras.retryReasons.size < MAX_PROTOCOL_ERROR_REASONS)) {
+      extras.retryReasons.add(reason);
+      label = reason;
+    }
+    extras.retries.inc({ command: commandLabel(command), reason: label });
+  }
+
+  /** Records a circuit breaker's state (and counts the transition when it changed). */
+  circuitBreakerState(server: string, state: string, previous: string): void {
+    const extras = this.upstreamMetrics();
+    extras.breakerStates.set(server, CIRCUIT_GAUGE[state] ?? 0);
+    if (state !== previous) extras.breakerTransitions.inc({ server, from: previous, to: state });
+  }
 }
+
+/** What the per-server upstream gauges read (Upstream.serverStats()). */
+export interface UpstreamServerGaugeSource {
+  server: string;
+  circuit: string;
+  inUse: number;
+  idle: number;
+  pending: number;
+  waiting: number;
+}
+
+/** circuit_breaker_state values, by severity. */
+const CIRCUIT_GAUGE: Readonly<Record<string, number>> = { closed: 0, 'half-open': 1, open: 2 };
