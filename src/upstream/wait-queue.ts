@@ -12,6 +12,7 @@ export class FairWaitQueue<T> {
   /** Per-tenant FIFOs, in the order the round-robin visits them (Map keeps insertion order). */
   readonly #queues = new Map<string, T[]>();
   #length = 0;
+  #lastServed: string | undefined;
 
   get length(): number {
     return this.#length;
@@ -31,18 +32,24 @@ export class FairWaitQueue<T> {
 
   /**
    * The next waiter: the oldest of the tenant whose turn it is. That tenant then goes to the back
-   * of the rotation (re-inserted), so the next call serves another tenant if one is waiting.
+   * of the rotation, and it is skipped once if it was also served last while another tenant waits
+   * (a tenant that starts waiting behind a busy one is served next, not after it again).
    */
   shift(): T | undefined {
-    for (const [tenant, queue] of this.#queues) {
-      const waiter = queue.shift();
-      this.#queues.delete(tenant);
-      if (waiter === undefined) continue;
-      if (queue.length > 0) this.#queues.set(tenant, queue);
-      this.#length--;
-      return waiter;
+    let entry = this.#queues.entries().next().value;
+    if (entry === undefined) return undefined;
+    if (entry[0] === this.#lastServed && this.#queues.size > 1) {
+      this.#queues.delete(entry[0]);
+      this.#queues.set(entry[0], entry[1]);
+      entry = this.#queues.entries().next().value as [string, T[]];
     }
-    return undefined;
+    const [tenant, queue] = entry;
+    const waiter = queue.shift() as T;
+    this.#queues.delete(tenant);
+    if (queue.length > 0) this.#queues.set(tenant, queue);
+    this.#length--;
+    this.#lastServed = tenant;
+    return waiter;
   }
 
   /** Removes one waiter (timed out, cancelled); false when it was not queued. */
