@@ -664,7 +664,9 @@ export class Upstream {
     const kind: UpstreamFailureKind = labels.includes(CIRCUIT_OPEN) ? 'circuit-open' : failure.kind;
     const detail = error instanceof Error ? error.message : undefined;
     const reply = translateUpstreamFailure({ kind, command: traits, ...(detail === undefined ? {} : { detail }), attempts });
-    return new UpstreamError(reply.code, reply.errmsg, { labels: reply.errorLabels, cause: error });
+    // A full pool keeps its own (retryable) code: the server is fine, the proxy is saturated.
+    const code = ProxyError.is(error) && error.code === ErrorCodes.ExceededTimeLimit ? error.code : reply.code;
+    return new UpstreamError(code, reply.errmsg, { labels: reply.errorLabels, cause: error });
   }
 
   // --- topology ------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ export interface ReceivedMessage {
   requestId: number;
   body: Document;
   bytes: Buffer;
+  /** Which upstream connection (socket) it came on: 1, 2, … in accept order. */
+  connection: number;
 }
 
 /** What the handler wants sent back: documents, each a reply; all but the last get moreToCome. */
@@ -21,7 +23,12 @@ export type FakeHandler = (message: ReceivedMessage) => Document[] | 'no-reply' 
 
 export interface FakeUpstream {
   uri: string;
+  /** `127.0.0.1:<port>` */
+  address: string;
+  port: number;
   received: ReceivedMessage[];
+  /** Sockets currently open (the proxy's pool connections, monitoring connections). */
+  readonly openConnections: number;
   close(): Promise<void>;
 }
 
@@ -59,13 +66,19 @@ export const FAKE_BUILD_INFO: Document = { version: '7.0.0', versionArray: [7, 0
 export interface FakeUpstreamOptions {
   /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
   buildInfo?: Document;
+  /** The hello reply, asked for every hello (so a test can change it: a replica-set election). */
+  hello?: () => Document;
+  /** Listen on this port (default: a free one). */
+  port?: number;
 }
 
 export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
   const received: ReceivedMessage[] = [];
   const sockets = new Set<Socket>();
+  let accepted = 0;
   const server: Server = createServer((socket) => {
     sockets.add(socket);
+    const connection = ++accepted;
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
     /** Until the first command other than hello: a buildInfo then is the proxy's probe. */
@@ -81,10 +94,11 @@ export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstr
         const flags = bytes.readUInt32LE(16);
         const bodyLength = bytes.readInt32LE(21);
         const body = deserialize(bytes.subarray(21, 21 + bodyLength));
-        const message = { flags, requestId, body, bytes: Buffer.from(bytes) };
+        const message = { flags, requestId, body, bytes: Buffer.from(bytes), connection };
         const name = Object.keys(body)[0];
         if (name === 'hello' || name === 'isMaster' || name === 'ismaster') {
-          socket.write(encode({ ...FAKE_HELLO, connectionId: 1, localTime: new Date() }, requestId, 0).bytes);
+          const hello = options.hello?.() ?? FAKE_HELLO;
+          socket.write(encode({ ...hello, connectionId: connection, localTime: new Date() }, requestId, 0).bytes);
           continue;
         }
         const probe = probing && name === 'buildInfo';
@@ -111,10 +125,15 @@ export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstr
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const address = server.address() as { port: number };
   return {
     uri: `mongodb://127.0.0.1:${address.port}/?directConnection=true`,
+    address: `127.0.0.1:${address.port}`,
+    port: address.port,
+    get openConnections() {
+      return sockets.size;
+    },
     received,
     async close() {
       for (const socket of sockets) socket.destroy();
