@@ -398,6 +398,11 @@ export class Upstream {
           }
           server.breaker.onSuccess();
         } catch (error) {
+          if (request.signal?.aborted === true) {
+            // The client left (its connection was closed on purpose): no verdict on the server.
+            server.breaker.onCancel();
+            throw abortedError();
+          }
           if (!ProxyError.is(error) || !error.labels.includes(NETWORK_ERROR_LABEL)) {
             // Not a transport failure (a consumer error): nothing to retry or translate.
             server.breaker.onCancel();
