@@ -17,7 +17,7 @@
 import type * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { HostPort } from '../config/types.js';
-import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
+import { ErrorCodes, ProxyError, UpstreamError, codeNameOf } from '../errors.js';
 import { replyBody } from '../protocol/command.js';
 import { BsonType, elements, findElement, readNumber, readString, subDocument } from '../wire/bson-scan.js';
 import type { Document } from '../wire/bson.js';
@@ -30,6 +30,7 @@ import { ServerMonitor } from './monitor.js';
 import { CursorServers, type PinDecision, TransactionPins, decidePin } from './pins.js';
 import { ConnectionPool, type PoolStats } from './pool.js';
 import {
+  ErrorLabels,
   RETRY_DEFAULTS,
   type RetryError,
   type UpstreamFailureKind,
@@ -146,11 +147,7 @@ export interface ForwardResult {
  * The upstream connection broke after part of a reply stream (an exhaust cursor) reached the
  * client: it cannot be retried or answered cleanly; the client connection must be closed.
  */
-export class ReplyInterruptedError extends UpstreamError {
-  override get name(): string {
-    return 'UpstreamError';
-  }
-}
+export class ReplyInterruptedError extends UpstreamError {}
 
 /** One client connection's state in the upstream: the pins it owns, its passthrough connection. */
 export class UpstreamSession {
@@ -211,6 +208,8 @@ export class Upstream {
   #topologyWaiters: Array<() => void> = [];
   #dedicatedCreated = 0;
   #starting: Promise<UpstreamServerInfo> | undefined;
+  /** Set once start() has set up the first server (later servers open minPoolSize at once). */
+  #started = false;
   #closed = false;
 
   constructor(options: UpstreamOptions) {
@@ -355,6 +354,8 @@ export class Upstream {
       ...(deadlineMS === undefined ? {} : { deadlineMS }),
     });
     let delivered = false;
+    /** Some attempt may have reached the server: never claim NoWritesPerformed afterwards. */
+    let anySent = false;
     for (let attempt = 1; ; attempt++) {
       const delay = delays[attempt - 1];
       const lastChance = delay === undefined;
@@ -424,6 +425,7 @@ export class Upstream {
       }
 
       if (failure === undefined && heldReply === undefined) return { attempts: attempt };
+      anySent ||= heldReply !== undefined || failure?.sent === true;
       if (delivered) {
         throw new ReplyInterruptedError(ErrorCodes.SocketException, 'the upstream connection failed in the middle of a reply stream', {
           labels: [NETWORK_ERROR_LABEL],
@@ -442,7 +444,7 @@ export class Upstream {
           request.onReply(heldReply.reply, false, heldReply.connection);
           return { attempts: attempt };
         }
-        throw this.#translate(failure as AttemptFailure, traits, attempt);
+        throw this.#translate(failure as AttemptFailure, traits, attempt, anySent);
       }
       this.#options.observer?.retry?.(traits.name, retryReason(heldReply?.error, failure));
       this.#logger?.debug({ command: traits.name, attempt, delayMS: delay, reason: retryReason(heldReply?.error, failure) }, 'retrying upstream command');
@@ -660,7 +662,7 @@ export class Upstream {
     else if (traits.cursor !== undefined && (traits.name === 'killCursors' || traits.name === 'getMore')) this.#cursors.forget(traits.cursor);
   }
 
-  #translate(failure: AttemptFailure, traits: CommandTraits, attempts: number): ProxyError {
+  #translate(failure: AttemptFailure, traits: CommandTraits, attempts: number, anySent: boolean): ProxyError {
     const { error } = failure;
     const labels = ProxyError.is(error) ? error.labels : [];
     // Not an availability problem (a bad $readPreference, authentication refused, shutting down):
@@ -671,7 +673,8 @@ export class Upstream {
     const reply = translateUpstreamFailure({ kind, command: traits, ...(detail === undefined ? {} : { detail }), attempts });
     // A full pool keeps its own (retryable) code: the server is fine, the proxy is saturated.
     const code = ProxyError.is(error) && error.code === ErrorCodes.ExceededTimeLimit ? error.code : reply.code;
-    return new UpstreamError(code, reply.errmsg, { labels: reply.errorLabels, cause: error });
+    const errorLabels = anySent ? reply.errorLabels.filter((label) => label !== ErrorLabels.NoWritesPerformed) : reply.errorLabels;
+    return new UpstreamError(code, reply.errmsg, { labels: errorLabels, cause: error });
   }
 
   // --- topology ------------------------------------------------------------------------------
@@ -727,6 +730,7 @@ export class Upstream {
     this.#describe(first, found.hello, 0);
     first.pool.adopt(found.connection);
     this.#startMonitoring(found.hello);
+    this.#started = true;
     for (const server of this.#servers.values()) server.pool.ensureMinimum();
     return this.#info;
   }
@@ -787,6 +791,7 @@ export class Upstream {
     };
     this.#servers.set(key, server);
     this.#options.observer?.circuitState?.(key, 'closed', 'closed');
+    if (this.#started) server.pool.ensureMinimum();
     if (this.#servers.size > 1) {
       for (const other of this.#servers.values()) if (other.monitor === undefined && other !== server) this.#monitor(other);
       this.#monitor(server);
@@ -1022,7 +1027,7 @@ function retryReason(error: RetryError | undefined, failure: AttemptFailure | un
 }
 
 function codeReason(code: number): string {
-  return new UpstreamError(code, '').codeName;
+  return codeNameOf(code);
 }
 
 function helloHosts(hello: Document): HostPort[] {

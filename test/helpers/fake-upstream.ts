@@ -18,8 +18,14 @@ export interface ReceivedMessage {
   connection: number;
 }
 
-/** What the handler wants sent back: documents, each a reply; all but the last get moreToCome. */
-export type FakeHandler = (message: ReceivedMessage) => Document[] | 'no-reply' | { delayMs: number; replies: Document[] };
+/**
+ * What the handler wants sent back: documents, each a reply; all but the last get moreToCome.
+ * 'close' resets the connection instead of answering (a network failure after the request
+ * reached the server).
+ */
+export type FakeHandler = (
+  message: ReceivedMessage,
+) => Document[] | 'no-reply' | 'close' | { delayMs: number; replies: Document[] };
 
 export interface FakeUpstream {
   uri: string;
@@ -110,6 +116,10 @@ export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstr
         received.push(message);
         const answer = handler(message);
         if (answer === 'no-reply') continue;
+        if (answer === 'close') {
+          socket.resetAndDestroy();
+          return;
+        }
         const { delayMs, replies } = Array.isArray(answer) ? { delayMs: 0, replies: answer } : answer;
         const send = (): void => {
           let responseTo = requestId;
