@@ -21,11 +21,12 @@ export interface ReceivedMessage {
 /**
  * What the handler wants sent back: documents, each a reply; all but the last get moreToCome.
  * 'close' resets the connection instead of answering (a network failure after the request
- * reached the server).
+ * reached the server); `thenClose` sends every reply with moreToCome, then resets (an exhaust
+ * stream cut in the middle).
  */
 export type FakeHandler = (
   message: ReceivedMessage,
-) => Document[] | 'no-reply' | 'close' | { delayMs: number; replies: Document[] };
+) => Document[] | 'no-reply' | 'close' | { delayMs: number; replies: Document[]; thenClose?: boolean };
 
 export interface FakeUpstream {
   uri: string;
@@ -120,15 +121,16 @@ export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstr
           socket.resetAndDestroy();
           return;
         }
-        const { delayMs, replies } = Array.isArray(answer) ? { delayMs: 0, replies: answer } : answer;
+        const { delayMs, replies, thenClose } = Array.isArray(answer) ? { delayMs: 0, replies: answer, thenClose: false } : answer;
         const send = (): void => {
           let responseTo = requestId;
           replies.forEach((doc, index) => {
-            const last = index === replies.length - 1;
+            const last = index === replies.length - 1 && thenClose !== true;
             const reply = encode(doc, responseTo, last ? 0 : MORE_TO_COME);
             responseTo = reply.requestId;
             if (!socket.destroyed) socket.write(reply.bytes);
           });
+          if (thenClose === true) socket.end(() => socket.resetAndDestroy());
         };
         if (delayMs > 0) setTimeout(send, delayMs);
         else send();

@@ -28,6 +28,11 @@ beforeEach(async () => {
         return 'close';
       }
       if (name === 'find') return [{ cursor: { id: Long.fromNumber(7), ns: 'app.c', firstBatch: [{ v: 1 }] }, ok: 1 }];
+      if (name === 'getMore' && (message.flags & EXHAUST_ALLOWED) !== 0) {
+        // Two batches of an exhaust stream, then the connection breaks.
+        const batch = (n: number) => ({ cursor: { id: Long.fromNumber(7), ns: 'app.c', nextBatch: [{ n }] }, ok: 1 });
+        return { delayMs: 0, replies: [batch(1), batch(2)], thenClose: true };
+      }
       if (name === 'getMore') return [{ cursor: { id: Long.fromNumber(0), ns: 'app.c', nextBatch: [] }, ok: 1 }];
       return [{ ok: 1, n: 1 }];
     },
@@ -54,6 +59,7 @@ async function command(doc: Record<string, unknown>): Promise<Record<string, unk
   return replyDocument((await client.readFrame(20_000))!);
 }
 
+const EXHAUST_ALLOWED = 1 << 16;
 const received = (name: string): number => fake.received.filter((m) => name in m.body).length;
 const lsid = { id: new UUID() };
 
@@ -104,6 +110,15 @@ describe('sent once, never again', () => {
     expect(await command({ find: 'c', filter: {}, batchSize: 1, $db: 'app' })).toMatchObject({ ok: 1 });
     failures.getMore = 1;
     expect(await command({ getMore: Long.fromNumber(7), collection: 'c', $db: 'app' })).toMatchObject({ ok: 0, code: 9001 });
+    expect(received('getMore')).toBe(1);
+  });
+
+  it('an exhaust stream cut after batches reached the client: the client connection is closed', async () => {
+    expect(await command({ find: 'c', filter: {}, batchSize: 1, $db: 'app' })).toMatchObject({ ok: 1 });
+    client.write(opMsg({ getMore: Long.fromNumber(7), collection: 'c', $db: 'app' }, { flags: EXHAUST_ALLOWED }).bytes);
+    const frames = [await client.readFrame(20_000), await client.readFrame(20_000)];
+    expect(frames.map((frame) => replyDocument(frame!).cursor.nextBatch[0].n)).toEqual([1, 2]);
+    expect(await client.waitClosed(20_000)).toBe(true);
     expect(received('getMore')).toBe(1);
   });
 
