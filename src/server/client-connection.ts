@@ -547,7 +547,7 @@ export class ClientConnection {
         session: this.upstreamSession,
         fireAndForget: moreToCome,
         signal: inFlight.signal,
-        onReply: (upstreamReply, _moreToCome, connection) => {
+        onReply: (upstreamReply, moreToCome, connection) => {
           this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
           let reply = upstreamReply;
           if (plan !== undefined && engine !== undefined) reply = this.applyReplyPlan(engine, plan, reply);
@@ -557,7 +557,7 @@ export class ClientConnection {
           // Each exhaust reply answers the previous one.
           responseTo = replyId;
           ok &&= replyIsOk(reply);
-          writes = writes.then(() => this.writeReply(reply, request.compressor, connection));
+          writes = writes.then(() => this.writeReply(reply, request.compressor, moreToCome ? connection : undefined));
         },
       }));
     } catch (error) {
@@ -614,13 +614,23 @@ export class ClientConnection {
     });
   }
 
-  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, upstream: UpstreamConnection): Promise<void> {
+  /**
+   * Writes one upstream reply. While more replies of an exhaust stream follow (`upstream` given),
+   * a client slower than the upstream pauses that upstream connection, still this request's,
+   * until it drains. After the last reply the connection already serves other clients and must
+   * not be paused: the proxy waits for the drain itself before it takes this client's next request.
+   */
+  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, upstream: UpstreamConnection | undefined): Promise<void> {
     let bytes = reply;
     if (compressor !== undefined) {
       bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
       this.deps.metrics.compressedMessage(compressor, 'sent');
     }
     if (this.closed) return;
+    if (upstream === undefined) {
+      await this.write(bytes);
+      return;
+    }
     if (!this.socket.write(bytes)) {
       // Client is slower than the upstream: stop reading upstream until the client drains.
       upstream.pause();
