@@ -203,6 +203,8 @@ export class Upstream {
   readonly #transactions = new TransactionPins<UpstreamConnection, UpstreamSession>();
   /** Serializes commands of one transaction on its pinned connection. */
   readonly #pinLocks = new WeakMap<UpstreamConnection, Promise<void>>();
+  /** Connections whose 'close' already drops their pins (one listener each, however many transactions). */
+  readonly #unpinOnClose = new WeakSet<UpstreamConnection>();
   readonly #cursors = new CursorServers();
   /** Woken whenever a server description changes (requests waiting for a primary). */
   #topologyWaiters: Array<() => void> = [];
@@ -539,7 +541,10 @@ export class Upstream {
     if (pin.kind === 'start' && succeeded && !connection.closed) {
       if (lease.pinned) return;
       const replaced = this.#transactions.set(pin.lsid, connection, session);
-      connection.once('close', () => this.#transactions.forget(connection));
+      if (!this.#unpinOnClose.has(connection)) {
+        this.#unpinOnClose.add(connection);
+        connection.once('close', () => this.#transactions.forget(connection));
+      }
       if (replaced !== undefined) this.#returnToPool(replaced);
       return;
     }
