@@ -11,16 +11,20 @@ import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.j
 import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
 import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
 
 let proxy: TestProxy | undefined;
 let faults: FaultProxy | undefined;
 let fake: FakeUpstream | undefined;
+let tenantProxy: TenantProxy | undefined;
 const raws: RawClient[] = [];
 
 afterEach(async () => {
   for (const raw of raws.splice(0)) raw.close();
   await proxy?.stop();
+  await tenantProxy?.stop();
+  tenantProxy = undefined;
   await faults?.close();
   await fake?.close();
   proxy = undefined;
@@ -136,6 +140,39 @@ describe('waiting for a pool connection', () => {
     expect(replyDocument((await slow.readFrame(10_000))!)).toMatchObject({ ok: 1 });
     expect(await rawCommand(waiting, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
   });
+});
+
+describe('fairness across tenants', () => {
+  it('serves a quiet tenant next even behind a noisy tenant’s backlog', async () => {
+    fake = await startFakeUpstream(() => ({ delayMs: 250, replies: [{ ok: 1 }] }));
+    tenantProxy = await startTenantProxy(['noisy', 'quiet'], {
+      upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 120_000 },
+    });
+    const tp = tenantProxy.proxy;
+    const noisy = await Promise.all(Array.from({ length: 30 }, () => (tenantProxy as TenantProxy).rawFor('noisy')));
+    raws.push(...noisy);
+    const replies = noisy.map((client, i) => {
+      client.write(opMsg({ ping: 1, comment: `noisy-${i}`, $db: 'admin' }).bytes);
+      return client.readFrame(120_000);
+    });
+    // One runs, the others wait for the only connection (at least 10 of them, for the test to mean something).
+    const waiting = async (): Promise<number> => Number(/upstream_pool_wait_queue\{server="[^"]+"\} (\d+)$/m.exec(await metricsText(tp))?.[1] ?? 0);
+    await expect.poll(waiting, { timeout: 30_000, interval: 20 }).toBeGreaterThanOrEqual(10);
+    const quiet = await tenantProxy.rawFor('quiet');
+    raws.push(quiet);
+    const alreadySent = fake.received.length;
+    quiet.write(opMsg({ ping: 1, comment: 'quiet', $db: 'admin' }).bytes);
+    expect(replyDocument((await quiet.readFrame(120_000))!)).toMatchObject({ ok: 1 });
+    const order = fake.received.map((message) => message.body.comment as string);
+    // Round-robin: at most one more noisy command goes first, however long the noisy backlog.
+    expect(order.indexOf('quiet')).toBeGreaterThanOrEqual(alreadySent);
+    expect(order.indexOf('quiet')).toBeLessThanOrEqual(alreadySent + 1);
+    await Promise.all(replies);
+    expect(fake.received).toHaveLength(31);
+    // … while most of the noisy backlog was still waiting.
+    const final = fake.received.map((message) => message.body.comment as string);
+    expect(final.length - 1 - final.indexOf('quiet')).toBeGreaterThanOrEqual(5);
+  }, 180_000);
 });
 
 describe('transaction pinning (raw wire, fake upstream)', () => {
