@@ -68,8 +68,16 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     maxTenantLabels: config.identity.maxTenantLabels,
     maxDatabaseLabels: config.metrics.maxDatabaseLabels,
   });
-  const upstream = new Upstream({ ...config.upstream, logger: logger.child({ component: 'upstream' }) });
+  const upstream = new Upstream({
+    ...config.upstream,
+    logger: logger.child({ component: 'upstream' }),
+    observer: {
+      retry: (command, reason) => metrics.upstreamRetry(command, reason),
+      circuitState: (server, state, previous) => metrics.circuitBreakerState(server, state, previous),
+    },
+  });
   metrics.trackUpstreamPool(() => upstream.stats);
+  metrics.trackUpstreamServers(() => upstream.serverStats());
   const cleanups: Array<() => Promise<void> | void> = [() => upstream.close()];
   const listeners: Listener[] = [];
   let reloader: ConfigReloader | undefined;

@@ -421,6 +421,59 @@ const sections: Record<string, SchemaNode> = {
       1,
       MAX_TIMER_MS,
     ),
+    maxPoolSize: integer(
+      'Upstream connections per server at most (in use, idle and being opened). Client commands ' +
+        'share them one request at a time, so many clients need few connections; when all are busy ' +
+        'a command waits (tenants served in turn) up to waitQueueTimeoutMS.',
+      100,
+      1,
+      100_000,
+    ),
+    minPoolSize: integer('Upstream connections per server kept open even when idle (opened in the background).', 0, 0, 100_000),
+    maxLifetimeMS: integer(
+      'Milliseconds after which an upstream connection is retired (closed when next returned or found idle); 0 never.',
+      0,
+      0,
+      MAX_TIMER_MS,
+    ),
+    waitQueueTimeoutMS: integer(
+      'Milliseconds a command waits for a free upstream connection when maxPoolSize are busy; it then gets a ' +
+        'retryable ExceededTimeLimit error instead of waiting forever.',
+      10_000,
+      1,
+      MAX_TIMER_MS,
+    ),
+    serverSelectionTimeoutMS: integer(
+      'Milliseconds a command waits for a suitable server (a primary during an election, a secondary matching ' +
+        'its read preference) before it gets a retryable HostUnreachable error.',
+      10_000,
+      1,
+      MAX_TIMER_MS,
+    ),
+    heartbeatFrequencyMS: integer(
+      'Milliseconds between monitoring hellos to each replica-set member or mongos (only with several servers); ' +
+        'a server that reports a step-down or fails is re-checked at once.',
+      10_000,
+      500,
+      MAX_TIMER_MS,
+    ),
+    localThresholdMS: integer(
+      'Latency window of server selection: among eligible servers, those within this many milliseconds of the ' +
+        'fastest are candidates, and the one with the fewest commands in flight is used.',
+      15,
+      0,
+      MAX_TIMER_MS,
+    ),
+    retry: section('Retries by the proxy of commands that failed upstream, only where that is safe (see README).', {
+      maxAttempts: integer('Attempts per command including the first; 1 never retries.', 3, 1, 10),
+      initialBackoffMS: integer('Upper bound of the first (random) backoff delay; it doubles on every retry.', 50, 0, 60_000),
+      maxBackoffMS: integer('No backoff delay is longer than this.', 1_000, 0, 600_000),
+    }),
+    circuitBreaker: section('A circuit breaker per upstream server: fail fast while a server is down.', {
+      failureThreshold: integer('Consecutive connection failures that open the circuit.', 5, 1, 10_000),
+      openMS: integer('Milliseconds the circuit stays open (commands fail at once) before probing again.', 10_000, 1, MAX_TIMER_MS),
+      halfOpenProbes: integer('Commands let through at once while half-open; one success closes the circuit.', 1, 1, 1_000),
+    }),
   }),
   metrics: section('Prometheus metrics endpoint (HTTP: /metrics and /healthz only).', {
     listen: {

@@ -184,6 +184,19 @@ export interface ProxyConfig {
     /** Idle authenticated upstream connections kept for reuse. */
     maxIdleConnections: number;
     idleTimeoutMS: number;
+    /** Connections per server (in use + idle + opening); commands wait beyond it. */
+    maxPoolSize: number;
+    minPoolSize: number;
+    /** Connections are retired after this long; 0 never. */
+    maxLifetimeMS: number;
+    /** A command waits at most this long for a pool connection. */
+    waitQueueTimeoutMS: number;
+    /** A command waits at most this long for a suitable server (e.g. a primary). */
+    serverSelectionTimeoutMS: number;
+    heartbeatFrequencyMS: number;
+    localThresholdMS: number;
+    retry: { maxAttempts: number; initialBackoffMS: number; maxBackoffMS: number };
+    circuitBreaker: { failureThreshold: number; openMS: number; halfOpenProbes: number };
   };
   /** Prometheus `/metrics` listener; `null` disables it. */
   metrics: {

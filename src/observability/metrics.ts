@@ -138,6 +138,8 @@ export class BoundedLabel {
 
 /** Error code names (`InvalidBSON`) and rule ids (`filter.tenant`, `$where`…), chosen by the proxy. */
 const REASON_SHAPE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+/** Distinct reason labels (protocol errors, retries) before the rest count as `other`. */
+const MAX_REASON_LABELS = 64;
 const RULE_SHAPE = /^[A-Za-z$][A-Za-z0-9_.$-]{0,63}$/;
 /** Tenants come from certificates, tokens or configuration: printable, not absurdly long. */
 const TENANT_SHAPE = /^[^\u0000-\u001f]{1,128}$/;
@@ -171,7 +173,7 @@ export class ProxyMetrics implements MetricsSource {
   private readonly tenants: BoundedLabel;
   private readonly databases: BoundedLabel;
   private readonly policyRules = new BoundedLabel(256, RULE_SHAPE);
-  private readonly protocolErrorReasons = new BoundedLabel(64, REASON_SHAPE);
+  private readonly protocolErrorReasons = new BoundedLabel(MAX_REASON_LABELS, REASON_SHAPE);
   /** Listener names come from the configuration; bounded anyway. */
   private readonly listeners = new BoundedLabel(64);
 
@@ -338,6 +340,19 @@ export class ProxyMetrics implements MetricsSource {
     }
 
     this.configReloads = ProxyMetrics.createConfigReloadMetrics(registers);
+    this.createUpstreamMetrics(registers);
+    this.upstreamRetries = new Counter({
+      name: name('upstream_retries_total'),
+      help: 'Commands the proxy sent upstream again after a failure, by command and reason (an error code name, network, timeout, connect).',
+      labelNames: ['command', 'reason'],
+      registers,
+    });
+    this.breakerTransitions = new Counter({
+      name: name('circuit_breaker_transitions_total'),
+      help: 'Circuit breaker state changes per upstream server (from, to: closed, open, half-open).',
+      labelNames: ['server', 'from', 'to'],
+      registers,
+    });
 
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
   }
@@ -499,7 +514,75 @@ export class ProxyMetrics implements MetricsSource {
     metrics.lastSuccessful.set(result === 'success' ? 1 : 0);
     if (result === 'success') metrics.lastSuccessTime.set(Date.now() / 1000);
   }
+
+  // ---- Upstream pool, retries and circuit breakers ----
+
+  private readonly upstreamRetries: Counter<'command' | 'reason'>;
+  private readonly retryReasons = new BoundedLabel(MAX_REASON_LABELS, REASON_SHAPE);
+  private readonly breakerTransitions: Counter<'server' | 'from' | 'to'>;
+  private upstreamServers: () => ReadonlyArray<UpstreamServerGaugeSource> = () => [];
+
+  /** Per-server pool and breaker gauges (read at scrape time), retries and breaker transitions. */
+  private createUpstreamMetrics(registers: Registry[]): void {
+    const servers = (): ReadonlyArray<UpstreamServerGaugeSource> => this.upstreamServers();
+    new Gauge({
+      name: `${METRIC_PREFIX}upstream_pool_connections`,
+      help: 'Upstream pool connections per server and state (in_use, idle, pending = being opened).',
+      labelNames: ['server', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const server of servers()) {
+          this.set({ server: server.server, state: 'in_use' }, server.inUse);
+          this.set({ server: server.server, state: 'idle' }, server.idle);
+          this.set({ server: server.server, state: 'pending' }, server.pending);
+        }
+      },
+    });
+    const serverGauge = (suffix: string, help: string, read: (server: UpstreamServerGaugeSource) => number): void => {
+      new Gauge({
+        name: `${METRIC_PREFIX}${suffix}`,
+        help,
+        labelNames: ['server'],
+        registers,
+        collect() {
+          this.reset();
+          for (const server of servers()) this.set({ server: server.server }, read(server));
+        },
+      });
+    };
+    serverGauge('upstream_pool_wait_queue', 'Commands waiting for a free upstream connection (pool at maxPoolSize), per server.', (server) => server.waiting);
+    serverGauge('circuit_breaker_state', 'Circuit breaker state per upstream server: 0 closed, 1 half-open, 2 open.', (server) => CIRCUIT_GAUGE[server.circuit] ?? 0);
+  }
+
+  /** Reads every upstream server's pool and breaker at scrape time. */
+  trackUpstreamServers(read: () => ReadonlyArray<UpstreamServerGaugeSource>): void {
+    this.upstreamServers = read;
+  }
+
+  /** Counts a command sent upstream again; `reason` is an identifier (error code name, network…). */
+  upstreamRetry(command: string, reason: string): void {
+    this.upstreamRetries.inc({ command: commandLabel(command), reason: this.retryReasons.of(reason) });
+  }
+
+  /** Counts a circuit breaker's state change. */
+  circuitBreakerState(server: string, state: string, previous: string): void {
+    if (state !== previous) this.breakerTransitions.inc({ server, from: previous, to: state });
+  }
 }
+
+/** What the per-server upstream gauges read (Upstream.serverStats()). */
+export interface UpstreamServerGaugeSource {
+  server: string;
+  circuit: string;
+  inUse: number;
+  idle: number;
+  pending: number;
+  waiting: number;
+}
+
+/** circuit_breaker_state values, by severity. */
+const CIRCUIT_GAUGE: Readonly<Record<string, number>> = { closed: 0, 'half-open': 1, open: 2 };
 
 function validSeconds(seconds: number): boolean {
   return Number.isFinite(seconds) && seconds >= 0;

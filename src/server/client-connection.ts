@@ -38,7 +38,8 @@ import {
 import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '../protocol/replies.js';
 import { AUTH_COMMANDS, ConnectionAuthenticator } from '../identity/authenticator.js';
 import type { IdentityServices, PeerCertificate } from '../identity/types.js';
-import type { Upstream } from '../upstream/upstream.js';
+import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../upstream/upstream.js';
+import { commandTraits } from '../upstream/command-traits.js';
 import { UpstreamRelay } from './upstream-relay.js';
 import { commandInput, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
 import { PolicyRefusal, type ReplyPlan } from '../rewrite/types.js';
@@ -105,8 +106,10 @@ export class ClientConnection {
   private draining = false;
   private idleTimer: NodeJS.Timeout | undefined;
   private frameTimer: NodeJS.Timeout | undefined;
-  /** Held for the connection's lifetime; returned to the pool only when no request is in flight. */
-  private upstreamConnection: UpstreamConnection | undefined;
+  /** This client's state in the upstream: transaction pins, a passthrough client's own connection. */
+  private readonly upstreamSession: UpstreamSession;
+  /** Aborted when the client leaves while a command is upstream (its connection is then closed). */
+  private inFlight: AbortController | undefined;
   private readonly maxMessageSize: number;
   private readonly onClosed: (connection: ClientConnection) => void;
   private readonly remoteAddress: string;
@@ -127,6 +130,7 @@ export class ClientConnection {
   ) {
     this.onClosed = onClosed;
     this.remoteAddress = socket.remoteAddress ?? 'unknown';
+    this.upstreamSession = deps.upstream.openSession();
     this.logger = deps.logger.child({ connectionId: this.id, remote: `${socket.remoteAddress}:${socket.remotePort}` });
     this.maxMessageSize = Math.min(deps.config.limits.maxMessageSizeBytes, deps.server().maxMessageSizeBytes);
     this.decoder = new FrameDecoder(this.maxMessageSize);
@@ -172,10 +176,10 @@ export class ClientConnection {
       }
     }
     const relay = this.authenticator.relay;
-    if (relay instanceof UpstreamRelay && this.upstreamConnection !== relay.connection) {
-      // From now on this client's commands run as the user the upstream authenticated.
-      this.releaseUpstream();
-      this.upstreamConnection = relay.connection;
+    if (relay instanceof UpstreamRelay) {
+      // From now on this client's commands run as the user the upstream authenticated, on that
+      // connection only: never on a pooled one (the proxy's own credentials).
+      this.upstreamSession.dedicated = relay.connection;
     }
   }
 
@@ -250,8 +254,7 @@ export class ClientConnection {
       this.failConnection(error);
     } finally {
       this.processing = false;
-      if (this.closed) this.releaseUpstream();
-      else if (!this.ending && !this.socket.destroyed) {
+      if (!this.closed && !this.ending && !this.socket.destroyed) {
         this.socket.resume();
         if (this.decoder.bufferedBytes > 0) this.armFrameTimer();
         else if (this.draining) this.close('proxy shutting down: request answered', { graceful: true });
@@ -507,6 +510,8 @@ export class ClientConnection {
       throw new ProxyError(ErrorCodes.InvalidOptions, `moreToCome is only accepted on insert, update, delete and bulkWrite, not ${envelope.name}`);
     }
     let outgoing: Buffer;
+    /** The body of `outgoing` (what forwarding reads sessions, cursors and read preference from). */
+    let outgoingBody: Uint8Array = msg.body;
     let plan: ReplyPlan | undefined;
     let outcome = 'ok';
     if (this.authenticator.identity === undefined) {
@@ -533,11 +538,12 @@ export class ClientConnection {
           if (!moreToCome) await this.write(encodeReply(result.reply.localReply, request.requestId, 'opMsg'));
           return outcome;
         }
+        outgoingBody = result.body.toBytes();
         outgoing = encodeOpMsg({
           requestId: msg.requestId,
           responseTo: 0,
           flagBits: msg.flagBits & ~OpMsgFlag.checksumPresent,
-          body: result.body.toBytes(),
+          body: outgoingBody,
           sequences: [...result.sequences].map(([identifier, documents]) => ({
             identifier,
             documents: documents.map((document) => Buffer.from(document.buffer, document.byteOffset, document.byteLength)),
@@ -558,40 +564,70 @@ export class ClientConnection {
       }
     }
     try {
-      return await this.send(outgoing, moreToCome, outcome, plan, request);
+      return await this.send(outgoing, outgoingBody, moreToCome, outcome, plan, request);
     } finally {
       if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
     }
   }
 
-  /** Sends a (checked and rewritten) command upstream and streams its replies back to the client. */
-  private async send(outgoing: Buffer, moreToCome: boolean, outcome: string, plan: ReplyPlan | undefined, request: Request): Promise<string> {
-    const upstream = await this.waitingOnUpstream(() => this.acquireUpstream());
-    if (moreToCome) {
-      upstream.send(outgoing);
-      this.deps.metrics.bytes('upstream', 'sent', outgoing.length);
-      return outcome;
-    }
+  /**
+   * Sends a (checked and rewritten) command upstream and streams its replies back to the client.
+   * The upstream picks the connection per request (pool, transaction pin, passthrough connection)
+   * and retries where that is safe; a failure it could not hide arrives as an UpstreamError with
+   * the labels the driver needs, answered like any error. A reply stream cut in the middle
+   * cannot be answered: the client connection is closed.
+   */
+  private async send(
+    outgoing: Buffer,
+    body: Uint8Array,
+    moreToCome: boolean,
+    outcome: string,
+    plan: ReplyPlan | undefined,
+    request: Request,
+  ): Promise<string> {
     let responseTo = request.requestId;
     let ok = true;
     const engine = this.tenantEngine;
     // Replies are written in order even when compression (async) is involved.
     let writes: Promise<void> = Promise.resolve();
-    this.deps.metrics.bytes('upstream', 'sent', outgoing.length);
-    await this.waitingOnUpstream(() => upstream.request(outgoing, (upstreamReply) => {
-      this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
-      let reply = upstreamReply;
-      if (plan !== undefined && engine !== undefined) reply = this.applyReplyPlan(engine, plan, reply);
-      const replyId = nextRequestId();
-      setRequestId(reply, replyId);
-      setResponseTo(reply, responseTo);
-      // Each exhaust reply answers the previous one.
-      responseTo = replyId;
-      ok &&= replyIsOk(reply);
-      writes = writes.then(() => this.writeReply(reply, request.compressor, upstream));
-    }));
+    const inFlight = new AbortController();
+    this.inFlight = inFlight;
+    let attempts: number;
+    try {
+      ({ attempts } = await this.waitingOnUpstream(() =>
+        this.deps.upstream.forward({
+        frame: outgoing,
+        traits: commandTraits(body),
+        tenant: this.countedTenant,
+        session: this.upstreamSession,
+        fireAndForget: moreToCome,
+        signal: inFlight.signal,
+        onReply: (upstreamReply, moreToCome, connection) => {
+          this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
+          let reply = upstreamReply;
+          if (plan !== undefined && engine !== undefined) reply = this.applyReplyPlan(engine, plan, reply);
+          const replyId = nextRequestId();
+          setRequestId(reply, replyId);
+          setResponseTo(reply, responseTo);
+          // Each exhaust reply answers the previous one.
+          responseTo = replyId;
+          ok &&= replyIsOk(reply);
+          writes = writes.then(() => this.writeReply(reply, request.compressor, moreToCome ? connection : undefined));
+        },
+        }),
+      ));
+    } catch (error) {
+      if (error instanceof ReplyInterruptedError) {
+        throw new WireProtocolError(error.code, error.message, true, { cause: error });
+      }
+      throw error;
+    } finally {
+      if (this.inFlight === inFlight) this.inFlight = undefined;
+    }
+    this.deps.metrics.bytes('upstream', 'sent', outgoing.length * attempts);
     await writes;
-    return ok ? outcome : 'upstream_error';
+    if (!ok) return 'upstream_error';
+    return attempts > 1 ? 'retried' : outcome;
   }
 
   /** Runs `work` (acquiring an upstream connection, a request) adding its time to the command's upstream wait. */
@@ -648,30 +684,23 @@ export class ClientConnection {
     });
   }
 
-  private async acquireUpstream(): Promise<UpstreamConnection> {
-    const current = this.upstreamConnection;
-    if (current !== undefined && !current.closed) return current;
-    if (this.authenticator.relay !== undefined) {
-      // scram-passthrough: the connection the upstream authenticated as this client is gone. Never
-      // fall back to a pooled connection (the proxy's own credentials): the client reconnects.
-      throw new WireProtocolError(
-        ErrorCodes.HostUnreachable,
-        'the upstream connection authenticated as this client was lost; reconnect and authenticate again',
-        true,
-      );
-    }
-    const acquired = await this.deps.upstream.acquire();
-    this.upstreamConnection = acquired;
-    return acquired;
-  }
-
-  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, upstream: UpstreamConnection): Promise<void> {
+  /**
+   * Writes one upstream reply. While more replies of an exhaust stream follow (`upstream` given),
+   * a client slower than the upstream pauses that upstream connection, still this request's,
+   * until it drains. After the last reply the connection already serves other clients and must
+   * not be paused: the proxy waits for the drain itself before it takes this client's next request.
+   */
+  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, upstream: UpstreamConnection | undefined): Promise<void> {
     let bytes = reply;
     if (compressor !== undefined) {
       bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
       this.deps.metrics.compressedMessage(compressor, 'sent');
     }
     if (this.closed) return;
+    if (upstream === undefined) {
+      await this.write(bytes);
+      return;
+    }
     if (!this.socket.write(bytes)) {
       // Client is slower than the upstream: stop reading upstream until the client drains.
       upstream.pause();
@@ -702,24 +731,15 @@ export class ClientConnection {
     }
   }
 
-  /** Gives the upstream connection back once the client is gone and nothing is in flight. */
-  private releaseUpstream(): void {
-    const upstream = this.upstreamConnection;
-    this.upstreamConnection = undefined;
-    if (upstream === undefined) return;
-    if (upstream.closed || upstream.busy) upstream.close();
-    else this.deps.upstream.release(upstream);
-  }
-
   private onSocketClose(): void {
     if (this.closed) return;
     this.closed = true;
     this.clearTimers();
     this.pending.length = 0;
-    // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: that
-    // connection can never be reused. Closing it also ends the pending request.
-    if (this.upstreamConnection?.busy === true) this.upstreamConnection.close();
-    if (!this.processing) this.releaseUpstream();
+    // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: its
+    // upstream connection can never be reused, so aborting closes it (and stops any retry).
+    this.inFlight?.abort();
+    this.deps.upstream.endSession(this.upstreamSession);
     this.authenticator.close();
     if (this.countedTenant !== undefined) {
       this.deps.metrics.tenantConnectionClosed(this.countedTenant);

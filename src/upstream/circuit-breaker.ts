@@ -9,7 +9,7 @@
  *
  * ```ts
  * type CircuitState = 'closed' | 'open' | 'half-open'
- * CIRCUIT_STATE_VALUE: { closed: 0, open: 1, 'half-open': 2 }   // gauge values
+ * CIRCUIT_STATE_VALUE: { closed: 0, 'half-open': 1, open: 2 }   // gauge values (by severity)
  * CIRCUIT_BREAKER_DEFAULTS: { failureThreshold: 5, openMS: 10_000, halfOpenProbes: 1 }
  * class CircuitBreaker {
  *   constructor(options?: { failureThreshold?; openMS?; halfOpenProbes?; now?: () => number })
@@ -39,7 +39,7 @@
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
 /** Numeric values for a metric gauge. */
-export const CIRCUIT_STATE_VALUE = Object.freeze({ closed: 0, open: 1, 'half-open': 2 } as const);
+export const CIRCUIT_STATE_VALUE = Object.freeze({ closed: 0, 'half-open': 1, open: 2 } as const);
 
 export type CircuitStateValue = (typeof CIRCUIT_STATE_VALUE)[CircuitState];
 

@@ -1,29 +1,75 @@
 /**
- * The upstream deployment as the rest of the proxy sees it: one selected server (see
- * topology.ts) and a pool of authenticated connections to it.
+ * The upstream deployment as the rest of the proxy sees it: its servers (topology.ts finds the
+ * first one, monitor.ts keeps watching a replica set or a list of mongos), a bounded connection
+ * pool and a circuit breaker per server (pool.ts, circuit-breaker.ts), and `forward`, which sends
+ * one client command:
  *
- * The pool is deliberately plain: `acquire` hands out an idle connection (most recently used
- * first, so surplus ones age out) or opens a new one; `release` keeps at most
- * `maxIdleConnections` and closes each after `idleTimeoutMS` without use. Every connection is
- * exclusive to its holder while acquired. Later work (multiplexing, cursor and transaction
- * pinning, retries, a circuit breaker) hooks in at `acquire`/`release` and `#openConnection`.
+ * 1. picks the connection: a passthrough client's own one; a transaction's pinned one (pins.ts);
+ *    otherwise the server (cursor owner, `$readPreference`, primary, least-busy mongos:
+ *    server-selection.ts) and a pooled connection to it, held for that one request only (so many
+ *    clients share few upstream connections; an exhaust stream holds it until its last reply);
+ * 2. sends the already-rewritten frame and streams the replies to the caller;
+ * 3. on a failure, retries when retry.ts says it is safe and no reply reached the client yet,
+ *    with backoff bounded by attempts and the command's maxTimeMS; otherwise throws an
+ *    UpstreamError whose code and labels let the driver decide (translateUpstreamFailure).
  */
 
 import type * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { HostPort } from '../config/types.js';
-import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
+import { ErrorCodes, ProxyError, UpstreamError, codeNameOf } from '../errors.js';
+import { replyBody } from '../protocol/command.js';
+import { BsonType, elements, findElement, readNumber, readString, subDocument } from '../wire/bson-scan.js';
 import type { Document } from '../wire/bson.js';
 import { DEFAULT_MAX_MESSAGE_SIZE_BYTES } from '../wire/constants.js';
+import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
+import { type CommandTraits, replyCursor } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, UpstreamConnection } from './connection.js';
 import { performHandshake, runCommand } from './handshake.js';
+import { ServerMonitor } from './monitor.js';
+import { CursorServers, type PinDecision, TransactionPins, decidePin } from './pins.js';
+import { ConnectionPool, type PoolStats } from './pool.js';
+import {
+  ErrorLabels,
+  RETRY_DEFAULTS,
+  type RetryError,
+  type UpstreamFailureKind,
+  backoffDelays,
+  classifyForRetry,
+  clientDeadlineMS,
+  isRetryableError,
+  retryErrorOf,
+  translateUpstreamFailure,
+  upstreamSupportsRetryableWrites,
+} from './retry.js';
 import { ScramKeyCache } from './scram.js';
+import {
+  type SelectableServer,
+  type ServerType,
+  eligibleReplicaSetServers,
+  parseReadPreference,
+  pickServer,
+} from './server-selection.js';
 import { loadTlsOptions } from './tls-options.js';
 import { type UpstreamServerInfo, classifyHello, describeServer, discoverServer } from './topology.js';
-import { type UpstreamTarget, formatAddress, loadUpstreamTarget, redactUri } from './uri.js';
+import { type UpstreamTarget, formatAddress, loadUpstreamTarget, parseAddress, redactUri } from './uri.js';
+import { NO_TENANT } from './wait-queue.js';
 
 export type { UpstreamServerInfo } from './topology.js';
 export { UpstreamConnection } from './connection.js';
+
+export interface UpstreamRetryOptions {
+  /** Attempts including the first; 1 never retries. */
+  maxAttempts: number;
+  initialBackoffMS: number;
+  maxBackoffMS: number;
+}
+
+export interface UpstreamCircuitBreakerOptions {
+  failureThreshold: number;
+  openMS: number;
+  halfOpenProbes: number;
+}
 
 export interface UpstreamOptions {
   uri: string;
@@ -31,35 +77,141 @@ export interface UpstreamOptions {
   connectTimeoutMS: number;
   maxIdleConnections: number;
   idleTimeoutMS: number;
+  /** Connections per server, in use + idle + being opened. Default 100. */
+  maxPoolSize?: number;
+  /** Connections per server kept open in the background. Default 0. */
+  minPoolSize?: number;
+  /** Connections are retired after this long; 0 (default) never. */
+  maxLifetimeMS?: number;
+  /** A request waits at most this long for a pool connection. Default 10000. */
+  waitQueueTimeoutMS?: number;
+  /** How long a request waits for a suitable server (a primary during an election). Default 10000. */
+  serverSelectionTimeoutMS?: number;
+  /** Monitoring interval of replica-set members and mongos lists. Default 10000. */
+  heartbeatFrequencyMS?: number;
+  /** Latency window of server selection. Default 15. */
+  localThresholdMS?: number;
+  retry?: UpstreamRetryOptions;
+  circuitBreaker?: UpstreamCircuitBreakerOptions;
   logger?: Logger | undefined;
+  observer?: UpstreamObserver | undefined;
 }
 
-/** Counters for tests and metrics. */
-export interface UpstreamPoolStats {
-  /** Connections currently open (idle + in use). */
-  open: number;
-  idle: number;
-  inUse: number;
-  /** Connections opened since start. */
-  created: number;
+/** Hooks for metrics (the upstream layer does not import observability). */
+export interface UpstreamObserver {
+  /** A command is being sent again; `reason` is an error code name or `network`. */
+  retry?(command: string, reason: string): void;
+  /** A server's circuit breaker changed state. */
+  circuitState?(server: string, state: CircuitState, previous: CircuitState): void;
 }
+
+/** Counters for tests and metrics, summed over every server. */
+export interface UpstreamPoolStats extends PoolStats {
+  /** Passthrough connections: one client's alone, never pooled (counted in open and inUse too). */
+  dedicated: number;
+  /** Pool connections pinned to an open transaction (counted in inUse too). */
+  pinned: number;
+  /** Servers known (each has its own pool). */
+  servers: number;
+}
+
+/** Per-server pool occupancy, for the metrics. */
+export interface ServerPoolStats extends PoolStats {
+  server: string;
+  circuit: CircuitState;
+}
+
+/** What `forward` sends. */
+export interface ForwardRequest {
+  /** The request frame (its requestId is overwritten by the connection). */
+  frame: Buffer;
+  traits: CommandTraits;
+  /** The client's tenant, for the fair wait queue. */
+  tenant: string | undefined;
+  /** The client connection's upstream session (pins, passthrough connection). */
+  session: UpstreamSession;
+  /** A moreToCome request: sent, no reply awaited, never retried. */
+  fireAndForget: boolean;
+  /** Aborted when the client leaves: an in-flight connection is closed and no retry follows. */
+  signal?: AbortSignal | undefined;
+  /** Every reply, in order, as it arrives (called synchronously; may pause `connection`). */
+  onReply(reply: Buffer, moreToCome: boolean, connection: UpstreamConnection): void;
+}
+
+export interface ForwardResult {
+  /** 1 unless the command was retried. */
+  attempts: number;
+}
+
+/**
+ * The upstream connection broke after part of a reply stream (an exhaust cursor) reached the
+ * client: it cannot be retried or answered cleanly; the client connection must be closed.
+ */
+export class ReplyInterruptedError extends UpstreamError {}
+
+/** One client connection's state in the upstream: the pins it owns, its passthrough connection. */
+export class UpstreamSession {
+  /** Set once a scram-passthrough client authenticated: its commands run only there. */
+  dedicated: UpstreamConnection | undefined;
+}
+
+type ServerRoleType = ServerType | 'other';
+
+interface ServerState extends SelectableServer {
+  address: HostPort;
+  pool: ConnectionPool;
+  breaker: CircuitBreaker;
+  monitor: ServerMonitor | undefined;
+  role: ServerRoleType;
+  /** For primaries: which election reported it (newer wins when two claim to be primary). */
+  electionOrder: string;
+}
+
+interface Lease {
+  connection: UpstreamConnection;
+  server: ServerState;
+  /** A transaction's pinned connection (not returned to the pool after this request). */
+  pinned: boolean;
+  /** Lets the transaction's next command use the pinned connection. */
+  unlock: (() => void) | undefined;
+}
+
+/** A failure with no reply to forward. */
+interface AttemptFailure {
+  kind: UpstreamFailureKind;
+  error: unknown;
+  /** Whether the request may have reached the server. */
+  sent: boolean;
+  /** Whether retrying could help (false: circuit open, pool wait timeout, no suitable server). */
+  retryable: boolean;
+}
+
+/** Error codes by which a server says it is no longer what we selected it for (SDAM state changes). */
+const STATE_CHANGE_CODES: ReadonlySet<number> = new Set([10107, 13435, 11602, 13436, 189, 91, 11600]);
 
 export class Upstream {
   readonly #options: UpstreamOptions;
   readonly #logger: Logger | undefined;
   readonly #scramCache = new ScramKeyCache();
+  readonly #retry: UpstreamRetryOptions;
   #target: UpstreamTarget | undefined;
   #tls: tls.ConnectionOptions | undefined;
-  #server: HostPort | undefined;
   #info: UpstreamServerInfo | undefined;
-  /** Idle connections, least recently released first; acquire takes from the end. */
-  readonly #idle: UpstreamConnection[] = [];
-  readonly #idleTimers = new Map<UpstreamConnection, NodeJS.Timeout>();
-  readonly #inUse = new Set<UpstreamConnection>();
+  readonly #servers = new Map<string, ServerState>();
   /** Connections opened by openUnauthenticated: one client's alone, never pooled. */
-  readonly #dedicated = new WeakSet<UpstreamConnection>();
-  #created = 0;
+  readonly #dedicated = new Set<UpstreamConnection>();
+  readonly #transactions = new TransactionPins<UpstreamConnection, UpstreamSession>();
+  /** Serializes commands of one transaction on its pinned connection. */
+  readonly #pinLocks = new WeakMap<UpstreamConnection, Promise<void>>();
+  /** Connections whose 'close' already drops their pins (one listener each, however many transactions). */
+  readonly #unpinOnClose = new WeakSet<UpstreamConnection>();
+  readonly #cursors = new CursorServers();
+  /** Woken whenever a server description changes (requests waiting for a primary). */
+  #topologyWaiters: Array<() => void> = [];
+  #dedicatedCreated = 0;
   #starting: Promise<UpstreamServerInfo> | undefined;
+  /** Set once start() has set up the first server (later servers open minPoolSize at once). */
+  #started = false;
   #closed = false;
 
   constructor(options: UpstreamOptions) {
@@ -68,6 +220,11 @@ export class Upstream {
     }
     this.#options = options;
     this.#logger = options.logger;
+    this.#retry = options.retry ?? {
+      maxAttempts: RETRY_DEFAULTS.attempts,
+      initialBackoffMS: RETRY_DEFAULTS.baseMS,
+      maxBackoffMS: RETRY_DEFAULTS.maxMS,
+    };
   }
 
   /**
@@ -86,40 +243,64 @@ export class Upstream {
     return this.#starting;
   }
 
-  /** The selected server's description. Throws before `start` has resolved. */
+  /** The first selected server's description (mirrored in hello). Throws before `start` resolved. */
   get info(): UpstreamServerInfo {
     if (this.#info === undefined) throw new Error('Upstream.info read before start() resolved');
     return this.#info;
   }
 
   get stats(): UpstreamPoolStats {
-    return {
-      open: this.#idle.length + this.#inUse.size,
-      idle: this.#idle.length,
-      inUse: this.#inUse.size,
-      created: this.#created,
+    const total: UpstreamPoolStats = {
+      open: 0,
+      idle: 0,
+      inUse: 0,
+      pending: 0,
+      waiting: 0,
+      created: this.#dedicatedCreated,
+      dedicated: this.#dedicated.size,
+      pinned: this.#transactions.size,
+      servers: this.#servers.size,
     };
+    for (const server of this.#servers.values()) {
+      const stats = server.pool.stats;
+      total.open += stats.open;
+      total.idle += stats.idle;
+      total.inUse += stats.inUse;
+      total.pending += stats.pending;
+      total.waiting += stats.waiting;
+      total.created += stats.created;
+    }
+    total.open += this.#dedicated.size;
+    total.inUse += this.#dedicated.size;
+    return total;
   }
 
-  /** An authenticated connection, exclusive to the caller until `release`. */
-  async acquire(): Promise<UpstreamConnection> {
+  /** Pool occupancy and breaker state of every known server. */
+  serverStats(): ServerPoolStats[] {
+    return [...this.#servers.values()].map((server) => ({ server: server.key, circuit: server.breaker.state, ...server.pool.stats }));
+  }
+
+  /** The servers known and what each is, e.g. `{ 'h:1': 'primary' }` (tests, logs). */
+  get topology(): Record<string, string> {
+    return Object.fromEntries([...this.#servers.values()].map((server) => [server.key, server.role]));
+  }
+
+  /** A pooled, authenticated connection to the default server, exclusive to the caller until `release`. */
+  async acquire(tenant: string = NO_TENANT): Promise<UpstreamConnection> {
     this.#assertOpen();
-    if (this.#server === undefined) await this.start();
-    for (;;) {
-      const connection = this.#idle.pop();
-      if (connection === undefined) break;
-      this.#clearIdleTimer(connection);
-      if (connection.closed) continue;
-      this.#inUse.add(connection);
-      return connection;
-    }
-    const connection = await this.#openConnection(this.#server as HostPort);
-    if (this.#closed) {
+    if (this.#servers.size === 0) await this.start();
+    const server = await this.#selectServer(undefined);
+    return server.pool.checkOut(tenant);
+  }
+
+  /** Returns a connection from `acquire`: to a waiter, kept idle if there is room, or closed. */
+  release(connection: UpstreamConnection): void {
+    if (this.#dedicated.has(connection)) {
+      this.#dedicated.delete(connection);
       connection.close();
-      this.#assertOpen();
+      return;
     }
-    this.#inUse.add(connection);
-    return connection;
+    this.#servers.get(connection.address)?.pool.checkIn(connection);
   }
 
   /**
@@ -129,37 +310,148 @@ export class Upstream {
    */
   async openUnauthenticated(): Promise<UpstreamConnection> {
     this.#assertOpen();
-    if (this.#server === undefined) await this.start();
-    const { connection } = await this.#connectAndHandshake(this.#server as HostPort, false);
-    this.#created++;
-    this.#track(connection);
-    this.#inUse.add(connection);
+    if (this.#servers.size === 0) await this.start();
+    const server = await this.#selectServer(undefined);
+    const { connection } = await this.#connectAndHandshake(server.address, false);
+    this.#dedicatedCreated++;
     this.#dedicated.add(connection);
+    connection.once('close', () => this.#dedicated.delete(connection));
     return connection;
   }
 
-  /** Returns a connection: kept idle if it is healthy and there is room, closed otherwise. */
-  release(connection: UpstreamConnection): void {
-    this.#inUse.delete(connection);
-    if (connection.closed) return;
-    // A client-authenticated connection must never serve anyone else.
-    if (this.#closed || this.#dedicated.has(connection) || connection.busy || this.#idle.length >= this.#options.maxIdleConnections) {
-      connection.close();
-      return;
-    }
-    if (this.#idle.includes(connection)) return;
-    connection.lastUsed = Date.now();
-    this.#idle.push(connection);
-    const idleTimeoutMS = this.#options.idleTimeoutMS;
-    if (idleTimeoutMS > 0) {
-      const timer = setTimeout(() => {
-        this.#idleTimers.delete(connection);
-        const index = this.#idle.indexOf(connection);
-        if (index >= 0) this.#idle.splice(index, 1);
-        connection.close();
-      }, idleTimeoutMS);
-      timer.unref();
-      this.#idleTimers.set(connection, timer);
+  /** A new per-client-connection session (pins and the passthrough connection hang off it). */
+  openSession(): UpstreamSession {
+    return new UpstreamSession();
+  }
+
+  /** The client connection left: its transaction pins are released. */
+  endSession(session: UpstreamSession): void {
+    for (const connection of this.#transactions.releaseOwner(session)) this.#returnToPool(connection);
+    session.dedicated = undefined;
+  }
+
+  /**
+   * Sends one command and streams its replies to `request.onReply`, retrying where that is safe.
+   * Rejects with an UpstreamError ready to be answered to the client (code and labels translated),
+   * or a ReplyInterruptedError when part of a reply stream was already delivered.
+   */
+  async forward(request: ForwardRequest): Promise<ForwardResult> {
+    this.#assertOpen();
+    if (this.#servers.size === 0) await this.start();
+    const dedicated = request.session.dedicated;
+    if (dedicated !== undefined) return this.#forwardDedicated(request, dedicated);
+
+    const { traits } = request;
+    const pin = decidePin(traits);
+    const retryClass =
+      request.fireAndForget || pin.kind !== 'none'
+        ? 'never'
+        : classifyForRetry(traits, { retryableWrites: upstreamSupportsRetryableWrites(this.info) });
+    const deadlineMS = clientDeadlineMS({ maxTimeMS: traits.maxTimeMS });
+    const started = performance.now();
+    const delays = backoffDelays({
+      attempts: this.#retry.maxAttempts,
+      baseMS: this.#retry.initialBackoffMS,
+      maxMS: this.#retry.maxBackoffMS,
+      ...(deadlineMS === undefined ? {} : { deadlineMS }),
+    });
+    let delivered = false;
+    /** Some attempt may have reached the server: never claim NoWritesPerformed afterwards. */
+    let anySent = false;
+    for (let attempt = 1; ; attempt++) {
+      const delay = delays[attempt - 1];
+      const lastChance = delay === undefined;
+      let failure: AttemptFailure | undefined;
+      let heldReply: { reply: Buffer; connection: UpstreamConnection; error: RetryError } | undefined;
+
+      let lease: Lease | undefined;
+      try {
+        lease = await this.#lease(request, pin);
+      } catch (error) {
+        failure = notSentFailure(error);
+      }
+      if (lease !== undefined) {
+        const { connection, server } = lease;
+        server.inFlight++;
+        const abort = (): void => {
+          if (connection.busy) connection.close();
+        };
+        request.signal?.addEventListener('abort', abort, { once: true });
+        try {
+          if (request.signal?.aborted === true) throw abortedError();
+          if (request.fireAndForget) {
+            connection.send(request.frame);
+          } else {
+            const remember = this.#servers.size > 1;
+            await connection.request(request.frame, (reply, moreToCome) => {
+              if (!moreToCome && !delivered) {
+                const error = replyError(reply);
+                if (error !== undefined) {
+                  this.#onServerError(server, error);
+                  if (!lastChance && isRetryableError(error, retryClass)) {
+                    heldReply = { reply, connection, error };
+                    return;
+                  }
+                }
+              }
+              if (remember) this.#rememberCursor(traits, reply, server);
+              delivered = true;
+              request.onReply(reply, moreToCome, connection);
+            });
+          }
+          server.breaker.onSuccess();
+        } catch (error) {
+          if (request.signal?.aborted === true) {
+            // The client left (its connection was closed on purpose): no verdict on the server.
+            server.breaker.onCancel();
+            throw abortedError();
+          }
+          if (!ProxyError.is(error) || !error.labels.includes(NETWORK_ERROR_LABEL)) {
+            // Not a transport failure (a consumer error): nothing to retry or translate.
+            server.breaker.onCancel();
+            throw error;
+          }
+          server.breaker.onFailure();
+          this.#onNetworkError(server);
+          failure = {
+            kind: ProxyError.is(error) && error.code === ErrorCodes.NetworkTimeout ? 'timeout' : 'network',
+            error,
+            sent: true,
+            retryable: true,
+          };
+        } finally {
+          request.signal?.removeEventListener('abort', abort);
+          server.inFlight--;
+          this.#settle(lease, pin, request.session, failure === undefined);
+        }
+      }
+
+      if (failure === undefined && heldReply === undefined) return { attempts: attempt };
+      anySent ||= heldReply !== undefined || failure?.sent === true;
+      if (delivered) {
+        throw new ReplyInterruptedError(ErrorCodes.SocketException, 'the upstream connection failed in the middle of a reply stream', {
+          labels: [NETWORK_ERROR_LABEL],
+          cause: failure?.error,
+        });
+      }
+      const elapsed = performance.now() - started;
+      const retry =
+        !lastChance &&
+        request.signal?.aborted !== true &&
+        (deadlineMS === undefined || elapsed + delay < deadlineMS) &&
+        (heldReply !== undefined ||
+          (failure !== undefined && failure.retryable && (!failure.sent || isRetryableError(retryErrorOf(failure.error), retryClass))));
+      if (!retry) {
+        if (heldReply !== undefined) {
+          request.onReply(heldReply.reply, false, heldReply.connection);
+          return { attempts: attempt };
+        }
+        throw this.#translate(failure as AttemptFailure, traits, attempt, anySent);
+      }
+      this.#options.observer?.retry?.(traits.name, retryReason(heldReply?.error, failure));
+      this.#logger?.debug({ command: traits.name, attempt, delayMS: delay, reason: retryReason(heldReply?.error, failure) }, 'retrying upstream command');
+      if (delay > 0) await sleep(delay);
+      this.#assertOpen();
     }
   }
 
@@ -167,23 +459,230 @@ export class Upstream {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const timer of this.#idleTimers.values()) clearTimeout(timer);
-    this.#idleTimers.clear();
-    const all = [...this.#idle, ...this.#inUse];
-    this.#idle.length = 0;
-    this.#inUse.clear();
-    for (const connection of all) {
-      connection.close(
-        new UpstreamError(ErrorCodes.InterruptedAtShutdown, 'the proxy is shutting down', {
-          labels: [NETWORK_ERROR_LABEL],
-        }),
-      );
+    const shutdown = (): UpstreamError =>
+      new UpstreamError(ErrorCodes.InterruptedAtShutdown, 'the proxy is shutting down', { labels: [NETWORK_ERROR_LABEL] });
+    for (const server of this.#servers.values()) {
+      server.monitor?.stop();
+      server.pool.close(shutdown());
     }
+    for (const connection of this.#dedicated) connection.close(shutdown());
+    this.#dedicated.clear();
+    this.#wakeTopologyWaiters();
     // A start still in flight settles on its own; its connection is closed when it lands.
     await this.#starting?.catch(() => undefined);
   }
 
-  // --- internals -----------------------------------------------------------------------------
+  // --- forwarding internals ------------------------------------------------------------------
+
+  /** A passthrough client's command: only on its own connection, never retried elsewhere. */
+  async #forwardDedicated(request: ForwardRequest, connection: UpstreamConnection): Promise<ForwardResult> {
+    if (connection.closed) {
+      throw new ReplyInterruptedError(
+        ErrorCodes.HostUnreachable,
+        'the upstream connection authenticated as this client was lost; reconnect and authenticate again',
+      );
+    }
+    if (request.fireAndForget) {
+      connection.send(request.frame);
+      return { attempts: 1 };
+    }
+    let delivered = false;
+    try {
+      await connection.request(request.frame, (reply, moreToCome) => {
+        delivered = true;
+        request.onReply(reply, moreToCome, connection);
+      });
+    } catch (error) {
+      if (delivered || connection.closed) {
+        throw new ReplyInterruptedError(ErrorCodes.HostUnreachable, 'the upstream connection authenticated as this client was lost; reconnect and authenticate again', {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    return { attempts: 1 };
+  }
+
+  /** The connection for one attempt: the transaction's pinned one, or a pooled one of the selected server. */
+  async #lease(request: ForwardRequest, pin: PinDecision): Promise<Lease> {
+    if (pin.kind === 'continue' || pin.kind === 'end') {
+      const pinned = this.#transactions.get(pin.lsid);
+      const server = pinned === undefined ? undefined : this.#servers.get(pinned.address);
+      if (pinned !== undefined && server !== undefined && !pinned.closed) {
+        const unlock = await this.#lockPin(pinned);
+        if (!pinned.closed) return { connection: pinned, server, pinned: true, unlock };
+        unlock();
+      }
+    }
+    const server = await this.#selectServer(request.traits);
+    if (!server.breaker.canRequest()) {
+      throw new UpstreamError(ErrorCodes.HostUnreachable, `circuit breaker open for upstream ${server.key}`, { labels: [CIRCUIT_OPEN] });
+    }
+    let connection: UpstreamConnection;
+    try {
+      connection = await server.pool.checkOut(request.tenant ?? NO_TENANT);
+    } catch (error) {
+      // A refused or failed connect counts against the server; a full pool does not.
+      if (ProxyError.is(error) && error.code !== ErrorCodes.ExceededTimeLimit && error.code !== ErrorCodes.ShutdownInProgress) {
+        server.breaker.onFailure();
+        this.#onNetworkError(server);
+      } else {
+        server.breaker.onCancel();
+      }
+      throw error;
+    }
+    return { connection, server, pinned: false, unlock: undefined };
+  }
+
+  /** After an attempt: pin or unpin a transaction's connection, or give the connection back. */
+  #settle(lease: Lease, pin: PinDecision, session: UpstreamSession, succeeded: boolean): void {
+    const { connection } = lease;
+    lease.unlock?.();
+    if (pin.kind === 'start' && succeeded && !connection.closed) {
+      if (lease.pinned) return;
+      const replaced = this.#transactions.set(pin.lsid, connection, session);
+      if (!this.#unpinOnClose.has(connection)) {
+        this.#unpinOnClose.add(connection);
+        connection.once('close', () => this.#transactions.forget(connection));
+      }
+      if (replaced !== undefined) this.#returnToPool(replaced);
+      return;
+    }
+    if (pin.kind === 'end') {
+      // Answered (or failed): the transaction no longer needs its connection.
+      const pinned = this.#transactions.delete(pin.lsid);
+      if (pinned !== undefined && pinned !== connection) this.#returnToPool(pinned);
+      this.#returnToPool(connection);
+      return;
+    }
+    if (lease.pinned) return; // inside the transaction: stays pinned
+    this.#returnToPool(connection);
+  }
+
+  #returnToPool(connection: UpstreamConnection): void {
+    if (this.#transactions.holds(connection)) return;
+    this.#servers.get(connection.address)?.pool.checkIn(connection);
+  }
+
+  /** Serializes the commands of one transaction on its connection; resolves to the unlock function. */
+  async #lockPin(connection: UpstreamConnection): Promise<() => void> {
+    const previous = this.#pinLocks.get(connection) ?? Promise.resolve();
+    let unlock!: () => void;
+    const current = new Promise<void>((resolve) => {
+      unlock = resolve;
+    });
+    this.#pinLocks.set(connection, previous.then(() => current));
+    await previous;
+    return unlock;
+  }
+
+  /** Where a command goes (without a pin). Waits (bounded) for a suitable server during elections. */
+  async #selectServer(traits: CommandTraits | undefined): Promise<ServerState> {
+    const timeoutMS = this.#options.serverSelectionTimeoutMS ?? 10_000;
+    const deadline = Date.now() + timeoutMS;
+    for (;;) {
+      this.#assertOpen();
+      const found = this.#trySelect(traits);
+      if (found !== undefined) return found;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        throw new UpstreamError(
+          ErrorCodes.HostUnreachable,
+          `no suitable upstream server within ${timeoutMS} ms (${describeTopology(this.#servers)})`,
+          { labels: [NETWORK_ERROR_LABEL, NO_SERVER] },
+        );
+      }
+      for (const server of this.#servers.values()) server.monitor?.requestCheck();
+      await this.#topologyChanged(remaining);
+    }
+  }
+
+  #trySelect(traits: CommandTraits | undefined): ServerState | undefined {
+    if (traits?.cursor !== undefined && this.#servers.size > 1) {
+      const owner = this.#servers.get(this.#cursors.serverOf(traits.cursor) ?? '');
+      if (owner !== undefined) return owner;
+    }
+    const servers = [...this.#servers.values()];
+    const context = {
+      heartbeatFrequencyMS: this.#options.heartbeatFrequencyMS ?? 10_000,
+      localThresholdMS: this.#options.localThresholdMS ?? 15,
+    };
+    switch (this.#info?.kind) {
+      case 'replicaSet': {
+        if (this.#target?.directConnection === true) return servers[0];
+        const preference = parseReadPreference(traits?.readPreference);
+        const candidates = eligibleReplicaSetServers(servers, preference, context);
+        return this.#byKey(pickServer(candidates, context));
+      }
+      case 'sharded': {
+        const mongos = servers.filter((server) => server.role === 'mongos');
+        return this.#byKey(pickServer(mongos.length > 0 ? mongos : servers, context));
+      }
+      default:
+        return servers[0];
+    }
+  }
+
+  #byKey(server: SelectableServer | undefined): ServerState | undefined {
+    return server === undefined ? undefined : this.#servers.get(server.key);
+  }
+
+  #topologyChanged(timeoutMS: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, Math.min(timeoutMS, 1_000));
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#topologyWaiters.push(done);
+    });
+  }
+
+  #wakeTopologyWaiters(): void {
+    const waiters = this.#topologyWaiters;
+    this.#topologyWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Replies that say the server is not what it was (step-down, shutdown): re-check it now. */
+  #onServerError(server: ServerState, error: RetryError): void {
+    if (error.code === undefined || !STATE_CHANGE_CODES.has(error.code)) return;
+    if (server.role === 'primary' && this.#servers.size > 1) {
+      // SDAM: mark it unknown, so new writes wait for monitoring to find the (new) primary.
+      this.#setRole(server, 'unknown');
+    }
+    server.monitor?.requestCheck();
+  }
+
+  #onNetworkError(server: ServerState): void {
+    if (server.monitor === undefined) return;
+    server.pool.clear();
+    if (server.role !== 'unknown') this.#setRole(server, 'unknown');
+    server.monitor.requestCheck();
+  }
+
+  #rememberCursor(traits: CommandTraits, reply: Buffer, server: ServerState): void {
+    const opened = replyCursor(reply);
+    if (opened !== undefined) this.#cursors.remember(opened, server.key);
+    else if (traits.cursor !== undefined && (traits.name === 'killCursors' || traits.name === 'getMore')) this.#cursors.forget(traits.cursor);
+  }
+
+  #translate(failure: AttemptFailure, traits: CommandTraits, attempts: number, anySent: boolean): ProxyError {
+    const { error } = failure;
+    const labels = ProxyError.is(error) ? error.labels : [];
+    // Not an availability problem (a bad $readPreference, authentication refused, shutting down):
+    // the client gets it as it is.
+    if (ProxyError.is(error) && !labels.includes(NETWORK_ERROR_LABEL) && !labels.includes(CIRCUIT_OPEN)) return error;
+    const kind: UpstreamFailureKind = labels.includes(CIRCUIT_OPEN) ? 'circuit-open' : failure.kind;
+    const detail = error instanceof Error ? error.message : undefined;
+    const reply = translateUpstreamFailure({ kind, command: traits, ...(detail === undefined ? {} : { detail }), attempts });
+    // A full pool keeps its own (retryable) code: the server is fine, the proxy is saturated.
+    const code = ProxyError.is(error) && error.code === ErrorCodes.ExceededTimeLimit ? error.code : reply.code;
+    const errorLabels = anySent ? reply.errorLabels.filter((label) => label !== ErrorLabels.NoWritesPerformed) : reply.errorLabels;
+    return new UpstreamError(code, reply.errmsg, { labels: errorLabels, cause: error });
+  }
+
+  // --- topology ------------------------------------------------------------------------------
 
   async #start(): Promise<UpstreamServerInfo> {
     const target = await loadUpstreamTarget(this.#options.uri);
@@ -211,7 +710,6 @@ export class Upstream {
       found.connection.close();
       throw error;
     }
-    this.#server = found.address;
     this.#info = describeServer(
       found.hello,
       address,
@@ -231,12 +729,152 @@ export class Upstream {
     );
     if (this.#closed) {
       found.connection.close();
-    } else {
-      this.#created++;
-      this.#track(found.connection);
-      this.release(found.connection);
+      return this.#info;
     }
+    const first = this.#addServer(found.address);
+    this.#describe(first, found.hello, 0);
+    first.pool.adopt(found.connection);
+    this.#startMonitoring(found.hello);
+    this.#started = true;
+    for (const server of this.#servers.values()) server.pool.ensureMinimum();
     return this.#info;
+  }
+
+  /**
+   * Monitoring runs where the topology can change under the proxy: a replica set (not with
+   * directConnection) and a list of several mongos. A standalone or a single direct server has
+   * nothing to fail over to; its failures reach the breaker and the client instead.
+   */
+  #startMonitoring(hello: Document): void {
+    const target = this.#target as UpstreamTarget;
+    const kind = this.#info?.kind;
+    if (target.directConnection) return;
+    if (kind === 'replicaSet') {
+      for (const host of helloHosts(hello)) this.#addServer(host);
+    } else if (kind === 'sharded' && target.hosts.length > 1) {
+      for (const host of target.hosts) this.#addServer(host);
+    } else {
+      return;
+    }
+    for (const server of this.#servers.values()) this.#monitor(server);
+  }
+
+  #addServer(address: HostPort): ServerState {
+    const key = formatAddress(address);
+    const existing = this.#servers.get(key);
+    if (existing !== undefined) return existing;
+    const breakerOptions = this.#options.circuitBreaker;
+    const breaker = new CircuitBreaker(breakerOptions === undefined ? {} : breakerOptions);
+    breaker.onStateChange((state, previous) => {
+      this.#logger?.warn({ server: key, state, previous }, 'upstream circuit breaker changed state');
+      this.#options.observer?.circuitState?.(key, state, previous);
+    });
+    const server: ServerState = {
+      key,
+      address,
+      type: 'unknown',
+      role: 'unknown',
+      roundTripMS: 0,
+      lastUpdateTime: Date.now(),
+      lastWriteDate: undefined,
+      tags: {},
+      inFlight: 0,
+      electionOrder: '',
+      breaker,
+      monitor: undefined,
+      pool: new ConnectionPool({
+        address: key,
+        maxPoolSize: this.#options.maxPoolSize ?? 100,
+        minPoolSize: this.#options.minPoolSize ?? 0,
+        maxIdleConnections: this.#options.maxIdleConnections,
+        idleTimeoutMS: this.#options.idleTimeoutMS,
+        maxLifetimeMS: this.#options.maxLifetimeMS ?? 0,
+        waitQueueTimeoutMS: this.#options.waitQueueTimeoutMS ?? 10_000,
+        open: () => this.#openPoolConnection(address),
+        logger: this.#logger,
+      }),
+    };
+    this.#servers.set(key, server);
+    this.#options.observer?.circuitState?.(key, 'closed', 'closed');
+    if (this.#started) server.pool.ensureMinimum();
+    if (this.#servers.size > 1) {
+      for (const other of this.#servers.values()) if (other.monitor === undefined && other !== server) this.#monitor(other);
+      this.#monitor(server);
+    }
+    return server;
+  }
+
+  #monitor(server: ServerState): void {
+    if (server.monitor !== undefined || this.#closed) return;
+    const connectTimeoutMS = this.#target?.connectTimeoutMS ?? this.#options.connectTimeoutMS;
+    server.monitor = new ServerMonitor({
+      heartbeatFrequencyMS: this.#options.heartbeatFrequencyMS ?? 10_000,
+      timeoutMS: connectTimeoutMS,
+      open: () => this.#connectAndHandshake(server.address, false),
+      onHello: (hello, roundTripMS) => this.#describe(server, hello, roundTripMS),
+      onFailure: (error) => {
+        this.#logger?.debug({ server: server.key, err: error instanceof Error ? error.message : String(error) }, 'upstream monitoring check failed');
+        server.pool.clear();
+        this.#setRole(server, 'unknown');
+      },
+    });
+    server.monitor.start(server.role === 'unknown' ? 0 : this.#options.heartbeatFrequencyMS ?? 10_000);
+  }
+
+  /** Updates a server from a hello reply: its role, round trip, tags, replication progress. */
+  #describe(server: ServerState, hello: Document, roundTripMS: number): void {
+    const role = classifyHello(hello);
+    let next: ServerRoleType;
+    switch (role.type) {
+      case 'mongos':
+        next = 'mongos';
+        break;
+      case 'standalone':
+        next = 'standalone';
+        break;
+      case 'primary':
+        next = 'primary';
+        break;
+      case 'member':
+        next = hello.secondary === true ? 'secondary' : 'other';
+        break;
+      default:
+        next = 'other';
+    }
+    const setName = this.#info?.setName;
+    if (setName !== undefined && 'setName' in role && role.setName !== setName) next = 'other';
+    server.roundTripMS = server.lastUpdateTime > 0 && server.roundTripMS > 0 ? 0.8 * server.roundTripMS + 0.2 * roundTripMS : roundTripMS;
+    server.lastUpdateTime = Date.now();
+    const lastWrite = (hello.lastWrite as Document | undefined)?.lastWriteDate;
+    server.lastWriteDate = lastWrite instanceof Date ? lastWrite.getTime() : undefined;
+    server.tags = stringRecord(hello.tags);
+    server.electionOrder = electionOrder(hello);
+    if (next === 'primary') {
+      for (const other of this.#servers.values()) {
+        if (other === server || other.role !== 'primary') continue;
+        if (other.electionOrder > server.electionOrder) {
+          next = 'unknown'; // a stale primary report: the other one was elected later
+          break;
+        }
+        this.#setRole(other, 'unknown');
+        other.monitor?.requestCheck();
+      }
+    }
+    if (this.#info?.kind === 'replicaSet' && this.#target?.directConnection !== true && (next === 'primary' || next === 'secondary')) {
+      for (const host of helloHosts(hello)) this.#addServer(host);
+    }
+    this.#setRole(server, next);
+  }
+
+  #setRole(server: ServerState, role: ServerRoleType): void {
+    const previous = server.role;
+    server.role = role;
+    server.type = role === 'other' ? 'unknown' : role;
+    if (previous !== role) {
+      this.#logger?.info({ server: server.key, role, previous }, 'upstream server role changed');
+      if (role === 'unknown') this.#cursors.forgetServer(server.key);
+    }
+    this.#wakeTopologyWaiters();
   }
 
   /**
@@ -273,15 +911,13 @@ export class Upstream {
     }
   }
 
-  /** Opens one more pool connection to the selected server. */
-  async #openConnection(address: HostPort): Promise<UpstreamConnection> {
+  /** Opens one more pool connection to a server. */
+  async #openPoolConnection(address: HostPort): Promise<UpstreamConnection> {
     const { connection, hello } = await this.#connectAndHandshake(address);
-    this.#created++;
-    this.#track(connection);
-    const role = classifyHello(hello);
-    if (!(this.#target?.directConnection ?? false) && this.#info?.kind === 'replicaSet' && role.type !== 'primary') {
-      // TODO(upstream-failover): re-run discovery and retry instead of only warning.
-      this.#logger?.warn({ address: formatAddress(address) }, 'upstream server is no longer the writable primary');
+    const server = this.#servers.get(formatAddress(address));
+    if (server !== undefined && server.monitor !== undefined) {
+      // The handshake is a fresh look at the server; monitoring may not have caught up yet.
+      this.#describe(server, hello, server.roundTripMS);
     }
     return connection;
   }
@@ -332,27 +968,106 @@ export class Upstream {
     }
   }
 
-  /** Forgets a connection wherever it is once it closes (server restart, idle reaping, ...). */
-  #track(connection: UpstreamConnection): void {
-    connection.once('close', () => {
-      this.#inUse.delete(connection);
-      this.#clearIdleTimer(connection);
-      const index = this.#idle.indexOf(connection);
-      if (index >= 0) this.#idle.splice(index, 1);
-    });
-  }
-
-  #clearIdleTimer(connection: UpstreamConnection): void {
-    const timer = this.#idleTimers.get(connection);
-    if (timer !== undefined) {
-      clearTimeout(timer);
-      this.#idleTimers.delete(connection);
-    }
-  }
-
   #assertOpen(): void {
     if (this.#closed) {
       throw new UpstreamError(ErrorCodes.ShutdownInProgress, 'the upstream pool is closed');
     }
   }
+}
+
+/** Proxy-internal labels (never sent to clients: translateUpstreamFailure builds the client's). */
+const CIRCUIT_OPEN = 'ProxyCircuitOpen';
+const NO_SERVER = 'ProxyNoServer';
+
+/** A failure before the request left the proxy. */
+function notSentFailure(error: unknown): AttemptFailure {
+  const labels = ProxyError.is(error) ? error.labels : [];
+  const code = ProxyError.is(error) ? error.code : undefined;
+  if (ProxyError.is(error) && !labels.includes(NETWORK_ERROR_LABEL) && !labels.includes(CIRCUIT_OPEN) && code !== ErrorCodes.ExceededTimeLimit) {
+    // Not an availability problem (a bad $readPreference, authentication refused…): not retried.
+    return { kind: 'unreachable', error, sent: false, retryable: false };
+  }
+  const retryable = !labels.includes(CIRCUIT_OPEN) && !labels.includes(NO_SERVER) && code !== ErrorCodes.ExceededTimeLimit && code !== ErrorCodes.ShutdownInProgress;
+  return { kind: 'unreachable', error, sent: false, retryable };
+}
+
+function abortedError(): UpstreamError {
+  return new UpstreamError(ErrorCodes.SocketException, 'the client left', { labels: [NETWORK_ERROR_LABEL] });
+}
+
+/** The code and labels of an `ok: 0` reply (or of its writeConcernError), else undefined. */
+function replyError(reply: Buffer): RetryError | undefined {
+  const body = replyBody(reply);
+  if (body === undefined) return undefined;
+  try {
+    const ok = findElement(body, 'ok');
+    let code: number | undefined;
+    if (ok !== null && readNumber(body, ok) !== 1) {
+      const codeElement = findElement(body, 'code');
+      code = codeElement === null ? undefined : readNumber(body, codeElement);
+    } else {
+      const wce = findElement(body, 'writeConcernError');
+      if (wce === null || wce.type !== BsonType.document) return undefined;
+      const doc = subDocument(body, wce);
+      const codeElement = findElement(doc, 'code');
+      code = codeElement === null ? undefined : readNumber(doc, codeElement);
+    }
+    const labels: string[] = [];
+    const labelsElement = findElement(body, 'errorLabels');
+    if (labelsElement !== null && labelsElement.type === BsonType.array) {
+      const array = subDocument(body, labelsElement);
+      for (const item of elements(array)) if (item.type === BsonType.string) labels.push(readString(array, item));
+    }
+    return { ...(code === undefined ? {} : { code }), labels, network: false };
+  } catch {
+    return undefined;
+  }
+}
+
+function retryReason(error: RetryError | undefined, failure: AttemptFailure | undefined): string {
+  if (error !== undefined) return error.code === undefined ? 'server_error' : codeReason(error.code);
+  if (failure === undefined) return 'unknown';
+  if (!failure.sent) return 'connect';
+  return failure.kind === 'timeout' ? 'timeout' : 'network';
+}
+
+function codeReason(code: number): string {
+  return codeNameOf(code);
+}
+
+function helloHosts(hello: Document): HostPort[] {
+  const hosts: HostPort[] = [];
+  for (const list of [hello.hosts, hello.passives]) {
+    if (!Array.isArray(list)) continue;
+    for (const text of list) {
+      if (typeof text !== 'string') continue;
+      try {
+        hosts.push(parseAddress(text));
+      } catch {
+        // A malformed host in a hello is the server's problem; ignore that entry.
+      }
+    }
+  }
+  return hosts;
+}
+
+function stringRecord(value: unknown): Record<string, string> {
+  if (typeof value !== 'object' || value === null) return {};
+  return Object.fromEntries(Object.entries(value).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+}
+
+/** Orders primary reports: (electionId, setVersion) as comparable text; later elections sort higher. */
+function electionOrder(hello: Document): string {
+  const electionId = hello.electionId as { toHexString?: () => string } | undefined;
+  const id = typeof electionId?.toHexString === 'function' ? electionId.toHexString() : '';
+  const setVersion = typeof hello.setVersion === 'number' ? hello.setVersion : 0;
+  return `${id.padStart(24, '0')}:${String(setVersion).padStart(12, '0')}`;
+}
+
+function describeTopology(servers: ReadonlyMap<string, ServerState>): string {
+  return [...servers.values()].map((server) => `${server.key} ${server.role}`).join(', ') || 'no servers';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

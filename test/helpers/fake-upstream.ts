@@ -14,14 +14,28 @@ export interface ReceivedMessage {
   requestId: number;
   body: Document;
   bytes: Buffer;
+  /** Which upstream connection (socket) it came on: 1, 2, … in accept order. */
+  connection: number;
 }
 
-/** What the handler wants sent back: documents, each a reply; all but the last get moreToCome. */
-export type FakeHandler = (message: ReceivedMessage) => Document[] | 'no-reply' | { delayMs: number; replies: Document[] };
+/**
+ * What the handler wants sent back: documents, each a reply; all but the last get moreToCome.
+ * 'close' resets the connection instead of answering (a network failure after the request
+ * reached the server); `thenClose` sends every reply with moreToCome, then resets (an exhaust
+ * stream cut in the middle).
+ */
+export type FakeHandler = (
+  message: ReceivedMessage,
+) => Document[] | 'no-reply' | 'close' | { delayMs: number; replies: Document[]; thenClose?: boolean };
 
 export interface FakeUpstream {
   uri: string;
+  /** `127.0.0.1:<port>` */
+  address: string;
+  port: number;
   received: ReceivedMessage[];
+  /** Sockets currently open (the proxy's pool connections, monitoring connections). */
+  readonly openConnections: number;
   close(): Promise<void>;
 }
 
@@ -59,13 +73,19 @@ export const FAKE_BUILD_INFO: Document = { version: '7.0.0', versionArray: [7, 0
 export interface FakeUpstreamOptions {
   /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
   buildInfo?: Document;
+  /** The hello reply, asked for every hello (so a test can change it: a replica-set election). */
+  hello?: () => Document;
+  /** Listen on this port (default: a free one). */
+  port?: number;
 }
 
 export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
   const received: ReceivedMessage[] = [];
   const sockets = new Set<Socket>();
+  let accepted = 0;
   const server: Server = createServer((socket) => {
     sockets.add(socket);
+    const connection = ++accepted;
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
     /** Until the first command other than hello: a buildInfo then is the proxy's probe. */
@@ -81,10 +101,11 @@ export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstr
         const flags = bytes.readUInt32LE(16);
         const bodyLength = bytes.readInt32LE(21);
         const body = deserialize(bytes.subarray(21, 21 + bodyLength));
-        const message = { flags, requestId, body, bytes: Buffer.from(bytes) };
+        const message = { flags, requestId, body, bytes: Buffer.from(bytes), connection };
         const name = Object.keys(body)[0];
         if (name === 'hello' || name === 'isMaster' || name === 'ismaster') {
-          socket.write(encode({ ...FAKE_HELLO, connectionId: 1, localTime: new Date() }, requestId, 0).bytes);
+          const hello = options.hello?.() ?? FAKE_HELLO;
+          socket.write(encode({ ...hello, connectionId: connection, localTime: new Date() }, requestId, 0).bytes);
           continue;
         }
         const probe = probing && name === 'buildInfo';
@@ -96,25 +117,35 @@ export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstr
         received.push(message);
         const answer = handler(message);
         if (answer === 'no-reply') continue;
-        const { delayMs, replies } = Array.isArray(answer) ? { delayMs: 0, replies: answer } : answer;
+        if (answer === 'close') {
+          socket.resetAndDestroy();
+          return;
+        }
+        const { delayMs, replies, thenClose } = Array.isArray(answer) ? { delayMs: 0, replies: answer, thenClose: false } : answer;
         const send = (): void => {
           let responseTo = requestId;
           replies.forEach((doc, index) => {
-            const last = index === replies.length - 1;
+            const last = index === replies.length - 1 && thenClose !== true;
             const reply = encode(doc, responseTo, last ? 0 : MORE_TO_COME);
             responseTo = reply.requestId;
             if (!socket.destroyed) socket.write(reply.bytes);
           });
+          if (thenClose === true) socket.end(() => socket.resetAndDestroy());
         };
         if (delayMs > 0) setTimeout(send, delayMs);
         else send();
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const address = server.address() as { port: number };
   return {
     uri: `mongodb://127.0.0.1:${address.port}/?directConnection=true`,
+    address: `127.0.0.1:${address.port}`,
+    port: address.port,
+    get openConnections() {
+      return sockets.size;
+    },
     received,
     async close() {
       for (const socket of sockets) socket.destroy();

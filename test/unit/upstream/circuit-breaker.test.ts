@@ -56,14 +56,14 @@ describe('CircuitBreaker', () => {
     expect(() => new CircuitBreaker({ halfOpenProbes: 0 })).toThrow(RangeError);
   });
 
-  it('exports gauge values 0 closed, 1 open, 2 half-open', () => {
-    expect(CIRCUIT_STATE_VALUE).toEqual({ closed: 0, open: 1, 'half-open': 2 });
+  it('exports gauge values by severity: 0 closed, 1 half-open, 2 open', () => {
+    expect(CIRCUIT_STATE_VALUE).toEqual({ closed: 0, 'half-open': 1, open: 2 });
     const { breaker, clock } = setup();
     expect(breaker.stateValue).toBe(0);
     fail(breaker, 3);
-    expect(breaker.stateValue).toBe(1);
-    clock.advance(1_000);
     expect(breaker.stateValue).toBe(2);
+    clock.advance(1_000);
+    expect(breaker.stateValue).toBe(1);
   });
 
   it('stays closed below the threshold and counts only consecutive failures', () => {
@@ -232,7 +232,7 @@ describe('CircuitBreaker', () => {
       const seen: Array<[CircuitState, CircuitState, CircuitState, number]> = [];
       breaker.onStateChange((state, previous) => seen.push([state, previous, breaker.state, breaker.stateValue]));
       breaker.onFailure();
-      expect(seen).toEqual([['open', 'closed', 'open', 1]]);
+      expect(seen).toEqual([['open', 'closed', 'open', 2]]);
     });
 
     it('can be removed', () => {
@@ -285,10 +285,10 @@ describe('CircuitBreaker', () => {
         gauge = CIRCUIT_STATE_VALUE[state];
       });
       fail(breaker, 3);
-      expect(gauge).toBe(1);
+      expect(gauge).toBe(2);
       clock.advance(1_000);
       expect(breaker.canRequest()).toBe(true);
-      expect(gauge).toBe(2);
+      expect(gauge).toBe(1);
       breaker.onSuccess();
       expect(gauge).toBe(0);
     });

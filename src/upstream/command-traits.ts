@@ -1,0 +1,145 @@
+/**
+ * What forwarding needs to know about a command it sends upstream, read from the (already
+ * rewritten) body bytes without decoding the rest: the session and transaction fields for
+ * pinning and retry decisions, `$readPreference` for server selection, `maxTimeMS` for the retry
+ * deadline, the cursor a getMore/killCursors continues. And, from a reply, the cursor it opened.
+ * Pure: unreadable fields are simply treated as absent (the server judges the command itself).
+ */
+import { replyBody } from '../protocol/command.js';
+import {
+  BsonType,
+  type BsonElement,
+  elements,
+  findElement,
+  firstElement,
+  readInt64,
+  readNumber,
+  readString,
+  subDocument,
+} from '../wire/bson-scan.js';
+import { deserialize, type Document } from '../wire/bson.js';
+import type { RetryCommand } from './retry.js';
+
+export interface CommandTraits extends RetryCommand {
+  db: string;
+  /** The lsid as a map key (hex of its BSON bytes), when the body has one. */
+  lsid: string | undefined;
+  /** `startTransaction: true`: the first command of a transaction. */
+  startTransaction: boolean;
+  /** The body's `$readPreference`, decoded (absent: primary). */
+  readPreference: Document | undefined;
+  /** The body's `maxTimeMS`, when positive. */
+  maxTimeMS: number | undefined;
+  /** The cursor a getMore / killCursors names, as `ns:id` (see cursorKey). */
+  cursor: string | undefined;
+}
+
+export function cursorKey(ns: string, id: bigint): string {
+  return `${ns}:${id.toString()}`;
+}
+
+/** Reads the traits of a command body (an OP_MSG kind-0 section). */
+export function commandTraits(body: Uint8Array): CommandTraits {
+  const first = firstElement(body);
+  const name = first?.name ?? '';
+  const traits: CommandTraits = {
+    name,
+    db: '',
+    hasTxnNumber: false,
+    inTransaction: false,
+    pipelineWrites: false,
+    lsid: undefined,
+    startTransaction: false,
+    readPreference: undefined,
+    maxTimeMS: undefined,
+    cursor: undefined,
+  };
+  let collection: string | undefined;
+  let cursorIds: bigint[] = [];
+  for (const element of elements(body)) {
+    try {
+      switch (element.name) {
+        case '$db':
+          traits.db = readString(body, element);
+          break;
+        case 'lsid':
+          if (element.type === BsonType.document) traits.lsid = Buffer.from(subDocument(body, element)).toString('hex');
+          break;
+        case 'txnNumber':
+          traits.hasTxnNumber = true;
+          break;
+        case 'autocommit':
+          traits.inTransaction = element.type === BsonType.boolean && body[element.offset] === 0;
+          break;
+        case 'startTransaction':
+          traits.startTransaction = element.type === BsonType.boolean && body[element.offset] === 1;
+          break;
+        case '$readPreference':
+          if (element.type === BsonType.document) traits.readPreference = deserialize(subDocument(body, element));
+          break;
+        case 'maxTimeMS': {
+          const ms = readNumber(body, element);
+          if (ms > 0) traits.maxTimeMS = ms;
+          break;
+        }
+        case 'collection':
+          if (element.type === BsonType.string) collection = readString(body, element);
+          break;
+        case 'cursors':
+          if (element.type === BsonType.array) cursorIds = int64Items(subDocument(body, element));
+          break;
+        case 'pipeline':
+          if (element.type === BsonType.array) traits.pipelineWrites = pipelineWrites(subDocument(body, element));
+          break;
+        default:
+          break;
+      }
+    } catch {
+      // A malformed field: the server will say so; forwarding treats it as absent.
+    }
+  }
+  try {
+    if (name === 'getMore' && first !== null && first.type === BsonType.int64 && collection !== undefined) {
+      traits.cursor = cursorKey(`${traits.db}.${collection}`, readInt64(body, first));
+    } else if (name === 'killCursors' && first !== null && first.type === BsonType.string) {
+      const id = cursorIds[0];
+      if (id !== undefined) traits.cursor = cursorKey(`${traits.db}.${readString(body, first)}`, id);
+    }
+  } catch {
+    // as above
+  }
+  return traits;
+}
+
+/** The cursor a reply opened (`cursor.id` non-zero with `cursor.ns`), as a cursorKey. */
+export function replyCursor(reply: Buffer): string | undefined {
+  const body = replyBody(reply);
+  if (body === undefined) return undefined;
+  try {
+    const cursor = findElement(body, 'cursor');
+    if (cursor === null || cursor.type !== BsonType.document) return undefined;
+    const doc = subDocument(body, cursor);
+    const id = findElement(doc, 'id');
+    const ns = findElement(doc, 'ns');
+    if (id === null || ns === null || id.type !== BsonType.int64) return undefined;
+    const value = readInt64(doc, id);
+    return value === 0n ? undefined : cursorKey(readString(doc, ns), value);
+  } catch {
+    return undefined;
+  }
+}
+
+function int64Items(array: Uint8Array): bigint[] {
+  return elements(array)
+    .filter((item: BsonElement) => item.type === BsonType.int64)
+    .map((item) => readInt64(array, item));
+}
+
+/** Whether the last stage of a pipeline is `$out` or `$merge` (they may only come last). */
+function pipelineWrites(array: Uint8Array): boolean {
+  const stages = elements(array);
+  const last = stages[stages.length - 1];
+  if (last === undefined || last.type !== BsonType.document) return false;
+  const stage = firstElement(subDocument(array, last));
+  return stage?.name === '$out' || stage?.name === '$merge';
+}

@@ -1,0 +1,325 @@
+/**
+ * A bounded pool of authenticated connections to ONE upstream server (CMAP-like, much reduced:
+ * mongodb/specifications source/connection-monitoring-and-pooling).
+ *
+ * - At most `maxPoolSize` connections exist at once, counting those being opened (`pending`).
+ * - `checkOut` hands out an idle connection (most recently used first, so surplus ones age out),
+ *   opens a new one while there is room, or waits in a fair per-tenant queue (wait-queue.ts).
+ *   A waiter gets a checked-in connection directly; after `waitQueueTimeoutMS` it is rejected
+ *   with a retryable error (never a hang).
+ * - `checkIn` keeps at most `maxIdleConnections` idle, each for `idleTimeoutMS`; a connection older
+ *   than `maxLifetimeMS`, busy (an abandoned reply stream) or from before a `clear()` is closed.
+ * - `minPoolSize` connections are kept open in the background (best effort).
+ *
+ * Opening and authenticating a connection is injected (`open`), so this module knows nothing of
+ * hello, TLS or credentials.
+ */
+import type { Logger } from 'pino';
+import { ErrorCodes, UpstreamError } from '../errors.js';
+import type { UpstreamConnection } from './connection.js';
+import { NETWORK_ERROR_LABEL } from './connection.js';
+import { FairWaitQueue, NO_TENANT } from './wait-queue.js';
+
+export interface PoolOptions {
+  /** `host:port`, for errors and logs. */
+  address: string;
+  maxPoolSize: number;
+  minPoolSize: number;
+  maxIdleConnections: number;
+  /** Idle connections are closed after this long; 0 never. */
+  idleTimeoutMS: number;
+  /** Connections are retired (at check-in, or when found idle) after this long; 0 never. */
+  maxLifetimeMS: number;
+  /** A checkOut waits at most this long for a connection; 0 never gives up. */
+  waitQueueTimeoutMS: number;
+  /** Opens and authenticates a new connection; rejects with an UpstreamError. */
+  open(): Promise<UpstreamConnection>;
+  logger?: Logger | undefined;
+}
+
+export interface PoolStats {
+  /** Connections open (idle + in use); pending ones are not yet open. */
+  open: number;
+  idle: number;
+  inUse: number;
+  /** Connections being opened (TCP, TLS, hello, authentication). */
+  pending: number;
+  /** Requests waiting for a connection. */
+  waiting: number;
+  /** Connections opened since start. */
+  created: number;
+}
+
+interface Waiter {
+  tenant: string;
+  resolve(connection: UpstreamConnection): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** The error a request gets when no connection became free within waitQueueTimeoutMS. */
+export function waitQueueTimeoutError(address: string, timeoutMS: number): UpstreamError {
+  // ExceededTimeLimit is retryable for drivers (reads and retryable writes); nothing was sent.
+  return new UpstreamError(
+    ErrorCodes.ExceededTimeLimit,
+    `timed out after ${timeoutMS} ms waiting for a connection to upstream ${address} (upstream.maxPoolSize reached)`,
+    { labels: [NETWORK_ERROR_LABEL] },
+  );
+}
+
+export class ConnectionPool {
+  readonly address: string;
+  readonly #options: PoolOptions;
+  readonly #logger: Logger | undefined;
+  /** Idle connections, least recently checked in first; checkOut takes from the end. */
+  readonly #idle: UpstreamConnection[] = [];
+  readonly #idleTimers = new Map<UpstreamConnection, NodeJS.Timeout>();
+  readonly #inUse = new Set<UpstreamConnection>();
+  /** When each open connection was created, and the generation it belongs to. */
+  readonly #born = new Map<UpstreamConnection, { at: number; generation: number }>();
+  readonly #waiters = new FairWaitQueue<Waiter>();
+  #pending = 0;
+  #created = 0;
+  #generation = 0;
+  #closed = false;
+  #closeError: Error | undefined;
+
+  constructor(options: PoolOptions) {
+    for (const key of ['maxPoolSize', 'minPoolSize', 'maxIdleConnections'] as const) {
+      if (!Number.isInteger(options[key]) || options[key] < 0) throw new RangeError(`${key} must be a non-negative integer`);
+    }
+    if (options.maxPoolSize < 1) throw new RangeError('maxPoolSize must be at least 1');
+    this.address = options.address;
+    this.#options = options;
+    this.#logger = options.logger;
+  }
+
+  get stats(): PoolStats {
+    return {
+      open: this.#idle.length + this.#inUse.size,
+      idle: this.#idle.length,
+      inUse: this.#inUse.size,
+      pending: this.#pending,
+      waiting: this.#waiters.length,
+      created: this.#created,
+    };
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Connections that exist or are being opened: what maxPoolSize bounds. */
+  get #total(): number {
+    return this.#idle.length + this.#inUse.size + this.#pending;
+  }
+
+  /** Takes an already open connection (the discovery connection) into the pool as idle. */
+  adopt(connection: UpstreamConnection): void {
+    if (this.#closed) {
+      connection.close();
+      return;
+    }
+    this.#register(connection);
+    this.#inUse.add(connection);
+    this.checkIn(connection);
+  }
+
+  /** A connection exclusive to the caller until `checkIn`. `tenant` places it in the fair queue. */
+  checkOut(tenant: string = NO_TENANT): Promise<UpstreamConnection> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    const idle = this.#takeIdle();
+    if (idle !== undefined) {
+      this.#inUse.add(idle);
+      return Promise.resolve(idle);
+    }
+    if (this.#total < this.#options.maxPoolSize) return this.#openFor();
+    return new Promise<UpstreamConnection>((resolve, reject) => {
+      const waiter: Waiter = { tenant, resolve, reject, timer: undefined };
+      const timeoutMS = this.#options.waitQueueTimeoutMS;
+      if (timeoutMS > 0) {
+        waiter.timer = setTimeout(() => {
+          if (this.#waiters.remove(tenant, waiter)) reject(waitQueueTimeoutError(this.address, timeoutMS));
+        }, timeoutMS);
+      }
+      this.#waiters.push(tenant, waiter);
+    });
+  }
+
+  /** Returns a connection: to the next waiter, kept idle if there is room, or closed. */
+  checkIn(connection: UpstreamConnection): void {
+    if (!this.#inUse.delete(connection)) return;
+    if (connection.closed) {
+      this.#serveWaiters();
+      return;
+    }
+    if (this.#closed || connection.busy || this.#expired(connection)) {
+      connection.close();
+      this.#serveWaiters();
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) {
+      this.#handTo(waiter, connection);
+      return;
+    }
+    if (this.#idle.length >= this.#options.maxIdleConnections) {
+      connection.close();
+      return;
+    }
+    connection.lastUsed = Date.now();
+    this.#idle.push(connection);
+    const idleTimeoutMS = this.#options.idleTimeoutMS;
+    if (idleTimeoutMS > 0) {
+      const timer = setTimeout(() => {
+        this.#idleTimers.delete(connection);
+        const index = this.#idle.indexOf(connection);
+        if (index >= 0) this.#idle.splice(index, 1);
+        connection.close();
+        this.#ensureMinimum();
+      }, idleTimeoutMS);
+      timer.unref();
+      this.#idleTimers.set(connection, timer);
+    }
+  }
+
+  /**
+   * Forgets every connection made so far (the server failed or stepped down): idle ones close now,
+   * in-use ones when checked in. Waiters stay queued and get fresh connections.
+   */
+  clear(): void {
+    this.#generation++;
+    for (const connection of this.#idle.splice(0)) {
+      this.#clearIdleTimer(connection);
+      connection.close();
+    }
+  }
+
+  /** Closes every connection, idle or in use, and rejects every waiter with `error`. */
+  close(error?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeError = error;
+    for (const timer of this.#idleTimers.values()) clearTimeout(timer);
+    this.#idleTimers.clear();
+    const all = [...this.#idle, ...this.#inUse];
+    this.#idle.length = 0;
+    this.#inUse.clear();
+    for (const connection of all) connection.close(error);
+    for (const waiter of this.#waiters.drain()) {
+      if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+      waiter.reject(this.#closedError());
+    }
+  }
+
+  /** Opens connections in the background up to minPoolSize. Failures are only logged. */
+  ensureMinimum(): void {
+    this.#ensureMinimum();
+  }
+
+  // --- internals -----------------------------------------------------------------------------
+
+  #takeIdle(): UpstreamConnection | undefined {
+    for (;;) {
+      const connection = this.#idle.pop();
+      if (connection === undefined) return undefined;
+      this.#clearIdleTimer(connection);
+      if (connection.closed) continue;
+      if (this.#expired(connection)) {
+        connection.close();
+        continue;
+      }
+      return connection;
+    }
+  }
+
+  /** Opens a connection for the caller (a slot is free). */
+  async #openFor(): Promise<UpstreamConnection> {
+    this.#pending++;
+    let connection: UpstreamConnection;
+    try {
+      connection = await this.#options.open();
+    } catch (error) {
+      this.#pending--;
+      // The slot is free again: a waiter may get it (its own open may succeed, or fail in turn).
+      this.#serveWaiters();
+      throw error;
+    }
+    this.#pending--;
+    if (this.#closed) {
+      connection.close();
+      throw this.#closedError();
+    }
+    this.#register(connection);
+    this.#inUse.add(connection);
+    return connection;
+  }
+
+  #register(connection: UpstreamConnection): void {
+    this.#created++;
+    this.#born.set(connection, { at: Date.now(), generation: this.#generation });
+    connection.once('close', () => {
+      this.#born.delete(connection);
+      const wasInUse = this.#inUse.delete(connection);
+      this.#clearIdleTimer(connection);
+      const index = this.#idle.indexOf(connection);
+      if (index >= 0) this.#idle.splice(index, 1);
+      if (wasInUse || index >= 0) this.#serveWaiters();
+    });
+  }
+
+  /** Gives free slots to waiters: an idle connection, or a new one while there is room. */
+  #serveWaiters(): void {
+    while (!this.#closed && this.#waiters.length > 0) {
+      const idle = this.#takeIdle();
+      if (idle !== undefined) {
+        const waiter = this.#waiters.shift() as Waiter;
+        this.#handTo(waiter, idle);
+        continue;
+      }
+      if (this.#total >= this.#options.maxPoolSize) return;
+      const waiter = this.#waiters.shift() as Waiter;
+      if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+      this.#openFor().then(waiter.resolve, waiter.reject);
+    }
+  }
+
+  #handTo(waiter: Waiter, connection: UpstreamConnection): void {
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+    this.#inUse.add(connection);
+    waiter.resolve(connection);
+  }
+
+  #expired(connection: UpstreamConnection): boolean {
+    const born = this.#born.get(connection);
+    if (born === undefined) return false;
+    if (born.generation !== this.#generation) return true;
+    const lifetime = this.#options.maxLifetimeMS;
+    return lifetime > 0 && Date.now() - born.at >= lifetime;
+  }
+
+  #ensureMinimum(): void {
+    const missing = this.#options.minPoolSize - this.#total;
+    for (let i = 0; i < missing && !this.#closed; i++) {
+      this.#openFor().then(
+        (connection) => this.checkIn(connection),
+        (error: unknown) =>
+          this.#logger?.debug({ address: this.address, err: error instanceof Error ? error.message : String(error) }, 'could not open a minPoolSize connection'),
+      );
+    }
+  }
+
+  #clearIdleTimer(connection: UpstreamConnection): void {
+    const timer = this.#idleTimers.get(connection);
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      this.#idleTimers.delete(connection);
+    }
+  }
+
+  #closedError(): UpstreamError {
+    return new UpstreamError(ErrorCodes.ShutdownInProgress, `the connection pool for upstream ${this.address} is closed`, {
+      labels: this.#closeError === undefined ? [] : [NETWORK_ERROR_LABEL],
+    });
+  }
+}

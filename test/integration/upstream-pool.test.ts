@@ -1,0 +1,228 @@
+/**
+ * The multiplexed upstream pool against a real FerretDB (issue 5): many client connections share
+ * a pool of maxPoolSize upstream connections, counted from outside by a TCP fault proxy in
+ * pass-through mode; waiting for a connection is bounded; transaction pinning is checked on raw
+ * wire bytes with the fake upstream (FerretDB has no transactions).
+ */
+import { Long, UUID } from 'bson';
+import { MongoClient } from 'mongodb';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
+import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
+
+let proxy: TestProxy | undefined;
+let faults: FaultProxy | undefined;
+let fake: FakeUpstream | undefined;
+let tenantProxy: TenantProxy | undefined;
+const raws: RawClient[] = [];
+
+afterEach(async () => {
+  for (const raw of raws.splice(0)) raw.close();
+  await proxy?.stop();
+  await tenantProxy?.stop();
+  tenantProxy = undefined;
+  await faults?.close();
+  await fake?.close();
+  proxy = undefined;
+  faults = undefined;
+  fake = undefined;
+});
+
+async function metricsText(tp: TestProxy): Promise<string> {
+  const address = tp.proxy.metricsAddress;
+  if (address === null) throw new Error('metrics disabled');
+  return (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
+}
+
+/** Samples `read` until stopped; returns the largest value seen. */
+function sampleMax(read: () => number): { stop(): number } {
+  let max = read();
+  const timer = setInterval(() => {
+    max = Math.max(max, read());
+  }, 2);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(max, read());
+    },
+  };
+}
+
+async function raw(tp: TestProxy): Promise<RawClient> {
+  const client = await RawClient.connect(tp.proxy.address.host, tp.proxy.address.port);
+  raws.push(client);
+  return client;
+}
+
+async function rawCommand(client: RawClient, doc: Record<string, unknown>): Promise<Record<string, unknown>> {
+  client.write(opMsg(doc).bytes);
+  const frame = await client.readFrame(120_000);
+  if (frame === null) throw new Error('connection closed instead of a reply');
+  return replyDocument(frame);
+}
+
+describe('multiplexed pool against FerretDB', () => {
+  it('serves 500 concurrent client connections over maxPoolSize 10 upstream connections', async () => {
+    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
+    proxy = await startTestProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
+    const db = uniqueDbName('pool500');
+    const clients = await Promise.all(Array.from({ length: 500 }, () => raw(proxy as TestProxy)));
+    const upstreamOpen = sampleMax(() => (faults as FaultProxy).stats().connectionsOpen);
+    const results = await Promise.all(
+      clients.map(async (client, i) => {
+        const inserted = await rawCommand(client, { insert: 'items', documents: [{ _id: i, n: i }], $db: db });
+        const found = await rawCommand(client, { find: 'items', filter: { _id: i }, $db: db });
+        return { inserted, found };
+      }),
+    );
+    const peak = upstreamOpen.stop();
+    for (const [i, { inserted, found }] of results.entries()) {
+      expect(inserted).toMatchObject({ ok: 1, n: 1 });
+      expect((found as { cursor: { firstBatch: Array<{ n: number }> } }).cursor.firstBatch.map((d) => d.n)).toEqual([i]);
+    }
+    expect(peak).toBeLessThanOrEqual(10);
+    expect(peak).toBeGreaterThan(0);
+    const direct = directClient();
+    try {
+      expect(await direct.db(db).collection('items').countDocuments()).toBe(500);
+    } finally {
+      await direct.close();
+    }
+    const text = await metricsText(proxy);
+    expect(text).toMatch(/^mongo_tenant_proxy_client_connections 500$/m);
+    expect(text).toMatch(/^mongo_tenant_proxy_upstream_pool_connections\{server="[^"]+",state="idle"\} \d+$/m);
+    expect(text).toMatch(/^mongo_tenant_proxy_upstream_pool_wait_queue\{server="[^"]+"\} 0$/m);
+  }, 180_000);
+
+  it('runs 500 concurrent driver operations from 20 clients over maxPoolSize 10', async () => {
+    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
+    proxy = await startTestProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
+    const db = uniqueDbName('pooldriver');
+    const drivers: MongoClient[] = Array.from({ length: 20 }, () => (proxy as TestProxy).client({ maxPoolSize: 25 }));
+    await drivers[0]!.db(db).collection('c').insertOne({ _id: 'seed' as never, v: 1 });
+    const upstreamOpen = sampleMax(() => (faults as FaultProxy).stats().connectionsOpen);
+    const results = await Promise.all(
+      Array.from({ length: 500 }, (_, i) =>
+        i % 2 === 0
+          ? drivers[i % 20]!.db(db).collection('c').insertOne({ op: i }).then((r) => r.acknowledged)
+          : drivers[i % 20]!.db(db).collection('c').findOne({ _id: 'seed' as never }).then((d) => d?.v === 1),
+      ),
+    );
+    expect(upstreamOpen.stop()).toBeLessThanOrEqual(10);
+    expect(results.every(Boolean)).toBe(true);
+    const direct = directClient();
+    try {
+      expect(await direct.db(db).collection('c').countDocuments({ op: { $exists: true } })).toBe(250);
+    } finally {
+      await direct.close();
+    }
+  }, 180_000);
+});
+
+describe('waiting for a pool connection', () => {
+  it('answers a command that waited waitQueueTimeoutMS with a retryable error instead of hanging', async () => {
+    fake = await startFakeUpstream((message) =>
+      message.body.comment === 'slow' ? { delayMs: 3_000, replies: [{ ok: 1 }] } : [{ ok: 1 }],
+    );
+    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 200 } });
+    const slow = await raw(proxy);
+    const waiting = await raw(proxy);
+    slow.write(opMsg({ ping: 1, comment: 'slow', $db: 'admin' }).bytes);
+    await expect.poll(() => fake!.received.length, { timeout: 10_000 }).toBe(1);
+    const reply = await rawCommand(waiting, { ping: 1, $db: 'admin' });
+    expect(reply).toMatchObject({ ok: 0, code: 262, codeName: 'ExceededTimeLimit' });
+    expect(String(reply.errmsg)).toMatch(/waiting for a connection/);
+    // The slow one still gets its answer, and the pool works on afterwards.
+    expect(replyDocument((await slow.readFrame(10_000))!)).toMatchObject({ ok: 1 });
+    expect(await rawCommand(waiting, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
+  });
+});
+
+describe('fairness across tenants', () => {
+  it('serves a quiet tenant next even behind a noisy tenant’s backlog', async () => {
+    fake = await startFakeUpstream(() => ({ delayMs: 250, replies: [{ ok: 1 }] }));
+    tenantProxy = await startTenantProxy(['noisy', 'quiet'], {
+      upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 120_000 },
+    });
+    const tp = tenantProxy.proxy;
+    const noisy = await Promise.all(Array.from({ length: 30 }, () => (tenantProxy as TenantProxy).rawFor('noisy')));
+    raws.push(...noisy);
+    const replies = noisy.map((client, i) => {
+      client.write(opMsg({ ping: 1, comment: `noisy-${i}`, $db: 'admin' }).bytes);
+      return client.readFrame(120_000);
+    });
+    // One runs, the others wait for the only connection (at least 10 of them, for the test to mean something).
+    const waiting = async (): Promise<number> => Number(/upstream_pool_wait_queue\{server="[^"]+"\} (\d+)$/m.exec(await metricsText(tp))?.[1] ?? 0);
+    await expect.poll(waiting, { timeout: 30_000, interval: 20 }).toBeGreaterThanOrEqual(10);
+    const quiet = await tenantProxy.rawFor('quiet');
+    raws.push(quiet);
+    const alreadySent = fake.received.length;
+    quiet.write(opMsg({ ping: 1, comment: 'quiet', $db: 'admin' }).bytes);
+    expect(replyDocument((await quiet.readFrame(120_000))!)).toMatchObject({ ok: 1 });
+    const order = fake.received.map((message) => message.body.comment as string);
+    // Round-robin: at most one more noisy command goes first, however long the noisy backlog.
+    expect(order.indexOf('quiet')).toBeGreaterThanOrEqual(alreadySent);
+    expect(order.indexOf('quiet')).toBeLessThanOrEqual(alreadySent + 1);
+    await Promise.all(replies);
+    expect(fake.received).toHaveLength(31);
+    // … while most of the noisy backlog was still waiting.
+    const final = fake.received.map((message) => message.body.comment as string);
+    expect(final.length - 1 - final.indexOf('quiet')).toBeGreaterThanOrEqual(5);
+  }, 180_000);
+});
+
+describe('transaction pinning (raw wire, fake upstream)', () => {
+  const lsid = { id: new UUID() };
+  const txn = (doc: Record<string, unknown>, start = false): Record<string, unknown> => ({
+    ...doc,
+    lsid,
+    txnNumber: Long.fromNumber(1),
+    autocommit: false,
+    ...(start ? { startTransaction: true } : {}),
+    $db: typeof doc.$db === 'string' ? doc.$db : 'app',
+  });
+
+  it('keeps a transaction on one upstream connection from startTransaction to commit, across client connections', async () => {
+    fake = await startFakeUpstream((message) =>
+      'find' in message.body ? [{ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [] }, ok: 1 }] : [{ ok: 1, n: 1 }],
+    );
+    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxPoolSize: 2 } });
+    const a = await raw(proxy);
+    const b = await raw(proxy);
+    const c = await raw(proxy);
+    expect(await rawCommand(a, txn({ insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
+    // Other work meanwhile: never on the pinned connection.
+    for (let i = 0; i < 3; i++) expect(await rawCommand(b, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
+    expect(await rawCommand(a, txn({ find: 'c', filter: {} }))).toMatchObject({ ok: 1 });
+    // The same session continued from another client connection (drivers may do that) still lands there.
+    expect(await rawCommand(c, txn({ commitTransaction: 1, $db: 'admin' }))).toMatchObject({ ok: 1 });
+    // After the commit the connection is free for anyone.
+    expect(await rawCommand(b, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
+
+    const byCommand = (name: string): number[] => fake!.received.filter((m) => name in m.body).map((m) => m.connection);
+    const [pinned] = byCommand('insert');
+    expect(byCommand('find')).toEqual([pinned]);
+    expect(byCommand('commitTransaction')).toEqual([pinned]);
+    const pings = byCommand('ping');
+    expect(pings.slice(0, 3).every((connection) => connection !== pinned)).toBe(true);
+  });
+
+  it('releases the pin when the client connection that started the transaction leaves', async () => {
+    fake = await startFakeUpstream(() => [{ ok: 1, n: 1 }]);
+    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 30_000 } });
+    const a = await raw(proxy);
+    const b = await raw(proxy);
+    expect(await rawCommand(a, txn({ insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
+    // The only connection is pinned: b waits …
+    const waiting = rawCommand(b, { ping: 1, $db: 'admin' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(fake.received.filter((m) => 'ping' in m.body)).toHaveLength(0);
+    // … until a leaves without committing.
+    a.close();
+    expect(await waiting).toMatchObject({ ok: 1 });
+  });
+});
