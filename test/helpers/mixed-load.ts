@@ -130,6 +130,11 @@ export class MixedLoad {
     return this.ledger;
   }
 
+  /** Stops starting operations without waiting (a test that already failed). */
+  abort(): void {
+    this.stopping = true;
+  }
+
   private async worker(client: MongoClient, index: number): Promise<void> {
     const collection = client.db(this.options.database).collection<{ _id: string; kind: string; n?: number; worker?: number }>(this.collection);
     let counterGeneration = 0;
