@@ -1,12 +1,13 @@
 /**
- * Slow clients and floods (issue 5, "Proof"): 1,000 clients trickling bytes of a frame, a client
- * that sends many requests and never reads the replies, bursts over the total and per-tenant
+ * Slow clients and floods (issue 5, "Proof"): 1,000 clients trickling bytes of a frame, clients
+ * that send many requests and never read the replies, bursts over the total and per-tenant
  * connection limits. In each, the proxy's memory stays bounded and another tenant, on an ordinary
  * driver, keeps working. Two static-tenant listeners (flood, victim) in front of the shared
  * upstream; the flooding clients are raw sockets (test/helpers/raw-client.ts).
  */
 import type { MongoClient } from 'mongodb';
 import { afterEach, describe, expect, it } from 'vitest';
+import { defaultConfig } from '../../src/config/index.js';
 import type { ProxyConfig } from '../../src/config/types.js';
 import { MiB, settledMemory } from '../helpers/memory.js';
 import { metricValue } from '../helpers/metrics.js';
@@ -14,7 +15,7 @@ import type { DeepPartial } from '../helpers/proxy.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
 import { uniqueDbName } from '../helpers/upstream.js';
-import { until } from '../helpers/wait.js';
+import { until, withDeadline } from '../helpers/wait.js';
 
 let tenants: TenantProxy | undefined;
 const raw = new Set<RawClient>();
@@ -96,54 +97,114 @@ describe('1,000 clients trickling bytes of a frame', () => {
   });
 });
 
-describe('a client that sends many requests and never reads the replies', () => {
-  it('is held back by socket backpressure (bounded memory), while another tenant keeps working', async () => {
+/** Replies of about 4 MiB: every `find` on `big` returns four documents of 1 MiB. */
+async function seedBigDocuments(database: string): Promise<void> {
+  const seeder = tenants!.clientFor('flood');
+  const big = 'x'.repeat(MiB);
+  await seeder
+    .db(database)
+    .collection<{ _id: string; big: string }>('big')
+    .insertMany(Array.from({ length: 4 }, (_, i) => ({ _id: `big-${i}`, big })));
+  await seeder.close();
+}
+
+const REPLY_BYTES = 4 * MiB;
+/** Requests each greedy client pipelines: ~800 MiB of replies if the proxy buffered them. */
+const GREEDY_REQUESTS = 200;
+
+/**
+ * `count` flood-tenant clients that pipeline GREEDY_REQUESTS finds each and never read; resolves
+ * once the proxy has stopped sending to clients (bytes sent to clients stop growing), with the
+ * bytes sent to clients since they connected.
+ */
+async function greedyClients(count: number, database: string): Promise<{ clients: RawClient[]; bytesSent: number }> {
+  const clients = await connectMany('flood', count);
+  for (const client of clients) {
+    client.socket.pause(); // never reads: the kernel buffers fill, then the proxy's writes stall
+    for (let i = 0; i < GREEDY_REQUESTS; i++) client.write(opMsg({ find: 'big', filter: {}, batchSize: 10, $db: database }).bytes);
+  }
+  const sentToClients = (): Promise<number> => metricValue(tenants!.proxy.proxy, 'bytes_sent_total', { direction: 'client' });
+  const before = await sentToClients();
+  // Stalled: at least one reply went out, then nothing more for three samples in a row.
+  let previous = -1;
+  let unchanged = 0;
+  await until(
+    async () => {
+      const now = await sentToClients();
+      unchanged = now === previous ? unchanged + 1 : 0;
+      previous = now;
+      return unchanged >= 3 && now - before >= REPLY_BYTES;
+    },
+    { timeoutMS: 30_000, intervalMS: 500, message: 'the proxy kept sending to clients that do not read' },
+  );
+  return { clients, bytesSent: previous - before };
+}
+
+/** The greedy clients go away: their connections and upstream connections are given back. */
+async function closeGreedy(clients: RawClient[]): Promise<void> {
+  for (const client of clients) {
+    client.close();
+    raw.delete(client);
+  }
+  await until(async () => (await clientConnections()) <= 2, { message: 'greedy connections still counted' });
+  await until(async () => (await metricValue(tenants!.proxy.proxy, 'upstream_connections', { state: 'in_use' })) <= 2, {
+    message: "the greedy clients' upstream connections were not given back",
+  });
+}
+
+/**
+ * A small upstream pool where the build has one (`upstream.maxPoolSize`, the multiplexed pool of
+ * issue 5), so that clients that never read could starve the others of upstream connections;
+ * without it every client connection has an upstream connection of its own.
+ */
+function smallUpstreamPool(size: number): DeepPartial<ProxyConfig> {
+  const upstream = defaultConfig().upstream as unknown as Record<string, unknown>;
+  return 'maxPoolSize' in upstream ? ({ upstream: { maxPoolSize: size } } as DeepPartial<ProxyConfig>) : {};
+}
+
+describe('clients that send many requests and never read the replies', () => {
+  it('one: is held back by socket backpressure (bounded memory), while another tenant keeps working', async () => {
     await start({});
     const database = uniqueDbName('flood_noread');
-    // Four documents of 1 MiB: every find below answers about 4 MiB.
-    const seeder = tenants!.clientFor('flood');
-    const big = 'x'.repeat(MiB);
-    await seeder.db(database).collection<{ _id: string; big: string }>('big').insertMany(Array.from({ length: 4 }, (_, i) => ({ _id: `big-${i}`, big })));
-    await seeder.close();
+    await seedBigDocuments(database);
     const victim = tenants!.clientFor('victim', { maxPoolSize: 2 });
     await victimWorks(victim, database, 5);
     const baseline = await settledMemory();
 
-    const greedy = (await connectMany('flood', 1))[0]!;
-    greedy.socket.pause(); // never reads: the kernel buffers fill, then the proxy's writes stall
-    const requests = 200; // ~800 MiB of replies if the proxy buffered them
-    for (let i = 0; i < requests; i++) greedy.write(opMsg({ find: 'big', filter: {}, batchSize: 10, $db: database }).bytes);
-
-    // Wait until the proxy stops sending to it: bytes sent to clients stop growing.
-    const sentToClients = (): Promise<number> => metricValue(tenants!.proxy.proxy, 'bytes_sent_total', { direction: 'client' });
-    let previous = -1;
-    await until(
-      async () => {
-        const now = await sentToClients();
-        const stalled = now === previous && now > 4 * MiB;
-        previous = now;
-        return stalled;
-      },
-      { timeoutMS: 30_000, intervalMS: 500, message: 'the proxy kept sending to a client that does not read' },
-    );
-    expect(previous).toBeLessThan(requests * 4 * MiB);
+    const { clients, bytesSent } = await greedyClients(1, database);
+    expect(bytesSent).toBeLessThan(GREEDY_REQUESTS * REPLY_BYTES);
     const held = await settledMemory();
     // A reply or two in flight, not hundreds.
     expect(held.arrayBuffers - baseline.arrayBuffers).toBeLessThan(32 * MiB);
     expect(held.heapUsed - baseline.heapUsed).toBeLessThan(32 * MiB);
 
-    // Another tenant is unaffected: its own connections, its own upstream connections.
     await victimWorks(victim, database, 20);
-    expect(greedy.closed).toBe(false);
+    expect(clients[0]!.closed).toBe(false);
 
-    greedy.close();
-    raw.delete(greedy);
-    await until(async () => (await clientConnections()) <= 2, { message: 'the greedy connection is still counted' });
-    await until(async () => (await metricValue(tenants!.proxy.proxy, 'upstream_connections', { state: 'in_use' })) <= 2, {
-      message: "the greedy client's upstream connection was not given back",
-    });
+    await closeGreedy(clients);
     const after = await settledMemory();
     expect(after.arrayBuffers - baseline.arrayBuffers).toBeLessThan(16 * MiB);
+  });
+
+  it('more of them than upstream connections in the pool: another tenant still gets upstream connections', async () => {
+    const poolSize = 4;
+    const greedyCount = 6;
+    tenants = await startTenantProxy(['flood', 'victim'], smallUpstreamPool(poolSize));
+    const database = uniqueDbName('flood_noread_pool');
+    await seedBigDocuments(database);
+    const victim = tenants.clientFor('victim', { maxPoolSize: 2 });
+    await victimWorks(victim, database, 5);
+    const baseline = await settledMemory();
+
+    const { clients, bytesSent } = await greedyClients(greedyCount, database);
+    expect(bytesSent).toBeLessThan(greedyCount * GREEDY_REQUESTS * REPLY_BYTES);
+    const held = await settledMemory();
+    expect(held.arrayBuffers - baseline.arrayBuffers).toBeLessThan(greedyCount * 8 * MiB);
+
+    // Fairness: the stalled clients must not hold every pooled upstream connection hostage.
+    await withDeadline(victimWorks(victim, database, 20), 30_000, 'the other tenant while greedy clients stall');
+
+    await closeGreedy(clients);
   });
 });
 
