@@ -1,7 +1,7 @@
 /**
- * Slow clients and floods (issue 5, "Proof"): 1,000 clients trickling bytes of a frame, clients
- * that send many requests and never read the replies, bursts over the total and per-tenant
- * connection limits. In each, the proxy's memory stays bounded and another tenant, on an ordinary
+ * Slow clients and floods (issue 5, "Proof"): 1,000 clients trickling bytes of a frame (and 200
+ * idle ones), clients that send many requests and never read the replies, bursts over the total
+ * and per-tenant connection limits. In each, the proxy's memory stays bounded and another tenant, on an ordinary
  * driver, keeps working. Two static-tenant listeners (flood, victim) in front of the shared
  * upstream; the flooding clients are raw sockets (test/helpers/raw-client.ts).
  */
@@ -58,15 +58,17 @@ async function victimWorks(client: MongoClient, database: string, operations: nu
 const hello = (): ReturnType<typeof opMsg> => opMsg({ hello: 1, $db: 'admin' });
 const clientConnections = (): Promise<number> => metricValue(tenants!.proxy.proxy, 'client_connections');
 
-describe('1,000 clients trickling bytes of a frame', () => {
-  it('are each closed after frameTimeoutMS with a counted protocol error, while another tenant keeps working and memory stays bounded', async () => {
-    await start({ frameTimeoutMS: 6_000 });
+describe('1,000 clients trickling bytes of a frame (and 200 saying nothing)', () => {
+  it('are each closed after frameTimeoutMS (clientIdleTimeoutMS) with a counted protocol error, while another tenant keeps working and memory stays bounded', async () => {
+    await start({ frameTimeoutMS: 6_000, clientIdleTimeoutMS: 8_000 });
     const database = uniqueDbName('flood_trickle');
-    const victim = tenants!.clientFor('victim', { maxPoolSize: 2 });
+    // Frequent heartbeats keep the victim's monitoring connection from going idle.
+    const victim = tenants!.clientFor('victim', { maxPoolSize: 2, heartbeatFrequencyMS: 1_000 });
     await victimWorks(victim, database, 5);
     const baseline = await settledMemory();
 
     const trickling = await connectMany('flood', 1_000);
+    const silent = await connectMany('flood', 200);
     const frame = hello().bytes;
     // One byte of the frame every 250 ms on every connection: far from whole within the timeout.
     let sent = 0;
@@ -76,24 +78,27 @@ describe('1,000 clients trickling bytes of a frame', () => {
       sent++;
     }, 250);
     try {
-      await until(async () => (await clientConnections()) >= 1_000, { message: 'the trickling clients are not all connected' });
+      await until(async () => (await clientConnections()) >= 1_200, { message: 'the flooding clients are not all connected' });
       await until(() => sent >= 2, { message: 'the trickle did not start' });
       // While they hold their connections, the victim is served normally.
       await victimWorks(victim, database, 30);
       const during = await settledMemory();
-      expect(trickling.filter((client) => client.closed)).toEqual([]);
-      // Both ends of 1,000 sockets live in this process; a few bytes per frame are buffered.
+      expect([...trickling, ...silent].filter((client) => client.closed)).toEqual([]);
+      // Both ends of 1,200 sockets live in this process; a few bytes per frame are buffered.
       expect(during.heapUsed - baseline.heapUsed).toBeLessThan(48 * MiB);
       expect(during.arrayBuffers - baseline.arrayBuffers).toBeLessThan(16 * MiB);
 
-      await until(() => trickling.every((client) => client.closed), { timeoutMS: 30_000, message: 'trickling clients still open' });
+      await until(() => [...trickling, ...silent].every((client) => client.closed), { timeoutMS: 30_000, message: 'flooding clients still open' });
     } finally {
       clearInterval(trickle);
     }
     expect(sent).toBeLessThan(frame.length);
+    // Only the trickling ones broke the protocol; the silent ones were merely idle.
     expect(await metricValue(tenants!.proxy.proxy, 'protocol_errors_total', { reason: 'FrameTimeout' })).toBe(1_000);
-    await victimWorks(victim, database, 5);
-    await until(async () => (await clientConnections()) <= 2, { message: 'closed trickling connections still counted' });
+    // A client connecting now is served (the victim's pool connection may have idled out meanwhile).
+    await victim.close();
+    await victimWorks(tenants!.clientFor('victim'), database, 5);
+    await until(async () => (await clientConnections()) <= 2, { message: 'closed flooding connections still counted' });
   });
 });
 
