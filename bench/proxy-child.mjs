@@ -2,9 +2,10 @@
 // own process, configured like production but silent, without metrics and without compression.
 //
 // IPC protocol (see lib/child-ipc.mjs): parent sends {type:'start', upstreamUri, overrides} and
-// gets {type:'ready', address, info}; {type:'cpu'} → {type:'cpu', cpu, rss}; {type:'stop'} → {type:'stopped'}.
+// gets {type:'ready', address, info: {upstream, config, metricsAddress}}; {type:'cpu'} → {type:'cpu', cpu, rss}; {type:'stop'} → {type:'stopped'}.
 import pino from 'pino';
 import { serveIpc } from './lib/child-ipc.mjs';
+import { deepMerge } from './lib/merge.mjs';
 
 const LISTEN = { host: '127.0.0.1', port: 0 };
 /** The tenant of every bench connection; the seeded documents carry `tenantId: 'bench'` too. */
@@ -50,16 +51,6 @@ async function benchConfig(upstreamUri, overrides) {
   return deepFreeze(deepMerge(config, overrides ?? {}));
 }
 
-/** Objects merge key by key; arrays, scalars and null replace. */
-function deepMerge(base, overrides) {
-  if (!isPlainObject(base) || !isPlainObject(overrides)) return overrides === undefined ? base : overrides;
-  const merged = { ...base };
-  for (const [key, value] of Object.entries(overrides)) merged[key] = deepMerge(merged[key], value);
-  return merged;
-}
-
-const isPlainObject = (value) => typeof value === 'object' && value !== null && !Array.isArray(value);
-
 function deepFreeze(value) {
   if (value && typeof value === 'object') {
     for (const inner of Object.values(value)) deepFreeze(inner);
@@ -89,7 +80,8 @@ serveIpc({
     }
     return {
       address,
-      info: { upstream, config: redactConfig(config) },
+      // metricsAddress: null unless the overrides turn metrics on (the pool scenario reads them).
+      info: { upstream, config: redactConfig(config), metricsAddress: proxy.metricsAddress ?? null },
       close: () => proxy.close(),
     };
   },

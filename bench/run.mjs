@@ -21,6 +21,9 @@
 //   BENCH_TIMEOUT_S        give up after this many seconds (default 900)
 //   BENCH_PROXY_CONFIG     JSON merged over the proxy's configuration (runtime shape, see
 //                          src/config/types.ts; objects merge, arrays replace)
+//   BENCH_POOL_CLIENTS     client connections of the pool-500 scenario (default 500)
+//   BENCH_POOL_SIZE        its upstream.maxPoolSize (default 10)
+//   BENCH_POOL_OPS         its find-one operations (default BENCH_OPS)
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -32,6 +35,7 @@ import { ConnectionString } from 'mongodb-connection-string-url';
 import { TargetChild, cpuMicros } from './lib/child.mjs';
 import { formatReport } from './lib/report.mjs';
 import { ratio, round, summarize } from './lib/stats.mjs';
+import { POOL_SCENARIO_NAME, runPoolScenario } from './lib/pool-scenario.mjs';
 import { seed, workloads } from './lib/workloads.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -83,6 +87,9 @@ function readSettings() {
     out: path.resolve(root, process.env.BENCH_OUT || 'bench/results/latest.json'),
     timeoutS: intEnv('BENCH_TIMEOUT_S', 900),
     proxyOverrides: jsonEnv('BENCH_PROXY_CONFIG'),
+    poolClients: intEnv('BENCH_POOL_CLIENTS', 500),
+    poolSize: intEnv('BENCH_POOL_SIZE', 10),
+    poolOps: intEnv('BENCH_POOL_OPS', opsC1),
   };
 }
 
@@ -410,11 +417,10 @@ function goals(results) {
 
 async function main() {
   const settings = readSettings();
-  const selectedWorkloads = (() => {
-    const all = workloads(settings);
-    const names = listEnv('BENCH_WORKLOADS', all.map((workload) => workload.name));
-    return all.filter((workload) => names.includes(workload.name));
-  })();
+  const selectedNames = listEnv('BENCH_WORKLOADS', [...workloads(settings).map((workload) => workload.name), POOL_SCENARIO_NAME]);
+  const selectedWorkloads = workloads(settings).filter((workload) => selectedNames.includes(workload.name));
+  // The pool scenario runs through a proxy of its own, after the three-way workloads.
+  const runPool = selectedNames.includes(POOL_SCENARIO_NAME) && settings.targets.includes('proxy');
 
   const cleanups = []; // run in reverse order
   let cleaning;
@@ -443,6 +449,7 @@ async function main() {
   watchdog.unref();
 
   const results = [];
+  let pool = null;
   let meta;
   try {
     const upstream = await startUpstream();
@@ -514,6 +521,25 @@ async function main() {
       });
     }
 
+    if (runPool) {
+      pool = await runPoolScenario({
+        upstreamUri: upstream.uri,
+        database,
+        proxyScript: path.join(here, 'proxy-child.mjs'),
+        overrides: settings.proxyOverrides,
+        clients: settings.poolClients,
+        poolSize: settings.poolSize,
+        ops: settings.poolOps,
+        findDocs: settings.findDocs,
+        log,
+      });
+      const { connections } = pool;
+      log(
+        `${POOL_SCENARIO_NAME} ${Math.round(pool.throughput).toLocaleString('en-US')} ops/s  p50 ${pool.latencyUs.p50} µs  p99 ${pool.latencyUs.p99} µs` +
+          `  clients ${connections.clientPeak} : upstream ${connections.upstreamPeak}${pool.note ? ` (${pool.note})` : ''}`,
+      );
+    }
+
     meta = {
       date: new Date(startedAt).toISOString(),
       node: process.version,
@@ -547,7 +573,7 @@ async function main() {
   }
 
   meta.durationS = (Date.now() - startedAt) / 1000;
-  const report = { meta, workloads: results, goals: goals(results) };
+  const report = { meta, workloads: results, pool, goals: goals(results) };
   process.stdout.write(`${formatReport(report)}\n`);
   await mkdir(path.dirname(settings.out), { recursive: true });
   await writeFile(settings.out, `${JSON.stringify(report, null, 2)}\n`);

@@ -36,6 +36,26 @@ export function formatReport(report) {
   );
   out.push('');
 
+  if (report.workloads.length > 0) formatWorkloads(report, out);
+  formatPool(report.pool, out);
+
+  if (report.goals.length > 0) {
+    out.push('targets (informational: the benchmark never fails on them)');
+    out.push(
+      table(
+        ['target', 'measured', 'target', 'within'],
+        report.goals.map((goal) => [goal.label, goal.display, goal.targetDisplay, goal.met == null ? '-' : goal.met ? 'yes' : 'no']),
+        ['l', 'r', 'r', 'l'],
+      ),
+    );
+    out.push('');
+  }
+  out.push(`total ${meta.durationS.toFixed(1)} s; numbers are noisy on shared machines: compare ratios within one run.`);
+  return out.join('\n');
+}
+
+/** The three-way workload table and its ratios. */
+function formatWorkloads(report, out) {
   const rows = [];
   for (const workload of report.workloads) {
     let first = true;
@@ -80,18 +100,32 @@ export function formatReport(report) {
     ),
   );
   out.push('');
+}
 
-  if (report.goals.length > 0) {
-    out.push('targets (informational: the benchmark never fails on them)');
-    out.push(
-      table(
-        ['target', 'measured', 'target', 'within'],
-        report.goals.map((goal) => [goal.label, goal.display, goal.targetDisplay, goal.met == null ? '-' : goal.met ? 'yes' : 'no']),
-        ['l', 'r', 'r', 'l'],
-      ),
-    );
-    out.push('');
-  }
-  out.push(`total ${meta.durationS.toFixed(1)} s; numbers are noisy on shared machines: compare ratios within one run.`);
-  return out.join('\n');
+/** The pool scenario (pool-scenario.mjs), when it ran. */
+function formatPool(pool, out) {
+  if (!pool) return;
+  const { connections } = pool;
+  out.push(`connection pooling (${pool.name}: its own proxy process, metrics sampled ${connections.samples} times during the run)`);
+  out.push(
+    table(
+      ['workload', 'throughput', 'p50 µs', 'p99 µs', 'cpu µs/op', 'clients', 'upstream peak', 'upstream mean', 'client:upstream'],
+      [
+        [
+          pool.label,
+          `${int(pool.throughput)} ops/s`,
+          fixed(pool.latencyUs.p50),
+          fixed(pool.latencyUs.p99),
+          fixed(pool.cpuUsPerOp),
+          int(connections.clientPeak),
+          int(connections.upstreamPeak),
+          fixed(connections.upstreamMean),
+          connections.ratio == null ? '-' : `${fixed(connections.ratio)}:1`,
+        ],
+      ],
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
+  );
+  if (pool.note) out.push(pool.note);
+  out.push('');
 }

@@ -2,6 +2,9 @@
 // MONGODB_URI (a real MongoDB), else mongo:8 through testcontainers when a Docker engine answers,
 // else FerretDB (scripts/ferretdb.mjs).
 import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { inject } from 'vitest';
 
@@ -102,4 +105,65 @@ const ferretdbScriptUrl = new URL('../../scripts/ferretdb.mjs', import.meta.url)
 export async function startFerretDB(options: FerretDBOptions = {}): Promise<FerretDBInstance> {
   const script = (await import(ferretdbScriptUrl)) as FerretDBScript;
   return script.startFerretDB(options);
+}
+
+/** A FerretDB the test can kill and start again on the same port with the same data. */
+export interface RestartableFerretDB {
+  /** Stays the same across restarts. */
+  readonly uri: string;
+  readonly port: number;
+  readonly running: boolean;
+  /** SIGKILL, no shutdown: connections are reset, the data stays. Resolves once the process is gone. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port and data directory; resolves once it answers hello. */
+  restart(): Promise<void>;
+  /** Stops it and removes its data. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export async function startRestartableFerretDB(
+  options: Omit<FerretDBOptions, 'port' | 'dataDir'> = {},
+): Promise<RestartableFerretDB> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mtp-ferretdb-restartable-'));
+  let instance: FerretDBInstance | undefined;
+  try {
+    instance = await startFerretDB({ ...options, dataDir });
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  const { uri, port } = instance;
+  return {
+    uri,
+    port,
+    get running() {
+      return instance !== undefined;
+    },
+    async kill() {
+      const current = instance;
+      if (current === undefined) return;
+      instance = undefined;
+      current.process.kill('SIGKILL');
+      await current.stop(); // waits for the exit, removes the run directory (not dataDir)
+    },
+    async restart() {
+      if (instance !== undefined) throw new Error('restart: FerretDB is still running');
+      // The port was just released; a moment's retry covers a slow release by the kernel.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          instance = await startFerretDB({ ...options, port, dataDir });
+          return;
+        } catch (error) {
+          if (attempt >= 5 || !/address already in use/i.test(String(error))) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+        }
+      }
+    },
+    async stop() {
+      const current = instance;
+      instance = undefined;
+      await current?.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,0 +1,18 @@
+// Reading the proxy's Prometheus metrics in tests, the way a scrape would.
+import type { RunningProxy } from '../../src/main.js';
+
+/**
+ * The sum of every sample of `name` (without the `mongo_tenant_proxy_` prefix) whose labels
+ * include `labels`; 0 when there is none.
+ */
+export async function metricValue(proxy: RunningProxy, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await proxy.metrics.metrics();
+  const full = `mongo_tenant_proxy_${name}`;
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!(line.startsWith(`${full}{`) || line.startsWith(`${full} `))) continue;
+    if (!Object.entries(labels).every(([key, value]) => line.includes(`${key}="${value}"`))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
