@@ -501,7 +501,7 @@ const sections: Record<string, SchemaNode> = {
     },
   }),
   audit: section(
-    'The audit stream, separate from the log: every refusal, rewrite and authentication outcome as a JSON ' +
+    'The audit stream, separate from the log: every refusal and authentication outcome (and rewrites if asked) as a JSON ' +
       'line with names only (tenant, user, command, namespace, rule), never values or secrets.',
     {
       destination: {
@@ -512,6 +512,13 @@ const sections: Record<string, SchemaNode> = {
         examples: ['stderr', '/var/log/mongo-tenant-proxy/audit.jsonl'],
       },
       maxEventBytes: integer('Largest audit event in bytes; longer fields are truncated to fit.', 8192, 256, 1_048_576),
+      rewrites: {
+        type: 'boolean',
+        description:
+          'Also audit every isolation rewrite (one event per rewritten command, i.e. nearly every command). ' +
+          'Refusals and authentication outcomes are always audited; rewrites are counted in policy_decisions_total either way.',
+        default: false,
+      },
     },
   ),
   reload: section(

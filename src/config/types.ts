@@ -211,6 +211,8 @@ export interface ProxyConfig {
     destination: string;
     /** Largest audit event in bytes; longer fields are truncated. */
     maxEventBytes: number;
+    /** Also audit isolation rewrites (one event per rewritten command); refusals are always audited. */
+    rewrites: boolean;
   };
   /** Hot reload (SIGHUP always; file changes when `watchConfigFile`). */
   reload: {

@@ -58,6 +58,8 @@ export interface AuditLogOptions {
   destination: AuditDestination;
   /** Upper bound of one event's serialized size; long fields are truncated to fit. */
   maxEventBytes: number;
+  /** Also write `rewritten` / `would-rewrite` decisions (as many as commands); refusals always. */
+  rewrites?: boolean;
   /** Writes here instead of `destination` (tests, embedders). */
   stream?: DestinationStream;
 }
@@ -181,6 +183,7 @@ function destinationStream(destination: AuditDestination): { stream: Destination
 
 export function createAuditLog(options: AuditLogOptions): AuditLog {
   const { maxEventBytes } = options;
+  const auditRewrites = options.rewrites ?? false;
   const sink = options.stream === undefined ? destinationStream(options.destination) : { stream: options.stream, file: false };
   const logger: Logger = pino(
     {
@@ -196,7 +199,10 @@ export function createAuditLog(options: AuditLogOptions): AuditLog {
     if (!closed) logger.info(fields, AUDIT_MESSAGE);
   };
   return {
-    decision: (event) => write(decisionFields(event, maxEventBytes)),
+    decision: (event) => {
+      if (!auditRewrites && (event.decision === 'rewritten' || event.decision === 'would-rewrite')) return;
+      write(decisionFields(event, maxEventBytes));
+    },
     authentication: (event) => write(authenticationFields(event, maxEventBytes)),
     close: () => {
       if (closed) return Promise.resolve();

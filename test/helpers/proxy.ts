@@ -6,6 +6,9 @@ import { defaultConfig } from '../../src/config/index.js';
 import { startProxy, type RunningProxy } from '../../src/main.js';
 import { upstreamUri } from './upstream.js';
 
+/** Audit lines a test proxy keeps (the newest). */
+const MAX_AUDIT_LINES = 5_000;
+
 /** Objects are merged key by key; arrays and scalars (and null) replace. */
 export type DeepPartial<T> = T extends readonly unknown[]
   ? T
@@ -49,8 +52,9 @@ export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): Proxy
 /** `logger`: the proxy's logger instead of one built from `log.level` (e.g. to capture lines). */
 export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}, options: { logger?: Logger } = {}): Promise<TestProxy> {
   const config = testProxyConfig(overrides);
+  // The most recent audit lines only: a long load must not grow the test process without bound.
   const auditLines: string[] = [];
-  const proxy = await startProxy(config, { ...options, auditStream: { write: (line: string) => void auditLines.push(line) } });
+  const proxy = await startProxy(config, { ...options, auditStream: { write: (line: string) => void (auditLines.push(line) > MAX_AUDIT_LINES && auditLines.shift()) } });
   const { host, port } = proxy.address;
   const uri = `mongodb://${host.includes(':') ? `[${host}]` : host}:${port}/?directConnection=true`;
   const clients = new Set<MongoClient>();

@@ -96,7 +96,7 @@ beforeAll(async () => {
       },
     ],
     identity: { scram: { credentialsFile, mechanisms: ['SCRAM-SHA-256'] }, failureDelay: { baseMS: 0, maxMS: 0 } },
-    audit: { maxEventBytes: MAX_EVENT_BYTES },
+    audit: { maxEventBytes: MAX_EVENT_BYTES, rewrites: true },
   });
 }, 120_000);
 
@@ -219,7 +219,7 @@ describe('the audit stream', () => {
     expect(audits({ event: 'decision', decision: 'refused', rule: 'operator.where', tenant: 'acme' })).toContainEqual(
       expect.objectContaining({ commandName: 'find', namespace: `${dbName}.people`, listener: 'static', remoteAddress: '127.0.0.1' }),
     );
-    // Rewrites are decisions too.
+    // Rewrites are decisions too (audited because audit.rewrites is on here).
     await db.collection('people').insertOne({ name: 'secret-name-6666' });
     expect(audits({ event: 'decision', decision: 'rewritten', tenant: 'acme', commandName: 'insert' }).length).toBeGreaterThanOrEqual(1);
 

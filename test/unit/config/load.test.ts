@@ -79,7 +79,7 @@ const DEFAULTS: ProxyConfig = {
   },
   metrics: { listen: { host: '127.0.0.1', port: 9216 }, maxDatabaseLabels: 20 },
   log: { level: 'info' },
-  audit: { destination: 'stdout', maxEventBytes: 8192 },
+  audit: { destination: 'stdout', maxEventBytes: 8192, rewrites: false },
   reload: { watchConfigFile: true, intervalMS: 2_000 },
   compression: { compressors: ['zstd', 'snappy', 'zlib'], zlibLevel: 6 },
   handshake: { presentAs: 'auto' },

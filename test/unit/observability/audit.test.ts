@@ -52,7 +52,7 @@ function capture(): { stream: { write: (line: string) => void }; lines: () => Re
 describe('audit log', () => {
   it('writes one JSON line per decision and per authentication outcome, audit: true', async () => {
     const { stream, lines } = capture();
-    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 4096, stream });
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 4096, rewrites: true, stream });
     audit.decision(decision);
     audit.decision({ ...decision, decision: 'would-refuse', rule: 'stage.denied' });
     audit.authentication(authentication);
@@ -97,15 +97,26 @@ describe('audit log', () => {
 
   it('is not the main log: no log level hides it', () => {
     const { stream, lines } = capture();
-    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 4096, stream });
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 4096, rewrites: true, stream });
     audit.decision(decision);
     expect(lines()).toHaveLength(1);
+  });
+
+  it('leaves rewrites out unless audit.rewrites is on; refusals always go in', () => {
+    const { stream, lines } = capture();
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 4096, stream });
+    audit.decision(decision);
+    audit.decision({ ...decision, decision: 'would-rewrite' });
+    expect(lines()).toEqual([]);
+    audit.decision({ ...decision, decision: 'refused' });
+    audit.decision({ ...decision, decision: 'would-refuse' });
+    expect(lines().map((line) => line['decision'])).toEqual(['refused', 'would-refuse']);
   });
 
   it('appends JSON lines to a file, across reopenings', async () => {
     const file = join(dir, 'nested', 'audit.jsonl');
     for (const kind of ['refused', 'rewritten'] as const) {
-      const audit = createAuditLog({ destination: file, maxEventBytes: 4096 });
+      const audit = createAuditLog({ destination: file, maxEventBytes: 4096, rewrites: true });
       audit.decision({ ...decision, decision: kind });
       await audit.close();
       await audit.close(); // idempotent
@@ -117,7 +128,7 @@ describe('audit log', () => {
 
   it('truncates long fields so every event fits maxEventBytes', () => {
     const { stream, lines } = capture();
-    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 512, stream });
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 512, rewrites: true, stream });
     const huge = 'n'.repeat(100_000);
     const oversize = { ...decision, namespace: `app.${huge}`, command: `x${huge}`, tenant: 'é'.repeat(5000) };
     audit.decision(oversize);
