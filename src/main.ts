@@ -170,8 +170,9 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       config.metrics.listen === null
         ? null
         : await startMetricsServer(metrics.registry, config.metrics.listen, {
-            // Ready once the upstream was reached and the listeners are up; not while shutting down.
-            ready: () => closing === undefined,
+            // Ready once the upstream was reached and the listeners are up, while a writable upstream
+            // server is reachable (unless configured otherwise); not while shutting down.
+            ready: () => closing === undefined && (!config.metrics.readinessFollowsUpstream || upstream.reachable),
             onError: (error) => logger.error({ err: error }, 'metrics listener error'),
           });
     if (metricsServer !== null) cleanups.push(() => metricsServer.close());

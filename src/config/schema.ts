@@ -491,6 +491,13 @@ const sections: Record<string, SchemaNode> = {
       0,
       10_000,
     ),
+    readinessFollowsUpstream: {
+      type: 'boolean',
+      description:
+        '/readyz answers 503 while no server that takes writes is reachable: no primary known, or its circuit ' +
+        'breaker open. false: ready whenever the proxy is up and not draining.',
+      default: true,
+    },
   }),
   log: section('Structured JSON logs on standard output.', {
     level: {

@@ -203,6 +203,8 @@ export interface ProxyConfig {
     listen: HostPort | null;
     /** Distinct database names labelled on operation metrics; the rest count as `other`. */
     maxDatabaseLabels: number;
+    /** `/readyz` answers 503 while no writable upstream server is reachable (breaker open, no primary). */
+    readinessFollowsUpstream: boolean;
   };
   log: { level: LogLevel };
   /** The audit stream (refusals, rewrites, authentication outcomes): names only, never values. */

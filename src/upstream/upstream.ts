@@ -280,6 +280,16 @@ export class Upstream {
     return [...this.#servers.values()].map((server) => ({ server: server.key, circuit: server.breaker.state, ...server.pool.stats }));
   }
 
+  /**
+   * Whether new work can be sent now: a server that takes writes is known (the primary, a mongos,
+   * the standalone) and its circuit breaker is not open. Readiness follows it.
+   */
+  get reachable(): boolean {
+    if (this.#closed || this.#info === undefined) return false;
+    const server = this.#trySelect(undefined);
+    return server !== undefined && server.breaker.state !== 'open';
+  }
+
   /** The servers known and what each is, e.g. `{ 'h:1': 'primary' }` (tests, logs). */
   get topology(): Record<string, string> {
     return Object.fromEntries([...this.#servers.values()].map((server) => [server.key, server.role]));

@@ -77,7 +77,7 @@ const DEFAULTS: ProxyConfig = {
     retry: { maxAttempts: 3, initialBackoffMS: 50, maxBackoffMS: 1_000 },
     circuitBreaker: { failureThreshold: 5, openMS: 10_000, halfOpenProbes: 1 },
   },
-  metrics: { listen: { host: '127.0.0.1', port: 9216 }, maxDatabaseLabels: 20 },
+  metrics: { listen: { host: '127.0.0.1', port: 9216 }, maxDatabaseLabels: 20, readinessFollowsUpstream: true },
   log: { level: 'info' },
   audit: { destination: 'stdout', maxEventBytes: 8192, rewrites: false },
   reload: { watchConfigFile: true, intervalMS: 2_000 },
