@@ -107,13 +107,18 @@ function oneLine(text: string): string {
   return maskUrisInText(text).replace(/\s*\n\s*/g, ' ').trim();
 }
 
+/** What a flag sets when the schema's description alone would not say (it describes every listener). */
+const FLAG_LEADS: Partial<Record<keyof ConfigFlags, string>> = {
+  listen: 'The first listener\'s address (listeners[0].listen; creates the listener "default" when none is configured). ',
+};
+
 /** The help text of a configuration flag, taken from the schema. */
 function flagHelp(name: keyof ConfigFlags): string {
   const { path } = FLAG_FIELDS[name];
   const node = schemaAt(path);
   const defaultValue = node?.default;
   const shownDefault = defaultValue === null ? 'off' : String(defaultValue);
-  return `${node?.description ?? ''} [env: ${preferredEnvNameOf(path)}] [default: ${shownDefault}]`;
+  return `${FLAG_LEADS[name] ?? ''}${node?.description ?? ''} [env: ${preferredEnvNameOf(path)}] [default: ${shownDefault}]`;
 }
 
 function configOptions<T>(cli: Argv<T>) {
@@ -270,7 +275,7 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
       'Print the effective configuration as YAML, secrets masked',
       (sub) =>
         configOptions(sub)
-          .usage(`$0 print-config [options]\n\nPrint the effective configuration as YAML (passwords masked).`)
+          .usage(`$0 print-config [options]\n\nPrint the effective configuration as YAML, secrets masked (URI passwords, keyPassphrase, isolation.sessionKey).`)
           .epilog(`${PRECEDENCE} Takes the same options as serve.`),
       (parsed) => {
         let config: ProxyConfig;

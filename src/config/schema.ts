@@ -153,8 +153,7 @@ const listener: SchemaNode = item(['name', 'listen'], {
     format: Formats.hostPort,
     description:
       'Address of the listener (MongoDB wire protocol only, never HTTP), as "host:port"; IPv6 addresses ' +
-      'in brackets, e.g. "[::1]:27018". Port 0 picks a free port. The first listener\'s is also set by ' +
-      '--listen and MTP_LISTEN.',
+      'in brackets, e.g. "[::1]:27018". Port 0 picks a free port.',
     examples: ['0.0.0.0:27018', '[::1]:27018'],
   },
   tls: listenerTls,

@@ -74,6 +74,8 @@ describe('help and version', () => {
       'MTP_UPSTREAM', 'MTP_METRICS_LISTEN', 'MTP_LOG_LEVEL', 'MTP_CONFIG', '127.0.0.1:27018', 'MTP_LIMITS__MAX_CONNECTIONS']) {
       expect(run.stdout).toContain(text);
     }
+    // --listen sets only the first listener, as the README's table says.
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain('The first listener\'s address (listeners[0].listen;');
   });
 
   it('validate-config --help explains the argument', async () => {
@@ -87,7 +89,8 @@ describe('help and version', () => {
     const run = await cli(['print-config', '--help']);
     expect(run.exits).toEqual([0]);
     expect(run.stdout).toContain('--metrics-listen');
-    expect(run.stdout).toContain('masked');
+    // Every secret print-config masks, not only passwords.
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain('secrets masked (URI passwords, keyPassphrase, isolation.sessionKey)');
   });
 
   it('--version prints the package version', async () => {

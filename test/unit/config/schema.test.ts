@@ -126,7 +126,7 @@ function itemProperties(node: SchemaNode, prefix = ''): [string, SchemaNode][] {
  * The example's text about the field at `path`: the comment right above its key and everything
  * below it (values, commented-out examples) up to the next key at the same or a lower level.
  */
-function exampleBlockOf(lines: string[], path: string[]): string {
+function exampleBlockOf(lines: string[], path: readonly string[]): string {
   let index = -1;
   path.forEach((segment, depth) => {
     const pattern = new RegExp(`^${' '.repeat(depth * 2)}${segment}:`);
