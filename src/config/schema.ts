@@ -510,7 +510,8 @@ const sections: Record<string, SchemaNode> = {
         default: 'stdout',
         examples: ['stderr', '/var/log/mongo-tenant-proxy/audit.jsonl'],
       },
-      maxEventBytes: integer('Largest audit event in bytes; longer fields are truncated to fit.', 8192, 256, 1_048_576),
+      // At least 512: below it, the envelope and field names alone could exceed the bound.
+      maxEventBytes: integer('Largest audit event in bytes (at least 512); longer fields are truncated to fit.', 8192, 512, 1_048_576),
     },
   ),
   reload: section(
