@@ -37,6 +37,8 @@ import {
   hashPassword,
 } from '../identity/credentials.js';
 import type { DestinationStream } from 'pino';
+import { createIdentityServices } from '../identity/services.js';
+import { createListenerTls } from '../identity/tls-context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { configFileSource, type ConfigSource } from '../reload.js';
 
@@ -100,6 +102,24 @@ function defaultIo(): CliIo {
     env: process.env,
     signals: process,
   };
+}
+
+/**
+ * Loads what a configuration names (listener TLS material, the credentials file, JWT keys), as
+ * `serve` does at start and a reload does before switching, then releases it: a file that would
+ * fail them fails `validate-config` too. Throws a ConfigError naming the field.
+ */
+function loadReferencedFiles(config: ProxyConfig): void {
+  const identity = createIdentityServices(config, {
+    logger: createLogger({ level: 'silent' }),
+    observer: { authentication: () => undefined },
+    openRelay: () => Promise.reject(new Error('validate-config opens no upstream connection')),
+  });
+  identity.close();
+  config.listeners.forEach((listener, index) => {
+    if (listener.tls === null) return;
+    createListenerTls(listener.tls, { reloadIntervalMS: config.identity.reloadIntervalMS, path: `listeners[${index}].tls` }).close();
+  });
 }
 
 /** One line: no newlines, passwords in URIs masked. */
@@ -252,11 +272,14 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
       (sub) =>
         sub
           .positional('file', { type: 'string', describe: 'YAML configuration file', demandOption: true })
-          .usage(`$0 validate-config <file>\n\nCheck a configuration file on its own (the environment is not applied).`)
+          .usage(
+            `$0 validate-config <file>\n\nCheck a configuration file on its own (the environment is not applied), and load ` +
+              'the files it names (listener TLS material, the SCRAM credentials file, JWT keys) as serve and a reload do.',
+          )
           .epilog('Exit code 0 when the file is valid, 2 otherwise.'),
       (parsed) => {
         try {
-          loadConfig({ file: parsed.file, env: {} });
+          loadReferencedFiles(loadConfig({ file: parsed.file, env: {} }));
         } catch (error) {
           if (error instanceof ConfigValidationError) {
             for (const issue of error.issues) io.stderr(`error: ${oneLine(`${issue.path}: ${issue.message}`)}\n`);
