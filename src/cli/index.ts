@@ -272,6 +272,11 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
       (sub) =>
         sub
           .positional('file', { type: 'string', describe: 'YAML configuration file', demandOption: true })
+          .option('check-files', {
+            type: 'boolean',
+            default: true,
+            describe: 'Load the files the configuration names; --no-check-files checks the configuration alone (e.g. one written for a pod)',
+          })
           .usage(
             `$0 validate-config <file>\n\nCheck a configuration file on its own (the environment is not applied), and load ` +
               'the files it names (listener TLS material, the SCRAM credentials file, JWT keys) as serve and a reload do.',
@@ -279,7 +284,8 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
           .epilog('Exit code 0 when the file is valid, 2 otherwise.'),
       (parsed) => {
         try {
-          loadReferencedFiles(loadConfig({ file: parsed.file, env: {} }));
+          const config = loadConfig({ file: parsed.file, env: {} });
+          if (parsed.checkFiles) loadReferencedFiles(config);
         } catch (error) {
           if (error instanceof ConfigValidationError) {
             for (const issue of error.issues) io.stderr(`error: ${oneLine(`${issue.path}: ${issue.message}`)}\n`);
