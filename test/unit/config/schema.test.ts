@@ -82,13 +82,7 @@ describe('config/example.yaml', () => {
     const lines = readFileSync(EXAMPLE_YAML, 'utf8').split('\n');
     for (const { path } of schemaFields()) {
       expect(doc.hasIn(path), `example.yaml lacks ${path.join('.')}`).toBe(true);
-      // Find the key line: each segment at the next indentation level, after its parent.
-      let index = -1;
-      path.forEach((segment, depth) => {
-        const pattern = new RegExp(`^${' '.repeat(depth * 2)}${segment}:`);
-        index = lines.findIndex((line, i) => i > index && pattern.test(line));
-      });
-      expect(index, `no line for ${path.join('.')}`).toBeGreaterThan(0);
+      const index = keyLineOf(lines, path);
       expect(lines[index - 1]?.trim().startsWith('#'), `no comment above ${path.join('.')}`).toBe(true);
     }
   });
@@ -114,12 +108,20 @@ describe('config/example.yaml', () => {
   });
 });
 
-/** Every property of a list item, nested objects (a listener's tls) as `tls.certFile`. */
-function itemProperties(node: SchemaNode, prefix = ''): [string, SchemaNode][] {
-  return Object.entries(node.properties ?? {}).flatMap(([name, child]): [string, SchemaNode][] => [
-    [name, child],
-    ...itemProperties(child, `${prefix}${name}.`).map(([nested, grandchild]): [string, SchemaNode] => [nested.split('.').pop()!, grandchild]),
-  ]);
+/** The line of the key at `path`: each segment at the next indentation level, after its parent. */
+function keyLineOf(lines: string[], path: readonly string[]): number {
+  let index = -1;
+  path.forEach((segment, depth) => {
+    const pattern = new RegExp(`^${' '.repeat(depth * 2)}${segment}:`);
+    index = lines.findIndex((line, i) => i > index && pattern.test(line));
+  });
+  expect(index, `no line for ${path.join('.')}`).toBeGreaterThan(0);
+  return index;
+}
+
+/** Every property of a list item by name, those of nested objects (a listener's tls) included. */
+function itemProperties(node: SchemaNode): [string, SchemaNode][] {
+  return Object.entries(node.properties ?? {}).flatMap(([name, child]): [string, SchemaNode][] => [[name, child], ...itemProperties(child)]);
 }
 
 /**
@@ -127,12 +129,7 @@ function itemProperties(node: SchemaNode, prefix = ''): [string, SchemaNode][] {
  * below it (values, commented-out examples) up to the next key at the same or a lower level.
  */
 function exampleBlockOf(lines: string[], path: readonly string[]): string {
-  let index = -1;
-  path.forEach((segment, depth) => {
-    const pattern = new RegExp(`^${' '.repeat(depth * 2)}${segment}:`);
-    index = lines.findIndex((line, i) => i > index && pattern.test(line));
-  });
-  expect(index, `no line for ${path.join('.')}`).toBeGreaterThan(0);
+  const index = keyLineOf(lines, path);
   const indent = (path.length - 1) * 2;
   const isKeyAtOrAbove = (line: string): boolean => {
     const match = /^( *)[A-Za-z]/.exec(line);
