@@ -150,9 +150,8 @@ function result(body: RawDocument, notes: RewriteNote[]): RewriteResult {
  * `otherFields`: what the command may carry besides its list.
  */
 function sessionListHandler(key: Buffer, allowEmpty: boolean, otherFields: readonly string[] = []): CommandHandler {
-  const allowed = (name: string): ReadonlySet<string> => new Set([name, ...otherFields]);
   return (input, context) => {
-    checkFields(input, allowed(input.name));
+    checkFields(input, new Set([input.name, ...otherFields]));
     const list = input.body.first!;
     if (list.type !== BsonType.array) {
       throw new PolicyRefusal(`${input.name}.invalid`, `${input.name} must be an array of sessions`, ErrorCodes.TypeMismatch);
