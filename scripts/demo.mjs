@@ -4,6 +4,8 @@
 //   DEMO_PORT          client port of the proxy (default 27018)
 //   DEMO_METRICS_PORT  Prometheus /metrics port (default 9216)
 //
+// SIGHUP is passed on to the proxy (a configuration reload), like a change to config/demo.yaml.
+//
 // FerretDB keeps its data in <FerretDB cache dir>/demo-data (printed at start), so documents written
 // during one demo are still there in the next. Delete that directory to start empty.
 import { spawn } from 'node:child_process';
@@ -61,8 +63,10 @@ async function shutdown(exitCode) {
   if (proxy.exitCode === null && proxy.signalCode === null) {
     proxy.kill('SIGTERM');
     const timer = setTimeout(() => proxy.kill('SIGKILL'), 10_000);
-    await proxyExit;
+    const { code } = await proxyExit;
     clearTimeout(timer);
+    // A proxy that did not stop cleanly (drain failure, SIGKILL) fails the demo too.
+    if (code !== 0) exitCode ||= 1;
   }
   await ferret.stop();
   process.exit(exitCode);
@@ -77,6 +81,11 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
     void shutdown(0);
   });
 }
+// SIGHUP reloads the proxy's configuration (as `kill -HUP` on the proxy itself would); without
+// this handler it would end the demo and leave the proxy running.
+process.on('SIGHUP', () => {
+  if (!shuttingDown) proxy.kill('SIGHUP');
+});
 void proxyExit.then(({ code, signal }) => {
   if (shuttingDown) return;
   say(`the proxy exited (${signal ?? `code ${code}`}); stopping FerretDB`);
@@ -101,6 +110,7 @@ if (ready && !shuttingDown) printBox([
   `Shell:     npx mongosh "${uri}"`,
   `Metrics:   http://${host}:${metricsPort}/metrics`,
   `Upstream:  FerretDB ${FERRETDB_VERSION} at ${ferret.uri}`,
+  `Reload:    edit config/demo.yaml, or kill -HUP ${process.pid}`,
   '',
   'Ctrl-C stops the proxy and FerretDB.',
 ]);

@@ -37,6 +37,8 @@ import {
   hashPassword,
 } from '../identity/credentials.js';
 import type { DestinationStream } from 'pino';
+import { createIdentityServices } from '../identity/services.js';
+import { createListenerTls } from '../identity/tls-context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { configFileSource, type ConfigSource } from '../reload.js';
 
@@ -102,10 +104,33 @@ function defaultIo(): CliIo {
   };
 }
 
+/**
+ * Loads what a configuration names (listener TLS material, the credentials file, JWT keys), as
+ * `serve` does at start and a reload does before switching, then releases it: a file that would
+ * fail them fails `validate-config` too. Throws a ConfigError naming the field.
+ */
+function loadReferencedFiles(config: ProxyConfig): void {
+  const identity = createIdentityServices(config, {
+    logger: createLogger({ level: 'silent' }),
+    observer: { authentication: () => undefined },
+    openRelay: () => Promise.reject(new Error('validate-config opens no upstream connection')),
+  });
+  identity.close();
+  config.listeners.forEach((listener, index) => {
+    if (listener.tls === null) return;
+    createListenerTls(listener.tls, { reloadIntervalMS: config.identity.reloadIntervalMS, path: `listeners[${index}].tls` }).close();
+  });
+}
+
 /** One line: no newlines, passwords in URIs masked. */
 function oneLine(text: string): string {
   return maskUrisInText(text).replace(/\s*\n\s*/g, ' ').trim();
 }
+
+/** What a flag sets when the schema's description alone would not say (it describes every listener). */
+const FLAG_LEADS: Partial<Record<keyof ConfigFlags, string>> = {
+  listen: 'The first listener\'s address (listeners[0].listen; creates the listener "default" when none is configured). ',
+};
 
 /** The help text of a configuration flag, taken from the schema. */
 function flagHelp(name: keyof ConfigFlags): string {
@@ -113,7 +138,7 @@ function flagHelp(name: keyof ConfigFlags): string {
   const node = schemaAt(path);
   const defaultValue = node?.default;
   const shownDefault = defaultValue === null ? 'off' : String(defaultValue);
-  return `${node?.description ?? ''} [env: ${preferredEnvNameOf(path)}] [default: ${shownDefault}]`;
+  return `${FLAG_LEADS[name] ?? ''}${node?.description ?? ''} [env: ${preferredEnvNameOf(path)}] [default: ${shownDefault}]`;
 }
 
 function configOptions<T>(cli: Argv<T>) {
@@ -247,11 +272,20 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
       (sub) =>
         sub
           .positional('file', { type: 'string', describe: 'YAML configuration file', demandOption: true })
-          .usage(`$0 validate-config <file>\n\nCheck a configuration file on its own (the environment is not applied).`)
+          .option('check-files', {
+            type: 'boolean',
+            default: true,
+            describe: 'Load the files the configuration names; --no-check-files checks the configuration alone (e.g. one written for a pod)',
+          })
+          .usage(
+            `$0 validate-config <file>\n\nCheck a configuration file on its own (the environment is not applied), and load ` +
+              'the files it names (listener TLS material, the SCRAM credentials file, JWT keys) as serve and a reload do.',
+          )
           .epilog('Exit code 0 when the file is valid, 2 otherwise.'),
       (parsed) => {
         try {
-          loadConfig({ file: parsed.file, env: {} });
+          const config = loadConfig({ file: parsed.file, env: {} });
+          if (parsed.checkFiles) loadReferencedFiles(config);
         } catch (error) {
           if (error instanceof ConfigValidationError) {
             for (const issue of error.issues) io.stderr(`error: ${oneLine(`${issue.path}: ${issue.message}`)}\n`);
@@ -270,7 +304,7 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
       'Print the effective configuration as YAML, secrets masked',
       (sub) =>
         configOptions(sub)
-          .usage(`$0 print-config [options]\n\nPrint the effective configuration as YAML (passwords masked).`)
+          .usage(`$0 print-config [options]\n\nPrint the effective configuration as YAML, secrets masked (URI passwords, keyPassphrase, isolation.sessionKey).`)
           .epilog(`${PRECEDENCE} Takes the same options as serve.`),
       (parsed) => {
         let config: ProxyConfig;

@@ -153,8 +153,7 @@ const listener: SchemaNode = item(['name', 'listen'], {
     format: Formats.hostPort,
     description:
       'Address of the listener (MongoDB wire protocol only, never HTTP), as "host:port"; IPv6 addresses ' +
-      'in brackets, e.g. "[::1]:27018". Port 0 picks a free port. The first listener\'s is also set by ' +
-      '--listen and MTP_LISTEN.',
+      'in brackets, e.g. "[::1]:27018". Port 0 picks a free port.',
     examples: ['0.0.0.0:27018', '[::1]:27018'],
   },
   tls: listenerTls,
@@ -518,7 +517,8 @@ const sections: Record<string, SchemaNode> = {
         default: 'stdout',
         examples: ['stderr', '/var/log/mongo-tenant-proxy/audit.jsonl'],
       },
-      maxEventBytes: integer('Largest audit event in bytes; longer fields are truncated to fit.', 8192, 256, 1_048_576),
+      // At least 512: below it, the envelope and field names alone could exceed the bound.
+      maxEventBytes: integer('Largest audit event in bytes (at least 512); longer fields are truncated to fit.', 8192, 512, 1_048_576),
       rewrites: {
         type: 'boolean',
         description:

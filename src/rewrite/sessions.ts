@@ -145,10 +145,13 @@ function result(body: RawDocument, notes: RewriteNote[]): RewriteResult {
   return { body, sequences: new Map(), reply: { scrubErrors: true }, notes };
 }
 
-/** endSessions / refreshSessions / killSessions: every lsid in the list mapped for the tenant. */
-function sessionListHandler(key: Buffer, allowEmpty: boolean): CommandHandler {
+/**
+ * endSessions / refreshSessions / killSessions: every lsid in the list mapped for the tenant.
+ * `otherFields`: what the command may carry besides its list.
+ */
+function sessionListHandler(key: Buffer, allowEmpty: boolean, otherFields: readonly string[] = []): CommandHandler {
   return (input, context) => {
-    checkFields(input, new Set([input.name]));
+    checkFields(input, new Set([input.name, ...otherFields]));
     const list = input.body.first!;
     if (list.type !== BsonType.array) {
       throw new PolicyRefusal(`${input.name}.invalid`, `${input.name} must be an array of sessions`, ErrorCodes.TypeMismatch);
@@ -188,7 +191,8 @@ function transactionHandler(): CommandHandler {
 /** Handlers by command name, for the engine's table. */
 export function createSessionHandlers(key: Buffer): Readonly<Record<'endSessions' | 'refreshSessions' | 'killSessions' | 'commitTransaction' | 'abortTransaction', CommandHandler>> {
   return {
-    endSessions: sessionListHandler(key, true),
+    // Drivers close their clients with an unacknowledged endSessions: writeConcern {w: 0}.
+    endSessions: sessionListHandler(key, true, ['writeConcern']),
     refreshSessions: sessionListHandler(key, true),
     killSessions: sessionListHandler(key, false),
     commitTransaction: transactionHandler(),

@@ -52,8 +52,11 @@ import { TenantLimitExceeded, type TenantLimits } from './tenant-limits.js';
 /** Answered by the proxy before a tenant exists; buildInfo is forwarded (it names no data). */
 const PRE_AUTH_LOCAL_OK: ReadonlySet<string> = new Set(['ping', 'endSessions']);
 const PRE_AUTH_FORWARDED: ReadonlySet<string> = new Set(['buildInfo', 'buildinfo']);
-/** Commands a client may send with moreToCome (w:0 writes): no reply is expected. */
-const FIRE_AND_FORGET_COMMANDS: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'bulkWrite']);
+/**
+ * Commands a client may send with moreToCome: no reply is expected. w:0 writes, and endSessions,
+ * which drivers send so when they close (it opens nothing a tenant would not be told about).
+ */
+const FIRE_AND_FORGET_COMMANDS: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'bulkWrite', 'endSessions']);
 
 export interface ClientConnectionDeps {
   config: ProxyConfig;
@@ -372,7 +375,7 @@ export class ClientConnection {
       } else if (name === 'connectionStatus') {
         await this.write(encodeReply(this.authenticator.connectionStatus(), request.requestId, 'opMsg'));
       } else if (this.authenticator.identity === undefined && PRE_AUTH_LOCAL_OK.has(name)) {
-        await this.write(encodeReply({ ok: 1 }, request.requestId, 'opMsg'));
+        if ((msg.flagBits & OpMsgFlag.moreToCome) === 0) await this.write(encodeReply({ ok: 1 }, request.requestId, 'opMsg'));
       } else if (this.authenticator.identity === undefined && !PRE_AUTH_FORWARDED.has(name)) {
         outcome = 'denied';
         throw this.authenticator.unauthorized(name);
@@ -507,7 +510,7 @@ export class ClientConnection {
     const moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
     if (moreToCome && !FIRE_AND_FORGET_COMMANDS.has(envelope.name)) {
       // Only unacknowledged writes may skip their reply; anything else would, e.g., open cursors nobody reads (catalogue 50).
-      throw new ProxyError(ErrorCodes.InvalidOptions, `moreToCome is only accepted on insert, update, delete and bulkWrite, not ${envelope.name}`);
+      throw new ProxyError(ErrorCodes.InvalidOptions, `moreToCome is only accepted on insert, update, delete, bulkWrite and endSessions, not ${envelope.name}`);
     }
     let outgoing: Buffer;
     /** The body of `outgoing` (what forwarding reads sessions, cursors and read preference from). */

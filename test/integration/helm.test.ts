@@ -7,7 +7,7 @@
 // use, about 1.5 minutes cold); only a machine with neither that binary nor Go skips this file.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -561,14 +561,36 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
 });
 
 /**
+ * The README's sidecar instructions: its three `include` lines (for the pod template's
+ * annotations, initContainers and volumes) and its `helm dependency update` step.
+ */
+async function readmeSidecarSteps(): Promise<{ annotations: string; initContainers: string; volumes: string; dependencyUpdate: boolean }> {
+  const readme = await readFile(path.join(root, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('**Sidecar**'), readme.indexOf('In both modes:'));
+  const include = (template: string): string => {
+    const line = section.split('\n').find((text) => text.includes(`include "mongo-tenant-proxy.${template}"`));
+    expect(line, `README sidecar section includes mongo-tenant-proxy.${template}`).toBeDefined();
+    return line!.trim();
+  };
+  return {
+    annotations: include('podAnnotations'),
+    initContainers: include('sidecar'),
+    volumes: include('sidecarVolumes'),
+    dependencyUpdate: /node scripts\/helm\.mjs dependency update /.test(section),
+  };
+}
+
+/**
  * An application chart as the README describes it: this chart as a dependency (alias
- * tenantProxy) with the sidecar example values, and the named templates in its Deployment.
+ * tenantProxy) with the sidecar example values, the README's named templates in its Deployment,
+ * and the dependency fetched with `helm dependency update`.
  */
 async function writeApplicationChart(): Promise<string> {
+  const steps = await readmeSidecarSteps();
+  expect(steps.dependencyUpdate, 'README says to run helm dependency update').toBe(true);
   const app = path.join(home, 'acme-api');
   await rm(app, { recursive: true, force: true });
   await mkdir(path.join(app, 'templates'), { recursive: true });
-  await cp(chartDir, path.join(app, 'charts', 'mongo-tenant-proxy'), { recursive: true });
   await writeFile(
     path.join(app, 'Chart.yaml'),
     stringify({
@@ -596,10 +618,10 @@ spec:
       labels:
         app.kubernetes.io/name: acme-api
       annotations:
-        {{- include "mongo-tenant-proxy.podAnnotations" (dict "root" $ "values" .Values.tenantProxy) | nindent 8 }}
+        ${steps.annotations}
     spec:
       initContainers:
-        {{- include "mongo-tenant-proxy.sidecar" (dict "root" $ "values" .Values.tenantProxy) | nindent 8 }}
+        ${steps.initContainers}
       containers:
         - name: api
           image: {{ .Values.image }}
@@ -612,8 +634,10 @@ spec:
       volumes:
         - name: app-data
           emptyDir: {}
-        {{- include "mongo-tenant-proxy.sidecarVolumes" (dict "root" $ "values" .Values.tenantProxy) | nindent 8 }}
+        ${steps.volumes}
 `,
   );
+  const update = await runHelm(['dependency', 'update', app], app);
+  expect(update.code, `${update.stdout}${update.stderr}`).toBe(0);
   return app;
 }

@@ -7,6 +7,7 @@ import { parse } from 'yaml';
 import { runCli, VERSION, type CliIo, type ServedProxy, type StartProxy } from '../../../src/cli/index.js';
 import type { ProxyConfig } from '../../../src/config/index.js';
 import type { ConfigSource } from '../../../src/reload.js';
+import { makeTestPki } from '../../helpers/certs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mtp-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -74,6 +75,8 @@ describe('help and version', () => {
       'MTP_UPSTREAM', 'MTP_METRICS_LISTEN', 'MTP_LOG_LEVEL', 'MTP_CONFIG', '127.0.0.1:27018', 'MTP_LIMITS__MAX_CONNECTIONS']) {
       expect(run.stdout).toContain(text);
     }
+    // --listen sets only the first listener, as the README's table says.
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain('The first listener\'s address (listeners[0].listen;');
   });
 
   it('validate-config --help explains the argument', async () => {
@@ -87,7 +90,8 @@ describe('help and version', () => {
     const run = await cli(['print-config', '--help']);
     expect(run.exits).toEqual([0]);
     expect(run.stdout).toContain('--metrics-listen');
-    expect(run.stdout).toContain('masked');
+    // Every secret print-config masks, not only passwords.
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain('secrets masked (URI passwords, keyPassphrase, isolation.sessionKey)');
   });
 
   it('--version prints the package version', async () => {
@@ -194,6 +198,43 @@ describe('validate-config', () => {
   it('ignores the environment', async () => {
     const run = await cli(['validate-config', yamlFile('{}\n')], { env: { MTP_LISTEN: 'bad' } });
     expect(run.stdout).toBe('ok\n');
+  });
+
+  // A reload rejects files that do not load, so validate-config (the runbook's check before a
+  // reload) loads them too, naming the field.
+  it.each([
+    ['a missing credentials file', () => `identity:\n  scram:\n    credentialsFile: ${join(dir, 'missing-credentials.yaml')}\n`, /^error: identity\.scram\.credentialsFile: .*cannot read credentials file/],
+    ['an invalid credentials file', () => `identity:\n  scram:\n    credentialsFile: ${yamlFile('users:\n  - user: orders\n')}\n`, /^error: identity\.scram\.credentialsFile: .*users\[0\]\.tenant/],
+    ['a missing JWT key file', () => `identity:\n  jwt:\n    keyFile: ${join(dir, 'missing-key.pem')}\n    audience: proxy\n    tenantClaim: tenant\n`, /^error: identity\.jwt\.keyFile: /],
+    ['a missing TLS certificate', () => `tls:\n      certFile: ${join(dir, 'missing.crt')}\n      keyFile: ${join(dir, 'missing.key')}\n`, /^error: listeners\[0\]\.tls\.certFile: /],
+  ])('loads the files the configuration names: %s is an error naming the field', async (_name, section, expected) => {
+    const text = section();
+    const methods = text.startsWith('identity') ? (text.includes('jwt') ? '[plain-jwt]' : '[scram]') : '[]';
+    const listener = `listeners:\n  - name: main\n    listen: 127.0.0.1:27018\n    methods: ${methods}\n`;
+    const file = yamlFile(text.startsWith('tls') ? `${listener}    ${text}` : `${listener}${text}`);
+    const run = await cli(['validate-config', file]);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(expected);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(run.exits).toEqual([2]);
+    // A configuration written for a pod names files that exist only there.
+    expect((await cli(['validate-config', '--no-check-files', file])).stdout).toBe('ok\n');
+  });
+
+  it('accepts TLS material that loads', async () => {
+    const pki = await makeTestPki();
+    try {
+      const tls = pki.listenerTls('optional');
+      const file = yamlFile(
+        `listeners:\n  - name: main\n    listen: 127.0.0.1:27018\n    methods: [mtls]\n    tls: ${JSON.stringify(tls)}\n` +
+          `identity:\n  certificateRules: ${JSON.stringify(pki.rules)}\n`,
+      );
+      const run = await cli(['validate-config', file]);
+      expect(run.stderr).toBe('');
+      expect(run.stdout).toBe('ok\n');
+    } finally {
+      await pki.remove();
+    }
   });
 });
 

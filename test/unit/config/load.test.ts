@@ -295,7 +295,7 @@ describe('validation errors name the field', () => {
     ['srv with port', { upstream: { uri: 'mongodb+srv://cluster.example.com:27017/' } }, 'upstream.uri', /exactly one host name and no port/],
     ['zlib level', { compression: { zlibLevel: 10 } }, 'compression.zlibLevel', /must be <= 9 \(got 10/],
     ['presentAs', { handshake: { presentAs: 'replicaSet' } }, 'handshake.presentAs', /must be one of auto, standalone, sharded/],
-    ['audit event size', { audit: { maxEventBytes: 10 } }, 'audit.maxEventBytes', /must be >= 256/],
+    ['audit event size', { audit: { maxEventBytes: 10 } }, 'audit.maxEventBytes', /must be >= 512/],
     ['empty audit destination', { audit: { destination: '' } }, 'audit.destination', /./],
   ];
   it.each(cases)('%s', (_name, values, path, message) => {

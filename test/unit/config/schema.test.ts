@@ -82,14 +82,62 @@ describe('config/example.yaml', () => {
     const lines = readFileSync(EXAMPLE_YAML, 'utf8').split('\n');
     for (const { path } of schemaFields()) {
       expect(doc.hasIn(path), `example.yaml lacks ${path.join('.')}`).toBe(true);
-      // Find the key line: each segment at the next indentation level, after its parent.
-      let index = -1;
-      path.forEach((segment, depth) => {
-        const pattern = new RegExp(`^${' '.repeat(depth * 2)}${segment}:`);
-        index = lines.findIndex((line, i) => i > index && pattern.test(line));
-      });
-      expect(index, `no line for ${path.join('.')}`).toBeGreaterThan(0);
+      const index = keyLineOf(lines, path);
       expect(lines[index - 1]?.trim().startsWith('#'), `no comment above ${path.join('.')}`).toBe(true);
     }
   });
+
+  // Lists of mappings are one field each (their items have no environment variable of their
+  // own), so the test above cannot see an item property or a choice the example never mentions.
+  it('documents every property and every choice of list items next to their list', () => {
+    const lines = readFileSync(EXAMPLE_YAML, 'utf8').split('\n');
+    const listsOfMappings = schemaFields().filter(({ node }) => node.items?.properties !== undefined);
+    expect(listsOfMappings.map(({ path }) => path.join('.'))).toEqual(
+      expect.arrayContaining(['listeners', 'identity.certificateRules', 'identity.passthrough.rules', 'isolation.namespaces']),
+    );
+    for (const { path, node } of listsOfMappings) {
+      const block = exampleBlockOf(lines, path);
+      for (const [property, child] of itemProperties(node.items!)) {
+        expect(block, `example.yaml does not mention ${path.join('.')}[].${property}`).toMatch(new RegExp(`(^|[\\s{,#-])${property}\\b`));
+        for (const choice of child.enum ?? []) {
+          if (choice === null) continue;
+          expect(block, `example.yaml does not mention ${path.join('.')}[].${property}: ${String(choice)}`).toContain(String(choice));
+        }
+      }
+    }
+  });
 });
+
+/** The line of the key at `path`: each segment at the next indentation level, after its parent. */
+function keyLineOf(lines: string[], path: readonly string[]): number {
+  let index = -1;
+  path.forEach((segment, depth) => {
+    const pattern = new RegExp(`^${' '.repeat(depth * 2)}${segment}:`);
+    index = lines.findIndex((line, i) => i > index && pattern.test(line));
+  });
+  expect(index, `no line for ${path.join('.')}`).toBeGreaterThan(0);
+  return index;
+}
+
+/** Every property of a list item by name, those of nested objects (a listener's tls) included. */
+function itemProperties(node: SchemaNode): [string, SchemaNode][] {
+  return Object.entries(node.properties ?? {}).flatMap(([name, child]): [string, SchemaNode][] => [[name, child], ...itemProperties(child)]);
+}
+
+/**
+ * The example's text about the field at `path`: the comment right above its key and everything
+ * below it (values, commented-out examples) up to the next key at the same or a lower level.
+ */
+function exampleBlockOf(lines: string[], path: readonly string[]): string {
+  const index = keyLineOf(lines, path);
+  const indent = (path.length - 1) * 2;
+  const isKeyAtOrAbove = (line: string): boolean => {
+    const match = /^( *)[A-Za-z]/.exec(line);
+    return match !== null && match[1]!.length <= indent;
+  };
+  let start = index;
+  while (start > 0 && lines[start - 1]!.trim().startsWith('#')) start -= 1;
+  let end = index + 1;
+  while (end < lines.length && !isKeyAtOrAbove(lines[end]!)) end += 1;
+  return lines.slice(start, end).join('\n');
+}

@@ -10,6 +10,7 @@ import {
   type AuthenticationAuditEvent,
   type DecisionAuditEvent,
 } from '../../../src/observability/audit.js';
+import { configSchema } from '../../../src/config/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mtp-audit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,6 +143,26 @@ describe('audit log', () => {
     expect(Buffer.byteLength(JSON.stringify(line))).toBeLessThanOrEqual(512);
     expect(auth).toMatchObject({ truncated: true, event: 'authentication', outcome: 'failure', connectionId: 8 });
     expect(Buffer.byteLength(JSON.stringify(auth))).toBeLessThanOrEqual(512);
+  });
+
+  it('keeps every event within the smallest maxEventBytes the configuration accepts, however long each field', () => {
+    const smallest = configSchema.properties!['audit']!.properties!['maxEventBytes']!.minimum!;
+    const { stream, lines } = capture();
+    const audit = createAuditLog({ destination: 'stdout', maxEventBytes: smallest, stream });
+    const long = (prefix: string): string => `${prefix}${'é'.repeat(10_000)}`;
+    audit.decision({
+      tenant: long('t'), command: long('c'), namespace: long('n'), rule: long('r'), decision: 'would-refuse',
+      connectionId: 2 ** 31, listener: long('l'), remoteAddress: long('a'),
+    });
+    audit.authentication({
+      outcome: 'failure', method: 'scram-passthrough', mechanism: long('m'), user: long('u'), tenant: long('t'),
+      reason: long('r'), listener: long('l'), remoteAddress: long('a'), connectionId: 2 ** 31,
+    });
+    for (const line of lines()) {
+      expect(line['truncated']).toBe(true);
+      expect(Buffer.byteLength(JSON.stringify(line))).toBeLessThanOrEqual(smallest);
+    }
+    expect(lines()).toHaveLength(2);
   });
 
   it('copies only the known fields: nothing else an event carries is logged', () => {

@@ -132,6 +132,12 @@ describe('session commands', () => {
     }
   });
 
+  it('endSessions takes the writeConcern {w: 0} drivers send when they close; the other list commands do not', () => {
+    const result = handlers.endSessions(input({ endSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }), context('acme'));
+    expect(decode(result.body)['writeConcern']).toEqual({ w: 0 });
+    expect(refusal(() => handlers.killSessions(input({ killSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }), context('acme'))).rule).toBe('killSessions.field');
+  });
+
   it('killSessions maps its list and refuses the empty list (every session of the shared user)', () => {
     const result = handlers.killSessions(input({ killSessions: [{ id: CLIENT_ID }] }), context('bob'));
     const list = decode(result.body)['killSessions'] as Array<{ id: Binary }>;
