@@ -38,6 +38,7 @@ import {
   classifyForRetry,
   clientDeadlineMS,
   isRetryableError,
+  replyTimeoutMS,
   retryErrorOf,
   translateUpstreamFailure,
   upstreamSupportsRetryableWrites,
@@ -91,6 +92,12 @@ export interface UpstreamOptions {
   heartbeatFrequencyMS?: number;
   /** Latency window of server selection. Default 15. */
   localThresholdMS?: number;
+  /**
+   * An attempt that gets no reply for this long fails with NetworkTimeout and its connection is
+   * closed (see replyTimeoutMS in retry.ts; commands with maxTimeMS are bounded anyway). 0
+   * (default): only maxTimeMS and, on monitored topologies, a failed heartbeat bound the wait.
+   */
+  socketTimeoutMS?: number;
   retry?: UpstreamRetryOptions;
   circuitBreaker?: UpstreamCircuitBreakerOptions;
   logger?: Logger | undefined;
@@ -348,6 +355,7 @@ export class Upstream {
         ? 'never'
         : classifyForRetry(traits, { retryableWrites: upstreamSupportsRetryableWrites(this.info) });
     const deadlineMS = clientDeadlineMS({ maxTimeMS: traits.maxTimeMS });
+    const replyTimeout = this.#replyTimeoutMS(traits);
     const started = performance.now();
     const delays = backoffDelays({
       attempts: this.#retry.maxAttempts,
@@ -383,21 +391,25 @@ export class Upstream {
             connection.send(request.frame);
           } else {
             const remember = this.#servers.size > 1;
-            await connection.request(request.frame, (reply, moreToCome) => {
-              if (!moreToCome && !delivered) {
-                const error = replyError(reply);
-                if (error !== undefined) {
-                  this.#onServerError(server, error);
-                  if (!lastChance && isRetryableError(error, retryClass)) {
-                    heldReply = { reply, connection, error };
-                    return;
+            await connection.request(
+              request.frame,
+              (reply, moreToCome) => {
+                if (!moreToCome && !delivered) {
+                  const error = replyError(reply);
+                  if (error !== undefined) {
+                    this.#onServerError(server, error);
+                    if (!lastChance && isRetryableError(error, retryClass)) {
+                      heldReply = { reply, connection, error };
+                      return;
+                    }
                   }
                 }
-              }
-              if (remember) this.#rememberCursor(traits, reply, server);
-              delivered = true;
-              request.onReply(reply, moreToCome, connection);
-            });
+                if (remember) this.#rememberCursor(traits, reply, server);
+                delivered = true;
+                request.onReply(reply, moreToCome, connection);
+              },
+              { replyTimeoutMS: replyTimeout },
+            );
           }
           server.breaker.onSuccess();
         } catch (error) {
@@ -488,10 +500,14 @@ export class Upstream {
     }
     let delivered = false;
     try {
-      await connection.request(request.frame, (reply, moreToCome) => {
-        delivered = true;
-        request.onReply(reply, moreToCome, connection);
-      });
+      await connection.request(
+        request.frame,
+        (reply, moreToCome) => {
+          delivered = true;
+          request.onReply(reply, moreToCome, connection);
+        },
+        { replyTimeoutMS: this.#replyTimeoutMS(request.traits) },
+      );
     } catch (error) {
       if (delivered || connection.closed) {
         throw new ReplyInterruptedError(ErrorCodes.HostUnreachable, 'the upstream connection authenticated as this client was lost; reconnect and authenticate again', {
@@ -501,6 +517,10 @@ export class Upstream {
       throw error;
     }
     return { attempts: 1 };
+  }
+
+  #replyTimeoutMS(traits: CommandTraits): number {
+    return replyTimeoutMS(this.#options.socketTimeoutMS ?? 0, traits.maxTimeMS);
   }
 
   /** The connection for one attempt: the transaction's pinned one, or a pooled one of the selected server. */

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes, UpstreamError, codeNameOf } from '../../../src/errors.js';
 import { NETWORK_ERROR_LABEL } from '../../../src/upstream/connection.js';
 import {
+  MAX_TIME_REPLY_GRACE_MS,
+  replyTimeoutMS,
   ErrorLabels,
   RETRY_DEFAULTS,
   RETRYABLE_ERROR_CODES,
@@ -430,5 +432,15 @@ describe('the pieces together', () => {
     expect(classifyForRetry(command)).toBe('never');
     expect(isRetryableError({ network: true }, classifyForRetry(command))).toBe(false);
     expect(translateUpstreamFailure({ kind: 'network', command }).errorLabels).toEqual([]);
+  });
+});
+
+describe('replyTimeoutMS (review: half-open upstream)', () => {
+  it('is the shorter of socketTimeoutMS and maxTimeMS + grace; 0 only when neither is set', () => {
+    expect(replyTimeoutMS(0, undefined)).toBe(0);
+    expect(replyTimeoutMS(0, 200)).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
+    expect(replyTimeoutMS(1_000, undefined)).toBe(1_000);
+    expect(replyTimeoutMS(1_000, 60_000)).toBe(1_000);
+    expect(replyTimeoutMS(600_000, 200)).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
   });
 });
