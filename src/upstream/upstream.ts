@@ -371,6 +371,8 @@ export class Upstream {
       const lastChance = delay === undefined;
       let failure: AttemptFailure | undefined;
       let heldReply: { reply: Buffer; connection: UpstreamConnection; error: RetryError } | undefined;
+      /** The reply says the server aborted this command's transaction: its pin has no more use. */
+      let transactionAborted = false;
 
       let lease: Lease | undefined;
       try {
@@ -397,6 +399,7 @@ export class Upstream {
                 if (!moreToCome && !delivered) {
                   const error = replyError(reply);
                   if (error !== undefined) {
+                    transactionAborted = pin.kind !== 'none' && serverAbortedTransaction(error);
                     this.#onServerError(server, error);
                     if (!lastChance && isRetryableError(error, retryClass)) {
                       heldReply = { reply, connection, error };
@@ -434,7 +437,7 @@ export class Upstream {
         } finally {
           request.signal?.removeEventListener('abort', abort);
           server.inFlight--;
-          this.#settle(lease, pin, request.session, failure === undefined);
+          this.#settle(lease, pin, request.session, failure === undefined, transactionAborted);
         }
       }
 
@@ -540,10 +543,16 @@ export class Upstream {
     }
     let connection: UpstreamConnection;
     try {
-      connection = await server.pool.checkOut(request.tenant ?? NO_TENANT);
+      connection = await server.pool.checkOut(request.tenant ?? NO_TENANT, request.signal);
     } catch (error) {
-      // A refused or failed connect counts against the server; a full pool does not.
-      if (ProxyError.is(error) && error.code !== ErrorCodes.ExceededTimeLimit && error.code !== ErrorCodes.ShutdownInProgress) {
+      // A refused or failed connect counts against the server; a full pool or a client that
+      // left while waiting does not.
+      if (
+        request.signal?.aborted !== true &&
+        ProxyError.is(error) &&
+        error.code !== ErrorCodes.ExceededTimeLimit &&
+        error.code !== ErrorCodes.ShutdownInProgress
+      ) {
         server.breaker.onFailure();
         this.#onNetworkError(server);
       } else {
@@ -555,10 +564,10 @@ export class Upstream {
   }
 
   /** After an attempt: pin or unpin a transaction's connection, or give the connection back. */
-  #settle(lease: Lease, pin: PinDecision, session: UpstreamSession, succeeded: boolean): void {
+  #settle(lease: Lease, pin: PinDecision, session: UpstreamSession, succeeded: boolean, transactionAborted: boolean): void {
     const { connection } = lease;
     lease.unlock?.();
-    if (pin.kind === 'start' && succeeded && !connection.closed) {
+    if (pin.kind === 'start' && succeeded && !transactionAborted && !connection.closed) {
       if (lease.pinned) return;
       const replaced = this.#transactions.set(pin.lsid, connection, session);
       if (!this.#unpinOnClose.has(connection)) {
@@ -568,8 +577,10 @@ export class Upstream {
       if (replaced !== undefined) this.#returnToPool(replaced);
       return;
     }
-    if (pin.kind === 'end') {
-      // Answered (or failed): the transaction no longer needs its connection.
+    // Answered (or failed), or aborted by the server (the driver may never send an abort for
+    // it, and a pin held until the client connection closes would hold a pool slot that long):
+    // the transaction no longer needs its connection.
+    if (pin.kind === 'end' || (transactionAborted && pin.kind !== 'none')) {
       const pinned = this.#transactions.delete(pin.lsid);
       if (pinned !== undefined && pinned !== connection) this.#returnToPool(pinned);
       this.#returnToPool(connection);
@@ -695,7 +706,10 @@ export class Upstream {
     if (ProxyError.is(error) && !labels.includes(NETWORK_ERROR_LABEL) && !labels.includes(CIRCUIT_OPEN)) return error;
     const kind: UpstreamFailureKind = labels.includes(CIRCUIT_OPEN) ? 'circuit-open' : failure.kind;
     const detail = error instanceof Error ? error.message : undefined;
-    const reply = translateUpstreamFailure({ kind, command: traits, ...(detail === undefined ? {} : { detail }), attempts });
+    // A txnNumber only makes a resend safe where the upstream de-duplicates on it (FerretDB, for
+    // one, accepts and ignores it): elsewhere the driver must not be told to retry the write.
+    const command = { ...traits, hasTxnNumber: traits.hasTxnNumber && upstreamSupportsRetryableWrites(this.info) };
+    const reply = translateUpstreamFailure({ kind, command, ...(detail === undefined ? {} : { detail }), attempts });
     // A full pool keeps its own (retryable) code: the server is fine, the proxy is saturated.
     const code = ProxyError.is(error) && error.code === ErrorCodes.ExceededTimeLimit ? error.code : reply.code;
     const errorLabels = anySent ? reply.errorLabels.filter((label) => label !== ErrorLabels.NoWritesPerformed) : reply.errorLabels;
@@ -832,9 +846,17 @@ export class Upstream {
       timeoutMS: connectTimeoutMS,
       open: () => this.#connectAndHandshake(server.address, false),
       onHello: (hello, roundTripMS) => this.#describe(server, hello, roundTripMS),
-      onFailure: (error) => {
+      onFailure: (error, timedOut) => {
         this.#logger?.debug({ server: server.key, err: error instanceof Error ? error.message : String(error) }, 'upstream monitoring check failed');
-        server.pool.clear();
+        // A silent server: the requests in flight there are not coming back either (a half-open
+        // network); interrupting them lets reads retry elsewhere and writes report NetworkTimeout.
+        server.pool.clear(
+          timedOut
+            ? new UpstreamError(ErrorCodes.NetworkTimeout, `upstream ${server.key} stopped answering heartbeats; request interrupted`, {
+                labels: [NETWORK_ERROR_LABEL],
+              })
+            : undefined,
+        );
         this.#setRole(server, 'unknown');
       },
     });
@@ -1042,6 +1064,14 @@ function replyError(reply: Buffer): RetryError | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The server's NoSuchTransaction code: the transaction was aborted (or never existed). */
+const NO_SUCH_TRANSACTION = 251;
+
+/** NoSuchTransaction, or any error the server labels TransientTransactionError: the transaction is gone. */
+function serverAbortedTransaction(error: RetryError): boolean {
+  return error.code === NO_SUCH_TRANSACTION || (error.labels ?? []).includes(ErrorLabels.TransientTransactionError);
 }
 
 function retryReason(error: RetryError | undefined, failure: AttemptFailure | undefined): string {

@@ -1,0 +1,141 @@
+/**
+ * Upstream.forward against a scriptable fake server: the failure paths found by the review of
+ * issue 5 (interrupting in-use connections when heartbeats time out, transaction pins the server
+ * already aborted, wait-queue entries of clients that left, retry labels on upstreams that do not
+ * de-duplicate writes).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { ProxyError } from '../../../src/errors.js';
+import { commandTraits } from '../../../src/upstream/command-traits.js';
+import { Upstream, type UpstreamSession } from '../../../src/upstream/upstream.js';
+import { Binary, Long, type Document, serialize } from '../../../src/wire/bson.js';
+import { type FakeServer, type Handler, HELLO_REPLY, opMsg, startFakeServer } from './fake-server.js';
+
+const servers: FakeServer[] = [];
+const upstreams: Upstream[] = [];
+
+afterEach(async () => {
+  for (const upstream of upstreams.splice(0)) await upstream.close();
+  for (const server of servers.splice(0)) await server.close();
+});
+
+async function fakeUpstream(
+  handler: (name: string, ...args: Parameters<Handler>) => void,
+  options: Partial<ConstructorParameters<typeof Upstream>[0]> = {},
+  query = '',
+): Promise<{ upstream: Upstream; server: FakeServer }> {
+  const server = await startFakeServer((m, peer) => handler(Object.keys(m.body)[0] ?? '', m, peer));
+  servers.push(server);
+  const upstream = new Upstream({
+    uri: `mongodb://127.0.0.1:${server.port}/${query}`,
+    connectTimeoutMS: 2_000,
+    maxIdleConnections: 4,
+    idleTimeoutMS: 60_000,
+    ...options,
+  });
+  upstreams.push(upstream);
+  await upstream.start();
+  return { upstream, server };
+}
+
+function forward(upstream: Upstream, session: UpstreamSession, doc: Document, signal?: AbortSignal): Promise<Document[]> {
+  const replies: Document[] = [];
+  const body = serialize(doc);
+  return upstream
+    .forward({
+      frame: opMsg(doc, 0, 0),
+      traits: commandTraits(body),
+      tenant: 't',
+      session,
+      fireAndForget: false,
+      signal,
+      onReply: (reply) => replies.push(reply as unknown as Document),
+    })
+    .then(() => replies);
+}
+
+async function rejection(promise: Promise<unknown>): Promise<ProxyError> {
+  const error = await promise.then(
+    () => new Error('expected a rejection'),
+    (e: unknown) => e,
+  );
+  if (!ProxyError.is(error)) throw error;
+  return error;
+}
+
+const lsid = { id: new Binary(Buffer.alloc(16, 7), 4) };
+
+describe('Upstream.forward hardening (review)', () => {
+  it('a heartbeat that times out interrupts the connections in use on that server (CMAP interruptInUseConnections)', async () => {
+    let silent = false;
+    const { upstream } = await fakeUpstream(
+      (name, m, peer) => {
+        if (name === 'hello' || name === 'isMaster') {
+          if (!silent) void peer.reply({ ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 }, m);
+        } else if (name === 'insert') {
+          silent = true; // the server goes half-open: nothing answers any more
+        } else {
+          void peer.reply({ ok: 1 }, m);
+        }
+      },
+      { heartbeatFrequencyMS: 200, connectTimeoutMS: 500, serverSelectionTimeoutMS: 500 },
+      '?replicaSet=rs',
+    );
+    expect(upstream.info.kind).toBe('replicaSet');
+    const error = await rejection(forward(upstream, upstream.openSession(), { insert: 'c', documents: [{ a: 1 }], $db: 'db' }));
+    expect(error.code).toBe(89);
+    expect(error.labels).not.toContain('RetryableWriteError');
+    expect(upstream.stats.inUse).toBe(0);
+  }, 30_000);
+
+  it('a transaction the server aborted (TransientTransactionError / NoSuchTransaction) releases its pinned connection', async () => {
+    const { upstream } = await fakeUpstream((name, m, peer) => {
+      if (name === 'find') {
+        void peer.reply({ ok: 0, code: 251, codeName: 'NoSuchTransaction', errmsg: 'aborted', errorLabels: ['TransientTransactionError'] }, m);
+      } else {
+        void peer.reply({ ok: 1, n: 1 }, m);
+      }
+    });
+    const session = upstream.openSession();
+    const txn = { lsid, txnNumber: Long.fromNumber(1), autocommit: false };
+    await forward(upstream, session, { insert: 'c', documents: [{ a: 1 }], ...txn, startTransaction: true, $db: 'db' });
+    expect(upstream.stats.pinned).toBe(1);
+    await forward(upstream, session, { find: 'c', ...txn, $db: 'db' });
+    // The driver may never send abortTransaction for it (or send it on another connection):
+    // the pin must not hold a pool slot until the client connection closes.
+    expect(upstream.stats).toMatchObject({ pinned: 0, inUse: 0 });
+  });
+
+  it('a client that leaves while waiting for a pool connection leaves the wait queue at once', async () => {
+    const { upstream } = await fakeUpstream(
+      (name, m, peer) => {
+        if (name !== 'find') void peer.reply({ ok: 1 }, m); // find: never answered, holds the only connection
+      },
+      { maxPoolSize: 1, waitQueueTimeoutMS: 60_000 },
+    );
+    const holder = forward(upstream, upstream.openSession(), { find: 'c', $db: 'db' }).catch(() => undefined);
+    await expect.poll(() => upstream.stats.inUse).toBe(1);
+    const controller = new AbortController();
+    const waiting = rejection(forward(upstream, upstream.openSession(), { count: 'c', $db: 'db' }, controller.signal));
+    await expect.poll(() => upstream.stats.waiting).toBe(1);
+    controller.abort();
+    await expect.poll(() => upstream.stats.waiting).toBe(0);
+    await waiting;
+    await upstream.close();
+    await holder;
+  });
+
+  it('no RetryableWriteError on a lost txnNumber write when the upstream does not de-duplicate (standalone / FerretDB)', async () => {
+    const { upstream } = await fakeUpstream((name, m, peer) => {
+      if (name === 'insert') peer.socket.destroy();
+      else void peer.reply({ ok: 1 }, m);
+    });
+    expect(upstream.info.kind).toBe('standalone');
+    const error = await rejection(
+      forward(upstream, upstream.openSession(), { insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(1), $db: 'db' }),
+    );
+    expect(error.code).toBe(9001);
+    // A driver retrying on that label would apply the write a second time.
+    expect(error.labels).not.toContain('RetryableWriteError');
+  });
+});
