@@ -333,7 +333,15 @@ export class Upstream {
 
   /** The client connection left: its transaction pins are released. */
   endSession(session: UpstreamSession): void {
-    for (const connection of this.#transactions.releaseOwner(session)) this.#returnToPool(connection);
+    for (const connection of this.#transactions.releaseOwner(session)) {
+      // Drivers spread a session's commands over their connections: another client connection
+      // may be running a command of this transaction on the pin right now. Returning a busy
+      // connection would close it under that command, so it goes back once the command is done.
+      void this.#lockPin(connection).then((unlock) => {
+        unlock();
+        this.#returnToPool(connection);
+      });
+    }
     session.dedicated = undefined;
   }
 

@@ -138,4 +138,24 @@ describe('Upstream.forward hardening (review)', () => {
     // A driver retrying on that label would apply the write a second time.
     expect(error.labels).not.toContain('RetryableWriteError');
   });
+
+  it('the client connection that started a transaction leaves while another one runs a command of it: that command completes', async () => {
+    // Drivers spread one session's commands over their connections, so the pin's owner (the
+    // client connection that sent startTransaction) may close while another runs on the pin.
+    let answerFind: (() => void) | undefined;
+    const { upstream } = await fakeUpstream((name, m, peer) => {
+      if (name === 'find') answerFind = () => void peer.reply({ ok: 1, cursor: { id: Long.fromNumber(0), ns: 'db.c', firstBatch: [] } }, m);
+      else void peer.reply({ ok: 1, n: 1 }, m);
+    });
+    const owner = upstream.openSession();
+    const other = upstream.openSession();
+    const txn = { lsid, txnNumber: Long.fromNumber(1), autocommit: false };
+    await forward(upstream, owner, { insert: 'c', documents: [{ a: 1 }], ...txn, startTransaction: true, $db: 'db' });
+    const running = forward(upstream, other, { find: 'c', ...txn, $db: 'db' });
+    await expect.poll(() => answerFind !== undefined).toBe(true);
+    upstream.endSession(owner);
+    answerFind!();
+    expect(await running).toHaveLength(1);
+    await expect.poll(() => upstream.stats).toMatchObject({ pinned: 0, inUse: 0, idle: 1 });
+  });
 });
