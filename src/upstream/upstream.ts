@@ -922,7 +922,10 @@ export class Upstream {
     server.type = role === 'other' ? 'unknown' : role;
     if (previous !== role) {
       this.#logger?.info({ server: server.key, role, previous }, 'upstream server role changed');
-      if (role === 'unknown') this.#cursors.forgetServer(server.key);
+      // Its cursors are NOT forgotten when it turns unknown: that happens on one failed
+      // heartbeat or one broken pool connection, and the cursors usually live on. A getMore
+      // sent elsewhere could only get CursorNotFound; sent there, it gets the server's own
+      // answer. (The table is bounded; entries of a server that is really gone age out.)
     }
     this.#wakeTopologyWaiters();
   }

@@ -158,4 +158,50 @@ describe('Upstream.forward hardening (review)', () => {
     expect(await running).toHaveLength(1);
     await expect.poll(() => upstream.stats).toMatchObject({ pinned: 0, inUse: 0, idle: 1 });
   });
+
+  it('a secondary that is briefly unknown (one failed heartbeat) keeps its cursors: the getMore still goes there', async () => {
+    let failHello = false;
+    const member = (secondary: boolean): Handler => (m, peer) => {
+      const name = Object.keys(m.body)[0] ?? '';
+      const hosts = servers.slice(0, 2).map((s) => `127.0.0.1:${s.port}`);
+      if (name === 'hello' || name === 'isMaster') {
+        if (secondary && failHello) {
+          failHello = false;
+          peer.socket.destroy();
+          return;
+        }
+        void peer.reply({ ...HELLO_REPLY, setName: 'rs', hosts, setVersion: 1, isWritablePrimary: !secondary, secondary }, m);
+      } else if (name === 'find') {
+        void peer.reply({ ok: 1, cursor: { id: Long.fromNumber(42), ns: 'db.c', firstBatch: [] } }, m);
+      } else if (name === 'getMore') {
+        void peer.reply(secondary ? { ok: 1, cursor: { id: Long.fromNumber(0), ns: 'db.c', nextBatch: [] } } : { ok: 0, code: 43, codeName: 'CursorNotFound' }, m);
+      } else {
+        void peer.reply({ ok: 1 }, m);
+      }
+    };
+    const primary = await startFakeServer(member(false));
+    const secondary = await startFakeServer(member(true));
+    servers.push(primary, secondary);
+    const upstream = new Upstream({
+      uri: `mongodb://127.0.0.1:${primary.port}/?replicaSet=rs`,
+      connectTimeoutMS: 2_000,
+      maxIdleConnections: 4,
+      idleTimeoutMS: 60_000,
+      heartbeatFrequencyMS: 100,
+    });
+    upstreams.push(upstream);
+    await upstream.start();
+    const secondaryKey = `127.0.0.1:${secondary.port}`;
+    await expect.poll(() => upstream.topology[secondaryKey]).toBe('secondary');
+    const session = upstream.openSession();
+    await forward(upstream, session, { find: 'c', $readPreference: { mode: 'secondary' }, $db: 'db' });
+    failHello = true;
+    await expect.poll(() => failHello).toBe(false); // the failed check marked it unknown
+    await expect.poll(() => upstream.topology[secondaryKey]).toBe('secondary');
+    const replies = await forward(upstream, session, { getMore: Long.fromNumber(42), collection: 'c', $db: 'db' });
+    expect(replies).toHaveLength(1);
+    const getMores = (server: FakeServer): number => server.peers.flatMap((p) => p.received).filter((m) => 'getMore' in m.body).length;
+    expect(getMores(secondary)).toBe(1);
+    expect(getMores(primary)).toBe(0);
+  });
 });
