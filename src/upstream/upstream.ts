@@ -98,6 +98,11 @@ export interface UpstreamOptions {
    * (default): only maxTimeMS and, on monitored topologies, a failed heartbeat bound the wait.
    */
   socketTimeoutMS?: number;
+  /**
+   * A transaction pin no command has used for this long is released (default
+   * ABANDONED_PIN_MS); not a config option, tests shorten it.
+   */
+  abandonedPinMS?: number;
   retry?: UpstreamRetryOptions;
   circuitBreaker?: UpstreamCircuitBreakerOptions;
   logger?: Logger | undefined;
@@ -193,6 +198,13 @@ interface AttemptFailure {
   retryable: boolean;
 }
 
+/**
+ * A pinned transaction that sees no command for this long was abandoned (no commit, no abort,
+ * its client connection still open): the server has aborted it by then
+ * (transactionLifetimeLimitSeconds, 60 s by default), so its pin only holds a pool slot.
+ */
+export const ABANDONED_PIN_MS = 120_000;
+
 /** Error codes by which a server says it is no longer what we selected it for (SDAM state changes). */
 const STATE_CHANGE_CODES: ReadonlySet<number> = new Set([10107, 13435, 11602, 13436, 189, 91, 11600]);
 
@@ -212,6 +224,8 @@ export class Upstream {
   readonly #pinLocks = new WeakMap<UpstreamConnection, Promise<void>>();
   /** Connections whose 'close' already drops their pins (one listener each, however many transactions). */
   readonly #unpinOnClose = new WeakSet<UpstreamConnection>();
+  /** Per pinned lsid: releases the pin once it has been idle for abandonedPinMS. */
+  readonly #pinIdleTimers = new Map<string, NodeJS.Timeout>();
   readonly #cursors = new CursorServers();
   /** Woken whenever a server description changes (requests waiting for a primary). */
   #topologyWaiters: Array<() => void> = [];
@@ -333,15 +347,7 @@ export class Upstream {
 
   /** The client connection left: its transaction pins are released. */
   endSession(session: UpstreamSession): void {
-    for (const connection of this.#transactions.releaseOwner(session)) {
-      // Drivers spread a session's commands over their connections: another client connection
-      // may be running a command of this transaction on the pin right now. Returning a busy
-      // connection would close it under that command, so it goes back once the command is done.
-      void this.#lockPin(connection).then((unlock) => {
-        unlock();
-        this.#returnToPool(connection);
-      });
-    }
+    for (const connection of this.#transactions.releaseOwner(session)) this.#releasePin(connection);
     session.dedicated = undefined;
   }
 
@@ -482,6 +488,8 @@ export class Upstream {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const timer of this.#pinIdleTimers.values()) clearTimeout(timer);
+    this.#pinIdleTimers.clear();
     const shutdown = (): UpstreamError =>
       new UpstreamError(ErrorCodes.InterruptedAtShutdown, 'the proxy is shutting down', { labels: [NETWORK_ERROR_LABEL] });
     for (const server of this.#servers.values()) {
@@ -582,7 +590,8 @@ export class Upstream {
         this.#unpinOnClose.add(connection);
         connection.once('close', () => this.#transactions.forget(connection));
       }
-      if (replaced !== undefined) this.#returnToPool(replaced);
+      if (replaced !== undefined) this.#releasePin(replaced);
+      this.#touchPin(pin.lsid, connection);
       return;
     }
     // Answered (or failed), or aborted by the server (the driver may never send an abort for
@@ -590,12 +599,44 @@ export class Upstream {
     // the transaction no longer needs its connection.
     if (pin.kind === 'end' || (transactionAborted && pin.kind !== 'none')) {
       const pinned = this.#transactions.delete(pin.lsid);
-      if (pinned !== undefined && pinned !== connection) this.#returnToPool(pinned);
+      if (pinned !== undefined && pinned !== connection) this.#releasePin(pinned);
       this.#returnToPool(connection);
       return;
     }
-    if (lease.pinned) return; // inside the transaction: stays pinned
+    if (lease.pinned) {
+      // inside the transaction: stays pinned
+      if (pin.kind !== 'none') this.#touchPin(pin.lsid, connection);
+      return;
+    }
     this.#returnToPool(connection);
+  }
+
+  /**
+   * Returns a connection whose pin was just dropped. Drivers spread a session's commands over
+   * their connections, so another client connection may be running a command of that
+   * transaction on it right now: returning a busy connection would close it under that command,
+   * so it goes back once the command is done (the pin lock orders it after).
+   */
+  #releasePin(connection: UpstreamConnection): void {
+    void this.#lockPin(connection).then((unlock) => {
+      unlock();
+      this.#returnToPool(connection);
+    });
+  }
+
+  /** (Re)starts the abandoned-transaction clock of a pin. */
+  #touchPin(lsid: string, connection: UpstreamConnection): void {
+    const previous = this.#pinIdleTimers.get(lsid);
+    if (previous !== undefined) clearTimeout(previous);
+    const timer = setTimeout(() => {
+      this.#pinIdleTimers.delete(lsid);
+      if (this.#transactions.get(lsid) !== connection) return;
+      this.#transactions.delete(lsid);
+      this.#logger?.debug({ upstreamConnection: connection.id }, 'released the pin of an abandoned transaction');
+      this.#releasePin(connection);
+    }, this.#options.abandonedPinMS ?? ABANDONED_PIN_MS);
+    timer.unref();
+    this.#pinIdleTimers.set(lsid, timer);
   }
 
   #returnToPool(connection: UpstreamConnection): void {

@@ -204,4 +204,13 @@ describe('Upstream.forward hardening (review)', () => {
     expect(getMores(secondary)).toBe(1);
     expect(getMores(primary)).toBe(0);
   });
+
+  it('an abandoned transaction (no commit, no abort, client connection still open) gives its pinned connection back', async () => {
+    const { upstream } = await fakeUpstream((_name, m, peer) => void peer.reply({ ok: 1, n: 1 }, m), { abandonedPinMS: 300 });
+    const session = upstream.openSession();
+    const txn = { lsid, txnNumber: Long.fromNumber(1), autocommit: false };
+    await forward(upstream, session, { insert: 'c', documents: [{ a: 1 }], ...txn, startTransaction: true, $db: 'db' });
+    expect(upstream.stats.pinned).toBe(1);
+    await expect.poll(() => upstream.stats, { timeout: 10_000 }).toMatchObject({ pinned: 0, inUse: 0, idle: 1 });
+  });
 });
