@@ -213,4 +213,23 @@ describe('Upstream.forward hardening (review)', () => {
     expect(upstream.stats.pinned).toBe(1);
     await expect.poll(() => upstream.stats, { timeout: 10_000 }).toMatchObject({ pinned: 0, inUse: 0, idle: 1 });
   });
+
+  it('close() during an in-flight request and a monitored topology: the request fails at once, every socket closes', async () => {
+    const { upstream, server } = await fakeUpstream(
+      (name, m, peer) => {
+        if (name === 'hello' || name === 'isMaster') void peer.reply({ ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 }, m);
+        else if (name !== 'find') void peer.reply({ ok: 1 }, m); // find: never answered
+      },
+      { heartbeatFrequencyMS: 100 },
+      '?replicaSet=rs',
+    );
+    const pending = rejection(forward(upstream, upstream.openSession(), { find: 'c', $db: 'db' }));
+    await expect.poll(() => server.peers.some((p) => p.received.some((m) => 'find' in m.body))).toBe(true);
+    await upstream.close();
+    const error = await pending;
+    expect(error.code).not.toBe(undefined);
+    expect(upstream.stats).toMatchObject({ open: 0, inUse: 0, idle: 0, pending: 0, waiting: 0, pinned: 0 });
+    // Pool and monitoring sockets alike are gone (the fake server sees them all close).
+    await expect.poll(() => server.peers.filter((p) => !p.socket.destroyed && p.socket.readyState !== 'closed').length).toBe(0);
+  });
 });
