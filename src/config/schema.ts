@@ -467,7 +467,8 @@ const sections: Record<string, SchemaNode> = {
     socketTimeoutMS: integer(
       'Milliseconds an upstream request may wait for a reply (each reply of an exhaust stream restarts it) before ' +
         'its connection is closed and the command fails with NetworkTimeout (retried only where safe); 0 waits ' +
-        'without limit. Commands with maxTimeMS are always bounded by maxTimeMS + 5 s, and on monitored topologies ' +
+        'without limit. Commands with maxTimeMS are always bounded by maxTimeMS + 5 s (an awaitData getMore by the ' +
+        'longer of the two), and on monitored topologies ' +
         'a heartbeat timeout interrupts the connections in use.',
       0,
       0,

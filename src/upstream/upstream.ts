@@ -539,7 +539,7 @@ export class Upstream {
   }
 
   #replyTimeoutMS(traits: CommandTraits): number {
-    return replyTimeoutMS(this.#options.socketTimeoutMS ?? 0, traits.maxTimeMS);
+    return replyTimeoutMS(this.#options.socketTimeoutMS ?? 0, traits);
   }
 
   /** The connection for one attempt: the transaction's pinned one, or a pooled one of the selected server. */

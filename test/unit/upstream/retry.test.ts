@@ -437,10 +437,17 @@ describe('the pieces together', () => {
 
 describe('replyTimeoutMS (review: half-open upstream)', () => {
   it('is the shorter of socketTimeoutMS and maxTimeMS + grace; 0 only when neither is set', () => {
-    expect(replyTimeoutMS(0, undefined)).toBe(0);
-    expect(replyTimeoutMS(0, 200)).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
-    expect(replyTimeoutMS(1_000, undefined)).toBe(1_000);
-    expect(replyTimeoutMS(1_000, 60_000)).toBe(1_000);
-    expect(replyTimeoutMS(600_000, 200)).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
+    const find = (maxTimeMS?: number) => ({ name: 'find', maxTimeMS });
+    expect(replyTimeoutMS(0, find())).toBe(0);
+    expect(replyTimeoutMS(0, find(200))).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
+    expect(replyTimeoutMS(1_000, find())).toBe(1_000);
+    expect(replyTimeoutMS(1_000, find(60_000))).toBe(1_000);
+    expect(replyTimeoutMS(600_000, find(200))).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
+  });
+
+  it('an awaitData getMore (maxTimeMS = time to wait for data) may stay silent until maxTimeMS + grace', () => {
+    expect(replyTimeoutMS(1_000, { name: 'getMore', maxTimeMS: 30_000 })).toBe(30_000 + MAX_TIME_REPLY_GRACE_MS);
+    expect(replyTimeoutMS(60_000, { name: 'getMore', maxTimeMS: 1_000 })).toBe(60_000);
+    expect(replyTimeoutMS(1_000, { name: 'getMore' })).toBe(1_000);
   });
 });
