@@ -334,6 +334,11 @@ export class Upstream {
     if (this.#servers.size === 0) await this.start();
     const server = await this.#selectServer(undefined);
     const { connection } = await this.#connectAndHandshake(server.address, false);
+    if (this.#closed) {
+      // close() ran while it was being opened: nobody would ever close it.
+      connection.close();
+      this.#assertOpen();
+    }
     this.#dedicatedCreated++;
     this.#dedicated.add(connection);
     connection.once('close', () => this.#dedicated.delete(connection));

@@ -232,4 +232,29 @@ describe('Upstream.forward hardening (review)', () => {
     // Pool and monitoring sockets alike are gone (the fake server sees them all close).
     await expect.poll(() => server.peers.filter((p) => !p.socket.destroyed && p.socket.readyState !== 'closed').length).toBe(0);
   });
+
+  it('close() while a passthrough connection is being opened: it is closed when it lands, never leaked', async () => {
+    let hellos = 0;
+    let answerLate: (() => void) | undefined;
+    const { upstream, server } = await fakeUpstream((name, m, peer) => {
+      if (name === 'hello' || name === 'isMaster') {
+        hellos++;
+        if (hellos === 1) void peer.reply(HELLO_REPLY, m);
+        else answerLate = () => void peer.reply(HELLO_REPLY, m);
+      } else {
+        void peer.reply({ ok: 1 }, m);
+      }
+    });
+    const opening = upstream.openUnauthenticated().then(
+      (connection) => connection,
+      (error: unknown) => error,
+    );
+    await expect.poll(() => answerLate !== undefined).toBe(true);
+    await upstream.close();
+    answerLate!();
+    const result = await opening;
+    expect(ProxyError.is(result) && result.codeName).toBe('ShutdownInProgress');
+    expect(upstream.stats.dedicated).toBe(0);
+    await expect.poll(() => server.peers.filter((p) => !p.socket.destroyed).length).toBe(0);
+  });
 });
