@@ -78,7 +78,7 @@ describe('Upstream.forward hardening (review)', () => {
           void peer.reply({ ok: 1 }, m);
         }
       },
-      { heartbeatFrequencyMS: 200, connectTimeoutMS: 500, serverSelectionTimeoutMS: 500 },
+      { heartbeatFrequencyMS: 200, connectTimeoutMS: 1_000 },
       '?replicaSet=rs',
     );
     expect(upstream.info.kind).toBe('replicaSet');
