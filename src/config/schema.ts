@@ -463,6 +463,16 @@ const sections: Record<string, SchemaNode> = {
       0,
       MAX_TIMER_MS,
     ),
+    socketTimeoutMS: integer(
+      'Milliseconds an upstream request may wait for a reply (each reply of an exhaust stream restarts it) before ' +
+        'its connection is closed and the command fails with NetworkTimeout (retried only where safe); 0 waits ' +
+        'without limit. Commands with maxTimeMS are always bounded by maxTimeMS + 5 s (an awaitData getMore by the ' +
+        'longer of the two), and on monitored topologies ' +
+        'a heartbeat timeout interrupts the connections in use.',
+      0,
+      0,
+      MAX_TIMER_MS,
+    ),
     retry: section('Retries by the proxy of commands that failed upstream, only where that is safe (see README).', {
       maxAttempts: integer('Attempts per command including the first; 1 never retries.', 3, 1, 10),
       initialBackoffMS: integer('Upper bound of the first (random) backoff delay; it doubles on every retry.', 50, 0, 60_000),
@@ -574,7 +584,8 @@ const sections: Record<string, SchemaNode> = {
     maxConnections: integer('Simultaneous client connections; more are refused.', 10_000, 1, 1_000_000),
     clientIdleTimeoutMS: integer(
       'Milliseconds a client connection may stay idle (no request in progress and no part of one received) ' +
-        'before the proxy closes it; 0 never closes idle connections.',
+        'before the proxy closes it; 0 never closes idle connections. A client that stops reading an exhaust ' +
+        'stream (which holds a pool connection) is closed after the same time.',
       600_000,
       0,
       MAX_TIMER_MS,

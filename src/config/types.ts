@@ -195,6 +195,8 @@ export interface ProxyConfig {
     serverSelectionTimeoutMS: number;
     heartbeatFrequencyMS: number;
     localThresholdMS: number;
+    /** An upstream request waits at most this long for a reply; 0 no limit (maxTimeMS still bounds it). */
+    socketTimeoutMS: number;
     retry: { maxAttempts: number; initialBackoffMS: number; maxBackoffMS: number };
     circuitBreaker: { failureThreshold: number; openMS: number; halfOpenProbes: number };
   };

@@ -707,7 +707,21 @@ export class ClientConnection {
     if (!this.socket.write(bytes)) {
       // Client is slower than the upstream: stop reading upstream until the client drains.
       upstream.pause();
-      this.socket.once('drain', () => upstream.resume());
+      // The paused stream holds a pool connection other clients share: a client that stops
+      // reading altogether is closed after clientIdleTimeoutMS (like an idle one), which closes
+      // that upstream connection and frees its slot.
+      const timeoutMS = this.deps.config.limits.clientIdleTimeoutMS;
+      const stalled =
+        timeoutMS > 0
+          ? setTimeout(() => {
+              this.logger.info({ clientIdleTimeoutMS: timeoutMS }, 'client stopped reading an exhaust stream for clientIdleTimeoutMS');
+              this.close('stalled reader');
+            }, timeoutMS).unref()
+          : undefined;
+      this.socket.once('drain', () => {
+        if (stalled !== undefined) clearTimeout(stalled);
+        upstream.resume();
+      });
     }
     this.deps.metrics.bytes('client', 'sent', bytes.length);
   }

@@ -50,11 +50,23 @@ export interface ConnectOptions {
 
 export type ReplyHandler = (reply: Buffer, moreToCome: boolean) => void;
 
+export interface RequestOptions {
+  /**
+   * Fail the request (and close the connection) when no reply arrives for this long: a
+   * half-open upstream would otherwise hold the request, and its pool slot, forever. Restarts
+   * with every reply of an exhaust stream; suspended while the consumer has paused reading.
+   * 0 or absent: no limit.
+   */
+  replyTimeoutMS?: number | undefined;
+}
+
 interface PendingRequest {
   expectedResponseTo: number;
   onReply: ReplyHandler;
   resolve: () => void;
   reject: (error: Error) => void;
+  replyTimeoutMS: number;
+  replyTimer: NodeJS.Timeout | undefined;
 }
 
 interface ConnectionEvents {
@@ -81,6 +93,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   #inboundChain: Promise<void> | undefined;
   #inboundQueued = 0;
   #compressor: CompressorName | undefined;
+  /** The consumer paused reading (a slow client); the reply timer does not run meanwhile. */
+  #paused = false;
   #zlibLevel: number | undefined;
   /** When the connection last finished a request (for idle reaping by the pool). */
   lastUsed = Date.now();
@@ -201,15 +215,22 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
    * connection fails first, or with what `onReply` threw (the connection is then closed, since
    * the rest of an exhaust stream can no longer be consumed).
    */
-  request(frame: Buffer, onReply: ReplyHandler): Promise<void> {
+  request(frame: Buffer, onReply: ReplyHandler, options: RequestOptions = {}): Promise<void> {
     if (this.#pending !== undefined) {
       return Promise.reject(new Error(`upstream connection ${this.id} already has a request in flight`));
     }
     if (this.#closed) return Promise.reject(this.#closedFailure());
+    // A pause belongs to the reply stream that asked for it: the last replies of an exhaust
+    // stream can arrive in the chunk that carried the paused one, so the stream ends (and the
+    // connection is pooled again) while paused. The next request, maybe another client's,
+    // must not wait for the slow client's 'drain'.
+    this.resume();
     const requestId = this.#nextRequestId();
     setRequestId(frame, requestId);
     return new Promise<void>((resolve, reject) => {
-      this.#pending = { expectedResponseTo: requestId, onReply, resolve, reject };
+      const replyTimeoutMS = options.replyTimeoutMS ?? 0;
+      this.#pending = { expectedResponseTo: requestId, onReply, resolve, reject, replyTimeoutMS, replyTimer: undefined };
+      this.#armReplyTimer();
       this.#enqueueWrite(frame).catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
     });
   }
@@ -226,11 +247,17 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
 
   /** Stops reading from the upstream (the client is slower than the server). */
   pause(): void {
-    if (!this.#closed) this.#socket.pause();
+    if (this.#closed) return;
+    this.#paused = true;
+    this.#socket.pause();
+    this.#clearReplyTimer();
   }
 
   resume(): void {
-    if (!this.#closed) this.#socket.resume();
+    if (this.#closed || !this.#paused) return;
+    this.#paused = false;
+    this.#socket.resume();
+    this.#armReplyTimer();
   }
 
   /**
@@ -243,6 +270,31 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   }
 
   // --- internals -----------------------------------------------------------------------------
+
+  /** (Re)starts the pending request's reply timer, unless reading is paused or it has none. */
+  #armReplyTimer(): void {
+    const pending = this.#pending;
+    if (pending === undefined) return;
+    this.#clearReplyTimer();
+    if (pending.replyTimeoutMS <= 0 || this.#paused) return;
+    const timeoutMS = pending.replyTimeoutMS;
+    pending.replyTimer = setTimeout(() => {
+      this.#fail(
+        new UpstreamError(ErrorCodes.NetworkTimeout, `no reply from upstream ${this.address} within ${timeoutMS} ms`, {
+          labels: [NETWORK_ERROR_LABEL],
+        }),
+      );
+    }, timeoutMS);
+    pending.replyTimer.unref();
+  }
+
+  #clearReplyTimer(): void {
+    const pending = this.#pending;
+    if (pending?.replyTimer !== undefined) {
+      clearTimeout(pending.replyTimer);
+      pending.replyTimer = undefined;
+    }
+  }
 
   #nextRequestId(): number {
     // Positive int32 ids; wrap long before overflow. Ids only need to be unique per connection.
@@ -337,9 +389,11 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
       opCode === OpCode.OP_MSG &&
       reply.length >= HEADER_LENGTH + 4 &&
       (readInt32LE(reply, HEADER_LENGTH) & OpMsgFlag.moreToCome) !== 0;
+    this.#clearReplyTimer();
     if (moreToCome) {
       // The next reply of the exhaust stream answers this one.
       pending.expectedResponseTo = readInt32LE(reply, 4);
+      this.#armReplyTimer();
     } else {
       this.#pending = undefined;
       this.lastUsed = Date.now();
@@ -364,6 +418,7 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   #shutdown(closeError: Error | undefined, requestError: Error): void {
     this.#closed = true;
     this.#closeError = closeError;
+    this.#clearReplyTimer();
     const pending = this.#pending;
     this.#pending = undefined;
     this.#socket.destroy();

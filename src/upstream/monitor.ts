@@ -5,6 +5,7 @@
  * (after NotWritablePrimary or a network error on a pool connection), but never more often than
  * every MIN_HEARTBEAT_INTERVAL_MS. A failed check closes the connection; the next one reconnects.
  */
+import { ErrorCodes, ProxyError } from '../errors.js';
 import type { Document } from '../wire/bson.js';
 import type { UpstreamConnection } from './connection.js';
 import { runCommand } from './handshake.js';
@@ -19,7 +20,11 @@ export interface MonitorOptions {
   /** Bounds one check (connect or hello); the check fails past it. */
   timeoutMS: number;
   onHello(hello: Document, roundTripMS: number): void;
-  onFailure(error: unknown): void;
+  /**
+   * A check failed; `timedOut` when the server stayed silent (the check's timeout or a connect
+   * timeout) rather than refusing or resetting: connections in use there are likely dead too.
+   */
+  onFailure(error: unknown, timedOut: boolean): void;
 }
 
 export class ServerMonitor {
@@ -103,7 +108,8 @@ export class ServerMonitor {
     } catch (error) {
       this.#connection?.close();
       this.#connection = undefined;
-      if (!this.#stopped) this.#options.onFailure(error);
+      const silent = timedOut || (ProxyError.is(error) && error.code === ErrorCodes.NetworkTimeout);
+      if (!this.#stopped) this.#options.onFailure(error, silent);
     } finally {
       if (timer !== undefined) clearTimeout(timer);
       this.#checking = false;

@@ -67,6 +67,11 @@ export function waitQueueTimeoutError(address: string, timeoutMS: number): Upstr
   );
 }
 
+/** The error a waiting request gets when its client left (nothing was sent; nobody reads it). */
+function cancelledError(address: string): UpstreamError {
+  return new UpstreamError(ErrorCodes.SocketException, `the request was cancelled while waiting for a connection to upstream ${address}`);
+}
+
 export class ConnectionPool {
   readonly address: string;
   readonly #options: PoolOptions;
@@ -125,8 +130,12 @@ export class ConnectionPool {
     this.checkIn(connection);
   }
 
-  /** A connection exclusive to the caller until `checkIn`. `tenant` places it in the fair queue. */
-  checkOut(tenant: string = NO_TENANT): Promise<UpstreamConnection> {
+  /**
+   * A connection exclusive to the caller until `checkIn`. `tenant` places it in the fair queue;
+   * aborting `signal` (the client left) takes a waiting request out of the queue at once, so it
+   * neither holds a place in the round-robin nor receives a connection nobody will use.
+   */
+  checkOut(tenant: string = NO_TENANT, signal?: AbortSignal): Promise<UpstreamConnection> {
     if (this.#closed) return Promise.reject(this.#closedError());
     const idle = this.#takeIdle();
     if (idle !== undefined) {
@@ -134,12 +143,33 @@ export class ConnectionPool {
       return Promise.resolve(idle);
     }
     if (this.#total < this.#options.maxPoolSize) return this.#openFor();
+    if (signal?.aborted === true) return Promise.reject(cancelledError(this.address));
     return new Promise<UpstreamConnection>((resolve, reject) => {
-      const waiter: Waiter = { tenant, resolve, reject, timer: undefined };
+      const onAbort = (): void => {
+        if (this.#waiters.remove(tenant, waiter)) waiter.reject(cancelledError(this.address));
+      };
+      // However the wait ends, its timer and abort listener go with it.
+      const detach = (): void => {
+        if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const waiter: Waiter = {
+        tenant,
+        resolve: (connection) => {
+          detach();
+          resolve(connection);
+        },
+        reject: (error) => {
+          detach();
+          reject(error);
+        },
+        timer: undefined,
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
       const timeoutMS = this.#options.waitQueueTimeoutMS;
       if (timeoutMS > 0) {
         waiter.timer = setTimeout(() => {
-          if (this.#waiters.remove(tenant, waiter)) reject(waitQueueTimeoutError(this.address, timeoutMS));
+          if (this.#waiters.remove(tenant, waiter)) waiter.reject(waitQueueTimeoutError(this.address, timeoutMS));
         }, timeoutMS);
       }
       this.#waiters.push(tenant, waiter);
@@ -185,14 +215,17 @@ export class ConnectionPool {
 
   /**
    * Forgets every connection made so far (the server failed or stepped down): idle ones close now,
-   * in-use ones when checked in. Waiters stay queued and get fresh connections.
+   * in-use ones when checked in, or at once with `interruptInUse` (CMAP's
+   * interruptInUseConnections: the server stopped answering, so their requests would otherwise
+   * wait for a reply that never comes). Waiters stay queued and get fresh connections.
    */
-  clear(): void {
+  clear(interruptInUse?: Error): void {
     this.#generation++;
     for (const connection of this.#idle.splice(0)) {
       this.#clearIdleTimer(connection);
       connection.close();
     }
+    if (interruptInUse !== undefined) for (const connection of [...this.#inUse]) connection.close(interruptInUse);
   }
 
   /** Closes every connection, idle or in use, and rejects every waiter with `error`. */

@@ -301,6 +301,28 @@ export function clientDeadlineMS(limits: { maxTimeMS?: unknown; timeoutMS?: unkn
   return result;
 }
 
+/**
+ * Slack after a command's `maxTimeMS` before the proxy stops waiting for its reply: the server
+ * checks its deadline only at interrupt points and the reply still has to travel.
+ */
+export const MAX_TIME_REPLY_GRACE_MS = 5_000;
+
+/**
+ * How long one upstream attempt may go without a reply (0: no limit): `socketTimeoutMS` when
+ * set, and `maxTimeMS` + MAX_TIME_REPLY_GRACE_MS when the command has one, whichever is shorter.
+ * A server that honours maxTimeMS has answered by then, so silence means a half-open connection.
+ * For a getMore, maxTimeMS is how long the server WAITS for new data (the server accepts it only
+ * on tailable awaitData cursors: change streams, capped collections), so silence up to then is
+ * expected: the longer of the two applies.
+ */
+export function replyTimeoutMS(socketTimeoutMS: number, command: { name: string; maxTimeMS?: number | undefined }): number {
+  const { maxTimeMS } = command;
+  const fromMaxTime = maxTimeMS === undefined ? 0 : maxTimeMS + MAX_TIME_REPLY_GRACE_MS;
+  if (socketTimeoutMS <= 0) return fromMaxTime;
+  if (fromMaxTime === 0) return socketTimeoutMS;
+  return command.name === 'getMore' ? Math.max(socketTimeoutMS, fromMaxTime) : Math.min(socketTimeoutMS, fromMaxTime);
+}
+
 function toMillis(value: unknown): number | undefined {
   if (value === undefined || value === null) return undefined;
   let ms: number;

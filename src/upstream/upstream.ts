@@ -38,6 +38,7 @@ import {
   classifyForRetry,
   clientDeadlineMS,
   isRetryableError,
+  replyTimeoutMS,
   retryErrorOf,
   translateUpstreamFailure,
   upstreamSupportsRetryableWrites,
@@ -91,6 +92,17 @@ export interface UpstreamOptions {
   heartbeatFrequencyMS?: number;
   /** Latency window of server selection. Default 15. */
   localThresholdMS?: number;
+  /**
+   * An attempt that gets no reply for this long fails with NetworkTimeout and its connection is
+   * closed (see replyTimeoutMS in retry.ts; commands with maxTimeMS are bounded anyway). 0
+   * (default): only maxTimeMS and, on monitored topologies, a failed heartbeat bound the wait.
+   */
+  socketTimeoutMS?: number;
+  /**
+   * A transaction pin no command has used for this long is released (default
+   * ABANDONED_PIN_MS); not a config option, tests shorten it.
+   */
+  abandonedPinMS?: number;
   retry?: UpstreamRetryOptions;
   circuitBreaker?: UpstreamCircuitBreakerOptions;
   logger?: Logger | undefined;
@@ -186,6 +198,13 @@ interface AttemptFailure {
   retryable: boolean;
 }
 
+/**
+ * A pinned transaction that sees no command for this long was abandoned (no commit, no abort,
+ * its client connection still open): the server has aborted it by then
+ * (transactionLifetimeLimitSeconds, 60 s by default), so its pin only holds a pool slot.
+ */
+export const ABANDONED_PIN_MS = 120_000;
+
 /** Error codes by which a server says it is no longer what we selected it for (SDAM state changes). */
 const STATE_CHANGE_CODES: ReadonlySet<number> = new Set([10107, 13435, 11602, 13436, 189, 91, 11600]);
 
@@ -205,6 +224,8 @@ export class Upstream {
   readonly #pinLocks = new WeakMap<UpstreamConnection, Promise<void>>();
   /** Connections whose 'close' already drops their pins (one listener each, however many transactions). */
   readonly #unpinOnClose = new WeakSet<UpstreamConnection>();
+  /** Per pinned lsid: releases the pin once it has been idle for abandonedPinMS. */
+  readonly #pinIdleTimers = new Map<string, NodeJS.Timeout>();
   readonly #cursors = new CursorServers();
   /** Woken whenever a server description changes (requests waiting for a primary). */
   #topologyWaiters: Array<() => void> = [];
@@ -323,6 +344,11 @@ export class Upstream {
     if (this.#servers.size === 0) await this.start();
     const server = await this.#selectServer(undefined);
     const { connection } = await this.#connectAndHandshake(server.address, false);
+    if (this.#closed) {
+      // close() ran while it was being opened: nobody would ever close it.
+      connection.close();
+      this.#assertOpen();
+    }
     this.#dedicatedCreated++;
     this.#dedicated.add(connection);
     connection.once('close', () => this.#dedicated.delete(connection));
@@ -336,7 +362,7 @@ export class Upstream {
 
   /** The client connection left: its transaction pins are released. */
   endSession(session: UpstreamSession): void {
-    for (const connection of this.#transactions.releaseOwner(session)) this.#returnToPool(connection);
+    for (const connection of this.#transactions.releaseOwner(session)) this.#releasePin(connection);
     session.dedicated = undefined;
   }
 
@@ -358,6 +384,7 @@ export class Upstream {
         ? 'never'
         : classifyForRetry(traits, { retryableWrites: upstreamSupportsRetryableWrites(this.info) });
     const deadlineMS = clientDeadlineMS({ maxTimeMS: traits.maxTimeMS });
+    const replyTimeout = this.#replyTimeoutMS(traits);
     const started = performance.now();
     const delays = backoffDelays({
       attempts: this.#retry.maxAttempts,
@@ -373,6 +400,8 @@ export class Upstream {
       const lastChance = delay === undefined;
       let failure: AttemptFailure | undefined;
       let heldReply: { reply: Buffer; connection: UpstreamConnection; error: RetryError } | undefined;
+      /** The reply says the server aborted this command's transaction: its pin has no more use. */
+      let transactionAborted = false;
 
       let lease: Lease | undefined;
       try {
@@ -393,21 +422,26 @@ export class Upstream {
             connection.send(request.frame);
           } else {
             const remember = this.#servers.size > 1;
-            await connection.request(request.frame, (reply, moreToCome) => {
-              if (!moreToCome && !delivered) {
-                const error = replyError(reply);
-                if (error !== undefined) {
-                  this.#onServerError(server, error);
-                  if (!lastChance && isRetryableError(error, retryClass)) {
-                    heldReply = { reply, connection, error };
-                    return;
+            await connection.request(
+              request.frame,
+              (reply, moreToCome) => {
+                if (!moreToCome && !delivered) {
+                  const error = replyError(reply);
+                  if (error !== undefined) {
+                    transactionAborted = pin.kind !== 'none' && serverAbortedTransaction(error);
+                    this.#onServerError(server, error);
+                    if (!lastChance && isRetryableError(error, retryClass)) {
+                      heldReply = { reply, connection, error };
+                      return;
+                    }
                   }
                 }
-              }
-              if (remember) this.#rememberCursor(traits, reply, server);
-              delivered = true;
-              request.onReply(reply, moreToCome, connection);
-            });
+                if (remember) this.#rememberCursor(traits, reply, server);
+                delivered = true;
+                request.onReply(reply, moreToCome, connection);
+              },
+              { replyTimeoutMS: replyTimeout },
+            );
           }
           server.breaker.onSuccess();
         } catch (error) {
@@ -432,7 +466,7 @@ export class Upstream {
         } finally {
           request.signal?.removeEventListener('abort', abort);
           server.inFlight--;
-          this.#settle(lease, pin, request.session, failure === undefined);
+          this.#settle(lease, pin, request.session, failure === undefined, transactionAborted);
         }
       }
 
@@ -469,6 +503,8 @@ export class Upstream {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const timer of this.#pinIdleTimers.values()) clearTimeout(timer);
+    this.#pinIdleTimers.clear();
     const shutdown = (): UpstreamError =>
       new UpstreamError(ErrorCodes.InterruptedAtShutdown, 'the proxy is shutting down', { labels: [NETWORK_ERROR_LABEL] });
     for (const server of this.#servers.values()) {
@@ -498,10 +534,14 @@ export class Upstream {
     }
     let delivered = false;
     try {
-      await connection.request(request.frame, (reply, moreToCome) => {
-        delivered = true;
-        request.onReply(reply, moreToCome, connection);
-      });
+      await connection.request(
+        request.frame,
+        (reply, moreToCome) => {
+          delivered = true;
+          request.onReply(reply, moreToCome, connection);
+        },
+        { replyTimeoutMS: this.#replyTimeoutMS(request.traits) },
+      );
     } catch (error) {
       if (delivered || connection.closed) {
         throw new ReplyInterruptedError(ErrorCodes.HostUnreachable, 'the upstream connection authenticated as this client was lost; reconnect and authenticate again', {
@@ -511,6 +551,10 @@ export class Upstream {
       throw error;
     }
     return { attempts: 1 };
+  }
+
+  #replyTimeoutMS(traits: CommandTraits): number {
+    return replyTimeoutMS(this.#options.socketTimeoutMS ?? 0, traits);
   }
 
   /** The connection for one attempt: the transaction's pinned one, or a pooled one of the selected server. */
@@ -530,10 +574,16 @@ export class Upstream {
     }
     let connection: UpstreamConnection;
     try {
-      connection = await server.pool.checkOut(request.tenant ?? NO_TENANT);
+      connection = await server.pool.checkOut(request.tenant ?? NO_TENANT, request.signal);
     } catch (error) {
-      // A refused or failed connect counts against the server; a full pool does not.
-      if (ProxyError.is(error) && error.code !== ErrorCodes.ExceededTimeLimit && error.code !== ErrorCodes.ShutdownInProgress) {
+      // A refused or failed connect counts against the server; a full pool or a client that
+      // left while waiting does not.
+      if (
+        request.signal?.aborted !== true &&
+        ProxyError.is(error) &&
+        error.code !== ErrorCodes.ExceededTimeLimit &&
+        error.code !== ErrorCodes.ShutdownInProgress
+      ) {
         server.breaker.onFailure();
         this.#onNetworkError(server);
       } else {
@@ -545,28 +595,63 @@ export class Upstream {
   }
 
   /** After an attempt: pin or unpin a transaction's connection, or give the connection back. */
-  #settle(lease: Lease, pin: PinDecision, session: UpstreamSession, succeeded: boolean): void {
+  #settle(lease: Lease, pin: PinDecision, session: UpstreamSession, succeeded: boolean, transactionAborted: boolean): void {
     const { connection } = lease;
     lease.unlock?.();
-    if (pin.kind === 'start' && succeeded && !connection.closed) {
+    if (pin.kind === 'start' && succeeded && !transactionAborted && !connection.closed) {
       if (lease.pinned) return;
       const replaced = this.#transactions.set(pin.lsid, connection, session);
       if (!this.#unpinOnClose.has(connection)) {
         this.#unpinOnClose.add(connection);
         connection.once('close', () => this.#transactions.forget(connection));
       }
-      if (replaced !== undefined) this.#returnToPool(replaced);
+      if (replaced !== undefined) this.#releasePin(replaced);
+      this.#touchPin(pin.lsid, connection);
       return;
     }
-    if (pin.kind === 'end') {
-      // Answered (or failed): the transaction no longer needs its connection.
+    // Answered (or failed), or aborted by the server (the driver may never send an abort for
+    // it, and a pin held until the client connection closes would hold a pool slot that long):
+    // the transaction no longer needs its connection.
+    if (pin.kind === 'end' || (transactionAborted && pin.kind !== 'none')) {
       const pinned = this.#transactions.delete(pin.lsid);
-      if (pinned !== undefined && pinned !== connection) this.#returnToPool(pinned);
+      if (pinned !== undefined && pinned !== connection) this.#releasePin(pinned);
       this.#returnToPool(connection);
       return;
     }
-    if (lease.pinned) return; // inside the transaction: stays pinned
+    if (lease.pinned) {
+      // inside the transaction: stays pinned
+      if (pin.kind !== 'none') this.#touchPin(pin.lsid, connection);
+      return;
+    }
     this.#returnToPool(connection);
+  }
+
+  /**
+   * Returns a connection whose pin was just dropped. Drivers spread a session's commands over
+   * their connections, so another client connection may be running a command of that
+   * transaction on it right now: returning a busy connection would close it under that command,
+   * so it goes back once the command is done (the pin lock orders it after).
+   */
+  #releasePin(connection: UpstreamConnection): void {
+    void this.#lockPin(connection).then((unlock) => {
+      unlock();
+      this.#returnToPool(connection);
+    });
+  }
+
+  /** (Re)starts the abandoned-transaction clock of a pin. */
+  #touchPin(lsid: string, connection: UpstreamConnection): void {
+    const previous = this.#pinIdleTimers.get(lsid);
+    if (previous !== undefined) clearTimeout(previous);
+    const timer = setTimeout(() => {
+      this.#pinIdleTimers.delete(lsid);
+      if (this.#transactions.get(lsid) !== connection) return;
+      this.#transactions.delete(lsid);
+      this.#logger?.debug({ upstreamConnection: connection.id }, 'released the pin of an abandoned transaction');
+      this.#releasePin(connection);
+    }, this.#options.abandonedPinMS ?? ABANDONED_PIN_MS);
+    timer.unref();
+    this.#pinIdleTimers.set(lsid, timer);
   }
 
   #returnToPool(connection: UpstreamConnection): void {
@@ -685,7 +770,10 @@ export class Upstream {
     if (ProxyError.is(error) && !labels.includes(NETWORK_ERROR_LABEL) && !labels.includes(CIRCUIT_OPEN)) return error;
     const kind: UpstreamFailureKind = labels.includes(CIRCUIT_OPEN) ? 'circuit-open' : failure.kind;
     const detail = error instanceof Error ? error.message : undefined;
-    const reply = translateUpstreamFailure({ kind, command: traits, ...(detail === undefined ? {} : { detail }), attempts });
+    // A txnNumber only makes a resend safe where the upstream de-duplicates on it (FerretDB, for
+    // one, accepts and ignores it): elsewhere the driver must not be told to retry the write.
+    const command = { ...traits, hasTxnNumber: traits.hasTxnNumber && upstreamSupportsRetryableWrites(this.info) };
+    const reply = translateUpstreamFailure({ kind, command, ...(detail === undefined ? {} : { detail }), attempts });
     // A full pool keeps its own (retryable) code: the server is fine, the proxy is saturated.
     const code = ProxyError.is(error) && error.code === ErrorCodes.ExceededTimeLimit ? error.code : reply.code;
     const errorLabels = anySent ? reply.errorLabels.filter((label) => label !== ErrorLabels.NoWritesPerformed) : reply.errorLabels;
@@ -822,9 +910,17 @@ export class Upstream {
       timeoutMS: connectTimeoutMS,
       open: () => this.#connectAndHandshake(server.address, false),
       onHello: (hello, roundTripMS) => this.#describe(server, hello, roundTripMS),
-      onFailure: (error) => {
+      onFailure: (error, timedOut) => {
         this.#logger?.debug({ server: server.key, err: error instanceof Error ? error.message : String(error) }, 'upstream monitoring check failed');
-        server.pool.clear();
+        // A silent server: the requests in flight there are not coming back either (a half-open
+        // network); interrupting them lets reads retry elsewhere and writes report NetworkTimeout.
+        server.pool.clear(
+          timedOut
+            ? new UpstreamError(ErrorCodes.NetworkTimeout, `upstream ${server.key} stopped answering heartbeats; request interrupted`, {
+                labels: [NETWORK_ERROR_LABEL],
+              })
+            : undefined,
+        );
         this.#setRole(server, 'unknown');
       },
     });
@@ -882,7 +978,10 @@ export class Upstream {
     server.type = role === 'other' ? 'unknown' : role;
     if (previous !== role) {
       this.#logger?.info({ server: server.key, role, previous }, 'upstream server role changed');
-      if (role === 'unknown') this.#cursors.forgetServer(server.key);
+      // Its cursors are NOT forgotten when it turns unknown: that happens on one failed
+      // heartbeat or one broken pool connection, and the cursors usually live on. A getMore
+      // sent elsewhere could only get CursorNotFound; sent there, it gets the server's own
+      // answer. (The table is bounded; entries of a server that is really gone age out.)
     }
     this.#wakeTopologyWaiters();
   }
@@ -1032,6 +1131,14 @@ function replyError(reply: Buffer): RetryError | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The server's NoSuchTransaction code: the transaction was aborted (or never existed). */
+const NO_SUCH_TRANSACTION = 251;
+
+/** NoSuchTransaction, or any error the server labels TransientTransactionError: the transaction is gone. */
+function serverAbortedTransaction(error: RetryError): boolean {
+  return error.code === NO_SUCH_TRANSACTION || (error.labels ?? []).includes(ErrorLabels.TransientTransactionError);
 }
 
 function retryReason(error: RetryError | undefined, failure: AttemptFailure | undefined): string {

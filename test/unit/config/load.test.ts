@@ -74,6 +74,7 @@ const DEFAULTS: ProxyConfig = {
     serverSelectionTimeoutMS: 10_000,
     heartbeatFrequencyMS: 10_000,
     localThresholdMS: 15,
+    socketTimeoutMS: 0,
     retry: { maxAttempts: 3, initialBackoffMS: 50, maxBackoffMS: 1_000 },
     circuitBreaker: { failureThreshold: 5, openMS: 10_000, halfOpenProbes: 1 },
   },

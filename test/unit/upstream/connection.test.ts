@@ -264,3 +264,57 @@ describe('requestCommandName', () => {
     expect(requestCommandName(frame.subarray(0, 22))).toBeUndefined();
   });
 });
+
+describe('UpstreamConnection hardening (review)', () => {
+  it('a pause left by the previous reply stream does not stall the next request on the same connection', async () => {
+    // An exhaust stream whose last replies arrive in the same chunk: the client pauses on the
+    // moreToCome reply, the stream still completes, and the connection goes back to the pool.
+    const { connection } = await setup((m, peer) => {
+      if (m.body.getMore !== undefined) {
+        const more = opMsg({ n: 1 }, 501, m.requestId, 2);
+        const last = opMsg({ n: 2 }, 502, 501);
+        peer.socket.write(Buffer.concat([more, last]));
+      } else {
+        void peer.reply({ ok: 1, n: 3 }, m);
+      }
+    });
+    const got: number[] = [];
+    await connection.request(opMsg({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16), (reply, more) => {
+      got.push(bodyOf(reply).n as number);
+      if (more) connection.pause(); // a slow client; its 'drain' may never come
+    });
+    expect(got).toEqual([1, 2]);
+    // Another client's request on the (pooled) connection must get its reply.
+    await connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), (reply) => got.push(bodyOf(reply).n as number));
+    expect(got).toEqual([1, 2, 3]);
+  });
+
+  it('replyTimeoutMS: a request with no reply (half-open upstream) fails with NetworkTimeout and closes the connection', async () => {
+    const { connection } = await setup(() => undefined);
+    const error = await rejection(connection.request(opMsg({ insert: 'c', $db: 'a' }, 0, 0), () => undefined, { replyTimeoutMS: 100 }));
+    expect(ProxyError.is(error) && error.code).toBe(ErrorCodes.NetworkTimeout);
+    expect(ProxyError.is(error) && error.labels).toContain('NetworkError');
+    expect(error.message).toMatch(/no reply from upstream .* within 100 ms/);
+    expect(connection.closed).toBe(true);
+  });
+
+  it('replyTimeoutMS restarts with every reply of a stream and is suspended while the consumer has paused reading', async () => {
+    const { server: s, connection } = await setup(() => undefined);
+    const got: number[] = [];
+    const done = connection.request(opMsg({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16), (reply) => got.push(bodyOf(reply).n as number), {
+      replyTimeoutMS: 300,
+    });
+    await expect.poll(() => s.peers[0]?.received.length ?? 0).toBe(1);
+    const peer = s.peers[0]!;
+    const first = await peer.reply({ n: 1 }, peer.received[0]!, { moreToCome: true });
+    await expect.poll(() => got).toEqual([1]);
+    connection.pause();
+    // Paused (the client is slow), the upstream's silence is not the upstream's fault.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(connection.closed).toBe(false);
+    connection.resume();
+    await peer.reply({ n: 2 }, first);
+    await done;
+    expect(got).toEqual([1, 2]);
+  });
+});

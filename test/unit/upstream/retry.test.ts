@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes, UpstreamError, codeNameOf } from '../../../src/errors.js';
 import { NETWORK_ERROR_LABEL } from '../../../src/upstream/connection.js';
 import {
+  MAX_TIME_REPLY_GRACE_MS,
+  replyTimeoutMS,
   ErrorLabels,
   RETRY_DEFAULTS,
   RETRYABLE_ERROR_CODES,
@@ -430,5 +432,22 @@ describe('the pieces together', () => {
     expect(classifyForRetry(command)).toBe('never');
     expect(isRetryableError({ network: true }, classifyForRetry(command))).toBe(false);
     expect(translateUpstreamFailure({ kind: 'network', command }).errorLabels).toEqual([]);
+  });
+});
+
+describe('replyTimeoutMS (review: half-open upstream)', () => {
+  it('is the shorter of socketTimeoutMS and maxTimeMS + grace; 0 only when neither is set', () => {
+    const find = (maxTimeMS?: number) => ({ name: 'find', maxTimeMS });
+    expect(replyTimeoutMS(0, find())).toBe(0);
+    expect(replyTimeoutMS(0, find(200))).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
+    expect(replyTimeoutMS(1_000, find())).toBe(1_000);
+    expect(replyTimeoutMS(1_000, find(60_000))).toBe(1_000);
+    expect(replyTimeoutMS(600_000, find(200))).toBe(200 + MAX_TIME_REPLY_GRACE_MS);
+  });
+
+  it('an awaitData getMore (maxTimeMS = time to wait for data) may stay silent until maxTimeMS + grace', () => {
+    expect(replyTimeoutMS(1_000, { name: 'getMore', maxTimeMS: 30_000 })).toBe(30_000 + MAX_TIME_REPLY_GRACE_MS);
+    expect(replyTimeoutMS(60_000, { name: 'getMore', maxTimeMS: 1_000 })).toBe(60_000);
+    expect(replyTimeoutMS(1_000, { name: 'getMore' })).toBe(1_000);
   });
 });

@@ -1,0 +1,70 @@
+/**
+ * A half-open upstream (request sent, no reply ever) must not hold a client, or its pool slot,
+ * forever (review of issue 5): upstream.socketTimeoutMS bounds every attempt, and a command's
+ * maxTimeMS bounds it even when socketTimeoutMS is 0. Uses the fault injector's blackhole mode
+ * on connections that are already pooled.
+ */
+import { MongoServerError } from 'mongodb';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { uniqueDbName, upstreamUri } from '../helpers/upstream.js';
+
+let proxy: TestProxy | undefined;
+let faults: FaultProxy | undefined;
+
+afterEach(async () => {
+  await proxy?.stop();
+  await faults?.close();
+  proxy = undefined;
+  faults = undefined;
+});
+
+async function inUse(tp: TestProxy): Promise<number> {
+  const address = tp.proxy.metricsAddress;
+  if (address === null) throw new Error('metrics disabled');
+  const text = await (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
+  return Number(/^mongo_tenant_proxy_upstream_connections\{state="in_use"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+}
+
+async function failure(promise: Promise<unknown>): Promise<MongoServerError> {
+  const error = await promise.then(
+    () => new Error('expected the command to fail'),
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(MongoServerError);
+  return error as MongoServerError;
+}
+
+describe('half-open upstream', () => {
+  it('socketTimeoutMS: a write whose reply never comes fails with NetworkTimeout, without a retry label, and the pool slot is freed', async () => {
+    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
+    proxy = await startTestProxy({ upstream: { uri: faults.uri, socketTimeoutMS: 1_000, maxPoolSize: 1 } });
+    const db = uniqueDbName('halfopen');
+    const client = proxy.client({ retryReads: false, retryWrites: false });
+    await client.db(db).collection('c').insertOne({ _id: 'warmup' as never });
+
+    faults.setMode('blackhole');
+    const error = await failure(client.db(db).collection('c').insertOne({ _id: 'lost' as never }));
+    expect(error.code).toBe(89);
+    expect(error.errorLabels).not.toContain('RetryableWriteError');
+    expect(error.message).toMatch(/did not reply in time/);
+    await expect.poll(() => inUse(proxy!), { timeout: 20_000 }).toBe(0);
+
+    faults.setMode('pass');
+    faults.resetAll();
+    await expect.poll(async () => (await client.db(db).collection('c').findOne({ _id: 'warmup' as never }))?._id, { timeout: 30_000 }).toBe('warmup');
+  });
+
+  it('with socketTimeoutMS 0 a command carrying maxTimeMS still gets its answer (maxTimeMS + grace), not a hang', async () => {
+    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
+    proxy = await startTestProxy({ upstream: { uri: faults.uri } });
+    const db = uniqueDbName('halfopen');
+    const client = proxy.client({ retryReads: false, retryWrites: false });
+    await client.db(db).collection('c').insertOne({ _id: 'doc' as never });
+
+    faults.setMode('blackhole');
+    const error = await failure(client.db(db).collection('c').findOne({ _id: 'doc' as never }, { maxTimeMS: 200 }));
+    expect(error.code).toBe(89);
+  }, 60_000);
+});
