@@ -22,6 +22,7 @@ import { replyBody } from '../protocol/command.js';
 import { BsonType, elements, findElement, readNumber, readString, subDocument } from '../wire/bson-scan.js';
 import type { Document } from '../wire/bson.js';
 import { DEFAULT_MAX_MESSAGE_SIZE_BYTES } from '../wire/constants.js';
+import { clearMoreToCome } from '../wire/op-msg.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
 import { type CommandTraits, replyCursor } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, UpstreamConnection } from './connection.js';
@@ -419,7 +420,7 @@ export class Upstream {
         try {
           if (request.signal?.aborted === true) throw abortedError();
           if (request.fireAndForget) {
-            connection.send(request.frame);
+            await sendUnacknowledged(connection, request.frame);
           } else {
             const remember = this.#servers.size > 1;
             await connection.request(
@@ -529,7 +530,7 @@ export class Upstream {
       );
     }
     if (request.fireAndForget) {
-      connection.send(request.frame);
+      await sendUnacknowledged(connection, request.frame);
       return { attempts: 1 };
     }
     let delivered = false;
@@ -1187,4 +1188,15 @@ function describeTopology(servers: ReadonlyMap<string, ServerState>): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A client's moreToCome command (a w:0 write, endSessions) is sent *with* a reply requested and
+ * the reply dropped, holding the connection until it arrives. A server that answers moreToCome
+ * anyway (FerretDB does) would otherwise leave a stray reply on a pooled connection that another
+ * client's request uses next, and the connection would fail under that request. The client still
+ * gets nothing, as it asked; the write's outcome stays unknown to it, as with w:0 on MongoDB.
+ */
+function sendUnacknowledged(connection: UpstreamConnection, frame: Buffer): Promise<void> {
+  return connection.request(clearMoreToCome(frame), () => undefined);
 }

@@ -283,6 +283,15 @@ export function encodeOpMsg(init: EncodeOpMsgInit): Buffer {
 }
 
 /** The command name: the first key of the body (OP_MSG.md). Throws on an empty body. */
+/**
+ * Clears an OP_MSG frame's moreToCome bit in place, so the server answers it. The frame must be
+ * the caller's own (the header is rewritten anyway when it is sent).
+ */
+export function clearMoreToCome(frame: Buffer): Buffer {
+  frame.writeUInt32LE(frame.readUInt32LE(HEADER_LENGTH) & ~OpMsgFlag.moreToCome, HEADER_LENGTH);
+  return frame;
+}
+
 export function commandName(body: Uint8Array): string {
   let first;
   try {

@@ -1,27 +1,31 @@
 /**
  * What drivers send when an application closes its client: `endSessions` as an unacknowledged
- * command (w:0, OP_MSG moreToCome). It is not a protocol violation: it is forwarded without
- * waiting for a reply (nor answered, before a tenant exists), the connection stays usable, and
+ * command (w:0, OP_MSG moreToCome). It is not a protocol violation: it is forwarded and the
+ * client gets no reply (nor is it answered before a tenant exists), the connection stays usable, and
  * neither the protocol error counter nor the `error` outcome moves, so closing clients does not
  * look like an attack on the dashboard.
  */
 import { randomUUID } from 'node:crypto';
 import { Binary, UUID } from 'bson';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
-import { uniqueDbName } from '../helpers/upstream.js';
+import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
 
 const MORE_TO_COME = 1 << 1;
 
 let proxy: TestProxy | undefined;
+let faults: FaultProxy | undefined;
 const raw = new Set<RawClient>();
 
 afterEach(async () => {
   for (const client of raw) client.close();
   raw.clear();
   await proxy?.stop();
+  await faults?.close();
   proxy = undefined;
+  faults = undefined;
 });
 
 async function rawClient(): Promise<RawClient> {
@@ -54,7 +58,7 @@ async function until(condition: () => Promise<boolean>, timeoutMs = 20_000): Pro
 const endSessions = (): Buffer => opMsg({ endSessions: [{ id: new Binary(new UUID(randomUUID()).buffer, 4) }], $db: 'admin' }, { flags: MORE_TO_COME }).bytes;
 
 describe('a driver closing its client (endSessions with moreToCome)', () => {
-  it('is forwarded fire-and-forget: no protocol error, no error outcome, the connection stays open', async () => {
+  it('is forwarded without a reply to the client: no protocol error, no error outcome, the connection stays open', async () => {
     proxy = await startTestProxy();
     const client = proxy.client();
     const db = client.db(uniqueDbName('driver_close'));
@@ -88,5 +92,41 @@ describe('a driver closing its client (endSessions with moreToCome)', () => {
     const reply = await c.readFrame(20_000);
     expect(reply?.responseTo).toBe(ping.requestId);
     expect(replyDocument(reply!).ok).toBe(1);
+  });
+});
+
+describe('unacknowledged commands on a shared upstream connection', () => {
+  it('leave nothing behind for the next client: w:0 writes and endSessions interleaved with acknowledged writes over a pool of one', async () => {
+    // A server may answer moreToCome anyway (FerretDB does). Were the command sent as is, that
+    // stray reply would reach the pooled connection after it went to another client, and fail the
+    // other client's write. The proxy asks for the reply and drops it.
+    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
+    proxy = await startTestProxy({ upstream: { uri: faults.uri, maxPoolSize: 1, retry: { maxAttempts: 1, initialBackoffMS: 0, maxBackoffMS: 0 } } });
+    const database = uniqueDbName('fnf_shared');
+    const unacknowledged = await rawClient();
+    const acknowledged = await rawClient();
+    const connectionsBefore = faults.stats().connectionsTotal;
+    for (let i = 0; i < 20; i++) {
+      unacknowledged.write(opMsg({ insert: 'items', documents: [{ _id: `w0-${i}` }], writeConcern: { w: 0 }, $db: database }, { flags: MORE_TO_COME }).bytes);
+      unacknowledged.write(endSessions());
+      const insert = opMsg({ insert: 'items', documents: [{ _id: `ack-${i}` }], $db: database });
+      acknowledged.write(insert.bytes);
+      const reply = await acknowledged.readFrame(20_000);
+      expect(reply?.responseTo).toBe(insert.requestId);
+      expect(replyDocument(reply!)).toMatchObject({ ok: 1, n: 1 });
+    }
+    // The w:0 client gets no reply at all; its next acknowledged command is answered in order.
+    const ping = opMsg({ ping: 1, $db: 'admin' });
+    unacknowledged.write(ping.bytes);
+    expect((await unacknowledged.readFrame(20_000))?.responseTo).toBe(ping.requestId);
+    // No upstream connection failed and was replaced along the way.
+    expect(faults.stats().connectionsTotal).toBe(connectionsBefore);
+    const direct = await directClient();
+    try {
+      expect(await direct.db(database).collection('items').countDocuments({ _id: /^w0-/ })).toBe(20);
+      expect(await direct.db(database).collection('items').countDocuments({ _id: /^ack-/ })).toBe(20);
+    } finally {
+      await direct.close();
+    }
   });
 });
