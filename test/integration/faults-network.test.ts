@@ -23,6 +23,8 @@ import { sleep, until } from '../helpers/wait.js';
 
 /** The proxy's upstream connect (and handshake) timeout here: black holes must fail fast. */
 const CONNECT_TIMEOUT_MS = 2_000;
+/** The proxy's bound on a reply that never comes: half-open connections must fail fast too. */
+const SOCKET_TIMEOUT_MS = 3_000;
 /** Successful operations wanted before a fault, and again after it is healed. */
 const PROGRESS = 100;
 
@@ -35,7 +37,9 @@ const loadClients = new Set<MongoClient>();
 
 beforeAll(async () => {
   faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-  proxy = await startTestProxy({ upstream: { uri: faults.uriFor(upstreamUri()), connectTimeoutMS: CONNECT_TIMEOUT_MS } });
+  proxy = await startTestProxy({
+    upstream: { uri: faults.uriFor(upstreamUri()), connectTimeoutMS: CONNECT_TIMEOUT_MS, socketTimeoutMS: SOCKET_TIMEOUT_MS },
+  });
   direct = directClient();
   database = uniqueDbName('faults_network');
   // Warm up first-use allocations (JIT, caches, metric labels), then take the memory baseline.
@@ -181,11 +185,11 @@ describe('network faults between the proxy and the upstream, during a mixed load
   // connection went half-open (requests arrive, replies never come back, no FIN or RST) waits
   // forever, and so does the driver (its socketTimeoutMS defaults to none). Flip to `it` once the
   // upstream connections time out; set that timeout (a few seconds) in this file's proxy config.
-  it.fails('half-open upstream connections: commands in flight fail with a retryable error instead of hanging', async () => {
+  it('half-open upstream connections: commands in flight fail with a retryable error instead of hanging', async () => {
     const { load, check } = await runLoad('half-open', {
       inject: () => faults.setMode('half-open'),
       during: () => sleep(1_000),
-      // Replies already dropped are gone: only a timeout in the proxy can end those commands.
+      // Replies already dropped are gone: only a timeout in the proxy (upstream.socketTimeoutMS) can end those commands.
       heal: () => faults.setMode('pass'),
       recoveryTimeoutMS: 15_000,
       stopTimeoutMS: 15_000,
