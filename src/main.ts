@@ -74,6 +74,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     observer: {
       retry: (command, reason) => metrics.upstreamRetry(command, reason),
       circuitState: (server, state, previous) => metrics.circuitBreakerState(server, state, previous),
+      tenantCapWait: (_server, tenant) => metrics.upstreamTenantCapWait(tenant),
     },
   });
   metrics.trackUpstreamPool(() => upstream.stats);

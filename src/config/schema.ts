@@ -442,6 +442,15 @@ const sections: Record<string, SchemaNode> = {
       1,
       MAX_TIMER_MS,
     ),
+    maxPoolConnectionsPerTenant: integer(
+      "Upstream connections of one server's pool a single tenant may hold at once: in use, pinned to its open " +
+        'transactions, streaming its exhaust cursors, or being opened for it. A tenant at this share waits (other ' +
+        "tenants are served first) until one of its own connections comes back, up to waitQueueTimeoutMS. Commands " +
+        'before authentication are not counted. 0 is no cap.',
+      0,
+      0,
+      100_000,
+    ),
     serverSelectionTimeoutMS: integer(
       'Milliseconds a command waits for a suitable server (a primary during an election, a secondary matching ' +
         'its read preference) before it gets a retryable HostUnreachable error.',

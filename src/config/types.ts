@@ -191,6 +191,8 @@ export interface ProxyConfig {
     maxLifetimeMS: number;
     /** A command waits at most this long for a pool connection. */
     waitQueueTimeoutMS: number;
+    /** Pool connections one tenant may hold at once per server (in use + pinned); 0 no cap. */
+    maxPoolConnectionsPerTenant: number;
     /** A command waits at most this long for a suitable server (e.g. a primary). */
     serverSelectionTimeoutMS: number;
     heartbeatFrequencyMS: number;

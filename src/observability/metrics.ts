@@ -347,6 +347,12 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['command', 'reason'],
       registers,
     });
+    this.tenantCapWaits = new Counter({
+      name: name('upstream_tenant_cap_waits_total'),
+      help: 'Commands that waited for an upstream connection because their tenant held upstream.maxPoolConnectionsPerTenant, by tenant (bounded).',
+      labelNames: ['tenant'],
+      registers,
+    });
     this.breakerTransitions = new Counter({
       name: name('circuit_breaker_transitions_total'),
       help: 'Circuit breaker state changes per upstream server (from, to: closed, open, half-open).',
@@ -520,6 +526,7 @@ export class ProxyMetrics implements MetricsSource {
   private readonly upstreamRetries: Counter<'command' | 'reason'>;
   private readonly retryReasons = new BoundedLabel(MAX_REASON_LABELS, REASON_SHAPE);
   private readonly breakerTransitions: Counter<'server' | 'from' | 'to'>;
+  private readonly tenantCapWaits: Counter<'tenant'>;
   private upstreamServers: () => ReadonlyArray<UpstreamServerGaugeSource> = () => [];
 
   /** Per-server pool and breaker gauges (read at scrape time), retries and breaker transitions. */
@@ -563,6 +570,11 @@ export class ProxyMetrics implements MetricsSource {
   /** Counts a command sent upstream again; `reason` is an identifier (error code name, network…). */
   upstreamRetry(command: string, reason: string): void {
     this.upstreamRetries.inc({ command: commandLabel(command), reason: this.retryReasons.of(reason) });
+  }
+
+  /** Counts a command that waited for a pool connection because its tenant held its share. */
+  upstreamTenantCapWait(tenant: string): void {
+    this.tenantCapWaits.inc({ tenant: this.tenants.of(tenant) });
   }
 
   /** Counts a circuit breaker's state change. */

@@ -7,6 +7,11 @@
  *   opens a new one while there is room, or waits in a fair per-tenant queue (wait-queue.ts).
  *   A waiter gets a checked-in connection directly; after `waitQueueTimeoutMS` it is rejected
  *   with a retryable error (never a hang).
+ * - A tenant holds at most `maxConnectionsPerTenant` connections at once (in use, pinned to its
+ *   transactions, streaming its exhaust replies, or being opened for it): beyond that its
+ *   checkOut waits, passed over by the fair queue, until one of its own connections comes back,
+ *   so one tenant's long holds cannot take the whole pool from the others (issue 5). Requests
+ *   without a tenant (NO_TENANT: before authentication, internal work) are not capped.
  * - `checkIn` keeps at most `maxIdleConnections` idle, each for `idleTimeoutMS`; a connection older
  *   than `maxLifetimeMS`, busy (an abandoned reply stream) or from before a `clear()` is closed.
  * - `minPoolSize` connections are kept open in the background (best effort).
@@ -32,6 +37,10 @@ export interface PoolOptions {
   maxLifetimeMS: number;
   /** A checkOut waits at most this long for a connection; 0 never gives up. */
   waitQueueTimeoutMS: number;
+  /** Connections one tenant may hold at once (in use, pinned, being opened); 0 no cap. Default 0. */
+  maxConnectionsPerTenant?: number;
+  /** Called when a checkOut waits because its tenant holds its cap (for the metrics). */
+  onTenantCapWait?: ((tenant: string) => void) | undefined;
   /** Opens and authenticates a new connection; rejects with an UpstreamError. */
   open(): Promise<UpstreamConnection>;
   logger?: Logger | undefined;
@@ -57,12 +66,19 @@ interface Waiter {
   timer: NodeJS.Timeout | undefined;
 }
 
-/** The error a request gets when no connection became free within waitQueueTimeoutMS. */
-export function waitQueueTimeoutError(address: string, timeoutMS: number): UpstreamError {
+/**
+ * The error a request gets when no connection became free within waitQueueTimeoutMS; `limit`
+ * names what made it wait (the whole pool, or its tenant's share).
+ */
+export function waitQueueTimeoutError(
+  address: string,
+  timeoutMS: number,
+  limit: 'upstream.maxPoolSize' | 'upstream.maxPoolConnectionsPerTenant' = 'upstream.maxPoolSize',
+): UpstreamError {
   // ExceededTimeLimit is retryable for drivers (reads and retryable writes); nothing was sent.
   return new UpstreamError(
     ErrorCodes.ExceededTimeLimit,
-    `timed out after ${timeoutMS} ms waiting for a connection to upstream ${address} (upstream.maxPoolSize reached)`,
+    `timed out after ${timeoutMS} ms waiting for a connection to upstream ${address} (${limit} reached)`,
     { labels: [NETWORK_ERROR_LABEL] },
   );
 }
@@ -83,6 +99,12 @@ export class ConnectionPool {
   /** When each open connection was created, and the generation it belongs to. */
   readonly #born = new Map<UpstreamConnection, { at: number; generation: number }>();
   readonly #waiters = new FairWaitQueue<Waiter>();
+  /** The tenant each in-use connection was checked out for (pins and exhaust streams included). */
+  readonly #holders = new Map<UpstreamConnection, string>();
+  /** Per tenant: connections in use plus those being opened for it (what the share cap bounds). */
+  readonly #held = new Map<string, number>();
+  /** Whether a waiter of this tenant may get a connection now (below its share cap). */
+  readonly #belowCap = (tenant: string): boolean => !this.#atCap(tenant);
   #pending = 0;
   #created = 0;
   #generation = 0;
@@ -90,8 +112,9 @@ export class ConnectionPool {
   #closeError: Error | undefined;
 
   constructor(options: PoolOptions) {
-    for (const key of ['maxPoolSize', 'minPoolSize', 'maxIdleConnections'] as const) {
-      if (!Number.isInteger(options[key]) || options[key] < 0) throw new RangeError(`${key} must be a non-negative integer`);
+    for (const key of ['maxPoolSize', 'minPoolSize', 'maxIdleConnections', 'maxConnectionsPerTenant'] as const) {
+      const value = options[key] ?? 0;
+      if (!Number.isInteger(value) || value < 0) throw new RangeError(`${key} must be a non-negative integer`);
     }
     if (options.maxPoolSize < 1) throw new RangeError('maxPoolSize must be at least 1');
     this.address = options.address;
@@ -137,13 +160,17 @@ export class ConnectionPool {
    */
   checkOut(tenant: string = NO_TENANT, signal?: AbortSignal): Promise<UpstreamConnection> {
     if (this.#closed) return Promise.reject(this.#closedError());
-    const idle = this.#takeIdle();
-    if (idle !== undefined) {
-      this.#inUse.add(idle);
-      return Promise.resolve(idle);
+    const capped = this.#atCap(tenant);
+    if (!capped) {
+      const idle = this.#takeIdle();
+      if (idle !== undefined) {
+        this.#hold(idle, tenant);
+        return Promise.resolve(idle);
+      }
+      if (this.#total < this.#options.maxPoolSize) return this.#openFor(tenant);
     }
-    if (this.#total < this.#options.maxPoolSize) return this.#openFor();
     if (signal?.aborted === true) return Promise.reject(cancelledError(this.address));
+    if (capped) this.#options.onTenantCapWait?.(tenant);
     return new Promise<UpstreamConnection>((resolve, reject) => {
       const onAbort = (): void => {
         if (this.#waiters.remove(tenant, waiter)) waiter.reject(cancelledError(this.address));
@@ -169,7 +196,10 @@ export class ConnectionPool {
       const timeoutMS = this.#options.waitQueueTimeoutMS;
       if (timeoutMS > 0) {
         waiter.timer = setTimeout(() => {
-          if (this.#waiters.remove(tenant, waiter)) waiter.reject(waitQueueTimeoutError(this.address, timeoutMS));
+          if (!this.#waiters.remove(tenant, waiter)) return;
+          // Still capped when it gives up: its own connections, not the pool, kept it waiting.
+          const limit = this.#atCap(tenant) ? 'upstream.maxPoolConnectionsPerTenant' : 'upstream.maxPoolSize';
+          waiter.reject(waitQueueTimeoutError(this.address, timeoutMS, limit));
         }, timeoutMS);
       }
       this.#waiters.push(tenant, waiter);
@@ -179,6 +209,7 @@ export class ConnectionPool {
   /** Returns a connection: to the next waiter, kept idle if there is room, or closed. */
   checkIn(connection: UpstreamConnection): void {
     if (!this.#inUse.delete(connection)) return;
+    this.#unhold(connection);
     if (connection.closed) {
       this.#serveWaiters();
       return;
@@ -188,9 +219,11 @@ export class ConnectionPool {
       this.#serveWaiters();
       return;
     }
-    const waiter = this.#waiters.shift();
+    const waiter = this.#waiters.shift(this.#belowCap);
     if (waiter !== undefined) {
       this.#handTo(waiter, connection);
+      // Its tenant holds one fewer now: a waiter of it may be served from a free slot.
+      this.#serveWaiters();
       return;
     }
     if (this.#idle.length >= this.#options.maxIdleConnections) {
@@ -238,6 +271,8 @@ export class ConnectionPool {
     const all = [...this.#idle, ...this.#inUse];
     this.#idle.length = 0;
     this.#inUse.clear();
+    this.#holders.clear();
+    this.#held.clear();
     for (const connection of all) connection.close(error);
     for (const waiter of this.#waiters.drain()) {
       if (waiter.timer !== undefined) clearTimeout(waiter.timer);
@@ -266,25 +301,28 @@ export class ConnectionPool {
     }
   }
 
-  /** Opens a connection for the caller (a slot is free). */
-  async #openFor(): Promise<UpstreamConnection> {
+  /** Opens a connection for the caller (a slot is free); it counts toward `tenant` from now on. */
+  async #openFor(tenant: string): Promise<UpstreamConnection> {
     this.#pending++;
+    this.#count(tenant, 1);
     let connection: UpstreamConnection;
     try {
       connection = await this.#options.open();
     } catch (error) {
       this.#pending--;
+      this.#count(tenant, -1);
       // The slot is free again: a waiter may get it (its own open may succeed, or fail in turn).
       this.#serveWaiters();
       throw error;
     }
     this.#pending--;
+    this.#count(tenant, -1);
     if (this.#closed) {
       connection.close();
       throw this.#closedError();
     }
     this.#register(connection);
-    this.#inUse.add(connection);
+    this.#hold(connection, tenant);
     return connection;
   }
 
@@ -294,6 +332,7 @@ export class ConnectionPool {
     connection.once('close', () => {
       this.#born.delete(connection);
       const wasInUse = this.#inUse.delete(connection);
+      if (wasInUse) this.#unhold(connection);
       this.#clearIdleTimer(connection);
       const index = this.#idle.indexOf(connection);
       if (index >= 0) this.#idle.splice(index, 1);
@@ -301,26 +340,56 @@ export class ConnectionPool {
     });
   }
 
-  /** Gives free slots to waiters: an idle connection, or a new one while there is room. */
+  /**
+   * Gives free slots to waiters below their tenant's cap: an idle connection, or a new one while
+   * there is room. (When idle connections exist but all turn out closed or expired, taking them
+   * frees as many slots, so a waiter shifted here is always served.)
+   */
   #serveWaiters(): void {
-    while (!this.#closed && this.#waiters.length > 0) {
+    while (!this.#closed && this.#waiters.hasEligible(this.#belowCap)) {
+      if (this.#idle.length === 0 && this.#total >= this.#options.maxPoolSize) return;
+      const waiter = this.#waiters.shift(this.#belowCap) as Waiter;
       const idle = this.#takeIdle();
       if (idle !== undefined) {
-        const waiter = this.#waiters.shift() as Waiter;
         this.#handTo(waiter, idle);
         continue;
       }
-      if (this.#total >= this.#options.maxPoolSize) return;
-      const waiter = this.#waiters.shift() as Waiter;
       if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-      this.#openFor().then(waiter.resolve, waiter.reject);
+      this.#openFor(waiter.tenant).then(waiter.resolve, waiter.reject);
     }
   }
 
   #handTo(waiter: Waiter, connection: UpstreamConnection): void {
     if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-    this.#inUse.add(connection);
+    this.#hold(connection, waiter.tenant);
     waiter.resolve(connection);
+  }
+
+  /** Whether `tenant` holds its share cap (never for NO_TENANT, never without a cap). */
+  #atCap(tenant: string): boolean {
+    const cap = this.#options.maxConnectionsPerTenant ?? 0;
+    return cap > 0 && tenant !== NO_TENANT && (this.#held.get(tenant) ?? 0) >= cap;
+  }
+
+  /** Marks `connection` in use by `tenant`. */
+  #hold(connection: UpstreamConnection, tenant: string): void {
+    this.#inUse.add(connection);
+    this.#holders.set(connection, tenant);
+    this.#count(tenant, 1);
+  }
+
+  /** `connection` is no longer in use: its tenant holds one fewer. */
+  #unhold(connection: UpstreamConnection): void {
+    const tenant = this.#holders.get(connection);
+    if (tenant === undefined) return;
+    this.#holders.delete(connection);
+    this.#count(tenant, -1);
+  }
+
+  #count(tenant: string, delta: number): void {
+    const held = (this.#held.get(tenant) ?? 0) + delta;
+    if (held > 0) this.#held.set(tenant, held);
+    else this.#held.delete(tenant);
   }
 
   #expired(connection: UpstreamConnection): boolean {
@@ -334,7 +403,7 @@ export class ConnectionPool {
   #ensureMinimum(): void {
     const missing = this.#options.minPoolSize - this.#total;
     for (let i = 0; i < missing && !this.#closed; i++) {
-      this.#openFor().then(
+      this.#openFor(NO_TENANT).then(
         (connection) => this.checkIn(connection),
         (error: unknown) =>
           this.#logger?.debug({ address: this.address, err: error instanceof Error ? error.message : String(error) }, 'could not open a minPoolSize connection'),

@@ -87,6 +87,12 @@ export interface UpstreamOptions {
   maxLifetimeMS?: number;
   /** A request waits at most this long for a pool connection. Default 10000. */
   waitQueueTimeoutMS?: number;
+  /**
+   * Connections of one server's pool a single tenant may hold at once (in use, pinned to its
+   * transactions, streaming its exhaust replies); beyond it the tenant's requests wait. 0
+   * (default): no cap.
+   */
+  maxPoolConnectionsPerTenant?: number;
   /** How long a request waits for a suitable server (a primary during an election). Default 10000. */
   serverSelectionTimeoutMS?: number;
   /** Monitoring interval of replica-set members and mongos lists. Default 10000. */
@@ -116,6 +122,8 @@ export interface UpstreamObserver {
   retry?(command: string, reason: string): void;
   /** A server's circuit breaker changed state. */
   circuitState?(server: string, state: CircuitState, previous: CircuitState): void;
+  /** A request waits for a pool connection because its tenant holds maxPoolConnectionsPerTenant. */
+  tenantCapWait?(server: string, tenant: string): void;
 }
 
 /** Counters for tests and metrics, summed over every server. */
@@ -139,7 +147,10 @@ export interface ForwardRequest {
   /** The request frame (its requestId is overwritten by the connection). */
   frame: Buffer;
   traits: CommandTraits;
-  /** The client's tenant, for the fair wait queue. */
+  /**
+   * The client's tenant, for the fair wait queue and the per-tenant share of the pool (a
+   * transaction's pinned connection counts toward the tenant whose startTransaction took it).
+   */
   tenant: string | undefined;
   /** The client connection's upstream session (pins, passthrough connection). */
   session: UpstreamSession;
@@ -560,6 +571,13 @@ export class Upstream {
 
   /** The connection for one attempt: the transaction's pinned one, or a pooled one of the selected server. */
   async #lease(request: ForwardRequest, pin: PinDecision): Promise<Lease> {
+    if (pin.kind === 'start') {
+      // A new transaction on the session supersedes the pinned one (the server aborts that on
+      // the higher txnNumber): its connection goes back now, so a tenant at its share of the
+      // pool does not wait for a connection it holds itself.
+      const superseded = this.#transactions.delete(pin.lsid);
+      if (superseded !== undefined) this.#releasePin(superseded);
+    }
     if (pin.kind === 'continue' || pin.kind === 'end') {
       const pinned = this.#transactions.get(pin.lsid);
       const server = pinned === undefined ? undefined : this.#servers.get(pinned.address);
@@ -889,6 +907,8 @@ export class Upstream {
         idleTimeoutMS: this.#options.idleTimeoutMS,
         maxLifetimeMS: this.#options.maxLifetimeMS ?? 0,
         waitQueueTimeoutMS: this.#options.waitQueueTimeoutMS ?? 10_000,
+        maxConnectionsPerTenant: this.#options.maxPoolConnectionsPerTenant ?? 0,
+        onTenantCapWait: (tenant) => this.#options.observer?.tenantCapWait?.(key, tenant),
         open: () => this.#openPoolConnection(address),
         logger: this.#logger,
       }),

@@ -34,15 +34,12 @@ export class FairWaitQueue<T> {
    * The next waiter: the oldest of the tenant whose turn it is. That tenant then goes to the back
    * of the rotation, and it is skipped once if it was also served last while another tenant waits
    * (a tenant that starts waiting behind a busy one is served next, not after it again).
+   * Tenants for which `eligible` is false (at their share cap) are passed over but keep their
+   * place, so they are served first once they may be again.
    */
-  shift(): T | undefined {
-    let entry = this.#queues.entries().next().value;
+  shift(eligible?: (tenant: string) => boolean): T | undefined {
+    const entry = this.#next(eligible);
     if (entry === undefined) return undefined;
-    if (entry[0] === this.#lastServed && this.#queues.size > 1) {
-      this.#queues.delete(entry[0]);
-      this.#queues.set(entry[0], entry[1]);
-      entry = this.#queues.entries().next().value as [string, T[]];
-    }
     const [tenant, queue] = entry;
     const waiter = queue.shift() as T;
     this.#queues.delete(tenant);
@@ -50,6 +47,31 @@ export class FairWaitQueue<T> {
     this.#length--;
     this.#lastServed = tenant;
     return waiter;
+  }
+
+  /** Whether some waiter's tenant is eligible (shift would return a waiter). */
+  hasEligible(eligible: (tenant: string) => boolean): boolean {
+    for (const tenant of this.#queues.keys()) if (eligible(tenant)) return true;
+    return false;
+  }
+
+  /** The queue of the first eligible tenant in turn (the last served one only when alone). */
+  #next(eligible: ((tenant: string) => boolean) | undefined): [string, T[]] | undefined {
+    let lastServed: [string, T[]] | undefined;
+    for (const entry of this.#queues) {
+      if (eligible !== undefined && !eligible(entry[0])) continue;
+      if (lastServed === undefined && entry[0] === this.#lastServed) {
+        lastServed = entry;
+        continue;
+      }
+      if (lastServed !== undefined) {
+        // Passed over: to the back of the rotation.
+        this.#queues.delete(lastServed[0]);
+        this.#queues.set(lastServed[0], lastServed[1]);
+      }
+      return entry;
+    }
+    return lastServed;
   }
 
   /** Removes one waiter (timed out, cancelled); false when it was not queued. */

@@ -226,3 +226,75 @@ describe('transaction pinning (raw wire, fake upstream)', () => {
     expect(await waiting).toMatchObject({ ok: 1 });
   });
 });
+
+describe('per-tenant share of the pool (upstream.maxPoolConnectionsPerTenant)', () => {
+  const transaction = (lsid: UUID, doc: Record<string, unknown>, start = false): Record<string, unknown> => ({
+    ...doc,
+    lsid: { id: lsid },
+    txnNumber: Long.fromNumber(1),
+    autocommit: false,
+    ...(start ? { startTransaction: true } : {}),
+    $db: typeof doc.$db === 'string' ? doc.$db : 'app',
+  });
+
+  it('keeps serving other tenants at once while one tenant’s open transactions hold its share', async () => {
+    fake = await startFakeUpstream(() => [{ ok: 1, n: 1 }]);
+    tenantProxy = await startTenantProxy(['a', 'b'], {
+      upstream: { uri: fake.uri, maxPoolSize: 3, maxPoolConnectionsPerTenant: 2, waitQueueTimeoutMS: 120_000 },
+    });
+    const tp = tenantProxy.proxy;
+    const capWaits = async (tenant: string): Promise<number> =>
+      Number(new RegExp(`^mongo_tenant_proxy_upstream_tenant_cap_waits_total\\{tenant="${tenant}"\\} (\\d+)$`, 'm').exec(await metricsText(tp))?.[1] ?? 0);
+    const clientsOfA = await Promise.all([0, 1, 2].map(() => (tenantProxy as TenantProxy).rawFor('a')));
+    const [first, second, third] = clientsOfA as [RawClient, RawClient, RawClient];
+    const b = await tenantProxy.rawFor('b');
+    raws.push(...clientsOfA, b);
+    const sessions = [new UUID(), new UUID(), new UUID()] as const;
+
+    // Tenant a pins two connections with two open transactions: its whole share.
+    expect(await rawCommand(first, transaction(sessions[0], { insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
+    expect(await rawCommand(second, transaction(sessions[1], { insert: 'c', documents: [{ x: 2 }] }, true))).toMatchObject({ ok: 1 });
+    // Its third transaction waits for one of its own connections, though the pool has room
+    // (without the cap it would pin the last connection, and tenant b would wait) …
+    third.write(opMsg(transaction(sessions[2], { insert: 'c', documents: [{ x: 3 }], comment: 'a-capped' }, true)).bytes);
+    const cappedReply = third.readFrame(120_000);
+    await expect.poll(() => capWaits('a'), { timeout: 30_000, interval: 20 }).toBe(1);
+    // … while tenant b's commands get the free connection at once, again and again.
+    for (let i = 0; i < 5; i++) expect(await rawCommand(b, { ping: 1, comment: `b-${i}`, $db: 'admin' })).toMatchObject({ ok: 1 });
+    const comments = (): string[] => fake!.received.map((message) => String(message.body.comment));
+    expect(comments()).not.toContain('a-capped');
+    expect(await capWaits('b')).toBe(0);
+
+    // One of a's transactions commits: its connection goes to a's waiting command.
+    expect(await rawCommand(first, transaction(sessions[0], { commitTransaction: 1, $db: 'admin' }))).toMatchObject({ ok: 1 });
+    expect(replyDocument((await cappedReply)!)).toMatchObject({ ok: 1 });
+    expect(comments()).toContain('a-capped');
+    const committedOn = fake.received.find((message) => 'commitTransaction' in message.body)?.connection;
+    expect(fake.received.find((message) => message.body.comment === 'a-capped')?.connection).toBe(committedOn);
+    // The pins' connections never served tenant b.
+    const pinned = new Set(fake.received.filter((message) => 'insert' in message.body).map((message) => message.connection));
+    expect(pinned.size).toBe(2);
+    expect(fake.openConnections).toBeLessThanOrEqual(3);
+    for (const message of fake.received.filter((m) => String(m.body.comment).startsWith('b-'))) expect(pinned.has(message.connection)).toBe(false);
+    for (const [client, session] of [[second, sessions[1]], [third, sessions[2]]] as const) {
+      expect(await rawCommand(client, transaction(session, { abortTransaction: 1, $db: 'admin' }))).toMatchObject({ ok: 1 });
+    }
+  }, 180_000);
+
+  it('lets a session at its tenant’s share start a new transaction over its unfinished one', async () => {
+    fake = await startFakeUpstream(() => [{ ok: 1, n: 1 }]);
+    tenantProxy = await startTenantProxy(['a'], {
+      upstream: { uri: fake.uri, maxPoolSize: 3, maxPoolConnectionsPerTenant: 1, waitQueueTimeoutMS: 10_000 },
+    });
+    const client = await tenantProxy.rawFor('a');
+    raws.push(client);
+    const session = new UUID();
+    expect(await rawCommand(client, transaction(session, { insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
+    // No commit or abort reached the proxy; the next transaction supersedes the pinned one
+    // (the server aborts it on the higher txnNumber), so it must not wait for its own pin.
+    const next = { ...transaction(session, { insert: 'c', documents: [{ x: 2 }] }, true), txnNumber: Long.fromNumber(2) };
+    expect(await rawCommand(client, next)).toMatchObject({ ok: 1 });
+    expect(await rawCommand(client, { ...transaction(session, { commitTransaction: 1, $db: 'admin' }), txnNumber: Long.fromNumber(2) })).toMatchObject({ ok: 1 });
+    expect(await rawCommand(client, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
+  }, 180_000);
+});

@@ -71,6 +71,7 @@ const DEFAULTS: ProxyConfig = {
     minPoolSize: 0,
     maxLifetimeMS: 0,
     waitQueueTimeoutMS: 10_000,
+    maxPoolConnectionsPerTenant: 0,
     serverSelectionTimeoutMS: 10_000,
     heartbeatFrequencyMS: 10_000,
     localThresholdMS: 15,

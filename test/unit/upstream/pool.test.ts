@@ -168,4 +168,102 @@ describe('ConnectionPool', () => {
     await vi.waitFor(() => expect(pool.stats.idle).toBe(2));
     expect(opened).toHaveLength(2);
   });
+
+  describe('per-tenant share cap (maxConnectionsPerTenant)', () => {
+    it('makes a tenant at its cap wait while another tenant is served at once', async () => {
+      const capWaits: string[] = [];
+      const { pool } = setup({ maxPoolSize: 4, maxConnectionsPerTenant: 2, onTenantCapWait: (tenant) => capWaits.push(tenant) });
+      const a1 = await pool.checkOut('a');
+      await pool.checkOut('a');
+      let a3: UpstreamConnection | undefined;
+      const waiting = pool.checkOut('a').then((connection) => (a3 = connection));
+      // Room in the pool, but not for tenant a.
+      const b1 = await pool.checkOut('b');
+      expect(b1).toBeDefined();
+      expect(pool.stats).toMatchObject({ inUse: 3, waiting: 1 });
+      expect(capWaits).toEqual(['a']);
+      // Another tenant's connection coming back does not lift a's cap: it goes idle.
+      pool.checkIn(b1);
+      await Promise.resolve();
+      expect(a3).toBeUndefined();
+      expect(pool.stats).toMatchObject({ idle: 1, waiting: 1 });
+      // One of a's own does.
+      pool.checkIn(a1);
+      await waiting;
+      expect(a3).toBe(a1);
+      expect(pool.stats).toMatchObject({ inUse: 2, waiting: 0 });
+    });
+
+    it('serves other tenants first from a full pool, then the capped tenant when its own connection returns', async () => {
+      const { pool } = setup({ maxPoolSize: 2, maxConnectionsPerTenant: 1 });
+      const a1 = await pool.checkOut('a');
+      const b1 = await pool.checkOut('b');
+      const order: string[] = [];
+      const wait = (tenant: string, label: string): Promise<UpstreamConnection> =>
+        pool.checkOut(tenant).then((connection) => {
+          order.push(label);
+          return connection;
+        });
+      const a2 = wait('a', 'a2');
+      const c1 = wait('c', 'c1');
+      // b's connection: a is at its cap, so c (queued later) gets it.
+      pool.checkIn(b1);
+      expect(await c1).toBe(b1);
+      expect(order).toEqual(['c1']);
+      // a's own connection returns: it goes to a's waiter.
+      pool.checkIn(a1);
+      expect(await a2).toBe(a1);
+      expect(order).toEqual(['c1', 'a2']);
+    });
+
+    it('counts connections being opened toward the tenant', async () => {
+      const { pool, opened } = setup({ maxPoolSize: 10, maxConnectionsPerTenant: 2 });
+      const first = [pool.checkOut('a'), pool.checkOut('a')];
+      const third = pool.checkOut('a');
+      await Promise.all(first);
+      expect(opened).toHaveLength(2);
+      expect(pool.stats.waiting).toBe(1);
+      pool.checkIn(await first[0]!);
+      expect(await third).toBe(await first[0]!);
+      expect(opened).toHaveLength(2);
+    });
+
+    it('does not cap requests without a tenant', async () => {
+      const { pool } = setup({ maxPoolSize: 3, maxConnectionsPerTenant: 1 });
+      await pool.checkOut();
+      await pool.checkOut();
+      await pool.checkOut();
+      expect(pool.stats).toMatchObject({ inUse: 3, waiting: 0 });
+    });
+
+    it('frees the share when a held connection closes, and opens a fresh one for the waiter', async () => {
+      const { pool, opened } = setup({ maxPoolSize: 3, maxConnectionsPerTenant: 1 });
+      const a1 = await pool.checkOut('a');
+      const waiting = pool.checkOut('a');
+      fake(a1).close();
+      const a2 = await waiting;
+      expect(a2).not.toBe(a1);
+      expect(opened).toHaveLength(2);
+    });
+
+    it('times out a capped waiter with the retryable error naming the per-tenant cap', async () => {
+      vi.useFakeTimers();
+      const { pool } = setup({ maxPoolSize: 3, maxConnectionsPerTenant: 1, waitQueueTimeoutMS: 100 });
+      await pool.checkOut('a');
+      const waiting = pool.checkOut('a').catch((error: unknown) => error);
+      await vi.advanceTimersByTimeAsync(150);
+      const error = await waiting;
+      expect(ProxyError.is(error) && error.code).toBe(ErrorCodes.ExceededTimeLimit);
+      expect((error as ProxyError).labels).toContain('NetworkError');
+      expect((error as ProxyError).message).toContain('upstream.maxPoolConnectionsPerTenant');
+      expect(pool.stats.waiting).toBe(0);
+      // The pool itself was never full: another tenant is served at once.
+      await expect(pool.checkOut('b')).resolves.toBeDefined();
+    });
+
+    it('rejects a negative or fractional cap', () => {
+      expect(() => setup({ maxConnectionsPerTenant: -1 })).toThrow(RangeError);
+      expect(() => setup({ maxConnectionsPerTenant: 1.5 })).toThrow(RangeError);
+    });
+  });
 });

@@ -39,4 +39,38 @@ describe('FairWaitQueue', () => {
     expect(queue.length).toBe(0);
     expect(queue.shift()).toBeUndefined();
   });
+
+  it('passes over tenants that may not be served (at their share cap), keeping their place', () => {
+    const queue = new FairWaitQueue<string>();
+    queue.push('capped', 'c1');
+    queue.push('capped', 'c2');
+    queue.push('other', 'o1');
+    queue.push('third', 't1');
+    const notCapped = (tenant: string): boolean => tenant !== 'capped';
+    expect(queue.hasEligible(notCapped)).toBe(true);
+    expect(queue.shift(notCapped)).toBe('o1');
+    expect(queue.shift(notCapped)).toBe('t1');
+    expect(queue.hasEligible(notCapped)).toBe(false);
+    expect(queue.shift(notCapped)).toBeUndefined();
+    expect(queue.length).toBe(2);
+    // Below its cap again: served first, in arrival order.
+    queue.push('other', 'o2');
+    expect(queue.shift()).toBe('c1');
+    expect(queue.shift()).toBe('o2');
+    expect(queue.shift()).toBe('c2');
+  });
+
+  it('still skips the tenant served last when another eligible one waits', () => {
+    const queue = new FairWaitQueue<string>();
+    queue.push('a', 'a1');
+    queue.push('a', 'a2');
+    expect(queue.shift()).toBe('a1');
+    queue.push('capped', 'c1');
+    queue.push('b', 'b1');
+    const notCapped = (tenant: string): boolean => tenant !== 'capped';
+    expect(queue.shift(notCapped)).toBe('b1');
+    expect(queue.shift(notCapped)).toBe('a2');
+    expect(queue.shift(notCapped)).toBeUndefined();
+    expect(queue.shift()).toBe('c1');
+  });
 });
