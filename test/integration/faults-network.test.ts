@@ -180,11 +180,9 @@ describe('network faults between the proxy and the upstream, during a mixed load
     expect(load.ledger.errors.length).toBeGreaterThan(0);
   });
 
-  // FINDING (issue 5, for the pool/retry work): the proxy has no upstream read timeout
-  // (socketTimeoutMS or a deadline from the client's maxTimeMS), so a command whose upstream
-  // connection went half-open (requests arrive, replies never come back, no FIN or RST) waits
-  // forever, and so does the driver (its socketTimeoutMS defaults to none). Flip to `it` once the
-  // upstream connections time out; set that timeout (a few seconds) in this file's proxy config.
+  // Without an upstream read bound (upstream.socketTimeoutMS, or maxTimeMS + 5 s) a command whose
+  // connection went half-open (requests arrive, replies never come back, no FIN or RST) would wait
+  // forever, and so would the driver (its socketTimeoutMS defaults to none).
   it('half-open upstream connections: commands in flight fail with a retryable error instead of hanging', async () => {
     const { load, check } = await runLoad('half-open', {
       inject: () => faults.setMode('half-open'),
