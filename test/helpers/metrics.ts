@@ -16,3 +16,15 @@ export async function metricValue(proxy: RunningProxy, name: string, labels: Rec
   }
   return sum;
 }
+
+/** GETs a path of the proxy's metrics listener (`/metrics`, `/readyz`…), as a scraper or probe would. */
+export async function fetchMetricsPath(proxy: RunningProxy, path: string): Promise<Response> {
+  const address = proxy.metricsAddress;
+  if (address === null) throw new Error('the metrics listener is off');
+  return fetch(`http://${address.host}:${address.port}${path}`);
+}
+
+/** The `/metrics` page. */
+export async function scrape(proxy: RunningProxy): Promise<string> {
+  return (await fetchMetricsPath(proxy, '/metrics')).text();
+}

@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { fetchMetricsPath } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
 import { upstreamUri } from '../helpers/upstream.js';
@@ -20,8 +21,7 @@ afterEach(async () => {
 });
 
 async function readyz(tp: TestProxy): Promise<number> {
-  const address = tp.proxy.metricsAddress!;
-  return (await fetch(`http://${address.host}:${address.port}/readyz`)).status;
+  return (await fetchMetricsPath(tp.proxy, '/readyz')).status;
 }
 
 async function startBehindFaults(readinessFollowsUpstream: boolean): Promise<{ ping: () => Promise<Record<string, unknown>>; close: () => void }> {

@@ -7,6 +7,7 @@
 import { MongoServerError } from 'mongodb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { metricValue } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { uniqueDbName, upstreamUri } from '../helpers/upstream.js';
 
@@ -20,11 +21,8 @@ afterEach(async () => {
   faults = undefined;
 });
 
-async function inUse(tp: TestProxy): Promise<number> {
-  const address = tp.proxy.metricsAddress;
-  if (address === null) throw new Error('metrics disabled');
-  const text = await (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
-  return Number(/^mongo_tenant_proxy_upstream_connections\{state="in_use"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+function inUse(tp: TestProxy): Promise<number> {
+  return metricValue(tp.proxy, 'upstream_connections', { state: 'in_use' });
 }
 
 async function failure(promise: Promise<unknown>): Promise<MongoServerError> {

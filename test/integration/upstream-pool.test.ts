@@ -9,6 +9,7 @@ import { MongoClient } from 'mongodb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { scrape } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
@@ -32,11 +33,7 @@ afterEach(async () => {
   fake = undefined;
 });
 
-async function metricsText(tp: TestProxy): Promise<string> {
-  const address = tp.proxy.metricsAddress;
-  if (address === null) throw new Error('metrics disabled');
-  return (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
-}
+const metricsText = (tp: TestProxy): Promise<string> => scrape(tp.proxy);
 
 /** Samples `read` until stopped; returns the largest value seen. */
 function sampleMax(read: () => number): { stop(): number } {

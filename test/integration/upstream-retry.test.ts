@@ -7,6 +7,7 @@
 import { MongoClient, MongoServerError } from 'mongodb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { scrape } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
 import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
@@ -21,11 +22,7 @@ afterEach(async () => {
   faults = undefined;
 });
 
-async function metricsText(tp: TestProxy): Promise<string> {
-  const address = tp.proxy.metricsAddress;
-  if (address === null) throw new Error('metrics disabled');
-  return (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
-}
+const metricsText = (tp: TestProxy): Promise<string> => scrape(tp.proxy);
 
 /** Resolves once the fault proxy has forwarded more bytes to the upstream than `before`. */
 async function requestReachedUpstream(before: number): Promise<void> {
