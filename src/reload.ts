@@ -12,9 +12,13 @@
  * What each part sees after a commit:
  * - isolation policy: every connection, from its next command (TenantEngine follows its parent);
  * - per-tenant limits: every tenant at once (counts carry over);
- * - identity settings, listener methods and static tenants, timeouts, message limits, compression
- *   and handshake settings: connections opened after the reload (an established connection keeps
- *   its tenant and the settings it was accepted with);
+ * - identity settings, listener methods and static tenants: connections opened after the reload,
+ *   and open ones that have no tenant yet, from their next message (a removed method or credential
+ *   is not usable later on a connection opened before; a SASL conversation begun before is
+ *   abandoned). An established connection keeps its tenant: a live connection's tenant never
+ *   changes, and a removed credential does not end the sessions already authenticated with it;
+ * - timeouts, message limits, compression and handshake settings: connections opened after the
+ *   reload;
  * - listener certificates: new TLS handshakes; log level and audit settings: at once.
  * Settings bound at start (see config/reload.ts) keep their running values and are reported in a
  * warning as needing a restart; the rest still applies.

@@ -73,6 +73,11 @@ export interface ClientConnectionDeps {
   audit: AuditLog;
   /** Per-tenant connection, in-flight and rate limits, shared by every connection. */
   tenantLimits: TenantLimits;
+  /**
+   * The listener settings and identity services in effect now (hot reload). A connection with no
+   * tenant yet authenticates against these, not the ones it was accepted with.
+   */
+  currentIdentity?: () => { listener: ListenerConfig; identity: IdentityServices };
 }
 
 interface Request {
@@ -86,7 +91,9 @@ let nextConnectionId = 0;
 export class ClientConnection {
   readonly id = ++nextConnectionId;
   logger: Logger;
-  private readonly authenticator: ConnectionAuthenticator;
+  private authenticator: ConnectionAuthenticator;
+  /** What `authenticator` was built from (compared with `deps.currentIdentity` before each message). */
+  private authenticatorSettings: { listener: ListenerConfig; identity: IdentityServices };
   /** The tenant counted in the per-tenant connection gauge and limits, once established. */
   private countedTenant: string | undefined;
   /**
@@ -143,16 +150,37 @@ export class ClientConnection {
     socket.on('close', () => this.onSocketClose());
     deps.metrics.connectionOpened();
     this.logger.info('client connected');
-    this.authenticator = new ConnectionAuthenticator({
-      listener: deps.listener,
-      services: deps.identity,
+    this.authenticatorSettings = { listener: deps.listener, identity: deps.identity };
+    this.authenticator = this.createAuthenticator();
+    this.onIdentityChange();
+    this.armIdleTimer();
+  }
+
+  private createAuthenticator(): ConnectionAuthenticator {
+    return new ConnectionAuthenticator({
+      listener: this.authenticatorSettings.listener,
+      services: this.authenticatorSettings.identity,
       remoteAddress: this.remoteAddress,
-      peerCertificate: deps.peerCertificate,
+      peerCertificate: this.deps.peerCertificate,
       logger: this.logger,
       connectionId: this.id,
     });
+  }
+
+  /**
+   * Until a tenant is established, authentication follows reloads: a method or credential a
+   * reload removed must not stay usable on a connection opened (or a SASL conversation begun)
+   * before it. Once established, the tenant never changes, so nothing is rebuilt.
+   */
+  private followIdentityReload(): void {
+    const now = this.deps.currentIdentity?.();
+    if (now === undefined || this.authenticator.identity !== undefined) return;
+    const built = this.authenticatorSettings;
+    if (now.listener === built.listener && now.identity === built.identity) return;
+    this.authenticator.close();
+    this.authenticatorSettings = now;
+    this.authenticator = this.createAuthenticator();
     this.onIdentityChange();
-    this.armIdleTimer();
   }
 
   /** Attaches a newly established tenant to logs and metrics, and pins a passthrough relay. */
@@ -330,6 +358,7 @@ export class ClientConnection {
       if (compressor !== undefined) this.deps.metrics.compressedMessage(compressor, 'received');
     }
     const request: Request = { requestId: header.requestId, compressor };
+    this.followIdentityReload();
     const opCode = readHeader(message).opCode;
     if (opCode === OpCode.OP_MSG) return this.handleOpMsg(message, request);
     if (opCode === OpCode.OP_QUERY) return this.handleOpQuery(message, request);

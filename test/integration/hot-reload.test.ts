@@ -300,6 +300,33 @@ describe('identity and audit settings', () => {
     expect(await login('bob').db(db).collection('items').countDocuments()).toBe(5);
   });
 
+  it('a connection still unauthenticated at the reload authenticates under the new settings: a removed method or credential cannot be used later', async () => {
+    await start(settings({ reload: { watchConfigFile: false } }));
+    const users = join(dir, 'users.yaml');
+    const alice = hashPassword({ user: 'alice', db: 'admin', tenant: TENANT, password: 'alice-pw', mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
+    writeFileSync(users, formatCredentialsFile([alice]), { mode: 0o600 });
+    const scramListener = (methods: string[]): Record<string, unknown> =>
+      settings({ listeners: [{ name: 'app', listen: '127.0.0.1:0', methods }], identity: { scram: { credentialsFile: users } }, reload: { watchConfigFile: false } });
+    writeConfig(scramListener(['scram']));
+    expect(await proxy!.reload()).toMatchObject({ ok: true });
+    const saslStart = (): ReturnType<typeof opMsg> =>
+      opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=alice,r=abcdefghijklmnop'), $db: 'admin' });
+
+    // Opened (and a conversation started) while scram was enabled; nothing authenticated yet.
+    const idle = await raw();
+    const started = await raw();
+    expect(await started.command(saslStart())).toMatchObject({ ok: 1, done: false });
+
+    writeConfig(scramListener([]));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['listeners[0].methods'] });
+    // The method is gone for them too, and a conversation begun before the reload does not finish.
+    expect(await idle.command(saslStart())).toMatchObject({ ok: 0, codeName: 'MechanismUnavailable' });
+    expect(await started.command(opMsg({ saslContinue: 1, conversationId: 1, payload: Buffer.from('c=biws,r=x,p=eA=='), $db: 'admin' }))).toMatchObject({
+      ok: 0,
+      errmsg: 'No SASL session state found',
+    });
+  });
+
   it('moves the audit stream to a file, and rejects a file that cannot be opened', async () => {
     const db = await seed();
     const strict = { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] };
