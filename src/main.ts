@@ -108,7 +108,14 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     const createAudit = (current: ProxyConfig): AuditLog => {
       const { auditStream } = options;
       const stream = typeof auditStream === 'function' ? auditStream(current.audit.destination) : auditStream;
-      return createAuditLog({ ...current.audit, stream });
+      // A failing audit file must not crash the proxy; its failures are logged, at most once a minute.
+      let lastReported = -Infinity;
+      const onError = (error: Error): void => {
+        if (Date.now() - lastReported < 60_000) return;
+        lastReported = Date.now();
+        logger.error({ err: error.message, destination: current.audit.destination }, 'audit destination failed: audit events are being lost');
+      };
+      return createAuditLog({ ...current.audit, stream, onError });
     };
     const audit = new ReloadableAuditLog(createAudit(config));
     cleanups.push(() => audit.close());

@@ -99,6 +99,10 @@ export class ReloadableAuditLog implements AuditLog {
     this.current.authentication(event);
   }
 
+  reopen(): void {
+    this.current.reopen();
+  }
+
   /** Sends later events to `next`; returns the previous log for the caller to close. */
   replace(next: AuditLog): AuditLog {
     const previous = this.current;
@@ -255,6 +259,8 @@ export class ConfigReloader {
         replaced.close();
       }
       this.updateWatcher();
+      // Every reload reopens an unchanged audit file: `kill -HUP` after logrotate moved it starts a new one.
+      if (audit === undefined) this.options.audit.reopen();
       if (audit !== undefined) {
         await this.options.audit
           .replace(audit)
