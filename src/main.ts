@@ -88,6 +88,8 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
   const cleanUp = (): Promise<void> =>
     (closing ??= (async () => {
       try {
+        // No reload while draining: it would switch settings (and open files) the shutdown is about to close.
+        reloader?.close();
         if (listeners.length > 0) {
           const started = Date.now();
           await Promise.all(listeners.map((listener) => listener.close((reloader?.config ?? config).limits.drainTimeoutMS)));

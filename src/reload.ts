@@ -166,8 +166,9 @@ export class ConfigReloader {
     return result;
   }
 
-  /** Stops watching the file and closes the identity services in use. */
+  /** Stops watching the file and closes the identity services in use; later reloads are refused. */
   close(): void {
+    if (this.closed) return; // called when the drain begins, and again among the cleanups
     this.closed = true;
     this.watcher?.close();
     this.identity.close();

@@ -384,6 +384,16 @@ describe('RunningProxy.reload', () => {
     expect(await metric('config_reloads_total', 'result="success"')).toBe(1);
   });
 
+  it('refuses a reload once the shutdown (drain) has begun', async () => {
+    await start(settings({ reload: { watchConfigFile: false } }));
+    writeConfig(settings({ log: { level: 'debug' }, reload: { watchConfigFile: false } }));
+    const closing = proxy!.close();
+    const result = await proxy!.reload();
+    await closing;
+    expect(result).toMatchObject({ ok: false, error: 'the proxy is shutting down' });
+    expect(logger.level).toBe('info');
+  });
+
   it('swaps listener certificates for new handshakes, and rejects material that does not load', async () => {
     const pki: TestPki = await makeTestPki();
     try {
