@@ -539,7 +539,8 @@ export class ClientConnection {
     const moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
     if (moreToCome && !FIRE_AND_FORGET_COMMANDS.has(envelope.name)) {
       // Only unacknowledged writes may skip their reply; anything else would, e.g., open cursors nobody reads (catalogue 50).
-      throw new ProxyError(ErrorCodes.InvalidOptions, `moreToCome is only accepted on insert, update, delete, bulkWrite and endSessions, not ${envelope.name}`);
+      // A refusal like any other isolation rule: counted as denied and audited (it also closes the connection).
+      throw new PolicyRefusal('moreToCome.command', `moreToCome is only accepted on insert, update, delete, bulkWrite and endSessions, not ${envelope.name}`, ErrorCodes.InvalidOptions);
     }
     let outgoing: Buffer;
     /** The body of `outgoing` (what forwarding reads sessions, cursors and read preference from). */
