@@ -41,7 +41,7 @@ import type { IdentityServices, PeerCertificate } from '../identity/types.js';
 import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../upstream/upstream.js';
 import { commandTraits } from '../upstream/command-traits.js';
 import { UpstreamRelay } from './upstream-relay.js';
-import { commandInput, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
+import { commandInput, type Decision, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
 import { PolicyRefusal, type ReplyPlan } from '../rewrite/types.js';
 import type { AuditDecision, AuditLog } from '../observability/audit.js';
 import { replyBody } from '../protocol/command.js';
@@ -552,8 +552,14 @@ export class ClientConnection {
       outgoing = this.outgoingFrame(frame, msg);
     } else {
       const engine = this.tenantEngine;
-      if (engine === undefined) throw this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine');
-      const decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));
+      if (engine === undefined) throw unrepresentable(this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine'));
+      let decision: Decision;
+      try {
+        decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));
+      } catch (error) {
+        // Policy refusals come back as decisions; a ProxyError here means the (reloaded) settings cannot represent the tenant.
+        throw ProxyError.is(error) ? unrepresentable(error) : error;
+      }
       if (decision.action === 'refuse') {
         this.recordDecision(envelope, 'refused', decision.refusal.rule);
         this.auditedRefusal = decision.refusal;
@@ -805,6 +811,14 @@ function compressorNameOfFrame(frame: Buffer): CompressorName | undefined {
 }
 
 /** The outcome label of a command that threw (`current`: what the handler had already decided). */
+/**
+ * Every command of a tenant the isolation settings cannot represent (e.g. after a reload changed
+ * `tenantValueType`) is refused: a denial like the others, audited, with the reason in the message.
+ */
+function unrepresentable(error: ProxyError): PolicyRefusal {
+  return new PolicyRefusal('tenant.unrepresentable', `the tenant cannot be isolated with the current isolation settings: ${error.message}`, error.code);
+}
+
 function failureOutcome(error: unknown, current: string, command: string): string {
   if (current === 'denied' || error instanceof PolicyRefusal || error instanceof TenantLimitExceeded) return 'denied';
   if (!ProxyError.is(error)) return 'error';

@@ -384,6 +384,18 @@ describe('RunningProxy.reload', () => {
     expect(await metric('config_reloads_total', 'result="success"')).toBe(1);
   });
 
+  it('refuses and audits every command of a connection whose tenant the reloaded isolation settings cannot represent', async () => {
+    const db = await seed();
+    await start(settings({ reload: { watchConfigFile: false } }));
+    const app = client().db(db);
+    expect(await app.collection('items').countDocuments()).toBe(5);
+    writeConfig(settings({ isolation: { tenantValueType: 'int64' }, reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.tenantValueType'] });
+    await expect(app.collection('items').countDocuments()).rejects.toThrow();
+    const refusals = logs.filter((line) => line['audit'] === true && line['decision'] === 'refused');
+    expect(refusals).toEqual([expect.objectContaining({ rule: 'tenant.unrepresentable', tenant: TENANT, commandName: 'aggregate' })]);
+  });
+
   it('refuses a reload once the shutdown (drain) has begun', async () => {
     await start(settings({ reload: { watchConfigFile: false } }));
     writeConfig(settings({ log: { level: 'debug' }, reload: { watchConfigFile: false } }));
