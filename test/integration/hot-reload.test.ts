@@ -396,6 +396,18 @@ describe('RunningProxy.reload', () => {
     expect(refusals).toEqual([expect.objectContaining({ rule: 'tenant.unrepresentable', tenant: TENANT, commandName: 'aggregate' })]);
   });
 
+  it('warns loudly and sets the audit-only gauge when a reload turns enforcement off, and clears the gauge when it is back', async () => {
+    await start(settings({ reload: { watchConfigFile: false } }));
+    expect(await metric('isolation_audit_only')).toBe(0);
+    writeConfig(settings({ isolation: { mode: 'audit-only' }, reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.mode'] });
+    expect(await metric('isolation_audit_only')).toBe(1);
+    expect(logs.filter((line) => line['level'] === 'warn' && String(line['msg']).startsWith('ISOLATION IS NOT ENFORCED'))).toHaveLength(1);
+    writeConfig(settings({ reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.mode'] });
+    expect(await metric('isolation_audit_only')).toBe(0);
+  });
+
   it('refuses a reload once the shutdown (drain) has begun', async () => {
     await start(settings({ reload: { watchConfigFile: false } }));
     writeConfig(settings({ log: { level: 'debug' }, reload: { watchConfigFile: false } }));
