@@ -15,6 +15,7 @@
  * `drain()` (shutdown) closes the connection as soon as it is idle.
  */
 import type { Socket } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import type { ProxyConfig, CompressorName, ListenerConfig } from '../config/types.js';
 import { ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
@@ -176,7 +177,8 @@ export class ClientConnection {
     const now = this.deps.currentIdentity?.();
     if (now === undefined || this.authenticator.identity !== undefined) return;
     const built = this.authenticatorSettings;
-    if (now.listener === built.listener && now.identity === built.identity) return;
+    // Unrelated reloads (a new log level) replace the listener object too: compare its settings.
+    if (now.identity === built.identity && isDeepStrictEqual(now.listener, built.listener)) return;
     this.authenticator.close();
     this.authenticatorSettings = now;
     this.authenticator = this.createAuthenticator();
