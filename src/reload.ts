@@ -250,6 +250,14 @@ export class ConfigReloader {
       this.options.isolation.reconfigure(config.isolation);
       this.options.metrics.setAuditOnly(config.isolation.mode === 'audit-only');
       if (changed(/^isolation\.mode$/)) for (const warning of isolationWarnings(config.isolation)) root.warn(warning);
+      const ownership = applied.filter((path) => /^isolation\.(tenantField|tenantValueType)$/.test(path));
+      if (ownership.length > 0) {
+        // Stored documents keep the old field or type: each tenant now sees only documents of the new shape.
+        this.logger.warn(
+          { changed: ownership },
+          'the tenant field or its type changed: tenants now own only documents with the new field and type; documents written before must be migrated',
+        );
+      }
       this.options.tenantLimits.reconfigure(config.limits);
       for (const update of listenerUpdates) update.commit();
       if (identity !== undefined) {

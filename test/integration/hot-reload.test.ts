@@ -402,6 +402,8 @@ describe('RunningProxy.reload', () => {
     await expect(app.collection('items').countDocuments()).rejects.toThrow();
     const refusals = logs.filter((line) => line['audit'] === true && line['decision'] === 'refused');
     expect(refusals).toEqual([expect.objectContaining({ rule: 'tenant.unrepresentable', tenant: TENANT, commandName: 'aggregate' })]);
+    // Ownership of stored documents changed meaning: said loudly, naming the setting.
+    expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', component: 'reload', changed: ['isolation.tenantValueType'] }));
   });
 
   it('warns loudly and sets the audit-only gauge when a reload turns enforcement off, and clears the gauge when it is back', async () => {
