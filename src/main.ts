@@ -88,6 +88,8 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
   const cleanUp = (): Promise<void> =>
     (closing ??= (async () => {
       try {
+        // No reload while draining: it would switch settings (and open files) the shutdown is about to close.
+        reloader?.close();
         if (listeners.length > 0) {
           const started = Date.now();
           await Promise.all(listeners.map((listener) => listener.close((reloader?.config ?? config).limits.drainTimeoutMS)));
@@ -108,7 +110,14 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     const createAudit = (current: ProxyConfig): AuditLog => {
       const { auditStream } = options;
       const stream = typeof auditStream === 'function' ? auditStream(current.audit.destination) : auditStream;
-      return createAuditLog({ ...current.audit, stream });
+      // A failing audit file must not crash the proxy; its failures are logged, at most once a minute.
+      let lastReported = -Infinity;
+      const onError = (error: Error): void => {
+        if (Date.now() - lastReported < 60_000) return;
+        lastReported = Date.now();
+        logger.error({ err: error.message, destination: current.audit.destination }, 'audit destination failed: audit events are being lost');
+      };
+      return createAuditLog({ ...current.audit, stream, onError });
     };
     const audit = new ReloadableAuditLog(createAudit(config));
     cleanups.push(() => audit.close());

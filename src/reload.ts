@@ -12,9 +12,13 @@
  * What each part sees after a commit:
  * - isolation policy: every connection, from its next command (TenantEngine follows its parent);
  * - per-tenant limits: every tenant at once (counts carry over);
- * - identity settings, listener methods and static tenants, timeouts, message limits, compression
- *   and handshake settings: connections opened after the reload (an established connection keeps
- *   its tenant and the settings it was accepted with);
+ * - identity settings, listener methods and static tenants: connections opened after the reload,
+ *   and open ones that have no tenant yet, from their next message (a removed method or credential
+ *   is not usable later on a connection opened before; a SASL conversation begun before is
+ *   abandoned). An established connection keeps its tenant: a live connection's tenant never
+ *   changes, and a removed credential does not end the sessions already authenticated with it;
+ * - timeouts, message limits, compression and handshake settings: connections opened after the
+ *   reload;
  * - listener certificates: new TLS handshakes; log level and audit settings: at once.
  * Settings bound at start (see config/reload.ts) keep their running values and are reported in a
  * warning as needing a restart; the rest still applies.
@@ -95,6 +99,10 @@ export class ReloadableAuditLog implements AuditLog {
     this.current.authentication(event);
   }
 
+  reopen(): void {
+    this.current.reopen();
+  }
+
   /** Sends later events to `next`; returns the previous log for the caller to close. */
   replace(next: AuditLog): AuditLog {
     const previous = this.current;
@@ -158,8 +166,9 @@ export class ConfigReloader {
     return result;
   }
 
-  /** Stops watching the file and closes the identity services in use. */
+  /** Stops watching the file and closes the identity services in use; later reloads are refused. */
   close(): void {
+    if (this.closed) return; // called when the drain begins, and again among the cleanups
     this.closed = true;
     this.watcher?.close();
     this.identity.close();
@@ -241,6 +250,14 @@ export class ConfigReloader {
       this.options.isolation.reconfigure(config.isolation);
       this.options.metrics.setAuditOnly(config.isolation.mode === 'audit-only');
       if (changed(/^isolation\.mode$/)) for (const warning of isolationWarnings(config.isolation)) root.warn(warning);
+      const ownership = applied.filter((path) => /^isolation\.(tenantField|tenantValueType)$/.test(path));
+      if (ownership.length > 0) {
+        // Stored documents keep the old field or type: each tenant now sees only documents of the new shape.
+        this.logger.warn(
+          { changed: ownership },
+          'the tenant field or its type changed: tenants now own only documents with the new field and type; documents written before must be migrated',
+        );
+      }
       this.options.tenantLimits.reconfigure(config.limits);
       for (const update of listenerUpdates) update.commit();
       if (identity !== undefined) {
@@ -251,6 +268,8 @@ export class ConfigReloader {
         replaced.close();
       }
       this.updateWatcher();
+      // Every reload reopens an unchanged audit file: `kill -HUP` after logrotate moved it starts a new one.
+      if (audit === undefined) this.options.audit.reopen();
       if (audit !== undefined) {
         await this.options.audit
           .replace(audit)

@@ -4,10 +4,16 @@
  * errors can say `from config.yaml:12`.
  */
 
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { pathKey, type Layer, type PathSegment } from './layers.js';
+
+/**
+ * Far above any real configuration. A reload reads whatever the watched path holds: a huge or
+ * endless file (a device, a FIFO) must be refused, not read into memory on the event loop.
+ */
+export const MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024;
 
 /** Refuse alias-bomb documents long before they could exhaust memory. */
 const MAX_ALIAS_COUNT = 100;
@@ -35,11 +41,35 @@ function firstLine(message: string): string {
 export function readYamlFile(file: string): Layer {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readBoundedFile(file, MAX_CONFIG_FILE_BYTES);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     throw new ConfigError(file, describeReadError(error));
   }
   return parseYamlConfig(text, file);
+}
+
+/** A regular file's text, at most `maxBytes` (checked while reading too: the file may grow after fstat). */
+function readBoundedFile(file: string, maxBytes: number): string {
+  const fd = openSync(file, 'r');
+  try {
+    const stats = fstatSync(fd);
+    if (stats.isDirectory()) throw Object.assign(new Error('directory'), { code: 'EISDIR' });
+    if (!stats.isFile()) throw new ConfigError(file, 'cannot read config file: not a regular file');
+    const tooLarge = (): ConfigError => new ConfigError(file, `cannot read config file: larger than ${maxBytes} bytes`);
+    if (stats.size > maxBytes) throw tooLarge();
+    const buffer = Buffer.alloc(maxBytes + 1);
+    let length = 0;
+    for (;;) {
+      const read = readSync(fd, buffer, length, buffer.length - length, null);
+      if (read === 0) break;
+      length += read;
+      if (length > maxBytes) throw tooLarge();
+    }
+    return buffer.toString('utf8', 0, length);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Parses YAML text (named `origin` in messages) into a layer. */

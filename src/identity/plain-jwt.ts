@@ -178,12 +178,24 @@ function checkFits(key: KeyObject, algorithms: readonly string[], what: string):
   }
 }
 
+/**
+ * JSON.parse without its message: V8 quotes the text around the error, which in a key file can be
+ * key material (logged with the error at start and on every failed reload).
+ */
+function parseJsonQuietly(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error('the file is not valid JSON');
+  }
+}
+
 /** Reads `keyFile`: a PEM public key or certificate, or one JWK. Throws Error with a reason. */
 function loadKeyFile(file: string, algorithms: readonly string[]): LoadedKeys {
   const text = readFileSync(file, 'utf8');
   const trimmed = text.trim();
   if (trimmed.startsWith('{')) {
-    const parsed: unknown = JSON.parse(trimmed);
+    const parsed: unknown = parseJsonQuietly(trimmed);
     if (!isRecord(parsed)) throw new Error('not a JSON object');
     if (Array.isArray(parsed.keys)) throw new Error('this is a JWKS; configure it as identity.jwt.jwksFile');
     const jwk = parsed as JWK;
@@ -206,7 +218,7 @@ function loadKeyFile(file: string, algorithms: readonly string[]): LoadedKeys {
 
 /** Reads `jwksFile`: `{"keys": [...]}` with at least one public key usable with `algorithms`. */
 function loadJwksFile(file: string, algorithms: readonly string[]): LoadedKeys {
-  const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+  const parsed: unknown = parseJsonQuietly(readFileSync(file, 'utf8'));
   if (!isRecord(parsed) || !Array.isArray(parsed.keys)) throw new Error('not a JSON Web Key Set ({"keys": [...]})');
   let usable = 0;
   for (const [index, entry] of (parsed.keys as unknown[]).entries()) {

@@ -62,11 +62,22 @@ export interface AuditLogOptions {
   rewrites?: boolean;
   /** Writes here instead of `destination` (tests, embedders). */
   stream?: DestinationStream;
+  /**
+   * A file destination failed (disk full, file gone, permission). Without a handler the stream's
+   * `error` event would be uncaught and crash the proxy; with one, the proxy keeps serving and the
+   * caller reports the loss of audit events.
+   */
+  onError?: (error: Error) => void;
 }
 
 export interface AuditLog {
   decision(event: DecisionAuditEvent): void;
   authentication(event: AuthenticationAuditEvent): void;
+  /**
+   * Reopens a file destination at its path (no-op for standard streams): after logrotate moved
+   * the file, later events go to a new file there. Called on every reload (SIGHUP).
+   */
+  reopen(): void;
   /** Flushes, and closes a file destination. */
   close(): Promise<void>;
 }
@@ -194,6 +205,8 @@ export function createAuditLog(options: AuditLogOptions): AuditLog {
     },
     sink.stream,
   );
+  // Registered even without a handler: an unhandled stream error would end the process.
+  if (sink.file) (sink.stream as ReturnType<typeof pino.destination>).on('error', (error: Error) => options.onError?.(error));
   let closed = false;
   const write = (fields: AuditFields): void => {
     if (!closed) logger.info(fields, AUDIT_MESSAGE);
@@ -204,6 +217,9 @@ export function createAuditLog(options: AuditLogOptions): AuditLog {
       write(decisionFields(event, maxEventBytes));
     },
     authentication: (event) => write(authenticationFields(event, maxEventBytes)),
+    reopen: () => {
+      if (!closed && sink.file) (sink.stream as ReturnType<typeof pino.destination>).reopen();
+    },
     close: () => {
       if (closed) return Promise.resolve();
       closed = true;

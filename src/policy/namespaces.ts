@@ -295,11 +295,28 @@ export function tenantNamePattern(template: NameTemplate, escapedTenant: string)
 // ---------------------------------------------------------------------------------------------
 // The resolver
 
+/** Templates of per-tenant physical names whose shape no client name may have. */
+export interface ReservedTemplates {
+  databaseTemplates: readonly string[];
+  collectionTemplates: readonly string[];
+}
+
+/** The per-tenant name templates `config` puts to use (its database-per-tenant and collection-prefix namespaces). */
+export function templatesInUse(config: IsolationConfig): ReservedTemplates {
+  const models = new Set<IsolationModel>([config.defaultModel, ...config.namespaces.map((rule) => rule.model ?? config.defaultModel)]);
+  return {
+    databaseTemplates: models.has('database-per-tenant') ? [config.databaseTemplate] : [],
+    collectionTemplates: models.has('collection-prefix') ? [config.collectionTemplate] : [],
+  };
+}
+
 /**
  * The namespace policy of one tenant. Throws ProxyError(BadValue) for an empty tenant or an
- * invalid template (the configuration refuses those first).
+ * invalid template (the configuration refuses those first). `reserved`: templates used earlier
+ * (before a hot reload): the physical names they made still exist upstream, so client names of
+ * their shape stay refused even where the current policy keeps names as written.
  */
-export function createNamespaceResolver(config: IsolationConfig, tenant: string): NamespaceResolver {
+export function createNamespaceResolver(config: IsolationConfig, tenant: string, reserved?: ReservedTemplates): NamespaceResolver {
   if (tenant.length === 0 || tenant.includes('\0')) throw new ProxyError(ErrorCodes.BadValue, 'the tenant must be a non-empty string without NUL');
   const databaseTemplate = parseNameTemplate(config.databaseTemplate, 'db');
   const collectionTemplate = parseNameTemplate(config.collectionTemplate, 'collection');
@@ -308,18 +325,23 @@ export function createNamespaceResolver(config: IsolationConfig, tenant: string)
   const usesDatabases = models.has('database-per-tenant');
   const usesPrefixes = models.has('collection-prefix');
   const escaped = escapeTenant(tenant);
+  const reservedDatabases = [...(usesDatabases ? [databaseTemplate] : []), ...(reserved?.databaseTemplates ?? []).map((template) => parseNameTemplate(template, 'db'))];
+  const reservedCollections = [
+    ...(usesPrefixes ? [collectionTemplate] : []),
+    ...(reserved?.collectionTemplates ?? []).map((template) => parseNameTemplate(template, 'collection')),
+  ];
 
   const ruleFor = (db: string, coll: string): { model: IsolationModel; access: NamespaceAccess } =>
     rules.find((rule) => rule.db.test(db) && rule.coll.test(coll)) ?? { model: config.defaultModel, access: 'scoped' };
 
   /** Names kept as the client wrote them must not look like another model's per-tenant names. */
   const checkKeptDatabase = (db: string): void => {
-    if (usesDatabases && splitPhysicalName(databaseTemplate, db, true) !== undefined) {
+    if (reservedDatabases.some((template) => splitPhysicalName(template, db, true) !== undefined)) {
       refuse('namespace.reserved', 'the database name has the shape of a per-tenant database name (isolation.databaseTemplate)');
     }
   };
   const checkKeptCollection = (coll: string): void => {
-    if (usesPrefixes && splitPhysicalName(collectionTemplate, coll) !== undefined) {
+    if (reservedCollections.some((template) => splitPhysicalName(template, coll) !== undefined)) {
       refuse('namespace.reserved', 'the collection name has the shape of a per-tenant collection name (isolation.collectionTemplate)');
     }
   };

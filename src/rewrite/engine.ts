@@ -14,7 +14,7 @@ import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from
 import { BsonType } from '../wire/bson-scan.js';
 import { ErrorCodes } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
-import { createNamespaceResolver } from '../policy/namespaces.js';
+import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
 import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../policy/cursors.js';
 import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
@@ -35,6 +35,12 @@ export interface EngineOptions {
    * is then pinned on tenant-filtered commands (catalogue 9).
    */
   collationSupported: () => boolean;
+  /**
+   * Per-tenant name templates of every policy this engine ran since it started (set by the
+   * engine): a reload that stops using database-per-tenant or collection-prefix, or changes a
+   * template, leaves those physical names upstream, and no tenant may name them as its own.
+   */
+  reserved?: ReservedTemplates;
 }
 
 /** The outcome of checking one command. */
@@ -51,7 +57,7 @@ export class IsolationEngine {
   #options: EngineOptions;
 
   constructor(options: EngineOptions) {
-    this.#options = options;
+    this.#options = { ...options, reserved: mergeTemplates(options.reserved, templatesInUse(options.config)) };
     this.handlers = buildHandlers(options.cursors, options.sessionKey);
   }
 
@@ -70,7 +76,7 @@ export class IsolationEngine {
    * sessions outlive a reload).
    */
   reconfigure(config: IsolationConfig): void {
-    this.#options = { ...this.#options, config };
+    this.#options = { ...this.#options, config, reserved: mergeTemplates(this.#options.reserved, templatesInUse(config)) };
   }
 
   /** The engine bound to one connection's tenant. */
@@ -162,10 +168,19 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     tenant,
     tenantValue,
     field: config.tenantField,
-    namespaces: createNamespaceResolver(config, tenant),
+    namespaces: createNamespaceResolver(config, tenant, options.reserved),
     maxTimeMS: config.maxTimeMS,
     // Non-string tenant values are immune to collation (G8); only strings need the pin.
     pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
+  };
+}
+
+/** `earlier` plus the templates of `now` it lacks. */
+function mergeTemplates(earlier: ReservedTemplates | undefined, now: ReservedTemplates): ReservedTemplates {
+  const union = (a: readonly string[] = [], b: readonly string[]): string[] => [...new Set([...a, ...b])];
+  return {
+    databaseTemplates: union(earlier?.databaseTemplates, now.databaseTemplates),
+    collectionTemplates: union(earlier?.collectionTemplates, now.collectionTemplates),
   };
 }
 

@@ -15,6 +15,7 @@
  * `drain()` (shutdown) closes the connection as soon as it is idle.
  */
 import type { Socket } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import type { ProxyConfig, CompressorName, ListenerConfig } from '../config/types.js';
 import { ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
@@ -41,7 +42,7 @@ import type { IdentityServices, PeerCertificate } from '../identity/types.js';
 import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../upstream/upstream.js';
 import { commandTraits } from '../upstream/command-traits.js';
 import { UpstreamRelay } from './upstream-relay.js';
-import { commandInput, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
+import { commandInput, type Decision, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
 import { PolicyRefusal, type ReplyPlan } from '../rewrite/types.js';
 import type { AuditDecision, AuditLog } from '../observability/audit.js';
 import { replyBody } from '../protocol/command.js';
@@ -73,6 +74,11 @@ export interface ClientConnectionDeps {
   audit: AuditLog;
   /** Per-tenant connection, in-flight and rate limits, shared by every connection. */
   tenantLimits: TenantLimits;
+  /**
+   * The listener settings and identity services in effect now (hot reload). A connection with no
+   * tenant yet authenticates against these, not the ones it was accepted with.
+   */
+  currentIdentity?: () => { listener: ListenerConfig; identity: IdentityServices };
 }
 
 interface Request {
@@ -86,7 +92,9 @@ let nextConnectionId = 0;
 export class ClientConnection {
   readonly id = ++nextConnectionId;
   logger: Logger;
-  private readonly authenticator: ConnectionAuthenticator;
+  private authenticator: ConnectionAuthenticator;
+  /** What `authenticator` was built from (compared with `deps.currentIdentity` before each message). */
+  private authenticatorSettings: { listener: ListenerConfig; identity: IdentityServices };
   /** The tenant counted in the per-tenant connection gauge and limits, once established. */
   private countedTenant: string | undefined;
   /**
@@ -143,16 +151,38 @@ export class ClientConnection {
     socket.on('close', () => this.onSocketClose());
     deps.metrics.connectionOpened();
     this.logger.info('client connected');
-    this.authenticator = new ConnectionAuthenticator({
-      listener: deps.listener,
-      services: deps.identity,
+    this.authenticatorSettings = { listener: deps.listener, identity: deps.identity };
+    this.authenticator = this.createAuthenticator();
+    this.onIdentityChange();
+    this.armIdleTimer();
+  }
+
+  private createAuthenticator(): ConnectionAuthenticator {
+    return new ConnectionAuthenticator({
+      listener: this.authenticatorSettings.listener,
+      services: this.authenticatorSettings.identity,
       remoteAddress: this.remoteAddress,
-      peerCertificate: deps.peerCertificate,
+      peerCertificate: this.deps.peerCertificate,
       logger: this.logger,
       connectionId: this.id,
     });
+  }
+
+  /**
+   * Until a tenant is established, authentication follows reloads: a method or credential a
+   * reload removed must not stay usable on a connection opened (or a SASL conversation begun)
+   * before it. Once established, the tenant never changes, so nothing is rebuilt.
+   */
+  private followIdentityReload(): void {
+    const now = this.deps.currentIdentity?.();
+    if (now === undefined || this.authenticator.identity !== undefined) return;
+    const built = this.authenticatorSettings;
+    // Unrelated reloads (a new log level) replace the listener object too: compare its settings.
+    if (now.identity === built.identity && isDeepStrictEqual(now.listener, built.listener)) return;
+    this.authenticator.close();
+    this.authenticatorSettings = now;
+    this.authenticator = this.createAuthenticator();
     this.onIdentityChange();
-    this.armIdleTimer();
   }
 
   /** Attaches a newly established tenant to logs and metrics, and pins a passthrough relay. */
@@ -330,6 +360,7 @@ export class ClientConnection {
       if (compressor !== undefined) this.deps.metrics.compressedMessage(compressor, 'received');
     }
     const request: Request = { requestId: header.requestId, compressor };
+    this.followIdentityReload();
     const opCode = readHeader(message).opCode;
     if (opCode === OpCode.OP_MSG) return this.handleOpMsg(message, request);
     if (opCode === OpCode.OP_QUERY) return this.handleOpQuery(message, request);
@@ -510,7 +541,8 @@ export class ClientConnection {
     const moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
     if (moreToCome && !FIRE_AND_FORGET_COMMANDS.has(envelope.name)) {
       // Only unacknowledged writes may skip their reply; anything else would, e.g., open cursors nobody reads (catalogue 50).
-      throw new ProxyError(ErrorCodes.InvalidOptions, `moreToCome is only accepted on insert, update, delete, bulkWrite and endSessions, not ${envelope.name}`);
+      // A refusal like any other isolation rule: counted as denied and audited (it also closes the connection).
+      throw new PolicyRefusal('moreToCome.command', `moreToCome is only accepted on insert, update, delete, bulkWrite and endSessions, not ${envelope.name}`, ErrorCodes.InvalidOptions);
     }
     let outgoing: Buffer;
     /** The body of `outgoing` (what forwarding reads sessions, cursors and read preference from). */
@@ -522,8 +554,14 @@ export class ClientConnection {
       outgoing = this.outgoingFrame(frame, msg);
     } else {
       const engine = this.tenantEngine;
-      if (engine === undefined) throw this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine');
-      const decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));
+      if (engine === undefined) throw unrepresentable(this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine'));
+      let decision: Decision;
+      try {
+        decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));
+      } catch (error) {
+        // Policy refusals come back as decisions; a ProxyError here means the (reloaded) settings cannot represent the tenant.
+        throw ProxyError.is(error) ? unrepresentable(error) : error;
+      }
       if (decision.action === 'refuse') {
         this.recordDecision(envelope, 'refused', decision.refusal.rule);
         this.auditedRefusal = decision.refusal;
@@ -775,6 +813,14 @@ function compressorNameOfFrame(frame: Buffer): CompressorName | undefined {
 }
 
 /** The outcome label of a command that threw (`current`: what the handler had already decided). */
+/**
+ * Every command of a tenant the isolation settings cannot represent (e.g. after a reload changed
+ * `tenantValueType`) is refused: a denial like the others, audited, with the reason in the message.
+ */
+function unrepresentable(error: ProxyError): PolicyRefusal {
+  return new PolicyRefusal('tenant.unrepresentable', `the tenant cannot be isolated with the current isolation settings: ${error.message}`, error.code);
+}
+
 function failureOutcome(error: unknown, current: string, command: string): string {
   if (current === 'denied' || error instanceof PolicyRefusal || error instanceof TenantLimitExceeded) return 'denied';
   if (!ProxyError.is(error)) return 'error';

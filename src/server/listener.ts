@@ -81,7 +81,9 @@ export async function startListener(
       socket.destroy();
       return;
     }
-    const connection = new ClientConnection(socket, { ...deps, listener: current, peerCertificate }, (closed) => {
+    // `deps` is the object a reload updates: read through it, not the copy, for the current identity services.
+    const currentIdentity = (): { listener: ListenerConfig; identity: SharedConnectionDeps['identity'] } => ({ listener: current, identity: deps.identity });
+    const connection = new ClientConnection(socket, { ...deps, listener: current, peerCertificate, currentIdentity }, (closed) => {
       registry.connections.delete(closed);
       own.delete(closed);
     });

@@ -300,6 +300,41 @@ describe('identity and audit settings', () => {
     expect(await login('bob').db(db).collection('items').countDocuments()).toBe(5);
   });
 
+  it('a connection still unauthenticated at the reload authenticates under the new settings: a removed method or credential cannot be used later', async () => {
+    await start(settings({ reload: { watchConfigFile: false } }));
+    const users = join(dir, 'users.yaml');
+    const alice = hashPassword({ user: 'alice', db: 'admin', tenant: TENANT, password: 'alice-pw', mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
+    writeFileSync(users, formatCredentialsFile([alice]), { mode: 0o600 });
+    const scramListener = (methods: string[]): Record<string, unknown> =>
+      settings({ listeners: [{ name: 'app', listen: '127.0.0.1:0', methods }], identity: { scram: { credentialsFile: users } }, reload: { watchConfigFile: false } });
+    writeConfig(scramListener(['scram']));
+    expect(await proxy!.reload()).toMatchObject({ ok: true });
+    const saslStart = (): ReturnType<typeof opMsg> =>
+      opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=alice,r=abcdefghijklmnop'), $db: 'admin' });
+
+    const saslContinue = (): ReturnType<typeof opMsg> => opMsg({ saslContinue: 1, conversationId: 1, payload: Buffer.from('c=biws,r=x,p=eA=='), $db: 'admin' });
+    // A reload that changes nothing about identity leaves a conversation in progress alone.
+    const unaffected = await raw();
+    expect(await unaffected.command(saslStart())).toMatchObject({ ok: 1, done: false });
+    writeConfig({ ...scramListener(['scram']), log: { level: 'warn' } });
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['log.level'] });
+    expect(await unaffected.command(saslContinue())).toMatchObject({ ok: 0, codeName: 'AuthenticationFailed' });
+
+    // Opened (and a conversation started) while scram was enabled; nothing authenticated yet.
+    const idle = await raw();
+    const started = await raw();
+    expect(await started.command(saslStart())).toMatchObject({ ok: 1, done: false });
+
+    writeConfig(scramListener([]));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: expect.arrayContaining(['listeners[0].methods']) });
+    // The method is gone for them too, and a conversation begun before the reload does not finish.
+    expect(await idle.command(saslStart())).toMatchObject({ ok: 0, codeName: 'MechanismUnavailable' });
+    expect(await started.command(saslContinue())).toMatchObject({
+      ok: 0,
+      errmsg: 'No SASL session state found',
+    });
+  });
+
   it('moves the audit stream to a file, and rejects a file that cannot be opened', async () => {
     const db = await seed();
     const strict = { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] };
@@ -355,6 +390,42 @@ describe('RunningProxy.reload', () => {
     expect(await app.collection('items').countDocuments()).toBe(5);
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
     expect(await metric('config_reloads_total', 'result="success"')).toBe(1);
+  });
+
+  it('refuses and audits every command of a connection whose tenant the reloaded isolation settings cannot represent', async () => {
+    const db = await seed();
+    await start(settings({ reload: { watchConfigFile: false } }));
+    const app = client().db(db);
+    expect(await app.collection('items').countDocuments()).toBe(5);
+    writeConfig(settings({ isolation: { tenantValueType: 'int64' }, reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.tenantValueType'] });
+    await expect(app.collection('items').countDocuments()).rejects.toThrow();
+    const refusals = logs.filter((line) => line['audit'] === true && line['decision'] === 'refused');
+    expect(refusals).toEqual([expect.objectContaining({ rule: 'tenant.unrepresentable', tenant: TENANT, commandName: 'aggregate' })]);
+    // Ownership of stored documents changed meaning: said loudly, naming the setting.
+    expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', component: 'reload', changed: ['isolation.tenantValueType'] }));
+  });
+
+  it('warns loudly and sets the audit-only gauge when a reload turns enforcement off, and clears the gauge when it is back', async () => {
+    await start(settings({ reload: { watchConfigFile: false } }));
+    expect(await metric('isolation_audit_only')).toBe(0);
+    writeConfig(settings({ isolation: { mode: 'audit-only' }, reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.mode'] });
+    expect(await metric('isolation_audit_only')).toBe(1);
+    expect(logs.filter((line) => line['level'] === 'warn' && String(line['msg']).startsWith('ISOLATION IS NOT ENFORCED'))).toHaveLength(1);
+    writeConfig(settings({ reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.mode'] });
+    expect(await metric('isolation_audit_only')).toBe(0);
+  });
+
+  it('refuses a reload once the shutdown (drain) has begun', async () => {
+    await start(settings({ reload: { watchConfigFile: false } }));
+    writeConfig(settings({ log: { level: 'debug' }, reload: { watchConfigFile: false } }));
+    const closing = proxy!.close();
+    const result = await proxy!.reload();
+    await closing;
+    expect(result).toMatchObject({ ok: false, error: 'the proxy is shutting down' });
+    expect(logger.level).toBe('info');
   });
 
   it('swaps listener certificates for new handshakes, and rejects material that does not load', async () => {

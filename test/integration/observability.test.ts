@@ -16,6 +16,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { uniqueDbName } from '../helpers/upstream.js';
+import { RawClient, opMsg } from '../helpers/raw-client.js';
 
 const PASSWORD = 'correct horse battery staple';
 const WRONG_PASSWORD = 'wrong-password-9f8e7d';
@@ -252,6 +253,23 @@ describe('the audit stream', () => {
     const events = oversize.map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(events).toContainEqual(expect.objectContaining({ event: 'decision', rule: expect.any(String), namespace: expect.stringMatching(/^.+…$/) }));
     expect(events).toContainEqual(expect.objectContaining({ event: 'authentication', outcome: 'failure', user: expect.stringMatching(/^uy+…$/) }));
+  });
+});
+
+describe('the audit stream and requests without a reply (moreToCome)', () => {
+  it('records a moreToCome request the proxy refuses, which closes the connection, as one denial', async () => {
+    const { host, port } = proxy.proxy.addresses['static']!;
+    const MORE_TO_COME = 2;
+    // Not a fire-and-forget command: refused (catalogue 50).
+    const reader = await RawClient.connect(host, port);
+    reader.write(opMsg({ find: 'audited_unacked', filter: {}, $db: dbName }, { flags: MORE_TO_COME }).bytes);
+    expect(await reader.waitClosed(10_000)).toBe(true);
+    // An unacknowledged write the isolation policy refuses: audited once, though the refusal also closes the connection.
+    const writer = await RawClient.connect(host, port);
+    writer.write(opMsg({ insert: 'system.js', documents: [{ _id: 1 }], $db: dbName }, { flags: MORE_TO_COME }).bytes);
+    expect(await writer.waitClosed(10_000)).toBe(true);
+    expect(audits({ event: 'decision', decision: 'refused', rule: 'moreToCome.command', commandName: 'find', tenant: 'acme' })).toHaveLength(1);
+    expect(audits({ event: 'decision', decision: 'refused', commandName: 'insert', namespace: `${dbName}.system.js` })).toHaveLength(1);
   });
 });
 

@@ -408,6 +408,13 @@ describe('YAML files', () => {
     expect(configError(() => loadConfig({ file: dir, env: {} })).message).toContain('directory');
   });
 
+  it('refuse a file too large for a configuration, and a file that is not a regular file (a device never ends)', () => {
+    const huge = join(dir, 'huge.yaml');
+    writeFileSync(huge, `# ${'x'.repeat(5 * 1024 * 1024)}\n`);
+    expect(configError(() => loadConfig({ file: huge, env: {} })).message).toBe(`${huge}: cannot read config file: larger than 4194304 bytes`);
+    expect(configError(() => loadConfig({ file: '/dev/zero', env: {} })).message).toBe('/dev/zero: cannot read config file: not a regular file');
+  });
+
   it('refuse alias bombs', () => {
     const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
     for (let i = 0; i < 12; i++) lines.push(`${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`);

@@ -221,6 +221,20 @@ describe('createJwtMechanism: verification', () => {
     await expectAuthFailed(m.start({ db: '$external', payload: plain(confused), options: undefined }, capturingContext().context));
   });
 
+  it('never quotes a key file that is not valid JSON: the parser\'s excerpt could be key material (a private "d" put there by mistake)', () => {
+    const broken = '{"kty":"RSA","d": privatekeymaterial}';
+    for (const config of [jwtConfig({ keyFile: writeTemp('broken.jwk', broken) }), jwtConfig({ jwksFile: writeTemp('broken.jwks', `{"keys":[${broken}]}`) })]) {
+      let message = '';
+      try {
+        createJwtMechanism(config, { reloadIntervalMS: 0 });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message).toMatch(/not valid JSON/);
+      expect(message).not.toContain('privatekey');
+    }
+  });
+
   it('never accepts HMAC: HS* algorithms and symmetric key files are configuration errors', () => {
     const secretJwk = JSON.stringify({ kty: 'oct', k: Buffer.from('0123456789abcdef0123456789abcdef').toString('base64url') });
     expect(() => createJwtMechanism(jwtConfig({ keyFile: writeTemp('oct.jwk', secretJwk) }), { reloadIntervalMS: 0 })).toThrow(/symmetric/);

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -127,6 +127,29 @@ describe('audit log', () => {
     expect(lines[0]).toMatchObject({ audit: true, service: 'mongo-tenant-proxy', tenant: 'acme', commandName: 'find', level: 'info' });
   });
 
+  it('reopens its file on request, so a rotation by move (logrotate, then SIGHUP) continues in a new file', async () => {
+    const file = join(dir, 'rotated', 'audit.jsonl');
+    const audit = createAuditLog({ destination: file, maxEventBytes: 4096 });
+    audit.decision({ ...decision, decision: 'refused' });
+    await until(() => existsSync(file) && readFileSync(file, 'utf8').includes('refused'));
+    renameSync(file, `${file}.1`);
+    audit.reopen();
+    audit.decision({ ...decision, decision: 'refused', rule: 'after.rotation' });
+    await audit.close();
+    expect(readFileSync(file, 'utf8')).toContain('after.rotation');
+    expect(readFileSync(`${file}.1`, 'utf8')).not.toContain('after.rotation');
+  });
+
+  it('reports a failing file (disk full) to onError instead of crashing the process', async () => {
+    const errors: Error[] = [];
+    const audit = createAuditLog({ destination: '/dev/full', maxEventBytes: 4096, onError: (error) => errors.push(error) });
+    audit.decision({ ...decision, decision: 'refused' });
+    await until(() => errors.length > 0);
+    expect(errors[0]).toMatchObject({ code: 'ENOSPC' });
+    audit.decision({ ...decision, decision: 'refused' });
+    await audit.close().catch(() => undefined);
+  });
+
   it('truncates long fields so every event fits maxEventBytes', () => {
     const { stream, lines } = capture();
     const audit = createAuditLog({ destination: 'stdout', maxEventBytes: 512, rewrites: true, stream });
@@ -187,3 +210,11 @@ describe('truncateUtf8', () => {
     expect(cut).toBe('é…');
   });
 });
+
+async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not reached in ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

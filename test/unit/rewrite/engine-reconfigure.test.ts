@@ -46,6 +46,27 @@ describe('IsolationEngine.reconfigure', () => {
     expect(after['lsid']).toEqual(before['lsid']);
   });
 
+  it("keeps per-tenant physical names reserved after a reload stops using their model: no tenant reaches another's database or collection by name", () => {
+    const engine = new IsolationEngine({
+      config: isolation({ namespaces: [{ match: 'private.*', model: 'database-per-tenant' }], defaultModel: 'collection-prefix' }),
+      cursors: new CursorRegistry(),
+      sessionKey: Buffer.alloc(32, 1),
+      collationSupported: () => false,
+    });
+    const globex = engine.forTenant('globex');
+    const named = (db: string, collection: string): ReturnType<typeof commandInput> =>
+      commandInput('find', db, serialize({ find: collection, filter: {}, $db: db }), [], false);
+    // acme's data lives in the database acme_private and the collection app."acme.orders".
+    expect(globex.decide(named('acme_private', 'x'))).toMatchObject({ action: 'refuse', refusal: { rule: 'namespace.reserved' } });
+
+    // Everything shared-collection now (and other templates): the old physical names still exist upstream.
+    engine.reconfigure(isolation({ databaseTemplate: 'db_{db}_{tenant}' }));
+    expect(globex.decide(named('acme_private', 'x'))).toMatchObject({ action: 'refuse', refusal: { rule: 'namespace.reserved' } });
+    expect(globex.decide(named('app', 'acme.orders'))).toMatchObject({ action: 'refuse', refusal: { rule: 'namespace.reserved' } });
+    // Names of no per-tenant shape stay usable.
+    expect(globex.decide(named('app', 'orders')).action).toBe('forward');
+  });
+
   it('switches to audit-only and back', () => {
     const engine = new IsolationEngine({
       config: isolation({ namespaces: [{ match: 'app.secrets', access: 'denied' }] }),
