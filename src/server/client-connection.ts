@@ -341,6 +341,9 @@ export class ClientConnection {
   }
 
   private failConnection(error: unknown): void {
+    // The client already left (e.g. right after an unacknowledged command whose upstream reply
+    // the proxy was still waiting for): nothing to refuse, count or report.
+    if (this.closed) return;
     const reason = error instanceof Error ? error.message : String(error);
     const code = ProxyError.is(error) ? error.codeName : 'InternalError';
     this.deps.metrics.protocolError(code);

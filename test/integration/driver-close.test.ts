@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { Binary, UUID } from 'bson';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
@@ -17,6 +18,7 @@ const MORE_TO_COME = 1 << 1;
 
 let proxy: TestProxy | undefined;
 let faults: FaultProxy | undefined;
+let fake: FakeUpstream | undefined;
 const raw = new Set<RawClient>();
 
 afterEach(async () => {
@@ -24,8 +26,10 @@ afterEach(async () => {
   raw.clear();
   await proxy?.stop();
   await faults?.close();
+  await fake?.close();
   proxy = undefined;
   faults = undefined;
+  fake = undefined;
 });
 
 async function rawClient(): Promise<RawClient> {
@@ -128,5 +132,21 @@ describe('unacknowledged commands on a shared upstream connection', () => {
     } finally {
       await direct.close();
     }
+  });
+});
+
+describe('a client that leaves right after an unacknowledged command', () => {
+  it('is not a protocol violation while the proxy still waits for the upstream reply it drops', async () => {
+    fake = await startFakeUpstream((message) => ('endSessions' in message.body ? { delayMs: 300, replies: [{ ok: 1 }] } : [{ ok: 1 }]));
+    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
+    const c = await rawClient();
+    const ping = opMsg({ ping: 1, $db: 'admin' });
+    expect((await c.command(ping)).ok).toBe(1);
+    c.write(endSessions());
+    await until(async () => fake!.received.some((message) => 'endSessions' in message.body));
+    c.close(); // what a driver does right after sending endSessions
+    await until(async () => (await samples('mongo_tenant_proxy_client_connections')).get('') === 0);
+    await new Promise((resolve) => setTimeout(resolve, 400)); // the upstream reply has arrived and been dropped
+    expect([...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0)).toBe(0);
   });
 });
