@@ -406,6 +406,32 @@ describe('RunningProxy.reload', () => {
     expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', component: 'reload', changed: ['isolation.tenantValueType'] }));
   });
 
+  it("keeps another tenant out of a tenant's database after a reload drops database-per-tenant: through the driver, then read directly", async () => {
+    const db = uniqueDbName('rsv');
+    const physical = `${TENANT}_${db}`;
+    databases.push(physical);
+    const listeners = [
+      { name: 'app', listen: '127.0.0.1:0', methods: ['static'], staticTenant: TENANT },
+      { name: 'other', listen: '127.0.0.1:0', methods: ['static'], staticTenant: 'globex' },
+    ];
+    const perTenant = settings({ listeners, isolation: { namespaces: [{ match: `${db}.*`, model: 'database-per-tenant' }] }, reload: { watchConfigFile: false } });
+    await start(perTenant);
+    await client().db(db).collection('notes').insertOne({ _id: 'acme-note' as never, text: 'acme only' });
+    expect(await direct.db(physical).collection('notes').countDocuments()).toBe(1);
+
+    writeConfig(settings({ listeners, reload: { watchConfigFile: false } }));
+    expect(await proxy!.reload()).toMatchObject({ ok: true });
+    const { host, port } = proxy!.addresses['other']!;
+    const globex = new MongoClient(`mongodb://${host}:${port}/?directConnection=true`, { serverSelectionTimeoutMS: 10_000, retryReads: false, retryWrites: false });
+    clients.push(globex);
+    const acmeDatabase = globex.db(physical).collection('notes');
+    await expect(acmeDatabase.find({}).toArray()).rejects.toThrow();
+    await expect(acmeDatabase.insertOne({ _id: 'globex-note' as never, text: 'planted' })).rejects.toThrow();
+    await expect(acmeDatabase.deleteMany({})).rejects.toThrow();
+    // The database holds acme's note and nothing else.
+    expect(await direct.db(physical).collection('notes').find({}).toArray()).toEqual([{ _id: 'acme-note', text: 'acme only' }]);
+  });
+
   it('warns loudly and sets the audit-only gauge when a reload turns enforcement off, and clears the gauge when it is back', async () => {
     await start(settings({ reload: { watchConfigFile: false } }));
     expect(await metric('isolation_audit_only')).toBe(0);
