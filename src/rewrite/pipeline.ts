@@ -338,8 +338,6 @@ class PipelineRewriter {
       case '$replaceWith':
       case '$redact':
       case '$sortByCount':
-        validateExpression(value, where);
-        return original;
       case '$documents':
         validateExpression(value, where);
         return original;

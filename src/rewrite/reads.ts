@@ -233,14 +233,7 @@ function findImpl(input: CommandInput, context: TenantContext, options: ReadOpti
 function countImpl(input: CommandInput, context: TenantContext, options: ReadOptions = {}): RewriteResult {
   checkBody('count', input);
   const { coll, ns } = resolveCollection(input, context);
-  const rw = new Rewrite(input, context, `${input.db}.${coll}`);
-  if (options.facts !== undefined) options.facts.sharedData ||= ns.tenantFiltered || ns.model === 'shared-collection';
-  filterField(rw, 'query', ns.tenantFiltered);
-  hintField(rw, ns.tenantFiltered);
-  collationField(rw, ns.tenantFiltered);
-  rw.physical(ns.db, ns.coll, coll);
-  rw.maxTime(options);
-  return rw.result();
+  return rewriteQueryCommand(input, context, coll, ns, options);
 }
 
 /** distinct: `key` a string, `query` injected (catalogue 6, 17: LibreChat missed distinct). */
@@ -249,6 +242,11 @@ function distinctImpl(input: CommandInput, context: TenantContext, options: Read
   const { coll, ns } = resolveCollection(input, context);
   const key = input.body.get('key');
   if (key === undefined || key.type !== BsonType.string) refuse('distinct.key', 'distinct.key must be a field path string', ErrorCodes.TypeMismatch);
+  return rewriteQueryCommand(input, context, coll, ns, options);
+}
+
+/** count and distinct: the `query` tenant-filtered, its hint and collation checked, names mapped. */
+function rewriteQueryCommand(input: CommandInput, context: TenantContext, coll: string, ns: ResolvedNamespace, options: ReadOptions): RewriteResult {
   const rw = new Rewrite(input, context, `${input.db}.${coll}`);
   if (options.facts !== undefined) options.facts.sharedData ||= ns.tenantFiltered || ns.model === 'shared-collection';
   filterField(rw, 'query', ns.tenantFiltered);
