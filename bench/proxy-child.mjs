@@ -65,7 +65,9 @@ serveIpc({
     try {
       ({ startProxy } = await import('../dist/main.js'));
     } catch (error) {
-      throw new Error(`cannot load dist/main.js (run \`npm run build\` first): ${error instanceof Error ? error.message : error}`);
+      throw new Error(
+        `cannot load dist/main.js (run \`npm run build\` first): ${error instanceof Error ? error.message : error}`,
+      );
     }
     const config = await benchConfig(upstreamUri, overrides);
     const proxy = await startProxy(config, { logger: pino({ level: 'silent' }) });

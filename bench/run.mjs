@@ -44,7 +44,8 @@ const ALL_TARGETS = ['direct', 'pipe', 'proxy'];
 
 const startedAt = Date.now();
 const loadAtStart = os.loadavg().map((value) => Math.round(value * 100) / 100);
-const log = (message) => process.stderr.write(`[bench ${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)}s] ${message}\n`);
+const log = (message) =>
+  process.stderr.write(`[bench ${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)}s] ${message}\n`);
 
 function intEnv(name, fallback) {
   const raw = process.env[name];
@@ -57,7 +58,10 @@ function intEnv(name, fallback) {
 function listEnv(name, allowed) {
   const raw = process.env[name];
   if (!raw) return allowed;
-  const values = raw.split(',').map((value) => value.trim()).filter(Boolean);
+  const values = raw
+    .split(',')
+    .map((value) => value.trim())
+    .filter(Boolean);
   const unknown = values.filter((value) => !allowed.includes(value));
   if (unknown.length > 0) throw new Error(`${name}: unknown ${unknown.join(', ')} (known: ${allowed.join(', ')})`);
   return allowed.filter((value) => values.includes(value));
@@ -159,7 +163,12 @@ const hostPort = ({ host, port }) => (host.includes(':') ? `[${host}]:${port}` :
 // Facts about this run
 
 function gitInfo() {
-  const git = (...args) => execFileSync('git', ['--no-optional-locks', ...args], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  const git = (...args) =>
+    execFileSync('git', ['--no-optional-locks', ...args], {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
   try {
     const commit = git('rev-parse', 'HEAD');
     let dirty = null;
@@ -217,7 +226,10 @@ async function measureWorkload(workload, targetNames, targets, database, rounds)
 
   const slices = workload.splittable ? split(workload.ops, Math.min(rounds, workload.ops)) : [workload.ops];
   const totals = Object.fromEntries(
-    targetNames.map((name) => [name, { ops: 0, docs: 0, wallNs: 0, latencies: [], childCpuUs: 0, clientCpuUs: 0, rss: null }]),
+    targetNames.map((name) => [
+      name,
+      { ops: 0, docs: 0, wallNs: 0, latencies: [], childCpuUs: 0, clientCpuUs: 0, rss: null },
+    ]),
   );
   let offset = 0;
   for (const [round, ops] of slices.entries()) {
@@ -302,7 +314,9 @@ async function measureInterleaved(workload, targetNames, targets, database) {
     const after = await child?.sample();
     const s = state[name];
     if (workload.expectedDocs !== undefined && s.docs !== workload.expectedDocs) {
-      throw new Error(`${workload.name} through ${name} returned ${s.docs} documents, expected ${workload.expectedDocs}`);
+      throw new Error(
+        `${workload.name} through ${name} returned ${s.docs} documents, expected ${workload.expectedDocs}`,
+      );
     }
     const ops = s.latencies.length;
     const busyNs = s.latencies.reduce((sum, value) => sum + value, 0);
@@ -417,7 +431,10 @@ function goals(results) {
 
 async function main() {
   const settings = readSettings();
-  const selectedNames = listEnv('BENCH_WORKLOADS', [...workloads(settings).map((workload) => workload.name), POOL_SCENARIO_NAME]);
+  const selectedNames = listEnv('BENCH_WORKLOADS', [
+    ...workloads(settings).map((workload) => workload.name),
+    POOL_SCENARIO_NAME,
+  ]);
   const selectedWorkloads = workloads(settings).filter((workload) => selectedNames.includes(workload.name));
   // The pool scenario runs through a proxy of its own, after the three-way workloads.
   const runPool = selectedNames.includes(POOL_SCENARIO_NAME) && settings.targets.includes('proxy');
@@ -492,7 +509,9 @@ async function main() {
       targets.proxy = { client, child };
       log(`proxy (pid ${child.pid}) on ${hostPort(child.address)}`);
     }
-    const targetNames = ALL_TARGETS.filter((name) => name === 'direct' ? settings.targets.includes('direct') : targets[name]);
+    const targetNames = ALL_TARGETS.filter((name) =>
+      name === 'direct' ? settings.targets.includes('direct') : targets[name],
+    );
     for (const name of targetNames) {
       await targets[name].client.connect();
       await warmTarget(targets[name].client);

@@ -103,17 +103,18 @@ try {
     void shutdown(1);
   }
 }
-if (ready && !shuttingDown) printBox([
-  'mongo-tenant-proxy demo is running',
-  '',
-  `Connect:   ${uri}`,
-  `Shell:     npx mongosh "${uri}"`,
-  `Metrics:   http://${host}:${metricsPort}/metrics`,
-  `Upstream:  FerretDB ${FERRETDB_VERSION} at ${ferret.uri}`,
-  `Reload:    edit config/demo.yaml, or kill -HUP ${process.pid}`,
-  '',
-  'Ctrl-C stops the proxy and FerretDB.',
-]);
+if (ready && !shuttingDown)
+  printBox([
+    'mongo-tenant-proxy demo is running',
+    '',
+    `Connect:   ${uri}`,
+    `Shell:     npx mongosh "${uri}"`,
+    `Metrics:   http://${host}:${metricsPort}/metrics`,
+    `Upstream:  FerretDB ${FERRETDB_VERSION} at ${ferret.uri}`,
+    `Reload:    edit config/demo.yaml, or kill -HUP ${process.pid}`,
+    '',
+    'Ctrl-C stops the proxy and FerretDB.',
+  ]);
 
 /** True when dist/ is absent or some source or build setting changed after the last build. */
 function distIsStale() {
@@ -139,7 +140,9 @@ function runToCompletion(command, args) {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: root, stdio: 'inherit' });
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} ${args.join(' ')} exited with ${code}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command} ${args.join(' ')} exited with ${code}`)),
+    );
   });
 }
 

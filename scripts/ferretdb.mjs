@@ -65,7 +65,8 @@ async function buildFerretDB(dir, binary, log) {
   const output = path.join(dir, `ferretdb.tmp-${process.pid}`);
   try {
     const source = await prepareSource(dir, env, log);
-    const build = (extra) => run('go', ['build', '-buildvcs=false', ...extra, '-o', output, './cmd/ferretdb'], { cwd: source, env });
+    const build = (extra) =>
+      run('go', ['build', '-buildvcs=false', ...extra, '-o', output, './cmd/ferretdb'], { cwd: source, env });
     log('go build ./cmd/ferretdb');
     try {
       await build([]);
@@ -93,7 +94,10 @@ async function prepareSource(dir, env, log) {
   if (existsSync(path.join(source, 'build', 'version', 'version.txt'))) return source;
 
   log(`go mod download ${FERRETDB_MODULE}@${FERRETDB_VERSION}`);
-  const { stdout } = await run('go', ['mod', 'download', '-json', `${FERRETDB_MODULE}@${FERRETDB_VERSION}`], { cwd: dir, env });
+  const { stdout } = await run('go', ['mod', 'download', '-json', `${FERRETDB_MODULE}@${FERRETDB_VERSION}`], {
+    cwd: dir,
+    env,
+  });
   const info = JSON.parse(stdout);
   if (info.Error || !info.Dir) throw new Error(`go mod download failed: ${info.Error ?? stdout}`);
 
@@ -127,7 +131,6 @@ function goEnv() {
   if (!env.HOME) env.HOME = os.homedir();
   return env;
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Running instances
@@ -302,7 +305,9 @@ async function startOnce(binary, options) {
   } catch (error) {
     await stop();
     const status = exited ? ` (exit code ${exited.code}, signal ${exited.signal})` : '';
-    throw new Error(`FerretDB did not become ready on ${hostPort(host, port)}${status}: ${error.message}\n--- FerretDB log tail ---\n${logTail.text()}`);
+    throw new Error(
+      `FerretDB did not become ready on ${hostPort(host, port)}${status}: ${error.message}\n--- FerretDB log tail ---\n${logTail.text()}`,
+    );
   }
 
   return {

@@ -113,7 +113,11 @@ async function buildHelm(dir, binary, log) {
 
 /** Go needs a home for its module and build caches; CI shells sometimes have no HOME. */
 function goEnv() {
-  const env = { ...process.env, GOWORK: 'off', GOFLAGS: [process.env.GOFLAGS, '-buildvcs=false'].filter(Boolean).join(' ') };
+  const env = {
+    ...process.env,
+    GOWORK: 'off',
+    GOFLAGS: [process.env.GOFLAGS, '-buildvcs=false'].filter(Boolean).join(' '),
+  };
   if (!env.HOME) env.HOME = os.homedir();
   return env;
 }
@@ -130,7 +134,6 @@ export function helmEnv(home) {
     HELM_DATA_HOME: path.join(home, 'data'),
   };
 }
-
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {

@@ -34,13 +34,16 @@ function walk(dir) {
 }
 
 export function testFiles(base = root) {
-  const integration = walk(join(base, 'test/integration')).filter((path) => /[\\/](isolation|identity)-[^\\/]*\.test\.ts$/.test(path));
+  const integration = walk(join(base, 'test/integration')).filter((path) =>
+    /[\\/](isolation|identity)-[^\\/]*\.test\.ts$/.test(path),
+  );
   const unit = walk(join(base, 'test/unit')).filter((path) => path.endsWith('.test.ts'));
   return [...integration, ...unit].sort();
 }
 
 // it('…') / it.skipIf(…)('…') / test.each…: the first string literal after the call opens the title.
-const TITLE = /\b(?:it|test)(?:\.(?:skipIf|runIf)\((?<cond>[^\n]*?)\)|\.(?:only|skip|todo|fails|concurrent))*\(\s*(?<q>['"`])(?<title>catalogue\s(?:\\.|(?!\k<q>)[^\n\\])*)\k<q>/g;
+const TITLE =
+  /\b(?:it|test)(?:\.(?:skipIf|runIf)\((?<cond>[^\n]*?)\)|\.(?:only|skip|todo|fails|concurrent))*\(\s*(?<q>['"`])(?<title>catalogue\s(?:\\.|(?!\k<q>)[^\n\\])*)\k<q>/g;
 
 /** Item numbers a title names: `catalogue 7:`, `catalogue 7, 41:`, `catalogue 44-46:`. */
 export function itemsOf(title) {
@@ -80,7 +83,14 @@ export function scan(base = root) {
     }
   }
   for (const n of PROPERTY_TEST.items) {
-    table.get(n).push({ file: PROPERTY_TEST.file, title: PROPERTY_TEST.title, needsMongoDB: PROPERTY_TEST.mongoOnly.includes(n), property: true });
+    table
+      .get(n)
+      .push({
+        file: PROPERTY_TEST.file,
+        title: PROPERTY_TEST.title,
+        needsMongoDB: PROPERTY_TEST.mongoOnly.includes(n),
+        property: true,
+      });
   }
   return table;
 }
@@ -108,7 +118,8 @@ export function cell(tests) {
   const e2e = tests.filter((test) => !test.file.startsWith('test/unit/'));
   let note = '';
   if (e2e.length === 0) note = ' — **bytes-level only**';
-  else if (e2e.every((test) => test.needsMongoDB)) note = ' — **end to end only with MongoDB** (FerretDB lacks the feature)';
+  else if (e2e.every((test) => test.needsMongoDB))
+    note = ' — **end to end only with MongoDB** (FerretDB lacks the feature)';
   return parts.join('<br>') + note;
 }
 
@@ -139,7 +150,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
       process.stdout.write(`${n}\t${shown.length === 0 ? '(no test)' : shown.join(' | ')}\n`);
     }
     if (args.has('--missing')) {
-      process.stdout.write(missing.length === 0 ? 'every item has a test\n' : `items without a test: ${missing.join(', ')}\n`);
+      process.stdout.write(
+        missing.length === 0 ? 'every item has a test\n' : `items without a test: ${missing.join(', ')}\n`,
+      );
       if (missing.length > 0) process.exitCode = 1;
     }
   }

@@ -55,9 +55,7 @@ export const ErrorCodes = {
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
-const CODE_NAMES: ReadonlyMap<number, string> = new Map(
-  Object.entries(ErrorCodes).map(([name, code]) => [code, name]),
-);
+const CODE_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(ErrorCodes).map(([name, code]) => [code, name]));
 
 export function codeNameOf(code: number): string {
   return CODE_NAMES.get(code) ?? `Location${code}`;

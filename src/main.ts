@@ -20,7 +20,13 @@ import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
 import { createAuditLog, type AuditDestination, type AuditLog } from './observability/audit.js';
 import { isolationWarnings } from './config/checks.js';
-import { ConfigReloader, ReloadableAuditLog, type ConfigSource, type ReloadResult, type ReloadTrigger } from './reload.js';
+import {
+  ConfigReloader,
+  ReloadableAuditLog,
+  type ConfigSource,
+  type ReloadResult,
+  type ReloadTrigger,
+} from './reload.js';
 
 export { configFileSource, type ConfigSource, type ReloadResult, type ReloadTrigger } from './reload.js';
 
@@ -92,7 +98,9 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
         reloader?.close();
         if (listeners.length > 0) {
           const started = Date.now();
-          await Promise.all(listeners.map((listener) => listener.close((reloader?.config ?? config).limits.drainTimeoutMS)));
+          await Promise.all(
+            listeners.map((listener) => listener.close((reloader?.config ?? config).limits.drainTimeoutMS)),
+          );
           logger.info({ ms: Date.now() - started }, 'client connections drained');
         }
         for (const cleanup of [...cleanups].reverse()) await cleanup();
@@ -115,7 +123,10 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       const onError = (error: Error): void => {
         if (Date.now() - lastReported < 60_000) return;
         lastReported = Date.now();
-        logger.error({ err: error.message, destination: current.audit.destination }, 'audit destination failed: audit events are being lost');
+        logger.error(
+          { err: error.message, destination: current.audit.destination },
+          'audit destination failed: audit events are being lost',
+        );
       };
       return createAuditLog({ ...current.audit, stream, onError });
     };
@@ -154,7 +165,9 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     for (const warning of isolationWarnings(isolationConfig)) logger.warn(warning);
     metrics.setAuditOnly(isolationConfig.mode === 'audit-only');
     if (isolationConfig.sessionKey === null) {
-      logger.warn('isolation.sessionKey is not set: upstream session ids change when the proxy restarts, so retries across a restart start new sessions');
+      logger.warn(
+        'isolation.sessionKey is not set: upstream session ids change when the proxy restarts, so retries across a restart start new sessions',
+      );
     }
 
     const registry = new ConnectionRegistry();
@@ -174,7 +187,10 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     for (const [index, listener] of config.listeners.entries()) {
       const started = await startListener(listener, index, shared, registry);
       listeners.push(started);
-      logger.info({ listener: started.name, address: started.address, tls: listener.tls !== null, methods: listener.methods }, 'listening');
+      logger.info(
+        { listener: started.name, address: started.address, tls: listener.tls !== null, methods: listener.methods },
+        'listening',
+      );
     }
     const metricsServer =
       config.metrics.listen === null

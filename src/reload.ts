@@ -180,7 +180,8 @@ export class ConfigReloader {
     try {
       if (supplied !== undefined) next = supplied;
       else if (this.options.source !== undefined) next = this.options.source.load();
-      else throw new Error('no configuration source to reload from (the proxy was started from a configuration object)');
+      else
+        throw new Error('no configuration source to reload from (the proxy was started from a configuration object)');
     } catch (error) {
       return this.fail(trigger, error);
     }
@@ -200,7 +201,10 @@ export class ConfigReloader {
     }
     this.options.metrics.configReloaded('success');
     const { applied, requiresRestart } = plan;
-    this.logger.info({ trigger, applied }, applied.length === 0 ? 'configuration reloaded: nothing changed' : 'configuration reloaded');
+    this.logger.info(
+      { trigger, applied },
+      applied.length === 0 ? 'configuration reloaded: nothing changed' : 'configuration reloaded',
+    );
     if (requiresRestart.length > 0) {
       this.logger.warn(
         { trigger, requiresRestart },
@@ -292,7 +296,10 @@ export class ConfigReloader {
   /** Watches the configuration file as `reload` says, restarting the poll when that changed. */
   private updateWatcher(): void {
     const file = this.options.source?.file;
-    const wanted = file !== undefined && this.running.reload.watchConfigFile ? { file, intervalMS: this.running.reload.intervalMS } : undefined;
+    const wanted =
+      file !== undefined && this.running.reload.watchConfigFile
+        ? { file, intervalMS: this.running.reload.intervalMS }
+        : undefined;
     if (wanted?.file === this.watching?.file && wanted?.intervalMS === this.watching?.intervalMS) return;
     this.watcher?.close();
     this.watcher = undefined;

@@ -32,7 +32,8 @@ async function poolOptionAvailable() {
 function metricSum(text, name) {
   let sum = 0;
   for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `))
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
 }
@@ -53,9 +54,21 @@ async function connectionCounts(metricsUrl) {
  *   clients: number, poolSize: number, ops: number, findDocs: number, log: (message: string) => void,
  * }} options
  */
-export async function runPoolScenario({ upstreamUri, database, proxyScript, overrides, clients, poolSize, ops, findDocs, log }) {
+export async function runPoolScenario({
+  upstreamUri,
+  database,
+  proxyScript,
+  overrides,
+  clients,
+  poolSize,
+  ops,
+  findDocs,
+  log,
+}) {
   const poolOption = await poolOptionAvailable();
-  const note = poolOption ? null : 'pool option not available (upstream.maxPoolSize unknown to this build): measured without it';
+  const note = poolOption
+    ? null
+    : 'pool option not available (upstream.maxPoolSize unknown to this build): measured without it';
   if (note) log(note);
   const child = await TargetChild.start('proxy (pool)', proxyScript, {
     upstreamUri,

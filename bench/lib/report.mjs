@@ -5,7 +5,8 @@ const TARGET_NAMES = ['direct', 'pipe', 'proxy'];
 const int = (value) => (value == null || !Number.isFinite(value) ? '-' : Math.round(value).toLocaleString('en-US'));
 const fixed = (value, digits = 1) => (value == null || !Number.isFinite(value) ? '-' : value.toFixed(digits));
 const times = (value) => (value == null ? '-' : `${value.toFixed(2)}x`);
-const signedUs = (value) => (value == null || !Number.isFinite(value) ? '-' : `${value >= 0 ? '+' : ''}${value.toFixed(1)} µs`);
+const signedUs = (value) =>
+  value == null || !Number.isFinite(value) ? '-' : `${value >= 0 ? '+' : ''}${value.toFixed(1)} µs`;
 
 function table(header, rows, align) {
   const widths = header.map((title, c) => Math.max(title.length, ...rows.map((row) => String(row[c]).length)));
@@ -20,7 +21,9 @@ function table(header, rows, align) {
 export function formatReport(report) {
   const { meta } = report;
   const out = [];
-  const commit = meta.git.commit ? `${meta.git.commit.slice(0, 10)}${meta.git.dirty ? ' (+ uncommitted changes)' : ''}` : 'unknown';
+  const commit = meta.git.commit
+    ? `${meta.git.commit.slice(0, 10)}${meta.git.dirty ? ' (+ uncommitted changes)' : ''}`
+    : 'unknown';
   out.push('');
   out.push(`mongo-tenant-proxy benchmark  ${meta.date}`);
   out.push(
@@ -44,13 +47,20 @@ export function formatReport(report) {
     out.push(
       table(
         ['target', 'measured', 'target', 'within'],
-        report.goals.map((goal) => [goal.label, goal.display, goal.targetDisplay, goal.met == null ? '-' : goal.met ? 'yes' : 'no']),
+        report.goals.map((goal) => [
+          goal.label,
+          goal.display,
+          goal.targetDisplay,
+          goal.met == null ? '-' : goal.met ? 'yes' : 'no',
+        ]),
         ['l', 'r', 'r', 'l'],
       ),
     );
     out.push('');
   }
-  out.push(`total ${meta.durationS.toFixed(1)} s; numbers are noisy on shared machines: compare ratios within one run.`);
+  out.push(
+    `total ${meta.durationS.toFixed(1)} s; numbers are noisy on shared machines: compare ratios within one run.`,
+  );
   return out.join('\n');
 }
 
@@ -75,7 +85,15 @@ function formatWorkloads(report, out) {
     }
   }
   out.push(
-    table(['workload', 'target', 'throughput', 'p50 µs', 'p99 µs', 'cpu µs/op', 'rss MiB'], rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r']),
+    table(['workload', 'target', 'throughput', 'p50 µs', 'p99 µs', 'cpu µs/op', 'rss MiB'], rows, [
+      'l',
+      'l',
+      'r',
+      'r',
+      'r',
+      'r',
+      'r',
+    ]),
   );
   out.push('');
 
@@ -94,7 +112,15 @@ function formatWorkloads(report, out) {
   out.push('ratios (throughput: higher is better for the proxy; p50 and cpu: lower is better)');
   out.push(
     table(
-      ['workload', 'thr proxy/pipe', 'thr proxy/direct', 'p50 proxy/pipe', 'p50 proxy/direct', 'cpu/op proxy/pipe', 'added p50 over pipe'],
+      [
+        'workload',
+        'thr proxy/pipe',
+        'thr proxy/direct',
+        'p50 proxy/pipe',
+        'p50 proxy/direct',
+        'cpu/op proxy/pipe',
+        'added p50 over pipe',
+      ],
       ratioRows,
       ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
     ),
@@ -106,10 +132,22 @@ function formatWorkloads(report, out) {
 function formatPool(pool, out) {
   if (!pool) return;
   const { connections } = pool;
-  out.push(`connection pooling (${pool.name}: its own proxy process, metrics sampled ${connections.samples} times during the run)`);
+  out.push(
+    `connection pooling (${pool.name}: its own proxy process, metrics sampled ${connections.samples} times during the run)`,
+  );
   out.push(
     table(
-      ['workload', 'throughput', 'p50 µs', 'p99 µs', 'cpu µs/op', 'clients', 'upstream peak', 'upstream mean', 'client:upstream'],
+      [
+        'workload',
+        'throughput',
+        'p50 µs',
+        'p99 µs',
+        'cpu µs/op',
+        'clients',
+        'upstream peak',
+        'upstream mean',
+        'client:upstream',
+      ],
       [
         [
           pool.label,

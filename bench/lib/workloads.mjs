@@ -39,13 +39,19 @@ export async function seed(db, settings, log) {
   const find = db.collection(FIND_COLLECTION);
   for (let start = 0; start < settings.findDocs; start += BATCH) {
     const size = Math.min(BATCH, settings.findDocs - start);
-    await find.insertMany(makeBatch(start, size).map((doc, j) => ({ _id: seededId(start + j), ...doc })), { ordered: false });
+    await find.insertMany(
+      makeBatch(start, size).map((doc, j) => ({ _id: seededId(start + j), ...doc })),
+      { ordered: false },
+    );
   }
   log(`seeded ${settings.findDocs} documents for find-one`);
   const cursor = db.collection(CURSOR_COLLECTION);
   for (let start = 0; start < settings.cursorDocs; start += BATCH) {
     const size = Math.min(BATCH, settings.cursorDocs - start);
-    await cursor.insertMany(makeBatch(start, size).map((doc, j) => ({ _id: seededId(start + j), ...doc })), { ordered: false });
+    await cursor.insertMany(
+      makeBatch(start, size).map((doc, j) => ({ _id: seededId(start + j), ...doc })),
+      { ordered: false },
+    );
   }
   log(`seeded ${settings.cursorDocs} documents for the cursor`);
 }
@@ -183,7 +189,8 @@ export function workloads(settings) {
       1,
       async (i, docs) => {
         const reply = await collection.insertMany(docs);
-        if (reply.insertedCount !== docs.length) throw new Error(`insertMany inserted ${reply.insertedCount} of ${docs.length}`);
+        if (reply.insertedCount !== docs.length)
+          throw new Error(`insertMany inserted ${reply.insertedCount} of ${docs.length}`);
       },
       (i) => makeBatch((base + i) * BATCH, BATCH),
     );

@@ -60,7 +60,11 @@ export interface ServedProxy {
 /** `source` re-reads the file, environment and flags `serve` started with (hot reload). */
 export type StartProxy = (
   config: ProxyConfig,
-  options: { logger: Logger; source: ConfigSource; auditStream: (destination: string) => DestinationStream | undefined },
+  options: {
+    logger: Logger;
+    source: ConfigSource;
+    auditStream: (destination: string) => DestinationStream | undefined;
+  },
 ) => Promise<ServedProxy>;
 
 type ServeSignal = 'SIGINT' | 'SIGTERM' | 'SIGHUP';
@@ -118,18 +122,24 @@ function loadReferencedFiles(config: ProxyConfig): void {
   identity.close();
   config.listeners.forEach((listener, index) => {
     if (listener.tls === null) return;
-    createListenerTls(listener.tls, { reloadIntervalMS: config.identity.reloadIntervalMS, path: `listeners[${index}].tls` }).close();
+    createListenerTls(listener.tls, {
+      reloadIntervalMS: config.identity.reloadIntervalMS,
+      path: `listeners[${index}].tls`,
+    }).close();
   });
 }
 
 /** One line: no newlines, passwords in URIs masked. */
 function oneLine(text: string): string {
-  return maskUrisInText(text).replace(/\s*\n\s*/g, ' ').trim();
+  return maskUrisInText(text)
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
 }
 
 /** What a flag sets when the schema's description alone would not say (it describes every listener). */
 const FLAG_LEADS: Partial<Record<keyof ConfigFlags, string>> = {
-  listen: 'The first listener\'s address (listeners[0].listen; creates the listener "default" when none is configured). ',
+  listen:
+    'The first listener\'s address (listeners[0].listen; creates the listener "default" when none is configured). ',
 };
 
 /** The help text of a configuration flag, taken from the schema. */
@@ -275,7 +285,8 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
           .option('check-files', {
             type: 'boolean',
             default: true,
-            describe: 'Load the files the configuration names; --no-check-files checks the configuration alone (e.g. one written for a pod)',
+            describe:
+              'Load the files the configuration names; --no-check-files checks the configuration alone (e.g. one written for a pod)',
           })
           .usage(
             `$0 validate-config <file>\n\nCheck a configuration file on its own (the environment is not applied), and load ` +
@@ -304,7 +315,9 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
       'Print the effective configuration as YAML, secrets masked',
       (sub) =>
         configOptions(sub)
-          .usage(`$0 print-config [options]\n\nPrint the effective configuration as YAML, secrets masked (URI passwords, keyPassphrase, isolation.sessionKey).`)
+          .usage(
+            `$0 print-config [options]\n\nPrint the effective configuration as YAML, secrets masked (URI passwords, keyPassphrase, isolation.sessionKey).`,
+          )
           .epilog(`${PRECEDENCE} Takes the same options as serve.`),
       (parsed) => {
         let config: ProxyConfig;
@@ -325,9 +338,24 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
         sub
           // Repeated --mechanism flags accumulate here (the other commands keep the last value).
           .parserConfiguration({ 'duplicate-arguments-array': true })
-          .option('user', { type: 'string', requiresArg: true, demandOption: true, describe: 'User name, as clients give it' })
-          .option('tenant', { type: 'string', requiresArg: true, demandOption: true, describe: 'Tenant the user belongs to' })
-          .option('db', { type: 'string', requiresArg: true, default: 'admin', describe: 'Authentication database (the clients\' authSource)' })
+          .option('user', {
+            type: 'string',
+            requiresArg: true,
+            demandOption: true,
+            describe: 'User name, as clients give it',
+          })
+          .option('tenant', {
+            type: 'string',
+            requiresArg: true,
+            demandOption: true,
+            describe: 'Tenant the user belongs to',
+          })
+          .option('db', {
+            type: 'string',
+            requiresArg: true,
+            default: 'admin',
+            describe: "Authentication database (the clients' authSource)",
+          })
           .option('mechanism', {
             type: 'string',
             array: true,
@@ -364,7 +392,10 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
   cli.wrap(columns > 0 ? Math.min(100, columns) : 100);
 
   if (command === 'hash-password' && args.some((arg) => /^--?(password|pwd|p)(=|$)/.test(arg))) {
-    fail(EXIT_USAGE, `hash-password reads the password from standard input, never from a flag (see: ${PROGRAM} hash-password --help)`);
+    fail(
+      EXIT_USAGE,
+      `hash-password reads the password from standard input, never from a flag (see: ${PROGRAM} hash-password --help)`,
+    );
     return;
   }
 
@@ -493,7 +524,11 @@ async function serve(config: ProxyConfig, source: ConfigSource, io: CliIo): Prom
     const startProxy = io.startProxy ?? (await loadStartProxy());
     // The audit stream's standard destinations go through the same writers as the log.
     const auditStream = (destination: string): DestinationStream | undefined =>
-      destination === 'stdout' ? { write: (line: string) => io.stdout(line) } : destination === 'stderr' ? { write: (line: string) => io.stderr(line) } : undefined;
+      destination === 'stdout'
+        ? { write: (line: string) => io.stdout(line) }
+        : destination === 'stderr'
+          ? { write: (line: string) => io.stderr(line) }
+          : undefined;
     running = await startProxy(config, { logger, source, auditStream });
   } catch (error) {
     const message = oneLine(error instanceof Error ? error.message : String(error));

@@ -234,19 +234,29 @@ export class ConnectionAuthenticator {
       );
     }
     const claimedUser = typeof command.user === 'string' ? command.user : undefined;
-    const principal = await this.#attempt(X509, claimedUser, async () => {
-      const mapper = this.options.services.certificates;
-      const certificate = this.options.peerCertificate;
-      if (!this.#methods.has('mtls') || mapper === undefined || certificate === undefined || !certificate.authorized) {
-        throw failed();
-      }
-      if (db !== '$external') throw failed();
-      const subject = mapper.subjectOf(certificate);
-      if (claimedUser !== undefined && claimedUser !== subject) throw failed();
-      const tenant = mapper.tenantOf(certificate);
-      if (tenant === undefined) throw failed();
-      return { user: subject, db: '$external', tenant };
-    }, speculative);
+    const principal = await this.#attempt(
+      X509,
+      claimedUser,
+      async () => {
+        const mapper = this.options.services.certificates;
+        const certificate = this.options.peerCertificate;
+        if (
+          !this.#methods.has('mtls') ||
+          mapper === undefined ||
+          certificate === undefined ||
+          !certificate.authorized
+        ) {
+          throw failed();
+        }
+        if (db !== '$external') throw failed();
+        const subject = mapper.subjectOf(certificate);
+        if (claimedUser !== undefined && claimedUser !== subject) throw failed();
+        const tenant = mapper.tenantOf(certificate);
+        if (tenant === undefined) throw failed();
+        return { user: subject, db: '$external', tenant };
+      },
+      speculative,
+    );
     this.#bind(principal, X509, undefined);
     return { dbname: '$external', user: principal.user, ok: 1 };
   }
@@ -258,7 +268,12 @@ export class ConnectionAuthenticator {
    * speculative step (inside hello) is not a failure yet: drivers guess SCRAM-SHA-256 there even
    * for SHA-1-only users, then authenticate properly, so it is neither delayed nor counted.
    */
-  async #attempt<T>(mechanism: string, user: string | undefined, run: () => Promise<T>, speculative = false): Promise<T> {
+  async #attempt<T>(
+    mechanism: string,
+    user: string | undefined,
+    run: () => Promise<T>,
+    speculative = false,
+  ): Promise<T> {
     const { services, remoteAddress, logger } = this.options;
     const key = { user, address: remoteAddress };
     try {
@@ -280,7 +295,11 @@ export class ConnectionAuthenticator {
       logger.warn({ mechanism, user, delayMs: delay }, 'authentication failed');
       if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
       // Whatever went wrong inside, the client learns only that it failed.
-      if (ProxyError.is(error) && error.code !== ErrorCodes.AuthenticationFailed && error.code !== ErrorCodes.MechanismUnavailable) {
+      if (
+        ProxyError.is(error) &&
+        error.code !== ErrorCodes.AuthenticationFailed &&
+        error.code !== ErrorCodes.MechanismUnavailable
+      ) {
         logger.debug({ code: error.codeName }, error.message);
       }
       if (!ProxyError.is(error)) logger.error({ err: error }, 'authentication mechanism error');
@@ -294,7 +313,11 @@ export class ConnectionAuthenticator {
     const { services, remoteAddress, logger } = this.options;
     const principalName = method === 'mtls' ? principal.user : `${principal.user}@${principal.db}`;
     const current = this.#identity;
-    if (current !== undefined && (current.tenant !== principal.tenant || (current.method !== 'static' && current.method !== 'mtls' && current.principal !== principalName))) {
+    if (
+      current !== undefined &&
+      (current.tenant !== principal.tenant ||
+        (current.method !== 'static' && current.method !== 'mtls' && current.principal !== principalName))
+    ) {
       relay?.discard();
       this.#report({
         method,
@@ -317,7 +340,12 @@ export class ConnectionAuthenticator {
       this.#relay = relay;
     }
     if (current === undefined) {
-      this.#identity = { tenant: principal.tenant, method, principal: principalName, user: { user: principal.user, db: principal.db } };
+      this.#identity = {
+        tenant: principal.tenant,
+        method,
+        principal: principalName,
+        user: { user: principal.user, db: principal.db },
+      };
       this.#established('authenticate');
     }
   }
@@ -350,13 +378,21 @@ export class ConnectionAuthenticator {
   /** Counts and audits one authentication outcome, with this connection's listener and address. */
   #report(event: Omit<AuthenticationEvent, 'listener' | 'remoteAddress' | 'connectionId'>): void {
     const { services, listener, remoteAddress, connectionId } = this.options;
-    services.observer.authentication({ ...event, listener: listener.name, remoteAddress, ...(connectionId === undefined ? {} : { connectionId }) });
+    services.observer.authentication({
+      ...event,
+      listener: listener.name,
+      remoteAddress,
+      ...(connectionId === undefined ? {} : { connectionId }),
+    });
   }
 
   #established(how: 'connect' | 'authenticate'): void {
     const identity = this.#identity;
     if (identity === undefined) return;
-    this.options.logger.info({ tenant: identity.tenant, method: identity.method, principal: identity.principal, how }, 'tenant established');
+    this.options.logger.info(
+      { tenant: identity.tenant, method: identity.method, principal: identity.principal, how },
+      'tenant established',
+    );
   }
 
   #supportedMechanisms(namespacedUser: string): string[] {
@@ -394,7 +430,13 @@ function failed(): ProxyError {
 }
 
 function isDocument(value: unknown): value is Document {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array) && !(value instanceof Binary);
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    !(value instanceof Uint8Array) &&
+    !(value instanceof Binary)
+  );
 }
 
 function bytesOf(value: unknown): Buffer {

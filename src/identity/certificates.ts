@@ -214,7 +214,7 @@ function readTlv(buffer: Buffer, offset: number): Tlv {
 
 function children(content: Buffer): Tlv[] {
   const items: Tlv[] = [];
-  for (let offset = 0; offset < content.length; ) {
+  for (let offset = 0; offset < content.length;) {
     const item = readTlv(content, offset);
     items.push(item);
     offset = item.end;

@@ -109,8 +109,10 @@ function describe(value: unknown): string {
 function checkName(value: unknown, where: string): string {
   if (typeof value !== 'string') throw new CredentialsFileError(`${where}: must be a string (got ${describe(value)})`);
   if (value.length === 0) throw new CredentialsFileError(`${where}: must not be empty`);
-  if (value.length > MAX_NAME_LENGTH) throw new CredentialsFileError(`${where}: is longer than ${MAX_NAME_LENGTH} characters`);
-  if (/[\u0000-\u001f\u007f]/.test(value)) throw new CredentialsFileError(`${where}: must not contain control characters`);
+  if (value.length > MAX_NAME_LENGTH)
+    throw new CredentialsFileError(`${where}: is longer than ${MAX_NAME_LENGTH} characters`);
+  if (/[\u0000-\u001f\u007f]/.test(value))
+    throw new CredentialsFileError(`${where}: must not contain control characters`);
   return value;
 }
 
@@ -123,7 +125,8 @@ function checkKeys(value: Record<string, unknown>, allowed: ReadonlySet<string>,
 }
 
 function checkBase64(value: unknown, where: string, length?: number): Buffer {
-  if (typeof value !== 'string') throw new CredentialsFileError(`${where}: must be a base64 string (got ${describe(value)})`);
+  if (typeof value !== 'string')
+    throw new CredentialsFileError(`${where}: must be a base64 string (got ${describe(value)})`);
   const bytes = decodeBase64Strict(value);
   if (bytes === null || bytes.length === 0) throw new CredentialsFileError(`${where}: is not valid base64`);
   if (length !== undefined && bytes.length !== length) {
@@ -168,7 +171,9 @@ function parseEntry(value: unknown, index: number): CredentialEntry {
   const tenant = checkName(value.tenant, `${where}.tenant`);
   const mechanisms = value.mechanisms;
   if (!isPlainObject(mechanisms)) {
-    throw new CredentialsFileError(`${where}.mechanisms: must be a mapping of ${SCRAM_MECHANISMS.join(' / ')} (got ${describe(mechanisms)})`);
+    throw new CredentialsFileError(
+      `${where}.mechanisms: must be a mapping of ${SCRAM_MECHANISMS.join(' / ')} (got ${describe(mechanisms)})`,
+    );
   }
   checkKeys(mechanisms, new Set(SCRAM_MECHANISMS), `${where}.mechanisms`);
   const parsed: Partial<Record<ScramMechanism, ScramStoredCredentials>> = {};
@@ -177,7 +182,8 @@ function parseEntry(value: unknown, index: number): CredentialEntry {
       parsed[mechanism] = parseStored(mechanisms[mechanism], mechanism, `${where}.mechanisms.${mechanism}`);
     }
   }
-  if (Object.keys(parsed).length === 0) throw new CredentialsFileError(`${where}.mechanisms: needs at least one mechanism`);
+  if (Object.keys(parsed).length === 0)
+    throw new CredentialsFileError(`${where}.mechanisms: needs at least one mechanism`);
   return { user, db, tenant, mechanisms: parsed };
 }
 
@@ -191,7 +197,8 @@ export function parseCredentials(text: string, origin: string): CredentialEntry[
   const syntaxError = doc.errors[0];
   if (syntaxError !== undefined) {
     const pos = lineCounter.linePos(syntaxError.pos[0]);
-    const what = syntaxError.code === 'DUPLICATE_KEY' ? 'duplicate key' : `invalid YAML: ${firstLine(syntaxError.message)}`;
+    const what =
+      syntaxError.code === 'DUPLICATE_KEY' ? 'duplicate key' : `invalid YAML: ${firstLine(syntaxError.message)}`;
     throw new CredentialsFileError(`${origin}:${pos.line}:${pos.col}: ${what}`);
   }
   // Keys must be plain strings: `? [a]: b` or `1: x` would otherwise be stringified silently.
@@ -216,17 +223,23 @@ export function parseCredentials(text: string, origin: string): CredentialEntry[
   try {
     data = doc.toJS({ maxAliasCount: 100 });
   } catch (error) {
-    throw new CredentialsFileError(`${origin}: invalid YAML: ${firstLine(error instanceof Error ? error.message : String(error))}`);
+    throw new CredentialsFileError(
+      `${origin}: invalid YAML: ${firstLine(error instanceof Error ? error.message : String(error))}`,
+    );
   }
   // An empty file is refused rather than read as "no users": a half-written replacement would
   // otherwise lock everyone out. `users: []` says so on purpose.
   if (!isPlainObject(data)) {
-    throw new CredentialsFileError(`${origin}: must be a mapping with a "users" list (got ${data === undefined || data === null ? 'an empty file' : describe(data)})`);
+    throw new CredentialsFileError(
+      `${origin}: must be a mapping with a "users" list (got ${data === undefined || data === null ? 'an empty file' : describe(data)})`,
+    );
   }
   try {
     checkKeys(data, new Set(['users']), 'top level');
     if (!Array.isArray(data.users)) {
-      throw new CredentialsFileError(`users: must be a list (got ${data.users === undefined ? 'nothing' : describe(data.users)})`);
+      throw new CredentialsFileError(
+        `users: must be a list (got ${data.users === undefined ? 'nothing' : describe(data.users)})`,
+      );
     }
     const entries = data.users.map((value, index) => parseEntry(value, index));
     const seen = new Map<string, number>();
@@ -255,7 +268,13 @@ export function loadCredentialsFile(file: string): CredentialEntry[] {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException | undefined)?.code;
     const reason =
-      code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : String(code ?? error);
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'it is a directory'
+            : String(code ?? error);
     throw new CredentialsFileError(`${file}: cannot read credentials file: ${reason}`);
   }
   return parseCredentials(text, file);
@@ -359,14 +378,17 @@ export function hashPassword(input: HashPasswordInput): CredentialEntry {
   const mechanisms: ScramMechanism[] = [...new Set<ScramMechanism>(input.mechanisms ?? ['SCRAM-SHA-256'])];
   if (mechanisms.length === 0) throw new CredentialsFileError('mechanisms: needs at least one mechanism');
   for (const mechanism of mechanisms) {
-    if (!SCRAM_MECHANISMS.includes(mechanism)) throw new CredentialsFileError(`mechanisms: unknown mechanism "${mechanism}"`);
+    if (!SCRAM_MECHANISMS.includes(mechanism))
+      throw new CredentialsFileError(`mechanisms: unknown mechanism "${mechanism}"`);
   }
   const iterations = input.iterations;
   if (
     iterations !== undefined &&
     (!Number.isInteger(iterations) || iterations < SCRAM_MIN_ITERATIONS || iterations > MAX_ITERATIONS)
   ) {
-    throw new CredentialsFileError(`iterations: must be an integer between ${SCRAM_MIN_ITERATIONS} and ${MAX_ITERATIONS}`);
+    throw new CredentialsFileError(
+      `iterations: must be an integer between ${SCRAM_MIN_ITERATIONS} and ${MAX_ITERATIONS}`,
+    );
   }
   const stored: Partial<Record<ScramMechanism, ScramStoredCredentials>> = {};
   for (const mechanism of SCRAM_MECHANISMS) {

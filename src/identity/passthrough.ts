@@ -54,7 +54,11 @@ type CompiledRule =
 const RULES_PATH = 'identity.passthrough.rules';
 
 function authenticationFailed(cause?: unknown): ProxyError {
-  return new ProxyError(ErrorCodes.AuthenticationFailed, 'Authentication failed.', cause === undefined ? {} : { cause });
+  return new ProxyError(
+    ErrorCodes.AuthenticationFailed,
+    'Authentication failed.',
+    cause === undefined ? {} : { cause },
+  );
 }
 
 function nonEmpty(value: unknown): value is string {
@@ -193,7 +197,13 @@ class RelayedConversation implements SaslConversation {
   #finished = false;
   #busy = false;
 
-  constructor(relay: RelayConnection, mechanism: string, db: string, rules: readonly CompiledRule[], logger: AuthAttemptContext['logger']) {
+  constructor(
+    relay: RelayConnection,
+    mechanism: string,
+    db: string,
+    rules: readonly CompiledRule[],
+    logger: AuthAttemptContext['logger'],
+  ) {
     this.#relay = relay;
     this.#mechanism = mechanism;
     this.#db = db;
@@ -263,7 +273,9 @@ class RelayedConversation implements SaslConversation {
     }
     const user = authenticatedUserOf(status);
     if (user === undefined) {
-      this.#logger.warn('scram-passthrough: upstream did not report exactly one authenticated user; refusing (fail closed)');
+      this.#logger.warn(
+        'scram-passthrough: upstream did not report exactly one authenticated user; refusing (fail closed)',
+      );
       throw this.#fail();
     }
     const tenant = mapUserToTenant(this.#rules, user);
@@ -322,7 +334,10 @@ export function createPassthroughService(options: PassthroughServiceOptions): Pa
   const names = options.mechanisms ?? PASSTHROUGH_MECHANISMS;
   const mechanisms = [...new Set(names)].map((name) => {
     if (!(PASSTHROUGH_MECHANISMS as readonly string[]).includes(name)) {
-      throw new ConfigError('identity.passthrough.mechanisms', `unsupported mechanism "${name}" (SCRAM-SHA-256 or SCRAM-SHA-1)`);
+      throw new ConfigError(
+        'identity.passthrough.mechanisms',
+        `unsupported mechanism "${name}" (SCRAM-SHA-256 or SCRAM-SHA-1)`,
+      );
     }
     return new PassthroughMechanism(name, rules, options.openRelay);
   });

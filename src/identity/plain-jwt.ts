@@ -169,7 +169,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 function checkFits(key: KeyObject, algorithms: readonly string[], what: string): void {
   const bits = key.asymmetricKeyDetails?.modulusLength;
-  if (bits !== undefined && bits < 2048) throw new Error(`${what} is a ${bits}-bit RSA key; at least 2048 bits are required`);
+  if (bits !== undefined && bits < 2048)
+    throw new Error(`${what} is a ${bits}-bit RSA key; at least 2048 bits are required`);
   const usable = algorithmsFor(key);
   if (!algorithms.some((alg) => usable.includes(alg))) {
     throw new Error(
@@ -253,12 +254,18 @@ function checkConfig(config: JwtConfig): Settings {
     throw new ConfigError('identity.jwt', 'exactly one of keyFile and jwksFile is needed for plain-jwt');
   }
   if (config.audience === null || config.audience.length === 0) {
-    throw new ConfigError('identity.jwt.audience', 'is required for plain-jwt (tokens for other services must not work here)');
+    throw new ConfigError(
+      'identity.jwt.audience',
+      'is required for plain-jwt (tokens for other services must not work here)',
+    );
   }
   if (config.algorithms.length === 0) throw new ConfigError('identity.jwt.algorithms', 'must not be empty');
   for (const alg of config.algorithms) {
     if (!(JWT_ALGORITHMS as readonly string[]).includes(alg)) {
-      throw new ConfigError('identity.jwt.algorithms', `"${alg}" is not supported (one of ${JWT_ALGORITHMS.join(', ')})`);
+      throw new ConfigError(
+        'identity.jwt.algorithms',
+        `"${alg}" is not supported (one of ${JWT_ALGORITHMS.join(', ')})`,
+      );
     }
   }
   if (config.tenantClaim.length === 0 || config.tenantClaim.split('.').some((s) => s.length === 0)) {
@@ -275,8 +282,22 @@ function checkConfig(config: JwtConfig): Settings {
   };
   if (config.issuer !== null) verifyOptions.issuer = config.issuer;
   return keyFile !== null
-    ? { file: keyFile, path: 'identity.jwt.keyFile', load: loadKeyFile, verifyOptions, algorithms: [...config.algorithms], tenantClaim: config.tenantClaim }
-    : { file: jwksFile as string, path: 'identity.jwt.jwksFile', load: loadJwksFile, verifyOptions, algorithms: [...config.algorithms], tenantClaim: config.tenantClaim };
+    ? {
+        file: keyFile,
+        path: 'identity.jwt.keyFile',
+        load: loadKeyFile,
+        verifyOptions,
+        algorithms: [...config.algorithms],
+        tenantClaim: config.tenantClaim,
+      }
+    : {
+        file: jwksFile as string,
+        path: 'identity.jwt.jwksFile',
+        load: loadJwksFile,
+        verifyOptions,
+        algorithms: [...config.algorithms],
+        tenantClaim: config.tenantClaim,
+      };
 }
 
 /** jwtVerify, trying each candidate when a JWKS has several keys matching the token's header. */
@@ -287,7 +308,8 @@ async function verifyToken(token: string, key: VerificationKey, options: JWTVeri
     return (await jwtVerify(token, key, options)).payload;
   } catch (error) {
     const candidates = error as Partial<AsyncIterable<unknown>> & { code?: unknown };
-    if (candidates.code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS' || candidates[Symbol.asyncIterator] === undefined) throw error;
+    if (candidates.code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS' || candidates[Symbol.asyncIterator] === undefined)
+      throw error;
     let last: unknown = error;
     for await (const candidate of candidates as AsyncIterable<KeyObject>) {
       try {

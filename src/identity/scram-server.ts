@@ -237,7 +237,8 @@ class ScramServerConversation implements SaslConversation {
         return this.#clientFinal(payload);
       case Step.awaitingEmpty: {
         // The pre-4.4 closing round: the client has verified our signature and sends nothing.
-        if (!Buffer.isBuffer(payload) || payload.length !== 0) throw authenticationFailed('expected an empty final message');
+        if (!Buffer.isBuffer(payload) || payload.length !== 0)
+          throw authenticationFailed('expected an empty final message');
         return { done: true, payload: Buffer.alloc(0), principal: this.#principal as AuthenticatedPrincipal };
       }
       default:
@@ -281,7 +282,10 @@ class ScramServerConversation implements SaslConversation {
     if (!valid || verifier.stored === undefined || verifier.tenant === undefined) {
       throw authenticationFailed(verifier.stored === undefined ? 'unknown user or mechanism' : 'proof does not verify');
     }
-    const serverFinal = Buffer.from(`v=${serverSignature(hash, verifier.stored.serverKey, message).toString('base64')}`, 'utf8');
+    const serverFinal = Buffer.from(
+      `v=${serverSignature(hash, verifier.stored.serverKey, message).toString('base64')}`,
+      'utf8',
+    );
     const principal: AuthenticatedPrincipal = { user: first.user, db: this.#init.db, tenant: verifier.tenant };
     if (this.#init.skipEmptyExchange) return { done: true, payload: serverFinal, principal };
     this.#principal = principal;

@@ -181,7 +181,9 @@ function validate(config: ListenerTlsConfig, material: Material, path: string): 
     });
   } catch (error) {
     // OpenSSL 3 reports a missing passphrase as "interrupted or cancelled": look at the PEM.
-    const encrypted = /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(material.key.toString('latin1'));
+    const encrypted = /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(
+      material.key.toString('latin1'),
+    );
     if (encrypted && config.keyPassphrase === null) {
       throw new ConfigError(`${path}.keyPassphrase`, `${config.keyFile} is encrypted and no passphrase is set`);
     }

@@ -142,7 +142,8 @@ function boundedFields(values: Record<string, FieldValue>, maxEventBytes: number
   return fields;
 }
 
-const text = (value: unknown): string | undefined => (value === undefined || value === null ? undefined : String(value));
+const text = (value: unknown): string | undefined =>
+  value === undefined || value === null ? undefined : String(value);
 const connectionIdOf = (value: unknown): FieldValue => (typeof value === 'number' ? value : text(value));
 
 /**
@@ -195,7 +196,8 @@ function destinationStream(destination: AuditDestination): { stream: Destination
 export function createAuditLog(options: AuditLogOptions): AuditLog {
   const { maxEventBytes } = options;
   const auditRewrites = options.rewrites ?? false;
-  const sink = options.stream === undefined ? destinationStream(options.destination) : { stream: options.stream, file: false };
+  const sink =
+    options.stream === undefined ? destinationStream(options.destination) : { stream: options.stream, file: false };
   const logger: Logger = pino(
     {
       level: 'info',
@@ -206,7 +208,8 @@ export function createAuditLog(options: AuditLogOptions): AuditLog {
     sink.stream,
   );
   // Registered even without a handler: an unhandled stream error would end the process.
-  if (sink.file) (sink.stream as ReturnType<typeof pino.destination>).on('error', (error: Error) => options.onError?.(error));
+  if (sink.file)
+    (sink.stream as ReturnType<typeof pino.destination>).on('error', (error: Error) => options.onError?.(error));
   let closed = false;
   const write = (fields: AuditFields): void => {
     if (!closed) logger.info(fields, AUDIT_MESSAGE);

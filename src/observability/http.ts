@@ -26,7 +26,12 @@ function send(response: ServerResponse, status: number, body: string, headers: R
   response.end(response.req.method === 'HEAD' ? undefined : body);
 }
 
-async function handle(source: MetricsSource, ready: () => boolean, request: IncomingMessage, response: ServerResponse): Promise<void> {
+async function handle(
+  source: MetricsSource,
+  ready: () => boolean,
+  request: IncomingMessage,
+  response: ServerResponse,
+): Promise<void> {
   const path = (request.url ?? '/').split('?', 1)[0];
   if (path !== '/metrics' && path !== '/healthz' && path !== '/readyz') return send(response, 404, 'not found\n');
   if (request.method !== 'GET' && request.method !== 'HEAD') {

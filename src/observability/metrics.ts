@@ -53,7 +53,9 @@ export const DURATION_BUCKETS = [
 ];
 
 /** Time spent in the proxy itself: 10 µs to 1 s (it should stay well below the upstream's). */
-export const OVERHEAD_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1];
+export const OVERHEAD_BUCKETS = [
+  0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1,
+];
 
 export const DEFAULT_MAX_TENANT_LABELS = 100;
 export const DEFAULT_MAX_DATABASE_LABELS = 20;
@@ -103,7 +105,13 @@ export interface AuthenticationObservation {
 }
 
 /** Mechanism names that may appear as the `mechanism` label. */
-const AUTH_MECHANISM_LABELS: ReadonlySet<string> = new Set(['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'MONGODB-X509', 'certificate']);
+const AUTH_MECHANISM_LABELS: ReadonlySet<string> = new Set([
+  'SCRAM-SHA-256',
+  'SCRAM-SHA-1',
+  'PLAIN',
+  'MONGODB-X509',
+  'certificate',
+]);
 /** Identity methods that may appear as the `method` label. */
 const AUTH_METHOD_LABELS: ReadonlySet<string> = new Set(['mtls', 'scram', 'scram-passthrough', 'plain-jwt', 'static']);
 
@@ -204,7 +212,7 @@ export class ProxyMetrics implements MetricsSource {
     });
     this.upstreamWait = new Histogram({
       name: name('upstream_wait_seconds'),
-      help: 'Per forwarded command, time spent acquiring an upstream connection and waiting for the upstream\'s replies.',
+      help: "Per forwarded command, time spent acquiring an upstream connection and waiting for the upstream's replies.",
       labelNames: ['command'],
       buckets: DURATION_BUCKETS,
       registers,
@@ -327,7 +335,14 @@ export class ProxyMetrics implements MetricsSource {
       help: 'Always 1; the labels identify the running build: version, commit and Node.js version.',
       labelNames: ['version', 'commit', 'node_version'],
       registers,
-    }).set({ version: options.version ?? 'unknown', commit: options.commit ?? 'unknown', node_version: process.versions.node }, 1);
+    }).set(
+      {
+        version: options.version ?? 'unknown',
+        commit: options.commit ?? 'unknown',
+        node_version: process.versions.node,
+      },
+      1,
+    );
 
     // Pre-create the unlabelled series and the common labelled ones so dashboards see zeros.
     this.auditOnlyMode.set(0);
@@ -390,7 +405,8 @@ export class ProxyMetrics implements MetricsSource {
         this.proxyOverhead.observe({ command }, Math.max(0, seconds - upstreamSeconds));
       }
     }
-    if (operation.tenant !== undefined) this.tenantOperations.inc({ tenant: this.tenants.of(operation.tenant), outcome });
+    if (operation.tenant !== undefined)
+      this.tenantOperations.inc({ tenant: this.tenants.of(operation.tenant), outcome });
   }
 
   /** A command of `tenant` started (pair with `tenantOperationFinished`). */
@@ -444,7 +460,10 @@ export class ProxyMetrics implements MetricsSource {
 
   /** Counts a client TLS handshake by how it ended. */
   tlsHandshake(listener: string, outcome: TlsHandshakeOutcome): void {
-    this.tlsHandshakes.inc({ listener: this.listeners.of(listener), outcome: TLS_OUTCOMES.has(outcome) ? outcome : OTHER_LABEL });
+    this.tlsHandshakes.inc({
+      listener: this.listeners.of(listener),
+      outcome: TLS_OUTCOMES.has(outcome) ? outcome : OTHER_LABEL,
+    });
   }
 
   /** Counts a connection or command refused by a per-tenant limit. */
@@ -558,8 +577,16 @@ export class ProxyMetrics implements MetricsSource {
         },
       });
     };
-    serverGauge('upstream_pool_wait_queue', 'Commands waiting for a free upstream connection (pool at maxPoolSize), per server.', (server) => server.waiting);
-    serverGauge('circuit_breaker_state', 'Circuit breaker state per upstream server: 0 closed, 1 half-open, 2 open.', (server) => CIRCUIT_GAUGE[server.circuit] ?? 0);
+    serverGauge(
+      'upstream_pool_wait_queue',
+      'Commands waiting for a free upstream connection (pool at maxPoolSize), per server.',
+      (server) => server.waiting,
+    );
+    serverGauge(
+      'circuit_breaker_state',
+      'Circuit breaker state per upstream server: 0 closed, 1 half-open, 2 open.',
+      (server) => CIRCUIT_GAUGE[server.circuit] ?? 0,
+    );
   }
 
   /** Reads every upstream server's pool and breaker at scrape time. */

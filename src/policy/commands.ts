@@ -48,9 +48,7 @@ export type HandlerName =
   | 'buildInfo';
 
 export type CommandClass =
-  | { kind: 'local' }
-  | { kind: 'rewrite'; handler: HandlerName }
-  | { kind: 'refuse'; rule: string; reason: string };
+  { kind: 'local' } | { kind: 'rewrite'; handler: HandlerName } | { kind: 'refuse'; rule: string; reason: string };
 
 /** Answered by the connection pipeline itself (handshake and the proxy's own authentication). */
 const LOCAL_COMMANDS: readonly string[] = [
@@ -135,8 +133,9 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   },
   {
     rule: 'command.sharding',
-    reason: 'sharding administration moves or exposes every tenant\'s data (catalogue 26)',
-    names: words(`shardCollection shardcollection enableSharding enablesharding addShard addshard removeShard removeshard
+    reason: "sharding administration moves or exposes every tenant's data (catalogue 26)",
+    names:
+      words(`shardCollection shardcollection enableSharding enablesharding addShard addshard removeShard removeshard
       listShards listshards movePrimary moveprimary moveChunk movechunk flushRouterConfig flushrouterconfig
       getShardVersion getshardversion setShardVersion getDatabaseVersion getShardMap isdbgrid shardingState
       addShardToZone removeShardFromZone updateZoneKeyRange balancerStart balancerStop balancerStatus
@@ -162,7 +161,9 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   {
     rule: 'command.sessions',
     reason: 'kills sessions of every tenant sharing the backend user (catalogue 56)',
-    names: words('killSessions killAllSessions killAllSessionsByPattern reapLogicalSessionCacheNow refreshLogicalSessionCacheNow'),
+    names: words(
+      'killSessions killAllSessions killAllSessionsByPattern reapLogicalSessionCacheNow refreshLogicalSessionCacheNow',
+    ),
   },
   {
     rule: 'command.admin',
@@ -177,19 +178,19 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   },
   {
     rule: 'command.query-tuning',
-    reason: 'query settings and plan-cache filters apply to every tenant\'s queries (catalogue 26)',
+    reason: "query settings and plan-cache filters apply to every tenant's queries (catalogue 26)",
     names: words(`planCacheClear planCacheClearFilters planCacheListFilters planCacheSetFilter setQuerySettings
       removeQuerySettings`),
   },
   {
     rule: 'command.diagnostic',
-    reason: 'diagnostic output describes the shared server and other tenants\' work (catalogue 26)',
+    reason: "diagnostic output describes the shared server and other tenants' work (catalogue 26)",
     names: words(`hostInfo listCommands lockInfo whatsmyuri whatsmysni getDiagnosticData features connPoolStats
       netstat dbHash dbhash echo _mongotConnPoolStats`),
   },
   {
     rule: 'command.stats',
-    reason: 'statistics include every tenant\'s data (catalogue 25, 59)',
+    reason: "statistics include every tenant's data (catalogue 25, 59)",
     names: words('collStats collstats dbStats dbstats dataSize datasize top serverStatus validate'),
   },
   {
@@ -202,7 +203,8 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   {
     rule: 'command.unsupported',
     reason: 'not supported through the proxy',
-    names: words(`filemd5 compactStructuredEncryptionData cleanupStructuredEncryptionData getQueryableEncryptionCountInfo
+    names:
+      words(`filemd5 compactStructuredEncryptionData cleanupStructuredEncryptionData getQueryableEncryptionCountInfo
       analyze handshake`),
   },
   {
@@ -339,7 +341,10 @@ export const REFUSED_FIELDS: ReadonlyMap<string, { rule: string; reason: string 
   ['shardVersion', { rule: 'field.internal', reason: 'internal sharding field' }],
   ['stmtId', { rule: 'field.internal', reason: 'internal field' }],
   ['stmtIds', { rule: 'field.internal', reason: 'internal field' }],
-  ['bypassDocumentValidation', { rule: 'field.bypass-validation', reason: 'bypasses the tenant validator (catalogue 18, 43)' }],
+  [
+    'bypassDocumentValidation',
+    { rule: 'field.bypass-validation', reason: 'bypasses the tenant validator (catalogue 18, 43)' },
+  ],
   ['noCursorTimeout', { rule: 'find.no-cursor-timeout', reason: 'cursors must time out (catalogue 17)' }],
   ['oplogReplay', { rule: 'find.oplog-replay', reason: 'oplog replay is not allowed (catalogue 17)' }],
   ['viewOn', { rule: 'command.view', reason: 'views run their pipeline before the tenant filter (catalogue 22)' }],
@@ -350,8 +355,24 @@ const set = (...names: string[]): ReadonlySet<string> => new Set(names);
 /** Top-level fields of each rewritten command besides the command name and GENERIC_FIELDS (manual pages). */
 export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> = {
   find: set(
-    'filter', 'projection', 'sort', 'hint', 'skip', 'limit', 'batchSize', 'singleBatch', 'let', 'collation',
-    'min', 'max', 'returnKey', 'showRecordId', 'tailable', 'awaitData', 'allowPartialResults', 'allowDiskUse',
+    'filter',
+    'projection',
+    'sort',
+    'hint',
+    'skip',
+    'limit',
+    'batchSize',
+    'singleBatch',
+    'let',
+    'collation',
+    'min',
+    'max',
+    'returnKey',
+    'showRecordId',
+    'tailable',
+    'awaitData',
+    'allowPartialResults',
+    'allowDiskUse',
     'maxTimeMS',
   ),
   count: set('query', 'limit', 'skip', 'hint', 'collation', 'maxTimeMS'),
@@ -364,16 +385,38 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
   update: set('updates', 'ordered', 'let', 'maxTimeMS'),
   delete: set('deletes', 'ordered', 'let', 'maxTimeMS'),
   findAndModify: set(
-    'query', 'sort', 'remove', 'update', 'new', 'fields', 'upsert', 'arrayFilters', 'collation', 'hint', 'let',
+    'query',
+    'sort',
+    'remove',
+    'update',
+    'new',
+    'fields',
+    'upsert',
+    'arrayFilters',
+    'collation',
+    'hint',
+    'let',
     'maxTimeMS',
   ),
   bulkWrite: set('ops', 'nsInfo', 'ordered', 'let', 'errorsOnly', 'cursor', 'maxTimeMS'),
   getMore: set('collection', 'batchSize', 'maxTimeMS'),
   killCursors: set('cursors'),
   create: set(
-    'capped', 'size', 'max', 'timeseries', 'expireAfterSeconds', 'clusteredIndex', 'changeStreamPreAndPostImages',
-    'storageEngine', 'validator', 'validationLevel', 'validationAction', 'indexOptionDefaults', 'collation',
-    'encryptedFields', 'maxTimeMS',
+    'capped',
+    'size',
+    'max',
+    'timeseries',
+    'expireAfterSeconds',
+    'clusteredIndex',
+    'changeStreamPreAndPostImages',
+    'storageEngine',
+    'validator',
+    'validationLevel',
+    'validationAction',
+    'indexOptionDefaults',
+    'collation',
+    'encryptedFields',
+    'maxTimeMS',
   ),
   createIndexes: set('indexes', 'commitQuorum', 'maxTimeMS'),
   dropIndexes: set('index', 'maxTimeMS'),
@@ -381,8 +424,17 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
   dropDatabase: set('maxTimeMS'),
   listDatabases: set('filter', 'nameOnly', 'authorizedDatabases', 'maxTimeMS'),
   collMod: set(
-    'index', 'validator', 'validationLevel', 'validationAction', 'expireAfterSeconds', 'changeStreamPreAndPostImages',
-    'cappedSize', 'cappedMax', 'timeseries', 'dryRun', 'maxTimeMS',
+    'index',
+    'validator',
+    'validationLevel',
+    'validationAction',
+    'expireAfterSeconds',
+    'changeStreamPreAndPostImages',
+    'cappedSize',
+    'cappedMax',
+    'timeseries',
+    'dryRun',
+    'maxTimeMS',
   ),
   renameCollection: set('to', 'dropTarget', 'maxTimeMS'),
   endSessions: set(),
@@ -411,7 +463,11 @@ export function assertAllowedFields(handler: HandlerName, body: RawDocument): vo
   body.elements.forEach((element, index) => {
     const name = element.name;
     if (seen.has(name)) {
-      throw new PolicyRefusal('field.duplicate', `field ${quoteName(name)} appears more than once (catalogue G3)`, ErrorCodes.BadValue);
+      throw new PolicyRefusal(
+        'field.duplicate',
+        `field ${quoteName(name)} appears more than once (catalogue G3)`,
+        ErrorCodes.BadValue,
+      );
     }
     seen.add(name);
     if (index === 0) return; // the command name itself
@@ -420,6 +476,9 @@ export function assertAllowedFields(handler: HandlerName, body: RawDocument): vo
       throw new PolicyRefusal(refused.rule, `field ${quoteName(name)} is not allowed on ${handler}: ${refused.reason}`);
     }
     if (GENERIC_FIELDS.has(name) || allowed.has(name)) return;
-    throw new PolicyRefusal('field.unknown', `field ${quoteName(name)} is not allowed on ${handler} (catalogue G1, 53)`);
+    throw new PolicyRefusal(
+      'field.unknown',
+      `field ${quoteName(name)} is not allowed on ${handler} (catalogue G1, 53)`,
+    );
   });
 }

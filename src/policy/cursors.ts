@@ -11,10 +11,24 @@
  */
 import { ErrorCodes } from '../errors.js';
 import { Long, type Document } from '../wire/bson.js';
-import { BsonType, findElement, readInt64, readString, subDocument, elements as scanElements } from '../wire/bson-scan.js';
+import {
+  BsonType,
+  findElement,
+  readInt64,
+  readString,
+  subDocument,
+  elements as scanElements,
+} from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, numberOf, RawDocument, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
 import { capMaxTimeMS } from '../rewrite/limits.js';
-import { PolicyRefusal, type CommandHandler, type CommandInput, type ReplyPlan, type RewriteNote, type TenantContext } from '../rewrite/types.js';
+import {
+  PolicyRefusal,
+  type CommandHandler,
+  type CommandInput,
+  type ReplyPlan,
+  type RewriteNote,
+  type TenantContext,
+} from '../rewrite/types.js';
 
 /** The server's default cursorTimeoutMillis: idle cursors die after 10 minutes. */
 export const DEFAULT_CURSOR_IDLE_MS = 10 * 60 * 1000;
@@ -170,7 +184,11 @@ function int64List(doc: Uint8Array, name: string): bigint[] {
     .map((item) => readInt64(array, item));
 }
 
-const CURSOR_GONE_CODES: ReadonlySet<number> = new Set([ErrorCodes.CursorNotFound, 237 /* CursorKilled */, 175 /* QueryPlanKilled */]);
+const CURSOR_GONE_CODES: ReadonlySet<number> = new Set([
+  ErrorCodes.CursorNotFound,
+  237 /* CursorKilled */,
+  175 /* QueryPlanKilled */,
+]);
 
 /**
  * Keeps the registry in step with one upstream reply, per the command's ReplyPlan:
@@ -178,18 +196,29 @@ const CURSOR_GONE_CODES: ReadonlySet<number> = new Set([ErrorCodes.CursorNotFoun
  * - getMore: an exhausted cursor (id 0) or a CursorNotFound/CursorKilled error forgets it;
  * - killCursors: ids the server killed or did not find are forgotten.
  */
-export function observeCursorReply(registry: CursorRegistry, tenant: string, plan: ReplyPlan, replyBody: Uint8Array, lsidKey?: string): void {
+export function observeCursorReply(
+  registry: CursorRegistry,
+  tenant: string,
+  plan: ReplyPlan,
+  replyBody: Uint8Array,
+  lsidKey?: string,
+): void {
   const request = plan.cursorsInRequest;
   if (request?.command === 'killCursors') {
     if (errorCodeOf(replyBody) !== undefined) return;
-    for (const id of [...int64List(replyBody, 'cursorsKilled'), ...int64List(replyBody, 'cursorsNotFound'), ...int64List(replyBody, 'cursorsUnknown')]) {
+    for (const id of [
+      ...int64List(replyBody, 'cursorsKilled'),
+      ...int64List(replyBody, 'cursorsNotFound'),
+      ...int64List(replyBody, 'cursorsUnknown'),
+    ]) {
       registry.forget(id, request.db, request.coll);
     }
     return;
   }
   const code = errorCodeOf(replyBody);
   if (code !== undefined) {
-    if (request !== undefined && CURSOR_GONE_CODES.has(code)) request.ids.forEach((id) => registry.forget(id, request.db, request.coll));
+    if (request !== undefined && CURSOR_GONE_CODES.has(code))
+      request.ids.forEach((id) => registry.forget(id, request.db, request.coll));
     return;
   }
   const found = cursorIdOf(replyBody);
@@ -208,19 +237,43 @@ export function observeCursorReply(registry: CursorRegistry, tenant: string, pla
 
 /** Fields a getMore may carry; the session fields are mapped by the engine (rewrite/sessions.ts). */
 const GETMORE_FIELDS = new Set([
-  'getMore', 'collection', 'batchSize', 'maxTimeMS', 'comment', '$db',
-  'lsid', 'txnNumber', 'autocommit', '$clusterTime', '$readPreference', 'apiVersion', 'apiStrict', 'apiDeprecationErrors',
+  'getMore',
+  'collection',
+  'batchSize',
+  'maxTimeMS',
+  'comment',
+  '$db',
+  'lsid',
+  'txnNumber',
+  'autocommit',
+  '$clusterTime',
+  '$readPreference',
+  'apiVersion',
+  'apiStrict',
+  'apiDeprecationErrors',
 ]);
 const KILLCURSORS_FIELDS = new Set([
-  'killCursors', 'cursors', 'comment', '$db',
-  'lsid', 'txnNumber', 'autocommit', '$clusterTime', '$readPreference', 'apiVersion', 'apiStrict', 'apiDeprecationErrors',
+  'killCursors',
+  'cursors',
+  'comment',
+  '$db',
+  'lsid',
+  'txnNumber',
+  'autocommit',
+  '$clusterTime',
+  '$readPreference',
+  'apiVersion',
+  'apiStrict',
+  'apiDeprecationErrors',
 ]);
 
 function checkFields(input: CommandInput, allowed: ReadonlySet<string>): void {
   for (const name of input.body.names) {
-    if (!allowed.has(name)) throw new PolicyRefusal(`${input.name}.field`, `field "${name}" is not allowed in ${input.name}`);
+    if (!allowed.has(name))
+      throw new PolicyRefusal(`${input.name}.field`, `field "${name}" is not allowed in ${input.name}`);
   }
-  if (input.sequences.size > 0) throw new PolicyRefusal(`${input.name}.field`, `${input.name} takes no document sequences`);
+  if (input.sequences.size > 0)
+    throw new PolicyRefusal(`${input.name}.field`, `${input.name} takes no document sequences`);
 }
 
 /**
@@ -228,7 +281,11 @@ function checkFields(input: CommandInput, allowed: ReadonlySet<string>): void {
  * (`$cmd.listCollections`, `$cmd.aggregate`) live on the tenant's physical database; bulkWrite
  * cursors on `admin.$cmd.bulkWrite`. Ownership is what protects them, checked by the caller.
  */
-function cursorNamespace(input: CommandInput, coll: string, context: TenantContext): { db: string; coll: string; client: string } {
+function cursorNamespace(
+  input: CommandInput,
+  coll: string,
+  context: TenantContext,
+): { db: string; coll: string; client: string } {
   const client = `${input.db}.${coll}`;
   if (input.db === 'admin' && coll === '$cmd.bulkWrite') return { db: 'admin', coll, client };
   if (coll.startsWith('$cmd.')) return { db: context.namespaces.resolveDatabase(input.db, 'read').db, coll, client };
@@ -245,12 +302,18 @@ function collectionName(input: CommandInput, field: string): string {
 }
 
 function cursorId(value: RawValue, where: string): bigint {
-  if (value.type !== BsonType.int64) throw new PolicyRefusal(`${where}.invalid`, 'cursor ids are int64', ErrorCodes.TypeMismatch);
+  if (value.type !== BsonType.int64)
+    throw new PolicyRefusal(`${where}.invalid`, 'cursor ids are int64', ErrorCodes.TypeMismatch);
   return Buffer.from(value.value.buffer, value.value.byteOffset, value.value.byteLength).readBigInt64LE(0);
 }
 
 /** The body naming the physical collection and database (`$db` mapped). */
-function physical(input: CommandInput, ns: { db: string; coll: string }, field: string, clientColl: string): RawDocument {
+function physical(
+  input: CommandInput,
+  ns: { db: string; coll: string },
+  field: string,
+  clientColl: string,
+): RawDocument {
   let body = input.body;
   if (ns.coll !== clientColl) body = body.with(field, valueOf(ns.coll));
   if (ns.db !== input.db) body = body.with('$db', valueOf(ns.db));
@@ -309,7 +372,8 @@ export function killCursorsHandler(registry: CursorRegistry): CommandHandler {
         foreignIds.push(id);
       }
     }
-    const notes: RewriteNote[] = foreignIds.length > 0 ? [{ kind: 'refusal', rule: 'cursor.foreign', namespace: ns.client }] : [];
+    const notes: RewriteNote[] =
+      foreignIds.length > 0 ? [{ kind: 'refusal', rule: 'cursor.foreign', namespace: ns.client }] : [];
     let body = physical(input, ns, 'killCursors', collection);
     if (foreignIds.length > 0) body = body.with('cursors', arrayOf(own));
     const reply: ReplyPlan = {
@@ -325,7 +389,13 @@ export function killCursorsHandler(registry: CursorRegistry): CommandHandler {
 /** The server's killCursors reply shape. */
 export function killCursorsReply(killed: readonly bigint[], notFound: readonly bigint[]): Document {
   const longs = (ids: readonly bigint[]): Long[] => ids.map((id) => Long.fromBigInt(id));
-  return { cursorsKilled: longs(killed), cursorsNotFound: longs(notFound), cursorsAlive: [], cursorsUnknown: [], ok: 1 };
+  return {
+    cursorsKilled: longs(killed),
+    cursorsNotFound: longs(notFound),
+    cursorsAlive: [],
+    cursorsUnknown: [],
+    ok: 1,
+  };
 }
 
 /**
@@ -342,6 +412,8 @@ export function mergeCursorsNotFound(replyBody: Uint8Array, ids: readonly bigint
 }
 
 /** Both handlers, for the engine's table. */
-export function createCursorHandlers(registry: CursorRegistry): Readonly<Record<'getMore' | 'killCursors', CommandHandler>> {
+export function createCursorHandlers(
+  registry: CursorRegistry,
+): Readonly<Record<'getMore' | 'killCursors', CommandHandler>> {
   return { getMore: getMoreHandler(registry), killCursors: killCursorsHandler(registry) };
 }

@@ -72,7 +72,10 @@ export function escapeTenant(tenant: string): string {
   let out = '';
   for (const byte of Buffer.from(tenant, 'utf8')) {
     const char = String.fromCharCode(byte);
-    out += (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39) ? char : `-${byte.toString(16).padStart(2, '0')}`;
+    out +=
+      (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39)
+        ? char
+        : `-${byte.toString(16).padStart(2, '0')}`;
   }
   // `system` + "." would be a system collection with `{tenant}.{collection}`.
   return out === 'system' ? '-73ystem' : out;
@@ -132,7 +135,8 @@ export function parseNameTemplate(template: string, placeholder: 'db' | 'collect
     suffix: template.slice(second + secondLength),
     tenantFirst,
   };
-  if (/[{}]/.test(parts.prefix + parts.middle + parts.suffix)) bad(`may contain no braces other than {tenant} and ${other}`);
+  if (/[{}]/.test(parts.prefix + parts.middle + parts.suffix))
+    bad(`may contain no braces other than {tenant} and ${other}`);
   const boundary = tenantFirst ? parts.middle[0] : parts.middle[parts.middle.length - 1];
   if (boundary === undefined || SEPARATOR_FORBIDDEN.test(boundary)) {
     bad(`needs a separator next to {tenant} that is not a letter, a digit or "-"`);
@@ -198,9 +202,14 @@ export function splitNamespace(namespace: string, where: string): { db: string; 
 }
 
 function checkDatabaseName(db: unknown, what = 'database name'): asserts db is string {
-  if (typeof db !== 'string') refuse('namespace.not-string', `the ${what} must be a string`, ErrorCodes.InvalidNamespace);
+  if (typeof db !== 'string')
+    refuse('namespace.not-string', `the ${what} must be a string`, ErrorCodes.InvalidNamespace);
   if (db.length === 0 || DB_NAME_FORBIDDEN.test(db) || LONE_SURROGATE.test(db)) {
-    refuse('namespace.invalid', `invalid ${what}: empty, or with one of /\\. "$*<>:|? or NUL`, ErrorCodes.InvalidNamespace);
+    refuse(
+      'namespace.invalid',
+      `invalid ${what}: empty, or with one of /\\. "$*<>:|? or NUL`,
+      ErrorCodes.InvalidNamespace,
+    );
   }
   if (SYSTEM_DATABASES.includes(db.toLowerCase())) {
     refuse('namespace.system', 'the admin, local and config databases are not reachable through the proxy');
@@ -211,16 +220,22 @@ function checkDatabaseName(db: unknown, what = 'database name'): asserts db is s
 }
 
 function checkCollectionName(coll: unknown, what = 'collection name'): asserts coll is string {
-  if (typeof coll !== 'string') refuse('namespace.not-string', `the ${what} must be a string`, ErrorCodes.InvalidNamespace);
+  if (typeof coll !== 'string')
+    refuse('namespace.not-string', `the ${what} must be a string`, ErrorCodes.InvalidNamespace);
   if (coll.length === 0 || coll.includes('\0') || coll.includes('$') || LONE_SURROGATE.test(coll)) {
     refuse('namespace.invalid', `invalid ${what}: empty, or with "$" or NUL`, ErrorCodes.InvalidNamespace);
   }
-  if (coll.startsWith('system.')) refuse('namespace.system', 'system collections (system.*) are not reachable through the proxy');
+  if (coll.startsWith('system.'))
+    refuse('namespace.system', 'system collections (system.*) are not reachable through the proxy');
 }
 
 function checkNamespaceLength(db: string, coll: string): void {
   if (Buffer.byteLength(db) + 1 + Buffer.byteLength(coll) > MAX_NAMESPACE_BYTES) {
-    refuse('namespace.too-long', `the namespace is longer than ${MAX_NAMESPACE_BYTES} bytes`, ErrorCodes.InvalidNamespace);
+    refuse(
+      'namespace.too-long',
+      `the namespace is longer than ${MAX_NAMESPACE_BYTES} bytes`,
+      ErrorCodes.InvalidNamespace,
+    );
   }
 }
 
@@ -249,7 +264,10 @@ export function compileRules(rules: readonly NamespaceRule[], defaultModel: Isol
   return rules.map((rule) => {
     const dot = rule.match.indexOf('.');
     if (dot <= 0 || dot === rule.match.length - 1) {
-      throw new ProxyError(ErrorCodes.BadValue, `isolation.namespaces: ${JSON.stringify(rule.match)} is not a "db.collection" glob`);
+      throw new ProxyError(
+        ErrorCodes.BadValue,
+        `isolation.namespaces: ${JSON.stringify(rule.match)} is not a "db.collection" glob`,
+      );
     }
     const collGlob = rule.match.slice(dot + 1);
     return {
@@ -303,7 +321,10 @@ export interface ReservedTemplates {
 
 /** The per-tenant name templates `config` puts to use (its database-per-tenant and collection-prefix namespaces). */
 export function templatesInUse(config: IsolationConfig): ReservedTemplates {
-  const models = new Set<IsolationModel>([config.defaultModel, ...config.namespaces.map((rule) => rule.model ?? config.defaultModel)]);
+  const models = new Set<IsolationModel>([
+    config.defaultModel,
+    ...config.namespaces.map((rule) => rule.model ?? config.defaultModel),
+  ]);
   return {
     databaseTemplates: models.has('database-per-tenant') ? [config.databaseTemplate] : [],
     collectionTemplates: models.has('collection-prefix') ? [config.collectionTemplate] : [],
@@ -316,8 +337,13 @@ export function templatesInUse(config: IsolationConfig): ReservedTemplates {
  * (before a hot reload): the physical names they made still exist upstream, so client names of
  * their shape stay refused even where the current policy keeps names as written.
  */
-export function createNamespaceResolver(config: IsolationConfig, tenant: string, reserved?: ReservedTemplates): NamespaceResolver {
-  if (tenant.length === 0 || tenant.includes('\0')) throw new ProxyError(ErrorCodes.BadValue, 'the tenant must be a non-empty string without NUL');
+export function createNamespaceResolver(
+  config: IsolationConfig,
+  tenant: string,
+  reserved?: ReservedTemplates,
+): NamespaceResolver {
+  if (tenant.length === 0 || tenant.includes('\0'))
+    throw new ProxyError(ErrorCodes.BadValue, 'the tenant must be a non-empty string without NUL');
   const databaseTemplate = parseNameTemplate(config.databaseTemplate, 'db');
   const collectionTemplate = parseNameTemplate(config.collectionTemplate, 'collection');
   const rules = compileRules(config.namespaces, config.defaultModel);
@@ -325,7 +351,10 @@ export function createNamespaceResolver(config: IsolationConfig, tenant: string,
   const usesDatabases = models.has('database-per-tenant');
   const usesPrefixes = models.has('collection-prefix');
   const escaped = escapeTenant(tenant);
-  const reservedDatabases = [...(usesDatabases ? [databaseTemplate] : []), ...(reserved?.databaseTemplates ?? []).map((template) => parseNameTemplate(template, 'db'))];
+  const reservedDatabases = [
+    ...(usesDatabases ? [databaseTemplate] : []),
+    ...(reserved?.databaseTemplates ?? []).map((template) => parseNameTemplate(template, 'db')),
+  ];
   const reservedCollections = [
     ...(usesPrefixes ? [collectionTemplate] : []),
     ...(reserved?.collectionTemplates ?? []).map((template) => parseNameTemplate(template, 'collection')),
@@ -337,12 +366,18 @@ export function createNamespaceResolver(config: IsolationConfig, tenant: string,
   /** Names kept as the client wrote them must not look like another model's per-tenant names. */
   const checkKeptDatabase = (db: string): void => {
     if (reservedDatabases.some((template) => splitPhysicalName(template, db, true) !== undefined)) {
-      refuse('namespace.reserved', 'the database name has the shape of a per-tenant database name (isolation.databaseTemplate)');
+      refuse(
+        'namespace.reserved',
+        'the database name has the shape of a per-tenant database name (isolation.databaseTemplate)',
+      );
     }
   };
   const checkKeptCollection = (coll: string): void => {
     if (reservedCollections.some((template) => splitPhysicalName(template, coll) !== undefined)) {
-      refuse('namespace.reserved', 'the collection name has the shape of a per-tenant collection name (isolation.collectionTemplate)');
+      refuse(
+        'namespace.reserved',
+        'the collection name has the shape of a per-tenant collection name (isolation.collectionTemplate)',
+      );
     }
   };
 
@@ -404,10 +439,15 @@ export function createNamespaceResolver(config: IsolationConfig, tenant: string,
       if (access === 'write' || earlier.length === 0 || earlierModels.size !== 1) {
         refuse('namespace.denied', 'the database is denied by isolation.namespaces');
       }
-      rule = { model: earlier[0]!.model, access: earlier.every((c) => c.access === 'shared-readonly') ? 'shared-readonly' : 'scoped' };
+      rule = {
+        model: earlier[0]!.model,
+        access: earlier.every((c) => c.access === 'shared-readonly') ? 'shared-readonly' : 'scoped',
+      };
     }
-    if (rule.access === 'shared-readonly' && access === 'write') refuse('namespace.readonly', 'the database holds shared read-only reference data');
-    if (rule.model === 'database-per-tenant' && rule.access === 'scoped') return { db: tenantDatabase(db), model: rule.model };
+    if (rule.access === 'shared-readonly' && access === 'write')
+      refuse('namespace.readonly', 'the database holds shared read-only reference data');
+    if (rule.model === 'database-per-tenant' && rule.access === 'scoped')
+      return { db: tenantDatabase(db), model: rule.model };
     checkKeptDatabase(db);
     return { db, model: rule.model };
   };
@@ -425,7 +465,8 @@ export function createNamespaceResolver(config: IsolationConfig, tenant: string,
     if (typeof db !== 'string' || (coll !== undefined && typeof coll !== 'string')) return undefined;
     const candidates: { db: string; coll?: string }[] = [];
     const own = splitPhysicalName(databaseTemplate, db);
-    if (own !== undefined && own.escapedTenant === escaped) candidates.push(coll === undefined ? { db: own.name } : { db: own.name, coll });
+    if (own !== undefined && own.escapedTenant === escaped)
+      candidates.push(coll === undefined ? { db: own.name } : { db: own.name, coll });
     if (coll !== undefined) {
       const prefixed = splitPhysicalName(collectionTemplate, coll);
       if (prefixed !== undefined && prefixed.escapedTenant === escaped) candidates.push({ db, coll: prefixed.name });

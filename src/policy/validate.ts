@@ -86,7 +86,10 @@ export function assertNoForbidden(value: RawValue, where: string): void {
     switch (current.type) {
       case BsonType.javascript:
       case BsonType.javascriptWithScope:
-        return refuse('bson.code', `${where} contains a BSON ${bsonTypeName(current.type)} value (server-side JavaScript, catalogue 1)`);
+        return refuse(
+          'bson.code',
+          `${where} contains a BSON ${bsonTypeName(current.type)} value (server-side JavaScript, catalogue 1)`,
+        );
       case BsonType.string:
       case BsonType.symbol:
         if (asBuffer(current.value).indexOf(USER_ROLES) !== -1) {
@@ -100,14 +103,26 @@ export function assertNoForbidden(value: RawValue, where: string): void {
         for (const element of elementsOf(current)) {
           const name = element.name;
           if (seen !== null) {
-            if (seen.has(name)) refuse('bson.duplicate-key', `${where} repeats the key ${quote(name)} (catalogue G3)`, ErrorCodes.BadValue);
+            if (seen.has(name))
+              refuse(
+                'bson.duplicate-key',
+                `${where} repeats the key ${quote(name)} (catalogue G3)`,
+                ErrorCodes.BadValue,
+              );
             seen.add(name);
             const rule = FORBIDDEN_KEY_RULES.get(name);
             if (rule !== undefined) refuse(rule, `${where} uses ${name} (server-side JavaScript, catalogue 1-2)`);
-            if (name.includes('$$USER_ROLES')) refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
+            if (name.includes('$$USER_ROLES'))
+              refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
           }
-          if (element.type !== BsonType.document && element.type !== BsonType.array && element.type !== BsonType.string &&
-              element.type !== BsonType.symbol && element.type !== BsonType.javascript && element.type !== BsonType.javascriptWithScope) {
+          if (
+            element.type !== BsonType.document &&
+            element.type !== BsonType.array &&
+            element.type !== BsonType.string &&
+            element.type !== BsonType.symbol &&
+            element.type !== BsonType.javascript &&
+            element.type !== BsonType.javascriptWithScope
+          ) {
             continue; // scalars: nothing to check
           }
           stack.push(child(current, element));
@@ -182,10 +197,16 @@ class Walker {
         case '$and':
         case '$or':
         case '$nor': {
-          if (item.type !== BsonType.array) refuse('filter.invalid', `${where}.${name} must be an array`, ErrorCodes.BadValue);
+          if (item.type !== BsonType.array)
+            refuse('filter.invalid', `${where}.${name} must be an array`, ErrorCodes.BadValue);
           const branchTop = top && name === '$and';
           elementsOf(item).forEach((branch, index) => {
-            this.stack.push({ kind: 'filter', value: child(item, branch), top: branchTop, where: `${where}.${name}[${index}]` });
+            this.stack.push({
+              kind: 'filter',
+              value: child(item, branch),
+              top: branchTop,
+              where: `${where}.${name}[${index}]`,
+            });
           });
           break;
         }
@@ -194,7 +215,8 @@ class Walker {
           break;
         case '$jsonSchema':
           // Self-contained (catalogue 12); JavaScript and $$USER_ROLES were refused by the forbidden scan.
-          if (item.type !== BsonType.document) refuse('filter.invalid', `${where}.$jsonSchema must be a document`, ErrorCodes.BadValue);
+          if (item.type !== BsonType.document)
+            refuse('filter.invalid', `${where}.$jsonSchema must be a document`, ErrorCodes.BadValue);
           break;
         case '$text':
           this.text(item, top, where);
@@ -205,19 +227,27 @@ class Walker {
           if (!isNumber(item)) refuse('filter.invalid', `${where}.$sampleRate must be a number`, ErrorCodes.BadValue);
           break;
         default:
-          refuse('operator.unknown', `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`);
+          refuse(
+            'operator.unknown',
+            `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+          );
       }
     }
   }
 
   private text(item: RawValue, top: boolean, where: string): void {
     if (!top) {
-      refuse('filter.text-placement', `${where}: $text is allowed only at the top level of a filter or in a top-level $and (catalogue 13)`, ErrorCodes.BadValue);
+      refuse(
+        'filter.text-placement',
+        `${where}: $text is allowed only at the top level of a filter or in a top-level $and (catalogue 13)`,
+        ErrorCodes.BadValue,
+      );
     }
     if (++this.textOperators > 1) {
       refuse('filter.text-placement', `${where}: a filter may hold one $text (catalogue 13)`, ErrorCodes.BadValue);
     }
-    if (item.type !== BsonType.document) refuse('filter.invalid', `${where}.$text must be a document`, ErrorCodes.BadValue);
+    if (item.type !== BsonType.document)
+      refuse('filter.invalid', `${where}.$text must be a document`, ErrorCodes.BadValue);
     for (const field of elementsOf(item)) {
       if (!TEXT_FIELDS.has(field.name)) {
         refuse('operator.unknown', `${where}.$text has the field ${quote(field.name)}, which is not allowed`);
@@ -242,11 +272,15 @@ class Walker {
       const name = element.name;
       const item = child(value, element);
       if (!FIELD_QUERY_OPERATORS.has(name)) {
-        refuse('operator.unknown', `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`);
+        refuse(
+          'operator.unknown',
+          `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+        );
       }
       switch (name) {
         case '$not':
-          if (item.type === BsonType.document) this.stack.push({ kind: 'field', value: item, top: false, where: `${where}.$not` });
+          if (item.type === BsonType.document)
+            this.stack.push({ kind: 'field', value: item, top: false, where: `${where}.$not` });
           break;
         case '$elemMatch':
           this.stack.push({ kind: 'elemMatch', value: item, where: `${where}.$elemMatch` });
@@ -254,7 +288,11 @@ class Walker {
         case '$near':
         case '$nearSphere':
           if (!top) {
-            refuse('filter.geo-placement', `${where}: ${name} is allowed only at the top level of a filter or in a top-level $and (catalogue 14)`, ErrorCodes.BadValue);
+            refuse(
+              'filter.geo-placement',
+              `${where}: ${name} is allowed only at the top level of a filter or in a top-level $and (catalogue 14)`,
+              ErrorCodes.BadValue,
+            );
           }
           this.geo(item, `${where}.${name}`);
           break;
@@ -270,9 +308,16 @@ class Walker {
               if (inner === null) return;
               for (const op of inner) {
                 if (op.name !== '$elemMatch') {
-                  refuse('operator.unknown', `${where}.$all[${index}] uses ${quote(op.name)}; only $elemMatch is allowed there`);
+                  refuse(
+                    'operator.unknown',
+                    `${where}.$all[${index}] uses ${quote(op.name)}; only $elemMatch is allowed there`,
+                  );
                 }
-                this.stack.push({ kind: 'elemMatch', value: child(entryValue, op), where: `${where}.$all[${index}].$elemMatch` });
+                this.stack.push({
+                  kind: 'elemMatch',
+                  value: child(entryValue, op),
+                  where: `${where}.$all[${index}].$elemMatch`,
+                });
               }
             });
           }
@@ -310,23 +355,33 @@ class Walker {
       const item = child(value, element);
       if (isDocument && name.startsWith('$')) {
         if (!EXPRESSION_OPERATORS.has(name)) {
-          refuse('operator.unknown', `${where} uses ${quote(name)}, which is not an allowed expression operator (catalogue 11)`);
+          refuse(
+            'operator.unknown',
+            `${where} uses ${quote(name)}, which is not an allowed expression operator (catalogue 11)`,
+          );
         }
         if (name === '$literal') return; // not evaluated
         this.stack.push({ kind: 'expr', value: item, where: `${where}.${name}` });
         return;
       }
-      if (isContainer(item)) this.stack.push({ kind: 'expr', value: item, where: isDocument ? `${where}.${name}` : `${where}[${index}]` });
+      if (isContainer(item))
+        this.stack.push({ kind: 'expr', value: item, where: isDocument ? `${where}.${name}` : `${where}[${index}]` });
     });
   }
 
   private projection(value: RawValue, where: string): void {
-    if (value.type !== BsonType.document) refuse('projection.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
+    if (value.type !== BsonType.document)
+      refuse('projection.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
     for (const element of elementsOf(value)) {
       const name = element.name;
       const item = child(value, element);
       const at = `${where}.${name}`;
-      if (name.startsWith('$')) refuse('projection.invalid', `${where} has the field ${quote(name)}; projected fields cannot start with $`, ErrorCodes.BadValue);
+      if (name.startsWith('$'))
+        refuse(
+          'projection.invalid',
+          `${where} has the field ${quote(name)}; projected fields cannot start with $`,
+          ErrorCodes.BadValue,
+        );
       if (item.type === BsonType.array) {
         this.stack.push({ kind: 'expr', value: item, where: at });
         continue;
@@ -340,7 +395,8 @@ class Walker {
       }
       if (inner.length === 1 && PROJECTION_OPERATORS.has(first.name)) {
         const operand = child(item, first);
-        if (first.name === '$elemMatch') this.stack.push({ kind: 'elemMatch', value: operand, where: `${at}.$elemMatch` });
+        if (first.name === '$elemMatch')
+          this.stack.push({ kind: 'elemMatch', value: operand, where: `${at}.$elemMatch` });
         else if (first.name === '$slice') this.stack.push({ kind: 'expr', value: operand, where: `${at}.$slice` });
         continue; // $meta: a string
       }
@@ -356,7 +412,8 @@ class Walker {
  * or in a top-level `$and` (catalogue 13, 14), one `$text` per filter.
  */
 export function validateFilter(value: RawValue, where: string): void {
-  if (value.type !== BsonType.document) refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
+  if (value.type !== BsonType.document)
+    refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
   assertNoForbidden(value, where);
   new Walker().push({ kind: 'filter', value, top: true, where }).run();
 }
@@ -372,7 +429,8 @@ export function validateExpression(value: RawValue, where: string): void {
  * `$meta` and expressions (allowed in projections since 4.4, so JavaScript is refused, catalogue 2).
  */
 export function validateProjection(value: RawValue, where: string): void {
-  if (value.type !== BsonType.document) refuse('projection.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
+  if (value.type !== BsonType.document)
+    refuse('projection.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
   assertNoForbidden(value, where);
   new Walker().push({ kind: 'projection', value, where }).run();
 }
@@ -384,18 +442,23 @@ export function validateProjection(value: RawValue, where: string): void {
  */
 export function validateAccumulatorField(value: RawValue, where: string, context: 'group' | 'window'): void {
   assertNoForbidden(value, where);
-  if (value.type !== BsonType.document) refuse('accumulator.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
+  if (value.type !== BsonType.document)
+    refuse('accumulator.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
   const allowed = context === 'group' ? ACCUMULATORS : WINDOW_OPERATORS;
   let operators = 0;
   const walker = new Walker();
   for (const element of elementsOf(value)) {
     const name = element.name;
     if (context === 'window' && name === 'window') {
-      if (element.type !== BsonType.document) refuse('accumulator.invalid', `${where}.window must be a document`, ErrorCodes.BadValue);
+      if (element.type !== BsonType.document)
+        refuse('accumulator.invalid', `${where}.window must be a document`, ErrorCodes.BadValue);
       continue;
     }
     if (!name.startsWith('$') || !allowed.has(name)) {
-      refuse('operator.unknown', `${where} uses ${quote(name)}, which is not an allowed ${context === 'group' ? 'accumulator' : 'window operator'}`);
+      refuse(
+        'operator.unknown',
+        `${where} uses ${quote(name)}, which is not an allowed ${context === 'group' ? 'accumulator' : 'window operator'}`,
+      );
     }
     operators++;
     walker.push({ kind: 'expr', value: child(value, element), where: `${where}.${name}` });
@@ -452,13 +515,18 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
     assertNoForbidden(u, where);
     return 'pipeline';
   }
-  if (u.type !== BsonType.document) refuse('update.invalid', `${where} must be a document or a pipeline`, ErrorCodes.TypeMismatch);
+  if (u.type !== BsonType.document)
+    refuse('update.invalid', `${where} must be a document or a pipeline`, ErrorCodes.TypeMismatch);
   const found = elementsOf(u);
   const first = found[0];
   if (first === undefined || !first.name.startsWith('$')) {
     for (const element of found) {
       if (element.name.startsWith('$')) {
-        refuse('update.mixed', `${where} mixes update operators and replacement fields (${quote(element.name)})`, ErrorCodes.BadValue);
+        refuse(
+          'update.mixed',
+          `${where} mixes update operators and replacement fields (${quote(element.name)})`,
+          ErrorCodes.BadValue,
+        );
       }
     }
     assertNoForbidden(u, where);
@@ -469,7 +537,11 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
   for (const element of found) {
     const operator = element.name;
     if (!operator.startsWith('$')) {
-      refuse('update.mixed', `${where} mixes update operators and replacement fields (${quote(operator)})`, ErrorCodes.BadValue);
+      refuse(
+        'update.mixed',
+        `${where} mixes update operators and replacement fields (${quote(operator)})`,
+        ErrorCodes.BadValue,
+      );
     }
     if (!UPDATE_OPERATORS.has(operator)) {
       refuse('operator.unknown', `${where} uses ${quote(operator)}, which is not an allowed update operator`);
@@ -486,7 +558,11 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       const path = target.name;
       const at = `${where}.${operator}`;
       if (path.length === 0 || path.startsWith('$')) {
-        refuse('update.invalid', `${at} names the path ${quote(path)}; update paths cannot be empty or start with $`, ErrorCodes.BadValue);
+        refuse(
+          'update.invalid',
+          `${at} names the path ${quote(path)}; update paths cannot be empty or start with $`,
+          ErrorCodes.BadValue,
+        );
       }
       if (pathTouchesField(path, tenantField)) {
         refuse('update.tenant-field', `${at} writes the tenant field through ${quote(path)} (catalogue 37)`);
@@ -494,10 +570,15 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       const value = child(operand, target);
       switch (operator) {
         case '$rename': {
-          if (value.type !== BsonType.string) refuse('update.invalid', `${at}.${path} must be a string`, ErrorCodes.TypeMismatch);
+          if (value.type !== BsonType.string)
+            refuse('update.invalid', `${at}.${path} must be a string`, ErrorCodes.TypeMismatch);
           const to = asBuffer(value.value).toString('utf8', 4, value.value.length - 1);
           if (to.length === 0 || to.startsWith('$')) {
-            refuse('update.invalid', `${at} renames to ${quote(to)}; update paths cannot be empty or start with $`, ErrorCodes.BadValue);
+            refuse(
+              'update.invalid',
+              `${at} renames to ${quote(to)}; update paths cannot be empty or start with $`,
+              ErrorCodes.BadValue,
+            );
           }
           if (pathTouchesField(to, tenantField)) {
             refuse('update.tenant-field', `${at} renames ${quote(path)} onto the tenant field (catalogue 37)`);
@@ -514,7 +595,10 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
           if (modifiers[0] === undefined || !modifiers[0].name.startsWith('$')) break; // a document pushed as is
           for (const modifier of modifiers) {
             if (!UPDATE_MODIFIERS.has(modifier.name)) {
-              refuse('operator.unknown', `${at}.${path} uses ${quote(modifier.name)}, which is not an allowed update modifier`);
+              refuse(
+                'operator.unknown',
+                `${at}.${path} uses ${quote(modifier.name)}, which is not an allowed update modifier`,
+              );
             }
           }
           break;
@@ -562,10 +646,12 @@ export function validateSort(value: RawValue, where: string): void {
  */
 export function validateHint(value: RawValue, where: string, tenantField: string, requireTenantPrefix: boolean): void {
   if (value.type === BsonType.string) {
-    if (value.value.length <= 5) refuse('hint.invalid', `${where} must not be an empty index name`, ErrorCodes.BadValue);
+    if (value.value.length <= 5)
+      refuse('hint.invalid', `${where} must not be an empty index name`, ErrorCodes.BadValue);
     return;
   }
-  if (value.type !== BsonType.document) refuse('hint.invalid', `${where} must be an index name or a key pattern`, ErrorCodes.TypeMismatch);
+  if (value.type !== BsonType.document)
+    refuse('hint.invalid', `${where} must be an index name or a key pattern`, ErrorCodes.TypeMismatch);
   const keys = elementsOf(value);
   if (keys.length === 0) refuse('hint.invalid', `${where} must not be an empty key pattern`, ErrorCodes.BadValue);
   for (const key of keys) {
@@ -608,7 +694,8 @@ const COLLATION_TYPES: ReadonlyMap<string, 'string' | 'boolean' | 'number'> = ne
  * G8); with `tenantIsString`, strengths 1 and 2 are refused.
  */
 export function validateCollation(value: RawValue, where: string, options: CollationOptions = {}): void {
-  if (value.type !== BsonType.document) refuse('collation.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
+  if (value.type !== BsonType.document)
+    refuse('collation.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
   let hasLocale = false;
   for (const element of elementsOf(value)) {
     const name = element.name;
@@ -618,16 +705,26 @@ export function validateCollation(value: RawValue, where: string, options: Colla
     }
     const item = child(value, element);
     const ok =
-      expected === 'string' ? item.type === BsonType.string : expected === 'boolean' ? item.type === BsonType.boolean : isNumber(item);
+      expected === 'string'
+        ? item.type === BsonType.string
+        : expected === 'boolean'
+          ? item.type === BsonType.boolean
+          : isNumber(item);
     if (!ok) refuse('collation.invalid', `${where}.${name} must be a ${expected}`, ErrorCodes.TypeMismatch);
     if (name === 'locale') hasLocale = true;
     // Even at strength 3 these make different ids compare equal: "ac-me" = "acme" (shifted),
     // "t01" = "t1" (numericOrdering) (catalogue 9).
     if (options.tenantIsString === true && name === 'alternate' && stringOf(item) === 'shifted') {
-      refuse('collation.tenant-string', `${where}.alternate "shifted" would compare string tenant ids loosely (catalogue 9)`);
+      refuse(
+        'collation.tenant-string',
+        `${where}.alternate "shifted" would compare string tenant ids loosely (catalogue 9)`,
+      );
     }
     if (options.tenantIsString === true && name === 'numericOrdering' && item.value[0] === 1) {
-      refuse('collation.tenant-string', `${where}.numericOrdering would compare string tenant ids loosely (catalogue 9)`);
+      refuse(
+        'collation.tenant-string',
+        `${where}.numericOrdering would compare string tenant ids loosely (catalogue 9)`,
+      );
     }
     if (name === 'strength') {
       const strength = numberOf(item);
@@ -635,7 +732,10 @@ export function validateCollation(value: RawValue, where: string, options: Colla
         refuse('collation.invalid', `${where}.strength must be an integer from 1 to 5`, ErrorCodes.BadValue);
       }
       if (options.tenantIsString === true && strength < 3) {
-        refuse('collation.tenant-string', `${where}.strength below 3 would compare string tenant ids loosely (catalogue 9)`);
+        refuse(
+          'collation.tenant-string',
+          `${where}.strength below 3 would compare string tenant ids loosely (catalogue 9)`,
+        );
       }
     }
   }

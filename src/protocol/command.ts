@@ -33,7 +33,7 @@ export function readCommandEnvelope(body: Buffer): CommandEnvelope {
     db = readString(body, element);
   }
   if (name === undefined) throw new ProxyError(ErrorCodes.FailedToParse, 'empty command document');
-  if (db === undefined) throw new ProxyError(ErrorCodes.FailedToParse, "OP_MSG requests require a $db argument");
+  if (db === undefined) throw new ProxyError(ErrorCodes.FailedToParse, 'OP_MSG requests require a $db argument');
   if (db.length === 0 || db.includes('\0')) {
     throw new ProxyError(ErrorCodes.InvalidNamespace, 'invalid database name in $db');
   }

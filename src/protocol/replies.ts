@@ -13,9 +13,7 @@ export type ReplyFormat = 'opMsg' | 'opReply';
 
 /** `{ok: 0, errmsg, code, codeName}` exactly as a server writes it, plus labels when present. */
 export function errorReplyDocument(error: unknown): Document {
-  const proxyError = ProxyError.is(error)
-    ? error
-    : new ProxyError(ErrorCodes.InternalError, 'internal proxy error');
+  const proxyError = ProxyError.is(error) ? error : new ProxyError(ErrorCodes.InternalError, 'internal proxy error');
   const document: Document = {
     ok: 0,
     errmsg: proxyError.message,

@@ -107,7 +107,12 @@ export function clientSignature(hash: ScramHash, storedKey: Uint8Array, authMess
   return hmac(hash, storedKey, authMessage);
 }
 
-export function clientProof(hash: ScramHash, clientKey: Uint8Array, storedKey: Uint8Array, authMessage: string): Buffer {
+export function clientProof(
+  hash: ScramHash,
+  clientKey: Uint8Array,
+  storedKey: Uint8Array,
+  authMessage: string,
+): Buffer {
   return xor(clientKey, clientSignature(hash, storedKey, authMessage));
 }
 

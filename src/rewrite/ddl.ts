@@ -75,7 +75,10 @@ const REFUSED_EVERYWHERE: ReadonlyMap<string, { rule: string; reason: string }> 
   ['pipeline', { rule: 'ddl.view', reason: "views run their pipeline before the tenant's filter (catalogue 22)" }],
   ['storageEngine', { rule: 'ddl.storage-engine', reason: 'storage engine options are not allowed' }],
   ['indexOptionDefaults', { rule: 'ddl.storage-engine', reason: 'storage engine options are not allowed' }],
-  ['encryptedFields', { rule: 'ddl.encrypted-fields', reason: "queryable encryption creates collections outside the tenant's names" }],
+  [
+    'encryptedFields',
+    { rule: 'ddl.encrypted-fields', reason: "queryable encryption creates collections outside the tenant's names" },
+  ],
 ]);
 
 /** Fields an index specification may have (createIndexes manual page). */
@@ -112,7 +115,8 @@ class Notes {
 function assertUniqueNames(doc: RawDocument, where: string): void {
   const seen = new Set<string>();
   for (const name of doc.names) {
-    if (seen.has(name)) refuse('field.duplicate', `${where}: field appears more than once (catalogue G3)`, ErrorCodes.BadValue);
+    if (seen.has(name))
+      refuse('field.duplicate', `${where}: field appears more than once (catalogue G3)`, ErrorCodes.BadValue);
     seen.add(name);
   }
 }
@@ -130,7 +134,14 @@ function commandTarget(input: CommandInput, context: TenantContext): { client: s
 }
 
 /** Body with physical names (command value and `$db`) and maxTimeMS capped. */
-function finish(input: CommandInput, context: TenantContext, body: RawDocument, client: string, target: ResolvedNamespace, notes: Notes): RawDocument {
+function finish(
+  input: CommandInput,
+  context: TenantContext,
+  body: RawDocument,
+  client: string,
+  target: ResolvedNamespace,
+  notes: Notes,
+): RawDocument {
   let out = body.with(input.body.first!.name, valueOf(target.coll)).with('$db', valueOf(target.db));
   if (client !== `${target.db}.${target.coll}`) notes.add('namespace.map', client);
   const capped = capMaxTimeMS(out, context.maxTimeMS);
@@ -139,7 +150,12 @@ function finish(input: CommandInput, context: TenantContext, body: RawDocument, 
   return out;
 }
 
-function result(body: RawDocument, target: { model: IsolationModel } | undefined, notes: Notes, mapNames?: boolean): RewriteResult {
+function result(
+  body: RawDocument,
+  target: { model: IsolationModel } | undefined,
+  notes: Notes,
+  mapNames?: boolean,
+): RewriteResult {
   return {
     body,
     sequences: new Map(),
@@ -149,7 +165,8 @@ function result(body: RawDocument, target: { model: IsolationModel } | undefined
 }
 
 function assertNoSequences(input: CommandInput): void {
-  if (input.sequences.size > 0) refuse('opmsg.sequence-unexpected', `${input.name} takes no document sequences`, ErrorCodes.Location40433);
+  if (input.sequences.size > 0)
+    refuse('opmsg.sequence-unexpected', `${input.name} takes no document sequences`, ErrorCodes.Location40433);
 }
 
 function checkRefusedEverywhere(input: CommandInput): void {
@@ -178,7 +195,10 @@ export const create: CommandHandler = (input, context) => {
   if (isShared(target)) {
     const option = CREATE_OPTIONS.find((name) => input.body.has(name));
     if (option !== undefined) {
-      refuse('ddl.shared-create-options', `create: ${option} is not allowed on a shared collection (it applies to every tenant: catalogue 23)`);
+      refuse(
+        'ddl.shared-create-options',
+        `create: ${option} is not allowed on a shared collection (it applies to every tenant: catalogue 23)`,
+      );
     }
   }
   const validator = input.body.get('validator');
@@ -199,18 +219,22 @@ export const create: CommandHandler = (input, context) => {
 
 function checkIndex(spec: RawValue, index: number, context: TenantContext, shared: boolean): void {
   const where = `createIndexes.indexes.${index}`;
-  if (spec.type !== BsonType.document) refuse('ddl.index-invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
+  if (spec.type !== BsonType.document)
+    refuse('ddl.index-invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
   const doc = RawDocument.parse(spec.value);
   assertUniqueNames(doc, where);
   for (const name of doc.names) {
     if (name === 'storageEngine') refuse('ddl.storage-engine', `${where}: storageEngine options are not allowed`);
-    if (!INDEX_FIELDS.has(name)) refuse('ddl.index-unknown-field', `${where}: unknown index option`, ErrorCodes.InvalidOptions);
+    if (!INDEX_FIELDS.has(name))
+      refuse('ddl.index-unknown-field', `${where}: unknown index option`, ErrorCodes.InvalidOptions);
   }
   const key = doc.get('key');
-  if (key === undefined || key.type !== BsonType.document) refuse('ddl.index-invalid', `${where}.key must be a document`, ErrorCodes.TypeMismatch);
+  if (key === undefined || key.type !== BsonType.document)
+    refuse('ddl.index-invalid', `${where}.key must be a document`, ErrorCodes.TypeMismatch);
   const keyDoc = RawDocument.parse(key.value);
   assertUniqueNames(keyDoc, `${where}.key`);
-  if (keyDoc.elements.length === 0) refuse('ddl.index-invalid', `${where}.key must name at least one field`, ErrorCodes.BadValue);
+  if (keyDoc.elements.length === 0)
+    refuse('ddl.index-invalid', `${where}.key must name at least one field`, ErrorCodes.BadValue);
   assertNoForbidden(key, `${where}.key`);
   for (const name of ['weights', 'wildcardProjection'] as const) {
     const value = doc.get(name);
@@ -228,7 +252,10 @@ function checkIndex(spec: RawValue, index: number, context: TenantContext, share
     );
   }
   if (doc.has('expireAfterSeconds')) {
-    refuse('ddl.index-ttl', `${where}: TTL indexes are not allowed on a shared collection (they delete every tenant's documents: catalogue 23)`);
+    refuse(
+      'ddl.index-ttl',
+      `${where}: TTL indexes are not allowed on a shared collection (they delete every tenant's documents: catalogue 23)`,
+    );
   }
   if (partial !== undefined) {
     refuse(
@@ -324,7 +351,8 @@ export const renameCollection: CommandHandler = (input, context) => {
   const commandName = input.body.first!.name;
   const from = namespaceString(input.body.first, 'renameCollection');
   const to = namespaceString(input.body.get('to'), 'renameCollection.to');
-  if (from.db !== to.db) refuse('ddl.rename-cross-db', 'renameCollection across databases is not allowed (catalogue 23, 64)');
+  if (from.db !== to.db)
+    refuse('ddl.rename-cross-db', 'renameCollection across databases is not allowed (catalogue 23, 64)');
   const source = context.namespaces.resolve(from.db, from.coll, 'write');
   const target = context.namespaces.resolve(to.db, to.coll, 'write');
   if (isShared(source) || isShared(target)) sharedRefusal(input);
@@ -354,13 +382,27 @@ export const listDatabases: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
   if (input.body.has('filter')) {
-    refuse('listDatabases.filter', 'listDatabases: a filter is not supported through the proxy (the listing is already limited to your databases)');
+    refuse(
+      'listDatabases.filter',
+      'listDatabases: a filter is not supported through the proxy (the listing is already limited to your databases)',
+    );
   }
   const listing = databaseListing(context.namespaces);
-  if (listing === undefined) refuse('listDatabases.unsupported', 'listDatabases is not available for this namespace policy');
+  if (listing === undefined)
+    refuse('listDatabases.unsupported', 'listDatabases is not available for this namespace policy');
   const branches: RawValue[] = [];
   if (listing.pattern !== undefined) {
-    branches.push(documentOf([['name', documentOf([['$regex', valueOf(listing.pattern)], ['$options', valueOf('s')]])]]));
+    branches.push(
+      documentOf([
+        [
+          'name',
+          documentOf([
+            ['$regex', valueOf(listing.pattern)],
+            ['$options', valueOf('s')],
+          ]),
+        ],
+      ]),
+    );
   }
   branches.push(documentOf([['name', documentOf([['$in', arrayOf(listing.databases.map((db) => valueOf(db)))]])]]));
   const notes = new Notes();
@@ -377,7 +419,17 @@ export const listDatabases: CommandHandler = (input, context) => {
 
 /** The DDL handlers by command name. */
 export const DDL_HANDLERS: Readonly<
-  Record<'create' | 'createIndexes' | 'dropIndexes' | 'drop' | 'dropDatabase' | 'listDatabases' | 'collMod' | 'renameCollection', CommandHandler>
+  Record<
+    | 'create'
+    | 'createIndexes'
+    | 'dropIndexes'
+    | 'drop'
+    | 'dropDatabase'
+    | 'listDatabases'
+    | 'collMod'
+    | 'renameCollection',
+    CommandHandler
+  >
 > = {
   create,
   createIndexes,

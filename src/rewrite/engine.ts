@@ -21,7 +21,15 @@ import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { buildHandlers } from './handlers.js';
 import type { HandlerName } from '../policy/commands.js';
-import { PolicyRefusal, type CommandHandler, type CommandInput, type ReplyPlan, type RewriteNote, type RewriteResult, type TenantContext } from './types.js';
+import {
+  PolicyRefusal,
+  type CommandHandler,
+  type CommandInput,
+  type ReplyPlan,
+  type RewriteNote,
+  type RewriteResult,
+  type TenantContext,
+} from './types.js';
 
 export interface EngineOptions {
   config: IsolationConfig;
@@ -76,7 +84,11 @@ export class IsolationEngine {
    * sessions outlive a reload).
    */
   reconfigure(config: IsolationConfig): void {
-    this.#options = { ...this.#options, config, reserved: mergeTemplates(this.#options.reserved, templatesInUse(config)) };
+    this.#options = {
+      ...this.#options,
+      config,
+      reserved: mergeTemplates(this.#options.reserved, templatesInUse(config)),
+    };
   }
 
   /** The engine bound to one connection's tenant. */
@@ -118,7 +130,8 @@ export class TenantEngine {
       result = this.rewrite(input);
     } catch (error) {
       if (!(error instanceof PolicyRefusal)) throw error;
-      if (this.options.config.mode === 'audit-only') return { action: 'forward-original', wouldRefuse: error, notes: [] };
+      if (this.options.config.mode === 'audit-only')
+        return { action: 'forward-original', wouldRefuse: error, notes: [] };
       return { action: 'refuse', refusal: error };
     }
     if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
@@ -133,7 +146,8 @@ export class TenantEngine {
       throw new PolicyRefusal('command.local', `${input.name} is answered by the proxy`);
     }
     const handler = this.handlers[command.handler];
-    if (handler === undefined) throw new PolicyRefusal('command.unhandled', `${input.name} is not supported by this proxy`);
+    if (handler === undefined)
+      throw new PolicyRefusal('command.unhandled', `${input.name} is not supported by this proxy`);
     assertAllowedFields(command.handler, input.body);
     assertReadPreference(input.body);
     const result = handler(input, this.context);
@@ -149,8 +163,10 @@ export class TenantEngine {
   reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
     observeCursorReply(this.options.cursors, this.tenant, plan, body);
     let current: Uint8Array | undefined;
-    if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0) current = mergeCursorsNotFound(body, plan.cursorsNotFound);
-    if (plan.filterListing !== undefined) current = filterListing(current ?? body, plan.filterListing, this.context.namespaces) ?? current;
+    if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
+      current = mergeCursorsNotFound(body, plan.cursorsNotFound);
+    if (plan.filterListing !== undefined)
+      current = filterListing(current ?? body, plan.filterListing, this.context.namespaces) ?? current;
     if (plan.mapNames === true) current = mapReplyNames(current ?? body, this.context.namespaces) ?? current;
     if (plan.scrubErrors) {
       // bulkWrite reports per-operation errors inside its result cursor.
@@ -184,7 +200,13 @@ function mergeTemplates(earlier: ReservedTemplates | undefined, now: ReservedTem
   };
 }
 
-const READ_PREFERENCE_MODES: ReadonlySet<string> = new Set(['primary', 'primaryPreferred', 'secondary', 'secondaryPreferred', 'nearest']);
+const READ_PREFERENCE_MODES: ReadonlySet<string> = new Set([
+  'primary',
+  'primaryPreferred',
+  'secondary',
+  'secondaryPreferred',
+  'nearest',
+]);
 const READ_PREFERENCE_FIELDS: ReadonlySet<string> = new Set(['mode', 'tags', 'maxStalenessSeconds', 'hedge']);
 
 /** `$readPreference` is checked by type and mode (catalogue 53): a document the server would act on. */
@@ -196,11 +218,14 @@ function assertReadPreference(body: RawDocument): void {
   };
   if (!isDocument(value)) refuse('must be a document');
   const preference = RawDocument.parse(value.value);
-  for (const element of preference.elements) if (!READ_PREFERENCE_FIELDS.has(element.name)) refuse(`has an unknown field "${element.name}"`);
+  for (const element of preference.elements)
+    if (!READ_PREFERENCE_FIELDS.has(element.name)) refuse(`has an unknown field "${element.name}"`);
   const mode = preference.get('mode');
-  if (mode === undefined || mode.type !== BsonType.string || !READ_PREFERENCE_MODES.has(stringOf(mode))) refuse('mode must be one of primary, primaryPreferred, secondary, secondaryPreferred, nearest');
+  if (mode === undefined || mode.type !== BsonType.string || !READ_PREFERENCE_MODES.has(stringOf(mode)))
+    refuse('mode must be one of primary, primaryPreferred, secondary, secondaryPreferred, nearest');
   const tags = preference.get('tags');
-  if (tags !== undefined && (!isArray(tags) || arrayItems(tags).some((tag) => !isDocument(tag)))) refuse('tags must be an array of documents');
+  if (tags !== undefined && (!isArray(tags) || arrayItems(tags).some((tag) => !isDocument(tag))))
+    refuse('tags must be an array of documents');
   const staleness = preference.get('maxStalenessSeconds');
   if (staleness !== undefined && numberOf(staleness) === undefined) refuse('maxStalenessSeconds must be a number');
   const hedge = preference.get('hedge');
@@ -208,7 +233,13 @@ function assertReadPreference(body: RawDocument): void {
 }
 
 /** Parses a body for the engine; exported for tests that build inputs from bytes. */
-export function commandInput(name: string, db: string, body: Uint8Array, sequences: ReadonlyArray<{ identifier: string; documents: readonly Uint8Array[] }>, moreToCome: boolean): CommandInput {
+export function commandInput(
+  name: string,
+  db: string,
+  body: Uint8Array,
+  sequences: ReadonlyArray<{ identifier: string; documents: readonly Uint8Array[] }>,
+  moreToCome: boolean,
+): CommandInput {
   return {
     name,
     db,

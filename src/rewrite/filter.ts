@@ -44,7 +44,10 @@ export function encodeTenant(tenant: string, type: TenantValueType): RawValue {
       }
     }
   } catch (error) {
-    throw new ProxyError(ErrorCodes.BadValue, `tenant id cannot be represented as ${type}: ${(error as Error).message}`);
+    throw new ProxyError(
+      ErrorCodes.BadValue,
+      `tenant id cannot be represented as ${type}: ${(error as Error).message}`,
+    );
   }
   if (canonical !== tenant) {
     throw new ProxyError(ErrorCodes.BadValue, `tenant id is not in the canonical ${type} form (expected ${canonical})`);

@@ -19,9 +19,16 @@ const passThrough: CommandHandler = (input) => ({
   notes: [],
 });
 
-export function buildHandlers(cursors: CursorRegistry, sessionKey: Buffer): Partial<Record<HandlerName, CommandHandler>> {
+export function buildHandlers(
+  cursors: CursorRegistry,
+  sessionKey: Buffer,
+): Partial<Record<HandlerName, CommandHandler>> {
   const writes = WRITE_HANDLERS;
-  const reads = createReadHandlers({ update: writes.update, delete: writes.delete, findAndModify: writes.findAndModify });
+  const reads = createReadHandlers({
+    update: writes.update,
+    delete: writes.delete,
+    findAndModify: writes.findAndModify,
+  });
   const sessions = createSessionHandlers(sessionKey);
   return {
     ...reads,

@@ -176,7 +176,15 @@ const SEARCH_OPTIONS: ReadonlySet<string> = new Set([
   'searchBefore',
   'concurrent',
 ]);
-const VECTOR_SEARCH_FIELDS: ReadonlySet<string> = new Set(['index', 'path', 'queryVector', 'numCandidates', 'limit', 'filter', 'exact']);
+const VECTOR_SEARCH_FIELDS: ReadonlySet<string> = new Set([
+  'index',
+  'path',
+  'queryVector',
+  'numCandidates',
+  'limit',
+  'filter',
+  'exact',
+]);
 
 /** A namespace a (sub-)pipeline reads: its client collection name (if any) and whether it is tenant-filtered. */
 interface Scope {
@@ -200,7 +208,8 @@ function typeError(rule: string, message: string): never {
 function stageOf(stage: RawValue, where: string): { name: string; value: RawValue } {
   if (stage.type !== BsonType.document) typeError('pipeline.stage-shape', `${where} must be a document`);
   const elements = RawDocument.parse(stage.value).elements;
-  if (elements.length !== 1) refuse('pipeline.stage-shape', `${where} must have exactly one field`, ErrorCodes.FailedToParse);
+  if (elements.length !== 1)
+    refuse('pipeline.stage-shape', `${where} must have exactly one field`, ErrorCodes.FailedToParse);
   const [only] = elements;
   return { name: only!.name, value: { type: only!.type, value: only!.value } };
 }
@@ -215,7 +224,8 @@ function requireDocument(value: RawValue, where: string): RawDocument {
 }
 
 function requireString(value: RawValue | undefined, where: string): string {
-  if (value === undefined || value.type !== BsonType.string) typeError('pipeline.stage-shape', `${where} must be a string`);
+  if (value === undefined || value.type !== BsonType.string)
+    typeError('pipeline.stage-shape', `${where} must be a string`);
   return stringOf(value);
 }
 
@@ -225,7 +235,8 @@ function onlyFields(doc: RawDocument, allowed: ReadonlySet<string>, where: strin
   for (const { name } of doc.elements) {
     if (seen.has(name)) refuse('duplicate-key', `${where} names ${JSON.stringify(name)} twice`, ErrorCodes.BadValue);
     seen.add(name);
-    if (!allowed.has(name)) refuse('pipeline.unknown-field', `${where} does not accept ${JSON.stringify(name)}`, ErrorCodes.FailedToParse);
+    if (!allowed.has(name))
+      refuse('pipeline.unknown-field', `${where} does not accept ${JSON.stringify(name)}`, ErrorCodes.FailedToParse);
   }
 }
 
@@ -249,7 +260,11 @@ class PipelineRewriter {
   ) {}
 
   private note(rule: string, coll: string | undefined): void {
-    this.notes.push({ kind: 'rewrite', rule, namespace: coll === undefined ? this.clientDb : `${this.clientDb}.${coll}` });
+    this.notes.push({
+      kind: 'rewrite',
+      rule,
+      namespace: coll === undefined ? this.clientDb : `${this.clientDb}.${coll}`,
+    });
   }
 
   /** A collection named inside the pipeline: resolved for reading, in the command's own physical database. */
@@ -263,7 +278,14 @@ class PipelineRewriter {
     return resolved;
   }
 
-  stages(pipeline: RawValue, scope: Scope, depth: number, where: string, kind: PipelineKind, allowWrites: boolean): RawValue {
+  stages(
+    pipeline: RawValue,
+    scope: Scope,
+    depth: number,
+    where: string,
+    kind: PipelineKind,
+    allowWrites: boolean,
+  ): RawValue {
     if (depth > MAX_PIPELINE_DEPTH) {
       refuse('pipeline.depth', `sub-pipelines nest deeper than ${MAX_PIPELINE_DEPTH} levels`, ErrorCodes.BadValue);
     }
@@ -290,22 +312,42 @@ class PipelineRewriter {
     const first = items[0];
     if (first === undefined) return false;
     const name = RawDocument.parse(first.value).first?.name;
-    return name === '$match' || name === '$geoNear' || name === '$search' || name === '$vectorSearch' || name === '$searchMeta' || name === '$documents';
+    return (
+      name === '$match' ||
+      name === '$geoNear' ||
+      name === '$search' ||
+      name === '$vectorSearch' ||
+      name === '$searchMeta' ||
+      name === '$documents'
+    );
   }
 
   private stage(
     original: RawValue,
     name: string,
     value: RawValue,
-    at: { scope: Scope; depth: number; at: string; first: boolean; last: boolean; kind: PipelineKind; allowWrites: boolean },
+    at: {
+      scope: Scope;
+      depth: number;
+      at: string;
+      first: boolean;
+      last: boolean;
+      kind: PipelineKind;
+      allowWrites: boolean;
+    },
   ): RawValue {
     const where = `${at.at}.${name}`;
     if (!ALLOWED_STAGES.has(name)) {
-      const rule = REFUSED_STAGES.get(name) ?? (name.startsWith('$_') ? 'pipeline.internal-stage' : 'pipeline.unknown-stage');
+      const rule =
+        REFUSED_STAGES.get(name) ?? (name.startsWith('$_') ? 'pipeline.internal-stage' : 'pipeline.unknown-stage');
       refuse(rule, `stage ${JSON.stringify(name)} is not allowed`, ErrorCodes.CommandNotSupported);
     }
     if (at.kind === 'whenMatched' && !WHEN_MATCHED_STAGES.has(name)) {
-      refuse('merge.when-matched', `stage ${JSON.stringify(name)} is not allowed in $merge.whenMatched`, ErrorCodes.FailedToParse);
+      refuse(
+        'merge.when-matched',
+        `stage ${JSON.stringify(name)} is not allowed in $merge.whenMatched`,
+        ErrorCodes.FailedToParse,
+      );
     }
     assertNoForbidden(value, where);
     switch (name) {
@@ -324,7 +366,8 @@ class PipelineRewriter {
         validateProjection(value, where);
         return original;
       case '$unset':
-        if (value.type === BsonType.array) arrayItems(value).forEach((item, i) => requireString(item, `${where}[${i}]`));
+        if (value.type === BsonType.array)
+          arrayItems(value).forEach((item, i) => requireString(item, `${where}[${i}]`));
         else requireString(value, where);
         return original;
       case '$replaceRoot': {
@@ -382,14 +425,27 @@ class PipelineRewriter {
       case '$out':
       case '$merge':
         if (!at.allowWrites || at.kind !== 'top') {
-          refuse(name === '$out' ? 'pipeline.out' : 'pipeline.merge', `${name} is not allowed in a sub-pipeline`, ErrorCodes.FailedToParse);
+          refuse(
+            name === '$out' ? 'pipeline.out' : 'pipeline.merge',
+            `${name} is not allowed in a sub-pipeline`,
+            ErrorCodes.FailedToParse,
+          );
         }
-        if (!at.last) refuse(name === '$out' ? 'pipeline.out' : 'pipeline.merge', `${name} must be the last stage`, ErrorCodes.FailedToParse);
+        if (!at.last)
+          refuse(
+            name === '$out' ? 'pipeline.out' : 'pipeline.merge',
+            `${name} must be the last stage`,
+            ErrorCodes.FailedToParse,
+          );
         this.summary.writes = true;
         return name === '$out' ? this.out(value, where) : this.merge(value, where, at.depth);
       default:
         // ALLOWED_STAGES and this switch must agree; an allowed stage without a rule is refused.
-        return refuse('pipeline.unknown-stage', `stage ${JSON.stringify(name)} is not allowed`, ErrorCodes.CommandNotSupported);
+        return refuse(
+          'pipeline.unknown-stage',
+          `stage ${JSON.stringify(name)} is not allowed`,
+          ErrorCodes.CommandNotSupported,
+        );
     }
   }
 
@@ -407,7 +463,9 @@ class PipelineRewriter {
   private bucket(name: string, value: RawValue, where: string): void {
     const doc = requireDocument(value, where);
     const allowed =
-      name === '$bucket' ? new Set(['groupBy', 'boundaries', 'default', 'output']) : new Set(['groupBy', 'buckets', 'output', 'granularity']);
+      name === '$bucket'
+        ? new Set(['groupBy', 'boundaries', 'default', 'output'])
+        : new Set(['groupBy', 'buckets', 'output', 'granularity']);
     onlyFields(doc, allowed, where);
     const groupBy = doc.get('groupBy');
     if (groupBy !== undefined) validateExpression(groupBy, `${where}.groupBy`);
@@ -471,17 +529,31 @@ class PipelineRewriter {
     const operators = doc.elements.filter((element) => SEARCH_OPERATORS.has(element.name));
     for (const element of doc.elements) {
       if (!SEARCH_OPERATORS.has(element.name) && !SEARCH_OPTIONS.has(element.name) && element.name !== 'facet') {
-        refuse('pipeline.unknown-field', `${where} does not accept ${JSON.stringify(element.name)}`, ErrorCodes.FailedToParse);
+        refuse(
+          'pipeline.unknown-field',
+          `${where} does not accept ${JSON.stringify(element.name)}`,
+          ErrorCodes.FailedToParse,
+        );
       }
     }
     if (!first) return original;
     if (name === '$searchMeta' || doc.has('facet')) {
-      refuse('pipeline.search-meta', `${name === '$searchMeta' ? '$searchMeta' : '$search.facet'} counts cannot be limited to the tenant in a shared collection`);
+      refuse(
+        'pipeline.search-meta',
+        `${name === '$searchMeta' ? '$searchMeta' : '$search.facet'} counts cannot be limited to the tenant in a shared collection`,
+      );
     }
-    if (operators.length !== 1) refuse('pipeline.stage-shape', `${where} needs exactly one operator`, ErrorCodes.FailedToParse);
+    if (operators.length !== 1)
+      refuse('pipeline.stage-shape', `${where} needs exactly one operator`, ErrorCodes.FailedToParse);
     const operator = operators[0]!;
     const clause = documentOf([
-      ['equals', documentOf([['path', valueOf(this.context.field)], ['value', this.context.tenantValue]])],
+      [
+        'equals',
+        documentOf([
+          ['path', valueOf(this.context.field)],
+          ['value', this.context.tenantValue],
+        ]),
+      ],
     ]);
     let compound: RawValue;
     if (operator.name === 'compound') {
@@ -516,14 +588,21 @@ class PipelineRewriter {
     if (filter !== undefined) validateFilter(filter, `${where}.filter`);
     if (!first) return original;
     this.note('pipeline.vectorSearch.filter', undefined);
-    return stageValue('$vectorSearch', doc.with('filter', tenantFilter(this.context, filter, `${where}.filter`)).toValue());
+    return stageValue(
+      '$vectorSearch',
+      doc.with('filter', tenantFilter(this.context, filter, `${where}.filter`)).toValue(),
+    );
   }
 
   /** True when the pipeline's stage 0 is `$documents` (it then reads no collection). */
   private startsWithDocuments(pipeline: RawValue | undefined): boolean {
     if (pipeline === undefined || pipeline.type !== BsonType.array) return false;
     const first = arrayItems(pipeline)[0];
-    return first !== undefined && first.type === BsonType.document && RawDocument.parse(first.value).first?.name === '$documents';
+    return (
+      first !== undefined &&
+      first.type === BsonType.document &&
+      RawDocument.parse(first.value).first?.name === '$documents'
+    );
   }
 
   /** `$lookup` (catalogue 30): string `from` only, resolved; the foreign side filtered; recursion. */
@@ -549,7 +628,11 @@ class PipelineRewriter {
     let scope: Scope = { coll: undefined, tenantFiltered: false, inject: false };
     if (from === undefined) {
       if (!this.startsWithDocuments(pipeline)) {
-        refuse('lookup.from', `${where} needs from unless its pipeline starts with $documents`, ErrorCodes.FailedToParse);
+        refuse(
+          'lookup.from',
+          `${where} needs from unless its pipeline starts with $documents`,
+          ErrorCodes.FailedToParse,
+        );
       }
     } else {
       if (from.type !== BsonType.string) {
@@ -575,13 +658,24 @@ class PipelineRewriter {
     const doc = requireDocument(value, where);
     onlyFields(
       doc,
-      new Set(['from', 'startWith', 'connectFromField', 'connectToField', 'as', 'maxDepth', 'depthField', 'restrictSearchWithMatch']),
+      new Set([
+        'from',
+        'startWith',
+        'connectFromField',
+        'connectToField',
+        'as',
+        'maxDepth',
+        'depthField',
+        'restrictSearchWithMatch',
+      ]),
       where,
     );
     const from = doc.get('from');
     if (from === undefined) refuse('pipeline.stage-shape', `${where} needs from`, ErrorCodes.FailedToParse);
-    if (from.type !== BsonType.string) refuse('lookup.from-not-string', `${where}.from must be a collection name string`);
-    for (const field of ['connectFromField', 'connectToField', 'as']) requireString(doc.get(field), `${where}.${field}`);
+    if (from.type !== BsonType.string)
+      refuse('lookup.from-not-string', `${where}.from must be a collection name string`);
+    for (const field of ['connectFromField', 'connectToField', 'as'])
+      requireString(doc.get(field), `${where}.${field}`);
     const depthField = doc.get('depthField');
     if (depthField !== undefined) requireString(depthField, `${where}.depthField`);
     const startWith = doc.get('startWith');
@@ -595,7 +689,10 @@ class PipelineRewriter {
     let next = doc;
     if (resolved.coll !== coll) next = next.with('from', valueOf(resolved.coll));
     if (resolved.tenantFiltered) {
-      next = next.with('restrictSearchWithMatch', tenantFilter(this.context, restrict, `${where}.restrictSearchWithMatch`));
+      next = next.with(
+        'restrictSearchWithMatch',
+        tenantFilter(this.context, restrict, `${where}.restrictSearchWithMatch`),
+      );
       this.note('pipeline.graphLookup.match', coll);
     }
     const maxDepth = doc.get('maxDepth');
@@ -622,12 +719,17 @@ class PipelineRewriter {
       onlyFields(doc, new Set(['coll', 'pipeline']), where);
       const collValue = doc.get('coll');
       if (collValue !== undefined) {
-        if (collValue.type !== BsonType.string) refuse('unionWith.coll-not-string', `${where}.coll must be a collection name string`);
+        if (collValue.type !== BsonType.string)
+          refuse('unionWith.coll-not-string', `${where}.coll must be a collection name string`);
         coll = stringOf(collValue);
       }
       pipeline = doc.get('pipeline');
       if (coll === undefined && !this.startsWithDocuments(pipeline)) {
-        refuse('unionWith.coll', `${where} needs coll unless its pipeline starts with $documents`, ErrorCodes.FailedToParse);
+        refuse(
+          'unionWith.coll',
+          `${where} needs coll unless its pipeline starts with $documents`,
+          ErrorCodes.FailedToParse,
+        );
       }
     } else {
       return refuse('unionWith.coll-not-string', `${where} must be a collection name or {coll, pipeline}`);
@@ -666,7 +768,10 @@ class PipelineRewriter {
         'facet',
         false,
       );
-      if (rewritten.value.length !== element.value.length || Buffer.compare(Buffer.from(rewritten.value), Buffer.from(element.value)) !== 0) {
+      if (
+        rewritten.value.length !== element.value.length ||
+        Buffer.compare(Buffer.from(rewritten.value), Buffer.from(element.value)) !== 0
+      ) {
         changed = true;
       }
       return { name: element.name, type: rewritten.type, value: rewritten.value };
@@ -675,12 +780,20 @@ class PipelineRewriter {
   }
 
   /** The target of `$out` / `$merge`: never a shared collection; otherwise the tenant's own physical namespace (33-34). */
-  private target(rule: string, dbValue: RawValue | undefined, collValue: RawValue | undefined, where: string): ResolvedNamespace {
+  private target(
+    rule: string,
+    dbValue: RawValue | undefined,
+    collValue: RawValue | undefined,
+    where: string,
+  ): ResolvedNamespace {
     const db = dbValue === undefined ? this.clientDb : requireString(dbValue, `${where}.db`);
     const coll = requireString(collValue, `${where}.coll`);
     const resolved = this.context.namespaces.resolve(db, coll, 'write');
     if (resolved.model === 'shared-collection' || resolved.tenantFiltered) {
-      refuse(rule, `${rule === 'pipeline.out' ? '$out' : '$merge'} into a shared collection would affect other tenants`);
+      refuse(
+        rule,
+        `${rule === 'pipeline.out' ? '$out' : '$merge'} into a shared collection would affect other tenants`,
+      );
     }
     if (resolved.db !== db || resolved.coll !== coll) this.summary.namesMapped = true;
     this.note(`${rule}.target`, coll);
@@ -711,7 +824,10 @@ class PipelineRewriter {
 
   /** `$merge` (catalogue 34): `into` resolved for writing; a whenMatched pipeline checked like an update pipeline. */
   private merge(value: RawValue, where: string, depth: number): RawValue {
-    const doc = value.type === BsonType.string ? new RawDocument([{ name: 'into', type: value.type, value: value.value }]) : requireDocument(value, where);
+    const doc =
+      value.type === BsonType.string
+        ? new RawDocument([{ name: 'into', type: value.type, value: value.value }])
+        : requireDocument(value, where);
     onlyFields(doc, new Set(['into', 'on', 'let', 'whenMatched', 'whenNotMatched']), where);
     const into = doc.get('into');
     if (into === undefined) refuse('pipeline.stage-shape', `${where} needs into`, ErrorCodes.FailedToParse);
@@ -730,12 +846,21 @@ class PipelineRewriter {
     }
     const letValue = doc.get('let');
     if (letValue !== undefined) validateExpressionFields(letValue, `${where}.let`);
-    let next = doc.with('into', documentOf([['db', valueOf(resolved.db)], ['coll', valueOf(resolved.coll)]]));
+    let next = doc.with(
+      'into',
+      documentOf([
+        ['db', valueOf(resolved.db)],
+        ['coll', valueOf(resolved.coll)],
+      ]),
+    );
     const whenMatched = doc.get('whenMatched');
     if (whenMatched !== undefined) {
       if (whenMatched.type === BsonType.array) {
         const scope: Scope = { coll: undefined, tenantFiltered: false, inject: false };
-        next = next.with('whenMatched', this.stages(whenMatched, scope, depth + 1, `${where}.whenMatched`, 'whenMatched', false));
+        next = next.with(
+          'whenMatched',
+          this.stages(whenMatched, scope, depth + 1, `${where}.whenMatched`, 'whenMatched', false),
+        );
       } else {
         const mode = requireString(whenMatched, `${where}.whenMatched`);
         if (!['replace', 'keepExisting', 'merge', 'fail'].includes(mode)) {
@@ -775,7 +900,14 @@ export function rewritePipelineDetailed(
   const rewriter = new PipelineRewriter(context, options.db, physicalDb, options.notes ?? []);
   if (options.depth === 0) assertNoForbidden(pipeline, 'pipeline');
   const scope: Scope = { coll: options.coll, tenantFiltered: options.tenantFiltered, inject: options.tenantFiltered };
-  const rewritten = rewriter.stages(pipeline, scope, options.depth, 'pipeline', 'top', options.allowWrites ?? options.depth === 0);
+  const rewritten = rewriter.stages(
+    pipeline,
+    scope,
+    options.depth,
+    'pipeline',
+    'top',
+    options.allowWrites ?? options.depth === 0,
+  );
   return { pipeline: rewritten, summary: rewriter.summary };
 }
 

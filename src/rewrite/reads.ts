@@ -32,9 +32,25 @@
  */
 import { ErrorCodes } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
-import { childDocument, documentOf, numberOf, RawDocument, sameValue, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
+import {
+  childDocument,
+  documentOf,
+  numberOf,
+  RawDocument,
+  sameValue,
+  stringOf,
+  valueOf,
+  type RawValue,
+} from '../wire/raw-bson.js';
 import { assertAllowedFields, type HandlerName } from '../policy/commands.js';
-import { assertNoForbidden, validateCollation, validateFilter, validateHint, validateProjection, validateSort } from '../policy/validate.js';
+import {
+  assertNoForbidden,
+  validateCollation,
+  validateFilter,
+  validateHint,
+  validateProjection,
+  validateSort,
+} from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
 import { capMaxTimeMS } from './limits.js';
 import { rewritePipelineDetailed, validateExpressionFields } from './pipeline.js';
@@ -75,9 +91,14 @@ function isUuid(value: RawValue): boolean {
 /** The command's collection: a string (catalogue 17: a UUID, `useUUID`, is refused). */
 function collectionOf(input: CommandInput): string {
   const value = input.body.first;
-  if (value === undefined) return refuse('namespace.not-string', `${input.name} names no collection`, ErrorCodes.InvalidNamespace);
+  if (value === undefined)
+    return refuse('namespace.not-string', `${input.name} names no collection`, ErrorCodes.InvalidNamespace);
   if (isUuid(value)) {
-    refuse('namespace.uuid', `${input.name} must name its collection by name, not by UUID (catalogue 17)`, ErrorCodes.InvalidNamespace);
+    refuse(
+      'namespace.uuid',
+      `${input.name} must name its collection by name, not by UUID (catalogue 17)`,
+      ErrorCodes.InvalidNamespace,
+    );
   }
   if (value.type !== BsonType.string) {
     refuse('namespace.not-string', `${input.name} must name a collection (a string)`, ErrorCodes.InvalidNamespace);
@@ -123,7 +144,9 @@ class Rewrite {
 
   /** maxTimeMS clamped, and set when absent (catalogue 15); on explain's inner command only clamped. */
   maxTime(options: ReadOptions): void {
-    const capped = capMaxTimeMS(this.body, this.context.maxTimeMS, { whenMissing: options.explained ? 'leave' : 'add' });
+    const capped = capMaxTimeMS(this.body, this.context.maxTimeMS, {
+      whenMissing: options.explained ? 'leave' : 'add',
+    });
     if (capped !== this.body) {
       this.body = capped;
       this.note('maxTimeMS.cap');
@@ -141,7 +164,8 @@ class Rewrite {
 }
 
 function noSequences(input: CommandInput): void {
-  if (input.sequences.size > 0) refuse('opmsg.sequence', `${input.name} takes no document sequences`, ErrorCodes.InvalidOptions);
+  if (input.sequences.size > 0)
+    refuse('opmsg.sequence', `${input.name} takes no document sequences`, ErrorCodes.InvalidOptions);
 }
 
 /** Fields and forbidden content of the whole body (G1, G3, catalogue 1-2, 11). */
@@ -161,7 +185,8 @@ function filterField(rw: Rewrite, field: string, tenantFiltered: boolean): void 
   const where = `${rw.input.name}.${field}`;
   const value = rw.body.get(field);
   if (value !== undefined) {
-    if (value.type !== BsonType.document) refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
+    if (value.type !== BsonType.document)
+      refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
     validateFilter(value, where);
   }
   if (tenantFiltered) rw.set(field, tenantFilter(rw.context, value, where), 'filter.tenant');
@@ -241,12 +266,19 @@ function distinctImpl(input: CommandInput, context: TenantContext, options: Read
   checkBody('distinct', input);
   const { coll, ns } = resolveCollection(input, context);
   const key = input.body.get('key');
-  if (key === undefined || key.type !== BsonType.string) refuse('distinct.key', 'distinct.key must be a field path string', ErrorCodes.TypeMismatch);
+  if (key === undefined || key.type !== BsonType.string)
+    refuse('distinct.key', 'distinct.key must be a field path string', ErrorCodes.TypeMismatch);
   return rewriteQueryCommand(input, context, coll, ns, options);
 }
 
 /** count and distinct: the `query` tenant-filtered, its hint and collation checked, names mapped. */
-function rewriteQueryCommand(input: CommandInput, context: TenantContext, coll: string, ns: ResolvedNamespace, options: ReadOptions): RewriteResult {
+function rewriteQueryCommand(
+  input: CommandInput,
+  context: TenantContext,
+  coll: string,
+  ns: ResolvedNamespace,
+  options: ReadOptions,
+): RewriteResult {
   const rw = new Rewrite(input, context, `${input.db}.${coll}`);
   if (options.facts !== undefined) options.facts.sharedData ||= ns.tenantFiltered || ns.model === 'shared-collection';
   filterField(rw, 'query', ns.tenantFiltered);
@@ -258,7 +290,10 @@ function rewriteQueryCommand(input: CommandInput, context: TenantContext, coll: 
 }
 
 function isDbLevel(value: RawValue): boolean {
-  return (value.type === BsonType.int32 || value.type === BsonType.int64 || value.type === BsonType.double) && numberOf(value) === 1;
+  return (
+    (value.type === BsonType.int32 || value.type === BsonType.int64 || value.type === BsonType.double) &&
+    numberOf(value) === 1
+  );
 }
 
 /** aggregate (catalogue 13, 28-36): `aggregate: "<coll>"` or `aggregate: 1` (then `$documents` first). */
@@ -297,13 +332,20 @@ function aggregateImpl(input: CommandInput, context: TenantContext, options: Rea
   }
   const explain = input.body.get('explain');
   const explaining = explain !== undefined && explain.type === BsonType.boolean && explain.value[0] === 1;
-  if (explain !== undefined && explain.type !== BsonType.boolean) refuse('aggregate.explain', 'aggregate.explain must be a boolean', ErrorCodes.TypeMismatch);
-  if (explaining && options.explained) refuse('explain.nested', 'explain inside explain is not allowed', ErrorCodes.BadValue);
+  if (explain !== undefined && explain.type !== BsonType.boolean)
+    refuse('aggregate.explain', 'aggregate.explain must be a boolean', ErrorCodes.TypeMismatch);
+  if (explaining && options.explained)
+    refuse('explain.nested', 'explain inside explain is not allowed', ErrorCodes.BadValue);
   const cursor = input.body.get('cursor');
   if (cursor === undefined && !explaining) {
-    refuse('aggregate.cursor', "the 'cursor' option is required, except for aggregate with the explain argument", ErrorCodes.FailedToParse);
+    refuse(
+      'aggregate.cursor',
+      "the 'cursor' option is required, except for aggregate with the explain argument",
+      ErrorCodes.FailedToParse,
+    );
   }
-  if (cursor !== undefined && cursor.type !== BsonType.document) refuse('aggregate.cursor', 'aggregate.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (cursor !== undefined && cursor.type !== BsonType.document)
+    refuse('aggregate.cursor', 'aggregate.cursor must be a document', ErrorCodes.TypeMismatch);
 
   const { pipeline: rewritten, summary } = rewritePipelineDetailed(pipeline, context, {
     db: input.db,
@@ -331,7 +373,8 @@ function listIndexesImpl(input: CommandInput, context: TenantContext): RewriteRe
   const { coll, ns } = resolveCollection(input, context);
   const rw = new Rewrite(input, context, `${input.db}.${coll}`);
   const cursor = input.body.get('cursor');
-  if (cursor !== undefined && cursor.type !== BsonType.document) refuse('listIndexes.cursor', 'listIndexes.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (cursor !== undefined && cursor.type !== BsonType.document)
+    refuse('listIndexes.cursor', 'listIndexes.cursor must be a document', ErrorCodes.TypeMismatch);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime({});
   return rw.result({ registerCursor: { db: ns.db, coll: ns.coll }, filterListing: 'indexes' });
@@ -344,7 +387,8 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   const rw = new Rewrite(input, context, input.db);
   const filter = input.body.get('filter');
   if (filter !== undefined) {
-    if (filter.type !== BsonType.document) refuse('filter.not-document', 'listCollections.filter must be a document', ErrorCodes.TypeMismatch);
+    if (filter.type !== BsonType.document)
+      refuse('filter.not-document', 'listCollections.filter must be a document', ErrorCodes.TypeMismatch);
     validateFilter(filter, 'listCollections.filter');
     // An empty filter (drivers always send one) is no filter at all.
     if (database.model === 'collection-prefix' && RawDocument.parse(filter.value).elements.length > 0) {
@@ -352,17 +396,25 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
       const doc = RawDocument.parse(filter.value);
       const name = doc.get('name');
       if (doc.elements.length !== 1 || name === undefined || name.type !== BsonType.string) {
-        refuse('listCollections.filter', 'in a collection-prefix database listCollections.filter may only be {name: "<collection>"}');
+        refuse(
+          'listCollections.filter',
+          'in a collection-prefix database listCollections.filter may only be {name: "<collection>"}',
+        );
       }
       const resolved = context.namespaces.resolve(input.db, stringOf(name), 'read');
       if (resolved.coll !== stringOf(name)) {
-        rw.set('filter', RawDocument.parse(filter.value).with('name', valueOf(resolved.coll)).toValue(), 'listCollections.filter.map');
+        rw.set(
+          'filter',
+          RawDocument.parse(filter.value).with('name', valueOf(resolved.coll)).toValue(),
+          'listCollections.filter.map',
+        );
         rw.namesMapped = true;
       }
     }
   }
   const cursor = input.body.get('cursor');
-  if (cursor !== undefined && cursor.type !== BsonType.document) refuse('listCollections.cursor', 'listCollections.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (cursor !== undefined && cursor.type !== BsonType.document)
+    refuse('listCollections.cursor', 'listCollections.cursor must be a document', ErrorCodes.TypeMismatch);
   if (database.model === 'shared-collection') {
     const nameOnly = input.body.get('nameOnly');
     if (nameOnly === undefined || nameOnly.type !== BsonType.boolean || nameOnly.value[0] !== 1) {
@@ -422,15 +474,27 @@ export function createExplainHandler(writes: ExplainableWriteHandlers = {}): Com
   return (input, context) => {
     checkBody('explain', input);
     const innerValue = input.body.first!;
-    if (innerValue.type !== BsonType.document) refuse('explain.inner', 'explain must wrap a command document', ErrorCodes.TypeMismatch);
+    if (innerValue.type !== BsonType.document)
+      refuse('explain.inner', 'explain must wrap a command document', ErrorCodes.TypeMismatch);
     const innerBody = RawDocument.parse(innerValue.value);
     const innerName = innerBody.first?.name;
     if (innerName === undefined) refuse('explain.inner', 'explain must wrap a command', ErrorCodes.BadValue);
     if (innerName === 'explain') refuse('explain.nested', 'explain inside explain is not allowed', ErrorCodes.BadValue);
     for (const name of INNER_REFUSED_FIELDS) {
-      if (innerBody.has(name)) refuse('explain.inner', `the explained command must not carry ${name} (it belongs on explain itself)`, ErrorCodes.BadValue);
+      if (innerBody.has(name))
+        refuse(
+          'explain.inner',
+          `the explained command must not carry ${name} (it belongs on explain itself)`,
+          ErrorCodes.BadValue,
+        );
     }
-    const inner: CommandInput = { name: innerName, db: input.db, body: innerBody, sequences: new Map(), moreToCome: false };
+    const inner: CommandInput = {
+      name: innerName,
+      db: input.db,
+      body: innerBody,
+      sequences: new Map(),
+      moreToCome: false,
+    };
     const facts: Facts = { sharedData: false };
     const options: ReadOptions = { explained: true, facts };
     let result: RewriteResult;
@@ -453,19 +517,25 @@ export function createExplainHandler(writes: ExplainableWriteHandlers = {}): Com
       case 'findandmodify': {
         const handlerName: HandlerName = innerName === 'findandmodify' ? 'findAndModify' : innerName;
         const handler = writes[handlerName as keyof ExplainableWriteHandlers];
-        if (handler === undefined) refuse('explain.inner', `explain of ${innerName} is not available`, ErrorCodes.CommandNotSupported);
+        if (handler === undefined)
+          refuse('explain.inner', `explain of ${innerName} is not available`, ErrorCodes.CommandNotSupported);
         assertAllowedFields(handlerName, innerBody);
         const coll = collectionOf(inner);
         const ns = context.namespaces.resolve(input.db, coll, 'write');
         facts.sharedData ||= ns.tenantFiltered || ns.model === 'shared-collection';
         result = handler(inner, context);
-        if (result.sequences.size > 0) refuse('explain.inner', 'the explained command cannot carry document sequences', ErrorCodes.BadValue);
+        if (result.sequences.size > 0)
+          refuse('explain.inner', 'the explained command cannot carry document sequences', ErrorCodes.BadValue);
         // The explained command runs in explain's database: a `$db` the handler added goes away.
         result = { ...result, body: result.body.without('$db') };
         break;
       }
       default:
-        return refuse('explain.inner', `explain of ${JSON.stringify(innerName)} is not allowed`, ErrorCodes.CommandNotSupported);
+        return refuse(
+          'explain.inner',
+          `explain of ${JSON.stringify(innerName)} is not allowed`,
+          ErrorCodes.CommandNotSupported,
+        );
     }
 
     let body = input.body;
@@ -474,10 +544,17 @@ export function createExplainHandler(writes: ExplainableWriteHandlers = {}): Com
     const verbosity = input.body.get('verbosity');
     if (verbosity !== undefined) {
       if (verbosity.type !== BsonType.string || !VERBOSITIES.has(stringOf(verbosity))) {
-        refuse('explain.verbosity', 'explain.verbosity must be queryPlanner, executionStats or allPlansExecution', ErrorCodes.BadValue);
+        refuse(
+          'explain.verbosity',
+          'explain.verbosity must be queryPlanner, executionStats or allPlansExecution',
+          ErrorCodes.BadValue,
+        );
       }
       if (facts.sharedData && stringOf(verbosity) !== 'queryPlanner') {
-        refuse('explain.verbosity', 'execution statistics count other tenants\' documents: only verbosity "queryPlanner" is allowed (catalogue 59)');
+        refuse(
+          'explain.verbosity',
+          'execution statistics count other tenants\' documents: only verbosity "queryPlanner" is allowed (catalogue 59)',
+        );
       }
     } else if (facts.sharedData) {
       body = body.with('verbosity', valueOf('queryPlanner'));
@@ -502,7 +579,13 @@ function physicalDbOf(input: CommandInput, context: TenantContext): string {
   if (input.name === 'aggregate' && first.type !== BsonType.string && isDbLevel(first)) {
     return context.namespaces.resolveDatabase(input.db, 'read').db;
   }
-  return context.namespaces.resolve(input.db, collectionOf(input), input.name === 'find' || input.name === 'count' || input.name === 'distinct' || input.name === 'aggregate' ? 'read' : 'write').db;
+  return context.namespaces.resolve(
+    input.db,
+    collectionOf(input),
+    input.name === 'find' || input.name === 'count' || input.name === 'distinct' || input.name === 'aggregate'
+      ? 'read'
+      : 'write',
+  ).db;
 }
 
 /** explain without write commands (update/delete/findAndModify are then refused inside explain). */
@@ -512,8 +595,11 @@ export const explain: CommandHandler = createExplainHandler();
  * The read handlers by command name, explain included (wrapping `writes` when given). The
  * engine merges them with the write and cursor handlers.
  */
-export type ReadHandlerName = 'find' | 'count' | 'distinct' | 'aggregate' | 'explain' | 'listIndexes' | 'listCollections';
+export type ReadHandlerName =
+  'find' | 'count' | 'distinct' | 'aggregate' | 'explain' | 'listIndexes' | 'listCollections';
 
-export function createReadHandlers(writes: ExplainableWriteHandlers = {}): Readonly<Record<ReadHandlerName, CommandHandler>> {
+export function createReadHandlers(
+  writes: ExplainableWriteHandlers = {},
+): Readonly<Record<ReadHandlerName, CommandHandler>> {
   return { find, count, distinct, aggregate, explain: createExplainHandler(writes), listIndexes, listCollections };
 }

@@ -8,7 +8,16 @@
  * filterListing works on physical names and does not rename; mapReplyNames renames.
  */
 import { BsonType } from '../wire/bson-scan.js';
-import { arrayItems, arrayOf, numberOf, RawDocument, stringOf, valueOf, type RawElement, type RawValue } from '../wire/raw-bson.js';
+import {
+  arrayItems,
+  arrayOf,
+  numberOf,
+  RawDocument,
+  stringOf,
+  valueOf,
+  type RawElement,
+  type RawValue,
+} from '../wire/raw-bson.js';
 import type { NamespaceResolver } from './types.js';
 
 export const REDACTED = '<redacted>';
@@ -17,7 +26,10 @@ export const REDACTED = '<redacted>';
 // Small raw helpers
 
 /** A copy of `doc` where `change` returned a new value (or null: remove); undefined when nothing changed. */
-function rebuild(doc: RawDocument, change: (element: RawElement) => RawValue | null | undefined): RawDocument | undefined {
+function rebuild(
+  doc: RawDocument,
+  change: (element: RawElement) => RawValue | null | undefined,
+): RawDocument | undefined {
   let changed = false;
   const out: RawElement[] = [];
   for (const element of doc.elements) {
@@ -75,9 +87,13 @@ function rewriteCursor(
   return next?.toBytes();
 }
 
-function rewriteBatch(cursor: RawDocument, change: (item: RawValue) => RawValue | null | undefined): RawDocument | undefined {
+function rewriteBatch(
+  cursor: RawDocument,
+  change: (item: RawValue) => RawValue | null | undefined,
+): RawDocument | undefined {
   return rebuild(cursor, (element) => {
-    if ((element.name !== 'firstBatch' && element.name !== 'nextBatch') || element.type !== BsonType.array) return undefined;
+    if ((element.name !== 'firstBatch' && element.name !== 'nextBatch') || element.type !== BsonType.array)
+      return undefined;
     return mapArray(element, (item) => (item.type === BsonType.document ? change(item) : undefined));
   });
 }
@@ -160,7 +176,10 @@ const DUP_KEY = 'dup key: ';
 /** Conversion and evaluation errors that quote the input (catalogue 60), as [pattern, replacement]. */
 const VALUE_QUOTING: ReadonlyArray<readonly [RegExp, string]> = [
   // $convert / $toInt / $toDouble / $toDecimal / $toObjectId / $toDate…: the input, then the reason (which may quote it too).
-  [/Failed to parse (\w+) [\s\S]* in \$convert with no onError value[\s\S]*$/, `Failed to parse $1 ${REDACTED} in $convert with no onError value`],
+  [
+    /Failed to parse (\w+) [\s\S]* in \$convert with no onError value[\s\S]*$/,
+    `Failed to parse $1 ${REDACTED} in $convert with no onError value`,
+  ],
   [/Failed to parse (\w+) '[\s\S]*$/, `Failed to parse $1 ${REDACTED}`],
   // $dateFromString / $toDate on strings: "Error parsing date string '…'; 0: Unexpected character '…'".
   [/Error parsing date string[\s\S]*$/, `Error parsing date string ${REDACTED}`],
@@ -233,7 +252,7 @@ export interface ScrubOptions {
 export function scrubErrorValues(body: Uint8Array, options: ScrubOptions = {}): Uint8Array | undefined {
   const reply = RawDocument.parse(body);
   const failed = isFailed(reply);
-  const top = failed ? scrubErrorDocument(reply) ?? reply : reply;
+  const top = failed ? (scrubErrorDocument(reply) ?? reply) : reply;
   const next = rebuild(top, (element) => {
     switch (element.name) {
       case 'writeErrors':
@@ -305,7 +324,11 @@ export interface MapNamesOptions {
   namespaces?: readonly NamespacePair[];
 }
 
-function mapErrorNames(doc: RawDocument, resolver: NamespaceResolver, known: readonly NamespacePair[]): RawDocument | undefined {
+function mapErrorNames(
+  doc: RawDocument,
+  resolver: NamespaceResolver,
+  known: readonly NamespacePair[],
+): RawDocument | undefined {
   return rebuild(doc, (element) => {
     if (element.name !== 'errmsg') return undefined;
     const message = stringValue(element);
@@ -321,7 +344,11 @@ function mapErrorNames(doc: RawDocument, resolver: NamespaceResolver, known: rea
  * listIndexes / idIndex `ns` of old servers, and namespaces in error messages. Returns undefined
  * when nothing changed.
  */
-export function mapReplyNames(body: Uint8Array, resolver: NamespaceResolver, options: MapNamesOptions = {}): Uint8Array | undefined {
+export function mapReplyNames(
+  body: Uint8Array,
+  resolver: NamespaceResolver,
+  options: MapNamesOptions = {},
+): Uint8Array | undefined {
   const known = options.namespaces ?? [];
   const reply = RawDocument.parse(body);
   const next = rebuild(reply, (element) => {
@@ -351,7 +378,9 @@ export function mapReplyNames(body: Uint8Array, resolver: NamespaceResolver, opt
     const mappedNs = clientNs(resolver, ns);
     if (mappedNs !== undefined && mappedNs !== ns) current = current.with('ns', valueOf(mappedNs));
     if (parts !== undefined && parts.coll === '$cmd.listCollections') {
-      current = rewriteBatch(current, (item) => mapCollectionEntry(RawDocument.parse(item.value), parts.db, resolver)) ?? current;
+      current =
+        rewriteBatch(current, (item) => mapCollectionEntry(RawDocument.parse(item.value), parts.db, resolver)) ??
+        current;
     } else if (parts !== undefined && parts.coll.startsWith('$cmd.listIndexes.')) {
       current = rewriteBatch(current, (item) => mapNsField(RawDocument.parse(item.value), resolver)) ?? current;
     }
@@ -425,9 +454,12 @@ const EMPTY_DOCUMENT: RawValue = { type: BsonType.document, value: Uint8Array.of
 
 function stripCollectionEntry(entry: RawDocument): RawDocument | undefined {
   return rebuild(entry, (element) => {
-    if (element.name === 'options') return element.type === BsonType.document && element.value.length === 5 ? undefined : EMPTY_DOCUMENT;
+    if (element.name === 'options')
+      return element.type === BsonType.document && element.value.length === 5 ? undefined : EMPTY_DOCUMENT;
     if (element.name === 'info' && element.type === BsonType.document) {
-      return rebuild(RawDocument.parse(element.value), (field) => (field.name === 'uuid' ? null : undefined))?.toValue();
+      return rebuild(RawDocument.parse(element.value), (field) =>
+        field.name === 'uuid' ? null : undefined,
+      )?.toValue();
     }
     return undefined;
   });

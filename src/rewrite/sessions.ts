@@ -20,7 +20,13 @@ import { ErrorCodes, ProxyError } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, documentOf, RawDocument, type RawValue } from '../wire/raw-bson.js';
 import { capMaxTimeMS } from './limits.js';
-import { PolicyRefusal, type CommandHandler, type CommandInput, type RewriteNote, type RewriteResult } from './types.js';
+import {
+  PolicyRefusal,
+  type CommandHandler,
+  type CommandInput,
+  type RewriteNote,
+  type RewriteResult,
+} from './types.js';
 
 const UUID_SUBTYPE = 0x04;
 const UUID_BYTES = 16;
@@ -52,7 +58,12 @@ export function deriveSessionId(key: Buffer, tenant: string, clientId: Uint8Arra
   const tenantBytes = Buffer.from(tenant, 'utf8');
   const length = Buffer.allocUnsafe(4);
   length.writeUInt32BE(tenantBytes.length, 0);
-  const digest = createHmac('sha256', key).update(DERIVATION_LABEL).update(length).update(tenantBytes).update(clientId).digest();
+  const digest = createHmac('sha256', key)
+    .update(DERIVATION_LABEL)
+    .update(length)
+    .update(tenantBytes)
+    .update(clientId)
+    .digest();
   const id = digest.subarray(0, UUID_BYTES);
   id[6] = (id[6]! & 0x0f) | 0x80;
   id[8] = (id[8]! & 0x3f) | 0x80;
@@ -154,16 +165,27 @@ function sessionListHandler(key: Buffer, allowEmpty: boolean, otherFields: reado
     checkFields(input, new Set([input.name, ...otherFields]));
     const list = input.body.first!;
     if (list.type !== BsonType.array) {
-      throw new PolicyRefusal(`${input.name}.invalid`, `${input.name} must be an array of sessions`, ErrorCodes.TypeMismatch);
+      throw new PolicyRefusal(
+        `${input.name}.invalid`,
+        `${input.name} must be an array of sessions`,
+        ErrorCodes.TypeMismatch,
+      );
     }
     const items = arrayItems(list);
     if (items.length === 0 && !allowEmpty) {
       // killSessions: [] kills every session of the *user*, i.e. of every tenant (catalogue 56).
-      throw new PolicyRefusal(`${input.name}.all`, `${input.name} needs the sessions to act on; an empty list would reach every tenant`);
+      throw new PolicyRefusal(
+        `${input.name}.all`,
+        `${input.name} needs the sessions to act on; an empty list would reach every tenant`,
+      );
     }
-    const mapped = arrayOf(items.map((item, index) => mapLsidValue(item, context.tenant, key, `${input.name}.${index}`)));
+    const mapped = arrayOf(
+      items.map((item, index) => mapLsidValue(item, context.tenant, key, `${input.name}.${index}`)),
+    );
     const body = new RawDocument(
-      input.body.elements.map((element, index) => (index === 0 ? { name: element.name, type: mapped.type, value: mapped.value } : element)),
+      input.body.elements.map((element, index) =>
+        index === 0 ? { name: element.name, type: mapped.type, value: mapped.value } : element,
+      ),
     );
     return result(body, [{ kind: 'rewrite', rule: 'lsid.map' }]);
   };
@@ -189,7 +211,11 @@ function transactionHandler(): CommandHandler {
 }
 
 /** Handlers by command name, for the engine's table. */
-export function createSessionHandlers(key: Buffer): Readonly<Record<'endSessions' | 'refreshSessions' | 'killSessions' | 'commitTransaction' | 'abortTransaction', CommandHandler>> {
+export function createSessionHandlers(
+  key: Buffer,
+): Readonly<
+  Record<'endSessions' | 'refreshSessions' | 'killSessions' | 'commitTransaction' | 'abortTransaction', CommandHandler>
+> {
   return {
     // Drivers close their clients with an unacknowledged endSessions: writeConcern {w: 0}.
     endSessions: sessionListHandler(key, true, ['writeConcern']),

@@ -57,10 +57,31 @@ import {
 /** The server's limit for a user document (BSONObjMaxUserSize): stamping never goes past it (catalogue 51). */
 export const MAX_USER_DOCUMENT_SIZE = 16 * 1024 * 1024;
 
-const UPDATE_STATEMENT_FIELDS = new Set(['q', 'u', 'c', 'upsert', 'multi', 'arrayFilters', 'hint', 'collation', 'sort']);
+const UPDATE_STATEMENT_FIELDS = new Set([
+  'q',
+  'u',
+  'c',
+  'upsert',
+  'multi',
+  'arrayFilters',
+  'hint',
+  'collation',
+  'sort',
+]);
 const DELETE_STATEMENT_FIELDS = new Set(['q', 'limit', 'collation', 'hint']);
 const BULK_INSERT_FIELDS = new Set(['insert', 'document']);
-const BULK_UPDATE_FIELDS = new Set(['update', 'filter', 'updateMods', 'arrayFilters', 'multi', 'hint', 'upsert', 'sort', 'collation', 'constants']);
+const BULK_UPDATE_FIELDS = new Set([
+  'update',
+  'filter',
+  'updateMods',
+  'arrayFilters',
+  'multi',
+  'hint',
+  'upsert',
+  'sort',
+  'collation',
+  'constants',
+]);
 const BULK_DELETE_FIELDS = new Set(['delete', 'filter', 'multi', 'hint', 'collation']);
 const NS_INFO_FIELDS = new Set(['ns']);
 const BULK_CURSOR_FIELDS = new Set(['batchSize']);
@@ -103,7 +124,8 @@ function asDocumentValue(bytes: Uint8Array): RawValue {
 }
 
 function parseDocument(value: RawValue, where: string): RawDocument {
-  if (value.type !== BsonType.document) refuse('write.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
+  if (value.type !== BsonType.document)
+    refuse('write.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
   return RawDocument.parse(value.value);
 }
 
@@ -119,7 +141,8 @@ function assertUniqueNames(doc: RawDocument, where: string): void {
 function assertKnownFields(doc: RawDocument, allowed: ReadonlySet<string>, where: string, rule: string): void {
   assertUniqueNames(doc, where);
   for (const { name } of doc.elements) {
-    if (name === 'rawData') refuse('write.raw-data', `${where}: rawData addresses raw time-series buckets and is not allowed`);
+    if (name === 'rawData')
+      refuse('write.raw-data', `${where}: rawData addresses raw time-series buckets and is not allowed`);
     if (!allowed.has(name)) refuse(rule, `${where}: the field "${name}" is not allowed`, ErrorCodes.BadValue);
   }
 }
@@ -128,7 +151,11 @@ function assertKnownFields(doc: RawDocument, allowed: ReadonlySet<string>, where
 function assertSequences(input: CommandInput, allowed: readonly string[]): void {
   for (const identifier of input.sequences.keys()) {
     if (!allowed.includes(identifier)) {
-      refuse('opmsg.sequence', `${input.name} does not take a "${identifier}" document sequence`, ErrorCodes.Location40433);
+      refuse(
+        'opmsg.sequence',
+        `${input.name} does not take a "${identifier}" document sequence`,
+        ErrorCodes.Location40433,
+      );
     }
   }
 }
@@ -166,14 +193,20 @@ function readItems(input: CommandInput, field: string): { items: RawValue[]; seq
   const fromBody = input.body.get(field);
   const fromSequence = input.sequences.get(field);
   if (fromBody !== undefined && fromSequence !== undefined) {
-    refuse('opmsg.sequence-duplicate', `${field} is both in the body and in a document sequence`, ErrorCodes.Location40433);
+    refuse(
+      'opmsg.sequence-duplicate',
+      `${field} is both in the body and in a document sequence`,
+      ErrorCodes.Location40433,
+    );
   }
   if (fromSequence !== undefined) return { items: fromSequence.map(asDocumentValue), sequence: true };
-  if (fromBody === undefined) refuse('write.missing-field', `${input.name} requires ${field}`, ErrorCodes.FailedToParse);
+  if (fromBody === undefined)
+    refuse('write.missing-field', `${input.name} requires ${field}`, ErrorCodes.FailedToParse);
   if (fromBody.type !== BsonType.array) refuse('write.not-array', `${field} must be an array`, ErrorCodes.TypeMismatch);
   const items = arrayItems(fromBody);
   items.forEach((item, index) => {
-    if (item.type !== BsonType.document) refuse('write.not-document', `${field}.${index} must be a document`, ErrorCodes.TypeMismatch);
+    if (item.type !== BsonType.document)
+      refuse('write.not-document', `${field}.${index} must be a document`, ErrorCodes.TypeMismatch);
   });
   return { items, sequence: false };
 }
@@ -187,7 +220,10 @@ function placeItems(
   sequence: boolean,
 ): RawDocument {
   if (sequence) {
-    sequences.set(field, items.map((item) => item.value));
+    sequences.set(
+      field,
+      items.map((item) => item.value),
+    );
     return body;
   }
   return body.with(field, arrayOf(items));
@@ -224,8 +260,10 @@ function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix:
   const doc = parseDocument(value, where);
   assertUniqueNames(doc, where);
   for (const { name } of doc.elements) {
-    if (name.startsWith('$')) refuse('document.dollar-field', `${where}: top-level field names may not start with "$"`, ErrorCodes.BadValue);
-    if (name.includes('.')) refuse('document.dotted-field', `${where}: top-level field names may not contain "."`, ErrorCodes.BadValue);
+    if (name.startsWith('$'))
+      refuse('document.dollar-field', `${where}: top-level field names may not start with "$"`, ErrorCodes.BadValue);
+    if (name.includes('.'))
+      refuse('document.dotted-field', `${where}: top-level field names may not contain "."`, ErrorCodes.BadValue);
   }
   assertNoForbidden(value, where);
   const { context, target } = scope;
@@ -248,7 +286,11 @@ function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix:
   elements.splice(idIndex + 1, 0, stamp);
   const bytes = new RawDocument(elements).toBytes();
   if (bytes.length > MAX_USER_DOCUMENT_SIZE) {
-    refuse('document.too-large', `${where}: with the tenant field the document exceeds ${MAX_USER_DOCUMENT_SIZE} bytes`, ErrorCodes.BSONObjectTooLarge);
+    refuse(
+      'document.too-large',
+      `${where}: with the tenant field the document exceeds ${MAX_USER_DOCUMENT_SIZE} bytes`,
+      ErrorCodes.BSONObjectTooLarge,
+    );
   }
   scope.notes.add(`${rulePrefix}.stamp`, target.clientNs);
   return asDocumentValue(bytes);
@@ -257,7 +299,8 @@ function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix:
 /** A client filter, validated; in shared collections wrapped in the tenant `$and` (G4). */
 function rewriteFilter(value: RawValue | undefined, scope: Scope, where: string): RawValue | undefined {
   if (value !== undefined) {
-    if (value.type !== BsonType.document) refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
+    if (value.type !== BsonType.document)
+      refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
     validateFilter(value, where);
   }
   if (!scope.target.resolved.tenantFiltered) return value;
@@ -272,7 +315,8 @@ function rewriteUpdatePipeline(value: RawValue, scope: Scope, where: string): Ra
     const at = `${where}.${index}`;
     const doc = parseDocument(stage, at);
     const only = doc.first;
-    if (doc.elements.length !== 1 || only === undefined) refuse('update.pipeline-stage', `${at} must have exactly one stage name`, ErrorCodes.BadValue);
+    if (doc.elements.length !== 1 || only === undefined)
+      refuse('update.pipeline-stage', `${at} must have exactly one stage name`, ErrorCodes.BadValue);
     if (!UPDATE_PIPELINE_STAGES.has(only.name)) {
       refuse('update.pipeline-stage', `${at}: ${only.name} is not allowed in an update pipeline`, ErrorCodes.BadValue);
     }
@@ -281,7 +325,11 @@ function rewriteUpdatePipeline(value: RawValue, scope: Scope, where: string): Ra
       case '$unset':
         if (only.type === BsonType.string) break;
         if (only.type !== BsonType.array || arrayItems(only).some((item) => item.type !== BsonType.string)) {
-          refuse('update.pipeline-stage', `${at}: $unset takes a field name or an array of them`, ErrorCodes.TypeMismatch);
+          refuse(
+            'update.pipeline-stage',
+            `${at}: $unset takes a field name or an array of them`,
+            ErrorCodes.TypeMismatch,
+          );
         }
         break;
       case '$project':
@@ -291,7 +339,8 @@ function rewriteUpdatePipeline(value: RawValue, scope: Scope, where: string): Ra
         const spec = parseDocument(only, `${at}.$replaceRoot`);
         assertKnownFields(spec, new Set(['newRoot']), `${at}.$replaceRoot`, 'update.pipeline-stage');
         const newRoot = spec.get('newRoot');
-        if (newRoot === undefined) refuse('update.pipeline-stage', `${at}.$replaceRoot requires newRoot`, ErrorCodes.FailedToParse);
+        if (newRoot === undefined)
+          refuse('update.pipeline-stage', `${at}.$replaceRoot requires newRoot`, ErrorCodes.FailedToParse);
         validateExpression(newRoot, `${at}.$replaceRoot.newRoot`);
         break;
       }
@@ -344,13 +393,19 @@ function withTenantOnInsert(value: RawValue, scope: Scope): RawValue {
 function checkArrayFilters(value: RawValue, where: string): void {
   if (value.type !== BsonType.array) refuse('write.not-array', `${where} must be an array`, ErrorCodes.TypeMismatch);
   arrayItems(value).forEach((filter, index) => {
-    if (filter.type !== BsonType.document) refuse('filter.not-document', `${where}.${index} must be a document`, ErrorCodes.TypeMismatch);
+    if (filter.type !== BsonType.document)
+      refuse('filter.not-document', `${where}.${index} must be a document`, ErrorCodes.TypeMismatch);
     validateFilter(filter, `${where}.${index}`);
   });
 }
 
 /** Options shared by update statements, findAndModify and bulkWrite ops; checked, kept as sent. */
-function checkOptions(doc: RawDocument, scope: Scope, where: string, names: { arrayFilters?: string; constants?: string; fields?: string }): void {
+function checkOptions(
+  doc: RawDocument,
+  scope: Scope,
+  where: string,
+  names: { arrayFilters?: string; constants?: string; fields?: string },
+): void {
   const { context, target } = scope;
   const tenantFiltered = target.resolved.tenantFiltered;
   for (const element of doc.elements) {
@@ -362,7 +417,9 @@ function checkOptions(doc: RawDocument, scope: Scope, where: string, names: { ar
         break;
       case 'collation':
         // A string tenant compared under strength 1-2 would match other spellings (catalogue 9).
-        validateCollation(element, at, { tenantIsString: tenantFiltered && context.tenantValue.type === BsonType.string });
+        validateCollation(element, at, {
+          tenantIsString: tenantFiltered && context.tenantValue.type === BsonType.string,
+        });
         break;
       case 'sort':
         validateSort(element, at);
@@ -371,7 +428,8 @@ function checkOptions(doc: RawDocument, scope: Scope, where: string, names: { ar
         checkArrayFilters(element, at);
         break;
       case names.constants:
-        if (element.type !== BsonType.document) refuse('write.not-document', `${at} must be a document`, ErrorCodes.TypeMismatch);
+        if (element.type !== BsonType.document)
+          refuse('write.not-document', `${at} must be a document`, ErrorCodes.TypeMismatch);
         assertNoForbidden(element, at);
         break;
       case names.fields:
@@ -419,9 +477,11 @@ function rewriteUpdateStatement(
 ): RawValue {
   const replacements = new Map<string, RawValue>();
   const filter = doc.get(names.filter);
-  if (filter === undefined) refuse('write.missing-field', `${where} requires ${names.filter}`, ErrorCodes.FailedToParse);
+  if (filter === undefined)
+    refuse('write.missing-field', `${where} requires ${names.filter}`, ErrorCodes.FailedToParse);
   const update = doc.get(names.update);
-  if (update === undefined) refuse('write.missing-field', `${where} requires ${names.update}`, ErrorCodes.FailedToParse);
+  if (update === undefined)
+    refuse('write.missing-field', `${where} requires ${names.update}`, ErrorCodes.FailedToParse);
   replacements.set(names.filter, rewriteFilter(filter, scope, `${where}.${names.filter}`)!);
   replacements.set(names.update, rewriteUpdateSpec(update, scope, `${where}.${names.update}`));
   checkOptions(doc, scope, where, { arrayFilters: 'arrayFilters', constants: names.constants });
@@ -433,7 +493,10 @@ function rewriteDeleteStatement(doc: RawDocument, scope: Scope, where: string, f
   const filter = doc.get(filterName);
   if (filter === undefined) refuse('write.missing-field', `${where} requires ${filterName}`, ErrorCodes.FailedToParse);
   checkOptions(doc, scope, where, {});
-  return replaceElements(pinCollation(doc, scope), new Map([[filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!]]));
+  return replaceElements(
+    pinCollation(doc, scope),
+    new Map([[filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!]]),
+  );
 }
 
 function replyFor(target: Target): RewriteResult['reply'] {
@@ -441,7 +504,13 @@ function replyFor(target: Target): RewriteResult['reply'] {
 }
 
 /** The shape every single-collection write shares: names, fields, maxTimeMS. */
-function prepare(input: CommandInput, context: TenantContext, kind: 'insert' | 'update' | 'delete' | 'findAndModify', items: readonly string[], sequences: readonly string[] = items) {
+function prepare(
+  input: CommandInput,
+  context: TenantContext,
+  kind: 'insert' | 'update' | 'delete' | 'findAndModify',
+  items: readonly string[],
+  sequences: readonly string[] = items,
+) {
   // The one field allowlist (policy/commands.ts): bypassDocumentValidation and internal fields
   // such as rawData are refused there (catalogue 43, 53).
   assertAllowedFields(kind, input.body);
@@ -516,7 +585,8 @@ export const findAndModify: CommandHandler = (input, context) => {
 /** Splits "db.coll" at the first dot, as the server does. */
 function splitNamespace(ns: string, where: string): { db: string; coll: string } {
   const dot = ns.indexOf('.');
-  if (dot <= 0 || dot === ns.length - 1) refuse('namespace.invalid', `${where} is not a "db.collection" namespace`, ErrorCodes.InvalidNamespace);
+  if (dot <= 0 || dot === ns.length - 1)
+    refuse('namespace.invalid', `${where} is not a "db.collection" namespace`, ErrorCodes.InvalidNamespace);
   return { db: ns.slice(0, dot), coll: ns.slice(dot + 1) };
 }
 
@@ -537,7 +607,8 @@ function opIndex(element: RawElement, count: number, where: string): number {
 export const bulkWrite: CommandHandler = (input, context) => {
   assertAllowedFields('bulkWrite', input.body);
   assertSequences(input, ['ops', 'nsInfo']);
-  if (input.db !== 'admin') refuse('bulkWrite.not-admin', 'bulkWrite runs on the admin database', ErrorCodes.Unauthorized);
+  if (input.db !== 'admin')
+    refuse('bulkWrite.not-admin', 'bulkWrite runs on the admin database', ErrorCodes.Unauthorized);
   const notes = new Notes();
   checkBody(input.body, ['ops', 'nsInfo'], input.name);
   const cursor = input.body.get('cursor');
@@ -546,14 +617,16 @@ export const bulkWrite: CommandHandler = (input, context) => {
   }
 
   const nsInfo = readItems(input, 'nsInfo');
-  if (nsInfo.items.length === 0) refuse('bulkWrite.no-namespace', 'nsInfo must name at least one namespace', ErrorCodes.BadValue);
+  if (nsInfo.items.length === 0)
+    refuse('bulkWrite.no-namespace', 'nsInfo must name at least one namespace', ErrorCodes.BadValue);
   const targets: Target[] = [];
   const physicalNsInfo = nsInfo.items.map((item, index) => {
     const where = `nsInfo.${index}`;
     const doc = parseDocument(item, where);
     assertKnownFields(doc, NS_INFO_FIELDS, where, 'bulkWrite.unknown-field');
     const ns = doc.get('ns');
-    if (ns === undefined || ns.type !== BsonType.string) refuse('namespace.not-string', `${where}.ns must be a string`, ErrorCodes.InvalidNamespace);
+    if (ns === undefined || ns.type !== BsonType.string)
+      refuse('namespace.not-string', `${where}.ns must be a string`, ErrorCodes.InvalidNamespace);
     const { db, coll } = splitNamespace(stringOf(ns), `${where}.ns`);
     const target = resolveTarget(context, db, coll);
     targets.push(target);
@@ -567,19 +640,34 @@ export const bulkWrite: CommandHandler = (input, context) => {
     const doc = parseDocument(item, where);
     const first = doc.first;
     if (first === undefined) refuse('bulkWrite.bad-op', `${where} is empty`, ErrorCodes.FailedToParse);
-    const kinds = doc.elements.filter((element) => element.name === 'insert' || element.name === 'update' || element.name === 'delete');
-    if (kinds.length !== 1 || kinds[0] !== first) refuse('bulkWrite.bad-op', `${where} must start with exactly one of insert, update, delete`, ErrorCodes.FailedToParse);
+    const kinds = doc.elements.filter(
+      (element) => element.name === 'insert' || element.name === 'update' || element.name === 'delete',
+    );
+    if (kinds.length !== 1 || kinds[0] !== first)
+      refuse(
+        'bulkWrite.bad-op',
+        `${where} must start with exactly one of insert, update, delete`,
+        ErrorCodes.FailedToParse,
+      );
     const scope: Scope = { context, notes, target: targets[opIndex(first, targets.length, where)]! };
     switch (first.name) {
       case 'insert': {
         assertKnownFields(doc, BULK_INSERT_FIELDS, where, 'bulkWrite.unknown-field');
         const document = doc.get('document');
-        if (document === undefined) refuse('write.missing-field', `${where} requires document`, ErrorCodes.FailedToParse);
-        return replaceElements(doc, new Map([['document', stampDocument(document, scope, `${where}.document`, 'insert')]]));
+        if (document === undefined)
+          refuse('write.missing-field', `${where} requires document`, ErrorCodes.FailedToParse);
+        return replaceElements(
+          doc,
+          new Map([['document', stampDocument(document, scope, `${where}.document`, 'insert')]]),
+        );
       }
       case 'update':
         assertKnownFields(doc, BULK_UPDATE_FIELDS, where, 'bulkWrite.unknown-field');
-        return rewriteUpdateStatement(doc, scope, where, { filter: 'filter', update: 'updateMods', constants: 'constants' });
+        return rewriteUpdateStatement(doc, scope, where, {
+          filter: 'filter',
+          update: 'updateMods',
+          constants: 'constants',
+        });
       default:
         assertKnownFields(doc, BULK_DELETE_FIELDS, where, 'bulkWrite.unknown-field');
         return rewriteDeleteStatement(doc, scope, where, 'filter');

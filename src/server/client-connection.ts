@@ -57,7 +57,13 @@ const PRE_AUTH_FORWARDED: ReadonlySet<string> = new Set(['buildInfo', 'buildinfo
  * Commands a client may send with moreToCome: no reply is expected. w:0 writes, and endSessions,
  * which drivers send so when they close (it opens nothing a tenant would not be told about).
  */
-const FIRE_AND_FORGET_COMMANDS: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'bulkWrite', 'endSessions']);
+const FIRE_AND_FORGET_COMMANDS: ReadonlySet<string> = new Set([
+  'insert',
+  'update',
+  'delete',
+  'bulkWrite',
+  'endSessions',
+]);
 
 export interface ClientConnectionDeps {
   config: ProxyConfig;
@@ -194,7 +200,10 @@ export class ClientConnection {
         this.tenantLimitError = refusal;
         this.deps.metrics.tenantLimitRejection(refusal.reason);
         this.logger = this.logger.child({ tenant: identity.tenant, identityMethod: identity.method });
-        this.logger.warn({ limit: this.deps.config.limits.maxConnectionsPerTenant }, 'tenant connection limit reached; refusing the connection');
+        this.logger.warn(
+          { limit: this.deps.config.limits.maxConnectionsPerTenant },
+          'tenant connection limit reached; refusing the connection',
+        );
         return;
       }
       this.countedTenant = identity.tenant;
@@ -280,7 +289,11 @@ export class ClientConnection {
     // The client cannot send while the proxy is not reading: its frame clock stops meanwhile.
     this.clearTimers();
     try {
-      for (let frame = this.pending.shift(); frame !== undefined && !this.closed && !this.ending; frame = this.pending.shift()) {
+      for (
+        let frame = this.pending.shift();
+        frame !== undefined && !this.closed && !this.ending;
+        frame = this.pending.shift()
+      ) {
         await this.handleFrame(frame);
       }
     } catch (error) {
@@ -373,7 +386,8 @@ export class ClientConnection {
   private async handleOpMsg(frame: Buffer, request: Request): Promise<void> {
     let msg: OpMsg;
     let envelope: CommandEnvelope;
-    const fireAndForget = frame.length > HEADER_LENGTH + 4 && (frame.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome) !== 0;
+    const fireAndForget =
+      frame.length > HEADER_LENGTH + 4 && (frame.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome) !== 0;
     try {
       msg = parseOpMsg(frame, { maxBsonDepth: this.deps.config.limits.maxBsonDepth });
       envelope = readCommandEnvelope(msg.body);
@@ -409,7 +423,8 @@ export class ClientConnection {
       } else if (name === 'connectionStatus') {
         await this.write(encodeReply(this.authenticator.connectionStatus(), request.requestId, 'opMsg'));
       } else if (this.authenticator.identity === undefined && PRE_AUTH_LOCAL_OK.has(name)) {
-        if ((msg.flagBits & OpMsgFlag.moreToCome) === 0) await this.write(encodeReply({ ok: 1 }, request.requestId, 'opMsg'));
+        if ((msg.flagBits & OpMsgFlag.moreToCome) === 0)
+          await this.write(encodeReply({ ok: 1 }, request.requestId, 'opMsg'));
       } else if (this.authenticator.identity === undefined && !PRE_AUTH_FORWARDED.has(name)) {
         outcome = 'denied';
         throw this.authenticator.unauthorized(name);
@@ -420,12 +435,15 @@ export class ClientConnection {
       outcome = failureOutcome(error, outcome, envelope.name);
       if (error instanceof WireProtocolError && error.fatal) throw error;
       // Authentication failures are audited by the authenticator, isolation refusals where decided.
-      if (outcome === 'denied' && error !== this.auditedRefusal && !AUTH_COMMANDS.has(envelope.name)) this.auditDenial(envelope, error);
+      if (outcome === 'denied' && error !== this.auditedRefusal && !AUTH_COMMANDS.has(envelope.name))
+        this.auditDenial(envelope, error);
       if ((msg.flagBits & OpMsgFlag.moreToCome) !== 0) {
         // A moreToCome request gets no reply, so a refused one can only be answered by closing
         // the connection: the client must not believe its w:0 write succeeded (catalogue 50).
         const reason = ProxyError.is(error) ? error.message : 'request failed';
-        throw new WireProtocolError(ProxyError.is(error) ? error.code : ErrorCodes.InternalError, reason, true, { cause: error });
+        throw new WireProtocolError(ProxyError.is(error) ? error.code : ErrorCodes.InternalError, reason, true, {
+          cause: error,
+        });
       }
       if (!this.closed) await this.writeError(error, request, 'opMsg');
       if (error === this.tenantLimitError) this.close('tenant connection limit reached', { graceful: true });
@@ -505,14 +523,22 @@ export class ClientConnection {
   private async refuseOpcode(opCode: number, request: Request): Promise<void> {
     // Removed legacy opcodes and unknown ones: say why, never forward, then close (catalogue 44).
     this.deps.metrics.protocolError('UnsupportedOpcode');
-    const error = new ProxyError(ErrorCodes.CommandNotSupported, `unsupported opcode ${opCode}; only OP_MSG is accepted`);
+    const error = new ProxyError(
+      ErrorCodes.CommandNotSupported,
+      `unsupported opcode ${opCode}; only OP_MSG is accepted`,
+    );
     const format: ReplyFormat = opCode === OpCode.OP_GET_MORE ? 'opReply' : 'opMsg';
     await this.writeError(error, request, format);
     this.socket.end();
     throw new WireProtocolError(ErrorCodes.CommandNotSupported, `unsupported opcode ${opCode}`, true);
   }
 
-  private async replyHello(commandName: string, body: Uint8Array, request: Request, format: ReplyFormat): Promise<void> {
+  private async replyHello(
+    commandName: string,
+    body: Uint8Array,
+    request: Request,
+    format: ReplyFormat,
+  ): Promise<void> {
     const helloRequest = deserialize(body);
     const context = {
       server: this.deps.server(),
@@ -545,7 +571,11 @@ export class ClientConnection {
     if (moreToCome && !FIRE_AND_FORGET_COMMANDS.has(envelope.name)) {
       // Only unacknowledged writes may skip their reply; anything else would, e.g., open cursors nobody reads (catalogue 50).
       // A refusal like any other isolation rule: counted as denied and audited (it also closes the connection).
-      throw new PolicyRefusal('moreToCome.command', `moreToCome is only accepted on insert, update, delete, bulkWrite and endSessions, not ${envelope.name}`, ErrorCodes.InvalidOptions);
+      throw new PolicyRefusal(
+        'moreToCome.command',
+        `moreToCome is only accepted on insert, update, delete, bulkWrite and endSessions, not ${envelope.name}`,
+        ErrorCodes.InvalidOptions,
+      );
     }
     let outgoing: Buffer;
     /** The body of `outgoing` (what forwarding reads sessions, cursors and read preference from). */
@@ -557,7 +587,10 @@ export class ClientConnection {
       outgoing = this.outgoingFrame(frame, msg);
     } else {
       const engine = this.tenantEngine;
-      if (engine === undefined) throw unrepresentable(this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine'));
+      if (engine === undefined)
+        throw unrepresentable(
+          this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine'),
+        );
       let decision: Decision;
       try {
         decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));
@@ -571,12 +604,14 @@ export class ClientConnection {
         throw decision.refusal;
       }
       if (decision.action === 'forward-original') {
-        if (decision.wouldRefuse !== undefined) this.recordDecision(envelope, 'would-refuse', decision.wouldRefuse.rule);
+        if (decision.wouldRefuse !== undefined)
+          this.recordDecision(envelope, 'would-refuse', decision.wouldRefuse.rule);
         for (const note of decision.notes) this.recordDecision(envelope, 'would-rewrite', note.rule);
         outgoing = this.outgoingFrame(frame, msg);
       } else {
         const { result } = decision;
-        for (const note of result.notes) this.recordDecision(envelope, note.kind === 'refusal' ? 'refused' : 'rewritten', note.rule);
+        for (const note of result.notes)
+          this.recordDecision(envelope, note.kind === 'refusal' ? 'refused' : 'rewritten', note.rule);
         if (result.notes.length > 0) outcome = 'rewritten';
         if (result.reply.localReply !== undefined) {
           if (!moreToCome) await this.write(encodeReply(result.reply.localReply, request.requestId, 'opMsg'));
@@ -590,7 +625,9 @@ export class ClientConnection {
           body: outgoingBody,
           sequences: [...result.sequences].map(([identifier, documents]) => ({
             identifier,
-            documents: documents.map((document) => Buffer.from(document.buffer, document.byteOffset, document.byteLength)),
+            documents: documents.map((document) =>
+              Buffer.from(document.buffer, document.byteOffset, document.byteLength),
+            ),
           })),
         });
         plan = result.reply;
@@ -640,24 +677,24 @@ export class ClientConnection {
     try {
       ({ attempts } = await this.waitingOnUpstream(() =>
         this.deps.upstream.forward({
-        frame: outgoing,
-        traits: commandTraits(body),
-        tenant: this.countedTenant,
-        session: this.upstreamSession,
-        fireAndForget: moreToCome,
-        signal: inFlight.signal,
-        onReply: (upstreamReply, moreToCome, connection) => {
-          this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
-          let reply = upstreamReply;
-          if (plan !== undefined && engine !== undefined) reply = this.applyReplyPlan(engine, plan, reply);
-          const replyId = nextRequestId();
-          setRequestId(reply, replyId);
-          setResponseTo(reply, responseTo);
-          // Each exhaust reply answers the previous one.
-          responseTo = replyId;
-          ok &&= replyIsOk(reply);
-          writes = writes.then(() => this.writeReply(reply, request.compressor, moreToCome ? connection : undefined));
-        },
+          frame: outgoing,
+          traits: commandTraits(body),
+          tenant: this.countedTenant,
+          session: this.upstreamSession,
+          fireAndForget: moreToCome,
+          signal: inFlight.signal,
+          onReply: (upstreamReply, moreToCome, connection) => {
+            this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
+            let reply = upstreamReply;
+            if (plan !== undefined && engine !== undefined) reply = this.applyReplyPlan(engine, plan, reply);
+            const replyId = nextRequestId();
+            setRequestId(reply, replyId);
+            setResponseTo(reply, responseTo);
+            // Each exhaust reply answers the previous one.
+            responseTo = replyId;
+            ok &&= replyIsOk(reply);
+            writes = writes.then(() => this.writeReply(reply, request.compressor, moreToCome ? connection : undefined));
+          },
         }),
       ));
     } catch (error) {
@@ -690,7 +727,12 @@ export class ClientConnection {
     if (body === undefined) return reply;
     const changed = engine.reply(plan, body);
     if (changed === undefined) return reply;
-    return encodeOpMsg({ requestId: 0, responseTo: 0, flagBits: reply.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome, body: changed });
+    return encodeOpMsg({
+      requestId: 0,
+      responseTo: 0,
+      flagBits: reply.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome,
+      body: changed,
+    });
   }
 
   private recordDecision(envelope: CommandEnvelope, decision: AuditDecision, rule: string): void {
@@ -734,7 +776,11 @@ export class ClientConnection {
    * until it drains. After the last reply the connection already serves other clients and must
    * not be paused: the proxy waits for the drain itself before it takes this client's next request.
    */
-  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, upstream: UpstreamConnection | undefined): Promise<void> {
+  private async writeReply(
+    reply: Buffer,
+    compressor: CompressorName | undefined,
+    upstream: UpstreamConnection | undefined,
+  ): Promise<void> {
     let bytes = reply;
     if (compressor !== undefined) {
       bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
@@ -755,7 +801,10 @@ export class ClientConnection {
       const stalled =
         timeoutMS > 0
           ? setTimeout(() => {
-              this.logger.info({ clientIdleTimeoutMS: timeoutMS }, 'client stopped reading an exhaust stream for clientIdleTimeoutMS');
+              this.logger.info(
+                { clientIdleTimeoutMS: timeoutMS },
+                'client stopped reading an exhaust stream for clientIdleTimeoutMS',
+              );
               this.close('stalled reader');
             }, timeoutMS).unref()
           : undefined;
@@ -821,7 +870,11 @@ function compressorNameOfFrame(frame: Buffer): CompressorName | undefined {
  * `tenantValueType`) is refused: a denial like the others, audited, with the reason in the message.
  */
 function unrepresentable(error: ProxyError): PolicyRefusal {
-  return new PolicyRefusal('tenant.unrepresentable', `the tenant cannot be isolated with the current isolation settings: ${error.message}`, error.code);
+  return new PolicyRefusal(
+    'tenant.unrepresentable',
+    `the tenant cannot be isolated with the current isolation settings: ${error.message}`,
+    error.code,
+  );
 }
 
 function failureOutcome(error: unknown, current: string, command: string): string {

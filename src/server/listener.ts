@@ -77,16 +77,26 @@ export async function startListener(
     if (registry.size >= deps.config.limits.maxConnections) {
       // Refused before a byte is read: the client sees a closed connection, others are unaffected.
       deps.metrics.connectionRefused('max_connections');
-      logger.warn({ remote: socket.remoteAddress, limit: deps.config.limits.maxConnections }, 'connection limit reached; refusing');
+      logger.warn(
+        { remote: socket.remoteAddress, limit: deps.config.limits.maxConnections },
+        'connection limit reached; refusing',
+      );
       socket.destroy();
       return;
     }
     // `deps` is the object a reload updates: read through it, not the copy, for the current identity services.
-    const currentIdentity = (): { listener: ListenerConfig; identity: SharedConnectionDeps['identity'] } => ({ listener: current, identity: deps.identity });
-    const connection = new ClientConnection(socket, { ...deps, listener: current, peerCertificate, currentIdentity }, (closed) => {
-      registry.connections.delete(closed);
-      own.delete(closed);
+    const currentIdentity = (): { listener: ListenerConfig; identity: SharedConnectionDeps['identity'] } => ({
+      listener: current,
+      identity: deps.identity,
     });
+    const connection = new ClientConnection(
+      socket,
+      { ...deps, listener: current, peerCertificate, currentIdentity },
+      (closed) => {
+        registry.connections.delete(closed);
+        own.delete(closed);
+      },
+    );
     registry.connections.add(connection);
     own.add(connection);
   };
@@ -125,7 +135,10 @@ export async function startListener(
       socket.destroy();
       if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
         deps.metrics.tlsHandshake(listener.name, 'timeout');
-        logger.info({ tlsHandshakeTimeoutMS: deps.config.limits.tlsHandshakeTimeoutMS }, 'TLS handshake not completed in time; closed');
+        logger.info(
+          { tlsHandshakeTimeoutMS: deps.config.limits.tlsHandshakeTimeoutMS },
+          'TLS handshake not completed in time; closed',
+        );
         return;
       }
       deps.metrics.tlsHandshake(listener.name, 'failure');
@@ -160,7 +173,8 @@ export async function startListener(
     prepareUpdate(next: ListenerConfig, reloadIntervalMS: number): PreparedListenerUpdate {
       const tlsChanged =
         next.tls !== null && (!isDeepStrictEqual(next.tls, current.tls) || reloadIntervalMS !== tlsReloadIntervalMS);
-      const nextTls = tlsServer !== undefined && next.tls !== null && tlsChanged ? loadTls(next.tls, reloadIntervalMS) : undefined;
+      const nextTls =
+        tlsServer !== undefined && next.tls !== null && tlsChanged ? loadTls(next.tls, reloadIntervalMS) : undefined;
       return {
         commit() {
           current = next;
@@ -193,7 +207,8 @@ export async function startListener(
           if (drainTimeoutMS > 0 && own.size > 0) {
             logger.warn({ connections: own.size, drainTimeoutMS }, 'drain timeout expired; closing busy connections');
           }
-          for (const connection of own) connection.close(drainTimeoutMS > 0 ? 'drain timeout expired' : 'proxy shutting down');
+          for (const connection of own)
+            connection.close(drainTimeoutMS > 0 ? 'drain timeout expired' : 'proxy shutting down');
           for (const socket of sockets) socket.destroy();
         };
         if (busy > 0 || sockets.size > own.size) {
@@ -216,7 +231,12 @@ export async function startListener(
 function peerCertificateOf(socket: tls.TLSSocket): PeerCertificate | undefined {
   const certificate = socket.getPeerCertificate(false);
   // An empty object means the client sent no certificate.
-  if (certificate === null || typeof certificate !== 'object' || !('raw' in certificate) || certificate.raw === undefined) {
+  if (
+    certificate === null ||
+    typeof certificate !== 'object' ||
+    !('raw' in certificate) ||
+    certificate.raw === undefined
+  ) {
     return undefined;
   }
   return { raw: certificate.raw, authorized: socket.authorized };

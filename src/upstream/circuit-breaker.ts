@@ -84,7 +84,8 @@ export class CircuitBreaker {
     if (!Number.isInteger(failureThreshold) || failureThreshold < 1) {
       throw new RangeError(`failureThreshold must be an integer >= 1, got ${failureThreshold}`);
     }
-    if (!(Number.isFinite(openMS) && openMS >= 0)) throw new RangeError(`openMS must be a finite number >= 0, got ${openMS}`);
+    if (!(Number.isFinite(openMS) && openMS >= 0))
+      throw new RangeError(`openMS must be a finite number >= 0, got ${openMS}`);
     if (!Number.isInteger(halfOpenProbes) || halfOpenProbes < 1) {
       throw new RangeError(`halfOpenProbes must be an integer >= 1, got ${halfOpenProbes}`);
     }

@@ -229,7 +229,14 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     setRequestId(frame, requestId);
     return new Promise<void>((resolve, reject) => {
       const replyTimeoutMS = options.replyTimeoutMS ?? 0;
-      this.#pending = { expectedResponseTo: requestId, onReply, resolve, reject, replyTimeoutMS, replyTimer: undefined };
+      this.#pending = {
+        expectedResponseTo: requestId,
+        onReply,
+        resolve,
+        reject,
+        replyTimeoutMS,
+        replyTimer: undefined,
+      };
       this.#armReplyTimer();
       this.#enqueueWrite(frame).catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
     });
@@ -423,7 +430,10 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     this.#pending = undefined;
     this.#socket.destroy();
     if (closeError !== undefined) {
-      this.#logger?.debug({ err: { message: closeError.message, code: codeOf(closeError) } }, 'upstream connection failed');
+      this.#logger?.debug(
+        { err: { message: closeError.message, code: codeOf(closeError) } },
+        'upstream connection failed',
+      );
     } else {
       this.#logger?.debug('upstream connection closed');
     }

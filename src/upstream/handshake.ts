@@ -234,7 +234,11 @@ async function authenticateScram(
     // Servers that ignore skipEmptyExchange want one more, empty, round trip.
     for (let i = 0; reply.done !== true; i++) {
       if (i >= MAX_EMPTY_EXCHANGES) throw scramProtocolError('server never completed the conversation');
-      reply = await runCommand(connection, db, { saslContinue: 1, conversationId, payload: new Binary(Buffer.alloc(0)) });
+      reply = await runCommand(connection, db, {
+        saslContinue: 1,
+        conversationId,
+        payload: new Binary(Buffer.alloc(0)),
+      });
     }
   } catch (error) {
     throw authFailure(error, mechanism, db, credentials, options);
@@ -268,7 +272,9 @@ function authFailure(
   if (!ProxyError.is(error)) return error instanceof Error ? error : new Error(String(error));
   // Transport failures keep their own code and label: they are not a verdict on credentials.
   if (error.labels.includes('NetworkError')) return error;
-  let detail = error.message.replace(/^upstream \w+ failed: /, '').replace(/^upstream SCRAM authentication failed: /, '');
+  let detail = error.message
+    .replace(/^upstream \w+ failed: /, '')
+    .replace(/^upstream SCRAM authentication failed: /, '');
   const password = credentials.password;
   if (password !== undefined && password.length >= 4) detail = detail.split(password).join('*****');
   options.logger?.warn({ mechanism, db, code: error.code }, 'upstream authentication failed');
@@ -296,4 +302,3 @@ function pickCompressor(offered: readonly CompressorName[], agreed: unknown): Co
 function isDocument(value: unknown): value is Document {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
 }
-

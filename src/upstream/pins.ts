@@ -26,7 +26,9 @@ export type PinDecision =
   /** commitTransaction / abortTransaction: the pinned connection, then unpin once answered. */
   | { kind: 'end'; lsid: string };
 
-export function decidePin(traits: Pick<CommandTraits, 'name' | 'lsid' | 'inTransaction' | 'startTransaction'>): PinDecision {
+export function decidePin(
+  traits: Pick<CommandTraits, 'name' | 'lsid' | 'inTransaction' | 'startTransaction'>,
+): PinDecision {
   const { lsid } = traits;
   if (lsid === undefined || !traits.inTransaction) return { kind: 'none' };
   if (traits.name === 'commitTransaction' || traits.name === 'abortTransaction') return { kind: 'end', lsid };

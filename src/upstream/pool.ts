@@ -85,7 +85,10 @@ export function waitQueueTimeoutError(
 
 /** The error a waiting request gets when its client left (nothing was sent; nobody reads it). */
 function cancelledError(address: string): UpstreamError {
-  return new UpstreamError(ErrorCodes.SocketException, `the request was cancelled while waiting for a connection to upstream ${address}`);
+  return new UpstreamError(
+    ErrorCodes.SocketException,
+    `the request was cancelled while waiting for a connection to upstream ${address}`,
+  );
 }
 
 export class ConnectionPool {
@@ -406,7 +409,10 @@ export class ConnectionPool {
       this.#openFor(NO_TENANT).then(
         (connection) => this.checkIn(connection),
         (error: unknown) =>
-          this.#logger?.debug({ address: this.address, err: error instanceof Error ? error.message : String(error) }, 'could not open a minPoolSize connection'),
+          this.#logger?.debug(
+            { address: this.address, err: error instanceof Error ? error.message : String(error) },
+            'could not open a minPoolSize connection',
+          ),
       );
     }
   }
@@ -420,8 +426,12 @@ export class ConnectionPool {
   }
 
   #closedError(): UpstreamError {
-    return new UpstreamError(ErrorCodes.ShutdownInProgress, `the connection pool for upstream ${this.address} is closed`, {
-      labels: this.#closeError === undefined ? [] : [NETWORK_ERROR_LABEL],
-    });
+    return new UpstreamError(
+      ErrorCodes.ShutdownInProgress,
+      `the connection pool for upstream ${this.address} is closed`,
+      {
+        labels: this.#closeError === undefined ? [] : [NETWORK_ERROR_LABEL],
+      },
+    );
   }
 }

@@ -149,7 +149,14 @@ const READ_COMMANDS: ReadonlySet<string> = new Set([
 ]);
 
 /** Commands that only describe the server; safe on any connection. */
-const HANDSHAKE_COMMANDS: ReadonlySet<string> = new Set(['hello', 'isMaster', 'ismaster', 'ping', 'buildInfo', 'buildinfo']);
+const HANDSHAKE_COMMANDS: ReadonlySet<string> = new Set([
+  'hello',
+  'isMaster',
+  'ismaster',
+  'ping',
+  'buildInfo',
+  'buildinfo',
+]);
 
 /** Write commands the server can de-duplicate when they carry a txnNumber. */
 const RETRYABLE_WRITE_COMMANDS: ReadonlySet<string> = new Set([
@@ -178,7 +185,8 @@ export function classifyForRetry(command: RetryCommand, upstream: RetryUpstream 
   const { name } = command;
   if (name === 'aggregate' && command.pipelineWrites) return 'never';
   if (READ_COMMANDS.has(name) || HANDSHAKE_COMMANDS.has(name)) return 'read';
-  if (RETRYABLE_WRITE_COMMANDS.has(name) && command.hasTxnNumber && upstream.retryableWrites !== false) return 'retryable-write';
+  if (RETRYABLE_WRITE_COMMANDS.has(name) && command.hasTxnNumber && upstream.retryableWrites !== false)
+    return 'retryable-write';
   return 'never';
 }
 
@@ -186,7 +194,10 @@ export function classifyForRetry(command: RetryCommand, upstream: RetryUpstream 
  * The retryable-writes spec's isRetryableWritesSupported, from the upstream's mirrored hello
  * (UpstreamServerInfo): sessions supported and not a standalone.
  */
-export function upstreamSupportsRetryableWrites(info: { kind: string; logicalSessionTimeoutMinutes?: number | undefined }): boolean {
+export function upstreamSupportsRetryableWrites(info: {
+  kind: string;
+  logicalSessionTimeoutMinutes?: number | undefined;
+}): boolean {
   return info.kind !== 'standalone' && info.logicalSessionTimeoutMinutes !== undefined;
 }
 
@@ -268,8 +279,10 @@ export function backoffDelays(options: BackoffOptions = {}): number[] {
   const maxMS = options.maxMS ?? RETRY_DEFAULTS.maxMS;
   const deadlineMS = options.deadlineMS ?? RETRY_DEFAULTS.deadlineMS;
   const random = options.random ?? RETRY_DEFAULTS.random;
-  if (!Number.isInteger(attempts) || attempts < 1) throw new RangeError(`attempts must be an integer >= 1, got ${attempts}`);
-  if (!(Number.isFinite(baseMS) && baseMS >= 0)) throw new RangeError(`baseMS must be a finite number >= 0, got ${baseMS}`);
+  if (!Number.isInteger(attempts) || attempts < 1)
+    throw new RangeError(`attempts must be an integer >= 1, got ${attempts}`);
+  if (!(Number.isFinite(baseMS) && baseMS >= 0))
+    throw new RangeError(`baseMS must be a finite number >= 0, got ${baseMS}`);
   if (!(Number.isFinite(maxMS) && maxMS >= 0)) throw new RangeError(`maxMS must be a finite number >= 0, got ${maxMS}`);
   if (deadlineMS !== undefined && Number.isNaN(deadlineMS)) throw new RangeError('deadlineMS must be a number');
 
@@ -315,7 +328,10 @@ export const MAX_TIME_REPLY_GRACE_MS = 5_000;
  * on tailable awaitData cursors: change streams, capped collections), so silence up to then is
  * expected: the longer of the two applies.
  */
-export function replyTimeoutMS(socketTimeoutMS: number, command: { name: string; maxTimeMS?: number | undefined }): number {
+export function replyTimeoutMS(
+  socketTimeoutMS: number,
+  command: { name: string; maxTimeMS?: number | undefined },
+): number {
   const { maxTimeMS } = command;
   const fromMaxTime = maxTimeMS === undefined ? 0 : maxTimeMS + MAX_TIME_REPLY_GRACE_MS;
   if (socketTimeoutMS <= 0) return fromMaxTime;
@@ -396,7 +412,8 @@ export function translateUpstreamFailure(failure: UpstreamFailure): UpstreamFail
   const { kind, command } = failure;
   const code = FAILURE_CODES[kind];
   const labels: string[] = [];
-  const isWrite = RETRYABLE_WRITE_COMMANDS.has(command.name) || (command.name === 'aggregate' && command.pipelineWrites);
+  const isWrite =
+    RETRYABLE_WRITE_COMMANDS.has(command.name) || (command.name === 'aggregate' && command.pipelineWrites);
   if (command.inTransaction) {
     if (command.name === 'commitTransaction') {
       labels.push(ErrorLabels.RetryableWriteError, ErrorLabels.UnknownTransactionCommitResult);
@@ -406,7 +423,8 @@ export function translateUpstreamFailure(failure: UpstreamFailure): UpstreamFail
       labels.push(ErrorLabels.TransientTransactionError);
     }
   } else {
-    if (RETRYABLE_WRITE_COMMANDS.has(command.name) && command.hasTxnNumber) labels.push(ErrorLabels.RetryableWriteError);
+    if (RETRYABLE_WRITE_COMMANDS.has(command.name) && command.hasTxnNumber)
+      labels.push(ErrorLabels.RetryableWriteError);
     if (isWrite && (kind === 'unreachable' || kind === 'circuit-open')) labels.push(ErrorLabels.NoWritesPerformed);
   }
   let errmsg = FAILURE_MESSAGES[kind];
@@ -414,4 +432,3 @@ export function translateUpstreamFailure(failure: UpstreamFailure): UpstreamFail
   if (failure.detail !== undefined && failure.detail !== '') errmsg += `: ${failure.detail}`;
   return { code, codeName: codeNameOf(code), errmsg, errorLabels: labels };
 }
-

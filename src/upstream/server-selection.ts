@@ -49,7 +49,13 @@ const IDLE_WRITE_PERIOD_MS = 10_000;
 /** The smallest maxStalenessSeconds a client may ask for. */
 export const SMALLEST_MAX_STALENESS_SECONDS = 90;
 
-const MODES: ReadonlySet<string> = new Set(['primary', 'primaryPreferred', 'secondary', 'secondaryPreferred', 'nearest']);
+const MODES: ReadonlySet<string> = new Set([
+  'primary',
+  'primaryPreferred',
+  'secondary',
+  'secondaryPreferred',
+  'nearest',
+]);
 
 /** Reads a `$readPreference` document; anything malformed is an error the client sees. */
 export function parseReadPreference(document: Document | undefined): ReadPreference {
@@ -62,14 +68,21 @@ export function parseReadPreference(document: Document | undefined): ReadPrefere
   if (Array.isArray(document.tags)) {
     for (const set of document.tags as unknown[]) {
       if (typeof set !== 'object' || set === null) continue;
-      tagSets.push(Object.fromEntries(Object.entries(set).filter((entry): entry is [string, string] => typeof entry[1] === 'string')));
+      tagSets.push(
+        Object.fromEntries(
+          Object.entries(set).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+        ),
+      );
     }
   }
   let maxStalenessSeconds: number | undefined;
   const staleness = Number(document.maxStalenessSeconds ?? -1);
   if (Number.isFinite(staleness) && staleness !== -1) maxStalenessSeconds = staleness;
   if (mode === 'primary' && (tagSets.some((set) => Object.keys(set).length > 0) || maxStalenessSeconds !== undefined)) {
-    throw new UpstreamError(ErrorCodes.BadValue, 'read preference mode primary cannot be combined with tags or maxStalenessSeconds');
+    throw new UpstreamError(
+      ErrorCodes.BadValue,
+      'read preference mode primary cannot be combined with tags or maxStalenessSeconds',
+    );
   }
   return { mode: mode as ReadPreferenceMode, tagSets, maxStalenessSeconds };
 }
@@ -85,12 +98,24 @@ export function eligibleReplicaSetServers(
 ): SelectableServer[] {
   const primary = servers.find((server) => server.type === 'primary');
   if (preference.maxStalenessSeconds !== undefined) {
-    const smallest = Math.max(SMALLEST_MAX_STALENESS_SECONDS, (context.heartbeatFrequencyMS + IDLE_WRITE_PERIOD_MS) / 1000);
+    const smallest = Math.max(
+      SMALLEST_MAX_STALENESS_SECONDS,
+      (context.heartbeatFrequencyMS + IDLE_WRITE_PERIOD_MS) / 1000,
+    );
     if (preference.maxStalenessSeconds < smallest) {
       throw new UpstreamError(ErrorCodes.BadValue, `maxStalenessSeconds must be at least ${smallest}`);
     }
   }
-  const secondaries = () => matchTags(fresh(servers.filter((server) => server.type === 'secondary'), primary, preference, context), preference);
+  const secondaries = () =>
+    matchTags(
+      fresh(
+        servers.filter((server) => server.type === 'secondary'),
+        primary,
+        preference,
+        context,
+      ),
+      preference,
+    );
   switch (preference.mode) {
     case 'primary':
       return primary === undefined ? [] : [primary];
@@ -110,7 +135,11 @@ export function eligibleReplicaSetServers(
 }
 
 /** Servers within localThresholdMS of the fastest, then the one with the fewest in flight. */
-export function pickServer(candidates: readonly SelectableServer[], context: SelectionContext, random: () => number = Math.random): SelectableServer | undefined {
+export function pickServer(
+  candidates: readonly SelectableServer[],
+  context: SelectionContext,
+  random: () => number = Math.random,
+): SelectableServer | undefined {
   if (candidates.length === 0) return undefined;
   const fastest = Math.min(...candidates.map((server) => server.roundTripMS));
   const window = candidates.filter((server) => server.roundTripMS <= fastest + context.localThresholdMS);
@@ -120,10 +149,17 @@ export function pickServer(candidates: readonly SelectableServer[], context: Sel
 }
 
 /** Staleness estimate of a secondary in ms (server-selection spec, "maxStalenessSeconds"). */
-export function stalenessMS(server: SelectableServer, primary: SelectableServer | undefined, maxWriteDate: number, heartbeatFrequencyMS: number): number {
+export function stalenessMS(
+  server: SelectableServer,
+  primary: SelectableServer | undefined,
+  maxWriteDate: number,
+  heartbeatFrequencyMS: number,
+): number {
   const write = server.lastWriteDate ?? 0;
   if (primary !== undefined) {
-    return server.lastUpdateTime - write - (primary.lastUpdateTime - (primary.lastWriteDate ?? 0)) + heartbeatFrequencyMS;
+    return (
+      server.lastUpdateTime - write - (primary.lastUpdateTime - (primary.lastWriteDate ?? 0)) + heartbeatFrequencyMS
+    );
   }
   return maxWriteDate - write + heartbeatFrequencyMS;
 }
@@ -138,14 +174,18 @@ function fresh(
   if (limit === undefined) return [...servers];
   const maxWriteDate = Math.max(0, ...servers.map((server) => server.lastWriteDate ?? 0));
   return servers.filter(
-    (server) => server.type === 'primary' || stalenessMS(server, primary, maxWriteDate, context.heartbeatFrequencyMS) <= limit * 1000,
+    (server) =>
+      server.type === 'primary' ||
+      stalenessMS(server, primary, maxWriteDate, context.heartbeatFrequencyMS) <= limit * 1000,
   );
 }
 
 function matchTags(servers: SelectableServer[], preference: ReadPreference): SelectableServer[] {
   if (preference.tagSets.length === 0) return servers;
   for (const set of preference.tagSets) {
-    const matching = servers.filter((server) => Object.entries(set).every(([key, value]) => server.tags[key] === value));
+    const matching = servers.filter((server) =>
+      Object.entries(set).every(([key, value]) => server.tags[key] === value),
+    );
     if (matching.length > 0) return matching;
   }
   return [];

@@ -205,7 +205,11 @@ export async function discoverServer<C>(options: DiscoveryOptions<C>): Promise<D
           skip(`belongs to replica set "${role.setName}", not "${replicaSet}"`);
           continue;
         }
-        skip(role.primary === undefined ? 'is not primary and knows no primary' : `is not primary (primary: ${role.primary})`);
+        skip(
+          role.primary === undefined
+            ? 'is not primary and knows no primary'
+            : `is not primary (primary: ${role.primary})`,
+        );
         const hinted: HostPort[] = [];
         for (const text of [role.primary, ...role.hosts]) {
           if (text === undefined) continue;

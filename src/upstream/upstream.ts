@@ -310,7 +310,11 @@ export class Upstream {
 
   /** Pool occupancy and breaker state of every known server. */
   serverStats(): ServerPoolStats[] {
-    return [...this.#servers.values()].map((server) => ({ server: server.key, circuit: server.breaker.state, ...server.pool.stats }));
+    return [...this.#servers.values()].map((server) => ({
+      server: server.key,
+      circuit: server.breaker.state,
+      ...server.pool.stats,
+    }));
   }
 
   /**
@@ -485,10 +489,14 @@ export class Upstream {
       if (failure === undefined && heldReply === undefined) return { attempts: attempt };
       anySent ||= heldReply !== undefined || failure?.sent === true;
       if (delivered) {
-        throw new ReplyInterruptedError(ErrorCodes.SocketException, 'the upstream connection failed in the middle of a reply stream', {
-          labels: [NETWORK_ERROR_LABEL],
-          cause: failure?.error,
-        });
+        throw new ReplyInterruptedError(
+          ErrorCodes.SocketException,
+          'the upstream connection failed in the middle of a reply stream',
+          {
+            labels: [NETWORK_ERROR_LABEL],
+            cause: failure?.error,
+          },
+        );
       }
       const elapsed = performance.now() - started;
       const retry =
@@ -496,7 +504,9 @@ export class Upstream {
         request.signal?.aborted !== true &&
         (deadlineMS === undefined || elapsed + delay < deadlineMS) &&
         (heldReply !== undefined ||
-          (failure !== undefined && failure.retryable && (!failure.sent || isRetryableError(retryErrorOf(failure.error), retryClass))));
+          (failure !== undefined &&
+            failure.retryable &&
+            (!failure.sent || isRetryableError(retryErrorOf(failure.error), retryClass))));
       if (!retry) {
         if (heldReply !== undefined) {
           request.onReply(heldReply.reply, false, heldReply.connection);
@@ -505,7 +515,10 @@ export class Upstream {
         throw this.#translate(failure as AttemptFailure, traits, attempt, anySent);
       }
       this.#options.observer?.retry?.(traits.name, retryReason(heldReply?.error, failure));
-      this.#logger?.debug({ command: traits.name, attempt, delayMS: delay, reason: retryReason(heldReply?.error, failure) }, 'retrying upstream command');
+      this.#logger?.debug(
+        { command: traits.name, attempt, delayMS: delay, reason: retryReason(heldReply?.error, failure) },
+        'retrying upstream command',
+      );
       if (delay > 0) await sleep(delay);
       this.#assertOpen();
     }
@@ -518,7 +531,9 @@ export class Upstream {
     for (const timer of this.#pinIdleTimers.values()) clearTimeout(timer);
     this.#pinIdleTimers.clear();
     const shutdown = (): UpstreamError =>
-      new UpstreamError(ErrorCodes.InterruptedAtShutdown, 'the proxy is shutting down', { labels: [NETWORK_ERROR_LABEL] });
+      new UpstreamError(ErrorCodes.InterruptedAtShutdown, 'the proxy is shutting down', {
+        labels: [NETWORK_ERROR_LABEL],
+      });
     for (const server of this.#servers.values()) {
       server.monitor?.stop();
       server.pool.close(shutdown());
@@ -556,9 +571,13 @@ export class Upstream {
       );
     } catch (error) {
       if (delivered || connection.closed) {
-        throw new ReplyInterruptedError(ErrorCodes.HostUnreachable, 'the upstream connection authenticated as this client was lost; reconnect and authenticate again', {
-          cause: error,
-        });
+        throw new ReplyInterruptedError(
+          ErrorCodes.HostUnreachable,
+          'the upstream connection authenticated as this client was lost; reconnect and authenticate again',
+          {
+            cause: error,
+          },
+        );
       }
       throw error;
     }
@@ -589,7 +608,9 @@ export class Upstream {
     }
     const server = await this.#selectServer(request.traits);
     if (!server.breaker.canRequest()) {
-      throw new UpstreamError(ErrorCodes.HostUnreachable, `circuit breaker open for upstream ${server.key}`, { labels: [CIRCUIT_OPEN] });
+      throw new UpstreamError(ErrorCodes.HostUnreachable, `circuit breaker open for upstream ${server.key}`, {
+        labels: [CIRCUIT_OPEN],
+      });
     }
     let connection: UpstreamConnection;
     try {
@@ -614,7 +635,13 @@ export class Upstream {
   }
 
   /** After an attempt: pin or unpin a transaction's connection, or give the connection back. */
-  #settle(lease: Lease, pin: PinDecision, session: UpstreamSession, succeeded: boolean, transactionAborted: boolean): void {
+  #settle(
+    lease: Lease,
+    pin: PinDecision,
+    session: UpstreamSession,
+    succeeded: boolean,
+    transactionAborted: boolean,
+  ): void {
     const { connection } = lease;
     lease.unlock?.();
     if (pin.kind === 'start' && succeeded && !transactionAborted && !connection.closed) {
@@ -685,7 +712,10 @@ export class Upstream {
     const current = new Promise<void>((resolve) => {
       unlock = resolve;
     });
-    this.#pinLocks.set(connection, previous.then(() => current));
+    this.#pinLocks.set(
+      connection,
+      previous.then(() => current),
+    );
     await previous;
     return unlock;
   }
@@ -778,7 +808,8 @@ export class Upstream {
   #rememberCursor(traits: CommandTraits, reply: Buffer, server: ServerState): void {
     const opened = replyCursor(reply);
     if (opened !== undefined) this.#cursors.remember(opened, server.key);
-    else if (traits.cursor !== undefined && (traits.name === 'killCursors' || traits.name === 'getMore')) this.#cursors.forget(traits.cursor);
+    else if (traits.cursor !== undefined && (traits.name === 'killCursors' || traits.name === 'getMore'))
+      this.#cursors.forget(traits.cursor);
   }
 
   #translate(failure: AttemptFailure, traits: CommandTraits, attempts: number, anySent: boolean): ProxyError {
@@ -795,7 +826,9 @@ export class Upstream {
     const reply = translateUpstreamFailure({ kind, command, ...(detail === undefined ? {} : { detail }), attempts });
     // A full pool keeps its own (retryable) code: the server is fine, the proxy is saturated.
     const code = ProxyError.is(error) && error.code === ErrorCodes.ExceededTimeLimit ? error.code : reply.code;
-    const errorLabels = anySent ? reply.errorLabels.filter((label) => label !== ErrorLabels.NoWritesPerformed) : reply.errorLabels;
+    const errorLabels = anySent
+      ? reply.errorLabels.filter((label) => label !== ErrorLabels.NoWritesPerformed)
+      : reply.errorLabels;
     return new UpstreamError(code, reply.errmsg, { labels: errorLabels, cause: error });
   }
 
@@ -917,7 +950,8 @@ export class Upstream {
     this.#options.observer?.circuitState?.(key, 'closed', 'closed');
     if (this.#started) server.pool.ensureMinimum();
     if (this.#servers.size > 1) {
-      for (const other of this.#servers.values()) if (other.monitor === undefined && other !== server) this.#monitor(other);
+      for (const other of this.#servers.values())
+        if (other.monitor === undefined && other !== server) this.#monitor(other);
       this.#monitor(server);
     }
     return server;
@@ -932,20 +966,27 @@ export class Upstream {
       open: () => this.#connectAndHandshake(server.address, false),
       onHello: (hello, roundTripMS) => this.#describe(server, hello, roundTripMS),
       onFailure: (error, timedOut) => {
-        this.#logger?.debug({ server: server.key, err: error instanceof Error ? error.message : String(error) }, 'upstream monitoring check failed');
+        this.#logger?.debug(
+          { server: server.key, err: error instanceof Error ? error.message : String(error) },
+          'upstream monitoring check failed',
+        );
         // A silent server: the requests in flight there are not coming back either (a half-open
         // network); interrupting them lets reads retry elsewhere and writes report NetworkTimeout.
         server.pool.clear(
           timedOut
-            ? new UpstreamError(ErrorCodes.NetworkTimeout, `upstream ${server.key} stopped answering heartbeats; request interrupted`, {
-                labels: [NETWORK_ERROR_LABEL],
-              })
+            ? new UpstreamError(
+                ErrorCodes.NetworkTimeout,
+                `upstream ${server.key} stopped answering heartbeats; request interrupted`,
+                {
+                  labels: [NETWORK_ERROR_LABEL],
+                },
+              )
             : undefined,
         );
         this.#setRole(server, 'unknown');
       },
     });
-    server.monitor.start(server.role === 'unknown' ? 0 : this.#options.heartbeatFrequencyMS ?? 10_000);
+    server.monitor.start(server.role === 'unknown' ? 0 : (this.#options.heartbeatFrequencyMS ?? 10_000));
   }
 
   /** Updates a server from a hello reply: its role, round trip, tags, replication progress. */
@@ -970,7 +1011,8 @@ export class Upstream {
     }
     const setName = this.#info?.setName;
     if (setName !== undefined && 'setName' in role && role.setName !== setName) next = 'other';
-    server.roundTripMS = server.lastUpdateTime > 0 && server.roundTripMS > 0 ? 0.8 * server.roundTripMS + 0.2 * roundTripMS : roundTripMS;
+    server.roundTripMS =
+      server.lastUpdateTime > 0 && server.roundTripMS > 0 ? 0.8 * server.roundTripMS + 0.2 * roundTripMS : roundTripMS;
     server.lastUpdateTime = Date.now();
     const lastWrite = (hello.lastWrite as Document | undefined)?.lastWriteDate;
     server.lastWriteDate = lastWrite instanceof Date ? lastWrite.getTime() : undefined;
@@ -987,7 +1029,11 @@ export class Upstream {
         other.monitor?.requestCheck();
       }
     }
-    if (this.#info?.kind === 'replicaSet' && this.#target?.directConnection !== true && (next === 'primary' || next === 'secondary')) {
+    if (
+      this.#info?.kind === 'replicaSet' &&
+      this.#target?.directConnection !== true &&
+      (next === 'primary' || next === 'secondary')
+    ) {
       for (const host of helloHosts(hello)) this.#addServer(host);
     }
     this.#setRole(server, next);
@@ -1021,9 +1067,13 @@ export class Upstream {
       timeoutMS > 0
         ? setTimeout(() => {
             connection.close(
-              new UpstreamError(ErrorCodes.NetworkTimeout, `upstream buildInfo on ${connection.address} timed out after ${timeoutMS} ms`, {
-                labels: [NETWORK_ERROR_LABEL],
-              }),
+              new UpstreamError(
+                ErrorCodes.NetworkTimeout,
+                `upstream buildInfo on ${connection.address} timed out after ${timeoutMS} ms`,
+                {
+                  labels: [NETWORK_ERROR_LABEL],
+                },
+              ),
             );
           }, timeoutMS)
         : undefined;
@@ -1113,11 +1163,20 @@ const NO_SERVER = 'ProxyNoServer';
 function notSentFailure(error: unknown): AttemptFailure {
   const labels = ProxyError.is(error) ? error.labels : [];
   const code = ProxyError.is(error) ? error.code : undefined;
-  if (ProxyError.is(error) && !labels.includes(NETWORK_ERROR_LABEL) && !labels.includes(CIRCUIT_OPEN) && code !== ErrorCodes.ExceededTimeLimit) {
+  if (
+    ProxyError.is(error) &&
+    !labels.includes(NETWORK_ERROR_LABEL) &&
+    !labels.includes(CIRCUIT_OPEN) &&
+    code !== ErrorCodes.ExceededTimeLimit
+  ) {
     // Not an availability problem (a bad $readPreference, authentication refused…): not retried.
     return { kind: 'unreachable', error, sent: false, retryable: false };
   }
-  const retryable = !labels.includes(CIRCUIT_OPEN) && !labels.includes(NO_SERVER) && code !== ErrorCodes.ExceededTimeLimit && code !== ErrorCodes.ShutdownInProgress;
+  const retryable =
+    !labels.includes(CIRCUIT_OPEN) &&
+    !labels.includes(NO_SERVER) &&
+    code !== ErrorCodes.ExceededTimeLimit &&
+    code !== ErrorCodes.ShutdownInProgress;
   return { kind: 'unreachable', error, sent: false, retryable };
 }
 
@@ -1191,7 +1250,9 @@ function helloHosts(hello: Document): HostPort[] {
 
 function stringRecord(value: unknown): Record<string, string> {
   if (typeof value !== 'object' || value === null) return {};
-  return Object.fromEntries(Object.entries(value).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+  return Object.fromEntries(
+    Object.entries(value).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+  );
 }
 
 /** Orders primary reports: (electionId, setVersion) as comparable text; later elections sort higher. */

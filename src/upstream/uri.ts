@@ -470,14 +470,9 @@ function describeParseError(err: unknown): string {
 }
 
 const CANONICAL_NAMES = new Map(
-  [
-    'tls',
-    'ssl',
-    'tlsInsecure',
-    'tlsAllowInvalidCertificates',
-    'tlsAllowInvalidHostnames',
-    'directConnection',
-  ].map((n) => [n.toLowerCase(), n]),
+  ['tls', 'ssl', 'tlsInsecure', 'tlsAllowInvalidCertificates', 'tlsAllowInvalidHostnames', 'directConnection'].map(
+    (n) => [n.toLowerCase(), n],
+  ),
 );
 
 function canonicalName(lower: string): string {

@@ -109,11 +109,13 @@ export function isValidUtf8(buf: Uint8Array, start: number, end: number): boolea
       need = 1;
     } else if (b0 >= 0xe0 && b0 <= 0xef) {
       need = 2;
-      if (b0 === 0xe0) lo = 0xa0; // overlong
+      if (b0 === 0xe0)
+        lo = 0xa0; // overlong
       else if (b0 === 0xed) hi = 0x9f; // UTF-16 surrogates
     } else if (b0 >= 0xf0 && b0 <= 0xf4) {
       need = 3;
-      if (b0 === 0xf0) lo = 0x90; // overlong
+      if (b0 === 0xf0)
+        lo = 0x90; // overlong
       else if (b0 === 0xf4) hi = 0x8f; // above U+10FFFF
     } else {
       return false;

@@ -96,7 +96,10 @@ export async function decompressBytes(
         fail(`zstd frames declare ${bound.exact} bytes, OP_COMPRESSED declared ${expectedSize}`, ErrorCodes.BadValue);
       }
       if (bound.max > Math.max(outputCap, expectedSize) + ZSTD_BLOCK_MAX) {
-        fail(`zstd frames may inflate to ${bound.max} bytes, more than the ${outputCap}-byte limit`, ErrorCodes.BadValue);
+        fail(
+          `zstd frames may inflate to ${bound.max} bytes, more than the ${outputCap}-byte limit`,
+          ErrorCodes.BadValue,
+        );
       }
       output = await codec('zstd', () => zstdDecompress(input));
       break;
@@ -115,7 +118,11 @@ async function codec(name: string, run: () => Promise<Buffer>): Promise<Buffer> 
     return await run();
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    return fail(`${name} decompression failed: ${reason}`, name === 'zlib' ? ErrorCodes.ZLibError : ErrorCodes.BadValue, error);
+    return fail(
+      `${name} decompression failed: ${reason}`,
+      name === 'zlib' ? ErrorCodes.ZLibError : ErrorCodes.BadValue,
+      error,
+    );
   }
 }
 
@@ -214,14 +221,15 @@ export function zstdDecompressedBound(input: Uint8Array): ZstdBound {
     const blockMax = Math.min(windowSize, ZSTD_BLOCK_MAX);
 
     let blocksMax = 0;
-    for (let last = false; !last; ) {
+    for (let last = false; !last;) {
       need(3, 'block header');
       const header = (input[pos] as number) | ((input[pos + 1] as number) << 8) | ((input[pos + 2] as number) << 16);
       pos += 3;
       last = (header & 1) !== 0;
       const type = (header >> 1) & 3;
       const size = header >>> 3;
-      if (size > blockMax) fail(`zstd block of ${size} bytes exceeds the block maximum ${blockMax}`, ErrorCodes.BadValue);
+      if (size > blockMax)
+        fail(`zstd block of ${size} bytes exceeds the block maximum ${blockMax}`, ErrorCodes.BadValue);
       if (type === ZstdBlockType.raw) {
         need(size, 'raw block');
         pos += size;
@@ -244,7 +252,8 @@ export function zstdDecompressedBound(input: Uint8Array): ZstdBound {
     }
 
     if (contentSize !== null) {
-      if (contentSize > blocksMax) fail(`zstd frame declares ${contentSize} bytes but its blocks hold at most ${blocksMax}`, ErrorCodes.BadValue);
+      if (contentSize > blocksMax)
+        fail(`zstd frame declares ${contentSize} bytes but its blocks hold at most ${blocksMax}`, ErrorCodes.BadValue);
       // The decoder checks its output against a declared content size, so that is the bound.
       max += contentSize;
       if (exact !== null) exact += contentSize;

@@ -85,7 +85,10 @@ interface DocumentRules {
 function validateIn(section: Buffer, offset: number, what: string, rules: DocumentRules): void {
   const length = readInt32LE(section, offset);
   if (length > rules.maxSize) {
-    reject(ErrorCodes.BSONObjectTooLarge, `${what}: document of ${length} bytes exceeds the ${rules.maxSize}-byte limit`);
+    reject(
+      ErrorCodes.BSONObjectTooLarge,
+      `${what}: document of ${length} bytes exceeds the ${rules.maxSize}-byte limit`,
+    );
   }
   try {
     validateDocument(section, offset, rules);
@@ -112,13 +115,19 @@ export function parseOpMsg(frame: Buffer, options: ParseOpMsgOptions): OpMsg {
   const header = readHeader(frame);
   if (header.opCode !== OpCode.OP_MSG) fatal(ErrorCodes.ProtocolError, `opCode ${header.opCode} is not OP_MSG`);
   if (header.messageLength !== frame.length) {
-    fatal(ErrorCodes.ProtocolError, `messageLength ${header.messageLength} does not match the ${frame.length}-byte frame`);
+    fatal(
+      ErrorCodes.ProtocolError,
+      `messageLength ${header.messageLength} does not match the ${frame.length}-byte frame`,
+    );
   }
   if (frame.length < HEADER_LENGTH + FLAGS_LENGTH) fatal(ErrorCodes.ProtocolError, 'OP_MSG too short for flagBits');
 
   const rawFlags = readInt32LE(frame, HEADER_LENGTH) >>> 0;
   if ((rawFlags & ~OP_MSG_KNOWN_FLAGS & OP_MSG_REQUIRED_BITS_MASK) !== 0) {
-    fatal(ErrorCodes.IllegalOpMsgFlag, `message contains illegal flags value: 0b${rawFlags.toString(2).padStart(32, '0')}`);
+    fatal(
+      ErrorCodes.IllegalOpMsgFlag,
+      `message contains illegal flags value: 0b${rawFlags.toString(2).padStart(32, '0')}`,
+    );
   }
   const hasChecksum = (rawFlags & OpMsgFlag.checksumPresent) !== 0;
   let end = frame.length;
@@ -161,8 +170,10 @@ export function parseOpMsg(frame: Buffer, options: ParseOpMsgOptions): OpMsg {
       }
       const idStart = pos + 4;
       const idEnd = sections.indexOf(0, idStart);
-      if (idEnd === -1 || idEnd >= seqEnd) fatal(ErrorCodes.ProtocolError, 'document sequence identifier is not terminated');
-      if (!isValidUtf8(sections, idStart, idEnd)) reject(ErrorCodes.InvalidBSON, 'document sequence identifier is not valid UTF-8');
+      if (idEnd === -1 || idEnd >= seqEnd)
+        fatal(ErrorCodes.ProtocolError, 'document sequence identifier is not terminated');
+      if (!isValidUtf8(sections, idStart, idEnd))
+        reject(ErrorCodes.InvalidBSON, 'document sequence identifier is not valid UTF-8');
       const identifier = sections.toString('utf8', idStart, idEnd);
       if (sequences.some((s) => s.identifier === identifier)) {
         reject(ErrorCodes.Location40431, `Duplicate document sequence: ${identifier}`);
@@ -277,7 +288,12 @@ export function encodeOpMsg(init: EncodeOpMsgInit): Buffer {
   });
   if (checksum) pos += CHECKSUM_LENGTH;
   // The length goes in last, once everything it counts has been written.
-  writeHeader(out, { messageLength: pos, requestId: init.requestId, responseTo: init.responseTo, opCode: OpCode.OP_MSG });
+  writeHeader(out, {
+    messageLength: pos,
+    requestId: init.requestId,
+    responseTo: init.responseTo,
+    opCode: OpCode.OP_MSG,
+  });
   if (checksum) writeChecksum(out);
   return out;
 }

@@ -9,7 +9,15 @@
  */
 
 import { BsonValidationError, ErrorCodes, WireProtocolError } from '../errors.js';
-import { BsonType, type BsonElement, elements, firstElement, isValidUtf8, subDocument, validateDocument } from './bson-scan.js';
+import {
+  BsonType,
+  type BsonElement,
+  elements,
+  firstElement,
+  isValidUtf8,
+  subDocument,
+  validateDocument,
+} from './bson-scan.js';
 import { HEADER_LENGTH, OpCode } from './constants.js';
 import { readHeader, readInt32LE, writeHeader, writeInt32LE } from './header.js';
 
@@ -119,7 +127,8 @@ export function unwrapLegacyCommand(query: Uint8Array): LegacyCommand {
   const all = elements(query);
   const first = all[0];
   if (first === undefined) throw new WireProtocolError(ErrorCodes.BadValue, 'OP_QUERY command is empty', false);
-  if (!WRAPPER_KEYS.has(first.name)) return { command: query, name: first.name, wrapped: false, modifiers: all.slice(1) };
+  if (!WRAPPER_KEYS.has(first.name))
+    return { command: query, name: first.name, wrapped: false, modifiers: all.slice(1) };
   if (first.type !== BsonType.document) {
     throw new WireProtocolError(ErrorCodes.TypeMismatch, `OP_QUERY ${first.name} must be a document`, false);
   }
@@ -156,7 +165,12 @@ export function encodeOpReply(init: EncodeOpReplyInit): Buffer {
     out.set(doc, pos);
     pos += doc.length;
   }
-  writeHeader(out, { messageLength: pos, requestId: init.requestId, responseTo: init.responseTo, opCode: OpCode.OP_REPLY });
+  writeHeader(out, {
+    messageLength: pos,
+    requestId: init.requestId,
+    responseTo: init.responseTo,
+    opCode: OpCode.OP_REPLY,
+  });
   return out;
 }
 

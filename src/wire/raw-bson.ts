@@ -72,7 +72,10 @@ export class RawDocument {
 
   /** A copy with `name` first (replacing any existing element of that name). */
   withFirst(name: string, value: RawValue): RawDocument {
-    return new RawDocument([{ name, type: value.type, value: value.value }, ...this.elements.filter((e) => e.name !== name)]);
+    return new RawDocument([
+      { name, type: value.type, value: value.value },
+      ...this.elements.filter((e) => e.name !== name),
+    ]);
   }
 
   /** A copy without the named elements. */
@@ -114,12 +117,18 @@ export function encodeElements(elements: readonly RawElement[]): Uint8Array {
 
 /** A document value from named values, in order. */
 export function documentOf(entries: ReadonlyArray<readonly [string, RawValue]>): RawValue {
-  return { type: BsonType.document, value: encodeElements(entries.map(([name, v]) => ({ name, type: v.type, value: v.value }))) };
+  return {
+    type: BsonType.document,
+    value: encodeElements(entries.map(([name, v]) => ({ name, type: v.type, value: v.value }))),
+  };
 }
 
 /** An array value from values, in order. */
 export function arrayOf(values: readonly RawValue[]): RawValue {
-  return { type: BsonType.array, value: encodeElements(values.map((v, index) => ({ name: String(index), type: v.type, value: v.value }))) };
+  return {
+    type: BsonType.array,
+    value: encodeElements(values.map((v, index) => ({ name: String(index), type: v.type, value: v.value }))),
+  };
 }
 
 /** Encodes one JavaScript / BSON-class value (use bson's Long, ObjectId, UUID… for exact types). */

@@ -20,10 +20,15 @@ export async function buildCli(): Promise<BuiltCli> {
   const dir = await mkdtemp(path.join(root, '.tmp', 'cli-'));
   const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
   await new Promise<void>((resolve, reject) => {
-    execFile(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(dir, 'dist')], { cwd: root }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`build failed:\n${stdout}${stderr}`));
-      else resolve();
-    });
+    execFile(
+      process.execPath,
+      [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(dir, 'dist')],
+      { cwd: root },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`build failed:\n${stdout}${stderr}`));
+        else resolve();
+      },
+    );
   });
   await mkdir(path.join(dir, 'bin'));
   const bin = path.join(dir, 'bin', 'mongo-tenant-proxy');

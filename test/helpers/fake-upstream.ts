@@ -68,7 +68,13 @@ export const FAKE_HELLO: Document = {
 };
 
 /** What the fake answers to the proxy's buildInfo probe by default: a MongoDB server. */
-export const FAKE_BUILD_INFO: Document = { version: '7.0.0', versionArray: [7, 0, 0, 0], gitVersion: 'fake', bits: 64, ok: 1 };
+export const FAKE_BUILD_INFO: Document = {
+  version: '7.0.0',
+  versionArray: [7, 0, 0, 0],
+  gitVersion: 'fake',
+  bits: 64,
+  ok: 1,
+};
 
 export interface FakeUpstreamOptions {
   /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
@@ -79,7 +85,10 @@ export interface FakeUpstreamOptions {
   port?: number;
 }
 
-export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
+export async function startFakeUpstream(
+  handler: FakeHandler,
+  options: FakeUpstreamOptions = {},
+): Promise<FakeUpstream> {
   const received: ReceivedMessage[] = [];
   const sockets = new Set<Socket>();
   let accepted = 0;
@@ -121,7 +130,9 @@ export async function startFakeUpstream(handler: FakeHandler, options: FakeUpstr
           socket.resetAndDestroy();
           return;
         }
-        const { delayMs, replies, thenClose } = Array.isArray(answer) ? { delayMs: 0, replies: answer, thenClose: false } : answer;
+        const { delayMs, replies, thenClose } = Array.isArray(answer)
+          ? { delayMs: 0, replies: answer, thenClose: false }
+          : answer;
         const send = (): void => {
           let responseTo = requestId;
           replies.forEach((doc, index) => {

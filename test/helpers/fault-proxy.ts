@@ -220,10 +220,13 @@ class Pump {
   }
 
   private wait(ms: number): void {
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.run();
-    }, Math.max(1, Math.ceil(ms)));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.run();
+      },
+      Math.max(1, Math.ceil(ms)),
+    );
   }
 
   private run(): void {
@@ -417,7 +420,12 @@ class Connection {
 export async function startFaultProxy(options: FaultProxyOptions): Promise<FaultProxy> {
   const target = { host: options.target.host, port: options.target.port };
   const settings: Settings = { mode: 'pass', latencyMS: 0, jitterMS: 0, bytesPerSecond: null, cutAfter: null };
-  const counters: Counters = { bytesClientToUpstream: 0, bytesUpstreamToClient: 0, bytesDropped: 0, peakBufferedBytes: 0 };
+  const counters: Counters = {
+    bytesClientToUpstream: 0,
+    bytesUpstreamToClient: 0,
+    bytesDropped: 0,
+    peakBufferedBytes: 0,
+  };
   const connections = new Set<Connection>();
   /** Every socket this proxy owns, refused ones included, for close(). */
   const sockets = new Set<net.Socket>();
@@ -497,7 +505,8 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       pokeAll();
     },
     cutAfterBytes(n: number | null): void {
-      if (n !== null && !(Number.isInteger(n) && n >= 0)) throw new RangeError('cutAfterBytes: must be an integer >= 0 or null');
+      if (n !== null && !(Number.isInteger(n) && n >= 0))
+        throw new RangeError('cutAfterBytes: must be an integer >= 0 or null');
       settings.cutAfter = n;
       for (const conn of connections) conn.cutBase = conn.c2u.forwarded;
       pokeAll();

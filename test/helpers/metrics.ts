@@ -5,7 +5,11 @@ import type { RunningProxy } from '../../src/main.js';
  * The sum of every sample of `name` (without the `mongo_tenant_proxy_` prefix) whose labels
  * include `labels`; 0 when there is none.
  */
-export async function metricValue(proxy: RunningProxy, name: string, labels: Record<string, string> = {}): Promise<number> {
+export async function metricValue(
+  proxy: RunningProxy,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
   const text = await proxy.metrics.metrics();
   const full = `mongo_tenant_proxy_${name}`;
   let sum = 0;

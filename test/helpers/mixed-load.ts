@@ -118,7 +118,12 @@ export class MixedLoad {
     let timer: NodeJS.Timeout | undefined;
     const hung = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`mixed load: ${this.inFlight} operation(s) still without an outcome ${timeoutMS} ms after stop()`)),
+        () =>
+          reject(
+            new Error(
+              `mixed load: ${this.inFlight} operation(s) still without an outcome ${timeoutMS} ms after stop()`,
+            ),
+          ),
         timeoutMS,
       );
     });
@@ -136,7 +141,9 @@ export class MixedLoad {
   }
 
   private async worker(client: MongoClient, index: number): Promise<void> {
-    const collection = client.db(this.options.database).collection<{ _id: string; kind: string; n?: number; worker?: number }>(this.collection);
+    const collection = client
+      .db(this.options.database)
+      .collection<{ _id: string; kind: string; n?: number; worker?: number }>(this.collection);
     let counterGeneration = 0;
     let counterCreated = false;
     for (let sequence = 0; !this.stopping; sequence++) {
@@ -186,7 +193,16 @@ function add(map: Map<string, number>, key: string): void {
 
 export function describeError(kind: OperationKind, error: unknown): OperationError {
   if (!(error instanceof Error)) {
-    return { kind, name: typeof error, code: undefined, codeName: undefined, labels: [], retryableRead: false, surfacedAs: 'other', message: String(error) };
+    return {
+      kind,
+      name: typeof error,
+      code: undefined,
+      codeName: undefined,
+      labels: [],
+      retryableRead: false,
+      surfacedAs: 'other',
+      message: String(error),
+    };
   }
   const mongo = error instanceof MongoError ? error : undefined;
   return {
@@ -223,7 +239,8 @@ export async function checkLedger(db: Db, load: MixedLoad): Promise<LedgerCheck>
   const seen = new Map<string, number>();
   for (const { _id } of inserted) seen.set(_id, (seen.get(_id) ?? 0) + 1);
 
-  const listed = (ids: string[]): string => `${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ` … (${ids.length})` : ''}`;
+  const listed = (ids: string[]): string =>
+    `${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ` … (${ids.length})` : ''}`;
   const missing = [...ledger.insertsAcked].filter((id) => !seen.has(id));
   if (missing.length > 0) violations.push(`acknowledged inserts missing from the database: ${listed(missing)}`);
   const duplicated = [...seen].filter(([, count]) => count > 1).map(([id]) => id);
@@ -233,7 +250,8 @@ export async function checkLedger(db: Db, load: MixedLoad): Promise<LedgerCheck>
   const notPerformed = [...ledger.insertsFailed]
     .filter(([id, error]) => error.labels.includes(NO_WRITES_PERFORMED) && seen.has(id))
     .map(([id]) => id);
-  if (notPerformed.length > 0) violations.push(`inserts answered NoWritesPerformed but applied: ${listed(notPerformed)}`);
+  if (notPerformed.length > 0)
+    violations.push(`inserts answered NoWritesPerformed but applied: ${listed(notPerformed)}`);
 
   const counters = await collection.find({ kind: 'counter' }).toArray();
   const values = new Map(counters.map((doc) => [doc._id, doc.n ?? 0]));
@@ -241,11 +259,15 @@ export async function checkLedger(db: Db, load: MixedLoad): Promise<LedgerCheck>
     const value = values.get(id);
     const acked = ledger.incAcked.get(id) ?? 0;
     const unknown = ledger.incUnknown.get(id) ?? 0;
-    if (value === undefined && acked > 0) violations.push(`counter ${id} is missing (${acked} acknowledged increments)`);
+    if (value === undefined && acked > 0)
+      violations.push(`counter ${id} is missing (${acked} acknowledged increments)`);
     else if (value === undefined) continue;
-    else if (value < acked) violations.push(`counter ${id} = ${value} lost acknowledged increments (${acked} acknowledged)`);
+    else if (value < acked)
+      violations.push(`counter ${id} = ${value} lost acknowledged increments (${acked} acknowledged)`);
     else if (value > acked + unknown) {
-      violations.push(`counter ${id} = ${value} was incremented more often than sent (${acked} acknowledged + ${unknown} unknown)`);
+      violations.push(
+        `counter ${id} = ${value} was incremented more often than sent (${acked} acknowledged + ${unknown} unknown)`,
+      );
     }
   }
 
@@ -254,7 +276,9 @@ export async function checkLedger(db: Db, load: MixedLoad): Promise<LedgerCheck>
     const key = `${error.kind} ${error.name} ${error.codeName ?? error.code ?? '-'} [${error.labels.join(',')}]${error.retryableRead ? ' retryable' : ''}`;
     errorKinds[key] = (errorKinds[key] ?? 0) + 1;
     if (error.kind === 'find' && !error.retryableRead) {
-      violations.push(`a read failed with an error the driver does not retry: ${error.name} ${error.code ?? ''} ${error.message}`);
+      violations.push(
+        `a read failed with an error the driver does not retry: ${error.name} ${error.code ?? ''} ${error.message}`,
+      );
     }
     if (error.kind !== 'find' && error.surfacedAs === 'other') {
       violations.push(`a write failed with an unexpected error: ${error.name} ${error.message}`);
@@ -271,5 +295,7 @@ export async function checkLedger(db: Db, load: MixedLoad): Promise<LedgerCheck>
 /** One line per scenario on stderr with MTP_FAULTS_REPORT=1: what the driver saw. */
 export function reportLedger(scenario: string, check: LedgerCheck): void {
   if (process.env.MTP_FAULTS_REPORT !== '1') return;
-  process.stderr.write(`[faults] ${scenario}: ${JSON.stringify({ acknowledged: check.acknowledged, errors: check.errorKinds })}\n`);
+  process.stderr.write(
+    `[faults] ${scenario}: ${JSON.stringify({ acknowledged: check.acknowledged, errors: check.errorKinds })}\n`,
+  );
 }

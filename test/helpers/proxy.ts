@@ -40,7 +40,13 @@ export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): Proxy
   // ephemeral ports, the shared test upstream, a static-tenant loopback listener, quiet logs.
   const defaults = deepMerge<ProxyConfig>(defaultConfig(), {
     listeners: [
-      { name: 'test', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'test-tenant' },
+      {
+        name: 'test',
+        listen: { host: '127.0.0.1', port: 0 },
+        tls: null,
+        methods: ['static'],
+        staticTenant: 'test-tenant',
+      },
     ],
     upstream: { uri: upstreamUri(), connectTimeoutMS: 5_000 },
     metrics: { listen: { host: '127.0.0.1', port: 0 } },
@@ -50,11 +56,17 @@ export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): Proxy
 }
 
 /** `logger`: the proxy's logger instead of one built from `log.level` (e.g. to capture lines). */
-export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}, options: { logger?: Logger } = {}): Promise<TestProxy> {
+export async function startTestProxy(
+  overrides: DeepPartial<ProxyConfig> = {},
+  options: { logger?: Logger } = {},
+): Promise<TestProxy> {
   const config = testProxyConfig(overrides);
   // The most recent audit lines only: a long load must not grow the test process without bound.
   const auditLines: string[] = [];
-  const proxy = await startProxy(config, { ...options, auditStream: { write: (line: string) => void (auditLines.push(line) > MAX_AUDIT_LINES && auditLines.shift()) } });
+  const proxy = await startProxy(config, {
+    ...options,
+    auditStream: { write: (line: string) => void (auditLines.push(line) > MAX_AUDIT_LINES && auditLines.shift()) },
+  });
   const { host, port } = proxy.address;
   const uri = `mongodb://${host.includes(':') ? `[${host}]` : host}:${port}/?directConnection=true`;
   const clients = new Set<MongoClient>();
@@ -69,7 +81,12 @@ export async function startTestProxy(overrides: DeepPartial<ProxyConfig> = {}, o
       return client;
     },
     auditText: () => auditLines.join(''),
-    auditEvents: () => auditLines.join('').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>),
+    auditEvents: () =>
+      auditLines
+        .join('')
+        .split('\n')
+        .filter((line) => line !== '')
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
     stop(): Promise<void> {
       stopping ??= (async () => {
         await Promise.allSettled([...clients].map((client) => client.close()));

@@ -8,7 +8,11 @@ export const sleep = (ms: number): Promise<void> => new Promise((resolve) => set
  */
 export async function until(
   condition: () => boolean | Promise<boolean>,
-  { timeoutMS = 10_000, intervalMS = 25, message = 'condition not met in time' }: { timeoutMS?: number; intervalMS?: number; message?: string } = {},
+  {
+    timeoutMS = 10_000,
+    intervalMS = 25,
+    message = 'condition not met in time',
+  }: { timeoutMS?: number; intervalMS?: number; message?: string } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeoutMS;
   while (!(await condition())) {

@@ -25,8 +25,14 @@ const db = uniqueDbName('cli_reload');
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mtp-cli-reload-'));
   await direct.connect();
-  await direct.db(db).collection('items').insertMany(Array.from({ length: 5 }, (_, n) => ({ _id: n as never, tenantId: TENANT, n })));
-  await direct.db(db).collection('secrets').insertOne({ _id: 's' as never, tenantId: TENANT, value: 'hidden' });
+  await direct
+    .db(db)
+    .collection('items')
+    .insertMany(Array.from({ length: 5 }, (_, n) => ({ _id: n as never, tenantId: TENANT, n })));
+  await direct
+    .db(db)
+    .collection('secrets')
+    .insertOne({ _id: 's' as never, tenantId: TENANT, value: 'hidden' });
   cli = await buildCli();
 });
 
@@ -61,20 +67,32 @@ describe('mongo-tenant-proxy serve', () => {
     let proxy: CliProcess | undefined = spawnCli(cli.bin, ['serve', '--config', file, '--log-level', 'info']);
     let client: MongoClient | undefined;
     try {
-      const listening = await proxy.waitForLine((line) => line['msg'] === 'listening' && typeof line['address'] === 'string');
+      const listening = await proxy.waitForLine(
+        (line) => line['msg'] === 'listening' && typeof line['address'] === 'string',
+      );
       const metricsAddress = String(listening['metricsAddress']);
-      client = new MongoClient(`mongodb://${String(listening['address'])}/?directConnection=true`, { serverSelectionTimeoutMS: 10_000 });
+      client = new MongoClient(`mongodb://${String(listening['address'])}/?directConnection=true`, {
+        serverSelectionTimeoutMS: 10_000,
+      });
       const app = client.db(db);
       const cursor = app.collection('items').find({}, { batchSize: 2, sort: { _id: 1 } });
       expect((await cursor.next())?.n).toBe(0);
       expect((await app.collection('secrets').findOne())?.value).toBe('hidden');
 
       // The file also asks for log level error: the --log-level flag still wins, as at start.
-      writeFileSync(file, settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] }, log: { level: 'error' } }));
+      writeFileSync(
+        file,
+        settings({
+          isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] },
+          log: { level: 'error' },
+        }),
+      );
       proxy.child.kill('SIGHUP');
       const reloaded = await proxy.waitForLine((line) => line['msg'] === RELOADED);
       expect(reloaded).toMatchObject({ trigger: 'signal', applied: ['isolation.namespaces[0]'] });
-      expect(proxy.lines).toContainEqual(expect.objectContaining({ msg: 'reloading the configuration', signal: 'SIGHUP' }));
+      expect(proxy.lines).toContainEqual(
+        expect.objectContaining({ msg: 'reloading the configuration', signal: 'SIGHUP' }),
+      );
 
       await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
       expect((await cursor.next())?.n).toBe(1);

@@ -10,7 +10,9 @@ import { classify } from '../../src/policy/commands.js';
 import { directClient, needsMongoDB } from '../helpers/upstream.js';
 import { readFileSync } from 'node:fs';
 
-const serverCommands = JSON.parse(readFileSync(new URL('../data/server-commands.json', import.meta.url), 'utf8')) as { commands: string[] };
+const serverCommands = JSON.parse(readFileSync(new URL('../data/server-commands.json', import.meta.url), 'utf8')) as {
+  commands: string[];
+};
 
 let direct: MongoClient | undefined;
 afterAll(async () => {

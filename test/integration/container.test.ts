@@ -167,7 +167,8 @@ const stage = (name: string): Stage => {
   return found;
 };
 const runs = (s: Stage): string[] => s.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args);
-const last = (s: Stage, keyword: string): Instruction | undefined => s.instructions.filter((i) => i.keyword === keyword).at(-1);
+const last = (s: Stage, keyword: string): Instruction | undefined =>
+  s.instructions.filter((i) => i.keyword === keyword).at(-1);
 /** The default configuration the image carries at /etc/mongo-tenant-proxy/config.yaml. */
 const imageConfig = runtime.instructions.find(
   (i) => i.keyword === 'COPY' && i.heredoc !== undefined && i.args.endsWith('/etc/mongo-tenant-proxy/config.yaml'),
@@ -191,7 +192,12 @@ describe('Dockerfile', () => {
     expect(runs(runtime).join('\n')).not.toMatch(/npm (ci|install)/);
     const copies = runtime.instructions.filter((i) => i.keyword === 'COPY').map((i) => i.args);
     expect(copies).toEqual(
-      expect.arrayContaining(['--from=deps /app/node_modules ./node_modules', '--from=build /src/dist ./dist', 'bin ./bin', 'config ./config']),
+      expect.arrayContaining([
+        '--from=deps /app/node_modules ./node_modules',
+        '--from=build /src/dist ./dist',
+        'bin ./bin',
+        'config ./config',
+      ]),
     );
     expect(last(runtime, 'WORKDIR')?.args).toBe('/app');
   });
@@ -225,7 +231,10 @@ describe('Dockerfile', () => {
     expect(imageConfig?.heredoc).toBeDefined();
     const config = parse(imageConfig!.heredoc!);
     expect(config.metrics.listen).toBe('0.0.0.0:9216');
-    const env = Object.assign({}, ...runtime.instructions.filter((i) => i.keyword === 'ENV').map((i) => envPairs(i.args)));
+    const env = Object.assign(
+      {},
+      ...runtime.instructions.filter((i) => i.keyword === 'ENV').map((i) => envPairs(i.args)),
+    );
     expect(env.HEALTHCHECK_URL).toBe('http://127.0.0.1:9216/healthz');
     expect(env.NODE_ENV).toBe('production');
   });
@@ -245,7 +254,16 @@ describe('Dockerfile', () => {
       expect(dockerignored(patterns, source), `${source} is in the build context`).toBe(false);
     }
     expect(dockerignored(patterns, 'src/main.ts')).toBe(false);
-    for (const excluded of ['node_modules/yaml/package.json', 'dist/main.js', '.git/HEAD', 'test/helpers/certs.ts', 'coverage/x', 'helm/mongo-tenant-proxy/values.yaml', 'server.key', 'Dockerfile']) {
+    for (const excluded of [
+      'node_modules/yaml/package.json',
+      'dist/main.js',
+      '.git/HEAD',
+      'test/helpers/certs.ts',
+      'coverage/x',
+      'helm/mongo-tenant-proxy/values.yaml',
+      'server.key',
+      'Dockerfile',
+    ]) {
       expect(dockerignored(patterns, excluded), `${excluded} stays out of the build context`).toBe(true);
     }
   });
@@ -266,7 +284,9 @@ describe('what the image runs, outside Docker', () => {
     app = path.join(work, 'app');
     // Build stage: `npm run build` is `tsc -p tsconfig.build.json`; here into the copy's dist/.
     const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-    const build = await run(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(app, 'dist')], { cwd: root });
+    const build = await run(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(app, 'dist')], {
+      cwd: root,
+    });
     if (build.code !== 0) throw new Error(`build failed:\n${build.stdout}${build.stderr}`);
     // Runtime stage: package.json, bin, config, and the packages `npm ci --omit=dev` installs
     // (every lockfile entry not marked dev; optional ones only when this platform has them).
@@ -309,13 +329,15 @@ describe('what the image runs, outside Docker', () => {
             /\bimport\s*\(\s*['"]([^'"\s]+)['"]\s*\)/g,
             /\brequire\s*\(\s*['"]([^'"\s]+)['"]\s*\)/g,
           ];
-          for (const pattern of patterns) for (const m of text.matchAll(pattern)) specifiers.set(m[1]!, path.relative(app, full));
+          for (const pattern of patterns)
+            for (const m of text.matchAll(pattern)) specifiers.set(m[1]!, path.relative(app, full));
         }
       }
     };
     await walk(path.join(app, 'dist'));
     const bin = await readFile(path.join(app, 'bin', 'mongo-tenant-proxy'), 'utf8');
-    for (const m of bin.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g)) specifiers.set(m[1]!, 'bin/mongo-tenant-proxy');
+    for (const m of bin.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g))
+      specifiers.set(m[1]!, 'bin/mongo-tenant-proxy');
 
     const builtins = new Set(builtinModules);
     const packages = new Map<string, string>();
@@ -339,7 +361,10 @@ describe('what the image runs, outside Docker', () => {
     const help = await run(process.execPath, [...entrypoint.slice(1), '--help'], { cwd: app, env });
     expect(help.code, help.stderr).toBe(0);
     expect(help.stdout).toContain('mongo-tenant-proxy serve');
-    const validate = await run(process.execPath, [...entrypoint.slice(1), 'validate-config', configFile], { cwd: app, env });
+    const validate = await run(process.execPath, [...entrypoint.slice(1), 'validate-config', configFile], {
+      cwd: app,
+      env,
+    });
     expect(validate.code, validate.stdout + validate.stderr).toBe(0);
     expect(validate.stdout.trim()).toBe('ok');
     expect(() => loadConfig({ file: configFile, env: {} })).not.toThrow();
@@ -347,13 +372,18 @@ describe('what the image runs, outside Docker', () => {
 
   it('serves with ENTRYPOINT + CMD, passes the HEALTHCHECK, exits 0 on SIGTERM, and writes nothing', async () => {
     const entrypoint = execForm(last(runtime, 'ENTRYPOINT')!.args);
-    const cmd = execForm(last(runtime, 'CMD')!.args).map((a) => (a === '/etc/mongo-tenant-proxy/config.yaml' ? configFile : a));
+    const cmd = execForm(last(runtime, 'CMD')!.args).map((a) =>
+      a === '/etc/mongo-tenant-proxy/config.yaml' ? configFile : a,
+    );
     const healthcheck = execForm(/CMD\s+(.*)$/.exec(last(runtime, 'HEALTHCHECK')!.args)![1]!);
     expect(entrypoint[0]).toBe('node');
     expect(healthcheck[0]).toBe('node');
 
     const metricsPort = await freePort();
-    const imageEnv = Object.assign({}, ...runtime.instructions.filter((i) => i.keyword === 'ENV').map((i) => envPairs(i.args)));
+    const imageEnv = Object.assign(
+      {},
+      ...runtime.instructions.filter((i) => i.keyword === 'ENV').map((i) => envPairs(i.args)),
+    );
     const healthUrl = `http://127.0.0.1:${metricsPort}/healthz`;
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
@@ -367,7 +397,11 @@ describe('what the image runs, outside Docker', () => {
     };
     const before = await snapshot(app);
 
-    const child = spawn(process.execPath, [...entrypoint.slice(1), ...cmd], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...entrypoint.slice(1), ...cmd], {
+      cwd: app,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -378,7 +412,10 @@ describe('what the image runs, outside Docker', () => {
       const deadline = Date.now() + 30_000;
       let healthy = false;
       while (!healthy && Date.now() < deadline && child.exitCode === null) {
-        const probe = await run(healthcheck[0] === 'node' ? process.execPath : healthcheck[0]!, healthcheck.slice(1), { env, timeout: 5_000 });
+        const probe = await run(healthcheck[0] === 'node' ? process.execPath : healthcheck[0]!, healthcheck.slice(1), {
+          env,
+          timeout: 5_000,
+        });
         healthy = probe.code === 0;
         if (!healthy) await new Promise((resolve) => setTimeout(resolve, 200));
       }
@@ -390,7 +427,9 @@ describe('what the image runs, outside Docker', () => {
       child.kill('SIGTERM');
       const result = await Promise.race([
         exited,
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no exit 10 s after SIGTERM:\n${output}`)), 10_000)),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`no exit 10 s after SIGTERM:\n${output}`)), 10_000),
+        ),
       ]);
       expect(result, output).toEqual({ code: 0, signal: null });
       expect(output).toContain('"signal":"SIGTERM"');

@@ -59,7 +59,9 @@ async function until(condition: () => Promise<boolean>, timeoutMs = 20_000): Pro
   }
 }
 
-const endSessions = (): Buffer => opMsg({ endSessions: [{ id: new Binary(new UUID(randomUUID()).buffer, 4) }], $db: 'admin' }, { flags: MORE_TO_COME }).bytes;
+const endSessions = (): Buffer =>
+  opMsg({ endSessions: [{ id: new Binary(new UUID(randomUUID()).buffer, 4) }], $db: 'admin' }, { flags: MORE_TO_COME })
+    .bytes;
 
 describe('a driver closing its client (endSessions with moreToCome)', () => {
   it('is forwarded without a reply to the client: no protocol error, no error outcome, the connection stays open', async () => {
@@ -71,11 +73,20 @@ describe('a driver closing its client (endSessions with moreToCome)', () => {
     });
     await client.close(); // sends endSessions for the pooled session, with w:0
 
-    await until(async () => [...(await samples('mongo_tenant_proxy_operations_total')).keys()].some((labels) => labels.includes('command="endSessions"')));
+    await until(async () =>
+      [...(await samples('mongo_tenant_proxy_operations_total')).keys()].some((labels) =>
+        labels.includes('command="endSessions"'),
+      ),
+    );
     const operations = await samples('mongo_tenant_proxy_operations_total');
     const endSessionsOutcomes = [...operations.keys()].filter((labels) => labels.includes('command="endSessions"'));
-    expect(endSessionsOutcomes.every((labels) => /outcome="(ok|rewritten)"/.test(labels)), endSessionsOutcomes.join(', ')).toBe(true);
-    expect([...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0)).toBe(0);
+    expect(
+      endSessionsOutcomes.every((labels) => /outcome="(ok|rewritten)"/.test(labels)),
+      endSessionsOutcomes.join(', '),
+    ).toBe(true);
+    expect(
+      [...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0),
+    ).toBe(0);
 
     // The same on a raw connection: no reply to the endSessions, and the next command is answered.
     const c = await rawClient();
@@ -88,7 +99,11 @@ describe('a driver closing its client (endSessions with moreToCome)', () => {
   });
 
   it('before a tenant exists, is not answered either (a reply nobody asked for would answer the next command)', async () => {
-    proxy = await startTestProxy({ listeners: [{ name: 'handshake-only', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null }] });
+    proxy = await startTestProxy({
+      listeners: [
+        { name: 'handshake-only', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null },
+      ],
+    });
     const c = await rawClient();
     c.write(endSessions());
     const ping = opMsg({ ping: 1, $db: 'admin' });
@@ -105,13 +120,20 @@ describe('unacknowledged commands on a shared upstream connection', () => {
     // stray reply would reach the pooled connection after it went to another client, and fail the
     // other client's write. The proxy asks for the reply and drops it.
     faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({ upstream: { uri: faults.uri, maxPoolSize: 1, retry: { maxAttempts: 1, initialBackoffMS: 0, maxBackoffMS: 0 } } });
+    proxy = await startTestProxy({
+      upstream: { uri: faults.uri, maxPoolSize: 1, retry: { maxAttempts: 1, initialBackoffMS: 0, maxBackoffMS: 0 } },
+    });
     const database = uniqueDbName('fnf_shared');
     const unacknowledged = await rawClient();
     const acknowledged = await rawClient();
     const connectionsBefore = faults.stats().connectionsTotal;
     for (let i = 0; i < 20; i++) {
-      unacknowledged.write(opMsg({ insert: 'items', documents: [{ _id: `w0-${i}` }], writeConcern: { w: 0 }, $db: database }, { flags: MORE_TO_COME }).bytes);
+      unacknowledged.write(
+        opMsg(
+          { insert: 'items', documents: [{ _id: `w0-${i}` }], writeConcern: { w: 0 }, $db: database },
+          { flags: MORE_TO_COME },
+        ).bytes,
+      );
       unacknowledged.write(endSessions());
       const insert = opMsg({ insert: 'items', documents: [{ _id: `ack-${i}` }], $db: database });
       acknowledged.write(insert.bytes);
@@ -137,7 +159,9 @@ describe('unacknowledged commands on a shared upstream connection', () => {
 
 describe('a client that leaves right after an unacknowledged command', () => {
   it('is not a protocol violation while the proxy still waits for the upstream reply it drops', async () => {
-    fake = await startFakeUpstream((message) => ('endSessions' in message.body ? { delayMs: 300, replies: [{ ok: 1 }] } : [{ ok: 1 }]));
+    fake = await startFakeUpstream((message) =>
+      'endSessions' in message.body ? { delayMs: 300, replies: [{ ok: 1 }] } : [{ ok: 1 }],
+    );
     proxy = await startTestProxy({ upstream: { uri: fake.uri } });
     const c = await rawClient();
     const ping = opMsg({ ping: 1, $db: 'admin' });
@@ -147,6 +171,8 @@ describe('a client that leaves right after an unacknowledged command', () => {
     c.close(); // what a driver does right after sending endSessions
     await until(async () => (await samples('mongo_tenant_proxy_client_connections')).get('') === 0);
     await new Promise((resolve) => setTimeout(resolve, 400)); // the upstream reply has arrived and been dropped
-    expect([...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0)).toBe(0);
+    expect(
+      [...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0),
+    ).toBe(0);
   });
 });

@@ -95,7 +95,9 @@ describe('bytes sent upstream', () => {
     fake = await startFakeUpstream(() => [{ ok: 1 }]);
     proxy = await startTestProxy({ upstream: { uri: fake.uri } });
     const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
-    c.write(opMsg({ insert: 'c', documents: [{ a: 1 }], writeConcern: { w: 0 }, $db: 'db' }, { flags: MORE_TO_COME }).bytes);
+    c.write(
+      opMsg({ insert: 'c', documents: [{ a: 1 }], writeConcern: { w: 0 }, $db: 'db' }, { flags: MORE_TO_COME }).bytes,
+    );
     const ping = opMsg({ ping: 1, $db: 'admin' });
     c.write(ping.bytes);
     // The first frame the client sees answers its ping: the insert's reply never reaches it.

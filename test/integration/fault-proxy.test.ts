@@ -33,10 +33,11 @@ async function startEcho(): Promise<EchoServer> {
     port: 0,
     connections: [],
     silent: false,
-    close: () => new Promise<void>((resolve) => {
-      for (const c of echo.connections) c.socket.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of echo.connections) c.socket.destroy();
+        server.close(() => resolve());
+      }),
   };
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     const conn: EchoConnection = { socket, received: 0, ended: false, closed: false };
@@ -100,7 +101,8 @@ async function connectClient(port: number): Promise<TestClient> {
   return {
     socket,
     received: () => Buffer.concat(chunks),
-    waitFor: (n) => (total >= n ? Promise.resolve(Buffer.concat(chunks)) : new Promise((resolve) => waiters.push({ n, resolve }))),
+    waitFor: (n) =>
+      total >= n ? Promise.resolve(Buffer.concat(chunks)) : new Promise((resolve) => waiters.push({ n, resolve })),
     closed,
   };
 }
@@ -349,7 +351,10 @@ describe('fault proxy in front of the shared upstream, through the driver', () =
   });
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close(true).catch(() => {})));
-    await direct.db(dbName).dropDatabase().catch(() => {});
+    await direct
+      .db(dbName)
+      .dropDatabase()
+      .catch(() => {});
     await direct.close();
     await faults.close();
   });
@@ -374,7 +379,10 @@ describe('fault proxy in front of the shared upstream, through the driver', () =
   }
 
   it('targetFromUri and uriFor keep the target and the options', () => {
-    expect(targetFromUri('mongodb://u:p@db.example:27019,other:1/?replicaSet=rs0&tls=true')).toEqual({ host: 'db.example', port: 27019 });
+    expect(targetFromUri('mongodb://u:p@db.example:27019,other:1/?replicaSet=rs0&tls=true')).toEqual({
+      host: 'db.example',
+      port: 27019,
+    });
     expect(targetFromUri('mongodb://[::1]/')).toEqual({ host: '::1', port: 27017 });
     const uri = faults.uriFor('mongodb://u:p@db.example:27019/app?replicaSet=rs0&authSource=admin');
     expect(uri).toBe(`mongodb://u:p@127.0.0.1:${faults.port}/app?authSource=admin&directConnection=true`);

@@ -25,7 +25,8 @@ afterAll(async () => {
 /** A load that never ran, on a collection of its own holding `documents`. */
 async function ledgerOver(documents: Array<{ _id: string; kind: string; n?: number }>): Promise<MixedLoad> {
   const load = new MixedLoad({ clients: [client], database: db.databaseName, collection: `case${collections++}` });
-  if (documents.length > 0) await db.collection<{ _id: string; kind: string; n?: number }>(load.collection).insertMany(documents);
+  if (documents.length > 0)
+    await db.collection<{ _id: string; kind: string; n?: number }>(load.collection).insertMany(documents);
   return load;
 }
 
@@ -41,11 +42,17 @@ describe('checkLedger', () => {
     ]);
     load.ledger.insertsAcked.add('a');
     load.ledger.insertsFailed.set('b', describeError('insert', serverError(9001, 'SocketException')));
-    load.ledger.insertsFailed.set('c', describeError('insert', serverError(6, 'HostUnreachable', [NO_WRITES_PERFORMED])));
+    load.ledger.insertsFailed.set(
+      'c',
+      describeError('insert', serverError(6, 'HostUnreachable', [NO_WRITES_PERFORMED])),
+    );
     load.counterIds.add('c1');
     load.ledger.incAcked.set('c1', 2);
     load.ledger.incUnknown.set('c1', 1);
-    load.ledger.errors.push(describeError('find', serverError(6, 'HostUnreachable')), describeError('find', new MongoNetworkError('reset')));
+    load.ledger.errors.push(
+      describeError('find', serverError(6, 'HostUnreachable')),
+      describeError('find', new MongoNetworkError('reset')),
+    );
     expect((await checkLedger(db, load)).violations).toEqual([]);
   });
 
@@ -55,7 +62,10 @@ describe('checkLedger', () => {
       { _id: 'not-performed', kind: 'insert' },
     ]);
     load.ledger.insertsAcked.add('lost');
-    load.ledger.insertsFailed.set('not-performed', describeError('insert', serverError(6, 'HostUnreachable', [NO_WRITES_PERFORMED])));
+    load.ledger.insertsFailed.set(
+      'not-performed',
+      describeError('insert', serverError(6, 'HostUnreachable', [NO_WRITES_PERFORMED])),
+    );
     const { violations } = await checkLedger(db, load);
     expect(violations).toEqual([
       expect.stringMatching(/^acknowledged inserts missing from the database: lost/),

@@ -38,13 +38,19 @@ const loadClients = new Set<MongoClient>();
 beforeAll(async () => {
   faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
   proxy = await startTestProxy({
-    upstream: { uri: faults.uriFor(upstreamUri()), connectTimeoutMS: CONNECT_TIMEOUT_MS, socketTimeoutMS: SOCKET_TIMEOUT_MS },
+    upstream: {
+      uri: faults.uriFor(upstreamUri()),
+      connectTimeoutMS: CONNECT_TIMEOUT_MS,
+      socketTimeoutMS: SOCKET_TIMEOUT_MS,
+    },
   });
   direct = directClient();
   database = uniqueDbName('faults_network');
   // Warm up first-use allocations (JIT, caches, metric labels), then take the memory baseline.
   await runLoad('warmup', { during: async () => {} });
-  await until(async () => (await metricValue(proxy.proxy, 'client_connections')) === 0, { message: 'warm-up clients still connected' });
+  await until(async () => (await metricValue(proxy.proxy, 'client_connections')) === 0, {
+    message: 'warm-up clients still connected',
+  });
   baseline = await settledMemory();
 });
 
@@ -89,7 +95,10 @@ async function runLoad(
   const load = new MixedLoad({ clients, database, collection, workersPerClient: 3 });
   load.start();
   try {
-    await until(() => load.succeeded >= PROGRESS, { timeoutMS: 30_000, message: `${collection}: no progress before the fault` });
+    await until(() => load.succeeded >= PROGRESS, {
+      timeoutMS: 30_000,
+      message: `${collection}: no progress before the fault`,
+    });
     fault.inject?.();
     await fault.during(load);
     fault.heal?.();
@@ -112,7 +121,10 @@ async function runLoad(
 /** Waits until `count` more operations have failed. */
 const failures = (count: number) => (load: MixedLoad) => {
   const before = load.ledger.errors.length;
-  return until(() => load.ledger.errors.length >= before + count, { timeoutMS: 20_000, message: `fewer than ${count} operations failed under the fault` });
+  return until(() => load.ledger.errors.length >= before + count, {
+    timeoutMS: 20_000,
+    message: `fewer than ${count} operations failed under the fault`,
+  });
 };
 
 describe('network faults between the proxy and the upstream, during a mixed load', () => {
@@ -121,7 +133,10 @@ describe('network faults between the proxy and the upstream, during a mixed load
       inject: () => faults.setLatency(40, { jitterMS: 40 }),
       during: (running) => {
         const before = running.succeeded;
-        return until(() => running.succeeded >= before + PROGRESS, { timeoutMS: 30_000, message: 'no progress under latency' });
+        return until(() => running.succeeded >= before + PROGRESS, {
+          timeoutMS: 30_000,
+          message: 'no progress under latency',
+        });
       },
       heal: () => faults.setLatency(0),
     });
@@ -205,7 +220,9 @@ describe('network faults between the proxy and the upstream, during a mixed load
     expect(await collection.findOne({ _id: 'after' })).toMatchObject({ _id: 'after' });
     await fresh.close();
 
-    await until(async () => (await metricValue(proxy.proxy, 'client_connections')) === 0, { message: 'client connections not released' });
+    await until(async () => (await metricValue(proxy.proxy, 'client_connections')) === 0, {
+      message: 'client connections not released',
+    });
     await until(async () => (await metricValue(proxy.proxy, 'upstream_connections', { state: 'in_use' })) === 0, {
       message: 'upstream connections still in use',
     });

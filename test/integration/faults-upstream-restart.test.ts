@@ -57,19 +57,23 @@ describe('upstream killed and restarted during a mixed load', () => {
     const database = uniqueDbName('faults_restart');
 
     await warmUp(database);
-    await until(async () => (await metricValue(proxy!.proxy, 'client_connections')) === 0, { message: 'warm-up clients still connected' });
+    await until(async () => (await metricValue(proxy!.proxy, 'client_connections')) === 0, {
+      message: 'warm-up clients still connected',
+    });
     const baseline = await settledMemory();
 
     const clients = loadClients(4);
     const load = new MixedLoad({ clients, database, workersPerClient: 3 });
-      load.start();
+    load.start();
     await until(() => load.succeeded >= 150, { timeoutMS: 30_000, message: 'load made no progress before the kill' });
 
     // Two cycles: the second kills connections the proxy re-established after the first.
     for (let cycle = 1; cycle <= 2; cycle++) {
       await ferret.kill();
       const errorsAtKill = load.ledger.errors.length;
-      await until(() => load.ledger.errors.length >= errorsAtKill + 10, { message: `cycle ${cycle}: no operation failed while the upstream was down` });
+      await until(() => load.ledger.errors.length >= errorsAtKill + 10, {
+        message: `cycle ${cycle}: no operation failed while the upstream was down`,
+      });
       // Down for longer than any retry budget (backoff caps at 1 s), so failures reach the clients.
       await sleep(UPSTREAM_DOWN_MS);
 
@@ -97,7 +101,9 @@ describe('upstream killed and restarted during a mixed load', () => {
 
     // Memory: every client connection is gone, no upstream connection is in use or leaked, and
     // the heap and buffers are near the pre-load baseline.
-    await until(async () => (await metricValue(proxy!.proxy, 'client_connections')) === 0, { message: 'client connections not released' });
+    await until(async () => (await metricValue(proxy!.proxy, 'client_connections')) === 0, {
+      message: 'client connections not released',
+    });
     expect(await metricValue(proxy.proxy, 'upstream_connections', { state: 'in_use' })).toBe(0);
     // No more upstream connections than the load's clients ever had (4 clients × pools of 3).
     expect(await metricValue(proxy.proxy, 'upstream_connections')).toBeLessThanOrEqual(12);

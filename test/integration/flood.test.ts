@@ -36,7 +36,9 @@ async function start(limits: DeepPartial<ProxyConfig['limits']>): Promise<Tenant
 async function connectMany(tenant: string, count: number, batch = 100): Promise<RawClient[]> {
   const clients: RawClient[] = [];
   for (let opened = 0; opened < count; opened += batch) {
-    const next = await Promise.all(Array.from({ length: Math.min(batch, count - opened) }, () => tenants!.rawFor(tenant)));
+    const next = await Promise.all(
+      Array.from({ length: Math.min(batch, count - opened) }, () => tenants!.rawFor(tenant)),
+    );
     for (const client of next) {
       raw.add(client);
       clients.push(client);
@@ -78,7 +80,9 @@ describe('1,000 clients trickling bytes of a frame (and 200 saying nothing)', ()
       sent++;
     }, 250);
     try {
-      await until(async () => (await clientConnections()) >= 1_200, { message: 'the flooding clients are not all connected' });
+      await until(async () => (await clientConnections()) >= 1_200, {
+        message: 'the flooding clients are not all connected',
+      });
       await until(() => sent >= 2, { message: 'the trickle did not start' });
       // While they hold their connections, the victim is served normally.
       await victimWorks(victim, database, 30);
@@ -88,7 +92,10 @@ describe('1,000 clients trickling bytes of a frame (and 200 saying nothing)', ()
       expect(during.heapUsed - baseline.heapUsed).toBeLessThan(48 * MiB);
       expect(during.arrayBuffers - baseline.arrayBuffers).toBeLessThan(16 * MiB);
 
-      await until(() => [...trickling, ...silent].every((client) => client.closed), { timeoutMS: 30_000, message: 'flooding clients still open' });
+      await until(() => [...trickling, ...silent].every((client) => client.closed), {
+        timeoutMS: 30_000,
+        message: 'flooding clients still open',
+      });
     } finally {
       clearInterval(trickle);
     }
@@ -126,9 +133,11 @@ async function greedyClients(count: number, database: string): Promise<{ clients
   const clients = await connectMany('flood', count);
   for (const client of clients) {
     client.socket.pause(); // never reads: the kernel buffers fill, then the proxy's writes stall
-    for (let i = 0; i < GREEDY_REQUESTS; i++) client.write(opMsg({ find: 'big', filter: {}, batchSize: 10, $db: database }).bytes);
+    for (let i = 0; i < GREEDY_REQUESTS; i++)
+      client.write(opMsg({ find: 'big', filter: {}, batchSize: 10, $db: database }).bytes);
   }
-  const sentToClients = (): Promise<number> => metricValue(tenants!.proxy.proxy, 'bytes_sent_total', { direction: 'client' });
+  const sentToClients = (): Promise<number> =>
+    metricValue(tenants!.proxy.proxy, 'bytes_sent_total', { direction: 'client' });
   const before = await sentToClients();
   // Stalled: at least one reply went out, then nothing more for three samples in a row.
   let previous = -1;
@@ -214,7 +223,9 @@ describe('clients that send many requests and never read the replies', () => {
 });
 
 /** Sends hello on every client: the ones answered are served, the others were closed unanswered. */
-async function helloOnEach(clients: RawClient[]): Promise<{ answered: RawClient[]; refused: Array<{ client: RawClient; reply: unknown }> }> {
+async function helloOnEach(
+  clients: RawClient[],
+): Promise<{ answered: RawClient[]; refused: Array<{ client: RawClient; reply: unknown }> }> {
   const outcomes = await Promise.all(
     clients.map(async (client) => {
       const request = hello();
@@ -224,7 +235,9 @@ async function helloOnEach(clients: RawClient[]): Promise<{ answered: RawClient[
     }),
   );
   return {
-    answered: outcomes.filter((outcome) => outcome.reply !== null && (outcome.reply as { ok?: number }).ok === 1).map((o) => o.client),
+    answered: outcomes
+      .filter((outcome) => outcome.reply !== null && (outcome.reply as { ok?: number }).ok === 1)
+      .map((o) => o.client),
     refused: outcomes.filter((outcome) => outcome.reply === null || (outcome.reply as { ok?: number }).ok !== 1),
   };
 }
@@ -243,7 +256,9 @@ describe('a burst over the connection limits', () => {
     expect(answered.length).toBe(limit - held);
     expect(refused.length).toBe(100 - (limit - held));
     expect(refused.every(({ client, reply }) => reply === null && client.closed)).toBe(true);
-    expect(await metricValue(tenants!.proxy.proxy, 'client_connections_refused_total', { reason: 'max_connections' })).toBe(refused.length);
+    expect(
+      await metricValue(tenants!.proxy.proxy, 'client_connections_refused_total', { reason: 'max_connections' }),
+    ).toBe(refused.length);
 
     // Served ones keep working, and so does the other tenant.
     for (const client of answered.slice(0, 5)) expect((await client.command(hello())).ok).toBe(1);
@@ -267,10 +282,17 @@ describe('a burst over the connection limits', () => {
     expect(answered.length).toBe(perTenant);
     expect(refused.length).toBe(100 - perTenant);
     for (const { reply } of refused) {
-      expect(reply).toMatchObject({ ok: 0, code: 96, codeName: 'OperationFailed', errmsg: `tenant connection limit (${perTenant}) reached` });
+      expect(reply).toMatchObject({
+        ok: 0,
+        code: 96,
+        codeName: 'OperationFailed',
+        errmsg: `tenant connection limit (${perTenant}) reached`,
+      });
     }
     await until(() => refused.every(({ client }) => client.closed), { message: 'refused connections not closed' });
-    expect(await metricValue(tenants!.proxy.proxy, 'tenant_limit_rejections_total', { reason: 'connections' })).toBe(refused.length);
+    expect(await metricValue(tenants!.proxy.proxy, 'tenant_limit_rejections_total', { reason: 'connections' })).toBe(
+      refused.length,
+    );
 
     // The other tenant is not affected by the flooding tenant's limit.
     const victim = tenants!.clientFor('victim', { maxPoolSize: 5 });

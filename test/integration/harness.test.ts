@@ -2,7 +2,14 @@
 // started by startTestProxy() carries a driver's writes to the database.
 import { afterAll, describe, expect, it } from 'vitest';
 import { startTestProxy, testProxyConfig } from '../helpers/proxy.js';
-import { directClient, needsMongoDB, startFerretDB, uniqueDbName, upstreamKind, upstreamUri } from '../helpers/upstream.js';
+import {
+  directClient,
+  needsMongoDB,
+  startFerretDB,
+  uniqueDbName,
+  upstreamKind,
+  upstreamUri,
+} from '../helpers/upstream.js';
 
 describe('upstream', () => {
   const client = directClient();
@@ -109,9 +116,16 @@ describe('startTestProxy', () => {
       expect(test.proxy.metricsAddress?.port).toBeGreaterThan(0);
       const client = test.client();
       expect((await client.db('admin').command({ ping: 1 })).ok).toBe(1);
-      await client.db(dbName).collection('things').insertOne({ _id: 'via-proxy', n: 1 } as never);
+      await client
+        .db(dbName)
+        .collection('things')
+        .insertOne({ _id: 'via-proxy', n: 1 } as never);
       // Stamped with the test listener's static tenant.
-      expect(await direct.db(dbName).collection('things').findOne({})).toEqual({ _id: 'via-proxy', tenantId: 'test-tenant', n: 1 });
+      expect(await direct.db(dbName).collection('things').findOne({})).toEqual({
+        _id: 'via-proxy',
+        tenantId: 'test-tenant',
+        n: 1,
+      });
     } finally {
       await direct.db(dbName).dropDatabase();
       await direct.close();

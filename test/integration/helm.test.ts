@@ -65,7 +65,9 @@ function runHelm(args: string[], cwd = chartDir): Promise<{ code: number; stdout
 }
 
 /** `helm template` → the parsed manifests; fails the test on a rendering error. */
-async function render(options: { values?: string[]; set?: string[]; chart?: string; release?: string } = {}): Promise<Manifest[]> {
+async function render(
+  options: { values?: string[]; set?: string[]; chart?: string; release?: string } = {},
+): Promise<Manifest[]> {
   const args = ['template', options.release ?? 'demo', options.chart ?? chartDir, '--namespace', NAMESPACE];
   for (const file of options.values ?? []) args.push('-f', file);
   for (const value of options.set ?? []) args.push('--set', value);
@@ -90,7 +92,10 @@ async function renderError(options: { values?: string[]; set?: string[] }): Prom
 
 function only(manifests: Manifest[], kind: string): Manifest {
   const found = manifests.filter((m) => m.kind === kind);
-  expect(found.map((m) => m.metadata.name), `exactly one ${kind}`).toHaveLength(1);
+  expect(
+    found.map((m) => m.metadata.name),
+    `exactly one ${kind}`,
+  ).toHaveLength(1);
   return found[0]!;
 }
 
@@ -168,7 +173,9 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
 
   it('passes helm lint --strict with the defaults and every shipped values file', async () => {
     const ciFiles = (await readdir(path.join(chartDir, 'ci'))).filter((f) => f.endsWith('.yaml')).map((f) => `ci/${f}`);
-    expect(ciFiles).toEqual(expect.arrayContaining([VALUES_FILES.standalone, VALUES_FILES.monitoring, VALUES_FILES.networkPolicy]));
+    expect(ciFiles).toEqual(
+      expect.arrayContaining([VALUES_FILES.standalone, VALUES_FILES.monitoring, VALUES_FILES.networkPolicy]),
+    );
     for (const values of [null, VALUES_FILES.sidecar, ...ciFiles]) {
       const result = await runHelm(['lint', '--strict', '.', ...(values ? ['-f', values] : [])]);
       expect(result.code, `helm lint ${values ?? '(defaults)'}:\n${result.stdout}${result.stderr}`).toBe(0);
@@ -209,7 +216,11 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
 
       const configVolume = pod.volumes.find((v: any) => v.name === 'mtp-config');
       expect(configVolume.configMap.name).toBe(configMap.metadata.name);
-      expect(container.volumeMounts).toContainEqual({ name: 'mtp-config', mountPath: '/etc/mongo-tenant-proxy/config', readOnly: true });
+      expect(container.volumeMounts).toContainEqual({
+        name: 'mtp-config',
+        mountPath: '/etc/mongo-tenant-proxy/config',
+        readOnly: true,
+      });
       // The only writable place: a small emptyDir on /tmp.
       expect(pod.volumes.find((v: any) => v.name === 'mtp-tmp')).toMatchObject({ emptyDir: { sizeLimit: '16Mi' } });
 
@@ -219,7 +230,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       await expectValidProxyConfig(configMap);
     });
 
-    it('selects its own pods from the Service and PodDisruptionBudget, on the listeners\' ports', () => {
+    it("selects its own pods from the Service and PodDisruptionBudget, on the listeners' ports", () => {
       const deployment = only(manifests, 'Deployment');
       const podLabels = deployment.spec.template.metadata.labels;
       const service = only(manifests, 'Service');
@@ -240,17 +251,25 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       const always = ['rollOnConfigChange=true'];
       const first = await render({ values: [VALUES_FILES.standalone], set: always });
       expect(podAnnotations(first)).toEqual({ [FULL_CHECKSUM]: configChecksum(only(first, 'ConfigMap')) });
-      expect(podAnnotations(await render({ values: [VALUES_FILES.standalone], set: always }))).toEqual(podAnnotations(first));
+      expect(podAnnotations(await render({ values: [VALUES_FILES.standalone], set: always }))).toEqual(
+        podAnnotations(first),
+      );
 
       const changed = await render({ values: [VALUES_FILES.standalone], set: [...always, 'config.log.level=debug'] });
       expect(podAnnotations(changed)[FULL_CHECKSUM]).not.toBe(podAnnotations(first)[FULL_CHECKSUM]);
       expect(podAnnotations(changed)[FULL_CHECKSUM]).toBe(configChecksum(only(changed, 'ConfigMap')));
 
       // Not a config change: the checksum stays.
-      expect(podAnnotations(await render({ values: [VALUES_FILES.standalone], set: [...always, 'replicaCount=5'] }))).toEqual(podAnnotations(first));
+      expect(
+        podAnnotations(await render({ values: [VALUES_FILES.standalone], set: [...always, 'replicaCount=5'] })),
+      ).toEqual(podAnnotations(first));
       // false: no annotation at all; anything else is an error.
-      expect(podAnnotations(await render({ values: [VALUES_FILES.standalone], set: ['rollOnConfigChange=false'] }))).toEqual({});
-      expect(await renderError({ set: ['rollOnConfigChange=sometimes'] })).toContain('rollOnConfigChange: "sometimes" is not true, false or auto');
+      expect(
+        podAnnotations(await render({ values: [VALUES_FILES.standalone], set: ['rollOnConfigChange=false'] })),
+      ).toEqual({});
+      expect(await renderError({ set: ['rollOnConfigChange=sometimes'] })).toContain(
+        'rollOnConfigChange: "sometimes" is not true, false or auto',
+      );
     });
 
     it('rollOnConfigChange auto (default): with hot reload on, only settings the proxy cannot reload roll the pods, as the proxy decides', async () => {
@@ -262,13 +281,21 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
         ['log level', { log: { level: 'debug' } }, false],
         ['namespace policy', { isolation: { namespaces: [{ match: 'app.secrets', access: 'denied' }] } }, false],
         ['limits and timeouts', { limits: { maxConnectionsPerTenant: 5, clientIdleTimeoutMS: 1000 } }, false],
-        ['identity and compression', { identity: { scram: { mechanisms: ['SCRAM-SHA-256'] } }, compression: { zlibLevel: 1 } }, false],
+        [
+          'identity and compression',
+          { identity: { scram: { mechanisms: ['SCRAM-SHA-256'] } }, compression: { zlibLevel: 1 } },
+          false,
+        ],
         // Bound at start: the pods roll.
         ['upstream URI', { upstream: { uri: 'mongodb://other:27017/' } }, true],
         ['upstream timeout', { upstream: { connectTimeoutMS: 500 } }, true],
         ['listener address', { listeners: [{ ...listener, listen: '0.0.0.0:27019' }] }, true],
         ['listener name', { listeners: [{ ...listener, name: 'renamed' }] }, true],
-        ['listener TLS turned on', { listeners: [{ ...listener, tls: { certFile: '/tls/tls.crt', keyFile: '/tls/tls.key' } }] }, true],
+        [
+          'listener TLS turned on',
+          { listeners: [{ ...listener, tls: { certFile: '/tls/tls.crt', keyFile: '/tls/tls.key' } }] },
+          true,
+        ],
         ['listener added', { listeners: [listener, { ...listener, name: 'second', listen: '0.0.0.0:27019' }] }, true],
         ['metrics address', { metrics: { listen: '0.0.0.0:9300' } }, true],
         ['tenant label budget', { identity: { maxTenantLabels: 5 } }, true],
@@ -289,7 +316,9 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       // Hot reload turned off in the proxy: every change rolls the pods.
       const off = ['config.reload.watchConfigFile=false'];
       const withoutReload = await render({ values: [VALUES_FILES.standalone], set: off });
-      expect(podAnnotations(withoutReload)).toEqual({ [FULL_CHECKSUM]: configChecksum(only(withoutReload, 'ConfigMap')) });
+      expect(podAnnotations(withoutReload)).toEqual({
+        [FULL_CHECKSUM]: configChecksum(only(withoutReload, 'ConfigMap')),
+      });
       const levelChanged = await render({ values: [VALUES_FILES.standalone], set: [...off, 'config.log.level=debug'] });
       expect(podAnnotations(levelChanged)[FULL_CHECKSUM]).not.toBe(podAnnotations(withoutReload)[FULL_CHECKSUM]);
     });
@@ -315,7 +344,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       expect(defaults.filter((m) => m.metadata.labels?.grafana_dashboard !== undefined)).toEqual([]);
     });
 
-    it('scrapes /metrics on the Service\'s and the pods\' metrics port', () => {
+    it("scrapes /metrics on the Service's and the pods' metrics port", () => {
       const service = only(manifests, 'Service');
       const serviceMonitor = only(manifests, 'ServiceMonitor');
       expect(serviceMonitor.metadata.labels).toMatchObject({ release: 'prometheus' });
@@ -329,10 +358,12 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       const podMonitor = only(manifests, 'PodMonitor');
       const deployment = only(manifests, 'Deployment');
       expect(deployment.spec.template.metadata.labels).toMatchObject(podMonitor.spec.selector.matchLabels);
-      expect(podMonitor.spec.podMetricsEndpoints).toEqual([expect.objectContaining({ port: 'metrics', path: '/metrics' })]);
+      expect(podMonitor.spec.podMetricsEndpoints).toEqual([
+        expect.objectContaining({ port: 'metrics', path: '/metrics' }),
+      ]);
     });
 
-    it('ships the Grafana dashboard in a ConfigMap labelled for Grafana\'s sidecar, identical to dashboards/', async () => {
+    it("ships the Grafana dashboard in a ConfigMap labelled for Grafana's sidecar, identical to dashboards/", async () => {
       const dashboards = manifests.filter((m) => m.metadata.labels?.grafana_dashboard === '1');
       expect(dashboards).toHaveLength(1);
       const shipped = await readFile(path.join(chartDir, 'dashboards', 'mongo-tenant-proxy.json'), 'utf8');
@@ -348,9 +379,12 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       const registry = proxyMetrics.registry;
       for (const metric of await registry.getMetricsAsJSON()) {
         exported.add(metric.name);
-        if (`${metric.type}` === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exported.add(metric.name + suffix);
+        if (`${metric.type}` === 'histogram')
+          for (const suffix of ['_bucket', '_sum', '_count']) exported.add(metric.name + suffix);
       }
-      const dashboard = JSON.parse(await readFile(path.join(chartDir, 'dashboards', 'mongo-tenant-proxy.json'), 'utf8'));
+      const dashboard = JSON.parse(
+        await readFile(path.join(chartDir, 'dashboards', 'mongo-tenant-proxy.json'), 'utf8'),
+      );
       const exprs: string[] = [];
       const walk = (node: any): void => {
         if (Array.isArray(node)) node.forEach(walk);
@@ -391,7 +425,11 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
         expect(used, core).toContain(core);
       }
       expect(alerts.map((alert: any) => alert.alert)).toEqual(
-        expect.arrayContaining(['MongoTenantProxyDown', 'MongoTenantProxyAuthenticationFailures', 'MongoTenantProxyDenialsSpike']),
+        expect.arrayContaining([
+          'MongoTenantProxyDown',
+          'MongoTenantProxyAuthenticationFailures',
+          'MongoTenantProxyDenialsSpike',
+        ]),
       );
       // Every panel queries through the dashboard's data source variable.
       for (const panel of dashboard.panels.filter((p: any) => p.type !== 'row')) {
@@ -427,17 +465,29 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
         expect(['critical', 'warning']).toContain(alert.labels.severity);
         expect(alert.annotations.summary, name).toBeTruthy();
         expect(alert.annotations.description, name).toBeTruthy();
-        expect(alert.annotations.runbook_url).toBe(`https://git.example.com/platform/mongo-tenant-proxy/blob/main/README.md#${name.toLowerCase()}`);
+        expect(alert.annotations.runbook_url).toBe(
+          `https://git.example.com/platform/mongo-tenant-proxy/blob/main/README.md#${name.toLowerCase()}`,
+        );
         expect(String(alert.expr)).not.toMatch(/<no value>|\{\{/);
       }
-      expect(byName.get('MongoTenantProxyCircuitBreakerOpen').expr).toContain('mongo_tenant_proxy_circuit_breaker_state) == 2');
-      expect(byName.get('MongoTenantProxyPoolSaturated').expr).toMatch(/mongo_tenant_proxy_upstream_pool_wait_queue\) > 0$/);
-      expect(byName.get('MongoTenantProxyConfigReloadFailed').expr).toContain('mongo_tenant_proxy_config_last_reload_successful) == 0');
+      expect(byName.get('MongoTenantProxyCircuitBreakerOpen').expr).toContain(
+        'mongo_tenant_proxy_circuit_breaker_state) == 2',
+      );
+      expect(byName.get('MongoTenantProxyPoolSaturated').expr).toMatch(
+        /mongo_tenant_proxy_upstream_pool_wait_queue\) > 0$/,
+      );
+      expect(byName.get('MongoTenantProxyConfigReloadFailed').expr).toContain(
+        'mongo_tenant_proxy_config_last_reload_successful) == 0',
+      );
       expect(byName.get('MongoTenantProxyAuthenticationFailures').expr).toMatch(/outcome="failure".*> 1$/);
 
       const tuned = await render({
         values: [VALUES_FILES.monitoring],
-        set: ['prometheusRule.thresholds.poolWaitQueueLength=5', 'prometheusRule.thresholds.denialsPerSecond=0.5', 'prometheusRule.runbookUrl='],
+        set: [
+          'prometheusRule.thresholds.poolWaitQueueLength=5',
+          'prometheusRule.thresholds.denialsPerSecond=0.5',
+          'prometheusRule.runbookUrl=',
+        ],
       });
       const tunedAlerts: any[] = only(tuned, 'PrometheusRule').spec.groups.flatMap((group: any) => group.rules);
       const tunedByName = new Map(tunedAlerts.map((alert) => [alert.alert as string, alert]));
@@ -467,7 +517,10 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
         { port: 53, protocol: 'UDP' },
         { port: 53, protocol: 'TCP' },
       ]);
-      expect(policy.spec.egress[1]).toEqual({ to: [{ ipBlock: { cidr: '10.20.0.0/16' } }], ports: [{ port: 27017, protocol: 'TCP' }] });
+      expect(policy.spec.egress[1]).toEqual({
+        to: [{ ipBlock: { cidr: '10.20.0.0/16' } }],
+        ports: [{ port: 27017, protocol: 'TCP' }],
+      });
       // Off by default, and never without enabled.
       expect(container.ports.find((p: any) => p.name === 'mongodb').containerPort).toBe(27019);
     });
@@ -476,12 +529,30 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       const deployment = only(manifests, 'Deployment');
       const pod = deployment.spec.template.spec;
       const container = pod.containers[0];
-      expect(pod.volumes).toContainEqual({ name: 'mtp-tls-0', secret: { secretName: 'proxy-tls', defaultMode: 0o444 } });
-      expect(pod.volumes).toContainEqual({ name: 'mtp-credentials', secret: { secretName: 'proxy-credentials', defaultMode: 0o444 } });
-      expect(container.volumeMounts).toContainEqual({ name: 'mtp-tls-0', mountPath: '/etc/mongo-tenant-proxy/tls/proxy-tls', readOnly: true });
-      expect(container.volumeMounts).toContainEqual({ name: 'mtp-credentials', mountPath: '/etc/mongo-tenant-proxy/credentials', readOnly: true });
-      for (const mount of container.volumeMounts) if (mount.name !== 'mtp-tmp') expect(mount.readOnly, mount.name).toBe(true);
-      expect(container.env).toContainEqual({ name: 'MTP_UPSTREAM', valueFrom: { secretKeyRef: { name: 'proxy-upstream', key: 'uri' } } });
+      expect(pod.volumes).toContainEqual({
+        name: 'mtp-tls-0',
+        secret: { secretName: 'proxy-tls', defaultMode: 0o444 },
+      });
+      expect(pod.volumes).toContainEqual({
+        name: 'mtp-credentials',
+        secret: { secretName: 'proxy-credentials', defaultMode: 0o444 },
+      });
+      expect(container.volumeMounts).toContainEqual({
+        name: 'mtp-tls-0',
+        mountPath: '/etc/mongo-tenant-proxy/tls/proxy-tls',
+        readOnly: true,
+      });
+      expect(container.volumeMounts).toContainEqual({
+        name: 'mtp-credentials',
+        mountPath: '/etc/mongo-tenant-proxy/credentials',
+        readOnly: true,
+      });
+      for (const mount of container.volumeMounts)
+        if (mount.name !== 'mtp-tmp') expect(mount.readOnly, mount.name).toBe(true);
+      expect(container.env).toContainEqual({
+        name: 'MTP_UPSTREAM',
+        valueFrom: { secretKeyRef: { name: 'proxy-upstream', key: 'uri' } },
+      });
       // No secret value is in any rendered object.
       expect(manifests.filter((m) => m.kind === 'Secret')).toEqual([]);
       await expectValidProxyConfig(only(manifests, 'ConfigMap'));
@@ -504,7 +575,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       );
     });
 
-    it('adds the proxy to an application chart\'s pods as a native sidecar sharing the pod\'s loopback', async () => {
+    it("adds the proxy to an application chart's pods as a native sidecar sharing the pod's loopback", async () => {
       const app = await writeApplicationChart();
       const lint = await runHelm(['lint', '--strict', app], app);
       expect(lint.code, `${lint.stdout}${lint.stderr}`).toBe(0);
@@ -527,20 +598,27 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       });
       // The application's own container is untouched and talks to the proxy over loopback.
       expect(pod.containers.map((c: any) => c.name)).toEqual(['api']);
-      expect(pod.containers[0].env).toContainEqual({ name: 'MONGODB_URI', value: 'mongodb://127.0.0.1:27018/?directConnection=true' });
+      expect(pod.containers[0].env).toContainEqual({
+        name: 'MONGODB_URI',
+        value: 'mongodb://127.0.0.1:27018/?directConnection=true',
+      });
 
       // The dependency renders the ConfigMap the sidecar mounts, and nothing standalone.
       const configMap = only(manifests, 'ConfigMap');
       expect(kinds(manifests)).toEqual(['ConfigMap', 'Deployment']);
       const configVolume = pod.volumes.find((v: any) => v.name === 'mtp-config');
       expect(configVolume.configMap.name).toBe(configMap.metadata.name);
-      expect(pod.volumes.map((v: any) => v.name)).toEqual(expect.arrayContaining(['app-data', 'mtp-config', 'mtp-tmp']));
+      expect(pod.volumes.map((v: any) => v.name)).toEqual(
+        expect.arrayContaining(['app-data', 'mtp-config', 'mtp-tmp']),
+      );
       // rollOnConfigChange auto with hot reload on: only restart-only settings roll the application's pods.
       expect(Object.keys(deployment.spec.template.metadata.annotations)).toEqual([RESTART_CHECKSUM]);
       expect(deployment.spec.template.metadata.annotations[RESTART_CHECKSUM]).toMatch(/^[0-9a-f]{64}$/);
 
       const config = parse(configMap.data!['config.yaml']!);
-      expect(config.listeners).toEqual([{ name: 'app', listen: '127.0.0.1:27018', methods: ['static'], staticTenant: 'acme' }]);
+      expect(config.listeners).toEqual([
+        { name: 'app', listen: '127.0.0.1:27018', methods: ['static'], staticTenant: 'acme' },
+      ]);
       expect(config.metrics.listen).toBe('0.0.0.0:9216');
       expect(sidecar.ports).toContainEqual({ name: 'mtp-mongodb', containerPort: 27018, protocol: 'TCP' });
     });
@@ -554,9 +632,12 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
     );
     expect(await renderError({ set: ['config.listeners[0].listen=0.0.0.0:0'] })).toContain('needs a fixed port');
     expect(await renderError({ set: ['mode=daemonset'] })).toContain('is not standalone or sidecar');
-    expect(await renderError({ values: [VALUES_FILES.sidecar], set: ['podMonitor.enabled=true', 'podMonitor.selector=null'] })).toContain(
-      'podMonitor.selector',
-    );
+    expect(
+      await renderError({
+        values: [VALUES_FILES.sidecar],
+        set: ['podMonitor.enabled=true', 'podMonitor.selector=null'],
+      }),
+    ).toContain('podMonitor.selector');
   });
 });
 
@@ -564,7 +645,12 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
  * The README's sidecar instructions: its three `include` lines (for the pod template's
  * annotations, initContainers and volumes) and its `helm dependency update` step.
  */
-async function readmeSidecarSteps(): Promise<{ annotations: string; initContainers: string; volumes: string; dependencyUpdate: boolean }> {
+async function readmeSidecarSteps(): Promise<{
+  annotations: string;
+  initContainers: string;
+  volumes: string;
+  dependencyUpdate: boolean;
+}> {
   const readme = await readFile(path.join(root, 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('**Sidecar**'), readme.indexOf('In both modes:'));
   const include = (template: string): string => {
@@ -598,7 +684,9 @@ async function writeApplicationChart(): Promise<string> {
       name: 'acme-api',
       version: '1.0.0',
       icon: 'https://example.com/icon.png',
-      dependencies: [{ name: 'mongo-tenant-proxy', version: '0.1.0', repository: `file://${chartDir}`, alias: 'tenantProxy' }],
+      dependencies: [
+        { name: 'mongo-tenant-proxy', version: '0.1.0', repository: `file://${chartDir}`, alias: 'tenantProxy' },
+      ],
     }),
   );
   const sidecarValues = parse(await readFile(path.join(chartDir, VALUES_FILES.sidecar), 'utf8'));

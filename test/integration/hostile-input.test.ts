@@ -205,10 +205,7 @@ describe('OP_MSG rules', () => {
   it('accepts inserts carried in a kind-1 document sequence', async () => {
     const c = await raw();
     const doc = await c.command(
-      opMsg(
-        { insert: 'seqok', $db: dbName },
-        { sequences: [{ id: 'documents', docs: [{ x: 1 }, { x: 2 }] }] },
-      ),
+      opMsg({ insert: 'seqok', $db: dbName }, { sequences: [{ id: 'documents', docs: [{ x: 1 }, { x: 2 }] }] }),
     );
     expect(doc.ok).toBe(1);
     expect(doc.n).toBe(2);
@@ -329,7 +326,9 @@ describe('handshake rules', () => {
 
   it('refuses authentication mechanisms the listener does not enable, without forwarding', async () => {
     const c = await raw();
-    const doc = await c.command(opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.alloc(0), $db: 'admin' }));
+    const doc = await c.command(
+      opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.alloc(0), $db: 'admin' }),
+    );
     expect(doc.ok).toBe(0);
     expect(doc.code).toBe(334);
     expect(doc.codeName).toBe('MechanismUnavailable');

@@ -10,7 +10,16 @@
  * while the previous one keeps serving; restart-only settings are reported.
  * SIGHUP through the real command line: cli-reload.test.ts.
  */
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
@@ -78,20 +87,30 @@ async function start(
   if (options.prepare === undefined) writeConfig(values);
   else options.prepare();
   logs = [];
-  logger = createLogger({ level: 'info', destination: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
+  logger = createLogger({
+    level: 'info',
+    destination: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) },
+  });
   // As `serve` does: the same file and environment on every load.
   const source = configFileSource({ file, env: {} });
   const config = source.load();
   options.beforeStart?.();
   // Audit lines for stdout land in the same array; a file destination is opened by the proxy.
   const auditToLogs = { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) };
-  proxy = await startProxy(config, { logger, source, auditStream: (destination) => (destination === 'stdout' ? auditToLogs : undefined) });
+  proxy = await startProxy(config, {
+    logger,
+    source,
+    auditStream: (destination) => (destination === 'stdout' ? auditToLogs : undefined),
+  });
   return proxy;
 }
 
 function client(): MongoClient {
   const { host, port } = proxy!.address;
-  const created = new MongoClient(`mongodb://${host}:${port}/?directConnection=true`, { serverSelectionTimeoutMS: 10_000, retryReads: false });
+  const created = new MongoClient(`mongodb://${host}:${port}/?directConnection=true`, {
+    serverSelectionTimeoutMS: 10_000,
+    retryReads: false,
+  });
   clients.push(created);
   return created;
 }
@@ -123,7 +142,10 @@ async function changeFile(values: Record<string, unknown> | string, result: 'suc
   const before = await metric('config_reloads_total', `result="${result}"`);
   if (typeof values === 'string') writeFileSync(file, values);
   else writeConfig(values);
-  await until(async () => (await metric('config_reloads_total', `result="${result}"`)) > before, `a ${result}ful reload`);
+  await until(
+    async () => (await metric('config_reloads_total', `result="${result}"`)) > before,
+    `a ${result}ful reload`,
+  );
 }
 
 const logged = (message: string): Array<Record<string, unknown>> => logs.filter((line) => line['msg'] === message);
@@ -133,7 +155,10 @@ async function seed(): Promise<string> {
   databases.push(db);
   const items = Array.from({ length: 5 }, (_, index) => ({ _id: index as never, tenantId: TENANT, n: index }));
   await direct.db(db).collection('items').insertMany(items);
-  await direct.db(db).collection('secrets').insertOne({ _id: 's' as never, tenantId: TENANT, value: 'hidden' });
+  await direct
+    .db(db)
+    .collection('secrets')
+    .insertOne({ _id: 's' as never, tenantId: TENANT, value: 'hidden' });
   return db;
 }
 
@@ -166,7 +191,11 @@ describe('hot reload when the configuration file changes', () => {
     expect(await app.collection('items').countDocuments()).toBe(5);
     // The tenant already has more connections than the new limit: they stay, a new one is refused.
     const extra = await raw();
-    expect(await extra.command(opMsg({ hello: 1, $db: 'admin' }))).toMatchObject({ ok: 0, code: 96, errmsg: 'tenant connection limit (1) reached' });
+    expect(await extra.command(opMsg({ hello: 1, $db: 'admin' }))).toMatchObject({
+      ok: 0,
+      code: 96,
+      errmsg: 'tenant connection limit (1) reached',
+    });
 
     // The new level reaches loggers created before the reload (this connection's).
     expect(logger.level).toBe('debug');
@@ -195,11 +224,15 @@ describe('hot reload when the configuration file changes', () => {
     expect(await metric('config_last_reload_successful')).toBe(0);
     const [failure] = logged('configuration reload failed; the previous configuration keeps running');
     expect(failure).toMatchObject({ level: 'error', trigger: 'file', path: 'limits.maxConnections' });
-    expect(String(failure!['err'])).toMatch(/^limits\.maxConnections: must be >= 1 \(got 0, from .*config\.yaml:\d+\)$/);
+    expect(String(failure!['err'])).toMatch(
+      /^limits\.maxConnections: must be >= 1 \(got 0, from .*config\.yaml:\d+\)$/,
+    );
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
 
     await changeFile('limits: [\n', 'failure');
-    expect(String(logged('configuration reload failed; the previous configuration keeps running')[1]!['err'])).toMatch(/invalid YAML/);
+    expect(String(logged('configuration reload failed; the previous configuration keeps running')[1]!['err'])).toMatch(
+      /invalid YAML/,
+    );
 
     unlinkSync(file);
     const missing = await proxy!.reload();
@@ -222,9 +255,13 @@ describe('hot reload of a Kubernetes ConfigMap mount', () => {
   it('does not miss a change made after the file was loaded, while the proxy was starting', async () => {
     const db = await seed();
     await start(settings(), {
-      beforeStart: () => writeConfig(settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } })),
+      beforeStart: () =>
+        writeConfig(settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } })),
     });
-    await until(async () => (await metric('config_reloads_total', 'result="success"')) === 1, 'the reload of the change');
+    await until(
+      async () => (await metric('config_reloads_total', 'result="success"')) === 1,
+      'the reload of the change',
+    );
     await expect(client().db(db).collection('secrets').findOne()).rejects.toThrow(/denied/);
   });
 
@@ -246,12 +283,18 @@ describe('hot reload of a Kubernetes ConfigMap mount', () => {
     const app = client().db(db);
     expect((await app.collection('secrets').findOne())?.value).toBe('hidden');
 
-    version('..2026_11_26_09_01_00.2', settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } }));
+    version(
+      '..2026_11_26_09_01_00.2',
+      settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } }),
+    );
     const before = await metric('config_reloads_total', 'result="success"');
     symlinkSync('..2026_11_26_09_01_00.2', join(dir, '..data_tmp'));
     renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
     rmSync(join(dir, '..2026_11_26_09_00_00.1'), { recursive: true });
-    await until(async () => (await metric('config_reloads_total', 'result="success"')) > before, 'a reload after the swap');
+    await until(
+      async () => (await metric('config_reloads_total', 'result="success"')) > before,
+      'a reload after the swap',
+    );
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
   });
 });
@@ -261,7 +304,14 @@ describe('identity and audit settings', () => {
     const db = await seed();
     await start(settings({ reload: { watchConfigFile: false } }));
     const entry = (user: string, tenant: string): ReturnType<typeof hashPassword> =>
-      hashPassword({ user, db: 'admin', tenant, password: `${user}-pw`, mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
+      hashPassword({
+        user,
+        db: 'admin',
+        tenant,
+        password: `${user}-pw`,
+        mechanisms: ['SCRAM-SHA-256'],
+        iterations: 4096,
+      });
     const first = join(dir, 'users-1.yaml');
     const second = join(dir, 'users-2.yaml');
     writeFileSync(first, formatCredentialsFile([entry('alice', TENANT)]), { mode: 0o600 });
@@ -274,16 +324,22 @@ describe('identity and audit settings', () => {
       });
     const login = (user: string): MongoClient => {
       const { host, port } = proxy!.address;
-      const created = new MongoClient(`mongodb://${user}:${user}-pw@${host}:${port}/?directConnection=true&authSource=admin`, {
-        serverSelectionTimeoutMS: 10_000,
-      });
+      const created = new MongoClient(
+        `mongodb://${user}:${user}-pw@${host}:${port}/?directConnection=true&authSource=admin`,
+        {
+          serverSelectionTimeoutMS: 10_000,
+        },
+      );
       clients.push(created);
       return created;
     };
 
     // The listener had no scram method at start: a reload enables it with the first file.
     writeConfig(withUsers(first));
-    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['listeners[0].methods', 'listeners[0].staticTenant', 'identity.scram.credentialsFile'] });
+    expect(await proxy!.reload()).toMatchObject({
+      ok: true,
+      applied: ['listeners[0].methods', 'listeners[0].staticTenant', 'identity.scram.credentialsFile'],
+    });
     const alice = login('alice');
     expect(await alice.db(db).collection('items').countDocuments()).toBe(5);
 
@@ -303,16 +359,33 @@ describe('identity and audit settings', () => {
   it('a connection still unauthenticated at the reload authenticates under the new settings: a removed method or credential cannot be used later', async () => {
     await start(settings({ reload: { watchConfigFile: false } }));
     const users = join(dir, 'users.yaml');
-    const alice = hashPassword({ user: 'alice', db: 'admin', tenant: TENANT, password: 'alice-pw', mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
+    const alice = hashPassword({
+      user: 'alice',
+      db: 'admin',
+      tenant: TENANT,
+      password: 'alice-pw',
+      mechanisms: ['SCRAM-SHA-256'],
+      iterations: 4096,
+    });
     writeFileSync(users, formatCredentialsFile([alice]), { mode: 0o600 });
     const scramListener = (methods: string[]): Record<string, unknown> =>
-      settings({ listeners: [{ name: 'app', listen: '127.0.0.1:0', methods }], identity: { scram: { credentialsFile: users } }, reload: { watchConfigFile: false } });
+      settings({
+        listeners: [{ name: 'app', listen: '127.0.0.1:0', methods }],
+        identity: { scram: { credentialsFile: users } },
+        reload: { watchConfigFile: false },
+      });
     writeConfig(scramListener(['scram']));
     expect(await proxy!.reload()).toMatchObject({ ok: true });
     const saslStart = (): ReturnType<typeof opMsg> =>
-      opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=alice,r=abcdefghijklmnop'), $db: 'admin' });
+      opMsg({
+        saslStart: 1,
+        mechanism: 'SCRAM-SHA-256',
+        payload: Buffer.from('n,,n=alice,r=abcdefghijklmnop'),
+        $db: 'admin',
+      });
 
-    const saslContinue = (): ReturnType<typeof opMsg> => opMsg({ saslContinue: 1, conversationId: 1, payload: Buffer.from('c=biws,r=x,p=eA=='), $db: 'admin' });
+    const saslContinue = (): ReturnType<typeof opMsg> =>
+      opMsg({ saslContinue: 1, conversationId: 1, payload: Buffer.from('c=biws,r=x,p=eA=='), $db: 'admin' });
     // A reload that changes nothing about identity leaves a conversation in progress alone.
     const unaffected = await raw();
     expect(await unaffected.command(saslStart())).toMatchObject({ ok: 1, done: false });
@@ -326,7 +399,10 @@ describe('identity and audit settings', () => {
     expect(await started.command(saslStart())).toMatchObject({ ok: 1, done: false });
 
     writeConfig(scramListener([]));
-    expect(await proxy!.reload()).toMatchObject({ ok: true, applied: expect.arrayContaining(['listeners[0].methods']) });
+    expect(await proxy!.reload()).toMatchObject({
+      ok: true,
+      applied: expect.arrayContaining(['listeners[0].methods']),
+    });
     // The method is gone for them too, and a conversation begun before the reload does not finish.
     expect(await idle.command(saslStart())).toMatchObject({ ok: 0, codeName: 'MechanismUnavailable' });
     expect(await started.command(saslContinue())).toMatchObject({
@@ -352,11 +428,22 @@ describe('identity and audit settings', () => {
 
     // A directory where the file should be: rejected, the audit stream stays where it is.
     mkdirSync(join(dir, 'taken.jsonl'));
-    writeConfig(settings({ isolation: strict, audit: { destination: join(dir, 'taken.jsonl') }, reload: { watchConfigFile: false } }));
+    writeConfig(
+      settings({
+        isolation: strict,
+        audit: { destination: join(dir, 'taken.jsonl') },
+        reload: { watchConfigFile: false },
+      }),
+    );
     const rejected = await proxy!.reload();
-    expect(rejected.ok === false && rejected.error).toMatch(/^audit\.destination: .*taken\.jsonl cannot be opened for appending \(EISDIR\)$/);
+    expect(rejected.ok === false && rejected.error).toMatch(
+      /^audit\.destination: .*taken\.jsonl cannot be opened for appending \(EISDIR\)$/,
+    );
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
-    await until(() => readFileSync(auditFile, 'utf8').trim().split('\n').length === 2, 'a second audit line in the file');
+    await until(
+      () => readFileSync(auditFile, 'utf8').trim().split('\n').length === 2,
+      'a second audit line in the file',
+    );
   });
 });
 
@@ -383,9 +470,11 @@ describe('RunningProxy.reload', () => {
       applied: ['isolation.namespaces[0]'],
       requiresRestart: ['listeners[0].listen', 'listeners[0].staticTenant', 'upstream.uri', 'metrics.listen'],
     });
-    expect(logged('configuration reloaded, but some changed settings require a restart; they keep their running values until then')).toEqual([
-      expect.objectContaining({ level: 'warn', requiresRestart: result.ok && result.requiresRestart }),
-    ]);
+    expect(
+      logged(
+        'configuration reloaded, but some changed settings require a restart; they keep their running values until then',
+      ),
+    ).toEqual([expect.objectContaining({ level: 'warn', requiresRestart: result.ok && result.requiresRestart })]);
     // Still the same upstream and the same tenant on the same listener; the new policy applies.
     expect(await app.collection('items').countDocuments()).toBe(5);
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
@@ -401,9 +490,13 @@ describe('RunningProxy.reload', () => {
     expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.tenantValueType'] });
     await expect(app.collection('items').countDocuments()).rejects.toThrow();
     const refusals = logs.filter((line) => line['audit'] === true && line['decision'] === 'refused');
-    expect(refusals).toEqual([expect.objectContaining({ rule: 'tenant.unrepresentable', tenant: TENANT, commandName: 'aggregate' })]);
+    expect(refusals).toEqual([
+      expect.objectContaining({ rule: 'tenant.unrepresentable', tenant: TENANT, commandName: 'aggregate' }),
+    ]);
     // Ownership of stored documents changed meaning: said loudly, naming the setting.
-    expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', component: 'reload', changed: ['isolation.tenantValueType'] }));
+    expect(logs).toContainEqual(
+      expect.objectContaining({ level: 'warn', component: 'reload', changed: ['isolation.tenantValueType'] }),
+    );
   });
 
   it("keeps another tenant out of a tenant's database after a reload drops database-per-tenant: through the driver, then read directly", async () => {
@@ -414,22 +507,35 @@ describe('RunningProxy.reload', () => {
       { name: 'app', listen: '127.0.0.1:0', methods: ['static'], staticTenant: TENANT },
       { name: 'other', listen: '127.0.0.1:0', methods: ['static'], staticTenant: 'globex' },
     ];
-    const perTenant = settings({ listeners, isolation: { namespaces: [{ match: `${db}.*`, model: 'database-per-tenant' }] }, reload: { watchConfigFile: false } });
+    const perTenant = settings({
+      listeners,
+      isolation: { namespaces: [{ match: `${db}.*`, model: 'database-per-tenant' }] },
+      reload: { watchConfigFile: false },
+    });
     await start(perTenant);
-    await client().db(db).collection('notes').insertOne({ _id: 'acme-note' as never, text: 'acme only' });
+    await client()
+      .db(db)
+      .collection('notes')
+      .insertOne({ _id: 'acme-note' as never, text: 'acme only' });
     expect(await direct.db(physical).collection('notes').countDocuments()).toBe(1);
 
     writeConfig(settings({ listeners, reload: { watchConfigFile: false } }));
     expect(await proxy!.reload()).toMatchObject({ ok: true });
     const { host, port } = proxy!.addresses['other']!;
-    const globex = new MongoClient(`mongodb://${host}:${port}/?directConnection=true`, { serverSelectionTimeoutMS: 10_000, retryReads: false, retryWrites: false });
+    const globex = new MongoClient(`mongodb://${host}:${port}/?directConnection=true`, {
+      serverSelectionTimeoutMS: 10_000,
+      retryReads: false,
+      retryWrites: false,
+    });
     clients.push(globex);
     const acmeDatabase = globex.db(physical).collection('notes');
     await expect(acmeDatabase.find({}).toArray()).rejects.toThrow();
     await expect(acmeDatabase.insertOne({ _id: 'globex-note' as never, text: 'planted' })).rejects.toThrow();
     await expect(acmeDatabase.deleteMany({})).rejects.toThrow();
     // The database holds acme's note and nothing else.
-    expect(await direct.db(physical).collection('notes').find({}).toArray()).toEqual([{ _id: 'acme-note', text: 'acme only' }]);
+    expect(await direct.db(physical).collection('notes').find({}).toArray()).toEqual([
+      { _id: 'acme-note', text: 'acme only' },
+    ]);
   });
 
   it('warns loudly and sets the audit-only gauge when a reload turns enforcement off, and clears the gauge when it is back', async () => {
@@ -438,7 +544,9 @@ describe('RunningProxy.reload', () => {
     writeConfig(settings({ isolation: { mode: 'audit-only' }, reload: { watchConfigFile: false } }));
     expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.mode'] });
     expect(await metric('isolation_audit_only')).toBe(1);
-    expect(logs.filter((line) => line['level'] === 'warn' && String(line['msg']).startsWith('ISOLATION IS NOT ENFORCED'))).toHaveLength(1);
+    expect(
+      logs.filter((line) => line['level'] === 'warn' && String(line['msg']).startsWith('ISOLATION IS NOT ENFORCED')),
+    ).toHaveLength(1);
     writeConfig(settings({ reload: { watchConfigFile: false } }));
     expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['isolation.mode'] });
     expect(await metric('isolation_audit_only')).toBe(0);
@@ -460,21 +568,35 @@ describe('RunningProxy.reload', () => {
       const withTls = (certFile: string, keyFile: string): Record<string, unknown> =>
         settings({
           reload: { watchConfigFile: false },
-          listeners: [{ name: 'app', listen: '127.0.0.1:0', methods: ['static'], staticTenant: TENANT, tls: { certFile, keyFile } }],
+          listeners: [
+            {
+              name: 'app',
+              listen: '127.0.0.1:0',
+              methods: ['static'],
+              staticTenant: TENANT,
+              tls: { certFile, keyFile },
+            },
+          ],
         });
       await start(withTls(pki.server.certFile, pki.server.keyFile));
       const serial = (): Promise<string> =>
         new Promise((resolve, reject) => {
-          const socket = tls.connect({ host: proxy!.address.host, port: proxy!.address.port, rejectUnauthorized: false }, () => {
-            resolve(socket.getPeerCertificate().serialNumber);
-            socket.destroy();
-          });
+          const socket = tls.connect(
+            { host: proxy!.address.host, port: proxy!.address.port, rejectUnauthorized: false },
+            () => {
+              resolve(socket.getPeerCertificate().serialNumber);
+              socket.destroy();
+            },
+          );
           socket.once('error', reject);
         });
       const { host, port } = proxy!.address;
-      const open = new MongoClient(`mongodb://${host}:${port}/?directConnection=true&tls=true&tlsAllowInvalidCertificates=true`, {
-        serverSelectionTimeoutMS: 10_000,
-      });
+      const open = new MongoClient(
+        `mongodb://${host}:${port}/?directConnection=true&tls=true&tlsAllowInvalidCertificates=true`,
+        {
+          serverSelectionTimeoutMS: 10_000,
+        },
+      );
       clients.push(open);
       expect(await open.db('admin').command({ ping: 1 })).toMatchObject({ ok: 1 });
       expect((await serial()).toUpperCase()).toBe(pki.server.serialNumber.toUpperCase());
@@ -484,12 +606,17 @@ describe('RunningProxy.reload', () => {
       writeConfig(withTls(garbage, pki.server.keyFile));
       const rejected = await proxy!.reload();
       expect(rejected.ok).toBe(false);
-      expect(rejected.ok === false && rejected.error).toMatch(/^listeners\[0\]\.tls\.certFile: .*garbage\.pem holds no PEM certificate/);
+      expect(rejected.ok === false && rejected.error).toMatch(
+        /^listeners\[0\]\.tls\.certFile: .*garbage\.pem holds no PEM certificate/,
+      );
       expect((await serial()).toUpperCase()).toBe(pki.server.serialNumber.toUpperCase());
 
       const next = await pki.issueClient();
       writeConfig(withTls(next.certFile, next.keyFile));
-      expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['listeners[0].tls.certFile', 'listeners[0].tls.keyFile'] });
+      expect(await proxy!.reload()).toMatchObject({
+        ok: true,
+        applied: ['listeners[0].tls.certFile', 'listeners[0].tls.keyFile'],
+      });
       expect((await serial()).toUpperCase()).toBe(next.serialNumber.toUpperCase());
       // The connection made before the swap is still served.
       expect(await open.db('admin').command({ ping: 1 })).toMatchObject({ ok: 1 });

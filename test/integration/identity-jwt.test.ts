@@ -56,7 +56,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.allSettled([...clients].map((client) => client.close()));
-  await direct?.db(dbName).dropDatabase().catch(() => undefined);
+  await direct
+    ?.db(dbName)
+    .dropDatabase()
+    .catch(() => undefined);
   await direct?.close();
   await proxy?.stop();
   rmSync(dir, { recursive: true, force: true });
@@ -65,7 +68,12 @@ afterAll(async () => {
 /** A Kubernetes-style projected service-account token. */
 function serviceAccountToken(
   privateKey: CryptoKey,
-  { namespace = 'team-blue', audience = AUDIENCE, expiresAt = Math.floor(Date.now() / 1000) + 600, extra = {} }: {
+  {
+    namespace = 'team-blue',
+    audience = AUDIENCE,
+    expiresAt = Math.floor(Date.now() / 1000) + 600,
+    extra = {},
+  }: {
     namespace?: string;
     audience?: string;
     expiresAt?: number;
@@ -129,7 +137,10 @@ describe('plain-jwt through the official driver', () => {
   });
 
   it('an expired token is refused and nothing is forwarded', async () => {
-    await refused(clientFor(await serviceAccountToken(signing.privateKey, { expiresAt: Math.floor(Date.now() / 1000) - 120 })), 'expired');
+    await refused(
+      clientFor(await serviceAccountToken(signing.privateKey, { expiresAt: Math.floor(Date.now() / 1000) - 120 })),
+      'expired',
+    );
   });
 
   it('a token without the tenant claim is refused', async () => {
@@ -155,10 +166,13 @@ describe('plain-jwt through the official driver', () => {
     const deadline = Date.now() + 10_000;
     for (;;) {
       const probe = clientFor(await serviceAccountToken(rotated.privateKey));
-      const ok = await probe.db('admin').command({ ping: 1 }).then(
-        () => true,
-        () => false,
-      );
+      const ok = await probe
+        .db('admin')
+        .command({ ping: 1 })
+        .then(
+          () => true,
+          () => false,
+        );
       await probe.close();
       if (ok) break;
       if (Date.now() > deadline) throw new Error('the new key was not picked up');

@@ -206,7 +206,10 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const socket of sockets) socket.destroy();
   await Promise.allSettled([...clients].map((client) => client.close()));
-  await direct?.db(dbName).dropDatabase().catch(() => undefined);
+  await direct
+    ?.db(dbName)
+    .dropDatabase()
+    .catch(() => undefined);
   await direct?.close();
   await proxy?.stop();
   await pki?.remove();
@@ -221,7 +224,11 @@ describe('the right tenant works', () => {
     const client = connect({ cert: pki.clients[which] });
     const collection = `right_${which}`;
     await client.db(dbName).collection(collection).insertOne({ by: which });
-    const found = await client.db(dbName).collection(collection).find({}, { projection: { _id: 0 } }).toArray();
+    const found = await client
+      .db(dbName)
+      .collection(collection)
+      .find({}, { projection: { _id: 0 } })
+      .toArray();
     expect(found.map((doc) => doc.by)).toEqual([which]);
     const stored = await direct.db(dbName).collection(collection).find({}).toArray();
     expect(stored.map((doc) => doc.by)).toEqual([which]);
@@ -273,9 +280,7 @@ describe('refused certificates forward nothing', () => {
     expect(['MongoServerSelectionError', 'MongoNetworkError']).toContain((error as Error).name);
     expect(await TlsWire.open({ ...(issued === undefined ? {} : { cert: issued }) })).toBeNull();
     // The proxy refused in the TLS handshake itself.
-    expect(await metric('mongo_tenant_proxy_tls_handshakes_total', 'outcome="failure"')).toBeGreaterThan(
-      refusedBefore,
-    );
+    expect(await metric('mongo_tenant_proxy_tls_handshakes_total', 'outcome="failure"')).toBeGreaterThan(refusedBefore);
     expect(await upstreamCount(collection)).toBe(0);
   });
 
@@ -319,8 +324,16 @@ describe('mongosh', () => {
     const result = await run(
       'npx',
       [
-        '--no-install', 'mongosh', '--quiet', '--norc', `mongodb://${host}:${port}/?directConnection=true`,
-        '--tls', '--tlsCAFile', pki.caFile, '--tlsCertificateKeyFile', pki.clients.spiffe.pemFile,
+        '--no-install',
+        'mongosh',
+        '--quiet',
+        '--norc',
+        `mongodb://${host}:${port}/?directConnection=true`,
+        '--tls',
+        '--tlsCAFile',
+        pki.caFile,
+        '--tlsCertificateKeyFile',
+        pki.clients.spiffe.pemFile,
         ...args,
       ],
       { timeout: 60_000 },
@@ -331,11 +344,14 @@ describe('mongosh', () => {
   it('connects with a client certificate and runs a find', async () => {
     // Seeded directly, so stamped with the SPIFFE certificate's tenant by hand; another tenant's
     // document next to them must stay invisible.
-    await direct.db(dbName).collection('shell').insertMany([
-      { tenantId: pki.tenants.spiffe, k: 1 },
-      { tenantId: pki.tenants.spiffe, k: 2 },
-      { tenantId: 'someone-else', k: 3 },
-    ]);
+    await direct
+      .db(dbName)
+      .collection('shell')
+      .insertMany([
+        { tenantId: pki.tenants.spiffe, k: 1 },
+        { tenantId: pki.tenants.spiffe, k: 2 },
+        { tenantId: 'someone-else', k: 3 },
+      ]);
     const script = `print(JSON.stringify(db.getSiblingDB('${dbName}').shell.find({}, {_id: 0, tenantId: 0}).sort({k: 1}).toArray()))`;
     expect(JSON.parse(await mongosh(['--eval', script]))).toEqual([{ k: 1 }, { k: 2 }]);
   }, 90_000);
@@ -344,7 +360,12 @@ describe('mongosh', () => {
     const script =
       "print(JSON.stringify(db.getSiblingDB('admin').runCommand({connectionStatus: 1}).authInfo.authenticatedUsers))";
     const users = await mongosh([
-      '--authenticationMechanism', 'MONGODB-X509', '--authenticationDatabase', '$external', '--eval', script,
+      '--authenticationMechanism',
+      'MONGODB-X509',
+      '--authenticationDatabase',
+      '$external',
+      '--eval',
+      script,
     ]);
     expect(JSON.parse(users)).toEqual([{ user: 'CN=app,O=Acme', db: '$external' }]);
   }, 90_000);

@@ -30,9 +30,18 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     upstream: { uri: fault.uriFor(ferret.uri) },
     listeners: [
-      { name: 'passthrough', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['scram-passthrough'], staticTenant: null },
+      {
+        name: 'passthrough',
+        listen: { host: '127.0.0.1', port: 0 },
+        tls: null,
+        methods: ['scram-passthrough'],
+        staticTenant: null,
+      },
     ],
-    identity: { passthrough: { rules: [{ user: user.name, db: 'admin', tenant: 'lossy' }] }, failureDelay: { baseMS: 0, maxMS: 0 } },
+    identity: {
+      passthrough: { rules: [{ user: user.name, db: 'admin', tenant: 'lossy' }] },
+      failureDelay: { baseMS: 0, maxMS: 0 },
+    },
   });
 });
 
@@ -46,34 +55,41 @@ afterAll(async () => {
 
 describe('scram-passthrough connection loss', () => {
   // Needs its own FerretDB with authentication (not built when MONGODB_URI is set).
-  it.skipIf(upstreamKind() === 'mongodb')('closes the client connection instead of falling back to the proxy credentials', async () => {
-    const { host, port } = proxy.proxy.address;
-    // One connection in the driver's pool, so the second command uses the same proxy connection.
-    client = new MongoClient(
-      `mongodb://${user.name}:${encodeURIComponent(user.password)}@${host}:${port}/?directConnection=true&authSource=admin&maxPoolSize=1&retryWrites=false&retryReads=false`,
-      { serverSelectionTimeoutMS: 5_000 },
-    );
-    const coll = client.db(dbName).collection('c');
-    await coll.insertOne({ step: 'before' });
-    expect((await client.db('admin').command({ connectionStatus: 1 })).tenant).toBe('lossy');
+  it.skipIf(upstreamKind() === 'mongodb')(
+    'closes the client connection instead of falling back to the proxy credentials',
+    async () => {
+      const { host, port } = proxy.proxy.address;
+      // One connection in the driver's pool, so the second command uses the same proxy connection.
+      client = new MongoClient(
+        `mongodb://${user.name}:${encodeURIComponent(user.password)}@${host}:${port}/?directConnection=true&authSource=admin&maxPoolSize=1&retryWrites=false&retryReads=false`,
+        { serverSelectionTimeoutMS: 5_000 },
+      );
+      const coll = client.db(dbName).collection('c');
+      await coll.insertOne({ step: 'before' });
+      expect((await client.db('admin').command({ connectionStatus: 1 })).tenant).toBe('lossy');
 
-    // Every upstream connection dies, the client's own authenticated one included.
-    fault.resetAll();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+      // Every upstream connection dies, the client's own authenticated one included.
+      fault.resetAll();
+      await new Promise((resolve) => setTimeout(resolve, 100));
 
-    // The next command on that client connection must not be run with the proxy's credentials.
-    const error = await coll.insertOne({ step: 'after-loss' }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(Error);
-    const stored = await admin.db(dbName).collection('c').find({}, { projection: { _id: 0, step: 1 } }).toArray();
-    expect(stored.map((d) => d.step)).toEqual(['before']);
+      // The next command on that client connection must not be run with the proxy's credentials.
+      const error = await coll.insertOne({ step: 'after-loss' }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(Error);
+      const stored = await admin
+        .db(dbName)
+        .collection('c')
+        .find({}, { projection: { _id: 0, step: 1 } })
+        .toArray();
+      expect(stored.map((d) => d.step)).toEqual(['before']);
 
-    // A new connection authenticates again (the driver reconnects) and works.
-    await client.close();
-    client = new MongoClient(
-      `mongodb://${user.name}:${encodeURIComponent(user.password)}@${host}:${port}/?directConnection=true&authSource=admin`,
-      { serverSelectionTimeoutMS: 5_000 },
-    );
-    await client.db(dbName).collection('c').insertOne({ step: 'reconnected' });
-    expect(await admin.db(dbName).collection('c').countDocuments({ step: 'reconnected' })).toBe(1);
-  });
+      // A new connection authenticates again (the driver reconnects) and works.
+      await client.close();
+      client = new MongoClient(
+        `mongodb://${user.name}:${encodeURIComponent(user.password)}@${host}:${port}/?directConnection=true&authSource=admin`,
+        { serverSelectionTimeoutMS: 5_000 },
+      );
+      await client.db(dbName).collection('c').insertOne({ step: 'reconnected' });
+      expect(await admin.db(dbName).collection('c').countDocuments({ step: 'reconnected' })).toBe(1);
+    },
+  );
 });

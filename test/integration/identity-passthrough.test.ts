@@ -78,7 +78,13 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     upstream: { uri: upstream },
     listeners: [
-      { name: 'passthrough', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['scram-passthrough'], staticTenant: null },
+      {
+        name: 'passthrough',
+        listen: { host: '127.0.0.1', port: 0 },
+        tls: null,
+        methods: ['scram-passthrough'],
+        staticTenant: null,
+      },
     ],
     identity: { passthrough: { rules }, failureDelay: { baseMS: 0, maxMS: 0 } },
   });
@@ -90,18 +96,32 @@ afterAll(async () => {
   if (admin !== undefined) {
     if (isMongoDB()) {
       for (const user of Object.values(users)) {
-        await admin.db(user.db).command({ dropUser: user.name }).catch(() => undefined);
+        await admin
+          .db(user.db)
+          .command({ dropUser: user.name })
+          .catch(() => undefined);
       }
-      await admin.db('admin').command({ dropRole: roleName }).catch(() => undefined);
+      await admin
+        .db('admin')
+        .command({ dropRole: roleName })
+        .catch(() => undefined);
     }
-    await admin.db(dbName).dropDatabase().catch(() => undefined);
+    await admin
+      .db(dbName)
+      .dropDatabase()
+      .catch(() => undefined);
     await admin.close();
   }
   await ferret?.stop();
 });
 
 /** What a service's connection string looks like: its own MongoDB user, pointed at the proxy. */
-function clientAs(user: { name: string; password: string; db: string }, password = user.password, mechanism?: string, options: MongoClientOptions = {}): MongoClient {
+function clientAs(
+  user: { name: string; password: string; db: string },
+  password = user.password,
+  mechanism?: string,
+  options: MongoClientOptions = {},
+): MongoClient {
   const { host, port } = proxy.proxy.address;
   const params = new URLSearchParams({ directConnection: 'true', authSource: user.db });
   if (mechanism !== undefined) params.set('authMechanism', mechanism);
@@ -139,11 +159,14 @@ async function tenantOf(client: MongoClient): Promise<unknown> {
 }
 
 describe('scram-passthrough through the official driver', () => {
-  it.each([undefined, 'SCRAM-SHA-256', 'SCRAM-SHA-1'])('an upstream user authenticates (mechanism %s) and writes reach the upstream', async (mechanism) => {
-    const client = clientAs(users.alice, undefined, mechanism);
-    await writesThrough(client, `alice_${mechanism ?? 'default'}`);
-    expect(await tenantOf(client)).toBe('tenant-a');
-  });
+  it.each([undefined, 'SCRAM-SHA-256', 'SCRAM-SHA-1'])(
+    'an upstream user authenticates (mechanism %s) and writes reach the upstream',
+    async (mechanism) => {
+      const client = clientAs(users.alice, undefined, mechanism);
+      await writesThrough(client, `alice_${mechanism ?? 'default'}`);
+      expect(await tenantOf(client)).toBe('tenant-a');
+    },
+  );
 
   it('maps a user by pattern, taking the tenant from the named group', async () => {
     const client = clientAs(users.green);
@@ -173,12 +196,13 @@ describe('scram-passthrough through the official driver', () => {
     await refused(clientAs({ ...users.alice, db: appDb }), 'wrong_db');
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1.24.2 cannot grant roles (createUser with roles is NotImplemented; authenticatedUserRoles is always empty)'))(
-    'maps a user by role',
-    async () => {
-      const client = clientAs(users.dave);
-      await writesThrough(client, 'dave');
-      expect(await tenantOf(client)).toBe('red');
-    },
-  );
+  it.skipIf(
+    needsMongoDB(
+      'FerretDB v1.24.2 cannot grant roles (createUser with roles is NotImplemented; authenticatedUserRoles is always empty)',
+    ),
+  )('maps a user by role', async () => {
+    const client = clientAs(users.dave);
+    await writesThrough(client, 'dave');
+    expect(await tenantOf(client)).toBe('red');
+  });
 });

@@ -20,7 +20,9 @@ afterEach(async () => {
   fake = undefined;
 });
 
-const noMethods = [{ name: 'closed', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null }];
+const noMethods = [
+  { name: 'closed', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null },
+];
 
 describe('before a tenant is established', () => {
   it('answers only the handshake family and refuses everything else with Unauthorized, forwarding nothing', async () => {
@@ -79,7 +81,15 @@ describe('before a tenant is established', () => {
 describe('static tenant', () => {
   it('is established at connect and reported by connectionStatus and the metrics', async () => {
     proxy = await startTestProxy({
-      listeners: [{ name: 'sidecar', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' }],
+      listeners: [
+        {
+          name: 'sidecar',
+          listen: { host: '127.0.0.1', port: 0 },
+          tls: null,
+          methods: ['static'],
+          staticTenant: 'acme',
+        },
+      ],
     });
     const client = proxy.client();
     const status = await client.db('admin').command({ connectionStatus: 1 });
@@ -98,7 +108,15 @@ describe('catalogue 27: authentication and handshake commands', () => {
     fake = await startFakeUpstream(() => [{ ok: 1 }]);
     proxy = await startTestProxy({
       upstream: { uri: fake.uri },
-      listeners: [{ name: 'sidecar', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' }],
+      listeners: [
+        {
+          name: 'sidecar',
+          listen: { host: '127.0.0.1', port: 0 },
+          tls: null,
+          methods: ['static'],
+          staticTenant: 'acme',
+        },
+      ],
     });
     const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
     // hello carrying speculativeAuthenticate and saslSupportedMechs: nothing authenticated, no mechanism list leaked.
@@ -106,7 +124,12 @@ describe('catalogue 27: authentication and handshake commands', () => {
       opMsg({
         hello: 1,
         saslSupportedMechs: 'admin.root',
-        speculativeAuthenticate: { saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=root,r=abc'), db: 'admin' },
+        speculativeAuthenticate: {
+          saslStart: 1,
+          mechanism: 'SCRAM-SHA-256',
+          payload: Buffer.from('n,,n=root,r=abc'),
+          db: 'admin',
+        },
         $db: 'admin',
       }),
     );

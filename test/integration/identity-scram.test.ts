@@ -112,7 +112,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.allSettled([...clients].map((client) => client.close()));
-  await direct?.db(dbName).dropDatabase().catch(() => undefined);
+  await direct
+    ?.db(dbName)
+    .dropDatabase()
+    .catch(() => undefined);
   await direct?.close();
   await proxy?.stop();
   rmSync(dir, { recursive: true, force: true });
@@ -127,24 +130,41 @@ describe('the right user works', () => {
     ['explicit SCRAM-SHA-1 for a SCRAM-SHA-1-only user', users.legacy, 'SCRAM-SHA-1'],
     ['a name that needs SASL and URI escaping', users.odd, 'SCRAM-SHA-256'],
   ] as const)('%s', async (title, user, mechanism) => {
-    const client = connect({ user: user.user, password: user.password, ...(mechanism === undefined ? {} : { mechanism }) });
+    const client = connect({
+      user: user.user,
+      password: user.password,
+      ...(mechanism === undefined ? {} : { mechanism }),
+    });
     const collection = `right_${title.replace(/[^a-z0-9]+/gi, '_')}`;
     await client.db(dbName).collection(collection).insertOne({ by: user.user });
     expect(await client.db(dbName).collection(collection).countDocuments()).toBe(1);
-    const stored = await direct.db(dbName).collection(collection).find({}, { projection: { _id: 0 } }).toArray();
+    const stored = await direct
+      .db(dbName)
+      .collection(collection)
+      .find({}, { projection: { _id: 0 } })
+      .toArray();
     expect(stored.map(({ by }) => by)).toEqual([user.user]);
     await client.close();
   });
 
   it('authenticates in the authSource of the entry only', async () => {
-    const client = connect({ user: users.shop.user, password: users.shop.password, authSource: 'shop', mechanism: 'SCRAM-SHA-256' });
+    const client = connect({
+      user: users.shop.user,
+      password: users.shop.password,
+      authSource: 'shop',
+      mechanism: 'SCRAM-SHA-256',
+    });
     await client.db(dbName).collection('authsource').insertOne({ ok: true });
     expect(await direct.db(dbName).collection('authsource').countDocuments()).toBe(1);
     await expectAuthenticationFailed(
-      connect({ user: users.shop.user, password: users.shop.password, authSource: 'admin' }).db(dbName).command({ ping: 1 }),
+      connect({ user: users.shop.user, password: users.shop.password, authSource: 'admin' })
+        .db(dbName)
+        .command({ ping: 1 }),
     );
     await expectAuthenticationFailed(
-      connect({ user: users.alice.user, password: users.alice.password, authSource: 'shop' }).db(dbName).command({ ping: 1 }),
+      connect({ user: users.alice.user, password: users.alice.password, authSource: 'shop' })
+        .db(dbName)
+        .command({ ping: 1 }),
     );
   });
 
@@ -154,7 +174,9 @@ describe('the right user works', () => {
     const client = connect({ user: users.alice.user, password: users.alice.password });
     await client.db(dbName).command({ ping: 1 });
     expect(await metric('mongo_tenant_proxy_operations_total', 'command="saslStart"')).toBe(startsBefore);
-    expect(await metric('mongo_tenant_proxy_operations_total', 'command="saslContinue"')).toBeGreaterThan(continuesBefore);
+    expect(await metric('mongo_tenant_proxy_operations_total', 'command="saslContinue"')).toBeGreaterThan(
+      continuesBefore,
+    );
     await client.close();
   });
 
@@ -186,7 +208,10 @@ describe('wrong credentials are refused and nothing is forwarded', () => {
     ['an unknown user (SCRAM-SHA-256)', { user: 'mallory', password: 'whatever', mechanism: 'SCRAM-SHA-256' }],
     ['an unknown user (SCRAM-SHA-1)', { user: 'mallory', password: 'whatever', mechanism: 'SCRAM-SHA-1' }],
     ['an unknown user (negotiated)', { user: 'mallory', password: 'whatever' }],
-    ['a SASLprep-equivalent but wrong case password', { user: 'alice', password: 'ALICE PÄSSWORD ☃', mechanism: 'SCRAM-SHA-256' }],
+    [
+      'a SASLprep-equivalent but wrong case password',
+      { user: 'alice', password: 'ALICE PÄSSWORD ☃', mechanism: 'SCRAM-SHA-256' },
+    ],
   ])('%s gets AuthenticationFailed (18)', async (title, options) => {
     const collection = `refused_${title.replace(/[^a-z0-9]+/gi, '_')}`;
     const client = connect(options);
@@ -207,18 +232,31 @@ describe('wrong credentials are refused and nothing is forwarded', () => {
 describe('mongosh', () => {
   it('runs a find with --username/--password/--authenticationDatabase', async () => {
     // Seeded directly: alice's tenant by hand, and another tenant's document that must stay invisible.
-    await direct.db(dbName).collection('shell').insertMany([
-      { tenantId: users.alice.tenant, k: 1 },
-      { tenantId: users.alice.tenant, k: 2 },
-      { tenantId: 'someone-else', k: 3 },
-    ]);
+    await direct
+      .db(dbName)
+      .collection('shell')
+      .insertMany([
+        { tenantId: users.alice.tenant, k: 1 },
+        { tenantId: users.alice.tenant, k: 2 },
+        { tenantId: 'someone-else', k: 3 },
+      ]);
     const script = `print(JSON.stringify(db.getSiblingDB('${dbName}').shell.find({}, {_id: 0, tenantId: 0}).sort({k: 1}).toArray()))`;
     const result = await run(
       'npx',
       [
-        '--no-install', 'mongosh', '--quiet', '--norc', `mongodb://${host}/?directConnection=true`,
-        '--username', users.alice.user, '--password', users.alice.password, '--authenticationDatabase', 'admin',
-        '--eval', script,
+        '--no-install',
+        'mongosh',
+        '--quiet',
+        '--norc',
+        `mongodb://${host}/?directConnection=true`,
+        '--username',
+        users.alice.user,
+        '--password',
+        users.alice.password,
+        '--authenticationDatabase',
+        'admin',
+        '--eval',
+        script,
       ],
       { timeout: 60_000 },
     );
@@ -229,9 +267,19 @@ describe('mongosh', () => {
     const error = await run(
       'npx',
       [
-        '--no-install', 'mongosh', '--quiet', '--norc', `mongodb://${host}/?directConnection=true`,
-        '--username', users.alice.user, '--password', 'wrong', '--authenticationDatabase', 'admin',
-        '--eval', 'print(1)',
+        '--no-install',
+        'mongosh',
+        '--quiet',
+        '--norc',
+        `mongodb://${host}/?directConnection=true`,
+        '--username',
+        users.alice.user,
+        '--password',
+        'wrong',
+        '--authenticationDatabase',
+        'admin',
+        '--eval',
+        'print(1)',
       ],
       { timeout: 60_000 },
     ).then(
@@ -272,7 +320,9 @@ describe('hot replacement of the credentials file', () => {
 
     // A new connection as alice is refused, but the one authenticated before the change is untouched.
     await expectAuthenticationFailed(
-      connect({ user: users.alice.user, password: users.alice.password, mechanism: 'SCRAM-SHA-256' }).db(dbName).command({ ping: 1 }),
+      connect({ user: users.alice.user, password: users.alice.password, mechanism: 'SCRAM-SHA-256' })
+        .db(dbName)
+        .command({ ping: 1 }),
     );
     await existing.db(dbName).collection('reload').insertOne({ step: 'after' });
     const steps = await direct.db(dbName).collection('reload').find().sort({ _id: 1 }).toArray();
@@ -293,11 +343,22 @@ describe('one identity per connection', () => {
   async function login(c: RawClient, user: { user: string; password: string }): Promise<{ ok: number; code?: number }> {
     const scram = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: user.user, password: user.password });
     const first = await c.command(
-      opMsg({ saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: scram.clientFirst(), options: { skipEmptyExchange: true }, $db: 'admin' }),
+      opMsg({
+        saslStart: 1,
+        mechanism: 'SCRAM-SHA-256',
+        payload: scram.clientFirst(),
+        options: { skipEmptyExchange: true },
+        $db: 'admin',
+      }),
     );
     if (first.ok !== 1) return first as { ok: number; code?: number };
     const final = await c.command(
-      opMsg({ saslContinue: 1, conversationId: first.conversationId, payload: await scram.clientFinal(first.payload.buffer), $db: 'admin' }),
+      opMsg({
+        saslContinue: 1,
+        conversationId: first.conversationId,
+        payload: await scram.clientFinal(first.payload.buffer),
+        $db: 'admin',
+      }),
     );
     return final as { ok: number; code?: number };
   }

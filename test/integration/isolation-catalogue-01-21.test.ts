@@ -58,7 +58,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await direct?.db(dbName).dropDatabase().catch(() => undefined);
+  await direct
+    ?.db(dbName)
+    .dropDatabase()
+    .catch(() => undefined);
   await direct?.close();
   await tp?.stop();
 });
@@ -71,7 +74,14 @@ function seedDocuments(): Document[] {
   const docs: Document[] = [];
   for (const tenant of TENANTS) {
     for (const n of [1, 2]) {
-      docs.push({ _id: `${tenant}-${n}`, tenantId: tenant, n, name: `name ${n}`, secret: `${tenant}-secret-${n}`, tags: ['x', tenant] });
+      docs.push({
+        _id: `${tenant}-${n}`,
+        tenantId: tenant,
+        n,
+        name: `name ${n}`,
+        secret: `${tenant}-secret-${n}`,
+        tags: ['x', tenant],
+      });
     }
   }
   docs.push({ _id: 'orphan', n: 1, name: 'name 1', secret: 'orphan-secret', tags: ['x'] });
@@ -113,7 +123,11 @@ function expectCleanMessage(message: string, extra: readonly string[] = []): voi
 }
 
 /** The action fails with the proxy's refusal: code, codeName, the rule in errmsg, and no data. */
-async function expectRefused(action: Promise<unknown> | (() => Promise<unknown>), expected: Expected, forbidden: readonly string[] = []): Promise<MongoServerError> {
+async function expectRefused(
+  action: Promise<unknown> | (() => Promise<unknown>),
+  expected: Expected,
+  forbidden: readonly string[] = [],
+): Promise<MongoServerError> {
   const promise = typeof action === 'function' ? action() : action;
   const outcome = await promise.then(
     (value) => ({ ok: true as const, value }),
@@ -217,16 +231,27 @@ describe('bytes sent upstream (fake upstream)', () => {
     fake = await startFakeUpstream((message) => {
       const name = Object.keys(message.body)[0]!;
       const coll = String(message.body[name]);
-      if (name === 'find' || name === 'aggregate') return [{ cursor: { id: Long.fromNumber(0), ns: `${FAKE_DB}.${coll}`, firstBatch: [] }, ok: 1 }];
+      if (name === 'find' || name === 'aggregate')
+        return [{ cursor: { id: Long.fromNumber(0), ns: `${FAKE_DB}.${coll}`, firstBatch: [] }, ok: 1 }];
       if (name === 'count') return [{ n: 0, ok: 1 }];
       if (name === 'distinct') return [{ values: [], ok: 1 }];
       if (name === 'explain') return [{ queryPlanner: {}, ok: 1 }];
-      if (name === 'bulkWrite') return [{ cursor: { id: Long.fromNumber(0), ns: 'admin.$cmd.bulkWrite', firstBatch: [] }, nErrors: 0, nInserted: 1, ok: 1 }];
+      if (name === 'bulkWrite')
+        return [
+          {
+            cursor: { id: Long.fromNumber(0), ns: 'admin.$cmd.bulkWrite', firstBatch: [] },
+            nErrors: 0,
+            nInserted: 1,
+            ok: 1,
+          },
+        ];
       return [{ n: 0, ok: 1 }];
     });
     proxy = await startTestProxy({
       upstream: { uri: fake.uri },
-      listeners: [{ name: 'acme', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' }],
+      listeners: [
+        { name: 'acme', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' },
+      ],
     });
     raw = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
   });
@@ -252,8 +277,15 @@ describe('bytes sent upstream (fake upstream)', () => {
     expect(same!.bytes.includes(bsonDoc({ find: 'c', filter: { tenantId: 'acme' }, $db: FAKE_DB }))).toBe(false);
 
     fake.received.length = 0;
-    expectRefusedReply(await send({ find: 'c', filter: 'tenantId == acme', $db: FAKE_DB }), refusedAs('TypeMismatch', 'filter.not-document'));
-    expectRefusedReply(await send({ count: 'c', query: [{ tenantId: 'globex' }], $db: FAKE_DB }), refusedAs('TypeMismatch', 'filter.not-document'), ['globex']);
+    expectRefusedReply(
+      await send({ find: 'c', filter: 'tenantId == acme', $db: FAKE_DB }),
+      refusedAs('TypeMismatch', 'filter.not-document'),
+    );
+    expectRefusedReply(
+      await send({ count: 'c', query: [{ tenantId: 'globex' }], $db: FAKE_DB }),
+      refusedAs('TypeMismatch', 'filter.not-document'),
+      ['globex'],
+    );
     expect(fake.received).toHaveLength(0);
   });
 
@@ -288,7 +320,12 @@ describe('bytes sent upstream (fake upstream)', () => {
 
   it('catalogue 13: an aggregate $text $match stays stage 0 with the tenant ANDed into it; misplaced $text is refused', async () => {
     fake.received.length = 0;
-    const reply = await send({ aggregate: 'c', pipeline: [{ $match: { $text: { $search: 'shared' } } }, { $limit: 5 }], cursor: {}, $db: FAKE_DB });
+    const reply = await send({
+      aggregate: 'c',
+      pipeline: [{ $match: { $text: { $search: 'shared' } } }, { $limit: 5 }],
+      cursor: {},
+      $db: FAKE_DB,
+    });
     expect(reply.ok).toBe(1);
     const pipeline = forwarded('aggregate')[0]!.body.pipeline as Document[];
     expect(pipeline).toHaveLength(2);
@@ -310,7 +347,10 @@ describe('bytes sent upstream (fake upstream)', () => {
       expect(refused.ok).toBe(0);
       expect(String(refused.errmsg)).toMatch(/\(rule (filter\.text-placement|operator\.unknown)\)/);
     }
-    expectRefusedReply(await send({ find: 'c', filter: bad[0], $db: FAKE_DB }), refusedAs('BadValue', 'filter.text-placement'));
+    expectRefusedReply(
+      await send({ find: 'c', filter: bad[0], $db: FAKE_DB }),
+      refusedAs('BadValue', 'filter.text-placement'),
+    );
     expect(fake.received).toHaveLength(0);
   });
 
@@ -325,7 +365,10 @@ describe('bytes sent upstream (fake upstream)', () => {
 
     fake.received.length = 0;
     for (const filter of [{ $or: [near, { n: 1 }] }, { $nor: [near] }, { loc: { $not: near.loc } }]) {
-      expectRefusedReply(await send({ find: 'c', filter, $db: FAKE_DB }), refusedAs('BadValue', 'filter.geo-placement'));
+      expectRefusedReply(
+        await send({ find: 'c', filter, $db: FAKE_DB }),
+        refusedAs('BadValue', 'filter.geo-placement'),
+      );
     }
     expect(fake.received).toHaveLength(0);
   });
@@ -345,14 +388,27 @@ describe('bytes sent upstream (fake upstream)', () => {
     await send({ distinct: 'c', key: 'name', query: redos, $db: FAKE_DB });
     await send({
       aggregate: 'c',
-      pipeline: [{ $match: { $expr: { $regexMatch: { input: '$name', regex: '^(a+)+$' } } } }, { $project: { m: { $regexFind: { input: '$name', regex: '(a|aa)+$' } } } }],
+      pipeline: [
+        { $match: { $expr: { $regexMatch: { input: '$name', regex: '^(a+)+$' } } } },
+        { $project: { m: { $regexFind: { input: '$name', regex: '(a|aa)+$' } } } },
+      ],
       cursor: {},
       maxTimeMS: 86_400_000,
       $db: FAKE_DB,
     });
-    await send({ update: 'c', updates: [{ q: redos, u: { $set: { a: 1 } }, multi: true }], maxTimeMS: 86_400_000, $db: FAKE_DB });
+    await send({
+      update: 'c',
+      updates: [{ q: redos, u: { $set: { a: 1 } }, multi: true }],
+      maxTimeMS: 86_400_000,
+      $db: FAKE_DB,
+    });
     await send({ delete: 'c', deletes: [{ q: redos, limit: 0 }], $db: FAKE_DB });
-    await send({ explain: { find: 'c', filter: redos }, verbosity: 'queryPlanner', maxTimeMS: 86_400_000, $db: FAKE_DB });
+    await send({
+      explain: { find: 'c', filter: redos },
+      verbosity: 'queryPlanner',
+      maxTimeMS: 86_400_000,
+      $db: FAKE_DB,
+    });
     for (const name of ['count', 'distinct', 'aggregate', 'update', 'delete', 'explain']) {
       const [message] = forwarded(name);
       expect(message, name).toBeDefined();
@@ -362,8 +418,14 @@ describe('bytes sent upstream (fake upstream)', () => {
     }
 
     fake.received.length = 0;
-    expectRefusedReply(await send({ find: 'c', filter: redos, maxTimeMS: -1, $db: FAKE_DB }), refusedAs('BadValue', 'maxTimeMS.invalid'));
-    expectRefusedReply(await send({ find: 'c', filter: redos, maxTimeMS: 'forever', $db: FAKE_DB }), refusedAs('TypeMismatch', 'maxTimeMS.invalid'));
+    expectRefusedReply(
+      await send({ find: 'c', filter: redos, maxTimeMS: -1, $db: FAKE_DB }),
+      refusedAs('BadValue', 'maxTimeMS.invalid'),
+    );
+    expectRefusedReply(
+      await send({ find: 'c', filter: redos, maxTimeMS: 'forever', $db: FAKE_DB }),
+      refusedAs('TypeMismatch', 'maxTimeMS.invalid'),
+    );
     expect(fake.received).toHaveLength(0);
   });
 
@@ -380,14 +442,22 @@ describe('bytes sent upstream (fake upstream)', () => {
       { count: 'c', collation: { locale: 'en', strength: 1 } },
       { distinct: 'c', key: 'tenantId', collation: { locale: 'fr', strength: 2 } },
       { aggregate: 'c', pipeline: [], cursor: {}, collation: { locale: 'en', strength: 1 } },
-      { aggregate: 'x', pipeline: [{ $lookup: { from: 'c', localField: 'a', foreignField: 'b', as: 'j' } }], cursor: {}, collation: { locale: 'en', strength: 2 } },
+      {
+        aggregate: 'x',
+        pipeline: [{ $lookup: { from: 'c', localField: 'a', foreignField: 'b', as: 'j' } }],
+        cursor: {},
+        collation: { locale: 'en', strength: 2 },
+      },
       { update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } }, collation: { locale: 'en', strength: 2 } }] },
       { delete: 'c', deletes: [{ q: {}, limit: 0, collation: { locale: 'en', strength: 1 } }] },
       { findAndModify: 'c', query: {}, remove: true, collation: { locale: 'en', strength: 2 } },
       { explain: { find: 'c', collation: { locale: 'en', strength: 2 } }, verbosity: 'queryPlanner' },
     ];
     for (const command of loose) {
-      expectRefusedReply(await send({ ...command, $db: FAKE_DB }), refusedAs('Unauthorized', 'collation.tenant-string'));
+      expectRefusedReply(
+        await send({ ...command, $db: FAKE_DB }),
+        refusedAs('Unauthorized', 'collation.tenant-string'),
+      );
     }
     expect(fake.received).toHaveLength(0);
   });
@@ -401,32 +471,65 @@ describe('bytes sent upstream (fake upstream)', () => {
     await send({ count: 'c', $db: FAKE_DB });
     await send({ distinct: 'c', key: 'secret', $db: FAKE_DB });
     await send({ aggregate: 'c', pipeline: [{ $match: { n: 1 } }], cursor: {}, $db: FAKE_DB });
-    await send({ update: 'c', updates: [{ q: { n: 1 }, u: { $set: { a: 1 } } }, { q: {}, u: { $set: { a: 2 } }, collation: { locale: 'en', strength: 3 } }], $db: FAKE_DB });
+    await send({
+      update: 'c',
+      updates: [
+        { q: { n: 1 }, u: { $set: { a: 1 } } },
+        { q: {}, u: { $set: { a: 2 } }, collation: { locale: 'en', strength: 3 } },
+      ],
+      $db: FAKE_DB,
+    });
     await send({ delete: 'c', $db: FAKE_DB }, [{ id: 'deletes', docs: [{ q: {}, limit: 0 }] }]);
     await send({ findAndModify: 'c', query: { n: 1 }, update: { $set: { a: 1 } }, $db: FAKE_DB });
     await send({ explain: { find: 'c', filter: { n: 1 } }, verbosity: 'queryPlanner', $db: FAKE_DB });
     expect(forwarded('find')[0]!.body).toMatchObject({ filter: { $and: [tenantEq, { n: 1 }] }, collation: simple });
     expect(forwarded('count')[0]!.body).toMatchObject({ query: { $and: [tenantEq] }, collation: simple });
     expect(forwarded('distinct')[0]!.body).toMatchObject({ query: { $and: [tenantEq] }, collation: simple });
-    expect(forwarded('aggregate')[0]!.body).toMatchObject({ pipeline: [{ $match: { $and: [tenantEq, { n: 1 }] } }], collation: simple });
+    expect(forwarded('aggregate')[0]!.body).toMatchObject({
+      pipeline: [{ $match: { $and: [tenantEq, { n: 1 }] } }],
+      collation: simple,
+    });
     const [first, second] = forwarded('update')[0]!.body.updates as Document[];
     expect(first).toMatchObject({ q: { $and: [tenantEq, { n: 1 }] }, collation: simple });
     // A client collation of strength 3 is the client's choice, forwarded as sent.
     expect(second!.collation).toEqual({ locale: 'en', strength: 3 });
     // The delete statements travelled as a kind-1 sequence (the fake decodes only the body).
-    expect(forwarded('delete')[0]!.bytes.includes(bsonDoc({ q: { $and: [tenantEq, {}] }, limit: 0, collation: simple }))).toBe(true);
-    expect(forwarded('findAndModify')[0]!.body).toMatchObject({ query: { $and: [tenantEq, { n: 1 }] }, collation: simple });
+    expect(
+      forwarded('delete')[0]!.bytes.includes(bsonDoc({ q: { $and: [tenantEq, {}] }, limit: 0, collation: simple })),
+    ).toBe(true);
+    expect(forwarded('findAndModify')[0]!.body).toMatchObject({
+      query: { $and: [tenantEq, { n: 1 }] },
+      collation: simple,
+    });
     expect(forwarded('explain')[0]!.body.explain).toMatchObject({ find: 'c', collation: simple });
 
     fake.received.length = 0;
     const ok = await send({ bulkWrite: 1, $db: 'admin' }, [
-      { id: 'ops', docs: [{ insert: 0, document: { _id: 'bw-9' } }, { update: 0, filter: {}, updateMods: { $set: { v: 9 } } }, { delete: 0, filter: {}, multi: true }] },
+      {
+        id: 'ops',
+        docs: [
+          { insert: 0, document: { _id: 'bw-9' } },
+          { update: 0, filter: {}, updateMods: { $set: { v: 9 } } },
+          { delete: 0, filter: {}, multi: true },
+        ],
+      },
       { id: 'nsInfo', docs: [{ ns: `${FAKE_DB}.c` }] },
     ]);
     expect(ok.ok).toBe(1);
     const bulk = forwarded('bulkWrite')[0]!.bytes;
-    expect(bulk.includes(bsonDoc({ update: 0, filter: { $and: [tenantEq, {}] }, updateMods: { $set: { v: 9 }, $setOnInsert: { tenantId: 'acme' } }, collation: simple }))).toBe(true);
-    expect(bulk.includes(bsonDoc({ delete: 0, filter: { $and: [tenantEq, {}] }, multi: true, collation: simple }))).toBe(true);
+    expect(
+      bulk.includes(
+        bsonDoc({
+          update: 0,
+          filter: { $and: [tenantEq, {}] },
+          updateMods: { $set: { v: 9 }, $setOnInsert: { tenantId: 'acme' } },
+          collation: simple,
+        }),
+      ),
+    ).toBe(true);
+    expect(
+      bulk.includes(bsonDoc({ delete: 0, filter: { $and: [tenantEq, {}] }, multi: true, collation: simple })),
+    ).toBe(true);
     expect(bulk.includes(bsonDoc({ insert: 0, document: { _id: 'bw-9', tenantId: 'acme' } }))).toBe(true);
   });
 
@@ -441,13 +544,17 @@ describe('bytes sent upstream (fake upstream)', () => {
     );
     const ferretProxy = await startTestProxy({
       upstream: { uri: ferret.uri },
-      listeners: [{ name: 'acme', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' }],
+      listeners: [
+        { name: 'acme', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' },
+      ],
     });
     const client = await RawClient.connect(ferretProxy.proxy.address.host, ferretProxy.proxy.address.port);
     try {
       expect(ferretProxy.proxy.upstream.collationSupported).toBe(false);
       expect((await client.command(opMsg({ find: 'c', filter: { n: 1 }, $db: FAKE_DB }))).ok).toBe(1);
-      expect((await client.command(opMsg({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], $db: FAKE_DB }))).ok).toBe(1);
+      expect(
+        (await client.command(opMsg({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], $db: FAKE_DB }))).ok,
+      ).toBe(1);
       expect((await client.command(opMsg({ findAndModify: 'c', query: {}, remove: true, $db: FAKE_DB }))).ok).toBe(1);
       const names = ferret.received.map((m) => Object.keys(m.body)[0]);
       expect(names).toEqual(['find', 'update', 'findAndModify']);
@@ -482,12 +589,18 @@ describe('bytes sent upstream (fake upstream)', () => {
 
   it('catalogue 12: $jsonSchema is allowed and forwarded behind the tenant equality; JavaScript inside it is not', async () => {
     fake.received.length = 0;
-    const schema = { $jsonSchema: { bsonType: 'object', required: ['secret'], properties: { tenantId: { bsonType: 'string' } } } };
+    const schema = {
+      $jsonSchema: { bsonType: 'object', required: ['secret'], properties: { tenantId: { bsonType: 'string' } } },
+    };
     expect((await send({ find: 'c', filter: schema, $db: FAKE_DB })).ok).toBe(1);
     expect(forwarded('find')[0]!.body.filter).toEqual({ $and: [tenantEq, schema] });
     fake.received.length = 0;
     const withWhere = { $jsonSchema: { bsonType: 'object', properties: { a: { $where: 'sleep(5000) || true' } } } };
-    expectRefusedReply(await send({ find: 'c', filter: withWhere, $db: FAKE_DB }), refusedAs('Unauthorized', 'operator.where'), ['sleep(']);
+    expectRefusedReply(
+      await send({ find: 'c', filter: withWhere, $db: FAKE_DB }),
+      refusedAs('Unauthorized', 'operator.where'),
+      ['sleep('],
+    );
     expect(fake.received).toHaveLength(0);
   });
 
@@ -499,13 +612,10 @@ describe('bytes sent upstream (fake upstream)', () => {
       { delete: 0, filter: {}, multi: true },
     ];
     for (const foreign of ['local.oplog.rs', 'admin.bw', 'config.bw', `${FAKE_DB}.system.js`]) {
-      const reply = await send(
-        { bulkWrite: 1, ordered: true, $db: 'admin' },
-        [
-          { id: 'ops', docs: ops },
-          { id: 'nsInfo', docs: [{ ns: `${FAKE_DB}.c` }, { ns: foreign }] },
-        ],
-      );
+      const reply = await send({ bulkWrite: 1, ordered: true, $db: 'admin' }, [
+        { id: 'ops', docs: ops },
+        { id: 'nsInfo', docs: [{ ns: `${FAKE_DB}.c` }, { ns: foreign }] },
+      ]);
       expectRefusedReply(reply, refusedAs('Unauthorized', 'namespace.system'));
     }
     // In the body rather than sequences: the same.
@@ -516,7 +626,13 @@ describe('bytes sent upstream (fake upstream)', () => {
     // An op smuggling another tenant's value in an allowed namespace refuses the whole command too.
     expectRefusedReply(
       await send({ bulkWrite: 1, $db: 'admin' }, [
-        { id: 'ops', docs: [{ insert: 0, document: { _id: 'bw-3' } }, { insert: 0, document: { _id: 'bw-4', tenantId: 'globex' } }] },
+        {
+          id: 'ops',
+          docs: [
+            { insert: 0, document: { _id: 'bw-3' } },
+            { insert: 0, document: { _id: 'bw-4', tenantId: 'globex' } },
+          ],
+        },
         { id: 'nsInfo', docs: [{ ns: `${FAKE_DB}.c` }] },
       ]),
       refusedAs('Unauthorized', 'insert.foreign-tenant'),
@@ -527,7 +643,14 @@ describe('bytes sent upstream (fake upstream)', () => {
 
     // The allowed form is rewritten op by op: inserts stamped, filters wrapped, updates checked.
     const ok = await send({ bulkWrite: 1, $db: 'admin' }, [
-      { id: 'ops', docs: [{ insert: 0, document: { _id: 'bw-5', v: 5 } }, { update: 1, filter: { tenantId: 'globex' }, updateMods: { $set: { v: 6 } }, multi: true }, { delete: 0, filter: {}, multi: true }] },
+      {
+        id: 'ops',
+        docs: [
+          { insert: 0, document: { _id: 'bw-5', v: 5 } },
+          { update: 1, filter: { tenantId: 'globex' }, updateMods: { $set: { v: 6 } }, multi: true },
+          { delete: 0, filter: {}, multi: true },
+        ],
+      },
       { id: 'nsInfo', docs: [{ ns: `${FAKE_DB}.c` }, { ns: `${FAKE_DB}.d` }] },
     ]);
     expect(ok.ok).toBe(1);
@@ -582,10 +705,24 @@ describe('bytes sent upstream (fake upstream)', () => {
     expect(forwarded('find')[0]!.body.filter).toEqual(innerOf(0).filter);
 
     fake.received.length = 0;
-    expectRefusedReply(await send({ explain: { explain: { find: 'c' } }, $db: FAKE_DB }), refusedAs('BadValue', 'explain.nested'));
-    expectRefusedReply(await send({ explain: { insert: 'c', documents: [{ tenantId: 'globex' }] }, $db: FAKE_DB }), refusedAs('CommandNotSupported', 'explain.inner'), ['globex']);
-    expectRefusedReply(await send({ explain: { find: 'c', filter: { $where: 'true' } }, $db: FAKE_DB }), refusedAs('Unauthorized', 'operator.where'));
-    expectRefusedReply(await send({ explain: { find: 'c', filter: attack }, verbosity: 'executionStats', $db: FAKE_DB }), refusedAs('Unauthorized', 'explain.verbosity'), ['globex']);
+    expectRefusedReply(
+      await send({ explain: { explain: { find: 'c' } }, $db: FAKE_DB }),
+      refusedAs('BadValue', 'explain.nested'),
+    );
+    expectRefusedReply(
+      await send({ explain: { insert: 'c', documents: [{ tenantId: 'globex' }] }, $db: FAKE_DB }),
+      refusedAs('CommandNotSupported', 'explain.inner'),
+      ['globex'],
+    );
+    expectRefusedReply(
+      await send({ explain: { find: 'c', filter: { $where: 'true' } }, $db: FAKE_DB }),
+      refusedAs('Unauthorized', 'operator.where'),
+    );
+    expectRefusedReply(
+      await send({ explain: { find: 'c', filter: attack }, verbosity: 'executionStats', $db: FAKE_DB }),
+      refusedAs('Unauthorized', 'explain.verbosity'),
+      ['globex'],
+    );
     expect(fake.received).toHaveLength(0);
   });
 });
@@ -608,14 +745,31 @@ describe('end to end: catalogue 1-21', () => {
       ['find under $and/$nor', () => coll.find({ $and: [{ $nor: [{ $where: where }] }] }).toArray(), whereRule],
       ['find under $elemMatch', () => coll.find({ tags: { $elemMatch: { $where: where } } }).toArray(), whereRule],
       ['aggregate $match', () => coll.aggregate([{ $match: { $where: where } }]).toArray(), whereRule],
-      ['aggregate $lookup.pipeline', () => coll.aggregate([{ $lookup: { from: 'c01', pipeline: [{ $match: { $where: where } }], as: 'j' } }]).toArray(), whereRule],
-      ['aggregate $facet', () => coll.aggregate([{ $facet: { a: [{ $match: { $where: where } }] } }]).toArray(), whereRule],
+      [
+        'aggregate $lookup.pipeline',
+        () =>
+          coll.aggregate([{ $lookup: { from: 'c01', pipeline: [{ $match: { $where: where } }], as: 'j' } }]).toArray(),
+        whereRule,
+      ],
+      [
+        'aggregate $facet',
+        () => coll.aggregate([{ $facet: { a: [{ $match: { $where: where } }] } }]).toArray(),
+        whereRule,
+      ],
       ['count', () => acme().command({ count: 'c01', query: { $where: where } }), whereRule],
       ['distinct', () => coll.distinct('secret', { $where: where }), whereRule],
       ['deleteMany', () => coll.deleteMany({ $where: 'this.tenantId != "acme"' }), whereRule],
       ['updateMany', () => coll.updateMany({ $where: where }, { $set: { pwned: true } }), whereRule],
-      ['BSON Code value anywhere', () => coll.find({ name: new Code('function () { return true }') }).toArray(), refusedAs('Unauthorized', 'bson.code')],
-      ['BSON code-with-scope value', () => coll.find({ name: { $eq: new Code('function () { return x }', { x: 1 }) } }).toArray(), refusedAs('Unauthorized', 'bson.code')],
+      [
+        'BSON Code value anywhere',
+        () => coll.find({ name: new Code('function () { return true }') }).toArray(),
+        refusedAs('Unauthorized', 'bson.code'),
+      ],
+      [
+        'BSON code-with-scope value',
+        () => coll.find({ name: { $eq: new Code('function () { return x }', { x: 1 }) } }).toArray(),
+        refusedAs('Unauthorized', 'bson.code'),
+      ],
     ];
     for (const [label, attempt, expected] of attempts) {
       const started = Date.now();
@@ -633,19 +787,44 @@ describe('end to end: catalogue 1-21', () => {
     const coll = acme().collection<AnyDoc>('c02');
     const fn = { $function: { body: 'function () { while (1) {} }', args: [], lang: 'js' } };
     const acc = {
-      $accumulator: { init: 'function () { return 0 }', accumulate: 'function (s) { return s }', accumulateArgs: [], merge: 'function (a) { return a }', lang: 'js' },
+      $accumulator: {
+        init: 'function () { return 0 }',
+        accumulate: 'function (s) { return s }',
+        accumulateArgs: [],
+        merge: 'function (a) { return a }',
+        lang: 'js',
+      },
     };
     const fnRule = refusedAs('Unauthorized', 'operator.function');
     const accRule = refusedAs('Unauthorized', 'operator.accumulator');
     await expectRefused(coll.find({ $expr: fn }).toArray(), fnRule, ['while (1)']);
     await expectRefused(coll.find({}, { projection: { x: fn } }).toArray(), fnRule);
     await expectRefused(coll.updateMany({}, [{ $set: { x: fn } }]), fnRule);
-    await expectRefused(coll.updateOne({ tenantId: 'globex' }, [{ $replaceWith: { $mergeObjects: ['$$ROOT', { x: fn }] } }]), fnRule, ['globex']);
+    await expectRefused(
+      coll.updateOne({ tenantId: 'globex' }, [{ $replaceWith: { $mergeObjects: ['$$ROOT', { x: fn }] } }]),
+      fnRule,
+      ['globex'],
+    );
     await expectRefused(coll.findOneAndUpdate({}, [{ $set: { x: fn } }]), fnRule);
-    await expectRefused(acme().command({ findandmodify: 'c02', query: {}, update: { $set: { a: 1 } }, fields: { x: fn } }), fnRule);
+    await expectRefused(
+      acme().command({ findandmodify: 'c02', query: {}, update: { $set: { a: 1 } }, fields: { x: fn } }),
+      fnRule,
+    );
     await expectRefused(coll.aggregate([{ $group: { _id: '$tenantId', all: acc } }]).toArray(), accRule);
     await expectRefused(coll.aggregate([{ $project: { x: fn } }]).toArray(), fnRule);
-    await expectRefused(coll.aggregate([{ $setWindowFields: { sortBy: { n: 1 }, output: { w: { ...acc, window: { documents: ['unbounded', 'current'] } } } } }]).toArray(), accRule);
+    await expectRefused(
+      coll
+        .aggregate([
+          {
+            $setWindowFields: {
+              sortBy: { n: 1 },
+              output: { w: { ...acc, window: { documents: ['unbounded', 'current'] } } },
+            },
+          },
+        ])
+        .toArray(),
+      accRule,
+    );
     await expectRefused(coll.aggregate([{ $match: { $expr: { $gt: [fn, 0] } } }]).toArray(), fnRule);
     await expectRefused(coll.countDocuments({ $expr: fn }), fnRule);
     expect(await snapshot('c02')).toEqual(before);
@@ -664,7 +843,12 @@ describe('end to end: catalogue 1-21', () => {
       );
       // Functions as strings (no BSON code type): still refused by the command name.
       await expectRefused(
-        acme().command({ [name]: 'c03', map: 'function () { emit(1, 1) }', reduce: 'function () { return 1 }', out: { inline: 1 } }),
+        acme().command({
+          [name]: 'c03',
+          map: 'function () { emit(1, 1) }',
+          reduce: 'function () { return 1 }',
+          out: { inline: 1 },
+        }),
         refusedAs('Unauthorized', 'command.server-js'),
       );
     }
@@ -697,13 +881,35 @@ describe('end to end: catalogue 1-21', () => {
     await seed('c05');
     const rule = refusedAs('Unauthorized', 'namespace.system');
     await expectRefused(acme().collection<AnyDoc>('system.js').find({}).toArray(), rule);
-    await expectRefused(acme().collection<AnyDoc>('system.js').insertOne({ _id: 'steal', value: new Code('function () { return db }') }), rule);
-    await expectRefused(acme().collection<AnyDoc>('system.views').insertOne({ _id: `${dbName}.v05`, viewOn: 'c05', pipeline: [] }), rule);
+    await expectRefused(
+      acme()
+        .collection<AnyDoc>('system.js')
+        .insertOne({ _id: 'steal', value: new Code('function () { return db }') }),
+      rule,
+    );
+    await expectRefused(
+      acme()
+        .collection<AnyDoc>('system.views')
+        .insertOne({ _id: `${dbName}.v05`, viewOn: 'c05', pipeline: [] }),
+      rule,
+    );
     await expectRefused(acme().collection<AnyDoc>('system.views').find({}).toArray(), rule);
     await expectRefused(acme().collection<AnyDoc>('system.profile').find({}).toArray(), rule);
     await expectRefused(acme().collection<AnyDoc>('system.buckets.metrics').find({}).toArray(), rule);
-    await expectRefused(acme().collection<AnyDoc>('c05').aggregate([{ $lookup: { from: 'system.js', pipeline: [], as: 'j' } }]).toArray(), rule);
-    await expectRefused(acme().collection<AnyDoc>('c05').aggregate([{ $unionWith: { coll: 'system.views' } }]).toArray(), rule);
+    await expectRefused(
+      acme()
+        .collection<AnyDoc>('c05')
+        .aggregate([{ $lookup: { from: 'system.js', pipeline: [], as: 'j' } }])
+        .toArray(),
+      rule,
+    );
+    await expectRefused(
+      acme()
+        .collection<AnyDoc>('c05')
+        .aggregate([{ $unionWith: { coll: 'system.views' } }])
+        .toArray(),
+      rule,
+    );
     await expectRefused(acme().collection<AnyDoc>('system.views').deleteMany({}), rule);
     const names = (await direct.db(dbName).listCollections().toArray()).map((c) => c.name);
     expect(names.filter((name) => name.startsWith('system.'))).toEqual([]);
@@ -741,7 +947,9 @@ describe('end to end: catalogue 1-21', () => {
         expect(updated.matchedCount).toBe(own);
         let after = await snapshot(coll);
         expectForeignUnchanged(before, after);
-        expect(after.filter((d) => d.touchedBy === 'acme').map((d) => d._id)).toEqual(own > 0 ? ['acme-1', 'acme-2'] : []);
+        expect(after.filter((d) => d.touchedBy === 'acme').map((d) => d._id)).toEqual(
+          own > 0 ? ['acme-1', 'acme-2'] : [],
+        );
 
         const deleted = await c.deleteMany(filter);
         expect(deleted.deletedCount).toBe(own);
@@ -751,19 +959,23 @@ describe('end to end: catalogue 1-21', () => {
       });
     }
 
-    it.skipIf(needsMongoDB('FerretDB v1 refuses the maxTimeMS the proxy adds to distinct (catalogue 15); the bytes test covers distinct'))(
-      'catalogue 6 (MongoDB): distinct with every key-present filter returns only acme values',
-      async () => {
-        await seed('c06_distinct');
-        const c = acme().collection<AnyDoc>('c06_distinct');
-        for (const [label, filter, own] of filters) {
-          const secrets = await c.distinct('secret', filter);
-          expect(secrets.every((s: string) => s.startsWith('acme-secret')), label).toBe(true);
-          expect(secrets, label).toHaveLength(own);
-          expect(await c.distinct('tenantId', filter), label).toEqual(own > 0 ? ['acme'] : []);
-        }
-      },
-    );
+    it.skipIf(
+      needsMongoDB(
+        'FerretDB v1 refuses the maxTimeMS the proxy adds to distinct (catalogue 15); the bytes test covers distinct',
+      ),
+    )('catalogue 6 (MongoDB): distinct with every key-present filter returns only acme values', async () => {
+      await seed('c06_distinct');
+      const c = acme().collection<AnyDoc>('c06_distinct');
+      for (const [label, filter, own] of filters) {
+        const secrets = await c.distinct('secret', filter);
+        expect(
+          secrets.every((s: string) => s.startsWith('acme-secret')),
+          label,
+        ).toBe(true);
+        expect(secrets, label).toHaveLength(own);
+        expect(await c.distinct('tenantId', filter), label).toEqual(own > 0 ? ['acme'] : []);
+      }
+    });
   });
 
   it('catalogue 7 / G3: duplicate keys (two tenantId keys, two filter fields, two $set, in documents and sequences) are refused; nothing stored', async () => {
@@ -776,51 +988,134 @@ describe('end to end: catalogue 1-21', () => {
       expectCleanMessage(String(reply.errmsg), ['globex']);
     };
     // Two tenantId keys in a filter.
-    wireRefusal(await rawCommand('acme', rawOpMsg(B.doc(B.str('find', 'c07'), B.sub('filter', dupFilter), B.str('$db', dbName)))));
-    wireRefusal(await rawCommand('acme', rawOpMsg(B.doc(B.str('count', 'c07'), B.sub('query', B.doc(B.sub('$and', B.doc(B.sub('0', dupFilter))))), B.str('$db', dbName)))));
+    wireRefusal(
+      await rawCommand('acme', rawOpMsg(B.doc(B.str('find', 'c07'), B.sub('filter', dupFilter), B.str('$db', dbName)))),
+    );
+    wireRefusal(
+      await rawCommand(
+        'acme',
+        rawOpMsg(
+          B.doc(
+            B.str('count', 'c07'),
+            B.sub('query', B.doc(B.sub('$and', B.doc(B.sub('0', dupFilter))))),
+            B.str('$db', dbName),
+          ),
+        ),
+      ),
+    );
     // Two filter fields.
     wireRefusal(
-      await rawCommand('acme', rawOpMsg(B.doc(B.str('find', 'c07'), B.sub('filter', B.doc(B.str('tenantId', 'acme'))), B.sub('filter', B.doc()), B.str('$db', dbName)))),
+      await rawCommand(
+        'acme',
+        rawOpMsg(
+          B.doc(
+            B.str('find', 'c07'),
+            B.sub('filter', B.doc(B.str('tenantId', 'acme'))),
+            B.sub('filter', B.doc()),
+            B.str('$db', dbName),
+          ),
+        ),
+      ),
     );
     // A delete whose statement names q twice (the second one empty).
     wireRefusal(
-      await rawCommand('acme', rawOpMsg(B.doc(B.str('delete', 'c07'), B.arr('deletes', B.doc(B.sub('q', B.doc(B.str('_id', 'acme-1'))), B.sub('q', B.doc()), B.int('limit', 0))), B.str('$db', dbName)))),
+      await rawCommand(
+        'acme',
+        rawOpMsg(
+          B.doc(
+            B.str('delete', 'c07'),
+            B.arr('deletes', B.doc(B.sub('q', B.doc(B.str('_id', 'acme-1'))), B.sub('q', B.doc()), B.int('limit', 0))),
+            B.str('$db', dbName),
+          ),
+        ),
+      ),
     );
     // A document with two tenantId keys, in the body and in a kind-1 sequence.
     const dupDoc = B.doc(B.str('_id', 'dup-1'), B.str('tenantId', 'acme'), B.str('tenantId', 'globex'));
-    wireRefusal(await rawCommand('acme', rawOpMsg(B.doc(B.str('insert', 'c07'), B.arr('documents', dupDoc), B.str('$db', dbName)))));
-    wireRefusal(await rawCommand('acme', rawOpMsg(B.doc(B.str('insert', 'c07'), B.str('$db', dbName)), [{ id: 'documents', docs: [bsonDoc({ _id: 'dup-0' }), dupDoc] }])));
+    wireRefusal(
+      await rawCommand(
+        'acme',
+        rawOpMsg(B.doc(B.str('insert', 'c07'), B.arr('documents', dupDoc), B.str('$db', dbName))),
+      ),
+    );
+    wireRefusal(
+      await rawCommand(
+        'acme',
+        rawOpMsg(B.doc(B.str('insert', 'c07'), B.str('$db', dbName)), [
+          { id: 'documents', docs: [bsonDoc({ _id: 'dup-0' }), dupDoc] },
+        ]),
+      ),
+    );
     // Two $set operators, the second writing the tenant (catalogue 41).
     const dupSet = B.doc(B.sub('$set', B.doc(B.int('a', 1))), B.sub('$set', B.doc(B.str('tenantId', 'globex'))));
     wireRefusal(
-      await rawCommand('acme', rawOpMsg(B.doc(B.str('update', 'c07'), B.str('$db', dbName)), [{ id: 'updates', docs: [B.doc(B.sub('q', B.doc()), B.sub('u', dupSet), B.int('multi', 1))] }])),
+      await rawCommand(
+        'acme',
+        rawOpMsg(B.doc(B.str('update', 'c07'), B.str('$db', dbName)), [
+          { id: 'updates', docs: [B.doc(B.sub('q', B.doc()), B.sub('u', dupSet), B.int('multi', 1))] },
+        ]),
+      ),
     );
     expect(await snapshot('c07')).toEqual(before);
     // And the same commands without the duplicate go through, scoped (the proxy is still serving).
-    expect((await acme().collection<AnyDoc>('c07').find({ tenantId: 'globex' }).toArray())).toEqual([]);
+    expect(await acme().collection<AnyDoc>('c07').find({ tenantId: 'globex' }).toArray()).toEqual([]);
   });
 
   it('catalogue 8: an array (or null) tenant is never stored; inserts are stamped with a scalar', async () => {
     const before = await seed('c08');
     const c = acme().collection<AnyDoc>('c08');
-    await expectRefused(c.insertOne({ _id: 'arr-1', tenantId: ['acme', 'globex'], v: 1 }), refusedAs('Unauthorized', 'insert.tenant-not-scalar'), ['globex']);
-    await expectRefused(c.insertMany([{ _id: 'arr-2', v: 2 }, { _id: 'arr-3', tenantId: ['globex'], v: 3 }]), refusedAs('Unauthorized', 'insert.tenant-not-scalar'));
-    await expectRefused(c.insertOne({ _id: 'arr-4', tenantId: 'globex' }), refusedAs('Unauthorized', 'insert.foreign-tenant'), ['globex']);
-    await expectRefused(c.replaceOne({ _id: 'acme-1' }, { tenantId: ['acme', 'globex'], v: 4 }), refusedAs('Unauthorized', 'replacement.tenant-not-scalar'));
-    await expectRefused(c.updateOne({ _id: 'acme-1' }, { $set: { tenantId: ['acme', 'globex'] } }), refusedAs('Unauthorized', 'update.tenant-field'));
-    await expectRefused(c.updateOne({ _id: 'acme-1' }, { $push: { tenantId: 'globex' } } as Document), refusedAs('Unauthorized', 'update.tenant-field'));
-    await expectRefused(c.updateOne({ _id: 'acme-1' }, { $addToSet: { 'tenantId.$[]': 'globex' } }), refusedAs('Unauthorized', 'update.tenant-field'));
+    await expectRefused(
+      c.insertOne({ _id: 'arr-1', tenantId: ['acme', 'globex'], v: 1 }),
+      refusedAs('Unauthorized', 'insert.tenant-not-scalar'),
+      ['globex'],
+    );
+    await expectRefused(
+      c.insertMany([
+        { _id: 'arr-2', v: 2 },
+        { _id: 'arr-3', tenantId: ['globex'], v: 3 },
+      ]),
+      refusedAs('Unauthorized', 'insert.tenant-not-scalar'),
+    );
+    await expectRefused(
+      c.insertOne({ _id: 'arr-4', tenantId: 'globex' }),
+      refusedAs('Unauthorized', 'insert.foreign-tenant'),
+      ['globex'],
+    );
+    await expectRefused(
+      c.replaceOne({ _id: 'acme-1' }, { tenantId: ['acme', 'globex'], v: 4 }),
+      refusedAs('Unauthorized', 'replacement.tenant-not-scalar'),
+    );
+    await expectRefused(
+      c.updateOne({ _id: 'acme-1' }, { $set: { tenantId: ['acme', 'globex'] } }),
+      refusedAs('Unauthorized', 'update.tenant-field'),
+    );
+    await expectRefused(
+      c.updateOne({ _id: 'acme-1' }, { $push: { tenantId: 'globex' } } as Document),
+      refusedAs('Unauthorized', 'update.tenant-field'),
+    );
+    await expectRefused(
+      c.updateOne({ _id: 'acme-1' }, { $addToSet: { 'tenantId.$[]': 'globex' } }),
+      refusedAs('Unauthorized', 'update.tenant-field'),
+    );
     await c.insertOne({ _id: 'scalar-1', v: 5 });
     const after = await snapshot('c08');
     expectForeignUnchanged(before, after);
     expect(after.filter((d) => Array.isArray(d.tenantId))).toEqual([]);
     expect(after.find((d) => d._id === 'scalar-1')).toEqual({ _id: 'scalar-1', tenantId: 'acme', v: 5 });
     expect(after.find((d) => d._id === 'acme-1')).toEqual(before.find((d) => d._id === 'acme-1'));
-    expect(await dbs.globex.collection<AnyDoc>('c08').find({ _id: { $in: ['arr-1', 'arr-2', 'arr-3', 'scalar-1'] } }).toArray()).toEqual([]);
+    expect(
+      await dbs.globex
+        .collection<AnyDoc>('c08')
+        .find({ _id: { $in: ['arr-1', 'arr-2', 'arr-3', 'scalar-1'] } })
+        .toArray(),
+    ).toEqual([]);
   });
 
   it('catalogue 9: collation strength 1 or 2 with a string tenant is refused on find/count/distinct/aggregate/$lookup/update/delete/findAndModify', async () => {
-    const before = await seed('c09', [{ _id: 'Acme-1', tenantId: 'Acme', n: 1, secret: 'Acme-secret-1' }, { _id: 'ACME-1', tenantId: 'ACME', n: 1, secret: 'Acme-secret-2' }]);
+    const before = await seed('c09', [
+      { _id: 'Acme-1', tenantId: 'Acme', n: 1, secret: 'Acme-secret-1' },
+      { _id: 'ACME-1', tenantId: 'ACME', n: 1, secret: 'Acme-secret-2' },
+    ]);
     const c = acme().collection<AnyDoc>('c09');
     for (const strength of [1, 2]) {
       const collation = { locale: 'en', strength };
@@ -830,7 +1125,13 @@ describe('end to end: catalogue 1-21', () => {
       await expectRefused(c.countDocuments({}, { collation }), rule);
       await expectRefused(c.distinct('secret', {}, { collation }), rule);
       await expectRefused(c.aggregate([{ $match: {} }], { collation }).toArray(), rule);
-      await expectRefused(dbs.acme.collection<AnyDoc>('c05').aggregate([{ $lookup: { from: 'c09', pipeline: [], as: 'j' } }], { collation }).toArray(), rule);
+      await expectRefused(
+        dbs.acme
+          .collection<AnyDoc>('c05')
+          .aggregate([{ $lookup: { from: 'c09', pipeline: [], as: 'j' } }], { collation })
+          .toArray(),
+        rule,
+      );
       await expectRefused(c.updateMany({}, { $set: { hit: 1 } }, { collation }), rule);
       await expectRefused(c.deleteMany({}, { collation }), rule);
       await expectRefused(c.findOneAndDelete({}, { collation }), rule);
@@ -842,14 +1143,20 @@ describe('end to end: catalogue 1-21', () => {
     'catalogue 9 (MongoDB): with strength 3 acme never sees "Acme"/"ACME"; a collection default collation of strength 2 must not widen the tenant match',
     async () => {
       await seed('c09m', [{ _id: 'Acme-1', tenantId: 'Acme', n: 1, secret: 'Acme-secret-1' }]);
-      const strict = await acme().collection<AnyDoc>('c09m').find({}, { collation: { locale: 'en', strength: 3 } }).toArray();
+      const strict = await acme()
+        .collection<AnyDoc>('c09m')
+        .find({}, { collation: { locale: 'en', strength: 3 } })
+        .toArray();
       expectOnlyOwn(strict);
       // A collection created by an operator with a case-insensitive default collation: a command
       // without a collation option uses it, so the injected `tenantId: {$eq: "acme"}` would match
       // "Acme" too unless the proxy pins the comparison (catalogue 9: "a collection's default
       // collation applies even when no option is sent").
       await direct.db(dbName).createCollection('c09ci', { collation: { locale: 'en', strength: 2 } });
-      await direct.db(dbName).collection('c09ci').insertMany(seedDocuments().concat([{ _id: 'Acme-1', tenantId: 'Acme', secret: 'Acme-secret-1' }]));
+      await direct
+        .db(dbName)
+        .collection('c09ci')
+        .insertMany(seedDocuments().concat([{ _id: 'Acme-1', tenantId: 'Acme', secret: 'Acme-secret-1' }]));
       const seen = await acme().collection<AnyDoc>('c09ci').find({}).toArray();
       expectOnlyOwn(seen);
       expect(await acme().collection<AnyDoc>('c09ci').countDocuments({})).toBe(2);
@@ -872,18 +1179,30 @@ describe('end to end: catalogue 1-21', () => {
       expect((await c.deleteMany({ _id: { $in: ['orphan', 'nulltenant'] } })).deletedCount).toBe(0);
     }
     const c = acme().collection<AnyDoc>('c10');
-    await expectRefused(c.insertOne({ _id: 'null-2', tenantId: null }), refusedAs('Unauthorized', 'insert.tenant-not-scalar'));
-    await expectRefused(c.replaceOne({ _id: 'acme-1' }, { tenantId: null }), refusedAs('Unauthorized', 'replacement.tenant-not-scalar'));
-    await expectRefused(c.updateOne({ _id: 'acme-1' }, { $unset: { tenantId: '' } }), refusedAs('Unauthorized', 'update.tenant-field'));
+    await expectRefused(
+      c.insertOne({ _id: 'null-2', tenantId: null }),
+      refusedAs('Unauthorized', 'insert.tenant-not-scalar'),
+    );
+    await expectRefused(
+      c.replaceOne({ _id: 'acme-1' }, { tenantId: null }),
+      refusedAs('Unauthorized', 'replacement.tenant-not-scalar'),
+    );
+    await expectRefused(
+      c.updateOne({ _id: 'acme-1' }, { $unset: { tenantId: '' } }),
+      refusedAs('Unauthorized', 'update.tenant-field'),
+    );
     await c.insertOne({ _id: 'unstamped-by-client' });
     const after = await snapshot('c10');
     expectForeignUnchanged(before, after);
-    expect(after.find((d) => d._id === 'unstamped-by-client')).toEqual({ _id: 'unstamped-by-client', tenantId: 'acme' });
+    expect(after.find((d) => d._id === 'unstamped-by-client')).toEqual({
+      _id: 'unstamped-by-client',
+      tenantId: 'acme',
+    });
     expect(after.find((d) => d._id === 'orphan')).toEqual(before.find((d) => d._id === 'orphan'));
     expect(after.find((d) => d._id === 'nulltenant')).toEqual(before.find((d) => d._id === 'nulltenant'));
   });
 
-  it('catalogue 11: $expr sees only the tenant\'s documents; $$USER_ROLES is refused in filters, projections, pipelines and let', async () => {
+  it("catalogue 11: $expr sees only the tenant's documents; $$USER_ROLES is refused in filters, projections, pipelines and let", async () => {
     const before = await seed('c11');
     const c = acme().collection<AnyDoc>('c11');
     const rule = refusedAs('Unauthorized', 'variable.user-roles');
@@ -892,30 +1211,43 @@ describe('end to end: catalogue 1-21', () => {
     await expectRefused(c.find({}, { projection: { r: '$$USER_ROLES' } }).toArray(), rule);
     await expectRefused(c.aggregate([{ $match: {} }], { let: { r: '$$USER_ROLES' } }).toArray(), rule);
     await expectRefused(c.updateMany({}, [{ $set: { roles: '$$USER_ROLES' } }]), rule);
-    await expectRefused(c.find({ $expr: { $eq: [{ $foo: '$tenantId' }, 1] } }).toArray(), refusedAs('Unauthorized', 'operator.unknown'));
+    await expectRefused(
+      c.find({ $expr: { $eq: [{ $foo: '$tenantId' }, 1] } }).toArray(),
+      refusedAs('Unauthorized', 'operator.unknown'),
+    );
     expect(await snapshot('c11')).toEqual(before);
-
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 implements too little of $expr'))('catalogue 11 (MongoDB): $expr only ever sees the tenant\'s documents', async () => {
-    await seed('c11m');
-    const c = acme().collection<AnyDoc>('c11m');
-    expect(await c.find({ $expr: { $eq: ['$tenantId', 'globex'] } }).toArray()).toEqual([]);
-    const own = await c.find({ $expr: { $eq: ['$n', 1] } }).toArray();
-    expect(own.map((d) => d._id)).toEqual(['acme-1']);
-    const always = await c.aggregate([{ $match: { $expr: { $or: [{ $ne: ['$tenantId', 'acme'] }, true] } } }]).toArray();
-    expectOnlyOwn(always);
-    expect(always).toHaveLength(2);
-    const updated = await c.updateMany({ $expr: { $ne: ['$tenantId', 'acme'] } }, { $set: { stolen: true } });
-    expect(updated.matchedCount).toBe(0);
-  });
+  it.skipIf(needsMongoDB('FerretDB v1 implements too little of $expr'))(
+    "catalogue 11 (MongoDB): $expr only ever sees the tenant's documents",
+    async () => {
+      await seed('c11m');
+      const c = acme().collection<AnyDoc>('c11m');
+      expect(await c.find({ $expr: { $eq: ['$tenantId', 'globex'] } }).toArray()).toEqual([]);
+      const own = await c.find({ $expr: { $eq: ['$n', 1] } }).toArray();
+      expect(own.map((d) => d._id)).toEqual(['acme-1']);
+      const always = await c
+        .aggregate([{ $match: { $expr: { $or: [{ $ne: ['$tenantId', 'acme'] }, true] } } }])
+        .toArray();
+      expectOnlyOwn(always);
+      expect(always).toHaveLength(2);
+      const updated = await c.updateMany({ $expr: { $ne: ['$tenantId', 'acme'] } }, { $set: { stolen: true } });
+      expect(updated.matchedCount).toBe(0);
+    },
+  );
 
-  it.skipIf(needsMongoDB('FerretDB has no $jsonSchema query operator'))('catalogue 12 (MongoDB): $jsonSchema matching every tenant returns only acme', async () => {
-    await seed('c12m');
-    const result = await acme().collection<AnyDoc>('c12m').find({ $jsonSchema: { required: ['n'] } }).toArray();
-    expectOnlyOwn(result);
-    expect(result).toHaveLength(2);
-  });
+  it.skipIf(needsMongoDB('FerretDB has no $jsonSchema query operator'))(
+    'catalogue 12 (MongoDB): $jsonSchema matching every tenant returns only acme',
+    async () => {
+      await seed('c12m');
+      const result = await acme()
+        .collection<AnyDoc>('c12m')
+        .find({ $jsonSchema: { required: ['n'] } })
+        .toArray();
+      expectOnlyOwn(result);
+      expect(result).toHaveLength(2);
+    },
+  );
 
   it('catalogue 13: $text under $or/$nor/$elemMatch, or twice, is refused before reaching the upstream', async () => {
     const before = await seed('c13');
@@ -923,45 +1255,83 @@ describe('end to end: catalogue 1-21', () => {
     const rule = refusedAs('BadValue', 'filter.text-placement');
     await expectRefused(c.find({ $or: [{ $text: { $search: 'secret' } }, { tenantId: 'globex' }] }).toArray(), rule);
     await expectRefused(c.find({ $nor: [{ $text: { $search: 'secret' } }] }).toArray(), rule);
-    await expectRefused(c.aggregate([{ $match: { $and: [{ $text: { $search: 'a' } }, { $text: { $search: 'b' } }] } }]).toArray(), rule);
+    await expectRefused(
+      c.aggregate([{ $match: { $and: [{ $text: { $search: 'a' } }, { $text: { $search: 'b' } }] } }]).toArray(),
+      rule,
+    );
     await expectRefused(c.deleteMany({ $or: [{ $text: { $search: 'secret' } }, { n: 1 }] }), rule);
     expect(await snapshot('c13')).toEqual(before);
   });
 
-  it.skipIf(needsMongoDB('FerretDB has no $text'))('catalogue 13 (MongoDB): [{$match: {$text}}] works and returns only acme', async () => {
-    await seed('c13m');
-    await direct.db(dbName).collection<AnyDoc>('c13m').createIndex({ tenantId: 1, secret: 'text' });
-    const c = acme().collection<AnyDoc>('c13m');
-    const viaAggregate = await c.aggregate([{ $match: { $text: { $search: 'secret' } } }]).toArray();
-    expectOnlyOwn(viaAggregate);
-    expect(viaAggregate).toHaveLength(2);
-    const viaFind = await c.find({ $text: { $search: 'globex' } }).toArray();
-    expect(viaFind).toEqual([]);
-  });
+  it.skipIf(needsMongoDB('FerretDB has no $text'))(
+    'catalogue 13 (MongoDB): [{$match: {$text}}] works and returns only acme',
+    async () => {
+      await seed('c13m');
+      await direct.db(dbName).collection<AnyDoc>('c13m').createIndex({ tenantId: 1, secret: 'text' });
+      const c = acme().collection<AnyDoc>('c13m');
+      const viaAggregate = await c.aggregate([{ $match: { $text: { $search: 'secret' } } }]).toArray();
+      expectOnlyOwn(viaAggregate);
+      expect(viaAggregate).toHaveLength(2);
+      const viaFind = await c.find({ $text: { $search: 'globex' } }).toArray();
+      expect(viaFind).toEqual([]);
+    },
+  );
 
-  it.skipIf(needsMongoDB('FerretDB has no geospatial queries'))('catalogue 14 (MongoDB): find with $near works and returns only acme', async () => {
-    const extra = TENANTS.map((tenant, i) => ({ _id: `${tenant}-geo`, tenantId: tenant, loc: { type: 'Point', coordinates: [i * 0.001, 0] } }));
-    await seed('c14m', extra);
-    await direct.db(dbName).collection<AnyDoc>('c14m').createIndex({ loc: '2dsphere' });
-    const near = await acme().collection<AnyDoc>('c14m').find({ loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] }, $maxDistance: 100_000 } } }).toArray();
-    expect(near.map((d) => d._id)).toEqual(['acme-geo']);
-  });
+  it.skipIf(needsMongoDB('FerretDB has no geospatial queries'))(
+    'catalogue 14 (MongoDB): find with $near works and returns only acme',
+    async () => {
+      const extra = TENANTS.map((tenant, i) => ({
+        _id: `${tenant}-geo`,
+        tenantId: tenant,
+        loc: { type: 'Point', coordinates: [i * 0.001, 0] },
+      }));
+      await seed('c14m', extra);
+      await direct.db(dbName).collection<AnyDoc>('c14m').createIndex({ loc: '2dsphere' });
+      const near = await acme()
+        .collection<AnyDoc>('c14m')
+        .find({ loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] }, $maxDistance: 100_000 } } })
+        .toArray();
+      expect(near.map((d) => d._id)).toEqual(['acme-geo']);
+    },
+  );
 
   it('catalogue 14: $near under $or, $nor or $not is refused; nothing changes', async () => {
     const before = await seed('c14');
     const near = { $near: { $geometry: { type: 'Point', coordinates: [0, 0] } } };
     const rule = refusedAs('BadValue', 'filter.geo-placement');
-    await expectRefused(acme().collection<AnyDoc>('c14').find({ $or: [{ loc: near }, { tenantId: 'globex' }] }).toArray(), rule);
-    await expectRefused(acme().collection<AnyDoc>('c14').find({ $nor: [{ loc: near }] }).toArray(), rule);
-    await expectRefused(acme().collection<AnyDoc>('c14').deleteMany({ $or: [{ loc: near }, { n: 1 }] }), rule);
+    await expectRefused(
+      acme()
+        .collection<AnyDoc>('c14')
+        .find({ $or: [{ loc: near }, { tenantId: 'globex' }] })
+        .toArray(),
+      rule,
+    );
+    await expectRefused(
+      acme()
+        .collection<AnyDoc>('c14')
+        .find({ $nor: [{ loc: near }] })
+        .toArray(),
+      rule,
+    );
+    await expectRefused(
+      acme()
+        .collection<AnyDoc>('c14')
+        .deleteMany({ $or: [{ loc: near }, { n: 1 }] }),
+      rule,
+    );
     expect(await snapshot('c14')).toEqual(before);
   });
 
-  it('catalogue 15: a ReDoS regular expression runs with maxTimeMS capped and touches only the tenant\'s documents', async () => {
-    await seed('c15', [{ _id: 'globex-redos', tenantId: 'globex', name: `${'a'.repeat(40)}!`, secret: 'globex-secret-redos' }]);
+  it("catalogue 15: a ReDoS regular expression runs with maxTimeMS capped and touches only the tenant's documents", async () => {
+    await seed('c15', [
+      { _id: 'globex-redos', tenantId: 'globex', name: `${'a'.repeat(40)}!`, secret: 'globex-secret-redos' },
+    ]);
     const c = acme().collection<AnyDoc>('c15');
     const started = Date.now();
-    const result = await c.find({ name: { $regex: '^(a+)+$' } }, { maxTimeMS: 10_000_000 }).toArray().catch((error: unknown) => error);
+    const result = await c
+      .find({ name: { $regex: '^(a+)+$' } }, { maxTimeMS: 10_000_000 })
+      .toArray()
+      .catch((error: unknown) => error);
     if (Array.isArray(result)) expect(result).toEqual([]);
     else expect((result as MongoServerError).codeName).toBe('MaxTimeMSExpired');
     expect(Date.now() - started).toBeLessThan(CAP + 5_000);
@@ -973,7 +1343,11 @@ describe('end to end: catalogue 1-21', () => {
       const capped = await startTenantProxy(['acme'], { isolation: { maxTimeMS: 500 } });
       try {
         // Each string costs ~2^22 backtracking steps (under PCRE's match limit); 200 of them take seconds.
-        const docs = Array.from({ length: 200 }, (_, i) => ({ _id: `acme-redos-${i}`, tenantId: 'acme', name: `${'a'.repeat(22)}!` }));
+        const docs = Array.from({ length: 200 }, (_, i) => ({
+          _id: `acme-redos-${i}`,
+          tenantId: 'acme',
+          name: `${'a'.repeat(22)}!`,
+        }));
         await direct.db(dbName).collection<AnyDoc>('c15m').insertMany(docs);
         const started = Date.now();
         const error = await capped
@@ -1000,13 +1374,24 @@ describe('end to end: catalogue 1-21', () => {
     await expectRefused(c.find({ $nor: [{ $foo: 1 }] }).toArray(), unknown);
     await expectRefused(c.find({ $or: [{ n: { $bar: 1 } }] }).toArray(), unknown);
     await expectRefused(c.find({ $foo: [{ tenantId: 'globex' }] }).toArray(), unknown, ['globex']);
-    await expectRefused(c.find({ tags: { $elemMatch: { $where: 'true' } } }).toArray(), refusedAs('Unauthorized', 'operator.where'));
+    await expectRefused(
+      c.find({ tags: { $elemMatch: { $where: 'true' } } }).toArray(),
+      refusedAs('Unauthorized', 'operator.where'),
+    );
     await expectRefused(c.deleteMany({ $or: [{ n: { $bar: 1 } }] }), unknown);
 
     expect(await c.find({ tenantId: { $not: { $eq: 'acme' } } }).toArray()).toEqual([]);
     expect(await c.find({ tags: { $elemMatch: { $eq: 'globex' } } }).toArray()).toEqual([]);
-    expect(await c.find({ $or: [{ tenantId: { $not: { $eq: 'acme' } } }, { tags: { $elemMatch: { $in: ['globex', 'initech'] } } }] }).toArray()).toEqual([]);
-    const all = await c.find({ $nor: [{ tenantId: { $exists: false } }, { tags: { $elemMatch: { $eq: 'nobody' } } }] }).toArray();
+    expect(
+      await c
+        .find({
+          $or: [{ tenantId: { $not: { $eq: 'acme' } } }, { tags: { $elemMatch: { $in: ['globex', 'initech'] } } }],
+        })
+        .toArray(),
+    ).toEqual([]);
+    const all = await c
+      .find({ $nor: [{ tenantId: { $exists: false } }, { tags: { $elemMatch: { $eq: 'nobody' } } }] })
+      .toArray();
     expectOnlyOwn(all);
     expect(all).toHaveLength(2);
     const removed = await c.deleteMany({ tenantId: { $not: { $eq: 'acme' } } });
@@ -1014,7 +1399,7 @@ describe('end to end: catalogue 1-21', () => {
     expect(await snapshot('c16')).toEqual(before);
   });
 
-  it('catalogue 17: reads: UUID collection refused; count without query, estimatedDocumentCount and distinct tenantId are the tenant\'s own', async () => {
+  it("catalogue 17: reads: UUID collection refused; count without query, estimatedDocumentCount and distinct tenantId are the tenant's own", async () => {
     const before = await seed('c17');
     expect(before.length).toBe(8);
     const uuid = new UUID();
@@ -1036,34 +1421,56 @@ describe('end to end: catalogue 1-21', () => {
     // The upstream's own metadata count covers everyone: that is what the proxy kept from acme.
     expect(await direct.db(dbName).collection<AnyDoc>('c17').estimatedDocumentCount()).toBe(8);
 
-    await expectRefused(acme().collection<AnyDoc>('c17').find({}, { noCursorTimeout: true }).toArray(), refusedAs('Unauthorized', 'find.no-cursor-timeout'));
-    await expectRefused(acme().command({ find: 'c17', filter: {}, oplogReplay: true }), refusedAs('Unauthorized', 'find.oplog-replay'));
-    await expectRefused(acme().command({ find: 'c17', filter: {}, $tenant: 'globex' }), refusedAs('Unauthorized', 'field.internal'), ['globex']);
+    await expectRefused(
+      acme().collection<AnyDoc>('c17').find({}, { noCursorTimeout: true }).toArray(),
+      refusedAs('Unauthorized', 'find.no-cursor-timeout'),
+    );
+    await expectRefused(
+      acme().command({ find: 'c17', filter: {}, oplogReplay: true }),
+      refusedAs('Unauthorized', 'find.oplog-replay'),
+    );
+    await expectRefused(
+      acme().command({ find: 'c17', filter: {}, $tenant: 'globex' }),
+      refusedAs('Unauthorized', 'field.internal'),
+      ['globex'],
+    );
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 refuses the maxTimeMS the proxy adds to distinct (catalogue 15); the bytes test covers distinct'))(
-    'catalogue 17 (MongoDB): distinct tenantId is [own tenant] for every tenant',
-    async () => {
-      await seed('c17m');
-      for (const tenant of TENANTS) {
-        const c = dbs[tenant].collection<AnyDoc>('c17m');
-        expect(await c.distinct('tenantId')).toEqual([tenant]);
-        expect((await c.distinct('secret')).sort()).toEqual([`${tenant}-secret-1`, `${tenant}-secret-2`]);
-      }
-    },
-  );
+  it.skipIf(
+    needsMongoDB(
+      'FerretDB v1 refuses the maxTimeMS the proxy adds to distinct (catalogue 15); the bytes test covers distinct',
+    ),
+  )('catalogue 17 (MongoDB): distinct tenantId is [own tenant] for every tenant', async () => {
+    await seed('c17m');
+    for (const tenant of TENANTS) {
+      const c = dbs[tenant].collection<AnyDoc>('c17m');
+      expect(await c.distinct('tenantId')).toEqual([tenant]);
+      expect((await c.distinct('secret')).sort()).toEqual([`${tenant}-secret-1`, `${tenant}-secret-2`]);
+    }
+  });
 
   it('catalogue 18: writes: delete {} removes only own documents; update and findAndModify (both spellings) change only own', async () => {
     const before = await seed('c18');
     const c = acme().collection<AnyDoc>('c18');
 
-    const famA = await acme().command({ findAndModify: 'c18', query: { tenantId: 'globex' }, update: { $set: { stolen: true } }, new: true });
+    const famA = await acme().command({
+      findAndModify: 'c18',
+      query: { tenantId: 'globex' },
+      update: { $set: { stolen: true } },
+      new: true,
+    });
     expect(famA.value).toBeNull();
     const famB = await acme().command({ findandmodify: 'c18', query: {}, sort: { _id: -1 }, remove: true });
     expect(famB.value?.tenantId).toBe('acme');
     const famC = await acme().command({ findandmodify: 'c18', query: { _id: 'globex-1' }, remove: true });
     expect(famC.value).toBeNull();
-    const famD = await acme().command({ findAndModify: 'c18', query: { _id: 'initech-1' }, update: { n: 99 }, upsert: false, new: true });
+    const famD = await acme().command({
+      findAndModify: 'c18',
+      query: { _id: 'initech-1' },
+      update: { n: 99 },
+      upsert: false,
+      new: true,
+    });
     expect(famD.value).toBeNull();
     const replaced = await c.replaceOne({ _id: 'globex-2' }, { n: 9 });
     expect(replaced.matchedCount).toBe(0);
@@ -1084,21 +1491,61 @@ describe('end to end: catalogue 1-21', () => {
     // bypassDocumentValidation never reaches the upstream: the engine refuses the field outright
     // (stricter than the catalogue's "strip"); nothing is written.
     const bypass = refusedAs('Unauthorized', 'field.bypass-validation');
-    await expectRefused(c.insertOne({ _id: 'bypass-1', tenantId: 'globex' }, { bypassDocumentValidation: true }), bypass, ['globex']);
-    await expectRefused(c.updateMany({}, { $set: { tenantId: 'globex' } }, { bypassDocumentValidation: true }), bypass, ['globex']);
+    await expectRefused(
+      c.insertOne({ _id: 'bypass-1', tenantId: 'globex' }, { bypassDocumentValidation: true }),
+      bypass,
+      ['globex'],
+    );
+    await expectRefused(
+      c.updateMany({}, { $set: { tenantId: 'globex' } }, { bypassDocumentValidation: true }),
+      bypass,
+      ['globex'],
+    );
     expect(await snapshot('c18')).toEqual(after);
   });
 
-  it('catalogue 18 / G8: every upsert stores a document stamped with the tenant, never another tenant\'s or an unstamped one', async () => {
+  it("catalogue 18 / G8: every upsert stores a document stamped with the tenant, never another tenant's or an unstamped one", async () => {
     const before = await seed('c18u');
     const c = acme().collection<AnyDoc>('c18u');
     const upserts: Array<[string, () => Promise<unknown>]> = [
-      ['update upsert, operators, foreign tenant equality', () => c.updateOne({ k: 'ups-1', tenantId: 'globex' }, { $set: { v: 1 } }, { upsert: true })],
-      ['findAndModify upsert, operators, foreign tenant equality', () => acme().command({ findAndModify: 'c18u', query: { k: 'ups-2', tenantId: 'globex' }, update: { $set: { v: 2 } }, upsert: true, new: true })],
-      ['update upsert, operators, no tenant in the query', () => c.updateOne({ k: 'ups-3' }, { $set: { v: 3 } }, { upsert: true })],
-      ['update upsert, operators, $in tenants', () => c.updateOne({ k: 'ups-4', tenantId: { $in: ['globex', 'acme'] } }, { $set: { v: 4 } }, { upsert: true })],
-      ['update upsert, replacement without a tenant', () => c.replaceOne({ k: 'ups-5' }, { k: 'ups-5', v: 5 }, { upsert: true })],
-      ['findAndModify upsert, pipeline', () => acme().command({ findAndModify: 'c18u', query: { k: 'ups-6' }, update: [{ $set: { v: 6 } }], upsert: true, new: true })],
+      [
+        'update upsert, operators, foreign tenant equality',
+        () => c.updateOne({ k: 'ups-1', tenantId: 'globex' }, { $set: { v: 1 } }, { upsert: true }),
+      ],
+      [
+        'findAndModify upsert, operators, foreign tenant equality',
+        () =>
+          acme().command({
+            findAndModify: 'c18u',
+            query: { k: 'ups-2', tenantId: 'globex' },
+            update: { $set: { v: 2 } },
+            upsert: true,
+            new: true,
+          }),
+      ],
+      [
+        'update upsert, operators, no tenant in the query',
+        () => c.updateOne({ k: 'ups-3' }, { $set: { v: 3 } }, { upsert: true }),
+      ],
+      [
+        'update upsert, operators, $in tenants',
+        () => c.updateOne({ k: 'ups-4', tenantId: { $in: ['globex', 'acme'] } }, { $set: { v: 4 } }, { upsert: true }),
+      ],
+      [
+        'update upsert, replacement without a tenant',
+        () => c.replaceOne({ k: 'ups-5' }, { k: 'ups-5', v: 5 }, { upsert: true }),
+      ],
+      [
+        'findAndModify upsert, pipeline',
+        () =>
+          acme().command({
+            findAndModify: 'c18u',
+            query: { k: 'ups-6' },
+            update: [{ $set: { v: 6 } }],
+            upsert: true,
+            new: true,
+          }),
+      ],
     ];
     const failures: string[] = [];
     for (const [label, attempt] of upserts) {
@@ -1111,27 +1558,49 @@ describe('end to end: catalogue 1-21', () => {
         if (doc.tenantId !== 'acme') failures.push(`${label}: stored ${JSON.stringify(doc)}`);
       }
     }
-    await expectRefused(c.updateOne({ k: 'ups-7' }, { $setOnInsert: { tenantId: 'globex' } }, { upsert: true }), refusedAs('Unauthorized', 'update.tenant-field'), ['globex']);
+    await expectRefused(
+      c.updateOne({ k: 'ups-7' }, { $setOnInsert: { tenantId: 'globex' } }, { upsert: true }),
+      refusedAs('Unauthorized', 'update.tenant-field'),
+      ['globex'],
+    );
     const after = await snapshot('c18u');
     expect(after.filter((d) => d.tenantId === 'globex')).toEqual(before.filter((d) => d.tenantId === 'globex'));
-    expect(await dbs.globex.collection<AnyDoc>('c18u').find({ k: { $exists: true } }).toArray()).toEqual([]);
+    expect(
+      await dbs.globex
+        .collection<AnyDoc>('c18u')
+        .find({ k: { $exists: true } })
+        .toArray(),
+    ).toEqual([]);
     // G8 "stamp writes unconditionally": every document an upsert created is acme's.
     expect(failures).toEqual([]);
   });
 
   it('catalogue 18: kind-1 sequences (documents, updates, deletes) are stamped and scoped like body arrays', async () => {
     const before = await seed('c18s');
-    const seq = (command: Document, id: string, docs: Document[]): BuiltFrame => opMsg({ ...command, $db: dbName }, { sequences: [{ id, docs }] });
+    const seq = (command: Document, id: string, docs: Document[]): BuiltFrame =>
+      opMsg({ ...command, $db: dbName }, { sequences: [{ id, docs }] });
 
     // One foreign document in a two-document sequence refuses the whole insert.
-    const refused = await rawCommand('acme', seq({ insert: 'c18s' }, 'documents', [{ _id: 'seq-1' }, { _id: 'seq-2', tenantId: 'globex' }]));
+    const refused = await rawCommand(
+      'acme',
+      seq({ insert: 'c18s' }, 'documents', [{ _id: 'seq-1' }, { _id: 'seq-2', tenantId: 'globex' }]),
+    );
     expectRefusedReply(refused, refusedAs('Unauthorized', 'insert.foreign-tenant'), ['globex']);
     let after = await snapshot('c18s');
     expect(after).toEqual(before);
 
-    const inserted = await rawCommand('acme', seq({ insert: 'c18s' }, 'documents', [{ _id: 'seq-3' }, { _id: 'seq-4', tenantId: 'acme' }]));
+    const inserted = await rawCommand(
+      'acme',
+      seq({ insert: 'c18s' }, 'documents', [{ _id: 'seq-3' }, { _id: 'seq-4', tenantId: 'acme' }]),
+    );
     expect(inserted).toMatchObject({ ok: 1, n: 2 });
-    const updated = await rawCommand('acme', seq({ update: 'c18s' }, 'updates', [{ q: {}, u: { $set: { viaSequence: true } }, multi: true }, { q: { tenantId: 'globex' }, u: { $set: { stolen: true } }, multi: true }]));
+    const updated = await rawCommand(
+      'acme',
+      seq({ update: 'c18s' }, 'updates', [
+        { q: {}, u: { $set: { viaSequence: true } }, multi: true },
+        { q: { tenantId: 'globex' }, u: { $set: { stolen: true } }, multi: true },
+      ]),
+    );
     expect(updated).toMatchObject({ ok: 1, n: 4 });
     after = await snapshot('c18s');
     expectForeignUnchanged(before, after);
@@ -1157,72 +1626,111 @@ describe('end to end: catalogue 1-21', () => {
     const before = await seed('c19');
     const reply = await rawCommand(
       'acme',
-      opMsg({ bulkWrite: 1, $db: 'admin' }, {
-        sequences: [
-          { id: 'ops', docs: [{ insert: 0, document: { _id: 'bw-1' } }, { delete: 1, filter: {}, multi: true }] },
-          { id: 'nsInfo', docs: [{ ns: `${dbName}.c19` }, { ns: 'local.oplog.rs' }] },
-        ],
-      }),
+      opMsg(
+        { bulkWrite: 1, $db: 'admin' },
+        {
+          sequences: [
+            {
+              id: 'ops',
+              docs: [
+                { insert: 0, document: { _id: 'bw-1' } },
+                { delete: 1, filter: {}, multi: true },
+              ],
+            },
+            { id: 'nsInfo', docs: [{ ns: `${dbName}.c19` }, { ns: 'local.oplog.rs' }] },
+          ],
+        },
+      ),
     );
     expectRefusedReply(reply, refusedAs('Unauthorized', 'namespace.system'));
     const tenantOp = await rawCommand(
       'acme',
-      opMsg({ bulkWrite: 1, $db: 'admin' }, {
-        sequences: [
-          { id: 'ops', docs: [{ insert: 0, document: { _id: 'bw-2' } }, { update: 0, filter: {}, updateMods: { $set: { tenantId: 'globex' } }, multi: true }] },
-          { id: 'nsInfo', docs: [{ ns: `${dbName}.c19` }] },
-        ],
-      }),
+      opMsg(
+        { bulkWrite: 1, $db: 'admin' },
+        {
+          sequences: [
+            {
+              id: 'ops',
+              docs: [
+                { insert: 0, document: { _id: 'bw-2' } },
+                { update: 0, filter: {}, updateMods: { $set: { tenantId: 'globex' } }, multi: true },
+              ],
+            },
+            { id: 'nsInfo', docs: [{ ns: `${dbName}.c19` }] },
+          ],
+        },
+      ),
     );
     expectRefusedReply(tenantOp, refusedAs('Unauthorized', 'update.tenant-field'), ['globex']);
     expect(await snapshot('c19')).toEqual(before);
   });
 
-  it.skipIf(needsMongoDB('bulkWrite is a MongoDB 8.0 command'))('catalogue 19 (MongoDB): client.bulkWrite is rewritten per op; a foreign namespace refuses all of it', async () => {
-    const before = await seed('c19m');
-    const client = tp.clientFor('acme');
-    await expectRefused(
-      client.bulkWrite<AnyDoc>([
-        { name: 'insertOne', namespace: `${dbName}.c19m`, document: { _id: 'bw-1' } },
-        { name: 'deleteMany', namespace: 'local.oplog.rs', filter: {} },
-      ]),
-      refusedAs('Unauthorized', 'namespace.system'),
-    );
-    expect(await snapshot('c19m')).toEqual(before);
-    const result = await client.bulkWrite<AnyDoc>([
-      { name: 'insertOne', namespace: `${dbName}.c19m`, document: { _id: 'bw-2' } },
-      { name: 'updateMany', namespace: `${dbName}.c19m`, filter: { tenantId: 'globex' }, update: { $set: { stolen: true } } },
-      { name: 'deleteMany', namespace: `${dbName}.c19m`, filter: { _id: { $ne: 'bw-2' } } },
-    ]);
-    expect(result.insertedCount).toBe(1);
-    expect(result.matchedCount).toBe(0);
-    expect(result.deletedCount).toBe(2);
-    const after = await snapshot('c19m');
-    expectForeignUnchanged(before, after);
-    expect(ownedBy(after, 'acme').map((d) => d._id)).toEqual(['bw-2']);
-  });
+  it.skipIf(needsMongoDB('bulkWrite is a MongoDB 8.0 command'))(
+    'catalogue 19 (MongoDB): client.bulkWrite is rewritten per op; a foreign namespace refuses all of it',
+    async () => {
+      const before = await seed('c19m');
+      const client = tp.clientFor('acme');
+      await expectRefused(
+        client.bulkWrite<AnyDoc>([
+          { name: 'insertOne', namespace: `${dbName}.c19m`, document: { _id: 'bw-1' } },
+          { name: 'deleteMany', namespace: 'local.oplog.rs', filter: {} },
+        ]),
+        refusedAs('Unauthorized', 'namespace.system'),
+      );
+      expect(await snapshot('c19m')).toEqual(before);
+      const result = await client.bulkWrite<AnyDoc>([
+        { name: 'insertOne', namespace: `${dbName}.c19m`, document: { _id: 'bw-2' } },
+        {
+          name: 'updateMany',
+          namespace: `${dbName}.c19m`,
+          filter: { tenantId: 'globex' },
+          update: { $set: { stolen: true } },
+        },
+        { name: 'deleteMany', namespace: `${dbName}.c19m`, filter: { _id: { $ne: 'bw-2' } } },
+      ]);
+      expect(result.insertedCount).toBe(1);
+      expect(result.matchedCount).toBe(0);
+      expect(result.deletedCount).toBe(2);
+      const after = await snapshot('c19m');
+      expectForeignUnchanged(before, after);
+      expect(ownedBy(after, 'acme').map((d) => d._id)).toEqual(['bw-2']);
+    },
+  );
 
-  it('catalogue 20: getMore/killCursors with another tenant\'s cursor id get CursorNotFound 43; the cursor stays alive for its owner', async () => {
+  it("catalogue 20: getMore/killCursors with another tenant's cursor id get CursorNotFound 43; the cursor stays alive for its owner", async () => {
     const extra = [3, 4, 5].map((n) => ({ _id: `globex-${n}`, tenantId: 'globex', n, secret: `globex-secret-${n}` }));
     await seed('c20', extra);
     const globexClient = tp.clientFor('globex');
     const session = globexClient.startSession();
     try {
       const globexDb = globexClient.db(dbName);
-      const first = await globexDb.command({ find: 'c20', filter: {}, sort: { _id: 1 }, batchSize: 1 }, { session, promoteLongs: false });
+      const first = await globexDb.command(
+        { find: 'c20', filter: {}, sort: { _id: 1 }, batchSize: 1 },
+        { session, promoteLongs: false },
+      );
       const id = first.cursor.id as Long;
       expect(id.isZero()).toBe(false);
       expect(first.cursor.firstBatch.map((d: Document) => d._id)).toEqual(['globex-1']);
 
-      const stolen = await expectRefused(acme().command({ getMore: id, collection: 'c20', batchSize: 10 }), refusedAs('CursorNotFound', 'cursor.foreign'), ['globex']);
+      const stolen = await expectRefused(
+        acme().command({ getMore: id, collection: 'c20', batchSize: 10 }),
+        refusedAs('CursorNotFound', 'cursor.foreign'),
+        ['globex'],
+      );
       expect(JSON.stringify(stolen)).not.toContain('globex-secret');
       // Through the wire too, on a fresh connection, and with a made-up id: the same answer.
       const rawStolen = await rawCommand('acme', opMsg({ getMore: id, collection: 'c20', $db: dbName }));
       expectRefusedReply(rawStolen, refusedAs('CursorNotFound', 'cursor.foreign'));
-      const madeUp = await rawCommand('acme', opMsg({ getMore: Long.fromString('1234567890123'), collection: 'c20', $db: dbName }));
+      const madeUp = await rawCommand(
+        'acme',
+        opMsg({ getMore: Long.fromString('1234567890123'), collection: 'c20', $db: dbName }),
+      );
       expectRefusedReply(madeUp, refusedAs('CursorNotFound', 'cursor.foreign'));
       // initech neither.
-      await expectRefused(dbs.initech.command({ getMore: id, collection: 'c20' }), refusedAs('CursorNotFound', 'cursor.foreign'));
+      await expectRefused(
+        dbs.initech.command({ getMore: id, collection: 'c20' }),
+        refusedAs('CursorNotFound', 'cursor.foreign'),
+      );
 
       const killed = await acme().command({ killCursors: 'c20', cursors: [id] });
       expect(killed.cursorsKilled).toEqual([]);
@@ -1238,7 +1746,7 @@ describe('end to end: catalogue 1-21', () => {
     }
   });
 
-  it('catalogue 21: explain of find {tenantId: B} plans the tenant\'s predicate; execution statistics are refused', async () => {
+  it("catalogue 21: explain of find {tenantId: B} plans the tenant's predicate; execution statistics are refused", async () => {
     await seed('c21');
     const c = acme().collection<AnyDoc>('c21');
     const plan = await c.find({ tenantId: 'globex' }).explain('queryPlanner');
@@ -1246,21 +1754,46 @@ describe('end to end: catalogue 1-21', () => {
     expect(text).not.toContain('globex-secret');
     // The explain output echoes the command the server ran: the tenant predicate the proxy injected.
     expect(plan.command?.filter).toEqual({ $and: [{ tenantId: { $eq: 'acme' } }, { tenantId: 'globex' }] });
-    await expectRefused(c.find({ tenantId: 'globex' }).explain('executionStats'), refusedAs('Unauthorized', 'explain.verbosity'), ['globex']);
-    await expectRefused(c.find({ tenantId: 'globex' }).explain('allPlansExecution'), refusedAs('Unauthorized', 'explain.verbosity'), ['globex']);
     await expectRefused(
-      acme().command({ explain: { mapReduce: 'c21', map: 'function(){}', reduce: 'function(){}', out: { inline: 1 } }, verbosity: 'queryPlanner' }),
+      c.find({ tenantId: 'globex' }).explain('executionStats'),
+      refusedAs('Unauthorized', 'explain.verbosity'),
+      ['globex'],
+    );
+    await expectRefused(
+      c.find({ tenantId: 'globex' }).explain('allPlansExecution'),
+      refusedAs('Unauthorized', 'explain.verbosity'),
+      ['globex'],
+    );
+    await expectRefused(
+      acme().command({
+        explain: { mapReduce: 'c21', map: 'function(){}', reduce: 'function(){}', out: { inline: 1 } },
+        verbosity: 'queryPlanner',
+      }),
       refusedAs('CommandNotSupported', 'explain.inner'),
     );
-    await expectRefused(acme().command({ explain: { find: 'c21', filter: { tenantId: 'globex' }, lsid: { id: new UUID() } }, verbosity: 'queryPlanner' }), refusedAs('BadValue', 'explain.inner'), ['globex']);
+    await expectRefused(
+      acme().command({
+        explain: { find: 'c21', filter: { tenantId: 'globex' }, lsid: { id: new UUID() } },
+        verbosity: 'queryPlanner',
+      }),
+      refusedAs('BadValue', 'explain.inner'),
+      ['globex'],
+    );
   });
 
   it('catalogue G1: command names are case-sensitive; other spellings are unknown, aliases are classified', async () => {
     await seed('cG1');
     for (const name of ['Find', 'FIND', 'findandModify', 'MapReduce', 'Delete']) {
-      await expectRefused(acme().command({ [name]: 'cG1', filter: {} }), refusedAs('CommandNotFound', 'command.unknown'));
+      await expectRefused(
+        acme().command({ [name]: 'cG1', filter: {} }),
+        refusedAs('CommandNotFound', 'command.unknown'),
+      );
     }
-    const alias = await acme().command({ findandmodify: 'cG1', query: { _id: 'globex-1' }, update: { $set: { x: 1 } } });
+    const alias = await acme().command({
+      findandmodify: 'cG1',
+      query: { _id: 'globex-1' },
+      update: { $set: { x: 1 } },
+    });
     expect(alias.value).toBeNull();
     const doc = (await snapshot('cG1')).find((d) => d._id === 'globex-1');
     expect(doc?.x).toBeUndefined();

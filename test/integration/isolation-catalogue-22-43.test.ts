@@ -72,7 +72,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await direct?.db(dbName).dropDatabase().catch(() => undefined);
+  await direct
+    ?.db(dbName)
+    .dropDatabase()
+    .catch(() => undefined);
   await tenants?.stop();
   await direct?.close();
 });
@@ -95,8 +98,13 @@ async function upstreamState(name = dbName): Promise<UpstreamState> {
   const documents: Record<string, Document[]> = {};
   const indexes: Record<string, Document[]> = {};
   for (const { name: coll } of collections) {
-    documents[coll] = await db.collection(coll).find({}, { sort: { _id: 1 } }).toArray();
-    indexes[coll] = (await db.collection(coll).listIndexes().toArray()).sort((a, b) => String(a.name).localeCompare(String(b.name)));
+    documents[coll] = await db
+      .collection(coll)
+      .find({}, { sort: { _id: 1 } })
+      .toArray();
+    indexes[coll] = (await db.collection(coll).listIndexes().toArray()).sort((a, b) =>
+      String(a.name).localeCompare(String(b.name)),
+    );
   }
   return { collections, documents, indexes };
 }
@@ -113,7 +121,11 @@ const FOREIGN_DATA = ['SECRET-', 'globex-key', 'initech-key'];
  * Runs `attack`, which must fail with the proxy's refusal for `rule`: a MongoDB-shaped error
  * (numeric code, codeName) whose errmsg names the rule and carries none of `mustNotContain`.
  */
-async function expectRefused(attack: () => Promise<unknown>, rule: string | RegExp, mustNotContain: readonly string[] = []): Promise<MongoServerError> {
+async function expectRefused(
+  attack: () => Promise<unknown>,
+  rule: string | RegExp,
+  mustNotContain: readonly string[] = [],
+): Promise<MongoServerError> {
   let caught: unknown;
   try {
     await attack();
@@ -220,7 +232,16 @@ function fakeAnswer(message: ReceivedMessage): Document[] {
   switch (name) {
     case 'aggregate':
     case 'find':
-      return [{ cursor: { id: Long.fromNumber(0), ns: `${db}.${String(body[name] === 1 ? '$cmd.aggregate' : body[name])}`, firstBatch: [] }, ok: 1 }];
+      return [
+        {
+          cursor: {
+            id: Long.fromNumber(0),
+            ns: `${db}.${String(body[name] === 1 ? '$cmd.aggregate' : body[name])}`,
+            firstBatch: [],
+          },
+          ok: 1,
+        },
+      ];
     case 'listIndexes':
       return [
         {
@@ -251,7 +272,10 @@ function fakeAnswer(message: ReceivedMessage): Document[] {
               {
                 name: 'items',
                 type: 'collection',
-                options: { validator: { $or: [{ tenantId: 'globex', secret: 'SECRET-globex-validator' }] }, collation: { locale: 'en', strength: 2 } },
+                options: {
+                  validator: { $or: [{ tenantId: 'globex', secret: 'SECRET-globex-validator' }] },
+                  collation: { locale: 'en', strength: 2 },
+                },
                 info: { readOnly: false, uuid: 'not-a-real-uuid' },
               },
               { name: 'system.views', type: 'collection', options: {} },
@@ -306,13 +330,20 @@ describe('catalogue 22: views', () => {
   it('catalogue 22: create of a view that groups the whole shared collection is refused; no view upstream', async () => {
     const before = await upstreamState();
     await expectRefused(
-      () => acmeDb().createCollection('everyone', { viewOn: 'items', pipeline: [{ $group: { _id: '$tenantId', secrets: { $push: '$secret' } } }] }),
+      () =>
+        acmeDb().createCollection('everyone', {
+          viewOn: 'items',
+          pipeline: [{ $group: { _id: '$tenantId', secrets: { $push: '$secret' } } }],
+        }),
       'command.view',
     );
     // A view without a pipeline, and collMod turning a collection into a view, are refused too.
     await expectRefused(() => acmeDb().command({ create: 'plainView', viewOn: 'items' }), 'command.view');
     await expectRefused(() => acmeDb().command({ collMod: 'orders', viewOn: 'items', pipeline: [] }), 'command.view');
-    await expectRefused(() => acmeDb().command({ create: 'pipelineOnly', pipeline: [{ $match: {} }] }), /^(field\.unknown|ddl\.view)$/);
+    await expectRefused(
+      () => acmeDb().command({ create: 'pipelineOnly', pipeline: [{ $match: {} }] }),
+      /^(field\.unknown|ddl\.view)$/,
+    );
     expect(await upstreamState()).toEqual(before);
     const names = (await direct.db(dbName).listCollections().toArray()).map((c) => c.name);
     expect(names).not.toContain('everyone');
@@ -330,8 +361,16 @@ describe('catalogue 22: views', () => {
       try {
         const reads: Array<() => Promise<Document[]>> = [
           () => acmeDb().collection('ordersWithItems').find().toArray(),
-          () => acmeDb().collection('ordersWithItems').aggregate([{ $match: {} }]).toArray(),
-          () => acmeDb().collection('orders').aggregate([{ $unionWith: 'ordersWithItems' }]).toArray(),
+          () =>
+            acmeDb()
+              .collection('ordersWithItems')
+              .aggregate([{ $match: {} }])
+              .toArray(),
+          () =>
+            acmeDb()
+              .collection('orders')
+              .aggregate([{ $unionWith: 'ordersWithItems' }])
+              .toArray(),
         ];
         for (const read of reads) {
           let docs: Document[] = [];
@@ -356,7 +395,10 @@ describe('catalogue 22: views', () => {
   it('catalogue 22: the view catalogue system.views cannot be written to plant a view', async () => {
     const before = await upstreamState();
     await expectRefused(
-      () => acmeDb().collection('system.views').insertOne({ _id: `${dbName}.leak`, viewOn: 'items', pipeline: [] } as Document),
+      () =>
+        acmeDb()
+          .collection('system.views')
+          .insertOne({ _id: `${dbName}.leak`, viewOn: 'items', pipeline: [] } as Document),
       'namespace.system',
     );
     expect(await upstreamState()).toEqual(before);
@@ -396,7 +438,10 @@ const DDL_ATTACKS: DdlAttack[] = [
   {
     what: 'partial index whose literal every tenant would see',
     rule: 'ddl.index-partial-filter',
-    run: () => acmeDb().collection('items').createIndex({ tenantId: 1, n: 1 }, { partialFilterExpression: { secret: 'x' } }),
+    run: () =>
+      acmeDb()
+        .collection('items')
+        .createIndex({ tenantId: 1, n: 1 }, { partialFilterExpression: { secret: 'x' } }),
   },
   {
     what: 'create with a validator',
@@ -461,7 +506,8 @@ const DDL_ATTACKS: DdlAttack[] = [
   {
     what: 'renameCollection onto an existing collection (dropTarget)',
     rule: 'ddl.shared',
-    run: () => acme.db('admin').command({ renameCollection: `${dbName}.orders`, to: `${dbName}.items`, dropTarget: true }),
+    run: () =>
+      acme.db('admin').command({ renameCollection: `${dbName}.orders`, to: `${dbName}.items`, dropTarget: true }),
   },
   {
     what: 'renameCollection across databases',
@@ -504,15 +550,32 @@ describe('catalogue 23: DDL in the shared model', () => {
   it('catalogue 23: the refused DDL was never forwarded (fake upstream received none of it)', async () => {
     const db = fakeAcme.db(fakeDb);
     const sent = await forwarded('createIndexes', async () => {
-      await expectRefused(() => db.collection('items').createIndex({ tenantId: 1, when: 1 }, { expireAfterSeconds: 0 }), 'ddl.index-ttl');
-      await expectRefused(() => db.collection('items').createIndex({ email: 1 }, { unique: true }), 'ddl.index-tenant-prefix');
+      await expectRefused(
+        () => db.collection('items').createIndex({ tenantId: 1, when: 1 }, { expireAfterSeconds: 0 }),
+        'ddl.index-ttl',
+      );
+      await expectRefused(
+        () => db.collection('items').createIndex({ email: 1 }, { unique: true }),
+        'ddl.index-tenant-prefix',
+      );
     });
     expect(sent).toEqual([]);
-    for (const command of ['collMod', 'dropIndexes', 'drop', 'dropDatabase', 'renameCollection', 'convertToCapped', 'compact', 'reIndex']) {
+    for (const command of [
+      'collMod',
+      'dropIndexes',
+      'drop',
+      'dropDatabase',
+      'renameCollection',
+      'convertToCapped',
+      'compact',
+      'reIndex',
+    ]) {
       expect(fakeReceived(command), command).toEqual([]);
     }
     // The allowed form (tenant first, no TTL, no partial filter) is forwarded unchanged.
-    const allowed = await forwarded('createIndexes', () => db.collection('items').createIndex({ tenantId: 1, email: 1 }, { unique: true, name: 'te' }));
+    const allowed = await forwarded('createIndexes', () =>
+      db.collection('items').createIndex({ tenantId: 1, email: 1 }, { unique: true, name: 'te' }),
+    );
     expect(allowed).toHaveLength(1);
     expect(allowed[0]!.indexes).toEqual([{ key: { tenantId: 1, email: 1 }, unique: true, name: 'te' }]);
   });
@@ -549,7 +612,7 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
     expect(listed[0]!.options ?? {}).toEqual({});
   });
 
-  it('catalogue 24: shared model: listIndexes does not show another tenant\'s partial-index literal (fake upstream)', async () => {
+  it("catalogue 24: shared model: listIndexes does not show another tenant's partial-index literal (fake upstream)", async () => {
     const listed = await fakeAcme.db(fakeDb).collection('items').listIndexes().toArray();
     expect(listed.map((i) => i.name)).toContain('_id_');
     const text = JSON.stringify(listed);
@@ -568,9 +631,14 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
     expect(reply.databases).toEqual([]);
     expect(JSON.stringify(reply)).not.toContain(dbName);
     expect(reply.totalSize ?? 0).toBe(0);
-    await expectRefused(() => acme.db('admin').command({ listDatabases: 1, filter: { name: dbName } }), 'listDatabases.filter');
+    await expectRefused(
+      () => acme.db('admin').command({ listDatabases: 1, filter: { name: dbName } }),
+      'listDatabases.filter',
+    );
     // What the proxy sent: nameOnly forced and a filter only for the tenant's own databases.
-    const sent = await forwarded('listDatabases', () => fakeAcme.db('admin').command({ listDatabases: 1, nameOnly: false }));
+    const sent = await forwarded('listDatabases', () =>
+      fakeAcme.db('admin').command({ listDatabases: 1, nameOnly: false }),
+    );
     expect(sent).toHaveLength(1);
     expect(sent[0]!.nameOnly).toBe(true);
     expect(sent[0]!.filter).toBeDefined();
@@ -587,7 +655,11 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
 
     afterAll(async () => {
       for (const name of await directDatabases().catch(() => [] as string[])) {
-        if (name.endsWith(appDb) || name.endsWith(otherDb)) await direct.db(name).dropDatabase().catch(() => undefined);
+        if (name.endsWith(appDb) || name.endsWith(otherDb))
+          await direct
+            .db(name)
+            .dropDatabase()
+            .catch(() => undefined);
       }
       await perTenant?.stop();
     });
@@ -595,14 +667,27 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
     it('catalogue 24: database-per-tenant: a tenant lists only its own databases and collections', async () => {
       const a = perTenant.clientFor(T);
       const g = perTenant.clientFor(B);
-      await a.db(appDb).collection('mine').insertOne({ _id: 'a1', v: 1 } as Document);
-      await g.db(appDb).collection('theirs').insertOne({ _id: 'g1', secret: 'SECRET-globex-db' } as Document);
-      await g.db(otherDb).collection('hidden').insertOne({ _id: 'g2', secret: 'SECRET-globex-other' } as Document);
+      await a
+        .db(appDb)
+        .collection('mine')
+        .insertOne({ _id: 'a1', v: 1 } as Document);
+      await g
+        .db(appDb)
+        .collection('theirs')
+        .insertOne({ _id: 'g1', secret: 'SECRET-globex-db' } as Document);
+      await g
+        .db(otherDb)
+        .collection('hidden')
+        .insertOne({ _id: 'g2', secret: 'SECRET-globex-other' } as Document);
 
       // Upstream: three physical databases, one per tenant and client name.
       const physical = await directDatabases();
-      const acmeDbs = physical.filter((name) => name.startsWith('acme_') && (name.endsWith(appDb) || name.endsWith(otherDb)));
-      const globexDbs = physical.filter((name) => name.startsWith('globex_') && (name.endsWith(appDb) || name.endsWith(otherDb)));
+      const acmeDbs = physical.filter(
+        (name) => name.startsWith('acme_') && (name.endsWith(appDb) || name.endsWith(otherDb)),
+      );
+      const globexDbs = physical.filter(
+        (name) => name.startsWith('globex_') && (name.endsWith(appDb) || name.endsWith(otherDb)),
+      );
       expect(acmeDbs).toHaveLength(1);
       expect(globexDbs).toHaveLength(2);
 
@@ -632,12 +717,17 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
       }
     });
 
-    it('catalogue 24: database-per-tenant: listDatabases names are the client\'s, not the physical ones (catalogue 64)', async () => {
+    it("catalogue 24: database-per-tenant: listDatabases names are the client's, not the physical ones (catalogue 64)", async () => {
       const a = perTenant.clientFor(T);
-      await a.db(appDb).collection('mine').insertOne({ _id: 'a-map', v: 1 } as Document);
+      await a
+        .db(appDb)
+        .collection('mine')
+        .insertOne({ _id: 'a-map', v: 1 } as Document);
       const physical = (await directDatabases()).filter((name) => name.startsWith('acme_') && name.endsWith(appDb));
       expect(physical).toHaveLength(1);
-      const listed = ((await a.db('admin').command({ listDatabases: 1 })).databases as Array<{ name: string }>).map((d) => d.name);
+      const listed = ((await a.db('admin').command({ listDatabases: 1 })).databases as Array<{ name: string }>).map(
+        (d) => d.name,
+      );
       // The physical name (tenant template applied) must be mapped back to the name acme uses.
       expect(listed).toEqual([appDb]);
     });
@@ -676,14 +766,49 @@ const ADMIN_ATTACKS: AdminAttack[] = [
   { name: 'hostInfo', db: 'admin', command: { hostInfo: 1 }, rule: 'command.diagnostic' },
   { name: 'shutdown', db: 'admin', command: { shutdown: 1, force: true }, rule: 'command.admin', fakeOnly: true },
   { name: 'fsync lock', db: 'admin', command: { fsync: 1, lock: true }, rule: 'command.admin', fakeOnly: true },
-  { name: 'setDefaultRWConcern', db: 'admin', command: { setDefaultRWConcern: 1, defaultWriteConcern: { w: 0 } }, rule: 'command.admin' },
-  { name: 'setClusterParameter', db: 'admin', command: { setClusterParameter: { changeStreamOptions: { preAndPostImages: { expireAfterSeconds: 1 } } } }, rule: 'command.admin' },
-  { name: 'setQuerySettings', db: 'admin', command: { setQuerySettings: { find: 'items', filter: {}, $db: dbName }, settings: { reject: true } }, rule: 'command.query-tuning' },
-  { name: 'planCacheSetFilter', db: 'tenant', command: { planCacheSetFilter: 'items', query: { k: 1 }, indexes: [{ k: 1 }] }, rule: 'command.query-tuning' },
+  {
+    name: 'setDefaultRWConcern',
+    db: 'admin',
+    command: { setDefaultRWConcern: 1, defaultWriteConcern: { w: 0 } },
+    rule: 'command.admin',
+  },
+  {
+    name: 'setClusterParameter',
+    db: 'admin',
+    command: { setClusterParameter: { changeStreamOptions: { preAndPostImages: { expireAfterSeconds: 1 } } } },
+    rule: 'command.admin',
+  },
+  {
+    name: 'setQuerySettings',
+    db: 'admin',
+    command: { setQuerySettings: { find: 'items', filter: {}, $db: dbName }, settings: { reject: true } },
+    rule: 'command.query-tuning',
+  },
+  {
+    name: 'planCacheSetFilter',
+    db: 'tenant',
+    command: { planCacheSetFilter: 'items', query: { k: 1 }, indexes: [{ k: 1 }] },
+    rule: 'command.query-tuning',
+  },
   { name: 'planCacheClear', db: 'tenant', command: { planCacheClear: 'items' }, rule: 'command.query-tuning' },
-  { name: 'analyzeShardKey', db: 'admin', command: { analyzeShardKey: `${dbName}.items`, key: { k: 1 } }, rule: 'command.sharding' },
-  { name: 'shardCollection', db: 'admin', command: { shardCollection: `${dbName}.items`, key: { k: 1 } }, rule: 'command.sharding' },
-  { name: 'shardcollection', db: 'admin', command: { shardcollection: `${dbName}.items`, key: { k: 1 } }, rule: 'command.sharding' },
+  {
+    name: 'analyzeShardKey',
+    db: 'admin',
+    command: { analyzeShardKey: `${dbName}.items`, key: { k: 1 } },
+    rule: 'command.sharding',
+  },
+  {
+    name: 'shardCollection',
+    db: 'admin',
+    command: { shardCollection: `${dbName}.items`, key: { k: 1 } },
+    rule: 'command.sharding',
+  },
+  {
+    name: 'shardcollection',
+    db: 'admin',
+    command: { shardcollection: `${dbName}.items`, key: { k: 1 } },
+    rule: 'command.sharding',
+  },
   { name: 'replSetGetStatus', db: 'admin', command: { replSetGetStatus: 1 }, rule: 'command.replication' },
   {
     name: 'applyOps',
@@ -691,12 +816,32 @@ const ADMIN_ATTACKS: AdminAttack[] = [
     command: { applyOps: [{ op: 'd', ns: `${dbName}.items`, o: { _id: 'globex-1' } }] },
     rule: 'command.replication',
   },
-  { name: 'copydb', db: 'admin', command: { copydb: 1, fromdb: dbName, todb: `${dbName}_copy` }, rule: 'command.removed' },
+  {
+    name: 'copydb',
+    db: 'admin',
+    command: { copydb: 1, fromdb: dbName, todb: `${dbName}_copy` },
+    rule: 'command.removed',
+  },
   { name: 'clone', db: 'tenant', command: { clone: 'elsewhere:27017' }, rule: 'command.removed' },
-  { name: 'cloneCollection', db: 'tenant', command: { cloneCollection: `${dbName}.items`, from: 'elsewhere:27017' }, rule: 'command.removed' },
-  { name: 'createUser', db: 'admin', command: { createUser: 'eve', pwd: 'pw', roles: ['root'] }, rule: 'command.user-management' },
+  {
+    name: 'cloneCollection',
+    db: 'tenant',
+    command: { cloneCollection: `${dbName}.items`, from: 'elsewhere:27017' },
+    rule: 'command.removed',
+  },
+  {
+    name: 'createUser',
+    db: 'admin',
+    command: { createUser: 'eve', pwd: 'pw', roles: ['root'] },
+    rule: 'command.user-management',
+  },
   { name: 'updateUser', db: 'admin', command: { updateUser: 'proxy', pwd: 'pw' }, rule: 'command.user-management' },
-  { name: 'grantRolesToUser', db: 'admin', command: { grantRolesToUser: 'proxy', roles: ['root'] }, rule: 'command.user-management' },
+  {
+    name: 'grantRolesToUser',
+    db: 'admin',
+    command: { grantRolesToUser: 'proxy', roles: ['root'] },
+    rule: 'command.user-management',
+  },
   { name: 'usersInfo', db: 'admin', command: { usersInfo: 1 }, rule: 'command.user-management' },
   { name: 'logApplicationMessage', db: 'admin', command: { logApplicationMessage: 'hello' }, rule: 'command.admin' },
 ];
@@ -721,9 +866,24 @@ describe('catalogue 25: statistics', () => {
   for (const stage of ['$collStats', '$indexStats'] as const) {
     it(`catalogue 25: the ${stage} stage is refused (FerretDB would answer $collStats with every tenant's count)`, async () => {
       const spec = stage === '$collStats' ? { count: {}, storageStats: {} } : {};
-      await expectRefused(() => acmeDb().collection('items').aggregate([{ [stage]: spec }]).toArray(), 'pipeline.diagnostic-stage');
+      await expectRefused(
+        () =>
+          acmeDb()
+            .collection('items')
+            .aggregate([{ [stage]: spec }])
+            .toArray(),
+        'pipeline.diagnostic-stage',
+      );
       const sent = await forwarded('aggregate', () =>
-        expectRefused(() => fakeAcme.db(fakeDb).collection('items').aggregate([{ [stage]: spec }]).toArray(), 'pipeline.diagnostic-stage'),
+        expectRefused(
+          () =>
+            fakeAcme
+              .db(fakeDb)
+              .collection('items')
+              .aggregate([{ [stage]: spec }])
+              .toArray(),
+          'pipeline.diagnostic-stage',
+        ),
       );
       expect(sent).toEqual([]);
     });
@@ -744,10 +904,30 @@ describe('catalogue 26: admin and diagnostic commands', () => {
   }
 
   it('catalogue 26: $currentOp is refused as a stage, on the tenant database and on admin', async () => {
-    await expectRefused(() => acmeDb().aggregate([{ $currentOp: { allUsers: true, idleCursors: true } }]).toArray(), /^(pipeline\.diagnostic-stage|aggregate\.db-level)$/);
-    await expectRefused(() => acme.db('admin').aggregate([{ $currentOp: { allUsers: true } }]).toArray(), /^(pipeline\.diagnostic-stage|aggregate\.db-level|namespace\.system)$/);
+    await expectRefused(
+      () =>
+        acmeDb()
+          .aggregate([{ $currentOp: { allUsers: true, idleCursors: true } }])
+          .toArray(),
+      /^(pipeline\.diagnostic-stage|aggregate\.db-level)$/,
+    );
+    await expectRefused(
+      () =>
+        acme
+          .db('admin')
+          .aggregate([{ $currentOp: { allUsers: true } }])
+          .toArray(),
+      /^(pipeline\.diagnostic-stage|aggregate\.db-level|namespace\.system)$/,
+    );
     const sent = await forwarded('aggregate', () =>
-      expectRefused(() => fakeAcme.db('admin').aggregate([{ $currentOp: {} }]).toArray(), /./),
+      expectRefused(
+        () =>
+          fakeAcme
+            .db('admin')
+            .aggregate([{ $currentOp: {} }])
+            .toArray(),
+        /./,
+      ),
     );
     expect(sent).toEqual([]);
   });
@@ -765,7 +945,7 @@ describe('catalogue 26: admin and diagnostic commands', () => {
 // 28. Change streams
 
 describe('catalogue 28: change streams', () => {
-  it('catalogue 28: collection, database and cluster change streams are refused; B\'s writes reach nobody', async () => {
+  it("catalogue 28: collection, database and cluster change streams are refused; B's writes reach nobody", async () => {
     const streams = [acmeDb().collection('items').watch(), acmeDb().watch(), acme.watch()];
     // B writes, updates, deletes while acme "watches".
     const g = globex.db(dbName).collection('items');
@@ -784,13 +964,29 @@ describe('catalogue 28: change streams', () => {
     });
     expect(sent).toEqual([]);
     // B's document really was written and deleted upstream (the stream had something to leak).
-    expect(await direct.db(dbName).collection('items').countDocuments({ _id: 'globex-cs' } as Document)).toBe(0);
+    expect(
+      await direct
+        .db(dbName)
+        .collection('items')
+        .countDocuments({ _id: 'globex-cs' } as Document),
+    ).toBe(0);
   });
 
   it('catalogue 28: $changeStream later in a pipeline or inside $facet is refused too', async () => {
-    await expectRefused(() => acmeDb().collection('items').aggregate([{ $match: {} }, { $changeStream: {} }]).toArray(), 'pipeline.change-stream');
     await expectRefused(
-      () => acmeDb().collection('items').aggregate([{ $facet: { a: [{ $changeStream: {} }] } }]).toArray(),
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $match: {} }, { $changeStream: {} }])
+          .toArray(),
+      'pipeline.change-stream',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $facet: { a: [{ $changeStream: {} }] } }])
+          .toArray(),
       'pipeline.change-stream',
     );
   });
@@ -799,10 +995,16 @@ describe('catalogue 28: change streams', () => {
 // =============================================================================================
 // 29-36. Aggregation
 
-async function aggregateSent(pipeline: Document[], coll: string | null = 'items', options: Document = {}): Promise<Document> {
+async function aggregateSent(
+  pipeline: Document[],
+  coll: string | null = 'items',
+  options: Document = {},
+): Promise<Document> {
   const sent = await forwarded('aggregate', async () => {
     const db = fakeAcme.db(fakeDb);
-    await (coll === null ? db.aggregate(pipeline, options) : db.collection(coll).aggregate(pipeline, options)).toArray();
+    await (
+      coll === null ? db.aggregate(pipeline, options) : db.collection(coll).aggregate(pipeline, options)
+    ).toArray();
   });
   expect(sent).toHaveLength(1);
   return sent[0]!;
@@ -821,7 +1023,10 @@ describe('catalogue 29: tenant $match placement', () => {
   });
 
   it('catalogue 29: a first-stage $match naming B is ANDed with T (returns nothing), not replaced', async () => {
-    const found = await acmeDb().collection('items').aggregate([{ $match: { tenantId: B } }]).toArray();
+    const found = await acmeDb()
+      .collection('items')
+      .aggregate([{ $match: { tenantId: B } }])
+      .toArray();
     expect(found).toEqual([]);
     const sent = await aggregateSent([{ $match: { tenantId: B } }, { $project: { secret: 1 } }]);
     expect(sent.pipeline).toEqual([{ $match: { $and: [TENANT_EQ, { tenantId: B }] } }, { $project: { secret: 1 } }]);
@@ -829,27 +1034,43 @@ describe('catalogue 29: tenant $match placement', () => {
 
   it('catalogue 29: $geoNear stays stage 0 with the tenant ANDed into its query (bytes)', async () => {
     const sent = await aggregateSent([{ $geoNear: { near: [0, 0], distanceField: 'd', query: { tenantId: B } } }]);
-    expect(sent.pipeline).toEqual([{ $geoNear: { near: [0, 0], distanceField: 'd', query: { $and: [TENANT_EQ, { tenantId: B }] } } }]);
+    expect(sent.pipeline).toEqual([
+      { $geoNear: { near: [0, 0], distanceField: 'd', query: { $and: [TENANT_EQ, { tenantId: B }] } } },
+    ]);
     const noQuery = await aggregateSent([{ $geoNear: { near: [0, 0], distanceField: 'd' } }]);
-    expect(noQuery.pipeline).toEqual([{ $geoNear: { near: [0, 0], distanceField: 'd', query: { $and: [TENANT_EQ] } } }]);
+    expect(noQuery.pipeline).toEqual([
+      { $geoNear: { near: [0, 0], distanceField: 'd', query: { $and: [TENANT_EQ] } } },
+    ]);
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $geoNear stage'))('catalogue 29: $geoNear end-to-end returns only T\'s places', async () => {
-    const places = direct.db(dbName).collection('places');
-    await places.insertMany(
-      TENANTS.map((tenant, i) => ({ _id: `place-${tenant}`, tenantId: tenant, loc: [i * 0.001, 0] }) as Document),
-    );
-    await direct.db(dbName).collection('places').createIndex({ loc: '2d' });
-    const found = await acmeDb().collection('places').aggregate([{ $geoNear: { near: [0, 0], distanceField: 'd', query: { tenantId: B } } }]).toArray();
-    expect(found).toEqual([]);
-    const own = await acmeDb().collection('places').aggregate([{ $geoNear: { near: [0, 0], distanceField: 'd' } }]).toArray();
-    expect(own.map((d) => d._id)).toEqual(['place-acme']);
-    await direct.db(dbName).collection('places').drop();
-  });
+  it.skipIf(needsMongoDB('FerretDB v1 has no $geoNear stage'))(
+    "catalogue 29: $geoNear end-to-end returns only T's places",
+    async () => {
+      const places = direct.db(dbName).collection('places');
+      await places.insertMany(
+        TENANTS.map((tenant, i) => ({ _id: `place-${tenant}`, tenantId: tenant, loc: [i * 0.001, 0] }) as Document),
+      );
+      await direct.db(dbName).collection('places').createIndex({ loc: '2d' });
+      const found = await acmeDb()
+        .collection('places')
+        .aggregate([{ $geoNear: { near: [0, 0], distanceField: 'd', query: { tenantId: B } } }])
+        .toArray();
+      expect(found).toEqual([]);
+      const own = await acmeDb()
+        .collection('places')
+        .aggregate([{ $geoNear: { near: [0, 0], distanceField: 'd' } }])
+        .toArray();
+      expect(own.map((d) => d._id)).toEqual(['place-acme']);
+      await direct.db(dbName).collection('places').drop();
+    },
+  );
 
   it('catalogue 29: $documents (aggregate: 1) gets no $match; a later $lookup is still filtered (bytes)', async () => {
     const sent = await aggregateSent(
-      [{ $documents: [{ itemKey: 'globex-key-1' }] }, { $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'j' } }],
+      [
+        { $documents: [{ itemKey: 'globex-key-1' }] },
+        { $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'j' } },
+      ],
       null,
     );
     expect(sent.aggregate).toBe(1);
@@ -860,7 +1081,13 @@ describe('catalogue 29: tenant $match placement', () => {
   });
 
   it('catalogue 29: aggregate: 1 without $documents first is refused', async () => {
-    await expectRefused(() => acmeDb().aggregate([{ $match: {} }]).toArray(), 'aggregate.db-level');
+    await expectRefused(
+      () =>
+        acmeDb()
+          .aggregate([{ $match: {} }])
+          .toArray(),
+      'aggregate.db-level',
+    );
   });
 
   const DIAGNOSTIC_STAGES: Array<[string, Document]> = [
@@ -879,11 +1106,38 @@ describe('catalogue 29: tenant $match placement', () => {
   ];
   for (const [stage, spec] of DIAGNOSTIC_STAGES) {
     it(`catalogue 29: the ${stage} stage is refused, first or later, and never forwarded`, async () => {
-      const expected = stage === '$notAStage' ? 'pipeline.unknown-stage' : stage.startsWith('$_') ? 'pipeline.internal-stage' : 'pipeline.diagnostic-stage';
-      await expectRefused(() => acmeDb().collection('items').aggregate([{ [stage]: spec }]).toArray(), expected);
-      await expectRefused(() => acmeDb().collection('items').aggregate([{ $match: {} }, { [stage]: spec }]).toArray(), expected);
+      const expected =
+        stage === '$notAStage'
+          ? 'pipeline.unknown-stage'
+          : stage.startsWith('$_')
+            ? 'pipeline.internal-stage'
+            : 'pipeline.diagnostic-stage';
+      await expectRefused(
+        () =>
+          acmeDb()
+            .collection('items')
+            .aggregate([{ [stage]: spec }])
+            .toArray(),
+        expected,
+      );
+      await expectRefused(
+        () =>
+          acmeDb()
+            .collection('items')
+            .aggregate([{ $match: {} }, { [stage]: spec }])
+            .toArray(),
+        expected,
+      );
       const sent = await forwarded('aggregate', () =>
-        expectRefused(() => fakeAcme.db(fakeDb).collection('items').aggregate([{ [stage]: spec }]).toArray(), expected),
+        expectRefused(
+          () =>
+            fakeAcme
+              .db(fakeDb)
+              .collection('items')
+              .aggregate([{ [stage]: spec }])
+              .toArray(),
+          expected,
+        ),
       );
       expect(sent).toEqual([]);
     });
@@ -892,7 +1146,10 @@ describe('catalogue 29: tenant $match placement', () => {
 
 describe('catalogue 30: $lookup', () => {
   it('catalogue 30: equality form gets pipeline [{$match: T}] (bytes)', async () => {
-    const sent = await aggregateSent([{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } }], 'orders');
+    const sent = await aggregateSent(
+      [{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } }],
+      'orders',
+    );
     expect(sent.pipeline).toEqual([
       TENANT_MATCH,
       { $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item', pipeline: [TENANT_MATCH] } },
@@ -901,25 +1158,57 @@ describe('catalogue 30: $lookup', () => {
 
   it('catalogue 30: pipeline form gets the tenant ANDed into its first $match, or a prepended $match (bytes)', async () => {
     const withMatch = await aggregateSent(
-      [{ $lookup: { from: 'items', let: { key: '$itemKey' }, pipeline: [{ $match: { $expr: { $eq: ['$k', '$$key'] } } }], as: 'item' } }],
+      [
+        {
+          $lookup: {
+            from: 'items',
+            let: { key: '$itemKey' },
+            pipeline: [{ $match: { $expr: { $eq: ['$k', '$$key'] } } }],
+            as: 'item',
+          },
+        },
+      ],
       'orders',
     );
     expect(withMatch.pipeline[1]).toEqual({
-      $lookup: { from: 'items', let: { key: '$itemKey' }, pipeline: [{ $match: { $and: [TENANT_EQ, { $expr: { $eq: ['$k', '$$key'] } }] } }], as: 'item' },
+      $lookup: {
+        from: 'items',
+        let: { key: '$itemKey' },
+        pipeline: [{ $match: { $and: [TENANT_EQ, { $expr: { $eq: ['$k', '$$key'] } }] } }],
+        as: 'item',
+      },
     });
-    const withoutMatch = await aggregateSent([{ $lookup: { from: 'items', pipeline: [{ $project: { secret: 1 } }], as: 'all' } }], 'orders');
-    expect(withoutMatch.pipeline[1]).toEqual({ $lookup: { from: 'items', pipeline: [TENANT_MATCH, { $project: { secret: 1 } }], as: 'all' } });
+    const withoutMatch = await aggregateSent(
+      [{ $lookup: { from: 'items', pipeline: [{ $project: { secret: 1 } }], as: 'all' } }],
+      'orders',
+    );
+    expect(withoutMatch.pipeline[1]).toEqual({
+      $lookup: { from: 'items', pipeline: [TENANT_MATCH, { $project: { secret: 1 } }], as: 'all' },
+    });
   });
 
   it('catalogue 30: from {db, coll} (local.oplog.rs, another tenant database) is refused and never forwarded', async () => {
-    for (const from of [{ db: 'local', coll: 'oplog.rs' }, { db: dbName, coll: 'items' }, { db: 'config', coll: 'chunks' }]) {
+    for (const from of [
+      { db: 'local', coll: 'oplog.rs' },
+      { db: dbName, coll: 'items' },
+      { db: 'config', coll: 'chunks' },
+    ]) {
       await expectRefused(
-        () => acmeDb().collection('orders').aggregate([{ $lookup: { from, localField: 'itemKey', foreignField: 'k', as: 'x' } }]).toArray(),
+        () =>
+          acmeDb()
+            .collection('orders')
+            .aggregate([{ $lookup: { from, localField: 'itemKey', foreignField: 'k', as: 'x' } }])
+            .toArray(),
         'lookup.from-not-string',
       );
       const sent = await forwarded('aggregate', () =>
         expectRefused(
-          () => fakeAcme.db(fakeDb).collection('orders').aggregate([{ $lookup: { from, pipeline: [], as: 'x' } }]).toArray(),
+          () =>
+            fakeAcme
+              .db(fakeDb)
+              .collection('orders')
+              .aggregate([{ $lookup: { from, pipeline: [], as: 'x' } }])
+              .toArray(),
           'lookup.from-not-string',
         ),
       );
@@ -929,37 +1218,68 @@ describe('catalogue 30: $lookup', () => {
 
   it('catalogue 30: from naming a system collection is refused', async () => {
     await expectRefused(
-      () => acmeDb().collection('orders').aggregate([{ $lookup: { from: 'system.views', pipeline: [], as: 'x' } }]).toArray(),
+      () =>
+        acmeDb()
+          .collection('orders')
+          .aggregate([{ $lookup: { from: 'system.views', pipeline: [], as: 'x' } }])
+          .toArray(),
       'namespace.system',
     );
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $lookup stage'))('catalogue 30: joins into B\'s keys return empty arrays (equality and pipeline forms)', async () => {
-    const equality = await acmeDb()
-      .collection('orders')
-      .aggregate([{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } }, { $sort: { _id: 1 } }])
-      .toArray();
-    expect(equality.map((o) => [o._id, (o.item as Document[]).map((i) => i._id)])).toEqual([
-      ['o-acme-1', []],
-      ['o-acme-2', ['acme-1']],
-    ]);
-    const pipeline = await acmeDb()
-      .collection('orders')
-      .aggregate([
-        { $lookup: { from: 'items', let: { key: '$itemKey' }, pipeline: [{ $match: { $expr: { $eq: ['$k', '$$key'] } } }], as: 'item' } },
-        { $sort: { _id: 1 } },
-      ])
-      .toArray();
-    expect(pipeline.map((o) => (o.item as Document[]).map((i) => i._id))).toEqual([[], ['acme-1']]);
-    const everything = await acmeDb().collection('orders').aggregate([{ $lookup: { from: 'items', pipeline: [], as: 'all' } }]).toArray();
-    for (const order of everything) expect((order.all as Document[]).every((i) => i.tenantId === T)).toBe(true);
-  });
+  it.skipIf(needsMongoDB('FerretDB v1 has no $lookup stage'))(
+    "catalogue 30: joins into B's keys return empty arrays (equality and pipeline forms)",
+    async () => {
+      const equality = await acmeDb()
+        .collection('orders')
+        .aggregate([
+          { $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } },
+          { $sort: { _id: 1 } },
+        ])
+        .toArray();
+      expect(equality.map((o) => [o._id, (o.item as Document[]).map((i) => i._id)])).toEqual([
+        ['o-acme-1', []],
+        ['o-acme-2', ['acme-1']],
+      ]);
+      const pipeline = await acmeDb()
+        .collection('orders')
+        .aggregate([
+          {
+            $lookup: {
+              from: 'items',
+              let: { key: '$itemKey' },
+              pipeline: [{ $match: { $expr: { $eq: ['$k', '$$key'] } } }],
+              as: 'item',
+            },
+          },
+          { $sort: { _id: 1 } },
+        ])
+        .toArray();
+      expect(pipeline.map((o) => (o.item as Document[]).map((i) => i._id))).toEqual([[], ['acme-1']]);
+      const everything = await acmeDb()
+        .collection('orders')
+        .aggregate([{ $lookup: { from: 'items', pipeline: [], as: 'all' } }])
+        .toArray();
+      for (const order of everything) expect((order.all as Document[]).every((i) => i.tenantId === T)).toBe(true);
+    },
+  );
 });
 
 describe('catalogue 31: $graphLookup', () => {
   it('catalogue 31: the tenant is ANDed into restrictSearchWithMatch and maxDepth is capped (bytes)', async () => {
     const sent = await aggregateSent(
-      [{ $graphLookup: { from: 'items', startWith: '$parent', connectFromField: 'k', connectToField: '_id', as: 'chain', restrictSearchWithMatch: { tenantId: B } } }],
+      [
+        {
+          $graphLookup: {
+            from: 'items',
+            startWith: '$parent',
+            connectFromField: 'k',
+            connectToField: '_id',
+            as: 'chain',
+            restrictSearchWithMatch: { tenantId: B },
+          },
+        },
+      ],
       'orders',
     );
     expect(sent.pipeline).toEqual([
@@ -977,38 +1297,83 @@ describe('catalogue 31: $graphLookup', () => {
       },
     ]);
     const unrestricted = await aggregateSent(
-      [{ $graphLookup: { from: 'items', startWith: '$parent', connectFromField: 'k', connectToField: '_id', as: 'chain', maxDepth: 1_000_000 } }],
+      [
+        {
+          $graphLookup: {
+            from: 'items',
+            startWith: '$parent',
+            connectFromField: 'k',
+            connectToField: '_id',
+            as: 'chain',
+            maxDepth: 1_000_000,
+          },
+        },
+      ],
       'orders',
     );
     expect(unrestricted.pipeline[1].$graphLookup.restrictSearchWithMatch).toEqual({ $and: [TENANT_EQ] });
     expect(unrestricted.pipeline[1].$graphLookup.maxDepth).toBe(100);
     await expectRefused(
-      () => acmeDb().collection('orders').aggregate([{ $graphLookup: { from: { db: 'local', coll: 'oplog.rs' }, startWith: '$x', connectFromField: 'a', connectToField: 'b', as: 'c' } }]).toArray(),
+      () =>
+        acmeDb()
+          .collection('orders')
+          .aggregate([
+            {
+              $graphLookup: {
+                from: { db: 'local', coll: 'oplog.rs' },
+                startWith: '$x',
+                connectFromField: 'a',
+                connectToField: 'b',
+                as: 'c',
+              },
+            },
+          ])
+          .toArray(),
       'lookup.from-not-string',
     );
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $graphLookup stage'))('catalogue 31: an edge into B\'s documents is not followed', async () => {
-    const result = await acmeDb()
-      .collection('orders')
-      .aggregate([
-        { $match: { _id: 'o-acme-1' } },
-        { $graphLookup: { from: 'items', startWith: '$parent', connectFromField: 'k', connectToField: '_id', as: 'chain' } },
-      ])
-      .toArray();
-    expect(result).toHaveLength(1);
-    expect(result[0]!.chain).toEqual([]);
-  });
+  it.skipIf(needsMongoDB('FerretDB v1 has no $graphLookup stage'))(
+    "catalogue 31: an edge into B's documents is not followed",
+    async () => {
+      const result = await acmeDb()
+        .collection('orders')
+        .aggregate([
+          { $match: { _id: 'o-acme-1' } },
+          {
+            $graphLookup: {
+              from: 'items',
+              startWith: '$parent',
+              connectFromField: 'k',
+              connectToField: '_id',
+              as: 'chain',
+            },
+          },
+        ])
+        .toArray();
+      expect(result).toHaveLength(1);
+      expect(result[0]!.chain).toEqual([]);
+    },
+  );
 });
 
 describe('catalogue 32: $unionWith and $facet', () => {
   it('catalogue 32: $unionWith gets the tenant $match in its pipeline; a non-string coll is refused (bytes)', async () => {
     const sent = await aggregateSent([{ $unionWith: 'items' }], 'orders');
     expect(sent.pipeline).toEqual([TENANT_MATCH, { $unionWith: { coll: 'items', pipeline: [TENANT_MATCH] } }]);
-    const withPipeline = await aggregateSent([{ $unionWith: { coll: 'items', pipeline: [{ $match: { tenantId: B } }] } }], 'orders');
-    expect(withPipeline.pipeline[1]).toEqual({ $unionWith: { coll: 'items', pipeline: [{ $match: { $and: [TENANT_EQ, { tenantId: B }] } }] } });
+    const withPipeline = await aggregateSent(
+      [{ $unionWith: { coll: 'items', pipeline: [{ $match: { tenantId: B } }] } }],
+      'orders',
+    );
+    expect(withPipeline.pipeline[1]).toEqual({
+      $unionWith: { coll: 'items', pipeline: [{ $match: { $and: [TENANT_EQ, { tenantId: B }] } }] },
+    });
     await expectRefused(
-      () => acmeDb().collection('orders').aggregate([{ $unionWith: { coll: { db: 'local', coll: 'oplog.rs' } } }]).toArray(),
+      () =>
+        acmeDb()
+          .collection('orders')
+          .aggregate([{ $unionWith: { coll: { db: 'local', coll: 'oplog.rs' } } }])
+          .toArray(),
       'unionWith.coll-not-string',
     );
   });
@@ -1020,7 +1385,17 @@ describe('catalogue 32: $unionWith and $facet', () => {
           $facet: {
             joined: [{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } }],
             unioned: [{ $unionWith: 'items' }],
-            graph: [{ $graphLookup: { from: 'items', startWith: '$parent', connectFromField: 'k', connectToField: '_id', as: 'g' } }],
+            graph: [
+              {
+                $graphLookup: {
+                  from: 'items',
+                  startWith: '$parent',
+                  connectFromField: 'k',
+                  connectToField: '_id',
+                  as: 'g',
+                },
+              },
+            ],
           },
         },
       ],
@@ -1033,38 +1408,90 @@ describe('catalogue 32: $unionWith and $facet', () => {
     expect(facet.graph[0].$graphLookup.restrictSearchWithMatch).toEqual({ $and: [TENANT_EQ] });
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $unionWith or $facet stage'))('catalogue 32: $unionWith and $facet return T\'s data only', async () => {
-    const unioned = await acmeDb().collection('orders').aggregate([{ $unionWith: 'items' }]).toArray();
-    expect(unioned.length).toBe(5);
-    expect(unioned.every((d) => d.tenantId === T)).toBe(true);
-    const faceted = await acmeDb()
-      .collection('orders')
-      .aggregate([{ $facet: { all: [{ $unionWith: { coll: 'items', pipeline: [{ $match: { tenantId: B } }] } }], n: [{ $count: 'n' }] } }])
-      .toArray();
-    expect((faceted[0]!.all as Document[]).every((d) => d.tenantId === T)).toBe(true);
-    expect(faceted[0]!.n).toEqual([{ n: 2 }]);
-  });
+  it.skipIf(needsMongoDB('FerretDB v1 has no $unionWith or $facet stage'))(
+    "catalogue 32: $unionWith and $facet return T's data only",
+    async () => {
+      const unioned = await acmeDb()
+        .collection('orders')
+        .aggregate([{ $unionWith: 'items' }])
+        .toArray();
+      expect(unioned.length).toBe(5);
+      expect(unioned.every((d) => d.tenantId === T)).toBe(true);
+      const faceted = await acmeDb()
+        .collection('orders')
+        .aggregate([
+          {
+            $facet: {
+              all: [{ $unionWith: { coll: 'items', pipeline: [{ $match: { tenantId: B } }] } }],
+              n: [{ $count: 'n' }],
+            },
+          },
+        ])
+        .toArray();
+      expect((faceted[0]!.all as Document[]).every((d) => d.tenantId === T)).toBe(true);
+      expect(faceted[0]!.n).toEqual([{ n: 2 }]);
+    },
+  );
 });
 
 describe('catalogue 33-35: $out, $merge, $documents', () => {
-  it('catalogue 33: $out into a shared collection (same or another db) is refused; B\'s documents unchanged', async () => {
+  it("catalogue 33: $out into a shared collection (same or another db) is refused; B's documents unchanged", async () => {
     const before = await upstreamState();
-    await expectRefused(() => acmeDb().collection('items').aggregate([{ $match: {} }, { $out: 'orders' }]).toArray(), 'pipeline.out');
-    await expectRefused(() => acmeDb().collection('items').aggregate([{ $out: { db: dbName, coll: 'orders' } }]).toArray(), 'pipeline.out');
-    await expectRefused(() => acmeDb().collection('items').aggregate([{ $out: { db: `${dbName}_other`, coll: 'x' } }]).toArray(), /^(pipeline\.out|namespace\.cross-db)$/);
-    await expectRefused(() => acmeDb().collection('items').aggregate([{ $out: { db: 'admin', coll: 'x' } }]).toArray(), /^(pipeline\.out|namespace\.system)$/);
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $match: {} }, { $out: 'orders' }])
+          .toArray(),
+      'pipeline.out',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $out: { db: dbName, coll: 'orders' } }])
+          .toArray(),
+      'pipeline.out',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $out: { db: `${dbName}_other`, coll: 'x' } }])
+          .toArray(),
+      /^(pipeline\.out|namespace\.cross-db)$/,
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $out: { db: 'admin', coll: 'x' } }])
+          .toArray(),
+      /^(pipeline\.out|namespace\.system)$/,
+    );
     expect(await upstreamState()).toEqual(before);
     expect(await direct.db(dbName).collection('orders').countDocuments({ tenantId: B })).toBe(1);
     const sent = await forwarded('aggregate', () =>
-      expectRefused(() => fakeAcme.db(fakeDb).collection('items').aggregate([{ $out: 'orders' }]).toArray(), 'pipeline.out'),
+      expectRefused(
+        () =>
+          fakeAcme
+            .db(fakeDb)
+            .collection('items')
+            .aggregate([{ $out: 'orders' }])
+            .toArray(),
+        'pipeline.out',
+      ),
     );
     expect(sent).toEqual([]);
   });
 
-  it('catalogue 34: $merge overwriting B\'s _id with whenMatched replace, or planting tenantId B, is refused; B unchanged', async () => {
+  it("catalogue 34: $merge overwriting B's _id with whenMatched replace, or planting tenantId B, is refused; B unchanged", async () => {
     const before = await upstreamState();
     const attacks: Document[][] = [
-      [{ $project: { _id: { $literal: 'globex-1' }, secret: 'pwned' } }, { $merge: { into: 'items', whenMatched: 'replace' } }],
+      [
+        { $project: { _id: { $literal: 'globex-1' }, secret: 'pwned' } },
+        { $merge: { into: 'items', whenMatched: 'replace' } },
+      ],
       [{ $set: { tenantId: B } }, { $merge: { into: 'items', whenMatched: 'merge', whenNotMatched: 'insert' } }],
       [{ $merge: { into: { db: dbName, coll: 'orders' }, on: '_id', whenMatched: [{ $set: { tenantId: B } }] } }],
       [{ $merge: 'orders' }],
@@ -1073,11 +1500,20 @@ describe('catalogue 33-35: $out, $merge, $documents', () => {
       await expectRefused(() => acmeDb().collection('items').aggregate(pipeline).toArray(), 'pipeline.merge');
     }
     await expectRefused(
-      () => acmeDb().collection('items').aggregate([{ $facet: { w: [{ $merge: 'orders' }] } }]).toArray(),
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $facet: { w: [{ $merge: 'orders' }] } }])
+          .toArray(),
       'pipeline.merge',
     );
     expect(await upstreamState()).toEqual(before);
-    expect(await direct.db(dbName).collection('items').findOne({ _id: 'globex-1' } as Document)).toMatchObject({ tenantId: B, secret: 'SECRET-globex-1' });
+    expect(
+      await direct
+        .db(dbName)
+        .collection('items')
+        .findOne({ _id: 'globex-1' } as Document),
+    ).toMatchObject({ tenantId: B, secret: 'SECRET-globex-1' });
     const sent = await forwarded('aggregate', () =>
       expectRefused(() => fakeAcme.db(fakeDb).collection('items').aggregate(attacks[0]!).toArray(), 'pipeline.merge'),
     );
@@ -1087,22 +1523,41 @@ describe('catalogue 33-35: $out, $merge, $documents', () => {
   it('catalogue 35: $documents fabricating tenantId B followed by $merge is refused; nothing planted', async () => {
     const before = await upstreamState();
     await expectRefused(
-      () => acmeDb().aggregate([{ $documents: [{ _id: 'planted', tenantId: B, secret: 'planted' }] }, { $merge: { into: 'items' } }]).toArray(),
+      () =>
+        acmeDb()
+          .aggregate([
+            { $documents: [{ _id: 'planted', tenantId: B, secret: 'planted' }] },
+            { $merge: { into: 'items' } },
+          ])
+          .toArray(),
       'pipeline.merge',
     );
     await expectRefused(
-      () => acmeDb().aggregate([{ $documents: [{ _id: 'planted', tenantId: B }] }, { $out: 'items' }]).toArray(),
+      () =>
+        acmeDb()
+          .aggregate([{ $documents: [{ _id: 'planted', tenantId: B }] }, { $out: 'items' }])
+          .toArray(),
       'pipeline.out',
     );
     expect(await upstreamState()).toEqual(before);
-    expect(await direct.db(dbName).collection('items').countDocuments({ _id: 'planted' } as Document)).toBe(0);
+    expect(
+      await direct
+        .db(dbName)
+        .collection('items')
+        .countDocuments({ _id: 'planted' } as Document),
+    ).toBe(0);
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $documents stage'))('catalogue 35: $documents alone fabricates documents but reads no tenant data', async () => {
-    const out = await acmeDb().aggregate([{ $documents: [{ tenantId: B, x: 1 }] }]).toArray();
-    expect(out).toEqual([{ tenantId: B, x: 1 }]);
-    expect(await direct.db(dbName).collection('items').countDocuments({ x: 1 })).toBe(0);
-  });
+  it.skipIf(needsMongoDB('FerretDB v1 has no $documents stage'))(
+    'catalogue 35: $documents alone fabricates documents but reads no tenant data',
+    async () => {
+      const out = await acmeDb()
+        .aggregate([{ $documents: [{ tenantId: B, x: 1 }] }])
+        .toArray();
+      expect(out).toEqual([{ tenantId: B, x: 1 }]);
+      expect(await direct.db(dbName).collection('items').countDocuments({ x: 1 })).toBe(0);
+    },
+  );
 });
 
 describe('catalogue 36: $sample, $setWindowFields, $group, $densify, $fill run after the tenant match', () => {
@@ -1121,7 +1576,10 @@ describe('catalogue 36: $sample, $setWindowFields, $group, $densify, $fill run a
   });
 
   it('catalogue 36: $group over the whole collection end-to-end counts only T', async () => {
-    const [total] = await acmeDb().collection('items').aggregate([{ $group: { _id: null, n: { $sum: 1 } } }]).toArray();
+    const [total] = await acmeDb()
+      .collection('items')
+      .aggregate([{ $group: { _id: null, n: { $sum: 1 } } }])
+      .toArray();
     expect(total).toEqual({ _id: null, n: 3 });
     expect(await direct.db(dbName).collection('items').countDocuments()).toBeGreaterThan(3);
   });
@@ -1142,7 +1600,13 @@ describe('catalogue G5: recursion into every sub-pipeline', () => {
               {
                 $unionWith: {
                   coll: 'orders',
-                  pipeline: [{ $facet: { f: [{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'l4' } }] } }],
+                  pipeline: [
+                    {
+                      $facet: {
+                        f: [{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'l4' } }],
+                      },
+                    },
+                  ],
                 },
               },
             ],
@@ -1165,16 +1629,26 @@ describe('catalogue G5: recursion into every sub-pipeline', () => {
       () =>
         acmeDb()
           .collection('orders')
-          .aggregate([{ $facet: { f: [{ $lookup: { from: 'items', pipeline: [{ $match: { $where: 'true' } }], as: 'x' } }] } }])
+          .aggregate([
+            { $facet: { f: [{ $lookup: { from: 'items', pipeline: [{ $match: { $where: 'true' } }], as: 'x' } }] } },
+          ])
           .toArray(),
       /./,
     );
     await expectRefused(
-      () => acmeDb().collection('orders').aggregate([{ $unionWith: { coll: 'items', pipeline: [{ $out: 'x' }] } }]).toArray(),
+      () =>
+        acmeDb()
+          .collection('orders')
+          .aggregate([{ $unionWith: { coll: 'items', pipeline: [{ $out: 'x' }] } }])
+          .toArray(),
       'pipeline.out',
     );
     await expectRefused(
-      () => acmeDb().collection('orders').aggregate([{ $lookup: { from: 'items', pipeline: [{ $indexStats: {} }], as: 'x' } }]).toArray(),
+      () =>
+        acmeDb()
+          .collection('orders')
+          .aggregate([{ $lookup: { from: 'items', pipeline: [{ $indexStats: {} }], as: 'x' } }])
+          .toArray(),
       'pipeline.diagnostic-stage',
     );
   });
@@ -1187,7 +1661,10 @@ describe('catalogue G5: recursion into every sub-pipeline', () => {
       }),
     );
     expect(sent).toHaveLength(1);
-    expect(sent[0]!.explain.pipeline).toEqual([TENANT_MATCH, { $unionWith: { coll: 'items', pipeline: [TENANT_MATCH] } }]);
+    expect(sent[0]!.explain.pipeline).toEqual([
+      TENANT_MATCH,
+      { $unionWith: { coll: 'items', pipeline: [TENANT_MATCH] } },
+    ]);
   });
 });
 
@@ -1219,15 +1696,28 @@ describe('catalogue 37: update paths on the tenant field', () => {
       for (const path of PATH_FORMS) {
         const options = path.includes('$[id]') ? { arrayFilters: [{ id: T }] } : {};
         await expectRefused(
-          () => acmeDb().collection('items').updateMany({}, { [operator]: { [path]: value } }, { ...options, upsert: operator === '$setOnInsert' }),
+          () =>
+            acmeDb()
+              .collection('items')
+              .updateMany({}, { [operator]: { [path]: value } }, { ...options, upsert: operator === '$setOnInsert' }),
           'update.tenant-field',
           [B],
         );
       }
       // findAndModify and a bulk write take the same rule.
-      await expectRefused(() => acmeDb().collection('items').findOneAndUpdate({ _id: 'acme-1' } as Document, { [operator]: { tenantId: value } }), 'update.tenant-field', [B]);
       await expectRefused(
-        () => acmeDb().collection('items').bulkWrite([{ updateOne: { filter: {}, update: { [operator]: { tenantId: value } } } }]),
+        () =>
+          acmeDb()
+            .collection('items')
+            .findOneAndUpdate({ _id: 'acme-1' } as Document, { [operator]: { tenantId: value } }),
+        'update.tenant-field',
+        [B],
+      );
+      await expectRefused(
+        () =>
+          acmeDb()
+            .collection('items')
+            .bulkWrite([{ updateOne: { filter: {}, update: { [operator]: { tenantId: value } } } }]),
         'update.tenant-field',
         [B],
       );
@@ -1237,20 +1727,52 @@ describe('catalogue 37: update paths on the tenant field', () => {
 
   it('catalogue 37: $rename from the tenant field and onto it are refused; nothing changed', async () => {
     const before = await upstreamState();
-    await expectRefused(() => acmeDb().collection('items').updateMany({}, { $rename: { tenantId: 'owner' } }), 'update.tenant-field');
-    await expectRefused(() => acmeDb().collection('items').updateMany({}, { $rename: { k: 'tenantId' } }), 'update.tenant-field');
-    await expectRefused(() => acmeDb().collection('items').updateMany({}, { $rename: { k: 'tenantId.sub' } }), 'update.tenant-field');
-    await expectRefused(() => acmeDb().collection('items').updateMany({}, { $rename: { 'tenantId.x': 'y' } }), 'update.tenant-field');
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .updateMany({}, { $rename: { tenantId: 'owner' } }),
+      'update.tenant-field',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .updateMany({}, { $rename: { k: 'tenantId' } }),
+      'update.tenant-field',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .updateMany({}, { $rename: { k: 'tenantId.sub' } }),
+      'update.tenant-field',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .updateMany({}, { $rename: { 'tenantId.x': 'y' } }),
+      'update.tenant-field',
+    );
     expect(await upstreamState()).toEqual(before);
   });
 
-  it('catalogue 37: a legitimate update through the proxy changes only T\'s documents', async () => {
-    await acmeDb().collection('items').updateMany({}, { $inc: { counter: 1 } });
-    const stored = await direct.db(dbName).collection('items').find({}, { projection: { tenantId: 1, counter: 1 } }).toArray();
+  it("catalogue 37: a legitimate update through the proxy changes only T's documents", async () => {
+    await acmeDb()
+      .collection('items')
+      .updateMany({}, { $inc: { counter: 1 } });
+    const stored = await direct
+      .db(dbName)
+      .collection('items')
+      .find({}, { projection: { tenantId: 1, counter: 1 } })
+      .toArray();
     for (const d of stored.filter((s) => String(s._id).match(/^(acme|globex|initech)-\d$/))) {
       expect(d.counter, String(d._id)).toBe(d.tenantId === T ? 6 : 5);
     }
-    await acmeDb().collection('items').updateMany({}, { $inc: { counter: -1 } });
+    await acmeDb()
+      .collection('items')
+      .updateMany({}, { $inc: { counter: -1 } });
   });
 });
 
@@ -1258,12 +1780,18 @@ describe('catalogue 38: upserts', () => {
   it('catalogue 38: {q:{}, u:{$setOnInsert:{tenantId:B}}, upsert:true} is refused; no document created', async () => {
     const before = await upstreamState();
     await expectRefused(
-      () => acmeDb().collection('upserts').updateOne({}, { $setOnInsert: { tenantId: B } }, { upsert: true }),
+      () =>
+        acmeDb()
+          .collection('upserts')
+          .updateOne({}, { $setOnInsert: { tenantId: B } }, { upsert: true }),
       'update.tenant-field',
       [B],
     );
     await expectRefused(
-      () => acmeDb().collection('upserts').updateOne({ nothing: 'matches' }, { $setOnInsert: { tenantId: B, x: 1 } }, { upsert: true }),
+      () =>
+        acmeDb()
+          .collection('upserts')
+          .updateOne({ nothing: 'matches' }, { $setOnInsert: { tenantId: B, x: 1 } }, { upsert: true }),
       'update.tenant-field',
       [B],
     );
@@ -1271,7 +1799,9 @@ describe('catalogue 38: upserts', () => {
   });
 
   it('catalogue 38: a replacement upsert without a tenant is stored as T', async () => {
-    const result = await acmeDb().collection('upserts').replaceOne({ key: 'replace-upsert' }, { key: 'replace-upsert', v: 1 }, { upsert: true });
+    const result = await acmeDb()
+      .collection('upserts')
+      .replaceOne({ key: 'replace-upsert' }, { key: 'replace-upsert', v: 1 }, { upsert: true });
     expect(result.upsertedCount).toBe(1);
     const stored = await direct.db(dbName).collection('upserts').find({ key: 'replace-upsert' }).toArray();
     expect(stored).toHaveLength(1);
@@ -1280,14 +1810,24 @@ describe('catalogue 38: upserts', () => {
   });
 
   it('catalogue 38: an operator upsert without a tenant is stored as T', async () => {
-    const result = await acmeDb().collection('upserts').updateOne({ key: 'operator-upsert' }, { $set: { v: 2 } }, { upsert: true });
+    const result = await acmeDb()
+      .collection('upserts')
+      .updateOne({ key: 'operator-upsert' }, { $set: { v: 2 } }, { upsert: true });
     expect(result.upsertedCount).toBe(1);
-    const stored = await direct.db(dbName).collection('upserts').find({ _id: result.upsertedId } as Document).toArray();
+    const stored = await direct
+      .db(dbName)
+      .collection('upserts')
+      .find({ _id: result.upsertedId } as Document)
+      .toArray();
     expect(stored).toHaveLength(1);
     // The tenant must come from the query's $and equality (or a stamp): otherwise the document
     // belongs to nobody and T cannot see what it just wrote.
     expect(stored[0]!.tenantId).toBe(T);
-    expect(await acmeDb().collection('upserts').countDocuments({ _id: result.upsertedId } as Document)).toBe(1);
+    expect(
+      await acmeDb()
+        .collection('upserts')
+        .countDocuments({ _id: result.upsertedId } as Document),
+    ).toBe(1);
     // Copying the other equality fields of the query ({key}) into the new document is the
     // server's job; FerretDB 1.x does not do it through $and, MongoDB does.
     if (upstreamKind() === 'mongodb') {
@@ -1298,21 +1838,31 @@ describe('catalogue 38: upserts', () => {
   it('catalogue 38: q:{tenantId:B} with upsert never creates or changes a B document (update and findAndModify)', async () => {
     const upserts = direct.db(dbName).collection('upserts');
     const beforeB = await upserts.find({ tenantId: B }).toArray();
-    await acmeDb().collection('upserts').updateOne({ tenantId: B }, { $set: { v: 3, marker: 'q-b-never' } }, { upsert: true }).catch((error: unknown) => {
-      expect(error).toBeInstanceOf(MongoServerError);
-      expect((error as MongoServerError).message).not.toMatch(/SECRET/);
-    });
-    await acmeDb().collection('upserts').findOneAndUpdate({ tenantId: B }, { $set: { marker: 'q-b-never-fam' } }, { upsert: true }).catch((error: unknown) => {
-      expect(error).toBeInstanceOf(MongoServerError);
-    });
+    await acmeDb()
+      .collection('upserts')
+      .updateOne({ tenantId: B }, { $set: { v: 3, marker: 'q-b-never' } }, { upsert: true })
+      .catch((error: unknown) => {
+        expect(error).toBeInstanceOf(MongoServerError);
+        expect((error as MongoServerError).message).not.toMatch(/SECRET/);
+      });
+    await acmeDb()
+      .collection('upserts')
+      .findOneAndUpdate({ tenantId: B }, { $set: { marker: 'q-b-never-fam' } }, { upsert: true })
+      .catch((error: unknown) => {
+        expect(error).toBeInstanceOf(MongoServerError);
+      });
     expect(await upserts.find({ tenantId: B }).toArray()).toEqual(beforeB);
     for (const marker of ['q-b-never', 'q-b-never-fam']) {
       for (const stored of await upserts.find({ marker }).toArray()) expect(stored.tenantId).not.toBe(B);
     }
     // Seeded B data in the shared collection is untouched as well.
-    expect(await direct.db(dbName).collection('items').find({ tenantId: B }, { sort: { _id: 1 } }).toArray()).toEqual(
-      seedItems().filter((d) => d.tenantId === B),
-    );
+    expect(
+      await direct
+        .db(dbName)
+        .collection('items')
+        .find({ tenantId: B }, { sort: { _id: 1 } })
+        .toArray(),
+    ).toEqual(seedItems().filter((d) => d.tenantId === B));
   });
 
   it('catalogue 38: q:{tenantId:B} with upsert gives an error (54) or a T document', async () => {
@@ -1320,7 +1870,9 @@ describe('catalogue 38: upserts', () => {
     let upsertedId: unknown;
     let failed = false;
     try {
-      const result = await acmeDb().collection('upserts').updateOne({ tenantId: B }, { $set: { v: 3, marker: 'q-b-upsert' } }, { upsert: true });
+      const result = await acmeDb()
+        .collection('upserts')
+        .updateOne({ tenantId: B }, { $set: { v: 3, marker: 'q-b-upsert' } }, { upsert: true });
       upsertedId = result.upsertedId;
     } catch (error) {
       failed = true;
@@ -1337,7 +1889,12 @@ describe('catalogue 38: upserts', () => {
   });
 
   it('catalogue 38: the forwarded upsert filter carries the tenant equality (bytes)', async () => {
-    const sent = await forwarded('update', () => fakeAcme.db(fakeDb).collection('upserts').updateOne({ tenantId: B }, { $set: { v: 1 } }, { upsert: true }));
+    const sent = await forwarded('update', () =>
+      fakeAcme
+        .db(fakeDb)
+        .collection('upserts')
+        .updateOne({ tenantId: B }, { $set: { v: 1 } }, { upsert: true }),
+    );
     expect(sent).toHaveLength(1);
     expect(sent[0]!.updates[0].q).toEqual({ $and: [TENANT_EQ, { tenantId: B }] });
     expect(sent[0]!.updates[0].upsert).toBe(true);
@@ -1347,45 +1904,99 @@ describe('catalogue 38: upserts', () => {
 describe('catalogue 39: replacement documents', () => {
   it('catalogue 39: a replacement naming another tenant is refused (update, findAndModify, bulk); B unchanged', async () => {
     const before = await upstreamState();
-    await expectRefused(() => acmeDb().collection('items').replaceOne({ _id: 'acme-1' } as Document, { tenantId: B, k: 'moved' }), 'replacement.foreign-tenant', [B]);
-    await expectRefused(() => acmeDb().collection('items').replaceOne({}, { tenantId: [T, B], k: 'both' }), 'replacement.tenant-not-scalar', [B]);
-    await expectRefused(() => acmeDb().collection('items').replaceOne({}, { tenantId: null, k: 'none' }), 'replacement.tenant-not-scalar');
     await expectRefused(
-      () => acmeDb().collection('items').findOneAndReplace({ _id: 'acme-1' } as Document, { tenantId: B, k: 'moved' }),
+      () =>
+        acmeDb()
+          .collection('items')
+          .replaceOne({ _id: 'acme-1' } as Document, { tenantId: B, k: 'moved' }),
       'replacement.foreign-tenant',
       [B],
     );
     await expectRefused(
-      () => acmeDb().collection('items').bulkWrite([{ replaceOne: { filter: { _id: 'acme-2' } as Document, replacement: { tenantId: B } } }]),
+      () =>
+        acmeDb()
+          .collection('items')
+          .replaceOne({}, { tenantId: [T, B], k: 'both' }),
+      'replacement.tenant-not-scalar',
+      [B],
+    );
+    await expectRefused(
+      () => acmeDb().collection('items').replaceOne({}, { tenantId: null, k: 'none' }),
+      'replacement.tenant-not-scalar',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .findOneAndReplace({ _id: 'acme-1' } as Document, { tenantId: B, k: 'moved' }),
       'replacement.foreign-tenant',
       [B],
     );
     await expectRefused(
-      () => acmeDb().collection('items').replaceOne({ _id: 'globex-1' } as Document, { tenantId: B, secret: 'pwned' }, { upsert: true }),
+      () =>
+        acmeDb()
+          .collection('items')
+          .bulkWrite([{ replaceOne: { filter: { _id: 'acme-2' } as Document, replacement: { tenantId: B } } }]),
+      'replacement.foreign-tenant',
+      [B],
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .replaceOne({ _id: 'globex-1' } as Document, { tenantId: B, secret: 'pwned' }, { upsert: true }),
       'replacement.foreign-tenant',
       [B],
     );
     expect(await upstreamState()).toEqual(before);
   });
 
-  it('catalogue 39: a replacement without a tenant is stamped T and can only replace T\'s documents', async () => {
+  it("catalogue 39: a replacement without a tenant is stamped T and can only replace T's documents", async () => {
     // B's _id in the filter: the tenant $and makes it match nothing.
-    const foreign = await acmeDb().collection('items').replaceOne({ _id: 'globex-2' } as Document, { k: 'stolen' });
+    const foreign = await acmeDb()
+      .collection('items')
+      .replaceOne({ _id: 'globex-2' } as Document, { k: 'stolen' });
     expect(foreign.matchedCount).toBe(0);
-    expect(await direct.db(dbName).collection('items').findOne({ _id: 'globex-2' } as Document)).toMatchObject({ tenantId: B, secret: 'SECRET-globex-2' });
-    await acmeDb().collection('items').insertOne({ _id: 'acme-repl', k: 'r' } as Document);
-    const own = await acmeDb().collection('items').replaceOne({ _id: 'acme-repl' } as Document, { k: 'replaced' });
+    expect(
+      await direct
+        .db(dbName)
+        .collection('items')
+        .findOne({ _id: 'globex-2' } as Document),
+    ).toMatchObject({ tenantId: B, secret: 'SECRET-globex-2' });
+    await acmeDb()
+      .collection('items')
+      .insertOne({ _id: 'acme-repl', k: 'r' } as Document);
+    const own = await acmeDb()
+      .collection('items')
+      .replaceOne({ _id: 'acme-repl' } as Document, { k: 'replaced' });
     expect(own.modifiedCount).toBe(1);
-    expect(await direct.db(dbName).collection('items').findOne({ _id: 'acme-repl' } as Document)).toEqual({ _id: 'acme-repl', tenantId: T, k: 'replaced' });
-    await direct.db(dbName).collection('items').deleteOne({ _id: 'acme-repl' } as Document);
+    expect(
+      await direct
+        .db(dbName)
+        .collection('items')
+        .findOne({ _id: 'acme-repl' } as Document),
+    ).toEqual({ _id: 'acme-repl', tenantId: T, k: 'replaced' });
+    await direct
+      .db(dbName)
+      .collection('items')
+      .deleteOne({ _id: 'acme-repl' } as Document);
   });
 });
 
 describe('catalogue 40: pipeline updates', () => {
   const ATTACKS: Array<[string, Document[]]> = [
-    ['$replaceWith $mergeObjects [$$ROOT, {tenantId: B}]', [{ $replaceWith: { $mergeObjects: ['$$ROOT', { tenantId: B }] } }]],
-    ['$replaceRoot newRoot with tenantId B', [{ $replaceRoot: { newRoot: { $mergeObjects: ['$$ROOT', { tenantId: B }] } } }]],
-    ['$set tenantId via $setField', [{ $replaceWith: { $setField: { field: 'tenantId', input: '$$ROOT', value: B } } }]],
+    [
+      '$replaceWith $mergeObjects [$$ROOT, {tenantId: B}]',
+      [{ $replaceWith: { $mergeObjects: ['$$ROOT', { tenantId: B }] } }],
+    ],
+    [
+      '$replaceRoot newRoot with tenantId B',
+      [{ $replaceRoot: { newRoot: { $mergeObjects: ['$$ROOT', { tenantId: B }] } } }],
+    ],
+    [
+      '$set tenantId via $setField',
+      [{ $replaceWith: { $setField: { field: 'tenantId', input: '$$ROOT', value: B } } }],
+    ],
     ['inclusion $project dropping the tenant', [{ $project: { k: 1 } }]],
     ['$unset tenantId', [{ $unset: 'tenantId' }]],
   ];
@@ -1400,7 +2011,11 @@ describe('catalogue 40: pipeline updates', () => {
     }
     // findAndModify with a pipeline update too.
     const fam = await forwarded('findAndModify', () =>
-      fakeAcme.db(fakeDb).collection('items').findOneAndUpdate({}, ATTACKS[0]![1]).catch(() => undefined),
+      fakeAcme
+        .db(fakeDb)
+        .collection('items')
+        .findOneAndUpdate({}, ATTACKS[0]![1])
+        .catch(() => undefined),
     );
     expect(fam).toHaveLength(1);
     expect((fam[0]!.update as Document[]).at(-1)).toEqual({ $set: { tenantId: { $literal: T } } });
@@ -1408,23 +2023,43 @@ describe('catalogue 40: pipeline updates', () => {
 
   it('catalogue 40: a "$..." string can never be the appended tenant (always $literal) (bytes)', async () => {
     // Tenant ids are literal values: even if a tenant id looked like a field path, $literal keeps it a string.
-    const sent = await forwarded('update', () => fakeAcme.db(fakeDb).collection('items').updateMany({}, [{ $set: { a: 1 } }]));
+    const sent = await forwarded('update', () =>
+      fakeAcme
+        .db(fakeDb)
+        .collection('items')
+        .updateMany({}, [{ $set: { a: 1 } }]),
+    );
     expect(sent[0]!.updates[0].u.at(-1)).toEqual({ $set: { tenantId: { $literal: T } } });
   });
 
   for (const [what, pipeline] of ATTACKS) {
-    it.skipIf(needsMongoDB('FerretDB v1 has no pipeline-style updates'))(`catalogue 40: ${what}: the stored document keeps T`, async () => {
-      await direct.db(dbName).collection('pipe').deleteMany({});
-      await direct.db(dbName).collection('pipe').insertMany([
-        { _id: 'p-acme', tenantId: T, k: 1, secret: 'mine' } as Document,
-        { _id: 'p-globex', tenantId: B, k: 1, secret: 'SECRET-globex-pipe' } as Document,
-      ]);
-      await acmeDb().collection('pipe').updateMany({}, pipeline);
-      const stored = await direct.db(dbName).collection('pipe').find({}, { sort: { _id: 1 } }).toArray();
-      expect(stored.find((d) => String(d._id) === 'p-acme')!.tenantId).toBe(T);
-      expect(stored.find((d) => String(d._id) === 'p-globex')).toEqual({ _id: 'p-globex', tenantId: B, k: 1, secret: 'SECRET-globex-pipe' });
-      await direct.db(dbName).collection('pipe').drop();
-    });
+    it.skipIf(needsMongoDB('FerretDB v1 has no pipeline-style updates'))(
+      `catalogue 40: ${what}: the stored document keeps T`,
+      async () => {
+        await direct.db(dbName).collection('pipe').deleteMany({});
+        await direct
+          .db(dbName)
+          .collection('pipe')
+          .insertMany([
+            { _id: 'p-acme', tenantId: T, k: 1, secret: 'mine' } as Document,
+            { _id: 'p-globex', tenantId: B, k: 1, secret: 'SECRET-globex-pipe' } as Document,
+          ]);
+        await acmeDb().collection('pipe').updateMany({}, pipeline);
+        const stored = await direct
+          .db(dbName)
+          .collection('pipe')
+          .find({}, { sort: { _id: 1 } })
+          .toArray();
+        expect(stored.find((d) => String(d._id) === 'p-acme')!.tenantId).toBe(T);
+        expect(stored.find((d) => String(d._id) === 'p-globex')).toEqual({
+          _id: 'p-globex',
+          tenantId: B,
+          k: 1,
+          secret: 'SECRET-globex-pipe',
+        });
+        await direct.db(dbName).collection('pipe').drop();
+      },
+    );
   }
 });
 
@@ -1441,8 +2076,17 @@ describe('catalogue 41: duplicate operators (hand-built BSON)', () => {
     expectDuplicateRefused(reply, [B]);
     // The same inside a kind-1 `updates` sequence.
     const sequenceReply = await raw(T, async (client) => {
-      const statement = encodeDocument([['q', doc()], ['u', u]]);
-      const frame = opMsg(encodeDocument([['update', 'items'], ['$db', dbName]]), { sequences: [] });
+      const statement = encodeDocument([
+        ['q', doc()],
+        ['u', u],
+      ]);
+      const frame = opMsg(
+        encodeDocument([
+          ['update', 'items'],
+          ['$db', dbName],
+        ]),
+        { sequences: [] },
+      );
       // Append the sequence by hand (raw-client serializes sequences with the bson library).
       const id = Buffer.from('updates\0', 'utf8');
       const size = Buffer.alloc(4);
@@ -1504,7 +2148,13 @@ describe('catalogue 41: duplicate operators (hand-built BSON)', () => {
       const before = fake.received.length;
       const u = doc(['$set', doc(['a', 1])], ['$set', doc(['tenantId', B])]);
       const reply = await client.command(
-        opMsg(encodeDocument([['update', 'items'], ['updates', [doc(['q', doc()], ['u', u])]], ['$db', fakeDb]])),
+        opMsg(
+          encodeDocument([
+            ['update', 'items'],
+            ['updates', [doc(['q', doc()], ['u', u])]],
+            ['$db', fakeDb],
+          ]),
+        ),
       );
       expectDuplicateRefused(reply, [B]);
       expect(fake.received.slice(before).filter((m) => Object.keys(m.body)[0] === 'update')).toEqual([]);
@@ -1521,13 +2171,28 @@ describe('catalogue 42: insert stamping, kind-1 sequences, field names', () => {
       client.command(
         opMsg(
           { insert: 'items', $db: dbName },
-          { sequences: [{ id: 'documents', docs: [{ _id: 'seq-b', tenantId: B, k: 'planted' }, { _id: 'seq-none', k: 'plain' }] }] },
+          {
+            sequences: [
+              {
+                id: 'documents',
+                docs: [
+                  { _id: 'seq-b', tenantId: B, k: 'planted' },
+                  { _id: 'seq-none', k: 'plain' },
+                ],
+              },
+            ],
+          },
         ),
       ),
     );
     expectRawRefused(reply, 'insert.foreign-tenant', [B]);
     expect(await upstreamState()).toEqual(before);
-    expect(await direct.db(dbName).collection('items').countDocuments({ _id: { $in: ['seq-b', 'seq-none'] } } as Document)).toBe(0);
+    expect(
+      await direct
+        .db(dbName)
+        .collection('items')
+        .countDocuments({ _id: { $in: ['seq-b', 'seq-none'] } } as Document),
+    ).toBe(0);
   });
 
   it('catalogue 42: a two-document kind-1 sequence without a tenant (and with T) is stored as T', async () => {
@@ -1535,17 +2200,34 @@ describe('catalogue 42: insert stamping, kind-1 sequences, field names', () => {
       client.command(
         opMsg(
           { insert: 'items', $db: dbName },
-          { sequences: [{ id: 'documents', docs: [{ _id: 'seq-1', k: 'one' }, { _id: 'seq-2', tenantId: T, k: 'two' }] }] },
+          {
+            sequences: [
+              {
+                id: 'documents',
+                docs: [
+                  { _id: 'seq-1', k: 'one' },
+                  { _id: 'seq-2', tenantId: T, k: 'two' },
+                ],
+              },
+            ],
+          },
         ),
       ),
     );
     expect(reply).toMatchObject({ ok: 1, n: 2 });
-    const stored = await direct.db(dbName).collection('items').find({ _id: { $in: ['seq-1', 'seq-2'] } } as Document, { sort: { _id: 1 } }).toArray();
+    const stored = await direct
+      .db(dbName)
+      .collection('items')
+      .find({ _id: { $in: ['seq-1', 'seq-2'] } } as Document, { sort: { _id: 1 } })
+      .toArray();
     expect(stored).toEqual([
       { _id: 'seq-1', tenantId: T, k: 'one' },
       { _id: 'seq-2', tenantId: T, k: 'two' },
     ]);
-    await direct.db(dbName).collection('items').deleteMany({ _id: { $in: ['seq-1', 'seq-2'] } } as Document);
+    await direct
+      .db(dbName)
+      .collection('items')
+      .deleteMany({ _id: { $in: ['seq-1', 'seq-2'] } } as Document);
   });
 
   it('catalogue 42: the forwarded sequence is still a kind-1 sequence with every document stamped (bytes)', async () => {
@@ -1553,7 +2235,10 @@ describe('catalogue 42: insert stamping, kind-1 sequences, field names', () => {
     try {
       const before = fake.received.length;
       const reply = await client.command(
-        opMsg({ insert: 'items', $db: fakeDb }, { sequences: [{ id: 'documents', docs: [{ _id: 1 }, { _id: 2, x: 1 }] }] }),
+        opMsg(
+          { insert: 'items', $db: fakeDb },
+          { sequences: [{ id: 'documents', docs: [{ _id: 1 }, { _id: 2, x: 1 }] }] },
+        ),
       );
       expect(reply.ok).toBe(1);
       const message = fake.received.slice(before).find((m) => Object.keys(m.body)[0] === 'insert')!;
@@ -1573,11 +2258,24 @@ describe('catalogue 42: insert stamping, kind-1 sequences, field names', () => {
   it('catalogue 42: driver insertMany with one tenantId B document is refused as a whole; the other is stamped when alone', async () => {
     const before = await upstreamState();
     await expectRefused(
-      () => acmeDb().collection('items').insertMany([{ _id: 'im-1', k: 'x' }, { _id: 'im-2', tenantId: B, k: 'y' }] as Document[]),
+      () =>
+        acmeDb()
+          .collection('items')
+          .insertMany([
+            { _id: 'im-1', k: 'x' },
+            { _id: 'im-2', tenantId: B, k: 'y' },
+          ] as Document[]),
       'insert.foreign-tenant',
       [B],
     );
-    await expectRefused(() => acmeDb().collection('items').insertOne({ _id: 'arr', tenantId: [T, B] } as Document), 'insert.tenant-not-scalar', [B]);
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .insertOne({ _id: 'arr', tenantId: [T, B] } as Document),
+      'insert.tenant-not-scalar',
+      [B],
+    );
     expect(await upstreamState()).toEqual(before);
   });
 
@@ -1590,10 +2288,14 @@ describe('catalogue 42: insert stamping, kind-1 sequences, field names', () => {
       ['tenantId.x', 'document.dotted-field', 'document.dotted-field'],
       ['a.b', 'document.dotted-field', 'document.dotted-field'],
     ] as const) {
-      const insertReply = await raw(T, (client) => client.command(opMsg({ insert: 'items', documents: [{ _id: `f-${name}`, [name]: B }], $db: dbName })));
+      const insertReply = await raw(T, (client) =>
+        client.command(opMsg({ insert: 'items', documents: [{ _id: `f-${name}`, [name]: B }], $db: dbName })),
+      );
       expectRawRefused(insertReply, rule, [B]);
       const replaceReply = await raw(T, (client) =>
-        client.command(opMsg({ update: 'items', updates: [{ q: { _id: 'acme-1' }, u: { k: 'r', [name]: B } }], $db: dbName })),
+        client.command(
+          opMsg({ update: 'items', updates: [{ q: { _id: 'acme-1' }, u: { k: 'r', [name]: B } }], $db: dbName }),
+        ),
       );
       expectRawRefused(replaceReply, replaceRule, [B]);
     }
@@ -1604,21 +2306,47 @@ describe('catalogue 42: insert stamping, kind-1 sequences, field names', () => {
 describe('catalogue 43: validation bypass and raw time-series data', () => {
   it('catalogue 43: bypassDocumentValidation is refused (insert, update, findAndModify, aggregate); nothing written', async () => {
     const before = await upstreamState();
-    await expectRefused(() => acmeDb().collection('items').insertOne({ _id: 'bypass', k: 'b' } as Document, { bypassDocumentValidation: true }), 'field.bypass-validation');
-    await expectRefused(() => acmeDb().collection('items').updateMany({}, { $set: { b: 1 } }, { bypassDocumentValidation: true }), 'field.bypass-validation');
     await expectRefused(
-      () => acmeDb().collection('items').findOneAndUpdate({}, { $set: { b: 1 } }, { bypassDocumentValidation: true }),
+      () =>
+        acmeDb()
+          .collection('items')
+          .insertOne({ _id: 'bypass', k: 'b' } as Document, { bypassDocumentValidation: true }),
       'field.bypass-validation',
     );
-    await expectRefused(() => acmeDb().collection('items').aggregate([{ $match: {} }], { bypassDocumentValidation: true }).toArray(), 'field.bypass-validation');
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .updateMany({}, { $set: { b: 1 } }, { bypassDocumentValidation: true }),
+      'field.bypass-validation',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .findOneAndUpdate({}, { $set: { b: 1 } }, { bypassDocumentValidation: true }),
+      'field.bypass-validation',
+    );
+    await expectRefused(
+      () =>
+        acmeDb()
+          .collection('items')
+          .aggregate([{ $match: {} }], { bypassDocumentValidation: true })
+          .toArray(),
+      'field.bypass-validation',
+    );
     expect(await upstreamState()).toEqual(before);
   });
 
   it('catalogue 43: rawData and system.buckets.* are refused; nothing written', async () => {
     const before = await upstreamState();
-    const inserted = await raw(T, (client) => client.command(opMsg({ insert: 'items', documents: [{ _id: 'raw' }], rawData: true, $db: dbName })));
+    const inserted = await raw(T, (client) =>
+      client.command(opMsg({ insert: 'items', documents: [{ _id: 'raw' }], rawData: true, $db: dbName })),
+    );
     expectRawRefused(inserted, 'field.internal');
-    const found = await raw(T, (client) => client.command(opMsg({ find: 'items', filter: {}, rawData: true, $db: dbName })));
+    const found = await raw(T, (client) =>
+      client.command(opMsg({ find: 'items', filter: {}, rawData: true, $db: dbName })),
+    );
     expectRawRefused(found, 'field.internal');
     await expectRefused(() => acmeDb().collection('system.buckets.series').find().toArray(), 'namespace.system');
     await expectRefused(() => acmeDb().collection('system.buckets.series').insertOne({ x: 1 }), 'namespace.system');

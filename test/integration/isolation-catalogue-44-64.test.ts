@@ -47,15 +47,26 @@ const SECRET = 'globex-secret-value';
 beforeAll(async () => {
   tp = await startTenantProxy([T, B]);
   direct = directClient();
-  await tp.clientFor(B).db(dbName).collection('items').insertMany([
-    { _id: 'b-1' as never, owner: B, secret: SECRET, x: 'secret' },
-    { _id: 'b-2' as never, owner: B, secret: SECRET },
-  ]);
-  await tp.clientFor(T).db(dbName).collection('items').insertOne({ _id: 't-1' as never, owner: T });
+  await tp
+    .clientFor(B)
+    .db(dbName)
+    .collection('items')
+    .insertMany([
+      { _id: 'b-1' as never, owner: B, secret: SECRET, x: 'secret' },
+      { _id: 'b-2' as never, owner: B, secret: SECRET },
+    ]);
+  await tp
+    .clientFor(T)
+    .db(dbName)
+    .collection('items')
+    .insertOne({ _id: 't-1' as never, owner: T });
 });
 
 afterAll(async () => {
-  await direct?.db(dbName).dropDatabase().catch(() => undefined);
+  await direct
+    ?.db(dbName)
+    .dropDatabase()
+    .catch(() => undefined);
   await direct?.close();
   await tp?.stop();
 });
@@ -212,7 +223,15 @@ describe('wire level', () => {
       [2005, Buffer.concat([int32(0), ns, int32(0), Buffer.alloc(8)])], // OP_GET_MORE
       [2006, Buffer.concat([int32(0), ns, int32(0), doc({})])], // OP_DELETE of everything
       [2007, Buffer.concat([int32(0), int32(1), Buffer.alloc(8)])], // OP_KILL_CURSORS
-      [2010, Buffer.concat([cstring(dbName), cstring('insert'), doc({}), doc({ insert: 'items', documents: [{ tenantId: B, marker: 'o44' }] })])], // OP_COMMAND
+      [
+        2010,
+        Buffer.concat([
+          cstring(dbName),
+          cstring('insert'),
+          doc({}),
+          doc({ insert: 'items', documents: [{ tenantId: B, marker: 'o44' }] }),
+        ]),
+      ], // OP_COMMAND
       [2011, Buffer.concat([doc({ ok: 1 }), doc({})])], // OP_COMMANDREPLY
       [2003, Buffer.alloc(24)],
       [4242, Buffer.alloc(24)],
@@ -253,7 +272,11 @@ describe('wire level', () => {
       c.close();
     }
     // The wrapped hello forms are answered by the proxy itself (never forwarded).
-    for (const query of [{ $query: { isMaster: 1 }, $readPreference: { mode: 'primaryPreferred' } }, { ismaster: 1 }, { query: { hello: 1 } }]) {
+    for (const query of [
+      { $query: { isMaster: 1 }, $readPreference: { mode: 'primaryPreferred' } },
+      { ismaster: 1 },
+      { query: { hello: 1 } },
+    ]) {
       const c = await tp.rawFor(T);
       c.write(opQuery('admin.$cmd', query).bytes);
       const doc = replyDocument((await c.readFrame())!);
@@ -305,7 +328,15 @@ describe('wire level', () => {
       await compressed(insert, 2, insert.length - 16 - 10),
       await compressed(insert, 1, insert.length - 16 + 1),
       await compressed(await compressed(insert, 0), 0),
-      rawFrame(OP_COMPRESSED, Buffer.concat([Buffer.from([0xdd, 0x07, 0, 0]), int32(1000), Buffer.from([2]), deflateSync(Buffer.alloc(64 * 1024 * 1024))])).bytes,
+      rawFrame(
+        OP_COMPRESSED,
+        Buffer.concat([
+          Buffer.from([0xdd, 0x07, 0, 0]),
+          int32(1000),
+          Buffer.from([2]),
+          deflateSync(Buffer.alloc(64 * 1024 * 1024)),
+        ]),
+      ).bytes,
     ]) {
       expect(await refusedOrClosed(bytes)).toBeNull();
     }
@@ -317,17 +348,66 @@ describe('wire level', () => {
   it('catalogue 47: OP_MSG sections mirror the server: two bodies, no body, duplicate / extra / misplaced sequences, kind 2 and unknown kinds', async () => {
     const doc = { tenantId: B, marker: 'o47' };
     const cases: Array<[string, Buffer]> = [
-      ['two kind-0 bodies', msgFrame([kind0({ insert: 'items', $db: dbName }), kind0({ insert: 'items', documents: [doc], $db: dbName })])],
+      [
+        'two kind-0 bodies',
+        msgFrame([kind0({ insert: 'items', $db: dbName }), kind0({ insert: 'items', documents: [doc], $db: dbName })]),
+      ],
       ['no body', msgFrame([kind1('documents', [doc])])],
-      ['duplicate sequence', msgFrame([kind0({ insert: 'items', $db: dbName }), kind1('documents', [{ marker: 'o47' }]), kind1('documents', [doc])])],
-      ['three sequences', msgFrame([kind0({ insert: 'items', $db: dbName }), kind1('documents', [doc]), kind1('a', [{}]), kind1('b', [{}])])],
-      ['sequence also in body', msgFrame([kind0({ insert: 'items', documents: [{ marker: 'o47' }], $db: dbName }), kind1('documents', [doc])])],
-      ['sequence also in body, dotted path', msgFrame([kind0({ update: 'items', updates: [{ q: {}, u: { $set: { marker: 'o47' } }, multi: true }], $db: dbName }), kind1('updates.0', [{}])])],
-      ['kind 2 security token', msgFrame([kind0({ insert: 'items', $db: dbName }), Buffer.concat([Buffer.from([2]), Buffer.from(serialize({ $tenant: B }))]), kind1('documents', [doc])])],
-      ['unknown kind 3', msgFrame([kind0({ insert: 'items', $db: dbName }), Buffer.concat([Buffer.from([3]), Buffer.from(serialize(doc))])])],
+      [
+        'duplicate sequence',
+        msgFrame([
+          kind0({ insert: 'items', $db: dbName }),
+          kind1('documents', [{ marker: 'o47' }]),
+          kind1('documents', [doc]),
+        ]),
+      ],
+      [
+        'three sequences',
+        msgFrame([
+          kind0({ insert: 'items', $db: dbName }),
+          kind1('documents', [doc]),
+          kind1('a', [{}]),
+          kind1('b', [{}]),
+        ]),
+      ],
+      [
+        'sequence also in body',
+        msgFrame([kind0({ insert: 'items', documents: [{ marker: 'o47' }], $db: dbName }), kind1('documents', [doc])]),
+      ],
+      [
+        'sequence also in body, dotted path',
+        msgFrame([
+          kind0({ update: 'items', updates: [{ q: {}, u: { $set: { marker: 'o47' } }, multi: true }], $db: dbName }),
+          kind1('updates.0', [{}]),
+        ]),
+      ],
+      [
+        'kind 2 security token',
+        msgFrame([
+          kind0({ insert: 'items', $db: dbName }),
+          Buffer.concat([Buffer.from([2]), Buffer.from(serialize({ $tenant: B }))]),
+          kind1('documents', [doc]),
+        ]),
+      ],
+      [
+        'unknown kind 3',
+        msgFrame([
+          kind0({ insert: 'items', $db: dbName }),
+          Buffer.concat([Buffer.from([3]), Buffer.from(serialize(doc))]),
+        ]),
+      ],
       ['documents sequence on find', msgFrame([kind0({ find: 'items', $db: dbName }), kind1('documents', [doc])])],
-      ['updates sequence on insert', msgFrame([kind0({ insert: 'items', documents: [{ marker: 'o47' }], $db: dbName }), kind1('updates', [{ q: {}, u: { $set: { secret: 'x', marker: 'o47' } }, multi: true }])])],
-      ['deletes sequence on update', msgFrame([kind0({ update: 'items', updates: [], $db: dbName }), kind1('deletes', [{ q: {}, limit: 0 }])])],
+      [
+        'updates sequence on insert',
+        msgFrame([
+          kind0({ insert: 'items', documents: [{ marker: 'o47' }], $db: dbName }),
+          kind1('updates', [{ q: {}, u: { $set: { secret: 'x', marker: 'o47' } }, multi: true }]),
+        ]),
+      ],
+      [
+        'deletes sequence on update',
+        msgFrame([kind0({ update: 'items', updates: [], $db: dbName }), kind1('deletes', [{ q: {}, limit: 0 }])]),
+      ],
     ];
     for (const [label, bytes] of cases) {
       const reply = await refusedOrClosed(bytes);
@@ -339,28 +419,66 @@ describe('wire level', () => {
   });
 
   it('catalogue 48: framing lies are refused and never split differently from the server (targeted cases; the mutation fuzz is below, against the fake upstream)', async () => {
-    const smuggled = Buffer.from(serialize({ insert: 'items', documents: [{ tenantId: B, marker: 'o48' }], $db: dbName }));
+    const smuggled = Buffer.from(
+      serialize({ insert: 'items', documents: [{ tenantId: B, marker: 'o48' }], $db: dbName }),
+    );
     const cases: Array<[string, Buffer]> = [
-      ['sequence size too small', msgFrame([kind0({ insert: 'items', $db: dbName }), kind1('documents', [{ marker: 'o48' }, { tenantId: B, marker: 'o48' }], -10)])],
-      ['sequence size too large', msgFrame([kind0({ insert: 'items', $db: dbName }), kind1('documents', [{ marker: 'o48' }], 5)], 0, Buffer.from(serialize({ tenantId: B, marker: 'o48' })))],
-      ['trailing bytes after the last section', msgFrame([kind0({ ping: 1, $db: 'admin' })], 0, Buffer.concat([Buffer.from([0]), smuggled]))],
+      [
+        'sequence size too small',
+        msgFrame([
+          kind0({ insert: 'items', $db: dbName }),
+          kind1('documents', [{ marker: 'o48' }, { tenantId: B, marker: 'o48' }], -10),
+        ]),
+      ],
+      [
+        'sequence size too large',
+        msgFrame(
+          [kind0({ insert: 'items', $db: dbName }), kind1('documents', [{ marker: 'o48' }], 5)],
+          0,
+          Buffer.from(serialize({ tenantId: B, marker: 'o48' })),
+        ),
+      ],
+      [
+        'trailing bytes after the last section',
+        msgFrame([kind0({ ping: 1, $db: 'admin' })], 0, Buffer.concat([Buffer.from([0]), smuggled])),
+      ],
       ['trailing bytes after the body', msgFrame([kind0({ ping: 1, $db: 'admin' })], 0, smuggled)],
-      ['body length shorter than the document', (() => {
-        const body = Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o48' }], $db: dbName, z: { tenantId: B, marker: 'o48' } }));
-        body.writeInt32LE(body.length - 30, 0);
-        return msgFrame([kind0(body)]);
-      })()],
-      ['body length longer than the document', (() => {
-        const body = Buffer.from(serialize({ insert: 'items', documents: [{ tenantId: B, marker: 'o48' }], $db: dbName }));
-        body.writeInt32LE(body.length + 4, 0);
-        return msgFrame([kind0(body)], 0, Buffer.alloc(4));
-      })()],
-      ['inner document length lie', (() => {
-        const body = Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o48', tenantId: B }], $db: dbName }));
-        const inner = body.indexOf(Buffer.from('marker\0', 'latin1')) - 5;
-        body.writeInt32LE(body.readInt32LE(inner) - 12, inner);
-        return msgFrame([kind0(body)]);
-      })()],
+      [
+        'body length shorter than the document',
+        (() => {
+          const body = Buffer.from(
+            serialize({
+              insert: 'items',
+              documents: [{ marker: 'o48' }],
+              $db: dbName,
+              z: { tenantId: B, marker: 'o48' },
+            }),
+          );
+          body.writeInt32LE(body.length - 30, 0);
+          return msgFrame([kind0(body)]);
+        })(),
+      ],
+      [
+        'body length longer than the document',
+        (() => {
+          const body = Buffer.from(
+            serialize({ insert: 'items', documents: [{ tenantId: B, marker: 'o48' }], $db: dbName }),
+          );
+          body.writeInt32LE(body.length + 4, 0);
+          return msgFrame([kind0(body)], 0, Buffer.alloc(4));
+        })(),
+      ],
+      [
+        'inner document length lie',
+        (() => {
+          const body = Buffer.from(
+            serialize({ insert: 'items', documents: [{ marker: 'o48', tenantId: B }], $db: dbName }),
+          );
+          const inner = body.indexOf(Buffer.from('marker\0', 'latin1')) - 5;
+          body.writeInt32LE(body.readInt32LE(inner) - 12, inner);
+          return msgFrame([kind0(body)]);
+        })(),
+      ],
     ];
     for (const [label, bytes] of cases) {
       const c = await tp.rawFor(T);
@@ -398,7 +516,12 @@ describe('wire level', () => {
     const c = await tp.rawFor(T);
     c.write(withChecksum(opMsg(hostileInsert('o49')).bytes));
     expect(replyDocument((await c.readFrame())!).ok).toBe(0);
-    c.write(withChecksum(opMsg({ insert: 'items', documents: [{ _id: 'o49-ok', marker: 'o49-ok' }], $db: dbName }, { flags: 1 << 20 }).bytes));
+    c.write(
+      withChecksum(
+        opMsg({ insert: 'items', documents: [{ _id: 'o49-ok', marker: 'o49-ok' }], $db: dbName }, { flags: 1 << 20 })
+          .bytes,
+      ),
+    );
     expect(replyDocument((await c.readFrame())!).n).toBe(1);
     c.close();
     expect(await items().findOne({ _id: 'o49-ok' as never })).toEqual({ _id: 'o49-ok', tenantId: T, marker: 'o49-ok' });
@@ -410,21 +533,77 @@ describe('wire level', () => {
   it('catalogue 50: a w:0 (moreToCome) insert for another tenant is refused and nothing is stored; an untagged one is stamped', async () => {
     const c = await tp.rawFor(T);
     c.write(opMsg(hostileInsert('o50', { writeConcern: { w: 0 } }), { flags: MORE_TO_COME }).bytes);
-    c.write(opMsg({ insert: 'items', documents: [{ _id: 'o50-seq', tenantId: B, marker: 'o50' }], $db: dbName, writeConcern: { w: 0 } }, { flags: MORE_TO_COME }).bytes);
-    c.write(opMsg({ insert: 'items', $db: dbName, writeConcern: { w: 0 } }, { flags: MORE_TO_COME, sequences: [{ id: 'documents', docs: [{ marker: 'o50' }, { tenantId: B, marker: 'o50' }] }] }).bytes);
+    c.write(
+      opMsg(
+        {
+          insert: 'items',
+          documents: [{ _id: 'o50-seq', tenantId: B, marker: 'o50' }],
+          $db: dbName,
+          writeConcern: { w: 0 },
+        },
+        { flags: MORE_TO_COME },
+      ).bytes,
+    );
+    c.write(
+      opMsg(
+        { insert: 'items', $db: dbName, writeConcern: { w: 0 } },
+        {
+          flags: MORE_TO_COME,
+          sequences: [{ id: 'documents', docs: [{ marker: 'o50' }, { tenantId: B, marker: 'o50' }] }],
+        },
+      ).bytes,
+    );
     // w:0 updates and deletes aimed at B's documents are rewritten like acknowledged ones.
-    c.write(opMsg({ update: 'items', updates: [{ q: { tenantId: B }, u: { $set: { secret: 'overwritten', marker: 'o50' } }, multi: true }], $db: dbName, writeConcern: { w: 0 } }, { flags: MORE_TO_COME }).bytes);
-    c.write(opMsg({ update: 'items', updates: [{ q: { _id: 'b-1' }, u: { $set: { tenantId: T, marker: 'o50' } } }], $db: dbName, writeConcern: { w: 0 } }, { flags: MORE_TO_COME }).bytes);
-    c.write(opMsg({ delete: 'items', deletes: [{ q: { owner: B }, limit: 0 }], $db: dbName, writeConcern: { w: 0 } }, { flags: MORE_TO_COME }).bytes);
+    c.write(
+      opMsg(
+        {
+          update: 'items',
+          updates: [{ q: { tenantId: B }, u: { $set: { secret: 'overwritten', marker: 'o50' } }, multi: true }],
+          $db: dbName,
+          writeConcern: { w: 0 },
+        },
+        { flags: MORE_TO_COME },
+      ).bytes,
+    );
+    c.write(
+      opMsg(
+        {
+          update: 'items',
+          updates: [{ q: { _id: 'b-1' }, u: { $set: { tenantId: T, marker: 'o50' } } }],
+          $db: dbName,
+          writeConcern: { w: 0 },
+        },
+        { flags: MORE_TO_COME },
+      ).bytes,
+    );
+    c.write(
+      opMsg(
+        { delete: 'items', deletes: [{ q: { owner: B }, limit: 0 }], $db: dbName, writeConcern: { w: 0 } },
+        { flags: MORE_TO_COME },
+      ).bytes,
+    );
     const fresh = await tp.rawFor(T);
-    fresh.write(opMsg({ insert: 'w0', documents: [{ _id: 'o50-ok', marker: 'o50-ok' }], $db: dbName, writeConcern: { w: 0 } }, { flags: MORE_TO_COME }).bytes);
-    expect(await waitFor(async () => (await items(dbName, 'w0').findOne({ _id: 'o50-ok' as never })) !== null)).toBe(true);
-    expect(await items(dbName, 'w0').findOne({ _id: 'o50-ok' as never })).toEqual({ _id: 'o50-ok', tenantId: T, marker: 'o50-ok' });
+    fresh.write(
+      opMsg(
+        { insert: 'w0', documents: [{ _id: 'o50-ok', marker: 'o50-ok' }], $db: dbName, writeConcern: { w: 0 } },
+        { flags: MORE_TO_COME },
+      ).bytes,
+    );
+    expect(await waitFor(async () => (await items(dbName, 'w0').findOne({ _id: 'o50-ok' as never })) !== null)).toBe(
+      true,
+    );
+    expect(await items(dbName, 'w0').findOne({ _id: 'o50-ok' as never })).toEqual({
+      _id: 'o50-ok',
+      tenantId: T,
+      marker: 'o50-ok',
+    });
     // Let the refused ones have had every chance to arrive.
-    await (c.closed ? Promise.resolve() : (async () => {
-      const ping = await c.command(opMsg({ ping: 1, $db: 'admin' })).catch(() => null);
-      if (ping !== null) expect(ping.ok).toBe(1);
-    })());
+    await (c.closed
+      ? Promise.resolve()
+      : (async () => {
+          const ping = await c.command(opMsg({ ping: 1, $db: 'admin' })).catch(() => null);
+          if (ping !== null) expect(ping.ok).toBe(1);
+        })());
     c.close();
     fresh.close();
     await expectNothingStored('o50');
@@ -438,7 +617,9 @@ describe('wire level', () => {
     const padded = serialize({ _id: 'o51', pad: 'x'.repeat(MAX_BSON - overhead) });
     expect(padded.length).toBe(MAX_BSON);
     const c = await tp.rawFor(T);
-    const inBody = await c.command(opMsg({ insert: 'big', $db: dbName }, { sequences: [{ id: 'documents', docs: [deserialize(padded)] }] }));
+    const inBody = await c.command(
+      opMsg({ insert: 'big', $db: dbName }, { sequences: [{ id: 'documents', docs: [deserialize(padded)] }] }),
+    );
     expect(inBody.ok === 0 || (inBody.writeErrors?.length ?? 0) > 0, JSON.stringify(inBody).slice(0, 300)).toBe(true);
     expect(JSON.stringify(inBody)).toMatch(/10334|BSONObjectTooLarge|too large|exceeds/i);
     // An update that would grow a stored document the same way.
@@ -455,10 +636,21 @@ describe('wire level', () => {
       deep.write('a\0', 7 * i + 5, 'latin1');
     }
     deep.writeInt32LE(5, 7 * depth);
-    const docs = Buffer.concat([Buffer.from(serialize({ marker: 'o51' })).subarray(0, -1), Buffer.from([0x03]), Buffer.from('d\0'), deep, Buffer.from([0])]);
+    const docs = Buffer.concat([
+      Buffer.from(serialize({ marker: 'o51' })).subarray(0, -1),
+      Buffer.from([0x03]),
+      Buffer.from('d\0'),
+      deep,
+      Buffer.from([0]),
+    ]);
     docs.writeInt32LE(docs.length, 0);
     const body = Buffer.from(serialize({ insert: 'items', $db: dbName }));
-    d.write(msgFrame([kind0(body), Buffer.concat([Buffer.from([1]), int32(4 + 10 + docs.length), cstring('documents'), docs])]));
+    d.write(
+      msgFrame([
+        kind0(body),
+        Buffer.concat([Buffer.from([1]), int32(4 + 10 + docs.length), cstring('documents'), docs]),
+      ]),
+    );
     const reply = await d.readFrame(10_000).catch(() => null);
     if (reply !== null) expect(replyDocument(reply).ok).toBe(0);
     d.close();
@@ -480,7 +672,10 @@ describe('wire level', () => {
       Buffer.from(serialize({ insert: coll, documents: [doc], $db: db }));
     const bodies: Array<[string, Buffer]> = [
       ['invalid UTF-8 in $db', patch(insert(`${dbName}ZZ`), 'ZZ', bad)],
-      ['invalid UTF-8 in the command name', patch(Buffer.from(serialize({ inZZrt: 'items', documents: [{ marker: 'o52' }], $db: dbName })), 'ZZ', bad)],
+      [
+        'invalid UTF-8 in the command name',
+        patch(Buffer.from(serialize({ inZZrt: 'items', documents: [{ marker: 'o52' }], $db: dbName })), 'ZZ', bad),
+      ],
       ['invalid UTF-8 in the collection', patch(insert(dbName, 'itemsZZ'), 'ZZ', bad)],
       ['invalid UTF-8 in a key', patch(insert(dbName, 'items', { marker: 'o52', kZZ: 1 }), 'ZZ', bad)],
       ['invalid UTF-8 in the tenant key', patch(insert(dbName, 'items', { marker: 'o52', tenantIZZ: B }), 'ZZ', bad)],
@@ -501,21 +696,43 @@ describe('wire level', () => {
   it('catalogue 53: the command is the first key, case-sensitive; $db exactly once, a non-empty string; $tenant and internal fields refused', async () => {
     const c = await tp.rawFor(T);
     for (const name of ['Find', 'FIND', 'fInd', 'Insert', 'findAndmodify', 'Aggregate']) {
-      const doc = await c.command(opMsg({ [name]: 'items', documents: [{ tenantId: B, marker: 'o53' }], filter: {}, $db: dbName }));
+      const doc = await c.command(
+        opMsg({ [name]: 'items', documents: [{ tenantId: B, marker: 'o53' }], filter: {}, $db: dbName }),
+      );
       expect(doc.ok, name).toBe(0);
       expect(doc.code, name).toBe(59);
     }
     const attempts: Array<[string, Buffer]> = [
-      ['$db first', Buffer.from(serialize({ $db: dbName, insert: 'items', documents: [{ tenantId: B, marker: 'o53' }] }))],
-      ['$db twice', appendElements({ insert: 'items', documents: [{ marker: 'o53' }], $db: dbName }, { $db: `${dbName}x` })],
+      [
+        '$db first',
+        Buffer.from(serialize({ $db: dbName, insert: 'items', documents: [{ tenantId: B, marker: 'o53' }] })),
+      ],
+      [
+        '$db twice',
+        appendElements({ insert: 'items', documents: [{ marker: 'o53' }], $db: dbName }, { $db: `${dbName}x` }),
+      ],
       ['numeric $db', Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], $db: 5 }))],
       ['empty $db', Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], $db: '' }))],
-      ['document $db', Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], $db: { db: dbName } }))],
-      ['$tenant on insert', Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], $tenant: B, $db: dbName }))],
+      [
+        'document $db',
+        Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], $db: { db: dbName } })),
+      ],
+      [
+        '$tenant on insert',
+        Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], $tenant: B, $db: dbName })),
+      ],
       ['$tenant as a UUID', Buffer.from(serialize({ find: 'items', $tenant: new UUID(), $db: dbName }))],
       ['$audit', Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], $audit: {}, $db: dbName }))],
-      ['mayBypassWriteBlocking', Buffer.from(serialize({ insert: 'items', documents: [{ marker: 'o53' }], mayBypassWriteBlocking: true, $db: dbName }))],
-      ['duplicate command field', appendElements({ insert: 'items', documents: [{ marker: 'o53' }], $db: dbName }, { insert: 'other' })],
+      [
+        'mayBypassWriteBlocking',
+        Buffer.from(
+          serialize({ insert: 'items', documents: [{ marker: 'o53' }], mayBypassWriteBlocking: true, $db: dbName }),
+        ),
+      ],
+      [
+        'duplicate command field',
+        appendElements({ insert: 'items', documents: [{ marker: 'o53' }], $db: dbName }, { insert: 'other' }),
+      ],
     ];
     for (const [label, body] of attempts) {
       const doc = await c.command({ bytes: msgFrame([kind0(body)]), requestId: 0 });
@@ -527,7 +744,9 @@ describe('wire level', () => {
     expect(read.ok).toBe(0);
     expect(read.cursor).toBeUndefined();
     // The aliases the server accepts are accepted and rewritten like their canonical spelling.
-    const alias = await c.command(opMsg({ findandmodify: 'items', query: {}, update: { $set: { seen: 1 } }, $db: dbName }));
+    const alias = await c.command(
+      opMsg({ findandmodify: 'items', query: {}, update: { $set: { seen: 1 } }, $db: dbName }),
+    );
     expect(alias.ok).toBe(1);
     expect(alias.value?._id).toBe('t-1');
     c.close();
@@ -546,7 +765,19 @@ function topLevelKeys(doc: Buffer): string[] {
     const nameEnd = doc.indexOf(0, p + 1);
     keys.push(doc.toString('utf8', p + 1, nameEnd));
     p = nameEnd + 1;
-    const fixed: Record<number, number> = { 1: 8, 7: 12, 8: 1, 9: 8, 10: 0, 16: 4, 17: 8, 18: 8, 19: 16, 127: 0, 255: 0 };
+    const fixed: Record<number, number> = {
+      1: 8,
+      7: 12,
+      8: 1,
+      9: 8,
+      10: 0,
+      16: 4,
+      17: 8,
+      18: 8,
+      19: 16,
+      127: 0,
+      255: 0,
+    };
     if (type in fixed) p += fixed[type]!;
     else if (type === 2 || type === 13 || type === 14) p += 4 + doc.readInt32LE(p);
     else if (type === 3 || type === 4 || type === 15) p += doc.readInt32LE(p);
@@ -593,7 +824,13 @@ async function decompressReply(frame: ReceivedFrame): Promise<ReceivedFrame> {
   const id = frame.bytes[24];
   const data = frame.bytes.subarray(25);
   const inner =
-    id === 0 ? data : id === 1 ? ((await uncompress(data)) as Buffer) : id === 2 ? inflateSync(data) : await decompress(data);
+    id === 0
+      ? data
+      : id === 1
+        ? ((await uncompress(data)) as Buffer)
+        : id === 2
+          ? inflateSync(data)
+          : await decompress(data);
   const bytes = Buffer.concat([Buffer.alloc(16), inner]);
   bytes.writeInt32LE(bytes.length, 0);
   bytes.writeInt32LE(original, 12);
@@ -607,13 +844,16 @@ describe('what reaches the upstream (fake upstream)', () => {
   let fake: FakeUpstream;
   let fp: TenantProxy;
   /** The test's answer for the next commands; default: a plausible ok reply. */
-  let respond: (message: ReceivedMessage) => Document[] | 'no-reply' | { delayMs: number; replies: Document[] } = defaultReply;
+  let respond: (message: ReceivedMessage) => Document[] | 'no-reply' | { delayMs: number; replies: Document[] } =
+    defaultReply;
 
   function defaultReply(message: ReceivedMessage): Document[] | 'no-reply' {
     if ((message.flags & MORE_TO_COME) !== 0) return 'no-reply'; // as a server does
     const name = Object.keys(message.body)[0]!;
     if (name === 'find' || name === 'aggregate') {
-      return [{ cursor: { id: Long.fromNumber(0), ns: `${message.body.$db}.${message.body[name]}`, firstBatch: [] }, ok: 1 }];
+      return [
+        { cursor: { id: Long.fromNumber(0), ns: `${message.body.$db}.${message.body[name]}`, firstBatch: [] }, ok: 1 },
+      ];
     }
     if (name === 'insert') return [{ n: 1, ok: 1 }];
     return [{ ok: 1 }];
@@ -630,7 +870,10 @@ describe('what reaches the upstream (fake upstream)', () => {
   });
 
   /** Sends commands as `tenant` on a fresh connection; returns what the upstream received for them. */
-  async function sent(tenant: string, ...commands: Document[]): Promise<{ replies: Document[]; upstream: ReceivedMessage[] }> {
+  async function sent(
+    tenant: string,
+    ...commands: Document[]
+  ): Promise<{ replies: Document[]; upstream: ReceivedMessage[] }> {
     const before = fake.received.length;
     const c = await fp.rawFor(tenant);
     const replies: Document[] = [];
@@ -639,7 +882,8 @@ describe('what reaches the upstream (fake upstream)', () => {
     return { replies, upstream: fake.received.slice(before) };
   }
 
-  const lsidBytes = (message: ReceivedMessage): string => Buffer.from((message.body.lsid.id as Binary).buffer).toString('hex');
+  const lsidBytes = (message: ReceivedMessage): string =>
+    Buffer.from((message.body.lsid.id as Binary).buffer).toString('hex');
 
   it('catalogue 54: the same client lsid (and txnNumber) maps to a different server session per tenant, stably per tenant', async () => {
     const lsid = { id: new UUID() };
@@ -649,8 +893,20 @@ describe('what reaches the upstream (fake upstream)', () => {
     const t1 = await sent(T, { insert: 'items', documents: [{ marker: 't' }], ...txn, $db: 'app' });
     const t2 = await sent(T, { find: 'items', lsid, txnNumber: Long.fromNumber(7), autocommit: false, $db: 'app' });
     const b2 = await sent(B, { find: 'items', lsid, $db: 'app' });
-    const tCommit = await sent(T, { commitTransaction: 1, lsid, txnNumber: Long.fromNumber(7), autocommit: false, $db: 'admin' });
-    const tAbort = await sent(T, { abortTransaction: 1, lsid, txnNumber: Long.fromNumber(7), autocommit: false, $db: 'admin' });
+    const tCommit = await sent(T, {
+      commitTransaction: 1,
+      lsid,
+      txnNumber: Long.fromNumber(7),
+      autocommit: false,
+      $db: 'admin',
+    });
+    const tAbort = await sent(T, {
+      abortTransaction: 1,
+      lsid,
+      txnNumber: Long.fromNumber(7),
+      autocommit: false,
+      $db: 'admin',
+    });
     const ids = {
       b1: lsidBytes(b1.upstream[0]!),
       b2: lsidBytes(b2.upstream[0]!),
@@ -690,7 +946,11 @@ describe('what reaches the upstream (fake upstream)', () => {
       expect(replies[0]!.ok, JSON.stringify(lsid)).toBe(0);
       expect(upstream).toEqual([]);
     }
-    const { replies, upstream } = await sent(T, { find: 'items', lsid: 'string', $db: 'app' }, { endSessions: [{ id, uid: new Binary(Buffer.alloc(32)) }], $db: 'admin' });
+    const { replies, upstream } = await sent(
+      T,
+      { find: 'items', lsid: 'string', $db: 'app' },
+      { endSessions: [{ id, uid: new Binary(Buffer.alloc(32)) }], $db: 'admin' },
+    );
     expect(replies.map((r) => r.ok)).toEqual([0, 0]);
     expect(upstream).toEqual([]);
     // Two lsid fields (a JS object cannot hold them): refused.
@@ -704,7 +964,15 @@ describe('what reaches the upstream (fake upstream)', () => {
 
   it("catalogue 55: replaying another tenant's (lsid, txnNumber) retryable write reaches a different session upstream", async () => {
     const lsid = { id: new UUID() };
-    const write = { findAndModify: 'items', query: { _id: 'b-1' }, update: { $inc: { n: 1 } }, new: true, lsid, txnNumber: Long.fromNumber(1), $db: 'app' };
+    const write = {
+      findAndModify: 'items',
+      query: { _id: 'b-1' },
+      update: { $inc: { n: 1 } },
+      new: true,
+      lsid,
+      txnNumber: Long.fromNumber(1),
+      $db: 'app',
+    };
     const b = await sent(B, write);
     const t = await sent(T, write);
     expect(lsidBytes(t.upstream[0]!)).not.toBe(lsidBytes(b.upstream[0]!));
@@ -747,7 +1015,14 @@ describe('what reaches the upstream (fake upstream)', () => {
       T,
       { find: 'items', $clusterTime: forged, $db: 'app' },
       { insert: 'items', documents: [{ a: 1 }], $clusterTime: forged, $db: 'app' },
-      { commitTransaction: 1, lsid: { id: new UUID() }, txnNumber: Long.fromNumber(1), autocommit: false, $clusterTime: forged, $db: 'admin' },
+      {
+        commitTransaction: 1,
+        lsid: { id: new UUID() },
+        txnNumber: Long.fromNumber(1),
+        autocommit: false,
+        $clusterTime: forged,
+        $db: 'admin',
+      },
       { ping: 1, $clusterTime: forged, $db: 'admin' },
     );
     expect(replies.map((r) => r.ok)).toEqual([1, 1, 1, 1]);
@@ -764,7 +1039,16 @@ describe('what reaches the upstream (fake upstream)', () => {
       if (name !== 'find') return defaultReply(message);
       return {
         delayMs: Math.floor(Math.random() * 8),
-        replies: [{ cursor: { id: Long.fromNumber(0), ns: `app.items`, firstBatch: [{ echo: message.body.comment, filter: message.body.filter }] }, ok: 1 }],
+        replies: [
+          {
+            cursor: {
+              id: Long.fromNumber(0),
+              ns: `app.items`,
+              firstBatch: [{ echo: message.body.comment, filter: message.body.filter }],
+            },
+            ok: 1,
+          },
+        ],
       };
     };
     try {
@@ -798,7 +1082,10 @@ describe('what reaches the upstream (fake upstream)', () => {
       const name = Object.keys(message.body)[0]!;
       if (name === 'find') return [{ cursor: { id: Long.fromNumber(4242), ns: 'app.items', firstBatch: [] }, ok: 1 }];
       if (name === 'getMore' && (message.flags & EXHAUST_ALLOWED) !== 0) {
-        return [1, 2, 3].map((n) => ({ cursor: { id: Long.fromNumber(n === 3 ? 0 : 4242), ns: 'app.items', nextBatch: [{ n }] }, ok: 1 }));
+        return [1, 2, 3].map((n) => ({
+          cursor: { id: Long.fromNumber(n === 3 ? 0 : 4242), ns: 'app.items', nextBatch: [{ n }] },
+          ok: 1,
+        }));
       }
       return defaultReply(message);
     };
@@ -808,13 +1095,17 @@ describe('what reaches the upstream (fake upstream)', () => {
       // B tries to stream T's cursor: CursorNotFound, nothing forwarded.
       const b = await fp.rawFor(B);
       const before = fake.received.length;
-      const stolen = await b.command(opMsg({ getMore: Long.fromNumber(4242), collection: 'items', $db: 'app' }, { flags: EXHAUST_ALLOWED }));
+      const stolen = await b.command(
+        opMsg({ getMore: Long.fromNumber(4242), collection: 'items', $db: 'app' }, { flags: EXHAUST_ALLOWED }),
+      );
       expect(stolen.ok).toBe(0);
       expect(stolen.code).toBe(43);
       expect(fake.received.length).toBe(before);
       b.close();
       // T streams its own.
-      c.write(opMsg({ getMore: Long.fromNumber(4242), collection: 'items', $db: 'app' }, { flags: EXHAUST_ALLOWED }).bytes);
+      c.write(
+        opMsg({ getMore: Long.fromNumber(4242), collection: 'items', $db: 'app' }, { flags: EXHAUST_ALLOWED }).bytes,
+      );
       const frames = [await c.readFrame(), await c.readFrame(), await c.readFrame()];
       expect(frames.map((f) => replyDocument(f!).cursor.nextBatch[0].n)).toEqual([1, 2, 3]);
       c.close();
@@ -847,7 +1138,10 @@ describe('what reaches the upstream (fake upstream)', () => {
   });
 
   it('catalogue 48: mutation fuzz: whatever the proxy forwards from random corruptions of an insert carries exactly T, once, in every document', async () => {
-    const base = opMsg({ insert: 'fz', ordered: false, $db: 'app' }, { sequences: [{ id: 'documents', docs: [{ n: 1 }, { tenantId: T, n: 2, s: 'abc' }, { sub: { tenantId: B } }] }] }).bytes;
+    const base = opMsg(
+      { insert: 'fz', ordered: false, $db: 'app' },
+      { sequences: [{ id: 'documents', docs: [{ n: 1 }, { tenantId: T, n: 2, s: 'abc' }, { sub: { tenantId: B } }] }] },
+    ).bytes;
     const inBody = opMsg({ insert: 'fz', documents: [{ n: 1 }, { tenantId: T, n: 2 }], $db: 'app' }).bytes;
     const mark = fake.received.length;
     let c = await fp.rawFor(T);
@@ -894,7 +1188,12 @@ describe('what reaches the upstream (fake upstream)', () => {
 
   it('catalogue 59: explain with execution statistics is refused on shared data and never forwarded; the default verbosity becomes queryPlanner', async () => {
     for (const verbosity of ['executionStats', 'allPlansExecution']) {
-      for (const inner of [{ find: 'items', filter: {} }, { count: 'items' }, { aggregate: 'items', pipeline: [], cursor: {} }, { distinct: 'items', key: 'x' }]) {
+      for (const inner of [
+        { find: 'items', filter: {} },
+        { count: 'items' },
+        { aggregate: 'items', pipeline: [], cursor: {} },
+        { distinct: 'items', key: 'x' },
+      ]) {
         const { replies, upstream } = await sent(T, { explain: inner, verbosity, $db: 'app' });
         expect(replies[0]!.ok, `${verbosity} ${Object.keys(inner)[0]}`).toBe(0);
         expect(upstream).toEqual([]);
@@ -918,7 +1217,12 @@ describe('what reaches the upstream (fake upstream)', () => {
   });
 
   it('catalogue 59: count without a query and estimatedDocumentCount are sent with the tenant query', async () => {
-    const { upstream } = await sent(T, { count: 'items', $db: 'app' }, { count: 'items', query: {}, $db: 'app' }, { count: 'items', query: { tenantId: B }, $db: 'app' });
+    const { upstream } = await sent(
+      T,
+      { count: 'items', $db: 'app' },
+      { count: 'items', query: {}, $db: 'app' },
+      { count: 'items', query: { tenantId: B }, $db: 'app' },
+    );
     expect(upstream).toHaveLength(3);
     for (const message of upstream) expect(JSON.stringify(message.body.query)).toContain(`{"tenantId":{"$eq":"${T}"}}`);
   });
@@ -937,7 +1241,13 @@ describe('what reaches the upstream (fake upstream)', () => {
       const { replies } = await sent(
         T,
         { find: 'items', filter: { $expr: { $eq: [{ $toInt: '$x' }, 1] } }, $db: 'app' },
-        { aggregate: 'items', pipeline: [{ $project: { d: { $dateFromString: { dateString: '$x' } } } }], cursor: {}, comment: 'date', $db: 'app' },
+        {
+          aggregate: 'items',
+          pipeline: [{ $project: { d: { $dateFromString: { dateString: '$x' } } } }],
+          cursor: {},
+          comment: 'date',
+          $db: 'app',
+        },
       );
       for (const reply of replies) {
         expect(reply.ok).toBe(0);
@@ -948,24 +1258,47 @@ describe('what reaches the upstream (fake upstream)', () => {
       respond = defaultReply;
     }
     // A hint on an index that does not start with the tenant is refused (B's documents would be evaluated first).
-    const hinted = await sent(T, { find: 'items', filter: { $expr: { $eq: [{ $toInt: '$x' }, 1] } }, hint: { x: 1 }, $db: 'app' });
+    const hinted = await sent(T, {
+      find: 'items',
+      filter: { $expr: { $eq: [{ $toInt: '$x' }, 1] } },
+      hint: { x: 1 },
+      $db: 'app',
+    });
     expect(hinted.replies[0]!.ok).toBe(0);
     expect(hinted.upstream).toEqual([]);
   });
 
   it("catalogue 61: a MongoDB-shaped E11000 on another tenant's _id or unique key reaches the client without values or keyValue", async () => {
     const dupMessage = 'E11000 duplicate key error collection: app.items index: _id_ dup key: { _id: "b-secret-id" }';
-    const emailMessage = 'E11000 duplicate key error collection: app.users index: tenantId_1_email_1 dup key: { tenantId: "globex", email: "ceo@globex.example" }';
+    const emailMessage =
+      'E11000 duplicate key error collection: app.users index: tenantId_1_email_1 dup key: { tenantId: "globex", email: "ceo@globex.example" }';
     respond = (message) => {
       const name = Object.keys(message.body)[0]!;
       if (name === 'insert' && message.body.insert === 'items') {
-        return [{ n: 0, writeErrors: [{ index: 0, code: 11000, keyPattern: { _id: 1 }, keyValue: { _id: 'b-secret-id' }, errmsg: dupMessage }], ok: 1 }];
+        return [
+          {
+            n: 0,
+            writeErrors: [
+              { index: 0, code: 11000, keyPattern: { _id: 1 }, keyValue: { _id: 'b-secret-id' }, errmsg: dupMessage },
+            ],
+            ok: 1,
+          },
+        ];
       }
       if (name === 'insert') {
         return [{ n: 0, writeErrors: [{ index: 0, code: 11000, errmsg: emailMessage }], ok: 1 }];
       }
       if (name === 'findAndModify' || name === 'update') {
-        return [{ ok: 0, code: 11000, codeName: 'DuplicateKey', keyPattern: { _id: 1 }, keyValue: { _id: 'b-secret-id' }, errmsg: dupMessage }];
+        return [
+          {
+            ok: 0,
+            code: 11000,
+            codeName: 'DuplicateKey',
+            keyPattern: { _id: 1 },
+            keyValue: { _id: 'b-secret-id' },
+            errmsg: dupMessage,
+          },
+        ];
       }
       return defaultReply(message);
     };
@@ -1042,7 +1375,12 @@ describe('what reaches the upstream (fake upstream)', () => {
       { aggregate: 1, pipeline: [{ $listSampledQueries: {} }], cursor: {}, $db: 'admin' },
       { aggregate: 1, pipeline: [{ $listSessions: { allUsers: true } }], cursor: {}, $db: 'config' },
       { aggregate: 1, pipeline: [{ $listLocalSessions: { allUsers: true } }], cursor: {}, $db: 'admin' },
-      { aggregate: 'items', pipeline: [{ $match: {} }, { $lookup: { from: 'x', pipeline: [{ $currentOp: {} }], as: 'o' } }], cursor: {}, $db: 'app' },
+      {
+        aggregate: 'items',
+        pipeline: [{ $match: {} }, { $lookup: { from: 'x', pipeline: [{ $currentOp: {} }], as: 'o' } }],
+        cursor: {},
+        $db: 'app',
+      },
       { planCacheListFilters: 'items', $db: 'app' },
       { setProfilingFilterGlobally: 1, filter: {}, $db: 'admin' },
     ];
@@ -1067,22 +1405,42 @@ describe('sessions and leaks end to end', () => {
       const session = bClient.startSession();
       try {
         session.startTransaction();
-        await bClient.db(dbName).collection(coll).insertOne({ _id: 'b-txn' as never, marker: 'b-txn' }, { session });
+        await bClient
+          .db(dbName)
+          .collection(coll)
+          .insertOne({ _id: 'b-txn' as never, marker: 'b-txn' }, { session });
         const lsid = session.id!;
         const txnNumber = (session as unknown as { serverSession: { txnNumber: number } }).serverSession.txnNumber;
         const t = await tp.rawFor(T);
-        const join = await t.command(opMsg({ find: coll, filter: {}, lsid, txnNumber: Long.fromNumber(txnNumber), autocommit: false, $db: dbName }));
+        const join = await t.command(
+          opMsg({
+            find: coll,
+            filter: {},
+            lsid,
+            txnNumber: Long.fromNumber(txnNumber),
+            autocommit: false,
+            $db: dbName,
+          }),
+        );
         expect(JSON.stringify(join)).not.toContain('b-txn');
-        const commit = await t.command(opMsg({ commitTransaction: 1, lsid, txnNumber: Long.fromNumber(txnNumber), autocommit: false, $db: 'admin' }));
+        const commit = await t.command(
+          opMsg({ commitTransaction: 1, lsid, txnNumber: Long.fromNumber(txnNumber), autocommit: false, $db: 'admin' }),
+        );
         expect(commit.ok).toBe(0);
-        const abort = await t.command(opMsg({ abortTransaction: 1, lsid, txnNumber: Long.fromNumber(txnNumber), autocommit: false, $db: 'admin' }));
+        const abort = await t.command(
+          opMsg({ abortTransaction: 1, lsid, txnNumber: Long.fromNumber(txnNumber), autocommit: false, $db: 'admin' }),
+        );
         expect(abort.ok).toBe(0);
         t.close();
         // Not committed by T: invisible outside the transaction.
         expect(await items(dbName, coll).findOne({ _id: 'b-txn' as never })).toBeNull();
         // Not aborted by T: B can still commit.
         await session.commitTransaction();
-        expect(await items(dbName, coll).findOne({ _id: 'b-txn' as never })).toEqual({ _id: 'b-txn', tenantId: B, marker: 'b-txn' });
+        expect(await items(dbName, coll).findOne({ _id: 'b-txn' as never })).toEqual({
+          _id: 'b-txn',
+          tenantId: B,
+          marker: 'b-txn',
+        });
       } finally {
         await session.endSession();
       }
@@ -1131,7 +1489,10 @@ describe('sessions and leaks end to end', () => {
       opMsg({
         find: 'items',
         filter: {},
-        $clusterTime: { clusterTime: new Timestamp({ t: 0x7fffffff, i: 1 }), signature: { hash: new Binary(Buffer.alloc(20)), keyId: Long.fromNumber(1) } },
+        $clusterTime: {
+          clusterTime: new Timestamp({ t: 0x7fffffff, i: 1 }),
+          signature: { hash: new Binary(Buffer.alloc(20)), keyId: Long.fromNumber(1) },
+        },
         $db: dbName,
       }),
     );
@@ -1151,7 +1512,10 @@ describe('sessions and leaks end to end', () => {
         let ops = 0;
         for (let i = 0; Date.now() < deadline; i += 1) {
           await c.insertOne({ who: tenant, n, i });
-          const seen = await c.find({}, { projection: { _id: 0 } }).limit(50).toArray();
+          const seen = await c
+            .find({}, { projection: { _id: 0 } })
+            .limit(50)
+            .toArray();
           for (const doc of seen) expect(doc.who).toBe(tenant);
           expect(await c.countDocuments({ who: tenant === T ? B : T })).toBe(0);
           ops += 1;
@@ -1200,7 +1564,12 @@ describe('sessions and leaks end to end', () => {
       { find: 'items', filter: { $expr: { $eq: [{ $toInt: '$x' }, 1] } }, $db: dbName },
       { find: 'items', filter: { $expr: { $eq: [{ $toInt: '$x' }, 1] } }, hint: { x: 1 }, $db: dbName },
       { aggregate: 'items', pipeline: [{ $project: { v: { $toInt: '$secret' } } }], cursor: {}, $db: dbName },
-      { aggregate: 'items', pipeline: [{ $project: { v: { $dateFromString: { dateString: '$secret' } } } }], cursor: {}, $db: dbName },
+      {
+        aggregate: 'items',
+        pipeline: [{ $project: { v: { $dateFromString: { dateString: '$secret' } } } }],
+        cursor: {},
+        $db: dbName,
+      },
     ]) {
       const reply = await c.command(opMsg(command));
       const text = JSON.stringify(reply);
@@ -1212,8 +1581,15 @@ describe('sessions and leaks end to end', () => {
 
   it("catalogue 61: a duplicate-key error on B's _id reaches T without B's values (no _id value, no keyValue) and changes nothing", async () => {
     const t = await tp.rawFor(T);
-    const inserted = await t.command(opMsg({ insert: 'items', documents: [{ _id: 'b-1', marker: 'o61' }], $db: dbName }));
-    const kv = await t.command(opMsg({ insert: 'items', $db: dbName }, { sequences: [{ id: 'documents', docs: [{ _id: 'b-2', marker: 'o61' }] }] }));
+    const inserted = await t.command(
+      opMsg({ insert: 'items', documents: [{ _id: 'b-1', marker: 'o61' }], $db: dbName }),
+    );
+    const kv = await t.command(
+      opMsg(
+        { insert: 'items', $db: dbName },
+        { sequences: [{ id: 'documents', docs: [{ _id: 'b-2', marker: 'o61' }] }] },
+      ),
+    );
     t.close();
     for (const reply of [inserted, kv]) {
       expect(reply.writeErrors?.[0]?.code ?? reply.code).toBe(11000);
@@ -1229,7 +1605,10 @@ describe('sessions and leaks end to end', () => {
       .db(dbName)
       .collection('items')
       .insertOne({ _id: 'b-1' as never })
-      .then(() => null, (e: unknown) => e as { code?: number; message: string; keyValue?: unknown; errInfo?: unknown });
+      .then(
+        () => null,
+        (e: unknown) => e as { code?: number; message: string; keyValue?: unknown; errInfo?: unknown },
+      );
     expect(error?.code).toBe(11000);
     expect(error?.message).not.toContain('b-1');
     expect(error?.keyValue).toBeUndefined();
@@ -1241,7 +1620,11 @@ describe('sessions and leaks end to end', () => {
     const t = tp.clientFor(T).db(dbName).collection('items');
     const started = Date.now();
     await expect(t.find({ $where: 'sleep(5000) || true' }).toArray()).rejects.toThrow(/refused/);
-    await expect(t.find({ $expr: { $function: { body: 'function(){ sleep(5000); return true }', args: [], lang: 'js' } } }).toArray()).rejects.toThrow(/refused/);
+    await expect(
+      t
+        .find({ $expr: { $function: { body: 'function(){ sleep(5000); return true }', args: [], lang: 'js' } } })
+        .toArray(),
+    ).rejects.toThrow(/refused/);
     expect(Date.now() - started).toBeLessThan(1000);
     await expect(t.find({ x: 1 }).hint({ x: 1 }).toArray()).rejects.toThrow(/refused/);
   });
@@ -1257,7 +1640,13 @@ describe('sessions and leaks end to end', () => {
     ] as const) {
       await expect(t.db(db).command(command), JSON.stringify(command)).rejects.toThrow(/refused/);
     }
-    expect(await direct.db(dbName).collection('system.profile').countDocuments().catch(() => 0)).toBe(0);
+    expect(
+      await direct
+        .db(dbName)
+        .collection('system.profile')
+        .countDocuments()
+        .catch(() => 0),
+    ).toBe(0);
   });
 });
 
@@ -1274,19 +1663,43 @@ describe('catalogue 64: database per tenant', () => {
 
   beforeAll(async () => {
     dp = await startTenantProxy([T, B, A, AB], { isolation: { defaultModel: 'database-per-tenant' } });
-    await dp.clientFor(B).db(app).collection('items').insertOne({ _id: 'b-64' as never, secret: SECRET });
-    await dp.clientFor(T).db(app).collection('items').insertOne({ _id: 't-64' as never, mine: true });
+    await dp
+      .clientFor(B)
+      .db(app)
+      .collection('items')
+      .insertOne({ _id: 'b-64' as never, secret: SECRET });
+    await dp
+      .clientFor(T)
+      .db(app)
+      .collection('items')
+      .insertOne({ _id: 't-64' as never, mine: true });
   });
 
   afterAll(async () => {
-    for (const db of [`${T}_${app}`, `${B}_${app}`, `${A}_b_c`, `${A}-5fb_c`, `${A}_${A}-5fb_c`, `${A}_b-5fb_c`, `${T}_${B}_${app}`, `${T}_${B.toUpperCase()}_${app}`, `${T}_Globex_${app}`, `${T}_${T}_${app}`]) {
-      await direct?.db(db).dropDatabase().catch(() => undefined);
+    for (const db of [
+      `${T}_${app}`,
+      `${B}_${app}`,
+      `${A}_b_c`,
+      `${A}-5fb_c`,
+      `${A}_${A}-5fb_c`,
+      `${A}_b-5fb_c`,
+      `${T}_${B}_${app}`,
+      `${T}_${B.toUpperCase()}_${app}`,
+      `${T}_Globex_${app}`,
+      `${T}_${T}_${app}`,
+    ]) {
+      await direct
+        ?.db(db)
+        .dropDatabase()
+        .catch(() => undefined);
     }
     await dp?.stop();
   });
 
   async function globexUntouched(): Promise<void> {
-    expect(await direct.db(`${B}_${app}`).collection('items').find().toArray()).toEqual([{ _id: 'b-64', secret: SECRET }]);
+    expect(await direct.db(`${B}_${app}`).collection('items').find().toArray()).toEqual([
+      { _id: 'b-64', secret: SECRET },
+    ]);
     expect((await direct.db(`${B}_${app}`).listCollections().toArray()).map((c) => c.name)).toEqual(['items']);
   }
 
@@ -1324,20 +1737,73 @@ describe('catalogue 64: database per tenant', () => {
     const t = await dp.rawFor(T);
     const foreign = `${B}_${app}`;
     const attempts: Document[] = [
-      { aggregate: 'items', pipeline: [{ $lookup: { from: { db: foreign, coll: 'items' }, localField: '_id', foreignField: '_id', as: 'x' } }], cursor: {}, $db: app },
-      { aggregate: 'items', pipeline: [{ $lookup: { from: { db: app, coll: 'items' }, pipeline: [], as: 'x' } }], cursor: {}, $db: app },
-      { aggregate: 'items', pipeline: [{ $lookup: { from: { db: 'local', coll: 'oplog.rs' }, pipeline: [], as: 'x' } }], cursor: {}, $db: app },
-      { aggregate: 'items', pipeline: [{ $unionWith: { coll: { db: foreign, coll: 'items' } } }], cursor: {}, $db: app },
-      { aggregate: 'items', pipeline: [{ $graphLookup: { from: { db: foreign, coll: 'items' }, startWith: '$_id', connectFromField: '_id', connectToField: '_id', as: 'x' } }], cursor: {}, $db: app },
-      { aggregate: 'items', pipeline: [{ $merge: { into: { db: foreign, coll: 'items' }, whenMatched: 'replace' } }], cursor: {}, $db: app },
+      {
+        aggregate: 'items',
+        pipeline: [
+          { $lookup: { from: { db: foreign, coll: 'items' }, localField: '_id', foreignField: '_id', as: 'x' } },
+        ],
+        cursor: {},
+        $db: app,
+      },
+      {
+        aggregate: 'items',
+        pipeline: [{ $lookup: { from: { db: app, coll: 'items' }, pipeline: [], as: 'x' } }],
+        cursor: {},
+        $db: app,
+      },
+      {
+        aggregate: 'items',
+        pipeline: [{ $lookup: { from: { db: 'local', coll: 'oplog.rs' }, pipeline: [], as: 'x' } }],
+        cursor: {},
+        $db: app,
+      },
+      {
+        aggregate: 'items',
+        pipeline: [{ $unionWith: { coll: { db: foreign, coll: 'items' } } }],
+        cursor: {},
+        $db: app,
+      },
+      {
+        aggregate: 'items',
+        pipeline: [
+          {
+            $graphLookup: {
+              from: { db: foreign, coll: 'items' },
+              startWith: '$_id',
+              connectFromField: '_id',
+              connectToField: '_id',
+              as: 'x',
+            },
+          },
+        ],
+        cursor: {},
+        $db: app,
+      },
+      {
+        aggregate: 'items',
+        pipeline: [{ $merge: { into: { db: foreign, coll: 'items' }, whenMatched: 'replace' } }],
+        cursor: {},
+        $db: app,
+      },
       { aggregate: 'items', pipeline: [{ $merge: { into: { db: B, coll: 'items' } } }], cursor: {}, $db: app },
       { aggregate: 'items', pipeline: [{ $out: { db: foreign, coll: 'items' } }], cursor: {}, $db: app },
       { aggregate: 'items', pipeline: [{ $out: { db: 'admin', coll: 'x' } }], cursor: {}, $db: app },
-      { aggregate: 'items', pipeline: [{ $facet: { a: [{ $lookup: { from: { db: foreign, coll: 'items' }, pipeline: [], as: 'x' } }] } }], cursor: {}, $db: app },
+      {
+        aggregate: 'items',
+        pipeline: [{ $facet: { a: [{ $lookup: { from: { db: foreign, coll: 'items' }, pipeline: [], as: 'x' } }] } }],
+        cursor: {},
+        $db: app,
+      },
       { renameCollection: `${app}.items`, to: `${foreign}.items`, dropTarget: true, $db: 'admin' },
       { renameCollection: `${foreign}.items`, to: `${app}.stolen`, $db: 'admin' },
       { renameCollection: `${app}.items`, to: `${B}.items`, $db: 'admin' },
-      { mapReduce: 'items', map: 'function(){}', reduce: 'function(){}', out: { replace: 'items', db: foreign }, $db: app },
+      {
+        mapReduce: 'items',
+        map: 'function(){}',
+        reduce: 'function(){}',
+        out: { replace: 'items', db: foreign },
+        $db: app,
+      },
     ];
     for (const command of attempts) {
       const reply = await t.command(opMsg(command));
@@ -1349,7 +1815,13 @@ describe('catalogue 64: database per tenant', () => {
         { bulkWrite: 1, $db: 'admin' },
         {
           sequences: [
-            { id: 'ops', docs: [{ insert: 0, document: { marker: 'o64' } }, { delete: 1, filter: {}, multi: true }] },
+            {
+              id: 'ops',
+              docs: [
+                { insert: 0, document: { marker: 'o64' } },
+                { delete: 1, filter: {}, multi: true },
+              ],
+            },
             { id: 'nsInfo', docs: [{ ns: `${app}.items` }, { ns: `${foreign}.items` }] },
           ],
         },
@@ -1362,8 +1834,16 @@ describe('catalogue 64: database per tenant', () => {
   });
 
   it('catalogue 64: the mapping is injective: tenant "a" + db "b_c" and tenant "a_b" + db "c" land in different physical databases', async () => {
-    await dp.clientFor(A).db('b_c').collection('k').insertOne({ _id: 'from-a' as never });
-    await dp.clientFor(AB).db('c').collection('k').insertOne({ _id: 'from-a_b' as never });
+    await dp
+      .clientFor(A)
+      .db('b_c')
+      .collection('k')
+      .insertOne({ _id: 'from-a' as never });
+    await dp
+      .clientFor(AB)
+      .db('c')
+      .collection('k')
+      .insertOne({ _id: 'from-a_b' as never });
     const names = (await direct.db('admin').admin().listDatabases({ nameOnly: true })).databases.map((d) => d.name);
     expect(names).toContain(`${A}_b_c`);
     expect(names).toContain(`${A}-5fb_c`);
@@ -1374,10 +1854,22 @@ describe('catalogue 64: database per tenant', () => {
     expect(await dp.clientFor(AB).db('c').collection('k').find().toArray()).toEqual([{ _id: 'from-a_b' }]);
     // "a" cannot reach "a_b"'s physical database by naming it, nor by naming its escaped form.
     for (const name of [`${A}-5fb_c`, 'b-5fb_c', `${A}_b_c`]) {
-      const found = await dp.clientFor(A).db(name).collection('k').find().toArray().catch(() => []);
+      const found = await dp
+        .clientFor(A)
+        .db(name)
+        .collection('k')
+        .find()
+        .toArray()
+        .catch(() => []);
       expect(found, name).not.toContainEqual({ _id: 'from-a_b' });
     }
-    const reverse = await dp.clientFor(AB).db('b_c').collection('k').find().toArray().catch(() => []);
+    const reverse = await dp
+      .clientFor(AB)
+      .db('b_c')
+      .collection('k')
+      .find()
+      .toArray()
+      .catch(() => []);
     expect(reverse).not.toContainEqual({ _id: 'from-a' });
     expect(await direct.db(`${A}-5fb_c`).collection('k').find().toArray()).toEqual([{ _id: 'from-a_b' }]);
     expect(await direct.db(`${A}_b_c`).collection('k').find().toArray()).toEqual([{ _id: 'from-a' }]);
@@ -1404,7 +1896,9 @@ describe('catalogue 64: database per tenant', () => {
     // Every name listed is one of T's own databases, in T's client spelling: its physical
     // counterpart exists upstream under T's prefix (earlier tests created T-owned databases
     // whose client names happen to look like other tenants', e.g. "globex_app").
-    const physical = ((await direct.db('admin').admin().listDatabases({ nameOnly: true })).databases ?? []).map((d) => d.name);
+    const physical = ((await direct.db('admin').admin().listDatabases({ nameOnly: true })).databases ?? []).map(
+      (d) => d.name,
+    );
     for (const name of listed) expect(physical, name).toContain(`${T}_${name}`);
     t.close();
     // An aggregation writing into T's own database is mapped to T's physical database.

@@ -23,12 +23,20 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  for (const db of cleanup) await direct?.db(db).dropDatabase().catch(() => undefined);
+  for (const db of cleanup)
+    await direct
+      ?.db(db)
+      .dropDatabase()
+      .catch(() => undefined);
   await direct?.close();
 });
 
 /** Starts a proxy for `tenants`, runs `body`, stops it. */
-async function withProxy(tenants: readonly string[], overrides: Parameters<typeof startTenantProxy>[1], body: (tp: TenantProxy) => Promise<void>): Promise<void> {
+async function withProxy(
+  tenants: readonly string[],
+  overrides: Parameters<typeof startTenantProxy>[1],
+  body: (tp: TenantProxy) => Promise<void>,
+): Promise<void> {
   const tp = await startTenantProxy(tenants, overrides);
   try {
     await body(tp);
@@ -104,8 +112,12 @@ describe('the three models', () => {
       expect(names).toContain(`${T}_${db}`);
       expect(names).toContain(`${B}_${db}`);
       expect(names).not.toContain(db);
-      expect(await direct.db(`${T}_${db}`).collection('orders').find().toArray()).toEqual([{ _id: 'acme-1', who: T, n: 11 }]);
-      expect(await direct.db(`${B}_${db}`).collection('orders').find().toArray()).toEqual([{ _id: 'globex-1', who: B, n: 11 }]);
+      expect(await direct.db(`${T}_${db}`).collection('orders').find().toArray()).toEqual([
+        { _id: 'acme-1', who: T, n: 11 },
+      ]);
+      expect(await direct.db(`${B}_${db}`).collection('orders').find().toArray()).toEqual([
+        { _id: 'globex-1', who: B, n: 11 },
+      ]);
       // The client sees its own names only.
       const acme = tp.clientFor(T).db(db);
       expect((await acme.listCollections().toArray()).map((c) => c.name)).toEqual(['orders']);
@@ -122,8 +134,12 @@ describe('the three models', () => {
     await withProxy([T, B], { isolation: { defaultModel: 'collection-prefix' } }, async (tp) => {
       await writeBoth(tp, db);
       expect(await physicalCollections(db)).toEqual([`${T}.orders`, `${B}.orders`].sort());
-      expect(await direct.db(db).collection(`${T}.orders`).find().toArray()).toEqual([{ _id: 'acme-1', who: T, n: 11 }]);
-      expect(await direct.db(db).collection(`${B}.orders`).find().toArray()).toEqual([{ _id: 'globex-1', who: B, n: 11 }]);
+      expect(await direct.db(db).collection(`${T}.orders`).find().toArray()).toEqual([
+        { _id: 'acme-1', who: T, n: 11 },
+      ]);
+      expect(await direct.db(db).collection(`${B}.orders`).find().toArray()).toEqual([
+        { _id: 'globex-1', who: B, n: 11 },
+      ]);
       // Naming the other tenant's physical collection does not reach it; names are the client's.
       const c = await tp.rawFor(T);
       const listed = await c.command(opMsg({ listCollections: 1, $db: db }));
@@ -139,7 +155,7 @@ describe('the three models', () => {
 });
 
 describe('collection-prefix with the driver', () => {
-  it('listCollections through the driver (which always sends filter: {}) lists the tenant\'s collections by their client names', async () => {
+  it("listCollections through the driver (which always sends filter: {}) lists the tenant's collections by their client names", async () => {
     const db = uniqueDbName('model_prefix_list');
     cleanup.push(db);
     await withProxy([T, B], { isolation: { defaultModel: 'collection-prefix' } }, async (tp) => {
@@ -147,7 +163,9 @@ describe('collection-prefix with the driver', () => {
       await tp.clientFor(B).db(db).collection('invoices').insertOne({ who: B });
       // An empty filter is no filter at all; refusing it breaks `show collections` and every driver.
       expect((await tp.clientFor(T).db(db).listCollections().toArray()).map((c) => c.name)).toEqual(['orders']);
-      expect((await tp.clientFor(T).db(db).listCollections({ name: 'orders' }).toArray()).map((c) => c.name)).toEqual(['orders']);
+      expect((await tp.clientFor(T).db(db).listCollections({ name: 'orders' }).toArray()).map((c) => c.name)).toEqual([
+        'orders',
+      ]);
       expect(await tp.clientFor(T).db(db).listCollections({ name: 'invoices' }).toArray()).toEqual([]);
     });
   });
@@ -158,33 +176,57 @@ describe('namespace rules', () => {
     const app = uniqueDbName('rules_app');
     const ref = uniqueDbName('rules_ref');
     cleanup.push(app, ref);
-    await direct.db(ref).collection('countries').insertMany([{ _id: 'fr' as never, name: 'France' }, { _id: 'de' as never, name: 'Germany' }]);
+    await direct
+      .db(ref)
+      .collection('countries')
+      .insertMany([
+        { _id: 'fr' as never, name: 'France' },
+        { _id: 'de' as never, name: 'Germany' },
+      ]);
     const namespaces = [{ match: `${ref}.*`, access: 'shared-readonly' as const }];
     await withProxy([T, B], { isolation: { namespaces } }, async (tp) => {
       for (const tenant of [T, B]) {
         const countries = tp.clientFor(tenant).db(ref).collection('countries');
-        expect(await countries.find().sort({ _id: 1 }).toArray()).toEqual([{ _id: 'de', name: 'Germany' }, { _id: 'fr', name: 'France' }]);
+        expect(await countries.find().sort({ _id: 1 }).toArray()).toEqual([
+          { _id: 'de', name: 'Germany' },
+          { _id: 'fr', name: 'France' },
+        ]);
         expect(await countries.countDocuments()).toBe(2);
         await expect(countries.insertOne({ _id: `${tenant}` as never })).rejects.toThrow(/read-only|refused/);
         await expect(countries.updateMany({}, { $set: { name: 'x' } })).rejects.toThrow(/read-only|refused/);
         await expect(countries.deleteMany({})).rejects.toThrow(/read-only|refused/);
         await expect(countries.drop()).rejects.toThrow(/read-only|refused/);
         await expect(countries.createIndex({ name: 1 })).rejects.toThrow(/read-only|refused/);
-        await expect(countries.findOneAndUpdate({ _id: 'fr' as never }, { $set: { name: 'x' } })).rejects.toThrow(/read-only|refused/);
+        await expect(countries.findOneAndUpdate({ _id: 'fr' as never }, { $set: { name: 'x' } })).rejects.toThrow(
+          /read-only|refused/,
+        );
         // A pipeline writing into it is refused as well.
-        await expect(tp.clientFor(tenant).db(app).collection('x').aggregate([{ $match: {} }, { $out: { db: ref, coll: 'countries' } }]).toArray()).rejects.toThrow();
+        await expect(
+          tp
+            .clientFor(tenant)
+            .db(app)
+            .collection('x')
+            .aggregate([{ $match: {} }, { $out: { db: ref, coll: 'countries' } }])
+            .toArray(),
+        ).rejects.toThrow();
       }
       // Other namespaces stay scoped.
       await writeBoth(tp, app);
     });
-    expect(await direct.db(ref).collection('countries').find().sort({ _id: 1 }).toArray()).toEqual([{ _id: 'de', name: 'Germany' }, { _id: 'fr', name: 'France' }]);
+    expect(await direct.db(ref).collection('countries').find().sort({ _id: 1 }).toArray()).toEqual([
+      { _id: 'de', name: 'Germany' },
+      { _id: 'fr', name: 'France' },
+    ]);
     expect(await physicalCollections(ref)).toEqual(['countries']);
   });
 
   it('denied: every command on the namespace is refused, reads included; nothing is written', async () => {
     const app = uniqueDbName('rules_denied');
     cleanup.push(app);
-    await direct.db(app).collection('secrets').insertOne({ _id: 's' as never, tenantId: T, value: 'hidden' });
+    await direct
+      .db(app)
+      .collection('secrets')
+      .insertOne({ _id: 's' as never, tenantId: T, value: 'hidden' });
     const namespaces = [{ match: `${app}.secrets`, access: 'denied' as const }];
     await withProxy([T, B], { isolation: { namespaces } }, async (tp) => {
       const secrets = tp.clientFor(T).db(app).collection('secrets');
@@ -192,14 +234,30 @@ describe('namespace rules', () => {
       await expect(secrets.countDocuments()).rejects.toThrow(/denied/);
       await expect(secrets.insertOne({ value: 'x' })).rejects.toThrow(/denied/);
       await expect(secrets.deleteMany({})).rejects.toThrow(/denied/);
-      await expect(tp.clientFor(T).db(app).collection('orders').aggregate([{ $lookup: { from: 'secrets', pipeline: [], as: 's' } }]).toArray()).rejects.toThrow(/denied/);
-      await expect(tp.clientFor(T).db(app).collection('orders').aggregate([{ $unionWith: { coll: 'secrets' } }]).toArray()).rejects.toThrow(/denied/);
+      await expect(
+        tp
+          .clientFor(T)
+          .db(app)
+          .collection('orders')
+          .aggregate([{ $lookup: { from: 'secrets', pipeline: [], as: 's' } }])
+          .toArray(),
+      ).rejects.toThrow(/denied/);
+      await expect(
+        tp
+          .clientFor(T)
+          .db(app)
+          .collection('orders')
+          .aggregate([{ $unionWith: { coll: 'secrets' } }])
+          .toArray(),
+      ).rejects.toThrow(/denied/);
       const names = (await tp.clientFor(T).db(app).listCollections().toArray()).map((c) => c.name);
       expect(names).not.toContain('secrets');
       // The rest of the database is scoped as usual.
       await writeBoth(tp, app);
     });
-    expect(await direct.db(app).collection('secrets').find().toArray()).toEqual([{ _id: 's', tenantId: T, value: 'hidden' }]);
+    expect(await direct.db(app).collection('secrets').find().toArray()).toEqual([
+      { _id: 's', tenantId: T, value: 'hidden' },
+    ]);
   });
 });
 
@@ -215,7 +273,13 @@ describe('tenant value types and field', () => {
       expect(stored.map((d) => d.tenantId)).toEqual([new ObjectId(t1), new ObjectId(t2)]);
       // The string spelling of the other tenant is not the tenant.
       expect(await tp.clientFor(t1).db(db).collection('orders').find({ tenantId: t2 }).toArray()).toEqual([]);
-      await expect(tp.clientFor(t1).db(db).collection('orders').insertOne({ tenantId: new ObjectId(t2) })).rejects.toThrow();
+      await expect(
+        tp
+          .clientFor(t1)
+          .db(db)
+          .collection('orders')
+          .insertOne({ tenantId: new ObjectId(t2) }),
+      ).rejects.toThrow();
       // "acme" is not representable: every command fails clearly, nothing is written.
       const bad = await tp.rawFor('acme');
       for (const command of [
@@ -259,7 +323,11 @@ describe('tenant value types and field', () => {
       await writeBoth(tp, db, ['42', '9000000000']);
       const stored = await direct.db(db).collection('orders').find().sort({ who: 1 }).toArray();
       expect(stored.map((d) => String(d.tenantId))).toEqual(['42', '9000000000']);
-      const raw = await direct.db(db).collection('orders').find({ tenantId: { $type: 'long' } }).toArray();
+      const raw = await direct
+        .db(db)
+        .collection('orders')
+        .find({ tenantId: { $type: 'long' } })
+        .toArray();
       expect(raw).toHaveLength(2);
       const bad = await tp.rawFor('x42');
       const reply = await bad.command(opMsg({ insert: 'orders', documents: [{ who: 'x42' }], $db: db }));
@@ -282,15 +350,26 @@ describe('tenant value types and field', () => {
     const db = uniqueDbName('type_inj');
     cleanup.push(db);
     await withProxy([owner, lookalike], { isolation: { tenantValueType: type } }, async (tp) => {
-      await tp.clientFor(owner).db(db).collection('orders').insertOne({ _id: 'owned' as never, secret: 'owner-only' });
+      await tp
+        .clientFor(owner)
+        .db(db)
+        .collection('orders')
+        .insertOne({ _id: 'owned' as never, secret: 'owner-only' });
       const c = await tp.rawFor(lookalike);
       const read = await c.command(opMsg({ find: 'orders', filter: {}, $db: db }));
-      const write = await c.command(opMsg({ update: 'orders', updates: [{ q: {}, u: { $set: { secret: 'overwritten' } }, multi: true }], $db: db }));
+      const write = await c.command(
+        opMsg({ update: 'orders', updates: [{ q: {}, u: { $set: { secret: 'overwritten' } }, multi: true }], $db: db }),
+      );
       c.close();
       // The look-alike is refused (not representable canonically) or sees and changes nothing.
       expect(JSON.stringify(read)).not.toContain('owner-only');
       if (write.ok === 1) expect(write.n).toBe(0);
-      expect(await direct.db(db).collection('orders').findOne({ _id: 'owned' as never })).toMatchObject({ secret: 'owner-only' });
+      expect(
+        await direct
+          .db(db)
+          .collection('orders')
+          .findOne({ _id: 'owned' as never }),
+      ).toMatchObject({ secret: 'owner-only' });
     });
   });
 
@@ -310,8 +389,19 @@ describe('tenant value types and field', () => {
       expect(await acme.find({ organization_id: B }).toArray()).toEqual([]);
       // `tenantId` is an ordinary field now: it neither selects nor protects anything.
       await acme.insertOne({ _id: 'plain' as never, tenantId: B });
-      expect(await direct.db(db).collection('orders').findOne({ _id: 'plain' as never })).toEqual({ _id: 'plain', organization_id: T, tenantId: B });
-      expect(await tp.clientFor(B).db(db).collection('orders').findOne({ _id: 'plain' as never })).toBeNull();
+      expect(
+        await direct
+          .db(db)
+          .collection('orders')
+          .findOne({ _id: 'plain' as never }),
+      ).toEqual({ _id: 'plain', organization_id: T, tenantId: B });
+      expect(
+        await tp
+          .clientFor(B)
+          .db(db)
+          .collection('orders')
+          .findOne({ _id: 'plain' as never }),
+      ).toBeNull();
       expect(await direct.db(db).collection('orders').countDocuments({ who: 'forged' })).toBe(0);
     });
   });
@@ -321,7 +411,10 @@ describe('audit-only mode', () => {
   it('forwards what enforcement would refuse, counts it as would-refuse, and sets the audit-only gauge', async () => {
     const db = uniqueDbName('audit_only');
     cleanup.push(db);
-    await direct.db(db).collection('orders').insertOne({ _id: 'b' as never, tenantId: B });
+    await direct
+      .db(db)
+      .collection('orders')
+      .insertOne({ _id: 'b' as never, tenantId: B });
     await withProxy([T, B], { isolation: { mode: 'audit-only' } }, async (tp) => {
       const before = await metricsText(tp);
       expect(before).toMatch(/^mongo_tenant_proxy_isolation_audit_only 1$/m);
@@ -333,14 +426,24 @@ describe('audit-only mode', () => {
       const forged = await c.command(opMsg({ insert: 'orders', documents: [{ _id: 'forged', tenantId: B }], $db: db }));
       expect(forged.ok).toBe(1);
       c.close();
-      expect(await direct.db(db).collection('orders').findOne({ _id: 'forged' as never })).toEqual({ _id: 'forged', tenantId: B });
+      expect(
+        await direct
+          .db(db)
+          .collection('orders')
+          .findOne({ _id: 'forged' as never }),
+      ).toEqual({ _id: 'forged', tenantId: B });
       const after = await metricsText(tp);
       const count = (rule: string): number => {
-        const match = new RegExp(`^mongo_tenant_proxy_policy_decisions_total\\{decision="would-refuse",rule="${rule.replace('.', '\\.')}"\\} (\\d+)`, 'm').exec(after);
+        const match = new RegExp(
+          `^mongo_tenant_proxy_policy_decisions_total\\{decision="would-refuse",rule="${rule.replace('.', '\\.')}"\\} (\\d+)`,
+          'm',
+        ).exec(after);
         return match === null ? 0 : Number(match[1]);
       };
       expect(count('command.stats')).toBe(1);
-      expect(after).toMatch(/^mongo_tenant_proxy_policy_decisions_total\{decision="would-refuse",rule="[^"]+"\} [1-9]/m);
+      expect(after).toMatch(
+        /^mongo_tenant_proxy_policy_decisions_total\{decision="would-refuse",rule="[^"]+"\} [1-9]/m,
+      );
       expect(after).not.toMatch(/decision="refused"/);
     });
   });
@@ -352,10 +455,14 @@ describe('audit-only mode', () => {
       expect(await metricsText(tp)).toMatch(/^mongo_tenant_proxy_isolation_audit_only 0$/m);
       const c = await tp.rawFor(T);
       expect((await c.command(opMsg({ dbStats: 1, $db: db }))).ok).toBe(0);
-      expect((await c.command(opMsg({ insert: 'orders', documents: [{ _id: 'forged', tenantId: B }], $db: db }))).ok).toBe(0);
+      expect(
+        (await c.command(opMsg({ insert: 'orders', documents: [{ _id: 'forged', tenantId: B }], $db: db }))).ok,
+      ).toBe(0);
       c.close();
       expect(await direct.db(db).collection('orders').countDocuments()).toBe(0);
-      expect(await metricsText(tp)).toMatch(/^mongo_tenant_proxy_policy_decisions_total\{decision="refused",rule="command\.stats"\} 1$/m);
+      expect(await metricsText(tp)).toMatch(
+        /^mongo_tenant_proxy_policy_decisions_total\{decision="refused",rule="command\.stats"\} 1$/m,
+      );
     });
   });
 });

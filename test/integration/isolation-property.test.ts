@@ -64,7 +64,11 @@ interface Update {
   $setOnInsert?: { tag?: string };
 }
 /** Updates that touch the tenant field: always refused (catalogue 37, 38). */
-type TenantUpdate = { $set: { tenantId: string } } | { $rename: { tag: string } } | { $setOnInsert: { tenantId: string } } | { $unset: { tenantId: '' } };
+type TenantUpdate =
+  | { $set: { tenantId: string } }
+  | { $rename: { tag: string } }
+  | { $setOnInsert: { tenantId: string } }
+  | { $unset: { tenantId: '' } };
 
 interface NewDoc {
   _id?: string;
@@ -206,12 +210,21 @@ const tenantUpdateArb: fc.Arbitrary<TenantUpdate> = fc.oneof(
   fc.constant({ $unset: { tenantId: '' as const } }),
 );
 
-const idArb = fc.option(fc.oneof(fc.constantFrom(...SEED_IDS), fc.constantFrom('n0', 'n1', 'n2')), { nil: undefined, freq: 2 });
+const idArb = fc.option(fc.oneof(fc.constantFrom(...SEED_IDS), fc.constantFrom('n0', 'n1', 'n2')), {
+  nil: undefined,
+  freq: 2,
+});
 const claimArb = fc.option(fc.oneof(fc.constant('self'), anyTenantName), { nil: undefined, freq: 3 });
 
 const newDocArb = (withId: boolean): fc.Arbitrary<NewDoc> =>
   fc
-    .record({ _id: withId ? idArb : fc.constant(undefined), tenantId: claimArb, k: kArb, x: fc.integer({ min: 0, max: 9 }), tag: tagArb })
+    .record({
+      _id: withId ? idArb : fc.constant(undefined),
+      tenantId: claimArb,
+      k: kArb,
+      x: fc.integer({ min: 0, max: 9 }),
+      tag: tagArb,
+    })
     .map((doc) => {
       const out: NewDoc = { k: doc.k, x: doc.x, tag: doc.tag };
       if (doc._id !== undefined) out._id = doc._id;
@@ -232,22 +245,93 @@ const aggKinds: AggKind[] = ['match', 'group', 'count', 'project'];
 if (SUB_PIPELINES) aggKinds.push('lookup', 'lookupPipeline', 'unionWith', 'facet');
 
 /** Triage aid: MTP_PROPERTY_EXCLUDE=upsert,bulkWrite leaves those operations out (never in CI). */
-const EXCLUDED = new Set((process.env.MTP_PROPERTY_EXCLUDE ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''));
+const EXCLUDED = new Set(
+  (process.env.MTP_PROPERTY_EXCLUDE ?? '')
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== ''),
+);
 
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { arbitrary: fc.record({ op: fc.constant('find' as const), t: tenantArb, filter: filterArb }), weight: 3 },
-  fc.record({ op: fc.constant('countDocuments' as const), t: tenantArb, filter: filterArb }),
-  fc.record({ op: fc.constant('estimatedDocumentCount' as const), t: tenantArb }),
-  fc.record({ op: fc.constant('distinct' as const), t: tenantArb, key: fc.constantFrom('tag' as const, 'tenantId' as const), filter: filterArb }),
-  { arbitrary: fc.record({ op: fc.constant('aggregate' as const), t: tenantArb, kind: fc.constantFrom(...aggKinds), filter: filterArb, k: kArb }), weight: 2 },
-  { arbitrary: fc.record({ op: fc.constant('insertMany' as const), t: tenantArb, docs: fc.array(newDocArb(true), { minLength: 1, maxLength: 4 }), ordered: fc.boolean() }), weight: 2 },
-  { arbitrary: fc.record({ op: fc.constantFrom('updateOne' as const, 'updateMany' as const), t: tenantArb, filter: filterArb, update: updateArb }), weight: 2 },
-  fc.record({ op: fc.constant('upsert' as const), t: tenantArb, many: fc.boolean(), k: kArb, update: upsertUpdateArb }),
-  fc.record({ op: fc.constant('updateTenant' as const), t: tenantArb, many: fc.boolean(), filter: filterArb, update: tenantUpdateArb, upsert: fc.boolean() }),
-  fc.record({ op: fc.constant('replaceOne' as const), t: tenantArb, filter: filterArb, replacement: newDocArb(false), upsert: fc.boolean() }),
-  { arbitrary: fc.record({ op: fc.constantFrom('deleteOne' as const, 'deleteMany' as const), t: tenantArb, filter: filterArb }), weight: 2 },
-  { arbitrary: fc.record({ op: fc.constant('bulkWrite' as const), t: tenantArb, ordered: fc.boolean(), ops: fc.array(bulkOpArb, { minLength: 1, maxLength: 5 }) }), weight: 2 },
-).filter((op) => !EXCLUDED.has(op.op));
+const opArb: fc.Arbitrary<Op> = fc
+  .oneof(
+    { arbitrary: fc.record({ op: fc.constant('find' as const), t: tenantArb, filter: filterArb }), weight: 3 },
+    fc.record({ op: fc.constant('countDocuments' as const), t: tenantArb, filter: filterArb }),
+    fc.record({ op: fc.constant('estimatedDocumentCount' as const), t: tenantArb }),
+    fc.record({
+      op: fc.constant('distinct' as const),
+      t: tenantArb,
+      key: fc.constantFrom('tag' as const, 'tenantId' as const),
+      filter: filterArb,
+    }),
+    {
+      arbitrary: fc.record({
+        op: fc.constant('aggregate' as const),
+        t: tenantArb,
+        kind: fc.constantFrom(...aggKinds),
+        filter: filterArb,
+        k: kArb,
+      }),
+      weight: 2,
+    },
+    {
+      arbitrary: fc.record({
+        op: fc.constant('insertMany' as const),
+        t: tenantArb,
+        docs: fc.array(newDocArb(true), { minLength: 1, maxLength: 4 }),
+        ordered: fc.boolean(),
+      }),
+      weight: 2,
+    },
+    {
+      arbitrary: fc.record({
+        op: fc.constantFrom('updateOne' as const, 'updateMany' as const),
+        t: tenantArb,
+        filter: filterArb,
+        update: updateArb,
+      }),
+      weight: 2,
+    },
+    fc.record({
+      op: fc.constant('upsert' as const),
+      t: tenantArb,
+      many: fc.boolean(),
+      k: kArb,
+      update: upsertUpdateArb,
+    }),
+    fc.record({
+      op: fc.constant('updateTenant' as const),
+      t: tenantArb,
+      many: fc.boolean(),
+      filter: filterArb,
+      update: tenantUpdateArb,
+      upsert: fc.boolean(),
+    }),
+    fc.record({
+      op: fc.constant('replaceOne' as const),
+      t: tenantArb,
+      filter: filterArb,
+      replacement: newDocArb(false),
+      upsert: fc.boolean(),
+    }),
+    {
+      arbitrary: fc.record({
+        op: fc.constantFrom('deleteOne' as const, 'deleteMany' as const),
+        t: tenantArb,
+        filter: filterArb,
+      }),
+      weight: 2,
+    },
+    {
+      arbitrary: fc.record({
+        op: fc.constant('bulkWrite' as const),
+        t: tenantArb,
+        ordered: fc.boolean(),
+        ops: fc.array(bulkOpArb, { minLength: 1, maxLength: 5 }),
+      }),
+      weight: 2,
+    },
+  )
+  .filter((op) => !EXCLUDED.has(op.op));
 
 // ---------------------------------------------------------------------------------------------
 // The model: a tiny evaluator of exactly the filters and updates generated above.
@@ -308,7 +392,8 @@ function stored(doc: NewDoc, t: Tenant, id: unknown): Doc {
 }
 
 /** A client document claims another tenant: the proxy must refuse the whole command (catalogue 8, 42). */
-const claimsOther = (doc: NewDoc, t: Tenant): boolean => doc.tenantId !== undefined && doc.tenantId !== 'self' && doc.tenantId !== t;
+const claimsOther = (doc: NewDoc, t: Tenant): boolean =>
+  doc.tenantId !== undefined && doc.tenantId !== 'self' && doc.tenantId !== t;
 const toClientDoc = (doc: NewDoc, t: Tenant): Document => {
   const out: Document = { ...doc };
   if (doc.tenantId === 'self') out.tenantId = t;
@@ -322,7 +407,11 @@ function canon(value: unknown): string {
 function sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeys);
   if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.keys(value).sort().map((key) => [key, sortKeys((value as Record<string, unknown>)[key])]));
+    return Object.fromEntries(
+      Object.keys(value)
+        .sort()
+        .map((key) => [key, sortKeys((value as Record<string, unknown>)[key])]),
+    );
   }
   return value;
 }
@@ -344,7 +433,9 @@ function oneOrMany(state: Doc[], filter: Filter, many: boolean, apply: (doc: Doc
   const hits = state.filter((doc) => matches(doc, filter));
   if (hits.length === 0) return [state];
   const chosen = many ? [hits] : hits.map((hit) => [hit]);
-  return chosen.map((set) => state.flatMap((doc) => (set.includes(doc) ? [apply(doc)].filter((d): d is Doc => d !== undefined) : [doc])));
+  return chosen.map((set) =>
+    state.flatMap((doc) => (set.includes(doc) ? [apply(doc)].filter((d): d is Doc => d !== undefined) : [doc])),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,7 +464,10 @@ describe('isolation property: three tenants, random operations, upstream read di
   });
 
   afterAll(async () => {
-    await direct?.db(dbName).dropDatabase().catch(() => undefined);
+    await direct
+      ?.db(dbName)
+      .dropDatabase()
+      .catch(() => undefined);
     await direct?.close();
     await tenants?.stop();
   });
@@ -399,21 +493,28 @@ describe('isolation property: three tenants, random operations, upstream read di
   function assertNoForeignData(t: Tenant, value: unknown, what: string): void {
     const text = EJSON.stringify(value as Document, { relaxed: true });
     const leaked = text.match(/sec_([a-z]+)/g)?.filter((secret: string) => secret !== `sec_${t}`);
-    if (leaked !== undefined && leaked.length > 0) throw new Error(`${what}: ${t} received foreign secrets ${[...new Set(leaked)].join(', ')}`);
+    if (leaked !== undefined && leaked.length > 0)
+      throw new Error(`${what}: ${t} received foreign secrets ${[...new Set(leaked)].join(', ')}`);
     const walk = (node: unknown): void => {
       if (Array.isArray(node)) node.forEach(walk);
       else if (node !== null && typeof node === 'object' && !(node instanceof ObjectId)) {
         const owner = (node as Record<string, unknown>)[FIELD];
-        if (owner !== undefined && owner !== t) throw new Error(`${what}: ${t} received a document of ${String(owner)}: ${EJSON.stringify(node as Document)}`);
+        if (owner !== undefined && owner !== t)
+          throw new Error(
+            `${what}: ${t} received a document of ${String(owner)}: ${EJSON.stringify(node as Document)}`,
+          );
         Object.values(node).forEach(walk);
       }
     };
     walk(value);
   }
 
-  const isRefusal = (error: unknown): boolean => error instanceof Error && /mongo-tenant-proxy refused the command \(rule /.test(error.message);
+  const isRefusal = (error: unknown): boolean =>
+    error instanceof Error && /mongo-tenant-proxy refused the command \(rule /.test(error.message);
   const isDuplicate = (error: unknown): boolean =>
-    typeof error === 'object' && error !== null && ((error as { code?: number }).code === 11000 || /E11000|duplicate key/i.test(String((error as Error).message)));
+    typeof error === 'object' &&
+    error !== null &&
+    ((error as { code?: number }).code === 11000 || /E11000|duplicate key/i.test(String((error as Error).message)));
 
   const sortedById = (docs: Doc[]): Doc[] => [...docs].sort((a, b) => (idKey(a._id) < idKey(b._id) ? -1 : 1));
 
@@ -422,14 +523,21 @@ describe('isolation property: three tenants, random operations, upstream read di
     const t = op.t;
     const mine = docsOf(before, t);
     const coll = items(t);
-    const capture = async <T>(what: string, run: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> => {
+    const capture = async <T>(
+      what: string,
+      run: () => Promise<T>,
+    ): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> => {
       try {
         const value = await run();
         assertNoForeignData(t, value, what);
         return { ok: true, value };
       } catch (error) {
         if (error instanceof Error && /received (foreign|a document)/.test(error.message)) throw error;
-        assertNoForeignData(t, { message: (error as Error).message, errInfo: (error as { errorResponse?: unknown }).errorResponse }, `${what} (error)`);
+        assertNoForeignData(
+          t,
+          { message: (error as Error).message, errInfo: (error as { errorResponse?: unknown }).errorResponse },
+          `${what} (error)`,
+        );
         return { ok: false, error };
       }
     };
@@ -439,11 +547,14 @@ describe('isolation property: three tenants, random operations, upstream read di
     };
     const expectRefused = (res: { ok: boolean; error?: unknown }, what: string): void => {
       if (res.ok) throw new Error(`${what} was NOT refused`);
-      if (!isRefusal(res.error)) throw new Error(`${what} failed, but not as a policy refusal: ${(res.error as Error).message}`);
+      if (!isRefusal(res.error))
+        throw new Error(`${what} failed, but not as a policy refusal: ${(res.error as Error).message}`);
     };
     const sameDocs = (got: Doc[], want: Doc[], what: string): void => {
       if (canonSet(got) !== canonSet(want)) {
-        throw new Error(`${what}: got ${EJSON.stringify(sortedById(got))}\n  expected ${EJSON.stringify(sortedById(want))}`);
+        throw new Error(
+          `${what}: got ${EJSON.stringify(sortedById(got))}\n  expected ${EJSON.stringify(sortedById(want))}`,
+        );
       }
     };
     const unchanged: Outcomes = { strict: true, states: [mine] };
@@ -451,17 +562,27 @@ describe('isolation property: three tenants, random operations, upstream read di
     switch (op.op) {
       case 'find': {
         const got = expectOk(await capture('find', () => coll.find(op.filter as Document).toArray()), 'find') as Doc[];
-        sameDocs(got, mine.filter((doc) => matches(doc, op.filter)), 'find');
+        sameDocs(
+          got,
+          mine.filter((doc) => matches(doc, op.filter)),
+          'find',
+        );
         return unchanged;
       }
       case 'countDocuments': {
-        const got = expectOk(await capture('countDocuments', () => coll.countDocuments(op.filter as Document)), 'countDocuments');
+        const got = expectOk(
+          await capture('countDocuments', () => coll.countDocuments(op.filter as Document)),
+          'countDocuments',
+        );
         expect(got, 'countDocuments').toBe(mine.filter((doc) => matches(doc, op.filter)).length);
         return unchanged;
       }
       case 'estimatedDocumentCount': {
         // Catalogue 17, 59: without a query the server would answer from metadata (every tenant).
-        const got = expectOk(await capture('estimatedDocumentCount', () => coll.estimatedDocumentCount()), 'estimatedDocumentCount');
+        const got = expectOk(
+          await capture('estimatedDocumentCount', () => coll.estimatedDocumentCount()),
+          'estimatedDocumentCount',
+        );
         expect(got, 'estimatedDocumentCount').toBe(mine.length);
         return unchanged;
       }
@@ -469,9 +590,17 @@ describe('isolation property: three tenants, random operations, upstream read di
         const res = await capture('distinct', () => coll.distinct(op.key, op.filter as Document));
         // FerretDB v1 refuses the maxTimeMS the proxy always adds (catalogue 15): `distinct: unknown
         // field "maxTimeMS"`. A real MongoDB accepts it; nothing was read, so isolation holds.
-        if (!res.ok && upstreamKind() === 'ferretdb' && /unknown field "maxTimeMS"/.test((res.error as Error).message)) return unchanged;
+        if (!res.ok && upstreamKind() === 'ferretdb' && /unknown field "maxTimeMS"/.test((res.error as Error).message))
+          return unchanged;
         const got = expectOk(res, 'distinct') as unknown[];
-        const want = [...new Set(mine.filter((doc) => matches(doc, op.filter)).map((doc) => getField(doc, op.key)).filter((v) => v !== undefined))];
+        const want = [
+          ...new Set(
+            mine
+              .filter((doc) => matches(doc, op.filter))
+              .map((doc) => getField(doc, op.key))
+              .filter((v) => v !== undefined),
+          ),
+        ];
         expect([...got].sort(), `distinct ${op.key}`).toEqual(want.sort());
         return unchanged;
       }
@@ -500,24 +629,34 @@ describe('isolation property: three tenants, random operations, upstream read di
           state.push(stored(doc, t, id));
         }
         if (duplicate) {
-          if (res.ok || !isDuplicate(res.error)) throw new Error(`insertMany of a taken _id: expected a duplicate-key error, got ${res.ok ? 'success' : (res.error as Error).message}`);
+          if (res.ok || !isDuplicate(res.error))
+            throw new Error(
+              `insertMany of a taken _id: expected a duplicate-key error, got ${res.ok ? 'success' : (res.error as Error).message}`,
+            );
         } else expectOk(res, 'insertMany');
         return { strict: true, states: [state] };
       }
       case 'updateOne':
       case 'updateMany': {
         const many = op.op === 'updateMany';
-        const res = await capture(op.op, () => (many ? coll.updateMany(op.filter as Document, op.update) : coll.updateOne(op.filter as Document, op.update)));
+        const res = await capture(op.op, () =>
+          many ? coll.updateMany(op.filter as Document, op.update) : coll.updateOne(op.filter as Document, op.update),
+        );
         expectOk(res, op.op);
         return { strict: true, states: oneOrMany(mine, op.filter, many, (doc) => applyUpdate(doc, op.update)) };
       }
       case 'upsert': {
         // Catalogue 38: the upserted document is the actor's, built from the query's equality (k).
         const filter = { k: op.k };
-        const res = await capture('upsert', () => (op.many ? coll.updateMany(filter, op.update, { upsert: true }) : coll.updateOne(filter, op.update, { upsert: true })));
+        const res = await capture('upsert', () =>
+          op.many
+            ? coll.updateMany(filter, op.update, { upsert: true })
+            : coll.updateOne(filter, op.update, { upsert: true }),
+        );
         const result = expectOk(res, 'upsert');
         const hits = mine.filter((doc) => matches(doc, filter));
-        if (hits.length > 0) return { strict: true, states: oneOrMany(mine, filter, op.many, (doc) => applyUpdate(doc, op.update)) };
+        if (hits.length > 0)
+          return { strict: true, states: oneOrMany(mine, filter, op.many, (doc) => applyUpdate(doc, op.update)) };
         const id = result.upsertedId;
         if (id === null || id === undefined) throw new Error('upsert with no match reported no upsertedId');
         // The proxy stamps the tenant ($setOnInsert); copying the query's other equality fields
@@ -530,14 +669,18 @@ describe('isolation property: three tenants, random operations, upstream read di
         // Catalogue 37, 38: any update naming the tenant field is refused, upsert or not.
         const options = { upsert: op.upsert };
         const res = await capture('updateTenant', () =>
-          op.many ? coll.updateMany(op.filter as Document, op.update as Document, options) : coll.updateOne(op.filter as Document, op.update as Document, options),
+          op.many
+            ? coll.updateMany(op.filter as Document, op.update as Document, options)
+            : coll.updateOne(op.filter as Document, op.update as Document, options),
         );
         expectRefused(res, `update ${JSON.stringify(op.update)}`);
         return unchanged;
       }
       case 'replaceOne': {
         const replacement = toClientDoc(op.replacement, t);
-        const res = await capture('replaceOne', () => coll.replaceOne(op.filter as Document, replacement, { upsert: op.upsert }));
+        const res = await capture('replaceOne', () =>
+          coll.replaceOne(op.filter as Document, replacement, { upsert: op.upsert }),
+        );
         if (claimsOther(op.replacement, t)) {
           expectRefused(res, 'replaceOne with a replacement claiming another tenant');
           return unchanged;
@@ -546,7 +689,8 @@ describe('isolation property: three tenants, random operations, upstream read di
         const hits = mine.filter((doc) => matches(doc, op.filter));
         if (hits.length === 0 && op.upsert) {
           const id = result.upsertedId;
-          if (id === null || id === undefined) throw new Error('replaceOne upsert with no match reported no upsertedId');
+          if (id === null || id === undefined)
+            throw new Error('replaceOne upsert with no match reported no upsertedId');
           return { strict: true, states: [[...mine, stored(op.replacement, t, id)]] };
         }
         return { strict: true, states: oneOrMany(mine, op.filter, false, (doc) => stored(op.replacement, t, doc._id)) };
@@ -554,7 +698,9 @@ describe('isolation property: three tenants, random operations, upstream read di
       case 'deleteOne':
       case 'deleteMany': {
         const many = op.op === 'deleteMany';
-        const res = await capture(op.op, () => (many ? coll.deleteMany(op.filter as Document) : coll.deleteOne(op.filter as Document)));
+        const res = await capture(op.op, () =>
+          many ? coll.deleteMany(op.filter as Document) : coll.deleteOne(op.filter as Document),
+        );
         expectOk(res, op.op);
         return { strict: true, states: oneOrMany(mine, op.filter, many, () => undefined) };
       }
@@ -566,7 +712,10 @@ describe('isolation property: three tenants, random operations, upstream read di
   async function aggregate(
     op: Extract<Op, { op: 'aggregate' }>,
     mine: Doc[],
-    capture: <T>(what: string, run: () => Promise<T>) => Promise<{ ok: true; value: T } | { ok: false; error: unknown }>,
+    capture: <T>(
+      what: string,
+      run: () => Promise<T>,
+    ) => Promise<{ ok: true; value: T } | { ok: false; error: unknown }>,
     expectOk: <T>(res: { ok: true; value: T } | { ok: false; error: unknown }, what: string) => T,
     sameDocs: (got: Doc[], want: Doc[], what: string) => void,
   ): Promise<void> {
@@ -574,7 +723,10 @@ describe('isolation property: three tenants, random operations, upstream read di
     const hits = mine.filter((doc) => matches(doc, op.filter));
     const match = { $match: op.filter };
     const run = async (pipeline: Document[]): Promise<Doc[]> =>
-      expectOk(await capture(`aggregate ${op.kind}`, () => items(t).aggregate<Doc>(pipeline).toArray()), `aggregate ${op.kind}`);
+      expectOk(
+        await capture(`aggregate ${op.kind}`, () => items(t).aggregate<Doc>(pipeline).toArray()),
+        `aggregate ${op.kind}`,
+      );
     // Expected refs of the actor (read-only collection: the seed).
     const myRefs = seedRefs().filter((ref) => ref[FIELD] === t);
     switch (op.kind) {
@@ -593,21 +745,40 @@ describe('isolation property: three tenants, random operations, upstream read di
       }
       case 'project': {
         const got = await run([match, { $project: { secret: 0 } }]);
-        sameDocs(got, hits.map(({ secret: _s, ...rest }) => rest as Doc), 'aggregate $project');
+        sameDocs(
+          got,
+          hits.map(({ secret: _s, ...rest }) => rest as Doc),
+          'aggregate $project',
+        );
         return;
       }
       case 'lookup': {
         // Catalogue 30: the joined arrays hold only the actor's refs.
         const got = await run([match, { $lookup: { from: 'refs', localField: 'k', foreignField: 'k', as: 'j' } }]);
-        sameDocs(got, hits.map((doc) => ({ ...doc, j: myRefs.filter((ref) => ref.k === doc.k) })), 'aggregate $lookup');
+        sameDocs(
+          got,
+          hits.map((doc) => ({ ...doc, j: myRefs.filter((ref) => ref.k === doc.k) })),
+          'aggregate $lookup',
+        );
         return;
       }
       case 'lookupPipeline': {
         const got = await run([
           match,
-          { $lookup: { from: 'refs', let: { kk: '$k' }, pipeline: [{ $match: { $expr: { $lte: ['$k', '$$kk'] } } }], as: 'j' } },
+          {
+            $lookup: {
+              from: 'refs',
+              let: { kk: '$k' },
+              pipeline: [{ $match: { $expr: { $lte: ['$k', '$$kk'] } } }],
+              as: 'j',
+            },
+          },
         ]);
-        sameDocs(got, hits.map((doc) => ({ ...doc, j: myRefs.filter((ref) => (ref.k as number) <= (doc.k as number)) })), 'aggregate $lookup pipeline');
+        sameDocs(
+          got,
+          hits.map((doc) => ({ ...doc, j: myRefs.filter((ref) => (ref.k as number) <= (doc.k as number)) })),
+          'aggregate $lookup pipeline',
+        );
         return;
       }
       case 'unionWith': {
@@ -630,20 +801,35 @@ describe('isolation property: three tenants, random operations, upstream read di
   async function bulkWrite(
     op: Extract<Op, { op: 'bulkWrite' }>,
     mine: Doc[],
-    capture: <T>(what: string, run: () => Promise<T>) => Promise<{ ok: true; value: T } | { ok: false; error: unknown }>,
+    capture: <T>(
+      what: string,
+      run: () => Promise<T>,
+    ) => Promise<{ ok: true; value: T } | { ok: false; error: unknown }>,
     expectRefused: (res: { ok: boolean; error?: unknown }, what: string) => void,
   ): Promise<Outcomes> {
     const t = op.t;
     const models: AnyBulkWriteOperation<Document>[] = op.ops.map((item) => {
       if ('insertOne' in item) return { insertOne: { document: toClientDoc(item.insertOne, t) } };
-      if ('updateOne' in item) return { updateOne: { filter: item.updateOne.filter as Document, update: item.updateOne.update } };
-      if ('updateMany' in item) return { updateMany: { filter: item.updateMany.filter as Document, update: item.updateMany.update } };
-      if ('replaceOne' in item) return { replaceOne: { filter: item.replaceOne.filter as Document, replacement: toClientDoc(item.replaceOne.replacement, t) } };
+      if ('updateOne' in item)
+        return { updateOne: { filter: item.updateOne.filter as Document, update: item.updateOne.update } };
+      if ('updateMany' in item)
+        return { updateMany: { filter: item.updateMany.filter as Document, update: item.updateMany.update } };
+      if ('replaceOne' in item)
+        return {
+          replaceOne: {
+            filter: item.replaceOne.filter as Document,
+            replacement: toClientDoc(item.replaceOne.replacement, t),
+          },
+        };
       if ('deleteOne' in item) return { deleteOne: { filter: item.deleteOne as Document } };
       return { deleteMany: { filter: item.deleteMany as Document } };
     });
     const res = await capture('bulkWrite', () => items(t).bulkWrite(models, { ordered: op.ordered }));
-    const claims = op.ops.some((item) => ('insertOne' in item && claimsOther(item.insertOne, t)) || ('replaceOne' in item && claimsOther(item.replaceOne.replacement, t)));
+    const claims = op.ops.some(
+      (item) =>
+        ('insertOne' in item && claimsOther(item.insertOne, t)) ||
+        ('replaceOne' in item && claimsOther(item.replaceOne.replacement, t)),
+    );
     if (claims) {
       // The batch holding the claim is refused; which other batches ran depends on the driver's
       // batching: the isolation invariants are still checked on the upstream.
@@ -656,10 +842,21 @@ describe('isolation property: three tenants, random operations, upstream read di
     models.forEach((model, index) => {
       const item = op.ops[index]!;
       states = states.flatMap((state): Doc[][] => {
-        if ('insertOne' in item) return [[...state, stored(item.insertOne, t, (model as { insertOne: { document: Document } }).insertOne.document._id)]];
-        if ('updateOne' in item) return oneOrMany(state, item.updateOne.filter, false, (doc) => applyUpdate(doc, item.updateOne.update));
-        if ('updateMany' in item) return oneOrMany(state, item.updateMany.filter, true, (doc) => applyUpdate(doc, item.updateMany.update));
-        if ('replaceOne' in item) return oneOrMany(state, item.replaceOne.filter, false, (doc) => stored(item.replaceOne.replacement, t, doc._id));
+        if ('insertOne' in item)
+          return [
+            [
+              ...state,
+              stored(item.insertOne, t, (model as { insertOne: { document: Document } }).insertOne.document._id),
+            ],
+          ];
+        if ('updateOne' in item)
+          return oneOrMany(state, item.updateOne.filter, false, (doc) => applyUpdate(doc, item.updateOne.update));
+        if ('updateMany' in item)
+          return oneOrMany(state, item.updateMany.filter, true, (doc) => applyUpdate(doc, item.updateMany.update));
+        if ('replaceOne' in item)
+          return oneOrMany(state, item.replaceOne.filter, false, (doc) =>
+            stored(item.replaceOne.replacement, t, doc._id),
+          );
         if ('deleteOne' in item) return oneOrMany(state, item.deleteOne, false, () => undefined);
         return oneOrMany(state, item.deleteMany, true, () => undefined);
       });
@@ -677,16 +874,21 @@ describe('isolation property: three tenants, random operations, upstream read di
       if (ownerOf(doc) === t) continue;
       const now = after.get(key);
       if (now === undefined) throw new Error(`document ${key} of ${String(ownerOf(doc))} was REMOVED by ${t}`);
-      if (canon(now) !== canon(doc)) throw new Error(`document ${key} of ${String(ownerOf(doc))} was CHANGED by ${t}: ${EJSON.stringify(now)}`);
+      if (canon(now) !== canon(doc))
+        throw new Error(`document ${key} of ${String(ownerOf(doc))} was CHANGED by ${t}: ${EJSON.stringify(now)}`);
     }
     // 2. No document changed owner; every new document is the actor's.
     for (const [key, doc] of after) {
       const was = before.get(key);
       if (was !== undefined && ownerOf(was) !== ownerOf(doc)) {
-        throw new Error(`document ${key} CHANGED OWNER from ${String(ownerOf(was))} to ${String(ownerOf(doc))}: ${EJSON.stringify(doc)}`);
+        throw new Error(
+          `document ${key} CHANGED OWNER from ${String(ownerOf(was))} to ${String(ownerOf(doc))}: ${EJSON.stringify(doc)}`,
+        );
       }
       if (was === undefined && ownerOf(doc) !== t) {
-        throw new Error(`a write by ${t} created a document owned by ${JSON.stringify(ownerOf(doc)) ?? 'NOBODY (no tenant field)'}: ${EJSON.stringify(doc)}`);
+        throw new Error(
+          `a write by ${t} created a document owned by ${JSON.stringify(ownerOf(doc)) ?? 'NOBODY (no tenant field)'}: ${EJSON.stringify(doc)}`,
+        );
       }
     }
     // 3. The actor's documents are one of the outcomes the operation allows.
@@ -707,13 +909,16 @@ describe('isolation property: three tenants, random operations, upstream read di
       assertNoForeignData(viewer, view, `find({}) by ${viewer}`);
       const own = docsOf(after, viewer);
       if (canonSet(view) !== canonSet(own)) {
-        throw new Error(`${viewer}'s view through the proxy differs from its documents upstream:\n  view ${EJSON.stringify(sortedById(view))}\n  upstream ${EJSON.stringify(sortedById(own))}`);
+        throw new Error(
+          `${viewer}'s view through the proxy differs from its documents upstream:\n  view ${EJSON.stringify(sortedById(view))}\n  upstream ${EJSON.stringify(sortedById(own))}`,
+        );
       }
     }
     return after;
   }
 
-  const describeOps = (ops: readonly Op[]): string => ops.map((op, i) => `  ${i + 1}. ${JSON.stringify(op)}`).join('\n');
+  const describeOps = (ops: readonly Op[]): string =>
+    ops.map((op, i) => `  ${i + 1}. ${JSON.stringify(op)}`).join('\n');
 
   it(
     `keeps every tenant to its own documents (${RUNS} runs of up to ${MAX_OPS} operations${SUB_PIPELINES ? ', with $lookup/$unionWith/$facet' : ''})`,
@@ -735,7 +940,9 @@ describe('isolation property: three tenants, random operations, upstream read di
             failure = { step: index + 1, message: error instanceof Error ? error.message : String(error) };
           }
           if (failure !== undefined) {
-            throw new Error(`isolation property failed at step ${failure.step} of:\n${describeOps(ops.slice(0, failure.step))}\n→ ${failure.message}`);
+            throw new Error(
+              `isolation property failed at step ${failure.step} of:\n${describeOps(ops.slice(0, failure.step))}\n→ ${failure.message}`,
+            );
           }
         }
       });
@@ -747,9 +954,17 @@ describe('isolation property: three tenants, random operations, upstream read di
         interruptAfterTimeLimit: Number(process.env.MTP_PROPERTY_SHRINK_LIMIT_MS ?? 120_000) + RUNS * 1_000,
       });
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      process.stderr.write(`[isolation-property] ${details.numRuns} runs, ${steps} steps, ${seconds} s, seed ${details.seed}\n  steps by operation: ${[...tally].sort().map(([kind, n]) => `${kind} ${n}`).join(', ')}\n`);
+      process.stderr.write(
+        `[isolation-property] ${details.numRuns} runs, ${steps} steps, ${seconds} s, seed ${details.seed}\n  steps by operation: ${[
+          ...tally,
+        ]
+          .sort()
+          .map(([kind, n]) => `${kind} ${n}`)
+          .join(', ')}\n`,
+      );
       if (details.failed) {
-        const error = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+        const error =
+          details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
         throw new Error(
           `isolation property failed after ${details.numRuns} runs (${details.numShrinks} shrinks).\n` +
             `Replay: MTP_PROPERTY_SEED=${details.seed} MTP_PROPERTY_PATH=${details.counterexamplePath ?? ''} npx vitest run test/integration/isolation-property.test.ts\n${error}`,

@@ -61,7 +61,9 @@ async function readyz(): Promise<number> {
 
 async function protocolErrors(reason: string): Promise<number> {
   const text = await proxy!.proxy.metrics.registry.metrics();
-  const line = text.split('\n').find((l) => l.startsWith('mongo_tenant_proxy_protocol_errors_total{') && l.includes(`reason="${reason}"`));
+  const line = text
+    .split('\n')
+    .find((l) => l.startsWith('mongo_tenant_proxy_protocol_errors_total{') && l.includes(`reason="${reason}"`));
   return line === undefined ? 0 : Number(line.split(' ').pop());
 }
 
@@ -70,7 +72,9 @@ const ping = (): ReturnType<typeof opMsg> => opMsg({ ping: 1, $db: 'admin' });
 
 describe('graceful shutdown (drain)', () => {
   it('lets an in-flight command finish while refusing new connections, answering /readyz 503 and closing idle connections at once', async () => {
-    await start(() => ({ delayMs: 1000, replies: [{ ok: 1, answeredBy: 'slow-upstream' }] }), { limits: { drainTimeoutMS: 10_000 } });
+    await start(() => ({ delayMs: 1000, replies: [{ ok: 1, answeredBy: 'slow-upstream' }] }), {
+      limits: { drainTimeoutMS: 10_000 },
+    });
     const busy = await client();
     const idle = await client();
     expect((await idle.command(hello())).ok).toBe(1);

@@ -82,7 +82,14 @@ const audits = (filter: Record<string, unknown>): Record<string, unknown>[] =>
 
 beforeAll(async () => {
   pki = await makeTestPki();
-  const entry = hashPassword({ user: 'ada', db: 'admin', tenant: 'globex', password: PASSWORD, mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
+  const entry = hashPassword({
+    user: 'ada',
+    db: 'admin',
+    tenant: 'globex',
+    password: PASSWORD,
+    mechanisms: ['SCRAM-SHA-256'],
+    iterations: 4096,
+  });
   writeFileSync(credentialsFile, formatCredentialsFile([entry]), { mode: 0o600 });
   proxy = await startTestProxy({
     listeners: [
@@ -116,7 +123,12 @@ describe('operation metrics through the driver', () => {
     await db.command({ ping: 1 });
     await failure(db.collection('items').find({ $where: 'secret-marker-1234 == 1' }).toArray());
     // The upstream itself refuses this ($mod needs two numbers): an error reply from MongoDB.
-    await failure(db.collection('items').find({ n: { $mod: [0, 1] } }).toArray());
+    await failure(
+      db
+        .collection('items')
+        .find({ n: { $mod: [0, 1] } })
+        .toArray(),
+    );
 
     const text = await scrape();
     const ops = (labels: Record<string, string>): number => sum(text, 'mongo_tenant_proxy_operations_total', labels);
@@ -125,16 +137,21 @@ describe('operation metrics through the driver', () => {
     expect(ops({ command: 'ping', database: dbName, outcome: 'ok' })).toBe(1);
     expect(ops({ command: 'find', database: dbName, outcome: 'denied' })).toBe(1);
     expect(ops({ command: 'find', database: dbName, outcome: 'upstream_error' })).toBe(1);
-    expect(sum(text, 'mongo_tenant_proxy_operation_duration_seconds_count', { command: 'find', database: dbName })).toBe(3);
+    expect(
+      sum(text, 'mongo_tenant_proxy_operation_duration_seconds_count', { command: 'find', database: dbName }),
+    ).toBe(3);
     // Time split: every forwarded find waited on the upstream; the refused one never reached it.
     expect(sum(text, 'mongo_tenant_proxy_upstream_wait_seconds_count', { command: 'find' })).toBeGreaterThanOrEqual(2);
     expect(sum(text, 'mongo_tenant_proxy_proxy_overhead_seconds_count', { command: 'find' })).toBe(
       sum(text, 'mongo_tenant_proxy_upstream_wait_seconds_count', { command: 'find' }),
     );
-    expect(sum(text, 'mongo_tenant_proxy_policy_decisions_total', { decision: 'refused', rule: 'operator.where' })).toBeGreaterThanOrEqual(1);
+    expect(
+      sum(text, 'mongo_tenant_proxy_policy_decisions_total', { decision: 'refused', rule: 'operator.where' }),
+    ).toBeGreaterThanOrEqual(1);
     expect(sum(text, 'mongo_tenant_proxy_policy_decisions_total', { decision: 'rewritten' })).toBeGreaterThanOrEqual(2);
     // Per tenant: operations by outcome (denials and errors included), connections, nothing in flight.
-    const tenant = (outcome: string): number => sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'acme', outcome });
+    const tenant = (outcome: string): number =>
+      sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'acme', outcome });
     expect(tenant('rewritten')).toBeGreaterThanOrEqual(2);
     expect(tenant('denied')).toBe(1);
     expect(tenant('upstream_error')).toBe(1);
@@ -142,7 +159,9 @@ describe('operation metrics through the driver', () => {
     expect(sum(text, 'mongo_tenant_proxy_tenant_operations_in_flight', { tenant: 'acme' })).toBe(0);
     expect(sum(text, 'mongo_tenant_proxy_bytes_received_total', { direction: 'client' })).toBeGreaterThan(0);
     expect(sum(text, 'mongo_tenant_proxy_bytes_sent_total', { direction: 'upstream' })).toBeGreaterThan(0);
-    expect(text).toMatch(/^mongo_tenant_proxy_build_info\{version="[^"]+",commit="[^"]+",node_version="\d+\.\d+\.\d+"\} 1$/m);
+    expect(text).toMatch(
+      /^mongo_tenant_proxy_build_info\{version="[^"]+",commit="[^"]+",node_version="\d+\.\d+\.\d+"\} 1$/m,
+    );
   });
 
   it('shows a cursor as open until it is exhausted or killed', async () => {
@@ -161,9 +180,13 @@ describe('operation metrics through the driver', () => {
 
   it('counts TLS handshakes by listener and outcome', async () => {
     const before = await scrape();
-    const ok = (text: string): number => sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'success' });
-    const failed = (text: string): number => sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'failure' });
-    await client(listenerUri('tls', { tls: 'true', tlsCAFile: pki.caFile })).db(dbName).command({ ping: 1 });
+    const ok = (text: string): number =>
+      sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'success' });
+    const failed = (text: string): number =>
+      sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'failure' });
+    await client(listenerUri('tls', { tls: 'true', tlsCAFile: pki.caFile }))
+      .db(dbName)
+      .command({ ping: 1 });
     expect(ok(await scrape())).toBeGreaterThan(ok(before));
     // Not TLS at all: the handshake fails on the first bytes.
     const { host, port } = proxy.proxy.addresses['tls']!;
@@ -172,15 +195,25 @@ describe('operation metrics through the driver', () => {
     socket.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
     await eventually(async () => failed(await scrape()) > failed(before), 'a failed TLS handshake to be counted');
     socket.destroy();
-    expect(sum(await scrape(), 'mongo_tenant_proxy_operations_total', { command: 'ping', database: dbName })).toBeGreaterThanOrEqual(2);
+    expect(
+      sum(await scrape(), 'mongo_tenant_proxy_operations_total', { command: 'ping', database: dbName }),
+    ).toBeGreaterThanOrEqual(2);
   });
 });
 
 describe('the audit stream', () => {
   it('records authentication successes and failures with mechanism, user, tenant, address and listener; never the password', async () => {
-    const good = client(listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `ada:${encodeURIComponent(PASSWORD)}@`));
+    const good = client(
+      listenerUri(
+        'scram',
+        { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' },
+        `ada:${encodeURIComponent(PASSWORD)}@`,
+      ),
+    );
     await good.db(dbName).command({ ping: 1 });
-    const bad = client(listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `ada:${WRONG_PASSWORD}@`));
+    const bad = client(
+      listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `ada:${WRONG_PASSWORD}@`),
+    );
     expect((await failure(bad.db(dbName).command({ ping: 1 }))).code).toBe(18);
 
     const success = audits({ event: 'authentication', outcome: 'success', listener: 'scram' });
@@ -197,7 +230,13 @@ describe('the audit stream', () => {
     );
     const failed = audits({ event: 'authentication', outcome: 'failure', listener: 'scram' });
     expect(failed).toContainEqual(
-      expect.objectContaining({ method: 'scram', mechanism: 'SCRAM-SHA-256', user: 'ada', reason: 'AuthenticationFailed', remoteAddress: '127.0.0.1' }),
+      expect.objectContaining({
+        method: 'scram',
+        mechanism: 'SCRAM-SHA-256',
+        user: 'ada',
+        reason: 'AuthenticationFailed',
+        remoteAddress: '127.0.0.1',
+      }),
     );
     const text = proxy.auditText();
     expect(text).not.toContain(PASSWORD);
@@ -206,11 +245,18 @@ describe('the audit stream', () => {
 
     const metrics = await scrape();
     const auth = (outcome: string): number =>
-      sum(metrics, 'mongo_tenant_proxy_authentications_total', { listener: 'scram', method: 'scram', mechanism: 'SCRAM-SHA-256', outcome });
+      sum(metrics, 'mongo_tenant_proxy_authentications_total', {
+        listener: 'scram',
+        method: 'scram',
+        mechanism: 'SCRAM-SHA-256',
+        outcome,
+      });
     expect(auth('success')).toBeGreaterThanOrEqual(1);
     expect(auth('failure')).toBeGreaterThanOrEqual(1);
     // The refused authentication step is a denied command, audited once (as an authentication).
-    expect(sum(metrics, 'mongo_tenant_proxy_operations_total', { command: 'saslContinue', outcome: 'denied' })).toBeGreaterThanOrEqual(1);
+    expect(
+      sum(metrics, 'mongo_tenant_proxy_operations_total', { command: 'saslContinue', outcome: 'denied' }),
+    ).toBeGreaterThanOrEqual(1);
     expect(audits({ event: 'decision', commandName: 'saslContinue' })).toEqual([]);
   });
 
@@ -218,16 +264,30 @@ describe('the audit stream', () => {
     const db = client(listenerUri('static')).db(dbName);
     await failure(db.collection('people').find({ $where: 'this.ssn == "secret-ssn-5555"' }).toArray());
     expect(audits({ event: 'decision', decision: 'refused', rule: 'operator.where', tenant: 'acme' })).toContainEqual(
-      expect.objectContaining({ commandName: 'find', namespace: `${dbName}.people`, listener: 'static', remoteAddress: '127.0.0.1' }),
+      expect.objectContaining({
+        commandName: 'find',
+        namespace: `${dbName}.people`,
+        listener: 'static',
+        remoteAddress: '127.0.0.1',
+      }),
     );
     // Rewrites are decisions too (audited because audit.rewrites is on here).
     await db.collection('people').insertOne({ name: 'secret-name-6666' });
-    expect(audits({ event: 'decision', decision: 'rewritten', tenant: 'acme', commandName: 'insert' }).length).toBeGreaterThanOrEqual(1);
+    expect(
+      audits({ event: 'decision', decision: 'rewritten', tenant: 'acme', commandName: 'insert' }).length,
+    ).toBeGreaterThanOrEqual(1);
 
     const anonymous = client(listenerUri('scram')).db(dbName);
     expect((await failure(anonymous.collection('people').find({ name: 'secret-name-7777' }).toArray())).code).toBe(13);
-    const unauthenticated = audits({ event: 'decision', decision: 'refused', rule: 'auth.required', listener: 'scram' });
-    expect(unauthenticated).toContainEqual(expect.objectContaining({ commandName: 'find', namespace: `${dbName}.people` }));
+    const unauthenticated = audits({
+      event: 'decision',
+      decision: 'refused',
+      rule: 'auth.required',
+      listener: 'scram',
+    });
+    expect(unauthenticated).toContainEqual(
+      expect.objectContaining({ commandName: 'find', namespace: `${dbName}.people` }),
+    );
     expect(unauthenticated[0]).not.toHaveProperty('tenant');
 
     const text = proxy.auditText();
@@ -243,16 +303,29 @@ describe('the audit stream', () => {
     const db = client(listenerUri('static')).db(dbName);
     await failure(db.collection(longName).find({ $where: 'true' }).toArray());
     const longUser = `u${'y'.repeat(5000)}`;
-    const bad = client(listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `${longUser}:${WRONG_PASSWORD}@`));
+    const bad = client(
+      listenerUri('scram', { authSource: 'admin', authMechanism: 'SCRAM-SHA-256' }, `${longUser}:${WRONG_PASSWORD}@`),
+    );
     await failure(bad.db(dbName).command({ ping: 1 }));
 
-    const lines = proxy.auditText().split('\n').filter((line) => line !== '');
+    const lines = proxy
+      .auditText()
+      .split('\n')
+      .filter((line) => line !== '');
     const oversize = lines.filter((line) => line.includes('"truncated":true'));
     expect(oversize.length).toBeGreaterThanOrEqual(2);
     for (const line of lines) expect(Buffer.byteLength(line)).toBeLessThanOrEqual(MAX_EVENT_BYTES);
     const events = oversize.map((line) => JSON.parse(line) as Record<string, unknown>);
-    expect(events).toContainEqual(expect.objectContaining({ event: 'decision', rule: expect.any(String), namespace: expect.stringMatching(/^.+…$/) }));
-    expect(events).toContainEqual(expect.objectContaining({ event: 'authentication', outcome: 'failure', user: expect.stringMatching(/^uy+…$/) }));
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        event: 'decision',
+        rule: expect.any(String),
+        namespace: expect.stringMatching(/^.+…$/),
+      }),
+    );
+    expect(events).toContainEqual(
+      expect.objectContaining({ event: 'authentication', outcome: 'failure', user: expect.stringMatching(/^uy+…$/) }),
+    );
   });
 });
 
@@ -268,8 +341,18 @@ describe('the audit stream and requests without a reply (moreToCome)', () => {
     const writer = await RawClient.connect(host, port);
     writer.write(opMsg({ insert: 'system.js', documents: [{ _id: 1 }], $db: dbName }, { flags: MORE_TO_COME }).bytes);
     expect(await writer.waitClosed(10_000)).toBe(true);
-    expect(audits({ event: 'decision', decision: 'refused', rule: 'moreToCome.command', commandName: 'find', tenant: 'acme' })).toHaveLength(1);
-    expect(audits({ event: 'decision', decision: 'refused', commandName: 'insert', namespace: `${dbName}.system.js` })).toHaveLength(1);
+    expect(
+      audits({
+        event: 'decision',
+        decision: 'refused',
+        rule: 'moreToCome.command',
+        commandName: 'find',
+        tenant: 'acme',
+      }),
+    ).toHaveLength(1);
+    expect(
+      audits({ event: 'decision', decision: 'refused', commandName: 'insert', namespace: `${dbName}.system.js` }),
+    ).toHaveLength(1);
   });
 });
 
@@ -281,18 +364,33 @@ describe('the audit stream with per-tenant limits', () => {
       // One token a second: back-to-back finds are refused until it refills.
       let refused = false;
       for (let attempt = 0; attempt < 20 && !refused; attempt++) {
-        refused = await collection.find({}).toArray().then(
-          () => false,
-          () => true,
-        );
+        refused = await collection
+          .find({})
+          .toArray()
+          .then(
+            () => false,
+            () => true,
+          );
       }
       expect(refused).toBe(true);
       expect(limited.auditEvents()).toContainEqual(
-        expect.objectContaining({ event: 'decision', decision: 'refused', rule: 'limit.rate', tenant: 'test-tenant', commandName: 'find' }),
+        expect.objectContaining({
+          event: 'decision',
+          decision: 'refused',
+          rule: 'limit.rate',
+          tenant: 'test-tenant',
+          commandName: 'find',
+        }),
       );
-      const text = await (await fetch(`http://${limited.proxy.metricsAddress!.host}:${limited.proxy.metricsAddress!.port}/metrics`)).text();
-      expect(sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'test-tenant', outcome: 'denied' })).toBeGreaterThanOrEqual(1);
-      expect(sum(text, 'mongo_tenant_proxy_tenant_limit_rejections_total', { reason: 'rate' })).toBeGreaterThanOrEqual(1);
+      const text = await (
+        await fetch(`http://${limited.proxy.metricsAddress!.host}:${limited.proxy.metricsAddress!.port}/metrics`)
+      ).text();
+      expect(
+        sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'test-tenant', outcome: 'denied' }),
+      ).toBeGreaterThanOrEqual(1);
+      expect(sum(text, 'mongo_tenant_proxy_tenant_limit_rejections_total', { reason: 'rate' })).toBeGreaterThanOrEqual(
+        1,
+      );
     } finally {
       await limited.stop();
     }
@@ -311,8 +409,13 @@ describe('request-scoped logs', () => {
       await db.collection('logged').insertOne({ card: 'secret-card-4242' });
       expect(await db.collection('logged').find({ card: 'secret-card-4242' }).toArray()).toHaveLength(1);
       await failure(db.collection('logged').find({ $where: 'secret-where-4343' }).toArray());
-      const lines = chunks.join('').split('\n').filter((line) => line !== '');
-      const handled = lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line['msg'] === 'command handled');
+      const lines = chunks
+        .join('')
+        .split('\n')
+        .filter((line) => line !== '');
+      const handled = lines
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .filter((line) => line['msg'] === 'command handled');
       expect(handled.map((line) => line['commandName'])).toEqual(expect.arrayContaining(['insert', 'find']));
       expect(handled.find((line) => line['commandName'] === 'ping')).toBeUndefined();
       const find = handled.find((line) => line['commandName'] === 'find' && line['outcome'] === 'rewritten')!;
@@ -325,7 +428,9 @@ describe('request-scoped logs', () => {
         durationMs: expect.any(Number),
         upstreamMs: expect.any(Number),
       });
-      expect(handled).toContainEqual(expect.objectContaining({ commandName: 'find', outcome: 'denied', namespace: `${dbName}.logged` }));
+      expect(handled).toContainEqual(
+        expect.objectContaining({ commandName: 'find', outcome: 'denied', namespace: `${dbName}.logged` }),
+      );
       expect(lines.join('\n')).not.toMatch(/secret-card-4242|secret-where-4343/);
     } finally {
       await debugProxy.stop();

@@ -24,7 +24,9 @@ async function readyz(tp: TestProxy): Promise<number> {
   return (await fetchMetricsPath(tp.proxy, '/readyz')).status;
 }
 
-async function startBehindFaults(readinessFollowsUpstream: boolean): Promise<{ ping: () => Promise<Record<string, unknown>>; close: () => void }> {
+async function startBehindFaults(
+  readinessFollowsUpstream: boolean,
+): Promise<{ ping: () => Promise<Record<string, unknown>>; close: () => void }> {
   faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
   proxy = await startTestProxy({
     metrics: { readinessFollowsUpstream },

@@ -116,22 +116,38 @@ describe('limits.maxConnectionsPerTenant after authentication', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mtp-tenant-limits-'));
     const credentialsFile = join(dir, 'credentials.yaml');
     const entry = (user: string, tenant: string): ReturnType<typeof hashPassword> =>
-      hashPassword({ user, db: 'admin', tenant, password: `${user}-pw`, mechanisms: ['SCRAM-SHA-256'], iterations: 4096 });
-    writeFileSync(credentialsFile, formatCredentialsFile([entry('alice', 'acme'), entry('bob', 'acme'), entry('gina', 'globex')]), { mode: 0o600 });
+      hashPassword({
+        user,
+        db: 'admin',
+        tenant,
+        password: `${user}-pw`,
+        mechanisms: ['SCRAM-SHA-256'],
+        iterations: 4096,
+      });
+    writeFileSync(
+      credentialsFile,
+      formatCredentialsFile([entry('alice', 'acme'), entry('bob', 'acme'), entry('gina', 'globex')]),
+      { mode: 0o600 },
+    );
     fake = await startFakeUpstream(() => [{ ok: 1 }]);
     const proxy = await startTestProxy({
       upstream: { uri: fake.uri },
-      listeners: [{ name: 'scram', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['scram'], staticTenant: null }],
+      listeners: [
+        { name: 'scram', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['scram'], staticTenant: null },
+      ],
       identity: { scram: { credentialsFile } },
       limits: { maxConnectionsPerTenant: 1 },
     });
     const { host, port } = proxy.proxy.address;
     const clients: MongoClient[] = [];
     const clientAs = (user: string): MongoClient => {
-      const client = new MongoClient(`mongodb://${user}:${user}-pw@${host}:${port}/?directConnection=true&authSource=admin`, {
-        serverSelectionTimeoutMS: 5000,
-        maxPoolSize: 1,
-      });
+      const client = new MongoClient(
+        `mongodb://${user}:${user}-pw@${host}:${port}/?directConnection=true&authSource=admin`,
+        {
+          serverSelectionTimeoutMS: 5000,
+          maxPoolSize: 1,
+        },
+      );
       clients.push(client);
       return client;
     };
@@ -139,7 +155,9 @@ describe('limits.maxConnectionsPerTenant after authentication', () => {
       // The driver's monitoring connection does not authenticate: only the pool connection counts.
       expect((await clientAs('alice').db('admin').command({ ping: 1 })).ok).toBe(1);
       // Another user of the same tenant: its authentication establishes acme a second time.
-      await expect(clientAs('bob').db('admin').command({ ping: 1 })).rejects.toThrow(/tenant connection limit \(1\) reached/);
+      await expect(clientAs('bob').db('admin').command({ ping: 1 })).rejects.toThrow(
+        /tenant connection limit \(1\) reached/,
+      );
       expect((await clientAs('gina').db('admin').command({ ping: 1 })).ok).toBe(1);
       const metrics = await proxy.proxy.metrics.metrics();
       expect(metrics).toMatch(/mongo_tenant_proxy_tenant_limit_rejections_total\{reason="connections"\} [1-9]/);

@@ -19,7 +19,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await direct?.db(dbName).dropDatabase().catch(() => undefined);
+  await direct
+    ?.db(dbName)
+    .dropDatabase()
+    .catch(() => undefined);
   await direct?.close();
   await proxy?.stop();
 });
@@ -57,7 +60,11 @@ describe('through the official driver', () => {
       { tenantId: 'test-tenant', name: 'bob', n: 20 },
     ]);
 
-    const stored = await direct.db(dbName).collection('crud').find({}, { sort: { n: 1 } }).toArray();
+    const stored = await direct
+      .db(dbName)
+      .collection('crud')
+      .find({}, { sort: { n: 1 } })
+      .toArray();
     expect(stored.map((d) => [d.name, d.n])).toEqual([
       ['ada', 1],
       ['bob', 20],

@@ -40,10 +40,18 @@ describe('half-open upstream', () => {
     proxy = await startTestProxy({ upstream: { uri: faults.uri, socketTimeoutMS: 1_000, maxPoolSize: 1 } });
     const db = uniqueDbName('halfopen');
     const client = proxy.client({ retryReads: false, retryWrites: false });
-    await client.db(db).collection('c').insertOne({ _id: 'warmup' as never });
+    await client
+      .db(db)
+      .collection('c')
+      .insertOne({ _id: 'warmup' as never });
 
     faults.setMode('blackhole');
-    const error = await failure(client.db(db).collection('c').insertOne({ _id: 'lost' as never }));
+    const error = await failure(
+      client
+        .db(db)
+        .collection('c')
+        .insertOne({ _id: 'lost' as never }),
+    );
     expect(error.code).toBe(89);
     expect(error.errorLabels).not.toContain('RetryableWriteError');
     expect(error.message).toMatch(/did not reply in time/);
@@ -51,7 +59,18 @@ describe('half-open upstream', () => {
 
     faults.setMode('pass');
     faults.resetAll();
-    await expect.poll(async () => (await client.db(db).collection('c').findOne({ _id: 'warmup' as never }))?._id, { timeout: 30_000 }).toBe('warmup');
+    await expect
+      .poll(
+        async () =>
+          (
+            await client
+              .db(db)
+              .collection('c')
+              .findOne({ _id: 'warmup' as never })
+          )?._id,
+        { timeout: 30_000 },
+      )
+      .toBe('warmup');
   });
 
   it('with socketTimeoutMS 0 a command carrying maxTimeMS still gets its answer (maxTimeMS + grace), not a hang', async () => {
@@ -59,10 +78,18 @@ describe('half-open upstream', () => {
     proxy = await startTestProxy({ upstream: { uri: faults.uri } });
     const db = uniqueDbName('halfopen');
     const client = proxy.client({ retryReads: false, retryWrites: false });
-    await client.db(db).collection('c').insertOne({ _id: 'doc' as never });
+    await client
+      .db(db)
+      .collection('c')
+      .insertOne({ _id: 'doc' as never });
 
     faults.setMode('blackhole');
-    const error = await failure(client.db(db).collection('c').findOne({ _id: 'doc' as never }, { maxTimeMS: 200 }));
+    const error = await failure(
+      client
+        .db(db)
+        .collection('c')
+        .findOne({ _id: 'doc' as never }, { maxTimeMS: 200 }),
+    );
     expect(error.code).toBe(89);
   }, 60_000);
 });

@@ -79,7 +79,9 @@ describe('multiplexed pool against FerretDB', () => {
     const peak = upstreamOpen.stop();
     for (const [i, { inserted, found }] of results.entries()) {
       expect(inserted).toMatchObject({ ok: 1, n: 1 });
-      expect((found as { cursor: { firstBatch: Array<{ n: number }> } }).cursor.firstBatch.map((d) => d.n)).toEqual([i]);
+      expect((found as { cursor: { firstBatch: Array<{ n: number }> } }).cursor.firstBatch.map((d) => d.n)).toEqual([
+        i,
+      ]);
     }
     expect(peak).toBeLessThanOrEqual(10);
     expect(peak).toBeGreaterThan(0);
@@ -100,20 +102,34 @@ describe('multiplexed pool against FerretDB', () => {
     proxy = await startTestProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
     const db = uniqueDbName('pooldriver');
     const drivers: MongoClient[] = Array.from({ length: 20 }, () => (proxy as TestProxy).client({ maxPoolSize: 25 }));
-    await drivers[0]!.db(db).collection('c').insertOne({ _id: 'seed' as never, v: 1 });
+    await drivers[0]!
+      .db(db)
+      .collection('c')
+      .insertOne({ _id: 'seed' as never, v: 1 });
     const upstreamOpen = sampleMax(() => (faults as FaultProxy).stats().connectionsOpen);
     const results = await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
         i % 2 === 0
-          ? drivers[i % 20]!.db(db).collection('c').insertOne({ op: i }).then((r) => r.acknowledged)
-          : drivers[i % 20]!.db(db).collection('c').findOne({ _id: 'seed' as never }).then((d) => d?.v === 1),
+          ? drivers[i % 20]!.db(db)
+              .collection('c')
+              .insertOne({ op: i })
+              .then((r) => r.acknowledged)
+          : drivers[i % 20]!.db(db)
+              .collection('c')
+              .findOne({ _id: 'seed' as never })
+              .then((d) => d?.v === 1),
       ),
     );
     expect(upstreamOpen.stop()).toBeLessThanOrEqual(10);
     expect(results.every(Boolean)).toBe(true);
     const direct = directClient();
     try {
-      expect(await direct.db(db).collection('c').countDocuments({ op: { $exists: true } })).toBe(250);
+      expect(
+        await direct
+          .db(db)
+          .collection('c')
+          .countDocuments({ op: { $exists: true } }),
+      ).toBe(250);
     } finally {
       await direct.close();
     }
@@ -153,7 +169,8 @@ describe('fairness across tenants', () => {
       return client.readFrame(120_000);
     });
     // One runs, the others wait for the only connection (at least 10 of them, for the test to mean something).
-    const waiting = async (): Promise<number> => Number(/upstream_pool_wait_queue\{server="[^"]+"\} (\d+)$/m.exec(await metricsText(tp))?.[1] ?? 0);
+    const waiting = async (): Promise<number> =>
+      Number(/upstream_pool_wait_queue\{server="[^"]+"\} (\d+)$/m.exec(await metricsText(tp))?.[1] ?? 0);
     await expect.poll(waiting, { timeout: 30_000, interval: 20 }).toBeGreaterThanOrEqual(10);
     const quiet = await tenantProxy.rawFor('quiet');
     raws.push(quiet);
@@ -185,7 +202,9 @@ describe('transaction pinning (raw wire, fake upstream)', () => {
 
   it('keeps a transaction on one upstream connection from startTransaction to commit, across client connections', async () => {
     fake = await startFakeUpstream((message) =>
-      'find' in message.body ? [{ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [] }, ok: 1 }] : [{ ok: 1, n: 1 }],
+      'find' in message.body
+        ? [{ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [] }, ok: 1 }]
+        : [{ ok: 1, n: 1 }],
     );
     proxy = await startTestProxy({ upstream: { uri: fake.uri, maxPoolSize: 2 } });
     const a = await raw(proxy);
@@ -241,7 +260,11 @@ describe('per-tenant share of the pool (upstream.maxPoolConnectionsPerTenant)', 
     });
     const tp = tenantProxy.proxy;
     const capWaits = async (tenant: string): Promise<number> =>
-      Number(new RegExp(`^mongo_tenant_proxy_upstream_tenant_cap_waits_total\\{tenant="${tenant}"\\} (\\d+)$`, 'm').exec(await metricsText(tp))?.[1] ?? 0);
+      Number(
+        new RegExp(`^mongo_tenant_proxy_upstream_tenant_cap_waits_total\\{tenant="${tenant}"\\} (\\d+)$`, 'm').exec(
+          await metricsText(tp),
+        )?.[1] ?? 0,
+      );
     const clientsOfA = await Promise.all([0, 1, 2].map(() => (tenantProxy as TenantProxy).rawFor('a')));
     const [first, second, third] = clientsOfA as [RawClient, RawClient, RawClient];
     const b = await tenantProxy.rawFor('b');
@@ -249,32 +272,49 @@ describe('per-tenant share of the pool (upstream.maxPoolConnectionsPerTenant)', 
     const sessions = [new UUID(), new UUID(), new UUID()] as const;
 
     // Tenant a pins two connections with two open transactions: its whole share.
-    expect(await rawCommand(first, transaction(sessions[0], { insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
-    expect(await rawCommand(second, transaction(sessions[1], { insert: 'c', documents: [{ x: 2 }] }, true))).toMatchObject({ ok: 1 });
+    expect(
+      await rawCommand(first, transaction(sessions[0], { insert: 'c', documents: [{ x: 1 }] }, true)),
+    ).toMatchObject({ ok: 1 });
+    expect(
+      await rawCommand(second, transaction(sessions[1], { insert: 'c', documents: [{ x: 2 }] }, true)),
+    ).toMatchObject({ ok: 1 });
     // Its third transaction waits for one of its own connections, though the pool has room
     // (without the cap it would pin the last connection, and tenant b would wait) …
-    third.write(opMsg(transaction(sessions[2], { insert: 'c', documents: [{ x: 3 }], comment: 'a-capped' }, true)).bytes);
+    third.write(
+      opMsg(transaction(sessions[2], { insert: 'c', documents: [{ x: 3 }], comment: 'a-capped' }, true)).bytes,
+    );
     const cappedReply = third.readFrame(120_000);
     await expect.poll(() => capWaits('a'), { timeout: 30_000, interval: 20 }).toBe(1);
     // … while tenant b's commands get the free connection at once, again and again.
-    for (let i = 0; i < 5; i++) expect(await rawCommand(b, { ping: 1, comment: `b-${i}`, $db: 'admin' })).toMatchObject({ ok: 1 });
+    for (let i = 0; i < 5; i++)
+      expect(await rawCommand(b, { ping: 1, comment: `b-${i}`, $db: 'admin' })).toMatchObject({ ok: 1 });
     const comments = (): string[] => fake!.received.map((message) => String(message.body.comment));
     expect(comments()).not.toContain('a-capped');
     expect(await capWaits('b')).toBe(0);
 
     // One of a's transactions commits: its connection goes to a's waiting command.
-    expect(await rawCommand(first, transaction(sessions[0], { commitTransaction: 1, $db: 'admin' }))).toMatchObject({ ok: 1 });
+    expect(await rawCommand(first, transaction(sessions[0], { commitTransaction: 1, $db: 'admin' }))).toMatchObject({
+      ok: 1,
+    });
     expect(replyDocument((await cappedReply)!)).toMatchObject({ ok: 1 });
     expect(comments()).toContain('a-capped');
     const committedOn = fake.received.find((message) => 'commitTransaction' in message.body)?.connection;
     expect(fake.received.find((message) => message.body.comment === 'a-capped')?.connection).toBe(committedOn);
     // The pins' connections never served tenant b.
-    const pinned = new Set(fake.received.filter((message) => 'insert' in message.body).map((message) => message.connection));
+    const pinned = new Set(
+      fake.received.filter((message) => 'insert' in message.body).map((message) => message.connection),
+    );
     expect(pinned.size).toBe(2);
     expect(fake.openConnections).toBeLessThanOrEqual(3);
-    for (const message of fake.received.filter((m) => String(m.body.comment).startsWith('b-'))) expect(pinned.has(message.connection)).toBe(false);
-    for (const [client, session] of [[second, sessions[1]], [third, sessions[2]]] as const) {
-      expect(await rawCommand(client, transaction(session, { abortTransaction: 1, $db: 'admin' }))).toMatchObject({ ok: 1 });
+    for (const message of fake.received.filter((m) => String(m.body.comment).startsWith('b-')))
+      expect(pinned.has(message.connection)).toBe(false);
+    for (const [client, session] of [
+      [second, sessions[1]],
+      [third, sessions[2]],
+    ] as const) {
+      expect(await rawCommand(client, transaction(session, { abortTransaction: 1, $db: 'admin' }))).toMatchObject({
+        ok: 1,
+      });
     }
   }, 180_000);
 
@@ -286,12 +326,22 @@ describe('per-tenant share of the pool (upstream.maxPoolConnectionsPerTenant)', 
     const client = await tenantProxy.rawFor('a');
     raws.push(client);
     const session = new UUID();
-    expect(await rawCommand(client, transaction(session, { insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
+    expect(await rawCommand(client, transaction(session, { insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({
+      ok: 1,
+    });
     // No commit or abort reached the proxy; the next transaction supersedes the pinned one
     // (the server aborts it on the higher txnNumber), so it must not wait for its own pin.
-    const next = { ...transaction(session, { insert: 'c', documents: [{ x: 2 }] }, true), txnNumber: Long.fromNumber(2) };
+    const next = {
+      ...transaction(session, { insert: 'c', documents: [{ x: 2 }] }, true),
+      txnNumber: Long.fromNumber(2),
+    };
     expect(await rawCommand(client, next)).toMatchObject({ ok: 1 });
-    expect(await rawCommand(client, { ...transaction(session, { commitTransaction: 1, $db: 'admin' }), txnNumber: Long.fromNumber(2) })).toMatchObject({ ok: 1 });
+    expect(
+      await rawCommand(client, {
+        ...transaction(session, { commitTransaction: 1, $db: 'admin' }),
+        txnNumber: Long.fromNumber(2),
+      }),
+    ).toMatchObject({ ok: 1 });
     expect(await rawCommand(client, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
   }, 180_000);
 });

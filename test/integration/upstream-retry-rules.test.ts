@@ -72,7 +72,9 @@ describe('retried by the proxy', () => {
 
   it('a retryable write (txnNumber outside a transaction): the same bytes again', async () => {
     failures.insert = 1;
-    expect(await command({ insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(5), $db: 'app' })).toMatchObject({ ok: 1 });
+    expect(
+      await command({ insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(5), $db: 'app' }),
+    ).toMatchObject({ ok: 1 });
     const [first, second] = fake.received.filter((m) => 'insert' in m.body);
     expect(received('insert')).toBe(2);
     expect(second!.body.txnNumber).toEqual(first!.body.txnNumber);
@@ -87,7 +89,13 @@ describe('retried by the proxy', () => {
     expect(received('find')).toBe(3);
 
     failures.insert = 10;
-    const write = await command({ insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(6), $db: 'app' });
+    const write = await command({
+      insert: 'c',
+      documents: [{ a: 1 }],
+      lsid,
+      txnNumber: Long.fromNumber(6),
+      $db: 'app',
+    });
     // The 4th consecutive failure (this write's first attempt) opened the breaker, so its retry
     // failed fast: the error says so, but must not claim NoWritesPerformed (the first attempt may
     // have written).
@@ -109,7 +117,10 @@ describe('sent once, never again', () => {
   it('a getMore (its batch would be lost)', async () => {
     expect(await command({ find: 'c', filter: {}, batchSize: 1, $db: 'app' })).toMatchObject({ ok: 1 });
     failures.getMore = 1;
-    expect(await command({ getMore: Long.fromNumber(7), collection: 'c', $db: 'app' })).toMatchObject({ ok: 0, code: 9001 });
+    expect(await command({ getMore: Long.fromNumber(7), collection: 'c', $db: 'app' })).toMatchObject({
+      ok: 0,
+      code: 9001,
+    });
     expect(received('getMore')).toBe(1);
   });
 

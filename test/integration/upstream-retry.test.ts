@@ -26,7 +26,9 @@ const metricsText = (tp: TestProxy): Promise<string> => scrape(tp.proxy);
 
 /** Resolves once the fault proxy has forwarded more bytes to the upstream than `before`. */
 async function requestReachedUpstream(before: number): Promise<void> {
-  await expect.poll(() => (faults as FaultProxy).stats().bytesClientToUpstream, { timeout: 20_000, interval: 5 }).toBeGreaterThan(before);
+  await expect
+    .poll(() => (faults as FaultProxy).stats().bytesClientToUpstream, { timeout: 20_000, interval: 5 })
+    .toBeGreaterThan(before);
 }
 
 describe('retries through the fault injector', () => {
@@ -36,16 +38,24 @@ describe('retries through the fault injector', () => {
     const db = uniqueDbName('retryread');
     // Driver retries off: a success can only come from the proxy's own retry.
     const client: MongoClient = proxy.client({ retryReads: false, retryWrites: false });
-    await client.db(db).collection('c').insertOne({ _id: 'doc' as never, v: 1 });
+    await client
+      .db(db)
+      .collection('c')
+      .insertOne({ _id: 'doc' as never, v: 1 });
 
     faults.setLatency(1_500);
     const before = faults.stats().bytesClientToUpstream;
-    const pending = client.db(db).collection('c').findOne({ _id: 'doc' as never });
+    const pending = client
+      .db(db)
+      .collection('c')
+      .findOne({ _id: 'doc' as never });
     await requestReachedUpstream(before);
     faults.setLatency(0);
     faults.resetAll();
     expect(await pending).toMatchObject({ v: 1 });
-    expect(await metricsText(proxy)).toMatch(/^mongo_tenant_proxy_upstream_retries_total\{command="find",reason="network"\} 1$/m);
+    expect(await metricsText(proxy)).toMatch(
+      /^mongo_tenant_proxy_upstream_retries_total\{command="find",reason="network"\} 1$/m,
+    );
   });
 
   it('never resends a write without txnNumber: a reset under it is an error with labels, applied at most once', async () => {
@@ -53,7 +63,10 @@ describe('retries through the fault injector', () => {
     proxy = await startTestProxy({ upstream: { uri: faults.uri } });
     const db = uniqueDbName('retrywrite');
     const client: MongoClient = proxy.client({ retryReads: false, retryWrites: false });
-    await client.db(db).collection('c').insertOne({ _id: 'warmup' as never });
+    await client
+      .db(db)
+      .collection('c')
+      .insertOne({ _id: 'warmup' as never });
 
     faults.setLatency(1_500);
     const before = faults.stats().bytesClientToUpstream;
@@ -77,7 +90,12 @@ describe('retries through the fault injector', () => {
     expect((error as MongoServerError).message).toMatch(/connection to the upstream server failed/);
     const direct = directClient();
     try {
-      expect(await direct.db(db).collection('c').countDocuments({ _id: 'once' as never })).toBeLessThanOrEqual(1);
+      expect(
+        await direct
+          .db(db)
+          .collection('c')
+          .countDocuments({ _id: 'once' as never }),
+      ).toBeLessThanOrEqual(1);
     } finally {
       await direct.close();
     }
@@ -116,8 +134,12 @@ describe('circuit breaker', () => {
       await expect.poll(async () => (await ping()).ok, { timeout: 20_000, interval: 100 }).toBe(1);
       const text = await metricsText(proxy);
       expect(text).toMatch(/^mongo_tenant_proxy_circuit_breaker_state\{server="[^"]+"\} 0$/m);
-      expect(text).toMatch(/^mongo_tenant_proxy_circuit_breaker_transitions_total\{server="[^"]+",from="closed",to="open"\} 1$/m);
-      expect(text).toMatch(/^mongo_tenant_proxy_circuit_breaker_transitions_total\{server="[^"]+",from="half-open",to="closed"\} 1$/m);
+      expect(text).toMatch(
+        /^mongo_tenant_proxy_circuit_breaker_transitions_total\{server="[^"]+",from="closed",to="open"\} 1$/m,
+      );
+      expect(text).toMatch(
+        /^mongo_tenant_proxy_circuit_breaker_transitions_total\{server="[^"]+",from="half-open",to="closed"\} 1$/m,
+      );
     } finally {
       c.close();
     }

@@ -43,7 +43,8 @@ async function startReplicaSet(size = 3): Promise<ReplicaSet> {
         if ((name === 'insert' || name === 'update' || name === 'delete') && i !== primary) {
           return [{ ok: 0, code: 10107, codeName: 'NotWritablePrimary', errmsg: 'not primary' }];
         }
-        if (name === 'find') return [{ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [{ member: i }] }, ok: 1 }];
+        if (name === 'find')
+          return [{ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [{ member: i }] }, ok: 1 }];
         return [{ ok: 1, n: 1 }];
       },
       {
@@ -92,7 +93,9 @@ async function command(client: RawClient, doc: Record<string, unknown>): Promise
 describe('replica set failover (fake members)', () => {
   it('sends new writes to the new primary after an election', async () => {
     const rs = await startReplicaSet();
-    proxy = await startTestProxy({ upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 500 } });
+    proxy = await startTestProxy({
+      upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 500 },
+    });
     const c = await raw(proxy);
     expect(await command(c, { insert: 'c', documents: [{ a: 1 }], $db: 'app' })).toMatchObject({ ok: 1 });
     expect(rs.servedBy('insert')).toEqual([0]);
@@ -101,32 +104,53 @@ describe('replica set failover (fake members)', () => {
     // A write sent before monitoring noticed may get NotWritablePrimary (not retried: no txnNumber);
     // the proxy then re-checks at once, and new writes reach member 1.
     await expect
-      .poll(async () => (await command(c, { insert: 'c', documents: [{ a: 2 }], $db: 'app' })).ok, { timeout: 20_000, interval: 100 })
+      .poll(async () => (await command(c, { insert: 'c', documents: [{ a: 2 }], $db: 'app' })).ok, {
+        timeout: 20_000,
+        interval: 100,
+      })
       .toBe(1);
     const before = rs.servedBy('insert').length;
-    for (let i = 0; i < 3; i++) expect(await command(c, { insert: 'c', documents: [{ a: 3 }], $db: 'app' })).toMatchObject({ ok: 1 });
+    for (let i = 0; i < 3; i++)
+      expect(await command(c, { insert: 'c', documents: [{ a: 3 }], $db: 'app' })).toMatchObject({ ok: 1 });
     expect(rs.servedBy('insert').slice(before)).toEqual([1, 1, 1]);
   });
 
   it('retries a retryable write that met the step-down on the new primary', async () => {
     const rs = await startReplicaSet();
     // A long heartbeat: only the NotWritablePrimary reply can make the proxy look again.
-    proxy = await startTestProxy({ upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 60_000 } });
+    proxy = await startTestProxy({
+      upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 60_000 },
+    });
     const c = await raw(proxy);
     const lsid = { id: new UUID() };
-    expect(await command(c, { insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(1), $db: 'app' })).toMatchObject({ ok: 1 });
+    expect(
+      await command(c, { insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(1), $db: 'app' }),
+    ).toMatchObject({ ok: 1 });
     rs.elect(2);
-    const reply = await command(c, { insert: 'c', documents: [{ a: 2 }], lsid, txnNumber: Long.fromNumber(2), $db: 'app' });
+    const reply = await command(c, {
+      insert: 'c',
+      documents: [{ a: 2 }],
+      lsid,
+      txnNumber: Long.fromNumber(2),
+      $db: 'app',
+    });
     expect(reply).toMatchObject({ ok: 1 });
     expect(rs.servedBy('insert')).toEqual([0, 0, 2]);
   });
 
   it('sends reads with $readPreference secondary to a secondary, and tags pick the member', async () => {
     const rs = await startReplicaSet();
-    proxy = await startTestProxy({ upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 500 } });
+    proxy = await startTestProxy({
+      upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 500 },
+    });
     const c = await raw(proxy);
     const servedBy = async (readPreference?: Record<string, unknown>): Promise<number> => {
-      const reply = await command(c, { find: 'c', filter: {}, ...(readPreference ? { $readPreference: readPreference } : {}), $db: 'app' });
+      const reply = await command(c, {
+        find: 'c',
+        filter: {},
+        ...(readPreference ? { $readPreference: readPreference } : {}),
+        $db: 'app',
+      });
       return (reply as { cursor: { firstBatch: Array<{ member: number }> } }).cursor.firstBatch[0]!.member;
     };
     expect(await servedBy()).toBe(0);
@@ -142,7 +166,9 @@ describe('mongos lists', () => {
     for (let i = 0; i < 2; i++) {
       members.push(await startFakeUpstream(() => [{ ok: 1 }], { hello: () => ({ ...FAKE_HELLO, msg: 'isdbgrid' }) }));
     }
-    proxy = await startTestProxy({ upstream: { uri: `mongodb://${members.map((m) => m.address).join(',')}/`, heartbeatFrequencyMS: 500 } });
+    proxy = await startTestProxy({
+      upstream: { uri: `mongodb://${members.map((m) => m.address).join(',')}/`, heartbeatFrequencyMS: 500 },
+    });
     const clients = await Promise.all(Array.from({ length: 20 }, () => raw(proxy as TestProxy)));
     // Wait until monitoring has described both mongos.
     await expect
@@ -158,19 +184,35 @@ describe('mongos lists', () => {
 });
 
 describe('replSetStepDown on a real replica set', () => {
-  it.skipIf(needsMongoDB('needs a MongoDB replica set (replSetStepDown)'))('keeps writing through a step-down', async () => {
-    proxy = await startTestProxy({ upstream: { heartbeatFrequencyMS: 500 } });
-    const db = uniqueDbName('stepdown');
-    const client = proxy.client();
-    const collection = client.db(db).collection('c');
-    await collection.insertOne({ step: 'before' });
-    const admin = directClient();
-    try {
-      await admin.db('admin').command({ replSetStepDown: 10, force: true }).catch(() => undefined);
-      await expect.poll(async () => (await collection.insertOne({ step: 'after' }).then(() => true, () => false)), { timeout: 60_000, interval: 500 }).toBe(true);
-      expect(await admin.db(db).collection('c').countDocuments({ step: 'before' })).toBe(1);
-    } finally {
-      await admin.close();
-    }
-  }, 90_000);
+  it.skipIf(needsMongoDB('needs a MongoDB replica set (replSetStepDown)'))(
+    'keeps writing through a step-down',
+    async () => {
+      proxy = await startTestProxy({ upstream: { heartbeatFrequencyMS: 500 } });
+      const db = uniqueDbName('stepdown');
+      const client = proxy.client();
+      const collection = client.db(db).collection('c');
+      await collection.insertOne({ step: 'before' });
+      const admin = directClient();
+      try {
+        await admin
+          .db('admin')
+          .command({ replSetStepDown: 10, force: true })
+          .catch(() => undefined);
+        await expect
+          .poll(
+            async () =>
+              await collection.insertOne({ step: 'after' }).then(
+                () => true,
+                () => false,
+              ),
+            { timeout: 60_000, interval: 500 },
+          )
+          .toBe(true);
+        expect(await admin.db(db).collection('c').countDocuments({ step: 'before' })).toBe(1);
+      } finally {
+        await admin.close();
+      }
+    },
+    90_000,
+  );
 });

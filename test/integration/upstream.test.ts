@@ -249,24 +249,86 @@ describe('Upstream TLS against FerretDB', () => {
     const f = (name: string): string => path.join(dir, name);
     const openssl = (...args: string[]) => run('openssl', args, { cwd: dir });
     const makeCa = async (name: string): Promise<void> => {
-      await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`,
-        '-keyout', f(`${name}.key`), '-out', f(`${name}.pem`));
+      await openssl(
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        `/CN=${name}`,
+        '-keyout',
+        f(`${name}.key`),
+        '-out',
+        f(`${name}.pem`),
+      );
     };
     await makeCa('test-ca');
     await makeCa('other-ca');
-    await openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost',
-      '-keyout', f('server.key'), '-out', f('server.csr'));
+    await openssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-keyout',
+      f('server.key'),
+      '-out',
+      f('server.csr'),
+    );
     await writeFile(f('server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-    await openssl('x509', '-req', '-in', f('server.csr'), '-CA', f('test-ca.pem'), '-CAkey', f('test-ca.key'),
-      '-CAcreateserial', '-days', '2', '-extfile', f('server.ext'), '-out', f('server.pem'));
+    await openssl(
+      'x509',
+      '-req',
+      '-in',
+      f('server.csr'),
+      '-CA',
+      f('test-ca.pem'),
+      '-CAkey',
+      f('test-ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      f('server.ext'),
+      '-out',
+      f('server.pem'),
+    );
     caFile = f('test-ca.pem');
     otherCaFile = f('other-ca.pem');
     // A client certificate with an encrypted key, certificate and key concatenated as
     // tlsCertificateKeyFile expects.
-    await openssl('req', '-newkey', 'rsa:2048', '-subj', '/CN=proxy-client', '-passout', 'pass:keypass',
-      '-keyout', f('client.key'), '-out', f('client.csr'));
-    await openssl('x509', '-req', '-in', f('client.csr'), '-CA', f('test-ca.pem'), '-CAkey', f('test-ca.key'),
-      '-CAcreateserial', '-days', '2', '-out', f('client.crt'));
+    await openssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-subj',
+      '/CN=proxy-client',
+      '-passout',
+      'pass:keypass',
+      '-keyout',
+      f('client.key'),
+      '-out',
+      f('client.csr'),
+    );
+    await openssl(
+      'x509',
+      '-req',
+      '-in',
+      f('client.csr'),
+      '-CA',
+      f('test-ca.pem'),
+      '-CAkey',
+      f('test-ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-out',
+      f('client.crt'),
+    );
     clientPem = f('client.pem');
     await writeFile(clientPem, Buffer.concat([await readFile(f('client.crt')), await readFile(f('client.key'))]));
     ferret = await startFerretDB({ tls: { certFile: f('server.pem'), keyFile: f('server.key') } });

@@ -24,12 +24,25 @@ describe('build identity', () => {
 
   it('finds the commit of a detached HEAD, a loose ref, a packed ref and a worktree, without git', () => {
     expect(readCommit(checkout('detached', { '.git/HEAD': `${SHA}\n` }))).toBe(SHA.slice(0, 12));
-    expect(readCommit(checkout('loose', { '.git/HEAD': 'ref: refs/heads/main\n', '.git/refs/heads/main': `${SHA}\n` }))).toBe(SHA.slice(0, 12));
-    expect(readCommit(checkout('packed', { '.git/HEAD': 'ref: refs/heads/main\n', '.git/packed-refs': `# pack-refs\n${SHA} refs/heads/main\n` }))).toBe(
+    expect(
+      readCommit(checkout('loose', { '.git/HEAD': 'ref: refs/heads/main\n', '.git/refs/heads/main': `${SHA}\n` })),
+    ).toBe(SHA.slice(0, 12));
+    expect(
+      readCommit(
+        checkout('packed', {
+          '.git/HEAD': 'ref: refs/heads/main\n',
+          '.git/packed-refs': `# pack-refs\n${SHA} refs/heads/main\n`,
+        }),
+      ),
+    ).toBe(SHA.slice(0, 12));
+    const main = checkout('main', {
+      '.git/worktrees/wt/HEAD': 'ref: refs/heads/wt\n',
+      '.git/worktrees/wt/commondir': '../..\n',
+      '.git/refs/heads/wt': `${SHA}\n`,
+    });
+    expect(readCommit(checkout('wt', { '.git': `gitdir: ${join(main, '.git/worktrees/wt')}\n` }))).toBe(
       SHA.slice(0, 12),
     );
-    const main = checkout('main', { '.git/worktrees/wt/HEAD': 'ref: refs/heads/wt\n', '.git/worktrees/wt/commondir': '../..\n', '.git/refs/heads/wt': `${SHA}\n` });
-    expect(readCommit(checkout('wt', { '.git': `gitdir: ${join(main, '.git/worktrees/wt')}\n` }))).toBe(SHA.slice(0, 12));
   });
 
   it('is "unknown" without a checkout (an image built without .git)', () => {

@@ -71,12 +71,24 @@ describe('help and version', () => {
   it('serve --help lists its options with their variables and defaults', async () => {
     const run = await cli(['serve', '--help']);
     expect(run.exits).toEqual([0]);
-    for (const text of ['--config', '--listen', '--upstream', '--metrics-listen', '--log-level', 'MTP_LISTEN',
-      'MTP_UPSTREAM', 'MTP_METRICS_LISTEN', 'MTP_LOG_LEVEL', 'MTP_CONFIG', '127.0.0.1:27018', 'MTP_LIMITS__MAX_CONNECTIONS']) {
+    for (const text of [
+      '--config',
+      '--listen',
+      '--upstream',
+      '--metrics-listen',
+      '--log-level',
+      'MTP_LISTEN',
+      'MTP_UPSTREAM',
+      'MTP_METRICS_LISTEN',
+      'MTP_LOG_LEVEL',
+      'MTP_CONFIG',
+      '127.0.0.1:27018',
+      'MTP_LIMITS__MAX_CONNECTIONS',
+    ]) {
       expect(run.stdout).toContain(text);
     }
     // --listen sets only the first listener, as the README's table says.
-    expect(run.stdout.replace(/\s+/g, ' ')).toContain('The first listener\'s address (listeners[0].listen;');
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain("The first listener's address (listeners[0].listen;");
   });
 
   it('validate-config --help explains the argument', async () => {
@@ -91,11 +103,15 @@ describe('help and version', () => {
     expect(run.exits).toEqual([0]);
     expect(run.stdout).toContain('--metrics-listen');
     // Every secret print-config masks, not only passwords.
-    expect(run.stdout.replace(/\s+/g, ' ')).toContain('secrets masked (URI passwords, keyPassphrase, isolation.sessionKey)');
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain(
+      'secrets masked (URI passwords, keyPassphrase, isolation.sessionKey)',
+    );
   });
 
   it('--version prints the package version', async () => {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
     expect(VERSION).toBe(pkg.version);
     const run = await cli(['--version']);
     expect(run.stdout).toBe(`${pkg.version}\n`);
@@ -131,7 +147,9 @@ describe('usage errors: one line on stderr, exit 2', () => {
 
   it('a bad flag value names the field and the flag', async () => {
     const line = usageFailure(await cli(['print-config', '--listen', 'localhost']));
-    expect(line).toBe('error: listeners[0].listen: must be "host:port" (IPv6 as "[::1]:27018"): missing ":port" (got "localhost", from --listen)');
+    expect(line).toBe(
+      'error: listeners[0].listen: must be "host:port" (IPv6 as "[::1]:27018"): missing ":port" (got "localhost", from --listen)',
+    );
   });
 
   it('a bad environment value names the field', async () => {
@@ -203,10 +221,27 @@ describe('validate-config', () => {
   // A reload rejects files that do not load, so validate-config (the runbook's check before a
   // reload) loads them too, naming the field.
   it.each([
-    ['a missing credentials file', () => `identity:\n  scram:\n    credentialsFile: ${join(dir, 'missing-credentials.yaml')}\n`, /^error: identity\.scram\.credentialsFile: .*cannot read credentials file/],
-    ['an invalid credentials file', () => `identity:\n  scram:\n    credentialsFile: ${yamlFile('users:\n  - user: orders\n')}\n`, /^error: identity\.scram\.credentialsFile: .*users\[0\]\.tenant/],
-    ['a missing JWT key file', () => `identity:\n  jwt:\n    keyFile: ${join(dir, 'missing-key.pem')}\n    audience: proxy\n    tenantClaim: tenant\n`, /^error: identity\.jwt\.keyFile: /],
-    ['a missing TLS certificate', () => `tls:\n      certFile: ${join(dir, 'missing.crt')}\n      keyFile: ${join(dir, 'missing.key')}\n`, /^error: listeners\[0\]\.tls\.certFile: /],
+    [
+      'a missing credentials file',
+      () => `identity:\n  scram:\n    credentialsFile: ${join(dir, 'missing-credentials.yaml')}\n`,
+      /^error: identity\.scram\.credentialsFile: .*cannot read credentials file/,
+    ],
+    [
+      'an invalid credentials file',
+      () => `identity:\n  scram:\n    credentialsFile: ${yamlFile('users:\n  - user: orders\n')}\n`,
+      /^error: identity\.scram\.credentialsFile: .*users\[0\]\.tenant/,
+    ],
+    [
+      'a missing JWT key file',
+      () =>
+        `identity:\n  jwt:\n    keyFile: ${join(dir, 'missing-key.pem')}\n    audience: proxy\n    tenantClaim: tenant\n`,
+      /^error: identity\.jwt\.keyFile: /,
+    ],
+    [
+      'a missing TLS certificate',
+      () => `tls:\n      certFile: ${join(dir, 'missing.crt')}\n      keyFile: ${join(dir, 'missing.key')}\n`,
+      /^error: listeners\[0\]\.tls\.certFile: /,
+    ],
   ])('loads the files the configuration names: %s is an error naming the field', async (_name, section, expected) => {
     const text = section();
     const methods = text.startsWith('identity') ? (text.includes('jwt') ? '[plain-jwt]' : '[scram]') : '[]';
@@ -240,7 +275,9 @@ describe('validate-config', () => {
 
 describe('print-config', () => {
   it('prints the effective configuration as YAML with the password masked', async () => {
-    const file = yamlFile('upstream:\n  uri: mongodb://proxy:hunter2@db:27017/?authSource=admin\nlimits:\n  maxConnections: 5\n');
+    const file = yamlFile(
+      'upstream:\n  uri: mongodb://proxy:hunter2@db:27017/?authSource=admin\nlimits:\n  maxConnections: 5\n',
+    );
     const run = await cli(['print-config', '--config', file, '--metrics-listen', 'off'], {
       env: { MTP_LOG_LEVEL: 'debug' },
     });
@@ -321,7 +358,12 @@ describe('serve', () => {
     expect(calls.config.upstream.uri).toBe('mongodb://u:hunter2@db/');
     expect(calls.config.log.level).toBe('debug');
     expect(logLines(run)).toContainEqual(
-      expect.objectContaining({ msg: 'listening', address: '127.0.0.1:40000', metricsAddress: '[::1]:40001', level: 'info' }),
+      expect.objectContaining({
+        msg: 'listening',
+        address: '127.0.0.1:40000',
+        metricsAddress: '[::1]:40001',
+        level: 'info',
+      }),
     );
     expect(run.stdout).not.toContain('hunter2');
     signals.emit('SIGTERM', 'SIGTERM');
@@ -393,7 +435,8 @@ describe('serve', () => {
   });
 
   it('exits 1 with one line when the proxy cannot start, without the password', async () => {
-    const startProxy: StartProxy = () => Promise.reject(new Error('cannot reach mongodb://u:hunter2@db/: ECONNREFUSED'));
+    const startProxy: StartProxy = () =>
+      Promise.reject(new Error('cannot reach mongodb://u:hunter2@db/: ECONNREFUSED'));
     const run = await cli(['serve'], { startProxy, signals: new FakeProcess() });
     expect(run.exits).toEqual([1]);
     expect(run.stderr).toBe('error: failed to start: cannot reach mongodb://u:****@db/: ECONNREFUSED\n');

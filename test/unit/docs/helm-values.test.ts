@@ -53,7 +53,8 @@ function exists(path: string): boolean {
   }
   let node: unknown = values;
   for (const segment of path.split('.')) {
-    if (Array.isArray(node) || (node !== null && typeof node === 'object' && Object.keys(node).length === 0)) return true;
+    if (Array.isArray(node) || (node !== null && typeof node === 'object' && Object.keys(node).length === 0))
+      return true;
     if (node === null || typeof node !== 'object' || !(segment in node)) return false;
     node = (node as Record<string, unknown>)[segment];
   }
@@ -66,9 +67,17 @@ describe('chart values named in the README', () => {
   it('finds the ones the deploy and scrape sections are about', () => {
     expect(keys).toEqual(
       expect.arrayContaining([
-        'image.repository', 'secretEnv.name', 'networkPolicy.enabled', 'tls.secrets', 'credentials.secretName',
-        'serviceMonitor.enabled', 'podMonitor.selector', 'prometheusRule.thresholds', 'prometheusRule.runbookUrl',
-        'dashboards.enabled', 'rollOnConfigChange',
+        'image.repository',
+        'secretEnv.name',
+        'networkPolicy.enabled',
+        'tls.secrets',
+        'credentials.secretName',
+        'serviceMonitor.enabled',
+        'podMonitor.selector',
+        'prometheusRule.thresholds',
+        'prometheusRule.runbookUrl',
+        'dashboards.enabled',
+        'rollOnConfigChange',
       ]),
     );
   });

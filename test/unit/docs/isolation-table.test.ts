@@ -28,7 +28,10 @@ for (const line of table.split('\n')) {
   list.push(cells(line));
   rows.set(match[1]!, list);
 }
-const keys = [...Array.from({ length: 8 }, (_, i) => `G${i + 1}`), ...Array.from({ length: 64 }, (_, i) => String(i + 1))];
+const keys = [
+  ...Array.from({ length: 8 }, (_, i) => `G${i + 1}`),
+  ...Array.from({ length: 64 }, (_, i) => String(i + 1)),
+];
 
 describe('docs/isolation.md catalogue table', () => {
   it('has the table markers', () => {
@@ -47,7 +50,8 @@ describe('docs/isolation.md catalogue table', () => {
       for (const row of rows.get(key) ?? []) {
         if (row.length !== 4) empty.push(`${key}: ${row.length} cells instead of 4`);
         row.forEach((cell, index) => {
-          if (cell === '' || cell === '—' || cell === '-' || /no test yet/.test(cell)) empty.push(`${key}: column ${index + 1} is "${cell}"`);
+          if (cell === '' || cell === '—' || cell === '-' || /no test yet/.test(cell))
+            empty.push(`${key}: column ${index + 1} is "${cell}"`);
         });
       }
     }
@@ -61,10 +65,9 @@ describe('docs/isolation.md catalogue table', () => {
   });
 
   it('lists every catalogue test the script finds (regenerate the table when this fails)', () => {
-    const found = JSON.parse(execFileSync(process.execPath, [`${root}scripts/isolation-table.mjs`, '--json'], { encoding: 'utf8' })) as Record<
-      string,
-      Array<{ file: string }>
-    >;
+    const found = JSON.parse(
+      execFileSync(process.execPath, [`${root}scripts/isolation-table.mjs`, '--json'], { encoding: 'utf8' }),
+    ) as Record<string, Array<{ file: string }>>;
     const stale: string[] = [];
     for (const [item, tests] of Object.entries(found)) {
       const cell = rows.get(item)?.[0]?.[3] ?? '';

@@ -59,7 +59,9 @@ describe('README metrics reference', () => {
   it('names every Node.js process metric', async () => {
     const own = await ownFamilies();
     const all = new ProxyMetrics();
-    const processFamilies = (await all.registry.getMetricsAsJSON()).map((metric) => metric.name).filter((name) => !own.has(name));
+    const processFamilies = (await all.registry.getMetricsAsJSON())
+      .map((metric) => metric.name)
+      .filter((name) => !own.has(name));
     expect(processFamilies.length).toBeGreaterThan(10);
     for (const name of processFamilies) expect(section, name).toContain(`\`${name.slice(METRIC_PREFIX.length)}\``);
   });

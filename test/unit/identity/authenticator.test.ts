@@ -24,7 +24,14 @@ import type {
 const logger = pino({ level: 'silent' });
 
 function listener(overrides: Partial<ListenerConfig> = {}): ListenerConfig {
-  return { name: 'l', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null, ...overrides };
+  return {
+    name: 'l',
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: null,
+    methods: [],
+    staticTenant: null,
+    ...overrides,
+  };
 }
 
 /** A two-step mechanism: start answers "challenge", step succeeds only with payload "secret". */
@@ -38,8 +45,13 @@ function fakeScram(name = 'SCRAM-SHA-256', tenantOf: (user: string) => string = 
         payload: Buffer.from('challenge'),
         conversation: {
           async step(payload) {
-            if (payload.toString() !== 'secret') throw new ProxyError(ErrorCodes.AuthenticationFailed, 'Authentication failed.');
-            return { done: true, payload: Buffer.from('v=ok'), principal: { user, db: request.db, tenant: tenantOf(user) } };
+            if (payload.toString() !== 'secret')
+              throw new ProxyError(ErrorCodes.AuthenticationFailed, 'Authentication failed.');
+            return {
+              done: true,
+              payload: Buffer.from('v=ok'),
+              principal: { user, db: request.db, tenant: tenantOf(user) },
+            };
           },
         },
       };
@@ -47,7 +59,9 @@ function fakeScram(name = 'SCRAM-SHA-256', tenantOf: (user: string) => string = 
   };
 }
 
-function services(extra: Partial<IdentityServices> = {}): IdentityServices & { outcomes: AuthOutcome[]; events: AuthenticationEvent[] } {
+function services(
+  extra: Partial<IdentityServices> = {},
+): IdentityServices & { outcomes: AuthOutcome[]; events: AuthenticationEvent[] } {
   const outcomes: AuthOutcome[] = [];
   const events: AuthenticationEvent[] = [];
   return {
@@ -74,7 +88,13 @@ function cert(name: string, authorized = true): PeerCertificate {
 }
 
 function auth(listenerConfig: ListenerConfig, svc: IdentityServices, peer?: PeerCertificate): ConnectionAuthenticator {
-  return new ConnectionAuthenticator({ listener: listenerConfig, services: svc, remoteAddress: '10.0.0.1', peerCertificate: peer, logger });
+  return new ConnectionAuthenticator({
+    listener: listenerConfig,
+    services: svc,
+    remoteAddress: '10.0.0.1',
+    peerCertificate: peer,
+    logger,
+  });
 }
 
 async function expectCode(promise: Promise<unknown>, code: number): Promise<void> {
@@ -86,7 +106,20 @@ async function expectCode(promise: Promise<unknown>, code: number): Promise<void
 describe('ConnectionAuthenticator', () => {
   it('allows exactly the handshake and authentication commands before a tenant exists', () => {
     expect([...PRE_AUTH_COMMANDS].sort()).toEqual(
-      ['authenticate', 'buildInfo', 'buildinfo', 'connectionStatus', 'endSessions', 'hello', 'isMaster', 'ismaster', 'logout', 'ping', 'saslContinue', 'saslStart'].sort(),
+      [
+        'authenticate',
+        'buildInfo',
+        'buildinfo',
+        'connectionStatus',
+        'endSessions',
+        'hello',
+        'isMaster',
+        'ismaster',
+        'logout',
+        'ping',
+        'saslContinue',
+        'saslStart',
+      ].sort(),
     );
     const a = auth(listener(), services());
     expect(a.identity).toBeUndefined();
@@ -105,7 +138,9 @@ describe('ConnectionAuthenticator', () => {
     expect(unmatched.identity).toBeUndefined();
     expect(unmatched.unauthorized('find').message).toMatch(/matches no tenant mapping rule/);
     expect(auth(listener({ methods: ['mtls'] }), svc, cert('acme-cert', false)).identity).toBeUndefined();
-    expect(svc.events.map(({ method, mechanism, outcome, user, tenant }) => ({ method, mechanism, outcome, user, tenant }))).toEqual([
+    expect(
+      svc.events.map(({ method, mechanism, outcome, user, tenant }) => ({ method, mechanism, outcome, user, tenant })),
+    ).toEqual([
       { method: 'mtls', mechanism: 'certificate', outcome: 'success', user: 'CN=acme-cert', tenant: 'acme' },
       { method: 'mtls', mechanism: 'certificate', outcome: 'failure', user: 'CN=stranger', tenant: undefined },
     ]);
@@ -114,46 +149,101 @@ describe('ConnectionAuthenticator', () => {
   it('runs a SASL conversation and binds the tenant on success', async () => {
     const svc = services({ scram: { mechanisms: [fakeScram()], supportedMechanisms: () => ['SCRAM-SHA-256'] } });
     const a = auth(listener({ methods: ['scram'] }), svc);
-    const first = await a.handle('saslStart', { saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: new Binary(Buffer.from('n,,n=ada,r=x')) }, 'admin');
+    const first = await a.handle(
+      'saslStart',
+      { saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: new Binary(Buffer.from('n,,n=ada,r=x')) },
+      'admin',
+    );
     expect(first.done).toBe(false);
-    const final = await a.handle('saslContinue', { saslContinue: 1, conversationId: first.conversationId, payload: new Binary(Buffer.from('secret')) }, 'admin');
+    const final = await a.handle(
+      'saslContinue',
+      { saslContinue: 1, conversationId: first.conversationId, payload: new Binary(Buffer.from('secret')) },
+      'admin',
+    );
     expect(final.done).toBe(true);
     expect(a.identity).toMatchObject({ tenant: 'acme', method: 'scram', principal: 'ada@admin' });
-    expect(a.connectionStatus()).toMatchObject({ authInfo: { authenticatedUsers: [{ user: 'ada', db: 'admin' }] }, tenant: 'acme', ok: 1 });
+    expect(a.connectionStatus()).toMatchObject({
+      authInfo: { authenticatedUsers: [{ user: 'ada', db: 'admin' }] },
+      tenant: 'acme',
+      ok: 1,
+    });
     expect(svc.outcomes).toEqual(['success']);
     expect(svc.events).toEqual([
-      { listener: 'l', method: 'scram', mechanism: 'SCRAM-SHA-256', outcome: 'success', user: 'ada', tenant: 'acme', remoteAddress: '10.0.0.1' },
+      {
+        listener: 'l',
+        method: 'scram',
+        mechanism: 'SCRAM-SHA-256',
+        outcome: 'success',
+        user: 'ada',
+        tenant: 'acme',
+        remoteAddress: '10.0.0.1',
+      },
     ]);
   });
 
   it('answers every failure with the same AuthenticationFailed, and counts it', async () => {
     const svc = services({ scram: { mechanisms: [fakeScram()], supportedMechanisms: () => [] } });
     const a = auth(listener({ methods: ['scram'] }), svc);
-    const first = await a.handle('saslStart', { mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=ada,r=x') }, 'admin');
-    await expectCode(a.handle('saslContinue', { conversationId: first.conversationId, payload: Buffer.from('wrong') }, 'admin'), 18);
+    const first = await a.handle(
+      'saslStart',
+      { mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=ada,r=x') },
+      'admin',
+    );
+    await expectCode(
+      a.handle('saslContinue', { conversationId: first.conversationId, payload: Buffer.from('wrong') }, 'admin'),
+      18,
+    );
     // The conversation is over after a failure.
-    await expectCode(a.handle('saslContinue', { conversationId: first.conversationId, payload: Buffer.from('secret') }, 'admin'), ErrorCodes.ProtocolError);
+    await expectCode(
+      a.handle('saslContinue', { conversationId: first.conversationId, payload: Buffer.from('secret') }, 'admin'),
+      ErrorCodes.ProtocolError,
+    );
     expect(a.identity).toBeUndefined();
     expect(svc.outcomes).toEqual(['failure']);
     // Failures and successes report the same method and mechanism labels; never the payload.
     expect(svc.events).toEqual([
-      expect.objectContaining({ method: 'scram', mechanism: 'SCRAM-SHA-256', outcome: 'failure', user: 'ada', reason: 'AuthenticationFailed' }),
+      expect.objectContaining({
+        method: 'scram',
+        mechanism: 'SCRAM-SHA-256',
+        outcome: 'failure',
+        user: 'ada',
+        reason: 'AuthenticationFailed',
+      }),
     ]);
     expect(JSON.stringify(svc.events)).not.toContain('wrong');
   });
 
   it('refuses mechanisms the listener does not enable', async () => {
     const a = auth(listener({ methods: ['static'], staticTenant: 't' }), services());
-    await expectCode(a.handle('saslStart', { mechanism: 'SCRAM-SHA-256', payload: Buffer.alloc(0) }, 'admin'), ErrorCodes.MechanismUnavailable);
-    await expectCode(a.handle('saslStart', { mechanism: 'PLAIN', payload: Buffer.alloc(0) }, '$external'), ErrorCodes.MechanismUnavailable);
+    await expectCode(
+      a.handle('saslStart', { mechanism: 'SCRAM-SHA-256', payload: Buffer.alloc(0) }, 'admin'),
+      ErrorCodes.MechanismUnavailable,
+    );
+    await expectCode(
+      a.handle('saslStart', { mechanism: 'PLAIN', payload: Buffer.alloc(0) }, '$external'),
+      ErrorCodes.MechanismUnavailable,
+    );
   });
 
   it('refuses re-authentication as another identity; the same identity again is fine', async () => {
-    const svc = services({ scram: { mechanisms: [fakeScram('SCRAM-SHA-256', (u) => (u === 'eve' ? 'evil' : 'acme'))], supportedMechanisms: () => [] } });
+    const svc = services({
+      scram: {
+        mechanisms: [fakeScram('SCRAM-SHA-256', (u) => (u === 'eve' ? 'evil' : 'acme'))],
+        supportedMechanisms: () => [],
+      },
+    });
     const a = auth(listener({ methods: ['scram'] }), svc);
     const login = async (user: string): Promise<unknown> => {
-      const first = await a.handle('saslStart', { mechanism: 'SCRAM-SHA-256', payload: Buffer.from(`n,,n=${user},r=x`) }, 'admin');
-      return a.handle('saslContinue', { conversationId: first.conversationId, payload: Buffer.from('secret') }, 'admin');
+      const first = await a.handle(
+        'saslStart',
+        { mechanism: 'SCRAM-SHA-256', payload: Buffer.from(`n,,n=${user},r=x`) },
+        'admin',
+      );
+      return a.handle(
+        'saslContinue',
+        { conversationId: first.conversationId, payload: Buffer.from('secret') },
+        'admin',
+      );
     };
     await login('ada');
     await login('ada');
@@ -173,7 +263,10 @@ describe('ConnectionAuthenticator', () => {
       user: 'CN=acme-cert',
       ok: 1,
     });
-    await expectCode(a.handle('authenticate', { authenticate: 1, mechanism: 'MONGODB-X509', user: 'CN=someone-else' }, '$external'), 18);
+    await expectCode(
+      a.handle('authenticate', { authenticate: 1, mechanism: 'MONGODB-X509', user: 'CN=someone-else' }, '$external'),
+      18,
+    );
     const none = auth(listener({ methods: ['mtls'] }), svc, undefined);
     await expectCode(none.handle('authenticate', { authenticate: 1, mechanism: 'MONGODB-X509' }, '$external'), 18);
     const wrongDb = auth(listener({ methods: ['mtls'] }), svc, cert('acme-cert'));
@@ -181,21 +274,38 @@ describe('ConnectionAuthenticator', () => {
   });
 
   it('answers speculativeAuthenticate and saslSupportedMechs in hello; a failed speculative step is just omitted', async () => {
-    const svc = services({ scram: { mechanisms: [fakeScram()], supportedMechanisms: (db, user) => (user === 'ada' ? ['SCRAM-SHA-256'] : ['SCRAM-SHA-256', 'SCRAM-SHA-1']) } });
+    const svc = services({
+      scram: {
+        mechanisms: [fakeScram()],
+        supportedMechanisms: (db, user) => (user === 'ada' ? ['SCRAM-SHA-256'] : ['SCRAM-SHA-256', 'SCRAM-SHA-1']),
+      },
+    });
     const a = auth(listener({ methods: ['scram'] }), svc);
     const fields = await a.helloFields({
       hello: 1,
       saslSupportedMechs: 'admin.ada',
-      speculativeAuthenticate: { saslStart: 1, mechanism: 'SCRAM-SHA-256', payload: Buffer.from('n,,n=ada,r=x'), db: 'admin' },
+      speculativeAuthenticate: {
+        saslStart: 1,
+        mechanism: 'SCRAM-SHA-256',
+        payload: Buffer.from('n,,n=ada,r=x'),
+        db: 'admin',
+      },
     });
     expect(fields.saslSupportedMechs).toEqual(['SCRAM-SHA-256']);
     expect(fields.speculativeAuthenticate).toMatchObject({ done: false });
     expect(fields.speculativeAuthenticate.ok).toBeUndefined();
-    await a.handle('saslContinue', { conversationId: fields.speculativeAuthenticate.conversationId, payload: Buffer.from('secret') }, 'admin');
+    await a.handle(
+      'saslContinue',
+      { conversationId: fields.speculativeAuthenticate.conversationId, payload: Buffer.from('secret') },
+      'admin',
+    );
     expect(a.identity?.tenant).toBe('acme');
 
     const b = auth(listener({ methods: ['scram'] }), svc);
-    const failed = await b.helloFields({ hello: 1, speculativeAuthenticate: { saslStart: 1, mechanism: 'NOPE', payload: Buffer.alloc(0), db: 'admin' } });
+    const failed = await b.helloFields({
+      hello: 1,
+      speculativeAuthenticate: { saslStart: 1, mechanism: 'NOPE', payload: Buffer.alloc(0), db: 'admin' },
+    });
     expect(failed.speculativeAuthenticate).toBeUndefined();
   });
 
@@ -204,9 +314,17 @@ describe('ConnectionAuthenticator', () => {
     const relay: RelayConnection = { runCommand: async () => ({ ok: 1 }), discard: () => void (discarded += 1) };
     const mechanism: SaslMechanism = {
       name: 'SCRAM-SHA-256',
-      start: async (request) => ({ done: true, payload: Buffer.alloc(0), principal: { user: 'u', db: request.db, tenant: 't' }, relay }),
+      start: async (request) => ({
+        done: true,
+        payload: Buffer.alloc(0),
+        principal: { user: 'u', db: request.db, tenant: 't' },
+        relay,
+      }),
     };
-    const a = auth(listener({ methods: ['scram-passthrough'] }), services({ passthrough: { mechanisms: [mechanism] } }));
+    const a = auth(
+      listener({ methods: ['scram-passthrough'] }),
+      services({ passthrough: { mechanisms: [mechanism] } }),
+    );
     await a.handle('saslStart', { mechanism: 'SCRAM-SHA-256', payload: Buffer.alloc(0) }, 'admin');
     expect(a.identity).toMatchObject({ tenant: 't', method: 'scram-passthrough', principal: 'u@admin' });
     expect(a.relay).toBe(relay);

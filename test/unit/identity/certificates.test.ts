@@ -4,7 +4,12 @@ import type { CertificateRule } from '../../../src/config/types.js';
 import { ConfigError } from '../../../src/errors.js';
 import { createCertificateMapper, escapeRfc2253, readCertificateNames } from '../../../src/identity/certificates.js';
 import type { PeerCertificate } from '../../../src/identity/types.js';
-import { makeTestPki, type ClientCertificateOptions, type IssuedCertificate, type TestPki } from '../../helpers/certs.js';
+import {
+  makeTestPki,
+  type ClientCertificateOptions,
+  type IssuedCertificate,
+  type TestPki,
+} from '../../helpers/certs.js';
 
 let pki: TestPki;
 
@@ -84,20 +89,24 @@ describe('tenantOf', () => {
       uris: ['https://first.example/', 'spiffe://cluster/ns/second/sa/app', 'spiffe://cluster/ns/third/sa/app'],
       dns: ['a.example', 'b.tenants.example', 'c.tenants.example'],
     });
-    expect(createCertificateMapper([{ field: 'san-uri', pattern: '/ns/(?<tenant>[^/]+)/' }]).tenantOf(cert)).toBe('second');
+    expect(createCertificateMapper([{ field: 'san-uri', pattern: '/ns/(?<tenant>[^/]+)/' }]).tenantOf(cert)).toBe(
+      'second',
+    );
     expect(
-      createCertificateMapper([{ field: 'san-dns', pattern: '^(?<tenant>[a-z]+)\\.tenants\\.example$' }]).tenantOf(cert),
+      createCertificateMapper([{ field: 'san-dns', pattern: '^(?<tenant>[a-z]+)\\.tenants\\.example$' }]).tenantOf(
+        cert,
+      ),
     ).toBe('b');
   });
 
   it('reads every value of multi-valued subject attributes, in certificate order', async () => {
     const separateRdns = await client({ cn: 'x', os: ['Org A', 'org-b'], ous: ['ops', 'team-one', 'team-two'] });
-    expect(createCertificateMapper([{ field: 'subject-ou', pattern: '^team-(?<tenant>.+)$' }]).tenantOf(separateRdns)).toBe(
-      'one',
-    );
-    expect(createCertificateMapper([{ field: 'subject-o', pattern: '^org-(?<tenant>.+)$' }]).tenantOf(separateRdns)).toBe(
-      'b',
-    );
+    expect(
+      createCertificateMapper([{ field: 'subject-ou', pattern: '^team-(?<tenant>.+)$' }]).tenantOf(separateRdns),
+    ).toBe('one');
+    expect(
+      createCertificateMapper([{ field: 'subject-o', pattern: '^org-(?<tenant>.+)$' }]).tenantOf(separateRdns),
+    ).toBe('b');
     // One RDN holding several OUs (OU=ops+OU=team-three).
     const oneRdn = await client({ subject: [{ O: ['Acme'] }, { OU: ['ops', 'team-three'] }, { CN: ['x'] }] });
     expect(createCertificateMapper([{ field: 'subject-ou', pattern: '^team-(?<tenant>.+)$' }]).tenantOf(oneRdn)).toBe(
@@ -117,7 +126,9 @@ describe('tenantOf', () => {
 
   it('uses patterns as written (unanchored unless anchored)', async () => {
     const cert = await client({ cn: 'prefix-tenant-acme-suffix' });
-    expect(createCertificateMapper([{ field: 'subject-cn', pattern: 'tenant-(?<tenant>[a-z]+)' }]).tenantOf(cert)).toBe('acme');
+    expect(createCertificateMapper([{ field: 'subject-cn', pattern: 'tenant-(?<tenant>[a-z]+)' }]).tenantOf(cert)).toBe(
+      'acme',
+    );
     expect(
       createCertificateMapper([{ field: 'subject-cn', pattern: '^tenant-(?<tenant>[a-z]+)$' }]).tenantOf(cert),
     ).toBeUndefined();
@@ -224,7 +235,13 @@ describe('subjectOf (RFC 2253 as mongod reports it for MONGODB-X509)', () => {
   it('uses OpenSSL short names, and the dotted OID for unknown types', async () => {
     expect(
       await subjectOf({
-        subject: [{ DC: ['com'] }, { DC: ['example'] }, { '1.2.3.4': ['custom'] }, { E: ['svc@example.com'] }, { CN: ['x'] }],
+        subject: [
+          { DC: ['com'] },
+          { DC: ['example'] },
+          { '1.2.3.4': ['custom'] },
+          { E: ['svc@example.com'] },
+          { CN: ['x'] },
+        ],
       }),
     ).toBe('CN=x,emailAddress=svc@example.com,1.2.3.4=custom,DC=example,DC=com');
   });

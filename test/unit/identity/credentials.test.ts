@@ -84,7 +84,10 @@ async function authenticate(
 
 describe('parseCredentials', () => {
   it('reads users, defaulting db to admin', () => {
-    const entries = parseCredentials(`users:\n${validEntryYaml({ db: null })}\n${validEntryYaml({ user: 'bob', db: 'shop' })}\n`, 'f.yaml');
+    const entries = parseCredentials(
+      `users:\n${validEntryYaml({ db: null })}\n${validEntryYaml({ user: 'bob', db: 'shop' })}\n`,
+      'f.yaml',
+    );
     expect(entries).toHaveLength(2);
     expect(entries[0]).toMatchObject({ user: 'alice', db: 'admin', tenant: 'acme' });
     expect(entries[1]).toMatchObject({ user: 'bob', db: 'shop', tenant: 'acme' });
@@ -104,13 +107,25 @@ describe('parseCredentials', () => {
 
   it('round-trips what formatCredentialsFile writes', () => {
     const entries = [
-      hashPassword({ user: 'a', tenant: 't1', password: 'p', mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'], iterations: 4096 }),
+      hashPassword({
+        user: 'a',
+        tenant: 't1',
+        password: 'p',
+        mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'],
+        iterations: 4096,
+      }),
       hashPassword({ user: 'we,ird: "name"', db: 'shop', tenant: 't: 2', password: 'p', iterations: 4096 }),
     ];
     expect(parseCredentials(formatCredentialsFile(entries), 'f')).toEqual(entries);
   });
 
-  const SHA1_BLOCK = ['      SCRAM-SHA-1:', '        iterationCount: 10000', `        salt: ${SALT}`, `        storedKey: ${KEY20}`, `        serverKey: ${KEY20}`].join('\n');
+  const SHA1_BLOCK = [
+    '      SCRAM-SHA-1:',
+    '        iterationCount: 10000',
+    `        salt: ${SALT}`,
+    `        storedKey: ${KEY20}`,
+    `        serverKey: ${KEY20}`,
+  ].join('\n');
 
   it.each([
     ['an empty file', '', /an empty file/],
@@ -120,22 +135,78 @@ describe('parseCredentials', () => {
     ['a YAML syntax error', 'users: [\n', /f\.yaml:\d+:\d+: invalid YAML/],
     ['a duplicate YAML key', `users:\n${validEntryYaml()}\n    tenant: other\n`, /f\.yaml:11:\d+: duplicate key/],
     ['an entry that is not a mapping', 'users:\n  - alice\n', /users\[0\]: must be a mapping/],
-    ['an unknown entry field', `users:\n${validEntryYaml()}\n    password: secret\n`, /users\[0\]: unknown field "password"/],
-    ['a missing user', `users:\n${validEntryYaml().replace('  - user: alice\n    db', '  - db')}\n`, /users\[0\]\.user: must be a string \(got undefined\)/],
+    [
+      'an unknown entry field',
+      `users:\n${validEntryYaml()}\n    password: secret\n`,
+      /users\[0\]: unknown field "password"/,
+    ],
+    [
+      'a missing user',
+      `users:\n${validEntryYaml().replace('  - user: alice\n    db', '  - db')}\n`,
+      /users\[0\]\.user: must be a string \(got undefined\)/,
+    ],
     ['an empty user', `users:\n${validEntryYaml({ user: '""' })}\n`, /users\[0\]\.user: must not be empty/],
-    ['a numeric user', `users:\n${validEntryYaml({ user: '12' })}\n`, /users\[0\]\.user: must be a string \(got number\)/],
+    [
+      'a numeric user',
+      `users:\n${validEntryYaml({ user: '12' })}\n`,
+      /users\[0\]\.user: must be a string \(got number\)/,
+    ],
     ['a bad db', `users:\n${validEntryYaml({ db: 'a.b' })}\n`, /users\[0\]\.db: "a\.b" is not a valid database name/],
-    ['a missing tenant', `users:\n${validEntryYaml().replace('    tenant: acme\n', '')}\n`, /users\[0\]\.tenant: must be a string/],
-    ['no mechanisms', 'users:\n  - user: a\n    tenant: t\n    mechanisms: {}\n', /users\[0\]\.mechanisms: needs at least one mechanism/],
-    ['an unknown mechanism', `users:\n${validEntryYaml()}\n      PLAIN: {}\n`, /users\[0\]\.mechanisms: unknown field "PLAIN"/],
-    ['too few iterations', `users:\n${validEntryYaml().replace('15000', '4095')}\n`, /users\[0\]\.mechanisms\.SCRAM-SHA-256\.iterationCount: must be between 4096/],
-    ['a fractional iteration count', `users:\n${validEntryYaml().replace('15000', '5000.5')}\n`, /iterationCount: must be an integer/],
-    ['a string iteration count', `users:\n${validEntryYaml().replace('15000', '"5000"')}\n`, /iterationCount: must be an integer \(got string\)/],
-    ['a salt that is not base64', `users:\n${validEntryYaml().replace(SALT, 'not*base64')}\n`, /SCRAM-SHA-256\.salt: is not valid base64/],
-    ['a storedKey of the wrong length', `users:\n${validEntryYaml().replace(`storedKey: ${KEY32}`, `storedKey: ${KEY20}`)}\n`, /SCRAM-SHA-256\.storedKey: must be 32 bytes \(got 20\)/],
-    ['a SHA-1 serverKey of the SHA-256 length', `users:\n${validEntryYaml()}\n${SHA1_BLOCK.replace(`serverKey: ${KEY20}`, `serverKey: ${KEY32}`)}\n`, /SCRAM-SHA-1\.serverKey: must be 20 bytes/],
-    ['a missing serverKey', `users:\n${validEntryYaml().replace(`        serverKey: ${KEY32}`, '')}\n`, /SCRAM-SHA-256\.serverKey: is required/],
-    ['an unknown key field', `users:\n${validEntryYaml()}\n        password: x\n`, /SCRAM-SHA-256: unknown field "password"/],
+    [
+      'a missing tenant',
+      `users:\n${validEntryYaml().replace('    tenant: acme\n', '')}\n`,
+      /users\[0\]\.tenant: must be a string/,
+    ],
+    [
+      'no mechanisms',
+      'users:\n  - user: a\n    tenant: t\n    mechanisms: {}\n',
+      /users\[0\]\.mechanisms: needs at least one mechanism/,
+    ],
+    [
+      'an unknown mechanism',
+      `users:\n${validEntryYaml()}\n      PLAIN: {}\n`,
+      /users\[0\]\.mechanisms: unknown field "PLAIN"/,
+    ],
+    [
+      'too few iterations',
+      `users:\n${validEntryYaml().replace('15000', '4095')}\n`,
+      /users\[0\]\.mechanisms\.SCRAM-SHA-256\.iterationCount: must be between 4096/,
+    ],
+    [
+      'a fractional iteration count',
+      `users:\n${validEntryYaml().replace('15000', '5000.5')}\n`,
+      /iterationCount: must be an integer/,
+    ],
+    [
+      'a string iteration count',
+      `users:\n${validEntryYaml().replace('15000', '"5000"')}\n`,
+      /iterationCount: must be an integer \(got string\)/,
+    ],
+    [
+      'a salt that is not base64',
+      `users:\n${validEntryYaml().replace(SALT, 'not*base64')}\n`,
+      /SCRAM-SHA-256\.salt: is not valid base64/,
+    ],
+    [
+      'a storedKey of the wrong length',
+      `users:\n${validEntryYaml().replace(`storedKey: ${KEY32}`, `storedKey: ${KEY20}`)}\n`,
+      /SCRAM-SHA-256\.storedKey: must be 32 bytes \(got 20\)/,
+    ],
+    [
+      'a SHA-1 serverKey of the SHA-256 length',
+      `users:\n${validEntryYaml()}\n${SHA1_BLOCK.replace(`serverKey: ${KEY20}`, `serverKey: ${KEY32}`)}\n`,
+      /SCRAM-SHA-1\.serverKey: must be 20 bytes/,
+    ],
+    [
+      'a missing serverKey',
+      `users:\n${validEntryYaml().replace(`        serverKey: ${KEY32}`, '')}\n`,
+      /SCRAM-SHA-256\.serverKey: is required/,
+    ],
+    [
+      'an unknown key field',
+      `users:\n${validEntryYaml()}\n        password: x\n`,
+      /SCRAM-SHA-256: unknown field "password"/,
+    ],
     ['a non-string key', 'users:\n  - user: a\n    1: x\n', /f\.yaml:3: keys must be plain names/],
   ])('refuses %s', (_title, text, message) => {
     expect(() => parseCredentials(text, 'f.yaml')).toThrow(CredentialsFileError);
@@ -144,7 +215,9 @@ describe('parseCredentials', () => {
 
   it('refuses a duplicate user in one database, naming both entries', () => {
     const text = `users:\n${validEntryYaml()}\n${validEntryYaml({ user: 'bob' })}\n${validEntryYaml()}\n`;
-    expect(() => parseCredentials(text, 'f.yaml')).toThrow('f.yaml: users[2]: duplicate user "alice" in db "admin" (first in users[0])');
+    expect(() => parseCredentials(text, 'f.yaml')).toThrow(
+      'f.yaml: users[2]: duplicate user "alice" in db "admin" (first in users[0])',
+    );
   });
 
   it('never quotes key material in its messages', () => {
@@ -163,13 +236,15 @@ describe('parseCredentials', () => {
   });
 
   it('loadCredentialsFile reports unreadable files plainly', () => {
-    expect(() => loadCredentialsFile(join(dir, 'nope.yaml'))).toThrow(/nope\.yaml: cannot read credentials file: no such file/);
+    expect(() => loadCredentialsFile(join(dir, 'nope.yaml'))).toThrow(
+      /nope\.yaml: cannot read credentials file: no such file/,
+    );
     expect(() => loadCredentialsFile(dir)).toThrow(/it is a directory/);
   });
 });
 
 describe('hashPassword', () => {
-  it('stores SCRAM-SHA-256 keys over the SASLprep\'d password with 15000 iterations and a 28-byte salt', () => {
+  it("stores SCRAM-SHA-256 keys over the SASLprep'd password with 15000 iterations and a 28-byte salt", () => {
     const entry = hashPassword({ user: 'alice', tenant: 'acme', password: 'pen\u00ADcil' });
     expect(entry).toMatchObject({ user: 'alice', db: 'admin', tenant: 'acme' });
     expect(Object.keys(entry.mechanisms)).toEqual(['SCRAM-SHA-256']);
@@ -193,7 +268,13 @@ describe('hashPassword', () => {
   });
 
   it('uses one --iterations count for every mechanism, and fresh salts every time', () => {
-    const a = hashPassword({ user: 'u', tenant: 't', password: 'p', mechanisms: ['SCRAM-SHA-1', 'SCRAM-SHA-256'], iterations: 5000 });
+    const a = hashPassword({
+      user: 'u',
+      tenant: 't',
+      password: 'p',
+      mechanisms: ['SCRAM-SHA-1', 'SCRAM-SHA-256'],
+      iterations: 5000,
+    });
     const b = hashPassword({ user: 'u', tenant: 't', password: 'p', mechanisms: ['SCRAM-SHA-256'], iterations: 5000 });
     expect(a.mechanisms['SCRAM-SHA-1']!.iterationCount).toBe(5000);
     expect(a.mechanisms['SCRAM-SHA-256']!.iterationCount).toBe(5000);
@@ -202,7 +283,14 @@ describe('hashPassword', () => {
   });
 
   it('produces entries a SCRAM client authenticates against', async () => {
-    const entry = hashPassword({ user: 'al,i=ce', db: 'shop', tenant: 'acme', password: 'sécret', mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'], iterations: 4096 });
+    const entry = hashPassword({
+      user: 'al,i=ce',
+      db: 'shop',
+      tenant: 'acme',
+      password: 'sécret',
+      mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'],
+      iterations: 4096,
+    });
     for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-1'] as const) {
       const result = await authenticate([entry], mechanism, 'al,i=ce', 'sécret', 'shop');
       expect(result.done && result.principal).toEqual({ user: 'al,i=ce', db: 'shop', tenant: 'acme' });
@@ -241,7 +329,10 @@ describe('hashPassword', () => {
     expect(parseCredentials(`users:\n${text}`, 'f')).toEqual([entry]);
     const other = hashPassword({ user: 'v', tenant: 't', password: 'pw', iterations: 4096 });
     // Appending to a file written by formatCredentialsFile (as `>>` does) adds the user.
-    expect(parseCredentials(formatCredentialsFile([entry]) + formatCredentialEntry(other), 'f')).toEqual([entry, other]);
+    expect(parseCredentials(formatCredentialsFile([entry]) + formatCredentialEntry(other), 'f')).toEqual([
+      entry,
+      other,
+    ]);
   });
 });
 
@@ -318,7 +409,9 @@ describe('createCredentialStore', () => {
       expect(logged.filter((l) => l.msg === 'credentials file reloaded')).toHaveLength(2);
       expect(logged.filter((l) => String(l.msg).startsWith('credentials file not reloaded'))).toHaveLength(2);
       // Never the keys.
-      for (const key of [alice, bob].flatMap((e) => Object.values(e.mechanisms).map((m) => m.storedKey.toString('base64')))) {
+      for (const key of [alice, bob].flatMap((e) =>
+        Object.values(e.mechanisms).map((m) => m.storedKey.toString('base64')),
+      )) {
         expect(lines.join('\n')).not.toContain(key);
       }
     } finally {
@@ -376,7 +469,18 @@ describe('hash-password command', () => {
 
   it('takes --db, repeated --mechanism and the default iteration counts', async () => {
     const run = await hashCli(
-      ['--user', 'old-app', '--tenant', 'globex', '--db', 'shop', '--mechanism', 'SCRAM-SHA-256', '--mechanism', 'SCRAM-SHA-1'],
+      [
+        '--user',
+        'old-app',
+        '--tenant',
+        'globex',
+        '--db',
+        'shop',
+        '--mechanism',
+        'SCRAM-SHA-256',
+        '--mechanism',
+        'SCRAM-SHA-1',
+      ],
       'pw\r\n',
     );
     expect(run.exits).toEqual([0]);
@@ -390,7 +494,10 @@ describe('hash-password command', () => {
 
   it('appends cleanly to a credentials file (>>)', async () => {
     const first = await hashCli(['--user', 'a', '--tenant', 't', '--iterations', '4096'], 'x\n');
-    const second = await hashCli(['--user', 'b', '--tenant', 't', '--iterations', '4096', '--mechanism', 'SCRAM-SHA-1'], 'y');
+    const second = await hashCli(
+      ['--user', 'b', '--tenant', 't', '--iterations', '4096', '--mechanism', 'SCRAM-SHA-1'],
+      'y',
+    );
     const parsed = parse(`users:\n${first.stdout}${second.stdout}`) as { users: unknown[] };
     expect(parsed.users).toHaveLength(2);
     expect(parseCredentials(`users:\n${first.stdout}${second.stdout}`, 'f').map((e) => e.user)).toEqual(['a', 'b']);
@@ -423,7 +530,16 @@ describe('hash-password command', () => {
   it('--help explains every option and where the password comes from', async () => {
     const run = await hashCli(['--help'], () => Promise.reject(new Error('stdin must not be read for --help')));
     expect(run.exits).toEqual([0]);
-    for (const text of ['--user', '--tenant', '--db', '--mechanism', '--iterations', 'standard input', 'SCRAM-SHA-1', '15000']) {
+    for (const text of [
+      '--user',
+      '--tenant',
+      '--db',
+      '--mechanism',
+      '--iterations',
+      'standard input',
+      'SCRAM-SHA-1',
+      '15000',
+    ]) {
       expect(run.stdout).toContain(text);
     }
   });

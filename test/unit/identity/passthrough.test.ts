@@ -7,7 +7,12 @@ import {
   createPassthroughService,
   mapUserToTenant,
 } from '../../../src/identity/passthrough.js';
-import type { AuthAttemptContext, RelayConnection, SaslMechanism, SaslStepResult } from '../../../src/identity/types.js';
+import type {
+  AuthAttemptContext,
+  RelayConnection,
+  SaslMechanism,
+  SaslStepResult,
+} from '../../../src/identity/types.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import {
   authMessage,
@@ -36,7 +41,10 @@ interface FakeUpstreamOptions {
   /** Answer done only after an empty round trip (servers without skipEmptyExchange). */
   legacyEmptyExchange?: boolean;
   /** Replace the connectionStatus reply (or throw). */
-  connectionStatus?: (authenticated: Array<{ user: string; db: string }>, roles: Array<{ role: string; db: string }>) => Document;
+  connectionStatus?: (
+    authenticated: Array<{ user: string; db: string }>,
+    roles: Array<{ role: string; db: string }>,
+  ) => Document;
   /** Payloads as BSON Binary (as a deserializer without promoteBuffers gives) instead of Buffer. */
   binaryPayloads?: boolean;
   /** Failed commands throw (like a runCommand that checks ok) instead of returning ok: 0. */
@@ -58,7 +66,10 @@ function fakeUpstream(options: FakeUpstreamOptions = {}) {
   const open = async (): Promise<RelayConnection> => {
     const authenticated: Array<{ user: string; db: string }> = [];
     const roles: Array<{ role: string; db: string }> = [];
-    const conversations = new Map<number, { mechanism: string; db: string; user: string; clientFirstBare: string; serverFirst: string; step: number }>();
+    const conversations = new Map<
+      number,
+      { mechanism: string; db: string; user: string; clientFirstBare: string; serverFirst: string; step: number }
+    >();
     let nextId = 100;
     const payload = (text: string): Buffer | Binary =>
       options.binaryPayloads ? new Binary(Buffer.from(text)) : Buffer.from(text);
@@ -103,17 +114,28 @@ function fakeUpstream(options: FakeUpstreamOptions = {}) {
           const proof = Buffer.from(clientFinal.slice(at + 3), 'base64');
           const message = authMessage(conversation.clientFirstBare, conversation.serverFirst, withoutProof);
           if (record === undefined || record.db !== conversation.db) return fail(18, 'Authentication failed.');
-          const password = hash === 'sha256' ? record.password : mongoPasswordDigest(conversation.user, record.password);
+          const password =
+            hash === 'sha256' ? record.password : mongoPasswordDigest(conversation.user, record.password);
           const keys = deriveKeys(hash, hi(hash, password, SALT, ITERATIONS));
           if (!verifyClientProof(hash, keys.storedKey, message, proof)) return fail(18, 'Authentication failed.');
           const signature = serverSignature(hash, keys.serverKey, message);
           if (options.legacyEmptyExchange) {
             conversation.step = 2;
-            return { conversationId: command.conversationId, done: false, payload: payload(`v=${signature.toString('base64')}`), ok: 1 };
+            return {
+              conversationId: command.conversationId,
+              done: false,
+              payload: payload(`v=${signature.toString('base64')}`),
+              ok: 1,
+            };
           }
           authenticated.push({ user: conversation.user, db: conversation.db });
           roles.push(...(record.roles ?? []));
-          return { conversationId: command.conversationId, done: true, payload: payload(`v=${signature.toString('base64')}`), ok: 1 };
+          return {
+            conversationId: command.conversationId,
+            done: true,
+            payload: payload(`v=${signature.toString('base64')}`),
+            ok: 1,
+          };
         }
         if (name === 'connectionStatus') {
           if (options.connectionStatus) return options.connectionStatus(authenticated, roles);
@@ -150,10 +172,19 @@ function mechanismNamed(mechanisms: readonly SaslMechanism[], name: string): Sas
 /** Drives a whole SCRAM conversation as a driver would, through the passthrough mechanism. */
 async function authenticate(
   mechanism: SaslMechanism,
-  { user, password, db = 'admin', skipEmptyExchange = true }: { user: string; password: string; db?: string; skipEmptyExchange?: boolean },
+  {
+    user,
+    password,
+    db = 'admin',
+    skipEmptyExchange = true,
+  }: { user: string; password: string; db?: string; skipEmptyExchange?: boolean },
   context: AuthAttemptContext,
 ): Promise<Extract<SaslStepResult, { done: true }>> {
-  const client = new ScramClient({ mechanism: mechanism.name as 'SCRAM-SHA-256' | 'SCRAM-SHA-1', username: user, password });
+  const client = new ScramClient({
+    mechanism: mechanism.name as 'SCRAM-SHA-256' | 'SCRAM-SHA-1',
+    username: user,
+    password,
+  });
   let result = await mechanism.start(
     { db, payload: client.clientFirst(), options: skipEmptyExchange ? { skipEmptyExchange: true } : undefined },
     context,
@@ -188,7 +219,11 @@ describe('createPassthroughService', () => {
     expect(service.mechanisms.map((m) => m.name)).toEqual(['SCRAM-SHA-256', 'SCRAM-SHA-1']);
     const { context } = capturingContext();
 
-    const result = await authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'alice', password: 'alice-pw' }, context);
+    const result = await authenticate(
+      mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'),
+      { user: 'alice', password: 'alice-pw' },
+      context,
+    );
 
     expect(result.principal).toEqual({ user: 'alice', db: 'admin', tenant: 'tenant-a' });
     const [relay] = upstream.relays;
@@ -196,7 +231,10 @@ describe('createPassthroughService', () => {
     expect(relay?.discarded).toBe(0);
     const sent = relay?.commands ?? [];
     expect(sent.map((c) => Object.keys(c.command)[0])).toEqual(['saslStart', 'saslContinue', 'connectionStatus']);
-    expect(sent[0]).toMatchObject({ db: 'admin', command: { saslStart: 1, mechanism: 'SCRAM-SHA-256', options: { skipEmptyExchange: true } } });
+    expect(sent[0]).toMatchObject({
+      db: 'admin',
+      command: { saslStart: 1, mechanism: 'SCRAM-SHA-256', options: { skipEmptyExchange: true } },
+    });
     // The upstream's own conversation id is what goes back upstream.
     expect(sent[1]?.command.conversationId).toBe(100);
     expect(sent[2]).toEqual({ db: 'admin', command: { connectionStatus: 1, showPrivileges: false } });
@@ -220,24 +258,36 @@ describe('createPassthroughService', () => {
     );
     expect(result.principal).toEqual({ user: 'bob', db: 'app', tenant: 'tenant-b' });
     const sent = upstream.relays[0]?.commands ?? [];
-    expect(sent.map((c) => Object.keys(c.command)[0])).toEqual(['saslStart', 'saslContinue', 'saslContinue', 'connectionStatus']);
+    expect(sent.map((c) => Object.keys(c.command)[0])).toEqual([
+      'saslStart',
+      'saslContinue',
+      'saslContinue',
+      'connectionStatus',
+    ]);
     expect(sent[0]?.command).not.toHaveProperty('options');
   });
 
-  it.each([false, true])('refuses a wrong password the upstream rejects (error thrown: %s) and discards the relay', async (throwOnError) => {
-    const upstream = fakeUpstream({ throwOnError });
-    const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
-    const { context } = capturingContext();
-    await expectAuthFailed(authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'alice', password: 'nope' }, context));
-    expect(upstream.relays[0]?.discarded).toBe(1);
-    expect(upstream.relays[0]?.commands.some((c) => 'connectionStatus' in c.command)).toBe(false);
-  });
+  it.each([false, true])(
+    'refuses a wrong password the upstream rejects (error thrown: %s) and discards the relay',
+    async (throwOnError) => {
+      const upstream = fakeUpstream({ throwOnError });
+      const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
+      const { context } = capturingContext();
+      await expectAuthFailed(
+        authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'alice', password: 'nope' }, context),
+      );
+      expect(upstream.relays[0]?.discarded).toBe(1);
+      expect(upstream.relays[0]?.commands.some((c) => 'connectionStatus' in c.command)).toBe(false);
+    },
+  );
 
   it('refuses an unknown user with the same error', async () => {
     const upstream = fakeUpstream();
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context } = capturingContext();
-    await expectAuthFailed(authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'mallory', password: 'x' }, context));
+    await expectAuthFailed(
+      authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'mallory', password: 'x' }, context),
+    );
     expect(upstream.relays[0]?.discarded).toBe(1);
   });
 
@@ -249,7 +299,13 @@ describe('createPassthroughService', () => {
     });
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context, logText } = capturingContext();
-    await expectAuthFailed(authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'alice', password: 'alice-pw' }, context));
+    await expectAuthFailed(
+      authenticate(
+        mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'),
+        { user: 'alice', password: 'alice-pw' },
+        context,
+      ),
+    );
     expect(upstream.relays[0]?.discarded).toBe(1);
     expect(logText()).toContain('fail closed');
   });
@@ -261,7 +317,13 @@ describe('createPassthroughService', () => {
     [
       'two users',
       () => ({
-        authInfo: { authenticatedUsers: [{ user: 'alice', db: 'admin' }, { user: 'root', db: 'admin' }], authenticatedUserRoles: [] },
+        authInfo: {
+          authenticatedUsers: [
+            { user: 'alice', db: 'admin' },
+            { user: 'root', db: 'admin' },
+          ],
+          authenticatedUserRoles: [],
+        },
         ok: 1,
       }),
     ],
@@ -270,7 +332,13 @@ describe('createPassthroughService', () => {
     const upstream = fakeUpstream({ connectionStatus: reply });
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context } = capturingContext();
-    await expectAuthFailed(authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'alice', password: 'alice-pw' }, context));
+    await expectAuthFailed(
+      authenticate(
+        mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'),
+        { user: 'alice', password: 'alice-pw' },
+        context,
+      ),
+    );
     expect(upstream.relays[0]?.discarded).toBe(1);
   });
 
@@ -278,14 +346,29 @@ describe('createPassthroughService', () => {
     const upstream = fakeUpstream({ users: { carol: { db: 'admin', password: 'carol-pw' } } });
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context, logText } = capturingContext();
-    await expectAuthFailed(authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'carol', password: 'carol-pw' }, context));
+    await expectAuthFailed(
+      authenticate(
+        mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'),
+        { user: 'carol', password: 'carol-pw' },
+        context,
+      ),
+    );
     expect(upstream.relays[0]?.discarded).toBe(1);
     expect(logText()).toContain('"user":"carol"');
   });
 
   it('maps by role', async () => {
     const upstream = fakeUpstream({
-      users: { dave: { db: 'admin', password: 'dave-pw', roles: [{ role: 'readWrite', db: 'blue' }, { role: 'tenant-blue', db: 'admin' }] } },
+      users: {
+        dave: {
+          db: 'admin',
+          password: 'dave-pw',
+          roles: [
+            { role: 'readWrite', db: 'blue' },
+            { role: 'tenant-blue', db: 'admin' },
+          ],
+        },
+      },
     });
     const service = createPassthroughService({
       rules: [
@@ -295,7 +378,11 @@ describe('createPassthroughService', () => {
       openRelay: upstream.open,
     });
     const { context } = capturingContext();
-    const result = await authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'dave', password: 'dave-pw' }, context);
+    const result = await authenticate(
+      mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'),
+      { user: 'dave', password: 'dave-pw' },
+      context,
+    );
     expect(result.principal).toEqual({ user: 'dave', db: 'admin', tenant: 'blue' });
   });
 
@@ -306,7 +393,11 @@ describe('createPassthroughService', () => {
       openRelay: upstream.open,
     });
     const { context } = capturingContext();
-    const result = await authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'svc-orders.green', password: 'pw' }, context);
+    const result = await authenticate(
+      mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'),
+      { user: 'svc-orders.green', password: 'pw' },
+      context,
+    );
     expect(result.principal.tenant).toBe('green');
   });
 
@@ -317,7 +408,12 @@ describe('createPassthroughService', () => {
     });
     const { context } = capturingContext();
     const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-pw' });
-    await expectAuthFailed(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256').start({ db: 'admin', payload: client.clientFirst(), options: undefined }, context));
+    await expectAuthFailed(
+      mechanismNamed(service.mechanisms, 'SCRAM-SHA-256').start(
+        { db: 'admin', payload: client.clientFirst(), options: undefined },
+        context,
+      ),
+    );
   });
 
   it('discards the relay on abandon() and refuses later steps', async () => {
@@ -325,7 +421,10 @@ describe('createPassthroughService', () => {
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context } = capturingContext();
     const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-pw' });
-    const first = await mechanismNamed(service.mechanisms, 'SCRAM-SHA-256').start({ db: 'admin', payload: client.clientFirst(), options: undefined }, context);
+    const first = await mechanismNamed(service.mechanisms, 'SCRAM-SHA-256').start(
+      { db: 'admin', payload: client.clientFirst(), options: undefined },
+      context,
+    );
     if (first.done) throw new Error('unexpected');
     first.conversation.abandon?.();
     first.conversation.abandon?.();
@@ -339,7 +438,10 @@ describe('createPassthroughService', () => {
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context } = capturingContext();
     const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-pw' });
-    const first = await mechanismNamed(service.mechanisms, 'SCRAM-SHA-256').start({ db: 'admin', payload: client.clientFirst(), options: undefined }, context);
+    const first = await mechanismNamed(service.mechanisms, 'SCRAM-SHA-256').start(
+      { db: 'admin', payload: client.clientFirst(), options: undefined },
+      context,
+    );
     if (first.done) throw new Error('unexpected');
     const last = await first.conversation.step(await client.clientFinal(first.payload));
     expect(last.done).toBe(true);
@@ -358,7 +460,12 @@ describe('createPassthroughService', () => {
     };
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: async () => relay });
     const { context } = capturingContext();
-    await expectAuthFailed(service.mechanisms[0]!.start({ db: 'admin', payload: Buffer.from('n,,n=alice,r=abc'), options: undefined }, context));
+    await expectAuthFailed(
+      service.mechanisms[0]!.start(
+        { db: 'admin', payload: Buffer.from('n,,n=alice,r=abc'), options: undefined },
+        context,
+      ),
+    );
     expect(relay.discarded).toBe(1);
   });
 
@@ -367,7 +474,11 @@ describe('createPassthroughService', () => {
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context } = capturingContext();
     await service.mechanisms[0]!.start(
-      { db: 'admin', payload: Buffer.from('n,,n=alice,r=abcdef'), options: { skipEmptyExchange: true, evil: { $where: 1 } } },
+      {
+        db: 'admin',
+        payload: Buffer.from('n,,n=alice,r=abcdef'),
+        options: { skipEmptyExchange: true, evil: { $where: 1 } },
+      },
       context,
     );
     expect(upstream.relays[0]?.commands[0]?.command.options).toEqual({ skipEmptyExchange: true });
@@ -377,22 +488,40 @@ describe('createPassthroughService', () => {
     const upstream = fakeUpstream({ users: { carol: { db: 'admin', password: 'carol-pw' } } });
     const service = createPassthroughService({ rules: ALICE_RULES, openRelay: upstream.open });
     const { context, logText } = capturingContext();
-    await expectAuthFailed(authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'carol', password: 'carol-pw' }, context));
-    await expectAuthFailed(authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'alice', password: 'wrong' }, context));
+    await expectAuthFailed(
+      authenticate(
+        mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'),
+        { user: 'carol', password: 'carol-pw' },
+        context,
+      ),
+    );
+    await expectAuthFailed(
+      authenticate(mechanismNamed(service.mechanisms, 'SCRAM-SHA-256'), { user: 'alice', password: 'wrong' }, context),
+    );
     const text = logText();
     expect(text.length).toBeGreaterThan(0);
     expect(text).not.toMatch(/r=|p=|v=|UPSTREAMNONCE|carol-pw|wrong/);
   });
 
   it('rejects mechanisms it cannot relay', () => {
-    expect(() => createPassthroughService({ rules: [], openRelay: async () => ({}) as RelayConnection, mechanisms: ['PLAIN'] })).toThrow(ConfigError);
-    const only = createPassthroughService({ rules: [], openRelay: async () => ({}) as RelayConnection, mechanisms: ['SCRAM-SHA-256'] });
+    expect(() =>
+      createPassthroughService({ rules: [], openRelay: async () => ({}) as RelayConnection, mechanisms: ['PLAIN'] }),
+    ).toThrow(ConfigError);
+    const only = createPassthroughService({
+      rules: [],
+      openRelay: async () => ({}) as RelayConnection,
+      mechanisms: ['SCRAM-SHA-256'],
+    });
     expect(only.mechanisms.map((m) => m.name)).toEqual(['SCRAM-SHA-256']);
   });
 });
 
 describe('passthrough rules', () => {
-  const user = (name: string, db = 'admin', roles: Array<{ role: string; db: string }> = []) => ({ user: name, db, roles });
+  const user = (name: string, db = 'admin', roles: Array<{ role: string; db: string }> = []) => ({
+    user: name,
+    db,
+    roles,
+  });
 
   it('takes the first matching rule, in order', () => {
     const rules = compilePassthroughRules([
@@ -445,7 +574,11 @@ describe('passthrough rules', () => {
     ['invalid pattern', { userPattern: '(', tenant: 't' }, 'identity.passthrough.rules[0].userPattern'],
     ['empty role db', { role: 'r@', tenant: 't' }, 'identity.passthrough.rules[0].role'],
     ['empty tenant', { user: 'a', tenant: '' }, 'identity.passthrough.rules[0].tenant'],
-    ['a tenant group and a tenant', { userPattern: '(?<tenant>.+)', tenant: 't' }, 'identity.passthrough.rules[0].tenant'],
+    [
+      'a tenant group and a tenant',
+      { userPattern: '(?<tenant>.+)', tenant: 't' },
+      'identity.passthrough.rules[0].tenant',
+    ],
     ['two role databases', { role: 'r@admin', db: 'app', tenant: 't' }, 'identity.passthrough.rules[0].db'],
   ])('rejects a rule with %s', (_label, rule, path) => {
     try {
@@ -460,7 +593,10 @@ describe('passthrough rules', () => {
   it('reads connectionStatus defensively', () => {
     expect(
       authenticatedUserOf({
-        authInfo: { authenticatedUsers: [{ user: 'a', db: 'admin' }], authenticatedUserRoles: [{ role: 'r', db: 'admin' }, 'junk', { role: 1 }] },
+        authInfo: {
+          authenticatedUsers: [{ user: 'a', db: 'admin' }],
+          authenticatedUserRoles: [{ role: 'r', db: 'admin' }, 'junk', { role: 1 }],
+        },
         ok: 1,
       }),
     ).toEqual({ user: 'a', db: 'admin', roles: [{ role: 'r', db: 'admin' }] });

@@ -65,7 +65,13 @@ function jwtConfig(overrides: Partial<IdentityConfig['jwt']> = {}): IdentityConf
 function capturingContext(): { context: AuthAttemptContext; logText: () => string } {
   const chunks: string[] = [];
   const logger = createLogger({ level: 'trace', destination: { write: (line: string) => void chunks.push(line) } });
-  const listener: ListenerConfig = { name: 'jwt', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['plain-jwt'], staticTenant: null };
+  const listener: ListenerConfig = {
+    name: 'jwt',
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: null,
+    methods: ['plain-jwt'],
+    staticTenant: null,
+  };
   return { context: { listener, remoteAddress: '127.0.0.1', logger }, logText: () => chunks.join('') };
 }
 
@@ -117,7 +123,10 @@ describe('createJwtMechanism: verification', () => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey) }));
     expect(m.name).toBe('PLAIN');
     const { context } = capturingContext();
-    const result = await m.start({ db: '$external', payload: plain(await token(rsa.privateKey)), options: undefined }, context);
+    const result = await m.start(
+      { db: '$external', payload: plain(await token(rsa.privateKey)), options: undefined },
+      context,
+    );
     expect(result).toEqual({
       done: true,
       payload: Buffer.alloc(0),
@@ -129,36 +138,71 @@ describe('createJwtMechanism: verification', () => {
     const jwk = await exportJWK(ec.publicKey);
     const m = mechanism(jwtConfig({ keyFile: writeTemp('ec.jwk', JSON.stringify(jwk)) }));
     const { context } = capturingContext();
-    const result = await m.start({ db: '$external', payload: plain(await token(ec.privateKey, { tenant: 'tenant-e' }, { alg: 'ES256' })), options: undefined }, context);
+    const result = await m.start(
+      {
+        db: '$external',
+        payload: plain(await token(ec.privateKey, { tenant: 'tenant-e' }, { alg: 'ES256' })),
+        options: undefined,
+      },
+      context,
+    );
     expect(result.done && result.principal.tenant).toBe('tenant-e');
   });
 
   it.each(['EdDSA', 'Ed25519'])('accepts an Ed25519 token (alg %s) from a PEM key file', async (alg) => {
     const ed = await generateKeyPair(alg, { extractable: true });
     const m = mechanism(jwtConfig({ keyFile: await pemFile(ed.publicKey), algorithms: ['EdDSA', 'Ed25519'] }));
-    const result = await m.start({ db: '$external', payload: plain(await token(ed.privateKey, {}, { alg })), options: undefined }, capturingContext().context);
+    const result = await m.start(
+      { db: '$external', payload: plain(await token(ed.privateKey, {}, { alg })), options: undefined },
+      capturingContext().context,
+    );
     expect(result.done).toBe(true);
   });
 
   it('uses the PLAIN authcid as the user when the token has no sub', async () => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey) }));
-    const jwt = await new SignJWT({ tenant: 't' }).setProtectedHeader({ alg: 'RS256' }).setAudience(AUDIENCE).setExpirationTime('5m').sign(rsa.privateKey);
-    const result = await m.start({ db: '$external', payload: plain(jwt, 'svc-user'), options: undefined }, capturingContext().context);
+    const jwt = await new SignJWT({ tenant: 't' })
+      .setProtectedHeader({ alg: 'RS256' })
+      .setAudience(AUDIENCE)
+      .setExpirationTime('5m')
+      .sign(rsa.privateKey);
+    const result = await m.start(
+      { db: '$external', payload: plain(jwt, 'svc-user'), options: undefined },
+      capturingContext().context,
+    );
     expect(result.done && result.principal).toEqual({ user: 'svc-user', db: '$external', tenant: 't' });
   });
 
   it('checks the issuer when one is configured', async () => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey), issuer: ISSUER }));
     const { context } = capturingContext();
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(rsa.privateKey)), options: undefined }, context));
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(rsa.privateKey, { iss: 'https://evil.test' })), options: undefined }, context));
-    const ok = await m.start({ db: '$external', payload: plain(await token(rsa.privateKey, { iss: ISSUER })), options: undefined }, context);
+    await expectAuthFailed(
+      m.start({ db: '$external', payload: plain(await token(rsa.privateKey)), options: undefined }, context),
+    );
+    await expectAuthFailed(
+      m.start(
+        {
+          db: '$external',
+          payload: plain(await token(rsa.privateKey, { iss: 'https://evil.test' })),
+          options: undefined,
+        },
+        context,
+      ),
+    );
+    const ok = await m.start(
+      { db: '$external', payload: plain(await token(rsa.privateKey, { iss: ISSUER })), options: undefined },
+      context,
+    );
     expect(ok.done).toBe(true);
   });
 
   it('refuses a token for another audience', async () => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey) }));
-    const jwt = await new SignJWT({ tenant: 't' }).setProtectedHeader({ alg: 'RS256' }).setAudience('another-service').setExpirationTime('5m').sign(rsa.privateKey);
+    const jwt = await new SignJWT({ tenant: 't' })
+      .setProtectedHeader({ alg: 'RS256' })
+      .setAudience('another-service')
+      .setExpirationTime('5m')
+      .sign(rsa.privateKey);
     const { context, logText } = capturingContext();
     await expectAuthFailed(m.start({ db: '$external', payload: plain(jwt), options: undefined }, context));
     expect(logText()).toContain('"claim":"aud"');
@@ -171,14 +215,23 @@ describe('createJwtMechanism: verification', () => {
     const jwt = await token(rsa.privateKey, {}, { exp: now() - 60 });
     const { context } = capturingContext();
     await expectAuthFailed(strict.start({ db: '$external', payload: plain(jwt), options: undefined }, context));
-    expect((await tolerant.start({ db: '$external', payload: plain(jwt), options: undefined }, context)).done).toBe(true);
-    await expectAuthFailed(tolerant.start({ db: '$external', payload: plain(await token(rsa.privateKey, {}, { exp: now() - 600 })), options: undefined }, context));
+    expect((await tolerant.start({ db: '$external', payload: plain(jwt), options: undefined }, context)).done).toBe(
+      true,
+    );
+    await expectAuthFailed(
+      tolerant.start(
+        { db: '$external', payload: plain(await token(rsa.privateKey, {}, { exp: now() - 600 })), options: undefined },
+        context,
+      ),
+    );
   });
 
   it('refuses a token that is not yet valid', async () => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey) }));
     const jwt = await token(rsa.privateKey, { nbf: now() + 300 });
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(jwt), options: undefined }, capturingContext().context));
+    await expectAuthFailed(
+      m.start({ db: '$external', payload: plain(jwt), options: undefined }, capturingContext().context),
+    );
   });
 
   it('refuses a token without exp', async () => {
@@ -191,14 +244,21 @@ describe('createJwtMechanism: verification', () => {
 
   it('refuses a forged token (signed by another key)', async () => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey) }));
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(rsaOther.privateKey)), options: undefined }, capturingContext().context));
+    await expectAuthFailed(
+      m.start(
+        { db: '$external', payload: plain(await token(rsaOther.privateKey)), options: undefined },
+        capturingContext().context,
+      ),
+    );
   });
 
   it('refuses a token whose payload was altered after signing', async () => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey) }));
     const [header, , signature] = (await token(rsa.privateKey)).split('.');
     const altered = `${header}.${b64url({ tenant: 'tenant-b', aud: AUDIENCE, exp: now() + 600 })}.${signature}`;
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(altered), options: undefined }, capturingContext().context));
+    await expectAuthFailed(
+      m.start({ db: '$external', payload: plain(altered), options: undefined }, capturingContext().context),
+    );
   });
 
   it('refuses alg none, even when "none" is sneaked into the header with an empty signature', async () => {
@@ -206,24 +266,38 @@ describe('createJwtMechanism: verification', () => {
     const claims = { tenant: 'tenant-a', aud: AUDIENCE, exp: now() + 600 };
     for (const header of [{ alg: 'none' }, { alg: 'None' }, { alg: 'none', typ: 'JWT' }]) {
       const unsigned = `${b64url(header)}.${b64url(claims)}.`;
-      await expectAuthFailed(m.start({ db: '$external', payload: plain(unsigned), options: undefined }, capturingContext().context));
+      await expectAuthFailed(
+        m.start({ db: '$external', payload: plain(unsigned), options: undefined }, capturingContext().context),
+      );
     }
-    expect(() => createJwtMechanism(jwtConfig({ keyFile: writeTemp('k', 'x'), algorithms: ['none'] }), { reloadIntervalMS: 0 })).toThrow(ConfigError);
+    expect(() =>
+      createJwtMechanism(jwtConfig({ keyFile: writeTemp('k', 'x'), algorithms: ['none'] }), { reloadIntervalMS: 0 }),
+    ).toThrow(ConfigError);
   });
 
   it('refuses HS256 tokens, including one "signed" with the public key as the HMAC secret', async () => {
     const pem = await exportSPKI(rsa.publicKey);
     const m = mechanism(jwtConfig({ keyFile: writeTemp('rsa.pem', pem) }));
     const secret = new TextEncoder().encode('a shared secret of thirty-two bytes!');
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(secret, {}, { alg: 'HS256' })), options: undefined }, capturingContext().context));
+    await expectAuthFailed(
+      m.start(
+        { db: '$external', payload: plain(await token(secret, {}, { alg: 'HS256' })), options: undefined },
+        capturingContext().context,
+      ),
+    );
     // The classic algorithm confusion: HMAC keyed with the (public) PEM text.
     const confused = await token(new TextEncoder().encode(pem), {}, { alg: 'HS256' });
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(confused), options: undefined }, capturingContext().context));
+    await expectAuthFailed(
+      m.start({ db: '$external', payload: plain(confused), options: undefined }, capturingContext().context),
+    );
   });
 
   it('never quotes a key file that is not valid JSON: the parser\'s excerpt could be key material (a private "d" put there by mistake)', () => {
     const broken = '{"kty":"RSA","d": privatekeymaterial}';
-    for (const config of [jwtConfig({ keyFile: writeTemp('broken.jwk', broken) }), jwtConfig({ jwksFile: writeTemp('broken.jwks', `{"keys":[${broken}]}`) })]) {
+    for (const config of [
+      jwtConfig({ keyFile: writeTemp('broken.jwk', broken) }),
+      jwtConfig({ jwksFile: writeTemp('broken.jwks', `{"keys":[${broken}]}`) }),
+    ]) {
       let message = '';
       try {
         createJwtMechanism(config, { reloadIntervalMS: 0 });
@@ -236,10 +310,23 @@ describe('createJwtMechanism: verification', () => {
   });
 
   it('never accepts HMAC: HS* algorithms and symmetric key files are configuration errors', () => {
-    const secretJwk = JSON.stringify({ kty: 'oct', k: Buffer.from('0123456789abcdef0123456789abcdef').toString('base64url') });
-    expect(() => createJwtMechanism(jwtConfig({ keyFile: writeTemp('oct.jwk', secretJwk) }), { reloadIntervalMS: 0 })).toThrow(/symmetric/);
-    expect(() => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('oct.jwks', `{"keys":[${secretJwk}]}`) }), { reloadIntervalMS: 0 })).toThrow(/symmetric/);
-    expect(() => createJwtMechanism(jwtConfig({ keyFile: writeTemp('x.pem', 'x'), algorithms: ['RS256', 'HS256'] }), { reloadIntervalMS: 0 })).toThrow(ConfigError);
+    const secretJwk = JSON.stringify({
+      kty: 'oct',
+      k: Buffer.from('0123456789abcdef0123456789abcdef').toString('base64url'),
+    });
+    expect(() =>
+      createJwtMechanism(jwtConfig({ keyFile: writeTemp('oct.jwk', secretJwk) }), { reloadIntervalMS: 0 }),
+    ).toThrow(/symmetric/);
+    expect(() =>
+      createJwtMechanism(jwtConfig({ jwksFile: writeTemp('oct.jwks', `{"keys":[${secretJwk}]}`) }), {
+        reloadIntervalMS: 0,
+      }),
+    ).toThrow(/symmetric/);
+    expect(() =>
+      createJwtMechanism(jwtConfig({ keyFile: writeTemp('x.pem', 'x'), algorithms: ['RS256', 'HS256'] }), {
+        reloadIntervalMS: 0,
+      }),
+    ).toThrow(ConfigError);
   });
 
   it.each<[string, JWTPayload]>([
@@ -251,7 +338,9 @@ describe('createJwtMechanism: verification', () => {
   ])('refuses a token whose tenant claim is %s', async (_label, claims) => {
     const m = mechanism(jwtConfig({ keyFile: await pemFile(rsa.publicKey) }));
     const { context, logText } = capturingContext();
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(rsa.privateKey, claims)), options: undefined }, context));
+    await expectAuthFailed(
+      m.start({ db: '$external', payload: plain(await token(rsa.privateKey, claims)), options: undefined }, context),
+    );
     expect(logText()).toContain('tenant claim');
   });
 
@@ -261,7 +350,10 @@ describe('createJwtMechanism: verification', () => {
       tenant: undefined,
       'kubernetes.io': { namespace: 'team-blue', serviceaccount: { name: 'orders', uid: 'u-1' } },
     };
-    const result = await m.start({ db: '$external', payload: plain(await token(rsa.privateKey, claims)), options: undefined }, capturingContext().context);
+    const result = await m.start(
+      { db: '$external', payload: plain(await token(rsa.privateKey, claims)), options: undefined },
+      capturingContext().context,
+    );
     expect(result.done && result.principal.tenant).toBe('team-blue');
   });
 
@@ -286,7 +378,9 @@ describe('createJwtMechanism: verification', () => {
       await expectAuthFailed(m.start({ db: '$external', payload, options: undefined }, context));
     }
     // authzid equal to authcid is allowed.
-    expect((await m.start({ db: '$external', payload: plain(valid, 'me', 'me'), options: undefined }, context)).done).toBe(true);
+    expect(
+      (await m.start({ db: '$external', payload: plain(valid, 'me', 'me'), options: undefined }, context)).done,
+    ).toBe(true);
     expect(logText()).not.toContain(valid);
 
     await fc.assert(
@@ -297,7 +391,9 @@ describe('createJwtMechanism: verification', () => {
     );
     await fc.assert(
       fc.asyncProperty(fc.string(), fc.string(), async (a, b) => {
-        await expectAuthFailed(m.start({ db: '$external', payload: plain(`${a}.${b}.${a}`), options: undefined }, context));
+        await expectAuthFailed(
+          m.start({ db: '$external', payload: plain(`${a}.${b}.${a}`), options: undefined }, context),
+        );
       }),
       { numRuns: 100 },
     );
@@ -306,26 +402,68 @@ describe('createJwtMechanism: verification', () => {
 
 describe('createJwtMechanism: JWKS', () => {
   it('picks the key by kid', async () => {
-    const jwks = { keys: [{ ...(await exportJWK(rsaOther.publicKey)), kid: 'old' }, { ...(await exportJWK(rsa.publicKey)), kid: 'new' }] };
+    const jwks = {
+      keys: [
+        { ...(await exportJWK(rsaOther.publicKey)), kid: 'old' },
+        { ...(await exportJWK(rsa.publicKey)), kid: 'new' },
+      ],
+    };
     const m = mechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', JSON.stringify(jwks)) }));
     const { context } = capturingContext();
-    expect((await m.start({ db: '$external', payload: plain(await token(rsa.privateKey, {}, { kid: 'new' })), options: undefined }, context)).done).toBe(true);
-    expect((await m.start({ db: '$external', payload: plain(await token(rsaOther.privateKey, {}, { kid: 'old' })), options: undefined }, context)).done).toBe(true);
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(rsa.privateKey, {}, { kid: 'old' })), options: undefined }, context));
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(rsa.privateKey, {}, { kid: 'unknown' })), options: undefined }, context));
+    expect(
+      (
+        await m.start(
+          { db: '$external', payload: plain(await token(rsa.privateKey, {}, { kid: 'new' })), options: undefined },
+          context,
+        )
+      ).done,
+    ).toBe(true);
+    expect(
+      (
+        await m.start(
+          { db: '$external', payload: plain(await token(rsaOther.privateKey, {}, { kid: 'old' })), options: undefined },
+          context,
+        )
+      ).done,
+    ).toBe(true);
+    await expectAuthFailed(
+      m.start(
+        { db: '$external', payload: plain(await token(rsa.privateKey, {}, { kid: 'old' })), options: undefined },
+        context,
+      ),
+    );
+    await expectAuthFailed(
+      m.start(
+        { db: '$external', payload: plain(await token(rsa.privateKey, {}, { kid: 'unknown' })), options: undefined },
+        context,
+      ),
+    );
   });
 
   it('tries every candidate when several keys match a token without kid', async () => {
-    const jwks = { keys: [await exportJWK(rsaOther.publicKey), await exportJWK(rsa.publicKey), await exportJWK(ec.publicKey)] };
+    const jwks = {
+      keys: [await exportJWK(rsaOther.publicKey), await exportJWK(rsa.publicKey), await exportJWK(ec.publicKey)],
+    };
     const m = mechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', JSON.stringify(jwks)) }));
     const { context } = capturingContext();
-    expect((await m.start({ db: '$external', payload: plain(await token(rsa.privateKey)), options: undefined }, context)).done).toBe(true);
-    expect((await m.start({ db: '$external', payload: plain(await token(ec.privateKey, {}, { alg: 'ES256' })), options: undefined }, context)).done).toBe(true);
+    expect(
+      (await m.start({ db: '$external', payload: plain(await token(rsa.privateKey)), options: undefined }, context))
+        .done,
+    ).toBe(true);
+    expect(
+      (
+        await m.start(
+          { db: '$external', payload: plain(await token(ec.privateKey, {}, { alg: 'ES256' })), options: undefined },
+          context,
+        )
+      ).done,
+    ).toBe(true);
     const stranger = await generateKeyPair('RS256');
-    await expectAuthFailed(m.start({ db: '$external', payload: plain(await token(stranger.privateKey)), options: undefined }, context));
+    await expectAuthFailed(
+      m.start({ db: '$external', payload: plain(await token(stranger.privateKey)), options: undefined }, context),
+    );
   });
 });
-
 
 describe('createJwtMechanism: configuration', () => {
   const expectConfigError = (fn: () => unknown, pathName: string, text?: RegExp) => {
@@ -340,45 +478,118 @@ describe('createJwtMechanism: configuration', () => {
   };
 
   it('names the field whose file cannot be loaded', async () => {
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: path.join(dir, 'missing.pem') }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile', /missing\.pem/);
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: writeTemp('garbage.pem', 'hello') }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile');
     expectConfigError(
-      () => createJwtMechanism(jwtConfig({ keyFile: writeTemp('bad.pem', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n') }), { reloadIntervalMS: 0 }),
+      () => createJwtMechanism(jwtConfig({ keyFile: path.join(dir, 'missing.pem') }), { reloadIntervalMS: 0 }),
+      'identity.jwt.keyFile',
+      /missing\.pem/,
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile: writeTemp('garbage.pem', 'hello') }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
     );
-    expectConfigError(() => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": 1}') }), { reloadIntervalMS: 0 }), 'identity.jwt.jwksFile');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": [{"kty": "RSA"}]}') }), { reloadIntervalMS: 0 }), 'identity.jwt.jwksFile');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": []}') }), { reloadIntervalMS: 0 }), 'identity.jwt.jwksFile', /no key usable/);
-    expectConfigError(() => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', 'not json') }), { reloadIntervalMS: 0 }), 'identity.jwt.jwksFile');
+    expectConfigError(
+      () =>
+        createJwtMechanism(
+          jwtConfig({ keyFile: writeTemp('bad.pem', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n') }),
+          { reloadIntervalMS: 0 },
+        ),
+      'identity.jwt.keyFile',
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": 1}') }), { reloadIntervalMS: 0 }),
+      'identity.jwt.jwksFile',
+    );
+    expectConfigError(
+      () =>
+        createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": [{"kty": "RSA"}]}') }), {
+          reloadIntervalMS: 0,
+        }),
+      'identity.jwt.jwksFile',
+    );
+    expectConfigError(
+      () =>
+        createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": []}') }), { reloadIntervalMS: 0 }),
+      'identity.jwt.jwksFile',
+      /no key usable/,
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', 'not json') }), { reloadIntervalMS: 0 }),
+      'identity.jwt.jwksFile',
+    );
     const jwks = JSON.stringify({ keys: [await exportJWK(rsa.publicKey)] });
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: writeTemp('jwks-as-key.json', jwks) }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile', /jwksFile/);
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile: writeTemp('jwks-as-key.json', jwks) }), { reloadIntervalMS: 0 }),
+      'identity.jwt.keyFile',
+      /jwksFile/,
+    );
   });
 
   it('refuses private keys and keys no allowed algorithm can use', async () => {
     const { privateKey } = await generateKeyPair('RS256', { extractable: true });
     const privatePem = writeTemp('private.pem', await exportPKCS8(privateKey));
     const privateJwk = writeTemp('private.jwk', JSON.stringify(await exportJWK(privateKey)));
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: privatePem }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile', /private/);
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: privateJwk }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile', /private/);
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: writeTemp('empty.pem', '') }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile');
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile: privatePem }), { reloadIntervalMS: 0 }),
+      'identity.jwt.keyFile',
+      /private/,
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile: privateJwk }), { reloadIntervalMS: 0 }),
+      'identity.jwt.keyFile',
+      /private/,
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile: writeTemp('empty.pem', '') }), { reloadIntervalMS: 0 }),
+      'identity.jwt.keyFile',
+    );
     const ecPem = writeTemp('ec.pem', await exportSPKI(ec.publicKey));
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: ecPem, algorithms: ['RS256'] }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile', /ec prime256v1/);
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile: ecPem, algorithms: ['RS256'] }), { reloadIntervalMS: 0 }),
+      'identity.jwt.keyFile',
+      /ec prime256v1/,
+    );
     const { publicKey: short } = generateKeyPairSync('rsa', { modulusLength: 1024 });
     const shortPem = writeTemp('short.pem', short.export({ type: 'spki', format: 'pem' }).toString());
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile: shortPem }), { reloadIntervalMS: 0 }), 'identity.jwt.keyFile', /1024-bit/);
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile: shortPem }), { reloadIntervalMS: 0 }),
+      'identity.jwt.keyFile',
+      /1024-bit/,
+    );
     const ecJwks = writeTemp('ec.jwks', JSON.stringify({ keys: [await exportJWK(ec.publicKey)] }));
-    expectConfigError(() => createJwtMechanism(jwtConfig({ jwksFile: ecJwks, algorithms: ['RS256'] }), { reloadIntervalMS: 0 }), 'identity.jwt.jwksFile', /no key usable/);
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ jwksFile: ecJwks, algorithms: ['RS256'] }), { reloadIntervalMS: 0 }),
+      'identity.jwt.jwksFile',
+      /no key usable/,
+    );
   });
 
   it('requires exactly one key source, an audience, known algorithms and a claim path', async () => {
     const keyFile = await pemFile(rsa.publicKey);
     expectConfigError(() => createJwtMechanism(jwtConfig(), { reloadIntervalMS: 0 }), 'identity.jwt');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile, jwksFile: keyFile }), { reloadIntervalMS: 0 }), 'identity.jwt');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile, audience: null }), { reloadIntervalMS: 0 }), 'identity.jwt.audience');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile, algorithms: [] }), { reloadIntervalMS: 0 }), 'identity.jwt.algorithms');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile, algorithms: ['RS256', 'none'] }), { reloadIntervalMS: 0 }), 'identity.jwt.algorithms');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile, tenantClaim: 'a..b' }), { reloadIntervalMS: 0 }), 'identity.jwt.tenantClaim');
-    expectConfigError(() => createJwtMechanism(jwtConfig({ keyFile, clockToleranceSeconds: -1 }), { reloadIntervalMS: 0 }), 'identity.jwt.clockToleranceSeconds');
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile, jwksFile: keyFile }), { reloadIntervalMS: 0 }),
+      'identity.jwt',
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile, audience: null }), { reloadIntervalMS: 0 }),
+      'identity.jwt.audience',
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile, algorithms: [] }), { reloadIntervalMS: 0 }),
+      'identity.jwt.algorithms',
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile, algorithms: ['RS256', 'none'] }), { reloadIntervalMS: 0 }),
+      'identity.jwt.algorithms',
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile, tenantClaim: 'a..b' }), { reloadIntervalMS: 0 }),
+      'identity.jwt.tenantClaim',
+    );
+    expectConfigError(
+      () => createJwtMechanism(jwtConfig({ keyFile, clockToleranceSeconds: -1 }), { reloadIntervalMS: 0 }),
+      'identity.jwt.clockToleranceSeconds',
+    );
   });
 });
 
@@ -400,7 +611,9 @@ describe('createJwtMechanism: hot reload', () => {
     const { context } = capturingContext();
     const accepts = async (privateKey: CryptoKey): Promise<boolean> => {
       try {
-        return (await m.start({ db: '$external', payload: plain(await token(privateKey)), options: undefined }, context)).done;
+        return (
+          await m.start({ db: '$external', payload: plain(await token(privateKey)), options: undefined }, context)
+        ).done;
       } catch {
         return false;
       }
@@ -427,18 +640,28 @@ describe('createJwtMechanism: hot reload', () => {
   });
 
   it('reloads a JWKS file', async () => {
-    const jwksFile = writeTemp('jwks.json', JSON.stringify({ keys: [{ ...(await exportJWK(rsa.publicKey)), kid: 'one' }] }));
+    const jwksFile = writeTemp(
+      'jwks.json',
+      JSON.stringify({ keys: [{ ...(await exportJWK(rsa.publicKey)), kid: 'one' }] }),
+    );
     const m = mechanism(jwtConfig({ jwksFile }), 20);
     const { context } = capturingContext();
     const accepts = async (privateKey: CryptoKey, kid: string): Promise<boolean> =>
-      m.start({ db: '$external', payload: plain(await token(privateKey, {}, { kid })), options: undefined }, context).then(
-        (r) => r.done,
-        () => false,
-      );
+      m
+        .start({ db: '$external', payload: plain(await token(privateKey, {}, { kid })), options: undefined }, context)
+        .then(
+          (r) => r.done,
+          () => false,
+        );
     expect(await accepts(rsaOther.privateKey, 'two')).toBe(false);
     writeFileSync(
       jwksFile,
-      JSON.stringify({ keys: [{ ...(await exportJWK(rsa.publicKey)), kid: 'one' }, { ...(await exportJWK(rsaOther.publicKey)), kid: 'two' }] }),
+      JSON.stringify({
+        keys: [
+          { ...(await exportJWK(rsa.publicKey)), kid: 'one' },
+          { ...(await exportJWK(rsaOther.publicKey)), kid: 'two' },
+        ],
+      }),
     );
     await waitFor(() => accepts(rsaOther.privateKey, 'two'));
     expect(await accepts(rsa.privateKey, 'one')).toBe(true);
@@ -448,7 +671,11 @@ describe('createJwtMechanism: hot reload', () => {
 describe('parsePlainPayload and claimAt', () => {
   it('splits RFC 4616 messages', () => {
     expect(parsePlainPayload(Buffer.from('\0user\0pass'))).toEqual({ authzid: '', authcid: 'user', password: 'pass' });
-    expect(parsePlainPayload(Buffer.from('user\0user\0pass'))).toEqual({ authzid: 'user', authcid: 'user', password: 'pass' });
+    expect(parsePlainPayload(Buffer.from('user\0user\0pass'))).toEqual({
+      authzid: 'user',
+      authcid: 'user',
+      password: 'pass',
+    });
     expect(parsePlainPayload(Buffer.from('other\0user\0pass'))).toBeUndefined();
   });
 

@@ -117,7 +117,13 @@ const ODD_NAME = hashPassword({
   mechanisms: ['SCRAM-SHA-256', 'SCRAM-SHA-1'],
   iterations: 4096,
 });
-const SHA1_ONLY = hashPassword({ user: 'legacy', tenant: 'initech', password: 'old', mechanisms: ['SCRAM-SHA-1'], iterations: 4096 });
+const SHA1_ONLY = hashPassword({
+  user: 'legacy',
+  tenant: 'initech',
+  password: 'old',
+  mechanisms: ['SCRAM-SHA-1'],
+  iterations: 4096,
+});
 const lookup = credentialLookup([ALICE, ODD_NAME, SHA1_ONLY]);
 const service = scramServiceFor(lookup, ['SCRAM-SHA-256', 'SCRAM-SHA-1']);
 
@@ -155,9 +161,14 @@ describe('server-side RFC vectors', () => {
       iterations: 4096,
       salts: { 'SCRAM-SHA-256': b64(RFC7677.salt) },
     });
-    const svc = scramServiceFor(credentialLookup([entry]), ['SCRAM-SHA-256'], { serverNonce: () => RFC7677.serverNonce });
+    const svc = scramServiceFor(credentialLookup([entry]), ['SCRAM-SHA-256'], {
+      serverNonce: () => RFC7677.serverNonce,
+    });
     const first = notDone(
-      await mechanismOf(svc, 'SCRAM-SHA-256').start({ db: 'admin', payload: bytes(RFC7677.clientFirst), options: SKIP }, context),
+      await mechanismOf(svc, 'SCRAM-SHA-256').start(
+        { db: 'admin', payload: bytes(RFC7677.clientFirst), options: SKIP },
+        context,
+      ),
     );
     expect(utf8(first.payload)).toBe(RFC7677.serverFirst);
     const final = done(await first.conversation.step(bytes(RFC7677.clientFinal)));
@@ -172,12 +183,20 @@ describe('server-side RFC vectors', () => {
       db: 'admin',
       tenant: 'acme',
       mechanisms: {
-        'SCRAM-SHA-1': { iterationCount: 4096, salt: b64(RFC5802.salt), storedKey: keys.storedKey, serverKey: keys.serverKey },
+        'SCRAM-SHA-1': {
+          iterationCount: 4096,
+          salt: b64(RFC5802.salt),
+          storedKey: keys.storedKey,
+          serverKey: keys.serverKey,
+        },
       },
     };
     const svc = scramServiceFor(credentialLookup([entry]), ['SCRAM-SHA-1'], { serverNonce: () => RFC5802.serverNonce });
     const first = notDone(
-      await mechanismOf(svc, 'SCRAM-SHA-1').start({ db: 'admin', payload: bytes(RFC5802.clientFirst), options: SKIP }, context),
+      await mechanismOf(svc, 'SCRAM-SHA-1').start(
+        { db: 'admin', payload: bytes(RFC5802.clientFirst), options: SKIP },
+        context,
+      ),
     );
     expect(utf8(first.payload)).toBe(RFC5802.serverFirst);
     const final = done(await first.conversation.step(bytes(RFC5802.clientFinal)));
@@ -193,9 +212,14 @@ describe('server-side RFC vectors', () => {
       salts: { 'SCRAM-SHA-1': b64(MONGO_SHA1.salt) },
     });
     expect(entry.mechanisms['SCRAM-SHA-1']?.iterationCount).toBe(10_000);
-    const svc = scramServiceFor(credentialLookup([entry]), ['SCRAM-SHA-1'], { serverNonce: () => MONGO_SHA1.serverNonce });
+    const svc = scramServiceFor(credentialLookup([entry]), ['SCRAM-SHA-1'], {
+      serverNonce: () => MONGO_SHA1.serverNonce,
+    });
     const first = notDone(
-      await mechanismOf(svc, 'SCRAM-SHA-1').start({ db: 'admin', payload: bytes(MONGO_SHA1.clientFirst), options: SKIP }, context),
+      await mechanismOf(svc, 'SCRAM-SHA-1').start(
+        { db: 'admin', payload: bytes(MONGO_SHA1.clientFirst), options: SKIP },
+        context,
+      ),
     );
     expect(utf8(first.payload)).toBe(MONGO_SHA1.serverFirst);
     const final = done(await first.conversation.step(bytes(MONGO_SHA1.clientFinal)));
@@ -210,10 +234,15 @@ describe('server-side RFC vectors', () => {
       iterations: 4096,
       salts: { 'SCRAM-SHA-256': b64(RFC7677.salt) },
     });
-    const svc = scramServiceFor(credentialLookup([entry]), ['SCRAM-SHA-256'], { serverNonce: () => RFC7677.serverNonce });
+    const svc = scramServiceFor(credentialLookup([entry]), ['SCRAM-SHA-256'], {
+      serverNonce: () => RFC7677.serverNonce,
+    });
     for (const options of [undefined, {}, { skipEmptyExchange: false }, { skipEmptyExchange: 1 }]) {
       const first = notDone(
-        await mechanismOf(svc, 'SCRAM-SHA-256').start({ db: 'admin', payload: bytes(RFC7677.clientFirst), options }, context),
+        await mechanismOf(svc, 'SCRAM-SHA-256').start(
+          { db: 'admin', payload: bytes(RFC7677.clientFirst), options },
+          context,
+        ),
       );
       const second = notDone(await first.conversation.step(bytes(RFC7677.clientFinal)));
       expect(utf8(second.payload)).toBe(RFC7677.serverFinal);
@@ -226,7 +255,10 @@ describe('server-side RFC vectors', () => {
   it('refuses a non-empty message in the closing round', async () => {
     const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-password' });
     const first = notDone(
-      await mechanismOf(service, 'SCRAM-SHA-256').start({ db: 'admin', payload: client.clientFirst(), options: undefined }, context),
+      await mechanismOf(service, 'SCRAM-SHA-256').start(
+        { db: 'admin', payload: client.clientFirst(), options: undefined },
+        context,
+      ),
     );
     const second = notDone(await first.conversation.step(await client.clientFinal(first.payload)));
     await expectAuthFailure(second.conversation.step(bytes('v=whatever')));
@@ -243,7 +275,12 @@ describe('conversations with the proxy SCRAM client', () => {
   ];
   it.each(cases)('%s', async (_title, entry, password, mechanism) => {
     for (const skipEmptyExchange of [true, false]) {
-      const result = await converse(service, mechanism, { user: entry.user, password, db: entry.db, skipEmptyExchange });
+      const result = await converse(service, mechanism, {
+        user: entry.user,
+        password,
+        db: entry.db,
+        skipEmptyExchange,
+      });
       expect(result.principal).toEqual({ user: entry.user, db: entry.db, tenant: entry.tenant });
     }
   });
@@ -260,7 +297,10 @@ describe('conversations with the proxy SCRAM client', () => {
     const nonces = new Set<string>();
     for (let i = 0; i < 3; i++) {
       const first = notDone(
-        await mechanismOf(service, 'SCRAM-SHA-256').start({ db: 'admin', payload: bytes('n,,n=alice,r=abc'), options: SKIP }, context),
+        await mechanismOf(service, 'SCRAM-SHA-256').start(
+          { db: 'admin', payload: bytes('n,,n=alice,r=abc'), options: SKIP },
+          context,
+        ),
       );
       const match = /^r=abc([^,]+),s=([^,]+),i=(\d+)$/.exec(utf8(first.payload));
       expect(match).not.toBeNull();
@@ -273,10 +313,18 @@ describe('conversations with the proxy SCRAM client', () => {
   });
 
   it('authenticates in the database of the entry only, and reports that database', async () => {
-    const result = await converse(service, 'SCRAM-SHA-256', { user: ODD_NAME.user, password: 'pencil ☃', db: 'tenants' });
+    const result = await converse(service, 'SCRAM-SHA-256', {
+      user: ODD_NAME.user,
+      password: 'pencil ☃',
+      db: 'tenants',
+    });
     expect(result.principal.db).toBe('tenants');
-    await expectAuthFailure(converse(service, 'SCRAM-SHA-256', { user: ODD_NAME.user, password: 'pencil ☃', db: 'admin' }));
-    await expectAuthFailure(converse(service, 'SCRAM-SHA-256', { user: 'alice', password: 'alice-password', db: 'tenants' }));
+    await expectAuthFailure(
+      converse(service, 'SCRAM-SHA-256', { user: ODD_NAME.user, password: 'pencil ☃', db: 'admin' }),
+    );
+    await expectAuthFailure(
+      converse(service, 'SCRAM-SHA-256', { user: 'alice', password: 'alice-password', db: 'tenants' }),
+    );
   });
 });
 
@@ -290,9 +338,16 @@ describe('failures look the same whatever the cause', () => {
   });
 
   it('gives an unknown user a stable salt of the real length and the default iteration count', async () => {
-    const serverFirst = async (mechanism: ScramMechanism, user: string, db = 'admin'): Promise<{ salt: Buffer; i: number }> => {
+    const serverFirst = async (
+      mechanism: ScramMechanism,
+      user: string,
+      db = 'admin',
+    ): Promise<{ salt: Buffer; i: number }> => {
       const result = notDone(
-        await mechanismOf(service, mechanism).start({ db, payload: bytes(`n,,n=${escapeSaslName(user)},r=abc`), options: SKIP }, context),
+        await mechanismOf(service, mechanism).start(
+          { db, payload: bytes(`n,,n=${escapeSaslName(user)},r=abc`), options: SKIP },
+          context,
+        ),
       );
       const match = /^r=abc[^,]+,s=([^,]+),i=(\d+)$/.exec(utf8(result.payload));
       expect(match).not.toBeNull();
@@ -311,7 +366,10 @@ describe('failures look the same whatever the cause', () => {
     // Another proxy process (another secret) gives other fake salts.
     const other = scramServiceFor(lookup, ['SCRAM-SHA-256']);
     const result = notDone(
-      await mechanismOf(other, 'SCRAM-SHA-256').start({ db: 'admin', payload: bytes('n,,n=mallory,r=abc'), options: SKIP }, context),
+      await mechanismOf(other, 'SCRAM-SHA-256').start(
+        { db: 'admin', payload: bytes('n,,n=mallory,r=abc'), options: SKIP },
+        context,
+      ),
     );
     expect(utf8(result.payload)).not.toContain(`s=${a.salt.toString('base64')}`);
   });
@@ -320,7 +378,10 @@ describe('failures look the same whatever the cause', () => {
     // A driver left to choose tries SCRAM-SHA-256 speculatively in hello; it must get no answer
     // for a SCRAM-SHA-1-only user, or it would continue that conversation with SHA-1 keys.
     await expectAuthFailure(
-      mechanismOf(service, 'SCRAM-SHA-256').start({ db: 'admin', payload: bytes('n,,n=legacy,r=abc'), options: SKIP }, context),
+      mechanismOf(service, 'SCRAM-SHA-256').start(
+        { db: 'admin', payload: bytes('n,,n=legacy,r=abc'), options: SKIP },
+        context,
+      ),
     );
     expect(service.supportedMechanisms('admin', 'legacy')).toEqual(['SCRAM-SHA-1']);
     const ok = await converse(service, 'SCRAM-SHA-1', { user: 'legacy', password: 'old' });
@@ -330,7 +391,10 @@ describe('failures look the same whatever the cause', () => {
   it('refuses a client-final message with another nonce', async () => {
     const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-password' });
     const first = notDone(
-      await mechanismOf(service, 'SCRAM-SHA-256').start({ db: 'admin', payload: client.clientFirst(), options: SKIP }, context),
+      await mechanismOf(service, 'SCRAM-SHA-256').start(
+        { db: 'admin', payload: client.clientFirst(), options: SKIP },
+        context,
+      ),
     );
     const final = utf8(await client.clientFinal(first.payload));
     const nonce = /,r=([^,]+),/.exec(final)![1]!;
@@ -339,34 +403,47 @@ describe('failures look the same whatever the cause', () => {
   });
 
   it('refuses a proof replayed into another conversation', async () => {
-    const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-password' }, { nonce: 'fixed-nonce' });
+    const client = new ScramClient(
+      { mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-password' },
+      { nonce: 'fixed-nonce' },
+    );
     const mechanism = mechanismOf(service, 'SCRAM-SHA-256');
-    const first = notDone(await mechanism.start({ db: 'admin', payload: client.clientFirst(), options: SKIP }, context));
+    const first = notDone(
+      await mechanism.start({ db: 'admin', payload: client.clientFirst(), options: SKIP }, context),
+    );
     const final = await client.clientFinal(first.payload);
     done(await first.conversation.step(final));
     // Same client nonce again: the server nonce differs, so the old proof is worthless.
-    const again = notDone(await mechanism.start({ db: 'admin', payload: bytes('n,,n=alice,r=fixed-nonce'), options: SKIP }, context));
+    const again = notDone(
+      await mechanism.start({ db: 'admin', payload: bytes('n,,n=alice,r=fixed-nonce'), options: SKIP }, context),
+    );
     await expectAuthFailure(again.conversation.step(final));
   });
 
   it('never reuses a conversation: after success, after failure, after abandon', async () => {
     const mechanism = mechanismOf(service, 'SCRAM-SHA-256');
     const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-password' });
-    const first = notDone(await mechanism.start({ db: 'admin', payload: client.clientFirst(), options: SKIP }, context));
+    const first = notDone(
+      await mechanism.start({ db: 'admin', payload: client.clientFirst(), options: SKIP }, context),
+    );
     const final = await client.clientFinal(first.payload);
     done(await first.conversation.step(final));
     await expectAuthFailure(first.conversation.step(final));
     await expectAuthFailure(first.conversation.step(Buffer.alloc(0)));
 
     const client2 = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'wrong' });
-    const failed = notDone(await mechanism.start({ db: 'admin', payload: client2.clientFirst(), options: SKIP }, context));
+    const failed = notDone(
+      await mechanism.start({ db: 'admin', payload: client2.clientFirst(), options: SKIP }, context),
+    );
     const wrongFinal = await client2.clientFinal(failed.payload);
     await expectAuthFailure(failed.conversation.step(bytes('garbage')));
     // The real (well-formed) message cannot be tried again on the failed conversation.
     await expectAuthFailure(failed.conversation.step(wrongFinal));
 
     const client3 = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-password' });
-    const abandoned = notDone(await mechanism.start({ db: 'admin', payload: client3.clientFirst(), options: SKIP }, context));
+    const abandoned = notDone(
+      await mechanism.start({ db: 'admin', payload: client3.clientFirst(), options: SKIP }, context),
+    );
     const goodFinal = await client3.clientFinal(abandoned.payload);
     abandoned.conversation.abandon?.();
     await expectAuthFailure(abandoned.conversation.step(goodFinal));
@@ -388,7 +465,12 @@ function handFinal(options: {
     options.mechanism === 'SCRAM-SHA-1' ? mongoPasswordDigest(options.user, options.password) : options.password;
   const keys = deriveKeys(hash, hi(hash, normalized, b64(match[2]!), Number(match[3])));
   const withoutProof = `c=${options.channelBinding},r=${match[1]}`;
-  const proof = clientProof(hash, keys.clientKey, keys.storedKey, authMessage(options.clientFirstBare, options.serverFirst, withoutProof));
+  const proof = clientProof(
+    hash,
+    keys.clientKey,
+    keys.storedKey,
+    authMessage(options.clientFirstBare, options.serverFirst, withoutProof),
+  );
   return `${withoutProof},p=${proof.toString('base64')}`;
 }
 
@@ -396,7 +478,9 @@ describe('gs2 header and channel binding', () => {
   const mechanism = mechanismOf(service, 'SCRAM-SHA-256');
   const run = async (gs2: string, channelBinding: string, user = 'alice'): Promise<SaslStepResult> => {
     const clientFirstBare = `n=${escapeSaslName(user)},r=client-nonce`;
-    const first = notDone(await mechanism.start({ db: 'admin', payload: bytes(gs2 + clientFirstBare), options: SKIP }, context));
+    const first = notDone(
+      await mechanism.start({ db: 'admin', payload: bytes(gs2 + clientFirstBare), options: SKIP }, context),
+    );
     const final = handFinal({
       mechanism: 'SCRAM-SHA-256',
       user,
@@ -429,7 +513,9 @@ describe('gs2 header and channel binding', () => {
   it.each(['p=tls-unique,,', 'p=tls-server-end-point,,', 'y,,', 'x,,', ',,', 'n,x=y,', 'n,a=alice', 'n'])(
     'refuses the gs2 header %j',
     async (header) => {
-      await expectAuthFailure(mechanism.start({ db: 'admin', payload: bytes(`${header}n=alice,r=abc`), options: SKIP }, context));
+      await expectAuthFailure(
+        mechanism.start({ db: 'admin', payload: bytes(`${header}n=alice,r=abc`), options: SKIP }, context),
+      );
     },
   );
 });
@@ -457,12 +543,17 @@ describe('malformed input never crashes', () => {
   });
 
   it('ignores unknown extensions after the nonce (RFC 5802)', async () => {
-    const result = await mechanism.start({ db: 'admin', payload: bytes('n,,n=alice,r=abc,x=ext'), options: SKIP }, context);
+    const result = await mechanism.start(
+      { db: 'admin', payload: bytes('n,,n=alice,r=abc,x=ext'), options: SKIP },
+      context,
+    );
     expect(result.done).toBe(false);
   });
 
   it('refuses invalid UTF-8, oversize payloads, a missing database and a non-buffer payload', async () => {
-    await expectAuthFailure(mechanism.start({ db: 'admin', payload: Buffer.from([0x6e, 0x2c, 0x2c, 0xff, 0xfe]), options: SKIP }, context));
+    await expectAuthFailure(
+      mechanism.start({ db: 'admin', payload: Buffer.from([0x6e, 0x2c, 0x2c, 0xff, 0xfe]), options: SKIP }, context),
+    );
     await expectAuthFailure(
       mechanism.start({ db: 'admin', payload: bytes(`n,,n=alice,r=${'a'.repeat(10_000)}`), options: SKIP }, context),
     );
@@ -485,9 +576,14 @@ describe('malformed input never crashes', () => {
     ['client nonce only', () => `c=biws,r=abc,p=${Buffer.alloc(32).toString('base64')}`],
     ['zero proof', (n: string) => `c=biws,r=${n},p=${Buffer.alloc(32).toString('base64')}`],
     ['repeated proof', (n: string) => `c=biws,r=${n},p=${Buffer.alloc(32).toString('base64')},p=x`],
-    ['extension before the proof, wrong proof', (n: string) => `c=biws,r=${n},x=1,p=${Buffer.alloc(32).toString('base64')}`],
+    [
+      'extension before the proof, wrong proof',
+      (n: string) => `c=biws,r=${n},x=1,p=${Buffer.alloc(32).toString('base64')}`,
+    ],
   ])('client-final: %s', async (_title, make) => {
-    const first = notDone(await mechanism.start({ db: 'admin', payload: bytes('n,,n=alice,r=abc'), options: SKIP }, context));
+    const first = notDone(
+      await mechanism.start({ db: 'admin', payload: bytes('n,,n=alice,r=abc'), options: SKIP }, context),
+    );
     const nonce = /^r=([^,]+),/.exec(utf8(first.payload))![1]!;
     await expectAuthFailure(first.conversation.step(bytes(make(nonce))));
   });
@@ -496,11 +592,15 @@ describe('malformed input never crashes', () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), fc.string({ maxLength: 200 }), async (raw, text) => {
         for (const payload of [Buffer.from(raw), bytes(text), bytes(`n,,${text}`)]) {
-          const outcome = await mechanism.start({ db: 'admin', payload, options: SKIP }, context).catch((e: unknown) => e);
+          const outcome = await mechanism
+            .start({ db: 'admin', payload, options: SKIP }, context)
+            .catch((e: unknown) => e);
           if (ProxyError.is(outcome)) expect(outcome.code).toBe(ErrorCodes.AuthenticationFailed);
           else expect((outcome as SaslStepResult).done).toBe(false);
         }
-        const first = notDone(await mechanism.start({ db: 'admin', payload: bytes('n,,n=alice,r=abc'), options: SKIP }, context));
+        const first = notDone(
+          await mechanism.start({ db: 'admin', payload: bytes('n,,n=alice,r=abc'), options: SKIP }, context),
+        );
         const outcome = await first.conversation.step(Buffer.from(raw)).catch((e: unknown) => e);
         expect(ProxyError.is(outcome) && outcome.code === ErrorCodes.AuthenticationFailed).toBe(true);
       }),
@@ -540,13 +640,17 @@ describe('createScramService', () => {
   const options = { reloadIntervalMS: 20, logger: pino({ level: 'silent' }) };
 
   it('needs a credentials file and at least one mechanism', () => {
-    expect(() => createScramService({ credentialsFile: null, mechanisms: ['SCRAM-SHA-256'] }, options)).toThrow(ConfigError);
+    expect(() => createScramService({ credentialsFile: null, mechanisms: ['SCRAM-SHA-256'] }, options)).toThrow(
+      ConfigError,
+    );
     expect(() => createScramService({ credentialsFile: null, mechanisms: ['SCRAM-SHA-256'] }, options)).toThrow(
       /identity\.scram\.credentialsFile/,
     );
     const file = join(dir, 'empty-mechs.yaml');
     writeFileSync(file, formatCredentialsFile([ALICE]));
-    expect(() => createScramService({ credentialsFile: file, mechanisms: [] }, options)).toThrow(/identity\.scram\.mechanisms/);
+    expect(() => createScramService({ credentialsFile: file, mechanisms: [] }, options)).toThrow(
+      /identity\.scram\.mechanisms/,
+    );
   });
 
   it('fails at start with a ConfigError naming identity.scram.credentialsFile', () => {
@@ -573,25 +677,34 @@ describe('createScramService', () => {
       { ...options, onReload: (ok) => reloads.push(ok) },
     );
     try {
-      expect((await converse(svc, 'SCRAM-SHA-256', { user: 'alice', password: 'alice-password' })).principal.tenant).toBe('acme');
+      expect(
+        (await converse(svc, 'SCRAM-SHA-256', { user: 'alice', password: 'alice-password' })).principal.tenant,
+      ).toBe('acme');
       await expectAuthFailure(converse(svc, 'SCRAM-SHA-1', { user: 'legacy', password: 'old' }));
 
       // A conversation started before the reload finishes against what it started with.
       const client = new ScramClient({ mechanism: 'SCRAM-SHA-256', username: 'alice', password: 'alice-password' });
       const pending = notDone(
-        await mechanismOf(svc, 'SCRAM-SHA-256').start({ db: 'admin', payload: client.clientFirst(), options: SKIP }, context),
+        await mechanismOf(svc, 'SCRAM-SHA-256').start(
+          { db: 'admin', payload: client.clientFirst(), options: SKIP },
+          context,
+        ),
       );
 
       replaceFile(file, formatCredentialsFile([SHA1_ONLY]));
       await vi.waitFor(() => expect(reloads).toEqual([true]), { timeout: 2000, interval: 10 });
-      expect((await converse(svc, 'SCRAM-SHA-1', { user: 'legacy', password: 'old' })).principal.tenant).toBe('initech');
+      expect((await converse(svc, 'SCRAM-SHA-1', { user: 'legacy', password: 'old' })).principal.tenant).toBe(
+        'initech',
+      );
       await expectAuthFailure(converse(svc, 'SCRAM-SHA-256', { user: 'alice', password: 'alice-password' }));
       done(await pending.conversation.step(await client.clientFinal(pending.payload)));
 
       // A broken file keeps the users in force.
       replaceFile(file, 'users:\n  - user: half-writ');
       await vi.waitFor(() => expect(reloads).toEqual([true, false]), { timeout: 2000, interval: 10 });
-      expect((await converse(svc, 'SCRAM-SHA-1', { user: 'legacy', password: 'old' })).principal.tenant).toBe('initech');
+      expect((await converse(svc, 'SCRAM-SHA-1', { user: 'legacy', password: 'old' })).principal.tenant).toBe(
+        'initech',
+      );
     } finally {
       svc.close();
     }

@@ -112,7 +112,9 @@ describe('start-up errors name the field', () => {
   it('a file that cannot be read', () => {
     const missing = join(pki.dir, 'missing.pem');
     for (const field of ['certFile', 'keyFile', 'caFile'] as const) {
-      const error = configError(() => createListenerTls(config({ [field]: missing }), { reloadIntervalMS: 1_000, path }));
+      const error = configError(() =>
+        createListenerTls(config({ [field]: missing }), { reloadIntervalMS: 1_000, path }),
+      );
       expect(error.path).toBe(`${path}.${field}`);
       expect(error.message).toContain(missing);
       expect(error.message).toContain('ENOENT');
@@ -161,14 +163,21 @@ describe('start-up errors name the field', () => {
         passphrase,
       }),
     );
-    const missing = configError(() => createListenerTls(config({ keyFile: encrypted }), { reloadIntervalMS: 1_000, path }));
+    const missing = configError(() =>
+      createListenerTls(config({ keyFile: encrypted }), { reloadIntervalMS: 1_000, path }),
+    );
     expect(missing.path).toBe(`${path}.keyPassphrase`);
     const wrong = configError(() =>
-      createListenerTls(config({ keyFile: encrypted, keyPassphrase: 'not the passphrase' }), { reloadIntervalMS: 1_000, path }),
+      createListenerTls(config({ keyFile: encrypted, keyPassphrase: 'not the passphrase' }), {
+        reloadIntervalMS: 1_000,
+        path,
+      }),
     );
     expect(wrong.path).toBe(`${path}.keyPassphrase`);
     expect(wrong.message).not.toContain('not the passphrase');
-    const ok = createListenerTls(config({ keyFile: encrypted, keyPassphrase: passphrase }), { reloadIntervalMS: 1_000 });
+    const ok = createListenerTls(config({ keyFile: encrypted, keyPassphrase: passphrase }), {
+      reloadIntervalMS: 1_000,
+    });
     expect(ok.secureContext().passphrase).toBe(passphrase);
     expect(() => tls.createSecureContext(ok.secureContext())).not.toThrow();
   });
@@ -300,13 +309,17 @@ describe('through a real TLS server', () => {
     socket?: tls.TLSSocket;
   }
 
-  async function serve(listener: ListenerTls): Promise<{ port: number; server: tls.Server; accepted: tls.TLSSocket[] }> {
+  async function serve(
+    listener: ListenerTls,
+  ): Promise<{ port: number; server: tls.Server; accepted: tls.TLSSocket[] }> {
     const accepted: tls.TLSSocket[] = [];
     const server = tls.createServer(listener.serverOptions(), (socket) => {
       accepted.push(socket);
       socket.on('error', () => undefined);
       // Echo, prefixed with whether the client certificate verified.
-      socket.on('data', (data) => socket.write(`${socket.authorized ? 'authorized' : 'unauthorized'}:${data.toString()}`));
+      socket.on('data', (data) =>
+        socket.write(`${socket.authorized ? 'authorized' : 'unauthorized'}:${data.toString()}`),
+      );
     });
     server.on('tlsClientError', () => undefined);
     server.listen(0, '127.0.0.1');
@@ -348,7 +361,9 @@ describe('through a real TLS server', () => {
   }
 
   it('required: only certificates from the CA that are valid now get through', async () => {
-    const { port } = await serve(createListenerTls(config({ clientCertificates: 'required' }), { reloadIntervalMS: 1_000 }));
+    const { port } = await serve(
+      createListenerTls(config({ clientCertificates: 'required' }), { reloadIntervalMS: 1_000 }),
+    );
     expect(await connect(port, pki.clients.spiffe)).toMatchObject({ ok: true, authorized: true });
     expect(await connect(port, pki.clients.unmatched)).toMatchObject({ ok: true, authorized: true });
     expect((await connect(port, pki.clients.expired)).ok).toBe(false);
@@ -357,7 +372,9 @@ describe('through a real TLS server', () => {
   });
 
   it('optional: every handshake succeeds, only a valid certificate is authorized', async () => {
-    const { port } = await serve(createListenerTls(config({ clientCertificates: 'optional' }), { reloadIntervalMS: 1_000 }));
+    const { port } = await serve(
+      createListenerTls(config({ clientCertificates: 'optional' }), { reloadIntervalMS: 1_000 }),
+    );
     expect(await connect(port, pki.clients.spiffe)).toMatchObject({ ok: true, authorized: true });
     expect(await connect(port, pki.clients.expired)).toMatchObject({ ok: true, authorized: false });
     expect(await connect(port, pki.clients.unknownCa)).toMatchObject({ ok: true, authorized: false });

@@ -122,9 +122,18 @@ describe('audit log', () => {
       await audit.close();
       await audit.close(); // idempotent
     }
-    const lines = readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines.map((line) => line['decision'])).toEqual(['refused', 'rewritten']);
-    expect(lines[0]).toMatchObject({ audit: true, service: 'mongo-tenant-proxy', tenant: 'acme', commandName: 'find', level: 'info' });
+    expect(lines[0]).toMatchObject({
+      audit: true,
+      service: 'mongo-tenant-proxy',
+      tenant: 'acme',
+      commandName: 'find',
+      level: 'info',
+    });
   });
 
   it('reopens its file on request, so a rotation by move (logrotate, then SIGHUP) continues in a new file', async () => {
@@ -142,7 +151,11 @@ describe('audit log', () => {
 
   it('reports a failing file (disk full) to onError instead of crashing the process', async () => {
     const errors: Error[] = [];
-    const audit = createAuditLog({ destination: '/dev/full', maxEventBytes: 4096, onError: (error) => errors.push(error) });
+    const audit = createAuditLog({
+      destination: '/dev/full',
+      maxEventBytes: 4096,
+      onError: (error) => errors.push(error),
+    });
     audit.decision({ ...decision, decision: 'refused' });
     await until(() => errors.length > 0);
     expect(errors[0]).toMatchObject({ code: 'ENOSPC' });
@@ -174,12 +187,25 @@ describe('audit log', () => {
     const audit = createAuditLog({ destination: 'stdout', maxEventBytes: smallest, stream });
     const long = (prefix: string): string => `${prefix}${'é'.repeat(10_000)}`;
     audit.decision({
-      tenant: long('t'), command: long('c'), namespace: long('n'), rule: long('r'), decision: 'would-refuse',
-      connectionId: 2 ** 31, listener: long('l'), remoteAddress: long('a'),
+      tenant: long('t'),
+      command: long('c'),
+      namespace: long('n'),
+      rule: long('r'),
+      decision: 'would-refuse',
+      connectionId: 2 ** 31,
+      listener: long('l'),
+      remoteAddress: long('a'),
     });
     audit.authentication({
-      outcome: 'failure', method: 'scram-passthrough', mechanism: long('m'), user: long('u'), tenant: long('t'),
-      reason: long('r'), listener: long('l'), remoteAddress: long('a'), connectionId: 2 ** 31,
+      outcome: 'failure',
+      method: 'scram-passthrough',
+      mechanism: long('m'),
+      user: long('u'),
+      tenant: long('t'),
+      reason: long('r'),
+      listener: long('l'),
+      remoteAddress: long('a'),
+      connectionId: 2 ** 31,
     });
     for (const line of lines()) {
       expect(line['truncated']).toBe(true);
@@ -192,10 +218,23 @@ describe('audit log', () => {
     const sneaky = { ...decision, filter: { ssn: '123-45-6789' }, document: { secret: 'x' } } as DecisionAuditEvent;
     const fields = decisionFields(sneaky, 4096);
     expect(JSON.stringify(fields)).not.toContain('123-45-6789');
-    expect(Object.keys(fields).sort()).toEqual(
-      ['commandName', 'connectionId', 'decision', 'event', 'listener', 'namespace', 'remoteAddress', 'rule', 'tenant'],
-    );
-    const withSecrets = { ...authentication, password: 'hunter2', payload: Buffer.from('n,,n=ada,r=abc'), token: 'eyJ' } as AuthenticationAuditEvent;
+    expect(Object.keys(fields).sort()).toEqual([
+      'commandName',
+      'connectionId',
+      'decision',
+      'event',
+      'listener',
+      'namespace',
+      'remoteAddress',
+      'rule',
+      'tenant',
+    ]);
+    const withSecrets = {
+      ...authentication,
+      password: 'hunter2',
+      payload: Buffer.from('n,,n=ada,r=abc'),
+      token: 'eyJ',
+    } as AuthenticationAuditEvent;
     const auth = authenticationFields(withSecrets, 4096);
     expect(JSON.stringify(auth)).not.toMatch(/hunter2|eyJ|r=abc/);
   });

@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { ProxyMetrics } from '../../../src/observability/metrics.js';
 
 async function sample(metrics: ProxyMetrics, name: string): Promise<number | undefined> {
-  const line = (await metrics.metrics()).split('\n').find((candidate) => candidate.startsWith(`mongo_tenant_proxy_${name} `));
+  const line = (await metrics.metrics())
+    .split('\n')
+    .find((candidate) => candidate.startsWith(`mongo_tenant_proxy_${name} `));
   return line === undefined ? undefined : Number(line.split(' ').pop());
 }
 
@@ -15,7 +17,9 @@ describe('configuration reload metrics', () => {
     expect(await sample(metrics, 'config_reloads_total{result="success"}')).toBe(0);
     expect(await sample(metrics, 'config_reloads_total{result="failure"}')).toBe(0);
     expect(await sample(metrics, 'config_last_reload_successful')).toBe(1);
-    expect(await sample(metrics, 'config_last_reload_success_timestamp_seconds')).toBeGreaterThanOrEqual(Math.floor(before));
+    expect(await sample(metrics, 'config_last_reload_success_timestamp_seconds')).toBeGreaterThanOrEqual(
+      Math.floor(before),
+    );
   });
 
   it('count reloads by result; a failure clears "successful" and keeps the last success time', async () => {

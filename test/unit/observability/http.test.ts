@@ -8,7 +8,9 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
-async function start(source = new ProxyMetrics({ processMetrics: false })): Promise<{ base: string; metrics: ProxyMetrics | typeof source }> {
+async function start(
+  source = new ProxyMetrics({ processMetrics: false }),
+): Promise<{ base: string; metrics: ProxyMetrics | typeof source }> {
   const server = await startMetricsServer(source, { host: '127.0.0.1', port: 0 });
   servers.push(server);
   expect(server.address.port).toBeGreaterThan(0);
@@ -23,7 +25,9 @@ describe('startMetricsServer', () => {
     const response = await fetch(`${base}/metrics`);
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toContain('text/plain');
-    expect(await response.text()).toContain('mongo_tenant_proxy_operations_total{command="find",database="app",outcome="ok"} 1');
+    expect(await response.text()).toContain(
+      'mongo_tenant_proxy_operations_total{command="find",database="app",outcome="ok"} 1',
+    );
     expect((await fetch(`${base}/metrics?x=1`)).status).toBe(200);
   });
 
@@ -46,7 +50,11 @@ describe('startMetricsServer', () => {
 
   it('answers /readyz from the ready callback: 200 ready, 503 not ready', async () => {
     let ready = false;
-    const server = await startMetricsServer(new ProxyMetrics({ processMetrics: false }), { host: '127.0.0.1', port: 0 }, { ready: () => ready });
+    const server = await startMetricsServer(
+      new ProxyMetrics({ processMetrics: false }),
+      { host: '127.0.0.1', port: 0 },
+      { ready: () => ready },
+    );
     servers.push(server);
     const url = `http://127.0.0.1:${server.address.port}/readyz`;
     expect((await fetch(url)).status).toBe(503);
@@ -67,7 +75,10 @@ describe('startMetricsServer', () => {
   });
 
   it('answers 500 when collection fails', async () => {
-    const { base } = await start({ contentType: 'text/plain', metrics: () => Promise.reject(new Error('nope')) } as unknown as ProxyMetrics);
+    const { base } = await start({
+      contentType: 'text/plain',
+      metrics: () => Promise.reject(new Error('nope')),
+    } as unknown as ProxyMetrics);
     const response = await fetch(`${base}/metrics`);
     expect(response.status).toBe(500);
     expect(await response.text()).not.toContain('nope');
@@ -78,14 +89,19 @@ describe('startMetricsServer', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as { port: number }).port;
     try {
-      await expect(startMetricsServer(new ProxyMetrics({ processMetrics: false }), { host: '127.0.0.1', port })).rejects.toThrow(/EADDRINUSE/);
+      await expect(
+        startMetricsServer(new ProxyMetrics({ processMetrics: false }), { host: '127.0.0.1', port }),
+      ).rejects.toThrow(/EADDRINUSE/);
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
     }
   });
 
   it('closes even with keep-alive connections open, and close is idempotent', async () => {
-    const server = await startMetricsServer(new ProxyMetrics({ processMetrics: false }), { host: '127.0.0.1', port: 0 });
+    const server = await startMetricsServer(new ProxyMetrics({ processMetrics: false }), {
+      host: '127.0.0.1',
+      port: 0,
+    });
     await fetch(`http://127.0.0.1:${server.address.port}/healthz`, { headers: { connection: 'keep-alive' } });
     await Promise.all([server.close(), server.close()]);
     await expect(fetch(`http://127.0.0.1:${server.address.port}/healthz`)).rejects.toThrow();

@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { connectionLogger, createLogger, type Logger } from '../../../src/observability/logger.js';
 
-function capture(level: Parameters<typeof createLogger>[0]['level'] = 'info'): { logger: Logger; lines: () => Record<string, unknown>[] } {
+function capture(level: Parameters<typeof createLogger>[0]['level'] = 'info'): {
+  logger: Logger;
+  lines: () => Record<string, unknown>[];
+} {
   const chunks: string[] = [];
   const logger = createLogger({ level, destination: { write: (line: string) => void chunks.push(line) } });
   return {
@@ -60,9 +63,19 @@ describe('createLogger', () => {
     const { logger, lines } = capture();
     logger.info(
       {
-        upstream: { tls: { keyPassphrase: 'kp', clientSecret: 'cs' }, auth: { 'set-cookie': 'sid=1', jwt: 'eyJhbGciOi' } },
+        upstream: {
+          tls: { keyPassphrase: 'kp', clientSecret: 'cs' },
+          auth: { 'set-cookie': 'sid=1', jwt: 'eyJhbGciOi' },
+        },
         isolation: { sessionKey: 'sk-0123456789' },
-        op: { q: { ssn: 1 }, u: { $set: { ssn: 2 } }, firstBatch: [{ ssn: 3 }], arrayFilters: [], let: { v: 1 }, value: 'x' },
+        op: {
+          q: { ssn: 1 },
+          u: { $set: { ssn: 2 } },
+          firstBatch: [{ ssn: 3 }],
+          arrayFilters: [],
+          let: { v: 1 },
+          value: 'x',
+        },
         speculativeAuthenticate: { saslStart: 1 },
         hello: { speculativeAuthenticate: { payload: 'p' } },
         commandName: 'update',
@@ -72,9 +85,19 @@ describe('createLogger', () => {
     );
     const [line] = lines();
     expect(line).toMatchObject({
-      upstream: { tls: { keyPassphrase: '[redacted]', clientSecret: '[redacted]' }, auth: { 'set-cookie': '[redacted]', jwt: '[redacted]' } },
+      upstream: {
+        tls: { keyPassphrase: '[redacted]', clientSecret: '[redacted]' },
+        auth: { 'set-cookie': '[redacted]', jwt: '[redacted]' },
+      },
       isolation: { sessionKey: '[redacted]' },
-      op: { q: '[redacted]', u: '[redacted]', firstBatch: '[redacted]', arrayFilters: '[redacted]', let: '[redacted]', value: '[redacted]' },
+      op: {
+        q: '[redacted]',
+        u: '[redacted]',
+        firstBatch: '[redacted]',
+        arrayFilters: '[redacted]',
+        let: '[redacted]',
+        value: '[redacted]',
+      },
       speculativeAuthenticate: '[redacted]',
       hello: { speculativeAuthenticate: '[redacted]' },
       commandName: 'update',

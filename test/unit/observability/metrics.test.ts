@@ -31,7 +31,9 @@ describe('ProxyMetrics', () => {
     ]) {
       expect(text).toContain(`# TYPE ${METRIC_PREFIX}${name} `);
     }
-    expect(text).toContain(`${METRIC_PREFIX}build_info{version="1.2.3",commit="abc123",node_version="${process.versions.node}"} 1`);
+    expect(text).toContain(
+      `${METRIC_PREFIX}build_info{version="1.2.3",commit="abc123",node_version="${process.versions.node}"} 1`,
+    );
     expect(text).not.toMatch(/^(?!#)(?!mongo_tenant_proxy_)\S/m);
     expect(metrics.contentType).toContain('text/plain');
   });
@@ -43,9 +45,18 @@ describe('ProxyMetrics', () => {
     metrics.observeOperation({ command: 'insert', database: 'app', outcome: 'upstream_error', seconds: 1 });
     const text = await metrics.metrics();
     expect(sample(text, `${METRIC_PREFIX}operations_total{command="find",database="app",outcome="ok"}`)).toBe(2);
-    expect(sample(text, `${METRIC_PREFIX}operations_total{command="insert",database="app",outcome="upstream_error"}`)).toBe(1);
-    expect(sample(text, `${METRIC_PREFIX}operation_duration_seconds_bucket{le="0.0005",command="find",database="app",outcome="ok"}`)).toBe(1);
-    expect(sample(text, `${METRIC_PREFIX}operation_duration_seconds_count{command="find",database="app",outcome="ok"}`)).toBe(2);
+    expect(
+      sample(text, `${METRIC_PREFIX}operations_total{command="insert",database="app",outcome="upstream_error"}`),
+    ).toBe(1);
+    expect(
+      sample(
+        text,
+        `${METRIC_PREFIX}operation_duration_seconds_bucket{le="0.0005",command="find",database="app",outcome="ok"}`,
+      ),
+    ).toBe(1);
+    expect(
+      sample(text, `${METRIC_PREFIX}operation_duration_seconds_count{command="find",database="app",outcome="ok"}`),
+    ).toBe(2);
   });
 
   it('bounds the command and outcome labels', async () => {
@@ -61,9 +72,30 @@ describe('ProxyMetrics', () => {
   });
 
   it('knows a generous list of commands', () => {
-    for (const name of ['hello', 'isMaster', 'find', 'insert', 'update', 'delete', 'aggregate', 'getMore', 'killCursors',
-      'count', 'distinct', 'findAndModify', 'createIndexes', 'listIndexes', 'listCollections', 'saslStart', 'endSessions',
-      'commitTransaction', 'bulkWrite', 'explain', 'ping', 'buildInfo']) {
+    for (const name of [
+      'hello',
+      'isMaster',
+      'find',
+      'insert',
+      'update',
+      'delete',
+      'aggregate',
+      'getMore',
+      'killCursors',
+      'count',
+      'distinct',
+      'findAndModify',
+      'createIndexes',
+      'listIndexes',
+      'listCollections',
+      'saslStart',
+      'endSessions',
+      'commitTransaction',
+      'bulkWrite',
+      'explain',
+      'ping',
+      'buildInfo',
+    ]) {
       expect(commandLabel(name)).toBe(name);
     }
     expect(KNOWN_COMMANDS.size).toBeGreaterThan(150);
@@ -124,11 +156,23 @@ describe('ProxyMetrics', () => {
     expect([...OPERATION_OUTCOMES].sort()).toEqual(['denied', 'error', 'ok', 'retried', 'rewritten', 'upstream_error']);
   });
 
-  it('splits a forwarded command\'s time between the upstream and the proxy', async () => {
+  it("splits a forwarded command's time between the upstream and the proxy", async () => {
     const metrics = new ProxyMetrics({ processMetrics: false });
-    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.01, upstreamSeconds: 0.0098 });
+    metrics.observeOperation({
+      command: 'find',
+      database: 'app',
+      outcome: 'ok',
+      seconds: 0.01,
+      upstreamSeconds: 0.0098,
+    });
     metrics.observeOperation({ command: 'ping', database: 'admin', outcome: 'ok', seconds: 0.0001 }); // answered locally
-    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.001, upstreamSeconds: 0.002 }); // clock skew: never negative
+    metrics.observeOperation({
+      command: 'find',
+      database: 'app',
+      outcome: 'ok',
+      seconds: 0.001,
+      upstreamSeconds: 0.002,
+    }); // clock skew: never negative
     const text = await metrics.metrics();
     expect(sample(text, `${METRIC_PREFIX}upstream_wait_seconds_count{command="find"}`)).toBe(2);
     expect(sample(text, `${METRIC_PREFIX}upstream_wait_seconds_sum{command="find"}`)).toBeCloseTo(0.0118, 6);
@@ -155,7 +199,13 @@ describe('ProxyMetrics', () => {
     metrics.tenantConnectionOpened('a'); // first seen through the connection gauge
     metrics.observeOperation({ command: 'find', database: 'app', outcome: 'ok', seconds: 0.001, tenant: 'b' });
     metrics.observeOperation({ command: 'find', database: 'app', outcome: 'denied', seconds: 0.001, tenant: 'c' });
-    metrics.observeOperation({ command: 'find', database: 'app', outcome: 'upstream_error', seconds: 0.001, tenant: 'a' });
+    metrics.observeOperation({
+      command: 'find',
+      database: 'app',
+      outcome: 'upstream_error',
+      seconds: 0.001,
+      tenant: 'a',
+    });
     metrics.tenantOperationStarted('c');
     metrics.tenantOperationStarted('b');
     metrics.tenantConnectionOpened('c');
@@ -181,7 +231,8 @@ describe('ProxyMetrics', () => {
     metrics.authentication({ listener: 'main', method: 'mtls', mechanism: 'certificate', outcome: 'success' });
     metrics.authentication({ listener: 'main', method: 'invented', mechanism: 'GSSAPI', outcome: 'failure' });
     const text = await metrics.metrics();
-    const series = (labels: string): number | undefined => sample(text, `${METRIC_PREFIX}authentications_total{${labels}}`);
+    const series = (labels: string): number | undefined =>
+      sample(text, `${METRIC_PREFIX}authentications_total{${labels}}`);
     expect(series('listener="main",method="scram",mechanism="SCRAM-SHA-256",outcome="failure"')).toBe(1);
     expect(series('listener="main",method="scram",mechanism="SCRAM-SHA-256",outcome="success"')).toBe(1);
     expect(series('listener="main",method="mtls",mechanism="certificate",outcome="success"')).toBe(1);

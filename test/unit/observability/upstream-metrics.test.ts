@@ -42,6 +42,8 @@ describe('upstream pool, retry and circuit breaker metrics', () => {
     expect(sample(text, `${P}upstream_retries_total{command="other",reason="NotWritablePrimary"}`)).toBe(1);
     expect(sample(text, `${P}upstream_retries_total{command="insert",reason="other"}`)).toBe(1);
     expect(sample(text, `${P}circuit_breaker_transitions_total{server="a:1",from="closed",to="open"}`)).toBe(1);
-    expect(sample(text, `${P}circuit_breaker_transitions_total{server="a:1",from="closed",to="closed"}`)).toBeUndefined();
+    expect(
+      sample(text, `${P}circuit_breaker_transitions_total{server="a:1",from="closed",to="closed"}`),
+    ).toBeUndefined();
   });
 });

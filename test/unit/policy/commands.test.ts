@@ -47,7 +47,20 @@ describe('server command list (test/data/server-commands.json)', () => {
     expect(data.sources.length).toBeGreaterThan(0);
     expect(data.commands.length).toBeGreaterThanOrEqual(250);
     expect(new Set(data.commands).size).toBe(data.commands.length);
-    for (const name of ['find', 'bulkWrite', 'setQuerySettings', 'moveCollection', 'mapreduce', 'findandmodify', 'shardcollection', 'ismaster', 'buildinfo', '$eval', 'geoNear', 'parallelCollectionScan']) {
+    for (const name of [
+      'find',
+      'bulkWrite',
+      'setQuerySettings',
+      'moveCollection',
+      'mapreduce',
+      'findandmodify',
+      'shardcollection',
+      'ismaster',
+      'buildinfo',
+      '$eval',
+      'geoNear',
+      'parallelCollectionScan',
+    ]) {
       expect(data.commands).toContain(name);
     }
   });
@@ -94,8 +107,17 @@ describe('server command list (test/data/server-commands.json)', () => {
 });
 
 describe('classify', () => {
-  it('answers the handshake and the proxy\'s own authentication locally', () => {
-    for (const name of ['hello', 'isMaster', 'ismaster', 'saslStart', 'saslContinue', 'authenticate', 'logout', 'connectionStatus']) {
+  it("answers the handshake and the proxy's own authentication locally", () => {
+    for (const name of [
+      'hello',
+      'isMaster',
+      'ismaster',
+      'saslStart',
+      'saslContinue',
+      'authenticate',
+      'logout',
+      'connectionStatus',
+    ]) {
       expect(classify(name), name).toEqual({ kind: 'local' });
     }
   });
@@ -199,7 +221,22 @@ describe('classify', () => {
   });
 
   it('refuses unknown names and other spellings (case-sensitive, catalogue 53)', () => {
-    for (const name of ['Find', 'FIND', 'MapReduce', 'mapReducE', 'FindAndModify', 'Insert', 'HELLO', '', 'constructor', '__proto__', 'toString', 'hasOwnProperty', 'find ', 'nosuchcommand']) {
+    for (const name of [
+      'Find',
+      'FIND',
+      'MapReduce',
+      'mapReducE',
+      'FindAndModify',
+      'Insert',
+      'HELLO',
+      '',
+      'constructor',
+      '__proto__',
+      'toString',
+      'hasOwnProperty',
+      'find ',
+      'nosuchcommand',
+    ]) {
       expect(classify(name), name).toEqual({ kind: 'refuse', rule: 'command.unknown', reason: expect.any(String) });
     }
   });
@@ -218,7 +255,15 @@ describe('classify', () => {
   });
 
   it('lists the commands explain may wrap (catalogue 21)', () => {
-    expect([...EXPLAINABLE].sort()).toEqual(['aggregate', 'count', 'delete', 'distinct', 'find', 'findAndModify', 'update']);
+    expect([...EXPLAINABLE].sort()).toEqual([
+      'aggregate',
+      'count',
+      'delete',
+      'distinct',
+      'find',
+      'findAndModify',
+      'update',
+    ]);
     expect(EXPLAINABLE.has('explain')).toBe(false);
   });
 });
@@ -239,18 +284,56 @@ describe('top-level fields', () => {
     assertAllowedFields(
       'find',
       body({
-        find: 'c', filter: { a: 1 }, projection: { a: 1 }, sort: { a: 1 }, hint: 'a_1', skip: 1, limit: 2, batchSize: 3,
-        singleBatch: false, let: { x: 1 }, collation: { locale: 'en' }, min: { a: 1 }, max: { a: 9 }, returnKey: false,
-        showRecordId: false, tailable: false, awaitData: false, allowPartialResults: false, allowDiskUse: true,
-        maxTimeMS: 100, comment: 'x', readConcern: { level: 'local' }, $db: 'd', lsid: { id: 1 }, $clusterTime: {},
-        $readPreference: { mode: 'primary' }, txnNumber: 1, autocommit: false, startTransaction: true, apiVersion: '1',
-        apiStrict: true, apiDeprecationErrors: true,
+        find: 'c',
+        filter: { a: 1 },
+        projection: { a: 1 },
+        sort: { a: 1 },
+        hint: 'a_1',
+        skip: 1,
+        limit: 2,
+        batchSize: 3,
+        singleBatch: false,
+        let: { x: 1 },
+        collation: { locale: 'en' },
+        min: { a: 1 },
+        max: { a: 9 },
+        returnKey: false,
+        showRecordId: false,
+        tailable: false,
+        awaitData: false,
+        allowPartialResults: false,
+        allowDiskUse: true,
+        maxTimeMS: 100,
+        comment: 'x',
+        readConcern: { level: 'local' },
+        $db: 'd',
+        lsid: { id: 1 },
+        $clusterTime: {},
+        $readPreference: { mode: 'primary' },
+        txnNumber: 1,
+        autocommit: false,
+        startTransaction: true,
+        apiVersion: '1',
+        apiStrict: true,
+        apiDeprecationErrors: true,
       }),
     );
-    assertAllowedFields('insert', body({ insert: 'c', documents: [], ordered: true, writeConcern: { w: 1 }, $db: 'd' }));
-    assertAllowedFields('findAndModify', body({ findandmodify: 'c', query: {}, update: {}, new: true, upsert: true, $db: 'd' }));
-    assertAllowedFields('bulkWrite', body({ bulkWrite: 1, ops: [], nsInfo: [], errorsOnly: true, ordered: false, $db: 'admin' }));
-    assertAllowedFields('commitTransaction', body({ commitTransaction: 1, txnNumber: 1, autocommit: false, recoveryToken: {}, $db: 'admin' }));
+    assertAllowedFields(
+      'insert',
+      body({ insert: 'c', documents: [], ordered: true, writeConcern: { w: 1 }, $db: 'd' }),
+    );
+    assertAllowedFields(
+      'findAndModify',
+      body({ findandmodify: 'c', query: {}, update: {}, new: true, upsert: true, $db: 'd' }),
+    );
+    assertAllowedFields(
+      'bulkWrite',
+      body({ bulkWrite: 1, ops: [], nsInfo: [], errorsOnly: true, ordered: false, $db: 'admin' }),
+    );
+    assertAllowedFields(
+      'commitTransaction',
+      body({ commitTransaction: 1, txnNumber: 1, autocommit: false, recoveryToken: {}, $db: 'admin' }),
+    );
   });
 
   it.each<[HandlerName, Record<string, unknown>, string]>([

@@ -8,7 +8,12 @@ import {
   mergeCursorsNotFound,
   observeCursorReply,
 } from '../../../src/policy/cursors.js';
-import { PolicyRefusal, type CommandInput, type NamespaceResolver, type TenantContext } from '../../../src/rewrite/types.js';
+import {
+  PolicyRefusal,
+  type CommandInput,
+  type NamespaceResolver,
+  type TenantContext,
+} from '../../../src/rewrite/types.js';
 import { Long, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 import { RawDocument, valueOf } from '../../../src/wire/raw-bson.js';
 
@@ -24,12 +29,20 @@ function resolver(tenant: string): NamespaceResolver {
       if (db === 'admin') throw new PolicyRefusal('namespace.system', 'system namespace');
       return { db: prefix + db, model: 'database-per-tenant' };
     },
-    toClient: (db, coll) => (db.startsWith(prefix) ? { db: db.slice(prefix.length), ...(coll === undefined ? {} : { coll }) } : undefined),
+    toClient: (db, coll) =>
+      db.startsWith(prefix) ? { db: db.slice(prefix.length), ...(coll === undefined ? {} : { coll }) } : undefined,
   };
 }
 
 function context(tenant: string): TenantContext {
-  return { tenant, tenantValue: valueOf(tenant), field: 'tenantId', namespaces: resolver(tenant), maxTimeMS: 5000, pinSimpleCollation: false };
+  return {
+    tenant,
+    tenantValue: valueOf(tenant),
+    field: 'tenantId',
+    namespaces: resolver(tenant),
+    maxTimeMS: 5000,
+    pinSimpleCollation: false,
+  };
 }
 
 function input(body: Document, db = 'app'): CommandInput {
@@ -132,7 +145,10 @@ describe('CursorRegistry', () => {
 
 describe('cursorIdOf', () => {
   it('reads cursor.id and cursor.ns from a reply', () => {
-    const reply = serialize({ cursor: { firstBatch: [{ a: 1 }], id: Long.fromBigInt(123456789012345n), ns: 't_acme_app.users' }, ok: 1 });
+    const reply = serialize({
+      cursor: { firstBatch: [{ a: 1 }], id: Long.fromBigInt(123456789012345n), ns: 't_acme_app.users' },
+      ok: 1,
+    });
     expect(cursorIdOf(reply)).toEqual({ id: 123456789012345n, ns: 't_acme_app.users' });
   });
 
@@ -149,9 +165,18 @@ describe('getMore', () => {
   registry.register('acme', 77n, 't_acme_app', 'users');
 
   it('forwards a getMore of the tenant own cursor with physical names and a capped maxTimeMS', () => {
-    const result = getMore(input({ getMore: Long.fromBigInt(77n), collection: 'users', batchSize: 10, maxTimeMS: 60_000, comment: 'x' }), context('acme'));
+    const result = getMore(
+      input({ getMore: Long.fromBigInt(77n), collection: 'users', batchSize: 10, maxTimeMS: 60_000, comment: 'x' }),
+      context('acme'),
+    );
     const body = decode(result.body);
-    expect(body).toMatchObject({ getMore: 77n, collection: 'users', batchSize: 10, maxTimeMS: 5000, $db: 't_acme_app' });
+    expect(body).toMatchObject({
+      getMore: 77n,
+      collection: 'users',
+      batchSize: 10,
+      maxTimeMS: 5000,
+      $db: 't_acme_app',
+    });
     expect(result.reply).toMatchObject({
       registerCursor: { db: 't_acme_app', coll: 'users' },
       cursorsInRequest: { command: 'getMore', db: 't_acme_app', coll: 'users', ids: [77n] },
@@ -166,8 +191,12 @@ describe('getMore', () => {
   });
 
   it('refuses another tenant cursor and an unknown one alike, with CursorNotFound', () => {
-    const foreign = refusal(() => getMore(input({ getMore: Long.fromBigInt(77n), collection: 'users' }), context('bob')));
-    const unknown = refusal(() => getMore(input({ getMore: Long.fromBigInt(78n), collection: 'users' }), context('bob')));
+    const foreign = refusal(() =>
+      getMore(input({ getMore: Long.fromBigInt(77n), collection: 'users' }), context('bob')),
+    );
+    const unknown = refusal(() =>
+      getMore(input({ getMore: Long.fromBigInt(78n), collection: 'users' }), context('bob')),
+    );
     expect(foreign.code).toBe(ErrorCodes.CursorNotFound);
     expect(foreign.rule).toBe('cursor.foreign');
     expect(unknown.rule).toBe('cursor.foreign');
@@ -175,20 +204,34 @@ describe('getMore', () => {
   });
 
   it('refuses the right id on another collection', () => {
-    expect(refusal(() => getMore(input({ getMore: Long.fromBigInt(77n), collection: 'orders' }), context('acme'))).code).toBe(ErrorCodes.CursorNotFound);
+    expect(
+      refusal(() => getMore(input({ getMore: Long.fromBigInt(77n), collection: 'orders' }), context('acme'))).code,
+    ).toBe(ErrorCodes.CursorNotFound);
   });
 
   it('refuses unknown fields and a cursor id that is not int64', () => {
-    expect(refusal(() => getMore(input({ getMore: Long.fromBigInt(77n), collection: 'users', term: 1 }), context('acme'))).rule).toBe('getMore.field');
-    expect(refusal(() => getMore(input({ getMore: 77, collection: 'users' }), context('acme'))).rule).toBe('getMore.invalid');
-    expect(refusal(() => getMore(input({ getMore: Long.fromBigInt(77n), collection: 5 }), context('acme'))).rule).toBe('getMore.invalid');
+    expect(
+      refusal(() => getMore(input({ getMore: Long.fromBigInt(77n), collection: 'users', term: 1 }), context('acme')))
+        .rule,
+    ).toBe('getMore.field');
+    expect(refusal(() => getMore(input({ getMore: 77, collection: 'users' }), context('acme'))).rule).toBe(
+      'getMore.invalid',
+    );
+    expect(refusal(() => getMore(input({ getMore: Long.fromBigInt(77n), collection: 5 }), context('acme'))).rule).toBe(
+      'getMore.invalid',
+    );
   });
 
   it('continues database-level cursors ($cmd.listCollections) on the tenant database', () => {
     registry.register('acme', 90n, 't_acme_app', '$cmd.listCollections');
-    const result = getMore(input({ getMore: Long.fromBigInt(90n), collection: '$cmd.listCollections' }), context('acme'));
+    const result = getMore(
+      input({ getMore: Long.fromBigInt(90n), collection: '$cmd.listCollections' }),
+      context('acme'),
+    );
     expect(decode(result.body)).toMatchObject({ $db: 't_acme_app', collection: '$cmd.listCollections' });
-    expect(() => getMore(input({ getMore: Long.fromBigInt(90n), collection: '$cmd.listCollections' }), context('bob'))).toThrow(PolicyRefusal);
+    expect(() =>
+      getMore(input({ getMore: Long.fromBigInt(90n), collection: '$cmd.listCollections' }), context('bob')),
+    ).toThrow(PolicyRefusal);
   });
 });
 
@@ -198,11 +241,19 @@ describe('killCursors', () => {
     const { killCursors } = createCursorHandlers(registry);
     registry.register('acme', 1n, 't_acme_app', 'users');
     registry.register('bob', 2n, 't_acme_app', 'users');
-    const result = killCursors(input({ killCursors: 'users', cursors: [Long.fromBigInt(1n), Long.fromBigInt(2n), Long.fromBigInt(3n)] }), context('acme'));
+    const result = killCursors(
+      input({ killCursors: 'users', cursors: [Long.fromBigInt(1n), Long.fromBigInt(2n), Long.fromBigInt(3n)] }),
+      context('acme'),
+    );
     expect(decode(result.body)).toMatchObject({ killCursors: 'users', cursors: [1n], $db: 't_acme_app' });
     expect(result.reply.cursorsNotFound).toEqual([2n, 3n]);
     expect(result.reply.localReply).toBeUndefined();
-    expect(result.reply.cursorsInRequest).toEqual({ command: 'killCursors', db: 't_acme_app', coll: 'users', ids: [1n] });
+    expect(result.reply.cursorsInRequest).toEqual({
+      command: 'killCursors',
+      db: 't_acme_app',
+      coll: 'users',
+      ids: [1n],
+    });
     expect(result.notes).toEqual([{ kind: 'refusal', rule: 'cursor.foreign', namespace: 'app.users' }]);
     expect(registry.owns('bob', 2n, 't_acme_app', 'users')).toBe(true); // B's cursor stays alive
   });
@@ -228,16 +279,32 @@ describe('killCursors', () => {
 
   it('refuses a malformed list', () => {
     const { killCursors } = createCursorHandlers(new CursorRegistry());
-    expect(refusal(() => killCursors(input({ killCursors: 'users', cursors: 5 }), context('acme'))).rule).toBe('killCursors.invalid');
-    expect(refusal(() => killCursors(input({ killCursors: 'users', cursors: [5] }), context('acme'))).rule).toBe('killCursors.invalid');
+    expect(refusal(() => killCursors(input({ killCursors: 'users', cursors: 5 }), context('acme'))).rule).toBe(
+      'killCursors.invalid',
+    );
+    expect(refusal(() => killCursors(input({ killCursors: 'users', cursors: [5] }), context('acme'))).rule).toBe(
+      'killCursors.invalid',
+    );
   });
 });
 
 describe('mergeCursorsNotFound', () => {
   it('appends withheld ids to the server reply', () => {
-    const reply = serialize({ cursorsKilled: [Long.fromBigInt(1n)], cursorsNotFound: [Long.fromBigInt(9n)], cursorsAlive: [], cursorsUnknown: [], ok: 1 });
+    const reply = serialize({
+      cursorsKilled: [Long.fromBigInt(1n)],
+      cursorsNotFound: [Long.fromBigInt(9n)],
+      cursorsAlive: [],
+      cursorsUnknown: [],
+      ok: 1,
+    });
     const merged = deserialize(mergeCursorsNotFound(reply, [2n, 3n]), { useBigInt64: true });
-    expect(merged).toEqual({ cursorsKilled: [1n], cursorsNotFound: [9n, 2n, 3n], cursorsAlive: [], cursorsUnknown: [], ok: 1 });
+    expect(merged).toEqual({
+      cursorsKilled: [1n],
+      cursorsNotFound: [9n, 2n, 3n],
+      cursorsAlive: [],
+      cursorsUnknown: [],
+      ok: 1,
+    });
   });
 
   it('leaves errors and empty lists alone', () => {
@@ -254,9 +321,19 @@ describe('observeCursorReply', () => {
 
   it('registers a new cursor under the reply namespace', () => {
     const registry = new CursorRegistry();
-    observeCursorReply(registry, 'acme', { registerCursor: { db: 't_acme_app', coll: 'users' }, scrubErrors: true }, cursorReply(5n, 't_acme_app.users'));
+    observeCursorReply(
+      registry,
+      'acme',
+      { registerCursor: { db: 't_acme_app', coll: 'users' }, scrubErrors: true },
+      cursorReply(5n, 't_acme_app.users'),
+    );
     expect(registry.owns('acme', 5n, 't_acme_app', 'users')).toBe(true);
-    observeCursorReply(registry, 'acme', { registerCursor: { db: 't_acme_app', coll: 'x' }, scrubErrors: true }, cursorReply(6n, 't_acme_app.$cmd.listCollections'));
+    observeCursorReply(
+      registry,
+      'acme',
+      { registerCursor: { db: 't_acme_app', coll: 'x' }, scrubErrors: true },
+      cursorReply(6n, 't_acme_app.$cmd.listCollections'),
+    );
     expect(registry.owns('acme', 6n, 't_acme_app', '$cmd.listCollections')).toBe(true);
   });
 
@@ -264,12 +341,21 @@ describe('observeCursorReply', () => {
     const registry = new CursorRegistry();
     registry.register('acme', 5n, 'd', 'c');
     registry.register('acme', 6n, 'd', 'c');
-    const plan = (id: bigint) => ({ registerCursor: { db: 'd', coll: 'c' }, cursorsInRequest: { command: 'getMore' as const, db: 'd', coll: 'c', ids: [id] }, scrubErrors: true });
+    const plan = (id: bigint) => ({
+      registerCursor: { db: 'd', coll: 'c' },
+      cursorsInRequest: { command: 'getMore' as const, db: 'd', coll: 'c', ids: [id] },
+      scrubErrors: true,
+    });
     observeCursorReply(registry, 'acme', plan(5n), cursorReply(5n, 'd.c', 'nextBatch'));
     expect(registry.owns('acme', 5n, 'd', 'c')).toBe(true);
     observeCursorReply(registry, 'acme', plan(5n), cursorReply(0n, 'd.c', 'nextBatch'));
     expect(registry.owns('acme', 5n, 'd', 'c')).toBe(false);
-    observeCursorReply(registry, 'acme', plan(6n), serialize({ ok: 0, errmsg: 'cursor id 6 not found', code: 43, codeName: 'CursorNotFound' }));
+    observeCursorReply(
+      registry,
+      'acme',
+      plan(6n),
+      serialize({ ok: 0, errmsg: 'cursor id 6 not found', code: 43, codeName: 'CursorNotFound' }),
+    );
     expect(registry.owns('acme', 6n, 'd', 'c')).toBe(false);
   });
 
@@ -277,8 +363,19 @@ describe('observeCursorReply', () => {
     const registry = new CursorRegistry();
     registry.register('acme', 5n, 'd', 'c');
     registry.register('acme', 6n, 'd', 'c');
-    const reply = serialize({ cursorsKilled: [Long.fromBigInt(5n)], cursorsNotFound: [], cursorsAlive: [Long.fromBigInt(6n)], cursorsUnknown: [], ok: 1 });
-    observeCursorReply(registry, 'acme', { cursorsInRequest: { command: 'killCursors', db: 'd', coll: 'c', ids: [5n, 6n] }, scrubErrors: true }, reply);
+    const reply = serialize({
+      cursorsKilled: [Long.fromBigInt(5n)],
+      cursorsNotFound: [],
+      cursorsAlive: [Long.fromBigInt(6n)],
+      cursorsUnknown: [],
+      ok: 1,
+    });
+    observeCursorReply(
+      registry,
+      'acme',
+      { cursorsInRequest: { command: 'killCursors', db: 'd', coll: 'c', ids: [5n, 6n] }, scrubErrors: true },
+      reply,
+    );
     expect(registry.owns('acme', 5n, 'd', 'c')).toBe(false);
     expect(registry.owns('acme', 6n, 'd', 'c')).toBe(true);
   });

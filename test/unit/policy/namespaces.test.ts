@@ -43,14 +43,18 @@ describe('always refused, whatever the model and the rules', () => {
     it.each(['system.js', 'system.views', 'system.profile', 'system.users', 'system.buckets.metrics', 'system.'])(
       'catalogue 5 / 43: collection %s → namespace.system',
       (coll) => {
-        for (const access of ['read', 'write'] as Access[]) expect(refusal(() => resolver.resolve('app', coll, access))).toBe('namespace.system');
+        for (const access of ['read', 'write'] as Access[])
+          expect(refusal(() => resolver.resolve('app', coll, access))).toBe('namespace.system');
       },
     );
 
-    it.each(['admin', 'local', 'config', 'Admin', 'LOCAL', 'Config'])('catalogue 64: database %s → namespace.system', (db) => {
-      expect(refusal(() => resolver.resolve(db, 'c', 'read'))).toBe('namespace.system');
-      expect(refusal(() => resolver.resolveDatabase(db, 'read'))).toBe('namespace.system');
-    });
+    it.each(['admin', 'local', 'config', 'Admin', 'LOCAL', 'Config'])(
+      'catalogue 64: database %s → namespace.system',
+      (db) => {
+        expect(refusal(() => resolver.resolve(db, 'c', 'read'))).toBe('namespace.system');
+        expect(refusal(() => resolver.resolveDatabase(db, 'read'))).toBe('namespace.system');
+      },
+    );
 
     it.each<readonly [string, string, string]>([
       ['empty database', '', 'c'],
@@ -123,7 +127,13 @@ describe('rules', () => {
 
   it('denied databases at database level', () => {
     const denyRest = createNamespaceResolver(
-      isolation({ namespaces: [{ match: 'app.orders', access: 'scoped' }, { match: 'app.*', access: 'denied' }, { match: 'x.*', access: 'denied' }] }),
+      isolation({
+        namespaces: [
+          { match: 'app.orders', access: 'scoped' },
+          { match: 'app.*', access: 'denied' },
+          { match: 'x.*', access: 'denied' },
+        ],
+      }),
       'acme',
     );
     expect(refusal(() => denyRest.resolveDatabase('x', 'read'))).toBe('namespace.denied');
@@ -192,13 +202,20 @@ describe('database-per-tenant (catalogue 64)', () => {
       isolation({ defaultModel: 'database-per-tenant', namespaces: [{ match: 'ref.*', access: 'shared-readonly' }] }),
       'acme',
     );
-    expect(resolver.resolve('ref', 'countries', 'read')).toMatchObject({ db: 'ref', coll: 'countries', tenantFiltered: false });
+    expect(resolver.resolve('ref', 'countries', 'read')).toMatchObject({
+      db: 'ref',
+      coll: 'countries',
+      tenantFiltered: false,
+    });
     expect(resolver.toClient('ref', 'countries')).toEqual({ db: 'ref', coll: 'countries' });
   });
 
   it('property: no two (tenant, db) pairs share a physical database, even ignoring case', () => {
     const templates = ['{tenant}_{db}', 't_{tenant}_{db}', '{db}_{tenant}', '{db}__{tenant}_x', 'p-{tenant}~{db}'];
-    const tenant = fc.oneof(fc.string({ minLength: 1, maxLength: 8 }), fc.constantFrom('a', 'a_b', 'A', 'a-5f', 'system', 'b_c'));
+    const tenant = fc.oneof(
+      fc.string({ minLength: 1, maxLength: 8 }),
+      fc.constantFrom('a', 'a_b', 'A', 'a-5f', 'system', 'b_c'),
+    );
     const db = fc.oneof(
       fc.stringMatching(/^[A-Za-z0-9_-]{1,10}$/),
       fc.constantFrom('b_c', 'c', 'b', 'B_C', 'a_b', '-5f'),
@@ -283,7 +300,10 @@ describe('collection-prefix', () => {
   });
 
   it('a template putting the client name first cannot make system.* either', () => {
-    const resolver = createNamespaceResolver(isolation({ defaultModel: 'collection-prefix', collectionTemplate: '{collection}.{tenant}' }), 'acme');
+    const resolver = createNamespaceResolver(
+      isolation({ defaultModel: 'collection-prefix', collectionTemplate: '{collection}.{tenant}' }),
+      'acme',
+    );
     expect(refusal(() => resolver.resolve('app', 'system', 'read'))).toBe('namespace.system');
     expect(resolver.resolve('app', 'orders', 'read').coll).toBe('orders.acme');
   });
@@ -331,7 +351,7 @@ describe('mixed models: kept names never alias a per-tenant name', () => {
   });
   const bob = createNamespaceResolver(config, 'bob');
 
-  it('a shared database shaped like acme\'s private database is refused (also in another case)', () => {
+  it("a shared database shaped like acme's private database is refused (also in another case)", () => {
     expect(createNamespaceResolver(config, 'acme').resolve('private', 'c', 'read').db).toBe('acme_private');
     expect(refusal(() => bob.resolve('acme_private', 'c', 'read'))).toBe('namespace.reserved');
     expect(refusal(() => bob.resolve('ACME_private', 'c', 'read'))).toBe('namespace.reserved');
@@ -346,12 +366,18 @@ describe('mixed models: kept names never alias a per-tenant name', () => {
 
   it('without database-per-tenant or collection-prefix in use, such names are ordinary', () => {
     const shared = createNamespaceResolver(isolation(), 'bob');
-    expect(shared.resolve('acme_private', 'acme.orders', 'write')).toMatchObject({ db: 'acme_private', coll: 'acme.orders' });
+    expect(shared.resolve('acme_private', 'acme.orders', 'write')).toMatchObject({
+      db: 'acme_private',
+      coll: 'acme.orders',
+    });
   });
 });
 
 describe('toClient (replies)', () => {
-  const resolver = createNamespaceResolver(isolation({ namespaces: [{ match: 'app.hidden', access: 'denied' }] }), 'acme');
+  const resolver = createNamespaceResolver(
+    isolation({ namespaces: [{ match: 'app.hidden', access: 'denied' }] }),
+    'acme',
+  );
 
   it('shared names come back as they are; denied and system ones do not', () => {
     expect(resolver.toClient('app', 'orders')).toEqual({ db: 'app', coll: 'orders' });
@@ -379,7 +405,13 @@ describe('the listDatabases listing', () => {
     expect(listing.databases).toEqual(['ref']);
     expect(listing.pattern).toBe('^acme_.+$');
     expect(databaseListing(createNamespaceResolver(isolation(), 'acme'))).toEqual({ databases: [] });
-    expect(databaseListing({ resolve: () => ({}) as never, resolveDatabase: () => ({}) as never, toClient: () => undefined })).toBeUndefined();
+    expect(
+      databaseListing({
+        resolve: () => ({}) as never,
+        resolveDatabase: () => ({}) as never,
+        toClient: () => undefined,
+      }),
+    ).toBeUndefined();
   });
 });
 

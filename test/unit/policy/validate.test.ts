@@ -93,7 +93,10 @@ function nestedExpression(levels: number, inner: Uint8Array): RawValue {
 
 describe('assertNoForbidden', () => {
   it('accepts ordinary documents', () => {
-    assertNoForbidden(doc({ a: 1, b: { c: [1, 'x', { d: new ObjectId() }] }, e: '$$ROOT', f: new BSONRegExp('a') }), 'doc');
+    assertNoForbidden(
+      doc({ a: 1, b: { c: [1, 'x', { d: new ObjectId() }] }, e: '$$ROOT', f: new BSONRegExp('a') }),
+      'doc',
+    );
     assertNoForbidden(val('plain'), 'string');
     assertNoForbidden(val(5), 'number');
   });
@@ -101,10 +104,18 @@ describe('assertNoForbidden', () => {
   it.each<[string, RawValue, string]>([
     ['$where at the top', doc({ $where: 'sleep(5000) || true' }), 'operator.where'],
     ['$where under $or', doc({ $or: [{ a: 1 }, { $where: 'true' }] }), 'operator.where'],
-    ['$where in a $lookup pipeline', doc({ pipeline: [{ $lookup: { from: 'x', pipeline: [{ $match: { $where: 'true' } }], as: 'y' } }] }), 'operator.where'],
+    [
+      '$where in a $lookup pipeline',
+      doc({ pipeline: [{ $lookup: { from: 'x', pipeline: [{ $match: { $where: 'true' } }], as: 'y' } }] }),
+      'operator.where',
+    ],
     ['$where in a $facet', doc({ $facet: { a: [{ $match: { $where: 'true' } }] } }), 'operator.where'],
     ['$where as code', doc({ $where: new Code('true') }), 'operator.where'],
-    ['$function in $expr', doc({ $expr: { $function: { body: 'function(){while(1){}}', args: [], lang: 'js' } } }), 'operator.function'],
+    [
+      '$function in $expr',
+      doc({ $expr: { $function: { body: 'function(){while(1){}}', args: [], lang: 'js' } } }),
+      'operator.function',
+    ],
     ['$accumulator in $group', doc({ $group: { _id: null, x: { $accumulator: {} } } }), 'operator.accumulator'],
     ['a code value', doc({ a: new Code('function(){}') }), 'bson.code'],
     ['a code-with-scope value', doc({ a: [1, new Code('function(){}', { x: 1 })] }), 'bson.code'],
@@ -112,7 +123,7 @@ describe('assertNoForbidden', () => {
     ['$$USER_ROLES', doc({ $expr: { $in: ['admin', '$$USER_ROLES.role'] } }), 'variable.user-roles'],
     ['$$USER_ROLES deep in an array', doc({ a: [[['x', '$$USER_ROLES']]] }), 'variable.user-roles'],
     ['$$USER_ROLES as a symbol', doc({ a: new BSONSymbol('$$USER_ROLES') }), 'variable.user-roles'],
-    ['$$USER_ROLES as a key', doc({ a: { '$$USER_ROLES': 1 } }), 'variable.user-roles'],
+    ['$$USER_ROLES as a key', doc({ a: { $$USER_ROLES: 1 } }), 'variable.user-roles'],
     ['a repeated key', duplicateKeyDocument('tenantId', 'A', 'B'), 'bson.duplicate-key'],
   ])('refuses %s', (_label, value, rule) => {
     expect(refusalRule(() => assertNoForbidden(value, 'x'))).toBe(rule);
@@ -196,7 +207,11 @@ describe('validateFilter', () => {
     ['$nearSphere under $nor', { $nor: [{ loc: { $nearSphere: [0, 0] } }] }, 'filter.geo-placement'],
     ['$near under $not', { loc: { $not: { $near: [0, 0] } } }, 'filter.geo-placement'],
     ['$near in $elemMatch', { a: { $elemMatch: { loc: { $near: [0, 0] } } } }, 'filter.geo-placement'],
-    ['an unknown geo operator', { loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] }, $foo: 1 } } }, 'operator.unknown'],
+    [
+      'an unknown geo operator',
+      { loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] }, $foo: 1 } } },
+      'operator.unknown',
+    ],
     ['$all with a non-$elemMatch operator', { a: { $all: [{ $gt: 1 }] } }, 'operator.unknown'],
     ['$sampleRate that is not a number', { $sampleRate: 'x' }, 'filter.invalid'],
     ['$jsonSchema that is not a document', { $jsonSchema: 1 }, 'filter.invalid'],
@@ -205,18 +220,30 @@ describe('validateFilter', () => {
   });
 
   it('accepts $text and $near at the top level and under top-level $and (catalogue 13-14)', () => {
-    validateFilter(doc({ $text: { $search: 'x', $language: 'en', $caseSensitive: false, $diacriticSensitive: false } }), 'f');
+    validateFilter(
+      doc({ $text: { $search: 'x', $language: 'en', $caseSensitive: false, $diacriticSensitive: false } }),
+      'f',
+    );
     validateFilter(doc({ $and: [{ a: 1 }, { $and: [{ $text: { $search: 'x' } }] }] }), 'f');
-    validateFilter(doc({ loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] }, $maxDistance: 5, $minDistance: 1 } } }), 'f');
+    validateFilter(
+      doc({ loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] }, $maxDistance: 5, $minDistance: 1 } } }),
+      'f',
+    );
     validateFilter(doc({ $and: [{ loc: { $nearSphere: [0, 0], $maxDistance: 1 } }] }), 'f');
   });
 
   it('validates 10,000 levels of $and without overflowing the stack', () => {
     validateFilter(nestedAnd(10_000, serialize({ a: { $gt: 1 } })), 'deep');
     validateFilter(nestedAnd(10_000, serialize({ $text: { $search: 'x' } })), 'deep');
-    expect(refusalRule(() => validateFilter(nestedAnd(10_000, serialize({ a: { $foo: 1 } })), 'deep'))).toBe('operator.unknown');
-    expect(refusalRule(() => validateFilter(nestedAnd(10_000, serialize({ $text: { $search: 'x' } }), '$or'), 'deep'))).toBe('filter.text-placement');
-    expect(refusalRule(() => validateFilter(nestedAnd(10_000, serialize({ $where: 'x' }), '$nor'), 'deep'))).toBe('operator.where');
+    expect(refusalRule(() => validateFilter(nestedAnd(10_000, serialize({ a: { $foo: 1 } })), 'deep'))).toBe(
+      'operator.unknown',
+    );
+    expect(
+      refusalRule(() => validateFilter(nestedAnd(10_000, serialize({ $text: { $search: 'x' } }), '$or'), 'deep')),
+    ).toBe('filter.text-placement');
+    expect(refusalRule(() => validateFilter(nestedAnd(10_000, serialize({ $where: 'x' }), '$nor'), 'deep'))).toBe(
+      'operator.where',
+    );
   });
 });
 
@@ -240,15 +267,21 @@ describe('validateExpression', () => {
 
   it('refuses unknown and JavaScript operators anywhere in the expression', () => {
     expect(refusalRule(() => validateExpression(doc({ a: { b: [{ $foo: 1 }] } }), 'expr'))).toBe('operator.unknown');
-    expect(refusalRule(() => validateExpression(doc({ $map: { input: '$a', in: { $function: {} } } }), 'expr'))).toBe('operator.function');
+    expect(refusalRule(() => validateExpression(doc({ $map: { input: '$a', in: { $function: {} } } }), 'expr'))).toBe(
+      'operator.function',
+    );
     expect(refusalRule(() => validateExpression(doc({ $literal: { $where: 'x' } }), 'expr'))).toBe('operator.where');
-    expect(refusalRule(() => validateExpression(doc({ $concat: ['$$USER_ROLES'] }), 'expr'))).toBe('variable.user-roles');
+    expect(refusalRule(() => validateExpression(doc({ $concat: ['$$USER_ROLES'] }), 'expr'))).toBe(
+      'variable.user-roles',
+    );
     expect(refusalRule(() => validateExpression(doc({ $sum: [new Code('1')] }), 'expr'))).toBe('bson.code');
   });
 
   it('walks 10,000 nested expressions without overflowing the stack', () => {
     validateExpression(nestedExpression(10_000, serialize({ $abs: -1 })), 'deep');
-    expect(refusalRule(() => validateExpression(nestedExpression(10_000, serialize({ $nope: 1 })), 'deep'))).toBe('operator.unknown');
+    expect(refusalRule(() => validateExpression(nestedExpression(10_000, serialize({ $nope: 1 })), 'deep'))).toBe(
+      'operator.unknown',
+    );
   });
 });
 
@@ -263,15 +296,25 @@ describe('validateAccumulatorField', () => {
   });
 
   it('refuses $accumulator, unknown operators and malformed fields', () => {
-    expect(refusalRule(() => validateAccumulatorField(doc({ $accumulator: {} }), 'g', 'group'))).toBe('operator.accumulator');
+    expect(refusalRule(() => validateAccumulatorField(doc({ $accumulator: {} }), 'g', 'group'))).toBe(
+      'operator.accumulator',
+    );
     expect(refusalRule(() => validateAccumulatorField(doc({ $foo: 1 }), 'g', 'group'))).toBe('operator.unknown');
     expect(refusalRule(() => validateAccumulatorField(doc({ $rank: {} }), 'g', 'group'))).toBe('operator.unknown');
-    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: 1, $avg: 1 }), 'g', 'group'))).toBe('accumulator.invalid');
+    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: 1, $avg: 1 }), 'g', 'group'))).toBe(
+      'accumulator.invalid',
+    );
     expect(refusalRule(() => validateAccumulatorField(doc({}), 'g', 'group'))).toBe('accumulator.invalid');
     expect(refusalRule(() => validateAccumulatorField(val(1), 'g', 'group'))).toBe('accumulator.invalid');
-    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: { $function: {} } }), 'g', 'group'))).toBe('operator.function');
-    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: { $nope: 1 } }), 'g', 'group'))).toBe('operator.unknown');
-    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: 1, window: 1 }), 'w', 'window'))).toBe('accumulator.invalid');
+    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: { $function: {} } }), 'g', 'group'))).toBe(
+      'operator.function',
+    );
+    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: { $nope: 1 } }), 'g', 'group'))).toBe(
+      'operator.unknown',
+    );
+    expect(refusalRule(() => validateAccumulatorField(doc({ $sum: 1, window: 1 }), 'w', 'window'))).toBe(
+      'accumulator.invalid',
+    );
   });
 });
 
@@ -333,27 +376,41 @@ describe('validateUpdateDocument', () => {
   for (const [operator, value] of operatorsWithValues) {
     for (const path of tenantPaths) {
       it(`refuses ${operator} on ${path} (catalogue 37)`, () => {
-        expect(refusalRule(() => validateUpdateDocument(doc({ [operator]: { [path]: value } }), T, 'u'))).toBe('update.tenant-field');
+        expect(refusalRule(() => validateUpdateDocument(doc({ [operator]: { [path]: value } }), T, 'u'))).toBe(
+          'update.tenant-field',
+        );
       });
     }
   }
 
   it('refuses $rename onto the tenant field (catalogue 37)', () => {
-    expect(refusalRule(() => validateUpdateDocument(doc({ $rename: { x: 'tenantId' } }), T, 'u'))).toBe('update.tenant-field');
-    expect(refusalRule(() => validateUpdateDocument(doc({ $rename: { x: 'tenantId.y' } }), T, 'u'))).toBe('update.tenant-field');
+    expect(refusalRule(() => validateUpdateDocument(doc({ $rename: { x: 'tenantId' } }), T, 'u'))).toBe(
+      'update.tenant-field',
+    );
+    expect(refusalRule(() => validateUpdateDocument(doc({ $rename: { x: 'tenantId.y' } }), T, 'u'))).toBe(
+      'update.tenant-field',
+    );
     validateUpdateDocument(doc({ $rename: { x: 'tenantIdentity' } }), T, 'u');
   });
 
   it('refuses $setOnInsert of a tenant with upsert (catalogue 38)', () => {
-    expect(refusalRule(() => validateUpdateDocument(doc({ $setOnInsert: { tenantId: 'B' } }), T, 'u'))).toBe('update.tenant-field');
+    expect(refusalRule(() => validateUpdateDocument(doc({ $setOnInsert: { tenantId: 'B' } }), T, 'u'))).toBe(
+      'update.tenant-field',
+    );
   });
 
   it('protects a dotted tenant field and its parents', () => {
     const F = 'meta.tenant';
     expect(refusalRule(() => validateUpdateDocument(doc({ $set: { meta: {} } }), F, 'u'))).toBe('update.tenant-field');
-    expect(refusalRule(() => validateUpdateDocument(doc({ $unset: { 'meta.tenant': '' } }), F, 'u'))).toBe('update.tenant-field');
-    expect(refusalRule(() => validateUpdateDocument(doc({ $set: { 'meta.$[].tenant': 1 } }), F, 'u'))).toBe('update.tenant-field');
-    expect(refusalRule(() => validateUpdateDocument(doc({ $rename: { a: 'meta' } }), F, 'u'))).toBe('update.tenant-field');
+    expect(refusalRule(() => validateUpdateDocument(doc({ $unset: { 'meta.tenant': '' } }), F, 'u'))).toBe(
+      'update.tenant-field',
+    );
+    expect(refusalRule(() => validateUpdateDocument(doc({ $set: { 'meta.$[].tenant': 1 } }), F, 'u'))).toBe(
+      'update.tenant-field',
+    );
+    expect(refusalRule(() => validateUpdateDocument(doc({ $rename: { a: 'meta' } }), F, 'u'))).toBe(
+      'update.tenant-field',
+    );
     validateUpdateDocument(doc({ $set: { 'meta.other': 1, metadata: 1 } }), F, 'u');
     expect(pathTouchesField('tenantIdX', 'tenantId')).toBe(false);
     expect(pathTouchesField('x.tenantId', 'tenantId')).toBe(false);
@@ -364,7 +421,11 @@ describe('validateUpdateDocument', () => {
     ['an unknown operator', doc({ $foo: { a: 1 } }), 'operator.unknown'],
     ['operators mixed with fields', doc({ $set: { a: 1 }, b: 2 }), 'update.mixed'],
     ['fields mixed with operators', doc({ b: 2, $set: { a: 1 } }), 'update.mixed'],
-    ['a repeated operator (catalogue 41)', duplicateKeyDocument('$set', { a: 1 }, { tenantId: 'B' }), 'update.duplicate-operator'],
+    [
+      'a repeated operator (catalogue 41)',
+      duplicateKeyDocument('$set', { a: 1 }, { tenantId: 'B' }),
+      'update.duplicate-operator',
+    ],
     ['an operator value that is not a document', doc({ $set: 1 }), 'update.invalid'],
     ['a $-prefixed path', doc({ $set: { $x: 1 } }), 'update.invalid'],
     ['an empty path', doc({ $set: { '': 1 } }), 'update.invalid'],
@@ -445,8 +506,12 @@ describe('validateHint', () => {
   });
 
   it('requires the tenant prefix in shared collections (catalogue 60)', () => {
-    expect(refusalRule(() => validateHint(doc({ a: 1, tenantId: 1 }), 'hint', 'tenantId', true))).toBe('hint.not-tenant-prefixed');
-    expect(refusalRule(() => validateHint(doc({ $natural: 1 }), 'hint', 'tenantId', true))).toBe('hint.not-tenant-prefixed');
+    expect(refusalRule(() => validateHint(doc({ a: 1, tenantId: 1 }), 'hint', 'tenantId', true))).toBe(
+      'hint.not-tenant-prefixed',
+    );
+    expect(refusalRule(() => validateHint(doc({ $natural: 1 }), 'hint', 'tenantId', true))).toBe(
+      'hint.not-tenant-prefixed',
+    );
   });
 
   it.each<[string, RawValue]>([
@@ -482,8 +547,12 @@ describe('validateCollation', () => {
   });
 
   it('refuses strengths 1 and 2 when the tenant is a string (catalogue 9)', () => {
-    expect(refusalRule(() => validateCollation(doc({ locale: 'en', strength: 1 }), 'c', { tenantIsString: true }))).toBe('collation.tenant-string');
-    expect(refusalRule(() => validateCollation(doc({ locale: 'en', strength: 2 }), 'c', { tenantIsString: true }))).toBe('collation.tenant-string');
+    expect(
+      refusalRule(() => validateCollation(doc({ locale: 'en', strength: 1 }), 'c', { tenantIsString: true })),
+    ).toBe('collation.tenant-string');
+    expect(
+      refusalRule(() => validateCollation(doc({ locale: 'en', strength: 2 }), 'c', { tenantIsString: true })),
+    ).toBe('collation.tenant-string');
   });
 
   it.each<[string, RawValue]>([
@@ -522,7 +591,11 @@ describe('operator allowlists', () => {
 describe('validateCollation with a string tenant (catalogue 9)', () => {
   it('refuses options that compare different ids as equal even at strength 3', () => {
     const collation = (doc: Record<string, unknown>): RawValue => valueOf(doc);
-    for (const doc of [{ locale: 'en', alternate: 'shifted' }, { locale: 'en', numericOrdering: true }, { locale: 'en', strength: 2 }]) {
+    for (const doc of [
+      { locale: 'en', alternate: 'shifted' },
+      { locale: 'en', numericOrdering: true },
+      { locale: 'en', strength: 2 },
+    ]) {
       let rule: string | undefined;
       try {
         validateCollation(collation(doc), 'collation', { tenantIsString: true });
@@ -531,7 +604,11 @@ describe('validateCollation with a string tenant (catalogue 9)', () => {
       }
       expect(rule, JSON.stringify(doc)).toBe('collation.tenant-string');
     }
-    expect(() => validateCollation(collation({ locale: 'en', alternate: 'non-ignorable', numericOrdering: false }), 'collation', { tenantIsString: true })).not.toThrow();
+    expect(() =>
+      validateCollation(collation({ locale: 'en', alternate: 'non-ignorable', numericOrdering: false }), 'collation', {
+        tenantIsString: true,
+      }),
+    ).not.toThrow();
     expect(() => validateCollation(collation({ locale: 'en', numericOrdering: true }), 'collation', {})).not.toThrow();
   });
 });

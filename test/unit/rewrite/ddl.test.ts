@@ -4,7 +4,12 @@ import type { IsolationConfig } from '../../../src/config/types.js';
 import { createNamespaceResolver } from '../../../src/policy/namespaces.js';
 import { DDL_HANDLERS } from '../../../src/rewrite/ddl.js';
 import { encodeTenant } from '../../../src/rewrite/filter.js';
-import { PolicyRefusal, type CommandInput, type RewriteResult, type TenantContext } from '../../../src/rewrite/types.js';
+import {
+  PolicyRefusal,
+  type CommandInput,
+  type RewriteResult,
+  type TenantContext,
+} from '../../../src/rewrite/types.js';
 import { Code, deserialize, serialize, UUID, type Document } from '../../../src/wire/bson.js';
 import { RawDocument } from '../../../src/wire/raw-bson.js';
 
@@ -49,7 +54,10 @@ function run(context: TenantContext, db: string, body: Document): { result: Rewr
 }
 
 function refusal(context: TenantContext, db: string, body: Document | CommandInput): string {
-  const command = body instanceof Object && 'body' in body && body.body instanceof RawDocument ? (body as CommandInput) : input(db, body as Document);
+  const command =
+    body instanceof Object && 'body' in body && body.body instanceof RawDocument
+      ? (body as CommandInput)
+      : input(db, body as Document);
   try {
     DDL_HANDLERS[command.name as keyof typeof DDL_HANDLERS](command, context);
   } catch (error) {
@@ -66,7 +74,9 @@ describe('catalogue 22: views are refused in every model', () => {
     ['database-per-tenant', PER_DB],
     ['collection-prefix', PREFIX],
   ] as const)('%s', (_label, context) => {
-    expect(refusal(context, 'app', { create: 'v', viewOn: 'orders', pipeline: [{ $group: { _id: null, n: { $sum: 1 } } }] })).toBe('ddl.view');
+    expect(
+      refusal(context, 'app', { create: 'v', viewOn: 'orders', pipeline: [{ $group: { _id: null, n: { $sum: 1 } } }] }),
+    ).toBe('ddl.view');
     expect(refusal(context, 'app', { create: 'v', pipeline: [] })).toBe('ddl.view');
     expect(refusal(context, 'app', { collMod: 'v', viewOn: 'orders', pipeline: [] })).toBe('ddl.view');
   });
@@ -90,50 +100,71 @@ describe('catalogue 23: DDL in shared collections', () => {
     });
 
     it('refuses an index not starting with the tenant field, unique or not (catalogue 61)', () => {
-      expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { email: 1 }, name: 'e', unique: true }] })).toBe(
-        'ddl.index-tenant-prefix',
-      );
-      expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { email: 1, tenantId: 1 }, name: 'e' }] })).toBe(
-        'ddl.index-tenant-prefix',
-      );
+      expect(
+        refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { email: 1 }, name: 'e', unique: true }] }),
+      ).toBe('ddl.index-tenant-prefix');
+      expect(
+        refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { email: 1, tenantId: 1 }, name: 'e' }] }),
+      ).toBe('ddl.index-tenant-prefix');
       // One bad index refuses the whole command.
       expect(
         refusal(SHARED, 'app', {
           createIndexes: 'orders',
-          indexes: [{ key: { tenantId: 1 }, name: 'ok' }, { key: { '$**': 1 }, name: 'wild' }],
+          indexes: [
+            { key: { tenantId: 1 }, name: 'ok' },
+            { key: { '$**': 1 }, name: 'wild' },
+          ],
         }),
       ).toBe('ddl.index-tenant-prefix');
     });
 
-    it('refuses TTL indexes, even tenant-prefixed (they delete every tenant\'s documents)', () => {
-      expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { tenantId: 1 }, name: 't', expireAfterSeconds: 0 }] })).toBe(
-        'ddl.index-ttl',
-      );
+    it("refuses TTL indexes, even tenant-prefixed (they delete every tenant's documents)", () => {
+      expect(
+        refusal(SHARED, 'app', {
+          createIndexes: 'orders',
+          indexes: [{ key: { tenantId: 1 }, name: 't', expireAfterSeconds: 0 }],
+        }),
+      ).toBe('ddl.index-ttl');
     });
 
     it('refuses partialFilterExpression (its literals are shown to every tenant)', () => {
       expect(
         refusal(SHARED, 'app', {
           createIndexes: 'orders',
-          indexes: [{ key: { tenantId: 1, email: 1 }, name: 'p', partialFilterExpression: { email: { $exists: true } } }],
+          indexes: [
+            { key: { tenantId: 1, email: 1 }, name: 'p', partialFilterExpression: { email: { $exists: true } } },
+          ],
         }),
       ).toBe('ddl.index-partial-filter');
     });
 
     it('refuses unknown index options, storageEngine, bad shapes and duplicate fields (G3)', () => {
-      expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { tenantId: 1 }, name: 'x', bogus: 1 }] })).toBe(
-        'ddl.index-unknown-field',
+      expect(
+        refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { tenantId: 1 }, name: 'x', bogus: 1 }] }),
+      ).toBe('ddl.index-unknown-field');
+      expect(
+        refusal(SHARED, 'app', {
+          createIndexes: 'orders',
+          indexes: [{ key: { tenantId: 1 }, name: 'x', storageEngine: {} }],
+        }),
+      ).toBe('ddl.storage-engine');
+      expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: {}, name: 'x' }] })).toBe(
+        'ddl.index-invalid',
       );
-      expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: { tenantId: 1 }, name: 'x', storageEngine: {} }] })).toBe(
-        'ddl.storage-engine',
-      );
-      expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [{ key: {}, name: 'x' }] })).toBe('ddl.index-invalid');
       expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [] })).toBe('ddl.index-invalid');
       expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: 'x' })).toBe('ddl.index-invalid');
       expect(refusal(SHARED, 'app', { createIndexes: 'orders', indexes: [5] })).toBe('ddl.index-invalid');
-      expect(refusal(SHARED, 'app', inputWithDuplicate('app', { createIndexes: 'orders', indexes: [{ key: { tenantId: 1 }, name: 'x' }] }, 'indexes'))).toBe(
-        'field.duplicate',
-      );
+      expect(
+        refusal(
+          SHARED,
+          'app',
+          inputWithDuplicate(
+            'app',
+            { createIndexes: 'orders', indexes: [{ key: { tenantId: 1 }, name: 'x' }] },
+            'indexes',
+          ),
+        ),
+      ).toBe('field.duplicate');
     });
   });
 
@@ -170,7 +201,8 @@ describe('catalogue 23: DDL in shared collections', () => {
     ['indexOptionDefaults', { indexOptionDefaults: { storageEngine: {} } }, 'ddl.storage-engine'],
     ['encryptedFields', { encryptedFields: { fields: [] } }, 'ddl.encrypted-fields'],
   ])('create with %s is refused in every model', (_label, options, rule) => {
-    for (const context of [SHARED, PER_DB, PREFIX]) expect(refusal(context, 'app', { create: 'orders', ...options })).toBe(rule);
+    for (const context of [SHARED, PER_DB, PREFIX])
+      expect(refusal(context, 'app', { create: 'orders', ...options })).toBe(rule);
   });
 
   it('dropDatabase and renameCollection → refused', () => {
@@ -192,9 +224,13 @@ describe('catalogue 23: DDL in shared collections', () => {
   });
 });
 
-describe('catalogue 23 / 64: DDL inside the tenant\'s own space', () => {
+describe("catalogue 23 / 64: DDL inside the tenant's own space", () => {
   it('database-per-tenant: create, createIndexes (any key, TTL, partial), drop, dropIndexes, collMod with $db mapped', () => {
-    const create = run(PER_DB, 'app', { create: 'orders', validator: { $jsonSchema: { required: ['x'] } }, collation: { locale: 'en', strength: 2 } });
+    const create = run(PER_DB, 'app', {
+      create: 'orders',
+      validator: { $jsonSchema: { required: ['x'] } },
+      collation: { locale: 'en', strength: 2 },
+    });
     expect(create.sent).toMatchObject({ create: 'orders', $db: 'acme_app' });
     expect(create.result.reply.mapNames).toBe(true);
     expect(create.result.notes).toContainEqual({ kind: 'rewrite', rule: 'namespace.map', namespace: 'app.orders' });
@@ -208,12 +244,21 @@ describe('catalogue 23 / 64: DDL inside the tenant\'s own space', () => {
     });
     expect(index.sent).toMatchObject({ createIndexes: 'orders', $db: 'acme_app' });
     expect(run(PER_DB, 'app', { drop: 'orders' }).sent).toMatchObject({ drop: 'orders', $db: 'acme_app' });
-    expect(run(PER_DB, 'app', { dropIndexes: 'orders', index: 'e' }).sent).toMatchObject({ dropIndexes: 'orders', $db: 'acme_app' });
-    expect(run(PER_DB, 'app', { collMod: 'orders', validationAction: 'warn' }).sent).toMatchObject({ collMod: 'orders', $db: 'acme_app' });
+    expect(run(PER_DB, 'app', { dropIndexes: 'orders', index: 'e' }).sent).toMatchObject({
+      dropIndexes: 'orders',
+      $db: 'acme_app',
+    });
+    expect(run(PER_DB, 'app', { collMod: 'orders', validationAction: 'warn' }).sent).toMatchObject({
+      collMod: 'orders',
+      $db: 'acme_app',
+    });
   });
 
   it('collection-prefix: the collection is mapped, the database kept', () => {
-    expect(run(PREFIX, 'app', { create: 'orders', capped: true, size: 4096 }).sent).toMatchObject({ create: 'acme.orders', $db: 'app' });
+    expect(run(PREFIX, 'app', { create: 'orders', capped: true, size: 4096 }).sent).toMatchObject({
+      create: 'acme.orders',
+      $db: 'app',
+    });
     expect(run(PREFIX, 'app', { drop: 'orders' }).sent).toMatchObject({ drop: 'acme.orders', $db: 'app' });
     expect(refusal(PREFIX, 'app', { dropDatabase: 1 })).toBe('ddl.drop-database');
   });
@@ -221,21 +266,27 @@ describe('catalogue 23 / 64: DDL inside the tenant\'s own space', () => {
   it('filters inside DDL are validated like query filters (catalogue 1, 2)', () => {
     expect(() => run(PER_DB, 'app', { create: 'orders', validator: { $where: 'true' } })).toThrow(PolicyRefusal);
     expect(() =>
-      run(PER_DB, 'app', { createIndexes: 'o', indexes: [{ key: { a: 1 }, name: 'a', partialFilterExpression: { $where: 'sleep(1)' } }] }),
+      run(PER_DB, 'app', {
+        createIndexes: 'o',
+        indexes: [{ key: { a: 1 }, name: 'a', partialFilterExpression: { $where: 'sleep(1)' } }],
+      }),
     ).toThrow(PolicyRefusal);
-    expect(() => run(PER_DB, 'app', { collMod: 'orders', validator: { $expr: { $function: { body: new Code('x'), args: [], lang: 'js' } } } })).toThrow(
-      PolicyRefusal,
-    );
+    expect(() =>
+      run(PER_DB, 'app', {
+        collMod: 'orders',
+        validator: { $expr: { $function: { body: new Code('x'), args: [], lang: 'js' } } },
+      }),
+    ).toThrow(PolicyRefusal);
   });
 
-  it('dropDatabase maps to the tenant\'s database', () => {
+  it("dropDatabase maps to the tenant's database", () => {
     const { sent, result } = run(PER_DB, 'app', { dropDatabase: 1 });
     expect(sent).toMatchObject({ dropDatabase: 1, $db: 'acme_app' });
     expect(result.reply.mapNames).toBe(true);
   });
 
   describe('renameCollection', () => {
-    it('maps both namespaces within the tenant\'s database', () => {
+    it("maps both namespaces within the tenant's database", () => {
       const { sent } = run(PER_DB, 'admin', { renameCollection: 'app.a', to: 'app.b', dropTarget: true });
       expect(sent).toMatchObject({ renameCollection: 'acme_app.a', to: 'acme_app.b', $db: 'admin', dropTarget: true });
       expect(run(PREFIX, 'admin', { renameCollection: 'app.a', to: 'app.b' }).sent).toMatchObject({
@@ -257,9 +308,19 @@ describe('catalogue 23 / 64: DDL inside the tenant\'s own space', () => {
     });
 
     it('refuses a move between models', () => {
-      const mixed = contextFor(isolation({ defaultModel: 'database-per-tenant', namespaces: [{ match: 'app.shared*', model: 'shared-collection' }] }));
+      const mixed = contextFor(
+        isolation({
+          defaultModel: 'database-per-tenant',
+          namespaces: [{ match: 'app.shared*', model: 'shared-collection' }],
+        }),
+      );
       expect(refusal(mixed, 'admin', { renameCollection: 'app.a', to: 'app.shared1' })).toBe('ddl.shared');
-      const prefixed = contextFor(isolation({ defaultModel: 'database-per-tenant', namespaces: [{ match: 'app.p*', model: 'collection-prefix' }] }));
+      const prefixed = contextFor(
+        isolation({
+          defaultModel: 'database-per-tenant',
+          namespaces: [{ match: 'app.p*', model: 'collection-prefix' }],
+        }),
+      );
       expect(refusal(prefixed, 'admin', { renameCollection: 'app.a', to: 'app.p1' })).toBe('ddl.rename-model');
     });
   });
@@ -268,7 +329,10 @@ describe('catalogue 23 / 64: DDL inside the tenant\'s own space', () => {
 describe('names in DDL', () => {
   it.each([
     ['catalogue 5: create system.js', { create: 'system.js' }],
-    ['catalogue 5: createIndexes on system.views', { createIndexes: 'system.views', indexes: [{ key: { tenantId: 1 }, name: 'x' }] }],
+    [
+      'catalogue 5: createIndexes on system.views',
+      { createIndexes: 'system.views', indexes: [{ key: { tenantId: 1 }, name: 'x' }] },
+    ],
     ['catalogue 43: drop system.buckets.metrics', { drop: 'system.buckets.metrics' }],
     ['catalogue 5: collMod system.profile', { collMod: 'system.profile' }],
   ])('%s → namespace.system', (_label, body) => {
@@ -283,7 +347,9 @@ describe('names in DDL', () => {
 
   it('catalogue 17: a collection that is not a string (UUID) → namespace.not-string', () => {
     expect(refusal(PER_DB, 'app', { drop: new UUID() })).toBe('namespace.not-string');
-    expect(refusal(SHARED, 'app', { createIndexes: 7, indexes: [{ key: { tenantId: 1 }, name: 'x' }] })).toBe('namespace.not-string');
+    expect(refusal(SHARED, 'app', { createIndexes: 7, indexes: [{ key: { tenantId: 1 }, name: 'x' }] })).toBe(
+      'namespace.not-string',
+    );
   });
 
   it('document sequences are refused', () => {
@@ -293,7 +359,7 @@ describe('names in DDL', () => {
 });
 
 describe('catalogue 24 / 59: listDatabases', () => {
-  it('database-per-tenant: forced filter on the tenant\'s own databases, nameOnly, names mapped back', () => {
+  it("database-per-tenant: forced filter on the tenant's own databases, nameOnly, names mapped back", () => {
     const { sent, result } = run(PER_DB, 'admin', { listDatabases: 1, authorizedDatabases: true });
     expect(sent).toEqual({
       listDatabases: 1,
@@ -306,9 +372,20 @@ describe('catalogue 24 / 59: listDatabases', () => {
   });
 
   it('shared model: only databases the rules name literally, never the whole server', () => {
-    const context = contextFor(isolation({ namespaces: [{ match: 'ref.*', access: 'shared-readonly' }, { match: 'gone.*', access: 'denied' }, { match: '*.x' , access: 'scoped' }] }));
+    const context = contextFor(
+      isolation({
+        namespaces: [
+          { match: 'ref.*', access: 'shared-readonly' },
+          { match: 'gone.*', access: 'denied' },
+          { match: '*.x', access: 'scoped' },
+        ],
+      }),
+    );
     expect(run(context, 'admin', { listDatabases: 1 }).sent['filter']).toEqual({ $or: [{ name: { $in: ['ref'] } }] });
-    expect(run(SHARED, 'admin', { listDatabases: 1, nameOnly: false }).sent).toMatchObject({ filter: { $or: [{ name: { $in: [] } }] }, nameOnly: true });
+    expect(run(SHARED, 'admin', { listDatabases: 1, nameOnly: false }).sent).toMatchObject({
+      filter: { $or: [{ name: { $in: [] } }] },
+      nameOnly: true,
+    });
   });
 
   it('a client filter is refused', () => {
@@ -316,7 +393,10 @@ describe('catalogue 24 / 59: listDatabases', () => {
   });
 
   it('a resolver not made by createNamespaceResolver cannot list', () => {
-    const context = { ...PER_DB, namespaces: { resolve: () => ({}) as never, resolveDatabase: () => ({}) as never, toClient: () => undefined } };
+    const context = {
+      ...PER_DB,
+      namespaces: { resolve: () => ({}) as never, resolveDatabase: () => ({}) as never, toClient: () => undefined },
+    };
     expect(refusal(context, 'admin', { listDatabases: 1 })).toBe('listDatabases.unsupported');
   });
 });

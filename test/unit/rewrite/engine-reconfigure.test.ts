@@ -48,7 +48,10 @@ describe('IsolationEngine.reconfigure', () => {
 
   it("keeps per-tenant physical names reserved after a reload stops using their model: no tenant reaches another's database or collection by name", () => {
     const engine = new IsolationEngine({
-      config: isolation({ namespaces: [{ match: 'private.*', model: 'database-per-tenant' }], defaultModel: 'collection-prefix' }),
+      config: isolation({
+        namespaces: [{ match: 'private.*', model: 'database-per-tenant' }],
+        defaultModel: 'collection-prefix',
+      }),
       cursors: new CursorRegistry(),
       sessionKey: Buffer.alloc(32, 1),
       collationSupported: () => false,
@@ -57,12 +60,21 @@ describe('IsolationEngine.reconfigure', () => {
     const named = (db: string, collection: string): ReturnType<typeof commandInput> =>
       commandInput('find', db, serialize({ find: collection, filter: {}, $db: db }), [], false);
     // acme's data lives in the database acme_private and the collection app."acme.orders".
-    expect(globex.decide(named('acme_private', 'x'))).toMatchObject({ action: 'refuse', refusal: { rule: 'namespace.reserved' } });
+    expect(globex.decide(named('acme_private', 'x'))).toMatchObject({
+      action: 'refuse',
+      refusal: { rule: 'namespace.reserved' },
+    });
 
     // Everything shared-collection now (and other templates): the old physical names still exist upstream.
     engine.reconfigure(isolation({ databaseTemplate: 'db_{db}_{tenant}' }));
-    expect(globex.decide(named('acme_private', 'x'))).toMatchObject({ action: 'refuse', refusal: { rule: 'namespace.reserved' } });
-    expect(globex.decide(named('app', 'acme.orders'))).toMatchObject({ action: 'refuse', refusal: { rule: 'namespace.reserved' } });
+    expect(globex.decide(named('acme_private', 'x'))).toMatchObject({
+      action: 'refuse',
+      refusal: { rule: 'namespace.reserved' },
+    });
+    expect(globex.decide(named('app', 'acme.orders'))).toMatchObject({
+      action: 'refuse',
+      refusal: { rule: 'namespace.reserved' },
+    });
     // Names of no per-tenant shape stay usable.
     expect(globex.decide(named('app', 'orders')).action).toBe('forward');
   });
@@ -84,7 +96,12 @@ describe('IsolationEngine.reconfigure', () => {
   });
 
   it('answers every command with the error while the new settings cannot represent the tenant, until they can', () => {
-    const engine = new IsolationEngine({ config: isolation(), cursors: new CursorRegistry(), sessionKey: Buffer.alloc(32, 1), collationSupported: () => false });
+    const engine = new IsolationEngine({
+      config: isolation(),
+      cursors: new CursorRegistry(),
+      sessionKey: Buffer.alloc(32, 1),
+      collationSupported: () => false,
+    });
     const acme = engine.forTenant('acme');
     engine.reconfigure(isolation({ tenantValueType: 'objectId' }));
     expect(() => acme.decide(find('orders'))).toThrow(ProxyError);

@@ -17,7 +17,11 @@ describe('capMaxTimeMS', () => {
 
   it('caps larger values and 0 (no limit), whatever their numeric type', () => {
     for (const value of [60_000, 0, Long.fromString('9223372036854775807'), new Double(1e12)]) {
-      expect(decode(capMaxTimeMS(raw({ find: 'c', maxTimeMS: value, $db: 'a' }), 5000))).toEqual({ find: 'c', maxTimeMS: 5000, $db: 'a' });
+      expect(decode(capMaxTimeMS(raw({ find: 'c', maxTimeMS: value, $db: 'a' }), 5000))).toEqual({
+        find: 'c',
+        maxTimeMS: 5000,
+        $db: 'a',
+      });
     }
   });
 

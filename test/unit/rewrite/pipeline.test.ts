@@ -16,7 +16,14 @@ import {
   rewritePipelineDetailed,
   type PipelineOptions,
 } from '../../../src/rewrite/pipeline.js';
-import { PolicyRefusal, type Access, type NamespaceResolver, type ResolvedNamespace, type RewriteNote, type TenantContext } from '../../../src/rewrite/types.js';
+import {
+  PolicyRefusal,
+  type Access,
+  type NamespaceResolver,
+  type ResolvedNamespace,
+  type RewriteNote,
+  type TenantContext,
+} from '../../../src/rewrite/types.js';
 import type { RawValue } from '../../../src/wire/raw-bson.js';
 
 const FIELD = 'tenantId';
@@ -26,7 +33,8 @@ const eqT = { [FIELD]: { $eq: T } };
 const matchT = { $match: eqT };
 
 function refuseNamespace(db: string, coll: string, access: Access): void {
-  if (['admin', 'local', 'config'].includes(db) || coll.startsWith('system.')) throw new PolicyRefusal('namespace.system', 'system namespace');
+  if (['admin', 'local', 'config'].includes(db) || coll.startsWith('system.'))
+    throw new PolicyRefusal('namespace.system', 'system namespace');
   if (coll === 'denied') throw new PolicyRefusal('namespace.denied', 'denied namespace');
   if (coll === 'ref' && access === 'write') throw new PolicyRefusal('namespace.readonly', 'shared-readonly namespace');
 }
@@ -36,8 +44,10 @@ function sharedResolver(): NamespaceResolver {
   return {
     resolve(db, coll, access): ResolvedNamespace {
       refuseNamespace(db, coll, access);
-      if (coll === 'ref') return { db, coll, model: 'shared-collection', access: 'shared-readonly', tenantFiltered: false };
-      if (coll.startsWith('private_')) return { db, coll: `acme.${coll}`, model: 'collection-prefix', access: 'scoped', tenantFiltered: false };
+      if (coll === 'ref')
+        return { db, coll, model: 'shared-collection', access: 'shared-readonly', tenantFiltered: false };
+      if (coll.startsWith('private_'))
+        return { db, coll: `acme.${coll}`, model: 'collection-prefix', access: 'scoped', tenantFiltered: false };
       return { db, coll, model: 'shared-collection', access: 'scoped', tenantFiltered: true };
     },
     resolveDatabase: (db) => ({ db, model: 'shared-collection' }),
@@ -63,13 +73,24 @@ function rawValue(value: unknown): RawValue {
 }
 
 function context(namespaces: NamespaceResolver = sharedResolver()): TenantContext {
-  return { tenant: 'acme', tenantValue: rawValue(T), field: FIELD, namespaces, maxTimeMS: 5_000, pinSimpleCollation: false };
+  return {
+    tenant: 'acme',
+    tenantValue: rawValue(T),
+    field: FIELD,
+    namespaces,
+    maxTimeMS: 5_000,
+    pinSimpleCollation: false,
+  };
 }
 
 const SHARED: PipelineOptions = { db: 'app', coll: 'c', tenantFiltered: true, depth: 0 };
 const PER_TENANT: PipelineOptions = { db: 'app', coll: 'c', tenantFiltered: false, depth: 0 };
 
-function rewrite(pipeline: unknown[], options: Partial<PipelineOptions> = {}, ctx: TenantContext = context()): Document[] {
+function rewrite(
+  pipeline: unknown[],
+  options: Partial<PipelineOptions> = {},
+  ctx: TenantContext = context(),
+): Document[] {
   const result = rewritePipeline(rawValue(pipeline), ctx, { ...SHARED, ...options });
   return deserialize(wrap(result)).p as Document[];
 }
@@ -122,7 +143,9 @@ describe('29: where the tenant $match goes', () => {
   it('29: $geoNear first: the tenant is ANDed into its query', () => {
     const geo = { near: { type: 'Point', coordinates: [0, 0] }, distanceField: 'd', spherical: true };
     expect(rewrite([{ $geoNear: geo }])).toEqual([{ $geoNear: { ...geo, query: { $and: [eqT] } } }]);
-    expect(rewrite([{ $geoNear: { ...geo, query: { a: 1 } } }])).toEqual([{ $geoNear: { ...geo, query: { $and: [eqT, { a: 1 }] } } }]);
+    expect(rewrite([{ $geoNear: { ...geo, query: { a: 1 } } }])).toEqual([
+      { $geoNear: { ...geo, query: { $and: [eqT, { a: 1 }] } } },
+    ]);
     refusal(() => rewrite([{ $geoNear: { ...geo, query: { $where: 'true' } } }]));
   });
 
@@ -140,8 +163,18 @@ describe('29: where the tenant $match goes', () => {
     expect(rewrite([{ $search: { index: 'i', text: { query: 'x', path: 'a' } } }])).toEqual([
       { $search: { index: 'i', compound: { must: [{ text: { query: 'x', path: 'a' } }], filter: [clause] } } },
     ]);
-    expect(rewrite([{ $search: { compound: { should: [{ text: { query: 'x', path: 'a' } }], filter: [{ exists: { path: 'b' } }] } } }])).toEqual([
-      { $search: { compound: { should: [{ text: { query: 'x', path: 'a' } }], filter: [{ exists: { path: 'b' } }, clause] } } },
+    expect(
+      rewrite([
+        {
+          $search: { compound: { should: [{ text: { query: 'x', path: 'a' } }], filter: [{ exists: { path: 'b' } }] } },
+        },
+      ]),
+    ).toEqual([
+      {
+        $search: {
+          compound: { should: [{ text: { query: 'x', path: 'a' } }], filter: [{ exists: { path: 'b' } }, clause] },
+        },
+      },
     ]);
     expect(rewrite([{ $search: { compound: { must: [{ exists: { path: 'b' } }] } } }])).toEqual([
       { $search: { compound: { must: [{ exists: { path: 'b' } }], filter: [clause] } } },
@@ -149,13 +182,24 @@ describe('29: where the tenant $match goes', () => {
   });
 
   it('29: $searchMeta and the facet collector are refused in shared collections', () => {
-    refusal(() => rewrite([{ $searchMeta: { count: { type: 'total' }, exists: { path: 'a' } } }]), 'pipeline.search-meta');
-    refusal(() => rewrite([{ $search: { facet: { operator: { exists: { path: 'a' } }, facets: {} } } }]), 'pipeline.search-meta');
-    expect(perTenant([{ $searchMeta: { exists: { path: 'a' } } }])).toEqual([{ $searchMeta: { exists: { path: 'a' } } }]);
+    refusal(
+      () => rewrite([{ $searchMeta: { count: { type: 'total' }, exists: { path: 'a' } } }]),
+      'pipeline.search-meta',
+    );
+    refusal(
+      () => rewrite([{ $search: { facet: { operator: { exists: { path: 'a' } }, facets: {} } } }]),
+      'pipeline.search-meta',
+    );
+    expect(perTenant([{ $searchMeta: { exists: { path: 'a' } } }])).toEqual([
+      { $searchMeta: { exists: { path: 'a' } } },
+    ]);
   });
 
   it('29/35: $documents first reads no collection: nothing prepended, later stages still checked', () => {
-    const pipeline = [{ $documents: [{ a: 1 }] }, { $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }];
+    const pipeline = [
+      { $documents: [{ a: 1 }] },
+      { $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } },
+    ];
     expect(rewrite(pipeline, { coll: undefined, tenantFiltered: false })).toEqual([
       { $documents: [{ a: 1 }] },
       { $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j', pipeline: [matchT] } },
@@ -167,8 +211,10 @@ describe('29: where the tenant $match goes', () => {
       refusal(() => rewrite([{ [name]: {} }]), rule);
       refusal(() => rewrite([{ $facet: { x: [{ [name]: {} }] } }]), rule);
     }
-    for (const name of ['$_internalUnpackBucket', '$_internalInhibitOptimization']) refusal(() => rewrite([{ [name]: {} }]), 'pipeline.internal-stage');
-    for (const name of ['$rankFusion', '$Match', 'match', '$mystery']) refusal(() => rewrite([{ [name]: {} }]), 'pipeline.unknown-stage');
+    for (const name of ['$_internalUnpackBucket', '$_internalInhibitOptimization'])
+      refusal(() => rewrite([{ [name]: {} }]), 'pipeline.internal-stage');
+    for (const name of ['$rankFusion', '$Match', 'match', '$mystery'])
+      refusal(() => rewrite([{ [name]: {} }]), 'pipeline.unknown-stage');
     expect(isAllowedStage('$match')).toBe(true);
     for (const name of REFUSED_STAGES.keys()) expect(ALLOWED_STAGES.has(name)).toBe(false);
   });
@@ -184,7 +230,16 @@ describe('29: where the tenant $match goes', () => {
 describe('28: change streams', () => {
   it('$changeStream is refused anywhere', () => {
     refusal(() => rewrite([{ $changeStream: {} }]), 'pipeline.change-stream');
-    refusal(() => rewrite([{ $changeStream: { allChangesForCluster: true } }], { db: 'admin', coll: undefined, tenantFiltered: false, physicalDb: 'admin' }), 'pipeline.change-stream');
+    refusal(
+      () =>
+        rewrite([{ $changeStream: { allChangesForCluster: true } }], {
+          db: 'admin',
+          coll: undefined,
+          tenantFiltered: false,
+          physicalDb: 'admin',
+        }),
+      'pipeline.change-stream',
+    );
     refusal(() => perTenant([{ $changeStream: {} }]), 'pipeline.change-stream');
   });
 });
@@ -199,9 +254,24 @@ describe('30: $lookup', () => {
 
   it('pipeline form gets the match prepended and is recursed into', () => {
     expect(
-      rewrite([{ $lookup: { from: 'd', let: { x: '$a' }, pipeline: [{ $match: { $expr: { $eq: ['$b', '$$x'] } } }], as: 'j' } }]).at(1),
-    ).toEqual({ $lookup: { from: 'd', let: { x: '$a' }, pipeline: [{ $match: { $and: [eqT, { $expr: { $eq: ['$b', '$$x'] } }] } }], as: 'j' } });
-    expect(rewrite([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', pipeline: [{ $project: { b: 1 } }], as: 'j' } }]).at(1)).toEqual({
+      rewrite([
+        {
+          $lookup: { from: 'd', let: { x: '$a' }, pipeline: [{ $match: { $expr: { $eq: ['$b', '$$x'] } } }], as: 'j' },
+        },
+      ]).at(1),
+    ).toEqual({
+      $lookup: {
+        from: 'd',
+        let: { x: '$a' },
+        pipeline: [{ $match: { $and: [eqT, { $expr: { $eq: ['$b', '$$x'] } }] } }],
+        as: 'j',
+      },
+    });
+    expect(
+      rewrite([
+        { $lookup: { from: 'd', localField: 'a', foreignField: 'b', pipeline: [{ $project: { b: 1 } }], as: 'j' } },
+      ]).at(1),
+    ).toEqual({
       $lookup: { from: 'd', localField: 'a', foreignField: 'b', pipeline: [matchT, { $project: { b: 1 } }], as: 'j' },
     });
   });
@@ -214,13 +284,28 @@ describe('30: $lookup', () => {
   });
 
   it('30: a `from` that is not a string ({db, coll}) is refused', () => {
-    refusal(() => rewrite([{ $lookup: { from: { db: 'local', coll: 'oplog.rs' }, localField: 'a', foreignField: 'b', as: 'j' } }]), 'lookup.from-not-string');
-    refusal(() => perTenant([{ $lookup: { from: { db: 'other', coll: 'c' }, pipeline: [], as: 'j' } }]), 'lookup.from-not-string');
+    refusal(
+      () =>
+        rewrite([
+          { $lookup: { from: { db: 'local', coll: 'oplog.rs' }, localField: 'a', foreignField: 'b', as: 'j' } },
+        ]),
+      'lookup.from-not-string',
+    );
+    refusal(
+      () => perTenant([{ $lookup: { from: { db: 'other', coll: 'c' }, pipeline: [], as: 'j' } }]),
+      'lookup.from-not-string',
+    );
   });
 
   it('foreign namespaces go through the resolver (system, denied, reference data)', () => {
-    refusal(() => rewrite([{ $lookup: { from: 'system.js', localField: 'a', foreignField: 'b', as: 'j' } }]), 'namespace.system');
-    refusal(() => rewrite([{ $lookup: { from: 'denied', localField: 'a', foreignField: 'b', as: 'j' } }]), 'namespace.denied');
+    refusal(
+      () => rewrite([{ $lookup: { from: 'system.js', localField: 'a', foreignField: 'b', as: 'j' } }]),
+      'namespace.system',
+    );
+    refusal(
+      () => rewrite([{ $lookup: { from: 'denied', localField: 'a', foreignField: 'b', as: 'j' } }]),
+      'namespace.denied',
+    );
     expect(rewrite([{ $lookup: { from: 'ref', localField: 'a', foreignField: 'b', as: 'j' } }]).at(1)).toEqual({
       $lookup: { from: 'ref', localField: 'a', foreignField: 'b', as: 'j' },
     });
@@ -234,9 +319,24 @@ describe('30: $lookup', () => {
       { ...SHARED, notes },
     );
     expect(summary.namesMapped).toBe(true);
-    expect(deserialize(wrap(pipeline)).p).toEqual([matchT, { $lookup: { from: 'acme.private_x', localField: 'a', foreignField: 'b', as: 'j' } }]);
-    const crossDb = context({ ...sharedResolver(), resolve: (db, coll) => ({ db: coll === 'd' ? 'elsewhere' : db, coll, model: 'shared-collection', access: 'scoped', tenantFiltered: true }) });
-    refusal(() => rewrite([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }], {}, crossDb), 'namespace.cross-db');
+    expect(deserialize(wrap(pipeline)).p).toEqual([
+      matchT,
+      { $lookup: { from: 'acme.private_x', localField: 'a', foreignField: 'b', as: 'j' } },
+    ]);
+    const crossDb = context({
+      ...sharedResolver(),
+      resolve: (db, coll) => ({
+        db: coll === 'd' ? 'elsewhere' : db,
+        coll,
+        model: 'shared-collection',
+        access: 'scoped',
+        tenantFiltered: true,
+      }),
+    });
+    refusal(
+      () => rewrite([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }], {}, crossDb),
+      'namespace.cross-db',
+    );
   });
 
   it('database-per-tenant: no $match, names resolved in the tenant database, still validated', () => {
@@ -252,7 +352,10 @@ describe('30: $lookup', () => {
   });
 
   it('unknown $lookup fields and a missing `from` (without $documents) are refused', () => {
-    refusal(() => rewrite([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j', _internal: 1 } }]), 'pipeline.unknown-field');
+    refusal(
+      () => rewrite([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j', _internal: 1 } }]),
+      'pipeline.unknown-field',
+    );
     refusal(() => rewrite([{ $lookup: { pipeline: [{ $match: {} }], as: 'j' } }]), 'lookup.from');
     expect(rewrite([{ $lookup: { pipeline: [{ $documents: [{ a: 1 }] }], as: 'j' } }]).at(1)).toEqual({
       $lookup: { pipeline: [{ $documents: [{ a: 1 }] }], as: 'j' },
@@ -270,18 +373,24 @@ describe('31: $graphLookup', () => {
     expect(rewrite([{ $graphLookup: { ...spec, restrictSearchWithMatch: { x: 1 }, maxDepth: 3 } }]).at(1)).toEqual({
       $graphLookup: { ...spec, restrictSearchWithMatch: { $and: [eqT, { x: 1 }] }, maxDepth: 3 },
     });
-    expect(rewrite([{ $graphLookup: { ...spec, maxDepth: 1e6 } }]).at(1)?.$graphLookup.maxDepth).toBe(MAX_GRAPH_LOOKUP_DEPTH);
+    expect(rewrite([{ $graphLookup: { ...spec, maxDepth: 1e6 } }]).at(1)?.$graphLookup.maxDepth).toBe(
+      MAX_GRAPH_LOOKUP_DEPTH,
+    );
     refusal(() => rewrite([{ $graphLookup: { ...spec, maxDepth: -1 } }]), 'pipeline.stage-shape');
   });
 
   it('refuses a non-string from and validates startWith / restrictSearchWithMatch', () => {
     refusal(() => rewrite([{ $graphLookup: { ...spec, from: { db: 'other', coll: 'd' } } }]), 'lookup.from-not-string');
-    refusal(() => rewrite([{ $graphLookup: { ...spec, startWith: { $function: { body: 'x', args: [], lang: 'js' } } } }]));
+    refusal(() =>
+      rewrite([{ $graphLookup: { ...spec, startWith: { $function: { body: 'x', args: [], lang: 'js' } } } }]),
+    );
     refusal(() => rewrite([{ $graphLookup: { ...spec, restrictSearchWithMatch: { $where: 'true' } } }]));
   });
 
   it('database-per-tenant: no predicate, maxDepth still capped', () => {
-    expect(perTenant([{ $graphLookup: spec }])).toEqual([{ $graphLookup: { ...spec, maxDepth: MAX_GRAPH_LOOKUP_DEPTH } }]);
+    expect(perTenant([{ $graphLookup: spec }])).toEqual([
+      { $graphLookup: { ...spec, maxDepth: MAX_GRAPH_LOOKUP_DEPTH } },
+    ]);
   });
 });
 
@@ -308,7 +417,15 @@ describe('32: $unionWith and $facet', () => {
       {
         $facet: {
           a: [{ $count: 'n' }],
-          b: [{ $lookup: { from: 'd', pipeline: [{ $unionWith: { coll: 'e', pipeline: [{ $facet: { z: [{ $unionWith: 'f' }] } }] } }], as: 'j' } }],
+          b: [
+            {
+              $lookup: {
+                from: 'd',
+                pipeline: [{ $unionWith: { coll: 'e', pipeline: [{ $facet: { z: [{ $unionWith: 'f' }] } }] } }],
+                as: 'j',
+              },
+            },
+          ],
         },
       },
     ]);
@@ -321,7 +438,15 @@ describe('32: $unionWith and $facet', () => {
             {
               $lookup: {
                 from: 'd',
-                pipeline: [matchT, { $unionWith: { coll: 'e', pipeline: [matchT, { $facet: { z: [{ $unionWith: { coll: 'f', pipeline: [matchT] } }] } }] } }],
+                pipeline: [
+                  matchT,
+                  {
+                    $unionWith: {
+                      coll: 'e',
+                      pipeline: [matchT, { $facet: { z: [{ $unionWith: { coll: 'f', pipeline: [matchT] } }] } }],
+                    },
+                  },
+                ],
                 as: 'j',
               },
             },
@@ -345,10 +470,13 @@ describe('33-35: $out and $merge', () => {
     refusal(() => rewrite([{ $out: { db: 'app', coll: 'c' } }]), 'pipeline.out');
     refusal(() => rewrite([{ $merge: { into: 'c' } }]), 'pipeline.merge');
     refusal(() => rewrite([{ $merge: 'c' }]), 'pipeline.merge');
-    refusal(() => rewrite([{ $merge: { into: { db: 'other', coll: 'c' }, on: '_id', whenMatched: 'replace' } }]), 'pipeline.merge');
+    refusal(
+      () => rewrite([{ $merge: { into: { db: 'other', coll: 'c' }, on: '_id', whenMatched: 'replace' } }]),
+      'pipeline.merge',
+    );
   });
 
-  it('33: database-per-tenant: $out goes to the tenant\'s own database', () => {
+  it("33: database-per-tenant: $out goes to the tenant's own database", () => {
     expect(perTenant([{ $out: 'o' }])).toEqual([{ $out: { db: 't_acme_app', coll: 'o' } }]);
     expect(perTenant([{ $out: { db: 'other', coll: 'o', timeseries: { timeField: 't' } } }])).toEqual([
       { $out: { db: 't_acme_other', coll: 'o', timeseries: { timeField: 't' } } },
@@ -357,25 +485,39 @@ describe('33-35: $out and $merge', () => {
     refusal(() => perTenant([{ $out: 'o' }, { $limit: 1 }]), 'pipeline.out');
   });
 
-  it('34: database-per-tenant: $merge into the tenant\'s own database; whenMatched pipelines limited and validated', () => {
+  it("34: database-per-tenant: $merge into the tenant's own database; whenMatched pipelines limited and validated", () => {
     expect(perTenant([{ $merge: { into: 'o', on: ['a'], whenMatched: 'merge', whenNotMatched: 'insert' } }])).toEqual([
       { $merge: { into: { db: 't_acme_app', coll: 'o' }, on: ['a'], whenMatched: 'merge', whenNotMatched: 'insert' } },
     ]);
     expect(perTenant([{ $merge: { into: 'o', whenMatched: [{ $set: { n: { $add: ['$n', 1] } } }] } }])).toEqual([
       { $merge: { into: { db: 't_acme_app', coll: 'o' }, whenMatched: [{ $set: { n: { $add: ['$n', 1] } } }] } },
     ]);
-    refusal(() => perTenant([{ $merge: { into: 'o', whenMatched: [{ $lookup: { from: 'd', pipeline: [], as: 'j' } }] } }]), 'merge.when-matched');
-    refusal(() => perTenant([{ $merge: { into: 'o', whenMatched: [{ $set: { n: { $function: { body: 'x', args: [], lang: 'js' } } } }] } }]));
+    refusal(
+      () => perTenant([{ $merge: { into: 'o', whenMatched: [{ $lookup: { from: 'd', pipeline: [], as: 'j' } }] } }]),
+      'merge.when-matched',
+    );
+    refusal(() =>
+      perTenant([
+        { $merge: { into: 'o', whenMatched: [{ $set: { n: { $function: { body: 'x', args: [], lang: 'js' } } } }] } },
+      ]),
+    );
     refusal(() => perTenant([{ $merge: { into: 'o', whenMatched: 'overwrite' } }]), 'pipeline.stage-shape');
     refusal(() => perTenant([{ $merge: { into: 'o', unknown: 1 } }]), 'pipeline.unknown-field');
   });
 
-  it('33-34: a tenant-private target from a shared source is allowed (only T\'s documents flow there)', () => {
+  it("33-34: a tenant-private target from a shared source is allowed (only T's documents flow there)", () => {
     expect(rewrite([{ $out: 'private_o' }])).toEqual([matchT, { $out: { db: 'app', coll: 'acme.private_o' } }]);
   });
 
   it('35: $documents + $merge into a shared collection is refused', () => {
-    refusal(() => rewrite([{ $documents: [{ [FIELD]: B }] }, { $merge: { into: 'c' } }], { coll: undefined, tenantFiltered: false }), 'pipeline.merge');
+    refusal(
+      () =>
+        rewrite([{ $documents: [{ [FIELD]: B }] }, { $merge: { into: 'c' } }], {
+          coll: undefined,
+          tenantFiltered: false,
+        }),
+      'pipeline.merge',
+    );
   });
 
   it('$out/$merge in a sub-pipeline are refused', () => {
@@ -389,7 +531,13 @@ describe('36: stages after the tenant match; expressions and accumulators valida
   it('$group, $setWindowFields, $bucket, $bucketAuto, $densify, $fill, $sample run after the match', () => {
     const stages = [
       { $group: { _id: '$a', n: { $sum: 1 }, top: { $topN: { n: 2, sortBy: { x: 1 }, output: '$x' } } } },
-      { $setWindowFields: { partitionBy: '$a', sortBy: { x: 1 }, output: { r: { $rank: {} }, s: { $sum: '$x', window: { documents: ['unbounded', 'current'] } } } } },
+      {
+        $setWindowFields: {
+          partitionBy: '$a',
+          sortBy: { x: 1 },
+          output: { r: { $rank: {} }, s: { $sum: '$x', window: { documents: ['unbounded', 'current'] } } },
+        },
+      },
       { $bucket: { groupBy: '$x', boundaries: [0, 10], default: 'other', output: { n: { $sum: 1 } } } },
       { $bucketAuto: { groupBy: '$x', buckets: 3 } },
       { $densify: { field: 'x', range: { step: 1, bounds: 'full' } } },
@@ -417,7 +565,9 @@ describe('36: stages after the tenant match; expressions and accumulators valida
     refusal(() => rewrite([{ $group: { _id: null, x: { $accumulator: { init: 'function(){}' } } } }]));
     refusal(() => rewrite([{ $group: { _id: null, x: { $frobnicate: 1 } } }]));
     refusal(() => rewrite([{ $group: { x: { $sum: 1 } } }]), 'pipeline.stage-shape');
-    refusal(() => rewrite([{ $setWindowFields: { output: { x: { $function: { body: 'x', args: [], lang: 'js' } } } } }]));
+    refusal(() =>
+      rewrite([{ $setWindowFields: { output: { x: { $function: { body: 'x', args: [], lang: 'js' } } } } }]),
+    );
     refusal(() => rewrite([{ $bucket: { groupBy: '$x', boundaries: [0, 1], output: { x: { $accumulator: {} } } } }]));
     refusal(() => rewrite([{ $project: { a: { $function: { body: 'x', args: [], lang: 'js' } } } }]));
     refusal(() => rewrite([{ $addFields: { a: { $where: 'x' } } }]));
@@ -433,7 +583,15 @@ describe('bytes', () => {
       ['2', 1],
       ['1', Long.fromString('9007199254740993')],
     ]);
-    const stage = new Map<string, unknown>([['$addFields', new Map<string, unknown>([['k', { $literal: numericKeys }], ['n', Long.fromString('-5')]])]]);
+    const stage = new Map<string, unknown>([
+      [
+        '$addFields',
+        new Map<string, unknown>([
+          ['k', { $literal: numericKeys }],
+          ['n', Long.fromString('-5')],
+        ]),
+      ],
+    ]);
     const pipeline = [{ $match: { n: Long.fromString('9007199254740993') } }, stage];
     const result = rewritePipeline(rawValue(pipeline), context(), SHARED);
     const bytes = Buffer.from(result.value);
@@ -444,7 +602,10 @@ describe('bytes', () => {
 
   it('notes name the rules applied', () => {
     const notes: RewriteNote[] = [];
-    rewritePipeline(rawValue([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }]), context(), { ...SHARED, notes });
+    rewritePipeline(rawValue([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }]), context(), {
+      ...SHARED,
+      notes,
+    });
     expect(notes.map((note) => note.rule)).toEqual(['pipeline.lookup.match', 'pipeline.match']);
     expect(notes[1]!.namespace).toBe('app.c');
   });

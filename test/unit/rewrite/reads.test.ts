@@ -39,7 +39,8 @@ const B = new ObjectId('65ffffffffffffffffffffff');
 // ---------------------------------------------------------------- fake namespace resolvers
 
 function refuseNamespace(db: string, coll: string, access: Access): void {
-  if (['admin', 'local', 'config'].includes(db) || coll.startsWith('system.')) throw new PolicyRefusal('namespace.system', 'system namespace');
+  if (['admin', 'local', 'config'].includes(db) || coll.startsWith('system.'))
+    throw new PolicyRefusal('namespace.system', 'system namespace');
   if (coll === 'denied') throw new PolicyRefusal('namespace.denied', 'denied namespace');
   if (coll === 'ref' && access === 'write') throw new PolicyRefusal('namespace.readonly', 'shared-readonly namespace');
 }
@@ -49,7 +50,8 @@ function sharedResolver(): NamespaceResolver {
   return {
     resolve(db, coll, access): ResolvedNamespace {
       refuseNamespace(db, coll, access);
-      if (coll === 'ref') return { db, coll, model: 'shared-collection', access: 'shared-readonly', tenantFiltered: false };
+      if (coll === 'ref')
+        return { db, coll, model: 'shared-collection', access: 'shared-readonly', tenantFiltered: false };
       return { db, coll, model: 'shared-collection', access: 'scoped', tenantFiltered: true };
     },
     resolveDatabase: (db) => ({ db, model: 'shared-collection' }),
@@ -76,8 +78,19 @@ function rawValue(value: unknown): { type: number; value: Uint8Array } {
   return { type: bytes[4]!, value: bytes.subarray(7, bytes.length - 1) };
 }
 
-function context(namespaces: NamespaceResolver = sharedResolver(), tenantValue: unknown = T, pinSimpleCollation = false): TenantContext {
-  return { tenant: 'acme', tenantValue: rawValue(tenantValue), field: FIELD, namespaces, maxTimeMS: CAP, pinSimpleCollation };
+function context(
+  namespaces: NamespaceResolver = sharedResolver(),
+  tenantValue: unknown = T,
+  pinSimpleCollation = false,
+): TenantContext {
+  return {
+    tenant: 'acme',
+    tenantValue: rawValue(tenantValue),
+    field: FIELD,
+    namespaces,
+    maxTimeMS: CAP,
+    pinSimpleCollation,
+  };
 }
 const shared = (): TenantContext => context();
 const perTenant = (): TenantContext => context(perTenantResolver());
@@ -123,7 +136,12 @@ const numericKeys = new Map<string, unknown>([
 
 describe('find (catalogue 6, 17, G4)', () => {
   it('6: a "key present" filter is ANDed after the tenant predicate, never trusted', () => {
-    for (const filter of [{ [FIELD]: { $ne: T } }, { [FIELD]: { $in: [T, B] } }, { $or: [{ [FIELD]: T }, { x: 1 }] }, { $nor: [{ [FIELD]: T }] }]) {
+    for (const filter of [
+      { [FIELD]: { $ne: T } },
+      { [FIELD]: { $in: [T, B] } },
+      { $or: [{ [FIELD]: T }, { x: 1 }] },
+      { $nor: [{ [FIELD]: T }] },
+    ]) {
       const result = find(command({ find: 'c', filter }), shared());
       const body = out(result);
       expect(body.filter).toEqual({ $and: [eqT, filter] });
@@ -134,7 +152,9 @@ describe('find (catalogue 6, 17, G4)', () => {
 
   it('G4: no filter becomes the tenant predicate alone; a client filter naming T is still wrapped', () => {
     expect(out(find(command({ find: 'c' }), shared())).filter).toEqual({ $and: [eqT] });
-    expect(out(find(command({ find: 'c', filter: { [FIELD]: T } }), shared())).filter).toEqual({ $and: [eqT, { [FIELD]: T }] });
+    expect(out(find(command({ find: 'c', filter: { [FIELD]: T } }), shared())).filter).toEqual({
+      $and: [eqT, { [FIELD]: T }],
+    });
   });
 
   it('G4: a filter that is not a document is refused', () => {
@@ -147,7 +167,16 @@ describe('find (catalogue 6, 17, G4)', () => {
       ['n', Long.fromString('9007199254740993')],
       ['d', numericKeys],
     ]);
-    const result = find(command(new Map<string, unknown>([['find', 'c'], ['filter', filter], ['projection', numericKeys]])), shared());
+    const result = find(
+      command(
+        new Map<string, unknown>([
+          ['find', 'c'],
+          ['filter', filter],
+          ['projection', numericKeys],
+        ]),
+      ),
+      shared(),
+    );
     const bytes = bytesOf(result);
     expect(bytes.indexOf(Buffer.from(serialize(filter)))).toBeGreaterThan(0);
     expect(bytes.indexOf(Buffer.from(serialize(numericKeys)))).toBeGreaterThan(0);
@@ -163,7 +192,10 @@ describe('find (catalogue 6, 17, G4)', () => {
   });
 
   it('17: the collection must be a string: a UUID (useUUID) is refused', () => {
-    const error = refusal(() => find(command({ find: new UUID('0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0') }), shared()), 'namespace.uuid');
+    const error = refusal(
+      () => find(command({ find: new UUID('0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0') }), shared()),
+      'namespace.uuid',
+    );
     expect(error.code).toBe(ErrorCodes.InvalidNamespace);
     expect(error.message).toContain('rule namespace.uuid');
     refusal(() => find(command({ find: new Binary(Buffer.alloc(16), 3) }), shared()), 'namespace.uuid');
@@ -183,13 +215,34 @@ describe('find (catalogue 6, 17, G4)', () => {
     refusal(() => find(command({ find: 'c', let: { v: js } }), shared()));
     refusal(() => find(command({ find: 'c', sort: { a: 'sideways' } }), shared()));
     refusal(() => find(command({ find: 'c', collation: { strength: 2 } }), shared()));
-    const ok = find(command({ find: 'c', projection: { a: 1 }, sort: { a: -1 }, let: { v: 1 }, collation: { locale: 'en', strength: 2 } }), shared());
+    const ok = find(
+      command({
+        find: 'c',
+        projection: { a: 1 },
+        sort: { a: -1 },
+        let: { v: 1 },
+        collation: { locale: 'en', strength: 2 },
+      }),
+      shared(),
+    );
     expect(out(ok).collation).toEqual({ locale: 'en', strength: 2 });
   });
 
   it('17: tailable/awaitData, skip, limit and friends pass through', () => {
-    const body = out(find(command({ find: 'c', tailable: true, awaitData: true, skip: 1, limit: 2, batchSize: 3, singleBatch: false }), shared()));
-    expect(body).toMatchObject({ tailable: true, awaitData: true, skip: 1, limit: 2, batchSize: 3, singleBatch: false });
+    const body = out(
+      find(
+        command({ find: 'c', tailable: true, awaitData: true, skip: 1, limit: 2, batchSize: 3, singleBatch: false }),
+        shared(),
+      ),
+    );
+    expect(body).toMatchObject({
+      tailable: true,
+      awaitData: true,
+      skip: 1,
+      limit: 2,
+      batchSize: 3,
+      singleBatch: false,
+    });
   });
 
   it('registers the cursor on the physical namespace and scrubs errors', () => {
@@ -232,7 +285,10 @@ describe('filters (catalogue 7-16)', () => {
   it('7: two `filter` fields are refused (G3)', () => {
     const base = RawDocument.parse(serialize({ find: 'c', filter: { a: 1 }, $db: 'app' }));
     const body = new RawDocument([...base.elements, { name: 'filter', ...rawValue({ b: 1 }) }]);
-    refusal(() => find({ name: 'find', db: 'app', body, sequences: new Map(), moreToCome: false }, shared()), 'field.duplicate');
+    refusal(
+      () => find({ name: 'find', db: 'app', body, sequences: new Map(), moreToCome: false }, shared()),
+      'field.duplicate',
+    );
   });
 
   it('8: an array tenant in a filter cannot widen the predicate', () => {
@@ -243,13 +299,24 @@ describe('filters (catalogue 7-16)', () => {
   it('9: collations are allowed with a non-string tenant; strength 1-2 refused for a string tenant', () => {
     const collation = { locale: 'en', strength: 1 };
     expect(out(find(command({ find: 'c', collation }), shared())).collation).toEqual(collation);
-    refusal(() => find(command({ find: 'c', collation }), context(sharedResolver(), 'acme')), 'collation.tenant-string');
-    refusal(() => count(command({ count: 'c', collation }), context(sharedResolver(), 'acme')), 'collation.tenant-string');
-    refusal(() => distinct(command({ distinct: 'c', key: 'a', collation }), context(sharedResolver(), 'acme')), 'collation.tenant-string');
+    refusal(
+      () => find(command({ find: 'c', collation }), context(sharedResolver(), 'acme')),
+      'collation.tenant-string',
+    );
+    refusal(
+      () => count(command({ count: 'c', collation }), context(sharedResolver(), 'acme')),
+      'collation.tenant-string',
+    );
+    refusal(
+      () => distinct(command({ distinct: 'c', key: 'a', collation }), context(sharedResolver(), 'acme')),
+      'collation.tenant-string',
+    );
   });
 
   it('10: {tenant: null} still gets the tenant equality first', () => {
-    expect(out(find(command({ find: 'c', filter: { [FIELD]: null } }), shared())).filter).toEqual({ $and: [eqT, { [FIELD]: null }] });
+    expect(out(find(command({ find: 'c', filter: { [FIELD]: null } }), shared())).filter).toEqual({
+      $and: [eqT, { [FIELD]: null }],
+    });
   });
 
   it('11: $expr is allowed; $$USER_ROLES is refused', () => {
@@ -264,7 +331,10 @@ describe('filters (catalogue 7-16)', () => {
   });
 
   it('13/14: $text and $near stay valid under the top-level $and', () => {
-    for (const filter of [{ $text: { $search: 'x' } }, { loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] } } } }]) {
+    for (const filter of [
+      { $text: { $search: 'x' } },
+      { loc: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] } } } },
+    ]) {
       expect(out(find(command({ find: 'c', filter }), shared())).filter).toEqual({ $and: [eqT, filter] });
     }
   });
@@ -279,7 +349,9 @@ describe('filters (catalogue 7-16)', () => {
     refusal(() => find(command({ find: 'c', maxTimeMS: 'soon' }), shared()), 'maxTimeMS.invalid');
     expect(out(count(command({ count: 'c' }), shared())).maxTimeMS).toBe(CAP);
     expect(out(distinct(command({ distinct: 'c', key: 'a' }), shared())).maxTimeMS).toBe(CAP);
-    expect(out(aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, maxTimeMS: 1e9 }), shared())).maxTimeMS).toBe(CAP);
+    expect(
+      out(aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, maxTimeMS: 1e9 }), shared())).maxTimeMS,
+    ).toBe(CAP);
   });
 
   it('16: $elemMatch/$not/$nor/$or are wrapped; unknown $-operators refused', () => {
@@ -291,7 +363,9 @@ describe('filters (catalogue 7-16)', () => {
   it('1-2: $where and $function anywhere are refused', () => {
     refusal(() => find(command({ find: 'c', filter: { $where: 'sleep(5000)||true' } }), shared()));
     refusal(() => find(command({ find: 'c', filter: { $or: [{ $where: 'true' }] } }), shared()));
-    refusal(() => find(command({ find: 'c', filter: { $expr: { $function: { body: 'x', args: [], lang: 'js' } } } }), shared()));
+    refusal(() =>
+      find(command({ find: 'c', filter: { $expr: { $function: { body: 'x', args: [], lang: 'js' } } } }), shared()),
+    );
   });
 });
 
@@ -303,12 +377,16 @@ describe('count and distinct (catalogue 6, 17, 59)', () => {
   });
 
   it('6: count with a query wraps it', () => {
-    expect(out(count(command({ count: 'c', query: { [FIELD]: B } }), shared())).query).toEqual({ $and: [eqT, { [FIELD]: B }] });
+    expect(out(count(command({ count: 'c', query: { [FIELD]: B } }), shared())).query).toEqual({
+      $and: [eqT, { [FIELD]: B }],
+    });
   });
 
   it('17: distinct of the tenant field is filtered to T; the key must be a string', () => {
     expect(out(distinct(command({ distinct: 'c', key: FIELD }), shared())).query).toEqual({ $and: [eqT] });
-    expect(out(distinct(command({ distinct: 'c', key: 'a', query: { a: 1 } }), shared())).query).toEqual({ $and: [eqT, { a: 1 }] });
+    expect(out(distinct(command({ distinct: 'c', key: 'a', query: { a: 1 } }), shared())).query).toEqual({
+      $and: [eqT, { a: 1 }],
+    });
     refusal(() => distinct(command({ distinct: 'c', key: 1 }), shared()), 'distinct.key');
     refusal(() => distinct(command({ distinct: 'c' }), shared()), 'distinct.key');
   });
@@ -322,8 +400,14 @@ describe('count and distinct (catalogue 6, 17, 59)', () => {
 
   it('60: find min/max must start with the tenant field equal to T in shared collections', () => {
     refusal(() => find(command({ find: 'c', hint: { [FIELD]: 1, x: 1 }, min: { x: 1 } }), shared()), 'find.bounds');
-    refusal(() => find(command({ find: 'c', hint: { [FIELD]: 1, x: 1 }, max: { [FIELD]: B, x: 1 } }), shared()), 'find.bounds');
-    const ok = find(command({ find: 'c', hint: { [FIELD]: 1, x: 1 }, min: { [FIELD]: T, x: 1 }, max: { [FIELD]: T, x: 9 } }), shared());
+    refusal(
+      () => find(command({ find: 'c', hint: { [FIELD]: 1, x: 1 }, max: { [FIELD]: B, x: 1 } }), shared()),
+      'find.bounds',
+    );
+    const ok = find(
+      command({ find: 'c', hint: { [FIELD]: 1, x: 1 }, min: { [FIELD]: T, x: 1 }, max: { [FIELD]: T, x: 9 } }),
+      shared(),
+    );
     expect(out(ok).min).toEqual({ [FIELD]: T, x: 1 });
     expect(out(find(command({ find: 'c', hint: { x: 1 }, min: { x: 1 } }), perTenant())).min).toEqual({ x: 1 });
   });
@@ -335,7 +419,10 @@ describe('count and distinct (catalogue 6, 17, 59)', () => {
 
 describe('aggregate (catalogue 13, 28-36 through the handler)', () => {
   it('prepends the tenant $match, registers the cursor', () => {
-    const result = aggregate(command({ aggregate: 'c', pipeline: [{ $group: { _id: '$a', n: { $sum: 1 } } }], cursor: {} }), shared());
+    const result = aggregate(
+      command({ aggregate: 'c', pipeline: [{ $group: { _id: '$a', n: { $sum: 1 } } }], cursor: {} }),
+      shared(),
+    );
     expect(out(result).pipeline).toEqual([{ $match: eqT }, { $group: { _id: '$a', n: { $sum: 1 } } }]);
     expect(result.reply).toEqual({ registerCursor: { db: 'app', coll: 'c' }, mapNames: false, scrubErrors: true });
     expect(result.notes.some((note) => note.rule === 'pipeline.match' && note.namespace === 'app.c')).toBe(true);
@@ -349,26 +436,47 @@ describe('aggregate (catalogue 13, 28-36 through the handler)', () => {
   });
 
   it('35: aggregate: 1 runs only with $documents first; nothing to filter there', () => {
-    const result = aggregate(command({ aggregate: 1, pipeline: [{ $documents: [{ a: 1 }] }, { $project: { a: 1 } }], cursor: {} }), shared());
+    const result = aggregate(
+      command({ aggregate: 1, pipeline: [{ $documents: [{ a: 1 }] }, { $project: { a: 1 } }], cursor: {} }),
+      shared(),
+    );
     expect(out(result).pipeline).toEqual([{ $documents: [{ a: 1 }] }, { $project: { a: 1 } }]);
     expect(result.reply.registerCursor).toEqual({ db: 'app', coll: '$cmd.aggregate' });
-    refusal(() => aggregate(command({ aggregate: 1, pipeline: [{ $match: {} }], cursor: {} }), shared()), 'aggregate.db-level');
+    refusal(
+      () => aggregate(command({ aggregate: 1, pipeline: [{ $match: {} }], cursor: {} }), shared()),
+      'aggregate.db-level',
+    );
   });
 
   it('28: a change stream is refused (collection and database level)', () => {
-    refusal(() => aggregate(command({ aggregate: 'c', pipeline: [{ $changeStream: {} }], cursor: {} }), shared()), 'pipeline.change-stream');
+    refusal(
+      () => aggregate(command({ aggregate: 'c', pipeline: [{ $changeStream: {} }], cursor: {} }), shared()),
+      'pipeline.change-stream',
+    );
     refusal(() => aggregate(command({ aggregate: 1, pipeline: [{ $changeStream: {} }], cursor: {} }), shared()));
   });
 
   it('60: hint is checked; let, collation validated; bypassDocumentValidation refused', () => {
-    refusal(() => aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, hint: { x: 1 } }), shared()), 'hint.not-tenant-prefixed');
-    refusal(() => aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, let: { v: { $function: {} } } }), shared()));
-    refusal(() => aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, bypassDocumentValidation: true }), shared()), 'field.bypass-validation');
+    refusal(
+      () => aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, hint: { x: 1 } }), shared()),
+      'hint.not-tenant-prefixed',
+    );
+    refusal(() =>
+      aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, let: { v: { $function: {} } } }), shared()),
+    );
+    refusal(
+      () => aggregate(command({ aggregate: 'c', pipeline: [], cursor: {}, bypassDocumentValidation: true }), shared()),
+      'field.bypass-validation',
+    );
   });
 
   it('database-per-tenant: $db mapped, no $match, embedded namespaces resolved', () => {
     const result = aggregate(
-      command({ aggregate: 'c', pipeline: [{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }], cursor: {} }),
+      command({
+        aggregate: 'c',
+        pipeline: [{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }],
+        cursor: {},
+      }),
       perTenant(),
     );
     const body = out(result);
@@ -378,15 +486,35 @@ describe('aggregate (catalogue 13, 28-36 through the handler)', () => {
   });
 
   it('keeps untouched stages byte for byte', () => {
-    const stage = new Map<string, unknown>([['$match', new Map<string, unknown>([['n', Long.fromString('9007199254740993')], ['d', numericKeys]])]]);
-    const result = aggregate(command(new Map<string, unknown>([['aggregate', 'c'], ['pipeline', [{ $limit: 1 }, stage]], ['cursor', {}]])), shared());
+    const stage = new Map<string, unknown>([
+      [
+        '$match',
+        new Map<string, unknown>([
+          ['n', Long.fromString('9007199254740993')],
+          ['d', numericKeys],
+        ]),
+      ],
+    ]);
+    const result = aggregate(
+      command(
+        new Map<string, unknown>([
+          ['aggregate', 'c'],
+          ['pipeline', [{ $limit: 1 }, stage]],
+          ['cursor', {}],
+        ]),
+      ),
+      shared(),
+    );
     expect(bytesOf(result).indexOf(Buffer.from(serialize(stage)))).toBeGreaterThan(0);
   });
 });
 
 describe('explain (catalogue 21, 59)', () => {
   it('21: the inner find is rewritten identically (the plan shows the tenant predicate)', () => {
-    const result = explain(command({ explain: { find: 'c', filter: { [FIELD]: B } }, verbosity: 'queryPlanner' }), shared());
+    const result = explain(
+      command({ explain: { find: 'c', filter: { [FIELD]: B } }, verbosity: 'queryPlanner' }),
+      shared(),
+    );
     const body = out(result);
     expect(body.explain).toEqual({ find: 'c', filter: { $and: [eqT, { [FIELD]: B }] } });
     expect(body.verbosity).toBe('queryPlanner');
@@ -395,8 +523,15 @@ describe('explain (catalogue 21, 59)', () => {
   });
 
   it('21: count, distinct and aggregate inside explain get the same rewrite', () => {
-    expect(out(explain(command({ explain: { count: 'c' } }), shared())).explain).toEqual({ count: 'c', query: { $and: [eqT] } });
-    expect(out(explain(command({ explain: { distinct: 'c', key: 'a' } }), shared())).explain).toEqual({ distinct: 'c', key: 'a', query: { $and: [eqT] } });
+    expect(out(explain(command({ explain: { count: 'c' } }), shared())).explain).toEqual({
+      count: 'c',
+      query: { $and: [eqT] },
+    });
+    expect(out(explain(command({ explain: { distinct: 'c', key: 'a' } }), shared())).explain).toEqual({
+      distinct: 'c',
+      key: 'a',
+      query: { $and: [eqT] },
+    });
     expect(out(explain(command({ explain: { aggregate: 'c', pipeline: [], cursor: {} } }), shared())).explain).toEqual({
       aggregate: 'c',
       pipeline: [{ $match: eqT }],
@@ -414,13 +549,23 @@ describe('explain (catalogue 21, 59)', () => {
     // A $lookup into a shared collection from a private one counts other tenants' documents too.
     const mixed = context({
       ...perTenantResolver('collection-prefix'),
-      resolve: (db, coll, access) => (coll === 'sharedc' ? sharedResolver().resolve(db, coll, access) : perTenantResolver('collection-prefix').resolve(db, coll, access)),
+      resolve: (db, coll, access) =>
+        coll === 'sharedc'
+          ? sharedResolver().resolve(db, coll, access)
+          : perTenantResolver('collection-prefix').resolve(db, coll, access),
     });
     const lookup = { $lookup: { from: 'sharedc', localField: 'a', foreignField: 'b', as: 'j' } };
-    refusal(() => explain(command({ explain: { aggregate: 'c', pipeline: [lookup], cursor: {} }, verbosity: 'executionStats' }), mixed), 'explain.verbosity');
+    refusal(
+      () =>
+        explain(
+          command({ explain: { aggregate: 'c', pipeline: [lookup], cursor: {} }, verbosity: 'executionStats' }),
+          mixed,
+        ),
+      'explain.verbosity',
+    );
   });
 
-  it('59: database-per-tenant: execution statistics are the tenant\'s own; `$db` mapped', () => {
+  it("59: database-per-tenant: execution statistics are the tenant's own; `$db` mapped", () => {
     const body = out(explain(command({ explain: { find: 'c' }, verbosity: 'executionStats' }), perTenant()));
     expect(body.verbosity).toBe('executionStats');
     expect(body.$db).toBe('t_acme_app');
@@ -429,8 +574,17 @@ describe('explain (catalogue 21, 59)', () => {
 
   it('21: nested explain and non-explainable inner commands are refused', () => {
     refusal(() => explain(command({ explain: { explain: { find: 'c' } } }), shared()), 'explain.nested');
-    refusal(() => explain(command({ explain: { aggregate: 'c', pipeline: [], explain: true } }), shared()), 'explain.nested');
-    for (const inner of [{ mapReduce: 'c' }, { mapreduce: 'c' }, { insert: 'c', documents: [] }, { listIndexes: 'c' }, { Find: 'c' }]) {
+    refusal(
+      () => explain(command({ explain: { aggregate: 'c', pipeline: [], explain: true } }), shared()),
+      'explain.nested',
+    );
+    for (const inner of [
+      { mapReduce: 'c' },
+      { mapreduce: 'c' },
+      { insert: 'c', documents: [] },
+      { listIndexes: 'c' },
+      { Find: 'c' },
+    ]) {
       refusal(() => explain(command({ explain: inner }), shared()), 'explain.inner');
     }
     refusal(() => explain(command({ explain: 'find' }), shared()), 'explain.inner');
@@ -443,10 +597,20 @@ describe('explain (catalogue 21, 59)', () => {
     const seen: string[] = [];
     const fake: CommandHandler = (input) => {
       seen.push(input.name);
-      return { body: input.body.with('$db', rawValue('app')).with('rewritten', rawValue(true)), sequences: new Map(), reply: { scrubErrors: true }, notes: [{ kind: 'rewrite', rule: 'filter.tenant' }] };
+      return {
+        body: input.body.with('$db', rawValue('app')).with('rewritten', rawValue(true)),
+        sequences: new Map(),
+        reply: { scrubErrors: true },
+        notes: [{ kind: 'rewrite', rule: 'filter.tenant' }],
+      };
     };
     const handler = createExplainHandler({ update: fake, delete: fake, findAndModify: fake });
-    for (const inner of [{ update: 'c', updates: [] }, { delete: 'c', deletes: [] }, { findAndModify: 'c', query: {} }, { findandmodify: 'c', query: {} }]) {
+    for (const inner of [
+      { update: 'c', updates: [] },
+      { delete: 'c', deletes: [] },
+      { findAndModify: 'c', query: {} },
+      { findandmodify: 'c', query: {} },
+    ]) {
       const result = handler(command({ explain: inner, verbosity: 'queryPlanner' }), shared());
       const body = out(result);
       expect(body.explain.rewritten).toBe(true);
@@ -460,15 +624,31 @@ describe('explain (catalogue 21, 59)', () => {
 
   it('the registry holds every read handler, explain wrapping the given writes', () => {
     const handlers = createReadHandlers({});
-    expect(Object.keys(handlers).sort()).toEqual(['aggregate', 'count', 'distinct', 'explain', 'find', 'listCollections', 'listIndexes']);
+    expect(Object.keys(handlers).sort()).toEqual([
+      'aggregate',
+      'count',
+      'distinct',
+      'explain',
+      'find',
+      'listCollections',
+      'listIndexes',
+    ]);
   });
 });
 
 describe('listIndexes and listCollections (catalogue 24)', () => {
   it('24: listIndexes: string collection, cursor registered, listing filtered by the reply layer', () => {
     const result = listIndexes(command({ listIndexes: 'c', cursor: {} }), shared());
-    expect(result.reply).toEqual({ registerCursor: { db: 'app', coll: 'c' }, filterListing: 'indexes', mapNames: false, scrubErrors: true });
-    refusal(() => listIndexes(command({ listIndexes: new UUID('0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0') }), shared()), 'namespace.uuid');
+    expect(result.reply).toEqual({
+      registerCursor: { db: 'app', coll: 'c' },
+      filterListing: 'indexes',
+      mapNames: false,
+      scrubErrors: true,
+    });
+    refusal(
+      () => listIndexes(command({ listIndexes: new UUID('0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0') }), shared()),
+      'namespace.uuid',
+    );
     refusal(() => listIndexes(command({ listIndexes: 'system.views' }), shared()), 'namespace.system');
   });
 
@@ -487,28 +667,40 @@ describe('listIndexes and listCollections (catalogue 24)', () => {
     refusal(() => listCollections(command({ listCollections: 1, filter: 'c' }), shared()), 'filter.not-document');
   });
 
-  it('24: database-per-tenant: $db mapped, options kept for the tenant\'s own collections', () => {
+  it("24: database-per-tenant: $db mapped, options kept for the tenant's own collections", () => {
     const result = listCollections(command({ listCollections: 1 }), perTenant());
     const body = out(result);
     expect(body.$db).toBe('t_acme_app');
     expect(body.nameOnly).toBeUndefined();
-    expect(result.reply).toMatchObject({ registerCursor: { db: 't_acme_app', coll: '$cmd.listCollections' }, mapNames: true });
+    expect(result.reply).toMatchObject({
+      registerCursor: { db: 't_acme_app', coll: '$cmd.listCollections' },
+      mapNames: true,
+    });
   });
 
   it('24: collection-prefix: only {name: "<collection>"} filters, mapped to the physical name', () => {
     const prefix = context(perTenantResolver('collection-prefix'));
-    expect(out(listCollections(command({ listCollections: 1, filter: { name: 'c' } }), prefix)).filter).toEqual({ name: 'acme.c' });
-    refusal(() => listCollections(command({ listCollections: 1, filter: { type: 'view' } }), prefix), 'listCollections.filter');
+    expect(out(listCollections(command({ listCollections: 1, filter: { name: 'c' } }), prefix)).filter).toEqual({
+      name: 'acme.c',
+    });
+    refusal(
+      () => listCollections(command({ listCollections: 1, filter: { type: 'view' } }), prefix),
+      'listCollections.filter',
+    );
   });
 });
 
 describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpleCollation)', () => {
   const SIMPLE = { locale: 'simple' };
   const pinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', true);
-  const unpinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', false);
+  const unpinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext =>
+    context(namespaces, 'acme', false);
   const mixed = (): NamespaceResolver => ({
     ...perTenantResolver('collection-prefix'),
-    resolve: (db, coll, access) => (coll === 'sharedc' ? sharedResolver().resolve(db, coll, access) : perTenantResolver('collection-prefix').resolve(db, coll, access)),
+    resolve: (db, coll, access) =>
+      coll === 'sharedc'
+        ? sharedResolver().resolve(db, coll, access)
+        : perTenantResolver('collection-prefix').resolve(db, coll, access),
   });
   const commands: Array<[CommandHandler, Document]> = [
     [find, { find: 'c', filter: { a: 1 } }],
@@ -524,7 +716,9 @@ describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpl
       expect(out(withPin).collation, body[Object.keys(body)[0]!]).toEqual(SIMPLE);
       expect(withPin.body.elements.filter((element) => element.name === 'collation')).toHaveLength(1);
       // Exactly one element more: the forwarded bytes are otherwise those of the unpinned rewrite.
-      expect(Buffer.from(withPin.body.without('collation').toBytes()).equals(Buffer.from(without.body.toBytes()))).toBe(true);
+      expect(Buffer.from(withPin.body.without('collation').toBytes()).equals(Buffer.from(without.body.toBytes()))).toBe(
+        true,
+      );
       expect(withPin.notes).toContainEqual({ kind: 'rewrite', rule: 'collation.simple', namespace: 'app.c' });
     }
   });
@@ -538,32 +732,64 @@ describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpl
   });
 
   it('a client collation (strength >= 3) is forwarded as sent, never replaced; strength 1-2 still refused', () => {
-    const collation = new Map<string, unknown>([['strength', 3], ['locale', 'en']]);
-    const result = find(command(new Map<string, unknown>([['find', 'c'], ['collation', collation]])), pinned());
+    const collation = new Map<string, unknown>([
+      ['strength', 3],
+      ['locale', 'en'],
+    ]);
+    const result = find(
+      command(
+        new Map<string, unknown>([
+          ['find', 'c'],
+          ['collation', collation],
+        ]),
+      ),
+      pinned(),
+    );
     expect(bytesOf(result).includes(Buffer.from(serialize(collation)))).toBe(true);
     expect(result.notes.map((note) => note.rule)).not.toContain('collation.simple');
-    refusal(() => find(command({ find: 'c', collation: { locale: 'en', strength: 2 } }), pinned()), 'collation.tenant-string');
+    refusal(
+      () => find(command({ find: 'c', collation: { locale: 'en', strength: 2 } }), pinned()),
+      'collation.tenant-string',
+    );
   });
 
   it('only tenant-filtered namespaces are pinned (shared-readonly reference data, database-per-tenant, collection-prefix are not)', () => {
     expect(out(find(command({ find: 'ref' }), pinned())).collation).toBeUndefined();
     expect(out(find(command({ find: 'c' }), pinned(perTenantResolver()))).collation).toBeUndefined();
-    expect(out(count(command({ count: 'c' }), pinned(perTenantResolver('collection-prefix')))).collation).toBeUndefined();
-    expect(out(aggregate(command({ aggregate: 1, pipeline: [{ $documents: [{ a: 1 }] }], cursor: {} }), pinned())).collation).toBeUndefined();
+    expect(
+      out(count(command({ count: 'c' }), pinned(perTenantResolver('collection-prefix')))).collation,
+    ).toBeUndefined();
+    expect(
+      out(aggregate(command({ aggregate: 1, pipeline: [{ $documents: [{ a: 1 }] }], cursor: {} }), pinned())).collation,
+    ).toBeUndefined();
   });
 
   it('$lookup / $unionWith into a tenant-filtered collection pin the whole aggregate', () => {
     const lookup = { $lookup: { from: 'sharedc', localField: 'a', foreignField: 'b', as: 'j' } };
-    expect(out(aggregate(command({ aggregate: 'c', pipeline: [lookup], cursor: {} }), pinned(mixed()))).collation).toEqual(SIMPLE);
-    expect(out(aggregate(command({ aggregate: 'c', pipeline: [{ $unionWith: 'sharedc' }], cursor: {} }), pinned(mixed()))).collation).toEqual(SIMPLE);
-    expect(out(aggregate(command({ aggregate: 'c', pipeline: [{ $unionWith: 'other' }], cursor: {} }), pinned(mixed()))).collation).toBeUndefined();
+    expect(
+      out(aggregate(command({ aggregate: 'c', pipeline: [lookup], cursor: {} }), pinned(mixed()))).collation,
+    ).toEqual(SIMPLE);
+    expect(
+      out(aggregate(command({ aggregate: 'c', pipeline: [{ $unionWith: 'sharedc' }], cursor: {} }), pinned(mixed())))
+        .collation,
+    ).toEqual(SIMPLE);
+    expect(
+      out(aggregate(command({ aggregate: 'c', pipeline: [{ $unionWith: 'other' }], cursor: {} }), pinned(mixed())))
+        .collation,
+    ).toBeUndefined();
     const documents = { aggregate: 1, pipeline: [{ $documents: [{ a: 1 }] }, lookup], cursor: {} };
     expect(out(aggregate(command(documents), pinned(mixed()))).collation).toEqual(SIMPLE);
   });
 
   it('explain: the inner command is pinned like the command itself', () => {
-    const body = out(explain(command({ explain: { find: 'c', filter: { a: 1 } }, verbosity: 'queryPlanner' }), pinned()));
-    expect(body.explain).toEqual({ find: 'c', filter: { $and: [{ [FIELD]: { $eq: 'acme' } }, { a: 1 }] }, collation: SIMPLE });
+    const body = out(
+      explain(command({ explain: { find: 'c', filter: { a: 1 } }, verbosity: 'queryPlanner' }), pinned()),
+    );
+    expect(body.explain).toEqual({
+      find: 'c',
+      filter: { $and: [{ [FIELD]: { $eq: 'acme' } }, { a: 1 }] },
+      collation: SIMPLE,
+    });
     expect(body.collation).toBeUndefined();
   });
 });

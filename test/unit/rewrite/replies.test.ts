@@ -12,23 +12,33 @@ const SECRET = 'carol@example.com';
 
 describe('scrubMessage', () => {
   it('removes the values of a duplicate-key message and keeps the index and field names', () => {
-    expect(scrubMessage(`E11000 duplicate key error collection: app.users index: email_1 dup key: { email: "${SECRET}" }`)).toBe(
-      'E11000 duplicate key error collection: app.users index: email_1 dup key: { email: <redacted> }',
-    );
-    expect(scrubMessage(`E11000 duplicate key error collection: app.users index: t_1_email_1 dup key: { tenantId: "acme", email: "a, b: } \\" c" }`)).toBe(
+    expect(
+      scrubMessage(`E11000 duplicate key error collection: app.users index: email_1 dup key: { email: "${SECRET}" }`),
+    ).toBe('E11000 duplicate key error collection: app.users index: email_1 dup key: { email: <redacted> }');
+    expect(
+      scrubMessage(
+        `E11000 duplicate key error collection: app.users index: t_1_email_1 dup key: { tenantId: "acme", email: "a, b: } \\" c" }`,
+      ),
+    ).toBe(
       'E11000 duplicate key error collection: app.users index: t_1_email_1 dup key: { tenantId: <redacted>, email: <redacted> }',
     );
-    expect(scrubMessage(`E11000 duplicate key error collection: app.users index: _id_ dup key: { _id: ObjectId('65a1b2c3d4e5f60718293a4b') }`)).toBe(
-      'E11000 duplicate key error collection: app.users index: _id_ dup key: { _id: <redacted> }',
-    );
+    expect(
+      scrubMessage(
+        `E11000 duplicate key error collection: app.users index: _id_ dup key: { _id: ObjectId('65a1b2c3d4e5f60718293a4b') }`,
+      ),
+    ).toBe('E11000 duplicate key error collection: app.users index: _id_ dup key: { _id: <redacted> }');
     // Pre-4.2 servers print no field names.
     expect(scrubMessage(`E11000 duplicate key error index: app.users.$email_1 dup key: { : "${SECRET}" }`)).toBe(
       'E11000 duplicate key error index: app.users.$email_1 dup key: { : <redacted> }',
     );
     // Unreadable: everything after "dup key:" goes.
-    expect(scrubMessage(`E11000 duplicate key error dup key: { email: "${SECRET}`)).toBe('E11000 duplicate key error dup key: { <redacted> }');
+    expect(scrubMessage(`E11000 duplicate key error dup key: { email: "${SECRET}`)).toBe(
+      'E11000 duplicate key error dup key: { <redacted> }',
+    );
     // keyPattern names win over the text.
-    expect(scrubMessage(`E11000 dup key: { email: "${SECRET}" }`, ['email'])).toBe('E11000 dup key: { email: <redacted> }');
+    expect(scrubMessage(`E11000 dup key: { email: "${SECRET}" }`, ['email'])).toBe(
+      'E11000 dup key: { email: <redacted> }',
+    );
   });
 
   it('removes the input quoted by conversion and date parsing errors', () => {
@@ -65,7 +75,14 @@ describe('scrubErrorValues', () => {
   const dupMessage = `E11000 duplicate key error collection: app.users index: email_1 dup key: { email: "${SECRET}" }`;
 
   it('scrubs errmsg and removes keyValue of an ok:0 reply', () => {
-    const reply = serialize({ ok: 0, errmsg: dupMessage, code: 11000, codeName: 'DuplicateKey', keyPattern: { email: 1 }, keyValue: { email: SECRET } });
+    const reply = serialize({
+      ok: 0,
+      errmsg: dupMessage,
+      code: 11000,
+      codeName: 'DuplicateKey',
+      keyPattern: { email: 1 },
+      keyValue: { email: SECRET },
+    });
     const scrubbed = scrubErrorValues(reply);
     expect(Buffer.from(scrubbed!).includes(SECRET)).toBe(false);
     expect(decode(scrubbed)).toEqual({
@@ -84,7 +101,11 @@ describe('scrubErrorValues', () => {
         { index: 1, code: 11000, errmsg: dupMessage, keyPattern: { email: 1 }, keyValue: { email: SECRET } },
         { index: 2, code: 121, errmsg: 'Document failed validation' },
       ],
-      writeConcernError: { code: 64, codeName: 'WriteConcernFailed', errmsg: "Failed to parse number 'x9' in $convert with no onError value: y" },
+      writeConcernError: {
+        code: 64,
+        codeName: 'WriteConcernFailed',
+        errmsg: "Failed to parse number 'x9' in $convert with no onError value: y",
+      },
       ok: 1,
     });
     const scrubbed = scrubErrorValues(reply);
@@ -92,14 +113,26 @@ describe('scrubErrorValues', () => {
     const doc = decode(scrubbed);
     expect(doc['n']).toBe(1);
     expect(doc['writeErrors']).toEqual([
-      { index: 1, code: 11000, errmsg: 'E11000 duplicate key error collection: app.users index: email_1 dup key: { email: <redacted> }', keyPattern: { email: 1 } },
+      {
+        index: 1,
+        code: 11000,
+        errmsg: 'E11000 duplicate key error collection: app.users index: email_1 dup key: { email: <redacted> }',
+        keyPattern: { email: 1 },
+      },
       { index: 2, code: 121, errmsg: 'Document failed validation' },
     ]);
-    expect((doc['writeConcernError'] as Document)['errmsg']).toBe('Failed to parse number <redacted> in $convert with no onError value');
+    expect((doc['writeConcernError'] as Document)['errmsg']).toBe(
+      'Failed to parse number <redacted> in $convert with no onError value',
+    );
   });
 
   it('scrubs per-shard replies of mongos', () => {
-    const reply = serialize({ ok: 0, errmsg: 'failed', code: 11000, raw: { 'shard0/h:1': { ok: 0, errmsg: dupMessage, keyValue: { email: SECRET } } } });
+    const reply = serialize({
+      ok: 0,
+      errmsg: 'failed',
+      code: 11000,
+      raw: { 'shard0/h:1': { ok: 0, errmsg: dupMessage, keyValue: { email: SECRET } } },
+    });
     expect(Buffer.from(scrubErrorValues(reply)!).includes(SECRET)).toBe(false);
   });
 
@@ -112,7 +145,11 @@ describe('scrubErrorValues', () => {
 
   it('never touches cursor documents, except failed bulkWrite results when asked', () => {
     const doc = { ok: 0, idx: 0, errmsg: dupMessage, keyValue: { email: SECRET } };
-    const reply = serialize({ cursor: { firstBatch: [doc], id: Long.fromBigInt(0n), ns: 'admin.$cmd.bulkWrite' }, nErrors: 1, ok: 1 });
+    const reply = serialize({
+      cursor: { firstBatch: [doc], id: Long.fromBigInt(0n), ns: 'admin.$cmd.bulkWrite' },
+      nErrors: 1,
+      ok: 1,
+    });
     expect(scrubErrorValues(reply)).toBeUndefined();
     const scrubbed = scrubErrorValues(reply, { bulkWriteCursor: true });
     expect(Buffer.from(scrubbed!).includes(SECRET)).toBe(false);
@@ -158,18 +195,37 @@ describe('mapReplyNames', () => {
     });
     const cursor = decode(mapReplyNames(reply, resolver))['cursor'] as Document;
     expect(cursor['ns']).toBe('app.$cmd.listCollections');
-    expect(cursor['firstBatch']).toEqual([{ name: 'users', type: 'collection', options: {}, info: { readOnly: false } }]);
+    expect(cursor['firstBatch']).toEqual([
+      { name: 'users', type: 'collection', options: {}, info: { readOnly: false } },
+    ]);
   });
 
   it('maps listIndexes cursor ns, old index ns fields and error messages', () => {
-    const indexes = serialize({ cursor: { firstBatch: [{ v: 2, key: { _id: 1 }, name: '_id_', ns: 'app.acme__users' }], id: Long.fromBigInt(0n), ns: 'app.$cmd.listIndexes.acme__users' }, ok: 1 });
+    const indexes = serialize({
+      cursor: {
+        firstBatch: [{ v: 2, key: { _id: 1 }, name: '_id_', ns: 'app.acme__users' }],
+        id: Long.fromBigInt(0n),
+        ns: 'app.$cmd.listIndexes.acme__users',
+      },
+      ok: 1,
+    });
     const cursor = decode(mapReplyNames(indexes, resolver))['cursor'] as Document;
     expect(cursor['ns']).toBe('app.$cmd.listIndexes.users');
     expect((cursor['firstBatch'] as Document[])[0]!['ns']).toBe('app.users');
-    const error = serialize({ ok: 0, errmsg: 'E11000 duplicate key error collection: app.acme__users index: email_1 dup key: { email: <redacted> }', code: 11000 });
-    expect(decode(mapReplyNames(error, resolver))['errmsg']).toBe('E11000 duplicate key error collection: app.users index: email_1 dup key: { email: <redacted> }');
+    const error = serialize({
+      ok: 0,
+      errmsg: 'E11000 duplicate key error collection: app.acme__users index: email_1 dup key: { email: <redacted> }',
+      code: 11000,
+    });
+    expect(decode(mapReplyNames(error, resolver))['errmsg']).toBe(
+      'E11000 duplicate key error collection: app.users index: email_1 dup key: { email: <redacted> }',
+    );
     const known = serialize({ ok: 0, errmsg: 'Collection app.acme__users already exists.', code: 48 });
-    expect(decode(mapReplyNames(known, resolver, { namespaces: [{ physical: 'app.acme__users', client: 'app.users' }] }))['errmsg']).toBe('Collection app.users already exists.');
+    expect(
+      decode(mapReplyNames(known, resolver, { namespaces: [{ physical: 'app.acme__users', client: 'app.users' }] }))[
+        'errmsg'
+      ],
+    ).toBe('Collection app.users already exists.');
   });
 
   it('returns undefined when there is nothing to map', () => {
@@ -181,10 +237,20 @@ describe('filterListing', () => {
   const listCollections = serialize({
     cursor: {
       firstBatch: [
-        { name: 'acme__users', type: 'collection', options: { validator: { tenantId: { $type: 'string' } } }, info: { readOnly: false, uuid: new UUID() }, idIndex: { v: 2, key: { _id: 1 }, name: '_id_' } },
+        {
+          name: 'acme__users',
+          type: 'collection',
+          options: { validator: { tenantId: { $type: 'string' } } },
+          info: { readOnly: false, uuid: new UUID() },
+          idIndex: { v: 2, key: { _id: 1 }, name: '_id_' },
+        },
         { name: 'bob__secrets', type: 'collection', options: {}, info: { readOnly: false } },
         { name: 'system.views', type: 'collection', options: {} },
-        { name: 'acme__hidden', type: 'view', options: { viewOn: 'acme__users', pipeline: [{ $match: { x: 'literal' } }] } },
+        {
+          name: 'acme__hidden',
+          type: 'view',
+          options: { viewOn: 'acme__users', pipeline: [{ $match: { x: 'literal' } }] },
+        },
       ],
       id: Long.fromBigInt(0n),
       ns: 'app.$cmd.listCollections',
@@ -196,17 +262,43 @@ describe('filterListing', () => {
     const filtered = filterListing(listCollections, 'collections', resolver, (name) => name !== 'hidden');
     const cursor = decode(filtered)['cursor'] as Document;
     expect(cursor['firstBatch']).toEqual([
-      { name: 'acme__users', type: 'collection', options: {}, info: { readOnly: false }, idIndex: { v: 2, key: { _id: 1 }, name: '_id_' } },
+      {
+        name: 'acme__users',
+        type: 'collection',
+        options: {},
+        info: { readOnly: false },
+        idIndex: { v: 2, key: { _id: 1 }, name: '_id_' },
+      },
     ]);
     // Then names are mapped (the engine's order).
     expect((decode(mapReplyNames(filtered!, resolver))['cursor'] as Document)['firstBatch']).toEqual([
-      { name: 'users', type: 'collection', options: {}, info: { readOnly: false }, idIndex: { v: 2, key: { _id: 1 }, name: '_id_' } },
+      {
+        name: 'users',
+        type: 'collection',
+        options: {},
+        info: { readOnly: false },
+        idIndex: { v: 2, key: { _id: 1 }, name: '_id_' },
+      },
     ]);
   });
 
   it('filters indexes by name', () => {
-    const reply = serialize({ cursor: { firstBatch: [{ v: 2, key: { _id: 1 }, name: '_id_' }, { v: 2, key: { x: 1 }, name: 'x_1' }], id: Long.fromBigInt(0n), ns: 'app.$cmd.listIndexes.acme__users' }, ok: 1 });
-    expect((decode(filterListing(reply, 'indexes', resolver, (name) => name === '_id_'))['cursor'] as Document)['firstBatch']).toEqual([{ v: 2, key: { _id: 1 }, name: '_id_' }]);
+    const reply = serialize({
+      cursor: {
+        firstBatch: [
+          { v: 2, key: { _id: 1 }, name: '_id_' },
+          { v: 2, key: { x: 1 }, name: 'x_1' },
+        ],
+        id: Long.fromBigInt(0n),
+        ns: 'app.$cmd.listIndexes.acme__users',
+      },
+      ok: 1,
+    });
+    expect(
+      (decode(filterListing(reply, 'indexes', resolver, (name) => name === '_id_'))['cursor'] as Document)[
+        'firstBatch'
+      ],
+    ).toEqual([{ v: 2, key: { _id: 1 }, name: '_id_' }]);
     expect(filterListing(reply, 'indexes', resolver)).toBeUndefined();
   });
 

@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { createSessionHandlers, deriveSessionId, mapSession, sessionKeyFrom } from '../../../src/rewrite/sessions.js';
-import { PolicyRefusal, type CommandInput, type NamespaceResolver, type TenantContext } from '../../../src/rewrite/types.js';
+import {
+  PolicyRefusal,
+  type CommandInput,
+  type NamespaceResolver,
+  type TenantContext,
+} from '../../../src/rewrite/types.js';
 import { Binary, Long, Timestamp, UUID, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 import { RawDocument, valueOf } from '../../../src/wire/raw-bson.js';
 
@@ -43,7 +48,14 @@ const resolver: NamespaceResolver = {
 };
 
 function context(tenant: string): TenantContext {
-  return { tenant, tenantValue: valueOf(tenant), field: 'tenantId', namespaces: resolver, maxTimeMS: 5000, pinSimpleCollation: false };
+  return {
+    tenant,
+    tenantValue: valueOf(tenant),
+    field: 'tenantId',
+    namespaces: resolver,
+    maxTimeMS: 5000,
+    pinSimpleCollation: false,
+  };
 }
 
 function input(body: Document, db = 'admin'): CommandInput {
@@ -66,11 +78,17 @@ describe('mapSession', () => {
     const bob = upstreamId(mapSession(raw(body), 'bob', KEY));
     expect(acme).not.toBe(bob);
     // Tenant and id boundaries cannot be shifted to produce a collision.
-    expect(deriveSessionId(KEY, 'ab', Buffer.alloc(16, 1)).equals(deriveSessionId(KEY, 'a', Buffer.concat([Buffer.from('b'), Buffer.alloc(15, 1)])))).toBe(false);
+    expect(
+      deriveSessionId(KEY, 'ab', Buffer.alloc(16, 1)).equals(
+        deriveSessionId(KEY, 'a', Buffer.concat([Buffer.from('b'), Buffer.alloc(15, 1)])),
+      ),
+    ).toBe(false);
   });
 
   it('depends on the key', () => {
-    expect(upstreamId(mapSession(raw(body), 'acme', KEY))).not.toBe(upstreamId(mapSession(raw(body), 'acme', sessionKeyFrom('another-session-key-abcdefghijkl'))));
+    expect(upstreamId(mapSession(raw(body), 'acme', KEY))).not.toBe(
+      upstreamId(mapSession(raw(body), 'acme', sessionKeyFrom('another-session-key-abcdefghijkl'))),
+    );
   });
 
   it('produces a well-formed UUID (version 8, RFC variant)', () => {
@@ -82,7 +100,13 @@ describe('mapSession', () => {
 
   it('keeps every other field in place, txnNumber included, and strips $clusterTime', () => {
     const mapped = mapSession(
-      raw({ ...body, $clusterTime: { clusterTime: new Timestamp({ t: 4_000_000_000, i: 1 }), signature: { hash: new Binary(Buffer.alloc(20)), keyId: Long.fromNumber(1) } } }),
+      raw({
+        ...body,
+        $clusterTime: {
+          clusterTime: new Timestamp({ t: 4_000_000_000, i: 1 }),
+          signature: { hash: new Binary(Buffer.alloc(20)), keyId: Long.fromNumber(1) },
+        },
+      }),
       'acme',
       KEY,
     );
@@ -91,19 +115,33 @@ describe('mapSession', () => {
   });
 
   it('strips $clusterTime from a body without lsid and returns unchanged bodies as they were', () => {
-    expect(mapSession(raw({ ping: 1, $clusterTime: { clusterTime: new Timestamp({ t: 1, i: 1 }) }, $db: 'admin' }), 'acme', KEY).names).toEqual(['ping', '$db']);
+    expect(
+      mapSession(
+        raw({ ping: 1, $clusterTime: { clusterTime: new Timestamp({ t: 1, i: 1 }) }, $db: 'admin' }),
+        'acme',
+        KEY,
+      ).names,
+    ).toEqual(['ping', '$db']);
     const plain = raw({ ping: 1, $db: 'admin' });
     expect(mapSession(plain, 'acme', KEY)).toBe(plain);
   });
 
   it('refuses lsid fields other than id, and malformed lsids', () => {
-    for (const extra of [{ uid: new Binary(Buffer.alloc(32)) }, { txnNumber: Long.fromNumber(1) }, { txnUUID: new UUID() }]) {
-      expect(refusal(() => mapSession(raw({ ...body, lsid: { id: CLIENT_ID, ...extra } }), 'acme', KEY)).rule).toBe('lsid.fields');
+    for (const extra of [
+      { uid: new Binary(Buffer.alloc(32)) },
+      { txnNumber: Long.fromNumber(1) },
+      { txnUUID: new UUID() },
+    ]) {
+      expect(refusal(() => mapSession(raw({ ...body, lsid: { id: CLIENT_ID, ...extra } }), 'acme', KEY)).rule).toBe(
+        'lsid.fields',
+      );
     }
     expect(refusal(() => mapSession(raw({ ...body, lsid: {} }), 'acme', KEY)).rule).toBe('lsid.fields');
     expect(refusal(() => mapSession(raw({ ...body, lsid: 'abc' }), 'acme', KEY)).rule).toBe('lsid.invalid');
     expect(refusal(() => mapSession(raw({ ...body, lsid: { id: 'abc' } }), 'acme', KEY)).rule).toBe('lsid.invalid');
-    expect(refusal(() => mapSession(raw({ ...body, lsid: { id: new Binary(Buffer.alloc(16), 3) } }), 'acme', KEY)).rule).toBe('lsid.invalid');
+    expect(
+      refusal(() => mapSession(raw({ ...body, lsid: { id: new Binary(Buffer.alloc(16), 3) } }), 'acme', KEY)).rule,
+    ).toBe('lsid.invalid');
   });
 });
 
@@ -126,39 +164,84 @@ describe('session commands', () => {
     for (const name of ['endSessions', 'refreshSessions'] as const) {
       const result = handlers[name](input({ [name]: [{ id: CLIENT_ID }, { id: other }] }), context('acme'));
       const list = decode(result.body)[name] as Array<{ id: Binary }>;
-      const expected = [CLIENT_ID, other].map((id) => deriveSessionId(KEY, 'acme', Buffer.from(id.buffer)).toString('hex'));
+      const expected = [CLIENT_ID, other].map((id) =>
+        deriveSessionId(KEY, 'acme', Buffer.from(id.buffer)).toString('hex'),
+      );
       expect(list.map((lsid) => Buffer.from(lsid.id.buffer).toString('hex'))).toEqual(expected);
       expect(result.notes).toEqual([{ kind: 'rewrite', rule: 'lsid.map' }]);
     }
   });
 
   it('endSessions takes the writeConcern {w: 0} drivers send when they close; the other list commands do not', () => {
-    const result = handlers.endSessions(input({ endSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }), context('acme'));
+    const result = handlers.endSessions(
+      input({ endSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }),
+      context('acme'),
+    );
     expect(decode(result.body)['writeConcern']).toEqual({ w: 0 });
-    expect(refusal(() => handlers.killSessions(input({ killSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }), context('acme'))).rule).toBe('killSessions.field');
+    expect(
+      refusal(() =>
+        handlers.killSessions(input({ killSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }), context('acme')),
+      ).rule,
+    ).toBe('killSessions.field');
   });
 
   it('killSessions maps its list and refuses the empty list (every session of the shared user)', () => {
     const result = handlers.killSessions(input({ killSessions: [{ id: CLIENT_ID }] }), context('bob'));
     const list = decode(result.body)['killSessions'] as Array<{ id: Binary }>;
-    expect(Buffer.from(list[0]!.id.buffer).equals(deriveSessionId(KEY, 'bob', Buffer.from(CLIENT_ID.buffer)))).toBe(true);
-    expect(refusal(() => handlers.killSessions(input({ killSessions: [] }), context('bob'))).rule).toBe('killSessions.all');
+    expect(Buffer.from(list[0]!.id.buffer).equals(deriveSessionId(KEY, 'bob', Buffer.from(CLIENT_ID.buffer)))).toBe(
+      true,
+    );
+    expect(refusal(() => handlers.killSessions(input({ killSessions: [] }), context('bob'))).rule).toBe(
+      'killSessions.all',
+    );
   });
 
   it('refuses list entries with internal fields and bodies with unknown fields', () => {
-    expect(refusal(() => handlers.endSessions(input({ endSessions: [{ id: CLIENT_ID, uid: new Binary(Buffer.alloc(32)) }] }), context('acme'))).rule).toBe('lsid.fields');
-    expect(refusal(() => handlers.endSessions(input({ endSessions: { id: CLIENT_ID } }), context('acme'))).rule).toBe('endSessions.invalid');
-    expect(refusal(() => handlers.endSessions(input({ endSessions: [], $audit: 1 }), context('acme'))).rule).toBe('endSessions.field');
+    expect(
+      refusal(() =>
+        handlers.endSessions(
+          input({ endSessions: [{ id: CLIENT_ID, uid: new Binary(Buffer.alloc(32)) }] }),
+          context('acme'),
+        ),
+      ).rule,
+    ).toBe('lsid.fields');
+    expect(refusal(() => handlers.endSessions(input({ endSessions: { id: CLIENT_ID } }), context('acme'))).rule).toBe(
+      'endSessions.invalid',
+    );
+    expect(refusal(() => handlers.endSessions(input({ endSessions: [], $audit: 1 }), context('acme'))).rule).toBe(
+      'endSessions.field',
+    );
   });
 
   it('commitTransaction / abortTransaction: admin only, with lsid and txnNumber, allowed fields, maxTimeMS capped', () => {
-    const body = { commitTransaction: 1, lsid: { id: CLIENT_ID }, txnNumber: Long.fromNumber(2), autocommit: false, writeConcern: { w: 'majority' } };
+    const body = {
+      commitTransaction: 1,
+      lsid: { id: CLIENT_ID },
+      txnNumber: Long.fromNumber(2),
+      autocommit: false,
+      writeConcern: { w: 'majority' },
+    };
     const result = handlers.commitTransaction(input(body), context('acme'));
     expect(decode(result.body)).toMatchObject({ commitTransaction: 1, maxTimeMS: 5000, txnNumber: 2n });
     expect(result.notes).toEqual([{ kind: 'rewrite', rule: 'maxTimeMS.cap' }]);
-    expect(handlers.abortTransaction(input({ abortTransaction: 1, lsid: { id: CLIENT_ID }, txnNumber: Long.fromNumber(2), autocommit: false }), context('acme')).body.has('abortTransaction')).toBe(true);
-    expect(refusal(() => handlers.commitTransaction(input(body, 'app'), context('acme'))).rule).toBe('transaction.admin');
-    expect(refusal(() => handlers.commitTransaction(input({ commitTransaction: 1, txnNumber: Long.fromNumber(2) }), context('acme'))).rule).toBe('transaction.session');
-    expect(refusal(() => handlers.commitTransaction(input({ ...body, $tenant: 'x' }), context('acme'))).rule).toBe('commitTransaction.field');
+    expect(
+      handlers
+        .abortTransaction(
+          input({ abortTransaction: 1, lsid: { id: CLIENT_ID }, txnNumber: Long.fromNumber(2), autocommit: false }),
+          context('acme'),
+        )
+        .body.has('abortTransaction'),
+    ).toBe(true);
+    expect(refusal(() => handlers.commitTransaction(input(body, 'app'), context('acme'))).rule).toBe(
+      'transaction.admin',
+    );
+    expect(
+      refusal(() =>
+        handlers.commitTransaction(input({ commitTransaction: 1, txnNumber: Long.fromNumber(2) }), context('acme')),
+      ).rule,
+    ).toBe('transaction.session');
+    expect(refusal(() => handlers.commitTransaction(input({ ...body, $tenant: 'x' }), context('acme'))).rule).toBe(
+      'commitTransaction.field',
+    );
   });
 });

@@ -7,8 +7,25 @@ import { Binary, Code, Long, UUID, deserialize, serialize, type Document } from 
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../../src/errors.js';
 import type { IsolationModel } from '../../../src/config/types.js';
-import { PolicyRefusal, type Access, type CommandHandler, type CommandInput, type NamespaceResolver, type ResolvedNamespace, type RewriteResult, type TenantContext } from '../../../src/rewrite/types.js';
-import { MAX_USER_DOCUMENT_SIZE, WRITE_HANDLERS, bulkWrite, delete as deleteHandler, findAndModify, insert, update } from '../../../src/rewrite/writes.js';
+import {
+  PolicyRefusal,
+  type Access,
+  type CommandHandler,
+  type CommandInput,
+  type NamespaceResolver,
+  type ResolvedNamespace,
+  type RewriteResult,
+  type TenantContext,
+} from '../../../src/rewrite/types.js';
+import {
+  MAX_USER_DOCUMENT_SIZE,
+  WRITE_HANDLERS,
+  bulkWrite,
+  delete as deleteHandler,
+  findAndModify,
+  insert,
+  update,
+} from '../../../src/rewrite/writes.js';
 import { scrubErrorValues } from '../../../src/rewrite/replies.js';
 import { RawDocument } from '../../../src/wire/raw-bson.js';
 
@@ -56,8 +73,19 @@ function rawValue(value: unknown): { type: number; value: Uint8Array } {
   return { type: bytes[4]!, value: bytes.subarray(7, bytes.length - 1) };
 }
 
-function context(namespaces: NamespaceResolver = sharedResolver(), tenantValue: unknown = 'acme', pinSimpleCollation = false): TenantContext {
-  return { tenant: 'acme', tenantValue: rawValue(tenantValue), field: FIELD, namespaces, maxTimeMS: CAP, pinSimpleCollation };
+function context(
+  namespaces: NamespaceResolver = sharedResolver(),
+  tenantValue: unknown = 'acme',
+  pinSimpleCollation = false,
+): TenantContext {
+  return {
+    tenant: 'acme',
+    tenantValue: rawValue(tenantValue),
+    field: FIELD,
+    namespaces,
+    maxTimeMS: CAP,
+    pinSimpleCollation,
+  };
 }
 
 const shared = (): TenantContext => context();
@@ -74,16 +102,20 @@ function command(body: Doc, db = 'app', sequences: Record<string, Doc[]> = {}, m
     name: first,
     db,
     body: RawDocument.parse(bytes),
-    sequences: new Map(Object.entries(sequences).map(([identifier, docs]) => [identifier, docs.map((doc) => serialize(doc))])),
+    sequences: new Map(
+      Object.entries(sequences).map(([identifier, docs]) => [identifier, docs.map((doc) => serialize(doc))]),
+    ),
     moreToCome,
   };
 }
 
 const decode = (bytes: Uint8Array): Document => deserialize(bytes, { useBigInt64: true, promoteValues: true });
 const bodyOf = (result: RewriteResult): Document => decode(result.body.toBytes());
-const sequenceOf = (result: RewriteResult, identifier: string): Document[] => (result.sequences.get(identifier) ?? []).map(decode);
+const sequenceOf = (result: RewriteResult, identifier: string): Document[] =>
+  (result.sequences.get(identifier) ?? []).map(decode);
 const tenantAnd = (filter: Document): Document => ({ $and: [{ [FIELD]: { $eq: 'acme' } }, filter] });
-const contains = (haystack: Uint8Array, needle: Uint8Array): boolean => Buffer.from(haystack).includes(Buffer.from(needle));
+const contains = (haystack: Uint8Array, needle: Uint8Array): boolean =>
+  Buffer.from(haystack).includes(Buffer.from(needle));
 const outputBytes = (result: RewriteResult): Uint8Array =>
   Buffer.concat([result.body.toBytes(), ...[...result.sequences.values()].flat()]);
 
@@ -108,13 +140,26 @@ function joinDocuments(a: Document, b: Document): Uint8Array {
 
 /** `{<a>: <document bytes>, <b>: <document bytes>}` around raw documents. */
 function documentWith(a: string, aBytes: Uint8Array, b: string, bBytes: Uint8Array): Uint8Array {
-  const out = Buffer.concat([Buffer.alloc(4), Buffer.from([0x03]), Buffer.from(`${a}\0`), aBytes, Buffer.from([0x03]), Buffer.from(`${b}\0`), bBytes, Buffer.from([0])]);
+  const out = Buffer.concat([
+    Buffer.alloc(4),
+    Buffer.from([0x03]),
+    Buffer.from(`${a}\0`),
+    aBytes,
+    Buffer.from([0x03]),
+    Buffer.from(`${b}\0`),
+    bBytes,
+    Buffer.from([0]),
+  ]);
   out.writeInt32LE(out.length, 0);
   return out;
 }
 
 /** `{"2": 1, "1": 2}` with that key order (a JS object would sort the keys). */
-const numericKeys = (): Map<string, number> => new Map([['2', 1], ['1', 2]]);
+const numericKeys = (): Map<string, number> =>
+  new Map([
+    ['2', 1],
+    ['1', 2],
+  ]);
 const numericKeysBytes = (): Uint8Array => serialize(numericKeys());
 const bigLong = Long.fromString('9007199254740993');
 
@@ -125,7 +170,11 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
     const input = command({
       insert: 'orders',
       documents: [
-        new Map<string, unknown>([['_id', 1], ['big', bigLong], ['keys', numericKeys()]]),
+        new Map<string, unknown>([
+          ['_id', 1],
+          ['big', bigLong],
+          ['keys', numericKeys()],
+        ]),
         new Map<string, unknown>([['a', 1]]),
       ],
     });
@@ -146,20 +195,28 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
   });
 
   it('18: a document already carrying T (byte-equal) is kept as sent', () => {
-    const doc = new Map<string, unknown>([['x', 1], [FIELD, 'acme'], ['keys', numericKeys()]]);
+    const doc = new Map<string, unknown>([
+      ['x', 1],
+      [FIELD, 'acme'],
+      ['keys', numericKeys()],
+    ]);
     const result = insert(command({ insert: 'orders', documents: [doc] }), shared());
     expect(contains(outputBytes(result), serialize(doc))).toBe(true);
   });
 
   it('18: the tenant must be byte-equal: int64 tenant vs a client int32 of the same number is refused', () => {
     const ctx = context(sharedResolver(), Long.fromNumber(42));
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{ [FIELD]: 42 }] }), ctx)).rule).toBe('insert.foreign-tenant');
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{ [FIELD]: 42 }] }), ctx)).rule).toBe(
+      'insert.foreign-tenant',
+    );
     const same = insert(command({ insert: 'c', documents: [{ [FIELD]: Long.fromNumber(42) }] }), ctx);
     expect(bodyOf(same).documents[0][FIELD]).toBe(42n);
   });
 
   it('18: a foreign tenant is refused', () => {
-    const error = refusal(() => insert(command({ insert: 'orders', documents: [{ a: 1, [FIELD]: 'beta' }] }), shared()));
+    const error = refusal(() =>
+      insert(command({ insert: 'orders', documents: [{ a: 1, [FIELD]: 'beta' }] }), shared()),
+    );
     expect(error.rule).toBe('insert.foreign-tenant');
     expect(error.code).toBe(ErrorCodes.Unauthorized);
     expect(error.message).not.toContain('beta');
@@ -167,12 +224,17 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
 
   it('8/G8: an array, null or undefined tenant is refused', () => {
     for (const value of [['acme', 'beta'], ['acme'], null]) {
-      expect(refusal(() => insert(command({ insert: 'c', documents: [{ [FIELD]: value }] }), shared())).rule).toBe('insert.tenant-not-scalar');
+      expect(refusal(() => insert(command({ insert: 'c', documents: [{ [FIELD]: value }] }), shared())).rule).toBe(
+        'insert.tenant-not-scalar',
+      );
     }
   });
 
   it('42: documents in a kind-1 sequence are stamped and stay a sequence; a foreign one refuses the batch', () => {
-    const result = insert(command({ insert: 'orders' }, 'app', { documents: [{ _id: 1 }, { _id: 2, [FIELD]: 'acme' }] }), shared());
+    const result = insert(
+      command({ insert: 'orders' }, 'app', { documents: [{ _id: 1 }, { _id: 2, [FIELD]: 'acme' }] }),
+      shared(),
+    );
     expect(bodyOf(result).documents).toBeUndefined();
     expect(sequenceOf(result, 'documents')).toEqual([
       { _id: 1, [FIELD]: 'acme' },
@@ -183,9 +245,15 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
   });
 
   it('42: top-level $-prefixed or dotted field names are refused', () => {
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{ $set: 1 }] }), shared())).rule).toBe('document.dollar-field');
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{ 'tenantId.x': 'beta' }] }), shared())).rule).toBe('document.dotted-field');
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{ 'a.b': 1 }] }), perTenant())).rule).toBe('document.dotted-field');
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{ $set: 1 }] }), shared())).rule).toBe(
+      'document.dollar-field',
+    );
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{ 'tenantId.x': 'beta' }] }), shared())).rule).toBe(
+      'document.dotted-field',
+    );
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{ 'a.b': 1 }] }), perTenant())).rule).toBe(
+      'document.dotted-field',
+    );
   });
 
   it('42/G3: a document repeating the tenant field is refused', () => {
@@ -195,7 +263,9 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
   });
 
   it('G1: forbidden content in a document is refused (BSON code)', () => {
-    expect(() => insert(command({ insert: 'c', documents: [{ f: new Code('sleep(1)') }] }), shared())).toThrow(PolicyRefusal);
+    expect(() => insert(command({ insert: 'c', documents: [{ f: new Code('sleep(1)') }] }), shared())).toThrow(
+      PolicyRefusal,
+    );
   });
 
   it('51: a document that stamping pushes over 16 MiB is refused, never truncated', () => {
@@ -226,26 +296,41 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
   });
 
   it('collection-prefix: the collection name is mapped', () => {
-    const result = insert(command({ insert: 'orders', documents: [{ _id: 1 }] }), context(perTenantResolver('collection-prefix')));
+    const result = insert(
+      command({ insert: 'orders', documents: [{ _id: 1 }] }),
+      context(perTenantResolver('collection-prefix')),
+    );
     expect(bodyOf(result)).toMatchObject({ insert: 'acme__orders', $db: 'app' });
   });
 
   it('namespaces the resolver refuses are refused (system, denied, read-only)', () => {
-    expect(refusal(() => insert(command({ insert: 'system.views', documents: [{}] }), shared())).rule).toBe('namespace.system');
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{}] }, 'admin'), shared())).rule).toBe('namespace.system');
-    expect(refusal(() => insert(command({ insert: 'countries', documents: [{}] }, 'ref'), shared())).rule).toBe('namespace.readonly');
-  });
-
-  it('a documents sequence on another command, or twice over, is refused (47)', () => {
-    expect(refusal(() => update(command({ update: 'c', updates: [] }, 'app', { documents: [{}] }), shared())).rule).toBe('opmsg.sequence');
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{}] }, 'app', { documents: [{}] }), shared())).rule).toBe(
-      'opmsg.sequence-duplicate',
+    expect(refusal(() => insert(command({ insert: 'system.views', documents: [{}] }), shared())).rule).toBe(
+      'namespace.system',
+    );
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{}] }, 'admin'), shared())).rule).toBe(
+      'namespace.system',
+    );
+    expect(refusal(() => insert(command({ insert: 'countries', documents: [{}] }, 'ref'), shared())).rule).toBe(
+      'namespace.readonly',
     );
   });
 
+  it('a documents sequence on another command, or twice over, is refused (47)', () => {
+    expect(
+      refusal(() => update(command({ update: 'c', updates: [] }, 'app', { documents: [{}] }), shared())).rule,
+    ).toBe('opmsg.sequence');
+    expect(
+      refusal(() => insert(command({ insert: 'c', documents: [{}] }, 'app', { documents: [{}] }), shared())).rule,
+    ).toBe('opmsg.sequence-duplicate');
+  });
+
   it('unknown top-level fields are refused (G1)', () => {
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{}], $tenant: 'x' }), shared())).rule).toBe('field.internal');
-    expect(refusal(() => insert(command({ insert: 'c', documents: [{}], bogus: 1 }), shared())).rule).toBe('field.unknown');
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{}], $tenant: 'x' }), shared())).rule).toBe(
+      'field.internal',
+    );
+    expect(refusal(() => insert(command({ insert: 'c', documents: [{}], bogus: 1 }), shared())).rule).toBe(
+      'field.unknown',
+    );
     expect(refusal(() => insert(command({ insert: 'c', documents: 'x' }), shared())).rule).toBe('write.not-array');
     expect(refusal(() => insert(command({ insert: 'c', documents: [1] }), shared())).rule).toBe('write.not-document');
     expect(refusal(() => insert(command({ insert: 'c' }), shared())).rule).toBe('write.missing-field');
@@ -256,9 +341,16 @@ describe('insert (catalogue 18, 42, 8, 51)', () => {
 
 describe('update (catalogue 18, 37-41)', () => {
   it('18: q is wrapped in the tenant $and, u kept byte for byte plus the upsert stamp (G8)', () => {
-    const set = new Map<string, unknown>([['n', bigLong], ['keys', numericKeys()]]);
+    const set = new Map<string, unknown>([
+      ['n', bigLong],
+      ['keys', numericKeys()],
+    ]);
     const u = new Map<string, unknown>([['$set', set]]);
-    const input = command({ update: 'orders', updates: [{ q: { status: 'open' }, u, multi: true, upsert: false }], ordered: true });
+    const input = command({
+      update: 'orders',
+      updates: [{ q: { status: 'open' }, u, multi: true, upsert: false }],
+      ordered: true,
+    });
     const result = update(input, shared());
     const body = bodyOf(result);
     expect(body.updates[0].q).toEqual(tenantAnd({ status: 'open' }));
@@ -271,12 +363,23 @@ describe('update (catalogue 18, 37-41)', () => {
   });
 
   it('38/G8: a client $setOnInsert is kept and the tenant added to it', () => {
-    const result = update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 }, $setOnInsert: { created: 1 } }, upsert: true }] }), shared());
+    const result = update(
+      command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 }, $setOnInsert: { created: 1 } }, upsert: true }] }),
+      shared(),
+    );
     expect(bodyOf(result).updates[0].u).toEqual({ $set: { a: 1 }, $setOnInsert: { created: 1, [FIELD]: 'acme' } });
   });
 
   it('42: updates in a kind-1 sequence are rewritten and stay a sequence', () => {
-    const result = update(command({ update: 'c' }, 'app', { updates: [{ q: {}, u: { $inc: { n: 1 } } }, { q: { a: 1 }, u: { b: 2 } }] }), shared());
+    const result = update(
+      command({ update: 'c' }, 'app', {
+        updates: [
+          { q: {}, u: { $inc: { n: 1 } } },
+          { q: { a: 1 }, u: { b: 2 } },
+        ],
+      }),
+      shared(),
+    );
     expect(sequenceOf(result, 'updates')).toEqual([
       { q: tenantAnd({}), u: { $inc: { n: 1 }, $setOnInsert: { [FIELD]: 'acme' } } },
       { q: tenantAnd({ a: 1 }), u: { [FIELD]: 'acme', b: 2 } },
@@ -306,31 +409,50 @@ describe('update (catalogue 18, 37-41)', () => {
       { $rename: { [FIELD]: 'x' } },
     ];
     for (const u of cases) {
-      expect(() => update(command({ update: 'c', updates: [{ q: {}, u }] }), shared()), JSON.stringify(u)).toThrow(PolicyRefusal);
+      expect(() => update(command({ update: 'c', updates: [{ q: {}, u }] }), shared()), JSON.stringify(u)).toThrow(
+        PolicyRefusal,
+      );
     }
   });
 
   it('38: $setOnInsert of the tenant is refused; a replacement upsert is stamped; q naming B still carries T', () => {
-    expect(() => update(command({ update: 'c', updates: [{ q: {}, u: { $setOnInsert: { [FIELD]: 'beta' } }, upsert: true }] }), shared())).toThrow(
-      PolicyRefusal,
+    expect(() =>
+      update(
+        command({ update: 'c', updates: [{ q: {}, u: { $setOnInsert: { [FIELD]: 'beta' } }, upsert: true }] }),
+        shared(),
+      ),
+    ).toThrow(PolicyRefusal);
+    const replacement = bodyOf(
+      update(command({ update: 'c', updates: [{ q: { _id: 7 }, u: { name: 'x' }, upsert: true }] }), shared()),
     );
-    const replacement = bodyOf(update(command({ update: 'c', updates: [{ q: { _id: 7 }, u: { name: 'x' }, upsert: true }] }), shared()));
     expect(replacement.updates[0].u).toEqual({ [FIELD]: 'acme', name: 'x' });
     // Two equalities on the tenant path: the server refuses the upsert (code 54), never stores B.
-    const foreign = bodyOf(update(command({ update: 'c', updates: [{ q: { [FIELD]: 'beta' }, u: { $set: { a: 1 } }, upsert: true }] }), shared()));
+    const foreign = bodyOf(
+      update(
+        command({ update: 'c', updates: [{ q: { [FIELD]: 'beta' }, u: { $set: { a: 1 } }, upsert: true }] }),
+        shared(),
+      ),
+    );
     expect(foreign.updates[0].q).toEqual(tenantAnd({ [FIELD]: 'beta' }));
   });
 
   it('39: replacement documents are stamped with T; a different tenant is refused; T kept as sent', () => {
     const replaced = bodyOf(update(command({ update: 'c', updates: [{ q: {}, u: { _id: 1, a: 1 } }] }), shared()));
     expect(Object.keys(replaced.updates[0].u)).toEqual(['_id', FIELD, 'a']);
-    expect(refusal(() => update(command({ update: 'c', updates: [{ q: {}, u: { a: 1, [FIELD]: 'beta' } }] }), shared())).rule).toBe(
-      'replacement.foreign-tenant',
-    );
-    const same = new Map<string, unknown>([['a', 1], [FIELD, 'acme'], ['keys', numericKeys()]]);
+    expect(
+      refusal(() => update(command({ update: 'c', updates: [{ q: {}, u: { a: 1, [FIELD]: 'beta' } }] }), shared()))
+        .rule,
+    ).toBe('replacement.foreign-tenant');
+    const same = new Map<string, unknown>([
+      ['a', 1],
+      [FIELD, 'acme'],
+      ['keys', numericKeys()],
+    ]);
     const kept = update(command({ update: 'c', updates: [{ q: {}, u: same }] }), shared());
     expect(contains(outputBytes(kept), serialize(same))).toBe(true);
-    expect(refusal(() => update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 }, b: 1 } }] }), shared())).rule).toBe('update.mixed');
+    expect(
+      refusal(() => update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 }, b: 1 } }] }), shared())).rule,
+    ).toBe('update.mixed');
   });
 
   it('40: pipeline updates end with {$set: {tenant: {$literal: T}}}', () => {
@@ -338,7 +460,11 @@ describe('update (catalogue 18, 37-41)', () => {
       [{ $replaceWith: { $mergeObjects: ['$$ROOT', { [FIELD]: 'beta' }] } }],
       [{ $project: { a: 1 } }],
       [{ $set: { a: { $setField: { field: FIELD, input: '$$ROOT', value: 'beta' } } } }, { $unset: ['b'] }],
-      [{ $replaceRoot: { newRoot: { $mergeObjects: ['$$ROOT', { [FIELD]: 'beta' }] } } }, { $addFields: { b: 1 } }, { $unset: 'c' }],
+      [
+        { $replaceRoot: { newRoot: { $mergeObjects: ['$$ROOT', { [FIELD]: 'beta' }] } } },
+        { $addFields: { b: 1 } },
+        { $unset: 'c' },
+      ],
     ];
     for (const u of pipelines) {
       const body = bodyOf(update(command({ update: 'c', updates: [{ q: {}, u }] }), shared()));
@@ -362,68 +488,130 @@ describe('update (catalogue 18, 37-41)', () => {
       { $set: { a: { $unknownOp: 1 } } },
     ];
     for (const stage of badStages) {
-      expect(() => update(command({ update: 'c', updates: [{ q: {}, u: [stage] }] }), shared()), JSON.stringify(stage)).toThrow(PolicyRefusal);
+      expect(
+        () => update(command({ update: 'c', updates: [{ q: {}, u: [stage] }] }), shared()),
+        JSON.stringify(stage),
+      ).toThrow(PolicyRefusal);
     }
     const fn = { $function: { body: 'function(){while(1){}}', args: [], lang: 'js' } };
-    expect(() => update(command({ update: 'c', updates: [{ q: {}, u: [{ $set: { a: fn } }] }] }), shared())).toThrow(PolicyRefusal);
-    expect(() => update(command({ update: 'c', updates: [{ q: {}, u: [{ $set: { a: 1 } }], c: { x: new Code('1') } }] }), shared())).toThrow(
+    expect(() => update(command({ update: 'c', updates: [{ q: {}, u: [{ $set: { a: fn } }] }] }), shared())).toThrow(
       PolicyRefusal,
     );
+    expect(() =>
+      update(
+        command({ update: 'c', updates: [{ q: {}, u: [{ $set: { a: 1 } }], c: { x: new Code('1') } }] }),
+        shared(),
+      ),
+    ).toThrow(PolicyRefusal);
   });
 
   it('41: a repeated update operator ({$set, $set}) is refused', () => {
     const u = joinDocuments({ $set: { a: 1 } }, { $set: { [FIELD]: 'beta' } });
-    const input: CommandInput = { ...command({ update: 'c' }), sequences: new Map([['updates', [documentWith('q', serialize({}), 'u', u)]]]) };
+    const input: CommandInput = {
+      ...command({ update: 'c' }),
+      sequences: new Map([['updates', [documentWith('q', serialize({}), 'u', u)]]]),
+    };
     const error = refusal(() => update(input, shared()));
     expect(error.rule).toMatch(/duplicate/);
     expect(error.code).toBe(ErrorCodes.BadValue);
   });
 
   it('18: arrayFilters, hint, sort, collation validated; $where in q or arrayFilters refused', () => {
-    const statement = { q: {}, u: { $set: { 'a.$[e].x': 1 } }, arrayFilters: [{ 'e.y': 1 }], hint: { [FIELD]: 1, a: 1 }, collation: { locale: 'en' } };
+    const statement = {
+      q: {},
+      u: { $set: { 'a.$[e].x': 1 } },
+      arrayFilters: [{ 'e.y': 1 }],
+      hint: { [FIELD]: 1, a: 1 },
+      collation: { locale: 'en' },
+    };
     const ok = update(command({ update: 'c', updates: [statement] }), shared());
-    expect(bodyOf(ok).updates[0]).toMatchObject({ arrayFilters: [{ 'e.y': 1 }], hint: { [FIELD]: 1, a: 1 }, collation: { locale: 'en' } });
+    expect(bodyOf(ok).updates[0]).toMatchObject({
+      arrayFilters: [{ 'e.y': 1 }],
+      hint: { [FIELD]: 1, a: 1 },
+      collation: { locale: 'en' },
+    });
     // 60: in shared collections a hinted key pattern must start with the tenant field; 9: no loose string collation.
-    expect(refusal(() => update(command({ update: 'c', updates: [{ ...statement, hint: { a: 1 } }] }), shared())).rule).toBe('hint.not-tenant-prefixed');
-    expect(bodyOf(update(command({ update: 'c', updates: [{ ...statement, hint: { a: 1 } }] }), perTenant())).updates[0].hint).toEqual({ a: 1 });
-    expect(refusal(() => update(command({ update: 'c', updates: [{ ...statement, collation: { locale: 'en', strength: 2 } }] }), shared())).rule).toBe(
-      'collation.tenant-string',
-    );
-    expect(refusal(() => update(command({ update: 'c', updates: [{ ...statement, sort: { $where: 1 } }] }), shared())).rule).toBe('sort.invalid');
-    expect(() => update(command({ update: 'c', updates: [{ q: { $where: 'true' }, u: { $set: { a: 1 } } }] }), shared())).toThrow(PolicyRefusal);
-    expect(() => update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } }, arrayFilters: [{ $where: 'x' }] }] }), shared())).toThrow(
-      PolicyRefusal,
-    );
-    expect(refusal(() => update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } }, upsertSupplied: true }] }), shared())).rule).toBe(
-      'update.unknown-field',
-    );
-    expect(refusal(() => update(command({ update: 'c', updates: [{ q: 1, u: { $set: { a: 1 } } }] }), shared())).rule).toBe('filter.not-document');
+    expect(
+      refusal(() => update(command({ update: 'c', updates: [{ ...statement, hint: { a: 1 } }] }), shared())).rule,
+    ).toBe('hint.not-tenant-prefixed');
+    expect(
+      bodyOf(update(command({ update: 'c', updates: [{ ...statement, hint: { a: 1 } }] }), perTenant())).updates[0]
+        .hint,
+    ).toEqual({ a: 1 });
+    expect(
+      refusal(() =>
+        update(
+          command({ update: 'c', updates: [{ ...statement, collation: { locale: 'en', strength: 2 } }] }),
+          shared(),
+        ),
+      ).rule,
+    ).toBe('collation.tenant-string');
+    expect(
+      refusal(() => update(command({ update: 'c', updates: [{ ...statement, sort: { $where: 1 } }] }), shared())).rule,
+    ).toBe('sort.invalid');
+    expect(() =>
+      update(command({ update: 'c', updates: [{ q: { $where: 'true' }, u: { $set: { a: 1 } } }] }), shared()),
+    ).toThrow(PolicyRefusal);
+    expect(() =>
+      update(
+        command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } }, arrayFilters: [{ $where: 'x' }] }] }),
+        shared(),
+      ),
+    ).toThrow(PolicyRefusal);
+    expect(
+      refusal(() =>
+        update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } }, upsertSupplied: true }] }), shared()),
+      ).rule,
+    ).toBe('update.unknown-field');
+    expect(
+      refusal(() => update(command({ update: 'c', updates: [{ q: 1, u: { $set: { a: 1 } } }] }), shared())).rule,
+    ).toBe('filter.not-document');
   });
 
   it('43: bypassDocumentValidation and rawData are refused (validators back the tenant rules up)', () => {
     expect(
-      refusal(() => update(command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], bypassDocumentValidation: true }), shared())).rule,
+      refusal(() =>
+        update(
+          command({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], bypassDocumentValidation: true }),
+          shared(),
+        ),
+      ).rule,
     ).toBe('field.bypass-validation');
-    expect(refusal(() => update(command({ update: 'c', updates: [], rawData: true }), shared())).rule).toBe('field.internal');
-    expect(refusal(() => insert(command({ insert: 'c', documents: [], rawData: true }), shared())).rule).toBe('field.internal');
+    expect(refusal(() => update(command({ update: 'c', updates: [], rawData: true }), shared())).rule).toBe(
+      'field.internal',
+    );
+    expect(refusal(() => insert(command({ insert: 'c', documents: [], rawData: true }), shared())).rule).toBe(
+      'field.internal',
+    );
   });
 
   it('database-per-tenant: no wrapping or stamping, forbidden operators still refused', () => {
     const body = bodyOf(update(command({ update: 'c', updates: [{ q: { a: 1 }, u: { b: 1 } }] }), perTenant()));
     expect(body.updates[0]).toEqual({ q: { a: 1 }, u: { b: 1 } });
     expect(body.$db).toBe('acme__app');
-    expect(() => update(command({ update: 'c', updates: [{ q: { $where: 'sleep(100)' }, u: { b: 1 } }] }), perTenant())).toThrow(PolicyRefusal);
-    expect(bodyOf(update(command({ update: 'c', updates: [{ q: {}, u: [{ $set: { a: 1 } }] }] }), perTenant())).updates[0].u).toEqual([
-      { $set: { a: 1 } },
-    ]);
+    expect(() =>
+      update(command({ update: 'c', updates: [{ q: { $where: 'sleep(100)' }, u: { b: 1 } }] }), perTenant()),
+    ).toThrow(PolicyRefusal);
+    expect(
+      bodyOf(update(command({ update: 'c', updates: [{ q: {}, u: [{ $set: { a: 1 } }] }] }), perTenant())).updates[0].u,
+    ).toEqual([{ $set: { a: 1 } }]);
   });
 });
 
 // ---------------------------------------------------------------- delete
 
 describe('delete (catalogue 18)', () => {
-  it('18: delete {} removes only T\'s documents; limit kept', () => {
-    const result = deleteHandler(command({ delete: 'orders', deletes: [{ q: {}, limit: 0 }, { q: { big: bigLong }, limit: 1 }] }), shared());
+  it("18: delete {} removes only T's documents; limit kept", () => {
+    const result = deleteHandler(
+      command({
+        delete: 'orders',
+        deletes: [
+          { q: {}, limit: 0 },
+          { q: { big: bigLong }, limit: 1 },
+        ],
+      }),
+      shared(),
+    );
     const body = bodyOf(result);
     expect(body.deletes).toEqual([
       { q: tenantAnd({}), limit: 0 },
@@ -433,15 +621,24 @@ describe('delete (catalogue 18)', () => {
   });
 
   it('42: deletes in a kind-1 sequence are rewritten and stay a sequence', () => {
-    const result = deleteHandler(command({ delete: 'orders' }, 'app', { deletes: [{ q: { keys: numericKeys() }, limit: 1 }] }), shared());
+    const result = deleteHandler(
+      command({ delete: 'orders' }, 'app', { deletes: [{ q: { keys: numericKeys() }, limit: 1 }] }),
+      shared(),
+    );
     expect(sequenceOf(result, 'deletes')[0]!.q.$and[0]).toEqual({ [FIELD]: { $eq: 'acme' } });
     expect(contains(outputBytes(result), numericKeysBytes())).toBe(true);
   });
 
   it('refuses unknown statement fields and $where; database-per-tenant is not wrapped', () => {
-    expect(refusal(() => deleteHandler(command({ delete: 'c', deletes: [{ q: {}, limit: 0, x: 1 }] }), shared())).rule).toBe('delete.unknown-field');
-    expect(() => deleteHandler(command({ delete: 'c', deletes: [{ q: { $where: '1' }, limit: 0 }] }), perTenant())).toThrow(PolicyRefusal);
-    expect(bodyOf(deleteHandler(command({ delete: 'c', deletes: [{ q: {}, limit: 0 }] }), perTenant())).deletes[0].q).toEqual({});
+    expect(
+      refusal(() => deleteHandler(command({ delete: 'c', deletes: [{ q: {}, limit: 0, x: 1 }] }), shared())).rule,
+    ).toBe('delete.unknown-field');
+    expect(() =>
+      deleteHandler(command({ delete: 'c', deletes: [{ q: { $where: '1' }, limit: 0 }] }), perTenant()),
+    ).toThrow(PolicyRefusal);
+    expect(
+      bodyOf(deleteHandler(command({ delete: 'c', deletes: [{ q: {}, limit: 0 }] }), perTenant())).deletes[0].q,
+    ).toEqual({});
   });
 });
 
@@ -450,7 +647,14 @@ describe('delete (catalogue 18)', () => {
 describe('findAndModify (catalogue 18, 39, 40)', () => {
   it('18: both spellings; query wrapped; update operators kept; fields, sort validated', () => {
     for (const name of ['findAndModify', 'findandmodify']) {
-      const input = command({ [name]: 'orders', query: { a: 1 }, update: { $inc: { n: bigLong } }, new: true, fields: { a: 1 }, sort: { a: 1 } });
+      const input = command({
+        [name]: 'orders',
+        query: { a: 1 },
+        update: { $inc: { n: bigLong } },
+        new: true,
+        fields: { a: 1 },
+        sort: { a: 1 },
+      });
       const result = findAndModify(input, shared());
       const body = bodyOf(result);
       expect(Object.keys(body)[0]).toBe(name);
@@ -467,29 +671,45 @@ describe('findAndModify (catalogue 18, 39, 40)', () => {
   });
 
   it('39/40: replacement stamped, pipeline re-sets T, foreign tenant refused', () => {
-    expect(bodyOf(findAndModify(command({ findAndModify: 'c', query: {}, update: { a: 1 }, upsert: true }), shared())).update).toEqual({
+    expect(
+      bodyOf(findAndModify(command({ findAndModify: 'c', query: {}, update: { a: 1 }, upsert: true }), shared()))
+        .update,
+    ).toEqual({
       [FIELD]: 'acme',
       a: 1,
     });
-    expect(bodyOf(findAndModify(command({ findAndModify: 'c', query: {}, update: [{ $set: { a: 1 } }] }), shared())).update).toEqual([
-      { $set: { a: 1 } },
-      { $set: { [FIELD]: { $literal: 'acme' } } },
-    ]);
-    expect(refusal(() => findAndModify(command({ findAndModify: 'c', update: { [FIELD]: 'beta' } }), shared())).rule).toBe('replacement.foreign-tenant');
-    expect(() => findAndModify(command({ findAndModify: 'c', update: { $set: { [FIELD]: 'beta' } } }), shared())).toThrow(PolicyRefusal);
-    expect(() => findAndModify(command({ findAndModify: 'c', fields: { a: { $function: { body: 'x', args: [], lang: 'js' } } } }), shared())).toThrow(
-      PolicyRefusal,
-    );
-    expect(() => findAndModify(command({ findAndModify: 'c', query: {}, update: { $set: { a: 1 } }, let: { x: new Code('1') } }), shared())).toThrow(
-      PolicyRefusal,
-    );
+    expect(
+      bodyOf(findAndModify(command({ findAndModify: 'c', query: {}, update: [{ $set: { a: 1 } }] }), shared())).update,
+    ).toEqual([{ $set: { a: 1 } }, { $set: { [FIELD]: { $literal: 'acme' } } }]);
+    expect(
+      refusal(() => findAndModify(command({ findAndModify: 'c', update: { [FIELD]: 'beta' } }), shared())).rule,
+    ).toBe('replacement.foreign-tenant');
+    expect(() =>
+      findAndModify(command({ findAndModify: 'c', update: { $set: { [FIELD]: 'beta' } } }), shared()),
+    ).toThrow(PolicyRefusal);
+    expect(() =>
+      findAndModify(
+        command({ findAndModify: 'c', fields: { a: { $function: { body: 'x', args: [], lang: 'js' } } } }),
+        shared(),
+      ),
+    ).toThrow(PolicyRefusal);
+    expect(() =>
+      findAndModify(
+        command({ findAndModify: 'c', query: {}, update: { $set: { a: 1 } }, let: { x: new Code('1') } }),
+        shared(),
+      ),
+    ).toThrow(PolicyRefusal);
   });
 
   it('43: bypassDocumentValidation refused; UUID collection refused', () => {
-    expect(refusal(() => findAndModify(command({ findAndModify: 'c', remove: true, bypassDocumentValidation: true }), shared())).rule).toBe(
-      'field.bypass-validation',
+    expect(
+      refusal(() =>
+        findAndModify(command({ findAndModify: 'c', remove: true, bypassDocumentValidation: true }), shared()),
+      ).rule,
+    ).toBe('field.bypass-validation');
+    expect(refusal(() => findAndModify(command({ findAndModify: new UUID(), remove: true }), shared())).rule).toBe(
+      'namespace.not-string',
     );
-    expect(refusal(() => findAndModify(command({ findAndModify: new UUID(), remove: true }), shared())).rule).toBe('namespace.not-string');
   });
 });
 
@@ -540,12 +760,25 @@ describe('bulkWrite (catalogue 19)', () => {
     expect(sequenceOf(result, 'nsInfo')).toEqual(nsInfo);
     expect(sequenceOf(result, 'ops')).toEqual([
       { insert: 0, document: { _id: 1, [FIELD]: 'acme', big: 9007199254740993n } },
-      { update: 1, filter: tenantAnd({ a: 1 }), updateMods: { $set: { b: 1 }, $setOnInsert: { [FIELD]: 'acme' } }, multi: true },
+      {
+        update: 1,
+        filter: tenantAnd({ a: 1 }),
+        updateMods: { $set: { b: 1 }, $setOnInsert: { [FIELD]: 'acme' } },
+        multi: true,
+      },
       { update: 0, filter: tenantAnd({}), updateMods: { [FIELD]: 'acme', b: 2 }, upsert: true },
-      { update: 0, filter: tenantAnd({}), updateMods: [{ $set: { b: 3 } }, { $set: { [FIELD]: { $literal: 'acme' } } }] },
+      {
+        update: 0,
+        filter: tenantAnd({}),
+        updateMods: [{ $set: { b: 3 } }, { $set: { [FIELD]: { $literal: 'acme' } } }],
+      },
       { delete: 1, filter: tenantAnd({}), multi: true },
     ]);
-    expect(result.reply).toEqual({ scrubErrors: true, mapNames: false, registerCursor: { db: 'admin', coll: '$cmd.bulkWrite' } });
+    expect(result.reply).toEqual({
+      scrubErrors: true,
+      mapNames: false,
+      registerCursor: { db: 'admin', coll: '$cmd.bulkWrite' },
+    });
     expect(result.notes).toContainEqual({ kind: 'rewrite', rule: 'filter.tenant', namespace: 'app.items' });
   });
 
@@ -561,27 +794,54 @@ describe('bulkWrite (catalogue 19)', () => {
 
   it('19: one foreign, denied or system namespace refuses the whole command', () => {
     for (const bad of ['forbidden.c', 'admin.system.users', 'local.oplog.rs', 'ref.countries']) {
-      expect(() => bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops: [], nsInfo: [{ ns: 'app.c' }, { ns: bad }] }), shared()), bad).toThrow(PolicyRefusal);
+      expect(
+        () =>
+          bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops: [], nsInfo: [{ ns: 'app.c' }, { ns: bad }] }), shared()),
+        bad,
+      ).toThrow(PolicyRefusal);
     }
-    expect(refusal(() => bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops: [], nsInfo: [{ ns: 'nodot' }] }), shared())).rule).toBe('namespace.invalid');
+    expect(
+      refusal(() => bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops: [], nsInfo: [{ ns: 'nodot' }] }), shared()))
+        .rule,
+    ).toBe('namespace.invalid');
   });
 
   it('19: unknown nsInfo and op fields, rawData, bad indexes, other databases are refused', () => {
-    const run = (body: Document, sequences: Record<string, Doc[]>, db = 'admin'): PolicyRefusal => refusal(() => bulkWrite(command(body, db, sequences), shared()));
-    expect(run({ bulkWrite: 1 }, { ops: [], nsInfo: [{ ns: 'app.c', collectionUUID: new UUID() }] }).rule).toBe('bulkWrite.unknown-field');
+    const run = (body: Document, sequences: Record<string, Doc[]>, db = 'admin'): PolicyRefusal =>
+      refusal(() => bulkWrite(command(body, db, sequences), shared()));
+    expect(run({ bulkWrite: 1 }, { ops: [], nsInfo: [{ ns: 'app.c', collectionUUID: new UUID() }] }).rule).toBe(
+      'bulkWrite.unknown-field',
+    );
     expect(run({ bulkWrite: 1, rawData: true }, { ops: [], nsInfo }).rule).toBe('field.internal');
     expect(run({ bulkWrite: 1 }, { ops: [{ insert: 2, document: {} }], nsInfo }).rule).toBe('bulkWrite.bad-index');
-    expect(run({ bulkWrite: 1 }, { ops: [{ insert: 0, document: {}, extra: 1 }], nsInfo }).rule).toBe('bulkWrite.unknown-field');
+    expect(run({ bulkWrite: 1 }, { ops: [{ insert: 0, document: {}, extra: 1 }], nsInfo }).rule).toBe(
+      'bulkWrite.unknown-field',
+    );
     expect(run({ bulkWrite: 1 }, { ops: [{ document: {}, insert: 0 }], nsInfo }).rule).toBe('bulkWrite.bad-op');
-    expect(run({ bulkWrite: 1 }, { ops: [{ insert: 0, document: { [FIELD]: 'beta' } }], nsInfo }).rule).toBe('insert.foreign-tenant');
+    expect(run({ bulkWrite: 1 }, { ops: [{ insert: 0, document: { [FIELD]: 'beta' } }], nsInfo }).rule).toBe(
+      'insert.foreign-tenant',
+    );
     expect(run({ bulkWrite: 1 }, { ops: [], nsInfo: [] }).rule).toBe('bulkWrite.no-namespace');
     expect(run({ bulkWrite: 1 }, { ops: [{}], nsInfo }).rule).toBe('bulkWrite.bad-op');
-    expect(run({ bulkWrite: 1, cursor: { batchSize: 1, tailable: true } }, { ops: [], nsInfo }).rule).toBe('bulkWrite.unknown-field');
-    expect(run({ bulkWrite: 1 }, { ops: [], nsInfo }, 'app').rule).toBe('bulkWrite.not-admin');
-    expect(() => bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops: [{ update: 0, filter: {}, updateMods: { $rename: { a: FIELD } } }], nsInfo }), shared())).toThrow(
-      PolicyRefusal,
+    expect(run({ bulkWrite: 1, cursor: { batchSize: 1, tailable: true } }, { ops: [], nsInfo }).rule).toBe(
+      'bulkWrite.unknown-field',
     );
-    expect(() => bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops: [{ delete: 0, filter: { $where: '1' } }], nsInfo }), shared())).toThrow(PolicyRefusal);
+    expect(run({ bulkWrite: 1 }, { ops: [], nsInfo }, 'app').rule).toBe('bulkWrite.not-admin');
+    expect(() =>
+      bulkWrite(
+        command({ bulkWrite: 1 }, 'admin', {
+          ops: [{ update: 0, filter: {}, updateMods: { $rename: { a: FIELD } } }],
+          nsInfo,
+        }),
+        shared(),
+      ),
+    ).toThrow(PolicyRefusal);
+    expect(() =>
+      bulkWrite(
+        command({ bulkWrite: 1 }, 'admin', { ops: [{ delete: 0, filter: { $where: '1' } }], nsInfo }),
+        shared(),
+      ),
+    ).toThrow(PolicyRefusal);
   });
 });
 
@@ -591,10 +851,15 @@ describe('w:0 and replies (catalogue 50, 61)', () => {
   it('50: a moreToCome insert is rewritten exactly like an acknowledged one', () => {
     const docs = [{ _id: 1 }, { _id: 2, [FIELD]: 'acme' }];
     const acknowledged = insert(command({ insert: 'c', writeConcern: { w: 0 } }, 'app', { documents: docs }), shared());
-    const unacknowledged = insert(command({ insert: 'c', writeConcern: { w: 0 } }, 'app', { documents: docs }, true), shared());
+    const unacknowledged = insert(
+      command({ insert: 'c', writeConcern: { w: 0 } }, 'app', { documents: docs }, true),
+      shared(),
+    );
     expect(Buffer.from(outputBytes(unacknowledged)).equals(Buffer.from(outputBytes(acknowledged)))).toBe(true);
     expect(sequenceOf(unacknowledged, 'documents').every((doc) => doc[FIELD] === 'acme')).toBe(true);
-    expect(refusal(() => insert(command({ insert: 'c' }, 'app', { documents: [{ [FIELD]: 'beta' }] }, true), shared())).rule).toBe('insert.foreign-tenant');
+    expect(
+      refusal(() => insert(command({ insert: 'c' }, 'app', { documents: [{ [FIELD]: 'beta' }] }, true), shared())).rule,
+    ).toBe('insert.foreign-tenant');
   });
 
   it('61: every write reply has its error values scrubbed (duplicate-key oracle)', () => {
@@ -608,7 +873,7 @@ describe('w:0 and replies (catalogue 50, 61)', () => {
     for (const result of results) expect(result.reply.scrubErrors).toBe(true);
   });
 
-  it('61: with that plan, a duplicate-key error on B\'s _id reaches T without B\'s values', () => {
+  it("61: with that plan, a duplicate-key error on B's _id reaches T without B's values", () => {
     const result = insert(command({ insert: 'c', documents: [{ _id: 'beta-invoice-7' }] }), shared());
     expect(result.reply.scrubErrors).toBe(true);
     const reply = serialize({
@@ -633,18 +898,30 @@ describe('w:0 and replies (catalogue 50, 61)', () => {
 describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpleCollation)', () => {
   const SIMPLE = { locale: 'simple' };
   const pinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', true);
-  const unpinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext => context(namespaces, 'acme', false);
+  const unpinned = (namespaces: NamespaceResolver = sharedResolver()): TenantContext =>
+    context(namespaces, 'acme', false);
   const noteOf = (result: RewriteResult): string[] => result.notes.map((note) => note.rule);
 
   it('update and delete statements without a collation get {locale: "simple"}; one with a collation keeps it as sent', () => {
-    const clientCollation = new Map<string, unknown>([['strength', 3], ['locale', 'en']]);
+    const clientCollation = new Map<string, unknown>([
+      ['strength', 3],
+      ['locale', 'en'],
+    ]);
     const updates = [
       { q: { a: 1 }, u: { $set: { b: 1 } } },
-      new Map<string, unknown>([['q', {}], ['u', { $set: { b: 2 } }], ['collation', clientCollation]]),
+      new Map<string, unknown>([
+        ['q', {}],
+        ['u', { $set: { b: 2 } }],
+        ['collation', clientCollation],
+      ]),
     ];
     const updated = update(command({ update: 'c', updates }), pinned());
     const statements = bodyOf(updated).updates;
-    expect(statements[0]).toEqual({ q: tenantAnd({ a: 1 }), u: { $set: { b: 1 }, $setOnInsert: { [FIELD]: 'acme' } }, collation: SIMPLE });
+    expect(statements[0]).toEqual({
+      q: tenantAnd({ a: 1 }),
+      u: { $set: { b: 1 }, $setOnInsert: { [FIELD]: 'acme' } },
+      collation: SIMPLE,
+    });
     expect(statements[1].collation).toEqual({ strength: 3, locale: 'en' });
     expect(contains(outputBytes(updated), serialize(clientCollation))).toBe(true);
     expect(updated.notes).toContainEqual({ kind: 'rewrite', rule: 'collation.simple', namespace: 'app.c' });
@@ -653,20 +930,39 @@ describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpl
     expect(bodyOf(deleted).deletes).toEqual([{ q: tenantAnd({}), limit: 0, collation: SIMPLE }]);
     expect(noteOf(deleted)).toContain('collation.simple');
     // Kind-1 sequences stay sequences, each statement pinned.
-    const sequenced = deleteHandler(command({ delete: 'c' }, 'app', { deletes: [{ q: {}, limit: 1 }, { q: { a: 1 }, limit: 0 }] }), pinned());
+    const sequenced = deleteHandler(
+      command({ delete: 'c' }, 'app', {
+        deletes: [
+          { q: {}, limit: 1 },
+          { q: { a: 1 }, limit: 0 },
+        ],
+      }),
+      pinned(),
+    );
     expect(sequenceOf(sequenced, 'deletes').map((statement) => statement.collation)).toEqual([SIMPLE, SIMPLE]);
   });
 
   it('findAndModify without a collation gets it at the top level; strength 1-2 is still refused', () => {
-    const result = findAndModify(command({ findAndModify: 'c', query: { a: 1 }, update: { $set: { b: 1 } } }), pinned());
+    const result = findAndModify(
+      command({ findAndModify: 'c', query: { a: 1 }, update: { $set: { b: 1 } } }),
+      pinned(),
+    );
     const body = bodyOf(result);
     expect(body.collation).toEqual(SIMPLE);
     expect(body.query).toEqual(tenantAnd({ a: 1 }));
     expect(noteOf(result)).toContain('collation.simple');
-    expect(bodyOf(findAndModify(command({ findandmodify: 'c', remove: true, collation: { locale: 'fr' } }), pinned())).collation).toEqual({ locale: 'fr' });
-    expect(refusal(() => findAndModify(command({ findAndModify: 'c', remove: true, collation: { locale: 'en', strength: 1 } }), pinned())).rule).toBe(
-      'collation.tenant-string',
-    );
+    expect(
+      bodyOf(findAndModify(command({ findandmodify: 'c', remove: true, collation: { locale: 'fr' } }), pinned()))
+        .collation,
+    ).toEqual({ locale: 'fr' });
+    expect(
+      refusal(() =>
+        findAndModify(
+          command({ findAndModify: 'c', remove: true, collation: { locale: 'en', strength: 1 } }),
+          pinned(),
+        ),
+      ).rule,
+    ).toBe('collation.tenant-string');
   });
 
   it('bulkWrite update and delete ops are pinned; inserts are not (nothing compares there)', () => {
@@ -678,9 +974,13 @@ describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpl
     ];
     const namespaces: NamespaceResolver = {
       ...sharedResolver(),
-      resolve: (db, coll, access) => (coll === 'own' ? perTenantResolver().resolve(db, coll, access) : sharedResolver().resolve(db, coll, access)),
+      resolve: (db, coll, access) =>
+        coll === 'own' ? perTenantResolver().resolve(db, coll, access) : sharedResolver().resolve(db, coll, access),
     };
-    const result = bulkWrite(command({ bulkWrite: 1 }, 'admin', { ops, nsInfo: [{ ns: 'app.orders' }, { ns: 'app.own' }] }), pinned(namespaces));
+    const result = bulkWrite(
+      command({ bulkWrite: 1 }, 'admin', { ops, nsInfo: [{ ns: 'app.orders' }, { ns: 'app.own' }] }),
+      pinned(namespaces),
+    );
     const rewritten = sequenceOf(result, 'ops');
     expect(rewritten.map((op) => op.collation)).toEqual([undefined, SIMPLE, SIMPLE, undefined]);
     expect(rewritten[3]).toEqual(ops[3]);
@@ -699,13 +999,22 @@ describe('catalogue 9: the simple collation pinned for a string tenant (pinSimpl
       expect(noteOf(result)).not.toContain('collation.simple');
       // With the pin the same command differs only by the added collation.
       const withPin = handler(input, pinned());
-      expect(outputBytes(withPin).length - outputBytes(result).length).toBe(serialize({ collation: SIMPLE }).length - 5);
+      expect(outputBytes(withPin).length - outputBytes(result).length).toBe(
+        serialize({ collation: SIMPLE }).length - 5,
+      );
     }
   });
 
   it('namespaces that are not tenant-filtered are never pinned', () => {
-    const result = update(command({ update: 'c', updates: [{ q: {}, u: { $set: { b: 1 } } }] }), pinned(perTenantResolver()));
+    const result = update(
+      command({ update: 'c', updates: [{ q: {}, u: { $set: { b: 1 } } }] }),
+      pinned(perTenantResolver()),
+    );
     expect(bodyOf(result).updates[0].collation).toBeUndefined();
-    expect(bodyOf(findAndModify(command({ findAndModify: 'c', remove: true }), pinned(perTenantResolver('collection-prefix')))).collation).toBeUndefined();
+    expect(
+      bodyOf(
+        findAndModify(command({ findAndModify: 'c', remove: true }), pinned(perTenantResolver('collection-prefix'))),
+      ).collation,
+    ).toBeUndefined();
   });
 });

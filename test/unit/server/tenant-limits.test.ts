@@ -34,7 +34,11 @@ describe('TenantLimits', () => {
     expect(l.openConnection('acme')).toBeUndefined();
     const refusal = l.openConnection('acme');
     expect(refusal).toBeInstanceOf(TenantLimitExceeded);
-    expect(refusal).toMatchObject({ reason: 'connections', code: ErrorCodes.OperationFailed, message: 'tenant connection limit (2) reached' });
+    expect(refusal).toMatchObject({
+      reason: 'connections',
+      code: ErrorCodes.OperationFailed,
+      message: 'tenant connection limit (2) reached',
+    });
     expect(refusal!.labels).toEqual([]);
     expect(l.openConnection('globex')).toBeUndefined();
     l.closeConnection('acme');
@@ -151,7 +155,10 @@ describe('TenantLimits', () => {
       const { limits: l } = limits({ maxConnectionsPerTenant: 5 });
       for (let i = 0; i < 3; i += 1) expect(l.openConnection('acme')).toBeUndefined();
       l.reconfigure({ ...UNLIMITED, maxConnectionsPerTenant: 2 });
-      expect(l.openConnection('acme')).toMatchObject({ reason: 'connections', message: 'tenant connection limit (2) reached' });
+      expect(l.openConnection('acme')).toMatchObject({
+        reason: 'connections',
+        message: 'tenant connection limit (2) reached',
+      });
       l.closeConnection('acme');
       expect(l.openConnection('acme')).toMatchObject({ reason: 'connections' });
       l.closeConnection('acme');

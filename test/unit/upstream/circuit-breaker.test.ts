@@ -19,7 +19,13 @@ function fakeClock(start = 1_000) {
 
 function setup(options: Omit<CircuitBreakerOptions, 'now'> = {}) {
   const clock = fakeClock();
-  const breaker = new CircuitBreaker({ failureThreshold: 3, openMS: 1_000, halfOpenProbes: 1, ...options, now: clock.now });
+  const breaker = new CircuitBreaker({
+    failureThreshold: 3,
+    openMS: 1_000,
+    halfOpenProbes: 1,
+    ...options,
+    now: clock.now,
+  });
   const changes: Array<[CircuitState, CircuitState]> = [];
   breaker.onStateChange((state, previous) => changes.push([state, previous]));
   return { clock, breaker, changes };

@@ -35,13 +35,21 @@ describe('commandTraits', () => {
   });
 
   it('names the cursor a getMore or killCursors continues', () => {
-    expect(commandTraits(body({ getMore: Long.fromNumber(42), collection: 'c', $db: 'app' })).cursor).toBe(cursorKey('app.c', 42n));
-    expect(commandTraits(body({ killCursors: 'c', cursors: [Long.fromNumber(7)], $db: 'app' })).cursor).toBe(cursorKey('app.c', 7n));
+    expect(commandTraits(body({ getMore: Long.fromNumber(42), collection: 'c', $db: 'app' })).cursor).toBe(
+      cursorKey('app.c', 42n),
+    );
+    expect(commandTraits(body({ killCursors: 'c', cursors: [Long.fromNumber(7)], $db: 'app' })).cursor).toBe(
+      cursorKey('app.c', 7n),
+    );
   });
 
   it('sees $out and $merge as the last pipeline stage', () => {
-    expect(commandTraits(body({ aggregate: 'c', pipeline: [{ $match: {} }, { $out: 'x' }], $db: 'a' })).pipelineWrites).toBe(true);
-    expect(commandTraits(body({ aggregate: 'c', pipeline: [{ $merge: { into: 'x' } }], $db: 'a' })).pipelineWrites).toBe(true);
+    expect(
+      commandTraits(body({ aggregate: 'c', pipeline: [{ $match: {} }, { $out: 'x' }], $db: 'a' })).pipelineWrites,
+    ).toBe(true);
+    expect(
+      commandTraits(body({ aggregate: 'c', pipeline: [{ $merge: { into: 'x' } }], $db: 'a' })).pipelineWrites,
+    ).toBe(true);
     expect(commandTraits(body({ aggregate: 'c', pipeline: [{ $match: {} }], $db: 'a' })).pipelineWrites).toBe(false);
   });
 
@@ -52,11 +60,16 @@ describe('commandTraits', () => {
 });
 
 describe('replyCursor', () => {
-  const reply = (doc: Record<string, unknown>): Buffer => encodeOpMsg({ requestId: 1, responseTo: 2, body: serialize(doc) });
+  const reply = (doc: Record<string, unknown>): Buffer =>
+    encodeOpMsg({ requestId: 1, responseTo: 2, body: serialize(doc) });
 
   it('names the cursor a reply opened, not an exhausted one', () => {
-    expect(replyCursor(reply({ cursor: { id: Long.fromNumber(9), ns: 'app.c', firstBatch: [] }, ok: 1 }))).toBe(cursorKey('app.c', 9n));
-    expect(replyCursor(reply({ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [] }, ok: 1 }))).toBeUndefined();
+    expect(replyCursor(reply({ cursor: { id: Long.fromNumber(9), ns: 'app.c', firstBatch: [] }, ok: 1 }))).toBe(
+      cursorKey('app.c', 9n),
+    );
+    expect(
+      replyCursor(reply({ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [] }, ok: 1 })),
+    ).toBeUndefined();
     expect(replyCursor(reply({ ok: 1 }))).toBeUndefined();
   });
 });

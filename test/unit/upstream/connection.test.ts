@@ -149,7 +149,9 @@ describe('UpstreamConnection flow control', () => {
   it('pause() holds replies back until resume()', async () => {
     const { server: s, connection } = await setup(() => undefined);
     const got: number[] = [];
-    const done = connection.request(opMsg({ find: 'c', $db: 'a' }, 0, 0), (reply) => got.push(bodyOf(reply).n as number));
+    const done = connection.request(opMsg({ find: 'c', $db: 'a' }, 0, 0), (reply) =>
+      got.push(bodyOf(reply).n as number),
+    );
     await new Promise((resolve) => setTimeout(resolve, 20));
     connection.pause();
     const peer = s.peers[0];
@@ -184,7 +186,9 @@ describe('UpstreamConnection flow control', () => {
 
 describe('UpstreamConnection compression', () => {
   it('compresses ordinary commands but never hello or SASL, and decompresses replies', async () => {
-    const { server: s, connection } = await setup((m, peer) => void peer.reply({ ok: 1, n: 5 }, m, { compress: 'zlib' }));
+    const { server: s, connection } = await setup(
+      (m, peer) => void peer.reply({ ok: 1, n: 5 }, m, { compress: 'zlib' }),
+    );
     connection.setCompression('zlib', 6);
     expect(connection.compressor).toBe('zlib');
     const replies: number[] = [];
@@ -226,7 +230,9 @@ describe('UpstreamConnection.connect', () => {
     const s = await startFakeServer(() => undefined);
     const { port } = s;
     await s.close();
-    const error = await rejection(UpstreamConnection.connect({ address: { host: '127.0.0.1', port }, connectTimeoutMS: 1_000 }));
+    const error = await rejection(
+      UpstreamConnection.connect({ address: { host: '127.0.0.1', port }, connectTimeoutMS: 1_000 }),
+    );
     expect((error as ProxyError).code).toBe(ErrorCodes.HostUnreachable);
     expect((error as ProxyError).labels).toEqual(['NetworkError']);
   });
@@ -291,7 +297,9 @@ describe('UpstreamConnection hardening (review)', () => {
 
   it('replyTimeoutMS: a request with no reply (half-open upstream) fails with NetworkTimeout and closes the connection', async () => {
     const { connection } = await setup(() => undefined);
-    const error = await rejection(connection.request(opMsg({ insert: 'c', $db: 'a' }, 0, 0), () => undefined, { replyTimeoutMS: 100 }));
+    const error = await rejection(
+      connection.request(opMsg({ insert: 'c', $db: 'a' }, 0, 0), () => undefined, { replyTimeoutMS: 100 }),
+    );
     expect(ProxyError.is(error) && error.code).toBe(ErrorCodes.NetworkTimeout);
     expect(ProxyError.is(error) && error.labels).toContain('NetworkError');
     expect(error.message).toMatch(/no reply from upstream .* within 100 ms/);
@@ -301,9 +309,13 @@ describe('UpstreamConnection hardening (review)', () => {
   it('replyTimeoutMS restarts with every reply of a stream and is suspended while the consumer has paused reading', async () => {
     const { server: s, connection } = await setup(() => undefined);
     const got: number[] = [];
-    const done = connection.request(opMsg({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16), (reply) => got.push(bodyOf(reply).n as number), {
-      replyTimeoutMS: 300,
-    });
+    const done = connection.request(
+      opMsg({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16),
+      (reply) => got.push(bodyOf(reply).n as number),
+      {
+        replyTimeoutMS: 300,
+      },
+    );
     await expect.poll(() => s.peers[0]?.received.length ?? 0).toBe(1);
     const peer = s.peers[0]!;
     const first = await peer.reply({ n: 1 }, peer.received[0]!, { moreToCome: true });

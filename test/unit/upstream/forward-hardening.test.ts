@@ -38,7 +38,12 @@ async function fakeUpstream(
   return { upstream, server };
 }
 
-function forward(upstream: Upstream, session: UpstreamSession, doc: Document, signal?: AbortSignal): Promise<Document[]> {
+function forward(
+  upstream: Upstream,
+  session: UpstreamSession,
+  doc: Document,
+  signal?: AbortSignal,
+): Promise<Document[]> {
   const replies: Document[] = [];
   const body = serialize(doc);
   return upstream
@@ -71,7 +76,11 @@ describe('Upstream.forward hardening (review)', () => {
     const { upstream } = await fakeUpstream(
       (name, m, peer) => {
         if (name === 'hello' || name === 'isMaster') {
-          if (!silent) void peer.reply({ ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 }, m);
+          if (!silent)
+            void peer.reply(
+              { ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 },
+              m,
+            );
         } else if (name === 'insert') {
           silent = true; // the server goes half-open: nothing answers any more
         } else {
@@ -82,7 +91,9 @@ describe('Upstream.forward hardening (review)', () => {
       '?replicaSet=rs',
     );
     expect(upstream.info.kind).toBe('replicaSet');
-    const error = await rejection(forward(upstream, upstream.openSession(), { insert: 'c', documents: [{ a: 1 }], $db: 'db' }));
+    const error = await rejection(
+      forward(upstream, upstream.openSession(), { insert: 'c', documents: [{ a: 1 }], $db: 'db' }),
+    );
     expect(error.code).toBe(89);
     expect(error.labels).not.toContain('RetryableWriteError');
     expect(upstream.stats.inUse).toBe(0);
@@ -91,7 +102,16 @@ describe('Upstream.forward hardening (review)', () => {
   it('a transaction the server aborted (TransientTransactionError / NoSuchTransaction) releases its pinned connection', async () => {
     const { upstream } = await fakeUpstream((name, m, peer) => {
       if (name === 'find') {
-        void peer.reply({ ok: 0, code: 251, codeName: 'NoSuchTransaction', errmsg: 'aborted', errorLabels: ['TransientTransactionError'] }, m);
+        void peer.reply(
+          {
+            ok: 0,
+            code: 251,
+            codeName: 'NoSuchTransaction',
+            errmsg: 'aborted',
+            errorLabels: ['TransientTransactionError'],
+          },
+          m,
+        );
       } else {
         void peer.reply({ ok: 1, n: 1 }, m);
       }
@@ -132,7 +152,13 @@ describe('Upstream.forward hardening (review)', () => {
     });
     expect(upstream.info.kind).toBe('standalone');
     const error = await rejection(
-      forward(upstream, upstream.openSession(), { insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(1), $db: 'db' }),
+      forward(upstream, upstream.openSession(), {
+        insert: 'c',
+        documents: [{ a: 1 }],
+        lsid,
+        txnNumber: Long.fromNumber(1),
+        $db: 'db',
+      }),
     );
     expect(error.code).toBe(9001);
     // A driver retrying on that label would apply the write a second time.
@@ -144,7 +170,9 @@ describe('Upstream.forward hardening (review)', () => {
     // client connection that sent startTransaction) may close while another runs on the pin.
     let answerFind: (() => void) | undefined;
     const { upstream } = await fakeUpstream((name, m, peer) => {
-      if (name === 'find') answerFind = () => void peer.reply({ ok: 1, cursor: { id: Long.fromNumber(0), ns: 'db.c', firstBatch: [] } }, m);
+      if (name === 'find')
+        answerFind = () =>
+          void peer.reply({ ok: 1, cursor: { id: Long.fromNumber(0), ns: 'db.c', firstBatch: [] } }, m);
       else void peer.reply({ ok: 1, n: 1 }, m);
     });
     const owner = upstream.openSession();
@@ -161,24 +189,34 @@ describe('Upstream.forward hardening (review)', () => {
 
   it('a secondary that is briefly unknown (one failed heartbeat) keeps its cursors: the getMore still goes there', async () => {
     let failHello = false;
-    const member = (secondary: boolean): Handler => (m, peer) => {
-      const name = Object.keys(m.body)[0] ?? '';
-      const hosts = servers.slice(0, 2).map((s) => `127.0.0.1:${s.port}`);
-      if (name === 'hello' || name === 'isMaster') {
-        if (secondary && failHello) {
-          failHello = false;
-          peer.socket.destroy();
-          return;
+    const member =
+      (secondary: boolean): Handler =>
+      (m, peer) => {
+        const name = Object.keys(m.body)[0] ?? '';
+        const hosts = servers.slice(0, 2).map((s) => `127.0.0.1:${s.port}`);
+        if (name === 'hello' || name === 'isMaster') {
+          if (secondary && failHello) {
+            failHello = false;
+            peer.socket.destroy();
+            return;
+          }
+          void peer.reply(
+            { ...HELLO_REPLY, setName: 'rs', hosts, setVersion: 1, isWritablePrimary: !secondary, secondary },
+            m,
+          );
+        } else if (name === 'find') {
+          void peer.reply({ ok: 1, cursor: { id: Long.fromNumber(42), ns: 'db.c', firstBatch: [] } }, m);
+        } else if (name === 'getMore') {
+          void peer.reply(
+            secondary
+              ? { ok: 1, cursor: { id: Long.fromNumber(0), ns: 'db.c', nextBatch: [] } }
+              : { ok: 0, code: 43, codeName: 'CursorNotFound' },
+            m,
+          );
+        } else {
+          void peer.reply({ ok: 1 }, m);
         }
-        void peer.reply({ ...HELLO_REPLY, setName: 'rs', hosts, setVersion: 1, isWritablePrimary: !secondary, secondary }, m);
-      } else if (name === 'find') {
-        void peer.reply({ ok: 1, cursor: { id: Long.fromNumber(42), ns: 'db.c', firstBatch: [] } }, m);
-      } else if (name === 'getMore') {
-        void peer.reply(secondary ? { ok: 1, cursor: { id: Long.fromNumber(0), ns: 'db.c', nextBatch: [] } } : { ok: 0, code: 43, codeName: 'CursorNotFound' }, m);
-      } else {
-        void peer.reply({ ok: 1 }, m);
-      }
-    };
+      };
     const primary = await startFakeServer(member(false));
     const secondary = await startFakeServer(member(true));
     servers.push(primary, secondary);
@@ -200,13 +238,16 @@ describe('Upstream.forward hardening (review)', () => {
     await expect.poll(() => upstream.topology[secondaryKey]).toBe('secondary');
     const replies = await forward(upstream, session, { getMore: Long.fromNumber(42), collection: 'c', $db: 'db' });
     expect(replies).toHaveLength(1);
-    const getMores = (server: FakeServer): number => server.peers.flatMap((p) => p.received).filter((m) => 'getMore' in m.body).length;
+    const getMores = (server: FakeServer): number =>
+      server.peers.flatMap((p) => p.received).filter((m) => 'getMore' in m.body).length;
     expect(getMores(secondary)).toBe(1);
     expect(getMores(primary)).toBe(0);
   });
 
   it('an abandoned transaction (no commit, no abort, client connection still open) gives its pinned connection back', async () => {
-    const { upstream } = await fakeUpstream((_name, m, peer) => void peer.reply({ ok: 1, n: 1 }, m), { abandonedPinMS: 300 });
+    const { upstream } = await fakeUpstream((_name, m, peer) => void peer.reply({ ok: 1, n: 1 }, m), {
+      abandonedPinMS: 300,
+    });
     const session = upstream.openSession();
     const txn = { lsid, txnNumber: Long.fromNumber(1), autocommit: false };
     await forward(upstream, session, { insert: 'c', documents: [{ a: 1 }], ...txn, startTransaction: true, $db: 'db' });
@@ -217,7 +258,11 @@ describe('Upstream.forward hardening (review)', () => {
   it('close() during an in-flight request and a monitored topology: the request fails at once, every socket closes', async () => {
     const { upstream, server } = await fakeUpstream(
       (name, m, peer) => {
-        if (name === 'hello' || name === 'isMaster') void peer.reply({ ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 }, m);
+        if (name === 'hello' || name === 'isMaster')
+          void peer.reply(
+            { ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 },
+            m,
+          );
         else if (name !== 'find') void peer.reply({ ok: 1 }, m); // find: never answered
       },
       { heartbeatFrequencyMS: 100 },
@@ -230,7 +275,9 @@ describe('Upstream.forward hardening (review)', () => {
     expect(error.code).not.toBe(undefined);
     expect(upstream.stats).toMatchObject({ open: 0, inUse: 0, idle: 0, pending: 0, waiting: 0, pinned: 0 });
     // Pool and monitoring sockets alike are gone (the fake server sees them all close).
-    await expect.poll(() => server.peers.filter((p) => !p.socket.destroyed && p.socket.readyState !== 'closed').length).toBe(0);
+    await expect
+      .poll(() => server.peers.filter((p) => !p.socket.destroyed && p.socket.readyState !== 'closed').length)
+      .toBe(0);
   });
 
   it('close() while a passthrough connection is being opened: it is closed when it lands, never leaked', async () => {

@@ -36,7 +36,10 @@ interface ScramServerOptions {
 
 /** A SCRAM server built on the shared primitives (what the identity layer will do). */
 function scramServer(options: ScramServerOptions = {}) {
-  const conversations = new Map<number, { mechanism: string; clientFirstBare: string; serverFirst: string; step: number }>();
+  const conversations = new Map<
+    number,
+    { mechanism: string; clientFirstBare: string; serverFirst: string; step: number }
+  >();
   let nextConversation = 1;
 
   const start = (command: Document): Document => {
@@ -89,7 +92,8 @@ function scramServer(options: ScramServerOptions = {}) {
         reply = { ok: 0, code: 59, codeName: 'CommandNotFound', errmsg: 'no such command: hello' };
       } else {
         reply = { ...HELLO_REPLY, ...options.helloExtra };
-        if (m.body.saslSupportedMechs !== undefined) reply.saslSupportedMechs = options.mechs ?? ['SCRAM-SHA-1', 'SCRAM-SHA-256'];
+        if (m.body.saslSupportedMechs !== undefined)
+          reply.saslSupportedMechs = options.mechs ?? ['SCRAM-SHA-1', 'SCRAM-SHA-256'];
         const spec = m.body.speculativeAuthenticate as Document | undefined;
         if (spec !== undefined && options.speculative) {
           if (spec.saslStart === 1) {
@@ -157,7 +161,11 @@ describe('performHandshake', () => {
     expect(received[0]?.body.compression).toBeUndefined();
     expect(received[0]?.body.saslSupportedMechs).toBe(`admin.${USER}`);
     expect(received[0]?.body.speculativeAuthenticate?.mechanism).toBe('SCRAM-SHA-256');
-    expect(received[1]?.body).toMatchObject({ mechanism: 'SCRAM-SHA-256', options: { skipEmptyExchange: true }, $db: 'admin' });
+    expect(received[1]?.body).toMatchObject({
+      mechanism: 'SCRAM-SHA-256',
+      options: { skipEmptyExchange: true },
+      $db: 'admin',
+    });
     expect(result).toMatchObject({ mechanism: 'SCRAM-SHA-256', speculative: false });
   });
 
@@ -196,7 +204,11 @@ describe('performHandshake', () => {
   });
 
   it('adopts the first compressor the server agreed to and its message size limit', async () => {
-    const { result } = await handshake('?compressors=zlib,snappy', { helloExtra: { compression: ['snappy', 'zstd'] } }, false);
+    const { result } = await handshake(
+      '?compressors=zlib,snappy',
+      { helloExtra: { compression: ['snappy', 'zstd'] } },
+      false,
+    );
     expect(result.compressor).toBe('snappy');
     expect(connection?.compressor).toBe('snappy');
   });
@@ -205,14 +217,22 @@ describe('performHandshake', () => {
     // TLS itself is not exercised here: performHandshake runs on whatever socket it is given.
     const { result, received } = await handshake('?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/x.pem', {}, false);
     expect(names(received)).toEqual(['hello', 'authenticate']);
-    expect(received[0]?.body.speculativeAuthenticate).toMatchObject({ authenticate: 1, mechanism: 'MONGODB-X509', db: '$external' });
+    expect(received[0]?.body.speculativeAuthenticate).toMatchObject({
+      authenticate: 1,
+      mechanism: 'MONGODB-X509',
+      db: '$external',
+    });
     expect(received[1]?.body).toMatchObject({ authenticate: 1, mechanism: 'MONGODB-X509', $db: '$external' });
     expect(received[1]?.body.user).toBeUndefined();
     expect(result.mechanism).toBe('MONGODB-X509');
   });
 
   it('skips the X509 command when the speculative one succeeded', async () => {
-    const { result, received } = await handshake('?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/x.pem', { speculative: true }, false);
+    const { result, received } = await handshake(
+      '?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/x.pem',
+      { speculative: true },
+      false,
+    );
     expect(names(received)).toEqual(['hello']);
     expect(result.speculative).toBe(true);
   });

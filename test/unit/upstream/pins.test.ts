@@ -10,9 +10,15 @@ describe('decidePin', () => {
   });
 
   it('starts a pin on startTransaction, continues it inside, ends it on commit or abort', () => {
-    expect(decidePin({ ...base, name: 'insert', inTransaction: true, startTransaction: true })).toEqual({ kind: 'start', lsid: 'abc' });
+    expect(decidePin({ ...base, name: 'insert', inTransaction: true, startTransaction: true })).toEqual({
+      kind: 'start',
+      lsid: 'abc',
+    });
     expect(decidePin({ ...base, name: 'find', inTransaction: true })).toEqual({ kind: 'continue', lsid: 'abc' });
-    expect(decidePin({ ...base, name: 'commitTransaction', inTransaction: true })).toEqual({ kind: 'end', lsid: 'abc' });
+    expect(decidePin({ ...base, name: 'commitTransaction', inTransaction: true })).toEqual({
+      kind: 'end',
+      lsid: 'abc',
+    });
     expect(decidePin({ ...base, name: 'abortTransaction', inTransaction: true })).toEqual({ kind: 'end', lsid: 'abc' });
   });
 });

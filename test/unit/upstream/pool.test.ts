@@ -172,7 +172,11 @@ describe('ConnectionPool', () => {
   describe('per-tenant share cap (maxConnectionsPerTenant)', () => {
     it('makes a tenant at its cap wait while another tenant is served at once', async () => {
       const capWaits: string[] = [];
-      const { pool } = setup({ maxPoolSize: 4, maxConnectionsPerTenant: 2, onTenantCapWait: (tenant) => capWaits.push(tenant) });
+      const { pool } = setup({
+        maxPoolSize: 4,
+        maxConnectionsPerTenant: 2,
+        onTenantCapWait: (tenant) => capWaits.push(tenant),
+      });
       const a1 = await pool.checkOut('a');
       await pool.checkOut('a');
       let a3: UpstreamConnection | undefined;

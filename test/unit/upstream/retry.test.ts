@@ -38,9 +38,12 @@ describe('classifyForRetry', () => {
     },
   );
 
-  it.each(['hello', 'isMaster', 'ismaster', 'ping', 'buildInfo', 'buildinfo'])('the handshake-like %s is retryable', (name) => {
-    expect(classifyForRetry(cmd(name))).toBe('read');
-  });
+  it.each(['hello', 'isMaster', 'ismaster', 'ping', 'buildInfo', 'buildinfo'])(
+    'the handshake-like %s is retryable',
+    (name) => {
+      expect(classifyForRetry(cmd(name))).toBe('read');
+    },
+  );
 
   it('aggregate with $out or $merge is never retried, not even with a txnNumber', () => {
     expect(classifyForRetry(cmd('aggregate', { pipelineWrites: true }))).toBe('never');
@@ -51,13 +54,19 @@ describe('classifyForRetry', () => {
     expect(classifyForRetry(cmd('find', { pipelineWrites: true }))).toBe('read');
   });
 
-  it.each(['getMore', 'killCursors', 'saslStart', 'saslContinue', 'authenticate', 'mapReduce', 'explain', 'endSessions'])(
-    '%s is never retried',
-    (name) => {
-      expect(classifyForRetry(cmd(name))).toBe('never');
-      expect(classifyForRetry(cmd(name, { hasTxnNumber: true }))).toBe('never');
-    },
-  );
+  it.each([
+    'getMore',
+    'killCursors',
+    'saslStart',
+    'saslContinue',
+    'authenticate',
+    'mapReduce',
+    'explain',
+    'endSessions',
+  ])('%s is never retried', (name) => {
+    expect(classifyForRetry(cmd(name))).toBe('never');
+    expect(classifyForRetry(cmd(name, { hasTxnNumber: true }))).toBe('never');
+  });
 
   it.each(['insert', 'update', 'delete', 'findAndModify', 'findandmodify', 'bulkWrite'])(
     'the write %s is retryable only with a txnNumber',
@@ -76,24 +85,46 @@ describe('classifyForRetry', () => {
 
   it('upstreamSupportsRetryableWrites follows the spec: sessions and not a standalone', () => {
     const hello = { maxWireVersion: 21, logicalSessionTimeoutMinutes: 30, ok: 1 };
-    expect(upstreamSupportsRetryableWrites(describeServer({ ...hello, setName: 'rs', isWritablePrimary: true }, 'h:1'))).toBe(true);
-    expect(upstreamSupportsRetryableWrites(describeServer({ ...hello, msg: 'isdbgrid', isWritablePrimary: true }, 'h:1'))).toBe(true);
+    expect(
+      upstreamSupportsRetryableWrites(describeServer({ ...hello, setName: 'rs', isWritablePrimary: true }, 'h:1')),
+    ).toBe(true);
+    expect(
+      upstreamSupportsRetryableWrites(describeServer({ ...hello, msg: 'isdbgrid', isWritablePrimary: true }, 'h:1')),
+    ).toBe(true);
     expect(upstreamSupportsRetryableWrites(describeServer({ ...hello, isWritablePrimary: true }, 'h:1'))).toBe(false);
-    expect(upstreamSupportsRetryableWrites(describeServer({ maxWireVersion: 21, setName: 'rs', isWritablePrimary: true }, 'h:1'))).toBe(
-      false,
-    );
+    expect(
+      upstreamSupportsRetryableWrites(
+        describeServer({ maxWireVersion: 21, setName: 'rs', isWritablePrimary: true }, 'h:1'),
+      ),
+    ).toBe(false);
   });
 
-  it.each(['create', 'drop', 'createIndexes', 'dropIndexes', 'renameCollection', 'collMod', 'dropDatabase', 'noSuchCommand'])(
-    'the non-retryable command %s is never retried, even with a txnNumber',
-    (name) => {
-      expect(classifyForRetry(cmd(name))).toBe('never');
-      expect(classifyForRetry(cmd(name, { hasTxnNumber: true }))).toBe('never');
-    },
-  );
+  it.each([
+    'create',
+    'drop',
+    'createIndexes',
+    'dropIndexes',
+    'renameCollection',
+    'collMod',
+    'dropDatabase',
+    'noSuchCommand',
+  ])('the non-retryable command %s is never retried, even with a txnNumber', (name) => {
+    expect(classifyForRetry(cmd(name))).toBe('never');
+    expect(classifyForRetry(cmd(name, { hasTxnNumber: true }))).toBe('never');
+  });
 
   it('nothing inside a transaction is retried by the proxy, commit and abort included', () => {
-    for (const name of ['find', 'aggregate', 'insert', 'update', 'delete', 'findAndModify', 'commitTransaction', 'abortTransaction', 'hello']) {
+    for (const name of [
+      'find',
+      'aggregate',
+      'insert',
+      'update',
+      'delete',
+      'findAndModify',
+      'commitTransaction',
+      'abortTransaction',
+      'hello',
+    ]) {
       expect(classifyForRetry(cmd(name, { inTransaction: true, hasTxnNumber: true }))).toBe('never');
     }
   });
@@ -188,7 +219,12 @@ describe('isRetryableError', () => {
   });
 
   it('other labels do not make an error retryable', () => {
-    for (const label of ['TransientTransactionError', 'UnknownTransactionCommitResult', 'NoWritesPerformed', 'SystemOverloadedError']) {
+    for (const label of [
+      'TransientTransactionError',
+      'UnknownTransactionCommitResult',
+      'NoWritesPerformed',
+      'SystemOverloadedError',
+    ]) {
       expect(isRetryableError({ code: 11000, labels: [label], network: false })).toBe(false);
     }
   });
@@ -214,7 +250,10 @@ describe('retryErrorOf', () => {
     expect(retryErrorOf(new Error('boom'))).toEqual({ labels: [], network: false });
     expect(retryErrorOf('boom')).toEqual({ network: false });
     expect(retryErrorOf(null)).toEqual({ network: false });
-    expect(retryErrorOf({ code: '6', labels: ['NetworkError', 7] })).toEqual({ labels: ['NetworkError'], network: true });
+    expect(retryErrorOf({ code: '6', labels: ['NetworkError', 7] })).toEqual({
+      labels: ['NetworkError'],
+      network: true,
+    });
     expect(retryErrorOf({ code: 6.5 })).toEqual({ labels: [], network: false });
     expect(isRetryableError(retryErrorOf(new Error('boom')))).toBe(false);
   });
@@ -237,7 +276,9 @@ describe('backoffDelays', () => {
   });
 
   it('doubles the cap every retry up to maxMS (random at its top = the cap)', () => {
-    expect(backoffDelays({ attempts: 8, baseMS: 10, maxMS: 200, random: () => 1 })).toEqual([10, 20, 40, 80, 160, 200, 200]);
+    expect(backoffDelays({ attempts: 8, baseMS: 10, maxMS: 200, random: () => 1 })).toEqual([
+      10, 20, 40, 80, 160, 200, 200,
+    ]);
   });
 
   it('full jitter: each delay is random × cap, floored to whole ms', () => {
@@ -247,7 +288,9 @@ describe('backoffDelays', () => {
   });
 
   it('stays within [0, cap] for any random value, clamping nonsense', () => {
-    expect(backoffDelays({ attempts: 4, baseMS: 100, maxMS: 1000, random: sequence(-3, 7, Number.NaN) })).toEqual([0, 200, 0]);
+    expect(backoffDelays({ attempts: 4, baseMS: 100, maxMS: 1000, random: sequence(-3, 7, Number.NaN) })).toEqual([
+      0, 200, 0,
+    ]);
     for (let i = 0; i < 200; i++) {
       const delays = backoffDelays({ attempts: 10, baseMS: 25, maxMS: 400 });
       delays.forEach((delay, retry) => {
@@ -266,15 +309,21 @@ describe('backoffDelays', () => {
 
   it('stops before the running total of delays reaches the deadline', () => {
     // caps 100, 200, 400, 800 at random 1 → totals 100, 300, 700, 1500
-    expect(backoffDelays({ attempts: 5, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 701 })).toEqual([100, 200, 400]);
-    expect(backoffDelays({ attempts: 5, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 700 })).toEqual([100, 200]);
+    expect(backoffDelays({ attempts: 5, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 701 })).toEqual([
+      100, 200, 400,
+    ]);
+    expect(backoffDelays({ attempts: 5, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 700 })).toEqual([
+      100, 200,
+    ]);
     expect(backoffDelays({ attempts: 5, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 100 })).toEqual([]);
     expect(backoffDelays({ attempts: 5, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 0 })).toEqual([]);
     expect(backoffDelays({ attempts: 5, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: -5 })).toEqual([]);
   });
 
   it('lets attempts bound the retries when the deadline is far', () => {
-    expect(backoffDelays({ attempts: 3, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 1e9 })).toEqual([100, 200]);
+    expect(backoffDelays({ attempts: 3, baseMS: 100, maxMS: 10_000, random: () => 1, deadlineMS: 1e9 })).toEqual([
+      100, 200,
+    ]);
   });
 
   it('zero delays are allowed under any positive deadline, never under an expired one', () => {
@@ -323,9 +372,18 @@ describe('translateUpstreamFailure', () => {
       errmsg: 'could not reach the upstream server',
       errorLabels: [],
     });
-    expect(translateUpstreamFailure({ kind: 'circuit-open', command: read })).toMatchObject({ code: 6, codeName: 'HostUnreachable' });
-    expect(translateUpstreamFailure({ kind: 'network', command: read })).toMatchObject({ code: 9001, codeName: 'SocketException' });
-    expect(translateUpstreamFailure({ kind: 'timeout', command: read })).toMatchObject({ code: 89, codeName: 'NetworkTimeout' });
+    expect(translateUpstreamFailure({ kind: 'circuit-open', command: read })).toMatchObject({
+      code: 6,
+      codeName: 'HostUnreachable',
+    });
+    expect(translateUpstreamFailure({ kind: 'network', command: read })).toMatchObject({
+      code: 9001,
+      codeName: 'SocketException',
+    });
+    expect(translateUpstreamFailure({ kind: 'timeout', command: read })).toMatchObject({
+      code: 89,
+      codeName: 'NetworkTimeout',
+    });
     for (const kind of ['unreachable', 'circuit-open', 'network', 'timeout'] as const) {
       const reply = translateUpstreamFailure({ kind, command: read });
       expect(RETRYABLE_ERROR_CODES.has(reply.code)).toBe(true);
@@ -336,35 +394,47 @@ describe('translateUpstreamFailure', () => {
 
   it('labels a network failure of a write with a txnNumber RetryableWriteError', () => {
     for (const name of ['insert', 'update', 'delete', 'findAndModify', 'bulkWrite']) {
-      expect(translateUpstreamFailure({ kind: 'network', command: cmd(name, { hasTxnNumber: true }) }).errorLabels).toEqual([
-        'RetryableWriteError',
-      ]);
+      expect(
+        translateUpstreamFailure({ kind: 'network', command: cmd(name, { hasTxnNumber: true }) }).errorLabels,
+      ).toEqual(['RetryableWriteError']);
     }
   });
 
   it('gives a write without a txnNumber no retry label: it may have been applied', () => {
     for (const kind of ['network', 'timeout'] as const) {
       expect(translateUpstreamFailure({ kind, command: cmd('update') }).errorLabels).toEqual([]);
-      expect(translateUpstreamFailure({ kind, command: cmd('aggregate', { pipelineWrites: true, hasTxnNumber: true }) }).errorLabels).toEqual(
-        [],
-      );
+      expect(
+        translateUpstreamFailure({ kind, command: cmd('aggregate', { pipelineWrites: true, hasTxnNumber: true }) })
+          .errorLabels,
+      ).toEqual([]);
     }
   });
 
   it('adds NoWritesPerformed to writes that never left the proxy', () => {
-    expect(translateUpstreamFailure({ kind: 'unreachable', command: cmd('insert', { hasTxnNumber: true }) }).errorLabels).toEqual([
-      'RetryableWriteError',
+    expect(
+      translateUpstreamFailure({ kind: 'unreachable', command: cmd('insert', { hasTxnNumber: true }) }).errorLabels,
+    ).toEqual(['RetryableWriteError', 'NoWritesPerformed']);
+    expect(translateUpstreamFailure({ kind: 'circuit-open', command: cmd('delete') }).errorLabels).toEqual([
       'NoWritesPerformed',
     ]);
-    expect(translateUpstreamFailure({ kind: 'circuit-open', command: cmd('delete') }).errorLabels).toEqual(['NoWritesPerformed']);
-    expect(translateUpstreamFailure({ kind: 'circuit-open', command: cmd('aggregate', { pipelineWrites: true }) }).errorLabels).toEqual([
-      'NoWritesPerformed',
-    ]);
+    expect(
+      translateUpstreamFailure({ kind: 'circuit-open', command: cmd('aggregate', { pipelineWrites: true }) })
+        .errorLabels,
+    ).toEqual(['NoWritesPerformed']);
     expect(translateUpstreamFailure({ kind: 'circuit-open', command: cmd('find') }).errorLabels).toEqual([]);
   });
 
   it('gives reads no labels (drivers retry them on the code)', () => {
-    for (const name of ['find', 'aggregate', 'count', 'distinct', 'listCollections', 'listIndexes', 'listDatabases', 'getMore']) {
+    for (const name of [
+      'find',
+      'aggregate',
+      'count',
+      'distinct',
+      'listCollections',
+      'listIndexes',
+      'listDatabases',
+      'getMore',
+    ]) {
       expect(translateUpstreamFailure({ kind: 'network', command: cmd(name) }).errorLabels).toEqual([]);
     }
   });
@@ -372,9 +442,10 @@ describe('translateUpstreamFailure', () => {
   it('labels commands inside a transaction TransientTransactionError, never RetryableWriteError', () => {
     for (const name of ['find', 'insert', 'update', 'delete', 'findAndModify', 'aggregate', 'getMore']) {
       for (const kind of ['unreachable', 'circuit-open', 'network', 'timeout'] as const) {
-        expect(translateUpstreamFailure({ kind, command: cmd(name, { inTransaction: true, hasTxnNumber: true }) }).errorLabels).toEqual([
-          'TransientTransactionError',
-        ]);
+        expect(
+          translateUpstreamFailure({ kind, command: cmd(name, { inTransaction: true, hasTxnNumber: true }) })
+            .errorLabels,
+        ).toEqual(['TransientTransactionError']);
       }
     }
   });
@@ -392,19 +463,24 @@ describe('translateUpstreamFailure', () => {
 
   it('labels abortTransaction RetryableWriteError + TransientTransactionError', () => {
     expect(
-      translateUpstreamFailure({ kind: 'network', command: cmd('abortTransaction', { inTransaction: true, hasTxnNumber: true }) })
-        .errorLabels,
+      translateUpstreamFailure({
+        kind: 'network',
+        command: cmd('abortTransaction', { inTransaction: true, hasTxnNumber: true }),
+      }).errorLabels,
     ).toEqual(['RetryableWriteError', 'TransientTransactionError']);
   });
 
   it('mentions attempts and detail in the message', () => {
-    expect(translateUpstreamFailure({ kind: 'network', command: cmd('find'), attempts: 3, detail: 'ECONNRESET (db:27017)' }).errmsg).toBe(
-      'the connection to the upstream server failed after 3 attempts: ECONNRESET (db:27017)',
-    );
+    expect(
+      translateUpstreamFailure({ kind: 'network', command: cmd('find'), attempts: 3, detail: 'ECONNRESET (db:27017)' })
+        .errmsg,
+    ).toBe('the connection to the upstream server failed after 3 attempts: ECONNRESET (db:27017)');
     expect(translateUpstreamFailure({ kind: 'timeout', command: cmd('find'), attempts: 1, detail: '' }).errmsg).toBe(
       'the upstream server did not reply in time',
     );
-    expect(translateUpstreamFailure({ kind: 'circuit-open', command: cmd('find') }).errmsg).toContain('circuit breaker open');
+    expect(translateUpstreamFailure({ kind: 'circuit-open', command: cmd('find') }).errmsg).toContain(
+      'circuit breaker open',
+    );
   });
 
   it('fits UpstreamError for errorReplyDocument', () => {
@@ -419,12 +495,22 @@ describe('the pieces together', () => {
   it('a retryable write that keeps failing on the network: retried, then labelled for the driver', () => {
     const command = cmd('update', { hasTxnNumber: true });
     const retryClass = classifyForRetry(command);
-    const delays = backoffDelays({ attempts: 3, baseMS: 10, maxMS: 100, random: () => 1, deadlineMS: clientDeadlineMS({ maxTimeMS: 1000 }) });
-    const error = retryErrorOf(new UpstreamError(ErrorCodes.SocketException, 'reset', { labels: [NETWORK_ERROR_LABEL] }));
+    const delays = backoffDelays({
+      attempts: 3,
+      baseMS: 10,
+      maxMS: 100,
+      random: () => 1,
+      deadlineMS: clientDeadlineMS({ maxTimeMS: 1000 }),
+    });
+    const error = retryErrorOf(
+      new UpstreamError(ErrorCodes.SocketException, 'reset', { labels: [NETWORK_ERROR_LABEL] }),
+    );
     let attempts = 1;
     while (isRetryableError(error, retryClass) && delays[attempts - 1] !== undefined) attempts++;
     expect(attempts).toBe(3);
-    expect(translateUpstreamFailure({ kind: 'network', command, attempts }).errorLabels).toEqual(['RetryableWriteError']);
+    expect(translateUpstreamFailure({ kind: 'network', command, attempts }).errorLabels).toEqual([
+      'RetryableWriteError',
+    ]);
   });
 
   it('a plain write is sent once and comes back with no retry label', () => {

@@ -42,8 +42,7 @@ const RFC7677 = {
 const MONGO_SHA1 = {
   nonce: 'fyko+d2lbbFgONRv9qkxdawL',
   serverFirst: 'r=fyko+d2lbbFgONRv9qkxdawLHo+Vgk7qvUOKUwuWLIWg4l/9SraGMHEE,s=rQ9ZY3MntBeuP3E1TDVC4w==,i=10000',
-  clientFinal:
-    'c=biws,r=fyko+d2lbbFgONRv9qkxdawLHo+Vgk7qvUOKUwuWLIWg4l/9SraGMHEE,p=MC2T8BvbmWRckDw8oWl5IVghwCY=',
+  clientFinal: 'c=biws,r=fyko+d2lbbFgONRv9qkxdawLHo+Vgk7qvUOKUwuWLIWg4l/9SraGMHEE,p=MC2T8BvbmWRckDw8oWl5IVghwCY=',
   serverFinal: 'v=UMWeI25JD1yNYZRMpZ4VHvhZ9e0=',
 };
 

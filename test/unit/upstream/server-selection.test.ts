@@ -64,8 +64,12 @@ describe('read preference modes on a replica set', () => {
   });
 
   it('refuses malformed preferences with BadValue', () => {
-    expect(() => parseReadPreference({ mode: 'fastest' })).toThrow(expect.objectContaining({ code: ErrorCodes.BadValue }));
-    expect(() => parseReadPreference({ mode: 'primary', tags: [{ dc: 'x' }] })).toThrow(expect.objectContaining({ code: ErrorCodes.BadValue }));
+    expect(() => parseReadPreference({ mode: 'fastest' })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.BadValue }),
+    );
+    expect(() => parseReadPreference({ mode: 'primary', tags: [{ dc: 'x' }] })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.BadValue }),
+    );
   });
 });
 

@@ -11,7 +11,9 @@ describe('classifyHello / describeServer', () => {
     expect(classifyHello({ isWritablePrimary: true })).toEqual({ type: 'standalone' });
     expect(classifyHello({ setName: 'rs', isWritablePrimary: true })).toEqual({ type: 'primary', setName: 'rs' });
     expect(classifyHello({ setName: 'rs', ismaster: true })).toEqual({ type: 'primary', setName: 'rs' });
-    expect(classifyHello({ setName: 'rs', secondary: true, primary: 'b:1', hosts: ['a:1', 'b:1'], passives: ['c:1'] })).toEqual({
+    expect(
+      classifyHello({ setName: 'rs', secondary: true, primary: 'b:1', hosts: ['a:1', 'b:1'], passives: ['c:1'] }),
+    ).toEqual({
       type: 'member',
       setName: 'rs',
       primary: 'b:1',
@@ -40,7 +42,10 @@ describe('classifyHello / describeServer', () => {
     });
     expect('logicalSessionTimeoutMinutes' in bare).toBe(false);
     expect('setName' in bare).toBe(false);
-    expect(describeServer({ setName: 'rs', isWritablePrimary: true }, 'h:1')).toMatchObject({ kind: 'replicaSet', setName: 'rs' });
+    expect(describeServer({ setName: 'rs', isWritablePrimary: true }, 'h:1')).toMatchObject({
+      kind: 'replicaSet',
+      setName: 'rs',
+    });
   });
 
   it('catalogue 9: collation is supported unless buildInfo carries ferretdbVersion (an unread buildInfo counts as MongoDB)', () => {
@@ -48,7 +53,9 @@ describe('classifyHello / describeServer', () => {
     expect(collationSupportedBy(undefined)).toBe(true);
     expect(collationSupportedBy({ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 })).toBe(false);
     expect(describeServer(HELLO_REPLY, 'h:1').collationSupported).toBe(true);
-    expect(describeServer(HELLO_REPLY, 'h:1', [], { ferretdbVersion: 'v1.24.2', ok: 1 }).collationSupported).toBe(false);
+    expect(describeServer(HELLO_REPLY, 'h:1', [], { ferretdbVersion: 'v1.24.2', ok: 1 }).collationSupported).toBe(
+      false,
+    );
   });
 });
 
@@ -93,15 +100,21 @@ describe('discoverServer', () => {
 
   it('skips unreachable seeds and reports every failure when nothing is usable', async () => {
     const w = world({ b: { setName: 'rs', secondary: true } });
-    const error = (await discoverServer({ seeds: [host('a'), host('b')], replicaSet: 'rs', directConnection: false, ...w }).catch(
-      (e: unknown) => e,
-    )) as ProxyError;
+    const error = (await discoverServer({
+      seeds: [host('a'), host('b')],
+      replicaSet: 'rs',
+      directConnection: false,
+      ...w,
+    }).catch((e: unknown) => e)) as ProxyError;
     expect(error.code).toBe(ErrorCodes.HostUnreachable);
     expect(error.message).toMatch(/a:1: a is down; b:1: is not primary and knows no primary/);
   });
 
   it('stops at once on an authentication failure', async () => {
-    const w = world({ a: new UpstreamError(ErrorCodes.AuthenticationFailed, 'bad password'), b: { isWritablePrimary: true } });
+    const w = world({
+      a: new UpstreamError(ErrorCodes.AuthenticationFailed, 'bad password'),
+      b: { isWritablePrimary: true },
+    });
     await expect(
       discoverServer({ seeds: [host('a'), host('b')], replicaSet: undefined, directConnection: false, ...w }),
     ).rejects.toThrow(/bad password/);
@@ -110,14 +123,26 @@ describe('discoverServer', () => {
 
   it('accepts a mongos, and a standalone only as the single seed', async () => {
     const mongos = world({ a: { standalone: true }, b: { msg: 'isdbgrid' } });
-    expect((await discoverServer({ seeds: [host('a'), host('b')], replicaSet: undefined, directConnection: false, ...mongos })).connection).toBe('b');
+    expect(
+      (
+        await discoverServer({
+          seeds: [host('a'), host('b')],
+          replicaSet: undefined,
+          directConnection: false,
+          ...mongos,
+        })
+      ).connection,
+    ).toBe('b');
     expect(mongos.discarded).toEqual(['a']);
     const single = world({ a: { isWritablePrimary: true } });
-    expect((await discoverServer({ seeds: [host('a')], replicaSet: undefined, directConnection: false, ...single })).connection).toBe('a');
+    expect(
+      (await discoverServer({ seeds: [host('a')], replicaSet: undefined, directConnection: false, ...single }))
+        .connection,
+    ).toBe('a');
     const named = world({ a: { isWritablePrimary: true } });
-    await expect(discoverServer({ seeds: [host('a')], replicaSet: 'rs', directConnection: false, ...named })).rejects.toThrow(
-      /standalone/,
-    );
+    await expect(
+      discoverServer({ seeds: [host('a')], replicaSet: 'rs', directConnection: false, ...named }),
+    ).rejects.toThrow(/standalone/);
   });
 
   it('uses the seed as is with directConnection, even a secondary', async () => {
@@ -152,7 +177,10 @@ describe('Upstream discovery over real sockets', () => {
     });
     primaryAddress = `127.0.0.1:${primary.port}`;
     const secondary = await startFakeServer((m, peer) => {
-      void peer.reply({ ...HELLO_REPLY, setName: 'rs', isWritablePrimary: false, secondary: true, primary: primaryAddress }, m);
+      void peer.reply(
+        { ...HELLO_REPLY, setName: 'rs', isWritablePrimary: false, secondary: true, primary: primaryAddress },
+        m,
+      );
     });
     servers.push(primary, secondary);
 
@@ -184,7 +212,12 @@ describe('Upstream discovery over real sockets', () => {
       void peer.reply(helloCount === 1 ? { ok: 0, code: 91, errmsg: 'shutting down' } : HELLO_REPLY, m);
     });
     servers.push(s);
-    const upstream = new Upstream({ uri: `mongodb://127.0.0.1:${s.port}/`, connectTimeoutMS: 1_000, maxIdleConnections: 1, idleTimeoutMS: 0 });
+    const upstream = new Upstream({
+      uri: `mongodb://127.0.0.1:${s.port}/`,
+      connectTimeoutMS: 1_000,
+      maxIdleConnections: 1,
+      idleTimeoutMS: 0,
+    });
     try {
       await expect(upstream.start()).rejects.toThrow(/shutting down/);
       expect((await upstream.start()).kind).toBe('standalone');
@@ -207,7 +240,12 @@ describe('Upstream discovery over real sockets', () => {
         else void peer.reply({ ok: 1 }, m);
       });
       servers.push(s);
-      const upstream = new Upstream({ uri: `mongodb://127.0.0.1:${s.port}/`, connectTimeoutMS, maxIdleConnections: 1, idleTimeoutMS: 0 });
+      const upstream = new Upstream({
+        uri: `mongodb://127.0.0.1:${s.port}/`,
+        connectTimeoutMS,
+        maxIdleConnections: 1,
+        idleTimeoutMS: 0,
+      });
       return { upstream, commands, server: s };
     }
 
@@ -232,7 +270,9 @@ describe('Upstream discovery over real sockets', () => {
     });
 
     it('a buildInfo error reply counts as MongoDB (pinning a collation fails closed), the connection stays usable', async () => {
-      const { upstream, server } = await startWith((peer) => peer.reply({ ok: 0, code: 59, codeName: 'CommandNotFound', errmsg: 'no such command' }));
+      const { upstream, server } = await startWith((peer) =>
+        peer.reply({ ok: 0, code: 59, codeName: 'CommandNotFound', errmsg: 'no such command' }),
+      );
       try {
         expect((await upstream.start()).collationSupported).toBe(true);
         const connection = await upstream.acquire();
@@ -259,15 +299,25 @@ describe('Upstream discovery over real sockets', () => {
   });
 
   it('throws on info before start', () => {
-    const upstream = new Upstream({ uri: 'mongodb://h/', connectTimeoutMS: 1, maxIdleConnections: 0, idleTimeoutMS: 0 });
+    const upstream = new Upstream({
+      uri: 'mongodb://h/',
+      connectTimeoutMS: 1,
+      maxIdleConnections: 0,
+      idleTimeoutMS: 0,
+    });
     expect(() => upstream.info).toThrow(/before start/);
-    expect(() => new Upstream({ uri: 'mongodb://h/', connectTimeoutMS: 1, maxIdleConnections: -1, idleTimeoutMS: 0 })).toThrow(
-      RangeError,
-    );
+    expect(
+      () => new Upstream({ uri: 'mongodb://h/', connectTimeoutMS: 1, maxIdleConnections: -1, idleTimeoutMS: 0 }),
+    ).toThrow(RangeError);
   });
 
   it('reports a bad URI as a ConfigError from start', async () => {
-    const upstream = new Upstream({ uri: 'mongodb://h/?w=majority', connectTimeoutMS: 1, maxIdleConnections: 0, idleTimeoutMS: 0 });
+    const upstream = new Upstream({
+      uri: 'mongodb://h/?w=majority',
+      connectTimeoutMS: 1,
+      maxIdleConnections: 0,
+      idleTimeoutMS: 0,
+    });
     await expect(upstream.start()).rejects.toThrow(/unsupported URI option "w"/);
   });
 });

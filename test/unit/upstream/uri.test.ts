@@ -64,7 +64,12 @@ describe('parseUpstreamUri', () => {
 
   it('accepts MONGODB-X509 over TLS with a certificate, with or without a user name', () => {
     const t = parseUpstreamUri('mongodb://h/?authMechanism=MONGODB-X509&tls=true&tlsCertificateKeyFile=/c.pem');
-    expect(t.credentials).toEqual({ username: undefined, password: undefined, source: '$external', mechanism: 'MONGODB-X509' });
+    expect(t.credentials).toEqual({
+      username: undefined,
+      password: undefined,
+      source: '$external',
+      mechanism: 'MONGODB-X509',
+    });
     const named = parseUpstreamUri(
       'mongodb://CN%3Dclient%2COU%3DX@h/?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/c.pem&authSource=$external',
     );
@@ -75,7 +80,9 @@ describe('parseUpstreamUri', () => {
   it('rejects bad MONGODB-X509 set-ups', () => {
     configError(() => parseUpstreamUri('mongodb://h/?authMechanism=MONGODB-X509'));
     configError(() => parseUpstreamUri('mongodb://u:p@h/?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/c'));
-    configError(() => parseUpstreamUri('mongodb://h/?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/c&authSource=admin'));
+    configError(() =>
+      parseUpstreamUri('mongodb://h/?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/c&authSource=admin'),
+    );
   });
 
   it('rejects unsupported mechanisms and options by name', () => {
@@ -164,7 +171,12 @@ describe('SRV', () => {
   it('parses an SRV URI with TLS on and no hosts yet', () => {
     const t = parseUpstreamUri('mongodb+srv://u:p@Cluster0.example.com/?srvMaxHosts=1');
     expect(t.hosts).toEqual([]);
-    expect(t.srv).toEqual({ hostname: 'cluster0.example.com', serviceName: 'mongodb', maxHosts: 1, authSourceInUri: false });
+    expect(t.srv).toEqual({
+      hostname: 'cluster0.example.com',
+      serviceName: 'mongodb',
+      maxHosts: 1,
+      authSourceInUri: false,
+    });
     expect(t.tls).toBeDefined();
   });
 

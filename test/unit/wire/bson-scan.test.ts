@@ -111,18 +111,48 @@ describe('validateDocument', () => {
       ['an int32 cut short', hex('0a000000 10 6100 010000 00'), /int32 value runs past/],
       ['a string length of 0', rawDoc(element(0x02, 'a', int32(0))), /invalid string length 0/],
       ['a negative string length', rawDoc(element(0x02, 'a', int32(-5))), /invalid string length -5/],
-      ['a string running past its document', rawDoc(element(0x02, 'a', Buffer.concat([int32(50), Buffer.from('x\0')]))), /runs past the end/],
-      ['a string without its NUL', rawDoc(element(0x02, 'a', Buffer.concat([int32(2), Buffer.from('xy')]))), /not NUL-terminated/],
+      [
+        'a string running past its document',
+        rawDoc(element(0x02, 'a', Buffer.concat([int32(50), Buffer.from('x\0')]))),
+        /runs past the end/,
+      ],
+      [
+        'a string without its NUL',
+        rawDoc(element(0x02, 'a', Buffer.concat([int32(2), Buffer.from('xy')]))),
+        /not NUL-terminated/,
+      ],
       ['a nested document overrunning its parent', rawDoc(element(0x03, 'a', hex('0900000000'))), /runs past/],
       ['a nested document without terminator', rawDoc(element(0x03, 'a', hex('0500000001'))), /not terminated/],
       ['a boolean of 2', rawDoc(element(0x08, 'a', hex('02'))), /boolean value is not 0 or 1/],
-      ['a negative binary length', rawDoc(element(0x05, 'a', Buffer.concat([int32(-1), hex('00')]))), /invalid binary length/],
+      [
+        'a negative binary length',
+        rawDoc(element(0x05, 'a', Buffer.concat([int32(-1), hex('00')]))),
+        /invalid binary length/,
+      ],
       ['a binary header cut short', rawDoc(element(0x05, 'a', int32(0))), /binary header runs past/],
-      ['a subtype-2 binary with a wrong inner length', rawDoc(element(0x05, 'a', Buffer.concat([int32(5), hex('02'), int32(9), hex('aa')]))), /subtype 2/],
-      ['a regex without options terminator', hex('0a000000 0b 6100 78 00 79'), /regex options|not terminated|missing NUL/],
+      [
+        'a subtype-2 binary with a wrong inner length',
+        rawDoc(element(0x05, 'a', Buffer.concat([int32(5), hex('02'), int32(9), hex('aa')]))),
+        /subtype 2/,
+      ],
+      [
+        'a regex without options terminator',
+        hex('0a000000 0b 6100 78 00 79'),
+        /regex options|not terminated|missing NUL/,
+      ],
       ['a DBPointer without its id', rawDoc(element(0x0c, 'a', bsonString('ns'))), /dbPointer id runs past/],
-      ['a code-with-scope total that disagrees with its parts', rawDoc(element(0x0f, 'a', Buffer.concat([int32(4 + 6 + 5 + 1), bsonString('x'), hex('0500000000'), hex('00')]))), /javascriptWithScope/],
-      ['a code-with-scope too short', rawDoc(element(0x0f, 'a', Buffer.concat([int32(8), int32(0)]))), /invalid javascriptWithScope length/],
+      [
+        'a code-with-scope total that disagrees with its parts',
+        rawDoc(
+          element(0x0f, 'a', Buffer.concat([int32(4 + 6 + 5 + 1), bsonString('x'), hex('0500000000'), hex('00')])),
+        ),
+        /javascriptWithScope/,
+      ],
+      [
+        'a code-with-scope too short',
+        rawDoc(element(0x0f, 'a', Buffer.concat([int32(8), int32(0)]))),
+        /invalid javascriptWithScope length/,
+      ],
     ];
     for (const [name, bytes, message] of cases) {
       it(name, () => {
@@ -159,7 +189,9 @@ describe('validateDocument', () => {
         const nestedKey = rawDoc(element(0x03, 'd', key));
         validationError(() => validateDocument(nestedKey, 0, opts));
         const regex = rawDoc(element(0x0b, 'r', Buffer.concat([hex(bytes), hex('00 00')])));
-        expect(validationError(() => validateDocument(regex, 0, opts)).message).toMatch(/regex pattern: not valid UTF-8/);
+        expect(validationError(() => validateDocument(regex, 0, opts)).message).toMatch(
+          /regex pattern: not valid UTF-8/,
+        );
       });
     }
 
@@ -192,25 +224,30 @@ describe('validateDocument', () => {
     it('agrees with a fatal TextDecoder on long inputs (the native path)', () => {
       const decoder = new TextDecoder('utf-8', { fatal: true });
       fc.assert(
-        fc.property(fc.string({ unit: 'binary', minLength: 40 }), fc.nat(), fc.integer({ min: 0, max: 255 }), (s, at, byte) => {
-          const bytes = Buffer.from(s, 'utf8');
-          bytes[at % bytes.length] = byte;
-          let expected = true;
-          try {
-            decoder.decode(bytes);
-          } catch {
-            expected = false;
-          }
-          expect(isValidUtf8(bytes, 0, bytes.length)).toBe(expected);
-          const value = rawDoc(element(0x02, 's', bsonString(bytes)));
-          let valid = true;
-          try {
-            validateDocument(value, 0, opts);
-          } catch {
-            valid = false;
-          }
-          expect(valid).toBe(expected);
-        }),
+        fc.property(
+          fc.string({ unit: 'binary', minLength: 40 }),
+          fc.nat(),
+          fc.integer({ min: 0, max: 255 }),
+          (s, at, byte) => {
+            const bytes = Buffer.from(s, 'utf8');
+            bytes[at % bytes.length] = byte;
+            let expected = true;
+            try {
+              decoder.decode(bytes);
+            } catch {
+              expected = false;
+            }
+            expect(isValidUtf8(bytes, 0, bytes.length)).toBe(expected);
+            const value = rawDoc(element(0x02, 's', bsonString(bytes)));
+            let valid = true;
+            try {
+              validateDocument(value, 0, opts);
+            } catch {
+              valid = false;
+            }
+            expect(valid).toBe(expected);
+          },
+        ),
         { numRuns: 3_000 },
       );
     });
@@ -267,7 +304,13 @@ describe('validateDocument', () => {
 
   describe('duplicate keys', () => {
     const dupTop = rawDoc(element(0x10, 'a', int32(1)), element(0x10, 'a', int32(2)));
-    const dupDeep = rawDoc(element(0x03, 'filter', rawDoc(element(0x03, 'x', rawDoc(element(0x10, 'tenant', int32(1)), element(0x10, 'tenant', int32(2)))))));
+    const dupDeep = rawDoc(
+      element(
+        0x03,
+        'filter',
+        rawDoc(element(0x03, 'x', rawDoc(element(0x10, 'tenant', int32(1)), element(0x10, 'tenant', int32(2))))),
+      ),
+    );
     const dupArray = rawDoc(element(0x04, 'arr', rawDoc(element(0x10, '0', int32(1)), element(0x10, '0', int32(2)))));
     const sameKeyDifferentLevels = bson({ a: { a: { a: 1 } }, b: [{ a: 1 }, { a: 2 }] });
 
@@ -293,7 +336,9 @@ describe('validateDocument', () => {
         expect(error.message).toBe(`duplicate key "k${dupAt}"`);
       }
       const early = rawDoc(element(0x10, 'k5', int32(0)), ...many);
-      expect(validationError(() => validateDocument(early, 0, { ...opts, rejectDuplicateKeys: true })).message).toMatch(/k5/);
+      expect(validationError(() => validateDocument(early, 0, { ...opts, rejectDuplicateKeys: true })).message).toMatch(
+        /k5/,
+      );
     });
 
     it('require array keys "0", "1", ... in order (the server ignores them; readers by key would not)', () => {
@@ -305,7 +350,9 @@ describe('validateDocument', () => {
       const named = rawDoc(element(0x04, 'a', rawDoc(element(0x10, 'x', int32(1)))));
       const longer = rawDoc(element(0x04, 'a', rawDoc(element(0x10, '0', int32(1)), element(0x10, '11', int32(1)))));
       for (const doc of [skipped, padded, named, longer]) {
-        expect(validationError(() => validateDocument(doc, 0, strict)).message).toMatch(/array key ".*" is not the index/);
+        expect(validationError(() => validateDocument(doc, 0, strict)).message).toMatch(
+          /array key ".*" is not the index/,
+        );
         expect(validateDocument(doc, 0, opts)).toBe(doc.length);
       }
     });
@@ -352,11 +399,20 @@ describe('element lookup', () => {
     expect(findElements(dup, 'a').map((e) => readInt32(dup, e))).toEqual([1, 2]);
     expect(findElement(dup, 'b')).toBeNull();
     expect(findElement(dup, 'aa')).toBeNull();
-    expect(findElement(bson({ 'é': 1 }), 'é')).not.toBeNull();
+    expect(findElement(bson({ é: 1 }), 'é')).not.toBeNull();
   });
 
   it('typed readers decode values and check types', () => {
-    const d = bson({ s: 'str', i: 7, l: Long.fromBigInt(-(2n ** 40n)), f: 2.5, t: true, n: { x: 1 }, a: [1], big: Long.fromBigInt(2n ** 60n) });
+    const d = bson({
+      s: 'str',
+      i: 7,
+      l: Long.fromBigInt(-(2n ** 40n)),
+      f: 2.5,
+      t: true,
+      n: { x: 1 },
+      a: [1],
+      big: Long.fromBigInt(2n ** 60n),
+    });
     const get = (name: string) => findElement(d, name)!;
     expect(readString(d, get('s'))).toBe('str');
     expect(readInt32(d, get('i'))).toBe(7);
@@ -421,7 +477,11 @@ describe('element lookup', () => {
   it('lookup helpers throw only ProxyErrors on random bytes', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 64 }), fc.nat(8), (bytes, offset) => {
-        for (const run of [() => elements(bytes, offset), () => findElement(bytes, 'a', offset), () => firstElement(bytes, offset)]) {
+        for (const run of [
+          () => elements(bytes, offset),
+          () => findElement(bytes, 'a', offset),
+          () => firstElement(bytes, offset),
+        ]) {
           try {
             run();
           } catch (error) {

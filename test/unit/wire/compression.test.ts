@@ -3,20 +3,42 @@ import { compress as zstdCompress, decompress as zstdDecompress } from '@mongodb
 import { compress as snappyCompress } from 'snappy';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, WireProtocolError } from '../../../src/errors.js';
-import { compressBytes, decompressBytes, snappyUncompressedLength, zstdDecompressedBound } from '../../../src/wire/compression.js';
+import {
+  compressBytes,
+  decompressBytes,
+  snappyUncompressedLength,
+  zstdDecompressedBound,
+} from '../../../src/wire/compression.js';
 import { CompressorId, OpCode } from '../../../src/wire/constants.js';
-import { compressMessage, compressorIdOf, compressorNameOf, decompressMessage, readOpCompressedHeader } from '../../../src/wire/op-compressed.js';
+import {
+  compressMessage,
+  compressorIdOf,
+  compressorNameOf,
+  decompressMessage,
+  readOpCompressedHeader,
+} from '../../../src/wire/op-compressed.js';
 import { bson, frame, hex, int32, kind0, opMsg } from './fixtures.js';
 
 const CAP = 1_000_000;
-const message = opMsg(0, [kind0(bson({ insert: 'c', documents: [{ a: 'x'.repeat(2000), b: 1 }], $db: 'd' }))], { requestId: 11, responseTo: 4 });
+const message = opMsg(0, [kind0(bson({ insert: 'c', documents: [{ a: 'x'.repeat(2000), b: 1 }], $db: 'd' }))], {
+  requestId: 11,
+  responseTo: 4,
+});
 const inner = message.subarray(16);
 
 /** OP_COMPRESSED assembled by hand around `payload`. */
-function opCompressed(payload: Buffer, fields: { originalOpcode?: number; uncompressedSize?: number; compressorId?: number } = {}): Buffer {
+function opCompressed(
+  payload: Buffer,
+  fields: { originalOpcode?: number; uncompressedSize?: number; compressorId?: number } = {},
+): Buffer {
   return frame(
     OpCode.OP_COMPRESSED,
-    [int32(fields.originalOpcode ?? OpCode.OP_MSG), int32(fields.uncompressedSize ?? inner.length), Buffer.from([fields.compressorId ?? 0]), payload],
+    [
+      int32(fields.originalOpcode ?? OpCode.OP_MSG),
+      int32(fields.uncompressedSize ?? inner.length),
+      Buffer.from([fields.compressorId ?? 0]),
+      payload,
+    ],
     { requestId: 11, responseTo: 4 },
   );
 }
@@ -45,7 +67,9 @@ describe('decompressMessage on hand-built OP_COMPRESSED', () => {
   });
 
   it('snappy (compressed with the snappy package directly)', async () => {
-    expect(await decompressMessage(opCompressed(await snappyCompress(inner), { compressorId: 1 }), CAP)).toEqual(message);
+    expect(await decompressMessage(opCompressed(await snappyCompress(inner), { compressorId: 1 }), CAP)).toEqual(
+      message,
+    );
   });
 
   it('zlib (compressed with node:zlib directly)', async () => {
@@ -60,7 +84,12 @@ describe('decompressMessage on hand-built OP_COMPRESSED', () => {
 
   it('rebuilds the header with the original opcode, same ids and the new length', async () => {
     const out = await decompressMessage(opCompressed(inner), CAP);
-    expect([out.readInt32LE(0), out.readInt32LE(4), out.readInt32LE(8), out.readInt32LE(12)]).toEqual([message.length, 11, 4, OpCode.OP_MSG]);
+    expect([out.readInt32LE(0), out.readInt32LE(4), out.readInt32LE(8), out.readInt32LE(12)]).toEqual([
+      message.length,
+      11,
+      4,
+      OpCode.OP_MSG,
+    ]);
   });
 });
 
@@ -69,7 +98,13 @@ describe('compressMessage', () => {
     it(`round-trips with ${name}`, async () => {
       const compressed = await compressMessage(message, name);
       const header = readOpCompressedHeader(compressed);
-      expect(header).toEqual({ requestId: 11, responseTo: 4, originalOpcode: OpCode.OP_MSG, uncompressedSize: inner.length, compressorId: CompressorId[name] });
+      expect(header).toEqual({
+        requestId: 11,
+        responseTo: 4,
+        originalOpcode: OpCode.OP_MSG,
+        uncompressedSize: inner.length,
+        compressorId: CompressorId[name],
+      });
       expect(compressed.readInt32LE(12)).toBe(OpCode.OP_COMPRESSED);
       expect(compressed.readInt32LE(0)).toBe(compressed.length);
       expect(await decompressMessage(compressed, CAP)).toEqual(message);
@@ -114,13 +149,18 @@ describe('decompressMessage defences', () => {
     // Exactly the cap is fine.
     expect(await decompressMessage(opCompressed(payload, { compressorId: 2 }), inner.length)).toEqual(message);
     // A garbage payload proves nothing was decompressed: the size check fires first.
-    expect((await rejection(decompressMessage(opCompressed(hex('00'), { compressorId: 3, uncompressedSize: CAP + 1 }), CAP))).message).toMatch(/exceeds the limit/);
+    expect(
+      (await rejection(decompressMessage(opCompressed(hex('00'), { compressorId: 3, uncompressedSize: CAP + 1 }), CAP)))
+        .message,
+    ).toMatch(/exceeds the limit/);
   });
 
   it('stops a zlib bomb: a few KB that would inflate past the cap', async () => {
     const bomb = deflateSync(Buffer.alloc(20_000_000), { level: 9 });
     expect(bomb.length).toBeLessThan(25_000);
-    const error = await rejection(decompressMessage(opCompressed(bomb, { compressorId: 2, uncompressedSize: 1000 }), CAP));
+    const error = await rejection(
+      decompressMessage(opCompressed(bomb, { compressorId: 2, uncompressedSize: 1000 }), CAP),
+    );
     expect(error.code).toBe(ErrorCodes.ZLibError);
   });
 
@@ -133,7 +173,12 @@ describe('decompressMessage defences', () => {
     const error = await rejection(decompressMessage(opCompressed(lying, { compressorId: 1 }), CAP));
     expect(error.message).toMatch(/snappy stream claims 2147483648 bytes/);
     // A preamble that agrees with the declared size but a body that does not decode.
-    await rejection(decompressMessage(opCompressed(Buffer.concat([real.subarray(0, preambleLength), hex('ffffffff')]), { compressorId: 1 }), CAP));
+    await rejection(
+      decompressMessage(
+        opCompressed(Buffer.concat([real.subarray(0, preambleLength), hex('ffffffff')]), { compressorId: 1 }),
+        CAP,
+      ),
+    );
   });
 
   it('rejects malformed snappy preambles', () => {
@@ -152,21 +197,44 @@ describe('decompressMessage defences', () => {
     const bomb = Buffer.concat([ZSTD_MAGIC, hex('00 58'), ...blocks]);
     expect(bomb.length).toBeLessThan(5000);
     expect(zstdDecompressedBound(bomb)).toEqual({ max: 1000 * 128 * 1024, exact: null });
-    const error = await rejection(decompressMessage(opCompressed(bomb, { compressorId: 3, uncompressedSize: 1000 }), CAP));
+    const error = await rejection(
+      decompressMessage(opCompressed(bomb, { compressorId: 3, uncompressedSize: 1000 }), CAP),
+    );
     expect(error.message).toMatch(/may inflate to 131072000 bytes/);
   });
 
   it('decodes a hand-built zstd frame of RLE and raw blocks, with and without content size', async () => {
-    const noFcs = Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(false, 1, 100), hex('78'), zstdBlock(true, 0, 3), Buffer.from('abc')]);
+    const noFcs = Buffer.concat([
+      ZSTD_MAGIC,
+      hex('00 00'),
+      zstdBlock(false, 1, 100),
+      hex('78'),
+      zstdBlock(true, 0, 3),
+      Buffer.from('abc'),
+    ]);
     expect(zstdDecompressedBound(noFcs)).toEqual({ max: 103, exact: null });
     expect(await decompressBytes(3, noFcs, 103)).toEqual(Buffer.concat([Buffer.alloc(100, 'x'), Buffer.from('abc')]));
-    const fcs = Buffer.concat([ZSTD_MAGIC, hex('20 67'), zstdBlock(false, 1, 100), hex('78'), zstdBlock(true, 0, 3), Buffer.from('abc')]);
+    const fcs = Buffer.concat([
+      ZSTD_MAGIC,
+      hex('20 67'),
+      zstdBlock(false, 1, 100),
+      hex('78'),
+      zstdBlock(true, 0, 3),
+      Buffer.from('abc'),
+    ]);
     expect(zstdDecompressedBound(fcs)).toEqual({ max: 103, exact: 103 });
     expect((await decompressBytes(3, fcs, 103)).length).toBe(103);
   });
 
   it('rejects a zstd content size that disagrees with the declared size', async () => {
-    const fcs = Buffer.concat([ZSTD_MAGIC, hex('20 67'), zstdBlock(false, 1, 100), hex('78'), zstdBlock(true, 0, 3), Buffer.from('abc')]);
+    const fcs = Buffer.concat([
+      ZSTD_MAGIC,
+      hex('20 67'),
+      zstdBlock(false, 1, 100),
+      hex('78'),
+      zstdBlock(true, 0, 3),
+      Buffer.from('abc'),
+    ]);
     expect((await rejection(decompressBytes(3, fcs, 104))).message).toMatch(/zstd frames declare 103 bytes/);
   });
 
@@ -184,7 +252,10 @@ describe('decompressMessage defences', () => {
     expect(zstdDecompressedBound(withWindowAndChecksum)).toEqual({ max: 300, exact: 300 });
     const skippable = Buffer.concat([hex('5f2a4d18'), int32(3), hex('010203'), fcs2]);
     expect(zstdDecompressedBound(skippable)).toEqual({ max: 300, exact: 300 });
-    const twoFrames = Buffer.concat([fcs2, Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 1, 10), hex('01')])]);
+    const twoFrames = Buffer.concat([
+      fcs2,
+      Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 1, 10), hex('01')]),
+    ]);
     expect(zstdDecompressedBound(twoFrames)).toEqual({ max: 310, exact: null });
   });
 
@@ -200,8 +271,14 @@ describe('decompressMessage defences', () => {
       [Buffer.concat([ZSTD_MAGIC, hex('c0 00 0102')]), /frame content size is truncated/],
       [Buffer.concat([ZSTD_MAGIC, hex('00 00'), hex('01')]), /block header is truncated/],
       [Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 3, 1), hex('00')]), /reserved block type/],
-      [Buffer.concat([ZSTD_MAGIC, hex('00 58'), zstdBlock(true, 1, 128 * 1024 + 1), hex('00')]), /exceeds the block maximum/],
-      [Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 1, 1025), hex('00')]), /exceeds the block maximum 1024/],
+      [
+        Buffer.concat([ZSTD_MAGIC, hex('00 58'), zstdBlock(true, 1, 128 * 1024 + 1), hex('00')]),
+        /exceeds the block maximum/,
+      ],
+      [
+        Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 1, 1025), hex('00')]),
+        /exceeds the block maximum 1024/,
+      ],
       [Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 0, 5), hex('0102')]), /raw block is truncated/],
       [Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 1, 5)]), /RLE block is truncated/],
       [Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 2, 5), hex('01')]), /compressed block is truncated/],
@@ -224,24 +301,36 @@ describe('decompressMessage defences', () => {
     ];
     for (const [compressorId, payload] of cases) {
       for (const delta of [-1, 1]) {
-        const error = await rejection(decompressMessage(opCompressed(payload, { compressorId, uncompressedSize: inner.length + delta }), CAP));
+        const error = await rejection(
+          decompressMessage(opCompressed(payload, { compressorId, uncompressedSize: inner.length + delta }), CAP),
+        );
         expect(error.code === ErrorCodes.BadValue || error.code === ErrorCodes.ZLibError).toBe(true);
       }
     }
   });
 
   it('rejects corrupt zlib and zstd payloads', async () => {
-    expect((await rejection(decompressMessage(opCompressed(hex('78 9c ff ff ff'), { compressorId: 2 }), CAP))).code).toBe(ErrorCodes.ZLibError);
+    expect(
+      (await rejection(decompressMessage(opCompressed(hex('78 9c ff ff ff'), { compressorId: 2 }), CAP))).code,
+    ).toBe(ErrorCodes.ZLibError);
     const zstdGarbage = Buffer.concat([ZSTD_MAGIC, hex('00 00'), zstdBlock(true, 2, 4), hex('ffffffff')]);
-    expect((await rejection(decompressMessage(opCompressed(zstdGarbage, { compressorId: 3 }), CAP))).message).toMatch(/zstd decompression failed/);
+    expect((await rejection(decompressMessage(opCompressed(zstdGarbage, { compressorId: 3 }), CAP))).message).toMatch(
+      /zstd decompression failed/,
+    );
   });
 
   it('rejects nested OP_COMPRESSED, unknown compressors and lying headers', async () => {
-    expect((await rejection(decompressMessage(opCompressed(inner, { originalOpcode: OpCode.OP_COMPRESSED }), CAP))).message).toMatch(/nested/);
+    expect(
+      (await rejection(decompressMessage(opCompressed(inner, { originalOpcode: OpCode.OP_COMPRESSED }), CAP))).message,
+    ).toMatch(/nested/);
     for (const id of [4, 255]) {
-      expect((await rejection(decompressMessage(opCompressed(inner, { compressorId: id }), CAP))).message).toMatch(/unknown compressor id/);
+      expect((await rejection(decompressMessage(opCompressed(inner, { compressorId: id }), CAP))).message).toMatch(
+        /unknown compressor id/,
+      );
     }
-    expect((await rejection(decompressMessage(opCompressed(inner, { uncompressedSize: -1 }), CAP))).message).toMatch(/negative/);
+    expect((await rejection(decompressMessage(opCompressed(inner, { uncompressedSize: -1 }), CAP))).message).toMatch(
+      /negative/,
+    );
     const short = frame(OpCode.OP_COMPRESSED, [int32(OpCode.OP_MSG), int32(0)]);
     expect((await rejection(decompressMessage(short, CAP))).message).toMatch(/too short/);
     const wrongOpcode = Buffer.from(opCompressed(inner));
@@ -251,8 +340,14 @@ describe('decompressMessage defences', () => {
     expect((await rejection(decompressMessage(wrongLength, CAP))).message).toMatch(/does not match/);
   });
 
-  it('still decompresses an OP_QUERY (opcode policing is the caller\'s job)', async () => {
-    const query = frame(OpCode.OP_QUERY, [int32(0), Buffer.from('admin.$cmd\0'), int32(0), int32(-1), bson({ isMaster: 1 })]);
+  it("still decompresses an OP_QUERY (opcode policing is the caller's job)", async () => {
+    const query = frame(OpCode.OP_QUERY, [
+      int32(0),
+      Buffer.from('admin.$cmd\0'),
+      int32(0),
+      int32(-1),
+      bson({ isMaster: 1 }),
+    ]);
     const compressed = await compressMessage(query, 'zlib');
     expect(await decompressMessage(compressed, CAP)).toEqual(query);
   });

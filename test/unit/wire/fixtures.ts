@@ -23,7 +23,11 @@ export const cstring = (s: string): Buffer => Buffer.concat([Buffer.from(s, 'utf
 export const hex = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ''), 'hex');
 
 /** A frame: header with the real length (unless `length` overrides it) followed by `parts`. */
-export function frame(opCode: number, parts: Buffer[], ids: { requestId?: number; responseTo?: number; length?: number } = {}): Buffer {
+export function frame(
+  opCode: number,
+  parts: Buffer[],
+  ids: { requestId?: number; responseTo?: number; length?: number } = {},
+): Buffer {
   const body = Buffer.concat(parts);
   return Buffer.concat([
     int32(ids.length ?? 16 + body.length),
@@ -42,7 +46,11 @@ export function kind1(identifier: string, docs: Buffer[], sizeOverride?: number)
   return Buffer.concat([Buffer.from([1]), int32(sizeOverride ?? 4 + id.length + payload.length), id, payload]);
 }
 
-export function opMsg(flagBits: number, sections: Buffer[], ids: { requestId?: number; responseTo?: number } = {}): Buffer {
+export function opMsg(
+  flagBits: number,
+  sections: Buffer[],
+  ids: { requestId?: number; responseTo?: number } = {},
+): Buffer {
   return frame(2013, [uint32(flagBits), ...sections], ids);
 }
 

@@ -7,9 +7,17 @@ import { bson, cstring, frame, int32, kind0, kind1, opMsg } from './fixtures.js'
 const msgA = opMsg(0, [kind0(bson({ ping: 1, $db: 'admin' }))], { requestId: 1 });
 const msgB = opMsg(0, [kind0(bson({ find: 'c', filter: { a: 'x'.repeat(40) }, $db: 't' }))], { requestId: 2 });
 const tiny = frame(2013, [], { requestId: 3 }); // a bare 16-byte header is a valid frame
-const withSequence = opMsg(2, [kind0(bson({ insert: 'c', $db: 'd' })), kind1('documents', [bson({ a: 1 }), bson({ b: 2 })])]);
+const withSequence = opMsg(2, [
+  kind0(bson({ insert: 'c', $db: 'd' })),
+  kind1('documents', [bson({ a: 1 }), bson({ b: 2 })]),
+]);
 const legacyQuery = frame(2004, [int32(0), cstring('admin.$cmd'), int32(0), int32(-1), bson({ isMaster: 1 })]);
-const compressed = frame(2012, [int32(2013), int32(msgA.length - 16), Buffer.from([2]), deflateSync(msgA.subarray(16))]);
+const compressed = frame(2012, [
+  int32(2013),
+  int32(msgA.length - 16),
+  Buffer.from([2]),
+  deflateSync(msgA.subarray(16)),
+]);
 const fixtures = [msgA, msgB, tiny, withSequence, legacyQuery, compressed];
 
 function collect(decoder: FrameDecoder, chunks: Buffer[]): Buffer[] {

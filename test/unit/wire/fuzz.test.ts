@@ -29,7 +29,10 @@ async function onlyProxyErrorsAsync(run: () => Promise<unknown>): Promise<void> 
 
 const validMessages = [
   opMsg(0, [kind0(bson({ ping: 1, $db: 'admin' }))]),
-  opMsg(2, [kind0(bson({ insert: 'c', $db: 'd' })), kind1('documents', [bson({ a: 1 }), bson({ b: [1, { c: 'x' }] })])]),
+  opMsg(2, [
+    kind0(bson({ insert: 'c', $db: 'd' })),
+    kind1('documents', [bson({ a: 1 }), bson({ b: [1, { c: 'x' }] })]),
+  ]),
   opMsg(0, [kind1('updates', [bson({ q: {}, u: { $set: { a: 1 } } })]), kind0(bson({ update: 'c', $db: 'd' }))]),
 ];
 
@@ -98,7 +101,10 @@ describe('fuzz: random bytes never throw anything but ProxyError', () => {
       fc.property(fc.uint8Array({ maxLength: 80 }), (payload) => {
         onlyProxyErrors(() => parseOpReply(frame(1, [Buffer.from(payload)]), opts));
         onlyProxyErrors(() => {
-          const q = parseOpQuery(frame(2004, [int32(0), Buffer.from('admin.$cmd\0'), int32(0), int32(-1), Buffer.from(payload)]), opts);
+          const q = parseOpQuery(
+            frame(2004, [int32(0), Buffer.from('admin.$cmd\0'), int32(0), int32(-1), Buffer.from(payload)]),
+            opts,
+          );
           unwrapLegacyCommand(q.query);
         });
         onlyProxyErrors(() => parseOpQuery(frame(2004, [Buffer.from(payload)]), opts));
@@ -143,10 +149,15 @@ describe('fuzz: random bytes never throw anything but ProxyError', () => {
 
   it('decompressMessage with every compressor id on random payloads', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 0, max: 5 }), fc.integer({ min: -2, max: 300 }), fc.uint8Array({ maxLength: 64 }), async (id, size, payload) => {
-        const bytes = frame(2012, [int32(2013), int32(size), Buffer.from([id]), Buffer.from(payload)]);
-        await onlyProxyErrorsAsync(() => decompressMessage(bytes, 256));
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 5 }),
+        fc.integer({ min: -2, max: 300 }),
+        fc.uint8Array({ maxLength: 64 }),
+        async (id, size, payload) => {
+          const bytes = frame(2012, [int32(2013), int32(size), Buffer.from([id]), Buffer.from(payload)]);
+          await onlyProxyErrorsAsync(() => decompressMessage(bytes, 256));
+        },
+      ),
       { numRuns: 3_000 },
     );
   });

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { WireProtocolError } from '../../../src/errors.js';
-import { readHeader, readInt32LE, setRequestId, setResponseTo, writeHeader, writeInt32LE } from '../../../src/wire/header.js';
+import {
+  readHeader,
+  readInt32LE,
+  setRequestId,
+  setResponseTo,
+  writeHeader,
+  writeInt32LE,
+} from '../../../src/wire/header.js';
 import { hex } from './fixtures.js';
 
 describe('message header', () => {

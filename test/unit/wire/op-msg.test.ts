@@ -123,7 +123,10 @@ describe('parseOpMsg', () => {
     it('never lets the body reach into the checksum', () => {
       // The body's declared length covers 4 more bytes: the checksum itself.
       const body = Buffer.concat([ping.subarray(0, ping.length - 1)]);
-      const bytes = opMsg(OpMsgFlag.checksumPresent, [kind0(Buffer.concat([int32(ping.length + 4), body.subarray(4), hex('000000')])), hex('00')]);
+      const bytes = opMsg(OpMsgFlag.checksumPresent, [
+        kind0(Buffer.concat([int32(ping.length + 4), body.subarray(4), hex('000000')])),
+        hex('00'),
+      ]);
       expectReject(bytes, ErrorCodes.ProtocolError, true);
     });
   });
@@ -139,7 +142,11 @@ describe('parseOpMsg', () => {
     });
 
     it('duplicate sequence identifier → 40431', () => {
-      expectReject(opMsg(0, [kind0(insertBody), kind1('documents', docs), kind1('documents', [])]), ErrorCodes.Location40431, false);
+      expectReject(
+        opMsg(0, [kind0(insertBody), kind1('documents', docs), kind1('documents', [])]),
+        ErrorCodes.Location40431,
+        false,
+      );
     });
 
     it('a third sequence → TooManyDocumentSequences (fatal, like the server)', () => {
@@ -163,12 +170,21 @@ describe('parseOpMsg', () => {
     });
 
     it('kind 2 (security token) → fatal Unauthorized', () => {
-      expectReject(opMsg(0, [kind0(ping), Buffer.concat([hex('02'), bson({ token: 1 })])]), ErrorCodes.Unauthorized, true);
+      expectReject(
+        opMsg(0, [kind0(ping), Buffer.concat([hex('02'), bson({ token: 1 })])]),
+        ErrorCodes.Unauthorized,
+        true,
+      );
     });
 
     it('unknown kinds → fatal 40432', () => {
       for (const kind of [3, 0x7f, 0xff]) {
-        expectReject(opMsg(0, [kind0(ping), Buffer.from([kind])]), ErrorCodes.Location40432, true, new RegExp(`kind ${kind}`));
+        expectReject(
+          opMsg(0, [kind0(ping), Buffer.from([kind])]),
+          ErrorCodes.Location40432,
+          true,
+          new RegExp(`kind ${kind}`),
+        );
       }
     });
 
@@ -176,7 +192,11 @@ describe('parseOpMsg', () => {
       const seq = kind1('documents', docs);
       const size = seq.readInt32LE(1);
       // One byte short: the last document overruns the section.
-      expectReject(opMsg(0, [kind0(insertBody), kind1('documents', docs, size - 1), hex('00')]), ErrorCodes.ProtocolError, true);
+      expectReject(
+        opMsg(0, [kind0(insertBody), kind1('documents', docs, size - 1), hex('00')]),
+        ErrorCodes.ProtocolError,
+        true,
+      );
       // Extra bytes inside the section that are not a whole document.
       const padded = Buffer.concat([kind1('documents', docs, size + 3), hex('010203')]);
       expectReject(opMsg(0, [kind0(insertBody), padded]), ErrorCodes.ProtocolError, true);
@@ -184,7 +204,11 @@ describe('parseOpMsg', () => {
       expectReject(opMsg(0, [kind0(insertBody), kind1('documents', docs, size + 50)]), ErrorCodes.ProtocolError, true);
       // Sizes too small to hold an identifier.
       for (const bad of [0, 4, -1, -0x80000000]) {
-        expectReject(opMsg(0, [kind0(insertBody), Buffer.concat([hex('01'), int32(bad), hex('00')])]), ErrorCodes.ProtocolError, true);
+        expectReject(
+          opMsg(0, [kind0(insertBody), Buffer.concat([hex('01'), int32(bad), hex('00')])]),
+          ErrorCodes.ProtocolError,
+          true,
+        );
       }
       // A size field cut short by the end of the message.
       expectReject(opMsg(0, [kind0(insertBody), hex('01 0500')]), ErrorCodes.ProtocolError, true);
@@ -216,7 +240,11 @@ describe('parseOpMsg', () => {
       const badUtf8 = rawDoc(element(0x02, 'find', Buffer.concat([int32(3), hex('c0 80 00')])));
       expectReject(opMsg(0, [kind0(badUtf8)]), ErrorCodes.InvalidBSON, false, /OP_MSG body/);
       const badDoc = rawDoc(element(0x08, 'x', hex('07')));
-      const error = expectReject(opMsg(0, [kind0(insertBody), kind1('documents', [docs[0] as Buffer, badDoc])]), ErrorCodes.InvalidBSON, false);
+      const error = expectReject(
+        opMsg(0, [kind0(insertBody), kind1('documents', [docs[0] as Buffer, badDoc])]),
+        ErrorCodes.InvalidBSON,
+        false,
+      );
       expect(error.message).toMatch(/document sequence "documents"/);
     });
 
@@ -224,7 +252,12 @@ describe('parseOpMsg', () => {
       // Document claims 2 more bytes than the section holds; the next section's bytes would fit.
       const doc = bson({ a: 1 });
       const liar = Buffer.concat([int32(doc.length + 2), doc.subarray(4)]);
-      const section = Buffer.concat([hex('01'), int32(4 + 2 + doc.length), Buffer.from('d\0'), liar.subarray(0, doc.length)]);
+      const section = Buffer.concat([
+        hex('01'),
+        int32(4 + 2 + doc.length),
+        Buffer.from('d\0'),
+        liar.subarray(0, doc.length),
+      ]);
       expectReject(opMsg(0, [kind0(insertBody), section, hex('0000')]), ErrorCodes.ProtocolError, true);
     });
 
@@ -237,13 +270,25 @@ describe('parseOpMsg', () => {
   });
 
   describe('duplicate keys and document size', () => {
-    const twoDb = rawDoc(element(0x02, 'find', Buffer.concat([int32(2), hex('6300')])), element(0x02, '$db', Buffer.concat([int32(2), hex('6100')])), element(0x02, '$db', Buffer.concat([int32(2), hex('6200')])));
-    const deepDup = rawDoc(element(0x02, 'find', Buffer.concat([int32(2), hex('6300')])), element(0x03, 'filter', rawDoc(element(0x10, 'tenant', int32(1)), element(0x10, 'tenant', int32(2)))));
+    const twoDb = rawDoc(
+      element(0x02, 'find', Buffer.concat([int32(2), hex('6300')])),
+      element(0x02, '$db', Buffer.concat([int32(2), hex('6100')])),
+      element(0x02, '$db', Buffer.concat([int32(2), hex('6200')])),
+    );
+    const deepDup = rawDoc(
+      element(0x02, 'find', Buffer.concat([int32(2), hex('6300')])),
+      element(0x03, 'filter', rawDoc(element(0x10, 'tenant', int32(1)), element(0x10, 'tenant', int32(2)))),
+    );
 
     it('rejects duplicate keys at any depth by default (non-fatal InvalidBSON)', () => {
       expectReject(opMsg(0, [kind0(twoDb)]), ErrorCodes.InvalidBSON, false, /duplicate key "\$db"/);
       expectReject(opMsg(0, [kind0(deepDup)]), ErrorCodes.InvalidBSON, false, /duplicate key "tenant"/);
-      expectReject(opMsg(0, [kind0(insertBody), kind1('documents', [deepDup])]), ErrorCodes.InvalidBSON, false, /document sequence/);
+      expectReject(
+        opMsg(0, [kind0(insertBody), kind1('documents', [deepDup])]),
+        ErrorCodes.InvalidBSON,
+        false,
+        /document sequence/,
+      );
     });
 
     it('accepts them when told the bytes are trusted', () => {
@@ -289,7 +334,10 @@ describe('parseOpMsg', () => {
 
 describe('encodeOpMsg', () => {
   it('produces exactly the hand-built bytes (body first, then sequences)', () => {
-    const expected = opMsg(OpMsgFlag.moreToCome, [kind0(insertBody), kind1('documents', docs), kind1('x', [])], { requestId: 77, responseTo: 3 });
+    const expected = opMsg(OpMsgFlag.moreToCome, [kind0(insertBody), kind1('documents', docs), kind1('x', [])], {
+      requestId: 77,
+      responseTo: 3,
+    });
     const encoded = encodeOpMsg({
       requestId: 77,
       responseTo: 3,
@@ -308,10 +356,18 @@ describe('encodeOpMsg', () => {
   });
 
   it('appends a CRC-32C that @node-rs/crc32 agrees with', () => {
-    const encoded = encodeOpMsg({ requestId: 9, responseTo: 0, body: ping, sequences: [{ identifier: 'd', documents: docs }], checksum: true });
+    const encoded = encodeOpMsg({
+      requestId: 9,
+      responseTo: 0,
+      body: ping,
+      sequences: [{ identifier: 'd', documents: docs }],
+      checksum: true,
+    });
     const expected = withChecksum(opMsg(0, [kind0(ping), kind1('d', docs)], { requestId: 9 }));
     expect(encoded).toEqual(expected);
-    expect(encoded.readUInt32LE(encoded.length - 4)).toBe(referenceCrc32c(encoded.subarray(0, encoded.length - 4)) >>> 0);
+    expect(encoded.readUInt32LE(encoded.length - 4)).toBe(
+      referenceCrc32c(encoded.subarray(0, encoded.length - 4)) >>> 0,
+    );
     expect(encoded.readUInt32LE(16) & OpMsgFlag.checksumPresent).toBe(OpMsgFlag.checksumPresent);
   });
 
@@ -323,7 +379,14 @@ describe('encodeOpMsg', () => {
 
   it('round-trips through parseOpMsg, with and without checksum', () => {
     for (const checksum of [false, true]) {
-      const encoded = encodeOpMsg({ requestId: -5, responseTo: 12, flagBits: OpMsgFlag.exhaustAllowed, body: insertBody, sequences: [{ identifier: 'documents', documents: docs }], checksum });
+      const encoded = encodeOpMsg({
+        requestId: -5,
+        responseTo: 12,
+        flagBits: OpMsgFlag.exhaustAllowed,
+        body: insertBody,
+        sequences: [{ identifier: 'documents', documents: docs }],
+        checksum,
+      });
       expect(parseOpMsg(encoded, opts)).toEqual({
         requestId: -5,
         responseTo: 12,
@@ -342,7 +405,9 @@ describe('encodeOpMsg', () => {
   });
 
   it('refuses an identifier containing NUL', () => {
-    expect(() => encodeOpMsg({ requestId: 1, responseTo: 0, body: ping, sequences: [{ identifier: 'a\0b', documents: [] }] })).toThrow(RangeError);
+    expect(() =>
+      encodeOpMsg({ requestId: 1, responseTo: 0, body: ping, sequences: [{ identifier: 'a\0b', documents: [] }] }),
+    ).toThrow(RangeError);
   });
 });
 

@@ -7,10 +7,26 @@ import { bson, cstring, frame, hex, int32, nested } from './fixtures.js';
 
 const opts = { maxBsonDepth: 200 };
 
-function opQuery(parts: { flags?: number; ns?: Buffer; skip?: number; ret?: number; query: Buffer; fields?: Buffer; extra?: Buffer }): Buffer {
+function opQuery(parts: {
+  flags?: number;
+  ns?: Buffer;
+  skip?: number;
+  ret?: number;
+  query: Buffer;
+  fields?: Buffer;
+  extra?: Buffer;
+}): Buffer {
   return frame(
     OpCode.OP_QUERY,
-    [int32(parts.flags ?? 0), parts.ns ?? cstring('admin.$cmd'), int32(parts.skip ?? 0), int32(parts.ret ?? -1), parts.query, parts.fields ?? Buffer.alloc(0), parts.extra ?? Buffer.alloc(0)],
+    [
+      int32(parts.flags ?? 0),
+      parts.ns ?? cstring('admin.$cmd'),
+      int32(parts.skip ?? 0),
+      int32(parts.ret ?? -1),
+      parts.query,
+      parts.fields ?? Buffer.alloc(0),
+      parts.extra ?? Buffer.alloc(0),
+    ],
     { requestId: 21 },
   );
 }
@@ -33,7 +49,15 @@ describe('parseOpQuery', () => {
       04000000 61646d696e2e24636d6400 00000000 ffffffff
       13000000 10 69734d617374657200 01000000 00`);
     const q = parseOpQuery(golden, opts);
-    expect(q).toMatchObject({ requestId: 5, responseTo: 0, flags: 4, fullCollectionName: 'admin.$cmd', numberToSkip: 0, numberToReturn: -1, returnFieldsSelector: null });
+    expect(q).toMatchObject({
+      requestId: 5,
+      responseTo: 0,
+      flags: 4,
+      fullCollectionName: 'admin.$cmd',
+      numberToSkip: 0,
+      numberToReturn: -1,
+      returnFieldsSelector: null,
+    });
     expect(deserialize(q.query)).toEqual({ isMaster: 1 });
     expect(unwrapLegacyCommand(q.query).name).toBe('isMaster');
   });
@@ -54,8 +78,14 @@ describe('parseOpQuery', () => {
     fatal(frame(OpCode.OP_QUERY, [int32(0), Buffer.from('admin.$cmd')]), /not terminated/);
     fatal(frame(OpCode.OP_QUERY, [hex('00')]), /too short for flags/);
     fatal(frame(OpCode.OP_QUERY, [int32(0), cstring('a.b'), int32(0)]), /numberToSkip/);
-    fatal(frame(OpCode.OP_QUERY, [int32(0), cstring('a.b'), int32(0), int32(0), hex('0a000000')]), /query: document length 10/);
-    fatal(frame(OpCode.OP_QUERY, [int32(0), cstring('a.b'), int32(0), int32(0), hex('0a00')]), /query: document length runs/);
+    fatal(
+      frame(OpCode.OP_QUERY, [int32(0), cstring('a.b'), int32(0), int32(0), hex('0a000000')]),
+      /query: document length 10/,
+    );
+    fatal(
+      frame(OpCode.OP_QUERY, [int32(0), cstring('a.b'), int32(0), int32(0), hex('0a00')]),
+      /query: document length runs/,
+    );
     const lying = opQuery({ query: bson({ hello: 1 }) });
     lying.writeInt32LE(lying.length - 1, 0);
     fatal(lying, /does not match/);
@@ -89,7 +119,10 @@ describe('unwrapLegacyCommand', () => {
 
   it('unwraps $query and query, keeping the modifiers', () => {
     for (const wrapper of ['$query', 'query']) {
-      const query = bson({ [wrapper]: { isMaster: 1, helloOk: true }, $readPreference: { mode: 'secondaryPreferred' } });
+      const query = bson({
+        [wrapper]: { isMaster: 1, helloOk: true },
+        $readPreference: { mode: 'secondaryPreferred' },
+      });
       const cmd = unwrapLegacyCommand(query);
       expect(cmd.name).toBe('isMaster');
       expect(cmd.wrapped).toBe(true);
@@ -127,14 +160,30 @@ describe('encodeOpReply', () => {
       int32(1),
       doc,
     ]);
-    expect(encodeOpReply({ requestId: 99, responseTo: 21, responseFlags: 8, cursorId: -(2n ** 63n) + 1n, startingFrom: 3, documents: [doc] })).toEqual(expected);
+    expect(
+      encodeOpReply({
+        requestId: 99,
+        responseTo: 21,
+        responseFlags: 8,
+        cursorId: -(2n ** 63n) + 1n,
+        startingFrom: 3,
+        documents: [doc],
+      }),
+    ).toEqual(expected);
   });
 
   it('defaults to no flags, cursor 0, and round-trips through parseOpReply', () => {
     const docs = [bson({ a: 1 }), bson({ b: 'x' })];
     const out = encodeOpReply({ requestId: 1, responseTo: 2, documents: docs });
     expect(out.subarray(16, 36)).toEqual(Buffer.concat([int32(0), Buffer.alloc(8), int32(0), int32(2)]));
-    expect(parseOpReply(out, opts)).toEqual({ requestId: 1, responseTo: 2, responseFlags: 0, cursorId: 0n, startingFrom: 0, documents: docs });
+    expect(parseOpReply(out, opts)).toEqual({
+      requestId: 1,
+      responseTo: 2,
+      responseFlags: 0,
+      cursorId: 0n,
+      startingFrom: 0,
+      documents: docs,
+    });
     expect(encodeOpReply({ requestId: 1, responseTo: 2, documents: [] }).length).toBe(36);
   });
 
@@ -143,7 +192,9 @@ describe('encodeOpReply', () => {
     out.writeInt32LE(2, 32);
     expect(wireError(() => parseOpReply(out, opts)).fatal).toBe(true);
     expect(wireError(() => parseOpReply(frame(OpCode.OP_REPLY, [int32(0)]), opts)).message).toMatch(/too short/);
-    expect(wireError(() => parseOpReply(frame(OpCode.OP_MSG, [Buffer.alloc(20)]), opts)).message).toMatch(/not OP_REPLY/);
+    expect(wireError(() => parseOpReply(frame(OpCode.OP_MSG, [Buffer.alloc(20)]), opts)).message).toMatch(
+      /not OP_REPLY/,
+    );
     const lying = encodeOpReply({ requestId: 1, responseTo: 2, documents: [] });
     lying.writeInt32LE(37, 0);
     expect(wireError(() => parseOpReply(lying, opts)).message).toMatch(/does not match/);
