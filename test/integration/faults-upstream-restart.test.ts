@@ -19,6 +19,11 @@ import { sleep, until } from '../helpers/wait.js';
 
 /** How long the upstream stays down after the first failures were seen. */
 const UPSTREAM_DOWN_MS = 1_500;
+/**
+ * The circuit breaker's open period: the kill opens it, and recovery after the restart waits it
+ * out. The default (10 s) adds that much idle time per cycle and proves nothing more.
+ */
+const BREAKER_OPEN_MS = 1_000;
 
 let ferret: RestartableFerretDB | undefined;
 let proxy: TestProxy | undefined;
@@ -52,7 +57,7 @@ async function warmUp(database: string): Promise<void> {
 describe('upstream killed and restarted during a mixed load', () => {
   it('loses no acknowledged write, applies none twice, fails reads only retryably, keeps serving and returns to its memory baseline', async () => {
     ferret = await startRestartableFerretDB();
-    proxy = await startTestProxy({ upstream: { uri: ferret.uri } });
+    proxy = await startTestProxy({ upstream: { uri: ferret.uri, circuitBreaker: { openMS: BREAKER_OPEN_MS } } });
     direct = new MongoClient(ferret.uri, { serverSelectionTimeoutMS: 20_000 });
     const database = uniqueDbName('faults_restart');
 
