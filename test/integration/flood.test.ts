@@ -113,7 +113,8 @@ describe('1,000 clients trickling bytes of a frame (and 200 saying nothing)', ()
     await victim.close();
     await victimWorks(tenants!.clientFor('victim'), database, 5);
     await until(async () => (await clientConnections()) <= 2, { message: 'closed flooding connections still counted' });
-  });
+    // At least the idle clock plus accepting 1,200 connections, which alone can take a minute on a loaded machine.
+  }, 180_000);
 });
 
 /** Replies of about 4 MiB: every `find` on `big` returns four documents of 1 MiB. */

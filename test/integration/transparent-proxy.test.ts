@@ -72,9 +72,11 @@ describe('through the official driver', () => {
     expect(stored[0]?._id.equals(inserted.insertedId)).toBe(true);
   });
 
-  it('inserts 100,000 documents and iterates them back over many getMore batches', async () => {
+  it('inserts 20,000 documents and iterates them back over many getMore batches', async () => {
     const coll = client.db(dbName).collection('bulk');
-    const total = 100_000;
+    // As many getMores as 100,000 documents in batches of 1,000 gave, for a fifth of the
+    // upstream's insert work (which alone outlasted the test timeout on a loaded machine).
+    const total = 20_000;
     const docs = Array.from({ length: total }, (_, i) => ({ i }));
     const result = await coll.insertMany(docs, { ordered: false });
     expect(result.insertedCount).toBe(total);
@@ -87,7 +89,7 @@ describe('through the official driver', () => {
     monitored.on('commandStarted', (event) => {
       if (event.commandName === 'getMore') getMores.push(1);
     });
-    for await (const doc of monitored.db(dbName).collection('bulk').find({}, { batchSize: 1000 })) {
+    for await (const doc of monitored.db(dbName).collection('bulk').find({}, { batchSize: 200 })) {
       seen += 1;
       sum += doc.i as number;
     }
