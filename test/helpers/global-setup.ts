@@ -4,6 +4,9 @@
 //   2. mongo:8 through testcontainers, when a Docker engine answers;
 //   3. FerretDB v1 (SQLite) from scripts/ferretdb.mjs, built on first use.
 // MTP_TEST_UPSTREAM=ferretdb skips the Docker probe.
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import type { TestProject } from 'vitest/node';
 import { startFerretDB, type UpstreamKind } from './upstream.js';
@@ -20,7 +23,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
   process.stderr.write(`[global-setup] upstream: ${upstream.description}\n`);
   project.provide('upstreamUri', upstream.uri);
   project.provide('upstreamKind', upstream.kind);
-  return () => upstream.stop();
+  // Scratch space shared by the run's test files (inside the repository, so node_modules
+  // resolves from it): e.g. the one build of src/ (./cli-process.ts builtDist).
+  const scratch = path.join(fileURLToPath(new URL('../..', import.meta.url)), '.tmp');
+  await mkdir(scratch, { recursive: true });
+  const runDir = await mkdtemp(path.join(scratch, 'run-'));
+  project.provide('testRunDir', runDir);
+  return async () => {
+    await upstream.stop();
+    await rm(runDir, { recursive: true, force: true });
+  };
 }
 
 async function startUpstream(): Promise<StartedUpstream> {

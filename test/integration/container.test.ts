@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config/index.js';
+import { builtDist } from '../helpers/cli-process.js';
 import { upstreamUri } from '../helpers/upstream.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -282,12 +283,8 @@ describe('what the image runs, outside Docker', () => {
   beforeAll(async () => {
     work = await mkdtemp(path.join(os.tmpdir(), 'mtp-container-test-'));
     app = path.join(work, 'app');
-    // Build stage: `npm run build` is `tsc -p tsconfig.build.json`; here into the copy's dist/.
-    const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-    const build = await run(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(app, 'dist')], {
-      cwd: root,
-    });
-    if (build.code !== 0) throw new Error(`build failed:\n${build.stdout}${build.stderr}`);
+    // Build stage: `npm run build` is `tsc -p tsconfig.build.json`, run once per test run; its dist/ here.
+    await cp(await builtDist(), path.join(app, 'dist'), { recursive: true });
     // Runtime stage: package.json, bin, config, and the packages `npm ci --omit=dev` installs
     // (every lockfile entry not marked dev; optional ones only when this platform has them).
     await cp(path.join(root, 'package.json'), path.join(app, 'package.json'));
