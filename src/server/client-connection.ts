@@ -682,7 +682,10 @@ export class ClientConnection {
           tenant: this.countedTenant,
           session: this.upstreamSession,
           fireAndForget: moreToCome,
-          signal: inFlight.signal,
+          // A moreToCome command is the client's last word on it (drivers close right after
+          // endSessions): its leaving does not cancel it, nor close a healthy upstream connection
+          // whose reply is only awaited to be dropped, nor make the command an upstream error.
+          signal: moreToCome ? undefined : inFlight.signal,
           onReply: (upstreamReply, moreToCome, connection) => {
             this.deps.metrics.bytes('upstream', 'received', upstreamReply.length);
             let reply = upstreamReply;

@@ -175,4 +175,34 @@ describe('a client that leaves right after an unacknowledged command', () => {
       [...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0),
     ).toBe(0);
   });
+
+  it('is not an upstream error either: the command completes and its upstream connection is kept', async () => {
+    // A driver closes its socket right after its w:0 endSessions; whether the proxy sees the
+    // close before the upstream reply is a race that a slow (loaded) upstream loses every time.
+    // The delay makes the close always come first.
+    fake = await startFakeUpstream((message) =>
+      'endSessions' in message.body ? { delayMs: 300, replies: [{ ok: 1 }] } : [{ ok: 1 }],
+    );
+    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
+    const c = await rawClient();
+    expect((await c.command(opMsg({ ping: 1, $db: 'admin' }))).ok).toBe(1);
+    const upstreamConnections = fake.openConnections;
+    c.write(endSessions());
+    await until(async () => fake!.received.some((message) => 'endSessions' in message.body));
+    c.close();
+    await until(async () =>
+      [...(await samples('mongo_tenant_proxy_operations_total')).keys()].some((labels) =>
+        labels.includes('command="endSessions"'),
+      ),
+    );
+    const outcomes = [...(await samples('mongo_tenant_proxy_operations_total')).keys()].filter((labels) =>
+      labels.includes('command="endSessions"'),
+    );
+    expect(
+      outcomes.every((labels) => /outcome="(ok|rewritten)"/.test(labels)),
+      outcomes.join(', '),
+    ).toBe(true);
+    // The reply was awaited and dropped on a healthy connection, which went back to the pool.
+    expect(fake.openConnections).toBe(upstreamConnections);
+  });
 });
