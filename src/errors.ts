@@ -132,6 +132,20 @@ export class UpstreamError extends ProxyError {
   }
 }
 
+/** Why a command was refused: a stable rule id (for metrics, audit and docs) and a message naming it, never data. */
+export class PolicyRefusal extends ProxyError {
+  readonly rule: string;
+
+  constructor(rule: string, message: string, code: number = ErrorCodes.Unauthorized) {
+    super(code, `mongo-tenant-proxy refused the command (rule ${rule}): ${message}`);
+    this.rule = rule;
+  }
+
+  override get name(): string {
+    return 'PolicyRefusal';
+  }
+}
+
 /** A configuration value is wrong; `path` names the field (e.g. `upstream.uri`). */
 export class ConfigError extends Error {
   readonly path: string;
