@@ -305,6 +305,7 @@ function renderValue(attribute: NameAttribute): string {
 
 // RFC 4518 §2.2 (ICU's USPREP_RFC4518_LDAP profile, which mongod applies to subject values).
 const MAP_TO_NOTHING =
+  // eslint-disable-next-line no-misleading-character-class -- RFC 4518 lists combining marks one by one, on purpose
   /[\u00AD\u034F\u1806\u180B-\u180D\uFE00-\uFE0F\uFFFC\u0000-\u0008\u000E-\u001F\u007F-\u0084\u0086-\u009F\u06DD\u070F\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2063\u206A-\u206F\uFEFF\uFFF9-\uFFFB\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}]/gu;
 const MAP_TO_SPACE = /[\t\n\u000B\f\r\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]/gu;
 

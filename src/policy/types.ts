@@ -13,6 +13,7 @@
  * Pure: no sockets, no logging; decisions are reported as `notes` for audit and metrics.
  */
 import type { IsolationModel, NamespaceAccess } from '../config/types.js';
+import type { Document } from '../wire/bson.js';
 import type { RawDocument, RawValue } from '../wire/raw-bson.js';
 
 export type Access = 'read' | 'write';
@@ -97,7 +98,7 @@ export interface ReplyPlan {
    */
   cursorsNotFound?: readonly bigint[];
   /** Forward nothing and answer with this document (e.g. killCursors naming only foreign ids). */
-  localReply?: import('../wire/bson.js').Document;
+  localReply?: Document;
 }
 
 export interface RewriteResult {
