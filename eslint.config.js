@@ -110,7 +110,19 @@ function restrict(files, patterns) {
   return { files, rules: { 'no-restricted-imports': ['error', { patterns: exact }] } };
 }
 
-const layerConfigs = [];
+const UNLISTED = `is not in the layer table: add its row to eslint.config.js and docs/architecture.md`;
+// First, anything under src/ the table does not name yet may import nothing of src/ outside its
+// own folder; the entries after it replace this for the folders and files the table lists.
+const layerConfigs = [
+  restrict(['src/*.ts'], [{ regex: '^\\.\\.?/', message: `This file ${UNLISTED}.` }, ...packagePatterns('')]),
+];
+for (let depth = 0; depth <= MAX_DEPTH; depth++) {
+  const files = `src/*/${'*/'.repeat(depth)}*.ts`;
+  const message = `This folder ${UNLISTED}.`;
+  layerConfigs.push(
+    restrict([files], [{ regex: `^${escape('../'.repeat(depth + 1))}`, message }, ...packagePatterns('')]),
+  );
+}
 for (const [folder, allowed] of Object.entries(LAYERS)) {
   for (let depth = 0; depth <= MAX_DEPTH; depth++) {
     const files = `src/${folder}/${'*/'.repeat(depth)}*.ts`;

@@ -50,6 +50,10 @@ const refused: Array<[string, string]> = [
   ['src/main.ts', "import '../test/helpers/proxy.js';"],
   ['src/errors.ts', "import { inspect } from 'node:util';"],
   ['src/secrets.ts', "import './errors.js';"],
+  ['src/newlayer/new.ts', "import '../errors.js';"],
+  ['src/newlayer/deep/new.ts', "import '../../wire/bson.js';"],
+  ['src/newlayer/new.ts', "import { serialize } from 'bson';"],
+  ['src/new.ts', "import './errors.js';"],
 ];
 
 const allowed: Array<[string, string]> = [
@@ -65,6 +69,7 @@ const allowed: Array<[string, string]> = [
   ['src/config/new.ts', "import '../errors.js'; import '../secrets.js'; import './types.js';"],
   ['src/cli/index.ts', "import '../config/index.js'; const main = await import('../main.js');"],
   ['src/main.ts', "import './server/listener.js'; import './upstream/upstream.js';"],
+  ['src/newlayer/deep/new.ts', "import '../sibling.js'; import './other.js'; import 'node:fs';"],
 ];
 
 describe('layer rules (eslint.config.js)', () => {
