@@ -95,6 +95,11 @@ export type Route =
 
 const NONE: LocalReply = { kind: 'none' };
 
+/**
+ * Where `command` goes. In order: a connection over its tenant's limit refuses everything; the
+ * handshake, authentication and connectionStatus are answered locally; without a tenant only the
+ * pre-auth tables pass; moreToCome only on fire-and-forget commands; then the tenant's engine.
+ */
 export function route(command: CommandView, state: ConnectionState): Route {
   const { name } = command;
   if (state.overConnectionLimit !== undefined) return refuse(state.overConnectionLimit);
