@@ -3,7 +3,8 @@
  * and reads back whole frames. Frames are built here by hand (not with the proxy's encoder) so
  * the proxy is never its own oracle.
  */
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { serialize, deserialize, type Document } from 'bson';
 
 export const OP_REPLY = 1;
@@ -91,7 +92,7 @@ export class RawClient {
   private waiters: Array<() => void> = [];
   closed = false;
 
-  private constructor(readonly socket: Socket) {
+  private constructor(readonly socket: Duplex) {
     socket.on('data', (chunk: Buffer) => {
       this.buffered = Buffer.concat([this.buffered, chunk]);
       this.wake();
@@ -110,6 +111,11 @@ export class RawClient {
       socket.once('error', reject);
     });
     return new RawClient(socket);
+  }
+
+  /** Over any duplex stream (an in-memory pair in unit tests). */
+  static over(stream: Duplex): RawClient {
+    return new RawClient(stream);
   }
 
   private wake(): void {
