@@ -64,7 +64,7 @@ async function startReplicaSet(size = 3): Promise<ReplicaSet> {
       },
     );
     members.push(member);
-    hosts.push(member.address);
+    hosts.push(member.hostPort);
   }
   return {
     members,
@@ -167,7 +167,7 @@ describe('mongos lists', () => {
       members.push(await startFakeUpstream(() => [{ ok: 1 }], { hello: () => ({ ...FAKE_HELLO, msg: 'isdbgrid' }) }));
     }
     proxy = await startTestProxy({
-      upstream: { uri: `mongodb://${members.map((m) => m.address).join(',')}/`, heartbeatFrequencyMS: 500 },
+      upstream: { uri: `mongodb://${members.map((m) => m.hostPort).join(',')}/`, heartbeatFrequencyMS: 500 },
     });
     const clients = await Promise.all(Array.from({ length: 20 }, () => raw(proxy as TestProxy)));
     // Wait until monitoring has described both mongos.
