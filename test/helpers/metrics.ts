@@ -1,6 +1,24 @@
 // Reading the proxy's Prometheus metrics in tests, the way a scrape would.
 import type { RunningProxy } from '../../src/main.js';
 
+const PREFIX = 'mongo_tenant_proxy_';
+
+/**
+ * The samples of one metric (`name` without the `mongo_tenant_proxy_` prefix), keyed by their
+ * label text (`{command="find",outcome="ok"}`, '' for a metric without labels).
+ */
+export async function samples(proxy: RunningProxy, name: string): Promise<Map<string, number>> {
+  const text = await proxy.metrics.metrics();
+  const full = `${PREFIX}${name}`;
+  const found = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!(line.startsWith(`${full}{`) || line.startsWith(`${full} `))) continue;
+    const cut = line.lastIndexOf(' ');
+    found.set(line.slice(full.length, cut), Number(line.slice(cut + 1)));
+  }
+  return found;
+}
+
 /**
  * The sum of every sample of `name` (without the `mongo_tenant_proxy_` prefix) whose labels
  * include `labels`; 0 when there is none.
@@ -10,13 +28,9 @@ export async function metricValue(
   name: string,
   labels: Record<string, string> = {},
 ): Promise<number> {
-  const text = await proxy.metrics.metrics();
-  const full = `mongo_tenant_proxy_${name}`;
   let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!(line.startsWith(`${full}{`) || line.startsWith(`${full} `))) continue;
-    if (!Object.entries(labels).every(([key, value]) => line.includes(`${key}="${value}"`))) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  for (const [labelText, value] of await samples(proxy, name)) {
+    if (Object.entries(labels).every(([key, wanted]) => labelText.includes(`${key}="${wanted}"`))) sum += value;
   }
   return sum;
 }
@@ -31,4 +45,9 @@ export async function fetchMetricsPath(proxy: RunningProxy, path: string): Promi
 /** The `/metrics` page. */
 export async function scrape(proxy: RunningProxy): Promise<string> {
   return (await fetchMetricsPath(proxy, '/metrics')).text();
+}
+
+/** The status of `/readyz`: 200 ready, 503 not (draining, upstream unreachable). */
+export async function readyz(proxy: RunningProxy): Promise<number> {
+  return (await fetchMetricsPath(proxy, '/readyz')).status;
 }
