@@ -9,6 +9,7 @@ import type { ListenerTlsConfig } from '../../../src/config/types.js';
 import { ConfigError } from '../../../src/errors.js';
 import { createListenerTls, type ListenerTls } from '../../../src/identity/tls-context.js';
 import { makeTestPki, type IssuedCertificate, type TestPki } from '../../helpers/certs.js';
+import { configError } from '../../helpers/config.js';
 
 let pki: TestPki;
 const cleanups: Array<() => unknown> = [];
@@ -35,16 +36,6 @@ function config(overrides: Partial<ListenerTlsConfig> = {}): ListenerTlsConfig {
     minVersion: 'TLSv1.2',
     ...overrides,
   };
-}
-
-function configError(run: () => unknown): ConfigError {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
 }
 
 /** A separate copy of the server files, so tests may break and rotate them freely. */
