@@ -4,11 +4,10 @@ import type { RunningProxy } from '../../src/main.js';
 const PREFIX = 'mongo_tenant_proxy_';
 
 /**
- * The samples of one metric (`name` without the `mongo_tenant_proxy_` prefix), keyed by their
- * label text (`{command="find",outcome="ok"}`, '' for a metric without labels).
+ * The samples of one metric (`name` without the `mongo_tenant_proxy_` prefix) in a metrics page,
+ * keyed by their label text (`{command="find",outcome="ok"}`, '' for a metric without labels).
  */
-export async function samples(proxy: RunningProxy, name: string): Promise<Map<string, number>> {
-  const text = await proxy.metrics.metrics();
+export function parseSamples(text: string, name: string): Map<string, number> {
   const full = `${PREFIX}${name}`;
   const found = new Map<string, number>();
   for (const line of text.split('\n')) {
@@ -19,20 +18,28 @@ export async function samples(proxy: RunningProxy, name: string): Promise<Map<st
   return found;
 }
 
-/**
- * The sum of every sample of `name` (without the `mongo_tenant_proxy_` prefix) whose labels
- * include `labels`; 0 when there is none.
- */
+/** The sum of the samples of `name` in a metrics page whose labels include `labels`; 0 when none. */
+export function sumSamples(text: string, name: string, labels: Record<string, string> = {}): number {
+  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
+  let sum = 0;
+  for (const [labelText, value] of parseSamples(text, name)) {
+    if (wanted.every((label) => labelText.includes(label))) sum += value;
+  }
+  return sum;
+}
+
+/** parseSamples() of the proxy's metrics, read from its registry. */
+export async function samples(proxy: RunningProxy, name: string): Promise<Map<string, number>> {
+  return parseSamples(await proxy.metrics.metrics(), name);
+}
+
+/** sumSamples() of the proxy's metrics, read from its registry. */
 export async function metricValue(
   proxy: RunningProxy,
   name: string,
   labels: Record<string, string> = {},
 ): Promise<number> {
-  let sum = 0;
-  for (const [labelText, value] of await samples(proxy, name)) {
-    if (Object.entries(labels).every(([key, wanted]) => labelText.includes(`${key}="${wanted}"`))) sum += value;
-  }
-  return sum;
+  return sumSamples(await proxy.metrics.metrics(), name, labels);
 }
 
 /** GETs a path of the proxy's metrics listener (`/metrics`, `/readyz`…), as a scraper or probe would. */
