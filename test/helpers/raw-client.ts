@@ -28,10 +28,18 @@ export interface BuiltFrame {
   requestId: number;
 }
 
-/** OP_MSG with one body and optional kind-1 sequences; `flags` as given (no checksum appended). */
+/**
+ * OP_MSG with one body and optional kind-1 sequences; `flags` as given (no checksum appended).
+ * `responseTo` makes it a reply (the fake upstream's).
+ */
 export function opMsg(
   body: Document | Buffer,
-  options: { flags?: number; sequences?: { id: string; docs: Document[] }[]; requestId?: number } = {},
+  options: {
+    flags?: number;
+    sequences?: { id: string; docs: Document[] }[];
+    requestId?: number;
+    responseTo?: number;
+  } = {},
 ): BuiltFrame {
   const requestId = options.requestId ?? ++requestCounter;
   const parts: Buffer[] = [];
@@ -46,7 +54,8 @@ export function opMsg(
     parts.push(Buffer.from([1]), size, id, ...docs);
   }
   const payload = Buffer.concat(parts);
-  return { bytes: Buffer.concat([header(16 + payload.length, requestId, 0, OP_MSG), payload]), requestId };
+  const responseTo = options.responseTo ?? 0;
+  return { bytes: Buffer.concat([header(16 + payload.length, requestId, responseTo, OP_MSG), payload]), requestId };
 }
 
 /** Legacy OP_QUERY as drivers send the first handshake. */
