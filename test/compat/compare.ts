@@ -11,7 +11,7 @@
 import { BSON, type MongoClient } from 'mongodb';
 
 const { EJSON } = BSON;
-import type { ClientName, ClientReport, Scenario, Step, StepError, StepOutcome } from './scenario.js';
+import type { ClientName, ClientReport, Step, StepError, StepOutcome } from './scenario.js';
 
 export interface Tenant {
   field: string;
@@ -91,7 +91,8 @@ export function compareSteps(
   steps: Step[],
   direct: ClientReport,
   proxy: ClientReport,
-  tenant: Tenant,
+  /** The tenant field shown in the proxy's replies, removed before comparing; undefined when hidden. */
+  tenant: Tenant | undefined,
 ): Difference[] {
   const differences: Difference[] = [];
   const byId = (report: ClientReport) => new Map(report.steps.map((outcome) => [outcome.id, outcome]));
@@ -176,8 +177,4 @@ function documentDelta(direct: unknown[] = [], proxy: unknown[] = []): { direct:
     direct: direct.filter((doc) => !proxyKeys.has(stableKey(doc))),
     proxy: proxy.filter((doc) => !directKeys.has(stableKey(doc))),
   };
-}
-
-export function stepsOf(scenario: Scenario): Step[] {
-  return scenario.steps;
 }

@@ -118,7 +118,7 @@ for (const { file, scenario } of loadScenarios()) {
 
           const tenant: Tenant = { field: proxy.config.isolation.tenantField, value: TENANT };
           const differences = [
-            ...compareSteps(client, steps, viaDirect, viaProxy, repliesTenant() ?? { field: '', value: '' }),
+            ...compareSteps(client, steps, viaDirect, viaProxy, repliesTenant()),
             ...compareStored(client, await readStored(direct, dbDirect), await readStored(direct, dbProxy, tenant)),
           ];
           seen.push(...differences);

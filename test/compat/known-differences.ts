@@ -8,7 +8,7 @@
  * upstream, read directly), `indexes:<collection>` (their index keys). A `where` may appear in
  * two entries when two causes show in the same place (e.g. the documents of `users`).
  */
-import type { ClientName } from './scenario.js';
+import { CLIENTS, type ClientName } from './scenario.js';
 import type { UpstreamKind } from '../helpers/upstream.js';
 
 export interface KnownDifference {
@@ -26,10 +26,7 @@ export interface KnownDifference {
   reason: string;
 }
 
-const ALL_BUT = (...excluded: ClientName[]): ClientName[] =>
-  (['node7', 'node6', 'mongosh', 'mongoose', 'pymongo', 'go', 'java'] as ClientName[]).filter(
-    (client) => !excluded.includes(client),
-  );
+const ALL_BUT = (...excluded: ClientName[]): ClientName[] => CLIENTS.filter((client) => !excluded.includes(client));
 
 export const KNOWN_DIFFERENCES: KnownDifference[] = [
   {

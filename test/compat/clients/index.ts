@@ -71,8 +71,8 @@ function runProgram(command: string, args: string[], env: NodeJS.ProcessEnv = {}
 }
 
 export const RUNNERS: Record<ClientName, ClientRunner> = {
-  node7: ({ uri, dbName, scenario, steps }) => runNodeDriver(7, uri, dbName, scenario, steps),
-  node6: ({ uri, dbName, scenario, steps }) => runNodeDriver(6, uri, dbName, scenario, steps),
+  node7: ({ uri, dbName, steps }) => runNodeDriver(7, uri, dbName, steps),
+  node6: ({ uri, dbName, steps }) => runNodeDriver(6, uri, dbName, steps),
   mongoose: ({ uri, dbName, scenario, steps }) => runMongoose(uri, dbName, scenario, steps),
   mongosh: async ({ uri, dbName, scenarioFile }) =>
     runProgram(

@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import * as mongodb7 from 'mongodb';
 import * as mongodb6 from 'mongodb6';
-import type { ClientReport, Scenario, Step, StepError, StepOutcome } from '../scenario.js';
+import type { ClientReport, Step, StepError, StepOutcome } from '../scenario.js';
 
 /* The two majors have the same API shape for everything used here; their BSON classes differ
    (a value of one cannot be serialized by the other), so each step is parsed with its own. */
@@ -20,13 +20,7 @@ export class StrictSchemaError extends Error {
   override name = 'StrictSchemaError';
 }
 
-export async function runNodeDriver(
-  major: 6 | 7,
-  uri: string,
-  dbName: string,
-  scenario: Scenario,
-  steps: Step[],
-): Promise<ClientReport> {
+export async function runNodeDriver(major: 6 | 7, uri: string, dbName: string, steps: Step[]): Promise<ClientReport> {
   const driver = (major === 7 ? mongodb7 : mongodb6) as unknown as Driver;
   const { EJSON } = driver.BSON;
   const client = new driver.MongoClient(uri, { serverSelectionTimeoutMS: 10_000 });
@@ -47,7 +41,6 @@ export async function runNodeDriver(
   } finally {
     await client.close();
   }
-  void scenario;
   const pkg = require(major === 7 ? 'mongodb/package.json' : 'mongodb6/package.json') as { version: string };
   return { client: `node${major}`, version: `mongodb ${pkg.version}`, steps: outcomes };
 }
