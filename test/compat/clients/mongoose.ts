@@ -23,7 +23,6 @@ interface ModelSpec {
   options?: Record<string, unknown>;
 }
 
- 
 type AnyModel = Model<any>;
 
 const TYPES = { String, Number, Date, Boolean, ObjectId: Schema.Types.ObjectId } as const;
@@ -85,7 +84,6 @@ export async function runMongoose(
   };
 }
 
- 
 async function runStep(
   connection: Connection,
   dbName: string,

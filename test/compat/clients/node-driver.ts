@@ -46,7 +46,7 @@ export async function runNodeDriver(major: 6 | 7, uri: string, dbName: string, s
 }
 
 async function runStep(client: mongodb7.MongoClient, db: Db, step: Step): Promise<unknown> {
-  const a = step as Step & Record<string, any>;  
+  const a = step as Step & Record<string, any>;
   const coll = () => db.collection(String(a.collection));
   switch (step.op) {
     case 'insertOne': {
