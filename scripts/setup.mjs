@@ -3,8 +3,10 @@
 // installs the npm dependencies when node_modules is missing or older than package-lock.json,
 // then makes sure the FerretDB test upstream binary exists (building it on first use). With
 // --compat (npm test) it also prepares the compatibility suite's client programs (pymongo venv, Go
-// driver program; --java adds the Java driver program): scripts/compat-clients.mjs. Uses only
-// Node built-ins until the install is done, because nothing else is there yet.
+// driver program; --java adds the Java driver program): scripts/compat-clients.mjs. `--helm`
+// (.ci/run) also builds helm for test/integration/helm.test.ts when Go is there, so that the
+// timed test run does not (otherwise that test builds it on first use). Uses only Node built-ins
+// until the install is done, because nothing else is there yet.
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -58,5 +60,18 @@ if (process.argv.includes('--compat')) {
   } catch (error) {
     process.stderr.write(`[setup] compatibility clients: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(1);
+  }
+}
+
+if (process.argv.includes('--helm')) {
+  const { ensureHelm, goAvailable, helmPresent } = await import('./helm.mjs');
+  if ((await helmPresent()) || (await goAvailable())) {
+    try {
+      const binary = await ensureHelm();
+      if (process.env.CI) process.stderr.write(`[setup] helm: ${binary}\n`);
+    } catch (error) {
+      // Not fatal here: the helm test tries again and reports the failure where it belongs.
+      process.stderr.write(`[setup] helm: ${error instanceof Error ? error.message : String(error)}\n`);
+    }
   }
 }

@@ -27,6 +27,11 @@ const CONNECT_TIMEOUT_MS = 2_000;
 const SOCKET_TIMEOUT_MS = 3_000;
 /** Successful operations wanted before a fault, and again after it is healed. */
 const PROGRESS = 100;
+/**
+ * The circuit breaker's open period: resets and black holes open it, and recovery waits it out.
+ * The default (10 s) adds that much idle time per fault and proves nothing more.
+ */
+const BREAKER_OPEN_MS = 1_000;
 
 let faults: FaultProxy;
 let proxy: TestProxy;
@@ -42,6 +47,7 @@ beforeAll(async () => {
       uri: faults.uriFor(upstreamUri()),
       connectTimeoutMS: CONNECT_TIMEOUT_MS,
       socketTimeoutMS: SOCKET_TIMEOUT_MS,
+      circuitBreaker: { openMS: BREAKER_OPEN_MS },
     },
   });
   direct = directClient();

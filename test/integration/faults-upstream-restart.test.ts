@@ -20,6 +20,11 @@ import { sleep, until } from '../helpers/wait.js';
 
 /** How long the upstream stays down after the first failures were seen. */
 const UPSTREAM_DOWN_MS = 1_500;
+/**
+ * The circuit breaker's open period: the kill opens it, and recovery after the restart waits it
+ * out. The default (10 s) adds that much idle time per cycle and proves nothing more.
+ */
+const BREAKER_OPEN_MS = 1_000;
 
 /** Load clients: several drivers, each with a small pool, as several application instances. */
 function loadClients(proxy: TestProxy, count: number): MongoClient[] {
@@ -44,7 +49,7 @@ describe('upstream killed and restarted during a mixed load', () => {
   }) => {
     const ferret = await startRestartableFerretDB();
     defer(() => ferret.stop());
-    const proxy = await startProxy({ upstream: { uri: ferret.uri } });
+    const proxy = await startProxy({ upstream: { uri: ferret.uri, circuitBreaker: { openMS: BREAKER_OPEN_MS } } });
     const direct = new MongoClient(ferret.uri, { serverSelectionTimeoutMS: 20_000 });
     defer(() => direct.close());
     const database = uniqueDbName('faults_restart');
