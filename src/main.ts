@@ -16,6 +16,9 @@ import { TenantLimits } from './server/tenant-limits.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
+import { TenancyExecutor } from './tenancy/executor.js';
+import { upstreamRunner } from './tenancy/runner.js';
+import { defaultConfig } from './config/index.js';
 import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
 import { createAuditLog, type AuditDestination, type AuditLog } from './observability/audit.js';
@@ -161,6 +164,12 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       cursors,
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.info.collationSupported,
+      virtualDdl: true,
+    });
+    // Shared-collection DDL and listings per tenant, from the ownership catalogue in the upstream.
+    const tenancy = new TenancyExecutor({
+      runner: upstreamRunner(upstream),
+      settings: () => (reloader?.config ?? config).isolation.tenancy ?? defaultTenancy(),
     });
     for (const warning of isolationWarnings(isolationConfig)) logger.warn(warning);
     metrics.setAuditOnly(isolationConfig.mode === 'audit-only');
@@ -183,6 +192,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       isolation,
       audit,
       tenantLimits,
+      tenancy,
     };
     for (const [index, listener] of config.listeners.entries()) {
       const started = await startListener(listener, index, shared, registry);
@@ -246,4 +256,9 @@ function flushLogger(logger: Logger): Promise<void> {
       resolve();
     }
   });
+}
+
+/** The tenancy defaults (a configuration built by hand may lack the section). */
+function defaultTenancy(): NonNullable<ProxyConfig['isolation']['tenancy']> {
+  return defaultConfig().isolation.tenancy!;
 }

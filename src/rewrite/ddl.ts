@@ -40,6 +40,7 @@ import { RawDocument, arrayItems, arrayOf, documentOf, stringOf, valueOf, type R
 import { assertNoForbidden, validateCollation, validateFilter } from '../policy/validate.js';
 import { collectionNameOf, databaseListing, splitNamespace } from '../policy/namespaces.js';
 import { capMaxTimeMS } from './limits.js';
+import { deserialize, type Document } from '../wire/bson.js';
 import {
   PolicyRefusal,
   type CommandHandler,
@@ -48,6 +49,8 @@ import {
   type RewriteNote,
   type RewriteResult,
   type TenantContext,
+  type VirtualIndexSpec,
+  type VirtualOperation,
 } from './types.js';
 
 function refuse(rule: string, message: string, code: number = ErrorCodes.Unauthorized): never {
@@ -164,6 +167,34 @@ function result(
   };
 }
 
+/** Shared collection with a private database per tenant: the tenancy executor answers (see src/tenancy). */
+function isVirtual(target: ResolvedNamespace, context: TenantContext): boolean {
+  return context.virtualDdl === true && isShared(target);
+}
+
+function virtualResult(
+  input: CommandInput,
+  operation: VirtualOperation,
+  rule: string,
+  namespace: string,
+): RewriteResult {
+  const notes = new Notes();
+  notes.add(rule, namespace);
+  return {
+    body: input.body,
+    sequences: new Map(),
+    reply: { scrubErrors: true },
+    notes: notes.list,
+    virtual: operation,
+  };
+}
+
+/** A raw BSON value as a plain document value (numbers promoted; int64 beyond 2^53 kept as Long). */
+function plain(value: RawValue): unknown {
+  const holder = documentOf([['v', value]]);
+  return (deserialize(holder.value) as Document)['v'];
+}
+
 function assertNoSequences(input: CommandInput): void {
   if (input.sequences.size > 0)
     refuse('opmsg.sequence-unexpected', `${input.name} takes no document sequences`, ErrorCodes.Location40433);
@@ -197,9 +228,15 @@ export const create: CommandHandler = (input, context) => {
     if (option !== undefined) {
       refuse(
         'ddl.shared-create-options',
-        `create: ${option} is not allowed on a shared collection (it applies to every tenant: catalogue 23)`,
+        `create: ${option} is not allowed on a shared collection (it applies to every tenant: catalogue 23); ` +
+          'declare the namespace collection-prefix or database-per-tenant in isolation.namespaces to have it per tenant',
       );
     }
+  }
+  if (isVirtual(target, context)) {
+    const comment = input.body.get('comment');
+    if (comment !== undefined) assertNoForbidden(comment, 'create.comment');
+    return virtualResult(input, { kind: 'create', db: target.db, coll: target.coll }, 'tenancy.create', client);
   }
   const validator = input.body.get('validator');
   if (validator !== undefined) validateFilter(validator, 'create.validator');
@@ -275,10 +312,53 @@ export const createIndexes: CommandHandler = (input, context) => {
   }
   const items = arrayItems(indexes);
   if (items.length === 0) refuse('ddl.index-invalid', 'createIndexes.indexes must not be empty', ErrorCodes.BadValue);
+  if (isVirtual(target, context)) {
+    // Checked as in a private namespace: the executor scopes every index to the tenant.
+    items.forEach((spec, index) => checkIndex(spec, index, context, false));
+    const indexes = items.map((spec, index) => virtualIndexSpec(spec, index, context));
+    const names = new Set<string>();
+    for (const spec of indexes) {
+      if (names.has(spec.name))
+        refuse('ddl.index-invalid', `createIndexes: index name "${spec.name}" appears twice`, ErrorCodes.BadValue);
+      names.add(spec.name);
+    }
+    return virtualResult(
+      input,
+      { kind: 'createIndexes', db: target.db, coll: target.coll, indexes },
+      'tenancy.createIndexes',
+      client,
+    );
+  }
   items.forEach((spec, index) => checkIndex(spec, index, context, isShared(target)));
   const notes = new Notes();
   return result(finish(input, context, input.body, client, target, notes), target, notes);
 };
+
+/** Options a virtual index keeps as the tenant's own (v and background are the server's business). */
+const IGNORED_INDEX_FIELDS: ReadonlySet<string> = new Set(['key', 'name', 'v', 'background']);
+
+function virtualIndexSpec(spec: RawValue, index: number, context: TenantContext): VirtualIndexSpec {
+  const doc = RawDocument.parse(spec.value);
+  const where = `createIndexes.indexes.${index}`;
+  const key = RawDocument.parse(doc.get('key')!.value);
+  if (key.has(context.field)) {
+    // The proxy prefixes the tenant field itself; a key naming it would index other tenants' values by name.
+    refuse(
+      'ddl.index-tenant-field',
+      `${where}.key must not name the tenant field: every index is already scoped to your documents`,
+      ErrorCodes.BadValue,
+    );
+  }
+  const name = doc.get('name');
+  if (name === undefined || name.type !== BsonType.string || stringOf(name).length === 0)
+    refuse('ddl.index-invalid', `${where}.name must be a non-empty string`, ErrorCodes.TypeMismatch);
+  const options: Document = {};
+  for (const element of doc.elements)
+    if (!IGNORED_INDEX_FIELDS.has(element.name)) options[element.name] = plain(element);
+  const keyDoc: Document = {};
+  for (const element of key.elements) keyDoc[element.name] = plain(element);
+  return { name: stringOf(name), key: keyDoc, options };
+}
 
 // ---------------------------------------------------------------------------------------------
 // dropIndexes, drop, collMod (catalogue 23)
@@ -287,6 +367,29 @@ export const dropIndexes: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
   const { client, target } = commandTarget(input, context);
+  if (isVirtual(target, context)) {
+    const index = input.body.get('index');
+    if (index === undefined) refuse('ddl.index-invalid', 'dropIndexes.index is required', ErrorCodes.FailedToParse);
+    let which: string | string[] | Document;
+    if (index.type === BsonType.string) which = stringOf(index);
+    else if (index.type === BsonType.array && arrayItems(index).every((item) => item.type === BsonType.string))
+      which = arrayItems(index).map(stringOf);
+    else if (index.type === BsonType.document) {
+      assertNoForbidden(index, 'dropIndexes.index');
+      which = plain(index) as Document;
+    } else
+      refuse(
+        'ddl.index-invalid',
+        'dropIndexes.index must be a name, an array of names or a key pattern',
+        ErrorCodes.TypeMismatch,
+      );
+    return virtualResult(
+      input,
+      { kind: 'dropIndexes', db: target.db, coll: target.coll, index: which },
+      'tenancy.dropIndexes',
+      client,
+    );
+  }
   if (isShared(target)) sharedRefusal(input);
   const index = input.body.get('index');
   if (index !== undefined) assertNoForbidden(index, 'dropIndexes.index');
@@ -298,6 +401,8 @@ export const drop: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
   const { client, target } = commandTarget(input, context);
+  if (isVirtual(target, context))
+    return virtualResult(input, { kind: 'drop', db: target.db, coll: target.coll }, 'tenancy.drop', client);
   if (isShared(target)) sharedRefusal(input);
   const notes = new Notes();
   return result(finish(input, context, input.body, client, target, notes), target, notes);
@@ -323,6 +428,8 @@ export const dropDatabase: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
   const resolved = context.namespaces.resolveDatabase(input.db, 'write');
+  if (context.virtualDdl === true && resolved.model === 'shared-collection')
+    return virtualResult(input, { kind: 'dropDatabase', db: resolved.db }, 'tenancy.dropDatabase', input.db);
   if (resolved.model !== 'database-per-tenant' || resolved.db === input.db) {
     refuse('ddl.drop-database', 'dropDatabase is allowed only on a database-per-tenant database (catalogue 23)');
   }
@@ -381,6 +488,23 @@ export const renameCollection: CommandHandler = (input, context) => {
 export const listDatabases: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
+  if (context.virtualDdl === true) {
+    const filter = input.body.get('filter');
+    if (filter !== undefined && filter.type !== BsonType.document)
+      refuse('filter.not-document', 'listDatabases.filter must be a document', ErrorCodes.TypeMismatch);
+    if (filter !== undefined) validateFilter(filter, 'listDatabases.filter');
+    const nameOnly = input.body.get('nameOnly');
+    return virtualResult(
+      input,
+      {
+        kind: 'listDatabases',
+        filter: filter === undefined ? undefined : (plain(filter) as Document),
+        nameOnly: nameOnly !== undefined && plain(nameOnly) === true,
+      },
+      'tenancy.listDatabases',
+      'admin',
+    );
+  }
   if (input.body.has('filter')) {
     refuse(
       'listDatabases.filter',

@@ -29,6 +29,7 @@ import {
   type RewriteNote,
   type RewriteResult,
   type TenantContext,
+  type VirtualOperation,
 } from './types.js';
 
 export interface EngineOptions {
@@ -49,6 +50,8 @@ export interface EngineOptions {
    * template, leaves those physical names upstream, and no tenant may name them as its own.
    */
   reserved?: ReservedTemplates;
+  /** A tenancy executor is wired (src/tenancy): shared-collection DDL may become virtual operations. */
+  virtualDdl?: boolean;
 }
 
 /** The outcome of checking one command. */
@@ -56,7 +59,9 @@ export type Decision =
   | { action: 'forward'; result: RewriteResult }
   /** audit-only: what enforcement would have done, while the original is forwarded. */
   | { action: 'forward-original'; wouldRefuse?: PolicyRefusal; notes: RewriteNote[] }
-  | { action: 'refuse'; refusal: PolicyRefusal };
+  | { action: 'refuse'; refusal: PolicyRefusal }
+  /** Shared-collection DDL, listings and stats: answered by the tenancy executor (src/tenancy), not forwarded. */
+  | { action: 'virtual'; operation: VirtualOperation; notes: RewriteNote[] };
 
 type HandlerTable = Partial<Record<HandlerName, CommandHandler>>;
 
@@ -135,6 +140,7 @@ export class TenantEngine {
       return { action: 'refuse', refusal: error };
     }
     if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
+    if (result.virtual !== undefined) return { action: 'virtual', operation: result.virtual, notes: result.notes };
     return { action: 'forward', result };
   }
 
@@ -188,6 +194,8 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     maxTimeMS: config.maxTimeMS,
     // Non-string tenant values are immune to collation (G8); only strings need the pin.
     pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
+    // Virtual operations need the executor; audit-only forwards originals and never runs them.
+    virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
   };
 }
 

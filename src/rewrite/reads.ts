@@ -52,6 +52,7 @@ import {
   validateSort,
 } from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
+import { deserialize, type Document } from '../wire/bson.js';
 import { capMaxTimeMS } from './limits.js';
 import { rewritePipelineDetailed, validateExpressionFields } from './pipeline.js';
 import {
@@ -62,6 +63,7 @@ import {
   type RewriteNote,
   type RewriteResult,
   type TenantContext,
+  type VirtualOperation,
 } from './types.js';
 
 /** Binary comparison, whatever the collection's default collation (catalogue 9). */
@@ -375,6 +377,8 @@ function listIndexesImpl(input: CommandInput, context: TenantContext): RewriteRe
   const cursor = input.body.get('cursor');
   if (cursor !== undefined && cursor.type !== BsonType.document)
     refuse('listIndexes.cursor', 'listIndexes.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (context.virtualDdl === true && ns.model === 'shared-collection' && ns.access === 'scoped')
+    return virtual(input, { kind: 'listIndexes', db: ns.db, coll: ns.coll }, `${input.db}.${coll}`);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime({});
   return rw.result({ registerCursor: { db: ns.db, coll: ns.coll }, filterListing: 'indexes' });
@@ -415,6 +419,19 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   const cursor = input.body.get('cursor');
   if (cursor !== undefined && cursor.type !== BsonType.document)
     refuse('listCollections.cursor', 'listCollections.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (context.virtualDdl === true && database.model === 'shared-collection') {
+    const nameOnly = input.body.get('nameOnly');
+    return virtual(
+      input,
+      {
+        kind: 'listCollections',
+        db: database.db,
+        filter: filter === undefined ? undefined : (deserialize(RawDocument.parse(filter.value).toBytes()) as Document),
+        nameOnly: nameOnly !== undefined && nameOnly.type === BsonType.boolean && nameOnly.value[0] === 1,
+      },
+      input.db,
+    );
+  }
   if (database.model === 'shared-collection') {
     const nameOnly = input.body.get('nameOnly');
     if (nameOnly === undefined || nameOnly.type !== BsonType.boolean || nameOnly.value[0] !== 1) {
@@ -425,6 +442,17 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   if (database.model !== 'shared-collection') rw.namesMapped = true;
   rw.maxTime({});
   return rw.result({ registerCursor: { db: database.db, coll: '$cmd.listCollections' }, filterListing: 'collections' });
+}
+
+/** Answered by the tenancy executor from what the tenant owns (src/tenancy). */
+function virtual(input: CommandInput, operation: VirtualOperation, namespace: string): RewriteResult {
+  return {
+    body: input.body,
+    sequences: new Map(),
+    reply: { scrubErrors: true },
+    notes: [{ kind: 'rewrite', rule: `tenancy.${operation.kind}`, namespace }],
+    virtual: operation,
+  };
 }
 
 export const find: CommandHandler = (input, context) => findImpl(input, context);

@@ -43,12 +43,13 @@ import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../u
 import { commandTraits } from '../upstream/command-traits.js';
 import { UpstreamRelay } from './upstream-relay.js';
 import { commandInput, type Decision, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
-import { PolicyRefusal, type ReplyPlan } from '../rewrite/types.js';
+import { PolicyRefusal, type ReplyPlan, type VirtualOperation } from '../rewrite/types.js';
 import type { AuditDecision, AuditLog } from '../observability/audit.js';
 import { replyBody } from '../protocol/command.js';
 import type { UpstreamConnection } from '../upstream/connection.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
 import { TenantLimitExceeded, type TenantLimits } from './tenant-limits.js';
+import type { TenancyExecutor } from '../tenancy/executor.js';
 
 /** Answered by the proxy before a tenant exists; buildInfo is forwarded (it names no data). */
 const PRE_AUTH_LOCAL_OK: ReadonlySet<string> = new Set(['ping', 'endSessions']);
@@ -85,6 +86,8 @@ export interface ClientConnectionDeps {
    * tenant yet authenticates against these, not the ones it was accepted with.
    */
   currentIdentity?: () => { listener: ListenerConfig; identity: IdentityServices };
+  /** Runs the engine's virtual operations (shared-collection DDL, listings: src/tenancy). */
+  tenancy?: TenancyExecutor;
 }
 
 interface Request {
@@ -608,6 +611,9 @@ export class ClientConnection {
           this.recordDecision(envelope, 'would-refuse', decision.wouldRefuse.rule);
         for (const note of decision.notes) this.recordDecision(envelope, 'would-rewrite', note.rule);
         outgoing = this.outgoingFrame(frame, msg);
+      } else if (decision.action === 'virtual') {
+        for (const note of decision.notes) this.recordDecision(envelope, 'rewritten', note.rule);
+        return this.runVirtual(decision.operation, engine, request);
       } else {
         const { result } = decision;
         for (const note of result.notes)
@@ -646,6 +652,27 @@ export class ClientConnection {
     }
     try {
       return await this.send(outgoing, outgoingBody, moreToCome, outcome, plan, request);
+    } finally {
+      if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
+    }
+  }
+
+  /** A virtual operation, answered by the tenancy executor under the tenant's limits like a forwarded command. */
+  private async runVirtual(operation: VirtualOperation, engine: TenantEngine, request: Request): Promise<string> {
+    const executor = this.deps.tenancy;
+    if (executor === undefined) throw new ProxyError(ErrorCodes.InternalError, 'no tenancy executor');
+    const tenant = this.countedTenant;
+    if (tenant !== undefined) {
+      const refusal = this.deps.tenantLimits.startOperation(tenant);
+      if (refusal !== undefined) {
+        this.deps.metrics.tenantLimitRejection(refusal.reason);
+        throw refusal;
+      }
+    }
+    try {
+      const reply = await this.waitingOnUpstream(() => executor.execute(operation, engine.context));
+      await this.write(encodeReply(reply, request.requestId, 'opMsg'));
+      return 'rewritten';
     } finally {
       if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
     }

@@ -1,0 +1,58 @@
+/**
+ * How the tenancy layer talks to the upstream: one command, one reply document. Narrow on
+ * purpose, so the catalogue and the executor are unit-testable with a fake.
+ */
+import { ErrorCodes, ProxyError } from '../errors.js';
+import { deserialize, serialize, type Document } from '../wire/bson.js';
+import { encodeOpMsg } from '../wire/op-msg.js';
+import { replyBody } from '../protocol/command.js';
+import type { Upstream } from '../upstream/upstream.js';
+
+export interface CommandRunner {
+  /** Runs `command` on `db`; resolves with the reply when `ok: 1`, rejects with a CommandFailed otherwise. */
+  run(db: string, command: Document, tenant?: string): Promise<Document>;
+}
+
+/** The upstream answered `ok: 0`: its code and message, as a MongoDB-shaped error. */
+export class CommandFailed extends ProxyError {
+  override get name(): string {
+    return 'CommandFailed';
+  }
+}
+
+/** Pool connections of the proxy's own upstream (its credentials), one per command. */
+export function upstreamRunner(upstream: Upstream): CommandRunner {
+  return {
+    async run(db, command, tenant) {
+      const connection = await upstream.acquire(tenant);
+      let reply: Buffer | undefined;
+      try {
+        const frame = encodeOpMsg({ requestId: 0, responseTo: 0, body: serialize({ ...command, $db: db }) });
+        await connection.request(frame, (bytes) => {
+          reply = bytes;
+        });
+      } finally {
+        upstream.release(connection);
+      }
+      const body = reply === undefined ? undefined : replyBody(reply);
+      if (body === undefined) throw new CommandFailed(ErrorCodes.InternalError, 'the upstream sent no reply document');
+      return checked(deserialize(body));
+    },
+  };
+}
+
+/** The reply when `ok: 1`; a CommandFailed carrying the server's code and message otherwise. */
+export function checked(reply: Document): Document {
+  if (reply['ok'] === 1 || reply['ok'] === true) {
+    const writeErrors = reply['writeErrors'] as Document[] | undefined;
+    const first = writeErrors?.[0];
+    if (first !== undefined)
+      throw new CommandFailed(
+        Number(first['code'] ?? ErrorCodes.InternalError),
+        String(first['errmsg'] ?? 'write error'),
+      );
+    return reply;
+  }
+  const code = typeof reply['code'] === 'number' ? reply['code'] : ErrorCodes.InternalError;
+  throw new CommandFailed(code, typeof reply['errmsg'] === 'string' ? reply['errmsg'] : 'command failed upstream');
+}
