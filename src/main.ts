@@ -18,6 +18,7 @@ import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
 import { TenancyExecutor } from './tenancy/executor.js';
 import { upstreamRunner } from './tenancy/runner.js';
+import { ensureDeclaredIndexes, type EnsuredIndex } from './tenancy/declared.js';
 import { defaultConfig } from './config/index.js';
 import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
@@ -179,6 +180,23 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       );
     }
 
+    const declared = config.isolation.tenancy?.sharedIndexes ?? [];
+    if (declared.length > 0) {
+      for (const result of await ensureDeclaredIndexes(
+        upstreamRunner(upstream),
+        declared,
+        config.isolation.tenantField,
+      )) {
+        if (result.error === undefined)
+          logger.info({ namespace: result.namespace, index: result.name }, 'shared index ensured');
+        else
+          logger.error(
+            { namespace: result.namespace, index: result.name, err: result.error },
+            'shared index could not be created',
+          );
+      }
+    }
+
     const registry = new ConnectionRegistry();
     // One set of per-tenant counters for every listener: a tenant's limits span all of them.
     const tenantLimits = new TenantLimits(config.limits);
@@ -261,4 +279,26 @@ function flushLogger(logger: Logger): Promise<void> {
 /** The tenancy defaults (a configuration built by hand may lack the section). */
 function defaultTenancy(): NonNullable<ProxyConfig['isolation']['tenancy']> {
   return defaultConfig().isolation.tenancy!;
+}
+
+/**
+ * `ensure-indexes`: creates the operator-declared shared indexes (isolation.tenancy.sharedIndexes)
+ * upstream and returns what happened to each; the proxy does the same when it starts.
+ */
+export async function ensureIndexes(config: ProxyConfig, options: { logger?: Logger } = {}): Promise<EnsuredIndex[]> {
+  const logger = options.logger ?? createLogger({ level: config.log.level });
+  const upstream = new Upstream({
+    ...config.upstream,
+    logger: logger.child({ component: 'upstream' }),
+  });
+  try {
+    await upstream.start();
+    return await ensureDeclaredIndexes(
+      upstreamRunner(upstream),
+      config.isolation.tenancy?.sharedIndexes ?? [],
+      config.isolation.tenantField,
+    );
+  } finally {
+    await upstream.close();
+  }
 }

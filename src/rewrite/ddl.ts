@@ -541,6 +541,76 @@ export const listDatabases: CommandHandler = (input, context) => {
   return result(body, undefined, notes, true);
 };
 
+// ---------------------------------------------------------------------------------------------
+// collStats, dbStats, validate with a private database per tenant (catalogue 25)
+
+/** Statistics commands computed per tenant for shared collections (isolation.tenancy). */
+export const VIRTUAL_STATS: ReadonlySet<string> = new Set(['collStats', 'dbStats', 'validate']);
+
+/** Generic fields drivers add to every command. */
+const GENERIC_FIELDS = [
+  '$db',
+  'lsid',
+  '$readPreference',
+  '$clusterTime',
+  'apiVersion',
+  'apiStrict',
+  'apiDeprecationErrors',
+];
+const STATS_FIELDS: Readonly<Record<string, ReadonlySet<string>>> = {
+  collStats: new Set(['scale', 'maxTimeMS', 'comment', ...GENERIC_FIELDS]),
+  dbStats: new Set(['scale', 'freeStorage', 'maxTimeMS', 'comment', ...GENERIC_FIELDS]),
+  validate: new Set(['full', 'background', 'maxTimeMS', 'comment', ...GENERIC_FIELDS]),
+};
+
+/**
+ * collStats / dbStats / validate on a shared namespace: figures computed from the tenant's own
+ * documents by the tenancy executor. Elsewhere (per-tenant namespaces) still refused as before.
+ */
+export function statsCommand(input: CommandInput, context: TenantContext): RewriteResult {
+  assertNoSequences(input);
+  assertUniqueNames(input.body, input.name);
+  const allowed = STATS_FIELDS[input.name]!;
+  for (const name of input.body.names.slice(1))
+    if (!allowed.has(name))
+      refuse(
+        'field.unknown',
+        `${input.name}: field "${name}" is not supported through the proxy`,
+        ErrorCodes.InvalidOptions,
+      );
+  const scaleValue = input.body.get('scale');
+  const scale = scaleValue === undefined ? 1 : Number(plain(scaleValue));
+  if (!Number.isInteger(scale) || scale < 1)
+    refuse('stats.scale', `${input.name}: scale must be a positive integer`, ErrorCodes.BadValue);
+  const statsRefusal = (): never =>
+    refuse('command.stats', `command ${input.name}: statistics include every tenant's data (catalogue 25, 59)`);
+  if (input.name === 'dbStats') {
+    const resolved = context.namespaces.resolveDatabase(input.db, 'read');
+    if (resolved.model !== 'shared-collection') statsRefusal();
+    return virtualResult(input, { kind: 'dbStats', db: resolved.db, scale }, 'tenancy.dbStats', input.db);
+  }
+  const { client, target } = (() => {
+    const first = input.body.first!;
+    const coll = collectionNameOf(first, input.name);
+    return { client: `${input.db}.${coll}`, target: context.namespaces.resolve(input.db, coll, 'read') };
+  })();
+  if (!isVirtual(target, context)) statsRefusal();
+  if (input.name === 'collStats')
+    return virtualResult(
+      input,
+      { kind: 'collStats', db: target.db, coll: target.coll, scale },
+      'tenancy.collStats',
+      client,
+    );
+  const full = input.body.get('full');
+  return virtualResult(
+    input,
+    { kind: 'validate', db: target.db, coll: target.coll, full: full !== undefined && plain(full) === true },
+    'tenancy.validate',
+    client,
+  );
+}
+
 /** The DDL handlers by command name. */
 export const DDL_HANDLERS: Readonly<
   Record<

@@ -20,6 +20,7 @@ import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { buildHandlers } from './handlers.js';
+import { VIRTUAL_STATS, statsCommand } from './ddl.js';
 import type { HandlerName } from '../policy/commands.js';
 import {
   PolicyRefusal,
@@ -146,6 +147,9 @@ export class TenantEngine {
 
   private rewrite(input: CommandInput): RewriteResult {
     const command = classify(input.name);
+    // With a private database per tenant, the statistics of shared collections are computed from the tenant's own documents.
+    if (command.kind === 'refuse' && this.context.virtualDdl === true && VIRTUAL_STATS.has(input.name))
+      return statsCommand(input, this.context);
     if (command.kind === 'refuse') throw refusalFor(input.name, command);
     if (command.kind === 'local') {
       // Answered by the pipeline before the engine is asked; reaching here is a bug upstream of us.

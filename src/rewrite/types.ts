@@ -144,7 +144,7 @@ export type VirtualOperation =
   | { kind: 'listDatabases'; filter: Document | undefined; nameOnly: boolean }
   | { kind: 'collStats'; db: string; coll: string; scale: number }
   | { kind: 'dbStats'; db: string; scale: number }
-  | { kind: 'validate'; db: string; coll: string };
+  | { kind: 'validate'; db: string; coll: string; full: boolean };
 
 export interface RewriteResult {
   /** The command body to forward (with `$db` possibly mapped). */

@@ -14,7 +14,7 @@
  * Errors are MongoDB-shaped (the server's codes for the analogous case) and name the rule.
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
-import { deserialize, type Document } from '../wire/bson.js';
+import { calculateObjectSize, deserialize, type Document } from '../wire/bson.js';
 import { documentOf } from '../wire/raw-bson.js';
 import type { TenancyConfig } from '../config/types.js';
 import { databaseListing } from '../policy/namespaces.js';
@@ -102,12 +102,12 @@ export class TenancyExecutor {
         return this.listCollections(tenant, operation.db, operation.filter, operation.nameOnly);
       case 'listDatabases':
         return this.listDatabases(tenant, operation.filter, operation.nameOnly);
-      default:
-        throw new PolicyRefusal(
-          'tenancy.unsupported',
-          `${operation.kind} is not available for shared collections yet`,
-          ErrorCodes.CommandNotSupported,
-        );
+      case 'collStats':
+        return this.collStats(tenant, operation.db, operation.coll, operation.scale);
+      case 'dbStats':
+        return this.dbStats(tenant, operation.db, operation.scale);
+      case 'validate':
+        return this.validate(tenant, operation.db, operation.coll);
     }
   }
 
@@ -437,6 +437,128 @@ export class TenancyExecutor {
     return { dropped: db, ok: 1 };
   }
 
+  // -- stats ------------------------------------------------------------------------------------
+
+  /**
+   * The tenant's document count and BSON data size in one collection, summed by the proxy (the
+   * portable way: FerretDB v1 has no $bsonSize), reading at most `statsMaxDocuments` documents.
+   */
+  private async figures(tenant: Tenant, db: string, coll: string): Promise<{ count: number; size: number }> {
+    const { statsMaxDocuments } = this.settings();
+    let count = 0;
+    let size = 0;
+    const add = (batch: Document[]): void => {
+      count += batch.length;
+      if (count > statsMaxDocuments) {
+        throw new PolicyRefusal(
+          'tenancy.stats-cost',
+          `statistics of ${db}.${coll} would read more than ${statsMaxDocuments} of your documents ` +
+            '(isolation.tenancy.statsMaxDocuments); use count or estimatedDocumentCount',
+          ErrorCodes.ExceededMemoryLimit,
+        );
+      }
+      for (const document of batch) size += calculateObjectSize(document);
+    };
+    let reply = await this.runner.run(
+      db,
+      { find: coll, filter: { [tenant.field]: { $eq: tenant.value } }, batchSize: 1_000 },
+      { exact: true },
+    );
+    let cursor = reply['cursor'] as { id: unknown; firstBatch?: Document[]; nextBatch?: Document[] };
+    add(cursor.firstBatch ?? []);
+    while (!cursorDone(cursor.id)) {
+      reply = await this.runner.run(db, { getMore: cursor.id, collection: coll, batchSize: 1_000 }, { exact: true });
+      cursor = reply['cursor'] as typeof cursor;
+      add(cursor.nextBatch ?? []);
+    }
+    return { count, size };
+  }
+
+  /** The tenant's index names on a collection, as its listIndexes shows them. */
+  private async indexNames(tenant: Tenant, db: string, coll: string): Promise<string[]> {
+    const names = ['_id_', ...this.declared(db, coll).map((index) => index.name)];
+    for (const record of await this.catalogue.ownedIndexes(tenant.t, db, coll))
+      names.push(record.owners.find((owner) => owner.t === tenant.t)!.name);
+    return names;
+  }
+
+  private async collStats(tenant: Tenant, db: string, coll: string, scale: number): Promise<Document> {
+    const { count, size } = await this.figures(tenant, db, coll);
+    const names = await this.indexNames(tenant, db, coll);
+    const scaled = Math.floor(size / scale);
+    return {
+      ns: `${db}.${coll}`,
+      size: scaled,
+      count,
+      avgObjSize: count === 0 ? 0 : Math.floor(size / count),
+      storageSize: scaled,
+      totalIndexSize: 0,
+      totalSize: scaled,
+      indexSizes: Object.fromEntries(names.map((name) => [name, 0])),
+      nindexes: names.length,
+      scaleFactor: scale,
+      capped: false,
+      ok: 1,
+    };
+  }
+
+  private async dbStats(tenant: Tenant, db: string, scale: number): Promise<Document> {
+    let collections = 0;
+    let objects = 0;
+    let dataSize = 0;
+    let indexes = 0;
+    const created = await this.catalogue.collections(tenant.t, db);
+    for (const coll of await this.physicalCollections(db)) {
+      if (this.sharedNamespace(tenant, db, coll) === undefined) continue;
+      const names = await this.indexNames(tenant, db, coll);
+      const { count, size } = await this.figures(tenant, db, coll);
+      if (count === 0 && names.length === 1 && !created.has(coll)) continue;
+      collections += 1;
+      objects += count;
+      dataSize += size;
+      indexes += names.length;
+    }
+    const scaled = Math.floor(dataSize / scale);
+    return {
+      db,
+      collections,
+      views: 0,
+      objects,
+      avgObjSize: objects === 0 ? 0 : Math.floor(dataSize / objects),
+      dataSize: scaled,
+      storageSize: scaled,
+      indexes,
+      indexSize: 0,
+      totalSize: scaled,
+      scaleFactor: scale,
+      ok: 1,
+    };
+  }
+
+  private async validate(tenant: Tenant, db: string, coll: string): Promise<Document> {
+    if (!(await this.existsFor(tenant, db, coll)))
+      throw new ProxyError(ErrorCodes.NamespaceNotFound, `Collection '${db}.${coll}' does not exist to validate.`);
+    const { count } = await this.figures(tenant, db, coll);
+    const names = await this.indexNames(tenant, db, coll);
+    return {
+      ns: `${db}.${coll}`,
+      nInvalidDocuments: 0,
+      nNonCompliantDocuments: 0,
+      nrecords: count,
+      nIndexes: names.length,
+      keysPerIndex: Object.fromEntries(names.map((name) => [name, count])),
+      indexDetails: {},
+      valid: true,
+      repaired: false,
+      warnings: [],
+      errors: [],
+      extraIndexEntries: [],
+      missingIndexEntries: [],
+      corruptRecords: [],
+      ok: 1,
+    };
+  }
+
   // -- listings ---------------------------------------------------------------------------------
 
   private async listCollections(
@@ -507,6 +629,13 @@ export class TenancyExecutor {
       .filter((entry) => matches(filter, entry, 'listDatabases'));
     return nameOnly ? { databases, ok: 1 } : { databases, totalSize: 0, totalSizeMb: 0, ok: 1 };
   }
+}
+
+/** A cursor id of 0 (number, bigint or Long): the cursor is exhausted. */
+function cursorDone(id: unknown): boolean {
+  if (id === undefined || id === null) return true;
+  if (typeof id === 'number' || typeof id === 'bigint') return Number(id) === 0;
+  return String(id) === '0';
 }
 
 function conflict(code: number, name: string): ProxyError {

@@ -3,14 +3,17 @@
  * purpose, so the catalogue and the executor are unit-testable with a fake.
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
-import { deserialize, serialize, type Document } from '../wire/bson.js';
+import { deserialize, serialize, type DeserializeOptions, type Document } from '../wire/bson.js';
 import { encodeOpMsg } from '../wire/op-msg.js';
 import { replyBody } from '../protocol/command.js';
 import type { Upstream } from '../upstream/upstream.js';
 
 export interface CommandRunner {
-  /** Runs `command` on `db`; resolves with the reply when `ok: 1`, rejects with a CommandFailed otherwise. */
-  run(db: string, command: Document, tenant?: string): Promise<Document>;
+  /**
+   * Runs `command` on `db`; resolves with the reply when `ok: 1`, rejects with a CommandFailed
+   * otherwise. `options.exact`: values keep their BSON types (sizes computed from them are exact).
+   */
+  run(db: string, command: Document, options?: { tenant?: string; exact?: boolean }): Promise<Document>;
 }
 
 /** The upstream answered `ok: 0`: its code and message, as a MongoDB-shaped error. */
@@ -23,8 +26,8 @@ export class CommandFailed extends ProxyError {
 /** Pool connections of the proxy's own upstream (its credentials), one per command. */
 export function upstreamRunner(upstream: Upstream): CommandRunner {
   return {
-    async run(db, command, tenant) {
-      const connection = await upstream.acquire(tenant);
+    async run(db, command, options = {}) {
+      const connection = await upstream.acquire(options.tenant);
       let reply: Buffer | undefined;
       try {
         const frame = encodeOpMsg({ requestId: 0, responseTo: 0, body: serialize({ ...command, $db: db }) });
@@ -36,14 +39,15 @@ export function upstreamRunner(upstream: Upstream): CommandRunner {
       }
       const body = reply === undefined ? undefined : replyBody(reply);
       if (body === undefined) throw new CommandFailed(ErrorCodes.InternalError, 'the upstream sent no reply document');
-      return checked(deserialize(body));
+      const exact: DeserializeOptions = { promoteValues: false, promoteLongs: false, promoteBuffers: false };
+      return checked(deserialize(body, options.exact === true ? exact : {}));
     },
   };
 }
 
 /** The reply when `ok: 1`; a CommandFailed carrying the server's code and message otherwise. */
 export function checked(reply: Document): Document {
-  if (reply['ok'] === 1 || reply['ok'] === true) {
+  if (Number(reply['ok']) === 1 || reply['ok'] === true) {
     const writeErrors = reply['writeErrors'] as Document[] | undefined;
     const first = writeErrors?.[0];
     if (first !== undefined)
@@ -53,6 +57,6 @@ export function checked(reply: Document): Document {
       );
     return reply;
   }
-  const code = typeof reply['code'] === 'number' ? reply['code'] : ErrorCodes.InternalError;
+  const code = reply['code'] === undefined ? ErrorCodes.InternalError : Number(reply['code']);
   throw new CommandFailed(code, typeof reply['errmsg'] === 'string' ? reply['errmsg'] : 'command failed upstream');
 }
