@@ -101,7 +101,7 @@ export class TenancyExecutor {
       case 'listCollections':
         return this.listCollections(tenant, operation.db, operation.filter, operation.nameOnly);
       case 'listDatabases':
-        return this.listDatabases(tenant, operation.filter, operation.nameOnly);
+        return this.listDatabases(tenant, operation.filter);
       case 'collStats':
         return this.collStats(tenant, operation.db, operation.coll, operation.scale);
       case 'dbStats':
@@ -592,7 +592,7 @@ export class TenancyExecutor {
     return { cursor: { id: 0n, ns: `${db}.$cmd.listCollections`, firstBatch: entries }, ok: 1 };
   }
 
-  private async listDatabases(tenant: Tenant, filter: Document | undefined, nameOnly: boolean): Promise<Document> {
+  private async listDatabases(tenant: Tenant, filter: Document | undefined): Promise<Document> {
     const reply = await this.runner.run('admin', { listDatabases: 1, nameOnly: true });
     const physical = (reply['databases'] as Document[]).map((entry) => String(entry['name']));
     const catalogueDb = this.settings().catalogueDatabase.toLowerCase();
@@ -623,11 +623,12 @@ export class TenancyExecutor {
         }
       }
     }
+    // Names only, whatever nameOnly says: sizes would show the shared server's activity (catalogue 59).
     const databases = names
       .sort()
-      .map((name): Document => (nameOnly ? { name } : { name, sizeOnDisk: 0, empty: false }))
+      .map((name): Document => ({ name }))
       .filter((entry) => matches(filter, entry, 'listDatabases'));
-    return nameOnly ? { databases, ok: 1 } : { databases, totalSize: 0, totalSizeMb: 0, ok: 1 };
+    return { databases, ok: 1 };
   }
 }
 
