@@ -341,11 +341,12 @@ function virtualIndexSpec(spec: RawValue, index: number, context: TenantContext)
   const doc = RawDocument.parse(spec.value);
   const where = `createIndexes.indexes.${index}`;
   const key = RawDocument.parse(doc.get('key')!.value);
-  if (key.has(context.field)) {
-    // The proxy prefixes the tenant field itself; a key naming it would index other tenants' values by name.
+  if (key.elements.slice(1).some((element) => element.name === context.field)) {
+    // The proxy prefixes the tenant field itself (a key that already starts with it, as the refusal
+    // mode required, is kept as it is); elsewhere in the key it would repeat the field.
     refuse(
       'ddl.index-tenant-field',
-      `${where}.key must not name the tenant field: every index is already scoped to your documents`,
+      `${where}.key may name the tenant field only first: every index is already scoped to your documents`,
       ErrorCodes.BadValue,
     );
   }
