@@ -453,10 +453,13 @@ const sections: Record<string, SchemaNode> = {
               },
               name: { type: 'string', minLength: 1, description: 'Index name, shown to every tenant.' },
               key: {
-                type: 'object',
+                type: 'array',
+                minItems: 1,
+                items: { type: 'string', minLength: 1 },
                 description:
-                  'The key as tenants see it, e.g. {email: 1}; the proxy prefixes the tenant field, so a unique ' +
-                  'index is unique within each tenant.',
+                  'The key as tenants see it, in order: "field" (ascending), "-field" (descending) or "field:type" ' +
+                  '(e.g. "location:2dsphere"); the proxy prefixes the tenant field, so a unique index is unique ' +
+                  'within each tenant.',
               },
               unique: { type: 'boolean', description: 'Unique within each tenant.', default: false },
             }),

@@ -184,8 +184,8 @@ export interface DeclaredIndex {
   namespace: string;
   /** The index name, as created upstream and shown to every tenant. */
   name: string;
-  /** The key as tenants see it (without the tenant field; the proxy prefixes it). */
-  key: Record<string, number | string>;
+  /** The key as tenants see it, in order (`field`, `-field`, `field:type`); the proxy prefixes the tenant field. */
+  key: string[];
   unique: boolean;
 }
 

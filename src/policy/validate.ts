@@ -12,6 +12,7 @@ import { ErrorCodes } from '../errors.js';
 import { PolicyRefusal } from '../rewrite/types.js';
 import { BsonType, bsonTypeName, elements, type BsonElement } from '../wire/bson-scan.js';
 import { numberOf, stringOf, type RawValue } from '../wire/raw-bson.js';
+import { deserialize, serialize, type Document } from '../wire/bson.js';
 import {
   ACCUMULATORS,
   COLLATION_FIELDS,
@@ -666,6 +667,42 @@ export function validateHint(value: RawValue, where: string, tenantField: string
   if (requireTenantPrefix && keys[0]!.name !== tenantField) {
     refuse('hint.not-tenant-prefixed', `${where} must name an index that starts with the tenant field (catalogue 60)`);
   }
+}
+
+/**
+ * A private database per tenant (isolation.tenancy): the physical hint for a client's hint on a
+ * shared collection. A key pattern gets the tenant field in front (every tenant index is
+ * tenant-prefixed upstream); a name is looked up in `names` (the tenant's own indexes) and becomes
+ * its prefixed key pattern. undefined: the hint stays as sent (`$natural`, already prefixed).
+ */
+export function tenantHint(
+  value: RawValue,
+  where: string,
+  tenantField: string,
+  names: ReadonlyMap<string, Document> | undefined,
+  namespace: string,
+): RawValue | undefined {
+  let key: Document;
+  if (value.type === BsonType.string) {
+    const name = stringOf(value);
+    const found = names?.get(`${namespace}\0${name}`);
+    if (found === undefined) {
+      if (name === '_id_') return undefined;
+      refuse(
+        'hint.unknown-index',
+        `${where}: hint provided does not correspond to an existing index`,
+        ErrorCodes.BadValue,
+      );
+    }
+    key = found;
+  } else {
+    key = deserialize(value.value);
+    const first = Object.keys(key)[0];
+    if (first === tenantField || first === '$natural' || (first === '_id' && Object.keys(key).length === 1))
+      return undefined;
+  }
+  const prefixed = serialize({ [tenantField]: 1, ...key });
+  return { type: BsonType.document, value: prefixed };
 }
 
 export interface CollationOptions {

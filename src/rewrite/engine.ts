@@ -200,6 +200,7 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
     // Virtual operations need the executor; audit-only forwards originals and never runs them.
     virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
+    hintKeys: new Map(),
   };
 }
 

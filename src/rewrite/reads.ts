@@ -48,6 +48,7 @@ import {
   validateCollation,
   validateFilter,
   validateHint,
+  tenantHint,
   validateProjection,
   validateSort,
 } from '../policy/validate.js';
@@ -195,9 +196,18 @@ function filterField(rw: Rewrite, field: string, tenantFiltered: boolean): void 
 }
 
 /** hint: checked against the tenant-prefixed index rule (catalogue 60). */
-function hintField(rw: Rewrite, tenantFiltered: boolean): void {
+function hintField(rw: Rewrite, tenantFiltered: boolean, ns?: { db: string; coll: string }): void {
   const hint = rw.body.get('hint');
-  if (hint !== undefined) validateHint(hint, `${rw.input.name}.hint`, rw.context.field, tenantFiltered);
+  if (hint === undefined) return;
+  const where = `${rw.input.name}.hint`;
+  if (rw.context.virtualDdl === true && tenantFiltered && ns !== undefined) {
+    // A private database per tenant: names and keys map to the tenant's prefixed indexes (issue 13).
+    validateHint(hint, where, rw.context.field, false);
+    const physical = tenantHint(hint, where, rw.context.field, rw.context.hintKeys, `${ns.db}.${ns.coll}`);
+    if (physical !== undefined) rw.set('hint', physical, 'hint.tenant-map');
+    return;
+  }
+  validateHint(hint, where, rw.context.field, tenantFiltered);
 }
 
 /**
@@ -247,7 +257,7 @@ function findImpl(input: CommandInput, context: TenantContext, options: ReadOpti
   if (projection !== undefined) validateProjection(projection, 'find.projection');
   const sort = input.body.get('sort');
   if (sort !== undefined) validateSort(sort, 'find.sort');
-  hintField(rw, ns.tenantFiltered);
+  hintField(rw, ns.tenantFiltered, ns);
   collationField(rw, ns.tenantFiltered);
   letField(rw);
   boundsFields(rw, ns.tenantFiltered);
@@ -284,7 +294,7 @@ function rewriteQueryCommand(
   const rw = new Rewrite(input, context, `${input.db}.${coll}`);
   if (options.facts !== undefined) options.facts.sharedData ||= ns.tenantFiltered || ns.model === 'shared-collection';
   filterField(rw, 'query', ns.tenantFiltered);
-  hintField(rw, ns.tenantFiltered);
+  hintField(rw, ns.tenantFiltered, ns);
   collationField(rw, ns.tenantFiltered);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime(options);
@@ -360,7 +370,7 @@ function aggregateImpl(input: CommandInput, context: TenantContext, options: Rea
   rw.body = rw.body.with('pipeline', rewritten);
   if (summary.namesMapped) rw.namesMapped = true;
   if (options.facts !== undefined) options.facts.sharedData ||= sharedModel || summary.touchesTenantFiltered;
-  hintField(rw, tenantFiltered);
+  hintField(rw, tenantFiltered, physicalColl === undefined ? undefined : { db: physicalDb, coll: physicalColl });
   collationField(rw, tenantFiltered || summary.touchesTenantFiltered);
   letField(rw);
   rw.physical(physicalDb, physicalColl, coll);

@@ -73,6 +73,12 @@ export interface TenantContext {
    * listings and stats there become virtual operations run by src/tenancy instead of refusals.
    */
   virtualDdl?: boolean;
+  /**
+   * Index names a hint may use, resolved before the command is decided (the tenancy executor
+   * reads the tenant's indexes from the ownership catalogue): `db.coll` + NUL + name → the
+   * tenant's key pattern. Only consulted when `virtualDdl`.
+   */
+  hintKeys?: Map<string, Document>;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */

@@ -594,6 +594,9 @@ export class ClientConnection {
         throw unrepresentable(
           this.tenantEngineError ?? new ProxyError(ErrorCodes.InternalError, 'no isolation engine'),
         );
+      // Hints by index name on shared collections resolve through the tenant's index mapping (issue 13).
+      if (this.deps.tenancy !== undefined && !moreToCome)
+        await this.deps.tenancy.prepareHints(envelope.db, msg.body, msg.sequences, engine.context);
       let decision: Decision;
       try {
         decision = engine.decide(commandInput(envelope.name, envelope.db, msg.body, msg.sequences, moreToCome));

@@ -5,6 +5,7 @@
  */
 import type { DeclaredIndex } from '../config/types.js';
 import type { CommandRunner } from './runner.js';
+import { declaredKey } from './indexes.js';
 
 export interface EnsuredIndex {
   namespace: string;
@@ -24,7 +25,7 @@ export async function ensureDeclaredIndexes(
     const db = index.namespace.slice(0, dot);
     const coll = index.namespace.slice(dot + 1);
     const spec = {
-      key: { [tenantField]: 1, ...index.key },
+      key: { [tenantField]: 1, ...declaredKey(index.key) },
       name: index.name,
       ...(index.unique ? { unique: true } : {}),
     };

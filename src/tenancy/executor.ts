@@ -15,7 +15,8 @@
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
 import { calculateObjectSize, deserialize, type Document } from '../wire/bson.js';
-import { documentOf } from '../wire/raw-bson.js';
+import { RawDocument, arrayItems, documentOf, stringOf } from '../wire/raw-bson.js';
+import { BsonType } from '../wire/bson-scan.js';
 import type { TenancyConfig } from '../config/types.js';
 import { databaseListing } from '../policy/namespaces.js';
 import {
@@ -108,6 +109,51 @@ export class TenancyExecutor {
         return this.dbStats(tenant, operation.db, operation.scale);
       case 'validate':
         return this.validate(tenant, operation.db, operation.coll);
+    }
+  }
+
+  /**
+   * Before a command with a hint by index NAME on a shared collection is decided: the tenant's
+   * index names there (its own and the declared ones) with their key patterns, into
+   * `context.hintKeys`, so the engine maps the name to the prefixed physical key. Commands
+   * without a string hint cost nothing.
+   */
+  async prepareHints(
+    db: string,
+    body: Uint8Array,
+    sequences: ReadonlyArray<{ identifier: string; documents: readonly Uint8Array[] }>,
+    context: TenantContext,
+  ): Promise<void> {
+    if (context.virtualDdl !== true || context.hintKeys === undefined) return;
+    const command = RawDocument.parse(body);
+    const statements: RawDocument[] = [command];
+    for (const field of ['updates', 'deletes']) {
+      const value = command.get(field);
+      if (value !== undefined && value.type === BsonType.array)
+        for (const item of arrayItems(value))
+          if (item.type === BsonType.document) statements.push(RawDocument.parse(item.value));
+    }
+    for (const sequence of sequences)
+      if (sequence.identifier === 'updates' || sequence.identifier === 'deletes')
+        for (const document of sequence.documents) statements.push(RawDocument.parse(document));
+    if (!statements.some((statement) => statement.get('hint')?.type === BsonType.string)) return;
+    const first = command.first;
+    if (first === undefined || first.type !== BsonType.string) return;
+    let ns: ResolvedNamespace;
+    try {
+      ns = context.namespaces.resolve(db, stringOf(first), 'read');
+    } catch (error) {
+      if (error instanceof PolicyRefusal) return; // the engine refuses it with the right rule
+      throw error;
+    }
+    if (!ns.tenantFiltered) return;
+    const prefix = `${ns.db}.${ns.coll}\0`;
+    // The catalogue is the truth: names dropped since an earlier command must not map any more.
+    for (const key of [...context.hintKeys.keys()]) if (key.startsWith(prefix)) context.hintKeys.delete(key);
+    for (const index of this.declared(ns.db, ns.coll)) context.hintKeys.set(prefix + index.name, index.key);
+    for (const record of await this.catalogue.ownedIndexes(context.tenant, ns.db, ns.coll)) {
+      const owner = record.owners.find((candidate) => candidate.t === context.tenant)!;
+      context.hintKeys.set(prefix + owner.name, parseSpec(record.spec).key);
     }
   }
 

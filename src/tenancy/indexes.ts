@@ -86,5 +86,18 @@ export function declaredSpec(index: DeclaredIndex): {
   options: Document;
 } {
   const options: Document = index.unique ? { unique: true } : {};
-  return { name: index.name, canonical: canonicalSpec(index.key, options), key: index.key, options };
+  const key = declaredKey(index.key);
+  return { name: index.name, canonical: canonicalSpec(key, options), key, options };
+}
+
+/** `["email", "-createdAt", "loc:2dsphere"]` → `{email: 1, createdAt: -1, loc: '2dsphere'}`. */
+export function declaredKey(fields: readonly string[]): Document {
+  const key: Document = {};
+  for (const field of fields) {
+    const colon = field.lastIndexOf(':');
+    if (colon > 0) key[field.slice(0, colon)] = field.slice(colon + 1);
+    else if (field.startsWith('-')) key[field.slice(1)] = -1;
+    else key[field] = 1;
+  }
+  return key;
 }

@@ -25,7 +25,7 @@ beforeAll(async () => {
         indexesPerTenant: 3,
         indexReserve: 2,
         maxIndexesPerCollection: 8,
-        sharedIndexes: [{ namespace: `${dbName}.users`, name: 'email_1', key: { email: 1 }, unique: true }],
+        sharedIndexes: [{ namespace: `${dbName}.users`, name: 'email_1', key: ['email'], unique: true }],
       },
     },
   });
@@ -197,6 +197,29 @@ describe('issue 13: tenant-scoped indexes', () => {
       .catch((error: unknown) => error);
     expect(String(declared)).toMatch(/tenancy\.index-declared/);
     expect((declared as MongoServerError).code).toBe(13);
+  });
+
+  it('hints by name or key resolve through the tenant mapping (find, count, aggregate, update, delete, findAndModify); an unknown name is BadValue', async () => {
+    const coll = acme.db(dbName).collection('hinted');
+    await coll.insertMany([{ h: 1 }, { h: 2 }]);
+    await coll.createIndex({ h: 1 }, { name: 'by_h' });
+    expect(await coll.find({ h: 1 }).hint('by_h').toArray()).toHaveLength(1);
+    expect(await coll.find({ h: 1 }).hint({ h: 1 }).toArray()).toHaveLength(1);
+    expect(await coll.countDocuments({}, { hint: 'by_h' })).toBe(2);
+    expect(await coll.aggregate([{ $match: { h: 2 } }], { hint: 'by_h' }).toArray()).toHaveLength(1);
+    expect((await coll.updateOne({ h: 1 }, { $set: { u: 1 } }, { hint: 'by_h' })).modifiedCount).toBe(1);
+    expect((await coll.findOneAndUpdate({ h: 2 }, { $set: { u: 2 } }, { hint: { h: 1 } }))?.['h']).toBe(2);
+    expect((await coll.deleteOne({ h: 2 }, { hint: 'by_h' })).deletedCount).toBe(1);
+    // globex has no index of that name: its hint is the server's BadValue, nothing of acme's shown.
+    const unknown = await globex
+      .db(dbName)
+      .collection('hinted')
+      .find({})
+      .hint('by_h')
+      .toArray()
+      .catch((error: unknown) => error);
+    expect((unknown as MongoServerError).code).toBe(2);
+    expect((unknown as MongoServerError).message).toMatch(/hint\.unknown-index/);
   });
 
   it('the catalogue database is not reachable through the proxy', async () => {

@@ -16,7 +16,7 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     isolation: {
       tenancy: {
-        sharedIndexes: [{ namespace: `${dbName}.idx`, name: 'tenant_email', key: { email: 1 }, unique: true }],
+        sharedIndexes: [{ namespace: `${dbName}.idx`, name: 'tenant_email', key: ['email'], unique: true }],
       },
     },
   });
