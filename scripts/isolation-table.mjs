@@ -83,14 +83,12 @@ export function scan(base = root) {
     }
   }
   for (const n of PROPERTY_TEST.items) {
-    table
-      .get(n)
-      .push({
-        file: PROPERTY_TEST.file,
-        title: PROPERTY_TEST.title,
-        needsMongoDB: PROPERTY_TEST.mongoOnly.includes(n),
-        property: true,
-      });
+    table.get(n).push({
+      file: PROPERTY_TEST.file,
+      title: PROPERTY_TEST.title,
+      needsMongoDB: PROPERTY_TEST.mongoOnly.includes(n),
+      property: true,
+    });
   }
   return table;
 }

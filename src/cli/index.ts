@@ -28,14 +28,8 @@ import {
   type HostPort,
   type ProxyConfig,
 } from '../config/index.js';
-import { ConfigError } from '../errors.js';
-import {
-  CredentialsFileError,
-  DEFAULT_ITERATIONS,
-  SCRAM_MECHANISMS,
-  formatCredentialEntry,
-  hashPassword,
-} from '../identity/credentials.js';
+import { ConfigError, CredentialsFileError } from '../errors.js';
+import { DEFAULT_ITERATIONS, SCRAM_MECHANISMS, formatCredentialEntry, hashPassword } from '../identity/credentials.js';
 import type { DestinationStream } from 'pino';
 import { createIdentityServices } from '../identity/services.js';
 import { createListenerTls } from '../identity/tls-context.js';

@@ -11,8 +11,7 @@
  *
  * Also here: the top-level fields each rewritten command may carry (catalogue G1, 17-19, 53).
  */
-import { ErrorCodes } from '../errors.js';
-import { PolicyRefusal } from '../rewrite/types.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import type { RawDocument } from '../wire/raw-bson.js';
 
 /** The handlers the engine dispatches to. */

@@ -45,10 +45,10 @@
  * `resolve` allows) provided those rules agree on one model.
  */
 import type { IsolationConfig, IsolationModel, NamespaceAccess, NamespaceRule } from '../config/types.js';
-import { ErrorCodes, ProxyError } from '../errors.js';
+import { ErrorCodes, ProxyError, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { stringOf, type RawValue } from '../wire/raw-bson.js';
-import { PolicyRefusal, type Access, type NamespaceResolver, type ResolvedNamespace } from '../rewrite/types.js';
+import type { Access, NamespaceResolver, ResolvedNamespace } from './types.js';
 
 /** Longest database name MongoDB accepts, in bytes. */
 export const MAX_DB_NAME_BYTES = 63;

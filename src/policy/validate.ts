@@ -8,8 +8,7 @@
  * Each function throws PolicyRefusal with a stable rule id and a message naming the location and
  * the offending name, never a value.
  */
-import { ErrorCodes } from '../errors.js';
-import { PolicyRefusal } from '../rewrite/types.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType, bsonTypeName, elements, type BsonElement } from '../wire/bson-scan.js';
 import { numberOf, stringOf, type RawValue } from '../wire/raw-bson.js';
 import { deserialize, serialize, type Document } from '../wire/bson.js';

@@ -34,24 +34,23 @@
  * tenant's business. The reply's `databases[].name` must be mapped back (`reply.mapNames`).
  */
 import type { IsolationModel } from '../config/types.js';
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { RawDocument, arrayItems, arrayOf, documentOf, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
 import { assertNoForbidden, validateCollation, validateFilter } from '../policy/validate.js';
 import { collectionNameOf, databaseListing, splitNamespace } from '../policy/namespaces.js';
-import { capMaxTimeMS } from './limits.js';
+import { capMaxTimeMS } from '../policy/limits.js';
 import { deserialize, type Document } from '../wire/bson.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-  type VirtualIndexSpec,
-  type VirtualOperation,
-} from './types.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ResolvedNamespace,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+  VirtualIndexSpec,
+  VirtualOperation,
+} from '../policy/types.js';
 
 function refuse(rule: string, message: string, code: number = ErrorCodes.Unauthorized): never {
   throw new PolicyRefusal(rule, message, code);

@@ -12,7 +12,7 @@
 import type { IsolationConfig } from '../config/types.js';
 import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
 import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../policy/cursors.js';
@@ -22,16 +22,15 @@ import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { buildHandlers } from './handlers.js';
 import { VIRTUAL_STATS, statsCommand } from './ddl.js';
 import type { HandlerName } from '../policy/commands.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ReplyPlan,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-  type VirtualOperation,
-} from './types.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ReplyPlan,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+  VirtualOperation,
+} from '../policy/types.js';
 
 export interface EngineOptions {
   config: IsolationConfig;

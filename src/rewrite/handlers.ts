@@ -8,7 +8,7 @@ import { createCursorHandlers, type CursorRegistry } from '../policy/cursors.js'
 import { DDL_HANDLERS } from './ddl.js';
 import { createReadHandlers } from './reads.js';
 import { createSessionHandlers } from './sessions.js';
-import type { CommandHandler } from './types.js';
+import type { CommandHandler } from '../policy/types.js';
 import { WRITE_HANDLERS } from './writes.js';
 
 /** ping, buildInfo: carry nothing of anyone's; forwarded as they are (fields allowlisted by the engine). */

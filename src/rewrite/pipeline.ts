@@ -20,7 +20,7 @@
  *
  * Untouched stages are forwarded byte for byte (the raw values are reused, never re-encoded).
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
   arrayItems,
@@ -41,7 +41,7 @@ import {
   validateSort,
 } from '../policy/validate.js';
 import { tenantEquality, tenantFilter } from './filter.js';
-import { PolicyRefusal, type ResolvedNamespace, type RewriteNote, type TenantContext } from './types.js';
+import type { ResolvedNamespace, RewriteNote, TenantContext } from '../policy/types.js';
 
 /** Deepest sub-pipeline nesting accepted ($lookup in $facet in $unionWith…); the top level is 0. */
 export const MAX_PIPELINE_DEPTH = 20;

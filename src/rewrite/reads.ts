@@ -30,7 +30,7 @@
  *   `<db>.<coll>` for find / aggregate / listIndexes, `<db>.$cmd.aggregate` for `aggregate: 1`,
  *   `<db>.$cmd.listCollections` for listCollections.
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
   childDocument,
@@ -54,18 +54,17 @@ import {
 } from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
 import { deserialize, type Document } from '../wire/bson.js';
-import { capMaxTimeMS } from './limits.js';
+import { capMaxTimeMS } from '../policy/limits.js';
 import { rewritePipelineDetailed, validateExpressionFields } from './pipeline.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-  type VirtualOperation,
-} from './types.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ResolvedNamespace,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+  VirtualOperation,
+} from '../policy/types.js';
 
 /** Binary comparison, whatever the collection's default collation (catalogue 9). */
 const SIMPLE_COLLATION: RawValue = documentOf([['locale', valueOf('simple')]]);

@@ -16,17 +16,11 @@
  * by the classification table and are not handled here.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { ErrorCodes, ProxyError } from '../errors.js';
+import { ErrorCodes, ProxyError, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, documentOf, RawDocument, type RawValue } from '../wire/raw-bson.js';
-import { capMaxTimeMS } from './limits.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type RewriteNote,
-  type RewriteResult,
-} from './types.js';
+import { capMaxTimeMS } from '../policy/limits.js';
+import type { CommandHandler, CommandInput, RewriteNote, RewriteResult } from '../policy/types.js';
 
 const UUID_SUBTYPE = 0x04;
 const UUID_BYTES = 16;

@@ -16,7 +16,7 @@
  * Client values that are not rewritten are reused byte for byte (RawDocument splices elements).
  * w:0 (moreToCome) writes are rewritten exactly the same way (catalogue 50).
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
   RawDocument,
@@ -42,18 +42,17 @@ import {
   validateUpdateDocument,
 } from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
-import { capMaxTimeMS } from './limits.js';
+import { capMaxTimeMS } from '../policy/limits.js';
 import { validateExpressionFields } from './pipeline.js';
 import { assertAllowedFields } from '../policy/commands.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-} from './types.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ResolvedNamespace,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+} from '../policy/types.js';
 
 /** The server's limit for a user document (BSONObjMaxUserSize): stamping never goes past it (catalogue 51). */
 export const MAX_USER_DOCUMENT_SIZE = 16 * 1024 * 1024;

@@ -18,7 +18,7 @@ import type { Socket } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import type { ProxyConfig, CompressorName, ListenerConfig } from '../config/types.js';
-import { ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
+import { ErrorCodes, ProxyError, WireProtocolError, PolicyRefusal } from '../errors.js';
 import { FrameDecoder } from '../wire/frame-decoder.js';
 import { readHeader, setRequestId, setResponseTo } from '../wire/header.js';
 import { HEADER_LENGTH, OpCode, OpMsgFlag } from '../wire/constants.js';
@@ -43,7 +43,7 @@ import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../u
 import { commandTraits } from '../upstream/command-traits.js';
 import { UpstreamRelay } from './upstream-relay.js';
 import { commandInput, type Decision, type IsolationEngine, type TenantEngine } from '../rewrite/engine.js';
-import { PolicyRefusal, type ReplyPlan, type VirtualOperation } from '../rewrite/types.js';
+import type { ReplyPlan, VirtualOperation } from '../policy/types.js';
 import type { AuditDecision, AuditLog } from '../observability/audit.js';
 import { replyBody } from '../protocol/command.js';
 import type { UpstreamConnection } from '../upstream/connection.js';

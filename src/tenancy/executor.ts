@@ -19,14 +19,14 @@ import { RawDocument, arrayItems, documentOf, stringOf } from '../wire/raw-bson.
 import { BsonType } from '../wire/bson-scan.js';
 import type { TenancyConfig } from '../config/types.js';
 import { databaseListing } from '../policy/namespaces.js';
-import {
-  PolicyRefusal,
-  type NamespaceResolver,
-  type ResolvedNamespace,
-  type TenantContext,
-  type VirtualIndexSpec,
-  type VirtualOperation,
-} from '../rewrite/types.js';
+import { PolicyRefusal } from '../errors.js';
+import type {
+  NamespaceResolver,
+  ResolvedNamespace,
+  TenantContext,
+  VirtualIndexSpec,
+  VirtualOperation,
+} from '../policy/types.js';
 import { Catalogue, type IndexRecord } from './catalogue.js';
 import { CommandFailed, type CommandRunner } from './runner.js';
 import {

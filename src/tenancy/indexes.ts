@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { EJSON, type Document } from '../wire/bson.js';
-import type { VirtualIndexSpec } from '../rewrite/types.js';
+import type { VirtualIndexSpec } from '../policy/types.js';
 import type { DeclaredIndex } from '../config/types.js';
 
 /** Options whose value `false` means the same as leaving them out. */

@@ -604,9 +604,8 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
   });
 
   it('catalogue 24: shared model: a listCollections reply full of options is stripped by the proxy (fake upstream)', async () => {
-    let sent: Document[] = [];
     let listed: Document[] = [];
-    sent = await forwarded('listCollections', async () => {
+    const sent = await forwarded('listCollections', async () => {
       listed = await fakeAcme.db(fakeDb).listCollections().toArray();
     });
     expect(sent).toHaveLength(1);

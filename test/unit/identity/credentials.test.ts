@@ -5,9 +5,8 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import { runCli, type CliIo } from '../../../src/cli/index.js';
-import { ConfigError } from '../../../src/errors.js';
+import { ConfigError, CredentialsFileError } from '../../../src/errors.js';
 import {
-  CredentialsFileError,
   createCredentialStore,
   credentialLookup,
   formatCredentialEntry,

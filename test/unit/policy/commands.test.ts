@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../../../src/errors.js';
+import { ErrorCodes, PolicyRefusal } from '../../../src/errors.js';
 import {
   ALLOWED_FIELDS,
   CLASSIFIED_COMMANDS,
@@ -14,7 +14,6 @@ import {
   type CommandClass,
   type HandlerName,
 } from '../../../src/policy/commands.js';
-import { PolicyRefusal } from '../../../src/rewrite/types.js';
 import { RawDocument, valueOf } from '../../../src/wire/raw-bson.js';
 
 interface ServerCommands {

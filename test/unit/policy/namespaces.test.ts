@@ -11,7 +11,8 @@ import {
   splitPhysicalName,
   unescapeTenant,
 } from '../../../src/policy/namespaces.js';
-import { PolicyRefusal, type Access } from '../../../src/rewrite/types.js';
+import { PolicyRefusal } from '../../../src/errors.js';
+import type { Access } from '../../../src/policy/types.js';
 
 function isolation(overrides: Partial<IsolationConfig> = {}): IsolationConfig {
   // The product's own defaults (src/config/schema.ts), then what the test changes.

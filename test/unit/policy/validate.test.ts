@@ -1,3 +1,4 @@
+import { PolicyRefusal } from '../../../src/errors.js';
 import { BSONRegExp, BSONSymbol, Code, DBRef, ObjectId, serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
 import {
@@ -13,7 +14,6 @@ import {
   validateSort,
   validateUpdateDocument,
 } from '../../../src/policy/validate.js';
-import { PolicyRefusal } from '../../../src/rewrite/types.js';
 import { BsonType } from '../../../src/wire/bson-scan.js';
 import { encodeElements, valueOf, type RawValue } from '../../../src/wire/raw-bson.js';
 

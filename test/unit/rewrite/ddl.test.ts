@@ -4,12 +4,8 @@ import type { IsolationConfig } from '../../../src/config/types.js';
 import { createNamespaceResolver } from '../../../src/policy/namespaces.js';
 import { DDL_HANDLERS } from '../../../src/rewrite/ddl.js';
 import { encodeTenant } from '../../../src/rewrite/filter.js';
-import {
-  PolicyRefusal,
-  type CommandInput,
-  type RewriteResult,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import { PolicyRefusal } from '../../../src/errors.js';
+import type { CommandInput, RewriteResult, TenantContext } from '../../../src/policy/types.js';
 import { Code, deserialize, serialize, UUID, type Document } from '../../../src/wire/bson.js';
 import { RawDocument } from '../../../src/wire/raw-bson.js';
 

@@ -3,6 +3,7 @@
  * Outputs are deserialized with `bson` for their structure; untouched stages and client values
  * are checked byte for byte.
  */
+import { PolicyRefusal } from '../../../src/errors.js';
 import { Long, ObjectId, deserialize, serialize, type Document } from 'bson';
 import { describe, expect, it } from 'vitest';
 import type { IsolationModel } from '../../../src/config/types.js';
@@ -16,14 +17,13 @@ import {
   rewritePipelineDetailed,
   type PipelineOptions,
 } from '../../../src/rewrite/pipeline.js';
-import {
-  PolicyRefusal,
-  type Access,
-  type NamespaceResolver,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import type {
+  Access,
+  NamespaceResolver,
+  ResolvedNamespace,
+  RewriteNote,
+  TenantContext,
+} from '../../../src/policy/types.js';
 import type { RawValue } from '../../../src/wire/raw-bson.js';
 
 const FIELD = 'tenantId';

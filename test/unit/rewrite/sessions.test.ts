@@ -1,11 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createSessionHandlers, deriveSessionId, mapSession, sessionKeyFrom } from '../../../src/rewrite/sessions.js';
-import {
-  PolicyRefusal,
-  type CommandInput,
-  type NamespaceResolver,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import { PolicyRefusal } from '../../../src/errors.js';
+import type { CommandInput, NamespaceResolver, TenantContext } from '../../../src/policy/types.js';
 import { Binary, Long, Timestamp, UUID, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 import { RawDocument, valueOf } from '../../../src/wire/raw-bson.js';
 

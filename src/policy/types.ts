@@ -1,5 +1,7 @@
 /**
- * Contracts of the isolation engine (policy + rewrite). The specification is
+ * Contracts of the isolation engine (policy + rewrite). They live in policy, the lower of the two
+ * layers, because policy implements some of them too (cursor handlers, namespace resolution) and
+ * imports only go down. PolicyRefusal is in src/errors.ts. The specification is
  * ../shared/design/isolation-catalogue.md; item numbers are cited as "catalogue N".
  *
  * Flow for every command of a connection with an established tenant (src/rewrite/engine.ts):
@@ -11,23 +13,8 @@
  * Pure: no sockets, no logging; decisions are reported as `notes` for audit and metrics.
  */
 import type { IsolationModel, NamespaceAccess } from '../config/types.js';
-import { ErrorCodes, ProxyError } from '../errors.js';
-import type { RawDocument, RawValue } from '../wire/raw-bson.js';
 import type { Document } from '../wire/bson.js';
-
-/** Why a command was refused: a stable rule id (for metrics, audit and docs) and a message naming it, never data. */
-export class PolicyRefusal extends ProxyError {
-  readonly rule: string;
-
-  constructor(rule: string, message: string, code: number = ErrorCodes.Unauthorized) {
-    super(code, `mongo-tenant-proxy refused the command (rule ${rule}): ${message}`);
-    this.rule = rule;
-  }
-
-  override get name(): string {
-    return 'PolicyRefusal';
-  }
-}
+import type { RawDocument, RawValue } from '../wire/raw-bson.js';
 
 export type Access = 'read' | 'write';
 
@@ -122,7 +109,7 @@ export interface ReplyPlan {
    */
   cursorsNotFound?: readonly bigint[];
   /** Forward nothing and answer with this document (e.g. killCursors naming only foreign ids). */
-  localReply?: import('../wire/bson.js').Document;
+  localReply?: Document;
 }
 
 /** One index as a tenant asked for it (validated by the engine; names and keys are the client's). */
