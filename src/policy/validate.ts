@@ -681,27 +681,28 @@ export function tenantHint(
   names: ReadonlyMap<string, Document> | undefined,
   namespace: string,
 ): RawValue | undefined {
+  // Only tenant-prefixed indexes may be hinted: not _id, not a collection scan (catalogue 60).
+  const unprefixed = (): never =>
+    refuse('hint.not-tenant-prefixed', `${where} must name an index that starts with the tenant field (catalogue 60)`);
   let key: Document;
   if (value.type === BsonType.string) {
     const name = stringOf(value);
+    if (name === '_id_') unprefixed();
     const found = names?.get(`${namespace}\0${name}`);
-    if (found === undefined) {
-      if (name === '_id_') return undefined;
+    if (found === undefined)
       refuse(
         'hint.unknown-index',
         `${where}: hint provided does not correspond to an existing index`,
         ErrorCodes.BadValue,
       );
-    }
     key = found;
   } else {
     key = deserialize(value.value);
     const first = Object.keys(key)[0];
-    if (first === tenantField || first === '$natural' || (first === '_id' && Object.keys(key).length === 1))
-      return undefined;
+    if (first === tenantField) return undefined;
+    if (first === '$natural' || (first === '_id' && Object.keys(key).length === 1)) unprefixed();
   }
-  const prefixed = serialize({ [tenantField]: 1, ...key });
-  return { type: BsonType.document, value: prefixed };
+  return { type: BsonType.document, value: serialize({ [tenantField]: 1, ...key }) };
 }
 
 export interface CollationOptions {
