@@ -204,5 +204,10 @@ export default tseslint.config(
     },
   },
   { files: ['src/cli/**/*.ts'], rules: { 'no-restricted-syntax': 'off' } },
+  // mongosh runs this file as a CommonJS script with its own globals (db, EJSON, print).
+  {
+    files: ['test/compat/clients/mongosh-client.js'],
+    rules: { 'no-redeclare': 'off', '@typescript-eslint/no-require-imports': 'off' },
+  },
   ...layerConfigs,
 );

@@ -184,6 +184,38 @@ export class UpstreamError extends ProxyError {
   }
 }
 
+/**
+ * The upstream connection broke after part of a reply stream (an exhaust cursor) reached the
+ * client: it cannot be retried or answered cleanly; the client connection must be closed.
+ */
+export class ReplyInterruptedError extends UpstreamError {
+  static override readonly brand: symbol = brandOf('ReplyInterruptedError');
+}
+
+/** Which per-tenant limit refused a command (`limits.maxConnectionsPerTenant`, in-flight, rate). */
+export type TenantLimitReason = 'connections' | 'in_flight' | 'rate';
+
+/**
+ * A per-tenant limit refused the command: OperationFailed (96). The in-flight and rate refusals
+ * carry `SystemOverloadedError` and `RetryableError`, the labels of the drivers' client
+ * backpressure specification: drivers that implement it retry with backoff.
+ */
+export class TenantLimitExceeded extends ProxyError {
+  static override readonly brand: symbol = brandOf('TenantLimitExceeded');
+  readonly reason: TenantLimitReason;
+
+  constructor(reason: TenantLimitReason, message: string) {
+    super(ErrorCodes.OperationFailed, message, {
+      labels: reason === 'connections' ? [] : ['SystemOverloadedError', 'RetryableError'],
+    });
+    this.reason = reason;
+  }
+
+  override get name(): string {
+    return 'TenantLimitExceeded';
+  }
+}
+
 /** Why a command was refused: a stable rule id (for metrics, audit and docs) and a message naming it, never data. */
 export class PolicyRefusal extends ProxyError {
   static override readonly brand: symbol = brandOf('PolicyRefusal');

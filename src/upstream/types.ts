@@ -6,7 +6,7 @@
  */
 
 import type { Logger } from 'pino';
-import { UpstreamError } from '../errors.js';
+export { ReplyInterruptedError } from '../errors.js';
 import type { CircuitState } from './circuit-breaker.js';
 import type { CommandTraits } from './command-traits.js';
 import type { UpstreamConnection } from './connection.js';
@@ -118,12 +118,6 @@ export interface ForwardResult {
   /** 1 unless the command was retried. */
   attempts: number;
 }
-
-/**
- * The upstream connection broke after part of a reply stream (an exhaust cursor) reached the
- * client: it cannot be retried or answered cleanly; the client connection must be closed.
- */
-export class ReplyInterruptedError extends UpstreamError {}
 
 /** One client connection's state in the upstream: the pins it owns, its passthrough connection. */
 export class UpstreamSession {

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MongoBulkWriteError, type MongoClient, MongoServerError } from 'mongodb';
+import { scrape } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
 
@@ -198,7 +199,7 @@ describe('through the official driver', () => {
     await client.db(dbName).collection('crud').findOne({});
     const address = proxy.proxy.metricsAddress;
     expect(address).not.toBeNull();
-    const text = await (await fetch(`http://${address!.host}:${address!.port}/metrics`)).text();
+    const text = await scrape(proxy.proxy);
     expect(text).toMatch(/mongo_tenant_proxy_operations_total\{[^}]*command="find"[^}]*\} \d+/);
     expect(text).toMatch(/mongo_tenant_proxy_operation_duration_seconds_bucket/);
     expect(text).toMatch(/mongo_tenant_proxy_client_connections \d+/);

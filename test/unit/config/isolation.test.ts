@@ -9,18 +9,8 @@ import {
   maskSecrets,
 } from '../../../src/config/index.js';
 import { isolationWarnings, namespaceGlobProblem, templateProblem } from '../../../src/config/checks.js';
-import { ConfigError } from '../../../src/errors.js';
+import { configError } from '../../helpers/config.js';
 import { parseNameTemplate } from '../../../src/policy/namespaces.js';
-
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 /** Every problem validation reports, as `path: message` lines. */
 function problems(isolation: Record<string, unknown>): string[] {
