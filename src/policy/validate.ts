@@ -11,7 +11,7 @@
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType, bsonTypeName, elements, type BsonElement } from '../wire/bson-scan.js';
 import { numberOf, stringOf, type RawValue } from '../wire/raw-bson.js';
-import { deserialize, serialize, type Document } from '../wire/bson.js';
+import { EJSON, deserialize, serialize, type Document } from '../wire/bson.js';
 import {
   ACCUMULATORS,
   COLLATION_FIELDS,
@@ -701,6 +701,18 @@ export function tenantHint(
     const first = Object.keys(key)[0];
     if (first === tenantField) return undefined;
     if (first === '$natural' || (first === '_id' && Object.keys(key).length === 1)) unprefixed();
+    // Only a key of one of the tenant's own (or declared) indexes: an unindexed hint would be a scan of every tenant.
+    const wanted = EJSON.stringify(key, { relaxed: true });
+    const known = [...(names ?? [])].some(
+      ([entry, indexKey]) =>
+        entry.startsWith(`${namespace}\0`) && EJSON.stringify(indexKey, { relaxed: true }) === wanted,
+    );
+    if (!known)
+      refuse(
+        'hint.unknown-index',
+        `${where}: hint provided does not correspond to an existing index`,
+        ErrorCodes.BadValue,
+      );
   }
   return { type: BsonType.document, value: serialize({ [tenantField]: 1, ...key }) };
 }

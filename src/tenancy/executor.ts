@@ -113,10 +113,10 @@ export class TenancyExecutor {
   }
 
   /**
-   * Before a command with a hint by index NAME on a shared collection is decided: the tenant's
+   * Before a command with a hint on a shared collection is decided: the tenant's
    * index names there (its own and the declared ones) with their key patterns, into
-   * `context.hintKeys`, so the engine maps the name to the prefixed physical key. Commands
-   * without a string hint cost nothing.
+   * `context.hintKeys`, so the engine maps a name or key to the prefixed physical key (and
+   * refuses one the tenant has no index for). Commands without a hint cost nothing.
    */
   async prepareHints(
     db: string,
@@ -136,7 +136,7 @@ export class TenancyExecutor {
     for (const sequence of sequences)
       if (sequence.identifier === 'updates' || sequence.identifier === 'deletes')
         for (const document of sequence.documents) statements.push(RawDocument.parse(document));
-    if (!statements.some((statement) => statement.get('hint')?.type === BsonType.string)) return;
+    if (!statements.some((statement) => statement.get('hint') !== undefined)) return;
     const first = command.first;
     if (first === undefined || first.type !== BsonType.string) return;
     let ns: ResolvedNamespace;
