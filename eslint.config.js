@@ -16,6 +16,7 @@ const LAYERS = {
   rewrite: ['errors', 'wire/', 'policy/', 'config/types'],
   upstream: ['errors', 'secrets', 'version', 'wire/', 'protocol/', 'config/types'],
   observability: ['secrets', 'config/types'],
+  tenancy: ['errors', 'wire/', 'protocol/', 'policy/', 'upstream/', 'config/types'],
   server: [
     'errors',
     'secrets',
@@ -26,6 +27,7 @@ const LAYERS = {
     'policy/',
     'rewrite/',
     'upstream/',
+    'tenancy/',
     'observability/',
     'config/types',
   ],

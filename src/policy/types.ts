@@ -55,6 +55,17 @@ export interface TenantContext {
    * when the tenant value is a BSON string and the upstream accepts collation (not FerretDB).
    */
   pinSimpleCollation: boolean;
+  /**
+   * Shared collections get a private database per tenant (isolation.tenancy.virtualDdl): DDL,
+   * listings and stats there become virtual operations run by src/tenancy instead of refusals.
+   */
+  virtualDdl?: boolean;
+  /**
+   * Index names a hint may use, resolved before the command is decided (the tenancy executor
+   * reads the tenant's indexes from the ownership catalogue): `db.coll` + NUL + name → the
+   * tenant's key pattern. Only consulted when `virtualDdl`.
+   */
+  hintKeys?: Map<string, Document>;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */
@@ -101,6 +112,33 @@ export interface ReplyPlan {
   localReply?: Document;
 }
 
+/** One index as a tenant asked for it (validated by the engine; names and keys are the client's). */
+export interface VirtualIndexSpec {
+  name: string;
+  /** The key pattern, in order. */
+  key: Document;
+  /** Every other option of the specification (unique, sparse, collation, partialFilterExpression…), minus v/background. */
+  options: Document;
+}
+
+/**
+ * Work on a shared collection that one forwarded command cannot do per tenant: answered by the
+ * tenancy executor (src/tenancy) from the ownership catalogue and the tenant's own documents.
+ * Namespaces are physical (shared collections keep the client's names) and already checked.
+ */
+export type VirtualOperation =
+  | { kind: 'create'; db: string; coll: string }
+  | { kind: 'createIndexes'; db: string; coll: string; indexes: VirtualIndexSpec[] }
+  | { kind: 'listIndexes'; db: string; coll: string }
+  | { kind: 'dropIndexes'; db: string; coll: string; index: string | string[] | Document }
+  | { kind: 'drop'; db: string; coll: string }
+  | { kind: 'dropDatabase'; db: string }
+  | { kind: 'listCollections'; db: string; filter: Document | undefined; nameOnly: boolean }
+  | { kind: 'listDatabases'; filter: Document | undefined; nameOnly: boolean }
+  | { kind: 'collStats'; db: string; coll: string; scale: number }
+  | { kind: 'dbStats'; db: string; scale: number }
+  | { kind: 'validate'; db: string; coll: string; full: boolean };
+
 export interface RewriteResult {
   /** The command body to forward (with `$db` possibly mapped). */
   body: RawDocument;
@@ -108,6 +146,8 @@ export interface RewriteResult {
   sequences: ReadonlyMap<string, readonly Uint8Array[]>;
   reply: ReplyPlan;
   notes: RewriteNote[];
+  /** Set instead of forwarding `body`: the tenancy executor answers (engine decision `virtual`). */
+  virtual?: VirtualOperation;
 }
 
 /** A command handler: checks and rewrites one command kind. Throws PolicyRefusal. */

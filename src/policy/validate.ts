@@ -11,6 +11,7 @@
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType, bsonTypeName, elements, type BsonElement } from '../wire/bson-scan.js';
 import { numberOf, stringOf, type RawValue } from '../wire/raw-bson.js';
+import { EJSON, deserialize, serialize, type Document } from '../wire/bson.js';
 import {
   ACCUMULATORS,
   COLLATION_FIELDS,
@@ -665,6 +666,55 @@ export function validateHint(value: RawValue, where: string, tenantField: string
   if (requireTenantPrefix && keys[0]!.name !== tenantField) {
     refuse('hint.not-tenant-prefixed', `${where} must name an index that starts with the tenant field (catalogue 60)`);
   }
+}
+
+/**
+ * A private database per tenant (isolation.tenancy): the physical hint for a client's hint on a
+ * shared collection. A key pattern gets the tenant field in front (every tenant index is
+ * tenant-prefixed upstream); a name is looked up in `names` (the tenant's own indexes) and becomes
+ * its prefixed key pattern. undefined: the hint stays as sent (`$natural`, already prefixed).
+ */
+export function tenantHint(
+  value: RawValue,
+  where: string,
+  tenantField: string,
+  names: ReadonlyMap<string, Document> | undefined,
+  namespace: string,
+): RawValue | undefined {
+  // Only tenant-prefixed indexes may be hinted: not _id, not a collection scan (catalogue 60).
+  const unprefixed = (): never =>
+    refuse('hint.not-tenant-prefixed', `${where} must name an index that starts with the tenant field (catalogue 60)`);
+  let key: Document;
+  if (value.type === BsonType.string) {
+    const name = stringOf(value);
+    if (name === '_id_') unprefixed();
+    const found = names?.get(`${namespace}\0${name}`);
+    if (found === undefined)
+      refuse(
+        'hint.unknown-index',
+        `${where}: hint provided does not correspond to an existing index`,
+        ErrorCodes.BadValue,
+      );
+    key = found;
+  } else {
+    key = deserialize(value.value);
+    const first = Object.keys(key)[0];
+    if (first === tenantField) return undefined;
+    if (first === '$natural' || (first === '_id' && Object.keys(key).length === 1)) unprefixed();
+    // Only a key of one of the tenant's own (or declared) indexes: an unindexed hint would be a scan of every tenant.
+    const wanted = EJSON.stringify(key, { relaxed: true });
+    const known = [...(names ?? [])].some(
+      ([entry, indexKey]) =>
+        entry.startsWith(`${namespace}\0`) && EJSON.stringify(indexKey, { relaxed: true }) === wanted,
+    );
+    if (!known)
+      refuse(
+        'hint.unknown-index',
+        `${where}: hint provided does not correspond to an existing index`,
+        ErrorCodes.BadValue,
+      );
+  }
+  return { type: BsonType.document, value: serialize({ [tenantField]: 1, ...key }) };
 }
 
 export interface CollationOptions {

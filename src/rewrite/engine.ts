@@ -20,6 +20,7 @@ import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { buildHandlers } from './handlers.js';
+import { VIRTUAL_STATS, statsCommand } from './ddl.js';
 import type { HandlerName } from '../policy/commands.js';
 import type {
   CommandHandler,
@@ -28,6 +29,7 @@ import type {
   RewriteNote,
   RewriteResult,
   TenantContext,
+  VirtualOperation,
 } from '../policy/types.js';
 
 export interface EngineOptions {
@@ -48,6 +50,8 @@ export interface EngineOptions {
    * template, leaves those physical names upstream, and no tenant may name them as its own.
    */
   reserved?: ReservedTemplates;
+  /** A tenancy executor is wired (src/tenancy): shared-collection DDL may become virtual operations. */
+  virtualDdl?: boolean;
 }
 
 /** The outcome of checking one command. */
@@ -55,7 +59,9 @@ export type Decision =
   | { action: 'forward'; result: RewriteResult }
   /** audit-only: what enforcement would have done, while the original is forwarded. */
   | { action: 'forward-original'; wouldRefuse?: PolicyRefusal; notes: RewriteNote[] }
-  | { action: 'refuse'; refusal: PolicyRefusal };
+  | { action: 'refuse'; refusal: PolicyRefusal }
+  /** Shared-collection DDL, listings and stats: answered by the tenancy executor (src/tenancy), not forwarded. */
+  | { action: 'virtual'; operation: VirtualOperation; notes: RewriteNote[] };
 
 type HandlerTable = Partial<Record<HandlerName, CommandHandler>>;
 
@@ -134,11 +140,15 @@ export class TenantEngine {
       return { action: 'refuse', refusal: error };
     }
     if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
+    if (result.virtual !== undefined) return { action: 'virtual', operation: result.virtual, notes: result.notes };
     return { action: 'forward', result };
   }
 
   private rewrite(input: CommandInput): RewriteResult {
     const command = classify(input.name);
+    // With a private database per tenant, the statistics of shared collections are computed from the tenant's own documents.
+    if (command.kind === 'refuse' && this.context.virtualDdl === true && VIRTUAL_STATS.has(input.name))
+      return statsCommand(input, this.context);
     if (command.kind === 'refuse') throw refusalFor(input.name, command);
     if (command.kind === 'local') {
       // Answered by the pipeline before the engine is asked; reaching here is a bug upstream of us.
@@ -187,6 +197,9 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     maxTimeMS: config.maxTimeMS,
     // Non-string tenant values are immune to collation (G8); only strings need the pin.
     pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
+    // Virtual operations need the executor; audit-only forwards originals and never runs them.
+    virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
+    hintKeys: new Map(),
   };
 }
 

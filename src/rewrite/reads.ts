@@ -48,10 +48,12 @@ import {
   validateCollation,
   validateFilter,
   validateHint,
+  tenantHint,
   validateProjection,
   validateSort,
 } from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
+import { deserialize, type Document } from '../wire/bson.js';
 import { capMaxTimeMS } from '../policy/limits.js';
 import { rewritePipelineDetailed, validateExpressionFields } from './pipeline.js';
 import type {
@@ -61,6 +63,7 @@ import type {
   RewriteNote,
   RewriteResult,
   TenantContext,
+  VirtualOperation,
 } from '../policy/types.js';
 
 /** Binary comparison, whatever the collection's default collation (catalogue 9). */
@@ -192,9 +195,18 @@ function filterField(rw: Rewrite, field: string, tenantFiltered: boolean): void 
 }
 
 /** hint: checked against the tenant-prefixed index rule (catalogue 60). */
-function hintField(rw: Rewrite, tenantFiltered: boolean): void {
+function hintField(rw: Rewrite, tenantFiltered: boolean, ns?: { db: string; coll: string }): void {
   const hint = rw.body.get('hint');
-  if (hint !== undefined) validateHint(hint, `${rw.input.name}.hint`, rw.context.field, tenantFiltered);
+  if (hint === undefined) return;
+  const where = `${rw.input.name}.hint`;
+  if (rw.context.virtualDdl === true && tenantFiltered && ns !== undefined) {
+    // A private database per tenant: names and keys map to the tenant's prefixed indexes (issue 13).
+    validateHint(hint, where, rw.context.field, false);
+    const physical = tenantHint(hint, where, rw.context.field, rw.context.hintKeys, `${ns.db}.${ns.coll}`);
+    if (physical !== undefined) rw.set('hint', physical, 'hint.tenant-map');
+    return;
+  }
+  validateHint(hint, where, rw.context.field, tenantFiltered);
 }
 
 /**
@@ -244,7 +256,7 @@ function findImpl(input: CommandInput, context: TenantContext, options: ReadOpti
   if (projection !== undefined) validateProjection(projection, 'find.projection');
   const sort = input.body.get('sort');
   if (sort !== undefined) validateSort(sort, 'find.sort');
-  hintField(rw, ns.tenantFiltered);
+  hintField(rw, ns.tenantFiltered, ns);
   collationField(rw, ns.tenantFiltered);
   letField(rw);
   boundsFields(rw, ns.tenantFiltered);
@@ -281,7 +293,7 @@ function rewriteQueryCommand(
   const rw = new Rewrite(input, context, `${input.db}.${coll}`);
   if (options.facts !== undefined) options.facts.sharedData ||= ns.tenantFiltered || ns.model === 'shared-collection';
   filterField(rw, 'query', ns.tenantFiltered);
-  hintField(rw, ns.tenantFiltered);
+  hintField(rw, ns.tenantFiltered, ns);
   collationField(rw, ns.tenantFiltered);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime(options);
@@ -357,7 +369,7 @@ function aggregateImpl(input: CommandInput, context: TenantContext, options: Rea
   rw.body = rw.body.with('pipeline', rewritten);
   if (summary.namesMapped) rw.namesMapped = true;
   if (options.facts !== undefined) options.facts.sharedData ||= sharedModel || summary.touchesTenantFiltered;
-  hintField(rw, tenantFiltered);
+  hintField(rw, tenantFiltered, physicalColl === undefined ? undefined : { db: physicalDb, coll: physicalColl });
   collationField(rw, tenantFiltered || summary.touchesTenantFiltered);
   letField(rw);
   rw.physical(physicalDb, physicalColl, coll);
@@ -374,6 +386,8 @@ function listIndexesImpl(input: CommandInput, context: TenantContext): RewriteRe
   const cursor = input.body.get('cursor');
   if (cursor !== undefined && cursor.type !== BsonType.document)
     refuse('listIndexes.cursor', 'listIndexes.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (context.virtualDdl === true && ns.model === 'shared-collection' && ns.access === 'scoped')
+    return virtual(input, { kind: 'listIndexes', db: ns.db, coll: ns.coll }, `${input.db}.${coll}`);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime({});
   return rw.result({ registerCursor: { db: ns.db, coll: ns.coll }, filterListing: 'indexes' });
@@ -414,6 +428,19 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   const cursor = input.body.get('cursor');
   if (cursor !== undefined && cursor.type !== BsonType.document)
     refuse('listCollections.cursor', 'listCollections.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (context.virtualDdl === true && database.model === 'shared-collection') {
+    const nameOnly = input.body.get('nameOnly');
+    return virtual(
+      input,
+      {
+        kind: 'listCollections',
+        db: database.db,
+        filter: filter === undefined ? undefined : (deserialize(RawDocument.parse(filter.value).toBytes()) as Document),
+        nameOnly: nameOnly !== undefined && nameOnly.type === BsonType.boolean && nameOnly.value[0] === 1,
+      },
+      input.db,
+    );
+  }
   if (database.model === 'shared-collection') {
     const nameOnly = input.body.get('nameOnly');
     if (nameOnly === undefined || nameOnly.type !== BsonType.boolean || nameOnly.value[0] !== 1) {
@@ -424,6 +451,17 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   if (database.model !== 'shared-collection') rw.namesMapped = true;
   rw.maxTime({});
   return rw.result({ registerCursor: { db: database.db, coll: '$cmd.listCollections' }, filterListing: 'collections' });
+}
+
+/** Answered by the tenancy executor from what the tenant owns (src/tenancy). */
+function virtual(input: CommandInput, operation: VirtualOperation, namespace: string): RewriteResult {
+  return {
+    body: input.body,
+    sequences: new Map(),
+    reply: { scrubErrors: true },
+    notes: [{ kind: 'rewrite', rule: `tenancy.${operation.kind}`, namespace }],
+    virtual: operation,
+  };
 }
 
 export const find: CommandHandler = (input, context) => findImpl(input, context);

@@ -36,6 +36,7 @@ import {
   validateExpression,
   validateFilter,
   validateHint,
+  tenantHint,
   validateProjection,
   validateSort,
   validateUpdateDocument,
@@ -404,6 +405,7 @@ function checkOptions(
   scope: Scope,
   where: string,
   names: { arrayFilters?: string; constants?: string; fields?: string },
+  replacements?: Map<string, RawValue>,
 ): void {
   const { context, target } = scope;
   const tenantFiltered = target.resolved.tenantFiltered;
@@ -411,6 +413,14 @@ function checkOptions(
     const at = `${where}.${element.name}`;
     switch (element.name) {
       case 'hint':
+        if (context.virtualDdl === true && tenantFiltered && replacements !== undefined) {
+          // A private database per tenant: names and keys map to the tenant's prefixed indexes (issue 13).
+          validateHint(element, at, context.field, false);
+          const { db, coll } = target.resolved;
+          const physical = tenantHint(element, at, context.field, context.hintKeys, `${db}.${coll}`);
+          if (physical !== undefined) replacements.set('hint', physical);
+          break;
+        }
         // In shared collections only tenant-prefixed indexes (catalogue 60).
         validateHint(element, at, context.field, tenantFiltered);
         break;
@@ -483,7 +493,7 @@ function rewriteUpdateStatement(
     refuse('write.missing-field', `${where} requires ${names.update}`, ErrorCodes.FailedToParse);
   replacements.set(names.filter, rewriteFilter(filter, scope, `${where}.${names.filter}`)!);
   replacements.set(names.update, rewriteUpdateSpec(update, scope, `${where}.${names.update}`));
-  checkOptions(doc, scope, where, { arrayFilters: 'arrayFilters', constants: names.constants });
+  checkOptions(doc, scope, where, { arrayFilters: 'arrayFilters', constants: names.constants }, replacements);
   return replaceElements(pinCollation(doc, scope), replacements);
 }
 
@@ -491,11 +501,11 @@ function rewriteUpdateStatement(
 function rewriteDeleteStatement(doc: RawDocument, scope: Scope, where: string, filterName: string): RawValue {
   const filter = doc.get(filterName);
   if (filter === undefined) refuse('write.missing-field', `${where} requires ${filterName}`, ErrorCodes.FailedToParse);
-  checkOptions(doc, scope, where, {});
-  return replaceElements(
-    pinCollation(doc, scope),
-    new Map([[filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!]]),
-  );
+  const replacements = new Map<string, RawValue>([
+    [filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!],
+  ]);
+  checkOptions(doc, scope, where, {}, replacements);
+  return replaceElements(pinCollation(doc, scope), replacements);
 }
 
 function replyFor(target: Target): RewriteResult['reply'] {
@@ -572,7 +582,7 @@ export const findAndModify: CommandHandler = (input, context) => {
   const replacements = new Map<string, RawValue>();
   const update = body.get('update');
   if (update !== undefined) replacements.set('update', rewriteUpdateSpec(update, scope, 'update'));
-  checkOptions(body, scope, input.name, { arrayFilters: 'arrayFilters', fields: 'fields' });
+  checkOptions(body, scope, input.name, { arrayFilters: 'arrayFilters', fields: 'fields' }, replacements);
   let out = replaceIn(body, replacements);
   // A missing query becomes the tenant predicate alone (appended after the client's fields).
   const wrapped = rewriteFilter(body.get('query'), scope, 'query');

@@ -34,6 +34,8 @@ import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../u
 import type { UpstreamConnection } from '../upstream/connection.js';
 import type { IsolationEngine } from '../rewrite/engine.js';
 import type { TenantLimits } from './tenant-limits.js';
+import type { TenancyExecutor } from '../tenancy/executor.js';
+import type { VirtualOperation } from '../policy/types.js';
 import { decodeCommand, type CommandLabels, type CommandView } from './command-view.js';
 import { ConnectionIdentity } from './connection-identity.js';
 import type { ConnectionFields, ConnectionObserver } from './connection-observer.js';
@@ -67,6 +69,8 @@ export interface ClientConnectionDeps {
    * tenant yet authenticates against these, not the ones it was accepted with.
    */
   currentIdentity?: () => { listener: ListenerConfig; identity: IdentityServices };
+  /** Runs the engine's virtual operations (shared-collection DDL, listings, stats: src/tenancy). */
+  tenancy?: TenancyExecutor;
 }
 
 interface Request {
@@ -328,6 +332,10 @@ export class ClientConnection {
     const tenantAtStart = this.identity.tenant;
     if (tenantAtStart !== undefined) this.observer.tenantCommandStarted(tenantAtStart);
     try {
+      // Hints by index name on shared collections resolve through the tenant's index mapping (issue 13).
+      const engine = this.identity.engine;
+      if (this.deps.tenancy !== undefined && engine !== undefined && this.identity.tenant !== undefined)
+        await this.deps.tenancy.prepareHints(command.db, command.msg.body, command.msg.sequences, engine.context);
       const next = route(command, this.identity.routeState());
       for (const { decision, rule } of next.decisions)
         this.observer.decision(command, this.identity.tenant, decision, rule);
@@ -342,6 +350,9 @@ export class ClientConnection {
           break;
         case 'forward':
           outcome = await this.forward(frame, command, next.plan, next.outcome, request);
+          break;
+        case 'virtual':
+          outcome = await this.runVirtual(command, next.operation, next.outcome, request);
           break;
       }
     } catch (error) {
@@ -486,6 +497,34 @@ export class ClientConnection {
     }
     try {
       return await this.send(outgoing, plan, command.moreToCome, outcome, request);
+    } finally {
+      if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
+    }
+  }
+
+  /** A virtual operation, answered by the tenancy executor under the tenant's limits like a forwarded command. */
+  private async runVirtual(
+    command: CommandView,
+    operation: VirtualOperation,
+    outcome: string,
+    request: Request,
+  ): Promise<string> {
+    const executor = this.deps.tenancy;
+    const engine = this.identity.engine;
+    if (executor === undefined || engine === undefined)
+      throw new ProxyError(ErrorCodes.InternalError, 'no tenancy executor');
+    const tenant = this.identity.countedTenant;
+    if (tenant !== undefined) {
+      const refusal = this.deps.tenantLimits.startOperation(tenant);
+      if (refusal !== undefined) {
+        this.observer.overTenantLimit(command, refusal);
+        throw refusal;
+      }
+    }
+    try {
+      const reply = await this.waitingOnUpstream(() => executor.execute(operation, engine.context));
+      await this.write(encodeReply(reply, request.requestId, 'opMsg'));
+      return outcome;
     } finally {
       if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
     }

@@ -12,7 +12,7 @@ import { ErrorCodes, PolicyRefusal, ProxyError } from '../errors.js';
 import { AUTH_COMMANDS } from '../identity/authenticator.js';
 import { HELLO_COMMANDS } from '../protocol/hello.js';
 import type { Decision } from '../rewrite/engine.js';
-import type { CommandInput, ReplyPlan } from '../policy/types.js';
+import type { CommandInput, ReplyPlan, VirtualOperation } from '../policy/types.js';
 import { traitsOf, type CommandTraits } from '../upstream/command-traits.js';
 import type { Document } from '../wire/bson.js';
 import type { RawDocument } from '../wire/raw-bson.js';
@@ -91,7 +91,9 @@ export type Route =
       decided: boolean;
       decisions: readonly RouteDecision[];
     }
-  | { action: 'forward'; plan: ForwardPlan; outcome: string; decisions: readonly RouteDecision[] };
+  | { action: 'forward'; plan: ForwardPlan; outcome: string; decisions: readonly RouteDecision[] }
+  /** Shared-collection DDL, listings and stats: run by the tenancy executor (src/tenancy), not forwarded. */
+  | { action: 'virtual'; operation: VirtualOperation; outcome: string; decisions: readonly RouteDecision[] };
 
 const NONE: LocalReply = { kind: 'none' };
 
@@ -152,6 +154,10 @@ function isolate(command: CommandView, state: ConnectionState): Route {
       if (decision.wouldRefuse !== undefined) decisions.push(decided('would-refuse', decision.wouldRefuse));
       for (const note of decision.notes) decisions.push(decided('would-rewrite', note));
       return forwardAsSent(command, decisions);
+    }
+    case 'virtual': {
+      const decisions = decision.notes.map((note) => decided('rewritten', note));
+      return { action: 'virtual', operation: decision.operation, outcome: 'rewritten', decisions };
     }
     case 'forward': {
       const { result } = decision;

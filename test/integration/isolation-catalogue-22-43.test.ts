@@ -66,7 +66,9 @@ beforeAll(async () => {
   await db.collection('items').createIndex({ tenantId: 1, k: 1 }, { name: 'tenant_k' });
   // A collection with options (capped is what FerretDB supports) to prove listings strip them.
   await db.createCollection('capped', { capped: true, size: 100_000 });
-  tenants = await startTenantProxy(TENANTS);
+  // The refusal mode of shared-collection DDL (isolation.tenancy.virtualDdl: false); the virtual
+  // mode (a private database per tenant) is proven in tenancy-*.test.ts.
+  tenants = await startTenantProxy(TENANTS, { isolation: { tenancy: { virtualDdl: false } } });
   acme = tenants.clientFor(T);
   globex = tenants.clientFor(B);
 });
@@ -301,7 +303,10 @@ function fakeReceived(command: string): Document[] {
 
 beforeAll(async () => {
   fake = await startFakeUpstream(fakeAnswer);
-  fakeProxy = await startTenantProxy([T], { upstream: { uri: fake.uri } });
+  fakeProxy = await startTenantProxy([T], {
+    upstream: { uri: fake.uri },
+    isolation: { tenancy: { virtualDdl: false } },
+  });
   fakeAcme = fakeProxy.clientFor(T);
 });
 

@@ -33,6 +33,16 @@ describe('isolation defaults', () => {
       namespaces: [],
       maxTimeMS: 60_000,
       sessionKey: null,
+      tenancy: {
+        virtualDdl: true,
+        catalogueDatabase: 'mongo_tenant_proxy',
+        indexesPerTenant: 16,
+        indexReserve: 8,
+        maxIndexesPerCollection: 64,
+        deleteBatchSize: 1000,
+        statsMaxDocuments: 100000,
+        sharedIndexes: [],
+      },
     });
   });
 

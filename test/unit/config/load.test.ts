@@ -43,6 +43,16 @@ const DEFAULTS: ProxyConfig = {
     namespaces: [],
     maxTimeMS: 60_000,
     sessionKey: null,
+    tenancy: {
+      virtualDdl: true,
+      catalogueDatabase: 'mongo_tenant_proxy',
+      indexesPerTenant: 16,
+      indexReserve: 8,
+      maxIndexesPerCollection: 64,
+      deleteBatchSize: 1000,
+      statsMaxDocuments: 100000,
+      sharedIndexes: [],
+    },
   },
   upstream: {
     uri: 'mongodb://127.0.0.1:27017/',

@@ -453,3 +453,19 @@ describe('tenant escaping and templates', () => {
     expect(() => createNamespaceResolver(isolationConfig(), '')).toThrow(/tenant/);
   });
 });
+
+describe('the ownership catalogue database (issue 13)', () => {
+  it('is never reachable: as a client database in any case, for data or as a database', () => {
+    const resolver = createNamespaceResolver(isolationConfig(), 'acme');
+    for (const db of ['mongo_tenant_proxy', 'MONGO_TENANT_PROXY']) {
+      expect(refusal(() => resolver.resolve(db, 'indexes', 'read'))).toBe('namespace.catalogue');
+      expect(refusal(() => resolver.resolveDatabase(db, 'read'))).toBe('namespace.catalogue');
+    }
+  });
+
+  it('is never produced by a per-tenant template: tenant "mongo" + database "tenant_proxy"', () => {
+    const resolver = createNamespaceResolver(isolationConfig({ defaultModel: 'database-per-tenant' }), 'mongo');
+    expect(refusal(() => resolver.resolve('tenant_proxy', 'x', 'write'))).toBe('namespace.catalogue');
+    expect(refusal(() => resolver.resolveDatabase('tenant_proxy', 'write'))).toBe('namespace.catalogue');
+  });
+});

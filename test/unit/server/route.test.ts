@@ -70,6 +70,8 @@ function summary(next: Route): string {
       return `refuse ${next.rule} ${next.refusal.codeName}`;
     case 'forward':
       return `forward ${next.plan.rewrite === undefined ? 'as sent' : 'rewritten'}`;
+    case 'virtual':
+      return `virtual ${next.operation.kind}`;
   }
 }
 
