@@ -161,6 +161,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       cursors,
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.info.collationSupported,
+      upstreamFacts: () => upstream.info,
     });
     for (const warning of isolationWarnings(isolationConfig)) logger.warn(warning);
     metrics.setAuditOnly(isolationConfig.mode === 'audit-only');

@@ -12,6 +12,7 @@
 import type { IsolationConfig } from '../config/types.js';
 import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
+import type { Document } from '../wire/bson.js';
 import { ErrorCodes } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
@@ -43,12 +44,29 @@ export interface EngineOptions {
    * is then pinned on tenant-filtered commands (catalogue 9).
    */
   collationSupported: () => boolean;
+  /** What is known of the upstream (UpstreamServerInfo fits), read when a tenant engine is created and by introspection answers. */
+  upstreamFacts?: () => UpstreamFacts;
   /**
    * Per-tenant name templates of every policy this engine ran since it started (set by the
    * engine): a reload that stops using database-per-tenant or collection-prefix, or changes a
    * template, leaves those physical names upstream, and no tenant may name them as its own.
    */
   reserved?: ReservedTemplates;
+}
+
+/** What the engine knows of the upstream server. */
+export interface UpstreamFacts {
+  kind?: 'standalone' | 'replicaSet' | 'sharded';
+  /** Its buildInfo reply as read at start; undefined when it failed (the server then counts as MongoDB). */
+  buildInfo?: Document;
+}
+
+/**
+ * FerretDB v1 (buildInfo carries `ferretdbVersion`) builds an upserted document from top-level
+ * equalities only, never through the tenant `$and`; MongoDB (and an unknown server) does.
+ */
+export function upsertFieldsFromAndBy(buildInfo: Document | undefined): boolean {
+  return buildInfo === undefined || !('ferretdbVersion' in buildInfo);
 }
 
 /** The outcome of checking one command. */
@@ -188,6 +206,7 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     maxTimeMS: config.maxTimeMS,
     // Non-string tenant values are immune to collation (G8); only strings need the pin.
     pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
+    upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
   };
 }
 

@@ -67,6 +67,12 @@ export interface TenantContext {
    * when the tenant value is a BSON string and the upstream accepts collation (not FerretDB).
    */
   pinSimpleCollation: boolean;
+  /**
+   * Whether the upstream derives an upsert's new document from the equalities inside the tenant
+   * `$and` (MongoDB does; FerretDB v1 does not, and then the proxy adds them: upsert.ts).
+   * Absent means it does.
+   */
+  upsertFieldsFromAnd?: boolean;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */
