@@ -13,7 +13,8 @@
  */
 import { ErrorCodes } from '../errors.js';
 import { PolicyRefusal } from '../rewrite/types.js';
-import type { RawDocument } from '../wire/raw-bson.js';
+import { numberOf, type RawDocument, type RawValue } from '../wire/raw-bson.js';
+import { BsonType } from '../wire/bson-scan.js';
 
 /** The handlers the engine dispatches to. */
 export type HandlerName =
@@ -40,6 +41,7 @@ export type HandlerName =
   | 'collMod'
   | 'renameCollection'
   | 'endSessions'
+  | 'killSessions'
   | 'commitTransaction'
   | 'abortTransaction'
   | 'refreshSessions'
@@ -88,6 +90,7 @@ const REWRITTEN_COMMANDS: ReadonlyArray<readonly [string, HandlerName]> = [
   ['collMod', 'collMod'],
   ['renameCollection', 'renameCollection'],
   ['endSessions', 'endSessions'],
+  ['killSessions', 'killSessions'],
   ['commitTransaction', 'commitTransaction'],
   ['abortTransaction', 'abortTransaction'],
   ['refreshSessions', 'refreshSessions'],
@@ -161,9 +164,7 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   {
     rule: 'command.sessions',
     reason: 'kills sessions of every tenant sharing the backend user (catalogue 56)',
-    names: words(
-      'killSessions killAllSessions killAllSessionsByPattern reapLogicalSessionCacheNow refreshLogicalSessionCacheNow',
-    ),
+    names: words('killAllSessions killAllSessionsByPattern reapLogicalSessionCacheNow refreshLogicalSessionCacheNow'),
   },
   {
     rule: 'command.admin',
@@ -352,6 +353,26 @@ export const REFUSED_FIELDS: ReadonlyMap<string, { rule: string; reason: string 
 
 const set = (...names: string[]): ReadonlySet<string> => new Set(names);
 
+/**
+ * Refused fields whose "off" value changes nothing, by the handlers the server accepts them on:
+ * `bypassDocumentValidation: false` validates as usual, `noCursorTimeout: false` lets the cursor
+ * time out, `oplogReplay: false` is the default (drivers and ODMs send these explicitly).
+ */
+const HARMLESS_WHEN_FALSE: ReadonlyMap<string, ReadonlySet<HandlerName>> = new Map([
+  [
+    'bypassDocumentValidation',
+    new Set<HandlerName>(['insert', 'update', 'delete', 'findAndModify', 'aggregate', 'bulkWrite']),
+  ],
+  ['noCursorTimeout', new Set<HandlerName>(['find'])],
+  ['oplogReplay', new Set<HandlerName>(['find'])],
+]);
+
+/** `false`, or a number equal to 0 (the server reads these flags as booleans). */
+function isOff(value: RawValue): boolean {
+  if (value.type === BsonType.boolean) return value.value[0] === 0;
+  return numberOf(value) === 0;
+}
+
 /** Top-level fields of each rewritten command besides the command name and GENERIC_FIELDS (manual pages). */
 export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> = {
   find: set(
@@ -400,7 +421,7 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
   ),
   bulkWrite: set('ops', 'nsInfo', 'ordered', 'let', 'errorsOnly', 'cursor', 'maxTimeMS'),
   getMore: set('collection', 'batchSize', 'maxTimeMS'),
-  killCursors: set('cursors'),
+  killCursors: set('cursors', 'maxTimeMS'),
   create: set(
     'capped',
     'size',
@@ -437,13 +458,15 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
     'maxTimeMS',
   ),
   renameCollection: set('to', 'dropTarget', 'maxTimeMS'),
-  endSessions: set(),
+  // maxTimeMS is a generic argument: harmless on commands that do no work.
+  endSessions: set('maxTimeMS'),
+  killSessions: set('maxTimeMS'),
   commitTransaction: set('recoveryToken', 'maxTimeMS'),
   abortTransaction: set('recoveryToken', 'maxTimeMS'),
-  refreshSessions: set(),
-  startSession: set(),
-  ping: set(),
-  buildInfo: set(),
+  refreshSessions: set('maxTimeMS'),
+  startSession: set('maxTimeMS'),
+  ping: set('maxTimeMS'),
+  buildInfo: set('maxTimeMS'),
 };
 
 /** A field name for a message: quoted, escaped, bounded (names are client input). */
@@ -472,6 +495,7 @@ export function assertAllowedFields(handler: HandlerName, body: RawDocument): vo
     seen.add(name);
     if (index === 0) return; // the command name itself
     const refused = REFUSED_FIELDS.get(name);
+    if (refused !== undefined && HARMLESS_WHEN_FALSE.get(name)?.has(handler) === true && isOff(element)) return;
     if (refused !== undefined) {
       throw new PolicyRefusal(refused.rule, `field ${quoteName(name)} is not allowed on ${handler}: ${refused.reason}`);
     }

@@ -255,6 +255,7 @@ const GETMORE_FIELDS = new Set([
 const KILLCURSORS_FIELDS = new Set([
   'killCursors',
   'cursors',
+  'maxTimeMS',
   'comment',
   '$db',
   'lsid',

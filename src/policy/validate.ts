@@ -43,6 +43,14 @@ function refuse(rule: string, message: string, code: number = ErrorCodes.Unautho
   throw new PolicyRefusal(rule, message, code);
 }
 
+/** A string or symbol value that names the `$$USER_ROLES` variable (catalogue 11). */
+function mentionsUserRoles(value: RawValue): boolean {
+  return (
+    (value.type === BsonType.string || value.type === BsonType.symbol) &&
+    asBuffer(value.value).indexOf(USER_ROLES) !== -1
+  );
+}
+
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
@@ -73,13 +81,24 @@ function isNumber(value: RawValue): boolean {
 // ---------------------------------------------------------------------------------------------
 // Anywhere: JavaScript, $$USER_ROLES, duplicate keys.
 
+export interface ForbiddenScanOptions {
+  /**
+   * The value is data, never evaluated: a filter, a stored document, the values of a classic
+   * (operator) update. A string there that mentions `$$USER_ROLES` is text; the expressions such
+   * a value can hold (`$expr` in a filter or a `$pull` condition) are walked separately and their
+   * strings checked there.
+   */
+  literalStrings?: boolean;
+}
+
 /**
  * Refuses, at any depth: the keys `$where`, `$function`, `$accumulator` (catalogue 1, 2); BSON
  * code and code-with-scope values (types 13, 15); strings (and symbols, and key names) containing
- * `$$USER_ROLES` (catalogue 11); a key repeated within one document (G3, which the wire layer
- * already enforces).
+ * `$$USER_ROLES` (catalogue 11; strings only where they can be evaluated, see
+ * `literalStrings`); a key repeated within one document (G3, which the wire layer already
+ * enforces).
  */
-export function assertNoForbidden(value: RawValue, where: string): void {
+export function assertNoForbidden(value: RawValue, where: string, options: ForbiddenScanOptions = {}): void {
   const stack: RawValue[] = [value];
   while (stack.length > 0) {
     const current = stack.pop() as RawValue;
@@ -92,7 +111,7 @@ export function assertNoForbidden(value: RawValue, where: string): void {
         );
       case BsonType.string:
       case BsonType.symbol:
-        if (asBuffer(current.value).indexOf(USER_ROLES) !== -1) {
+        if (options.literalStrings !== true && mentionsUserRoles(current)) {
           refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
         }
         break;
@@ -348,7 +367,10 @@ class Walker {
   }
 
   private expression(value: RawValue, where: string): void {
-    if (!isContainer(value)) return; // literals, field paths and variables ($$USER_ROLES scanned separately)
+    // An evaluated string naming $$USER_ROLES (also checked here for callers that scan data
+    // with `literalStrings`).
+    if (mentionsUserRoles(value)) refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
+    if (!isContainer(value)) return; // literals, field paths and variables
     const isDocument = value.type === BsonType.document;
     elementsOf(value).forEach((element, index) => {
       const name = element.name;
@@ -364,8 +386,9 @@ class Walker {
         this.stack.push({ kind: 'expr', value: item, where: `${where}.${name}` });
         return;
       }
-      if (isContainer(item))
-        this.stack.push({ kind: 'expr', value: item, where: isDocument ? `${where}.${name}` : `${where}[${index}]` });
+      const at = isDocument ? `${where}.${name}` : `${where}[${index}]`;
+      if (isContainer(item)) this.stack.push({ kind: 'expr', value: item, where: at });
+      else if (mentionsUserRoles(item)) refuse('variable.user-roles', `${at} uses $$USER_ROLES (catalogue 11)`);
     });
   }
 
@@ -414,7 +437,7 @@ class Walker {
 export function validateFilter(value: RawValue, where: string): void {
   if (value.type !== BsonType.document)
     refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
-  assertNoForbidden(value, where);
+  assertNoForbidden(value, where, { literalStrings: true });
   new Walker().push({ kind: 'filter', value, top: true, where }).run();
 }
 
@@ -529,7 +552,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
         );
       }
     }
-    assertNoForbidden(u, where);
+    assertNoForbidden(u, where, { literalStrings: true });
     return 'replacement';
   }
   const seen = new Set<string>();
@@ -608,7 +631,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       }
     }
   }
-  assertNoForbidden(u, where);
+  assertNoForbidden(u, where, { literalStrings: true });
   walker.run();
   return 'operators';
 }

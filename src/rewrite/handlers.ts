@@ -40,6 +40,7 @@ export function buildHandlers(
     ...createCursorHandlers(cursors),
     ...DDL_HANDLERS,
     endSessions: sessions.endSessions,
+    killSessions: sessions.killSessions,
     refreshSessions: sessions.refreshSessions,
     commitTransaction: sessions.commitTransaction,
     abortTransaction: sessions.abortTransaction,

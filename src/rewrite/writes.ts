@@ -247,7 +247,8 @@ function capMaxTime(body: RawDocument, context: TenantContext, notes: Notes): Ra
  */
 function checkBody(body: RawDocument, items: readonly string[], where: string): void {
   for (const element of body.elements) {
-    if (items.includes(element.name)) continue;
+    // A comment is never evaluated: any BSON is fine there (it only shows in the server's logs).
+    if (items.includes(element.name) || element.name === 'comment') continue;
     assertNoForbidden(element, `${where}.${element.name}`);
   }
   const variables = body.get('let');
@@ -269,7 +270,8 @@ function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix:
     if (name.includes('.'))
       refuse('document.dotted-field', `${where}: top-level field names may not contain "."`, ErrorCodes.BadValue);
   }
-  assertNoForbidden(value, where);
+  // Stored data: a string mentioning $$USER_ROLES is text, never evaluated.
+  assertNoForbidden(value, where, { literalStrings: true });
   const { context, target } = scope;
   if (!target.resolved.tenantFiltered) return value;
 

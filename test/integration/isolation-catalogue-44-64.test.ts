@@ -989,7 +989,6 @@ describe('what reaches the upstream (fake upstream)', () => {
       { killAllSessionsByPattern: [], $db: 'admin' },
       { killAllSessionsByPattern: [{ lsid }], $db: 'admin' },
       { killSessions: [], $db: 'admin' },
-      { killSessions: [lsid], $db: 'admin' },
       { reapLogicalSessionCacheNow: 1, $db: 'admin' },
       { refreshLogicalSessionCacheNow: 1, $db: 'admin' },
     ]) {
@@ -997,11 +996,19 @@ describe('what reaches the upstream (fake upstream)', () => {
       expect(replies[0]!.ok, Object.keys(command)[0]).toBe(0);
       expect(upstream, Object.keys(command)[0]).toEqual([]);
     }
-    // endSessions of B's lsid from T ends T's mapped session, never B's.
+    // endSessions, refreshSessions and killSessions of B's lsid from T act on T's mapped session, never B's.
     const b = await sent(B, { find: 'items', lsid, $db: 'app' });
-    const t = await sent(T, { endSessions: [lsid], $db: 'admin' }, { refreshSessions: [lsid], $db: 'admin' });
+    const t = await sent(
+      T,
+      { endSessions: [lsid], $db: 'admin' },
+      { refreshSessions: [lsid], $db: 'admin' },
+      { killSessions: [lsid], $db: 'admin' },
+    );
+    expect(t.upstream).toHaveLength(3);
     for (const message of t.upstream) {
-      const list = (message.body.endSessions ?? message.body.refreshSessions) as Array<{ id: Binary }>;
+      const list = (message.body.endSessions ?? message.body.refreshSessions ?? message.body.killSessions) as Array<{
+        id: Binary;
+      }>;
       expect(Buffer.from(list[0]!.id.buffer).toString('hex')).not.toBe(lsidBytes(b.upstream[0]!));
     }
   });

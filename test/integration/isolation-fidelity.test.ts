@@ -6,15 +6,22 @@
  *
  * - catalogue 38 (G4): upserts store the query's equality fields (`_id` included) on every
  *   upstream, FerretDB v1 too, which derives nothing through the tenant `$and`.
+ * - catalogue 17, 18, 43, 53-56: harmless values are let through (`bypassDocumentValidation:
+ *   false`, comments of any BSON type, read and write concerns, `let`, `maxTimeMS` on every
+ *   command, API version fields, `$readPreference`, the generic fields drivers add to
+ *   endSessions, killSessions / refreshSessions with per-tenant session ids, `noCursorTimeout:
+ *   false`), each shown unable to cross tenants.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Document } from 'bson';
+import { Binary, Code, Long, UUID, type Document } from 'bson';
 import { MongoClient, type Db } from 'mongodb';
 import { MongoClient as MongoClient6 } from 'mongodb6';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
-import { directClient, uniqueDbName } from '../helpers/upstream.js';
+import { startFakeUpstream, type FakeUpstream, type ReceivedMessage } from '../helpers/fake-upstream.js';
+import { opMsg } from '../helpers/raw-client.js';
+import { directClient, needsMongoDB, uniqueDbName } from '../helpers/upstream.js';
 
 const run = promisify(execFile);
 const T = 'acme';
@@ -181,5 +188,252 @@ describe('catalogue 38 (G4): upserts store the query equality fields', () => {
     // existence oracle), never a change of B's document.
     expect(result).toBeInstanceOf(Error);
     expect(await stored('owned')).toEqual([{ _id: 'b-doc', tenantId: B, n: 1 }]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Harmless values are let through; none of them reaches another tenant.
+
+/** Seeds one document per tenant in `coll` directly; B's holds a secret. */
+async function seedBoth(coll: string): Promise<void> {
+  await direct
+    .db(dbName)
+    .collection(coll)
+    .insertMany([
+      { _id: `${coll}-a`, tenantId: T, k: 'mine', n: 1 },
+      { _id: `${coll}-b`, tenantId: B, k: 'theirs', n: 1, secret: 'SECRET-B' },
+    ] as Document[]);
+}
+
+/** B's document, read directly: it must never change. */
+async function bDocument(coll: string): Promise<Document | null> {
+  return direct
+    .db(dbName)
+    .collection(coll)
+    .findOne({ _id: `${coll}-b` } as Document);
+}
+
+/** The refusals the proxy audited so far. */
+function refusals(): Document[] {
+  return tenants.proxy.auditEvents().filter((event) => event.decision === 'refused');
+}
+
+describe('catalogue 18, 43: harmless values are let through and cannot cross tenants', () => {
+  it('catalogue 43: bypassDocumentValidation false is forwarded on insert, update, findAndModify, aggregate; the writes stay T’s, true is still refused', async () => {
+    const coll = 'bypass';
+    await seedBoth(coll);
+    const db = acme7.db(dbName);
+    const before = refusals().length;
+    await db.command({ insert: coll, documents: [{ _id: 'bdv-1', k: 'new' }], bypassDocumentValidation: false });
+    await db.collection(coll).updateMany({}, { $set: { touched: true } }, { bypassDocumentValidation: false });
+    await db.command({
+      findAndModify: coll,
+      query: {},
+      update: { $inc: { n: 1 } },
+      bypassDocumentValidation: false,
+    });
+    await db.command({ aggregate: coll, pipeline: [{ $match: {} }], cursor: {}, bypassDocumentValidation: false });
+    expect(refusals().length).toBe(before);
+    // A document claiming B is still refused with the flag off; the flag on is still refused.
+    await expect(
+      db.command({ insert: coll, documents: [{ k: 'x', tenantId: B }], bypassDocumentValidation: false }),
+    ).rejects.toThrow(/rule insert.foreign-tenant/);
+    await expect(db.command({ insert: coll, documents: [{ k: 'x' }], bypassDocumentValidation: true })).rejects.toThrow(
+      /rule field.bypass-validation/,
+    );
+    expect(await bDocument(coll)).toEqual({ _id: `${coll}-b`, tenantId: B, k: 'theirs', n: 1, secret: 'SECRET-B' });
+    const mine = await direct.db(dbName).collection(coll).find({ tenantId: T }).toArray();
+    expect(mine.map((doc) => doc._id).sort()).toEqual(['bdv-1', `${coll}-a`]);
+    for (const doc of mine) expect(doc.touched).toBe(true);
+    expect(await direct.db(dbName).collection(coll).countDocuments({})).toBe(3);
+  });
+
+  it('catalogue 17, 18: a comment naming B or holding operator-looking text, write and read concerns, maxTimeMS and noCursorTimeout: false change nothing about what T reaches', async () => {
+    const coll = 'generic';
+    await seedBoth(coll);
+    const db = acme7.db(dbName);
+    const before = refusals().length;
+    const comment = `tenantId: ${B} $where $$USER_ROLES {"$function": 1}`;
+    const found = await db.command({
+      find: coll,
+      filter: {},
+      comment,
+      readConcern: { level: 'local' },
+      noCursorTimeout: false,
+      oplogReplay: false,
+      maxTimeMS: 5_000,
+    });
+    expect(found.cursor.firstBatch.map((doc: Document) => doc._id)).toEqual([`${coll}-a`]);
+    const updated = await db.command({
+      update: coll,
+      updates: [{ q: {}, u: { $set: { seen: comment } }, multi: true }],
+      comment,
+      writeConcern: { w: 1, j: true },
+    });
+    expect(updated.n).toBe(1);
+    await db.command({ ping: 1, maxTimeMS: 1 });
+    // Text that mentions $$USER_ROLES is data: stored and matched literally, never evaluated.
+    await db.collection(coll).insertOne({ _id: 'roles-text', note: 'see $$USER_ROLES' } as Document);
+    expect(await db.collection(coll).find({ note: 'see $$USER_ROLES' }).toArray()).toEqual([
+      { _id: 'roles-text', tenantId: T, note: 'see $$USER_ROLES' },
+    ]);
+    expect(refusals().length).toBe(before);
+    expect(await bDocument(coll)).toEqual({ _id: `${coll}-b`, tenantId: B, k: 'theirs', n: 1, secret: 'SECRET-B' });
+    // noCursorTimeout: true is still refused (cursors of a shared server must time out).
+    await expect(db.command({ find: coll, filter: {}, noCursorTimeout: true })).rejects.toThrow(
+      /rule find.no-cursor-timeout/,
+    );
+  });
+
+  it('catalogue 53: API version fields and $readPreference from the driver reach only T’s documents (driver 7 and 6)', async () => {
+    const coll = 'api';
+    await seedBoth(coll);
+    const before = refusals().length;
+    const strict = tenants.clientFor(T, {
+      serverApi: { version: '1', strict: true, deprecationErrors: true },
+      readPreference: 'primaryPreferred',
+    });
+    const old = new MongoClient6(tenants.uriFor(T), {
+      serverSelectionTimeoutMS: 10_000,
+      serverApi: { version: '1' },
+      readPreference: 'secondaryPreferred',
+    });
+    try {
+      expect((await strict.db(dbName).collection(coll).find({}).toArray()).map((doc) => doc._id)).toEqual([
+        `${coll}-a`,
+      ]);
+      expect((await old.db(dbName).collection(coll).find({}).toArray()).map((doc) => doc._id)).toEqual([`${coll}-a`]);
+      expect(await strict.db(dbName).collection(coll).countDocuments({ tenantId: B })).toBe(0);
+    } finally {
+      await old.close();
+    }
+    expect(refusals().length).toBe(before);
+  });
+
+  it('catalogue 56: endSessions with every generic field a driver adds (pymongo closing) is not refused', async () => {
+    const before = refusals().length;
+    const raw = await tenants.rawFor(T);
+    try {
+      const reply = await raw.command(
+        opMsg({
+          endSessions: [{ id: new UUID() }],
+          $readPreference: { mode: 'primaryPreferred' },
+          writeConcern: { w: 0 },
+          maxTimeMS: 1_000,
+          comment: 'closing',
+          apiVersion: '1',
+          $db: 'admin',
+        }),
+      );
+      // FerretDB v1 has no endSessions (CommandNotFound from the upstream); MongoDB answers ok.
+      expect(reply.errmsg ?? '').not.toMatch(/refused/);
+    } finally {
+      raw.close();
+    }
+    expect(refusals().length).toBe(before);
+  });
+
+  it.skipIf(
+    needsMongoDB(
+      'FerretDB v1 has no transactions: killSessions of B’s client lsid from T must leave B’s transaction alive',
+    ),
+  )(
+    'catalogue 56 (MongoDB): killSessions of B’s client lsid from T kills T’s mapped session only; B’s transaction commits',
+    async () => {
+      const coll = 'kill56';
+      await direct.db(dbName).createCollection(coll);
+      const bClient = tenants.clientFor(B);
+      const session = bClient.startSession();
+      try {
+        session.startTransaction();
+        await bClient
+          .db(dbName)
+          .collection(coll)
+          .insertOne({ _id: 'b-txn' } as Document, { session });
+        const lsid = session.id!;
+        await acme7.db('admin').command({ killSessions: [lsid] });
+        await session.commitTransaction();
+      } finally {
+        await session.endSession();
+      }
+      expect(
+        await direct
+          .db(dbName)
+          .collection(coll)
+          .findOne({ _id: 'b-txn' } as Document),
+      ).toMatchObject({
+        tenantId: B,
+      });
+    },
+  );
+});
+
+describe('catalogue 43, 54-56: the values let through reach the upstream as sent, or mapped per tenant (fake upstream)', () => {
+  let fake: FakeUpstream;
+  let fp: TenantProxy;
+
+  beforeAll(async () => {
+    fake = await startFakeUpstream((message) => {
+      const name = Object.keys(message.body)[0]!;
+      if (name === 'find' || name === 'aggregate') {
+        return [{ cursor: { id: Long.fromNumber(0), ns: `${message.body.$db}.x`, firstBatch: [] }, ok: 1 }];
+      }
+      return [{ n: 1, ok: 1 }];
+    });
+    fp = await startTenantProxy([T, B], { upstream: { uri: fake.uri } });
+  });
+
+  afterAll(async () => {
+    await fp?.stop();
+    await fake?.close();
+  });
+
+  async function sent(tenant: string, command: Document): Promise<{ reply: Document; upstream: ReceivedMessage[] }> {
+    const before = fake.received.length;
+    const raw = await fp.rawFor(tenant);
+    try {
+      const reply = await raw.command(opMsg(command));
+      return { reply, upstream: fake.received.slice(before) };
+    } finally {
+      raw.close();
+    }
+  }
+
+  it('catalogue 43, 17: bypassDocumentValidation false and a comment of any BSON type are forwarded as sent, next to the tenant predicate and stamp', async () => {
+    const comment = { tenantId: B, $where: new Code('sleep(1)'), roles: '$$USER_ROLES', n: 7 };
+    const insert = await sent(T, {
+      insert: 'c',
+      documents: [{ k: 1 }],
+      bypassDocumentValidation: false,
+      comment,
+      $db: 'app',
+    });
+    expect(insert.reply.ok).toBe(1);
+    expect(insert.upstream[0]!.body.bypassDocumentValidation).toBe(false);
+    expect(insert.upstream[0]!.body.documents).toEqual([expect.objectContaining({ tenantId: T, k: 1 })]);
+    expect(insert.upstream[0]!.body.comment).toEqual(comment);
+    const find = await sent(T, { find: 'c', filter: { tenantId: B }, comment, $db: 'app' });
+    expect(find.upstream[0]!.body.filter).toEqual({ $and: [{ tenantId: { $eq: T } }, { tenantId: B }] });
+    expect(find.upstream[0]!.body.comment).toEqual(comment);
+  });
+
+  it('catalogue 54-56: killSessions and refreshSessions carry only ids derived for the sending tenant', async () => {
+    const lsid = { id: new UUID() };
+    const hex = (id: Binary): string => Buffer.from(id.buffer).toString('hex');
+    const b = await sent(B, { find: 'c', filter: {}, lsid, $db: 'app' });
+    const bUpstream = hex(b.upstream[0]!.body.lsid.id as Binary);
+    for (const name of ['killSessions', 'refreshSessions', 'endSessions']) {
+      const t = await sent(T, { [name]: [lsid], $readPreference: { mode: 'primaryPreferred' }, $db: 'admin' });
+      expect(t.reply.ok, name).toBe(1);
+      const ids = (t.upstream[0]!.body[name] as Array<{ id: Binary }>).map((entry) => hex(entry.id));
+      expect(ids, name).toHaveLength(1);
+      expect(ids[0], name).not.toBe(bUpstream);
+      expect(ids[0], name).not.toBe(Buffer.from(lsid.id.buffer).toString('hex'));
+    }
+    // The empty list (every session of the shared backend user) never leaves the proxy.
+    const all = await sent(T, { killSessions: [], $db: 'admin' });
+    expect(all.reply.ok).toBe(0);
+    expect(all.reply.errmsg).toMatch(/rule killSessions.all/);
+    expect(all.upstream).toEqual([]);
   });
 });

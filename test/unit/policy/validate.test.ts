@@ -612,3 +612,35 @@ describe('validateCollation with a string tenant (catalogue 9)', () => {
     expect(() => validateCollation(collation({ locale: 'en', numericOrdering: true }), 'collation', {})).not.toThrow();
   });
 });
+
+describe('catalogue 11: $$USER_ROLES in data is text; only where it is evaluated is it refused', () => {
+  it('a filter literal, a stored document and classic update values may mention it', () => {
+    expect(() => validateFilter(doc({ note: 'see $$USER_ROLES', a: ['$$USER_ROLES'] }), 'filter')).not.toThrow();
+    expect(() => validateUpdateDocument(doc({ note: '$$USER_ROLES' }), 'tenantId', 'u')).not.toThrow();
+    expect(() =>
+      validateUpdateDocument(doc({ $set: { note: '$$USER_ROLES' }, $push: { l: '$$USER_ROLES' } }), 'tenantId', 'u'),
+    ).not.toThrow();
+    expect(() => assertNoForbidden(doc({ a: '$$USER_ROLES' }), 'doc', { literalStrings: true })).not.toThrow();
+  });
+
+  it('an expression inside data still may not: $expr in a filter, in $elemMatch, in a $pull condition; a pipeline update', () => {
+    expect(refusalRule(() => validateFilter(doc({ $expr: { $in: ['x', ['$$USER_ROLES']] } }), 'filter'))).toBe(
+      'variable.user-roles',
+    );
+    expect(
+      refusalRule(() =>
+        validateFilter(doc({ a: { $elemMatch: { $expr: { $eq: ['$$USER_ROLES.role', 'x'] } } } }), 'filter'),
+      ),
+    ).toBe('variable.user-roles');
+    expect(
+      refusalRule(() =>
+        validateUpdateDocument(doc({ $pull: { a: { $expr: { $eq: ['$$USER_ROLES', 1] } } } }), 'tenantId', 'u'),
+      ),
+    ).toBe('variable.user-roles');
+    expect(refusalRule(() => validateUpdateDocument(val([{ $set: { r: '$$USER_ROLES' } }]), 'tenantId', 'u'))).toBe(
+      'variable.user-roles',
+    );
+    // JavaScript stays refused in data too.
+    expect(refusalRule(() => validateFilter(doc({ a: new Code('x') }), 'filter'))).toBe('bson.code');
+  });
+});
