@@ -280,9 +280,14 @@ export function classify(name: string): CommandClass {
   return TABLE.get(name) ?? UNKNOWN;
 }
 
-/** The refusal to throw for a refused class (CommandNotFound for unknown names, as the server would). */
+/**
+ * The refusal to throw for a refused class: CommandNotFound for unknown names and for commands
+ * current servers no longer have (what such a server answers), Unauthorized for the rest, which
+ * are forbidden.
+ */
 export function refusalFor(name: string, cls: Extract<CommandClass, { kind: 'refuse' }>): PolicyRefusal {
-  const code = cls.rule === 'command.unknown' ? ErrorCodes.CommandNotFound : ErrorCodes.Unauthorized;
+  const notFound = cls.rule === 'command.unknown' || cls.rule === 'command.removed';
+  const code = notFound ? ErrorCodes.CommandNotFound : ErrorCodes.Unauthorized;
   return new PolicyRefusal(cls.rule, `command ${quoteName(name)}: ${cls.reason}`, code);
 }
 
@@ -500,9 +505,11 @@ export function assertAllowedFields(handler: HandlerName, body: RawDocument): vo
       throw new PolicyRefusal(refused.rule, `field ${quoteName(name)} is not allowed on ${handler}: ${refused.reason}`);
     }
     if (GENERIC_FIELDS.has(name) || allowed.has(name)) return;
+    // The server: "BSON field '<command>.<field>' is an unknown field." (40415).
     throw new PolicyRefusal(
       'field.unknown',
       `field ${quoteName(name)} is not allowed on ${handler} (catalogue G1, 53)`,
+      ErrorCodes.Location40415,
     );
   });
 }

@@ -246,9 +246,11 @@ class Walker {
           if (!isNumber(item)) refuse('filter.invalid', `${where}.$sampleRate must be a number`, ErrorCodes.BadValue);
           break;
         default:
+          // The server: "unknown top level operator" (BadValue).
           refuse(
             'operator.unknown',
             `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+            ErrorCodes.BadValue,
           );
       }
     }
@@ -269,7 +271,11 @@ class Walker {
       refuse('filter.invalid', `${where}.$text must be a document`, ErrorCodes.BadValue);
     for (const field of elementsOf(item)) {
       if (!TEXT_FIELDS.has(field.name)) {
-        refuse('operator.unknown', `${where}.$text has the field ${quote(field.name)}, which is not allowed`);
+        refuse(
+          'operator.unknown',
+          `${where}.$text has the field ${quote(field.name)}, which is not allowed`,
+          ErrorCodes.BadValue,
+        );
       }
     }
   }
@@ -291,9 +297,11 @@ class Walker {
       const name = element.name;
       const item = child(value, element);
       if (!FIELD_QUERY_OPERATORS.has(name)) {
+        // The server: "unknown operator" (BadValue).
         refuse(
           'operator.unknown',
           `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+          ErrorCodes.BadValue,
         );
       }
       switch (name) {
@@ -330,6 +338,7 @@ class Walker {
                   refuse(
                     'operator.unknown',
                     `${where}.$all[${index}] uses ${quote(op.name)}; only $elemMatch is allowed there`,
+                    ErrorCodes.BadValue,
                   );
                 }
                 this.stack.push({
@@ -351,7 +360,11 @@ class Walker {
     if (item.type !== BsonType.document) return; // legacy coordinate pairs
     for (const element of elementsOf(item)) {
       if (element.name.startsWith('$') && !GEO_OPERATORS.has(element.name)) {
-        refuse('operator.unknown', `${where} uses ${quote(element.name)}, which is not an allowed geospatial operator`);
+        refuse(
+          'operator.unknown',
+          `${where} uses ${quote(element.name)}, which is not an allowed geospatial operator`,
+          ErrorCodes.BadValue,
+        );
       }
     }
   }
@@ -377,9 +390,11 @@ class Walker {
       const item = child(value, element);
       if (isDocument && name.startsWith('$')) {
         if (!EXPRESSION_OPERATORS.has(name)) {
+          // The server: "Unrecognized expression" (InvalidPipelineOperator).
           refuse(
             'operator.unknown',
             `${where} uses ${quote(name)}, which is not an allowed expression operator (catalogue 11)`,
+            ErrorCodes.InvalidPipelineOperator,
           );
         }
         if (name === '$literal') return; // not evaluated
@@ -478,9 +493,11 @@ export function validateAccumulatorField(value: RawValue, where: string, context
       continue;
     }
     if (!name.startsWith('$') || !allowed.has(name)) {
+      // The server: "unknown group operator" (15952), "Unrecognized window function" (FailedToParse).
       refuse(
         'operator.unknown',
         `${where} uses ${quote(name)}, which is not an allowed ${context === 'group' ? 'accumulator' : 'window operator'}`,
+        context === 'group' ? ErrorCodes.Location15952 : ErrorCodes.FailedToParse,
       );
     }
     operators++;
@@ -567,7 +584,12 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       );
     }
     if (!UPDATE_OPERATORS.has(operator)) {
-      refuse('operator.unknown', `${where} uses ${quote(operator)}, which is not an allowed update operator`);
+      // The server: "Unknown modifier" (FailedToParse).
+      refuse(
+        'operator.unknown',
+        `${where} uses ${quote(operator)}, which is not an allowed update operator`,
+        ErrorCodes.FailedToParse,
+      );
     }
     if (seen.has(operator)) {
       refuse('update.duplicate-operator', `${where} repeats ${operator} (catalogue 41)`, ErrorCodes.BadValue);
@@ -621,6 +643,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
               refuse(
                 'operator.unknown',
                 `${at}.${path} uses ${quote(modifier.name)}, which is not an allowed update modifier`,
+                ErrorCodes.BadValue,
               );
             }
           }

@@ -142,11 +142,19 @@ const GENERIC_FIELDS: ReadonlySet<string> = new Set([...GENERIC_COMMAND_FIELDS, 
 function checkFields(input: CommandInput, allowed: ReadonlySet<string>): void {
   for (const name of input.body.names) {
     if (!allowed.has(name) && !GENERIC_FIELDS.has(name)) {
-      throw new PolicyRefusal(`${input.name}.field`, `field "${name}" is not allowed in ${input.name}`);
+      throw new PolicyRefusal(
+        `${input.name}.field`,
+        `field "${name}" is not allowed in ${input.name}`,
+        ErrorCodes.Location40415,
+      );
     }
   }
   if (input.sequences.size > 0) {
-    throw new PolicyRefusal(`${input.name}.field`, `${input.name} takes no document sequences`);
+    throw new PolicyRefusal(
+      `${input.name}.field`,
+      `${input.name} takes no document sequences`,
+      ErrorCodes.Location40415,
+    );
   }
 }
 

@@ -147,7 +147,7 @@ function assertKnownFields(doc: RawDocument, allowed: ReadonlySet<string>, where
   for (const { name } of doc.elements) {
     if (name === 'rawData')
       refuse('write.raw-data', `${where}: rawData addresses raw time-series buckets and is not allowed`);
-    if (!allowed.has(name)) refuse(rule, `${where}: the field "${name}" is not allowed`, ErrorCodes.BadValue);
+    if (!allowed.has(name)) refuse(rule, `${where}: the field "${name}" is not allowed`, ErrorCodes.Location40415);
   }
 }
 

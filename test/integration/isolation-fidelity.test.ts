@@ -11,6 +11,9 @@
  *   command, API version fields, `$readPreference`, the generic fields drivers add to
  *   endSessions, killSessions / refreshSessions with per-tenant session ids, `noCursorTimeout:
  *   false`), each shown unable to cross tenants.
+ * - G1: error fidelity: what the server would reject as malformed gets the server's code and shape
+ *   (unknown update operator 9, unknown stage 40324, unknown field 40415, unknown query operator 2,
+ *   unknown expression 168, removed command 59); 13 Unauthorized only for what is forbidden.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -435,5 +438,103 @@ describe('catalogue 43, 54-56: the values let through reach the upstream as sent
     expect(all.reply.ok).toBe(0);
     expect(all.reply.errmsg).toMatch(/rule killSessions.all/);
     expect(all.upstream).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Error fidelity.
+
+/** The error a promise rejects with (a MongoServerError from the driver). */
+async function failure(run: () => Promise<unknown>): Promise<Document> {
+  try {
+    await run();
+  } catch (error) {
+    return error as Document;
+  }
+  throw new Error('expected the command to fail');
+}
+
+describe('G1: malformed input gets the server’s code and shape; 13 only for what is forbidden', () => {
+  it('catalogue 16, 41: an unknown update operator is FailedToParse (9) as direct, for updateOne, findOneAndUpdate and bulk; nothing changes', async () => {
+    const coll = 'errors-update';
+    await seedBoth(coll);
+    const viaProxy = acme7.db(dbName).collection(coll);
+    const directColl = direct.db(directDbName).collection(coll);
+    await directColl.insertOne({ k: 'mine' });
+    const directError = await failure(() => directColl.updateOne({}, { $foo: { a: 1 } } as Document));
+    for (const run of [
+      () => viaProxy.updateOne({}, { $foo: { a: 1 } } as Document),
+      () => viaProxy.findOneAndUpdate({}, { $foo: { a: 1 } } as Document),
+      () => viaProxy.bulkWrite([{ updateMany: { filter: {}, update: { $foo: { a: 1 } } as Document } }]),
+    ]) {
+      const error = await failure(run);
+      expect(error.code).toBe(9);
+      expect(error.code).toBe(directError.code);
+      expect(error.codeName ?? 'FailedToParse').toBe('FailedToParse');
+      expect(error.errorLabels ?? []).toEqual([]);
+    }
+    expect(await bDocument(coll)).toEqual({ _id: `${coll}-b`, tenantId: B, k: 'theirs', n: 1, secret: 'SECRET-B' });
+    expect(
+      await direct
+        .db(dbName)
+        .collection(coll)
+        .findOne({ _id: `${coll}-a` } as Document),
+    ).toEqual({
+      _id: `${coll}-a`,
+      tenantId: T,
+      k: 'mine',
+      n: 1,
+    });
+  });
+
+  it('an unknown stage is 40324, an unknown command field 40415, an unknown query operator 2, an unknown expression 168, a removed command 59', async () => {
+    const db = acme7.db(dbName);
+    const stage = await failure(() =>
+      db
+        .collection('errors')
+        .aggregate([{ $foo: {} }])
+        .toArray(),
+    );
+    expect(stage.code).toBe(40324);
+    expect(stage.codeName).toBe('Location40324');
+    const field = await failure(() => db.command({ find: 'errors', filter: {}, foo: 1 }));
+    expect(field.code).toBe(40415);
+    const query = await failure(() =>
+      db
+        .collection('errors')
+        .find({ a: { $foo: 1 } })
+        .toArray(),
+    );
+    expect(query.code).toBe(2);
+    expect(query.codeName).toBe('BadValue');
+    // MongoDB: "unknown operator: $foo" (BadValue); FerretDB on an empty collection never parses it.
+    const expression = await failure(() =>
+      db
+        .collection('errors')
+        .find({ $expr: { $foo: ['$a'] } })
+        .toArray(),
+    );
+    expect(expression.code).toBe(168);
+    expect(expression.codeName).toBe('InvalidPipelineOperator');
+    const removed = await failure(() => db.command({ eval: 'db.x.find()' }));
+    expect(removed.code).toBe(59);
+    expect(removed.code).toBe((await failure(() => direct.db(directDbName).command({ eval: 'db.x.find()' }))).code);
+  });
+
+  it('what is forbidden stays 13 Unauthorized: $where, the tenant path, a diagnostic stage, killOp', async () => {
+    const db = acme7.db(dbName);
+    expect((await failure(() => db.collection('errors').find({ $where: 'true' }).toArray())).code).toBe(13);
+    expect((await failure(() => db.collection('errors').updateOne({}, { $set: { tenantId: B } }))).code).toBe(13);
+    expect(
+      (
+        await failure(() =>
+          db
+            .collection('errors')
+            .aggregate([{ $collStats: {} }])
+            .toArray(),
+        )
+      ).code,
+    ).toBe(13);
+    expect((await failure(() => acme7.db('admin').command({ killOp: 1, op: 1 }))).code).toBe(13);
   });
 });

@@ -247,9 +247,13 @@ describe('classify', () => {
     expect(error.rule).toBe('command.unknown');
     expect(error.code).toBe(ErrorCodes.CommandNotFound);
     expect(error.message).toContain('"Find"');
-    const admin = classify('currentOp');
+    const admin = classify('killOp');
     if (admin.kind !== 'refuse') throw new Error('expected a refusal');
-    expect(refusalFor('currentOp', admin).code).toBe(ErrorCodes.Unauthorized);
+    expect(refusalFor('killOp', admin).code).toBe(ErrorCodes.Unauthorized);
+    // A command current servers no longer have: what such a server answers.
+    const removed = classify('eval');
+    if (removed.kind !== 'refuse') throw new Error('expected a refusal');
+    expect(refusalFor('eval', removed).code).toBe(ErrorCodes.CommandNotFound);
     expect(refusalFor('x'.repeat(500), unknown).message.length).toBeLessThan(300);
   });
 
@@ -375,12 +379,13 @@ describe('top-level fields', () => {
     expect(() => assertAllowedFields(handler, body(fields))).not.toThrow();
   });
 
-  it('names the unknown field in the message', () => {
+  it("names the unknown field in the message, with the server's code for an unknown field (40415)", () => {
     try {
       assertAllowedFields('find', body({ find: 'c', someField: 1 }));
       throw new Error('expected a refusal');
     } catch (error) {
       expect((error as PolicyRefusal).rule).toBe('field.unknown');
+      expect((error as PolicyRefusal).code).toBe(40415);
       expect((error as PolicyRefusal).message).toContain('"someField"');
     }
   });
