@@ -47,7 +47,19 @@ export type HandlerName =
   | 'refreshSessions'
   | 'startSession'
   | 'ping'
-  | 'buildInfo';
+  | 'buildInfo'
+  | 'atlasVersion'
+  | 'getDefaultRWConcern'
+  | 'serverStatus'
+  | 'hostInfo'
+  | 'getCmdLineOpts'
+  | 'getParameter'
+  | 'getLog'
+  | 'currentOp'
+  | 'top'
+  | 'listCommands'
+  | 'whatsmyuri'
+  | 'getFreeMonitoringStatus';
 
 export type CommandClass =
   { kind: 'local' } | { kind: 'rewrite'; handler: HandlerName } | { kind: 'refuse'; rule: string; reason: string };
@@ -98,6 +110,20 @@ const REWRITTEN_COMMANDS: ReadonlyArray<readonly [string, HandlerName]> = [
   ['ping', 'ping'],
   ['buildInfo', 'buildInfo'],
   ['buildinfo', 'buildInfo'],
+  // Introspection: answered by the proxy from what every tenant may see (rewrite/introspection.ts),
+  // or forwarded when the server's answer describes only the deployment.
+  ['atlasVersion', 'atlasVersion'],
+  ['getDefaultRWConcern', 'getDefaultRWConcern'],
+  ['serverStatus', 'serverStatus'],
+  ['hostInfo', 'hostInfo'],
+  ['getCmdLineOpts', 'getCmdLineOpts'],
+  ['getParameter', 'getParameter'],
+  ['getLog', 'getLog'],
+  ['currentOp', 'currentOp'],
+  ['top', 'top'],
+  ['listCommands', 'listCommands'],
+  ['whatsmyuri', 'whatsmyuri'],
+  ['getFreeMonitoringStatus', 'getFreeMonitoringStatus'],
 ];
 
 interface RefusalGroup {
@@ -122,7 +148,7 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
       parallelCollectionScan repairDatabase repairCursor touch resync text getLastError getlasterror getPrevError
       getpreverror resetError reseterror getnonce authSchemaUpgrade availableQueryOptions shardConnPoolStats
       unsetSharding cursorInfo closeAllDatabases diagLogging checkShardingIndex planCacheListPlans
-      planCacheListQueryShapes getFreeMonitoringStatus setFreeMonitoring donorStartMigration donorForgetMigration
+      planCacheListQueryShapes setFreeMonitoring donorStartMigration donorForgetMigration
       donorAbortMigration donorWaitForMigrationToCommit recipientSyncData recipientForgetMigration
       recipientVoteImportedFiles abortShardSplit commitShardSplit forgetShardSplit configureCollectionAutoSplitter
       waitForOngoingChunkSplits repairShardedCollectionChunksHistory startRecordingTraffic stopRecordingTraffic isSelf`),
@@ -169,10 +195,10 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   {
     rule: 'command.admin',
     reason: 'server administration affects every tenant (catalogue 26)',
-    names: words(`shutdown fsync fsyncUnlock setParameter getParameter getCmdLineOpts setClusterParameter
-      getClusterParameter setDefaultRWConcern getDefaultRWConcern setFeatureCompatibilityVersion
+    names: words(`shutdown fsync fsyncUnlock setParameter setClusterParameter
+      getClusterParameter setDefaultRWConcern setFeatureCompatibilityVersion
       setUserWriteBlockMode setIndexCommitQuorum logRotate rotateCertificates rotateFTDC compact autoCompact
-      killOp currentOp getLog clearLog profile setProfilingFilterGlobally logApplicationMessage logMessage
+      killOp clearLog profile setProfilingFilterGlobally logApplicationMessage logMessage
       getAuditConfig setAuditConfig startTrafficRecording stopTrafficRecording getTrafficRecordingStatus
       releaseMemory dbCheck setChangeStreamState getChangeStreamState listDatabasesForAllTenants
       validateDBMetadata`),
@@ -186,13 +212,13 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   {
     rule: 'command.diagnostic',
     reason: "diagnostic output describes the shared server and other tenants' work (catalogue 26)",
-    names: words(`hostInfo listCommands lockInfo whatsmyuri whatsmysni getDiagnosticData features connPoolStats
+    names: words(`lockInfo whatsmysni getDiagnosticData features connPoolStats
       netstat dbHash dbhash echo _mongotConnPoolStats`),
   },
   {
     rule: 'command.stats',
     reason: "statistics include every tenant's data (catalogue 25, 59)",
-    names: words('collStats collstats dbStats dbstats dataSize datasize top serverStatus validate'),
+    names: words('collStats collstats dbStats dbstats dataSize datasize validate'),
   },
   {
     rule: 'command.ddl',
@@ -472,7 +498,39 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
   startSession: set('maxTimeMS'),
   ping: set('maxTimeMS'),
   buildInfo: set('maxTimeMS'),
+  atlasVersion: set('maxTimeMS'),
+  getDefaultRWConcern: set('inMemory', 'maxTimeMS'),
+  // Answered by the proxy (ANSWERED_LOCALLY): their options select what to show, nothing is forwarded.
+  serverStatus: set(),
+  hostInfo: set(),
+  getCmdLineOpts: set(),
+  getParameter: set(),
+  getLog: set(),
+  currentOp: set(),
+  top: set(),
+  listCommands: set(),
+  whatsmyuri: set(),
+  getFreeMonitoringStatus: set(),
 };
+
+/**
+ * Handlers the proxy answers itself from what every tenant may see: any option field is
+ * accepted (serverStatus section switches, getParameter names, currentOp filters), since none is
+ * forwarded or evaluated.
+ */
+const ANSWERED_LOCALLY: ReadonlySet<HandlerName> = new Set<HandlerName>([
+  'serverStatus',
+  'hostInfo',
+  'getCmdLineOpts',
+  'getParameter',
+  'getLog',
+  'currentOp',
+  'top',
+  'listCommands',
+  'whatsmyuri',
+  'getFreeMonitoringStatus',
+  'startSession',
+]);
 
 /** A field name for a message: quoted, escaped, bounded (names are client input). */
 function quoteName(name: string): string {
@@ -504,7 +562,7 @@ export function assertAllowedFields(handler: HandlerName, body: RawDocument): vo
     if (refused !== undefined) {
       throw new PolicyRefusal(refused.rule, `field ${quoteName(name)} is not allowed on ${handler}: ${refused.reason}`);
     }
-    if (GENERIC_FIELDS.has(name) || allowed.has(name)) return;
+    if (GENERIC_FIELDS.has(name) || allowed.has(name) || ANSWERED_LOCALLY.has(handler)) return;
     // The server: "BSON field '<command>.<field>' is an unknown field." (40415).
     throw new PolicyRefusal(
       'field.unknown',

@@ -12,7 +12,6 @@
 import type { IsolationConfig } from '../config/types.js';
 import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
-import type { Document } from '../wire/bson.js';
 import { ErrorCodes } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
@@ -21,6 +20,10 @@ import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { buildHandlers } from './handlers.js';
+import { emptyAdminRead } from './introspection.js';
+import { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
+
+export { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
 import type { HandlerName } from '../policy/commands.js';
 import {
   PolicyRefusal,
@@ -46,27 +49,16 @@ export interface EngineOptions {
   collationSupported: () => boolean;
   /** What is known of the upstream (UpstreamServerInfo fits), read when a tenant engine is created and by introspection answers. */
   upstreamFacts?: () => UpstreamFacts;
+  /** The clock of introspection answers (serverStatus uptime, hostInfo time); default Date.now. */
+  now?: () => number;
+  /** The proxy's host name in introspection answers; default os.hostname(). */
+  host?: string;
   /**
    * Per-tenant name templates of every policy this engine ran since it started (set by the
    * engine): a reload that stops using database-per-tenant or collection-prefix, or changes a
    * template, leaves those physical names upstream, and no tenant may name them as its own.
    */
   reserved?: ReservedTemplates;
-}
-
-/** What the engine knows of the upstream server. */
-export interface UpstreamFacts {
-  kind?: 'standalone' | 'replicaSet' | 'sharded';
-  /** Its buildInfo reply as read at start; undefined when it failed (the server then counts as MongoDB). */
-  buildInfo?: Document;
-}
-
-/**
- * FerretDB v1 (buildInfo carries `ferretdbVersion`) builds an upserted document from top-level
- * equalities only, never through the tenant `$and`; MongoDB (and an unknown server) does.
- */
-export function upsertFieldsFromAndBy(buildInfo: Document | undefined): boolean {
-  return buildInfo === undefined || !('ferretdbVersion' in buildInfo);
 }
 
 /** The outcome of checking one command. */
@@ -78,13 +70,25 @@ export type Decision =
 
 type HandlerTable = Partial<Record<HandlerName, CommandHandler>>;
 
+/** What a tenant engine knows of its client connection. */
+export interface ConnectionFacts {
+  /** `host:port` of the client, as the server's whatsmyuri shows it. */
+  clientAddress?: string;
+}
+
 export class IsolationEngine {
   private readonly handlers: HandlerTable;
   #options: EngineOptions;
 
   constructor(options: EngineOptions) {
     this.#options = { ...options, reserved: mergeTemplates(options.reserved, templatesInUse(options.config)) };
-    this.handlers = buildHandlers(options.cursors, options.sessionKey);
+    const now = options.now ?? Date.now;
+    this.handlers = buildHandlers(options.cursors, options.sessionKey, {
+      upstream: () => this.#options.upstreamFacts?.() ?? {},
+      startedAt: now(),
+      now,
+      ...(options.host === undefined ? {} : { host: options.host }),
+    });
   }
 
   /** The current options; replaced as a whole by `reconfigure`. */
@@ -109,9 +113,9 @@ export class IsolationEngine {
     };
   }
 
-  /** The engine bound to one connection's tenant. */
-  forTenant(tenant: string): TenantEngine {
-    return new TenantEngine(this, this.handlers, tenant);
+  /** The engine bound to one connection's tenant; `connection.clientAddress` is what whatsmyuri answers. */
+  forTenant(tenant: string, connection: ConnectionFacts = {}): TenantEngine {
+    return new TenantEngine(this, this.handlers, tenant, connection);
   }
 }
 
@@ -124,9 +128,10 @@ export class TenantEngine {
     private readonly parent: IsolationEngine,
     private readonly handlers: HandlerTable,
     readonly tenant: string,
+    private readonly connection: ConnectionFacts = {},
   ) {
     this.options = parent.options;
-    this.#context = contextFor(tenant, this.options);
+    this.#context = contextFor(tenant, this.options, connection);
   }
 
   get context(): TenantContext {
@@ -140,7 +145,7 @@ export class TenantEngine {
    */
   decide(input: CommandInput): Decision {
     if (this.options !== this.parent.options) {
-      this.#context = contextFor(this.tenant, this.parent.options);
+      this.#context = contextFor(this.tenant, this.parent.options, this.connection);
       this.options = this.parent.options;
     }
     let result: RewriteResult;
@@ -168,6 +173,9 @@ export class TenantEngine {
       throw new PolicyRefusal('command.unhandled', `${input.name} is not supported by this proxy`);
     assertAllowedFields(command.handler, input.body);
     assertReadPreference(input.body);
+    // The tenant's own `admin` database is empty: answered here, nothing forwarded.
+    const empty = emptyAdminRead(input);
+    if (empty !== undefined) return empty;
     const result = handler(input, this.context);
     // Session ids are per tenant upstream; forged cluster times never travel (catalogue 54, 57).
     const body = mapSession(result.body, this.tenant, this.options.sessionKey);
@@ -195,7 +203,7 @@ export class TenantEngine {
   }
 }
 
-function contextFor(tenant: string, options: EngineOptions): TenantContext {
+function contextFor(tenant: string, options: EngineOptions, connection: ConnectionFacts): TenantContext {
   const { config } = options;
   const tenantValue = encodeTenant(tenant, config.tenantValueType);
   return {
@@ -207,6 +215,7 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     // Non-string tenant values are immune to collation (G8); only strings need the pin.
     pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
     upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
+    ...(connection.clientAddress === undefined ? {} : { clientAddress: connection.clientAddress }),
   };
 }
 

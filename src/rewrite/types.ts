@@ -73,6 +73,8 @@ export interface TenantContext {
    * Absent means it does.
    */
   upsertFieldsFromAnd?: boolean;
+  /** `host:port` of the client connection (whatsmyuri). */
+  clientAddress?: string;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */

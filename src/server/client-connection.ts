@@ -163,6 +163,12 @@ export class ClientConnection {
     this.armIdleTimer();
   }
 
+  /** `host:port` of the client as a server's whatsmyuri shows it (IPv6 in brackets). */
+  private clientAddress(): string {
+    const host = this.socket.remoteAddress ?? '';
+    return `${host.includes(':') ? `[${host}]` : host}:${this.socket.remotePort ?? 0}`;
+  }
+
   private createAuthenticator(): ConnectionAuthenticator {
     return new ConnectionAuthenticator({
       listener: this.authenticatorSettings.listener,
@@ -210,7 +216,7 @@ export class ClientConnection {
       this.deps.metrics.tenantConnectionOpened(identity.tenant);
       this.logger = this.logger.child({ tenant: identity.tenant, identityMethod: identity.method });
       try {
-        this.tenantEngine = this.deps.isolation.forTenant(identity.tenant);
+        this.tenantEngine = this.deps.isolation.forTenant(identity.tenant, { clientAddress: this.clientAddress() });
       } catch (error) {
         if (!ProxyError.is(error)) throw error;
         this.tenantEngineError = error;

@@ -14,6 +14,9 @@
  * - G1: error fidelity: what the server would reject as malformed gets the server's code and shape
  *   (unknown update operator 9, unknown stage 40324, unknown field 40415, unknown query operator 2,
  *   unknown expression 168, removed command 59); 13 Unauthorized only for what is forbidden.
+ * - catalogue 25, 26: server introspection (serverStatus, getParameter, hostInfo, getLog,
+ *   currentOp…) answered by the proxy with what every tenant may see; mongosh starts without a
+ *   single refusal.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -24,7 +27,8 @@ import { MongoClient as MongoClient6 } from 'mongodb6';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
 import { startFakeUpstream, type FakeUpstream, type ReceivedMessage } from '../helpers/fake-upstream.js';
 import { opMsg } from '../helpers/raw-client.js';
-import { directClient, needsMongoDB, uniqueDbName } from '../helpers/upstream.js';
+import { directClient, needsMongoDB, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
+import { metricValue } from '../helpers/metrics.js';
 
 const run = promisify(execFile);
 const T = 'acme';
@@ -536,5 +540,112 @@ describe('G1: malformed input gets the server’s code and shape; 13 only for wh
       ).code,
     ).toBe(13);
     expect((await failure(() => acme7.db('admin').command({ killOp: 1, op: 1 }))).code).toBe(13);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Introspection.
+
+describe('catalogue 25, 26: introspection answered with what every tenant may see; tools start silently', () => {
+  it('catalogue 26: mongosh starts (connection info, FCV, atlasVersion, admin.atlascli, banners) and runs --eval without one refusal', async () => {
+    const refusedBefore = await metricValue(tenants.proxy.proxy, 'policy_decisions_total', { decision: 'refused' });
+    const auditBefore = refusals().length;
+    const { stdout } = await run(
+      'npx',
+      [
+        '--no-install',
+        'mongosh',
+        '--norc',
+        tenants.uriFor(T),
+        '--eval',
+        'print(db.version()); print(db.serverStatus().version)',
+      ],
+      { timeout: 60_000 },
+    );
+    const buildInfo = await direct.db('admin').command({ buildInfo: 1 });
+    expect(stdout).toContain(buildInfo.version as string);
+    expect(refusals().length).toBe(auditBefore);
+    expect(await metricValue(tenants.proxy.proxy, 'policy_decisions_total', { decision: 'refused' })).toBe(
+      refusedBefore,
+    );
+  }, 90_000);
+
+  for (const driver of [
+    { name: 'driver 7', admin: () => acme7.db('admin') },
+    { name: 'driver 6', admin: () => acme6.db('admin') as unknown as Db },
+  ]) {
+    it(`catalogue 25, 26: ${driver.name}: serverStatus carries the upstream version (Mongoose reads it); harness commands answer without a refusal`, async () => {
+      const auditBefore = refusals().length;
+      const admin = driver.admin();
+      const { version } = await direct.db('admin').command({ buildInfo: 1 });
+      const status = await admin.command({ serverStatus: 1 });
+      expect(status.version).toBe(version);
+      expect(status.ok).toBe(1);
+      expect(
+        (await admin.command({ getParameter: 1, featureCompatibilityVersion: 1 })).featureCompatibilityVersion,
+      ).toEqual({ version: (version as string).split('.').slice(0, 2).join('.') });
+      for (const command of [
+        { hostInfo: 1 },
+        { getCmdLineOpts: 1 },
+        { getLog: 'startupWarnings' },
+        { getLog: '*' },
+        { currentOp: 1 },
+        { top: 1 },
+        { listCommands: 1 },
+        { whatsmyuri: 1 },
+        { getFreeMonitoringStatus: 1 },
+        { startSession: 1 },
+        { connectionStatus: 1 },
+        { buildInfo: 1 },
+      ]) {
+        expect((await admin.command(command)).ok, JSON.stringify(command)).toBe(1);
+      }
+      // Forwarded: the server answers (FerretDB has neither: CommandNotFound, not a refusal).
+      for (const command of [{ atlasVersion: 1 }, { getDefaultRWConcern: 1 }]) {
+        const reply = await admin.command(command).catch((error: Document) => error);
+        expect(String(reply.errmsg ?? reply.message ?? ''), JSON.stringify(command)).not.toMatch(/refused/);
+      }
+      expect(await admin.collection('atlascli').countDocuments({ managedClusterType: 'atlasCliLocalDevCluster' })).toBe(
+        0,
+      );
+      expect(refusals().length).toBe(auditBefore);
+    });
+  }
+
+  it("catalogue 25, 26: nothing in the answers shows another tenant's work or the upstream: B busy, T looks", async () => {
+    const coll = 'busy';
+    await seedBoth(coll);
+    const bClient = tenants.clientFor(B);
+    const cursor = bClient.db(dbName).collection(coll).find({}, { batchSize: 1 });
+    await cursor.next();
+    const admin = acme7.db('admin');
+    const answers = [
+      await admin.command({ serverStatus: 1 }),
+      await admin.command({ currentOp: 1, $all: true, idleCursors: true }),
+      await admin.command({ top: 1 }),
+      await admin.command({ getLog: 'global' }),
+      await admin.command({ getLog: 'startupWarnings' }),
+      await admin.command({ hostInfo: 1 }),
+      await admin.command({ getCmdLineOpts: 1 }),
+      await admin.command({ getParameter: '*' }),
+    ];
+    await cursor.close();
+    const text = JSON.stringify(answers);
+    for (const value of [B, 'SECRET-B', coll, dbName, new URL(upstreamUri()).host]) expect(text).not.toContain(value);
+    expect(answers[1]!.inprog).toEqual([]);
+    expect(answers[2]!.totals).toEqual({ note: 'all times in microseconds' });
+    // The shared admin database stays out of reach for writes.
+    await expect(admin.collection('atlascli').insertOne({ x: 1 })).rejects.toThrow(/rule namespace.system/);
+  });
+
+  it('catalogue 25: whatsmyuri answers the caller its own address', async () => {
+    const raw = await tenants.rawFor(T);
+    try {
+      const reply = await raw.command(opMsg({ whatsmyuri: 1, $db: 'admin' }));
+      expect(reply.ok).toBe(1);
+      expect(reply.you).toMatch(/^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$/);
+    } finally {
+      raw.close();
+    }
   });
 });
