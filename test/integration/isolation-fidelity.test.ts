@@ -340,6 +340,20 @@ describe('catalogue 18, 43: harmless values are let through and cannot cross ten
     expect(refusals().length).toBe(before);
   });
 
+  it.skipIf(needsMongoDB('FerretDB v1 does not implement let variables'))(
+    'catalogue 11 (MongoDB): a let variable naming B used in $expr finds nothing of B',
+    async () => {
+      const coll = 'let11';
+      await seedBoth(coll);
+      const found = await acme7
+        .db(dbName)
+        .collection(coll)
+        .find({ $expr: { $eq: ['$tenantId', '$$owner'] } }, { let: { owner: B } })
+        .toArray();
+      expect(found).toEqual([]);
+    },
+  );
+
   it.skipIf(
     needsMongoDB(
       'FerretDB v1 has no transactions: killSessions of B’s client lsid from T must leave B’s transaction alive',
@@ -422,6 +436,29 @@ describe('catalogue 43, 54-56: the values let through reach the upstream as sent
     const find = await sent(T, { find: 'c', filter: { tenantId: B }, comment, $db: 'app' });
     expect(find.upstream[0]!.body.filter).toEqual({ $and: [{ tenantId: { $eq: T } }, { tenantId: B }] });
     expect(find.upstream[0]!.body.comment).toEqual(comment);
+  });
+
+  it('catalogue 11, 17: let variables are forwarded as sent behind the tenant predicate (a variable naming B selects nothing of B); operators inside them are still checked', async () => {
+    const find = await sent(T, {
+      find: 'c',
+      filter: { $expr: { $eq: ['$tenantId', '$$owner'] } },
+      let: { owner: B },
+      $db: 'app',
+    });
+    expect(find.reply.ok).toBe(1);
+    expect(find.upstream[0]!.body.filter).toEqual({
+      $and: [{ tenantId: { $eq: T } }, { $expr: { $eq: ['$tenantId', '$$owner'] } }],
+    });
+    expect(find.upstream[0]!.body.let).toEqual({ owner: B });
+    for (const variables of [
+      { f: { $function: { body: 'return 1', args: [], lang: 'js' } } },
+      { r: '$$USER_ROLES' },
+      { u: { $foo: 1 } },
+    ]) {
+      const refused = await sent(T, { find: 'c', filter: {}, let: variables, $db: 'app' });
+      expect(refused.reply.ok, JSON.stringify(variables)).toBe(0);
+      expect(refused.upstream, JSON.stringify(variables)).toEqual([]);
+    }
   });
 
   it('catalogue 54-56: killSessions and refreshSessions carry only ids derived for the sending tenant', async () => {
