@@ -202,3 +202,16 @@ describe('through the engine: answered locally, never forwarded, any option acce
     expect(decide({ aggregate: 1, pipeline: [{ $currentOp: {} }], cursor: {} }).action).toBe('refuse');
   });
 });
+
+describe('every command the classification rewrites has a handler', () => {
+  it('no rewritten command falls through to command.unhandled', async () => {
+    const { buildHandlers } = await import('../../../src/rewrite/handlers.js');
+    const { CLASSIFIED_COMMANDS, classify } = await import('../../../src/policy/commands.js');
+    const table = buildHandlers(new CursorRegistry(), Buffer.alloc(32, 1));
+    const missing = CLASSIFIED_COMMANDS.filter((name) => {
+      const cls = classify(name);
+      return cls.kind === 'rewrite' && table[cls.handler] === undefined;
+    });
+    expect(missing).toEqual([]);
+  });
+});
