@@ -42,8 +42,9 @@ export function testFiles(base = root) {
 }
 
 // it('…') / it.skipIf(…)('…') / test.each…: the first string literal after the call opens the title.
+// A skipIf / runIf condition may span lines (Prettier wraps long ones), never into the next test.
 const TITLE =
-  /\b(?:it|test)(?:\.(?:skipIf|runIf)\((?<cond>[^\n]*?)\)|\.(?:only|skip|todo|fails|concurrent))*\(\s*(?<q>['"`])(?<title>catalogue\s(?:\\.|(?!\k<q>)[^\n\\])*)\k<q>/g;
+  /\b(?:it|test)(?:\.(?:skipIf|runIf)\((?<cond>(?:[^\n]|\n(?!\s*(?:it|test|describe)\b))*?)\)|\.(?:only|skip|todo|fails|concurrent))*\(\s*(?<q>['"`])(?<title>catalogue\s(?:\\.|(?!\k<q>)[^\n\\])*)\k<q>/g;
 
 /** Item numbers a title names: `catalogue 7:`, `catalogue 7, 41:`, `catalogue 44-46:`. */
 export function itemsOf(title) {

@@ -47,6 +47,7 @@ export const ErrorCodes = {
   OperationFailed: 96,
   CommandNotSupported: 115,
   NotImplemented: 238,
+  InvalidPipelineOperator: 168,
   ExceededMemoryLimit: 146,
   ClientMetadataCannotBeMutated: 186,
   ZLibError: 147,
@@ -68,6 +69,11 @@ export const ErrorCodes = {
   Location40432: 40432,
   Location40433: 40433,
   Location40587: 40587,
+  // Parse errors as the server raises them: an unknown $group accumulator, an unknown pipeline
+  // stage, an unknown field of a command (IDL).
+  Location15952: 15952,
+  Location40324: 40324,
+  Location40415: 40415,
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -166,6 +166,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.info.collationSupported,
       virtualDdl: true,
+      upstreamFacts: () => upstream.info,
     });
     // Shared-collection DDL and listings per tenant, from the ownership catalogue in the upstream.
     const tenancy = new TenancyExecutor({

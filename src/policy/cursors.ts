@@ -248,6 +248,7 @@ const GETMORE_FIELDS = new Set([
 const KILLCURSORS_FIELDS = new Set([
   'killCursors',
   'cursors',
+  'maxTimeMS',
   'comment',
   '$db',
   'lsid',
@@ -263,10 +264,18 @@ const KILLCURSORS_FIELDS = new Set([
 function checkFields(input: CommandInput, allowed: ReadonlySet<string>): void {
   for (const name of input.body.names) {
     if (!allowed.has(name))
-      throw new PolicyRefusal(`${input.name}.field`, `field "${name}" is not allowed in ${input.name}`);
+      throw new PolicyRefusal(
+        `${input.name}.field`,
+        `field "${name}" is not allowed in ${input.name}`,
+        ErrorCodes.Location40415,
+      );
   }
   if (input.sequences.size > 0)
-    throw new PolicyRefusal(`${input.name}.field`, `${input.name} takes no document sequences`);
+    throw new PolicyRefusal(
+      `${input.name}.field`,
+      `${input.name} takes no document sequences`,
+      ErrorCodes.Location40415,
+    );
 }
 
 /**

@@ -66,6 +66,14 @@ export interface TenantContext {
    * tenant's key pattern. Only consulted when `virtualDdl`.
    */
   hintKeys?: Map<string, Document>;
+  /**
+   * Whether the upstream derives an upsert's new document from the equalities inside the tenant
+   * `$and` (MongoDB does; FerretDB v1 does not, and then the proxy adds them: upsert.ts).
+   * Absent means it does.
+   */
+  upsertFieldsFromAnd?: boolean;
+  /** `host:port` of the client connection (whatsmyuri). */
+  clientAddress?: string;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */

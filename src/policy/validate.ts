@@ -43,6 +43,14 @@ function refuse(rule: string, message: string, code: number = ErrorCodes.Unautho
   throw new PolicyRefusal(rule, message, code);
 }
 
+/** A string or symbol value that names the `$$USER_ROLES` variable (catalogue 11). */
+function mentionsUserRoles(value: RawValue): boolean {
+  return (
+    (value.type === BsonType.string || value.type === BsonType.symbol) &&
+    asBuffer(value.value).indexOf(USER_ROLES) !== -1
+  );
+}
+
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
@@ -73,13 +81,24 @@ function isNumber(value: RawValue): boolean {
 // ---------------------------------------------------------------------------------------------
 // Anywhere: JavaScript, $$USER_ROLES, duplicate keys.
 
+export interface ForbiddenScanOptions {
+  /**
+   * The value is data, never evaluated: a filter, a stored document, the values of a classic
+   * (operator) update. A string there that mentions `$$USER_ROLES` is text; the expressions such
+   * a value can hold (`$expr` in a filter or a `$pull` condition) are walked separately and their
+   * strings checked there.
+   */
+  literalStrings?: boolean;
+}
+
 /**
  * Refuses, at any depth: the keys `$where`, `$function`, `$accumulator` (catalogue 1, 2); BSON
  * code and code-with-scope values (types 13, 15); strings (and symbols, and key names) containing
- * `$$USER_ROLES` (catalogue 11); a key repeated within one document (G3, which the wire layer
- * already enforces).
+ * `$$USER_ROLES` (catalogue 11; strings only where they can be evaluated, see
+ * `literalStrings`); a key repeated within one document (G3, which the wire layer already
+ * enforces).
  */
-export function assertNoForbidden(value: RawValue, where: string): void {
+export function assertNoForbidden(value: RawValue, where: string, options: ForbiddenScanOptions = {}): void {
   const stack: RawValue[] = [value];
   while (stack.length > 0) {
     const current = stack.pop() as RawValue;
@@ -92,7 +111,7 @@ export function assertNoForbidden(value: RawValue, where: string): void {
         );
       case BsonType.string:
       case BsonType.symbol:
-        if (asBuffer(current.value).indexOf(USER_ROLES) !== -1) {
+        if (options.literalStrings !== true && mentionsUserRoles(current)) {
           refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
         }
         break;
@@ -227,9 +246,11 @@ class Walker {
           if (!isNumber(item)) refuse('filter.invalid', `${where}.$sampleRate must be a number`, ErrorCodes.BadValue);
           break;
         default:
+          // The server: "unknown top level operator" (BadValue).
           refuse(
             'operator.unknown',
             `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+            ErrorCodes.BadValue,
           );
       }
     }
@@ -250,7 +271,11 @@ class Walker {
       refuse('filter.invalid', `${where}.$text must be a document`, ErrorCodes.BadValue);
     for (const field of elementsOf(item)) {
       if (!TEXT_FIELDS.has(field.name)) {
-        refuse('operator.unknown', `${where}.$text has the field ${quote(field.name)}, which is not allowed`);
+        refuse(
+          'operator.unknown',
+          `${where}.$text has the field ${quote(field.name)}, which is not allowed`,
+          ErrorCodes.BadValue,
+        );
       }
     }
   }
@@ -272,9 +297,11 @@ class Walker {
       const name = element.name;
       const item = child(value, element);
       if (!FIELD_QUERY_OPERATORS.has(name)) {
+        // The server: "unknown operator" (BadValue).
         refuse(
           'operator.unknown',
           `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+          ErrorCodes.BadValue,
         );
       }
       switch (name) {
@@ -311,6 +338,7 @@ class Walker {
                   refuse(
                     'operator.unknown',
                     `${where}.$all[${index}] uses ${quote(op.name)}; only $elemMatch is allowed there`,
+                    ErrorCodes.BadValue,
                   );
                 }
                 this.stack.push({
@@ -332,7 +360,11 @@ class Walker {
     if (item.type !== BsonType.document) return; // legacy coordinate pairs
     for (const element of elementsOf(item)) {
       if (element.name.startsWith('$') && !GEO_OPERATORS.has(element.name)) {
-        refuse('operator.unknown', `${where} uses ${quote(element.name)}, which is not an allowed geospatial operator`);
+        refuse(
+          'operator.unknown',
+          `${where} uses ${quote(element.name)}, which is not an allowed geospatial operator`,
+          ErrorCodes.BadValue,
+        );
       }
     }
   }
@@ -348,24 +380,30 @@ class Walker {
   }
 
   private expression(value: RawValue, where: string): void {
-    if (!isContainer(value)) return; // literals, field paths and variables ($$USER_ROLES scanned separately)
+    // An evaluated string naming $$USER_ROLES (also checked here for callers that scan data
+    // with `literalStrings`).
+    if (mentionsUserRoles(value)) refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
+    if (!isContainer(value)) return; // literals, field paths and variables
     const isDocument = value.type === BsonType.document;
     elementsOf(value).forEach((element, index) => {
       const name = element.name;
       const item = child(value, element);
       if (isDocument && name.startsWith('$')) {
         if (!EXPRESSION_OPERATORS.has(name)) {
+          // The server: "Unrecognized expression" (InvalidPipelineOperator).
           refuse(
             'operator.unknown',
             `${where} uses ${quote(name)}, which is not an allowed expression operator (catalogue 11)`,
+            ErrorCodes.InvalidPipelineOperator,
           );
         }
         if (name === '$literal') return; // not evaluated
         this.stack.push({ kind: 'expr', value: item, where: `${where}.${name}` });
         return;
       }
-      if (isContainer(item))
-        this.stack.push({ kind: 'expr', value: item, where: isDocument ? `${where}.${name}` : `${where}[${index}]` });
+      const at = isDocument ? `${where}.${name}` : `${where}[${index}]`;
+      if (isContainer(item)) this.stack.push({ kind: 'expr', value: item, where: at });
+      else if (mentionsUserRoles(item)) refuse('variable.user-roles', `${at} uses $$USER_ROLES (catalogue 11)`);
     });
   }
 
@@ -414,7 +452,7 @@ class Walker {
 export function validateFilter(value: RawValue, where: string): void {
   if (value.type !== BsonType.document)
     refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
-  assertNoForbidden(value, where);
+  assertNoForbidden(value, where, { literalStrings: true });
   new Walker().push({ kind: 'filter', value, top: true, where }).run();
 }
 
@@ -455,9 +493,11 @@ export function validateAccumulatorField(value: RawValue, where: string, context
       continue;
     }
     if (!name.startsWith('$') || !allowed.has(name)) {
+      // The server: "unknown group operator" (15952), "Unrecognized window function" (FailedToParse).
       refuse(
         'operator.unknown',
         `${where} uses ${quote(name)}, which is not an allowed ${context === 'group' ? 'accumulator' : 'window operator'}`,
+        context === 'group' ? ErrorCodes.Location15952 : ErrorCodes.FailedToParse,
       );
     }
     operators++;
@@ -529,7 +569,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
         );
       }
     }
-    assertNoForbidden(u, where);
+    assertNoForbidden(u, where, { literalStrings: true });
     return 'replacement';
   }
   const seen = new Set<string>();
@@ -544,7 +584,12 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       );
     }
     if (!UPDATE_OPERATORS.has(operator)) {
-      refuse('operator.unknown', `${where} uses ${quote(operator)}, which is not an allowed update operator`);
+      // The server: "Unknown modifier" (FailedToParse).
+      refuse(
+        'operator.unknown',
+        `${where} uses ${quote(operator)}, which is not an allowed update operator`,
+        ErrorCodes.FailedToParse,
+      );
     }
     if (seen.has(operator)) {
       refuse('update.duplicate-operator', `${where} repeats ${operator} (catalogue 41)`, ErrorCodes.BadValue);
@@ -598,6 +643,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
               refuse(
                 'operator.unknown',
                 `${at}.${path} uses ${quote(modifier.name)}, which is not an allowed update modifier`,
+                ErrorCodes.BadValue,
               );
             }
           }
@@ -608,7 +654,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       }
     }
   }
-  assertNoForbidden(u, where);
+  assertNoForbidden(u, where, { literalStrings: true });
   walker.run();
   return 'operators';
 }

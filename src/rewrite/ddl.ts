@@ -245,8 +245,6 @@ export const create: CommandHandler = (input, context) => {
     const value = input.body.get(name);
     if (value !== undefined) assertNoForbidden(value, `create.${name}`);
   }
-  const comment = input.body.get('comment');
-  if (comment !== undefined) assertNoForbidden(comment, 'create.comment');
   return result(finish(input, context, input.body, client, target, notes), target, notes);
 };
 

@@ -21,6 +21,10 @@ import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { buildHandlers } from './handlers.js';
 import { VIRTUAL_STATS, statsCommand } from './ddl.js';
+import { emptyAdminRead } from './introspection.js';
+import { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
+
+export { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
 import type { HandlerName } from '../policy/commands.js';
 import type {
   CommandHandler,
@@ -44,6 +48,12 @@ export interface EngineOptions {
    * is then pinned on tenant-filtered commands (catalogue 9).
    */
   collationSupported: () => boolean;
+  /** What is known of the upstream (UpstreamServerInfo fits), read when a tenant engine is created and by introspection answers. */
+  upstreamFacts?: () => UpstreamFacts;
+  /** The clock of introspection answers (serverStatus uptime, hostInfo time); default Date.now. */
+  now?: () => number;
+  /** The proxy's host name in introspection answers; default os.hostname(). */
+  host?: string;
   /**
    * Per-tenant name templates of every policy this engine ran since it started (set by the
    * engine): a reload that stops using database-per-tenant or collection-prefix, or changes a
@@ -65,13 +75,25 @@ export type Decision =
 
 type HandlerTable = Partial<Record<HandlerName, CommandHandler>>;
 
+/** What a tenant engine knows of its client connection. */
+export interface ConnectionFacts {
+  /** `host:port` of the client, as the server's whatsmyuri shows it. */
+  clientAddress?: string;
+}
+
 export class IsolationEngine {
   private readonly handlers: HandlerTable;
   #options: EngineOptions;
 
   constructor(options: EngineOptions) {
     this.#options = { ...options, reserved: mergeTemplates(options.reserved, templatesInUse(options.config)) };
-    this.handlers = buildHandlers(options.cursors, options.sessionKey);
+    const now = options.now ?? Date.now;
+    this.handlers = buildHandlers(options.cursors, options.sessionKey, {
+      upstream: () => this.#options.upstreamFacts?.() ?? {},
+      startedAt: now(),
+      now,
+      ...(options.host === undefined ? {} : { host: options.host }),
+    });
   }
 
   /** The current options; replaced as a whole by `reconfigure`. */
@@ -96,9 +118,9 @@ export class IsolationEngine {
     };
   }
 
-  /** The engine bound to one connection's tenant. */
-  forTenant(tenant: string): TenantEngine {
-    return new TenantEngine(this, this.handlers, tenant);
+  /** The engine bound to one connection's tenant; `connection.clientAddress` is what whatsmyuri answers. */
+  forTenant(tenant: string, connection: ConnectionFacts = {}): TenantEngine {
+    return new TenantEngine(this, this.handlers, tenant, connection);
   }
 }
 
@@ -111,9 +133,10 @@ export class TenantEngine {
     private readonly parent: IsolationEngine,
     private readonly handlers: HandlerTable,
     readonly tenant: string,
+    private readonly connection: ConnectionFacts = {},
   ) {
     this.options = parent.options;
-    this.#context = contextFor(tenant, this.options);
+    this.#context = contextFor(tenant, this.options, connection);
   }
 
   get context(): TenantContext {
@@ -127,7 +150,7 @@ export class TenantEngine {
    */
   decide(input: CommandInput): Decision {
     if (this.options !== this.parent.options) {
-      this.#context = contextFor(this.tenant, this.parent.options);
+      this.#context = contextFor(this.tenant, this.parent.options, this.connection);
       this.options = this.parent.options;
     }
     let result: RewriteResult;
@@ -159,6 +182,9 @@ export class TenantEngine {
       throw new PolicyRefusal('command.unhandled', `${input.name} is not supported by this proxy`);
     assertAllowedFields(command.handler, input.body);
     assertReadPreference(input.body);
+    // The tenant's own `admin` database is empty: answered here, nothing forwarded.
+    const empty = emptyAdminRead(input);
+    if (empty !== undefined) return empty;
     const result = handler(input, this.context);
     // Session ids are per tenant upstream; forged cluster times never travel (catalogue 54, 57).
     const body = mapSession(result.body, this.tenant, this.options.sessionKey);
@@ -186,7 +212,7 @@ export class TenantEngine {
   }
 }
 
-function contextFor(tenant: string, options: EngineOptions): TenantContext {
+function contextFor(tenant: string, options: EngineOptions, connection: ConnectionFacts): TenantContext {
   const { config } = options;
   const tenantValue = encodeTenant(tenant, config.tenantValueType);
   return {
@@ -200,6 +226,8 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     // Virtual operations need the executor; audit-only forwards originals and never runs them.
     virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
     hintKeys: new Map(),
+    upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
+    ...(connection.clientAddress === undefined ? {} : { clientAddress: connection.clientAddress }),
   };
 }
 

@@ -340,7 +340,10 @@ class PipelineRewriter {
     if (!ALLOWED_STAGES.has(name)) {
       const rule =
         REFUSED_STAGES.get(name) ?? (name.startsWith('$_') ? 'pipeline.internal-stage' : 'pipeline.unknown-stage');
-      refuse(rule, `stage ${JSON.stringify(name)} is not allowed`, ErrorCodes.CommandNotSupported);
+      // A stage the proxy forbids is Unauthorized (as the server answers a least-privileged user);
+      // one nobody knows gets the server's "Unrecognized pipeline stage name" (40324).
+      const code = rule === 'pipeline.unknown-stage' ? ErrorCodes.Location40324 : ErrorCodes.Unauthorized;
+      refuse(rule, `stage ${JSON.stringify(name)} is not allowed`, code);
     }
     if (at.kind === 'whenMatched' && !WHEN_MATCHED_STAGES.has(name)) {
       refuse(
@@ -444,7 +447,7 @@ class PipelineRewriter {
         return refuse(
           'pipeline.unknown-stage',
           `stage ${JSON.stringify(name)} is not allowed`,
-          ErrorCodes.CommandNotSupported,
+          ErrorCodes.Location40324,
         );
     }
   }

@@ -170,11 +170,19 @@ function noSequences(input: CommandInput): void {
     refuse('opmsg.sequence', `${input.name} takes no document sequences`, ErrorCodes.InvalidOptions);
 }
 
+/** The filter of find / count / distinct, always checked by validateFilter (filterField). */
+const FILTER_FIELDS: ReadonlySet<string> = new Set(['filter', 'query']);
+
 /** Fields and forbidden content of the whole body (G1, G3, catalogue 1-2, 11). */
 function checkBody(handler: HandlerName, input: CommandInput): void {
   noSequences(input);
   assertAllowedFields(handler, input.body);
-  for (const element of input.body.elements) assertNoForbidden(element, `${input.name}.${element.name}`);
+  for (const element of input.body.elements) {
+    // A comment is never evaluated: any BSON is fine there (it only shows in the server's logs).
+    // Filters are checked by validateFilter, which knows where strings are evaluated.
+    if (element.name === 'comment' || FILTER_FIELDS.has(element.name)) continue;
+    assertNoForbidden(element, `${input.name}.${element.name}`);
+  }
 }
 
 function resolveCollection(input: CommandInput, context: TenantContext): { coll: string; ns: ResolvedNamespace } {

@@ -16,6 +16,7 @@
  * (the clock stops while the proxy itself is not reading, i.e. while a request is in flight).
  * `drain()` (shutdown) closes the connection as soon as it is idle.
  */
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ProxyConfig, CompressorName, ListenerConfig } from '../config/types.js';
@@ -134,6 +135,7 @@ export class ClientConnection {
       current: deps.currentIdentity,
       peerCertificate: deps.peerCertificate,
       remoteAddress: socket.remoteAddress ?? 'unknown',
+      clientAddress: clientAddressOf(socket),
       connectionId: this.id,
       observer: this.observer,
       tenantLimits: deps.tenantLimits,
@@ -683,4 +685,11 @@ export class ClientConnection {
     this.observer.closed(this.identity.countedTenant);
     this.onClosed(this);
   }
+}
+
+/** `host:port` of the client as a server's whatsmyuri shows it (IPv6 in brackets); none for an in-memory duplex. */
+function clientAddressOf(socket: Duplex): string | undefined {
+  const { remoteAddress: host, remotePort: port } = socket as Partial<Socket>;
+  if (host === undefined) return undefined;
+  return `${host.includes(':') ? `[${host}]` : host}:${port ?? 0}`;
 }

@@ -26,6 +26,8 @@ export interface ConnectionIdentityOptions extends IdentitySettings {
   current?: (() => IdentitySettings) | undefined;
   peerCertificate: PeerCertificate | undefined;
   remoteAddress: string;
+  /** `host:port` of the client as a server's whatsmyuri shows it (IPv6 in brackets). */
+  clientAddress?: string;
   connectionId: number;
   observer: ConnectionObserver;
   tenantLimits: TenantLimits;
@@ -130,7 +132,10 @@ export class ConnectionIdentity {
       this.#countedTenant = identity.tenant;
       observer.tenantEstablished(identity);
       try {
-        this.#engine = this.options.isolation.forTenant(identity.tenant);
+        this.#engine = this.options.isolation.forTenant(
+          identity.tenant,
+          this.options.clientAddress === undefined ? {} : { clientAddress: this.options.clientAddress },
+        );
       } catch (error) {
         if (!ProxyError.is(error)) throw error;
         this.#engineError = error;

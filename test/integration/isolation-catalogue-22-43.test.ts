@@ -19,7 +19,7 @@ import { MongoServerError, type Db, type MongoClient } from 'mongodb';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
 import { startFakeUpstream, type FakeUpstream, type ReceivedMessage } from '../helpers/fake-upstream.js';
 import { opMsg, type RawClient } from '../helpers/raw-client.js';
-import { directClient, needsMongoDB, uniqueDbName, upstreamKind } from '../helpers/upstream.js';
+import { directClient, needsMongoDB, uniqueDbName, upstreamKind, upstreamUri } from '../helpers/upstream.js';
 
 const TENANTS = ['acme', 'globex', 'initech'] as const;
 const T = 'acme';
@@ -754,20 +754,13 @@ const STATS_ATTACKS: AdminAttack[] = [
   { name: 'dbStats', db: 'tenant', command: { dbStats: 1 }, rule: 'command.stats' },
   { name: 'collStats', db: 'tenant', command: { collStats: 'items' }, rule: 'command.stats' },
   { name: 'dataSize', db: 'tenant', command: { dataSize: `${dbName}.items` }, rule: 'command.stats' },
-  { name: 'top', db: 'admin', command: { top: 1 }, rule: 'command.stats' },
-  { name: 'serverStatus', db: 'admin', command: { serverStatus: 1 }, rule: 'command.stats' },
   { name: 'validate', db: 'tenant', command: { validate: 'items', full: true }, rule: 'command.stats' },
 ];
 
 const ADMIN_ATTACKS: AdminAttack[] = [
-  { name: 'currentOp', db: 'admin', command: { currentOp: 1, $all: true }, rule: 'command.admin' },
   { name: 'killOp', db: 'admin', command: { killOp: 1, op: 1 }, rule: 'command.admin' },
-  { name: 'getLog', db: 'admin', command: { getLog: 'global' }, rule: 'command.admin' },
   { name: 'profile', db: 'tenant', command: { profile: 2, slowms: 0 }, rule: 'command.admin' },
-  { name: 'getParameter', db: 'admin', command: { getParameter: '*' }, rule: 'command.admin' },
   { name: 'setParameter', db: 'admin', command: { setParameter: 1, logLevel: 5 }, rule: 'command.admin' },
-  { name: 'getCmdLineOpts', db: 'admin', command: { getCmdLineOpts: 1 }, rule: 'command.admin' },
-  { name: 'hostInfo', db: 'admin', command: { hostInfo: 1 }, rule: 'command.diagnostic' },
   { name: 'shutdown', db: 'admin', command: { shutdown: 1, force: true }, rule: 'command.admin', fakeOnly: true },
   { name: 'fsync lock', db: 'admin', command: { fsync: 1, lock: true }, rule: 'command.admin', fakeOnly: true },
   {
@@ -850,6 +843,23 @@ const ADMIN_ATTACKS: AdminAttack[] = [
   { name: 'logApplicationMessage', db: 'admin', command: { logApplicationMessage: 'hello' }, rule: 'command.admin' },
 ];
 
+/**
+ * Introspection tools and harnesses read at start: answered by the proxy itself from what every
+ * tenant may see (issue 14), never forwarded, and holding nothing of another tenant.
+ */
+/** `host:port` of the real upstream, which no answer may show. */
+const upstreamHost = (): string => new URL(upstreamUri()).host;
+
+const INTROSPECTION: ReadonlyArray<{ name: string; command: Document }> = [
+  { name: 'serverStatus', command: { serverStatus: 1 } },
+  { name: 'top', command: { top: 1 } },
+  { name: 'currentOp', command: { currentOp: 1, $all: true } },
+  { name: 'getLog', command: { getLog: 'global' } },
+  { name: 'getParameter', command: { getParameter: '*' } },
+  { name: 'getCmdLineOpts', command: { getCmdLineOpts: 1 } },
+  { name: 'hostInfo', command: { hostInfo: 1 } },
+];
+
 function runAdmin(client: MongoClient, attack: AdminAttack, tenantDb: string): Promise<Document> {
   return client.db(attack.db === 'admin' ? 'admin' : tenantDb).command(attack.command);
 }
@@ -890,6 +900,21 @@ describe('catalogue 25: statistics', () => {
         ),
       );
       expect(sent).toEqual([]);
+    });
+  }
+});
+
+describe('catalogue 25, 26: introspection answered by the proxy', () => {
+  for (const { name, command } of INTROSPECTION) {
+    it(`catalogue 25, 26: ${name} is answered by the proxy, never forwarded, with nothing of another tenant or of the upstream's host`, async () => {
+      const before = await upstreamState();
+      const reply = await acme.db('admin').command(command);
+      expect(reply.ok).toBe(1);
+      const text = JSON.stringify(reply);
+      for (const value of [...FOREIGN_DATA, B, 'initech', upstreamHost()]) expect(text).not.toContain(value);
+      const sent = await forwarded(name, () => fakeAcme.db('admin').command(command));
+      expect(sent).toEqual([]);
+      expect(await upstreamState()).toEqual(before);
     });
   }
 });
@@ -1832,11 +1857,10 @@ describe('catalogue 38: upserts', () => {
         .collection('upserts')
         .countDocuments({ _id: result.upsertedId } as Document),
     ).toBe(1);
-    // Copying the other equality fields of the query ({key}) into the new document is the
-    // server's job; FerretDB 1.x does not do it through $and, MongoDB does.
-    if (upstreamKind() === 'mongodb') {
-      expect(await acmeDb().collection('upserts').countDocuments({ key: 'operator-upsert' })).toBe(1);
-    }
+    // The other equality fields of the query ({key}) are in the new document too: MongoDB
+    // derives them through the tenant $and, and where FerretDB 1.x does not, the proxy adds them.
+    expect(await acmeDb().collection('upserts').countDocuments({ key: 'operator-upsert' })).toBe(1);
+    expect(stored[0]!.key).toBe('operator-upsert');
   });
 
   it('catalogue 38: q:{tenantId:B} with upsert never creates or changes a B document (update and findAndModify)', async () => {

@@ -993,7 +993,6 @@ describe('what reaches the upstream (fake upstream)', () => {
       { killAllSessionsByPattern: [], $db: 'admin' },
       { killAllSessionsByPattern: [{ lsid }], $db: 'admin' },
       { killSessions: [], $db: 'admin' },
-      { killSessions: [lsid], $db: 'admin' },
       { reapLogicalSessionCacheNow: 1, $db: 'admin' },
       { refreshLogicalSessionCacheNow: 1, $db: 'admin' },
     ]) {
@@ -1001,11 +1000,19 @@ describe('what reaches the upstream (fake upstream)', () => {
       expect(replies[0]!.ok, Object.keys(command)[0]).toBe(0);
       expect(upstream, Object.keys(command)[0]).toEqual([]);
     }
-    // endSessions of B's lsid from T ends T's mapped session, never B's.
+    // endSessions, refreshSessions and killSessions of B's lsid from T act on T's mapped session, never B's.
     const b = await sent(B, { find: 'items', lsid, $db: 'app' });
-    const t = await sent(T, { endSessions: [lsid], $db: 'admin' }, { refreshSessions: [lsid], $db: 'admin' });
+    const t = await sent(
+      T,
+      { endSessions: [lsid], $db: 'admin' },
+      { refreshSessions: [lsid], $db: 'admin' },
+      { killSessions: [lsid], $db: 'admin' },
+    );
+    expect(t.upstream).toHaveLength(3);
     for (const message of t.upstream) {
-      const list = (message.body.endSessions ?? message.body.refreshSessions) as Array<{ id: Binary }>;
+      const list = (message.body.endSessions ?? message.body.refreshSessions ?? message.body.killSessions) as Array<{
+        id: Binary;
+      }>;
       expect(Buffer.from(list[0]!.id.buffer).toString('hex')).not.toBe(lsidBytes(b.upstream[0]!));
     }
   });
@@ -1359,17 +1366,24 @@ describe('what reaches the upstream (fake upstream)', () => {
     expect(sleep.upstream).toEqual([]);
   });
 
-  it('catalogue 63: log, profiler and query-analytics commands and stages are refused and never forwarded', async () => {
-    const commands: Document[] = [
+  it('catalogue 63: log, profiler and query-analytics commands and stages are refused and never forwarded; getLog and currentOp are answered empty by the proxy', async () => {
+    // The proxy's own answers: no log line and no operation of anyone, nothing forwarded.
+    for (const command of [
       { getLog: 'global', $db: 'admin' },
-      { getLog: '*', $db: 'admin' },
+      { getLog: 'startupWarnings', $db: 'admin' },
+      { currentOp: 1, $all: true, $db: 'admin' },
+    ]) {
+      const { replies, upstream } = await sent(T, command);
+      expect(replies[0]!.ok, JSON.stringify(command)).toBe(1);
+      expect(replies[0]!.log ?? replies[0]!.inprog, JSON.stringify(command)).toEqual([]);
+      expect(upstream, JSON.stringify(command)).toEqual([]);
+    }
+    const commands: Document[] = [
       { clearLog: 'global', $db: 'admin' },
       { profile: 2, $db: 'app' },
       { profile: -1, $db: 'app' },
       { find: 'system.profile', $db: 'app' },
       { aggregate: 'system.profile', pipeline: [], cursor: {}, $db: 'app' },
-      { currentOp: 1, $db: 'admin' },
-      { currentOp: 1, $all: true, $db: 'admin' },
       { killOp: 1, op: 12345, $db: 'admin' },
       { logApplicationMessage: 'x', $db: 'admin' },
       { aggregate: 1, pipeline: [{ $currentOp: { allUsers: true } }], cursor: {}, $db: 'admin' },
@@ -1636,12 +1650,12 @@ describe('sessions and leaks end to end', () => {
     await expect(t.find({ x: 1 }).hint({ x: 1 }).toArray()).rejects.toThrow(/refused/);
   });
 
-  it('catalogue 63: getLog, profile, system.profile and $currentOp are refused', async () => {
+  it('catalogue 63: profile, system.profile and $currentOp are refused; getLog and currentOp show nothing', async () => {
     const t = tp.clientFor(T);
+    expect((await t.db('admin').command({ getLog: 'global' })).log).toEqual([]);
+    expect((await t.db('admin').command({ currentOp: 1, $all: true })).inprog).toEqual([]);
     for (const [db, command] of [
-      ['admin', { getLog: 'global' }],
       [dbName, { profile: 2 }],
-      ['admin', { currentOp: 1 }],
       [dbName, { find: 'system.profile' }],
       ['admin', { aggregate: 1, pipeline: [{ $currentOp: { allUsers: true } }], cursor: {} }],
     ] as const) {

@@ -692,10 +692,9 @@ describe('isolation property: three tenants, random operations, upstream read di
           return { strict: true, states: oneOrMany(mine, filter, op.many, (doc) => applyUpdate(doc, op.update)) };
         const id = result.upsertedId;
         if (id === null || id === undefined) throw new Error('upsert with no match reported no upsertedId');
-        // The proxy stamps the tenant ($setOnInsert); copying the query's other equality fields
-        // (k) out of the wrapping $and is the server's job, which FerretDB 1.x does not do.
-        const fromQuery = upstreamKind() === 'mongodb' ? { k: op.k } : {};
-        const inserted = applyUpdate({ _id: id, [FIELD]: t, ...fromQuery, ...op.update.$setOnInsert }, op.update);
+        // The proxy stamps the tenant ($setOnInsert); the query's other equality fields (k) come
+        // out of the wrapping $and: MongoDB derives them, and on FerretDB 1.x the proxy adds them.
+        const inserted = applyUpdate({ _id: id, [FIELD]: t, k: op.k, ...op.update.$setOnInsert }, op.update);
         return { strict: true, states: [[...mine, inserted]] };
       }
       case 'updateTenant': {

@@ -610,3 +610,23 @@ describe('bytes', () => {
     expect(notes[1]!.namespace).toBe('app.c');
   });
 });
+
+describe('G1: error fidelity of refused stages', () => {
+  it("an unknown stage gets the server's code 40324 (Unrecognized pipeline stage name); a forbidden one 13", () => {
+    const unknown = refusal(() => rewrite([{ $foo: {} }]), 'pipeline.unknown-stage');
+    expect(unknown.code).toBe(40324);
+    expect(unknown.codeName).toBe('Location40324');
+    expect(refusal(() => rewrite([{ $currentOp: {} }]), 'pipeline.diagnostic-stage').code).toBe(13);
+    expect(refusal(() => rewrite([{ $changeStream: {} }]), 'pipeline.change-stream').code).toBe(13);
+    expect(refusal(() => rewrite([{ $_internalInhibitOptimization: {} }]), 'pipeline.internal-stage').code).toBe(13);
+  });
+
+  it('unknown operators inside stages get the codes the server uses for them', () => {
+    expect(refusal(() => rewrite([{ $match: { a: { $foo: 1 } } }]), 'operator.unknown').code).toBe(2);
+    expect(refusal(() => rewrite([{ $project: { a: { $foo: 1 } } }]), 'operator.unknown').code).toBe(168);
+    expect(refusal(() => rewrite([{ $group: { _id: null, a: { $foo: 1 } } }]), 'operator.unknown').code).toBe(15952);
+    expect(
+      refusal(() => rewrite([{ $setWindowFields: { output: { a: { $foo: 1 } } } }]), 'operator.unknown').code,
+    ).toBe(9);
+  });
+});

@@ -53,6 +53,11 @@ describe('classifyHello / describeServer', () => {
     expect(collationSupportedBy(undefined)).toBe(true);
     expect(collationSupportedBy({ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 })).toBe(false);
     expect(describeServer(FAKE_HELLO, 'h:1').collationSupported).toBe(true);
+    expect(describeServer(FAKE_HELLO, 'h:1').buildInfo).toBeUndefined();
+    expect(describeServer(FAKE_HELLO, 'h:1', [], { version: '8.0.4', ok: 1 }).buildInfo).toEqual({
+      version: '8.0.4',
+      ok: 1,
+    });
     expect(describeServer(FAKE_HELLO, 'h:1', [], { ferretdbVersion: 'v1.24.2', ok: 1 }).collationSupported).toBe(false);
   });
 });
