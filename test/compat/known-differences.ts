@@ -8,7 +8,7 @@
  * upstream, read directly), `indexes:<collection>` (their index keys). A `where` may appear in
  * two entries when two causes show in the same place (e.g. the documents of `users`).
  */
-import { CLIENTS, type ClientName } from './scenario.js';
+import type { ClientName } from './scenario.js';
 import type { UpstreamKind } from '../helpers/upstream.js';
 
 export interface KnownDifference {
@@ -25,8 +25,6 @@ export interface KnownDifference {
   upstream: UpstreamKind | 'any';
   reason: string;
 }
-
-const ALL_BUT = (...excluded: ClientName[]): ClientName[] => CLIENTS.filter((client) => !excluded.includes(client));
 
 export const KNOWN_DIFFERENCES: KnownDifference[] = [
   {
@@ -51,59 +49,24 @@ export const KNOWN_DIFFERENCES: KnownDifference[] = [
     reason: 'the proxy adds maxTimeMS to every distinct; FerretDB v1 refuses the field (9 FailedToParse)',
   },
   {
-    cause: 'upserts lose the query equality fields',
+    cause: 'upserts lose some query equality fields',
     issue: 14,
     owner: 'fidelity',
-    where: [
-      'step:upsert-id',
-      'step:upsert-inc-1',
-      'step:upsert-inc-2',
-      'step:upsert-inc-3',
-      'step:upsert-replace',
-      'step:upsert-findOneAndUpdate',
-      'step:upsert-find',
-      'step:bulkWrite',
-      'step:odm-findOneAndUpdate-upsert',
-      'stored:upserts',
-      'stored:bulk',
-      'stored:users',
-    ],
+    where: ['step:upsert-find', 'stored:upserts', 'stored:users'],
     clients: 'all',
     upstream: 'ferretdb',
     reason:
-      'the tenant filter wraps the query in $and, from which FerretDB derives nothing on insert: the upserted ' +
-      'document lacks sku/_id/a.b/c/e/f (a new ObjectId instead of the query _id), so a repeated upsert inserts again',
+      'the proxy supplies the fields MongoDB derives (rewrite/upsert.ts) where FerretDB v1 derives nothing from the ' +
+      "tenant $and; what is left differs in the scenario's remaining upsert (read back and stored)",
   },
   {
-    cause: 'unknown update operator answered 13',
+    cause: 'unknown stage answered 40324, FerretDB says 40234',
     issue: 14,
     owner: 'fidelity',
-    where: ['step:error-unknown-update-operator'],
-    // Mongoose casts the update and drops the unknown operator before sending it.
-    clients: ALL_BUT('mongoose'),
-    upstream: 'any',
-    reason: 'refused as operator.unknown (13 Unauthorized); the server answers 9 FailedToParse',
-  },
-  {
-    cause: 'unknown query operator / stage answered 13 / 115',
-    issue: 14,
-    owner: 'fidelity',
-    where: ['step:error-unknown-query-operator', 'step:error-unknown-stage'],
+    where: ['step:error-unknown-stage'],
     clients: 'all',
     upstream: 'any',
-    reason:
-      'refused as operator.unknown (13) and pipeline.unknown-stage (115 CommandNotSupported); the server answers ' +
-      '2 BadValue and 40324 (FerretDB: 40234) for the same malformed requests',
-  },
-  {
-    cause: 'bypassDocumentValidation: false refused',
-    issue: 14,
-    owner: 'fidelity',
-    where: ['step:bypassDocumentValidation-false', 'stored:items'],
-    // The Go driver does not send the field when it is false; Mongoose's lean insertMany drops it.
-    clients: ALL_BUT('go', 'mongoose'),
-    upstream: 'any',
-    reason: 'field.bypass-validation refuses the field whatever its value; false bypasses nothing',
+    reason: 'the proxy answers an unknown stage as MongoDB does (40324); FerretDB v1 answers 40234',
   },
   {
     cause: 'unique indexes need partial indexes upstream (FerretDB v1 has none)',
@@ -128,22 +91,6 @@ export const KNOWN_DIFFERENCES: KnownDifference[] = [
       'non-unique indexes are confined per tenant now; a unique index is confined with a per-tenant partial ' +
       'index, which FerretDB v1 cannot build, so it is refused there unless the operator declares it shared: ' +
       'Mongoose autoIndex of a unique field fails, duplicates are stored, listIndexes lacks that index',
-  },
-  {
-    cause: 'server introspection refused',
-    issue: 14,
-    owner: 'fidelity',
-    where: [
-      'step:cmd-hostInfo',
-      'step:cmd-whatsmyuri',
-      'step:cmd-getParameter',
-      'step:cmd-serverStatus',
-      'step:cmd-getCmdLineOpts',
-    ],
-    clients: 'all',
-    upstream: 'any',
-    reason:
-      'refused with 13 Unauthorized (command.admin / command.diagnostic / command.stats) instead of a tenant-safe answer',
   },
   {
     cause: 'explain beyond queryPlanner refused',
