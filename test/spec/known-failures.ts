@@ -18,7 +18,7 @@ export interface KnownSpecFailure {
 export const KNOWN_SPEC_FAILURES: KnownSpecFailure[] = [
   {
     cause:
-      'hints naming an index that does not start with the tenant field are refused (hint.not-tenant-prefixed), even _id_',
+      'hints by a name or key the tenant has no index under are refused (hint.not-tenant-prefixed), _id_ and {_id: 1} included',
     issue: 14,
     owner: 'fidelity',
     upstream: 'any',
@@ -36,18 +36,14 @@ export const KNOWN_SPEC_FAILURES: KnownSpecFailure[] = [
       'replaceOne-hint: ReplaceOne with hint document',
       'updateMany-hint: UpdateMany with hint document',
       'updateOne-hint: UpdateOne with hint document',
-    ],
-  },
-  {
-    cause: 'bypassDocumentValidation: false is refused (field.bypass-validation)',
-    issue: 14,
-    owner: 'fidelity',
-    upstream: 'any',
-    tests: [
-      'bypassDocumentValidation: InsertOne passes bypassDocumentValidation: false',
-      'bypassDocumentValidation: ReplaceOne passes bypassDocumentValidation: false',
-      'bypassDocumentValidation: UpdateMany passes bypassDocumentValidation: false',
-      'bypassDocumentValidation: UpdateOne passes bypassDocumentValidation: false',
+      'deleteMany-hint: DeleteMany with hint string',
+      'deleteOne-hint: DeleteOne with hint string',
+      'findOneAndDelete-hint: FindOneAndDelete with hint string',
+      'findOneAndReplace-hint: FindOneAndReplace with hint string',
+      'findOneAndUpdate-hint: FindOneAndUpdate with hint string',
+      'replaceOne-hint: ReplaceOne with hint string',
+      'updateMany-hint: UpdateMany with hint string',
+      'updateOne-hint: UpdateOne with hint string',
     ],
   },
   {
@@ -64,20 +60,18 @@ export const KNOWN_SPEC_FAILURES: KnownSpecFailure[] = [
   },
   {
     cause:
-      'upserts lose the query equality fields (the $and tenant wrapper; FerretDB derives nothing from it): _id from the filter',
+      'FerretDB v1 replaces a null _id set by $setOnInsert (what the proxy supplies for {_id: null}) with an ObjectId',
     issue: 14,
     owner: 'fidelity',
     upstream: 'ferretdb',
     tests: [
       'create-null-ids: inserting _id with type null via updateOne',
       'create-null-ids: inserting _id with type null via updateMany',
-      'replaceOne: ReplaceOne with upsert when no documents match without an id specified',
-      'updateMany: UpdateMany with upsert when no documents match',
-      'updateOne: UpdateOne with upsert when no documents match',
     ],
   },
   {
-    cause: 'createIndexes of a key not starting with the tenant field is refused (ddl.index-tenant-prefix)',
+    cause:
+      'a unique index needs a per-tenant partial index, which FerretDB v1 cannot build (tenancy.index-per-tenant-unsupported)',
     issue: 13,
     owner: 'tenancy',
     upstream: 'any',
