@@ -2,7 +2,7 @@
  * Contracts of the isolation engine (policy + rewrite). They live in policy, the lower of the two
  * layers, because policy implements some of them too (cursor handlers, namespace resolution) and
  * imports only go down. PolicyRefusal is in src/errors.ts. The specification is
- * ../shared/design/isolation-catalogue.md; item numbers are cited as "catalogue N".
+ * docs/threat-catalogue.md; item numbers are cited as "catalogue N".
  *
  * Flow for every command of a connection with an established tenant (src/rewrite/engine.ts):
  *   classify (policy/commands.ts) → refuse | answer locally | rewrite with the command's handler

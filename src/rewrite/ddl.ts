@@ -1,7 +1,7 @@
 /**
  * DDL and database listing: create, createIndexes, dropIndexes, drop, dropDatabase, listDatabases,
  * collMod, renameCollection. Catalogue items 22, 23, 24, 43, 59, 61 and 64
- * (../shared/design/isolation-catalogue.md).
+ * (docs/threat-catalogue.md).
  *
  * Shared collections (`shared-collection`, access `scoped`) hold every tenant's documents, so DDL
  * there would act on every tenant (catalogue 23). Refused there: drop, dropIndexes, collMod,

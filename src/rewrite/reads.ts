@@ -1,6 +1,6 @@
 /**
  * Read commands: find, count, distinct, aggregate, explain, listIndexes, listCollections
- * (catalogue 6-17, 21, 24, 28-36, 59-60; ../shared/design/isolation-catalogue.md).
+ * (catalogue 6-17, 21, 24, 28-36, 59-60; docs/threat-catalogue.md).
  *
  * Every handler checks its top-level fields (policy/commands.ts), resolves the namespace it names
  * (physical names go into the forwarded body, `$db` included), validates every filter,

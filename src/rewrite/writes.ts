@@ -1,6 +1,6 @@
 /**
  * Write commands: insert, update, delete, findAndModify (both spellings) and bulkWrite.
- * Catalogue items 18, 19, 37-43, 50 and 61 (../shared/design/isolation-catalogue.md).
+ * Catalogue items 18, 19, 37-43, 50 and 61 (docs/threat-catalogue.md).
  *
  * Every handler resolves the namespaces it names (physical names go into the forwarded body),
  * reads its items from the body array or the kind-1 sequence of the same identifier (and keeps

@@ -1,6 +1,6 @@
 /**
  * Proof for isolation catalogue items 1-21 and ground rules G1-G4
- * (../shared/design/isolation-catalogue.md): every item tries to break its rule as a tenant
+ * (docs/threat-catalogue.md): every item tries to break its rule as a tenant
  * ("acme", unless said otherwise) through the official driver, or a raw wire client where a
  * driver cannot send the attack, asserts the refusal (code, codeName, the rule named in errmsg,
  * no data in it) or the rewritten behaviour, then reads the upstream DIRECTLY to prove that no

@@ -1,5 +1,5 @@
 /**
- * Proof for isolation catalogue items 22-43 and G5 (../shared/design/isolation-catalogue.md):
+ * Proof for isolation catalogue items 22-43 and G5 (docs/threat-catalogue.md):
  * views, DDL, listings, stats and admin commands, change streams, aggregation stages, update
  * operators, upserts, replacements, pipeline updates, duplicate operators, insert stamping and
  * validation bypass.

@@ -1,5 +1,5 @@
 /**
- * Proof for catalogue items 44-64 (../shared/design/isolation-catalogue.md): wire level (44-53),
+ * Proof for catalogue items 44-64 (docs/threat-catalogue.md): wire level (44-53),
  * sessions (54-58), information leaks (59-63) and the database-per-tenant mapping (64).
  *
  * Every test acts as tenant "acme" (T) against tenant "globex" (B), tries to break the rule with
