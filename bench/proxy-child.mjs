@@ -67,6 +67,7 @@ serveIpc({
     } catch (error) {
       throw new Error(
         `cannot load dist/main.js (run \`npm run build\` first): ${error instanceof Error ? error.message : error}`,
+        { cause: error },
       );
     }
     const config = await benchConfig(upstreamUri, overrides);

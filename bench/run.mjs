@@ -73,7 +73,7 @@ function jsonEnv(name) {
   try {
     return JSON.parse(raw);
   } catch (error) {
-    throw new Error(`${name} is not valid JSON: ${error.message}`);
+    throw new Error(`${name} is not valid JSON: ${error.message}`, { cause: error });
   }
 }
 

@@ -57,6 +57,7 @@ async function buildFerretDB(dir, binary, log) {
     throw new Error(
       `FerretDB ${FERRETDB_VERSION} is not built yet and building it needs the Go toolchain (go >= 1.24) ` +
         `on PATH (${error.message}). Alternatives: MTP_FERRETDB_BIN=<ferretdb binary> or MONGODB_URI=<real MongoDB>.`,
+      { cause: error },
     );
   }
   log(`building FerretDB ${FERRETDB_VERSION} into ${dir} (a minute or more on a cold Go cache)`);
@@ -307,6 +308,7 @@ async function startOnce(binary, options) {
     const status = exited ? ` (exit code ${exited.code}, signal ${exited.signal})` : '';
     throw new Error(
       `FerretDB did not become ready on ${hostPort(host, port)}${status}: ${error.message}\n--- FerretDB log tail ---\n${logTail.text()}`,
+      { cause: error },
     );
   }
 

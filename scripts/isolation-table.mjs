@@ -42,8 +42,9 @@ export function testFiles(base = root) {
 }
 
 // it('…') / it.skipIf(…)('…') / test.each…: the first string literal after the call opens the title.
+// A skipIf / runIf condition may span lines (Prettier wraps long ones), never into the next test.
 const TITLE =
-  /\b(?:it|test)(?:\.(?:skipIf|runIf)\((?<cond>[^\n]*?)\)|\.(?:only|skip|todo|fails|concurrent))*\(\s*(?<q>['"`])(?<title>catalogue\s(?:\\.|(?!\k<q>)[^\n\\])*)\k<q>/g;
+  /\b(?:it|test)(?:\.(?:skipIf|runIf)\((?<cond>(?:[^\n]|\n(?!\s*(?:it|test|describe)\b))*?)\)|\.(?:only|skip|todo|fails|concurrent))*\(\s*(?<q>['"`])(?<title>catalogue\s(?:\\.|(?!\k<q>)[^\n\\])*)\k<q>/g;
 
 /** Item numbers a title names: `catalogue 7:`, `catalogue 7, 41:`, `catalogue 44-46:`. */
 export function itemsOf(title) {
@@ -83,14 +84,12 @@ export function scan(base = root) {
     }
   }
   for (const n of PROPERTY_TEST.items) {
-    table
-      .get(n)
-      .push({
-        file: PROPERTY_TEST.file,
-        title: PROPERTY_TEST.title,
-        needsMongoDB: PROPERTY_TEST.mongoOnly.includes(n),
-        property: true,
-      });
+    table.get(n).push({
+      file: PROPERTY_TEST.file,
+      title: PROPERTY_TEST.title,
+      needsMongoDB: PROPERTY_TEST.mongoOnly.includes(n),
+      property: true,
+    });
   }
   return table;
 }

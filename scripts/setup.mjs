@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // One-step set-up for a fresh clone, run first by `npm test`, `npm run demo` and `npm run bench`:
 // installs the npm dependencies when node_modules is missing or older than package-lock.json,
-// then makes sure the FerretDB test upstream binary exists (building it on first use). Uses
-// only Node built-ins until the install is done, because nothing else is there yet. `--helm`
+// then makes sure the FerretDB test upstream binary exists (building it on first use). With
+// --compat (npm test) it also prepares the compatibility suite's client programs (pymongo venv, Go
+// driver program; --java adds the Java driver program): scripts/compat-clients.mjs. `--helm`
 // (.ci/run) also builds helm for test/integration/helm.test.ts when Go is there, so that the
-// timed test run does not (otherwise that test builds it on first use).
+// timed test run does not (otherwise that test builds it on first use). Uses only Node built-ins
+// until the install is done, because nothing else is there yet.
 import { spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,7 +20,16 @@ function dependenciesCurrent() {
   return existsSync(installedLock) && statSync(installedLock).mtimeMs >= statSync(lockFile).mtimeMs;
 }
 
-if (!dependenciesCurrent()) {
+// A node_modules that is a symbolic link is shared with other checkouts (e.g. git worktrees):
+// `npm ci` would empty the directory it points to under every one of them. Leave it alone.
+const sharedInstall =
+  existsSync(path.join(root, 'node_modules')) && lstatSync(path.join(root, 'node_modules')).isSymbolicLink();
+
+if (sharedInstall && !dependenciesCurrent()) {
+  process.stderr.write(
+    '[setup] node_modules is a shared (symlinked) install: not running npm ci; update it where it points\n',
+  );
+} else if (!dependenciesCurrent()) {
   process.stderr.write('[setup] installing npm dependencies (npm ci)\n');
   const result = spawnSync('npm', ['ci'], { cwd: root, stdio: 'inherit' });
   if (result.status !== 0) {
@@ -35,6 +46,19 @@ if (!process.env.MONGODB_URI) {
     if (process.env.CI) process.stderr.write(`[setup] FerretDB: ${binary}\n`);
   } catch (error) {
     process.stderr.write(`[setup] FerretDB: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+}
+
+if (process.argv.includes('--compat')) {
+  const { ensureGoClient, ensureJavaClient, ensureMongoshHome, ensurePymongo } = await import('./compat-clients.mjs');
+  try {
+    await ensurePymongo();
+    await ensureGoClient();
+    await ensureMongoshHome();
+    if (process.argv.includes('--java')) await ensureJavaClient();
+  } catch (error) {
+    process.stderr.write(`[setup] compatibility clients: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(1);
   }
 }

@@ -16,6 +16,10 @@ import { TenantLimits } from './server/tenant-limits.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
+import { TenancyExecutor } from './tenancy/executor.js';
+import { upstreamRunner } from './tenancy/runner.js';
+import { ensureDeclaredIndexes, type EnsuredIndex } from './tenancy/declared.js';
+import { defaultConfig } from './config/index.js';
 import { CursorRegistry } from './policy/cursors.js';
 import { sessionKeyFrom } from './rewrite/sessions.js';
 import { createAuditLog, type AuditDestination, type AuditLog } from './observability/audit.js';
@@ -161,6 +165,13 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       cursors,
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.info.collationSupported,
+      virtualDdl: true,
+      upstreamFacts: () => upstream.info,
+    });
+    // Shared-collection DDL and listings per tenant, from the ownership catalogue in the upstream.
+    const tenancy = new TenancyExecutor({
+      runner: upstreamRunner(upstream),
+      settings: () => (reloader?.config ?? config).isolation.tenancy ?? defaultTenancy(),
     });
     for (const warning of isolationWarnings(isolationConfig)) logger.warn(warning);
     metrics.setAuditOnly(isolationConfig.mode === 'audit-only');
@@ -168,6 +179,23 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       logger.warn(
         'isolation.sessionKey is not set: upstream session ids change when the proxy restarts, so retries across a restart start new sessions',
       );
+    }
+
+    const declared = config.isolation.tenancy?.sharedIndexes ?? [];
+    if (declared.length > 0) {
+      for (const result of await ensureDeclaredIndexes(
+        upstreamRunner(upstream),
+        declared,
+        config.isolation.tenantField,
+      )) {
+        if (result.error === undefined)
+          logger.info({ namespace: result.namespace, index: result.name }, 'shared index ensured');
+        else
+          logger.error(
+            { namespace: result.namespace, index: result.name, err: result.error },
+            'shared index could not be created',
+          );
+      }
     }
 
     const registry = new ConnectionRegistry();
@@ -183,6 +211,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       isolation,
       audit,
       tenantLimits,
+      tenancy,
     };
     for (const [index, listener] of config.listeners.entries()) {
       const started = await startListener(listener, index, shared, registry);
@@ -246,4 +275,31 @@ function flushLogger(logger: Logger): Promise<void> {
       resolve();
     }
   });
+}
+
+/** The tenancy defaults (a configuration built by hand may lack the section). */
+function defaultTenancy(): NonNullable<ProxyConfig['isolation']['tenancy']> {
+  return defaultConfig().isolation.tenancy!;
+}
+
+/**
+ * `ensure-indexes`: creates the operator-declared shared indexes (isolation.tenancy.sharedIndexes)
+ * upstream and returns what happened to each; the proxy does the same when it starts.
+ */
+export async function ensureIndexes(config: ProxyConfig, options: { logger?: Logger } = {}): Promise<EnsuredIndex[]> {
+  const logger = options.logger ?? createLogger({ level: config.log.level });
+  const upstream = new Upstream({
+    ...config.upstream,
+    logger: logger.child({ component: 'upstream' }),
+  });
+  try {
+    await upstream.start();
+    return await ensureDeclaredIndexes(
+      upstreamRunner(upstream),
+      config.isolation.tenancy?.sharedIndexes ?? [],
+      config.isolation.tenantField,
+    );
+  } finally {
+    await upstream.close();
+  }
 }

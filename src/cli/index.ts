@@ -28,14 +28,8 @@ import {
   type HostPort,
   type ProxyConfig,
 } from '../config/index.js';
-import { ConfigError } from '../errors.js';
-import {
-  CredentialsFileError,
-  DEFAULT_ITERATIONS,
-  SCRAM_MECHANISMS,
-  formatCredentialEntry,
-  hashPassword,
-} from '../identity/credentials.js';
+import { ConfigError, CredentialsFileError } from '../errors.js';
+import { DEFAULT_ITERATIONS, SCRAM_MECHANISMS, formatCredentialEntry, hashPassword } from '../identity/credentials.js';
 import type { DestinationStream } from 'pino';
 import { createIdentityServices } from '../identity/services.js';
 import { createListenerTls } from '../identity/tls-context.js';
@@ -230,7 +224,7 @@ function usageMessage(message: string, args: readonly string[], command: string 
 export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): Promise<void> {
   const env = io.env ?? process.env;
   const args = [...argv];
-  const commandNames = ['serve', 'validate-config', 'print-config', 'hash-password'];
+  const commandNames = ['serve', 'validate-config', 'print-config', 'hash-password', 'ensure-indexes'];
   const command = args.find((arg) => commandNames.includes(arg));
   const fail = (code: number, message: string): void => {
     io.stderr(`error: ${oneLine(message)}\n`);
@@ -332,6 +326,34 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
       },
     )
     .command(
+      'ensure-indexes',
+      'Create the shared indexes declared in isolation.tenancy.sharedIndexes upstream, then exit',
+      (sub) =>
+        configOptions(sub)
+          .usage(
+            `$0 ensure-indexes [options]\n\nCreate the operator-declared shared indexes (isolation.tenancy.sharedIndexes, ` +
+              'always prefixed with the tenant field) in the upstream, as serve does when it starts. Existing ones are left ' +
+              'as they are.',
+          )
+          .epilog(`${PRECEDENCE} Takes the same options as serve. Exit code 0 when every index exists, 1 otherwise.`),
+      async (parsed) => {
+        let config: ProxyConfig;
+        try {
+          config = loadConfig({ file: configFile(parsed), env, flags: flagsFrom(parsed) });
+        } catch (error) {
+          if (failConfig(error)) return;
+          throw error;
+        }
+        const { ensureIndexes } = await import('../main.js');
+        const results = await ensureIndexes(config, { logger: createLogger({ level: 'silent' }) });
+        for (const result of results) {
+          if (result.error === undefined) io.stdout(`ok ${result.namespace} ${result.name}\n`);
+          else io.stderr(`error: ${result.namespace} ${result.name}: ${oneLine(result.error)}\n`);
+        }
+        io.exit(results.every((result) => result.error === undefined) ? EXIT_OK : 1);
+      },
+    )
+    .command(
       'hash-password',
       'Print a credentials-file entry for a SCRAM user; the password is read from stdin',
       (sub) =>
@@ -381,7 +403,7 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
         await hashPasswordCommand(parsed, io, fail);
       },
     )
-    .demandCommand(1, 'a command is required: serve, validate-config, print-config or hash-password')
+    .demandCommand(1, 'a command is required: serve, validate-config, print-config, ensure-indexes or hash-password')
     .epilog(`${PRECEDENCE}\n\nExit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.`)
     .fail((message: string | null, error: Error | undefined) => {
       // yargs reports its own validation failures as YError (or with no error at all).

@@ -4,6 +4,7 @@
  */
 
 import { isIPv4, isIPv6 } from 'node:net';
+import { HostPortError } from '../errors.js';
 import type { HostPort } from './types.js';
 
 /** Words that disable an optional listener (`--metrics-listen off`). */
@@ -41,10 +42,10 @@ export function tryParseHostPort(text: string): HostPortResult {
   return { ok: true, value: { host, port } };
 }
 
-/** Parses `host:port`, throwing an `Error` whose message says what is wrong. */
+/** Parses `host:port`, throwing a HostPortError whose message says what is wrong. */
 export function parseHostPort(text: string): HostPort {
   const result = tryParseHostPort(text);
-  if (!result.ok) throw new Error(result.reason);
+  if (!result.ok) throw new HostPortError(result.reason);
   return result.value;
 }
 

@@ -16,15 +16,8 @@ export type {
   ProxyConfig,
   ScramMechanism,
 } from './types.js';
-export {
-  configFileOf,
-  configFromObject,
-  ConfigValidationError,
-  defaultConfig,
-  loadConfig,
-  type ConfigIssue,
-  type LoadConfigOptions,
-} from './load.js';
+export { configFileOf, configFromObject, defaultConfig, loadConfig, type LoadConfigOptions } from './load.js';
+export { ConfigValidationError, type ConfigIssue } from '../errors.js';
 export {
   CONFIG_FILE_ENV,
   EXPLICIT_ENV,

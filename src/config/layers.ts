@@ -4,6 +4,8 @@
  * Layers merge in order, later ones winning field by field.
  */
 
+import { InvariantError } from '../errors.js';
+
 export type PathSegment = string | number;
 
 export interface Layer {
@@ -98,7 +100,7 @@ function applyPatch(data: Record<string, unknown>, patch: ListPatch, sources: Ma
   const position = patch.path[index] as number;
   const rest = patch.path.slice(index + 1);
   if (index <= 0 || rest.length === 0 || rest.some((segment) => typeof segment === 'number')) {
-    throw new Error(`unsupported list patch path ${pathKey(patch.path)}`);
+    throw new InvariantError(`unsupported list patch path ${pathKey(patch.path)}`);
   }
   let list = getPath(data, listPath);
   if (list === undefined || list === null || (Array.isArray(list) && list.length === 0)) {

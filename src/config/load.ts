@@ -5,7 +5,7 @@
 
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { ConfigError } from '../errors.js';
+import { ConfigValidationError, type ConfigIssue } from '../errors.js';
 import { CONFIG_FILE_ENV, closest, envLayer, flagsLayer, type ConfigFlags } from './env.js';
 import { formatChecks, formatExpectations } from './formats.js';
 import { isOff, parseHostPort } from './host-port.js';
@@ -24,31 +24,6 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv | undefined;
   /** Command-line flags, the highest precedence. */
   flags?: ConfigFlags | undefined;
-}
-
-/** One problem found by validation; `path` names the field, e.g. `limits.maxConnections`. */
-export interface ConfigIssue {
-  path: string;
-  message: string;
-}
-
-/**
- * Validation found one or more problems. `path` and the message describe the first one;
- * `issues` lists them all (in schema order).
- */
-export class ConfigValidationError extends ConfigError {
-  readonly issues: readonly ConfigIssue[];
-
-  constructor(issues: readonly [ConfigIssue, ...ConfigIssue[]]) {
-    const [first] = issues;
-    const more = issues.length - 1;
-    super(first.path, more === 0 ? first.message : `${first.message} (and ${more} more problem${more === 1 ? '' : 's'})`);
-    this.issues = issues;
-  }
-
-  override get name(): string {
-    return 'ConfigValidationError';
-  }
 }
 
 let validator: ValidateFunction | undefined;

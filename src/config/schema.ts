@@ -390,6 +390,86 @@ const sections: Record<string, SchemaNode> = {
           'map alike; null: a random key per process (sessions do not survive a restart). Never shown.',
         { writeOnly: true },
       ),
+      tenancy: section(
+        'A private database for each tenant in shared collections: indexes, drop, listings and stats are ' +
+          'virtualised per tenant through an ownership catalogue kept in the upstream (see docs/isolation.md).',
+        {
+          virtualDdl: {
+            type: 'boolean',
+            description:
+              'true: createIndexes, dropIndexes, drop, dropDatabase, listIndexes, listCollections, listDatabases ' +
+              "and stats on shared collections act on and show the tenant's own indexes, documents and names. " +
+              'false: they are refused as before (catalogue 23-25).',
+            default: true,
+          },
+          catalogueDatabase: {
+            type: 'string',
+            minLength: 1,
+            description:
+              'The proxy-owned upstream database holding which tenant owns which collection and index. Never ' +
+              'reachable by tenants; every proxy replica of a deployment must name the same one.',
+            default: 'mongo_tenant_proxy',
+          },
+          indexesPerTenant: integer(
+            'Indexes one tenant may own on one shared collection (declared shared indexes not counted); one more ' +
+              'is refused with CannotCreateIndex (67).',
+            16,
+            0,
+            1_000,
+          ),
+          indexReserve: integer(
+            'Physical index slots of each shared collection no tenant may take (kept for declared indexes and the ' +
+              'operator); a tenant index that would need one is refused with CannotCreateIndex (67).',
+            8,
+            0,
+            1_000,
+          ),
+          maxIndexesPerCollection: integer(
+            "The upstream's index limit per collection, the _id index included (MongoDB: 64).",
+            64,
+            1,
+            10_000,
+          ),
+          deleteBatchSize: integer(
+            'Documents deleted per batch by a virtual drop or dropDatabase.',
+            1_000,
+            1,
+            100_000,
+          ),
+          statsMaxDocuments: integer(
+            "collStats, dbStats and validate read at most this many of the tenant's documents to compute its " +
+              'figures; more are refused (the cost bound).',
+            100_000,
+            1,
+            100_000_000,
+          ),
+          sharedIndexes: {
+            type: 'array',
+            items: item(['namespace', 'name', 'key'], {
+              namespace: {
+                type: 'string',
+                minLength: 3,
+                description: 'The shared namespace "db.collection" (exact).',
+              },
+              name: { type: 'string', minLength: 1, description: 'Index name, shown to every tenant.' },
+              key: {
+                type: 'array',
+                minItems: 1,
+                items: { type: 'string', minLength: 1 },
+                description:
+                  'The key as tenants see it, in order: "field" (ascending), "-field" (descending) or "field:type" ' +
+                  '(e.g. "location:2dsphere"); the proxy prefixes the tenant field, so a unique index is unique ' +
+                  'within each tenant.',
+              },
+              unique: { type: 'boolean', description: 'Unique within each tenant.', default: false },
+            }),
+            description:
+              'Operator-declared shared indexes, created at start and by the ensure-indexes subcommand. A tenant ' +
+              'createIndexes with the same key and options succeeds as a no-op; every tenant lists them.',
+            default: [],
+          },
+        },
+      ),
     },
   ),
   upstream: section('The MongoDB deployment the proxy forwards to.', {

@@ -170,6 +170,42 @@ export interface IsolationConfig {
   maxTimeMS: number;
   /** HMAC key deriving upstream session ids per tenant (a secret); null: a random key per process. */
   sessionKey: string | null;
+  /**
+   * A private database for each tenant in shared collections (virtual DDL, listings and stats
+   * answered from the ownership catalogue). Optional in the type so engines built by hand (tests)
+   * keep today's refusals; the schema always fills it in.
+   */
+  tenancy?: TenancyConfig;
+}
+
+/** An index the operator declares on a shared namespace: always tenant-prefixed, shared by every tenant. */
+export interface DeclaredIndex {
+  /** `db.collection` (exact, no glob). */
+  namespace: string;
+  /** The index name, as created upstream and shown to every tenant. */
+  name: string;
+  /** The key as tenants see it, in order (`field`, `-field`, `field:type`); the proxy prefixes the tenant field. */
+  key: string[];
+  unique: boolean;
+}
+
+export interface TenancyConfig {
+  /** Shared collections: createIndexes, dropIndexes, drop, dropDatabase, listings and stats are virtual per tenant. */
+  virtualDdl: boolean;
+  /** The proxy-owned database holding the ownership catalogue; never reachable by tenants. */
+  catalogueDatabase: string;
+  /** Indexes one tenant may own on one shared collection (declared ones not counted). */
+  indexesPerTenant: number;
+  /** Physical index slots per collection no tenant can take (left for declared indexes and the operator). */
+  indexReserve: number;
+  /** The upstream's index limit per collection (MongoDB: 64, the `_id` index included). */
+  maxIndexesPerCollection: number;
+  /** Documents deleted per batch by a virtual drop (FerretDB's SQLite backend fails very large deletes). */
+  deleteBatchSize: number;
+  /** Stats computed by the proxy read at most this many of the tenant's documents; beyond it they are refused. */
+  statsMaxDocuments: number;
+  /** Operator-declared shared indexes, created at start and by `ensure-indexes`. */
+  sharedIndexes: DeclaredIndex[];
 }
 
 export interface ProxyConfig {

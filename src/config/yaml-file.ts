@@ -54,7 +54,7 @@ function readBoundedFile(file: string, maxBytes: number): string {
   const fd = openSync(file, 'r');
   try {
     const stats = fstatSync(fd);
-    if (stats.isDirectory()) throw Object.assign(new Error('directory'), { code: 'EISDIR' });
+    if (stats.isDirectory()) throw new ConfigError(file, describeReadError({ code: 'EISDIR' }));
     if (!stats.isFile()) throw new ConfigError(file, 'cannot read config file: not a regular file');
     const tooLarge = (): ConfigError => new ConfigError(file, `cannot read config file: larger than ${maxBytes} bytes`);
     if (stats.size > maxBytes) throw tooLarge();

@@ -18,7 +18,7 @@
  * Pure: no I/O, no logging. An unparsable certificate maps to no tenant and an empty subject.
  */
 import type { CertificateField, CertificateRule } from '../config/types.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, DerParseError } from '../errors.js';
 import type { CertificateMapper, PeerCertificate } from './types.js';
 import { x509 } from './x509-lib.js';
 
@@ -196,19 +196,19 @@ interface Tlv {
 }
 
 function readTlv(buffer: Buffer, offset: number): Tlv {
-  if (offset + 2 > buffer.length) throw new Error('truncated DER');
+  if (offset + 2 > buffer.length) throw new DerParseError('truncated DER');
   const tag = buffer[offset]!;
   let length = buffer[offset + 1]!;
   let start = offset + 2;
   if (length & 0x80) {
     const octets = length & 0x7f;
-    if (octets === 0 || octets > 4 || start + octets > buffer.length) throw new Error('bad DER length');
+    if (octets === 0 || octets > 4 || start + octets > buffer.length) throw new DerParseError('bad DER length');
     length = 0;
     for (let i = 0; i < octets; i++) length = length * 256 + buffer[start + i]!;
     start += octets;
   }
   const end = start + length;
-  if (end > buffer.length) throw new Error('truncated DER');
+  if (end > buffer.length) throw new DerParseError('truncated DER');
   return { tag, content: buffer.subarray(start, end), end };
 }
 
@@ -224,13 +224,13 @@ function children(content: Buffer): Tlv[] {
 
 function parseName(der: Buffer): NameAttribute[][] {
   const name = readTlv(der, 0);
-  if (name.tag !== 0x30) throw new Error('Name is not a SEQUENCE');
+  if (name.tag !== 0x30) throw new DerParseError('Name is not a SEQUENCE');
   return children(name.content).map((set) => {
-    if (set.tag !== 0x31) throw new Error('RDN is not a SET');
+    if (set.tag !== 0x31) throw new DerParseError('RDN is not a SET');
     return children(set.content).map((pair) => {
       const [type, value] = children(pair.content);
       if (pair.tag !== 0x30 || type === undefined || type.tag !== 0x06 || value === undefined) {
-        throw new Error('bad AttributeTypeAndValue');
+        throw new DerParseError('bad AttributeTypeAndValue');
       }
       return { oid: decodeOid(type.content), text: decodeString(value.tag, value.content), raw: value.content };
     });
@@ -305,6 +305,7 @@ function renderValue(attribute: NameAttribute): string {
 
 // RFC 4518 §2.2 (ICU's USPREP_RFC4518_LDAP profile, which mongod applies to subject values).
 const MAP_TO_NOTHING =
+  // eslint-disable-next-line no-misleading-character-class -- RFC 4518 lists combining marks one by one, on purpose
   /[\u00AD\u034F\u1806\u180B-\u180D\uFE00-\uFE0F\uFFFC\u0000-\u0008\u000E-\u001F\u007F-\u0084\u0086-\u009F\u06DD\u070F\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2063\u206A-\u206F\uFEFF\uFFF9-\uFFFB\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}]/gu;
 const MAP_TO_SPACE = /[\t\n\u000B\f\r\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]/gu;
 

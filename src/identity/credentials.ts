@@ -23,7 +23,7 @@ import saslprep from '@mongodb-js/saslprep';
 import type { Logger } from 'pino';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, stringify, type Node } from 'yaml';
 import type { ScramMechanism } from '../config/types.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, CredentialsFileError } from '../errors.js';
 import {
   SCRAM_MIN_ITERATIONS,
   decodeBase64Strict,
@@ -66,13 +66,6 @@ export interface CredentialEntry {
   tenant: string;
   /** At least one mechanism. */
   mechanisms: Partial<Record<ScramMechanism, ScramStoredCredentials>>;
-}
-
-/** A credentials file that cannot be used; the message names the entry and field, never a secret. */
-export class CredentialsFileError extends Error {
-  override get name(): string {
-    return 'CredentialsFileError';
-  }
 }
 
 /** The salt length MongoDB uses: the digest length minus 4 (16 bytes for SHA-1, 28 for SHA-256). */

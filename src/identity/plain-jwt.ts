@@ -28,7 +28,7 @@ import {
 } from 'jose';
 import type { Logger } from 'pino';
 import type { IdentityConfig } from '../config/types.js';
-import { ConfigError, ErrorCodes, ProxyError } from '../errors.js';
+import { ConfigError, ErrorCodes, JwtKeyError, ProxyError } from '../errors.js';
 import { watchFiles, type FileWatch } from './file-watch.js';
 import type { AuthAttemptContext, SaslMechanism, SaslStartRequest, SaslStepResult } from './types.js';
 
@@ -156,9 +156,9 @@ function describeKey(key: KeyObject): string {
 
 /** A public KeyObject for one JWK, or throws (RSA, EC and OKP; never a secret or private key). */
 function keyObjectOfJwk(jwk: JWK): KeyObject {
-  if (jwk.kty === 'oct') throw new Error('a symmetric ("oct") key cannot verify tokens here; give a public key');
+  if (jwk.kty === 'oct') throw new JwtKeyError('a symmetric ("oct") key cannot verify tokens here; give a public key');
   if (typeof jwk.d === 'string' || typeof jwk.priv === 'string') {
-    throw new Error('the JWK holds a private key; give the public key only');
+    throw new JwtKeyError('the JWK holds a private key; give the public key only');
   }
   return createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
 }
@@ -170,10 +170,10 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 function checkFits(key: KeyObject, algorithms: readonly string[], what: string): void {
   const bits = key.asymmetricKeyDetails?.modulusLength;
   if (bits !== undefined && bits < 2048)
-    throw new Error(`${what} is a ${bits}-bit RSA key; at least 2048 bits are required`);
+    throw new JwtKeyError(`${what} is a ${bits}-bit RSA key; at least 2048 bits are required`);
   const usable = algorithmsFor(key);
   if (!algorithms.some((alg) => usable.includes(alg))) {
-    throw new Error(
+    throw new JwtKeyError(
       `${what} is a ${describeKey(key)} key, which none of identity.jwt.algorithms (${algorithms.join(', ')}) can use`,
     );
   }
@@ -187,30 +187,30 @@ function parseJsonQuietly(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
-    throw new Error('the file is not valid JSON');
+    throw new JwtKeyError('the file is not valid JSON');
   }
 }
 
-/** Reads `keyFile`: a PEM public key or certificate, or one JWK. Throws Error with a reason. */
+/** Reads `keyFile`: a PEM public key or certificate, or one JWK. Throws JwtKeyError (or node:crypto's error) with a reason. */
 function loadKeyFile(file: string, algorithms: readonly string[]): LoadedKeys {
   const text = readFileSync(file, 'utf8');
   const trimmed = text.trim();
   if (trimmed.startsWith('{')) {
     const parsed: unknown = parseJsonQuietly(trimmed);
-    if (!isRecord(parsed)) throw new Error('not a JSON object');
-    if (Array.isArray(parsed.keys)) throw new Error('this is a JWKS; configure it as identity.jwt.jwksFile');
+    if (!isRecord(parsed)) throw new JwtKeyError('not a JSON object');
+    if (Array.isArray(parsed.keys)) throw new JwtKeyError('this is a JWKS; configure it as identity.jwt.jwksFile');
     const jwk = parsed as JWK;
     const keyObject = keyObjectOfJwk(jwk);
     checkFits(keyObject, algorithms, 'the JWK');
     if (typeof jwk.alg === 'string' && !algorithms.includes(jwk.alg)) {
-      throw new Error(`the JWK's "alg" ${jwk.alg} is not in identity.jwt.algorithms`);
+      throw new JwtKeyError(`the JWK's "alg" ${jwk.alg} is not in identity.jwt.algorithms`);
     }
     // jose checks the JWK's own "alg", "use" and "key_ops" at every verification.
     return { key: Object.freeze({ ...jwk }), description: `JWK (${describeKey(keyObject)})` };
   }
-  if (!trimmed.includes('-----BEGIN')) throw new Error('neither PEM nor a JSON Web Key');
+  if (!trimmed.includes('-----BEGIN')) throw new JwtKeyError('neither PEM nor a JSON Web Key');
   if (/-----BEGIN (?:RSA |EC |ENCRYPTED )?PRIVATE KEY-----/.test(trimmed)) {
-    throw new Error('the file holds a private key; give the public key (or certificate) only');
+    throw new JwtKeyError('the file holds a private key; give the public key (or certificate) only');
   }
   const keyObject = createPublicKey(trimmed); // SPKI, PKCS#1 RSA public key, or an X.509 certificate
   checkFits(keyObject, algorithms, 'the PEM key');
@@ -220,19 +220,20 @@ function loadKeyFile(file: string, algorithms: readonly string[]): LoadedKeys {
 /** Reads `jwksFile`: `{"keys": [...]}` with at least one public key usable with `algorithms`. */
 function loadJwksFile(file: string, algorithms: readonly string[]): LoadedKeys {
   const parsed: unknown = parseJsonQuietly(readFileSync(file, 'utf8'));
-  if (!isRecord(parsed) || !Array.isArray(parsed.keys)) throw new Error('not a JSON Web Key Set ({"keys": [...]})');
+  if (!isRecord(parsed) || !Array.isArray(parsed.keys))
+    throw new JwtKeyError('not a JSON Web Key Set ({"keys": [...]})');
   let usable = 0;
   for (const [index, entry] of (parsed.keys as unknown[]).entries()) {
-    if (!isRecord(entry)) throw new Error(`keys[${index}] is not an object`);
+    if (!isRecord(entry)) throw new JwtKeyError(`keys[${index}] is not an object`);
     let keyObject: KeyObject;
     try {
       keyObject = keyObjectOfJwk(entry as JWK);
     } catch (error) {
-      throw new Error(`keys[${index}]: ${(error as Error).message}`);
+      throw new JwtKeyError(`keys[${index}]: ${(error as Error).message}`);
     }
     if (algorithmsFor(keyObject).some((alg) => algorithms.includes(alg))) usable++;
   }
-  if (usable === 0) throw new Error(`no key usable with identity.jwt.algorithms (${algorithms.join(', ')})`);
+  if (usable === 0) throw new JwtKeyError(`no key usable with identity.jwt.algorithms (${algorithms.join(', ')})`);
   const jwks = createLocalJWKSet(parsed as unknown as JSONWebKeySet);
   return { key: jwks, description: `JWKS (${usable} usable of ${(parsed.keys as unknown[]).length} keys)` };
 }

@@ -26,7 +26,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { IdentityConfig, ScramMechanism } from '../config/types.js';
-import { ConfigError, ErrorCodes, ProxyError } from '../errors.js';
+import { ConfigError, ErrorCodes, InvariantError, ProxyError } from '../errors.js';
 import {
   authMessage,
   decodeBase64Strict,
@@ -164,7 +164,7 @@ class ScramServerMechanism implements SaslMechanism {
 
     const verifier = this.#verifierFor(db, first.user);
     const serverPart = this.#serverNonce();
-    if (!isValidNonce(serverPart)) throw new Error('SCRAM server nonce must be printable ASCII without ","');
+    if (!isValidNonce(serverPart)) throw new InvariantError('SCRAM server nonce must be printable ASCII without ","');
     const combinedNonce = first.clientNonce + serverPart;
     const serverFirst = `r=${combinedNonce},s=${verifier.salt.toString('base64')},i=${verifier.iterationCount}`;
     const skipEmptyExchange = request.options?.skipEmptyExchange === true;

@@ -23,7 +23,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import * as tls from 'node:tls';
 import type { ListenerTlsConfig } from '../config/types.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, InvariantError } from '../errors.js';
 import { watchFiles, type FileWatch } from './file-watch.js';
 
 export interface ListenerTlsOptions {
@@ -101,7 +101,7 @@ export function createListenerTls(config: ListenerTlsConfig, options: ListenerTl
     },
     secureContext,
     watch(onChange) {
-      if (watcher !== undefined) throw new Error('createListenerTls: watch() was already called');
+      if (watcher !== undefined) throw new InvariantError('createListenerTls: watch() was already called');
       if (closed) return;
       const files = [config.certFile, config.keyFile, ...(config.caFile === null ? [] : [config.caFile])];
       watcher = watchFiles(files, options.reloadIntervalMS, () => {

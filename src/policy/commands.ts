@@ -11,9 +11,9 @@
  *
  * Also here: the top-level fields each rewritten command may carry (catalogue G1, 17-19, 53).
  */
-import { ErrorCodes } from '../errors.js';
-import { PolicyRefusal } from '../rewrite/types.js';
-import type { RawDocument } from '../wire/raw-bson.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
+import { numberOf, type RawDocument, type RawValue } from '../wire/raw-bson.js';
+import { BsonType } from '../wire/bson-scan.js';
 
 /** The handlers the engine dispatches to. */
 export type HandlerName =
@@ -40,12 +40,25 @@ export type HandlerName =
   | 'collMod'
   | 'renameCollection'
   | 'endSessions'
+  | 'killSessions'
   | 'commitTransaction'
   | 'abortTransaction'
   | 'refreshSessions'
   | 'startSession'
   | 'ping'
-  | 'buildInfo';
+  | 'buildInfo'
+  | 'atlasVersion'
+  | 'getDefaultRWConcern'
+  | 'serverStatus'
+  | 'hostInfo'
+  | 'getCmdLineOpts'
+  | 'getParameter'
+  | 'getLog'
+  | 'currentOp'
+  | 'top'
+  | 'listCommands'
+  | 'whatsmyuri'
+  | 'getFreeMonitoringStatus';
 
 export type CommandClass =
   { kind: 'local' } | { kind: 'rewrite'; handler: HandlerName } | { kind: 'refuse'; rule: string; reason: string };
@@ -88,6 +101,7 @@ const REWRITTEN_COMMANDS: ReadonlyArray<readonly [string, HandlerName]> = [
   ['collMod', 'collMod'],
   ['renameCollection', 'renameCollection'],
   ['endSessions', 'endSessions'],
+  ['killSessions', 'killSessions'],
   ['commitTransaction', 'commitTransaction'],
   ['abortTransaction', 'abortTransaction'],
   ['refreshSessions', 'refreshSessions'],
@@ -95,6 +109,20 @@ const REWRITTEN_COMMANDS: ReadonlyArray<readonly [string, HandlerName]> = [
   ['ping', 'ping'],
   ['buildInfo', 'buildInfo'],
   ['buildinfo', 'buildInfo'],
+  // Introspection: answered by the proxy from what every tenant may see (rewrite/introspection.ts),
+  // or forwarded when the server's answer describes only the deployment.
+  ['atlasVersion', 'atlasVersion'],
+  ['getDefaultRWConcern', 'getDefaultRWConcern'],
+  ['serverStatus', 'serverStatus'],
+  ['hostInfo', 'hostInfo'],
+  ['getCmdLineOpts', 'getCmdLineOpts'],
+  ['getParameter', 'getParameter'],
+  ['getLog', 'getLog'],
+  ['currentOp', 'currentOp'],
+  ['top', 'top'],
+  ['listCommands', 'listCommands'],
+  ['whatsmyuri', 'whatsmyuri'],
+  ['getFreeMonitoringStatus', 'getFreeMonitoringStatus'],
 ];
 
 interface RefusalGroup {
@@ -119,7 +147,7 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
       parallelCollectionScan repairDatabase repairCursor touch resync text getLastError getlasterror getPrevError
       getpreverror resetError reseterror getnonce authSchemaUpgrade availableQueryOptions shardConnPoolStats
       unsetSharding cursorInfo closeAllDatabases diagLogging checkShardingIndex planCacheListPlans
-      planCacheListQueryShapes getFreeMonitoringStatus setFreeMonitoring donorStartMigration donorForgetMigration
+      planCacheListQueryShapes setFreeMonitoring donorStartMigration donorForgetMigration
       donorAbortMigration donorWaitForMigrationToCommit recipientSyncData recipientForgetMigration
       recipientVoteImportedFiles abortShardSplit commitShardSplit forgetShardSplit configureCollectionAutoSplitter
       waitForOngoingChunkSplits repairShardedCollectionChunksHistory startRecordingTraffic stopRecordingTraffic isSelf`),
@@ -161,17 +189,15 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   {
     rule: 'command.sessions',
     reason: 'kills sessions of every tenant sharing the backend user (catalogue 56)',
-    names: words(
-      'killSessions killAllSessions killAllSessionsByPattern reapLogicalSessionCacheNow refreshLogicalSessionCacheNow',
-    ),
+    names: words('killAllSessions killAllSessionsByPattern reapLogicalSessionCacheNow refreshLogicalSessionCacheNow'),
   },
   {
     rule: 'command.admin',
     reason: 'server administration affects every tenant (catalogue 26)',
-    names: words(`shutdown fsync fsyncUnlock setParameter getParameter getCmdLineOpts setClusterParameter
-      getClusterParameter setDefaultRWConcern getDefaultRWConcern setFeatureCompatibilityVersion
+    names: words(`shutdown fsync fsyncUnlock setParameter setClusterParameter
+      getClusterParameter setDefaultRWConcern setFeatureCompatibilityVersion
       setUserWriteBlockMode setIndexCommitQuorum logRotate rotateCertificates rotateFTDC compact autoCompact
-      killOp currentOp getLog clearLog profile setProfilingFilterGlobally logApplicationMessage logMessage
+      killOp clearLog profile setProfilingFilterGlobally logApplicationMessage logMessage
       getAuditConfig setAuditConfig startTrafficRecording stopTrafficRecording getTrafficRecordingStatus
       releaseMemory dbCheck setChangeStreamState getChangeStreamState listDatabasesForAllTenants
       validateDBMetadata`),
@@ -185,13 +211,13 @@ const REFUSAL_GROUPS: readonly RefusalGroup[] = [
   {
     rule: 'command.diagnostic',
     reason: "diagnostic output describes the shared server and other tenants' work (catalogue 26)",
-    names: words(`hostInfo listCommands lockInfo whatsmyuri whatsmysni getDiagnosticData features connPoolStats
+    names: words(`lockInfo whatsmysni getDiagnosticData features connPoolStats
       netstat dbHash dbhash echo _mongotConnPoolStats`),
   },
   {
     rule: 'command.stats',
     reason: "statistics include every tenant's data (catalogue 25, 59)",
-    names: words('collStats collstats dbStats dbstats dataSize datasize top serverStatus validate'),
+    names: words('collStats collstats dbStats dbstats dataSize datasize validate'),
   },
   {
     rule: 'command.ddl',
@@ -279,9 +305,14 @@ export function classify(name: string): CommandClass {
   return TABLE.get(name) ?? UNKNOWN;
 }
 
-/** The refusal to throw for a refused class (CommandNotFound for unknown names, as the server would). */
+/**
+ * The refusal to throw for a refused class: CommandNotFound for unknown names and for commands
+ * current servers no longer have (what such a server answers), Unauthorized for the rest, which
+ * are forbidden.
+ */
 export function refusalFor(name: string, cls: Extract<CommandClass, { kind: 'refuse' }>): PolicyRefusal {
-  const code = cls.rule === 'command.unknown' ? ErrorCodes.CommandNotFound : ErrorCodes.Unauthorized;
+  const notFound = cls.rule === 'command.unknown' || cls.rule === 'command.removed';
+  const code = notFound ? ErrorCodes.CommandNotFound : ErrorCodes.Unauthorized;
   return new PolicyRefusal(cls.rule, `command ${quoteName(name)}: ${cls.reason}`, code);
 }
 
@@ -352,6 +383,26 @@ export const REFUSED_FIELDS: ReadonlyMap<string, { rule: string; reason: string 
 
 const set = (...names: string[]): ReadonlySet<string> => new Set(names);
 
+/**
+ * Refused fields whose "off" value changes nothing, by the handlers the server accepts them on:
+ * `bypassDocumentValidation: false` validates as usual, `noCursorTimeout: false` lets the cursor
+ * time out, `oplogReplay: false` is the default (drivers and ODMs send these explicitly).
+ */
+const HARMLESS_WHEN_FALSE: ReadonlyMap<string, ReadonlySet<HandlerName>> = new Map([
+  [
+    'bypassDocumentValidation',
+    new Set<HandlerName>(['insert', 'update', 'delete', 'findAndModify', 'aggregate', 'bulkWrite']),
+  ],
+  ['noCursorTimeout', new Set<HandlerName>(['find'])],
+  ['oplogReplay', new Set<HandlerName>(['find'])],
+]);
+
+/** `false`, or a number equal to 0 (the server reads these flags as booleans). */
+function isOff(value: RawValue): boolean {
+  if (value.type === BsonType.boolean) return value.value[0] === 0;
+  return numberOf(value) === 0;
+}
+
 /** Top-level fields of each rewritten command besides the command name and GENERIC_FIELDS (manual pages). */
 export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> = {
   find: set(
@@ -400,7 +451,7 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
   ),
   bulkWrite: set('ops', 'nsInfo', 'ordered', 'let', 'errorsOnly', 'cursor', 'maxTimeMS'),
   getMore: set('collection', 'batchSize', 'maxTimeMS'),
-  killCursors: set('cursors'),
+  killCursors: set('cursors', 'maxTimeMS'),
   create: set(
     'capped',
     'size',
@@ -437,14 +488,48 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
     'maxTimeMS',
   ),
   renameCollection: set('to', 'dropTarget', 'maxTimeMS'),
-  endSessions: set(),
+  // maxTimeMS is a generic argument: harmless on commands that do no work.
+  endSessions: set('maxTimeMS'),
+  killSessions: set('maxTimeMS'),
   commitTransaction: set('recoveryToken', 'maxTimeMS'),
   abortTransaction: set('recoveryToken', 'maxTimeMS'),
-  refreshSessions: set(),
-  startSession: set(),
-  ping: set(),
-  buildInfo: set(),
+  refreshSessions: set('maxTimeMS'),
+  startSession: set('maxTimeMS'),
+  ping: set('maxTimeMS'),
+  buildInfo: set('maxTimeMS'),
+  atlasVersion: set('maxTimeMS'),
+  getDefaultRWConcern: set('inMemory', 'maxTimeMS'),
+  // Answered by the proxy (ANSWERED_LOCALLY): their options select what to show, nothing is forwarded.
+  serverStatus: set(),
+  hostInfo: set(),
+  getCmdLineOpts: set(),
+  getParameter: set(),
+  getLog: set(),
+  currentOp: set(),
+  top: set(),
+  listCommands: set(),
+  whatsmyuri: set(),
+  getFreeMonitoringStatus: set(),
 };
+
+/**
+ * Handlers the proxy answers itself from what every tenant may see: any option field is
+ * accepted (serverStatus section switches, getParameter names, currentOp filters), since none is
+ * forwarded or evaluated.
+ */
+const ANSWERED_LOCALLY: ReadonlySet<HandlerName> = new Set<HandlerName>([
+  'serverStatus',
+  'hostInfo',
+  'getCmdLineOpts',
+  'getParameter',
+  'getLog',
+  'currentOp',
+  'top',
+  'listCommands',
+  'whatsmyuri',
+  'getFreeMonitoringStatus',
+  'startSession',
+]);
 
 /** A field name for a message: quoted, escaped, bounded (names are client input). */
 function quoteName(name: string): string {
@@ -472,13 +557,16 @@ export function assertAllowedFields(handler: HandlerName, body: RawDocument): vo
     seen.add(name);
     if (index === 0) return; // the command name itself
     const refused = REFUSED_FIELDS.get(name);
+    if (refused !== undefined && HARMLESS_WHEN_FALSE.get(name)?.has(handler) === true && isOff(element)) return;
     if (refused !== undefined) {
       throw new PolicyRefusal(refused.rule, `field ${quoteName(name)} is not allowed on ${handler}: ${refused.reason}`);
     }
-    if (GENERIC_FIELDS.has(name) || allowed.has(name)) return;
+    if (GENERIC_FIELDS.has(name) || allowed.has(name) || ANSWERED_LOCALLY.has(handler)) return;
+    // The server: "BSON field '<command>.<field>' is an unknown field." (40415).
     throw new PolicyRefusal(
       'field.unknown',
       `field ${quoteName(name)} is not allowed on ${handler} (catalogue G1, 53)`,
+      ErrorCodes.Location40415,
     );
   });
 }

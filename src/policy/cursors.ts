@@ -9,7 +9,7 @@
  * unique per server and collide across shards. Foreign and unknown ids get the same answer
  * (CursorNotFound, rule `cursor.foreign`), so a probe learns nothing about other tenants' ids.
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { Long, type Document } from '../wire/bson.js';
 import {
   BsonType,
@@ -20,15 +20,8 @@ import {
   elements as scanElements,
 } from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, numberOf, RawDocument, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
-import { capMaxTimeMS } from '../rewrite/limits.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ReplyPlan,
-  type RewriteNote,
-  type TenantContext,
-} from '../rewrite/types.js';
+import { capMaxTimeMS } from './limits.js';
+import type { CommandHandler, CommandInput, ReplyPlan, RewriteNote, TenantContext } from './types.js';
 
 /** The server's default cursorTimeoutMillis: idle cursors die after 10 minutes. */
 export const DEFAULT_CURSOR_IDLE_MS = 10 * 60 * 1000;
@@ -255,6 +248,7 @@ const GETMORE_FIELDS = new Set([
 const KILLCURSORS_FIELDS = new Set([
   'killCursors',
   'cursors',
+  'maxTimeMS',
   'comment',
   '$db',
   'lsid',
@@ -270,10 +264,18 @@ const KILLCURSORS_FIELDS = new Set([
 function checkFields(input: CommandInput, allowed: ReadonlySet<string>): void {
   for (const name of input.body.names) {
     if (!allowed.has(name))
-      throw new PolicyRefusal(`${input.name}.field`, `field "${name}" is not allowed in ${input.name}`);
+      throw new PolicyRefusal(
+        `${input.name}.field`,
+        `field "${name}" is not allowed in ${input.name}`,
+        ErrorCodes.Location40415,
+      );
   }
   if (input.sequences.size > 0)
-    throw new PolicyRefusal(`${input.name}.field`, `${input.name} takes no document sequences`);
+    throw new PolicyRefusal(
+      `${input.name}.field`,
+      `${input.name} takes no document sequences`,
+      ErrorCodes.Location40415,
+    );
 }
 
 /**

@@ -11,6 +11,8 @@
  *   without resolving a namespace (rule `namespace.system`);
  * - collections `system.*` (system.js, system.views, system.profile, system.buckets.*: catalogue
  *   5 and 43; rule `namespace.system`);
+ * - the proxy's ownership catalogue database (`isolation.tenancy.catalogueDatabase`, in any case),
+ *   as a client name and as a physical name a template would produce (rule `namespace.catalogue`);
  * - names MongoDB would refuse or read differently: empty, NUL, lone surrogates (invalid UTF-8),
  *   `$` in collection names, `/\. "$*<>:|?` in database names, database names over 63 bytes and
  *   namespaces over 255 bytes, a collection that is not a string (rule `namespace.invalid`,
@@ -43,10 +45,10 @@
  * `resolve` allows) provided those rules agree on one model.
  */
 import type { IsolationConfig, IsolationModel, NamespaceAccess, NamespaceRule } from '../config/types.js';
-import { ErrorCodes, ProxyError } from '../errors.js';
+import { ErrorCodes, ProxyError, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { stringOf, type RawValue } from '../wire/raw-bson.js';
-import { PolicyRefusal, type Access, type NamespaceResolver, type ResolvedNamespace } from '../rewrite/types.js';
+import type { Access, NamespaceResolver, ResolvedNamespace } from './types.js';
 
 /** Longest database name MongoDB accepts, in bytes. */
 export const MAX_DB_NAME_BYTES = 63;
@@ -360,6 +362,13 @@ export function createNamespaceResolver(
     ...(reserved?.collectionTemplates ?? []).map((template) => parseNameTemplate(template, 'collection')),
   ];
 
+  const catalogue = config.tenancy?.catalogueDatabase.toLowerCase();
+  /** The ownership catalogue is the proxy's own: no client name and no physical name may reach it. */
+  const checkCatalogue = (db: string): void => {
+    if (catalogue !== undefined && db.toLowerCase() === catalogue)
+      refuse('namespace.catalogue', "the proxy's ownership catalogue database is not reachable through the proxy");
+  };
+
   const ruleFor = (db: string, coll: string): { model: IsolationModel; access: NamespaceAccess } =>
     rules.find((rule) => rule.db.test(db) && rule.coll.test(coll)) ?? { model: config.defaultModel, access: 'scoped' };
 
@@ -391,11 +400,13 @@ export function createNamespaceResolver(
       );
     }
     checkDatabaseName(physical, 'physical database name');
+    checkCatalogue(physical);
     return physical;
   };
 
   const resolve = (db: string, coll: string, access: Access): ResolvedNamespace => {
     checkDatabaseName(db);
+    checkCatalogue(db);
     checkCollectionName(coll);
     const rule = ruleFor(db, coll);
     if (rule.access === 'denied') refuse('namespace.denied', 'the namespace is denied by isolation.namespaces');
@@ -429,6 +440,7 @@ export function createNamespaceResolver(
 
   const resolveDatabase = (db: string, access: Access): { db: string; model: IsolationModel } => {
     checkDatabaseName(db);
+    checkCatalogue(db);
     const candidates = rules.filter((rule) => rule.db.test(db));
     const wideIndex = candidates.findIndex((rule) => rule.wholeDatabase);
     let rule: { model: IsolationModel; access: NamespaceAccess } =

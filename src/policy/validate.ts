@@ -8,10 +8,10 @@
  * Each function throws PolicyRefusal with a stable rule id and a message naming the location and
  * the offending name, never a value.
  */
-import { ErrorCodes } from '../errors.js';
-import { PolicyRefusal } from '../rewrite/types.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType, bsonTypeName, elements, type BsonElement } from '../wire/bson-scan.js';
 import { numberOf, stringOf, type RawValue } from '../wire/raw-bson.js';
+import { EJSON, deserialize, serialize, type Document } from '../wire/bson.js';
 import {
   ACCUMULATORS,
   COLLATION_FIELDS,
@@ -41,6 +41,14 @@ function quote(name: string): string {
 
 function refuse(rule: string, message: string, code: number = ErrorCodes.Unauthorized): never {
   throw new PolicyRefusal(rule, message, code);
+}
+
+/** A string or symbol value that names the `$$USER_ROLES` variable (catalogue 11). */
+function mentionsUserRoles(value: RawValue): boolean {
+  return (
+    (value.type === BsonType.string || value.type === BsonType.symbol) &&
+    asBuffer(value.value).indexOf(USER_ROLES) !== -1
+  );
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {
@@ -73,13 +81,24 @@ function isNumber(value: RawValue): boolean {
 // ---------------------------------------------------------------------------------------------
 // Anywhere: JavaScript, $$USER_ROLES, duplicate keys.
 
+export interface ForbiddenScanOptions {
+  /**
+   * The value is data, never evaluated: a filter, a stored document, the values of a classic
+   * (operator) update. A string there that mentions `$$USER_ROLES` is text; the expressions such
+   * a value can hold (`$expr` in a filter or a `$pull` condition) are walked separately and their
+   * strings checked there.
+   */
+  literalStrings?: boolean;
+}
+
 /**
  * Refuses, at any depth: the keys `$where`, `$function`, `$accumulator` (catalogue 1, 2); BSON
  * code and code-with-scope values (types 13, 15); strings (and symbols, and key names) containing
- * `$$USER_ROLES` (catalogue 11); a key repeated within one document (G3, which the wire layer
- * already enforces).
+ * `$$USER_ROLES` (catalogue 11; strings only where they can be evaluated, see
+ * `literalStrings`); a key repeated within one document (G3, which the wire layer already
+ * enforces).
  */
-export function assertNoForbidden(value: RawValue, where: string): void {
+export function assertNoForbidden(value: RawValue, where: string, options: ForbiddenScanOptions = {}): void {
   const stack: RawValue[] = [value];
   while (stack.length > 0) {
     const current = stack.pop() as RawValue;
@@ -92,7 +111,7 @@ export function assertNoForbidden(value: RawValue, where: string): void {
         );
       case BsonType.string:
       case BsonType.symbol:
-        if (asBuffer(current.value).indexOf(USER_ROLES) !== -1) {
+        if (options.literalStrings !== true && mentionsUserRoles(current)) {
           refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
         }
         break;
@@ -227,9 +246,11 @@ class Walker {
           if (!isNumber(item)) refuse('filter.invalid', `${where}.$sampleRate must be a number`, ErrorCodes.BadValue);
           break;
         default:
+          // The server: "unknown top level operator" (BadValue).
           refuse(
             'operator.unknown',
             `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+            ErrorCodes.BadValue,
           );
       }
     }
@@ -250,7 +271,11 @@ class Walker {
       refuse('filter.invalid', `${where}.$text must be a document`, ErrorCodes.BadValue);
     for (const field of elementsOf(item)) {
       if (!TEXT_FIELDS.has(field.name)) {
-        refuse('operator.unknown', `${where}.$text has the field ${quote(field.name)}, which is not allowed`);
+        refuse(
+          'operator.unknown',
+          `${where}.$text has the field ${quote(field.name)}, which is not allowed`,
+          ErrorCodes.BadValue,
+        );
       }
     }
   }
@@ -272,9 +297,11 @@ class Walker {
       const name = element.name;
       const item = child(value, element);
       if (!FIELD_QUERY_OPERATORS.has(name)) {
+        // The server: "unknown operator" (BadValue).
         refuse(
           'operator.unknown',
           `${where} uses ${quote(name)}, which is not an allowed query operator (catalogue 16)`,
+          ErrorCodes.BadValue,
         );
       }
       switch (name) {
@@ -311,6 +338,7 @@ class Walker {
                   refuse(
                     'operator.unknown',
                     `${where}.$all[${index}] uses ${quote(op.name)}; only $elemMatch is allowed there`,
+                    ErrorCodes.BadValue,
                   );
                 }
                 this.stack.push({
@@ -332,7 +360,11 @@ class Walker {
     if (item.type !== BsonType.document) return; // legacy coordinate pairs
     for (const element of elementsOf(item)) {
       if (element.name.startsWith('$') && !GEO_OPERATORS.has(element.name)) {
-        refuse('operator.unknown', `${where} uses ${quote(element.name)}, which is not an allowed geospatial operator`);
+        refuse(
+          'operator.unknown',
+          `${where} uses ${quote(element.name)}, which is not an allowed geospatial operator`,
+          ErrorCodes.BadValue,
+        );
       }
     }
   }
@@ -348,24 +380,30 @@ class Walker {
   }
 
   private expression(value: RawValue, where: string): void {
-    if (!isContainer(value)) return; // literals, field paths and variables ($$USER_ROLES scanned separately)
+    // An evaluated string naming $$USER_ROLES (also checked here for callers that scan data
+    // with `literalStrings`).
+    if (mentionsUserRoles(value)) refuse('variable.user-roles', `${where} uses $$USER_ROLES (catalogue 11)`);
+    if (!isContainer(value)) return; // literals, field paths and variables
     const isDocument = value.type === BsonType.document;
     elementsOf(value).forEach((element, index) => {
       const name = element.name;
       const item = child(value, element);
       if (isDocument && name.startsWith('$')) {
         if (!EXPRESSION_OPERATORS.has(name)) {
+          // The server: "Unrecognized expression" (InvalidPipelineOperator).
           refuse(
             'operator.unknown',
             `${where} uses ${quote(name)}, which is not an allowed expression operator (catalogue 11)`,
+            ErrorCodes.InvalidPipelineOperator,
           );
         }
         if (name === '$literal') return; // not evaluated
         this.stack.push({ kind: 'expr', value: item, where: `${where}.${name}` });
         return;
       }
-      if (isContainer(item))
-        this.stack.push({ kind: 'expr', value: item, where: isDocument ? `${where}.${name}` : `${where}[${index}]` });
+      const at = isDocument ? `${where}.${name}` : `${where}[${index}]`;
+      if (isContainer(item)) this.stack.push({ kind: 'expr', value: item, where: at });
+      else if (mentionsUserRoles(item)) refuse('variable.user-roles', `${at} uses $$USER_ROLES (catalogue 11)`);
     });
   }
 
@@ -414,7 +452,7 @@ class Walker {
 export function validateFilter(value: RawValue, where: string): void {
   if (value.type !== BsonType.document)
     refuse('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
-  assertNoForbidden(value, where);
+  assertNoForbidden(value, where, { literalStrings: true });
   new Walker().push({ kind: 'filter', value, top: true, where }).run();
 }
 
@@ -455,9 +493,11 @@ export function validateAccumulatorField(value: RawValue, where: string, context
       continue;
     }
     if (!name.startsWith('$') || !allowed.has(name)) {
+      // The server: "unknown group operator" (15952), "Unrecognized window function" (FailedToParse).
       refuse(
         'operator.unknown',
         `${where} uses ${quote(name)}, which is not an allowed ${context === 'group' ? 'accumulator' : 'window operator'}`,
+        context === 'group' ? ErrorCodes.Location15952 : ErrorCodes.FailedToParse,
       );
     }
     operators++;
@@ -529,7 +569,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
         );
       }
     }
-    assertNoForbidden(u, where);
+    assertNoForbidden(u, where, { literalStrings: true });
     return 'replacement';
   }
   const seen = new Set<string>();
@@ -544,7 +584,12 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       );
     }
     if (!UPDATE_OPERATORS.has(operator)) {
-      refuse('operator.unknown', `${where} uses ${quote(operator)}, which is not an allowed update operator`);
+      // The server: "Unknown modifier" (FailedToParse).
+      refuse(
+        'operator.unknown',
+        `${where} uses ${quote(operator)}, which is not an allowed update operator`,
+        ErrorCodes.FailedToParse,
+      );
     }
     if (seen.has(operator)) {
       refuse('update.duplicate-operator', `${where} repeats ${operator} (catalogue 41)`, ErrorCodes.BadValue);
@@ -598,6 +643,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
               refuse(
                 'operator.unknown',
                 `${at}.${path} uses ${quote(modifier.name)}, which is not an allowed update modifier`,
+                ErrorCodes.BadValue,
               );
             }
           }
@@ -608,7 +654,7 @@ export function validateUpdateDocument(u: RawValue, tenantField: string, where: 
       }
     }
   }
-  assertNoForbidden(u, where);
+  assertNoForbidden(u, where, { literalStrings: true });
   walker.run();
   return 'operators';
 }
@@ -666,6 +712,55 @@ export function validateHint(value: RawValue, where: string, tenantField: string
   if (requireTenantPrefix && keys[0]!.name !== tenantField) {
     refuse('hint.not-tenant-prefixed', `${where} must name an index that starts with the tenant field (catalogue 60)`);
   }
+}
+
+/**
+ * A private database per tenant (isolation.tenancy): the physical hint for a client's hint on a
+ * shared collection. A key pattern gets the tenant field in front (every tenant index is
+ * tenant-prefixed upstream); a name is looked up in `names` (the tenant's own indexes) and becomes
+ * its prefixed key pattern. undefined: the hint stays as sent (`$natural`, already prefixed).
+ */
+export function tenantHint(
+  value: RawValue,
+  where: string,
+  tenantField: string,
+  names: ReadonlyMap<string, Document> | undefined,
+  namespace: string,
+): RawValue | undefined {
+  // Only tenant-prefixed indexes may be hinted: not _id, not a collection scan (catalogue 60).
+  const unprefixed = (): never =>
+    refuse('hint.not-tenant-prefixed', `${where} must name an index that starts with the tenant field (catalogue 60)`);
+  let key: Document;
+  if (value.type === BsonType.string) {
+    const name = stringOf(value);
+    if (name === '_id_') unprefixed();
+    const found = names?.get(`${namespace}\0${name}`);
+    if (found === undefined)
+      refuse(
+        'hint.unknown-index',
+        `${where}: hint provided does not correspond to an existing index`,
+        ErrorCodes.BadValue,
+      );
+    key = found;
+  } else {
+    key = deserialize(value.value);
+    const first = Object.keys(key)[0];
+    if (first === tenantField) return undefined;
+    if (first === '$natural' || (first === '_id' && Object.keys(key).length === 1)) unprefixed();
+    // Only a key of one of the tenant's own (or declared) indexes: an unindexed hint would be a scan of every tenant.
+    const wanted = EJSON.stringify(key, { relaxed: true });
+    const known = [...(names ?? [])].some(
+      ([entry, indexKey]) =>
+        entry.startsWith(`${namespace}\0`) && EJSON.stringify(indexKey, { relaxed: true }) === wanted,
+    );
+    if (!known)
+      refuse(
+        'hint.unknown-index',
+        `${where}: hint provided does not correspond to an existing index`,
+        ErrorCodes.BadValue,
+      );
+  }
+  return { type: BsonType.document, value: serialize({ [tenantField]: 1, ...key }) };
 }
 
 export interface CollationOptions {

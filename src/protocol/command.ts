@@ -1,12 +1,14 @@
 /**
- * Reading a command's envelope from raw bytes: its name (the first key of the body, exactly as
- * spelled) and its `$db` (present once, a non-empty string without NUL), plus the `ok` of a reply.
+ * Reading a command's envelope from its top-level elements (the body split once, RawDocument):
+ * its name (the first key, exactly as spelled) and its `$db` (present once, a non-empty string
+ * without NUL), plus the `ok` of a reply.
  * Nothing else of the document is decoded.
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
-import { BsonType, elements, findElement, readNumber, readString } from '../wire/bson-scan.js';
+import { BsonType, findElement, readNumber, readString } from '../wire/bson-scan.js';
 import { HEADER_LENGTH, OpCode, SectionKind } from '../wire/constants.js';
 import { readHeader } from '../wire/header.js';
+import { bsonElementOf, type RawDocument } from '../wire/raw-bson.js';
 
 export interface CommandEnvelope {
   name: string;
@@ -14,10 +16,10 @@ export interface CommandEnvelope {
 }
 
 /** Catalogue item 53: exactly one `$db`, a non-empty string; the command is the first key. */
-export function readCommandEnvelope(body: Buffer): CommandEnvelope {
+export function readCommandEnvelope(body: RawDocument): CommandEnvelope {
   let name: string | undefined;
   let db: string | undefined;
-  for (const element of elements(body)) {
+  for (const element of body.elements) {
     if (name === undefined) {
       name = element.name;
       if (name === '$db') {
@@ -30,7 +32,7 @@ export function readCommandEnvelope(body: Buffer): CommandEnvelope {
     if (element.type !== BsonType.string) {
       throw new ProxyError(ErrorCodes.TypeMismatch, '$db must be a string');
     }
-    db = readString(body, element);
+    db = readString(element.value, bsonElementOf(element));
   }
   if (name === undefined) throw new ProxyError(ErrorCodes.FailedToParse, 'empty command document');
   if (db === undefined) throw new ProxyError(ErrorCodes.FailedToParse, 'OP_MSG requests require a $db argument');

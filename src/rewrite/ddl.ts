@@ -1,7 +1,7 @@
 /**
  * DDL and database listing: create, createIndexes, dropIndexes, drop, dropDatabase, listDatabases,
  * collMod, renameCollection. Catalogue items 22, 23, 24, 43, 59, 61 and 64
- * (../shared/design/isolation-catalogue.md).
+ * (docs/threat-catalogue.md).
  *
  * Shared collections (`shared-collection`, access `scoped`) hold every tenant's documents, so DDL
  * there would act on every tenant (catalogue 23). Refused there: drop, dropIndexes, collMod,
@@ -34,21 +34,23 @@
  * tenant's business. The reply's `databases[].name` must be mapped back (`reply.mapNames`).
  */
 import type { IsolationModel } from '../config/types.js';
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { RawDocument, arrayItems, arrayOf, documentOf, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
 import { assertNoForbidden, validateCollation, validateFilter } from '../policy/validate.js';
 import { collectionNameOf, databaseListing, splitNamespace } from '../policy/namespaces.js';
-import { capMaxTimeMS } from './limits.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-} from './types.js';
+import { capMaxTimeMS } from '../policy/limits.js';
+import { deserialize, type Document } from '../wire/bson.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ResolvedNamespace,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+  VirtualIndexSpec,
+  VirtualOperation,
+} from '../policy/types.js';
 
 function refuse(rule: string, message: string, code: number = ErrorCodes.Unauthorized): never {
   throw new PolicyRefusal(rule, message, code);
@@ -164,6 +166,34 @@ function result(
   };
 }
 
+/** Shared collection with a private database per tenant: the tenancy executor answers (see src/tenancy). */
+function isVirtual(target: ResolvedNamespace, context: TenantContext): boolean {
+  return context.virtualDdl === true && isShared(target);
+}
+
+function virtualResult(
+  input: CommandInput,
+  operation: VirtualOperation,
+  rule: string,
+  namespace: string,
+): RewriteResult {
+  const notes = new Notes();
+  notes.add(rule, namespace);
+  return {
+    body: input.body,
+    sequences: new Map(),
+    reply: { scrubErrors: true },
+    notes: notes.list,
+    virtual: operation,
+  };
+}
+
+/** A raw BSON value as a plain document value (numbers promoted; int64 beyond 2^53 kept as Long). */
+function plain(value: RawValue): unknown {
+  const holder = documentOf([['v', value]]);
+  return (deserialize(holder.value) as Document)['v'];
+}
+
 function assertNoSequences(input: CommandInput): void {
   if (input.sequences.size > 0)
     refuse('opmsg.sequence-unexpected', `${input.name} takes no document sequences`, ErrorCodes.Location40433);
@@ -197,9 +227,15 @@ export const create: CommandHandler = (input, context) => {
     if (option !== undefined) {
       refuse(
         'ddl.shared-create-options',
-        `create: ${option} is not allowed on a shared collection (it applies to every tenant: catalogue 23)`,
+        `create: ${option} is not allowed on a shared collection (it applies to every tenant: catalogue 23); ` +
+          'declare the namespace collection-prefix or database-per-tenant in isolation.namespaces to have it per tenant',
       );
     }
+  }
+  if (isVirtual(target, context)) {
+    const comment = input.body.get('comment');
+    if (comment !== undefined) assertNoForbidden(comment, 'create.comment');
+    return virtualResult(input, { kind: 'create', db: target.db, coll: target.coll }, 'tenancy.create', client);
   }
   const validator = input.body.get('validator');
   if (validator !== undefined) validateFilter(validator, 'create.validator');
@@ -209,8 +245,6 @@ export const create: CommandHandler = (input, context) => {
     const value = input.body.get(name);
     if (value !== undefined) assertNoForbidden(value, `create.${name}`);
   }
-  const comment = input.body.get('comment');
-  if (comment !== undefined) assertNoForbidden(comment, 'create.comment');
   return result(finish(input, context, input.body, client, target, notes), target, notes);
 };
 
@@ -275,10 +309,54 @@ export const createIndexes: CommandHandler = (input, context) => {
   }
   const items = arrayItems(indexes);
   if (items.length === 0) refuse('ddl.index-invalid', 'createIndexes.indexes must not be empty', ErrorCodes.BadValue);
+  if (isVirtual(target, context)) {
+    // Checked as in a private namespace: the executor scopes every index to the tenant.
+    items.forEach((spec, index) => checkIndex(spec, index, context, false));
+    const indexes = items.map((spec, index) => virtualIndexSpec(spec, index, context));
+    const names = new Set<string>();
+    for (const spec of indexes) {
+      if (names.has(spec.name))
+        refuse('ddl.index-invalid', `createIndexes: index name "${spec.name}" appears twice`, ErrorCodes.BadValue);
+      names.add(spec.name);
+    }
+    return virtualResult(
+      input,
+      { kind: 'createIndexes', db: target.db, coll: target.coll, indexes },
+      'tenancy.createIndexes',
+      client,
+    );
+  }
   items.forEach((spec, index) => checkIndex(spec, index, context, isShared(target)));
   const notes = new Notes();
   return result(finish(input, context, input.body, client, target, notes), target, notes);
 };
+
+/** Options a virtual index keeps as the tenant's own (v and background are the server's business). */
+const IGNORED_INDEX_FIELDS: ReadonlySet<string> = new Set(['key', 'name', 'v', 'background']);
+
+function virtualIndexSpec(spec: RawValue, index: number, context: TenantContext): VirtualIndexSpec {
+  const doc = RawDocument.parse(spec.value);
+  const where = `createIndexes.indexes.${index}`;
+  const key = RawDocument.parse(doc.get('key')!.value);
+  if (key.elements.slice(1).some((element) => element.name === context.field)) {
+    // The proxy prefixes the tenant field itself (a key that already starts with it, as the refusal
+    // mode required, is kept as it is); elsewhere in the key it would repeat the field.
+    refuse(
+      'ddl.index-tenant-field',
+      `${where}.key may name the tenant field only first: every index is already scoped to your documents`,
+      ErrorCodes.BadValue,
+    );
+  }
+  const name = doc.get('name');
+  if (name === undefined || name.type !== BsonType.string || stringOf(name).length === 0)
+    refuse('ddl.index-invalid', `${where}.name must be a non-empty string`, ErrorCodes.TypeMismatch);
+  const options: Document = {};
+  for (const element of doc.elements)
+    if (!IGNORED_INDEX_FIELDS.has(element.name)) options[element.name] = plain(element);
+  const keyDoc: Document = {};
+  for (const element of key.elements) keyDoc[element.name] = plain(element);
+  return { name: stringOf(name), key: keyDoc, options };
+}
 
 // ---------------------------------------------------------------------------------------------
 // dropIndexes, drop, collMod (catalogue 23)
@@ -287,6 +365,29 @@ export const dropIndexes: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
   const { client, target } = commandTarget(input, context);
+  if (isVirtual(target, context)) {
+    const index = input.body.get('index');
+    if (index === undefined) refuse('ddl.index-invalid', 'dropIndexes.index is required', ErrorCodes.FailedToParse);
+    let which: string | string[] | Document;
+    if (index.type === BsonType.string) which = stringOf(index);
+    else if (index.type === BsonType.array && arrayItems(index).every((item) => item.type === BsonType.string))
+      which = arrayItems(index).map(stringOf);
+    else if (index.type === BsonType.document) {
+      assertNoForbidden(index, 'dropIndexes.index');
+      which = plain(index) as Document;
+    } else
+      refuse(
+        'ddl.index-invalid',
+        'dropIndexes.index must be a name, an array of names or a key pattern',
+        ErrorCodes.TypeMismatch,
+      );
+    return virtualResult(
+      input,
+      { kind: 'dropIndexes', db: target.db, coll: target.coll, index: which },
+      'tenancy.dropIndexes',
+      client,
+    );
+  }
   if (isShared(target)) sharedRefusal(input);
   const index = input.body.get('index');
   if (index !== undefined) assertNoForbidden(index, 'dropIndexes.index');
@@ -298,6 +399,8 @@ export const drop: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
   const { client, target } = commandTarget(input, context);
+  if (isVirtual(target, context))
+    return virtualResult(input, { kind: 'drop', db: target.db, coll: target.coll }, 'tenancy.drop', client);
   if (isShared(target)) sharedRefusal(input);
   const notes = new Notes();
   return result(finish(input, context, input.body, client, target, notes), target, notes);
@@ -323,6 +426,8 @@ export const dropDatabase: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
   const resolved = context.namespaces.resolveDatabase(input.db, 'write');
+  if (context.virtualDdl === true && resolved.model === 'shared-collection')
+    return virtualResult(input, { kind: 'dropDatabase', db: resolved.db }, 'tenancy.dropDatabase', input.db);
   if (resolved.model !== 'database-per-tenant' || resolved.db === input.db) {
     refuse('ddl.drop-database', 'dropDatabase is allowed only on a database-per-tenant database (catalogue 23)');
   }
@@ -381,6 +486,23 @@ export const renameCollection: CommandHandler = (input, context) => {
 export const listDatabases: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
+  if (context.virtualDdl === true) {
+    const filter = input.body.get('filter');
+    if (filter !== undefined && filter.type !== BsonType.document)
+      refuse('filter.not-document', 'listDatabases.filter must be a document', ErrorCodes.TypeMismatch);
+    if (filter !== undefined) validateFilter(filter, 'listDatabases.filter');
+    const nameOnly = input.body.get('nameOnly');
+    return virtualResult(
+      input,
+      {
+        kind: 'listDatabases',
+        filter: filter === undefined ? undefined : (plain(filter) as Document),
+        nameOnly: nameOnly !== undefined && plain(nameOnly) === true,
+      },
+      'tenancy.listDatabases',
+      'admin',
+    );
+  }
   if (input.body.has('filter')) {
     refuse(
       'listDatabases.filter',
@@ -416,6 +538,76 @@ export const listDatabases: CommandHandler = (input, context) => {
   body = capped;
   return result(body, undefined, notes, true);
 };
+
+// ---------------------------------------------------------------------------------------------
+// collStats, dbStats, validate with a private database per tenant (catalogue 25)
+
+/** Statistics commands computed per tenant for shared collections (isolation.tenancy). */
+export const VIRTUAL_STATS: ReadonlySet<string> = new Set(['collStats', 'dbStats', 'validate']);
+
+/** Generic fields drivers add to every command. */
+const GENERIC_FIELDS = [
+  '$db',
+  'lsid',
+  '$readPreference',
+  '$clusterTime',
+  'apiVersion',
+  'apiStrict',
+  'apiDeprecationErrors',
+];
+const STATS_FIELDS: Readonly<Record<string, ReadonlySet<string>>> = {
+  collStats: new Set(['scale', 'maxTimeMS', 'comment', ...GENERIC_FIELDS]),
+  dbStats: new Set(['scale', 'freeStorage', 'maxTimeMS', 'comment', ...GENERIC_FIELDS]),
+  validate: new Set(['full', 'background', 'maxTimeMS', 'comment', ...GENERIC_FIELDS]),
+};
+
+/**
+ * collStats / dbStats / validate on a shared namespace: figures computed from the tenant's own
+ * documents by the tenancy executor. Elsewhere (per-tenant namespaces) still refused as before.
+ */
+export function statsCommand(input: CommandInput, context: TenantContext): RewriteResult {
+  assertNoSequences(input);
+  assertUniqueNames(input.body, input.name);
+  const allowed = STATS_FIELDS[input.name]!;
+  for (const name of input.body.names.slice(1))
+    if (!allowed.has(name))
+      refuse(
+        'field.unknown',
+        `${input.name}: field "${name}" is not supported through the proxy`,
+        ErrorCodes.InvalidOptions,
+      );
+  const scaleValue = input.body.get('scale');
+  const scale = scaleValue === undefined ? 1 : Number(plain(scaleValue));
+  if (!Number.isInteger(scale) || scale < 1)
+    refuse('stats.scale', `${input.name}: scale must be a positive integer`, ErrorCodes.BadValue);
+  const statsRefusal = (): never =>
+    refuse('command.stats', `command ${input.name}: statistics include every tenant's data (catalogue 25, 59)`);
+  if (input.name === 'dbStats') {
+    const resolved = context.namespaces.resolveDatabase(input.db, 'read');
+    if (resolved.model !== 'shared-collection') statsRefusal();
+    return virtualResult(input, { kind: 'dbStats', db: resolved.db, scale }, 'tenancy.dbStats', input.db);
+  }
+  const { client, target } = (() => {
+    const first = input.body.first!;
+    const coll = collectionNameOf(first, input.name);
+    return { client: `${input.db}.${coll}`, target: context.namespaces.resolve(input.db, coll, 'read') };
+  })();
+  if (!isVirtual(target, context)) statsRefusal();
+  if (input.name === 'collStats')
+    return virtualResult(
+      input,
+      { kind: 'collStats', db: target.db, coll: target.coll, scale },
+      'tenancy.collStats',
+      client,
+    );
+  const full = input.body.get('full');
+  return virtualResult(
+    input,
+    { kind: 'validate', db: target.db, coll: target.coll, full: full !== undefined && plain(full) === true },
+    'tenancy.validate',
+    client,
+  );
+}
 
 /** The DDL handlers by command name. */
 export const DDL_HANDLERS: Readonly<

@@ -12,7 +12,7 @@
 import type { IsolationConfig } from '../config/types.js';
 import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
 import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../policy/cursors.js';
@@ -20,16 +20,21 @@ import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { buildHandlers } from './handlers.js';
+import { VIRTUAL_STATS, statsCommand } from './ddl.js';
+import { emptyAdminRead } from './introspection.js';
+import { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
+
+export { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
 import type { HandlerName } from '../policy/commands.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ReplyPlan,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-} from './types.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ReplyPlan,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+  VirtualOperation,
+} from '../policy/types.js';
 
 export interface EngineOptions {
   config: IsolationConfig;
@@ -43,12 +48,20 @@ export interface EngineOptions {
    * is then pinned on tenant-filtered commands (catalogue 9).
    */
   collationSupported: () => boolean;
+  /** What is known of the upstream (UpstreamServerInfo fits), read when a tenant engine is created and by introspection answers. */
+  upstreamFacts?: () => UpstreamFacts;
+  /** The clock of introspection answers (serverStatus uptime, hostInfo time); default Date.now. */
+  now?: () => number;
+  /** The proxy's host name in introspection answers; default os.hostname(). */
+  host?: string;
   /**
    * Per-tenant name templates of every policy this engine ran since it started (set by the
    * engine): a reload that stops using database-per-tenant or collection-prefix, or changes a
    * template, leaves those physical names upstream, and no tenant may name them as its own.
    */
   reserved?: ReservedTemplates;
+  /** A tenancy executor is wired (src/tenancy): shared-collection DDL may become virtual operations. */
+  virtualDdl?: boolean;
 }
 
 /** The outcome of checking one command. */
@@ -56,9 +69,17 @@ export type Decision =
   | { action: 'forward'; result: RewriteResult }
   /** audit-only: what enforcement would have done, while the original is forwarded. */
   | { action: 'forward-original'; wouldRefuse?: PolicyRefusal; notes: RewriteNote[] }
-  | { action: 'refuse'; refusal: PolicyRefusal };
+  | { action: 'refuse'; refusal: PolicyRefusal }
+  /** Shared-collection DDL, listings and stats: answered by the tenancy executor (src/tenancy), not forwarded. */
+  | { action: 'virtual'; operation: VirtualOperation; notes: RewriteNote[] };
 
 type HandlerTable = Partial<Record<HandlerName, CommandHandler>>;
+
+/** What a tenant engine knows of its client connection. */
+export interface ConnectionFacts {
+  /** `host:port` of the client, as the server's whatsmyuri shows it. */
+  clientAddress?: string;
+}
 
 export class IsolationEngine {
   private readonly handlers: HandlerTable;
@@ -66,7 +87,13 @@ export class IsolationEngine {
 
   constructor(options: EngineOptions) {
     this.#options = { ...options, reserved: mergeTemplates(options.reserved, templatesInUse(options.config)) };
-    this.handlers = buildHandlers(options.cursors, options.sessionKey);
+    const now = options.now ?? Date.now;
+    this.handlers = buildHandlers(options.cursors, options.sessionKey, {
+      upstream: () => this.#options.upstreamFacts?.() ?? {},
+      startedAt: now(),
+      now,
+      ...(options.host === undefined ? {} : { host: options.host }),
+    });
   }
 
   /** The current options; replaced as a whole by `reconfigure`. */
@@ -91,9 +118,9 @@ export class IsolationEngine {
     };
   }
 
-  /** The engine bound to one connection's tenant. */
-  forTenant(tenant: string): TenantEngine {
-    return new TenantEngine(this, this.handlers, tenant);
+  /** The engine bound to one connection's tenant; `connection.clientAddress` is what whatsmyuri answers. */
+  forTenant(tenant: string, connection: ConnectionFacts = {}): TenantEngine {
+    return new TenantEngine(this, this.handlers, tenant, connection);
   }
 }
 
@@ -106,9 +133,10 @@ export class TenantEngine {
     private readonly parent: IsolationEngine,
     private readonly handlers: HandlerTable,
     readonly tenant: string,
+    private readonly connection: ConnectionFacts = {},
   ) {
     this.options = parent.options;
-    this.#context = contextFor(tenant, this.options);
+    this.#context = contextFor(tenant, this.options, connection);
   }
 
   get context(): TenantContext {
@@ -122,7 +150,7 @@ export class TenantEngine {
    */
   decide(input: CommandInput): Decision {
     if (this.options !== this.parent.options) {
-      this.#context = contextFor(this.tenant, this.parent.options);
+      this.#context = contextFor(this.tenant, this.parent.options, this.connection);
       this.options = this.parent.options;
     }
     let result: RewriteResult;
@@ -135,11 +163,15 @@ export class TenantEngine {
       return { action: 'refuse', refusal: error };
     }
     if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
+    if (result.virtual !== undefined) return { action: 'virtual', operation: result.virtual, notes: result.notes };
     return { action: 'forward', result };
   }
 
   private rewrite(input: CommandInput): RewriteResult {
     const command = classify(input.name);
+    // With a private database per tenant, the statistics of shared collections are computed from the tenant's own documents.
+    if (command.kind === 'refuse' && this.context.virtualDdl === true && VIRTUAL_STATS.has(input.name))
+      return statsCommand(input, this.context);
     if (command.kind === 'refuse') throw refusalFor(input.name, command);
     if (command.kind === 'local') {
       // Answered by the pipeline before the engine is asked; reaching here is a bug upstream of us.
@@ -150,6 +182,9 @@ export class TenantEngine {
       throw new PolicyRefusal('command.unhandled', `${input.name} is not supported by this proxy`);
     assertAllowedFields(command.handler, input.body);
     assertReadPreference(input.body);
+    // The tenant's own `admin` database is empty: answered here, nothing forwarded.
+    const empty = emptyAdminRead(input);
+    if (empty !== undefined) return empty;
     const result = handler(input, this.context);
     // Session ids are per tenant upstream; forged cluster times never travel (catalogue 54, 57).
     const body = mapSession(result.body, this.tenant, this.options.sessionKey);
@@ -177,7 +212,7 @@ export class TenantEngine {
   }
 }
 
-function contextFor(tenant: string, options: EngineOptions): TenantContext {
+function contextFor(tenant: string, options: EngineOptions, connection: ConnectionFacts): TenantContext {
   const { config } = options;
   const tenantValue = encodeTenant(tenant, config.tenantValueType);
   return {
@@ -188,6 +223,11 @@ function contextFor(tenant: string, options: EngineOptions): TenantContext {
     maxTimeMS: config.maxTimeMS,
     // Non-string tenant values are immune to collation (G8); only strings need the pin.
     pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
+    // Virtual operations need the executor; audit-only forwards originals and never runs them.
+    virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
+    hintKeys: new Map(),
+    upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
+    ...(connection.clientAddress === undefined ? {} : { clientAddress: connection.clientAddress }),
   };
 }
 

@@ -4,11 +4,11 @@
  * (G8: scalar, never null).
  */
 import type { TenantValueType } from '../config/types.js';
-import { ErrorCodes, ProxyError } from '../errors.js';
+import { ErrorCodes, ProxyError, PolicyRefusal } from '../errors.js';
 import { Long, ObjectId, UUID } from '../wire/bson.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { arrayOf, documentOf, valueOf, type RawValue } from '../wire/raw-bson.js';
-import { PolicyRefusal, type TenantContext } from './types.js';
+import type { TenantContext } from '../policy/types.js';
 
 /**
  * Encodes a tenant id as the configured BSON type. Only the canonical spelling of a value is

@@ -8,10 +8,15 @@ import { createCursorHandlers, type CursorRegistry } from '../policy/cursors.js'
 import { DDL_HANDLERS } from './ddl.js';
 import { createReadHandlers } from './reads.js';
 import { createSessionHandlers } from './sessions.js';
-import type { CommandHandler } from './types.js';
+import { createIntrospectionHandlers, type IntrospectionOptions } from './introspection.js';
+import type { CommandHandler } from '../policy/types.js';
 import { WRITE_HANDLERS } from './writes.js';
 
-/** ping, buildInfo: carry nothing of anyone's; forwarded as they are (fields allowlisted by the engine). */
+/**
+ * ping, buildInfo, atlasVersion, getDefaultRWConcern: carry nothing of anyone's (the last two
+ * describe the deployment, never a tenant); forwarded as they are (fields allowlisted by the
+ * engine), so the server answers.
+ */
 const passThrough: CommandHandler = (input) => ({
   body: input.body,
   sequences: input.sequences,
@@ -22,6 +27,7 @@ const passThrough: CommandHandler = (input) => ({
 export function buildHandlers(
   cursors: CursorRegistry,
   sessionKey: Buffer,
+  introspection: IntrospectionOptions = { upstream: () => ({}), startedAt: Date.now() },
 ): Partial<Record<HandlerName, CommandHandler>> {
   const writes = WRITE_HANDLERS;
   const reads = createReadHandlers({
@@ -40,10 +46,14 @@ export function buildHandlers(
     ...createCursorHandlers(cursors),
     ...DDL_HANDLERS,
     endSessions: sessions.endSessions,
+    killSessions: sessions.killSessions,
     refreshSessions: sessions.refreshSessions,
     commitTransaction: sessions.commitTransaction,
     abortTransaction: sessions.abortTransaction,
     ping: passThrough,
     buildInfo: passThrough,
+    atlasVersion: passThrough,
+    getDefaultRWConcern: passThrough,
+    ...createIntrospectionHandlers(introspection),
   };
 }

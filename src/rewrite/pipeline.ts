@@ -20,7 +20,7 @@
  *
  * Untouched stages are forwarded byte for byte (the raw values are reused, never re-encoded).
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
   arrayItems,
@@ -41,7 +41,7 @@ import {
   validateSort,
 } from '../policy/validate.js';
 import { tenantEquality, tenantFilter } from './filter.js';
-import { PolicyRefusal, type ResolvedNamespace, type RewriteNote, type TenantContext } from './types.js';
+import type { ResolvedNamespace, RewriteNote, TenantContext } from '../policy/types.js';
 
 /** Deepest sub-pipeline nesting accepted ($lookup in $facet in $unionWith…); the top level is 0. */
 export const MAX_PIPELINE_DEPTH = 20;
@@ -340,7 +340,10 @@ class PipelineRewriter {
     if (!ALLOWED_STAGES.has(name)) {
       const rule =
         REFUSED_STAGES.get(name) ?? (name.startsWith('$_') ? 'pipeline.internal-stage' : 'pipeline.unknown-stage');
-      refuse(rule, `stage ${JSON.stringify(name)} is not allowed`, ErrorCodes.CommandNotSupported);
+      // A stage the proxy forbids is Unauthorized (as the server answers a least-privileged user);
+      // one nobody knows gets the server's "Unrecognized pipeline stage name" (40324).
+      const code = rule === 'pipeline.unknown-stage' ? ErrorCodes.Location40324 : ErrorCodes.Unauthorized;
+      refuse(rule, `stage ${JSON.stringify(name)} is not allowed`, code);
     }
     if (at.kind === 'whenMatched' && !WHEN_MATCHED_STAGES.has(name)) {
       refuse(
@@ -444,7 +447,7 @@ class PipelineRewriter {
         return refuse(
           'pipeline.unknown-stage',
           `stage ${JSON.stringify(name)} is not allowed`,
-          ErrorCodes.CommandNotSupported,
+          ErrorCodes.Location40324,
         );
     }
   }

@@ -1,6 +1,6 @@
 /**
  * Read commands: find, count, distinct, aggregate, explain, listIndexes, listCollections
- * (catalogue 6-17, 21, 24, 28-36, 59-60; ../shared/design/isolation-catalogue.md).
+ * (catalogue 6-17, 21, 24, 28-36, 59-60; docs/threat-catalogue.md).
  *
  * Every handler checks its top-level fields (policy/commands.ts), resolves the namespace it names
  * (physical names go into the forwarded body, `$db` included), validates every filter,
@@ -30,7 +30,7 @@
  *   `<db>.<coll>` for find / aggregate / listIndexes, `<db>.$cmd.aggregate` for `aggregate: 1`,
  *   `<db>.$cmd.listCollections` for listCollections.
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
   childDocument,
@@ -48,21 +48,23 @@ import {
   validateCollation,
   validateFilter,
   validateHint,
+  tenantHint,
   validateProjection,
   validateSort,
 } from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
-import { capMaxTimeMS } from './limits.js';
+import { deserialize, type Document } from '../wire/bson.js';
+import { capMaxTimeMS } from '../policy/limits.js';
 import { rewritePipelineDetailed, validateExpressionFields } from './pipeline.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-} from './types.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ResolvedNamespace,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+  VirtualOperation,
+} from '../policy/types.js';
 
 /** Binary comparison, whatever the collection's default collation (catalogue 9). */
 const SIMPLE_COLLATION: RawValue = documentOf([['locale', valueOf('simple')]]);
@@ -168,11 +170,19 @@ function noSequences(input: CommandInput): void {
     refuse('opmsg.sequence', `${input.name} takes no document sequences`, ErrorCodes.InvalidOptions);
 }
 
+/** The filter of find / count / distinct, always checked by validateFilter (filterField). */
+const FILTER_FIELDS: ReadonlySet<string> = new Set(['filter', 'query']);
+
 /** Fields and forbidden content of the whole body (G1, G3, catalogue 1-2, 11). */
 function checkBody(handler: HandlerName, input: CommandInput): void {
   noSequences(input);
   assertAllowedFields(handler, input.body);
-  for (const element of input.body.elements) assertNoForbidden(element, `${input.name}.${element.name}`);
+  for (const element of input.body.elements) {
+    // A comment is never evaluated: any BSON is fine there (it only shows in the server's logs).
+    // Filters are checked by validateFilter, which knows where strings are evaluated.
+    if (element.name === 'comment' || FILTER_FIELDS.has(element.name)) continue;
+    assertNoForbidden(element, `${input.name}.${element.name}`);
+  }
 }
 
 function resolveCollection(input: CommandInput, context: TenantContext): { coll: string; ns: ResolvedNamespace } {
@@ -193,9 +203,18 @@ function filterField(rw: Rewrite, field: string, tenantFiltered: boolean): void 
 }
 
 /** hint: checked against the tenant-prefixed index rule (catalogue 60). */
-function hintField(rw: Rewrite, tenantFiltered: boolean): void {
+function hintField(rw: Rewrite, tenantFiltered: boolean, ns?: { db: string; coll: string }): void {
   const hint = rw.body.get('hint');
-  if (hint !== undefined) validateHint(hint, `${rw.input.name}.hint`, rw.context.field, tenantFiltered);
+  if (hint === undefined) return;
+  const where = `${rw.input.name}.hint`;
+  if (rw.context.virtualDdl === true && tenantFiltered && ns !== undefined) {
+    // A private database per tenant: names and keys map to the tenant's prefixed indexes (issue 13).
+    validateHint(hint, where, rw.context.field, false);
+    const physical = tenantHint(hint, where, rw.context.field, rw.context.hintKeys, `${ns.db}.${ns.coll}`);
+    if (physical !== undefined) rw.set('hint', physical, 'hint.tenant-map');
+    return;
+  }
+  validateHint(hint, where, rw.context.field, tenantFiltered);
 }
 
 /**
@@ -245,7 +264,7 @@ function findImpl(input: CommandInput, context: TenantContext, options: ReadOpti
   if (projection !== undefined) validateProjection(projection, 'find.projection');
   const sort = input.body.get('sort');
   if (sort !== undefined) validateSort(sort, 'find.sort');
-  hintField(rw, ns.tenantFiltered);
+  hintField(rw, ns.tenantFiltered, ns);
   collationField(rw, ns.tenantFiltered);
   letField(rw);
   boundsFields(rw, ns.tenantFiltered);
@@ -282,7 +301,7 @@ function rewriteQueryCommand(
   const rw = new Rewrite(input, context, `${input.db}.${coll}`);
   if (options.facts !== undefined) options.facts.sharedData ||= ns.tenantFiltered || ns.model === 'shared-collection';
   filterField(rw, 'query', ns.tenantFiltered);
-  hintField(rw, ns.tenantFiltered);
+  hintField(rw, ns.tenantFiltered, ns);
   collationField(rw, ns.tenantFiltered);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime(options);
@@ -358,7 +377,7 @@ function aggregateImpl(input: CommandInput, context: TenantContext, options: Rea
   rw.body = rw.body.with('pipeline', rewritten);
   if (summary.namesMapped) rw.namesMapped = true;
   if (options.facts !== undefined) options.facts.sharedData ||= sharedModel || summary.touchesTenantFiltered;
-  hintField(rw, tenantFiltered);
+  hintField(rw, tenantFiltered, physicalColl === undefined ? undefined : { db: physicalDb, coll: physicalColl });
   collationField(rw, tenantFiltered || summary.touchesTenantFiltered);
   letField(rw);
   rw.physical(physicalDb, physicalColl, coll);
@@ -375,6 +394,8 @@ function listIndexesImpl(input: CommandInput, context: TenantContext): RewriteRe
   const cursor = input.body.get('cursor');
   if (cursor !== undefined && cursor.type !== BsonType.document)
     refuse('listIndexes.cursor', 'listIndexes.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (context.virtualDdl === true && ns.model === 'shared-collection' && ns.access === 'scoped')
+    return virtual(input, { kind: 'listIndexes', db: ns.db, coll: ns.coll }, `${input.db}.${coll}`);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime({});
   return rw.result({ registerCursor: { db: ns.db, coll: ns.coll }, filterListing: 'indexes' });
@@ -415,6 +436,19 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   const cursor = input.body.get('cursor');
   if (cursor !== undefined && cursor.type !== BsonType.document)
     refuse('listCollections.cursor', 'listCollections.cursor must be a document', ErrorCodes.TypeMismatch);
+  if (context.virtualDdl === true && database.model === 'shared-collection') {
+    const nameOnly = input.body.get('nameOnly');
+    return virtual(
+      input,
+      {
+        kind: 'listCollections',
+        db: database.db,
+        filter: filter === undefined ? undefined : (deserialize(RawDocument.parse(filter.value).toBytes()) as Document),
+        nameOnly: nameOnly !== undefined && nameOnly.type === BsonType.boolean && nameOnly.value[0] === 1,
+      },
+      input.db,
+    );
+  }
   if (database.model === 'shared-collection') {
     const nameOnly = input.body.get('nameOnly');
     if (nameOnly === undefined || nameOnly.type !== BsonType.boolean || nameOnly.value[0] !== 1) {
@@ -425,6 +459,17 @@ function listCollectionsImpl(input: CommandInput, context: TenantContext): Rewri
   if (database.model !== 'shared-collection') rw.namesMapped = true;
   rw.maxTime({});
   return rw.result({ registerCursor: { db: database.db, coll: '$cmd.listCollections' }, filterListing: 'collections' });
+}
+
+/** Answered by the tenancy executor from what the tenant owns (src/tenancy). */
+function virtual(input: CommandInput, operation: VirtualOperation, namespace: string): RewriteResult {
+  return {
+    body: input.body,
+    sequences: new Map(),
+    reply: { scrubErrors: true },
+    notes: [{ kind: 'rewrite', rule: `tenancy.${operation.kind}`, namespace }],
+    virtual: operation,
+  };
 }
 
 export const find: CommandHandler = (input, context) => findImpl(input, context);

@@ -18,7 +18,7 @@ import {
   type RawElement,
   type RawValue,
 } from '../wire/raw-bson.js';
-import type { NamespaceResolver } from './types.js';
+import type { NamespaceResolver } from '../policy/types.js';
 
 export const REDACTED = '<redacted>';
 

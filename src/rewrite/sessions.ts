@@ -12,21 +12,18 @@
  * the top-level `lsid` and strips `$clusterTime`); it is not idempotent for `lsid`, so the
  * handlers below never map the top-level `lsid` themselves. They map the lsid *lists* that
  * endSessions / refreshSessions / killSessions carry, and check the fields of
- * commitTransaction / abortTransaction. killAllSessions / killAllSessionsByPattern are refused
- * by the classification table and are not handled here.
+ * commitTransaction / abortTransaction. killSessions therefore only ever names upstream sessions
+ * derived from the tenant's own ids; an empty list, which kills every session of the (shared)
+ * backend user, is refused. killAllSessions / killAllSessionsByPattern are refused by the
+ * classification table and are not handled here.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { ErrorCodes, ProxyError } from '../errors.js';
+import { ErrorCodes, ProxyError, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, documentOf, RawDocument, type RawValue } from '../wire/raw-bson.js';
-import { capMaxTimeMS } from './limits.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type RewriteNote,
-  type RewriteResult,
-} from './types.js';
+import { capMaxTimeMS } from '../policy/limits.js';
+import { GENERIC_FIELDS as GENERIC_COMMAND_FIELDS } from '../policy/commands.js';
+import type { CommandHandler, CommandInput, RewriteNote, RewriteResult } from '../policy/types.js';
 
 const UUID_SUBTYPE = 0x04;
 const UUID_BYTES = 16;
@@ -129,26 +126,29 @@ export function mapSession(body: RawDocument, tenant: string, key: Buffer): RawD
   return changed ? new RawDocument(elements) : body;
 }
 
-/** Fields any of these commands may carry besides their own. */
-const GENERIC_FIELDS = new Set([
-  '$db',
-  'lsid',
-  '$clusterTime',
-  '$readPreference',
-  'apiVersion',
-  'apiStrict',
-  'apiDeprecationErrors',
-  'comment',
-]);
+/**
+ * Fields any of these commands may carry besides their own: the generic arguments every command
+ * takes (drivers add read preference, cluster time, write concern, API version, comments); the
+ * session ids among them are mapped by the engine, the cluster time dropped.
+ */
+const GENERIC_FIELDS: ReadonlySet<string> = new Set([...GENERIC_COMMAND_FIELDS, 'maxTimeMS']);
 
 function checkFields(input: CommandInput, allowed: ReadonlySet<string>): void {
   for (const name of input.body.names) {
     if (!allowed.has(name) && !GENERIC_FIELDS.has(name)) {
-      throw new PolicyRefusal(`${input.name}.field`, `field "${name}" is not allowed in ${input.name}`);
+      throw new PolicyRefusal(
+        `${input.name}.field`,
+        `field "${name}" is not allowed in ${input.name}`,
+        ErrorCodes.Location40415,
+      );
     }
   }
   if (input.sequences.size > 0) {
-    throw new PolicyRefusal(`${input.name}.field`, `${input.name} takes no document sequences`);
+    throw new PolicyRefusal(
+      `${input.name}.field`,
+      `${input.name} takes no document sequences`,
+      ErrorCodes.Location40415,
+    );
   }
 }
 

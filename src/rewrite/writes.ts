@@ -1,6 +1,6 @@
 /**
  * Write commands: insert, update, delete, findAndModify (both spellings) and bulkWrite.
- * Catalogue items 18, 19, 37-43, 50 and 61 (../shared/design/isolation-catalogue.md).
+ * Catalogue items 18, 19, 37-43, 50 and 61 (docs/threat-catalogue.md).
  *
  * Every handler resolves the namespaces it names (physical names go into the forwarded body),
  * reads its items from the body array or the kind-1 sequence of the same identifier (and keeps
@@ -16,7 +16,7 @@
  * Client values that are not rewritten are reused byte for byte (RawDocument splices elements).
  * w:0 (moreToCome) writes are rewritten exactly the same way (catalogue 50).
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
   RawDocument,
@@ -26,6 +26,7 @@ import {
   numberOf,
   sameValue,
   stringOf,
+  truthy,
   valueOf,
   type RawElement,
   type RawValue,
@@ -36,23 +37,24 @@ import {
   validateExpression,
   validateFilter,
   validateHint,
+  tenantHint,
   validateProjection,
   validateSort,
   validateUpdateDocument,
 } from '../policy/validate.js';
 import { tenantFilter } from './filter.js';
-import { capMaxTimeMS } from './limits.js';
+import { capMaxTimeMS } from '../policy/limits.js';
+import { insertEntriesForOperators, queryEqualities, replacementId, type DerivedField } from './upsert.js';
 import { validateExpressionFields } from './pipeline.js';
 import { assertAllowedFields } from '../policy/commands.js';
-import {
-  PolicyRefusal,
-  type CommandHandler,
-  type CommandInput,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type RewriteResult,
-  type TenantContext,
-} from './types.js';
+import type {
+  CommandHandler,
+  CommandInput,
+  ResolvedNamespace,
+  RewriteNote,
+  RewriteResult,
+  TenantContext,
+} from '../policy/types.js';
 
 /** The server's limit for a user document (BSONObjMaxUserSize): stamping never goes past it (catalogue 51). */
 export const MAX_USER_DOCUMENT_SIZE = 16 * 1024 * 1024;
@@ -85,6 +87,8 @@ const BULK_UPDATE_FIELDS = new Set([
 const BULK_DELETE_FIELDS = new Set(['delete', 'filter', 'multi', 'hint', 'collation']);
 const NS_INFO_FIELDS = new Set(['ns']);
 const BULK_CURSOR_FIELDS = new Set(['batchSize']);
+
+const EMPTY_DOCUMENT: RawValue = documentOf([]);
 
 /** The only stages of a pipeline-style update (catalogue 40). */
 const UPDATE_PIPELINE_STAGES = new Set(['$addFields', '$set', '$project', '$unset', '$replaceRoot', '$replaceWith']);
@@ -143,7 +147,7 @@ function assertKnownFields(doc: RawDocument, allowed: ReadonlySet<string>, where
   for (const { name } of doc.elements) {
     if (name === 'rawData')
       refuse('write.raw-data', `${where}: rawData addresses raw time-series buckets and is not allowed`);
-    if (!allowed.has(name)) refuse(rule, `${where}: the field "${name}" is not allowed`, ErrorCodes.BadValue);
+    if (!allowed.has(name)) refuse(rule, `${where}: the field "${name}" is not allowed`, ErrorCodes.Location40415);
   }
 }
 
@@ -243,7 +247,8 @@ function capMaxTime(body: RawDocument, context: TenantContext, notes: Notes): Ra
  */
 function checkBody(body: RawDocument, items: readonly string[], where: string): void {
   for (const element of body.elements) {
-    if (items.includes(element.name)) continue;
+    // A comment is never evaluated: any BSON is fine there (it only shows in the server's logs).
+    if (items.includes(element.name) || element.name === 'comment') continue;
     assertNoForbidden(element, `${where}.${element.name}`);
   }
   const variables = body.get('let');
@@ -265,7 +270,8 @@ function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix:
     if (name.includes('.'))
       refuse('document.dotted-field', `${where}: top-level field names may not contain "."`, ErrorCodes.BadValue);
   }
-  assertNoForbidden(value, where);
+  // Stored data: a string mentioning $$USER_ROLES is text, never evaluated.
+  assertNoForbidden(value, where, { literalStrings: true });
   const { context, target } = scope;
   if (!target.resolved.tenantFiltered) return value;
 
@@ -361,33 +367,69 @@ function rewriteUpdatePipeline(value: RawValue, scope: Scope, where: string): Ra
 /**
  * An update's `u` (findAndModify `update`, bulkWrite `updateMods`): an operator document
  * (validated: no tenant paths, catalogue 37-38, 41), a replacement (stamped like an insert,
- * catalogue 39) or a pipeline (catalogue 40).
+ * catalogue 39) or a pipeline (catalogue 40). `upsertQuery`: the client's filter of an upsert,
+ * whose equality fields the proxy adds where the upstream does not derive them (upsert.ts).
  */
-function rewriteUpdateSpec(value: RawValue, scope: Scope, where: string): RawValue {
+function rewriteUpdateSpec(value: RawValue, scope: Scope, where: string, upsertQuery?: RawValue): RawValue {
   // Tenant paths are refused in every model: the field means nothing outside shared collections,
   // but refusing it everywhere keeps one rule set.
-  switch (validateUpdateDocument(value, scope.context.field, where)) {
+  const kind = validateUpdateDocument(value, scope.context.field, where);
+  const derived = kind === 'pipeline' ? [] : upsertFields(upsertQuery, scope);
+  switch (kind) {
     case 'pipeline':
+      // FerretDB v1 refuses pipeline updates; MongoDB derives the query's fields itself.
       return rewriteUpdatePipeline(value, scope, where);
     case 'replacement':
-      return stampDocument(value, scope, where, 'replacement');
+      return stampDocument(withQueryId(value, derived, scope), scope, where, 'replacement');
     case 'operators':
-      return scope.target.resolved.tenantFiltered ? withTenantOnInsert(value, scope) : value;
+      return withInsertFields(value, derived, scope);
   }
 }
 
 /**
- * Operator updates get `$setOnInsert: {<field>: T}` so a document an upsert creates is always
- * stamped (G8): not every server derives fields from the `$and` of the wrapped query. Client
- * paths on the tenant field were refused before this, so nothing can conflict; on a plain
- * update $setOnInsert does nothing.
+ * The fields an upsert with this client filter derives, when the proxy must add them: the
+ * upstream does not derive them through the tenant `$and` (FerretDB v1), the namespace is
+ * tenant-filtered (elsewhere the filter is not wrapped, so the upstream sees it as sent), and
+ * the query gives a document at all (a conflict is left to the upstream, as MongoDB fails it
+ * only when it inserts).
  */
-function withTenantOnInsert(value: RawValue, scope: Scope): RawValue {
+function upsertFields(upsertQuery: RawValue | undefined, scope: Scope): readonly DerivedField[] {
+  if (upsertQuery === undefined || scope.context.upsertFieldsFromAnd !== false) return [];
+  if (!scope.target.resolved.tenantFiltered) return [];
+  const derivation = queryEqualities(upsertQuery);
+  return 'fields' in derivation ? derivation.fields : [];
+}
+
+/** A replacement upsert without `_id` takes the query's `_id` equality (catalogue 38). */
+function withQueryId(value: RawValue, derived: readonly DerivedField[], scope: Scope): RawValue {
+  if (derived.length === 0 || value.type !== BsonType.document) return value;
+  const replacement = RawDocument.parse(value.value);
+  const id = replacementId(replacement, derived);
+  if (id === undefined) return value;
+  scope.notes.add('upsert.query-fields', scope.target.clientNs);
+  return new RawDocument([{ name: '_id', type: id.type, value: id.value }, ...replacement.elements]).toValue();
+}
+
+/**
+ * Operator updates in shared collections get `$setOnInsert: {<field>: T}` so a document an upsert
+ * creates is always stamped (G8): not every server derives fields from the `$and` of the wrapped
+ * query. Client paths on the tenant field were refused before this, so nothing can conflict; on a
+ * plain update $setOnInsert does nothing. Where the upstream does not derive the query's other
+ * equality fields either, those the update does not write itself are added too (upsert.ts).
+ */
+function withInsertFields(value: RawValue, derived: readonly DerivedField[], scope: Scope): RawValue {
+  if (!scope.target.resolved.tenantFiltered) return value;
   const update = RawDocument.parse(value.value);
   const existing = update.get('$setOnInsert');
   const onInsert = existing === undefined ? new RawDocument([]) : RawDocument.parse(existing.value);
+  const fromQuery = insertEntriesForOperators(update, derived, scope.context.field);
+  if (fromQuery.length > 0) scope.notes.add('upsert.query-fields', scope.target.clientNs);
   scope.notes.add('upsert.stamp');
-  return update.with('$setOnInsert', onInsert.with(scope.context.field, scope.context.tenantValue).toValue()).toValue();
+  const entries = new RawDocument([...onInsert.elements, ...fromQuery]).with(
+    scope.context.field,
+    scope.context.tenantValue,
+  );
+  return update.with('$setOnInsert', entries.toValue()).toValue();
 }
 
 function checkArrayFilters(value: RawValue, where: string): void {
@@ -405,6 +447,7 @@ function checkOptions(
   scope: Scope,
   where: string,
   names: { arrayFilters?: string; constants?: string; fields?: string },
+  replacements?: Map<string, RawValue>,
 ): void {
   const { context, target } = scope;
   const tenantFiltered = target.resolved.tenantFiltered;
@@ -412,6 +455,14 @@ function checkOptions(
     const at = `${where}.${element.name}`;
     switch (element.name) {
       case 'hint':
+        if (context.virtualDdl === true && tenantFiltered && replacements !== undefined) {
+          // A private database per tenant: names and keys map to the tenant's prefixed indexes (issue 13).
+          validateHint(element, at, context.field, false);
+          const { db, coll } = target.resolved;
+          const physical = tenantHint(element, at, context.field, context.hintKeys, `${db}.${coll}`);
+          if (physical !== undefined) replacements.set('hint', physical);
+          break;
+        }
         // In shared collections only tenant-prefixed indexes (catalogue 60).
         validateHint(element, at, context.field, tenantFiltered);
         break;
@@ -483,8 +534,9 @@ function rewriteUpdateStatement(
   if (update === undefined)
     refuse('write.missing-field', `${where} requires ${names.update}`, ErrorCodes.FailedToParse);
   replacements.set(names.filter, rewriteFilter(filter, scope, `${where}.${names.filter}`)!);
-  replacements.set(names.update, rewriteUpdateSpec(update, scope, `${where}.${names.update}`));
-  checkOptions(doc, scope, where, { arrayFilters: 'arrayFilters', constants: names.constants });
+  const upsertQuery = truthy(doc.get('upsert')) ? filter : undefined;
+  replacements.set(names.update, rewriteUpdateSpec(update, scope, `${where}.${names.update}`, upsertQuery));
+  checkOptions(doc, scope, where, { arrayFilters: 'arrayFilters', constants: names.constants }, replacements);
   return replaceElements(pinCollation(doc, scope), replacements);
 }
 
@@ -492,11 +544,11 @@ function rewriteUpdateStatement(
 function rewriteDeleteStatement(doc: RawDocument, scope: Scope, where: string, filterName: string): RawValue {
   const filter = doc.get(filterName);
   if (filter === undefined) refuse('write.missing-field', `${where} requires ${filterName}`, ErrorCodes.FailedToParse);
-  checkOptions(doc, scope, where, {});
-  return replaceElements(
-    pinCollation(doc, scope),
-    new Map([[filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!]]),
-  );
+  const replacements = new Map<string, RawValue>([
+    [filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!],
+  ]);
+  checkOptions(doc, scope, where, {}, replacements);
+  return replaceElements(pinCollation(doc, scope), replacements);
 }
 
 function replyFor(target: Target): RewriteResult['reply'] {
@@ -572,8 +624,11 @@ export const findAndModify: CommandHandler = (input, context) => {
   const { body, scope, notes, target } = prepare(input, context, 'findAndModify', ['query', 'update'], []);
   const replacements = new Map<string, RawValue>();
   const update = body.get('update');
-  if (update !== undefined) replacements.set('update', rewriteUpdateSpec(update, scope, 'update'));
-  checkOptions(body, scope, input.name, { arrayFilters: 'arrayFilters', fields: 'fields' });
+  if (update !== undefined) {
+    const upsertQuery = truthy(body.get('upsert')) ? (body.get('query') ?? EMPTY_DOCUMENT) : undefined;
+    replacements.set('update', rewriteUpdateSpec(update, scope, 'update', upsertQuery));
+  }
+  checkOptions(body, scope, input.name, { arrayFilters: 'arrayFilters', fields: 'fields' }, replacements);
   let out = replaceIn(body, replacements);
   // A missing query becomes the tenant predicate alone (appended after the client's fields).
   const wrapped = rewriteFilter(body.get('query'), scope, 'query');

@@ -14,6 +14,7 @@ import type { HostPort, ListenerConfig, ListenerTlsConfig } from '../config/type
 import { createListenerTls, type ListenerTls } from '../identity/tls-context.js';
 import type { PeerCertificate } from '../identity/types.js';
 import { ClientConnection, type ClientConnectionDeps } from './client-connection.js';
+import { createConnectionObserver, type ObservabilitySinks } from './connection-observer.js';
 
 export interface Listener {
   readonly name: string;
@@ -39,8 +40,15 @@ export interface PreparedListenerUpdate {
   discard(): void;
 }
 
-/** What every listener shares: the connection deps minus the per-listener parts. */
-export type SharedConnectionDeps = Omit<ClientConnectionDeps, 'listener' | 'peerCertificate'>;
+/**
+ * What every listener shares: the connection deps minus the per-listener and per-connection
+ * parts, plus the metrics, audit log and logger each connection's observer reports to.
+ */
+export type SharedConnectionDeps = Omit<
+  ClientConnectionDeps,
+  'listener' | 'peerCertificate' | 'observe' | 'currentIdentity'
+> &
+  ObservabilitySinks;
 
 /** Counts connections across listeners against `limits.maxConnections`. */
 export class ConnectionRegistry {
@@ -89,9 +97,16 @@ export async function startListener(
       listener: current,
       identity: deps.identity,
     });
+    const accepted = current;
     const connection = new ClientConnection(
       socket,
-      { ...deps, listener: current, peerCertificate, currentIdentity },
+      {
+        ...deps,
+        listener: accepted,
+        peerCertificate,
+        currentIdentity,
+        observe: (fields) => createConnectionObserver(deps, { ...fields, listener: accepted.name }),
+      },
       (closed) => {
         registry.connections.delete(closed);
         own.delete(closed);

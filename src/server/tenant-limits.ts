@@ -12,9 +12,9 @@
  * remembered only while it has connections or commands in flight, or while its bucket is still
  * refilling (idle tenants are forgotten at most `sweepIntervalMS` after their bucket is full).
  */
-import { ErrorCodes, ProxyError } from '../errors.js';
+import { TenantLimitExceeded, type TenantLimitReason } from '../errors.js';
 
-export type TenantLimitReason = 'connections' | 'in_flight' | 'rate';
+export { TenantLimitExceeded, type TenantLimitReason };
 
 export interface TenantLimitSettings {
   /** Client connections per tenant; 0 unlimited. */
@@ -32,26 +32,6 @@ export interface TenantLimitsOptions {
   now?: () => number;
   /** How often (at most) idle tenants with a full bucket are forgotten. Default 1000 ms. */
   sweepIntervalMS?: number;
-}
-
-/**
- * A command or connection refused by a tenant limit. Answered as `OperationFailed` (96). The
- * in-flight and rate refusals carry `SystemOverloadedError` and `RetryableError`, the labels of
- * the drivers' client backpressure specification: drivers that implement it retry with backoff.
- */
-export class TenantLimitExceeded extends ProxyError {
-  readonly reason: TenantLimitReason;
-
-  constructor(reason: TenantLimitReason, message: string) {
-    super(ErrorCodes.OperationFailed, message, {
-      labels: reason === 'connections' ? [] : ['SystemOverloadedError', 'RetryableError'],
-    });
-    this.reason = reason;
-  }
-
-  override get name(): string {
-    return 'TenantLimitExceeded';
-  }
 }
 
 interface TenantState {

@@ -18,6 +18,7 @@ import {
   subDocument,
 } from '../wire/bson-scan.js';
 import { deserialize, type Document } from '../wire/bson.js';
+import { RawDocument, bsonElementOf, type RawElement } from '../wire/raw-bson.js';
 import type { RetryCommand } from './retry.js';
 
 export interface CommandTraits extends RetryCommand {
@@ -40,7 +41,15 @@ export function cursorKey(ns: string, id: bigint): string {
 
 /** Reads the traits of a command body (an OP_MSG kind-0 section). */
 export function commandTraits(body: Uint8Array): CommandTraits {
-  const first = firstElement(body);
+  return traitsOf(RawDocument.parse(body).elements);
+}
+
+/**
+ * The traits of a command body already split into its top-level elements (`RawDocument.elements`):
+ * what the client connection decoded once, or the isolation engine's rewritten body.
+ */
+export function traitsOf(fields: readonly RawElement[]): CommandTraits {
+  const first = fields[0];
   const name = first?.name ?? '';
   const traits: CommandTraits = {
     name,
@@ -56,40 +65,42 @@ export function commandTraits(body: Uint8Array): CommandTraits {
   };
   let collection: string | undefined;
   let cursorIds: bigint[] = [];
-  for (const element of elements(body)) {
+  for (const field of fields) {
+    const { value } = field;
+    const element = bsonElementOf(field);
     try {
-      switch (element.name) {
+      switch (field.name) {
         case '$db':
-          traits.db = readString(body, element);
+          traits.db = readString(value, element);
           break;
         case 'lsid':
-          if (element.type === BsonType.document) traits.lsid = Buffer.from(subDocument(body, element)).toString('hex');
+          if (field.type === BsonType.document) traits.lsid = Buffer.from(value).toString('hex');
           break;
         case 'txnNumber':
           traits.hasTxnNumber = true;
           break;
         case 'autocommit':
-          traits.inTransaction = element.type === BsonType.boolean && body[element.offset] === 0;
+          traits.inTransaction = field.type === BsonType.boolean && value[0] === 0;
           break;
         case 'startTransaction':
-          traits.startTransaction = element.type === BsonType.boolean && body[element.offset] === 1;
+          traits.startTransaction = field.type === BsonType.boolean && value[0] === 1;
           break;
         case '$readPreference':
-          if (element.type === BsonType.document) traits.readPreference = deserialize(subDocument(body, element));
+          if (field.type === BsonType.document) traits.readPreference = deserialize(value);
           break;
         case 'maxTimeMS': {
-          const ms = readNumber(body, element);
+          const ms = readNumber(value, element);
           if (ms > 0) traits.maxTimeMS = ms;
           break;
         }
         case 'collection':
-          if (element.type === BsonType.string) collection = readString(body, element);
+          if (field.type === BsonType.string) collection = readString(value, element);
           break;
         case 'cursors':
-          if (element.type === BsonType.array) cursorIds = int64Items(subDocument(body, element));
+          if (field.type === BsonType.array) cursorIds = int64Items(value);
           break;
         case 'pipeline':
-          if (element.type === BsonType.array) traits.pipelineWrites = pipelineWrites(subDocument(body, element));
+          if (field.type === BsonType.array) traits.pipelineWrites = pipelineWrites(value);
           break;
         default:
           break;
@@ -99,11 +110,12 @@ export function commandTraits(body: Uint8Array): CommandTraits {
     }
   }
   try {
-    if (name === 'getMore' && first !== null && first.type === BsonType.int64 && collection !== undefined) {
-      traits.cursor = cursorKey(`${traits.db}.${collection}`, readInt64(body, first));
-    } else if (name === 'killCursors' && first !== null && first.type === BsonType.string) {
+    if (name === 'getMore' && first !== undefined && first.type === BsonType.int64 && collection !== undefined) {
+      traits.cursor = cursorKey(`${traits.db}.${collection}`, readInt64(first.value, bsonElementOf(first)));
+    } else if (name === 'killCursors' && first !== undefined && first.type === BsonType.string) {
       const id = cursorIds[0];
-      if (id !== undefined) traits.cursor = cursorKey(`${traits.db}.${readString(body, first)}`, id);
+      if (id !== undefined)
+        traits.cursor = cursorKey(`${traits.db}.${readString(first.value, bsonElementOf(first))}`, id);
     }
   } catch {
     // as above

@@ -40,6 +40,8 @@ export interface UpstreamServerInfo {
    * the simple collation on tenant-filtered commands only where it is (catalogue 9).
    */
   collationSupported: boolean;
+  /** The buildInfo reply read with the hello (absent when it failed): version, what kind of server. */
+  buildInfo?: Document;
   /** The raw hello reply, for fields not lifted above. */
   hello: Document;
 }
@@ -105,6 +107,7 @@ export function describeServer(
     hello,
   };
   if (typeof hello.setName === 'string') info.setName = hello.setName;
+  if (buildInfo !== undefined) info.buildInfo = buildInfo;
   // Absent (FerretDB v1, standalones without sessions) means: no sessions; keep it absent.
   if (typeof hello.logicalSessionTimeoutMinutes === 'number') {
     info.logicalSessionTimeoutMinutes = hello.logicalSessionTimeoutMinutes;

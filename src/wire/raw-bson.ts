@@ -161,6 +161,14 @@ export function isArray(value: RawValue | undefined): value is RawValue {
   return value?.type === BsonType.array;
 }
 
+/**
+ * The element as bson-scan's typed readers take it, relative to its own value bytes: read it with
+ * `readString(element.value, bsonElementOf(element))` and the like (errors name the field).
+ */
+export function bsonElementOf(element: RawElement): BsonElement {
+  return { type: element.type, name: element.name, start: 0, offset: 0, length: element.value.length };
+}
+
 /** A string value's text (NUL inside is refused by the reader, catalogue item 52). */
 export function stringOf(value: RawValue): string {
   if (value.type !== BsonType.string) throw new ProxyError(ErrorCodes.TypeMismatch, 'expected a string');

@@ -1,61 +1,103 @@
 /**
- * A scriptable in-process stand-in for a MongoDB server, for the few behaviours FerretDB lacks
- * (exhaust streams) and for recording the exact bytes the proxy sends upstream. It answers hello
- * like a standalone, and the proxy's own buildInfo probe (the first command after hello on a
- * connection, sent by Upstream.start) like MongoDB (no `ferretdbVersion`, so the proxy pins the
- * simple collation: catalogue 9) unless `options.buildInfo` says otherwise; neither is recorded.
- * Every other command, a client's buildInfo included, goes to the test's handler.
+ * The tests' one in-process stand-in for a MongoDB server: for what FerretDB cannot show
+ * (exhaust streams, replica-set roles and elections, transactions, a reset at an exact moment,
+ * compressed or broken replies) and for recording the exact bytes sent upstream. Frames are split
+ * here and built by test/helpers/raw-client.ts, by hand, so the code under test is never its own
+ * oracle (compressed frames alone go through the product's codec).
+ *
+ * A handler answers each command in one of two ways, mixed freely:
+ * - it returns a script: reply documents (all but the last get moreToCome), 'no-reply', 'close'
+ *   (reset the connection: a network failure after the request reached the server), or
+ *   `{ delayMs, replies, thenClose }` (`thenClose`: every reply with moreToCome, then a reset: an
+ *   exhaust stream cut in the middle);
+ * - or it answers through the peer (`peer.reply`, `peer.socket`) for exact ids, flags,
+ *   compression and broken frames, and returns nothing.
+ *
+ * By default the fake answers hello itself, like a standalone (`options.hello` plays another role:
+ * a replica-set member, a mongos), and the proxy's buildInfo probe (the first command after hello
+ * on a connection, sent by Upstream.start) like MongoDB (no `ferretdbVersion`, so the proxy pins
+ * the simple collation: catalogue 9) unless `options.buildInfo` says otherwise; neither reaches the
+ * handler nor `received`. With `answerHandshake: false` every command goes to the handler (tests
+ * of the handshake and of monitoring themselves).
  */
-import { createServer, type Server, type Socket } from 'node:net';
-import { deserialize, serialize, type Document } from 'bson';
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { deserialize, type Document } from 'bson';
+import type { CompressorName } from '../../src/config/types.js';
+import { compressMessage, decompressMessage } from '../../src/wire/op-compressed.js';
+import { OP_COMPRESSED, OP_MSG, opMsg } from './raw-client.js';
 
 export interface ReceivedMessage {
-  flags: number;
   requestId: number;
+  responseTo: number;
+  /** Opcode on the wire (2012 when the sender compressed). */
+  wireOpCode: number;
+  /** Opcode of the message (after decompression). */
+  opCode: number;
+  /** OP_MSG flag bits (0 for other opcodes). */
+  flags: number;
+  /** The OP_MSG body (its kind-0 section); `{}` for other messages. */
   body: Document;
+  /** The frame as it came (compressed when the sender compressed). */
   bytes: Buffer;
-  /** Which upstream connection (socket) it came on: 1, 2, … in accept order. */
+  /** Which connection (socket) it came on: 1, 2, … in accept order. */
   connection: number;
 }
 
-/**
- * What the handler wants sent back: documents, each a reply; all but the last get moreToCome.
- * 'close' resets the connection instead of answering (a network failure after the request
- * reached the server); `thenClose` sends every reply with moreToCome, then resets (an exhaust
- * stream cut in the middle).
- */
-export type FakeHandler = (
-  message: ReceivedMessage,
-) => Document[] | 'no-reply' | 'close' | { delayMs: number; replies: Document[]; thenClose?: boolean };
+export type FakeAnswer =
+  Document[] | 'no-reply' | 'close' | { delayMs: number; replies: Document[]; thenClose?: boolean };
+
+/** Returns the answer to send, or nothing when it answered (or chose not to) through `peer`. */
+export type FakeHandler = (message: ReceivedMessage, peer: FakePeer) => FakeAnswer | void | Promise<FakeAnswer | void>;
+
+export interface ReplyOptions {
+  /** Default: the id of the message (or the number) replied to. */
+  responseTo?: number;
+  moreToCome?: boolean;
+  compress?: CompressorName;
+  /** Default: the next id of the fake's own sequence. */
+  requestId?: number;
+}
+
+/** One accepted connection. */
+export interface FakePeer {
+  /** 1, 2, … in accept order (`ReceivedMessage.connection`). */
+  connection: number;
+  socket: Socket;
+  /** What reached the handler on this connection, in order. */
+  received: ReceivedMessage[];
+  /** Sends an OP_MSG reply; resolves with the requestId it used. */
+  reply(doc: Document, to: ReceivedMessage | number, options?: ReplyOptions): Promise<number>;
+}
 
 export interface FakeUpstream {
-  uri: string;
-  /** `127.0.0.1:<port>` */
-  address: string;
+  host: string;
   port: number;
+  address: { host: string; port: number };
+  /** `127.0.0.1:<port>`, as hosts are named in hello replies and URIs. */
+  hostPort: string;
+  /** `mongodb://127.0.0.1:<port>/?directConnection=true` */
+  uri: string;
+  /** What reached the handler, on every connection, in order. */
   received: ReceivedMessage[];
+  /** Every connection accepted so far, in accept order. */
+  peers: FakePeer[];
   /** Sockets currently open (the proxy's pool connections, monitoring connections). */
   readonly openConnections: number;
   close(): Promise<void>;
 }
 
-const MORE_TO_COME = 1 << 1;
-let replyIds = 50_000;
-
-function encode(doc: Document, responseTo: number, flags: number): { bytes: Buffer; requestId: number } {
-  const body = Buffer.from(serialize(doc));
-  const bytes = Buffer.alloc(16 + 4 + 1 + body.length);
-  const requestId = ++replyIds;
-  bytes.writeInt32LE(bytes.length, 0);
-  bytes.writeInt32LE(requestId, 4);
-  bytes.writeInt32LE(responseTo, 8);
-  bytes.writeInt32LE(2013, 12);
-  bytes.writeUInt32LE(flags, 16);
-  bytes[20] = 0;
-  body.copy(bytes, 21);
-  return { bytes, requestId };
+export interface FakeUpstreamOptions {
+  /** Hand hello and the buildInfo probe to the handler too (default: the fake answers them). */
+  answerHandshake?: boolean;
+  /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
+  buildInfo?: Document;
+  /** The hello reply, asked for every hello (so a test can change it: a replica-set election). */
+  hello?: () => Document;
+  /** Listen on this port (default: a free one). */
+  port?: number;
 }
 
+/** A standalone's hello reply. */
 export const FAKE_HELLO: Document = {
   isWritablePrimary: true,
   maxBsonObjectSize: 16 * 1024 * 1024,
@@ -76,13 +118,31 @@ export const FAKE_BUILD_INFO: Document = {
   ok: 1,
 };
 
-export interface FakeUpstreamOptions {
-  /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
-  buildInfo?: Document;
-  /** The hello reply, asked for every hello (so a test can change it: a replica-set election). */
-  hello?: () => Document;
-  /** Listen on this port (default: a free one). */
-  port?: number;
+const MORE_TO_COME = 1 << 1;
+/** Replies' own ids, far from the ids clients use. */
+let replyIds = 50_000;
+
+const HELLO_NAMES = new Set(['hello', 'isMaster', 'ismaster']);
+
+/** Bigger than anything a test sends: the bound only guards the fake against a corrupt size. */
+const MAX_UNCOMPRESSED_BYTES = 64 * 1024 * 1024;
+
+async function parse(bytes: Buffer, connection: number): Promise<ReceivedMessage> {
+  const wireOpCode = bytes.readInt32LE(12);
+  const plain = wireOpCode === OP_COMPRESSED ? await decompressMessage(bytes, MAX_UNCOMPRESSED_BYTES) : bytes;
+  const opCode = plain.readInt32LE(12);
+  const isMsg = opCode === OP_MSG;
+  const hasBody = isMsg && plain[20] === 0;
+  return {
+    requestId: plain.readInt32LE(4),
+    responseTo: plain.readInt32LE(8),
+    wireOpCode,
+    opCode,
+    flags: isMsg ? plain.readUInt32LE(16) : 0,
+    body: hasBody ? deserialize(plain.subarray(21, 21 + plain.readInt32LE(21))) : {},
+    bytes,
+    connection,
+  };
 }
 
 export async function startFakeUpstream(
@@ -90,76 +150,103 @@ export async function startFakeUpstream(
   options: FakeUpstreamOptions = {},
 ): Promise<FakeUpstream> {
   const received: ReceivedMessage[] = [];
-  const sockets = new Set<Socket>();
-  let accepted = 0;
+  const peers: FakePeer[] = [];
+  const open = new Set<Socket>();
+  const answerHandshake = options.answerHandshake ?? true;
+
   const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    const connection = ++accepted;
-    socket.on('close', () => sockets.delete(socket));
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
     socket.on('error', () => undefined);
+    const peer: FakePeer = {
+      connection: peers.length + 1,
+      socket,
+      received: [],
+      async reply(doc, to, replyOptions = {}) {
+        const requestId = replyOptions.requestId ?? ++replyIds;
+        const responseTo = replyOptions.responseTo ?? (typeof to === 'number' ? to : to.requestId);
+        const flags = replyOptions.moreToCome === true ? MORE_TO_COME : 0;
+        let frame = opMsg(doc, { requestId, responseTo, flags }).bytes;
+        if (replyOptions.compress !== undefined) frame = await compressMessage(frame, replyOptions.compress);
+        if (!socket.destroyed) socket.write(frame);
+        return requestId;
+      },
+    };
+    peers.push(peer);
+
     /** Until the first command other than hello: a buildInfo then is the proxy's probe. */
     let probing = true;
+    const serve = async (message: ReceivedMessage): Promise<void> => {
+      const name = Object.keys(message.body)[0];
+      if (answerHandshake && name !== undefined && HELLO_NAMES.has(name)) {
+        const hello = options.hello?.() ?? FAKE_HELLO;
+        await peer.reply({ ...hello, connectionId: peer.connection, localTime: new Date() }, message);
+        return;
+      }
+      const probe = probing && name === 'buildInfo';
+      probing = false;
+      if (answerHandshake && probe) {
+        await peer.reply(options.buildInfo ?? FAKE_BUILD_INFO, message);
+        return;
+      }
+      received.push(message);
+      peer.received.push(message);
+      const answer = await handler(message, peer);
+      if (answer === undefined || answer === 'no-reply') return;
+      if (answer === 'close') {
+        socket.resetAndDestroy();
+        return;
+      }
+      const { delayMs, replies, thenClose } = Array.isArray(answer)
+        ? { delayMs: 0, replies: answer, thenClose: false }
+        : answer;
+      const send = async (): Promise<void> => {
+        // A stream: each reply answers the previous one.
+        let responseTo = message.requestId;
+        for (const [index, doc] of replies.entries()) {
+          const last = index === replies.length - 1 && thenClose !== true;
+          responseTo = await peer.reply(doc, responseTo, { moreToCome: !last });
+        }
+        if (thenClose === true) socket.end(() => socket.resetAndDestroy());
+      };
+      // A delayed answer does not hold up the commands after it (a server works concurrently).
+      if (delayMs > 0) setTimeout(() => void send(), delayMs);
+      else await send();
+    };
+
     let buffered = Buffer.alloc(0);
+    // Commands are served one at a time, in order, also when a handler is async.
+    let chain = Promise.resolve();
     socket.on('data', (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       while (buffered.length >= 4 && buffered.length >= buffered.readInt32LE(0)) {
         const length = buffered.readInt32LE(0);
-        const bytes = buffered.subarray(0, length);
+        const bytes = Buffer.from(buffered.subarray(0, length));
         buffered = buffered.subarray(length);
-        const requestId = bytes.readInt32LE(4);
-        const flags = bytes.readUInt32LE(16);
-        const bodyLength = bytes.readInt32LE(21);
-        const body = deserialize(bytes.subarray(21, 21 + bodyLength));
-        const message = { flags, requestId, body, bytes: Buffer.from(bytes), connection };
-        const name = Object.keys(body)[0];
-        if (name === 'hello' || name === 'isMaster' || name === 'ismaster') {
-          const hello = options.hello?.() ?? FAKE_HELLO;
-          socket.write(encode({ ...hello, connectionId: connection, localTime: new Date() }, requestId, 0).bytes);
-          continue;
-        }
-        const probe = probing && name === 'buildInfo';
-        probing = false;
-        if (probe) {
-          socket.write(encode(options.buildInfo ?? FAKE_BUILD_INFO, requestId, 0).bytes);
-          continue;
-        }
-        received.push(message);
-        const answer = handler(message);
-        if (answer === 'no-reply') continue;
-        if (answer === 'close') {
-          socket.resetAndDestroy();
-          return;
-        }
-        const { delayMs, replies, thenClose } = Array.isArray(answer)
-          ? { delayMs: 0, replies: answer, thenClose: false }
-          : answer;
-        const send = (): void => {
-          let responseTo = requestId;
-          replies.forEach((doc, index) => {
-            const last = index === replies.length - 1 && thenClose !== true;
-            const reply = encode(doc, responseTo, last ? 0 : MORE_TO_COME);
-            responseTo = reply.requestId;
-            if (!socket.destroyed) socket.write(reply.bytes);
-          });
-          if (thenClose === true) socket.end(() => socket.resetAndDestroy());
-        };
-        if (delayMs > 0) setTimeout(send, delayMs);
-        else send();
+        chain = chain.then(async () => {
+          if (socket.destroyed) return; // reset by an earlier answer: nothing after it arrives
+          await serve(await parse(bytes, peer.connection));
+        });
       }
     });
   });
+
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
-  const address = server.address() as { port: number };
+  const { port } = server.address() as AddressInfo;
+  const host = '127.0.0.1';
   return {
-    uri: `mongodb://127.0.0.1:${address.port}/?directConnection=true`,
-    address: `127.0.0.1:${address.port}`,
-    port: address.port,
-    get openConnections() {
-      return sockets.size;
-    },
+    host,
+    port,
+    address: { host, port },
+    hostPort: `${host}:${port}`,
+    uri: `mongodb://${host}:${port}/?directConnection=true`,
     received,
+    peers,
+    get openConnections() {
+      return open.size;
+    },
     async close() {
-      for (const socket of sockets) socket.destroy();
+      for (const socket of open) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

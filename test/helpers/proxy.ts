@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { ProxyConfig } from '../../src/config/types.js';
 import { defaultConfig } from '../../src/config/index.js';
 import { startProxy, type RunningProxy } from '../../src/main.js';
+import { RawClient } from './raw-client.js';
 import { upstreamUri } from './upstream.js';
 
 /** Audit lines a test proxy keeps (the newest). */
@@ -23,7 +24,9 @@ export interface TestProxy {
   uri: string;
   /** A new client to the proxy (connects on first use); closed by stop(). */
   client(options?: MongoClientOptions): MongoClient;
-  /** Closes every client made by client(), then the proxy. */
+  /** A raw wire client connected to the first listener; closed by stop(). */
+  raw(): Promise<RawClient>;
+  /** Closes every client made by client() and raw(), then the proxy. */
   stop(): Promise<void>;
   /** The audit events written so far (parsed JSON lines), kept in memory instead of stdout. */
   auditEvents(): Record<string, unknown>[];
@@ -70,6 +73,7 @@ export async function startTestProxy(
   const { host, port } = proxy.address;
   const uri = `mongodb://${host.includes(':') ? `[${host}]` : host}:${port}/?directConnection=true`;
   const clients = new Set<MongoClient>();
+  const raws = new Set<RawClient>();
   let stopping: Promise<void> | undefined;
   return {
     proxy,
@@ -78,6 +82,12 @@ export async function startTestProxy(
     client(options: MongoClientOptions = {}): MongoClient {
       const client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, ...options });
       clients.add(client);
+      return client;
+    },
+    async raw(): Promise<RawClient> {
+      const client = await RawClient.connect(host, port);
+      raws.add(client);
+      client.socket.once('close', () => raws.delete(client));
       return client;
     },
     auditText: () => auditLines.join(''),
@@ -89,6 +99,7 @@ export async function startTestProxy(
         .map((line) => JSON.parse(line) as Record<string, unknown>),
     stop(): Promise<void> {
       stopping ??= (async () => {
+        for (const raw of raws) raw.close();
         await Promise.allSettled([...clients].map((client) => client.close()));
         await proxy.close();
       })();

@@ -3,7 +3,8 @@
  * and reads back whole frames. Frames are built here by hand (not with the proxy's encoder) so
  * the proxy is never its own oracle.
  */
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { serialize, deserialize, type Document } from 'bson';
 
 export const OP_REPLY = 1;
@@ -27,10 +28,18 @@ export interface BuiltFrame {
   requestId: number;
 }
 
-/** OP_MSG with one body and optional kind-1 sequences; `flags` as given (no checksum appended). */
+/**
+ * OP_MSG with one body and optional kind-1 sequences; `flags` as given (no checksum appended).
+ * `responseTo` makes it a reply (the fake upstream's).
+ */
 export function opMsg(
   body: Document | Buffer,
-  options: { flags?: number; sequences?: { id: string; docs: Document[] }[]; requestId?: number } = {},
+  options: {
+    flags?: number;
+    sequences?: { id: string; docs: Document[] }[];
+    requestId?: number;
+    responseTo?: number;
+  } = {},
 ): BuiltFrame {
   const requestId = options.requestId ?? ++requestCounter;
   const parts: Buffer[] = [];
@@ -45,7 +54,8 @@ export function opMsg(
     parts.push(Buffer.from([1]), size, id, ...docs);
   }
   const payload = Buffer.concat(parts);
-  return { bytes: Buffer.concat([header(16 + payload.length, requestId, 0, OP_MSG), payload]), requestId };
+  const responseTo = options.responseTo ?? 0;
+  return { bytes: Buffer.concat([header(16 + payload.length, requestId, responseTo, OP_MSG), payload]), requestId };
 }
 
 /** Legacy OP_QUERY as drivers send the first handshake. */
@@ -91,7 +101,7 @@ export class RawClient {
   private waiters: Array<() => void> = [];
   closed = false;
 
-  private constructor(readonly socket: Socket) {
+  private constructor(readonly socket: Duplex) {
     socket.on('data', (chunk: Buffer) => {
       this.buffered = Buffer.concat([this.buffered, chunk]);
       this.wake();
@@ -110,6 +120,11 @@ export class RawClient {
       socket.once('error', reject);
     });
     return new RawClient(socket);
+  }
+
+  /** Over any duplex stream (an in-memory pair in unit tests). */
+  static over(stream: Duplex): RawClient {
+    return new RawClient(stream);
   }
 
   private wake(): void {

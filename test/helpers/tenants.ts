@@ -14,7 +14,7 @@ export interface TenantProxy {
   uriFor(tenant: string): string;
   /** A driver client acting as `tenant` (closed by stop()). */
   clientFor(tenant: string, options?: MongoClientOptions): MongoClient;
-  /** A raw wire client acting as `tenant` (the caller closes it). */
+  /** A raw wire client acting as `tenant` (closed by stop()). */
   rawFor(tenant: string): Promise<RawClient>;
   stop(): Promise<void>;
 }
@@ -32,6 +32,7 @@ export async function startTenantProxy(
   }));
   const proxy = await startTestProxy({ ...overrides, listeners });
   const clients = new Set<MongoClient>();
+  const raws = new Set<RawClient>();
   const addressOf = (tenant: string): { host: string; port: number } => {
     const index = tenants.indexOf(tenant);
     const address = proxy.proxy.addresses[`tenant${index}`];
@@ -51,11 +52,15 @@ export async function startTenantProxy(
       clients.add(client);
       return client;
     },
-    rawFor(tenant) {
+    async rawFor(tenant) {
       const { host, port } = addressOf(tenant);
-      return RawClient.connect(host, port);
+      const client = await RawClient.connect(host, port);
+      raws.add(client);
+      client.socket.once('close', () => raws.delete(client));
+      return client;
     },
     async stop() {
+      for (const raw of raws) raw.close();
       await Promise.allSettled([...clients].map((client) => client.close()));
       await proxy.stop();
     },

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { MongoClient } from 'mongodb';
 import { MongoClient as MongoClient6 } from 'mongodb6';
+import { scrape } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
 import { RawClient, opMsg, rawFrame, replyDocument } from '../helpers/raw-client.js';
@@ -17,8 +18,7 @@ let direct: MongoClient;
 const dbName = uniqueDbName('compression');
 
 async function compressedCount(compressor: string, direction: 'received' | 'sent'): Promise<number> {
-  const address = proxy.proxy.metricsAddress!;
-  const text = await (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
+  const text = await scrape(proxy.proxy);
   const pattern = new RegExp(
     `mongo_tenant_proxy_compressed_messages_total\\{[^}]*compressor="${compressor}"[^}]*direction="${direction}"[^}]*\\} (\\d+)`,
   );

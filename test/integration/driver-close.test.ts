@@ -7,65 +7,24 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Binary, UUID } from 'bson';
-import { afterEach, describe, expect, it } from 'vitest';
-import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
-import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
+import { describe, expect } from 'vitest';
+import { it } from '../helpers/fixtures.js';
+import { samples } from '../helpers/metrics.js';
+import { opMsg, replyDocument } from '../helpers/raw-client.js';
+import { directClient, uniqueDbName } from '../helpers/upstream.js';
+import { until } from '../helpers/wait.js';
 
 const MORE_TO_COME = 1 << 1;
-
-let proxy: TestProxy | undefined;
-let faults: FaultProxy | undefined;
-let fake: FakeUpstream | undefined;
-const raw = new Set<RawClient>();
-
-afterEach(async () => {
-  for (const client of raw) client.close();
-  raw.clear();
-  await proxy?.stop();
-  await faults?.close();
-  await fake?.close();
-  proxy = undefined;
-  faults = undefined;
-  fake = undefined;
-});
-
-async function rawClient(): Promise<RawClient> {
-  const { host, port } = proxy!.proxy.address;
-  const client = await RawClient.connect(host, port);
-  raw.add(client);
-  return client;
-}
-
-/** The samples of one metric family, as `{labels} value` pairs keyed by their label text. */
-async function samples(name: string): Promise<Map<string, number>> {
-  const text = await proxy!.proxy.metrics.registry.metrics();
-  const found = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const cut = line.lastIndexOf(' ');
-    found.set(line.slice(name.length, cut), Number(line.slice(cut + 1)));
-  }
-  return found;
-}
-
-async function until(condition: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 const endSessions = (): Buffer =>
   opMsg({ endSessions: [{ id: new Binary(new UUID(randomUUID()).buffer, 4) }], $db: 'admin' }, { flags: MORE_TO_COME })
     .bytes;
 
 describe('a driver closing its client (endSessions with moreToCome)', () => {
-  it('is forwarded without a reply to the client: no protocol error, no error outcome, the connection stays open', async () => {
-    proxy = await startTestProxy();
+  it('is forwarded without a reply to the client: no protocol error, no error outcome, the connection stays open', async ({
+    startProxy,
+  }) => {
+    const proxy = await startProxy();
     const client = proxy.client();
     const db = client.db(uniqueDbName('driver_close'));
     await client.withSession(async (session) => {
@@ -73,23 +32,25 @@ describe('a driver closing its client (endSessions with moreToCome)', () => {
     });
     await client.close(); // sends endSessions for the pooled session, with w:0
 
-    await until(async () =>
-      [...(await samples('mongo_tenant_proxy_operations_total')).keys()].some((labels) =>
-        labels.includes('command="endSessions"'),
-      ),
+    await until(
+      async () =>
+        [...(await samples(proxy.proxy, 'operations_total')).keys()].some((labels) =>
+          labels.includes('command="endSessions"'),
+        ),
+      { timeoutMS: 20_000 },
     );
-    const operations = await samples('mongo_tenant_proxy_operations_total');
+    const operations = await samples(proxy.proxy, 'operations_total');
     const endSessionsOutcomes = [...operations.keys()].filter((labels) => labels.includes('command="endSessions"'));
     expect(
       endSessionsOutcomes.every((labels) => /outcome="(ok|rewritten)"/.test(labels)),
       endSessionsOutcomes.join(', '),
     ).toBe(true);
     expect(
-      [...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0),
+      [...(await samples(proxy.proxy, 'protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0),
     ).toBe(0);
 
     // The same on a raw connection: no reply to the endSessions, and the next command is answered.
-    const c = await rawClient();
+    const c = await proxy.raw();
     c.write(endSessions());
     const ping = opMsg({ ping: 1, $db: 'admin' });
     c.write(ping.bytes);
@@ -98,13 +59,15 @@ describe('a driver closing its client (endSessions with moreToCome)', () => {
     expect(replyDocument(reply!).ok).toBe(1);
   });
 
-  it('before a tenant exists, is not answered either (a reply nobody asked for would answer the next command)', async () => {
-    proxy = await startTestProxy({
+  it('before a tenant exists, is not answered either (a reply nobody asked for would answer the next command)', async ({
+    startProxy,
+  }) => {
+    const proxy = await startProxy({
       listeners: [
         { name: 'handshake-only', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null },
       ],
     });
-    const c = await rawClient();
+    const c = await proxy.raw();
     c.write(endSessions());
     const ping = opMsg({ ping: 1, $db: 'admin' });
     c.write(ping.bytes);
@@ -115,17 +78,20 @@ describe('a driver closing its client (endSessions with moreToCome)', () => {
 });
 
 describe('unacknowledged commands on a shared upstream connection', () => {
-  it('leave nothing behind for the next client: w:0 writes and endSessions interleaved with acknowledged writes over a pool of one', async () => {
+  it('leave nothing behind for the next client: w:0 writes and endSessions interleaved with acknowledged writes over a pool of one', async ({
+    faultProxy,
+    startProxy,
+  }) => {
     // A server may answer moreToCome anyway (FerretDB does). Were the command sent as is, that
     // stray reply would reach the pooled connection after it went to another client, and fail the
     // other client's write. The proxy asks for the reply and drops it.
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({
+    const faults = await faultProxy();
+    const proxy = await startProxy({
       upstream: { uri: faults.uri, maxPoolSize: 1, retry: { maxAttempts: 1, initialBackoffMS: 0, maxBackoffMS: 0 } },
     });
     const database = uniqueDbName('fnf_shared');
-    const unacknowledged = await rawClient();
-    const acknowledged = await rawClient();
+    const unacknowledged = await proxy.raw();
+    const acknowledged = await proxy.raw();
     const connectionsBefore = faults.stats().connectionsTotal;
     for (let i = 0; i < 20; i++) {
       unacknowledged.write(
@@ -158,44 +124,52 @@ describe('unacknowledged commands on a shared upstream connection', () => {
 });
 
 describe('a client that leaves right after an unacknowledged command', () => {
-  it('is not a protocol violation while the proxy still waits for the upstream reply it drops', async () => {
-    fake = await startFakeUpstream((message) =>
+  it('is not a protocol violation while the proxy still waits for the upstream reply it drops', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream((message) =>
       'endSessions' in message.body ? { delayMs: 300, replies: [{ ok: 1 }] } : [{ ok: 1 }],
     );
-    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
-    const c = await rawClient();
+    const proxy = await startProxy({ upstream: { uri: fake.uri } });
+    const c = await proxy.raw();
     const ping = opMsg({ ping: 1, $db: 'admin' });
     expect((await c.command(ping)).ok).toBe(1);
     c.write(endSessions());
-    await until(async () => fake!.received.some((message) => 'endSessions' in message.body));
+    await until(async () => fake.received.some((message) => 'endSessions' in message.body), { timeoutMS: 20_000 });
     c.close(); // what a driver does right after sending endSessions
-    await until(async () => (await samples('mongo_tenant_proxy_client_connections')).get('') === 0);
+    await until(async () => (await samples(proxy.proxy, 'client_connections')).get('') === 0, { timeoutMS: 20_000 });
     await new Promise((resolve) => setTimeout(resolve, 400)); // the upstream reply has arrived and been dropped
     expect(
-      [...(await samples('mongo_tenant_proxy_protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0),
+      [...(await samples(proxy.proxy, 'protocol_errors_total')).values()].reduce((sum, value) => sum + value, 0),
     ).toBe(0);
   });
 
-  it('is not an upstream error either: the command completes and its upstream connection is kept', async () => {
+  it('is not an upstream error either: the command completes and its upstream connection is kept', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
     // A driver closes its socket right after its w:0 endSessions; whether the proxy sees the
     // close before the upstream reply is a race that a slow (loaded) upstream loses every time.
     // The delay makes the close always come first.
-    fake = await startFakeUpstream((message) =>
+    const fake = await fakeUpstream((message) =>
       'endSessions' in message.body ? { delayMs: 300, replies: [{ ok: 1 }] } : [{ ok: 1 }],
     );
-    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
-    const c = await rawClient();
+    const proxy = await startProxy({ upstream: { uri: fake.uri } });
+    const c = await proxy.raw();
     expect((await c.command(opMsg({ ping: 1, $db: 'admin' }))).ok).toBe(1);
     const upstreamConnections = fake.openConnections;
     c.write(endSessions());
-    await until(async () => fake!.received.some((message) => 'endSessions' in message.body));
+    await until(async () => fake.received.some((message) => 'endSessions' in message.body), { timeoutMS: 20_000 });
     c.close();
-    await until(async () =>
-      [...(await samples('mongo_tenant_proxy_operations_total')).keys()].some((labels) =>
-        labels.includes('command="endSessions"'),
-      ),
+    await until(
+      async () =>
+        [...(await samples(proxy.proxy, 'operations_total')).keys()].some((labels) =>
+          labels.includes('command="endSessions"'),
+        ),
+      { timeoutMS: 20_000 },
     );
-    const outcomes = [...(await samples('mongo_tenant_proxy_operations_total')).keys()].filter((labels) =>
+    const outcomes = [...(await samples(proxy.proxy, 'operations_total')).keys()].filter((labels) =>
       labels.includes('command="endSessions"'),
     );
     expect(

@@ -3,28 +3,17 @@
  * fake upstream that records the exact bytes the proxy sends. The end-to-end exhaust case with
  * a real driver needs MongoDB and runs only when MONGODB_URI points at one.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { Long } from 'bson';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+import { it } from '../helpers/fixtures.js';
+import { opMsg, replyDocument } from '../helpers/raw-client.js';
 
 const EXHAUST_ALLOWED = 1 << 16;
 const MORE_TO_COME = 1 << 1;
 
-let fake: FakeUpstream | undefined;
-let proxy: TestProxy | undefined;
-
-afterEach(async () => {
-  await proxy?.stop();
-  await fake?.close();
-  proxy = undefined;
-  fake = undefined;
-});
-
 describe('exhaust cursors', () => {
-  it('relays every streamed reply in order, each answering the previous one', async () => {
-    fake = await startFakeUpstream((message) => {
+  it('relays every streamed reply in order, each answering the previous one', async ({ fakeUpstream, startProxy }) => {
+    const fake = await fakeUpstream((message) => {
       if ('find' in message.body) return [{ cursor: { id: Long.fromNumber(7), ns: 'db.c', firstBatch: [] }, ok: 1 }];
       if ('getMore' in message.body && (message.flags & EXHAUST_ALLOWED) !== 0) {
         return [1, 2, 3].map((batch) => ({
@@ -34,8 +23,8 @@ describe('exhaust cursors', () => {
       }
       return [{ ok: 1 }];
     });
-    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
-    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    const proxy = await startProxy({ upstream: { uri: fake.uri } });
+    const c = await proxy.raw();
     // The cursor must be this tenant's (catalogue 20): open it first.
     expect((await c.command(opMsg({ find: 'c', $db: 'db' }))).ok).toBe(1);
     const request = opMsg({ getMore: Long.fromNumber(7), collection: 'c', $db: 'db' }, { flags: EXHAUST_ALLOWED });
@@ -58,17 +47,20 @@ describe('exhaust cursors', () => {
 });
 
 describe('upstream connection reuse', () => {
-  it('never reuses an upstream connection whose reply is still outstanding when its client leaves', async () => {
-    fake = await startFakeUpstream((message) =>
+  it('never reuses an upstream connection whose reply is still outstanding when its client leaves', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream((message) =>
       message.body.comment === 'slow' ? { delayMs: 100, replies: [{ ok: 1, who: 'slow' }] } : [{ ok: 1, who: 'fast' }],
     );
-    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxIdleConnections: 4 } });
+    const proxy = await startProxy({ upstream: { uri: fake.uri, maxIdleConnections: 4 } });
     for (let round = 0; round < 5; round += 1) {
-      const leaving = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+      const leaving = await proxy.raw();
       leaving.write(opMsg({ ping: 1, comment: 'slow', $db: 'admin' }).bytes);
       await new Promise((resolve) => setTimeout(resolve, 10));
       leaving.close();
-      const next = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+      const next = await proxy.raw();
       // Must be answered by its own request, never by the slow reply meant for the one who left.
       expect((await next.command(opMsg({ ping: 1, comment: 'fast', $db: 'admin' }))).who).toBe('fast');
       next.close();
@@ -77,9 +69,9 @@ describe('upstream connection reuse', () => {
 });
 
 describe('bytes sent upstream', () => {
-  it('never forwards client metadata, hello or auth commands', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1 }]);
-    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
+  it('never forwards client metadata, hello or auth commands', async ({ fakeUpstream, startProxy }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1 }]);
+    const proxy = await startProxy({ upstream: { uri: fake.uri } });
     const client = await proxy.client({ appName: 'secret-app-name' });
     await client.db('x').command({ ping: 1 });
     await client.db('admin').command({ hello: 1 });
@@ -91,10 +83,13 @@ describe('bytes sent upstream', () => {
     for (const message of fake.received) expect(message.bytes.includes(Buffer.from('secret-app-name'))).toBe(false);
   });
 
-  it('forwards a moreToCome (w:0) request asking the upstream for a reply it drops: the client gets none', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1 }]);
-    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
-    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+  it('forwards a moreToCome (w:0) request asking the upstream for a reply it drops: the client gets none', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1 }]);
+    const proxy = await startProxy({ upstream: { uri: fake.uri } });
+    const c = await proxy.raw();
     c.write(
       opMsg({ insert: 'c', documents: [{ a: 1 }], writeConcern: { w: 0 }, $db: 'db' }, { flags: MORE_TO_COME }).bytes,
     );
@@ -108,10 +103,13 @@ describe('bytes sent upstream', () => {
     c.close();
   });
 
-  it('strips a verified checksum when forwarding and clears unknown optional bits', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1 }]);
-    proxy = await startTestProxy({ upstream: { uri: fake.uri } });
-    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+  it('strips a verified checksum when forwarding and clears unknown optional bits', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1 }]);
+    const proxy = await startProxy({ upstream: { uri: fake.uri } });
+    const c = await proxy.raw();
     expect((await c.command(opMsg({ ping: 1, $db: 'admin' }, { flags: 1 << 20 }))).ok).toBe(1);
     expect(fake.received[0]!.flags).toBe(0);
     c.close();

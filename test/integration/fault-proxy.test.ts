@@ -9,6 +9,7 @@ import { MongoClient, MongoNetworkError, type MongoClientOptions } from 'mongodb
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type FaultProxy, HIGH_WATER_MARK, startFaultProxy, targetFromUri } from '../helpers/fault-proxy.js';
 import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
+import { sleep, until } from '../helpers/wait.js';
 
 // ---------------------------------------------------------------------------------------------
 // A plain echo server that also records what each connection received.
@@ -107,16 +108,6 @@ async function connectClient(port: number): Promise<TestClient> {
   };
 }
 
-async function until(condition: () => boolean, what: string, timeoutMS = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMS;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** Timers may fire a millisecond or two "early" against a clock read elsewhere. */
 const SLACK_MS = 5;
 
@@ -168,7 +159,10 @@ describe('fault proxy against an echo server', () => {
     });
     c.socket.end();
     expect(await c.closed).toBeUndefined();
-    await until(() => faults.stats().connectionsOpen === 0, 'the connection to be counted closed');
+    await until(() => faults.stats().connectionsOpen === 0, {
+      timeoutMS: 5_000,
+      message: 'the connection to be counted closed',
+    });
     expect(faults.stats().connectionsTotal).toBe(1);
   });
 
@@ -237,7 +231,10 @@ describe('fault proxy against an echo server', () => {
     faults.resetAll();
     const error = await c.closed;
     expect((error as NodeJS.ErrnoException | undefined)?.code).toBe('ECONNRESET');
-    await until(() => echo.connections.at(-1)?.closed === true, 'the target side to be closed');
+    await until(() => echo.connections.at(-1)?.closed === true, {
+      timeoutMS: 5_000,
+      message: 'the target side to be closed',
+    });
     const again = await client();
     again.socket.write('y');
     expect((await again.waitFor(1)).toString()).toBe('y');
@@ -254,7 +251,10 @@ describe('fault proxy against an echo server', () => {
     existing.socket.write('2');
     const fresh = await client(); // accepted
     fresh.socket.write('hello');
-    await until(() => faults.stats().bytesDropped === 6, 'the proxy to read and drop 6 bytes');
+    await until(() => faults.stats().bytesDropped === 6, {
+      timeoutMS: 5_000,
+      message: 'the proxy to read and drop 6 bytes',
+    });
     await sleep(150);
     expect(existing.received().toString()).toBe('1');
     expect(fresh.received().length).toBe(0);
@@ -289,8 +289,8 @@ describe('fault proxy against an echo server', () => {
     faults.setMode('half-open');
     c.socket.write('bcdef');
     const target = echo.connections.at(-1)!;
-    await until(() => target.received === 6, 'the target to receive the bytes');
-    await until(() => faults.stats().bytesDropped === 5, 'the echo to be dropped');
+    await until(() => target.received === 6, { timeoutMS: 5_000, message: 'the target to receive the bytes' });
+    await until(() => faults.stats().bytesDropped === 5, { timeoutMS: 5_000, message: 'the echo to be dropped' });
     await sleep(100);
     expect(c.received().toString()).toBe('a');
     // Even the target's FIN is hidden from the client.
@@ -308,14 +308,14 @@ describe('fault proxy against an echo server', () => {
     before.socket.write('abcdefgh');
     await before.closed;
     const existingTarget = echo.connections.at(-1)!;
-    await until(() => existingTarget.ended, 'the target to see the FIN');
+    await until(() => existingTarget.ended, { timeoutMS: 5_000, message: 'the target to see the FIN' });
     expect(existingTarget.received).toBe(14);
 
     const fresh = await client(); // counted from its start
     fresh.socket.write(Buffer.alloc(100, 9));
     await fresh.closed;
     const freshTarget = echo.connections.at(-1)!;
-    await until(() => freshTarget.ended, 'the target to see the FIN');
+    await until(() => freshTarget.ended, { timeoutMS: 5_000, message: 'the target to see the FIN' });
     expect(freshTarget.received).toBe(4);
     faults.cutAfterBytes(null);
   });
@@ -400,7 +400,10 @@ describe('fault proxy in front of the shared upstream, through the driver', () =
     expect(during.bytesClientToUpstream).toBeGreaterThan(before.bytesClientToUpstream);
     expect(during.bytesUpstreamToClient).toBeGreaterThan(before.bytesUpstreamToClient);
     await client.close();
-    await until(() => faults.stats().connectionsOpen === before.connectionsOpen, 'the driver connections to close');
+    await until(() => faults.stats().connectionsOpen === before.connectionsOpen, {
+      timeoutMS: 5_000,
+      message: 'the driver connections to close',
+    });
   });
 
   it('latency adds at least the round trip to a command', async () => {

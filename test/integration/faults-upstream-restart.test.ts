@@ -9,12 +9,13 @@
  * Run alone, repeatedly: `npm run test:faults`.
  */
 import { MongoClient } from 'mongodb';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
+import { it } from '../helpers/fixtures.js';
 import { MiB, settledMemory } from '../helpers/memory.js';
 import { metricValue } from '../helpers/metrics.js';
 import { MixedLoad, checkLedger, reportLedger } from '../helpers/mixed-load.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { startRestartableFerretDB, uniqueDbName, type RestartableFerretDB } from '../helpers/upstream.js';
+import type { TestProxy } from '../helpers/proxy.js';
+import { startRestartableFerretDB, uniqueDbName } from '../helpers/upstream.js';
 import { sleep, until } from '../helpers/wait.js';
 
 /** How long the upstream stays down after the first failures were seen. */
@@ -25,27 +26,14 @@ const UPSTREAM_DOWN_MS = 1_500;
  */
 const BREAKER_OPEN_MS = 1_000;
 
-let ferret: RestartableFerretDB | undefined;
-let proxy: TestProxy | undefined;
-let direct: MongoClient | undefined;
-
-afterEach(async () => {
-  await proxy?.stop();
-  await direct?.close();
-  await ferret?.stop();
-  proxy = undefined;
-  direct = undefined;
-  ferret = undefined;
-});
-
 /** Load clients: several drivers, each with a small pool, as several application instances. */
-function loadClients(count: number): MongoClient[] {
-  return Array.from({ length: count }, () => proxy!.client({ maxPoolSize: 3 }));
+function loadClients(proxy: TestProxy, count: number): MongoClient[] {
+  return Array.from({ length: count }, () => proxy.client({ maxPoolSize: 3 }));
 }
 
 /** Runs a short fault-free load so first-use allocations (JIT, caches, metric labels) are done. */
-async function warmUp(database: string): Promise<void> {
-  const clients = loadClients(2);
+async function warmUp(proxy: TestProxy, database: string): Promise<void> {
+  const clients = loadClients(proxy, 2);
   const load = new MixedLoad({ clients, database, collection: 'warmup', workersPerClient: 2 });
   load.start();
   await until(() => load.succeeded >= 150, { timeoutMS: 30_000, message: 'warm-up load made no progress' });
@@ -55,19 +43,24 @@ async function warmUp(database: string): Promise<void> {
 }
 
 describe('upstream killed and restarted during a mixed load', () => {
-  it('loses no acknowledged write, applies none twice, fails reads only retryably, keeps serving and returns to its memory baseline', async () => {
-    ferret = await startRestartableFerretDB();
-    proxy = await startTestProxy({ upstream: { uri: ferret.uri, circuitBreaker: { openMS: BREAKER_OPEN_MS } } });
-    direct = new MongoClient(ferret.uri, { serverSelectionTimeoutMS: 20_000 });
+  it('loses no acknowledged write, applies none twice, fails reads only retryably, keeps serving and returns to its memory baseline', async ({
+    defer,
+    startProxy,
+  }) => {
+    const ferret = await startRestartableFerretDB();
+    defer(() => ferret.stop());
+    const proxy = await startProxy({ upstream: { uri: ferret.uri, circuitBreaker: { openMS: BREAKER_OPEN_MS } } });
+    const direct = new MongoClient(ferret.uri, { serverSelectionTimeoutMS: 20_000 });
+    defer(() => direct.close());
     const database = uniqueDbName('faults_restart');
 
-    await warmUp(database);
-    await until(async () => (await metricValue(proxy!.proxy, 'client_connections')) === 0, {
+    await warmUp(proxy, database);
+    await until(async () => (await metricValue(proxy.proxy, 'client_connections')) === 0, {
       message: 'warm-up clients still connected',
     });
     const baseline = await settledMemory();
 
-    const clients = loadClients(4);
+    const clients = loadClients(proxy, 4);
     const load = new MixedLoad({ clients, database, workersPerClient: 3 });
     load.start();
     await until(() => load.succeeded >= 150, { timeoutMS: 30_000, message: 'load made no progress before the kill' });
@@ -106,7 +99,7 @@ describe('upstream killed and restarted during a mixed load', () => {
 
     // Memory: every client connection is gone, no upstream connection is in use or leaked, and
     // the heap and buffers are near the pre-load baseline.
-    await until(async () => (await metricValue(proxy!.proxy, 'client_connections')) === 0, {
+    await until(async () => (await metricValue(proxy.proxy, 'client_connections')) === 0, {
       message: 'client connections not released',
     });
     expect(await metricValue(proxy.proxy, 'upstream_connections', { state: 'in_use' })).toBe(0);

@@ -6,43 +6,26 @@
  * upstream; the flooding clients are raw sockets (test/helpers/raw-client.ts).
  */
 import type { MongoClient } from 'mongodb';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { defaultConfig } from '../../src/config/index.js';
 import type { ProxyConfig } from '../../src/config/types.js';
 import { MiB, settledMemory } from '../helpers/memory.js';
 import { metricValue } from '../helpers/metrics.js';
+import { it } from '../helpers/fixtures.js';
 import type { DeepPartial } from '../helpers/proxy.js';
-import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
-import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
+import { opMsg, replyDocument, type RawClient } from '../helpers/raw-client.js';
+import type { TenantProxy } from '../helpers/tenants.js';
 import { uniqueDbName } from '../helpers/upstream.js';
 import { until, withDeadline } from '../helpers/wait.js';
 
-let tenants: TenantProxy | undefined;
-const raw = new Set<RawClient>();
-
-afterEach(async () => {
-  for (const client of raw) client.close();
-  raw.clear();
-  await tenants?.stop();
-  tenants = undefined;
-});
-
-async function start(limits: DeepPartial<ProxyConfig['limits']>): Promise<TenantProxy> {
-  tenants = await startTenantProxy(['flood', 'victim'], { limits });
-  return tenants;
-}
-
 /** `count` raw connections as `tenant`, opened in batches so the listen backlog never overflows. */
-async function connectMany(tenant: string, count: number, batch = 100): Promise<RawClient[]> {
+async function connectMany(tenants: TenantProxy, tenant: string, count: number, batch = 100): Promise<RawClient[]> {
   const clients: RawClient[] = [];
   for (let opened = 0; opened < count; opened += batch) {
     const next = await Promise.all(
-      Array.from({ length: Math.min(batch, count - opened) }, () => tenants!.rawFor(tenant)),
+      Array.from({ length: Math.min(batch, count - opened) }, () => tenants.rawFor(tenant)),
     );
-    for (const client of next) {
-      raw.add(client);
-      clients.push(client);
-    }
+    clients.push(...next);
   }
   return clients;
 }
@@ -58,25 +41,30 @@ async function victimWorks(client: MongoClient, database: string, operations: nu
 }
 
 const hello = (): ReturnType<typeof opMsg> => opMsg({ hello: 1, $db: 'admin' });
-const clientConnections = (): Promise<number> => metricValue(tenants!.proxy.proxy, 'client_connections');
+const clientConnections = (tenants: TenantProxy): Promise<number> =>
+  metricValue(tenants.proxy.proxy, 'client_connections');
 
 describe('1,000 clients trickling bytes of a frame (and 200 saying nothing)', () => {
-  it('are each closed after frameTimeoutMS (clientIdleTimeoutMS) with a counted protocol error, while another tenant keeps working and memory stays bounded', async () => {
+  it('are each closed after frameTimeoutMS (clientIdleTimeoutMS) with a counted protocol error, while another tenant keeps working and memory stays bounded', async ({
+    startTenantProxy,
+  }) => {
     // Each clock must outlast what this test does while the flood is held, measured on a loaded
     // machine with coverage: the proxy takes up to ~10 s to accept 1,200 connections, and every
     // idle clock runs meanwhile; the frame clocks start with the trickle, once all are accepted,
     // and the victim's work and the memory reading take up to ~9 s while the trickle runs.
-    await start({ frameTimeoutMS: 10_000, clientIdleTimeoutMS: 15_000 });
+    const tenants = await startTenantProxy(['flood', 'victim'], {
+      limits: { frameTimeoutMS: 10_000, clientIdleTimeoutMS: 15_000 },
+    });
     const database = uniqueDbName('flood_trickle');
     // Frequent heartbeats keep the victim's monitoring connection from going idle.
-    const victim = tenants!.clientFor('victim', { maxPoolSize: 2, heartbeatFrequencyMS: 1_000 });
+    const victim = tenants.clientFor('victim', { maxPoolSize: 2, heartbeatFrequencyMS: 1_000 });
     await victimWorks(victim, database, 5);
     const baseline = await settledMemory();
 
-    const before = await clientConnections();
-    const trickling = await connectMany('flood', 1_000);
-    const silent = await connectMany('flood', 200);
-    await until(async () => (await clientConnections()) >= before + 1_200, {
+    const before = await clientConnections(tenants);
+    const trickling = await connectMany(tenants, 'flood', 1_000);
+    const silent = await connectMany(tenants, 'flood', 200);
+    await until(async () => (await clientConnections(tenants)) >= before + 1_200, {
       timeoutMS: 60_000,
       message: 'the flooding clients are not all connected',
     });
@@ -108,18 +96,20 @@ describe('1,000 clients trickling bytes of a frame (and 200 saying nothing)', ()
     }
     expect(sent).toBeLessThan(frame.length);
     // Only the trickling ones broke the protocol; the silent ones were merely idle.
-    expect(await metricValue(tenants!.proxy.proxy, 'protocol_errors_total', { reason: 'FrameTimeout' })).toBe(1_000);
+    expect(await metricValue(tenants.proxy.proxy, 'protocol_errors_total', { reason: 'FrameTimeout' })).toBe(1_000);
     // A client connecting now is served (the victim's pool connection may have idled out meanwhile).
     await victim.close();
-    await victimWorks(tenants!.clientFor('victim'), database, 5);
-    await until(async () => (await clientConnections()) <= 2, { message: 'closed flooding connections still counted' });
+    await victimWorks(tenants.clientFor('victim'), database, 5);
+    await until(async () => (await clientConnections(tenants)) <= 2, {
+      message: 'closed flooding connections still counted',
+    });
     // At least the idle clock plus accepting 1,200 connections, which alone can take a minute on a loaded machine.
   }, 180_000);
 });
 
 /** Replies of about 4 MiB: every `find` on `big` returns four documents of 1 MiB. */
-async function seedBigDocuments(database: string): Promise<void> {
-  const seeder = tenants!.clientFor('flood');
+async function seedBigDocuments(tenants: TenantProxy, database: string): Promise<void> {
+  const seeder = tenants.clientFor('flood');
   const big = 'x'.repeat(MiB);
   await seeder
     .db(database)
@@ -137,15 +127,19 @@ const GREEDY_REQUESTS = 200;
  * once the proxy has stopped sending to clients (bytes sent to clients stop growing), with the
  * bytes sent to clients since they connected.
  */
-async function greedyClients(count: number, database: string): Promise<{ clients: RawClient[]; bytesSent: number }> {
-  const clients = await connectMany('flood', count);
+async function greedyClients(
+  tenants: TenantProxy,
+  count: number,
+  database: string,
+): Promise<{ clients: RawClient[]; bytesSent: number }> {
+  const clients = await connectMany(tenants, 'flood', count);
   for (const client of clients) {
     client.socket.pause(); // never reads: the kernel buffers fill, then the proxy's writes stall
     for (let i = 0; i < GREEDY_REQUESTS; i++)
       client.write(opMsg({ find: 'big', filter: {}, batchSize: 10, $db: database }).bytes);
   }
   const sentToClients = (): Promise<number> =>
-    metricValue(tenants!.proxy.proxy, 'bytes_sent_total', { direction: 'client' });
+    metricValue(tenants.proxy.proxy, 'bytes_sent_total', { direction: 'client' });
   const before = await sentToClients();
   // Stalled: at least one reply went out, then nothing more for three samples in a row.
   let previous = -1;
@@ -163,13 +157,10 @@ async function greedyClients(count: number, database: string): Promise<{ clients
 }
 
 /** The greedy clients go away: their connections and upstream connections are given back. */
-async function closeGreedy(clients: RawClient[]): Promise<void> {
-  for (const client of clients) {
-    client.close();
-    raw.delete(client);
-  }
-  await until(async () => (await clientConnections()) <= 2, { message: 'greedy connections still counted' });
-  await until(async () => (await metricValue(tenants!.proxy.proxy, 'upstream_connections', { state: 'in_use' })) <= 2, {
+async function closeGreedy(tenants: TenantProxy, clients: RawClient[]): Promise<void> {
+  for (const client of clients) client.close();
+  await until(async () => (await clientConnections(tenants)) <= 2, { message: 'greedy connections still counted' });
+  await until(async () => (await metricValue(tenants.proxy.proxy, 'upstream_connections', { state: 'in_use' })) <= 2, {
     message: "the greedy clients' upstream connections were not given back",
   });
 }
@@ -185,15 +176,17 @@ function smallUpstreamPool(size: number): DeepPartial<ProxyConfig> {
 }
 
 describe('clients that send many requests and never read the replies', () => {
-  it('one: is held back by socket backpressure (bounded memory), while another tenant keeps working', async () => {
-    await start({});
+  it('one: is held back by socket backpressure (bounded memory), while another tenant keeps working', async ({
+    startTenantProxy,
+  }) => {
+    const tenants = await startTenantProxy(['flood', 'victim']);
     const database = uniqueDbName('flood_noread');
-    await seedBigDocuments(database);
-    const victim = tenants!.clientFor('victim', { maxPoolSize: 2 });
+    await seedBigDocuments(tenants, database);
+    const victim = tenants.clientFor('victim', { maxPoolSize: 2 });
     await victimWorks(victim, database, 5);
     const baseline = await settledMemory();
 
-    const { clients, bytesSent } = await greedyClients(1, database);
+    const { clients, bytesSent } = await greedyClients(tenants, 1, database);
     expect(bytesSent).toBeLessThan(GREEDY_REQUESTS * REPLY_BYTES);
     const held = await settledMemory();
     // A reply or two in flight, not hundreds.
@@ -203,22 +196,24 @@ describe('clients that send many requests and never read the replies', () => {
     await victimWorks(victim, database, 20);
     expect(clients[0]!.closed).toBe(false);
 
-    await closeGreedy(clients);
+    await closeGreedy(tenants, clients);
     const after = await settledMemory();
     expect(after.arrayBuffers - baseline.arrayBuffers).toBeLessThan(16 * MiB);
   });
 
-  it('more of them than upstream connections in the pool: another tenant still gets upstream connections', async () => {
+  it('more of them than upstream connections in the pool: another tenant still gets upstream connections', async ({
+    startTenantProxy,
+  }) => {
     const poolSize = 4;
     const greedyCount = 6;
-    tenants = await startTenantProxy(['flood', 'victim'], smallUpstreamPool(poolSize));
+    const tenants = await startTenantProxy(['flood', 'victim'], smallUpstreamPool(poolSize));
     const database = uniqueDbName('flood_noread_pool');
-    await seedBigDocuments(database);
+    await seedBigDocuments(tenants, database);
     const victim = tenants.clientFor('victim', { maxPoolSize: 2 });
     await victimWorks(victim, database, 5);
     const baseline = await settledMemory();
 
-    const { clients, bytesSent } = await greedyClients(greedyCount, database);
+    const { clients, bytesSent } = await greedyClients(tenants, greedyCount, database);
     expect(bytesSent).toBeLessThan(greedyCount * GREEDY_REQUESTS * REPLY_BYTES);
     const held = await settledMemory();
     expect(held.arrayBuffers - baseline.arrayBuffers).toBeLessThan(greedyCount * 8 * MiB);
@@ -226,7 +221,7 @@ describe('clients that send many requests and never read the replies', () => {
     // Fairness: the stalled clients must not hold every pooled upstream connection hostage.
     await withDeadline(victimWorks(victim, database, 20), 30_000, 'the other tenant while greedy clients stall');
 
-    await closeGreedy(clients);
+    await closeGreedy(tenants, clients);
   });
 });
 
@@ -251,21 +246,23 @@ async function helloOnEach(
 }
 
 describe('a burst over the connection limits', () => {
-  it('limits.maxConnections: the connections over the limit are closed at once, the others and other tenants are served', async () => {
+  it('limits.maxConnections: the connections over the limit are closed at once, the others and other tenants are served', async ({
+    startTenantProxy,
+  }) => {
     const limit = 60;
-    await start({ maxConnections: limit });
+    const tenants = await startTenantProxy(['flood', 'victim'], { limits: { maxConnections: limit } });
     const database = uniqueDbName('flood_burst');
-    const victim = tenants!.clientFor('victim', { maxPoolSize: 1 });
+    const victim = tenants.clientFor('victim', { maxPoolSize: 1 });
     await victimWorks(victim, database, 5);
-    const held = await clientConnections(); // the victim's monitoring and pool connections
+    const held = await clientConnections(tenants); // the victim's monitoring and pool connections
 
-    const burst = await connectMany('flood', 100, 100);
+    const burst = await connectMany(tenants, 'flood', 100, 100);
     const { answered, refused } = await helloOnEach(burst);
     expect(answered.length).toBe(limit - held);
     expect(refused.length).toBe(100 - (limit - held));
     expect(refused.every(({ client, reply }) => reply === null && client.closed)).toBe(true);
     expect(
-      await metricValue(tenants!.proxy.proxy, 'client_connections_refused_total', { reason: 'max_connections' }),
+      await metricValue(tenants.proxy.proxy, 'client_connections_refused_total', { reason: 'max_connections' }),
     ).toBe(refused.length);
 
     // Served ones keep working, and so does the other tenant.
@@ -274,18 +271,21 @@ describe('a burst over the connection limits', () => {
 
     // Once the burst is gone, new connections are accepted again.
     for (const client of burst) client.close();
-    await until(async () => (await clientConnections()) === held, { message: 'burst connections still counted' });
-    const late = await tenants!.rawFor('flood');
-    raw.add(late);
+    await until(async () => (await clientConnections(tenants)) === held, {
+      message: 'burst connections still counted',
+    });
+    const late = await tenants.rawFor('flood');
     expect((await late.command(hello())).ok).toBe(1);
   });
 
-  it('limits.maxConnectionsPerTenant: a tenant bursting over its limit gets a clear error on the extra connections; another tenant connects freely', async () => {
+  it('limits.maxConnectionsPerTenant: a tenant bursting over its limit gets a clear error on the extra connections; another tenant connects freely', async ({
+    startTenantProxy,
+  }) => {
     const perTenant = 20;
-    await start({ maxConnectionsPerTenant: perTenant });
+    const tenants = await startTenantProxy(['flood', 'victim'], { limits: { maxConnectionsPerTenant: perTenant } });
     const database = uniqueDbName('flood_tenant_burst');
 
-    const burst = await connectMany('flood', 100, 100);
+    const burst = await connectMany(tenants, 'flood', 100, 100);
     const { answered, refused } = await helloOnEach(burst);
     expect(answered.length).toBe(perTenant);
     expect(refused.length).toBe(100 - perTenant);
@@ -298,12 +298,12 @@ describe('a burst over the connection limits', () => {
       });
     }
     await until(() => refused.every(({ client }) => client.closed), { message: 'refused connections not closed' });
-    expect(await metricValue(tenants!.proxy.proxy, 'tenant_limit_rejections_total', { reason: 'connections' })).toBe(
+    expect(await metricValue(tenants.proxy.proxy, 'tenant_limit_rejections_total', { reason: 'connections' })).toBe(
       refused.length,
     );
 
     // The other tenant is not affected by the flooding tenant's limit.
-    const victim = tenants!.clientFor('victim', { maxPoolSize: 5 });
+    const victim = tenants.clientFor('victim', { maxPoolSize: 5 });
     await victimWorks(victim, database, 10);
   });
 });

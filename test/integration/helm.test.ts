@@ -277,7 +277,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       const base = await configOf(manifests);
       const listener = { name: 'default', listen: '0.0.0.0:27018', methods: [] };
       const cases: Array<[string, Record<string, unknown>, boolean]> = [
-        // Reloaded live by the proxy (README "Hot reload"): no roll.
+        // Reloaded live by the proxy (docs/hot-reload.md): no roll.
         ['log level', { log: { level: 'debug' } }, false],
         ['namespace policy', { isolation: { namespaces: [{ match: 'app.secrets', access: 'denied' }] } }, false],
         ['limits and timeouts', { limits: { maxConnectionsPerTenant: 5, clientIdleTimeoutMS: 1000 } }, false],
@@ -439,7 +439,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       expect(new Set(ids).size).toBe(ids.length);
     });
 
-    it('renders the runbook alerts, each with thresholds from values, a runbook_url and a README runbook section', async () => {
+    it('renders the runbook alerts, each with thresholds from values, a runbook_url and a docs/runbook.md section', async () => {
       const rule = only(manifests, 'PrometheusRule');
       expect(rule.metadata.labels).toMatchObject({ release: 'prometheus' });
       const alerts: any[] = rule.spec.groups.flatMap((group: any) => group.rules);
@@ -457,16 +457,15 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
         'MongoTenantProxyConnectionsRefused',
       ];
       expect([...byName.keys()].sort()).toEqual([...runbook].sort());
-      const readme = await readFile(path.join(root, 'README.md'), 'utf8');
-      const runbookSection = readme.slice(readme.indexOf('### Runbook'), readme.indexOf('## Logs and audit'));
+      const runbookPage = await readFile(path.join(root, 'docs', 'runbook.md'), 'utf8');
       for (const name of runbook) {
         const alert = byName.get(name)!;
-        expect(runbookSection, `README runbook section for ${name}`).toContain(`#### ${name}\n`);
+        expect(runbookPage, `docs/runbook.md section for ${name}`).toContain(`\n## ${name}\n`);
         expect(['critical', 'warning']).toContain(alert.labels.severity);
         expect(alert.annotations.summary, name).toBeTruthy();
         expect(alert.annotations.description, name).toBeTruthy();
         expect(alert.annotations.runbook_url).toBe(
-          `https://git.example.com/platform/mongo-tenant-proxy/blob/main/README.md#${name.toLowerCase()}`,
+          `https://git.example.com/platform/mongo-tenant-proxy/blob/main/docs/runbook.md#${name.toLowerCase()}`,
         );
         expect(String(alert.expr)).not.toMatch(/<no value>|\{\{/);
       }
@@ -642,7 +641,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
 });
 
 /**
- * The README's sidecar instructions: its three `include` lines (for the pod template's
+ * The sidecar instructions in docs/deploy.md: its three `include` lines (for the pod template's
  * annotations, initContainers and volumes) and its `helm dependency update` step.
  */
 async function readmeSidecarSteps(): Promise<{
@@ -651,11 +650,11 @@ async function readmeSidecarSteps(): Promise<{
   volumes: string;
   dependencyUpdate: boolean;
 }> {
-  const readme = await readFile(path.join(root, 'README.md'), 'utf8');
-  const section = readme.slice(readme.indexOf('**Sidecar**'), readme.indexOf('In both modes:'));
+  const deploy = await readFile(path.join(root, 'docs', 'deploy.md'), 'utf8');
+  const section = deploy.slice(deploy.indexOf('**Sidecar**'), deploy.indexOf('In both modes:'));
   const include = (template: string): string => {
     const line = section.split('\n').find((text) => text.includes(`include "mongo-tenant-proxy.${template}"`));
-    expect(line, `README sidecar section includes mongo-tenant-proxy.${template}`).toBeDefined();
+    expect(line, `docs/deploy.md sidecar section includes mongo-tenant-proxy.${template}`).toBeDefined();
     return line!.trim();
   };
   return {
@@ -667,13 +666,13 @@ async function readmeSidecarSteps(): Promise<{
 }
 
 /**
- * An application chart as the README describes it: this chart as a dependency (alias
- * tenantProxy) with the sidecar example values, the README's named templates in its Deployment,
+ * An application chart as docs/deploy.md describes it: this chart as a dependency (alias
+ * tenantProxy) with the sidecar example values, the named templates it shows in its Deployment,
  * and the dependency fetched with `helm dependency update`.
  */
 async function writeApplicationChart(): Promise<string> {
   const steps = await readmeSidecarSteps();
-  expect(steps.dependencyUpdate, 'README says to run helm dependency update').toBe(true);
+  expect(steps.dependencyUpdate, 'docs/deploy.md says to run helm dependency update').toBe(true);
   const app = path.join(home, 'acme-api');
   await rm(app, { recursive: true, force: true });
   await mkdir(path.join(app, 'templates'), { recursive: true });

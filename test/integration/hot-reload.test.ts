@@ -29,7 +29,9 @@ import { stringify } from 'yaml';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import { configFileSource, startProxy, type RunningProxy } from '../../src/main.js';
 import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
+import { metricValue } from '../helpers/metrics.js';
 import { RawClient, opMsg } from '../helpers/raw-client.js';
+import { until } from '../helpers/wait.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 import { formatCredentialsFile, hashPassword } from '../../src/identity/credentials.js';
 
@@ -121,31 +123,19 @@ async function raw(): Promise<RawClient> {
   return created;
 }
 
-/** The value of one sample in the proxy's metrics, 0 when absent. */
-async function metric(name: string, labels = ''): Promise<number> {
-  const text = await proxy!.metrics.metrics();
-  const prefix = `mongo_tenant_proxy_${name}${labels === '' ? '' : `{${labels}}`} `;
-  const line = text.split('\n').find((candidate) => candidate.startsWith(prefix));
-  return line === undefined ? 0 : Number(line.slice(prefix.length));
-}
-
-async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not reached in ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+/** A metric of the running proxy (test/helpers/metrics.ts). */
+const metric = (name: string, labels: Record<string, string> = {}): Promise<number> =>
+  metricValue(proxy!, name, labels);
 
 /** Changes the file and waits until the watcher has reloaded it (`result`: success or failure). */
 async function changeFile(values: Record<string, unknown> | string, result: 'success' | 'failure'): Promise<void> {
-  const before = await metric('config_reloads_total', `result="${result}"`);
+  const before = await metric('config_reloads_total', { result });
   if (typeof values === 'string') writeFileSync(file, values);
   else writeConfig(values);
-  await until(
-    async () => (await metric('config_reloads_total', `result="${result}"`)) > before,
-    `a ${result}ful reload`,
-  );
+  await until(async () => (await metric('config_reloads_total', { result })) > before, {
+    timeoutMS: 20_000,
+    message: `a ${result}ful reload`,
+  });
 }
 
 const logged = (message: string): Array<Record<string, unknown>> => logs.filter((line) => line['msg'] === message);
@@ -205,8 +195,8 @@ describe('hot reload when the configuration file changes', () => {
     expect(reloaded!['applied']).toEqual(['isolation.namespaces[0]', 'log.level', 'limits.maxConnectionsPerTenant']);
     expect(logged('configuration file changed; reloading')).toHaveLength(1);
 
-    expect(await metric('config_reloads_total', 'result="success"')).toBe(1);
-    expect(await metric('config_reloads_total', 'result="failure"')).toBe(0);
+    expect(await metric('config_reloads_total', { result: 'success' })).toBe(1);
+    expect(await metric('config_reloads_total', { result: 'failure' })).toBe(0);
     expect(await metric('config_last_reload_successful')).toBe(1);
     expect(await metric('config_last_reload_success_timestamp_seconds')).toBeGreaterThanOrEqual(started);
   });
@@ -239,8 +229,8 @@ describe('hot reload when the configuration file changes', () => {
     expect(missing).toMatchObject({ ok: false, trigger: 'api' });
     expect(missing.ok === false && missing.error).toMatch(/cannot read config file: no such file/);
 
-    expect(await metric('config_reloads_total', 'result="failure"')).toBe(3);
-    expect(await metric('config_reloads_total', 'result="success"')).toBe(0);
+    expect(await metric('config_reloads_total', { result: 'failure' })).toBe(3);
+    expect(await metric('config_reloads_total', { result: 'success' })).toBe(0);
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
     expect((await cursor.toArray()).map((doc) => doc.n)).toEqual([1, 2, 3, 4]);
 
@@ -258,10 +248,10 @@ describe('hot reload of a Kubernetes ConfigMap mount', () => {
       beforeStart: () =>
         writeConfig(settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } })),
     });
-    await until(
-      async () => (await metric('config_reloads_total', 'result="success"')) === 1,
-      'the reload of the change',
-    );
+    await until(async () => (await metric('config_reloads_total', { result: 'success' })) === 1, {
+      timeoutMS: 20_000,
+      message: 'the reload of the change',
+    });
     await expect(client().db(db).collection('secrets').findOne()).rejects.toThrow(/denied/);
   });
 
@@ -287,14 +277,14 @@ describe('hot reload of a Kubernetes ConfigMap mount', () => {
       '..2026_11_26_09_01_00.2',
       settings({ isolation: { namespaces: [{ match: `${db}.secrets`, access: 'denied' }] } }),
     );
-    const before = await metric('config_reloads_total', 'result="success"');
+    const before = await metric('config_reloads_total', { result: 'success' });
     symlinkSync('..2026_11_26_09_01_00.2', join(dir, '..data_tmp'));
     renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
     rmSync(join(dir, '..2026_11_26_09_00_00.1'), { recursive: true });
-    await until(
-      async () => (await metric('config_reloads_total', 'result="success"')) > before,
-      'a reload after the swap',
-    );
+    await until(async () => (await metric('config_reloads_total', { result: 'success' })) > before, {
+      timeoutMS: 20_000,
+      message: 'a reload after the swap',
+    });
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
   });
 });
@@ -424,7 +414,10 @@ describe('identity and audit settings', () => {
     expect(await proxy!.reload()).toMatchObject({ ok: true, applied: ['audit.destination'] });
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
     expect(logs.filter((line) => line['audit'] === true)).toHaveLength(1);
-    await until(() => readFileSync(auditFile, 'utf8').includes('"decision":"refused"'), 'the audit line in the file');
+    await until(() => readFileSync(auditFile, 'utf8').includes('"decision":"refused"'), {
+      timeoutMS: 20_000,
+      message: 'the audit line in the file',
+    });
 
     // A directory where the file should be: rejected, the audit stream stays where it is.
     mkdirSync(join(dir, 'taken.jsonl'));
@@ -440,10 +433,10 @@ describe('identity and audit settings', () => {
       /^audit\.destination: .*taken\.jsonl cannot be opened for appending \(EISDIR\)$/,
     );
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
-    await until(
-      () => readFileSync(auditFile, 'utf8').trim().split('\n').length === 2,
-      'a second audit line in the file',
-    );
+    await until(() => readFileSync(auditFile, 'utf8').trim().split('\n').length === 2, {
+      timeoutMS: 20_000,
+      message: 'a second audit line in the file',
+    });
   });
 });
 
@@ -478,7 +471,7 @@ describe('RunningProxy.reload', () => {
     // Still the same upstream and the same tenant on the same listener; the new policy applies.
     expect(await app.collection('items').countDocuments()).toBe(5);
     await expect(app.collection('secrets').findOne()).rejects.toThrow(/denied/);
-    expect(await metric('config_reloads_total', 'result="success"')).toBe(1);
+    expect(await metric('config_reloads_total', { result: 'success' })).toBe(1);
   });
 
   it('refuses and audits every command of a connection whose tenant the reloaded isolation settings cannot represent', async () => {
@@ -620,7 +613,7 @@ describe('RunningProxy.reload', () => {
       expect((await serial()).toUpperCase()).toBe(next.serialNumber.toUpperCase());
       // The connection made before the swap is still served.
       expect(await open.db('admin').command({ ping: 1 })).toMatchObject({ ok: 1 });
-      expect(await metric('config_reloads_total', 'result="failure"')).toBe(1);
+      expect(await metric('config_reloads_total', { result: 'failure' })).toBe(1);
     } finally {
       await proxy?.close();
       await pki.remove();

@@ -13,6 +13,7 @@ import { MongoClient, MongoServerError, type Document } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ListenerConfig, ListenerTlsConfig } from '../../src/config/types.js';
 import { makeTestPki, type IssuedCertificate, type TestPki } from '../helpers/certs.js';
+import { metricValue } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { opMsg, replyDocument, type BuiltFrame, type ReceivedFrame } from '../helpers/raw-client.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
@@ -80,18 +81,6 @@ async function expectCode(promise: Promise<unknown>, code: number): Promise<void
 
 async function upstreamCount(collection: string): Promise<number> {
   return direct.db(dbName).collection(collection).countDocuments();
-}
-
-/** Sum of a counter over every label set whose labels include `match`. */
-async function metric(name: string, match: string): Promise<number> {
-  const metricsAddress = proxy.proxy.metricsAddress;
-  if (metricsAddress === null) throw new Error('metrics are off');
-  const text = await (await fetch(`http://${metricsAddress.host}:${metricsAddress.port}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) && line.includes(match)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
 }
 
 /** A raw TLS connection to a listener, for handshake-level checks and for a connection that outlives a rotation. */
@@ -272,7 +261,7 @@ describe('refused certificates forward nothing', () => {
   ] as const)('%s: the TLS handshake is refused', async (title, { cert }) => {
     const collection = `refused_${title.replace(/[^a-z0-9]+/gi, '_')}`;
     const issued = cert === undefined ? undefined : pki.clients[cert];
-    const refusedBefore = await metric('mongo_tenant_proxy_tls_handshakes_total', 'outcome="failure"');
+    const refusedBefore = await metricValue(proxy.proxy, 'tls_handshakes_total', { outcome: 'failure' });
     // The driver retries a refused handshake until server selection gives up: how soon proves
     // nothing (the raw handshake and the metric below show the refusal), so not long.
     const client = connect({ ...(issued === undefined ? {} : { cert: issued }) }, 1_000);
@@ -282,7 +271,9 @@ describe('refused certificates forward nothing', () => {
     expect(['MongoServerSelectionError', 'MongoNetworkError']).toContain((error as Error).name);
     expect(await TlsWire.open({ ...(issued === undefined ? {} : { cert: issued }) })).toBeNull();
     // The proxy refused in the TLS handshake itself.
-    expect(await metric('mongo_tenant_proxy_tls_handshakes_total', 'outcome="failure"')).toBeGreaterThan(refusedBefore);
+    expect(await metricValue(proxy.proxy, 'tls_handshakes_total', { outcome: 'failure' })).toBeGreaterThan(
+      refusedBefore,
+    );
     expect(await upstreamCount(collection)).toBe(0);
   });
 

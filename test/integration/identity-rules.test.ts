@@ -3,32 +3,25 @@
  * authentication commands are answered and nothing reaches the upstream; a static tenant is
  * there from the first byte; the tenant shows in connectionStatus, logs and metrics.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import { MongoServerError } from 'mongodb';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { it } from '../helpers/fixtures.js';
+import { scrape } from '../helpers/metrics.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
-import { RawClient, opMsg } from '../helpers/raw-client.js';
-
-let fake: FakeUpstream | undefined;
-let proxy: TestProxy | undefined;
-
-afterEach(async () => {
-  await proxy?.stop();
-  await fake?.close();
-  proxy = undefined;
-  fake = undefined;
-});
+import { opMsg } from '../helpers/raw-client.js';
 
 const noMethods = [
   { name: 'closed', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: [], staticTenant: null },
 ];
 
 describe('before a tenant is established', () => {
-  it('answers only the handshake family and refuses everything else with Unauthorized, forwarding nothing', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1 }]);
-    proxy = await startTestProxy({ upstream: { uri: fake.uri }, listeners: noMethods });
-    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+  it('answers only the handshake family and refuses everything else with Unauthorized, forwarding nothing', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1 }]);
+    const proxy = await startProxy({ upstream: { uri: fake.uri }, listeners: noMethods });
+    const c = await proxy.raw();
     expect((await c.command(opMsg({ hello: 1, $db: 'admin' }))).ok).toBe(1);
     expect((await c.command(opMsg({ isMaster: 1, $db: 'admin' }))).ok).toBe(1);
     expect((await c.command(opMsg({ ping: 1, $db: 'admin' }))).ok).toBe(1);
@@ -58,8 +51,8 @@ describe('before a tenant is established', () => {
     c.close();
   });
 
-  it('refuses the driver too, and the database stays untouched', async () => {
-    proxy = await startTestProxy({ listeners: noMethods });
+  it('refuses the driver too, and the database stays untouched', async ({ startProxy }) => {
+    const proxy = await startProxy({ listeners: noMethods });
     const dbName = uniqueDbName('preauth');
     const error = await proxy
       .client()
@@ -79,8 +72,8 @@ describe('before a tenant is established', () => {
 });
 
 describe('static tenant', () => {
-  it('is established at connect and reported by connectionStatus and the metrics', async () => {
-    proxy = await startTestProxy({
+  it('is established at connect and reported by connectionStatus and the metrics', async ({ startProxy }) => {
+    const proxy = await startProxy({
       listeners: [
         {
           name: 'sidecar',
@@ -96,17 +89,19 @@ describe('static tenant', () => {
     expect(status.tenant).toBe('acme');
     expect(status.identityMethod).toBe('static');
     await client.db(uniqueDbName('static')).command({ ping: 1 });
-    const address = proxy.proxy.metricsAddress!;
-    const text = await (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
+    const text = await scrape(proxy.proxy);
     expect(text).toMatch(/mongo_tenant_proxy_tenant_connections\{tenant="acme"\} [1-9]/);
     expect(text).toMatch(/mongo_tenant_proxy_tenant_operations_total\{tenant="acme",outcome="ok"\} [1-9]/);
   });
 });
 
 describe('catalogue 27: authentication and handshake commands', () => {
-  it('catalogue 27: auth commands and hello auth fields authenticate nothing and reach nothing upstream', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1 }]);
-    proxy = await startTestProxy({
+  it('catalogue 27: auth commands and hello auth fields authenticate nothing and reach nothing upstream', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1 }]);
+    const proxy = await startProxy({
       upstream: { uri: fake.uri },
       listeners: [
         {
@@ -118,7 +113,7 @@ describe('catalogue 27: authentication and handshake commands', () => {
         },
       ],
     });
-    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    const c = await proxy.raw();
     // hello carrying speculativeAuthenticate and saslSupportedMechs: nothing authenticated, no mechanism list leaked.
     const hello = await c.command(
       opMsg({

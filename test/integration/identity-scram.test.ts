@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { MongoClient, MongoServerError } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCredentialsFile, hashPassword, type CredentialEntry } from '../../src/identity/credentials.js';
+import { metricValue } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
 import { RawClient, opMsg } from '../helpers/raw-client.js';
@@ -80,18 +81,6 @@ async function expectAuthenticationFailed(promise: Promise<unknown>): Promise<vo
   expect(error, 'expected authentication to fail').toBeInstanceOf(MongoServerError);
   expect((error as MongoServerError).code).toBe(18);
   expect((error as MongoServerError).message).toBe('Authentication failed.');
-}
-
-/** Sum of a counter over every label set whose labels include `match`. */
-async function metric(name: string, match: string): Promise<number> {
-  const address = proxy.proxy.metricsAddress;
-  if (address === null) throw new Error('metrics are off');
-  const text = await (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) && line.includes(match)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
 }
 
 beforeAll(async () => {
@@ -169,12 +158,12 @@ describe('the right user works', () => {
   });
 
   it('uses speculative authentication when the driver negotiates (no saslStart round trip)', async () => {
-    const startsBefore = await metric('mongo_tenant_proxy_operations_total', 'command="saslStart"');
-    const continuesBefore = await metric('mongo_tenant_proxy_operations_total', 'command="saslContinue"');
+    const startsBefore = await metricValue(proxy.proxy, 'operations_total', { command: 'saslStart' });
+    const continuesBefore = await metricValue(proxy.proxy, 'operations_total', { command: 'saslContinue' });
     const client = connect({ user: users.alice.user, password: users.alice.password });
     await client.db(dbName).command({ ping: 1 });
-    expect(await metric('mongo_tenant_proxy_operations_total', 'command="saslStart"')).toBe(startsBefore);
-    expect(await metric('mongo_tenant_proxy_operations_total', 'command="saslContinue"')).toBeGreaterThan(
+    expect(await metricValue(proxy.proxy, 'operations_total', { command: 'saslStart' })).toBe(startsBefore);
+    expect(await metricValue(proxy.proxy, 'operations_total', { command: 'saslContinue' })).toBeGreaterThan(
       continuesBefore,
     );
     await client.close();
@@ -221,11 +210,11 @@ describe('wrong credentials are refused and nothing is forwarded', () => {
   });
 
   it('counts the failures in metrics', async () => {
-    const before = await metric('mongo_tenant_proxy_authentications_total', 'outcome="failure"');
+    const before = await metricValue(proxy.proxy, 'authentications_total', { outcome: 'failure' });
     const client = connect({ user: 'mallory', password: 'x', mechanism: 'SCRAM-SHA-256' });
     await expectAuthenticationFailed(client.db(dbName).command({ ping: 1 }));
     await client.close();
-    expect(await metric('mongo_tenant_proxy_authentications_total', 'outcome="failure"')).toBeGreaterThan(before);
+    expect(await metricValue(proxy.proxy, 'authentications_total', { outcome: 'failure' })).toBeGreaterThan(before);
   });
 });
 

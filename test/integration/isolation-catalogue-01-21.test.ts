@@ -1,6 +1,6 @@
 /**
  * Proof for isolation catalogue items 1-21 and ground rules G1-G4
- * (../shared/design/isolation-catalogue.md): every item tries to break its rule as a tenant
+ * (docs/threat-catalogue.md): every item tries to break its rule as a tenant
  * ("acme", unless said otherwise) through the official driver, or a raw wire client where a
  * driver cannot send the attack, asserts the refusal (code, codeName, the rule named in errmsg,
  * no data in it) or the rewritten behaviour, then reads the upstream DIRECTLY to prove that no
@@ -39,6 +39,7 @@ const Codes = {
   CommandNotFound: { code: 59, codeName: 'CommandNotFound' },
   InvalidNamespace: { code: 73, codeName: 'InvalidNamespace' },
   CommandNotSupported: { code: 115, codeName: 'CommandNotSupported' },
+  InvalidPipelineOperator: { code: 168, codeName: 'InvalidPipelineOperator' },
 } as const;
 type Expected = { code: number; codeName: string; rule: string };
 /** Seeded documents have string ids; the driver's default schema would insist on ObjectId. */
@@ -871,7 +872,7 @@ describe('end to end: catalogue 1-21', () => {
       { parallelCollectionScan: 'c04', numCursors: 1 },
     ];
     for (const command of commands) {
-      await expectRefused(acme().command(command), refusedAs('Unauthorized', 'command.removed'), ['db.c04']);
+      await expectRefused(acme().command(command), refusedAs('CommandNotFound', 'command.removed'), ['db.c04']);
     }
     expect(await direct.db(target).listCollections().toArray()).toEqual([]);
     expect(await snapshot('c04')).toEqual(before);
@@ -1213,7 +1214,8 @@ describe('end to end: catalogue 1-21', () => {
     await expectRefused(c.updateMany({}, [{ $set: { roles: '$$USER_ROLES' } }]), rule);
     await expectRefused(
       c.find({ $expr: { $eq: [{ $foo: '$tenantId' }, 1] } }).toArray(),
-      refusedAs('Unauthorized', 'operator.unknown'),
+      // An unknown expression: the server's own code (Unrecognized expression), not Unauthorized.
+      refusedAs('InvalidPipelineOperator', 'operator.unknown'),
     );
     expect(await snapshot('c11')).toEqual(before);
   });
@@ -1368,7 +1370,8 @@ describe('end to end: catalogue 1-21', () => {
   it('catalogue 16: unknown or JavaScript operators under $elemMatch/$not/$nor/$or are refused; those operators cannot escape the tenant $and', async () => {
     const before = await seed('c16');
     const c = acme().collection<AnyDoc>('c16');
-    const unknown = refusedAs('Unauthorized', 'operator.unknown');
+    // An unknown query operator: the server's own code ("unknown operator"), not Unauthorized.
+    const unknown = refusedAs('BadValue', 'operator.unknown');
     await expectRefused(c.find({ tags: { $elemMatch: { $foo: 1 } } }).toArray(), unknown);
     await expectRefused(c.find({ n: { $not: { $foo: 1 } } }).toArray(), unknown);
     await expectRefused(c.find({ $nor: [{ $foo: 1 }] }).toArray(), unknown);

@@ -1,5 +1,5 @@
 /**
- * Proof for isolation catalogue items 22-43 and G5 (../shared/design/isolation-catalogue.md):
+ * Proof for isolation catalogue items 22-43 and G5 (docs/threat-catalogue.md):
  * views, DDL, listings, stats and admin commands, change streams, aggregation stages, update
  * operators, upserts, replacements, pipeline updates, duplicate operators, insert stamping and
  * validation bypass.
@@ -19,7 +19,7 @@ import { MongoServerError, type Db, type MongoClient } from 'mongodb';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
 import { startFakeUpstream, type FakeUpstream, type ReceivedMessage } from '../helpers/fake-upstream.js';
 import { opMsg, type RawClient } from '../helpers/raw-client.js';
-import { directClient, needsMongoDB, uniqueDbName, upstreamKind } from '../helpers/upstream.js';
+import { directClient, needsMongoDB, uniqueDbName, upstreamKind, upstreamUri } from '../helpers/upstream.js';
 
 const TENANTS = ['acme', 'globex', 'initech'] as const;
 const T = 'acme';
@@ -66,7 +66,9 @@ beforeAll(async () => {
   await db.collection('items').createIndex({ tenantId: 1, k: 1 }, { name: 'tenant_k' });
   // A collection with options (capped is what FerretDB supports) to prove listings strip them.
   await db.createCollection('capped', { capped: true, size: 100_000 });
-  tenants = await startTenantProxy(TENANTS);
+  // The refusal mode of shared-collection DDL (isolation.tenancy.virtualDdl: false); the virtual
+  // mode (a private database per tenant) is proven in tenancy-*.test.ts.
+  tenants = await startTenantProxy(TENANTS, { isolation: { tenancy: { virtualDdl: false } } });
   acme = tenants.clientFor(T);
   globex = tenants.clientFor(B);
 });
@@ -301,7 +303,10 @@ function fakeReceived(command: string): Document[] {
 
 beforeAll(async () => {
   fake = await startFakeUpstream(fakeAnswer);
-  fakeProxy = await startTenantProxy([T], { upstream: { uri: fake.uri } });
+  fakeProxy = await startTenantProxy([T], {
+    upstream: { uri: fake.uri },
+    isolation: { tenancy: { virtualDdl: false } },
+  });
   fakeAcme = fakeProxy.clientFor(T);
 });
 
@@ -599,9 +604,8 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
   });
 
   it('catalogue 24: shared model: a listCollections reply full of options is stripped by the proxy (fake upstream)', async () => {
-    let sent: Document[] = [];
     let listed: Document[] = [];
-    sent = await forwarded('listCollections', async () => {
+    const sent = await forwarded('listCollections', async () => {
       listed = await fakeAcme.db(fakeDb).listCollections().toArray();
     });
     expect(sent).toHaveLength(1);
@@ -750,20 +754,13 @@ const STATS_ATTACKS: AdminAttack[] = [
   { name: 'dbStats', db: 'tenant', command: { dbStats: 1 }, rule: 'command.stats' },
   { name: 'collStats', db: 'tenant', command: { collStats: 'items' }, rule: 'command.stats' },
   { name: 'dataSize', db: 'tenant', command: { dataSize: `${dbName}.items` }, rule: 'command.stats' },
-  { name: 'top', db: 'admin', command: { top: 1 }, rule: 'command.stats' },
-  { name: 'serverStatus', db: 'admin', command: { serverStatus: 1 }, rule: 'command.stats' },
   { name: 'validate', db: 'tenant', command: { validate: 'items', full: true }, rule: 'command.stats' },
 ];
 
 const ADMIN_ATTACKS: AdminAttack[] = [
-  { name: 'currentOp', db: 'admin', command: { currentOp: 1, $all: true }, rule: 'command.admin' },
   { name: 'killOp', db: 'admin', command: { killOp: 1, op: 1 }, rule: 'command.admin' },
-  { name: 'getLog', db: 'admin', command: { getLog: 'global' }, rule: 'command.admin' },
   { name: 'profile', db: 'tenant', command: { profile: 2, slowms: 0 }, rule: 'command.admin' },
-  { name: 'getParameter', db: 'admin', command: { getParameter: '*' }, rule: 'command.admin' },
   { name: 'setParameter', db: 'admin', command: { setParameter: 1, logLevel: 5 }, rule: 'command.admin' },
-  { name: 'getCmdLineOpts', db: 'admin', command: { getCmdLineOpts: 1 }, rule: 'command.admin' },
-  { name: 'hostInfo', db: 'admin', command: { hostInfo: 1 }, rule: 'command.diagnostic' },
   { name: 'shutdown', db: 'admin', command: { shutdown: 1, force: true }, rule: 'command.admin', fakeOnly: true },
   { name: 'fsync lock', db: 'admin', command: { fsync: 1, lock: true }, rule: 'command.admin', fakeOnly: true },
   {
@@ -846,6 +843,23 @@ const ADMIN_ATTACKS: AdminAttack[] = [
   { name: 'logApplicationMessage', db: 'admin', command: { logApplicationMessage: 'hello' }, rule: 'command.admin' },
 ];
 
+/**
+ * Introspection tools and harnesses read at start: answered by the proxy itself from what every
+ * tenant may see (issue 14), never forwarded, and holding nothing of another tenant.
+ */
+/** `host:port` of the real upstream, which no answer may show. */
+const upstreamHost = (): string => new URL(upstreamUri()).host;
+
+const INTROSPECTION: ReadonlyArray<{ name: string; command: Document }> = [
+  { name: 'serverStatus', command: { serverStatus: 1 } },
+  { name: 'top', command: { top: 1 } },
+  { name: 'currentOp', command: { currentOp: 1, $all: true } },
+  { name: 'getLog', command: { getLog: 'global' } },
+  { name: 'getParameter', command: { getParameter: '*' } },
+  { name: 'getCmdLineOpts', command: { getCmdLineOpts: 1 } },
+  { name: 'hostInfo', command: { hostInfo: 1 } },
+];
+
 function runAdmin(client: MongoClient, attack: AdminAttack, tenantDb: string): Promise<Document> {
   return client.db(attack.db === 'admin' ? 'admin' : tenantDb).command(attack.command);
 }
@@ -886,6 +900,21 @@ describe('catalogue 25: statistics', () => {
         ),
       );
       expect(sent).toEqual([]);
+    });
+  }
+});
+
+describe('catalogue 25, 26: introspection answered by the proxy', () => {
+  for (const { name, command } of INTROSPECTION) {
+    it(`catalogue 25, 26: ${name} is answered by the proxy, never forwarded, with nothing of another tenant or of the upstream's host`, async () => {
+      const before = await upstreamState();
+      const reply = await acme.db('admin').command(command);
+      expect(reply.ok).toBe(1);
+      const text = JSON.stringify(reply);
+      for (const value of [...FOREIGN_DATA, B, 'initech', upstreamHost()]) expect(text).not.toContain(value);
+      const sent = await forwarded(name, () => fakeAcme.db('admin').command(command));
+      expect(sent).toEqual([]);
+      expect(await upstreamState()).toEqual(before);
     });
   }
 });
@@ -1828,11 +1857,10 @@ describe('catalogue 38: upserts', () => {
         .collection('upserts')
         .countDocuments({ _id: result.upsertedId } as Document),
     ).toBe(1);
-    // Copying the other equality fields of the query ({key}) into the new document is the
-    // server's job; FerretDB 1.x does not do it through $and, MongoDB does.
-    if (upstreamKind() === 'mongodb') {
-      expect(await acmeDb().collection('upserts').countDocuments({ key: 'operator-upsert' })).toBe(1);
-    }
+    // The other equality fields of the query ({key}) are in the new document too: MongoDB
+    // derives them through the tenant $and, and where FerretDB 1.x does not, the proxy adds them.
+    expect(await acmeDb().collection('upserts').countDocuments({ key: 'operator-upsert' })).toBe(1);
+    expect(stored[0]!.key).toBe('operator-upsert');
   });
 
   it('catalogue 38: q:{tenantId:B} with upsert never creates or changes a B document (update and findAndModify)', async () => {

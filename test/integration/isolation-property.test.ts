@@ -11,7 +11,9 @@
  *   - every new document belongs to the actor (no unstamped or foreign-stamped document appears);
  *   - the actor's documents are what the operation's semantics allow (the model);
  *   - each tenant's view through the proxy (`find({})`) equals its own documents in the upstream;
- *   - no reply (documents, counts, errors) ever carried another tenant's document or secret.
+ *   - no reply (documents, counts, errors) ever carried another tenant's document or secret;
+ *   - DDL (issue 13: createIndex, dropIndex, listIndexes, listCollections, drop) acts on and shows
+ *     only the actor's own indexes and documents (a model of each tenant's index names and keys).
  *
  * Runs: MTP_PROPERTY_RUNS (default 300 sequences of 1-12 operations, about 25-30 s on FerretDB,
  * also in CI; `npm run test:property` runs 2000; see docs/isolation.md for nightly settings). MTP_PROPERTY_SEED replays a seed;
@@ -94,7 +96,15 @@ type Op =
   | { op: 'updateTenant'; t: Tenant; many: boolean; filter: Filter; update: TenantUpdate; upsert: boolean }
   | { op: 'replaceOne'; t: Tenant; filter: Filter; replacement: NewDoc; upsert: boolean }
   | { op: 'deleteOne' | 'deleteMany'; t: Tenant; filter: Filter }
-  | { op: 'bulkWrite'; t: Tenant; ordered: boolean; ops: BulkOp[] };
+  | { op: 'bulkWrite'; t: Tenant; ordered: boolean; ops: BulkOp[] }
+  // DDL with a private database per tenant (issue 13): indexes, listings and drop act on the actor's own.
+  | { op: 'createIndex'; t: Tenant; field: IndexField; name: string }
+  | { op: 'dropIndex'; t: Tenant; name: string }
+  | { op: 'listIndexes'; t: Tenant }
+  | { op: 'listCollections'; t: Tenant }
+  | { op: 'drop'; t: Tenant };
+
+type IndexField = 'k' | 'x' | 'tag';
 
 type BulkOp =
   | { insertOne: NewDoc }
@@ -331,6 +341,16 @@ const opArb: fc.Arbitrary<Op> = fc
       }),
       weight: 2,
     },
+    fc.record({
+      op: fc.constant('createIndex' as const),
+      t: tenantArb,
+      field: fc.constantFrom<IndexField>('k', 'x', 'tag'),
+      name: fc.constantFrom('i1', 'i2', 'i3'),
+    }),
+    fc.record({ op: fc.constant('dropIndex' as const), t: tenantArb, name: fc.constantFrom('i1', 'i2', 'i3') }),
+    fc.record({ op: fc.constant('listIndexes' as const), t: tenantArb }),
+    fc.record({ op: fc.constant('listCollections' as const), t: tenantArb }),
+    fc.record({ op: fc.constant('drop' as const), t: tenantArb }),
   )
   .filter((op) => !EXCLUDED.has(op.op));
 
@@ -451,10 +471,14 @@ describe('isolation property: three tenants, random operations, upstream read di
   let tenants: TenantProxy;
   let direct: MongoClient;
   const dbName = uniqueDbName('isoprop');
+  const catalogueDb = uniqueDbName('isopropcat');
+  /** The model of each tenant's indexes on items (name → field) and whether the catalogue has its collection. */
+  const indexModel = new Map<Tenant, Map<string, IndexField>>();
+  const createdModel = new Set<Tenant>();
   const clients = new Map<Tenant, MongoClient>();
 
   beforeAll(async () => {
-    tenants = await startTenantProxy(TENANTS);
+    tenants = await startTenantProxy(TENANTS, { isolation: { tenancy: { catalogueDatabase: catalogueDb } } });
     direct = directClient();
     await direct.connect();
     for (const t of TENANTS) {
@@ -465,10 +489,11 @@ describe('isolation property: three tenants, random operations, upstream read di
   });
 
   afterAll(async () => {
-    await direct
-      ?.db(dbName)
-      .dropDatabase()
-      .catch(() => undefined);
+    for (const db of [dbName, catalogueDb])
+      await direct
+        ?.db(db)
+        .dropDatabase()
+        .catch(() => undefined);
     await direct?.close();
     await tenants?.stop();
   });
@@ -480,6 +505,13 @@ describe('isolation property: three tenants, random operations, upstream read di
   async function reset(): Promise<World> {
     await upstreamItems().deleteMany({});
     await upstreamRefs().deleteMany({});
+    await upstreamItems()
+      .dropIndexes()
+      .catch(() => undefined);
+    await direct.db(catalogueDb).collection('indexes').deleteMany({});
+    await direct.db(catalogueDb).collection('collections').deleteMany({});
+    indexModel.clear();
+    createdModel.clear();
     await upstreamItems().insertMany(seedItems());
     await upstreamRefs().insertMany(seedRefs());
     return readWorld();
@@ -660,10 +692,9 @@ describe('isolation property: three tenants, random operations, upstream read di
           return { strict: true, states: oneOrMany(mine, filter, op.many, (doc) => applyUpdate(doc, op.update)) };
         const id = result.upsertedId;
         if (id === null || id === undefined) throw new Error('upsert with no match reported no upsertedId');
-        // The proxy stamps the tenant ($setOnInsert); copying the query's other equality fields
-        // (k) out of the wrapping $and is the server's job, which FerretDB 1.x does not do.
-        const fromQuery = upstreamKind() === 'mongodb' ? { k: op.k } : {};
-        const inserted = applyUpdate({ _id: id, [FIELD]: t, ...fromQuery, ...op.update.$setOnInsert }, op.update);
+        // The proxy stamps the tenant ($setOnInsert); the query's other equality fields (k) come
+        // out of the wrapping $and: MongoDB derives them, and on FerretDB 1.x the proxy adds them.
+        const inserted = applyUpdate({ _id: id, [FIELD]: t, k: op.k, ...op.update.$setOnInsert }, op.update);
         return { strict: true, states: [[...mine, inserted]] };
       }
       case 'updateTenant': {
@@ -707,6 +738,94 @@ describe('isolation property: three tenants, random operations, upstream read di
       }
       case 'bulkWrite':
         return bulkWrite(op, mine, capture, expectRefused);
+      case 'createIndex':
+      case 'dropIndex':
+      case 'listIndexes':
+      case 'listCollections':
+      case 'drop':
+        return ddl(op, mine, capture);
+    }
+  }
+
+  /** DDL of the actor: checked against the index model; only the actor's documents may change (drop). */
+  async function ddl(
+    op: Extract<Op, { op: 'createIndex' | 'dropIndex' | 'listIndexes' | 'listCollections' | 'drop' }>,
+    mine: Doc[],
+    capture: <T>(
+      what: string,
+      run: () => Promise<T>,
+    ) => Promise<{ ok: true; value: T } | { ok: false; error: unknown }>,
+  ): Promise<Outcomes> {
+    const t = op.t;
+    const coll = items(t);
+    const own = indexModel.get(t) ?? new Map<string, IndexField>();
+    indexModel.set(t, own);
+    const codeOf = (res: { ok: boolean; error?: unknown }): number | undefined =>
+      res.ok ? undefined : (res.error as { code?: number }).code;
+    const exists = (): boolean => mine.length > 0 || createdModel.has(t) || own.size > 0;
+    const unchanged: Outcomes = { strict: true, states: [mine] };
+    switch (op.op) {
+      case 'createIndex': {
+        const res = await capture('createIndex', () => coll.createIndex({ [op.field]: 1 }, { name: op.name }));
+        const sameName = own.get(op.name);
+        const sameKey = [...own].find(([, field]) => field === op.field)?.[0];
+        const expected =
+          sameName === undefined ? (sameKey === undefined ? undefined : 85) : sameName === op.field ? undefined : 86;
+        if (codeOf(res) !== expected)
+          throw new Error(`createIndex ${op.name}: expected code ${String(expected)}, got ${String(codeOf(res))}`);
+        if (res.ok) {
+          own.set(op.name, op.field);
+          createdModel.add(t);
+        }
+        return unchanged;
+      }
+      case 'dropIndex': {
+        const had = exists();
+        const res = await capture('dropIndex', () => coll.dropIndex(op.name));
+        const expected = !had ? 26 : own.has(op.name) ? undefined : 27;
+        if (codeOf(res) !== expected)
+          throw new Error(`dropIndex ${op.name}: expected code ${String(expected)}, got ${String(codeOf(res))}`);
+        own.delete(op.name);
+        return unchanged;
+      }
+      case 'listIndexes': {
+        const res = await capture('listIndexes', () => coll.listIndexes().toArray());
+        if (!exists()) {
+          if (codeOf(res) !== 26)
+            throw new Error(`listIndexes of a collection ${t} does not have: ${String(codeOf(res))}`);
+          return unchanged;
+        }
+        if (!res.ok) throw new Error(`listIndexes failed: ${(res.error as Error).message}`);
+        const got = res.value.map((index) => `${String(index.name)}:${JSON.stringify(index.key)}`).sort();
+        const want = [
+          '_id_:{"_id":1}',
+          ...[...own].map(([name, field]) => `${name}:${JSON.stringify({ [field]: 1 })}`),
+        ].sort();
+        if (JSON.stringify(got) !== JSON.stringify(want))
+          throw new Error(`listIndexes by ${t}: got ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+        return unchanged;
+      }
+      case 'listCollections': {
+        const res = await capture('listCollections', () =>
+          clients.get(t)!.db(dbName).listCollections({}, { nameOnly: true }).toArray(),
+        );
+        if (!res.ok) throw new Error(`listCollections failed: ${(res.error as Error).message}`);
+        const names = res.value.map((entry) => entry.name);
+        if (names.includes('items') !== exists())
+          throw new Error(
+            `listCollections by ${t}: items ${exists() ? 'missing' : 'shown'} (${JSON.stringify(names)})`,
+          );
+        if (names.some((name) => name !== 'items' && name !== 'refs'))
+          throw new Error(`listCollections by ${t} shows ${JSON.stringify(names)}`);
+        return unchanged;
+      }
+      case 'drop': {
+        const res = await capture('drop', () => coll.drop());
+        if (!res.ok) throw new Error(`drop failed: ${(res.error as Error).message}`);
+        own.clear();
+        createdModel.delete(t);
+        return { strict: true, states: [[]] };
+      }
     }
   }
 

@@ -6,93 +6,60 @@
  * its answers can be delayed or withheld.
  */
 import { connect } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { FakeHandler } from '../helpers/fake-upstream.js';
-import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startTestProxy, type DeepPartial, type TestProxy } from '../helpers/proxy.js';
-import { makeTestPki, type TestPki } from '../helpers/certs.js';
+import { describe, expect } from 'vitest';
+import type { FakeHandler, FakeUpstream } from '../helpers/fake-upstream.js';
+import { it as base } from '../helpers/fixtures.js';
+import { metricValue, readyz } from '../helpers/metrics.js';
+import type { DeepPartial, TestProxy } from '../helpers/proxy.js';
+import { makeTestPki } from '../helpers/certs.js';
 import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+import { sleep, until } from '../helpers/wait.js';
 import type { ProxyConfig } from '../../src/config/types.js';
 
-let fake: FakeUpstream | undefined;
-let proxy: TestProxy | undefined;
-let pki: TestPki | undefined;
-const raw = new Set<RawClient>();
-
-afterEach(async () => {
-  for (const client of raw) client.close();
-  raw.clear();
-  await proxy?.stop();
-  await fake?.close();
-  await pki?.remove();
-  proxy = undefined;
-  fake = undefined;
-  pki = undefined;
+/** `start`: a fake upstream answering with `handler`, and a proxy in front of it. */
+const it = base.extend<{
+  start: (
+    handler: FakeHandler,
+    overrides?: DeepPartial<ProxyConfig>,
+  ) => Promise<{ fake: FakeUpstream; proxy: TestProxy }>;
+}>({
+  start: async ({ fakeUpstream, startProxy }, use) => {
+    await use(async (handler, overrides = {}) => {
+      const fake = await fakeUpstream(handler);
+      const proxy = await startProxy({ ...overrides, upstream: { uri: fake.uri } });
+      return { fake, proxy };
+    });
+  },
 });
-
-async function start(handler: FakeHandler, overrides: DeepPartial<ProxyConfig> = {}): Promise<TestProxy> {
-  fake = await startFakeUpstream(handler);
-  proxy = await startTestProxy({ ...overrides, upstream: { uri: fake.uri } });
-  return proxy;
-}
-
-async function client(): Promise<RawClient> {
-  const { host, port } = proxy!.proxy.address;
-  const c = await RawClient.connect(host, port);
-  raw.add(c);
-  return c;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-}
-
-async function readyz(): Promise<number> {
-  const address = proxy!.proxy.metricsAddress!;
-  const response = await fetch(`http://${address.host}:${address.port}/readyz`);
-  return response.status;
-}
-
-async function protocolErrors(reason: string): Promise<number> {
-  const text = await proxy!.proxy.metrics.registry.metrics();
-  const line = text
-    .split('\n')
-    .find((l) => l.startsWith('mongo_tenant_proxy_protocol_errors_total{') && l.includes(`reason="${reason}"`));
-  return line === undefined ? 0 : Number(line.split(' ').pop());
-}
 
 const hello = (): ReturnType<typeof opMsg> => opMsg({ hello: 1, $db: 'admin' });
 const ping = (): ReturnType<typeof opMsg> => opMsg({ ping: 1, $db: 'admin' });
 
 describe('graceful shutdown (drain)', () => {
-  it('lets an in-flight command finish while refusing new connections, answering /readyz 503 and closing idle connections at once', async () => {
-    await start(() => ({ delayMs: 1000, replies: [{ ok: 1, answeredBy: 'slow-upstream' }] }), {
+  it('lets an in-flight command finish while refusing new connections, answering /readyz 503 and closing idle connections at once', async ({
+    start,
+  }) => {
+    const { fake, proxy } = await start(() => ({ delayMs: 1000, replies: [{ ok: 1, answeredBy: 'slow-upstream' }] }), {
       limits: { drainTimeoutMS: 10_000 },
     });
-    const busy = await client();
-    const idle = await client();
+    const busy = await proxy.raw();
+    const idle = await proxy.raw();
     expect((await idle.command(hello())).ok).toBe(1);
-    expect(await readyz()).toBe(200);
+    expect(await readyz(proxy.proxy)).toBe(200);
 
     const request = ping();
     busy.write(request.bytes);
-    await until(() => fake!.received.length === 1);
+    await until(() => fake.received.length === 1, { timeoutMS: 5_000 });
 
     const started = Date.now();
-    const closing = proxy!.proxy.close();
+    const closing = proxy.proxy.close();
     // Readiness turns false at the start of the drain, while the endpoint still answers.
-    expect(await readyz()).toBe(503);
+    expect(await readyz(proxy.proxy)).toBe(503);
     // The idle connection is closed at once.
     expect(await idle.waitClosed(500)).toBe(true);
     expect(Date.now() - started).toBeLessThan(800);
     // No new connections.
-    const { host, port } = proxy!.proxy.address;
+    const { host, port } = proxy.proxy.address;
     await expect(RawClient.connect(host, port)).rejects.toThrow(/ECONNREFUSED/);
 
     // The in-flight command completes, then its connection is closed.
@@ -107,14 +74,14 @@ describe('graceful shutdown (drain)', () => {
     expect(elapsed).toBeLessThan(5000);
   });
 
-  it('closes a connection whose request is stuck when the drain timeout expires', async () => {
-    await start(() => 'no-reply', { limits: { drainTimeoutMS: 400 } });
-    const stuck = await client();
+  it('closes a connection whose request is stuck when the drain timeout expires', async ({ start }) => {
+    const { fake, proxy } = await start(() => 'no-reply', { limits: { drainTimeoutMS: 400 } });
+    const stuck = await proxy.raw();
     stuck.write(ping().bytes);
-    await until(() => fake!.received.length === 1);
+    await until(() => fake.received.length === 1, { timeoutMS: 5_000 });
 
     const started = Date.now();
-    await proxy!.proxy.close();
+    await proxy.proxy.close();
     const elapsed = Date.now() - started;
     expect(elapsed).toBeGreaterThanOrEqual(380);
     expect(elapsed).toBeLessThan(3000);
@@ -122,13 +89,13 @@ describe('graceful shutdown (drain)', () => {
     expect(await stuck.readFrame(100)).toBeNull();
   });
 
-  it('waits for a partly received frame, then answers it and closes', async () => {
-    await start(() => [{ ok: 1 }], { limits: { drainTimeoutMS: 5000 } });
-    const c = await client();
+  it('waits for a partly received frame, then answers it and closes', async ({ start }) => {
+    const { proxy } = await start(() => [{ ok: 1 }], { limits: { drainTimeoutMS: 5000 } });
+    const c = await proxy.raw();
     const request = ping();
     c.write(request.bytes.subarray(0, 10));
     await sleep(50);
-    const closing = proxy!.proxy.close();
+    const closing = proxy.proxy.close();
     await sleep(100);
     expect(c.closed).toBe(false);
     c.write(request.bytes.subarray(10));
@@ -140,9 +107,9 @@ describe('graceful shutdown (drain)', () => {
 });
 
 describe('frameTimeoutMS', () => {
-  it('closes a client trickling a frame one byte per 100 ms, with a logged reason and a metric', async () => {
-    await start(() => [{ ok: 1 }], { limits: { frameTimeoutMS: 300 } });
-    const c = await client();
+  it('closes a client trickling a frame one byte per 100 ms, with a logged reason and a metric', async ({ start }) => {
+    const { proxy } = await start(() => [{ ok: 1 }], { limits: { frameTimeoutMS: 300 } });
+    const c = await proxy.raw();
     const bytes = hello().bytes;
     const started = Date.now();
     let sent = 0;
@@ -156,14 +123,19 @@ describe('frameTimeoutMS', () => {
     expect(sent).toBeLessThan(bytes.length);
     expect(elapsed).toBeGreaterThanOrEqual(300);
     expect(elapsed).toBeLessThan(1500);
-    expect(await protocolErrors('FrameTimeout')).toBe(1);
+    expect(await metricValue(proxy.proxy, 'protocol_errors_total', { reason: 'FrameTimeout' })).toBe(1);
   });
 
-  it('keeps a normal client working: split frames, pauses between requests, requests slower than the timeout', async () => {
-    await start((message) => ('ping' in message.body ? { delayMs: 600, replies: [{ ok: 1 }] } : [{ ok: 1 }]), {
-      limits: { frameTimeoutMS: 300 },
-    });
-    const c = await client();
+  it('keeps a normal client working: split frames, pauses between requests, requests slower than the timeout', async ({
+    start,
+  }) => {
+    const { proxy } = await start(
+      (message) => ('ping' in message.body ? { delayMs: 600, replies: [{ ok: 1 }] } : [{ ok: 1 }]),
+      {
+        limits: { frameTimeoutMS: 300 },
+      },
+    );
+    const c = await proxy.raw();
     // A frame in two pieces 100 ms apart.
     const first = hello();
     c.write(first.bytes.subarray(0, 20));
@@ -183,17 +155,20 @@ describe('frameTimeoutMS', () => {
     c.write(next.bytes.subarray(10));
     expect((await c.readFrame(3000))?.responseTo).toBe(next.requestId);
     expect(c.closed).toBe(false);
-    expect(await protocolErrors('FrameTimeout')).toBe(0);
+    expect(await metricValue(proxy.proxy, 'protocol_errors_total', { reason: 'FrameTimeout' })).toBe(0);
   });
 });
 
 describe('clientIdleTimeoutMS', () => {
-  it('closes a connection with no request for that long, and not one that keeps working', async () => {
-    await start((message) => ('ping' in message.body ? { delayMs: 600, replies: [{ ok: 1 }] } : [{ ok: 1 }]), {
-      limits: { clientIdleTimeoutMS: 300 },
-    });
-    const idle = await client();
-    const active = await client();
+  it('closes a connection with no request for that long, and not one that keeps working', async ({ start }) => {
+    const { proxy } = await start(
+      (message) => ('ping' in message.body ? { delayMs: 600, replies: [{ ok: 1 }] } : [{ ok: 1 }]),
+      {
+        limits: { clientIdleTimeoutMS: 300 },
+      },
+    );
+    const idle = await proxy.raw();
+    const active = await proxy.raw();
     const started = Date.now();
     expect((await idle.command(hello())).ok).toBe(1);
     // active: a request every 100 ms for a second, then one slower (600 ms) than the idle timeout.
@@ -212,9 +187,10 @@ describe('clientIdleTimeoutMS', () => {
 });
 
 describe('tlsHandshakeTimeoutMS', () => {
-  it('closes a TCP connection to a TLS listener that never completes the handshake', async () => {
-    pki = await makeTestPki();
-    await start(() => [{ ok: 1 }], {
+  it('closes a TCP connection to a TLS listener that never completes the handshake', async ({ start, defer }) => {
+    const pki = await makeTestPki();
+    defer(() => pki.remove());
+    const { proxy } = await start(() => [{ ok: 1 }], {
       limits: { tlsHandshakeTimeoutMS: 300 },
       listeners: [
         {
@@ -226,7 +202,7 @@ describe('tlsHandshakeTimeoutMS', () => {
         },
       ],
     });
-    const { host, port } = proxy!.proxy.address;
+    const { host, port } = proxy.proxy.address;
     const socket = connect({ host, port });
     socket.on('error', () => undefined);
     const started = Date.now();
@@ -234,7 +210,7 @@ describe('tlsHandshakeTimeoutMS', () => {
     const elapsed = Date.now() - started;
     expect(elapsed).toBeGreaterThanOrEqual(250);
     expect(elapsed).toBeLessThan(3000);
-    const text = await proxy!.proxy.metrics.registry.metrics();
+    const text = await proxy.proxy.metrics.registry.metrics();
     expect(text).toContain('mongo_tenant_proxy_tls_handshakes_total{listener="tls",outcome="timeout"} 1');
   });
 });

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCredentialsFile, hashPassword } from '../../src/identity/credentials.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
+import { fetchMetricsPath, sumSamples } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { uniqueDbName } from '../helpers/upstream.js';
 import { RawClient, opMsg } from '../helpers/raw-client.js';
@@ -41,25 +42,14 @@ function client(uri: string): MongoClient {
   return created;
 }
 
+/** The `/metrics` page, as a scraper gets it. */
 async function scrape(): Promise<string> {
-  const address = proxy.proxy.metricsAddress!;
-  const response = await fetch(`http://${address.host}:${address.port}/metrics`);
+  const response = await fetchMetricsPath(proxy.proxy, '/metrics');
   expect(response.status).toBe(200);
   return response.text();
 }
 
 /** Sum of a family's samples whose labels include every `key="value"` in `labels`. */
-function sum(text: string, name: string, labels: Record<string, string> = {}): number {
-  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const labelText = line.slice(name.length, line.lastIndexOf(' '));
-    if (wanted.every((label) => labelText.includes(label))) total += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return total;
-}
-
 async function failure(promise: Promise<unknown>): Promise<MongoServerError> {
   const error = await promise.then(
     () => undefined,
@@ -131,34 +121,32 @@ describe('operation metrics through the driver', () => {
     );
 
     const text = await scrape();
-    const ops = (labels: Record<string, string>): number => sum(text, 'mongo_tenant_proxy_operations_total', labels);
+    const ops = (labels: Record<string, string>): number => sumSamples(text, 'operations_total', labels);
     expect(ops({ command: 'insert', database: dbName, outcome: 'rewritten' })).toBe(1);
     expect(ops({ command: 'find', database: dbName, outcome: 'rewritten' })).toBe(1);
     expect(ops({ command: 'ping', database: dbName, outcome: 'ok' })).toBe(1);
     expect(ops({ command: 'find', database: dbName, outcome: 'denied' })).toBe(1);
     expect(ops({ command: 'find', database: dbName, outcome: 'upstream_error' })).toBe(1);
-    expect(
-      sum(text, 'mongo_tenant_proxy_operation_duration_seconds_count', { command: 'find', database: dbName }),
-    ).toBe(3);
+    expect(sumSamples(text, 'operation_duration_seconds_count', { command: 'find', database: dbName })).toBe(3);
     // Time split: every forwarded find waited on the upstream; the refused one never reached it.
-    expect(sum(text, 'mongo_tenant_proxy_upstream_wait_seconds_count', { command: 'find' })).toBeGreaterThanOrEqual(2);
-    expect(sum(text, 'mongo_tenant_proxy_proxy_overhead_seconds_count', { command: 'find' })).toBe(
-      sum(text, 'mongo_tenant_proxy_upstream_wait_seconds_count', { command: 'find' }),
+    expect(sumSamples(text, 'upstream_wait_seconds_count', { command: 'find' })).toBeGreaterThanOrEqual(2);
+    expect(sumSamples(text, 'proxy_overhead_seconds_count', { command: 'find' })).toBe(
+      sumSamples(text, 'upstream_wait_seconds_count', { command: 'find' }),
     );
     expect(
-      sum(text, 'mongo_tenant_proxy_policy_decisions_total', { decision: 'refused', rule: 'operator.where' }),
+      sumSamples(text, 'policy_decisions_total', { decision: 'refused', rule: 'operator.where' }),
     ).toBeGreaterThanOrEqual(1);
-    expect(sum(text, 'mongo_tenant_proxy_policy_decisions_total', { decision: 'rewritten' })).toBeGreaterThanOrEqual(2);
+    expect(sumSamples(text, 'policy_decisions_total', { decision: 'rewritten' })).toBeGreaterThanOrEqual(2);
     // Per tenant: operations by outcome (denials and errors included), connections, nothing in flight.
     const tenant = (outcome: string): number =>
-      sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'acme', outcome });
+      sumSamples(text, 'tenant_operations_total', { tenant: 'acme', outcome });
     expect(tenant('rewritten')).toBeGreaterThanOrEqual(2);
     expect(tenant('denied')).toBe(1);
     expect(tenant('upstream_error')).toBe(1);
-    expect(sum(text, 'mongo_tenant_proxy_tenant_connections', { tenant: 'acme' })).toBeGreaterThanOrEqual(1);
-    expect(sum(text, 'mongo_tenant_proxy_tenant_operations_in_flight', { tenant: 'acme' })).toBe(0);
-    expect(sum(text, 'mongo_tenant_proxy_bytes_received_total', { direction: 'client' })).toBeGreaterThan(0);
-    expect(sum(text, 'mongo_tenant_proxy_bytes_sent_total', { direction: 'upstream' })).toBeGreaterThan(0);
+    expect(sumSamples(text, 'tenant_connections', { tenant: 'acme' })).toBeGreaterThanOrEqual(1);
+    expect(sumSamples(text, 'tenant_operations_in_flight', { tenant: 'acme' })).toBe(0);
+    expect(sumSamples(text, 'bytes_received_total', { direction: 'client' })).toBeGreaterThan(0);
+    expect(sumSamples(text, 'bytes_sent_total', { direction: 'upstream' })).toBeGreaterThan(0);
     expect(text).toMatch(
       /^mongo_tenant_proxy_build_info\{version="[^"]+",commit="[^"]+",node_version="\d+\.\d+\.\d+"\} 1$/m,
     );
@@ -167,23 +155,23 @@ describe('operation metrics through the driver', () => {
   it('shows a cursor as open until it is exhausted or killed', async () => {
     const collection = client(listenerUri('static')).db(dbName).collection('cursor_items');
     await collection.insertMany(Array.from({ length: 10 }, (_, n) => ({ n })));
-    const before = sum(await scrape(), 'mongo_tenant_proxy_open_cursors');
+    const before = sumSamples(await scrape(), 'open_cursors');
     const cursor = collection.find({}, { batchSize: 2 });
     await cursor.next();
-    expect(sum(await scrape(), 'mongo_tenant_proxy_open_cursors')).toBe(before + 1);
+    expect(sumSamples(await scrape(), 'open_cursors')).toBe(before + 1);
     await cursor.close(); // killCursors
-    expect(sum(await scrape(), 'mongo_tenant_proxy_open_cursors')).toBe(before);
+    expect(sumSamples(await scrape(), 'open_cursors')).toBe(before);
     const drained = collection.find({}, { batchSize: 3 });
     expect(await drained.toArray()).toHaveLength(10);
-    expect(sum(await scrape(), 'mongo_tenant_proxy_open_cursors')).toBe(before);
+    expect(sumSamples(await scrape(), 'open_cursors')).toBe(before);
   });
 
   it('counts TLS handshakes by listener and outcome', async () => {
     const before = await scrape();
     const ok = (text: string): number =>
-      sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'success' });
+      sumSamples(text, 'tls_handshakes_total', { listener: 'tls', outcome: 'success' });
     const failed = (text: string): number =>
-      sum(text, 'mongo_tenant_proxy_tls_handshakes_total', { listener: 'tls', outcome: 'failure' });
+      sumSamples(text, 'tls_handshakes_total', { listener: 'tls', outcome: 'failure' });
     await client(listenerUri('tls', { tls: 'true', tlsCAFile: pki.caFile }))
       .db(dbName)
       .command({ ping: 1 });
@@ -196,7 +184,7 @@ describe('operation metrics through the driver', () => {
     await eventually(async () => failed(await scrape()) > failed(before), 'a failed TLS handshake to be counted');
     socket.destroy();
     expect(
-      sum(await scrape(), 'mongo_tenant_proxy_operations_total', { command: 'ping', database: dbName }),
+      sumSamples(await scrape(), 'operations_total', { command: 'ping', database: dbName }),
     ).toBeGreaterThanOrEqual(2);
   });
 });
@@ -245,7 +233,7 @@ describe('the audit stream', () => {
 
     const metrics = await scrape();
     const auth = (outcome: string): number =>
-      sum(metrics, 'mongo_tenant_proxy_authentications_total', {
+      sumSamples(metrics, 'authentications_total', {
         listener: 'scram',
         method: 'scram',
         mechanism: 'SCRAM-SHA-256',
@@ -255,7 +243,7 @@ describe('the audit stream', () => {
     expect(auth('failure')).toBeGreaterThanOrEqual(1);
     // The refused authentication step is a denied command, audited once (as an authentication).
     expect(
-      sum(metrics, 'mongo_tenant_proxy_operations_total', { command: 'saslContinue', outcome: 'denied' }),
+      sumSamples(metrics, 'operations_total', { command: 'saslContinue', outcome: 'denied' }),
     ).toBeGreaterThanOrEqual(1);
     expect(audits({ event: 'decision', commandName: 'saslContinue' })).toEqual([]);
   });
@@ -382,15 +370,11 @@ describe('the audit stream with per-tenant limits', () => {
           commandName: 'find',
         }),
       );
-      const text = await (
-        await fetch(`http://${limited.proxy.metricsAddress!.host}:${limited.proxy.metricsAddress!.port}/metrics`)
-      ).text();
+      const text = await (await fetchMetricsPath(limited.proxy, '/metrics')).text();
       expect(
-        sum(text, 'mongo_tenant_proxy_tenant_operations_total', { tenant: 'test-tenant', outcome: 'denied' }),
+        sumSamples(text, 'tenant_operations_total', { tenant: 'test-tenant', outcome: 'denied' }),
       ).toBeGreaterThanOrEqual(1);
-      expect(sum(text, 'mongo_tenant_proxy_tenant_limit_rejections_total', { reason: 'rate' })).toBeGreaterThanOrEqual(
-        1,
-      );
+      expect(sumSamples(text, 'tenant_limit_rejections_total', { reason: 'rate' })).toBeGreaterThanOrEqual(1);
     } finally {
       await limited.stop();
     }

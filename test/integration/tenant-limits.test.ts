@@ -7,63 +7,43 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import type { Document } from 'bson';
 import { MongoClient } from 'mongodb';
 import { formatCredentialsFile, hashPassword } from '../../src/identity/credentials.js';
-import { startTestProxy } from '../helpers/proxy.js';
-import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
-import { opMsg, replyDocument, type RawClient } from '../helpers/raw-client.js';
+import type { FakeUpstream } from '../helpers/fake-upstream.js';
+import { it as base } from '../helpers/fixtures.js';
+import { metricValue } from '../helpers/metrics.js';
+import type { TenantProxy } from '../helpers/tenants.js';
+import { opMsg, replyDocument } from '../helpers/raw-client.js';
+import { sleep, until } from '../helpers/wait.js';
 import type { ProxyConfig } from '../../src/config/types.js';
 
-let fake: FakeUpstream | undefined;
-let tenants: TenantProxy | undefined;
-const raw = new Set<RawClient>();
-/** How long the fake upstream holds each command before answering. */
-let upstreamDelayMs = 0;
+interface LimitedTenants {
+  fake: FakeUpstream;
+  /** Listeners for acme and globex. */
+  tenants: TenantProxy;
+  /** How long the fake upstream holds each command before answering. */
+  upstream: { delayMs: number };
+  rejections(reason: string): Promise<number>;
+}
 
-afterEach(async () => {
-  for (const client of raw) client.close();
-  raw.clear();
-  await tenants?.stop();
-  await fake?.close();
-  tenants = undefined;
-  fake = undefined;
-  upstreamDelayMs = 0;
+/** `start`: acme and globex, with `limits`, in front of a fake upstream whose replies can be held. */
+const it = base.extend<{ start: (limits: Partial<ProxyConfig['limits']>) => Promise<LimitedTenants> }>({
+  start: async ({ fakeUpstream, startTenantProxy }, use) => {
+    await use(async (limits) => {
+      const upstream = { delayMs: 0 };
+      const fake = await fakeUpstream(() => ({ delayMs: upstream.delayMs, replies: [{ ok: 1 }] }));
+      const tenants = await startTenantProxy(['acme', 'globex'], { upstream: { uri: fake.uri }, limits });
+      const rejections = (reason: string): Promise<number> =>
+        metricValue(tenants.proxy.proxy, 'tenant_limit_rejections_total', { reason });
+      return { fake, tenants, upstream, rejections };
+    });
+  },
 });
-
-async function start(limits: Partial<ProxyConfig['limits']>): Promise<TenantProxy> {
-  fake = await startFakeUpstream(() => ({ delayMs: upstreamDelayMs, replies: [{ ok: 1 }] }));
-  tenants = await startTenantProxy(['acme', 'globex'], { upstream: { uri: fake.uri }, limits });
-  return tenants;
-}
-
-async function connect(tenant: string): Promise<RawClient> {
-  const client = await tenants!.rawFor(tenant);
-  raw.add(client);
-  return client;
-}
 
 const hello = (): ReturnType<typeof opMsg> => opMsg({ hello: 1, $db: 'admin' });
 const ping = (): ReturnType<typeof opMsg> => opMsg({ ping: 1, $db: 'admin' });
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-}
-
-async function rejections(reason: string): Promise<number> {
-  const text = await tenants!.proxy.proxy.metrics.metrics();
-  const line = text
-    .split('\n')
-    .find((l) => l.startsWith('mongo_tenant_proxy_tenant_limit_rejections_total{') && l.includes(`reason="${reason}"`));
-  return line === undefined ? 0 : Number(line.split(' ').pop());
-}
 
 function expectLimitError(reply: Document, errmsg: string, retryable: boolean): void {
   expect(reply).toMatchObject({ ok: 0, code: 96, codeName: 'OperationFailed', errmsg });
@@ -72,19 +52,21 @@ function expectLimitError(reply: Document, errmsg: string, retryable: boolean): 
 }
 
 describe('limits.maxConnectionsPerTenant', () => {
-  it("refuses a tenant's connection over the limit with an error and closes it; other tenants are unaffected", async () => {
-    await start({ maxConnectionsPerTenant: 2 });
-    const acme = [await connect('acme'), await connect('acme')];
+  it("refuses a tenant's connection over the limit with an error and closes it; other tenants are unaffected", async ({
+    start,
+  }) => {
+    const { fake, tenants, rejections } = await start({ maxConnectionsPerTenant: 2 });
+    const acme = [await tenants.rawFor('acme'), await tenants.rawFor('acme')];
     for (const client of acme) expect(await client.command(hello())).toMatchObject({ ok: 1 });
 
-    const third = await connect('acme');
+    const third = await tenants.rawFor('acme');
     expectLimitError(await third.command(hello()), 'tenant connection limit (2) reached', false);
     expect(await third.waitClosed()).toBe(true);
-    expect(fake!.received).toHaveLength(0);
+    expect(fake.received).toHaveLength(0);
     expect(await rejections('connections')).toBe(1);
 
     // globex has its own allowance.
-    const globex = [await connect('globex'), await connect('globex')];
+    const globex = [await tenants.rawFor('globex'), await tenants.rawFor('globex')];
     for (const client of globex) expect(await client.command(ping())).toMatchObject({ ok: 1 });
     // The acme connections within the limit keep working.
     expect(await acme[0]!.command(ping())).toMatchObject({ ok: 1 });
@@ -93,26 +75,30 @@ describe('limits.maxConnectionsPerTenant', () => {
     acme[0]!.close();
     let replacement: Document | undefined;
     for (let attempt = 0; attempt < 50 && replacement?.ok !== 1; attempt += 1) {
-      const client = await connect('acme');
+      const client = await tenants.rawFor('acme');
       replacement = await client.command(hello()).catch(() => undefined);
       if (replacement?.ok !== 1) await sleep(20);
     }
     expect(replacement).toMatchObject({ ok: 1 });
   });
 
-  it('surfaces the error message to a driver that cannot get a connection', async () => {
-    await start({ maxConnectionsPerTenant: 2 });
-    for (let i = 0; i < 2; i += 1) expect(await (await connect('acme')).command(hello())).toMatchObject({ ok: 1 });
-    const client = tenants!.clientFor('acme', { serverSelectionTimeoutMS: 1500 });
+  it('surfaces the error message to a driver that cannot get a connection', async ({ start }) => {
+    const { tenants } = await start({ maxConnectionsPerTenant: 2 });
+    for (let i = 0; i < 2; i += 1)
+      expect(await (await tenants.rawFor('acme')).command(hello())).toMatchObject({ ok: 1 });
+    const client = tenants.clientFor('acme', { serverSelectionTimeoutMS: 1500 });
     await expect(client.db('admin').command({ ping: 1 })).rejects.toThrow(/tenant connection limit \(2\) reached/);
     // A driver uses a monitoring connection besides its pool: two connections for globex.
-    const globex = tenants!.clientFor('globex');
+    const globex = tenants.clientFor('globex');
     expect((await globex.db('admin').command({ ping: 1 })).ok).toBe(1);
   });
 });
 
 describe('limits.maxConnectionsPerTenant after authentication', () => {
-  it('refuses the authentication that would exceed the limit, with the limit error', async () => {
+  it('refuses the authentication that would exceed the limit, with the limit error', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
     const dir = mkdtempSync(join(tmpdir(), 'mtp-tenant-limits-'));
     const credentialsFile = join(dir, 'credentials.yaml');
     const entry = (user: string, tenant: string): ReturnType<typeof hashPassword> =>
@@ -129,8 +115,8 @@ describe('limits.maxConnectionsPerTenant after authentication', () => {
       formatCredentialsFile([entry('alice', 'acme'), entry('bob', 'acme'), entry('gina', 'globex')]),
       { mode: 0o600 },
     );
-    fake = await startFakeUpstream(() => [{ ok: 1 }]);
-    const proxy = await startTestProxy({
+    const fake = await fakeUpstream(() => [{ ok: 1 }]);
+    const proxy = await startProxy({
       upstream: { uri: fake.uri },
       listeners: [
         { name: 'scram', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['scram'], staticTenant: null },
@@ -170,10 +156,12 @@ describe('limits.maxConnectionsPerTenant after authentication', () => {
 });
 
 describe('limits.maxInFlightPerTenant', () => {
-  it('answers a command over the limit at once with a retryable error while other tenants proceed', async () => {
-    await start({ maxInFlightPerTenant: 2 });
-    upstreamDelayMs = 2000;
-    const [a1, a2, a3] = [await connect('acme'), await connect('acme'), await connect('acme')];
+  it('answers a command over the limit at once with a retryable error while other tenants proceed', async ({
+    start,
+  }) => {
+    const { fake, tenants, upstream, rejections } = await start({ maxInFlightPerTenant: 2 });
+    upstream.delayMs = 2000;
+    const [a1, a2, a3] = [await tenants.rawFor('acme'), await tenants.rawFor('acme'), await tenants.rawFor('acme')];
     const started = Date.now();
     a1.write(ping().bytes);
     a2.write(ping().bytes);
@@ -182,42 +170,45 @@ describe('limits.maxInFlightPerTenant', () => {
       a1Answered = true;
       return frame;
     });
-    await until(() => fake!.received.length === 2);
+    await until(() => fake.received.length === 2, { timeoutMS: 5_000 });
 
     // Over the limit: answered by the proxy while acme's two commands are still in flight.
     expectLimitError(await a3.command(ping()), 'tenant in-flight limit (2) reached', true);
     expect(a1Answered).toBe(false);
-    expect(fake!.received).toHaveLength(2);
+    expect(fake.received).toHaveLength(2);
     expect(await rejections('in_flight')).toBe(1);
 
     // globex is not limited by acme's load.
-    const globex = await connect('globex');
+    const globex = await tenants.rawFor('globex');
     expect(await globex.command(ping())).toMatchObject({ ok: 1 });
-    expect(fake!.received).toHaveLength(3);
+    expect(fake.received).toHaveLength(3);
 
     // The held commands complete normally and free their slots.
     expect(replyDocument((await a1Reply)!)).toMatchObject({ ok: 1 });
     expect(replyDocument((await a2.readFrame(10_000))!)).toMatchObject({ ok: 1 });
     expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
-    upstreamDelayMs = 0;
+    upstream.delayMs = 0;
     expect(await a3.command(ping())).toMatchObject({ ok: 1 });
     expect(a3.closed).toBe(false);
   });
 });
 
 describe('limits.operationsPerSecondPerTenant', () => {
-  it('lets a burst through, refuses the next command of that tenant only, and refills over time', async () => {
-    await start({ operationsPerSecondPerTenant: 1, operationsBurstPerTenant: 3 });
-    const acme = await connect('acme');
+  it('lets a burst through, refuses the next command of that tenant only, and refills over time', async ({ start }) => {
+    const { fake, tenants, rejections } = await start({
+      operationsPerSecondPerTenant: 1,
+      operationsBurstPerTenant: 3,
+    });
+    const acme = await tenants.rawFor('acme');
     // hello is answered by the proxy and takes no token.
     expect(await acme.command(hello())).toMatchObject({ ok: 1 });
     const started = Date.now();
     for (let i = 0; i < 3; i += 1) expect(await acme.command(ping())).toMatchObject({ ok: 1 });
     expectLimitError(await acme.command(ping()), 'tenant rate limit (1 operations per second) reached', true);
-    expect(fake!.received).toHaveLength(3);
+    expect(fake.received).toHaveLength(3);
     expect(await rejections('rate')).toBe(1);
 
-    const globex = await connect('globex');
+    const globex = await tenants.rawFor('globex');
     for (let i = 0; i < 3; i += 1) expect(await globex.command(ping())).toMatchObject({ ok: 1 });
 
     // One token a second: after a second acme may send again.

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MongoBulkWriteError, type MongoClient, MongoServerError } from 'mongodb';
+import { scrape } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
 
@@ -13,7 +14,13 @@ let direct: MongoClient;
 const dbName = uniqueDbName('transparent');
 
 beforeAll(async () => {
-  proxy = await startTestProxy();
+  proxy = await startTestProxy({
+    isolation: {
+      tenancy: {
+        sharedIndexes: [{ namespace: `${dbName}.idx`, name: 'tenant_email', key: ['email'], unique: true }],
+      },
+    },
+  });
   client = await proxy.client();
   direct = await directClient();
 });
@@ -72,10 +79,11 @@ describe('through the official driver', () => {
     expect(stored[0]?._id.equals(inserted.insertedId)).toBe(true);
   });
 
-  it('inserts 20,000 documents and iterates them back over many getMore batches', async () => {
+  // Sized for 2 busy cores: 100,000 documents spent up to 90 s in FerretDB's inserts without
+  // proving more; what is proved is one bulk insert of many documents and a cursor that needs
+  // 100 getMore round trips (batchSize 200), every document back exactly once.
+  it('inserts 20,000 documents and iterates them back over 100 getMore batches', async () => {
     const coll = client.db(dbName).collection('bulk');
-    // As many getMores as 100,000 documents in batches of 1,000 gave, for a fifth of the
-    // upstream's insert work (which alone outlasted the test timeout on a loaded machine).
     const total = 20_000;
     const docs = Array.from({ length: total }, (_, i) => ({ i }));
     const result = await coll.insertMany(docs, { ordered: false });
@@ -117,8 +125,9 @@ describe('through the official driver', () => {
   it('creates and lists indexes', async () => {
     const coll = client.db(dbName).collection('idx');
     await coll.insertOne({ email: 'x@example.com' });
-    // In a shared collection an index must start with the tenant field (catalogue 23).
-    const name = await coll.createIndex({ tenantId: 1, email: 1 }, { unique: true, name: 'tenant_email' });
+    // A unique index in a shared collection is declared by the operator where the upstream has no
+    // partial indexes (FerretDB: issue 13); the tenant's createIndex of it succeeds as a no-op.
+    const name = await coll.createIndex({ email: 1 }, { unique: true, name: 'tenant_email' });
     expect(name).toBe('tenant_email');
     const names = (await coll.listIndexes().toArray()).map((i) => i.name);
     expect(names).toContain('tenant_email');
@@ -193,7 +202,7 @@ describe('through the official driver', () => {
     await client.db(dbName).collection('crud').findOne({});
     const address = proxy.proxy.metricsAddress;
     expect(address).not.toBeNull();
-    const text = await (await fetch(`http://${address!.host}:${address!.port}/metrics`)).text();
+    const text = await scrape(proxy.proxy);
     expect(text).toMatch(/mongo_tenant_proxy_operations_total\{[^}]*command="find"[^}]*\} \d+/);
     expect(text).toMatch(/mongo_tenant_proxy_operation_duration_seconds_bucket/);
     expect(text).toMatch(/mongo_tenant_proxy_client_connections \d+/);

@@ -5,21 +5,11 @@
  * on connections that are already pooled.
  */
 import { MongoServerError } from 'mongodb';
-import { afterEach, describe, expect, it } from 'vitest';
-import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { describe, expect } from 'vitest';
+import { it } from '../helpers/fixtures.js';
 import { metricValue } from '../helpers/metrics.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { uniqueDbName, upstreamUri } from '../helpers/upstream.js';
-
-let proxy: TestProxy | undefined;
-let faults: FaultProxy | undefined;
-
-afterEach(async () => {
-  await proxy?.stop();
-  await faults?.close();
-  proxy = undefined;
-  faults = undefined;
-});
+import type { TestProxy } from '../helpers/proxy.js';
+import { uniqueDbName } from '../helpers/upstream.js';
 
 function inUse(tp: TestProxy): Promise<number> {
   return metricValue(tp.proxy, 'upstream_connections', { state: 'in_use' });
@@ -35,9 +25,12 @@ async function failure(promise: Promise<unknown>): Promise<MongoServerError> {
 }
 
 describe('half-open upstream', () => {
-  it('socketTimeoutMS: a write whose reply never comes fails with NetworkTimeout, without a retry label, and the pool slot is freed', async () => {
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({ upstream: { uri: faults.uri, socketTimeoutMS: 1_000, maxPoolSize: 1 } });
+  it('socketTimeoutMS: a write whose reply never comes fails with NetworkTimeout, without a retry label, and the pool slot is freed', async ({
+    faultProxy,
+    startProxy,
+  }) => {
+    const faults = await faultProxy();
+    const proxy = await startProxy({ upstream: { uri: faults.uri, socketTimeoutMS: 1_000, maxPoolSize: 1 } });
     const db = uniqueDbName('halfopen');
     const client = proxy.client({ retryReads: false, retryWrites: false });
     await client
@@ -55,7 +48,7 @@ describe('half-open upstream', () => {
     expect(error.code).toBe(89);
     expect(error.errorLabels).not.toContain('RetryableWriteError');
     expect(error.message).toMatch(/did not reply in time/);
-    await expect.poll(() => inUse(proxy!), { timeout: 20_000 }).toBe(0);
+    await expect.poll(() => inUse(proxy), { timeout: 20_000 }).toBe(0);
 
     faults.setMode('pass');
     faults.resetAll();
@@ -73,9 +66,12 @@ describe('half-open upstream', () => {
       .toBe('warmup');
   });
 
-  it('with socketTimeoutMS 0 a command carrying maxTimeMS still gets its answer (maxTimeMS + grace), not a hang', async () => {
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({ upstream: { uri: faults.uri } });
+  it('with socketTimeoutMS 0 a command carrying maxTimeMS still gets its answer (maxTimeMS + grace), not a hang', async ({
+    faultProxy,
+    startProxy,
+  }) => {
+    const faults = await faultProxy();
+    const proxy = await startProxy({ upstream: { uri: faults.uri } });
     const db = uniqueDbName('halfopen');
     const client = proxy.client({ retryReads: false, retryWrites: false });
     await client

@@ -6,34 +6,11 @@
  */
 import { Long, UUID } from 'bson';
 import { MongoClient } from 'mongodb';
-import { afterEach, describe, expect, it } from 'vitest';
-import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { describe, expect } from 'vitest';
+import { it } from '../helpers/fixtures.js';
 import { scrape } from '../helpers/metrics.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
-import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
-import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
-
-let proxy: TestProxy | undefined;
-let faults: FaultProxy | undefined;
-let fake: FakeUpstream | undefined;
-let tenantProxy: TenantProxy | undefined;
-const raws: RawClient[] = [];
-
-afterEach(async () => {
-  for (const raw of raws.splice(0)) raw.close();
-  await proxy?.stop();
-  await tenantProxy?.stop();
-  tenantProxy = undefined;
-  await faults?.close();
-  await fake?.close();
-  proxy = undefined;
-  faults = undefined;
-  fake = undefined;
-});
-
-const metricsText = (tp: TestProxy): Promise<string> => scrape(tp.proxy);
+import { opMsg, replyDocument, type RawClient } from '../helpers/raw-client.js';
+import { directClient, uniqueDbName } from '../helpers/upstream.js';
 
 /** Samples `read` until stopped; returns the largest value seen. */
 function sampleMax(read: () => number): { stop(): number } {
@@ -49,12 +26,6 @@ function sampleMax(read: () => number): { stop(): number } {
   };
 }
 
-async function raw(tp: TestProxy): Promise<RawClient> {
-  const client = await RawClient.connect(tp.proxy.address.host, tp.proxy.address.port);
-  raws.push(client);
-  return client;
-}
-
 async function rawCommand(client: RawClient, doc: Record<string, unknown>): Promise<Record<string, unknown>> {
   client.write(opMsg(doc).bytes);
   const frame = await client.readFrame(120_000);
@@ -63,12 +34,15 @@ async function rawCommand(client: RawClient, doc: Record<string, unknown>): Prom
 }
 
 describe('multiplexed pool against FerretDB', () => {
-  it('serves 500 concurrent client connections over maxPoolSize 10 upstream connections', async () => {
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
+  it('serves 500 concurrent client connections over maxPoolSize 10 upstream connections', async ({
+    faultProxy,
+    startProxy,
+  }) => {
+    const faults = await faultProxy();
+    const proxy = await startProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
     const db = uniqueDbName('pool500');
-    const clients = await Promise.all(Array.from({ length: 500 }, () => raw(proxy as TestProxy)));
-    const upstreamOpen = sampleMax(() => (faults as FaultProxy).stats().connectionsOpen);
+    const clients = await Promise.all(Array.from({ length: 500 }, () => proxy.raw()));
+    const upstreamOpen = sampleMax(() => faults.stats().connectionsOpen);
     const results = await Promise.all(
       clients.map(async (client, i) => {
         const inserted = await rawCommand(client, { insert: 'items', documents: [{ _id: i, n: i }], $db: db });
@@ -91,22 +65,25 @@ describe('multiplexed pool against FerretDB', () => {
     } finally {
       await direct.close();
     }
-    const text = await metricsText(proxy);
+    const text = await scrape(proxy.proxy);
     expect(text).toMatch(/^mongo_tenant_proxy_client_connections 500$/m);
     expect(text).toMatch(/^mongo_tenant_proxy_upstream_pool_connections\{server="[^"]+",state="idle"\} \d+$/m);
     expect(text).toMatch(/^mongo_tenant_proxy_upstream_pool_wait_queue\{server="[^"]+"\} 0$/m);
   }, 180_000);
 
-  it('runs 500 concurrent driver operations from 20 clients over maxPoolSize 10', async () => {
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
+  it('runs 500 concurrent driver operations from 20 clients over maxPoolSize 10', async ({
+    faultProxy,
+    startProxy,
+  }) => {
+    const faults = await faultProxy();
+    const proxy = await startProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
     const db = uniqueDbName('pooldriver');
-    const drivers: MongoClient[] = Array.from({ length: 20 }, () => (proxy as TestProxy).client({ maxPoolSize: 25 }));
+    const drivers: MongoClient[] = Array.from({ length: 20 }, () => proxy.client({ maxPoolSize: 25 }));
     await drivers[0]!
       .db(db)
       .collection('c')
       .insertOne({ _id: 'seed' as never, v: 1 });
-    const upstreamOpen = sampleMax(() => (faults as FaultProxy).stats().connectionsOpen);
+    const upstreamOpen = sampleMax(() => faults.stats().connectionsOpen);
     const results = await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
         i % 2 === 0
@@ -137,15 +114,18 @@ describe('multiplexed pool against FerretDB', () => {
 });
 
 describe('waiting for a pool connection', () => {
-  it('answers a command that waited waitQueueTimeoutMS with a retryable error instead of hanging', async () => {
-    fake = await startFakeUpstream((message) =>
+  it('answers a command that waited waitQueueTimeoutMS with a retryable error instead of hanging', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream((message) =>
       message.body.comment === 'slow' ? { delayMs: 3_000, replies: [{ ok: 1 }] } : [{ ok: 1 }],
     );
-    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 200 } });
-    const slow = await raw(proxy);
-    const waiting = await raw(proxy);
+    const proxy = await startProxy({ upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 200 } });
+    const slow = await proxy.raw();
+    const waiting = await proxy.raw();
     slow.write(opMsg({ ping: 1, comment: 'slow', $db: 'admin' }).bytes);
-    await expect.poll(() => fake!.received.length, { timeout: 10_000 }).toBe(1);
+    await expect.poll(() => fake.received.length, { timeout: 10_000 }).toBe(1);
     const reply = await rawCommand(waiting, { ping: 1, $db: 'admin' });
     expect(reply).toMatchObject({ ok: 0, code: 262, codeName: 'ExceededTimeLimit' });
     expect(String(reply.errmsg)).toMatch(/waiting for a connection/);
@@ -156,24 +136,22 @@ describe('waiting for a pool connection', () => {
 });
 
 describe('fairness across tenants', () => {
-  it('serves a quiet tenant next even behind a noisy tenant’s backlog', async () => {
-    fake = await startFakeUpstream(() => ({ delayMs: 250, replies: [{ ok: 1 }] }));
-    tenantProxy = await startTenantProxy(['noisy', 'quiet'], {
+  it('serves a quiet tenant next even behind a noisy tenant’s backlog', async ({ fakeUpstream, startTenantProxy }) => {
+    const fake = await fakeUpstream(() => ({ delayMs: 250, replies: [{ ok: 1 }] }));
+    const tenantProxy = await startTenantProxy(['noisy', 'quiet'], {
       upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 120_000 },
     });
     const tp = tenantProxy.proxy;
-    const noisy = await Promise.all(Array.from({ length: 30 }, () => (tenantProxy as TenantProxy).rawFor('noisy')));
-    raws.push(...noisy);
+    const noisy = await Promise.all(Array.from({ length: 30 }, () => tenantProxy.rawFor('noisy')));
     const replies = noisy.map((client, i) => {
       client.write(opMsg({ ping: 1, comment: `noisy-${i}`, $db: 'admin' }).bytes);
       return client.readFrame(120_000);
     });
     // One runs, the others wait for the only connection (at least 10 of them, for the test to mean something).
     const waiting = async (): Promise<number> =>
-      Number(/upstream_pool_wait_queue\{server="[^"]+"\} (\d+)$/m.exec(await metricsText(tp))?.[1] ?? 0);
+      Number(/upstream_pool_wait_queue\{server="[^"]+"\} (\d+)$/m.exec(await scrape(tp.proxy))?.[1] ?? 0);
     await expect.poll(waiting, { timeout: 30_000, interval: 20 }).toBeGreaterThanOrEqual(10);
     const quiet = await tenantProxy.rawFor('quiet');
-    raws.push(quiet);
     const alreadySent = fake.received.length;
     quiet.write(opMsg({ ping: 1, comment: 'quiet', $db: 'admin' }).bytes);
     expect(replyDocument((await quiet.readFrame(120_000))!)).toMatchObject({ ok: 1 });
@@ -200,16 +178,19 @@ describe('transaction pinning (raw wire, fake upstream)', () => {
     $db: typeof doc.$db === 'string' ? doc.$db : 'app',
   });
 
-  it('keeps a transaction on one upstream connection from startTransaction to commit, across client connections', async () => {
-    fake = await startFakeUpstream((message) =>
+  it('keeps a transaction on one upstream connection from startTransaction to commit, across client connections', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream((message) =>
       'find' in message.body
         ? [{ cursor: { id: Long.fromNumber(0), ns: 'app.c', firstBatch: [] }, ok: 1 }]
         : [{ ok: 1, n: 1 }],
     );
-    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxPoolSize: 2 } });
-    const a = await raw(proxy);
-    const b = await raw(proxy);
-    const c = await raw(proxy);
+    const proxy = await startProxy({ upstream: { uri: fake.uri, maxPoolSize: 2 } });
+    const a = await proxy.raw();
+    const b = await proxy.raw();
+    const c = await proxy.raw();
     expect(await rawCommand(a, txn({ insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
     // Other work meanwhile: never on the pinned connection.
     for (let i = 0; i < 3; i++) expect(await rawCommand(b, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
@@ -219,7 +200,7 @@ describe('transaction pinning (raw wire, fake upstream)', () => {
     // After the commit the connection is free for anyone.
     expect(await rawCommand(b, { ping: 1, $db: 'admin' })).toMatchObject({ ok: 1 });
 
-    const byCommand = (name: string): number[] => fake!.received.filter((m) => name in m.body).map((m) => m.connection);
+    const byCommand = (name: string): number[] => fake.received.filter((m) => name in m.body).map((m) => m.connection);
     const [pinned] = byCommand('insert');
     expect(byCommand('find')).toEqual([pinned]);
     expect(byCommand('commitTransaction')).toEqual([pinned]);
@@ -227,11 +208,14 @@ describe('transaction pinning (raw wire, fake upstream)', () => {
     expect(pings.slice(0, 3).every((connection) => connection !== pinned)).toBe(true);
   });
 
-  it('releases the pin when the client connection that started the transaction leaves', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1, n: 1 }]);
-    proxy = await startTestProxy({ upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 30_000 } });
-    const a = await raw(proxy);
-    const b = await raw(proxy);
+  it('releases the pin when the client connection that started the transaction leaves', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1, n: 1 }]);
+    const proxy = await startProxy({ upstream: { uri: fake.uri, maxPoolSize: 1, waitQueueTimeoutMS: 30_000 } });
+    const a = await proxy.raw();
+    const b = await proxy.raw();
     expect(await rawCommand(a, txn({ insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({ ok: 1 });
     // The only connection is pinned: b waits …
     const waiting = rawCommand(b, { ping: 1, $db: 'admin' });
@@ -253,22 +237,24 @@ describe('per-tenant share of the pool (upstream.maxPoolConnectionsPerTenant)', 
     $db: typeof doc.$db === 'string' ? doc.$db : 'app',
   });
 
-  it('keeps serving other tenants at once while one tenant’s open transactions hold its share', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1, n: 1 }]);
-    tenantProxy = await startTenantProxy(['a', 'b'], {
+  it('keeps serving other tenants at once while one tenant’s open transactions hold its share', async ({
+    fakeUpstream,
+    startTenantProxy,
+  }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1, n: 1 }]);
+    const tenantProxy = await startTenantProxy(['a', 'b'], {
       upstream: { uri: fake.uri, maxPoolSize: 3, maxPoolConnectionsPerTenant: 2, waitQueueTimeoutMS: 120_000 },
     });
     const tp = tenantProxy.proxy;
     const capWaits = async (tenant: string): Promise<number> =>
       Number(
         new RegExp(`^mongo_tenant_proxy_upstream_tenant_cap_waits_total\\{tenant="${tenant}"\\} (\\d+)$`, 'm').exec(
-          await metricsText(tp),
+          await scrape(tp.proxy),
         )?.[1] ?? 0,
       );
-    const clientsOfA = await Promise.all([0, 1, 2].map(() => (tenantProxy as TenantProxy).rawFor('a')));
+    const clientsOfA = await Promise.all([0, 1, 2].map(() => tenantProxy.rawFor('a')));
     const [first, second, third] = clientsOfA as [RawClient, RawClient, RawClient];
     const b = await tenantProxy.rawFor('b');
-    raws.push(...clientsOfA, b);
     const sessions = [new UUID(), new UUID(), new UUID()] as const;
 
     // Tenant a pins two connections with two open transactions: its whole share.
@@ -288,7 +274,7 @@ describe('per-tenant share of the pool (upstream.maxPoolConnectionsPerTenant)', 
     // … while tenant b's commands get the free connection at once, again and again.
     for (let i = 0; i < 5; i++)
       expect(await rawCommand(b, { ping: 1, comment: `b-${i}`, $db: 'admin' })).toMatchObject({ ok: 1 });
-    const comments = (): string[] => fake!.received.map((message) => String(message.body.comment));
+    const comments = (): string[] => fake.received.map((message) => String(message.body.comment));
     expect(comments()).not.toContain('a-capped');
     expect(await capWaits('b')).toBe(0);
 
@@ -318,13 +304,15 @@ describe('per-tenant share of the pool (upstream.maxPoolConnectionsPerTenant)', 
     }
   }, 180_000);
 
-  it('lets a session at its tenant’s share start a new transaction over its unfinished one', async () => {
-    fake = await startFakeUpstream(() => [{ ok: 1, n: 1 }]);
-    tenantProxy = await startTenantProxy(['a'], {
+  it('lets a session at its tenant’s share start a new transaction over its unfinished one', async ({
+    fakeUpstream,
+    startTenantProxy,
+  }) => {
+    const fake = await fakeUpstream(() => [{ ok: 1, n: 1 }]);
+    const tenantProxy = await startTenantProxy(['a'], {
       upstream: { uri: fake.uri, maxPoolSize: 3, maxPoolConnectionsPerTenant: 1, waitQueueTimeoutMS: 10_000 },
     });
     const client = await tenantProxy.rawFor('a');
-    raws.push(client);
     const session = new UUID();
     expect(await rawCommand(client, transaction(session, { insert: 'c', documents: [{ x: 1 }] }, true))).toMatchObject({
       ok: 1,

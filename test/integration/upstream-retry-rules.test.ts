@@ -7,20 +7,20 @@
  * drivers act on.
  */
 import { Long, UUID } from 'bson';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FAKE_HELLO, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+import { describe, expect } from 'vitest';
+import { FAKE_HELLO, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { it } from '../helpers/fixtures.js';
+import { opMsg, replyDocument, type RawClient } from '../helpers/raw-client.js';
 
 let fake: FakeUpstream;
-let proxy: TestProxy;
 let client: RawClient;
 /** Connections to reset, per command name, before answering normally. */
 let failures: Record<string, number> = {};
 
-beforeEach(async () => {
+// Stopped after each test by the fixtures.
+it.beforeEach(async ({ fakeUpstream, startProxy }) => {
   failures = {};
-  fake = await startFakeUpstream(
+  fake = await fakeUpstream(
     (message) => {
       const name = Object.keys(message.body)[0] as string;
       if ((failures[name] ?? 0) > 0) {
@@ -38,20 +38,14 @@ beforeEach(async () => {
     },
     { hello: () => ({ ...FAKE_HELLO, msg: 'isdbgrid' }) },
   );
-  proxy = await startTestProxy({
+  const proxy = await startProxy({
     upstream: {
       uri: fake.uri,
       retry: { maxAttempts: 3, initialBackoffMS: 1, maxBackoffMS: 5 },
       circuitBreaker: { failureThreshold: 4, openMS: 60_000, halfOpenProbes: 1 },
     },
   });
-  client = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
-});
-
-afterEach(async () => {
-  client.close();
-  await proxy.stop();
-  await fake.close();
+  client = await proxy.raw();
 });
 
 async function command(doc: Record<string, unknown>): Promise<Record<string, unknown>> {

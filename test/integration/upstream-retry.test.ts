@@ -5,36 +5,27 @@
  * labels; refused connections open the breaker, which fails fast and recovers.
  */
 import { MongoClient, MongoServerError } from 'mongodb';
-import { afterEach, describe, expect, it } from 'vitest';
-import { startFaultProxy, targetFromUri, type FaultProxy } from '../helpers/fault-proxy.js';
+import { describe, expect } from 'vitest';
+import type { FaultProxy } from '../helpers/fault-proxy.js';
+import { it } from '../helpers/fixtures.js';
 import { scrape } from '../helpers/metrics.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
-import { directClient, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
-
-let proxy: TestProxy | undefined;
-let faults: FaultProxy | undefined;
-
-afterEach(async () => {
-  await proxy?.stop();
-  await faults?.close();
-  proxy = undefined;
-  faults = undefined;
-});
-
-const metricsText = (tp: TestProxy): Promise<string> => scrape(tp.proxy);
+import { opMsg, replyDocument } from '../helpers/raw-client.js';
+import { directClient, uniqueDbName } from '../helpers/upstream.js';
 
 /** Resolves once the fault proxy has forwarded more bytes to the upstream than `before`. */
-async function requestReachedUpstream(before: number): Promise<void> {
+async function requestReachedUpstream(faults: FaultProxy, before: number): Promise<void> {
   await expect
-    .poll(() => (faults as FaultProxy).stats().bytesClientToUpstream, { timeout: 20_000, interval: 5 })
+    .poll(() => faults.stats().bytesClientToUpstream, { timeout: 20_000, interval: 5 })
     .toBeGreaterThan(before);
 }
 
 describe('retries through the fault injector', () => {
-  it('retries a find whose upstream connection is reset after the request was sent, and succeeds', async () => {
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({ upstream: { uri: faults.uri } });
+  it('retries a find whose upstream connection is reset after the request was sent, and succeeds', async ({
+    faultProxy,
+    startProxy,
+  }) => {
+    const faults = await faultProxy();
+    const proxy = await startProxy({ upstream: { uri: faults.uri } });
     const db = uniqueDbName('retryread');
     // Driver retries off: a success can only come from the proxy's own retry.
     const client: MongoClient = proxy.client({ retryReads: false, retryWrites: false });
@@ -49,18 +40,21 @@ describe('retries through the fault injector', () => {
       .db(db)
       .collection('c')
       .findOne({ _id: 'doc' as never });
-    await requestReachedUpstream(before);
+    await requestReachedUpstream(faults, before);
     faults.setLatency(0);
     faults.resetAll();
     expect(await pending).toMatchObject({ v: 1 });
-    expect(await metricsText(proxy)).toMatch(
+    expect(await scrape(proxy.proxy)).toMatch(
       /^mongo_tenant_proxy_upstream_retries_total\{command="find",reason="network"\} 1$/m,
     );
   });
 
-  it('never resends a write without txnNumber: a reset under it is an error with labels, applied at most once', async () => {
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({ upstream: { uri: faults.uri } });
+  it('never resends a write without txnNumber: a reset under it is an error with labels, applied at most once', async ({
+    faultProxy,
+    startProxy,
+  }) => {
+    const faults = await faultProxy();
+    const proxy = await startProxy({ upstream: { uri: faults.uri } });
     const db = uniqueDbName('retrywrite');
     const client: MongoClient = proxy.client({ retryReads: false, retryWrites: false });
     await client
@@ -78,7 +72,7 @@ describe('retries through the fault injector', () => {
         () => undefined,
         (error: unknown) => error,
       );
-    await requestReachedUpstream(before);
+    await requestReachedUpstream(faults, before);
     // Give FerretDB time to apply it: the reply is what gets lost.
     await new Promise((resolve) => setTimeout(resolve, 300));
     faults.setLatency(0);
@@ -99,14 +93,17 @@ describe('retries through the fault injector', () => {
     } finally {
       await direct.close();
     }
-    expect(await metricsText(proxy)).not.toMatch(/upstream_retries_total\{command="insert"/);
+    expect(await scrape(proxy.proxy)).not.toMatch(/upstream_retries_total\{command="insert"/);
   });
 });
 
 describe('circuit breaker', () => {
-  it('opens after refused connects, fails fast, half-opens after openMS and closes on success', async () => {
-    faults = await startFaultProxy({ target: targetFromUri(upstreamUri()) });
-    proxy = await startTestProxy({
+  it('opens after refused connects, fails fast, half-opens after openMS and closes on success', async ({
+    faultProxy,
+    startProxy,
+  }) => {
+    const faults = await faultProxy();
+    const proxy = await startProxy({
       upstream: {
         uri: faults.uri,
         maxIdleConnections: 0, // every command needs a new connection
@@ -114,7 +111,7 @@ describe('circuit breaker', () => {
         circuitBreaker: { failureThreshold: 2, openMS: 500, halfOpenProbes: 1 },
       },
     });
-    const c = await RawClient.connect(proxy.proxy.address.host, proxy.proxy.address.port);
+    const c = await proxy.raw();
     const ping = async (): Promise<Record<string, unknown>> => {
       c.write(opMsg({ ping: 1, $db: 'admin' }).bytes);
       return replyDocument((await c.readFrame(20_000))!);
@@ -128,11 +125,11 @@ describe('circuit breaker', () => {
       expect(fast).toMatchObject({ ok: 0, code: 6 });
       expect(String(fast.errmsg)).toMatch(/circuit breaker open/);
       expect(faults.stats().connectionsRefused).toBe(refused); // nothing was even tried
-      expect(await metricsText(proxy)).toMatch(/^mongo_tenant_proxy_circuit_breaker_state\{server="[^"]+"\} 2$/m);
+      expect(await scrape(proxy.proxy)).toMatch(/^mongo_tenant_proxy_circuit_breaker_state\{server="[^"]+"\} 2$/m);
 
       faults.setMode('pass');
       await expect.poll(async () => (await ping()).ok, { timeout: 20_000, interval: 100 }).toBe(1);
-      const text = await metricsText(proxy);
+      const text = await scrape(proxy.proxy);
       expect(text).toMatch(/^mongo_tenant_proxy_circuit_breaker_state\{server="[^"]+"\} 0$/m);
       expect(text).toMatch(
         /^mongo_tenant_proxy_circuit_breaker_transitions_total\{server="[^"]+",from="closed",to="open"\} 1$/m,

@@ -5,23 +5,11 @@
  * go to a secondary. The real replSetStepDown test needs a MongoDB replica set (MONGODB_URI).
  */
 import { Long, ObjectId, UUID } from 'bson';
-import { afterEach, describe, expect, it } from 'vitest';
-import { FAKE_HELLO, startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg, replyDocument } from '../helpers/raw-client.js';
+import { describe, expect } from 'vitest';
+import { FAKE_HELLO, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { it, type IntegrationFixtures } from '../helpers/fixtures.js';
+import { opMsg, replyDocument, type RawClient } from '../helpers/raw-client.js';
 import { directClient, needsMongoDB, uniqueDbName } from '../helpers/upstream.js';
-
-let proxy: TestProxy | undefined;
-let members: FakeUpstream[] = [];
-const raws: RawClient[] = [];
-
-afterEach(async () => {
-  for (const raw of raws.splice(0)) raw.close();
-  await proxy?.stop();
-  await Promise.all(members.map((member) => member.close()));
-  proxy = undefined;
-  members = [];
-});
 
 interface ReplicaSet {
   members: FakeUpstream[];
@@ -32,12 +20,13 @@ interface ReplicaSet {
   servedBy(name: string): number[];
 }
 
-async function startReplicaSet(size = 3): Promise<ReplicaSet> {
+async function startReplicaSet(fakeUpstream: IntegrationFixtures['fakeUpstream'], size = 3): Promise<ReplicaSet> {
   let primary = 0;
   let term = 1;
   const hosts: string[] = [];
+  const members: FakeUpstream[] = [];
   for (let i = 0; i < size; i++) {
-    const member = await startFakeUpstream(
+    const member = await fakeUpstream(
       (message) => {
         const name = Object.keys(message.body)[0];
         if ((name === 'insert' || name === 'update' || name === 'delete') && i !== primary) {
@@ -64,7 +53,7 @@ async function startReplicaSet(size = 3): Promise<ReplicaSet> {
       },
     );
     members.push(member);
-    hosts.push(member.address);
+    hosts.push(member.hostPort);
   }
   return {
     members,
@@ -79,24 +68,18 @@ async function startReplicaSet(size = 3): Promise<ReplicaSet> {
   };
 }
 
-async function raw(tp: TestProxy): Promise<RawClient> {
-  const client = await RawClient.connect(tp.proxy.address.host, tp.proxy.address.port);
-  raws.push(client);
-  return client;
-}
-
 async function command(client: RawClient, doc: Record<string, unknown>): Promise<Record<string, unknown>> {
   client.write(opMsg(doc).bytes);
   return replyDocument((await client.readFrame(30_000))!);
 }
 
 describe('replica set failover (fake members)', () => {
-  it('sends new writes to the new primary after an election', async () => {
-    const rs = await startReplicaSet();
-    proxy = await startTestProxy({
+  it('sends new writes to the new primary after an election', async ({ fakeUpstream, startProxy }) => {
+    const rs = await startReplicaSet(fakeUpstream);
+    const proxy = await startProxy({
       upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 500 },
     });
-    const c = await raw(proxy);
+    const c = await proxy.raw();
     expect(await command(c, { insert: 'c', documents: [{ a: 1 }], $db: 'app' })).toMatchObject({ ok: 1 });
     expect(rs.servedBy('insert')).toEqual([0]);
 
@@ -115,13 +98,13 @@ describe('replica set failover (fake members)', () => {
     expect(rs.servedBy('insert').slice(before)).toEqual([1, 1, 1]);
   });
 
-  it('retries a retryable write that met the step-down on the new primary', async () => {
-    const rs = await startReplicaSet();
+  it('retries a retryable write that met the step-down on the new primary', async ({ fakeUpstream, startProxy }) => {
+    const rs = await startReplicaSet(fakeUpstream);
     // A long heartbeat: only the NotWritablePrimary reply can make the proxy look again.
-    proxy = await startTestProxy({
+    const proxy = await startProxy({
       upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 60_000 },
     });
-    const c = await raw(proxy);
+    const c = await proxy.raw();
     const lsid = { id: new UUID() };
     expect(
       await command(c, { insert: 'c', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(1), $db: 'app' }),
@@ -138,12 +121,15 @@ describe('replica set failover (fake members)', () => {
     expect(rs.servedBy('insert')).toEqual([0, 0, 2]);
   });
 
-  it('sends reads with $readPreference secondary to a secondary, and tags pick the member', async () => {
-    const rs = await startReplicaSet();
-    proxy = await startTestProxy({
+  it('sends reads with $readPreference secondary to a secondary, and tags pick the member', async ({
+    fakeUpstream,
+    startProxy,
+  }) => {
+    const rs = await startReplicaSet(fakeUpstream);
+    const proxy = await startProxy({
       upstream: { uri: `mongodb://${rs.hosts.join(',')}/?replicaSet=rs0`, heartbeatFrequencyMS: 500 },
     });
-    const c = await raw(proxy);
+    const c = await proxy.raw();
     const servedBy = async (readPreference?: Record<string, unknown>): Promise<number> => {
       const reply = await command(c, {
         find: 'c',
@@ -162,14 +148,15 @@ describe('replica set failover (fake members)', () => {
 });
 
 describe('mongos lists', () => {
-  it('balances commands over several mongos', async () => {
+  it('balances commands over several mongos', async ({ fakeUpstream, startProxy }) => {
+    const members: FakeUpstream[] = [];
     for (let i = 0; i < 2; i++) {
-      members.push(await startFakeUpstream(() => [{ ok: 1 }], { hello: () => ({ ...FAKE_HELLO, msg: 'isdbgrid' }) }));
+      members.push(await fakeUpstream(() => [{ ok: 1 }], { hello: () => ({ ...FAKE_HELLO, msg: 'isdbgrid' }) }));
     }
-    proxy = await startTestProxy({
-      upstream: { uri: `mongodb://${members.map((m) => m.address).join(',')}/`, heartbeatFrequencyMS: 500 },
+    const proxy = await startProxy({
+      upstream: { uri: `mongodb://${members.map((m) => m.hostPort).join(',')}/`, heartbeatFrequencyMS: 500 },
     });
-    const clients = await Promise.all(Array.from({ length: 20 }, () => raw(proxy as TestProxy)));
+    const clients = await Promise.all(Array.from({ length: 20 }, () => proxy.raw()));
     // Wait until monitoring has described both mongos.
     await expect
       .poll(
@@ -186,8 +173,8 @@ describe('mongos lists', () => {
 describe('replSetStepDown on a real replica set', () => {
   it.skipIf(needsMongoDB('needs a MongoDB replica set (replSetStepDown)'))(
     'keeps writing through a step-down',
-    async () => {
-      proxy = await startTestProxy({ upstream: { heartbeatFrequencyMS: 500 } });
+    async ({ startProxy }) => {
+      const proxy = await startProxy({ upstream: { heartbeatFrequencyMS: 500 } });
       const db = uniqueDbName('stepdown');
       const client = proxy.client();
       const collection = client.db(db).collection('c');

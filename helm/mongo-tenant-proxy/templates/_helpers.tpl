@@ -74,7 +74,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 
 {{/*
-The settings a running proxy cannot reload (src/config/reload.ts, README "Hot reload"): each
+The settings a running proxy cannot reload (src/config/reload.ts, docs/hot-reload.md): each
 listener's name, address, TLS on or off and client certificate mode; the upstream; metrics.listen;
 identity.maxTenantLabels; isolation.sessionKey; limits.tlsHandshakeTimeoutMS.
 */}}

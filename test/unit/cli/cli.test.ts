@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -8,16 +7,10 @@ import { runCli, VERSION, type CliIo, type ServedProxy, type StartProxy } from '
 import type { ProxyConfig } from '../../../src/config/index.js';
 import type { ConfigSource } from '../../../src/reload.js';
 import { makeTestPki } from '../../helpers/certs.js';
+import { tempDir } from '../../helpers/config.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'mtp-cli-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-let fileCounter = 0;
-function yamlFile(text: string): string {
-  const file = join(dir, `config-${++fileCounter}.yaml`);
-  writeFileSync(file, text);
-  return file;
-}
+const files = tempDir('mtp-cli-');
+afterAll(() => files.remove());
 
 interface Run {
   stdout: string;
@@ -162,7 +155,7 @@ describe('usage errors: one line on stderr, exit 2', () => {
   });
 
   it('several problems still make one line', async () => {
-    const file = yamlFile('limits:\n  maxConnections: 0\n  maxBsonDepth: 0\n');
+    const file = files.yaml('limits:\n  maxConnections: 0\n  maxBsonDepth: 0\n');
     expect(usageFailure(await cli(['serve', '--config', file]))).toMatch(/\(and 1 more problem\)/);
   });
 
@@ -179,7 +172,7 @@ describe('usage errors: one line on stderr, exit 2', () => {
 
 describe('validate-config', () => {
   it('prints ok for a valid file', async () => {
-    const run = await cli(['validate-config', yamlFile('listeners:\n  - name: main\n    listen: 0.0.0.0:27018\n')]);
+    const run = await cli(['validate-config', files.yaml('listeners:\n  - name: main\n    listen: 0.0.0.0:27018\n')]);
     expect(run.stdout).toBe('ok\n');
     expect(run.stderr).toBe('');
     expect(run.exits).toEqual([0]);
@@ -191,7 +184,10 @@ describe('validate-config', () => {
   });
 
   it('prints every problem, one per line, and exits 2', async () => {
-    const run = await cli(['validate-config', yamlFile('limits:\n  maxConnections: 0\n  maxBsonDepth: 0\nextra: 1\n')]);
+    const run = await cli([
+      'validate-config',
+      files.yaml('limits:\n  maxConnections: 0\n  maxBsonDepth: 0\nextra: 1\n'),
+    ]);
     expect(run.exits).toEqual([2]);
     expect(run.stdout).toBe('');
     const lines = run.stderr.trim().split('\n');
@@ -202,19 +198,19 @@ describe('validate-config', () => {
   });
 
   it('reports a duplicate key', async () => {
-    const run = await cli(['validate-config', yamlFile('log:\n  level: info\n  level: debug\n')]);
+    const run = await cli(['validate-config', files.yaml('log:\n  level: info\n  level: debug\n')]);
     expect(run.exits).toEqual([2]);
     expect(run.stderr).toMatch(/^error: log\.level: duplicate key/);
   });
 
   it('reports a missing file', async () => {
-    const run = await cli(['validate-config', join(dir, 'nope.yaml')]);
+    const run = await cli(['validate-config', join(files.path, 'nope.yaml')]);
     expect(run.exits).toEqual([2]);
     expect(run.stderr).toContain('no such file');
   });
 
   it('ignores the environment', async () => {
-    const run = await cli(['validate-config', yamlFile('{}\n')], { env: { MTP_LISTEN: 'bad' } });
+    const run = await cli(['validate-config', files.yaml('{}\n')], { env: { MTP_LISTEN: 'bad' } });
     expect(run.stdout).toBe('ok\n');
   });
 
@@ -223,30 +219,31 @@ describe('validate-config', () => {
   it.each([
     [
       'a missing credentials file',
-      () => `identity:\n  scram:\n    credentialsFile: ${join(dir, 'missing-credentials.yaml')}\n`,
+      () => `identity:\n  scram:\n    credentialsFile: ${join(files.path, 'missing-credentials.yaml')}\n`,
       /^error: identity\.scram\.credentialsFile: .*cannot read credentials file/,
     ],
     [
       'an invalid credentials file',
-      () => `identity:\n  scram:\n    credentialsFile: ${yamlFile('users:\n  - user: orders\n')}\n`,
+      () => `identity:\n  scram:\n    credentialsFile: ${files.yaml('users:\n  - user: orders\n')}\n`,
       /^error: identity\.scram\.credentialsFile: .*users\[0\]\.tenant/,
     ],
     [
       'a missing JWT key file',
       () =>
-        `identity:\n  jwt:\n    keyFile: ${join(dir, 'missing-key.pem')}\n    audience: proxy\n    tenantClaim: tenant\n`,
+        `identity:\n  jwt:\n    keyFile: ${join(files.path, 'missing-key.pem')}\n    audience: proxy\n    tenantClaim: tenant\n`,
       /^error: identity\.jwt\.keyFile: /,
     ],
     [
       'a missing TLS certificate',
-      () => `tls:\n      certFile: ${join(dir, 'missing.crt')}\n      keyFile: ${join(dir, 'missing.key')}\n`,
+      () =>
+        `tls:\n      certFile: ${join(files.path, 'missing.crt')}\n      keyFile: ${join(files.path, 'missing.key')}\n`,
       /^error: listeners\[0\]\.tls\.certFile: /,
     ],
   ])('loads the files the configuration names: %s is an error naming the field', async (_name, section, expected) => {
     const text = section();
     const methods = text.startsWith('identity') ? (text.includes('jwt') ? '[plain-jwt]' : '[scram]') : '[]';
     const listener = `listeners:\n  - name: main\n    listen: 127.0.0.1:27018\n    methods: ${methods}\n`;
-    const file = yamlFile(text.startsWith('tls') ? `${listener}    ${text}` : `${listener}${text}`);
+    const file = files.yaml(text.startsWith('tls') ? `${listener}    ${text}` : `${listener}${text}`);
     const run = await cli(['validate-config', file]);
     expect(run.stdout).toBe('');
     expect(run.stderr).toMatch(expected);
@@ -260,7 +257,7 @@ describe('validate-config', () => {
     const pki = await makeTestPki();
     try {
       const tls = pki.listenerTls('optional');
-      const file = yamlFile(
+      const file = files.yaml(
         `listeners:\n  - name: main\n    listen: 127.0.0.1:27018\n    methods: [mtls]\n    tls: ${JSON.stringify(tls)}\n` +
           `identity:\n  certificateRules: ${JSON.stringify(pki.rules)}\n`,
       );
@@ -275,7 +272,7 @@ describe('validate-config', () => {
 
 describe('print-config', () => {
   it('prints the effective configuration as YAML with the password masked', async () => {
-    const file = yamlFile(
+    const file = files.yaml(
       'upstream:\n  uri: mongodb://proxy:hunter2@db:27017/?authSource=admin\nlimits:\n  maxConnections: 5\n',
     );
     const run = await cli(['print-config', '--config', file, '--metrics-listen', 'off'], {
@@ -296,12 +293,12 @@ describe('print-config', () => {
 
   it('prints something validate-config accepts', async () => {
     const printed = await cli(['print-config', '--listen', '[::1]:27019']);
-    const check = await cli(['validate-config', yamlFile(printed.stdout)]);
+    const check = await cli(['validate-config', files.yaml(printed.stdout)]);
     expect(check.stdout).toBe('ok\n');
   });
 
   it('reads MTP_CONFIG', async () => {
-    const file = yamlFile('limits:\n  maxBsonDepth: 7\n');
+    const file = files.yaml('limits:\n  maxBsonDepth: 7\n');
     const run = await cli(['print-config'], { env: { MTP_CONFIG: file } });
     expect(run.stdout).toContain('maxBsonDepth: 7');
   });
@@ -387,7 +384,7 @@ describe('serve', () => {
   it('reloads on SIGHUP from the same file, environment and flags, and not once stopping', async () => {
     const signals = new FakeProcess();
     const { calls, startProxy } = fakeProxy(() => new Promise(() => {}));
-    const file = yamlFile('limits:\n  maxConnections: 5\n');
+    const file = files.yaml('limits:\n  maxConnections: 5\n');
     const run = await cli(['serve', '--config', file, '--log-level', 'warn'], {
       startProxy,
       signals,
@@ -409,7 +406,7 @@ describe('serve', () => {
 
   it('watches MTP_CONFIG when no --config is given', async () => {
     const { calls, startProxy } = fakeProxy();
-    const file = yamlFile('limits:\n  maxConnections: 5\n');
+    const file = files.yaml('limits:\n  maxConnections: 5\n');
     await cli(['serve'], { startProxy, signals: new FakeProcess(), env: { MTP_CONFIG: file } });
     expect(calls.source?.file).toBe(file);
   });

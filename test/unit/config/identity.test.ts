@@ -1,7 +1,4 @@
 // Listeners and the identity section: schema, cross-field rules, environment lists, --listen.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   configFromObject,
@@ -13,27 +10,10 @@ import {
   schemaAt,
 } from '../../../src/config/index.js';
 import { inspectPattern, isLoopbackHost } from '../../../src/config/checks.js';
-import { ConfigError } from '../../../src/errors.js';
+import { configError, tempDir } from '../../helpers/config.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'mtp-identity-config-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-let fileCounter = 0;
-function yamlFile(text: string): string {
-  const file = join(dir, `config-${++fileCounter}.yaml`);
-  writeFileSync(file, text);
-  return file;
-}
-
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
+const files = tempDir('mtp-identity-config-');
+afterAll(() => files.remove());
 
 /** Every problem validation reports, as `path: message` lines. */
 function problems(values: Record<string, unknown>): string[] {
@@ -217,7 +197,7 @@ describe('method mtls and client certificates', () => {
   });
 
   it('reports the file line of the listener', () => {
-    const file = yamlFile(
+    const file = files.yaml(
       ['listeners:', '  - name: a', '    listen: 0.0.0.0:1', '    methods: [mtls]', '    tls:', '      certFile: c', '      keyFile: k'].join('\n'),
     );
     const error = configError(() => loadConfig({ file, env: {} })) as ConfigValidationError;
@@ -457,14 +437,14 @@ describe('failure delay and the other identity settings', () => {
   });
 
   it('empty identity sections in YAML mean the defaults', () => {
-    const file = yamlFile('identity:\n  scram:\n  jwt:\n');
+    const file = files.yaml('identity:\n  scram:\n  jwt:\n');
     expect(loadConfig({ file, env: {} })).toEqual(defaultConfig());
   });
 });
 
 describe('a complete configuration with every method', () => {
   it('loads (the examples in config/example.yaml, uncommented)', () => {
-    const file = yamlFile(
+    const file = files.yaml(
       String.raw`
 listeners:
   - name: sidecar
@@ -514,7 +494,7 @@ identity:
     expect(new RegExp(config.identity.certificateRules[0]!.pattern).exec('spiffe://cluster/ns/team-a/sa/web')?.groups?.['tenant']).toBe('team-a');
     expect(new RegExp(config.identity.certificateRules[1]!.pattern).exec('team-b.clients.example.com')?.groups?.['tenant']).toBe('team-b');
     // print-config output loads back to the same configuration.
-    const again = loadConfig({ file: yamlFile(formatConfigYaml(config)), env: {} });
+    const again = loadConfig({ file: files.yaml(formatConfigYaml(config)), env: {} });
     expect(again).toEqual(config);
   });
 });
@@ -537,7 +517,7 @@ describe('lists from the environment, as JSON', () => {
   });
 
   it('replaces the file list whole', () => {
-    const file = yamlFile('listeners:\n  - name: a\n    listen: 127.0.0.1:1\n  - name: b\n    listen: 127.0.0.1:2\n');
+    const file = files.yaml('listeners:\n  - name: a\n    listen: 127.0.0.1:1\n  - name: b\n    listen: 127.0.0.1:2\n');
     const config = loadConfig({ file, env: { MTP_LISTENERS: '[{"name":"c","listen":"127.0.0.1:3"}]' } });
     expect(config.listeners.map((listener) => listener.name)).toEqual(['c']);
   });
@@ -614,7 +594,7 @@ describe('--listen and MTP_LISTEN set the first listener', () => {
   });
 
   it('creating the default listener when the file lists none', () => {
-    const file = yamlFile('listeners: []\n');
+    const file = files.yaml('listeners: []\n');
     expect(first(loadConfig({ file, env: {}, flags: { listen: '127.0.0.1:3' } }))).toEqual({
       name: 'default',
       listen: { host: '127.0.0.1', port: 3 },
@@ -626,7 +606,7 @@ describe('--listen and MTP_LISTEN set the first listener', () => {
   });
 
   it('of the file listeners, keeping the others and every other setting', () => {
-    const file = yamlFile(
+    const file = files.yaml(
       [
         'listeners:',
         '  - name: side',
@@ -659,21 +639,21 @@ describe('--listen and MTP_LISTEN set the first listener', () => {
     expect(configError(() => loadConfig({ env: { MTP_LISTEN: 'nope' } })).message).toMatch(
       /^listeners\[0\]\.listen: must be "host:port".*from MTP_LISTEN\)$/,
     );
-    const file = yamlFile('listeners:\n  - name: a\n    listen: 127.0.0.1:1\n  - name: b\n    listen: 127.0.0.1:2\n');
+    const file = files.yaml('listeners:\n  - name: a\n    listen: 127.0.0.1:1\n  - name: b\n    listen: 127.0.0.1:2\n');
     expect(configError(() => loadConfig({ file, env: {}, flags: { listen: '127.0.0.1:2' } })).message).toBe(
       `listeners[1].listen: 127.0.0.1:2 is already the address of listeners[0] "a" (from ${file}:5)`,
     );
-    const side = yamlFile('listeners:\n  - name: a\n    listen: 127.0.0.1:1\n    methods: [static]\n    staticTenant: t\n');
+    const side = files.yaml('listeners:\n  - name: a\n    listen: 127.0.0.1:1\n    methods: [static]\n    staticTenant: t\n');
     expect(configError(() => loadConfig({ file: side, env: {}, flags: { listen: '0.0.0.0:1' } })).message).toMatch(
       /^listeners\[0\]\.methods: "static" gives every connection .* \(got 0\.0\.0\.0:1 without TLS\) \(from .*:4\)$/,
     );
   });
 
   it('leave a listeners value that is not a list for validation to report', () => {
-    const file = yamlFile('listeners: 127.0.0.1:1\n');
+    const file = files.yaml('listeners: 127.0.0.1:1\n');
     const error = configError(() => loadConfig({ file, env: {}, flags: { listen: '127.0.0.1:2' } }));
     expect(error.message).toMatch(/^listeners: must be a list/);
-    const item = yamlFile('listeners: [x]\n');
+    const item = files.yaml('listeners: [x]\n');
     expect(configError(() => loadConfig({ file: item, env: {}, flags: { listen: '127.0.0.1:2' } })).path).toBe('listeners[0]');
   });
 

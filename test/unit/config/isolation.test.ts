@@ -9,18 +9,8 @@ import {
   maskSecrets,
 } from '../../../src/config/index.js';
 import { isolationWarnings, namespaceGlobProblem, templateProblem } from '../../../src/config/checks.js';
-import { ConfigError } from '../../../src/errors.js';
+import { configError } from '../../helpers/config.js';
 import { parseNameTemplate } from '../../../src/policy/namespaces.js';
-
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 /** Every problem validation reports, as `path: message` lines. */
 function problems(isolation: Record<string, unknown>): string[] {
@@ -43,6 +33,16 @@ describe('isolation defaults', () => {
       namespaces: [],
       maxTimeMS: 60_000,
       sessionKey: null,
+      tenancy: {
+        virtualDdl: true,
+        catalogueDatabase: 'mongo_tenant_proxy',
+        indexesPerTenant: 16,
+        indexReserve: 8,
+        maxIndexesPerCollection: 64,
+        deleteBatchSize: 1000,
+        statsMaxDocuments: 100000,
+        sharedIndexes: [],
+      },
     });
   });
 

@@ -1,5 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -10,27 +9,10 @@ import {
   type ProxyConfig,
 } from '../../../src/config/index.js';
 import { ConfigError } from '../../../src/errors.js';
+import { configError, tempDir } from '../../helpers/config.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'mtp-config-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-let fileCounter = 0;
-function yamlFile(text: string): string {
-  const file = join(dir, `config-${++fileCounter}.yaml`);
-  writeFileSync(file, text);
-  return file;
-}
-
-/** The ConfigError a function throws (fails the test when it throws nothing or something else). */
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
+const files = tempDir('mtp-config-');
+afterAll(() => files.remove());
 
 const DEFAULTS: ProxyConfig = {
   listeners: [{ name: 'default', listen: { host: '127.0.0.1', port: 27018 }, tls: null, methods: [], staticTenant: null }],
@@ -61,6 +43,16 @@ const DEFAULTS: ProxyConfig = {
     namespaces: [],
     maxTimeMS: 60_000,
     sessionKey: null,
+    tenancy: {
+      virtualDdl: true,
+      catalogueDatabase: 'mongo_tenant_proxy',
+      indexesPerTenant: 16,
+      indexReserve: 8,
+      maxIndexesPerCollection: 64,
+      deleteBatchSize: 1000,
+      statsMaxDocuments: 100000,
+      sharedIndexes: [],
+    },
   },
   upstream: {
     uri: 'mongodb://127.0.0.1:27017/',
@@ -125,7 +117,7 @@ describe('defaults', () => {
 });
 
 describe('precedence: defaults < file < environment < flags', () => {
-  const file = yamlFile(
+  const file = files.yaml(
     [
       'listeners:',
       '  - name: main',
@@ -178,7 +170,7 @@ describe('precedence: defaults < file < environment < flags', () => {
   });
 
   it('MTP_CONFIG names the file when none is given, and an explicit file wins over it', () => {
-    const other = yamlFile('listeners: [{ name: other, listen: 127.0.0.1:1009 }]\n');
+    const other = files.yaml('listeners: [{ name: other, listen: 127.0.0.1:1009 }]\n');
     expect(loadConfig({ env: { MTP_CONFIG: file } }).listeners[0]!.listen.port).toBe(1001);
     expect(loadConfig({ file: other, env: { MTP_CONFIG: file } }).listeners[0]!.listen.port).toBe(1009);
     expect(loadConfig({ env: { MTP_CONFIG: '' } })).toEqual(DEFAULTS);
@@ -317,7 +309,7 @@ describe('validation errors name the field', () => {
   });
 
   it('says where a file value came from', () => {
-    const file = yamlFile('limits:\n  maxBsonDepth: 200\n  maxConnections: 0\n');
+    const file = files.yaml('limits:\n  maxBsonDepth: 200\n  maxConnections: 0\n');
     const error = configError(() => loadConfig({ file, env: {} }));
     expect(error.message).toBe(`limits.maxConnections: must be >= 1 (got 0, from ${file}:3)`);
   });
@@ -348,7 +340,7 @@ describe('unknown keys are errors at every level', () => {
   });
 
   it('inside a section', () => {
-    const file = yamlFile('limits:\n  maxConnection: 5\n');
+    const file = files.yaml('limits:\n  maxConnection: 5\n');
     const error = configError(() => loadConfig({ file, env: {} }));
     expect(error.path).toBe('limits.maxConnection');
     expect(error.message).toBe(`limits.maxConnection: unknown setting; did you mean "maxConnections"? (from ${file}:2)`);
@@ -365,19 +357,19 @@ describe('unknown keys are errors at every level', () => {
 
 describe('YAML files', () => {
   it('reject duplicate keys, naming the field and both lines', () => {
-    const file = yamlFile('limits:\n  maxConnections: 5\n  maxBsonDepth: 10\n  maxConnections: 6\n');
+    const file = files.yaml('limits:\n  maxConnections: 5\n  maxBsonDepth: 10\n  maxConnections: 6\n');
     const error = configError(() => loadConfig({ file, env: {} }));
     expect(error.path).toBe('limits.maxConnections');
     expect(error.message).toBe(`limits.maxConnections: duplicate key (${file}:4, first set on line 2)`);
   });
 
   it('reject duplicate sections', () => {
-    const file = yamlFile('log:\n  level: info\nlog:\n  level: debug\n');
+    const file = files.yaml('log:\n  level: info\nlog:\n  level: debug\n');
     expect(configError(() => loadConfig({ file, env: {} })).path).toBe('log');
   });
 
   it('report syntax errors with a position and without the source line', () => {
-    const file = yamlFile('upstream:\n  uri: "mongodb://u:hunter2@h/\nlimits: [\n');
+    const file = files.yaml('upstream:\n  uri: "mongodb://u:hunter2@h/\nlimits: [\n');
     const error = configError(() => loadConfig({ file, env: {} }));
     expect(error.path).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+$`));
     expect(error.message).toContain('invalid YAML');
@@ -385,31 +377,31 @@ describe('YAML files', () => {
   });
 
   it('treat an empty file and empty sections as "use the defaults"', () => {
-    expect(loadConfig({ file: yamlFile(''), env: {} })).toEqual(DEFAULTS);
-    expect(loadConfig({ file: yamlFile('# nothing\nlimits:\nlog:\n'), env: {} })).toEqual(DEFAULTS);
+    expect(loadConfig({ file: files.yaml(''), env: {} })).toEqual(DEFAULTS);
+    expect(loadConfig({ file: files.yaml('# nothing\nlimits:\nlog:\n'), env: {} })).toEqual(DEFAULTS);
   });
 
   it('reject a file that is not a mapping', () => {
-    const file = yamlFile('- a\n- b\n');
+    const file = files.yaml('- a\n- b\n');
     const error = configError(() => loadConfig({ file, env: {} }));
     expect(error.path).toBe(file);
     expect(error.message).toContain('must be a mapping of settings (got a list)');
   });
 
   it('reject non-string keys and __proto__', () => {
-    expect(configError(() => loadConfig({ file: yamlFile('? [a]\n: 1\n'), env: {} })).message).toContain('plain names');
-    expect(configError(() => loadConfig({ file: yamlFile('__proto__:\n  x: 1\n'), env: {} })).path).toBe('__proto__');
+    expect(configError(() => loadConfig({ file: files.yaml('? [a]\n: 1\n'), env: {} })).message).toContain('plain names');
+    expect(configError(() => loadConfig({ file: files.yaml('__proto__:\n  x: 1\n'), env: {} })).path).toBe('__proto__');
   });
 
   it('report a missing file', () => {
-    const missing = join(dir, 'missing.yaml');
+    const missing = join(files.path, 'missing.yaml');
     const error = configError(() => loadConfig({ file: missing, env: {} }));
     expect(error.message).toBe(`${missing}: cannot read config file: no such file`);
-    expect(configError(() => loadConfig({ file: dir, env: {} })).message).toContain('directory');
+    expect(configError(() => loadConfig({ file: files.path, env: {} })).message).toContain('directory');
   });
 
   it('refuse a file too large for a configuration, and a file that is not a regular file (a device never ends)', () => {
-    const huge = join(dir, 'huge.yaml');
+    const huge = join(files.path, 'huge.yaml');
     writeFileSync(huge, `# ${'x'.repeat(5 * 1024 * 1024)}\n`);
     expect(configError(() => loadConfig({ file: huge, env: {} })).message).toBe(`${huge}: cannot read config file: larger than 4194304 bytes`);
     expect(configError(() => loadConfig({ file: '/dev/zero', env: {} })).message).toBe('/dev/zero: cannot read config file: not a regular file');
@@ -418,16 +410,16 @@ describe('YAML files', () => {
   it('refuse alias bombs', () => {
     const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
     for (let i = 0; i < 12; i++) lines.push(`${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`);
-    expect(() => loadConfig({ file: yamlFile(lines.join('\n')), env: {} })).toThrow(ConfigError);
+    expect(() => loadConfig({ file: files.yaml(lines.join('\n')), env: {} })).toThrow(ConfigError);
   });
 
   it('read IPv6 listeners and disabled metrics', () => {
     const config = loadConfig({
-      file: yamlFile('listeners:\n  - name: v6\n    listen: "[::1]:27018"\nmetrics:\n  listen: off\n'),
+      file: files.yaml('listeners:\n  - name: v6\n    listen: "[::1]:27018"\nmetrics:\n  listen: off\n'),
       env: {},
     });
     expect(config.listeners[0]!.listen).toEqual({ host: '::1', port: 27018 });
     expect(config.metrics.listen).toBeNull();
-    expect(loadConfig({ file: yamlFile('metrics:\n  listen: null\n'), env: {} }).metrics.listen).toBeNull();
+    expect(loadConfig({ file: files.yaml('metrics:\n  listen: null\n'), env: {} }).metrics.listen).toBeNull();
   });
 });

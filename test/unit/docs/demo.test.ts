@@ -9,7 +9,8 @@ const readme = readFileSync(`${root}README.md`, 'utf8');
 const demo = readFileSync(`${root}scripts/demo.mjs`, 'utf8');
 
 describe('the README on npm run demo', () => {
-  const box = readme.slice(readme.indexOf('`npm run demo` prints:'), readme.indexOf('## Running it'));
+  const start = readme.indexOf('`npm run demo` prints:');
+  const box = readme.slice(start, readme.indexOf('\n## ', start));
   const labels = [...box.matchAll(/^│ ([A-Z][a-z]+:) +/gm)].map((match) => match[1]!);
 
   it('shows lines the demo prints, under their labels', () => {

@@ -1,28 +1,32 @@
-// Every chart value the README's Kubernetes, scraping, runbook and hot-reload sections name (in
-// backticks or in `--set` flags) exists in helm/mongo-tenant-proxy/values.yaml, so an operator
-// following the README never sets a key the chart ignores.
+// Every chart value the docs' Kubernetes (docs/deploy.md), scraping and dashboard (docs/metrics.md),
+// runbook (docs/runbook.md) and hot-reload (docs/hot-reload.md) sections name (in backticks or in
+// `--set` flags) exists in helm/mongo-tenant-proxy/values.yaml, so an operator following the docs
+// never sets a key the chart ignores.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-const readme = readFileSync(`${root}README.md`, 'utf8');
+const page = (name: string): string => readFileSync(`${root}docs/${name}`, 'utf8');
 const values = parse(readFileSync(`${root}helm/mongo-tenant-proxy/values.yaml`, 'utf8')) as Record<string, unknown>;
 
-const between = (start: string, end: string): string => {
-  const from = readme.indexOf(start);
-  const to = readme.indexOf(end, from);
+/** The text of `doc` from `start` up to `end` (or to the end of the page). */
+const between = (doc: string, start: string, end?: string): string => {
+  const from = doc.indexOf(start);
   expect(from, start).toBeGreaterThanOrEqual(0);
+  if (end === undefined) return doc.slice(from);
+  const to = doc.indexOf(end, from);
   expect(to, end).toBeGreaterThan(from);
-  return readme.slice(from, to);
+  return doc.slice(from, to);
 };
 
 const sections = [
-  between('### Kubernetes (Helm chart)', '## Tests'),
-  between('### Scrape with Prometheus', '### Metrics reference'),
-  between('### Dashboard', '## Logs and audit'),
-  between('In Kubernetes the kubelet', '## How the proxy presents itself'),
+  between(page('deploy.md'), '## Kubernetes (Helm chart)'),
+  between(page('metrics.md'), '## Scrape with Prometheus', '## Metrics reference'),
+  between(page('metrics.md'), '## Dashboard'),
+  page('runbook.md'),
+  between(page('hot-reload.md'), 'In Kubernetes the kubelet'),
 ].join('\n');
 
 /** Dotted names whose first part is a top-level chart value (others are proxy settings, labels…). */
@@ -61,7 +65,7 @@ function exists(path: string): boolean {
   return true;
 }
 
-describe('chart values named in the README', () => {
+describe('chart values named in the docs', () => {
   const keys = mentionedValueKeys();
 
   it('finds the ones the deploy and scrape sections are about', () => {

@@ -1,4 +1,4 @@
-// The README's metrics reference lists exactly the metric families a fresh ProxyMetrics registry
+// The metrics reference (docs/metrics.md) lists exactly the metric families a fresh ProxyMetrics registry
 // exposes, each with its type and label names, plus every Node.js process metric by name.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -6,8 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { METRIC_PREFIX, ProxyMetrics } from '../../../src/observability/metrics.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-const readme = readFileSync(`${root}README.md`, 'utf8');
-const section = readme.slice(readme.indexOf('### Metrics reference'), readme.indexOf('### Dashboard'));
+const page = readFileSync(`${root}docs/metrics.md`, 'utf8');
+const section = page.slice(page.indexOf('## Metrics reference'), page.indexOf('## Dashboard'));
 
 interface Row {
   type: string;
@@ -44,7 +44,7 @@ async function ownFamilies(): Promise<Map<string, Family>> {
   return families;
 }
 
-describe('README metrics reference', () => {
+describe('docs/metrics.md metrics reference', () => {
   it('lists exactly the families the registry exposes, with their type and labels', async () => {
     const rows = tableRows();
     const families = await ownFamilies();

@@ -1,13 +1,11 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import { runCli, type CliIo } from '../../../src/cli/index.js';
-import { ConfigError } from '../../../src/errors.js';
+import { ConfigError, CredentialsFileError } from '../../../src/errors.js';
 import {
-  CredentialsFileError,
   createCredentialStore,
   credentialLookup,
   formatCredentialEntry,
@@ -21,15 +19,10 @@ import { scramServiceFor } from '../../../src/identity/scram-server.js';
 import type { AuthAttemptContext, SaslStepResult } from '../../../src/identity/types.js';
 import { deriveKeys, h, hi, hmac, mongoPasswordDigest } from '../../../src/protocol/scram-crypto.js';
 import { ScramClient } from '../../../src/upstream/scram.js';
+import { tempDir } from '../../helpers/config.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'mtp-credentials-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let fileCounter = 0;
-function tempFile(text: string): string {
-  const file = join(dir, `credentials-${++fileCounter}.yaml`);
-  writeFileSync(file, text);
-  return file;
-}
+const files = tempDir('mtp-credentials-');
+afterAll(() => files.remove());
 function replaceFile(file: string, text: string): void {
   writeFileSync(`${file}.tmp`, text);
   renameSync(`${file}.tmp`, file);
@@ -236,10 +229,10 @@ describe('parseCredentials', () => {
   });
 
   it('loadCredentialsFile reports unreadable files plainly', () => {
-    expect(() => loadCredentialsFile(join(dir, 'nope.yaml'))).toThrow(
+    expect(() => loadCredentialsFile(join(files.path, 'nope.yaml'))).toThrow(
       /nope\.yaml: cannot read credentials file: no such file/,
     );
-    expect(() => loadCredentialsFile(dir)).toThrow(/it is a directory/);
+    expect(() => loadCredentialsFile(files.path)).toThrow(/it is a directory/);
   });
 });
 
@@ -342,7 +335,7 @@ describe('createCredentialStore', () => {
   const bob = hashPassword({ user: 'bob', db: 'shop', tenant: 'globex', password: 'b', iterations: 4096 });
 
   it('looks users up by (db, user)', () => {
-    const store = createCredentialStore(tempFile(formatCredentialsFile([alice, bob])), quick);
+    const store = createCredentialStore(files.yaml(formatCredentialsFile([alice, bob])), quick);
     try {
       expect(store.lookup('admin', 'alice')).toEqual(alice);
       expect(store.lookup('shop', 'bob')).toEqual(bob);
@@ -355,9 +348,9 @@ describe('createCredentialStore', () => {
   });
 
   it.each([
-    ['a missing file', () => join(dir, 'missing.yaml'), /no such file/],
-    ['a broken file', () => tempFile('users: [\n'), /invalid YAML/],
-    ['an invalid entry', () => tempFile('users:\n  - user: a\n'), /users\[0\]\.tenant/],
+    ['a missing file', () => join(files.path, 'missing.yaml'), /no such file/],
+    ['a broken file', () => files.yaml('users: [\n'), /invalid YAML/],
+    ['an invalid entry', () => files.yaml('users:\n  - user: a\n'), /users\[0\]\.tenant/],
   ])('fails at start on %s with a ConfigError naming identity.scram.credentialsFile', (_title, file, message) => {
     const path = file();
     let error: unknown;
@@ -373,7 +366,7 @@ describe('createCredentialStore', () => {
   });
 
   it('hot-reloads a replaced file; a broken one keeps the previous users and is reported', async () => {
-    const file = tempFile(formatCredentialsFile([alice]));
+    const file = files.yaml(formatCredentialsFile([alice]));
     const reports: Array<[boolean, string | undefined]> = [];
     const lines: string[] = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });

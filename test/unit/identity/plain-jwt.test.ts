@@ -1,6 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { exportJWK, exportPKCS8, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from 'jose';
@@ -10,6 +9,7 @@ import { ConfigError, ErrorCodes, ProxyError } from '../../../src/errors.js';
 import { claimAt, createJwtMechanism, parsePlainPayload, type JwtMechanism } from '../../../src/identity/plain-jwt.js';
 import type { AuthAttemptContext } from '../../../src/identity/types.js';
 import { createLogger } from '../../../src/observability/logger.js';
+import { tempDir } from '../../helpers/config.js';
 
 const AUDIENCE = 'mongo-tenant-proxy';
 const ISSUER = 'https://issuer.test';
@@ -19,14 +19,13 @@ interface KeyPair {
   privateKey: CryptoKey;
 }
 
-let dir: string;
+const files = tempDir('mtp-jwt-');
 let rsa: KeyPair;
 let rsaOther: KeyPair;
 let ec: KeyPair;
 const mechanisms: JwtMechanism[] = [];
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'mtp-jwt-'));
   [rsa, rsaOther, ec] = await Promise.all([
     generateKeyPair('RS256', { extractable: true }),
     generateKeyPair('RS256', { extractable: true }),
@@ -35,19 +34,12 @@ beforeAll(async () => {
 });
 
 afterAll(() => {
-  rmSync(dir, { recursive: true, force: true });
+  files.remove();
 });
 
 afterEach(() => {
   for (const mechanism of mechanisms.splice(0)) mechanism.close();
 });
-
-let fileCounter = 0;
-function writeTemp(name: string, content: string): string {
-  const file = path.join(dir, `${fileCounter++}-${name}`);
-  writeFileSync(file, content);
-  return file;
-}
 
 function jwtConfig(overrides: Partial<IdentityConfig['jwt']> = {}): IdentityConfig['jwt'] {
   return {
@@ -82,7 +74,7 @@ function mechanism(config: IdentityConfig['jwt'], reloadIntervalMS = 0): JwtMech
 }
 
 async function pemFile(key: CryptoKey): Promise<string> {
-  return writeTemp('key.pem', await exportSPKI(key));
+  return files.file('key.pem', await exportSPKI(key));
 }
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -136,7 +128,7 @@ describe('createJwtMechanism: verification', () => {
 
   it('accepts a valid ES256 token from a JWK key file', async () => {
     const jwk = await exportJWK(ec.publicKey);
-    const m = mechanism(jwtConfig({ keyFile: writeTemp('ec.jwk', JSON.stringify(jwk)) }));
+    const m = mechanism(jwtConfig({ keyFile: files.file('ec.jwk', JSON.stringify(jwk)) }));
     const { context } = capturingContext();
     const result = await m.start(
       {
@@ -271,13 +263,13 @@ describe('createJwtMechanism: verification', () => {
       );
     }
     expect(() =>
-      createJwtMechanism(jwtConfig({ keyFile: writeTemp('k', 'x'), algorithms: ['none'] }), { reloadIntervalMS: 0 }),
+      createJwtMechanism(jwtConfig({ keyFile: files.file('k', 'x'), algorithms: ['none'] }), { reloadIntervalMS: 0 }),
     ).toThrow(ConfigError);
   });
 
   it('refuses HS256 tokens, including one "signed" with the public key as the HMAC secret', async () => {
     const pem = await exportSPKI(rsa.publicKey);
-    const m = mechanism(jwtConfig({ keyFile: writeTemp('rsa.pem', pem) }));
+    const m = mechanism(jwtConfig({ keyFile: files.file('rsa.pem', pem) }));
     const secret = new TextEncoder().encode('a shared secret of thirty-two bytes!');
     await expectAuthFailed(
       m.start(
@@ -295,8 +287,8 @@ describe('createJwtMechanism: verification', () => {
   it('never quotes a key file that is not valid JSON: the parser\'s excerpt could be key material (a private "d" put there by mistake)', () => {
     const broken = '{"kty":"RSA","d": privatekeymaterial}';
     for (const config of [
-      jwtConfig({ keyFile: writeTemp('broken.jwk', broken) }),
-      jwtConfig({ jwksFile: writeTemp('broken.jwks', `{"keys":[${broken}]}`) }),
+      jwtConfig({ keyFile: files.file('broken.jwk', broken) }),
+      jwtConfig({ jwksFile: files.file('broken.jwks', `{"keys":[${broken}]}`) }),
     ]) {
       let message = '';
       try {
@@ -315,15 +307,15 @@ describe('createJwtMechanism: verification', () => {
       k: Buffer.from('0123456789abcdef0123456789abcdef').toString('base64url'),
     });
     expect(() =>
-      createJwtMechanism(jwtConfig({ keyFile: writeTemp('oct.jwk', secretJwk) }), { reloadIntervalMS: 0 }),
+      createJwtMechanism(jwtConfig({ keyFile: files.file('oct.jwk', secretJwk) }), { reloadIntervalMS: 0 }),
     ).toThrow(/symmetric/);
     expect(() =>
-      createJwtMechanism(jwtConfig({ jwksFile: writeTemp('oct.jwks', `{"keys":[${secretJwk}]}`) }), {
+      createJwtMechanism(jwtConfig({ jwksFile: files.file('oct.jwks', `{"keys":[${secretJwk}]}`) }), {
         reloadIntervalMS: 0,
       }),
     ).toThrow(/symmetric/);
     expect(() =>
-      createJwtMechanism(jwtConfig({ keyFile: writeTemp('x.pem', 'x'), algorithms: ['RS256', 'HS256'] }), {
+      createJwtMechanism(jwtConfig({ keyFile: files.file('x.pem', 'x'), algorithms: ['RS256', 'HS256'] }), {
         reloadIntervalMS: 0,
       }),
     ).toThrow(ConfigError);
@@ -408,7 +400,7 @@ describe('createJwtMechanism: JWKS', () => {
         { ...(await exportJWK(rsa.publicKey)), kid: 'new' },
       ],
     };
-    const m = mechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', JSON.stringify(jwks)) }));
+    const m = mechanism(jwtConfig({ jwksFile: files.file('jwks.json', JSON.stringify(jwks)) }));
     const { context } = capturingContext();
     expect(
       (
@@ -444,7 +436,7 @@ describe('createJwtMechanism: JWKS', () => {
     const jwks = {
       keys: [await exportJWK(rsaOther.publicKey), await exportJWK(rsa.publicKey), await exportJWK(ec.publicKey)],
     };
-    const m = mechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', JSON.stringify(jwks)) }));
+    const m = mechanism(jwtConfig({ jwksFile: files.file('jwks.json', JSON.stringify(jwks)) }));
     const { context } = capturingContext();
     expect(
       (await m.start({ db: '$external', payload: plain(await token(rsa.privateKey)), options: undefined }, context))
@@ -479,46 +471,47 @@ describe('createJwtMechanism: configuration', () => {
 
   it('names the field whose file cannot be loaded', async () => {
     expectConfigError(
-      () => createJwtMechanism(jwtConfig({ keyFile: path.join(dir, 'missing.pem') }), { reloadIntervalMS: 0 }),
+      () => createJwtMechanism(jwtConfig({ keyFile: path.join(files.path, 'missing.pem') }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
       /missing\.pem/,
     );
     expectConfigError(
-      () => createJwtMechanism(jwtConfig({ keyFile: writeTemp('garbage.pem', 'hello') }), { reloadIntervalMS: 0 }),
+      () => createJwtMechanism(jwtConfig({ keyFile: files.file('garbage.pem', 'hello') }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
     );
     expectConfigError(
       () =>
         createJwtMechanism(
-          jwtConfig({ keyFile: writeTemp('bad.pem', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n') }),
+          jwtConfig({ keyFile: files.file('bad.pem', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n') }),
           { reloadIntervalMS: 0 },
         ),
       'identity.jwt.keyFile',
     );
     expectConfigError(
-      () => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": 1}') }), { reloadIntervalMS: 0 }),
+      () =>
+        createJwtMechanism(jwtConfig({ jwksFile: files.file('jwks.json', '{"keys": 1}') }), { reloadIntervalMS: 0 }),
       'identity.jwt.jwksFile',
     );
     expectConfigError(
       () =>
-        createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": [{"kty": "RSA"}]}') }), {
+        createJwtMechanism(jwtConfig({ jwksFile: files.file('jwks.json', '{"keys": [{"kty": "RSA"}]}') }), {
           reloadIntervalMS: 0,
         }),
       'identity.jwt.jwksFile',
     );
     expectConfigError(
       () =>
-        createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', '{"keys": []}') }), { reloadIntervalMS: 0 }),
+        createJwtMechanism(jwtConfig({ jwksFile: files.file('jwks.json', '{"keys": []}') }), { reloadIntervalMS: 0 }),
       'identity.jwt.jwksFile',
       /no key usable/,
     );
     expectConfigError(
-      () => createJwtMechanism(jwtConfig({ jwksFile: writeTemp('jwks.json', 'not json') }), { reloadIntervalMS: 0 }),
+      () => createJwtMechanism(jwtConfig({ jwksFile: files.file('jwks.json', 'not json') }), { reloadIntervalMS: 0 }),
       'identity.jwt.jwksFile',
     );
     const jwks = JSON.stringify({ keys: [await exportJWK(rsa.publicKey)] });
     expectConfigError(
-      () => createJwtMechanism(jwtConfig({ keyFile: writeTemp('jwks-as-key.json', jwks) }), { reloadIntervalMS: 0 }),
+      () => createJwtMechanism(jwtConfig({ keyFile: files.file('jwks-as-key.json', jwks) }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
       /jwksFile/,
     );
@@ -526,8 +519,8 @@ describe('createJwtMechanism: configuration', () => {
 
   it('refuses private keys and keys no allowed algorithm can use', async () => {
     const { privateKey } = await generateKeyPair('RS256', { extractable: true });
-    const privatePem = writeTemp('private.pem', await exportPKCS8(privateKey));
-    const privateJwk = writeTemp('private.jwk', JSON.stringify(await exportJWK(privateKey)));
+    const privatePem = files.file('private.pem', await exportPKCS8(privateKey));
+    const privateJwk = files.file('private.jwk', JSON.stringify(await exportJWK(privateKey)));
     expectConfigError(
       () => createJwtMechanism(jwtConfig({ keyFile: privatePem }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
@@ -539,23 +532,23 @@ describe('createJwtMechanism: configuration', () => {
       /private/,
     );
     expectConfigError(
-      () => createJwtMechanism(jwtConfig({ keyFile: writeTemp('empty.pem', '') }), { reloadIntervalMS: 0 }),
+      () => createJwtMechanism(jwtConfig({ keyFile: files.file('empty.pem', '') }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
     );
-    const ecPem = writeTemp('ec.pem', await exportSPKI(ec.publicKey));
+    const ecPem = files.file('ec.pem', await exportSPKI(ec.publicKey));
     expectConfigError(
       () => createJwtMechanism(jwtConfig({ keyFile: ecPem, algorithms: ['RS256'] }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
       /ec prime256v1/,
     );
     const { publicKey: short } = generateKeyPairSync('rsa', { modulusLength: 1024 });
-    const shortPem = writeTemp('short.pem', short.export({ type: 'spki', format: 'pem' }).toString());
+    const shortPem = files.file('short.pem', short.export({ type: 'spki', format: 'pem' }).toString());
     expectConfigError(
       () => createJwtMechanism(jwtConfig({ keyFile: shortPem }), { reloadIntervalMS: 0 }),
       'identity.jwt.keyFile',
       /1024-bit/,
     );
-    const ecJwks = writeTemp('ec.jwks', JSON.stringify({ keys: [await exportJWK(ec.publicKey)] }));
+    const ecJwks = files.file('ec.jwks', JSON.stringify({ keys: [await exportJWK(ec.publicKey)] }));
     expectConfigError(
       () => createJwtMechanism(jwtConfig({ jwksFile: ecJwks, algorithms: ['RS256'] }), { reloadIntervalMS: 0 }),
       'identity.jwt.jwksFile',
@@ -640,7 +633,7 @@ describe('createJwtMechanism: hot reload', () => {
   });
 
   it('reloads a JWKS file', async () => {
-    const jwksFile = writeTemp(
+    const jwksFile = files.file(
       'jwks.json',
       JSON.stringify({ keys: [{ ...(await exportJWK(rsa.publicKey)), kid: 'one' }] }),
     );

@@ -9,6 +9,8 @@ import type { ListenerTlsConfig } from '../../../src/config/types.js';
 import { ConfigError } from '../../../src/errors.js';
 import { createListenerTls, type ListenerTls } from '../../../src/identity/tls-context.js';
 import { makeTestPki, type IssuedCertificate, type TestPki } from '../../helpers/certs.js';
+import { configError } from '../../helpers/config.js';
+import { until } from '../../helpers/wait.js';
 
 let pki: TestPki;
 const cleanups: Array<() => unknown> = [];
@@ -37,16 +39,6 @@ function config(overrides: Partial<ListenerTlsConfig> = {}): ListenerTlsConfig {
   };
 }
 
-function configError(run: () => unknown): ConfigError {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
-
 /** A separate copy of the server files, so tests may break and rotate them freely. */
 async function ownServerFiles(name: string): Promise<{ certFile: string; keyFile: string }> {
   const certFile = join(pki.dir, `${name}.crt.pem`);
@@ -64,14 +56,6 @@ async function replaceFile(path: string, contents: string | Buffer): Promise<voi
 
 function serialOf(options: tls.SecureContextOptions): string {
   return new X509Certificate(options.cert as Buffer).serialNumber;
-}
-
-async function until(condition: () => boolean, timeoutMS = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMS;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 describe('serverOptions', () => {
@@ -208,7 +192,7 @@ describe('hot reload', () => {
     const next = await pki.issueClient({ name: 'reload-ok-next', cn: 'localhost' });
     await replaceFile(files.keyFile, next.keyPem);
     await replaceFile(files.certFile, next.certPem);
-    await until(() => changes.some((options) => serialOf(options) === next.serialNumber));
+    await until(() => changes.some((options) => serialOf(options) === next.serialNumber), { timeoutMS: 5_000 });
     expect(serialOf(listener.secureContext())).toBe(next.serialNumber);
     expect(serialOf(listener.secureContext())).not.toBe(before);
     expect(reloads.at(-1)).toEqual({ ok: true, error: undefined });
@@ -220,7 +204,7 @@ describe('hot reload', () => {
     const original = listener.secureContext();
 
     await replaceFile(files.keyFile, '-----BEGIN PRIVATE KEY-----\nhalf-writ');
-    await until(() => reloads.length > 0);
+    await until(() => reloads.length > 0, { timeoutMS: 5_000 });
     expect(reloads[0]?.ok).toBe(false);
     expect(reloads[0]?.error).toBeInstanceOf(ConfigError);
     expect((reloads[0]?.error as ConfigError).path).toBe('listeners[0].tls.keyFile');
@@ -231,14 +215,14 @@ describe('hot reload', () => {
     // A key that parses but is not the certificate's is refused the same way.
     const stranger: IssuedCertificate = pki.clients.cn;
     await replaceFile(files.keyFile, stranger.keyPem);
-    await until(() => reloads.length > 1);
+    await until(() => reloads.length > 1, { timeoutMS: 5_000 });
     expect(reloads[1]?.ok).toBe(false);
     expect(changes).toHaveLength(0);
     expect(listener.secureContext()).toEqual(original);
 
     // Fixed: the right key is back, the new material is delivered.
     await replaceFile(files.keyFile, pki.server.keyPem);
-    await until(() => changes.length > 0);
+    await until(() => changes.length > 0, { timeoutMS: 5_000 });
     expect(serialOf(changes[0]!)).toBe(serialOf(original));
     expect(reloads.filter((reload) => reload.ok)).toHaveLength(1);
   });
@@ -257,7 +241,7 @@ describe('hot reload', () => {
     listener.watch((options) => changes.push(options));
     const original = listener.secureContext();
     await replaceFile(caFile, (await readFile(pki.caFile, 'utf8')).slice(0, 200));
-    await until(() => reloads.length > 0);
+    await until(() => reloads.length > 0, { timeoutMS: 5_000 });
     expect(reloads[0]?.ok).toBe(false);
     expect((reloads[0]?.error as ConfigError).path).toBe('tls.caFile');
     expect(changes).toHaveLength(0);
@@ -296,7 +280,7 @@ describe('hot reload', () => {
     const next = await pki.issueClient({ name: 'reload-refused-next', cn: 'localhost' });
     await replaceFile(files.keyFile, next.keyPem);
     await replaceFile(files.certFile, next.certPem);
-    await until(() => reloads.some((reload) => reload.error?.message === 'refused'));
+    await until(() => reloads.some((reload) => reload.error?.message === 'refused'), { timeoutMS: 5_000 });
     expect(listener.secureContext()).toEqual(original);
   });
 });
@@ -418,7 +402,7 @@ describe('through a real TLS server', () => {
     const next = await pki.issueClient({ name: 'rotate-live-next', cn: 'localhost', dns: ['localhost'] });
     await replaceFile(files.keyFile, next.keyPem);
     await replaceFile(files.certFile, next.certPem);
-    await until(() => applied > 0 && serialOf(listener.secureContext()) === next.serialNumber);
+    await until(() => applied > 0 && serialOf(listener.secureContext()) === next.serialNumber, { timeoutMS: 5_000 });
 
     // A client certificate is not a server certificate (no serverAuth), so check only the serial.
     const socket = tls.connect({

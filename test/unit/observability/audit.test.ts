@@ -1,5 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -11,9 +10,11 @@ import {
   type DecisionAuditEvent,
 } from '../../../src/observability/audit.js';
 import { configSchema } from '../../../src/config/index.js';
+import { tempDir } from '../../helpers/config.js';
+import { until } from '../../helpers/wait.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'mtp-audit-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const files = tempDir('mtp-audit-');
+afterAll(() => files.remove());
 
 const decision: DecisionAuditEvent = {
   tenant: 'acme',
@@ -115,7 +116,7 @@ describe('audit log', () => {
   });
 
   it('appends JSON lines to a file, across reopenings', async () => {
-    const file = join(dir, 'nested', 'audit.jsonl');
+    const file = join(files.path, 'nested', 'audit.jsonl');
     for (const kind of ['refused', 'rewritten'] as const) {
       const audit = createAuditLog({ destination: file, maxEventBytes: 4096, rewrites: true });
       audit.decision({ ...decision, decision: kind });
@@ -137,7 +138,7 @@ describe('audit log', () => {
   });
 
   it('reopens its file on request, so a rotation by move (logrotate, then SIGHUP) continues in a new file', async () => {
-    const file = join(dir, 'rotated', 'audit.jsonl');
+    const file = join(files.path, 'rotated', 'audit.jsonl');
     const audit = createAuditLog({ destination: file, maxEventBytes: 4096 });
     audit.decision({ ...decision, decision: 'refused' });
     await until(() => existsSync(file) && readFileSync(file, 'utf8').includes('refused'));
@@ -249,11 +250,3 @@ describe('truncateUtf8', () => {
     expect(cut).toBe('é…');
   });
 });
-
-async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not reached in ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../../../src/errors.js';
+import { ErrorCodes, PolicyRefusal } from '../../../src/errors.js';
 import {
   ALLOWED_FIELDS,
   CLASSIFIED_COMMANDS,
@@ -14,7 +14,6 @@ import {
   type CommandClass,
   type HandlerName,
 } from '../../../src/policy/commands.js';
-import { PolicyRefusal } from '../../../src/rewrite/types.js';
 import { RawDocument, valueOf } from '../../../src/wire/raw-bson.js';
 
 interface ServerCommands {
@@ -86,10 +85,11 @@ describe('server command list (test/data/server-commands.json)', () => {
     }
   });
 
-  it('refuses every removed command (catalogue 4)', () => {
+  it('refuses every removed command (catalogue 4), but answers getFreeMonitoringStatus (disabled) as shells ask it', () => {
     for (const name of data.removed) {
       const cls = classify(name);
-      expect(cls.kind, name).toBe('refuse');
+      if (name === 'getFreeMonitoringStatus') expect(cls).toEqual({ kind: 'rewrite', handler: name });
+      else expect(cls.kind, name).toBe('refuse');
     }
   });
 
@@ -101,7 +101,7 @@ describe('server command list (test/data/server-commands.json)', () => {
       counts[key] = (counts[key] ?? 0) + 1;
     }
     expect(counts.local).toBe(8);
-    expect(counts.rewrite).toBe(31);
+    expect(counts.rewrite).toBe(44);
     expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(CLASSIFIED_COMMANDS.length);
   });
 });
@@ -154,6 +154,19 @@ describe('classify', () => {
     ['ping', 'ping'],
     ['buildInfo', 'buildInfo'],
     ['buildinfo', 'buildInfo'],
+    ['killSessions', 'killSessions'],
+    ['atlasVersion', 'atlasVersion'],
+    ['getDefaultRWConcern', 'getDefaultRWConcern'],
+    ['serverStatus', 'serverStatus'],
+    ['hostInfo', 'hostInfo'],
+    ['getCmdLineOpts', 'getCmdLineOpts'],
+    ['getParameter', 'getParameter'],
+    ['getLog', 'getLog'],
+    ['currentOp', 'currentOp'],
+    ['top', 'top'],
+    ['listCommands', 'listCommands'],
+    ['whatsmyuri', 'whatsmyuri'],
+    ['getFreeMonitoringStatus', 'getFreeMonitoringStatus'],
   ])('rewrites %s with the %s handler', (name, handler) => {
     expect(classify(name)).toEqual({ kind: 'rewrite', handler });
   });
@@ -179,16 +192,11 @@ describe('classify', () => {
     ['analyzeShardKey', 'command.sharding'],
     ['applyOps', 'command.replication'],
     ['replSetGetStatus', 'command.replication'],
-    ['killSessions', 'command.sessions'],
     ['killAllSessions', 'command.sessions'],
     ['killAllSessionsByPattern', 'command.sessions'],
-    ['currentOp', 'command.admin'],
     ['killOp', 'command.admin'],
-    ['getLog', 'command.admin'],
     ['profile', 'command.admin'],
-    ['getParameter', 'command.admin'],
     ['setParameter', 'command.admin'],
-    ['getCmdLineOpts', 'command.admin'],
     ['shutdown', 'command.admin'],
     ['fsync', 'command.admin'],
     ['setDefaultRWConcern', 'command.admin'],
@@ -198,15 +206,11 @@ describe('classify', () => {
     ['setQuerySettings', 'command.query-tuning'],
     ['planCacheSetFilter', 'command.query-tuning'],
     ['planCacheClear', 'command.query-tuning'],
-    ['hostInfo', 'command.diagnostic'],
-    ['listCommands', 'command.diagnostic'],
     ['dbStats', 'command.stats'],
     ['dbstats', 'command.stats'],
     ['collStats', 'command.stats'],
     ['collstats', 'command.stats'],
     ['dataSize', 'command.stats'],
-    ['top', 'command.stats'],
-    ['serverStatus', 'command.stats'],
     ['validate', 'command.stats'],
     ['convertToCapped', 'command.ddl'],
     ['reIndex', 'command.ddl'],
@@ -248,9 +252,13 @@ describe('classify', () => {
     expect(error.rule).toBe('command.unknown');
     expect(error.code).toBe(ErrorCodes.CommandNotFound);
     expect(error.message).toContain('"Find"');
-    const admin = classify('currentOp');
+    const admin = classify('killOp');
     if (admin.kind !== 'refuse') throw new Error('expected a refusal');
-    expect(refusalFor('currentOp', admin).code).toBe(ErrorCodes.Unauthorized);
+    expect(refusalFor('killOp', admin).code).toBe(ErrorCodes.Unauthorized);
+    // A command current servers no longer have: what such a server answers.
+    const removed = classify('eval');
+    if (removed.kind !== 'refuse') throw new Error('expected a refusal');
+    expect(refusalFor('eval', removed).code).toBe(ErrorCodes.CommandNotFound);
     expect(refusalFor('x'.repeat(500), unknown).message.length).toBeLessThan(300);
   });
 
@@ -346,25 +354,43 @@ describe('top-level fields', () => {
     ['insert', { insert: 'c', mayBypassWriteBlocking: true }, 'field.internal'],
     ['bulkWrite', { bulkWrite: 1, rawData: true }, 'field.internal'],
     ['insert', { insert: 'c', bypassDocumentValidation: true }, 'field.bypass-validation'],
-    ['findAndModify', { findAndModify: 'c', bypassDocumentValidation: false }, 'field.bypass-validation'],
+    ['findAndModify', { findAndModify: 'c', bypassDocumentValidation: 1 }, 'field.bypass-validation'],
+    ['find', { find: 'c', bypassDocumentValidation: false }, 'field.bypass-validation'],
+    ['getMore', { getMore: 1, noCursorTimeout: false }, 'find.no-cursor-timeout'],
     ['aggregate', { aggregate: 'c', bypassDocumentValidation: true }, 'field.bypass-validation'],
     ['create', { create: 'v', viewOn: 'c', pipeline: [] }, 'command.view'],
     ['collMod', { collMod: 'v', viewOn: 'c' }, 'command.view'],
     ['create', { create: 'v', pipeline: [] }, 'field.unknown'],
     ['find', { find: 'c', readOnce: true }, 'field.unknown'],
     ['find', { find: 'c', Filter: {} }, 'field.unknown'],
-    ['ping', { ping: 1, maxTimeMS: 1 }, 'field.unknown'],
+    ['ping', { ping: 1, filter: {} }, 'field.unknown'],
     ['killCursors', { killCursors: 'c', cursors: [], filter: {} }, 'field.unknown'],
   ])('%s refuses %j (%s)', (handler, fields, rule) => {
     expect(refusalRule(() => assertAllowedFields(handler, body(fields)))).toBe(rule);
   });
 
-  it('names the unknown field in the message', () => {
+  it.each<[HandlerName, Record<string, unknown>]>([
+    ['insert', { insert: 'c', bypassDocumentValidation: false }],
+    ['update', { update: 'c', bypassDocumentValidation: 0 }],
+    ['findAndModify', { findAndModify: 'c', bypassDocumentValidation: false }],
+    ['aggregate', { aggregate: 'c', bypassDocumentValidation: false }],
+    ['bulkWrite', { bulkWrite: 1, bypassDocumentValidation: false }],
+    ['find', { find: 'c', noCursorTimeout: false, oplogReplay: false }],
+    ['ping', { ping: 1, maxTimeMS: 1 }],
+    ['killCursors', { killCursors: 'c', cursors: [], maxTimeMS: 1 }],
+    ['endSessions', { endSessions: [], writeConcern: { w: 0 }, maxTimeMS: 1, comment: { any: 'bson' } }],
+    ['killSessions', { killSessions: [], $readPreference: { mode: 'primaryPreferred' } }],
+  ])('%s lets the harmless %j through', (handler, fields) => {
+    expect(() => assertAllowedFields(handler, body(fields))).not.toThrow();
+  });
+
+  it("names the unknown field in the message, with the server's code for an unknown field (40415)", () => {
     try {
       assertAllowedFields('find', body({ find: 'c', someField: 1 }));
       throw new Error('expected a refusal');
     } catch (error) {
       expect((error as PolicyRefusal).rule).toBe('field.unknown');
+      expect((error as PolicyRefusal).code).toBe(40415);
       expect((error as PolicyRefusal).message).toContain('"someField"');
     }
   });

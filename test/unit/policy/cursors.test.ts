@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../../../src/errors.js';
+import { ErrorCodes, PolicyRefusal } from '../../../src/errors.js';
 import {
   CursorRegistry,
   createCursorHandlers,
@@ -8,12 +8,7 @@ import {
   mergeCursorsNotFound,
   observeCursorReply,
 } from '../../../src/policy/cursors.js';
-import {
-  PolicyRefusal,
-  type CommandInput,
-  type NamespaceResolver,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import type { CommandInput, NamespaceResolver, TenantContext } from '../../../src/policy/types.js';
 import { Long, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 import { RawDocument, valueOf } from '../../../src/wire/raw-bson.js';
 

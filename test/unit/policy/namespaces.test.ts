@@ -1,7 +1,6 @@
-import { defaultConfig } from '../../../src/config/index.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { IsolationConfig, NamespaceRule } from '../../../src/config/types.js';
+import type { NamespaceRule } from '../../../src/config/types.js';
 import {
   createNamespaceResolver,
   databaseListing,
@@ -11,12 +10,9 @@ import {
   splitPhysicalName,
   unescapeTenant,
 } from '../../../src/policy/namespaces.js';
-import { PolicyRefusal, type Access } from '../../../src/rewrite/types.js';
-
-function isolation(overrides: Partial<IsolationConfig> = {}): IsolationConfig {
-  // The product's own defaults (src/config/schema.ts), then what the test changes.
-  return { ...defaultConfig().isolation, ...overrides };
-}
+import { PolicyRefusal } from '../../../src/errors.js';
+import type { Access } from '../../../src/policy/types.js';
+import { isolationConfig } from '../../helpers/config.js';
 
 /** The rule id of the PolicyRefusal `fn` throws (fails when it throws nothing or something else). */
 function refusal(fn: () => unknown): string {
@@ -38,7 +34,7 @@ describe('always refused, whatever the model and the rules', () => {
   const permissive: NamespaceRule[] = [{ match: '*.*', access: 'scoped' }];
 
   describe.each(MODELS)('%s', (model) => {
-    const resolver = createNamespaceResolver(isolation({ defaultModel: model, namespaces: permissive }), 'acme');
+    const resolver = createNamespaceResolver(isolationConfig({ defaultModel: model, namespaces: permissive }), 'acme');
 
     it.each(['system.js', 'system.views', 'system.profile', 'system.users', 'system.buckets.metrics', 'system.'])(
       'catalogue 5 / 43: collection %s → namespace.system',
@@ -81,7 +77,7 @@ describe('always refused, whatever the model and the rules', () => {
 });
 
 describe('rules', () => {
-  const config = isolation({
+  const config = isolationConfig({
     namespaces: [
       { match: 'app.secret*', access: 'denied' },
       { match: 'ref.*', access: 'shared-readonly' },
@@ -127,7 +123,7 @@ describe('rules', () => {
 
   it('denied databases at database level', () => {
     const denyRest = createNamespaceResolver(
-      isolation({
+      isolationConfig({
         namespaces: [
           { match: 'app.orders', access: 'scoped' },
           { match: 'app.*', access: 'denied' },
@@ -145,7 +141,7 @@ describe('rules', () => {
 });
 
 describe('database-per-tenant (catalogue 64)', () => {
-  const config = isolation({ defaultModel: 'database-per-tenant' });
+  const config = isolationConfig({ defaultModel: 'database-per-tenant' });
   const acme = createNamespaceResolver(config, 'acme');
 
   it('maps the database with the template and keeps the collection', () => {
@@ -199,7 +195,10 @@ describe('database-per-tenant (catalogue 64)', () => {
 
   it('shared-readonly namespaces keep their names', () => {
     const resolver = createNamespaceResolver(
-      isolation({ defaultModel: 'database-per-tenant', namespaces: [{ match: 'ref.*', access: 'shared-readonly' }] }),
+      isolationConfig({
+        defaultModel: 'database-per-tenant',
+        namespaces: [{ match: 'ref.*', access: 'shared-readonly' }],
+      }),
       'acme',
     );
     expect(resolver.resolve('ref', 'countries', 'read')).toMatchObject({
@@ -222,7 +221,7 @@ describe('database-per-tenant (catalogue 64)', () => {
     );
     fc.assert(
       fc.property(fc.constantFrom(...templates), tenant, db, tenant, db, (template, t1, d1, t2, d2) => {
-        const config = isolation({ defaultModel: 'database-per-tenant', databaseTemplate: template });
+        const config = isolationConfig({ defaultModel: 'database-per-tenant', databaseTemplate: template });
         const tryResolve = (t: string, d: string): string | undefined => {
           if (t.includes('\0')) return undefined;
           try {
@@ -254,7 +253,7 @@ describe('database-per-tenant (catalogue 64)', () => {
         fc.stringMatching(/^[a-z0-9_]{1,8}$/),
         (template, t1, t2, db) => {
           fc.pre(!t1.includes('\0') && !t2.includes('\0'));
-          const config = isolation({ defaultModel: 'database-per-tenant', databaseTemplate: template });
+          const config = isolationConfig({ defaultModel: 'database-per-tenant', databaseTemplate: template });
           const pattern = new RegExp(databaseListing(createNamespaceResolver(config, t1))!.pattern!, 's');
           let physical: string;
           try {
@@ -271,7 +270,7 @@ describe('database-per-tenant (catalogue 64)', () => {
 });
 
 describe('collection-prefix', () => {
-  const config = isolation({ defaultModel: 'collection-prefix' });
+  const config = isolationConfig({ defaultModel: 'collection-prefix' });
   const acme = createNamespaceResolver(config, 'acme');
 
   it('maps the collection with the template and keeps the database', () => {
@@ -301,7 +300,7 @@ describe('collection-prefix', () => {
 
   it('a template putting the client name first cannot make system.* either', () => {
     const resolver = createNamespaceResolver(
-      isolation({ defaultModel: 'collection-prefix', collectionTemplate: '{collection}.{tenant}' }),
+      isolationConfig({ defaultModel: 'collection-prefix', collectionTemplate: '{collection}.{tenant}' }),
       'acme',
     );
     expect(refusal(() => resolver.resolve('app', 'system', 'read'))).toBe('namespace.system');
@@ -318,7 +317,7 @@ describe('collection-prefix', () => {
         fc.string({ minLength: 1, maxLength: 10 }),
         (template, t1, c1, t2, c2) => {
           fc.pre(!t1.includes('\0') && !t2.includes('\0'));
-          const cfg = isolation({ defaultModel: 'collection-prefix', collectionTemplate: template });
+          const cfg = isolationConfig({ defaultModel: 'collection-prefix', collectionTemplate: template });
           const tryResolve = (t: string, c: string): string | undefined => {
             try {
               return createNamespaceResolver(cfg, t).resolve('app', c, 'read').coll;
@@ -343,7 +342,7 @@ describe('collection-prefix', () => {
 });
 
 describe('mixed models: kept names never alias a per-tenant name', () => {
-  const config = isolation({
+  const config = isolationConfig({
     namespaces: [
       { match: 'private.*', model: 'database-per-tenant' },
       { match: 'pref.*', model: 'collection-prefix' },
@@ -365,7 +364,7 @@ describe('mixed models: kept names never alias a per-tenant name', () => {
   });
 
   it('without database-per-tenant or collection-prefix in use, such names are ordinary', () => {
-    const shared = createNamespaceResolver(isolation(), 'bob');
+    const shared = createNamespaceResolver(isolationConfig(), 'bob');
     expect(shared.resolve('acme_private', 'acme.orders', 'write')).toMatchObject({
       db: 'acme_private',
       coll: 'acme.orders',
@@ -375,7 +374,7 @@ describe('mixed models: kept names never alias a per-tenant name', () => {
 
 describe('toClient (replies)', () => {
   const resolver = createNamespaceResolver(
-    isolation({ namespaces: [{ match: 'app.hidden', access: 'denied' }] }),
+    isolationConfig({ namespaces: [{ match: 'app.hidden', access: 'denied' }] }),
     'acme',
   );
 
@@ -391,7 +390,7 @@ describe('toClient (replies)', () => {
 describe('the listDatabases listing', () => {
   it('lists the literal databases of non-denied rules and the tenant pattern when database-per-tenant is used', () => {
     const resolver = createNamespaceResolver(
-      isolation({
+      isolationConfig({
         namespaces: [
           { match: 'ref.*', access: 'shared-readonly' },
           { match: 'gone.*', access: 'denied' },
@@ -404,7 +403,7 @@ describe('the listDatabases listing', () => {
     const listing = databaseListing(resolver)!;
     expect(listing.databases).toEqual(['ref']);
     expect(listing.pattern).toBe('^acme_.+$');
-    expect(databaseListing(createNamespaceResolver(isolation(), 'acme'))).toEqual({ databases: [] });
+    expect(databaseListing(createNamespaceResolver(isolationConfig(), 'acme'))).toEqual({ databases: [] });
     expect(
       databaseListing({
         resolve: () => ({}) as never,
@@ -451,6 +450,22 @@ describe('tenant escaping and templates', () => {
   });
 
   it('refuses an empty tenant', () => {
-    expect(() => createNamespaceResolver(isolation(), '')).toThrow(/tenant/);
+    expect(() => createNamespaceResolver(isolationConfig(), '')).toThrow(/tenant/);
+  });
+});
+
+describe('the ownership catalogue database (issue 13)', () => {
+  it('is never reachable: as a client database in any case, for data or as a database', () => {
+    const resolver = createNamespaceResolver(isolationConfig(), 'acme');
+    for (const db of ['mongo_tenant_proxy', 'MONGO_TENANT_PROXY']) {
+      expect(refusal(() => resolver.resolve(db, 'indexes', 'read'))).toBe('namespace.catalogue');
+      expect(refusal(() => resolver.resolveDatabase(db, 'read'))).toBe('namespace.catalogue');
+    }
+  });
+
+  it('is never produced by a per-tenant template: tenant "mongo" + database "tenant_proxy"', () => {
+    const resolver = createNamespaceResolver(isolationConfig({ defaultModel: 'database-per-tenant' }), 'mongo');
+    expect(refusal(() => resolver.resolve('tenant_proxy', 'x', 'write'))).toBe('namespace.catalogue');
+    expect(refusal(() => resolver.resolveDatabase('tenant_proxy', 'write'))).toBe('namespace.catalogue');
   });
 });

@@ -1,3 +1,4 @@
+import { PolicyRefusal } from '../../../src/errors.js';
 import { BSONRegExp, BSONSymbol, Code, DBRef, ObjectId, serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
 import {
@@ -13,7 +14,6 @@ import {
   validateSort,
   validateUpdateDocument,
 } from '../../../src/policy/validate.js';
-import { PolicyRefusal } from '../../../src/rewrite/types.js';
 import { BsonType } from '../../../src/wire/bson-scan.js';
 import { encodeElements, valueOf, type RawValue } from '../../../src/wire/raw-bson.js';
 
@@ -610,5 +610,70 @@ describe('validateCollation with a string tenant (catalogue 9)', () => {
       }),
     ).not.toThrow();
     expect(() => validateCollation(collation({ locale: 'en', numericOrdering: true }), 'collation', {})).not.toThrow();
+  });
+});
+
+describe('catalogue 11: $$USER_ROLES in data is text; only where it is evaluated is it refused', () => {
+  it('a filter literal, a stored document and classic update values may mention it', () => {
+    expect(() => validateFilter(doc({ note: 'see $$USER_ROLES', a: ['$$USER_ROLES'] }), 'filter')).not.toThrow();
+    expect(() => validateUpdateDocument(doc({ note: '$$USER_ROLES' }), 'tenantId', 'u')).not.toThrow();
+    expect(() =>
+      validateUpdateDocument(doc({ $set: { note: '$$USER_ROLES' }, $push: { l: '$$USER_ROLES' } }), 'tenantId', 'u'),
+    ).not.toThrow();
+    expect(() => assertNoForbidden(doc({ a: '$$USER_ROLES' }), 'doc', { literalStrings: true })).not.toThrow();
+  });
+
+  it('an expression inside data still may not: $expr in a filter, in $elemMatch, in a $pull condition; a pipeline update', () => {
+    expect(refusalRule(() => validateFilter(doc({ $expr: { $in: ['x', ['$$USER_ROLES']] } }), 'filter'))).toBe(
+      'variable.user-roles',
+    );
+    expect(
+      refusalRule(() =>
+        validateFilter(doc({ a: { $elemMatch: { $expr: { $eq: ['$$USER_ROLES.role', 'x'] } } } }), 'filter'),
+      ),
+    ).toBe('variable.user-roles');
+    expect(
+      refusalRule(() =>
+        validateUpdateDocument(doc({ $pull: { a: { $expr: { $eq: ['$$USER_ROLES', 1] } } } }), 'tenantId', 'u'),
+      ),
+    ).toBe('variable.user-roles');
+    expect(refusalRule(() => validateUpdateDocument(val([{ $set: { r: '$$USER_ROLES' } }]), 'tenantId', 'u'))).toBe(
+      'variable.user-roles',
+    );
+    // JavaScript stays refused in data too.
+    expect(refusalRule(() => validateFilter(doc({ a: new Code('x') }), 'filter'))).toBe('bson.code');
+  });
+});
+
+describe('G1: error fidelity: malformed input gets the server code, forbidden input 13', () => {
+  const codeOf = (run: () => unknown): number => {
+    try {
+      run();
+    } catch (error) {
+      if (error instanceof PolicyRefusal) return error.code;
+      throw error;
+    }
+    throw new Error('expected a PolicyRefusal');
+  };
+
+  it.each<[string, () => unknown, number]>([
+    ['unknown top-level query operator (BadValue)', () => validateFilter(doc({ $foo: 1 }), 'f'), 2],
+    ['unknown field query operator (BadValue)', () => validateFilter(doc({ a: { $foo: 1 } }), 'f'), 2],
+    ['unknown geo operator (BadValue)', () => validateFilter(doc({ l: { $geoWithin: { $foo: 1 } } }), 'f'), 2],
+    ['unknown $text field (BadValue)', () => validateFilter(doc({ $text: { $search: 'x', $foo: 1 } }), 'f'), 2],
+    ['unknown expression (InvalidPipelineOperator)', () => validateExpression(doc({ $foo: [] }), 'e'), 168],
+    ['unknown update operator (FailedToParse)', () => validateUpdateDocument(doc({ $foo: { a: 1 } }), 't', 'u'), 9],
+    [
+      'unknown $push modifier (BadValue)',
+      () => validateUpdateDocument(doc({ $push: { a: { $each: [1], $foo: 1 } } }), 't', 'u'),
+      2,
+    ],
+    ['unknown accumulator (15952)', () => validateAccumulatorField(doc({ $foo: 1 }), 'g', 'group'), 15952],
+    ['unknown window function (FailedToParse)', () => validateAccumulatorField(doc({ $foo: 1 }), 'w', 'window'), 9],
+    ['$where: forbidden (Unauthorized)', () => validateFilter(doc({ $where: 'x' }), 'f'), 13],
+    ['$function: forbidden (Unauthorized)', () => validateExpression(doc({ $function: {} }), 'e'), 13],
+    ['the tenant path: forbidden (Unauthorized)', () => validateUpdateDocument(doc({ $set: { t: 1 } }), 't', 'u'), 13],
+  ])('%s', (_name, run, code) => {
+    expect(codeOf(run)).toBe(code);
   });
 });

@@ -1,22 +1,13 @@
-import { defaultConfig } from '../../../src/config/index.js';
 import { describe, expect, it } from 'vitest';
 import type { IsolationConfig } from '../../../src/config/types.js';
 import { createNamespaceResolver } from '../../../src/policy/namespaces.js';
 import { DDL_HANDLERS } from '../../../src/rewrite/ddl.js';
 import { encodeTenant } from '../../../src/rewrite/filter.js';
-import {
-  PolicyRefusal,
-  type CommandInput,
-  type RewriteResult,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import { PolicyRefusal } from '../../../src/errors.js';
+import type { CommandInput, RewriteResult, TenantContext } from '../../../src/policy/types.js';
 import { Code, deserialize, serialize, UUID, type Document } from '../../../src/wire/bson.js';
 import { RawDocument } from '../../../src/wire/raw-bson.js';
-
-function isolation(overrides: Partial<IsolationConfig> = {}): IsolationConfig {
-  // The product's own defaults (src/config/schema.ts), then what the test changes.
-  return { ...defaultConfig().isolation, ...overrides };
-}
+import { isolationConfig } from '../../helpers/config.js';
 
 function contextFor(config: IsolationConfig, tenant = 'acme'): TenantContext {
   return {
@@ -29,10 +20,10 @@ function contextFor(config: IsolationConfig, tenant = 'acme'): TenantContext {
   };
 }
 
-const SHARED = contextFor(isolation());
-const PER_DB = contextFor(isolation({ defaultModel: 'database-per-tenant' }));
-const PREFIX = contextFor(isolation({ defaultModel: 'collection-prefix' }));
-const READONLY = contextFor(isolation({ namespaces: [{ match: 'ref.*', access: 'shared-readonly' }] }));
+const SHARED = contextFor(isolationConfig());
+const PER_DB = contextFor(isolationConfig({ defaultModel: 'database-per-tenant' }));
+const PREFIX = contextFor(isolationConfig({ defaultModel: 'collection-prefix' }));
+const READONLY = contextFor(isolationConfig({ namespaces: [{ match: 'ref.*', access: 'shared-readonly' }] }));
 
 function input(db: string, body: Document): CommandInput {
   const raw = RawDocument.parse(serialize({ ...body, $db: db }));
@@ -309,14 +300,14 @@ describe("catalogue 23 / 64: DDL inside the tenant's own space", () => {
 
     it('refuses a move between models', () => {
       const mixed = contextFor(
-        isolation({
+        isolationConfig({
           defaultModel: 'database-per-tenant',
           namespaces: [{ match: 'app.shared*', model: 'shared-collection' }],
         }),
       );
       expect(refusal(mixed, 'admin', { renameCollection: 'app.a', to: 'app.shared1' })).toBe('ddl.shared');
       const prefixed = contextFor(
-        isolation({
+        isolationConfig({
           defaultModel: 'database-per-tenant',
           namespaces: [{ match: 'app.p*', model: 'collection-prefix' }],
         }),
@@ -373,7 +364,7 @@ describe('catalogue 24 / 59: listDatabases', () => {
 
   it('shared model: only databases the rules name literally, never the whole server', () => {
     const context = contextFor(
-      isolation({
+      isolationConfig({
         namespaces: [
           { match: 'ref.*', access: 'shared-readonly' },
           { match: 'gone.*', access: 'denied' },

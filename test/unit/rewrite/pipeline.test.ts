@@ -3,6 +3,7 @@
  * Outputs are deserialized with `bson` for their structure; untouched stages and client values
  * are checked byte for byte.
  */
+import { PolicyRefusal } from '../../../src/errors.js';
 import { Long, ObjectId, deserialize, serialize, type Document } from 'bson';
 import { describe, expect, it } from 'vitest';
 import type { IsolationModel } from '../../../src/config/types.js';
@@ -16,14 +17,13 @@ import {
   rewritePipelineDetailed,
   type PipelineOptions,
 } from '../../../src/rewrite/pipeline.js';
-import {
-  PolicyRefusal,
-  type Access,
-  type NamespaceResolver,
-  type ResolvedNamespace,
-  type RewriteNote,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import type {
+  Access,
+  NamespaceResolver,
+  ResolvedNamespace,
+  RewriteNote,
+  TenantContext,
+} from '../../../src/policy/types.js';
 import type { RawValue } from '../../../src/wire/raw-bson.js';
 
 const FIELD = 'tenantId';
@@ -608,5 +608,25 @@ describe('bytes', () => {
     });
     expect(notes.map((note) => note.rule)).toEqual(['pipeline.lookup.match', 'pipeline.match']);
     expect(notes[1]!.namespace).toBe('app.c');
+  });
+});
+
+describe('G1: error fidelity of refused stages', () => {
+  it("an unknown stage gets the server's code 40324 (Unrecognized pipeline stage name); a forbidden one 13", () => {
+    const unknown = refusal(() => rewrite([{ $foo: {} }]), 'pipeline.unknown-stage');
+    expect(unknown.code).toBe(40324);
+    expect(unknown.codeName).toBe('Location40324');
+    expect(refusal(() => rewrite([{ $currentOp: {} }]), 'pipeline.diagnostic-stage').code).toBe(13);
+    expect(refusal(() => rewrite([{ $changeStream: {} }]), 'pipeline.change-stream').code).toBe(13);
+    expect(refusal(() => rewrite([{ $_internalInhibitOptimization: {} }]), 'pipeline.internal-stage').code).toBe(13);
+  });
+
+  it('unknown operators inside stages get the codes the server uses for them', () => {
+    expect(refusal(() => rewrite([{ $match: { a: { $foo: 1 } } }]), 'operator.unknown').code).toBe(2);
+    expect(refusal(() => rewrite([{ $project: { a: { $foo: 1 } } }]), 'operator.unknown').code).toBe(168);
+    expect(refusal(() => rewrite([{ $group: { _id: null, a: { $foo: 1 } } }]), 'operator.unknown').code).toBe(15952);
+    expect(
+      refusal(() => rewrite([{ $setWindowFields: { output: { a: { $foo: 1 } } } }]), 'operator.unknown').code,
+    ).toBe(9);
   });
 });

@@ -7,7 +7,7 @@
 import { Binary, Long, ObjectId, UUID, deserialize, serialize, type Document } from 'bson';
 import { describe, expect, it } from 'vitest';
 import type { IsolationModel } from '../../../src/config/types.js';
-import { ErrorCodes } from '../../../src/errors.js';
+import { ErrorCodes, PolicyRefusal } from '../../../src/errors.js';
 import {
   aggregate,
   count,
@@ -19,16 +19,15 @@ import {
   listCollections,
   listIndexes,
 } from '../../../src/rewrite/reads.js';
-import {
-  PolicyRefusal,
-  type Access,
-  type CommandHandler,
-  type CommandInput,
-  type NamespaceResolver,
-  type ResolvedNamespace,
-  type RewriteResult,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import type {
+  Access,
+  CommandHandler,
+  CommandInput,
+  NamespaceResolver,
+  ResolvedNamespace,
+  RewriteResult,
+  TenantContext,
+} from '../../../src/policy/types.js';
 import { RawDocument, encodeElements } from '../../../src/wire/raw-bson.js';
 
 const FIELD = 'tenantId';

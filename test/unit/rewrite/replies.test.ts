@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { filterListing, mapReplyNames, scrubErrorValues, scrubMessage } from '../../../src/rewrite/replies.js';
-import type { NamespaceResolver } from '../../../src/rewrite/types.js';
+import type { NamespaceResolver } from '../../../src/policy/types.js';
 import { Long, ObjectId, UUID, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 
 function decode(bytes: Uint8Array | undefined): Document {

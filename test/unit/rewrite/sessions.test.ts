@@ -1,11 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createSessionHandlers, deriveSessionId, mapSession, sessionKeyFrom } from '../../../src/rewrite/sessions.js';
-import {
-  PolicyRefusal,
-  type CommandInput,
-  type NamespaceResolver,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import { PolicyRefusal } from '../../../src/errors.js';
+import type { CommandInput, NamespaceResolver, TenantContext } from '../../../src/policy/types.js';
 import { Binary, Long, Timestamp, UUID, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 import { RawDocument, valueOf } from '../../../src/wire/raw-bson.js';
 
@@ -172,16 +168,26 @@ describe('session commands', () => {
     }
   });
 
-  it('endSessions takes the writeConcern {w: 0} drivers send when they close; the other list commands do not', () => {
+  it('endSessions takes the writeConcern {w: 0} drivers send when they close, and the other generic fields drivers add; so do the other list commands', () => {
     const result = handlers.endSessions(
       input({ endSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }),
       context('acme'),
     );
     expect(decode(result.body)['writeConcern']).toEqual({ w: 0 });
+    const generic = {
+      $readPreference: { mode: 'primaryPreferred' },
+      writeConcern: { w: 0 },
+      maxTimeMS: 10,
+      comment: { any: 'bson' },
+      apiVersion: '1',
+    };
+    for (const name of ['endSessions', 'refreshSessions', 'killSessions'] as const) {
+      const mapped = handlers[name](input({ [name]: [{ id: CLIENT_ID }], ...generic }), context('acme'));
+      expect(decode(mapped.body)['maxTimeMS'], name).toBe(10);
+    }
     expect(
-      refusal(() =>
-        handlers.killSessions(input({ killSessions: [{ id: CLIENT_ID }], writeConcern: { w: 0 } }), context('acme')),
-      ).rule,
+      refusal(() => handlers.killSessions(input({ killSessions: [{ id: CLIENT_ID }], filter: {} }), context('acme')))
+        .rule,
     ).toBe('killSessions.field');
   });
 

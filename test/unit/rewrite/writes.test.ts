@@ -5,18 +5,17 @@
  */
 import { Binary, Code, Long, UUID, deserialize, serialize, type Document } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../../../src/errors.js';
+import { ErrorCodes, PolicyRefusal } from '../../../src/errors.js';
 import type { IsolationModel } from '../../../src/config/types.js';
-import {
-  PolicyRefusal,
-  type Access,
-  type CommandHandler,
-  type CommandInput,
-  type NamespaceResolver,
-  type ResolvedNamespace,
-  type RewriteResult,
-  type TenantContext,
-} from '../../../src/rewrite/types.js';
+import type {
+  Access,
+  CommandHandler,
+  CommandInput,
+  NamespaceResolver,
+  ResolvedNamespace,
+  RewriteResult,
+  TenantContext,
+} from '../../../src/policy/types.js';
 import {
   MAX_USER_DOCUMENT_SIZE,
   WRITE_HANDLERS,

@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, ProxyError } from '../../../src/errors.js';
 import { UpstreamConnection, requestCommandName } from '../../../src/upstream/connection.js';
-import { deserialize } from '../../../src/wire/bson.js';
-import { type FakeServer, type Handler, opMsg, startFakeServer } from './fake-server.js';
+import { deserialize, type Document } from '../../../src/wire/bson.js';
+import { type FakeHandler, type FakeUpstream, startFakeUpstream } from '../../helpers/fake-upstream.js';
+import { opMsg } from '../../helpers/raw-client.js';
 
-let server: FakeServer | undefined;
+let server: FakeUpstream | undefined;
 const connections: UpstreamConnection[] = [];
 
 afterEach(async () => {
@@ -13,8 +14,13 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function setup(handler: Handler): Promise<{ server: FakeServer; connection: UpstreamConnection }> {
-  server = await startFakeServer(handler);
+/** An OP_MSG frame with the given ids and flags. */
+const frameOf = (doc: Document, requestId: number, responseTo: number, flags = 0): Buffer =>
+  opMsg(doc, { requestId, responseTo, flags }).bytes;
+
+async function setup(handler: FakeHandler): Promise<{ server: FakeUpstream; connection: UpstreamConnection }> {
+  // Every message goes to the handler: there is no handshake at this level.
+  server = await startFakeUpstream(handler, { answerHandshake: false });
   const connection = await UpstreamConnection.connect({ address: server.address, connectTimeoutMS: 2_000 });
   connections.push(connection);
   return { server, connection };
@@ -35,9 +41,9 @@ describe('UpstreamConnection request/reply', () => {
   it('numbers requests itself and delivers the matching reply', async () => {
     const { server: s, connection } = await setup((m, peer) => void peer.reply({ ok: 1, echo: m.body.ping }, m));
     const replies: [number, boolean][] = [];
-    const frame = opMsg({ ping: 7, $db: 'admin' }, 12345, 0);
+    const frame = frameOf({ ping: 7, $db: 'admin' }, 12345, 0);
     await connection.request(frame, (reply, more) => replies.push([bodyOf(reply).echo as number, more]));
-    await connection.request(opMsg({ ping: 8, $db: 'admin' }, 12345, 0), (reply, more) =>
+    await connection.request(frameOf({ ping: 8, $db: 'admin' }, 12345, 0), (reply, more) =>
       replies.push([bodyOf(reply).echo as number, more]),
     );
     expect(replies).toEqual([
@@ -56,7 +62,7 @@ describe('UpstreamConnection request/reply', () => {
       await peer.reply({ batch: 3 }, second);
     });
     const seen: [number, boolean][] = [];
-    await connection.request(opMsg({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16), (reply, more) =>
+    await connection.request(frameOf({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16), (reply, more) =>
       seen.push([bodyOf(reply).batch as number, more]),
     );
     expect(seen).toEqual([
@@ -72,7 +78,7 @@ describe('UpstreamConnection request/reply', () => {
       await peer.reply({ batch: 1 }, m, { moreToCome: true });
       await peer.reply({ batch: 2 }, m); // should answer the first reply, not the request
     });
-    const error = await rejection(connection.request(opMsg({ getMore: 1, $db: 'x' }, 0, 0), () => undefined));
+    const error = await rejection(connection.request(frameOf({ getMore: 1, $db: 'x' }, 0, 0), () => undefined));
     expect(ProxyError.is(error) && error.code).toBe(ErrorCodes.ProtocolError);
     expect(connection.closed).toBe(true);
   });
@@ -91,24 +97,24 @@ describe('UpstreamConnection request/reply', () => {
 
   it('rejects with a NetworkError-labelled SocketException when the server hangs up', async () => {
     const { connection } = await setup((_m, peer) => void peer.socket.destroy());
-    const error = await rejection(connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
+    const error = await rejection(connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
     expect(ProxyError.is(error)).toBe(true);
     expect((error as ProxyError).code).toBe(ErrorCodes.SocketException);
     expect((error as ProxyError).labels).toContain('NetworkError');
     expect(connection.closed).toBe(true);
     // Later use fails fast with the same kind of error.
-    const again = await rejection(connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
+    const again = await rejection(connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
     expect((again as ProxyError).code).toBe(ErrorCodes.SocketException);
-    expect(() => connection.send(opMsg({ ping: 1, $db: 'a' }, 0, 0, 2))).toThrow(/closed/);
+    expect(() => connection.send(frameOf({ ping: 1, $db: 'a' }, 0, 0, 2))).toThrow(/closed/);
   });
 
   it('allows only one request at a time', async () => {
     const { connection } = await setup(() => undefined);
-    const first = connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
-    await expect(connection.request(opMsg({ ping: 2, $db: 'a' }, 0, 0), () => undefined)).rejects.toThrow(
+    const first = connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
+    await expect(connection.request(frameOf({ ping: 2, $db: 'a' }, 0, 0), () => undefined)).rejects.toThrow(
       /already has a request in flight/,
     );
-    expect(() => connection.send(opMsg({ ping: 3, $db: 'a' }, 0, 0, 2))).toThrow(/in flight/);
+    expect(() => connection.send(frameOf({ ping: 3, $db: 'a' }, 0, 0, 2))).toThrow(/in flight/);
     connection.close();
     await expect(first).rejects.toThrow(/closed by the proxy/);
   });
@@ -117,9 +123,9 @@ describe('UpstreamConnection request/reply', () => {
     const { server: s, connection } = await setup((m, peer) => {
       if ((m.flags & 2) === 0) void peer.reply({ ok: 1 }, m);
     });
-    connection.send(opMsg({ insert: 'c', $db: 'a' }, 0, 0, 2));
-    connection.send(opMsg({ insert: 'd', $db: 'a' }, 0, 0, 2));
-    await connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
+    connection.send(frameOf({ insert: 'c', $db: 'a' }, 0, 0, 2));
+    connection.send(frameOf({ insert: 'd', $db: 'a' }, 0, 0, 2));
+    await connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
     expect(s.peers[0]?.received.map((m) => Object.keys(m.body)[0])).toEqual(['insert', 'insert', 'ping']);
     expect(s.peers[0]?.received.map((m) => m.requestId)).toEqual([1, 2, 3]);
   });
@@ -128,7 +134,7 @@ describe('UpstreamConnection request/reply', () => {
     const { connection } = await setup((m, peer) => void peer.reply({ ok: 1 }, m));
     const boom = new Error('client went away');
     await expect(
-      connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => {
+      connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => {
         throw boom;
       }),
     ).rejects.toBe(boom);
@@ -137,7 +143,7 @@ describe('UpstreamConnection request/reply', () => {
 
   it('close(error) rejects the pending request with that error', async () => {
     const { connection } = await setup(() => undefined);
-    const pending = connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
+    const pending = connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
     const reason = new Error('deadline');
     connection.close(reason);
     await expect(pending).rejects.toBe(reason);
@@ -149,7 +155,7 @@ describe('UpstreamConnection flow control', () => {
   it('pause() holds replies back until resume()', async () => {
     const { server: s, connection } = await setup(() => undefined);
     const got: number[] = [];
-    const done = connection.request(opMsg({ find: 'c', $db: 'a' }, 0, 0), (reply) =>
+    const done = connection.request(frameOf({ find: 'c', $db: 'a' }, 0, 0), (reply) =>
       got.push(bodyOf(reply).n as number),
     );
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -177,8 +183,8 @@ describe('UpstreamConnection flow control', () => {
       s.peers[0]?.socket.resume();
     }, 150);
     const big = 'x'.repeat(8 * 1024 * 1024);
-    connection.send(opMsg({ insert: 'big', doc: big, $db: 'a' }, 0, 0, 2));
-    await connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
+    connection.send(frameOf({ insert: 'big', doc: big, $db: 'a' }, 0, 0, 2));
+    await connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined);
     expect(paused).toBe(false);
     expect(s.peers[0]?.received.map((m) => Object.keys(m.body)[0])).toEqual(['insert', 'ping']);
   });
@@ -193,7 +199,7 @@ describe('UpstreamConnection compression', () => {
     expect(connection.compressor).toBe('zlib');
     const replies: number[] = [];
     for (const body of [{ find: 'c' }, { hello: 1 }, { saslStart: 1 }, { insert: 'c' }]) {
-      await connection.request(opMsg({ ...body, $db: 'a' }, 0, 0), (reply) => {
+      await connection.request(frameOf({ ...body, $db: 'a' }, 0, 0), (reply) => {
         expect(reply.readInt32LE(12)).toBe(2013);
         replies.push(bodyOf(reply).n as number);
       });
@@ -219,7 +225,7 @@ describe('UpstreamConnection compression', () => {
       bad[24] = 2; // zlib, garbage payload
       peer.socket.write(bad);
     });
-    const error = await rejection(connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
+    const error = await rejection(connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
     expect((error as ProxyError).code).toBe(ErrorCodes.ProtocolError);
     expect(connection.closed).toBe(true);
   });
@@ -227,7 +233,7 @@ describe('UpstreamConnection compression', () => {
 
 describe('UpstreamConnection.connect', () => {
   it('maps a refused connection to HostUnreachable', async () => {
-    const s = await startFakeServer(() => undefined);
+    const s = await startFakeUpstream(() => undefined, { answerHandshake: false });
     const { port } = s;
     await s.close();
     const error = await rejection(
@@ -238,14 +244,16 @@ describe('UpstreamConnection.connect', () => {
   });
 
   it('fails the connection when a reply frame exceeds maxMessageSize', async () => {
-    server = await startFakeServer((m, peer) => void peer.reply({ ok: 1, pad: 'y'.repeat(2000) }, m));
+    server = await startFakeUpstream((m, peer) => void peer.reply({ ok: 1, pad: 'y'.repeat(2000) }, m), {
+      answerHandshake: false,
+    });
     const connection = await UpstreamConnection.connect({
       address: server.address,
       connectTimeoutMS: 1_000,
       maxMessageSize: 1024,
     });
     connections.push(connection);
-    const error = await rejection(connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
+    const error = await rejection(connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), () => undefined));
     expect((error as ProxyError).code).toBe(ErrorCodes.ProtocolError);
   });
 });
@@ -254,7 +262,7 @@ describe('requestCommandName', () => {
   it('finds the body after a document sequence and ignores other opcodes', () => {
     const seqDoc = Buffer.from([5, 0, 0, 0, 0]);
     const ident = Buffer.from('documents\0');
-    const body = opMsg({ insert: 'c', $db: 'a' }, 0, 0).subarray(20);
+    const body = frameOf({ insert: 'c', $db: 'a' }, 0, 0).subarray(20);
     const seq = Buffer.alloc(1 + 4 + ident.length + seqDoc.length);
     seq[0] = 1;
     seq.writeInt32LE(4 + ident.length + seqDoc.length, 1);
@@ -277,28 +285,28 @@ describe('UpstreamConnection hardening (review)', () => {
     // moreToCome reply, the stream still completes, and the connection goes back to the pool.
     const { connection } = await setup((m, peer) => {
       if (m.body.getMore !== undefined) {
-        const more = opMsg({ n: 1 }, 501, m.requestId, 2);
-        const last = opMsg({ n: 2 }, 502, 501);
+        const more = frameOf({ n: 1 }, 501, m.requestId, 2);
+        const last = frameOf({ n: 2 }, 502, 501);
         peer.socket.write(Buffer.concat([more, last]));
       } else {
         void peer.reply({ ok: 1, n: 3 }, m);
       }
     });
     const got: number[] = [];
-    await connection.request(opMsg({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16), (reply, more) => {
+    await connection.request(frameOf({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16), (reply, more) => {
       got.push(bodyOf(reply).n as number);
       if (more) connection.pause(); // a slow client; its 'drain' may never come
     });
     expect(got).toEqual([1, 2]);
     // Another client's request on the (pooled) connection must get its reply.
-    await connection.request(opMsg({ ping: 1, $db: 'a' }, 0, 0), (reply) => got.push(bodyOf(reply).n as number));
+    await connection.request(frameOf({ ping: 1, $db: 'a' }, 0, 0), (reply) => got.push(bodyOf(reply).n as number));
     expect(got).toEqual([1, 2, 3]);
   });
 
   it('replyTimeoutMS: a request with no reply (half-open upstream) fails with NetworkTimeout and closes the connection', async () => {
     const { connection } = await setup(() => undefined);
     const error = await rejection(
-      connection.request(opMsg({ insert: 'c', $db: 'a' }, 0, 0), () => undefined, { replyTimeoutMS: 100 }),
+      connection.request(frameOf({ insert: 'c', $db: 'a' }, 0, 0), () => undefined, { replyTimeoutMS: 100 }),
     );
     expect(ProxyError.is(error) && error.code).toBe(ErrorCodes.NetworkTimeout);
     expect(ProxyError.is(error) && error.labels).toContain('NetworkError');
@@ -310,7 +318,7 @@ describe('UpstreamConnection hardening (review)', () => {
     const { server: s, connection } = await setup(() => undefined);
     const got: number[] = [];
     const done = connection.request(
-      opMsg({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16),
+      frameOf({ getMore: 1, $db: 'x' }, 0, 0, 1 << 16),
       (reply) => got.push(bodyOf(reply).n as number),
       {
         replyTimeoutMS: 300,

@@ -9,9 +9,10 @@ import { ProxyError } from '../../../src/errors.js';
 import { commandTraits } from '../../../src/upstream/command-traits.js';
 import { Upstream, type UpstreamSession } from '../../../src/upstream/upstream.js';
 import { Binary, Long, type Document, serialize } from '../../../src/wire/bson.js';
-import { type FakeServer, type Handler, HELLO_REPLY, opMsg, startFakeServer } from './fake-server.js';
+import { FAKE_HELLO, type FakeHandler, type FakeUpstream, startFakeUpstream } from '../../helpers/fake-upstream.js';
+import { opMsg } from '../../helpers/raw-client.js';
 
-const servers: FakeServer[] = [];
+const servers: FakeUpstream[] = [];
 const upstreams: Upstream[] = [];
 
 afterEach(async () => {
@@ -20,11 +21,13 @@ afterEach(async () => {
 });
 
 async function fakeUpstream(
-  handler: (name: string, ...args: Parameters<Handler>) => void,
+  handler: (name: string, ...args: Parameters<FakeHandler>) => void,
   options: Partial<ConstructorParameters<typeof Upstream>[0]> = {},
   query = '',
-): Promise<{ upstream: Upstream; server: FakeServer }> {
-  const server = await startFakeServer((m, peer) => handler(Object.keys(m.body)[0] ?? '', m, peer));
+): Promise<{ upstream: Upstream; server: FakeUpstream }> {
+  const server = await startFakeUpstream((m, peer) => handler(Object.keys(m.body)[0] ?? '', m, peer), {
+    answerHandshake: false,
+  });
   servers.push(server);
   const upstream = new Upstream({
     uri: `mongodb://127.0.0.1:${server.port}/${query}`,
@@ -48,7 +51,7 @@ function forward(
   const body = serialize(doc);
   return upstream
     .forward({
-      frame: opMsg(doc, 0, 0),
+      frame: opMsg(doc, { requestId: 0 }).bytes,
       traits: commandTraits(body),
       tenant: 't',
       session,
@@ -78,7 +81,7 @@ describe('Upstream.forward hardening (review)', () => {
         if (name === 'hello' || name === 'isMaster') {
           if (!silent)
             void peer.reply(
-              { ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 },
+              { ...FAKE_HELLO, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 },
               m,
             );
         } else if (name === 'insert') {
@@ -190,7 +193,7 @@ describe('Upstream.forward hardening (review)', () => {
   it('a secondary that is briefly unknown (one failed heartbeat) keeps its cursors: the getMore still goes there', async () => {
     let failHello = false;
     const member =
-      (secondary: boolean): Handler =>
+      (secondary: boolean): FakeHandler =>
       (m, peer) => {
         const name = Object.keys(m.body)[0] ?? '';
         const hosts = servers.slice(0, 2).map((s) => `127.0.0.1:${s.port}`);
@@ -201,7 +204,7 @@ describe('Upstream.forward hardening (review)', () => {
             return;
           }
           void peer.reply(
-            { ...HELLO_REPLY, setName: 'rs', hosts, setVersion: 1, isWritablePrimary: !secondary, secondary },
+            { ...FAKE_HELLO, setName: 'rs', hosts, setVersion: 1, isWritablePrimary: !secondary, secondary },
             m,
           );
         } else if (name === 'find') {
@@ -217,8 +220,8 @@ describe('Upstream.forward hardening (review)', () => {
           void peer.reply({ ok: 1 }, m);
         }
       };
-    const primary = await startFakeServer(member(false));
-    const secondary = await startFakeServer(member(true));
+    const primary = await startFakeUpstream(member(false), { answerHandshake: false });
+    const secondary = await startFakeUpstream(member(true), { answerHandshake: false });
     servers.push(primary, secondary);
     const upstream = new Upstream({
       uri: `mongodb://127.0.0.1:${primary.port}/?replicaSet=rs`,
@@ -238,7 +241,7 @@ describe('Upstream.forward hardening (review)', () => {
     await expect.poll(() => upstream.topology[secondaryKey]).toBe('secondary');
     const replies = await forward(upstream, session, { getMore: Long.fromNumber(42), collection: 'c', $db: 'db' });
     expect(replies).toHaveLength(1);
-    const getMores = (server: FakeServer): number =>
+    const getMores = (server: FakeUpstream): number =>
       server.peers.flatMap((p) => p.received).filter((m) => 'getMore' in m.body).length;
     expect(getMores(secondary)).toBe(1);
     expect(getMores(primary)).toBe(0);
@@ -259,10 +262,7 @@ describe('Upstream.forward hardening (review)', () => {
     const { upstream, server } = await fakeUpstream(
       (name, m, peer) => {
         if (name === 'hello' || name === 'isMaster')
-          void peer.reply(
-            { ...HELLO_REPLY, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 },
-            m,
-          );
+          void peer.reply({ ...FAKE_HELLO, setName: 'rs', hosts: [`127.0.0.1:${servers[0]!.port}`], setVersion: 1 }, m);
         else if (name !== 'find') void peer.reply({ ok: 1 }, m); // find: never answered
       },
       { heartbeatFrequencyMS: 100 },
@@ -286,8 +286,8 @@ describe('Upstream.forward hardening (review)', () => {
     const { upstream, server } = await fakeUpstream((name, m, peer) => {
       if (name === 'hello' || name === 'isMaster') {
         hellos++;
-        if (hellos === 1) void peer.reply(HELLO_REPLY, m);
-        else answerLate = () => void peer.reply(HELLO_REPLY, m);
+        if (hellos === 1) void peer.reply(FAKE_HELLO, m);
+        else answerLate = () => void peer.reply(FAKE_HELLO, m);
       } else {
         void peer.reply({ ok: 1 }, m);
       }

@@ -14,7 +14,13 @@ import { PROXY_DRIVER_NAME, PROXY_VERSION, performHandshake } from '../../../src
 import { ScramKeyCache } from '../../../src/upstream/scram.js';
 import { parseUpstreamUri } from '../../../src/upstream/uri.js';
 import { Binary, type Document } from '../../../src/wire/bson.js';
-import { type FakeServer, HELLO_REPLY, type Peer, type Received, startFakeServer } from './fake-server.js';
+import {
+  FAKE_HELLO,
+  type FakePeer,
+  type FakeUpstream,
+  type ReceivedMessage,
+  startFakeUpstream,
+} from '../../helpers/fake-upstream.js';
 
 const USER = 'app,user';
 const PASSWORD = 'correct horse';
@@ -34,6 +40,9 @@ interface ScramServerOptions {
   legacyHelloOnly?: boolean;
 }
 
+/** A SASL payload's bytes (the fake upstream decodes binaries as bson Binary). */
+const payloadOf = (command: Document): Buffer => Buffer.from((command.payload as Binary).value());
+
 /** A SCRAM server built on the shared primitives (what the identity layer will do). */
 function scramServer(options: ScramServerOptions = {}) {
   const conversations = new Map<
@@ -45,7 +54,7 @@ function scramServer(options: ScramServerOptions = {}) {
   const start = (command: Document): Document => {
     const mechanism = command.mechanism as string;
     const hash = mechanism === 'SCRAM-SHA-256' ? 'sha256' : 'sha1';
-    const clientFirst = (command.payload as Buffer).toString('utf8');
+    const clientFirst = payloadOf(command).toString('utf8');
     expect(clientFirst.startsWith('n,,')).toBe(true);
     const clientFirstBare = clientFirst.slice(3);
     const attrs = parseAttributes(clientFirstBare);
@@ -62,10 +71,10 @@ function scramServer(options: ScramServerOptions = {}) {
     if (conversation === undefined) return { ok: 0, code: 17, errmsg: 'no conversation' };
     const hash = conversation.mechanism === 'SCRAM-SHA-256' ? 'sha256' : 'sha1';
     if (conversation.step === 2) {
-      expect((command.payload as Buffer).length).toBe(0);
+      expect(payloadOf(command).length).toBe(0);
       return { conversationId: command.conversationId, done: true, payload: new Binary(Buffer.alloc(0)), ok: 1 };
     }
-    const clientFinal = (command.payload as Buffer).toString('utf8');
+    const clientFinal = payloadOf(command).toString('utf8');
     const withoutProof = clientFinal.slice(0, clientFinal.indexOf(',p='));
     const proof = Buffer.from(clientFinal.slice(clientFinal.indexOf(',p=') + 3), 'base64');
     const password = hash === 'sha256' ? PASSWORD : mongoPasswordDigest(USER, PASSWORD);
@@ -84,14 +93,14 @@ function scramServer(options: ScramServerOptions = {}) {
     };
   };
 
-  return async (m: Received, peer: Peer): Promise<void> => {
+  return async (m: ReceivedMessage, peer: FakePeer): Promise<void> => {
     const name = Object.keys(m.body)[0];
     let reply: Document;
     if (name === 'hello' || name === 'isMaster') {
       if (name === 'hello' && options.legacyHelloOnly) {
         reply = { ok: 0, code: 59, codeName: 'CommandNotFound', errmsg: 'no such command: hello' };
       } else {
-        reply = { ...HELLO_REPLY, ...options.helloExtra };
+        reply = { ...FAKE_HELLO, ...options.helloExtra };
         if (m.body.saslSupportedMechs !== undefined)
           reply.saslSupportedMechs = options.mechs ?? ['SCRAM-SHA-1', 'SCRAM-SHA-256'];
         const spec = m.body.speculativeAuthenticate as Document | undefined;
@@ -117,7 +126,7 @@ function scramServer(options: ScramServerOptions = {}) {
   };
 }
 
-let server: FakeServer | undefined;
+let server: FakeUpstream | undefined;
 let connection: UpstreamConnection | undefined;
 
 afterEach(async () => {
@@ -127,7 +136,7 @@ afterEach(async () => {
 });
 
 async function handshake(uriQuery: string, serverOptions: ScramServerOptions = {}, credentials = true) {
-  server = await startFakeServer(scramServer(serverOptions));
+  server = await startFakeUpstream(scramServer(serverOptions), { answerHandshake: false });
   const auth = credentials ? `${encodeURIComponent(USER)}:${encodeURIComponent(PASSWORD)}@` : '';
   const target = parseUpstreamUri(`mongodb://${auth}127.0.0.1:${server.port}/${uriQuery}`);
   connection = await UpstreamConnection.connect({ address: server.address, connectTimeoutMS: 1_000 });
@@ -135,7 +144,7 @@ async function handshake(uriQuery: string, serverOptions: ScramServerOptions = {
   return { result, received: server.peers[0]?.received ?? [] };
 }
 
-const names = (received: Received[]) => received.map((m) => Object.keys(m.body)[0]);
+const names = (received: ReceivedMessage[]) => received.map((m) => Object.keys(m.body)[0]);
 
 describe('performHandshake', () => {
   it('sends the proxy metadata, never auth, without credentials', async () => {

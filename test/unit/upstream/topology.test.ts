@@ -3,7 +3,7 @@ import { ErrorCodes, ProxyError, UpstreamError } from '../../../src/errors.js';
 import { classifyHello, collationSupportedBy, describeServer, discoverServer } from '../../../src/upstream/topology.js';
 import { Upstream } from '../../../src/upstream/upstream.js';
 import type { Document } from '../../../src/wire/bson.js';
-import { type FakeServer, HELLO_REPLY, startFakeServer } from './fake-server.js';
+import { FAKE_HELLO, type FakeUpstream, startFakeUpstream } from '../../helpers/fake-upstream.js';
 
 describe('classifyHello / describeServer', () => {
   it('classifies mongos, standalone, primary, secondary, ghost and arbiter', () => {
@@ -24,7 +24,7 @@ describe('classifyHello / describeServer', () => {
   });
 
   it('lifts limits, keeps absent session support absent and defaults the rest', () => {
-    const sharded = describeServer({ ...HELLO_REPLY, msg: 'isdbgrid' }, 'm:1', ['zstd']);
+    const sharded = describeServer({ ...FAKE_HELLO, msg: 'isdbgrid' }, 'm:1', ['zstd']);
     expect(sharded).toMatchObject({
       kind: 'sharded',
       address: 'm:1',
@@ -52,10 +52,13 @@ describe('classifyHello / describeServer', () => {
     expect(collationSupportedBy({ version: '8.0.4', ok: 1 })).toBe(true);
     expect(collationSupportedBy(undefined)).toBe(true);
     expect(collationSupportedBy({ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 })).toBe(false);
-    expect(describeServer(HELLO_REPLY, 'h:1').collationSupported).toBe(true);
-    expect(describeServer(HELLO_REPLY, 'h:1', [], { ferretdbVersion: 'v1.24.2', ok: 1 }).collationSupported).toBe(
-      false,
-    );
+    expect(describeServer(FAKE_HELLO, 'h:1').collationSupported).toBe(true);
+    expect(describeServer(FAKE_HELLO, 'h:1').buildInfo).toBeUndefined();
+    expect(describeServer(FAKE_HELLO, 'h:1', [], { version: '8.0.4', ok: 1 }).buildInfo).toEqual({
+      version: '8.0.4',
+      ok: 1,
+    });
+    expect(describeServer(FAKE_HELLO, 'h:1', [], { ferretdbVersion: 'v1.24.2', ok: 1 }).collationSupported).toBe(false);
   });
 });
 
@@ -164,24 +167,30 @@ describe('discoverServer', () => {
 });
 
 describe('Upstream discovery over real sockets', () => {
-  const servers: FakeServer[] = [];
+  const servers: FakeUpstream[] = [];
   afterEach(async () => {
     for (const s of servers.splice(0)) await s.close();
   });
 
   it('connects to the seed, then pools connections to the primary it names', async () => {
     let primaryAddress = '';
-    const primary = await startFakeServer((m, peer) => {
-      const hello = { ...HELLO_REPLY, setName: 'rs', isWritablePrimary: true, hosts: [primaryAddress] };
-      void peer.reply(Object.keys(m.body)[0] === 'hello' ? hello : { ok: 1 }, m);
-    });
+    const primary = await startFakeUpstream(
+      (m, peer) => {
+        const hello = { ...FAKE_HELLO, setName: 'rs', isWritablePrimary: true, hosts: [primaryAddress] };
+        void peer.reply(Object.keys(m.body)[0] === 'hello' ? hello : { ok: 1 }, m);
+      },
+      { answerHandshake: false },
+    );
     primaryAddress = `127.0.0.1:${primary.port}`;
-    const secondary = await startFakeServer((m, peer) => {
-      void peer.reply(
-        { ...HELLO_REPLY, setName: 'rs', isWritablePrimary: false, secondary: true, primary: primaryAddress },
-        m,
-      );
-    });
+    const secondary = await startFakeUpstream(
+      (m, peer) => {
+        void peer.reply(
+          { ...FAKE_HELLO, setName: 'rs', isWritablePrimary: false, secondary: true, primary: primaryAddress },
+          m,
+        );
+      },
+      { answerHandshake: false },
+    );
     servers.push(primary, secondary);
 
     const upstream = new Upstream({
@@ -207,10 +216,13 @@ describe('Upstream discovery over real sockets', () => {
 
   it('lets start() be retried after a failure', async () => {
     let helloCount = 0;
-    const s = await startFakeServer((m, peer) => {
-      helloCount++;
-      void peer.reply(helloCount === 1 ? { ok: 0, code: 91, errmsg: 'shutting down' } : HELLO_REPLY, m);
-    });
+    const s = await startFakeUpstream(
+      (m, peer) => {
+        helloCount++;
+        void peer.reply(helloCount === 1 ? { ok: 0, code: 91, errmsg: 'shutting down' } : FAKE_HELLO, m);
+      },
+      { answerHandshake: false },
+    );
     servers.push(s);
     const upstream = new Upstream({
       uri: `mongodb://127.0.0.1:${s.port}/`,
@@ -232,13 +244,16 @@ describe('Upstream discovery over real sockets', () => {
   describe('catalogue 9: buildInfo read once at start decides collationSupported', () => {
     async function startWith(buildInfo: (peer: { reply(doc: Document): void }) => void, connectTimeoutMS = 1_000) {
       const commands: string[] = [];
-      const s = await startFakeServer((m, peer) => {
-        const name = Object.keys(m.body)[0]!;
-        commands.push(name);
-        if (name === 'hello') void peer.reply(HELLO_REPLY, m);
-        else if (name === 'buildInfo') buildInfo({ reply: (doc) => void peer.reply(doc, m) });
-        else void peer.reply({ ok: 1 }, m);
-      });
+      const s = await startFakeUpstream(
+        (m, peer) => {
+          const name = Object.keys(m.body)[0]!;
+          commands.push(name);
+          if (name === 'hello') void peer.reply(FAKE_HELLO, m);
+          else if (name === 'buildInfo') buildInfo({ reply: (doc) => void peer.reply(doc, m) });
+          else void peer.reply({ ok: 1 }, m);
+        },
+        { answerHandshake: false },
+      );
       servers.push(s);
       const upstream = new Upstream({
         uri: `mongodb://127.0.0.1:${s.port}/`,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/errors.js';
+import { configError } from '../../helpers/config.js';
 import {
   type SrvResolver,
   formatAddress,
@@ -10,15 +11,11 @@ import {
   resolveUpstreamTarget,
 } from '../../../src/upstream/uri.js';
 
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    expect((err as ConfigError).path).toBe('upstream.uri');
-    return err as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
+/** The ConfigError `fn` throws, about upstream.uri. */
+function uriError(fn: () => unknown): ConfigError {
+  const error = configError(fn);
+  expect(error.path).toBe('upstream.uri');
+  return error;
 }
 
 describe('parseUpstreamUri', () => {
@@ -56,10 +53,8 @@ describe('parseUpstreamUri', () => {
   });
 
   it('requires a user name and password for SCRAM', () => {
-    expect(configError(() => parseUpstreamUri('mongodb://h/?authMechanism=SCRAM-SHA-256')).message).toMatch(
-      /user name/,
-    );
-    expect(configError(() => parseUpstreamUri('mongodb://u@h/')).message).toMatch(/password/);
+    expect(uriError(() => parseUpstreamUri('mongodb://h/?authMechanism=SCRAM-SHA-256')).message).toMatch(/user name/);
+    expect(uriError(() => parseUpstreamUri('mongodb://u@h/')).message).toMatch(/password/);
   });
 
   it('accepts MONGODB-X509 over TLS with a certificate, with or without a user name', () => {
@@ -78,19 +73,19 @@ describe('parseUpstreamUri', () => {
   });
 
   it('rejects bad MONGODB-X509 set-ups', () => {
-    configError(() => parseUpstreamUri('mongodb://h/?authMechanism=MONGODB-X509'));
-    configError(() => parseUpstreamUri('mongodb://u:p@h/?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/c'));
-    configError(() =>
+    uriError(() => parseUpstreamUri('mongodb://h/?authMechanism=MONGODB-X509'));
+    uriError(() => parseUpstreamUri('mongodb://u:p@h/?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/c'));
+    uriError(() =>
       parseUpstreamUri('mongodb://h/?authMechanism=MONGODB-X509&tlsCertificateKeyFile=/c&authSource=admin'),
     );
   });
 
   it('rejects unsupported mechanisms and options by name', () => {
-    expect(configError(() => parseUpstreamUri('mongodb://u:p@h/?authMechanism=PLAIN')).message).toMatch(/PLAIN/);
-    expect(configError(() => parseUpstreamUri('mongodb://h/?readPreference=secondary')).message).toMatch(
+    expect(uriError(() => parseUpstreamUri('mongodb://u:p@h/?authMechanism=PLAIN')).message).toMatch(/PLAIN/);
+    expect(uriError(() => parseUpstreamUri('mongodb://h/?readPreference=secondary')).message).toMatch(
       /unsupported URI option "readPreference"/,
     );
-    expect(configError(() => parseUpstreamUri('mongodb://h/?retryWrites=true')).message).toMatch(/retryWrites/);
+    expect(uriError(() => parseUpstreamUri('mongodb://h/?retryWrites=true')).message).toMatch(/retryWrites/);
   });
 
   it('reads TLS options, secure by default', () => {
@@ -133,7 +128,7 @@ describe('parseUpstreamUri', () => {
     ['srvServiceName without SRV', 'mongodb://h/?srvServiceName=x'],
     ['directConnection with SRV', 'mongodb+srv://c.example.com/?directConnection=true'],
   ])('rejects %s', (_name, uri) => {
-    configError(() => parseUpstreamUri(uri));
+    uriError(() => parseUpstreamUri(uri));
   });
 
   it('allows tls and ssl repeated with the same value', () => {
@@ -154,7 +149,7 @@ describe('parseUpstreamUri', () => {
   });
 
   it('never echoes the password in a parse error', () => {
-    const err = configError(() => parseUpstreamUri('mongodb://user:s3cr@t@h/'));
+    const err = uriError(() => parseUpstreamUri('mongodb://user:s3cr@t@h/'));
     expect(err.message).not.toContain('s3cr');
   });
 });

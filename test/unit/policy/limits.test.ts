@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { capMaxTimeMS } from '../../../src/rewrite/limits.js';
-import { PolicyRefusal } from '../../../src/rewrite/types.js';
+import { PolicyRefusal } from '../../../src/errors.js';
+import { capMaxTimeMS } from '../../../src/policy/limits.js';
 import { Double, Long, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 import { RawDocument } from '../../../src/wire/raw-bson.js';
 

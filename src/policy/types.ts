@@ -1,6 +1,8 @@
 /**
- * Contracts of the isolation engine (policy + rewrite). The specification is
- * ../shared/design/isolation-catalogue.md; item numbers are cited as "catalogue N".
+ * Contracts of the isolation engine (policy + rewrite). They live in policy, the lower of the two
+ * layers, because policy implements some of them too (cursor handlers, namespace resolution) and
+ * imports only go down. PolicyRefusal is in src/errors.ts. The specification is
+ * docs/threat-catalogue.md; item numbers are cited as "catalogue N".
  *
  * Flow for every command of a connection with an established tenant (src/rewrite/engine.ts):
  *   classify (policy/commands.ts) → refuse | answer locally | rewrite with the command's handler
@@ -11,22 +13,8 @@
  * Pure: no sockets, no logging; decisions are reported as `notes` for audit and metrics.
  */
 import type { IsolationModel, NamespaceAccess } from '../config/types.js';
-import { ErrorCodes, ProxyError } from '../errors.js';
+import type { Document } from '../wire/bson.js';
 import type { RawDocument, RawValue } from '../wire/raw-bson.js';
-
-/** Why a command was refused: a stable rule id (for metrics, audit and docs) and a message naming it, never data. */
-export class PolicyRefusal extends ProxyError {
-  readonly rule: string;
-
-  constructor(rule: string, message: string, code: number = ErrorCodes.Unauthorized) {
-    super(code, `mongo-tenant-proxy refused the command (rule ${rule}): ${message}`);
-    this.rule = rule;
-  }
-
-  override get name(): string {
-    return 'PolicyRefusal';
-  }
-}
 
 export type Access = 'read' | 'write';
 
@@ -67,6 +55,25 @@ export interface TenantContext {
    * when the tenant value is a BSON string and the upstream accepts collation (not FerretDB).
    */
   pinSimpleCollation: boolean;
+  /**
+   * Shared collections get a private database per tenant (isolation.tenancy.virtualDdl): DDL,
+   * listings and stats there become virtual operations run by src/tenancy instead of refusals.
+   */
+  virtualDdl?: boolean;
+  /**
+   * Index names a hint may use, resolved before the command is decided (the tenancy executor
+   * reads the tenant's indexes from the ownership catalogue): `db.coll` + NUL + name → the
+   * tenant's key pattern. Only consulted when `virtualDdl`.
+   */
+  hintKeys?: Map<string, Document>;
+  /**
+   * Whether the upstream derives an upsert's new document from the equalities inside the tenant
+   * `$and` (MongoDB does; FerretDB v1 does not, and then the proxy adds them: upsert.ts).
+   * Absent means it does.
+   */
+  upsertFieldsFromAnd?: boolean;
+  /** `host:port` of the client connection (whatsmyuri). */
+  clientAddress?: string;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */
@@ -110,8 +117,35 @@ export interface ReplyPlan {
    */
   cursorsNotFound?: readonly bigint[];
   /** Forward nothing and answer with this document (e.g. killCursors naming only foreign ids). */
-  localReply?: import('../wire/bson.js').Document;
+  localReply?: Document;
 }
+
+/** One index as a tenant asked for it (validated by the engine; names and keys are the client's). */
+export interface VirtualIndexSpec {
+  name: string;
+  /** The key pattern, in order. */
+  key: Document;
+  /** Every other option of the specification (unique, sparse, collation, partialFilterExpression…), minus v/background. */
+  options: Document;
+}
+
+/**
+ * Work on a shared collection that one forwarded command cannot do per tenant: answered by the
+ * tenancy executor (src/tenancy) from the ownership catalogue and the tenant's own documents.
+ * Namespaces are physical (shared collections keep the client's names) and already checked.
+ */
+export type VirtualOperation =
+  | { kind: 'create'; db: string; coll: string }
+  | { kind: 'createIndexes'; db: string; coll: string; indexes: VirtualIndexSpec[] }
+  | { kind: 'listIndexes'; db: string; coll: string }
+  | { kind: 'dropIndexes'; db: string; coll: string; index: string | string[] | Document }
+  | { kind: 'drop'; db: string; coll: string }
+  | { kind: 'dropDatabase'; db: string }
+  | { kind: 'listCollections'; db: string; filter: Document | undefined; nameOnly: boolean }
+  | { kind: 'listDatabases'; filter: Document | undefined; nameOnly: boolean }
+  | { kind: 'collStats'; db: string; coll: string; scale: number }
+  | { kind: 'dbStats'; db: string; scale: number }
+  | { kind: 'validate'; db: string; coll: string; full: boolean };
 
 export interface RewriteResult {
   /** The command body to forward (with `$db` possibly mapped). */
@@ -120,6 +154,8 @@ export interface RewriteResult {
   sequences: ReadonlyMap<string, readonly Uint8Array[]>;
   reply: ReplyPlan;
   notes: RewriteNote[];
+  /** Set instead of forwarding `body`: the tenancy executor answers (engine decision `virtual`). */
+  virtual?: VirtualOperation;
 }
 
 /** A command handler: checks and rewrites one command kind. Throws PolicyRefusal. */

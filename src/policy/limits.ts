@@ -3,10 +3,9 @@
  * clamped to the configured cap, and set to it when the client sends none, so one tenant's
  * regular expression or unindexed scan cannot burn the server for everyone.
  */
-import { ErrorCodes } from '../errors.js';
+import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { numberOf, valueOf, type RawDocument } from '../wire/raw-bson.js';
-import { PolicyRefusal } from './types.js';
 
 export interface CapMaxTimeOptions {
   /**

@@ -1,0 +1,66 @@
+/**
+ * A client command decoded once. The OP_MSG body is split into its top-level elements a single
+ * time; its envelope (name, `$db`), the moreToCome flag, the engine's input and, on first use, the
+ * traits forwarding needs (session, transaction, read preference, cursor) are all read from
+ * that one split. Routing, the isolation engine, the upstream forward, audit and logs share it.
+ */
+import { readCommandEnvelope } from '../protocol/command.js';
+import type { CommandInput } from '../policy/types.js';
+import { traitsOf, type CommandTraits } from '../upstream/command-traits.js';
+import { BsonType, readString } from '../wire/bson-scan.js';
+import { OpMsgFlag } from '../wire/constants.js';
+import { parseOpMsg, type OpMsg } from '../wire/op-msg.js';
+import { RawDocument, bsonElementOf } from '../wire/raw-bson.js';
+
+/** What logs, metrics and audit events name a command by. */
+export interface CommandLabels {
+  readonly name: string;
+  readonly db: string;
+  /** `db.collection` when the first field names a collection (find, insert…), else `db`. */
+  readonly namespace: string;
+}
+
+/** Parses an OP_MSG request (validated as a server does) and decodes its command; throws a ProxyError. */
+export function decodeCommand(frame: Buffer, options: { maxBsonDepth: number }): CommandView {
+  return new CommandView(parseOpMsg(frame, options));
+}
+
+export class CommandView implements CommandLabels {
+  readonly name: string;
+  readonly db: string;
+  /** The request has moreToCome: the client expects no reply (w:0 writes, endSessions). */
+  readonly moreToCome: boolean;
+  /** The body's top-level elements (values are views into the request frame). */
+  readonly body: RawDocument;
+  #traits: CommandTraits | undefined;
+
+  /** Throws a ProxyError when the envelope is invalid (catalogue 53): no command, no or a bad `$db`. */
+  constructor(readonly msg: OpMsg) {
+    this.body = RawDocument.parse(msg.body);
+    ({ name: this.name, db: this.db } = readCommandEnvelope(this.body));
+    this.moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
+  }
+
+  /** What forwarding reads from the body as the client sent it. */
+  get traits(): CommandTraits {
+    return (this.#traits ??= traitsOf(this.body.elements));
+  }
+
+  get namespace(): string {
+    const first = this.body.first;
+    if (first === undefined || first.type !== BsonType.string) return this.db;
+    // A name longer than any valid namespace is cut (the audit stream bounds its events anyway).
+    return `${this.db}.${readString(first.value, bsonElementOf(first)).slice(0, 1024)}`;
+  }
+
+  /** The isolation engine's input: this split body, sequences by identifier. */
+  engineInput(): CommandInput {
+    return {
+      name: this.name,
+      db: this.db,
+      body: this.body,
+      sequences: new Map(this.msg.sequences.map((sequence) => [sequence.identifier, sequence.documents])),
+      moreToCome: this.moreToCome,
+    };
+  }
+}

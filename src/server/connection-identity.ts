@@ -1,0 +1,169 @@
+/**
+ * Who one client connection is, and what follows from it: its authenticator (rebuilt on a
+ * reload until a tenant is established), the tenant it counts against the per-tenant connection
+ * limit, the tenant's isolation engine, and, for scram-passthrough, the upstream connection its
+ * commands must use. `routeState` is what routing reads of it.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { ListenerConfig } from '../config/types.js';
+import { ProxyError } from '../errors.js';
+import { ConnectionAuthenticator } from '../identity/authenticator.js';
+import type { IdentityServices, PeerCertificate } from '../identity/types.js';
+import type { IsolationEngine, TenantEngine } from '../rewrite/engine.js';
+import type { UpstreamSession } from '../upstream/upstream.js';
+import type { ConnectionObserver } from './connection-observer.js';
+import type { ConnectionState } from './route.js';
+import type { TenantLimitExceeded, TenantLimits } from './tenant-limits.js';
+import { UpstreamRelay } from './upstream-relay.js';
+
+export interface IdentitySettings {
+  listener: ListenerConfig;
+  identity: IdentityServices;
+}
+
+export interface ConnectionIdentityOptions extends IdentitySettings {
+  /** The settings in effect now (hot reload); a connection without a tenant follows them. */
+  current?: (() => IdentitySettings) | undefined;
+  peerCertificate: PeerCertificate | undefined;
+  remoteAddress: string;
+  /** `host:port` of the client as a server's whatsmyuri shows it (IPv6 in brackets). */
+  clientAddress?: string;
+  connectionId: number;
+  observer: ConnectionObserver;
+  tenantLimits: TenantLimits;
+  /** For the log line of a refused connection. */
+  maxConnectionsPerTenant: number;
+  isolation: IsolationEngine;
+  /** Gets the passthrough connection once a scram-passthrough client authenticated. */
+  upstreamSession: UpstreamSession;
+}
+
+export class ConnectionIdentity {
+  #authenticator: ConnectionAuthenticator;
+  /** What the authenticator was built from (compared with `options.current` before each message). */
+  #settings: IdentitySettings;
+  #countedTenant: string | undefined;
+  #overConnectionLimit: TenantLimitExceeded | undefined;
+  #engine: TenantEngine | undefined;
+  /** Why the tenant cannot be isolated (e.g. not representable as the configured type). */
+  #engineError: ProxyError | undefined;
+
+  constructor(private readonly options: ConnectionIdentityOptions) {
+    this.#settings = { listener: options.listener, identity: options.identity };
+    this.#authenticator = this.#createAuthenticator();
+    this.settle();
+  }
+
+  /** Answers the handshake's authentication fields and the authentication commands. */
+  get authenticator(): ConnectionAuthenticator {
+    return this.#authenticator;
+  }
+
+  /** The connection's tenant once authentication established it (counted or over the limit). */
+  get tenant(): string | undefined {
+    return this.#authenticator.identity?.tenant;
+  }
+
+  /** The tenant counted in the per-tenant connection gauge and limits. */
+  get countedTenant(): string | undefined {
+    return this.#countedTenant;
+  }
+
+  /**
+   * The tenant already had `limits.maxConnectionsPerTenant` connections when this one established
+   * it: every command gets this error and the connection is closed after the first reply.
+   */
+  get overConnectionLimit(): TenantLimitExceeded | undefined {
+    return this.#overConnectionLimit;
+  }
+
+  /** Checks and rewrites every command once the tenant is known (src/rewrite/engine.ts). */
+  get engine(): TenantEngine | undefined {
+    return this.#engine;
+  }
+
+  routeState(): ConnectionState {
+    return {
+      tenant: this.tenant,
+      overConnectionLimit: this.#overConnectionLimit,
+      engine: this.#engine,
+      engineError: this.#engineError,
+      unauthorized: (command) => this.#authenticator.unauthorized(command),
+    };
+  }
+
+  /** Throws when this connection's tenant was over `maxConnectionsPerTenant` when established. */
+  refuseIfOverConnectionLimit(): void {
+    if (this.#overConnectionLimit !== undefined) throw this.#overConnectionLimit;
+  }
+
+  /**
+   * Until a tenant is established, authentication follows reloads: a method or credential a
+   * reload removed must not stay usable on a connection opened (or a SASL conversation begun)
+   * before it. Once established, the tenant never changes, so nothing is rebuilt.
+   */
+  followReload(): void {
+    const now = this.options.current?.();
+    if (now === undefined || this.#authenticator.identity !== undefined) return;
+    const built = this.#settings;
+    // Unrelated reloads (a new log level) replace the listener object too: compare its settings.
+    if (now.identity === built.identity && isDeepStrictEqual(now.listener, built.listener)) return;
+    this.#authenticator.close();
+    this.#settings = now;
+    this.#authenticator = this.#createAuthenticator();
+    this.settle();
+  }
+
+  /**
+   * After anything that may have established the tenant (connect, hello, an authentication step):
+   * counts a new tenant against its connection limit, attaches it to logs and metrics, and pins a
+   * passthrough relay.
+   */
+  settle(): void {
+    const { observer } = this.options;
+    const identity = this.#authenticator.identity;
+    if (identity !== undefined && this.#countedTenant === undefined && this.#overConnectionLimit === undefined) {
+      const refusal = this.options.tenantLimits.openConnection(identity.tenant);
+      if (refusal !== undefined) {
+        this.#overConnectionLimit = refusal;
+        observer.tenantOverConnectionLimit(identity, refusal, this.options.maxConnectionsPerTenant);
+        return;
+      }
+      this.#countedTenant = identity.tenant;
+      observer.tenantEstablished(identity);
+      try {
+        this.#engine = this.options.isolation.forTenant(
+          identity.tenant,
+          this.options.clientAddress === undefined ? {} : { clientAddress: this.options.clientAddress },
+        );
+      } catch (error) {
+        if (!ProxyError.is(error)) throw error;
+        this.#engineError = error;
+        observer.logger.error({ code: error.codeName }, `tenant cannot be isolated: ${error.message}`);
+      }
+    }
+    const relay = this.#authenticator.relay;
+    if (relay instanceof UpstreamRelay) {
+      // From now on this client's commands run as the user the upstream authenticated, on that
+      // connection only: never on a pooled one (the proxy's own credentials).
+      this.options.upstreamSession.dedicated = relay.connection;
+    }
+  }
+
+  /** The client left: a half-finished conversation is abandoned, the tenant's connection released. */
+  close(): void {
+    this.#authenticator.close();
+    if (this.#countedTenant !== undefined) this.options.tenantLimits.closeConnection(this.#countedTenant);
+  }
+
+  #createAuthenticator(): ConnectionAuthenticator {
+    return new ConnectionAuthenticator({
+      listener: this.#settings.listener,
+      services: this.#settings.identity,
+      remoteAddress: this.options.remoteAddress,
+      peerCertificate: this.options.peerCertificate,
+      logger: this.options.observer.logger,
+      connectionId: this.options.connectionId,
+    });
+  }
+}

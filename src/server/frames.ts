@@ -1,0 +1,85 @@
+/**
+ * The client connection's frame work, pure: which compressor a request used, the legacy
+ * OP_QUERY handshake, the frame to send upstream for a forward plan, and a reply after the
+ * isolation engine's reply plan.
+ */
+import type { CompressorName } from '../config/types.js';
+import { ErrorCodes, ProxyError } from '../errors.js';
+import { HELLO_COMMANDS } from '../protocol/hello.js';
+import { replyBody } from '../protocol/command.js';
+import type { TenantEngine } from '../rewrite/engine.js';
+import type { ReplyPlan } from '../policy/types.js';
+import { compressorNameOf } from '../wire/compression.js';
+import { HEADER_LENGTH, OpMsgFlag } from '../wire/constants.js';
+import { encodeOpMsg, type OpMsg } from '../wire/op-msg.js';
+import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
+import type { ForwardPlan } from './route.js';
+
+/** The codec a compressed request used; `noop` (or a bad id, rejected later) means none. */
+export function compressorOfFrame(frame: Buffer): CompressorName | undefined {
+  // Byte 24 is the compressorId: header(16) + originalOpcode(4) + uncompressedSize(4).
+  const name = compressorNameOf(frame[HEADER_LENGTH + 8] ?? -1);
+  return name === null || name === 'noop' ? undefined : name;
+}
+
+/** An OP_MSG's moreToCome flag, read before the message is parsed. */
+export function hasMoreToCome(frame: Buffer): boolean {
+  return frame.length > HEADER_LENGTH + 4 && (frame.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome) !== 0;
+}
+
+/**
+ * Catalogue items 44-45: OP_QUERY survives only for the legacy handshake on admin.$cmd. The
+ * hello command of such a frame; a ProxyError for anything else.
+ */
+export function legacyHello(frame: Buffer, maxBsonDepth: number): { name: string; command: Uint8Array } {
+  const query = parseOpQuery(frame, { maxBsonDepth });
+  const { name, command } = unwrapLegacyCommand(query.query);
+  if (query.fullCollectionName !== 'admin.$cmd' || !HELLO_COMMANDS.has(name)) {
+    throw new ProxyError(
+      ErrorCodes.CommandNotSupported,
+      'OP_QUERY is only supported for the hello handshake on admin.$cmd; use OP_MSG',
+    );
+  }
+  return { name, command };
+}
+
+/**
+ * The bytes to send upstream: the engine's rewrite, or the original frame when the proxy changed
+ * nothing. A message whose flags were cleaned or that carried a checksum is re-encoded without one
+ * (the upstream hop never uses checksums, and the header ids change anyway).
+ */
+export function forwardFrame(frame: Buffer, msg: OpMsg, rewrite: ForwardPlan['rewrite']): Buffer {
+  if (rewrite !== undefined) {
+    const sequences = [...rewrite.sequences].map(([identifier, documents]) => ({
+      identifier,
+      documents: documents.map((document) => Buffer.from(document.buffer, document.byteOffset, document.byteLength)),
+    }));
+    return encodeRequest(msg, rewrite.body.toBytes(), sequences);
+  }
+  if (frame.readUInt32LE(HEADER_LENGTH) === msg.flagBits) return frame;
+  return encodeRequest(msg, msg.body, msg.sequences);
+}
+
+function encodeRequest(msg: OpMsg, body: Uint8Array, sequences: OpMsg['sequences']): Buffer {
+  return encodeOpMsg({
+    requestId: msg.requestId,
+    responseTo: 0,
+    flagBits: msg.flagBits & ~OpMsgFlag.checksumPresent,
+    body,
+    sequences,
+  });
+}
+
+/** The reply after the engine's plan (cursor ownership, names mapped back, values scrubbed). */
+export function replyAfterPlan(engine: TenantEngine, plan: ReplyPlan, reply: Buffer): Buffer {
+  const body = replyBody(reply);
+  if (body === undefined) return reply;
+  const changed = engine.reply(plan, body);
+  if (changed === undefined) return reply;
+  return encodeOpMsg({
+    requestId: 0,
+    responseTo: 0,
+    flagBits: reply.readUInt32LE(HEADER_LENGTH) & OpMsgFlag.moreToCome,
+    body: changed,
+  });
+}

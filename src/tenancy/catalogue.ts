@@ -1,0 +1,149 @@
+/**
+ * The ownership catalogue: which tenant owns which collection and which index of the shared
+ * collections, kept in a proxy-owned upstream database (`isolation.tenancy.catalogueDatabase`)
+ * so it survives restarts and is the same for every proxy replica. Nothing is cached: the
+ * database is the source of truth.
+ *
+ * Collections of the catalogue database:
+ * - `collections`: `{_id: [t, db, coll] as JSON, t, db, coll}`: the tenant created (or indexed)
+ *   that collection. A collection holding any of the tenant's documents exists for it too
+ *   (data written before the proxy), which the executor checks in the data itself.
+ * - `indexes`: one record per PHYSICAL index a tenant asked for:
+ *   `{_id: [db, coll, physical] as JSON, db, coll, physical, mode, spec, owners: [{t, name}]}`.
+ *   `mode: 'shared'`: a tenant-prefixed non-unique index serving every owner, reference-counted
+ *   through `owners` (atomic `$addToSet` / `$pull`, so two replicas converge); `mode: 'tenant'`:
+ *   a per-tenant partial index with its one owner. `spec` is the client's key and options in
+ *   canonical Extended JSON (what listIndexes shows, what re-creation is compared with).
+ *
+ * Writes are idempotent upserts with majority write concern (where the upstream has none it is
+ * ignored), so a retried or concurrent DDL converges.
+ */
+import type { Document } from '../wire/bson.js';
+import type { CommandRunner } from './runner.js';
+
+export interface IndexOwner {
+  t: string;
+  name: string;
+}
+
+export interface IndexRecord {
+  _id: string;
+  db: string;
+  coll: string;
+  physical: string;
+  mode: 'shared' | 'tenant';
+  spec: string;
+  owners: IndexOwner[];
+}
+
+const WRITE_CONCERN = { w: 'majority' } as const;
+
+export class Catalogue {
+  constructor(
+    private readonly runner: CommandRunner,
+    readonly database: string,
+  ) {}
+
+  /** Every document of `coll` matching `filter` (the catalogue is small per tenant and namespace). */
+  private async findAll(coll: string, filter: Document): Promise<Document[]> {
+    const reply = await this.runner.run(this.database, { find: coll, filter, batchSize: 1_000 });
+    const cursor = reply['cursor'] as { id: unknown; firstBatch: Document[] };
+    const documents = [...cursor.firstBatch];
+    let id = cursor.id;
+    while (id !== undefined && id !== null && Number(id) !== 0) {
+      const more = await this.runner.run(this.database, { getMore: id, collection: coll, batchSize: 1_000 });
+      const next = more['cursor'] as { id: unknown; nextBatch: Document[] };
+      documents.push(...next.nextBatch);
+      id = next.id;
+    }
+    return documents;
+  }
+
+  // -- collections ------------------------------------------------------------------------------
+
+  async addCollection(t: string, db: string, coll: string): Promise<void> {
+    const _id = JSON.stringify([t, db, coll]);
+    await this.runner.run(this.database, {
+      update: 'collections',
+      updates: [{ q: { _id }, u: { $set: { t, db, coll } }, upsert: true }],
+      writeConcern: WRITE_CONCERN,
+    });
+  }
+
+  async removeCollection(t: string, db: string, coll: string): Promise<void> {
+    await this.runner.run(this.database, {
+      delete: 'collections',
+      deletes: [{ q: { _id: JSON.stringify([t, db, coll]) }, limit: 1 }],
+      writeConcern: WRITE_CONCERN,
+    });
+  }
+
+  /** Names of the collections the tenant created in `db`. */
+  async collections(t: string, db: string): Promise<Set<string>> {
+    const documents = await this.findAll('collections', { t, db });
+    return new Set(documents.map((document) => String(document['coll'])));
+  }
+
+  /** Databases in which the tenant created a collection. */
+  async databases(t: string): Promise<Set<string>> {
+    const documents = await this.findAll('collections', { t });
+    return new Set(documents.map((document) => String(document['db'])));
+  }
+
+  // -- indexes ----------------------------------------------------------------------------------
+
+  /** The index records of a namespace that the tenant owns. */
+  async ownedIndexes(t: string, db: string, coll: string): Promise<IndexRecord[]> {
+    return (await this.findAll('indexes', { db, coll, 'owners.t': t })) as IndexRecord[];
+  }
+
+  async indexRecord(db: string, coll: string, physical: string): Promise<IndexRecord | undefined> {
+    const found = await this.findAll('indexes', { _id: indexId(db, coll, physical) });
+    return found[0] as IndexRecord | undefined;
+  }
+
+  /** Adds `owner` to the physical index's record, creating the record when it is the first. */
+  async addOwner(
+    record: Pick<IndexRecord, 'db' | 'coll' | 'physical' | 'mode' | 'spec'>,
+    owner: IndexOwner,
+  ): Promise<void> {
+    await this.runner.run(this.database, {
+      update: 'indexes',
+      updates: [
+        {
+          q: { _id: indexId(record.db, record.coll, record.physical) },
+          u: {
+            $set: { db: record.db, coll: record.coll, physical: record.physical, mode: record.mode, spec: record.spec },
+            $addToSet: { owners: { t: owner.t, name: owner.name } },
+          },
+          upsert: true,
+        },
+      ],
+      writeConcern: WRITE_CONCERN,
+    });
+  }
+
+  /**
+   * Removes `owner`; when no owner is left the record is deleted and true is returned (the caller
+   * then drops the physical index). The delete only matches an ownerless record, so an owner
+   * added concurrently by another replica keeps it.
+   */
+  async removeOwner(db: string, coll: string, physical: string, owner: IndexOwner): Promise<boolean> {
+    const _id = indexId(db, coll, physical);
+    await this.runner.run(this.database, {
+      update: 'indexes',
+      updates: [{ q: { _id }, u: { $pull: { owners: { t: owner.t, name: owner.name } } } }],
+      writeConcern: WRITE_CONCERN,
+    });
+    const reply = await this.runner.run(this.database, {
+      delete: 'indexes',
+      deletes: [{ q: { _id, 'owners.0': { $exists: false } }, limit: 1 }],
+      writeConcern: WRITE_CONCERN,
+    });
+    return Number(reply['n'] ?? 0) > 0;
+  }
+}
+
+function indexId(db: string, coll: string, physical: string): string {
+  return JSON.stringify([db, coll, physical]);
+}

@@ -1,0 +1,104 @@
+/**
+ * Every difference the compatibility suite sees between a direct run and a proxied run, with the
+ * issue and branch that own it. The suite fails on a difference missing here AND on an entry
+ * here that no longer happens, so this list shrinks as the fixes land: delete an entry (or the
+ * `where` items) when its fix merges. docs/testing.md ("Compatibility") summarizes it.
+ *
+ * `where`: `step:<id>` (a step's result or error), `stored:<collection>` (documents left in the
+ * upstream, read directly), `indexes:<collection>` (their index keys). A `where` may appear in
+ * two entries when two causes show in the same place (e.g. the documents of `users`).
+ */
+import type { ClientName } from './scenario.js';
+import type { UpstreamKind } from '../helpers/upstream.js';
+
+export interface KnownDifference {
+  /** Short name used in reports and docs. */
+  cause: string;
+  issue: number;
+  /** The branch (engineer) fixing it. */
+  owner: 'fidelity' | 'tenancy';
+  /** Where it shows. */
+  where: string[];
+  /** The clients it shows in (`all`: every client that runs those steps). */
+  clients: readonly ClientName[] | 'all';
+  /** The upstream it happens on (`any`: every upstream). */
+  upstream: UpstreamKind | 'any';
+  reason: string;
+}
+
+export const KNOWN_DIFFERENCES: KnownDifference[] = [
+  {
+    cause: 'tenant field in replies',
+    issue: 14,
+    owner: 'fidelity',
+    where: ['step:findStrict', 'step:odm-hydrated'],
+    clients: 'all',
+    upstream: 'any',
+    reason:
+      'every document read through the proxy carries tenantId (isolation.tenantFieldInReplies does not exist yet): ' +
+      'a closed schema (pydantic extra=forbid, Java records, additionalProperties: false) rejects it, and a ' +
+      'Mongoose hydrated document holds a field its schema does not declare',
+  },
+  {
+    cause: 'distinct gets maxTimeMS',
+    issue: 14,
+    owner: 'fidelity',
+    where: ['step:distinct'],
+    clients: 'all',
+    upstream: 'ferretdb',
+    reason: 'the proxy adds maxTimeMS to every distinct; FerretDB v1 refuses the field (9 FailedToParse)',
+  },
+  {
+    cause: 'upserts lose some query equality fields',
+    issue: 14,
+    owner: 'fidelity',
+    where: ['step:upsert-find', 'stored:upserts', 'stored:users'],
+    clients: 'all',
+    upstream: 'ferretdb',
+    reason:
+      'the proxy supplies the fields MongoDB derives (rewrite/upsert.ts) where FerretDB v1 derives nothing from the ' +
+      "tenant $and; what is left differs in the scenario's remaining upsert (read back and stored)",
+  },
+  {
+    cause: 'unknown stage answered 40324, FerretDB says 40234',
+    issue: 14,
+    owner: 'fidelity',
+    where: ['step:error-unknown-stage'],
+    clients: 'all',
+    upstream: 'any',
+    reason: 'the proxy answers an unknown stage as MongoDB does (40324); FerretDB v1 answers 40234',
+  },
+  {
+    cause: 'unique indexes need partial indexes upstream (FerretDB v1 has none)',
+    issue: 13,
+    owner: 'tenancy',
+    where: [
+      'step:createIndex',
+      'step:error-unique-index',
+      'step:listIndexes',
+      'stored:indexed',
+      'indexes:indexed',
+      'step:odm-init',
+      'step:odm-listIndexes-users',
+      'step:odm-create-duplicate-email',
+      'step:odm-count',
+      'indexes:users',
+      'stored:users',
+    ],
+    clients: 'all',
+    upstream: 'any',
+    reason:
+      'non-unique indexes are confined per tenant now; a unique index is confined with a per-tenant partial ' +
+      'index, which FerretDB v1 cannot build, so it is refused there unless the operator declares it shared: ' +
+      'Mongoose autoIndex of a unique field fails, duplicates are stored, listIndexes lacks that index',
+  },
+  {
+    cause: 'explain beyond queryPlanner refused',
+    issue: 14,
+    owner: 'fidelity',
+    where: ['step:cmd-explain-executionStats'],
+    clients: 'all',
+    upstream: 'any',
+    reason: 'explain.verbosity refuses executionStats (figures include other tenants) instead of filtering them',
+  },
+];

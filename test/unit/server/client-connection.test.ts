@@ -1,0 +1,406 @@
+/**
+ * The per-connection pipeline over an in-memory duplex (no TCP socket, no upstream server):
+ * hand-built wire frames in, a fake Upstream behind, replies and observer events asserted.
+ * The isolation engine, routing and the identity gate are the real ones.
+ */
+import { duplexPair, type Duplex } from 'node:stream';
+import { Long } from 'bson';
+import { pino } from 'pino';
+import { describe, expect, it, vi } from 'vitest';
+import { configFromObject } from '../../../src/config/index.js';
+import type { IdentityMethod, ListenerConfig, ProxyConfig } from '../../../src/config/types.js';
+import { ErrorCodes, UpstreamError } from '../../../src/errors.js';
+import { createFailureThrottle } from '../../../src/identity/throttle.js';
+import type { AuditLog, DecisionAuditEvent } from '../../../src/observability/audit.js';
+import { ProxyMetrics } from '../../../src/observability/metrics.js';
+import { CursorRegistry } from '../../../src/policy/cursors.js';
+import type { AdvertisedServer } from '../../../src/protocol/hello.js';
+import { IsolationEngine } from '../../../src/rewrite/engine.js';
+import { ClientConnection, type ClientConnectionDeps } from '../../../src/server/client-connection.js';
+import { createConnectionObserver, type ConnectionObserver } from '../../../src/server/connection-observer.js';
+import { TenantLimits } from '../../../src/server/tenant-limits.js';
+import {
+  UpstreamSession,
+  type ForwardRequest,
+  type ForwardResult,
+  type Upstream,
+} from '../../../src/upstream/upstream.js';
+import type { UpstreamConnection } from '../../../src/upstream/connection.js';
+import { deserialize, serialize, type Document } from '../../../src/wire/bson.js';
+import { compressMessage, decompressMessage } from '../../../src/wire/op-compressed.js';
+import { encodeOpMsg } from '../../../src/wire/op-msg.js';
+import { OP_COMPRESSED, OP_MSG, OP_REPLY, RawClient, opMsg, opQuery, replyDocument } from '../../helpers/raw-client.js';
+
+const MORE_TO_COME = 2;
+
+const SERVER: AdvertisedServer = {
+  kind: 'standalone',
+  minWireVersion: 0,
+  maxWireVersion: 21,
+  maxBsonObjectSize: 16 * 1024 * 1024,
+  maxMessageSizeBytes: 48_000_000,
+  maxWriteBatchSize: 100_000,
+  logicalSessionTimeoutMinutes: 30,
+};
+
+/** What the fake upstream answers a forwarded command with: reply documents, or a failure. */
+type Respond = (request: ForwardRequest) => Document[] | Promise<Document[]>;
+
+/** Records every forward and answers from `respond`; a moreToCome request gets nothing. */
+class FakeUpstream implements Pick<Upstream, 'openSession' | 'endSession' | 'forward'> {
+  readonly requests: ForwardRequest[] = [];
+  readonly ended: UpstreamSession[] = [];
+
+  constructor(private readonly respond: Respond) {}
+
+  openSession(): UpstreamSession {
+    return new UpstreamSession();
+  }
+
+  endSession(session: UpstreamSession): void {
+    this.ended.push(session);
+  }
+
+  async forward(request: ForwardRequest): Promise<ForwardResult> {
+    this.requests.push(request);
+    if (request.fireAndForget) return { attempts: 1 };
+    for (const document of await this.respond(request)) {
+      const reply = encodeOpMsg({ requestId: 500, responseTo: 0, body: serialize(document) });
+      request.onReply(reply, false, {} as UpstreamConnection);
+    }
+    return { attempts: 1 };
+  }
+
+  /** The body of the n-th forwarded frame, decoded. */
+  body(index: number): Document {
+    const frame = this.requests[index]?.frame;
+    if (frame === undefined) throw new Error(`no request ${index}`);
+    return deserialize(frame.subarray(21, 21 + frame.readInt32LE(21)));
+  }
+}
+
+interface RecordedEvent {
+  event: keyof ConnectionObserver;
+  args: unknown[];
+}
+
+/** An observer that records every event (and logs nowhere). */
+function recordingObserver(): ConnectionObserver & { events: RecordedEvent[] } {
+  const events: RecordedEvent[] = [];
+  const record =
+    (event: keyof ConnectionObserver) =>
+    (...args: unknown[]): void => {
+      events.push({ event, args });
+    };
+  return {
+    events,
+    logger: pino({ level: 'silent' }),
+    opened: record('opened'),
+    closed: record('closed'),
+    tenantEstablished: record('tenantEstablished'),
+    tenantOverConnectionLimit: record('tenantOverConnectionLimit'),
+    bytes: record('bytes'),
+    compressed: record('compressed'),
+    protocolError: record('protocolError'),
+    tenantCommandStarted: record('tenantCommandStarted'),
+    tenantCommandEnded: record('tenantCommandEnded'),
+    commandFinished: record('commandFinished'),
+    decision: record('decision'),
+    refused: record('refused'),
+    overTenantLimit: record('overTenantLimit'),
+  };
+}
+
+interface Harness {
+  client: RawClient;
+  upstream: FakeUpstream;
+  connection: ClientConnection;
+  /** Resolves when the proxy side has closed (the connection's onClosed). */
+  closed: Promise<void>;
+}
+
+interface HarnessOptions {
+  methods?: IdentityMethod[];
+  /** Config values (as in a file), over the defaults. */
+  config?: Record<string, unknown>;
+  respond?: Respond;
+  observe?: ClientConnectionDeps['observe'];
+}
+
+function open(options: HarnessOptions = {}): Harness {
+  const config: ProxyConfig = configFromObject(options.config ?? {});
+  const methods = options.methods ?? ['static'];
+  const listener: ListenerConfig = {
+    name: 'memory',
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: null,
+    methods,
+    staticTenant: methods.includes('static') ? 'acme' : null,
+  };
+  const [clientSide, proxySide]: [Duplex, Duplex] = duplexPair({ allowHalfOpen: false });
+  // As with TCP, a side that is destroyed closes the other one.
+  proxySide.on('close', () => clientSide.destroy());
+  clientSide.on('close', () => proxySide.destroy());
+  const upstream = new FakeUpstream(options.respond ?? (() => [{ ok: 1 }]));
+  let onClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (onClosed = resolve));
+  const connection = new ClientConnection(
+    proxySide,
+    {
+      config,
+      upstream,
+      server: () => SERVER,
+      observe: options.observe ?? (() => recordingObserver()),
+      listener,
+      identity: {
+        throttle: createFailureThrottle(config.identity.failureDelay),
+        observer: { authentication: () => undefined },
+      },
+      peerCertificate: undefined,
+      isolation: new IsolationEngine({
+        config: config.isolation,
+        cursors: new CursorRegistry(),
+        sessionKey: Buffer.alloc(32, 7),
+        collationSupported: () => false,
+      }),
+      tenantLimits: new TenantLimits(config.limits),
+    },
+    () => onClosed(),
+  );
+  return { client: RawClient.over(clientSide), upstream, connection, closed };
+}
+
+/** A harness whose observer records events. */
+function recorded(options: HarnessOptions = {}): Harness & { events: RecordedEvent[] } {
+  const observer = recordingObserver();
+  return { ...open({ ...options, observe: () => observer }), events: observer.events };
+}
+
+function eventsNamed(events: RecordedEvent[], event: keyof ConnectionObserver): unknown[][] {
+  return events.filter((recorded) => recorded.event === event).map((recorded) => recorded.args);
+}
+
+/** The outcome of every finished command, in order. */
+function outcomes(events: RecordedEvent[]): string[] {
+  return eventsNamed(events, 'commandFinished').map((args) => (args[1] as { outcome: string }).outcome);
+}
+
+/** The outcomes once `count` commands are finished (a command is reported just after its reply is written). */
+async function finished(events: RecordedEvent[], count: number): Promise<string[]> {
+  await vi.waitFor(() => expect(outcomes(events)).toHaveLength(count));
+  return outcomes(events);
+}
+
+describe('ClientConnection over an in-memory duplex', () => {
+  it('answers the handshake itself and forwards nothing', async () => {
+    const { client, upstream, connection, events } = recorded();
+    const reply = await client.command(opMsg({ hello: 1, $db: 'admin' }));
+    expect(reply).toMatchObject({ isWritablePrimary: true, maxWireVersion: 21, connectionId: connection.id, ok: 1 });
+    expect(upstream.requests).toHaveLength(0);
+    expect(eventsNamed(events, 'opened')).toHaveLength(1);
+    expect(eventsNamed(events, 'tenantEstablished')).toEqual([
+      [{ tenant: 'acme', method: 'static', principal: 'static' }],
+    ]);
+    expect(await finished(events, 1)).toEqual(['ok']);
+    client.close();
+  });
+
+  it("forwards a find rewritten for the tenant, with the decoded command's traits, and relays the reply", async () => {
+    const batch = [{ _id: 1, status: 'open' }];
+    const { client, upstream, events } = recorded({
+      respond: () => [{ cursor: { id: Long.fromNumber(0), ns: 'app.orders', firstBatch: batch }, ok: 1 }],
+    });
+    const request = opMsg({ find: 'orders', filter: { status: 'open' }, $db: 'app' });
+    client.write(request.bytes);
+    const frame = await client.readFrame();
+    if (frame === null) throw new Error('closed');
+    expect(frame.opCode).toBe(OP_MSG);
+    expect(frame.responseTo).toBe(request.requestId);
+    expect(replyDocument(frame)).toMatchObject({ cursor: { firstBatch: batch }, ok: 1 });
+
+    const [forwarded] = upstream.requests;
+    expect(forwarded).toMatchObject({ tenant: 'acme', fireAndForget: false, traits: { name: 'find', db: 'app' } });
+    expect(upstream.body(0)['filter']).toEqual({ $and: [{ tenantId: { $eq: 'acme' } }, { status: 'open' }] });
+    expect(eventsNamed(events, 'decision')).toContainEqual([
+      expect.objectContaining({ name: 'find', db: 'app', namespace: 'app.orders' }),
+      'acme',
+      'rewritten',
+      'filter.tenant',
+    ]);
+    await finished(events, 1);
+    expect(eventsNamed(events, 'commandFinished')[0]?.[1]).toMatchObject({
+      outcome: 'rewritten',
+      tenant: 'acme',
+      upstreamSeconds: expect.any(Number),
+    });
+    client.close();
+  });
+
+  it('refuses what the isolation engine refuses: an error reply, nothing forwarded, audited once as its decision', async () => {
+    const { client, upstream, events } = recorded();
+    const reply = await client.command(opMsg({ mapReduce: 'orders', map: 'function () {}', $db: 'app' }));
+    expect(reply).toMatchObject({ ok: 0, code: ErrorCodes.Unauthorized });
+    expect(String(reply['errmsg'])).toContain('command.server-js');
+    expect(upstream.requests).toHaveLength(0);
+    expect(eventsNamed(events, 'decision').map((args) => args.slice(2))).toEqual([['refused', 'command.server-js']]);
+    expect(eventsNamed(events, 'refused')).toHaveLength(0);
+    expect(await finished(events, 1)).toEqual(['denied']);
+    client.close();
+  });
+
+  it('before authentication answers ping itself and refuses data commands as auth.required', async () => {
+    const { client, upstream, events } = recorded({ methods: [] });
+    expect(await client.command(opMsg({ ping: 1, $db: 'admin' }))).toEqual({ ok: 1 });
+    const refused = await client.command(opMsg({ find: 'orders', $db: 'app' }));
+    expect(refused).toMatchObject({ ok: 0, code: ErrorCodes.Unauthorized });
+    expect(upstream.requests).toHaveLength(0);
+    expect(eventsNamed(events, 'refused')).toEqual([
+      [expect.objectContaining({ name: 'find', namespace: 'app.orders' }), undefined, 'auth.required'],
+    ]);
+    expect(await finished(events, 2)).toEqual(['ok', 'denied']);
+    client.close();
+  });
+
+  it('forwards a w:0 insert without a reply and answers the next command in order', async () => {
+    const { client, upstream, events } = recorded();
+    const insert = opMsg({ insert: 'orders', documents: [{ a: 1 }], $db: 'app' }, { flags: MORE_TO_COME });
+    const ping = opMsg({ ping: 1, $db: 'admin' });
+    client.write(Buffer.concat([insert.bytes, ping.bytes]));
+    const frame = await client.readFrame();
+    expect(frame?.responseTo).toBe(ping.requestId);
+    expect(upstream.requests.map((request) => [request.traits.name, request.fireAndForget])).toEqual([
+      ['insert', true],
+      ['ping', false],
+    ]);
+    expect(await finished(events, 2)).toEqual(['rewritten', 'ok']);
+    client.close();
+  });
+
+  it('closes the connection on a moreToCome command that expects a reply (catalogue 50)', async () => {
+    const { client, upstream, closed, events } = recorded();
+    client.write(opMsg({ find: 'orders', $db: 'app' }, { flags: MORE_TO_COME }).bytes);
+    expect(await client.readFrame()).toBeNull();
+    await closed;
+    expect(upstream.requests).toHaveLength(0);
+    expect(eventsNamed(events, 'refused').map((args) => args[2])).toEqual(['moreToCome.command']);
+    expect(eventsNamed(events, 'protocolError')).toEqual([['InvalidOptions']]);
+    expect(eventsNamed(events, 'closed')).toEqual([['acme']]);
+  });
+
+  it('answers the legacy OP_QUERY handshake with an OP_REPLY', async () => {
+    const { client, upstream } = open();
+    const request = opQuery('admin.$cmd', { isMaster: 1 });
+    client.write(request.bytes);
+    const frame = await client.readFrame();
+    if (frame === null) throw new Error('closed');
+    expect(frame.opCode).toBe(OP_REPLY);
+    expect(frame.responseTo).toBe(request.requestId);
+    expect(replyDocument(frame)).toMatchObject({ ismaster: true, ok: 1 });
+    expect(upstream.requests).toHaveLength(0);
+    client.close();
+  });
+
+  it('answers a compressed request compressed the same way', async () => {
+    const { client, events } = recorded({ respond: () => [{ n: 0, ok: 1 }] });
+    const request = opMsg({ count: 'orders', $db: 'app' });
+    client.write(await compressMessage(request.bytes, 'zlib'));
+    const frame = await client.readFrame();
+    if (frame === null) throw new Error('closed');
+    expect(frame.opCode).toBe(OP_COMPRESSED);
+    const reply = await decompressMessage(frame.bytes, SERVER.maxMessageSizeBytes);
+    expect(reply.readInt32LE(8)).toBe(request.requestId);
+    expect(replyDocument({ ...frame, opCode: OP_MSG, bytes: reply })).toMatchObject({ n: 0, ok: 1 });
+    expect(eventsNamed(events, 'compressed')).toEqual([
+      ['zlib', 'received'],
+      ['zlib', 'sent'],
+    ]);
+    client.close();
+  });
+
+  it('answers an upstream failure like a server error', async () => {
+    const { client, events } = recorded({
+      respond: () => {
+        throw new UpstreamError(ErrorCodes.HostUnreachable, 'no upstream server reachable', {
+          labels: ['RetryableWriteError'],
+        });
+      },
+    });
+    const reply = await client.command(opMsg({ find: 'orders', $db: 'app' }));
+    expect(reply).toMatchObject({ ok: 0, code: ErrorCodes.HostUnreachable, errorLabels: ['RetryableWriteError'] });
+    expect(await finished(events, 1)).toEqual(['upstream_error']);
+    client.close();
+  });
+
+  it('aborts the upstream request and ends its session when the client leaves mid-command', async () => {
+    let forwarded!: () => void;
+    const reached = new Promise<void>((resolve) => (forwarded = resolve));
+    const { client, upstream, closed, events } = recorded({
+      respond: (request) =>
+        new Promise<Document[]>((_resolve, reject) => {
+          forwarded();
+          request.signal?.addEventListener('abort', () => reject(new Error('aborted')));
+        }),
+    });
+    client.write(opMsg({ find: 'orders', $db: 'app' }).bytes);
+    await reached;
+    client.close();
+    await closed;
+    expect(upstream.requests[0]?.signal?.aborted).toBe(true);
+    expect(upstream.ended).toHaveLength(1);
+    expect(eventsNamed(events, 'closed')).toEqual([['acme']]);
+  });
+});
+
+describe('createConnectionObserver', () => {
+  /** The sum of the samples of a metric whose labels include `labels`. */
+  async function metric(metrics: ProxyMetrics, name: string, labels: Record<string, string>): Promise<number> {
+    let sum = 0;
+    for (const line of (await metrics.metrics()).split('\n')) {
+      if (!line.startsWith(`mongo_tenant_proxy_${name}{`)) continue;
+      if (!Object.entries(labels).every(([key, value]) => line.includes(`${key}="${value}"`))) continue;
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return sum;
+  }
+
+  it('turns the connection’s events into metrics and audit events carrying the connection', async () => {
+    const metrics = new ProxyMetrics();
+    const audited: DecisionAuditEvent[] = [];
+    const audit: AuditLog = {
+      decision: (event) => void audited.push(event),
+      authentication: () => undefined,
+      reopen: () => undefined,
+      close: async () => undefined,
+    };
+    const { client, connection } = open({
+      observe: (fields) =>
+        createConnectionObserver(
+          { metrics, audit, logger: pino({ level: 'silent' }) },
+          { ...fields, listener: 'memory' },
+        ),
+    });
+    await client.command(opMsg({ mapReduce: 'orders', $db: 'app' }));
+    await client.command(opMsg({ find: 'orders', $db: 'app' }));
+    await vi.waitFor(() => expect(audited.map((event) => event.command)).toContain('find'));
+    expect(audited[0]).toEqual({
+      tenant: 'acme',
+      command: 'mapReduce',
+      namespace: 'app.orders',
+      rule: 'command.server-js',
+      decision: 'refused',
+      connectionId: connection.id,
+      listener: 'memory',
+      remoteAddress: 'unknown',
+    });
+    expect(audited).toContainEqual(
+      expect.objectContaining({ command: 'find', rule: 'filter.tenant', decision: 'rewritten' }),
+    );
+    await vi.waitFor(async () =>
+      expect(await metric(metrics, 'operations_total', { command: 'find', outcome: 'rewritten' })).toBe(1),
+    );
+    expect(await metric(metrics, 'policy_decisions_total', { decision: 'refused', rule: 'command.server-js' })).toBe(1);
+    expect(await metric(metrics, 'operations_total', { command: 'mapReduce', outcome: 'denied' })).toBe(1);
+    expect(await metric(metrics, 'tenant_connections', { tenant: 'acme' })).toBe(1);
+    client.close();
+  });
+});
