@@ -154,10 +154,15 @@ export class ConnectionAuthenticator {
     return reply;
   }
 
-  /** The client went away: abandon a half-finished conversation. */
+  /**
+   * The client went away: abandon a half-finished conversation and close the passthrough relay,
+   * which belongs to this client alone (nobody else would ever close it).
+   */
   close(): void {
     this.#conversation?.conversation.abandon?.();
     this.#conversation = undefined;
+    this.#relay?.discard();
+    this.#relay = undefined;
   }
 
   // --- SASL ---------------------------------------------------------------------------------

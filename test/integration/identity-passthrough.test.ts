@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { MongoClient, type MongoClientOptions, MongoServerError } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PassthroughRule } from '../../src/config/types.js';
+import { metricValue } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import {
   directClient,
@@ -28,6 +29,7 @@ import {
   upstreamKind,
   upstreamUri,
 } from '../helpers/upstream.js';
+import { until } from '../helpers/wait.js';
 
 const suffix = randomBytes(4).toString('hex');
 const dbName = uniqueDbName('passthrough');
@@ -178,6 +180,18 @@ describe('scram-passthrough through the official driver', () => {
     const client = clientAs(users.bob);
     await writesThrough(client, 'bob');
     expect(await tenantOf(client)).toBe('tenant-b');
+  });
+
+  it('the upstream connection reserved for a client is closed when the client leaves', async () => {
+    const inUse = () => metricValue(proxy.proxy, 'upstream_connections', { state: 'in_use' });
+    const before = await inUse();
+    const leaving = Array.from({ length: 5 }, () => clientAs(users.alice));
+    for (const client of leaving) await writesThrough(client, 'leaving');
+    // Each authenticated client holds its own upstream connection while it is connected...
+    expect(await inUse()).toBeGreaterThanOrEqual(before + leaving.length);
+    await Promise.all(leaving.map((client) => client.close()));
+    // ...and nothing else would ever close it once the client has gone.
+    await until(async () => (await inUse()) <= before, { message: 'reserved upstream connections still open' });
   });
 
   it('a wrong password is refused and nothing is forwarded', async () => {
