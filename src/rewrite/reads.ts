@@ -33,6 +33,7 @@
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
+  arrayItems,
   childDocument,
   documentOf,
   numberOf,
@@ -63,6 +64,7 @@ import type {
   RewriteNote,
   RewriteResult,
   TenantContext,
+  TenantDocuments,
   VirtualOperation,
 } from '../policy/types.js';
 
@@ -270,7 +272,42 @@ function findImpl(input: CommandInput, context: TenantContext, options: ReadOpti
   boundsFields(rw, ns.tenantFiltered);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime(options);
-  return rw.result(options.explained ? {} : { registerCursor: { db: ns.db, coll: ns.coll } });
+  if (options.explained) return rw.result();
+  const documents: TenantDocuments | undefined = ns.tenantFiltered ? { in: 'cursor' } : undefined;
+  return rw.result({
+    registerCursor: { db: ns.db, coll: ns.coll, ...(documents && { documents }) },
+    ...tenantDocs(documents),
+  });
+}
+
+function tenantDocs(documents: TenantDocuments | undefined): Partial<RewriteResult['reply']> {
+  return documents === undefined ? {} : { tenantDocuments: documents };
+}
+
+/**
+ * Where a pipeline's output documents hold joined documents: the `as` of each top-level
+ * `$lookup` / `$graphLookup`, each `$facet` output (and the joins inside its sub-pipelines).
+ * Stages after a join that move its result elsewhere (`$project` renaming, `$group`) are not
+ * followed: the tenant field then stays there (docs/configuration.md).
+ */
+export function joinedPaths(pipeline: RawValue): string[] {
+  const paths: string[] = [];
+  for (const stage of arrayItems(pipeline)) {
+    if (stage.type !== BsonType.document) continue;
+    const first = RawDocument.parse(stage.value).first;
+    if (first === undefined || first.type !== BsonType.document) continue;
+    const spec = RawDocument.parse(first.value);
+    if (first.name === '$lookup' || first.name === '$graphLookup') {
+      const as = spec.get('as');
+      if (as !== undefined && as.type === BsonType.string) paths.push(stringOf(as));
+    } else if (first.name === '$facet') {
+      for (const facet of spec.elements) {
+        paths.push(facet.name);
+        if (facet.type === BsonType.array) paths.push(...joinedPaths(facet).map((path) => `${facet.name}.${path}`));
+      }
+    }
+  }
+  return paths;
 }
 
 /** count: the query is always injected, also when absent (estimatedDocumentCount: catalogue 17, 59). */
@@ -383,7 +420,15 @@ function aggregateImpl(input: CommandInput, context: TenantContext, options: Rea
   rw.physical(physicalDb, physicalColl, coll);
   rw.maxTime(options);
   if (explaining || options.explained) return rw.result();
-  return rw.result({ registerCursor: { db: physicalDb, coll: physicalColl ?? '$cmd.aggregate' } });
+  let documents: TenantDocuments | undefined;
+  if (tenantFiltered || summary.touchesTenantFiltered) {
+    const joined = joinedPaths(pipeline);
+    documents = joined.length > 0 ? { in: 'cursor', joined } : { in: 'cursor' };
+  }
+  return rw.result({
+    registerCursor: { db: physicalDb, coll: physicalColl ?? '$cmd.aggregate', ...(documents && { documents }) },
+    ...tenantDocs(documents),
+  });
 }
 
 /** listIndexes (catalogue 17, 24): a string collection; the reply layer filters what partial-index literals show. */

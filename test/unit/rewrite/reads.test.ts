@@ -246,7 +246,12 @@ describe('find (catalogue 6, 17, G4)', () => {
 
   it('registers the cursor on the physical namespace and scrubs errors', () => {
     const result = find(command({ find: 'c' }), shared());
-    expect(result.reply).toEqual({ registerCursor: { db: 'app', coll: 'c' }, mapNames: false, scrubErrors: true });
+    expect(result.reply).toEqual({
+      registerCursor: { db: 'app', coll: 'c', documents: { in: 'cursor' } },
+      tenantDocuments: { in: 'cursor' },
+      mapNames: false,
+      scrubErrors: true,
+    });
     expect(result.sequences.size).toBe(0);
   });
 
@@ -423,7 +428,12 @@ describe('aggregate (catalogue 13, 28-36 through the handler)', () => {
       shared(),
     );
     expect(out(result).pipeline).toEqual([{ $match: eqT }, { $group: { _id: '$a', n: { $sum: 1 } } }]);
-    expect(result.reply).toEqual({ registerCursor: { db: 'app', coll: 'c' }, mapNames: false, scrubErrors: true });
+    expect(result.reply).toEqual({
+      registerCursor: { db: 'app', coll: 'c', documents: { in: 'cursor' } },
+      tenantDocuments: { in: 'cursor' },
+      mapNames: false,
+      scrubErrors: true,
+    });
     expect(result.notes.some((note) => note.rule === 'pipeline.match' && note.namespace === 'app.c')).toBe(true);
   });
 
