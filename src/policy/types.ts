@@ -120,6 +120,11 @@ export interface ReplyPlan {
   tenantDocuments?: TenantDocuments;
   /** Set by the engine with `tenantFieldInReplies: hide`: the field removed from `tenantDocuments`. */
   hideTenantField?: string;
+  /**
+   * An explain reply (rewrite/explain.ts): names and tenancy index names redacted, and with
+   * `withholdFigures` the execution figures that count other tenants' documents withheld.
+   */
+  explain?: { withholdFigures: boolean };
   /** Map physical names in the reply back to the client's (database-per-tenant, collection-prefix). */
   mapNames?: boolean;
   /** For listCollections / listIndexes: drop entries the tenant may not see, strip `options`. */

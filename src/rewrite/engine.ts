@@ -20,6 +20,7 @@ import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
 import { hideTenantField } from './tenant-field.js';
+import { redactExplain } from './explain.js';
 import { buildHandlers } from './handlers.js';
 import { VIRTUAL_STATS, statsCommand } from './ddl.js';
 import { emptyAdminRead } from './introspection.js';
@@ -203,6 +204,8 @@ export class TenantEngine {
     let current: Uint8Array | undefined;
     if (plan.hideTenantField !== undefined && plan.tenantDocuments !== undefined)
       current = hideTenantField(body, plan.hideTenantField, plan.tenantDocuments);
+    if (plan.explain !== undefined)
+      current = redactExplain(current ?? body, plan.explain, this.context.namespaces) ?? current;
     if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
       current = mergeCursorsNotFound(current ?? body, plan.cursorsNotFound);
     if (plan.filterListing !== undefined)

@@ -14,8 +14,8 @@
  *   - with a string tenant value, refuses collation strengths 1-2 and, when the client sends no
  *     collation, adds `collation: {locale: "simple"}` (where the upstream supports collation) so
  *     a collection's default collation cannot compare the tenant id loosely either (9);
- *   - lets explain show only the query plan (`verbosity: "queryPlanner"`; execution statistics
- *     count other tenants' documents: 21, 59).
+ *   - lets explain run at every verbosity, its reply without the execution figures that count
+ *     other tenants' documents (21, 59: rewrite/explain.ts).
  * Client values that are not rewritten are forwarded byte for byte.
  *
  * Decisions worth documenting:
@@ -419,7 +419,9 @@ function aggregateImpl(input: CommandInput, context: TenantContext, options: Rea
   letField(rw);
   rw.physical(physicalDb, physicalColl, coll);
   rw.maxTime(options);
-  if (explaining || options.explained) return rw.result();
+  if (options.explained) return rw.result();
+  // aggregate's own explain option: the query plan, which names indexes and namespaces.
+  if (explaining) return rw.result({ explain: { withholdFigures: sharedModel || summary.touchesTenantFiltered } });
   let documents: TenantDocuments | undefined;
   if (tenantFiltered || summary.touchesTenantFiltered) {
     const joined = joinedPaths(pipeline);
@@ -549,16 +551,15 @@ const INNER_REFUSED_FIELDS: readonly string[] = [
   'apiDeprecationErrors',
 ];
 
-/** Verbosities explain accepts; only `queryPlanner` where another tenant's documents could be counted. */
+/** Verbosities explain accepts (all of them; figures are withheld from the reply where the data is shared). */
 const VERBOSITIES: ReadonlySet<string> = new Set(['queryPlanner', 'executionStats', 'allPlansExecution']);
 
 /**
  * explain (catalogue 21, 59): the inner command (find, aggregate, count, distinct, update,
  * delete, findAndModify/findandmodify) is rewritten by its own handler exactly as it would be
- * run; nested explain and every other inner command are refused. Where the data is shared,
- * execution statistics (totalDocsExamined, keysExamined…) count other tenants' documents, so
- * only `queryPlanner` is allowed there (and set when the client sends no verbosity, whose server
- * default is `allPlansExecution`).
+ * run; nested explain and every other inner command are refused. Every verbosity is allowed;
+ * where the data is shared, execution figures (totalDocsExamined, keysExamined…) count other
+ * tenants' documents, so the reply withholds them and says so (`mtpWithheld`, rewrite/explain.ts).
  */
 export function createExplainHandler(writes: ExplainableWriteHandlers = {}): CommandHandler {
   return (input, context) => {
@@ -632,24 +633,17 @@ export function createExplainHandler(writes: ExplainableWriteHandlers = {}): Com
     const notes: RewriteNote[] = [...result.notes];
     body = new RawDocument(body.elements.map((e, i) => (i === 0 ? { name: e.name, ...result.body.toValue() } : e)));
     const verbosity = input.body.get('verbosity');
-    if (verbosity !== undefined) {
-      if (verbosity.type !== BsonType.string || !VERBOSITIES.has(stringOf(verbosity))) {
-        refuse(
-          'explain.verbosity',
-          'explain.verbosity must be queryPlanner, executionStats or allPlansExecution',
-          ErrorCodes.BadValue,
-        );
-      }
-      if (facts.sharedData && stringOf(verbosity) !== 'queryPlanner') {
-        refuse(
-          'explain.verbosity',
-          'execution statistics count other tenants\' documents: only verbosity "queryPlanner" is allowed (catalogue 59)',
-        );
-      }
-    } else if (facts.sharedData) {
-      body = body.with('verbosity', valueOf('queryPlanner'));
-      notes.push({ kind: 'rewrite', rule: 'explain.verbosity', namespace: input.db });
+    if (verbosity !== undefined && (verbosity.type !== BsonType.string || !VERBOSITIES.has(stringOf(verbosity)))) {
+      refuse(
+        'explain.verbosity',
+        'explain.verbosity must be queryPlanner, executionStats or allPlansExecution',
+        ErrorCodes.BadValue,
+      );
     }
+    // Every verbosity runs; where the data is shared the reply withholds the figures that count
+    // other tenants' documents (rewrite/explain.ts, catalogue 21, 59).
+    if (facts.sharedData && (verbosity === undefined || stringOf(verbosity) !== 'queryPlanner'))
+      notes.push({ kind: 'rewrite', rule: 'explain.withhold-figures', namespace: input.db });
     // The explained command's database is explain's own.
     const physicalDb = physicalDbOf(inner, context);
     let mapped = result.reply.mapNames === true;
@@ -659,7 +653,12 @@ export function createExplainHandler(writes: ExplainableWriteHandlers = {}): Com
     }
     const capped = capMaxTimeMS(body, context.maxTimeMS);
     if (capped !== body) notes.push({ kind: 'rewrite', rule: 'maxTimeMS.cap', namespace: input.db });
-    return { body: capped, sequences: new Map(), reply: { mapNames: mapped, scrubErrors: true }, notes };
+    return {
+      body: capped,
+      sequences: new Map(),
+      reply: { mapNames: mapped, scrubErrors: true, explain: { withholdFigures: facts.sharedData } },
+      notes,
+    };
   };
 }
 
