@@ -75,6 +75,7 @@ export const SCRAM_MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1'] as const;
 /** `audit-only` must be written exactly so; there are no aliases (`audit`, `dry-run`, `Audit-Only`…). */
 export const ISOLATION_MODES = ['enforce', 'audit-only'] as const;
 export const TENANT_VALUE_TYPES = ['string', 'objectId', 'uuid', 'int64'] as const;
+export const TENANT_FIELD_IN_REPLIES = ['hide', 'show'] as const;
 export const ISOLATION_MODELS = ['shared-collection', 'database-per-tenant', 'collection-prefix'] as const;
 export const NAMESPACE_ACCESS = ['scoped', 'shared-readonly', 'denied'] as const;
 /**
@@ -316,6 +317,15 @@ const sections: Record<string, SchemaNode> = {
         description:
           'Field holding the tenant in every document of shared collections; not "_id", without "$", "." or NUL.',
         default: 'tenantId',
+      },
+      tenantFieldInReplies: {
+        type: 'string',
+        enum: [...TENANT_FIELD_IN_REPLIES],
+        description:
+          'hide (the default): the tenant field is removed from every document a tenant reads from shared ' +
+          'collections (find, getMore, aggregate incl. $lookup/$graphLookup/$facet results, findAndModify), so ' +
+          'applications see exactly what they wrote; writes are stamped either way. show: documents carry it.',
+        default: 'hide',
       },
       tenantValueType: {
         type: 'string',

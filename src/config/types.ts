@@ -149,6 +149,9 @@ export interface NamespaceRule {
   access?: NamespaceAccess;
 }
 
+/** Whether documents read from shared collections show the tenant field. */
+export type TenantFieldInReplies = 'show' | 'hide';
+
 export interface IsolationConfig {
   /**
    * `enforce` (default) or `audit-only`: decisions are computed, logged and counted but NOT
@@ -170,6 +173,12 @@ export interface IsolationConfig {
   maxTimeMS: number;
   /** HMAC key deriving upstream session ids per tenant (a secret); null: a random key per process. */
   sessionKey: string | null;
+  /**
+   * `hide`: the tenant field is removed from every document a tenant reads from shared
+   * collections (find, getMore, aggregate incl. joined documents, findAndModify); `show` leaves it.
+   * Optional in the type so engines built by hand (tests) show it; the schema fills in `hide`.
+   */
+  tenantFieldInReplies?: TenantFieldInReplies;
   /**
    * A private database for each tenant in shared collections (virtual DDL, listings and stats
    * answered from the ownership catalogue). Optional in the type so engines built by hand (tests)

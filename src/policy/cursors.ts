@@ -21,7 +21,7 @@ import {
 } from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, numberOf, RawDocument, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
 import { capMaxTimeMS } from './limits.js';
-import type { CommandHandler, CommandInput, ReplyPlan, RewriteNote, TenantContext } from './types.js';
+import type { CommandHandler, CommandInput, ReplyPlan, RewriteNote, TenantContext, TenantDocuments } from './types.js';
 
 /** The server's default cursorTimeoutMillis: idle cursors die after 10 minutes. */
 export const DEFAULT_CURSOR_IDLE_MS = 10 * 60 * 1000;
@@ -43,6 +43,8 @@ interface CursorEntry {
   readonly key: string;
   readonly tenant: string;
   readonly lsidKey: string | undefined;
+  /** Where its batches carry tenant documents (the opening command's plan), for getMore's plan. */
+  readonly documents: TenantDocuments | undefined;
   lastUsed: number;
 }
 
@@ -73,7 +75,7 @@ export class CursorRegistry {
   }
 
   /** Records a cursor the server returned to `tenant` (physical namespace). Id 0 is no cursor. */
-  register(tenant: string, id: bigint, db: string, coll: string, lsidKey?: string): void {
+  register(tenant: string, id: bigint, db: string, coll: string, lsidKey?: string, documents?: TenantDocuments): void {
     if (id === 0n) return;
     this.sweep();
     const key = keyOf(id, db, coll);
@@ -82,7 +84,7 @@ export class CursorRegistry {
     this.byTenant.set(tenant, tenantKeys);
     while (tenantKeys.size >= this.maxPerTenant) this.remove(tenantKeys.values().next().value!);
     while (this.entries.size >= this.maxEntries) this.remove(this.entries.keys().next().value!);
-    this.entries.set(key, { key, tenant, lsidKey, lastUsed: this.now() });
+    this.entries.set(key, { key, tenant, lsidKey, documents, lastUsed: this.now() });
     tenantKeys.add(key);
   }
 
@@ -104,6 +106,11 @@ export class CursorRegistry {
   /** The session key recorded with an owned cursor, if any. */
   lsidOf(id: bigint, db: string, coll: string): string | undefined {
     return this.entries.get(keyOf(id, db, coll))?.lsidKey;
+  }
+
+  /** Where an owned cursor's batches carry tenant documents, if they do. */
+  documentsOf(id: bigint, db: string, coll: string): TenantDocuments | undefined {
+    return this.entries.get(keyOf(id, db, coll))?.documents;
   }
 
   forget(id: bigint, db: string, coll: string): void {
@@ -222,7 +229,7 @@ export function observeCursorReply(
   }
   if (plan.registerCursor === undefined || found.id === 0n) return;
   const ns = splitNamespace(found.ns) ?? plan.registerCursor;
-  registry.register(tenant, found.id, ns.db, ns.coll, lsidKey);
+  registry.register(tenant, found.id, ns.db, ns.coll, lsidKey, plan.registerCursor.documents);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,11 +346,13 @@ export function getMoreHandler(registry: CursorRegistry): CommandHandler {
     const capped = capMaxTimeMS(body, context.maxTimeMS, { whenMissing: 'leave' });
     if (capped !== body) notes.push({ kind: 'rewrite', rule: 'maxTimeMS.cap', namespace: ns.client });
     body = capped;
+    const documents = registry.documentsOf(id, ns.db, ns.coll);
     return {
       body,
       sequences: new Map(),
       reply: {
-        registerCursor: { db: ns.db, coll: ns.coll },
+        registerCursor: { db: ns.db, coll: ns.coll, ...(documents === undefined ? {} : { documents }) },
+        ...(documents === undefined ? {} : { tenantDocuments: documents }),
         cursorsInRequest: { command: 'getMore', db: ns.db, coll: ns.coll, ids: [id] },
         mapNames: true,
         scrubErrors: true,

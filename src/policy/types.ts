@@ -95,10 +95,36 @@ export interface RewriteNote {
   namespace?: string;
 }
 
+/**
+ * Where a reply carries documents of a tenant-filtered namespace, so `isolation.tenantFieldInReplies:
+ * hide` can take the tenant field out of them (rewrite/tenant-field.ts).
+ */
+export interface TenantDocuments {
+  /** `cursor`: every document of `cursor.firstBatch` / `cursor.nextBatch`; `value`: findAndModify's `value`. */
+  in: 'cursor' | 'value';
+  /**
+   * Dotted paths, in each of those documents, holding joined documents of tenant-filtered
+   * namespaces (an array of them, or one after `$unwind`): `$lookup` / `$graphLookup` `as`, `$facet` outputs.
+   */
+  joined?: readonly string[];
+}
+
 /** What to do with the upstream's reply. */
 export interface ReplyPlan {
-  /** Register cursor ids found in the reply (`cursor.id`) as owned by this tenant, for this namespace. */
-  registerCursor?: { db: string; coll: string };
+  /**
+   * Register cursor ids found in the reply (`cursor.id`) as owned by this tenant, for this
+   * namespace; `documents` is remembered with the cursor so its getMore replies are treated alike.
+   */
+  registerCursor?: { db: string; coll: string; documents?: TenantDocuments };
+  /** The reply carries tenant documents here (set by handlers whatever the setting). */
+  tenantDocuments?: TenantDocuments;
+  /** Set by the engine with `tenantFieldInReplies: hide`: the field removed from `tenantDocuments`. */
+  hideTenantField?: string;
+  /**
+   * An explain reply (rewrite/explain.ts): names and tenancy index names redacted, and with
+   * `withholdFigures` the execution figures that count other tenants' documents withheld.
+   */
+  explain?: { withholdFigures: boolean };
   /** Map physical names in the reply back to the client's (database-per-tenant, collection-prefix). */
   mapNames?: boolean;
   /** For listCollections / listIndexes: drop entries the tenant may not see, strip `options`. */

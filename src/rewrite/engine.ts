@@ -19,6 +19,8 @@ import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../pol
 import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
+import { hideTenantField } from './tenant-field.js';
+import { redactExplain } from './explain.js';
 import { buildHandlers } from './handlers.js';
 import { VIRTUAL_STATS, statsCommand } from './ddl.js';
 import { emptyAdminRead } from './introspection.js';
@@ -164,6 +166,8 @@ export class TenantEngine {
     }
     if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
     if (result.virtual !== undefined) return { action: 'virtual', operation: result.virtual, notes: result.notes };
+    if (this.options.config.tenantFieldInReplies === 'hide' && result.reply.tenantDocuments !== undefined)
+      result = { ...result, reply: { ...result.reply, hideTenantField: this.context.field } };
     return { action: 'forward', result };
   }
 
@@ -198,8 +202,12 @@ export class TenantEngine {
   reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
     observeCursorReply(this.options.cursors, this.tenant, plan, body);
     let current: Uint8Array | undefined;
+    if (plan.hideTenantField !== undefined && plan.tenantDocuments !== undefined)
+      current = hideTenantField(body, plan.hideTenantField, plan.tenantDocuments);
+    if (plan.explain !== undefined)
+      current = redactExplain(current ?? body, plan.explain, this.context.namespaces) ?? current;
     if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
-      current = mergeCursorsNotFound(body, plan.cursorsNotFound);
+      current = mergeCursorsNotFound(current ?? body, plan.cursorsNotFound);
     if (plan.filterListing !== undefined)
       current = filterListing(current ?? body, plan.filterListing, this.context.namespaces) ?? current;
     if (plan.mapNames === true) current = mapReplyNames(current ?? body, this.context.namespaces) ?? current;

@@ -14,8 +14,8 @@
  *   - with a string tenant value, refuses collation strengths 1-2 and, when the client sends no
  *     collation, adds `collation: {locale: "simple"}` (where the upstream supports collation) so
  *     a collection's default collation cannot compare the tenant id loosely either (9);
- *   - lets explain show only the query plan (`verbosity: "queryPlanner"`; execution statistics
- *     count other tenants' documents: 21, 59).
+ *   - lets explain run at every verbosity, its reply without the execution figures that count
+ *     other tenants' documents (21, 59: rewrite/explain.ts).
  * Client values that are not rewritten are forwarded byte for byte.
  *
  * Decisions worth documenting:
@@ -33,6 +33,7 @@
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import {
+  arrayItems,
   childDocument,
   documentOf,
   numberOf,
@@ -63,6 +64,7 @@ import type {
   RewriteNote,
   RewriteResult,
   TenantContext,
+  TenantDocuments,
   VirtualOperation,
 } from '../policy/types.js';
 
@@ -270,7 +272,42 @@ function findImpl(input: CommandInput, context: TenantContext, options: ReadOpti
   boundsFields(rw, ns.tenantFiltered);
   rw.physical(ns.db, ns.coll, coll);
   rw.maxTime(options);
-  return rw.result(options.explained ? {} : { registerCursor: { db: ns.db, coll: ns.coll } });
+  if (options.explained) return rw.result();
+  const documents: TenantDocuments | undefined = ns.tenantFiltered ? { in: 'cursor' } : undefined;
+  return rw.result({
+    registerCursor: { db: ns.db, coll: ns.coll, ...(documents && { documents }) },
+    ...tenantDocs(documents),
+  });
+}
+
+function tenantDocs(documents: TenantDocuments | undefined): Partial<RewriteResult['reply']> {
+  return documents === undefined ? {} : { tenantDocuments: documents };
+}
+
+/**
+ * Where a pipeline's output documents hold joined documents: the `as` of each top-level
+ * `$lookup` / `$graphLookup`, each `$facet` output (and the joins inside its sub-pipelines).
+ * Stages after a join that move its result elsewhere (`$project` renaming, `$group`) are not
+ * followed: the tenant field then stays there (docs/configuration.md).
+ */
+export function joinedPaths(pipeline: RawValue): string[] {
+  const paths: string[] = [];
+  for (const stage of arrayItems(pipeline)) {
+    if (stage.type !== BsonType.document) continue;
+    const first = RawDocument.parse(stage.value).first;
+    if (first === undefined || first.type !== BsonType.document) continue;
+    const spec = RawDocument.parse(first.value);
+    if (first.name === '$lookup' || first.name === '$graphLookup') {
+      const as = spec.get('as');
+      if (as !== undefined && as.type === BsonType.string) paths.push(stringOf(as));
+    } else if (first.name === '$facet') {
+      for (const facet of spec.elements) {
+        paths.push(facet.name);
+        if (facet.type === BsonType.array) paths.push(...joinedPaths(facet).map((path) => `${facet.name}.${path}`));
+      }
+    }
+  }
+  return paths;
 }
 
 /** count: the query is always injected, also when absent (estimatedDocumentCount: catalogue 17, 59). */
@@ -382,8 +419,18 @@ function aggregateImpl(input: CommandInput, context: TenantContext, options: Rea
   letField(rw);
   rw.physical(physicalDb, physicalColl, coll);
   rw.maxTime(options);
-  if (explaining || options.explained) return rw.result();
-  return rw.result({ registerCursor: { db: physicalDb, coll: physicalColl ?? '$cmd.aggregate' } });
+  if (options.explained) return rw.result();
+  // aggregate's own explain option: the query plan, which names indexes and namespaces.
+  if (explaining) return rw.result({ explain: { withholdFigures: sharedModel || summary.touchesTenantFiltered } });
+  let documents: TenantDocuments | undefined;
+  if (tenantFiltered || summary.touchesTenantFiltered) {
+    const joined = joinedPaths(pipeline);
+    documents = joined.length > 0 ? { in: 'cursor', joined } : { in: 'cursor' };
+  }
+  return rw.result({
+    registerCursor: { db: physicalDb, coll: physicalColl ?? '$cmd.aggregate', ...(documents && { documents }) },
+    ...tenantDocs(documents),
+  });
 }
 
 /** listIndexes (catalogue 17, 24): a string collection; the reply layer filters what partial-index literals show. */
@@ -504,16 +551,15 @@ const INNER_REFUSED_FIELDS: readonly string[] = [
   'apiDeprecationErrors',
 ];
 
-/** Verbosities explain accepts; only `queryPlanner` where another tenant's documents could be counted. */
+/** Verbosities explain accepts (all of them; figures are withheld from the reply where the data is shared). */
 const VERBOSITIES: ReadonlySet<string> = new Set(['queryPlanner', 'executionStats', 'allPlansExecution']);
 
 /**
  * explain (catalogue 21, 59): the inner command (find, aggregate, count, distinct, update,
  * delete, findAndModify/findandmodify) is rewritten by its own handler exactly as it would be
- * run; nested explain and every other inner command are refused. Where the data is shared,
- * execution statistics (totalDocsExamined, keysExamined…) count other tenants' documents, so
- * only `queryPlanner` is allowed there (and set when the client sends no verbosity, whose server
- * default is `allPlansExecution`).
+ * run; nested explain and every other inner command are refused. Every verbosity is allowed;
+ * where the data is shared, execution figures (totalDocsExamined, keysExamined…) count other
+ * tenants' documents, so the reply withholds them and says so (`mtpWithheld`, rewrite/explain.ts).
  */
 export function createExplainHandler(writes: ExplainableWriteHandlers = {}): CommandHandler {
   return (input, context) => {
@@ -587,24 +633,17 @@ export function createExplainHandler(writes: ExplainableWriteHandlers = {}): Com
     const notes: RewriteNote[] = [...result.notes];
     body = new RawDocument(body.elements.map((e, i) => (i === 0 ? { name: e.name, ...result.body.toValue() } : e)));
     const verbosity = input.body.get('verbosity');
-    if (verbosity !== undefined) {
-      if (verbosity.type !== BsonType.string || !VERBOSITIES.has(stringOf(verbosity))) {
-        refuse(
-          'explain.verbosity',
-          'explain.verbosity must be queryPlanner, executionStats or allPlansExecution',
-          ErrorCodes.BadValue,
-        );
-      }
-      if (facts.sharedData && stringOf(verbosity) !== 'queryPlanner') {
-        refuse(
-          'explain.verbosity',
-          'execution statistics count other tenants\' documents: only verbosity "queryPlanner" is allowed (catalogue 59)',
-        );
-      }
-    } else if (facts.sharedData) {
-      body = body.with('verbosity', valueOf('queryPlanner'));
-      notes.push({ kind: 'rewrite', rule: 'explain.verbosity', namespace: input.db });
+    if (verbosity !== undefined && (verbosity.type !== BsonType.string || !VERBOSITIES.has(stringOf(verbosity)))) {
+      refuse(
+        'explain.verbosity',
+        'explain.verbosity must be queryPlanner, executionStats or allPlansExecution',
+        ErrorCodes.BadValue,
+      );
     }
+    // Every verbosity runs; where the data is shared the reply withholds the figures that count
+    // other tenants' documents (rewrite/explain.ts, catalogue 21, 59).
+    if (facts.sharedData && (verbosity === undefined || stringOf(verbosity) !== 'queryPlanner'))
+      notes.push({ kind: 'rewrite', rule: 'explain.withhold-figures', namespace: input.db });
     // The explained command's database is explain's own.
     const physicalDb = physicalDbOf(inner, context);
     let mapped = result.reply.mapNames === true;
@@ -614,7 +653,12 @@ export function createExplainHandler(writes: ExplainableWriteHandlers = {}): Com
     }
     const capped = capMaxTimeMS(body, context.maxTimeMS);
     if (capped !== body) notes.push({ kind: 'rewrite', rule: 'maxTimeMS.cap', namespace: input.db });
-    return { body: capped, sequences: new Map(), reply: { mapNames: mapped, scrubErrors: true }, notes };
+    return {
+      body: capped,
+      sequences: new Map(),
+      reply: { mapNames: mapped, scrubErrors: true, explain: { withholdFigures: facts.sharedData } },
+      notes,
+    };
   };
 }
 

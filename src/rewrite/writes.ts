@@ -634,7 +634,11 @@ export const findAndModify: CommandHandler = (input, context) => {
   const wrapped = rewriteFilter(body.get('query'), scope, 'query');
   if (wrapped !== undefined) out = out.with('query', wrapped);
   out = pinCollation(out, scope);
-  return { body: out, sequences: new Map(), reply: replyFor(target), notes: notes.list };
+  // `value` is a tenant document (isolation.tenantFieldInReplies).
+  const reply = target.resolved.tenantFiltered
+    ? { ...replyFor(target), tenantDocuments: { in: 'value' as const } }
+    : replyFor(target);
+  return { body: out, sequences: new Map(), reply, notes: notes.list };
 };
 
 /** Splits "db.coll" at the first dot, as the server does. */

@@ -28,18 +28,6 @@ export interface KnownDifference {
 
 export const KNOWN_DIFFERENCES: KnownDifference[] = [
   {
-    cause: 'tenant field in replies',
-    issue: 14,
-    owner: 'fidelity',
-    where: ['step:findStrict', 'step:odm-hydrated'],
-    clients: 'all',
-    upstream: 'any',
-    reason:
-      'every document read through the proxy carries tenantId (isolation.tenantFieldInReplies does not exist yet): ' +
-      'a closed schema (pydantic extra=forbid, Java records, additionalProperties: false) rejects it, and a ' +
-      'Mongoose hydrated document holds a field its schema does not declare',
-  },
-  {
     cause: 'distinct gets maxTimeMS',
     issue: 14,
     owner: 'fidelity',
@@ -82,6 +70,7 @@ export const KNOWN_DIFFERENCES: KnownDifference[] = [
       'step:odm-listIndexes-users',
       'step:odm-create-duplicate-email',
       'step:odm-count',
+      'step:odm-hydrated',
       'indexes:users',
       'stored:users',
     ],
@@ -90,15 +79,6 @@ export const KNOWN_DIFFERENCES: KnownDifference[] = [
     reason:
       'non-unique indexes are confined per tenant now; a unique index is confined with a per-tenant partial ' +
       'index, which FerretDB v1 cannot build, so it is refused there unless the operator declares it shared: ' +
-      'Mongoose autoIndex of a unique field fails, duplicates are stored, listIndexes lacks that index',
-  },
-  {
-    cause: 'explain beyond queryPlanner refused',
-    issue: 14,
-    owner: 'fidelity',
-    where: ['step:cmd-explain-executionStats'],
-    clients: 'all',
-    upstream: 'any',
-    reason: 'explain.verbosity refuses executionStats (figures include other tenants) instead of filtering them',
+      'Mongoose autoIndex of a unique field fails, duplicates are stored (and read back), listIndexes lacks that index',
   },
 ];

@@ -45,7 +45,8 @@ const directDbName = uniqueDbName('fidelity_direct');
 beforeAll(async () => {
   direct = directClient();
   await direct.connect();
-  tenants = await startTenantProxy([T, B]);
+  // Reads are checked with the tenant field shown: each document read back names its owner.
+  tenants = await startTenantProxy([T, B], { isolation: { tenantFieldInReplies: 'show' } });
   acme7 = tenants.clientFor(T);
   acme6 = new MongoClient6(tenants.uriFor(T), { serverSelectionTimeoutMS: 10_000 });
   await acme6.connect();

@@ -478,7 +478,10 @@ describe('isolation property: three tenants, random operations, upstream read di
   const clients = new Map<Tenant, MongoClient>();
 
   beforeAll(async () => {
-    tenants = await startTenantProxy(TENANTS, { isolation: { tenancy: { catalogueDatabase: catalogueDb } } });
+    // The model compares reads with the stored documents, tenant field included (shown).
+    tenants = await startTenantProxy(TENANTS, {
+      isolation: { tenantFieldInReplies: 'show', tenancy: { catalogueDatabase: catalogueDb } },
+    });
     direct = directClient();
     await direct.connect();
     for (const t of TENANTS) {

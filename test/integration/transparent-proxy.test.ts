@@ -61,10 +61,10 @@ describe('through the official driver', () => {
     const deleted = await coll.deleteOne({ name: 'cy' });
     expect(deleted.deletedCount).toBe(1);
     const found = await coll.find({}, { sort: { n: 1 }, projection: { _id: 0 } }).toArray();
-    // Every stored document carries the connection's tenant (static listener: test-tenant).
+    // Exactly what was written: the tenant field is hidden in replies (isolation.tenantFieldInReplies).
     expect(found).toEqual([
-      { tenantId: 'test-tenant', name: 'ada', n: 1 },
-      { tenantId: 'test-tenant', name: 'bob', n: 20 },
+      { name: 'ada', n: 1 },
+      { name: 'bob', n: 20 },
     ]);
 
     const stored = await direct
@@ -72,9 +72,10 @@ describe('through the official driver', () => {
       .collection('crud')
       .find({}, { sort: { n: 1 } })
       .toArray();
-    expect(stored.map((d) => [d.name, d.n])).toEqual([
-      ['ada', 1],
-      ['bob', 20],
+    // Every stored document carries the connection's tenant (static listener: test-tenant).
+    expect(stored.map((d) => [d.name, d.n, d.tenantId])).toEqual([
+      ['ada', 1, 'test-tenant'],
+      ['bob', 20, 'test-tenant'],
     ]);
     expect(stored[0]?._id.equals(inserted.insertedId)).toBe(true);
   });

@@ -27,6 +27,7 @@ describe('isolation defaults', () => {
       mode: 'enforce',
       tenantField: 'tenantId',
       tenantValueType: 'string',
+      tenantFieldInReplies: 'hide',
       defaultModel: 'shared-collection',
       databaseTemplate: '{tenant}_{db}',
       collectionTemplate: '{tenant}.{collection}',

@@ -37,6 +37,7 @@ const DEFAULTS: ProxyConfig = {
     mode: 'enforce',
     tenantField: 'tenantId',
     tenantValueType: 'string',
+    tenantFieldInReplies: 'hide',
     defaultModel: 'shared-collection',
     databaseTemplate: '{tenant}_{db}',
     collectionTemplate: '{tenant}.{collection}',

@@ -109,4 +109,35 @@ describe('IsolationEngine.reconfigure', () => {
     engine.reconfigure(isolation());
     expect(forwardedBody(acme.decide(find('orders')))['filter']).toEqual({ $and: [{ tenantId: { $eq: 'acme' } }, {}] });
   });
+
+  it('tenantFieldInReplies follows a reload from the next command, getMore of a cursor opened before included', () => {
+    const engine = new IsolationEngine({
+      config: isolation({ tenantFieldInReplies: 'show' }),
+      cursors: new CursorRegistry(),
+      sessionKey: Buffer.alloc(32, 1),
+      collationSupported: () => true,
+    });
+    const acme = engine.forTenant('acme');
+    const opened = acme.decide(find('orders'));
+    if (opened.action !== 'forward') throw new Error('expected forward');
+    expect(opened.result.reply.hideTenantField).toBeUndefined();
+    const batch = (name: string, id: bigint) =>
+      serialize({ cursor: { [name]: [{ _id: 1, tenantId: 'acme', a: 1 }], id, ns: 'app.orders' }, ok: 1 });
+    // Shown: the upstream bytes go out untouched; the cursor is registered.
+    expect(acme.reply(opened.result.reply, batch('firstBatch', 7n))).toBeUndefined();
+
+    engine.reconfigure(isolation({ tenantFieldInReplies: 'hide' }));
+    const more = acme.decide(
+      commandInput('getMore', 'app', serialize({ getMore: 7n, collection: 'orders', $db: 'app' }), [], false),
+    );
+    if (more.action !== 'forward') throw new Error(`expected forward, got ${more.action}`);
+    expect(more.result.reply.hideTenantField).toBe('tenantId');
+    const hidden = acme.reply(more.result.reply, batch('nextBatch', 0n));
+    expect(deserialize(hidden!)).toEqual({ cursor: { nextBatch: [{ _id: 1, a: 1 }], id: 0, ns: 'app.orders' }, ok: 1 });
+
+    engine.reconfigure(isolation({ tenantFieldInReplies: 'show' }));
+    const again = acme.decide(find('orders'));
+    if (again.action !== 'forward') throw new Error('expected forward');
+    expect(again.result.reply.hideTenantField).toBeUndefined();
+  });
 });

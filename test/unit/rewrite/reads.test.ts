@@ -246,7 +246,12 @@ describe('find (catalogue 6, 17, G4)', () => {
 
   it('registers the cursor on the physical namespace and scrubs errors', () => {
     const result = find(command({ find: 'c' }), shared());
-    expect(result.reply).toEqual({ registerCursor: { db: 'app', coll: 'c' }, mapNames: false, scrubErrors: true });
+    expect(result.reply).toEqual({
+      registerCursor: { db: 'app', coll: 'c', documents: { in: 'cursor' } },
+      tenantDocuments: { in: 'cursor' },
+      mapNames: false,
+      scrubErrors: true,
+    });
     expect(result.sequences.size).toBe(0);
   });
 
@@ -423,7 +428,12 @@ describe('aggregate (catalogue 13, 28-36 through the handler)', () => {
       shared(),
     );
     expect(out(result).pipeline).toEqual([{ $match: eqT }, { $group: { _id: '$a', n: { $sum: 1 } } }]);
-    expect(result.reply).toEqual({ registerCursor: { db: 'app', coll: 'c' }, mapNames: false, scrubErrors: true });
+    expect(result.reply).toEqual({
+      registerCursor: { db: 'app', coll: 'c', documents: { in: 'cursor' } },
+      tenantDocuments: { in: 'cursor' },
+      mapNames: false,
+      scrubErrors: true,
+    });
     expect(result.notes.some((note) => note.rule === 'pipeline.match' && note.namespace === 'app.c')).toBe(true);
   });
 
@@ -518,7 +528,7 @@ describe('explain (catalogue 21, 59)', () => {
     expect(body.explain).toEqual({ find: 'c', filter: { $and: [eqT, { [FIELD]: B }] } });
     expect(body.verbosity).toBe('queryPlanner');
     expect(body.maxTimeMS).toBe(CAP);
-    expect(result.reply).toEqual({ mapNames: false, scrubErrors: true });
+    expect(result.reply).toEqual({ mapNames: false, scrubErrors: true, explain: { withholdFigures: true } });
   });
 
   it('21: count, distinct and aggregate inside explain get the same rewrite', () => {
@@ -538,12 +548,16 @@ describe('explain (catalogue 21, 59)', () => {
     });
   });
 
-  it('59: execution statistics are refused in shared collections; no verbosity becomes queryPlanner', () => {
-    for (const verbosity of ['executionStats', 'allPlansExecution']) {
-      refusal(() => explain(command({ explain: { find: 'c' }, verbosity }), shared()), 'explain.verbosity');
+  it('59: every verbosity runs in shared collections, the reply told to withhold the figures; no verbosity stays absent', () => {
+    for (const verbosity of ['queryPlanner', 'executionStats', 'allPlansExecution']) {
+      const result = explain(command({ explain: { find: 'c' }, verbosity }), shared());
+      expect(out(result).verbosity).toBe(verbosity);
+      expect(result.reply.explain).toEqual({ withholdFigures: true });
     }
     const result = explain(command({ explain: { find: 'c' } }), shared());
-    expect(out(result).verbosity).toBe('queryPlanner');
+    expect(out(result).verbosity).toBeUndefined();
+    expect(result.reply.explain).toEqual({ withholdFigures: true });
+    expect(result.notes.map((note) => note.rule)).toContain('explain.withhold-figures');
     refusal(() => explain(command({ explain: { find: 'c' }, verbosity: 'everything' }), shared()), 'explain.verbosity');
     // A $lookup into a shared collection from a private one counts other tenants' documents too.
     const mixed = context({
@@ -554,18 +568,21 @@ describe('explain (catalogue 21, 59)', () => {
           : perTenantResolver('collection-prefix').resolve(db, coll, access),
     });
     const lookup = { $lookup: { from: 'sharedc', localField: 'a', foreignField: 'b', as: 'j' } };
-    refusal(
-      () =>
-        explain(
-          command({ explain: { aggregate: 'c', pipeline: [lookup], cursor: {} }, verbosity: 'executionStats' }),
-          mixed,
-        ),
-      'explain.verbosity',
+    const joined = explain(
+      command({ explain: { aggregate: 'c', pipeline: [lookup], cursor: {} }, verbosity: 'executionStats' }),
+      mixed,
     );
+    expect(joined.reply.explain).toEqual({ withholdFigures: true });
+    // aggregate's own explain option too.
+    expect(aggregate(command({ aggregate: 'c', pipeline: [lookup], explain: true }), mixed).reply.explain).toEqual({
+      withholdFigures: true,
+    });
   });
 
   it("59: database-per-tenant: execution statistics are the tenant's own; `$db` mapped", () => {
-    const body = out(explain(command({ explain: { find: 'c' }, verbosity: 'executionStats' }), perTenant()));
+    const result = explain(command({ explain: { find: 'c' }, verbosity: 'executionStats' }), perTenant());
+    expect(result.reply.explain).toEqual({ withholdFigures: false });
+    const body = out(result);
     expect(body.verbosity).toBe('executionStats');
     expect(body.$db).toBe('t_acme_app');
     expect(body.explain).toEqual({ find: 'c' });

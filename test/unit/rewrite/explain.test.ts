@@ -1,0 +1,283 @@
+/**
+ * explain replies (catalogue 21, 59) redacted against MongoDB's documented shapes: classic
+ * find with executionStats and allPlansExecution, the slot-based engine, aggregate stages.
+ */
+import { describe, expect, it } from 'vitest';
+import { redactExplain } from '../../../src/rewrite/explain.js';
+import type { NamespaceResolver } from '../../../src/policy/types.js';
+import { Long, deserialize, serialize, type Document } from '../../../src/wire/bson.js';
+
+/** collection-prefix: the tenant's physical `acme.orders` is its `orders`; nothing else maps back. */
+const resolver = {
+  toClient: (db: string, coll?: string) =>
+    coll?.startsWith('acme.') ? { db, coll: coll.slice('acme.'.length) } : undefined,
+} as unknown as NamespaceResolver;
+
+const OTHER_INDEX = 'mtp_t_0123456789abcdef01234567';
+const SHARED_INDEX = 'mtp_s_89abcdef0123456789abcdef';
+
+function ixscan(indexName: string, extra: Document = {}): Document {
+  return {
+    stage: 'IXSCAN',
+    planNodeId: 1,
+    keyPattern: { tenantId: 1, secretField: 1 },
+    indexName,
+    isMultiKey: false,
+    multiKeyPaths: { tenantId: [], secretField: [] },
+    direction: 'forward',
+    indexBounds: { tenantId: ['["acme", "acme"]'], secretField: ['[MinKey, MaxKey]'] },
+    indexVersion: 2,
+    ...extra,
+  };
+}
+
+const classic: Document = {
+  explainVersion: '1',
+  queryPlanner: {
+    namespace: 'app.acme.orders',
+    indexFilterSet: false,
+    parsedQuery: { $and: [{ tenantId: { $eq: 'acme' } }, { qty: { $gt: 1 } }] },
+    maxIndexedOrSolutionsReached: false,
+    winningPlan: { stage: 'LIMIT', limitAmount: 5, inputStage: { stage: 'FETCH', inputStage: ixscan('tenantId_1') } },
+    rejectedPlans: [{ stage: 'FETCH', inputStage: ixscan(OTHER_INDEX) }],
+  },
+  executionStats: {
+    executionSuccess: true,
+    nReturned: 2,
+    executionTimeMillis: 3,
+    totalKeysExamined: 900,
+    totalDocsExamined: 900,
+    executionStages: {
+      stage: 'LIMIT',
+      nReturned: 2,
+      executionTimeMillisEstimate: 1,
+      works: 901,
+      advanced: 2,
+      needTime: 898,
+      isEOF: 1,
+      limitAmount: 5,
+      inputStage: {
+        stage: 'FETCH',
+        filter: { qty: { $gt: 1 } },
+        docsExamined: 900,
+        alreadyHasObj: 0,
+        inputStage: ixscan('tenantId_1', { keysExamined: 900, seeks: 1, dupsTested: 0, nReturned: 900 }),
+      },
+    },
+    allPlansExecution: [
+      {
+        nReturned: 2,
+        totalKeysExamined: 101,
+        executionStages: { stage: 'FETCH', docsExamined: 101, inputStage: ixscan(OTHER_INDEX, { keysExamined: 101 }) },
+      },
+    ],
+  },
+  command: { find: 'acme.orders', filter: { $and: [{ tenantId: { $eq: 'acme' } }, { qty: { $gt: 1 } }] }, $db: 'app' },
+  serverInfo: { host: 'mongo-0.internal', port: 27017, version: '7.0.2', gitVersion: 'abc' },
+  serverParameters: { internalQueryFacetBufferSizeBytes: 104857600 },
+  ok: 1,
+  $clusterTime: { clusterTime: new Long(1), signature: { keyId: new Long(0) } },
+  operationTime: new Long(1),
+};
+
+function redact(doc: Document, withholdFigures = true): Document {
+  const out = redactExplain(serialize(doc), { withholdFigures }, resolver);
+  expect(out).toBeDefined();
+  return deserialize(out!);
+}
+
+describe('redactExplain (MongoDB shapes)', () => {
+  it('withholds every figure of executionStats, stage trees and allPlansExecution, and says so', () => {
+    const out = redact(classic);
+    const stats = out['executionStats'];
+    expect(stats).toEqual({
+      executionSuccess: true,
+      nReturned: 2,
+      executionStages: {
+        stage: 'LIMIT',
+        limitAmount: 5,
+        inputStage: {
+          stage: 'FETCH',
+          filter: { qty: { $gt: 1 } },
+          inputStage: ixscan('tenantId_1'),
+        },
+      },
+      allPlansExecution: [
+        {
+          executionStages: {
+            stage: 'FETCH',
+            inputStage: {
+              stage: 'IXSCAN',
+              planNodeId: 1,
+              indexName: '<redacted>',
+              isMultiKey: false,
+              direction: 'forward',
+              indexVersion: 2,
+            },
+          },
+        },
+      ],
+    });
+    expect(out['mtpWithheld']).toEqual({
+      reason: expect.stringContaining("other tenants' included"),
+      fields: [
+        'advanced',
+        'alreadyHasObj',
+        'docsExamined',
+        'dupsTested',
+        'executionTimeMillis',
+        'executionTimeMillisEstimate',
+        'isEOF',
+        'keysExamined',
+        'nReturned',
+        'needTime',
+        'seeks',
+        'totalDocsExamined',
+        'totalKeysExamined',
+        'works',
+      ],
+    });
+    // Placed before ok, as a server field would be.
+    expect(Object.keys(out).slice(-4)).toEqual(['mtpWithheld', 'ok', '$clusterTime', 'operationTime']);
+  });
+
+  it('redacts tenancy index names with their keys, maps or redacts namespaces, drops the upstream host', () => {
+    const out = redact(classic);
+    const planner = out['queryPlanner'];
+    expect(planner.namespace).toBe('app.orders');
+    expect(planner.parsedQuery).toEqual(classic['queryPlanner'].parsedQuery);
+    expect(planner.winningPlan.inputStage.inputStage).toEqual(ixscan('tenantId_1'));
+    expect(planner.rejectedPlans[0].inputStage).toEqual({
+      stage: 'IXSCAN',
+      planNodeId: 1,
+      indexName: '<redacted>',
+      isMultiKey: false,
+      direction: 'forward',
+      indexVersion: 2,
+    });
+    expect(out['serverInfo']).toEqual({ version: '7.0.2', gitVersion: 'abc' });
+    expect(out['serverParameters']).toEqual(classic['serverParameters']);
+    expect(out['command']).toEqual(classic['command']);
+    const text = JSON.stringify(out);
+    for (const secret of [OTHER_INDEX, 'mongo-0.internal', '900', '101']) expect(text).not.toContain(secret);
+    expect(redact({ queryPlanner: { namespace: 'app.globex.orders' }, ok: 1 })['queryPlanner'].namespace).toBe(
+      '<redacted>',
+    );
+  });
+
+  it('keeps figures where the data is private (withholdFigures false), still redacting names', () => {
+    const out = redact(classic, false);
+    expect(out['executionStats'].totalDocsExamined).toBe(900);
+    expect(out['mtpWithheld']).toBeUndefined();
+    expect(out['serverInfo'].host).toBeUndefined();
+  });
+
+  it('slot-based engine: index names inside the plan text, figures of SBE stages', () => {
+    const sbe = {
+      explainVersion: '2',
+      queryPlanner: {
+        namespace: 'app.acme.orders',
+        winningPlan: {
+          queryPlan: { stage: 'FETCH', planNodeId: 2, inputStage: ixscan(SHARED_INDEX) },
+          slotBasedPlan: { slots: '$$RESULT=s11', stages: `[2] nlj ... [1] ixseek "${SHARED_INDEX}" ...` },
+        },
+        rejectedPlans: [],
+      },
+      executionStats: {
+        nReturned: 1,
+        totalKeysExamined: 40,
+        executionStages: {
+          stage: 'nlj',
+          planNodeId: 2,
+          opens: 1,
+          closes: 1,
+          numReads: 40,
+          innerStage: { stage: 'seek', seeks: 40 },
+        },
+      },
+      ok: 1,
+    };
+    const out = redact(sbe);
+    expect(out['queryPlanner'].winningPlan.slotBasedPlan.stages).toBe('[2] nlj ... [1] ixseek "<redacted>" ...');
+    expect(out['queryPlanner'].winningPlan.queryPlan.inputStage.keyPattern).toBeUndefined();
+    expect(out['executionStats']).toEqual({
+      nReturned: 1,
+      executionStages: { stage: 'nlj', planNodeId: 2, innerStage: { stage: 'seek' } },
+    });
+  });
+
+  it("aggregate: $cursor's query plan and statistics, each stage's own figures; stage specifications kept", () => {
+    const agg = {
+      explainVersion: '1',
+      stages: [
+        {
+          $cursor: {
+            queryPlanner: { namespace: 'app.acme.orders', winningPlan: { stage: 'COLLSCAN', direction: 'forward' } },
+            executionStats: {
+              nReturned: 3,
+              totalDocsExamined: 5000,
+              executionStages: { stage: 'COLLSCAN', docsExamined: 5000 },
+            },
+          },
+          nReturned: 3,
+          executionTimeMillisEstimate: 2,
+        },
+        {
+          $group: { _id: '$k', n: { $sum: 1 } },
+          maxAccumulatorMemoryUsageBytes: { n: 80 },
+          totalOutputDataSizeBytes: 300,
+          usedDisk: false,
+          nReturned: 2,
+        },
+        { $limit: 10, nReturned: 2 },
+        {
+          $lookup: { from: 'acme.items', as: 'j', localField: 'a', foreignField: 'b' },
+          totalDocsExamined: 77,
+          collectionScans: 1,
+          indexesUsed: [OTHER_INDEX],
+          nReturned: 2,
+        },
+      ],
+      ok: 1,
+    };
+    const out = redact(agg);
+    expect(out['stages']).toEqual([
+      {
+        $cursor: {
+          queryPlanner: { namespace: 'app.orders', winningPlan: { stage: 'COLLSCAN', direction: 'forward' } },
+          executionStats: { nReturned: 3, executionStages: { stage: 'COLLSCAN' } },
+        },
+      },
+      { $group: { _id: '$k', n: { $sum: 1 } }, maxAccumulatorMemoryUsageBytes: {}, usedDisk: false },
+      { $limit: 10 },
+      { $lookup: agg.stages[3]!.$lookup, indexesUsed: ['<redacted>'] },
+    ]);
+  });
+
+  it('leaves error replies and replies with nothing to redact alone', () => {
+    expect(
+      redactExplain(serialize({ ok: 0, errmsg: 'x', code: 2 }), { withholdFigures: true }, resolver),
+    ).toBeUndefined();
+    expect(
+      redactExplain(serialize({ queryPlanner: { namespace: 'app.x' }, ok: 1 }), { withholdFigures: true }, {
+        toClient: (db: string, coll?: string) => ({ db, coll }),
+      } as unknown as NamespaceResolver),
+    ).toBeUndefined();
+  });
+
+  it("FerretDB v1's shape: the plan and pushdown flags kept, the upstream host dropped", () => {
+    const ferret = {
+      queryPlanner: { Plan: ['id=2 parent=0 notused=0 detail=SCAN x_fd0c5087'] },
+      explainVersion: '1',
+      command: { find: 'x', filter: { tenantId: 'acme' }, $db: 'app' },
+      serverInfo: { host: 'vm', version: '7.0.42', gitVersion: 'unknown', ferretdbVersion: 'v1.24.2' },
+      filterPushdown: false,
+      ok: 1,
+    };
+    const out = redact(ferret);
+    expect(out).toEqual({
+      ...ferret,
+      serverInfo: { version: '7.0.42', gitVersion: 'unknown', ferretdbVersion: 'v1.24.2' },
+    });
+  });
+});
