@@ -320,6 +320,40 @@ describe.skipIf(TOOLS_DIR === undefined)(
       expect(await othersSnapshot(A)).toEqual(before);
     });
 
+    it('--archive --gzip round trip through the proxy, restored with --drop: every document identical, C untouched', async () => {
+      const archive = join(work, 'a.archive.gz');
+      const dumped = await runTool('mongodump', [
+        '--uri',
+        tenants.uriFor(A),
+        '--db',
+        SRC,
+        `--archive=${archive}`,
+        '--gzip',
+      ]);
+      expect(dumped.code, dumped.log).toBe(0);
+      await tenants
+        .clientFor(A)
+        .db(DST)
+        .collection('orders')
+        .deleteMany({ sku: 'sku-1' } as Document);
+      const before = await othersSnapshot(A);
+      const restored = await runTool('mongorestore', [
+        '--uri',
+        tenants.uriFor(A),
+        `--archive=${archive}`,
+        '--gzip',
+        '--drop',
+        '--nsFrom',
+        `${SRC}.*`,
+        '--nsTo',
+        `${DST}.*`,
+      ]);
+      expect(restored.code, restored.log).toBe(0);
+      expect(restored.log).toMatch(/254 document\(s\) restored successfully\. 0 document\(s\) failed/);
+      await expectRestored();
+      expect(await othersSnapshot(A)).toEqual(before);
+    });
+
     it("B restoring A's dump is refused (the documents name A): nothing is written for anyone", async () => {
       const beforeA = await othersSnapshot(B);
       const beforeB = await othersSnapshot(A);
@@ -331,7 +365,7 @@ describe.skipIf(TOOLS_DIR === undefined)(
       for (const coll of COLLECTIONS) expect(await stored(DST, coll, B)).toEqual([]);
     });
 
-    it('mongodump with --query and a restore of one collection (--nsInclude) through the proxy', async () => {
+    it("mongodump --query on one collection through the proxy: A's matching documents only, none for a query naming C", async () => {
       const out = join(work, 'query');
       const dumped = await runTool('mongodump', [
         '--uri',
@@ -349,6 +383,21 @@ describe.skipIf(TOOLS_DIR === undefined)(
       const docs = await dumpFile(join(out, SRC, 'orders.bson'));
       expect(docs).toHaveLength(36);
       expect(docs).toEqual((await stored(SRC, 'orders', A)).filter((line) => line.includes('"sku":"sku-3"')));
+      const foreign = join(work, 'foreign');
+      const none = await runTool('mongodump', [
+        '--uri',
+        tenants.uriFor(A),
+        '--db',
+        SRC,
+        '--collection',
+        'orders',
+        '--query',
+        JSON.stringify({ [FIELD]: C }),
+        '-o',
+        foreign,
+      ]);
+      expect(none.code, none.log).toBe(0);
+      expect(await dumpFile(join(foreign, SRC, 'orders.bson'))).toEqual([]);
     });
   },
 );
