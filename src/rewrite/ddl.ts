@@ -218,12 +218,16 @@ function sharedRefusal(input: CommandInput): never {
 // create (catalogue 22, 23)
 
 /**
- * `idIndex` (mongorestore sends the dumped one): only the default `_id` index, which the server
- * builds anyway, so it is checked and never forwarded. Its `ns`, when present, must be the
- * client's namespace, as the server requires. Anything else (a collation, other options) would
- * change the `_id` index every tenant shares: refused.
+ * `idIndex` (mongorestore sends the dumped one): the default `_id` index, which the server builds
+ * anyway, so it is checked and not forwarded. Its `ns`, when present, must be the client's
+ * namespace, as the server requires. In a tenant's own collection (database-per-tenant,
+ * collection-prefix) a `collation` may come with it (a collection with a default collation): then
+ * it is forwarded without `ns` (the physical namespace differs). Anything else, and a collation
+ * in a shared collection, would change the `_id` index every tenant shares: refused.
+ * Returns whether the spec must be forwarded.
  */
-function checkIdIndex(value: RawValue, client: string): void {
+function checkIdIndex(value: RawValue, client: string, ownCollection: boolean): boolean {
+  let forward = false;
   const where = 'create.idIndex';
   if (value.type !== BsonType.document) refuse('ddl.id-index', `${where} must be a document`, ErrorCodes.TypeMismatch);
   const spec = deserialize(value.value);
@@ -240,11 +244,15 @@ function checkIdIndex(value: RawValue, client: string): void {
         refuse('ddl.id-index', `${where}.ns must match the collection being created`, ErrorCodes.BadValue);
     } else if (name === 'v') {
       if (typeof item !== 'number') refuse('ddl.id-index', `${where}.v must be a number`, ErrorCodes.TypeMismatch);
+    } else if (name === 'collation' && ownCollection) {
+      validateCollation(RawDocument.parse(value.value).get('collation')!, `${where}.collation`);
+      forward = true;
     } else {
       refuse('ddl.id-index', `${where}: only the default _id index is allowed (${JSON.stringify(name)} is not)`);
     }
   }
   if (spec.key === undefined) refuse('ddl.id-index', `${where} must have a key`, ErrorCodes.BadValue);
+  return forward;
 }
 
 export const create: CommandHandler = (input, context) => {
@@ -254,9 +262,12 @@ export const create: CommandHandler = (input, context) => {
   const notes = new Notes();
   const idIndex = input.body.get('idIndex');
   if (idIndex !== undefined) {
-    checkIdIndex(idIndex, client);
-    input = { ...input, body: input.body.without('idIndex') };
-    notes.add('ddl.id-index-default', client);
+    if (checkIdIndex(idIndex, client, !isShared(target))) {
+      input = { ...input, body: input.body.with('idIndex', RawDocument.parse(idIndex.value).without('ns').toValue()) };
+    } else {
+      input = { ...input, body: input.body.without('idIndex') };
+      notes.add('ddl.id-index-default', client);
+    }
   }
   if (isShared(target)) {
     const option = CREATE_OPTIONS.find((name) => input.body.has(name));

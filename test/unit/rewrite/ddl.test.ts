@@ -202,11 +202,19 @@ describe('catalogue 23: DDL in shared collections', () => {
         { ...idIndex, key: { _id: -1 } },
         { ...idIndex, key: { tenantId: 1 } },
         { ...idIndex, name: 'x' },
-        { ...idIndex, collation: { locale: 'en', strength: 1 } },
         { name: '_id_' },
       ])
-        expect(refusal(context, 'app', { create: 'orders', idIndex: bad })).toBe('ddl.id-index');
+        expect(refusal(context, 'app', { create: 'orders', idIndex: bad }), JSON.stringify(bad)).toBe('ddl.id-index');
     }
+  });
+
+  it("create's idIndex with the collection's collation: forwarded without ns in a tenant's own collection only", () => {
+    const idIndex = { key: { _id: 1 }, name: '_id_', ns: 'app.orders', v: 2, collation: { locale: 'fr', strength: 3 } };
+    for (const context of [PER_DB, PREFIX]) {
+      const { sent } = run(context, 'app', { create: 'orders', collation: { locale: 'fr', strength: 3 }, idIndex });
+      expect(sent.idIndex).toEqual({ key: { _id: 1 }, name: '_id_', v: 2, collation: { locale: 'fr', strength: 3 } });
+    }
+    expect(refusal(SHARED, 'app', { create: 'orders', idIndex })).toBe('ddl.id-index');
   });
 
   it("an index spec's ns (mongorestore) must be the client's namespace and is not forwarded", () => {
