@@ -432,8 +432,10 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
   explain: set('verbosity', 'maxTimeMS'),
   listIndexes: set('cursor', 'maxTimeMS'),
   listCollections: set('filter', 'nameOnly', 'authorizedCollections', 'cursor', 'maxTimeMS'),
-  insert: set('documents', 'ordered', 'maxTimeMS'),
-  update: set('updates', 'ordered', 'let', 'maxTimeMS'),
+  // bypassEmptyTsReplacement (mongorestore): a zero Timestamp in the tenant's own document is
+  // stored as sent instead of the server's clock; it touches nothing but that document.
+  insert: set('documents', 'ordered', 'bypassEmptyTsReplacement', 'maxTimeMS'),
+  update: set('updates', 'ordered', 'let', 'bypassEmptyTsReplacement', 'maxTimeMS'),
   delete: set('deletes', 'ordered', 'let', 'maxTimeMS'),
   findAndModify: set(
     'query',
@@ -447,6 +449,7 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
     'collation',
     'hint',
     'let',
+    'bypassEmptyTsReplacement',
     'maxTimeMS',
   ),
   bulkWrite: set('ops', 'nsInfo', 'ordered', 'let', 'errorsOnly', 'cursor', 'maxTimeMS'),
@@ -467,9 +470,12 @@ export const ALLOWED_FIELDS: Readonly<Record<HandlerName, ReadonlySet<string>>> 
     'indexOptionDefaults',
     'collation',
     'encryptedFields',
+    'idIndex',
     'maxTimeMS',
   ),
-  createIndexes: set('indexes', 'commitQuorum', 'maxTimeMS'),
+  // ignoreUnknownIndexOptions (mongorestore): harmless, the proxy checks every index option itself
+  // and still refuses one it does not know (ddl.index-unknown-field).
+  createIndexes: set('indexes', 'commitQuorum', 'ignoreUnknownIndexOptions', 'maxTimeMS'),
   dropIndexes: set('index', 'maxTimeMS'),
   drop: set('maxTimeMS'),
   dropDatabase: set('maxTimeMS'),

@@ -715,6 +715,25 @@ export function validateHint(value: RawValue, where: string, tenantField: string
 }
 
 /**
+ * A hint that only chooses a whole-collection access path: `{$natural: 1 | -1}`, `{_id: 1 | -1}` or
+ * the name `_id_` (what mongodump and mongorestore send). In a tenant-filtered namespace such a hint
+ * is dropped instead of forwarded (rule `hint.scan-dropped`): a hint never changes which documents
+ * match, only the plan, and without it the server plans the tenant predicate on the tenant-prefixed
+ * index, so client expressions are not evaluated on other tenants' documents first and no scan of
+ * every tenant's documents is timed (catalogue 60, 62). The cost: the order of an unsorted result.
+ */
+export function isScanHint(value: RawValue): boolean {
+  if (value.type === BsonType.string) return stringOf(value) === '_id_';
+  if (value.type !== BsonType.document) return false;
+  const keys = elementsOf(value);
+  if (keys.length !== 1) return false;
+  const key = keys[0]!;
+  if (key.name !== '$natural' && key.name !== '_id') return false;
+  const item = child(value, key);
+  return isNumber(item) && (numberOf(item) === 1 || numberOf(item) === -1);
+}
+
+/**
  * A private database per tenant (isolation.tenancy): the physical hint for a client's hint on a
  * shared collection. A key pattern gets the tenant field in front (every tenant index is
  * tenant-prefixed upstream); a name is looked up in `names` (the tenant's own indexes) and becomes

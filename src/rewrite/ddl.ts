@@ -217,11 +217,58 @@ function sharedRefusal(input: CommandInput): never {
 // ---------------------------------------------------------------------------------------------
 // create (catalogue 22, 23)
 
+/**
+ * `idIndex` (mongorestore sends the dumped one): the default `_id` index, which the server builds
+ * anyway, so it is checked and not forwarded. Its `ns`, when present, must be the client's
+ * namespace, as the server requires. In a tenant's own collection (database-per-tenant,
+ * collection-prefix) a `collation` may come with it (a collection with a default collation): then
+ * it is forwarded without `ns` (the physical namespace differs). Anything else, and a collation
+ * in a shared collection, would change the `_id` index every tenant shares: refused.
+ * Returns whether the spec must be forwarded.
+ */
+function checkIdIndex(value: RawValue, client: string, ownCollection: boolean): boolean {
+  let forward = false;
+  const where = 'create.idIndex';
+  if (value.type !== BsonType.document) refuse('ddl.id-index', `${where} must be a document`, ErrorCodes.TypeMismatch);
+  const spec = deserialize(value.value);
+  for (const [name, item] of Object.entries(spec)) {
+    if (name === 'key') {
+      const keys = Object.entries(item as Document);
+      const [field, direction] = keys[0] ?? [];
+      if (keys.length !== 1 || field !== '_id' || direction !== 1)
+        refuse('ddl.id-index', `${where}.key must be {_id: 1}`, ErrorCodes.BadValue);
+    } else if (name === 'name') {
+      if (item !== '_id_') refuse('ddl.id-index', `${where}.name must be "_id_"`, ErrorCodes.BadValue);
+    } else if (name === 'ns') {
+      if (item !== client)
+        refuse('ddl.id-index', `${where}.ns must match the collection being created`, ErrorCodes.BadValue);
+    } else if (name === 'v') {
+      if (typeof item !== 'number') refuse('ddl.id-index', `${where}.v must be a number`, ErrorCodes.TypeMismatch);
+    } else if (name === 'collation' && ownCollection) {
+      validateCollation(RawDocument.parse(value.value).get('collation')!, `${where}.collation`);
+      forward = true;
+    } else {
+      refuse('ddl.id-index', `${where}: only the default _id index is allowed (${JSON.stringify(name)} is not)`);
+    }
+  }
+  if (spec.key === undefined) refuse('ddl.id-index', `${where} must have a key`, ErrorCodes.BadValue);
+  return forward;
+}
+
 export const create: CommandHandler = (input, context) => {
   assertNoSequences(input);
   checkRefusedEverywhere(input);
   const { client, target } = commandTarget(input, context);
   const notes = new Notes();
+  const idIndex = input.body.get('idIndex');
+  if (idIndex !== undefined) {
+    if (checkIdIndex(idIndex, client, !isShared(target))) {
+      input = { ...input, body: input.body.with('idIndex', RawDocument.parse(idIndex.value).without('ns').toValue()) };
+    } else {
+      input = { ...input, body: input.body.without('idIndex') };
+      notes.add('ddl.id-index-default', client);
+    }
+  }
   if (isShared(target)) {
     const option = CREATE_OPTIONS.find((name) => input.body.has(name));
     if (option !== undefined) {
@@ -299,6 +346,26 @@ function checkIndex(spec: RawValue, index: number, context: TenantContext, share
   }
 }
 
+/**
+ * An index spec's `ns` (old servers' listIndexes; mongorestore sets it): it must be the client's
+ * namespace, as the server requires, and is removed, since the physical namespace can differ.
+ */
+function withoutIndexNs(items: RawValue[], client: string): RawValue[] {
+  return items.map((spec, index) => {
+    if (spec.type !== BsonType.document) return spec;
+    const doc = RawDocument.parse(spec.value);
+    const ns = doc.get('ns');
+    if (ns === undefined) return spec;
+    if (ns.type !== BsonType.string || stringOf(ns) !== client)
+      refuse(
+        'ddl.index-invalid',
+        `createIndexes.indexes.${index}.ns must match the collection the index is created on`,
+        ErrorCodes.BadValue,
+      );
+    return doc.without('ns').toValue();
+  });
+}
+
 export const createIndexes: CommandHandler = (input, context) => {
   assertNoSequences(input);
   assertUniqueNames(input.body, input.name);
@@ -307,8 +374,11 @@ export const createIndexes: CommandHandler = (input, context) => {
   if (indexes === undefined || indexes.type !== BsonType.array) {
     refuse('ddl.index-invalid', 'createIndexes.indexes must be an array', ErrorCodes.TypeMismatch);
   }
-  const items = arrayItems(indexes);
+  const sent = arrayItems(indexes);
+  const items = withoutIndexNs(sent, client);
   if (items.length === 0) refuse('ddl.index-invalid', 'createIndexes.indexes must not be empty', ErrorCodes.BadValue);
+  if (items.some((item, index) => item !== sent[index]))
+    input = { ...input, body: input.body.with('indexes', arrayOf(items)) };
   if (isVirtual(target, context)) {
     // Checked as in a private namespace: the executor scopes every index to the tenant.
     items.forEach((spec, index) => checkIndex(spec, index, context, false));

@@ -48,6 +48,7 @@ import {
   assertNoForbidden,
   validateCollation,
   validateFilter,
+  isScanHint,
   validateHint,
   tenantHint,
   validateProjection,
@@ -209,6 +210,12 @@ function hintField(rw: Rewrite, tenantFiltered: boolean, ns?: { db: string; coll
   const hint = rw.body.get('hint');
   if (hint === undefined) return;
   const where = `${rw.input.name}.hint`;
+  if (tenantFiltered && isScanHint(hint)) {
+    // Dropped, never forwarded: the plan stays on the tenant-prefixed index (catalogue 60).
+    rw.body = rw.body.without('hint');
+    rw.note('hint.scan-dropped');
+    return;
+  }
   if (rw.context.virtualDdl === true && tenantFiltered && ns !== undefined) {
     // A private database per tenant: names and keys map to the tenant's prefixed indexes (issue 13).
     validateHint(hint, where, rw.context.field, false);

@@ -187,6 +187,60 @@ describe('catalogue 23: DDL in shared collections', () => {
     expect(sent).toEqual({ create: 'orders', $db: 'app', maxTimeMS: 60_000 });
   });
 
+  it("create's idIndex (mongorestore): only the default _id index, checked and never forwarded, in every model", () => {
+    for (const context of [SHARED, PER_DB, PREFIX]) {
+      const idIndex = { key: { _id: 1 }, name: '_id_', ns: 'app.orders', v: 2 };
+      const { sent, result } = run(context, 'app', { create: 'orders', idIndex });
+      expect(sent.idIndex).toBeUndefined();
+      expect(result.notes).toContainEqual({ kind: 'rewrite', rule: 'ddl.id-index-default', namespace: 'app.orders' });
+      expect(run(context, 'app', { create: 'orders', idIndex: { key: { _id: 1 }, name: '_id_' } }).sent.idIndex).toBe(
+        undefined,
+      );
+      // Another tenant's (or database's) namespace, another key, or options of the shared _id index: refused.
+      for (const bad of [
+        { ...idIndex, ns: 'other.orders' },
+        { ...idIndex, key: { _id: -1 } },
+        { ...idIndex, key: { tenantId: 1 } },
+        { ...idIndex, name: 'x' },
+        { name: '_id_' },
+      ])
+        expect(refusal(context, 'app', { create: 'orders', idIndex: bad }), JSON.stringify(bad)).toBe('ddl.id-index');
+    }
+  });
+
+  it("create's idIndex with the collection's collation: forwarded without ns in a tenant's own collection only", () => {
+    const idIndex = { key: { _id: 1 }, name: '_id_', ns: 'app.orders', v: 2, collation: { locale: 'fr', strength: 3 } };
+    for (const context of [PER_DB, PREFIX]) {
+      const { sent } = run(context, 'app', { create: 'orders', collation: { locale: 'fr', strength: 3 }, idIndex });
+      expect(sent.idIndex).toEqual({ key: { _id: 1 }, name: '_id_', v: 2, collation: { locale: 'fr', strength: 3 } });
+    }
+    expect(refusal(SHARED, 'app', { create: 'orders', idIndex })).toBe('ddl.id-index');
+  });
+
+  it("an index spec's ns (mongorestore) must be the client's namespace and is not forwarded", () => {
+    const { sent } = run(SHARED, 'app', {
+      createIndexes: 'orders',
+      indexes: [{ key: { tenantId: 1, x: 1 }, name: 'x', ns: 'app.orders' }],
+      ignoreUnknownIndexOptions: true,
+    });
+    expect(sent.indexes).toEqual([{ key: { tenantId: 1, x: 1 }, name: 'x' }]);
+    expect(sent.ignoreUnknownIndexOptions).toBe(true);
+    expect(
+      refusal(SHARED, 'app', {
+        createIndexes: 'orders',
+        indexes: [{ key: { tenantId: 1, x: 1 }, name: 'x', ns: 'other.orders' }],
+      }),
+    ).toBe('ddl.index-invalid');
+    // Still refused with ignoreUnknownIndexOptions: the proxy checks every option itself.
+    expect(
+      refusal(SHARED, 'app', {
+        createIndexes: 'orders',
+        indexes: [{ key: { tenantId: 1, x: 1 }, name: 'x', storageEngine: {} }],
+        ignoreUnknownIndexOptions: true,
+      }),
+    ).toBe('ddl.storage-engine');
+  });
+
   it.each([
     ['storageEngine', { storageEngine: { wiredTiger: {} } }, 'ddl.storage-engine'],
     ['indexOptionDefaults', { indexOptionDefaults: { storageEngine: {} } }, 'ddl.storage-engine'],

@@ -397,7 +397,17 @@ describe('count and distinct (catalogue 6, 17, 59)', () => {
 
   it('60: hints must name a tenant-prefixed key pattern in shared collections', () => {
     refusal(() => count(command({ count: 'c', hint: { x: 1 } }), shared()), 'hint.not-tenant-prefixed');
-    refusal(() => find(command({ find: 'c', hint: { $natural: 1 } }), shared()));
+    // A collection-scan hint ($natural, _id; mongodump's) is dropped, never forwarded: the plan stays
+    // on the tenant-prefixed index (issue 14). Other single keys are still refused.
+    for (const hint of [{ $natural: 1 }, { $natural: -1 }, { _id: 1 }, { _id: -1 }, '_id_']) {
+      const forwarded = out(find(command({ find: 'c', filter: { a: 1 }, hint }), shared()));
+      expect(forwarded.hint).toBeUndefined();
+      expect(forwarded.filter).toEqual({ $and: [eqT, { a: 1 }] });
+      expect(out(count(command({ count: 'c', hint }), shared())).hint).toBeUndefined();
+    }
+    refusal(() => find(command({ find: 'c', hint: { _id: 1, x: 1 } }), shared()), 'hint.not-tenant-prefixed');
+    refusal(() => find(command({ find: 'c', hint: { $natural: 2 } }), shared()), 'hint.not-tenant-prefixed');
+    expect(out(find(command({ find: 'c', hint: { $natural: 1 } }), perTenant())).hint).toEqual({ $natural: 1 });
     expect(out(find(command({ find: 'c', hint: { [FIELD]: 1, x: 1 } }), shared())).hint).toEqual({ [FIELD]: 1, x: 1 });
     expect(out(find(command({ find: 'c', hint: { x: 1 } }), perTenant())).hint).toEqual({ x: 1 });
   });
