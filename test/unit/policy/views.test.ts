@@ -47,7 +47,7 @@ describe('pinsTenant: a $match that keeps only the tenant by equality', () => {
     expect(pinsTenant(match, shared)).toBe(false);
   });
 
-  it('compares the BSON type exactly: int32 5 pins an int32 tenant, a long or a string does not', () => {
+  it('catalogue 22: compares the BSON type exactly: int32 5 pins an int32 tenant, a long or a string does not', () => {
     const scope = { field: 't', tenantValue: valueOf(new Int32(5)) };
     expect(pinsTenant({ t: new Int32(5) }, scope)).toBe(true);
     expect(pinsTenant({ t: Long.fromNumber(5) }, scope)).toBe(false);
@@ -56,7 +56,7 @@ describe('pinsTenant: a $match that keeps only the tenant by equality', () => {
 });
 
 describe('viewVerdict where data is shared (the view or its source is tenant-filtered)', () => {
-  it('a view starting with a $match pinning the caller is scoped; it reads its viewOn', () => {
+  it('catalogue 22: a view starting with a $match pinning the caller is scoped; it reads its viewOn', () => {
     const verdict = viewVerdict(
       {
         viewOn: 'items',
@@ -108,7 +108,7 @@ describe('viewVerdict where data is shared (the view or its source is tenant-fil
     if (!verdict.scoped) expect(verdict.reason).toMatch(reason);
   });
 
-  it('a collation other than simple compares the tenant loosely: refused; simple is fine', () => {
+  it('catalogue 22: a collation other than simple compares the tenant loosely: refused; simple is fine', () => {
     const pipeline = [{ $match: { tenantId: 'acme' } }];
     const loose = viewVerdict({ viewOn: 'items', pipeline, collation: { locale: 'en', strength: 2 } }, shared);
     expect(loose.scoped).toBe(false);
@@ -117,7 +117,7 @@ describe('viewVerdict where data is shared (the view or its source is tenant-fil
 });
 
 describe('viewVerdict in per-tenant namespaces (database-per-tenant, collection-prefix)', () => {
-  it('any pipeline is scoped; what it reads (viewOn, every join) is returned for the caller to check', () => {
+  it('catalogue 22: any pipeline is scoped; what it reads (viewOn, every join) is returned for the caller to check', () => {
     const verdict = viewVerdict(
       {
         viewOn: 'orders',
@@ -132,7 +132,7 @@ describe('viewVerdict in per-tenant namespaces (database-per-tenant, collection-
     expect(verdict).toEqual({ scoped: true, reads: ['orders', 'items', 'archive', 'deep'] });
   });
 
-  it('a join not named by a string is refused even there', () => {
+  it('catalogue 22: a join not named by a string is refused even there', () => {
     const verdict = viewVerdict(
       { viewOn: 'orders', pipeline: [{ $unionWith: { coll: 5 } as unknown as Document }] },
       perTenant,
@@ -172,7 +172,7 @@ describe('readTargets: the namespaces a read names', () => {
     expect(readTargets(body(command))?.colls).toEqual(colls);
   });
 
-  it('a join naming a database marks the read foreign', () => {
+  it('catalogue 22: a join naming a database marks the read foreign', () => {
     expect(joinTargets([{ $lookup: { from: { db: 'x', coll: 'y' }, pipeline: [], as: 'z' } }]).foreign).toBe(true);
     expect(joinTargets([{ $unionWith: { pipeline: [{ $documents: [] }] } }])).toEqual({ colls: [], foreign: false });
   });

@@ -70,7 +70,7 @@ const CATALOG: Catalog = {
 };
 
 describe('ViewGuard', () => {
-  it('a plain collection costs one listCollections per TTL, not one per read', async () => {
+  it('catalogue 22: a plain collection costs one listCollections per TTL, not one per read', async () => {
     let now = 0;
     const runner = fakeRunner(CATALOG);
     const guard = new ViewGuard({ runner, ttlMS: 5000, now: () => now });
@@ -81,7 +81,7 @@ describe('ViewGuard', () => {
     expect(runner.asked).toHaveLength(2);
   });
 
-  it('one listCollections answers every namespace of a read (target and joins)', async () => {
+  it('catalogue 22: one listCollections answers every namespace of a read (target and joins)', async () => {
     const runner = fakeRunner(CATALOG);
     const guard = new ViewGuard({ runner });
     const aggregate = RawDocument.parse(
@@ -96,7 +96,7 @@ describe('ViewGuard', () => {
     expect(runner.asked).toEqual([{ db: 'app', names: ['orders', 'items'] }]);
   });
 
-  it('refuses a view that groups every tenant (code 13, the rule, catalogue 22), as target and as a join', async () => {
+  it('catalogue 22: refuses a view that groups every tenant (code 13, the rule named), as target and as a join', async () => {
     const guard = new ViewGuard({ runner: fakeRunner(CATALOG) });
     const refusal = await refusalOf(guard.check('app', find('everyone'), contextFor('acme')));
     expect(refusal.rule).toBe('view.not-tenant-scoped');
@@ -109,14 +109,14 @@ describe('ViewGuard', () => {
     expect((await refusalOf(guard.check('app', joined, contextFor('acme')))).rule).toBe('view.not-tenant-scoped');
   });
 
-  it('a view pinned to acme reads for acme and is refused for globex; a pinned view on an unscoped view is refused', async () => {
+  it('catalogue 22: a view pinned to acme reads for acme and is refused for globex; a pinned view on an unscoped view is refused', async () => {
     const guard = new ViewGuard({ runner: fakeRunner(CATALOG) });
     await guard.check('app', find('acmeOnly'), contextFor('acme'));
     await refusalOf(guard.check('app', find('acmeOnly'), contextFor('globex')));
     await refusalOf(guard.check('app', find('onEveryone'), contextFor('acme')));
   });
 
-  it('DDL through the proxy forgets the database: the next read asks again', async () => {
+  it('catalogue 22: DDL through the proxy forgets the database: the next read asks again', async () => {
     const catalog: Catalog = { app: { later: 'collection' } };
     const runner = fakeRunner(catalog);
     const guard = new ViewGuard({ runner, ttlMS: 60_000 });
@@ -129,7 +129,7 @@ describe('ViewGuard', () => {
     expect(runner.asked).toHaveLength(2);
   });
 
-  it('the cache is bounded: the oldest namespace is forgotten first', async () => {
+  it('catalogue 22: the cache is bounded: the oldest namespace is forgotten first', async () => {
     const runner = fakeRunner({ app: {} });
     const guard = new ViewGuard({ runner, maxEntries: 3 });
     for (const coll of ['a', 'b', 'c', 'd']) await guard.check('app', find(coll), contextFor('acme'));
@@ -140,7 +140,7 @@ describe('ViewGuard', () => {
     expect(runner.asked).toHaveLength(5);
   });
 
-  it('fails closed: when the upstream cannot say, the read is refused with its error', async () => {
+  it('catalogue 22: fails closed: when the upstream cannot say, the read is refused with its error', async () => {
     const guard = new ViewGuard({
       runner: {
         async run() {
@@ -154,7 +154,7 @@ describe('ViewGuard', () => {
     expect((error as ProxyError).message).toContain('could not check whether the namespace is a view');
   });
 
-  it('writes and listings are not checked (no upstream question)', async () => {
+  it('catalogue 22: writes and listings are not checked (no upstream question)', async () => {
     const runner = fakeRunner(CATALOG);
     const guard = new ViewGuard({ runner });
     await guard.check(
@@ -184,7 +184,7 @@ describe('ViewGuard', () => {
       },
     };
 
-    it("a view joining the tenant's own collections reads; one joining or on another tenant's is refused", async () => {
+    it("catalogue 22: a view joining the tenant's own collections reads; one joining or on another tenant's is refused", async () => {
       const guard = new ViewGuard({ runner: fakeRunner(catalog) });
       const acme = contextFor('acme', 'collection-prefix');
       await guard.check('app', find('acme.ownJoin'), acme);
