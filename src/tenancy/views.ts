@@ -13,12 +13,15 @@
  */
 import { ErrorCodes, PolicyRefusal, ProxyError } from '../errors.js';
 import type { Document } from '../wire/bson.js';
-import type { RawDocument } from '../wire/raw-bson.js';
+import { numberOf, type RawDocument } from '../wire/raw-bson.js';
 import type { ResolvedNamespace, TenantContext } from '../policy/types.js';
 import { readTargets, viewVerdict, type ViewDefinition } from '../policy/views.js';
 import { CommandFailed, type CommandRunner } from './runner.js';
+import { MAX_TIME_REPLY_GRACE_MS } from '../upstream/retry.js';
 
 export const VIEW_RULE = 'view.not-tenant-scoped';
+/** The `comment` of the proxy's own listCollections: it names the question in the server's logs and profiler. */
+export const VIEW_CHECK_COMMENT = 'mongo-tenant-proxy: view check (catalogue 22)';
 /** MongoDB's own limit on a chain of views. */
 const MAX_VIEW_DEPTH = 20;
 
@@ -33,6 +36,12 @@ export interface ViewGuardOptions {
 
 /** What the upstream says a namespace is: a view (its definition), or not (a collection or nothing). */
 type Kind = ViewDefinition | null;
+
+/** Who asks, within which time limit (the read's maxTimeMS). */
+interface Asking {
+  context: TenantContext;
+  maxTimeMS: number;
+}
 
 interface Entry {
   expires: number;
@@ -65,10 +74,14 @@ export class ViewGuard {
   async check(db: string, body: RawDocument, context: TenantContext): Promise<void> {
     const targets = readTargets(body);
     if (targets === undefined || targets.colls.length === 0) return;
-    const kinds = await this.kinds(db, targets.colls);
+    // The read's own time limit (the proxy always sets one, catalogue 15) bounds the question too.
+    const limit = body.get('maxTimeMS');
+    const maxTimeMS = (limit === undefined ? undefined : numberOf(limit)) || context.maxTimeMS;
+    const ask: Asking = { context, maxTimeMS };
+    const kinds = await this.kinds(db, targets.colls, ask);
     for (const coll of targets.colls) {
       const view = kinds.get(coll);
-      if (view) await this.checkView(db, coll, view, context, 0, clientName(context, db, coll));
+      if (view) await this.checkView(db, coll, view, ask, 0, clientName(context, db, coll));
     }
   }
 
@@ -90,10 +103,11 @@ export class ViewGuard {
     db: string,
     coll: string,
     view: ViewDefinition,
-    context: TenantContext,
+    ask: Asking,
     depth: number,
     named: string,
   ): Promise<void> {
+    const { context } = ask;
     const refuse = (reason: string): never => {
       throw new PolicyRefusal(
         VIEW_RULE,
@@ -117,15 +131,18 @@ export class ViewGuard {
       // The proxy filters only the client's own pipeline: a join inside a view reads every tenant.
       if (joined.tenantFiltered) return refuse('it joins a collection shared by every tenant');
     }
-    const kinds = await this.kinds(db, verdict.reads);
+    const kinds = await this.kinds(db, verdict.reads, ask);
     for (const read of verdict.reads) {
       const inner = kinds.get(read);
-      if (inner) await this.checkView(db, read, inner, context, depth + 1, named);
+      if (inner) await this.checkView(db, read, inner, ask, depth + 1, named);
     }
   }
 
-  /** What each of `colls` in `db` is: from the cache, the rest with one listCollections. */
-  private async kinds(db: string, colls: readonly string[]): Promise<Map<string, Kind>> {
+  /**
+   * What each of `colls` in `db` is: from the cache, the rest with one listCollections (on the
+   * pool as `tenant`, so the questions count against the tenant's share of it).
+   */
+  private async kinds(db: string, colls: readonly string[], ask: Asking): Promise<Map<string, Kind>> {
     const now = this.now();
     const known = new Map<string, Kind>();
     const missing: string[] = [];
@@ -136,7 +153,7 @@ export class ViewGuard {
       else missing.push(coll);
     }
     if (missing.length === 0) return known;
-    const found = await this.listViews(db, missing);
+    const found = await this.listViews(db, missing, ask);
     const expires = this.now() + this.ttlMS;
     for (const coll of missing) {
       const kind = found.get(coll) ?? null;
@@ -146,24 +163,46 @@ export class ViewGuard {
     return known;
   }
 
-  private async listViews(db: string, colls: readonly string[]): Promise<Map<string, ViewDefinition>> {
+  private async listViews(
+    db: string,
+    colls: readonly string[],
+    { context, maxTimeMS }: Asking,
+  ): Promise<Map<string, ViewDefinition>> {
     this.lookups += 1;
     let reply: Document;
-    try {
-      reply = await this.runner.run(
+    const ask = (): Promise<Document> =>
+      this.runner.run(
         db,
-        { listCollections: 1, filter: { name: { $in: [...colls] } }, cursor: {} },
-        { exact: true },
+        {
+          listCollections: 1,
+          filter: { name: { $in: [...colls] } },
+          cursor: {},
+          maxTimeMS,
+          comment: VIEW_CHECK_COMMENT,
+        },
+        // Bounded like a forwarded command: a half-open upstream fails the read, it does not hang it.
+        { exact: true, tenant: context.tenant, replyTimeoutMS: maxTimeMS + MAX_TIME_REPLY_GRACE_MS },
       );
+    try {
+      try {
+        reply = await ask();
+      } catch (error) {
+        // A network failure (not the server's answer, nor a timeout): asked once more, as the proxy retries a read.
+        if (error instanceof CommandFailed || (ProxyError.is(error) && error.code === ErrorCodes.NetworkTimeout))
+          throw error;
+        reply = await ask();
+      }
     } catch (error) {
       // Fail closed: without the upstream's answer the read is not forwarded.
       const code = ProxyError.is(error) ? error.code : ErrorCodes.HostUnreachable;
+      // The upstream's labels (RetryableError…) stay: a driver retries the read as it would the read itself.
+      const labels = ProxyError.is(error) ? error.labels : [];
       throw new ProxyError(
         code,
         `mongo-tenant-proxy could not check whether the namespace is a view (catalogue 22): ${
           error instanceof CommandFailed || ProxyError.is(error) ? error.message : 'upstream unavailable'
         }`,
-        { cause: error },
+        { cause: error, labels },
       );
     }
     const views = new Map<string, ViewDefinition>();
