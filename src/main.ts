@@ -18,6 +18,7 @@ import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
 import { TenancyExecutor } from './tenancy/executor.js';
 import { upstreamRunner } from './tenancy/runner.js';
+import { ViewGuard } from './tenancy/views.js';
 import { ensureDeclaredIndexes, type EnsuredIndex } from './tenancy/declared.js';
 import { defaultConfig } from './config/index.js';
 import { CursorRegistry } from './policy/cursors.js';
@@ -173,6 +174,8 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       runner: upstreamRunner(upstream),
       settings: () => (reloader?.config ?? config).isolation.tenancy ?? defaultTenancy(),
     });
+    // Reads of views an operator created on the server are checked against their definition (catalogue 22).
+    const views = new ViewGuard({ runner: upstreamRunner(upstream) });
     for (const warning of isolationWarnings(isolationConfig)) logger.warn(warning);
     metrics.setAuditOnly(isolationConfig.mode === 'audit-only');
     if (isolationConfig.sessionKey === null) {
@@ -212,6 +215,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       audit,
       tenantLimits,
       tenancy,
+      views,
     };
     for (const [index, listener] of config.listeners.entries()) {
       const started = await startListener(listener, index, shared, registry);

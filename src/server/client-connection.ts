@@ -20,7 +20,9 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ProxyConfig, CompressorName, ListenerConfig } from '../config/types.js';
-import { ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
+import { ErrorCodes, PolicyRefusal, ProxyError, WireProtocolError } from '../errors.js';
+import { BsonType } from '../wire/bson-scan.js';
+import { stringOf } from '../wire/raw-bson.js';
 import { FrameDecoder } from '../wire/frame-decoder.js';
 import { readHeader, setRequestId, setResponseTo } from '../wire/header.js';
 import { OpCode } from '../wire/constants.js';
@@ -36,6 +38,7 @@ import type { UpstreamConnection } from '../upstream/connection.js';
 import type { IsolationEngine } from '../rewrite/engine.js';
 import type { TenantLimits } from './tenant-limits.js';
 import type { TenancyExecutor } from '../tenancy/executor.js';
+import type { ViewGuard } from '../tenancy/views.js';
 import type { VirtualOperation } from '../policy/types.js';
 import { decodeCommand, type CommandLabels, type CommandView } from './command-view.js';
 import { ConnectionIdentity } from './connection-identity.js';
@@ -72,7 +75,12 @@ export interface ClientConnectionDeps {
   currentIdentity?: () => { listener: ListenerConfig; identity: IdentityServices };
   /** Runs the engine's virtual operations (shared-collection DDL, listings, stats: src/tenancy). */
   tenancy?: TenancyExecutor;
+  /** Refuses reads of operator-created views that do not keep a tenant to its own documents (catalogue 22). */
+  views?: ViewGuard;
 }
+
+/** DDL after which what the view check remembers of the database may be wrong. */
+const VIEW_CACHE_DDL: ReadonlySet<string> = new Set(['create', 'drop', 'dropDatabase', 'renameCollection', 'collMod']);
 
 interface Request {
   requestId: number;
@@ -351,10 +359,29 @@ export class ClientConnection {
           await this.answer(next.reply, command, request);
           break;
         case 'forward':
-          outcome = await this.forward(frame, command, next.plan, next.outcome, request);
+          try {
+            await this.checkViews(next.plan);
+          } catch (error) {
+            if (error instanceof PolicyRefusal) {
+              outcome = 'denied';
+              decided = error;
+              this.observer.decision(command, this.identity.tenant, 'refused', error.rule);
+            }
+            throw error;
+          }
+          try {
+            outcome = await this.forward(frame, command, next.plan, next.outcome, request);
+          } finally {
+            if (VIEW_CACHE_DDL.has(command.name)) this.forgetViews(next.plan);
+          }
           break;
         case 'virtual':
-          outcome = await this.runVirtual(command, next.operation, next.outcome, request);
+          try {
+            outcome = await this.runVirtual(command, next.operation, next.outcome, request);
+          } finally {
+            if (VIEW_CACHE_DDL.has(command.name) && 'db' in next.operation)
+              this.deps.views?.invalidate(next.operation.db);
+          }
           break;
       }
     } catch (error) {
@@ -502,6 +529,31 @@ export class ClientConnection {
     } finally {
       if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
     }
+  }
+
+  /**
+   * Before a read is forwarded: a namespace it reads (its target, a join's) that is a view an
+   * operator created must keep the tenant to its own documents (catalogue 22). Checked on the
+   * rewritten command (physical names); audit-only forwards the client's own command unchecked.
+   */
+  private async checkViews(plan: ForwardPlan): Promise<void> {
+    const views = this.deps.views;
+    const engine = this.identity.engine;
+    if (views === undefined || engine === undefined || plan.rewrite === undefined) return;
+    const { body } = plan.rewrite;
+    const db = body.get('$db');
+    if (db === undefined || db.type !== BsonType.string) return;
+    await this.waitingOnUpstream(() => views.check(stringOf(db), body, engine.context));
+  }
+
+  /** DDL went through the proxy: the view check forgets what it knew of the database. */
+  private forgetViews(plan: ForwardPlan): void {
+    const views = this.deps.views;
+    const db = plan.rewrite?.body.get('$db');
+    if (views === undefined || db === undefined || db.type !== BsonType.string) return;
+    // renameCollection runs on admin and names both databases: forget everything.
+    if (plan.rewrite?.body.first?.name === 'renameCollection') views.invalidateAll();
+    else views.invalidate(stringOf(db));
   }
 
   /** A virtual operation, answered by the tenancy executor under the tenant's limits like a forwarded command. */

@@ -12,8 +12,14 @@ export interface CommandRunner {
   /**
    * Runs `command` on `db`; resolves with the reply when `ok: 1`, rejects with a CommandFailed
    * otherwise. `options.exact`: values keep their BSON types (sizes computed from them are exact).
+   * `options.replyTimeoutMS`: fail with NetworkTimeout (and close the connection) when no reply
+   * arrives for this long (a half-open upstream would hold the command forever).
    */
-  run(db: string, command: Document, options?: { tenant?: string; exact?: boolean }): Promise<Document>;
+  run(
+    db: string,
+    command: Document,
+    options?: { tenant?: string; exact?: boolean; replyTimeoutMS?: number },
+  ): Promise<Document>;
 }
 
 /** The upstream answered `ok: 0`: its code and message, as a MongoDB-shaped error. */
@@ -31,9 +37,13 @@ export function upstreamRunner(upstream: Upstream): CommandRunner {
       let reply: Buffer | undefined;
       try {
         const frame = encodeOpMsg({ requestId: 0, responseTo: 0, body: serialize({ ...command, $db: db }) });
-        await connection.request(frame, (bytes) => {
-          reply = bytes;
-        });
+        await connection.request(
+          frame,
+          (bytes) => {
+            reply = bytes;
+          },
+          { replyTimeoutMS: options.replyTimeoutMS },
+        );
       } finally {
         upstream.release(connection);
       }

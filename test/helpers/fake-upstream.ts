@@ -18,12 +18,15 @@
  * on a connection, sent by Upstream.start) like MongoDB (no `ferretdbVersion`, so the proxy pins
  * the simple collation: catalogue 9) unless `options.buildInfo` says otherwise; neither reaches the
  * handler nor `received`. With `answerHandshake: false` every command goes to the handler (tests
- * of the handshake and of monitoring themselves).
+ * of the handshake and of monitoring themselves). The proxy's view check before a read (its own
+ * listCollections, catalogue 22) is answered "no views" and kept in `viewChecks`, not `received`,
+ * unless `answerViewChecks: false`.
  */
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { deserialize, type Document } from 'bson';
 import type { CompressorName } from '../../src/config/types.js';
 import { compressMessage, decompressMessage } from '../../src/wire/op-compressed.js';
+import { VIEW_CHECK_COMMENT } from '../../src/tenancy/views.js';
 import { OP_COMPRESSED, OP_MSG, opMsg } from './raw-client.js';
 
 export interface ReceivedMessage {
@@ -79,6 +82,8 @@ export interface FakeUpstream {
   uri: string;
   /** What reached the handler, on every connection, in order. */
   received: ReceivedMessage[];
+  /** The proxy's view checks the fake answered itself (catalogue 22), in order. */
+  viewChecks: ReceivedMessage[];
   /** Every connection accepted so far, in accept order. */
   peers: FakePeer[];
   /** Sockets currently open (the proxy's pool connections, monitoring connections). */
@@ -89,6 +94,8 @@ export interface FakeUpstream {
 export interface FakeUpstreamOptions {
   /** Hand hello and the buildInfo probe to the handler too (default: the fake answers them). */
   answerHandshake?: boolean;
+  /** Hand the proxy's view checks (its own listCollections before a read) to the handler too (default: answered "no views"). */
+  answerViewChecks?: boolean;
   /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
   buildInfo?: Document;
   /** The hello reply, asked for every hello (so a test can change it: a replica-set election). */
@@ -150,6 +157,7 @@ export async function startFakeUpstream(
   options: FakeUpstreamOptions = {},
 ): Promise<FakeUpstream> {
   const received: ReceivedMessage[] = [];
+  const viewChecks: ReceivedMessage[] = [];
   const peers: FakePeer[] = [];
   const open = new Set<Socket>();
   const answerHandshake = options.answerHandshake ?? true;
@@ -187,6 +195,18 @@ export async function startFakeUpstream(
       probing = false;
       if (answerHandshake && probe) {
         await peer.reply(options.buildInfo ?? FAKE_BUILD_INFO, message);
+        return;
+      }
+      if (
+        (options.answerViewChecks ?? true) &&
+        name === 'listCollections' &&
+        message.body.comment === VIEW_CHECK_COMMENT
+      ) {
+        viewChecks.push(message);
+        await peer.reply(
+          { cursor: { id: 0, ns: `${String(message.body.$db)}.$cmd.listCollections`, firstBatch: [] }, ok: 1 },
+          message,
+        );
         return;
       }
       received.push(message);
@@ -241,6 +261,7 @@ export async function startFakeUpstream(
     hostPort: `${host}:${port}`,
     uri: `mongodb://${host}:${port}/?directConnection=true`,
     received,
+    viewChecks,
     peers,
     get openConnections() {
       return open.size;

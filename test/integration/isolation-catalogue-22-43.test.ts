@@ -2382,3 +2382,324 @@ describe('catalogue 43: validation bypass and raw time-series data', () => {
     expect(upstreamKind()).toMatch(/^(mongodb|ferretdb)$/);
   });
 });
+
+// =============================================================================================
+// 22. Views an operator created directly on the server: the proxy asks the upstream whether a
+// namespace a read names is a view, and refuses it unless the view keeps the tenant to its own
+// documents (src/tenancy/views.ts, src/policy/views.ts). Kept apart from the block above.
+
+describe('catalogue 22: operator-created views are checked before a read', () => {
+  const VIEW_RULE = 'view.not-tenant-scoped';
+  /** Whether the upstream has views at all: probed by creating one, never by its name. */
+  let viewsSupported = false;
+  const views = {
+    // Orders joined to every tenant's items: the join runs before any tenant filter.
+    join: 'v22_join',
+    // Items grouped across tenants: a group labelled with one tenant holds every tenant's secrets.
+    group: 'v22_group',
+    // Starts with a $match pinning acme: acme's own items, without the secret.
+    scopedAcme: 'v22_scoped_acme',
+  };
+
+  beforeAll(async () => {
+    const db = direct.db(dbName);
+    try {
+      await db.createCollection('v22_probe', { viewOn: 'items', pipeline: [] });
+      const listed = await db.listCollections({ name: 'v22_probe' }).toArray();
+      viewsSupported = listed[0]?.type === 'view';
+      await db.collection('v22_probe').drop();
+    } catch {
+      viewsSupported = false;
+    }
+    if (!viewsSupported) return;
+    await db.createCollection(views.join, {
+      viewOn: 'orders',
+      pipeline: [{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } }],
+    });
+    await db.createCollection(views.group, {
+      viewOn: 'items',
+      pipeline: [{ $group: { _id: '$n', tenantId: { $first: '$tenantId' }, secrets: { $push: '$secret' } } }],
+    });
+    await db.createCollection(views.scopedAcme, {
+      viewOn: 'items',
+      pipeline: [{ $match: { tenantId: T } }, { $project: { secret: 0 } }],
+    });
+  });
+
+  afterAll(async () => {
+    if (!viewsSupported) return;
+    for (const name of Object.values(views))
+      await direct
+        .db(dbName)
+        .collection(name)
+        .drop()
+        .catch(() => undefined);
+  });
+
+  /** The documents of the collections (upstreamState lists indexes, which a view has none of). */
+  async function collectionsState(): Promise<Record<string, Document[]>> {
+    const state: Record<string, Document[]> = {};
+    for (const coll of ['items', 'orders'])
+      state[coll] = await direct
+        .db(dbName)
+        .collection(coll)
+        .find({}, { sort: { _id: 1 } })
+        .toArray();
+    return state;
+  }
+
+  /** Every way a tenant reads a namespace: as the target, and as the `from`/`coll` of a join. */
+  function readsOf(client: MongoClient, view: string): Array<[string, () => Promise<unknown>]> {
+    const db = client.db(dbName);
+    return [
+      ['find', () => db.collection(view).find().toArray()],
+      [
+        'aggregate',
+        () =>
+          db
+            .collection(view)
+            .aggregate([{ $match: {} }])
+            .toArray(),
+      ],
+      ['countDocuments', () => db.collection(view).countDocuments()],
+      ['count', () => db.command({ count: view })],
+      ['distinct', () => db.command({ distinct: view, key: '_id' })],
+      [
+        '$lookup from',
+        () =>
+          db
+            .collection('orders')
+            .aggregate([{ $lookup: { from: view, pipeline: [], as: 'joined' } }])
+            .toArray(),
+      ],
+      [
+        '$graphLookup from',
+        () =>
+          db
+            .collection('orders')
+            .aggregate([
+              {
+                $graphLookup: {
+                  from: view,
+                  startWith: '$parent',
+                  connectFromField: '_id',
+                  connectToField: '_id',
+                  as: 'g',
+                },
+              },
+            ])
+            .toArray(),
+      ],
+      [
+        '$unionWith coll',
+        () =>
+          db
+            .collection('orders')
+            .aggregate([{ $unionWith: { coll: view } }])
+            .toArray(),
+      ],
+      [
+        '$unionWith in $facet',
+        () =>
+          db
+            .collection('orders')
+            .aggregate([{ $facet: { all: [{ $unionWith: view }] } }])
+            .toArray(),
+      ],
+    ];
+  }
+
+  it('catalogue 22: read directly, the join and group views mix tenants (what the proxy must not let through)', async (ctx) => {
+    if (!viewsSupported) ctx.skip();
+    const joined = await direct.db(dbName).collection(views.join).find({ tenantId: T }).toArray();
+    expect(JSON.stringify(joined)).toContain('SECRET-globex');
+    const grouped = await direct.db(dbName).collection(views.group).find({ tenantId: T }).toArray();
+    expect(JSON.stringify(grouped)).toContain('SECRET-globex');
+  });
+
+  it('catalogue 22: every read of an unscoped view by the other tenant is refused (code 13), naming the rule', async (ctx) => {
+    if (!viewsSupported) ctx.skip();
+    const before = await collectionsState();
+    for (const view of [views.join, views.group, views.scopedAcme]) {
+      for (const [what, read] of readsOf(globex, view)) {
+        const error = await expectRefused(read, VIEW_RULE, ['SECRET-acme', 'acme-key']);
+        expect(error.code, `${what} of ${view}`).toBe(13);
+        expect(error.errmsg).toContain('catalogue 22');
+        expect(error.errmsg).toContain(`${dbName}.${view}`);
+      }
+    }
+    // acme's reads of the views that mix tenants are refused just the same.
+    for (const view of [views.join, views.group])
+      for (const [, read] of readsOf(acme, view)) await expectRefused(read, VIEW_RULE);
+    expect(await collectionsState()).toEqual(before);
+  });
+
+  it('catalogue 22: a view starting with a $match pinning acme reads fine for acme, with its own documents only', async (ctx) => {
+    if (!viewsSupported) ctx.skip();
+    const db = acmeDb();
+    const found = await db
+      .collection(views.scopedAcme)
+      .find({}, { sort: { _id: 1 } })
+      .toArray();
+    expect(found.map((d) => d._id)).toEqual(['acme-1', 'acme-2', 'acme-3']);
+    for (const d of found) expect(d.secret).toBeUndefined();
+    expect(await db.collection(views.scopedAcme).countDocuments()).toBe(3);
+    const keys = await db.collection(views.scopedAcme).distinct('k');
+    expect(keys.sort()).toEqual(['acme-key-1', 'acme-key-2', 'acme-key-3']);
+    const grouped = await db
+      .collection(views.scopedAcme)
+      .aggregate([{ $group: { _id: null, n: { $sum: 1 } } }])
+      .toArray();
+    expect(grouped).toEqual([{ _id: null, n: 3 }]);
+    const joined = await db
+      .collection('orders')
+      .aggregate([
+        { $lookup: { from: views.scopedAcme, localField: 'itemKey', foreignField: 'k', as: 'item' } },
+        { $sort: { _id: 1 } },
+      ])
+      .toArray();
+    expect(joined.map((d) => [d._id, (d.item as Document[]).map((i) => i._id)])).toEqual([
+      ['o-acme-1', []],
+      ['o-acme-2', ['acme-1']],
+    ]);
+    // Compared with the upstream read directly: the same documents.
+    const directly = await direct
+      .db(dbName)
+      .collection(views.scopedAcme)
+      .find({}, { sort: { _id: 1 } })
+      .toArray();
+    expect(found).toEqual(directly);
+  });
+
+  it('catalogue 22: writes to a view are errors on the server; nothing changes', async (ctx) => {
+    if (!viewsSupported) ctx.skip();
+    const before = await collectionsState();
+    const collection = acmeDb().collection(views.scopedAcme);
+    for (const write of [
+      () => collection.insertOne({ x: 1 }),
+      () => collection.updateOne({}, { $set: { x: 1 } }),
+      () => collection.deleteMany({}),
+      () => collection.findOneAndUpdate({}, { $set: { x: 1 } }),
+    ]) {
+      await expect(write()).rejects.toBeInstanceOf(MongoServerError);
+    }
+    expect(await collectionsState()).toEqual(before);
+  });
+
+  it('catalogue 22: a plain collection is unaffected, and a view created later is refused once the cached answer expires', async (ctx) => {
+    if (!viewsSupported) ctx.skip();
+    const name = 'v22_later';
+    await direct
+      .db(dbName)
+      .collection(name)
+      .insertOne({ _id: 'later-acme', tenantId: T } as Document);
+    try {
+      expect(await acmeDb().collection(name).find().toArray()).toEqual([{ _id: 'later-acme', tenantId: T }]);
+      // The operator replaces the collection by a view that mixes tenants.
+      await direct.db(dbName).collection(name).drop();
+      await direct.db(dbName).createCollection(name, {
+        viewOn: 'items',
+        pipeline: [{ $group: { _id: null, tenantId: { $first: T }, secrets: { $push: '$secret' } } }],
+      });
+      // Within the cache's TTL (5 s) the old answer may still be used: the documented bound.
+      const deadline = Date.now() + 15_000;
+      let refused: MongoServerError | undefined;
+      while (refused === undefined && Date.now() < deadline) {
+        try {
+          await acmeDb().collection(name).find().toArray();
+        } catch (error) {
+          refused = error as MongoServerError;
+        }
+        if (refused === undefined) await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      expect(refused?.errmsg).toContain(`(rule ${VIEW_RULE})`);
+    } finally {
+      await direct
+        .db(dbName)
+        .collection(name)
+        .drop()
+        .catch(() => undefined);
+    }
+  });
+
+  describe('per-tenant namespaces (database-per-tenant, collection-prefix)', () => {
+    let perDb: TenantProxy;
+    let perColl: TenantProxy;
+    const appDb = uniqueDbName('v22app');
+
+    beforeAll(async () => {
+      if (!viewsSupported) return;
+      perDb = await startTenantProxy(TENANTS, { isolation: { defaultModel: 'database-per-tenant' } });
+      perColl = await startTenantProxy(TENANTS, { isolation: { defaultModel: 'collection-prefix' } });
+    });
+
+    afterAll(async () => {
+      for (const name of await directDatabases().catch(() => [] as string[]))
+        if (name.endsWith(appDb))
+          await direct
+            .db(name)
+            .dropDatabase()
+            .catch(() => undefined);
+      await perDb?.stop();
+      await perColl?.stop();
+    });
+
+    it("catalogue 22: database-per-tenant: a view inside the tenant's database joining its own collections reads fine", async (ctx) => {
+      if (!viewsSupported) ctx.skip();
+      await perDb
+        .clientFor(T)
+        .db(appDb)
+        .collection('orders')
+        .insertOne({ _id: 'o1', itemKey: 'k1' } as Document);
+      await perDb
+        .clientFor(T)
+        .db(appDb)
+        .collection('items')
+        .insertOne({ _id: 'i1', k: 'k1' } as Document);
+      const physical = (await directDatabases()).find((name) => name.endsWith(appDb) && name.includes(T))!;
+      expect(physical).toBeDefined();
+      await direct.db(physical).createCollection('joined', {
+        viewOn: 'orders',
+        pipeline: [{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } }],
+      });
+      const docs = await perDb.clientFor(T).db(appDb).collection('joined').find().toArray();
+      expect(docs).toEqual([{ _id: 'o1', itemKey: 'k1', item: [{ _id: 'i1', k: 'k1' }] }]);
+    });
+
+    it("catalogue 22: collection-prefix: a tenant's view joining another tenant's collection is refused", async (ctx) => {
+      if (!viewsSupported) ctx.skip();
+      await perColl
+        .clientFor(T)
+        .db(appDb)
+        .collection('orders')
+        .insertOne({ _id: 'o1', itemKey: 'k1' } as Document);
+      await perColl
+        .clientFor(B)
+        .db(appDb)
+        .collection('items')
+        .insertOne({ _id: 'i1', k: 'k1', secret: 'SECRET-B' } as Document);
+      await perColl
+        .clientFor(T)
+        .db(appDb)
+        .collection('items')
+        .insertOne({ _id: 'i2', k: 'k1' } as Document);
+      const physical = await direct.db(appDb).listCollections().toArray();
+      const own = (coll: string, tenant: string): string =>
+        physical.map((c) => c.name as string).find((n) => n.includes(tenant) && n.endsWith(coll))!;
+      // The operator's view in acme's namespace joins globex's items; one joining acme's own reads fine.
+      await direct.db(appDb).createCollection(`${T}.crossJoin`, {
+        viewOn: own('orders', T),
+        pipeline: [{ $lookup: { from: own('items', B), localField: 'itemKey', foreignField: 'k', as: 'item' } }],
+      });
+      await direct.db(appDb).createCollection(`${T}.ownJoin`, {
+        viewOn: own('orders', T),
+        pipeline: [{ $lookup: { from: own('items', T), localField: 'itemKey', foreignField: 'k', as: 'item' } }],
+      });
+      const db = perColl.clientFor(T).db(appDb);
+      await expectRefused(() => db.collection('crossJoin').find().toArray(), VIEW_RULE, ['SECRET-B']);
+      expect(await db.collection('ownJoin').find().toArray()).toEqual([
+        { _id: 'o1', itemKey: 'k1', item: [{ _id: 'i2', k: 'k1' }] },
+      ]);
+    });
+  });
+});

@@ -33,6 +33,11 @@ describe('retries through the fault injector', () => {
       .db(db)
       .collection('c')
       .insertOne({ _id: 'doc' as never, v: 1 });
+    // A first read lets the proxy learn that c is no view (catalogue 22), so the reset below hits the find itself.
+    await client
+      .db(db)
+      .collection('c')
+      .findOne({ _id: 'doc' as never });
 
     faults.setLatency(1_500);
     const before = faults.stats().bytesClientToUpstream;
