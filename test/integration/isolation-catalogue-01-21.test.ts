@@ -464,8 +464,8 @@ describe('bytes sent upstream (fake upstream)', () => {
   });
 
   it('catalogue 9: without a client collation every tenant-filtered command reaches a MongoDB upstream with collation {locale: "simple"} (a default collation cannot widen the match)', async () => {
-    // The fake answers the proxy's buildInfo probe like MongoDB (no ferretdbVersion).
-    expect(proxy.proxy.upstream.collationSupported).toBe(true);
+    // The fake answers the proxy's capability probe like MongoDB: the simple collation is accepted.
+    expect(proxy.proxy.upstream.capabilities.collation).toBe(true);
     const simple = { locale: 'simple' };
     fake.received.length = 0;
     await send({ find: 'c', filter: { n: 1 }, $db: FAKE_DB });
@@ -534,14 +534,14 @@ describe('bytes sent upstream (fake upstream)', () => {
     expect(bulk.includes(bsonDoc({ insert: 0, document: { _id: 'bw-9', tenantId: 'acme' } }))).toBe(true);
   });
 
-  it('catalogue 9: an upstream whose buildInfo carries ferretdbVersion (FerretDB refuses any collation) gets no collation added', async () => {
+  it("catalogue 9: an upstream that refuses the probe's simple collation (FerretDB v1, DocumentDB) gets no collation added", async () => {
     const ferret = await startFakeUpstream(
       (message) => {
         const name = Object.keys(message.body)[0]!;
         if (name === 'find') return [{ cursor: { id: Long.fromNumber(0), ns: `${FAKE_DB}.c`, firstBatch: [] }, ok: 1 }];
         return [{ n: 0, ok: 1 }];
       },
-      { buildInfo: { version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 } },
+      { capabilities: { collation: false } },
     );
     const ferretProxy = await startTestProxy({
       upstream: { uri: ferret.uri },
@@ -551,7 +551,7 @@ describe('bytes sent upstream (fake upstream)', () => {
     });
     const client = await RawClient.connect(ferretProxy.proxy.address.host, ferretProxy.proxy.address.port);
     try {
-      expect(ferretProxy.proxy.upstream.collationSupported).toBe(false);
+      expect(ferretProxy.proxy.upstream.capabilities.collation).toBe(false);
       expect((await client.command(opMsg({ find: 'c', filter: { n: 1 }, $db: FAKE_DB }))).ok).toBe(1);
       expect(
         (await client.command(opMsg({ update: 'c', updates: [{ q: {}, u: { $set: { a: 1 } } }], $db: FAKE_DB }))).ok,
