@@ -117,29 +117,31 @@ export async function ensureDocumentDB({ log = defaultLog, ferretdb2 = false } =
 
 const stampFile = (dir) => path.join(dir, 'stamp.json');
 
-/** The stamp matches these sources and this server, and what it installed is still there. */
-async function upToDate(dir, artifacts) {
-  let stamp;
+async function readStamp(dir) {
   try {
-    stamp = JSON.parse(await readFile(stampFile(dir), 'utf8'));
+    return JSON.parse(await readFile(stampFile(dir), 'utf8'));
   } catch {
-    return false;
+    return undefined;
   }
-  if (stamp.version !== DOCUMENTDB_VERSION) return false;
+}
+
+/**
+ * This cache's stamp is for this version and this server, its gateway is there, and the extension
+ * this version needs is installed (by this cache's build or by another one: the installed files
+ * are shared by every user and cache directory of the machine).
+ */
+async function upToDate(dir, artifacts) {
+  const stamp = await readStamp(dir);
+  if (stamp?.version !== DOCUMENTDB_VERSION) return false;
   for (const file of Object.values(artifacts)) if (!existsSync(file)) return false;
   try {
-    if (stamp.pgVersion !== (await pgConfig('--version'))) return false;
-    const installed = await installedFiles();
-    for (const [file, hash] of Object.entries(stamp.installed ?? {})) {
-      if (!installed.includes(file) || (await sha256(file)) !== hash) return false;
-    }
-    return Object.keys(stamp.installed ?? {}).length === installed.length;
+    return stamp.pgVersion === (await pgConfig('--version')) && (await extensionInstalled());
   } catch {
     return false;
   }
 }
 
-/** The files whose presence (and content) says the extension and its dependencies are installed. */
+/** The files whose presence says the extension and its dependencies are installed. */
 async function installedFiles() {
   const lib = await pgConfig('--pkglibdir');
   const ext = path.join(await pgConfig('--sharedir'), 'extension');
@@ -224,8 +226,14 @@ async function build(dir, artifacts, log) {
   const started = Date.now();
   const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
   const checksums = await verifyArchives(log);
-  // Installed already (by root, for another user or cache directory): only the gateway is missing.
-  const installExtension = process.env.MTP_DOCUMENTDB_REBUILD === '1' || !(await extensionInstalled());
+  const stamp = await readStamp(dir);
+  const pgVersion = await pgConfig('--version');
+  // Installed already (by root, for another user or cache directory): only the gateway may be missing.
+  const installExtension =
+    process.env.MTP_DOCUMENTDB_REBUILD === '1' ||
+    !(await extensionInstalled()) ||
+    (stamp?.pgVersion !== undefined && stamp.pgVersion !== pgVersion);
+  const buildTheGateway = stamp?.version !== DOCUMENTDB_VERSION || !existsSync(artifacts.gateway);
   if (installExtension && !isRoot()) {
     throw new MissingPrerequisiteError(
       `DocumentDB ${DOCUMENTDB_VERSION} is not installed into PostgreSQL ${PG_MAJOR} and installing it needs root ` +
@@ -247,28 +255,24 @@ async function build(dir, artifacts, log) {
       await run('tar', ['-xzf', path.join(vendorDir(), archive), '-C', sources]);
     }
     const cargo = await findCargo();
-    if (cargo === undefined) {
+    if (cargo === undefined && buildTheGateway) {
       throw new MissingPrerequisiteError(
         'building the DocumentDB gateway needs cargo (Rust): install rustup, or Debian 12 `apt-get install cargo-web rustc-web`',
       );
     }
     // The gateway (Rust) and the extension (C) share nothing: build them side by side.
-    const gateway = buildGateway(dir, sources, cargo, artifacts, log).then(() => log(`gateway built (${elapsed()})`));
+    const gateway = buildTheGateway
+      ? buildGateway(dir, sources, cargo, artifacts, log).then(() => log(`gateway built (${elapsed()})`))
+      : Promise.resolve();
     const extension = installExtension
       ? buildExtension(dir, sources, log).then(() => log(`extension installed (${elapsed()})`))
       : Promise.resolve(log(`extension ${EXTENSION_VERSION} already installed in PostgreSQL ${PG_MAJOR}`));
     const results = await Promise.allSettled([gateway, extension]);
     for (const result of results) if (result.status === 'rejected') throw result.reason;
-    await makeCertificate(artifacts);
-    const installed = {};
-    for (const file of await installedFiles()) installed[file] = await sha256(file);
+    if (!existsSync(artifacts.certFile) || !existsSync(artifacts.keyFile)) await makeCertificate(artifacts);
     await writeFile(
       stampFile(dir),
-      JSON.stringify(
-        { version: DOCUMENTDB_VERSION, archives: checksums, pgVersion: await pgConfig('--version'), installed },
-        null,
-        2,
-      ) + '\n',
+      JSON.stringify({ version: DOCUMENTDB_VERSION, archives: checksums, pgVersion }, null, 2) + '\n',
     );
     await rm(sources, { recursive: true, force: true });
     log(`DocumentDB ${DOCUMENTDB_VERSION} ready in ${elapsed()}`);
