@@ -370,7 +370,7 @@ async function installSystemPackages(log, extra = []) {
   try {
     await apt(['install', '-y', '-q', '--no-install-recommends', ...wanted]);
   } catch (error) {
-    throw new Error(`apt-get install ${wanted.join(' ')} failed: ${error.message}`);
+    throw new Error(`apt-get install ${wanted.join(' ')} failed: ${error.message}`, { cause: error });
   }
 }
 
@@ -862,7 +862,7 @@ export async function startDocumentDB(options = {}) {
   } catch (error) {
     const logs = `--- ${front} log tail ---\n${frontLog.text()}\n--- postgres log tail ---\n${pgLog.text()}`;
     await stop();
-    throw new Error(`DocumentDB did not start: ${error.message}\n${logs}`);
+    throw new Error(`DocumentDB did not start: ${error.message}\n${logs}`, { cause: error });
   }
 }
 

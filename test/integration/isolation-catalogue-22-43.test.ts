@@ -19,13 +19,7 @@ import { MongoServerError, type Db, type MongoClient } from 'mongodb';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
 import { startFakeUpstream, type FakeUpstream, type ReceivedMessage } from '../helpers/fake-upstream.js';
 import { opMsg, type RawClient } from '../helpers/raw-client.js';
-import {
-  directClient,
-  lacks,
-  uniqueDbName,
-  upstreamKind,
-  upstreamUri,
-} from '../helpers/upstream.js';
+import { directClient, lacks, uniqueDbName, upstreamKind, upstreamUri } from '../helpers/upstream.js';
 
 const TENANTS = ['acme', 'globex', 'initech'] as const;
 const T = 'acme';

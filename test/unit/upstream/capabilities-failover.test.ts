@@ -47,7 +47,9 @@ describe('capabilities after a failover', () => {
           void peer.reply({ ok: 1 }, m);
         }
       };
-    servers.push(await startFakeUpstream(member(0, FAKE_CAPABILITIES), { answerHandshake: false, answerProbes: false }));
+    servers.push(
+      await startFakeUpstream(member(0, FAKE_CAPABILITIES), { answerHandshake: false, answerProbes: false }),
+    );
     servers.push(
       await startFakeUpstream(member(1, { ...FAKE_CAPABILITIES, collation: false, transactions: true }), {
         answerHandshake: false,
