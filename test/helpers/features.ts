@@ -39,6 +39,8 @@ export interface UpstreamFeatures extends Required<UpstreamCapabilities> {
   upsertFromAnd: boolean;
   /** A backtracking regular expression runs into maxTimeMS (a linear-time engine never does). */
   backtrackingRegex: boolean;
+  /** findAndModify with `hint` (DocumentDB: "findAndModify.hint is not implemented yet"). */
+  findAndModifyHint: boolean;
 }
 
 /** Connects to `uri` with the proxy's own upstream code and asks it everything above. */
@@ -103,6 +105,12 @@ async function testFeatures(run: Run): Promise<Omit<UpstreamFeatures, keyof Upst
       ),
       upsertFromAnd: await upsertFromAnd(run, db),
       backtrackingRegex: await backtrackingRegex(run, db),
+      findAndModifyHint: await works({
+        findAndModify: 'things',
+        query: { _id: 1 },
+        update: { $set: { h: 1 } },
+        hint: { _id: 1 },
+      }),
     };
     return features;
   } finally {

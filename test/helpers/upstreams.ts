@@ -20,8 +20,14 @@ export const SEMANTIC_TEST_FILES = [
   'test/integration/presentation-and-upstream.test.ts',
 ];
 
-/** Run in every project: the harness checks the upstream it was given. */
-export const EVERY_PROJECT_TEST_FILES = ['test/integration/harness.test.ts'];
+/**
+ * Run in every project: the harness checks the upstream it was given; tenant-scoped indexes are
+ * refused where partial indexes are missing (FerretDB v1) and built per tenant where they exist.
+ */
+export const EVERY_PROJECT_TEST_FILES = [
+  'test/integration/harness.test.ts',
+  'test/integration/tenancy-indexes.test.ts',
+];
 
 /** The one upstream of the whole run, or undefined for the default split. */
 export function singleUpstream(env: NodeJS.ProcessEnv = process.env): UpstreamKind | undefined {
