@@ -1,10 +1,28 @@
 import { defineConfig } from 'vitest/config';
+import {
+  EVERY_PROJECT_TEST_FILES,
+  SEMANTIC_TEST_FILES,
+  singleUpstream,
+  type UpstreamKind,
+} from './test/helpers/upstreams.js';
+
+// One project per upstream, named after it; its globalSetup starts that upstream once per run
+// (test/helpers/upstreams.ts says which files run where and how to choose another upstream).
+const project = (name: UpstreamKind, include: string[], exclude: string[] = []) => ({
+  extends: true as const,
+  test: { name, include, exclude, globalSetup: ['test/helpers/global-setup.ts'] },
+});
+const single = singleUpstream();
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // One upstream (FerretDB, MONGODB_URI or a testcontainers mongo) serves every test file.
-    globalSetup: ['test/helpers/global-setup.ts'],
+    projects:
+      single !== undefined
+        ? [project(single, ['test/**/*.test.ts'])]
+        : [
+            project('ferretdb1', ['test/**/*.test.ts'], SEMANTIC_TEST_FILES),
+            project('documentdb', [...SEMANTIC_TEST_FILES, ...EVERY_PROJECT_TEST_FILES]),
+          ],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',

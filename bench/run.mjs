@@ -8,6 +8,8 @@
 //
 // Environment:
 //   MONGODB_URI            upstream to use (default: a throwaway FerretDB from scripts/ferretdb.mjs)
+//   BENCH_UPSTREAM         documentdb | ferretdb2: a throwaway DocumentDB (PostgreSQL 15) behind its
+//                          gateway or FerretDB v2 instead (scripts/documentdb.mjs; first build as root)
 //   BENCH_OPS              operations per small workload at concurrency 1 (default 5000)
 //   BENCH_OPS_C32          operations per small workload at concurrency 32 (default 4 × BENCH_OPS)
 //   BENCH_WARMUP_OPS       warm-up operations before each small workload (default 500)
@@ -104,6 +106,21 @@ async function startUpstream() {
   if (process.env.MONGODB_URI) {
     return { uri: process.env.MONGODB_URI, kind: 'external', stop: async () => {} };
   }
+  const chosen = process.env.BENCH_UPSTREAM;
+  if (chosen === 'documentdb' || chosen === 'ferretdb2') {
+    const { startDocumentDB, DOCUMENTDB_VERSION } = await import('../scripts/documentdb.mjs');
+    const instance = await startDocumentDB({ front: chosen === 'documentdb' ? 'gateway' : 'ferretdb2', log });
+    const front = chosen === 'documentdb' ? 'its gateway' : 'FerretDB v2';
+    return {
+      uri: instance.uri,
+      kind: 'documentdb',
+      description: `DocumentDB ${DOCUMENTDB_VERSION} on PostgreSQL 15 behind ${front}, local`,
+      stop: () => instance.stop(),
+    };
+  }
+  if (chosen !== undefined && chosen !== '' && chosen !== 'ferretdb1') {
+    throw new Error(`BENCH_UPSTREAM=${chosen}: expected ferretdb1, documentdb or ferretdb2`);
+  }
   const { startFerretDB, FERRETDB_VERSION } = await import('../scripts/ferretdb.mjs');
   const ferret = await startFerretDB({ log });
   return { uri: ferret.uri, kind: 'ferretdb', ferretdbVersion: FERRETDB_VERSION, stop: () => ferret.stop() };
@@ -195,6 +212,8 @@ async function driverVersion() {
 function describeUpstream(upstream, buildInfo, hello) {
   const topology = hello.setName ? `replica set ${hello.setName}` : hello.msg === 'isdbgrid' ? 'mongos' : 'standalone';
   const ferret = buildInfo.ferretdbVersion ?? buildInfo.ferretdb?.version;
+  if (upstream.kind === 'documentdb')
+    return `${upstream.description} (${topology}, reports MongoDB ${buildInfo.version})`;
   if (upstream.kind === 'ferretdb') {
     return `FerretDB ${ferret ?? upstream.ferretdbVersion} (SQLite handler, local, reports MongoDB ${buildInfo.version})`;
   }

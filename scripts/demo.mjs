@@ -3,6 +3,9 @@
 //
 //   DEMO_PORT          client port of the proxy (default 27018)
 //   DEMO_METRICS_PORT  Prometheus /metrics port (default 9216)
+//   DEMO_UPSTREAM      documentdb | ferretdb2: a throwaway DocumentDB (PostgreSQL 15) behind its
+//                      gateway or FerretDB v2 instead of FerretDB v1 (scripts/documentdb.mjs; its
+//                      first build needs root; its data is gone when the demo stops)
 //
 // SIGHUP is passed on to the proxy (a configuration reload), like a change to config/demo.yaml.
 //
@@ -22,15 +25,31 @@ const port = Number(process.env.DEMO_PORT ?? 27018);
 const metricsPort = Number(process.env.DEMO_METRICS_PORT ?? 9216);
 const say = (message) => process.stderr.write(`[demo] ${message}\n`);
 
-await ensureFerretDB();
+const upstreamChoice = process.env.DEMO_UPSTREAM || 'ferretdb1';
+if (!['ferretdb1', 'documentdb', 'ferretdb2'].includes(upstreamChoice)) {
+  say(`DEMO_UPSTREAM=${upstreamChoice}: expected ferretdb1, documentdb or ferretdb2`);
+  process.exit(2);
+}
+if (upstreamChoice === 'ferretdb1') await ensureFerretDB();
 if (distIsStale()) {
   say('dist/ is missing or older than src/: npm run build');
   await runToCompletion(process.platform === 'win32' ? 'npm.cmd' : 'npm', ['run', 'build']);
 }
 
 const dataDir = path.join(ferretdbCacheDir(), 'demo-data');
-const ferret = await startFerretDB({ dataDir });
-say(`FerretDB listening at ${ferret.uri} (data in ${dataDir})`);
+const ferret = await startDemoUpstream();
+say(`${ferret.name} listening at ${ferret.uri}${upstreamChoice === 'ferretdb1' ? ` (data in ${dataDir})` : ''}`);
+
+async function startDemoUpstream() {
+  if (upstreamChoice === 'ferretdb1') {
+    return { name: `FerretDB ${FERRETDB_VERSION}`, ...(await startFerretDB({ dataDir })) };
+  }
+  const { startDocumentDB, DOCUMENTDB_VERSION } = await import('./documentdb.mjs');
+  const front = upstreamChoice === 'documentdb' ? 'gateway' : 'ferretdb2';
+  const instance = await startDocumentDB({ front });
+  const name = `DocumentDB ${DOCUMENTDB_VERSION} (${front === 'gateway' ? 'its gateway' : 'FerretDB v2'})`;
+  return { name, uri: instance.uri, stop: () => instance.stop() };
+}
 
 const proxy = spawn(
   process.execPath,
@@ -77,7 +96,7 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
       proxy.kill('SIGKILL'); // a second Ctrl-C: stop waiting
       return;
     }
-    say(`${signal}: stopping the proxy and FerretDB`);
+    say(`${signal}: stopping the proxy and ${ferret.name}`);
     void shutdown(0);
   });
 }
@@ -88,7 +107,7 @@ process.on('SIGHUP', () => {
 });
 void proxyExit.then(({ code, signal }) => {
   if (shuttingDown) return;
-  say(`the proxy exited (${signal ?? `code ${code}`}); stopping FerretDB`);
+  say(`the proxy exited (${signal ?? `code ${code}`}); stopping ${ferret.name}`);
   void shutdown(code || 1);
 });
 
@@ -110,10 +129,10 @@ if (ready && !shuttingDown)
     `Connect:   ${uri}`,
     `Shell:     npx mongosh "${uri}"`,
     `Metrics:   http://${host}:${metricsPort}/metrics`,
-    `Upstream:  FerretDB ${FERRETDB_VERSION} at ${ferret.uri}`,
+    `Upstream:  ${ferret.name} at ${ferret.uri.replace(/\/\/[^@/]*@/, '//')}`,
     `Reload:    edit config/demo.yaml, or kill -HUP ${process.pid}`,
     '',
-    'Ctrl-C stops the proxy and FerretDB.',
+    `Ctrl-C stops the proxy and ${ferret.name}.`,
   ]);
 
 /** True when dist/ is absent or some source or build setting changed after the last build. */

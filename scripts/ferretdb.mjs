@@ -16,6 +16,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { isExecutable, run } from './lib/exec.mjs';
+import { freePort, hostPort, startWatchdog, tailBuffer } from './lib/processes.mjs';
+
+export { freePort };
 
 export const FERRETDB_VERSION = 'v1.24.2';
 const FERRETDB_MODULE = 'github.com/FerretDB/FerretDB';
@@ -148,21 +151,6 @@ function installExitHook() {
   });
 }
 
-/** Asks the OS for a free port on `host`. */
-export function freePort(host = '127.0.0.1') {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const hostPort = (host, port) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
-
 /**
  * Starts FerretDB (SQLite handler) and resolves once it answers `hello`.
  *
@@ -257,7 +245,7 @@ async function startOnce(binary, options) {
       resolve();
     });
   });
-  const watchdog = startWatchdog(child.pid, runDir);
+  const watchdog = startWatchdog([{ pid: child.pid, signal: 'TERM' }], runDir);
   void exitPromise.then(() => watchdog?.kill('SIGKILL'));
 
   const emergencyStop = () => {
@@ -373,44 +361,4 @@ function tcpConnect(host, port, timeoutMS) {
     });
     socket.once('error', reject);
   });
-}
-
-/**
- * A detached `sh` that holds a pipe from this process and, when the pipe closes, stops FerretDB
- * and removes its temporary directory: the server also goes away when this process dies
- * without running its exit hooks (SIGKILL, a signal without a handler). It is killed as soon as
- * FerretDB exits, so it never signals a reused pid.
- */
-function startWatchdog(pid, removeDir) {
-  if (process.platform === 'win32' || pid === undefined) return undefined;
-  const script = [
-    'while read -r _; do :; done',
-    'kill -TERM "$1" 2>/dev/null',
-    'i=0; while kill -0 "$1" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
-    'kill -KILL "$1" 2>/dev/null',
-    'if [ -n "$2" ]; then rm -rf "$2"; fi',
-  ].join('\n');
-  const watchdog = spawn('sh', ['-c', script, 'mtp-ferretdb-watchdog', String(pid), removeDir ?? ''], {
-    stdio: ['pipe', 'ignore', 'ignore'],
-    detached: true,
-  });
-  watchdog.on('error', () => {});
-  watchdog.unref();
-  watchdog.stdin.on('error', () => {});
-  watchdog.stdin.unref?.();
-  return watchdog;
-}
-
-function tailBuffer(maxLines) {
-  let lines = [];
-  let partial = '';
-  return {
-    push: (chunk) => {
-      const parts = (partial + chunk.toString()).split('\n');
-      partial = parts.pop() ?? '';
-      lines.push(...parts);
-      if (lines.length > maxLines) lines = lines.slice(-maxLines);
-    },
-    text: () => [...lines, partial].filter(Boolean).join('\n') || '(empty)',
-  };
 }

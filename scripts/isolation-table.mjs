@@ -4,12 +4,14 @@
 // test that proves each item. Scans test/integration/{isolation,identity}-*.test.ts and test/unit/**/*.test.ts.
 //
 //   node scripts/isolation-table.mjs            # one line per item: N<TAB>file › title | …
-//   node scripts/isolation-table.mjs --json     # { "1": [{ file, title, needsMongoDB }], … }
+//   node scripts/isolation-table.mjs --json     # { "1": [{ file, title, needsMongoDB, needs }], … }
 //   node scripts/isolation-table.mjs --missing  # only the items without a test; exit 1 if any
 //   node scripts/isolation-table.mjs --update-docs  # rewrites the "Proved by" cells of the table
 //                                                    # in docs/isolation.md (rows `| N |`)
 //
-// A test counts as needing MongoDB when its declaration line contains `needsMongoDB(`.
+// A test counts as needing MongoDB when its declaration line contains `needsMongoDB(`, and as
+// needing an upstream feature when it is gated with `lacks('<feature>'` (test/helpers/upstream.ts):
+// it runs on every upstream that has the feature (DocumentDB has most; FerretDB v1 few).
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,14 +63,22 @@ export function itemsOf(title) {
 
 /**
  * The property test (test/integration/isolation-property.test.ts) is not titled per item; these
- * are the items its random operations attack (30 and 32 only when the upstream is a MongoDB).
+ * are the items its random operations attack (30 and 32 only where the upstream has $lookup,
+ * $unionWith and $facet).
  */
 export const PROPERTY_TEST = {
   file: 'test/integration/isolation-property.test.ts',
   title: 'isolation property (random operations of three tenants)',
   items: [6, 8, 10, 16, 17, 18, 20, 30, 32, 37, 38, 39, 42, 58, 61],
-  mongoOnly: [30, 32],
+  subPipelinesOnly: [30, 32],
 };
+
+/** What a test's skipIf condition needs: 'MongoDB', an upstream feature, or nothing. */
+function needsOf(text) {
+  if (/needsMongoDB\(/.test(text)) return 'MongoDB';
+  const features = [...text.matchAll(/lacks\(\s*'(\w+)'/g)].map((match) => match[1]);
+  return features.length === 0 ? undefined : features.join(', ');
+}
 
 export function scan(base = root) {
   const table = new Map();
@@ -79,15 +89,17 @@ export function scan(base = root) {
     for (const match of text.matchAll(TITLE)) {
       const title = match.groups.title.replace(/\\(.)/g, '$1');
       const line = text.slice(text.lastIndexOf('\n', match.index) + 1, text.indexOf('\n', match.index));
-      const needsMongoDB = /needsMongoDB\(/.test(match[0]) || /needsMongoDB\(/.test(line);
-      for (const n of itemsOf(title)) table.get(n).push({ file, title, needsMongoDB });
+      const needs = needsOf(match[0]) ?? needsOf(line);
+      const needsMongoDB = needs === 'MongoDB';
+      for (const n of itemsOf(title)) table.get(n).push({ file, title, needsMongoDB, needs });
     }
   }
   for (const n of PROPERTY_TEST.items) {
     table.get(n).push({
       file: PROPERTY_TEST.file,
       title: PROPERTY_TEST.title,
-      needsMongoDB: PROPERTY_TEST.mongoOnly.includes(n),
+      needsMongoDB: false,
+      needs: PROPERTY_TEST.subPipelinesOnly.includes(n) ? 'lookup, unionWith, facet' : undefined,
       property: true,
     });
   }
@@ -111,14 +123,14 @@ export function cell(tests) {
   for (const [file, list] of byFile) {
     const unit = file.startsWith('test/unit/');
     const name = file.replace(/^test\//, '');
-    const titles = list.map((test) => `“${shorten(test.title)}”${test.needsMongoDB ? ' (needs MongoDB)' : ''}`);
+    const titles = list.map((test) => `“${shorten(test.title)}”${test.needs ? ` (needs ${test.needs})` : ''}`);
     parts.push(`\`${name}\`${unit ? ' (bytes-level unit)' : ''}: ${titles.join('; ')}`);
   }
   const e2e = tests.filter((test) => !test.file.startsWith('test/unit/'));
   let note = '';
   if (e2e.length === 0) note = ' — **bytes-level only**';
-  else if (e2e.every((test) => test.needsMongoDB))
-    note = ' — **end to end only with MongoDB** (FerretDB lacks the feature)';
+  else if (e2e.every((test) => test.needsMongoDB)) note = ' — **end to end only with MongoDB**';
+  else if (e2e.every((test) => test.needs)) note = ' — **end to end only where the upstream has the feature**';
   return parts.join('<br>') + note;
 }
 
@@ -145,7 +157,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     for (const [n, tests] of table) {
       if (tests.length === 0) missing.push(n);
       if (args.has('--missing')) continue;
-      const shown = tests.map((test) => `${test.file} › ${test.title}${test.needsMongoDB ? ' [needs MongoDB]' : ''}`);
+      const shown = tests.map((test) => `${test.file} › ${test.title}${test.needs ? ` [needs ${test.needs}]` : ''}`);
       process.stdout.write(`${n}\t${shown.length === 0 ? '(no test)' : shown.join(' | ')}\n`);
     }
     if (args.has('--missing')) {

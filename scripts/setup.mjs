@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 // One-step set-up for a fresh clone, run first by `npm test`, `npm run demo` and `npm run bench`:
 // installs the npm dependencies when node_modules is missing or older than package-lock.json,
-// then makes sure the FerretDB test upstream binary exists (building it on first use). With
-// --compat (npm test) it also prepares the compatibility suite's client programs (pymongo venv, Go
-// driver program; --java adds the Java driver program): scripts/compat-clients.mjs. `--helm`
-// (.ci/run) also builds helm for test/integration/helm.test.ts when Go is there, so that the
-// timed test run does not (otherwise that test builds it on first use). Uses only Node built-ins
-// until the install is done, because nothing else is there yet.
+// then makes sure the FerretDB v1 binary exists (building it on first use). With --upstreams (what
+// `npm test` passes) it also builds the upstreams the test run will use (test/helpers/upstreams.ts):
+// by default DocumentDB and its gateway (scripts/documentdb.mjs; the first build needs root and
+// apt), FerretDB v2 too with MTP_TEST_UPSTREAM=ferretdb2, nothing more with
+// MTP_TEST_UPSTREAM=ferretdb1 or mongodb. Each build is cached and stamped: later runs take
+// seconds. With --compat (npm test) it also prepares the compatibility suite's client programs
+// (pymongo venv, Go driver program; --java adds the Java driver program): scripts/compat-clients.mjs.
+// `--helm` (.ci/run) also builds helm for test/integration/helm.test.ts when Go is there, so that
+// the timed test run does not (otherwise that test builds it on first use). Uses only Node
+// built-ins until the install is done, because nothing else is there yet.
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -47,6 +51,27 @@ if (!process.env.MONGODB_URI) {
   } catch (error) {
     process.stderr.write(`[setup] FerretDB: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(1);
+  }
+}
+
+if (process.argv.includes('--upstreams')) {
+  const chosen = process.env.MONGODB_URI ? 'mongodb' : process.env.MTP_TEST_UPSTREAM || 'documentdb';
+  if (chosen === 'documentdb' || chosen === 'ferretdb2') {
+    const { ensureDocumentDB } = await import('./documentdb.mjs');
+    const started = Date.now();
+    try {
+      await ensureDocumentDB({ ferretdb2: chosen === 'ferretdb2' });
+      if (process.env.CI) {
+        process.stderr.write(`[setup] DocumentDB ready (${((Date.now() - started) / 1000).toFixed(1)} s)\n`);
+      }
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      process.stderr.write(`[setup] DocumentDB: ${message}\n`);
+      if (error instanceof Error && error.name !== 'MissingPrerequisiteError' && error.stack) {
+        process.stderr.write(`${error.stack}\n`);
+      }
+      process.exit(1);
+    }
   }
 }
 

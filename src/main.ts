@@ -165,7 +165,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       config: isolationConfig,
       cursors,
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
-      collationSupported: () => upstream.info.collationSupported,
+      collationSupported: () => upstream.capabilities.collation,
       virtualDdl: true,
       upstreamFacts: () => upstream.info,
     });

@@ -45,9 +45,9 @@ export interface EngineOptions {
   /** HMAC key for per-tenant upstream session ids. */
   sessionKey: Buffer;
   /**
-   * Whether the upstream accepts `collation` fields (UpstreamServerInfo.collationSupported),
-   * read each time a tenant engine is created. With a string tenant value the simple collation
-   * is then pinned on tenant-filtered commands (catalogue 9).
+   * Whether the upstream applies `collation` fields (Upstream.capabilities.collation), read for
+   * every command (a failover may change it). With a string tenant value the simple collation is
+   * then pinned on tenant-filtered commands (catalogue 9).
    */
   collationSupported: () => boolean;
   /** What is known of the upstream (UpstreamServerInfo fits), read when a tenant engine is created and by introspection answers. */
@@ -229,8 +229,11 @@ function contextFor(tenant: string, options: EngineOptions, connection: Connecti
     field: config.tenantField,
     namespaces: createNamespaceResolver(config, tenant, options.reserved),
     maxTimeMS: config.maxTimeMS,
-    // Non-string tenant values are immune to collation (G8); only strings need the pin.
-    pinSimpleCollation: tenantValue.type === BsonType.string && options.collationSupported(),
+    // Non-string tenant values are immune to collation (G8); only strings need the pin. A getter:
+    // the upstream's answer may change with a failover while a connection's engine lives on.
+    get pinSimpleCollation() {
+      return tenantValue.type === BsonType.string && options.collationSupported();
+    },
     // Virtual operations need the executor; audit-only forwards originals and never runs them.
     virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
     hintKeys: new Map(),

@@ -283,14 +283,23 @@ export function scrubErrorValues(body: Uint8Array, options: ScrubOptions = {}): 
 // ---------------------------------------------------------------------------------------------
 // Names (catalogue 64)
 
+/**
+ * The pseudo-collections of listing cursors, whatever the server's spelling: MongoDB says
+ * `$cmd.listCollections` and `$cmd.listIndexes.<coll>`, DocumentDB `$cmd.ListCollections`
+ * (docs/upstreams.md). No real collection name starts with `$`, so ignoring case is safe.
+ */
+const isListCollections = (coll: string): boolean => coll.toLowerCase() === '$cmd.listcollections';
+const LIST_INDEXES_PREFIX = '$cmd.listindexes.';
+const isListIndexes = (coll: string): boolean => coll.toLowerCase().startsWith(LIST_INDEXES_PREFIX);
+
 function clientNs(resolver: NamespaceResolver, ns: string): string | undefined {
   const parts = splitNs(ns);
   if (parts === undefined) return undefined;
   const { db, coll } = parts;
-  const listIndexes = '$cmd.listIndexes.';
-  if (coll.startsWith(listIndexes)) {
-    const mapped = resolver.toClient(db, coll.slice(listIndexes.length));
-    return mapped?.coll === undefined ? undefined : `${mapped.db}.${listIndexes}${mapped.coll}`;
+  if (isListIndexes(coll)) {
+    const mapped = resolver.toClient(db, coll.slice(LIST_INDEXES_PREFIX.length));
+    const prefix = coll.slice(0, LIST_INDEXES_PREFIX.length); // the server's own spelling
+    return mapped?.coll === undefined ? undefined : `${mapped.db}.${prefix}${mapped.coll}`;
   }
   if (coll.startsWith('$cmd.')) {
     const mapped = resolver.toClient(db);
@@ -306,6 +315,13 @@ function mapMessageNames(message: string, resolver: NamespaceResolver, known: re
     const mapped = clientNs(resolver, ns);
     return mapped === undefined ? whole : `${prefix}${mapped}`;
   });
+  // DbAlreadyExists (13297, MongoDB and DocumentDB): both names are physical database names; one
+  // that is not the tenant's is not named at all.
+  text = text.replace(
+    /(already have: \[)([^\]]*)(\] trying to create \[)([^\]]*)(\])/,
+    (_whole, a: string, have: string, b: string, create: string, c: string) =>
+      `${a}${resolver.toClient(have)?.db ?? 'another database'}${b}${resolver.toClient(create)?.db ?? 'another database'}${c}`,
+  );
   for (const pair of known) {
     if (pair.physical !== pair.client) text = text.split(pair.physical).join(pair.client);
   }
@@ -377,11 +393,11 @@ export function mapReplyNames(
     let current = cursor;
     const mappedNs = clientNs(resolver, ns);
     if (mappedNs !== undefined && mappedNs !== ns) current = current.with('ns', valueOf(mappedNs));
-    if (parts !== undefined && parts.coll === '$cmd.listCollections') {
+    if (parts !== undefined && isListCollections(parts.coll)) {
       current =
         rewriteBatch(current, (item) => mapCollectionEntry(RawDocument.parse(item.value), parts.db, resolver)) ??
         current;
-    } else if (parts !== undefined && parts.coll.startsWith('$cmd.listIndexes.')) {
+    } else if (parts !== undefined && isListIndexes(parts.coll)) {
       current = rewriteBatch(current, (item) => mapNsField(RawDocument.parse(item.value), resolver)) ?? current;
     }
     return current === cursor ? undefined : current.toValue();

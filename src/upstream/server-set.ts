@@ -17,6 +17,7 @@ import type { HostPort } from '../config/types.js';
 import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
 import type { Document } from '../wire/bson.js';
 import { DEFAULT_MAX_MESSAGE_SIZE_BYTES } from '../wire/constants.js';
+import { CapabilityTracker, type UpstreamCapabilities, probeConnection } from './capabilities.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { type CommandTraits, replyCursor } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, UpstreamConnection } from './connection.js';
@@ -34,6 +35,7 @@ import {
   pickServer,
 } from './server-selection.js';
 import { loadTlsOptions } from './tls-options.js';
+import { NO_TENANT } from './wait-queue.js';
 import { type UpstreamServerInfo, classifyHello, describeServer, discoverServer } from './topology.js';
 import { NO_SERVER, type ServerPoolStats, type UpstreamOptions } from './types.js';
 import { type UpstreamTarget, formatAddress, loadUpstreamTarget, parseAddress, redactUri } from './uri.js';
@@ -68,6 +70,8 @@ export class ServerSet {
   #target: UpstreamTarget | undefined;
   #tls: tls.ConnectionOptions | undefined;
   #info: UpstreamServerInfo | undefined;
+  /** What the server taking the writes can do (probed at start and after a failover). */
+  readonly #capabilities: CapabilityTracker;
   readonly #servers = new Map<string, ServerState>();
   readonly #cursors = new CursorServers();
   /** Woken whenever a server description changes (requests waiting for a primary). */
@@ -80,6 +84,7 @@ export class ServerSet {
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#logger = options.logger;
+    this.#capabilities = new CapabilityTracker(options.logger);
   }
 
   /**
@@ -108,6 +113,11 @@ export class ServerSet {
   get info(): UpstreamServerInfo {
     if (this.#info === undefined) throw new Error('Upstream.info read before start() resolved');
     return this.#info;
+  }
+
+  /** What the server taking the writes can do; MongoDB's answers before start() resolved. */
+  get capabilities(): UpstreamCapabilities {
+    return this.#capabilities.current;
   }
 
   /** Servers known (each has its own pool). */
@@ -314,16 +324,21 @@ export class ServerSet {
     });
     const address = formatAddress(found.address);
     let buildInfo: Document | undefined;
+    let capabilities: UpstreamCapabilities;
     try {
       buildInfo = await this.#readBuildInfo(found.connection);
+      const timeoutMS = this.#target?.connectTimeoutMS ?? this.#options.connectTimeoutMS;
+      capabilities = await probeConnection(found.connection, { timeoutMS, logger: this.#logger });
     } catch (error) {
       found.connection.close();
       throw error;
     }
+    this.#capabilities.set(address, capabilities);
     this.#info = describeServer(
       found.hello,
       address,
       found.connection.compressor === undefined ? [] : [found.connection.compressor],
+      capabilities,
       buildInfo,
     );
     this.#logger?.info(
@@ -333,7 +348,7 @@ export class ServerSet {
         setName: this.#info.setName,
         maxWireVersion: this.#info.maxWireVersion,
         compression: this.#info.compression,
-        collationSupported: this.#info.collationSupported,
+        capabilities,
       },
       'upstream server selected',
     );
@@ -505,6 +520,7 @@ export class ServerSet {
     server.type = role === 'other' ? 'unknown' : role;
     if (previous !== role) {
       this.#logger?.info({ server: server.key, role, previous }, 'upstream server role changed');
+      if (role === 'primary' && this.#started) this.#recheckCapabilities(server);
       // Its cursors are NOT forgotten when it turns unknown: that happens on one failed
       // heartbeat or one broken pool connection, and the cursors usually live on. A getMore
       // sent elsewhere could only get CursorNotFound; sent there, it gets the server's own
@@ -513,12 +529,28 @@ export class ServerSet {
     this.#wakeTopologyWaiters();
   }
 
+  /** A new primary may be another version or configuration (capabilities.ts). */
+  #recheckCapabilities(server: ServerState): void {
+    const timeoutMS = this.#target?.connectTimeoutMS ?? this.#options.connectTimeoutMS;
+    this.#capabilities.recheck(
+      server.key,
+      async (use) => {
+        const connection = await server.pool.checkOut(NO_TENANT);
+        try {
+          return await use(connection);
+        } finally {
+          server.pool.checkIn(connection);
+        }
+      },
+      timeoutMS,
+    );
+  }
+
   /**
-   * The selected server's buildInfo reply, read once on the discovery connection: it tells
-   * FerretDB apart (topology.ts collationSupportedBy). A server that answers with an error (no
-   * buildInfo, not permitted) gives `undefined`, which counts as a MongoDB server: collation is
-   * then pinned, and a server that refused it would fail commands rather than compare loosely.
-   * A connection that breaks or stays silent past connectTimeoutMS fails start() like a failed
+   * The selected server's buildInfo reply, read once on the discovery connection: its version
+   * and product for introspection answers (introspection.ts) and the upsert derivation
+   * (upstream-facts.ts); capabilities are probed, not read from it (capabilities.ts). A server
+   * that answers with an error (no buildInfo, not permitted) gives `undefined`. A connection that breaks or stays silent past connectTimeoutMS fails start() like a failed
    * hello would (start may be retried).
    */
   async #readBuildInfo(connection: UpstreamConnection): Promise<Document | undefined> {
@@ -543,7 +575,7 @@ export class ServerSet {
       if (connection.closed) throw error;
       this.#logger?.warn(
         { address: connection.address, err: error instanceof Error ? error.message : String(error) },
-        'upstream buildInfo failed; assuming a MongoDB server (collation pinned on tenant-filtered commands)',
+        'upstream buildInfo failed; assuming a MongoDB server',
       );
       return undefined;
     } finally {

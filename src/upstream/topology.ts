@@ -17,6 +17,7 @@ import {
   DEFAULT_MAX_MESSAGE_SIZE_BYTES,
   DEFAULT_MAX_WRITE_BATCH_SIZE,
 } from '../wire/constants.js';
+import { MONGODB_CAPABILITIES, type UpstreamCapabilities } from './capabilities.js';
 import { formatAddress, parseAddress } from './uri.js';
 
 export type UpstreamKind = 'standalone' | 'replicaSet' | 'sharded';
@@ -36,10 +37,10 @@ export interface UpstreamServerInfo {
   /** Compressors the server agreed to (a subset of those the URI asked for). */
   compression: string[];
   /**
-   * Whether commands may carry a `collation` field (see `collationSupportedBy`). The rewrite pins
-   * the simple collation on tenant-filtered commands only where it is (catalogue 9).
+   * What the server did when probed at start (capabilities.ts); Upstream.capabilities follows
+   * the server that takes the writes after a failover.
    */
-  collationSupported: boolean;
+  capabilities: UpstreamCapabilities;
   /** The buildInfo reply read with the hello (absent when it failed): version, what kind of server. */
   buildInfo?: Document;
   /** The raw hello reply, for fields not lifted above. */
@@ -70,25 +71,15 @@ export function classifyHello(hello: Document): ServerRole {
 }
 
 /**
- * Whether the server behind a buildInfo reply accepts `collation` on find, count, distinct,
- * aggregate, update, delete and findAndModify. FerretDB (v1) marks its buildInfo with
- * `ferretdbVersion`, refuses every `collation` field with NotImplemented (238) and cannot give a
- * collection a default collation, so it does not. Everything else does, including a server whose
- * buildInfo failed (`undefined`): wrongly assuming support makes commands fail (closed), wrongly
- * assuming none would let a collection's default collation compare string tenant ids loosely.
- */
-export function collationSupportedBy(buildInfo: Document | undefined): boolean {
-  return buildInfo === undefined || !('ferretdbVersion' in buildInfo);
-}
-
-/**
- * Lifts the limits and wire versions out of a hello reply, with server defaults for gaps, and
- * collation support out of the buildInfo reply (absent when buildInfo failed).
+ * Lifts the limits and wire versions out of a hello reply, with server defaults for gaps; the
+ * capabilities are the probe's (MongoDB's when not probed); buildInfo is kept as read (absent
+ * when it failed) for what introspection answers.
  */
 export function describeServer(
   hello: Document,
   address: string,
   compression: readonly string[] = [],
+  capabilities: UpstreamCapabilities = MONGODB_CAPABILITIES,
   buildInfo: Document | undefined = undefined,
 ): UpstreamServerInfo {
   const role = classifyHello(hello);
@@ -103,7 +94,7 @@ export function describeServer(
     maxMessageSizeBytes: integer(hello.maxMessageSizeBytes, DEFAULT_MAX_MESSAGE_SIZE_BYTES),
     maxWriteBatchSize: integer(hello.maxWriteBatchSize, DEFAULT_MAX_WRITE_BATCH_SIZE),
     compression: [...compression],
-    collationSupported: collationSupportedBy(buildInfo),
+    capabilities: { ...capabilities },
     hello,
   };
   if (typeof hello.setName === 'string') info.setName = hello.setName;

@@ -12,6 +12,7 @@
  * types.ts and re-exported here, so callers import this file only.
  */
 
+import type { UpstreamCapabilities } from './capabilities.js';
 import type { UpstreamConnection } from './connection.js';
 import { executeDedicated, execute, type ExecuteContext } from './execute.js';
 import { Leases } from './leases.js';
@@ -81,6 +82,11 @@ export class Upstream {
   /** The first selected server's description (mirrored in hello). Throws before `start` resolved. */
   get info(): UpstreamServerInfo {
     return this.#servers.info;
+  }
+
+  /** What the server taking the writes can do (capabilities.ts); MongoDB's answers before start() resolved. */
+  get capabilities(): UpstreamCapabilities {
+    return this.#servers.capabilities;
   }
 
   get stats(): UpstreamPoolStats {

@@ -33,7 +33,7 @@ export const KNOWN_DIFFERENCES: KnownDifference[] = [
     owner: 'fidelity',
     where: ['step:distinct'],
     clients: 'all',
-    upstream: 'ferretdb',
+    upstream: 'ferretdb1',
     reason: 'the proxy adds maxTimeMS to every distinct; FerretDB v1 refuses the field (9 FailedToParse)',
   },
   {
@@ -42,7 +42,7 @@ export const KNOWN_DIFFERENCES: KnownDifference[] = [
     owner: 'fidelity',
     where: ['step:upsert-find', 'stored:upserts', 'stored:users'],
     clients: 'all',
-    upstream: 'ferretdb',
+    upstream: 'ferretdb1',
     reason:
       'the proxy supplies the fields MongoDB derives (rewrite/upsert.ts) where FerretDB v1 derives nothing from the ' +
       "tenant $and; what is left differs in the scenario's remaining upsert (read back and stored)",

@@ -17,14 +17,18 @@
  * a replica-set member, a mongos), and the proxy's buildInfo probe (the first command after hello
  * on a connection, sent by Upstream.start) like MongoDB (no `ferretdbVersion`, so the proxy pins
  * the simple collation: catalogue 9) unless `options.buildInfo` says otherwise; neither reaches the
- * handler nor `received`. With `answerHandshake: false` every command goes to the handler (tests
- * of the handshake and of monitoring themselves). The proxy's view check before a read (its own
- * listCollections, catalogue 22) is answered "no views" and kept in `viewChecks`, not `received`,
- * unless `answerViewChecks: false`.
+ * handler nor `received`. With `answerHandshake: false` hello and buildInfo go to the handler (tests
+ * of the handshake and of monitoring themselves). The proxy's capability probes (commands carrying
+ * PROBE_COMMENT, sent by Upstream.start and after a failover) are answered like a MongoDB
+ * standalone (collation accepted, so the simple collation is pinned; no transactions) unless
+ * `options.capabilities` says otherwise, and never recorded, unless `answerProbes: false`. The
+ * proxy's view check before a read (its own listCollections, catalogue 22) is answered "no views"
+ * and kept in `viewChecks`, not `received`, unless `answerViewChecks: false`.
  */
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { deserialize, type Document } from 'bson';
 import type { CompressorName } from '../../src/config/types.js';
+import { PROBE_COMMENT, type UpstreamCapabilities } from '../../src/upstream/capabilities.js';
 import { compressMessage, decompressMessage } from '../../src/wire/op-compressed.js';
 import { VIEW_CHECK_COMMENT } from '../../src/tenancy/views.js';
 import { OP_COMPRESSED, OP_MSG, opMsg } from './raw-client.js';
@@ -98,6 +102,10 @@ export interface FakeUpstreamOptions {
   answerViewChecks?: boolean;
   /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
   buildInfo?: Document;
+  /** How the fake answers the proxy's capability probes (default FAKE_CAPABILITIES). */
+  capabilities?: Partial<UpstreamCapabilities>;
+  /** Hand the capability probes to the handler too (default: the fake answers them). */
+  answerProbes?: boolean;
   /** The hello reply, asked for every hello (so a test can change it: a replica-set election). */
   hello?: () => Document;
   /** Listen on this port (default: a free one). */
@@ -124,6 +132,41 @@ export const FAKE_BUILD_INFO: Document = {
   bits: 64,
   ok: 1,
 };
+
+/** What the fake says to the proxy's capability probes by default: a MongoDB standalone. */
+export const FAKE_CAPABILITIES: UpstreamCapabilities = {
+  collation: true,
+  distinctMaxTimeMS: true,
+  bsonSize: true,
+  transactions: false,
+};
+
+/** The fake's answer to one capability probe command, as a server with `capabilities` would give it. */
+export function probeReply(body: Document, capabilities: UpstreamCapabilities): Document {
+  const refuse = (code: number, codeName: string, errmsg: string): Document => ({ ok: 0, code, codeName, errmsg });
+  const emptyCursor = { cursor: { id: 0, ns: 'admin.probe', firstBatch: [] }, ok: 1 };
+  if ('find' in body && body.startTransaction === true) {
+    return capabilities.transactions
+      ? emptyCursor
+      : refuse(20, 'IllegalOperation', 'Transaction numbers are only allowed on a replica set member or mongos');
+  }
+  if ('find' in body) {
+    return capabilities.collation
+      ? emptyCursor
+      : refuse(115, 'CommandNotSupported', 'Find with collation is not currently supported.');
+  }
+  if ('distinct' in body) {
+    return capabilities.distinctMaxTimeMS
+      ? { values: [], ok: 1 }
+      : refuse(9, 'FailedToParse', 'distinct: unknown field "maxTimeMS"');
+  }
+  if ('aggregate' in body) {
+    return capabilities.bsonSize
+      ? emptyCursor
+      : refuse(168, 'InvalidPipelineOperator', "Unrecognized expression '$bsonSize'");
+  }
+  return { ok: 1 }; // abortTransaction, endSessions
+}
 
 const MORE_TO_COME = 1 << 1;
 /** Replies' own ids, far from the ids clients use. */
@@ -161,6 +204,7 @@ export async function startFakeUpstream(
   const peers: FakePeer[] = [];
   const open = new Set<Socket>();
   const answerHandshake = options.answerHandshake ?? true;
+  const answerProbes = options.answerProbes ?? true;
 
   const server: Server = createServer((socket) => {
     open.add(socket);
@@ -189,6 +233,10 @@ export async function startFakeUpstream(
       if (answerHandshake && name !== undefined && HELLO_NAMES.has(name)) {
         const hello = options.hello?.() ?? FAKE_HELLO;
         await peer.reply({ ...hello, connectionId: peer.connection, localTime: new Date() }, message);
+        return;
+      }
+      if (answerProbes && message.body.comment === PROBE_COMMENT) {
+        await peer.reply(probeReply(message.body, { ...FAKE_CAPABILITIES, ...options.capabilities }), message);
         return;
       }
       const probe = probing && name === 'buildInfo';

@@ -1,15 +1,21 @@
-// One upstream for the whole test run, provided to tests as inject('upstreamUri') and
-// inject('upstreamKind') (typed in ./upstream.ts). In order of preference:
-//   1. MONGODB_URI: a real MongoDB, used as is and never torn down;
-//   2. mongo:8 through testcontainers, when a Docker engine answers;
-//   3. FerretDB v1 (SQLite) from scripts/ferretdb.mjs, built on first use.
-// MTP_TEST_UPSTREAM=ferretdb skips the Docker probe.
+// One upstream per vitest project for the whole run, provided to tests as inject('upstreamUri'),
+// inject('upstreamKind') and inject('upstreamFeatures') (typed in ./upstream.ts). The project's
+// name says which (vitest.config.ts, ./upstreams.ts):
+//   ferretdb1   FerretDB v1 (SQLite) from scripts/ferretdb.mjs;
+//   documentdb  a throwaway PostgreSQL 15 cluster with DocumentDB and its gateway
+//               (scripts/documentdb.mjs: initdb into a temporary directory, stopped by PID);
+//   ferretdb2   the same cluster with FerretDB v2 in front instead of the gateway;
+//   mongodb     MONGODB_URI (used as is, never torn down), else mongo:8 through testcontainers.
+// Each project also gets inject('testRunDir'): scratch space shared by its test files (e.g. the one
+// build of src/, ./cli-process.ts builtDist).
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import type { TestProject } from 'vitest/node';
-import { startFerretDB, type UpstreamKind } from './upstream.js';
+import { probeFeatures } from './features.js';
+import { startFerretDB } from './upstream.js';
+import { UPSTREAM_KINDS, type UpstreamKind, singleUpstream } from './upstreams.js';
 
 interface StartedUpstream {
   uri: string;
@@ -19,11 +25,29 @@ interface StartedUpstream {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const upstream = await startUpstream();
-  process.stderr.write(`[global-setup] upstream: ${upstream.description}\n`);
-  project.provide('upstreamUri', upstream.uri);
-  project.provide('upstreamKind', upstream.kind);
-  // Scratch space shared by the run's test files (inside the repository, so node_modules
+  const kind = singleUpstream() ?? (project.name as UpstreamKind);
+  if (!(UPSTREAM_KINDS as readonly string[]).includes(kind)) {
+    throw new Error(`vitest project "${project.name}" names no upstream (${UPSTREAM_KINDS.join(', ')})`);
+  }
+  const started = Date.now();
+  const upstream = await startUpstream(kind);
+  try {
+    const features = await probeFeatures(upstream.uri);
+    const missing = Object.entries(features)
+      .filter(([, has]) => !has)
+      .map(([name]) => name);
+    process.stderr.write(
+      `[global-setup] ${project.name}: ${upstream.description} (ready in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
+        `lacks: ${missing.join(', ') || 'nothing probed'})\n`,
+    );
+    project.provide('upstreamUri', upstream.uri);
+    project.provide('upstreamKind', upstream.kind);
+    project.provide('upstreamFeatures', features);
+  } catch (error) {
+    await upstream.stop();
+    throw error;
+  }
+  // Scratch space shared by the project's test files (inside the repository, so node_modules
   // resolves from it): e.g. the one build of src/ (./cli-process.ts builtDist).
   const scratch = path.join(fileURLToPath(new URL('../..', import.meta.url)), '.tmp');
   await mkdir(scratch, { recursive: true });
@@ -35,27 +59,41 @@ export default async function setup(project: TestProject): Promise<() => Promise
   };
 }
 
-async function startUpstream(): Promise<StartedUpstream> {
-  const fromEnv = process.env.MONGODB_URI;
-  if (fromEnv) {
-    return { uri: fromEnv, kind: 'mongodb', description: 'MONGODB_URI', stop: async () => {} };
+async function startUpstream(kind: UpstreamKind): Promise<StartedUpstream> {
+  switch (kind) {
+    case 'mongodb': {
+      const fromEnv = process.env.MONGODB_URI;
+      if (fromEnv) return { uri: fromEnv, kind, description: 'MONGODB_URI', stop: async () => {} };
+      return startMongoContainer();
+    }
+    case 'ferretdb1': {
+      const ferret = await startFerretDB();
+      return { uri: ferret.uri, kind, description: `FerretDB v1 at ${ferret.uri}`, stop: () => ferret.stop() };
+    }
+    case 'documentdb':
+    case 'ferretdb2': {
+      const front = kind === 'documentdb' ? 'gateway' : 'ferretdb2';
+      const instance = await startDocumentDB({ front });
+      const name = kind === 'documentdb' ? 'DocumentDB gateway' : 'FerretDB v2 on DocumentDB';
+      return {
+        uri: instance.uri,
+        kind,
+        description: `${name} at ${instance.host}:${instance.port}`,
+        stop: () => instance.stop(),
+      };
+    }
   }
-  if (process.env.MTP_TEST_UPSTREAM !== 'ferretdb' && (await dockerAnswers())) {
-    return startMongoContainer();
-  }
-  const ferret = await startFerretDB();
-  return { uri: ferret.uri, kind: 'ferretdb', description: `FerretDB at ${ferret.uri}`, stop: () => ferret.stop() };
 }
 
-/** testcontainers' own runtime discovery, bounded in time and never throwing. */
-async function dockerAnswers(): Promise<boolean> {
-  try {
-    const { getContainerRuntimeClient } = await import('testcontainers');
-    await withTimeout(getContainerRuntimeClient(), 5_000);
-    return true;
-  } catch {
-    return false;
-  }
+interface DocumentDBScript {
+  startDocumentDB(options: {
+    front: 'gateway' | 'ferretdb2';
+  }): Promise<{ uri: string; host: string; port: number; stop(): Promise<void> }>;
+}
+
+async function startDocumentDB(options: { front: 'gateway' | 'ferretdb2' }) {
+  const script = (await import(new URL('../../scripts/documentdb.mjs', import.meta.url).href)) as DocumentDBScript;
+  return script.startDocumentDB(options);
 }
 
 /** A single-node replica set, so sessions, transactions and retryable writes are available. */
@@ -108,12 +146,4 @@ async function waitForWritablePrimary(uri: string, timeoutMS: number): Promise<v
   } finally {
     await client.close();
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,20 +1,24 @@
-// The database every test talks to, chosen once per run by test/helpers/global-setup.ts:
-// MONGODB_URI (a real MongoDB), else mongo:8 through testcontainers when a Docker engine answers,
-// else FerretDB (scripts/ferretdb.mjs).
+// The database every test of a vitest project talks to, started once per run by
+// test/helpers/global-setup.ts (which upstream: vitest.config.ts and test/helpers/upstreams.ts).
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { inject } from 'vitest';
+import type { UpstreamFeatures } from './features.js';
+import type { UpstreamKind } from './upstreams.js';
 
-export type UpstreamKind = 'mongodb' | 'ferretdb';
+export type { UpstreamKind } from './upstreams.js';
+export type { UpstreamFeatures } from './features.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    /** Connection string of the shared upstream, usable as is by a driver. */
+    /** Connection string of the shared upstream, usable as is by a driver (credentials included). */
     upstreamUri: string;
     upstreamKind: UpstreamKind;
+    /** What the shared upstream did when probed at the start of the run (features.ts). */
+    upstreamFeatures: UpstreamFeatures;
   }
 }
 
@@ -26,12 +30,28 @@ export function upstreamKind(): UpstreamKind {
   return inject('upstreamKind');
 }
 
+export function upstreamFeatures(): UpstreamFeatures {
+  return inject('upstreamFeatures');
+}
+
 /**
- * For `it.skipIf(needsMongoDB('why'))`: true (skip) unless the upstream is a real MongoDB.
- * The reason is mandatory so every test that FerretDB cannot run says why at its call site.
+ * For `it.skipIf(lacks('views', 'why'))`: true (skip) when the shared upstream did not do
+ * `feature` when probed. Tests are gated on what the server does, never on its name, so a test
+ * runs on every upstream that can run it (MongoDB, DocumentDB, FerretDB v2 …). The reason is
+ * mandatory so every skipped test says why at its call site.
+ */
+export function lacks(feature: keyof UpstreamFeatures, reason: string): boolean {
+  if (reason.trim() === '') throw new Error(`lacks(${feature}): give the reason the test needs it`);
+  return !upstreamFeatures()[feature];
+}
+
+/**
+ * For `it.skipIf(needsMongoDB('why'))`: true (skip) unless the upstream is a real MongoDB. Only
+ * for what no probe can stand for (a replica set to step down, MongoDB's own command list);
+ * features go through `lacks`.
  */
 export function needsMongoDB(reason: string): boolean {
-  if (reason.trim() === '') throw new Error('needsMongoDB: give the reason FerretDB cannot run this test');
+  if (reason.trim() === '') throw new Error('needsMongoDB: give the reason no other upstream can run this test');
   return upstreamKind() !== 'mongodb';
 }
 

@@ -2,14 +2,7 @@
 // started by startTestProxy() carries a driver's writes to the database.
 import { afterAll, describe, expect, it } from 'vitest';
 import { startTestProxy, testProxyConfig } from '../helpers/proxy.js';
-import {
-  directClient,
-  needsMongoDB,
-  startFerretDB,
-  uniqueDbName,
-  upstreamKind,
-  upstreamUri,
-} from '../helpers/upstream.js';
+import { directClient, lacks, startFerretDB, uniqueDbName, upstreamKind, upstreamUri } from '../helpers/upstream.js';
 
 describe('upstream', () => {
   const client = directClient();
@@ -20,7 +13,7 @@ describe('upstream', () => {
   });
 
   it('is provided by the global setup', () => {
-    expect(['mongodb', 'ferretdb']).toContain(upstreamKind());
+    expect(['mongodb', 'ferretdb1', 'ferretdb2', 'documentdb']).toContain(upstreamKind());
     expect(upstreamUri()).toMatch(/^mongodb(\+srv)?:\/\//);
   });
 
@@ -42,7 +35,7 @@ describe('upstream', () => {
     }
   });
 
-  it.skipIf(needsMongoDB('transactions need a replica set; FerretDB v1 has none'))(
+  it.skipIf(lacks('transactions', 'transactions need a replica set (or the DocumentDB gateway); FerretDB has none'))(
     'runs a transaction when the upstream is MongoDB',
     async () => {
       const session = client.startSession();
@@ -58,7 +51,7 @@ describe('upstream', () => {
   );
 });
 
-describe.skipIf(upstreamKind() !== 'ferretdb')('startFerretDB', () => {
+describe.skipIf(upstreamKind() !== 'ferretdb1')('startFerretDB', () => {
   it('creates a SCRAM user, refuses a wrong password, and cleans up on stop', async () => {
     const ferret = await startFerretDB({
       auth: { username: 'proxy', password: 'p@ss:word/1', database: 'admin' },

@@ -9,9 +9,9 @@
  * never data) or the rewritten behaviour, then reads the upstream directly, bypassing the proxy,
  * to prove no foreign document was read, written or removed and no index or collection changed.
  *
- * Where FerretDB (the default test upstream) lacks a stage or feature, the exact bytes the proxy
+ * Where an upstream lacks a stage or feature (FerretDB v1 lacks many), the exact bytes the proxy
  * sends upstream are checked against an in-process fake upstream, and the end-to-end case is
- * marked `needsMongoDB` so it runs when MONGODB_URI points at a real MongoDB.
+ * gated with `lacks(feature)` so it runs on every upstream that has it (DocumentDB, MongoDB).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Long, serialize, type Document } from 'bson';
@@ -19,7 +19,7 @@ import { MongoServerError, type Db, type MongoClient } from 'mongodb';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
 import { startFakeUpstream, type FakeUpstream, type ReceivedMessage } from '../helpers/fake-upstream.js';
 import { opMsg, type RawClient } from '../helpers/raw-client.js';
-import { directClient, needsMongoDB, uniqueDbName, upstreamKind, upstreamUri } from '../helpers/upstream.js';
+import { directClient, lacks, uniqueDbName, upstreamKind, upstreamUri } from '../helpers/upstream.js';
 
 const TENANTS = ['acme', 'globex', 'initech'] as const;
 const T = 'acme';
@@ -64,8 +64,11 @@ beforeAll(async () => {
   await db.collection('items').insertMany(seedItems());
   await db.collection('orders').insertMany(seedOrders());
   await db.collection('items').createIndex({ tenantId: 1, k: 1 }, { name: 'tenant_k' });
-  // A collection with options (capped is what FerretDB supports) to prove listings strip them.
-  await db.createCollection('capped', { capped: true, size: 100_000 });
+  // A collection with options to prove listings strip them: capped where the upstream has capped
+  // collections (FerretDB v1), else a validator (DocumentDB has no capped collections).
+  await db
+    .createCollection('optioned', { capped: true, size: 100_000 })
+    .catch(() => db.createCollection('optioned', { validator: { n: { $exists: true } } }));
   // The refusal mode of shared-collection DDL (isolation.tenancy.virtualDdl: false); the virtual
   // mode (a private database per tenant) is proven in tenancy-*.test.ts.
   tenants = await startTenantProxy(TENANTS, { isolation: { tenancy: { virtualDdl: false } } });
@@ -355,10 +358,12 @@ describe('catalogue 22: views', () => {
     expect(names).not.toContain('system.views');
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no views'))(
-    'catalogue 22: an operator-created view whose $lookup joins every tenant leaks nothing to T (refused, or own data only)',
+  // Found when this first ran on an upstream with views (the DocumentDB gateway; MongoDB would do
+  // the same): the view's pipeline runs before the tenant filter the proxy adds, so its $lookup
+  // would join every tenant. The proxy's view check (src/tenancy/views.ts) refuses such reads.
+  it.skipIf(lacks('views', 'FerretDB v1 has no views'))(
+    'catalogue 22: an operator-created view whose $lookup joins every tenant leaks nothing to T (refused)',
     async () => {
-      // The view's pipeline runs before the tenant filter the proxy adds: its $lookup is not rewritten.
       await direct.db(dbName).createCollection('ordersWithItems', {
         viewOn: 'orders',
         pipeline: [{ $lookup: { from: 'items', localField: 'itemKey', foreignField: 'k', as: 'item' } }],
@@ -377,20 +382,7 @@ describe('catalogue 22: views', () => {
               .aggregate([{ $unionWith: 'ordersWithItems' }])
               .toArray(),
         ];
-        for (const read of reads) {
-          let docs: Document[] = [];
-          try {
-            docs = await read();
-          } catch (error) {
-            expect(error).toBeInstanceOf(MongoServerError);
-            expect((error as MongoServerError).message).not.toMatch(/SECRET/);
-          }
-          for (const d of docs) {
-            expect(d.tenantId).toBe(T);
-            for (const item of (d.item as Document[] | undefined) ?? []) expect(item.tenantId).toBe(T);
-          }
-          expect(JSON.stringify(docs)).not.toContain('SECRET-globex');
-        }
+        for (const read of reads) await expectRefused(read, 'view.not-tenant-scoped');
       } finally {
         await direct.db(dbName).collection('ordersWithItems').drop();
       }
@@ -593,14 +585,17 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
   it('catalogue 24: shared model: listCollections shows names only (options, validators and uuids stripped), never system.*', async () => {
     const listed = await acmeDb().listCollections().toArray();
     const names = listed.map((c) => c.name).sort();
-    expect(names).toEqual(['capped', 'items', 'orders']);
+    expect(names).toEqual(['items', 'optioned', 'orders']);
     for (const entry of listed) {
       expect((entry as Document).options ?? {}).toEqual({});
       expect(((entry as Document).info as Document | undefined)?.uuid).toBeUndefined();
     }
     // The upstream does have options there (so stripping was needed).
-    const upstreamCapped = (await direct.db(dbName).listCollections({ name: 'capped' }).toArray())[0];
-    expect((upstreamCapped as Document | undefined)?.options).toMatchObject({ capped: true });
+    const upstreamOptioned = (await direct.db(dbName).listCollections({ name: 'optioned' }).toArray())[0];
+    // FerretDB v2 lists no collection options at all; the fake-upstream test below proves the stripping.
+    if (upstreamKind() !== 'ferretdb2') {
+      expect(Object.keys((upstreamOptioned as Document | undefined)?.options ?? {})).not.toEqual([]);
+    }
   });
 
   it('catalogue 24: shared model: a listCollections reply full of options is stripped by the proxy (fake upstream)', async () => {
@@ -696,11 +691,18 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
       expect(globexDbs).toHaveLength(2);
 
       // listDatabases: only acme's own database (whatever spelling), nothing of globex, no sizes.
+      const physicalBefore = await directDatabases();
       const listed = await a.db('admin').command({ listDatabases: 1 });
       const listedNames = (listed.databases as Array<{ name: string; sizeOnDisk?: number }>).map((d) => d.name);
       expect(listedNames.filter((name) => name.endsWith(appDb))).toHaveLength(1);
       expect(listedNames.some((name) => name.endsWith(otherDb))).toBe(false);
-      expect(JSON.stringify(listed)).not.toMatch(/globex|initech|SECRET/);
+      expect(JSON.stringify(listed)).not.toMatch(/SECRET/);
+      // A listed name that looks like another tenant's is one of acme's own databases (another
+      // file's tests map e.g. a $merge into {db: "globex"} to acme's "globex": catalogue 64).
+      const physicalAround = new Set([...physicalBefore, ...(await directDatabases())]);
+      for (const name of listedNames.filter((n) => /globex|initech/.test(n))) {
+        expect(physicalAround.has(`${T}_${name}`), name).toBe(true);
+      }
       for (const entry of listed.databases as Document[]) expect(entry.sizeOnDisk).toBeUndefined();
 
       const collections = (await a.db(appDb).listCollections().toArray()).map((c) => c.name);
@@ -732,8 +734,9 @@ describe('catalogue 24: listCollections, listIndexes, listDatabases', () => {
       const listed = ((await a.db('admin').command({ listDatabases: 1 })).databases as Array<{ name: string }>).map(
         (d) => d.name,
       );
-      // The physical name (tenant template applied) must be mapped back to the name acme uses.
-      expect(listed).toEqual([appDb]);
+      // The physical name (tenant template applied) must be mapped back to the name acme uses;
+      // other files' tests create more of acme's databases, with other names.
+      expect(listed.filter((name) => name.includes(appDb))).toEqual([appDb]);
     });
   });
 });
@@ -1072,7 +1075,7 @@ describe('catalogue 29: tenant $match placement', () => {
     ]);
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $geoNear stage'))(
+  it.skipIf(lacks('geoNear', 'FerretDB v1 has no $geoNear stage'))(
     "catalogue 29: $geoNear end-to-end returns only T's places",
     async () => {
       const places = direct.db(dbName).collection('places');
@@ -1256,7 +1259,7 @@ describe('catalogue 30: $lookup', () => {
     );
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $lookup stage'))(
+  it.skipIf(lacks('lookup', 'FerretDB v1 has no $lookup stage'))(
     "catalogue 30: joins into B's keys return empty arrays (equality and pipeline forms)",
     async () => {
       const equality = await acmeDb()
@@ -1362,7 +1365,7 @@ describe('catalogue 31: $graphLookup', () => {
     );
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $graphLookup stage'))(
+  it.skipIf(lacks('graphLookup', 'FerretDB v1 has no $graphLookup stage'))(
     "catalogue 31: an edge into B's documents is not followed",
     async () => {
       const result = await acmeDb()
@@ -1437,7 +1440,7 @@ describe('catalogue 32: $unionWith and $facet', () => {
     expect(facet.graph[0].$graphLookup.restrictSearchWithMatch).toEqual({ $and: [TENANT_EQ] });
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $unionWith or $facet stage'))(
+  it.skipIf(lacks('unionWith', 'FerretDB v1 has no $unionWith or $facet stage') || lacks('facet', 'as above'))(
     "catalogue 32: $unionWith and $facet return T's data only",
     async () => {
       const unioned = await acmeDb()
@@ -1577,7 +1580,7 @@ describe('catalogue 33-35: $out, $merge, $documents', () => {
     ).toBe(0);
   });
 
-  it.skipIf(needsMongoDB('FerretDB v1 has no $documents stage'))(
+  it.skipIf(lacks('documents', 'FerretDB v1 has no $documents stage'))(
     'catalogue 35: $documents alone fabricates documents but reads no tenant data',
     async () => {
       const out = await acmeDb()
@@ -2061,7 +2064,7 @@ describe('catalogue 40: pipeline updates', () => {
   });
 
   for (const [what, pipeline] of ATTACKS) {
-    it.skipIf(needsMongoDB('FerretDB v1 has no pipeline-style updates'))(
+    it.skipIf(lacks('pipelineUpdates', 'FerretDB v1 has no pipeline-style updates'))(
       `catalogue 40: ${what}: the stored document keeps T`,
       async () => {
         await direct.db(dbName).collection('pipe').deleteMany({});
@@ -2379,7 +2382,7 @@ describe('catalogue 43: validation bypass and raw time-series data', () => {
     await expectRefused(() => acmeDb().collection('system.buckets.series').find().toArray(), 'namespace.system');
     await expectRefused(() => acmeDb().collection('system.buckets.series').insertOne({ x: 1 }), 'namespace.system');
     expect(await upstreamState()).toEqual(before);
-    expect(upstreamKind()).toMatch(/^(mongodb|ferretdb)$/);
+    expect(upstreamKind()).toMatch(/^(mongodb|ferretdb1|ferretdb2|documentdb)$/);
   });
 });
 

@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { MongoServerError } from 'mongodb';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { needsMongoDB, startFerretDB, type FerretDBInstance, upstreamKind } from '../helpers/upstream.js';
+import { lacks, startFerretDB, type FerretDBInstance, upstreamKind } from '../helpers/upstream.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterAll(async () => {
@@ -26,12 +26,16 @@ async function ferret(options: Parameters<typeof startFerretDB>[0] = {}): Promis
 }
 
 describe('presentation', () => {
-  it.skipIf(upstreamKind() !== 'ferretdb')('presents a standalone upstream as a standalone', async () => {
+  it('presents a standalone upstream as a standalone, anything else (the DocumentDB gateway is a mongos) as a mongos', async () => {
     const proxy = await startTestProxy();
     cleanups.push(() => proxy.stop());
     const hello = await proxy.client().db('admin').command({ hello: 1 });
-    expect(hello.msg).toBeUndefined();
+    if (proxy.proxy.upstream.kind === 'standalone') expect(hello.msg).toBeUndefined();
+    else expect(hello.msg).toBe('isdbgrid');
     expect(hello.setName).toBeUndefined();
+    // FerretDB v1 is a standalone; the DocumentDB gateway says isdbgrid in its own hello.
+    if (upstreamKind() === 'ferretdb1') expect(proxy.proxy.upstream.kind).toBe('standalone');
+    if (upstreamKind() === 'documentdb') expect(proxy.proxy.upstream.kind).toBe('sharded');
   });
 
   it('presents a replica-set upstream as a mongos, and retryable writes carry txnNumber through', async () => {
@@ -65,7 +69,7 @@ describe('presentation', () => {
     expect(hello.msg).toBeUndefined();
   });
 
-  it.skipIf(needsMongoDB('multi-document transactions (FerretDB rejects autocommit)'))(
+  it.skipIf(lacks('transactions', 'multi-document transactions (FerretDB rejects autocommit)'))(
     'runs a multi-document transaction through the proxy',
     async () => {
       const proxy = await startTestProxy();

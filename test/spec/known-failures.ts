@@ -50,7 +50,7 @@ export const KNOWN_SPEC_FAILURES: KnownSpecFailure[] = [
     cause: 'distinct gets maxTimeMS, which FerretDB refuses (9 FailedToParse)',
     issue: 14,
     owner: 'fidelity',
-    upstream: 'ferretdb',
+    upstream: 'ferretdb1',
     tests: [
       'distinct-comment: distinct with string comment',
       'distinct-rawdata: distinct with rawData option on less than 8.2.0 - ignore argument',
@@ -63,7 +63,7 @@ export const KNOWN_SPEC_FAILURES: KnownSpecFailure[] = [
       'FerretDB v1 replaces a null _id set by $setOnInsert (what the proxy supplies for {_id: null}) with an ObjectId',
     issue: 14,
     owner: 'fidelity',
-    upstream: 'ferretdb',
+    upstream: 'ferretdb1',
     tests: [
       'create-null-ids: inserting _id with type null via updateOne',
       'create-null-ids: inserting _id with type null via updateMany',

@@ -228,6 +228,51 @@ describe('mapReplyNames', () => {
     ).toBe('Collection app.users already exists.');
   });
 
+  it("maps DocumentDB's spelling of the listing cursors ($cmd.ListCollections) like MongoDB's", () => {
+    const reply = serialize({
+      cursor: {
+        firstBatch: [
+          { name: 'acme__users', type: 'collection' },
+          { name: 'bob__users', type: 'collection' },
+        ],
+        id: Long.fromBigInt(0n),
+        ns: 'app.$cmd.ListCollections',
+      },
+      ok: 1,
+    });
+    const cursor = decode(mapReplyNames(reply, resolver))['cursor'] as Document;
+    expect(cursor['ns']).toBe('app.$cmd.ListCollections');
+    expect(cursor['firstBatch']).toEqual([{ name: 'users', type: 'collection' }]);
+    const indexes = serialize({
+      cursor: { firstBatch: [], id: Long.fromBigInt(0n), ns: 'app.$cmd.ListIndexes.acme__users' },
+      ok: 1,
+    });
+    expect((decode(mapReplyNames(indexes, resolver))['cursor'] as Document)['ns']).toBe('app.$cmd.ListIndexes.users');
+  });
+
+  it('catalogue 64: DbAlreadyExists names the databases as the tenant does, and no database of anyone else', () => {
+    const perTenant: NamespaceResolver = {
+      ...resolver,
+      toClient: (db) => (db.startsWith('acme_') ? { db: db.slice('acme_'.length) } : undefined),
+    };
+    const error = serialize({
+      ok: 0,
+      code: 13297,
+      errmsg: 'db already exists with different case already have: [acme_Orders] trying to create [acme_orders]',
+    });
+    expect(decode(mapReplyNames(error, perTenant))['errmsg']).toBe(
+      'db already exists with different case already have: [Orders] trying to create [orders]',
+    );
+    const foreign = serialize({
+      ok: 0,
+      code: 13297,
+      errmsg: 'db already exists with different case already have: [ACME_orders] trying to create [acme_orders]',
+    });
+    expect(decode(mapReplyNames(foreign, perTenant))['errmsg']).toBe(
+      'db already exists with different case already have: [another database] trying to create [orders]',
+    );
+  });
+
   it('returns undefined when there is nothing to map', () => {
     expect(mapReplyNames(serialize({ n: 1, ok: 1 }), resolver)).toBeUndefined();
   });

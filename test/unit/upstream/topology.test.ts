@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, ProxyError, UpstreamError } from '../../../src/errors.js';
-import { classifyHello, collationSupportedBy, describeServer, discoverServer } from '../../../src/upstream/topology.js';
+import { MONGODB_CAPABILITIES, PROBE_COMMENT } from '../../../src/upstream/capabilities.js';
+import { classifyHello, describeServer, discoverServer } from '../../../src/upstream/topology.js';
 import { Upstream } from '../../../src/upstream/upstream.js';
 import type { Document } from '../../../src/wire/bson.js';
 import { FAKE_HELLO, type FakeUpstream, startFakeUpstream } from '../../helpers/fake-upstream.js';
@@ -48,17 +49,15 @@ describe('classifyHello / describeServer', () => {
     });
   });
 
-  it('catalogue 9: collation is supported unless buildInfo carries ferretdbVersion (an unread buildInfo counts as MongoDB)', () => {
-    expect(collationSupportedBy({ version: '8.0.4', ok: 1 })).toBe(true);
-    expect(collationSupportedBy(undefined)).toBe(true);
-    expect(collationSupportedBy({ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 })).toBe(false);
-    expect(describeServer(FAKE_HELLO, 'h:1').collationSupported).toBe(true);
+  it("catalogue 9: capabilities are the probe's, MongoDB's when not probed (collation assumed: pinning fails closed)", () => {
+    expect(describeServer(FAKE_HELLO, 'h:1').capabilities).toEqual(MONGODB_CAPABILITIES);
+    const refused = { ...MONGODB_CAPABILITIES, collation: false };
+    expect(describeServer(FAKE_HELLO, 'h:1', [], refused).capabilities.collation).toBe(false);
     expect(describeServer(FAKE_HELLO, 'h:1').buildInfo).toBeUndefined();
-    expect(describeServer(FAKE_HELLO, 'h:1', [], { version: '8.0.4', ok: 1 }).buildInfo).toEqual({
-      version: '8.0.4',
-      ok: 1,
-    });
-    expect(describeServer(FAKE_HELLO, 'h:1', [], { ferretdbVersion: 'v1.24.2', ok: 1 }).collationSupported).toBe(false);
+    // buildInfo is kept for introspection answers; it no longer decides any capability.
+    const ferret = describeServer(FAKE_HELLO, 'h:1', [], MONGODB_CAPABILITIES, { ferretdbVersion: 'v1.24.2', ok: 1 });
+    expect(ferret.buildInfo).toEqual({ ferretdbVersion: 'v1.24.2', ok: 1 });
+    expect(ferret.capabilities.collation).toBe(true);
   });
 });
 
@@ -241,18 +240,23 @@ describe('Upstream discovery over real sockets', () => {
     }
   });
 
-  describe('catalogue 9: buildInfo read once at start decides collationSupported', () => {
-    async function startWith(buildInfo: (peer: { reply(doc: Document): void }) => void, connectTimeoutMS = 1_000) {
+  describe('catalogue 9: the capability probe at start decides what the proxy relies on', () => {
+    /** `answer` gets each probe command (marked with PROBE_COMMENT) and replies, or not. */
+    async function startWith(
+      answer: (body: Document, reply: (doc: Document) => void) => void,
+      connectTimeoutMS = 1_000,
+    ) {
       const commands: string[] = [];
       const s = await startFakeUpstream(
         (m, peer) => {
           const name = Object.keys(m.body)[0]!;
           commands.push(name);
           if (name === 'hello') void peer.reply(FAKE_HELLO, m);
-          else if (name === 'buildInfo') buildInfo({ reply: (doc) => void peer.reply(doc, m) });
+          else if (name === 'buildInfo') void peer.reply({ version: '8.0.4', ok: 1 }, m);
+          else if (m.body.comment === PROBE_COMMENT) answer(m.body, (doc) => void peer.reply(doc, m));
           else void peer.reply({ ok: 1 }, m);
         },
-        { answerHandshake: false },
+        { answerHandshake: false, answerProbes: false },
       );
       servers.push(s);
       const upstream = new Upstream({
@@ -263,33 +267,82 @@ describe('Upstream discovery over real sockets', () => {
       });
       return { upstream, commands, server: s };
     }
+    const refuse = (code: number, errmsg: string): Document => ({ ok: 0, code, errmsg });
 
-    it('true for a MongoDB buildInfo, false for a FerretDB one; the discovery connection is still pooled', async () => {
-      for (const [reply, expected] of [
-        [{ version: '8.0.4', ok: 1 }, true],
-        [{ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 }, false],
-      ] as const) {
-        const { upstream, commands, server } = await startWith((peer) => peer.reply(reply));
-        try {
-          expect((await upstream.start()).collationSupported).toBe(expected);
-          expect(upstream.info.collationSupported).toBe(expected);
-          expect(commands).toEqual(['hello', 'buildInfo']);
-          const connection = await upstream.acquire();
-          upstream.release(connection);
-          expect(server.peers).toHaveLength(1);
-          expect(upstream.stats).toMatchObject({ created: 1, idle: 1 });
-        } finally {
-          await upstream.close();
-        }
+    it('a server that accepts every probe has every capability; the probes name a collection that does not exist, and the discovery connection is pooled', async () => {
+      const bodies: Document[] = [];
+      const { upstream, commands, server } = await startWith((body, reply) => {
+        bodies.push(body);
+        reply({ cursor: { id: 0, ns: 'admin.x', firstBatch: [] }, values: [], ok: 1 });
+      });
+      try {
+        const info = await upstream.start();
+        expect(info.capabilities).toEqual({
+          collation: true,
+          distinctMaxTimeMS: true,
+          bsonSize: true,
+          transactions: true,
+        });
+        expect(upstream.capabilities).toEqual(info.capabilities);
+        expect(commands).toEqual([
+          'hello',
+          'buildInfo',
+          'find',
+          'distinct',
+          'aggregate',
+          'find',
+          'abortTransaction',
+          'endSessions',
+        ]);
+        expect(info.buildInfo).toEqual({ version: '8.0.4', ok: 1 });
+        expect(bodies[0]).toMatchObject({
+          find: 'mongo_tenant_proxy_capability_probe',
+          collation: { locale: 'simple' },
+        });
+        expect(bodies[1]).toMatchObject({ distinct: 'mongo_tenant_proxy_capability_probe', maxTimeMS: 60_000 });
+        expect(bodies[3]).toMatchObject({ startTransaction: true, autocommit: false });
+        const connection = await upstream.acquire();
+        upstream.release(connection);
+        expect(server.peers).toHaveLength(1);
+        expect(upstream.stats).toMatchObject({ created: 1, idle: 1 });
+      } finally {
+        await upstream.close();
       }
     });
 
-    it('a buildInfo error reply counts as MongoDB (pinning a collation fails closed), the connection stays usable', async () => {
-      const { upstream, server } = await startWith((peer) =>
-        peer.reply({ ok: 0, code: 59, codeName: 'CommandNotFound', errmsg: 'no such command' }),
-      );
+    it.each([
+      ['DocumentDB', refuse(115, 'Find with collation is not currently supported.'), { ok: 1 }, { ok: 1 }],
+      [
+        'FerretDB v1',
+        refuse(238, 'find: support for field "collation" is not implemented yet'),
+        refuse(9, 'distinct: unknown field "maxTimeMS"'),
+        refuse(238, 'Invalid $project :: caused by :: The operator $bsonSize is not implemented yet'),
+      ],
+    ])('a server that refuses them (%s) lacks them', async (_name, collation, distinct, aggregate) => {
+      const { upstream } = await startWith((body, reply) => {
+        if ('find' in body && body.startTransaction === true)
+          reply({ cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 });
+        else if ('find' in body) reply(collation);
+        else if ('distinct' in body) reply(distinct);
+        else if ('aggregate' in body) reply(aggregate);
+        else if ('abortTransaction' in body) reply(refuse(59, "no such command: 'abortTransaction'"));
+        else reply({ ok: 1 });
+      });
       try {
-        expect((await upstream.start()).collationSupported).toBe(true);
+        const { capabilities } = await upstream.start();
+        expect(capabilities.collation).toBe(false);
+        expect(capabilities.transactions).toBe(false);
+        if (_name === 'FerretDB v1') expect(capabilities).toMatchObject({ distinctMaxTimeMS: false, bsonSize: false });
+      } finally {
+        await upstream.close();
+      }
+    });
+
+    it('an inconclusive probe (not authorized) assumes MongoDB: collation pinned, which fails closed; the connection stays usable', async () => {
+      const { upstream, server } = await startWith((_body, reply) => reply(refuse(13, 'not authorized on admin')));
+      try {
+        const { capabilities } = await upstream.start();
+        expect(capabilities).toEqual(MONGODB_CAPABILITIES);
         const connection = await upstream.acquire();
         upstream.release(connection);
         expect(server.peers).toHaveLength(1);
@@ -298,19 +351,53 @@ describe('Upstream discovery over real sockets', () => {
       }
     });
 
-    it('a buildInfo that never answers fails start() after connectTimeoutMS (like a silent hello), and start may be retried', async () => {
+    it('MongoDB refusing a transaction in admin (263) still says it has transactions; a standalone (20) has none', async () => {
+      for (const [code, expected] of [
+        [263, true],
+        [20, false],
+      ] as const) {
+        const { upstream } = await startWith((body, reply) =>
+          reply(
+            'startTransaction' in body ? refuse(code, 'no') : { cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 },
+          ),
+        );
+        try {
+          expect((await upstream.start()).capabilities.transactions).toBe(expected);
+        } finally {
+          await upstream.close();
+        }
+      }
+    });
+
+    it('a probe that never answers fails start() after connectTimeoutMS (like a silent hello), and start may be retried', async () => {
       let silent = true;
-      const { upstream } = await startWith((peer) => {
-        if (!silent) peer.reply({ version: '8.0.4', ok: 1 });
+      const { upstream } = await startWith((_body, reply) => {
+        if (!silent) reply({ cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 });
       }, 200);
       try {
-        await expect(upstream.start()).rejects.toThrow(/buildInfo .* timed out/);
+        await expect(upstream.start()).rejects.toThrow(/capability probe .* timed out/);
         silent = false;
-        expect((await upstream.start()).collationSupported).toBe(true);
+        expect((await upstream.start()).capabilities.collation).toBe(true);
       } finally {
         await upstream.close();
       }
     });
+  });
+
+  it('a buildInfo that never answers fails start() after connectTimeoutMS (like a silent hello)', async () => {
+    const s = await startFakeUpstream(
+      (m, peer) => {
+        if (Object.keys(m.body)[0] === 'hello') void peer.reply(FAKE_HELLO, m);
+      },
+      { answerHandshake: false },
+    );
+    servers.push(s);
+    const upstream = new Upstream({ uri: s.uri, connectTimeoutMS: 200, maxIdleConnections: 1, idleTimeoutMS: 0 });
+    try {
+      await expect(upstream.start()).rejects.toThrow(/buildInfo .* timed out/);
+    } finally {
+      await upstream.close();
+    }
   });
 
   it('throws on info before start', () => {
