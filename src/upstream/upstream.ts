@@ -17,6 +17,7 @@ import { executeDedicated, execute, type ExecuteContext } from './execute.js';
 import { Leases } from './leases.js';
 import { RETRY_DEFAULTS } from './retry.js';
 import { ServerSet, shutdownError } from './server-set.js';
+import { checkRequestSize } from './size-limits.js';
 import type { UpstreamServerInfo } from './topology.js';
 import {
   type ForwardRequest,
@@ -166,11 +167,16 @@ export class Upstream {
 
   /**
    * Sends one command and streams its replies to `request.onReply`, retrying where that is safe
-   * (execute.ts). Rejects with an UpstreamError ready to be answered to the client (code and
+   * (execute.ts). A request over the upstream's size limits (size-limits.ts) is rejected with
+   * BSONObjectTooLarge / InvalidLength and never sent. Rejects with an UpstreamError ready to be answered to the client (code and
    * labels translated), or a ReplyInterruptedError when part of a reply stream was already delivered.
    */
   async forward(request: ForwardRequest): Promise<ForwardResult> {
     await this.#servers.ready();
+    // Over the upstream's limits once rewritten: answered as the server would, never sent (a
+    // dropped connection would fail the requests sharing it and look like an outage).
+    const tooLarge = checkRequestSize(request.frame, this.#servers.info);
+    if (tooLarge !== undefined) throw tooLarge;
     const dedicated = request.session.dedicated;
     if (dedicated !== undefined) return executeDedicated(request, dedicated, this.#execution);
     return execute(request, this.#execution);
