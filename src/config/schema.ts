@@ -740,6 +740,13 @@ const sections: Record<string, SchemaNode> = {
       0,
       1_000_000,
     ),
+    maxOpenCursorsPerTenant: integer(
+      'Open upstream cursors a tenant may have; a find, aggregate, list or bulkWrite beyond it gets an immediate ' +
+        'OperationFailed error (rule limit.cursors). Cursors of a client connection that closes are killed. 0 is unlimited.',
+      100,
+      0,
+      1_000_000,
+    ),
   }),
 };
 

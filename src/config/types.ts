@@ -302,5 +302,7 @@ export interface ProxyConfig {
     operationsPerSecondPerTenant: number;
     /** Token bucket size for `operationsPerSecondPerTenant`; 0 means the same as the rate. */
     operationsBurstPerTenant: number;
+    /** Open upstream cursors per tenant; a command opening one more is refused. 0 unlimited. */
+    maxOpenCursorsPerTenant: number;
   };
 }

@@ -15,7 +15,7 @@ import { BsonType } from '../wire/bson-scan.js';
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
-import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../policy/cursors.js';
+import { CursorRegistry, mergeCursorsNotFound, observeCursorReply, type OrphanedCursor } from '../policy/cursors.js';
 import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
@@ -62,6 +62,13 @@ export interface EngineOptions {
   reserved?: ReservedTemplates;
   /** A tenancy executor is wired (src/tenancy): shared-collection DDL may become virtual operations. */
   virtualDdl?: boolean;
+  /**
+   * Open upstream cursors a tenant may have (read per command, so a reload applies at once); a
+   * command that would open one more is refused (rule `limit.cursors`). 0 or absent: no cap.
+   */
+  maxOpenCursorsPerTenant?: () => number;
+  /** Cursors whose client connection left (TenantEngine.close): the caller kills them upstream. */
+  onOrphanedCursors?: (tenant: string, cursors: OrphanedCursor[]) => void;
 }
 
 /** The outcome of checking one command. */
@@ -164,7 +171,39 @@ export class TenantEngine {
     }
     if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
     if (result.virtual !== undefined) return { action: 'virtual', operation: result.virtual, notes: result.notes };
+    const overCap = this.#overCursorCap(result.reply);
+    if (overCap !== undefined) return { action: 'refuse', refusal: overCap };
     return { action: 'forward', result };
+  }
+
+  /**
+   * A command that may open a cursor (find, aggregate, list*, bulkWrite: its reply registers one)
+   * while the tenant already has maxOpenCursorsPerTenant open is refused before it is sent:
+   * cursors hold upstream resources (a connection each on FerretDB), so one tenant must not take
+   * them all. OperationFailed (96), like the other per-tenant limits; no retry label, since only
+   * closing cursors helps. getMore and killCursors are never refused (they free cursors).
+   */
+  #overCursorCap(plan: ReplyPlan): PolicyRefusal | undefined {
+    if (plan.registerCursor === undefined || plan.cursorsInRequest !== undefined || plan.localReply !== undefined)
+      return undefined;
+    const cap = this.parent.options.maxOpenCursorsPerTenant?.() ?? 0;
+    if (cap <= 0) return undefined;
+    const open = this.parent.options.cursors.countFor(this.tenant);
+    if (open < cap) return undefined;
+    return new PolicyRefusal(
+      'limit.cursors',
+      `tenant open cursor limit (${cap}) reached: exhaust or close cursors (killCursors) before opening more`,
+      ErrorCodes.OperationFailed,
+    );
+  }
+
+  /**
+   * The client connection left: the cursors it last used are forgotten and handed to
+   * `onOrphanedCursors` to be killed upstream. Idempotent.
+   */
+  close(): void {
+    const orphaned = this.parent.options.cursors.releaseOwner(this);
+    if (orphaned.length > 0) this.parent.options.onOrphanedCursors?.(this.tenant, orphaned);
   }
 
   private rewrite(input: CommandInput): RewriteResult {
@@ -196,7 +235,7 @@ export class TenantEngine {
    * undefined when the reply goes out exactly as the upstream sent it.
    */
   reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
-    observeCursorReply(this.options.cursors, this.tenant, plan, body);
+    observeCursorReply(this.options.cursors, this.tenant, plan, body, undefined, this);
     let current: Uint8Array | undefined;
     if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
       current = mergeCursorsNotFound(body, plan.cursorsNotFound);

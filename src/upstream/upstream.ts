@@ -12,6 +12,10 @@
  * types.ts and re-exported here, so callers import this file only.
  */
 
+import { Long, serialize } from '../wire/bson.js';
+import { encodeOpMsg } from '../wire/op-msg.js';
+import { RawDocument } from '../wire/raw-bson.js';
+import { traitsOf } from './command-traits.js';
 import type { UpstreamConnection } from './connection.js';
 import { executeDedicated, execute, type ExecuteContext } from './execute.js';
 import { Leases } from './leases.js';
@@ -180,6 +184,25 @@ export class Upstream {
     const dedicated = request.session.dedicated;
     if (dedicated !== undefined) return executeDedicated(request, dedicated, this.#execution);
     return execute(request, this.#execution);
+  }
+
+  /**
+   * Kills cursors upstream on the proxy's behalf (their client connection left): one killCursors
+   * per namespace, on the server each cursor lives on (the cursor table of server-set.ts). The
+   * reply is not read: a cursor already gone is as good as killed. Rejects when the upstream is
+   * unreachable; the caller logs it (the server's idle timeout reaps what is left).
+   */
+  async killCursors(db: string, coll: string, ids: readonly bigint[], tenant?: string): Promise<void> {
+    if (ids.length === 0 || this.#servers.closed) return;
+    const body = serialize({ killCursors: coll, cursors: ids.map((id) => Long.fromBigInt(id)), $db: db });
+    await this.forward({
+      frame: encodeOpMsg({ requestId: 0, responseTo: 0, body }),
+      traits: traitsOf(RawDocument.parse(body).elements),
+      tenant,
+      session: this.openSession(),
+      fireAndForget: false,
+      onReply: () => undefined,
+    });
   }
 
   /** Closes every connection, idle or in use. Later `acquire` calls reject. */

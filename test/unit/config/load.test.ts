@@ -89,6 +89,7 @@ const DEFAULTS: ProxyConfig = {
     maxInFlightPerTenant: 0,
     operationsPerSecondPerTenant: 0,
     operationsBurstPerTenant: 0,
+    maxOpenCursorsPerTenant: 100,
   },
 };
 
