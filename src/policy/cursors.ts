@@ -137,6 +137,18 @@ export class CursorRegistry {
     if (entry !== undefined) entry.owner = owner;
   }
 
+  /** `tenant` ended these sessions (lsid id keys): their cursors are forgotten and returned, to be killed. */
+  releaseSessions(tenant: string, lsidKeys: ReadonlySet<string>): OrphanedCursor[] {
+    const released: OrphanedCursor[] = [];
+    for (const key of [...(this.byTenant.get(tenant) ?? [])]) {
+      const entry = this.entries.get(key);
+      if (entry?.lsidKey === undefined || !lsidKeys.has(entry.lsidKey)) continue;
+      this.remove(key);
+      released.push({ id: entry.id, db: entry.db, coll: entry.coll });
+    }
+    return released;
+  }
+
   /**
    * The client connection `owner` left: its cursors are forgotten and returned, to be killed
    * upstream (nobody else may continue them, and they would hold server resources until the

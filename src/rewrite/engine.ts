@@ -10,7 +10,16 @@
  * Pure: no sockets and no logging; decisions come back as notes for the audit log and metrics.
  */
 import type { IsolationConfig } from '../config/types.js';
-import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from '../wire/raw-bson.js';
+import {
+  RawDocument,
+  arrayItems,
+  childDocument,
+  isArray,
+  isDocument,
+  numberOf,
+  stringOf,
+  type RawValue,
+} from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
@@ -173,6 +182,11 @@ export class TenantEngine {
     if (result.virtual !== undefined) return { action: 'virtual', operation: result.virtual, notes: result.notes };
     const overCap = this.#overCursorCap(result.reply);
     if (overCap !== undefined) return { action: 'refuse', refusal: overCap };
+    if (input.name === 'endSessions') this.#endSessions(input);
+    const sessionKey = result.reply.registerCursor === undefined ? undefined : sessionKeyOf(input.body.get('lsid'));
+    // A new plan object: handlers may share theirs.
+    if (sessionKey !== undefined)
+      return { action: 'forward', result: { ...result, reply: { ...result.reply, sessionKey } } };
     return { action: 'forward', result };
   }
 
@@ -195,6 +209,20 @@ export class TenantEngine {
       `tenant open cursor limit (${cap}) reached: exhaust or close cursors (killCursors) before opening more`,
       ErrorCodes.OperationFailed,
     );
+  }
+
+  /** endSessions: the cursors of those sessions are killed upstream (the server reaps them with the session). */
+  #endSessions(input: CommandInput): void {
+    const list = input.body.first;
+    if (list === undefined || !isArray(list)) return;
+    const keys = new Set<string>();
+    for (const item of arrayItems(list)) {
+      const key = isDocument(item) ? sessionKeyOf(item) : undefined;
+      if (key !== undefined) keys.add(key);
+    }
+    if (keys.size === 0) return;
+    const orphaned = this.parent.options.cursors.releaseSessions(this.tenant, keys);
+    if (orphaned.length > 0) this.parent.options.onOrphanedCursors?.(this.tenant, orphaned);
   }
 
   /**
@@ -235,7 +263,7 @@ export class TenantEngine {
    * undefined when the reply goes out exactly as the upstream sent it.
    */
   reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
-    observeCursorReply(this.options.cursors, this.tenant, plan, body, undefined, this);
+    observeCursorReply(this.options.cursors, this.tenant, plan, body, plan.sessionKey, this);
     let current: Uint8Array | undefined;
     if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
       current = mergeCursorsNotFound(body, plan.cursorsNotFound);
@@ -249,6 +277,14 @@ export class TenantEngine {
     }
     return current;
   }
+}
+
+/** The client's session id (`{id: <binary>}`) as hex, or undefined. */
+function sessionKeyOf(lsid: RawValue | undefined): string | undefined {
+  if (lsid === undefined || !isDocument(lsid)) return undefined;
+  const id = childDocument(lsid).get('id');
+  if (id === undefined || id.type !== BsonType.binary) return undefined;
+  return Buffer.from(id.value.buffer, id.value.byteOffset, id.value.byteLength).toString('hex');
 }
 
 function contextFor(tenant: string, options: EngineOptions, connection: ConnectionFacts): TenantContext {

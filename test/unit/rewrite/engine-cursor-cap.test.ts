@@ -2,7 +2,7 @@
  * Issue 15: a per-tenant cap on open upstream cursors, and the cursors of a client connection
  * that leaves handed over to be killed upstream.
  */
-import { Long, serialize } from 'bson';
+import { Long, UUID, serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { configFromObject } from '../../../src/config/index.js';
 import { ErrorCodes } from '../../../src/errors.js';
@@ -88,5 +88,24 @@ describe('cursors of a connection that leaves', () => {
     second.close();
     expect(orphaned[1]![1].map((cursor) => cursor.id)).toEqual([22n]);
     expect(cursors.size).toBe(0);
+  });
+});
+
+describe('cursors of sessions that end', () => {
+  it('endSessions releases the cursors opened in those sessions, only the tenant’s own', () => {
+    const { engine, cursors, orphaned } = setup(0);
+    const acme = engine.forTenant('acme');
+    const globex = engine.forTenant('globex');
+    const lsid = (byte: number) => ({ id: new UUID(Buffer.alloc(16, byte)) });
+    const findIn = (session: object) =>
+      commandInput('find', 'app', serialize({ find: 'c', filter: {}, lsid: session, $db: 'app' }), [], false);
+    acme.reply(plan(acme.decide(findIn(lsid(1)))), cursorReply(31n));
+    acme.reply(plan(acme.decide(findIn(lsid(2)))), cursorReply(32n));
+    globex.reply(plan(globex.decide(findIn(lsid(1)))), cursorReply(33n));
+    const end = commandInput('endSessions', 'admin', serialize({ endSessions: [lsid(1)], $db: 'admin' }), [], false);
+    expect(acme.decide(end).action).toBe('forward');
+    expect(orphaned).toEqual([['acme', [{ id: 31n, db: expect.any(String), coll: expect.any(String) }]]]);
+    expect(cursors.countFor('acme')).toBe(1);
+    expect(cursors.countFor('globex')).toBe(1);
   });
 });
