@@ -245,7 +245,16 @@ export interface ProxyConfig {
     /** An upstream request waits at most this long for a reply; 0 no limit (maxTimeMS still bounds it). */
     socketTimeoutMS: number;
     retry: { maxAttempts: number; initialBackoffMS: number; maxBackoffMS: number };
-    circuitBreaker: { failureThreshold: number; openMS: number; halfOpenProbes: number };
+    circuitBreaker: {
+      failureThreshold: number;
+      /** The longest open time (the doubling's cap). */
+      openMS: number;
+      halfOpenProbes: number;
+      /** The first open time; doubles on each re-open up to openMS. */
+      initialOpenMS: number;
+      /** Health checks while open; 0 none. */
+      probeIntervalMS: number;
+    };
   };
   /** Prometheus `/metrics` listener; `null` disables it. */
   metrics: {
@@ -302,5 +311,7 @@ export interface ProxyConfig {
     operationsPerSecondPerTenant: number;
     /** Token bucket size for `operationsPerSecondPerTenant`; 0 means the same as the rate. */
     operationsBurstPerTenant: number;
+    /** Open upstream cursors per tenant; a command opening one more is refused. 0 unlimited. */
+    maxOpenCursorsPerTenant: number;
   };
 }

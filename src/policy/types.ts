@@ -125,6 +125,8 @@ export interface ReplyPlan {
    * `withholdFigures` the execution figures that count other tenants' documents withheld.
    */
   explain?: { withholdFigures: boolean };
+  /** The client session (lsid id, hex) a registered cursor belongs to: endSessions kills it. */
+  sessionKey?: string;
   /** Map physical names in the reply back to the client's (database-per-tenant, collection-prefix). */
   mapNames?: boolean;
   /** For listCollections / listIndexes: drop entries the tenant may not see, strip `options`. */
