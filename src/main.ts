@@ -14,6 +14,7 @@ import type { AuthObserver, IdentityServices } from './identity/types.js';
 import { ConnectionRegistry, startListener, type Listener, type SharedConnectionDeps } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
 import { BufferBudget } from './server/buffer-budget.js';
+import { withDerivedLimits } from './config/derived.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
@@ -71,7 +72,9 @@ export interface StartOptions {
   source?: ConfigSource;
 }
 
-export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
+export async function startProxy(given: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
+  // A configuration built by hand (embedding, tests) may still say -1 ("derive it"): resolve it here too.
+  const config = withDerivedLimits(given);
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const metrics = new ProxyMetrics({
     version: PROXY_VERSION,

@@ -6,6 +6,7 @@
  * Explicit values, 0 (off) included, are kept.
  */
 import { isPlainObject } from './layers.js';
+import type { ProxyConfig } from './types.js';
 
 /** What -1 means for each derived field, from the validated (defaults applied) file-shaped data. */
 export function deriveLimits(data: Record<string, unknown>): void {
@@ -21,4 +22,19 @@ export function deriveLimits(data: Record<string, unknown>): void {
   derive(limits, 'maxUnauthenticatedConnections', Math.ceil(maxConnections / 4));
   derive(limits, 'maxInFlightPerTenant', maxPoolSize);
   derive(upstream, 'maxPoolConnectionsPerTenant', Math.ceil(maxPoolSize / 2));
+}
+
+/** `config` with any -1 left in it derived (a copy, frozen like a loaded one); `config` itself when there is none. */
+export function withDerivedLimits(config: ProxyConfig): ProxyConfig {
+  const { limits, upstream } = config;
+  const pending = [
+    limits.maxConnectionsPerTenant,
+    limits.maxUnauthenticatedConnections,
+    limits.maxInFlightPerTenant,
+    upstream.maxPoolConnectionsPerTenant,
+  ].includes(-1);
+  if (!pending) return config;
+  const data = { ...config, limits: { ...limits }, upstream: { ...upstream } } as unknown as Record<string, unknown>;
+  deriveLimits(data);
+  return Object.freeze(data) as unknown as ProxyConfig;
 }
