@@ -673,8 +673,8 @@ const sections: Record<string, SchemaNode> = {
     maxConnections: integer('Simultaneous client connections; more are refused.', 10_000, 1, 1_000_000),
     clientIdleTimeoutMS: integer(
       'Milliseconds a client connection may stay idle (no request in progress and no part of one received) ' +
-        'before the proxy closes it; 0 never closes idle connections. A client that stops reading an exhaust ' +
-        'stream (which holds a pool connection) is closed after the same time.',
+        'before the proxy closes it; 0 never closes idle connections. A client that reads nothing of its replies ' +
+        'for this long is closed too.',
       600_000,
       0,
       MAX_TIMER_MS,
