@@ -50,7 +50,14 @@ import type { VirtualOperation } from '../policy/types.js';
 import { decodeCommand, type CommandLabels, type CommandView } from './command-view.js';
 import { ConnectionIdentity } from './connection-identity.js';
 import type { ConnectionFields, ConnectionObserver } from './connection-observer.js';
-import { compressorOfFrame, forwardFrame, hasMoreToCome, legacyHello, replyAfterPlan } from './frames.js';
+import {
+  compressorOfFrame,
+  forwardFrame,
+  hasMoreToCome,
+  legacyHello,
+  peekCommandLabels,
+  replyAfterPlan,
+} from './frames.js';
 import { denialRule, failureOutcome, route, type ForwardPlan, type LocalReply } from './route.js';
 
 /** A net or TLS socket; any duplex stream in tests. */
@@ -414,7 +421,14 @@ export class ClientConnection {
       return !this.closed && !this.ending;
     }
     const refusal = admission.refusal;
-    this.observer.overTenantLimit({ name: name ?? 'unknown', db: '', namespace: '' }, refusal);
+    // Measured, counted and audited like any refused command, from its top-level fields only.
+    const labels = peekCommandLabels(message) ?? { name: name ?? 'unknown', db: '', namespace: '' };
+    this.observer.tenantCommandStarted(tenant);
+    this.observer.overTenantLimit(labels, refusal);
+    this.observer.refused(labels, tenant, denialRule(refusal));
+    this.observer.tenantCommandEnded(tenant);
+    this.upstreamWaitNs = undefined;
+    this.finished(labels, 'denied', process.hrtime.bigint());
     // A moreToCome request gets no reply: closing is the only answer it can get (catalogue 50).
     if (opCode === OpCode.OP_MSG && hasMoreToCome(message)) {
       throw new WireProtocolError(refusal.code, refusal.message, true, { cause: refusal });
