@@ -201,6 +201,7 @@ export class ProxyMetrics implements MetricsSource {
     const read = {
       pool: () => this.upstreamPool?.(),
       cursors: () => this.openCursorCount?.(),
+      buffered: () => this.bufferedBytes?.(),
     };
 
     this.operations = new Counter({
@@ -339,13 +340,12 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['reason'],
       registers,
     });
-    const metrics = this;
     new Gauge({
       name: name('buffered_bytes'),
       help: 'Bytes of client requests and unread replies the proxy holds now (bounded by limits.maxBufferedBytes).',
       registers,
       collect() {
-        this.set(metrics.bufferedBytes?.() ?? 0);
+        this.set(read.buffered() ?? 0);
       },
     });
     this.tenantLimitRejections = new Counter({

@@ -714,7 +714,7 @@ export class ClientConnection {
           // endSessions): its leaving does not cancel it, nor close a healthy upstream connection
           // whose reply is only awaited to be dropped, nor make the command an upstream error.
           signal: moreToCome ? undefined : inFlight.signal,
-          onReply: (upstreamReply, moreToCome, connection) => {
+          onReply: (upstreamReply, moreToCome) => {
             this.observer.bytes('upstream', 'received', upstreamReply.length);
             let reply = upstreamReply;
             if (plan !== undefined && engine !== undefined) reply = replyAfterPlan(engine, plan, reply);
