@@ -86,19 +86,27 @@ export class Leases {
       }
     }
     const server = await this.#servers.select(request.traits);
+    const connection = await this.checkOut(server, request.tenant ?? NO_TENANT, request.signal);
+    return { connection, server, pinned: false, unlock: undefined };
+  }
+
+  /**
+   * A pooled connection of `server`, through its circuit breaker: refused at once while the breaker
+   * is open, and a refused or failed connect counts against the server (a full pool or a caller
+   * that left while waiting does not). Forwarded commands and the proxy's own (tenancy, view
+   * checks) take this one path, so an upstream that is down opens the breaker whoever asks first.
+   */
+  async checkOut(server: ServerState, tenant: string, signal?: AbortSignal): Promise<UpstreamConnection> {
     if (!server.breaker.canRequest()) {
       throw new UpstreamError(ErrorCodes.HostUnreachable, `circuit breaker open for upstream ${server.key}`, {
         labels: [CIRCUIT_OPEN],
       });
     }
-    let connection: UpstreamConnection;
     try {
-      connection = await server.pool.checkOut(request.tenant ?? NO_TENANT, request.signal);
+      return await server.pool.checkOut(tenant, signal);
     } catch (error) {
-      // A refused or failed connect counts against the server; a full pool or a client that
-      // left while waiting does not.
       if (
-        request.signal?.aborted !== true &&
+        signal?.aborted !== true &&
         ProxyError.is(error) &&
         error.code !== ErrorCodes.ExceededTimeLimit &&
         error.code !== ErrorCodes.ShutdownInProgress
@@ -110,7 +118,6 @@ export class Leases {
       }
       throw error;
     }
-    return { connection, server, pinned: false, unlock: undefined };
   }
 
   /** After an attempt: pin or unpin a transaction's connection, or give the connection back. */

@@ -127,11 +127,14 @@ export class Upstream {
     return this.#servers.topology;
   }
 
-  /** A pooled, authenticated connection to the default server, exclusive to the caller until `release`. */
+  /**
+   * A pooled, authenticated connection to the default server, exclusive to the caller until
+   * `release`; through the server's circuit breaker like a forwarded command (leases.ts checkOut).
+   */
   async acquire(tenant: string = NO_TENANT): Promise<UpstreamConnection> {
     await this.#servers.ready();
     const server = await this.#servers.select(undefined);
-    return server.pool.checkOut(tenant);
+    return this.#leases.checkOut(server, tenant);
   }
 
   /** Returns a connection from `acquire`: to a waiter, kept idle if there is room, or closed. */

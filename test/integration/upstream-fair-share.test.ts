@@ -175,14 +175,17 @@ describe('open cursors', () => {
 });
 
 describe('breaker recovery', () => {
-  it('after an upstream restart, commands succeed within a second of the server answering again', async ({
+  it('after an upstream restart, the half-open probes close the breaker long before its open time ends', async ({
     defer,
     startProxy,
   }) => {
     const ferret = await startRestartableFerretDB();
     defer(() => ferret.stop());
-    // The default breaker (openMS 10 s, initialOpenMS 250 ms, probeIntervalMS 250 ms).
-    const proxy = await startProxy({ upstream: { uri: ferret.uri } });
+    // An open time far longer than the test: only the half-open hello probes (every 250 ms, the
+    // default) can close the breaker again, so recovery proves them without timing anything.
+    const proxy = await startProxy({
+      upstream: { uri: ferret.uri, circuitBreaker: { openMS: 600_000, initialOpenMS: 600_000 } },
+    });
     const client = proxy.client({ serverSelectionTimeoutMS: 2_000, retryReads: false });
     defer(() => client.close());
     const db = client.db(uniqueDbName('fair_breaker'));
@@ -211,12 +214,11 @@ describe('breaker recovery', () => {
           return false;
         }
       },
-      { timeoutMS: 10_000, intervalMS: 20, message: 'commands did not succeed after the restart' },
+      { timeoutMS: 60_000, intervalMS: 20, message: 'commands did not succeed after the restart' },
     );
+    // Reported, not asserted (tests do not time): one probe interval plus a health check and a command.
     const recoveredMS = performance.now() - back;
     console.log(`breaker recovery: commands succeed ${recoveredMS.toFixed(0)} ms after the upstream answers again`);
-    // One probe interval (250 ms) plus a health check and a command; the old breaker took openMS (10 s).
-    expect(recoveredMS).toBeLessThan(1_000);
     expect(await metricValue(proxy.proxy, 'circuit_breaker_state')).toBe(0);
     expect(await readyz(proxy.proxy)).toBe(200);
   });
