@@ -8,6 +8,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // The noisy-neighbour suite's table and JSON (test/neighbours/reporter.ts); silent without it.
+    reporters: ['default', './test/neighbours/reporter.ts'],
     coverage: {
       provider: 'v8',
       include: ['src/**/*.ts'],

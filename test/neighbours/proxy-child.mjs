@@ -1,0 +1,26 @@
+// The proxy of a noisy-neighbour test in its own process, so its RSS is the proxy's alone (the test
+// process holds drivers, abusers and vitest). Runs the run's build of src/ (test/helpers/cli-process.ts
+// builtDist): `node proxy-child.mjs <dist directory>` with the whole runtime configuration as JSON in
+// MTP_NEIGHBOURS_CONFIG. Writes JSON lines to stdout: the proxy's own log (warnings and errors only),
+// then one `{"msg":"neighbours-ready",…}` line with the listener and metrics addresses.
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pino from 'pino';
+
+const dist = process.argv[2];
+if (dist === undefined) throw new Error('usage: proxy-child.mjs <dist directory>');
+const config = JSON.parse(process.env.MTP_NEIGHBOURS_CONFIG ?? 'null');
+const { startProxy } = await import(pathToFileURL(path.join(dist, 'main.js')).href);
+const logger = pino({ level: config.log.level });
+const proxy = await startProxy(config, { logger, auditStream: { write: () => true } });
+process.stdout.write(
+  `${JSON.stringify({ msg: 'neighbours-ready', addresses: proxy.addresses, metricsAddress: proxy.metricsAddress })}\n`,
+);
+const stop = () => {
+  proxy.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);
