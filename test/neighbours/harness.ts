@@ -19,10 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { MongoClient, type Collection, type Document } from 'mongodb';
 import { expect, type TaskMeta } from 'vitest';
 import { defaultConfig } from '../../src/config/index.js';
-import type { HostPort, ListenerConfig, ProxyConfig } from '../../src/config/types.js';
+import type { HostPort, ProxyConfig } from '../../src/config/types.js';
 import { builtDist, spawnCli, type CliProcess } from '../helpers/cli-process.js';
 import { parseSamples, sumSamples } from '../helpers/metrics.js';
-import { testProxyConfig, type DeepPartial } from '../helpers/proxy.js';
 import { RawClient, replyDocument } from '../helpers/raw-client.js';
 import { sleep, until, withDeadline } from '../helpers/wait.js';
 
@@ -95,33 +94,36 @@ export interface NeighbourListener {
   tenant: string | null;
 }
 
+/** Settings shaped like the configuration file (`listen` as "host:port"), merged key by key. */
+export type FileSettings = Record<string, unknown>;
+
 export async function startChildProxy(
   upstreamUri: string,
-  options: { listeners?: NeighbourListener[]; overrides?: DeepPartial<ProxyConfig> } = {},
+  options: { listeners?: NeighbourListener[]; overrides?: FileSettings } = {},
 ): Promise<ChildProxy> {
   const wanted = options.listeners ?? [
     { name: NOISY, tenant: NOISY },
     { name: BYSTANDER, tenant: BYSTANDER },
   ];
-  const listeners: ListenerConfig[] = wanted.map(({ name, tenant }) => ({
-    name,
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: null,
-    methods: tenant === null ? [] : ['static'],
-    staticTenant: tenant,
-  }));
   const overrides = options.overrides ?? {};
-  // Only set where the build knows it (the schema refuses unknown settings).
-  const buffered = hasLimit('maxBufferedBytes') ? { maxBufferedBytes: BUFFER_BUDGET } : {};
-  const merged = testProxyConfig({
+  const section = (name: string): Record<string, unknown> => (overrides[name] ?? {}) as Record<string, unknown>;
+  // Loaded in the child by the product's own loader (validation, defaults, limits derived from the
+  // global ones), as a configuration file would be. maxBufferedBytes only where the build knows it:
+  // the schema refuses unknown settings.
+  const settings: FileSettings = {
     ...overrides,
-    listeners,
-    upstream: { ...overrides.upstream, uri: upstreamUri },
-    limits: { ...buffered, ...overrides.limits } as DeepPartial<ProxyConfig['limits']>,
+    listeners: wanted.map(({ name, tenant }) => ({
+      name,
+      listen: '127.0.0.1:0',
+      ...(tenant === null ? { methods: [] } : { methods: ['static'], staticTenant: tenant }),
+    })),
+    upstream: { connectTimeoutMS: 5_000, ...section('upstream'), uri: upstreamUri },
+    metrics: { listen: '127.0.0.1:0' },
+    limits: { ...(hasLimit('maxBufferedBytes') ? { maxBufferedBytes: BUFFER_BUDGET } : {}), ...section('limits') },
     log: { level: 'warn' },
-  });
+  };
   const dist = await builtDist();
-  const child: CliProcess = spawnCli(childScript, [dist], { MTP_NEIGHBOURS_CONFIG: JSON.stringify(merged) });
+  const child: CliProcess = spawnCli(childScript, [dist], { MTP_NEIGHBOURS_SETTINGS: JSON.stringify(settings) });
   let ready: Record<string, unknown>;
   try {
     ready = await child.waitForLine((line) => line['msg'] === 'neighbours-ready', 60_000);
@@ -140,7 +142,7 @@ export async function startChildProxy(
   };
   return {
     pid,
-    config: merged,
+    config: ready['config'] as ProxyConfig,
     address,
     uri: (listener) => `mongodb://${address(listener).host}:${address(listener).port}/?directConnection=true`,
     lines: child.lines,
@@ -363,6 +365,8 @@ export interface NeighbourRow {
   recoveryMS: number;
   abuseMS: number;
   notes: Record<string, string | number>;
+  /** The effective limits and breaker settings of the proxy (defaults, derived values). */
+  settings: { limits: ProxyConfig['limits']; upstream: Partial<ProxyConfig['upstream']> };
 }
 
 declare module 'vitest' {
@@ -375,7 +379,7 @@ export interface AbuseSpec {
   abuse: string;
   upstreamUri: string;
   listeners?: NeighbourListener[];
-  overrides?: DeepPartial<ProxyConfig>;
+  overrides?: FileSettings;
   newConnections?: boolean;
   /** Before the bystander starts (seeding the noisy tenant's documents). */
   setup?: (ctx: AbuseContext) => Promise<void>;
@@ -501,6 +505,14 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
       recoveryMS,
       abuseMS: abuseEnd - abuseStart,
       notes: ctx.notes,
+      settings: {
+        limits: proxy.config.limits,
+        upstream: {
+          maxPoolSize: proxy.config.upstream.maxPoolSize,
+          maxPoolConnectionsPerTenant: proxy.config.upstream.maxPoolConnectionsPerTenant,
+          circuitBreaker: proxy.config.upstream.circuitBreaker,
+        },
+      },
     };
     meta.neighbours = row;
     process.stdout.write(`[neighbours] ${JSON.stringify(row)}\n`);

@@ -1,20 +1,24 @@
 // The proxy of a noisy-neighbour test in its own process, so its RSS is the proxy's alone (the test
 // process holds drivers, abusers and vitest). Runs the run's build of src/ (test/helpers/cli-process.ts
-// builtDist): `node proxy-child.mjs <dist directory>` with the whole runtime configuration as JSON in
-// MTP_NEIGHBOURS_CONFIG. Writes JSON lines to stdout: the proxy's own log (warnings and errors only),
-// then one `{"msg":"neighbours-ready",…}` line with the listener and metrics addresses.
+// builtDist): `node proxy-child.mjs <dist directory>` with settings shaped like the configuration
+// file as JSON in MTP_NEIGHBOURS_SETTINGS, loaded by the product's own loader (defaults, validation,
+// derived limits). Writes JSON lines to stdout: the proxy's own log (at the settings' level), then
+// one `{"msg":"neighbours-ready",…}` line with the listener and metrics addresses and the effective
+// configuration.
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
 
 const dist = process.argv[2];
 if (dist === undefined) throw new Error('usage: proxy-child.mjs <dist directory>');
-const config = JSON.parse(process.env.MTP_NEIGHBOURS_CONFIG ?? 'null');
+const settings = JSON.parse(process.env.MTP_NEIGHBOURS_SETTINGS ?? '{}');
+const { configFromObject } = await import(pathToFileURL(path.join(dist, 'config', 'index.js')).href);
 const { startProxy } = await import(pathToFileURL(path.join(dist, 'main.js')).href);
+const config = configFromObject(settings, 'MTP_NEIGHBOURS_SETTINGS');
 const logger = pino({ level: config.log.level });
 const proxy = await startProxy(config, { logger, auditStream: { write: () => true } });
 process.stdout.write(
-  `${JSON.stringify({ msg: 'neighbours-ready', addresses: proxy.addresses, metricsAddress: proxy.metricsAddress })}\n`,
+  `${JSON.stringify({ msg: 'neighbours-ready', addresses: proxy.addresses, metricsAddress: proxy.metricsAddress, config })}\n`,
 );
 const stop = () => {
   proxy.close().then(
