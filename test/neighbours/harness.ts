@@ -15,6 +15,7 @@
  * (`small`) keeps each abuse short enough for `npm test` on two loaded cores.
  */
 import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { MongoClient, type Collection, type Document } from 'mongodb';
 import { expect, type TaskMeta } from 'vitest';
@@ -149,7 +150,7 @@ export async function startChildProxy(
     metricsText: async () => (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(10_000) })).text(),
     readyz: async () => {
       try {
-        return (await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(2_000) })).status;
+        return (await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(5_000) })).status;
       } catch {
         return 0; // no answer in time counts as not ready
       }
@@ -300,6 +301,25 @@ export async function replyCode(client: RawClient, timeoutMS: number): Promise<n
   }
 }
 
+/** A TCP connection, or an error after `ms` (a proxy that stops accepting must not hang the abuser). */
+function connectWithin({ host, port }: HostPort, ms: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no connection within ${ms} ms`));
+    }, ms);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
 /** Counts outcomes by name, for the report. */
 export class Tally {
   readonly counts: Record<string, number> = {};
@@ -365,6 +385,8 @@ export interface NeighbourRow {
   recoveryMS: number;
   abuseMS: number;
   notes: Record<string, string | number>;
+  /** Milliseconds spent in each phase: start, setup, baseline (with warm-up), abuse, recovery, bystanderStop. */
+  phasesMS: Record<string, number>;
   /** The effective limits and breaker settings of the proxy (defaults, derived values). */
   settings: { limits: ProxyConfig['limits']; upstream: Partial<ProxyConfig['upstream']> };
 }
@@ -402,6 +424,13 @@ function latency(samples: Sample[]): Latency {
  * (`meta`) before any assertion so a failing abuse is still reported.
  */
 export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<NeighbourRow> {
+  // Where the test's time goes, for the report (phase name → ms).
+  const phases: Record<string, number> = {};
+  let phaseStart = Date.now();
+  const phase = (name: string): void => {
+    phases[name] = Date.now() - phaseStart;
+    phaseStart = Date.now();
+  };
   const proxy = await startChildProxy(spec.upstreamUri, { listeners: spec.listeners, overrides: spec.overrides });
   const raws = new Set<RawClient>();
   const noisyClients = new Set<MongoClient>();
@@ -414,8 +443,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     noisyClients.clear();
   };
   const raw = async (listener = NOISY): Promise<RawClient> => {
-    const { host, port } = proxy.address(listener);
-    const client = await RawClient.connect(host, port);
+    const client = RawClient.over(await connectWithin(proxy.address(listener), 5_000));
     raws.add(client);
     return client;
   };
@@ -449,13 +477,16 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     }
   })();
   try {
+    phase('start');
     await spec.setup?.(ctx);
     await bystander.seed();
+    phase('setup');
     bystander.start();
     await sleep(TIMING.warmupMS);
     const baselineStart = Date.now();
     await sleep(TIMING.baselineMS);
     const rssBaseline = proxy.memory().rss;
+    phase('baseline');
     const abuseStart = Date.now();
     ctx.until = abuseStart + TIMING.abuseMS;
     readyzFailures = 0; // start-up is not the abuse's
@@ -463,6 +494,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     const abuseEnd = Date.now();
     await dropAbusers();
     await spec.after?.(ctx);
+    phase('abuse');
     const recoveryStart = Date.now();
     const budget = rssBaseline + BUFFER_BUDGET + RSS_HEADROOM;
     let rssAfter = proxy.memory().rss;
@@ -475,8 +507,10 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     polling = false;
     await readyzPoller;
     const readyzAtEnd = await proxy.readyz();
+    phase('recovery');
     await bystander.stop();
     const metrics = await proxy.metricsText();
+    phase('bystanderStop');
     const isExcused = (at: number): boolean => excused.some(([from, to]) => at >= from && at <= to);
     const errors = bystander.errors.filter((error) => !isExcused(error.at));
     const baseline = latency(bystander.samples.filter((s) => s.at >= baselineStart && s.at < abuseStart));
@@ -505,6 +539,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
       recoveryMS,
       abuseMS: abuseEnd - abuseStart,
       notes: ctx.notes,
+      phasesMS: phases,
       settings: {
         limits: proxy.config.limits,
         upstream: {
@@ -522,7 +557,9 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     await readyzPoller;
     await dropAbusers();
     await bystander.stop().catch(() => undefined);
+    const stopping = Date.now();
     await proxy.stop();
+    process.stdout.write(`[neighbours] ${spec.abuse}: proxy stopped in ${Date.now() - stopping} ms\n`);
   }
 }
 
