@@ -7,7 +7,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opMsg } from '../helpers/raw-client.js';
 import { startRestartableFerretDB, type RestartableFerretDB } from '../helpers/upstream.js';
 import { sleep } from '../helpers/wait.js';
-import { DB, goalsMet, replyCode, runAbuse, sendShared, size, Tally, TIMING, waitForMetric } from './harness.js';
+import {
+  DB,
+  goalsMet,
+  replyCode,
+  runAbuse,
+  sendShared,
+  size,
+  Tally,
+  TIMING,
+  waitForMetric,
+  prepare,
+  PREPARE_TIMEOUT_MS,
+} from './harness.js';
 
 /** FerretDB's (and MongoDB's) maxMessageSizeBytes. */
 const MAX_MESSAGE = 48_000_000;
@@ -15,8 +27,8 @@ const BSON_OBJECT_TOO_LARGE = 10334;
 
 let upstream: RestartableFerretDB;
 beforeAll(async () => {
-  upstream = await startRestartableFerretDB();
-});
+  [upstream] = await Promise.all([startRestartableFerretDB(), prepare()]);
+}, PREPARE_TIMEOUT_MS);
 afterAll(async () => {
   await upstream?.stop();
 });

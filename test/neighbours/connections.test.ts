@@ -9,15 +9,27 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import { opMsg, type RawClient } from '../helpers/raw-client.js';
 import { startFerretDB, type FerretDBInstance } from '../helpers/upstream.js';
 import { sleep } from '../helpers/wait.js';
-import { BYSTANDER, goalsMet, NOISY, replyCode, runAbuse, size, Tally, TIMING, type AbuseContext } from './harness.js';
+import {
+  BYSTANDER,
+  goalsMet,
+  NOISY,
+  replyCode,
+  runAbuse,
+  size,
+  Tally,
+  TIMING,
+  type AbuseContext,
+  prepare,
+  PREPARE_TIMEOUT_MS,
+} from './harness.js';
 
 const MAX_CONNECTIONS = size(300, 2_000);
 const PRE_AUTH = 'preauth';
 
 let upstream: FerretDBInstance;
 beforeAll(async () => {
-  upstream = await startFerretDB();
-});
+  [upstream] = await Promise.all([startFerretDB(), prepare()]);
+}, PREPARE_TIMEOUT_MS);
 afterAll(async () => {
   await upstream?.stop();
 });

@@ -10,12 +10,24 @@ import { sumSamples } from '../helpers/metrics.js';
 import { opMsg } from '../helpers/raw-client.js';
 import { startFerretDB, type FerretDBInstance } from '../helpers/upstream.js';
 import { sleep } from '../helpers/wait.js';
-import { DB, goalsMet, replyCode, runAbuse, sendShared, size, Tally, TIMING, waitForMetric } from './harness.js';
+import {
+  DB,
+  goalsMet,
+  replyCode,
+  runAbuse,
+  sendShared,
+  size,
+  Tally,
+  TIMING,
+  waitForMetric,
+  prepare,
+  PREPARE_TIMEOUT_MS,
+} from './harness.js';
 
 let upstream: FerretDBInstance;
 beforeAll(async () => {
-  upstream = await startFerretDB();
-});
+  [upstream] = await Promise.all([startFerretDB(), prepare()]);
+}, PREPARE_TIMEOUT_MS);
 afterAll(async () => {
   await upstream?.stop();
 });

@@ -49,6 +49,15 @@ export const TIMING = {
   testTimeoutMS: size(120_000, 600_000),
 };
 
+/**
+ * For each file's beforeAll: the run's one build of src/ for the child proxies (tsc: 15 s of CPU,
+ * minutes on loaded cores), so no test's own time limit pays for it.
+ */
+export async function prepare(): Promise<void> {
+  await builtDist();
+}
+export const PREPARE_TIMEOUT_MS = 600_000;
+
 export const NOISY = 'noisy';
 export const BYSTANDER = 'bystander';
 /** The one database both tenants use (shared collections: each sees its own documents only). */

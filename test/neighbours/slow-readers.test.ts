@@ -9,12 +9,24 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import { opMsg, replyDocument, type RawClient } from '../helpers/raw-client.js';
 import { startFerretDB, type FerretDBInstance } from '../helpers/upstream.js';
 import { sleep } from '../helpers/wait.js';
-import { DB, goalsMet, MiB, runAbuse, sendShared, size, Tally, TIMING, type AbuseContext } from './harness.js';
+import {
+  DB,
+  goalsMet,
+  MiB,
+  runAbuse,
+  sendShared,
+  size,
+  Tally,
+  TIMING,
+  type AbuseContext,
+  prepare,
+  PREPARE_TIMEOUT_MS,
+} from './harness.js';
 
 let upstream: FerretDBInstance;
 beforeAll(async () => {
-  upstream = await startFerretDB();
-});
+  [upstream] = await Promise.all([startFerretDB(), prepare()]);
+}, PREPARE_TIMEOUT_MS);
 afterAll(async () => {
   await upstream?.stop();
 });
