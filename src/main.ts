@@ -167,6 +167,27 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       collationSupported: () => upstream.info.collationSupported,
       virtualDdl: true,
       upstreamFacts: () => upstream.info,
+      maxOpenCursorsPerTenant: () => (reloader?.config ?? config).limits.maxOpenCursorsPerTenant,
+      // A client connection left with cursors open: killed upstream now, not at the idle timeout.
+      onOrphanedCursors: (tenant, orphaned) => {
+        const byNamespace = new Map<string, { db: string; coll: string; ids: bigint[] }>();
+        for (const { id, db, coll } of orphaned) {
+          const key = `${db}\0${coll}`;
+          const group = byNamespace.get(key) ?? { db, coll, ids: [] };
+          group.ids.push(id);
+          byNamespace.set(key, group);
+        }
+        for (const { db, coll, ids } of byNamespace.values()) {
+          upstream.killCursors(db, coll, ids, tenant).then(
+            () => metrics.cursorsReaped(ids.length),
+            (error: unknown) =>
+              logger.debug(
+                { cursors: ids.length, err: error instanceof Error ? error.message : String(error) },
+                'killing the cursors of a closed client connection failed',
+              ),
+          );
+        }
+      },
     });
     // Shared-collection DDL and listings per tenant, from the ownership catalogue in the upstream.
     const tenancy = new TenancyExecutor({

@@ -569,8 +569,20 @@ const sections: Record<string, SchemaNode> = {
     }),
     circuitBreaker: section('A circuit breaker per upstream server: fail fast while a server is down.', {
       failureThreshold: integer('Consecutive connection failures that open the circuit.', 5, 1, 10_000),
-      openMS: integer('Milliseconds the circuit stays open (commands fail at once) before probing again.', 10_000, 1, MAX_TIMER_MS),
+      openMS: integer('Longest time the circuit stays open (commands fail at once) before letting a command probe.', 10_000, 1, MAX_TIMER_MS),
       halfOpenProbes: integer('Commands let through at once while half-open; one success closes the circuit.', 1, 1, 1_000),
+      initialOpenMS: integer(
+        'Milliseconds the circuit stays open the first time; doubles on each re-open (no success in between) up to openMS.',
+        250,
+        1,
+        MAX_TIMER_MS,
+      ),
+      probeIntervalMS: integer(
+        'While open, a hello on a fresh connection runs this often; its success closes the circuit. 0: no probes.',
+        250,
+        0,
+        MAX_TIMER_MS,
+      ),
     }),
   }),
   metrics: section('Prometheus metrics endpoint (HTTP: /metrics and /healthz only).', {
@@ -725,6 +737,13 @@ const sections: Record<string, SchemaNode> = {
       'Size of the operationsPerSecondPerTenant token bucket: how many commands a tenant idle long enough may ' +
         'send at once. 0 means the same as operationsPerSecondPerTenant.',
       0,
+      0,
+      1_000_000,
+    ),
+    maxOpenCursorsPerTenant: integer(
+      'Open upstream cursors a tenant may have; a find, aggregate, list or bulkWrite beyond it gets an immediate ' +
+        'OperationFailed error (rule limit.cursors). Cursors of a client connection that closes are killed. 0 is unlimited.',
+      100,
       0,
       1_000_000,
     ),

@@ -236,7 +236,16 @@ export interface ProxyConfig {
     /** An upstream request waits at most this long for a reply; 0 no limit (maxTimeMS still bounds it). */
     socketTimeoutMS: number;
     retry: { maxAttempts: number; initialBackoffMS: number; maxBackoffMS: number };
-    circuitBreaker: { failureThreshold: number; openMS: number; halfOpenProbes: number };
+    circuitBreaker: {
+      failureThreshold: number;
+      /** The longest open time (the doubling's cap). */
+      openMS: number;
+      halfOpenProbes: number;
+      /** The first open time; doubles on each re-open up to openMS. */
+      initialOpenMS: number;
+      /** Health checks while open; 0 none. */
+      probeIntervalMS: number;
+    };
   };
   /** Prometheus `/metrics` listener; `null` disables it. */
   metrics: {
@@ -293,5 +302,7 @@ export interface ProxyConfig {
     operationsPerSecondPerTenant: number;
     /** Token bucket size for `operationsPerSecondPerTenant`; 0 means the same as the rate. */
     operationsBurstPerTenant: number;
+    /** Open upstream cursors per tenant; a command opening one more is refused. 0 unlimited. */
+    maxOpenCursorsPerTenant: number;
   };
 }

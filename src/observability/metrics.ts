@@ -177,6 +177,7 @@ export class ProxyMetrics implements MetricsSource {
   private readonly tenantConnections: Gauge<'tenant'>;
   private readonly protocolErrors: Counter<'reason'>;
   private readonly tenantLimitRejections: Counter<'reason'>;
+  private readonly cursorsReapedTotal: Counter;
   /** One guard for every per-tenant family, so a tenant has the same label everywhere. */
   private readonly tenants: BoundedLabel;
   private readonly databases: BoundedLabel;
@@ -330,6 +331,11 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['reason'],
       registers,
     });
+    this.cursorsReapedTotal = new Counter({
+      name: name('cursors_reaped_total'),
+      help: 'Cursors killed upstream by the proxy because the client connection that last used them closed.',
+      registers,
+    });
     new Gauge({
       name: name('build_info'),
       help: 'Always 1; the labels identify the running build: version, commit and Node.js version.',
@@ -474,6 +480,11 @@ export class ProxyMetrics implements MetricsSource {
   /** Reads the upstream pool's occupancy whenever metrics are scraped. */
   trackUpstreamPool(read: () => { inUse: number; idle: number }): void {
     this.upstreamPool = read;
+  }
+
+  /** Counts cursors killed upstream because their client connection closed. */
+  cursorsReaped(count: number): void {
+    this.cursorsReapedTotal.inc(count);
   }
 
   /** Reads the number of tracked cursors whenever metrics are scraped. */

@@ -43,7 +43,19 @@ interface CursorEntry {
   readonly key: string;
   readonly tenant: string;
   readonly lsidKey: string | undefined;
+  readonly id: bigint;
+  readonly db: string;
+  readonly coll: string;
+  /** The client connection that last used it (opened it or ran a getMore): its leaving kills the cursor. */
+  owner: object | undefined;
   lastUsed: number;
+}
+
+/** A cursor to kill upstream (its owner left). */
+export interface OrphanedCursor {
+  id: bigint;
+  db: string;
+  coll: string;
 }
 
 function keyOf(id: bigint, db: string, coll: string): string {
@@ -72,8 +84,17 @@ export class CursorRegistry {
     return this.entries.size;
   }
 
-  /** Records a cursor the server returned to `tenant` (physical namespace). Id 0 is no cursor. */
-  register(tenant: string, id: bigint, db: string, coll: string, lsidKey?: string): void {
+  /** Open cursors of `tenant` (idle-expired ones are dropped first). */
+  countFor(tenant: string): number {
+    this.sweep();
+    return this.byTenant.get(tenant)?.size ?? 0;
+  }
+
+  /**
+   * Records a cursor the server returned to `tenant` (physical namespace). Id 0 is no cursor.
+   * `owner` is the client connection it was returned to (see releaseOwner).
+   */
+  register(tenant: string, id: bigint, db: string, coll: string, lsidKey?: string, owner?: object): void {
     if (id === 0n) return;
     this.sweep();
     const key = keyOf(id, db, coll);
@@ -82,7 +103,7 @@ export class CursorRegistry {
     this.byTenant.set(tenant, tenantKeys);
     while (tenantKeys.size >= this.maxPerTenant) this.remove(tenantKeys.values().next().value!);
     while (this.entries.size >= this.maxEntries) this.remove(this.entries.keys().next().value!);
-    this.entries.set(key, { key, tenant, lsidKey, lastUsed: this.now() });
+    this.entries.set(key, { key, tenant, lsidKey, id, db, coll, owner, lastUsed: this.now() });
     tenantKeys.add(key);
   }
 
@@ -108,6 +129,39 @@ export class CursorRegistry {
 
   forget(id: bigint, db: string, coll: string): void {
     this.remove(keyOf(id, db, coll));
+  }
+
+  /** A getMore continued the cursor on `owner`'s connection: it now goes with that connection. */
+  adopt(id: bigint, db: string, coll: string, owner: object): void {
+    const entry = this.entries.get(keyOf(id, db, coll));
+    if (entry !== undefined) entry.owner = owner;
+  }
+
+  /** `tenant` ended these sessions (lsid id keys): their cursors are forgotten and returned, to be killed. */
+  releaseSessions(tenant: string, lsidKeys: ReadonlySet<string>): OrphanedCursor[] {
+    const released: OrphanedCursor[] = [];
+    for (const key of [...(this.byTenant.get(tenant) ?? [])]) {
+      const entry = this.entries.get(key);
+      if (entry?.lsidKey === undefined || !lsidKeys.has(entry.lsidKey)) continue;
+      this.remove(key);
+      released.push({ id: entry.id, db: entry.db, coll: entry.coll });
+    }
+    return released;
+  }
+
+  /**
+   * The client connection `owner` left: its cursors are forgotten and returned, to be killed
+   * upstream (nobody else may continue them, and they would hold server resources until the
+   * idle timeout). A cursor a driver continued on another of its connections went with that one.
+   */
+  releaseOwner(owner: object): OrphanedCursor[] {
+    const released: OrphanedCursor[] = [];
+    for (const entry of [...this.entries.values()]) {
+      if (entry.owner !== owner) continue;
+      this.remove(entry.key);
+      released.push({ id: entry.id, db: entry.db, coll: entry.coll });
+    }
+    return released;
   }
 
   /** Drops entries idle longer than the timeout; returns how many. */
@@ -195,6 +249,7 @@ export function observeCursorReply(
   plan: ReplyPlan,
   replyBody: Uint8Array,
   lsidKey?: string,
+  owner?: object,
 ): void {
   const request = plan.cursorsInRequest;
   if (request?.command === 'killCursors') {
@@ -218,11 +273,12 @@ export function observeCursorReply(
   if (found === undefined) return;
   if (request !== undefined) {
     if (found.id === 0n) request.ids.forEach((id) => registry.forget(id, request.db, request.coll));
+    else if (owner !== undefined) request.ids.forEach((id) => registry.adopt(id, request.db, request.coll, owner));
     return; // a live getMore cursor keeps its id; owns() already refreshed it
   }
   if (plan.registerCursor === undefined || found.id === 0n) return;
   const ns = splitNamespace(found.ns) ?? plan.registerCursor;
-  registry.register(tenant, found.id, ns.db, ns.coll, lsidKey);
+  registry.register(tenant, found.id, ns.db, ns.coll, lsidKey, owner);
 }
 
 // ---------------------------------------------------------------------------------------------

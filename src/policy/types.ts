@@ -99,6 +99,8 @@ export interface RewriteNote {
 export interface ReplyPlan {
   /** Register cursor ids found in the reply (`cursor.id`) as owned by this tenant, for this namespace. */
   registerCursor?: { db: string; coll: string };
+  /** The client session (lsid id, hex) a registered cursor belongs to: endSessions kills it. */
+  sessionKey?: string;
   /** Map physical names in the reply back to the client's (database-per-tenant, collection-prefix). */
   mapNames?: boolean;
   /** For listCollections / listIndexes: drop entries the tenant may not see, strip `options`. */

@@ -10,12 +10,21 @@
  * Pure: no sockets and no logging; decisions come back as notes for the audit log and metrics.
  */
 import type { IsolationConfig } from '../config/types.js';
-import { RawDocument, arrayItems, isArray, isDocument, numberOf, stringOf } from '../wire/raw-bson.js';
+import {
+  RawDocument,
+  arrayItems,
+  childDocument,
+  isArray,
+  isDocument,
+  numberOf,
+  stringOf,
+  type RawValue,
+} from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
-import { CursorRegistry, mergeCursorsNotFound, observeCursorReply } from '../policy/cursors.js';
+import { CursorRegistry, mergeCursorsNotFound, observeCursorReply, type OrphanedCursor } from '../policy/cursors.js';
 import { encodeTenant } from './filter.js';
 import { mapSession } from './sessions.js';
 import { filterListing, mapReplyNames, scrubErrorValues } from './replies.js';
@@ -62,6 +71,13 @@ export interface EngineOptions {
   reserved?: ReservedTemplates;
   /** A tenancy executor is wired (src/tenancy): shared-collection DDL may become virtual operations. */
   virtualDdl?: boolean;
+  /**
+   * Open upstream cursors a tenant may have (read per command, so a reload applies at once); a
+   * command that would open one more is refused (rule `limit.cursors`). 0 or absent: no cap.
+   */
+  maxOpenCursorsPerTenant?: () => number;
+  /** Cursors whose client connection left (TenantEngine.close): the caller kills them upstream. */
+  onOrphanedCursors?: (tenant: string, cursors: OrphanedCursor[]) => void;
 }
 
 /** The outcome of checking one command. */
@@ -164,7 +180,58 @@ export class TenantEngine {
     }
     if (this.options.config.mode === 'audit-only') return { action: 'forward-original', notes: result.notes };
     if (result.virtual !== undefined) return { action: 'virtual', operation: result.virtual, notes: result.notes };
+    const overCap = this.#overCursorCap(result.reply);
+    if (overCap !== undefined) return { action: 'refuse', refusal: overCap };
+    if (input.name === 'endSessions') this.#endSessions(input);
+    const sessionKey = result.reply.registerCursor === undefined ? undefined : sessionKeyOf(input.body.get('lsid'));
+    // A new plan object: handlers may share theirs.
+    if (sessionKey !== undefined)
+      return { action: 'forward', result: { ...result, reply: { ...result.reply, sessionKey } } };
     return { action: 'forward', result };
+  }
+
+  /**
+   * A command that may open a cursor (find, aggregate, list*, bulkWrite: its reply registers one)
+   * while the tenant already has maxOpenCursorsPerTenant open is refused before it is sent:
+   * cursors hold upstream resources (a connection each on FerretDB), so one tenant must not take
+   * them all. OperationFailed (96), like the other per-tenant limits; no retry label, since only
+   * closing cursors helps. getMore and killCursors are never refused (they free cursors).
+   */
+  #overCursorCap(plan: ReplyPlan): PolicyRefusal | undefined {
+    if (plan.registerCursor === undefined || plan.cursorsInRequest !== undefined || plan.localReply !== undefined)
+      return undefined;
+    const cap = this.parent.options.maxOpenCursorsPerTenant?.() ?? 0;
+    if (cap <= 0) return undefined;
+    const open = this.parent.options.cursors.countFor(this.tenant);
+    if (open < cap) return undefined;
+    return new PolicyRefusal(
+      'limit.cursors',
+      `tenant open cursor limit (${cap}) reached: exhaust or close cursors (killCursors) before opening more`,
+      ErrorCodes.OperationFailed,
+    );
+  }
+
+  /** endSessions: the cursors of those sessions are killed upstream (the server reaps them with the session). */
+  #endSessions(input: CommandInput): void {
+    const list = input.body.first;
+    if (list === undefined || !isArray(list)) return;
+    const keys = new Set<string>();
+    for (const item of arrayItems(list)) {
+      const key = isDocument(item) ? sessionKeyOf(item) : undefined;
+      if (key !== undefined) keys.add(key);
+    }
+    if (keys.size === 0) return;
+    const orphaned = this.parent.options.cursors.releaseSessions(this.tenant, keys);
+    if (orphaned.length > 0) this.parent.options.onOrphanedCursors?.(this.tenant, orphaned);
+  }
+
+  /**
+   * The client connection left: the cursors it last used are forgotten and handed to
+   * `onOrphanedCursors` to be killed upstream. Idempotent.
+   */
+  close(): void {
+    const orphaned = this.parent.options.cursors.releaseOwner(this);
+    if (orphaned.length > 0) this.parent.options.onOrphanedCursors?.(this.tenant, orphaned);
   }
 
   private rewrite(input: CommandInput): RewriteResult {
@@ -196,7 +263,7 @@ export class TenantEngine {
    * undefined when the reply goes out exactly as the upstream sent it.
    */
   reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
-    observeCursorReply(this.options.cursors, this.tenant, plan, body);
+    observeCursorReply(this.options.cursors, this.tenant, plan, body, plan.sessionKey, this);
     let current: Uint8Array | undefined;
     if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
       current = mergeCursorsNotFound(body, plan.cursorsNotFound);
@@ -210,6 +277,14 @@ export class TenantEngine {
     }
     return current;
   }
+}
+
+/** The client's session id (`{id: <binary>}`) as hex, or undefined. */
+function sessionKeyOf(lsid: RawValue | undefined): string | undefined {
+  if (lsid === undefined || !isDocument(lsid)) return undefined;
+  const id = childDocument(lsid).get('id');
+  if (id === undefined || id.type !== BsonType.binary) return undefined;
+  return Buffer.from(id.value.buffer, id.value.byteOffset, id.value.byteLength).toString('hex');
 }
 
 function contextFor(tenant: string, options: EngineOptions, connection: ConnectionFacts): TenantContext {

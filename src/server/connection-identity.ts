@@ -150,9 +150,11 @@ export class ConnectionIdentity {
     }
   }
 
-  /** The client left: a half-finished conversation is abandoned, the tenant's connection released. */
+  /** The client left: a half-finished conversation is abandoned, the tenant's connection and cursors released. */
   close(): void {
     this.#authenticator.close();
+    // Its cursors are killed upstream (issue 15): nobody else may continue them.
+    this.#engine?.close();
     if (this.#countedTenant !== undefined) this.options.tenantLimits.closeConnection(this.#countedTenant);
   }
 

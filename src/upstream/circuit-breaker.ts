@@ -1,7 +1,11 @@
 /**
  * A circuit breaker per upstream: after `failureThreshold` consecutive failures it opens and
- * fails fast; after `openMS` it half-opens and lets `halfOpenProbes` requests through; one probe
- * success closes it, one probe failure re-opens it (for another `openMS`). Pure and deterministic:
+ * fails fast; after its open time it half-opens and lets `halfOpenProbes` requests through; one
+ * probe success closes it, one probe failure re-opens it. The open time starts at
+ * `initialOpenMS` and doubles on every re-open up to `openMS` (a restart of a few hundred ms is
+ * not punished with the full `openMS`); a request that succeeds while closed or half-open resets
+ * it. `probeSucceeded()` closes an open circuit at once: the owner's heartbeat `hello` saw the
+ * server answer again (server-set.ts). Pure and deterministic:
  * time comes only from the injected `now` (monotonic milliseconds), and the open → half-open
  * transition happens when the breaker is next asked (`state`, `canRequest()`, `stateValue`).
  *
@@ -12,7 +16,7 @@
  * CIRCUIT_STATE_VALUE: { closed: 0, 'half-open': 1, open: 2 }   // gauge values (by severity)
  * CIRCUIT_BREAKER_DEFAULTS: { failureThreshold: 5, openMS: 10_000, halfOpenProbes: 1 }
  * class CircuitBreaker {
- *   constructor(options?: { failureThreshold?; openMS?; halfOpenProbes?; now?: () => number })
+ *   constructor(options?: { failureThreshold?; openMS?; initialOpenMS?; halfOpenProbes?; now?: () => number })
  *   readonly state: CircuitState
  *   readonly stateValue: 0 | 1 | 2
  *   readonly consecutiveFailures: number
@@ -21,6 +25,7 @@
  *   onSuccess(): void
  *   onFailure(): void
  *   onCancel(): void                                 // allowed but never sent: frees the probe slot
+ *   probeSucceeded(): void                           // a health check answered: open/half-open → closed
  *   onStateChange(listener: (state, previous) => void): () => void   // returns unsubscribe
  * }
  * ```
@@ -58,7 +63,10 @@ export const CIRCUIT_BREAKER_DEFAULTS = Object.freeze({
 
 export interface CircuitBreakerOptions {
   failureThreshold?: number;
+  /** The longest open time (the cap of the doubling). */
   openMS?: number;
+  /** The first open time; doubles on every re-open without a success in between. Default: `openMS` (fixed). */
+  initialOpenMS?: number;
   halfOpenProbes?: number;
   /** Monotonic clock in ms; default `performance.now()`. */
   now?: () => number;
@@ -69,11 +77,14 @@ export type CircuitStateListener = (state: CircuitState, previous: CircuitState)
 export class CircuitBreaker {
   readonly failureThreshold: number;
   readonly openMS: number;
+  readonly initialOpenMS: number;
   readonly halfOpenProbes: number;
   readonly #now: () => number;
   #state: CircuitState = 'closed';
   #failures = 0;
   #openedAt = 0;
+  /** Openings since a request last succeeded: the exponent of the open time. */
+  #openings = 0;
   #probesInFlight = 0;
   readonly #listeners = new Set<CircuitStateListener>();
 
@@ -90,7 +101,11 @@ export class CircuitBreaker {
       throw new RangeError(`halfOpenProbes must be an integer >= 1, got ${halfOpenProbes}`);
     }
     this.failureThreshold = failureThreshold;
+    const initialOpenMS = Math.min(options.initialOpenMS ?? openMS, openMS);
+    if (!(Number.isFinite(initialOpenMS) && initialOpenMS >= 0))
+      throw new RangeError(`initialOpenMS must be a finite number >= 0, got ${initialOpenMS}`);
     this.openMS = openMS;
+    this.initialOpenMS = initialOpenMS;
     this.halfOpenProbes = halfOpenProbes;
     this.#now = options.now ?? (() => performance.now());
   }
@@ -112,7 +127,14 @@ export class CircuitBreaker {
   /** Milliseconds until the circuit half-opens; 0 unless it is open. */
   get retryAfterMS(): number {
     if (this.state !== 'open') return 0;
-    return Math.max(0, this.#openedAt + this.openMS - this.#now());
+    return Math.max(0, this.#openedAt + this.currentOpenMS - this.#now());
+  }
+
+  /** How long the circuit stays open this time (or will, if it opens now while closed). */
+  get currentOpenMS(): number {
+    const openings = this.#state === 'open' ? this.#openings : this.#openings + 1;
+    // 2^30 × any positive initial time is past every cap: no overflow to Infinity · 0.
+    return Math.min(this.openMS, this.initialOpenMS * 2 ** Math.min(Math.max(0, openings - 1), 30));
   }
 
   /** May a request go upstream now? A `true` in half-open takes one probe slot. */
@@ -135,13 +157,26 @@ export class CircuitBreaker {
     switch (this.#state) {
       case 'closed':
         this.#failures = 0;
+        this.#openings = 0;
         return;
       case 'open':
         return;
       case 'half-open':
+        this.#openings = 0;
         this.#transition('closed');
         return;
     }
+  }
+
+  /**
+   * A health check outside the request path (a fresh connection's `hello`) succeeded: an open or
+   * half-open circuit closes now instead of waiting out its open time. The open time keeps its
+   * level until a request succeeds, so a server that keeps failing right after answering hello
+   * is still backed off more and more.
+   */
+  probeSucceeded(): void {
+    this.#refresh();
+    if (this.#state !== 'closed') this.#transition('closed');
   }
 
   onFailure(): void {
@@ -177,7 +212,7 @@ export class CircuitBreaker {
   }
 
   #refresh(): void {
-    if (this.#state === 'open' && this.#now() - this.#openedAt >= this.openMS) this.#transition('half-open');
+    if (this.#state === 'open' && this.#now() - this.#openedAt >= this.currentOpenMS) this.#transition('half-open');
   }
 
   #transition(next: CircuitState): void {
@@ -185,7 +220,10 @@ export class CircuitBreaker {
     this.#state = next;
     this.#failures = 0;
     this.#probesInFlight = 0;
-    if (next === 'open') this.#openedAt = this.#now();
+    if (next === 'open') {
+      this.#openedAt = this.#now();
+      this.#openings++;
+    }
     let firstError: { error: unknown } | undefined;
     for (const listener of [...this.#listeners]) {
       try {

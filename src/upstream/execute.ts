@@ -232,7 +232,8 @@ async function attemptOnce(
       server.breaker.onCancel();
       throw error;
     }
-    server.breaker.onFailure();
+    // Counted against the server only if a health check fails too (the request may be the cause).
+    servers.requestFailed(server);
     servers.onNetworkError(server);
     failure = {
       kind: ProxyError.is(error) && error.code === ErrorCodes.NetworkTimeout ? 'timeout' : 'network',

@@ -35,7 +35,7 @@ import {
 } from './server-selection.js';
 import { loadTlsOptions } from './tls-options.js';
 import { type UpstreamServerInfo, classifyHello, describeServer, discoverServer } from './topology.js';
-import { NO_SERVER, type ServerPoolStats, type UpstreamOptions } from './types.js';
+import { CIRCUIT_RECOVERY_DEFAULTS, NO_SERVER, type ServerPoolStats, type UpstreamOptions } from './types.js';
 import { type UpstreamTarget, formatAddress, loadUpstreamTarget, parseAddress, redactUri } from './uri.js';
 
 type ServerRoleType = ServerType | 'other';
@@ -49,6 +49,8 @@ export interface ServerState extends SelectableServer {
   role: ServerRoleType;
   /** For primaries: which election reported it (newer wins when two claim to be primary). */
   electionOrder: string;
+  /** The next health check while its circuit is open (circuitBreaker.probeIntervalMS). */
+  probeTimer?: NodeJS.Timeout | undefined;
 }
 
 /** Error codes by which a server says it is no longer what we selected it for (SDAM state changes). */
@@ -73,6 +75,8 @@ export class ServerSet {
   /** Woken whenever a server description changes (requests waiting for a primary). */
   #topologyWaiters: Array<() => void> = [];
   #starting: Promise<UpstreamServerInfo> | undefined;
+  /** The health check running per server (key): concurrent askers share it. */
+  readonly #healthChecks = new Map<string, Promise<boolean>>();
   /** Set once start() has set up the first server (later servers open minPoolSize at once). */
   #started = false;
   #closed = false;
@@ -188,6 +192,8 @@ export class ServerSet {
     if (this.#closed) return;
     this.#closed = true;
     for (const server of this.#servers.values()) {
+      if (server.probeTimer !== undefined) clearTimeout(server.probeTimer);
+      server.probeTimer = undefined;
       server.monitor?.stop();
       server.pool.close(shutdownError());
     }
@@ -284,6 +290,88 @@ export class ServerSet {
     server.monitor.requestCheck();
   }
 
+  /**
+   * A request's connection broke or timed out after it was sent. That counts against the
+   * server's health only when a health check fails too: a server that drops one connection for
+   * what a request contained (a message over its limits, say) while still answering a fresh
+   * connection's hello is healthy, and one tenant's requests must not open the circuit for all.
+   * The verdict comes when the (shared) check ends; meanwhile a half-open probe slot stays taken.
+   */
+  requestFailed(server: ServerState): void {
+    void this.checkHealth(server).then((healthy) => {
+      try {
+        if (healthy) server.breaker.onCancel();
+        else server.breaker.onFailure();
+      } catch (error) {
+        this.#logger?.warn({ server: server.key, err: String(error) }, 'circuit breaker listener failed');
+      }
+    });
+  }
+
+  /**
+   * Whether the server answers `hello` on a fresh, unauthenticated connection within
+   * connectTimeoutMS (10 s when that is 0). One check per server at a time; concurrent callers
+   * share its verdict. A closed set answers true (no verdict on shutdown).
+   */
+  checkHealth(server: ServerState): Promise<boolean> {
+    const running = this.#healthChecks.get(server.key);
+    if (running !== undefined) return running;
+    const check = this.#runHealthCheck(server).finally(() => this.#healthChecks.delete(server.key));
+    this.#healthChecks.set(server.key, check);
+    return check;
+  }
+
+  async #runHealthCheck(server: ServerState): Promise<boolean> {
+    if (this.#closed) return true;
+    const timeoutMS = (this.#target?.connectTimeoutMS ?? this.#options.connectTimeoutMS) || 10_000;
+    const opening = this.#connectAndHandshake(server.address, false);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('health check timed out')), timeoutMS);
+      });
+      const { connection } = await Promise.race([opening, timeout]);
+      connection.close();
+      return true;
+    } catch {
+      // A connection that opened after the timeout is not kept either.
+      opening.then(
+        ({ connection }) => connection.close(),
+        () => undefined,
+      );
+      return this.#closed;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  /**
+   * While a server's circuit is open (or half-open), a health check runs every probeIntervalMS;
+   * the first that succeeds closes the circuit, so commands flow again as soon as the server
+   * answers instead of after the rest of the open time.
+   */
+  #probeWhileOpen(server: ServerState): void {
+    const interval = this.#options.circuitBreaker?.probeIntervalMS ?? CIRCUIT_RECOVERY_DEFAULTS.probeIntervalMS;
+    if (interval <= 0 || server.probeTimer !== undefined || this.#closed) return;
+    server.probeTimer = setTimeout(() => {
+      server.probeTimer = undefined;
+      if (this.#closed || server.breaker.state === 'closed') return;
+      void this.checkHealth(server).then((healthy) => {
+        if (this.#closed || server.breaker.state === 'closed') return;
+        if (!healthy) {
+          this.#probeWhileOpen(server);
+          return;
+        }
+        try {
+          server.breaker.probeSucceeded();
+        } catch (error) {
+          this.#logger?.warn({ server: server.key, err: String(error) }, 'circuit breaker listener failed');
+        }
+      });
+    }, interval);
+    server.probeTimer.unref();
+  }
+
   /** Which server a reply's cursor lives on (its getMore goes there); a finished cursor is forgotten. */
   rememberCursor(traits: CommandTraits, reply: Buffer, server: ServerState): void {
     const opened = replyCursor(reply);
@@ -374,10 +462,24 @@ export class ServerSet {
     const existing = this.#servers.get(key);
     if (existing !== undefined) return existing;
     const breakerOptions = this.#options.circuitBreaker;
-    const breaker = new CircuitBreaker(breakerOptions === undefined ? {} : breakerOptions);
+    const breaker = new CircuitBreaker({
+      ...(breakerOptions === undefined
+        ? {}
+        : {
+            failureThreshold: breakerOptions.failureThreshold,
+            openMS: breakerOptions.openMS,
+            halfOpenProbes: breakerOptions.halfOpenProbes,
+          }),
+      initialOpenMS: breakerOptions?.initialOpenMS ?? CIRCUIT_RECOVERY_DEFAULTS.initialOpenMS,
+    });
     breaker.onStateChange((state, previous) => {
-      this.#logger?.warn({ server: key, state, previous }, 'upstream circuit breaker changed state');
+      this.#logger?.warn(
+        { server: key, state, previous, openMS: state === 'open' ? breaker.currentOpenMS : undefined },
+        'upstream circuit breaker changed state',
+      );
       this.#options.observer?.circuitState?.(key, state, previous);
+      const current = this.#servers.get(key);
+      if (state === 'open' && current !== undefined) this.#probeWhileOpen(current);
     });
     const server: ServerState = {
       key,

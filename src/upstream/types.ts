@@ -21,9 +21,17 @@ export interface UpstreamRetryOptions {
 
 export interface UpstreamCircuitBreakerOptions {
   failureThreshold: number;
+  /** The longest open time. */
   openMS: number;
   halfOpenProbes: number;
+  /** The first open time, doubling on each re-open up to openMS. Default: CIRCUIT_RECOVERY_DEFAULTS. */
+  initialOpenMS?: number;
+  /** While open, a health check (fresh connection + hello) runs this often; its success closes the circuit. 0: none. */
+  probeIntervalMS?: number;
 }
+
+/** How fast an open circuit notices that its server is back. */
+export const CIRCUIT_RECOVERY_DEFAULTS = Object.freeze({ initialOpenMS: 250, probeIntervalMS: 250 });
 
 export interface UpstreamOptions {
   uri: string;

@@ -12,11 +12,16 @@
  * types.ts and re-exported here, so callers import this file only.
  */
 
+import { Long, serialize } from '../wire/bson.js';
+import { encodeOpMsg } from '../wire/op-msg.js';
+import { RawDocument } from '../wire/raw-bson.js';
+import { traitsOf } from './command-traits.js';
 import type { UpstreamConnection } from './connection.js';
 import { executeDedicated, execute, type ExecuteContext } from './execute.js';
 import { Leases } from './leases.js';
 import { RETRY_DEFAULTS } from './retry.js';
 import { ServerSet, shutdownError } from './server-set.js';
+import { checkRequestSize } from './size-limits.js';
 import type { UpstreamServerInfo } from './topology.js';
 import {
   type ForwardRequest,
@@ -166,14 +171,38 @@ export class Upstream {
 
   /**
    * Sends one command and streams its replies to `request.onReply`, retrying where that is safe
-   * (execute.ts). Rejects with an UpstreamError ready to be answered to the client (code and
+   * (execute.ts). A request over the upstream's size limits (size-limits.ts) is rejected with
+   * BSONObjectTooLarge / InvalidLength and never sent. Rejects with an UpstreamError ready to be answered to the client (code and
    * labels translated), or a ReplyInterruptedError when part of a reply stream was already delivered.
    */
   async forward(request: ForwardRequest): Promise<ForwardResult> {
     await this.#servers.ready();
+    // Over the upstream's limits once rewritten: answered as the server would, never sent (a
+    // dropped connection would fail the requests sharing it and look like an outage).
+    const tooLarge = checkRequestSize(request.frame, this.#servers.info);
+    if (tooLarge !== undefined) throw tooLarge;
     const dedicated = request.session.dedicated;
     if (dedicated !== undefined) return executeDedicated(request, dedicated, this.#execution);
     return execute(request, this.#execution);
+  }
+
+  /**
+   * Kills cursors upstream on the proxy's behalf (their client connection left): one killCursors
+   * per namespace, on the server each cursor lives on (the cursor table of server-set.ts). The
+   * reply is not read: a cursor already gone is as good as killed. Rejects when the upstream is
+   * unreachable; the caller logs it (the server's idle timeout reaps what is left).
+   */
+  async killCursors(db: string, coll: string, ids: readonly bigint[], tenant?: string): Promise<void> {
+    if (ids.length === 0 || this.#servers.closed) return;
+    const body = serialize({ killCursors: coll, cursors: ids.map((id) => Long.fromBigInt(id)), $db: db });
+    await this.forward({
+      frame: encodeOpMsg({ requestId: 0, responseTo: 0, body }),
+      traits: traitsOf(RawDocument.parse(body).elements),
+      tenant,
+      session: this.openSession(),
+      fireAndForget: false,
+      onReply: () => undefined,
+    });
   }
 
   /** Closes every connection, idle or in use. Later `acquire` calls reject. */

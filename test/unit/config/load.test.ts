@@ -69,7 +69,7 @@ const DEFAULTS: ProxyConfig = {
     localThresholdMS: 15,
     socketTimeoutMS: 0,
     retry: { maxAttempts: 3, initialBackoffMS: 50, maxBackoffMS: 1_000 },
-    circuitBreaker: { failureThreshold: 5, openMS: 10_000, halfOpenProbes: 1 },
+    circuitBreaker: { failureThreshold: 5, openMS: 10_000, halfOpenProbes: 1, initialOpenMS: 250, probeIntervalMS: 250 },
   },
   metrics: { listen: { host: '127.0.0.1', port: 9216 }, maxDatabaseLabels: 20, readinessFollowsUpstream: true },
   log: { level: 'info' },
@@ -89,6 +89,7 @@ const DEFAULTS: ProxyConfig = {
     maxInFlightPerTenant: 0,
     operationsPerSecondPerTenant: 0,
     operationsBurstPerTenant: 0,
+    maxOpenCursorsPerTenant: 100,
   },
 };
 

@@ -300,3 +300,68 @@ describe('CircuitBreaker', () => {
     });
   });
 });
+
+describe('CircuitBreaker recovery (issue 15: exponential open time, health-check probes)', () => {
+  it('without initialOpenMS the open time stays openMS', () => {
+    const { breaker, clock } = setup();
+    fail(breaker, 3);
+    expect(breaker.currentOpenMS).toBe(1_000);
+    clock.advance(999);
+    expect(breaker.state).toBe('open');
+  });
+
+  it('opens for initialOpenMS first, doubles on each re-open up to openMS, resets on a request success', () => {
+    const { breaker, clock } = setup({ initialOpenMS: 250 });
+    expect(breaker.currentOpenMS).toBe(250);
+    fail(breaker, 3);
+    expect(breaker.retryAfterMS).toBe(250);
+    const opens: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      opens.push(breaker.currentOpenMS);
+      clock.advance(breaker.currentOpenMS - 1);
+      expect(breaker.state).toBe('open');
+      clock.advance(1);
+      expect(breaker.canRequest()).toBe(true); // the half-open probe
+      breaker.onFailure(); // re-opens, twice as long (capped)
+    }
+    expect(opens).toEqual([250, 500, 1_000, 1_000, 1_000]);
+    clock.advance(1_000);
+    expect(breaker.canRequest()).toBe(true);
+    breaker.onSuccess();
+    expect(breaker.state).toBe('closed');
+    expect(breaker.currentOpenMS).toBe(250);
+  });
+
+  it('initialOpenMS above openMS is capped at openMS', () => {
+    expect(new CircuitBreaker({ openMS: 100, initialOpenMS: 5_000 }).initialOpenMS).toBe(100);
+  });
+
+  it('probeSucceeded closes an open circuit at once; the next opening keeps its longer open time', () => {
+    const { breaker, changes } = setup({ initialOpenMS: 250 });
+    fail(breaker, 3);
+    breaker.probeSucceeded();
+    expect(breaker.state).toBe('closed');
+    expect(changes).toEqual([
+      ['open', 'closed'],
+      ['closed', 'open'],
+    ]);
+    // No request succeeded since: a server that fails again right away is backed off longer.
+    expect(breaker.currentOpenMS).toBe(500);
+    fail(breaker, 3);
+    expect(breaker.retryAfterMS).toBe(500);
+    breaker.probeSucceeded();
+    breaker.onSuccess();
+    expect(breaker.currentOpenMS).toBe(250);
+  });
+
+  it('probeSucceeded closes a half-open circuit and does nothing when closed', () => {
+    const { breaker, clock, changes } = setup({ initialOpenMS: 250 });
+    breaker.probeSucceeded();
+    expect(changes).toEqual([]);
+    fail(breaker, 3);
+    clock.advance(250);
+    expect(breaker.state).toBe('half-open');
+    breaker.probeSucceeded();
+    expect(breaker.state).toBe('closed');
+  });
+});
