@@ -13,6 +13,8 @@ import { createIdentityServices, type IdentityRuntime } from './identity/service
 import type { AuthObserver, IdentityServices } from './identity/types.js';
 import { ConnectionRegistry, startListener, type Listener, type SharedConnectionDeps } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
+import { BufferBudget } from './server/buffer-budget.js';
+import { withDerivedLimits } from './config/derived.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
 import { IsolationEngine } from './rewrite/engine.js';
@@ -70,7 +72,9 @@ export interface StartOptions {
   source?: ConfigSource;
 }
 
-export async function startProxy(config: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
+export async function startProxy(given: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
+  // A configuration built by hand (embedding, tests) may still say -1 ("derive it"): resolve it here too.
+  const config = withDerivedLimits(given);
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const metrics = new ProxyMetrics({
     version: PROXY_VERSION,
@@ -222,6 +226,9 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     const registry = new ConnectionRegistry();
     // One set of per-tenant counters for every listener: a tenant's limits span all of them.
     const tenantLimits = new TenantLimits(config.limits);
+    // One byte budget for every connection's buffered requests and unread replies (issue 15).
+    const bufferBudget = new BufferBudget(config.limits.maxBufferedBytes);
+    metrics.trackBufferedBytes(() => bufferBudget.total);
     const shared: SharedConnectionDeps = {
       config,
       upstream,
@@ -232,6 +239,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       isolation,
       audit,
       tenantLimits,
+      bufferBudget,
       tenancy,
     };
     for (const [index, listener] of config.listeners.entries()) {

@@ -263,6 +263,7 @@ export class ConfigReloader {
         );
       }
       this.options.tenantLimits.reconfigure(config.limits);
+      shared.bufferBudget?.reconfigure(config.limits.maxBufferedBytes);
       for (const update of listenerUpdates) update.commit();
       if (identity !== undefined) {
         const replaced = this.identity;

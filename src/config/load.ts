@@ -11,6 +11,7 @@ import { formatChecks, formatExpectations } from './formats.js';
 import { isOff, parseHostPort } from './host-port.js';
 import { getPath, isPlainObject, mergeLayers, originOf, pathKey, type Layer, type PathSegment } from './layers.js';
 import { crossFieldIssues } from './checks.js';
+import { deriveLimits } from './derived.js';
 import { configSchema, Formats, isSection, objectProperties, type SchemaNode } from './schema.js';
 import { MASK, maskUri } from '../secrets.js';
 import type { ProxyConfig } from './types.js';
@@ -227,6 +228,7 @@ function resolve(layer: Layer): ProxyConfig {
   if (!validate(data)) fail(issuesFrom(validate.errors ?? [], data, layer.sources));
   const issues = crossFieldIssues(data, layer.sources);
   if (issues.length > 0) fail(issues);
+  deriveLimits(data);
   return deepFreeze(toRuntime(data, configSchema) as ProxyConfig);
 }
 

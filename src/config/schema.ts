@@ -526,9 +526,9 @@ const sections: Record<string, SchemaNode> = {
       "Upstream connections of one server's pool a single tenant may hold at once: in use, pinned to its open " +
         'transactions, streaming its exhaust cursors, or being opened for it. A tenant at this share waits (other ' +
         "tenants are served first) until one of its own connections comes back, up to waitQueueTimeoutMS. Commands " +
-        'before authentication are not counted. 0 is no cap.',
-      0,
-      0,
+        'before authentication are not counted. 0 is no cap; -1 (the default) is half of maxPoolSize, rounded up.',
+      -1,
+      -1,
       100_000,
     ),
     serverSelectionTimeoutMS: integer(
@@ -685,8 +685,8 @@ const sections: Record<string, SchemaNode> = {
     maxConnections: integer('Simultaneous client connections; more are refused.', 10_000, 1, 1_000_000),
     clientIdleTimeoutMS: integer(
       'Milliseconds a client connection may stay idle (no request in progress and no part of one received) ' +
-        'before the proxy closes it; 0 never closes idle connections. A client that stops reading an exhaust ' +
-        'stream (which holds a pool connection) is closed after the same time.',
+        'before the proxy closes it; 0 never closes idle connections. A client that reads nothing of its replies ' +
+        'for this long is closed too.',
       600_000,
       0,
       MAX_TIMER_MS,
@@ -714,21 +714,59 @@ const sections: Record<string, SchemaNode> = {
     maxConnectionsPerTenant: integer(
       'Client connections per tenant (across listeners); when a connection establishes a tenant that already has ' +
         'this many, the command doing so (or, for a tenant known at connect, the first command) gets an ' +
-        'OperationFailed error and the connection is closed. 0 is unlimited.',
-      0,
-      0,
+        'OperationFailed error and the connection is closed. 0 is unlimited; -1 (the default) is a quarter of ' +
+        'maxConnections, rounded up.',
+      -1,
+      -1,
       1_000_000,
     ),
     maxInFlightPerTenant: integer(
       "Commands a tenant may have forwarded upstream at once, across all of its connections; more get an " +
-        'immediate OperationFailed error labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
-      0,
-      0,
+        'immediate OperationFailed error labelled SystemOverloadedError and RetryableError. 0 is unlimited; -1 ' +
+        '(the default) is upstream.maxPoolSize.',
+      -1,
+      -1,
       1_000_000,
     ),
+    maxUnauthenticatedConnections: integer(
+      'Client connections without an established tenant (not yet authenticated; driver monitoring connections ' +
+        'of password and token methods stay so), across listeners; more are refused before a byte is read. ' +
+        '0 is unlimited; -1 (the default) is a quarter of maxConnections, rounded up.',
+      -1,
+      -1,
+      1_000_000,
+    ),
+    authTimeoutMS: integer(
+      'Milliseconds a connection without an established tenant may go without a hello before it authenticates: ' +
+        'it is closed then. Each hello restarts the clock (driver monitoring connections, which never ' +
+        'authenticate, send one at least every heartbeat); other commands do not. 0 never closes them.',
+      30_000,
+      0,
+      MAX_TIMER_MS,
+    ),
+    maxBufferedBytes: integer(
+      'Bytes of client requests (received, decompressed, rewritten) and of replies the client has not read yet ' +
+        'that the proxy holds in memory, over all connections. When a charge takes the total over it, ' +
+        "connections of tenants holding more than their fair share (the larger of this / the tenants holding " +
+        'bytes, and this / 16) are closed, largest first; when no tenant is over its share, the connection that ' +
+        'charged is closed. Connections without a tenant share one account.',
+      268_435_456,
+      65_536,
+      Number.MAX_SAFE_INTEGER,
+    ),
+    bytesPerSecondPerTenant: integer(
+      "Request bytes per second a tenant's connections may have the proxy decode and check (charged before any " +
+        'parsing, a bucket of the larger of this and maxMessageSizeBytes). A message over it waits, its ' +
+        'connection not read meanwhile, up to 2 s; beyond that it is refused unparsed with OperationFailed ' +
+        'labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
+      67_108_864,
+      0,
+      Number.MAX_SAFE_INTEGER,
+    ),
     operationsPerSecondPerTenant: integer(
-      'Commands per second a tenant may have forwarded upstream (a token bucket refilled at this rate); more get ' +
-        'an immediate OperationFailed error labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
+      'Commands per second a tenant may send (a token bucket refilled at this rate), counted before any parsing: ' +
+        'forwarded, answered by the proxy and refused alike, except hello; more get an immediate ' +
+        'OperationFailed error labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
       0,
       0,
       1_000_000,

@@ -298,7 +298,15 @@ export interface ProxyConfig {
     maxConnectionsPerTenant: number;
     /** Commands forwarded upstream at once per tenant, across its connections. 0 unlimited. */
     maxInFlightPerTenant: number;
-    /** Forwarded commands per second per tenant (token bucket). 0 unlimited. */
+    /** Connections without an established tenant, across listeners; 0 unlimited. */
+    maxUnauthenticatedConnections: number;
+    /** A connection without a tenant is closed after this long without a hello; 0 never. */
+    authTimeoutMS: number;
+    /** Request and unread reply bytes held in memory over all connections (fair share per tenant). */
+    maxBufferedBytes: number;
+    /** Request bytes per second per tenant, charged before parsing; 0 unlimited. */
+    bytesPerSecondPerTenant: number;
+    /** Commands per second per tenant (token bucket; every command but hello). 0 unlimited. */
     operationsPerSecondPerTenant: number;
     /** Token bucket size for `operationsPerSecondPerTenant`; 0 means the same as the rate. */
     operationsBurstPerTenant: number;

@@ -30,11 +30,15 @@ export const OPERATION_OUTCOMES = [
 export type OperationOutcome = (typeof OPERATION_OUTCOMES)[number];
 
 /** Why a client connection was refused before it was served. */
-export const REFUSAL_REASONS = ['max_connections', 'shutting_down'] as const;
+export const REFUSAL_REASONS = ['max_connections', 'max_unauthenticated', 'shutting_down'] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
+/** Why the proxy closed a client connection to protect the others (issue 15). */
+export const SHED_REASONS = ['buffer_budget', 'slow_reader', 'auth_timeout'] as const;
+export type ShedReason = (typeof SHED_REASONS)[number];
+
 /** Which per-tenant limit refused a connection or command. */
-export const TENANT_LIMIT_REJECTION_REASONS = ['connections', 'in_flight', 'rate'] as const;
+export const TENANT_LIMIT_REJECTION_REASONS = ['connections', 'in_flight', 'rate', 'bytes'] as const;
 export type TenantLimitRejectionReason = (typeof TENANT_LIMIT_REJECTION_REASONS)[number];
 
 /** How a client's TLS handshake ended. */
@@ -178,6 +182,8 @@ export class ProxyMetrics implements MetricsSource {
   private readonly protocolErrors: Counter<'reason'>;
   private readonly tenantLimitRejections: Counter<'reason'>;
   private readonly cursorsReapedTotal: Counter;
+  private readonly clientConnectionsShed: Counter<'reason'>;
+  private bufferedBytes: (() => number) | undefined;
   /** One guard for every per-tenant family, so a tenant has the same label everywhere. */
   private readonly tenants: BoundedLabel;
   private readonly databases: BoundedLabel;
@@ -325,6 +331,24 @@ export class ProxyMetrics implements MetricsSource {
       labelNames: ['reason'],
       registers,
     });
+    this.clientConnectionsShed = new Counter({
+      name: name('client_connections_shed_total'),
+      help:
+        'Client connections the proxy closed to protect other clients, by reason (buffer_budget: its tenant held ' +
+        'more than its share of limits.maxBufferedBytes; slow_reader: it did not read its replies; auth_timeout: ' +
+        'not authenticated within limits.authTimeoutMS).',
+      labelNames: ['reason'],
+      registers,
+    });
+    const metrics = this;
+    new Gauge({
+      name: name('buffered_bytes'),
+      help: 'Bytes of client requests and unread replies the proxy holds now (bounded by limits.maxBufferedBytes).',
+      registers,
+      collect() {
+        this.set(metrics.bufferedBytes?.() ?? 0);
+      },
+    });
     this.tenantLimitRejections = new Counter({
       name: name('tenant_limit_rejections_total'),
       help: 'Connections and commands refused by a per-tenant limit, by reason (connections, in_flight, rate).',
@@ -355,6 +379,7 @@ export class ProxyMetrics implements MetricsSource {
     this.clientConnections.set(0);
     this.clientConnectionsTotal.inc(0);
     for (const reason of TENANT_LIMIT_REJECTION_REASONS) this.tenantLimitRejections.inc({ reason }, 0);
+    for (const reason of SHED_REASONS) this.clientConnectionsShed.inc({ reason }, 0);
     for (const direction of ['client', 'upstream']) {
       this.bytesReceived.inc({ direction }, 0);
       this.bytesSent.inc({ direction }, 0);
@@ -470,6 +495,16 @@ export class ProxyMetrics implements MetricsSource {
       listener: this.listeners.of(listener),
       outcome: TLS_OUTCOMES.has(outcome) ? outcome : OTHER_LABEL,
     });
+  }
+
+  /** Counts a client connection closed to protect the others. */
+  connectionShed(reason: ShedReason): void {
+    this.clientConnectionsShed.inc({ reason });
+  }
+
+  /** Reads the bytes held for clients (the buffer budget's total) whenever metrics are scraped. */
+  trackBufferedBytes(read: () => number): void {
+    this.bufferedBytes = read;
   }
 
   /** Counts a connection or command refused by a per-tenant limit. */

@@ -15,6 +15,14 @@
  * frame's first byte has arrived the whole frame must follow within `limits.frameTimeoutMS`
  * (the clock stops while the proxy itself is not reading, i.e. while a request is in flight).
  * `drain()` (shutdown) closes the connection as soon as it is idle.
+ *
+ * Memory and fairness (issue 15): every byte the connection makes the proxy hold (requests
+ * received, decompressed and rewritten; replies the client has not read) is charged to its
+ * tenant's share of `limits.maxBufferedBytes` (buffer-budget.ts); a connection shed by the budget
+ * is closed with a logged reason. Replies are never held back by pausing the upstream: an upstream
+ * connection is free as soon as its last reply is read. A tenant's requests are charged against
+ * its byte and operation rates before anything parses them (tenant-limits.ts). A connection
+ * without a tenant must authenticate within `limits.authTimeoutMS` of its last hello.
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -32,15 +40,24 @@ import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '
 import { AUTH_COMMANDS } from '../identity/authenticator.js';
 import type { IdentityServices, PeerCertificate } from '../identity/types.js';
 import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../upstream/upstream.js';
-import type { UpstreamConnection } from '../upstream/connection.js';
 import type { IsolationEngine } from '../rewrite/engine.js';
 import type { TenantLimits } from './tenant-limits.js';
+import { BufferBudget, UNAUTHENTICATED_ACCOUNT, type BufferAccount } from './buffer-budget.js';
+import { requestCommandName } from '../upstream/connection.js';
+import { HELLO_COMMANDS } from '../protocol/hello.js';
 import type { TenancyExecutor } from '../tenancy/executor.js';
 import type { VirtualOperation } from '../policy/types.js';
 import { decodeCommand, type CommandLabels, type CommandView } from './command-view.js';
 import { ConnectionIdentity } from './connection-identity.js';
 import type { ConnectionFields, ConnectionObserver } from './connection-observer.js';
-import { compressorOfFrame, forwardFrame, hasMoreToCome, legacyHello, replyAfterPlan } from './frames.js';
+import {
+  compressorOfFrame,
+  forwardFrame,
+  hasMoreToCome,
+  legacyHello,
+  peekCommandLabels,
+  replyAfterPlan,
+} from './frames.js';
 import { denialRule, failureOutcome, route, type ForwardPlan, type LocalReply } from './route.js';
 
 /** A net or TLS socket; any duplex stream in tests. */
@@ -72,6 +89,10 @@ export interface ClientConnectionDeps {
   currentIdentity?: () => { listener: ListenerConfig; identity: IdentityServices };
   /** Runs the engine's virtual operations (shared-collection DDL, listings, stats: src/tenancy). */
   tenancy?: TenancyExecutor;
+  /** The byte budget shared by every connection; absent: one of `limits.maxBufferedBytes` for this connection alone. */
+  bufferBudget?: BufferBudget;
+  /** The connection's tenant was established (it no longer counts as unauthenticated). */
+  onEstablished?: (connection: ClientConnection) => void;
 }
 
 interface Request {
@@ -109,6 +130,12 @@ export class ClientConnection {
    * waiting for its replies; undefined while nothing was forwarded. (One command at a time.)
    */
   private upstreamWaitNs: bigint | undefined;
+  /** This connection's bytes in the shared budget (its tenant's account once established). */
+  private readonly buffers: BufferAccount;
+  /** Until a tenant is established: closes the connection `limits.authTimeoutMS` after its last hello. */
+  private authTimer: NodeJS.Timeout | undefined;
+  /** Reply bytes written to the client and not yet flushed to the socket. */
+  private unreadReplyBytes = 0;
 
   constructor(
     private readonly socket: ClientSocket,
@@ -123,6 +150,10 @@ export class ClientConnection {
       remotePort: socket.remotePort,
     });
     this.maxMessageSize = Math.min(deps.config.limits.maxMessageSizeBytes, deps.server().maxMessageSizeBytes);
+    this.buffers = (deps.bufferBudget ?? new BufferBudget(deps.config.limits.maxBufferedBytes)).open(
+      UNAUTHENTICATED_ACCOUNT,
+      (account) => this.shed(account.key),
+    );
     this.decoder = new FrameDecoder(this.maxMessageSize);
     socket.setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -142,8 +173,54 @@ export class ClientConnection {
       maxConnectionsPerTenant: deps.config.limits.maxConnectionsPerTenant,
       isolation: deps.isolation,
       upstreamSession: this.upstreamSession,
+      onCounted: (tenant) => this.tenantCounted(tenant),
     });
     this.armIdleTimer();
+    if (this.identity.tenant === undefined) this.armAuthTimer();
+  }
+
+  /** A tenant is established for this connection (known at connect for mtls/static). */
+  get established(): boolean {
+    return this.identity.tenant !== undefined;
+  }
+
+  /** The tenant is counted: its bytes move to the tenant's account, the auth deadline ends. */
+  private tenantCounted(tenant: string): void {
+    // Runs from the identity's constructor for mtls/static: fields set after `identity` may not exist yet.
+    this.buffers.moveTo(tenant);
+    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
+    this.authTimer = undefined;
+    this.deps.onEstablished?.(this);
+  }
+
+  /** Until a tenant is established, the connection must authenticate within authTimeoutMS of its last hello. */
+  private armAuthTimer(): void {
+    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
+    this.authTimer = undefined;
+    const timeoutMS = this.deps.config.limits.authTimeoutMS;
+    if (timeoutMS <= 0 || this.closed || this.identity.tenant !== undefined) return;
+    this.authTimer = setTimeout(() => {
+      this.authTimer = undefined;
+      if (this.identity.tenant !== undefined) return;
+      this.observer.shed('auth_timeout');
+      this.logger.info({ authTimeoutMS: timeoutMS }, 'not authenticated within authTimeoutMS of the last hello');
+      this.close('authentication timeout');
+    }, timeoutMS);
+    this.authTimer.unref();
+  }
+
+  /** The byte budget took this connection's bytes back: close it (never wait for it). */
+  private shed(account: string): void {
+    if (this.closed) return;
+    this.observer.shed('buffer_budget');
+    this.logger.warn(
+      {
+        maxBufferedBytes: this.deps.bufferBudget?.maxBytes ?? this.deps.config.limits.maxBufferedBytes,
+        unauthenticated: account === UNAUTHENTICATED_ACCOUNT,
+      },
+      'closing: the tenant holds more than its share of limits.maxBufferedBytes while others need memory',
+    );
+    this.close('buffer budget exceeded');
   }
 
   /** connectionId, remote, and the tenant once established. */
@@ -159,6 +236,11 @@ export class ClientConnection {
   close(reason: string, options: { graceful?: boolean } = {}): void {
     if (this.closed) return;
     this.clearTimers();
+    if (options.graceful !== true) {
+      // Destroying the socket drops what it buffered: the budget gets it back now, and nothing more is read.
+      this.buffers.close();
+      this.ending = true;
+    }
     if (options.graceful === true) {
       if (this.ending) return;
       this.ending = true;
@@ -167,7 +249,7 @@ export class ClientConnection {
       this.socket.end(() => this.socket.destroy());
       return;
     }
-    if (!this.ending) this.logger.info({ reason }, 'closing client connection');
+    this.logger.info({ reason }, 'closing client connection');
     this.socket.destroy();
   }
 
@@ -191,6 +273,8 @@ export class ClientConnection {
   private onData(chunk: Buffer): void {
     if (this.closed || this.ending) return;
     this.observer.bytes('client', 'received', chunk.length);
+    // Held until the frames it carries are handled (released per frame in processPending).
+    if (!this.buffers.charge(chunk.length)) return;
     this.clearIdleTimer();
     let framed = false;
     try {
@@ -220,7 +304,11 @@ export class ClientConnection {
         frame !== undefined && !this.closed && !this.ending;
         frame = this.pending.shift()
       ) {
-        await this.handleFrame(frame);
+        try {
+          await this.handleFrame(frame);
+        } finally {
+          this.buffers.release(frame.length);
+        }
       }
     } catch (error) {
       this.failConnection(error);
@@ -277,6 +365,8 @@ export class ClientConnection {
   private clearTimers(): void {
     this.clearIdleTimer();
     this.clearFrameTimer();
+    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
+    this.authTimer = undefined;
   }
 
   private failConnection(error: unknown): void {
@@ -299,13 +389,52 @@ export class ClientConnection {
       compressor = compressorOfFrame(frame);
       message = await decompressMessage(frame, this.maxMessageSize);
       if (compressor !== undefined) this.observer.compressed(compressor, 'received');
+      if (!this.buffers.charge(message.length)) return;
     }
-    const request: Request = { requestId: header.requestId, compressor };
-    this.identity.followReload();
+    try {
+      const request: Request = { requestId: header.requestId, compressor };
+      if (!(await this.admit(message, request))) return;
+      this.identity.followReload();
+      const opCode = readHeader(message).opCode;
+      if (opCode === OpCode.OP_MSG) return await this.handleOpMsg(message, request);
+      if (opCode === OpCode.OP_QUERY) return await this.handleOpQuery(message, request);
+      return await this.refuseOpcode(opCode, request);
+    } finally {
+      if (message !== frame) this.buffers.release(message.length);
+    }
+  }
+
+  /**
+   * Charges a tenant's request to its byte and operation rates before anything parses it (a
+   * flood of huge refused commands must cost the proxy little): waits while the tenant is over
+   * its byte rate, or answers the limit error unparsed. Returns whether to handle the request.
+   */
+  private async admit(message: Buffer, request: Request): Promise<boolean> {
+    const tenant = this.identity.countedTenant;
+    if (tenant === undefined) return true;
     const opCode = readHeader(message).opCode;
-    if (opCode === OpCode.OP_MSG) return this.handleOpMsg(message, request);
-    if (opCode === OpCode.OP_QUERY) return this.handleOpQuery(message, request);
-    return this.refuseOpcode(opCode, request);
+    const name = opCode === OpCode.OP_MSG ? requestCommandName(message) : undefined;
+    const operation = opCode !== OpCode.OP_QUERY && (name === undefined || !HELLO_COMMANDS.has(name));
+    const admission = this.deps.tenantLimits.admitRequest(tenant, message.length, operation);
+    if (admission.refusal === undefined) {
+      if (admission.delayMS > 0) await sleep(admission.delayMS);
+      return !this.closed && !this.ending;
+    }
+    const refusal = admission.refusal;
+    // Measured, counted and audited like any refused command, from its top-level fields only.
+    const labels = peekCommandLabels(message) ?? { name: name ?? 'unknown', db: '', namespace: '' };
+    this.observer.tenantCommandStarted(tenant);
+    this.observer.overTenantLimit(labels, refusal);
+    this.observer.refused(labels, tenant, denialRule(refusal));
+    this.observer.tenantCommandEnded(tenant);
+    this.upstreamWaitNs = undefined;
+    this.finished(labels, 'denied', process.hrtime.bigint());
+    // A moreToCome request gets no reply: closing is the only answer it can get (catalogue 50).
+    if (opCode === OpCode.OP_MSG && hasMoreToCome(message)) {
+      throw new WireProtocolError(refusal.code, refusal.message, true, { cause: refusal });
+    }
+    await this.writeError(refusal, request, opCode === OpCode.OP_QUERY ? 'opReply' : 'opMsg');
+    return false;
   }
 
   private async handleOpMsg(frame: Buffer, request: Request): Promise<void> {
@@ -467,6 +596,8 @@ export class ClientConnection {
       connectionId: this.id,
     };
     acceptHello(helloRequest, context, this.handshake);
+    // A hello restarts the authentication deadline: driver monitoring connections never authenticate.
+    if (this.identity.tenant === undefined) this.armAuthTimer();
     const authFields = await this.identity.authenticator.helloFields(helloRequest);
     this.identity.settle();
     this.identity.refuseIfOverConnectionLimit();
@@ -487,6 +618,23 @@ export class ClientConnection {
     request: Request,
   ): Promise<string> {
     const outgoing = forwardFrame(frame, command.msg, plan.rewrite);
+    const copied = outgoing === frame ? 0 : outgoing.length;
+    if (!this.buffers.charge(copied))
+      throw new WireProtocolError(ErrorCodes.ExceededMemoryLimit, 'buffer budget exceeded', true);
+    try {
+      return await this.forwardOutgoing(outgoing, command, plan, outcome, request);
+    } finally {
+      this.buffers.release(copied);
+    }
+  }
+
+  private async forwardOutgoing(
+    outgoing: Buffer,
+    command: CommandView,
+    plan: ForwardPlan,
+    outcome: string,
+    request: Request,
+  ): Promise<string> {
     // Per-tenant in-flight and rate limits apply to what is actually forwarded (not to refusals
     // or local replies): over a limit the command is answered at once with an error.
     const tenant = this.identity.countedTenant;
@@ -576,7 +724,7 @@ export class ClientConnection {
             // Each exhaust reply answers the previous one.
             responseTo = replyId;
             ok &&= replyIsOk(reply);
-            writes = writes.then(() => this.writeReply(reply, request.compressor, moreToCome ? connection : undefined));
+            writes = writes.then(() => this.writeReply(reply, request.compressor, moreToCome));
           },
         }),
       ));
@@ -605,49 +753,47 @@ export class ClientConnection {
   }
 
   /**
-   * Writes one upstream reply. While more replies of an exhaust stream follow (`upstream` given),
-   * a client slower than the upstream pauses that upstream connection, still this request's,
-   * until it drains. After the last reply the connection already serves other clients and must
-   * not be paused: the proxy waits for the drain itself before it takes this client's next request.
+   * Writes one upstream reply. The upstream connection is never paused for a slow client (it
+   * would hold a pool connection other tenants share): the reply is buffered for the client and
+   * charged to its tenant's share of the byte budget. While more replies of an exhaust stream
+   * follow (`exhaust`), a client that has not read more than its bound (a sixteenth of
+   * maxBufferedBytes, at least one message) is closed, which ends the stream and frees that upstream
+   * connection. After the last reply the proxy waits for the drain before this client's next request.
    */
-  private async writeReply(
-    reply: Buffer,
-    compressor: CompressorName | undefined,
-    upstream: UpstreamConnection | undefined,
-  ): Promise<void> {
+  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, exhaust: boolean): Promise<void> {
     let bytes = reply;
     if (compressor !== undefined) {
       bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
       this.observer.compressed(compressor, 'sent');
     }
-    if (this.closed) return;
-    if (upstream === undefined) {
+    if (this.closed || this.socket.destroyed) return;
+    if (!exhaust) {
       await this.write(bytes);
       return;
     }
-    if (!this.socket.write(bytes)) {
-      // Client is slower than the upstream: stop reading upstream until the client drains.
-      upstream.pause();
-      // The paused stream holds a pool connection other clients share: a client that stops
-      // reading altogether is closed after clientIdleTimeoutMS (like an idle one), which closes
-      // that upstream connection and frees its slot.
-      const timeoutMS = this.deps.config.limits.clientIdleTimeoutMS;
-      const stalled =
-        timeoutMS > 0
-          ? setTimeout(() => {
-              this.logger.info(
-                { clientIdleTimeoutMS: timeoutMS },
-                'client stopped reading an exhaust stream for clientIdleTimeoutMS',
-              );
-              this.close('stalled reader');
-            }, timeoutMS).unref()
-          : undefined;
-      this.socket.once('drain', () => {
-        if (stalled !== undefined) clearTimeout(stalled);
-        upstream.resume();
-      });
+    const bound = Math.max(this.deps.config.limits.maxBufferedBytes / 16, this.maxMessageSize);
+    if (this.unreadReplyBytes > bound) {
+      this.observer.shed('slow_reader');
+      this.logger.warn(
+        { unreadBytes: this.unreadReplyBytes, bound },
+        'closing: the client does not read an exhaust stream (unread replies over a sixteenth of maxBufferedBytes)',
+      );
+      this.close('slow reader');
+      return;
     }
+    this.writeCharged(bytes);
+  }
+
+  /** Writes `bytes` charged to the budget until flushed; false when the budget shed this connection instead. */
+  private writeCharged(bytes: Buffer): boolean {
+    if (!this.buffers.charge(bytes.length)) return false;
+    this.unreadReplyBytes += bytes.length;
     this.observer.bytes('client', 'sent', bytes.length);
+    const flushed = this.socket.write(bytes, () => {
+      this.unreadReplyBytes -= bytes.length;
+      this.buffers.release(bytes.length);
+    });
+    return flushed;
   }
 
   private async writeError(error: unknown, request: Request, format: ReplyFormat): Promise<void> {
@@ -656,26 +802,41 @@ export class ClientConnection {
     await this.write(encodeErrorReply(error, request.requestId, format));
   }
 
+  /**
+   * Writes `bytes` and waits until the client has taken them, so the proxy holds at most one
+   * reply per connection. A client that reads nothing for clientIdleTimeoutMS is closed (it would
+   * hold its bytes, and this connection, forever).
+   */
   private async write(bytes: Buffer): Promise<void> {
-    if (this.closed) return;
-    this.observer.bytes('client', 'sent', bytes.length);
-    if (!this.socket.write(bytes)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.socket.off('drain', done);
-          this.socket.off('close', done);
-          resolve();
-        };
-        this.socket.on('drain', done);
-        this.socket.on('close', done);
-      });
-    }
+    if (this.closed || this.socket.destroyed) return;
+    if (this.writeCharged(bytes)) return;
+    if (this.closed || this.socket.destroyed) return;
+    const timeoutMS = this.deps.config.limits.clientIdleTimeoutMS;
+    await new Promise<void>((resolve) => {
+      const stalled =
+        timeoutMS > 0
+          ? setTimeout(() => {
+              this.observer.shed('slow_reader');
+              this.logger.info({ clientIdleTimeoutMS: timeoutMS }, 'client read nothing for clientIdleTimeoutMS');
+              this.close('stalled reader');
+            }, timeoutMS).unref()
+          : undefined;
+      const done = (): void => {
+        if (stalled !== undefined) clearTimeout(stalled);
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
   }
 
   private onSocketClose(): void {
     if (this.closed) return;
     this.closed = true;
     this.clearTimers();
+    this.buffers.close();
     this.pending.length = 0;
     // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: its
     // upstream connection can never be reused, so aborting closes it (and stops any retry).
@@ -692,4 +853,8 @@ function clientAddressOf(socket: Duplex): string | undefined {
   const { remoteAddress: host, remotePort: port } = socket as Partial<Socket>;
   if (host === undefined) return undefined;
   return `${host.includes(':') ? `[${host}]` : host}:${port ?? 0}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -36,6 +36,8 @@ export interface ConnectionIdentityOptions extends IdentitySettings {
   isolation: IsolationEngine;
   /** Gets the passthrough connection once a scram-passthrough client authenticated. */
   upstreamSession: UpstreamSession;
+  /** The tenant was just counted (may run inside the constructor: mtls/static tenants are known at connect). */
+  onCounted?: (tenant: string) => void;
 }
 
 export class ConnectionIdentity {
@@ -131,6 +133,7 @@ export class ConnectionIdentity {
       }
       this.#countedTenant = identity.tenant;
       observer.tenantEstablished(identity);
+      this.options.onCounted?.(identity.tenant);
       try {
         this.#engine = this.options.isolation.forTenant(
           identity.tenant,

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { CompressorName } from '../config/types.js';
 import type { TenantIdentity } from '../identity/types.js';
 import type { AuditLog } from '../observability/audit.js';
-import type { ProxyMetrics } from '../observability/metrics.js';
+import type { ProxyMetrics, ShedReason } from '../observability/metrics.js';
 import type { CommandLabels } from './command-view.js';
 import type { IsolationDecision } from './route.js';
 import type { TenantLimitExceeded } from './tenant-limits.js';
@@ -53,6 +53,8 @@ export interface ConnectionObserver {
   refused(command: CommandLabels, tenant: string | undefined, rule: string): void;
   /** A command refused by the tenant's in-flight or rate limit. */
   overTenantLimit(command: CommandLabels, refusal: TenantLimitExceeded): void;
+  /** The proxy closed the connection to protect others (byte budget, slow reader, authentication deadline). */
+  shed(reason: ShedReason): void;
 }
 
 /** Who the connection is, for its log lines and audit events. */
@@ -147,6 +149,7 @@ export function createConnectionObserver(sinks: ObservabilitySinks, fields: Conn
       auditDecision(command, tenant, decision, rule);
     },
     refused: (command, tenant, rule) => auditDecision(command, tenant, 'refused', rule),
+    shed: (reason) => metrics.connectionShed(reason),
     overTenantLimit(command, refusal) {
       metrics.tenantLimitRejection(refusal.reason);
       logger.debug({ reason: refusal.reason, commandName: command.name }, refusal.message);

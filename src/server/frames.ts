@@ -10,7 +10,9 @@ import { replyBody } from '../protocol/command.js';
 import type { TenantEngine } from '../rewrite/engine.js';
 import type { ReplyPlan } from '../policy/types.js';
 import { compressorNameOf } from '../wire/compression.js';
-import { HEADER_LENGTH, OpMsgFlag } from '../wire/constants.js';
+import { HEADER_LENGTH, OpCode, OpMsgFlag, SectionKind } from '../wire/constants.js';
+import { BsonType, findElement, firstElement, readString } from '../wire/bson-scan.js';
+import type { CommandLabels } from './command-view.js';
 import { encodeOpMsg, type OpMsg } from '../wire/op-msg.js';
 import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
 import type { ForwardPlan } from './route.js';
@@ -20,6 +22,38 @@ export function compressorOfFrame(frame: Buffer): CompressorName | undefined {
   // Byte 24 is the compressorId: header(16) + originalOpcode(4) + uncompressedSize(4).
   const name = compressorNameOf(frame[HEADER_LENGTH + 8] ?? -1);
   return name === null || name === 'noop' ? undefined : name;
+}
+
+/**
+ * The command name, `$db` and namespace of an OP_MSG, read before the message is parsed or
+ * validated (top-level elements only: cheap even for a huge command), for the metrics and audit of
+ * a request refused unparsed. Undefined for anything else or anything unexpected.
+ */
+export function peekCommandLabels(frame: Buffer): CommandLabels | undefined {
+  if (frame.length < HEADER_LENGTH + 10 || frame.readInt32LE(12) !== OpCode.OP_MSG) return undefined;
+  const end = Math.min(frame.length, frame.readInt32LE(0));
+  let pos = HEADER_LENGTH + 4;
+  try {
+    while (pos + 5 <= end) {
+      const kind = frame[pos];
+      const length = frame.readInt32LE(pos + 1);
+      if (length < 5 || pos + 1 + length > end) return undefined;
+      if (kind === SectionKind.body) {
+        const body = frame.subarray(pos + 1, pos + 1 + length);
+        const first = firstElement(body);
+        if (first === null) return undefined;
+        const dbElement = findElement(body, '$db');
+        const db = dbElement !== null && dbElement.type === BsonType.string ? readString(body, dbElement) : '';
+        const collection = first.type === BsonType.string ? readString(body, first).slice(0, 1024) : undefined;
+        return { name: first.name, db, namespace: collection === undefined ? db : `${db}.${collection}` };
+      }
+      if (kind !== SectionKind.documentSequence) return undefined;
+      pos += 1 + length;
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
 }
 
 /** An OP_MSG's moreToCome flag, read before the message is parsed. */

@@ -50,9 +50,11 @@ export type SharedConnectionDeps = Omit<
 > &
   ObservabilitySinks;
 
-/** Counts connections across listeners against `limits.maxConnections`. */
+/** Counts connections across listeners against `limits.maxConnections` and `limits.maxUnauthenticatedConnections`. */
 export class ConnectionRegistry {
   readonly connections = new Set<ClientConnection>();
+  /** Connections whose tenant is not established yet. */
+  readonly unauthenticated = new Set<ClientConnection>();
 
   get size(): number {
     return this.connections.size;
@@ -106,14 +108,27 @@ export async function startListener(
         peerCertificate,
         currentIdentity,
         observe: (fields) => createConnectionObserver(deps, { ...fields, listener: accepted.name }),
+        onEstablished: (established) => registry.unauthenticated.delete(established),
       },
       (closed) => {
         registry.connections.delete(closed);
+        registry.unauthenticated.delete(closed);
         own.delete(closed);
       },
     );
     registry.connections.add(connection);
     own.add(connection);
+    if (!connection.established) {
+      // Checked once the connection exists: an mtls/static tenant is established at connect.
+      const limit = deps.config.limits.maxUnauthenticatedConnections;
+      if (limit > 0 && registry.unauthenticated.size >= limit) {
+        deps.metrics.connectionRefused('max_unauthenticated');
+        logger.warn({ remote: socket.remoteAddress, limit }, 'unauthenticated connection limit reached; refusing');
+        connection.close('too many unauthenticated connections');
+        return;
+      }
+      registry.unauthenticated.add(connection);
+    }
   };
 
   const loadTls = (config: ListenerTlsConfig, reloadIntervalMS: number): ListenerTls =>

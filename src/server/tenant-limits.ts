@@ -4,9 +4,14 @@
  * - in flight: at most `maxInFlightPerTenant` commands forwarded upstream at once, across all of
  *   the tenant's connections;
  * - rate: a token bucket of `operationsBurstPerTenant` tokens (0: the rate) refilled at
- *   `operationsPerSecondPerTenant` per second; each forwarded command takes one.
+ *   `operationsPerSecondPerTenant` per second; every command but hello takes one when it arrives,
+ *   before it is parsed, whether it is then forwarded, answered locally or refused (issue 15);
+ * - bytes: `bytesPerSecondPerTenant` of request bytes, charged before parsing (a generic cell
+ *   rate: a tenant may run ahead of the rate by max(rate, maxMessageSizeBytes) bytes). A message
+ *   beyond that is delayed (the caller waits, not reading the client) up to MAX_BYTES_WAIT_MS,
+ *   and refused unparsed past that, so a flood of big messages costs the proxy little.
  * A limit of 0 is unlimited. Over a limit the caller gets a `TenantLimitExceeded` to answer with
- * at once: nothing here waits or queues, so a client never hangs on a limit.
+ * at once: nothing here queues, so a client never hangs on a limit.
  *
  * Pure: no sockets, timers or metrics; the clock is injected. Memory stays bounded: a tenant is
  * remembered only while it has connections or commands in flight, or while its bucket is still
@@ -21,8 +26,12 @@ export interface TenantLimitSettings {
   maxConnectionsPerTenant: number;
   /** Commands forwarded upstream at once per tenant; 0 unlimited. */
   maxInFlightPerTenant: number;
-  /** Forwarded commands per second per tenant (token bucket refill rate); 0 unlimited. */
+  /** Commands per second per tenant (token bucket refill rate; all but hello); 0 unlimited. */
   operationsPerSecondPerTenant: number;
+  /** Request bytes per second per tenant, charged before parsing; 0 (or absent) unlimited. */
+  bytesPerSecondPerTenant?: number;
+  /** The largest message: the byte budget always lets one through at once. */
+  maxMessageSizeBytes?: number;
   /** Token bucket size; 0 means the same as the rate. */
   operationsBurstPerTenant: number;
 }
@@ -40,7 +49,15 @@ interface TenantState {
   tokens: number;
   /** When `tokens` was last brought up to date. */
   refilledAt: number;
+  /** Byte budget: when the bytes charged so far will have been paid for at the rate (ms clock). */
+  bytesPaidAt: number;
 }
+
+/** A message may wait this long for the tenant's byte budget; one that would wait longer is refused. */
+export const MAX_BYTES_WAIT_MS = 2000;
+
+/** What `admitRequest` decided: refused, or admitted after `delayMS` (0: at once). */
+export type RequestAdmission = { refusal: TenantLimitExceeded } | { refusal?: undefined; delayMS: number };
 
 export class TenantLimits {
   private readonly tenants = new Map<string, TenantState>();
@@ -79,7 +96,11 @@ export class TenantLimits {
     this.settings = settings;
     const rate = settings.operationsPerSecondPerTenant;
     this.burst = rate > 0 ? (settings.operationsBurstPerTenant > 0 ? settings.operationsBurstPerTenant : rate) : 0;
-    this.#enabled = settings.maxConnectionsPerTenant > 0 || settings.maxInFlightPerTenant > 0 || rate > 0;
+    this.#enabled =
+      settings.maxConnectionsPerTenant > 0 ||
+      settings.maxInFlightPerTenant > 0 ||
+      rate > 0 ||
+      (settings.bytesPerSecondPerTenant ?? 0) > 0;
     for (const [tenant, state] of this.tenants) {
       // A bucket that did not exist (no rate limit before) starts full, as for a new tenant.
       state.tokens = previousBurst > 0 ? Math.min(state.tokens, this.burst) : this.burst;
@@ -117,8 +138,46 @@ export class TenantLimits {
   }
 
   /**
-   * Admits one command to be forwarded upstream, or refuses it. The in-flight limit is checked
-   * first, so a refused command takes no token. Every admitted command needs one `endOperation`.
+   * Charges one request of `bytes` (and, unless it is a hello, one operation token) as it
+   * arrives, before anything parses it. Refused: nothing is charged. Admitted: the caller waits
+   * `delayMS` (the tenant is over its byte rate) before handling it.
+   */
+  admitRequest(tenant: string, bytes: number, operation: boolean): RequestAdmission {
+    if (!this.enabled) return { delayMS: 0 };
+    const now = this.now();
+    this.maybeSweep(now);
+    const state = this.state(tenant, now);
+    const rate = this.settings.operationsPerSecondPerTenant;
+    if (operation && rate > 0) {
+      this.refill(state, now);
+      if (state.tokens < 1) {
+        this.forgetIfIdle(tenant, state, now);
+        return {
+          refusal: new TenantLimitExceeded('rate', `tenant rate limit (${rate} operations per second) reached`),
+        };
+      }
+    }
+    let delayMS = 0;
+    const byteRate = this.settings.bytesPerSecondPerTenant ?? 0;
+    if (byteRate > 0) {
+      const allowanceMS = (Math.max(byteRate, this.settings.maxMessageSizeBytes ?? 0) / byteRate) * 1000;
+      const paidAt = Math.max(state.bytesPaidAt, now) + (bytes / byteRate) * 1000;
+      delayMS = Math.max(0, paidAt - allowanceMS - now);
+      if (delayMS > MAX_BYTES_WAIT_MS) {
+        this.forgetIfIdle(tenant, state, now);
+        return {
+          refusal: new TenantLimitExceeded('bytes', `tenant byte rate limit (${byteRate} bytes per second) reached`),
+        };
+      }
+      state.bytesPaidAt = paidAt;
+    }
+    if (operation && rate > 0) state.tokens -= 1;
+    return { delayMS };
+  }
+
+  /**
+   * Admits one command to be forwarded upstream, or refuses it (the in-flight limit; its rate
+   * token was taken by `admitRequest`). Every admitted command needs one `endOperation`.
    */
   startOperation(tenant: string): TenantLimitExceeded | undefined {
     if (!this.enabled) return undefined;
@@ -127,16 +186,8 @@ export class TenantLimits {
     const state = this.state(tenant, now);
     const maxInFlight = this.settings.maxInFlightPerTenant;
     if (maxInFlight > 0 && state.inFlight >= maxInFlight) {
+      this.forgetIfIdle(tenant, state, now);
       return new TenantLimitExceeded('in_flight', `tenant in-flight limit (${maxInFlight}) reached`);
-    }
-    const rate = this.settings.operationsPerSecondPerTenant;
-    if (rate > 0) {
-      this.refill(state, now);
-      if (state.tokens < 1) {
-        this.forgetIfIdle(tenant, state);
-        return new TenantLimitExceeded('rate', `tenant rate limit (${rate} operations per second) reached`);
-      }
-      state.tokens -= 1;
     }
     state.inFlight += 1;
     return undefined;
@@ -153,7 +204,7 @@ export class TenantLimits {
   private state(tenant: string, now = this.now()): TenantState {
     let state = this.tenants.get(tenant);
     if (state === undefined) {
-      state = { connections: 0, inFlight: 0, tokens: this.burst, refilledAt: now };
+      state = { connections: 0, inFlight: 0, tokens: this.burst, refilledAt: now, bytesPaidAt: now };
       this.tenants.set(tenant, state);
     }
     return state;
@@ -167,7 +218,7 @@ export class TenantLimits {
 
   /** A tenant with nothing open and a full bucket is the same as one never seen. */
   private forgetIfIdle(tenant: string, state: TenantState, now = this.now()): void {
-    if (state.connections > 0 || state.inFlight > 0) return;
+    if (state.connections > 0 || state.inFlight > 0 || state.bytesPaidAt > now) return;
     if (this.burst > 0) {
       this.refill(state, now);
       if (state.tokens < this.burst) return;

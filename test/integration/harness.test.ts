@@ -98,8 +98,14 @@ describe('startTestProxy', () => {
       frameTimeoutMS: 30_000,
       tlsHandshakeTimeoutMS: 10_000,
       drainTimeoutMS: 30_000,
-      maxConnectionsPerTenant: 0,
-      maxInFlightPerTenant: 0,
+      // Issue 15 defaults, derived from the product's default maxConnections and maxPoolSize
+      // (testProxyConfig merges overrides over the resolved defaults).
+      maxConnectionsPerTenant: 2_500,
+      maxInFlightPerTenant: 100,
+      maxUnauthenticatedConnections: 2_500,
+      authTimeoutMS: 30_000,
+      maxBufferedBytes: 268_435_456,
+      bytesPerSecondPerTenant: 67_108_864,
       operationsPerSecondPerTenant: 0,
       operationsBurstPerTenant: 0,
     });

@@ -39,7 +39,11 @@ describe('multiplexed pool against FerretDB', () => {
     startProxy,
   }) => {
     const faults = await faultProxy();
-    const proxy = await startProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
+    // One tenant runs 500 commands at once on purpose: its in-flight limit (issue 15 default) is raised to match.
+    const proxy = await startProxy({
+      upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 },
+      limits: { maxInFlightPerTenant: 500 },
+    });
     const db = uniqueDbName('pool500');
     const clients = await Promise.all(Array.from({ length: 500 }, () => proxy.raw()));
     const upstreamOpen = sampleMax(() => faults.stats().connectionsOpen);
@@ -76,7 +80,11 @@ describe('multiplexed pool against FerretDB', () => {
     startProxy,
   }) => {
     const faults = await faultProxy();
-    const proxy = await startProxy({ upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 } });
+    // One tenant runs 500 commands at once on purpose: its in-flight limit (issue 15 default) is raised to match.
+    const proxy = await startProxy({
+      upstream: { uri: faults.uri, maxPoolSize: 10, waitQueueTimeoutMS: 120_000 },
+      limits: { maxInFlightPerTenant: 500 },
+    });
     const db = uniqueDbName('pooldriver');
     const drivers: MongoClient[] = Array.from({ length: 20 }, () => proxy.client({ maxPoolSize: 25 }));
     await drivers[0]!

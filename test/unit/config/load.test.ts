@@ -63,7 +63,7 @@ const DEFAULTS: ProxyConfig = {
     minPoolSize: 0,
     maxLifetimeMS: 0,
     waitQueueTimeoutMS: 10_000,
-    maxPoolConnectionsPerTenant: 0,
+    maxPoolConnectionsPerTenant: 50,
     serverSelectionTimeoutMS: 10_000,
     heartbeatFrequencyMS: 10_000,
     localThresholdMS: 15,
@@ -85,8 +85,13 @@ const DEFAULTS: ProxyConfig = {
     frameTimeoutMS: 30_000,
     tlsHandshakeTimeoutMS: 10_000,
     drainTimeoutMS: 30_000,
-    maxConnectionsPerTenant: 0,
-    maxInFlightPerTenant: 0,
+    // Issue 15: per-tenant limits on by default, sized from the global ones (config/derived.ts).
+    maxConnectionsPerTenant: 2_500,
+    maxInFlightPerTenant: 100,
+    maxUnauthenticatedConnections: 2_500,
+    authTimeoutMS: 30_000,
+    maxBufferedBytes: 268_435_456,
+    bytesPerSecondPerTenant: 67_108_864,
     operationsPerSecondPerTenant: 0,
     operationsBurstPerTenant: 0,
     maxOpenCursorsPerTenant: 100,
@@ -140,7 +145,14 @@ describe('precedence: defaults < file < environment < flags', () => {
       { name: 'main', listen: { host: '127.0.0.1', port: 1001 }, tls: null, methods: [], staticTenant: null },
     ]);
     expect(config.upstream).toEqual({ ...DEFAULTS.upstream, uri: 'mongodb://file-host:27017/', connectTimeoutMS: 1111 });
-    expect(config.limits).toEqual({ ...DEFAULTS.limits, maxConnections: 11, maxBsonDepth: 50 });
+    // The per-tenant and unauthenticated connection limits follow maxConnections (a quarter, rounded up).
+    expect(config.limits).toEqual({
+      ...DEFAULTS.limits,
+      maxConnections: 11,
+      maxBsonDepth: 50,
+      maxConnectionsPerTenant: 3,
+      maxUnauthenticatedConnections: 3,
+    });
     expect(config.log.level).toBe('debug');
   });
 

@@ -94,6 +94,8 @@ describe('planReload', () => {
       'limits.maxConnections',
       'limits.clientIdleTimeoutMS',
       'limits.maxConnectionsPerTenant',
+      // Derived from maxConnections (config/derived.ts).
+      'limits.maxUnauthenticatedConnections',
     ]);
     expect(Object.isFrozen(plan.config.limits)).toBe(true);
   });

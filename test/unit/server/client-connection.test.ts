@@ -108,6 +108,7 @@ function recordingObserver(): ConnectionObserver & { events: RecordedEvent[] } {
     decision: record('decision'),
     refused: record('refused'),
     overTenantLimit: record('overTenantLimit'),
+    shed: record('shed'),
   };
 }
 

@@ -10,6 +10,11 @@ const UNLIMITED: TenantLimitSettings = {
   operationsBurstPerTenant: 0,
 };
 
+/** What a connection does for a forwarded command: charge it on arrival, then admit it upstream. */
+function take(l: TenantLimits, tenant: string): TenantLimitExceeded | undefined {
+  return l.admitRequest(tenant, 0, true).refusal ?? l.startOperation(tenant);
+}
+
 function limits(settings: Partial<TenantLimitSettings>): { limits: TenantLimits; clock: { now: number } } {
   const clock = { now: 1_000 };
   return { limits: new TenantLimits({ ...UNLIMITED, ...settings }, { now: () => clock.now }), clock };
@@ -63,7 +68,7 @@ describe('TenantLimits', () => {
     const { limits: l, clock } = limits({ operationsPerSecondPerTenant: 10, operationsBurstPerTenant: 3 });
     l.openConnection('acme');
     const run = (): TenantLimitExceeded | undefined => {
-      const refusal = l.startOperation('acme');
+      const refusal = take(l, 'acme');
       if (refusal === undefined) l.endOperation('acme');
       return refusal;
     };
@@ -78,22 +83,48 @@ describe('TenantLimits', () => {
     expect([run(), run(), run()]).toEqual([undefined, undefined, undefined]);
     expect(run()).toBeDefined();
     // Other tenants have their own bucket.
-    expect(l.startOperation('globex')).toBeUndefined();
+    expect(take(l, 'globex')).toBeUndefined();
   });
 
   it('uses the rate as the burst when the burst is 0', () => {
     const { limits: l } = limits({ operationsPerSecondPerTenant: 5 });
     let admitted = 0;
-    for (let i = 0; i < 20; i += 1) if (l.startOperation('acme') === undefined) admitted += 1;
+    for (let i = 0; i < 20; i += 1) if (take(l, 'acme') === undefined) admitted += 1;
     expect(admitted).toBe(5);
   });
 
-  it('does not take a token for a command refused by the in-flight limit', () => {
+  it('counts a command refused by the in-flight limit against the rate too (issue 15: refusals count)', () => {
     const { limits: l } = limits({ maxInFlightPerTenant: 1, operationsPerSecondPerTenant: 2 });
-    expect(l.startOperation('acme')).toBeUndefined();
-    expect(l.startOperation('acme')).toMatchObject({ reason: 'in_flight' });
+    expect(take(l, 'acme')).toBeUndefined();
+    expect(take(l, 'acme')).toMatchObject({ reason: 'in_flight' });
     l.endOperation('acme');
-    expect(l.startOperation('acme')).toBeUndefined();
+    expect(take(l, 'acme')).toMatchObject({ reason: 'rate' });
+  });
+
+  it('takes no token for a hello, and charges request bytes before parsing: a wait, then a refusal', () => {
+    const { limits: l, clock } = limits({
+      operationsPerSecondPerTenant: 1,
+      bytesPerSecondPerTenant: 1000,
+      maxMessageSizeBytes: 2000,
+    });
+    // Two seconds' worth (the larger of the rate and the biggest message) pass at once.
+    expect(l.admitRequest('acme', 100, false)).toEqual({ delayMS: 0 });
+    expect(l.admitRequest('acme', 1900, false)).toEqual({ delayMS: 0 });
+    // Beyond that a request waits until its bytes are paid for at the rate…
+    expect(l.admitRequest('acme', 500, false)).toEqual({ delayMS: 500 });
+    expect(l.admitRequest('acme', 1500, false)).toEqual({ delayMS: 2000 });
+    // …and one that would wait more than MAX_BYTES_WAIT_MS is refused, charging nothing.
+    const refused = l.admitRequest('acme', 1, false).refusal;
+    expect(refused).toMatchObject({ reason: 'bytes', code: ErrorCodes.OperationFailed });
+    expect(refused?.labels).toEqual(['SystemOverloadedError', 'RetryableError']);
+    clock.now += 1;
+    expect(l.admitRequest('acme', 1, false)).toEqual({ delayMS: 2000 });
+    // Other tenants have their own budget; hellos took no operation token.
+    expect(l.admitRequest('globex', 2000, true)).toEqual({ delayMS: 0 });
+    expect(l.admitRequest('globex', 0, true).refusal).toMatchObject({ reason: 'rate' });
+    expect(l.admitRequest('acme', 0, true).refusal).toBeUndefined();
+    clock.now += 10_000;
+    expect(l.admitRequest('acme', 2000, false)).toEqual({ delayMS: 0 });
   });
 
   it('forgets idle tenants once their bucket is full again (bounded memory)', () => {
@@ -101,7 +132,7 @@ describe('TenantLimits', () => {
     for (let i = 0; i < 1000; i += 1) {
       const tenant = `t${i}`;
       l.openConnection(tenant);
-      expect(l.startOperation(tenant)).toBeUndefined();
+      expect(take(l, tenant)).toBeUndefined();
       l.endOperation(tenant);
       l.closeConnection(tenant);
     }
@@ -109,12 +140,12 @@ describe('TenantLimits', () => {
     expect(l.trackedTenants).toBe(1000);
     clock.now += 2_000;
     l.openConnection('busy');
-    expect(l.startOperation('busy')).toBeUndefined();
+    expect(take(l, 'busy')).toBeUndefined();
     expect(l.trackedTenants).toBe(1);
     l.endOperation('busy');
     l.closeConnection('busy');
     clock.now += 2_000;
-    l.startOperation('other');
+    take(l, 'other');
     l.endOperation('other');
     expect(l.trackedTenants).toBeLessThanOrEqual(1);
   });
@@ -179,26 +210,26 @@ describe('TenantLimits', () => {
 
     it('caps a bucket at a smaller burst, and starts a new rate limit with a full bucket', () => {
       const { limits: l, clock } = limits({ operationsPerSecondPerTenant: 10 });
-      expect(l.startOperation('acme')).toBeUndefined();
+      expect(take(l, 'acme')).toBeUndefined();
       l.endOperation('acme');
       l.reconfigure({ ...UNLIMITED, operationsPerSecondPerTenant: 2 });
-      expect(l.startOperation('acme')).toBeUndefined();
+      expect(take(l, 'acme')).toBeUndefined();
       l.endOperation('acme');
-      expect(l.startOperation('acme')).toBeUndefined();
+      expect(take(l, 'acme')).toBeUndefined();
       l.endOperation('acme');
-      expect(l.startOperation('acme')).toMatchObject({ reason: 'rate' });
+      expect(take(l, 'acme')).toMatchObject({ reason: 'rate' });
       clock.now += 500;
-      expect(l.startOperation('acme')).toBeUndefined();
+      expect(take(l, 'acme')).toBeUndefined();
       l.endOperation('acme');
 
       const { limits: unlimited } = limits({ maxConnectionsPerTenant: 9 });
       expect(unlimited.openConnection('acme')).toBeUndefined();
       unlimited.reconfigure({ ...UNLIMITED, maxConnectionsPerTenant: 9, operationsPerSecondPerTenant: 3 });
       for (let i = 0; i < 3; i += 1) {
-        expect(unlimited.startOperation('acme')).toBeUndefined();
+        expect(take(unlimited, 'acme')).toBeUndefined();
         unlimited.endOperation('acme');
       }
-      expect(unlimited.startOperation('acme')).toMatchObject({ reason: 'rate' });
+      expect(take(unlimited, 'acme')).toMatchObject({ reason: 'rate' });
     });
 
     it('stops counting when every limit is turned off, and forgets idle tenants', () => {

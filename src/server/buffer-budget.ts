@@ -1,0 +1,176 @@
+/**
+ * The global byte budget for what client connections make the proxy hold in memory (issue 15):
+ * request bytes received and not yet handled (and their decompressed and rewritten copies), and
+ * reply bytes written to a client that has not read them yet. `limits.maxBufferedBytes` bounds
+ * the total; each tenant (connections without a tenant share one account) has a fair share:
+ *
+ *   share = max(maxBufferedBytes / tenants holding bytes now, maxBufferedBytes / 16)
+ *
+ * A tenant may hold more than its share while the total is under the budget (nobody else needs
+ * the memory). When a charge takes the total over the budget, connections of tenants over their
+ * share are closed (shed), the tenant furthest over first and its largest connection first,
+ * until the total fits again; when no tenant is over its share (only possible through the
+ * floor), the connection that charged is shed. So one tenant's slow readers or floods can never
+ * make another tenant wait or fail for memory: the bytes are simply taken back from them.
+ *
+ * Bytes that already exist (a chunk just read from a socket) are always recorded: `charge` says
+ * whether the charging account survived. Pure: no sockets or timers; shedding calls back.
+ */
+
+/** The account of connections without an established tenant (cannot be a tenant: contains NUL). */
+export const UNAUTHENTICATED_ACCOUNT = '\u0000unauthenticated';
+
+/** The floor of a tenant's share, as a fraction of the budget. */
+const SHARE_FLOOR_DIVISOR = 16;
+
+interface TenantBytes {
+  bytes: number;
+  accounts: Set<BufferAccount>;
+}
+
+export class BufferBudget {
+  #maxBytes: number;
+  #total = 0;
+  readonly #tenants = new Map<string, TenantBytes>();
+  /** Accounts shed since start (for tests; the connection reports its own metric). */
+  shed = 0;
+
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  get maxBytes(): number {
+    return this.#maxBytes;
+  }
+
+  /** Bytes held over every connection now. */
+  get total(): number {
+    return this.#total;
+  }
+
+  /** Bytes a tenant's connections hold now. */
+  bytesOf(key: string): number {
+    return this.#tenants.get(key)?.bytes ?? 0;
+  }
+
+  /** Tenants holding bytes now. */
+  get activeTenants(): number {
+    return this.#tenants.size;
+  }
+
+  /** The most a tenant may hold while others need memory. */
+  get share(): number {
+    const active = Math.max(1, this.#tenants.size);
+    return Math.max(Math.floor(this.#maxBytes / active), Math.floor(this.#maxBytes / SHARE_FLOOR_DIVISOR));
+  }
+
+  /** Hot reload: a smaller budget is enforced at the next charge. */
+  reconfigure(maxBytes: number): void {
+    this.#maxBytes = maxBytes;
+  }
+
+  /** A connection's account, under `key` (its tenant, or UNAUTHENTICATED_ACCOUNT). */
+  open(key: string, onShed: (account: BufferAccount) => void): BufferAccount {
+    return new BufferAccount(this, key, onShed);
+  }
+
+  /** @internal */
+  add(account: BufferAccount, bytes: number): void {
+    if (bytes === 0) return;
+    let tenant = this.#tenants.get(account.key);
+    if (tenant === undefined) {
+      tenant = { bytes: 0, accounts: new Set() };
+      this.#tenants.set(account.key, tenant);
+    }
+    tenant.bytes += bytes;
+    tenant.accounts.add(account);
+    this.#total += bytes;
+    if (tenant.bytes <= 0) this.#tenants.delete(account.key);
+    else if (account.bytes + bytes <= 0) tenant.accounts.delete(account);
+  }
+
+  /** @internal Sheds over-share accounts until the total fits; false when `charging` itself was shed. */
+  enforce(charging: BufferAccount): boolean {
+    while (this.#total > this.#maxBytes && !charging.closed) {
+      const share = this.share;
+      let victim: TenantBytes | undefined;
+      for (const tenant of this.#tenants.values()) {
+        if (tenant.bytes > share && (victim === undefined || tenant.bytes > victim.bytes)) victim = tenant;
+      }
+      let largest: BufferAccount | undefined;
+      for (const account of victim?.accounts ?? []) {
+        if (largest === undefined || account.bytes > largest.bytes) largest = account;
+      }
+      this.shed += 1;
+      // Nobody over its share: the charge itself does not fit.
+      (largest ?? charging).shedNow();
+    }
+    return !charging.closed;
+  }
+}
+
+/** One connection's bytes in the budget. */
+export class BufferAccount {
+  #bytes = 0;
+  #closed = false;
+
+  constructor(
+    private readonly budget: BufferBudget,
+    public key: string,
+    private readonly onShed: (account: BufferAccount) => void,
+  ) {}
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Closed: shed by the budget or closed by its connection; charges and releases are ignored. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Records `bytes` more held by this connection. Returns false when this connection was shed
+   * for it (its connection is being closed: drop whatever the bytes were for).
+   */
+  charge(bytes: number): boolean {
+    if (this.#closed) return false;
+    if (bytes <= 0) return true;
+    this.budget.add(this, bytes);
+    this.#bytes += bytes;
+    return this.budget.enforce(this);
+  }
+
+  /** The connection no longer holds `bytes` of what it charged. */
+  release(bytes: number): void {
+    if (this.#closed || bytes <= 0) return;
+    const released = Math.min(bytes, this.#bytes);
+    this.budget.add(this, -released);
+    this.#bytes -= released;
+  }
+
+  /** The connection's tenant was established: what it holds now counts for that tenant. */
+  moveTo(key: string): void {
+    if (this.#closed || key === this.key) return;
+    const bytes = this.#bytes;
+    this.budget.add(this, -bytes);
+    this.key = key;
+    this.#bytes = 0;
+    this.budget.add(this, bytes);
+    this.#bytes = bytes;
+  }
+
+  /** The connection closed: everything it held is released. */
+  close(): void {
+    if (this.#closed) return;
+    this.budget.add(this, -this.#bytes);
+    this.#bytes = 0;
+    this.#closed = true;
+  }
+
+  /** @internal Called by the budget: releases everything, then tells the connection to close. */
+  shedNow(): void {
+    this.close();
+    this.onShed(this);
+  }
+}

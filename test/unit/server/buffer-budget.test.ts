@@ -1,0 +1,96 @@
+// The byte budget for buffered requests and unread replies (issue 15): fair share per tenant,
+// over-share tenants shed (largest first) only when someone else needs memory.
+import { describe, expect, it } from 'vitest';
+import { BufferBudget, UNAUTHENTICATED_ACCOUNT, type BufferAccount } from '../../../src/server/buffer-budget.js';
+
+function harness(maxBytes: number): {
+  budget: BufferBudget;
+  shed: string[];
+  open: (key: string, name: string) => BufferAccount;
+} {
+  const budget = new BufferBudget(maxBytes);
+  const shed: string[] = [];
+  return { budget, shed, open: (key, name) => budget.open(key, () => shed.push(name)) };
+}
+
+describe('BufferBudget', () => {
+  it('lets one tenant use the whole budget while nobody else needs memory', () => {
+    const { budget, shed, open } = harness(1600);
+    const a = open('acme', 'a');
+    expect(a.charge(1500)).toBe(true);
+    expect(budget.total).toBe(1500);
+    expect(budget.share).toBe(1600);
+    a.release(1500);
+    expect(budget.total).toBe(0);
+    expect(budget.activeTenants).toBe(0);
+    expect(shed).toEqual([]);
+  });
+
+  it("sheds the over-share tenant's largest connection, never the bystander that needed the memory", () => {
+    const { budget, shed, open } = harness(1600);
+    const a1 = open('acme', 'a1');
+    const a2 = open('acme', 'a2');
+    const g = open('globex', 'g');
+    expect(a1.charge(900)).toBe(true);
+    expect(a2.charge(600)).toBe(true);
+    // globex needs 200: the total would be 1700 > 1600; acme (1500) is over its share (800).
+    expect(g.charge(200)).toBe(true);
+    expect(shed).toEqual(['a1']);
+    expect(a1.closed).toBe(true);
+    expect(budget.total).toBe(800);
+    expect(budget.bytesOf('acme')).toBe(600);
+    // A shed account's later releases and charges are ignored.
+    a1.release(900);
+    expect(a1.charge(10)).toBe(false);
+    expect(budget.total).toBe(800);
+    expect(budget.shed).toBe(1);
+  });
+
+  it('sheds the charging connection itself when its own tenant is the one over its share', () => {
+    const { shed, open } = harness(1600);
+    const g = open('globex', 'g');
+    const a = open('acme', 'a');
+    expect(g.charge(700)).toBe(true);
+    expect(a.charge(800)).toBe(true);
+    expect(a.charge(200)).toBe(false);
+    expect(shed).toEqual(['a']);
+    expect(g.closed).toBe(false);
+  });
+
+  it('sheds the charger when nobody is over its share (the floor of a sixteenth)', () => {
+    const { budget, shed, open } = harness(1600);
+    const accounts = Array.from({ length: 20 }, (_, i) => open(`t${i}`, `t${i}`));
+    for (const account of accounts.slice(0, 16)) expect(account.charge(100)).toBe(true);
+    expect(budget.share).toBe(100);
+    expect(accounts[16]!.charge(50)).toBe(false);
+    expect(shed).toEqual(['t16']);
+    expect(budget.total).toBe(1600);
+  });
+
+  it('moves bytes to the tenant once established; unauthenticated connections share one account', () => {
+    const { budget, open } = harness(1600);
+    const x = open(UNAUTHENTICATED_ACCOUNT, 'x');
+    const y = open(UNAUTHENTICATED_ACCOUNT, 'y');
+    x.charge(100);
+    y.charge(50);
+    expect(budget.bytesOf(UNAUTHENTICATED_ACCOUNT)).toBe(150);
+    x.moveTo('acme');
+    expect(budget.bytesOf(UNAUTHENTICATED_ACCOUNT)).toBe(50);
+    expect(budget.bytesOf('acme')).toBe(100);
+    x.close();
+    y.close();
+    expect(budget.total).toBe(0);
+    expect(budget.activeTenants).toBe(0);
+  });
+
+  it('enforces a smaller budget (hot reload) at the next charge', () => {
+    const { budget, shed, open } = harness(1600);
+    const a = open('acme', 'a');
+    const g = open('globex', 'g');
+    a.charge(1000);
+    budget.reconfigure(800);
+    expect(g.charge(10)).toBe(true);
+    expect(shed).toEqual(['a']);
+    expect(budget.total).toBe(10);
+  });
+});
