@@ -20,6 +20,16 @@ const proxy = await startProxy(config, { logger, auditStream: { write: () => tru
 process.stdout.write(
   `${JSON.stringify({ msg: 'neighbours-ready', addresses: proxy.addresses, metricsAddress: proxy.metricsAddress, config })}\n`,
 );
+// For a report when memory did not come back: the heap and buffers before and after a full garbage
+// collection (gc() exists when the harness starts the child with --expose-gc), to tell garbage not yet
+// collected from memory the proxy still holds.
+let memoryReports = 0;
+process.on('SIGUSR2', () => {
+  const before = process.memoryUsage();
+  globalThis.gc?.();
+  const after = process.memoryUsage();
+  process.stdout.write(`${JSON.stringify({ msg: 'neighbours-memory', n: ++memoryReports, before, after })}\n`);
+});
 const stop = () => {
   proxy.close().then(
     () => process.exit(0),
