@@ -611,11 +611,23 @@ async function main() {
   }
 
   meta.durationS = (Date.now() - startedAt) / 1000;
-  const report = { meta, workloads: results, pool, goals: goals(results) };
+  const report = { meta, workloads: results, pool, goals: goals(results), neighbours: await neighbours() };
   process.stdout.write(`${formatReport(report)}\n`);
   await mkdir(path.dirname(settings.out), { recursive: true });
   await writeFile(settings.out, `${JSON.stringify(report, null, 2)}\n`);
   log(`wrote ${path.relative(process.cwd(), settings.out) || settings.out}`);
+}
+
+/**
+ * The last noisy-neighbour run's rows (`npm run test:neighbours` writes .tmp/neighbours/latest.json):
+ * the bystander's p99 ratio per abuse, recorded with the bench; null when there is none.
+ */
+async function neighbours() {
+  try {
+    return JSON.parse(await readFile(path.join(root, '.tmp', 'neighbours', 'latest.json'), 'utf8'));
+  } catch {
+    return null;
+  }
 }
 
 main().catch((error) => {

@@ -1,0 +1,631 @@
+/**
+ * The noisy-neighbour harness (issue 15, "Proof"): one proxy in a child process (so its RSS is its
+ * own) with a listener per tenant, in front of a FerretDB of the test file's own (an abuse must not
+ * slow the rest of the run's tests), a well-behaved bystander tenant running a closed-loop driver
+ * workload the whole time, and one abuse run by the noisy tenant in the middle:
+ *
+ *   start proxy → bystander warm-up → baseline → abuse (noisy tenant) → abusers gone → recovery
+ *
+ * Measured: the bystander's latencies (baseline vs under abuse, same run) and errors, `/readyz`
+ * polled throughout, circuit breaker openings (metrics), the proxy's RSS (baseline, peak as VmHWM,
+ * after the abuse). goalsMet() asserts the issue's Goals; p99 ratios are only reported (the row is
+ * attached to the test for test/neighbours/reporter.ts), never time-asserted.
+ *
+ * Sizes: MTP_NEIGHBOURS=full runs the issue's sizes (`npm run test:neighbours`); the default
+ * (`small`) keeps each abuse short enough for `npm test` on two loaded cores.
+ */
+import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { MongoClient, type Collection, type Document } from 'mongodb';
+import { expect, type TaskMeta } from 'vitest';
+import { defaultConfig } from '../../src/config/index.js';
+import type { HostPort, ProxyConfig } from '../../src/config/types.js';
+import { builtDist, spawnCli, type CliProcess } from '../helpers/cli-process.js';
+import { parseSamples, sumSamples } from '../helpers/metrics.js';
+import { RawClient, replyDocument } from '../helpers/raw-client.js';
+import { sleep, until, withDeadline } from '../helpers/wait.js';
+
+export const MiB = 1024 * 1024;
+
+export type ProfileName = 'small' | 'full';
+export const PROFILE: ProfileName = process.env.MTP_NEIGHBOURS === 'full' ? 'full' : 'small';
+
+/** The value for the running size profile. */
+export function size<T>(small: T, full: T): T {
+  return PROFILE === 'full' ? full : small;
+}
+
+/** Phase lengths and bystander concurrency of the profile. */
+export const TIMING = {
+  warmupMS: size(300, 2_000),
+  baselineMS: size(1_500, 5_000),
+  /** How long a timed abuse lasts (abuses of a fixed amount of work take what they take). */
+  abuseMS: size(2_500, 15_000),
+  /** Longest wait for the proxy's memory to come back after the abuse. */
+  recoveryMS: size(15_000, 60_000),
+  bystanderWorkers: size(2, 4),
+  /** A test's own time limit. */
+  testTimeoutMS: size(120_000, 600_000),
+};
+
+/**
+ * For each file's beforeAll: the run's one build of src/ for the child proxies (tsc: 15 s of CPU,
+ * minutes on loaded cores), so no test's own time limit pays for it.
+ */
+export async function prepare(): Promise<void> {
+  await builtDist();
+}
+export const PREPARE_TIMEOUT_MS = 600_000;
+
+export const NOISY = 'noisy';
+export const BYSTANDER = 'bystander';
+/** The one database both tenants use (shared collections: each sees its own documents only). */
+export const DB = 'neighbours';
+
+/**
+ * The buffered-bytes budget the suite configures (`limits.maxBufferedBytes`, when the build has it)
+ * and the headroom the RSS limit adds on top of the idle proxy: the runtime, the one message being
+ * decoded and rewritten (a 48 MB insert exists twice while it is stamped), allocator slack.
+ */
+export const BUFFER_BUDGET = 256 * MiB;
+export const RSS_HEADROOM = 128 * MiB;
+/** "Memory returns to within 20% of baseline after the abuse stops." */
+export const RSS_RECOVERY_FACTOR = 1.2;
+
+// ------------------------------------------------------------------------------------------------
+// The proxy in a child process
+
+export interface ChildProxy {
+  pid: number;
+  config: ProxyConfig;
+  address(listener: string): HostPort;
+  /** A driver URI of the listener. */
+  uri(listener: string): string;
+  metricsText(): Promise<string>;
+  readyz(): Promise<number>;
+  /** Resident set size now and its high-water mark, bytes (/proc/<pid>/status). */
+  memory(): { rss: number; hwm: number };
+  /** The child's heap and buffers before and after a forced full GC (diagnosis only, never asserted). */
+  memoryReport(): Promise<{ before: NodeJS.MemoryUsage; after: NodeJS.MemoryUsage }>;
+  /** Log lines (warn and above) the proxy wrote. */
+  readonly lines: Array<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+const childScript = fileURLToPath(new URL('./proxy-child.mjs', import.meta.url));
+
+/** True when the build's configuration has `limits.<key>` (a setting a fix branch adds). */
+export function hasLimit(key: string): boolean {
+  return key in defaultConfig().limits;
+}
+
+export interface NeighbourListener {
+  name: string;
+  /** A static tenant; null: a listener with no identity method (connections stay unauthenticated). */
+  tenant: string | null;
+}
+
+/** Settings shaped like the configuration file (`listen` as "host:port"), merged key by key. */
+export type FileSettings = Record<string, unknown>;
+
+export async function startChildProxy(
+  upstreamUri: string,
+  options: { listeners?: NeighbourListener[]; overrides?: FileSettings } = {},
+): Promise<ChildProxy> {
+  const wanted = options.listeners ?? [
+    { name: NOISY, tenant: NOISY },
+    { name: BYSTANDER, tenant: BYSTANDER },
+  ];
+  const overrides = options.overrides ?? {};
+  const section = (name: string): Record<string, unknown> => (overrides[name] ?? {}) as Record<string, unknown>;
+  // Loaded in the child by the product's own loader (validation, defaults, limits derived from the
+  // global ones), as a configuration file would be. maxBufferedBytes only where the build knows it:
+  // the schema refuses unknown settings.
+  const settings: FileSettings = {
+    ...overrides,
+    listeners: wanted.map(({ name, tenant }) => ({
+      name,
+      listen: '127.0.0.1:0',
+      ...(tenant === null ? { methods: [] } : { methods: ['static'], staticTenant: tenant }),
+    })),
+    upstream: { connectTimeoutMS: 5_000, ...section('upstream'), uri: upstreamUri },
+    metrics: { listen: '127.0.0.1:0' },
+    limits: { ...(hasLimit('maxBufferedBytes') ? { maxBufferedBytes: BUFFER_BUDGET } : {}), ...section('limits') },
+    log: { level: 'warn' },
+  };
+  const dist = await builtDist();
+  const child: CliProcess = spawnCli(childScript, [dist], {
+    MTP_NEIGHBOURS_SETTINGS: JSON.stringify(settings),
+    // Only exposes gc() for memoryReport(); the collector runs as usual otherwise.
+    NODE_OPTIONS: '--expose-gc',
+  });
+  let memoryReports = 0;
+  let ready: Record<string, unknown>;
+  try {
+    ready = await child.waitForLine((line) => line['msg'] === 'neighbours-ready', 60_000);
+  } catch (error) {
+    child.child.kill('SIGKILL');
+    throw error;
+  }
+  const addresses = ready['addresses'] as Record<string, HostPort>;
+  const metrics = ready['metricsAddress'] as HostPort;
+  const base = `http://${metrics.host}:${metrics.port}`;
+  const pid = child.child.pid!;
+  const address = (listener: string): HostPort => {
+    const found = addresses[listener];
+    if (found === undefined) throw new Error(`no listener ${listener}`);
+    return found;
+  };
+  return {
+    pid,
+    config: ready['config'] as ProxyConfig,
+    address,
+    uri: (listener) => `mongodb://${address(listener).host}:${address(listener).port}/?directConnection=true`,
+    lines: child.lines,
+    metricsText: async () => (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(10_000) })).text(),
+    readyz: async () => {
+      try {
+        return (await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(5_000) })).status;
+      } catch {
+        return 0; // no answer in time counts as not ready
+      }
+    },
+    memory: () => {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+      return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024 };
+    },
+    async memoryReport() {
+      const n = ++memoryReports;
+      child.child.kill('SIGUSR2');
+      const line = await child.waitForLine((l) => l['msg'] === 'neighbours-memory' && l['n'] === n, 10_000);
+      return line as unknown as { before: NodeJS.MemoryUsage; after: NodeJS.MemoryUsage };
+    },
+    async stop() {
+      if (child.child.exitCode !== null) return;
+      child.child.kill('SIGTERM');
+      const exited = await Promise.race([child.exited.then(() => true), sleep(10_000).then(() => false)]);
+      if (!exited) {
+        child.child.kill('SIGKILL');
+        await child.exited;
+      }
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// The bystander
+
+interface Sample {
+  at: number;
+  ms: number;
+}
+
+interface BystanderError {
+  at: number;
+  message: string;
+}
+
+/**
+ * The well-behaved tenant: `workers` closed loops of small reads, writes and a cursor read with
+ * getMores over one driver client; with `newConnections`, every fourth operation is a fresh
+ * client's connect + ping (the victim of connection floods). Every operation has a 30 s deadline.
+ */
+export class Bystander {
+  readonly samples: Sample[] = [];
+  readonly errors: BystanderError[] = [];
+  private running = false;
+  private loops: Promise<void>[] = [];
+  private readonly client: MongoClient;
+
+  constructor(
+    private readonly uri: string,
+    private readonly workers: number,
+    private readonly newConnections = false,
+  ) {
+    this.client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, maxPoolSize: workers + 2 });
+  }
+
+  /** Seeds the bystander's documents (through the proxy, so they carry its tenant). */
+  async seed(): Promise<void> {
+    const items = this.client.db(DB).collection<Document>('bystander');
+    await items.deleteMany({});
+    await items.insertMany(Array.from({ length: 20 }, (_, n) => ({ _id: `b${n}` as never, n, kind: 'seed' })));
+  }
+
+  start(): void {
+    this.running = true;
+    this.loops = Array.from({ length: this.workers }, (_, worker) => this.loop(worker));
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops);
+    await this.client.close();
+  }
+
+  /** The end time of the first successful operation that ended after `since` (ms epoch), or undefined. */
+  firstSuccessAfter(since: number): number | undefined {
+    return this.samples.find((sample) => sample.at >= since)?.at;
+  }
+
+  private async loop(worker: number): Promise<void> {
+    const items = this.client.db(DB).collection<Document>('bystander');
+    for (let i = 0; this.running; i++) {
+      const started = Date.now();
+      try {
+        await withDeadline(this.operation(items, worker, i), 30_000, 'bystander operation');
+        this.samples.push({ at: Date.now(), ms: Date.now() - started });
+      } catch (error) {
+        this.errors.push({ at: Date.now(), message: error instanceof Error ? error.message : String(error) });
+        await sleep(50); // as an application backing off would
+      }
+    }
+  }
+
+  private async operation(items: Collection<Document>, worker: number, i: number): Promise<void> {
+    switch (this.newConnections ? i % 4 : i % 3) {
+      case 0: {
+        const doc = await items.findOne({ _id: `b${i % 20}` as never });
+        if (doc?.n !== i % 20) throw new Error(`bystander read the wrong document: ${JSON.stringify(doc?._id)}`);
+        return;
+      }
+      case 1: {
+        await items.insertOne({ _id: `w${worker}-${i}-${Date.now()}` as never, kind: 'write' });
+        return;
+      }
+      case 2: {
+        // A cursor with getMores (batches of 4 over 20 seeded documents).
+        const docs = await items.find({ kind: 'seed' }, { batchSize: 4 }).toArray();
+        if (docs.length !== 20) throw new Error(`bystander cursor returned ${docs.length} of 20 documents`);
+        return;
+      }
+      default: {
+        const fresh = new MongoClient(this.uri, { serverSelectionTimeoutMS: 10_000, maxPoolSize: 1 });
+        try {
+          await fresh.db(DB).command({ ping: 1 });
+        } finally {
+          await fresh.close();
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Raw abusers
+
+/**
+ * A frame that can be sent many times without copying its payload: each send writes a fresh
+ * 16-byte header (new requestId) then the shared rest, so thousands of pending writes of a 14 MB
+ * message hold one buffer in the test process.
+ */
+let nextRequestId = 5_000_000;
+export function sendShared(client: RawClient, frame: Buffer): number {
+  const requestId = ++nextRequestId;
+  const header = Buffer.from(frame.subarray(0, 16));
+  header.writeInt32LE(requestId, 4);
+  client.socket.write(header);
+  client.socket.write(frame.subarray(16));
+  return requestId;
+}
+
+/** The reply's code (0 when ok: 1), or 'closed' / 'timeout'. */
+export async function replyCode(client: RawClient, timeoutMS: number): Promise<number | 'closed' | 'timeout'> {
+  try {
+    const frame = await client.readFrame(timeoutMS);
+    if (frame === null) return 'closed';
+    const reply = replyDocument(frame);
+    return reply['ok'] === 1 ? 0 : Number(reply['code'] ?? -1);
+  } catch {
+    return client.closed ? 'closed' : 'timeout';
+  }
+}
+
+/** A TCP connection, or an error after `ms` (a proxy that stops accepting must not hang the abuser). */
+function connectWithin({ host, port }: HostPort, ms: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no connection within ${ms} ms`));
+    }, ms);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/** Counts outcomes by name, for the report. */
+export class Tally {
+  readonly counts: Record<string, number> = {};
+  add(outcome: string | number): void {
+    const key = String(outcome);
+    this.counts[key] = (this.counts[key] ?? 0) + 1;
+  }
+  toString(): string {
+    return Object.entries(this.counts)
+      .map(([key, count]) => `${key}:${count}`)
+      .join(' ');
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// One abuse against the bystander
+
+export interface AbuseContext {
+  proxy: ChildProxy;
+  bystander: Bystander;
+  /** Timed abuses run until then (ms epoch). */
+  until: number;
+  /** A raw connection to `listener` (default the noisy tenant's); destroyed when the abuse ends. */
+  raw(listener?: string): Promise<RawClient>;
+  /** Opens `count` raw connections in batches (a full listen backlog is not the abuse); failures are skipped. */
+  rawMany(count: number, listener?: string): Promise<RawClient[]>;
+  /** A driver client of the noisy tenant; closed when the abuse ends. */
+  noisyClient(): MongoClient;
+  /** Bystander errors within [from, to] are expected (e.g. while the upstream is down): reported, not asserted. */
+  excuse(from: number, to: number): void;
+  /** Figures of this abuse for the report (counts, codes seen, times). */
+  notes: Record<string, string | number>;
+}
+
+export interface Latency {
+  n: number;
+  p50: number;
+  p99: number;
+}
+
+/** One line of the report (test/neighbours/reporter.ts). */
+export interface NeighbourRow {
+  abuse: string;
+  profile: ProfileName;
+  baseline: Latency;
+  underAbuse: Latency;
+  /** underAbuse.p99 / baseline.p99 (reported; the goal is <= 2). */
+  p99Ratio: number;
+  bystanderOps: number;
+  bystanderErrors: number;
+  /** Errors in excused windows (upstream down). */
+  excusedErrors: number;
+  firstError: string | null;
+  breakerOpenings: number;
+  breakerStateAtEnd: number;
+  readyzFailures: number;
+  readyzAtEnd: number;
+  rssBaselineMiB: number;
+  rssPeakMiB: number;
+  rssAfterMiB: number;
+  rssBudgetMiB: number;
+  /** How long the memory took to come back within 20% of baseline (or the whole wait). */
+  recoveryMS: number;
+  abuseMS: number;
+  notes: Record<string, string | number>;
+  /** Milliseconds spent in each phase: start, setup, baseline (with warm-up), abuse, recovery, bystanderStop. */
+  phasesMS: Record<string, number>;
+  /** The effective limits and breaker settings of the proxy (defaults, derived values). */
+  settings: { limits: ProxyConfig['limits']; upstream: Partial<ProxyConfig['upstream']> };
+}
+
+declare module 'vitest' {
+  interface TaskMeta {
+    neighbours?: NeighbourRow;
+  }
+}
+
+export interface AbuseSpec {
+  abuse: string;
+  upstreamUri: string;
+  listeners?: NeighbourListener[];
+  overrides?: FileSettings;
+  newConnections?: boolean;
+  /** Before the bystander starts (seeding the noisy tenant's documents). */
+  setup?: (ctx: AbuseContext) => Promise<void>;
+  run: (ctx: AbuseContext) => Promise<void>;
+  /** After the abusers are gone, before the memory check (e.g. cursors released). */
+  after?: (ctx: AbuseContext) => Promise<void>;
+}
+
+const mib = (bytes: number): number => Math.round((bytes / MiB) * 10) / 10;
+
+function latency(samples: Sample[]): Latency {
+  const sorted = samples.map((sample) => sample.ms).sort((a, b) => a - b);
+  const at = (q: number): number =>
+    sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { n: sorted.length, p50: at(0.5), p99: at(0.99) };
+}
+
+/**
+ * Runs one abuse against the bystander and returns the measured row, also attached to the test
+ * (`meta`) before any assertion so a failing abuse is still reported.
+ */
+export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<NeighbourRow> {
+  // Where the test's time goes, for the report (phase name → ms).
+  const phases: Record<string, number> = {};
+  let phaseStart = Date.now();
+  const phase = (name: string): void => {
+    phases[name] = Date.now() - phaseStart;
+    phaseStart = Date.now();
+  };
+  const proxy = await startChildProxy(spec.upstreamUri, { listeners: spec.listeners, overrides: spec.overrides });
+  const raws = new Set<RawClient>();
+  const noisyClients = new Set<MongoClient>();
+  const excused: Array<[number, number]> = [];
+  const bystander = new Bystander(proxy.uri(BYSTANDER), TIMING.bystanderWorkers, spec.newConnections);
+  const dropAbusers = async (): Promise<void> => {
+    for (const raw of raws) raw.close();
+    raws.clear();
+    await Promise.allSettled([...noisyClients].map((client) => client.close()));
+    noisyClients.clear();
+  };
+  const raw = async (listener = NOISY): Promise<RawClient> => {
+    const client = RawClient.over(await connectWithin(proxy.address(listener), 5_000));
+    raws.add(client);
+    return client;
+  };
+  const ctx: AbuseContext = {
+    proxy,
+    bystander,
+    until: 0,
+    raw,
+    async rawMany(count, listener) {
+      const opened: RawClient[] = [];
+      for (let done = 0; done < count; done += 50) {
+        const batch = await Promise.allSettled(Array.from({ length: Math.min(50, count - done) }, () => raw(listener)));
+        for (const result of batch) if (result.status === 'fulfilled') opened.push(result.value);
+      }
+      return opened;
+    },
+    noisyClient() {
+      const client = new MongoClient(proxy.uri(NOISY), { serverSelectionTimeoutMS: 10_000 });
+      noisyClients.add(client);
+      return client;
+    },
+    excuse: (from, to) => void excused.push([from, to]),
+    notes: {},
+  };
+  let readyzFailures = 0;
+  let polling = true;
+  const readyzPoller = (async () => {
+    while (polling) {
+      if ((await proxy.readyz()) !== 200) readyzFailures++;
+      await sleep(250);
+    }
+  })();
+  try {
+    phase('start');
+    await spec.setup?.(ctx);
+    await bystander.seed();
+    phase('setup');
+    bystander.start();
+    await sleep(TIMING.warmupMS);
+    const baselineStart = Date.now();
+    await sleep(TIMING.baselineMS);
+    const rssBaseline = proxy.memory().rss;
+    phase('baseline');
+    const abuseStart = Date.now();
+    ctx.until = abuseStart + TIMING.abuseMS;
+    readyzFailures = 0; // start-up is not the abuse's
+    await spec.run(ctx);
+    const abuseEnd = Date.now();
+    await dropAbusers();
+    await spec.after?.(ctx);
+    phase('abuse');
+    const recoveryStart = Date.now();
+    const budget = rssBaseline + BUFFER_BUDGET + RSS_HEADROOM;
+    let rssAfter = proxy.memory().rss;
+    while (rssAfter > rssBaseline * RSS_RECOVERY_FACTOR && Date.now() - recoveryStart < TIMING.recoveryMS) {
+      await sleep(250);
+      rssAfter = proxy.memory().rss;
+    }
+    const recoveryMS = Date.now() - recoveryStart;
+    if (rssAfter > rssBaseline * RSS_RECOVERY_FACTOR) {
+      // Diagnosis for the report: is it garbage not yet collected, or memory still held?
+      const { before, after } = await proxy.memoryReport();
+      ctx.notes['heap/external/arrayBuffers MiB'] =
+        `${mib(before.heapUsed)}/${mib(before.external)}/${mib(before.arrayBuffers)}`;
+      ctx.notes['after forced gc'] = `${mib(after.heapUsed)}/${mib(after.external)}/${mib(after.arrayBuffers)}`;
+      await sleep(500);
+      ctx.notes['rssAfterForcedGcMiB'] = mib(proxy.memory().rss);
+    }
+    const rssPeak = proxy.memory().hwm;
+    polling = false;
+    await readyzPoller;
+    const readyzAtEnd = await proxy.readyz();
+    phase('recovery');
+    await bystander.stop();
+    const metrics = await proxy.metricsText();
+    phase('bystanderStop');
+    const isExcused = (at: number): boolean => excused.some(([from, to]) => at >= from && at <= to);
+    const errors = bystander.errors.filter((error) => !isExcused(error.at));
+    const baseline = latency(bystander.samples.filter((s) => s.at >= baselineStart && s.at < abuseStart));
+    const underAbuse = latency(bystander.samples.filter((s) => s.at >= abuseStart && s.at <= abuseEnd));
+    const row: NeighbourRow = {
+      abuse: spec.abuse,
+      profile: PROFILE,
+      baseline,
+      underAbuse,
+      p99Ratio: Math.round((underAbuse.p99 / baseline.p99) * 100) / 100,
+      bystanderOps: bystander.samples.length,
+      bystanderErrors: errors.length,
+      excusedErrors: bystander.errors.length - errors.length,
+      firstError: errors[0]?.message ?? null,
+      breakerOpenings: sumSamples(metrics, 'circuit_breaker_transitions_total', { to: 'open' }),
+      breakerStateAtEnd: [...parseSamples(metrics, 'circuit_breaker_state').values()].reduce(
+        (a, b) => Math.max(a, b),
+        0,
+      ),
+      readyzFailures,
+      readyzAtEnd,
+      rssBaselineMiB: mib(rssBaseline),
+      rssPeakMiB: mib(rssPeak),
+      rssAfterMiB: mib(rssAfter),
+      rssBudgetMiB: mib(budget),
+      recoveryMS,
+      abuseMS: abuseEnd - abuseStart,
+      notes: ctx.notes,
+      phasesMS: phases,
+      settings: {
+        limits: proxy.config.limits,
+        upstream: {
+          maxPoolSize: proxy.config.upstream.maxPoolSize,
+          maxPoolConnectionsPerTenant: proxy.config.upstream.maxPoolConnectionsPerTenant,
+          circuitBreaker: proxy.config.upstream.circuitBreaker,
+        },
+      },
+    };
+    meta.neighbours = row;
+    process.stdout.write(`[neighbours] ${JSON.stringify(row)}\n`);
+    return row;
+  } finally {
+    polling = false;
+    await readyzPoller;
+    await dropAbusers();
+    await bystander.stop().catch(() => undefined);
+    const stopping = Date.now();
+    await proxy.stop();
+    process.stdout.write(`[neighbours] ${spec.abuse}: proxy stopped in ${Date.now() - stopping} ms\n`);
+  }
+}
+
+/**
+ * The issue's Goals for the bystander and the proxy, except the p99 ratio (reported only):
+ * no bystander errors, the breaker never opened and `/readyz` never failed (unless the abuse is the
+ * upstream itself going away), RSS under the budget, memory back within 20% of baseline.
+ */
+export function goalsMet(row: NeighbourRow, options: { upstreamWentAway?: boolean } = {}): void {
+  expect.soft(row.bystanderErrors, `bystander errors (first: ${row.firstError})`).toBe(0);
+  expect.soft(row.bystanderOps, 'the bystander made progress').toBeGreaterThan(0);
+  if (options.upstreamWentAway !== true) {
+    expect.soft(row.breakerOpenings, 'circuit breaker openings').toBe(0);
+    expect.soft(row.readyzFailures, '/readyz answers other than 200 during the abuse').toBe(0);
+  }
+  expect.soft(row.breakerStateAtEnd, 'circuit breaker state at the end (0 closed)').toBe(0);
+  expect.soft(row.readyzAtEnd, '/readyz at the end').toBe(200);
+  expect.soft(row.rssPeakMiB, 'proxy RSS peak (MiB) within the budget').toBeLessThanOrEqual(row.rssBudgetMiB);
+  expect
+    .soft(row.rssAfterMiB, 'proxy RSS after the abuse (MiB) within 20% of its baseline')
+    .toBeLessThanOrEqual(Math.round(row.rssBaselineMiB * RSS_RECOVERY_FACTOR * 10) / 10);
+}
+
+/** Waits for a metric of the proxy to satisfy `condition`; returns how long it took, or -1 on timeout. */
+export async function waitForMetric(
+  proxy: ChildProxy,
+  name: string,
+  condition: (value: number) => boolean,
+  timeoutMS: number,
+): Promise<number> {
+  const started = Date.now();
+  try {
+    await until(async () => condition(sumSamples(await proxy.metricsText(), name)), { timeoutMS, intervalMS: 100 });
+    return Date.now() - started;
+  } catch {
+    return -1;
+  }
+}

@@ -1,0 +1,40 @@
+// The proxy of a noisy-neighbour test in its own process, so its RSS is the proxy's alone (the test
+// process holds drivers, abusers and vitest). Runs the run's build of src/ (test/helpers/cli-process.ts
+// builtDist): `node proxy-child.mjs <dist directory>` with settings shaped like the configuration
+// file as JSON in MTP_NEIGHBOURS_SETTINGS, loaded by the product's own loader (defaults, validation,
+// derived limits). Writes JSON lines to stdout: the proxy's own log (at the settings' level), then
+// one `{"msg":"neighbours-ready",…}` line with the listener and metrics addresses and the effective
+// configuration.
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pino from 'pino';
+
+const dist = process.argv[2];
+if (dist === undefined) throw new Error('usage: proxy-child.mjs <dist directory>');
+const settings = JSON.parse(process.env.MTP_NEIGHBOURS_SETTINGS ?? '{}');
+const { configFromObject } = await import(pathToFileURL(path.join(dist, 'config', 'index.js')).href);
+const { startProxy } = await import(pathToFileURL(path.join(dist, 'main.js')).href);
+const config = configFromObject(settings, 'MTP_NEIGHBOURS_SETTINGS');
+const logger = pino({ level: config.log.level });
+const proxy = await startProxy(config, { logger, auditStream: { write: () => true } });
+process.stdout.write(
+  `${JSON.stringify({ msg: 'neighbours-ready', addresses: proxy.addresses, metricsAddress: proxy.metricsAddress, config })}\n`,
+);
+// For a report when memory did not come back: the heap and buffers before and after a full garbage
+// collection (gc() exists when the harness starts the child with --expose-gc), to tell garbage not yet
+// collected from memory the proxy still holds.
+let memoryReports = 0;
+process.on('SIGUSR2', () => {
+  const before = process.memoryUsage();
+  globalThis.gc?.();
+  const after = process.memoryUsage();
+  process.stdout.write(`${JSON.stringify({ msg: 'neighbours-memory', n: ++memoryReports, before, after })}\n`);
+});
+const stop = () => {
+  proxy.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);
