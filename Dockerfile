@@ -57,8 +57,12 @@ metrics:
 EOF
 
 WORKDIR /app
+# MALLOC_ARENA_MAX: glibc gives each thread (libuv pool, V8 helpers) its own malloc arena and keeps
+# freed memory in them, so after a burst of big messages RSS stays high long after the buffers are
+# gone. Two arenas return it (docs/deploy.md, "Memory").
 ENV NODE_ENV=production \
-    HEALTHCHECK_URL=http://127.0.0.1:9216/healthz
+    HEALTHCHECK_URL=http://127.0.0.1:9216/healthz \
+    MALLOC_ARENA_MAX=2
 # Everything root-owned and read-only for the proxy's user.
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist

@@ -238,6 +238,8 @@ describe('Dockerfile', () => {
     );
     expect(env.HEALTHCHECK_URL).toBe('http://127.0.0.1:9216/healthz');
     expect(env.NODE_ENV).toBe('production');
+    // Freed native memory goes back to the system after big messages (docs/deploy.md, "Memory").
+    expect(env.MALLOC_ARENA_MAX).toBe('2');
   });
 
   it('sends only what the build copies as build context (.dockerignore), never node_modules, tests or keys', async () => {

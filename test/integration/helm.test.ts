@@ -213,6 +213,8 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
       expect(pod.automountServiceAccountToken).toBe(false);
       expect(pod.enableServiceLinks).toBe(false);
+      // Freed native memory goes back to the system after big messages (docs/deploy.md, "Memory").
+      expect(container.env).toContainEqual({ name: 'MALLOC_ARENA_MAX', value: '2' });
 
       const configVolume = pod.volumes.find((v: any) => v.name === 'mtp-config');
       expect(configVolume.configMap.name).toBe(configMap.metadata.name);

@@ -139,6 +139,9 @@ export async function startChildProxy(
     MTP_NEIGHBOURS_SETTINGS: JSON.stringify(settings),
     // Only exposes gc() for memoryReport(); the collector runs as usual otherwise.
     NODE_OPTIONS: '--expose-gc',
+    // As the container image and the Helm chart set it (docs/deploy.md): glibc's per-thread arenas
+    // otherwise keep the native memory of freed big buffers, and RSS never comes back.
+    MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'] ?? '2',
   });
   let memoryReports = 0;
   let ready: Record<string, unknown>;

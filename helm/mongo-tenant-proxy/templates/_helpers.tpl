@@ -184,7 +184,6 @@ restartPolicy: Always (a native sidecar when placed under initContainers) and "m
   restartPolicy: Always
   {{- end }}
   args: ["serve", "--config", "/etc/mongo-tenant-proxy/config/config.yaml"]
-  {{- if or $v.secretEnv $v.env }}
   env:
     {{- range $v.secretEnv }}
     - name: {{ required "secretEnv[].name is required" .name }}
@@ -193,10 +192,17 @@ restartPolicy: Always (a native sidecar when placed under initContainers) and "m
           name: {{ required "secretEnv[].secretName is required" .secretName }}
           key: {{ required "secretEnv[].key is required" .key }}
     {{- end }}
+    {{- /* Like the image's ENV, for any image: glibc keeps freed memory in per-thread arenas, so
+    RSS would stay high after big messages (docs/deploy.md, "Memory"). `env` may override it. */}}
+    {{- $named := list }}
+    {{- range (default (list) $v.env) }}{{ $named = append $named .name }}{{ end }}
+    {{- if not (has "MALLOC_ARENA_MAX" $named) }}
+    - name: MALLOC_ARENA_MAX
+      value: "2"
+    {{- end }}
     {{- with $v.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- end }}
   ports:
     {{- range $i, $l := (default (list) $v.config.listeners) }}
     - name: {{ include "mongo-tenant-proxy.portName" (dict "index" $i "sidecar" $sidecar) }}
