@@ -170,6 +170,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       cursors,
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.capabilities.collation,
+      distinctMaxTimeMSSupported: () => upstream.capabilities.distinctMaxTimeMS,
       virtualDdl: true,
       upstreamFacts: () => upstream.info,
       maxOpenCursorsPerTenant: () => (reloader?.config ?? config).limits.maxOpenCursorsPerTenant,

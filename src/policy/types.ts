@@ -50,6 +50,11 @@ export interface TenantContext {
   /** Cap for maxTimeMS (also the default when the client sends none). */
   maxTimeMS: number;
   /**
+   * Whether the upstream accepts `maxTimeMS` on `distinct` (Upstream.capabilities; FerretDB v1
+   * refuses it). false: the cap is not added to distinct. Absent means it does.
+   */
+  distinctMaxTimeMS?: boolean;
+  /**
    * Add `collation: {locale: "simple"}` to tenant-filtered commands that carry no collation, so
    * a collection's default collation never compares the tenant id loosely (catalogue 9). True
    * when the tenant value is a BSON string and the upstream accepts collation (not FerretDB).

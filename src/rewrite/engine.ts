@@ -59,6 +59,11 @@ export interface EngineOptions {
    * then pinned on tenant-filtered commands (catalogue 9).
    */
   collationSupported: () => boolean;
+  /**
+   * Whether the upstream accepts `maxTimeMS` on `distinct` (Upstream.capabilities.distinctMaxTimeMS),
+   * read for every command; where it does not, the cap is not added to distinct. Absent: it does.
+   */
+  distinctMaxTimeMSSupported?: () => boolean;
   /** What is known of the upstream (UpstreamServerInfo fits), read when a tenant engine is created and by introspection answers. */
   upstreamFacts?: () => UpstreamFacts;
   /** The clock of introspection answers (serverStatus uptime, hostInfo time); default Date.now. */
@@ -314,6 +319,9 @@ function contextFor(tenant: string, options: EngineOptions, connection: Connecti
     // the upstream's answer may change with a failover while a connection's engine lives on.
     get pinSimpleCollation() {
       return tenantValue.type === BsonType.string && options.collationSupported();
+    },
+    get distinctMaxTimeMS() {
+      return options.distinctMaxTimeMSSupported?.() ?? true;
     },
     // Virtual operations need the executor; audit-only forwards originals and never runs them.
     virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,

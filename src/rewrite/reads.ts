@@ -147,10 +147,13 @@ class Rewrite {
     if (this.namesMapped) this.note('namespace.map');
   }
 
-  /** maxTimeMS clamped, and set when absent (catalogue 15); on explain's inner command only clamped. */
-  maxTime(options: ReadOptions): void {
+  /**
+   * maxTimeMS clamped, and set when absent (catalogue 15); on explain's inner command only
+   * clamped, and where the upstream refuses the field on this command (`canAdd` false) never added.
+   */
+  maxTime(options: ReadOptions, canAdd = true): void {
     const capped = capMaxTimeMS(this.body, this.context.maxTimeMS, {
-      whenMissing: options.explained ? 'leave' : 'add',
+      whenMissing: options.explained || !canAdd ? 'leave' : 'add',
     });
     if (capped !== this.body) {
       this.body = capped;
@@ -348,7 +351,10 @@ function rewriteQueryCommand(
   hintField(rw, ns.tenantFiltered, ns);
   collationField(rw, ns.tenantFiltered);
   rw.physical(ns.db, ns.coll, coll);
-  rw.maxTime(options);
+  // An upstream that refuses distinct's maxTimeMS (FerretDB v1: FailedToParse) would fail every
+  // client's distinct if the proxy added the cap; a client's own is forwarded (clamped) and the
+  // upstream answers it as it would direct (docs/upstreams.md, catalogue 15).
+  rw.maxTime(options, input.name !== 'distinct' || context.distinctMaxTimeMS !== false);
   return rw.result();
 }
 

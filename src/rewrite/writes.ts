@@ -36,6 +36,7 @@ import {
   validateCollation,
   validateExpression,
   validateFilter,
+  isScanHint,
   validateHint,
   tenantHint,
   validateProjection,
@@ -447,7 +448,7 @@ function checkOptions(
   scope: Scope,
   where: string,
   names: { arrayFilters?: string; constants?: string; fields?: string },
-  replacements?: Map<string, RawValue>,
+  replacements?: Map<string, RawValue | null>,
 ): void {
   const { context, target } = scope;
   const tenantFiltered = target.resolved.tenantFiltered;
@@ -455,6 +456,14 @@ function checkOptions(
     const at = `${where}.${element.name}`;
     switch (element.name) {
       case 'hint':
+        if (tenantFiltered && replacements !== undefined && isScanHint(element)) {
+          // Dropped like a read's (catalogue 60): a hint picks the plan, never which documents
+          // match; the tenant predicate still bounds the statement, so even a `limit: 1` / `multi:
+          // false` statement affects one of the tenant's own documents (which one may differ).
+          replacements.set('hint', null);
+          scope.notes.add('hint.scan-dropped', target.clientNs);
+          break;
+        }
         if (context.virtualDdl === true && tenantFiltered && replacements !== undefined) {
           // A private database per tenant: names and keys map to the tenant's prefixed indexes (issue 13).
           validateHint(element, at, context.field, false);
@@ -490,18 +499,19 @@ function checkOptions(
   }
 }
 
-/** The document with some elements' values replaced, in the client's order; the rest untouched. */
-function replaceIn(doc: RawDocument, replacements: ReadonlyMap<string, RawValue>): RawDocument {
+/** The document with some elements' values replaced (null: removed), in the client's order; the rest untouched. */
+function replaceIn(doc: RawDocument, replacements: ReadonlyMap<string, RawValue | null>): RawDocument {
   if (replacements.size === 0) return doc;
   return new RawDocument(
-    doc.elements.map((element) => {
+    doc.elements.flatMap((element) => {
       const next = replacements.get(element.name);
-      return next === undefined ? element : { name: element.name, type: next.type, value: next.value };
+      if (next === null) return [];
+      return next === undefined ? [element] : [{ name: element.name, type: next.type, value: next.value }];
     }),
   );
 }
 
-function replaceElements(doc: RawDocument, replacements: ReadonlyMap<string, RawValue>): RawValue {
+function replaceElements(doc: RawDocument, replacements: ReadonlyMap<string, RawValue | null>): RawValue {
   return replaceIn(doc, replacements).toValue();
 }
 
@@ -526,7 +536,7 @@ function rewriteUpdateStatement(
   where: string,
   names: { filter: string; update: string; constants: string },
 ): RawValue {
-  const replacements = new Map<string, RawValue>();
+  const replacements = new Map<string, RawValue | null>();
   const filter = doc.get(names.filter);
   if (filter === undefined)
     refuse('write.missing-field', `${where} requires ${names.filter}`, ErrorCodes.FailedToParse);
@@ -544,7 +554,7 @@ function rewriteUpdateStatement(
 function rewriteDeleteStatement(doc: RawDocument, scope: Scope, where: string, filterName: string): RawValue {
   const filter = doc.get(filterName);
   if (filter === undefined) refuse('write.missing-field', `${where} requires ${filterName}`, ErrorCodes.FailedToParse);
-  const replacements = new Map<string, RawValue>([
+  const replacements = new Map<string, RawValue | null>([
     [filterName, rewriteFilter(filter, scope, `${where}.${filterName}`)!],
   ]);
   checkOptions(doc, scope, where, {}, replacements);
@@ -622,7 +632,7 @@ export { deleteCommand as delete };
 /** findAndModify / findandmodify: `query` wrapped, `update` like update's `u` (catalogue 18, 39, 40). */
 export const findAndModify: CommandHandler = (input, context) => {
   const { body, scope, notes, target } = prepare(input, context, 'findAndModify', ['query', 'update'], []);
-  const replacements = new Map<string, RawValue>();
+  const replacements = new Map<string, RawValue | null>();
   const update = body.get('update');
   if (update !== undefined) {
     const upsertQuery = truthy(body.get('upsert')) ? (body.get('query') ?? EMPTY_DOCUMENT) : undefined;

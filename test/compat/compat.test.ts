@@ -154,5 +154,6 @@ function assertDirectAsScenarioSays(report: ClientReport, steps: Step[], client:
 function expectedDirect(step: Step): 'ok' | 'error' | 'any' {
   const byUpstream = step.direct as Record<string, 'ok' | 'error' | 'any'> | 'ok' | 'error' | 'any' | undefined;
   if (typeof byUpstream === 'string') return byUpstream;
-  return byUpstream?.[upstreamKind()] ?? byUpstream?.any ?? 'ok';
+  const kind = upstreamKind();
+  return byUpstream?.[kind] ?? (kind === 'ferretdb1' ? byUpstream?.ferretdb : undefined) ?? byUpstream?.any ?? 'ok';
 }

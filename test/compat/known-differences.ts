@@ -28,15 +28,6 @@ export interface KnownDifference {
 
 export const KNOWN_DIFFERENCES: KnownDifference[] = [
   {
-    cause: 'distinct gets maxTimeMS',
-    issue: 14,
-    owner: 'fidelity',
-    where: ['step:distinct'],
-    clients: 'all',
-    upstream: 'ferretdb1',
-    reason: 'the proxy adds maxTimeMS to every distinct; FerretDB v1 refuses the field (9 FailedToParse)',
-  },
-  {
     cause: 'upserts lose some query equality fields',
     issue: 14,
     owner: 'fidelity',

@@ -964,12 +964,7 @@ describe('end to end: catalogue 1-21', () => {
       });
     }
 
-    it.skipIf(
-      lacks(
-        'distinctMaxTimeMS',
-        'the proxy adds maxTimeMS to distinct (catalogue 15), which FerretDB v1 refuses; the bytes test covers distinct',
-      ),
-    )('catalogue 6 (MongoDB): distinct with every key-present filter returns only acme values', async () => {
+    it('catalogue 6 (MongoDB): distinct with every key-present filter returns only acme values', async () => {
       await seed('c06_distinct');
       const c = acme().collection<AnyDoc>('c06_distinct');
       for (const [label, filter, own] of filters) {
@@ -1472,12 +1467,7 @@ describe('end to end: catalogue 1-21', () => {
     );
   });
 
-  it.skipIf(
-    lacks(
-      'distinctMaxTimeMS',
-      'the proxy adds maxTimeMS to distinct (catalogue 15), which FerretDB v1 refuses; the bytes test covers distinct',
-    ),
-  )('catalogue 17 (MongoDB): distinct tenantId is [own tenant] for every tenant', async () => {
+  it('catalogue 17 (MongoDB): distinct tenantId is [own tenant] for every tenant', async () => {
     await seed('c17m');
     for (const tenant of TENANTS) {
       const c = dbs[tenant].collection<AnyDoc>('c17m');

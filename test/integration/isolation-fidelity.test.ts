@@ -687,3 +687,64 @@ describe('catalogue 25, 26: introspection answered with what every tenant may se
     }
   });
 });
+
+describe('catalogue 15, 60: capability-aware rewriting (issue 14)', () => {
+  it('catalogue 15: collection.distinct works through the proxy wherever it works direct, and returns only T’s values', async () => {
+    const coll = 'distinct_cap';
+    await direct
+      .db(dbName)
+      .collection(coll)
+      .insertMany([
+        { _id: 'd-a1', tenantId: T, x: 'a1' },
+        { _id: 'd-a2', tenantId: T, x: 'a2' },
+        { _id: 'd-b1', tenantId: B, x: 'b-secret' },
+      ] as Document[]);
+    const before = refusals().length;
+    for (const { db } of drivers) {
+      expect((await db().collection(coll).distinct('x')).sort()).toEqual(['a1', 'a2']);
+    }
+    // What a direct read of T's documents holds.
+    const directValues = await direct.db(dbName).collection(coll).distinct('x', { tenantId: T });
+    expect(directValues.sort()).toEqual(['a1', 'a2']);
+    // A client's own maxTimeMS is forwarded: the upstream answers as it does direct (accepted, or
+    // refused with the same code where the upstream refuses the field on distinct).
+    const outcome = (run: Promise<unknown>): Promise<string> =>
+      run.then(
+        () => 'ok',
+        (error: { code?: number }) => `error ${error.code}`,
+      );
+    const directOutcome = await outcome(direct.db(dbName).collection(coll).distinct('x', {}, { maxTimeMS: 5_000 }));
+    const proxiedOutcome = await outcome(acme7.db(dbName).collection(coll).distinct('x', {}, { maxTimeMS: 5_000 }));
+    expect(proxiedOutcome).toBe(directOutcome);
+    expect(refusals().length).toBe(before);
+  });
+
+  it('catalogue 60: collection-scan hints on updateOne, updateMany, deleteOne, deleteMany and findOneAndUpdate change only T’s documents', async () => {
+    const coll = 'write_hints';
+    await direct
+      .db(dbName)
+      .collection(coll)
+      .insertMany([
+        { _id: 'h-b0', tenantId: B, n: 0 },
+        { _id: 'h-a1', tenantId: T, n: 1 },
+        { _id: 'h-b1', tenantId: B, n: 1 },
+        { _id: 'h-a2', tenantId: T, n: 2 },
+        { _id: 'h-a3', tenantId: T, n: 3 },
+        { _id: 'h-b2', tenantId: B, n: 2 },
+      ] as Document[]);
+    const bBefore = await direct.db(dbName).collection(coll).find({ tenantId: B }).sort({ _id: 1 }).toArray();
+    const before = refusals().length;
+    const c = acme7.db(dbName).collection(coll);
+    // A single-document write with a scan hint affects one of T's documents, never B's first one.
+    expect((await c.updateOne({}, { $set: { one: true } }, { hint: { _id: 1 } })).modifiedCount).toBe(1);
+    expect((await c.updateMany({}, { $inc: { n: 10 } }, { hint: '_id_' })).modifiedCount).toBe(3);
+    const found = await c.findOneAndUpdate({}, { $set: { fam: true } }, { hint: { $natural: 1 } });
+    expect(found?.tenantId).toBe(T);
+    expect((await c.deleteOne({}, { hint: { $natural: -1 } })).deletedCount).toBe(1);
+    expect((await c.deleteMany({ n: { $gte: 0 } }, { hint: { _id: -1 } })).deletedCount).toBe(2);
+    expect(refusals().length).toBe(before);
+    // Read directly: B's documents are exactly as seeded; T has none left.
+    expect(await direct.db(dbName).collection(coll).find({ tenantId: B }).sort({ _id: 1 }).toArray()).toEqual(bBefore);
+    expect(await direct.db(dbName).collection(coll).countDocuments({ tenantId: T })).toBe(0);
+  });
+});

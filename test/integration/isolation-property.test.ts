@@ -625,10 +625,6 @@ describe('isolation property: three tenants, random operations, upstream read di
       }
       case 'distinct': {
         const res = await capture('distinct', () => coll.distinct(op.key, op.filter as Document));
-        // FerretDB v1 refuses the maxTimeMS the proxy always adds (catalogue 15): `distinct: unknown
-        // field "maxTimeMS"`. Other upstreams accept it; nothing was read, so isolation holds.
-        if (!res.ok && !FEATURES.distinctMaxTimeMS && /unknown field "maxTimeMS"/.test((res.error as Error).message))
-          return unchanged;
         const got = expectOk(res, 'distinct') as unknown[];
         const want = [
           ...new Set(

@@ -395,6 +395,15 @@ describe('count and distinct (catalogue 6, 17, 59)', () => {
     refusal(() => distinct(command({ distinct: 'c' }), shared()), 'distinct.key');
   });
 
+  it('15: distinct gets no added maxTimeMS where the upstream refuses it there; a client value is forwarded', () => {
+    const refusing = (): TenantContext => ({ ...shared(), distinctMaxTimeMS: false });
+    expect(out(distinct(command({ distinct: 'c', key: 'a' }), refusing())).maxTimeMS).toBeUndefined();
+    expect(out(distinct(command({ distinct: 'c', key: 'a', maxTimeMS: 10 }), refusing())).maxTimeMS).toBe(10);
+    // Other commands keep the cap; upstreams that accept it get it on distinct too.
+    expect(out(count(command({ count: 'c' }), refusing())).maxTimeMS).toBeDefined();
+    expect(out(distinct(command({ distinct: 'c', key: 'a' }), shared())).maxTimeMS).toBeDefined();
+  });
+
   it('60: hints must name a tenant-prefixed key pattern in shared collections', () => {
     refusal(() => count(command({ count: 'c', hint: { x: 1 } }), shared()), 'hint.not-tenant-prefixed');
     // A collection-scan hint ($natural, _id; mongodump's) is dropped, never forwarded: the plan stays

@@ -584,6 +584,49 @@ describe('update (catalogue 18, 37-41)', () => {
     );
   });
 
+  it('60: a collection-scan hint on a write is dropped in shared collections, as on reads (issue 14)', () => {
+    for (const hint of [{ $natural: 1 }, { $natural: -1 }, { _id: 1 }, { _id: -1 }, '_id_']) {
+      const u = update(
+        command({ update: 'c', updates: [{ q: { a: 1 }, u: { $set: { b: 1 } }, hint, multi: false }] }),
+        shared(),
+      );
+      // The tenant predicate still bounds the statement: one of the tenant's own documents.
+      expect(bodyOf(u).updates[0]).toEqual({
+        q: tenantAnd({ a: 1 }),
+        u: { $set: { b: 1 }, $setOnInsert: { [FIELD]: 'acme' } },
+        multi: false,
+      });
+      expect(u.notes).toContainEqual({ kind: 'rewrite', rule: 'hint.scan-dropped', namespace: 'app.c' });
+      const d = deleteHandler(command({ delete: 'c', deletes: [{ q: { a: 1 }, limit: 1, hint }] }), shared());
+      expect(bodyOf(d).deletes[0]).toEqual({ q: tenantAnd({ a: 1 }), limit: 1 });
+      const f = findAndModify(command({ findAndModify: 'c', query: { a: 1 }, remove: true, hint }), shared());
+      expect(bodyOf(f).hint).toBeUndefined();
+      expect(bodyOf(f).query).toEqual(tenantAnd({ a: 1 }));
+      const b = bulkWrite(
+        command({ bulkWrite: 1 }, 'admin', {
+          ops: [{ delete: 0, filter: {}, multi: false, hint }],
+          nsInfo: [{ ns: 'app.c' }],
+        }),
+        shared(),
+      );
+      expect(sequenceOf(b, 'ops')).toEqual([{ delete: 0, filter: tenantAnd({}), multi: false }]);
+      // Per-tenant namespaces forward it as sent.
+      expect(
+        bodyOf(deleteHandler(command({ delete: 'c', deletes: [{ q: {}, limit: 1, hint }] }), perTenant())).deletes[0]
+          .hint,
+      ).toEqual(hint);
+    }
+    // Other hints keep their rules.
+    expect(
+      refusal(() =>
+        deleteHandler(command({ delete: 'c', deletes: [{ q: {}, limit: 1, hint: { _id: 1, a: 1 } }] }), shared()),
+      ).rule,
+    ).toBe('hint.not-tenant-prefixed');
+    expect(
+      refusal(() => findAndModify(command({ findAndModify: 'c', remove: true, hint: { $natural: 2 } }), shared())).rule,
+    ).toBe('hint.not-tenant-prefixed');
+  });
+
   it('database-per-tenant: no wrapping or stamping, forbidden operators still refused', () => {
     const body = bodyOf(update(command({ update: 'c', updates: [{ q: { a: 1 }, u: { b: 1 } }] }), perTenant()));
     expect(body.updates[0]).toEqual({ q: { a: 1 }, u: { b: 1 } });
