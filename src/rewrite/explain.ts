@@ -8,7 +8,9 @@
  *   the data is shared: every number under `executionStats`, `allPlansExecution`,
  *   `executionStages` and an aggregate stage's figures is withheld, except the query's own
  *   parameters (`limitAmount`, `skipAmount`…) and `executionStats.nReturned` (what the tenant
- *   itself receives). The reply says so in `mtpWithheld` (the names withheld, and why).
+ *   itself receives); so are planner estimates (`estimated…`, e.g. DocumentDB's
+ *   `estimatedTotalKeysExamined`) anywhere. The reply says so in `mtpWithheld` (the names
+ *   withheld, and why).
  * - Index names made by the tenancy layer (`mtp_t_…` per tenant, `mtp_s_…` shared) may be
  *   another tenant's: they become `<redacted>` wherever they appear (plan stages, SBE plan text,
  *   `indexesUsed`), and such a stage's key pattern, bounds and multikey paths are dropped.
@@ -111,6 +113,12 @@ class Redactor {
     if (QUERY_ECHO.has(name) || name.startsWith('$')) {
       // The client's query and stage specifications; only tenancy index names inside plan text matter.
       return name === '$cursor' ? this.value(value, false) : undefined;
+    }
+    // Planner estimates (DocumentDB's `estimatedTotalKeysExamined` in queryPlanner) are sized by
+    // the whole collection, other tenants' documents included, at any verbosity.
+    if (this.options.withholdFigures && isNumber(value.type) && name.startsWith('estimated')) {
+      this.withheld.add(name);
+      return null;
     }
     if (stats && isNumber(value.type) && this.options.withholdFigures) {
       if (KEPT_NUMBERS.has(name) || (top && name === 'nReturned')) return undefined;

@@ -96,6 +96,7 @@ describe('startTestProxy', () => {
       maxConnectionsPerTenant: 2_500,
       maxInFlightPerTenant: 100,
       maxUnauthenticatedConnections: 2_500,
+      maxOpenCursorsPerTenant: 100,
       authTimeoutMS: 30_000,
       maxBufferedBytes: 268_435_456,
       bytesPerSecondPerTenant: 67_108_864,

@@ -31,6 +31,8 @@ import {
   type ReceivedFrame,
 } from '../helpers/raw-client.js';
 
+/** JSON.stringify replacer: leaves out the proxy's note of the explain figures it withheld. */
+const withoutNote = (key: string, value: unknown): unknown => (key === 'mtpWithheld' ? undefined : value);
 const T = 'acme';
 const B = 'globex';
 const MORE_TO_COME = 1 << 1;
@@ -1604,7 +1606,8 @@ describe('sessions and leaks end to end', () => {
   it('catalogue 59: explain executionStats in a shared namespace shows no figure counting other tenants; count and estimatedDocumentCount count only T', async () => {
     const t = tp.clientFor(T).db(dbName);
     for (const verbosity of ['executionStats', 'allPlansExecution'] as const) {
-      const stats = JSON.stringify(await t.collection('items').find({}).explain(verbosity));
+      // The figures' names may appear in the proxy's own note of what it withheld, never as figures.
+      const stats = JSON.stringify(await t.collection('items').find({}).explain(verbosity), withoutNote);
       expect(stats).not.toContain(SECRET);
       expect(stats).not.toMatch(/totalDocsExamined|totalKeysExamined|"docsExamined"|"keysExamined"/);
     }
@@ -1616,7 +1619,9 @@ describe('sessions and leaks end to end', () => {
     const raw = await c.command(opMsg({ explain: { find: 'items', filter: {} }, $db: dbName }));
     c.close();
     expect(raw.ok).toBe(1);
-    expect(JSON.stringify(raw)).not.toMatch(/totalDocsExamined|totalKeysExamined|"docsExamined"|"keysExamined"/);
+    expect(JSON.stringify(raw, withoutNote)).not.toMatch(
+      /totalDocsExamined|totalKeysExamined|"docsExamined"|"keysExamined"/,
+    );
 
     expect(await t.collection('items').estimatedDocumentCount()).toBe(1);
     expect(await t.collection('items').countDocuments()).toBe(1);

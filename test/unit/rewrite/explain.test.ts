@@ -280,4 +280,27 @@ describe('redactExplain (MongoDB shapes)', () => {
       serverInfo: { version: '7.0.42', gitVersion: 'unknown', ferretdbVersion: 'v1.24.2' },
     });
   });
+
+  it("DocumentDB's shape: planner estimates sized by the whole collection are withheld at queryPlanner too", () => {
+    const documentdb = {
+      queryPlanner: {
+        namespace: 'app.items',
+        winningPlan: {
+          stage: 'FETCH',
+          runtimeFilterSet: [{ $eq: { tenantId: 'acme' } }],
+          estimatedTotalKeysExamined: 2,
+          inputStage: { stage: 'COLLSCAN', indexName: '_id_', estimatedTotalKeysExamined: 4 },
+        },
+      },
+      explainVersion: 2,
+      command: "db.runCommand({explain:{ 'find': 'items' }})",
+      ok: 1,
+    };
+    const out = redact(documentdb);
+    expect(JSON.stringify(out.queryPlanner)).not.toContain('estimated');
+    expect(out.queryPlanner.winningPlan.inputStage).toEqual({ stage: 'COLLSCAN', indexName: '_id_' });
+    expect(out.mtpWithheld.fields).toEqual(['estimatedTotalKeysExamined']);
+    // On private data (withholdFigures false) the estimates are the tenant's own: kept.
+    expect(redact(documentdb, false).queryPlanner.winningPlan.estimatedTotalKeysExamined).toBe(2);
+  });
 });
