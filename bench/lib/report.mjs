@@ -165,6 +165,7 @@ function formatIdle(idle, out) {
       result.perConnectionBytes == null ? '-' : fixed(result.perConnectionBytes / 1024, 2),
     ]);
     if (result.error) errors.push(`${name}: stopped opening at ${result.opened}: ${result.error}`);
+    if (result.note) errors.push(`${name}: ${result.note}`);
   }
   out.push(
     table(['target', 'open', 'open s', 'rss before MiB', 'rss after MiB', 'growth MiB', 'KiB per conn'], rows, [
