@@ -52,6 +52,17 @@ export function completeReply(received, requestId) {
   return length;
 }
 
+const OK_DOUBLE = Buffer.from([0x01, 0x6f, 0x6b, 0x00, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]); // "ok": 1.0
+const OK_INT32 = Buffer.from([0x10, 0x6f, 0x6b, 0x00, 1, 0, 0, 0]); // "ok": 1 (int32)
+
+/**
+ * Whether a whole reply says `ok: 1` (as a double or an int32). A byte search, not a BSON parse:
+ * enough for a handshake reply, whose only `ok` is the top-level one; a refusal says `ok: 0`.
+ */
+export function replyOk(reply) {
+  return reply.includes(OK_DOUBLE) || reply.includes(OK_INT32);
+}
+
 /** One connection that has completed its handshake; resolves with the open socket. */
 function openOne(address, requestId, timeoutMS) {
   return new Promise((resolve, reject) => {
@@ -68,7 +79,9 @@ function openOne(address, requestId, timeoutMS) {
     const onData = (chunk) => {
       received = Buffer.concat([received, chunk]);
       try {
-        if (completeReply(received, requestId) === null) return;
+        const length = completeReply(received, requestId);
+        if (length === null) return;
+        if (!replyOk(received.subarray(0, length))) throw new Error('the handshake was refused (ok is not 1)');
       } catch (error) {
         fail(error);
         return;
@@ -77,7 +90,7 @@ function openOne(address, requestId, timeoutMS) {
       socket.off('data', onData);
       socket.removeAllListeners('error');
       socket.removeAllListeners('close');
-      socket.on('error', () => {}); // a reset while idle is counted when closing
+      socket.on('error', () => {}); // a reset while idle shows as a socket no longer open
       socket.on('data', () => {}); // nothing more is expected; never let bytes pile up
       received = null;
       resolve(socket);
@@ -109,6 +122,10 @@ export async function openIdleConnections(address, count, { parallel = 100, time
   await Promise.all(Array.from({ length: Math.min(parallel, count) }, worker));
   return { sockets, error, openMs: Date.now() - started };
 }
+
+/** How many of the sockets are still open (the target may close connections it refuses later). */
+export const stillOpen = (sockets) =>
+  sockets.filter((socket) => !socket.destroyed && socket.readyState === 'open').length;
 
 /** Closes the sockets and waits until they are all closed (or 10 s). */
 export async function closeAll(sockets) {

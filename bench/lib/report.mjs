@@ -185,6 +185,10 @@ function formatIdle(idle, out) {
 /** The pool scenario (pool-scenario.mjs), when it ran. */
 function formatPool(pool, out) {
   if (!pool) return;
+  if (pool.error) {
+    out.push(`connection pooling (${pool.name}) failed: ${pool.error}`, '');
+    return;
+  }
   const { connections } = pool;
   out.push(
     `connection pooling (${pool.name}: its own proxy process, metrics sampled ${connections.samples} times during the run)`,

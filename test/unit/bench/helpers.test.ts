@@ -9,6 +9,7 @@ interface ProcModule {
 interface IdleModule {
   isMasterMessage(requestId: number): Buffer;
   completeReply(received: Buffer, requestId: number): number | null;
+  replyOk(reply: Buffer): boolean;
 }
 
 const proc = (await import(new URL('../../../bench/lib/proc.mjs', import.meta.url).href)) as ProcModule;
@@ -95,5 +96,22 @@ describe('completeReply', () => {
   it('refuses a reply to another request and a length shorter than a header', () => {
     expect(() => idle.completeReply(reply(40, 6), 5)).toThrow(/expected 5/);
     expect(() => idle.completeReply(reply(16, 5).fill(0, 0, 4), 5)).toThrow(/not a wire message/);
+  });
+});
+
+describe('replyOk', () => {
+  const withOk = (type: number, value: Buffer): Buffer =>
+    Buffer.concat([Buffer.alloc(21), Buffer.from([type]), Buffer.from('ok\0', 'latin1'), value, Buffer.from([0])]);
+  const double = (value: number): Buffer => {
+    const buffer = Buffer.alloc(8);
+    buffer.writeDoubleLE(value);
+    return buffer;
+  };
+
+  it('accepts ok: 1 as a double or an int32 and refuses ok: 0', () => {
+    expect(idle.replyOk(withOk(0x01, double(1)))).toBe(true);
+    expect(idle.replyOk(withOk(0x10, Buffer.from([1, 0, 0, 0])))).toBe(true);
+    expect(idle.replyOk(withOk(0x01, double(0)))).toBe(false);
+    expect(idle.replyOk(withOk(0x10, Buffer.from([0, 0, 0, 0])))).toBe(false);
   });
 });
