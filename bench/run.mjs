@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// `npm run bench`: the same workloads, in one run, against the same upstream three ways:
-//   direct  the driver talks to the upstream
-//   pipe    through a minimal TCP pipe in its own process (the floor any proxy pays)
-//   proxy   through mongo-tenant-proxy (dist/) in its own process
+// `npm run bench`: the same workloads, in one run, against the same upstream four ways:
+//   direct        the driver talks to the upstream
+//   pipe          through a minimal TCP pipe in its own process (the floor any proxy pays)
+//   mongobetween  through Coinbase's Go connection pooler (scripts/mongobetween.mjs; built into the
+//                 cache on first use), the comparison point of issue 16
+//   proxy         through mongo-tenant-proxy (dist/) in its own process
 // Prints a table and writes every number to bench/results/latest.json. A benchmark, not a test:
 // it never fails because of a number. See docs/benchmark.md.
 //
@@ -17,10 +19,15 @@
 //   BENCH_FIND_DOCS        documents the find-one workload picks from (default 100: FerretDB scans)
 //   BENCH_CURSOR_DOCS      documents in the cursor workload (default 100000)
 //   BENCH_INSERTMANY_DOCS  documents inserted by the insertMany workload (default 50000)
-//   BENCH_TARGETS          comma-separated subset of direct,pipe,proxy (default all three)
+//   BENCH_TARGETS          comma-separated subset of direct,pipe,mongobetween,proxy (default all four)
+//   BENCH_DRIVER           6 | 7: the Node driver major for direct, pipe and proxy (default 6 when
+//                          mongobetween is a target, else 7); mongobetween is always driven by 6.x,
+//                          since it advertises maxWireVersion 8 and driver 7 requires 9
+//   BENCH_IDLE             idle client connections opened to each middle target (default 10000;
+//                          0 skips the measurement)
 //   BENCH_WORKLOADS        comma-separated subset of workload names (default all)
 //   BENCH_OUT              JSON output file (default bench/results/latest.json)
-//   BENCH_TIMEOUT_S        give up after this many seconds (default 900)
+//   BENCH_TIMEOUT_S        give up after this many seconds (default 1800)
 //   BENCH_PROXY_CONFIG     JSON merged over the proxy's configuration (runtime shape, see
 //                          src/config/types.ts; objects merge, arrays replace)
 //   BENCH_POOL_CLIENTS     client connections of the pool-500 scenario (default 500)
@@ -32,9 +39,13 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MongoClient } from 'mongodb';
+import { MongoClient as MongoClient7 } from 'mongodb';
+import { MongoClient as MongoClient6 } from 'mongodb6';
 import { ConnectionString } from 'mongodb-connection-string-url';
 import { TargetChild, cpuMicros } from './lib/child.mjs';
+import { closeAll, openIdleConnections, stillOpen } from './lib/idle.mjs';
+import { deepMerge } from './lib/merge.mjs';
+import { ProcTarget } from './lib/proc.mjs';
 import { formatReport } from './lib/report.mjs';
 import { ratio, round, summarize } from './lib/stats.mjs';
 import { POOL_SCENARIO_NAME, runPoolScenario } from './lib/pool-scenario.mjs';
@@ -42,7 +53,13 @@ import { seed, workloads } from './lib/workloads.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
-const ALL_TARGETS = ['direct', 'pipe', 'proxy'];
+const ALL_TARGETS = ['direct', 'pipe', 'mongobetween', 'proxy'];
+/** The targets with a process of their own between the driver and the upstream. */
+const MIDDLE_TARGETS = ['pipe', 'mongobetween', 'proxy'];
+const DRIVERS = {
+  6: { MongoClient: MongoClient6, module: 'mongodb6' },
+  7: { MongoClient: MongoClient7, module: 'mongodb' },
+};
 
 const startedAt = Date.now();
 const loadAtStart = os.loadavg().map((value) => Math.round(value * 100) / 100);
@@ -54,6 +71,14 @@ function intEnv(name, fallback) {
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw.replaceAll('_', ''));
   if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${raw} is not a positive integer`);
+  return value;
+}
+
+function countEnv(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw.replaceAll('_', ''));
+  if (!Number.isInteger(value) || value < 0) throw new Error(`${name}=${raw} is not a non-negative integer`);
   return value;
 }
 
@@ -81,6 +106,9 @@ function jsonEnv(name) {
 
 function readSettings() {
   const opsC1 = intEnv('BENCH_OPS', 5_000);
+  const targets = listEnv('BENCH_TARGETS', ALL_TARGETS);
+  const driver = process.env.BENCH_DRIVER || (targets.includes('mongobetween') ? '6' : '7');
+  if (!Object.hasOwn(DRIVERS, driver)) throw new Error(`BENCH_DRIVER=${driver}: expected 6 or 7`);
   return {
     opsC1,
     opsC32: intEnv('BENCH_OPS_C32', opsC1 * 4),
@@ -89,9 +117,11 @@ function readSettings() {
     findDocs: intEnv('BENCH_FIND_DOCS', 100),
     cursorDocs: intEnv('BENCH_CURSOR_DOCS', 100_000),
     insertManyDocs: intEnv('BENCH_INSERTMANY_DOCS', 50_000),
-    targets: listEnv('BENCH_TARGETS', ALL_TARGETS),
+    targets,
+    driver,
+    idle: countEnv('BENCH_IDLE', 10_000),
     out: path.resolve(root, process.env.BENCH_OUT || 'bench/results/latest.json'),
-    timeoutS: intEnv('BENCH_TIMEOUT_S', 900),
+    timeoutS: intEnv('BENCH_TIMEOUT_S', 1_800),
     proxyOverrides: jsonEnv('BENCH_PROXY_CONFIG'),
     poolClients: intEnv('BENCH_POOL_CLIENTS', 500),
     poolSize: intEnv('BENCH_POOL_SIZE', 10),
@@ -200,12 +230,36 @@ function gitInfo() {
   }
 }
 
-async function driverVersion() {
+async function driverVersion(major) {
   try {
-    const pkg = JSON.parse(await readFile(path.join(root, 'node_modules', 'mongodb', 'package.json'), 'utf8'));
-    return pkg.version;
+    const file = path.join(root, 'node_modules', DRIVERS[major].module, 'package.json');
+    return JSON.parse(await readFile(file, 'utf8')).version;
   } catch {
     return 'unknown';
+  }
+}
+
+/** The driver major that drives `target`: mongobetween only speaks to 6.x (maxWireVersion 8). */
+const driverFor = (target, settings) => (target === 'mongobetween' ? '6' : settings.driver);
+
+/**
+ * Raises this process's open-file limit (and so its children's: the pipe, mongobetween, the proxy
+ * and FerretDB all start later) so that BENCH_IDLE connections fit, and returns the limit in force.
+ * Going above the hard limit needs CAP_SYS_RESOURCE in the initial user namespace; in a container
+ * (as here: 20,000) it fails and the limit stays where it was.
+ */
+function raiseFileLimit(wanted, log) {
+  try {
+    execFileSync('prlimit', [`--pid=${process.pid}`, `--nofile=${wanted}:${wanted}`], { stdio: 'ignore' });
+  } catch {
+    // not permitted: keep the current limit, reported below
+  }
+  try {
+    const limit = Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim());
+    if (limit < wanted) log(`open-file limit ${limit} (could not raise it to ${wanted})`);
+    return Number.isInteger(limit) ? limit : null;
+  } catch {
+    return null;
   }
 }
 
@@ -224,6 +278,7 @@ function describeUpstream(upstream, buildInfo, hello) {
 // Measurement
 
 const CLIENT_OPTIONS = { maxPoolSize: 64, serverSelectionTimeoutMS: 15_000, appName: 'mtp-bench' };
+const newClient = (target, settings, uri) => new DRIVERS[driverFor(target, settings)].MongoClient(uri, CLIENT_OPTIONS);
 
 /** Opens the pool (32 concurrent pings, several rounds) so no measured operation pays a connect. */
 async function warmTarget(client) {
@@ -376,74 +431,207 @@ function concat(arrays) {
 }
 
 function ratios(targets) {
-  const { direct, pipe, proxy } = targets;
+  const { direct, pipe, mongobetween, proxy } = targets;
   const p50 = (t) => t?.latencyUs.p50;
+  const addedOverPipe = (t) => (t && pipe ? round(p50(t) - p50(pipe), 1) : null);
   return {
     throughput: {
       proxyPipe: ratio(proxy?.throughput, pipe?.throughput),
       proxyDirect: ratio(proxy?.throughput, direct?.throughput),
       pipeDirect: ratio(pipe?.throughput, direct?.throughput),
+      proxyMongobetween: ratio(proxy?.throughput, mongobetween?.throughput),
+      mongobetweenPipe: ratio(mongobetween?.throughput, pipe?.throughput),
+      mongobetweenDirect: ratio(mongobetween?.throughput, direct?.throughput),
     },
     p50: {
       proxyPipe: ratio(p50(proxy), p50(pipe)),
       proxyDirect: ratio(p50(proxy), p50(direct)),
       pipeDirect: ratio(p50(pipe), p50(direct)),
+      proxyMongobetween: ratio(p50(proxy), p50(mongobetween)),
     },
     p99: {
       proxyPipe: ratio(proxy?.latencyUs.p99, pipe?.latencyUs.p99),
       proxyDirect: ratio(proxy?.latencyUs.p99, direct?.latencyUs.p99),
     },
-    cpuPerOp: { proxyPipe: ratio(proxy?.cpuUsPerOp, pipe?.cpuUsPerOp) },
-    addedP50OverPipeUs: proxy && pipe ? round(p50(proxy) - p50(pipe), 1) : null,
+    cpuPerOp: {
+      proxyPipe: ratio(proxy?.cpuUsPerOp, pipe?.cpuUsPerOp),
+      proxyMongobetween: ratio(proxy?.cpuUsPerOp, mongobetween?.cpuUsPerOp),
+      mongobetweenPipe: ratio(mongobetween?.cpuUsPerOp, pipe?.cpuUsPerOp),
+    },
+    addedP50OverPipeUs: addedOverPipe(proxy),
+    mongobetweenAddedP50OverPipeUs: addedOverPipe(mongobetween),
     addedP50OverDirectUs: proxy && direct ? round(p50(proxy) - p50(direct), 1) : null,
   };
 }
 
-/** The project's performance targets, shown next to the measurements (never pass/fail). */
-function goals(results) {
+const KIB = 1024;
+const MIB = 1024 * 1024;
+
+/** One target line: `met` is null when the value is missing (a target did not run). */
+function goal(id, label, value, display, targetDisplay, within) {
+  return {
+    id,
+    label,
+    value,
+    display: value == null ? '-' : display(value),
+    targetDisplay,
+    met: value == null ? null : within(value),
+  };
+}
+const timesDisplay = (value) => `${value.toFixed(2)}x`;
+const percentDisplay = (value) => `${(value * 100).toFixed(1)} %`;
+
+/** Issue 16's performance targets, shown next to the measurements (never pass/fail). */
+function goals(results, idle) {
   const list = [];
-  for (const workload of results) {
-    if (workload.small && workload.concurrency === 1) {
-      const value = workload.ratios.addedP50OverPipeUs;
-      list.push({
-        id: `addedP50OverPipe:${workload.name}`,
-        label: `added p50 over the pipe, ${workload.label}`,
-        value,
-        display: value == null ? '-' : `${value >= 0 ? '+' : ''}${value.toFixed(1)} µs`,
-        target: 30,
-        targetDisplay: '<= 30 µs',
-        met: value == null ? null : value <= 30,
-      });
-    }
+  const byName = (name) => results.find((workload) => workload.name === name);
+  for (const name of ['ping-c1', 'findOne-c1', 'insertOne-c1']) {
+    const workload = byName(name);
+    if (!workload) continue;
+    list.push(
+      goal(
+        `addedP50OverPipe:${name}`,
+        `added p50 over the pipe, ${workload.label}`,
+        workload.ratios.addedP50OverPipeUs,
+        (value) => `${value >= 0 ? '+' : ''}${value.toFixed(1)} µs`,
+        '<= 60 µs',
+        (value) => value <= 60,
+      ),
+    );
   }
   for (const workload of results) {
-    if (workload.small) {
-      const value = workload.ratios.cpuPerOp.proxyPipe;
-      list.push({
-        id: `cpuPerOp:${workload.name}`,
-        label: `cpu per op proxy/pipe, ${workload.label}`,
-        value,
-        display: value == null ? '-' : `${value.toFixed(2)}x`,
-        target: 1.5,
-        targetDisplay: '<= 1.50x',
-        met: value == null ? null : value <= 1.5,
-      });
-    }
+    list.push(
+      goal(
+        `cpuPerOpVsMongobetween:${workload.name}`,
+        `cpu per op proxy/mongobetween, ${workload.label}`,
+        workload.ratios.cpuPerOp.proxyMongobetween,
+        timesDisplay,
+        '<= 1.00x',
+        (value) => value <= 1,
+      ),
+    );
   }
-  const cursor = results.find((workload) => workload.name === 'cursor');
+  for (const name of ['ping-c32', 'findOne-c32', 'insertOne-c32']) {
+    const workload = byName(name);
+    if (!workload) continue;
+    list.push(
+      goal(
+        `throughputVsMongobetween:${name}`,
+        `throughput proxy/mongobetween, ${workload.label}`,
+        workload.ratios.throughput.proxyMongobetween,
+        timesDisplay,
+        '>= 1.00x',
+        (value) => value >= 1,
+      ),
+    );
+  }
+  const cursor = byName('cursor');
   if (cursor) {
-    const value = cursor.ratios.throughput.proxyDirect;
-    list.push({
-      id: 'cursorThroughput',
-      label: 'cursor docs/s proxy/direct',
-      value,
-      display: value == null ? '-' : `${(value * 100).toFixed(1)} %`,
-      target: 0.95,
-      targetDisplay: '>= 95.0 %',
-      met: value == null ? null : value >= 0.95,
-    });
+    list.push(
+      goal(
+        'cursorThroughput',
+        'cursor docs/s proxy/direct',
+        cursor.ratios.throughput.proxyDirect,
+        percentDisplay,
+        '>= 97.0 %',
+        (value) => value >= 0.97,
+      ),
+      goal(
+        'cursorCpu',
+        'cursor cpu per batch proxy/pipe',
+        cursor.ratios.cpuPerOp.proxyPipe,
+        timesDisplay,
+        '<= 2.00x',
+        (value) => value <= 2,
+      ),
+    );
+  }
+  const insertMany = byName('insertMany');
+  if (insertMany) {
+    list.push(
+      goal(
+        'insertManyCpu',
+        'insertMany cpu per batch proxy/pipe',
+        insertMany.ratios.cpuPerOp.proxyPipe,
+        timesDisplay,
+        '<= 3.00x',
+        (value) => value <= 3,
+      ),
+    );
+  }
+  const proxyIdle = idle?.targets.proxy;
+  if (proxyIdle && !proxyIdle.error) {
+    list.push(
+      goal(
+        'idlePerConnection',
+        `idle connections: proxy rss growth per connection (${idle.count})`,
+        proxyIdle.perConnectionBytes,
+        (value) => `${(value / KIB).toFixed(1)} KiB`,
+        '<= 6.0 KiB',
+        (value) => value <= 6 * KIB,
+      ),
+      goal(
+        'idleTotal',
+        `idle connections: proxy rss with ${idle.count} open`,
+        proxyIdle.rssAfterBytes,
+        (value) => `${(value / MIB).toFixed(1)} MiB`,
+        '< 150 MiB',
+        (value) => value < 150 * MIB,
+      ),
+    );
   }
   return list;
+}
+
+/**
+ * BENCH_IDLE: for each middle target in turn, its RSS, then `count` connections that each complete
+ * an isMaster handshake and stay open and silent, a second to settle, its RSS again; then they
+ * are closed before the next target. The bench's own driver connections stay open throughout.
+ */
+async function measureIdle(targetNames, targets, count, fileLimit) {
+  const results = {};
+  for (const name of targetNames) {
+    const { child, address } = targets[name];
+    // The pipe holds two descriptors per client connection (client and upstream socket): under
+    // the open-file limit it can hold only about half of it; ask for what fits and say so.
+    const fits = name === 'pipe' && fileLimit ? Math.floor((fileLimit - 500) / 2) : count;
+    const requested = Math.min(count, fits);
+    const note =
+      requested < count
+        ? `capped at ${requested}: two descriptors per connection under an open-file limit of ${fileLimit}`
+        : null;
+    const before = await child.sample();
+    const opening = await openIdleConnections(address, requested);
+    const { sockets, openMs } = opening;
+    let { error } = opening;
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const after = await child.sample();
+    // Open ones only: a target that refuses a connection after its handshake closes it.
+    const opened = stillOpen(sockets);
+    await closeAll(sockets);
+    if (opened < sockets.length) {
+      error ??= `${sockets.length - opened} of ${sockets.length} connections were closed by the target after the handshake`;
+    }
+    results[name] = {
+      requested,
+      note,
+      opened,
+      openMs,
+      rssBeforeBytes: before.rss,
+      rssAfterBytes: after.rss,
+      perConnectionBytes: opened > 0 ? round((after.rss - before.rss) / opened, 0) : null,
+      error,
+    };
+    log(
+      `idle ${name.padEnd(12)} ${opened}/${count} connections in ${(openMs / 1000).toFixed(1)} s: rss ${(before.rss / MIB).toFixed(1)} → ${(after.rss / MIB).toFixed(1)} MiB` +
+        (opened > 0 ? `, ${((after.rss - before.rss) / opened / KIB).toFixed(2)} KiB per connection` : '') +
+        (error ? ` (stopped: ${error})` : '') +
+        (note ? ` (${note})` : ''),
+    );
+    // Let the target release what the connections held before the next one is measured.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+  return { count, targets: results };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -486,13 +674,16 @@ async function main() {
 
   const results = [];
   let pool = null;
+  let idle = null;
   let meta;
+  // Before anything starts: the children inherit the limit.
+  const fileLimit = settings.idle > 0 ? raiseFileLimit(Math.max(65_536, settings.idle * 3 + 1_000), log) : null;
   try {
     const upstream = await startUpstream();
     cleanups.push(() => upstream.stop());
     log(`upstream: ${redact(upstream.uri)}`);
 
-    const directClient = new MongoClient(upstream.uri, CLIENT_OPTIONS);
+    const directClient = newClient('direct', settings, upstream.uri);
     cleanups.push(() => directClient.close());
     await directClient.connect();
     const admin = directClient.db('admin');
@@ -512,20 +703,33 @@ async function main() {
       const forward = pipeUpstream(upstream.uri, hello);
       const child = await TargetChild.start('pipe', path.join(here, 'pipe-child.mjs'), { upstream: forward });
       cleanups.push(() => child.stop());
-      const client = new MongoClient(uriThroughPipe(upstream.uri, child.address), CLIENT_OPTIONS);
+      const client = newClient('pipe', settings, uriThroughPipe(upstream.uri, child.address));
       cleanups.push(() => client.close());
-      targets.pipe = { client, child };
+      targets.pipe = { client, child, address: child.address };
       log(`pipe (pid ${child.pid}) on ${hostPort(child.address)} → ${hostPort(forward)}`);
     }
+    if (settings.targets.includes('mongobetween')) {
+      const { startMongobetween } = await import('../scripts/mongobetween.mjs');
+      const instance = await startMongobetween({ upstreamUri: upstream.uri, log });
+      cleanups.push(() => instance.stop());
+      const client = newClient('mongobetween', settings, instance.uri);
+      cleanups.push(() => client.close());
+      targets.mongobetween = { client, child: new ProcTarget(instance.pid), address: instance.address };
+      log(`mongobetween (pid ${instance.pid}) on ${hostPort(instance.address)}`);
+    }
     if (settings.targets.includes('proxy')) {
+      // Room for the idle connections next to the bench's own (the proxy's default is 10,000), all of
+      // one tenant: its per-tenant share (a quarter by default) would refuse three quarters of them.
+      const maxConnections = Math.max(10_000, settings.idle + 1_000);
+      const limits = settings.idle > 0 ? { limits: { maxConnections, maxConnectionsPerTenant: maxConnections } } : {};
       const child = await TargetChild.start('proxy', path.join(here, 'proxy-child.mjs'), {
         upstreamUri: upstream.uri,
-        overrides: settings.proxyOverrides,
+        overrides: deepMerge(limits, settings.proxyOverrides ?? {}),
       });
       cleanups.push(() => child.stop());
-      const client = new MongoClient(`mongodb://${hostPort(child.address)}/?directConnection=true`, CLIENT_OPTIONS);
+      const client = newClient('proxy', settings, `mongodb://${hostPort(child.address)}/?directConnection=true`);
       cleanups.push(() => client.close());
-      targets.proxy = { client, child };
+      targets.proxy = { client, child, address: child.address };
       log(`proxy (pid ${child.pid}) on ${hostPort(child.address)}`);
     }
     const targetNames = ALL_TARGETS.filter((name) =>
@@ -535,13 +739,15 @@ async function main() {
       await targets[name].client.connect();
       await warmTarget(targets[name].client);
     }
-    log(`warmed up ${targetNames.join(', ')}`);
+    log(
+      `warmed up ${targetNames.join(', ')}; drivers: ${targetNames.map((name) => `${name} ${driverFor(name, settings)}.x`).join(', ')}`,
+    );
 
     for (const workload of selectedWorkloads) {
       const measured = await measureWorkload(workload, targetNames, targets, database, settings.rounds);
       for (const [name, result] of Object.entries(measured)) {
         log(
-          `${workload.name.padEnd(13)} ${name.padEnd(6)} ${Math.round(result.throughput).toLocaleString('en-US').padStart(9)} ${workload.unit}/s` +
+          `${workload.name.padEnd(13)} ${name.padEnd(12)} ${Math.round(result.throughput).toLocaleString('en-US').padStart(9)} ${workload.unit}/s` +
             `  p50 ${result.latencyUs.p50} µs  p99 ${result.latencyUs.p99} µs` +
             (result.cpuUsPerOp == null ? '' : `  cpu ${result.cpuUsPerOp} µs/op`),
         );
@@ -559,23 +765,38 @@ async function main() {
       });
     }
 
+    const idleTargets = MIDDLE_TARGETS.filter((name) => targets[name]);
+    if (settings.idle > 0 && idleTargets.length > 0) {
+      log(`idle: ${settings.idle} connections to each of ${idleTargets.join(', ')}`);
+      idle = await measureIdle(idleTargets, targets, settings.idle, fileLimit);
+      idle.fileLimit = fileLimit;
+    }
+
     if (runPool) {
-      pool = await runPoolScenario({
-        upstreamUri: upstream.uri,
-        database,
-        proxyScript: path.join(here, 'proxy-child.mjs'),
-        overrides: settings.proxyOverrides,
-        clients: settings.poolClients,
-        poolSize: settings.poolSize,
-        ops: settings.poolOps,
-        findDocs: settings.findDocs,
-        log,
-      });
-      const { connections } = pool;
-      log(
-        `${POOL_SCENARIO_NAME} ${Math.round(pool.throughput).toLocaleString('en-US')} ops/s  p50 ${pool.latencyUs.p50} µs  p99 ${pool.latencyUs.p99} µs` +
-          `  clients ${connections.clientPeak} : upstream ${connections.upstreamPeak}${pool.note ? ` (${pool.note})` : ''}`,
-      );
+      try {
+        pool = await runPoolScenario({
+          upstreamUri: upstream.uri,
+          database,
+          proxyScript: path.join(here, 'proxy-child.mjs'),
+          overrides: settings.proxyOverrides,
+          clients: settings.poolClients,
+          poolSize: settings.poolSize,
+          ops: settings.poolOps,
+          findDocs: settings.findDocs,
+          log,
+        });
+        const { connections } = pool;
+        log(
+          `${POOL_SCENARIO_NAME} ${Math.round(pool.throughput).toLocaleString('en-US')} ops/s  p50 ${pool.latencyUs.p50} µs  p99 ${pool.latencyUs.p99} µs` +
+            `  clients ${connections.clientPeak} : upstream ${connections.upstreamPeak}${pool.note ? ` (${pool.note})` : ''}`,
+        );
+      } catch (error) {
+        // Broken, not slow: the run fails, but the measurements above are still written.
+        const message = error instanceof Error ? error.message : String(error);
+        log(`${POOL_SCENARIO_NAME} failed: ${message}`);
+        pool = { name: POOL_SCENARIO_NAME, error: message };
+        process.exitCode = 1;
+      }
     }
 
     meta = {
@@ -585,7 +806,10 @@ async function main() {
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model?.trim() ?? 'unknown',
       loadAverage: { start: loadAtStart, end: os.loadavg().map((value) => round(value, 2)) },
-      driverVersion: await driverVersion(),
+      driverVersion: await driverVersion(settings.driver),
+      drivers: Object.fromEntries(
+        await Promise.all(targetNames.map(async (name) => [name, await driverVersion(driverFor(name, settings))])),
+      ),
       git: gitInfo(),
       upstream: {
         kind: upstream.kind,
@@ -602,6 +826,12 @@ async function main() {
             upstreamAsSeenByProxy: targets.proxy.child.info?.upstream ?? null,
           }
         : null,
+      mongobetween: targets.mongobetween
+        ? {
+            pid: targets.mongobetween.child.pid,
+            commit: (await import('../scripts/mongobetween.mjs')).MONGOBETWEEN_COMMIT,
+          }
+        : null,
       database,
       settings: { ...settings, out: path.relative(root, settings.out) },
     };
@@ -611,7 +841,7 @@ async function main() {
   }
 
   meta.durationS = (Date.now() - startedAt) / 1000;
-  const report = { meta, workloads: results, pool, goals: goals(results), neighbours: await neighbours() };
+  const report = { meta, workloads: results, idle, pool, goals: goals(results, idle), neighbours: await neighbours() };
   process.stdout.write(`${formatReport(report)}\n`);
   await mkdir(path.dirname(settings.out), { recursive: true });
   await writeFile(settings.out, `${JSON.stringify(report, null, 2)}\n`);

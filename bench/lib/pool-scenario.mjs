@@ -72,8 +72,15 @@ export async function runPoolScenario({
   if (note) log(note);
   const child = await TargetChild.start('proxy (pool)', proxyScript, {
     upstreamUri,
+    // One tenant behind all the clients: the per-tenant limits (issue 15; by default a tenant may
+    // have maxPoolSize commands in flight and half the pool) would refuse or halve the scenario.
     overrides: deepMerge(overrides ?? {}, {
-      upstream: poolOption ? { maxPoolSize: poolSize } : {},
+      // 500 requests queue for 10 connections: behind a slow upstream (FerretDB scanning under a
+      // loaded machine) the default 10 s wait for a connection runs out, which is not what this measures.
+      upstream: poolOption
+        ? { maxPoolSize: poolSize, maxPoolConnectionsPerTenant: poolSize, waitQueueTimeoutMS: 120_000 }
+        : {},
+      limits: { maxInFlightPerTenant: clients },
       metrics: { listen: { host: '127.0.0.1', port: 0 } },
     }),
   });

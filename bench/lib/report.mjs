@@ -1,6 +1,6 @@
 // Human-readable tables for the benchmark results (stdout).
 
-const TARGET_NAMES = ['direct', 'pipe', 'proxy'];
+const TARGET_NAMES = ['direct', 'pipe', 'mongobetween', 'proxy'];
 
 const int = (value) => (value == null || !Number.isFinite(value) ? '-' : Math.round(value).toLocaleString('en-US'));
 const fixed = (value, digits = 1) => (value == null || !Number.isFinite(value) ? '-' : value.toFixed(digits));
@@ -26,8 +26,12 @@ export function formatReport(report) {
     : 'unknown';
   out.push('');
   out.push(`mongo-tenant-proxy benchmark  ${meta.date}`);
+  out.push(`node ${meta.node} · ${meta.cpus} × ${meta.cpuModel} · commit ${commit}`);
+  const drivers = meta.drivers ?? {};
   out.push(
-    `node ${meta.node} · driver mongodb ${meta.driverVersion} · ${meta.cpus} × ${meta.cpuModel} · commit ${commit}`,
+    `driven by the Node driver: ${Object.entries(drivers)
+      .map(([target, version]) => `${target} ${version}`)
+      .join(', ')}`,
   );
   out.push(`upstream: ${meta.upstream.description} · database ${meta.database} (dropped at the end)`);
   out.push(
@@ -35,11 +39,13 @@ export function formatReport(report) {
       `${meta.settings.rounds} rounds with rotating target order (cursor: one pass per target, batches taken in turn)`,
   );
   out.push(
-    `cpu µs/op and rss: the pipe's or the proxy's own process; cursor and insertMany: one op = one batch of 1000 docs`,
+    `cpu µs/op and rss: the middle process's own (pipe, proxy: process.cpuUsage(); mongobetween: /proc/<pid>/stat); ` +
+      'cursor and insertMany: one op = one batch of 1000 docs',
   );
   out.push('');
 
   if (report.workloads.length > 0) formatWorkloads(report, out);
+  formatIdle(report.idle, out);
   formatPool(report.pool, out);
 
   if (report.goals.length > 0) {
@@ -103,34 +109,86 @@ function formatWorkloads(report, out) {
       workload.label,
       times(r.throughput.proxyPipe),
       times(r.throughput.proxyDirect),
+      times(r.throughput.proxyMongobetween),
       times(r.p50.proxyPipe),
-      times(r.p50.proxyDirect),
       times(r.cpuPerOp.proxyPipe),
+      times(r.cpuPerOp.proxyMongobetween),
+      times(r.cpuPerOp.mongobetweenPipe),
       signedUs(r.addedP50OverPipeUs),
+      signedUs(r.mongobetweenAddedP50OverPipeUs),
     ];
   });
-  out.push('ratios (throughput: higher is better for the proxy; p50 and cpu: lower is better)');
+  out.push(
+    'ratios (throughput: higher is better for the proxy; p50 and cpu: lower is better; mb = mongobetween; ' +
+      "added p50 = p50 minus the pipe's)",
+  );
   out.push(
     table(
       [
         'workload',
         'thr proxy/pipe',
         'thr proxy/direct',
+        'thr proxy/mb',
         'p50 proxy/pipe',
-        'p50 proxy/direct',
         'cpu/op proxy/pipe',
-        'added p50 over pipe',
+        'cpu/op proxy/mb',
+        'cpu/op mb/pipe',
+        'added p50 proxy',
+        'added p50 mb',
       ],
       ratioRows,
-      ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
     ),
   );
+  out.push('');
+}
+
+/** The idle-connection measurement (BENCH_IDLE), when it ran. */
+function formatIdle(idle, out) {
+  if (!idle) return;
+  const mib = (bytes) => (bytes == null ? '-' : fixed(bytes / 1048576));
+  out.push(
+    `idle connections (BENCH_IDLE=${idle.count}: raw sockets, one isMaster each, then silent; one target at a time)`,
+  );
+  const rows = [];
+  const errors = [];
+  for (const name of TARGET_NAMES) {
+    const result = idle.targets[name];
+    if (!result) continue;
+    rows.push([
+      name,
+      `${int(result.opened)}/${int(result.requested)}`,
+      fixed(result.openMs / 1000),
+      mib(result.rssBeforeBytes),
+      mib(result.rssAfterBytes),
+      mib(result.rssAfterBytes - result.rssBeforeBytes),
+      result.perConnectionBytes == null ? '-' : fixed(result.perConnectionBytes / 1024, 2),
+    ]);
+    if (result.error) errors.push(`${name}: stopped opening at ${result.opened}: ${result.error}`);
+    if (result.note) errors.push(`${name}: ${result.note}`);
+  }
+  out.push(
+    table(['target', 'open', 'open s', 'rss before MiB', 'rss after MiB', 'growth MiB', 'KiB per conn'], rows, [
+      'l',
+      'r',
+      'r',
+      'r',
+      'r',
+      'r',
+      'r',
+    ]),
+  );
+  out.push(...errors);
   out.push('');
 }
 
 /** The pool scenario (pool-scenario.mjs), when it ran. */
 function formatPool(pool, out) {
   if (!pool) return;
+  if (pool.error) {
+    out.push(`connection pooling (${pool.name}) failed: ${pool.error}`, '');
+    return;
+  }
   const { connections } = pool;
   out.push(
     `connection pooling (${pool.name}: its own proxy process, metrics sampled ${connections.samples} times during the run)`,
