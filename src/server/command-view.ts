@@ -22,7 +22,8 @@ export interface CommandLabels {
 
 /** Parses an OP_MSG request (validated as a server does) and decodes its command; throws a ProxyError. */
 export function decodeCommand(frame: Buffer, options: { maxBsonDepth: number }): CommandView {
-  return new CommandView(parseOpMsg(frame, options));
+  // parseOpMsg's defaults reject duplicate keys in every document: the engine may rely on it.
+  return new CommandView(parseOpMsg(frame, options), true);
 }
 
 export class CommandView implements CommandLabels {
@@ -35,7 +36,11 @@ export class CommandView implements CommandLabels {
   #traits: CommandTraits | undefined;
 
   /** Throws a ProxyError when the envelope is invalid (catalogue 53): no command, no or a bad `$db`. */
-  constructor(readonly msg: OpMsg) {
+  constructor(
+    readonly msg: OpMsg,
+    /** Every document was validated with duplicate keys rejected (CommandInput.validated). */
+    readonly validated = false,
+  ) {
     this.body = RawDocument.parse(msg.body);
     ({ name: this.name, db: this.db } = readCommandEnvelope(this.body));
     this.moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
@@ -61,6 +66,7 @@ export class CommandView implements CommandLabels {
       body: this.body,
       sequences: new Map(this.msg.sequences.map((sequence) => [sequence.identifier, sequence.documents])),
       moreToCome: this.moreToCome,
+      validated: this.validated,
     };
   }
 }
