@@ -467,6 +467,19 @@ export function elements(doc: Uint8Array, docOffset = 0): BsonElement[] {
   return out;
 }
 
+/**
+ * The type and value bytes (views) of every element of the document at `docOffset`, in order,
+ * without decoding the names: an array's items, whose names are only their positions.
+ */
+export function elementValues(doc: Uint8Array, docOffset = 0): Array<{ type: number; value: Uint8Array }> {
+  const out: Array<{ type: number; value: Uint8Array }> = [];
+  scan(doc, docOffset, (type, _nameStart, _nameEnd, _start, offset, length) => {
+    out.push({ type, value: doc.subarray(offset, offset + length) });
+    return true;
+  });
+  return out;
+}
+
 /** The first element (for a command body: the command), or null for an empty document. */
 export function firstElement(doc: Uint8Array, docOffset = 0): BsonElement | null {
   let found: BsonElement | null = null;
