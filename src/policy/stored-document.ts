@@ -94,9 +94,16 @@ const openIsArray: boolean[] = [];
 
 /**
  * Scans the document `doc` (its whole bytes) and fills `out`. `tenantField`: the tenant field's
- * name as bytes, or null when the namespace is not tenant-filtered.
+ * name as bytes, or null when the namespace is not tenant-filtered. `topOnly`: the caller knows
+ * from validation that nothing below the top level can be refused (no JavaScript value and no
+ * name with a `$` there: bson-scan's DocumentFact), so only the top-level elements are read.
  */
-export function scanStoredDocument(doc: Uint8Array, tenantField: Uint8Array | null, out: StoredDocumentScan): void {
+export function scanStoredDocument(
+  doc: Uint8Array,
+  tenantField: Uint8Array | null,
+  out: StoredDocumentScan,
+  topOnly = false,
+): void {
   out.clean = false;
   out.tenantStart = -1;
   out.tenantValueStart = -1;
@@ -183,7 +190,7 @@ export function scanStoredDocument(doc: Uint8Array, tenantField: Uint8Array | nu
         out.stampAt = valueEnd;
       }
     }
-    if (type === BsonType.document || type === BsonType.array) {
+    if ((type === BsonType.document || type === BsonType.array) && !topOnly) {
       openEnds[depth] = end;
       openIsArray[depth] = isArray;
       depth++;

@@ -96,6 +96,11 @@ export interface CommandInput {
    * take the reference path without it.
    */
   validated?: boolean;
+  /**
+   * With `validated`: what validation saw (bson-scan's DocumentFact bits) in the body, and in
+   * each sequence document by identifier, so a handler need not walk a document again for it.
+   */
+  facts?: { body: number; sequences: ReadonlyMap<string, Uint8Array> };
 }
 
 /** A decision worth auditing and counting. */

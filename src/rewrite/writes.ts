@@ -17,7 +17,7 @@
  * w:0 (moreToCome) writes are rewritten exactly the same way (catalogue 50).
  */
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
-import { BsonType } from '../wire/bson-scan.js';
+import { BsonType, DocumentFact } from '../wire/bson-scan.js';
 import {
   RawDocument,
   arrayItems,
@@ -361,6 +361,23 @@ function stampOf(context: TenantContext): Stamp {
 /** Reused by every one-pass scan (the handlers are synchronous). */
 const scan = new StoredDocumentScan();
 
+/** Validation saw nothing of these below the top level: the scan reads the top level only. */
+const NESTED_REFUSABLE = DocumentFact.code | DocumentFact.nestedDollarKey;
+const UNKNOWN_FACTS = (): number => NESTED_REFUSABLE;
+
+/**
+ * What validation saw in the items of `field` (CommandInput.facts): each sequence document's own
+ * facts, or the body's for items in the body (it covers everything nested in it).
+ */
+function itemFacts(input: CommandInput, field: string, sequence: boolean): (index: number) => number {
+  const facts = input.validated === true ? input.facts : undefined;
+  if (facts === undefined) return UNKNOWN_FACTS;
+  if (!sequence) return () => facts.body;
+  const perDocument = facts.sequences.get(field);
+  if (perDocument === undefined) return UNKNOWN_FACTS;
+  return (index) => perDocument[index] ?? NESTED_REFUSABLE;
+}
+
 /** A document a one-pass scan found clean: kept as sent, or stamped at `at`. */
 const KEEP = -1;
 
@@ -375,6 +392,7 @@ function stampDocuments(
   scope: Scope,
   where: (index: number) => string,
   rulePrefix: 'insert' | 'replacement',
+  facts: (index: number) => number = UNKNOWN_FACTS,
 ): RawValue[] {
   if (!scope.validated)
     return values.map((value, index) => stampDocumentChecked(value, scope, where(index), rulePrefix));
@@ -393,7 +411,8 @@ function stampDocuments(
       continue;
     }
     const doc = value.value;
-    scanStoredDocument(doc, stamp === null ? null : stamp.field, scan);
+    const topOnly = (facts(index) & NESTED_REFUSABLE) === 0;
+    scanStoredDocument(doc, stamp === null ? null : stamp.field, scan, topOnly);
     if (scan.clean) {
       if (stamp === null) continue;
       if (scan.tenantStart !== -1) {
@@ -723,7 +742,8 @@ function prepare(
 export const insert: CommandHandler = (input, context) => {
   const { body, scope, notes, target } = prepare(input, context, 'insert', ['documents']);
   const { items, sequence } = readItems(input, 'documents');
-  const stamped = stampDocuments(items, scope, (index) => `documents.${index}`, 'insert');
+  const facts = itemFacts(input, 'documents', sequence);
+  const stamped = stampDocuments(items, scope, (index) => `documents.${index}`, 'insert', facts);
   const sequences = new Map<string, readonly Uint8Array[]>();
   const out = placeItems(body, sequences, 'documents', stamped, sequence);
   return { body: out, sequences, reply: replyFor(target), notes: notes.list };

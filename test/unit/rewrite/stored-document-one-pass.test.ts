@@ -29,7 +29,7 @@ import { assertNoForbidden } from '../../../src/policy/validate.js';
 import { StoredDocumentScan, scanStoredDocument } from '../../../src/policy/stored-document.js';
 import { MAX_USER_DOCUMENT_SIZE, bulkWrite, insert } from '../../../src/rewrite/writes.js';
 import { decodeCommand } from '../../../src/server/command-view.js';
-import { BsonType } from '../../../src/wire/bson-scan.js';
+import { BsonType, DocumentFact, validateDocumentFacts } from '../../../src/wire/bson-scan.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
 import {
   RawDocument,
@@ -603,5 +603,19 @@ describe('one pass over documents to store: random documents', () => {
       }),
       { numRuns: 2000, seed: 7 },
     );
+  });
+});
+
+describe('validateDocumentFacts: what validation tells the one pass', () => {
+  const facts = (doc: Record<string, unknown>): number =>
+    validateDocumentFacts(serialize(doc), 0, { maxDepth: 50, rejectDuplicateKeys: true });
+
+  it('notes JavaScript at any depth and `$` names below the top level', () => {
+    expect(facts({ _id: 1, a: { b: [1, 'x'] }, $top: 1 })).toBe(0);
+    expect(facts({ a: new Code('x') })).toBe(DocumentFact.code);
+    expect(facts({ a: [{ b: new Code('x', { y: 1 }) }] })).toBe(DocumentFact.code);
+    expect(facts({ a: { $where: 1 } })).toBe(DocumentFact.nestedDollarKey);
+    expect(facts({ a: [{ b: { é$: 1 } }] })).toBe(DocumentFact.nestedDollarKey);
+    expect(facts({ a: { é$é: new Code('x') } })).toBe(DocumentFact.code | DocumentFact.nestedDollarKey);
   });
 });
