@@ -378,6 +378,17 @@ function itemFacts(input: CommandInput, field: string, sequence: boolean): (inde
   return (index) => perDocument[index] ?? NESTED_REFUSABLE;
 }
 
+/**
+ * A validated document the one-pass scan finds clean has no top-level `$` name (so it is a
+ * replacement) and nothing `assertNoForbidden` refuses: validateUpdateDocument would accept it as
+ * a replacement without a second walk. Anything else goes to validateUpdateDocument.
+ */
+function isCleanReplacement(value: RawValue, scope: Scope): boolean {
+  if (!scope.validated || value.type !== BsonType.document) return false;
+  scanStoredDocument(value.value, null, scan);
+  return scan.clean;
+}
+
 /** A document a one-pass scan found clean: kept as sent, or stamped at `at`. */
 const KEEP = -1;
 
@@ -521,7 +532,9 @@ function rewriteUpdatePipeline(value: RawValue, scope: Scope, where: string): Ra
 function rewriteUpdateSpec(value: RawValue, scope: Scope, where: string, upsertQuery?: RawValue): RawValue {
   // Tenant paths are refused in every model: the field means nothing outside shared collections,
   // but refusing it everywhere keeps one rule set.
-  const kind = validateUpdateDocument(value, scope.context.field, where);
+  const kind = isCleanReplacement(value, scope)
+    ? 'replacement'
+    : validateUpdateDocument(value, scope.context.field, where);
   const derived = kind === 'pipeline' ? [] : upsertFields(upsertQuery, scope);
   switch (kind) {
     case 'pipeline':

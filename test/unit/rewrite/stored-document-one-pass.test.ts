@@ -27,7 +27,7 @@ import { ErrorCodes, PolicyRefusal, ProxyError } from '../../../src/errors.js';
 import type { NamespaceResolver, ResolvedNamespace, RewriteResult, TenantContext } from '../../../src/policy/types.js';
 import { assertNoForbidden } from '../../../src/policy/validate.js';
 import { StoredDocumentScan, scanStoredDocument } from '../../../src/policy/stored-document.js';
-import { MAX_USER_DOCUMENT_SIZE, bulkWrite, insert } from '../../../src/rewrite/writes.js';
+import { MAX_USER_DOCUMENT_SIZE, bulkWrite, findAndModify, insert, update } from '../../../src/rewrite/writes.js';
 import { decodeCommand } from '../../../src/server/command-view.js';
 import { BsonType, DocumentFact, validateDocumentFacts } from '../../../src/wire/bson-scan.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
@@ -502,6 +502,62 @@ describe('one pass over documents to store: the hostile corpus', () => {
       };
       expect(run(true), label).toEqual(run(false));
     }
+  });
+});
+
+describe('replacements take the same pass', () => {
+  /** An update (or findAndModify) whose update document is `doc`, through the parser; outcomes with and without the pass. */
+  function compare(label: string, doc: Uint8Array, kind: 'update' | 'findAndModify', upsert: boolean): void {
+    const q = rawDocument([[BsonType.int32, '_id', int32(7)]]);
+    const statement = rawDocument([
+      [BsonType.document, 'q', q],
+      [BsonType.document, 'u', doc],
+      [BsonType.boolean, 'upsert', Buffer.from([upsert ? 1 : 0])],
+    ]);
+    const frame =
+      kind === 'update'
+        ? encodeOpMsg({
+            requestId: 1,
+            responseTo: 0,
+            body: serialize({ update: 'orders', $db: 'app' }),
+            sequences: [{ identifier: 'updates', documents: [statement] }],
+          })
+        : encodeOpMsg({
+            requestId: 1,
+            responseTo: 0,
+            body: rawDocument([
+              [BsonType.string, 'findAndModify', bsonString(Buffer.from('orders'))],
+              [BsonType.document, 'query', q],
+              [BsonType.document, 'update', doc],
+              [BsonType.boolean, 'upsert', Buffer.from([upsert ? 1 : 0])],
+              [BsonType.string, '$db', bsonString(Buffer.from('app'))],
+            ]),
+          });
+    let view;
+    try {
+      view = decodeCommand(frame, { maxBsonDepth: MAX_DEPTH + 1 });
+    } catch {
+      return; // refused by the parser, before any pass
+    }
+    for (const s of SETTINGS) {
+      const context = { ...s.context, upsertFieldsFromAnd: !upsert };
+      const run = (validated: boolean): Outcome => {
+        try {
+          const input = { ...view.engineInput(), validated };
+          const result = kind === 'update' ? update(input, context) : findAndModify(input, context);
+          const out = [hex(result.body.toBytes()), ...[...result.sequences.values()].flat().map(hex)];
+          return { kind: 'ok', bytes: out, stamped: result.notes.some((n) => n.rule === 'replacement.stamp') };
+        } catch (error) {
+          return outcomeOf(error);
+        }
+      };
+      expect(run(true), `${label}, ${kind}, upsert ${upsert}, ${s.label}`).toEqual(run(false));
+    }
+  }
+
+  it.each(CORPUS.map(([label, doc]) => [label, doc] as const))('%s', (label, doc) => {
+    for (const kind of ['update', 'findAndModify'] as const)
+      for (const upsert of [false, true]) compare(label, doc, kind, upsert);
   });
 });
 
