@@ -90,6 +90,17 @@ export interface CommandInput {
   sequences: ReadonlyMap<string, readonly Uint8Array[]>;
   /** The request has moreToCome (w:0): there will be no reply to correct or scrub. */
   moreToCome: boolean;
+  /**
+   * Every document of the body and the sequences passed `validateDocument` with duplicate keys
+   * rejected (the request parser's rules): the write handlers' one-pass checks rely on it and
+   * take the reference path without it.
+   */
+  validated?: boolean;
+  /**
+   * With `validated`: what validation saw (bson-scan's DocumentFact bits) in the body, and in
+   * each sequence document by identifier, so a handler need not walk a document again for it.
+   */
+  facts?: { body: number; sequences: ReadonlyMap<string, Uint8Array> };
 }
 
 /** A decision worth auditing and counting. */

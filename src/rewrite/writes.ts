@@ -17,7 +17,7 @@
  * w:0 (moreToCome) writes are rewritten exactly the same way (catalogue 50).
  */
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
-import { BsonType } from '../wire/bson-scan.js';
+import { BsonType, DocumentFact } from '../wire/bson-scan.js';
 import {
   RawDocument,
   arrayItems,
@@ -48,6 +48,8 @@ import { capMaxTimeMS } from '../policy/limits.js';
 import { insertEntriesForOperators, queryEqualities, replacementId, type DerivedField } from './upsert.js';
 import { validateExpressionFields } from './pipeline.js';
 import { assertAllowedFields } from '../policy/commands.js';
+import { StoredDocumentScan, scanStoredDocument } from '../policy/stored-document.js';
+import { writeInt32LE } from '../wire/header.js';
 import type {
   CommandHandler,
   CommandInput,
@@ -122,6 +124,8 @@ interface Scope {
   context: TenantContext;
   notes: Notes;
   target: Target;
+  /** The client documents passed validateDocument with duplicate keys rejected (CommandInput.validated). */
+  validated: boolean;
 }
 
 function asDocumentValue(bytes: Uint8Array): RawValue {
@@ -262,7 +266,12 @@ function checkBody(body: RawDocument, items: readonly string[], where: string): 
  * T: added right after `_id` (or first) when absent, kept when byte-equal, refused otherwise
  * (an array or null tenant too: catalogue 8, G8). Never more than 16 MiB (catalogue 51).
  */
-function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix: 'insert' | 'replacement'): RawValue {
+function stampDocumentChecked(
+  value: RawValue,
+  scope: Scope,
+  where: string,
+  rulePrefix: 'insert' | 'replacement',
+): RawValue {
   const doc = parseDocument(value, where);
   assertUniqueNames(doc, where);
   for (const { name } of doc.elements) {
@@ -301,6 +310,155 @@ function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix:
   }
   scope.notes.add(`${rulePrefix}.stamp`, target.clientNs);
   return asDocumentValue(bytes);
+}
+
+/**
+ * The tenant stamp as BSON element bytes (type, name, value), and the name alone, built once per
+ * command: the one-pass scan compares names against them.
+ */
+class Stamp {
+  readonly name: string;
+  readonly field: Buffer;
+  readonly element: Buffer;
+  readonly type: number;
+  readonly value: Uint8Array;
+
+  constructor(context: TenantContext) {
+    this.name = context.field;
+    this.field = Buffer.from(context.field, 'utf8');
+    this.type = context.tenantValue.type;
+    this.value = context.tenantValue.value;
+    this.element = Buffer.allocUnsafe(1 + this.field.length + 1 + this.value.length);
+    this.element[0] = this.type;
+    this.field.copy(this.element, 1);
+    this.element[1 + this.field.length] = 0;
+    this.element.set(this.value, 2 + this.field.length);
+  }
+
+  /** The client's tenant element (a scalar) holds exactly T. */
+  matches(doc: Uint8Array, scan: StoredDocumentScan): boolean {
+    const type = doc[scan.tenantStart] as number;
+    if (type !== this.type || type === BsonType.array || type === BsonType.null || type === BsonType.undefined)
+      return false;
+    const length = scan.tenantValueEnd - scan.tenantValueStart;
+    if (length !== this.value.length) return false;
+    for (let i = 0; i < length; i++) if (doc[scan.tenantValueStart + i] !== this.value[i]) return false;
+    return true;
+  }
+}
+
+const stamps = new WeakMap<TenantContext, Stamp>();
+
+function stampOf(context: TenantContext): Stamp {
+  let stamp = stamps.get(context);
+  if (stamp === undefined || stamp.name !== context.field || stamp.value !== context.tenantValue.value) {
+    stamp = new Stamp(context);
+    stamps.set(context, stamp);
+  }
+  return stamp;
+}
+
+/** Reused by every one-pass scan (the handlers are synchronous). */
+const scan = new StoredDocumentScan();
+
+/** Validation saw nothing of these below the top level: the scan reads the top level only. */
+const NESTED_REFUSABLE = DocumentFact.code | DocumentFact.nestedDollarKey;
+const UNKNOWN_FACTS = (): number => NESTED_REFUSABLE;
+
+/**
+ * What validation saw in the items of `field` (CommandInput.facts): each sequence document's own
+ * facts, or the body's for items in the body (it covers everything nested in it).
+ */
+function itemFacts(input: CommandInput, field: string, sequence: boolean): (index: number) => number {
+  const facts = input.validated === true ? input.facts : undefined;
+  if (facts === undefined) return UNKNOWN_FACTS;
+  if (!sequence) return () => facts.body;
+  const perDocument = facts.sequences.get(field);
+  if (perDocument === undefined) return UNKNOWN_FACTS;
+  return (index) => perDocument[index] ?? NESTED_REFUSABLE;
+}
+
+/**
+ * A validated document the one-pass scan finds clean has no top-level `$` name (so it is a
+ * replacement) and nothing `assertNoForbidden` refuses: validateUpdateDocument would accept it as
+ * a replacement without a second walk. Anything else goes to validateUpdateDocument.
+ */
+function isCleanReplacement(value: RawValue, scope: Scope): boolean {
+  if (!scope.validated || value.type !== BsonType.document) return false;
+  scanStoredDocument(value.value, null, scan);
+  return scan.clean;
+}
+
+/** A document a one-pass scan found clean: kept as sent, or stamped at `at`. */
+const KEEP = -1;
+
+/**
+ * Documents to store, checked and stamped like `stampDocumentChecked` in one pass each (policy/
+ * stored-document.ts). The stamped ones are written into one buffer for the whole command; the
+ * others stay views of the request. A document the pass does not find clean goes through
+ * `stampDocumentChecked`, in order, so a refusal is the reference path's own.
+ */
+function stampDocuments(
+  values: readonly RawValue[],
+  scope: Scope,
+  where: (index: number) => string,
+  rulePrefix: 'insert' | 'replacement',
+  facts: (index: number) => number = UNKNOWN_FACTS,
+): RawValue[] {
+  if (!scope.validated)
+    return values.map((value, index) => stampDocumentChecked(value, scope, where(index), rulePrefix));
+  const { context, target } = scope;
+  const tenantFiltered = target.resolved.tenantFiltered;
+  const stamp = tenantFiltered ? stampOf(context) : null;
+  const out: RawValue[] = new Array<RawValue>(values.length);
+  const stampAt: number[] = new Array<number>(values.length);
+  let stampedBytes = 0;
+  for (let index = 0; index < values.length; index++) {
+    const value = values[index] as RawValue;
+    stampAt[index] = KEEP;
+    out[index] = value;
+    if (value.type !== BsonType.document) {
+      out[index] = stampDocumentChecked(value, scope, where(index), rulePrefix);
+      continue;
+    }
+    const doc = value.value;
+    const topOnly = (facts(index) & NESTED_REFUSABLE) === 0;
+    scanStoredDocument(doc, stamp === null ? null : stamp.field, scan, topOnly);
+    if (scan.clean) {
+      if (stamp === null) continue;
+      if (scan.tenantStart !== -1) {
+        if (stamp.matches(doc, scan)) continue;
+      } else if (doc.length + stamp.element.length <= MAX_USER_DOCUMENT_SIZE) {
+        stampAt[index] = scan.stampAt;
+        stampedBytes += doc.length + stamp.element.length;
+        continue;
+      }
+    }
+    out[index] = stampDocumentChecked(value, scope, where(index), rulePrefix);
+  }
+  if (stamp === null || stampedBytes === 0) return out;
+
+  const buffer = Buffer.allocUnsafe(stampedBytes);
+  let at = 0;
+  for (let index = 0; index < values.length; index++) {
+    const split = stampAt[index] as number;
+    if (split === KEEP) continue;
+    const doc = (values[index] as RawValue).value;
+    const length = doc.length + stamp.element.length;
+    buffer.set(doc.subarray(0, split), at);
+    buffer.set(stamp.element, at + split);
+    buffer.set(doc.subarray(split), at + split + stamp.element.length);
+    writeInt32LE(buffer, at, length);
+    out[index] = asDocumentValue(buffer.subarray(at, at + length));
+    at += length;
+  }
+  scope.notes.add(`${rulePrefix}.stamp`, target.clientNs);
+  return out;
+}
+
+/** One document to store (a replacement, a bulkWrite insert): `stampDocuments` for one. */
+function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix: 'insert' | 'replacement'): RawValue {
+  return stampDocuments([value], scope, () => where, rulePrefix)[0] as RawValue;
 }
 
 /** A client filter, validated; in shared collections wrapped in the tenant `$and` (G4). */
@@ -374,14 +532,20 @@ function rewriteUpdatePipeline(value: RawValue, scope: Scope, where: string): Ra
 function rewriteUpdateSpec(value: RawValue, scope: Scope, where: string, upsertQuery?: RawValue): RawValue {
   // Tenant paths are refused in every model: the field means nothing outside shared collections,
   // but refusing it everywhere keeps one rule set.
-  const kind = validateUpdateDocument(value, scope.context.field, where);
+  const kind = isCleanReplacement(value, scope)
+    ? 'replacement'
+    : validateUpdateDocument(value, scope.context.field, where);
   const derived = kind === 'pipeline' ? [] : upsertFields(upsertQuery, scope);
   switch (kind) {
     case 'pipeline':
       // FerretDB v1 refuses pipeline updates; MongoDB derives the query's fields itself.
       return rewriteUpdatePipeline(value, scope, where);
-    case 'replacement':
-      return stampDocument(withQueryId(value, derived, scope), scope, where, 'replacement');
+    case 'replacement': {
+      // A replacement given an `_id` from the query is no longer the validated client document.
+      const replacement = withQueryId(value, derived, scope);
+      const validated = replacement === value ? scope : { ...scope, validated: false };
+      return stampDocument(replacement, validated, where, 'replacement');
+    }
     case 'operators':
       return withInsertFields(value, derived, scope);
   }
@@ -583,7 +747,7 @@ function prepare(
   checkBody(input.body, items, input.name);
   let body = withPhysicalNames(input.body, target, notes);
   body = capMaxTime(body, context, notes);
-  const scope: Scope = { context, notes, target };
+  const scope: Scope = { context, notes, target, validated: input.validated === true };
   return { body, scope, notes, target };
 }
 
@@ -591,7 +755,8 @@ function prepare(
 export const insert: CommandHandler = (input, context) => {
   const { body, scope, notes, target } = prepare(input, context, 'insert', ['documents']);
   const { items, sequence } = readItems(input, 'documents');
-  const stamped = items.map((item, index) => stampDocument(item, scope, `documents.${index}`, 'insert'));
+  const facts = itemFacts(input, 'documents', sequence);
+  const stamped = stampDocuments(items, scope, (index) => `documents.${index}`, 'insert', facts);
   const sequences = new Map<string, readonly Uint8Array[]>();
   const out = placeItems(body, sequences, 'documents', stamped, sequence);
   return { body: out, sequences, reply: replyFor(target), notes: notes.list };
@@ -718,7 +883,12 @@ export const bulkWrite: CommandHandler = (input, context) => {
         `${where} must start with exactly one of insert, update, delete`,
         ErrorCodes.FailedToParse,
       );
-    const scope: Scope = { context, notes, target: targets[opIndex(first, targets.length, where)]! };
+    const scope: Scope = {
+      context,
+      notes,
+      target: targets[opIndex(first, targets.length, where)]!,
+      validated: input.validated === true,
+    };
     switch (first.name) {
       case 'insert': {
         assertKnownFields(doc, BULK_INSERT_FIELDS, where, 'bulkWrite.unknown-field');

@@ -9,7 +9,7 @@ import type { CommandInput } from '../policy/types.js';
 import { traitsOf, type CommandTraits } from '../upstream/command-traits.js';
 import { BsonType, readString } from '../wire/bson-scan.js';
 import { OpMsgFlag } from '../wire/constants.js';
-import { parseOpMsg, type OpMsg } from '../wire/op-msg.js';
+import { parseOpMsgFacts, type OpMsg, type OpMsgFacts } from '../wire/op-msg.js';
 import { RawDocument, bsonElementOf } from '../wire/raw-bson.js';
 
 /** What logs, metrics and audit events name a command by. */
@@ -22,7 +22,9 @@ export interface CommandLabels {
 
 /** Parses an OP_MSG request (validated as a server does) and decodes its command; throws a ProxyError. */
 export function decodeCommand(frame: Buffer, options: { maxBsonDepth: number }): CommandView {
-  return new CommandView(parseOpMsg(frame, options));
+  // parseOpMsg's defaults reject duplicate keys in every document: the engine may rely on it.
+  const { msg, facts } = parseOpMsgFacts(frame, options);
+  return new CommandView(msg, facts);
 }
 
 export class CommandView implements CommandLabels {
@@ -35,7 +37,14 @@ export class CommandView implements CommandLabels {
   #traits: CommandTraits | undefined;
 
   /** Throws a ProxyError when the envelope is invalid (catalogue 53): no command, no or a bad `$db`. */
-  constructor(readonly msg: OpMsg) {
+  constructor(
+    readonly msg: OpMsg,
+    /**
+     * Every document was validated with duplicate keys rejected, and what validation saw
+     * (CommandInput.validated, CommandInput.facts); absent for a message parsed otherwise.
+     */
+    readonly facts?: OpMsgFacts,
+  ) {
     this.body = RawDocument.parse(msg.body);
     ({ name: this.name, db: this.db } = readCommandEnvelope(this.body));
     this.moreToCome = (msg.flagBits & OpMsgFlag.moreToCome) !== 0;
@@ -61,6 +70,16 @@ export class CommandView implements CommandLabels {
       body: this.body,
       sequences: new Map(this.msg.sequences.map((sequence) => [sequence.identifier, sequence.documents])),
       moreToCome: this.moreToCome,
+      validated: this.facts !== undefined,
+      facts:
+        this.facts === undefined
+          ? undefined
+          : {
+              body: this.facts.body,
+              sequences: new Map(
+                this.msg.sequences.map((sequence, i) => [sequence.identifier, this.facts!.sequences[i]!]),
+              ),
+            },
     };
   }
 }

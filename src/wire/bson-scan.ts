@@ -159,6 +159,42 @@ function scanCString(buf: Uint8Array, start: number, limit: number): number {
   return NO_NUL;
 }
 
+/** Set by scanKey: the key it just scanned has a `$` in it. */
+let keyHasDollar = false;
+
+/** scanCString for element names, noting in `keyHasDollar` whether the name has a `$`. */
+function scanKey(buf: Uint8Array, start: number, limit: number): number {
+  let dollar = false;
+  for (let i = start; i < limit; i++) {
+    const b = buf[i] as number;
+    if (b === 0) {
+      keyHasDollar = dollar;
+      return i;
+    }
+    if (b === 0x24) dollar = true;
+    else if (b >= 0x80) {
+      const nul = findNul(buf, i, limit);
+      if (nul === -1) return NO_NUL;
+      if (!isValidUtf8(buf, i, nul)) return BAD_UTF8;
+      const at = buf.indexOf(0x24, i);
+      keyHasDollar = dollar || (at !== -1 && at < nul);
+      return nul;
+    }
+  }
+  return NO_NUL;
+}
+
+/**
+ * What `validateDocumentFacts` saw on its way through a document (bits), so that a caller that
+ * needs to know does not walk the document again.
+ */
+export const DocumentFact = {
+  /** A JavaScript value (code, code with scope) at some depth. */
+  code: 1,
+  /** An element name with a `$` in it below the top level (at depth 1 or deeper). */
+  nestedDollarKey: 2,
+} as const;
+
 /** A Buffer view of the same bytes (no copy), for Node's endian-safe readers. */
 function asBuffer(buf: Uint8Array): Buffer {
   return Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -228,7 +264,14 @@ class OpenDocument {
  * see different arrays (and it makes duplicate checking of arrays free).
  */
 export function validateDocument(buf: Uint8Array, offset: number, options: ValidateOptions): number {
+  validateDocumentFacts(buf, offset, options);
+  return readInt32LE(buf, offset);
+}
+
+/** validateDocument, returning the DocumentFact bits of what it saw instead of the length. */
+export function validateDocumentFacts(buf: Uint8Array, offset: number, options: ValidateOptions): number {
   const { maxDepth } = options;
+  let facts = 0;
   const dupes = options.rejectDuplicateKeys === true;
   const bytes = asBuffer(buf);
   if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) invalid('document offset out of range', offset);
@@ -250,9 +293,10 @@ export function validateDocument(buf: Uint8Array, offset: number, options: Valid
     if (fixed === -2) invalid(`unknown BSON type ${bsonTypeName(type)}`, pos);
 
     const keyStart = pos + 1;
-    const keyEnd = scanCString(bytes, keyStart, limit);
+    const keyEnd = scanKey(bytes, keyStart, limit);
     if (keyEnd === NO_NUL) invalid('element name runs past the end of its document', keyStart);
     if (keyEnd === BAD_UTF8) invalid('element name is not valid UTF-8', keyStart);
+    if (keyHasDollar && stack.length > 1) facts |= DocumentFact.nestedDollarKey;
     if (dupes) {
       if (top.isArray) {
         if (!isIndexKey(bytes, keyStart, keyEnd, top.index)) {
@@ -283,8 +327,11 @@ export function validateDocument(buf: Uint8Array, offset: number, options: Valid
         pos += 4;
         break;
       }
-      case BsonType.string:
       case BsonType.javascript:
+        facts |= DocumentFact.code;
+        pos = stringEnd(bytes, pos, limit, type);
+        break;
+      case BsonType.string:
       case BsonType.symbol:
         pos = stringEnd(bytes, pos, limit, type);
         break;
@@ -309,6 +356,7 @@ export function validateDocument(buf: Uint8Array, offset: number, options: Valid
         pos += 12;
         break;
       case BsonType.javascriptWithScope: {
+        facts |= DocumentFact.code;
         // int32 total, string code, document scope; the total must match its parts exactly.
         if (pos + 4 > limit) invalid('javascriptWithScope length runs past the end of its document', pos);
         const total = readInt32LE(bytes, pos);
@@ -327,7 +375,7 @@ export function validateDocument(buf: Uint8Array, offset: number, options: Valid
       }
     }
   }
-  return length;
+  return facts;
 }
 
 /** Checks the int32 length of a document at `pos` fits in `[pos, limit)`; returns the length. */
@@ -462,6 +510,19 @@ export function elements(doc: Uint8Array, docOffset = 0): BsonElement[] {
   const out: BsonElement[] = [];
   scan(doc, docOffset, (type, nameStart, nameEnd, start, offset, length) => {
     out.push({ type, name: decodeUtf8(doc, nameStart, nameEnd), start, offset, length });
+    return true;
+  });
+  return out;
+}
+
+/**
+ * The type and value bytes (views) of every element of the document at `docOffset`, in order,
+ * without decoding the names: an array's items, whose names are only their positions.
+ */
+export function elementValues(doc: Uint8Array, docOffset = 0): Array<{ type: number; value: Uint8Array }> {
+  const out: Array<{ type: number; value: Uint8Array }> = [];
+  scan(doc, docOffset, (type, _nameStart, _nameEnd, _start, offset, length) => {
+    out.push({ type, value: doc.subarray(offset, offset + length) });
     return true;
   });
   return out;

@@ -13,7 +13,7 @@
  */
 
 import { BsonValidationError, ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
-import { BsonType, findElement, firstElement, isValidUtf8, subDocument, validateDocument } from './bson-scan.js';
+import { BsonType, findElement, firstElement, isValidUtf8, subDocument, validateDocumentFacts } from './bson-scan.js';
 import { computeChecksum, storedChecksum, writeChecksum } from './crc32c.js';
 import {
   DEFAULT_MAX_BSON_OBJECT_SIZE,
@@ -81,8 +81,11 @@ interface DocumentRules {
   maxSize: number;
 }
 
-/** Validates one document, turning a BsonValidationError into a non-fatal WireProtocolError. */
-function validateIn(section: Buffer, offset: number, what: string, rules: DocumentRules): void {
+/**
+ * Validates one document, turning a BsonValidationError into a non-fatal WireProtocolError;
+ * returns the DocumentFact bits of what validation saw.
+ */
+function validateIn(section: Buffer, offset: number, what: string, rules: DocumentRules): number {
   const length = readInt32LE(section, offset);
   if (length > rules.maxSize) {
     reject(
@@ -91,7 +94,7 @@ function validateIn(section: Buffer, offset: number, what: string, rules: Docume
     );
   }
   try {
-    validateDocument(section, offset, rules);
+    return validateDocumentFacts(section, offset, rules);
   } catch (error) {
     if (error instanceof BsonValidationError) {
       throw new WireProtocolError(error.code, `${what}: ${error.message}`, false, { cause: error });
@@ -110,8 +113,20 @@ function documentLengthWithin(buf: Buffer, offset: number, limit: number, what: 
   return length;
 }
 
+/** What validation saw in each document of a parsed OP_MSG (bson-scan's DocumentFact bits). */
+export interface OpMsgFacts {
+  body: number;
+  /** Per sequence, in the order of `OpMsg.sequences`: one entry per document. */
+  sequences: Uint8Array[];
+}
+
 /** Parses and validates an OP_MSG frame (header included). */
 export function parseOpMsg(frame: Buffer, options: ParseOpMsgOptions): OpMsg {
+  return parseOpMsgFacts(frame, options).msg;
+}
+
+/** parseOpMsg, also returning what validation saw in each document (for one-pass rewriting). */
+export function parseOpMsgFacts(frame: Buffer, options: ParseOpMsgOptions): { msg: OpMsg; facts: OpMsgFacts } {
   const header = readHeader(frame);
   if (header.opCode !== OpCode.OP_MSG) fatal(ErrorCodes.ProtocolError, `opCode ${header.opCode} is not OP_MSG`);
   if (header.messageLength !== frame.length) {
@@ -147,7 +162,9 @@ export function parseOpMsg(frame: Buffer, options: ParseOpMsgOptions): OpMsg {
   };
 
   let body: Buffer | null = null;
+  let bodyFacts = 0;
   const sequences: DocumentSequence[] = [];
+  const sequenceFacts: Uint8Array[] = [];
   let pos = HEADER_LENGTH + FLAGS_LENGTH;
   while (pos < end) {
     const kind = sections[pos] as number;
@@ -155,7 +172,7 @@ export function parseOpMsg(frame: Buffer, options: ParseOpMsgOptions): OpMsg {
     if (kind === SectionKind.body) {
       if (body !== null) reject(ErrorCodes.Location40430, 'Multiple body sections in message');
       const length = documentLengthWithin(sections, pos, end, 'OP_MSG body');
-      validateIn(sections, pos, 'OP_MSG body', rules);
+      bodyFacts = validateIn(sections, pos, 'OP_MSG body', rules);
       body = frame.subarray(pos, pos + length);
       pos += length;
     } else if (kind === SectionKind.documentSequence) {
@@ -180,16 +197,18 @@ export function parseOpMsg(frame: Buffer, options: ParseOpMsgOptions): OpMsg {
       }
       // The size must cover the identifier and whole documents exactly: the server delimits by it.
       const documents: Buffer[] = [];
+      const facts: number[] = [];
       const sequence = sections.subarray(0, seqEnd);
       const what = `document sequence "${identifier}"`;
       let p = idEnd + 1;
       while (p < seqEnd) {
         const length = documentLengthWithin(sequence, p, seqEnd, what);
-        validateIn(sequence, p, what, rules);
+        facts.push(validateIn(sequence, p, what, rules));
         documents.push(frame.subarray(p, p + length));
         p += length;
       }
       sequences.push({ identifier, documents });
+      sequenceFacts.push(Uint8Array.from(facts));
       pos = seqEnd;
     } else if (kind === SECURITY_TOKEN_SECTION_KIND) {
       // The spec says an unsupported kind MUST close the connection; never forward a token.
@@ -212,7 +231,10 @@ export function parseOpMsg(frame: Buffer, options: ParseOpMsgOptions): OpMsg {
   // Proxies must clear unknown optional bits (OP_MSG.md, "flagBits"); checksumPresent goes too
   // because the parsed message no longer carries the checksum.
   const flagBits = (rawFlags & OP_MSG_KNOWN_FLAGS & ~OpMsgFlag.checksumPresent) >>> 0;
-  return { requestId: header.requestId, responseTo: header.responseTo, flagBits, body, sequences };
+  return {
+    msg: { requestId: header.requestId, responseTo: header.responseTo, flagBits, body, sequences },
+    facts: { body: bodyFacts, sequences: sequenceFacts },
+  };
 }
 
 /**

@@ -9,7 +9,7 @@
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
 import { serialize } from './bson.js';
-import { BsonType, elements as scanElements, readString, type BsonElement } from './bson-scan.js';
+import { BsonType, elementValues, elements as scanElements, readString, type BsonElement } from './bson-scan.js';
 
 /** One element: its name, BSON type and the exact bytes of its value. */
 export interface RawElement {
@@ -123,12 +123,34 @@ export function documentOf(entries: ReadonlyArray<readonly [string, RawValue]>):
   };
 }
 
-/** An array value from values, in order. */
+/** Decimal digits of a non-negative integer. */
+function digitCount(n: number): number {
+  let count = 1;
+  for (let v = n; v >= 10; v = Math.floor(v / 10)) count++;
+  return count;
+}
+
+/** An array value from values, in order: written straight into one buffer, keys "0", "1", … */
 export function arrayOf(values: readonly RawValue[]): RawValue {
-  return {
-    type: BsonType.array,
-    value: encodeElements(values.map((v, index) => ({ name: String(index), type: v.type, value: v.value }))),
-  };
+  let length = 5;
+  for (let index = 0; index < values.length; index++) {
+    length += 2 + digitCount(index) + (values[index] as RawValue).value.length;
+  }
+  const out = Buffer.allocUnsafe(length);
+  out.writeInt32LE(length, 0);
+  let at = 4;
+  for (let index = 0; index < values.length; index++) {
+    const item = values[index] as RawValue;
+    out[at++] = item.type;
+    const digits = digitCount(index);
+    for (let v = index, k = digits - 1; k >= 0; v = Math.floor(v / 10), k--) out[at + k] = 0x30 + (v % 10);
+    at += digits;
+    out[at++] = 0;
+    out.set(item.value, at);
+    at += item.value.length;
+  }
+  out[at] = 0;
+  return { type: BsonType.array, value: out };
 }
 
 /** Encodes one JavaScript / BSON-class value (use bson's Long, ObjectId, UUID… for exact types). */
@@ -150,7 +172,7 @@ export function childDocument(value: RawValue): RawDocument {
 /** Array items in order (the element names of a valid array are "0", "1", … and are not kept). */
 export function arrayItems(value: RawValue): RawValue[] {
   if (value.type !== BsonType.array) throw new ProxyError(ErrorCodes.TypeMismatch, 'expected an array');
-  return RawDocument.parse(value.value).elements.map(({ type, value: bytes }) => ({ type, value: bytes }));
+  return elementValues(value.value);
 }
 
 export function isDocument(value: RawValue | undefined): value is RawValue {
