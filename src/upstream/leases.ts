@@ -13,7 +13,13 @@ import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
 import type { UpstreamConnection } from './connection.js';
 import { type PinDecision, TransactionPins } from './pins.js';
 import type { ServerSet, ServerState } from './server-set.js';
-import { CIRCUIT_OPEN, type ForwardRequest, type UpstreamOptions, type UpstreamSession } from './types.js';
+import {
+  CIRCUIT_OPEN,
+  type CancelSignal,
+  type ForwardRequest,
+  type UpstreamOptions,
+  type UpstreamSession,
+} from './types.js';
 import { NO_TENANT } from './wait-queue.js';
 
 /**
@@ -96,7 +102,7 @@ export class Leases {
    * that left while waiting does not). Forwarded commands and the proxy's own (tenancy, view
    * checks) take this one path, so an upstream that is down opens the breaker whoever asks first.
    */
-  async checkOut(server: ServerState, tenant: string, signal?: AbortSignal): Promise<UpstreamConnection> {
+  async checkOut(server: ServerState, tenant: string, signal?: CancelSignal): Promise<UpstreamConnection> {
     if (!server.breaker.canRequest()) {
       throw new UpstreamError(ErrorCodes.HostUnreachable, `circuit breaker open for upstream ${server.key}`, {
         labels: [CIRCUIT_OPEN],
