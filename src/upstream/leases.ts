@@ -73,6 +73,25 @@ export class Leases {
     this.#pinIdleTimers.clear();
   }
 
+  /**
+   * `lease` when nothing needs waiting for (undefined: ask `lease`): no transaction pin, a server
+   * selectable now whose breaker is closed, and an idle connection in its pool the tenant may take.
+   * The same checks as `lease`, in the same order, without a promise per step.
+   */
+  leaseNow(request: ForwardRequest, pin: PinDecision): Lease | undefined {
+    if (pin.kind !== 'none') return undefined;
+    const server = this.#servers.selectNow(request.traits);
+    if (server === undefined || server.breaker.state !== 'closed') return undefined;
+    const connection = server.pool.tryCheckOut(request.tenant ?? NO_TENANT);
+    if (connection === undefined) return undefined;
+    // Closed: always true; asked all the same, as `checkOut` does, so each request is one breaker request.
+    if (!server.breaker.canRequest()) {
+      this.#servers.checkIn(connection);
+      return undefined;
+    }
+    return { connection, server, pinned: false, unlock: undefined };
+  }
+
   /** The connection for one attempt: the transaction's pinned one, or a pooled one of the selected server. */
   async lease(request: ForwardRequest, pin: PinDecision): Promise<Lease> {
     if (pin.kind === 'start') {

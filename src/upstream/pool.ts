@@ -214,6 +214,17 @@ export class ConnectionPool {
     });
   }
 
+  /**
+   * `checkOut` when an idle connection can be had at once (undefined: ask `checkOut`, which may
+   * open one, queue, or refuse). No promise: the common case of a warm pool.
+   */
+  tryCheckOut(tenant: string = NO_TENANT): UpstreamConnection | undefined {
+    if (this.#closed || this.#atCap(tenant)) return undefined;
+    const idle = this.#takeIdle();
+    if (idle !== undefined) this.#hold(idle, tenant);
+    return idle;
+  }
+
   /** Returns a connection: to the next waiter, kept idle if there is room, or closed. */
   checkIn(connection: UpstreamConnection): void {
     if (!this.#inUse.delete(connection)) return;
