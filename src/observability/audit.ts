@@ -72,6 +72,11 @@ export interface AuditLogOptions {
 
 export interface AuditLog {
   decision(event: DecisionAuditEvent): void;
+  /**
+   * Whether `decision` events are logged at all (rewrites are only with `audit.rewrites`): a
+   * caller may skip building the event. Absent: assume they are.
+   */
+  logs?(decision: string): boolean;
   authentication(event: AuthenticationAuditEvent): void;
   /**
    * Reopens a file destination at its path (no-op for standard streams): after logrotate moved
@@ -214,11 +219,14 @@ export function createAuditLog(options: AuditLogOptions): AuditLog {
   const write = (fields: AuditFields): void => {
     if (!closed) logger.info(fields, AUDIT_MESSAGE);
   };
+  const logs = (decision: string): boolean =>
+    auditRewrites || (decision !== 'rewritten' && decision !== 'would-rewrite');
   return {
     decision: (event) => {
-      if (!auditRewrites && (event.decision === 'rewritten' || event.decision === 'would-rewrite')) return;
+      if (!logs(event.decision)) return;
       write(decisionFields(event, maxEventBytes));
     },
+    logs,
     authentication: (event) => write(authenticationFields(event, maxEventBytes)),
     reopen: () => {
       if (!closed && sink.file) (sink.stream as ReturnType<typeof pino.destination>).reopen();

@@ -7,8 +7,9 @@
  * embedders can create as many as they like.
  */
 
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { commandLabel } from './commands.js';
+import { BatchedSeries, BoundHistogram, type PendingSeries } from './bound-metrics.js';
 
 export const METRIC_PREFIX = 'mongo_tenant_proxy_';
 
@@ -161,9 +162,18 @@ const DATABASE_SHAPE = /^[^/\\. "$\u0000-\u001f]{1,64}$/;
 export class ProxyMetrics implements MetricsSource {
   readonly registry: Registry;
   private readonly operations: Counter<'command' | 'database' | 'outcome'>;
-  private readonly operationDuration: Histogram<'command' | 'database' | 'outcome'>;
-  private readonly upstreamWait: Histogram<'command'>;
-  private readonly proxyOverhead: Histogram<'command'>;
+  private readonly operationDuration: BoundHistogram<'command' | 'database' | 'outcome'>;
+  private readonly upstreamWait: BoundHistogram<'command'>;
+  private readonly proxyOverhead: BoundHistogram<'command'>;
+  /** The per-command series, bound once per label set (prom-client hashes labels on every update). */
+  private readonly operationSeries = new BatchedSeries<'command' | 'database' | 'outcome'>();
+  private readonly tenantOperationSeries = new BatchedSeries<'tenant' | 'outcome'>();
+  private readonly tenantInFlightSeries = new BatchedSeries<'tenant'>();
+  private readonly policyDecisionSeries = new BatchedSeries<'decision' | 'rule'>();
+  private readonly bytesReceivedSeries = new BatchedSeries<'direction'>();
+  private readonly bytesSentSeries = new BatchedSeries<'direction'>();
+  /** `bytesSeries[peer][flow]`, bound once. */
+  private readonly bytesSeries: Record<Peer, Record<ByteFlow, PendingSeries>>;
   private readonly clientConnections: Gauge;
   private readonly clientConnectionsTotal: Counter;
   private readonly clientConnectionsRefused: Counter<'reason'>;
@@ -205,27 +215,30 @@ export class ProxyMetrics implements MetricsSource {
       buffered: () => this.bufferedBytes?.(),
     };
 
+    const batched = <L extends string>(series: BatchedSeries<L>) => ({ collect: () => series.flush() });
     this.operations = new Counter({
       name: name('operations_total'),
       help: 'Commands handled, by command name (unknown names are "other"), database (bounded) and outcome.',
       labelNames: ['command', 'database', 'outcome'],
       registers,
+      ...batched(this.operationSeries),
     });
-    this.operationDuration = new Histogram({
+    this.operationSeries.bind(this.operations);
+    this.operationDuration = new BoundHistogram({
       name: name('operation_duration_seconds'),
       help: 'Time from a command arriving to its last reply byte being written, in seconds.',
       labelNames: ['command', 'database', 'outcome'],
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.upstreamWait = new Histogram({
+    this.upstreamWait = new BoundHistogram({
       name: name('upstream_wait_seconds'),
       help: "Per forwarded command, time spent acquiring an upstream connection and waiting for the upstream's replies.",
       labelNames: ['command'],
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.proxyOverhead = new Histogram({
+    this.proxyOverhead = new BoundHistogram({
       name: name('proxy_overhead_seconds'),
       help: 'Per forwarded command, time spent in the proxy itself (operation duration minus upstream wait).',
       labelNames: ['command'],
@@ -259,13 +272,26 @@ export class ProxyMetrics implements MetricsSource {
       help: 'Bytes received from clients or from the upstream (direction names the peer).',
       labelNames: ['direction'],
       registers,
+      ...batched(this.bytesReceivedSeries),
     });
+    this.bytesReceivedSeries.bind(this.bytesReceived);
     this.bytesSent = new Counter({
       name: name('bytes_sent_total'),
       help: 'Bytes sent to clients or to the upstream (direction names the peer).',
       labelNames: ['direction'],
       registers,
+      ...batched(this.bytesSentSeries),
     });
+    this.bytesSentSeries.bind(this.bytesSent);
+    const bytesOf = (series: BatchedSeries<'direction'>, direction: Peer): PendingSeries =>
+      series.series(direction, () => ({ direction }));
+    this.bytesSeries = {
+      client: { received: bytesOf(this.bytesReceivedSeries, 'client'), sent: bytesOf(this.bytesSentSeries, 'client') },
+      upstream: {
+        received: bytesOf(this.bytesReceivedSeries, 'upstream'),
+        sent: bytesOf(this.bytesSentSeries, 'upstream'),
+      },
+    };
     new Gauge({
       name: name('upstream_connections'),
       help: 'Upstream connections currently open, by state (in_use, idle); read from the pool at scrape time.',
@@ -296,7 +322,9 @@ export class ProxyMetrics implements MetricsSource {
       help: 'Isolation decisions by kind (refused, rewritten, would-refuse, would-rewrite in audit-only mode) and rule id.',
       labelNames: ['decision', 'rule'],
       registers,
+      ...batched(this.policyDecisionSeries),
     });
+    this.policyDecisionSeries.bind(this.policyDecisions);
     this.auditOnlyMode = new Gauge({
       name: name('isolation_audit_only'),
       help: '1 while isolation runs in audit-only mode (decisions logged and counted, NOT enforced).',
@@ -307,13 +335,17 @@ export class ProxyMetrics implements MetricsSource {
       help: 'Commands handled per tenant and outcome (denials: outcome="denied"; the first maxTenantLabels tenants, the rest "other").',
       labelNames: ['tenant', 'outcome'],
       registers,
+      ...batched(this.tenantOperationSeries),
     });
+    this.tenantOperationSeries.bind(this.tenantOperations);
     this.tenantInFlight = new Gauge({
       name: name('tenant_operations_in_flight'),
       help: 'Commands being processed per tenant (tenants bounded as tenant_operations_total).',
       labelNames: ['tenant'],
       registers,
+      ...batched(this.tenantInFlightSeries),
     });
+    this.tenantInFlightSeries.bind(this.tenantInFlight);
     this.tenantConnections = new Gauge({
       name: name('tenant_connections'),
       help: 'Client connections with an established tenant, per tenant (bounded as tenant_operations_total).',
@@ -426,27 +458,34 @@ export class ProxyMetrics implements MetricsSource {
   observeOperation(operation: OperationObservation): void {
     const command = commandLabel(operation.command);
     const outcome = OUTCOMES.has(operation.outcome) ? operation.outcome : OTHER_LABEL;
-    const labels = { command, database: this.databases.of(operation.database ?? ''), outcome };
-    this.operations.inc(labels);
+    const database = this.databases.of(operation.database ?? '');
+    // Label values are bounded, so their join names one series; NUL is in none of them.
+    const key = `${command}\0${database}\0${outcome}`;
+    const labels = () => ({ command, database, outcome });
+    this.operationSeries.series(key, labels).pending++;
     const { seconds, upstreamSeconds } = operation;
     if (validSeconds(seconds)) {
-      this.operationDuration.observe(labels, seconds);
+      this.operationDuration.series(key, labels).observe(seconds);
       if (upstreamSeconds !== undefined && validSeconds(upstreamSeconds)) {
-        this.upstreamWait.observe({ command }, upstreamSeconds);
-        this.proxyOverhead.observe({ command }, Math.max(0, seconds - upstreamSeconds));
+        this.upstreamWait.series(command, () => ({ command })).observe(upstreamSeconds);
+        this.proxyOverhead.series(command, () => ({ command })).observe(Math.max(0, seconds - upstreamSeconds));
       }
     }
-    if (operation.tenant !== undefined)
-      this.tenantOperations.inc({ tenant: this.tenants.of(operation.tenant), outcome });
+    if (operation.tenant !== undefined) {
+      const tenant = this.tenants.of(operation.tenant);
+      this.tenantOperationSeries.series(`${tenant}\0${outcome}`, () => ({ tenant, outcome })).pending++;
+    }
   }
 
   /** A command of `tenant` started (pair with `tenantOperationFinished`). */
   tenantOperationStarted(tenant: string): void {
-    this.tenantInFlight.inc({ tenant: this.tenants.of(tenant) });
+    const label = this.tenants.of(tenant);
+    this.tenantInFlightSeries.series(label, () => ({ tenant: label })).pending++;
   }
 
   tenantOperationFinished(tenant: string): void {
-    this.tenantInFlight.dec({ tenant: this.tenants.of(tenant) });
+    const label = this.tenants.of(tenant);
+    this.tenantInFlightSeries.series(label, () => ({ tenant: label })).pending--;
   }
 
   /** Counts an authentication attempt (or a certificate mapping at connect). */
@@ -461,7 +500,8 @@ export class ProxyMetrics implements MetricsSource {
 
   /** Counts an isolation decision; rule ids come from code, bounded anyway. */
   policyDecision(decision: PolicyDecision, rule: string): void {
-    this.policyDecisions.inc({ decision, rule: this.policyRules.of(rule) });
+    const label = this.policyRules.of(rule);
+    this.policyDecisionSeries.series(`${decision}\0${label}`, () => ({ decision, rule: label })).pending++;
   }
 
   setAuditOnly(on: boolean): void {
@@ -535,8 +575,8 @@ export class ProxyMetrics implements MetricsSource {
   /** Counts bytes exchanged with a peer: `bytes('client', 'received', n)`. */
   bytes(peer: Peer, flow: ByteFlow, count: number): void {
     if (!(count > 0)) return;
-    const direction = peer === 'upstream' ? 'upstream' : 'client';
-    (flow === 'sent' ? this.bytesSent : this.bytesReceived).inc({ direction }, count);
+    this.bytesSeries[peer === 'upstream' ? 'upstream' : 'client'][flow === 'sent' ? 'sent' : 'received'].pending +=
+      count;
   }
 
   /** Counts a protocol error; `reason` is an identifier such as an error code name. */

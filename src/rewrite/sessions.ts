@@ -94,8 +94,37 @@ export function mapLsidValue(value: RawValue, tenant: string, key: Buffer, where
   if (id.type !== BsonType.binary || bytes.readInt32LE(0) !== UUID_BYTES || bytes[4] !== UUID_SUBTYPE) {
     throw new PolicyRefusal('lsid.invalid', `${where}.id must be a UUID`, ErrorCodes.TypeMismatch);
   }
-  const upstream = deriveSessionId(key, tenant, bytes.subarray(5, 5 + UUID_BYTES));
-  return documentOf([['id', binaryValue(UUID_SUBTYPE, upstream)]]);
+  return upstreamLsid(key, tenant, bytes.subarray(5, 5 + UUID_BYTES));
+}
+
+/** Mapped lsids remembered per (tenant, client id), per key: drivers reuse a session for many commands. */
+const MAX_CACHED_LSIDS = 10_000;
+const lsidCaches = new WeakMap<Buffer, Map<string, RawValue>>();
+
+/**
+ * The upstream lsid document for a (checked) client UUID: an HMAC per command is the costliest
+ * step of a small command, so results are cached, bounded (least recently used out first). The
+ * cache key ends with the fixed 16 id bytes, so tenant and id can never run into each other.
+ * The returned value is shared: RawValue bytes are never written to.
+ */
+function upstreamLsid(key: Buffer, tenant: string, clientId: Buffer): RawValue {
+  let cache = lsidCaches.get(key);
+  if (cache === undefined) {
+    cache = new Map();
+    lsidCaches.set(key, cache);
+  }
+  const cacheKey = tenant + clientId.toString('latin1');
+  const cached = cache.get(cacheKey);
+  if (cached !== undefined) {
+    // Most recently used last: Map iteration order is insertion order.
+    cache.delete(cacheKey);
+    cache.set(cacheKey, cached);
+    return cached;
+  }
+  const mapped = documentOf([['id', binaryValue(UUID_SUBTYPE, deriveSessionId(key, tenant, clientId))]]);
+  if (cache.size >= MAX_CACHED_LSIDS) cache.delete(cache.keys().next().value as string);
+  cache.set(cacheKey, mapped);
+  return mapped;
 }
 
 /**

@@ -102,9 +102,12 @@ class Cuts {
 
   /** The new bytes: everything but the removed ranges, lengths lowered. */
   apply(): Uint8Array {
-    const removals = [...this.removals].sort((a, b) => a[0] - b[0]);
-    const total = removals.reduce((sum, [start, end]) => sum + end - start, 0);
-    const out = new Uint8Array(this.buf.length - total);
+    // One document in a reply (findOne, findAndModify) is the common case: nothing to sort.
+    const removals = this.removals.length > 1 ? [...this.removals].sort((a, b) => a[0] - b[0]) : this.removals;
+    let total = 0;
+    for (const [start, end] of removals) total += end - start;
+    // Every byte is written below: no need to zero it first.
+    const out: Uint8Array = Buffer.allocUnsafe(this.buf.length - total);
     const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
     const source = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
     // Where each original offset lands: cumulative bytes removed before it.

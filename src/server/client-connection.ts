@@ -42,8 +42,10 @@ import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '
 import { AUTH_COMMANDS } from '../identity/authenticator.js';
 import type { IdentityServices, PeerCertificate } from '../identity/types.js';
 import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../upstream/upstream.js';
-import type { IsolationEngine } from '../rewrite/engine.js';
-import type { TenantLimits } from './tenant-limits.js';
+import type { CancelSignal } from '../upstream/types.js';
+import type { IsolationEngine, TenantEngine } from '../rewrite/engine.js';
+import type { ReplyPlan } from '../policy/types.js';
+import type { TenantLimitExceeded, TenantLimits } from './tenant-limits.js';
 import { BufferBudget, UNAUTHENTICATED_ACCOUNT, type BufferAccount } from './buffer-budget.js';
 import { requestCommandName } from '../upstream/connection.js';
 import { HELLO_COMMANDS } from '../protocol/hello.js';
@@ -129,8 +131,15 @@ export class ClientConnection {
   private frameTimer: NodeJS.Timeout | undefined;
   /** This client's state in the upstream: transaction pins, a passthrough client's own connection. */
   private readonly upstreamSession: UpstreamSession;
-  /** Aborted when the client leaves while a command is upstream (its connection is then closed). */
-  private inFlight: AbortController | undefined;
+  /**
+   * Aborted when the client leaves: the signal of every command it forwards, so one that is
+   * upstream then has its upstream connection closed. One per connection (commands run one at a time).
+   */
+  private readonly gone = new ClientGone();
+  /** The forwarded command whose replies are arriving (one at a time), for `onUpstreamReply`. */
+  private replying: ReplyState | undefined;
+  /** Bound once: the upstream's reply callback of every forwarded command. */
+  private readonly onUpstreamReply = (reply: Buffer, moreToCome: boolean): void => this.relayReply(reply, moreToCome);
   private readonly maxMessageSize: number;
   private readonly onClosed: (connection: ClientConnection) => void;
   /**
@@ -401,7 +410,9 @@ export class ClientConnection {
     }
     try {
       const request: Request = { requestId: header.requestId, compressor };
-      if (!(await this.admit(message, request))) return;
+      // Admitted at once in the common case: no promise to wait for.
+      const admitted = this.admit(message, request);
+      if (admitted !== true && !(await admitted)) return;
       this.identity.followReload();
       const opCode = readHeader(message).opCode;
       if (opCode === OpCode.OP_MSG) return await this.handleOpMsg(message, request);
@@ -417,18 +428,31 @@ export class ClientConnection {
    * flood of huge refused commands must cost the proxy little): waits while the tenant is over
    * its byte rate, or answers the limit error unparsed. Returns whether to handle the request.
    */
-  private async admit(message: Buffer, request: Request): Promise<boolean> {
+  private admit(message: Buffer, request: Request): boolean | Promise<boolean> {
     const tenant = this.identity.countedTenant;
     if (tenant === undefined) return true;
+    // No per-tenant rates configured: nothing to charge (admitRequest would admit at once).
+    if (this.deps.tenantLimits.enabled === false) return !this.closed && !this.ending;
     const opCode = readHeader(message).opCode;
     const name = opCode === OpCode.OP_MSG ? requestCommandName(message) : undefined;
     const operation = opCode !== OpCode.OP_QUERY && (name === undefined || !HELLO_COMMANDS.has(name));
     const admission = this.deps.tenantLimits.admitRequest(tenant, message.length, operation);
     if (admission.refusal === undefined) {
-      if (admission.delayMS > 0) await sleep(admission.delayMS);
+      if (admission.delayMS > 0) return sleep(admission.delayMS).then(() => !this.closed && !this.ending);
       return !this.closed && !this.ending;
     }
-    const refusal = admission.refusal;
+    return this.refuseUnparsed(message, request, tenant, opCode, name, admission.refusal);
+  }
+
+  /** A request over its tenant's rates, answered unparsed (see `admit`); always false. */
+  private async refuseUnparsed(
+    message: Buffer,
+    request: Request,
+    tenant: string,
+    opCode: number,
+    name: string | undefined,
+    refusal: TenantLimitExceeded,
+  ): Promise<false> {
     // Measured, counted and audited like any refused command, from its top-level fields only.
     const labels = peekCommandLabels(message) ?? { name: name ?? 'unknown', db: '', namespace: '' };
     this.observer.tenantCommandStarted(tenant);
@@ -445,20 +469,23 @@ export class ClientConnection {
     return false;
   }
 
-  private async handleOpMsg(frame: Buffer, request: Request): Promise<void> {
+  private handleOpMsg(frame: Buffer, request: Request): Promise<void> {
     let command: CommandView;
-    const fireAndForget = hasMoreToCome(frame);
     try {
       command = decodeCommand(frame, { maxBsonDepth: this.deps.config.limits.maxBsonDepth });
     } catch (error) {
-      if (error instanceof WireProtocolError && error.fatal) throw error;
-      this.observer.protocolError(ProxyError.is(error) ? error.codeName : 'InternalError');
-      // A moreToCome request gets no reply, so a bad one can only be answered by closing.
-      if (fireAndForget) throw error;
-      await this.writeError(error, request, 'opMsg');
-      return;
+      return this.refuseUndecodable(frame, error, request);
     }
-    await this.handleCommand(frame, command, request);
+    return this.handleCommand(frame, command, request);
+  }
+
+  /** An OP_MSG that does not decode: answered with its error (or the connection closed). */
+  private async refuseUndecodable(frame: Buffer, error: unknown, request: Request): Promise<void> {
+    if (error instanceof WireProtocolError && error.fatal) throw error;
+    this.observer.protocolError(ProxyError.is(error) ? error.codeName : 'InternalError');
+    // A moreToCome request gets no reply, so a bad one can only be answered by closing.
+    if (hasMoreToCome(frame)) throw error;
+    await this.writeError(error, request, 'opMsg');
   }
 
   /** Routes one command and carries the route out; every command is measured once, here. */
@@ -473,8 +500,10 @@ export class ClientConnection {
     try {
       // Hints by index name on shared collections resolve through the tenant's index mapping (issue 13).
       const engine = this.identity.engine;
-      if (this.deps.tenancy !== undefined && engine !== undefined && this.identity.tenant !== undefined)
-        await this.deps.tenancy.prepareHints(command.db, command.msg.body, command.msg.sequences, engine.context);
+      if (this.deps.tenancy !== undefined && engine !== undefined && this.identity.tenant !== undefined) {
+        const hints = this.deps.tenancy.prepareHints(command.db, command.body, command.msg.sequences, engine.context);
+        if (hints !== undefined) await hints;
+      }
       const next = route(command, this.identity.routeState());
       for (const { decision, rule } of next.decisions)
         this.observer.decision(command, this.identity.tenant, decision, rule);
@@ -489,7 +518,8 @@ export class ClientConnection {
           break;
         case 'forward':
           try {
-            await this.checkViews(next.plan);
+            const checking = this.checkViews(next.plan);
+            if (checking !== undefined) await checking;
           } catch (error) {
             if (error instanceof PolicyRefusal) {
               outcome = 'denied';
@@ -648,26 +678,13 @@ export class ClientConnection {
     const copied = outgoing === frame ? 0 : outgoing.length;
     if (!this.buffers.charge(copied))
       throw new WireProtocolError(ErrorCodes.ExceededMemoryLimit, 'buffer budget exceeded', true);
-    try {
-      return await this.forwardOutgoing(outgoing, command, plan, outcome, request);
-    } finally {
-      this.buffers.release(copied);
-    }
-  }
-
-  private async forwardOutgoing(
-    outgoing: Buffer,
-    command: CommandView,
-    plan: ForwardPlan,
-    outcome: string,
-    request: Request,
-  ): Promise<string> {
     // Per-tenant in-flight and rate limits apply to what is actually forwarded (not to refusals
     // or local replies): over a limit the command is answered at once with an error.
     const tenant = this.identity.countedTenant;
     if (tenant !== undefined) {
       const refusal = this.deps.tenantLimits.startOperation(tenant);
       if (refusal !== undefined) {
+        this.buffers.release(copied);
         this.observer.overTenantLimit(command, refusal);
         throw refusal;
       }
@@ -676,6 +693,7 @@ export class ClientConnection {
       return await this.send(outgoing, plan, command.moreToCome, outcome, request);
     } finally {
       if (tenant !== undefined) this.deps.tenantLimits.endOperation(tenant);
+      this.buffers.release(copied);
     }
   }
 
@@ -684,14 +702,16 @@ export class ClientConnection {
    * operator created must keep the tenant to its own documents (catalogue 22). Checked on the
    * rewritten command (physical names); audit-only forwards the client's own command unchecked.
    */
-  private async checkViews(plan: ForwardPlan): Promise<void> {
+  private checkViews(plan: ForwardPlan): Promise<void> | undefined {
     const views = this.deps.views;
     const engine = this.identity.engine;
-    if (views === undefined || engine === undefined || plan.rewrite === undefined) return;
+    if (views === undefined || engine === undefined || plan.rewrite === undefined) return undefined;
     const { body } = plan.rewrite;
     const db = body.get('$db');
-    if (db === undefined || db.type !== BsonType.string) return;
-    await this.waitingOnUpstream(() => views.check(stringOf(db), body, engine.context));
+    if (db === undefined || db.type !== BsonType.string) return undefined;
+    // Answered from the cache (a plain collection): no upstream wait to measure.
+    const checking = views.check(stringOf(db), body, engine.context);
+    return checking === undefined ? undefined : this.waitingOnUpstream(() => checking);
   }
 
   /** DDL went through the proxy: the view check forgets what it knew of the database. */
@@ -746,52 +766,69 @@ export class ClientConnection {
     outcome: string,
     request: Request,
   ): Promise<string> {
-    let responseTo = request.requestId;
-    let ok = true;
-    const engine = this.identity.engine;
-    // Replies are written in order even when compression (async) is involved.
-    let writes: Promise<void> = Promise.resolve();
-    const inFlight = new AbortController();
-    this.inFlight = inFlight;
+    // One command at a time per connection: its reply state lives here, for the bound callback.
+    const state: ReplyState = {
+      plan,
+      engine: this.identity.engine,
+      responseTo: request.requestId,
+      compressor: request.compressor,
+      ok: true,
+      writes: undefined,
+    };
+    this.replying = state;
     let attempts: number;
+    const started = process.hrtime.bigint();
     try {
-      ({ attempts } = await this.waitingOnUpstream(() =>
-        this.deps.upstream.forward({
-          frame: outgoing,
-          traits,
-          tenant: this.identity.countedTenant,
-          session: this.upstreamSession,
-          fireAndForget: moreToCome,
-          // A moreToCome command is the client's last word on it (drivers close right after
-          // endSessions): its leaving does not cancel it, nor close a healthy upstream connection
-          // whose reply is only awaited to be dropped, nor make the command an upstream error.
-          signal: moreToCome ? undefined : inFlight.signal,
-          onReply: (upstreamReply, moreToCome) => {
-            this.observer.bytes('upstream', 'received', upstreamReply.length);
-            let reply = upstreamReply;
-            if (plan !== undefined && engine !== undefined) reply = replyAfterPlan(engine, plan, reply);
-            const replyId = nextRequestId();
-            setRequestId(reply, replyId);
-            setResponseTo(reply, responseTo);
-            // Each exhaust reply answers the previous one.
-            responseTo = replyId;
-            ok &&= replyIsOk(reply);
-            writes = writes.then(() => this.writeReply(reply, request.compressor, moreToCome));
-          },
-        }),
-      ));
+      ({ attempts } = await this.deps.upstream.forward({
+        frame: outgoing,
+        traits,
+        tenant: this.identity.countedTenant,
+        session: this.upstreamSession,
+        fireAndForget: moreToCome,
+        // A moreToCome command is the client's last word on it (drivers close right after
+        // endSessions): its leaving does not cancel it, nor close a healthy upstream connection
+        // whose reply is only awaited to be dropped, nor make the command an upstream error.
+        signal: moreToCome ? undefined : this.gone,
+        onReply: this.onUpstreamReply,
+      }));
     } catch (error) {
       if (error instanceof ReplyInterruptedError) {
         throw new WireProtocolError(error.code, error.message, true, { cause: error });
       }
       throw error;
     } finally {
-      if (this.inFlight === inFlight) this.inFlight = undefined;
+      this.upstreamWaitNs = (this.upstreamWaitNs ?? 0n) + (process.hrtime.bigint() - started);
+      if (this.replying === state) this.replying = undefined;
     }
     this.observer.bytes('upstream', 'sent', outgoing.length * attempts);
-    await writes;
-    if (!ok) return 'upstream_error';
+    // Replies are written in order even when compression (async) is involved; usually all are written already.
+    if (state.writes !== undefined) await state.writes;
+    if (!state.ok) return 'upstream_error';
     return attempts > 1 ? 'retried' : outcome;
+  }
+
+  /** One upstream reply of the command being sent: transformed per its plan, re-addressed, written. */
+  private relayReply(upstreamReply: Buffer, moreToCome: boolean): void {
+    const state = this.replying;
+    // The command was abandoned (its send() is over): nothing to relay it to.
+    if (state === undefined) return;
+    this.observer.bytes('upstream', 'received', upstreamReply.length);
+    let reply = upstreamReply;
+    if (state.plan !== undefined && state.engine !== undefined) reply = replyAfterPlan(state.engine, state.plan, reply);
+    const replyId = nextRequestId();
+    setRequestId(reply, replyId);
+    setResponseTo(reply, state.responseTo);
+    // Each exhaust reply answers the previous one.
+    state.responseTo = replyId;
+    state.ok &&= replyIsOk(reply);
+    const compressor = state.compressor;
+    if (state.writes === undefined && compressor === undefined) {
+      // Nothing queued before it: written now (a promise only while the client is slow to read).
+      state.writes = this.writeReplyNow(reply, moreToCome);
+    } else {
+      const previous = state.writes ?? Promise.resolve();
+      state.writes = previous.then(() => this.writeReply(reply, compressor, moreToCome));
+    }
   }
 
   /** Runs `work` (acquiring an upstream connection, a request) adding its time to the command's upstream wait. */
@@ -818,11 +855,13 @@ export class ClientConnection {
       bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
       this.observer.compressed(compressor, 'sent');
     }
-    if (this.closed || this.socket.destroyed) return;
-    if (!exhaust) {
-      await this.write(bytes);
-      return;
-    }
+    await this.writeReplyNow(bytes, exhaust);
+  }
+
+  /** `writeReply` of bytes ready to go: a promise only when the proxy must wait for the client to read. */
+  private writeReplyNow(bytes: Buffer, exhaust: boolean): Promise<void> | undefined {
+    if (this.closed || this.socket.destroyed) return undefined;
+    if (!exhaust) return this.writeNow(bytes);
     const bound = Math.max(this.deps.config.limits.maxBufferedBytes / 16, this.maxMessageSize);
     if (this.unreadReplyBytes > bound) {
       this.observer.shed('slow_reader');
@@ -831,9 +870,10 @@ export class ClientConnection {
         'closing: the client does not read an exhaust stream (unread replies over a sixteenth of maxBufferedBytes)',
       );
       this.close('slow reader');
-      return;
+      return undefined;
     }
     this.writeCharged(bytes);
+    return undefined;
   }
 
   /** Writes `bytes` charged to the budget until flushed; false when the budget shed this connection instead. */
@@ -860,11 +900,16 @@ export class ClientConnection {
    * hold its bytes, and this connection, forever).
    */
   private async write(bytes: Buffer): Promise<void> {
-    if (this.closed || this.socket.destroyed) return;
-    if (this.writeCharged(bytes)) return;
-    if (this.closed || this.socket.destroyed) return;
+    await this.writeNow(bytes);
+  }
+
+  /** `write`, without a promise when the socket took the bytes at once (the common case). */
+  private writeNow(bytes: Buffer): Promise<void> | undefined {
+    if (this.closed || this.socket.destroyed) return undefined;
+    if (this.writeCharged(bytes)) return undefined;
+    if (this.closed || this.socket.destroyed) return undefined;
     const timeoutMS = this.deps.config.limits.clientIdleTimeoutMS;
-    await new Promise<void>((resolve) => {
+    return new Promise<void>((resolve) => {
       const stalled =
         timeoutMS > 0
           ? setTimeout(() => {
@@ -892,11 +937,50 @@ export class ClientConnection {
     this.pending.length = 0;
     // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: its
     // upstream connection can never be reused, so aborting closes it (and stops any retry).
-    this.inFlight?.abort();
+    this.gone.abort();
     this.deps.upstream.endSession(this.upstreamSession);
     this.identity.close();
     this.observer.closed(this.identity.countedTenant);
     this.onClosed(this);
+  }
+}
+
+/** What relaying the replies of the command being sent needs (see `send`). */
+interface ReplyState {
+  plan: ReplyPlan | undefined;
+  engine: TenantEngine | undefined;
+  /** The id the next reply answers: the request's, then each exhaust reply's. */
+  responseTo: number;
+  compressor: CompressorName | undefined;
+  /** Every reply so far had ok: 1. */
+  ok: boolean;
+  /** The reply writes still under way, in order; undefined when all were taken at once. */
+  writes: Promise<void> | undefined;
+}
+
+/**
+ * The client left: aborted once, on close. An AbortSignal's part that forwarding reads
+ * (CancelSignal), without an AbortController and EventTarget per command.
+ */
+class ClientGone implements CancelSignal {
+  aborted = false;
+  private listeners: Array<() => void> = [];
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (!this.aborted) this.listeners.push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const index = this.listeners.indexOf(listener);
+    if (index >= 0) this.listeners.splice(index, 1);
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const listeners = this.listeners;
+    this.listeners = [];
+    for (const listener of listeners) listener();
   }
 }
 

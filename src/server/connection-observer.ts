@@ -81,7 +81,9 @@ export function createConnectionObserver(sinks: ObservabilitySinks, fields: Conn
     tenant: string | undefined,
     decision: IsolationDecision,
     rule: string,
-  ): void =>
+  ): void => {
+    // A rewrite is not logged unless audit.rewrites: the namespace (decoded) is not needed then.
+    if (audit.logs?.(decision) === false) return;
     audit.decision({
       tenant,
       command: command.name,
@@ -92,6 +94,7 @@ export function createConnectionObserver(sinks: ObservabilitySinks, fields: Conn
       listener,
       remoteAddress,
     });
+  };
   const withTenant = (identity: TenantIdentity): Logger =>
     logger.child({ tenant: identity.tenant, identityMethod: identity.method });
 

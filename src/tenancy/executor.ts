@@ -118,14 +118,32 @@ export class TenancyExecutor {
    * `context.hintKeys`, so the engine maps a name or key to the prefixed physical key (and
    * refuses one the tenant has no index for). Commands without a hint cost nothing.
    */
-  async prepareHints(
+  prepareHints(
     db: string,
-    body: Uint8Array,
+    body: Uint8Array | RawDocument,
     sequences: ReadonlyArray<{ identifier: string; documents: readonly Uint8Array[] }>,
     context: TenantContext,
+  ): Promise<void> | undefined {
+    if (context.virtualDdl !== true || context.hintKeys === undefined) return undefined;
+    // Most commands carry no statements and no hint: nothing to look up, no promise to wait for.
+    const command = body instanceof RawDocument ? body : RawDocument.parse(body);
+    if (
+      !sequences.some((sequence) => sequence.identifier === 'updates' || sequence.identifier === 'deletes') &&
+      !command.has('hint') &&
+      command.get('updates')?.type !== BsonType.array &&
+      command.get('deletes')?.type !== BsonType.array
+    )
+      return undefined;
+    return this.prepareStatementHints(db, command, sequences, context, context.hintKeys);
+  }
+
+  private async prepareStatementHints(
+    db: string,
+    command: RawDocument,
+    sequences: ReadonlyArray<{ identifier: string; documents: readonly Uint8Array[] }>,
+    context: TenantContext,
+    hintKeys: NonNullable<TenantContext['hintKeys']>,
   ): Promise<void> {
-    if (context.virtualDdl !== true || context.hintKeys === undefined) return;
-    const command = RawDocument.parse(body);
     const statements: RawDocument[] = [command];
     for (const field of ['updates', 'deletes']) {
       const value = command.get(field);
@@ -149,11 +167,11 @@ export class TenancyExecutor {
     if (!ns.tenantFiltered) return;
     const prefix = `${ns.db}.${ns.coll}\0`;
     // The catalogue is the truth: names dropped since an earlier command must not map any more.
-    for (const key of [...context.hintKeys.keys()]) if (key.startsWith(prefix)) context.hintKeys.delete(key);
-    for (const index of this.declared(ns.db, ns.coll)) context.hintKeys.set(prefix + index.name, index.key);
+    for (const key of [...hintKeys.keys()]) if (key.startsWith(prefix)) hintKeys.delete(key);
+    for (const index of this.declared(ns.db, ns.coll)) hintKeys.set(prefix + index.name, index.key);
     for (const record of await this.catalogue.ownedIndexes(context.tenant, ns.db, ns.coll)) {
       const owner = record.owners.find((candidate) => candidate.t === context.tenant)!;
-      context.hintKeys.set(prefix + owner.name, parseSpec(record.spec).key);
+      hintKeys.set(prefix + owner.name, parseSpec(record.spec).key);
     }
   }
 

@@ -89,6 +89,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   #closeError: Error | undefined;
   /** Serializes writes (compression is async; a write may wait for 'drain'). */
   #writeChain: Promise<void> = Promise.resolve();
+  /** Writes on `#writeChain` not yet settled (a drain wait counts as one): 0 lets a write go straight out. */
+  #queuedWrites = 0;
   /** Replies still being decompressed; later replies wait behind them to keep their order. */
   #inboundChain: Promise<void> | undefined;
   #inboundQueued = 0;
@@ -238,7 +240,7 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
         replyTimer: undefined,
       };
       this.#armReplyTimer();
-      this.#enqueueWrite(frame).catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
+      this.#enqueueWrite(frame)?.catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
     });
   }
 
@@ -249,7 +251,7 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     }
     if (this.#closed) throw this.#closedFailure();
     setRequestId(frame, this.#nextRequestId());
-    this.#enqueueWrite(frame).catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
+    this.#enqueueWrite(frame)?.catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
   }
 
   /** Stops reading from the upstream (the client is slower than the server). */
@@ -309,7 +311,19 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     return this.#requestCounter;
   }
 
-  #enqueueWrite(frame: Buffer): Promise<void> {
+  /** Writes `frame` after the writes before it; a promise only when it had to queue (undefined: written). */
+  #enqueueWrite(frame: Buffer): Promise<void> | undefined {
+    if (this.#queuedWrites === 0 && this.#compressor === undefined) {
+      // Nothing before it and nothing to compress: one socket write, no promise chain.
+      if (this.#socket.write(frame)) return undefined;
+      // The socket is full: later writes wait for its drain.
+      this.#queuedWrites++;
+      this.#writeChain = this.#drained().then(() => {
+        this.#queuedWrites--;
+      });
+      return undefined;
+    }
+    this.#queuedWrites++;
     const write = this.#writeChain.then(async () => {
       if (this.#closed) throw this.#closedFailure();
       const out = await this.#maybeCompress(frame);
@@ -317,10 +331,10 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
       if (!this.#socket.write(out)) await this.#drained();
     });
     // The chain itself never rejects, so one failed write cannot poison later ones.
-    this.#writeChain = write.then(
-      () => undefined,
-      () => undefined,
-    );
+    const settled = (): void => {
+      this.#queuedWrites--;
+    };
+    this.#writeChain = write.then(settled, settled);
     return write;
   }
 

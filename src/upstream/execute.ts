@@ -22,7 +22,7 @@ import { BsonType, elements, findElement, readNumber, readString, subDocument } 
 import { clearMoreToCome } from '../wire/op-msg.js';
 import type { CommandTraits } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, type UpstreamConnection } from './connection.js';
-import type { Lease, Leases } from './leases.js';
+import type { Leases } from './leases.js';
 import { type PinDecision, decidePin } from './pins.js';
 import {
   ErrorLabels,
@@ -177,11 +177,14 @@ async function attemptOnce(
 ): Promise<AttemptOutcome> {
   const { servers, leases } = context;
   const { pin, retryClass } = plan;
-  let lease: Lease;
-  try {
-    lease = await leases.lease(request, pin);
-  } catch (error) {
-    return { failure: notSentFailure(error), heldReply: undefined };
+  // A warm pool answers at once; otherwise the lease may wait (a server, a connection).
+  let lease = leases.leaseNow(request, pin);
+  if (lease === undefined) {
+    try {
+      lease = await leases.lease(request, pin);
+    } catch (error) {
+      return { failure: notSentFailure(error), heldReply: undefined };
+    }
   }
   let failure: AttemptFailure | undefined;
   let heldReply: HeldReply | undefined;

@@ -13,7 +13,13 @@ import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
 import type { UpstreamConnection } from './connection.js';
 import { type PinDecision, TransactionPins } from './pins.js';
 import type { ServerSet, ServerState } from './server-set.js';
-import { CIRCUIT_OPEN, type ForwardRequest, type UpstreamOptions, type UpstreamSession } from './types.js';
+import {
+  CIRCUIT_OPEN,
+  type CancelSignal,
+  type ForwardRequest,
+  type UpstreamOptions,
+  type UpstreamSession,
+} from './types.js';
 import { NO_TENANT } from './wait-queue.js';
 
 /**
@@ -67,6 +73,25 @@ export class Leases {
     this.#pinIdleTimers.clear();
   }
 
+  /**
+   * `lease` when nothing needs waiting for (undefined: ask `lease`): no transaction pin, a server
+   * selectable now whose breaker is closed, and an idle connection in its pool the tenant may take.
+   * The same checks as `lease`, in the same order, without a promise per step.
+   */
+  leaseNow(request: ForwardRequest, pin: PinDecision): Lease | undefined {
+    if (pin.kind !== 'none') return undefined;
+    const server = this.#servers.selectNow(request.traits);
+    if (server === undefined || server.breaker.state !== 'closed') return undefined;
+    const connection = server.pool.tryCheckOut(request.tenant ?? NO_TENANT);
+    if (connection === undefined) return undefined;
+    // Closed: always true; asked all the same, as `checkOut` does, so each request is one breaker request.
+    if (!server.breaker.canRequest()) {
+      this.#servers.checkIn(connection);
+      return undefined;
+    }
+    return { connection, server, pinned: false, unlock: undefined };
+  }
+
   /** The connection for one attempt: the transaction's pinned one, or a pooled one of the selected server. */
   async lease(request: ForwardRequest, pin: PinDecision): Promise<Lease> {
     if (pin.kind === 'start') {
@@ -96,7 +121,7 @@ export class Leases {
    * that left while waiting does not). Forwarded commands and the proxy's own (tenancy, view
    * checks) take this one path, so an upstream that is down opens the breaker whoever asks first.
    */
-  async checkOut(server: ServerState, tenant: string, signal?: AbortSignal): Promise<UpstreamConnection> {
+  async checkOut(server: ServerState, tenant: string, signal?: CancelSignal): Promise<UpstreamConnection> {
     if (!server.breaker.canRequest()) {
       throw new UpstreamError(ErrorCodes.HostUnreachable, `circuit breaker open for upstream ${server.key}`, {
         labels: [CIRCUIT_OPEN],

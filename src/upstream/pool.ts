@@ -24,6 +24,7 @@ import { ErrorCodes, UpstreamError } from '../errors.js';
 import type { UpstreamConnection } from './connection.js';
 import { NETWORK_ERROR_LABEL } from './connection.js';
 import { FairWaitQueue, NO_TENANT } from './wait-queue.js';
+import type { CancelSignal } from './types.js';
 
 export interface PoolOptions {
   /** `host:port`, for errors and logs. */
@@ -97,7 +98,11 @@ export class ConnectionPool {
   readonly #logger: Logger | undefined;
   /** Idle connections, least recently checked in first; checkOut takes from the end. */
   readonly #idle: UpstreamConnection[] = [];
-  readonly #idleTimers = new Map<UpstreamConnection, NodeJS.Timeout>();
+  /**
+   * One idle timer per connection, armed again (refresh) at each check-in rather than created per
+   * request; it fires harmlessly while the connection is in use. Removed when the connection closes.
+   */
+  readonly #idleTimers = new Map<UpstreamConnection, { timer: NodeJS.Timeout; ms: number }>();
   readonly #inUse = new Set<UpstreamConnection>();
   /** When each open connection was created, and the generation it belongs to. */
   readonly #born = new Map<UpstreamConnection, { at: number; generation: number }>();
@@ -161,7 +166,7 @@ export class ConnectionPool {
    * aborting `signal` (the client left) takes a waiting request out of the queue at once, so it
    * neither holds a place in the round-robin nor receives a connection nobody will use.
    */
-  checkOut(tenant: string = NO_TENANT, signal?: AbortSignal): Promise<UpstreamConnection> {
+  checkOut(tenant: string = NO_TENANT, signal?: CancelSignal): Promise<UpstreamConnection> {
     if (this.#closed) return Promise.reject(this.#closedError());
     const capped = this.#atCap(tenant);
     if (!capped) {
@@ -209,6 +214,17 @@ export class ConnectionPool {
     });
   }
 
+  /**
+   * `checkOut` when an idle connection can be had at once (undefined: ask `checkOut`, which may
+   * open one, queue, or refuse). No promise: the common case of a warm pool.
+   */
+  tryCheckOut(tenant: string = NO_TENANT): UpstreamConnection | undefined {
+    if (this.#closed || this.#atCap(tenant)) return undefined;
+    const idle = this.#takeIdle();
+    if (idle !== undefined) this.#hold(idle, tenant);
+    return idle;
+  }
+
   /** Returns a connection: to the next waiter, kept idle if there is room, or closed. */
   checkIn(connection: UpstreamConnection): void {
     if (!this.#inUse.delete(connection)) return;
@@ -236,16 +252,24 @@ export class ConnectionPool {
     connection.lastUsed = Date.now();
     this.#idle.push(connection);
     const idleTimeoutMS = this.#options.idleTimeoutMS;
+    const armed = this.#idleTimers.get(connection);
+    if (armed !== undefined && armed.ms === idleTimeoutMS) {
+      armed.timer.refresh();
+      return;
+    }
+    if (armed !== undefined) this.#clearIdleTimer(connection);
     if (idleTimeoutMS > 0) {
       const timer = setTimeout(() => {
-        this.#idleTimers.delete(connection);
         const index = this.#idle.indexOf(connection);
-        if (index >= 0) this.#idle.splice(index, 1);
+        // In use since: its next check-in arms the timer again.
+        if (index < 0) return;
+        this.#idleTimers.delete(connection);
+        this.#idle.splice(index, 1);
         connection.close();
         this.#ensureMinimum();
       }, idleTimeoutMS);
       timer.unref();
-      this.#idleTimers.set(connection, timer);
+      this.#idleTimers.set(connection, { timer, ms: idleTimeoutMS });
     }
   }
 
@@ -269,7 +293,7 @@ export class ConnectionPool {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeError = error;
-    for (const timer of this.#idleTimers.values()) clearTimeout(timer);
+    for (const { timer } of this.#idleTimers.values()) clearTimeout(timer);
     this.#idleTimers.clear();
     const all = [...this.#idle, ...this.#inUse];
     this.#idle.length = 0;
@@ -294,8 +318,11 @@ export class ConnectionPool {
     for (;;) {
       const connection = this.#idle.pop();
       if (connection === undefined) return undefined;
-      this.#clearIdleTimer(connection);
-      if (connection.closed) continue;
+      // Its idle timer stays (see #idleTimers); closing removes it.
+      if (connection.closed) {
+        this.#clearIdleTimer(connection);
+        continue;
+      }
       if (this.#expired(connection)) {
         connection.close();
         continue;
@@ -418,9 +445,9 @@ export class ConnectionPool {
   }
 
   #clearIdleTimer(connection: UpstreamConnection): void {
-    const timer = this.#idleTimers.get(connection);
-    if (timer !== undefined) {
-      clearTimeout(timer);
+    const armed = this.#idleTimers.get(connection);
+    if (armed !== undefined) {
+      clearTimeout(armed.timer);
       this.#idleTimers.delete(connection);
     }
   }

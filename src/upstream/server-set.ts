@@ -113,6 +113,12 @@ export class ServerSet {
     if (this.#servers.size === 0) await this.start();
   }
 
+  /** `ready()` without a promise when there is nothing to wait for: throws when closed; false until started. */
+  readyNow(): boolean {
+    this.assertOpen();
+    return this.#servers.size > 0;
+  }
+
   /** The first selected server's description (mirrored in hello). Throws before `start` resolved. */
   get info(): UpstreamServerInfo {
     if (this.#info === undefined) throw new Error('Upstream.info read before start() resolved');
@@ -213,6 +219,11 @@ export class ServerSet {
   }
 
   // --- selection and feedback from requests --------------------------------------------------
+
+  /** `select` when a suitable server is known now (undefined: ask `select`, which may wait or throw). */
+  selectNow(traits: CommandTraits | undefined): ServerState | undefined {
+    return this.#closed ? undefined : this.#trySelect(traits);
+  }
 
   /** Where a command goes (without a pin). Waits (bounded) for a suitable server during elections. */
   async select(traits: CommandTraits | undefined): Promise<ServerState> {

@@ -102,6 +102,16 @@ export interface ServerPoolStats extends PoolStats {
   circuit: CircuitState;
 }
 
+/**
+ * What forwarding reads of a cancellation. An AbortSignal fits; a client connection passes a
+ * lighter one of its own (an AbortController per command costs more than the rest of its bookkeeping).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 /** What `forward` sends. */
 export interface ForwardRequest {
   /** The request frame (its requestId is overwritten by the connection). */
@@ -117,7 +127,7 @@ export interface ForwardRequest {
   /** A moreToCome request: sent, no reply awaited, never retried. */
   fireAndForget: boolean;
   /** Aborted when the client leaves: an in-flight connection is closed and no retry follows. */
-  signal?: AbortSignal | undefined;
+  signal?: CancelSignal | undefined;
   /** Every reply, in order, as it arrives (called synchronously; may pause `connection`). */
   onReply(reply: Buffer, moreToCome: boolean, connection: UpstreamConnection): void;
 }

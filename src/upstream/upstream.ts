@@ -184,8 +184,17 @@ export class Upstream {
    * BSONObjectTooLarge / InvalidLength and never sent. Rejects with an UpstreamError ready to be answered to the client (code and
    * labels translated), or a ReplyInterruptedError when part of a reply stream was already delivered.
    */
-  async forward(request: ForwardRequest): Promise<ForwardResult> {
-    await this.#servers.ready();
+  forward(request: ForwardRequest): Promise<ForwardResult> {
+    try {
+      // Started: no promise to wait for before sending.
+      if (this.#servers.readyNow()) return this.#send(request);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#servers.ready().then(() => this.#send(request));
+  }
+
+  #send(request: ForwardRequest): Promise<ForwardResult> {
     // Over the upstream's limits once rewritten: answered as the server would, never sent (a
     // dropped connection would fail the requests sharing it and look like an outage).
     const tooLarge = checkRequestSize(request.frame, this.#servers.info);

@@ -470,7 +470,25 @@ function readLength(buf: Uint8Array, pos: number, limit: number, min: number): n
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** Names and short strings up to this many bytes are built directly when they are ASCII. */
+const SHORT_ASCII = 32;
+
 function decodeUtf8(buf: Uint8Array, start: number, end: number): string {
+  // Field names are short ASCII nearly always: building them directly costs far less than a
+  // subarray and TextDecoder call. Any byte ≥ 0x80 takes the strict decoder (invalid UTF-8 throws).
+  if (end - start <= SHORT_ASCII) {
+    let text = '';
+    for (let i = start; i < end; i++) {
+      const byte = buf[i]!;
+      if (byte >= 0x80) return decodeUtf8Strict(buf, start, end);
+      text += String.fromCharCode(byte);
+    }
+    return text;
+  }
+  return decodeUtf8Strict(buf, start, end);
+}
+
+function decodeUtf8Strict(buf: Uint8Array, start: number, end: number): string {
   try {
     return utf8.decode(buf.subarray(start, end));
   } catch {
@@ -539,10 +557,23 @@ export function firstElement(doc: Uint8Array, docOffset = 0): BsonElement | null
 }
 
 const utf8Encoder = new TextEncoder();
+/** The UTF-8 bytes of the names looked up (a few dozen constants in practice); bounded all the same. */
+const needles = new Map<string, Uint8Array>();
+const MAX_NEEDLES = 1024;
+
+function needleOf(name: string): Uint8Array {
+  let needle = needles.get(name);
+  if (needle === undefined) {
+    needle = utf8Encoder.encode(name);
+    if (needles.size >= MAX_NEEDLES) needles.clear();
+    needles.set(name, needle);
+  }
+  return needle;
+}
 
 /** The first element named exactly `name` (byte comparison), or null. */
 export function findElement(doc: Uint8Array, name: string, docOffset = 0): BsonElement | null {
-  const needle = utf8Encoder.encode(name);
+  const needle = needleOf(name);
   let found: BsonElement | null = null;
   scan(doc, docOffset, (type, nameStart, nameEnd, start, offset, length) => {
     if (nameEnd - nameStart !== needle.length) return true;
@@ -555,7 +586,7 @@ export function findElement(doc: Uint8Array, name: string, docOffset = 0): BsonE
 
 /** Every element named exactly `name`; more than one means a duplicate key. */
 export function findElements(doc: Uint8Array, name: string, docOffset = 0): BsonElement[] {
-  const needle = utf8Encoder.encode(name);
+  const needle = needleOf(name);
   const out: BsonElement[] = [];
   scan(doc, docOffset, (type, nameStart, nameEnd, start, offset, length) => {
     if (nameEnd - nameStart !== needle.length) return true;

@@ -155,6 +155,15 @@ export function arrayOf(values: readonly RawValue[]): RawValue {
 
 /** Encodes one JavaScript / BSON-class value (use bson's Long, ObjectId, UUID… for exact types). */
 export function valueOf(value: unknown): RawValue {
+  // An int32-range integer (a maxTimeMS cap, a limit) is what the serializer makes an int32: the
+  // four bytes directly, without a serializer call per command. -0 goes to the serializer.
+  if (typeof value === 'number' && Number.isInteger(value) && value >= -0x80000000 && value <= 0x7fffffff) {
+    if (!Object.is(value, -0)) {
+      const bytes = new Uint8Array(4);
+      new DataView(bytes.buffer).setInt32(0, value, true);
+      return { type: BsonType.int32, value: bytes };
+    }
+  }
   const bytes = serialize({ v: value });
   // Layout: int32 size, type byte, "v\0", value…, 0x00.
   const type = bytes[4]!;
@@ -194,6 +203,15 @@ export function bsonElementOf(element: RawElement): BsonElement {
 /** A string value's text (NUL inside is refused by the reader, catalogue item 52). */
 export function stringOf(value: RawValue): string {
   if (value.type !== BsonType.string) throw new ProxyError(ErrorCodes.TypeMismatch, 'expected a string');
+  // A well-framed value (its int32 length matches its bytes) is read in place: same NUL and
+  // UTF-8 checks. Anything else goes through the wrapper, whose scan reports it as before.
+  const bytes = value.value;
+  if (bytes.length >= 5) {
+    const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getInt32(0, true);
+    if (length >= 1 && length === bytes.length - 4) {
+      return readString(bytes, { type: BsonType.string, name: 's', start: 0, offset: 0, length: bytes.length });
+    }
+  }
   const wrapper = encodeElements([{ name: 's', type: value.type, value: value.value }]);
   const element = scanElements(wrapper)[0]!;
   return readString(wrapper, element);
@@ -201,14 +219,14 @@ export function stringOf(value: RawValue): string {
 
 /** A numeric value (int32, int64 when safe, double) as a JS number; undefined for other types. */
 export function numberOf(value: RawValue): number | undefined {
-  const bytes = Buffer.from(value.value.buffer, value.value.byteOffset, value.value.byteLength);
+  const bytes = new DataView(value.value.buffer, value.value.byteOffset, value.value.byteLength);
   switch (value.type) {
     case BsonType.int32:
-      return bytes.readInt32LE(0);
+      return bytes.getInt32(0, true);
     case BsonType.double:
-      return bytes.readDoubleLE(0);
+      return bytes.getFloat64(0, true);
     case BsonType.int64: {
-      const big = bytes.readBigInt64LE(0);
+      const big = bytes.getBigInt64(0, true);
       return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : undefined;
     }
     default:

@@ -87,6 +87,43 @@ describe('mapSession', () => {
     );
   });
 
+  it('answers repeated lsids from its cache exactly as the HMAC does, per tenant and per key', () => {
+    const otherKey = sessionKeyFrom('another-session-key-abcdefghijkl');
+    for (let round = 0; round < 3; round++) {
+      for (const tenant of ['acme', 'bob', 'acm', 'acmee']) {
+        for (const key of [KEY, otherKey]) {
+          const expected = deriveSessionId(key, tenant, Buffer.from(CLIENT_ID.buffer)).toString('hex');
+          expect(upstreamId(mapSession(raw(body), tenant, key))).toBe(expected);
+        }
+      }
+    }
+    // Tenant and id cannot run into each other in the cache key either: 'ab' + id ≠ 'a' + ('b' + id…).
+    const id = Buffer.alloc(16, 1);
+    const shifted = Buffer.concat([Buffer.from('b'), Buffer.alloc(15, 1)]);
+    const lsid = (bytes: Buffer): Document => ({ ...body, lsid: { id: new Binary(bytes, 4) } });
+    expect(upstreamId(mapSession(raw(lsid(id)), 'ab', KEY))).toBe(deriveSessionId(KEY, 'ab', id).toString('hex'));
+    expect(upstreamId(mapSession(raw(lsid(shifted)), 'a', KEY))).toBe(
+      deriveSessionId(KEY, 'a', shifted).toString('hex'),
+    );
+    // Malformed lsids are still refused after a well-formed one was cached.
+    expect(refusal(() => mapSession(raw({ ...body, lsid: { id: CLIENT_ID, uid: 1 } }), 'acme', KEY)).rule).toBe(
+      'lsid.fields',
+    );
+  });
+
+  it('keeps its cache bounded while many sessions come and go', () => {
+    let first: string | undefined;
+    for (let i = 0; i < 10_050; i++) {
+      const id = Buffer.alloc(16);
+      id.writeUInt32BE(i, 0);
+      const mapped = upstreamId(mapSession(raw({ ...body, lsid: { id: new Binary(id, 4) } }), 'churn', KEY));
+      if (i === 0) first = mapped;
+    }
+    // The first session was evicted long ago and is derived again, to the same id.
+    const id = Buffer.alloc(16);
+    expect(upstreamId(mapSession(raw({ ...body, lsid: { id: new Binary(id, 4) } }), 'churn', KEY))).toBe(first);
+  });
+
   it('produces a well-formed UUID (version 8, RFC variant)', () => {
     const id = deriveSessionId(KEY, 'acme', Buffer.from(CLIENT_ID.buffer));
     expect(id).toHaveLength(16);

@@ -48,7 +48,7 @@ function contextFor(tenant: string, model: IsolationModel = 'shared-collection')
 
 const find = (coll: string): RawDocument => RawDocument.parse(serialize({ find: coll, filter: {}, $db: 'app' }));
 
-async function refusalOf(promise: Promise<unknown>): Promise<PolicyRefusal> {
+async function refusalOf(promise: Promise<unknown> | undefined): Promise<PolicyRefusal> {
   try {
     await promise;
   } catch (error) {
@@ -79,6 +79,44 @@ describe('ViewGuard', () => {
     now = 5001;
     await guard.check('app', find('items'), contextFor('acme'));
     expect(runner.asked).toHaveLength(2);
+  });
+
+  it('catalogue 22: the cached answer refuses a view on every read, as the first one did (the fast path is for plain collections only)', async () => {
+    let now = 0;
+    const runner = fakeRunner(CATALOG);
+    const guard = new ViewGuard({ runner, ttlMS: 5000, now: () => now });
+    const aggregate = (coll: string, from: string): RawDocument =>
+      RawDocument.parse(
+        serialize({
+          aggregate: coll,
+          pipeline: [{ $lookup: { from, as: 'j', pipeline: [] } }],
+          cursor: {},
+          $db: 'app',
+        }),
+      );
+    await guard.check('app', find('items'), contextFor('acme'));
+    for (let i = 0; i < 5; i += 1) {
+      expect(guard.check('app', find('items'), contextFor('acme'))).toBeUndefined();
+      expect((await refusalOf(guard.check('app', find('everyone'), contextFor('acme')))).rule).toBe(
+        'view.not-tenant-scoped',
+      );
+      expect((await refusalOf(guard.check('app', find('onEveryone'), contextFor('acme')))).rule).toBe(
+        'view.not-tenant-scoped',
+      );
+      // A plain target joining a view: the join is checked too.
+      expect((await refusalOf(guard.check('app', aggregate('items', 'everyone'), contextFor('acme')))).rule).toBe(
+        'view.not-tenant-scoped',
+      );
+      expect((await refusalOf(guard.check('app', find('acmeOnly'), contextFor('globex')))).rule).toBe(
+        'view.not-tenant-scoped',
+      );
+    }
+    const asked = runner.asked.length;
+    // Expired: asked again, whatever was cached.
+    now = 5001;
+    expect(guard.check('app', find('items'), contextFor('acme'))).toBeInstanceOf(Promise);
+    await refusalOf(guard.check('app', find('everyone'), contextFor('acme')));
+    expect(runner.asked.length).toBeGreaterThan(asked);
   });
 
   it('catalogue 22: one listCollections answers every namespace of a read (target and joins)', async () => {
@@ -148,7 +186,7 @@ describe('ViewGuard', () => {
         },
       },
     });
-    const error = await guard.check('app', find('items'), contextFor('acme')).catch((e: unknown) => e);
+    const error = await Promise.resolve(guard.check('app', find('items'), contextFor('acme'))).catch((e: unknown) => e);
     expect(ProxyError.is(error)).toBe(true);
     expect((error as ProxyError).code).toBe(13);
     expect((error as ProxyError).message).toContain('could not check whether the namespace is a view');
