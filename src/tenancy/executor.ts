@@ -27,7 +27,16 @@ import type {
   VirtualIndexSpec,
   VirtualOperation,
 } from '../policy/types.js';
-import { Catalogue, type IndexRecord } from './catalogue.js';
+import {
+  Catalogue,
+  SlotStore,
+  physicalSlotHolder,
+  physicalSlotScope,
+  tenantSlotHolder,
+  tenantSlotScope,
+  type IndexRecord,
+  type SlotRecord,
+} from './catalogue.js';
 import { CommandFailed, type CommandRunner } from './runner.js';
 import {
   canonicalSpec,
@@ -42,6 +51,11 @@ import {
 
 const ID_INDEX = { v: 2, key: { _id: 1 }, name: '_id_' };
 const SYSTEM_DATABASES = new Set(['admin', 'local', 'config']);
+/**
+ * A slot nothing in the catalogue accounts for (a replica stopped between taking it and recording
+ * the index) is given back after this long; taking and recording are milliseconds apart.
+ */
+const STALE_SLOT_MS = 60_000;
 
 /** The tenant as the executor needs it. */
 interface Tenant {
@@ -63,6 +77,8 @@ export class TenancyExecutor {
   private readonly runner: CommandRunner;
   private readonly settings: () => TenancyConfig;
   private partialIndexes: Promise<boolean> | undefined;
+  /** The slots' unique holder index, created once per catalogue database. */
+  private readonly slotIndexes = new Map<string, Promise<void>>();
 
   constructor(options: TenancyExecutorOptions) {
     this.runner = options.runner;
@@ -72,6 +88,18 @@ export class TenancyExecutor {
 
   private get catalogue(): Catalogue {
     return new Catalogue(this.runner, this.settings().catalogueDatabase);
+  }
+
+  private async slotStore(): Promise<SlotStore> {
+    const store = new SlotStore(this.runner, this.settings().catalogueDatabase);
+    let ready = this.slotIndexes.get(store.database);
+    if (ready === undefined) {
+      ready = store.ensureIndex();
+      this.slotIndexes.set(store.database, ready);
+      ready.catch(() => this.slotIndexes.delete(store.database));
+    }
+    await ready;
+    return store;
   }
 
   /** Answers one virtual operation for the tenant of `context`. */
@@ -286,14 +314,8 @@ export class TenancyExecutor {
           `Index already exists with a different name: ${ownerName(sameSpec)}`,
         );
       }
-      if (owned.length >= settings.indexesPerTenant) {
-        throw new PolicyRefusal(
-          'tenancy.index-budget',
-          `createIndexes: your index budget for ${db}.${coll} is spent (${settings.indexesPerTenant} indexes per ` +
-            'collection, isolation.tenancy.indexesPerTenant); drop one of yours first',
-          ErrorCodes.CannotCreateIndex,
-        );
-      }
+      // Fast path; the slot below is what holds across replicas.
+      if (owned.length >= settings.indexesPerTenant) throw budgetSpent(db, coll, settings.indexesPerTenant);
       const perTenant = needsPerTenantIndex(spec.options);
       if (perTenant && !(await this.supportsPartialIndexes())) {
         throw new PolicyRefusal(
@@ -306,10 +328,11 @@ export class TenancyExecutor {
         );
       }
       const physical = perTenant ? tenantPhysicalName(tenant.t, db, coll, spec.name) : sharedPhysicalName(canonical);
-      const present = await this.physicalIndexes(db, coll);
-      if (!present.some((index) => index['name'] === physical)) {
-        const room = settings.maxIndexesPerCollection - settings.indexReserve;
-        if (present.length >= room) {
+      const tenantHolder = tenantSlotHolder(tenant.t, db, coll, spec.name);
+      if (!(await this.claimTenantSlot(tenant, db, coll, spec.name)))
+        throw budgetSpent(db, coll, settings.indexesPerTenant);
+      try {
+        if (!(await this.claimPhysicalSlot(db, coll, physical))) {
           throw new PolicyRefusal(
             'tenancy.index-reserve',
             `createIndexes: ${db}.${coll} has no index slot left for tenant indexes (the rest is reserved by the ` +
@@ -318,6 +341,9 @@ export class TenancyExecutor {
             ErrorCodes.CannotCreateIndex,
           );
         }
+      } catch (error) {
+        await (await this.slotStore()).release(tenantHolder);
+        throw error;
       }
       const record = {
         db,
@@ -333,8 +359,11 @@ export class TenancyExecutor {
           indexes: [physicalSpec(spec, physical, tenant.field, tenant.value, perTenant)],
         });
       } catch (error) {
-        // Nothing of a failed index stays: its ownership goes again (the physical index was not built).
-        await this.catalogue.removeOwner(db, coll, physical, { t: tenant.t, name: spec.name });
+        // Nothing of a failed index stays: its ownership and slots go again (the physical index was not built).
+        const last = await this.catalogue.removeOwner(db, coll, physical, { t: tenant.t, name: spec.name });
+        const slots = await this.slotStore();
+        await slots.release(tenantHolder);
+        if (last) await slots.release(physicalSlotHolder(db, coll, physical));
         throw error instanceof CommandFailed ? renamed(error, physical, spec.name) : error;
       }
       created += 1;
@@ -417,6 +446,8 @@ export class TenancyExecutor {
   private async release(tenant: Tenant, record: IndexRecord): Promise<void> {
     const name = record.owners.find((owner) => owner.t === tenant.t)!.name;
     const last = await this.catalogue.removeOwner(record.db, record.coll, record.physical, { t: tenant.t, name });
+    const slots = await this.slotStore();
+    await slots.release(tenantSlotHolder(tenant.t, record.db, record.coll, name));
     if (!last) return;
     try {
       await this.runner.run(record.db, { dropIndexes: record.coll, index: record.physical });
@@ -427,6 +458,8 @@ export class TenancyExecutor {
       ))
         throw error;
     }
+    // The room goes back only once the physical index is gone.
+    await slots.release(physicalSlotHolder(record.db, record.coll, record.physical));
     // Another replica may have taken the index again meanwhile: it must exist for its new owner.
     const again = await this.catalogue.indexRecord(record.db, record.coll, record.physical);
     if (again !== undefined && again.owners.length > 0) {
@@ -435,12 +468,80 @@ export class TenancyExecutor {
       const spec: VirtualIndexSpec = { name: owner.name, key, options };
       // Per-tenant records carry their one owner; shared ones need no tenant value.
       const value = again.mode === 'tenant' && owner.t === tenant.t ? tenant.value : undefined;
-      if (again.mode === 'shared' || value !== undefined)
+      if (again.mode === 'shared' || value !== undefined) {
+        // Best effort: it must exist for its owner even when the room is taken meanwhile.
+        await this.claimPhysicalSlot(record.db, record.coll, record.physical);
         await this.runner.run(record.db, {
           createIndexes: record.coll,
           indexes: [physicalSpec(spec, record.physical, tenant.field, value, again.mode === 'tenant')],
         });
+      }
     }
+  }
+
+  // -- slots: the budget and the reserve, atomic across replicas (./catalogue.ts) ------------
+
+  /**
+   * A slot of the tenant's budget on the collection for its index `name`. Indexes recorded before
+   * slots existed (no slot of their own) count against the capacity, so the budget holds for them too.
+   */
+  private async claimTenantSlot(tenant: Tenant, db: string, coll: string, name: string): Promise<boolean> {
+    const slots = await this.slotStore();
+    const scope = tenantSlotScope(tenant.t, db, coll);
+    const holder = tenantSlotHolder(tenant.t, db, coll, name);
+    const attempt = async (): Promise<{ ok: boolean; taken: SlotRecord[]; holders: Set<string> }> => {
+      // The records first, then the slots: a record is written after its slot, so none is missed.
+      const owned = await this.catalogue.ownedIndexes(tenant.t, db, coll);
+      const taken = await slots.slots(scope);
+      const held = new Set(taken.map((slot) => slot.holder));
+      const holders = new Set(
+        owned.map((record) =>
+          tenantSlotHolder(tenant.t, db, coll, record.owners.find((owner) => owner.t === tenant.t)!.name),
+        ),
+      );
+      const unslotted = [...holders].filter((candidate) => !held.has(candidate) && candidate !== holder).length;
+      const capacity = this.settings().indexesPerTenant - unslotted;
+      return { ok: await slots.claim(scope, holder, capacity, taken), taken, holders };
+    };
+    const first = await attempt();
+    if (first.ok) return true;
+    const stale = first.taken.filter((slot) => isOld(slot) && !first.holders.has(slot.holder));
+    if (stale.length === 0) return false;
+    for (const slot of stale) await slots.remove(slot);
+    return (await attempt()).ok;
+  }
+
+  /**
+   * A slot of the collection's room for a physical index the proxy builds (none is needed when
+   * it is already there). Indexes the proxy did not build with a slot (`_id_`, declared ones,
+   * the operator's, older ones) take room first: capacity = max - reserve - those.
+   */
+  private async claimPhysicalSlot(db: string, coll: string, physical: string): Promise<boolean> {
+    const slots = await this.slotStore();
+    const scope = physicalSlotScope(db, coll);
+    const holder = physicalSlotHolder(db, coll, physical);
+    const attempt = async (): Promise<{ ok: boolean; taken: SlotRecord[]; present: Set<string> }> => {
+      // The indexes first, then the slots: a slot is taken before its index is built.
+      const present = new Set((await this.physicalIndexes(db, coll)).map((index) => String(index['name'])));
+      const taken = await slots.slots(scope);
+      if (present.has(physical) && !taken.some((slot) => slot.holder === holder)) return { ok: true, taken, present };
+      const held = new Set(taken.map((slot) => slot.holder));
+      const unslotted = [...present].filter((name) => !held.has(physicalSlotHolder(db, coll, name))).length;
+      const { maxIndexesPerCollection, indexReserve } = this.settings();
+      const capacity = maxIndexesPerCollection - indexReserve - unslotted;
+      return { ok: await slots.claim(scope, holder, capacity, taken), taken, present };
+    };
+    const first = await attempt();
+    if (first.ok) return true;
+    let freed = false;
+    for (const slot of first.taken) {
+      if (!isOld(slot)) continue;
+      const name = (JSON.parse(slot.holder) as string[])[3]!;
+      if (first.present.has(name) || (await this.catalogue.indexRecord(db, coll, name)) !== undefined) continue;
+      await slots.remove(slot);
+      freed = true;
+    }
+    return freed && (await attempt()).ok;
   }
 
   // -- drop -------------------------------------------------------------------------------------
@@ -683,6 +784,19 @@ function cursorDone(id: unknown): boolean {
   if (id === undefined || id === null) return true;
   if (typeof id === 'number' || typeof id === 'bigint') return Number(id) === 0;
   return String(id) === '0';
+}
+
+function isOld(slot: SlotRecord): boolean {
+  return Date.now() - new Date(slot.at).getTime() > STALE_SLOT_MS;
+}
+
+function budgetSpent(db: string, coll: string, budget: number): PolicyRefusal {
+  return new PolicyRefusal(
+    'tenancy.index-budget',
+    `createIndexes: your index budget for ${db}.${coll} is spent (${budget} indexes per ` +
+      'collection, isolation.tenancy.indexesPerTenant); drop one of yours first',
+    ErrorCodes.CannotCreateIndex,
+  );
 }
 
 function conflict(code: number, name: string): ProxyError {
