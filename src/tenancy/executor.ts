@@ -56,6 +56,8 @@ const SYSTEM_DATABASES = new Set(['admin', 'local', 'config']);
  * the index) is given back after this long; taking and recording are milliseconds apart.
  */
 const STALE_SLOT_MS = 60_000;
+/** Codes with which an upstream says it has no such aggregation expression (NotImplemented, InvalidPipelineOperator, …). */
+const EXPRESSION_UNSUPPORTED: ReadonlySet<number> = new Set([238, 168, 31325, ErrorCodes.CommandNotSupported]);
 
 /** The tenant as the executor needs it. */
 interface Tenant {
@@ -71,18 +73,25 @@ export interface TenancyExecutorOptions {
   settings: () => TenancyConfig;
   /** Whether the upstream can build partial indexes; probed once when not given. */
   partialIndexes?: boolean;
+  /**
+   * Whether the upstream evaluates `$bsonSize` (its probed capability, src/upstream/capabilities.ts,
+   * asked at each use: a new primary may differ). Without it, sizes are summed by the proxy.
+   */
+  bsonSize?: () => boolean;
 }
 
 export class TenancyExecutor {
   private readonly runner: CommandRunner;
   private readonly settings: () => TenancyConfig;
   private partialIndexes: Promise<boolean> | undefined;
+  private readonly bsonSize: () => boolean;
   /** The slots' unique holder index, created once per catalogue database. */
   private readonly slotIndexes = new Map<string, Promise<void>>();
 
   constructor(options: TenancyExecutorOptions) {
     this.runner = options.runner;
     this.settings = options.settings;
+    this.bsonSize = options.bsonSize ?? (() => false);
     if (options.partialIndexes !== undefined) this.partialIndexes = Promise.resolve(options.partialIndexes);
   }
 
@@ -587,23 +596,57 @@ export class TenancyExecutor {
   // -- stats ------------------------------------------------------------------------------------
 
   /**
-   * The tenant's document count and BSON data size in one collection, summed by the proxy (the
-   * portable way: FerretDB v1 has no $bsonSize), reading at most `statsMaxDocuments` documents.
+   * The tenant's document count and BSON data size in one collection, from its documents only:
+   * computed by the upstream with `$bsonSize` where it has it, else summed by the proxy (FerretDB
+   * v1). Either way at most `statsMaxDocuments` documents are looked at.
    */
   private async figures(tenant: Tenant, db: string, coll: string): Promise<{ count: number; size: number }> {
+    if (this.bsonSize()) {
+      try {
+        return await this.figuresUpstream(tenant, db, coll);
+      } catch (error) {
+        // The capability went away (another primary): the portable way.
+        if (!(error instanceof CommandFailed && EXPRESSION_UNSUPPORTED.has(error.code))) throw error;
+      }
+    }
+    return this.figuresSummed(tenant, db, coll);
+  }
+
+  private statsCost(db: string, coll: string): PolicyRefusal {
+    const { statsMaxDocuments } = this.settings();
+    return new PolicyRefusal(
+      'tenancy.stats-cost',
+      `statistics of ${db}.${coll} would read more than ${statsMaxDocuments} of your documents ` +
+        '(isolation.tenancy.statsMaxDocuments); use count or estimatedDocumentCount',
+      ErrorCodes.ExceededMemoryLimit,
+    );
+  }
+
+  /** One aggregate: the tenant's documents (one more than the bound, to tell), counted and sized upstream. */
+  private async figuresUpstream(tenant: Tenant, db: string, coll: string): Promise<{ count: number; size: number }> {
+    const { statsMaxDocuments } = this.settings();
+    const reply = await this.runner.run(db, {
+      aggregate: coll,
+      pipeline: [
+        { $match: { [tenant.field]: { $eq: tenant.value } } },
+        { $limit: statsMaxDocuments + 1 },
+        { $group: { _id: null, count: { $sum: 1 }, size: { $sum: { $bsonSize: '$$ROOT' } } } },
+      ],
+      cursor: {},
+    });
+    const figures = (reply['cursor'] as { firstBatch: Document[] }).firstBatch[0];
+    const count = Number(figures?.['count'] ?? 0);
+    if (count > statsMaxDocuments) throw this.statsCost(db, coll);
+    return { count, size: Number(figures?.['size'] ?? 0) };
+  }
+
+  private async figuresSummed(tenant: Tenant, db: string, coll: string): Promise<{ count: number; size: number }> {
     const { statsMaxDocuments } = this.settings();
     let count = 0;
     let size = 0;
     const add = (batch: Document[]): void => {
       count += batch.length;
-      if (count > statsMaxDocuments) {
-        throw new PolicyRefusal(
-          'tenancy.stats-cost',
-          `statistics of ${db}.${coll} would read more than ${statsMaxDocuments} of your documents ` +
-            '(isolation.tenancy.statsMaxDocuments); use count or estimatedDocumentCount',
-          ErrorCodes.ExceededMemoryLimit,
-        );
-      }
+      if (count > statsMaxDocuments) throw this.statsCost(db, coll);
       for (const document of batch) size += calculateObjectSize(document);
     };
     let reply = await this.runner.run(
