@@ -153,7 +153,8 @@ export class TenancyExecutor {
    * Before a command with a hint on a shared collection is decided: the tenant's
    * index names there (its own and the declared ones) with their key patterns, into
    * `context.hintKeys`, so the engine maps a name or key to the prefixed physical key (and
-   * refuses one the tenant has no index for). Commands without a hint cost nothing.
+   * refuses one the tenant has no index for); inside an explain too. Commands without a hint
+   * cost nothing.
    */
   async prepareHints(
     db: string,
@@ -162,7 +163,14 @@ export class TenancyExecutor {
     context: TenantContext,
   ): Promise<void> {
     if (context.virtualDdl !== true || context.hintKeys === undefined) return;
-    const command = RawDocument.parse(body);
+    context.explainIndexNames?.clear();
+    let command = RawDocument.parse(body);
+    // explain: the explained command's hints.
+    const explained = command.first?.name === 'explain' ? command.first : undefined;
+    if (explained !== undefined) {
+      if (explained.type !== BsonType.document) return;
+      command = RawDocument.parse(explained.value);
+    }
     const statements: RawDocument[] = [command];
     for (const field of ['updates', 'deletes']) {
       const value = command.get(field);
@@ -191,6 +199,32 @@ export class TenancyExecutor {
     for (const record of await this.catalogue.ownedIndexes(context.tenant, ns.db, ns.coll)) {
       const owner = record.owners.find((candidate) => candidate.t === context.tenant)!;
       context.hintKeys.set(prefix + owner.name, parseSpec(record.spec).key);
+    }
+  }
+
+  /**
+   * Before an explain on a shared collection is forwarded (after it was decided: a refused one
+   * costs nothing upstream): the physical indexes the tenant owns there → its own names, into
+   * `context.explainIndexNames`, so the reply shows the tenant's names (rewrite/explain.ts).
+   */
+  async prepareExplain(db: string, body: Uint8Array, context: TenantContext): Promise<void> {
+    context.explainIndexNames?.clear();
+    if (context.virtualDdl !== true || context.explainIndexNames === undefined) return;
+    const explained = RawDocument.parse(body).first;
+    if (explained?.name !== 'explain' || explained.type !== BsonType.document) return;
+    const first = RawDocument.parse(explained.value).first;
+    if (first === undefined || first.type !== BsonType.string) return;
+    let ns: ResolvedNamespace;
+    try {
+      ns = context.namespaces.resolve(db, stringOf(first), 'read');
+    } catch (error) {
+      if (error instanceof PolicyRefusal) return;
+      throw error;
+    }
+    if (!ns.tenantFiltered) return;
+    for (const record of await this.catalogue.ownedIndexes(context.tenant, ns.db, ns.coll)) {
+      const owner = record.owners.find((candidate) => candidate.t === context.tenant)!;
+      context.explainIndexNames.set(record.physical, owner.name);
     }
   }
 
