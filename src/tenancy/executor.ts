@@ -89,7 +89,7 @@ export class TenancyExecutor {
   private readonly slotIndexes = new Map<string, Promise<void>>();
 
   constructor(options: TenancyExecutorOptions) {
-    this.runner = options.runner;
+    this.runner = retryingDeadlocks(options.runner);
     this.settings = options.settings;
     this.bsonSize = options.bsonSize ?? (() => false);
     if (options.partialIndexes !== undefined) this.partialIndexes = Promise.resolve(options.partialIndexes);
@@ -861,6 +861,28 @@ function cursorDone(id: unknown): boolean {
   if (id === undefined || id === null) return true;
   if (typeof id === 'number' || typeof id === 'bigint') return Number(id) === 0;
   return String(id) === '0';
+}
+
+/**
+ * A runner that runs a command again when the upstream aborted it as a deadlock victim
+ * (DocumentDB on PostgreSQL: concurrent DDL and catalogue writes on one collection from several
+ * replicas). The victim's statement was rolled back, and every command here is idempotent or a
+ * slot insert that the retry decides afresh, so running it again is safe.
+ */
+function retryingDeadlocks(runner: CommandRunner): CommandRunner {
+  return {
+    async run(db, command, options) {
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          return await runner.run(db, command, options);
+        } catch (error) {
+          if (!(error instanceof CommandFailed && /deadlock detected/i.test(error.message)) || attempt >= 5)
+            throw error;
+          await new Promise((resolve) => setTimeout(resolve, attempt * 10 + Math.floor(Math.random() * 20)));
+        }
+      }
+    },
+  };
 }
 
 function isOld(slot: SlotRecord): boolean {

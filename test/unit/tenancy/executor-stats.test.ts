@@ -102,4 +102,18 @@ describe('collStats sizes by capability', () => {
     const executor = new TenancyExecutor({ runner, settings: () => SETTINGS, bsonSize: () => true });
     await expect(executor.execute(collStats, context)).rejects.toThrow(/tenancy\.stats-cost/);
   });
+
+  it('a command the upstream aborted as a deadlock victim (DocumentDB, concurrent DDL) runs again', async () => {
+    const inner = fakeRunner({});
+    let deadlocks = 1;
+    const runner: CommandRunner = {
+      async run(db, command, options) {
+        if ('aggregate' in command && deadlocks-- > 0) throw new CommandFailed(1, 'deadlock detected');
+        return inner.run(db, command, options);
+      },
+    };
+    const executor = new TenancyExecutor({ runner, settings: () => SETTINGS, bsonSize: () => true });
+    expect(await executor.execute(collStats, context)).toMatchObject({ count: 2, size: expectedSize });
+    expect(deadlocks).toBe(-1);
+  });
 });
