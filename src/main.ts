@@ -199,6 +199,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
     const tenancy = new TenancyExecutor({
       runner: upstreamRunner(upstream),
       settings: () => (reloader?.config ?? config).isolation.tenancy ?? defaultTenancy(),
+      bsonSize: () => upstream.capabilities.bsonSize,
     });
     // Reads of views an operator created on the server are checked against their definition (catalogue 22).
     const views = new ViewGuard({ runner: upstreamRunner(upstream) });

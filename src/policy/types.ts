@@ -72,6 +72,12 @@ export interface TenantContext {
    */
   hintKeys?: Map<string, Document>;
   /**
+   * For the explain being run on a shared collection: each physical index the tenancy layer made
+   * that the tenant owns there → the tenant's own name for it, so the explain reply shows the
+   * tenant's names (every other tenancy index name is redacted). Filled with hintKeys.
+   */
+  explainIndexNames?: Map<string, string>;
+  /**
    * Whether the upstream derives an upsert's new document from the equalities inside the tenant
    * `$and` (MongoDB does; FerretDB v1 does not, and then the proxy adds them: upsert.ts).
    * Absent means it does.

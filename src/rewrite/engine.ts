@@ -283,7 +283,11 @@ export class TenantEngine {
     if (plan.hideTenantField !== undefined && plan.tenantDocuments !== undefined)
       current = hideTenantField(body, plan.hideTenantField, plan.tenantDocuments);
     if (plan.explain !== undefined)
-      current = redactExplain(current ?? body, plan.explain, this.context.namespaces) ?? current;
+      current =
+        redactExplain(current ?? body, plan.explain, this.context.namespaces, {
+          names: this.context.explainIndexNames ?? new Map(),
+          field: this.context.field,
+        }) ?? current;
     if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
       current = mergeCursorsNotFound(current ?? body, plan.cursorsNotFound);
     if (plan.filterListing !== undefined)
@@ -326,6 +330,7 @@ function contextFor(tenant: string, options: EngineOptions, connection: Connecti
     // Virtual operations need the executor; audit-only forwards originals and never runs them.
     virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
     hintKeys: new Map(),
+    explainIndexNames: new Map(),
     upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
     ...(connection.clientAddress === undefined ? {} : { clientAddress: connection.clientAddress }),
   };

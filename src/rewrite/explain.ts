@@ -11,9 +11,12 @@
  *   itself receives); so are planner estimates (`estimated…`, e.g. DocumentDB's
  *   `estimatedTotalKeysExamined`) anywhere. The reply says so in `mtpWithheld` (the names
  *   withheld, and why).
- * - Index names made by the tenancy layer (`mtp_t_…` per tenant, `mtp_s_…` shared) may be
- *   another tenant's: they become `<redacted>` wherever they appear (plan stages, SBE plan text,
- *   `indexesUsed`), and such a stage's key pattern, bounds and multikey paths are dropped.
+ * - Index names made by the tenancy layer (`mtp_t_…` per tenant, `mtp_s_…` shared) are never
+ *   shown: one the tenant owns on the explained collection becomes the tenant's own name for it
+ *   (plan stages, SBE plan text, `indexesUsed`), its stage's key pattern, bounds and multikey
+ *   paths without the tenant field the proxy put first (what the tenant's listIndexes shows);
+ *   any other (another tenant's, a shared one the tenant does not own) becomes `<redacted>`,
+ *   and such a stage's key pattern, bounds and multikey paths are dropped.
  * - `namespace` values are physical: mapped back to the client's, or redacted.
  * - `serverInfo.host` / `port` name the upstream: dropped.
  * Everything else (the parsed query with the caller's own tenant predicate, plan shapes,
@@ -27,6 +30,12 @@ import { REDACTED } from './replies.js';
 export interface ExplainRedaction {
   /** Withhold execution figures (the explained namespace holds other tenants' documents). */
   withholdFigures: boolean;
+}
+
+/** The tenant's own tenancy indexes: physical name → its name, and the tenant field they start with. */
+export interface OwnIndexNames {
+  names: ReadonlyMap<string, string>;
+  field: string;
 }
 
 /** Sub-documents holding execution figures. */
@@ -54,6 +63,7 @@ const QUERY_ECHO: ReadonlySet<string> = new Set([
 /** Stage fields that show an index's keys: dropped with a redacted index name. */
 const INDEX_DETAILS = ['keyPattern', 'indexBounds', 'multiKeyPaths'];
 const TENANCY_INDEX = /mtp_[st]_[0-9a-f]{24}/g;
+const WHOLE_TENANCY_INDEX = /^mtp_[st]_[0-9a-f]{24}$/;
 const WITHHELD_REASON =
   "execution figures count every document and key the server examined, other tenants' included: withheld " +
   '(catalogue 21, 59)';
@@ -83,6 +93,7 @@ class Redactor {
   constructor(
     private readonly options: ExplainRedaction,
     private readonly resolver: NamespaceResolver,
+    private readonly own: OwnIndexNames,
   ) {}
 
   /** A document of the reply; `stats`: inside execution figures; `top`: the `executionStats` document itself. */
@@ -90,10 +101,18 @@ class Redactor {
     let changed = false;
     const out: RawDocument['elements'][number][] = [];
     const indexName = doc.get('indexName');
-    const redactIndex = indexName !== undefined && (stringValue(indexName)?.match(TENANCY_INDEX)?.length ?? 0) > 0;
+    const name = indexName === undefined ? undefined : stringValue(indexName);
+    const tenancyIndex = (name?.match(TENANCY_INDEX)?.length ?? 0) > 0;
+    // The tenant's own index (the whole name is one it owns): its details without the tenant field.
+    const ownIndex = tenancyIndex && WHOLE_TENANCY_INDEX.test(name!) && this.own.names.has(name!);
     for (const element of doc.elements) {
-      if (redactIndex && INDEX_DETAILS.includes(element.name)) {
+      if (tenancyIndex && INDEX_DETAILS.includes(element.name)) {
         changed = true;
+        if (!ownIndex) continue;
+        const details = element.type === BsonType.document ? RawDocument.parse(element.value) : undefined;
+        if (details === undefined) continue;
+        const stripped = details.has(this.own.field) ? details.without(this.own.field) : details;
+        out.push({ name: element.name, type: BsonType.document, value: stripped.toValue().value });
         continue;
       }
       const next = this.element(element.name, element, stats, top);
@@ -155,7 +174,9 @@ class Redactor {
     if (value.type === BsonType.array) return this.array(value, stats);
     const text = stringValue(value);
     if (text === undefined) return undefined;
-    const redacted = text.replace(TENANCY_INDEX, () => {
+    const redacted = text.replace(TENANCY_INDEX, (physical) => {
+      const own = this.own.names.get(physical);
+      if (own !== undefined) return own;
       this.redactedIndexes++;
       return REDACTED;
     });
@@ -181,11 +202,12 @@ export function redactExplain(
   body: Uint8Array,
   options: ExplainRedaction,
   resolver: NamespaceResolver,
+  own: OwnIndexNames = { names: new Map(), field: '' },
 ): Uint8Array | undefined {
   const reply = RawDocument.parse(body);
   const ok = reply.get('ok');
   if (ok !== undefined && isNumber(ok.type) && ok.value.every((byte) => byte === 0)) return undefined;
-  const redactor = new Redactor(options, resolver);
+  const redactor = new Redactor(options, resolver, own);
   let next = redactor.document(reply, false);
   if (redactor.withheld.size > 0) {
     const note = documentOf([

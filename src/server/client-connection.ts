@@ -528,6 +528,13 @@ export class ClientConnection {
             }
             throw error;
           }
+          // An explain on a shared collection shows the tenant's own index names (issue 13).
+          if (
+            next.plan.reply?.explain !== undefined &&
+            this.deps.tenancy !== undefined &&
+            this.identity.engine !== undefined
+          )
+            await this.deps.tenancy.prepareExplain(command.db, command.msg.body, this.identity.engine.context);
           try {
             outcome = await this.forward(frame, command, next.plan, next.outcome, request);
           } finally {

@@ -15,11 +15,19 @@
  *   a per-tenant partial index with its one owner. `spec` is the client's key and options in
  *   canonical Extended JSON (what listIndexes shows, what re-creation is compared with).
  *
+ * - `slots`: the index budget and the collection's index room, made atomic across replicas. A
+ *   scope (`[t, db, coll, tenant]`: one tenant's budget on a collection; `[p, db, coll]`: the
+ *   physical indexes the proxy built there) has numbered slots `{_id: [...scope, n] as JSON,
+ *   scope, n, holder, at}`; taking one is an insert, so the unique `_id` lets only one replica
+ *   have slot n, and a unique index on `holder` (the tenant's index name, or the physical index)
+ *   lets one holder have only one slot. No scope ever has more slots than its capacity, whatever
+ *   two replicas do at the same time.
+ *
  * Writes are idempotent upserts with majority write concern (where the upstream has none it is
  * ignored), so a retried or concurrent DDL converges.
  */
 import type { Document } from '../wire/bson.js';
-import type { CommandRunner } from './runner.js';
+import { CommandFailed, type CommandRunner } from './runner.js';
 
 export interface IndexOwner {
   t: string;
@@ -36,7 +44,16 @@ export interface IndexRecord {
   owners: IndexOwner[];
 }
 
+export interface SlotRecord {
+  _id: string;
+  scope: string;
+  n: number;
+  holder: string;
+  at: Date;
+}
+
 const WRITE_CONCERN = { w: 'majority' } as const;
+const DUPLICATE_KEY = 11000;
 
 export class Catalogue {
   constructor(
@@ -61,9 +78,22 @@ export class Catalogue {
 
   // -- collections ------------------------------------------------------------------------------
 
+  /**
+   * An upsert; two replicas upserting the same new `_id` at once may both try to insert it, and the
+   * loser sees a duplicate key: run once more, now as an update of the winner's document.
+   */
+  private async upsert(command: Document): Promise<void> {
+    try {
+      await this.runner.run(this.database, command);
+    } catch (error) {
+      if (!(error instanceof CommandFailed && error.code === DUPLICATE_KEY)) throw error;
+      await this.runner.run(this.database, command);
+    }
+  }
+
   async addCollection(t: string, db: string, coll: string): Promise<void> {
     const _id = JSON.stringify([t, db, coll]);
-    await this.runner.run(this.database, {
+    await this.upsert({
       update: 'collections',
       updates: [{ q: { _id }, u: { $set: { t, db, coll } }, upsert: true }],
       writeConcern: WRITE_CONCERN,
@@ -107,7 +137,7 @@ export class Catalogue {
     record: Pick<IndexRecord, 'db' | 'coll' | 'physical' | 'mode' | 'spec'>,
     owner: IndexOwner,
   ): Promise<void> {
-    await this.runner.run(this.database, {
+    await this.upsert({
       update: 'indexes',
       updates: [
         {
@@ -142,6 +172,99 @@ export class Catalogue {
     });
     return Number(reply['n'] ?? 0) > 0;
   }
+}
+
+// -- slots --------------------------------------------------------------------------------------
+
+export class SlotStore {
+  constructor(
+    private readonly runner: CommandRunner,
+    readonly database: string,
+  ) {}
+
+  /** The unique index on `holder`; idempotent, so every replica may create it. */
+  async ensureIndex(): Promise<void> {
+    await this.runner.run(this.database, {
+      createIndexes: 'slots',
+      indexes: [{ key: { holder: 1 }, name: 'holder_1', unique: true }],
+    });
+  }
+
+  async slots(scope: string): Promise<SlotRecord[]> {
+    const reply = await this.runner.run(this.database, { find: 'slots', filter: { scope }, batchSize: 10_000 });
+    const cursor = reply['cursor'] as { id: unknown; firstBatch: SlotRecord[] };
+    // Scopes hold at most a collection's index limit of slots: one batch.
+    return cursor.firstBatch;
+  }
+
+  /**
+   * Takes a free slot numbered below `capacity` for `holder` (true), or finds that `holder`
+   * already has one (true, taken concurrently by another replica for the same index); false when
+   * every slot is taken. `taken` is what the caller read before: those numbers are skipped.
+   */
+  async claim(scope: string, holder: string, capacity: number, taken: readonly SlotRecord[]): Promise<boolean> {
+    if (taken.some((slot) => slot.holder === holder)) return true;
+    const used = new Set(taken.map((slot) => slot.n));
+    for (let n = 0; n < capacity; n += 1) {
+      if (used.has(n)) continue;
+      try {
+        await this.runner.run(this.database, {
+          insert: 'slots',
+          documents: [{ _id: JSON.stringify([scope, n]), scope, n, holder, at: new Date() }],
+          writeConcern: WRITE_CONCERN,
+        });
+        return true;
+      } catch (error) {
+        if (!(error instanceof CommandFailed && error.code === DUPLICATE_KEY)) throw error;
+        // Slot n went to another replica, or this holder got a slot there first.
+        if (await this.holds(holder)) return true;
+      }
+    }
+    return false;
+  }
+
+  private async holds(holder: string): Promise<boolean> {
+    const reply = await this.runner.run(this.database, {
+      find: 'slots',
+      filter: { holder },
+      limit: 1,
+      singleBatch: true,
+    });
+    return (reply['cursor'] as { firstBatch: Document[] }).firstBatch.length > 0;
+  }
+
+  async release(holder: string): Promise<void> {
+    await this.runner.run(this.database, {
+      delete: 'slots',
+      deletes: [{ q: { holder }, limit: 0 }],
+      writeConcern: WRITE_CONCERN,
+    });
+  }
+
+  /** Deletes one slot, only if it is still the one read (same holder and time). */
+  async remove(slot: SlotRecord): Promise<void> {
+    await this.runner.run(this.database, {
+      delete: 'slots',
+      deletes: [{ q: { _id: slot._id, holder: slot.holder, at: slot.at }, limit: 1 }],
+      writeConcern: WRITE_CONCERN,
+    });
+  }
+}
+
+export function tenantSlotScope(t: string, db: string, coll: string): string {
+  return JSON.stringify(['t', db, coll, t]);
+}
+
+export function tenantSlotHolder(t: string, db: string, coll: string, name: string): string {
+  return JSON.stringify(['t', db, coll, t, name]);
+}
+
+export function physicalSlotScope(db: string, coll: string): string {
+  return JSON.stringify(['p', db, coll]);
+}
+
+export function physicalSlotHolder(db: string, coll: string, physical: string): string {
+  return JSON.stringify(['p', db, coll, physical]);
 }
 
 function indexId(db: string, coll: string, physical: string): string {

@@ -27,7 +27,16 @@ import type {
   VirtualIndexSpec,
   VirtualOperation,
 } from '../policy/types.js';
-import { Catalogue, type IndexRecord } from './catalogue.js';
+import {
+  Catalogue,
+  SlotStore,
+  physicalSlotHolder,
+  physicalSlotScope,
+  tenantSlotHolder,
+  tenantSlotScope,
+  type IndexRecord,
+  type SlotRecord,
+} from './catalogue.js';
 import { CommandFailed, type CommandRunner } from './runner.js';
 import {
   canonicalSpec,
@@ -42,6 +51,13 @@ import {
 
 const ID_INDEX = { v: 2, key: { _id: 1 }, name: '_id_' };
 const SYSTEM_DATABASES = new Set(['admin', 'local', 'config']);
+/**
+ * A slot nothing in the catalogue accounts for (a replica stopped between taking it and recording
+ * the index) is given back after this long; taking and recording are milliseconds apart.
+ */
+const STALE_SLOT_MS = 60_000;
+/** Codes with which an upstream says it has no such aggregation expression (NotImplemented, InvalidPipelineOperator, …). */
+const EXPRESSION_UNSUPPORTED: ReadonlySet<number> = new Set([238, 168, 31325, ErrorCodes.CommandNotSupported]);
 
 /** The tenant as the executor needs it. */
 interface Tenant {
@@ -57,21 +73,42 @@ export interface TenancyExecutorOptions {
   settings: () => TenancyConfig;
   /** Whether the upstream can build partial indexes; probed once when not given. */
   partialIndexes?: boolean;
+  /**
+   * Whether the upstream evaluates `$bsonSize` (its probed capability, src/upstream/capabilities.ts,
+   * asked at each use: a new primary may differ). Without it, sizes are summed by the proxy.
+   */
+  bsonSize?: () => boolean;
 }
 
 export class TenancyExecutor {
   private readonly runner: CommandRunner;
   private readonly settings: () => TenancyConfig;
   private partialIndexes: Promise<boolean> | undefined;
+  private readonly bsonSize: () => boolean;
+  /** The slots' unique holder index, created once per catalogue database. */
+  private readonly slotIndexes = new Map<string, Promise<void>>();
 
   constructor(options: TenancyExecutorOptions) {
-    this.runner = options.runner;
+    this.runner = retryingDeadlocks(options.runner);
     this.settings = options.settings;
+    this.bsonSize = options.bsonSize ?? (() => false);
     if (options.partialIndexes !== undefined) this.partialIndexes = Promise.resolve(options.partialIndexes);
   }
 
   private get catalogue(): Catalogue {
     return new Catalogue(this.runner, this.settings().catalogueDatabase);
+  }
+
+  private async slotStore(): Promise<SlotStore> {
+    const store = new SlotStore(this.runner, this.settings().catalogueDatabase);
+    let ready = this.slotIndexes.get(store.database);
+    if (ready === undefined) {
+      ready = store.ensureIndex();
+      this.slotIndexes.set(store.database, ready);
+      ready.catch(() => this.slotIndexes.delete(store.database));
+    }
+    await ready;
+    return store;
   }
 
   /** Answers one virtual operation for the tenant of `context`. */
@@ -116,7 +153,8 @@ export class TenancyExecutor {
    * Before a command with a hint on a shared collection is decided: the tenant's
    * index names there (its own and the declared ones) with their key patterns, into
    * `context.hintKeys`, so the engine maps a name or key to the prefixed physical key (and
-   * refuses one the tenant has no index for). Commands without a hint cost nothing.
+   * refuses one the tenant has no index for); inside an explain too. Commands without a hint
+   * cost nothing.
    */
   prepareHints(
     db: string,
@@ -125,8 +163,15 @@ export class TenancyExecutor {
     context: TenantContext,
   ): Promise<void> | undefined {
     if (context.virtualDdl !== true || context.hintKeys === undefined) return undefined;
+    context.explainIndexNames?.clear();
+    let command = body instanceof RawDocument ? body : RawDocument.parse(body);
+    // explain: the explained command's hints.
+    const explained = command.first?.name === 'explain' ? command.first : undefined;
+    if (explained !== undefined) {
+      if (explained.type !== BsonType.document) return undefined;
+      command = RawDocument.parse(explained.value);
+    }
     // Most commands carry no statements and no hint: nothing to look up, no promise to wait for.
-    const command = body instanceof RawDocument ? body : RawDocument.parse(body);
     if (
       !sequences.some((sequence) => sequence.identifier === 'updates' || sequence.identifier === 'deletes') &&
       !command.has('hint') &&
@@ -172,6 +217,32 @@ export class TenancyExecutor {
     for (const record of await this.catalogue.ownedIndexes(context.tenant, ns.db, ns.coll)) {
       const owner = record.owners.find((candidate) => candidate.t === context.tenant)!;
       hintKeys.set(prefix + owner.name, parseSpec(record.spec).key);
+    }
+  }
+
+  /**
+   * Before an explain on a shared collection is forwarded (after it was decided: a refused one
+   * costs nothing upstream): the physical indexes the tenant owns there → its own names, into
+   * `context.explainIndexNames`, so the reply shows the tenant's names (rewrite/explain.ts).
+   */
+  async prepareExplain(db: string, body: Uint8Array, context: TenantContext): Promise<void> {
+    context.explainIndexNames?.clear();
+    if (context.virtualDdl !== true || context.explainIndexNames === undefined) return;
+    const explained = RawDocument.parse(body).first;
+    if (explained?.name !== 'explain' || explained.type !== BsonType.document) return;
+    const first = RawDocument.parse(explained.value).first;
+    if (first === undefined || first.type !== BsonType.string) return;
+    let ns: ResolvedNamespace;
+    try {
+      ns = context.namespaces.resolve(db, stringOf(first), 'read');
+    } catch (error) {
+      if (error instanceof PolicyRefusal) return;
+      throw error;
+    }
+    if (!ns.tenantFiltered) return;
+    for (const record of await this.catalogue.ownedIndexes(context.tenant, ns.db, ns.coll)) {
+      const owner = record.owners.find((candidate) => candidate.t === context.tenant)!;
+      context.explainIndexNames.set(record.physical, owner.name);
     }
   }
 
@@ -304,14 +375,8 @@ export class TenancyExecutor {
           `Index already exists with a different name: ${ownerName(sameSpec)}`,
         );
       }
-      if (owned.length >= settings.indexesPerTenant) {
-        throw new PolicyRefusal(
-          'tenancy.index-budget',
-          `createIndexes: your index budget for ${db}.${coll} is spent (${settings.indexesPerTenant} indexes per ` +
-            'collection, isolation.tenancy.indexesPerTenant); drop one of yours first',
-          ErrorCodes.CannotCreateIndex,
-        );
-      }
+      // Fast path; the slot below is what holds across replicas.
+      if (owned.length >= settings.indexesPerTenant) throw budgetSpent(db, coll, settings.indexesPerTenant);
       const perTenant = needsPerTenantIndex(spec.options);
       if (perTenant && !(await this.supportsPartialIndexes())) {
         throw new PolicyRefusal(
@@ -324,10 +389,11 @@ export class TenancyExecutor {
         );
       }
       const physical = perTenant ? tenantPhysicalName(tenant.t, db, coll, spec.name) : sharedPhysicalName(canonical);
-      const present = await this.physicalIndexes(db, coll);
-      if (!present.some((index) => index['name'] === physical)) {
-        const room = settings.maxIndexesPerCollection - settings.indexReserve;
-        if (present.length >= room) {
+      const tenantHolder = tenantSlotHolder(tenant.t, db, coll, spec.name);
+      if (!(await this.claimTenantSlot(tenant, db, coll, spec.name)))
+        throw budgetSpent(db, coll, settings.indexesPerTenant);
+      try {
+        if (!(await this.claimPhysicalSlot(db, coll, physical))) {
           throw new PolicyRefusal(
             'tenancy.index-reserve',
             `createIndexes: ${db}.${coll} has no index slot left for tenant indexes (the rest is reserved by the ` +
@@ -336,6 +402,9 @@ export class TenancyExecutor {
             ErrorCodes.CannotCreateIndex,
           );
         }
+      } catch (error) {
+        await (await this.slotStore()).release(tenantHolder);
+        throw error;
       }
       const record = {
         db,
@@ -351,8 +420,11 @@ export class TenancyExecutor {
           indexes: [physicalSpec(spec, physical, tenant.field, tenant.value, perTenant)],
         });
       } catch (error) {
-        // Nothing of a failed index stays: its ownership goes again (the physical index was not built).
-        await this.catalogue.removeOwner(db, coll, physical, { t: tenant.t, name: spec.name });
+        // Nothing of a failed index stays: its ownership and slots go again (the physical index was not built).
+        const last = await this.catalogue.removeOwner(db, coll, physical, { t: tenant.t, name: spec.name });
+        const slots = await this.slotStore();
+        await slots.release(tenantHolder);
+        if (last) await slots.release(physicalSlotHolder(db, coll, physical));
         throw error instanceof CommandFailed ? renamed(error, physical, spec.name) : error;
       }
       created += 1;
@@ -435,6 +507,8 @@ export class TenancyExecutor {
   private async release(tenant: Tenant, record: IndexRecord): Promise<void> {
     const name = record.owners.find((owner) => owner.t === tenant.t)!.name;
     const last = await this.catalogue.removeOwner(record.db, record.coll, record.physical, { t: tenant.t, name });
+    const slots = await this.slotStore();
+    await slots.release(tenantSlotHolder(tenant.t, record.db, record.coll, name));
     if (!last) return;
     try {
       await this.runner.run(record.db, { dropIndexes: record.coll, index: record.physical });
@@ -445,6 +519,8 @@ export class TenancyExecutor {
       ))
         throw error;
     }
+    // The room goes back only once the physical index is gone.
+    await slots.release(physicalSlotHolder(record.db, record.coll, record.physical));
     // Another replica may have taken the index again meanwhile: it must exist for its new owner.
     const again = await this.catalogue.indexRecord(record.db, record.coll, record.physical);
     if (again !== undefined && again.owners.length > 0) {
@@ -453,12 +529,80 @@ export class TenancyExecutor {
       const spec: VirtualIndexSpec = { name: owner.name, key, options };
       // Per-tenant records carry their one owner; shared ones need no tenant value.
       const value = again.mode === 'tenant' && owner.t === tenant.t ? tenant.value : undefined;
-      if (again.mode === 'shared' || value !== undefined)
+      if (again.mode === 'shared' || value !== undefined) {
+        // Best effort: it must exist for its owner even when the room is taken meanwhile.
+        await this.claimPhysicalSlot(record.db, record.coll, record.physical);
         await this.runner.run(record.db, {
           createIndexes: record.coll,
           indexes: [physicalSpec(spec, record.physical, tenant.field, value, again.mode === 'tenant')],
         });
+      }
     }
+  }
+
+  // -- slots: the budget and the reserve, atomic across replicas (./catalogue.ts) ------------
+
+  /**
+   * A slot of the tenant's budget on the collection for its index `name`. Indexes recorded before
+   * slots existed (no slot of their own) count against the capacity, so the budget holds for them too.
+   */
+  private async claimTenantSlot(tenant: Tenant, db: string, coll: string, name: string): Promise<boolean> {
+    const slots = await this.slotStore();
+    const scope = tenantSlotScope(tenant.t, db, coll);
+    const holder = tenantSlotHolder(tenant.t, db, coll, name);
+    const attempt = async (): Promise<{ ok: boolean; taken: SlotRecord[]; holders: Set<string> }> => {
+      // The records first, then the slots: a record is written after its slot, so none is missed.
+      const owned = await this.catalogue.ownedIndexes(tenant.t, db, coll);
+      const taken = await slots.slots(scope);
+      const held = new Set(taken.map((slot) => slot.holder));
+      const holders = new Set(
+        owned.map((record) =>
+          tenantSlotHolder(tenant.t, db, coll, record.owners.find((owner) => owner.t === tenant.t)!.name),
+        ),
+      );
+      const unslotted = [...holders].filter((candidate) => !held.has(candidate) && candidate !== holder).length;
+      const capacity = this.settings().indexesPerTenant - unslotted;
+      return { ok: await slots.claim(scope, holder, capacity, taken), taken, holders };
+    };
+    const first = await attempt();
+    if (first.ok) return true;
+    const stale = first.taken.filter((slot) => isOld(slot) && !first.holders.has(slot.holder));
+    if (stale.length === 0) return false;
+    for (const slot of stale) await slots.remove(slot);
+    return (await attempt()).ok;
+  }
+
+  /**
+   * A slot of the collection's room for a physical index the proxy builds (none is needed when
+   * it is already there). Indexes the proxy did not build with a slot (`_id_`, declared ones,
+   * the operator's, older ones) take room first: capacity = max - reserve - those.
+   */
+  private async claimPhysicalSlot(db: string, coll: string, physical: string): Promise<boolean> {
+    const slots = await this.slotStore();
+    const scope = physicalSlotScope(db, coll);
+    const holder = physicalSlotHolder(db, coll, physical);
+    const attempt = async (): Promise<{ ok: boolean; taken: SlotRecord[]; present: Set<string> }> => {
+      // The indexes first, then the slots: a slot is taken before its index is built.
+      const present = new Set((await this.physicalIndexes(db, coll)).map((index) => String(index['name'])));
+      const taken = await slots.slots(scope);
+      if (present.has(physical) && !taken.some((slot) => slot.holder === holder)) return { ok: true, taken, present };
+      const held = new Set(taken.map((slot) => slot.holder));
+      const unslotted = [...present].filter((name) => !held.has(physicalSlotHolder(db, coll, name))).length;
+      const { maxIndexesPerCollection, indexReserve } = this.settings();
+      const capacity = maxIndexesPerCollection - indexReserve - unslotted;
+      return { ok: await slots.claim(scope, holder, capacity, taken), taken, present };
+    };
+    const first = await attempt();
+    if (first.ok) return true;
+    let freed = false;
+    for (const slot of first.taken) {
+      if (!isOld(slot)) continue;
+      const name = (JSON.parse(slot.holder) as string[])[3]!;
+      if (first.present.has(name) || (await this.catalogue.indexRecord(db, coll, name)) !== undefined) continue;
+      await slots.remove(slot);
+      freed = true;
+    }
+    return freed && (await attempt()).ok;
   }
 
   // -- drop -------------------------------------------------------------------------------------
@@ -504,23 +648,57 @@ export class TenancyExecutor {
   // -- stats ------------------------------------------------------------------------------------
 
   /**
-   * The tenant's document count and BSON data size in one collection, summed by the proxy (the
-   * portable way: FerretDB v1 has no $bsonSize), reading at most `statsMaxDocuments` documents.
+   * The tenant's document count and BSON data size in one collection, from its documents only:
+   * computed by the upstream with `$bsonSize` where it has it, else summed by the proxy (FerretDB
+   * v1). Either way at most `statsMaxDocuments` documents are looked at.
    */
   private async figures(tenant: Tenant, db: string, coll: string): Promise<{ count: number; size: number }> {
+    if (this.bsonSize()) {
+      try {
+        return await this.figuresUpstream(tenant, db, coll);
+      } catch (error) {
+        // The capability went away (another primary): the portable way.
+        if (!(error instanceof CommandFailed && EXPRESSION_UNSUPPORTED.has(error.code))) throw error;
+      }
+    }
+    return this.figuresSummed(tenant, db, coll);
+  }
+
+  private statsCost(db: string, coll: string): PolicyRefusal {
+    const { statsMaxDocuments } = this.settings();
+    return new PolicyRefusal(
+      'tenancy.stats-cost',
+      `statistics of ${db}.${coll} would read more than ${statsMaxDocuments} of your documents ` +
+        '(isolation.tenancy.statsMaxDocuments); use count or estimatedDocumentCount',
+      ErrorCodes.ExceededMemoryLimit,
+    );
+  }
+
+  /** One aggregate: the tenant's documents (one more than the bound, to tell), counted and sized upstream. */
+  private async figuresUpstream(tenant: Tenant, db: string, coll: string): Promise<{ count: number; size: number }> {
+    const { statsMaxDocuments } = this.settings();
+    const reply = await this.runner.run(db, {
+      aggregate: coll,
+      pipeline: [
+        { $match: { [tenant.field]: { $eq: tenant.value } } },
+        { $limit: statsMaxDocuments + 1 },
+        { $group: { _id: null, count: { $sum: 1 }, size: { $sum: { $bsonSize: '$$ROOT' } } } },
+      ],
+      cursor: {},
+    });
+    const figures = (reply['cursor'] as { firstBatch: Document[] }).firstBatch[0];
+    const count = Number(figures?.['count'] ?? 0);
+    if (count > statsMaxDocuments) throw this.statsCost(db, coll);
+    return { count, size: Number(figures?.['size'] ?? 0) };
+  }
+
+  private async figuresSummed(tenant: Tenant, db: string, coll: string): Promise<{ count: number; size: number }> {
     const { statsMaxDocuments } = this.settings();
     let count = 0;
     let size = 0;
     const add = (batch: Document[]): void => {
       count += batch.length;
-      if (count > statsMaxDocuments) {
-        throw new PolicyRefusal(
-          'tenancy.stats-cost',
-          `statistics of ${db}.${coll} would read more than ${statsMaxDocuments} of your documents ` +
-            '(isolation.tenancy.statsMaxDocuments); use count or estimatedDocumentCount',
-          ErrorCodes.ExceededMemoryLimit,
-        );
-      }
+      if (count > statsMaxDocuments) throw this.statsCost(db, coll);
       for (const document of batch) size += calculateObjectSize(document);
     };
     let reply = await this.runner.run(
@@ -701,6 +879,41 @@ function cursorDone(id: unknown): boolean {
   if (id === undefined || id === null) return true;
   if (typeof id === 'number' || typeof id === 'bigint') return Number(id) === 0;
   return String(id) === '0';
+}
+
+/**
+ * A runner that runs a command again when the upstream aborted it as a deadlock victim
+ * (DocumentDB on PostgreSQL: concurrent DDL and catalogue writes on one collection from several
+ * replicas). The victim's statement was rolled back, and every command here is idempotent or a
+ * slot insert that the retry decides afresh, so running it again is safe.
+ */
+function retryingDeadlocks(runner: CommandRunner): CommandRunner {
+  return {
+    async run(db, command, options) {
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          return await runner.run(db, command, options);
+        } catch (error) {
+          if (!(error instanceof CommandFailed && /deadlock detected/i.test(error.message)) || attempt >= 5)
+            throw error;
+          await new Promise((resolve) => setTimeout(resolve, attempt * 10 + Math.floor(Math.random() * 20)));
+        }
+      }
+    },
+  };
+}
+
+function isOld(slot: SlotRecord): boolean {
+  return Date.now() - new Date(slot.at).getTime() > STALE_SLOT_MS;
+}
+
+function budgetSpent(db: string, coll: string, budget: number): PolicyRefusal {
+  return new PolicyRefusal(
+    'tenancy.index-budget',
+    `createIndexes: your index budget for ${db}.${coll} is spent (${budget} indexes per ` +
+      'collection, isolation.tenancy.indexesPerTenant); drop one of yours first',
+    ErrorCodes.CannotCreateIndex,
+  );
 }
 
 function conflict(code: number, name: string): ProxyError {

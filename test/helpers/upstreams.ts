@@ -27,6 +27,8 @@ export const SEMANTIC_TEST_FILES = [
 export const EVERY_PROJECT_TEST_FILES = [
   'test/integration/harness.test.ts',
   'test/integration/tenancy-indexes.test.ts',
+  'test/integration/tenancy-replicas.test.ts',
+  'test/integration/tenancy-stats-size.test.ts',
 ];
 
 /** The one upstream of the whole run, or undefined for the default split. */

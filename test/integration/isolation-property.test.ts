@@ -12,8 +12,12 @@
  *   - the actor's documents are what the operation's semantics allow (the model);
  *   - each tenant's view through the proxy (`find({})`) equals its own documents in the upstream;
  *   - no reply (documents, counts, errors) ever carried another tenant's document or secret;
- *   - DDL (issue 13: createIndex, dropIndex, listIndexes, listCollections, drop) acts on and shows
- *     only the actor's own indexes and documents (a model of each tenant's index names and keys).
+ *   - DDL (issue 13: createIndex, dropIndex, dropIndexes, listIndexes, listCollections, drop,
+ *     dropDatabase) acts on and shows only the actor's own indexes and documents (a model of each
+ *     tenant's index names and keys); after every DDL step that can destroy, the other tenants'
+ *     catalogue records (indexes, collections), their physical indexes, the physical collections
+ *     and the second collection's documents are read directly and must be unchanged, and another
+ *     tenant's listIndexes and listCollections through the proxy still match its model.
  *
  * Runs: MTP_PROPERTY_RUNS (default 300 sequences of 1-12 operations, about 25-30 s on FerretDB,
  * also in CI; `npm run test:property` runs 2000; see docs/isolation.md for nightly settings). MTP_PROPERTY_SEED replays a seed;
@@ -103,7 +107,22 @@ type Op =
   | { op: 'dropIndex'; t: Tenant; name: string }
   | { op: 'listIndexes'; t: Tenant }
   | { op: 'listCollections'; t: Tenant }
-  | { op: 'drop'; t: Tenant };
+  | { op: 'drop'; t: Tenant }
+  | { op: 'dropIndexes'; t: Tenant }
+  | { op: 'dropDatabase'; t: Tenant };
+
+type DdlOp = Extract<
+  Op,
+  { op: 'createIndex' | 'dropIndex' | 'dropIndexes' | 'listIndexes' | 'listCollections' | 'drop' | 'dropDatabase' }
+>;
+/** DDL that changes something: after it, the other tenants' DDL state is read directly. */
+const DESTRUCTIVE_DDL: ReadonlySet<Op['op']> = new Set([
+  'createIndex',
+  'dropIndex',
+  'dropIndexes',
+  'drop',
+  'dropDatabase',
+]);
 
 type IndexField = 'k' | 'x' | 'tag';
 
@@ -352,6 +371,8 @@ const opArb: fc.Arbitrary<Op> = fc
     fc.record({ op: fc.constant('listIndexes' as const), t: tenantArb }),
     fc.record({ op: fc.constant('listCollections' as const), t: tenantArb }),
     fc.record({ op: fc.constant('drop' as const), t: tenantArb }),
+    fc.record({ op: fc.constant('dropIndexes' as const), t: tenantArb }),
+    fc.record({ op: fc.constant('dropDatabase' as const), t: tenantArb }),
   )
   .filter((op) => !EXCLUDED.has(op.op));
 
@@ -476,6 +497,8 @@ describe('isolation property: three tenants, random operations, upstream read di
   /** The model of each tenant's indexes on items (name → field) and whether the catalogue has its collection. */
   const indexModel = new Map<Tenant, Map<string, IndexField>>();
   const createdModel = new Set<Tenant>();
+  /** Tenants whose refs documents a dropDatabase deleted (refs is only ever seeded). */
+  const refsDropped = new Set<Tenant>();
   const clients = new Map<Tenant, MongoClient>();
 
   beforeAll(async () => {
@@ -514,8 +537,10 @@ describe('isolation property: three tenants, random operations, upstream read di
       .catch(() => undefined);
     await direct.db(catalogueDb).collection('indexes').deleteMany({});
     await direct.db(catalogueDb).collection('collections').deleteMany({});
+    await direct.db(catalogueDb).collection('slots').deleteMany({});
     indexModel.clear();
     createdModel.clear();
+    refsDropped.clear();
     await upstreamItems().insertMany(seedItems());
     await upstreamRefs().insertMany(seedRefs());
     return readWorld();
@@ -743,13 +768,15 @@ describe('isolation property: three tenants, random operations, upstream read di
       case 'listIndexes':
       case 'listCollections':
       case 'drop':
+      case 'dropIndexes':
+      case 'dropDatabase':
         return ddl(op, mine, capture);
     }
   }
 
   /** DDL of the actor: checked against the index model; only the actor's documents may change (drop). */
   async function ddl(
-    op: Extract<Op, { op: 'createIndex' | 'dropIndex' | 'listIndexes' | 'listCollections' | 'drop' }>,
+    op: DdlOp,
     mine: Doc[],
     capture: <T>(
       what: string,
@@ -826,6 +853,121 @@ describe('isolation property: three tenants, random operations, upstream read di
         createdModel.delete(t);
         return { strict: true, states: [[]] };
       }
+      case 'dropIndexes': {
+        const had = exists();
+        // The driver answers false for NamespaceNotFound (26): a collection the tenant does not have.
+        const res = await capture('dropIndexes', () => coll.dropIndexes());
+        if (!res.ok) throw new Error(`dropIndexes failed: ${(res.error as Error).message}`);
+        if (res.value !== had) throw new Error(`dropIndexes: expected ${String(had)}, got ${String(res.value)}`);
+        own.clear();
+        return unchanged;
+      }
+      case 'dropDatabase': {
+        const res = await capture('dropDatabase', () => clients.get(t)!.db(dbName).dropDatabase());
+        if (!res.ok) throw new Error(`dropDatabase failed: ${(res.error as Error).message}`);
+        own.clear();
+        createdModel.delete(t);
+        refsDropped.add(t);
+        return { strict: true, states: [[]] };
+      }
+    }
+  }
+
+  /** What DDL may change, read directly: catalogue records per tenant, physical indexes and collections, refs. */
+  interface DdlState {
+    records: Map<string, string[]>;
+    collections: Map<string, string[]>;
+    physicalIndexes: Set<string>;
+    physicalCollections: Set<string>;
+    refs: Doc[];
+  }
+
+  async function readDdl(): Promise<DdlState> {
+    const records = new Map<string, string[]>();
+    const collections = new Map<string, string[]>();
+    for (const record of await direct.db(catalogueDb).collection('indexes').find({}).toArray())
+      for (const owner of record['owners'] as { t: string; name: string }[])
+        records.set(owner.t, [
+          ...(records.get(owner.t) ?? []),
+          `${owner.name}|${String(record['spec'])}|${String(record['physical'])}`,
+        ]);
+    for (const entry of await direct.db(catalogueDb).collection('collections').find({}).toArray())
+      collections.set(String(entry['t']), [
+        ...(collections.get(String(entry['t'])) ?? []),
+        `${String(entry['db'])}.${String(entry['coll'])}`,
+      ]);
+    const physicalIndexes = new Set(
+      (await upstreamItems().listIndexes().toArray()).map((index) => String(index['name'])),
+    );
+    const physicalCollections = new Set(
+      (await direct.db(dbName).listCollections({}, { nameOnly: true }).toArray()).map((entry) => entry.name),
+    );
+    return {
+      records,
+      collections,
+      physicalIndexes,
+      physicalCollections,
+      refs: await upstreamRefs().find({}).toArray(),
+    };
+  }
+
+  /**
+   * After destructive DDL by `t`: every other tenant's (and the bystander's) catalogue records,
+   * physical indexes, refs documents and collection names are unchanged; the physical collections
+   * stay (other tenants' documents live in them); the others' listings through the proxy still
+   * match their models (one of them per step).
+   */
+  async function checkDdl(op: DdlOp, before: DdlState, world: World): Promise<void> {
+    const t = op.t;
+    const after = await readDdl();
+    const sorted = (list: string[] | undefined): string => JSON.stringify([...(list ?? [])].sort());
+    for (const other of [...TENANTS, BYSTANDER]) {
+      if (other === t) continue;
+      if (sorted(after.records.get(other)) !== sorted(before.records.get(other)))
+        throw new Error(
+          `${op.op} by ${t} changed ${other}'s index records: ${sorted(before.records.get(other))} → ${sorted(after.records.get(other))}`,
+        );
+      if (sorted(after.collections.get(other)) !== sorted(before.collections.get(other)))
+        throw new Error(
+          `${op.op} by ${t} changed ${other}'s collections: ${sorted(before.collections.get(other))} → ${sorted(after.collections.get(other))}`,
+        );
+      for (const entry of after.records.get(other) ?? []) {
+        const physical = entry.split('|').at(-1)!;
+        if (!after.physicalIndexes.has(physical))
+          throw new Error(`${op.op} by ${t} dropped the physical index ${physical} that ${other} owns`);
+      }
+      const refsOf = (state: DdlState): string => canonSet(state.refs.filter((ref) => ownerOf(ref) === other));
+      if (refsOf(after) !== refsOf(before)) throw new Error(`${op.op} by ${t} changed ${other}'s refs documents`);
+    }
+    for (const name of ['items', 'refs'])
+      if (!after.physicalCollections.has(name))
+        throw new Error(`${op.op} by ${t} dropped the shared collection ${name}`);
+    const myRefs = after.refs.filter((ref) => ownerOf(ref) === t);
+    const wantRefs = refsDropped.has(t) ? [] : seedRefs().filter((ref) => ref[FIELD] === t);
+    if (canonSet(myRefs) !== canonSet(wantRefs))
+      throw new Error(`${t}'s refs documents after ${op.op} differ from the model`);
+    // One other tenant (the next one), through the proxy: its indexes and collections as its model
+    // says. One, not both, keeps the run as long as before; which one varies with the actor.
+    for (const other of [TENANTS[(TENANTS.indexOf(t) + 1) % TENANTS.length]!]) {
+      const own = indexModel.get(other) ?? new Map<string, IndexField>();
+      const exists = docsOf(world, other).length > 0 || createdModel.has(other) || own.size > 0;
+      const names = (await clients.get(other)!.db(dbName).listCollections({}, { nameOnly: true }).toArray()).map(
+        (entry) => entry.name,
+      );
+      if (names.includes('items') !== exists)
+        throw new Error(`after ${op.op} by ${t}, ${other}'s listCollections ${exists ? 'lost' : 'shows'} items`);
+      if (!exists) continue;
+      const got = (await items(other).listIndexes().toArray())
+        .map((index) => `${String(index.name)}:${JSON.stringify(index.key)}`)
+        .sort();
+      const want = [
+        '_id_:{"_id":1}',
+        ...[...own].map(([name, field]) => `${name}:${JSON.stringify({ [field]: 1 })}`),
+      ].sort();
+      if (JSON.stringify(got) !== JSON.stringify(want))
+        throw new Error(
+          `after ${op.op} by ${t}, ${other}'s listIndexes: got ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`,
+        );
     }
   }
 
@@ -848,7 +990,7 @@ describe('isolation property: three tenants, random operations, upstream read di
         `aggregate ${op.kind}`,
       );
     // Expected refs of the actor (read-only collection: the seed).
-    const myRefs = seedRefs().filter((ref) => ref[FIELD] === t);
+    const myRefs = refsDropped.has(t) ? [] : seedRefs().filter((ref) => ref[FIELD] === t);
     switch (op.kind) {
       case 'match':
         sameDocs(await run([match]), hits, 'aggregate $match');
@@ -1053,8 +1195,10 @@ describe('isolation property: three tenants, random operations, upstream read di
         for (const [index, op] of ops.entries()) {
           let failure: Failure | undefined;
           try {
+            const ddlBefore = DESTRUCTIVE_DDL.has(op.op) ? await readDdl() : undefined;
             const outcomes = await execute(op, world);
             world = await check(op, world, outcomes);
+            if (ddlBefore !== undefined) await checkDdl(op as DdlOp, ddlBefore, world);
             steps++;
             const kind = `${op.op}${op.op === 'aggregate' ? `.${op.kind}` : ''}`;
             tally.set(kind, (tally.get(kind) ?? 0) + 1);

@@ -41,6 +41,8 @@ const C = `tools-c-${suffix}`;
 const CATALOGUE = uniqueDbName('mtpcat');
 const SRC = uniqueDbName('tools_src');
 const DST = uniqueDbName('tools_dst');
+/** Where B restores A's dump (no _id of anyone there yet: _id is unique across a shared collection). */
+const DST_B = uniqueDbName('tools_dstb');
 const COLLECTIONS = ['people', 'orders', 'events'] as const;
 
 function runTool(tool: 'mongodump' | 'mongorestore', args: string[]): Promise<{ code: number; log: string }> {
@@ -101,6 +103,16 @@ async function othersSnapshot(except: string): Promise<string[]> {
   return out.sort();
 }
 
+/** The _ids of A's documents in db.coll, read directly, as strings. */
+async function aIds(db: string, coll: string): Promise<string[]> {
+  const docs = await direct
+    .db(db)
+    .collection<AnyId>(coll)
+    .find({ [FIELD]: A })
+    .toArray();
+  return docs.map((doc) => String(doc._id));
+}
+
 /** The documents of a dump file (.bson), tenant field removed, canonical, sorted. */
 async function dumpFile(file: string): Promise<string[]> {
   const bytes = await readFile(file);
@@ -154,7 +166,9 @@ describe.skipIf(TOOLS_DIR === undefined)(
       // per-tenant ones), unique within each tenant; the same in the namespace restored into.
       const unique = (db: string) => ({ namespace: `${db}.people`, name: 'email_1', key: ['email'], unique: true });
       tenants = await startTenantProxy([A, B, C], {
-        isolation: { tenancy: { catalogueDatabase: CATALOGUE, sharedIndexes: [unique(SRC), unique(DST)] } },
+        isolation: {
+          tenancy: { catalogueDatabase: CATALOGUE, sharedIndexes: [unique(SRC), unique(DST), unique(DST_B)] },
+        },
       });
       const a = tenants.clientFor(A);
       const c = tenants.clientFor(C);
@@ -179,7 +193,7 @@ describe.skipIf(TOOLS_DIR === undefined)(
 
     afterAll(async () => {
       await tenants?.stop();
-      for (const db of [SRC, DST, CATALOGUE]) await direct?.db(db).dropDatabase();
+      for (const db of [SRC, DST, DST_B, CATALOGUE]) await direct?.db(db).dropDatabase();
       await direct?.close();
       if (work !== undefined) await rm(work, { recursive: true, force: true });
     });
@@ -354,15 +368,47 @@ describe.skipIf(TOOLS_DIR === undefined)(
       expect(await othersSnapshot(A)).toEqual(before);
     });
 
-    it("B restoring A's dump is refused (the documents name A): nothing is written for anyone", async () => {
-      const beforeA = await othersSnapshot(B);
-      const beforeB = await othersSnapshot(A);
-      const result = await runTool('mongorestore', restoreArgs(B, '--drop'));
-      expect(result.code).not.toBe(0);
-      expect(result.log).toContain('insert.foreign-tenant');
-      expect(await othersSnapshot(B)).toEqual(beforeA);
-      expect(await othersSnapshot(A)).toEqual(beforeB);
-      for (const coll of COLLECTIONS) expect(await stored(DST, coll, B)).toEqual([]);
+    it("B restoring A's dump writes only into B: exactly the dumped documents, stamped B; A's and C's untouched; nothing else of A's visible to B", async () => {
+      const beforeOthers = await othersSnapshot(B);
+      const result = await runTool('mongorestore', [
+        '--uri',
+        tenants.uriFor(B),
+        '--nsFrom',
+        `${SRC}.*`,
+        '--nsTo',
+        `${DST_B}.*`,
+        '--drop',
+        dumpDir(),
+      ]);
+      expect(result.code, result.log).toBe(0);
+      expect(result.log).toMatch(/254 document\(s\) restored successfully\. 0 document\(s\) failed/);
+      // Read directly: every restored document is B's and is exactly what A's dump holds.
+      for (const coll of COLLECTIONS) {
+        expect(await stored(DST_B, coll, B)).toEqual(await dumpFile(join(dumpDir(), SRC, `${coll}.bson`)));
+        expect(
+          await direct
+            .db(DST_B)
+            .collection(coll)
+            .countDocuments({ [FIELD]: { $ne: B } }),
+        ).toBe(0);
+      }
+      expect(await othersSnapshot(B)).toEqual(beforeOthers);
+      // Through the proxy, B sees its restored copy and nothing else of A's.
+      const b = tenants.clientFor(B);
+      const databases = (await b.db('admin').admin().listDatabases({ nameOnly: true })).databases.map((db) => db.name);
+      expect(databases).toEqual([DST_B]);
+      for (const db of [SRC, DST]) {
+        expect(await b.db(db).listCollections({}, { nameOnly: true }).toArray()).toEqual([]);
+        for (const coll of COLLECTIONS) expect(await b.db(db).collection(coll).countDocuments({})).toBe(0);
+      }
+      const orders = await b.db(DST_B).collection<AnyId>('orders').listIndexes().toArray();
+      expect(orders.map((index) => [index.name, index.key])).toEqual([
+        ['_id_', { _id: 1 }],
+        ['by_sku', { sku: 1, qty: -1 }],
+      ]);
+      const people = await b.db(DST_B).collection<AnyId>('people').find({}).toArray();
+      expect(JSON.stringify(people)).not.toContain(A);
+      expect(people.map((doc) => String(doc._id)).sort()).toEqual((await aIds(SRC, 'people')).sort());
     });
 
     it("mongodump --query on one collection through the proxy: A's matching documents only, none for a query naming C", async () => {

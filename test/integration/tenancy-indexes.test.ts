@@ -237,6 +237,55 @@ describe('issue 13: tenant-scoped indexes', () => {
     expect((unknown as MongoServerError).message).toMatch(/hint\.unknown-index/);
   });
 
+  it("explain at every verbosity shows the tenant's own index names, never the physical ones or another tenant's", async () => {
+    const unique = upstreamFeatures().partialIndexes;
+    for (const [tenant, client] of [
+      ['acme', acme],
+      ['globex', globex],
+    ] as const) {
+      const coll = client.db(dbName).collection<{ _id: string; [key: string]: unknown }>('explained');
+      await coll.insertMany([1, 2, 3].map((n) => ({ _id: `${tenant}${n}`, sku: `s${n}`, code: `${tenant}${n}` })));
+      // The same key for both: one shared physical index under two tenants' names.
+      await coll.createIndex({ sku: 1 }, { name: `${tenant}_sku` });
+      // A per-tenant (partial) index where the upstream builds them.
+      if (unique) await coll.createIndex({ code: 1 }, { name: `${tenant}_code`, unique: true });
+    }
+    const physical = (await physicalIndexes('explained'))
+      .map((index) => String(index.name))
+      .filter((name) => name.startsWith('mtp_'));
+    expect(physical).toHaveLength(unique ? 3 : 1);
+    // Read directly: does this upstream name the index in its explain at all?
+    const shared = physical.find((name) => name.startsWith('mtp_s_'))!;
+    // (Its echo of the command names the hint, so that is left out.)
+    const { command: _echo, ...directPlan } = await direct
+      .db(dbName)
+      .collection('explained')
+      .find({ tenantId: 'acme', sku: 's1' })
+      .hint(shared)
+      .explain('executionStats');
+    const named = JSON.stringify(directPlan).includes(shared);
+    for (const verbosity of ['queryPlanner', 'executionStats', 'allPlansExecution'] as const) {
+      const coll = acme.db(dbName).collection('explained');
+      const plans = [
+        JSON.stringify(await coll.find({ sku: 's1' }).hint('acme_sku').explain(verbosity)),
+        JSON.stringify(await coll.find({ sku: 's1' }).hint({ sku: 1 }).explain(verbosity)),
+        JSON.stringify(await coll.aggregate([{ $match: { sku: 's2' } }], { hint: 'acme_sku' }).explain(verbosity)),
+      ];
+      if (unique) plans.push(JSON.stringify(await coll.find({ code: 'acme1' }).explain(verbosity)));
+      for (const plan of plans) {
+        expect(plan, verbosity).not.toMatch(/mtp_[st]_/);
+        expect(plan, verbosity).not.toContain('globex');
+      }
+      if (named) expect(plans[0], verbosity).toContain('"acme_sku"');
+    }
+    // globex sees the same physical index under its own name.
+    const globexPlan = JSON.stringify(
+      await globex.db(dbName).collection('explained').find({ sku: 's1' }).hint('globex_sku').explain('executionStats'),
+    );
+    expect(globexPlan).not.toMatch(/mtp_[st]_|acme/);
+    if (named) expect(globexPlan).toContain('"globex_sku"');
+  });
+
   it('the catalogue database is not reachable through the proxy', async () => {
     const err = await acme
       .db(CATALOGUE)

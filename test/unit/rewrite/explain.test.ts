@@ -303,4 +303,45 @@ describe('redactExplain (MongoDB shapes)', () => {
     // On private data (withholdFigures false) the estimates are the tenant's own: kept.
     expect(redact(documentdb, false).queryPlanner.winningPlan.estimatedTotalKeysExamined).toBe(2);
   });
+
+  it("catalogue 21, 59: the tenant's own tenancy indexes show under its names, keys without the tenant field; any other stays redacted, at every verbosity", () => {
+    const OWN_TENANT = 'mtp_t_aaaaaaaaaaaaaaaaaaaaaaaa';
+    const OWN_SHARED = 'mtp_s_bbbbbbbbbbbbbbbbbbbbbbbb';
+    const own = {
+      names: new Map([
+        [OWN_TENANT, 'email_unique'],
+        [OWN_SHARED, 'by_secret'],
+      ]),
+      field: 'tenantId',
+    };
+    const reply = {
+      queryPlanner: {
+        namespace: 'app.acme.orders',
+        winningPlan: {
+          queryPlan: { stage: 'FETCH', inputStage: ixscan(OWN_SHARED) },
+          slotBasedPlan: { stages: `[1] ixseek "${OWN_SHARED}" ... "${OTHER_INDEX}"` },
+        },
+        rejectedPlans: [{ stage: 'FETCH', inputStage: ixscan(OWN_TENANT) }, ixscan(OTHER_INDEX)],
+      },
+      executionStats: { nReturned: 1, executionStages: { stage: 'FETCH', inputStage: ixscan(OWN_TENANT) } },
+      allPlansExecution: [{ executionStages: ixscan(OTHER_INDEX) }],
+      stages: [{ $cursor: {} }, { $lookup: {}, indexesUsed: [OWN_SHARED, OTHER_INDEX] }],
+      ok: 1,
+    };
+    for (const withholdFigures of [true, false]) {
+      const out = deserialize(redactExplain(serialize(reply), { withholdFigures }, resolver, own)!);
+      const mapped = out['queryPlanner'].winningPlan.queryPlan.inputStage;
+      expect(mapped.indexName).toBe('by_secret');
+      expect(mapped.keyPattern).toEqual({ secretField: 1 });
+      expect(mapped.indexBounds).toEqual({ secretField: ['[MinKey, MaxKey]'] });
+      expect(mapped.multiKeyPaths).toEqual({ secretField: [] });
+      expect(out['queryPlanner'].winningPlan.slotBasedPlan.stages).toBe('[1] ixseek "by_secret" ... "<redacted>"');
+      expect(out['queryPlanner'].rejectedPlans[0].inputStage.indexName).toBe('email_unique');
+      expect(out['queryPlanner'].rejectedPlans[1].indexName).toBe('<redacted>');
+      expect(out['queryPlanner'].rejectedPlans[1].keyPattern).toBeUndefined();
+      expect(out['executionStats'].executionStages.inputStage.indexName).toBe('email_unique');
+      expect(out['stages'][1].indexesUsed).toEqual(['by_secret', '<redacted>']);
+      expect(JSON.stringify(out)).not.toMatch(/mtp_[st]_/);
+    }
+  });
 });
