@@ -34,7 +34,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import { ConnectionString } from 'mongodb-connection-string-url';
-import { TargetChild, cpuMicros } from './lib/child.mjs';
+import { PROXY_RUNTIME, TargetChild, cpuMicros } from './lib/child.mjs';
 import { formatReport } from './lib/report.mjs';
 import { ratio, round, summarize } from './lib/stats.mjs';
 import { POOL_SCENARIO_NAME, runPoolScenario } from './lib/pool-scenario.mjs';
@@ -518,10 +518,12 @@ async function main() {
       log(`pipe (pid ${child.pid}) on ${hostPort(child.address)} → ${hostPort(forward)}`);
     }
     if (settings.targets.includes('proxy')) {
-      const child = await TargetChild.start('proxy', path.join(here, 'proxy-child.mjs'), {
-        upstreamUri: upstream.uri,
-        overrides: settings.proxyOverrides,
-      });
+      const child = await TargetChild.start(
+        'proxy',
+        path.join(here, 'proxy-child.mjs'),
+        { upstreamUri: upstream.uri, overrides: settings.proxyOverrides },
+        { runtime: PROXY_RUNTIME },
+      );
       cleanups.push(() => child.stop());
       const client = new MongoClient(`mongodb://${hostPort(child.address)}/?directConnection=true`, CLIENT_OPTIONS);
       cleanups.push(() => client.close());

@@ -6,7 +6,7 @@
 // own gauges (mongo_tenant_proxy_client_connections and mongo_tenant_proxy_upstream_connections,
 // sampled every 200 ms during the measurement).
 import { MongoClient } from 'mongodb';
-import { TargetChild, cpuMicros } from './child.mjs';
+import { PROXY_RUNTIME, TargetChild, cpuMicros } from './child.mjs';
 import { deepMerge } from './merge.mjs';
 import { closedLoop, round, summarize } from './stats.mjs';
 import { FIND_COLLECTION, seededId } from './workloads.mjs';
@@ -70,13 +70,18 @@ export async function runPoolScenario({
     ? null
     : 'pool option not available (upstream.maxPoolSize unknown to this build): measured without it';
   if (note) log(note);
-  const child = await TargetChild.start('proxy (pool)', proxyScript, {
-    upstreamUri,
-    overrides: deepMerge(overrides ?? {}, {
-      upstream: poolOption ? { maxPoolSize: poolSize } : {},
-      metrics: { listen: { host: '127.0.0.1', port: 0 } },
-    }),
-  });
+  const child = await TargetChild.start(
+    'proxy (pool)',
+    proxyScript,
+    {
+      upstreamUri,
+      overrides: deepMerge(overrides ?? {}, {
+        upstream: poolOption ? { maxPoolSize: poolSize } : {},
+        metrics: { listen: { host: '127.0.0.1', port: 0 } },
+      }),
+    },
+    { runtime: PROXY_RUNTIME },
+  );
   const metricsAddress = child.info?.metricsAddress;
   let client;
   try {

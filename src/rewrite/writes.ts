@@ -25,9 +25,11 @@ import {
   documentOf,
   numberOf,
   sameValue,
+  slabAllocator,
   stringOf,
   truthy,
   valueOf,
+  type Allocate,
   type RawElement,
   type RawValue,
 } from '../wire/raw-bson.js';
@@ -262,7 +264,13 @@ function checkBody(body: RawDocument, items: readonly string[], where: string): 
  * T: added right after `_id` (or first) when absent, kept when byte-equal, refused otherwise
  * (an array or null tenant too: catalogue 8, G8). Never more than 16 MiB (catalogue 51).
  */
-function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix: 'insert' | 'replacement'): RawValue {
+function stampDocument(
+  value: RawValue,
+  scope: Scope,
+  where: string,
+  rulePrefix: 'insert' | 'replacement',
+  allocate?: Allocate,
+): RawValue {
   const doc = parseDocument(value, where);
   assertUniqueNames(doc, where);
   for (const { name } of doc.elements) {
@@ -291,7 +299,7 @@ function stampDocument(value: RawValue, scope: Scope, where: string, rulePrefix:
   const idIndex = doc.elements.findIndex((element) => element.name === '_id');
   const elements = [...doc.elements];
   elements.splice(idIndex + 1, 0, stamp);
-  const bytes = new RawDocument(elements).toBytes();
+  const bytes = new RawDocument(elements).toBytes(allocate);
   if (bytes.length > MAX_USER_DOCUMENT_SIZE) {
     refuse(
       'document.too-large',
@@ -591,7 +599,11 @@ function prepare(
 export const insert: CommandHandler = (input, context) => {
   const { body, scope, notes, target } = prepare(input, context, 'insert', ['documents']);
   const { items, sequence } = readItems(input, 'documents');
-  const stamped = items.map((item, index) => stampDocument(item, scope, `documents.${index}`, 'insert'));
+  // Every stamped document in one allocation: a big batch of medium documents would otherwise
+  // leave the C allocator's heap fragmented (raw-bson.ts, slabAllocator).
+  const stampBytes = 2 + Buffer.byteLength(context.field) + context.tenantValue.value.length;
+  const allocate = slabAllocator(items.reduce((total, item) => total + item.value.length + stampBytes, 0));
+  const stamped = items.map((item, index) => stampDocument(item, scope, `documents.${index}`, 'insert', allocate));
   const sequences = new Map<string, readonly Uint8Array[]>();
   const out = placeItems(body, sequences, 'documents', stamped, sequence);
   return { body: out, sequences, reply: replyFor(target), notes: notes.list };
