@@ -14,7 +14,7 @@ const project = (name: UpstreamKind, include: string[], exclude: string[] = []) 
 });
 const single = singleUpstream();
 // The noisy-neighbour suite (issue 15) runs by `npm run test:neighbours` (MTP_NEIGHBOURS set), not
-// in `npm test` yet: its memory-return goals still fail (docs/testing.md says which and why).
+// in `npm test` yet: its small profile takes minutes (docs/testing.md says why).
 const neighbours = process.env['MTP_NEIGHBOURS'] !== undefined ? [] : ['test/neighbours/**'];
 
 export default defineConfig({

@@ -42,7 +42,7 @@ import { fileURLToPath } from 'node:url';
 import { MongoClient as MongoClient7 } from 'mongodb';
 import { MongoClient as MongoClient6 } from 'mongodb6';
 import { ConnectionString } from 'mongodb-connection-string-url';
-import { TargetChild, cpuMicros } from './lib/child.mjs';
+import { PROXY_RUNTIME, TargetChild, cpuMicros } from './lib/child.mjs';
 import { closeAll, openIdleConnections, stillOpen } from './lib/idle.mjs';
 import { deepMerge } from './lib/merge.mjs';
 import { ProcTarget } from './lib/proc.mjs';
@@ -722,10 +722,15 @@ async function main() {
       // one tenant: its per-tenant share (a quarter by default) would refuse three quarters of them.
       const maxConnections = Math.max(10_000, settings.idle + 1_000);
       const limits = settings.idle > 0 ? { limits: { maxConnections, maxConnectionsPerTenant: maxConnections } } : {};
-      const child = await TargetChild.start('proxy', path.join(here, 'proxy-child.mjs'), {
-        upstreamUri: upstream.uri,
-        overrides: deepMerge(limits, settings.proxyOverrides ?? {}),
-      });
+      const child = await TargetChild.start(
+        'proxy',
+        path.join(here, 'proxy-child.mjs'),
+        {
+          upstreamUri: upstream.uri,
+          overrides: deepMerge(limits, settings.proxyOverrides ?? {}),
+        },
+        { runtime: PROXY_RUNTIME },
+      );
       cleanups.push(() => child.stop());
       const client = newClient('proxy', settings, `mongodb://${hostPort(child.address)}/?directConnection=true`);
       cleanups.push(() => client.close());

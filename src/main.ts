@@ -14,6 +14,7 @@ import type { AuthObserver, IdentityServices } from './identity/types.js';
 import { ConnectionRegistry, startListener, type Listener, type SharedConnectionDeps } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
 import { BufferBudget } from './server/buffer-budget.js';
+import { exposedGc, MemoryReturn } from './server/memory-return.js';
 import { withDerivedLimits } from './config/derived.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
@@ -71,6 +72,12 @@ export interface StartOptions {
   auditStream?: DestinationStream | ((destination: AuditDestination) => DestinationStream | undefined);
   /** Where reloads read the configuration from (the CLI: the same file, environment and flags). */
   source?: ConfigSource;
+  /**
+   * A full garbage collection, run once a burst of buffered bytes is over so its memory goes back
+   * (server/memory-return.ts). Default `globalThis.gc` when Node runs with `--expose-gc` (the
+   * image's entrypoint); null never collects.
+   */
+  collectGarbage?: (() => void) | null;
 }
 
 export async function startProxy(given: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
@@ -231,8 +238,18 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
     const registry = new ConnectionRegistry();
     // One set of per-tenant counters for every listener: a tenant's limits span all of them.
     const tenantLimits = new TenantLimits(config.limits);
-    // One byte budget for every connection's buffered requests and unread replies (issue 15).
-    const bufferBudget = new BufferBudget(config.limits.maxBufferedBytes);
+    // One byte budget for every connection's buffered requests and unread replies (issue 15); when a
+    // burst of them is over, one full collection gives its memory back.
+    const memoryReturn = new MemoryReturn({
+      collect: options.collectGarbage === null ? undefined : (options.collectGarbage ?? exposedGc()),
+      logger,
+    });
+    cleanups.push(() => memoryReturn.close());
+    if (!memoryReturn.enabled)
+      logger.info("gc is not exposed (node --expose-gc): memory of big messages comes back at V8's next collection");
+    const bufferBudget = new BufferBudget(config.limits.maxBufferedBytes, {
+      onDrained: (peak) => memoryReturn.drained(peak),
+    });
     metrics.trackBufferedBytes(() => bufferBudget.total);
     const shared: SharedConnectionDeps = {
       config,

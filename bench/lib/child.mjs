@@ -2,14 +2,25 @@
 // starts it, samples its CPU time and RSS, stops it.
 import { fork } from 'node:child_process';
 
+/**
+ * How the container image runs the proxy (Dockerfile): a full collection when a burst of big
+ * messages is over (--expose-gc) and glibc settings that return freed memory (docs/deploy.md, Memory).
+ */
+export const PROXY_RUNTIME = {
+  execArgv: ['--expose-gc'],
+  env: { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '65536' },
+};
+
 export class TargetChild {
   /**
    * @param {string} name  label for error messages
    * @param {string} script  absolute path of the child script
    * @param {object} startOptions  sent with the `start` message
+   * @param {{ timeoutMS?: number, runtime?: { execArgv: string[], env: Record<string, string> } }} options
+   *   runtime: Node flags and environment added to the child's (PROXY_RUNTIME for the proxy)
    */
-  static async start(name, script, startOptions, { timeoutMS = 30_000 } = {}) {
-    const child = new TargetChild(name, script);
+  static async start(name, script, startOptions, { timeoutMS = 30_000, runtime } = {}) {
+    const child = new TargetChild(name, script, runtime);
     try {
       const ready = await child.#request({ type: 'start', ...startOptions }, 'ready', timeoutMS);
       child.address = ready.address;
@@ -31,10 +42,16 @@ export class TargetChild {
   #exited = null;
   #exitPromise;
 
-  constructor(name, script) {
+  constructor(name, script, runtime) {
     this.name = name;
     // stdout is ignored (the proxy logs nothing at level silent anyway); stderr shows crashes.
-    this.#child = fork(script, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'advanced' });
+    this.#child = fork(script, [], {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      serialization: 'advanced',
+      ...(runtime === undefined
+        ? {}
+        : { execArgv: [...process.execArgv, ...runtime.execArgv], env: { ...process.env, ...runtime.env } }),
+    });
     this.pid = this.#child.pid;
     this.#child.on('message', (message) => this.#onMessage(message));
     this.#exitPromise = new Promise((resolve) => {

@@ -6,7 +6,7 @@
 // own gauges (mongo_tenant_proxy_client_connections and mongo_tenant_proxy_upstream_connections,
 // sampled every 200 ms during the measurement).
 import { MongoClient } from 'mongodb';
-import { TargetChild, cpuMicros } from './child.mjs';
+import { PROXY_RUNTIME, TargetChild, cpuMicros } from './child.mjs';
 import { deepMerge } from './merge.mjs';
 import { closedLoop, round, summarize } from './stats.mjs';
 import { FIND_COLLECTION, seededId } from './workloads.mjs';
@@ -70,20 +70,25 @@ export async function runPoolScenario({
     ? null
     : 'pool option not available (upstream.maxPoolSize unknown to this build): measured without it';
   if (note) log(note);
-  const child = await TargetChild.start('proxy (pool)', proxyScript, {
-    upstreamUri,
-    // One tenant behind all the clients: the per-tenant limits (issue 15; by default a tenant may
-    // have maxPoolSize commands in flight and half the pool) would refuse or halve the scenario.
-    overrides: deepMerge(overrides ?? {}, {
-      // 500 requests queue for 10 connections: behind a slow upstream (FerretDB scanning under a
-      // loaded machine) the default 10 s wait for a connection runs out, which is not what this measures.
-      upstream: poolOption
-        ? { maxPoolSize: poolSize, maxPoolConnectionsPerTenant: poolSize, waitQueueTimeoutMS: 120_000 }
-        : {},
-      limits: { maxInFlightPerTenant: clients },
-      metrics: { listen: { host: '127.0.0.1', port: 0 } },
-    }),
-  });
+  const child = await TargetChild.start(
+    'proxy (pool)',
+    proxyScript,
+    {
+      upstreamUri,
+      // One tenant behind all the clients: the per-tenant limits (issue 15; by default a tenant may
+      // have maxPoolSize commands in flight and half the pool) would refuse or halve the scenario.
+      overrides: deepMerge(overrides ?? {}, {
+        // 500 requests queue for 10 connections: behind a slow upstream (FerretDB scanning under a
+        // loaded machine) the default 10 s wait for a connection runs out, which is not what this measures.
+        upstream: poolOption
+          ? { maxPoolSize: poolSize, maxPoolConnectionsPerTenant: poolSize, waitQueueTimeoutMS: 120_000 }
+          : {},
+        limits: { maxInFlightPerTenant: clients },
+        metrics: { listen: { host: '127.0.0.1', port: 0 } },
+      }),
+    },
+    { runtime: PROXY_RUNTIME },
+  );
   const metricsAddress = child.info?.metricsAddress;
   let client;
   try {

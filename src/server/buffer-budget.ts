@@ -15,6 +15,10 @@
  *
  * Bytes that already exist (a chunk just read from a socket) are always recorded: `charge` says
  * whether the charging account survived. Pure: no sockets or timers; shedding calls back.
+ *
+ * Drains: when the total falls to an eighth of a high-water mark of at least DRAIN_MARK_BYTES (8 MiB)
+ * (a burst of big messages or slow readers is over), `onDrained` is told once per such peak, so
+ * the proxy can give the burst's memory back (memory-return.ts) instead of waiting for traffic.
  */
 
 /** The account of connections without an established tenant (cannot be a tenant: contains NUL). */
@@ -22,6 +26,11 @@ export const UNAUTHENTICATED_ACCOUNT = '\u0000unauthenticated';
 
 /** The floor of a tenant's share, as a fraction of the budget. */
 const SHARE_FLOOR_DIVISOR = 16;
+
+/** A peak of buffered bytes this high (one big message is enough) is a burst whose end is reported to `onDrained`. */
+export const DRAIN_MARK_BYTES = 8 * 1024 * 1024;
+/** The burst is over when the total is back to this fraction of its peak. */
+const DRAINED_DIVISOR = 8;
 
 interface TenantBytes {
   bytes: number;
@@ -32,11 +41,15 @@ export class BufferBudget {
   #maxBytes: number;
   #total = 0;
   readonly #tenants = new Map<string, TenantBytes>();
+  /** The highest total since the last drain was reported. */
+  #peak = 0;
+  readonly #onDrained: ((peakBytes: number) => void) | undefined;
   /** Accounts shed since start (for tests; the connection reports its own metric). */
   shed = 0;
 
-  constructor(maxBytes: number) {
+  constructor(maxBytes: number, options: { onDrained?: (peakBytes: number) => void } = {}) {
     this.#maxBytes = maxBytes;
+    this.#onDrained = options.onDrained;
   }
 
   get maxBytes(): number {
@@ -87,6 +100,12 @@ export class BufferBudget {
     this.#total += bytes;
     if (tenant.bytes <= 0) this.#tenants.delete(account.key);
     else if (account.bytes + bytes <= 0) tenant.accounts.delete(account);
+    if (this.#total > this.#peak) this.#peak = this.#total;
+    else if (this.#peak >= DRAIN_MARK_BYTES && this.#total <= this.#peak / DRAINED_DIVISOR) {
+      const peak = this.#peak;
+      this.#peak = this.#total;
+      this.#onDrained?.(peak);
+    }
   }
 
   /** @internal Sheds over-share accounts until the total fits; false when `charging` itself was shed. */

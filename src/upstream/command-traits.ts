@@ -31,8 +31,10 @@ export interface CommandTraits extends RetryCommand {
   readPreference: Document | undefined;
   /** The body's `maxTimeMS`, when positive. */
   maxTimeMS: number | undefined;
-  /** The cursor a getMore / killCursors names, as `ns:id` (see cursorKey). */
+  /** The cursor a getMore / killCursors names, as `ns:id` (see cursorKey); a killCursors' first. */
   cursor: string | undefined;
+  /** Every cursor a getMore / killCursors names, as `ns:id`. */
+  cursors: readonly string[];
 }
 
 export function cursorKey(ns: string, id: bigint): string {
@@ -62,6 +64,7 @@ export function traitsOf(fields: readonly RawElement[]): CommandTraits {
     readPreference: undefined,
     maxTimeMS: undefined,
     cursor: undefined,
+    cursors: [],
   };
   let collection: string | undefined;
   let cursorIds: bigint[] = [];
@@ -112,10 +115,11 @@ export function traitsOf(fields: readonly RawElement[]): CommandTraits {
   try {
     if (name === 'getMore' && first !== undefined && first.type === BsonType.int64 && collection !== undefined) {
       traits.cursor = cursorKey(`${traits.db}.${collection}`, readInt64(first.value, bsonElementOf(first)));
+      traits.cursors = [traits.cursor];
     } else if (name === 'killCursors' && first !== undefined && first.type === BsonType.string) {
-      const id = cursorIds[0];
-      if (id !== undefined)
-        traits.cursor = cursorKey(`${traits.db}.${readString(first.value, bsonElementOf(first))}`, id);
+      const ns = `${traits.db}.${readString(first.value, bsonElementOf(first))}`;
+      traits.cursors = cursorIds.map((id) => cursorKey(ns, id));
+      traits.cursor = traits.cursors[0];
     }
   } catch {
     // as above

@@ -19,8 +19,9 @@
 import { ErrorCodes, ProxyError, UpstreamError, codeNameOf } from '../errors.js';
 import { replyBody } from '../protocol/command.js';
 import { BsonType, elements, findElement, readNumber, readString, subDocument } from '../wire/bson-scan.js';
-import { clearMoreToCome } from '../wire/op-msg.js';
-import type { CommandTraits } from './command-traits.js';
+import { Long, serialize } from '../wire/bson.js';
+import { clearMoreToCome, encodeOpMsg } from '../wire/op-msg.js';
+import { type CommandTraits, replyCursor } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, type UpstreamConnection } from './connection.js';
 import type { Leases } from './leases.js';
 import { type PinDecision, decidePin } from './pins.js';
@@ -191,9 +192,19 @@ async function attemptOnce(
   /** The reply says the server aborted this command's transaction: its pin has no more use. */
   let transactionAborted = false;
   const { connection, server } = lease;
+  const homes = servers.cursorHomes;
   server.inFlight++;
+  /** The client left, and its command was left to finish because cursors live on this connection. */
+  let abandoned = false;
+  /** A cursor the abandoned command opened: nobody will read it. */
+  let orphan: string | undefined;
   const abort = (): void => {
-    if (connection.busy) connection.close();
+    if (!connection.busy) return;
+    // Closing a connection closes the cursors opened on it on some servers (FerretDB v1), and they
+    // may be another client's or tenant's: the command finishes instead, its replies go nowhere.
+    // (Not an exhaust stream: it could run forever.)
+    if (homes.holds(connection) && !exhaustAllowed(request.frame)) abandoned = true;
+    else connection.close();
   };
   request.signal?.addEventListener('abort', abort, { once: true });
   try {
@@ -205,6 +216,11 @@ async function attemptOnce(
       await connection.request(
         request.frame,
         (reply, moreToCome) => {
+          homes.observe(request.traits, reply, connection);
+          if (abandoned) {
+            if (!moreToCome) orphan = replyCursor(reply);
+            return;
+          }
           if (!moreToCome && !progress.delivered) {
             const error = replyError(reply);
             if (error !== undefined) {
@@ -222,6 +238,14 @@ async function attemptOnce(
         },
         { replyTimeoutMS: plan.replyTimeoutMS },
       );
+      if (abandoned) {
+        if (orphan !== undefined) {
+          await killOnConnection(connection, orphan, plan.replyTimeoutMS);
+          homes.observe({ name: 'killCursors', cursors: [orphan] }, Buffer.alloc(0), connection);
+        }
+        // Answered like a command whose client left (the catch below): no verdict on the server.
+        throw abortedError();
+      }
     }
     server.breaker.onSuccess();
   } catch (error) {
@@ -339,6 +363,32 @@ function notSentFailure(error: unknown): AttemptFailure {
     code !== ErrorCodes.ExceededTimeLimit &&
     code !== ErrorCodes.ShutdownInProgress;
   return { kind: 'unreachable', error, sent: false, retryable };
+}
+
+/** The OP_MSG exhaustAllowed flag: the reply may be a stream. */
+function exhaustAllowed(frame: Buffer): boolean {
+  return frame.length > 20 && (frame.readUInt32LE(16) & (1 << 16)) !== 0;
+}
+
+/**
+ * Kills `cursor` (a cursorKey, `db.coll:id`) on the connection that opened it, before the
+ * connection goes back to the pool: the command that opened it was abandoned by its client. A
+ * failure closes the connection (and with it, on servers that tie cursors to connections, the cursor).
+ */
+async function killOnConnection(connection: UpstreamConnection, cursor: string, replyTimeoutMS: number): Promise<void> {
+  const colon = cursor.lastIndexOf(':');
+  const ns = cursor.slice(0, colon);
+  const dot = ns.indexOf('.');
+  const body = serialize({
+    killCursors: ns.slice(dot + 1),
+    cursors: [Long.fromBigInt(BigInt(cursor.slice(colon + 1)))],
+    $db: ns.slice(0, dot),
+  });
+  try {
+    await connection.request(encodeOpMsg({ requestId: 0, responseTo: 0, body }), () => undefined, { replyTimeoutMS });
+  } catch {
+    connection.close();
+  }
 }
 
 function abortedError(): UpstreamError {

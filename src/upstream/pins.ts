@@ -7,13 +7,15 @@
  *   connection that started it leaves (keyed by the upstream lsid, which the rewrite already made
  *   tenant-specific, so tenants can never share a pin);
  * - a cursor continues (getMore, killCursors) on the server that opened it, keyed by namespace and
- *   cursor id (ids are only unique per server: mongobetween#45).
+ *   cursor id (ids are only unique per server: mongobetween#45);
+ * - the connection a cursor was opened on stays open while the cursor lives (CursorHomes): some
+ *   servers (FerretDB v1) close a connection's cursors with it, and pool connections are shared.
  *
  * Exhaust streams and passthrough-authenticated clients need no table: the request holds its
  * connection until the last reply, and a passthrough client owns its connection outright.
  * `decidePin` is the pure decision; the tables hold state but no sockets of their own.
  */
-import type { CommandTraits } from './command-traits.js';
+import { type CommandTraits, replyCursor } from './command-traits.js';
 
 /** How one command relates to its session's transaction pin. */
 export type PinDecision =
@@ -126,5 +128,108 @@ export class CursorServers {
   /** A server left the topology: its cursors are gone with it. */
   forgetServer(server: string): void {
     for (const [cursor, owner] of this.#entries) if (owner === server) this.#entries.delete(cursor);
+  }
+}
+
+/** What CursorHomes needs of a connection: to hear that it closed. */
+export interface CursorHome {
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/** A cursor not continued for this long is forgotten (the proxy's own cursor idle timeout). */
+export const CURSOR_HOME_IDLE_MS = 10 * 60_000;
+
+/**
+ * Cursor → the upstream connection it was opened on (its home). FerretDB v1 ties a cursor's life
+ * to that connection: closing it closes every cursor opened on it, although getMores work from any
+ * connection. Pool connections serve every tenant one request at a time, so a connection the proxy
+ * closes on purpose (no idle room, idle timeout, lifetime, a client leaving in the middle of a
+ * command) could be the home of another tenant's cursor: the pool and the forwarding path ask
+ * `holds` first. Servers that do not tie cursors to connections (MongoDB) lose nothing: such a
+ * connection is only kept a little longer. A cursor leaves the table when a getMore exhausts it, a
+ * killCursors names it, a getMore fails on it, its home closes, or it was not continued for
+ * CURSOR_HOME_IDLE_MS; the table is bounded (least recently used first).
+ */
+export class CursorHomes<C extends CursorHome> {
+  readonly #cursors = new Map<string, { home: C; touched: number }>();
+  readonly #byHome = new Map<C, Set<string>>();
+  readonly #capacity: number;
+  readonly #idleMS: number;
+  readonly #now: () => number;
+
+  constructor(options: { capacity?: number; idleMS?: number; now?: () => number } = {}) {
+    this.#capacity = options.capacity ?? 100_000;
+    this.#idleMS = options.idleMS ?? CURSOR_HOME_IDLE_MS;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.#cursors.size;
+  }
+
+  /** A reply to a command with `traits` came on `connection`: a cursor opened, continued or ended. */
+  observe(traits: Pick<CommandTraits, 'name' | 'cursors'>, reply: Buffer, connection: C): void {
+    if (traits.name === 'killCursors') {
+      for (const cursor of traits.cursors) this.#forget(cursor);
+      return;
+    }
+    const cursor = replyCursor(reply);
+    if (traits.name === 'getMore') {
+      // Still open: continued (its home stays the connection that opened it); else exhausted or failed.
+      for (const named of traits.cursors) {
+        if (cursor === named) this.#touch(named);
+        else this.#forget(named);
+      }
+      return;
+    }
+    if (cursor !== undefined) this.#remember(cursor, connection);
+  }
+
+  /** Whether open cursors were opened on `connection` (closing it would close them). */
+  holds(connection: C): boolean {
+    const cursors = this.#byHome.get(connection);
+    if (cursors === undefined) return false;
+    const stale = this.#now() - this.#idleMS;
+    for (const cursor of cursors) {
+      const entry = this.#cursors.get(cursor);
+      if (entry === undefined || entry.touched < stale) this.#forget(cursor);
+    }
+    return (this.#byHome.get(connection)?.size ?? 0) > 0;
+  }
+
+  #remember(cursor: string, home: C): void {
+    this.#forget(cursor);
+    this.#cursors.set(cursor, { home, touched: this.#now() });
+    let cursors = this.#byHome.get(home);
+    if (cursors === undefined) {
+      cursors = new Set();
+      this.#byHome.set(home, cursors);
+      // Its cursors are gone with it (and a closed connection is never asked about again).
+      home.once('close', () => {
+        for (const gone of this.#byHome.get(home) ?? []) this.#cursors.delete(gone);
+        this.#byHome.delete(home);
+      });
+    }
+    cursors.add(cursor);
+    if (this.#cursors.size > this.#capacity) {
+      const oldest = this.#cursors.keys().next().value;
+      if (oldest !== undefined) this.#forget(oldest);
+    }
+  }
+
+  #touch(cursor: string): void {
+    const entry = this.#cursors.get(cursor);
+    if (entry === undefined) return;
+    this.#cursors.delete(cursor);
+    entry.touched = this.#now();
+    this.#cursors.set(cursor, entry);
+  }
+
+  #forget(cursor: string): void {
+    const entry = this.#cursors.get(cursor);
+    if (entry === undefined) return;
+    this.#cursors.delete(cursor);
+    // The home's set stays (possibly empty) until the home closes: its close listener is registered once.
+    this.#byHome.get(entry.home)?.delete(cursor);
   }
 }

@@ -14,6 +14,9 @@
  *   without a tenant (NO_TENANT: before authentication, internal work) are not capped.
  * - `checkIn` keeps at most `maxIdleConnections` idle, each for `idleTimeoutMS`; a connection older
  *   than `maxLifetimeMS`, busy (an abandoned reply stream) or from before a `clear()` is closed.
+ *   Except that a connection open cursors were opened on (`holdsCursors`) is kept, idle, past
+ *   maxIdleConnections, idleTimeoutMS and maxLifetimeMS until they end: some servers close a
+ *   connection's cursors with it, and they may be any tenant's (pins.ts, CursorHomes).
  * - `minPoolSize` connections are kept open in the background (best effort).
  *
  * Opening and authenticating a connection is injected (`open`), so this module knows nothing of
@@ -44,6 +47,8 @@ export interface PoolOptions {
   onTenantCapWait?: ((tenant: string) => void) | undefined;
   /** Opens and authenticates a new connection; rejects with an UpstreamError. */
   open(): Promise<UpstreamConnection>;
+  /** Whether open cursors were opened on the connection (it is then not closed on purpose). */
+  holdsCursors?: ((connection: UpstreamConnection) => boolean) | undefined;
   logger?: Logger | undefined;
 }
 
@@ -245,32 +250,13 @@ export class ConnectionPool {
       this.#serveWaiters();
       return;
     }
-    if (this.#idle.length >= this.#options.maxIdleConnections) {
+    if (this.#idle.length >= this.#options.maxIdleConnections && !this.#holdsCursors(connection)) {
       connection.close();
       return;
     }
     connection.lastUsed = Date.now();
     this.#idle.push(connection);
-    const idleTimeoutMS = this.#options.idleTimeoutMS;
-    const armed = this.#idleTimers.get(connection);
-    if (armed !== undefined && armed.ms === idleTimeoutMS) {
-      armed.timer.refresh();
-      return;
-    }
-    if (armed !== undefined) this.#clearIdleTimer(connection);
-    if (idleTimeoutMS > 0) {
-      const timer = setTimeout(() => {
-        const index = this.#idle.indexOf(connection);
-        // In use since: its next check-in arms the timer again.
-        if (index < 0) return;
-        this.#idleTimers.delete(connection);
-        this.#idle.splice(index, 1);
-        connection.close();
-        this.#ensureMinimum();
-      }, idleTimeoutMS);
-      timer.unref();
-      this.#idleTimers.set(connection, { timer, ms: idleTimeoutMS });
-    }
+    this.#armIdleTimer(connection);
   }
 
   /**
@@ -427,7 +413,7 @@ export class ConnectionPool {
     if (born === undefined) return false;
     if (born.generation !== this.#generation) return true;
     const lifetime = this.#options.maxLifetimeMS;
-    return lifetime > 0 && Date.now() - born.at >= lifetime;
+    return lifetime > 0 && Date.now() - born.at >= lifetime && !this.#holdsCursors(connection);
   }
 
   #ensureMinimum(): void {
@@ -442,6 +428,40 @@ export class ConnectionPool {
           ),
       );
     }
+  }
+
+  /**
+   * Closes an idle connection after idleTimeoutMS, unless cursors opened on it are still open
+   * then. A check-in refreshes the armed timer rather than making a new one.
+   */
+  #armIdleTimer(connection: UpstreamConnection): void {
+    const idleTimeoutMS = this.#options.idleTimeoutMS;
+    const armed = this.#idleTimers.get(connection);
+    if (armed !== undefined && armed.ms === idleTimeoutMS) {
+      armed.timer.refresh();
+      return;
+    }
+    if (armed !== undefined) this.#clearIdleTimer(connection);
+    if (idleTimeoutMS <= 0) return;
+    const timer = setTimeout(() => {
+      const index = this.#idle.indexOf(connection);
+      // In use since: its next check-in arms the timer again.
+      if (index < 0) return;
+      this.#idleTimers.delete(connection);
+      if (this.#holdsCursors(connection)) {
+        this.#armIdleTimer(connection);
+        return;
+      }
+      this.#idle.splice(index, 1);
+      connection.close();
+      this.#ensureMinimum();
+    }, idleTimeoutMS);
+    timer.unref();
+    this.#idleTimers.set(connection, { timer, ms: idleTimeoutMS });
+  }
+
+  #holdsCursors(connection: UpstreamConnection): boolean {
+    return this.#options.holdsCursors?.(connection) === true;
   }
 
   #clearIdleTimer(connection: UpstreamConnection): void {

@@ -23,7 +23,7 @@ import { type CommandTraits, replyCursor } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, UpstreamConnection } from './connection.js';
 import { performHandshake, runCommand } from './handshake.js';
 import { ServerMonitor } from './monitor.js';
-import { CursorServers } from './pins.js';
+import { CursorHomes, CursorServers } from './pins.js';
 import { ConnectionPool, type PoolStats } from './pool.js';
 import type { RetryError } from './retry.js';
 import { ScramKeyCache } from './scram.js';
@@ -76,6 +76,8 @@ export class ServerSet {
   readonly #capabilities: CapabilityTracker;
   readonly #servers = new Map<string, ServerState>();
   readonly #cursors = new CursorServers();
+  /** The connection each open cursor was opened on (kept open while it lives: pins.ts). */
+  readonly cursorHomes = new CursorHomes<UpstreamConnection>();
   /** Woken whenever a server description changes (requests waiting for a primary). */
   #topologyWaiters: Array<() => void> = [];
   #starting: Promise<UpstreamServerInfo> | undefined;
@@ -531,6 +533,7 @@ export class ServerSet {
         maxConnectionsPerTenant: this.#options.maxPoolConnectionsPerTenant ?? 0,
         onTenantCapWait: (tenant) => this.#options.observer?.tenantCapWait?.(key, tenant),
         open: () => this.#openPoolConnection(address),
+        holdsCursors: (connection) => this.cursorHomes.holds(connection),
         logger: this.#logger,
       }),
     };

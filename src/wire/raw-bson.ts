@@ -83,9 +83,9 @@ export class RawDocument {
     return new RawDocument(this.elements.filter((element) => !names.includes(element.name)));
   }
 
-  /** The document's BSON bytes. */
-  toBytes(): Uint8Array {
-    return encodeElements(this.elements);
+  /** The document's BSON bytes (in memory from `allocate` when given). */
+  toBytes(allocate?: Allocate): Uint8Array {
+    return encodeElements(this.elements, allocate);
   }
 
   /** This document as a value (type 0x03) for another document or array. */
@@ -94,14 +94,17 @@ export class RawDocument {
   }
 }
 
-/** BSON bytes of a document made of these elements (one allocation). */
-export function encodeElements(elements: readonly RawElement[]): Uint8Array {
+/** Where an encoding's bytes go: a Buffer of exactly `length` bytes. */
+export type Allocate = (length: number) => Buffer;
+
+/** BSON bytes of a document made of these elements (one allocation, from `allocate` when given). */
+export function encodeElements(elements: readonly RawElement[], allocate: Allocate = Buffer.allocUnsafe): Uint8Array {
   const names = elements.map((element) => Buffer.from(element.name, 'utf8'));
   let length = 5;
   elements.forEach((element, index) => {
     length += 1 + names[index]!.length + 1 + element.value.length;
   });
-  const out = Buffer.allocUnsafe(length);
+  const out = allocate(length);
   out.writeInt32LE(length, 0);
   let at = 4;
   elements.forEach((element, index) => {

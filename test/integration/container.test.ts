@@ -211,7 +211,8 @@ describe('Dockerfile', () => {
     const after = runtime.instructions.filter((i) => i.line > user!.line).map((i) => i.keyword);
     expect(after.filter((k) => ['RUN', 'COPY', 'ADD', 'USER'].includes(k))).toEqual([]);
 
-    expect(execForm(last(runtime, 'ENTRYPOINT')!.args)).toEqual(['node', 'bin/mongo-tenant-proxy']);
+    // --expose-gc: a full collection once a burst of big messages is over (docs/deploy.md, "Memory").
+    expect(execForm(last(runtime, 'ENTRYPOINT')!.args)).toEqual(['node', '--expose-gc', 'bin/mongo-tenant-proxy']);
     expect(execForm(last(runtime, 'CMD')!.args)).toEqual(['serve', '--config', '/etc/mongo-tenant-proxy/config.yaml']);
     const stopSignal = last(runtime, 'STOPSIGNAL');
     if (stopSignal) expect(stopSignal.args).toBe('SIGTERM');
@@ -240,6 +241,7 @@ describe('Dockerfile', () => {
     expect(env.NODE_ENV).toBe('production');
     // Freed native memory goes back to the system after big messages (docs/deploy.md, "Memory").
     expect(env.MALLOC_ARENA_MAX).toBe('2');
+    expect(env.MALLOC_MMAP_THRESHOLD_).toBe('65536');
   });
 
   it('sends only what the build copies as build context (.dockerignore), never node_modules, tests or keys', async () => {

@@ -215,6 +215,7 @@ describe.skipIf(!runnable)('Helm chart helm/mongo-tenant-proxy', () => {
       expect(pod.enableServiceLinks).toBe(false);
       // Freed native memory goes back to the system after big messages (docs/deploy.md, "Memory").
       expect(container.env).toContainEqual({ name: 'MALLOC_ARENA_MAX', value: '2' });
+      expect(container.env).toContainEqual({ name: 'MALLOC_MMAP_THRESHOLD_', value: '65536' });
 
       const configVolume = pod.volumes.find((v: any) => v.name === 'mtp-config');
       expect(configVolume.configMap.name).toBe(configMap.metadata.name);

@@ -86,11 +86,22 @@ export interface ChildProxy {
   readyz(): Promise<number>;
   /** Resident set size now and its high-water mark, bytes (/proc/<pid>/status). */
   memory(): { rss: number; hwm: number };
+  /**
+   * Resident MiB by kind of mapping (/proc/<pid>/smaps): files, glibc's main heap, anonymous
+   * mappings by size (V8 pages and glibc's mmapped chunks are small, arenas 64 MiB). Diagnosis only.
+   */
+  memoryMap(): Record<string, number>;
   /** The child's heap and buffers before and after a forced full GC (diagnosis only, never asserted). */
   memoryReport(): Promise<{ before: NodeJS.MemoryUsage; after: NodeJS.MemoryUsage }>;
   /** Log lines (warn and above) the proxy wrote. */
   readonly lines: Array<Record<string, unknown>>;
   stop(): Promise<void>;
+}
+
+/** MALLOC_MMAP_THRESHOLD_ as the image sets it; `MALLOC_MMAP_THRESHOLD_=unset` runs glibc's dynamic threshold. */
+function mmapThreshold(): Record<string, string> {
+  const value = process.env['MALLOC_MMAP_THRESHOLD_'] ?? '65536';
+  return value === 'unset' ? {} : { MALLOC_MMAP_THRESHOLD_: value };
 }
 
 const childScript = fileURLToPath(new URL('./proxy-child.mjs', import.meta.url));
@@ -137,11 +148,12 @@ export async function startChildProxy(
   const dist = await builtDist();
   const child: CliProcess = spawnCli(childScript, [dist], {
     MTP_NEIGHBOURS_SETTINGS: JSON.stringify(settings),
-    // Only exposes gc() for memoryReport(); the collector runs as usual otherwise.
+    // As the container image runs the proxy (Dockerfile, docs/deploy.md "Memory"): gc() exposed, so
+    // the proxy collects once a burst is over (and memoryReport() can force one); glibc's per-thread
+    // arenas and dynamic mmap threshold would otherwise keep the native memory of freed big buffers.
     NODE_OPTIONS: '--expose-gc',
-    // As the container image and the Helm chart set it (docs/deploy.md): glibc's per-thread arenas
-    // otherwise keep the native memory of freed big buffers, and RSS never comes back.
     MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'] ?? '2',
+    ...mmapThreshold(),
   });
   let memoryReports = 0;
   let ready: Record<string, unknown>;
@@ -178,6 +190,34 @@ export async function startChildProxy(
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
       return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024 };
+    },
+    memoryMap: () => {
+      const groups: Record<string, number> = {};
+      let kind = '';
+      for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+        const mapping = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+        if (mapping !== null) {
+          const sizeMiB = (parseInt(mapping[2]!, 16) - parseInt(mapping[1]!, 16)) / MiB;
+          const name = mapping[3] ?? '';
+          kind = name.startsWith('/')
+            ? 'files'
+            : name !== ''
+              ? name
+              : sizeMiB < 1
+                ? 'anon<1M'
+                : sizeMiB < 60
+                  ? 'anon<60M'
+                  : 'anon>=60M';
+          continue;
+        }
+        const rss = /^Rss:\s+(\d+) kB/.exec(line);
+        if (rss !== null) groups[kind] = (groups[kind] ?? 0) + Number(rss[1]) / 1024;
+      }
+      return Object.fromEntries(
+        Object.entries(groups)
+          .filter(([, v]) => v >= 0.5)
+          .map(([k, v]) => [k, Math.round(v)]),
+      );
     },
     async memoryReport() {
       const n = ++memoryReports;
@@ -511,6 +551,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     const baselineStart = Date.now();
     await sleep(TIMING.baselineMS);
     const rssBaseline = proxy.memory().rss;
+    const mapBaseline = proxy.memoryMap();
     phase('baseline');
     const abuseStart = Date.now();
     ctx.until = abuseStart + TIMING.abuseMS;
@@ -536,6 +577,10 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
       ctx.notes['after forced gc'] = `${mib(after.heapUsed)}/${mib(after.external)}/${mib(after.arrayBuffers)}`;
       await sleep(500);
       ctx.notes['rssAfterForcedGcMiB'] = mib(proxy.memory().rss);
+      const map = proxy.memoryMap();
+      ctx.notes['resident MiB by mapping (baseline→after)'] = Object.keys({ ...mapBaseline, ...map })
+        .map((kind) => `${kind} ${mapBaseline[kind] ?? 0}→${map[kind] ?? 0}`)
+        .join('; ');
     }
     const rssPeak = proxy.memory().hwm;
     polling = false;

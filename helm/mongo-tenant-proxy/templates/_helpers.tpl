@@ -192,13 +192,18 @@ restartPolicy: Always (a native sidecar when placed under initContainers) and "m
           name: {{ required "secretEnv[].secretName is required" .secretName }}
           key: {{ required "secretEnv[].key is required" .key }}
     {{- end }}
-    {{- /* Like the image's ENV, for any image: glibc keeps freed memory in per-thread arenas, so
-    RSS would stay high after big messages (docs/deploy.md, "Memory"). `env` may override it. */}}
+    {{- /* Like the image's ENV, for any image: glibc keeps freed memory in per-thread arenas and,
+    with its dynamic mmap threshold, in a fragmented heap, so RSS would stay high after big
+    messages (docs/deploy.md, "Memory"). `env` may override either. */}}
     {{- $named := list }}
     {{- range (default (list) $v.env) }}{{ $named = append $named .name }}{{ end }}
     {{- if not (has "MALLOC_ARENA_MAX" $named) }}
     - name: MALLOC_ARENA_MAX
       value: "2"
+    {{- end }}
+    {{- if not (has "MALLOC_MMAP_THRESHOLD_" $named) }}
+    - name: MALLOC_MMAP_THRESHOLD_
+      value: "65536"
     {{- end }}
     {{- with $v.env }}
     {{- toYaml . | nindent 4 }}

@@ -1,7 +1,12 @@
 // The byte budget for buffered requests and unread replies (issue 15): fair share per tenant,
 // over-share tenants shed (largest first) only when someone else needs memory.
 import { describe, expect, it } from 'vitest';
-import { BufferBudget, UNAUTHENTICATED_ACCOUNT, type BufferAccount } from '../../../src/server/buffer-budget.js';
+import {
+  BufferBudget,
+  DRAIN_MARK_BYTES,
+  UNAUTHENTICATED_ACCOUNT,
+  type BufferAccount,
+} from '../../../src/server/buffer-budget.js';
 
 function harness(maxBytes: number): {
   budget: BufferBudget;
@@ -92,5 +97,30 @@ describe('BufferBudget', () => {
     expect(g.charge(10)).toBe(true);
     expect(shed).toEqual(['a']);
     expect(budget.total).toBe(10);
+  });
+
+  it('reports a drain once per burst: the total back to an eighth of a peak of at least DRAIN_MARK_BYTES', () => {
+    const drains: number[] = [];
+    const budget = new BufferBudget(16 * DRAIN_MARK_BYTES, { onDrained: (peak) => drains.push(peak) });
+    const a = budget.open('acme', () => undefined);
+    const b = budget.open('globex', () => undefined);
+    // Small traffic never makes a burst.
+    a.charge(DRAIN_MARK_BYTES / 2);
+    a.release(DRAIN_MARK_BYTES / 2);
+    expect(drains).toEqual([]);
+    // Two connections together make one; it is over when what is left is an eighth of the peak.
+    a.charge(DRAIN_MARK_BYTES);
+    b.charge(DRAIN_MARK_BYTES);
+    a.release(DRAIN_MARK_BYTES);
+    expect(drains).toEqual([]);
+    b.release(DRAIN_MARK_BYTES - DRAIN_MARK_BYTES / 4);
+    expect(drains).toEqual([2 * DRAIN_MARK_BYTES]);
+    // Reported once: releasing the rest is no second burst.
+    b.release(DRAIN_MARK_BYTES / 4);
+    expect(drains).toEqual([2 * DRAIN_MARK_BYTES]);
+    // A connection closed (shed, or its client left) drains too.
+    a.charge(3 * DRAIN_MARK_BYTES);
+    a.close();
+    expect(drains).toEqual([2 * DRAIN_MARK_BYTES, 3 * DRAIN_MARK_BYTES]);
   });
 });

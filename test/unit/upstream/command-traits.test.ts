@@ -41,6 +41,10 @@ describe('commandTraits', () => {
     expect(commandTraits(body({ killCursors: 'c', cursors: [Long.fromNumber(7)], $db: 'app' })).cursor).toBe(
       cursorKey('app.c', 7n),
     );
+    // Every cursor a killCursors names (its cursors are forgotten by the connection they live on).
+    expect(
+      commandTraits(body({ killCursors: 'c', cursors: [Long.fromNumber(7), Long.fromNumber(8)], $db: 'app' })).cursors,
+    ).toEqual([cursorKey('app.c', 7n), cursorKey('app.c', 8n)]);
   });
 
   it('sees $out and $merge as the last pipeline stage', () => {

@@ -1,5 +1,9 @@
+import { EventEmitter } from 'node:events';
+import { Long, serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { CursorServers, TransactionPins, decidePin } from '../../../src/upstream/pins.js';
+import { cursorKey } from '../../../src/upstream/command-traits.js';
+import { CursorHomes, CursorServers, TransactionPins, decidePin } from '../../../src/upstream/pins.js';
+import { encodeOpMsg } from '../../../src/wire/op-msg.js';
 
 const base = { lsid: 'abc', inTransaction: false, startTransaction: false };
 
@@ -62,5 +66,50 @@ describe('CursorServers', () => {
     expect(cursors.serverOf('db.d:1')).toBeUndefined();
     cursors.forget('db.c:1');
     expect(cursors.size).toBe(0);
+  });
+});
+
+describe('CursorHomes', () => {
+  const reply = (id: number, ns = 'app.c'): Buffer =>
+    encodeOpMsg({
+      requestId: 1,
+      responseTo: 2,
+      body: serialize({ cursor: { id: Long.fromNumber(id), ns, firstBatch: [] }, ok: 1 }),
+    });
+  const error = encodeOpMsg({ requestId: 1, responseTo: 2, body: serialize({ ok: 0, code: 43 }) });
+  const find = { name: 'find', cursors: [] };
+  const getMore = (id: number) => ({ name: 'getMore', cursors: [cursorKey('app.c', BigInt(id))] });
+
+  it('holds the connection a cursor was opened on until a getMore exhausts it, wherever the getMore runs', () => {
+    const homes = new CursorHomes<EventEmitter>();
+    const a = new EventEmitter();
+    const b = new EventEmitter();
+    homes.observe(find, reply(9), a);
+    homes.observe(find, reply(0), b); // a single batch opens nothing
+    expect([homes.holds(a), homes.holds(b)]).toEqual([true, false]);
+    homes.observe(getMore(9), reply(9), b); // continued on another connection: its home stays a
+    expect([homes.holds(a), homes.holds(b)]).toEqual([true, false]);
+    homes.observe(getMore(9), reply(0), b);
+    expect(homes.holds(a)).toBe(false);
+  });
+
+  it('forgets cursors killed, failed, idle past idleMS, or whose connection closed; bounded', () => {
+    let now = 0;
+    const homes = new CursorHomes<EventEmitter>({ capacity: 3, idleMS: 1_000, now: () => now });
+    const a = new EventEmitter();
+    for (const id of [1, 2, 3]) homes.observe(find, reply(id), a);
+    homes.observe({ name: 'killCursors', cursors: [cursorKey('app.c', 1n), cursorKey('app.c', 2n)] }, error, a);
+    expect(homes.size).toBe(1);
+    homes.observe(getMore(3), error, a); // CursorNotFound, or any failure
+    expect(homes.holds(a)).toBe(false);
+    homes.observe(find, reply(4), a);
+    now = 1_001;
+    expect(homes.holds(a)).toBe(false);
+    const b = new EventEmitter();
+    homes.observe(find, reply(5), b);
+    b.emit('close');
+    expect(homes.holds(b)).toBe(false);
+    for (const id of [6, 7, 8, 9]) homes.observe(find, reply(id), a);
+    expect(homes.size).toBe(3);
   });
 });

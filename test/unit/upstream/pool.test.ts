@@ -152,6 +152,37 @@ describe('ConnectionPool', () => {
     expect(pool.stats.idle).toBe(0);
   });
 
+  it('keeps a connection that open cursors were opened on past maxIdleConnections, idleTimeoutMS and maxLifetimeMS', async () => {
+    vi.useFakeTimers();
+    const homes = new Set<FakeConnection>();
+    const { pool } = setup({
+      maxPoolSize: 3,
+      maxIdleConnections: 0,
+      idleTimeoutMS: 500,
+      maxLifetimeMS: 1_000,
+      holdsCursors: (connection) => homes.has(fake(connection)),
+    });
+    const home = await pool.checkOut();
+    const other = await pool.checkOut();
+    homes.add(fake(home));
+    pool.checkIn(home);
+    pool.checkIn(other);
+    expect([fake(home).closed, fake(other).closed]).toEqual([false, true]);
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(fake(home).closed).toBe(false);
+    expect(await pool.checkOut()).toBe(home);
+    pool.checkIn(home);
+    // Its cursors ended: closed as configured (idle timeout, lifetime); a clear() closes it anyway.
+    homes.delete(fake(home));
+    await vi.advanceTimersByTimeAsync(600);
+    expect(fake(home).closed).toBe(true);
+    const cleared = await pool.checkOut();
+    homes.add(fake(cleared));
+    pool.clear();
+    pool.checkIn(cleared);
+    expect(fake(cleared).closed).toBe(true);
+  });
+
   it('close() closes everything and rejects waiters', async () => {
     const { pool } = setup({ maxPoolSize: 1 });
     const a = await pool.checkOut();
