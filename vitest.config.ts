@@ -29,6 +29,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    maxWorkers: 2,
     // The noisy-neighbour suite's table and JSON (test/neighbours/reporter.ts); silent without it.
     reporters: ['default', './test/neighbours/reporter.ts'],
     coverage: {
