@@ -29,6 +29,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // Two files at a time (vitest's default on 2 cores is 1): a file spends most of its time waiting
+    // on the upstream and on round trips. Files are independent (docs/testing.md, "Run time").
+    maxWorkers: 2,
     // The noisy-neighbour suite's table and JSON (test/neighbours/reporter.ts); silent without it.
     reporters: ['default', './test/neighbours/reporter.ts'],
     coverage: {

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import type { TestProject } from 'vitest/node';
+import { startDistBuild } from './dist-build.js';
 import { probeFeatures } from './features.js';
 import { startFerretDB } from './upstream.js';
 import { UPSTREAM_KINDS, type UpstreamKind, singleUpstream } from './upstreams.js';
@@ -53,7 +54,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await mkdir(scratch, { recursive: true });
   const runDir = await mkdtemp(path.join(scratch, 'run-'));
   project.provide('testRunDir', runDir);
+  // The CLI and container tests run on FerretDB v1 in the default split (vitest.config.ts).
+  const build = kind === 'ferretdb1' || singleUpstream() !== undefined ? startDistBuild(runDir) : undefined;
   return async () => {
+    build?.stop();
     await upstream.stop();
     await rm(runDir, { recursive: true, force: true });
   };

@@ -11,6 +11,7 @@ import { scrape } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
 import { RawClient, opMsg, rawFrame, replyDocument } from '../helpers/raw-client.js';
+import { MONGOSH } from '../helpers/mongosh.js';
 
 const run = promisify(execFile);
 let proxy: TestProxy;
@@ -100,7 +101,7 @@ describe('mongosh', () => {
       print(JSON.stringify(c.find({}, {_id: 0, tenantId: 0}).sort({k: 1}).toArray()));
       print(JSON.stringify(c.aggregate([{$group: {_id: null, s: {$sum: '$k'}}}]).toArray()));
     `;
-    const viaProxy = await run('npx', ['--no-install', 'mongosh', '--quiet', '--norc', proxy.uri, '--eval', script], {
+    const viaProxy = await run(MONGOSH, ['--quiet', '--norc', proxy.uri, '--eval', script], {
       timeout: 60_000,
     });
     const lines = viaProxy.stdout.trim().split('\n');

@@ -17,6 +17,7 @@ import { metricValue } from '../helpers/metrics.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { opMsg, replyDocument, type BuiltFrame, type ReceivedFrame } from '../helpers/raw-client.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
+import { MONGOSH } from '../helpers/mongosh.js';
 
 const run = promisify(execFile);
 const RELOAD_MS = 200;
@@ -315,10 +316,8 @@ describe('mongosh', () => {
   const mongosh = async (args: string[]): Promise<string> => {
     const { host, port } = address(REQUIRED);
     const result = await run(
-      'npx',
+      MONGOSH,
       [
-        '--no-install',
-        'mongosh',
         '--quiet',
         '--norc',
         `mongodb://${host}:${port}/?directConnection=true`,

@@ -17,6 +17,7 @@ import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { directClient, uniqueDbName } from '../helpers/upstream.js';
 import { RawClient, opMsg } from '../helpers/raw-client.js';
 import { ScramClient } from '../../src/upstream/scram.js';
+import { MONGOSH } from '../helpers/mongosh.js';
 
 const run = promisify(execFile);
 const RELOAD_MS = 200;
@@ -231,10 +232,8 @@ describe('mongosh', () => {
       ]);
     const script = `print(JSON.stringify(db.getSiblingDB('${dbName}').shell.find({}, {_id: 0, tenantId: 0}).sort({k: 1}).toArray()))`;
     const result = await run(
-      'npx',
+      MONGOSH,
       [
-        '--no-install',
-        'mongosh',
         '--quiet',
         '--norc',
         `mongodb://${host}/?directConnection=true`,
@@ -254,10 +253,8 @@ describe('mongosh', () => {
 
   it('fails with a wrong password', async () => {
     const error = await run(
-      'npx',
+      MONGOSH,
       [
-        '--no-install',
-        'mongosh',
         '--quiet',
         '--norc',
         `mongodb://${host}/?directConnection=true`,

@@ -1997,15 +1997,17 @@ describe('catalogue 64: database per tenant', () => {
     const dup = await t.command(opMsg({ insert: 'items', documents: [{ _id: 't-64' }], $db: app }));
     expect(dup.writeErrors[0].code).toBe(11000);
     expect(JSON.stringify(dup)).not.toContain(`${T}_${app}`);
+    const physicalNames = async () =>
+      ((await direct.db('admin').admin().listDatabases({ nameOnly: true })).databases ?? []).map((d) => d.name);
+    const physicalBefore = await physicalNames();
     const databases = await t.command(opMsg({ listDatabases: 1, nameOnly: true, $db: 'admin' }));
     const listed = (databases.databases as Document[]).map((d) => d.name as string);
     expect(listed).toContain(app);
     // Every name listed is one of T's own databases, in T's client spelling: its physical
     // counterpart exists upstream under T's prefix (earlier tests created T-owned databases
-    // whose client names happen to look like other tenants', e.g. "globex_app").
-    const physical = ((await direct.db('admin').admin().listDatabases({ nameOnly: true })).databases ?? []).map(
-      (d) => d.name,
-    );
+    // whose client names happen to look like other tenants', e.g. "globex_app"). Read before and
+    // after the listing: test files running beside this one create and drop acme's databases.
+    const physical = [...new Set([...physicalBefore, ...(await physicalNames())])];
     for (const name of listed) expect(physical, name).toContain(`${T}_${name}`);
     t.close();
     // An aggregation writing into T's own database is mapped to T's physical database.

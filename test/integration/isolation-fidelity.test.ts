@@ -29,6 +29,7 @@ import { startFakeUpstream, type FakeUpstream, type ReceivedMessage } from '../h
 import { opMsg } from '../helpers/raw-client.js';
 import { directClient, needsMongoDB, uniqueDbName, upstreamUri } from '../helpers/upstream.js';
 import { metricValue } from '../helpers/metrics.js';
+import { MONGOSH } from '../helpers/mongosh.js';
 
 const run = promisify(execFile);
 const T = 'acme';
@@ -163,7 +164,7 @@ describe('catalogue 38 (G4): upserts store the query equality fields', () => {
       c.updateOne({_id: 'shell-id'}, {$inc: {n: 1}}, {upsert: true});
       c.updateOne({_id: 'shell-id'}, {$inc: {n: 1}}, {upsert: true});
     `;
-    await run('npx', ['--no-install', 'mongosh', '--quiet', '--norc', tenants.uriFor(T), '--eval', script], {
+    await run(MONGOSH, ['--quiet', '--norc', tenants.uriFor(T), '--eval', script], {
       timeout: 60_000,
     });
     const docs = await stored('shell');
@@ -589,15 +590,8 @@ describe('catalogue 25, 26: introspection answered with what every tenant may se
     const refusedBefore = await metricValue(tenants.proxy.proxy, 'policy_decisions_total', { decision: 'refused' });
     const auditBefore = refusals().length;
     const { stdout } = await run(
-      'npx',
-      [
-        '--no-install',
-        'mongosh',
-        '--norc',
-        tenants.uriFor(T),
-        '--eval',
-        'print(db.version()); print(db.serverStatus().version)',
-      ],
+      MONGOSH,
+      ['--norc', tenants.uriFor(T), '--eval', 'print(db.version()); print(db.serverStatus().version)'],
       { timeout: 60_000 },
     );
     const buildInfo = await direct.db('admin').command({ buildInfo: 1 });

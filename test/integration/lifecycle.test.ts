@@ -161,28 +161,34 @@ describe('frameTimeoutMS', () => {
 
 describe('clientIdleTimeoutMS', () => {
   it('closes a connection with no request for that long, and not one that keeps working', async ({ start }) => {
+    // The proxy runs in this process: on a loaded machine with two test files at a time its event
+    // loop stalled for over 200 ms, so a 300 ms clock closed the active connection between two of
+    // its requests 100 ms apart (the gap the proxy saw was the stall, not the client's pause). A
+    // 1.5 s clock leaves such stalls room; the slow reply stays longer than the clock.
+    const IDLE_MS = 1_500;
     const { proxy } = await start(
-      (message) => ('ping' in message.body ? { delayMs: 600, replies: [{ ok: 1 }] } : [{ ok: 1 }]),
+      (message) => ('ping' in message.body ? { delayMs: IDLE_MS * 2, replies: [{ ok: 1 }] } : [{ ok: 1 }]),
       {
-        limits: { clientIdleTimeoutMS: 300 },
+        limits: { clientIdleTimeoutMS: IDLE_MS },
       },
     );
     const idle = await proxy.raw();
     const active = await proxy.raw();
     const started = Date.now();
     expect((await idle.command(hello())).ok).toBe(1);
-    // active: a request every 100 ms for a second, then one slower (600 ms) than the idle timeout.
-    for (let i = 0; i < 10; i += 1) {
+    // active: a request every 100 ms for over the idle timeout, then one slower than the idle timeout.
+    const activeUntil = Date.now() + IDLE_MS * 1.5;
+    while (Date.now() < activeUntil) {
       expect((await active.command(hello())).ok).toBe(1);
       await sleep(100);
     }
-    expect(await idle.waitClosed(2000)).toBe(true);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(await idle.waitClosed(IDLE_MS * 4)).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(IDLE_MS);
     expect(active.closed).toBe(false);
     expect((await active.command(ping())).ok).toBe(1);
     expect(active.closed).toBe(false);
     // Once idle itself, it goes too.
-    expect(await active.waitClosed(2000)).toBe(true);
+    expect(await active.waitClosed(IDLE_MS * 4)).toBe(true);
   });
 });
 
