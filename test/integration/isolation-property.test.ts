@@ -1225,12 +1225,13 @@ describe('isolation property: three tenants, random operations, upstream read di
       });
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
       process.stderr.write(
-        `[isolation-property] ${details.numRuns} runs, ${steps} steps, ${seconds} s, seed ${details.seed}\n  steps by operation: ${[
-          ...tally,
-        ]
-          .sort()
-          .map(([kind, n]) => `${kind} ${n}`)
-          .join(', ')}\n`,
+        `[isolation-property] ${details.numRuns} runs, ${steps} steps, ${seconds} s, seed ${details.seed}\n` +
+          // The time limit bounds shrinking on a slow machine; when it also cut the runs short, say so.
+          (details.interrupted ? `  INTERRUPTED by the time limit after ${details.numRuns} of ${RUNS} runs\n` : '') +
+          `  steps by operation: ${[...tally]
+            .sort()
+            .map(([kind, n]) => `${kind} ${n}`)
+            .join(', ')}\n`,
       );
       if (details.failed) {
         const error =
