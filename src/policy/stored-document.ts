@@ -14,7 +14,7 @@
  * lengths are trusted, though a length that does not add up still ends the pass as "not clean"
  * rather than reading out of bounds.
  */
-import { BsonType } from '../wire/bson-scan.js';
+import { BsonType, FIXED_VALUE_SIZE } from '../wire/bson-scan.js';
 import { readInt32LE } from '../wire/header.js';
 import { FORBIDDEN_KEYS, FORBIDDEN_VARIABLES } from './operators.js';
 
@@ -27,31 +27,13 @@ const FORBIDDEN_KEY_BYTES: readonly Buffer[] = [...FORBIDDEN_KEYS].map((key) => 
 const FORBIDDEN_KEY_PARTS: readonly Buffer[] = FORBIDDEN_VARIABLES.map((name) => Buffer.from(name, 'utf8'));
 const ID = Buffer.from('_id', 'utf8');
 
-/** Value sizes of the fixed-width types; -1: variable or nested; -2: refused (code) or unknown. */
-const FIXED_SIZE = new Int8Array(256).fill(-2);
-for (const [type, size] of [
-  [BsonType.double, 8],
-  [BsonType.undefined, 0],
-  [BsonType.objectId, 12],
-  [BsonType.boolean, 1],
-  [BsonType.date, 8],
-  [BsonType.null, 0],
-  [BsonType.int32, 4],
-  [BsonType.timestamp, 8],
-  [BsonType.int64, 8],
-  [BsonType.decimal128, 16],
-  [BsonType.minKey, 0],
-  [BsonType.maxKey, 0],
-  [BsonType.string, -1],
-  [BsonType.symbol, -1],
-  [BsonType.document, -1],
-  [BsonType.array, -1],
-  [BsonType.binary, -1],
-  [BsonType.regex, -1],
-  [BsonType.dbPointer, -1],
-] as const) {
-  FIXED_SIZE[type] = size;
-}
+/**
+ * Value sizes of the fixed-width types; -1: variable or nested; -2: unknown, or JavaScript code,
+ * which this pass leaves to the checked path (it is refused there).
+ */
+const FIXED_SIZE = Int8Array.from(FIXED_VALUE_SIZE);
+FIXED_SIZE[BsonType.javascript] = -2;
+FIXED_SIZE[BsonType.javascriptWithScope] = -2;
 
 /** What the pass found; one instance is reused by its caller across documents. */
 export class StoredDocumentScan {

@@ -71,6 +71,8 @@ for (const [type, size] of [
 ] as const) {
   FIXED_SIZE[type] = size;
 }
+/** The same table for other scanners over raw BSON (read only). */
+export const FIXED_VALUE_SIZE: Readonly<Int8Array> = FIXED_SIZE;
 
 const MIN_DOCUMENT_SIZE = 5;
 const BINARY_OLD_SUBTYPE = 0x02;
