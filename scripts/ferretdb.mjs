@@ -11,12 +11,11 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { isExecutable, run } from './lib/exec.mjs';
-import { freePort, hostPort, superviseChildren, tailBuffer } from './lib/processes.mjs';
+import { connectOnce, freePort, hostPort, retryIfPortTaken, superviseChildren, tailBuffer } from './lib/processes.mjs';
 
 export { freePort };
 
@@ -156,13 +155,8 @@ function goEnv() {
 export async function startFerretDB(options = {}) {
   const binary = await ensureFerretDB({ log: options.log });
   // A port picked by freePort() can be taken again before FerretDB binds it: retry then.
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await startOnce(binary, options);
-    } catch (error) {
-      if (attempt >= 3 || options.port !== undefined || !/address already in use/i.test(error.message)) throw error;
-    }
-  }
+  if (options.port !== undefined) return startOnce(binary, options);
+  return retryIfPortTaken(() => startOnce(binary, options));
 }
 
 async function startOnce(binary, options) {
@@ -279,7 +273,7 @@ async function waitUntilReady({ socketPath, uri, tlsAddress, deadline, hasExited
       if (existsSync(socketPath)) {
         await hello(socketUri);
         await hello(uri);
-        if (tlsAddress) await tcpConnect(tlsAddress.host, tlsAddress.port, 2_000);
+        if (tlsAddress) await connectOnce(tlsAddress, 2_000);
         if (hasExited()) throw new Error('the process exited during start-up');
         return;
       }
@@ -300,16 +294,4 @@ async function hello(uri) {
   } finally {
     await client.close();
   }
-}
-
-function tcpConnect(host, port, timeoutMS) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
-    socket.setTimeout(timeoutMS, () => socket.destroy(new Error('connect timed out')));
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve();
-    });
-    socket.once('error', reject);
-  });
 }

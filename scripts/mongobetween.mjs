@@ -16,12 +16,11 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isExecutable, run } from './lib/exec.mjs';
-import { freePort, hostPort, superviseChildren, tailBuffer } from './lib/processes.mjs';
+import { connectOnce, freePort, hostPort, retryIfPortTaken, superviseChildren, tailBuffer } from './lib/processes.mjs';
 
 export const DEFAULT_MONGOBETWEEN_SRC = '/work/.mirror/coinbase+mongobetween/repo';
 /** "test: resolve remaining linter errors on build (#78)", the newest commit on master in the snapshot. */
@@ -144,13 +143,7 @@ export async function ensureMongobetween({ log = defaultLog, source } = {}) {
  */
 export async function startMongobetween(options) {
   const binary = await ensureMongobetween({ log: options.log });
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await startOnce(binary, options);
-    } catch (error) {
-      if (attempt >= 3 || !/address already in use/i.test(error.message)) throw error;
-    }
-  }
+  return retryIfPortTaken(() => startOnce(binary, options));
 }
 
 async function startOnce(binary, options) {
@@ -219,15 +212,7 @@ async function waitUntilListening(address, deadline, hasExited) {
   while (Date.now() < deadline) {
     if (hasExited()) throw new Error('the process exited during start-up');
     try {
-      await new Promise((resolve, reject) => {
-        const socket = net.connect(address);
-        socket.setTimeout(1_000, () => socket.destroy(new Error('connect timed out')));
-        socket.once('connect', () => {
-          socket.destroy();
-          resolve();
-        });
-        socket.once('error', reject);
-      });
+      await connectOnce(address, 1_000);
       if (hasExited()) throw new Error('the process exited during start-up');
       return;
     } catch (error) {

@@ -22,6 +22,41 @@ export function freePort(host = '127.0.0.1') {
 export const hostPort = (host, port) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
 
 /**
+ * Calls `start` again, up to three times in all, while it fails because a port picked by
+ * freePort() was taken by someone else before the server bound it.
+ * @template T
+ * @param {() => Promise<T>} start
+ * @returns {Promise<T>}
+ */
+export async function retryIfPortTaken(start) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await start();
+    } catch (error) {
+      if (attempt >= 3 || !/address already in use/i.test(error.message)) throw error;
+    }
+  }
+}
+
+/**
+ * Resolves once a connection to `address` (net.connect's options: host and port, or a Unix
+ * socket's path) opens, and closes it.
+ * @param {import('node:net').NetConnectOpts} address
+ * @param {number} timeoutMS
+ */
+export function connectOnce(address, timeoutMS) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(address);
+    socket.setTimeout(timeoutMS, () => socket.destroy(new Error('connect timed out')));
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('error', reject);
+  });
+}
+
+/**
  * A detached `sh` that holds a pipe from this process and, when the pipe closes, signals each
  * target in order (waiting up to 5 s for each to exit, then SIGKILL) and removes `removeDir`: the
  * servers also go away when this process dies without running its exit hooks (SIGKILL, a signal
