@@ -212,7 +212,8 @@ async function waitUntilListening(address, deadline, hasExited) {
   while (Date.now() < deadline) {
     if (hasExited()) throw new Error('the process exited during start-up');
     try {
-      await connectOnce(address, 1_000);
+      // net.connect names a Unix socket `path`; `address` (returned to callers) calls it socketPath.
+      await connectOnce(address.socketPath ? { path: address.socketPath } : address, 1_000);
       if (hasExited()) throw new Error('the process exited during start-up');
       return;
     } catch (error) {
