@@ -19,13 +19,13 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, chown, copyFile, mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isExecutable, run } from './lib/exec.mjs';
-import { freePort, startWatchdog, tailBuffer } from './lib/processes.mjs';
+import { freePort, superviseChildren, tailBuffer } from './lib/processes.mjs';
 
 export const DOCUMENTDB_VERSION = '0.106.0-ferretdb-2.5.0';
 /** The extension's own version string (documentdb.control default_version). */
@@ -578,17 +578,6 @@ export async function ensureFerretDB2({ log = defaultLog } = {}) {
 // ---------------------------------------------------------------------------------------------
 // Running instances
 
-const running = new Set();
-let exitHookInstalled = false;
-
-function installExitHook() {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const emergencyStop of running) emergencyStop();
-  });
-}
-
 /** uid/gid of `postgres` when running as root (the server refuses to run as root). */
 async function serverUser() {
   if (!isRoot()) return undefined;
@@ -625,7 +614,6 @@ export async function startDocumentDB(options = {}) {
     log = defaultLog,
   } = options;
   const built = await ensureDocumentDB({ log, ferretdb2: front === 'ferretdb2' });
-  installExitHook();
   const owner = await serverUser();
   const deadline = Date.now() + startTimeoutMS;
 
@@ -634,54 +622,9 @@ export async function startDocumentDB(options = {}) {
   const dataDir = path.join(runDir, 'data');
   const pgLog = tailBuffer(200);
   const frontLog = tailBuffer(200);
-  /** Children in stop order: the front first, then PostgreSQL (fast shutdown). */
-  const children = [];
-  let watchdog;
-  const exits = new Map();
-
-  const watch = (child, name) => {
-    exits.set(
-      child,
-      new Promise((resolve) => {
-        child.on('exit', (code, signal) => resolve({ code, signal }));
-        child.on('error', (error) => {
-          (name === 'postgres' ? pgLog : frontLog).push(`spawn error: ${error.message}\n`);
-          resolve({ code: null, signal: null });
-        });
-      }),
-    );
-  };
-  const exited = (child) => child.exitCode !== null || child.signalCode !== null;
-  const rearmWatchdog = () => {
-    watchdog?.kill('SIGKILL');
-    watchdog = startWatchdog(
-      children.map(({ child, signal }) => ({ pid: child.pid, signal })),
-      runDir,
-    );
-  };
-  const emergencyStop = () => {
-    for (const { child } of children) child.kill('SIGKILL');
-    watchdog?.kill('SIGKILL');
-    rmSync(runDir, { recursive: true, force: true });
-  };
-  running.add(emergencyStop);
-
-  let stopping;
-  const stop = () => {
-    stopping ??= (async () => {
-      running.delete(emergencyStop);
-      for (const { child, signal } of children) {
-        if (exited(child)) continue;
-        child.kill(`SIG${signal}`);
-        const timer = setTimeout(() => child.kill('SIGKILL'), stopTimeoutMS);
-        await exits.get(child);
-        clearTimeout(timer);
-      }
-      watchdog?.kill('SIGKILL');
-      await rm(runDir, { recursive: true, force: true, maxRetries: 3 });
-    })();
-    return stopping;
-  };
+  // Stopped in the reverse order of start: the front (and its relay) first, then PostgreSQL (fast shutdown).
+  const children = superviseChildren(runDir);
+  const stop = () => children.stop();
 
   const asServer = owner === undefined ? {} : { uid: owner.uid, gid: owner.gid };
   const pgPort = 5432; // names the socket file only: there is no TCP listener
@@ -723,11 +666,7 @@ export async function startDocumentDB(options = {}) {
       env: { ...process.env, HOME: runDir },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    postgres.stdout.on('data', pgLog.push);
-    postgres.stderr.on('data', pgLog.push);
-    watch(postgres, 'postgres');
-    children.push({ child: postgres, signal: 'INT' });
-    rearmWatchdog();
+    const postgresExited = children.add(postgres, { log: pgLog, signal: 'INT', killAfterMS: stopTimeoutMS }).exited;
 
     const psql = async (sql) => {
       const { stdout } = await run(
@@ -756,7 +695,7 @@ export async function startDocumentDB(options = {}) {
     };
     await until(
       deadline,
-      () => exited(postgres),
+      () => postgresExited() !== null,
       async () => psql('SELECT 1'),
       'PostgreSQL to accept connections',
     );
@@ -780,11 +719,7 @@ export async function startDocumentDB(options = {}) {
         { stdio: ['pipe', 'pipe', 'pipe'] },
       );
       relay.stdin.on('error', () => {});
-      relay.stdout.on('data', frontLog.push);
-      relay.stderr.on('data', frontLog.push);
-      watch(relay, 'relay');
-      children.unshift({ child: relay, signal: 'TERM' });
-      rearmWatchdog();
+      children.add(relay, { log: frontLog, signal: 'TERM', killAfterMS: stopTimeoutMS });
       const listening = new Promise((resolve, reject) => {
         relay.stdout.on('data', (chunk) => {
           if (/listening \d+/.test(String(chunk))) resolve();
@@ -829,17 +764,13 @@ export async function startDocumentDB(options = {}) {
         { cwd: runDir, stdio: ['ignore', 'pipe', 'pipe'] },
       );
     }
-    child.stdout.on('data', frontLog.push);
-    child.stderr.on('data', frontLog.push);
-    watch(child, front);
-    children.unshift({ child, signal: 'TERM' });
-    rearmWatchdog();
+    const frontExited = children.add(child, { log: frontLog, signal: 'TERM', killAfterMS: stopTimeoutMS }).exited;
 
     const query = new URLSearchParams({ directConnection: 'true', authSource: 'admin' });
     const uri = `mongodb://${encodeURIComponent(username)}:${encodeURIComponent(password)}@${host}:${port}/?${query}`;
     await until(
       deadline,
-      () => exited(child),
+      () => frontExited() !== null,
       () => ping(uri),
       `the ${front} to answer an authenticated ping`,
     );

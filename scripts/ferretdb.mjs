@@ -9,14 +9,13 @@
 // MTP_FERRETDB_BIN=/path/to/ferretdb skips all of this and uses an existing binary.
 
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { isExecutable, run } from './lib/exec.mjs';
-import { freePort, hostPort, startWatchdog, tailBuffer } from './lib/processes.mjs';
+import { connectOnce, freePort, hostPort, retryIfPortTaken, superviseChildren, tailBuffer } from './lib/processes.mjs';
 
 export { freePort };
 
@@ -139,18 +138,6 @@ function goEnv() {
 // ---------------------------------------------------------------------------------------------
 // Running instances
 
-/** Children still running; killed synchronously if this process exits without stopping them. */
-const running = new Set();
-let exitHookInstalled = false;
-
-function installExitHook() {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const emergencyStop of running) emergencyStop();
-  });
-}
-
 /**
  * Starts FerretDB (SQLite handler) and resolves once it answers `hello`.
  *
@@ -167,15 +154,9 @@ function installExitHook() {
  */
 export async function startFerretDB(options = {}) {
   const binary = await ensureFerretDB({ log: options.log });
-  installExitHook();
   // A port picked by freePort() can be taken again before FerretDB binds it: retry then.
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await startOnce(binary, options);
-    } catch (error) {
-      if (attempt >= 3 || options.port !== undefined || !/address already in use/i.test(error.message)) throw error;
-    }
-  }
+  if (options.port !== undefined) return startOnce(binary, options);
+  return retryIfPortTaken(() => startOnce(binary, options));
 }
 
 async function startOnce(binary, options) {
@@ -229,47 +210,11 @@ async function startOnce(binary, options) {
   if (replSetName) args.push(`--repl-set-name=${replSetName}`);
   args.push(...extraArgs);
 
-  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const children = superviseChildren(runDir);
   const logTail = tailBuffer(200);
-  child.stdout.on('data', logTail.push);
-  child.stderr.on('data', logTail.push);
-  let exited = null; // { code, signal } once the child is gone
-  const exitPromise = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve();
-    });
-    child.on('error', (error) => {
-      logTail.push(`spawn error: ${error.message}\n`);
-      exited ??= { code: null, signal: null };
-      resolve();
-    });
-  });
-  const watchdog = startWatchdog([{ pid: child.pid, signal: 'TERM' }], runDir);
-  void exitPromise.then(() => watchdog?.kill('SIGKILL'));
-
-  const emergencyStop = () => {
-    child.kill('SIGKILL');
-    watchdog?.kill('SIGKILL');
-    rmSync(runDir, { recursive: true, force: true });
-  };
-  running.add(emergencyStop);
-
-  let stopping;
-  const stop = () => {
-    stopping ??= (async () => {
-      running.delete(emergencyStop);
-      if (!exited) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), stopTimeoutMS);
-        await exitPromise;
-        clearTimeout(timer);
-      }
-      watchdog?.kill('SIGKILL');
-      await rm(runDir, { recursive: true, force: true, maxRetries: 3 });
-    })();
-    return stopping;
-  };
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { exited } = children.add(child, { log: logTail, signal: 'TERM', killAfterMS: stopTimeoutMS });
+  const stop = () => children.stop();
 
   const credentials = auth ? `${encodeURIComponent(auth.username)}:${encodeURIComponent(auth.password)}@` : '';
   const query = new URLSearchParams({ directConnection: 'true' });
@@ -289,11 +234,11 @@ async function startOnce(binary, options) {
       uri,
       tlsAddress: tls ? { host, port: tlsPort } : undefined,
       deadline: Date.now() + startTimeoutMS,
-      hasExited: () => exited !== null,
+      hasExited: () => exited() !== null,
     });
   } catch (error) {
     await stop();
-    const status = exited ? ` (exit code ${exited.code}, signal ${exited.signal})` : '';
+    const status = exited() ? ` (exit code ${exited().code}, signal ${exited().signal})` : '';
     throw new Error(
       `FerretDB did not become ready on ${hostPort(host, port)}${status}: ${error.message}\n--- FerretDB log tail ---\n${logTail.text()}`,
       { cause: error },
@@ -328,7 +273,7 @@ async function waitUntilReady({ socketPath, uri, tlsAddress, deadline, hasExited
       if (existsSync(socketPath)) {
         await hello(socketUri);
         await hello(uri);
-        if (tlsAddress) await tcpConnect(tlsAddress.host, tlsAddress.port, 2_000);
+        if (tlsAddress) await connectOnce(tlsAddress, 2_000);
         if (hasExited()) throw new Error('the process exited during start-up');
         return;
       }
@@ -349,16 +294,4 @@ async function hello(uri) {
   } finally {
     await client.close();
   }
-}
-
-function tcpConnect(host, port, timeoutMS) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
-    socket.setTimeout(timeoutMS, () => socket.destroy(new Error('connect timed out')));
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve();
-    });
-    socket.once('error', reject);
-  });
 }

@@ -14,14 +14,13 @@
 //   node scripts/mongobetween.mjs      builds if needed, prints the binary's path on stdout
 
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isExecutable, run } from './lib/exec.mjs';
-import { freePort, hostPort, startWatchdog, tailBuffer } from './lib/processes.mjs';
+import { connectOnce, freePort, hostPort, retryIfPortTaken, superviseChildren, tailBuffer } from './lib/processes.mjs';
 
 export const DEFAULT_MONGOBETWEEN_SRC = '/work/.mirror/coinbase+mongobetween/repo';
 /** "test: resolve remaining linter errors on build (#78)", the newest commit on master in the snapshot. */
@@ -127,9 +126,6 @@ export async function ensureMongobetween({ log = defaultLog, source } = {}) {
 // ---------------------------------------------------------------------------------------------
 // Running instances
 
-const running = new Set();
-let exitHookInstalled = false;
-
 /**
  * Starts mongobetween in front of `upstreamUri` and resolves once it accepts connections.
  *
@@ -147,19 +143,7 @@ let exitHookInstalled = false;
  */
 export async function startMongobetween(options) {
   const binary = await ensureMongobetween({ log: options.log });
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const emergencyStop of running) emergencyStop();
-    });
-  }
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await startOnce(binary, options);
-    } catch (error) {
-      if (attempt >= 3 || !/address already in use/i.test(error.message)) throw error;
-    }
-  }
+  return retryIfPortTaken(() => startOnce(binary, options));
 }
 
 async function startOnce(binary, options) {
@@ -193,54 +177,24 @@ async function startOnce(binary, options) {
   if (statsd) args.push(`-statsd=${statsd}`);
   args.push(`${listen}=${upstream.toString()}`);
 
-  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const children = superviseChildren(runDir);
   const logTail = tailBuffer(200);
-  child.stdout.on('data', logTail.push);
-  child.stderr.on('data', logTail.push);
-  let exited = null;
-  const exitPromise = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve();
-    });
-    child.on('error', (error) => {
-      logTail.push(`spawn error: ${error.message}\n`);
-      exited ??= { code: null, signal: null };
-      resolve();
-    });
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // SIGTERM starts a graceful shutdown that waits for client connections to go away; a bench has
+  // nothing to drain, so the kill follows soon (and the watchdog kills it outright).
+  const { exited } = children.add(child, {
+    log: logTail,
+    signal: 'TERM',
+    watchdogSignal: 'KILL',
+    killAfterMS: Math.min(stopTimeoutMS, 1_000),
   });
-  const watchdog = startWatchdog([{ pid: child.pid, signal: 'KILL' }], runDir);
-  void exitPromise.then(() => watchdog?.kill('SIGKILL'));
-  const emergencyStop = () => {
-    child.kill('SIGKILL');
-    watchdog?.kill('SIGKILL');
-    rmSync(runDir, { recursive: true, force: true });
-  };
-  running.add(emergencyStop);
-
-  let stopping;
-  const stop = () => {
-    stopping ??= (async () => {
-      running.delete(emergencyStop);
-      if (!exited) {
-        // SIGTERM starts a graceful shutdown that waits for client connections to go away;
-        // a bench has nothing to drain, so the kill follows soon.
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), Math.min(stopTimeoutMS, 1_000));
-        await exitPromise;
-        clearTimeout(timer);
-      }
-      watchdog?.kill('SIGKILL');
-      await rm(runDir, { recursive: true, force: true, maxRetries: 3 });
-    })();
-    return stopping;
-  };
+  const stop = () => children.stop();
 
   try {
-    await waitUntilListening(address, Date.now() + startTimeoutMS, () => exited !== null);
+    await waitUntilListening(address, Date.now() + startTimeoutMS, () => exited() !== null);
   } catch (error) {
     await stop();
-    const status = exited ? ` (exit code ${exited.code}, signal ${exited.signal})` : '';
+    const status = exited() ? ` (exit code ${exited().code}, signal ${exited().signal})` : '';
     throw new Error(
       `mongobetween did not start on ${listen}${status}: ${error.message}\n--- mongobetween log tail ---\n${logTail.text()}`,
       { cause: error },
@@ -258,15 +212,8 @@ async function waitUntilListening(address, deadline, hasExited) {
   while (Date.now() < deadline) {
     if (hasExited()) throw new Error('the process exited during start-up');
     try {
-      await new Promise((resolve, reject) => {
-        const socket = net.connect(address);
-        socket.setTimeout(1_000, () => socket.destroy(new Error('connect timed out')));
-        socket.once('connect', () => {
-          socket.destroy();
-          resolve();
-        });
-        socket.once('error', reject);
-      });
+      // net.connect names a Unix socket `path`; `address` (returned to callers) calls it socketPath.
+      await connectOnce(address.socketPath ? { path: address.socketPath } : address, 1_000);
       if (hasExited()) throw new Error('the process exited during start-up');
       return;
     } catch (error) {
