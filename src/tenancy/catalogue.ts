@@ -127,6 +127,11 @@ export class Catalogue {
     return (await this.findAll('indexes', { db, coll, 'owners.t': t })) as IndexRecord[];
   }
 
+  /** Every index record of a namespace, whoever owns it. */
+  async indexes(db: string, coll: string): Promise<IndexRecord[]> {
+    return (await this.findAll('indexes', { db, coll })) as IndexRecord[];
+  }
+
   async indexRecord(db: string, coll: string, physical: string): Promise<IndexRecord | undefined> {
     const found = await this.findAll('indexes', { _id: indexId(db, coll, physical) });
     return found[0] as IndexRecord | undefined;
