@@ -366,7 +366,7 @@ describe('redactExplain (MongoDB shapes)', () => {
     const run = (reply: Document, own: ReturnType<typeof indexes>, withholdFigures = true): Document =>
       deserialize(redactExplain(serialize(reply), { withholdFigures }, shared, own)!);
 
-    it("MongoDB: a $lookup's indexesUsed, an EQ_LOOKUP's index and a $unionWith sub-plan map through the foreign collection's names", () => {
+    it("catalogue 21: MongoDB: a $lookup's indexesUsed, an EQ_LOOKUP's index and a $unionWith sub-plan map through the foreign collection's names", () => {
       const own = indexes({
         'app.orders': { [ORDERS_OWN]: 'by_customer', [SAME]: null },
         'app.items': { [ITEMS_OWN]: 'by_sku', [ITEMS_OTHER]: null, [SAME]: 'items_same' },
@@ -440,7 +440,7 @@ describe('redactExplain (MongoDB shapes)', () => {
       expect(JSON.stringify(out)).not.toMatch(/mtp_[st]_/);
     });
 
-    it("DocumentDB: plans name no namespace; a name maps only when every collection read that has it has it as the tenant's, under one name; the $lookup stage's figures are withheld", () => {
+    it("catalogue 21, 59: DocumentDB: plans name no namespace; a name maps only when every collection read that has it has it as the tenant's, under one name; the $lookup stage's figures are withheld", () => {
       const cursor = (indexName: string) => ({
         $cursor: {
           queryPlanner: { winningPlan: { stage: 'IXSCAN', indexName, estimatedTotalKeysExamined: 4 } },
@@ -502,7 +502,7 @@ describe('redactExplain (MongoDB shapes)', () => {
       }
     });
 
-    it('a collection the tenant owns no index in keeps every tenancy index redacted; only the explained collection read: its names apply everywhere', () => {
+    it('catalogue 21: a collection the tenant owns no index in keeps every tenancy index redacted; only the explained collection read: its names apply everywhere', () => {
       const reply = {
         stages: [cursorOf(SAME), { $lookup: { from: 'items' }, indexesUsed: [SAME, ITEMS_OTHER] }],
         ok: 1,
