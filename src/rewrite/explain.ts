@@ -251,8 +251,8 @@ class Redactor {
       const info = RawDocument.parse(value.value);
       return info.has('host') || info.has('port') ? info.without('host', 'port').toValue() : undefined;
     }
-    if (name === 'stages' && value.type === BsonType.array) {
-      // aggregate: each stage's figures sit beside its specification.
+    if ((name === 'stages' || name === 'pipeline') && value.type === BsonType.array) {
+      // aggregate: each stage's figures sit beside its specification (a `$unionWith`'s sub-pipeline too).
       return this.array(value, true, context);
     }
     if (STATS_CONTAINERS.has(name)) {

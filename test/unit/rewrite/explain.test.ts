@@ -413,7 +413,10 @@ describe('redactExplain (MongoDB shapes)', () => {
                     },
                     executionStats: { nReturned: 1, totalDocsExamined: 900 },
                   },
+                  nReturned: 1,
+                  executionTimeMillisEstimate: 3,
                 },
+                { $group: { _id: '$k' }, nReturned: 1, totalOutputDataSizeBytes: 80 },
               ],
             },
           },
@@ -437,6 +440,9 @@ describe('redactExplain (MongoDB shapes)', () => {
       // The tenant's orders index named inside the items plan is not one of items: redacted.
       expect(union.queryPlanner.rejectedPlans[0].indexName).toBe('<redacted>');
       expect(union.executionStats).toEqual({ nReturned: 1 });
+      // The sub-pipeline's stage figures are withheld like the outer stages'.
+      expect(out['stages'][2].$unionWith.pipeline[1]).toEqual({ $group: { _id: '$k' } });
+      expect(Object.keys(out['stages'][2].$unionWith.pipeline[0])).toEqual(['$cursor']);
       expect(JSON.stringify(out)).not.toMatch(/mtp_[st]_/);
     });
 
