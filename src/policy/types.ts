@@ -72,11 +72,11 @@ export interface TenantContext {
    */
   hintKeys?: Map<string, Document>;
   /**
-   * For the explain being run on a shared collection: each physical index the tenancy layer made
-   * that the tenant owns there → the tenant's own name for it, so the explain reply shows the
-   * tenant's names (every other tenancy index name is redacted). Filled with hintKeys.
+   * For the explain being run: the tenancy indexes of every shared namespace it reads, so the
+   * explain reply shows the tenant's own names (every other tenancy index name is redacted).
+   * Filled by the tenancy executor before the explain is forwarded.
    */
-  explainIndexNames?: Map<string, string>;
+  explainIndexes?: ExplainIndexes;
   /**
    * Whether the upstream derives an upsert's new document from the equalities inside the tenant
    * `$and` (MongoDB does; FerretDB v1 does not, and then the proxy adds them: upsert.ts).
@@ -85,6 +85,22 @@ export interface TenantContext {
   upsertFieldsFromAnd?: boolean;
   /** `host:port` of the client connection (whatsmyuri). */
   clientAddress?: string;
+}
+
+/**
+ * The tenancy indexes (issue 13) of the shared namespaces an explain reads: the explained
+ * collection and every `$lookup` / `$graphLookup` / `$unionWith` target, nested pipelines included.
+ */
+export interface ExplainIndexes {
+  /** The command's physical database (a `$lookup`'s `from` names a collection in it). */
+  db: string;
+  /** The explained collection's physical namespace (`db.coll`), when it is a shared one. */
+  explained?: string;
+  /**
+   * Physical namespace (`db.coll`) → each tenancy index recorded there (physical name) → the
+   * tenant's own name for it, or null when it is not the tenant's (another tenant's: redacted).
+   */
+  namespaces: Map<string, Map<string, string | null>>;
 }
 
 /** A command as parsed from OP_MSG: body plus kind-1 sequences folded in by identifier. */

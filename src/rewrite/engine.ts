@@ -285,7 +285,7 @@ export class TenantEngine {
     if (plan.explain !== undefined)
       current =
         redactExplain(current ?? body, plan.explain, this.context.namespaces, {
-          names: this.context.explainIndexNames ?? new Map(),
+          indexes: this.context.explainIndexes ?? { db: '', namespaces: new Map() },
           field: this.context.field,
         }) ?? current;
     if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
@@ -330,7 +330,7 @@ function contextFor(tenant: string, options: EngineOptions, connection: Connecti
     // Virtual operations need the executor; audit-only forwards originals and never runs them.
     virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
     hintKeys: new Map(),
-    explainIndexNames: new Map(),
+    explainIndexes: { db: '', namespaces: new Map() },
     upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
     ...(connection.clientAddress === undefined ? {} : { clientAddress: connection.clientAddress }),
   };

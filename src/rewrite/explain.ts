@@ -12,11 +12,19 @@
  *   `estimatedTotalKeysExamined`) anywhere. The reply says so in `mtpWithheld` (the names
  *   withheld, and why).
  * - Index names made by the tenancy layer (`mtp_t_…` per tenant, `mtp_s_…` shared) are never
- *   shown: one the tenant owns on the explained collection becomes the tenant's own name for it
- *   (plan stages, SBE plan text, `indexesUsed`), its stage's key pattern, bounds and multikey
- *   paths without the tenant field the proxy put first (what the tenant's listIndexes shows);
- *   any other (another tenant's, a shared one the tenant does not own) becomes `<redacted>`,
- *   and such a stage's key pattern, bounds and multikey paths are dropped.
+ *   shown: one the tenant owns on the namespace it is used on (the explained collection, or a
+ *   `$lookup` / `$graphLookup` / `$unionWith` target) becomes the tenant's own name for it (plan
+ *   stages, SBE plan text, `indexesUsed`), its stage's key pattern, bounds and multikey paths
+ *   without the tenant field the proxy put first (what the tenant's listIndexes shows); any other
+ *   (another tenant's, a shared one the tenant does not own there) becomes `<redacted>`, and such
+ *   a stage's key pattern, bounds and multikey paths are dropped. Which namespace a plan part is
+ *   about is read from the reply where it says (`namespace`, an `EQ_LOOKUP`'s
+ *   `foreignCollection`, a `$lookup` stage's `from`); where it does not (DocumentDB names no
+ *   namespace), a name is mapped only when every namespace read that has that physical index has
+ *   it as the tenant's, under one name (`mtp_s_` names repeat across collections).
+ * - The stage specifications of `$lookup`, `$graphLookup` and `$unionWith` are walked too: some
+ *   upstreams put the foreign collection's plan and figures there (DocumentDB; MongoDB's
+ *   `$unionWith` sub-pipeline).
  * - `namespace` values are physical: mapped back to the client's, or redacted.
  * - `serverInfo.host` / `port` name the upstream: dropped.
  * Everything else (the parsed query with the caller's own tenant predicate, plan shapes,
@@ -24,7 +32,7 @@
  */
 import { BsonType } from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, documentOf, RawDocument, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
-import type { NamespaceResolver } from '../policy/types.js';
+import type { ExplainIndexes, NamespaceResolver } from '../policy/types.js';
 import { REDACTED } from './replies.js';
 
 export interface ExplainRedaction {
@@ -32,9 +40,13 @@ export interface ExplainRedaction {
   withholdFigures: boolean;
 }
 
-/** The tenant's own tenancy indexes: physical name → its name, and the tenant field they start with. */
+/**
+ * The tenant's tenancy indexes and the tenant field they start with: `indexes` per namespace read
+ * (what the engine passes), or `names` alone (physical → the tenant's name), applied everywhere.
+ */
 export interface OwnIndexNames {
-  names: ReadonlyMap<string, string>;
+  names?: ReadonlyMap<string, string>;
+  indexes?: ExplainIndexes;
   field: string;
 }
 
@@ -61,7 +73,11 @@ const QUERY_ECHO: ReadonlySet<string> = new Set([
   'indexFilterSet',
 ]);
 /** Stage fields that show an index's keys: dropped with a redacted index name. */
-const INDEX_DETAILS = ['keyPattern', 'indexBounds', 'multiKeyPaths'];
+const INDEX_DETAILS = ['keyPattern', 'indexKeyPattern', 'indexBounds', 'multiKeyPaths'];
+/** Stages naming another collection: their specification holds its plan on some upstreams. */
+const FOREIGN_STAGES: ReadonlySet<string> = new Set(['$lookup', '$graphLookup', '$unionWith']);
+/** A plan part whose namespace the reply does not say. */
+const UNKNOWN = undefined;
 const TENANCY_INDEX = /mtp_[st]_[0-9a-f]{24}/g;
 const WHOLE_TENANCY_INDEX = /^mtp_[st]_[0-9a-f]{24}$/;
 const WITHHELD_REASON =
@@ -86,25 +102,92 @@ function splitNs(ns: string): { db: string; coll: string } | undefined {
   return dot <= 0 ? undefined : { db: ns.slice(0, dot), coll: ns.slice(dot + 1) };
 }
 
+/** Where a plan part is: a physical namespace (`db.coll`), or UNKNOWN. */
+type Context = string | undefined;
+
 class Redactor {
   readonly withheld = new Set<string>();
   redactedIndexes = 0;
+  /** Physical namespace → tenancy index → the tenant's name (null: not its own). */
+  private readonly namespaces: ReadonlyMap<string, ReadonlyMap<string, string | null>>;
+  /** Whether namespaces are told apart (otherwise `names` applies to every plan part). */
+  private readonly tracked: boolean;
+  private readonly db: string;
+  readonly initial: Context;
 
   constructor(
     private readonly options: ExplainRedaction,
     private readonly resolver: NamespaceResolver,
     private readonly own: OwnIndexNames,
-  ) {}
+  ) {
+    const indexes = own.indexes;
+    this.tracked = indexes !== undefined;
+    this.db = indexes?.db ?? '';
+    this.namespaces = indexes?.namespaces ?? new Map([['', own.names ?? new Map()]]);
+    // One namespace read: every plan part is about it. Several: a part says which, or it is unknown.
+    const others = [...this.namespaces.keys()].filter((ns) => ns !== indexes?.explained).length;
+    this.initial = !this.tracked ? '' : others === 0 ? (indexes?.explained ?? UNKNOWN) : UNKNOWN;
+  }
+
+  /**
+   * The tenant's name for a tenancy index used in `context`, or undefined (redact). Where the
+   * namespace is unknown: only when every namespace read that has it has it as the tenant's,
+   * under one name.
+   */
+  private nameFor(physical: string, context: Context): string | undefined {
+    if (context !== UNKNOWN) return this.namespaces.get(context)?.get(physical) ?? undefined;
+    let found: string | undefined;
+    for (const names of this.namespaces.values()) {
+      if (!names.has(physical)) continue;
+      const name = names.get(physical);
+      if (name === null || name === undefined || (found !== undefined && found !== name)) return undefined;
+      found = name;
+    }
+    return found;
+  }
+
+  /** The namespace a document says it is about, or the one it is in. */
+  private contextOf(doc: RawDocument, field: string, context: Context): Context {
+    if (!this.tracked) return context;
+    const value = doc.get(field);
+    const ns = value === undefined ? undefined : stringValue(value);
+    return ns === undefined ? context : ns;
+  }
+
+  /** A `$lookup` / `$graphLookup` stage's foreign namespace (`from`), where the stage names one. */
+  private foreignOf(doc: RawDocument, context: Context): Context {
+    if (!this.tracked) return context;
+    for (const stage of ['$lookup', '$graphLookup']) {
+      const spec = doc.get(stage);
+      if (spec === undefined || spec.type !== BsonType.document) continue;
+      const from = RawDocument.parse(spec.value).get('from');
+      if (from === undefined) return UNKNOWN;
+      const coll = stringValue(from);
+      if (coll !== undefined) return `${this.db}.${coll}`;
+      if (from.type !== BsonType.document) return UNKNOWN;
+      const target = RawDocument.parse(from.value);
+      const db = target.get('db');
+      const named = target.get('coll');
+      const dbName = db === undefined ? undefined : stringValue(db);
+      const collName = named === undefined ? undefined : stringValue(named);
+      return dbName === undefined || collName === undefined ? UNKNOWN : `${dbName}.${collName}`;
+    }
+    return context;
+  }
 
   /** A document of the reply; `stats`: inside execution figures; `top`: the `executionStats` document itself. */
-  document(doc: RawDocument, stats: boolean, top = false): RawDocument | undefined {
+  document(doc: RawDocument, stats: boolean, context: Context, top = false): RawDocument | undefined {
     let changed = false;
     const out: RawDocument['elements'][number][] = [];
+    // A queryPlanner names its namespace; an EQ_LOOKUP's own index is on its foreign collection.
+    const inner = this.contextOf(doc, 'namespace', context);
+    const indexContext = this.contextOf(doc, 'foreignCollection', inner);
+    const foreign = this.foreignOf(doc, inner);
     const indexName = doc.get('indexName');
     const name = indexName === undefined ? undefined : stringValue(indexName);
     const tenancyIndex = (name?.match(TENANCY_INDEX)?.length ?? 0) > 0;
     // The tenant's own index (the whole name is one it owns): its details without the tenant field.
-    const ownIndex = tenancyIndex && WHOLE_TENANCY_INDEX.test(name!) && this.own.names.has(name!);
+    const ownIndex = tenancyIndex && WHOLE_TENANCY_INDEX.test(name!) && this.nameFor(name!, indexContext) !== undefined;
     for (const element of doc.elements) {
       if (tenancyIndex && INDEX_DETAILS.includes(element.name)) {
         changed = true;
@@ -115,7 +198,9 @@ class Redactor {
         out.push({ name: element.name, type: BsonType.document, value: stripped.toValue().value });
         continue;
       }
-      const next = this.element(element.name, element, stats, top);
+      const elementContext =
+        element.name === 'indexName' ? indexContext : element.name === 'indexesUsed' ? foreign : inner;
+      const next = this.element(element.name, element, stats, top, elementContext);
       if (next === null) {
         changed = true;
         continue;
@@ -128,10 +213,20 @@ class Redactor {
   }
 
   /** The new value, null to drop it, undefined when unchanged. */
-  private element(name: string, value: RawValue, stats: boolean, top: boolean): RawValue | null | undefined {
+  private element(
+    name: string,
+    value: RawValue,
+    stats: boolean,
+    top: boolean,
+    context: Context,
+  ): RawValue | null | undefined {
     if (QUERY_ECHO.has(name) || name.startsWith('$')) {
-      // The client's query and stage specifications; only tenancy index names inside plan text matter.
-      return name === '$cursor' ? this.value(value, false) : undefined;
+      // The client's query and stage specifications; only tenancy index names inside plan text
+      // matter. A foreign stage's may hold the other collection's plan and figures (DocumentDB),
+      // about either collection.
+      if (name === '$cursor') return this.value(value, false, context);
+      if (FOREIGN_STAGES.has(name)) return this.value(value, false, this.tracked ? UNKNOWN : context);
+      return undefined;
     }
     // Planner estimates (DocumentDB's `estimatedTotalKeysExamined` in queryPlanner) are sized by
     // the whole collection, other tenants' documents included, at any verbosity.
@@ -156,26 +251,27 @@ class Redactor {
       const info = RawDocument.parse(value.value);
       return info.has('host') || info.has('port') ? info.without('host', 'port').toValue() : undefined;
     }
-    if (name === 'stages' && value.type === BsonType.array) {
-      // aggregate: each stage's figures sit beside its specification.
-      return this.array(value, true);
+    if ((name === 'stages' || name === 'pipeline') && value.type === BsonType.array) {
+      // aggregate: each stage's figures sit beside its specification (a `$unionWith`'s sub-pipeline too).
+      return this.array(value, true, context);
     }
     if (STATS_CONTAINERS.has(name)) {
       if (value.type === BsonType.document)
-        return this.document(RawDocument.parse(value.value), true, name === 'executionStats')?.toValue();
-      if (value.type === BsonType.array) return this.array(value, true);
+        return this.document(RawDocument.parse(value.value), true, context, name === 'executionStats')?.toValue();
+      if (value.type === BsonType.array) return this.array(value, true, context);
       return undefined;
     }
-    return this.value(value, stats);
+    return this.value(value, stats, context);
   }
 
-  private value(value: RawValue, stats: boolean): RawValue | undefined {
-    if (value.type === BsonType.document) return this.document(RawDocument.parse(value.value), stats)?.toValue();
-    if (value.type === BsonType.array) return this.array(value, stats);
+  private value(value: RawValue, stats: boolean, context: Context): RawValue | undefined {
+    if (value.type === BsonType.document)
+      return this.document(RawDocument.parse(value.value), stats, context)?.toValue();
+    if (value.type === BsonType.array) return this.array(value, stats, context);
     const text = stringValue(value);
     if (text === undefined) return undefined;
     const redacted = text.replace(TENANCY_INDEX, (physical) => {
-      const own = this.own.names.get(physical);
+      const own = this.nameFor(physical, context);
       if (own !== undefined) return own;
       this.redactedIndexes++;
       return REDACTED;
@@ -183,10 +279,10 @@ class Redactor {
     return redacted === text ? undefined : valueOf(redacted);
   }
 
-  private array(value: RawValue, stats: boolean): RawValue | undefined {
+  private array(value: RawValue, stats: boolean, context: Context): RawValue | undefined {
     let changed = false;
     const items = arrayItems(value).map((item) => {
-      const next = this.value(item, stats);
+      const next = this.value(item, stats, context);
       if (next !== undefined) changed = true;
       return next ?? item;
     });
@@ -202,13 +298,13 @@ export function redactExplain(
   body: Uint8Array,
   options: ExplainRedaction,
   resolver: NamespaceResolver,
-  own: OwnIndexNames = { names: new Map(), field: '' },
+  own: OwnIndexNames = { field: '' },
 ): Uint8Array | undefined {
   const reply = RawDocument.parse(body);
   const ok = reply.get('ok');
   if (ok !== undefined && isNumber(ok.type) && ok.value.every((byte) => byte === 0)) return undefined;
   const redactor = new Redactor(options, resolver, own);
-  let next = redactor.document(reply, false);
+  let next = redactor.document(reply, false, redactor.initial);
   if (redactor.withheld.size > 0) {
     const note = documentOf([
       ['reason', valueOf(WITHHELD_REASON)],

@@ -21,7 +21,10 @@
  *   scope, n, holder, at}`; taking one is an insert, so the unique `_id` lets only one replica
  *   have slot n, and a unique index on `holder` (the tenant's index name, or the physical index)
  *   lets one holder have only one slot. No scope ever has more slots than its capacity, whatever
- *   two replicas do at the same time.
+ *   two replicas do at the same time. A capacity the operator lowers later (hot reload, a replica
+ *   started with a lower limit) leaves the slots already held, whatever their numbers, taken
+ *   until released: what exists stays, and a new slot is only taken while fewer than the new
+ *   capacity are held (`slotBound`), which the unique numbers keep atomic across replicas too.
  *
  * Writes are idempotent upserts with majority write concern (where the upstream has none it is
  * ignored), so a retried or concurrent DDL converges.
@@ -127,6 +130,11 @@ export class Catalogue {
     return (await this.findAll('indexes', { db, coll, 'owners.t': t })) as IndexRecord[];
   }
 
+  /** Every index record of a namespace, whoever owns it. */
+  async indexes(db: string, coll: string): Promise<IndexRecord[]> {
+    return (await this.findAll('indexes', { db, coll })) as IndexRecord[];
+  }
+
   async indexRecord(db: string, coll: string, physical: string): Promise<IndexRecord | undefined> {
     const found = await this.findAll('indexes', { _id: indexId(db, coll, physical) });
     return found[0] as IndexRecord | undefined;
@@ -205,7 +213,8 @@ export class SlotStore {
   async claim(scope: string, holder: string, capacity: number, taken: readonly SlotRecord[]): Promise<boolean> {
     if (taken.some((slot) => slot.holder === holder)) return true;
     const used = new Set(taken.map((slot) => slot.n));
-    for (let n = 0; n < capacity; n += 1) {
+    const bound = slotBound(capacity, taken);
+    for (let n = 0; n < bound; n += 1) {
       if (used.has(n)) continue;
       try {
         await this.runner.run(this.database, {
@@ -249,6 +258,22 @@ export class SlotStore {
       writeConcern: WRITE_CONCERN,
     });
   }
+}
+
+/**
+ * New slots are numbered below this bound. Counting by numbers alone (any free n below the
+ * capacity) would let a scope that still holds slots numbered above a lowered capacity take the
+ * free numbers below it and hold more slots than the capacity. The bound is the largest b with
+ * b + (slots held numbered b or more) <= capacity: with at most b slots below b, the slots held
+ * never exceed the capacity. Across replicas with the same capacity it stays atomic: every new
+ * slot is below each bound computed concurrently, so above the largest one only slots already
+ * read remain, and the count holds for the read with the largest bound.
+ */
+export function slotBound(capacity: number, taken: readonly Pick<SlotRecord, 'n'>[]): number {
+  let bound = Math.max(0, capacity);
+  // b + (held numbered >= b) never decreases as b grows: lower b until it fits.
+  while (bound > 0 && bound + taken.filter((slot) => slot.n >= bound).length > capacity) bound -= 1;
+  return bound;
 }
 
 export function tenantSlotScope(t: string, db: string, coll: string): string {

@@ -15,12 +15,13 @@
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
 import { calculateObjectSize, deserialize, type Document } from '../wire/bson.js';
-import { RawDocument, arrayItems, documentOf, stringOf } from '../wire/raw-bson.js';
+import { RawDocument, arrayItems, documentOf, stringOf, type RawValue } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
 import type { TenancyConfig } from '../config/types.js';
 import { databaseListing } from '../policy/namespaces.js';
 import { PolicyRefusal } from '../errors.js';
 import type {
+  ExplainIndexes,
   NamespaceResolver,
   ResolvedNamespace,
   TenantContext,
@@ -163,7 +164,7 @@ export class TenancyExecutor {
     context: TenantContext,
   ): Promise<void> | undefined {
     if (context.virtualDdl !== true || context.hintKeys === undefined) return undefined;
-    context.explainIndexNames?.clear();
+    if (context.explainIndexes !== undefined) resetExplainIndexes(context.explainIndexes);
     let command = body instanceof RawDocument ? body : RawDocument.parse(body);
     // explain: the explained command's hints.
     const explained = command.first?.name === 'explain' ? command.first : undefined;
@@ -221,28 +222,47 @@ export class TenancyExecutor {
   }
 
   /**
-   * Before an explain on a shared collection is forwarded (after it was decided: a refused one
-   * costs nothing upstream): the physical indexes the tenant owns there → its own names, into
-   * `context.explainIndexNames`, so the reply shows the tenant's names (rewrite/explain.ts).
+   * Before an explain is forwarded (after it was decided: a refused one costs nothing upstream):
+   * for the explained collection and every collection its pipeline reads (`$lookup`,
+   * `$graphLookup`, `$unionWith`, nested, in `$facet` too) that is a shared one, each tenancy index
+   * recorded there → the tenant's own name for it, or null when it is another's, into
+   * `context.explainIndexes`, so the reply shows the tenant's names and only them (rewrite/explain.ts).
    */
   async prepareExplain(db: string, body: Uint8Array, context: TenantContext): Promise<void> {
-    context.explainIndexNames?.clear();
-    if (context.virtualDdl !== true || context.explainIndexNames === undefined) return;
+    const target = context.explainIndexes;
+    if (target !== undefined) resetExplainIndexes(target);
+    if (context.virtualDdl !== true || target === undefined) return;
     const explained = RawDocument.parse(body).first;
     if (explained?.name !== 'explain' || explained.type !== BsonType.document) return;
-    const first = RawDocument.parse(explained.value).first;
-    if (first === undefined || first.type !== BsonType.string) return;
-    let ns: ResolvedNamespace;
-    try {
-      ns = context.namespaces.resolve(db, stringOf(first), 'read');
-    } catch (error) {
-      if (error instanceof PolicyRefusal) return;
-      throw error;
-    }
-    if (!ns.tenantFiltered) return;
-    for (const record of await this.catalogue.ownedIndexes(context.tenant, ns.db, ns.coll)) {
-      const owner = record.owners.find((candidate) => candidate.t === context.tenant)!;
-      context.explainIndexNames.set(record.physical, owner.name);
+    const command = RawDocument.parse(explained.value);
+    const first = command.first;
+    const read: Array<{ db: string; coll: string; explained: boolean }> = [];
+    if (first !== undefined && first.type === BsonType.string)
+      read.push({ db, coll: stringOf(first), explained: true });
+    const pipeline = first?.name === 'aggregate' ? command.get('pipeline') : undefined;
+    if (pipeline !== undefined) foreignCollections(db, pipeline, read, 0);
+    target.db = db;
+    for (const entry of read) {
+      let ns: ResolvedNamespace;
+      try {
+        ns = context.namespaces.resolve(entry.db, entry.coll, 'read');
+      } catch (error) {
+        if (error instanceof PolicyRefusal) continue;
+        throw error;
+      }
+      const key = `${ns.db}.${ns.coll}`;
+      if (entry.explained) {
+        target.db = ns.db;
+        if (ns.tenantFiltered) target.explained = key;
+      }
+      if (!ns.tenantFiltered || target.namespaces.has(key)) continue;
+      const names = new Map<string, string | null>();
+      for (const record of await this.catalogue.indexes(ns.db, ns.coll)) {
+        // Another tenant's name never leaves the catalogue: its indexes are only marked as not the tenant's.
+        const owner = record.owners.find((candidate) => candidate.t === context.tenant);
+        names.set(record.physical, owner?.name ?? null);
+      }
+      target.namespaces.set(key, names);
     }
   }
 
@@ -901,6 +921,52 @@ function retryingDeadlocks(runner: CommandRunner): CommandRunner {
       }
     },
   };
+}
+
+function resetExplainIndexes(target: ExplainIndexes): void {
+  target.db = '';
+  delete target.explained;
+  target.namespaces.clear();
+}
+
+/** Pipelines nest at most this deep (the policy refuses deeper ones before): a bound, not a rule. */
+const MAX_PIPELINE_DEPTH = 32;
+
+/** The collections a pipeline's `$lookup`, `$graphLookup` and `$unionWith` stages read, nested ones included. */
+function foreignCollections(
+  db: string,
+  pipeline: RawValue,
+  into: Array<{ db: string; coll: string; explained: boolean }>,
+  depth: number,
+): void {
+  if (pipeline.type !== BsonType.array || depth > MAX_PIPELINE_DEPTH) return;
+  for (const stage of arrayItems(pipeline)) {
+    if (stage.type !== BsonType.document) continue;
+    const first = RawDocument.parse(stage.value).first;
+    if (first === undefined) continue;
+    if (first.name === '$unionWith' && first.type === BsonType.string) {
+      into.push({ db, coll: stringOf(first), explained: false });
+      continue;
+    }
+    if (first.type !== BsonType.document) continue;
+    const spec = RawDocument.parse(first.value);
+    if (first.name === '$facet') {
+      for (const facet of spec.elements) foreignCollections(db, facet, into, depth + 1);
+      continue;
+    }
+    if (first.name !== '$lookup' && first.name !== '$graphLookup' && first.name !== '$unionWith') continue;
+    const from = spec.get(first.name === '$unionWith' ? 'coll' : 'from');
+    if (from?.type === BsonType.string) into.push({ db, coll: stringOf(from), explained: false });
+    else if (from?.type === BsonType.document) {
+      const named = RawDocument.parse(from.value);
+      const fromDb = named.get('db');
+      const fromColl = named.get('coll');
+      if (fromDb?.type === BsonType.string && fromColl?.type === BsonType.string)
+        into.push({ db: stringOf(fromDb), coll: stringOf(fromColl), explained: false });
+    }
+    const inner = spec.get('pipeline');
+    if (inner !== undefined) foreignCollections(db, inner, into, depth + 1);
+  }
 }
 
 function isOld(slot: SlotRecord): boolean {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MongoServerError, type Document, type MongoClient } from 'mongodb';
 import { startTenantProxy, type TenantProxy } from '../helpers/tenants.js';
-import { directClient, uniqueDbName, upstreamFeatures } from '../helpers/upstream.js';
+import { directClient, lacks, uniqueDbName, upstreamFeatures } from '../helpers/upstream.js';
 
 const CATALOGUE = uniqueDbName('mtpcat');
 const dbName = uniqueDbName('ten13i');
@@ -286,6 +286,79 @@ describe('issue 13: tenant-scoped indexes', () => {
     if (named) expect(globexPlan).toContain('"globex_sku"');
   });
 
+  it.skipIf(lacks('lookup', 'FerretDB v1 has no $lookup to explain'))(
+    "explain of $lookup / $unionWith (nested too): the other collection's indexes show under the tenant's own names, another tenant's stay redacted",
+    async () => {
+      type Doc = { _id: string; [key: string]: unknown };
+      // Enough documents that the upstream's planner prefers the index on the looked-up collection.
+      const rows = (tenant: string, n: number) =>
+        Array.from({ length: n }, (_, i) => ({ _id: `${tenant}-${i}`, tenantId: tenant, sku: `s${i}`, secret: i }));
+      await direct
+        .db(dbName)
+        .collection<Doc>('lkItems')
+        .insertMany([...rows('acme', 3000), ...rows('globex', 3000)]);
+      await direct.db(dbName).collection<Doc>('lkGlobexOnly').insertMany(rows('globex', 3000));
+      await acme
+        .db(dbName)
+        .collection<Doc>('lkOrders')
+        .insertMany([1, 2].map((n) => ({ _id: `o${n}`, sku: `s${n}` })));
+      await globex
+        .db(dbName)
+        .collection<Doc>('lkOrders')
+        .insertMany([1, 2].map((n) => ({ _id: `g${n}`, sku: `s${n}` })));
+      // One shared physical index under each tenant's name; one only globex has (also on a collection acme owns nothing in).
+      await acme.db(dbName).collection('lkItems').createIndex({ sku: 1 }, { name: 'acme_item_sku' });
+      await globex.db(dbName).collection('lkItems').createIndex({ sku: 1 }, { name: 'globex_item_sku' });
+      await globex.db(dbName).collection('lkItems').createIndex({ secret: 1 }, { name: 'globex_secret' });
+      await globex.db(dbName).collection('lkGlobexOnly').createIndex({ sku: 1 }, { name: 'globex_only_sku' });
+      const lookup = (from: string) => ({ $lookup: { from, localField: 'sku', foreignField: 'sku', as: 'j' } });
+      const pipelines = (from: string): Document[][] => [
+        [lookup(from)],
+        [{ $lookup: { from, let: { s: '$sku' }, pipeline: [{ $match: { sku: 's1' } }], as: 'j' } }],
+        [{ $unionWith: { coll: from, pipeline: [{ $match: { sku: 's1' } }] } }],
+        // Nested: a $lookup inside a $unionWith's pipeline.
+        [{ $unionWith: { coll: 'lkOrders', pipeline: [lookup(from)] } }],
+      ];
+      const physical = (await physicalIndexes('lkItems')).map((index) => String(index.name));
+      const shared = physical.find((name) => name.startsWith('mtp_s_'))!;
+      // Read directly: does this upstream name the looked-up collection's index in its explain at all?
+      const directPlans = await Promise.all(
+        pipelines('lkItems').map((pipeline) =>
+          direct.db(dbName).command({
+            explain: { aggregate: 'lkOrders', pipeline: tenantPipeline(pipeline, 'acme'), cursor: {} },
+            verbosity: 'queryPlanner',
+          }),
+        ),
+      );
+      const named = directPlans.some((plan) => JSON.stringify(plan).includes(shared));
+      for (const verbosity of ['queryPlanner', 'executionStats'] as const) {
+        for (const [tenant, client, own, other] of [
+          ['acme', acme, 'acme_item_sku', 'globex'],
+          ['globex', globex, 'globex_item_sku', 'acme'],
+        ] as const) {
+          const plans = await Promise.all(
+            pipelines('lkItems').map(async (pipeline) =>
+              JSON.stringify(await client.db(dbName).collection('lkOrders').aggregate(pipeline).explain(verbosity)),
+            ),
+          );
+          for (const plan of plans) {
+            expect(plan, `${tenant} ${verbosity}`).not.toMatch(/mtp_[st]_/);
+            expect(plan, `${tenant} ${verbosity}`).not.toContain(`${other}_`);
+          }
+          if (named) expect(plans.join('\n'), `${tenant} ${verbosity}`).toContain(`"${own}"`);
+        }
+        // A collection acme owns no index in: globex's index there stays redacted for acme.
+        const foreign = await Promise.all(
+          pipelines('lkGlobexOnly').map(async (pipeline) =>
+            JSON.stringify(await acme.db(dbName).collection('lkOrders').aggregate(pipeline).explain(verbosity)),
+          ),
+        );
+        for (const plan of foreign) expect(plan).not.toMatch(/mtp_[st]_|globex/);
+      }
+      if (!named) console.info(`explain of $lookup on ${dbName}: this upstream names no looked-up index`);
+    },
+  );
+
   it('the catalogue database is not reachable through the proxy', async () => {
     const err = await acme
       .db(CATALOGUE)
@@ -296,3 +369,26 @@ describe('issue 13: tenant-scoped indexes', () => {
     expect((err as MongoServerError).message).toMatch(/namespace\.catalogue/);
   });
 });
+
+/** The pipeline as the proxy sends it for `tenant` (each read collection filtered by the tenant field). */
+function tenantPipeline(pipeline: Document[], tenant: string): Document[] {
+  const match = { $match: { tenantId: tenant } };
+  return [
+    match,
+    ...pipeline.map((stage): Document => {
+      const [name, spec] = Object.entries(stage)[0]! as [string, Document];
+      if (name === '$lookup' && spec['pipeline'] === undefined)
+        return {
+          $lookup: {
+            from: spec['from'],
+            let: { s: '$sku' },
+            pipeline: [match, { $match: { $expr: { $eq: ['$sku', '$$s'] } } }],
+            as: spec['as'],
+          },
+        };
+      if (name === '$lookup' || name === '$unionWith')
+        return { [name]: { ...spec, pipeline: tenantPipeline(spec['pipeline'] as Document[], tenant) } };
+      return stage;
+    }),
+  ];
+}

@@ -162,4 +162,85 @@ describe('issue 13: the index budget and the reserve hold across proxy replicas'
     expect(again.refused).toEqual([]);
     expect(await physical('room')).toHaveLength(room);
   });
+
+  describe('a limit lowered later (hot reload, or replicas started with a lower one): what is held stays, nothing new beyond the new limit', () => {
+    // Replicas configured lower than the two above: budget 3 instead of 4, room for 4 proxy-built
+    // indexes instead of 7 (maxIndexesPerCollection 7 - reserve 2 - _id_).
+    const LOW = { budget: 3, max: 7 };
+    let low: TenantProxy[] = [];
+    const create = (proxy: TenantProxy, tenant: string, coll: string, field: string) =>
+      proxy
+        .clientFor(tenant)
+        .db(dbName)
+        .collection(coll)
+        .createIndex({ [field]: 1 }, { name: field });
+    const refusal = (promise: Promise<unknown>) => promise.then(() => undefined).catch((error: unknown) => error);
+    const slotCount = (scope: unknown[]) =>
+      direct
+        .db(CATALOGUE)
+        .collection('slots')
+        .countDocuments({ scope: JSON.stringify(scope) });
+
+    beforeAll(async () => {
+      const settings = {
+        isolation: {
+          tenancy: {
+            catalogueDatabase: CATALOGUE,
+            indexesPerTenant: LOW.budget,
+            indexReserve: RESERVE,
+            maxIndexesPerCollection: LOW.max,
+          },
+        },
+      };
+      low = [await startTenantProxy(TENANTS, settings), await startTenantProxy(TENANTS, settings)];
+    });
+    afterAll(async () => {
+      await Promise.allSettled(low.map((replica) => replica.stop()));
+    });
+
+    it('the reserve: slots numbered above the lowered room stay taken; a new index waits until fewer than the room are held', async () => {
+      // Through a replica with the larger room: acme and globex take slots 0..6 in order.
+      for (const field of ['a0', 'a1', 'a2', 'a3']) await create(replicas[0]!, 'acme', 'lowroom', field);
+      for (const field of ['g0', 'g1', 'g2']) await create(replicas[0]!, 'globex', 'lowroom', field);
+      // acme drops its first three: slots 0..2 are free, 3..6 held, four indexes: the lower room is full.
+      for (const field of ['a0', 'a1', 'a2'])
+        await replicas[0]!.clientFor('acme').db(dbName).collection('lowroom').dropIndex(field);
+      expect(await slotCount(['p', dbName, 'lowroom'])).toBe(4);
+      const refused = await refusal(create(low[0]!, 'initech', 'lowroom', 'i0'));
+      expect(refused).toBeInstanceOf(MongoServerError);
+      expect((refused as MongoServerError).code).toBe(67);
+      expect((refused as MongoServerError).message).toMatch(/tenancy\.index-reserve/);
+      expect(await physical('lowroom')).toHaveLength(5); // _id_ and the four held
+      // What is held stays: every index is still there and listed to its owner through the lower replica.
+      const listed = await low[1]!.clientFor('globex').db(dbName).collection('lowroom').listIndexes().toArray();
+      expect(listed.map((index) => String(index.name)).sort()).toEqual(['_id_', 'g0', 'g1', 'g2']);
+      // Re-creating an index the tenant has is still a no-op success.
+      expect(await create(low[0]!, 'globex', 'lowroom', 'g0')).toBe('g0');
+      // globex drops one: three held, one new index fits, then the lower room is full again.
+      await low[1]!.clientFor('globex').db(dbName).collection('lowroom').dropIndex('g0');
+      expect(await create(low[0]!, 'initech', 'lowroom', 'i0')).toBe('i0');
+      const again = await refusal(create(low[1]!, 'initech', 'lowroom', 'i1'));
+      expect((again as MongoServerError).message).toMatch(/tenancy\.index-reserve/);
+      expect(await slotCount(['p', dbName, 'lowroom'])).toBe(4);
+    });
+
+    it('the budget: a tenant holding slots above its lowered budget gets only what is left of it, even racing two replicas', async () => {
+      // Budget 4 (slots 0..3), then 0 and 1 dropped: two held, numbered 2 and 3.
+      for (const field of ['u0', 'u1', 'u2', 'u3']) await create(replicas[0]!, 'umbrella', 'lowbudget', field);
+      for (const field of ['u0', 'u1'])
+        await replicas[1]!.clientFor('umbrella').db(dbName).collection('lowbudget').dropIndex(field);
+      const results = await Promise.allSettled(
+        Array.from({ length: 6 }, (_, index) => create(low[index % 2]!, 'umbrella', 'lowbudget', `n${index}`)),
+      );
+      const created = results.filter((result) => result.status === 'fulfilled');
+      expect(created).toHaveLength(LOW.budget - 2);
+      for (const result of results)
+        if (result.status === 'rejected') expect(String(result.reason)).toMatch(/tenancy\.index-budget/);
+      expect(await slotCount(['t', dbName, 'lowbudget', 'umbrella'])).toBe(LOW.budget);
+      const listed = await low[0]!.clientFor('umbrella').db(dbName).collection('lowbudget').listIndexes().toArray();
+      expect(listed).toHaveLength(1 + LOW.budget);
+      // Through a replica still configured with the larger budget, the tenant may take its fourth.
+      expect(await create(replicas[0]!, 'umbrella', 'lowbudget', 'later')).toBe('later');
+    });
+  });
 });

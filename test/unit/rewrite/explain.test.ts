@@ -344,4 +344,187 @@ describe('redactExplain (MongoDB shapes)', () => {
       expect(JSON.stringify(out)).not.toMatch(/mtp_[st]_/);
     }
   });
+
+  describe('issue 13: indexes of the other collections a pipeline reads ($lookup, $graphLookup, $unionWith)', () => {
+    // Shared-collection model: physical names are the client's.
+    const shared = { toClient: (db: string, coll?: string) => ({ db, coll }) } as unknown as NamespaceResolver;
+    const ORDERS_OWN = 'mtp_t_111111111111111111111111';
+    const ITEMS_OWN = 'mtp_t_222222222222222222222222';
+    const ITEMS_OTHER = 'mtp_t_333333333333333333333333';
+    // One physical name in two collections (mtp_s_ hashes key and options only).
+    const SAME = 'mtp_s_444444444444444444444444';
+    const indexes = (namespaces: Record<string, Record<string, string | null>>) => ({
+      field: 'tenantId',
+      indexes: {
+        db: 'app',
+        explained: 'app.orders',
+        namespaces: new Map(
+          Object.entries(namespaces).map(([ns, names]) => [ns, new Map(Object.entries(names))] as const),
+        ),
+      },
+    });
+    const run = (reply: Document, own: ReturnType<typeof indexes>, withholdFigures = true): Document =>
+      deserialize(redactExplain(serialize(reply), { withholdFigures }, shared, own)!);
+
+    it("catalogue 21: MongoDB: a $lookup's indexesUsed, an EQ_LOOKUP's index and a $unionWith sub-plan map through the foreign collection's names", () => {
+      const own = indexes({
+        'app.orders': { [ORDERS_OWN]: 'by_customer', [SAME]: null },
+        'app.items': { [ITEMS_OWN]: 'by_sku', [ITEMS_OTHER]: null, [SAME]: 'items_same' },
+      });
+      const reply = {
+        stages: [
+          {
+            $cursor: {
+              queryPlanner: {
+                namespace: 'app.orders',
+                winningPlan: {
+                  stage: 'EQ_LOOKUP',
+                  foreignCollection: 'app.items',
+                  strategy: 'IndexedLoopJoin',
+                  indexName: ITEMS_OWN,
+                  indexKeyPattern: { tenantId: 1, sku: 1 },
+                  inputStage: ixscan(SAME),
+                },
+                rejectedPlans: [
+                  {
+                    stage: 'EQ_LOOKUP',
+                    foreignCollection: 'app.items',
+                    indexName: ITEMS_OTHER,
+                    indexKeyPattern: { tenantId: 1, secret: 1 },
+                  },
+                ],
+              },
+            },
+          },
+          {
+            $lookup: { from: 'items', as: 'j', localField: 'a', foreignField: 'b' },
+            indexesUsed: [ITEMS_OWN, SAME, ITEMS_OTHER],
+          },
+          {
+            $unionWith: {
+              coll: 'items',
+              pipeline: [
+                {
+                  $cursor: {
+                    queryPlanner: {
+                      namespace: 'app.items',
+                      winningPlan: { stage: 'FETCH', inputStage: ixscan(SAME) },
+                      rejectedPlans: [ixscan(ORDERS_OWN)],
+                    },
+                    executionStats: { nReturned: 1, totalDocsExamined: 900 },
+                  },
+                  nReturned: 1,
+                  executionTimeMillisEstimate: 3,
+                },
+                { $group: { _id: '$k' }, nReturned: 1, totalOutputDataSizeBytes: 80 },
+              ],
+            },
+          },
+        ],
+        ok: 1,
+      };
+      const out = run(reply, own);
+      const plan = out['stages'][0].$cursor.queryPlanner;
+      // The EQ_LOOKUP's own index is on items; its input stage (SAME on orders) is another tenant's there.
+      expect(plan.winningPlan).toMatchObject({ indexName: 'by_sku', indexKeyPattern: { sku: 1 } });
+      expect(plan.winningPlan.inputStage.indexName).toBe('<redacted>');
+      expect(plan.winningPlan.inputStage.keyPattern).toBeUndefined();
+      expect(plan.rejectedPlans[0].indexName).toBe('<redacted>');
+      expect(plan.rejectedPlans[0].indexKeyPattern).toBeUndefined();
+      expect(out['stages'][1].indexesUsed).toEqual(['by_sku', 'items_same', '<redacted>']);
+      const union = out['stages'][2].$unionWith.pipeline[0].$cursor;
+      expect(union.queryPlanner.winningPlan.inputStage).toMatchObject({
+        indexName: 'items_same',
+        keyPattern: { secretField: 1 },
+      });
+      // The tenant's orders index named inside the items plan is not one of items: redacted.
+      expect(union.queryPlanner.rejectedPlans[0].indexName).toBe('<redacted>');
+      expect(union.executionStats).toEqual({ nReturned: 1 });
+      // The sub-pipeline's stage figures are withheld like the outer stages'.
+      expect(out['stages'][2].$unionWith.pipeline[1]).toEqual({ $group: { _id: '$k' } });
+      expect(Object.keys(out['stages'][2].$unionWith.pipeline[0])).toEqual(['$cursor']);
+      expect(JSON.stringify(out)).not.toMatch(/mtp_[st]_/);
+    });
+
+    it("catalogue 21, 59: DocumentDB: plans name no namespace; a name maps only when every collection read that has it has it as the tenant's, under one name; the $lookup stage's figures are withheld", () => {
+      const cursor = (indexName: string) => ({
+        $cursor: {
+          queryPlanner: { winningPlan: { stage: 'IXSCAN', indexName, estimatedTotalKeysExamined: 4 } },
+          executionStats: { nReturned: 3, totalDocsExamined: 3, executionStages: { stage: 'IXSCAN', indexName } },
+        },
+      });
+      const reply = {
+        stages: [
+          cursor(ORDERS_OWN),
+          cursor(SAME),
+          cursor(ITEMS_OTHER),
+          {
+            $lookup: {
+              queryPlanner: { winningPlan: { stage: 'LOOKUP', inputStage: { stage: 'IXSCAN', indexName: ITEMS_OWN } } },
+              executionStats: {
+                nReturned: 3,
+                totalDocsExamined: 3000,
+                executionStages: { stage: 'LOOKUP', totalKeysExamined: 9 },
+              },
+            },
+          },
+        ],
+        explainVersion: 2,
+        ok: 1,
+      };
+      const names = (out: Document) =>
+        [0, 1, 2].map((n) => out['stages'][n].$cursor.queryPlanner.winningPlan.indexName as string);
+      // SAME is the tenant's in both collections under one name: mapped.
+      const both = run(
+        reply,
+        indexes({
+          'app.orders': { [ORDERS_OWN]: 'by_customer', [SAME]: 'same' },
+          'app.items': { [ITEMS_OWN]: 'by_sku', [ITEMS_OTHER]: null, [SAME]: 'same' },
+        }),
+      );
+      expect(names(both)).toEqual(['by_customer', 'same', '<redacted>']);
+      expect(both['stages'][3].$lookup.queryPlanner.winningPlan.inputStage.indexName).toBe('by_sku');
+      expect(both['stages'][3].$lookup.executionStats).toEqual({ nReturned: 3, executionStages: { stage: 'LOOKUP' } });
+      expect(both['stages'][0].$cursor.executionStats).toEqual({
+        nReturned: 3,
+        executionStages: { stage: 'IXSCAN', indexName: 'by_customer' },
+      });
+      expect(both['mtpWithheld'].fields).toEqual([
+        'estimatedTotalKeysExamined',
+        'totalDocsExamined',
+        'totalKeysExamined',
+      ]);
+      // SAME is another tenant's in items (or the tenant's under two names): which one the plan uses is unknown, redacted.
+      for (const itemsSame of [null, 'other_name']) {
+        const out = run(
+          reply,
+          indexes({
+            'app.orders': { [ORDERS_OWN]: 'by_customer', [SAME]: 'same' },
+            'app.items': { [ITEMS_OWN]: 'by_sku', [SAME]: itemsSame },
+          }),
+        );
+        expect(names(out)).toEqual(['by_customer', '<redacted>', '<redacted>']);
+        expect(JSON.stringify(out)).not.toMatch(/mtp_[st]_|other_name/);
+      }
+    });
+
+    it('catalogue 21: a collection the tenant owns no index in keeps every tenancy index redacted; only the explained collection read: its names apply everywhere', () => {
+      const reply = {
+        stages: [cursorOf(SAME), { $lookup: { from: 'items' }, indexesUsed: [SAME, ITEMS_OTHER] }],
+        ok: 1,
+      };
+      const out = run(
+        reply,
+        indexes({ 'app.orders': { [SAME]: 'mine' }, 'app.items': { [SAME]: null, [ITEMS_OTHER]: null } }),
+      );
+      expect(out['stages'][0].$cursor.queryPlanner.winningPlan.indexName).toBe('mine');
+      expect(out['stages'][1].indexesUsed).toEqual(['<redacted>', '<redacted>']);
+      const alone = run({ stages: [cursorOf(SAME)], ok: 1 }, indexes({ 'app.orders': { [SAME]: 'mine' } }));
+      expect(alone['stages'][0].$cursor.queryPlanner.winningPlan.indexName).toBe('mine');
+    });
+  });
 });
+
+function cursorOf(indexName: string): Document {
+  return { $cursor: { queryPlanner: { namespace: 'app.orders', winningPlan: { stage: 'IXSCAN', indexName } } } };
+}
