@@ -22,13 +22,18 @@ export const SEMANTIC_TEST_FILES = [
 
 /**
  * Run in every project: the harness checks the upstream it was given; tenant-scoped indexes are
- * refused where partial indexes are missing (FerretDB v1) and built per tenant where they exist.
+ * refused where partial indexes are missing (FerretDB v1) and built per tenant where they exist;
+ * the compatibility suite and the mongodump/mongorestore test (skipped without
+ * MTP_MONGO_TOOLS_DIR) compare clients direct and through the proxy on each upstream, since what
+ * differs depends on it (test/compat/known-differences.ts).
  */
 export const EVERY_PROJECT_TEST_FILES = [
   'test/integration/harness.test.ts',
   'test/integration/tenancy-indexes.test.ts',
   'test/integration/tenancy-replicas.test.ts',
   'test/integration/tenancy-stats-size.test.ts',
+  'test/compat/compat.test.ts',
+  'test/integration/mongo-tools.test.ts',
 ];
 
 /** The one upstream of the whole run, or undefined for the default split. */
