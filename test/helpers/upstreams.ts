@@ -29,6 +29,8 @@ export const EVERY_PROJECT_TEST_FILES = [
   'test/integration/tenancy-indexes.test.ts',
   'test/integration/tenancy-replicas.test.ts',
   'test/integration/tenancy-stats-size.test.ts',
+  'test/integration/tenant-field-replies.test.ts',
+  'test/integration/tenant-field-stages.test.ts',
 ];
 
 /** The one upstream of the whole run, or undefined for the default split. */
