@@ -57,6 +57,20 @@ export const MAX_NAMESPACE_BYTES = 255;
 /** Databases never reachable for data access. */
 export const SYSTEM_DATABASES: readonly string[] = ['admin', 'local', 'config'];
 
+/**
+ * Why each system database is refused, in the refusal a tenant reads: `mongodump --oplog` reads
+ * `config.transactions` then `local.oplog.rs` (or `oplog.$main`), which span every tenant (issue 14).
+ */
+const SYSTEM_DATABASE_REASONS: Readonly<Record<string, string>> = {
+  admin: 'the admin database (users, roles, server-wide state) is not reachable through the proxy',
+  local:
+    "the local database is not reachable through the proxy: its oplog (local.oplog.rs) records every tenant's " +
+    'writes (mongodump --oplog and oplog tailing are not supported; dump without --oplog)',
+  config:
+    'the config database is not reachable through the proxy: its sessions and transactions span every tenant ' +
+    '(mongodump --oplog reads config.transactions; dump without --oplog)',
+};
+
 const DB_NAME_FORBIDDEN = /[/\\. "$*<>:|?\0]/;
 const LONE_SURROGATE = /\p{Cs}/u;
 const ESCAPED_CHAR = /^[a-z0-9-]$/;
@@ -213,9 +227,8 @@ function checkDatabaseName(db: unknown, what = 'database name'): asserts db is s
       ErrorCodes.InvalidNamespace,
     );
   }
-  if (SYSTEM_DATABASES.includes(db.toLowerCase())) {
-    refuse('namespace.system', 'the admin, local and config databases are not reachable through the proxy');
-  }
+  if (SYSTEM_DATABASES.includes(db.toLowerCase()))
+    refuse('namespace.system', SYSTEM_DATABASE_REASONS[db.toLowerCase()]!);
   if (Buffer.byteLength(db) > MAX_DB_NAME_BYTES) {
     refuse('namespace.too-long', `the ${what} is longer than ${MAX_DB_NAME_BYTES} bytes`, ErrorCodes.InvalidNamespace);
   }

@@ -83,6 +83,13 @@ export interface TenantContext {
    * Absent means it does.
    */
   upsertFieldsFromAnd?: boolean;
+  /**
+   * `isolation.tenantFieldInReplies: hide`: aggregation pipelines drop the tenant field upstream
+   * from what they read of tenant-filtered namespaces, before any stage can move a document
+   * (`$group`, `$replaceRoot`, `$lookup`…) where the reply-side removal would not find it
+   * (rewrite/pipeline.ts). Absent means show.
+   */
+  hideTenantField?: boolean;
   /** `host:port` of the client connection (whatsmyuri). */
   clientAddress?: string;
 }

@@ -332,6 +332,7 @@ function contextFor(tenant: string, options: EngineOptions, connection: Connecti
     hintKeys: new Map(),
     explainIndexes: { db: '', namespaces: new Map() },
     upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
+    hideTenantField: config.tenantFieldInReplies === 'hide',
     ...(connection.clientAddress === undefined ? {} : { clientAddress: connection.clientAddress }),
   };
 }

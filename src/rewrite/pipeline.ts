@@ -18,6 +18,18 @@
  * (`restrictSearchWithMatch`). `$facet` sub-pipelines read the already-filtered input; they are
  * recursed into for their own `$lookup`/`$unionWith`/`$graphLookup`.
  *
+ * With `isolation.tenantFieldInReplies: hide` (TenantContext.hideTenantField) every such read
+ * also drops the tenant field upstream, so no later stage can carry it where the reply-side
+ * removal (rewrite/tenant-field.ts, top level and join paths only) would not find it (`$group`
+ * pushing `$$ROOT`, `$replaceRoot`, renaming `$project`, `$facet`, `$out`…): `{$project:
+ * {<field>: 0}}` right after the stages that only select and order (stage 0, then leading
+ * `$match`/`$sort`/`$limit`/`$skip`, so the server still uses its indexes for them), at the end of a
+ * `$lookup`/`$unionWith` sub-pipeline at the latest, and `{$project: {"<as>.<field>": 0}}` after a
+ * `$graphLookup` of a tenant-filtered namespace (it has no sub-pipeline). A top-level pipeline of
+ * selecting stages only gets none: the reply-side removal covers it. The tenant predicate stays
+ * where it was; the stored documents keep the field (`$out`/`$merge` never target a tenant-filtered
+ * namespace).
+ *
  * Untouched stages are forwarded byte for byte (the raw values are reused, never re-encoded).
  */
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
@@ -186,6 +198,17 @@ const VECTOR_SEARCH_FIELDS: ReadonlySet<string> = new Set([
   'exact',
 ]);
 
+/**
+ * Stages that only select or order the documents of a read (their shape unchanged): the tenant
+ * field is dropped after them, so the server can still serve them from an index (module comment).
+ */
+const SELECTING_STAGES: ReadonlySet<string> = new Set(['$match', '$sort', '$limit', '$skip']);
+
+/** The name of a stage document (its single field). */
+function stageName(stage: RawValue): string | undefined {
+  return stage.type === BsonType.document ? RawDocument.parse(stage.value).first?.name : undefined;
+}
+
 /** A namespace a (sub-)pipeline reads: its client collection name (if any) and whether it is tenant-filtered. */
 interface Scope {
   coll: string | undefined;
@@ -251,6 +274,8 @@ export function validateExpressionFields(value: RawValue, where: string): void {
 /** Rewrites one pipeline tree; collects what the caller must know. */
 class PipelineRewriter {
   readonly summary: PipelineSummary = { namesMapped: false, touchesTenantFiltered: false, writes: false };
+  /** A stage to place right after the one just rewritten (`$graphLookup`'s tenant field drop). */
+  private after: RawValue | undefined;
 
   constructor(
     private readonly context: TenantContext,
@@ -299,12 +324,34 @@ class PipelineRewriter {
       const first = index === 0 && scope.inject;
       const last = index === items.length - 1;
       out.push(this.stage(item, name, value, { scope, depth, at, first, last, kind, allowWrites }));
+      if (this.after !== undefined) {
+        out.push(this.after);
+        this.after = undefined;
+      }
     });
     if (scope.inject && !this.injectedInFirstStage(items)) {
       out.unshift(stageValue('$match', tenantEquality(this.context)));
       this.note('pipeline.match', scope.coll);
     }
+    if (scope.inject) this.dropTenantField(out, kind === 'top', scope.coll);
     return arrayOf(out);
+  }
+
+  /** The tenant field dropped from a tenant-filtered read (`tenantFieldInReplies: hide`; module comment). */
+  private dropTenantField(out: RawValue[], top: boolean, coll: string | undefined): void {
+    if (this.context.hideTenantField !== true) return;
+    // Stage 0 carries the tenant predicate ($match, $geoNear, $search…), or reads nothing ($documents).
+    if (out.length === 0 || stageName(out[0]!) === '$documents') return;
+    let at = 1;
+    while (at < out.length && SELECTING_STAGES.has(stageName(out[at]!) ?? '')) at++;
+    if (top && at === out.length) return;
+    out.splice(at, 0, this.dropStage(this.context.field));
+    this.note('pipeline.hide-tenant-field', coll);
+  }
+
+  /** `{$project: {<path>: 0}}` */
+  private dropStage(path: string): RawValue {
+    return stageValue('$project', documentOf([[path, valueOf(0)]]));
   }
 
   /** True when stage 0 itself carries (or needs no) tenant predicate; see the module comment. */
@@ -650,7 +697,9 @@ class PipelineRewriter {
       next = next.with('pipeline', this.stages(pipeline, scope, depth + 1, `${where}.pipeline`, 'lookup', false));
     } else if (scope.inject) {
       // Equality form: the 5.0+ concise syntax adds a pipeline run on the foreign documents.
-      next = next.with('pipeline', arrayOf([stageValue('$match', tenantEquality(this.context))]));
+      const stages = [stageValue('$match', tenantEquality(this.context))];
+      this.dropTenantField(stages, false, scope.coll);
+      next = next.with('pipeline', arrayOf(stages));
       this.note('pipeline.lookup.match', scope.coll);
     }
     return next === doc ? original : stageValue('$lookup', next.toValue());
@@ -697,6 +746,11 @@ class PipelineRewriter {
         tenantFilter(this.context, restrict, `${where}.restrictSearchWithMatch`),
       );
       this.note('pipeline.graphLookup.match', coll);
+      if (this.context.hideTenantField === true) {
+        // No sub-pipeline to end with the drop: each found document loses it right after the stage.
+        this.after = this.dropStage(`${requireString(doc.get('as'), `${where}.as`)}.${this.context.field}`);
+        this.note('pipeline.hide-tenant-field', coll);
+      }
     }
     const maxDepth = doc.get('maxDepth');
     const depth = maxDepth === undefined ? undefined : numberOf(maxDepth);

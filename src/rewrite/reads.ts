@@ -298,7 +298,8 @@ function tenantDocs(documents: TenantDocuments | undefined): Partial<RewriteResu
  * Where a pipeline's output documents hold joined documents: the `as` of each top-level
  * `$lookup` / `$graphLookup`, each `$facet` output (and the joins inside its sub-pipelines).
  * Stages after a join that move its result elsewhere (`$project` renaming, `$group`) are not
- * followed: the tenant field then stays there (docs/configuration.md).
+ * followed here: with hide the pipeline itself drops the field upstream (pipeline.ts), this
+ * reply-side cut is the second line.
  */
 export function joinedPaths(pipeline: RawValue): string[] {
   const paths: string[] = [];

@@ -34,6 +34,8 @@ export const EVERY_PROJECT_TEST_FILES = [
   'test/integration/tenancy-stats-size.test.ts',
   'test/compat/compat.test.ts',
   'test/integration/mongo-tools.test.ts',
+  'test/integration/tenant-field-replies.test.ts',
+  'test/integration/tenant-field-stages.test.ts',
 ];
 
 /** The one upstream of the whole run, or undefined for the default split. */

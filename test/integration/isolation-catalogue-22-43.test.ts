@@ -308,9 +308,12 @@ function fakeReceived(command: string): Document[] {
 
 beforeAll(async () => {
   fake = await startFakeUpstream(fakeAnswer);
+  // show: the forwarded pipelines below are asserted stage by stage for the tenant predicate; what
+  // hide adds (the tenant field dropped upstream) is proven in unit/rewrite/pipeline.test.ts and
+  // integration/tenant-field-stages.test.ts.
   fakeProxy = await startTenantProxy([T], {
     upstream: { uri: fake.uri },
-    isolation: { tenancy: { virtualDdl: false } },
+    isolation: { tenantFieldInReplies: 'show', tenancy: { virtualDdl: false } },
   });
   fakeAcme = fakeProxy.clientFor(T);
 });

@@ -213,3 +213,65 @@ describe('catalogue 60: $natural and _id hints never reach the upstream in share
     }
   });
 });
+
+describe('issue 14 (Tools): mongodump --oplog gets a refusal naming the reason, and nothing reaches the upstream', () => {
+  let fake: FakeUpstream;
+  let fp: TenantProxy;
+
+  beforeAll(async () => {
+    fake = await startFakeUpstream(() => [{ cursor: { id: Long.fromNumber(0), ns: 'x.y', firstBatch: [] }, ok: 1 }]);
+    fp = await startTenantProxy([T, B], { upstream: { uri: fake.uri } });
+  });
+
+  afterAll(async () => {
+    await fp?.stop();
+    await fake?.close();
+  });
+
+  it("its reads of config.transactions and local.oplog.rs / oplog.$main (every tenant's writes): 13 Unauthorized, the reason named, never forwarded", async () => {
+    // What mongodump --oplog sends after isMaster (mongodump/oplog_dump.go): the oldest open
+    // transaction, then the newest oplog entry ($natural: -1).
+    const commands: Array<[Document, RegExp]> = [
+      [
+        {
+          find: 'transactions',
+          filter: { state: { $in: ['prepared', 'inProgress'] } },
+          sort: { startOpTime: 1 },
+          limit: 1,
+          $db: 'config',
+        },
+        /config database .*span every tenant .*mongodump --oplog .*dump without --oplog/,
+      ],
+      [
+        { find: 'oplog.rs', filter: {}, sort: { $natural: -1 }, limit: 1, $db: 'local' },
+        /oplog \(local\.oplog\.rs\) records every tenant's writes .*mongodump --oplog/,
+      ],
+      [{ find: 'oplog.$main', filter: {}, limit: 1, $db: 'local' }, /local database is not reachable/],
+      [{ aggregate: 'oplog.rs', pipeline: [], cursor: {}, $db: 'local' }, /oplog/],
+    ];
+    for (const [command, reason] of commands) {
+      const before = fake.received.length;
+      const raw = await fp.rawFor(T);
+      try {
+        const reply = await raw.command(opMsg(command));
+        expect(reply, JSON.stringify(command)).toMatchObject({ ok: 0, code: 13, codeName: 'Unauthorized' });
+        expect(String(reply.errmsg)).toMatch(reason);
+        expect(String(reply.errmsg)).toMatch(/namespace\.system/);
+      } finally {
+        raw.close();
+      }
+      const forwarded = fake.received.slice(before).map((message) => message.body.$db);
+      expect(forwarded).not.toContain('local');
+      expect(forwarded).not.toContain('config');
+    }
+    // Through the driver: the same refusal, as the Go driver of the tools reports it.
+    const driver = fp.clientFor(T);
+    const error = await driver
+      .db('local')
+      .collection('oplog.rs')
+      .findOne({}, { sort: { $natural: -1 } })
+      .catch((caught: unknown) => caught);
+    expect(codeOf(error)).toBe(13);
+    expect((error as Error).message).toMatch(/oplog .*every tenant/);
+  });
+});

@@ -248,6 +248,15 @@ describe.skipIf(TOOLS_DIR === undefined)(
       expect((await readdir(out)).filter((name) => name !== 'prelude.json')).toEqual([SRC]);
     });
 
+    it('mongodump --oplog is refused with the reason (the oplog spans every tenant); nothing is written', async () => {
+      const out = join(work, 'oplog');
+      const result = await runTool('mongodump', ['--uri', tenants.uriFor(A), '--oplog', '-o', out]);
+      expect(result.code, result.log).not.toBe(0);
+      // mongodump asks config.transactions first (then local.oplog.rs): its log quotes the refusal.
+      expect(result.log).toMatch(/\(Unauthorized\).*rule namespace\.system.*span every tenant.*dump without --oplog/);
+      expect(await readdir(out).catch(() => [])).toEqual([]);
+    });
+
     const restoreArgs = (tenant: string, ...extra: string[]) => [
       '--uri',
       tenants.uriFor(tenant),

@@ -630,3 +630,141 @@ describe('G1: error fidelity of refused stages', () => {
     ).toBe(9);
   });
 });
+
+describe('tenantFieldInReplies: hide: the tenant field dropped upstream from every tenant-filtered read (issue 14)', () => {
+  const hiding = (): TenantContext => ({ ...context(), hideTenantField: true });
+  const hide = (pipeline: unknown[], options: Partial<PipelineOptions> = {}): Document[] =>
+    rewrite(pipeline, options, hiding());
+  const drop = { $project: { [FIELD]: 0 } };
+
+  it('a top-level pipeline of selecting stages only gets nothing (the reply-side removal covers its top level)', () => {
+    expect(hide([])).toEqual([matchT]);
+    expect(hide([{ $match: { a: 1 } }, { $sort: { a: 1 } }, { $skip: 1 }, { $limit: 2 }])).toEqual([
+      { $match: { $and: [eqT, { a: 1 }] } },
+      { $sort: { a: 1 } },
+      { $skip: 1 },
+      { $limit: 2 },
+    ]);
+  });
+
+  it('the drop goes after stage 0 and the leading $match/$sort/$limit/$skip, before any stage that can move a document', () => {
+    const group = { $group: { _id: null, all: { $push: '$$ROOT' } } };
+    expect(hide([group])).toEqual([matchT, drop, group]);
+    expect(hide([{ $match: { a: 1 } }, { $sort: { a: 1 } }, { $limit: 5 }, group])).toEqual([
+      { $match: { $and: [eqT, { a: 1 }] } },
+      { $sort: { a: 1 } },
+      { $limit: 5 },
+      drop,
+      group,
+    ]);
+    for (const stage of [
+      { $replaceRoot: { newRoot: { doc: '$$ROOT' } } },
+      { $replaceWith: '$$ROOT' },
+      { $project: { copy: '$$ROOT' } },
+      { $addFields: { copy: '$$ROOT' } },
+      { $set: { copy: '$$CURRENT' } },
+      { $unset: 'a' },
+      { $facet: { all: [] } },
+      { $bucket: { groupBy: '$a', boundaries: [0, 10], default: 'x', output: { docs: { $push: '$$ROOT' } } } },
+      { $sortByCount: '$a' },
+      { $unwind: '$a' },
+    ]) {
+      expect(hide([stage]), JSON.stringify(stage)).toEqual([matchT, drop, stage]);
+    }
+    // $out into a tenant-private collection: what is stored there is what the tenant read.
+    expect(hide([{ $out: 'private_out' }])).toEqual([matchT, drop, { $out: { db: 'app', coll: 'acme.private_out' } }]);
+    const geo = { $geoNear: { near: [0, 0], distanceField: 'd', query: { a: 1 } } };
+    expect(hide([geo, { $group: { _id: '$a' } }]).slice(1)).toEqual([drop, { $group: { _id: '$a' } }]);
+  });
+
+  it('$lookup: the joined side ends with the drop in every form (equality, pipeline, nested); the tenant match stays first', () => {
+    expect(hide([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }])).toEqual([
+      matchT,
+      drop,
+      { $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j', pipeline: [matchT, drop] } },
+    ]);
+    expect(
+      hide([
+        {
+          $lookup: {
+            from: 'd',
+            pipeline: [{ $match: { x: 1 } }, { $group: { _id: 0, all: { $push: '$$ROOT' } } }],
+            as: 'j',
+          },
+        },
+      ])[2],
+    ).toEqual({
+      $lookup: {
+        from: 'd',
+        pipeline: [{ $match: { $and: [eqT, { x: 1 }] } }, drop, { $group: { _id: 0, all: { $push: '$$ROOT' } } }],
+        as: 'j',
+      },
+    });
+    const nested = hide([
+      { $lookup: { from: 'd', pipeline: [{ $lookup: { from: 'e', pipeline: [], as: 'k' } }], as: 'j' } },
+    ])[2] as Document;
+    expect(nested.$lookup.pipeline).toEqual([
+      matchT,
+      drop,
+      { $lookup: { from: 'e', pipeline: [matchT, drop], as: 'k' } },
+    ]);
+  });
+
+  it('$unionWith (string and pipeline forms) and $graphLookup (a dotted drop after the stage)', () => {
+    expect(hide([{ $unionWith: 'd' }])[2]).toEqual({ $unionWith: { coll: 'd', pipeline: [matchT, drop] } });
+    expect(hide([{ $unionWith: { coll: 'd', pipeline: [{ $sort: { a: 1 } }] } }])[2]).toEqual({
+      $unionWith: { coll: 'd', pipeline: [matchT, { $sort: { a: 1 } }, drop] },
+    });
+    const spec = { from: 'd', startWith: '$a', connectFromField: 'a', connectToField: 'b', as: 'g' };
+    expect(hide([{ $graphLookup: spec }, { $unwind: '$g' }])).toEqual([
+      matchT,
+      drop,
+      { $graphLookup: { ...spec, restrictSearchWithMatch: { $and: [eqT] }, maxDepth: MAX_GRAPH_LOOKUP_DEPTH } },
+      { $project: { [`g.${FIELD}`]: 0 } },
+      { $unwind: '$g' },
+    ]);
+  });
+
+  it('nothing where no tenant-filtered namespace is read: shared-readonly, tenant-private, $documents, $facet inputs, whenMatched', () => {
+    const ctx = hiding();
+    expect(
+      rewrite([{ $lookup: { from: 'ref', localField: 'a', foreignField: 'b', as: 'j' } }], PER_TENANT, ctx),
+    ).toEqual([{ $lookup: { from: 'ref', localField: 'a', foreignField: 'b', as: 'j' } }]);
+    expect(rewrite([{ $unionWith: 'private_x' }], PER_TENANT, ctx)).toEqual([
+      { $unionWith: { coll: 'acme.private_x' } },
+    ]);
+    expect(hide([{ $documents: [{ [FIELD]: 1 }] }, { $group: { _id: 0 } }], { coll: undefined })).toEqual([
+      { $documents: [{ [FIELD]: 1 }] },
+      { $group: { _id: 0 } },
+    ]);
+    expect(hide([{ $facet: { a: [{ $group: { _id: 0 } }] } }])).toEqual([
+      matchT,
+      drop,
+      { $facet: { a: [{ $group: { _id: 0 } }] } },
+    ]);
+    const merge = { $merge: { into: 'private_m', whenMatched: [{ $set: { x: 1 } }] } };
+    expect(hide([merge])[2]).toEqual({
+      $merge: { into: { db: 'app', coll: 'acme.private_m' }, whenMatched: [{ $set: { x: 1 } }] },
+    });
+  });
+
+  it('show (hideTenantField absent or false): pipelines as before', () => {
+    const group = { $group: { _id: null, all: { $push: '$$ROOT' } } };
+    expect(rewrite([group], {}, { ...context(), hideTenantField: false })).toEqual([matchT, group]);
+    expect(rewrite([{ $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j' } }])[1]).toEqual({
+      $lookup: { from: 'd', localField: 'a', foreignField: 'b', as: 'j', pipeline: [matchT] },
+    });
+  });
+
+  it('notes the drop', () => {
+    const notes: RewriteNote[] = [];
+    rewritePipelineDetailed(rawValue([{ $lookup: { from: 'd', pipeline: [], as: 'j' } }]), hiding(), {
+      ...SHARED,
+      notes,
+    });
+    expect(notes.filter((note) => note.rule === 'pipeline.hide-tenant-field').map((note) => note.namespace)).toEqual([
+      'app.d',
+      'app.c',
+    ]);
+  });
+});
