@@ -139,6 +139,8 @@ export const FAKE_CAPABILITIES: UpstreamCapabilities = {
   distinctMaxTimeMS: true,
   bsonSize: true,
   transactions: false,
+  upsertFieldsFromAnd: true,
+  partialIndexes: true,
 };
 
 /** The fake's answer to one capability probe command, as a server with `capabilities` would give it. */
@@ -149,6 +151,12 @@ export function probeReply(body: Document, capabilities: UpstreamCapabilities): 
     return capabilities.transactions
       ? emptyCursor
       : refuse(20, 'IllegalOperation', 'Transaction numbers are only allowed on a replica set member or mongos');
+  }
+  if ('update' in body) return { n: 1, nModified: 0, upserted: [{ index: 0, _id: body.update }], ok: 1 };
+  if ('find' in body && body.collation === undefined) {
+    // The upsert probe reads back what its upsert stored (its _id is the collection's name).
+    const stored = capabilities.upsertFieldsFromAnd ? { _id: body.find, k: 1, v: 1 } : { _id: 'generated', v: 1 };
+    return { cursor: { id: 0, ns: 'probe.upsert', firstBatch: [stored] }, ok: 1 };
   }
   if ('find' in body) {
     return capabilities.collation
@@ -165,7 +173,16 @@ export function probeReply(body: Document, capabilities: UpstreamCapabilities): 
       ? emptyCursor
       : refuse(168, 'InvalidPipelineOperator', "Unrecognized expression '$bsonSize'");
   }
-  return { ok: 1 }; // abortTransaction, endSessions
+  if ('createIndexes' in body) {
+    const [index] = body.indexes as Document[];
+    const supported =
+      index?.expireAfterSeconds !== undefined ? capabilities.ttlIndexes !== false : capabilities.partialIndexes;
+    return supported
+      ? { numIndexesBefore: 1, numIndexesAfter: 2, ok: 1 }
+      : refuse(238, 'NotImplemented', 'support for field "partialFilterExpression" is not implemented yet');
+  }
+  if ('listCollections' in body) return emptyCursor;
+  return { ok: 1 }; // abortTransaction, endSessions, drop, dropDatabase
 }
 
 const MORE_TO_COME = 1 << 1;
