@@ -178,6 +178,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.capabilities.collation,
       distinctMaxTimeMSSupported: () => upstream.capabilities.distinctMaxTimeMS,
+      upsertFieldsFromAnd: () => upstream.capabilities.upsertFieldsFromAnd,
       virtualDdl: true,
       upstreamFacts: () => upstream.info,
       maxOpenCursorsPerTenant: () => (reloader?.config ?? config).limits.maxOpenCursorsPerTenant,
