@@ -208,6 +208,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       runner: upstreamRunner(upstream),
       settings: () => (reloader?.config ?? config).isolation.tenancy ?? defaultTenancy(),
       bsonSize: () => upstream.capabilities.bsonSize,
+      partialIndexes: () => upstream.capabilities.partialIndexes,
     });
     // Reads of views an operator created on the server are checked against their definition (catalogue 22).
     const views = new ViewGuard({ runner: upstreamRunner(upstream) });
