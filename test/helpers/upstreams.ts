@@ -22,13 +22,16 @@ export const SEMANTIC_TEST_FILES = [
 
 /**
  * Run in every project: the harness checks the upstream it was given; tenant-scoped indexes are
- * refused where partial indexes are missing (FerretDB v1) and built per tenant where they exist.
+ * refused where partial indexes are missing (FerretDB v1) and built per tenant where they exist;
+ * upsert fields from `$and` are added by the proxy where the probe finds the upstream does not
+ * derive them (FerretDB v1) and left to it where it does.
  */
 export const EVERY_PROJECT_TEST_FILES = [
   'test/integration/harness.test.ts',
   'test/integration/tenancy-indexes.test.ts',
   'test/integration/tenancy-replicas.test.ts',
   'test/integration/tenancy-stats-size.test.ts',
+  'test/integration/upstream-upsert-probe.test.ts',
 ];
 
 /** The one upstream of the whole run, or undefined for the default split. */
