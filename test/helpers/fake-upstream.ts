@@ -15,13 +15,14 @@
  *
  * By default the fake answers hello itself, like a standalone (`options.hello` plays another role:
  * a replica-set member, a mongos), and the proxy's buildInfo probe (the first command after hello
- * on a connection, sent by Upstream.start) like MongoDB (no `ferretdbVersion`, so the proxy pins
- * the simple collation: catalogue 9) unless `options.buildInfo` says otherwise; neither reaches the
- * handler nor `received`. With `answerHandshake: false` hello and buildInfo go to the handler (tests
- * of the handshake and of monitoring themselves). The proxy's capability probes (commands carrying
- * PROBE_COMMENT, sent by Upstream.start and after a failover) are answered like a MongoDB
- * standalone (collation accepted, so the simple collation is pinned; no transactions) unless
- * `options.capabilities` says otherwise, and never recorded, unless `answerProbes: false`. The
+ * on a connection, sent by Upstream.start) like MongoDB (read for introspection answers only)
+ * unless `options.buildInfo` says otherwise; neither reaches the handler nor `received`. With
+ * `answerHandshake: false` hello and buildInfo go to the handler (tests of the handshake and of
+ * monitoring themselves). The proxy's capability probes (commands carrying PROBE_COMMENT, sent by
+ * Upstream.start and after a failover) are answered like a MongoDB standalone (collation
+ * accepted, so the simple collation is pinned; no transactions; upserts derive their fields
+ * through `$and`; partial indexes) unless `options.capabilities` says otherwise, and never
+ * recorded, unless `answerProbes: false`. The
  * proxy's view check before a read (its own listCollections, catalogue 22) is answered "no views"
  * and kept in `viewChecks`, not `received`, unless `answerViewChecks: false`.
  */
@@ -100,7 +101,7 @@ export interface FakeUpstreamOptions {
   answerHandshake?: boolean;
   /** Hand the proxy's view checks (its own listCollections before a read) to the handler too (default: answered "no views"). */
   answerViewChecks?: boolean;
-  /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
+  /** The reply to the proxy's buildInfo probe (introspection answers read it; capabilities are probed). */
   buildInfo?: Document;
   /** How the fake answers the proxy's capability probes (default FAKE_CAPABILITIES). */
   capabilities?: Partial<UpstreamCapabilities>;
