@@ -116,9 +116,14 @@ async function upstreamState(name = dbName): Promise<UpstreamState> {
   return { collections, documents, indexes };
 }
 
+/**
+ * The upstream databases this file's DDL attacks name (`dbName`, `${dbName}_x`). Files running
+ * beside this one create and drop their own databases, and every proxy that starts creates and
+ * drops its capability probe database, so the whole listing is not this file's to compare.
+ */
 async function directDatabases(): Promise<string[]> {
   const { databases } = await direct.db('admin').command({ listDatabases: 1, nameOnly: true });
-  return (databases as Array<{ name: string }>).map((d) => d.name);
+  return (databases as Array<{ name: string }>).map((d) => d.name).filter((name) => name.startsWith(dbName));
 }
 
 /** Strings that must never appear in an error shown to acme. */
