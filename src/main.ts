@@ -178,6 +178,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       sessionKey: sessionKeyFrom(isolationConfig.sessionKey),
       collationSupported: () => upstream.capabilities.collation,
       distinctMaxTimeMSSupported: () => upstream.capabilities.distinctMaxTimeMS,
+      upsertFieldsFromAnd: () => upstream.capabilities.upsertFieldsFromAnd,
       virtualDdl: true,
       upstreamFacts: () => upstream.info,
       maxOpenCursorsPerTenant: () => (reloader?.config ?? config).limits.maxOpenCursorsPerTenant,
@@ -207,6 +208,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       runner: upstreamRunner(upstream),
       settings: () => (reloader?.config ?? config).isolation.tenancy ?? defaultTenancy(),
       bsonSize: () => upstream.capabilities.bsonSize,
+      partialIndexes: () => upstream.capabilities.partialIndexes,
     });
     // Reads of views an operator created on the server are checked against their definition (catalogue 22).
     const views = new ViewGuard({ runner: upstreamRunner(upstream) });

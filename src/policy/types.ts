@@ -79,8 +79,9 @@ export interface TenantContext {
   explainIndexes?: ExplainIndexes;
   /**
    * Whether the upstream derives an upsert's new document from the equalities inside the tenant
-   * `$and` (MongoDB does; FerretDB v1 does not, and then the proxy adds them: upsert.ts).
-   * Absent means it does.
+   * `$and` (MongoDB and DocumentDB do; FerretDB v1 does not, and then the proxy adds them:
+   * upsert.ts). The engine sets it from the upstream's probed capability (false when the probe
+   * could not tell). Absent (contexts built by hand) means it does.
    */
   upsertFieldsFromAnd?: boolean;
   /**

@@ -33,9 +33,9 @@ import { redactExplain } from './explain.js';
 import { buildHandlers } from './handlers.js';
 import { VIRTUAL_STATS, statsCommand } from './ddl.js';
 import { emptyAdminRead } from './introspection.js';
-import { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
+import type { UpstreamFacts } from './upstream-facts.js';
 
-export { upsertFieldsFromAndBy, type UpstreamFacts } from './upstream-facts.js';
+export type { UpstreamFacts } from './upstream-facts.js';
 import type { HandlerName } from '../policy/commands.js';
 import type {
   CommandHandler,
@@ -64,7 +64,14 @@ export interface EngineOptions {
    * read for every command; where it does not, the cap is not added to distinct. Absent: it does.
    */
   distinctMaxTimeMSSupported?: () => boolean;
-  /** What is known of the upstream (UpstreamServerInfo fits), read when a tenant engine is created and by introspection answers. */
+  /**
+   * Whether the upstream derives an upsert's fields and `_id` from the equalities inside the
+   * tenant `$and` (Upstream.capabilities.upsertFieldsFromAnd, probed), read for every command.
+   * Where it does not, the rewrite adds them (upsert.ts). Absent: it does not, the value that
+   * never loses a field (repeating what a server derived is harmless).
+   */
+  upsertFieldsFromAnd?: () => boolean;
+  /** What is known of the upstream (UpstreamServerInfo fits), read by introspection answers. */
   upstreamFacts?: () => UpstreamFacts;
   /** The clock of introspection answers (serverStatus uptime, hostInfo time); default Date.now. */
   now?: () => number;
@@ -331,7 +338,9 @@ function contextFor(tenant: string, options: EngineOptions, connection: Connecti
     virtualDdl: config.tenancy?.virtualDdl === true && options.virtualDdl === true,
     hintKeys: new Map(),
     explainIndexes: { db: '', namespaces: new Map() },
-    upsertFieldsFromAnd: upsertFieldsFromAndBy(options.upstreamFacts?.().buildInfo),
+    get upsertFieldsFromAnd() {
+      return options.upsertFieldsFromAnd?.() ?? false;
+    },
     hideTenantField: config.tenantFieldInReplies === 'hide',
     ...(connection.clientAddress === undefined ? {} : { clientAddress: connection.clientAddress }),
   };

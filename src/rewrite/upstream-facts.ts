@@ -1,7 +1,8 @@
 /**
  * What the isolation engine knows of the upstream server, detected from the upstream itself
  * (never from configuration): its buildInfo and hello replies as read at start
- * (UpstreamServerInfo fits this shape).
+ * (UpstreamServerInfo fits this shape), for introspection answers only. What the server can do
+ * is probed, never read from these (src/upstream/capabilities.ts, wired by main).
  */
 import type { Document } from '../wire/bson.js';
 
@@ -11,12 +12,4 @@ export interface UpstreamFacts {
   buildInfo?: Document;
   /** Its hello reply (logicalSessionTimeoutMinutes…). */
   hello?: Document;
-}
-
-/**
- * FerretDB v1 (buildInfo carries `ferretdbVersion`) builds an upserted document from top-level
- * equalities only, never through the tenant `$and`; MongoDB (and an unknown server) does.
- */
-export function upsertFieldsFromAndBy(buildInfo: Document | undefined): boolean {
-  return buildInfo === undefined || !('ferretdbVersion' in buildInfo);
 }

@@ -72,8 +72,12 @@ export interface TenancyExecutorOptions {
   runner: CommandRunner;
   /** The settings in effect now (hot reload). */
   settings: () => TenancyConfig;
-  /** Whether the upstream can build partial indexes; probed once when not given. */
-  partialIndexes?: boolean;
+  /**
+   * Whether the upstream builds partial indexes: its probed capability (src/upstream/capabilities.ts,
+   * the one owner of that probe), asked at each use since a new primary may differ; a fixed value
+   * in tests. Absent: assumed, so a server without them refuses the index with its own error.
+   */
+  partialIndexes?: boolean | (() => boolean);
   /**
    * Whether the upstream evaluates `$bsonSize` (its probed capability, src/upstream/capabilities.ts,
    * asked at each use: a new primary may differ). Without it, sizes are summed by the proxy.
@@ -84,7 +88,7 @@ export interface TenancyExecutorOptions {
 export class TenancyExecutor {
   private readonly runner: CommandRunner;
   private readonly settings: () => TenancyConfig;
-  private partialIndexes: Promise<boolean> | undefined;
+  private readonly partialIndexes: () => boolean;
   private readonly bsonSize: () => boolean;
   /** The slots' unique holder index, created once per catalogue database. */
   private readonly slotIndexes = new Map<string, Promise<void>>();
@@ -93,7 +97,8 @@ export class TenancyExecutor {
     this.runner = retryingDeadlocks(options.runner);
     this.settings = options.settings;
     this.bsonSize = options.bsonSize ?? (() => false);
-    if (options.partialIndexes !== undefined) this.partialIndexes = Promise.resolve(options.partialIndexes);
+    const partial = options.partialIndexes ?? true;
+    this.partialIndexes = typeof partial === 'function' ? partial : () => partial;
   }
 
   private get catalogue(): Catalogue {
@@ -268,24 +273,6 @@ export class TenancyExecutor {
 
   // -- helpers ----------------------------------------------------------------------------------
 
-  /** Whether the upstream builds partial indexes: a scratch index in the catalogue database, dropped again. */
-  supportsPartialIndexes(): Promise<boolean> {
-    this.partialIndexes ??= (async () => {
-      const db = this.settings().catalogueDatabase;
-      try {
-        await this.runner.run(db, {
-          createIndexes: 'probe',
-          indexes: [{ key: { probe: 1 }, name: 'partial_probe', partialFilterExpression: { probe: { $eq: 1 } } }],
-        });
-      } catch {
-        return false;
-      }
-      await this.runner.run(db, { dropIndexes: 'probe', index: 'partial_probe' }).catch(() => undefined);
-      return true;
-    })();
-    return this.partialIndexes;
-  }
-
   private async physicalIndexes(db: string, coll: string): Promise<Document[]> {
     try {
       const reply = await this.runner.run(db, { listIndexes: coll });
@@ -398,7 +385,7 @@ export class TenancyExecutor {
       // Fast path; the slot below is what holds across replicas.
       if (owned.length >= settings.indexesPerTenant) throw budgetSpent(db, coll, settings.indexesPerTenant);
       const perTenant = needsPerTenantIndex(spec.options);
-      if (perTenant && !(await this.supportsPartialIndexes())) {
+      if (perTenant && !this.partialIndexes()) {
         throw new PolicyRefusal(
           'tenancy.index-per-tenant-unsupported',
           `createIndexes: "${spec.name}" is unique, TTL or partial, which in a shared collection needs a per-tenant ` +

@@ -3,15 +3,17 @@
  * built on the same engine differ by configuration (DocumentDB refuses every collation unless
  * `documentdb_core.enableCollation` is on), and a product marker says nothing about a fork.
  *
- * Each probe is a harmless command on a collection that does not exist, marked with
- * PROBE_COMMENT: a find with the simple collation, a distinct with maxTimeMS, an aggregate with
- * $bsonSize, a find that starts a transaction which is then aborted. Nothing is created. The
- * index probes (partial, TTL) must create a collection, so they run only when asked for (tests),
- * in a database of their own that they drop again.
+ * Every probe command is marked with PROBE_COMMENT. The read probes run on a collection that does
+ * not exist and create nothing: a find with the simple collation, a distinct with maxTimeMS, an
+ * aggregate with $bsonSize, a find that starts a transaction which is then aborted. The write
+ * probes (an upsert through `$and`, a partial index; a TTL index only when asked for, by the
+ * tests) each create a collection of their own in PROBE_DATABASE, a database of the proxy's own,
+ * and drop it again (and the database once it is empty).
  *
  * A probe that fails for another reason (not authorized, a network error) is inconclusive: the
- * capability is then assumed to be MongoDB's, so that a wrong guess makes commands fail rather
- * than compare a tenant id loosely (catalogue 9).
+ * capability then takes the value of FALLBACK_CAPABILITIES, chosen so that a wrong guess makes
+ * commands fail, or does work twice, rather than compare a tenant id loosely (catalogue 9) or
+ * lose a field of an upserted document.
  */
 
 import type { Logger } from 'pino';
@@ -33,34 +35,61 @@ export interface UpstreamCapabilities {
   bsonSize: boolean;
   /** Multi-document transactions (startTransaction, abortTransaction). */
   transactions: boolean;
-  /** Indexes with `partialFilterExpression`; probed only with `{ indexes: true }`. */
-  partialIndexes?: boolean;
-  /** TTL indexes (`expireAfterSeconds`); probed only with `{ indexes: true }`. */
+  /**
+   * An upsert whose query is `{$and: [{_id: X}, {k: 1}]}` stores `_id: X` and `k: 1` in the
+   * document it inserts (MongoDB, DocumentDB). Where it does not (FerretDB v1 derives from
+   * top-level equalities only), the rewrite adds the query's fields itself (src/rewrite/upsert.ts).
+   */
+  upsertFieldsFromAnd: boolean;
+  /**
+   * Indexes with `partialFilterExpression`: a tenant's unique, TTL or partial index in a shared
+   * collection is built as a per-tenant partial index (src/tenancy/executor.ts), else refused.
+   */
+  partialIndexes: boolean;
+  /** TTL indexes (`expireAfterSeconds`); probed only with `{ ttl: true }` (the tests). */
   ttlIndexes?: boolean;
 }
 
-/** MongoDB's answers, assumed until probed and wherever a probe is inconclusive. */
-export const MONGODB_CAPABILITIES: Readonly<UpstreamCapabilities> = Object.freeze({
+/**
+ * Assumed until probed and wherever a probe is inconclusive: MongoDB's answers, except where
+ * assuming them could lose data. `transactions`: a standalone has none; only a probe that
+ * succeeds says otherwise. `upsertFieldsFromAnd`: false, so the proxy adds an upsert's query
+ * fields itself; where the server derives them too, the `$setOnInsert` entries repeat the very
+ * values it derived (same paths, same bytes; fields the update writes are left out), which no
+ * server refuses, whereas a wrong `true` on a server that does not derive them would store upserts
+ * without their query fields and with a new `_id`. `partialIndexes`: true, so a server without
+ * them refuses a tenant's per-tenant index with its own error.
+ */
+export const FALLBACK_CAPABILITIES: Readonly<UpstreamCapabilities> = Object.freeze({
   collation: true,
   distinctMaxTimeMS: true,
   bsonSize: true,
-  transactions: false, // a standalone has none; only a probe that succeeds says otherwise
+  transactions: false,
+  upsertFieldsFromAnd: false,
+  partialIndexes: true,
 });
+/** The former name, kept for code written against it (branches in flight). */
+export const MONGODB_CAPABILITIES = FALLBACK_CAPABILITIES;
 
 /** Marks every probe command, so it is recognisable in server logs and profilers. */
 export const PROBE_COMMENT = 'mongo-tenant-proxy capability probe';
-/** A name no application uses; nothing is ever created under it (except by the index probes). */
+/** A name no application uses; the read probes name it, and nothing is ever created under it. */
 export const PROBE_COLLECTION = 'mongo_tenant_proxy_capability_probe';
-/** Where the index probes create (and drop) their collection. */
-export const PROBE_INDEX_DATABASE = 'mongo_tenant_proxy_capability_probe';
+/**
+ * The proxy's own database, where the write probes create (and drop) their collections. A proxy
+ * user that may not write there gets inconclusive answers, hence FALLBACK_CAPABILITIES.
+ */
+export const PROBE_DATABASE = 'mongo_tenant_proxy_capability_probe';
+/** The former name, from when only index probes wrote. */
+export const PROBE_INDEX_DATABASE = PROBE_DATABASE;
 
 /** Runs one command; resolves with an ok reply, rejects with an UpstreamError carrying the server's code. */
 export type ProbeRunner = (db: string, command: Document) => Promise<Document>;
 
 export interface ProbeOptions {
-  /** Also probe partial and TTL indexes (creates and drops a collection). */
-  indexes?: boolean;
-  /** The database of the side-effect-free probes. Default `admin`, which every deployment has. */
+  /** Also probe TTL indexes (creates and drops one more collection); nothing in the proxy needs it. */
+  ttl?: boolean;
+  /** The database of the read probes. Default `admin`, which every deployment has. */
   database?: string;
   logger?: Logger | undefined;
 }
@@ -76,7 +105,7 @@ const UNSUPPORTED_CODES: ReadonlySet<number> = new Set([
 
 type Outcome = 'yes' | 'no' | 'inconclusive';
 
-interface Verdict {
+export interface Verdict {
   outcome: Outcome;
   detail?: string;
 }
@@ -112,15 +141,15 @@ export async function probeCapabilities(run: ProbeRunner, options: ProbeOptions 
       /bsonSize/,
     ),
     transactions: await transactionProbe(run, db),
+    ...(await writeProbes(run, options.ttl === true)),
   };
-  if (options.indexes === true) Object.assign(verdicts, await indexProbes(run));
 
-  const capabilities: UpstreamCapabilities = { ...MONGODB_CAPABILITIES };
+  const capabilities: UpstreamCapabilities = { ...FALLBACK_CAPABILITIES };
   const inconclusive: Record<string, string> = {};
   for (const [name, verdict] of Object.entries(verdicts) as Array<[keyof UpstreamCapabilities, Verdict]>) {
     if (verdict.outcome === 'inconclusive') {
       inconclusive[name] = verdict.detail ?? 'no answer';
-      if (name === 'partialIndexes' || name === 'ttlIndexes') capabilities[name] = true;
+      if (name === 'ttlIndexes') capabilities[name] = true; // like partialIndexes: the server refuses
       continue;
     }
     capabilities[name] = verdict.outcome === 'yes';
@@ -128,10 +157,45 @@ export async function probeCapabilities(run: ProbeRunner, options: ProbeOptions 
   if (Object.keys(inconclusive).length > 0) {
     options.logger?.warn(
       { inconclusive, assumed: capabilities },
-      'upstream capability probe inconclusive; assuming what MongoDB does',
+      'upstream capability probe inconclusive; assuming what fails safe (FALLBACK_CAPABILITIES)',
     );
   }
   return capabilities;
+}
+
+/**
+ * Whether the document the upsert probe left (`stored`: the probe collection's documents, read
+ * back) holds both `_id` and `k` of its `$and` query: yes only when it does. A server that
+ * derived one but not the other counts as no, since the proxy then adds both (a repeated value
+ * is harmless, a missing one is not).
+ */
+export function upsertProbeVerdict(stored: readonly Document[], collection: string): Verdict {
+  if (stored.length !== 1) return { outcome: 'inconclusive', detail: `${stored.length} documents after the upsert` };
+  const [document] = stored as [Document];
+  if (document.v !== 1) return { outcome: 'inconclusive', detail: 'the upserted document lacks the update' };
+  const derived = document._id === collection && document.k === 1;
+  return derived ? { outcome: 'yes' } : { outcome: 'no', detail: `stored fields: ${Object.keys(document).join(', ')}` };
+}
+
+/**
+ * An upsert like the rewrite sends one (the client's equalities inside an `$and`) into a new
+ * collection, then reads back what it stored. The `_id` asked for is the collection's name,
+ * unique to this probe.
+ */
+async function upsertProbe(run: ProbeRunner, db: string, collection: string): Promise<Verdict> {
+  try {
+    await run(db, {
+      update: collection,
+      updates: [{ q: { $and: [{ _id: collection }, { k: 1 }] }, u: { $set: { v: 1 } }, upsert: true }],
+      comment: PROBE_COMMENT,
+    });
+    const reply = await run(db, { find: collection, filter: {}, limit: 2, singleBatch: true, comment: PROBE_COMMENT });
+    const batch = (reply.cursor as Document | undefined)?.firstBatch;
+    return upsertProbeVerdict(Array.isArray(batch) ? (batch as Document[]) : [], collection);
+  } catch (error) {
+    if (!ProxyError.is(error) || isTransportFailure(error)) throw error;
+    return { outcome: 'inconclusive', detail: `${error.code}: ${error.message}` };
+  }
 }
 
 /** ok: yes; refused with an "unsupported" code or a message naming the feature: no; else inconclusive. */
@@ -181,30 +245,42 @@ async function transactionProbe(run: ProbeRunner, db: string): Promise<Verdict> 
   }
 }
 
-/** Creates a collection of its own with each index kind, then drops it (and its database when empty). */
-async function indexProbes(run: ProbeRunner): Promise<Record<string, Verdict>> {
-  const db = PROBE_INDEX_DATABASE;
+/**
+ * The upsert and index probes, each in a new collection of its own (a second index on an existing
+ * collection may be built in the background, DocumentDB, and take seconds), all dropped again,
+ * and the probe database too once it is empty (other proxies may be probing in it at the moment).
+ */
+async function writeProbes(run: ProbeRunner, ttl: boolean): Promise<Record<string, Verdict>> {
+  const db = PROBE_DATABASE;
   const prefix = `probe_${new UUID().toHexString(false).slice(0, 12)}`;
-  // One new collection per index: a second index on an existing collection may be built in the
-  // background (DocumentDB) and take seconds.
-  const create = (coll: string, index: Document): Promise<Verdict> =>
-    refusalProbe(() => run(db, { createIndexes: coll, indexes: [index], comment: PROBE_COMMENT }), /./);
+  const created: string[] = [];
+  const create = (suffix: string, index: Document): Promise<Verdict> => {
+    created.push(`${prefix}_${suffix}`);
+    return refusalProbe(
+      () => run(db, { createIndexes: `${prefix}_${suffix}`, indexes: [index], comment: PROBE_COMMENT }),
+      /./,
+    );
+  };
   try {
-    return {
-      partialIndexes: await create(`${prefix}_partial`, {
+    created.push(`${prefix}_upsert`);
+    const verdicts: Record<string, Verdict> = {
+      upsertFieldsFromAnd: await upsertProbe(run, db, `${prefix}_upsert`),
+      partialIndexes: await create('partial', {
         key: { a: 1 },
         name: 'partial',
         partialFilterExpression: { a: { $exists: true } },
       }),
-      ttlIndexes: await create(`${prefix}_ttl`, { key: { t: 1 }, name: 'ttl', expireAfterSeconds: 3600 }),
     };
+    if (ttl) verdicts.ttlIndexes = await create('ttl', { key: { t: 1 }, name: 'ttl', expireAfterSeconds: 3600 });
+    return verdicts;
   } finally {
-    for (const suffix of ['partial', 'ttl']) {
-      await run(db, { drop: `${prefix}_${suffix}`, comment: PROBE_COMMENT }).catch(() => undefined);
+    for (const collection of created) {
+      await run(db, { drop: collection, comment: PROBE_COMMENT }).catch(() => undefined);
     }
     const left = await run(db, { listCollections: 1, nameOnly: true, comment: PROBE_COMMENT }).catch(() => undefined);
     const batch = (left?.cursor as Document | undefined)?.firstBatch;
-    if (Array.isArray(batch) && batch.length === 0) await run(db, { dropDatabase: 1 }).catch(() => undefined);
+    if (Array.isArray(batch) && batch.length === 0)
+      await run(db, { dropDatabase: 1, comment: PROBE_COMMENT }).catch(() => undefined);
   }
 }
 

@@ -664,10 +664,11 @@ export class ServerSet {
 
   /**
    * The selected server's buildInfo reply, read once on the discovery connection: its version
-   * and product for introspection answers (introspection.ts) and the upsert derivation
-   * (upstream-facts.ts); capabilities are probed, not read from it (capabilities.ts). A server
-   * that answers with an error (no buildInfo, not permitted) gives `undefined`. A connection that breaks or stays silent past connectTimeoutMS fails start() like a failed
-   * hello would (start may be retried).
+   * and product for introspection answers only (introspection.ts); capabilities, the upsert
+   * derivation included, are probed, never read from it (capabilities.ts). A server that answers
+   * with an error (no buildInfo, not permitted) gives `undefined`. A connection that breaks or
+   * stays silent past connectTimeoutMS fails start() like a failed hello would (start may be
+   * retried).
    */
   async #readBuildInfo(connection: UpstreamConnection): Promise<Document | undefined> {
     const timeoutMS = this.#target?.connectTimeoutMS ?? this.#options.connectTimeoutMS;

@@ -17,7 +17,7 @@ import {
   DEFAULT_MAX_MESSAGE_SIZE_BYTES,
   DEFAULT_MAX_WRITE_BATCH_SIZE,
 } from '../wire/constants.js';
-import { MONGODB_CAPABILITIES, type UpstreamCapabilities } from './capabilities.js';
+import { FALLBACK_CAPABILITIES, type UpstreamCapabilities } from './capabilities.js';
 import { formatAddress, parseAddress } from './uri.js';
 
 export type UpstreamKind = 'standalone' | 'replicaSet' | 'sharded';
@@ -79,7 +79,7 @@ export function describeServer(
   hello: Document,
   address: string,
   compression: readonly string[] = [],
-  capabilities: UpstreamCapabilities = MONGODB_CAPABILITIES,
+  capabilities: UpstreamCapabilities = FALLBACK_CAPABILITIES,
   buildInfo: Document | undefined = undefined,
 ): UpstreamServerInfo {
   const role = classifyHello(hello);

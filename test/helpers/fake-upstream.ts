@@ -15,13 +15,14 @@
  *
  * By default the fake answers hello itself, like a standalone (`options.hello` plays another role:
  * a replica-set member, a mongos), and the proxy's buildInfo probe (the first command after hello
- * on a connection, sent by Upstream.start) like MongoDB (no `ferretdbVersion`, so the proxy pins
- * the simple collation: catalogue 9) unless `options.buildInfo` says otherwise; neither reaches the
- * handler nor `received`. With `answerHandshake: false` hello and buildInfo go to the handler (tests
- * of the handshake and of monitoring themselves). The proxy's capability probes (commands carrying
- * PROBE_COMMENT, sent by Upstream.start and after a failover) are answered like a MongoDB
- * standalone (collation accepted, so the simple collation is pinned; no transactions) unless
- * `options.capabilities` says otherwise, and never recorded, unless `answerProbes: false`. The
+ * on a connection, sent by Upstream.start) like MongoDB (read for introspection answers only)
+ * unless `options.buildInfo` says otherwise; neither reaches the handler nor `received`. With
+ * `answerHandshake: false` hello and buildInfo go to the handler (tests of the handshake and of
+ * monitoring themselves). The proxy's capability probes (commands carrying PROBE_COMMENT, sent by
+ * Upstream.start and after a failover) are answered like a MongoDB standalone (collation
+ * accepted, so the simple collation is pinned; no transactions; upserts derive their fields
+ * through `$and`; partial indexes) unless `options.capabilities` says otherwise, and never
+ * recorded, unless `answerProbes: false`. The
  * proxy's view check before a read (its own listCollections, catalogue 22) is answered "no views"
  * and kept in `viewChecks`, not `received`, unless `answerViewChecks: false`.
  */
@@ -100,7 +101,7 @@ export interface FakeUpstreamOptions {
   answerHandshake?: boolean;
   /** Hand the proxy's view checks (its own listCollections before a read) to the handler too (default: answered "no views"). */
   answerViewChecks?: boolean;
-  /** The reply to the proxy's buildInfo probe (e.g. with `ferretdbVersion` to look like FerretDB). */
+  /** The reply to the proxy's buildInfo probe (introspection answers read it; capabilities are probed). */
   buildInfo?: Document;
   /** How the fake answers the proxy's capability probes (default FAKE_CAPABILITIES). */
   capabilities?: Partial<UpstreamCapabilities>;
@@ -139,6 +140,8 @@ export const FAKE_CAPABILITIES: UpstreamCapabilities = {
   distinctMaxTimeMS: true,
   bsonSize: true,
   transactions: false,
+  upsertFieldsFromAnd: true,
+  partialIndexes: true,
 };
 
 /** The fake's answer to one capability probe command, as a server with `capabilities` would give it. */
@@ -149,6 +152,12 @@ export function probeReply(body: Document, capabilities: UpstreamCapabilities): 
     return capabilities.transactions
       ? emptyCursor
       : refuse(20, 'IllegalOperation', 'Transaction numbers are only allowed on a replica set member or mongos');
+  }
+  if ('update' in body) return { n: 1, nModified: 0, upserted: [{ index: 0, _id: body.update }], ok: 1 };
+  if ('find' in body && body.collation === undefined) {
+    // The upsert probe reads back what its upsert stored (its _id is the collection's name).
+    const stored = capabilities.upsertFieldsFromAnd ? { _id: body.find, k: 1, v: 1 } : { _id: 'generated', v: 1 };
+    return { cursor: { id: 0, ns: 'probe.upsert', firstBatch: [stored] }, ok: 1 };
   }
   if ('find' in body) {
     return capabilities.collation
@@ -165,7 +174,16 @@ export function probeReply(body: Document, capabilities: UpstreamCapabilities): 
       ? emptyCursor
       : refuse(168, 'InvalidPipelineOperator', "Unrecognized expression '$bsonSize'");
   }
-  return { ok: 1 }; // abortTransaction, endSessions
+  if ('createIndexes' in body) {
+    const [index] = body.indexes as Document[];
+    const supported =
+      index?.expireAfterSeconds !== undefined ? capabilities.ttlIndexes !== false : capabilities.partialIndexes;
+    return supported
+      ? { numIndexesBefore: 1, numIndexesAfter: 2, ok: 1 }
+      : refuse(238, 'NotImplemented', 'support for field "partialFilterExpression" is not implemented yet');
+  }
+  if ('listCollections' in body) return emptyCursor;
+  return { ok: 1 }; // abortTransaction, endSessions, drop, dropDatabase
 }
 
 const MORE_TO_COME = 1 << 1;

@@ -1,6 +1,6 @@
 // What the shared test upstream can do, asked once per run by global-setup.ts so that tests are
 // gated on what the server does (`lacks('views', …)` in upstream.ts), not on its name. The
-// proxy's own probe (src/upstream/capabilities.ts, with the index probes) gives the first fields,
+// proxy's own probe (src/upstream/capabilities.ts, with the TTL probe) gives the first fields,
 // through the proxy's own upstream code; the rest are test-only features, each tried the way the
 // tests that need it use it, in a scratch database dropped at the end.
 import { ProxyError } from '../../src/errors.js';
@@ -35,8 +35,6 @@ export interface UpstreamFeatures extends Required<UpstreamCapabilities> {
   pipelineUpdates: boolean;
   /** The MongoDB 8.0 `bulkWrite` command. */
   bulkWrite: boolean;
-  /** An upsert copies the equality fields of an `$and` query into the new document. */
-  upsertFromAnd: boolean;
   /** A backtracking regular expression runs into maxTimeMS (a linear-time engine never does). */
   backtrackingRegex: boolean;
   /** findAndModify with `hint` (DocumentDB: "findAndModify.hint is not implemented yet"). */
@@ -51,7 +49,7 @@ export async function probeFeatures(uri: string): Promise<UpstreamFeatures> {
     const connection = await upstream.acquire();
     try {
       const run = (db: string, command: Document): Promise<Document> => runCommand(connection, db, command);
-      const capabilities = await probeConnection(connection, { indexes: true, timeoutMS: 60_000 });
+      const capabilities = await probeConnection(connection, { ttl: true, timeoutMS: 60_000 });
       return { ...(capabilities as Required<UpstreamCapabilities>), ...(await testFeatures(run)) };
     } finally {
       upstream.release(connection);
@@ -103,7 +101,6 @@ async function testFeatures(run: Run): Promise<Omit<UpstreamFeatures, keyof Upst
         },
         'admin',
       ),
-      upsertFromAnd: await upsertFromAnd(run, db),
       backtrackingRegex: await backtrackingRegex(run, db),
       findAndModifyHint: await works({
         findAndModify: 'things',
@@ -181,17 +178,6 @@ function expr(run: Run, db: string): Promise<boolean> {
       updates: [{ q: { $expr: { $ne: ['$t', 'x'] } }, u: { $set: { e: 1 } }, multi: true }],
     });
     return firstBatch(found).length === 1 && firstBatch(either).length === 1 && updated.n === 0;
-  }, false);
-}
-
-function upsertFromAnd(run: Run, db: string): Promise<boolean> {
-  return tryOr(async () => {
-    await run(db, {
-      update: 'upserts',
-      updates: [{ q: { $and: [{ t: 'y' }, { k: 'z' }] }, u: { $set: { v: 1 } }, upsert: true }],
-    });
-    const reply = await run(db, { find: 'upserts', filter: { t: 'y', k: 'z', v: 1 } });
-    return firstBatch(reply).length === 1;
   }, false);
 }
 

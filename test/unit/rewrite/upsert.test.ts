@@ -12,7 +12,9 @@ import {
   type Derivation,
 } from '../../../src/rewrite/upsert.js';
 import { findAndModify, update, bulkWrite } from '../../../src/rewrite/writes.js';
-import { upsertFieldsFromAndBy } from '../../../src/rewrite/engine.js';
+import { IsolationEngine, commandInput, type Decision } from '../../../src/rewrite/engine.js';
+import { CursorRegistry } from '../../../src/policy/cursors.js';
+import { configFromObject } from '../../../src/config/index.js';
 import type { CommandInput, NamespaceResolver, RewriteResult, TenantContext } from '../../../src/policy/types.js';
 import { RawDocument, type RawValue } from '../../../src/wire/raw-bson.js';
 
@@ -290,10 +292,65 @@ describe('write handlers add the derived fields where the upstream does not deri
   });
 });
 
-describe('upsertFieldsFromAndBy: detected from the upstream buildInfo, never from configuration', () => {
-  it('FerretDB v1 (ferretdbVersion) does not derive through $and; MongoDB and an unread buildInfo do', () => {
-    expect(upsertFieldsFromAndBy({ version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 })).toBe(false);
-    expect(upsertFieldsFromAndBy({ version: '8.0.4', ok: 1 })).toBe(true);
-    expect(upsertFieldsFromAndBy(undefined)).toBe(true);
+describe("the engine follows the upstream's probed capability (src/upstream/capabilities.ts), never a product marker", () => {
+  function engine(upsertFieldsFromAnd?: () => boolean): IsolationEngine {
+    return new IsolationEngine({
+      config: configFromObject({}).isolation,
+      cursors: new CursorRegistry(),
+      sessionKey: Buffer.alloc(32, 1),
+      collationSupported: () => false,
+      // A FerretDB v1 buildInfo: no longer read for this.
+      upstreamFacts: () => ({ buildInfo: { version: '7.0.42', ferretdbVersion: 'v1.24.2', ok: 1 } }),
+      ...(upsertFieldsFromAnd === undefined ? {} : { upsertFieldsFromAnd }),
+    });
+  }
+  const upsert = () =>
+    commandInput(
+      'update',
+      'app',
+      serialize({
+        update: 'c',
+        updates: [{ q: { sku: 'n1', _id: 4 }, u: { $set: { qty: 5 } }, upsert: true }],
+        $db: 'app',
+      }),
+      [],
+      false,
+    );
+  const onInsert = (decision: Decision): unknown => {
+    if (decision.action !== 'forward') throw new Error(`expected forward, got ${decision.action}`);
+    return deserialize(decision.result.body.toBytes()).updates[0].u.$setOnInsert;
+  };
+
+  it('adds the query fields where the probe found the upstream does not derive them, not where it does', () => {
+    expect(
+      onInsert(
+        engine(() => false)
+          .forTenant('acme')
+          .decide(upsert()),
+      ),
+    ).toEqual({
+      sku: 'n1',
+      _id: 4,
+      [FIELD]: 'acme',
+    });
+    expect(
+      onInsert(
+        engine(() => true)
+          .forTenant('acme')
+          .decide(upsert()),
+      ),
+    ).toEqual({ [FIELD]: 'acme' });
+  });
+
+  it('without the capability wired it adds them (the value that never loses a field)', () => {
+    expect(onInsert(engine().forTenant('acme').decide(upsert()))).toEqual({ sku: 'n1', _id: 4, [FIELD]: 'acme' });
+  });
+
+  it('reads the capability for every command: a tenant engine follows a failover to another server', () => {
+    let derives = true;
+    const acme = engine(() => derives).forTenant('acme');
+    expect(onInsert(acme.decide(upsert()))).toEqual({ [FIELD]: 'acme' });
+    derives = false;
+    expect(onInsert(acme.decide(upsert()))).toEqual({ sku: 'n1', _id: 4, [FIELD]: 'acme' });
   });
 });

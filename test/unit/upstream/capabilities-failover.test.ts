@@ -1,5 +1,7 @@
 // The capability probe runs again when another server becomes primary: a replica set in the
-// middle of an upgrade may mix servers that apply collations and servers that refuse them.
+// middle of an upgrade may mix servers that apply collations and servers that refuse them, or
+// servers that derive an upsert's fields through $and and servers that do not. Every probe,
+// the write probes (upsert, partial index) included, follows the new primary.
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROBE_COMMENT, type UpstreamCapabilities } from '../../../src/upstream/capabilities.js';
 import { Upstream } from '../../../src/upstream/upstream.js';
@@ -51,10 +53,19 @@ describe('capabilities after a failover', () => {
       await startFakeUpstream(member(0, FAKE_CAPABILITIES), { answerHandshake: false, answerProbes: false }),
     );
     servers.push(
-      await startFakeUpstream(member(1, { ...FAKE_CAPABILITIES, collation: false, transactions: true }), {
-        answerHandshake: false,
-        answerProbes: false,
-      }),
+      await startFakeUpstream(
+        member(1, {
+          ...FAKE_CAPABILITIES,
+          collation: false,
+          transactions: true,
+          upsertFieldsFromAnd: false,
+          partialIndexes: false,
+        }),
+        {
+          answerHandshake: false,
+          answerProbes: false,
+        },
+      ),
     );
     const upstream = new Upstream({
       uri: `mongodb://127.0.0.1:${servers[0]!.port}/?replicaSet=rs`,
@@ -65,14 +76,18 @@ describe('capabilities after a failover', () => {
     });
     upstreams.push(upstream);
     const info = await upstream.start();
-    expect(info.capabilities.collation).toBe(true);
+    expect(info.capabilities).toMatchObject({ collation: true, upsertFieldsFromAnd: true, partialIndexes: true });
     const second = `127.0.0.1:${servers[1]!.port}`;
     await expect.poll(() => upstream.topology[second]).toBe('secondary');
 
     primaryIndex = 1; // an election: the second member takes the writes
     await expect.poll(() => upstream.topology[second], { timeout: 10_000 }).toBe('primary');
     await expect.poll(() => upstream.capabilities.collation, { timeout: 10_000 }).toBe(false);
-    expect(upstream.capabilities.transactions).toBe(true);
+    expect(upstream.capabilities).toMatchObject({
+      transactions: true,
+      upsertFieldsFromAnd: false,
+      partialIndexes: false,
+    });
     // The start probe's answer stays what the first server said.
     expect(upstream.info.capabilities.collation).toBe(true);
   });

@@ -2,13 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { UpstreamError } from '../../../src/errors.js';
 import {
   CapabilityTracker,
-  MONGODB_CAPABILITIES,
+  FALLBACK_CAPABILITIES,
   PROBE_COLLECTION,
   PROBE_COMMENT,
-  PROBE_INDEX_DATABASE,
+  PROBE_DATABASE,
   type ProbeRunner,
   type UpstreamCapabilities,
   probeCapabilities,
+  upsertProbeVerdict,
 } from '../../../src/upstream/capabilities.js';
 import type { Document } from '../../../src/wire/bson.js';
 
@@ -27,8 +28,20 @@ function server(answer: (db: string, body: Document) => Document | UpstreamError
   return { run, sent };
 }
 
+/**
+ * The upsert probe's read-back: what a server stored for `{$and: [{_id: <collection>}, {k: 1}]}`
+ * with `$set: {v: 1}`, deriving the `$and`'s fields or not.
+ */
+const readBack = (body: Document, derives: boolean): Document | undefined => {
+  if (!('find' in body) || body.collation !== undefined || body.startTransaction !== undefined) return undefined;
+  const stored = derives ? { _id: body.find, k: 1, v: 1 } : { _id: 'an ObjectId', v: 1 };
+  return ok({ cursor: { firstBatch: [stored] } });
+};
+
 /** The answers the servers gave when probed by hand (issue 12). */
 const FERRETDB_V1 = (_db: string, body: Document): Document | UpstreamError => {
+  const stored = readBack(body, false); // top-level equalities only
+  if (stored !== undefined) return stored;
   if ('find' in body && body.collation !== undefined)
     return refuse(238, 'support for field "collation" is not implemented yet');
   if ('distinct' in body) return refuse(9, 'distinct: unknown field "maxTimeMS"');
@@ -45,6 +58,8 @@ const FERRETDB_V1 = (_db: string, body: Document): Document | UpstreamError => {
   return ok({ cursor: { firstBatch: [] } });
 };
 const DOCUMENTDB_GATEWAY = (db: string, body: Document): Document | UpstreamError => {
+  const stored = readBack(body, true);
+  if (stored !== undefined) return stored;
   if ('find' in body && body.collation !== undefined)
     return refuse(115, 'Find with collation is not currently supported.');
   if ('find' in body && body.startTransaction === true && db === 'admin') {
@@ -54,6 +69,8 @@ const DOCUMENTDB_GATEWAY = (db: string, body: Document): Document | UpstreamErro
   return ok({ cursor: { firstBatch: [] } });
 };
 const MONGODB_STANDALONE = (_db: string, body: Document): Document | UpstreamError => {
+  const stored = readBack(body, true);
+  if (stored !== undefined) return stored;
   if (body.startTransaction === true) {
     return refuse(20, 'Transaction numbers are only allowed on a replica set member or mongos');
   }
@@ -61,13 +78,14 @@ const MONGODB_STANDALONE = (_db: string, body: Document): Document | UpstreamErr
 };
 
 describe('probeCapabilities', () => {
-  it('FerretDB v1: no collation, no distinct maxTimeMS, no $bsonSize, no transactions, no partial or TTL indexes', async () => {
+  it('FerretDB v1: no collation, no distinct maxTimeMS, no $bsonSize, no transactions, no upsert fields from $and, no partial or TTL indexes', async () => {
     const { run } = server(FERRETDB_V1);
-    expect(await probeCapabilities(run, { indexes: true })).toEqual({
+    expect(await probeCapabilities(run, { ttl: true })).toEqual({
       collation: false,
       distinctMaxTimeMS: false,
       bsonSize: false,
       transactions: false,
+      upsertFieldsFromAnd: false,
       partialIndexes: false,
       ttlIndexes: false,
     });
@@ -75,11 +93,12 @@ describe('probeCapabilities', () => {
 
   it('the DocumentDB gateway: everything but collation (transactions refused in admin only, like MongoDB)', async () => {
     const { run } = server(DOCUMENTDB_GATEWAY);
-    expect(await probeCapabilities(run, { indexes: true })).toEqual({
+    expect(await probeCapabilities(run, { ttl: true })).toEqual({
       collation: false,
       distinctMaxTimeMS: true,
       bsonSize: true,
       transactions: true,
+      upsertFieldsFromAnd: true,
       partialIndexes: true,
       ttlIndexes: true,
     });
@@ -87,36 +106,96 @@ describe('probeCapabilities', () => {
 
   it('a MongoDB standalone: everything but transactions', async () => {
     const { run } = server(MONGODB_STANDALONE);
-    expect(await probeCapabilities(run)).toEqual({ ...MONGODB_CAPABILITIES, transactions: false });
+    expect(await probeCapabilities(run)).toEqual({
+      ...FALLBACK_CAPABILITIES,
+      transactions: false,
+      upsertFieldsFromAnd: true,
+      partialIndexes: true,
+    });
   });
 
-  it('every probe is marked, names the probe collection and ends the session it opened; nothing is written without `indexes`', async () => {
+  it('every probe is marked; the read probes name the probe collection and end the session they opened; only the write probes write, in the probe database', async () => {
     const { run, sent } = server(DOCUMENTDB_GATEWAY);
     await probeCapabilities(run);
     for (const { body } of sent) expect(body.comment).toBe(PROBE_COMMENT);
-    const names = sent.map(({ body }) => Object.keys(body)[0]);
-    expect(names).toEqual(['find', 'distinct', 'aggregate', 'find', 'endSessions']);
-    for (const { body } of sent.slice(0, 4)) expect(Object.values(body)[0]).toBe(PROBE_COLLECTION);
-    const lsid = sent[3]!.body.lsid as Document;
-    expect(sent[4]!.body.endSessions).toEqual([lsid]);
+    const reads = sent.filter(({ db }) => db === 'admin');
+    expect(reads.map(({ body }) => Object.keys(body)[0])).toEqual([
+      'find',
+      'distinct',
+      'aggregate',
+      'find',
+      'endSessions',
+    ]);
+    for (const { body } of reads.slice(0, 4)) expect(Object.values(body)[0]).toBe(PROBE_COLLECTION);
+    expect(reads[4]!.body.endSessions).toEqual([reads[3]!.body.lsid as Document]);
+    const writes = sent.filter(({ db }) => db !== 'admin');
+    expect(writes.every(({ db }) => db === PROBE_DATABASE)).toBe(true);
+    expect(writes.map(({ body }) => Object.keys(body)[0])).toEqual([
+      'update',
+      'find',
+      'createIndexes',
+      'drop',
+      'drop',
+      'listCollections',
+      'dropDatabase',
+    ]);
   });
 
-  it('the index probes drop their collection, and their database once it is empty', async () => {
-    const { run, sent } = server((db, body) => {
-      if ('listCollections' in body) return ok({ cursor: { firstBatch: [] } });
+  it('the upsert probe: an $and of its own _id (the new collection) and k, read back, dropped with its collection', async () => {
+    const { run, sent } = server(DOCUMENTDB_GATEWAY);
+    await probeCapabilities(run);
+    const upsert = sent.find(({ body }) => 'update' in body)!.body;
+    const collection = upsert.update as string;
+    expect(collection).toMatch(/^probe_[0-9a-f]{12}_upsert$/);
+    expect(upsert.updates).toEqual([
+      { q: { $and: [{ _id: collection }, { k: 1 }] }, u: { $set: { v: 1 } }, upsert: true },
+    ]);
+    expect(sent.some(({ body }) => body.find === collection)).toBe(true);
+    expect(sent.some(({ body }) => body.drop === collection)).toBe(true);
+  });
+
+  it('the write probes drop their collections, and their database once it is empty (not while another proxy probes in it)', async () => {
+    const { run, sent } = server(DOCUMENTDB_GATEWAY);
+    await probeCapabilities(run, { ttl: true });
+    const writes = sent.filter(({ db }) => db === PROBE_DATABASE).map(({ body }) => Object.keys(body)[0]);
+    expect(writes).toEqual([
+      'update',
+      'find',
+      'createIndexes',
+      'createIndexes',
+      'drop',
+      'drop',
+      'drop',
+      'listCollections',
+      'dropDatabase',
+    ]);
+    const busy = server((db, body) => {
+      if ('listCollections' in body) return ok({ cursor: { firstBatch: [{ name: 'probe_0123456789ab_upsert' }] } });
       return DOCUMENTDB_GATEWAY(db, body);
     });
-    await probeCapabilities(run, { indexes: true });
-    const writes = sent.filter(({ db }) => db === PROBE_INDEX_DATABASE).map(({ body }) => Object.keys(body)[0]);
-    expect(writes).toEqual(['createIndexes', 'createIndexes', 'drop', 'drop', 'listCollections', 'dropDatabase']);
+    await probeCapabilities(busy.run);
+    expect(busy.sent.some(({ body }) => 'dropDatabase' in body)).toBe(false);
   });
 
-  it('an inconclusive answer (not authorized) keeps what MongoDB does, and says so', async () => {
+  it('an inconclusive answer (not authorized) keeps the fallback, and says so', async () => {
     const warnings: unknown[] = [];
     const logger = { warn: (...args: unknown[]) => warnings.push(args) } as never;
     const { run } = server(() => refuse(13, 'not authorized on admin to execute command'));
-    expect(await probeCapabilities(run, { logger })).toEqual(MONGODB_CAPABILITIES);
+    expect(await probeCapabilities(run, { logger })).toEqual(FALLBACK_CAPABILITIES);
     expect(warnings).toHaveLength(1);
+  });
+
+  it('a user that may read but not write (the write probes refused): the proxy derives upsert fields itself, partial indexes are left to the server', async () => {
+    const warnings: Document[] = [];
+    const logger = { warn: (fields: Document) => warnings.push(fields) } as never;
+    const { run } = server((db, body) =>
+      db === PROBE_DATABASE && !('listCollections' in body)
+        ? refuse(13, `not authorized on ${PROBE_DATABASE} to execute command`)
+        : MONGODB_STANDALONE(db, body),
+    );
+    const capabilities = await probeCapabilities(run, { logger });
+    expect(capabilities).toMatchObject({ upsertFieldsFromAnd: false, partialIndexes: true, collation: true });
+    expect(Object.keys(warnings[0]!.inconclusive as Document)).toEqual(['upsertFieldsFromAnd', 'partialIndexes']);
   });
 
   it('a network failure is not an answer: the probe rejects', async () => {
@@ -127,11 +206,32 @@ describe('probeCapabilities', () => {
   });
 });
 
+describe('upsertProbeVerdict: what the upsert probe read back means', () => {
+  const coll = 'probe_0123456789ab_upsert';
+  it('yes only when the stored document has both the _id and k of the $and', () => {
+    expect(upsertProbeVerdict([{ _id: coll, k: 1, v: 1 }], coll).outcome).toBe('yes');
+    expect(upsertProbeVerdict([{ k: 1, v: 1, _id: coll }], coll).outcome).toBe('yes');
+  });
+
+  it('no when either is missing or differs (FerretDB v1: a new ObjectId and no k)', () => {
+    expect(upsertProbeVerdict([{ _id: 'an ObjectId', v: 1 }], coll).outcome).toBe('no');
+    expect(upsertProbeVerdict([{ _id: coll, v: 1 }], coll).outcome).toBe('no');
+    expect(upsertProbeVerdict([{ _id: 'an ObjectId', k: 1, v: 1 }], coll).outcome).toBe('no');
+    expect(upsertProbeVerdict([{ _id: coll, k: 2, v: 1 }], coll).outcome).toBe('no');
+  });
+
+  it('inconclusive when the upsert left no document, several, or one without its update', () => {
+    expect(upsertProbeVerdict([], coll).outcome).toBe('inconclusive');
+    expect(upsertProbeVerdict([{ _id: coll, k: 1, v: 1 }, { _id: 2 }], coll).outcome).toBe('inconclusive');
+    expect(upsertProbeVerdict([{ _id: coll, k: 1 }], coll).outcome).toBe('inconclusive');
+  });
+});
+
 describe('CapabilityTracker', () => {
-  const NO_COLLATION: UpstreamCapabilities = { ...MONGODB_CAPABILITIES, collation: false };
+  const NO_COLLATION: UpstreamCapabilities = { ...FALLBACK_CAPABILITIES, collation: false };
   it('re-probes when another server takes the writes, not when the same one comes back', async () => {
     const tracker = new CapabilityTracker();
-    tracker.set('a:1', { ...MONGODB_CAPABILITIES });
+    tracker.set('a:1', { ...FALLBACK_CAPABILITIES });
     // The borrow callback stands in for the pool and the probe: it answers for the new server.
     const probed: string[] = [];
     const recheck = (server: string, caps: UpstreamCapabilities) => {
@@ -163,14 +263,14 @@ describe('CapabilityTracker', () => {
 
   it('follows the newest server when a second failover happens during a re-check', async () => {
     const tracker = new CapabilityTracker();
-    tracker.set('a:1', { ...MONGODB_CAPABILITIES });
+    tracker.set('a:1', { ...FALLBACK_CAPABILITIES });
     let release: (() => void) | undefined;
     const slow = new Promise<void>((resolve) => (release = resolve));
     tracker.recheck(
       'b:1',
       async () => {
         await slow;
-        return { ...MONGODB_CAPABILITIES, bsonSize: false } as never;
+        return { ...FALLBACK_CAPABILITIES, bsonSize: false } as never;
       },
       1_000,
     );

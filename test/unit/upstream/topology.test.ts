@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, ProxyError, UpstreamError } from '../../../src/errors.js';
-import { MONGODB_CAPABILITIES, PROBE_COMMENT } from '../../../src/upstream/capabilities.js';
+import { FALLBACK_CAPABILITIES, PROBE_COMMENT } from '../../../src/upstream/capabilities.js';
 import { classifyHello, describeServer, discoverServer } from '../../../src/upstream/topology.js';
 import { Upstream } from '../../../src/upstream/upstream.js';
 import type { Document } from '../../../src/wire/bson.js';
@@ -50,12 +50,12 @@ describe('classifyHello / describeServer', () => {
   });
 
   it("catalogue 9: capabilities are the probe's, MongoDB's when not probed (collation assumed: pinning fails closed)", () => {
-    expect(describeServer(FAKE_HELLO, 'h:1').capabilities).toEqual(MONGODB_CAPABILITIES);
-    const refused = { ...MONGODB_CAPABILITIES, collation: false };
+    expect(describeServer(FAKE_HELLO, 'h:1').capabilities).toEqual(FALLBACK_CAPABILITIES);
+    const refused = { ...FALLBACK_CAPABILITIES, collation: false };
     expect(describeServer(FAKE_HELLO, 'h:1', [], refused).capabilities.collation).toBe(false);
     expect(describeServer(FAKE_HELLO, 'h:1').buildInfo).toBeUndefined();
     // buildInfo is kept for introspection answers; it no longer decides any capability.
-    const ferret = describeServer(FAKE_HELLO, 'h:1', [], MONGODB_CAPABILITIES, { ferretdbVersion: 'v1.24.2', ok: 1 });
+    const ferret = describeServer(FAKE_HELLO, 'h:1', [], FALLBACK_CAPABILITIES, { ferretdbVersion: 'v1.24.2', ok: 1 });
     expect(ferret.buildInfo).toEqual({ ferretdbVersion: 'v1.24.2', ok: 1 });
     expect(ferret.capabilities.collation).toBe(true);
   });
@@ -269,11 +269,14 @@ describe('Upstream discovery over real sockets', () => {
     }
     const refuse = (code: number, errmsg: string): Document => ({ ok: 0, code, errmsg });
 
-    it('a server that accepts every probe has every capability; the probes name a collection that does not exist, and the discovery connection is pooled', async () => {
+    it('a server that accepts every probe has every capability; the read probes name a collection that does not exist, the write probes drop what they made, and the discovery connection is pooled', async () => {
       const bodies: Document[] = [];
       const { upstream, commands, server } = await startWith((body, reply) => {
         bodies.push(body);
-        reply({ cursor: { id: 0, ns: 'admin.x', firstBatch: [] }, values: [], ok: 1 });
+        // The upsert probe reads back the document its $and derived (its _id is the collection's name).
+        const stored =
+          typeof body.find === 'string' && body.find.endsWith('_upsert') ? [{ _id: body.find, k: 1, v: 1 }] : [];
+        reply({ cursor: { id: 0, ns: 'admin.x', firstBatch: stored }, values: [], ok: 1 });
       });
       try {
         const info = await upstream.start();
@@ -282,6 +285,8 @@ describe('Upstream discovery over real sockets', () => {
           distinctMaxTimeMS: true,
           bsonSize: true,
           transactions: true,
+          upsertFieldsFromAnd: true,
+          partialIndexes: true,
         });
         expect(upstream.capabilities).toEqual(info.capabilities);
         expect(commands).toEqual([
@@ -293,6 +298,14 @@ describe('Upstream discovery over real sockets', () => {
           'find',
           'abortTransaction',
           'endSessions',
+          // the write probes, in the proxy's own probe database, dropped again
+          'update',
+          'find',
+          'createIndexes',
+          'drop',
+          'drop',
+          'listCollections',
+          'dropDatabase',
         ]);
         expect(info.buildInfo).toEqual({ version: '8.0.4', ok: 1 });
         expect(bodies[0]).toMatchObject({
@@ -338,11 +351,11 @@ describe('Upstream discovery over real sockets', () => {
       }
     });
 
-    it('an inconclusive probe (not authorized) assumes MongoDB: collation pinned, which fails closed; the connection stays usable', async () => {
+    it('an inconclusive probe (not authorized) assumes the fallback: collation pinned, which fails closed, upsert fields derived by the proxy; the connection stays usable', async () => {
       const { upstream, server } = await startWith((_body, reply) => reply(refuse(13, 'not authorized on admin')));
       try {
         const { capabilities } = await upstream.start();
-        expect(capabilities).toEqual(MONGODB_CAPABILITIES);
+        expect(capabilities).toEqual(FALLBACK_CAPABILITIES);
         const connection = await upstream.acquire();
         upstream.release(connection);
         expect(server.peers).toHaveLength(1);
