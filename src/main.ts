@@ -92,6 +92,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
   });
   const upstream = new Upstream({
     ...config.upstream,
+    ...probeDatabaseOf(config),
     logger: logger.child({ component: 'upstream' }),
     observer: {
       retry: (command, reason) => metrics.upstreamRetry(command, reason),
@@ -344,6 +345,7 @@ export async function ensureIndexes(config: ProxyConfig, options: { logger?: Log
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const upstream = new Upstream({
     ...config.upstream,
+    ...probeDatabaseOf(config),
     logger: logger.child({ component: 'upstream' }),
   });
   try {
@@ -356,4 +358,10 @@ export async function ensureIndexes(config: ProxyConfig, options: { logger?: Log
   } finally {
     await upstream.close();
   }
+}
+
+/** The capability probes write in the catalogue's database: tenants cannot name it, listings hide it. */
+function probeDatabaseOf(config: ProxyConfig): { probeDatabase?: string } {
+  const catalogue = config.isolation.tenancy?.catalogueDatabase;
+  return catalogue !== undefined ? { probeDatabase: catalogue } : {};
 }

@@ -91,6 +91,12 @@ export interface ProbeOptions {
   ttl?: boolean;
   /** The database of the read probes. Default `admin`, which every deployment has. */
   database?: string;
+  /**
+   * The database of the write probes. Default PROBE_DATABASE, dropped again when they leave it
+   * empty; any other (the proxy's catalogue database) is left in place, only the probes'
+   * collections are dropped.
+   */
+  writeDatabase?: string;
   logger?: Logger | undefined;
 }
 
@@ -141,7 +147,7 @@ export async function probeCapabilities(run: ProbeRunner, options: ProbeOptions 
       /bsonSize/,
     ),
     transactions: await transactionProbe(run, db),
-    ...(await writeProbes(run, options.ttl === true)),
+    ...(await writeProbes(run, options.writeDatabase ?? PROBE_DATABASE, options.ttl === true)),
   };
 
   const capabilities: UpstreamCapabilities = { ...FALLBACK_CAPABILITIES };
@@ -250,8 +256,7 @@ async function transactionProbe(run: ProbeRunner, db: string): Promise<Verdict> 
  * collection may be built in the background, DocumentDB, and take seconds), all dropped again,
  * and the probe database too once it is empty (other proxies may be probing in it at the moment).
  */
-async function writeProbes(run: ProbeRunner, ttl: boolean): Promise<Record<string, Verdict>> {
-  const db = PROBE_DATABASE;
+async function writeProbes(run: ProbeRunner, db: string, ttl: boolean): Promise<Record<string, Verdict>> {
   const prefix = `probe_${new UUID().toHexString(false).slice(0, 12)}`;
   const created: string[] = [];
   const create = (suffix: string, index: Document): Promise<Verdict> => {
@@ -277,7 +282,11 @@ async function writeProbes(run: ProbeRunner, ttl: boolean): Promise<Record<strin
     for (const collection of created) {
       await run(db, { drop: collection, comment: PROBE_COMMENT }).catch(() => undefined);
     }
-    const left = await run(db, { listCollections: 1, nameOnly: true, comment: PROBE_COMMENT }).catch(() => undefined);
+    // Only the probes' own database is dropped: another holds the catalogue.
+    const left =
+      db !== PROBE_DATABASE
+        ? undefined
+        : await run(db, { listCollections: 1, nameOnly: true, comment: PROBE_COMMENT }).catch(() => undefined);
     const batch = (left?.cursor as Document | undefined)?.firstBatch;
     if (Array.isArray(batch) && batch.length === 0)
       await run(db, { dropDatabase: 1, comment: PROBE_COMMENT }).catch(() => undefined);
@@ -331,9 +340,20 @@ export class CapabilityTracker {
   #wanted: { server: string; borrow: BorrowConnection; timeoutMS: number } | undefined;
   #running: Promise<void> | undefined;
   readonly #logger: Logger | undefined;
+  readonly #writeDatabase: string | undefined;
 
-  constructor(logger?: Logger) {
+  constructor(logger?: Logger, writeDatabase?: string) {
     this.#logger = logger;
+    this.#writeDatabase = writeDatabase;
+  }
+
+  /** The options of every probe this tracker's upstream runs (start and failover alike). */
+  probeOptions(timeoutMS: number): ProbeOptions & { timeoutMS: number } {
+    return {
+      timeoutMS,
+      logger: this.#logger,
+      ...(this.#writeDatabase !== undefined && { writeDatabase: this.#writeDatabase }),
+    };
   }
 
   get current(): UpstreamCapabilities {
@@ -362,7 +382,7 @@ export class CapabilityTracker {
       if (wanted.server === this.#probedServer) continue;
       try {
         const capabilities = await wanted.borrow((connection) =>
-          probeConnection(connection, { timeoutMS: wanted.timeoutMS, logger: this.#logger }),
+          probeConnection(connection, this.probeOptions(wanted.timeoutMS)),
         );
         const previous = this.#current;
         this.set(wanted.server, capabilities);

@@ -90,7 +90,7 @@ export class ServerSet {
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#logger = options.logger;
-    this.#capabilities = new CapabilityTracker(options.logger);
+    this.#capabilities = new CapabilityTracker(options.logger, options.probeDatabase);
   }
 
   /**
@@ -429,7 +429,7 @@ export class ServerSet {
     try {
       buildInfo = await this.#readBuildInfo(found.connection);
       const timeoutMS = this.#target?.connectTimeoutMS ?? this.#options.connectTimeoutMS;
-      capabilities = await probeConnection(found.connection, { timeoutMS, logger: this.#logger });
+      capabilities = await probeConnection(found.connection, this.#capabilities.probeOptions(timeoutMS));
     } catch (error) {
       found.connection.close();
       throw error;

@@ -72,6 +72,12 @@ export interface UpstreamOptions {
   abandonedPinMS?: number;
   retry?: UpstreamRetryOptions;
   circuitBreaker?: UpstreamCircuitBreakerOptions;
+  /**
+   * Where the capability probes that write (upsert, partial and TTL indexes) create and drop
+   * their collections. main passes the ownership catalogue's database, which no tenant can name
+   * and no listing shows; default PROBE_DATABASE (capabilities.ts), dropped again once empty.
+   */
+  probeDatabase?: string;
   logger?: Logger | undefined;
   observer?: UpstreamObserver | undefined;
 }

@@ -58,12 +58,17 @@ describe(`issue 12: upsert fields from $and, probed (${upstreamKind()})`, () => 
     );
     const [stored] = await coll.find({ v: 1 }).toArray();
     expect((stored!._id as unknown) === 'and-1' && stored!.k === 1).toBe(capabilities.upsertFieldsFromAnd);
-    // Its collections are gone again: only other proxies' probes in flight may leave any.
+    // It probed in the catalogue's database (no tenant can name it, listings hide it), and its
+    // collections are gone again: only other proxies' probes in flight may leave any.
+    const catalogueDb = tenants.proxy.config.isolation.tenancy!.catalogueDatabase;
     const probeCollections = await direct
-      .db('mongo_tenant_proxy_capability_probe')
+      .db(catalogueDb)
       .listCollections({ name: /^probe_/ }, { nameOnly: true })
       .toArray();
     expect(probeCollections.filter((c) => c.name.endsWith('_upsert')).length).toBeLessThanOrEqual(1);
+    const listed = await acme.db('admin').admin().listDatabases({ nameOnly: true });
+    expect(listed.databases.map((d) => d.name)).not.toContain(catalogueDb);
+    await expect(acme.db(catalogueDb).collection('x').findOne({})).rejects.toThrow(/catalogue/);
   });
 
   it('through the proxy, updateOne({sku}) and updateOne({_id: 4}) with upsert store sku and _id 4, read directly', async () => {

@@ -177,6 +177,29 @@ describe('probeCapabilities', () => {
     expect(busy.sent.some(({ body }) => 'dropDatabase' in body)).toBe(false);
   });
 
+  it("in the catalogue database (what main passes): only the probes' own collections are dropped, never the database", async () => {
+    const { run, sent } = server(DOCUMENTDB_GATEWAY);
+    const capabilities = await probeCapabilities(run, { writeDatabase: 'mongo_tenant_proxy' });
+    expect(capabilities.upsertFieldsFromAnd).toBe(true);
+    expect(capabilities.partialIndexes).toBe(true);
+    expect(sent.some(({ db }) => db === PROBE_DATABASE)).toBe(false);
+    const writes = sent.filter(({ db }) => db === 'mongo_tenant_proxy').map(({ body }) => Object.keys(body)[0]);
+    expect(writes).toEqual(['update', 'find', 'createIndexes', 'drop', 'drop']);
+    for (const { db, body } of sent.filter(({ body }) => 'drop' in body)) {
+      expect(db).toBe('mongo_tenant_proxy');
+      expect(String(body.drop)).toMatch(/^probe_[0-9a-f]{12}_(upsert|partial)$/);
+    }
+  });
+
+  it('CapabilityTracker: start and failover probes use the same write database', () => {
+    expect(new CapabilityTracker(undefined, 'cat').probeOptions(250)).toEqual({
+      timeoutMS: 250,
+      logger: undefined,
+      writeDatabase: 'cat',
+    });
+    expect(new CapabilityTracker().probeOptions(250)).not.toHaveProperty('writeDatabase');
+  });
+
   it('an inconclusive answer (not authorized) keeps the fallback, and says so', async () => {
     const warnings: unknown[] = [];
     const logger = { warn: (...args: unknown[]) => warnings.push(args) } as never;

@@ -386,7 +386,9 @@ describe('Upstream discovery over real sockets', () => {
       let silent = true;
       const { upstream } = await startWith((_body, reply) => {
         if (!silent) reply({ cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 });
-      }, 200);
+        // The timeout bounds the whole probe (a dozen round trips with the write probes), so the
+        // retried start needs it to cover them on a busy machine, not only the silent first one.
+      }, 1_000);
       try {
         await expect(upstream.start()).rejects.toThrow(/capability probe .* timed out/);
         silent = false;
