@@ -10,6 +10,7 @@
  */
 import { BsonValidationError } from '../errors.js';
 import { readInt32LE } from '../wire/header.js';
+import { bodyWithFrameRoom, framedBody } from '../wire/op-msg.js';
 import {
   BsonType,
   checkDocumentEnd,
@@ -290,7 +291,7 @@ class TopLevelCuts {
   private apply(): Uint8Array {
     const { buf, removals, lengths } = this;
     // One copy of the whole body, then each kept range moved down in place (no view per range).
-    const copy = Buffer.allocUnsafe(buf.length);
+    const copy = bodyWithFrameRoom(buf.length);
     copy.set(buf);
     let written = removals[0]!;
     for (let i = 1; i < removals.length; i += 2) {
@@ -303,7 +304,7 @@ class TopLevelCuts {
       const at = lengths[i]!;
       copy.writeInt32LE(readInt32LE(buf, at) - lengths[i + 2]!, at - lengths[i + 1]!);
     }
-    return copy.subarray(0, written);
+    return framedBody(copy, written);
   }
 }
 

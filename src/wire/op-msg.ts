@@ -268,10 +268,50 @@ export interface EncodeOpMsgInit {
 
 const utf8Encoder = new TextEncoder();
 
+/** What precedes a lone body in an OP_MSG frame: header, flags, the body section's kind byte. */
+const BODY_PREFIX = HEADER_LENGTH + FLAGS_LENGTH + 1;
+/** Bodies built with room for their frame in front (bodyWithFrameRoom), to that room's buffer. */
+const framed = new WeakMap<Uint8Array, Buffer>();
+
+/**
+ * A body of `length` bytes (to be filled by the caller) with room in front for its OP_MSG
+ * header, so that encodeOpMsg frames a large rewritten reply without copying it again. Taking a
+ * shorter view with `framedBody` keeps the room.
+ */
+export function bodyWithFrameRoom(length: number): Buffer {
+  const frame = Buffer.allocUnsafe(BODY_PREFIX + length);
+  const body = frame.subarray(BODY_PREFIX);
+  framed.set(body, frame);
+  return body;
+}
+
+/** The first `length` bytes of a bodyWithFrameRoom body, still framed in place by encodeOpMsg. */
+export function framedBody(body: Buffer, length: number): Buffer {
+  const frame = framed.get(body);
+  const view = body.subarray(0, length);
+  if (frame !== undefined) framed.set(view, frame);
+  return view;
+}
+
 /** Builds an OP_MSG frame in a single allocation: header, flags, body, sequences, checksum. */
 export function encodeOpMsg(init: EncodeOpMsgInit): Buffer {
   const sequences = init.sequences ?? [];
   const checksum = init.checksum === true;
+  const room = framed.get(init.body);
+  if (room !== undefined && sequences.length === 0 && !checksum) {
+    // The body's own buffer has the frame's first bytes free in front of it: written there once.
+    framed.delete(init.body);
+    writeInt32LE(room, HEADER_LENGTH, (init.flagBits ?? 0) & ~OpMsgFlag.checksumPresent);
+    room[HEADER_LENGTH + FLAGS_LENGTH] = SectionKind.body;
+    const length = BODY_PREFIX + init.body.length;
+    writeHeader(room, {
+      messageLength: length,
+      requestId: init.requestId,
+      responseTo: init.responseTo,
+      opCode: OpCode.OP_MSG,
+    });
+    return room.subarray(0, length);
+  }
   const identifiers = sequences.map((s) => {
     const bytes = utf8Encoder.encode(s.identifier);
     if (bytes.includes(0)) throw new RangeError(`document sequence identifier contains NUL: ${s.identifier}`);
