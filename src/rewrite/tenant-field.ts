@@ -9,8 +9,8 @@
  * Fields named like the tenant field deeper inside a document are the application's own and stay.
  */
 import { BsonValidationError } from '../errors.js';
-import { readInt32LE } from '../wire/header.js';
-import { bodyWithFrameRoom, framedBody } from '../wire/op-msg.js';
+import { readInt32LE, writeInt32LE } from '../wire/header.js';
+import { bodyWithFrameRoom, framedBody, hasFrameRoom } from '../wire/op-msg.js';
 import {
   BsonType,
   checkDocumentEnd,
@@ -290,21 +290,26 @@ class TopLevelCuts {
 
   private apply(): Uint8Array {
     const { buf, removals, lengths } = this;
-    // One copy of the whole body, then each kept range moved down in place (no view per range).
-    const copy = bodyWithFrameRoom(buf.length);
-    copy.set(buf);
+    // A body its holder owns (a reply just read) is compacted where it is; any other is copied
+    // once. Then each kept range moves down in place (no view per range).
+    let out: Uint8Array;
+    if (hasFrameRoom(buf)) out = buf;
+    else {
+      out = bodyWithFrameRoom(buf.length);
+      out.set(buf);
+    }
+    // The new lengths, read before any byte moves.
+    const values: number[] = [];
+    for (let i = 0; i < lengths.length; i += 3) values.push(readInt32LE(buf, lengths[i]!) - lengths[i + 2]!);
     let written = removals[0]!;
     for (let i = 1; i < removals.length; i += 2) {
       const from = removals[i]!;
       const to = i + 1 < removals.length ? removals[i + 1]! : buf.length;
-      copy.copyWithin(written, from, to);
+      out.copyWithin(written, from, to);
       written += to - from;
     }
-    for (let i = 0; i < lengths.length; i += 3) {
-      const at = lengths[i]!;
-      copy.writeInt32LE(readInt32LE(buf, at) - lengths[i + 2]!, at - lengths[i + 1]!);
-    }
-    return framedBody(copy, written);
+    for (let i = 0; i < lengths.length; i += 3) writeInt32LE(out, lengths[i]! - lengths[i + 1]!, values[i / 3]!);
+    return framedBody(out, written);
   }
 }
 

@@ -285,12 +285,27 @@ export function bodyWithFrameRoom(length: number): Buffer {
   return body;
 }
 
-/** The first `length` bytes of a bodyWithFrameRoom body, still framed in place by encodeOpMsg. */
-export function framedBody(body: Buffer, length: number): Buffer {
+/** The first `length` bytes of a framed body (bodyWithFrameRoom, ownFrameBody), still framed in place by encodeOpMsg. */
+export function framedBody(body: Uint8Array, length: number): Buffer {
   const frame = framed.get(body);
-  const view = body.subarray(0, length);
+  const view = Buffer.from(body.buffer, body.byteOffset, length);
   if (frame !== undefined) framed.set(view, frame);
   return view;
+}
+
+/**
+ * Marks the body of an OP_MSG frame the caller owns (a reply just read, about to be rewritten
+ * and sent) as framed: a reply splice may then rewrite it in place (hasFrameRoom) and
+ * encodeOpMsg frame the result over the old header. `body` must be the frame's kind-0 body,
+ * right after its flags and kind byte.
+ */
+export function ownFrameBody(frame: Buffer, body: Uint8Array): void {
+  if (body.buffer === frame.buffer && body.byteOffset === frame.byteOffset + BODY_PREFIX) framed.set(body, frame);
+}
+
+/** Whether `body` is framed (bodyWithFrameRoom, ownFrameBody): its bytes are its holder's to rewrite in place. */
+export function hasFrameRoom(body: Uint8Array): boolean {
+  return framed.has(body);
 }
 
 /** Builds an OP_MSG frame in a single allocation: header, flags, body, sequences, checksum. */
