@@ -13,7 +13,7 @@ import { compressorNameOf } from '../wire/compression.js';
 import { HEADER_LENGTH, OpCode, OpMsgFlag, SectionKind } from '../wire/constants.js';
 import { BsonType, findElement, firstElement, readString } from '../wire/bson-scan.js';
 import type { CommandLabels } from './command-view.js';
-import { encodeOpMsg, type OpMsg } from '../wire/op-msg.js';
+import { encodeOpMsg, ownFrameBody, type OpMsg } from '../wire/op-msg.js';
 import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
 import type { ForwardPlan } from './route.js';
 
@@ -108,6 +108,8 @@ function encodeRequest(msg: OpMsg, body: Uint8Array, sequences: OpMsg['sequences
 export function replyAfterPlan(engine: TenantEngine, plan: ReplyPlan, reply: Buffer): Buffer {
   const body = replyBody(reply);
   if (body === undefined) return reply;
+  // The reply is this connection's own from here on: a splice may rewrite it in place.
+  ownFrameBody(reply, body);
   const changed = engine.reply(plan, body);
   if (changed === undefined) return reply;
   return encodeOpMsg({

@@ -268,10 +268,65 @@ export interface EncodeOpMsgInit {
 
 const utf8Encoder = new TextEncoder();
 
+/** What precedes a lone body in an OP_MSG frame: header, flags, the body section's kind byte. */
+const BODY_PREFIX = HEADER_LENGTH + FLAGS_LENGTH + 1;
+/** Bodies built with room for their frame in front (bodyWithFrameRoom), to that room's buffer. */
+const framed = new WeakMap<Uint8Array, Buffer>();
+
+/**
+ * A body of `length` bytes (to be filled by the caller) with room in front for its OP_MSG
+ * header, so that encodeOpMsg frames a large rewritten reply without copying it again. Taking a
+ * shorter view with `framedBody` keeps the room.
+ */
+export function bodyWithFrameRoom(length: number): Buffer {
+  const frame = Buffer.allocUnsafe(BODY_PREFIX + length);
+  const body = frame.subarray(BODY_PREFIX);
+  framed.set(body, frame);
+  return body;
+}
+
+/** The first `length` bytes of a framed body (bodyWithFrameRoom, ownFrameBody), still framed in place by encodeOpMsg. */
+export function framedBody(body: Uint8Array, length: number): Buffer {
+  const frame = framed.get(body);
+  const view = Buffer.from(body.buffer, body.byteOffset, length);
+  if (frame !== undefined) framed.set(view, frame);
+  return view;
+}
+
+/**
+ * Marks the body of an OP_MSG frame the caller owns (a reply just read, about to be rewritten
+ * and sent) as framed: a reply splice may then rewrite it in place (hasFrameRoom) and
+ * encodeOpMsg frame the result over the old header. `body` must be the frame's kind-0 body,
+ * right after its flags and kind byte.
+ */
+export function ownFrameBody(frame: Buffer, body: Uint8Array): void {
+  if (body.buffer === frame.buffer && body.byteOffset === frame.byteOffset + BODY_PREFIX) framed.set(body, frame);
+}
+
+/** Whether `body` is framed (bodyWithFrameRoom, ownFrameBody): its bytes are its holder's to rewrite in place. */
+export function hasFrameRoom(body: Uint8Array): boolean {
+  return framed.has(body);
+}
+
 /** Builds an OP_MSG frame in a single allocation: header, flags, body, sequences, checksum. */
 export function encodeOpMsg(init: EncodeOpMsgInit): Buffer {
   const sequences = init.sequences ?? [];
   const checksum = init.checksum === true;
+  const room = framed.get(init.body);
+  if (room !== undefined && sequences.length === 0 && !checksum) {
+    // The body's own buffer has the frame's first bytes free in front of it: written there once.
+    framed.delete(init.body);
+    writeInt32LE(room, HEADER_LENGTH, (init.flagBits ?? 0) & ~OpMsgFlag.checksumPresent);
+    room[HEADER_LENGTH + FLAGS_LENGTH] = SectionKind.body;
+    const length = BODY_PREFIX + init.body.length;
+    writeHeader(room, {
+      messageLength: length,
+      requestId: init.requestId,
+      responseTo: init.responseTo,
+      opCode: OpCode.OP_MSG,
+    });
+    return room.subarray(0, length);
+  }
   const identifiers = sequences.map((s) => {
     const bytes = utf8Encoder.encode(s.identifier);
     if (bytes.includes(0)) throw new RangeError(`document sequence identifier contains NUL: ${s.identifier}`);

@@ -3,7 +3,14 @@ import { deserialize } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, WireProtocolError } from '../../../src/errors.js';
 import { OpMsgFlag } from '../../../src/wire/constants.js';
-import { DEFAULT_MAX_INTERNAL_BSON_SIZE, commandName, encodeOpMsg, parseOpMsg } from '../../../src/wire/op-msg.js';
+import {
+  DEFAULT_MAX_INTERNAL_BSON_SIZE,
+  bodyWithFrameRoom,
+  commandName,
+  encodeOpMsg,
+  framedBody,
+  parseOpMsg,
+} from '../../../src/wire/op-msg.js';
 import { bson, frame, hex, int32, kind0, kind1, nested, opMsg, rawDoc, element, uint32 } from './fixtures.js';
 
 const opts = { maxBsonDepth: 200 };
@@ -333,6 +340,33 @@ describe('parseOpMsg', () => {
 });
 
 describe('encodeOpMsg', () => {
+  it('frames a body built with room in front in place, byte for byte as a copied one', () => {
+    const doc = bson({ ok: 1, cursor: { firstBatch: [{ a: 1 }] } });
+    for (const flagBits of [0, OpMsgFlag.moreToCome, OpMsgFlag.moreToCome | OpMsgFlag.checksumPresent]) {
+      const room = bodyWithFrameRoom(doc.length + 7);
+      room.set(doc);
+      const body = framedBody(room, doc.length);
+      const expected = encodeOpMsg({ requestId: 3, responseTo: 9, flagBits, body: Buffer.from(body) });
+      const framed = encodeOpMsg({ requestId: 3, responseTo: 9, flagBits, body });
+      expect(framed.equals(expected)).toBe(true);
+      const inPlace = (frame: Buffer): boolean =>
+        frame.buffer === body.buffer && frame.byteOffset + frame.length - body.length === body.byteOffset;
+      expect(inPlace(framed)).toBe(true); // no copy
+      // Once framed, the room is used: a second frame of the same body is a copy.
+      const again = encodeOpMsg({ requestId: 3, responseTo: 9, flagBits, body });
+      expect(again.equals(expected)).toBe(true);
+      expect(inPlace(again)).toBe(false);
+    }
+    // With a checksum or sequences, the frame is built as usual.
+    const body = framedBody(bodyWithFrameRoom(doc.length), doc.length);
+    body.set(doc);
+    const summed = encodeOpMsg({ requestId: 1, responseTo: 0, body, checksum: true });
+    expect(summed.equals(encodeOpMsg({ requestId: 1, responseTo: 0, body: Buffer.from(doc), checksum: true }))).toBe(
+      true,
+    );
+    expect(Buffer.from(parseOpMsg(summed, opts).body).equals(doc)).toBe(true);
+  });
+
   it('produces exactly the hand-built bytes (body first, then sequences)', () => {
     const expected = opMsg(OpMsgFlag.moreToCome, [kind0(insertBody), kind1('documents', docs), kind1('x', [])], {
       requestId: 77,
