@@ -154,6 +154,10 @@ export async function startChildProxy(
     NODE_OPTIONS: '--expose-gc',
     MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'] ?? '2',
     ...mmapThreshold(),
+    // Diagnosis: the child's memory every 100 ms as JSON lines in this file (proxy-child.mjs).
+    ...(process.env['MTP_NEIGHBOURS_TRACE'] !== undefined
+      ? { MTP_NEIGHBOURS_TRACE: process.env['MTP_NEIGHBOURS_TRACE'] }
+      : {}),
   });
   let memoryReports = 0;
   let ready: Record<string, unknown>;

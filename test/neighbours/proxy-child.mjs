@@ -9,6 +9,23 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
 
+if (process.env.MTP_NEIGHBOURS_TRACE) {
+  const { appendFileSync } = await import('node:fs');
+  const seen = new Set();
+  const wrap = (proto, name) => {
+    const original = proto[name];
+    proto[name] = function (...args) {
+      const out = original.apply(this, args);
+      if (typeof out === 'string' && out.length > 1_000_000) {
+        const stack = new Error().stack;
+        if (!seen.has(stack)) { seen.add(stack); appendFileSync(process.env.MTP_NEIGHBOURS_TRACE + '.stacks', `${name} ${out.length}\n${stack}\n\n`); }
+      }
+      return out;
+    };
+  };
+  for (const name of ['toString', 'utf8Slice', 'latin1Slice', 'asciiSlice']) wrap(Buffer.prototype, name);
+  wrap(TextDecoder.prototype, 'decode');
+}
 const dist = process.argv[2];
 if (dist === undefined) throw new Error('usage: proxy-child.mjs <dist directory>');
 const settings = JSON.parse(process.env.MTP_NEIGHBOURS_SETTINGS ?? '{}');
@@ -35,6 +52,16 @@ process.on('SIGUSR2', async () => {
   const after = process.memoryUsage();
   process.stdout.write(`${JSON.stringify({ msg: 'neighbours-memory', n: ++memoryReports, before, after })}\n`);
 });
+// MTP_NEIGHBOURS_TRACE=<file>: the process's memory every 100 ms, one JSON line each (diagnosis only).
+if (process.env.MTP_NEIGHBOURS_TRACE) {
+  const { appendFileSync } = await import('node:fs');
+  const file = process.env.MTP_NEIGHBOURS_TRACE;
+  setInterval(() => {
+    const m = process.memoryUsage();
+    const mb = (n) => Math.round(n / 1048576);
+    appendFileSync(file, `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0) })}\n`);
+  }, 100).unref();
+}
 const stop = () => {
   proxy.close().then(
     () => process.exit(0),
