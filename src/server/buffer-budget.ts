@@ -134,13 +134,7 @@ export class BufferBudget {
     tenant.bytes += bytes;
     tenant.accounts.add(account);
     this.#total += bytes;
-    if (bytes < 0) {
-      this.#garbage -= bytes;
-      if (this.#garbage >= this.garbageMark && !this.#garbageReported && this.#onGarbage !== undefined) {
-        this.#garbageReported = true;
-        this.#onGarbage(this.#garbage);
-      }
-    }
+    if (bytes < 0) this.discarded(-bytes);
     if (tenant.bytes <= 0) this.#tenants.delete(account.key);
     else if (account.bytes + bytes <= 0) tenant.accounts.delete(account);
     if (this.#total > this.#peak) this.#peak = this.#total;
@@ -148,6 +142,18 @@ export class BufferBudget {
       const peak = this.#peak;
       this.#peak = this.#total;
       this.#onDrained?.(peak);
+    }
+  }
+
+  /**
+   * `bytes` became garbage without being released (a frame reassembled from socket chunks: the
+   * chunks are dead, their charge now stands for the copy).
+   */
+  discarded(bytes: number): void {
+    this.#garbage += bytes;
+    if (this.#garbage >= this.garbageMark && !this.#garbageReported && this.#onGarbage !== undefined) {
+      this.#garbageReported = true;
+      this.#onGarbage(this.#garbage);
     }
   }
 

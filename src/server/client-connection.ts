@@ -297,6 +297,8 @@ export class ClientConnection {
     try {
       this.decoder.push(chunk, (frame) => {
         framed = true;
+        // A frame copied out of several chunks: the chunks are garbage now (the budget collects them).
+        if (frame.buffer !== chunk.buffer) this.deps.bufferBudget?.discarded(frame.length);
         this.pending.push(frame);
       });
     } catch (error) {
