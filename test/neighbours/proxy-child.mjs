@@ -18,7 +18,10 @@ if (process.env.MTP_NEIGHBOURS_TRACE) {
       const out = original.apply(this, args);
       if (typeof out === 'string' && out.length > 1_000_000) {
         const stack = new Error().stack;
-        if (!seen.has(stack)) { seen.add(stack); appendFileSync(process.env.MTP_NEIGHBOURS_TRACE + '.stacks', `${name} ${out.length}\n${stack}\n\n`); }
+        if (!seen.has(stack)) {
+          seen.add(stack);
+          appendFileSync(process.env.MTP_NEIGHBOURS_TRACE + '.stacks', `${name} ${out.length}\n${stack}\n\n`);
+        }
       }
       return out;
     };
@@ -59,7 +62,10 @@ if (process.env.MTP_NEIGHBOURS_TRACE) {
   setInterval(() => {
     const m = process.memoryUsage();
     const mb = (n) => Math.round(n / 1048576);
-    appendFileSync(file, `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0) })}\n`);
+    appendFileSync(
+      file,
+      `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0) })}\n`,
+    );
   }, 100).unref();
 }
 const stop = () => {
