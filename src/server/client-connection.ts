@@ -685,6 +685,8 @@ export class ClientConnection {
   ): Promise<string> {
     const outgoing = forwardFrame(frame, command.msg, plan.rewrite);
     const copied = outgoing === frame ? 0 : outgoing.length;
+    // The rewritten body was encoded once before being copied into the frame: that much is garbage now.
+    if (copied > 0) this.deps.bufferBudget?.discarded(copied);
     if (!this.buffers.charge(copied))
       throw new WireProtocolError(ErrorCodes.ExceededMemoryLimit, 'buffer budget exceeded', true);
     // Per-tenant in-flight and rate limits apply to what is actually forwarded (not to refusals

@@ -9,26 +9,6 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
 
-if (process.env.MTP_NEIGHBOURS_TRACE) {
-  const { appendFileSync } = await import('node:fs');
-  const seen = new Set();
-  const wrap = (proto, name) => {
-    const original = proto[name];
-    proto[name] = function (...args) {
-      const out = original.apply(this, args);
-      if (typeof out === 'string' && out.length > 1_000_000) {
-        const stack = new Error().stack;
-        if (!seen.has(stack)) {
-          seen.add(stack);
-          appendFileSync(process.env.MTP_NEIGHBOURS_TRACE + '.stacks', `${name} ${out.length}\n${stack}\n\n`);
-        }
-      }
-      return out;
-    };
-  };
-  for (const name of ['toString', 'utf8Slice', 'latin1Slice', 'asciiSlice']) wrap(Buffer.prototype, name);
-  wrap(TextDecoder.prototype, 'decode');
-}
 const dist = process.argv[2];
 if (dist === undefined) throw new Error('usage: proxy-child.mjs <dist directory>');
 const settings = JSON.parse(process.env.MTP_NEIGHBOURS_SETTINGS ?? '{}');
