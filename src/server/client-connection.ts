@@ -297,10 +297,11 @@ export class ClientConnection {
     try {
       this.decoder.push(chunk, (frame) => {
         framed = true;
-        // A frame copied out of several chunks: the chunks are garbage now (the budget collects them).
-        if (frame.buffer !== chunk.buffer) this.deps.bufferBudget?.discarded(frame.length);
         this.pending.push(frame);
       });
+      // Bytes copied into a frame spanning chunks: the chunks are garbage now (the budget collects them).
+      const copied = this.decoder.takeCopiedBytes();
+      if (copied > 0) this.deps.bufferBudget?.discarded(copied);
     } catch (error) {
       this.failConnection(error);
       return;

@@ -30,6 +30,8 @@ export class FrameDecoder {
   /** The big frame being assembled (its chunks already copied in), and how much of it is filled. */
   #assembling: Buffer | undefined;
   #filled = 0;
+  /** Bytes copied out of pushed chunks into frames of their own since the last `takeCopiedBytes`. */
+  #copied = 0;
   /** Bytes of `#chunks[0]` already consumed. */
   #headOffset = 0;
   #buffered = 0;
@@ -51,6 +53,16 @@ export class FrameDecoder {
     this.#maxMessageSize = value;
   }
 
+  /**
+   * Bytes copied out of pushed chunks (into a frame spanning chunks) since the last call: the
+   * chunks they came from are garbage, which a memory budget may want to count as it happens.
+   */
+  takeCopiedBytes(): number {
+    const copied = this.#copied;
+    this.#copied = 0;
+    return copied;
+  }
+
   /** Bytes received but not yet handed out as a frame. */
   get bufferedBytes(): number {
     return this.#buffered;
@@ -68,6 +80,7 @@ export class FrameDecoder {
       const n = Math.min(assembling.length - this.#filled, chunk.length);
       chunk.copy(assembling, this.#filled, 0, n);
       this.#filled += n;
+      this.#copied += n;
       this.#buffered += n;
       if (this.#filled < assembling.length) return;
       this.#assembling = undefined;
@@ -106,6 +119,7 @@ export class FrameDecoder {
     this.#chunks.length = 0;
     this.#assembling = frame;
     this.#filled = filled;
+    this.#copied += filled;
   }
 
   #peekLength(): number {
@@ -133,6 +147,7 @@ export class FrameDecoder {
       return frame;
     }
     const frame = Buffer.allocUnsafe(length);
+    this.#copied += length;
     let filled = 0;
     while (filled < length) {
       const chunk = this.#chunks[0] as Buffer;
