@@ -238,11 +238,8 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       }
     }
 
-    const registry = new ConnectionRegistry();
-    // One set of per-tenant counters for every listener: a tenant's limits span all of them.
-    const tenantLimits = new TenantLimits(config.limits);
     // One byte budget for every connection's buffered requests and unread replies (issue 15); when a
-    // burst of them is over, one full collection gives its memory back.
+    // burst of them is over, or a flood of connections, one full collection gives its memory back.
     const memoryReturn = new MemoryReturn({
       collect: options.collectGarbage === null ? undefined : (options.collectGarbage ?? exposedGc()),
       logger,
@@ -250,8 +247,13 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
     cleanups.push(() => memoryReturn.close());
     if (!memoryReturn.enabled)
       logger.info("gc is not exposed (node --expose-gc): memory of big messages comes back at V8's next collection");
-    const bufferBudget = new BufferBudget(config.limits.maxBufferedBytes, {
+    const registry = new ConnectionRegistry((peak) => memoryReturn.connectionsFell(peak));
+    // One set of per-tenant counters for every listener: a tenant's limits span all of them.
+    const tenantLimits = new TenantLimits(config.limits);
+    const bufferBudget: BufferBudget = new BufferBudget(config.limits.maxBufferedBytes, {
       onDrained: (peak) => memoryReturn.drained(peak),
+      // Dead buffers count until collected: RSS follows the budget, not V8's pacing of its collections.
+      onGarbage: () => memoryReturn.collectSoon(() => bufferBudget.collected()),
     });
     metrics.trackBufferedBytes(() => bufferBudget.total);
     const shared: SharedConnectionDeps = {

@@ -16,10 +16,21 @@
  * Bytes that already exist (a chunk just read from a socket) are always recorded: `charge` says
  * whether the charging account survived. Pure: no sockets or timers; shedding calls back.
  *
+ * Garbage: a released buffer is still resident until V8's next full collection, and V8 paces
+ * those by its own heuristics, not by this budget: under a flood of big messages measured RSS
+ * ran hundreds of MiB over the budget in dead request copies and socket chunks. So released
+ * bytes are counted as garbage too, and when they reach `garbageMark` (a quarter of the budget,
+ * at least GARBAGE_FLOOR_BYTES) `onGarbage` is told once, so the proxy collects (memory-return.ts)
+ * and calls `collected()`.
+ *
  * Drains: when the total falls to an eighth of a high-water mark of at least DRAIN_MARK_BYTES (8 MiB)
  * (a burst of big messages or slow readers is over), `onDrained` is told once per such peak, so
  * the proxy can give the burst's memory back (memory-return.ts) instead of waiting for traffic.
  */
+
+/** Released bytes are collected once they reach a quarter of the budget, but not fewer than this. */
+export const GARBAGE_FLOOR_BYTES = 16 * 1024 * 1024;
+const GARBAGE_DIVISOR = 4;
 
 /** The account of connections without an established tenant (cannot be a tenant: contains NUL). */
 export const UNAUTHENTICATED_ACCOUNT = '\u0000unauthenticated';
@@ -44,12 +55,37 @@ export class BufferBudget {
   /** The highest total since the last drain was reported. */
   #peak = 0;
   readonly #onDrained: ((peakBytes: number) => void) | undefined;
+  readonly #onGarbage: ((garbageBytes: number) => void) | undefined;
+  /** Bytes released since the last collection (dead, still resident). */
+  #garbage = 0;
+  /** `onGarbage` was told and no collection followed yet. */
+  #garbageReported = false;
   /** Accounts shed since start (for tests; the connection reports its own metric). */
   shed = 0;
 
-  constructor(maxBytes: number, options: { onDrained?: (peakBytes: number) => void } = {}) {
+  constructor(
+    maxBytes: number,
+    options: { onDrained?: (peakBytes: number) => void; onGarbage?: (garbageBytes: number) => void } = {},
+  ) {
     this.#maxBytes = maxBytes;
     this.#onDrained = options.onDrained;
+    this.#onGarbage = options.onGarbage;
+  }
+
+  /** Bytes released since the last `collected()`. */
+  get garbage(): number {
+    return this.#garbage;
+  }
+
+  /** Released bytes that make a collection worth its time. */
+  get garbageMark(): number {
+    return Math.max(Math.floor(this.#maxBytes / GARBAGE_DIVISOR), GARBAGE_FLOOR_BYTES);
+  }
+
+  /** A full collection ran: what was released before it is gone. */
+  collected(): void {
+    this.#garbage = 0;
+    this.#garbageReported = false;
   }
 
   get maxBytes(): number {
@@ -98,6 +134,7 @@ export class BufferBudget {
     tenant.bytes += bytes;
     tenant.accounts.add(account);
     this.#total += bytes;
+    if (bytes < 0) this.discarded(-bytes);
     if (tenant.bytes <= 0) this.#tenants.delete(account.key);
     else if (account.bytes + bytes <= 0) tenant.accounts.delete(account);
     if (this.#total > this.#peak) this.#peak = this.#total;
@@ -105,6 +142,18 @@ export class BufferBudget {
       const peak = this.#peak;
       this.#peak = this.#total;
       this.#onDrained?.(peak);
+    }
+  }
+
+  /**
+   * `bytes` became garbage without being released (a frame reassembled from socket chunks: the
+   * chunks are dead, their charge now stands for the copy).
+   */
+  discarded(bytes: number): void {
+    this.#garbage += bytes;
+    if (this.#garbage >= this.garbageMark && !this.#garbageReported && this.#onGarbage !== undefined) {
+      this.#garbageReported = true;
+      this.#onGarbage(this.#garbage);
     }
   }
 

@@ -299,6 +299,9 @@ export class ClientConnection {
         framed = true;
         this.pending.push(frame);
       });
+      // Bytes copied into a frame spanning chunks: the chunks are garbage now (the budget collects them).
+      const copied = this.decoder.takeCopiedBytes();
+      if (copied > 0) this.deps.bufferBudget?.discarded(copied);
     } catch (error) {
       this.failConnection(error);
       return;
@@ -683,6 +686,8 @@ export class ClientConnection {
   ): Promise<string> {
     const outgoing = forwardFrame(frame, command.msg, plan.rewrite);
     const copied = outgoing === frame ? 0 : outgoing.length;
+    // The rewritten body was encoded once before being copied into the frame: that much is garbage now.
+    if (copied > 0) this.deps.bufferBudget?.discarded(copied);
     if (!this.buffers.charge(copied))
       throw new WireProtocolError(ErrorCodes.ExceededMemoryLimit, 'buffer budget exceeded', true);
     // Per-tenant in-flight and rate limits apply to what is actually forwarded (not to refusals

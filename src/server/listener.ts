@@ -50,14 +50,44 @@ export type SharedConnectionDeps = Omit<
 > &
   ObservabilitySinks;
 
+/** A peak of this many connections is a flood whose end is reported to `onFell`. */
+export const CONNECTION_FLOOD_MARK = 128;
+/** The flood is over when the count is back to this fraction of its peak. */
+const FELL_DIVISOR = 4;
+
 /** Counts connections across listeners against `limits.maxConnections` and `limits.maxUnauthenticatedConnections`. */
 export class ConnectionRegistry {
   readonly connections = new Set<ClientConnection>();
   /** Connections whose tenant is not established yet. */
   readonly unauthenticated = new Set<ClientConnection>();
+  /** The most connections open at once since the last fall was reported. */
+  #peak = 0;
+
+  /**
+   * `onFell`: told once when the count falls to a quarter of a peak of at least
+   * CONNECTION_FLOOD_MARK (a flood of connections is over), so the proxy can give back the memory
+   * the closed connections used (memory-return.ts), as after a burst of buffered bytes.
+   */
+  constructor(private readonly onFell?: (peak: number) => void) {}
 
   get size(): number {
     return this.connections.size;
+  }
+
+  add(connection: ClientConnection): void {
+    this.connections.add(connection);
+    if (this.connections.size > this.#peak) this.#peak = this.connections.size;
+  }
+
+  delete(connection: ClientConnection): void {
+    this.connections.delete(connection);
+    this.unauthenticated.delete(connection);
+    const size = this.connections.size;
+    if (this.#peak >= CONNECTION_FLOOD_MARK && size <= this.#peak / FELL_DIVISOR) {
+      const peak = this.#peak;
+      this.#peak = size;
+      this.onFell?.(peak);
+    }
   }
 }
 
@@ -111,12 +141,11 @@ export async function startListener(
         onEstablished: (established) => registry.unauthenticated.delete(established),
       },
       (closed) => {
-        registry.connections.delete(closed);
-        registry.unauthenticated.delete(closed);
+        registry.delete(closed);
         own.delete(closed);
       },
     );
-    registry.connections.add(connection);
+    registry.add(connection);
     own.add(connection);
     if (!connection.established) {
       // Checked once the connection exists: an mtls/static tenant is established at connect.

@@ -7,6 +7,13 @@
  * of exactly its size. The length is checked against [16, maxMessageSize] as soon as its four
  * bytes arrive, so a lying client can make us hold at most maxMessageSize bytes.
  *
+ * A big frame that spans chunks gets its own buffer once a sixteenth of it (at least
+ * ASSEMBLE_MIN_BYTES) has arrived, and each further chunk is copied in as it arrives instead of being kept until the frame is
+ * whole: socket chunks are small allocations (a partial read is copied to an exact-size buffer
+ * by Node) that land in the C allocator's main heap, and holding thousands of them for big
+ * frames grew that heap by hundreds of MiB it never gave back; one big buffer per frame is
+ * mmapped and returned to the system when freed.
+ *
  * Frames handed to `onFrame` may alias the pushed chunk. The caller owns the chunk after
  * `push` (a socket never reuses the Buffers it emits), so the frame stays valid afterwards.
  */
@@ -14,9 +21,17 @@
 import { ErrorCodes, WireProtocolError } from '../errors.js';
 import { HEADER_LENGTH } from './constants.js';
 
+/** A frame is assembled in its own buffer once this much of it (and a sixteenth) has arrived. */
+export const ASSEMBLE_MIN_BYTES = 64 * 1024;
+
 export class FrameDecoder {
   #maxMessageSize = 0;
   readonly #chunks: Buffer[] = [];
+  /** The big frame being assembled (its chunks already copied in), and how much of it is filled. */
+  #assembling: Buffer | undefined;
+  #filled = 0;
+  /** Bytes copied out of pushed chunks into frames of their own since the last `takeCopiedBytes`. */
+  #copied = 0;
   /** Bytes of `#chunks[0]` already consumed. */
   #headOffset = 0;
   #buffered = 0;
@@ -38,6 +53,16 @@ export class FrameDecoder {
     this.#maxMessageSize = value;
   }
 
+  /**
+   * Bytes copied out of pushed chunks (into a frame spanning chunks) since the last call: the
+   * chunks they came from are garbage, which a memory budget may want to count as it happens.
+   */
+  takeCopiedBytes(): number {
+    const copied = this.#copied;
+    this.#copied = 0;
+    return copied;
+  }
+
   /** Bytes received but not yet handed out as a frame. */
   get bufferedBytes(): number {
     return this.#buffered;
@@ -50,6 +75,21 @@ export class FrameDecoder {
    */
   push(chunk: Buffer, onFrame: (frame: Buffer) => void): void {
     if (this.#failure !== null) throw this.#failure;
+    const assembling = this.#assembling;
+    if (assembling !== undefined) {
+      const n = Math.min(assembling.length - this.#filled, chunk.length);
+      chunk.copy(assembling, this.#filled, 0, n);
+      this.#filled += n;
+      this.#copied += n;
+      this.#buffered += n;
+      if (this.#filled < assembling.length) return;
+      this.#assembling = undefined;
+      this.#filled = 0;
+      this.#buffered -= assembling.length;
+      onFrame(assembling);
+      if (n === chunk.length) return;
+      chunk = chunk.subarray(n);
+    }
     if (chunk.length > 0) {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
@@ -57,10 +97,29 @@ export class FrameDecoder {
     while (this.#buffered >= 4) {
       const length = this.#peekLength();
       if (length < HEADER_LENGTH || length > this.#maxMessageSize) this.#fail(length);
-      if (this.#buffered < length) return;
+      if (this.#buffered < length) {
+        // Once a sixteenth has arrived: a client lying about a length cannot make the proxy reserve
+        // more than 16 times what it actually sent (and was charged for).
+        if (this.#buffered >= ASSEMBLE_MIN_BYTES && this.#buffered >= length / 16) this.#startAssembling(length);
+        return;
+      }
       // Consume before the callback so a throwing callback leaves the decoder consistent.
       onFrame(this.#take(length));
     }
+  }
+
+  /** Moves what is buffered (the start of one frame of `length`) into that frame's own buffer. */
+  #startAssembling(length: number): void {
+    const frame = Buffer.allocUnsafe(length);
+    let filled = 0;
+    for (const chunk of this.#chunks) {
+      filled += chunk.copy(frame, filled, this.#headOffset);
+      this.#headOffset = 0;
+    }
+    this.#chunks.length = 0;
+    this.#assembling = frame;
+    this.#filled = filled;
+    this.#copied += filled;
   }
 
   #peekLength(): number {
@@ -88,6 +147,7 @@ export class FrameDecoder {
       return frame;
     }
     const frame = Buffer.allocUnsafe(length);
+    this.#copied += length;
     let filled = 0;
     while (filled < length) {
       const chunk = this.#chunks[0] as Buffer;
@@ -120,6 +180,8 @@ export class FrameDecoder {
     this.#chunks.length = 0;
     this.#headOffset = 0;
     this.#buffered = 0;
+    this.#assembling = undefined;
+    this.#filled = 0;
     throw this.#failure;
   }
 }

@@ -35,6 +35,19 @@ process.on('SIGUSR2', async () => {
   const after = process.memoryUsage();
   process.stdout.write(`${JSON.stringify({ msg: 'neighbours-memory', n: ++memoryReports, before, after })}\n`);
 });
+// MTP_NEIGHBOURS_TRACE=<file>: the process's memory every 100 ms, one JSON line each (diagnosis only).
+if (process.env.MTP_NEIGHBOURS_TRACE) {
+  const { appendFileSync } = await import('node:fs');
+  const file = process.env.MTP_NEIGHBOURS_TRACE;
+  setInterval(() => {
+    const m = process.memoryUsage();
+    const mb = (n) => Math.round(n / 1048576);
+    appendFileSync(
+      file,
+      `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0) })}\n`,
+    );
+  }, 100).unref();
+}
 const stop = () => {
   proxy.close().then(
     () => process.exit(0),

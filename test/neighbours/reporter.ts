@@ -2,8 +2,8 @@
  * Vitest reporter of the noisy-neighbour suite (issue 15): collects the row each abuse attaches to
  * its test (test/neighbours/harness.ts runAbuse), prints one table at the end of the run and writes
  * the rows to .tmp/neighbours/<profile>.json and .tmp/neighbours/latest.json (read by
- * `npm run bench`). Silent in runs without neighbour tests. Reports, never judges: the p99 ratio
- * is the bystander's own under-abuse p99 over its baseline p99 in the same run.
+ * `npm run bench`). Silent in runs without neighbour tests. Reports, never judges (goalsMet does):
+ * the p99 ratio is the bystander's own under-abuse p99 over its baseline p99 in the same run.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -38,7 +38,7 @@ export default class NeighboursReporter implements Reporter {
     const rows = [...this.rows].sort((a, b) => a.abuse.localeCompare(b.abuse));
     const table = formatTable(rows);
     process.stdout.write(
-      `\nNoisy neighbours (profile ${rows[0]!.profile}; p99 ratio reported, goal <= 2):\n${table}\n`,
+      `\nNoisy neighbours (profile ${rows[0]!.profile}; p99 ratio goal <= 2, baseline before and after the abuse):\n${table}\n`,
     );
     const dir = path.join(root, '.tmp', 'neighbours');
     mkdirSync(dir, { recursive: true });

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   BufferBudget,
   DRAIN_MARK_BYTES,
+  GARBAGE_FLOOR_BYTES,
   UNAUTHENTICATED_ACCOUNT,
   type BufferAccount,
 } from '../../../src/server/buffer-budget.js';
@@ -122,5 +123,26 @@ describe('BufferBudget', () => {
     a.charge(3 * DRAIN_MARK_BYTES);
     a.close();
     expect(drains).toEqual([2 * DRAIN_MARK_BYTES, 3 * DRAIN_MARK_BYTES]);
+  });
+
+  it('counts released and discarded bytes as garbage and reports once per mark until collected', () => {
+    const reports: number[] = [];
+    const budget = new BufferBudget(4 * GARBAGE_FLOOR_BYTES, { onGarbage: (bytes) => reports.push(bytes) });
+    expect(budget.garbageMark).toBe(GARBAGE_FLOOR_BYTES);
+    const a = budget.open('acme', () => undefined);
+    a.charge(GARBAGE_FLOOR_BYTES);
+    a.release(GARBAGE_FLOOR_BYTES / 2);
+    budget.discarded(GARBAGE_FLOOR_BYTES / 4);
+    expect(reports).toEqual([]);
+    a.release(GARBAGE_FLOOR_BYTES / 4);
+    expect(reports).toEqual([GARBAGE_FLOOR_BYTES]);
+    // Reported once until a collection ran.
+    a.release(GARBAGE_FLOOR_BYTES / 4);
+    expect(reports).toHaveLength(1);
+    budget.collected();
+    expect(budget.garbage).toBe(0);
+    a.charge(GARBAGE_FLOOR_BYTES);
+    a.close();
+    expect(reports).toEqual([GARBAGE_FLOOR_BYTES, GARBAGE_FLOOR_BYTES]);
   });
 });

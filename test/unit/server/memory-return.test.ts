@@ -2,12 +2,14 @@
 // once, a delay after the last drain, never while bursts keep coming, never without a collector.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryReturn } from '../../../src/server/memory-return.js';
+import { CONNECTION_FLOOD_MARK, ConnectionRegistry } from '../../../src/server/listener.js';
+import type { ClientConnection } from '../../../src/server/client-connection.js';
 
 describe('MemoryReturn', () => {
   beforeEach(() => void vi.useFakeTimers());
   afterEach(() => void vi.useRealTimers());
 
-  it('collects once, delayMS after a burst drained', () => {
+  it('collects once (and again a turn later), delayMS after a burst drained', () => {
     const collect = vi.fn();
     const memory = new MemoryReturn({ collect, delayMS: 1_000 });
     memory.drained(100);
@@ -15,11 +17,12 @@ describe('MemoryReturn', () => {
     expect(collect).not.toHaveBeenCalled();
     vi.advanceTimersByTime(1);
     expect(collect).toHaveBeenCalledTimes(1);
+    // A second collection a turn of the event loop later (finalizers of the first), then nothing.
     vi.advanceTimersByTime(10_000);
-    expect(collect).toHaveBeenCalledTimes(1);
+    expect(collect).toHaveBeenCalledTimes(2);
     memory.drained(100);
     vi.advanceTimersByTime(1_000);
-    expect(collect).toHaveBeenCalledTimes(2);
+    expect(collect).toHaveBeenCalledTimes(3);
   });
 
   it('waits for the quiet: a burst draining during the wait restarts it', () => {
@@ -46,5 +49,46 @@ describe('MemoryReturn', () => {
     memory.close();
     vi.advanceTimersByTime(5_000);
     expect(collect).not.toHaveBeenCalled();
+  });
+
+  it('collectSoon: one collection at the next turn however often asked, then done; at once without a collector', async () => {
+    vi.useRealTimers();
+    const collect = vi.fn();
+    const memory = new MemoryReturn({ collect });
+    const done = vi.fn();
+    memory.collectSoon(done);
+    memory.collectSoon(done);
+    expect(collect).not.toHaveBeenCalled();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(collect).toHaveBeenCalledTimes(1);
+    expect(done).toHaveBeenCalledTimes(1);
+    const idle = new MemoryReturn({ collect: undefined });
+    const idleDone = vi.fn();
+    idle.collectSoon(idleDone);
+    expect(idleDone).toHaveBeenCalledTimes(1);
+  });
+
+  it('connectionsFell schedules a collection like a drained burst', () => {
+    const collect = vi.fn();
+    const memory = new MemoryReturn({ collect, delayMS: 1_000 });
+    memory.connectionsFell(500);
+    vi.advanceTimersByTime(1_000);
+    expect(collect).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe('ConnectionRegistry', () => {
+  it('reports a fall to a quarter of a peak of at least CONNECTION_FLOOD_MARK connections, once per peak', () => {
+    const falls: number[] = [];
+    const registry = new ConnectionRegistry((peak) => falls.push(peak));
+    const many = Array.from({ length: CONNECTION_FLOOD_MARK }, () => ({}) as ClientConnection);
+    for (const c of many) registry.add(c);
+    for (const c of many.slice(0, (3 * CONNECTION_FLOOD_MARK) / 4 - 1)) registry.delete(c);
+    expect(falls).toEqual([]);
+    registry.delete(many[(3 * CONNECTION_FLOOD_MARK) / 4 - 1]!);
+    expect(falls).toEqual([CONNECTION_FLOOD_MARK]);
+    for (const c of many.slice((3 * CONNECTION_FLOOD_MARK) / 4)) registry.delete(c);
+    expect(falls).toHaveLength(1);
+    expect(registry.size).toBe(0);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { WireProtocolError } from '../../../src/errors.js';
-import { FrameDecoder } from '../../../src/wire/frame-decoder.js';
+import { ASSEMBLE_MIN_BYTES, FrameDecoder } from '../../../src/wire/frame-decoder.js';
 import { deflateSync } from 'node:zlib';
 import { bson, cstring, frame, int32, kind0, kind1, opMsg } from './fixtures.js';
 
@@ -38,6 +38,35 @@ function fatalError(run: () => void): WireProtocolError {
 }
 
 describe('FrameDecoder', () => {
+  it('assembles big frames in their own buffer, whatever the chunking, with the next frames intact', () => {
+    const big = opMsg(0, [kind0(bson({ insert: 'c', $db: 'd', pad: 'p'.repeat(40 * ASSEMBLE_MIN_BYTES) }))], {
+      requestId: 7,
+    });
+    const stream = Buffer.concat([msgA, big, msgB, big, tiny]);
+    for (const size of [1_000, 4_093, 65_536, 100_003, stream.length]) {
+      const decoder = new FrameDecoder(64 * 1024 * 1024);
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < stream.length; at += size) chunks.push(stream.subarray(at, at + size));
+      const out = collect(decoder, chunks);
+      // Compared with Buffer.equals: deep equality of MiB-sized buffers is slow.
+      const expected = [msgA, big, msgB, big, tiny];
+      expect(out.length, `chunks of ${size}`).toBe(expected.length);
+      expect(
+        out.every((f, i) => f.equals(expected[i]!)),
+        `chunks of ${size}`,
+      ).toBe(true);
+      expect(decoder.bufferedBytes).toBe(0);
+      // Every byte of a frame that spanned chunks was copied once (the chunks are garbage).
+      if (size < big.length) expect(decoder.takeCopiedBytes()).toBeGreaterThanOrEqual(2 * big.length);
+      expect(decoder.takeCopiedBytes()).toBe(0);
+    }
+    // Part of a big frame: counted as buffered while it is assembled.
+    const decoder = new FrameDecoder(64 * 1024 * 1024);
+    const half = Math.floor(big.length / 2);
+    collect(decoder, [big.subarray(0, half)]);
+    expect(decoder.bufferedBytes).toBe(half);
+  });
+
   it('emits a frame pushed whole as a view of the chunk (no copy)', () => {
     const decoder = new FrameDecoder(1024);
     const seen: Buffer[] = [];
