@@ -14,7 +14,7 @@
  * Sizes: MTP_NEIGHBOURS=full runs the issue's sizes (`npm run test:neighbours`); the default
  * (`small`) keeps each abuse short enough for `npm test` on two loaded cores.
  */
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { MongoClient, type Collection, type Document } from 'mongodb';
@@ -27,6 +27,9 @@ import { RawClient, replyDocument } from '../helpers/raw-client.js';
 import { sleep, until, withDeadline } from '../helpers/wait.js';
 
 export const MiB = 1024 * 1024;
+
+/** MTP_NEIGHBOURS_TRACE: where the child proxies trace their memory and event loop, and the bystander its operations. */
+const TRACE = process.env['MTP_NEIGHBOURS_TRACE'];
 
 export type ProfileName = 'small' | 'full';
 export const PROFILE: ProfileName = process.env.MTP_NEIGHBOURS === 'full' ? 'full' : 'small';
@@ -310,6 +313,9 @@ export class Bystander {
       try {
         await withDeadline(this.operation(items, worker, i), 30_000, 'bystander operation');
         this.samples.push({ at: Date.now(), ms: Date.now() - started });
+        // Diagnosis: the bystander's operations beside the child's memory and event-loop trace.
+        if (TRACE !== undefined)
+          appendFileSync(TRACE, `${JSON.stringify({ t: Date.now(), bystander: Date.now() - started, op: i % 4 })}\n`);
       } catch (error) {
         this.errors.push({ at: Date.now(), message: error instanceof Error ? error.message : String(error) });
         await sleep(50); // as an application backing off would
