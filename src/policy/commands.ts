@@ -14,6 +14,7 @@
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { numberOf, type RawDocument, type RawValue } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
+import { assertGenericArgument } from './generic-arguments.js';
 
 /** The handlers the engine dispatches to. */
 export type HandlerName =
@@ -546,7 +547,8 @@ function quoteName(name: string): string {
 /**
  * Throws PolicyRefusal unless every top-level field of `body` after the command name is allowed
  * for `handler`: `field.unknown` names the field; internal and defence-defeating fields get their
- * own rule (REFUSED_FIELDS); a repeated field is `field.duplicate` (G3).
+ * own rule (REFUSED_FIELDS); a repeated field is `field.duplicate` (G3); a generic argument of a
+ * type the server refuses is refused as the server would (generic-arguments.ts).
  */
 export function assertAllowedFields(handler: HandlerName, body: RawDocument): void {
   const allowed = ALLOWED_FIELDS[handler];
@@ -567,7 +569,12 @@ export function assertAllowedFields(handler: HandlerName, body: RawDocument): vo
     if (refused !== undefined) {
       throw new PolicyRefusal(refused.rule, `field ${quoteName(name)} is not allowed on ${handler}: ${refused.reason}`);
     }
-    if (GENERIC_FIELDS.has(name) || allowed.has(name) || ANSWERED_LOCALLY.has(handler)) return;
+    if (GENERIC_FIELDS.has(name)) {
+      // Typed as the server parses them, never forwarded mistyped (issue 15).
+      if (!ANSWERED_LOCALLY.has(handler)) assertGenericArgument(name, element);
+      return;
+    }
+    if (allowed.has(name) || ANSWERED_LOCALLY.has(handler)) return;
     // The server: "BSON field '<command>.<field>' is an unknown field." (40415).
     throw new PolicyRefusal(
       'field.unknown',

@@ -100,6 +100,9 @@ export class RawClient {
   private buffered = Buffer.alloc(0);
   private waiters: Array<() => void> = [];
   closed = false;
+  /** `Date.now()` when the connection was established and when it closed (undefined while open). */
+  readonly connectedAt = Date.now();
+  closedAt: number | undefined;
 
   private constructor(readonly socket: Duplex) {
     socket.on('data', (chunk: Buffer) => {
@@ -108,6 +111,7 @@ export class RawClient {
     });
     socket.on('close', () => {
       this.closed = true;
+      this.closedAt = Date.now();
       this.wake();
     });
     socket.on('error', () => undefined);

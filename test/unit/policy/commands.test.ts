@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { serialize } from 'bson';
+import { Long, serialize } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, PolicyRefusal } from '../../../src/errors.js';
 import {
@@ -318,7 +318,7 @@ describe('top-level fields', () => {
         lsid: { id: 1 },
         $clusterTime: {},
         $readPreference: { mode: 'primary' },
-        txnNumber: 1,
+        txnNumber: Long.fromNumber(1),
         autocommit: false,
         startTransaction: true,
         apiVersion: '1',
@@ -340,7 +340,7 @@ describe('top-level fields', () => {
     );
     assertAllowedFields(
       'commitTransaction',
-      body({ commitTransaction: 1, txnNumber: 1, autocommit: false, recoveryToken: {}, $db: 'admin' }),
+      body({ commitTransaction: 1, txnNumber: Long.fromNumber(1), autocommit: false, recoveryToken: {}, $db: 'admin' }),
     );
   });
 
