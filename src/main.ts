@@ -15,6 +15,7 @@ import { ConnectionRegistry, startListener, type Listener, type SharedConnection
 import { TenantLimits } from './server/tenant-limits.js';
 import { BufferBudget } from './server/buffer-budget.js';
 import { exposedGc, MemoryReturn } from './server/memory-return.js';
+import { ValidationScheduler } from './server/validation-scheduler.js';
 import { withDerivedLimits } from './config/derived.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
@@ -267,6 +268,8 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       audit,
       tenantLimits,
       bufferBudget,
+      // Large requests validated in slices, fair across tenants (issue 15: CPU floods).
+      validation: new ValidationScheduler(),
       tenancy,
       views,
     };

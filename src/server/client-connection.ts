@@ -36,6 +36,7 @@ import { readHeader, setRequestId, setResponseTo } from '../wire/header.js';
 import { OpCode } from '../wire/constants.js';
 import { compressMessage, decompressMessage } from '../wire/op-compressed.js';
 import { deserialize } from '../wire/bson.js';
+import type { PrevalidatedDocuments } from '../wire/op-msg.js';
 import { replyIsOk } from '../protocol/command.js';
 import { acceptHello, buildHelloReply, newHandshakeState, type AdvertisedServer } from '../protocol/hello.js';
 import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '../protocol/replies.js';
@@ -64,6 +65,7 @@ import {
   replyAfterPlan,
 } from './frames.js';
 import { denialRule, failureOutcome, route, type ForwardPlan, type LocalReply } from './route.js';
+import { SLICED_VALIDATION_MIN_BYTES, type ValidationScheduler } from './validation-scheduler.js';
 
 /** A net or TLS socket; any duplex stream in tests. */
 export type ClientSocket = Duplex & {
@@ -98,6 +100,11 @@ export interface ClientConnectionDeps {
   views?: ViewGuard;
   /** The byte budget shared by every connection; absent: one of `limits.maxBufferedBytes` for this connection alone. */
   bufferBudget?: BufferBudget;
+  /**
+   * Validates large requests in slices, fair across tenants (one shared by every connection);
+   * absent: every request is validated at once.
+   */
+  validation?: ValidationScheduler;
   /** The connection's tenant was established (it no longer counts as unauthenticated). */
   onEstablished?: (connection: ClientConnection) => void;
 }
@@ -473,9 +480,30 @@ export class ClientConnection {
   }
 
   private handleOpMsg(frame: Buffer, request: Request): Promise<void> {
+    const maxBsonDepth = this.deps.config.limits.maxBsonDepth;
+    const { validation } = this.deps;
+    // A large message is validated in slices between other work, in its tenant's turns
+    // (validation-scheduler.ts): it must not hold the event loop while others' requests wait.
+    if (validation !== undefined && frame.length >= SLICED_VALIDATION_MIN_BYTES) {
+      const account = this.identity.countedTenant ?? UNAUTHENTICATED_ACCOUNT;
+      return validation
+        .validate(account, frame, { maxBsonDepth }, () => this.closed || this.ending)
+        .then((prevalidated) => {
+          if (this.closed || this.ending) return;
+          return this.decodeAndHandle(frame, request, { maxBsonDepth, prevalidated });
+        });
+    }
+    return this.decodeAndHandle(frame, request, { maxBsonDepth });
+  }
+
+  private decodeAndHandle(
+    frame: Buffer,
+    request: Request,
+    options: { maxBsonDepth: number; prevalidated?: PrevalidatedDocuments },
+  ): Promise<void> {
     let command: CommandView;
     try {
-      command = decodeCommand(frame, { maxBsonDepth: this.deps.config.limits.maxBsonDepth });
+      command = decodeCommand(frame, options);
     } catch (error) {
       return this.refuseUndecodable(frame, error, request);
     }

@@ -9,7 +9,7 @@ import type { CommandInput } from '../policy/types.js';
 import { traitsOf, type CommandTraits } from '../upstream/command-traits.js';
 import { BsonType, readString } from '../wire/bson-scan.js';
 import { OpMsgFlag } from '../wire/constants.js';
-import { parseOpMsgFacts, type OpMsg, type OpMsgFacts } from '../wire/op-msg.js';
+import { parseOpMsgFacts, type OpMsg, type OpMsgFacts, type PrevalidatedDocuments } from '../wire/op-msg.js';
 import { RawDocument, bsonElementOf } from '../wire/raw-bson.js';
 
 /** What logs, metrics and audit events name a command by. */
@@ -21,7 +21,10 @@ export interface CommandLabels {
 }
 
 /** Parses an OP_MSG request (validated as a server does) and decodes its command; throws a ProxyError. */
-export function decodeCommand(frame: Buffer, options: { maxBsonDepth: number }): CommandView {
+export function decodeCommand(
+  frame: Buffer,
+  options: { maxBsonDepth: number; prevalidated?: PrevalidatedDocuments },
+): CommandView {
   // parseOpMsg's defaults reject duplicate keys in every document: the engine may rely on it.
   const { msg, facts } = parseOpMsgFacts(frame, options);
   return new CommandView(msg, facts);

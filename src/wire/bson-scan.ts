@@ -277,112 +277,171 @@ export function validateDocument(buf: Uint8Array, offset: number, options: Valid
 
 /** validateDocument, returning the DocumentFact bits of what it saw instead of the length. */
 export function validateDocumentFacts(buf: Uint8Array, offset: number, options: ValidateOptions): number {
-  const { maxDepth } = options;
-  let facts = 0;
-  const dupes = options.rejectDuplicateKeys === true;
-  const bytes = asBuffer(buf);
-  if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) invalid('document offset out of range', offset);
-  const length = documentLength(bytes, offset, bytes.length, BsonType.document);
-  const stack: OpenDocument[] = [new OpenDocument(offset + length - 1, false)];
-  let pos = offset + 4;
+  const validation = new DocumentValidation(buf, offset, options);
+  validation.step(Infinity);
+  return validation.facts;
+}
 
-  while (stack.length > 0) {
-    const top = stack[stack.length - 1] as OpenDocument;
-    const limit = top.end; // every element must end before the terminator of its document
-    if (pos === limit) {
-      stack.pop();
-      pos++;
-      continue;
-    }
-    const type = bytes[pos] as number;
-    if (type === 0) invalid('unexpected 0x00 before the end of the document (length too long)', pos);
-    const fixed = FIXED_SIZE[type] as number;
-    if (fixed === -2) invalid(`unknown BSON type ${bsonTypeName(type)}`, pos);
+/**
+ * validateDocumentFacts in steps: the same walk, stopped at an element boundary once `step` has
+ * gone `bytes` past where it started, and resumed by the next `step` (for a large message checked
+ * in slices between which other work runs; the buffer must not change meanwhile). The checks and
+ * their order are the same as in one pass, so a validation done in steps throws the error the
+ * whole check throws (same message and offset) or ends with the same facts.
+ */
+export class DocumentValidation {
+  readonly #bytes: Buffer;
+  readonly #maxDepth: number;
+  readonly #dupes: boolean;
+  readonly #stack: OpenDocument[];
+  #pos: number;
+  #facts = 0;
+  /** Offset just past the document. */
+  readonly end: number;
 
-    const keyStart = pos + 1;
-    const keyEnd = scanKey(bytes, keyStart, limit);
-    if (keyEnd === NO_NUL) invalid('element name runs past the end of its document', keyStart);
-    if (keyEnd === BAD_UTF8) invalid('element name is not valid UTF-8', keyStart);
-    if (keyHasDollar && stack.length > 1) facts |= DocumentFact.nestedDollarKey;
-    if (dupes) {
-      if (top.isArray) {
-        if (!isIndexKey(bytes, keyStart, keyEnd, top.index)) {
-          invalid(`array key "${bytes.toString('utf8', keyStart, keyEnd)}" is not the index ${top.index}`, pos);
-        }
-        top.index++;
-      } else if (!top.addKey(bytes, keyStart, keyEnd)) {
-        invalid(`duplicate key "${bytes.toString('utf8', keyStart, keyEnd)}"`, pos);
-      }
-    }
-    pos = keyEnd + 1;
-
-    if (fixed >= 0) {
-      if (pos + fixed > limit) invalid(`${bsonTypeName(type)} value runs past the end of its document`, pos);
-      if (type === BsonType.boolean && (bytes[pos] as number) > 1) invalid('boolean value is not 0 or 1', pos);
-      pos += fixed;
-      continue;
-    }
-
-    switch (type) {
-      case BsonType.document:
-      case BsonType.array: {
-        const size = documentLength(bytes, pos, limit, type);
-        if (stack.length > maxDepth) {
-          invalid(`document nesting deeper than the allowed ${maxDepth} levels`, pos, ErrorCodes.Overflow);
-        }
-        stack.push(new OpenDocument(pos + size - 1, type === BsonType.array));
-        pos += 4;
-        break;
-      }
-      case BsonType.javascript:
-        facts |= DocumentFact.code;
-        pos = stringEnd(bytes, pos, limit, type);
-        break;
-      case BsonType.string:
-      case BsonType.symbol:
-        pos = stringEnd(bytes, pos, limit, type);
-        break;
-      case BsonType.binary: {
-        if (pos + 5 > limit) invalid('binary header runs past the end of its document', pos);
-        const size = readInt32LE(bytes, pos);
-        if (size < 0 || pos + 5 + size > limit) invalid(`invalid binary length ${size}`, pos);
-        if (bytes[pos + 4] === BINARY_OLD_SUBTYPE) {
-          // Subtype 2 repeats the length inside the payload; a mismatch means two readers disagree.
-          if (size < 4 || readInt32LE(bytes, pos + 5) !== size - 4) invalid('invalid binary subtype 2 length', pos + 5);
-        }
-        pos += 5 + size;
-        break;
-      }
-      case BsonType.regex:
-        pos = cstringEnd(bytes, pos, limit, 'regex pattern');
-        pos = cstringEnd(bytes, pos, limit, 'regex options');
-        break;
-      case BsonType.dbPointer:
-        pos = stringEnd(bytes, pos, limit, type);
-        if (pos + 12 > limit) invalid('dbPointer id runs past the end of its document', pos);
-        pos += 12;
-        break;
-      case BsonType.javascriptWithScope: {
-        facts |= DocumentFact.code;
-        // int32 total, string code, document scope; the total must match its parts exactly.
-        if (pos + 4 > limit) invalid('javascriptWithScope length runs past the end of its document', pos);
-        const total = readInt32LE(bytes, pos);
-        if (total < 4 + 5 + MIN_DOCUMENT_SIZE || pos + total > limit) {
-          invalid(`invalid javascriptWithScope length ${total}`, pos);
-        }
-        const scopeStart = stringEnd(bytes, pos + 4, pos + total, type);
-        const size = documentLength(bytes, scopeStart, pos + total, type);
-        if (scopeStart + size !== pos + total) invalid('javascriptWithScope length does not match its parts', pos);
-        if (stack.length > maxDepth) {
-          invalid(`document nesting deeper than the allowed ${maxDepth} levels`, scopeStart, ErrorCodes.Overflow);
-        }
-        stack.push(new OpenDocument(scopeStart + size - 1, false));
-        pos = scopeStart + 4;
-        break;
-      }
-    }
+  /** Throws BsonValidationError at once when the document's length does not fit in `buf`. */
+  constructor(buf: Uint8Array, offset: number, options: ValidateOptions) {
+    this.#maxDepth = options.maxDepth;
+    this.#dupes = options.rejectDuplicateKeys === true;
+    const bytes = (this.#bytes = asBuffer(buf));
+    if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length)
+      invalid('document offset out of range', offset);
+    const length = documentLength(bytes, offset, bytes.length, BsonType.document);
+    this.#stack = [new OpenDocument(offset + length - 1, false)];
+    this.#pos = offset + 4;
+    this.end = offset + length;
   }
-  return facts;
+
+  /** Whether the whole document has been validated. */
+  get done(): boolean {
+    return this.#stack.length === 0;
+  }
+
+  /** Where the next step starts (an offset in the buffer). */
+  get position(): number {
+    return this.#pos;
+  }
+
+  /** The DocumentFact bits seen so far (all of them once done). */
+  get facts(): number {
+    return this.#facts;
+  }
+
+  /**
+   * Validates on from where the last step stopped, for about `budget` bytes (whole elements; a
+   * nested document's header counts as its element); returns whether the document is done.
+   * Throws BsonValidationError as validateDocumentFacts would.
+   */
+  step(budget: number): boolean {
+    const maxDepth = this.#maxDepth;
+    const dupes = this.#dupes;
+    const stack = this.#stack;
+    const bytes = this.#bytes;
+    let pos = this.#pos;
+    let facts = this.#facts;
+    const stop = pos + budget;
+    while (stack.length > 0 && pos < stop) {
+      const top = stack[stack.length - 1] as OpenDocument;
+      const limit = top.end; // every element must end before the terminator of its document
+      if (pos === limit) {
+        stack.pop();
+        pos++;
+        continue;
+      }
+      const type = bytes[pos] as number;
+      if (type === 0) invalid('unexpected 0x00 before the end of the document (length too long)', pos);
+      const fixed = FIXED_SIZE[type] as number;
+      if (fixed === -2) invalid(`unknown BSON type ${bsonTypeName(type)}`, pos);
+
+      const keyStart = pos + 1;
+      const keyEnd = scanKey(bytes, keyStart, limit);
+      if (keyEnd === NO_NUL) invalid('element name runs past the end of its document', keyStart);
+      if (keyEnd === BAD_UTF8) invalid('element name is not valid UTF-8', keyStart);
+      if (keyHasDollar && stack.length > 1) facts |= DocumentFact.nestedDollarKey;
+      if (dupes) {
+        if (top.isArray) {
+          if (!isIndexKey(bytes, keyStart, keyEnd, top.index)) {
+            invalid(`array key "${bytes.toString('utf8', keyStart, keyEnd)}" is not the index ${top.index}`, pos);
+          }
+          top.index++;
+        } else if (!top.addKey(bytes, keyStart, keyEnd)) {
+          invalid(`duplicate key "${bytes.toString('utf8', keyStart, keyEnd)}"`, pos);
+        }
+      }
+      pos = keyEnd + 1;
+
+      if (fixed >= 0) {
+        if (pos + fixed > limit) invalid(`${bsonTypeName(type)} value runs past the end of its document`, pos);
+        if (type === BsonType.boolean && (bytes[pos] as number) > 1) invalid('boolean value is not 0 or 1', pos);
+        pos += fixed;
+        continue;
+      }
+
+      switch (type) {
+        case BsonType.document:
+        case BsonType.array: {
+          const size = documentLength(bytes, pos, limit, type);
+          if (stack.length > maxDepth) {
+            invalid(`document nesting deeper than the allowed ${maxDepth} levels`, pos, ErrorCodes.Overflow);
+          }
+          stack.push(new OpenDocument(pos + size - 1, type === BsonType.array));
+          pos += 4;
+          break;
+        }
+        case BsonType.javascript:
+          facts |= DocumentFact.code;
+          pos = stringEnd(bytes, pos, limit, type);
+          break;
+        case BsonType.string:
+        case BsonType.symbol:
+          pos = stringEnd(bytes, pos, limit, type);
+          break;
+        case BsonType.binary: {
+          if (pos + 5 > limit) invalid('binary header runs past the end of its document', pos);
+          const size = readInt32LE(bytes, pos);
+          if (size < 0 || pos + 5 + size > limit) invalid(`invalid binary length ${size}`, pos);
+          if (bytes[pos + 4] === BINARY_OLD_SUBTYPE) {
+            // Subtype 2 repeats the length inside the payload; a mismatch means two readers disagree.
+            if (size < 4 || readInt32LE(bytes, pos + 5) !== size - 4)
+              invalid('invalid binary subtype 2 length', pos + 5);
+          }
+          pos += 5 + size;
+          break;
+        }
+        case BsonType.regex:
+          pos = cstringEnd(bytes, pos, limit, 'regex pattern');
+          pos = cstringEnd(bytes, pos, limit, 'regex options');
+          break;
+        case BsonType.dbPointer:
+          pos = stringEnd(bytes, pos, limit, type);
+          if (pos + 12 > limit) invalid('dbPointer id runs past the end of its document', pos);
+          pos += 12;
+          break;
+        case BsonType.javascriptWithScope: {
+          facts |= DocumentFact.code;
+          // int32 total, string code, document scope; the total must match its parts exactly.
+          if (pos + 4 > limit) invalid('javascriptWithScope length runs past the end of its document', pos);
+          const total = readInt32LE(bytes, pos);
+          if (total < 4 + 5 + MIN_DOCUMENT_SIZE || pos + total > limit) {
+            invalid(`invalid javascriptWithScope length ${total}`, pos);
+          }
+          const scopeStart = stringEnd(bytes, pos + 4, pos + total, type);
+          const size = documentLength(bytes, scopeStart, pos + total, type);
+          if (scopeStart + size !== pos + total) invalid('javascriptWithScope length does not match its parts', pos);
+          if (stack.length > maxDepth) {
+            invalid(`document nesting deeper than the allowed ${maxDepth} levels`, scopeStart, ErrorCodes.Overflow);
+          }
+          stack.push(new OpenDocument(scopeStart + size - 1, false));
+          pos = scopeStart + 4;
+          break;
+        }
+      }
+    }
+    // Not reached after a throw: a validation that threw is not stepped again.
+    this.#pos = pos;
+    this.#facts = facts;
+    return stack.length === 0;
+  }
 }
 
 /** Checks the int32 length of a document at `pos` fits in `[pos, limit)`; returns the length. */

@@ -13,7 +13,15 @@
  */
 
 import { BsonValidationError, ErrorCodes, ProxyError, WireProtocolError } from '../errors.js';
-import { BsonType, findElement, firstElement, isValidUtf8, subDocument, validateDocumentFacts } from './bson-scan.js';
+import {
+  BsonType,
+  DocumentValidation,
+  findElement,
+  firstElement,
+  isValidUtf8,
+  subDocument,
+  validateDocumentFacts,
+} from './bson-scan.js';
 import { computeChecksum, storedChecksum, writeChecksum } from './crc32c.js';
 import {
   DEFAULT_MAX_BSON_OBJECT_SIZE,
@@ -55,7 +63,19 @@ export interface ParseOpMsgOptions {
   rejectDuplicateKeys?: boolean;
   /** Largest body or sequence document; default 16 MiB + 16 KiB, the server's internal limit. */
   maxBsonObjectSize?: number;
+  /**
+   * Documents of this frame already validated with the same options (opMsgDocuments, in
+   * slices): their outcome is taken instead of validating them again.
+   */
+  prevalidated?: PrevalidatedDocuments;
 }
+
+/**
+ * The outcome of validating one document of a frame ahead of parseOpMsgFacts, by its offset in
+ * the frame: `sectionEnd` is the length of the view it was validated in (the end of its section),
+ * which parseOpMsgFacts must be validating it in for the outcome to count.
+ */
+export type PrevalidatedDocuments = Map<number, { sectionEnd: number; facts: number; error?: unknown }>;
 
 /** BSONObjMaxInternalSize: user documents may grow by 16 KiB of server-added fields. */
 export const DEFAULT_MAX_INTERNAL_BSON_SIZE = DEFAULT_MAX_BSON_OBJECT_SIZE + 16 * 1024;
@@ -81,11 +101,26 @@ interface DocumentRules {
   maxSize: number;
 }
 
+/** The rules every document of an OP_MSG is validated by. */
+function documentRules(options: ParseOpMsgOptions): DocumentRules {
+  return {
+    maxDepth: options.maxBsonDepth,
+    rejectDuplicateKeys: options.rejectDuplicateKeys ?? true,
+    maxSize: options.maxBsonObjectSize ?? DEFAULT_MAX_INTERNAL_BSON_SIZE,
+  };
+}
+
 /**
  * Validates one document, turning a BsonValidationError into a non-fatal WireProtocolError;
  * returns the DocumentFact bits of what validation saw.
  */
-function validateIn(section: Buffer, offset: number, what: string, rules: DocumentRules): number {
+function validateIn(
+  section: Buffer,
+  offset: number,
+  what: string,
+  rules: DocumentRules,
+  prevalidated: PrevalidatedDocuments | undefined,
+): number {
   const length = readInt32LE(section, offset);
   if (length > rules.maxSize) {
     reject(
@@ -94,7 +129,11 @@ function validateIn(section: Buffer, offset: number, what: string, rules: Docume
     );
   }
   try {
-    return validateDocumentFacts(section, offset, rules);
+    const known = prevalidated?.get(offset);
+    if (known === undefined || known.sectionEnd !== section.length)
+      return validateDocumentFacts(section, offset, rules);
+    if (known.error !== undefined) throw known.error;
+    return known.facts;
   } catch (error) {
     if (error instanceof BsonValidationError) {
       throw new WireProtocolError(error.code, `${what}: ${error.message}`, false, { cause: error });
@@ -155,11 +194,8 @@ export function parseOpMsgFacts(frame: Buffer, options: ParseOpMsgOptions): { ms
   }
   // Validation runs over a view ending before the checksum, so no document can reach into it.
   const sections = frame.subarray(0, end);
-  const rules: DocumentRules = {
-    maxDepth: options.maxBsonDepth,
-    rejectDuplicateKeys: options.rejectDuplicateKeys ?? true,
-    maxSize: options.maxBsonObjectSize ?? DEFAULT_MAX_INTERNAL_BSON_SIZE,
-  };
+  const rules = documentRules(options);
+  const { prevalidated } = options;
 
   let body: Buffer | null = null;
   let bodyFacts = 0;
@@ -172,7 +208,7 @@ export function parseOpMsgFacts(frame: Buffer, options: ParseOpMsgOptions): { ms
     if (kind === SectionKind.body) {
       if (body !== null) reject(ErrorCodes.Location40430, 'Multiple body sections in message');
       const length = documentLengthWithin(sections, pos, end, 'OP_MSG body');
-      bodyFacts = validateIn(sections, pos, 'OP_MSG body', rules);
+      bodyFacts = validateIn(sections, pos, 'OP_MSG body', rules, prevalidated);
       body = frame.subarray(pos, pos + length);
       pos += length;
     } else if (kind === SectionKind.documentSequence) {
@@ -203,7 +239,7 @@ export function parseOpMsgFacts(frame: Buffer, options: ParseOpMsgOptions): { ms
       let p = idEnd + 1;
       while (p < seqEnd) {
         const length = documentLengthWithin(sequence, p, seqEnd, what);
-        facts.push(validateIn(sequence, p, what, rules));
+        facts.push(validateIn(sequence, p, what, rules, prevalidated));
         documents.push(frame.subarray(p, p + length));
         p += length;
       }
@@ -235,6 +271,63 @@ export function parseOpMsgFacts(frame: Buffer, options: ParseOpMsgOptions): { ms
     msg: { requestId: header.requestId, responseTo: header.responseTo, flagBits, body, sequences },
     facts: { body: bodyFacts, sequences: sequenceFacts },
   };
+}
+
+/**
+ * The documents of an OP_MSG frame as parseOpMsgFacts validates them (each with the view it is
+ * validated in and the validation to run), in its order, for validating a large message in
+ * slices ahead of parsing it (PrevalidatedDocuments). Stops where the frame's structure is wrong
+ * or a document is over the size limit: parseOpMsgFacts finds and reports that itself.
+ */
+export function* opMsgValidations(
+  frame: Buffer,
+  options: ParseOpMsgOptions,
+): Generator<{ offset: number; sectionEnd: number; start: () => DocumentValidation }> {
+  if (frame.length < HEADER_LENGTH + FLAGS_LENGTH) return;
+  const rules = documentRules(options);
+  let end = frame.length;
+  if (((readInt32LE(frame, HEADER_LENGTH) >>> 0) & OpMsgFlag.checksumPresent) !== 0) {
+    if (end - HEADER_LENGTH - FLAGS_LENGTH <= CHECKSUM_LENGTH) return;
+    end -= CHECKSUM_LENGTH;
+  }
+  const sections = frame.subarray(0, end);
+  const one = (section: Buffer, offset: number) => ({
+    offset,
+    sectionEnd: section.length,
+    start: () => new DocumentValidation(section, offset, rules),
+  });
+  const fits = (offset: number, limit: number): number => {
+    if (offset + 4 > limit) return 0;
+    const length = readInt32LE(sections, offset);
+    return length < 5 || offset + length > limit || length > rules.maxSize ? 0 : length;
+  };
+  let pos = HEADER_LENGTH + FLAGS_LENGTH;
+  while (pos < end) {
+    const kind = sections[pos] as number;
+    pos++;
+    if (kind === SectionKind.body) {
+      const length = fits(pos, end);
+      if (length === 0) return;
+      yield one(sections, pos);
+      pos += length;
+    } else if (kind === SectionKind.documentSequence) {
+      if (pos + 4 > end) return;
+      const seqEnd = pos + readInt32LE(sections, pos);
+      if (seqEnd < pos + 5 || seqEnd > end) return;
+      const idEnd = sections.indexOf(0, pos + 4);
+      if (idEnd === -1 || idEnd >= seqEnd) return;
+      const sequence = sections.subarray(0, seqEnd);
+      for (let p = idEnd + 1; p < seqEnd;) {
+        const length = fits(p, seqEnd);
+        if (length === 0) return;
+        yield one(sequence, p);
+        p += length;
+      }
+      pos = seqEnd;
+    } else {
+      return;
+    }
+  }
 }
 
 /**

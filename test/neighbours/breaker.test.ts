@@ -61,13 +61,17 @@ describe('noisy neighbours: the circuit breaker', () => {
   it(
     'a repeated insert that the tenant stamp pushes past maxMessageSizeBytes is refused with 10334 and never opens the breaker',
     async ({ task }) => {
-      // One more than the breaker's default failureThreshold (5) in the small profile.
-      const repeats = size(6, 20);
+      // More than the breaker's failureThreshold: in the small profile the threshold is 2 (three
+      // inserts, 144 MB, instead of six past the default 5: each is ~48 MB to receive, validate and
+      // stamp, minutes on two loaded cores), at full size the default 5 and twenty inserts.
+      const failureThreshold = size(2, 5);
+      const repeats = size(3, 20);
       const frame = insertOfSize(MAX_MESSAGE - 30, 1_000);
       const codes = new Tally();
       const row = await runAbuse(task.meta, {
         abuse: '1 oversized insert after stamp',
         upstreamUri: upstream.uri,
+        overrides: { upstream: { circuitBreaker: { failureThreshold } } },
         async run(ctx) {
           let client = await ctx.raw();
           for (let i = 0; i < repeats; i++) {
@@ -76,6 +80,7 @@ describe('noisy neighbours: the circuit breaker', () => {
             codes.add(await replyCode(client, 60_000));
           }
           ctx.notes['repeats'] = repeats;
+          ctx.notes['failureThreshold'] = failureThreshold;
           ctx.notes['frameBytes'] = frame.length;
           ctx.notes['replies'] = codes.toString();
         },

@@ -8,13 +8,13 @@
  *
  * Measured: the bystander's latencies (baseline vs under abuse, same run) and errors, `/readyz`
  * polled throughout, circuit breaker openings (metrics), the proxy's RSS (baseline, peak as VmHWM,
- * after the abuse). goalsMet() asserts the issue's Goals; p99 ratios are only reported (the row is
- * attached to the test for test/neighbours/reporter.ts), never time-asserted.
+ * after the abuse). goalsMet() asserts the issue's Goals (the p99 ratio only where P99_ASSERTED; the
+ * row is attached to the test for test/neighbours/reporter.ts either way).
  *
  * Sizes: MTP_NEIGHBOURS=full runs the issue's sizes (`npm run test:neighbours`); the default
- * (`small`) keeps each abuse short enough for `npm test` on two loaded cores.
+ * (`small`) keeps each abuse short enough for `npm test` on two loaded cores, where it runs.
  */
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { MongoClient, type Collection, type Document } from 'mongodb';
@@ -27,6 +27,9 @@ import { RawClient, replyDocument } from '../helpers/raw-client.js';
 import { sleep, until, withDeadline } from '../helpers/wait.js';
 
 export const MiB = 1024 * 1024;
+
+/** MTP_NEIGHBOURS_TRACE: where the child proxies trace their memory and event loop, and the bystander its operations. */
+const TRACE = process.env['MTP_NEIGHBOURS_TRACE'];
 
 export type ProfileName = 'small' | 'full';
 export const PROFILE: ProfileName = process.env.MTP_NEIGHBOURS === 'full' ? 'full' : 'small';
@@ -310,6 +313,9 @@ export class Bystander {
       try {
         await withDeadline(this.operation(items, worker, i), 30_000, 'bystander operation');
         this.samples.push({ at: Date.now(), ms: Date.now() - started });
+        // Diagnosis: the bystander's operations beside the child's memory and event-loop trace.
+        if (TRACE !== undefined)
+          appendFileSync(TRACE, `${JSON.stringify({ t: Date.now(), bystander: Date.now() - started, op: i % 4 })}\n`);
       } catch (error) {
         this.errors.push({ at: Date.now(), message: error instanceof Error ? error.message : String(error) });
         await sleep(50); // as an application backing off would
@@ -668,15 +674,26 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
 export const P99_RATIO_GOAL = 2;
 
 /**
+ * Whether goalsMet asserts the p99 goal: when the suite is run on its own (`npm run
+ * test:neighbours`, or MTP_NEIGHBOURS set), unless MTP_NEIGHBOURS_P99=report. Inside `npm test`
+ * (MTP_NEIGHBOURS unset) the ratios are reported only, as the issue's Proof asks for CI ("report,
+ * do not time-assert in CI"): there the other test files share the two cores with the bystander.
+ */
+export const P99_ASSERTED =
+  process.env['MTP_NEIGHBOURS'] !== undefined
+    ? process.env['MTP_NEIGHBOURS_P99'] !== 'report'
+    : process.env['MTP_NEIGHBOURS_P99'] === 'assert';
+
+/**
  * The issue's Goals for the bystander and the proxy: the bystander's p99 within P99_RATIO_GOAL of
- * its own baseline (quiet windows before and after the abuse; MTP_NEIGHBOURS_P99=report only reports it),
+ * its own baseline (quiet windows before and after the abuse; asserted as P99_ASSERTED says),
  * no bystander errors, the breaker never opened and `/readyz` never failed (unless the abuse is the
  * upstream itself going away), RSS under the budget, memory back within 20% of baseline.
  */
 export function goalsMet(row: NeighbourRow, options: { upstreamWentAway?: boolean } = {}): void {
   expect.soft(row.bystanderErrors, `bystander errors (first: ${row.firstError})`).toBe(0);
   expect.soft(row.bystanderOps, 'the bystander made progress').toBeGreaterThan(0);
-  if (process.env['MTP_NEIGHBOURS_P99'] !== 'report') {
+  if (P99_ASSERTED) {
     expect
       .soft(
         row.p99Ratio,

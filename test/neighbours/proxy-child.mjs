@@ -38,13 +38,30 @@ process.on('SIGUSR2', async () => {
 // MTP_NEIGHBOURS_TRACE=<file>: the process's memory every 100 ms, one JSON line each (diagnosis only).
 if (process.env.MTP_NEIGHBOURS_TRACE) {
   const { appendFileSync } = await import('node:fs');
+  const { monitorEventLoopDelay, PerformanceObserver } = await import('node:perf_hooks');
   const file = process.env.MTP_NEIGHBOURS_TRACE;
+  // Also where the event loop stalled: its longest delay (lag, ms) and the time spent in garbage
+  // collections (gc, ms: the longest one, and all of them) since the previous line.
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  let gcMax = 0;
+  let gcSum = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gcMax = Math.max(gcMax, entry.duration);
+      gcSum += entry.duration;
+    }
+  }).observe({ entryTypes: ['gc'] });
   setInterval(() => {
     const m = process.memoryUsage();
     const mb = (n) => Math.round(n / 1048576);
+    const lag = Math.round(delay.max / 1e6);
+    delay.reset();
+    const gc = `${Math.round(gcMax)}/${Math.round(gcSum)}`;
+    gcMax = gcSum = 0;
     appendFileSync(
       file,
-      `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0) })}\n`,
+      `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0), lag, gc })}\n`,
     );
   }, 100).unref();
 }

@@ -19,6 +19,7 @@ import { IsolationEngine } from '../../../src/rewrite/engine.js';
 import { ClientConnection, type ClientConnectionDeps } from '../../../src/server/client-connection.js';
 import { createConnectionObserver, type ConnectionObserver } from '../../../src/server/connection-observer.js';
 import { TenantLimits } from '../../../src/server/tenant-limits.js';
+import { SLICED_VALIDATION_MIN_BYTES, ValidationScheduler } from '../../../src/server/validation-scheduler.js';
 import {
   UpstreamSession,
   type ForwardRequest,
@@ -126,6 +127,7 @@ interface HarnessOptions {
   config?: Record<string, unknown>;
   respond?: Respond;
   observe?: ClientConnectionDeps['observe'];
+  validation?: ClientConnectionDeps['validation'];
 }
 
 function open(options: HarnessOptions = {}): Harness {
@@ -165,6 +167,7 @@ function open(options: HarnessOptions = {}): Harness {
         collationSupported: () => false,
       }),
       tenantLimits: new TenantLimits(config.limits),
+      ...(options.validation !== undefined ? { validation: options.validation } : {}),
     },
     () => onClosed(),
   );
@@ -193,6 +196,51 @@ async function finished(events: RecordedEvent[], count: number): Promise<string[
 }
 
 describe('ClientConnection over an in-memory duplex', () => {
+  it('validates a large request in slices and answers it as it answers it whole (issue 15, CPU floods)', async () => {
+    const tags = Array.from({ length: 40_000 }, (_, n) => `t${n}`);
+    // A large find refused for its $where last; a large insert forwarded; one whose BSON is
+    // invalid deep inside (a key repeated in the last document): each answered the same both ways.
+    const where = opMsg({ find: 'orders', filter: { tags: { $in: tags }, $where: 'true' }, $db: 'app' }).bytes;
+    const insert = opMsg({ insert: 'orders', documents: [{ _id: 1, tags }], $db: 'app' }).bytes;
+    const invalid = Buffer.from(
+      opMsg({
+        insert: 'orders',
+        documents: [
+          { _id: 1, tags },
+          { _id: 2, zz: 1, zy: 2 },
+        ],
+        $db: 'app',
+      }).bytes,
+    );
+    invalid.write('zz', invalid.lastIndexOf('zy'), 'latin1'); // zz repeated
+    expect(where.length).toBeGreaterThan(SLICED_VALIDATION_MIN_BYTES);
+    const answers = async (validation: ValidationScheduler | undefined): Promise<unknown[]> => {
+      const { client, upstream } = open({ validation });
+      const replies: unknown[] = [];
+      for (const frame of [where, insert, invalid]) {
+        client.write(frame);
+        const reply = await client.readFrame();
+        if (reply === null) throw new Error('closed');
+        replies.push(replyDocument(reply));
+      }
+      replies.push(upstream.requests.length, upstream.body(0)['documents']);
+      client.close();
+      return replies;
+    };
+    const scheduler = new ValidationScheduler({ turnBytes: 4096, sliceBytes: 1024 });
+    const sliced = await answers(scheduler);
+    expect(scheduler.validatedBytes).toBeGreaterThan(where.length);
+    expect(sliced).toEqual(await answers(undefined));
+    expect(sliced[0]).toMatchObject({
+      ok: 0,
+      code: ErrorCodes.Unauthorized,
+      errmsg: expect.stringContaining('operator.where'),
+    });
+    expect(sliced[1]).toMatchObject({ ok: 1 });
+    expect(sliced[2]).toMatchObject({ ok: 0, errmsg: expect.stringContaining('duplicate key "zz"') });
+    expect(sliced[3]).toBe(1);
+  });
+
   it('answers the handshake itself and forwards nothing', async () => {
     const { client, upstream, connection, events } = recorded();
     const reply = await client.command(opMsg({ hello: 1, $db: 'admin' }));
