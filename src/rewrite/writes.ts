@@ -235,7 +235,8 @@ function placeItems(
     );
     return body;
   }
-  return body.with(field, arrayOf(items));
+  // Items all as they were (nothing stamped): the client's array itself, not a copy.
+  return body.with(field, arrayOf(items, body.get(field)));
 }
 
 /** maxTimeMS = min(client, cap), the cap when the client sends none or 0 (catalogue 15, 62). */

@@ -714,8 +714,10 @@ export class ClientConnection {
   ): Promise<string> {
     const outgoing = forwardFrame(frame, command.msg, plan.rewrite);
     const copied = outgoing === frame ? 0 : outgoing.length;
-    // The rewritten body was encoded once before being copied into the frame: that much is garbage now.
-    if (copied > 0) this.deps.bufferBudget?.discarded(copied);
+    // A rewritten body with sequences was encoded once before being copied into the frame: that
+    // much is garbage now (without sequences it is encoded straight into the frame: forwardFrame).
+    if (copied > 0 && plan.rewrite !== undefined && plan.rewrite.sequences.size > 0)
+      this.deps.bufferBudget?.discarded(copied);
     if (!this.buffers.charge(copied))
       throw new WireProtocolError(ErrorCodes.ExceededMemoryLimit, 'buffer budget exceeded', true);
     // Per-tenant in-flight and rate limits apply to what is actually forwarded (not to refusals

@@ -13,7 +13,7 @@ import { compressorNameOf } from '../wire/compression.js';
 import { HEADER_LENGTH, OpCode, OpMsgFlag, SectionKind } from '../wire/constants.js';
 import { BsonType, findElement, firstElement, readString } from '../wire/bson-scan.js';
 import type { CommandLabels } from './command-view.js';
-import { encodeOpMsg, ownFrameBody, type OpMsg } from '../wire/op-msg.js';
+import { bodyWithFrameRoom, encodeOpMsg, ownFrameBody, type OpMsg } from '../wire/op-msg.js';
 import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
 import type { ForwardPlan } from './route.js';
 
@@ -84,6 +84,9 @@ export function legacyHello(frame: Buffer, maxBsonDepth: number): { name: string
  */
 export function forwardFrame(frame: Buffer, msg: OpMsg, rewrite: ForwardPlan['rewrite']): Buffer {
   if (rewrite !== undefined) {
+    // Without sequences the body is encoded once, straight into its frame (an insert of a body
+    // array is then one copy of the batch, not a body encoded and then copied into a frame).
+    if (rewrite.sequences.size === 0) return encodeRequest(msg, rewrite.body.toBytes(bodyWithFrameRoom), []);
     const sequences = [...rewrite.sequences].map(([identifier, documents]) => ({
       identifier,
       documents: documents.map((document) => Buffer.from(document.buffer, document.byteOffset, document.byteLength)),

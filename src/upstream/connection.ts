@@ -76,6 +76,29 @@ interface ConnectionEvents {
 
 let nextConnectionId = 1;
 
+/**
+ * What plain-TCP upstream sockets read into (`net` `onread`), one buffer for all of them: Node
+ * reads one socket at a time and the decoder copies out what it keeps before the next read, so a
+ * reply costs one allocation (its frame) instead of a 64 KiB chunk per read, each its own (often
+ * mmapped) allocation to fault in, free and collect. Allocated on the first connection.
+ */
+const READ_BUFFER_BYTES = 256 * 1024;
+let readBuffer: Buffer | undefined;
+
+/**
+ * The bytes of a socket reading into the shared buffer, until the connection exists (an upstream
+ * speaks only when asked, but whatever arrives early is kept, copied, in order).
+ */
+class ReadSink {
+  target: ((view: Buffer) => void) | undefined;
+  early: Buffer[] = [];
+
+  read(view: Buffer): void {
+    if (this.target !== undefined) this.target(view);
+    else this.early.push(Buffer.from(view));
+  }
+}
+
 export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   /** Process-wide id for logs. */
   readonly id: number;
@@ -101,7 +124,13 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   /** When the connection last finished a request (for idle reaping by the pool). */
   lastUsed = Date.now();
 
-  private constructor(socket: net.Socket, address: string, maxMessageSize: number, logger: Logger | undefined) {
+  private constructor(
+    socket: net.Socket,
+    address: string,
+    maxMessageSize: number,
+    logger: Logger | undefined,
+    sink: ReadSink | undefined,
+  ) {
     super();
     this.id = nextConnectionId++;
     this.address = address;
@@ -110,7 +139,12 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     this.#logger = logger?.child({ upstreamConnection: this.id, address });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 120_000);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    if (sink === undefined) {
+      socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    } else {
+      sink.target = (view) => this.#onRead(view);
+      for (const chunk of sink.early.splice(0)) this.#onData(chunk);
+    }
     socket.on('error', (error: Error) => this.#fail(socketError(error, address)));
     socket.on('close', () => this.#fail(closedError(address)));
     // A half-closed upstream will not answer any more; treat it as closed.
@@ -123,9 +157,24 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     return new Promise((resolve, reject) => {
       const { host, port } = options.address;
       let socket: net.Socket;
+      let sink: ReadSink | undefined;
       const readyEvent = options.tls === undefined ? 'connect' : 'secureConnect';
       if (options.tls === undefined) {
-        socket = net.connect({ host, port });
+        const reads = new ReadSink();
+        sink = reads;
+        readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        socket = net.connect({
+          host,
+          port,
+          onread: {
+            buffer: readBuffer,
+            callback: (bytes: number, buffer: Uint8Array): boolean => {
+              reads.read(Buffer.from(buffer.buffer, buffer.byteOffset, bytes));
+              // Reading is paused, when it is, by pause() (the consumer), not here.
+              return true;
+            },
+          },
+        });
       } else {
         socket = tls.connect({
           ...options.tls,
@@ -160,6 +209,7 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
             address,
             options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE_BYTES,
             options.logger,
+            sink,
           ),
         );
       };
@@ -363,6 +413,16 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   #onData(chunk: Buffer): void {
     try {
       this.#decoder.push(chunk, (frame) => this.#onFrame(frame));
+    } catch (error) {
+      this.#fail(protocolFailure(error, this.address));
+    }
+  }
+
+  /** Bytes in the shared read buffer, valid only during this call. */
+  #onRead(view: Buffer): void {
+    if (this.#closed) return;
+    try {
+      this.#decoder.pushTransient(view, (frame) => this.#onFrame(frame));
     } catch (error) {
       this.#fail(protocolFailure(error, this.address));
     }

@@ -16,6 +16,14 @@
  *
  * Frames handed to `onFrame` may alias the pushed chunk. The caller owns the chunk after
  * `push` (a socket never reuses the Buffers it emits), so the frame stays valid afterwards.
+ *
+ * `pushTransient` takes bytes that are only valid during the call (a socket reading into one
+ * reused buffer, `net` `onread`): nothing of the view is kept. A frame at a frame boundary is
+ * copied once into a buffer of exactly its size, at once when it is whole or when a sixteenth of
+ * it has arrived (the same bound as above: a lying length reserves at most 16 times what was
+ * received), the rest of it copied in as it arrives; anything else (a length split across reads,
+ * the start of a frame below its sixteenth) is copied and held as `push` holds chunks, until the
+ * frame can have its buffer.
  */
 
 import { ErrorCodes, WireProtocolError } from '../errors.js';
@@ -68,6 +76,11 @@ export class FrameDecoder {
     return this.#buffered;
   }
 
+  /** Bytes of memory held for frames not yet handed out: what is buffered, or the size of the frame being assembled. */
+  get reservedBytes(): number {
+    return this.#assembling === undefined ? this.#buffered : this.#assembling.length;
+  }
+
   /**
    * Appends `chunk` and calls `onFrame` for every complete message, in order. Throws a fatal
    * WireProtocolError on an impossible length; the decoder then stays failed (the stream can
@@ -105,6 +118,73 @@ export class FrameDecoder {
       }
       // Consume before the callback so a throwing callback leaves the decoder consistent.
       onFrame(this.#take(length));
+    }
+  }
+
+  /**
+   * `push` for a view that is only valid during this call (a reused read buffer): whatever is
+   * kept is copied, frames handed to `onFrame` never alias `view`. Same checks, same failures.
+   * A callback that throws loses the rest of `view` (the caller closes the stream anyway).
+   */
+  pushTransient(view: Buffer, onFrame: (frame: Buffer) => void): void {
+    if (this.#failure !== null) throw this.#failure;
+    let at = 0;
+    const end = view.length;
+    while (at < end) {
+      const assembling = this.#assembling;
+      if (assembling !== undefined) {
+        const n = Math.min(assembling.length - this.#filled, end - at);
+        view.copy(assembling, this.#filled, at, at + n);
+        this.#filled += n;
+        this.#buffered += n;
+        at += n;
+        if (this.#filled < assembling.length) return;
+        this.#assembling = undefined;
+        this.#filled = 0;
+        this.#buffered -= assembling.length;
+        onFrame(assembling);
+        continue;
+      }
+      const available = end - at;
+      if (this.#buffered > 0) {
+        // Bytes held from an earlier read: first complete the length (a few bytes, held too).
+        if (this.#buffered < 4) {
+          const n = Math.min(4 - this.#buffered, available);
+          this.push(Buffer.from(view.subarray(at, at + n)), onFrame);
+          at += n;
+          continue;
+        }
+        // Then, once the frame is whole or a sixteenth of it is here, it gets its buffer and
+        // this read is copied straight in; before that, this read is held as well.
+        const held = this.#peekLength();
+        if (this.#buffered + available < held && this.#buffered + available < held / 16) {
+          this.push(Buffer.from(view.subarray(at, end)), onFrame);
+          return;
+        }
+        this.#startAssembling(held);
+        continue;
+      }
+      if (available < 4) {
+        this.push(Buffer.from(view.subarray(at, end)), onFrame);
+        return;
+      }
+      const length = view.readInt32LE(at);
+      if (length < HEADER_LENGTH || length > this.#maxMessageSize) this.#fail(length);
+      if (available < length && available < length / 16) {
+        this.push(Buffer.from(view.subarray(at, end)), onFrame);
+        return;
+      }
+      const frame = Buffer.allocUnsafe(length);
+      const n = Math.min(length, available);
+      view.copy(frame, 0, at, at + n);
+      at += n;
+      if (n < length) {
+        this.#assembling = frame;
+        this.#filled = n;
+        this.#buffered += n;
+        return;
+      }
+      onFrame(frame);
     }
   }
 

@@ -133,8 +133,13 @@ function digitCount(n: number): number {
   return count;
 }
 
-/** An array value from values, in order: written straight into one buffer, keys "0", "1", … */
-export function arrayOf(values: readonly RawValue[]): RawValue {
+/**
+ * An array value from values, in order: written straight into one buffer, keys "0", "1", …
+ * `source`, the array the values were read from, is returned itself when it already is exactly
+ * those bytes (an insert whose documents all went through unchanged): no copy of the batch.
+ */
+export function arrayOf(values: readonly RawValue[], source?: RawValue): RawValue {
+  if (source !== undefined && holdsExactly(source, values)) return source;
   let length = 5;
   for (let index = 0; index < values.length; index++) {
     length += 2 + digitCount(index) + (values[index] as RawValue).value.length;
@@ -154,6 +159,37 @@ export function arrayOf(values: readonly RawValue[]): RawValue {
   }
   out[at] = 0;
   return { type: BsonType.array, value: out };
+}
+
+/**
+ * Whether `arrayOf(values)` would write exactly `array`'s bytes: an array whose elements are, in
+ * order, each value's type, the canonical key ("0", "1", …) and the value itself, a view of that
+ * very place in `array`'s memory; nothing before, between or after.
+ */
+function holdsExactly(array: RawValue, values: readonly RawValue[]): boolean {
+  const bytes = array.value;
+  if (array.type !== BsonType.array || bytes.length < 5) return false;
+  let at = 4;
+  for (let index = 0; index < values.length; index++) {
+    const item = values[index] as RawValue;
+    if (at >= bytes.length || bytes[at] !== item.type) return false;
+    at++;
+    const digits = digitCount(index);
+    for (let v = index, k = digits - 1; k >= 0; v = Math.floor(v / 10), k--) {
+      if (bytes[at + k] !== 0x30 + (v % 10)) return false;
+    }
+    at += digits;
+    if (bytes[at] !== 0) return false;
+    at++;
+    const value = item.value;
+    if (value.buffer !== bytes.buffer || value.byteOffset !== bytes.byteOffset + at) return false;
+    at += value.length;
+  }
+  return (
+    at + 1 === bytes.length &&
+    bytes[at] === 0 &&
+    (bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) === bytes.length
+  );
 }
 
 /** Encodes one JavaScript / BSON-class value (use bson's Long, ObjectId, UUID… for exact types). */

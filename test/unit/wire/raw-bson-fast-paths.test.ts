@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { BsonValidationError } from '../../../src/errors.js';
 import { BsonType, elements, findElement, findElements, firstElement } from '../../../src/wire/bson-scan.js';
 import { serialize } from '../../../src/wire/bson.js';
-import { encodeElements, stringOf, valueOf } from '../../../src/wire/raw-bson.js';
+import { arrayItems, arrayOf, encodeElements, stringOf, valueOf, type RawValue } from '../../../src/wire/raw-bson.js';
 
 /** What the serializer makes of `value` (the general path of valueOf). */
 function serialized(value: unknown): { type: number; value: number[] } {
@@ -89,5 +89,67 @@ describe('element names', () => {
       doc.set(name, 5);
       expect(thrown(() => elements(doc))).toBeInstanceOf(BsonValidationError);
     }
+  });
+});
+
+describe('arrayOf with the source array', () => {
+  /** A BSON array value from (key, document) pairs, keys as given. */
+  function arrayBytes(entries: Array<[string, Uint8Array]>, trailing = 0): RawValue {
+    const parts: Buffer[] = [];
+    for (const [key, doc] of entries)
+      parts.push(Buffer.from([BsonType.document]), Buffer.from(`${key}\0`), Buffer.from(doc));
+    const body = Buffer.concat([...parts, Buffer.alloc(trailing)]);
+    const out = Buffer.alloc(4 + body.length + 1);
+    out.writeInt32LE(out.length, 0);
+    body.copy(out, 4);
+    return { type: BsonType.array, value: out };
+  }
+  const docs = Array.from({ length: 23 }, (_, i) => serialize({ _id: i, tenantId: 't', s: 'x'.repeat(i) }));
+  const canonical = (): RawValue => arrayBytes(docs.map((doc, i) => [String(i), doc]));
+
+  function same(values: RawValue[], source: RawValue): { reused: boolean; equal: boolean } {
+    const fast = arrayOf(values, source);
+    const general = arrayOf(values);
+    return { reused: fast === source, equal: Buffer.from(fast.value).equals(Buffer.from(general.value)) };
+  }
+
+  it('returns the source itself when its items went through unchanged, and its bytes are what arrayOf writes', () => {
+    const source = canonical();
+    expect(same(arrayItems(source), source)).toEqual({ reused: true, equal: true });
+    const empty = arrayBytes([]);
+    expect(same(arrayItems(empty), empty)).toEqual({ reused: true, equal: true });
+  });
+
+  it('writes a new array for anything else, with the same bytes as without a source', () => {
+    const source = canonical();
+    const items = arrayItems(source);
+    const variants: RawValue[][] = [
+      items.slice(1), // one fewer
+      items.slice(0, -1),
+      [...items, items[0]!], // one more
+      [items[1]!, items[0]!, ...items.slice(2)], // reordered
+      items.map((item, i) => (i === 5 ? { type: item.type, value: Buffer.from(item.value) } : item)), // a copy
+      items.map((item, i) =>
+        i === 7 ? { type: item.type, value: serialize({ _id: 7, tenantId: 't', stamped: 1 }) } : item,
+      ),
+      items.map((item, i) => (i === 3 ? { type: BsonType.binary, value: item.value } : item)), // another type
+      items.map((item, i) =>
+        i === 9 ? { type: item.type, value: item.value.subarray(0, item.value.length - 1) } : item,
+      ),
+    ];
+    for (const values of variants) expect(same(values, source)).toEqual({ reused: false, equal: true });
+    // Keys that are not "0", "1", …, and bytes after the last item, are not what arrayOf writes.
+    const keyed = arrayBytes(docs.map((doc, i) => [i === 11 ? 'x' : String(i), doc]));
+    expect(same(arrayItems(keyed), keyed)).toEqual({ reused: false, equal: true });
+    const padded = arrayBytes(
+      docs.map((doc, i) => [String(i), doc]),
+      3,
+    );
+    expect(same(items, padded)).toEqual({ reused: false, equal: true });
+    const wrongLength = canonical();
+    (wrongLength.value as Buffer).writeInt32LE(wrongLength.value.length + 1, 0);
+    expect(same(arrayItems(canonical()), wrongLength).reused).toBe(false);
+    const notArray = { type: BsonType.document, value: source.value };
+    expect(same(items, notArray)).toEqual({ reused: false, equal: true });
   });
 });
