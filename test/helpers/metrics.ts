@@ -1,5 +1,6 @@
 // Reading the proxy's Prometheus metrics in tests, the way a scrape would.
 import type { RunningProxy } from '../../src/main.js';
+import { until } from './wait.js';
 
 const PREFIX = 'mongo_tenant_proxy_';
 
@@ -71,4 +72,47 @@ export async function scrape(proxy: RunningProxy): Promise<string> {
 /** The status of `/readyz`: 200 ready, 503 not (draining, upstream unreachable). */
 export async function readyz(proxy: RunningProxy): Promise<number> {
   return (await fetchMetricsPath(proxy, '/readyz')).status;
+}
+
+// Driver monitors send hello on their own schedule (answered by the proxy); they are not the
+// commands a test is counting.
+const MONITORING = ['hello', 'isMaster', 'ismaster'].map((command) => `command="${command}"`);
+
+/** The sum of a command-labelled metric's samples, monitoring commands left out. */
+async function commandSum(proxy: RunningProxy, name: string): Promise<number> {
+  let sum = 0;
+  for (const [labelText, value] of await samples(proxy, name)) {
+    if (!MONITORING.some((label) => labelText.includes(label))) sum += value;
+  }
+  return sum;
+}
+
+/**
+ * Runs `action` and tells how many commands the proxy forwarded upstream for it
+ * (`upstream_wait_seconds_count`, one per forwarded command). The proxy counts a command after
+ * writing its reply, so this first waits (generously) until the proxy has counted at least
+ * `commands` more handled commands (`operations_total`): the answer does not depend on how fast
+ * the machine is. Nothing else may run commands through `proxy` meanwhile.
+ */
+export async function forwardedBy<T>(
+  proxy: RunningProxy,
+  action: () => Promise<T>,
+  commands = 1,
+): Promise<{ outcome: PromiseSettledResult<T>; forwarded: number }> {
+  const handledBefore = await commandSum(proxy, 'operations_total');
+  const forwardedBefore = await commandSum(proxy, 'upstream_wait_seconds_count');
+  const outcome = await action().then(
+    (value): PromiseSettledResult<T> => ({ status: 'fulfilled', value }),
+    (reason: unknown): PromiseSettledResult<T> => ({ status: 'rejected', reason }),
+  );
+  await until(async () => (await commandSum(proxy, 'operations_total')) >= handledBefore + commands, {
+    timeoutMS: 60_000,
+    message: `the proxy never counted the ${commands} command(s) handled`,
+  });
+  return { outcome, forwarded: (await commandSum(proxy, 'upstream_wait_seconds_count')) - forwardedBefore };
+}
+
+/** The outcome of forwardedBy() as the promise it was. */
+export function settled<T>(outcome: PromiseSettledResult<T>): Promise<T> {
+  return outcome.status === 'fulfilled' ? Promise.resolve(outcome.value) : Promise.reject(outcome.reason);
 }

@@ -7,6 +7,9 @@ import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { serialize, deserialize, type Document } from 'bson';
 
+/** How long a read waits by default before calling the proxy hung: generous, never a speed bound. */
+const HANG_MS = 60_000;
+
 export const OP_REPLY = 1;
 export const OP_QUERY = 2004;
 export const OP_COMPRESSED = 2012;
@@ -141,8 +144,12 @@ export class RawClient {
     this.socket.write(bytes);
   }
 
-  /** Resolves with the next frame, or `null` if the proxy closes the connection first. */
-  async readFrame(timeoutMs = 5000): Promise<ReceivedFrame | null> {
+  /**
+   * Resolves with the next frame, or `null` if the proxy closes the connection first. The default
+   * wait only makes a hang visible (a 5 s default failed healthy tests on a loaded CI machine: a 16 MiB insert, catalogue 51; 8 concurrent workers, catalogue 58);
+   * a test proving that nothing comes passes its own short wait.
+   */
+  async readFrame(timeoutMs = HANG_MS): Promise<ReceivedFrame | null> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (this.buffered.length >= 4) {
@@ -181,7 +188,7 @@ export class RawClient {
   }
 
   /** Resolves true once the proxy has closed the connection (within the timeout). */
-  async waitClosed(timeoutMs = 5000): Promise<boolean> {
+  async waitClosed(timeoutMs = HANG_MS): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (!this.closed && Date.now() < deadline) {
       try {

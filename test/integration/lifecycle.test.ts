@@ -39,9 +39,17 @@ describe('graceful shutdown (drain)', () => {
   it('lets an in-flight command finish while refusing new connections, answering /readyz 503 and closing idle connections at once', async ({
     start,
   }) => {
-    const { fake, proxy } = await start(() => ({ delayMs: 1000, replies: [{ ok: 1, answeredBy: 'slow-upstream' }] }), {
-      limits: { drainTimeoutMS: 10_000 },
-    });
+    // The upstream answers only when the test says so: "at once" is "before the in-flight command
+    // is answered", and "the drain waits for it" is "not done before it is answered", whatever the load.
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    const { fake, proxy } = await start(
+      async () => {
+        await answered;
+        return [{ ok: 1, answeredBy: 'slow-upstream' }];
+      },
+      { limits: { drainTimeoutMS: 60_000 } },
+    );
     const busy = await proxy.raw();
     const idle = await proxy.raw();
     expect((await idle.command(hello())).ok).toBe(1);
@@ -49,29 +57,30 @@ describe('graceful shutdown (drain)', () => {
 
     const request = ping();
     busy.write(request.bytes);
-    await until(() => fake.received.length === 1, { timeoutMS: 5_000 });
+    await until(() => fake.received.length === 1, { timeoutMS: 30_000 });
 
-    const started = Date.now();
-    const closing = proxy.proxy.close();
+    let drained = false;
+    const closing = proxy.proxy.close().then(() => {
+      drained = true;
+    });
     // Readiness turns false at the start of the drain, while the endpoint still answers.
     expect(await readyz(proxy.proxy)).toBe(503);
-    // The idle connection is closed at once.
-    expect(await idle.waitClosed(500)).toBe(true);
-    expect(Date.now() - started).toBeLessThan(800);
+    // The idle connection is closed at once: while the in-flight command is still unanswered.
+    expect(await idle.waitClosed(30_000)).toBe(true);
+    expect(busy.closed).toBe(false);
     // No new connections.
     const { host, port } = proxy.proxy.address;
     await expect(RawClient.connect(host, port)).rejects.toThrow(/ECONNREFUSED/);
+    expect(drained).toBe(false);
 
-    // The in-flight command completes, then its connection is closed.
-    const reply = await busy.readFrame(5000);
+    // The in-flight command completes, then its connection is closed and the drain ends.
+    answer();
+    const reply = await busy.readFrame(30_000);
     expect(reply).not.toBeNull();
     expect(reply!.responseTo).toBe(request.requestId);
     expect(replyDocument(reply!)).toMatchObject({ ok: 1, answeredBy: 'slow-upstream' });
-    expect(await busy.waitClosed(1000)).toBe(true);
+    expect(await busy.waitClosed(30_000)).toBe(true);
     await closing;
-    const elapsed = Date.now() - started;
-    expect(elapsed).toBeGreaterThanOrEqual(800);
-    expect(elapsed).toBeLessThan(5000);
   });
 
   it('closes a connection whose request is stuck when the drain timeout expires', async ({ start }) => {
@@ -80,12 +89,12 @@ describe('graceful shutdown (drain)', () => {
     stuck.write(ping().bytes);
     await until(() => fake.received.length === 1, { timeoutMS: 5_000 });
 
+    // The upstream never answers: only the drain timeout can end the drain, and not before it is
+    // due (a lower bound holds under any load; the slack covers libuv's cached loop time).
     const started = Date.now();
     await proxy.proxy.close();
-    const elapsed = Date.now() - started;
-    expect(elapsed).toBeGreaterThanOrEqual(380);
-    expect(elapsed).toBeLessThan(3000);
-    expect(await stuck.waitClosed(1000)).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(380);
+    expect(await stuck.waitClosed(30_000)).toBe(true);
     expect(await stuck.readFrame(100)).toBeNull();
   });
 
@@ -112,18 +121,17 @@ describe('frameTimeoutMS', () => {
     const c = await proxy.raw();
     const bytes = hello().bytes;
     const started = Date.now();
+    // The last byte is never sent: the frame can only end by the timeout, however slow the machine.
     let sent = 0;
-    while (!c.closed && sent < bytes.length) {
+    while (!c.closed && sent < bytes.length - 1) {
       c.write(bytes.subarray(sent, sent + 1));
       sent += 1;
       await sleep(100);
     }
-    const elapsed = Date.now() - started;
-    expect(c.closed).toBe(true);
-    expect(sent).toBeLessThan(bytes.length);
-    expect(elapsed).toBeGreaterThanOrEqual(300);
-    expect(elapsed).toBeLessThan(1500);
+    expect(await c.waitClosed(60_000)).toBe(true);
+    // Closed for the frame timeout, and not before it was due (the slack covers libuv's cached loop time).
     expect(await metricValue(proxy.proxy, 'protocol_errors_total', { reason: 'FrameTimeout' })).toBe(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(280);
   });
 
   it('keeps a normal client working: split frames, pauses between requests, requests slower than the timeout', async ({
@@ -213,9 +221,8 @@ describe('tlsHandshakeTimeoutMS', () => {
     socket.on('error', () => undefined);
     const started = Date.now();
     await new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    const elapsed = Date.now() - started;
-    expect(elapsed).toBeGreaterThanOrEqual(250);
-    expect(elapsed).toBeLessThan(3000);
+    // Not before the timeout was due (a lower bound holds under any load); the reason is the metric.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
     const text = await proxy.proxy.metrics.registry.metrics();
     expect(text).toContain('mongo_tenant_proxy_tls_handshakes_total{listener="tls",outcome="timeout"} 1');
   });

