@@ -841,6 +841,38 @@ export class TenancyExecutor {
     return { cursor: { id: 0n, ns: `${db}.$cmd.listCollections`, firstBatch: entries }, ok: 1 };
   }
 
+  /**
+   * Data written before the proxy: of `dbs` (shared databases the catalogue does not tie to the
+   * tenant), the client names of those where it holds documents. Each probe is an upstream command
+   * (a scan where the tenant field is not indexed), and on a shared cluster the list is every
+   * database of every tenant, so one listing runs at most LEGACY_PROBES_PER_LISTING of them,
+   * LEGACY_PROBE_CONCURRENCY at a time: a tenant's listDatabases cannot make the proxy scan the
+   * whole cluster. Databases past the budget are not listed (docs/isolation.md, item 24).
+   */
+  private async databasesHoldingDocuments(tenant: Tenant, dbs: readonly string[]): Promise<string[]> {
+    let budget = LEGACY_PROBES_PER_LISTING;
+    const found: string[] = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < dbs.length && budget > 0) {
+        const db = dbs[next++]!;
+        budget -= 1;
+        for (const coll of (await this.physicalCollections(db)).slice(0, 100)) {
+          if (this.sharedNamespace(tenant, db, coll) === undefined) continue;
+          if (budget <= 0) return;
+          budget -= 1;
+          if (await this.holdsDocuments(tenant, db, coll)) {
+            const client = tenant.namespaces.toClient(db);
+            if (client !== undefined) found.push(client.db);
+            break;
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: LEGACY_PROBE_CONCURRENCY }, worker));
+    return found;
+  }
+
   private async listDatabases(tenant: Tenant, filter: Document | undefined): Promise<Document> {
     const reply = await this.runner.run('admin', { listDatabases: 1, nameOnly: true });
     const physical = (reply['databases'] as Document[]).map((entry) => String(entry['name']));
@@ -848,6 +880,7 @@ export class TenancyExecutor {
     const created = await this.catalogue.databases(tenant.t);
     const literal = new Set(databaseListing(tenant.namespaces)?.databases ?? []);
     const names: string[] = [];
+    const unclaimed: string[] = [];
     for (const db of physical) {
       if (SYSTEM_DATABASES.has(db.toLowerCase()) || db.toLowerCase() === catalogueDb) continue;
       const client = tenant.namespaces.toClient(db);
@@ -863,15 +896,9 @@ export class TenancyExecutor {
         names.push(client.db);
         continue;
       }
-      // Data written before the proxy: a database where the tenant holds documents is its too.
-      for (const coll of (await this.physicalCollections(db)).slice(0, 100)) {
-        if (this.sharedNamespace(tenant, db, coll) === undefined) continue;
-        if (await this.holdsDocuments(tenant, db, coll)) {
-          names.push(client.db);
-          break;
-        }
-      }
+      unclaimed.push(db);
     }
+    names.push(...(await this.databasesHoldingDocuments(tenant, unclaimed)));
     // Names only, whatever nameOnly says: sizes would show the shared server's activity (catalogue 59).
     const databases = names
       .sort()
@@ -880,6 +907,10 @@ export class TenancyExecutor {
     return { databases, ok: 1 };
   }
 }
+
+/** Upstream commands one listDatabases may spend looking for documents written before the proxy. */
+const LEGACY_PROBES_PER_LISTING = 256;
+const LEGACY_PROBE_CONCURRENCY = 4;
 
 /** A cursor id of 0 (number, bigint or Long): the cursor is exhausted. */
 function cursorDone(id: unknown): boolean {
