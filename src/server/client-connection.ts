@@ -54,6 +54,7 @@ import type { ViewGuard } from '../tenancy/views.js';
 import type { VirtualOperation } from '../policy/types.js';
 import { decodeCommand, type CommandLabels, type CommandView } from './command-view.js';
 import { ConnectionIdentity } from './connection-identity.js';
+import { Deadline, type DeadlineOwner } from './deadlines.js';
 import type { ConnectionFields, ConnectionObserver } from './connection-observer.js';
 import {
   compressorOfFrame,
@@ -113,7 +114,11 @@ interface Request {
 
 let nextConnectionId = 0;
 
-export class ClientConnection {
+/** The kinds of a connection's `deadline`. */
+const IDLE_TIMEOUT = 1;
+const FRAME_TIMEOUT = 2;
+
+export class ClientConnection implements DeadlineOwner {
   readonly id = ++nextConnectionId;
   private readonly observer: ConnectionObserver;
   /** Who the client is: authenticator, tenant, isolation engine (what routing reads). */
@@ -127,8 +132,11 @@ export class ClientConnection {
   private ending = false;
   /** Shutting down: close as soon as the connection is idle. */
   private draining = false;
-  private idleTimer: NodeJS.Timeout | undefined;
-  private frameTimer: NodeJS.Timeout | undefined;
+  /**
+   * The idle or the frame timeout (never both: a connection is idle only while no byte of a frame
+   * is buffered), on the lists every connection shares (deadlines.ts); made when first armed.
+   */
+  private deadline: Deadline | undefined;
   /** This client's state in the upstream: transaction pins, a passthrough client's own connection. */
   private readonly upstreamSession: UpstreamSession;
   /**
@@ -318,7 +326,7 @@ export class ClientConnection {
     if (this.processing) return;
     // A frame's clock starts with its first byte: a new partial frame after a whole one restarts it.
     if (this.decoder.bufferedBytes === 0) this.clearFrameTimer();
-    else if (framed || this.frameTimer === undefined) this.armFrameTimer();
+    else if (framed || this.deadline?.isArmed(FRAME_TIMEOUT) !== true) this.armFrameTimer();
     if (this.pending.length > 0) void this.processPending();
   }
 
@@ -356,39 +364,41 @@ export class ClientConnection {
     this.clearIdleTimer();
     const timeout = this.deps.config.limits.clientIdleTimeoutMS;
     if (timeout <= 0 || this.closed) return;
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = undefined;
-      if (!this.idle) return;
-      this.logger.info({ clientIdleTimeoutMS: timeout }, 'client idle for clientIdleTimeoutMS');
-      this.close('idle timeout', { graceful: true });
-    }, timeout);
-    this.idleTimer.unref();
+    (this.deadline ??= new Deadline(this)).arm(timeout, IDLE_TIMEOUT);
   }
 
   private armFrameTimer(): void {
-    this.clearFrameTimer();
-    const timeout = this.deps.config.limits.frameTimeoutMS;
-    this.frameTimer = setTimeout(() => {
-      this.frameTimer = undefined;
-      if (this.processing || this.decoder.bufferedBytes === 0) return;
-      this.observer.protocolError('FrameTimeout');
-      this.logger.warn(
-        { code: 'FrameTimeout', frameTimeoutMS: timeout, bufferedBytes: this.decoder.bufferedBytes },
-        'protocol violation: message not received in full within frameTimeoutMS',
-      );
-      this.close('frame timeout');
-    }, timeout);
-    this.frameTimer.unref();
+    (this.deadline ??= new Deadline(this)).arm(Math.max(0, this.deps.config.limits.frameTimeoutMS), FRAME_TIMEOUT);
+  }
+
+  /** @internal The idle or frame deadline passed (deadlines.ts). */
+  deadlineExpired(kind: number): void {
+    if (kind === IDLE_TIMEOUT) {
+      if (!this.idle) return;
+      const timeout = this.deps.config.limits.clientIdleTimeoutMS;
+      this.logger.info({ clientIdleTimeoutMS: timeout }, 'client idle for clientIdleTimeoutMS');
+      this.close('idle timeout', { graceful: true });
+      return;
+    }
+    if (this.processing || this.decoder.bufferedBytes === 0) return;
+    this.observer.protocolError('FrameTimeout');
+    this.logger.warn(
+      {
+        code: 'FrameTimeout',
+        frameTimeoutMS: this.deps.config.limits.frameTimeoutMS,
+        bufferedBytes: this.decoder.bufferedBytes,
+      },
+      'protocol violation: message not received in full within frameTimeoutMS',
+    );
+    this.close('frame timeout');
   }
 
   private clearIdleTimer(): void {
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
-    this.idleTimer = undefined;
+    if (this.deadline?.isArmed(IDLE_TIMEOUT) === true) this.deadline.disarm();
   }
 
   private clearFrameTimer(): void {
-    if (this.frameTimer !== undefined) clearTimeout(this.frameTimer);
-    this.frameTimer = undefined;
+    if (this.deadline?.isArmed(FRAME_TIMEOUT) === true) this.deadline.disarm();
   }
 
   private clearTimers(): void {
