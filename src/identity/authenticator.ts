@@ -56,10 +56,10 @@ export interface ConnectionAuthenticatorOptions {
   /** The connection's logger (may be a getter that makes it: read only to write a line). */
   logger: Logger;
   /**
-   * Whether a line at `level` would be written, asked before `logger` is read (a connection's
-   * logger is made on first use); absent: always read `logger`.
+   * Writes an info line with the connection's fields without reading `logger` (a connection's
+   * logger is made on first use); absent: `logger.info`.
    */
-  logs?(level: 'info'): boolean;
+  info?(fields: Record<string, unknown>, message: string): void;
   /** The proxy's id of the client connection, reported with authentication outcomes. */
   connectionId?: number;
 }
@@ -400,11 +400,9 @@ export class ConnectionAuthenticator {
   #established(how: 'connect' | 'authenticate'): void {
     const identity = this.#identity;
     if (identity === undefined) return;
-    if (this.options.logs?.('info') === false) return;
-    this.options.logger.info(
-      { tenant: identity.tenant, method: identity.method, principal: identity.principal, how },
-      'tenant established',
-    );
+    const fields = { tenant: identity.tenant, method: identity.method, principal: identity.principal, how };
+    if (this.options.info !== undefined) this.options.info(fields, 'tenant established');
+    else this.options.logger.info(fields, 'tenant established');
   }
 
   #supportedMechanisms(namespacedUser: string): string[] {

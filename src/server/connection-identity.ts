@@ -214,7 +214,8 @@ class AuthenticatorOptions implements ConnectionAuthenticatorOptions {
     return this.#observer.logger;
   }
 
-  logs(level: 'info'): boolean {
-    return this.#observer.logs?.(level) ?? true;
+  info(fields: Record<string, unknown>, message: string): void {
+    if (this.#observer.info !== undefined) this.#observer.info(message, fields);
+    else this.#observer.logger.info(fields, message);
   }
 }

@@ -36,6 +36,8 @@ export interface ConnectionObserver {
   readonly logger: Logger;
   /** Whether a line at `level` would be written, without making the connection's logger (absent: read `logger`). */
   logs?(level: Level): boolean;
+  /** An info line with the logger's fields, without making the connection's logger (absent: `logger.info`). */
+  info?(message: string, fields?: Record<string, unknown>): void;
   opened(): void;
   /** `tenant`: the tenant the connection counted (it held one of the tenant's connections). */
   closed(tenant: string | undefined): void;
@@ -114,18 +116,21 @@ class SinkObserver implements ConnectionObserver {
   }
 
   /** An info line with the logger's fields, through the parent while the connection has no logger of its own. */
-  #info(message: string): void {
+  info(message: string, fields?: Record<string, unknown>): void {
     if (this.#logger !== undefined) {
-      this.#logger.info(message);
+      if (fields === undefined) this.#logger.info(message);
+      else this.#logger.info(fields, message);
       return;
     }
     const root = this.#sinks.logger;
     if (!root.isLevelEnabled('info')) return;
     const identity = this.#identity;
     root.info(
-      identity === undefined
-        ? this.#connectionBindings()
-        : { ...this.#connectionBindings(), tenant: identity.tenant, identityMethod: identity.method },
+      {
+        ...this.#connectionBindings(),
+        ...(identity === undefined ? {} : { tenant: identity.tenant, identityMethod: identity.method }),
+        ...fields,
+      },
       message,
     );
   }
@@ -156,14 +161,14 @@ class SinkObserver implements ConnectionObserver {
 
   opened(): void {
     this.#sinks.metrics.connectionOpened();
-    this.#info('client connected');
+    this.info('client connected');
   }
 
   closed(tenant: string | undefined): void {
     const { metrics } = this.#sinks;
     if (tenant !== undefined) metrics.tenantConnectionClosed(tenant);
     metrics.connectionClosed();
-    this.#info('client disconnected');
+    this.info('client disconnected');
   }
 
   tenantEstablished(identity: TenantIdentity): void {
