@@ -25,7 +25,7 @@
 //                          since it advertises maxWireVersion 8 and driver 7 requires 9
 //   BENCH_IDLE             idle client connections opened to each middle target (default 10000;
 //                          0 skips the measurement)
-//   BENCH_WORKLOADS        comma-separated subset of workload names (default all)
+//   BENCH_WORKLOADS        comma-separated subset of workload names (default all; `none`: no workload)
 //   BENCH_OUT              JSON output file (default bench/results/latest.json)
 //   BENCH_TIMEOUT_S        give up after this many seconds (default 1800)
 //   BENCH_PROXY_CONFIG     JSON merged over the proxy's configuration (runtime shape, see
@@ -85,6 +85,8 @@ function countEnv(name, fallback) {
 function listEnv(name, allowed) {
   const raw = process.env[name];
   if (!raw) return allowed;
+  // `none`: no list entry at all (BENCH_WORKLOADS=none with BENCH_IDLE: only the idle measurement).
+  if (raw.trim() === 'none') return [];
   const values = raw
     .split(',')
     .map((value) => value.trim())

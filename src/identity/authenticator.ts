@@ -53,7 +53,13 @@ export interface ConnectionAuthenticatorOptions {
   remoteAddress: string;
   /** The verified client certificate of a TLS connection, if any. */
   peerCertificate: PeerCertificate | undefined;
+  /** The connection's logger (may be a getter that makes it: read only to write a line). */
   logger: Logger;
+  /**
+   * Writes an info line with the connection's fields without reading `logger` (a connection's
+   * logger is made on first use); absent: `logger.info`.
+   */
+  info?(fields: Record<string, unknown>, message: string): void;
   /** The proxy's id of the client connection, reported with authentication outcomes. */
   connectionId?: number;
 }
@@ -77,7 +83,7 @@ export class ConnectionAuthenticator {
 
   constructor(private readonly options: ConnectionAuthenticatorOptions) {
     const { listener, services } = options;
-    this.#methods = new Set(listener.methods);
+    this.#methods = methodSetOf(listener.methods);
     this.#mechanisms = saslMechanismsFor(listener.methods, services);
     if (this.#methods.has('static') && listener.staticTenant !== null) {
       this.#identity = { tenant: listener.staticTenant, method: 'static', principal: 'static' };
@@ -394,10 +400,9 @@ export class ConnectionAuthenticator {
   #established(how: 'connect' | 'authenticate'): void {
     const identity = this.#identity;
     if (identity === undefined) return;
-    this.options.logger.info(
-      { tenant: identity.tenant, method: identity.method, principal: identity.principal, how },
-      'tenant established',
-    );
+    const fields = { tenant: identity.tenant, method: identity.method, principal: identity.principal, how };
+    if (this.options.info !== undefined) this.options.info(fields, 'tenant established');
+    else this.options.logger.info(fields, 'tenant established');
   }
 
   #supportedMechanisms(namespacedUser: string): string[] {
@@ -411,7 +416,27 @@ export class ConnectionAuthenticator {
 }
 
 /** The SASL mechanisms a listener answers, by name (config validation prevents clashes). */
-function saslMechanismsFor(methods: readonly IdentityMethod[], services: IdentityServices): Map<string, SaslMechanism> {
+/** The methods of a listener (its configuration is immutable), as one set shared by its connections. */
+const methodSets = new WeakMap<readonly IdentityMethod[], ReadonlySet<IdentityMethod>>();
+
+function methodSetOf(methods: readonly IdentityMethod[]): ReadonlySet<IdentityMethod> {
+  let set = methodSets.get(methods);
+  if (set === undefined) {
+    set = new Set(methods);
+    methodSets.set(methods, set);
+  }
+  return set;
+}
+
+/** Shared by every connection of a listener without a SASL method (static, mtls). */
+const NO_MECHANISMS: ReadonlyMap<string, SaslMechanism> = new Map();
+
+function saslMechanismsFor(
+  methods: readonly IdentityMethod[],
+  services: IdentityServices,
+): ReadonlyMap<string, SaslMechanism> {
+  if (!methods.some((method) => method === 'scram' || method === 'scram-passthrough' || method === 'plain-jwt'))
+    return NO_MECHANISMS;
   const mechanisms = new Map<string, SaslMechanism>();
   const add = (list: readonly SaslMechanism[] | undefined): void => {
     for (const mechanism of list ?? []) if (!mechanisms.has(mechanism.name)) mechanisms.set(mechanism.name, mechanism);

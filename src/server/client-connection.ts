@@ -55,6 +55,7 @@ import type { ViewGuard } from '../tenancy/views.js';
 import type { VirtualOperation } from '../policy/types.js';
 import { decodeCommand, type CommandLabels, type CommandView } from './command-view.js';
 import { ConnectionIdentity } from './connection-identity.js';
+import { Deadline, type DeadlineOwner } from './deadlines.js';
 import type { ConnectionFields, ConnectionObserver } from './connection-observer.js';
 import {
   compressorOfFrame,
@@ -64,7 +65,7 @@ import {
   peekCommandLabels,
   replyAfterPlan,
 } from './frames.js';
-import { denialRule, failureOutcome, route, type ForwardPlan, type LocalReply } from './route.js';
+import { denialRule, failureOutcome, mayReachEngine, route, type ForwardPlan, type LocalReply } from './route.js';
 import { SLICED_VALIDATION_MIN_BYTES, type ValidationScheduler } from './validation-scheduler.js';
 
 /** A net or TLS socket; any duplex stream in tests. */
@@ -120,7 +121,11 @@ interface Request {
 
 let nextConnectionId = 0;
 
-export class ClientConnection {
+/** The kinds of a connection's `deadline`. */
+const IDLE_TIMEOUT = 1;
+const FRAME_TIMEOUT = 2;
+
+export class ClientConnection implements DeadlineOwner {
   readonly id = ++nextConnectionId;
   private readonly observer: ConnectionObserver;
   /** Who the client is: authenticator, tenant, isolation engine (what routing reads). */
@@ -134,19 +139,23 @@ export class ClientConnection {
   private ending = false;
   /** Shutting down: close as soon as the connection is idle. */
   private draining = false;
-  private idleTimer: NodeJS.Timeout | undefined;
-  private frameTimer: NodeJS.Timeout | undefined;
+  /**
+   * The idle or the frame timeout (never both: a connection is idle only while no byte of a frame
+   * is buffered), on the lists every connection shares (deadlines.ts); made when first armed.
+   */
+  private deadline: Deadline | undefined;
   /** This client's state in the upstream: transaction pins, a passthrough client's own connection. */
   private readonly upstreamSession: UpstreamSession;
   /**
    * Aborted when the client leaves: the signal of every command it forwards, so one that is
-   * upstream then has its upstream connection closed. One per connection (commands run one at a time).
+   * upstream then has its upstream connection closed. One per connection (commands run one at a
+   * time), made with the first forwarded command.
    */
-  private readonly gone = new ClientGone();
+  private gone: ClientGone | undefined;
   /** The forwarded command whose replies are arriving (one at a time), for `onUpstreamReply`. */
   private replying: ReplyState | undefined;
-  /** Bound once: the upstream's reply callback of every forwarded command. */
-  private readonly onUpstreamReply = (reply: Buffer, moreToCome: boolean): void => this.relayReply(reply, moreToCome);
+  /** Bound once, with the first forwarded command: the upstream's reply callback of every forwarded command. */
+  private onUpstreamReply: ((reply: Buffer, moreToCome: boolean) => void) | undefined;
   private readonly maxMessageSize: number;
   private readonly onClosed: (connection: ClientConnection) => void;
   /**
@@ -180,9 +189,11 @@ export class ClientConnection {
     );
     this.decoder = new FrameDecoder(this.maxMessageSize);
     socket.setNoDelay?.(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (error) => this.logger.debug({ err: error.message }, 'client socket error'));
-    socket.on('close', () => this.onSocketClose());
+    // Handlers shared by every connection (no closures per connection): the socket names its connection.
+    (socket as OwnedSocket)[CONNECTION] = this;
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
     this.observer.opened();
     this.identity = new ConnectionIdentity({
       listener: deps.listener,
@@ -197,7 +208,7 @@ export class ClientConnection {
       maxConnectionsPerTenant: deps.config.limits.maxConnectionsPerTenant,
       isolation: deps.isolation,
       upstreamSession: this.upstreamSession,
-      onCounted: (tenant) => this.tenantCounted(tenant),
+      counted: this,
     });
     this.armIdleTimer();
     if (this.identity.tenant === undefined) this.armAuthTimer();
@@ -208,8 +219,8 @@ export class ClientConnection {
     return this.identity.tenant !== undefined;
   }
 
-  /** The tenant is counted: its bytes move to the tenant's account, the auth deadline ends. */
-  private tenantCounted(tenant: string): void {
+  /** @internal The tenant is counted (ConnectionIdentity): its bytes move to the tenant's account, the auth deadline ends. */
+  tenantCounted(tenant: string): void {
     // Runs from the identity's constructor for mtls/static: fields set after `identity` may not exist yet.
     this.buffers.moveTo(tenant);
     if (this.authTimer !== undefined) clearTimeout(this.authTimer);
@@ -250,6 +261,11 @@ export class ClientConnection {
   /** connectionId, remote, and the tenant once established. */
   private get logger(): Logger {
     return this.observer.logger;
+  }
+
+  /** @internal For the shared socket handlers. */
+  observerOf(): ConnectionObserver {
+    return this.observer;
   }
 
   /**
@@ -294,7 +310,8 @@ export class ClientConnection {
     return true;
   }
 
-  private onData(chunk: Buffer): void {
+  /** @internal The socket's 'data' (see onSocketData). */
+  onData(chunk: Buffer): void {
     if (this.closed || this.ending) return;
     this.observer.bytes('client', 'received', chunk.length);
     // Held until the frames it carries are handled (released per frame in processPending).
@@ -316,7 +333,7 @@ export class ClientConnection {
     if (this.processing) return;
     // A frame's clock starts with its first byte: a new partial frame after a whole one restarts it.
     if (this.decoder.bufferedBytes === 0) this.clearFrameTimer();
-    else if (framed || this.frameTimer === undefined) this.armFrameTimer();
+    else if (framed || this.deadline?.isArmed(FRAME_TIMEOUT) !== true) this.armFrameTimer();
     if (this.pending.length > 0) void this.processPending();
   }
 
@@ -354,39 +371,41 @@ export class ClientConnection {
     this.clearIdleTimer();
     const timeout = this.deps.config.limits.clientIdleTimeoutMS;
     if (timeout <= 0 || this.closed) return;
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = undefined;
-      if (!this.idle) return;
-      this.logger.info({ clientIdleTimeoutMS: timeout }, 'client idle for clientIdleTimeoutMS');
-      this.close('idle timeout', { graceful: true });
-    }, timeout);
-    this.idleTimer.unref();
+    (this.deadline ??= new Deadline(this)).arm(timeout, IDLE_TIMEOUT);
   }
 
   private armFrameTimer(): void {
-    this.clearFrameTimer();
-    const timeout = this.deps.config.limits.frameTimeoutMS;
-    this.frameTimer = setTimeout(() => {
-      this.frameTimer = undefined;
-      if (this.processing || this.decoder.bufferedBytes === 0) return;
-      this.observer.protocolError('FrameTimeout');
-      this.logger.warn(
-        { code: 'FrameTimeout', frameTimeoutMS: timeout, bufferedBytes: this.decoder.bufferedBytes },
-        'protocol violation: message not received in full within frameTimeoutMS',
-      );
-      this.close('frame timeout');
-    }, timeout);
-    this.frameTimer.unref();
+    (this.deadline ??= new Deadline(this)).arm(Math.max(0, this.deps.config.limits.frameTimeoutMS), FRAME_TIMEOUT);
+  }
+
+  /** @internal The idle or frame deadline passed (deadlines.ts). */
+  deadlineExpired(kind: number): void {
+    if (kind === IDLE_TIMEOUT) {
+      if (!this.idle) return;
+      const timeout = this.deps.config.limits.clientIdleTimeoutMS;
+      this.logger.info({ clientIdleTimeoutMS: timeout }, 'client idle for clientIdleTimeoutMS');
+      this.close('idle timeout', { graceful: true });
+      return;
+    }
+    if (this.processing || this.decoder.bufferedBytes === 0) return;
+    this.observer.protocolError('FrameTimeout');
+    this.logger.warn(
+      {
+        code: 'FrameTimeout',
+        frameTimeoutMS: this.deps.config.limits.frameTimeoutMS,
+        bufferedBytes: this.decoder.bufferedBytes,
+      },
+      'protocol violation: message not received in full within frameTimeoutMS',
+    );
+    this.close('frame timeout');
   }
 
   private clearIdleTimer(): void {
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
-    this.idleTimer = undefined;
+    if (this.deadline?.isArmed(IDLE_TIMEOUT) === true) this.deadline.disarm();
   }
 
   private clearFrameTimer(): void {
-    if (this.frameTimer !== undefined) clearTimeout(this.frameTimer);
-    this.frameTimer = undefined;
+    if (this.deadline?.isArmed(FRAME_TIMEOUT) === true) this.deadline.disarm();
   }
 
   private clearTimers(): void {
@@ -530,9 +549,13 @@ export class ClientConnection {
     if (tenantAtStart !== undefined) this.observer.tenantCommandStarted(tenantAtStart);
     try {
       // Hints by index name on shared collections resolve through the tenant's index mapping (issue 13).
-      const engine = this.identity.engine;
-      if (this.deps.tenancy !== undefined && engine !== undefined && this.identity.tenant !== undefined) {
-        const hints = this.deps.tenancy.prepareHints(command.db, command.body, command.msg.sequences, engine.context);
+      // The engine is made on first use: not for the handshake and authentication (issue 16).
+      if (this.deps.tenancy !== undefined && this.identity.tenant !== undefined && mayReachEngine(command.name)) {
+        const engine = this.identity.engine;
+        const hints =
+          engine === undefined
+            ? undefined
+            : this.deps.tenancy.prepareHints(command.db, command.body, command.msg.sequences, engine.context);
         if (hints !== undefined) await hints;
       }
       const next = route(command, this.identity.routeState());
@@ -830,8 +853,8 @@ export class ClientConnection {
         // A moreToCome command is the client's last word on it (drivers close right after
         // endSessions): its leaving does not cancel it, nor close a healthy upstream connection
         // whose reply is only awaited to be dropped, nor make the command an upstream error.
-        signal: moreToCome ? undefined : this.gone,
-        onReply: this.onUpstreamReply,
+        signal: moreToCome ? undefined : (this.gone ??= new ClientGone(this.closed)),
+        onReply: (this.onUpstreamReply ??= (reply: Buffer, more: boolean): void => this.relayReply(reply, more)),
       }));
     } catch (error) {
       if (error instanceof ReplyInterruptedError) {
@@ -971,7 +994,8 @@ export class ClientConnection {
     });
   }
 
-  private onSocketClose(): void {
+  /** @internal The socket's 'close' (see onSocketClose). */
+  onSocketClose(): void {
     if (this.closed) return;
     this.closed = true;
     this.clearTimers();
@@ -979,12 +1003,30 @@ export class ClientConnection {
     this.pending.length = 0;
     // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: its
     // upstream connection can never be reused, so aborting closes it (and stops any retry).
-    this.gone.abort();
+    this.gone?.abort();
     this.deps.upstream.endSession(this.upstreamSession);
     this.identity.close();
     this.observer.closed(this.identity.countedTenant);
     this.onClosed(this);
   }
+}
+
+/** The connection a client socket belongs to, for the handlers every connection shares. */
+const CONNECTION = Symbol('clientConnection');
+type OwnedSocket = ClientSocket & { [CONNECTION]: ClientConnection };
+
+function onSocketData(this: OwnedSocket, chunk: Buffer): void {
+  this[CONNECTION].onData(chunk);
+}
+
+function onSocketError(this: OwnedSocket, error: Error): void {
+  const observer = this[CONNECTION].observerOf();
+  if (observer.logs?.('debug') === false) return;
+  observer.logger.debug({ err: error.message }, 'client socket error');
+}
+
+function onSocketClose(this: OwnedSocket): void {
+  this[CONNECTION].onSocketClose();
 }
 
 /** What relaying the replies of the command being sent needs (see `send`). */
@@ -1005,8 +1047,10 @@ interface ReplyState {
  * (CancelSignal), without an AbortController and EventTarget per command.
  */
 class ClientGone implements CancelSignal {
-  aborted = false;
   private listeners: Array<() => void> = [];
+
+  /** `aborted`: made after the client left (a command that was already being handled). */
+  constructor(public aborted: boolean) {}
 
   addEventListener(_type: 'abort', listener: () => void): void {
     if (!this.aborted) this.listeners.push(listener);

@@ -7,7 +7,8 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { ListenerConfig } from '../config/types.js';
 import { ProxyError } from '../errors.js';
-import { ConnectionAuthenticator } from '../identity/authenticator.js';
+import type { Logger } from 'pino';
+import { ConnectionAuthenticator, type ConnectionAuthenticatorOptions } from '../identity/authenticator.js';
 import type { IdentityServices, PeerCertificate } from '../identity/types.js';
 import type { IsolationEngine, TenantEngine } from '../rewrite/engine.js';
 import type { UpstreamSession } from '../upstream/upstream.js';
@@ -36,11 +37,16 @@ export interface ConnectionIdentityOptions extends IdentitySettings {
   isolation: IsolationEngine;
   /** Gets the passthrough connection once a scram-passthrough client authenticated. */
   upstreamSession: UpstreamSession;
-  /** The tenant was just counted (may run inside the constructor: mtls/static tenants are known at connect). */
-  onCounted?: (tenant: string) => void;
+  /** Told when the tenant was just counted (may run inside the constructor: mtls/static tenants are known at connect). */
+  counted?: { tenantCounted(tenant: string): void };
 }
 
-export class ConnectionIdentity {
+/**
+ * Also the state routing reads (ConnectionState): `routeState()` is the identity itself, whose
+ * tenant engine is made the first time routing asks for it (a command that is not the handshake,
+ * authentication or connectionStatus), so an idle connection holds none (issue 16).
+ */
+export class ConnectionIdentity implements ConnectionState {
   #authenticator: ConnectionAuthenticator;
   /** What the authenticator was built from (compared with `options.current` before each message). */
   #settings: IdentitySettings;
@@ -49,6 +55,8 @@ export class ConnectionIdentity {
   #engine: TenantEngine | undefined;
   /** Why the tenant cannot be isolated (e.g. not representable as the configured type). */
   #engineError: ProxyError | undefined;
+  /** The counted tenant's engine is due: made on first use (`#engineNeeded`), not at establishment. */
+  #enginePending = false;
 
   constructor(private readonly options: ConnectionIdentityOptions) {
     this.#settings = { listener: options.listener, identity: options.identity };
@@ -79,19 +87,29 @@ export class ConnectionIdentity {
     return this.#overConnectionLimit;
   }
 
-  /** Checks and rewrites every command once the tenant is known (src/rewrite/engine.ts). */
+  /**
+   * Checks and rewrites every command once the tenant is known (src/rewrite/engine.ts). Made on
+   * the first read after the tenant was counted: read it only for a command the engine decides.
+   */
   get engine(): TenantEngine | undefined {
+    if (this.#enginePending) this.#makeEngine();
     return this.#engine;
   }
 
+  /** Why the counted tenant has no engine (read after `engine`, as routing does). */
+  get engineError(): ProxyError | undefined {
+    if (this.#enginePending) this.#makeEngine();
+    return this.#engineError;
+  }
+
+  /** The refusal of a command that needs a tenant (the authenticator knows what is missing). */
+  unauthorized(command: string): ProxyError {
+    return this.#authenticator.unauthorized(command);
+  }
+
+  /** What routing reads: this identity (its engine made only if routing reaches the engine). */
   routeState(): ConnectionState {
-    return {
-      tenant: this.tenant,
-      overConnectionLimit: this.#overConnectionLimit,
-      engine: this.#engine,
-      engineError: this.#engineError,
-      unauthorized: (command) => this.#authenticator.unauthorized(command),
-    };
+    return this;
   }
 
   /** Throws when this connection's tenant was over `maxConnectionsPerTenant` when established. */
@@ -133,17 +151,8 @@ export class ConnectionIdentity {
       }
       this.#countedTenant = identity.tenant;
       observer.tenantEstablished(identity);
-      this.options.onCounted?.(identity.tenant);
-      try {
-        this.#engine = this.options.isolation.forTenant(
-          identity.tenant,
-          this.options.clientAddress === undefined ? {} : { clientAddress: this.options.clientAddress },
-        );
-      } catch (error) {
-        if (!ProxyError.is(error)) throw error;
-        this.#engineError = error;
-        observer.logger.error({ code: error.codeName }, `tenant cannot be isolated: ${error.message}`);
-      }
+      this.options.counted?.tenantCounted(identity.tenant);
+      this.#enginePending = true;
     }
     const relay = this.#authenticator.relay;
     if (relay instanceof UpstreamRelay) {
@@ -153,8 +162,25 @@ export class ConnectionIdentity {
     }
   }
 
+  #makeEngine(): void {
+    this.#enginePending = false;
+    const tenant = this.#countedTenant;
+    if (tenant === undefined) return;
+    try {
+      this.#engine = this.options.isolation.forTenant(
+        tenant,
+        this.options.clientAddress === undefined ? {} : { clientAddress: this.options.clientAddress },
+      );
+    } catch (error) {
+      if (!ProxyError.is(error)) throw error;
+      this.#engineError = error;
+      this.options.observer.logger.error({ code: error.codeName }, `tenant cannot be isolated: ${error.message}`);
+    }
+  }
+
   /** The client left: a half-finished conversation is abandoned, the tenant's connection and cursors released. */
   close(): void {
+    this.#enginePending = false;
     this.#authenticator.close();
     // Its cursors are killed upstream (issue 15): nobody else may continue them.
     this.#engine?.close();
@@ -162,13 +188,34 @@ export class ConnectionIdentity {
   }
 
   #createAuthenticator(): ConnectionAuthenticator {
-    return new ConnectionAuthenticator({
-      listener: this.#settings.listener,
-      services: this.#settings.identity,
-      remoteAddress: this.options.remoteAddress,
-      peerCertificate: this.options.peerCertificate,
-      logger: this.options.observer.logger,
-      connectionId: this.options.connectionId,
-    });
+    return new ConnectionAuthenticator(new AuthenticatorOptions(this.#settings, this.options));
+  }
+}
+
+/** The authenticator's options; its logger is the connection's, read (and so made) only to write a line. */
+class AuthenticatorOptions implements ConnectionAuthenticatorOptions {
+  readonly listener: ListenerConfig;
+  readonly services: IdentityServices;
+  readonly remoteAddress: string;
+  readonly peerCertificate: PeerCertificate | undefined;
+  readonly connectionId: number;
+  readonly #observer: ConnectionObserver;
+
+  constructor(settings: IdentitySettings, options: ConnectionIdentityOptions) {
+    this.listener = settings.listener;
+    this.services = settings.identity;
+    this.remoteAddress = options.remoteAddress;
+    this.peerCertificate = options.peerCertificate;
+    this.connectionId = options.connectionId;
+    this.#observer = options.observer;
+  }
+
+  get logger(): Logger {
+    return this.#observer.logger;
+  }
+
+  info(fields: Record<string, unknown>, message: string): void {
+    if (this.#observer.info !== undefined) this.#observer.info(message, fields);
+    else this.#observer.logger.info(fields, message);
   }
 }

@@ -2,9 +2,11 @@
  * What a client connection reports, and where it goes: the connection calls a
  * `ConnectionObserver` (events, no sinks); `createConnectionObserver` (the listener builds one per
  * connection) turns the events into Prometheus metrics, audit events and log lines, with the
- * connection's fields (id, remote address, listener, tenant once known) attached once here.
+ * connection's fields (id, remote address, listener, tenant once known) attached once here. An
+ * idle connection's observer is small: no closure per event and no child logger until a line
+ * other than "client connected" is written.
  */
-import type { Logger } from 'pino';
+import type { Level, Logger } from 'pino';
 import type { CompressorName } from '../config/types.js';
 import type { TenantIdentity } from '../identity/types.js';
 import type { AuditLog } from '../observability/audit.js';
@@ -32,6 +34,10 @@ export interface ConnectionObserver {
    * established. For the connection's own messages and its authenticator's.
    */
   readonly logger: Logger;
+  /** Whether a line at `level` would be written, without making the connection's logger (absent: read `logger`). */
+  logs?(level: Level): boolean;
+  /** An info line with the logger's fields, without making the connection's logger (absent: `logger.info`). */
+  info?(message: string, fields?: Record<string, unknown>): void;
   opened(): void;
   /** `tenant`: the tenant the connection counted (it held one of the tenant's connections). */
   closed(tenant: string | undefined): void;
@@ -71,19 +77,76 @@ export interface ObservabilitySinks {
   logger: Logger;
 }
 
-export function createConnectionObserver(sinks: ObservabilitySinks, fields: ConnectionFields): ConnectionObserver {
-  const { metrics, audit } = sinks;
-  const { connectionId, listener } = fields;
-  const remoteAddress = fields.remoteAddress ?? 'unknown';
-  let logger = sinks.logger.child({ connectionId, remote: `${fields.remoteAddress}:${fields.remotePort}` });
-  const auditDecision = (
-    command: CommandLabels,
-    tenant: string | undefined,
-    decision: IsolationDecision,
-    rule: string,
-  ): void => {
+/**
+ * The observer of one connection, on `sinks`. A class (its methods shared by every connection,
+ * not a closure each) whose logger is a child made on first use: an idle connection that logs
+ * nothing but its opening holds no logger of its own (issue 16). Its first line, "client
+ * connected", goes through the parent with the same fields, so the output is the same.
+ */
+class SinkObserver implements ConnectionObserver {
+  readonly #sinks: ObservabilitySinks;
+  readonly #fields: ConnectionFields;
+  /** The connection's logger once something asked for it; undefined until then. */
+  #logger: Logger | undefined;
+  /** The tenant's identity once established: the logger's second set of fields. */
+  #identity: TenantIdentity | undefined;
+
+  constructor(sinks: ObservabilitySinks, fields: ConnectionFields) {
+    this.#sinks = sinks;
+    this.#fields = fields;
+  }
+
+  get logger(): Logger {
+    if (this.#logger === undefined) {
+      const logger = this.#sinks.logger.child(this.#connectionBindings());
+      const identity = this.#identity;
+      this.#logger =
+        identity === undefined ? logger : logger.child({ tenant: identity.tenant, identityMethod: identity.method });
+    }
+    return this.#logger;
+  }
+
+  logs(level: Level): boolean {
+    return (this.#logger ?? this.#sinks.logger).isLevelEnabled(level);
+  }
+
+  #connectionBindings(): { connectionId: number; remote: string } {
+    const { connectionId, remoteAddress, remotePort } = this.#fields;
+    return { connectionId, remote: `${remoteAddress}:${remotePort}` };
+  }
+
+  /** An info line with the logger's fields, through the parent while the connection has no logger of its own. */
+  info(message: string, fields?: Record<string, unknown>): void {
+    if (this.#logger !== undefined) {
+      if (fields === undefined) this.#logger.info(message);
+      else this.#logger.info(fields, message);
+      return;
+    }
+    const root = this.#sinks.logger;
+    if (!root.isLevelEnabled('info')) return;
+    const identity = this.#identity;
+    root.info(
+      {
+        ...this.#connectionBindings(),
+        ...(identity === undefined ? {} : { tenant: identity.tenant, identityMethod: identity.method }),
+        ...fields,
+      },
+      message,
+    );
+  }
+
+  /** `tenant`'s fields are added to the logger's (now, or when it is made). */
+  #withTenant(identity: TenantIdentity): void {
+    this.#identity = identity;
+    if (this.#logger !== undefined)
+      this.#logger = this.#logger.child({ tenant: identity.tenant, identityMethod: identity.method });
+  }
+
+  #audit(command: CommandLabels, tenant: string | undefined, decision: IsolationDecision, rule: string): void {
+    const { audit } = this.#sinks;
     // A rewrite is not logged unless audit.rewrites: the namespace (decoded) is not needed then.
     if (audit.logs?.(decision) === false) return;
+    const { connectionId, listener, remoteAddress } = this.#fields;
     audit.decision({
       tenant,
       command: command.name,
@@ -92,70 +155,96 @@ export function createConnectionObserver(sinks: ObservabilitySinks, fields: Conn
       decision,
       connectionId,
       listener,
-      remoteAddress,
+      remoteAddress: remoteAddress ?? 'unknown',
     });
-  };
-  const withTenant = (identity: TenantIdentity): Logger =>
-    logger.child({ tenant: identity.tenant, identityMethod: identity.method });
+  }
 
-  return {
-    get logger() {
-      return logger;
-    },
-    opened() {
-      metrics.connectionOpened();
-      logger.info('client connected');
-    },
-    closed(tenant) {
-      if (tenant !== undefined) metrics.tenantConnectionClosed(tenant);
-      metrics.connectionClosed();
-      logger.info('client disconnected');
-    },
-    tenantEstablished(identity) {
-      metrics.tenantConnectionOpened(identity.tenant);
-      logger = withTenant(identity);
-    },
-    tenantOverConnectionLimit(identity, refusal, limit) {
-      metrics.tenantLimitRejection(refusal.reason);
-      logger = withTenant(identity);
-      logger.warn({ limit }, 'tenant connection limit reached; refusing the connection');
-    },
-    bytes: (peer, flow, count) => metrics.bytes(peer, flow, count),
-    compressed: (compressor, flow) => metrics.compressedMessage(compressor, flow),
-    protocolError: (code) => metrics.protocolError(code),
-    tenantCommandStarted: (tenant) => metrics.tenantOperationStarted(tenant),
-    tenantCommandEnded: (tenant) => metrics.tenantOperationFinished(tenant),
-    commandFinished(command, { outcome, seconds, upstreamSeconds, tenant }) {
-      metrics.observeOperation({
-        command: command.name,
-        database: command.db,
+  opened(): void {
+    this.#sinks.metrics.connectionOpened();
+    this.info('client connected');
+  }
+
+  closed(tenant: string | undefined): void {
+    const { metrics } = this.#sinks;
+    if (tenant !== undefined) metrics.tenantConnectionClosed(tenant);
+    metrics.connectionClosed();
+    this.info('client disconnected');
+  }
+
+  tenantEstablished(identity: TenantIdentity): void {
+    this.#sinks.metrics.tenantConnectionOpened(identity.tenant);
+    this.#withTenant(identity);
+  }
+
+  tenantOverConnectionLimit(identity: TenantIdentity, refusal: TenantLimitExceeded, limit: number): void {
+    this.#sinks.metrics.tenantLimitRejection(refusal.reason);
+    this.#withTenant(identity);
+    this.logger.warn({ limit }, 'tenant connection limit reached; refusing the connection');
+  }
+
+  bytes(peer: Peer, flow: Flow, count: number): void {
+    this.#sinks.metrics.bytes(peer, flow, count);
+  }
+
+  compressed(compressor: CompressorName, flow: Flow): void {
+    this.#sinks.metrics.compressedMessage(compressor, flow);
+  }
+
+  protocolError(code: string): void {
+    this.#sinks.metrics.protocolError(code);
+  }
+
+  tenantCommandStarted(tenant: string): void {
+    this.#sinks.metrics.tenantOperationStarted(tenant);
+  }
+
+  tenantCommandEnded(tenant: string): void {
+    this.#sinks.metrics.tenantOperationFinished(tenant);
+  }
+
+  commandFinished(command: CommandLabels, { outcome, seconds, upstreamSeconds, tenant }: CommandResult): void {
+    this.#sinks.metrics.observeOperation({
+      command: command.name,
+      database: command.db,
+      outcome,
+      seconds,
+      upstreamSeconds,
+      tenant,
+    });
+    if (!(this.#logger ?? this.#sinks.logger).isLevelEnabled('debug')) return;
+    // connectionId, remote and (once established) tenant come from the connection's logger.
+    this.logger.debug(
+      {
+        commandName: command.name,
+        namespace: command.namespace,
         outcome,
-        seconds,
-        upstreamSeconds,
-        tenant,
-      });
-      if (!logger.isLevelEnabled('debug')) return;
-      // connectionId, remote and (once established) tenant come from the connection's logger.
-      logger.debug(
-        {
-          commandName: command.name,
-          namespace: command.namespace,
-          outcome,
-          durationMs: seconds * 1000,
-          ...(upstreamSeconds === undefined ? {} : { upstreamMs: upstreamSeconds * 1000 }),
-        },
-        'command handled',
-      );
-    },
-    decision(command, tenant, decision, rule) {
-      metrics.policyDecision(decision, rule);
-      auditDecision(command, tenant, decision, rule);
-    },
-    refused: (command, tenant, rule) => auditDecision(command, tenant, 'refused', rule),
-    shed: (reason) => metrics.connectionShed(reason),
-    overTenantLimit(command, refusal) {
-      metrics.tenantLimitRejection(refusal.reason);
-      logger.debug({ reason: refusal.reason, commandName: command.name }, refusal.message);
-    },
-  };
+        durationMs: seconds * 1000,
+        ...(upstreamSeconds === undefined ? {} : { upstreamMs: upstreamSeconds * 1000 }),
+      },
+      'command handled',
+    );
+  }
+
+  decision(command: CommandLabels, tenant: string | undefined, decision: IsolationDecision, rule: string): void {
+    this.#sinks.metrics.policyDecision(decision, rule);
+    this.#audit(command, tenant, decision, rule);
+  }
+
+  refused(command: CommandLabels, tenant: string | undefined, rule: string): void {
+    this.#audit(command, tenant, 'refused', rule);
+  }
+
+  shed(reason: ShedReason): void {
+    this.#sinks.metrics.connectionShed(reason);
+  }
+
+  overTenantLimit(command: CommandLabels, refusal: TenantLimitExceeded): void {
+    this.#sinks.metrics.tenantLimitRejection(refusal.reason);
+    if (!(this.#logger ?? this.#sinks.logger).isLevelEnabled('debug')) return;
+    this.logger.debug({ reason: refusal.reason, commandName: command.name }, refusal.message);
+  }
+}
+
+export function createConnectionObserver(sinks: ObservabilitySinks, fields: ConnectionFields): ConnectionObserver {
+  return new SinkObserver(sinks, fields);
 }

@@ -124,27 +124,7 @@ export async function startListener(
       socket.destroy();
       return;
     }
-    // `deps` is the object a reload updates: read through it, not the copy, for the current identity services.
-    const currentIdentity = (): { listener: ListenerConfig; identity: SharedConnectionDeps['identity'] } => ({
-      listener: current,
-      identity: deps.identity,
-    });
-    const accepted = current;
-    const connection = new ClientConnection(
-      socket,
-      {
-        ...deps,
-        listener: accepted,
-        peerCertificate,
-        currentIdentity,
-        observe: (fields) => createConnectionObserver(deps, { ...fields, listener: accepted.name }),
-        onEstablished: (established) => registry.unauthenticated.delete(established),
-      },
-      (closed) => {
-        registry.delete(closed);
-        own.delete(closed);
-      },
-    );
+    const connection = new ClientConnection(socket, connectionDeps(peerCertificate), onClosed);
     registry.add(connection);
     own.add(connection);
     if (!connection.established) {
@@ -158,6 +138,37 @@ export async function startListener(
       }
       registry.unauthenticated.add(connection);
     }
+  };
+
+  // What every connection of this listener is given: built once, not per connection (issue 16).
+  // `deps` is the object a reload updates: read through it, not the copy, for the current identity services.
+  const currentIdentity = (): { listener: ListenerConfig; identity: SharedConnectionDeps['identity'] } => ({
+    listener: current,
+    identity: deps.identity,
+  });
+  // The name never changes with a reload (config/reload.ts).
+  const observe: ClientConnectionDeps['observe'] = ({ connectionId, remoteAddress, remotePort }) =>
+    createConnectionObserver(deps, { connectionId, remoteAddress, remotePort, listener: listener.name });
+  const onEstablished = (established: ClientConnection): void => {
+    registry.unauthenticated.delete(established);
+  };
+  const onClosed = (closed: ClientConnection): void => {
+    registry.delete(closed);
+    own.delete(closed);
+  };
+  /**
+   * The deps of a new connection: `deps` as it is now (a connection keeps what it was accepted
+   * with) and the listener settings in effect. One object for every connection accepted while
+   * neither changes; a client certificate makes one of its own.
+   */
+  let sharedConnectionDeps: ClientConnectionDeps | undefined;
+  const connectionDeps = (peerCertificate: PeerCertificate | undefined): ClientConnectionDeps => {
+    let cached = sharedConnectionDeps;
+    if (cached === undefined || cached.listener !== current || !copiedFrom(cached, deps)) {
+      cached = { ...deps, listener: current, peerCertificate: undefined, currentIdentity, observe, onEstablished };
+      sharedConnectionDeps = cached;
+    }
+    return peerCertificate === undefined ? cached : { ...cached, peerCertificate };
   };
 
   const loadTls = (config: ListenerTlsConfig, reloadIntervalMS: number): ListenerTls =>
@@ -215,9 +226,13 @@ export async function startListener(
     });
   });
   server.on('error', (error) => logger.error({ err: error }, 'listener error'));
+  // One handler for every socket (no closure each): 'close' is emitted once.
+  const forget = function (this: Socket): void {
+    sockets.delete(this);
+  };
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+    socket.on('close', forget);
   });
   const bound = server.address();
   const address: HostPort =
@@ -285,6 +300,13 @@ export async function startListener(
       return closing;
     },
   };
+}
+
+/** Whether `copy` still holds every value of `source` (a reload replaces some of them). */
+function copiedFrom(copy: object, source: object): boolean {
+  const copied = copy as Record<string, unknown>;
+  for (const [key, value] of Object.entries(source)) if (copied[key] !== value) return false;
+  return true;
 }
 
 function peerCertificateOf(socket: tls.TLSSocket): PeerCertificate | undefined {

@@ -98,6 +98,15 @@ export type Route =
 const NONE: LocalReply = { kind: 'none' };
 
 /**
+ * Whether routing `name` may ask the tenant's engine: false for what is answered before it (the
+ * handshake, authentication, connectionStatus), so a connection that only sends those needs no
+ * engine (it is made on first use: connection-identity.ts).
+ */
+export function mayReachEngine(name: string): boolean {
+  return !HELLO_COMMANDS.has(name) && !AUTH_COMMANDS.has(name) && name !== 'connectionStatus';
+}
+
+/**
  * Where `command` goes. In order: a connection over its tenant's limit refuses everything; the
  * handshake, authentication and connectionStatus are answered locally; without a tenant only the
  * pre-auth tables pass; moreToCome only on fire-and-forget commands; then the tenant's engine.

@@ -401,6 +401,43 @@ describe('ClientConnection over an in-memory duplex', () => {
 });
 
 describe('createConnectionObserver', () => {
+  it('writes the connection’s lines with its fields, whether or not its own logger was made yet', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const destination = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) };
+    const logger = pino({ level: 'info' }, destination);
+    const audit: AuditLog = {
+      decision: () => undefined,
+      authentication: () => undefined,
+      reopen: () => undefined,
+      close: async () => undefined,
+    };
+    const { client, connection, closed } = open({
+      observe: (fields) =>
+        createConnectionObserver(
+          { metrics: new ProxyMetrics({ processMetrics: false }), audit, logger },
+          { ...fields, remoteAddress: '10.0.0.1', remotePort: 5000, listener: 'memory' },
+        ),
+    });
+    await client.command(opMsg({ hello: 1, $db: 'admin' }));
+    client.close();
+    await closed;
+    const byMessage = (msg: string): Record<string, unknown> | undefined => lines.find((line) => line.msg === msg);
+    const connectionFields = { connectionId: connection.id, remote: '10.0.0.1:5000' };
+    expect(byMessage('client connected')).toMatchObject(connectionFields);
+    expect(byMessage('tenant established')).toMatchObject({
+      ...connectionFields,
+      tenant: 'acme',
+      method: 'static',
+      principal: 'static',
+      how: 'connect',
+    });
+    expect(byMessage('client disconnected')).toMatchObject({
+      ...connectionFields,
+      tenant: 'acme',
+      identityMethod: 'static',
+    });
+  });
+
   /** The sum of the samples of a metric whose labels include `labels`. */
   async function metric(metrics: ProxyMetrics, name: string, labels: Record<string, string>): Promise<number> {
     let sum = 0;

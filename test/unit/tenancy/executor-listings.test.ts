@@ -55,7 +55,7 @@ function cluster(databases: number, holding: ReadonlySet<string>): CommandRunner
   };
 }
 
-const listDatabases = { kind: 'listDatabases', filter: undefined } as const;
+const listDatabases = { kind: 'listDatabases', filter: undefined, nameOnly: true } as const;
 
 describe('listDatabases: documents written before the proxy', () => {
   it('catalogue 24: a database where the tenant holds documents is listed', async () => {
