@@ -128,6 +128,9 @@ export class ClientConnection {
   /** Shutting down: close as soon as the connection is idle. */
   private draining = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** The idle timer counts (see `armIdleTimer`); its duration when created. */
+  private idleArmed = false;
+  private idleTimeoutMS = 0;
   private frameTimer: NodeJS.Timeout | undefined;
   /** This client's state in the upstream: transaction pins, a passthrough client's own connection. */
   private readonly upstreamSession: UpstreamSession;
@@ -292,7 +295,7 @@ export class ClientConnection {
     this.observer.bytes('client', 'received', chunk.length);
     // Held until the frames it carries are handled (released per frame in processPending).
     if (!this.buffers.charge(chunk.length)) return;
-    this.clearIdleTimer();
+    this.disarmIdleTimer();
     let framed = false;
     try {
       this.decoder.push(chunk, (frame) => {
@@ -317,7 +320,9 @@ export class ClientConnection {
     this.processing = true;
     this.socket.pause();
     // The client cannot send while the proxy is not reading: its frame clock stops meanwhile.
-    this.clearTimers();
+    this.disarmIdleTimer();
+    this.clearFrameTimer();
+    this.clearAuthTimer();
     try {
       for (
         let frame = this.pending.shift();
@@ -343,17 +348,37 @@ export class ClientConnection {
     }
   }
 
+  /**
+   * (Re)starts the idle clock. One Timeout per connection, restarted with `refresh()` after each
+   * request (no timer created and cleared per command); disarming it only clears `idleArmed`, and
+   * a disarmed timer that fires does nothing.
+   */
   private armIdleTimer(): void {
-    this.clearIdleTimer();
     const timeout = this.deps.config.limits.clientIdleTimeoutMS;
-    if (timeout <= 0 || this.closed) return;
+    if (timeout <= 0 || this.closed) {
+      this.clearIdleTimer();
+      return;
+    }
+    this.idleArmed = true;
+    if (this.idleTimer !== undefined && this.idleTimeoutMS === timeout) {
+      this.idleTimer.refresh();
+      return;
+    }
+    this.clearIdleTimer();
+    this.idleArmed = true;
+    this.idleTimeoutMS = timeout;
     this.idleTimer = setTimeout(() => {
-      this.idleTimer = undefined;
-      if (!this.idle) return;
+      if (!this.idleArmed || !this.idle) return;
+      this.idleArmed = false;
       this.logger.info({ clientIdleTimeoutMS: timeout }, 'client idle for clientIdleTimeoutMS');
       this.close('idle timeout', { graceful: true });
     }, timeout);
     this.idleTimer.unref();
+  }
+
+  /** Stops the idle clock while the connection is busy (the timer stays, to be refreshed). */
+  private disarmIdleTimer(): void {
+    this.idleArmed = false;
   }
 
   private armFrameTimer(): void {
@@ -373,6 +398,7 @@ export class ClientConnection {
   }
 
   private clearIdleTimer(): void {
+    this.idleArmed = false;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
   }
@@ -382,11 +408,15 @@ export class ClientConnection {
     this.frameTimer = undefined;
   }
 
+  private clearAuthTimer(): void {
+    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
+    this.authTimer = undefined;
+  }
+
   private clearTimers(): void {
     this.clearIdleTimer();
     this.clearFrameTimer();
-    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
-    this.authTimer = undefined;
+    this.clearAuthTimer();
   }
 
   private failConnection(error: unknown): void {

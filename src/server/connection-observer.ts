@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { CompressorName } from '../config/types.js';
 import type { TenantIdentity } from '../identity/types.js';
 import type { AuditLog } from '../observability/audit.js';
-import type { ProxyMetrics, ShedReason } from '../observability/metrics.js';
+import type { OperationRecorder, ProxyMetrics, ShedReason } from '../observability/metrics.js';
 import type { CommandLabels } from './command-view.js';
 import type { IsolationDecision } from './route.js';
 import type { TenantLimitExceeded } from './tenant-limits.js';
@@ -95,6 +95,9 @@ export function createConnectionObserver(sinks: ObservabilitySinks, fields: Conn
       remoteAddress,
     });
   };
+  /** The per-command series of this connection, bound on its first command (issue 16). */
+  let recorder: OperationRecorder | undefined;
+  const operations = (): OperationRecorder => (recorder ??= metrics.operationRecorder());
   const withTenant = (identity: TenantIdentity): Logger =>
     logger.child({ tenant: identity.tenant, identityMethod: identity.method });
 
@@ -123,10 +126,10 @@ export function createConnectionObserver(sinks: ObservabilitySinks, fields: Conn
     bytes: (peer, flow, count) => metrics.bytes(peer, flow, count),
     compressed: (compressor, flow) => metrics.compressedMessage(compressor, flow),
     protocolError: (code) => metrics.protocolError(code),
-    tenantCommandStarted: (tenant) => metrics.tenantOperationStarted(tenant),
-    tenantCommandEnded: (tenant) => metrics.tenantOperationFinished(tenant),
+    tenantCommandStarted: (tenant) => operations().started(tenant),
+    tenantCommandEnded: (tenant) => operations().finished(tenant),
     commandFinished(command, { outcome, seconds, upstreamSeconds, tenant }) {
-      metrics.observeOperation({
+      operations().observe({
         command: command.name,
         database: command.db,
         outcome,
