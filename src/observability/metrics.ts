@@ -112,6 +112,8 @@ export interface OperationRecorder {
   started(tenant: string): void;
   /** `tenantOperationFinished` */
   finished(tenant: string): void;
+  /** `policyDecision` */
+  decision(decision: PolicyDecision, rule: string): void;
   /** `observeOperation` */
   observe(operation: OperationObservation): void;
 }
@@ -527,6 +529,7 @@ export class ProxyMetrics implements MetricsSource {
   operationRecorder(): OperationRecorder {
     let last: BoundOperation | undefined;
     let inFlight: { tenant: string; series: PendingSeries; generation: number } | undefined;
+    let decided: { decision: string; rule: string; series: PendingSeries; generation: number } | undefined;
     const tenantSeries = (tenant: string): PendingSeries => {
       const generation = this.tenantInFlightSeries.generation;
       if (inFlight === undefined || inFlight.tenant !== tenant || inFlight.generation !== generation) {
@@ -541,6 +544,20 @@ export class ProxyMetrics implements MetricsSource {
       },
       finished: (tenant) => {
         tenantSeries(tenant).pending--;
+      },
+      decision: (decision, rule) => {
+        const generation = this.policyDecisionSeries.generation;
+        if (
+          decided === undefined ||
+          decided.decision !== decision ||
+          decided.rule !== rule ||
+          decided.generation !== generation
+        ) {
+          const label = this.policyRules.of(rule);
+          const series = this.policyDecisionSeries.series(`${decision}\0${label}`, () => ({ decision, rule: label }));
+          decided = { decision, rule, series, generation };
+        }
+        decided.series.pending++;
       },
       observe: (operation) => {
         const generation = this.#operationGeneration();

@@ -151,7 +151,7 @@ export function createConnectionObserver(sinks: ObservabilitySinks, fields: Conn
       );
     },
     decision(command, tenant, decision, rule) {
-      metrics.policyDecision(decision, rule);
+      operations().decision(decision, rule);
       auditDecision(command, tenant, decision, rule);
     },
     refused: (command, tenant, rule) => auditDecision(command, tenant, 'refused', rule),

@@ -291,6 +291,7 @@ describe('ProxyMetrics.operationRecorder', () => {
   type Step =
     | { kind: 'observe'; op: Parameters<ProxyMetrics['observeOperation']>[0] }
     | { kind: 'started' | 'finished'; tenant: string }
+    | { kind: 'decision'; decision: Parameters<ProxyMetrics['policyDecision']>[0]; rule: string }
     | { kind: 'reset' };
   const steps: Step[] = [
     { kind: 'started', tenant: 'acme' },
@@ -315,6 +316,10 @@ describe('ProxyMetrics.operationRecorder', () => {
       kind: 'observe',
       op: { command: 'x'.repeat(300), database: 'a.b', outcome: 'ok', seconds: 0.01, upstreamSeconds: 0.02 },
     },
+    { kind: 'decision', decision: 'rewritten', rule: 'filter.tenant' },
+    { kind: 'decision', decision: 'rewritten', rule: 'filter.tenant' },
+    { kind: 'decision', decision: 'refused', rule: 'filter.tenant' },
+    { kind: 'decision', decision: 'refused', rule: 'not a rule!' },
     { kind: 'started', tenant: 'globex' },
     {
       kind: 'observe',
@@ -330,6 +335,7 @@ describe('ProxyMetrics.operationRecorder', () => {
     { kind: 'finished', tenant: 'globex' },
     // The registry is reset: the series the recorder held are gone, the next counts go to new ones.
     { kind: 'reset' },
+    { kind: 'decision', decision: 'refused', rule: 'not a rule!' },
     { kind: 'started', tenant: 'globex' },
     {
       kind: 'observe',
@@ -366,6 +372,10 @@ describe('ProxyMetrics.operationRecorder', () => {
         case 'finished':
           plain.tenantOperationFinished(step.tenant);
           recorder.finished(step.tenant);
+          break;
+        case 'decision':
+          plain.policyDecision(step.decision, step.rule);
+          recorder.decision(step.decision, step.rule);
           break;
         case 'reset':
           plain.registry.resetMetrics();
