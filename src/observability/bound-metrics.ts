@@ -52,6 +52,8 @@ interface Readout {
 export class BatchedSeries<L extends string> {
   readonly #series = new Map<string, BatchedEntry<L>>();
   #metric: Counter<L> | Gauge<L> | undefined;
+  /** Bumped whenever series are forgotten: a caller holding one (see `series`) must look it up again. */
+  generation = 0;
 
   /** Set once the metric exists (its `collect` calls `flush`). */
   bind(metric: Counter<L> | Gauge<L>): void {
@@ -81,7 +83,10 @@ export class BatchedSeries<L extends string> {
         metric.inc(entry.labels, delta);
       }
     }
-    if (forget) this.#series.clear();
+    if (forget) {
+      this.#series.clear();
+      this.generation++;
+    }
   }
 }
 
@@ -126,6 +131,8 @@ export class BoundHistogram<L extends string> {
   readonly labelNames: readonly L[];
   private readonly bounds: readonly number[];
   #series = new Map<string, HistogramSeries>();
+  /** Bumped when the series are dropped (`reset`): a caller holding one must look it up again. */
+  generation = 0;
 
   constructor(options: BoundHistogramOptions<L>) {
     this.name = options.name;
@@ -178,6 +185,7 @@ export class BoundHistogram<L extends string> {
 
   reset(): void {
     this.#series = new Map();
+    this.generation++;
   }
 }
 

@@ -9,7 +9,7 @@
 
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { commandLabel } from './commands.js';
-import { BatchedSeries, BoundHistogram, type PendingSeries } from './bound-metrics.js';
+import { BatchedSeries, BoundHistogram, type HistogramSeries, type PendingSeries } from './bound-metrics.js';
 
 export const METRIC_PREFIX = 'mongo_tenant_proxy_';
 /**
@@ -104,6 +104,36 @@ export interface OperationObservation {
   upstreamSeconds?: number;
   /** The connection's tenant, when established. */
   tenant?: string;
+}
+
+/** One connection's handle on the per-command metrics (`ProxyMetrics.operationRecorder`). */
+export interface OperationRecorder {
+  /** `tenantOperationStarted` */
+  started(tenant: string): void;
+  /** `tenantOperationFinished` */
+  finished(tenant: string): void;
+  /** `policyDecision` */
+  decision(decision: PolicyDecision, rule: string): void;
+  /** `observeOperation` */
+  observe(operation: OperationObservation): void;
+}
+
+/** The series of one label set of `observeOperation`, bound by the operation recorder. */
+interface BoundOperation {
+  readonly rawCommand: string;
+  readonly rawDatabase: string;
+  readonly rawOutcome: string;
+  readonly rawTenant: string | undefined;
+  readonly generation: number;
+  readonly command: string;
+  readonly key: string;
+  readonly labels: () => { command: string; database: string; outcome: string };
+  readonly count: PendingSeries;
+  /** Bound on first use (a series is shown once it exists, even with no observation). */
+  duration: HistogramSeries | undefined;
+  upstreamWait: HistogramSeries | undefined;
+  proxyOverhead: HistogramSeries | undefined;
+  readonly tenantCount: PendingSeries | undefined;
 }
 
 /** One authentication attempt or certificate mapping (names only: never a secret). */
@@ -488,6 +518,120 @@ export class ProxyMetrics implements MetricsSource {
       const tenant = this.tenants.of(operation.tenant);
       this.tenantOperationSeries.series(`${tenant}\0${outcome}`, () => ({ tenant, outcome })).pending++;
     }
+  }
+
+  /**
+   * `observeOperation`, `tenantOperationStarted` and `tenantOperationFinished` for one client
+   * connection (issue 16): the series of the connection's last label set are kept, so a
+   * connection repeating its command (the common case) neither bounds labels, builds keys nor
+   * looks a series up. The same series, counts and readout as the methods it stands for.
+   */
+  operationRecorder(): OperationRecorder {
+    let last: BoundOperation | undefined;
+    let inFlight: { tenant: string; series: PendingSeries; generation: number } | undefined;
+    let decided: { decision: string; rule: string; series: PendingSeries; generation: number } | undefined;
+    const tenantSeries = (tenant: string): PendingSeries => {
+      const generation = this.tenantInFlightSeries.generation;
+      if (inFlight === undefined || inFlight.tenant !== tenant || inFlight.generation !== generation) {
+        const label = this.tenants.of(tenant);
+        inFlight = { tenant, generation, series: this.tenantInFlightSeries.series(label, () => ({ tenant: label })) };
+      }
+      return inFlight.series;
+    };
+    return {
+      started: (tenant) => {
+        tenantSeries(tenant).pending++;
+      },
+      finished: (tenant) => {
+        tenantSeries(tenant).pending--;
+      },
+      decision: (decision, rule) => {
+        const generation = this.policyDecisionSeries.generation;
+        if (
+          decided === undefined ||
+          decided.decision !== decision ||
+          decided.rule !== rule ||
+          decided.generation !== generation
+        ) {
+          const label = this.policyRules.of(rule);
+          const series = this.policyDecisionSeries.series(`${decision}\0${label}`, () => ({ decision, rule: label }));
+          decided = { decision, rule, series, generation };
+        }
+        decided.series.pending++;
+      },
+      observe: (operation) => {
+        const generation = this.#operationGeneration();
+        const database = operation.database ?? '';
+        if (
+          last === undefined ||
+          last.generation !== generation ||
+          last.rawCommand !== operation.command ||
+          last.rawDatabase !== database ||
+          last.rawOutcome !== operation.outcome ||
+          last.rawTenant !== operation.tenant
+        ) {
+          last = this.#bindOperation(operation.command, database, operation.outcome, operation.tenant, generation);
+        }
+        last.count.pending++;
+        const { seconds, upstreamSeconds } = operation;
+        if (validSeconds(seconds)) {
+          (last.duration ??= this.operationDuration.series(last.key, last.labels)).observe(seconds);
+          if (upstreamSeconds !== undefined && validSeconds(upstreamSeconds)) {
+            const { command } = last;
+            (last.upstreamWait ??= this.upstreamWait.series(command, () => ({ command }))).observe(upstreamSeconds);
+            (last.proxyOverhead ??= this.proxyOverhead.series(command, () => ({ command }))).observe(
+              Math.max(0, seconds - upstreamSeconds),
+            );
+          }
+        }
+        if (last.tenantCount !== undefined) last.tenantCount.pending++;
+      },
+    };
+  }
+
+  /** Changes whenever a family the operation recorder holds series of forgets them. */
+  #operationGeneration(): number {
+    return (
+      this.operationSeries.generation +
+      this.operationDuration.generation +
+      this.upstreamWait.generation +
+      this.proxyOverhead.generation +
+      this.tenantOperationSeries.generation
+    );
+  }
+
+  #bindOperation(
+    rawCommand: string,
+    rawDatabase: string,
+    rawOutcome: string,
+    rawTenant: string | undefined,
+    generation: number,
+  ): BoundOperation {
+    const command = commandLabel(rawCommand);
+    const outcome = OUTCOMES.has(rawOutcome) ? rawOutcome : OTHER_LABEL;
+    const database = this.databases.of(rawDatabase);
+    const key = `${command}\0${database}\0${outcome}`;
+    const labels = (): { command: string; database: string; outcome: string } => ({ command, database, outcome });
+    let tenantCount: PendingSeries | undefined;
+    if (rawTenant !== undefined) {
+      const tenant = this.tenants.of(rawTenant);
+      tenantCount = this.tenantOperationSeries.series(`${tenant}\0${outcome}`, () => ({ tenant, outcome }));
+    }
+    return {
+      rawCommand,
+      rawDatabase,
+      rawOutcome,
+      rawTenant,
+      generation,
+      command,
+      key,
+      labels,
+      count: this.operationSeries.series(key, labels),
+      duration: undefined,
+      upstreamWait: undefined,
+      proxyOverhead: undefined,
+      tenantCount,
+    };
   }
 
   /** A command of `tenant` started (pair with `tenantOperationFinished`). */

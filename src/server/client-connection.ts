@@ -316,7 +316,7 @@ export class ClientConnection implements DeadlineOwner {
     this.observer.bytes('client', 'received', chunk.length);
     // Held until the frames it carries are handled (released per frame in processPending).
     if (!this.buffers.charge(chunk.length)) return;
-    this.clearIdleTimer();
+    this.disarmIdleTimer();
     let framed = false;
     try {
       this.decoder.push(chunk, (frame) => {
@@ -341,7 +341,9 @@ export class ClientConnection implements DeadlineOwner {
     this.processing = true;
     this.socket.pause();
     // The client cannot send while the proxy is not reading: its frame clock stops meanwhile.
-    this.clearTimers();
+    this.disarmIdleTimer();
+    this.clearFrameTimer();
+    this.clearAuthTimer();
     try {
       for (
         let frame = this.pending.shift();
@@ -367,11 +369,16 @@ export class ClientConnection implements DeadlineOwner {
     }
   }
 
+  /** (Re)starts the idle clock: the connection's deadline on the shared list for its duration. */
   private armIdleTimer(): void {
-    this.clearIdleTimer();
     const timeout = this.deps.config.limits.clientIdleTimeoutMS;
     if (timeout <= 0 || this.closed) return;
     (this.deadline ??= new Deadline(this)).arm(timeout, IDLE_TIMEOUT);
+  }
+
+  /** Stops the idle clock while the connection is busy. */
+  private disarmIdleTimer(): void {
+    this.clearIdleTimer();
   }
 
   private armFrameTimer(): void {
@@ -408,11 +415,15 @@ export class ClientConnection implements DeadlineOwner {
     if (this.deadline?.isArmed(FRAME_TIMEOUT) === true) this.deadline.disarm();
   }
 
+  private clearAuthTimer(): void {
+    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
+    this.authTimer = undefined;
+  }
+
   private clearTimers(): void {
     this.clearIdleTimer();
     this.clearFrameTimer();
-    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
-    this.authTimer = undefined;
+    this.clearAuthTimer();
   }
 
   private failConnection(error: unknown): void {

@@ -30,6 +30,9 @@ export function decodeCommand(
   return new CommandView(msg, facts);
 }
 
+const NO_SEQUENCES: ReadonlyMap<string, readonly Uint8Array[]> = new Map();
+const NO_SEQUENCE_FACTS: ReadonlyMap<string, Uint8Array> = new Map();
+
 export class CommandView implements CommandLabels {
   readonly name: string;
   readonly db: string;
@@ -67,11 +70,14 @@ export class CommandView implements CommandLabels {
 
   /** The isolation engine's input: this split body, sequences by identifier. */
   engineInput(): CommandInput {
+    const { sequences } = this.msg;
+    // Most commands carry no sequence: one shared empty map (read-only) instead of two new ones.
+    const none = sequences.length === 0;
     return {
       name: this.name,
       db: this.db,
       body: this.body,
-      sequences: new Map(this.msg.sequences.map((sequence) => [sequence.identifier, sequence.documents])),
+      sequences: none ? NO_SEQUENCES : new Map(sequences.map((sequence) => [sequence.identifier, sequence.documents])),
       moreToCome: this.moreToCome,
       validated: this.facts !== undefined,
       facts:
@@ -79,9 +85,9 @@ export class CommandView implements CommandLabels {
           ? undefined
           : {
               body: this.facts.body,
-              sequences: new Map(
-                this.msg.sequences.map((sequence, i) => [sequence.identifier, this.facts!.sequences[i]!]),
-              ),
+              sequences: none
+                ? NO_SEQUENCE_FACTS
+                : new Map(sequences.map((sequence, i) => [sequence.identifier, this.facts!.sequences[i]!])),
             },
     };
   }

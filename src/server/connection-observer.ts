@@ -10,7 +10,7 @@ import type { Level, Logger } from 'pino';
 import type { CompressorName } from '../config/types.js';
 import type { TenantIdentity } from '../identity/types.js';
 import type { AuditLog } from '../observability/audit.js';
-import type { ProxyMetrics, ShedReason } from '../observability/metrics.js';
+import type { OperationRecorder, ProxyMetrics, ShedReason } from '../observability/metrics.js';
 import type { CommandLabels } from './command-view.js';
 import type { IsolationDecision } from './route.js';
 import type { TenantLimitExceeded } from './tenant-limits.js';
@@ -90,6 +90,7 @@ class SinkObserver implements ConnectionObserver {
   #logger: Logger | undefined;
   /** The tenant's identity once established: the logger's second set of fields. */
   #identity: TenantIdentity | undefined;
+  #recorder: OperationRecorder | undefined;
 
   constructor(sinks: ObservabilitySinks, fields: ConnectionFields) {
     this.#sinks = sinks;
@@ -194,16 +195,21 @@ class SinkObserver implements ConnectionObserver {
     this.#sinks.metrics.protocolError(code);
   }
 
+  /** The per-command series of this connection, bound on its first command (issue 16). */
+  #operations(): OperationRecorder {
+    return (this.#recorder ??= this.#sinks.metrics.operationRecorder());
+  }
+
   tenantCommandStarted(tenant: string): void {
-    this.#sinks.metrics.tenantOperationStarted(tenant);
+    this.#operations().started(tenant);
   }
 
   tenantCommandEnded(tenant: string): void {
-    this.#sinks.metrics.tenantOperationFinished(tenant);
+    this.#operations().finished(tenant);
   }
 
   commandFinished(command: CommandLabels, { outcome, seconds, upstreamSeconds, tenant }: CommandResult): void {
-    this.#sinks.metrics.observeOperation({
+    this.#operations().observe({
       command: command.name,
       database: command.db,
       outcome,
@@ -226,7 +232,7 @@ class SinkObserver implements ConnectionObserver {
   }
 
   decision(command: CommandLabels, tenant: string | undefined, decision: IsolationDecision, rule: string): void {
-    this.#sinks.metrics.policyDecision(decision, rule);
+    this.#operations().decision(decision, rule);
     this.#audit(command, tenant, decision, rule);
   }
 

@@ -66,7 +66,6 @@ interface PendingRequest {
   resolve: () => void;
   reject: (error: Error) => void;
   replyTimeoutMS: number;
-  replyTimer: NodeJS.Timeout | undefined;
 }
 
 interface ConnectionEvents {
@@ -108,6 +107,10 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   readonly #logger: Logger | undefined;
   #requestCounter = 0;
   #pending: PendingRequest | undefined;
+  /** The pending request's reply timer (one per connection: see `#armReplyTimer`), its duration, whether it counts. */
+  #replyTimer: NodeJS.Timeout | undefined;
+  #replyTimerMS = 0;
+  #replyTimerArmed = false;
   #closed = false;
   #closeError: Error | undefined;
   /** Serializes writes (compression is async; a write may wait for 'drain'). */
@@ -287,7 +290,6 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
         resolve,
         reject,
         replyTimeoutMS,
-        replyTimer: undefined,
       };
       this.#armReplyTimer();
       this.#enqueueWrite(frame)?.catch((error: unknown) => this.#fail(writeFailure(error, this.address)));
@@ -330,29 +332,37 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
 
   // --- internals -----------------------------------------------------------------------------
 
-  /** (Re)starts the pending request's reply timer, unless reading is paused or it has none. */
+  /**
+   * (Re)starts the pending request's reply timer, unless reading is paused or it has none. One
+   * Timeout per connection, restarted with `refresh()` for each request (none created and cleared
+   * per command); clearing only disarms it, and a disarmed timer that fires does nothing.
+   */
   #armReplyTimer(): void {
     const pending = this.#pending;
     if (pending === undefined) return;
-    this.#clearReplyTimer();
+    this.#replyTimerArmed = false;
     if (pending.replyTimeoutMS <= 0 || this.#paused) return;
     const timeoutMS = pending.replyTimeoutMS;
-    pending.replyTimer = setTimeout(() => {
+    this.#replyTimerArmed = true;
+    if (this.#replyTimer !== undefined && this.#replyTimerMS === timeoutMS) {
+      this.#replyTimer.refresh();
+      return;
+    }
+    if (this.#replyTimer !== undefined) clearTimeout(this.#replyTimer);
+    this.#replyTimerMS = timeoutMS;
+    this.#replyTimer = setTimeout(() => {
+      if (!this.#replyTimerArmed || this.#pending === undefined) return;
       this.#fail(
         new UpstreamError(ErrorCodes.NetworkTimeout, `no reply from upstream ${this.address} within ${timeoutMS} ms`, {
           labels: [NETWORK_ERROR_LABEL],
         }),
       );
     }, timeoutMS);
-    pending.replyTimer.unref();
+    this.#replyTimer.unref();
   }
 
   #clearReplyTimer(): void {
-    const pending = this.#pending;
-    if (pending?.replyTimer !== undefined) {
-      clearTimeout(pending.replyTimer);
-      pending.replyTimer = undefined;
-    }
+    this.#replyTimerArmed = false;
   }
 
   #nextRequestId(): number {
@@ -500,6 +510,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     this.#closed = true;
     this.#closeError = closeError;
     this.#clearReplyTimer();
+    if (this.#replyTimer !== undefined) clearTimeout(this.#replyTimer);
+    this.#replyTimer = undefined;
     const pending = this.#pending;
     this.#pending = undefined;
     this.#socket.destroy();

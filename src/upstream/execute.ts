@@ -112,20 +112,33 @@ export async function execute(request: ForwardRequest, context: ExecuteContext):
   };
   const deadlineMS = clientDeadlineMS({ maxTimeMS: traits.maxTimeMS });
   const started = performance.now();
-  const delays = backoffDelays({
-    attempts: retry.maxAttempts,
-    baseMS: retry.initialBackoffMS,
-    maxMS: retry.maxBackoffMS,
-    ...(deadlineMS === undefined ? {} : { deadlineMS }),
-  });
+  // The backoff schedule is drawn when an attempt fails, not for every command (most succeed at
+  // once). Before that, the first attempt is the last chance only when no retry is allowed at
+  // all; a first attempt's retryable error reply held back in vain (the schedule turns out empty)
+  // is answered after it just the same.
+  let delays: number[] | undefined;
+  const delayBefore = (attempt: number): number | undefined => {
+    delays ??= backoffDelays({
+      attempts: retry.maxAttempts,
+      baseMS: retry.initialBackoffMS,
+      maxMS: retry.maxBackoffMS,
+      ...(deadlineMS === undefined ? {} : { deadlineMS }),
+    });
+    return delays[attempt - 1];
+  };
   const progress: Progress = { delivered: false };
   /** Some attempt may have reached the server: never claim NoWritesPerformed afterwards. */
   let anySent = false;
   for (let attempt = 1; ; attempt++) {
-    const delay = delays[attempt - 1];
-    const lastChance = delay === undefined;
+    const firstOfMany = attempt === 1 && delays === undefined && retry.maxAttempts > 1;
+    let delay = firstOfMany ? undefined : delayBefore(attempt);
+    let lastChance = !firstOfMany && delay === undefined;
     const { failure, heldReply } = await attemptOnce(request, plan, progress, lastChance, context);
     if (failure === undefined && heldReply === undefined) return { attempts: attempt };
+    if (firstOfMany) {
+      delay = delayBefore(attempt);
+      lastChance = delay === undefined;
+    }
 
     anySent ||= heldReply !== undefined || failure?.sent === true;
     if (progress.delivered) {
@@ -142,7 +155,7 @@ export async function execute(request: ForwardRequest, context: ExecuteContext):
     const again =
       !lastChance &&
       request.signal?.aborted !== true &&
-      (deadlineMS === undefined || elapsed + delay < deadlineMS) &&
+      (deadlineMS === undefined || elapsed + (delay ?? 0) < deadlineMS) &&
       (heldReply !== undefined ||
         (failure !== undefined &&
           failure.retryable &&
@@ -159,7 +172,7 @@ export async function execute(request: ForwardRequest, context: ExecuteContext):
       { command: traits.name, attempt, delayMS: delay, reason: retryReason(heldReply?.error, failure) },
       'retrying upstream command',
     );
-    if (delay > 0) await sleep(delay);
+    if (delay !== undefined && delay > 0) await sleep(delay);
     context.servers.assertOpen();
   }
 }

@@ -286,3 +286,104 @@ describe('BoundedLabel', () => {
     expect(new BoundedLabel(0).of('a')).toBe('other');
   });
 });
+
+describe('ProxyMetrics.operationRecorder', () => {
+  type Step =
+    | { kind: 'observe'; op: Parameters<ProxyMetrics['observeOperation']>[0] }
+    | { kind: 'started' | 'finished'; tenant: string }
+    | { kind: 'decision'; decision: Parameters<ProxyMetrics['policyDecision']>[0]; rule: string }
+    | { kind: 'reset' };
+  const steps: Step[] = [
+    { kind: 'started', tenant: 'acme' },
+    {
+      kind: 'observe',
+      op: { command: 'ping', database: 'app', outcome: 'ok', seconds: 0.0002, upstreamSeconds: 0.0001, tenant: 'acme' },
+    },
+    { kind: 'finished', tenant: 'acme' },
+    {
+      kind: 'observe',
+      op: { command: 'ping', database: 'app', outcome: 'ok', seconds: 0.0003, upstreamSeconds: 0.0001, tenant: 'acme' },
+    },
+    // Same command, another outcome, database, tenant; no upstream time; invalid durations.
+    { kind: 'observe', op: { command: 'ping', database: 'app', outcome: 'denied', seconds: 0.001, tenant: 'acme' } },
+    {
+      kind: 'observe',
+      op: { command: 'ping', database: 'other', outcome: 'denied', seconds: Number.NaN, tenant: 'acme' },
+    },
+    { kind: 'observe', op: { command: 'hello', database: 'admin', outcome: 'ok', seconds: 0.0001 } },
+    { kind: 'observe', op: { command: 'hello', database: 'admin', outcome: 'exploded', seconds: -1 } },
+    {
+      kind: 'observe',
+      op: { command: 'x'.repeat(300), database: 'a.b', outcome: 'ok', seconds: 0.01, upstreamSeconds: 0.02 },
+    },
+    { kind: 'decision', decision: 'rewritten', rule: 'filter.tenant' },
+    { kind: 'decision', decision: 'rewritten', rule: 'filter.tenant' },
+    { kind: 'decision', decision: 'refused', rule: 'filter.tenant' },
+    { kind: 'decision', decision: 'refused', rule: 'not a rule!' },
+    { kind: 'started', tenant: 'globex' },
+    {
+      kind: 'observe',
+      op: {
+        command: 'find',
+        database: 'app',
+        outcome: 'rewritten',
+        seconds: 0.002,
+        upstreamSeconds: 0.001,
+        tenant: 'globex',
+      },
+    },
+    { kind: 'finished', tenant: 'globex' },
+    // The registry is reset: the series the recorder held are gone, the next counts go to new ones.
+    { kind: 'reset' },
+    { kind: 'decision', decision: 'refused', rule: 'not a rule!' },
+    { kind: 'started', tenant: 'globex' },
+    {
+      kind: 'observe',
+      op: {
+        command: 'find',
+        database: 'app',
+        outcome: 'rewritten',
+        seconds: 0.003,
+        upstreamSeconds: 0.001,
+        tenant: 'globex',
+      },
+    },
+    { kind: 'finished', tenant: 'globex' },
+    {
+      kind: 'observe',
+      op: { command: 'find', database: 'app', outcome: 'rewritten', seconds: 0.004, tenant: 'globex' },
+    },
+  ];
+
+  it('reads out exactly like observeOperation and tenantOperationStarted/Finished', async () => {
+    const plain = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 1 });
+    const bound = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 1 });
+    const recorder = bound.operationRecorder();
+    for (const step of steps) {
+      switch (step.kind) {
+        case 'observe':
+          plain.observeOperation(step.op);
+          recorder.observe(step.op);
+          break;
+        case 'started':
+          plain.tenantOperationStarted(step.tenant);
+          recorder.started(step.tenant);
+          break;
+        case 'finished':
+          plain.tenantOperationFinished(step.tenant);
+          recorder.finished(step.tenant);
+          break;
+        case 'decision':
+          plain.policyDecision(step.decision, step.rule);
+          recorder.decision(step.decision, step.rule);
+          break;
+        case 'reset':
+          plain.registry.resetMetrics();
+          bound.registry.resetMetrics();
+          break;
+      }
+      expect(await bound.metrics()).toBe(await plain.metrics());
+    }
+    expect(await bound.metrics()).toContain('operations_total{command="find",database="app",outcome="rewritten"} 2');
+  });
+});
