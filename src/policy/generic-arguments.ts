@@ -21,6 +21,7 @@
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { BsonType } from '../wire/bson-scan.js';
 import { RawDocument, stringOf, type RawValue } from '../wire/raw-bson.js';
+import { isNumber } from './validate.js';
 
 /** MongoDB's names for BSON types (`typeName()`), as its parse errors show them. */
 const SERVER_TYPE_NAMES: ReadonlyMap<number, string> = new Map([
@@ -79,16 +80,6 @@ const READ_CONCERN_LEVELS: ReadonlySet<string> = new Set([
   'available',
   'snapshot',
 ]);
-
-/** BSONElement::isNumber(): the four numeric types, Decimal128 included. */
-function isNumber(value: RawValue): boolean {
-  return (
-    value.type === BsonType.int32 ||
-    value.type === BsonType.int64 ||
-    value.type === BsonType.double ||
-    value.type === BsonType.decimal128
-  );
-}
 
 /** ReadConcernArgs::initialize / parse (repl/read_concern_args.cpp). */
 function checkReadConcern(value: RawValue): void {

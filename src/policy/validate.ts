@@ -69,7 +69,8 @@ function isContainer(value: RawValue): boolean {
   return value.type === BsonType.document || value.type === BsonType.array;
 }
 
-function isNumber(value: RawValue): boolean {
+/** BSONElement::isNumber(): the four numeric types, Decimal128 included. */
+export function isNumber(value: RawValue): boolean {
   return (
     value.type === BsonType.int32 ||
     value.type === BsonType.int64 ||
