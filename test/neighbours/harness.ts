@@ -554,10 +554,17 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     notes: {},
   };
   let readyzFailures = 0;
+  /** What the failed polls got and how long they took ("503 in 3 ms", "0 in 5004 ms": no answer). */
+  const readyzFailed: string[] = [];
   let polling = true;
   const readyzPoller = (async () => {
     while (polling) {
-      if ((await proxy.readyz()) !== 200) readyzFailures++;
+      const asked = Date.now();
+      const status = await proxy.readyz();
+      if (status !== 200) {
+        readyzFailures++;
+        if (readyzFailed.length < 4) readyzFailed.push(`${status} in ${Date.now() - asked} ms`);
+      }
       await sleep(250);
     }
   })();
@@ -576,6 +583,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     const abuseStart = Date.now();
     ctx.until = abuseStart + TIMING.abuseMS;
     readyzFailures = 0; // start-up is not the abuse's
+    readyzFailed.length = 0;
     await spec.run(ctx);
     const abuseEnd = Date.now();
     await dropAbusers();
@@ -610,6 +618,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     polling = false;
     await readyzPoller;
     const readyzAtEnd = await proxy.readyz();
+    if (readyzFailed.length > 0) ctx.notes['readyz failed'] = readyzFailed.join(', ');
     phase('recovery');
     await bystander.stop();
     const metrics = await proxy.metricsText();

@@ -119,10 +119,33 @@ describe('BufferBudget', () => {
     // Reported once: releasing the rest is no second burst.
     b.release(DRAIN_MARK_BYTES / 4);
     expect(drains).toEqual([2 * DRAIN_MARK_BYTES]);
-    // A connection closed (shed, or its client left) drains too.
+    // A connection closed (shed, or its client left) drains too; and having held a burst's worth
+    // itself, its end is reported as well (memory-return.ts waits for the last of them).
     a.charge(3 * DRAIN_MARK_BYTES);
     a.close();
-    expect(drains).toEqual([2 * DRAIN_MARK_BYTES, 3 * DRAIN_MARK_BYTES]);
+    expect(drains).toEqual([2 * DRAIN_MARK_BYTES, 3 * DRAIN_MARK_BYTES, 3 * DRAIN_MARK_BYTES]);
+  });
+
+  it("reports the end of a connection that held a burst's worth at once, even long after the bytes drained", () => {
+    const drains: number[] = [];
+    const budget = new BufferBudget(16 * DRAIN_MARK_BYTES, { onDrained: (peak) => drains.push(peak) });
+    const big = budget.open('acme', () => undefined);
+    const small = budget.open('acme', () => undefined);
+    big.charge(DRAIN_MARK_BYTES + 1);
+    big.release(DRAIN_MARK_BYTES + 1);
+    expect(drains).toEqual([DRAIN_MARK_BYTES + 1]);
+    // Many small messages over time are no burst, whatever their sum.
+    for (let i = 0; i < 64; i++) {
+      small.charge(DRAIN_MARK_BYTES / 4);
+      small.release(DRAIN_MARK_BYTES / 4);
+    }
+    small.close();
+    expect(drains).toEqual([DRAIN_MARK_BYTES + 1]);
+    // The connection that held the big message leaves its socket and decoder as garbage.
+    big.close();
+    expect(drains).toEqual([DRAIN_MARK_BYTES + 1, DRAIN_MARK_BYTES + 1]);
+    big.close();
+    expect(drains, 'a second close is no second end').toHaveLength(2);
   });
 
   it('counts released and discarded bytes as garbage and reports once per mark until collected', () => {
