@@ -11,6 +11,10 @@
  * to the C allocator, which returns it to the system when it was mmapped (docs/deploy.md, Memory:
  * the image fixes glibc's mmap threshold for that).
  *
+ * A connection that held a burst's worth of bytes at once closing reports the same
+ * (buffer-budget.ts): its socket and decoder become garbage only then, usually after the drain's
+ * collection ran, and they kept glibc from trimming its heap until the next one.
+ *
  * A flood of connections ending is such a burst too (listener.ts: the open connections fell to a
  * quarter of a peak of at least 128): each closed connection leaves its objects, socket buffers
  * and observer behind as garbage that an idle proxy would otherwise keep until traffic resumes.
