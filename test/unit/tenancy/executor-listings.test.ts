@@ -6,33 +6,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Document } from 'bson';
-import { encodeTenant } from '../../../src/rewrite/filter.js';
-import { createNamespaceResolver } from '../../../src/policy/namespaces.js';
-import type { TenantContext } from '../../../src/policy/types.js';
-import type { TenancyConfig } from '../../../src/config/types.js';
 import { TenancyExecutor } from '../../../src/tenancy/executor.js';
 import type { CommandRunner } from '../../../src/tenancy/runner.js';
-import { isolationConfig } from '../../helpers/config.js';
+import { sharedCollectionContext, TENANCY_SETTINGS } from '../../helpers/tenancy.js';
 
-const SETTINGS: TenancyConfig = {
-  virtualDdl: true,
-  catalogueDatabase: 'mtp_catalogue',
-  indexesPerTenant: 16,
-  indexReserve: 8,
-  maxIndexesPerCollection: 64,
-  deleteBatchSize: 1000,
-  statsMaxDocuments: 100,
-  sharedIndexes: [],
-};
+const SETTINGS = TENANCY_SETTINGS;
 
-const context: TenantContext = {
-  tenant: 'acme',
-  tenantValue: encodeTenant('acme', 'string'),
-  field: 'tenantId',
-  namespaces: createNamespaceResolver(isolationConfig({ defaultModel: 'shared-collection' }), 'acme'),
-  maxTimeMS: 1000,
-  pinSimpleCollation: false,
-};
+const context = sharedCollectionContext();
 
 /** A cluster of `databases` databases of 5 collections each; acme holds documents in `holding`. */
 function cluster(databases: number, holding: ReadonlySet<string>): CommandRunner & { probes: () => number } {

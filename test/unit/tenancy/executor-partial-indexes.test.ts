@@ -5,33 +5,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Document } from 'bson';
-import { encodeTenant } from '../../../src/rewrite/filter.js';
-import { createNamespaceResolver } from '../../../src/policy/namespaces.js';
-import type { TenantContext, VirtualOperation } from '../../../src/policy/types.js';
-import type { TenancyConfig } from '../../../src/config/types.js';
+import type { VirtualOperation } from '../../../src/policy/types.js';
 import { TenancyExecutor } from '../../../src/tenancy/executor.js';
 import type { CommandRunner } from '../../../src/tenancy/runner.js';
-import { isolationConfig } from '../../helpers/config.js';
+import { sharedCollectionContext, TENANCY_SETTINGS } from '../../helpers/tenancy.js';
 
-const SETTINGS: TenancyConfig = {
-  virtualDdl: true,
-  catalogueDatabase: 'mtp_catalogue',
-  indexesPerTenant: 16,
-  indexReserve: 8,
-  maxIndexesPerCollection: 64,
-  deleteBatchSize: 1000,
-  statsMaxDocuments: 100,
-  sharedIndexes: [],
-};
+const SETTINGS = TENANCY_SETTINGS;
 
-const context: TenantContext = {
-  tenant: 'acme',
-  tenantValue: encodeTenant('acme', 'string'),
-  field: 'tenantId',
-  namespaces: createNamespaceResolver(isolationConfig({ defaultModel: 'shared-collection' }), 'acme'),
-  maxTimeMS: 1000,
-  pinSimpleCollation: false,
-};
+const context = sharedCollectionContext();
 
 /** Records every command; the catalogue and the collection are empty. */
 function recordingRunner(): CommandRunner & { commands: Document[] } {

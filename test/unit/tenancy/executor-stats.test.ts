@@ -6,24 +6,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { calculateObjectSize, type Document } from 'bson';
-import { encodeTenant } from '../../../src/rewrite/filter.js';
-import { createNamespaceResolver } from '../../../src/policy/namespaces.js';
-import type { TenantContext } from '../../../src/policy/types.js';
-import type { TenancyConfig } from '../../../src/config/types.js';
 import { TenancyExecutor } from '../../../src/tenancy/executor.js';
 import { CommandFailed, type CommandRunner } from '../../../src/tenancy/runner.js';
-import { isolationConfig } from '../../helpers/config.js';
+import { sharedCollectionContext, TENANCY_SETTINGS } from '../../helpers/tenancy.js';
 
-const SETTINGS: TenancyConfig = {
-  virtualDdl: true,
-  catalogueDatabase: 'mtp_catalogue',
-  indexesPerTenant: 16,
-  indexReserve: 8,
-  maxIndexesPerCollection: 64,
-  deleteBatchSize: 1000,
-  statsMaxDocuments: 100,
-  sharedIndexes: [],
-};
+const SETTINGS = TENANCY_SETTINGS;
 
 const ACME_DOCS: Document[] = [
   { _id: 1, tenantId: 'acme', a: 'x' },
@@ -49,14 +36,7 @@ function fakeRunner(options: { bsonSizeFails?: boolean }): CommandRunner & { com
   };
 }
 
-const context: TenantContext = {
-  tenant: 'acme',
-  tenantValue: encodeTenant('acme', 'string'),
-  field: 'tenantId',
-  namespaces: createNamespaceResolver(isolationConfig({ defaultModel: 'shared-collection' }), 'acme'),
-  maxTimeMS: 1000,
-  pinSimpleCollation: false,
-};
+const context = sharedCollectionContext();
 
 const collStats = { kind: 'collStats', db: 'app', coll: 'items', scale: 1 } as const;
 const expectedSize = ACME_DOCS.reduce((sum, doc) => sum + calculateObjectSize(doc), 0);
