@@ -21,6 +21,7 @@ import {
   type RawValue,
 } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
+import { ReplyScan } from '../wire/reply-scan.js';
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
@@ -282,10 +283,11 @@ export class TenantEngine {
 
   /**
    * Applies a reply plan to one reply body (the upstream's bytes). Returns the bytes to send, or
-   * undefined when the reply goes out exactly as the upstream sent it.
+   * undefined when the reply goes out exactly as the upstream sent it. `scan` is the reply's one
+   * scan (wire/reply-scan.ts, the forwarding layer's); without it the body is scanned here.
    */
-  reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
-    observeCursorReply(this.options.cursors, this.tenant, plan, body, plan.sessionKey, this);
+  reply(plan: ReplyPlan, body: Uint8Array, scan: ReplyScan = new ReplyScan(body)): Uint8Array | undefined {
+    observeCursorReply(this.options.cursors, this.tenant, plan, body, plan.sessionKey, this, scan);
     let current: Uint8Array | undefined;
     if (plan.hideTenantField !== undefined && plan.tenantDocuments !== undefined)
       current = hideTenantField(body, plan.hideTenantField, plan.tenantDocuments);
