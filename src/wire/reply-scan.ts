@@ -25,7 +25,7 @@ import {
   readNumber,
   readString,
 } from './bson-scan.js';
-import { numberOf } from './raw-bson.js';
+import { numberOf, stringOf } from './raw-bson.js';
 
 /** A retryable-error view of a reply (upstream/retry.ts's RetryError, minus `network`). */
 export interface ReplyError {
@@ -63,6 +63,8 @@ const CURSOR_NEEDLES = CURSOR.map((name) => encoder.encode(name));
  */
 class Walk<N extends string> {
   readonly found: Array<BsonElement | undefined>;
+  /** Names (of `names`) met more than once before the walk failed. */
+  readonly repeated: boolean[];
   error: unknown = undefined;
   ascii = true;
 
@@ -73,6 +75,7 @@ class Walk<N extends string> {
     needles: readonly Uint8Array[],
   ) {
     this.found = new Array<BsonElement | undefined>(names.length);
+    this.repeated = new Array<boolean>(names.length).fill(false);
     try {
       const end = documentEnd(doc, docOffset);
       let pos = docOffset + 4;
@@ -87,12 +90,13 @@ class Walk<N extends string> {
         const length = nul - pos - 1;
         for (let n = 0; n < needles.length; n++) {
           const needle = needles[n]!;
-          if (needle.length !== length || this.found[n] !== undefined) continue;
+          if (needle.length !== length) continue;
           let same = true;
           for (let i = 0; same && i < length; i++) same = doc[pos + 1 + i] === needle[i];
-          if (same) {
+          if (!same) continue;
+          if (this.found[n] !== undefined) this.repeated[n] = true;
+          else
             this.found[n] = { type: doc[pos]!, name: names[n]!, start: pos, offset: nul + 1, length: next - nul - 1 };
-          }
         }
         pos = next;
       }
@@ -133,6 +137,11 @@ function valueOf<T>(result: Outcome<T>): T {
 export class ReplyScan {
   /** The cursor a reply opened or continued, as `ns:id` (upstream/command-traits.ts cursorKey); undefined when its id is 0 or it has none. */
   readonly cursorKey: string | undefined;
+  /**
+   * The `cursor` document's first `ns` read as rewrite/replies.ts reads it (a string without NUL,
+   * valid UTF-8; else undefined), when the cursor document walked to its end.
+   */
+  readonly cursorNs: string | undefined;
   /** The code and labels of an `ok: 0` reply or of its writeConcernError (a retry decision's input), else undefined. */
   readonly error: ReplyError | undefined;
   readonly #ok: Outcome<boolean>;
@@ -147,6 +156,7 @@ export class ReplyScan {
       this.#top = undefined;
       this.#inCursor = undefined;
       this.cursorKey = undefined;
+      this.cursorNs = undefined;
       this.error = undefined;
       this.#ok = { value: false };
       this.#errorCode = { value: undefined };
@@ -168,6 +178,8 @@ export class ReplyScan {
     this.#errorCode = outcome(() => errorCode(body, top));
     this.#cursor = outcome(() => cursorOf(body, top, inCursor));
     this.cursorKey = cursorKeyOf(body, top, inCursor);
+    this.cursorNs =
+      inCursor?.complete === true ? stringOrUndefined(body, inCursor.found[CURSOR.indexOf('ns')]) : undefined;
     this.error = replyError(body, top);
   }
 
@@ -207,15 +219,15 @@ export class ReplyScan {
     return this.#inCursor !== undefined && this.#inCursor.complete && this.#inCursor.ascii;
   }
 
-  /** The top-level `cursor` element, when it is a document. */
-  get cursorElement(): BsonElement | undefined {
-    const cursor = this.#top?.found[TOP.indexOf('cursor')];
-    return cursor !== undefined && cursor.type === BsonType.document ? cursor : undefined;
+  /** Whether the top level has exactly one element of this name (met before its walk failed). */
+  once(name: TopName): boolean {
+    const n = TOP.indexOf(name);
+    return this.#top?.found[n] !== undefined && this.#top.repeated[n] !== true;
   }
 
-  /** The cursor document's first `ns` element met before its walk failed. */
-  get cursorNsElement(): BsonElement | undefined {
-    return this.#inCursor?.found[CURSOR.indexOf('ns')];
+  /** Whether the top-level `cursor` is a document. */
+  get cursorIsDocument(): boolean {
+    return this.#inCursor !== undefined;
   }
 }
 
@@ -244,6 +256,16 @@ function bodyOf(reply: Buffer): Buffer | undefined {
   const length = reply.readInt32LE(bodyStart);
   if (length < 5 || bodyStart + length > reply.length) return undefined;
   return reply.subarray(bodyStart, bodyStart + length);
+}
+
+/** rewrite/replies.ts stringValue: a string element's text, undefined for another type, a NUL inside or bad UTF-8. */
+function stringOrUndefined(body: Uint8Array, element: BsonElement | undefined): string | undefined {
+  if (element === undefined || element.type !== BsonType.string) return undefined;
+  try {
+    return stringOf({ type: element.type, value: body.subarray(element.offset, element.offset + element.length) });
+  } catch {
+    return undefined;
+  }
 }
 
 /** policy/cursors.ts errorCodeOf. */
