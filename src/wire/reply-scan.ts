@@ -176,10 +176,16 @@ export class ReplyScan {
       return ok !== null && readNumber(body, ok) === 1;
     });
     this.#errorCode = outcome(() => errorCode(body, top));
-    this.#cursor = outcome(() => cursorOf(body, top, inCursor));
-    this.cursorKey = cursorKeyOf(body, top, inCursor);
+    const cursorFacts = outcome(() => cursorOf(body, top, inCursor));
+    this.#cursor = cursorFacts;
+    // replyCursor's answer, from the same reads: undefined wherever cursorOf has none or throws
+    // (replyCursor read `ns` as a string too, and caught every throw), and for id 0.
+    const opened = cursorFacts.value;
+    this.cursorKey = opened === undefined || opened.id === 0n ? undefined : `${opened.ns}:${opened.id.toString()}`;
     this.cursorNs =
-      inCursor?.complete === true ? stringOrUndefined(body, inCursor.found[CURSOR.indexOf('ns')]) : undefined;
+      inCursor?.complete === true
+        ? (opened?.ns ?? stringOrUndefined(body, inCursor.found[CURSOR.indexOf('ns')]))
+        : undefined;
     this.error = replyError(body, top);
   }
 
@@ -291,21 +297,6 @@ function cursorOf(
   const ns = inCursor.find('ns');
   if (id === null || id.type !== BsonType.int64 || ns === null || ns.type !== BsonType.string) return undefined;
   return { id: readInt64(body, id), ns: readString(body, ns) };
-}
-
-/** upstream/command-traits.ts replyCursor: never throws. */
-function cursorKeyOf(body: Uint8Array, top: Walk<TopName>, inCursor: Walk<CursorName> | undefined): string | undefined {
-  try {
-    const cursor = top.find('cursor');
-    if (cursor === null || cursor.type !== BsonType.document || inCursor === undefined) return undefined;
-    const id = inCursor.find('id');
-    const ns = inCursor.find('ns');
-    if (id === null || ns === null || id.type !== BsonType.int64) return undefined;
-    const value = readInt64(body, id);
-    return value === 0n ? undefined : `${readString(body, ns)}:${value.toString()}`;
-  } catch {
-    return undefined;
-  }
 }
 
 /** upstream/execute.ts replyError: never throws. */
