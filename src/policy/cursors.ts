@@ -20,6 +20,7 @@ import {
   elements as scanElements,
 } from '../wire/bson-scan.js';
 import { arrayItems, arrayOf, numberOf, RawDocument, stringOf, valueOf, type RawValue } from '../wire/raw-bson.js';
+import { ReplyScan } from '../wire/reply-scan.js';
 import { capMaxTimeMS } from './limits.js';
 import type { CommandHandler, CommandInput, ReplyPlan, RewriteNote, TenantContext, TenantDocuments } from './types.js';
 
@@ -258,6 +259,7 @@ const CURSOR_GONE_CODES: ReadonlySet<number> = new Set([
  * - a reply with a live cursor registers it for `tenant` (namespace from `cursor.ns`, else the plan's);
  * - getMore: an exhausted cursor (id 0) or a CursorNotFound/CursorKilled error forgets it;
  * - killCursors: ids the server killed or did not find are forgotten.
+ * `scan` is the reply's one scan (wire/reply-scan.ts) when the caller has it; else the body is scanned here.
  */
 export function observeCursorReply(
   registry: CursorRegistry,
@@ -266,10 +268,11 @@ export function observeCursorReply(
   replyBody: Uint8Array,
   lsidKey?: string,
   owner?: object,
+  scan: ReplyScan = new ReplyScan(replyBody),
 ): void {
   const request = plan.cursorsInRequest;
   if (request?.command === 'killCursors') {
-    if (errorCodeOf(replyBody) !== undefined) return;
+    if (scan.errorCode() !== undefined) return;
     for (const id of [
       ...int64List(replyBody, 'cursorsKilled'),
       ...int64List(replyBody, 'cursorsNotFound'),
@@ -279,13 +282,13 @@ export function observeCursorReply(
     }
     return;
   }
-  const code = errorCodeOf(replyBody);
+  const code = scan.errorCode();
   if (code !== undefined) {
     if (request !== undefined && CURSOR_GONE_CODES.has(code))
       request.ids.forEach((id) => registry.forget(id, request.db, request.coll));
     return;
   }
-  const found = cursorIdOf(replyBody);
+  const found = scan.cursor();
   if (found === undefined) return;
   if (request !== undefined) {
     if (found.id === 0n) request.ids.forEach((id) => registry.forget(id, request.db, request.coll));

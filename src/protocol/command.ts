@@ -5,7 +5,8 @@
  * Nothing else of the document is decoded.
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
-import { BsonType, findElement, readNumber, readString } from '../wire/bson-scan.js';
+import { BsonType, readString } from '../wire/bson-scan.js';
+import { scanReply } from '../wire/reply-scan.js';
 import { HEADER_LENGTH, OpCode, SectionKind } from '../wire/constants.js';
 import { readHeader } from '../wire/header.js';
 import { bsonElementOf, type RawDocument } from '../wire/raw-bson.js';
@@ -55,10 +56,10 @@ export function replyBody(reply: Buffer): Buffer | undefined {
   return reply.subarray(bodyStart, bodyStart + length);
 }
 
-/** Whether a server reply reports `ok: 1`; a missing or unreadable `ok` counts as failure. */
+/**
+ * Whether a server reply reports `ok: 1`; a missing or unreadable `ok` counts as failure. Read
+ * from the reply's one scan (wire/reply-scan.ts), shared with the forwarding layer and the engine.
+ */
 export function replyIsOk(reply: Buffer): boolean {
-  const body = replyBody(reply);
-  if (body === undefined) return false;
-  const ok = findElement(body, 'ok');
-  return ok !== null && readNumber(body, ok) === 1;
+  return scanReply(reply).isOk();
 }

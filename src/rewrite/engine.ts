@@ -21,6 +21,7 @@ import {
   type RawValue,
 } from '../wire/raw-bson.js';
 import { BsonType } from '../wire/bson-scan.js';
+import { ReplyScan } from '../wire/reply-scan.js';
 import { ErrorCodes, PolicyRefusal } from '../errors.js';
 import { assertAllowedFields, classify, refusalFor } from '../policy/commands.js';
 import { createNamespaceResolver, templatesInUse, type ReservedTemplates } from '../policy/namespaces.js';
@@ -282,28 +283,44 @@ export class TenantEngine {
 
   /**
    * Applies a reply plan to one reply body (the upstream's bytes). Returns the bytes to send, or
-   * undefined when the reply goes out exactly as the upstream sent it.
+   * undefined when the reply goes out exactly as the upstream sent it. `scan` is the reply's one
+   * scan (wire/reply-scan.ts, the forwarding layer's); without it the body is scanned here.
    */
-  reply(plan: ReplyPlan, body: Uint8Array): Uint8Array | undefined {
-    observeCursorReply(this.options.cursors, this.tenant, plan, body, plan.sessionKey, this);
+  reply(plan: ReplyPlan, body: Uint8Array, scan: ReplyScan = new ReplyScan(body)): Uint8Array | undefined {
+    observeCursorReply(this.options.cursors, this.tenant, plan, body, plan.sessionKey, this, scan);
     let current: Uint8Array | undefined;
+    // The scan's facts hold for `current` while only the tenant field was cut out of it (the
+    // top-level elements, the cursor's id and ns, stay as they were).
+    let scanned: ReplyScan | undefined = scan;
     if (plan.hideTenantField !== undefined && plan.tenantDocuments !== undefined)
       current = hideTenantField(body, plan.hideTenantField, plan.tenantDocuments);
-    if (plan.explain !== undefined)
+    if (plan.explain !== undefined) {
+      scanned = undefined;
       current =
         redactExplain(current ?? body, plan.explain, this.context.namespaces, {
           indexes: this.context.explainIndexes ?? { db: '', namespaces: new Map() },
           field: this.context.field,
         }) ?? current;
-    if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0)
+    }
+    if (plan.cursorsNotFound !== undefined && plan.cursorsNotFound.length > 0) {
+      scanned = undefined;
       current = mergeCursorsNotFound(current ?? body, plan.cursorsNotFound);
-    if (plan.filterListing !== undefined)
+    }
+    if (plan.filterListing !== undefined) {
+      scanned = undefined;
       current = filterListing(current ?? body, plan.filterListing, this.context.namespaces) ?? current;
-    if (plan.mapNames === true) current = mapReplyNames(current ?? body, this.context.namespaces) ?? current;
+    }
+    if (plan.mapNames === true) {
+      const mapped = mapReplyNames(current ?? body, this.context.namespaces, {}, scanned);
+      if (mapped !== undefined) {
+        scanned = undefined;
+        current = mapped;
+      }
+    }
     if (plan.scrubErrors) {
       // bulkWrite reports per-operation errors inside its result cursor.
       const bulkWriteCursor = plan.registerCursor?.coll === '$cmd.bulkWrite';
-      current = scrubErrorValues(current ?? body, { bulkWriteCursor }) ?? current;
+      current = scrubErrorValues(current ?? body, { bulkWriteCursor }, scanned) ?? current;
     }
     return current;
   }

@@ -19,6 +19,7 @@ import {
   type RawValue,
 } from '../wire/raw-bson.js';
 import type { NamespaceResolver } from '../policy/types.js';
+import type { ReplyScan } from '../wire/reply-scan.js';
 
 export const REDACTED = '<redacted>';
 
@@ -249,7 +250,23 @@ export interface ScrubOptions {
  * every `writeErrors` entry, `writeConcernError`, mongos `raw` per-shard replies and, with
  * `bulkWriteCursor`, failed bulkWrite results. Returns undefined when nothing changed.
  */
-export function scrubErrorValues(body: Uint8Array, options: ScrubOptions = {}): Uint8Array | undefined {
+export function scrubErrorValues(
+  body: Uint8Array,
+  options: ScrubOptions = {},
+  scan?: ReplyScan,
+): Uint8Array | undefined {
+  // The reply's scan (of these top-level elements) says there is nothing to scrub: not failed, no
+  // writeErrors, writeConcernError, raw, nor a bulkWrite cursor. Only a body the walk below would
+  // parse (complete, ASCII names): any other takes it, and fails or answers as before.
+  if (
+    scan?.wellFormed === true &&
+    scan.errorCode() === undefined &&
+    !scan.has('writeErrors') &&
+    !scan.has('writeConcernError') &&
+    !scan.has('raw') &&
+    !(options.bulkWriteCursor === true && scan.has('cursor'))
+  )
+    return undefined;
   const reply = RawDocument.parse(body);
   const failed = isFailed(reply);
   const top = failed ? (scrubErrorDocument(reply) ?? reply) : reply;
@@ -364,7 +381,9 @@ export function mapReplyNames(
   body: Uint8Array,
   resolver: NamespaceResolver,
   options: MapNamesOptions = {},
+  scan?: ReplyScan,
 ): Uint8Array | undefined {
+  if (scan !== undefined && namesUnchanged(scan, resolver)) return undefined;
   const known = options.namespaces ?? [];
   const reply = RawDocument.parse(body);
   const next = rebuild(reply, (element) => {
@@ -403,6 +422,28 @@ export function mapReplyNames(
     return current === cursor ? undefined : current.toValue();
   });
   return next?.toBytes();
+}
+
+/**
+ * What mapReplyNames would answer undefined for, read from the reply's scan: a body it parses
+ * (complete, ASCII names) without errmsg, writeErrors, writeConcernError or databases, and either
+ * no cursor, a cursor that is not a document, or one cursor document (complete, ASCII names)
+ * whose `ns` is unreadable or maps to itself and is not a listing's. False: not known, the walk decides.
+ */
+function namesUnchanged(scan: ReplyScan, resolver: NamespaceResolver): boolean {
+  if (!scan.wellFormed) return false;
+  if (scan.has('errmsg') || scan.has('writeErrors') || scan.has('writeConcernError') || scan.has('databases'))
+    return false;
+  if (!scan.has('cursor')) return true;
+  if (!scan.once('cursor')) return false;
+  if (!scan.cursorIsDocument) return true;
+  if (!scan.cursorWellFormed) return false;
+  const ns = scan.cursorNs;
+  if (ns === undefined) return true;
+  const parts = splitNs(ns);
+  if (parts !== undefined && (isListCollections(parts.coll) || isListIndexes(parts.coll))) return false;
+  const mapped = clientNs(resolver, ns);
+  return mapped === undefined || mapped === ns;
 }
 
 /** A listCollections entry renamed for the client; null (dropped) when it is not the tenant's. */

@@ -896,7 +896,8 @@ export class ClientConnection implements DeadlineOwner {
     setResponseTo(reply, state.responseTo);
     // Each exhaust reply answers the previous one.
     state.responseTo = replyId;
-    state.ok &&= replyIsOk(reply);
+    // The upstream's reply, whose scan the forwarding layer made (no reply plan changes `ok`).
+    state.ok &&= replyIsOk(upstreamReply);
     const compressor = state.compressor;
     if (state.writes === undefined && compressor === undefined) {
       // Nothing queued before it: written now (a promise only while the client is slow to read).

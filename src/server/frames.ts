@@ -15,6 +15,7 @@ import { BsonType, findElement, firstElement, readString } from '../wire/bson-sc
 import type { CommandLabels } from './command-view.js';
 import { bodyWithFrameRoom, encodeOpMsg, ownFrameBody, type OpMsg } from '../wire/op-msg.js';
 import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
+import { scanReply } from '../wire/reply-scan.js';
 import type { ForwardPlan } from './route.js';
 
 /** The codec a compressed request used; `noop` (or a bad id, rejected later) means none. */
@@ -113,7 +114,8 @@ export function replyAfterPlan(engine: TenantEngine, plan: ReplyPlan, reply: Buf
   if (body === undefined) return reply;
   // The reply is this connection's own from here on: a splice may rewrite it in place.
   ownFrameBody(reply, body);
-  const changed = engine.reply(plan, body);
+  // The forwarding layer scanned this reply already (ok, error, cursor): the engine reads that scan.
+  const changed = engine.reply(plan, body, scanReply(reply));
   if (changed === undefined) return reply;
   return encodeOpMsg({
     requestId: 0,

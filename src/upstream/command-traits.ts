@@ -5,12 +5,10 @@
  * deadline, the cursor a getMore/killCursors continues. And, from a reply, the cursor it opened.
  * Pure: unreadable fields are simply treated as absent (the server judges the command itself).
  */
-import { replyBody } from '../protocol/command.js';
 import {
   BsonType,
   type BsonElement,
   elements,
-  findElement,
   firstElement,
   readInt64,
   readNumber,
@@ -19,6 +17,7 @@ import {
 } from '../wire/bson-scan.js';
 import { deserialize, type Document } from '../wire/bson.js';
 import { RawDocument, bsonElementOf, type RawElement } from '../wire/raw-bson.js';
+import { scanReply } from '../wire/reply-scan.js';
 import type { RetryCommand } from './retry.js';
 
 export interface CommandTraits extends RetryCommand {
@@ -127,22 +126,12 @@ export function traitsOf(fields: readonly RawElement[]): CommandTraits {
   return traits;
 }
 
-/** The cursor a reply opened (`cursor.id` non-zero with `cursor.ns`), as a cursorKey. */
+/**
+ * The cursor a reply opened (`cursor.id` non-zero with `cursor.ns`), as a cursorKey. Read from the
+ * reply's one scan (wire/reply-scan.ts): the cursor homes, the server set and the engine share it.
+ */
 export function replyCursor(reply: Buffer): string | undefined {
-  const body = replyBody(reply);
-  if (body === undefined) return undefined;
-  try {
-    const cursor = findElement(body, 'cursor');
-    if (cursor === null || cursor.type !== BsonType.document) return undefined;
-    const doc = subDocument(body, cursor);
-    const id = findElement(doc, 'id');
-    const ns = findElement(doc, 'ns');
-    if (id === null || ns === null || id.type !== BsonType.int64) return undefined;
-    const value = readInt64(doc, id);
-    return value === 0n ? undefined : cursorKey(readString(doc, ns), value);
-  } catch {
-    return undefined;
-  }
+  return scanReply(reply).cursorKey;
 }
 
 function int64Items(array: Uint8Array): bigint[] {

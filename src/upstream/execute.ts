@@ -17,10 +17,9 @@
  */
 
 import { ErrorCodes, ProxyError, UpstreamError, codeNameOf } from '../errors.js';
-import { replyBody } from '../protocol/command.js';
-import { BsonType, elements, findElement, readNumber, readString, subDocument } from '../wire/bson-scan.js';
 import { Long, serialize } from '../wire/bson.js';
 import { clearMoreToCome, encodeOpMsg } from '../wire/op-msg.js';
+import { scanReply } from '../wire/reply-scan.js';
 import { type CommandTraits, replyCursor } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, type UpstreamConnection } from './connection.js';
 import type { Leases } from './leases.js';
@@ -408,33 +407,10 @@ function abortedError(): UpstreamError {
   return new UpstreamError(ErrorCodes.SocketException, 'the client left', { labels: [NETWORK_ERROR_LABEL] });
 }
 
-/** The code and labels of an `ok: 0` reply (or of its writeConcernError), else undefined. */
+/** The code and labels of an `ok: 0` reply (or of its writeConcernError), else undefined: from the reply's one scan. */
 function replyError(reply: Buffer): RetryError | undefined {
-  const body = replyBody(reply);
-  if (body === undefined) return undefined;
-  try {
-    const ok = findElement(body, 'ok');
-    let code: number | undefined;
-    if (ok !== null && readNumber(body, ok) !== 1) {
-      const codeElement = findElement(body, 'code');
-      code = codeElement === null ? undefined : readNumber(body, codeElement);
-    } else {
-      const wce = findElement(body, 'writeConcernError');
-      if (wce === null || wce.type !== BsonType.document) return undefined;
-      const doc = subDocument(body, wce);
-      const codeElement = findElement(doc, 'code');
-      code = codeElement === null ? undefined : readNumber(doc, codeElement);
-    }
-    const labels: string[] = [];
-    const labelsElement = findElement(body, 'errorLabels');
-    if (labelsElement !== null && labelsElement.type === BsonType.array) {
-      const array = subDocument(body, labelsElement);
-      for (const item of elements(array)) if (item.type === BsonType.string) labels.push(readString(array, item));
-    }
-    return { ...(code === undefined ? {} : { code }), labels, network: false };
-  } catch {
-    return undefined;
-  }
+  const error = scanReply(reply).error;
+  return error === undefined ? undefined : { ...error, network: false };
 }
 
 /** The server's NoSuchTransaction code: the transaction was aborted (or never existed). */
