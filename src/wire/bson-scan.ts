@@ -166,25 +166,31 @@ function scanCString(buf: Uint8Array, start: number, limit: number): number {
   return NO_NUL;
 }
 
-/** Set by scanKey: the key it just scanned has a `$` in it. */
+/** Set by scanKey: the key it just scanned has a `$` in it; a `.` in it. */
 let keyHasDollar = false;
+let keyHasDot = false;
 
-/** scanCString for element names, noting in `keyHasDollar` whether the name has a `$`. */
+/** scanCString for element names, noting in `keyHasDollar` and `keyHasDot` whether the name has a `$`, a `.`. */
 function scanKey(buf: Uint8Array, start: number, limit: number): number {
   let dollar = false;
+  let dot = false;
   for (let i = start; i < limit; i++) {
     const b = buf[i] as number;
     if (b === 0) {
       keyHasDollar = dollar;
+      keyHasDot = dot;
       return i;
     }
     if (b === 0x24) dollar = true;
+    else if (b === 0x2e) dot = true;
     else if (b >= 0x80) {
       const nul = findNul(buf, i, limit);
       if (nul === -1) return NO_NUL;
       if (!isValidUtf8(buf, i, nul)) return BAD_UTF8;
       const at = buf.indexOf(0x24, i);
       keyHasDollar = dollar || (at !== -1 && at < nul);
+      const period = buf.indexOf(0x2e, i);
+      keyHasDot = dot || (period !== -1 && period < nul);
       return nul;
     }
   }
@@ -200,6 +206,10 @@ export const DocumentFact = {
   code: 1,
   /** An element name with a `$` in it below the top level (at depth 1 or deeper). */
   nestedDollarKey: 2,
+  /** An element name with a `.` in it, at any depth. */
+  dottedKey: 4,
+  /** An element name with a `$` in it at the top level. */
+  topDollarKey: 8,
 } as const;
 
 /** A Buffer view of the same bytes (no copy), for Node's endian-safe readers. */
@@ -357,7 +367,8 @@ export class DocumentValidation {
       const keyEnd = scanKey(bytes, keyStart, limit);
       if (keyEnd === NO_NUL) invalid('element name runs past the end of its document', keyStart);
       if (keyEnd === BAD_UTF8) invalid('element name is not valid UTF-8', keyStart);
-      if (keyHasDollar && stack.length > 1) facts |= DocumentFact.nestedDollarKey;
+      if (keyHasDollar) facts |= stack.length > 1 ? DocumentFact.nestedDollarKey : DocumentFact.topDollarKey;
+      if (keyHasDot) facts |= DocumentFact.dottedKey;
       if (dupes) {
         if (top.isArray) {
           if (!isIndexKey(bytes, keyStart, keyEnd, top.index)) {
