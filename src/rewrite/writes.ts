@@ -464,12 +464,12 @@ function stampDocuments(
       buffer.set(doc.subarray(4, split), at + 4);
       buffer.set(stamp.element, at + split);
       buffer.set(doc.subarray(split), at + split + stamp.element.length);
-    } else {
-      copies.add(doc.subarray(4, split), buffer, at + 4);
-      copies.add(stamp.element, buffer, at + split);
-      copies.add(doc.subarray(split), buffer, at + split + stamp.element.length);
     }
-    out[index] = asDocumentValue(buffer.subarray(at, at + length));
+    const view = buffer.subarray(at, at + length);
+    // With a copy job the stamped document is written only where it goes (the frame).
+    if (copies !== undefined)
+      copies.define(view, [buffer.subarray(at, at + 4), doc.subarray(4, split), stamp.element, doc.subarray(split)]);
+    out[index] = asDocumentValue(view);
     at += length;
   }
   scope.notes.add(`${rulePrefix}.stamp`, target.clientNs);

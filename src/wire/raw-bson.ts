@@ -159,7 +159,10 @@ export function arrayOf(values: readonly RawValue[], source?: RawValue, copies?:
   }
   const out = Buffer.allocUnsafe(length);
   out.writeInt32LE(length, 0);
+  // With a copy job the array is defined as its pieces (headers written here, the values), written only where it goes.
+  const pieces: Uint8Array[] | undefined = copies === undefined ? undefined : [];
   let at = 4;
+  let from = 0;
   for (let index = 0; index < values.length; index++) {
     const item = values[index] as RawValue;
     out[at++] = item.type;
@@ -167,11 +170,16 @@ export function arrayOf(values: readonly RawValue[], source?: RawValue, copies?:
     for (let v = index, k = digits - 1; k >= 0; v = Math.floor(v / 10), k--) out[at + k] = 0x30 + (v % 10);
     at += digits;
     out[at++] = 0;
-    if (copies === undefined) out.set(item.value, at);
-    else copies.add(item.value, out, at);
+    if (pieces === undefined) out.set(item.value, at);
+    else pieces.push(out.subarray(from, at), item.value);
     at += item.value.length;
+    from = at;
   }
   out[at] = 0;
+  if (pieces !== undefined) {
+    pieces.push(out.subarray(from, at + 1));
+    copies!.define(out, pieces);
+  }
   return { type: BsonType.array, value: out };
 }
 
