@@ -241,9 +241,19 @@ class OpenDocument {
 
   constructor(
     /** Offset of the document's terminating 0x00. */
-    readonly end: number,
-    readonly isArray: boolean,
+    public end: number,
+    public isArray: boolean,
   ) {}
+
+  /** Made ready for another document (a validation reuses the ones it closed). */
+  reset(end: number, isArray: boolean): this {
+    this.end = end;
+    this.isArray = isArray;
+    this.index = 0;
+    if (this.keys !== null) this.keys.length = 0;
+    this.keySet = null;
+    return this;
+  }
 
   /** Records the key at [start, end); false when it was already there (byte comparison). */
   addKey(buf: Buffer, start: number, end: number): boolean {
@@ -304,6 +314,8 @@ export class DocumentValidation {
   readonly #maxDepth: number;
   readonly #dupes: boolean;
   readonly #stack: OpenDocument[];
+  /** Closed documents, reused for the next ones opened (a batch of a thousand allocates a few). */
+  readonly #closed: OpenDocument[] = [];
   #pos: number;
   #facts = 0;
   /** Offset just past the document. */
@@ -346,6 +358,7 @@ export class DocumentValidation {
     const maxDepth = this.#maxDepth;
     const dupes = this.#dupes;
     const stack = this.#stack;
+    const closed = this.#closed;
     const bytes = this.#bytes;
     let pos = this.#pos;
     let facts = this.#facts;
@@ -354,7 +367,7 @@ export class DocumentValidation {
       const top = stack[stack.length - 1] as OpenDocument;
       const limit = top.end; // every element must end before the terminator of its document
       if (pos === limit) {
-        stack.pop();
+        closed.push(stack.pop() as OpenDocument);
         pos++;
         continue;
       }
@@ -395,7 +408,9 @@ export class DocumentValidation {
           if (stack.length > maxDepth) {
             invalid(`document nesting deeper than the allowed ${maxDepth} levels`, pos, ErrorCodes.Overflow);
           }
-          stack.push(new OpenDocument(pos + size - 1, type === BsonType.array));
+          const end = pos + size - 1;
+          const isArray = type === BsonType.array;
+          stack.push(closed.pop()?.reset(end, isArray) ?? new OpenDocument(end, isArray));
           pos += 4;
           break;
         }
@@ -442,7 +457,9 @@ export class DocumentValidation {
           if (stack.length > maxDepth) {
             invalid(`document nesting deeper than the allowed ${maxDepth} levels`, scopeStart, ErrorCodes.Overflow);
           }
-          stack.push(new OpenDocument(scopeStart + size - 1, false));
+          stack.push(
+            closed.pop()?.reset(scopeStart + size - 1, false) ?? new OpenDocument(scopeStart + size - 1, false),
+          );
           pos = scopeStart + 4;
           break;
         }
