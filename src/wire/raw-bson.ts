@@ -160,7 +160,8 @@ export function arrayOf(values: readonly RawValue[], source?: RawValue, copies?:
   const out = Buffer.allocUnsafe(length);
   out.writeInt32LE(length, 0);
   // With a copy job the array is defined as its pieces (headers written here, the values), written only where it goes.
-  const pieces: Uint8Array[] | undefined = copies === undefined ? undefined : [];
+  // (An empty array is its header alone, written here: nothing to put off.)
+  const pieces: Uint8Array[] | undefined = copies === undefined || values.length === 0 ? undefined : [];
   let at = 4;
   let from = 0;
   for (let index = 0; index < values.length; index++) {
