@@ -79,12 +79,16 @@ const openIsArray: boolean[] = [];
  * name as bytes, or null when the namespace is not tenant-filtered. `topOnly`: the caller knows
  * from validation that nothing below the top level can be refused (no JavaScript value and no
  * name with a `$` there: bson-scan's DocumentFact), so only the top-level elements are read.
+ * `keysClean` (with `topOnly`): the caller also knows from validation that no top-level name has a
+ * `$` or a `.` in it, so nothing in the document can be refused but the tenant value: the pass
+ * stops at the tenant field (a document that has one is not stamped, so `stampAt` is not needed).
  */
 export function scanStoredDocument(
   doc: Uint8Array,
   tenantField: Uint8Array | null,
   out: StoredDocumentScan,
   topOnly = false,
+  keysClean = false,
 ): void {
   out.clean = false;
   out.tenantStart = -1;
@@ -93,6 +97,12 @@ export function scanStoredDocument(
   out.stampAt = 4;
   const length = doc.length;
   if (length < 5 || readInt32LE(doc, 0) !== length || doc[length - 1] !== 0) return;
+  // Nothing to refuse and no tenant field to look for: clean without reading further.
+  const early = topOnly && keysClean;
+  if (early && tenantField === null) {
+    out.clean = true;
+    return;
+  }
   let depth = 0;
   let end = length - 1; // the terminator of the innermost open document
   let isArray = false;
@@ -168,6 +178,10 @@ export function scanStoredDocument(
         out.tenantStart = pos;
         out.tenantValueStart = valueStart;
         out.tenantValueEnd = valueEnd;
+        if (early) {
+          out.clean = true;
+          return;
+        }
       } else if (out.stampAt === 4 && bytesEqual(doc, keyStart, keyEnd, ID)) {
         out.stampAt = valueEnd;
       }

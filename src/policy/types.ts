@@ -14,6 +14,7 @@
  */
 import type { IsolationModel, NamespaceAccess } from '../config/types.js';
 import type { Document } from '../wire/bson.js';
+import type { CopyJob } from '../wire/copy-job.js';
 import type { RawDocument, RawValue } from '../wire/raw-bson.js';
 
 export type Access = 'read' | 'write';
@@ -131,6 +132,13 @@ export interface CommandInput {
    * each sequence document by identifier, so a handler need not walk a document again for it.
    */
   facts?: { body: number; sequences: ReadonlyMap<string, Uint8Array> };
+  /**
+   * Where a handler may put off the copies of a large rewrite (insert's stamped documents and
+   * the array they go into, wire/copy-job.ts) instead of making them at once. Whoever passes a
+   * job runs it before the rewritten body or sequences are read (the server: in slices, issue
+   * 15). Absent: every byte is written before the handler returns.
+   */
+  copies?: CopyJob | undefined;
 }
 
 /** A decision worth auditing and counting. */

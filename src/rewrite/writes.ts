@@ -50,6 +50,7 @@ import { validateExpressionFields } from './pipeline.js';
 import { assertAllowedFields } from '../policy/commands.js';
 import { StoredDocumentScan, scanStoredDocument } from '../policy/stored-document.js';
 import { writeInt32LE } from '../wire/header.js';
+import type { CopyJob } from '../wire/copy-job.js';
 import type {
   CommandHandler,
   CommandInput,
@@ -227,6 +228,7 @@ function placeItems(
   field: string,
   items: readonly RawValue[],
   sequence: boolean,
+  copies?: CopyJob,
 ): RawDocument {
   if (sequence) {
     sequences.set(
@@ -236,7 +238,7 @@ function placeItems(
     return body;
   }
   // Items all as they were (nothing stamped): the client's array itself, not a copy.
-  return body.with(field, arrayOf(items, body.get(field)));
+  return body.with(field, arrayOf(items, body.get(field), copies));
 }
 
 /** maxTimeMS = min(client, cap), the cap when the client sends none or 0 (catalogue 15, 62). */
@@ -364,19 +366,27 @@ const scan = new StoredDocumentScan();
 
 /** Validation saw nothing of these below the top level: the scan reads the top level only. */
 const NESTED_REFUSABLE = DocumentFact.code | DocumentFact.nestedDollarKey;
-const UNKNOWN_FACTS = (): number => NESTED_REFUSABLE;
+/** ...and none of these at the top either: the scan stops at the tenant field. */
+const KEYS_UNCLEAN = DocumentFact.dottedKey | DocumentFact.topDollarKey;
+const NOTHING_KNOWN = NESTED_REFUSABLE | KEYS_UNCLEAN;
+const UNKNOWN_FACTS = (): number => NOTHING_KNOWN;
 
 /**
  * What validation saw in the items of `field` (CommandInput.facts): each sequence document's own
- * facts, or the body's for items in the body (it covers everything nested in it).
+ * facts, or the body's for items in the body (it covers everything nested in it: an item's
+ * top-level names are below the body's top, so a `$` in them is the body's nestedDollarKey, and
+ * the body's own top-level `$` names, `$db`, are not the items').
  */
 function itemFacts(input: CommandInput, field: string, sequence: boolean): (index: number) => number {
   const facts = input.validated === true ? input.facts : undefined;
   if (facts === undefined) return UNKNOWN_FACTS;
-  if (!sequence) return () => facts.body;
+  if (!sequence) {
+    const body = facts.body & ~DocumentFact.topDollarKey;
+    return () => body;
+  }
   const perDocument = facts.sequences.get(field);
   if (perDocument === undefined) return UNKNOWN_FACTS;
-  return (index) => perDocument[index] ?? NESTED_REFUSABLE;
+  return (index) => perDocument[index] ?? NOTHING_KNOWN;
 }
 
 /**
@@ -405,6 +415,7 @@ function stampDocuments(
   where: (index: number) => string,
   rulePrefix: 'insert' | 'replacement',
   facts: (index: number) => number = UNKNOWN_FACTS,
+  copies?: CopyJob,
 ): RawValue[] {
   if (!scope.validated)
     return values.map((value, index) => stampDocumentChecked(value, scope, where(index), rulePrefix));
@@ -423,8 +434,9 @@ function stampDocuments(
       continue;
     }
     const doc = value.value;
-    const topOnly = (facts(index) & NESTED_REFUSABLE) === 0;
-    scanStoredDocument(doc, stamp === null ? null : stamp.field, scan, topOnly);
+    const seen = facts(index);
+    const topOnly = (seen & NESTED_REFUSABLE) === 0;
+    scanStoredDocument(doc, stamp === null ? null : stamp.field, scan, topOnly, (seen & KEYS_UNCLEAN) === 0);
     if (scan.clean) {
       if (stamp === null) continue;
       if (scan.tenantStart !== -1) {
@@ -446,11 +458,18 @@ function stampDocuments(
     if (split === KEEP) continue;
     const doc = (values[index] as RawValue).value;
     const length = doc.length + stamp.element.length;
-    buffer.set(doc.subarray(0, split), at);
-    buffer.set(stamp.element, at + split);
-    buffer.set(doc.subarray(split), at + split + stamp.element.length);
+    // The new length first, then the document's bytes after its own length, the stamp spliced in.
     writeInt32LE(buffer, at, length);
-    out[index] = asDocumentValue(buffer.subarray(at, at + length));
+    if (copies === undefined) {
+      buffer.set(doc.subarray(4, split), at + 4);
+      buffer.set(stamp.element, at + split);
+      buffer.set(doc.subarray(split), at + split + stamp.element.length);
+    }
+    const view = buffer.subarray(at, at + length);
+    // With a copy job the stamped document is written only where it goes (the frame).
+    if (copies !== undefined)
+      copies.define(view, [buffer.subarray(at, at + 4), doc.subarray(4, split), stamp.element, doc.subarray(split)]);
+    out[index] = asDocumentValue(view);
     at += length;
   }
   scope.notes.add(`${rulePrefix}.stamp`, target.clientNs);
@@ -757,9 +776,11 @@ export const insert: CommandHandler = (input, context) => {
   const { body, scope, notes, target } = prepare(input, context, 'insert', ['documents']);
   const { items, sequence } = readItems(input, 'documents');
   const facts = itemFacts(input, 'documents', sequence);
-  const stamped = stampDocuments(items, scope, (index) => `documents.${index}`, 'insert', facts);
+  // Every check is made here; with input.copies, the copies of the batch are made later (issue 15).
+  const { copies } = input;
+  const stamped = stampDocuments(items, scope, (index) => `documents.${index}`, 'insert', facts, copies);
   const sequences = new Map<string, readonly Uint8Array[]>();
-  const out = placeItems(body, sequences, 'documents', stamped, sequence);
+  const out = placeItems(body, sequences, 'documents', stamped, sequence, copies);
   return { body: out, sequences, reply: replyFor(target), notes: notes.list };
 };
 

@@ -520,7 +520,8 @@ export class ClientConnection implements DeadlineOwner {
         .validate(account, frame, { maxBsonDepth }, () => this.closed || this.ending)
         .then((prevalidated) => {
           if (this.closed || this.ending) return;
-          return this.decodeAndHandle(frame, request, { maxBsonDepth, prevalidated });
+          // Its rewrite's copies are sliced too (forward: CommandView.copies).
+          return this.decodeAndHandle(frame, request, { maxBsonDepth, prevalidated, deferCopies: true });
         });
     }
     return this.decodeAndHandle(frame, request, { maxBsonDepth });
@@ -529,7 +530,7 @@ export class ClientConnection implements DeadlineOwner {
   private decodeAndHandle(
     frame: Buffer,
     request: Request,
-    options: { maxBsonDepth: number; prevalidated?: PrevalidatedDocuments },
+    options: { maxBsonDepth: number; prevalidated?: PrevalidatedDocuments; deferCopies?: boolean },
   ): Promise<void> {
     let command: CommandView;
     try {
@@ -746,7 +747,7 @@ export class ClientConnection implements DeadlineOwner {
     outcome: string,
     request: Request,
   ): Promise<string> {
-    const outgoing = forwardFrame(frame, command.msg, plan.rewrite);
+    const outgoing = forwardFrame(frame, command.msg, plan.rewrite, command.copies);
     const copied = outgoing === frame ? 0 : outgoing.length;
     // A rewritten body with sequences was encoded once before being copied into the frame: that
     // much is garbage now (without sequences it is encoded straight into the frame: forwardFrame).
@@ -754,6 +755,16 @@ export class ClientConnection implements DeadlineOwner {
       this.deps.bufferBudget?.discarded(copied);
     if (!this.buffers.charge(copied))
       throw new WireProtocolError(ErrorCodes.ExceededMemoryLimit, 'buffer budget exceeded', true);
+    // A large rewrite's copies (stamped documents, the frame) run in slices, in the tenant's turns.
+    if (plan.rewrite !== undefined && command.copies !== undefined && !command.copies.finished) {
+      const account = this.identity.countedTenant ?? UNAUTHENTICATED_ACCOUNT;
+      const copying = this.deps.validation?.copy(account, command.copies, () => this.closed);
+      if (copying === undefined) command.copies.runAll();
+      else if (!(await copying)) {
+        this.buffers.release(copied);
+        throw new WireProtocolError(ErrorCodes.InternalError, 'client left before its request was sent', true);
+      }
+    }
     // Per-tenant in-flight and rate limits apply to what is actually forwarded (not to refusals
     // or local replies): over a limit the command is answered at once with an error.
     const tenant = this.identity.countedTenant;

@@ -11,6 +11,7 @@ import { BsonType, readString } from '../wire/bson-scan.js';
 import { OpMsgFlag } from '../wire/constants.js';
 import { parseOpMsgFacts, type OpMsg, type OpMsgFacts, type PrevalidatedDocuments } from '../wire/op-msg.js';
 import { RawDocument, bsonElementOf } from '../wire/raw-bson.js';
+import { CopyJob } from '../wire/copy-job.js';
 
 /** What logs, metrics and audit events name a command by. */
 export interface CommandLabels {
@@ -23,11 +24,13 @@ export interface CommandLabels {
 /** Parses an OP_MSG request (validated as a server does) and decodes its command; throws a ProxyError. */
 export function decodeCommand(
   frame: Buffer,
-  options: { maxBsonDepth: number; prevalidated?: PrevalidatedDocuments },
+  options: { maxBsonDepth: number; prevalidated?: PrevalidatedDocuments; deferCopies?: boolean },
 ): CommandView {
   // parseOpMsg's defaults reject duplicate keys in every document: the engine may rely on it.
   const { msg, facts } = parseOpMsgFacts(frame, options);
-  return new CommandView(msg, facts);
+  const command = new CommandView(msg, facts);
+  if (options.deferCopies === true) command.copies = new CopyJob();
+  return command;
 }
 
 const NO_SEQUENCES: ReadonlyMap<string, readonly Uint8Array[]> = new Map();
@@ -40,6 +43,11 @@ export class CommandView implements CommandLabels {
   readonly moreToCome: boolean;
   /** The body's top-level elements (values are views into the request frame). */
   readonly body: RawDocument;
+  /**
+   * The copies the rewrite of this command put off (CommandInput.copies; decodeCommand's
+   * `deferCopies`): the forwarded frame is complete once this job has run. Undefined: none.
+   */
+  copies: CopyJob | undefined;
   #traits: CommandTraits | undefined;
 
   /** Throws a ProxyError when the envelope is invalid (catalogue 53): no command, no or a bad `$db`. */
@@ -79,6 +87,7 @@ export class CommandView implements CommandLabels {
       body: this.body,
       sequences: none ? NO_SEQUENCES : new Map(sequences.map((sequence) => [sequence.identifier, sequence.documents])),
       moreToCome: this.moreToCome,
+      copies: this.copies,
       validated: this.facts !== undefined,
       facts:
         this.facts === undefined

@@ -17,6 +17,7 @@ import { bodyWithFrameRoom, encodeOpMsg, ownFrameBody, type OpMsg } from '../wir
 import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
 import { scanReply } from '../wire/reply-scan.js';
 import type { ForwardPlan } from './route.js';
+import type { CopyJob } from '../wire/copy-job.js';
 
 /** The codec a compressed request used; `noop` (or a bad id, rejected later) means none. */
 export function compressorOfFrame(frame: Buffer): CompressorName | undefined {
@@ -81,31 +82,37 @@ export function legacyHello(frame: Buffer, maxBsonDepth: number): { name: string
 /**
  * The bytes to send upstream: the engine's rewrite, or the original frame when the proxy changed
  * nothing. A message whose flags were cleaned or that carried a checksum is re-encoded without one
- * (the upstream hop never uses checksums, and the header ids change anyway).
+ * (the upstream hop never uses checksums, and the header ids change anyway). With `copies` (the
+ * command's own, CommandView.copies), the copies of the rewrite's bytes into the frame join that
+ * job: the frame is complete once the job has run.
  */
-export function forwardFrame(frame: Buffer, msg: OpMsg, rewrite: ForwardPlan['rewrite']): Buffer {
+export function forwardFrame(frame: Buffer, msg: OpMsg, rewrite: ForwardPlan['rewrite'], copies?: CopyJob): Buffer {
   if (rewrite !== undefined) {
     // Without sequences the body is encoded once, straight into its frame (an insert of a body
     // array is then one copy of the batch, not a body encoded and then copied into a frame).
-    if (rewrite.sequences.size === 0) return encodeRequest(msg, rewrite.body.toBytes(bodyWithFrameRoom), []);
+    if (rewrite.sequences.size === 0)
+      return encodeRequest(msg, rewrite.body.toBytes(bodyWithFrameRoom, copies), [], copies);
     const sequences = [...rewrite.sequences].map(([identifier, documents]) => ({
       identifier,
       documents: documents.map((document) => Buffer.from(document.buffer, document.byteOffset, document.byteLength)),
     }));
-    return encodeRequest(msg, rewrite.body.toBytes(), sequences);
+    return encodeRequest(msg, rewrite.body.toBytes(undefined, copies), sequences, copies);
   }
   if (frame.readUInt32LE(HEADER_LENGTH) === msg.flagBits) return frame;
   return encodeRequest(msg, msg.body, msg.sequences);
 }
 
-function encodeRequest(msg: OpMsg, body: Uint8Array, sequences: OpMsg['sequences']): Buffer {
-  return encodeOpMsg({
-    requestId: msg.requestId,
-    responseTo: 0,
-    flagBits: msg.flagBits & ~OpMsgFlag.checksumPresent,
-    body,
-    sequences,
-  });
+function encodeRequest(msg: OpMsg, body: Uint8Array, sequences: OpMsg['sequences'], copies?: CopyJob): Buffer {
+  return encodeOpMsg(
+    {
+      requestId: msg.requestId,
+      responseTo: 0,
+      flagBits: msg.flagBits & ~OpMsgFlag.checksumPresent,
+      body,
+      sequences,
+    },
+    copies,
+  );
 }
 
 /** The reply after the engine's plan (cursor ownership, names mapped back, values scrubbed). */

@@ -10,11 +10,18 @@
  * `prevalidated`, which takes them instead of validating again; so a sliced check refuses
  * exactly what the whole check refuses.
  *
+ * The rewrite of a large insert is sliced the same way (`copy`): its checks and stamp decisions
+ * are made at once (they read each document's top level only, unless validation saw something
+ * below it to look at), and the copies proportional to its size (stamped documents spliced
+ * together, the array, the forwarded frame: wire/copy-job.ts) run here, in the same turns and
+ * the same round-robin, so a bystander waits for one slice, not for a 48 MB copy.
+ *
  * Small messages are not queued (the caller validates them at once). Pure scheduling: no
  * sockets or metrics; `defer` is injectable for tests.
  */
 import { opMsgValidations, type ParseOpMsgOptions, type PrevalidatedDocuments } from '../wire/op-msg.js';
 import type { DocumentValidation } from '../wire/bson-scan.js';
+import type { CopyJob } from '../wire/copy-job.js';
 
 export interface ValidationSchedulerOptions {
   /** Bytes validated per turn of the event loop, across all tenants. Default 256 KiB. */
@@ -28,6 +35,9 @@ export interface ValidationSchedulerOptions {
 /** Messages at least this long are validated in slices (at ~200 MB/s, under 2 ms in one piece). */
 export const SLICED_VALIDATION_MIN_BYTES = 256 * 1024;
 
+/** Copy jobs at least this long run in slices (a copy of 256 KiB is well under a millisecond). */
+export const SLICED_COPY_MIN_BYTES = 256 * 1024;
+
 interface Job {
   documents: ReturnType<typeof opMsgValidations>;
   current: { offset: number; sectionEnd: number; validation: DocumentValidation } | undefined;
@@ -36,14 +46,22 @@ interface Job {
   resolve: (outcomes: PrevalidatedDocuments) => void;
 }
 
+/** One queued piece of work: a message to validate, or a rewrite's copies. */
+interface Task {
+  /** Does up to `bytes` of the work; returns the bytes it went through. */
+  run(bytes: number): number;
+  /** After a run: true when the work is over (its promise resolved). */
+  settle(): boolean;
+}
+
 export class ValidationScheduler {
-  /** Queued messages per tenant (FIFO), in the order tenants take turns. */
-  private readonly queues = new Map<string, Job[]>();
+  /** Queued work per tenant (FIFO), in the order tenants take turns. */
+  private readonly queues = new Map<string, Task[]>();
   private scheduled = false;
   private readonly turnBytes: number;
   private readonly sliceBytes: number;
   private readonly defer: (run: () => void) => void;
-  /** Bytes validated in slices since start (for tests; per tenant would grow with every tenant ever seen). */
+  /** Bytes validated or copied in slices since start (for tests; per tenant would grow with every tenant ever seen). */
   validatedBytes = 0;
 
   constructor(options: ValidationSchedulerOptions = {}) {
@@ -52,7 +70,7 @@ export class ValidationScheduler {
     this.defer = options.defer ?? ((run) => void setImmediate(run));
   }
 
-  /** Messages queued or being validated. */
+  /** Messages queued or being validated, and copy jobs queued or running. */
   get pending(): number {
     let n = 0;
     for (const queue of this.queues.values()) n += queue.length;
@@ -79,11 +97,37 @@ export class ValidationScheduler {
         cancelled,
         resolve,
       };
-      const queue = this.queues.get(account);
-      if (queue === undefined) this.queues.set(account, [job]);
-      else queue.push(job);
-      this.schedule();
+      this.enqueue(account, {
+        run: (bytes) => this.slice(job, bytes),
+        settle: () => (job.current === undefined || job.cancelled()) && this.finished(job),
+      });
     });
+  }
+
+  /**
+   * Runs the copies of `job` (a rewrite's, wire/copy-job.ts) in slices under `account`'s turns,
+   * like validation. Resolves true once every copy has run, false when `cancelled()` turned true
+   * first (the client left: the rest is dropped at the next slice).
+   */
+  copy(account: string, job: CopyJob, cancelled: () => boolean = () => false): Promise<boolean> {
+    return new Promise((resolve) => {
+      this.enqueue(account, {
+        run: (bytes) => (cancelled() ? 0 : job.step(bytes)),
+        settle: () => {
+          if (job.finished) resolve(true);
+          else if (cancelled()) resolve(false);
+          else return false;
+          return true;
+        },
+      });
+    });
+  }
+
+  private enqueue(account: string, task: Task): void {
+    const queue = this.queues.get(account);
+    if (queue === undefined) this.queues.set(account, [task]);
+    else queue.push(task);
+    this.schedule();
   }
 
   private schedule(): void {
@@ -100,13 +144,13 @@ export class ValidationScheduler {
     let budget = this.turnBytes;
     while (budget > 0 && this.queues.size > 0) {
       // The first tenant in the map takes a slice, then goes to the back of the line.
-      const [account, queue] = this.queues.entries().next().value as [string, Job[]];
+      const [account, queue] = this.queues.entries().next().value as [string, Task[]];
       this.queues.delete(account);
-      const job = queue[0]!;
-      const used = this.slice(job, Math.min(this.sliceBytes, budget));
+      const task = queue[0]!;
+      const used = task.run(Math.min(this.sliceBytes, budget));
       budget -= Math.max(1, used);
       this.validatedBytes += used;
-      if ((job.current === undefined || job.cancelled()) && this.finished(job)) queue.shift();
+      if (task.settle()) queue.shift();
       if (queue.length > 0) this.queues.set(account, queue);
     }
     if (this.queues.size > 0) this.schedule();

@@ -166,25 +166,31 @@ function scanCString(buf: Uint8Array, start: number, limit: number): number {
   return NO_NUL;
 }
 
-/** Set by scanKey: the key it just scanned has a `$` in it. */
+/** Set by scanKey: the key it just scanned has a `$` in it; a `.` in it. */
 let keyHasDollar = false;
+let keyHasDot = false;
 
-/** scanCString for element names, noting in `keyHasDollar` whether the name has a `$`. */
+/** scanCString for element names, noting in `keyHasDollar` and `keyHasDot` whether the name has a `$`, a `.`. */
 function scanKey(buf: Uint8Array, start: number, limit: number): number {
   let dollar = false;
+  let dot = false;
   for (let i = start; i < limit; i++) {
     const b = buf[i] as number;
     if (b === 0) {
       keyHasDollar = dollar;
+      keyHasDot = dot;
       return i;
     }
     if (b === 0x24) dollar = true;
+    else if (b === 0x2e) dot = true;
     else if (b >= 0x80) {
       const nul = findNul(buf, i, limit);
       if (nul === -1) return NO_NUL;
       if (!isValidUtf8(buf, i, nul)) return BAD_UTF8;
       const at = buf.indexOf(0x24, i);
       keyHasDollar = dollar || (at !== -1 && at < nul);
+      const period = buf.indexOf(0x2e, i);
+      keyHasDot = dot || (period !== -1 && period < nul);
       return nul;
     }
   }
@@ -200,6 +206,10 @@ export const DocumentFact = {
   code: 1,
   /** An element name with a `$` in it below the top level (at depth 1 or deeper). */
   nestedDollarKey: 2,
+  /** An element name with a `.` in it, at any depth. */
+  dottedKey: 4,
+  /** An element name with a `$` in it at the top level. */
+  topDollarKey: 8,
 } as const;
 
 /** A Buffer view of the same bytes (no copy), for Node's endian-safe readers. */
@@ -231,9 +241,19 @@ class OpenDocument {
 
   constructor(
     /** Offset of the document's terminating 0x00. */
-    readonly end: number,
-    readonly isArray: boolean,
+    public end: number,
+    public isArray: boolean,
   ) {}
+
+  /** Made ready for another document (a validation reuses the ones it closed). */
+  reset(end: number, isArray: boolean): this {
+    this.end = end;
+    this.isArray = isArray;
+    this.index = 0;
+    if (this.keys !== null) this.keys.length = 0;
+    this.keySet = null;
+    return this;
+  }
 
   /** Records the key at [start, end); false when it was already there (byte comparison). */
   addKey(buf: Buffer, start: number, end: number): boolean {
@@ -294,6 +314,8 @@ export class DocumentValidation {
   readonly #maxDepth: number;
   readonly #dupes: boolean;
   readonly #stack: OpenDocument[];
+  /** Closed documents, reused for the next ones opened (a batch of a thousand allocates a few). */
+  readonly #closed: OpenDocument[] = [];
   #pos: number;
   #facts = 0;
   /** Offset just past the document. */
@@ -336,6 +358,7 @@ export class DocumentValidation {
     const maxDepth = this.#maxDepth;
     const dupes = this.#dupes;
     const stack = this.#stack;
+    const closed = this.#closed;
     const bytes = this.#bytes;
     let pos = this.#pos;
     let facts = this.#facts;
@@ -344,7 +367,7 @@ export class DocumentValidation {
       const top = stack[stack.length - 1] as OpenDocument;
       const limit = top.end; // every element must end before the terminator of its document
       if (pos === limit) {
-        stack.pop();
+        closed.push(stack.pop() as OpenDocument);
         pos++;
         continue;
       }
@@ -357,7 +380,8 @@ export class DocumentValidation {
       const keyEnd = scanKey(bytes, keyStart, limit);
       if (keyEnd === NO_NUL) invalid('element name runs past the end of its document', keyStart);
       if (keyEnd === BAD_UTF8) invalid('element name is not valid UTF-8', keyStart);
-      if (keyHasDollar && stack.length > 1) facts |= DocumentFact.nestedDollarKey;
+      if (keyHasDollar) facts |= stack.length > 1 ? DocumentFact.nestedDollarKey : DocumentFact.topDollarKey;
+      if (keyHasDot) facts |= DocumentFact.dottedKey;
       if (dupes) {
         if (top.isArray) {
           if (!isIndexKey(bytes, keyStart, keyEnd, top.index)) {
@@ -384,7 +408,9 @@ export class DocumentValidation {
           if (stack.length > maxDepth) {
             invalid(`document nesting deeper than the allowed ${maxDepth} levels`, pos, ErrorCodes.Overflow);
           }
-          stack.push(new OpenDocument(pos + size - 1, type === BsonType.array));
+          const end = pos + size - 1;
+          const isArray = type === BsonType.array;
+          stack.push(closed.pop()?.reset(end, isArray) ?? new OpenDocument(end, isArray));
           pos += 4;
           break;
         }
@@ -431,7 +457,9 @@ export class DocumentValidation {
           if (stack.length > maxDepth) {
             invalid(`document nesting deeper than the allowed ${maxDepth} levels`, scopeStart, ErrorCodes.Overflow);
           }
-          stack.push(new OpenDocument(scopeStart + size - 1, false));
+          stack.push(
+            closed.pop()?.reset(scopeStart + size - 1, false) ?? new OpenDocument(scopeStart + size - 1, false),
+          );
           pos = scopeStart + 4;
           break;
         }

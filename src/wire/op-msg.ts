@@ -22,6 +22,7 @@ import {
   subDocument,
   validateDocumentFacts,
 } from './bson-scan.js';
+import type { CopyJob } from './copy-job.js';
 import { computeChecksum, storedChecksum, writeChecksum } from './crc32c.js';
 import {
   DEFAULT_MAX_BSON_OBJECT_SIZE,
@@ -401,8 +402,13 @@ export function hasFrameRoom(body: Uint8Array): boolean {
   return framed.has(body);
 }
 
-/** Builds an OP_MSG frame in a single allocation: header, flags, body, sequences, checksum. */
-export function encodeOpMsg(init: EncodeOpMsgInit): Buffer {
+/**
+ * Builds an OP_MSG frame in a single allocation: header, flags, body, sequences, checksum. With
+ * `copies` (no checksum), the body and the documents are copied into the frame by that job
+ * (copy-job.ts), not here: the frame is not complete until the job has run.
+ */
+export function encodeOpMsg(init: EncodeOpMsgInit, copies?: CopyJob): Buffer {
+  if (copies !== undefined && init.checksum === true) throw new RangeError('a checksummed frame is written at once');
   const sequences = init.sequences ?? [];
   const checksum = init.checksum === true;
   const room = framed.get(init.body);
@@ -440,7 +446,8 @@ export function encodeOpMsg(init: EncodeOpMsgInit): Buffer {
   writeInt32LE(out, pos, flags);
   pos += FLAGS_LENGTH;
   out[pos++] = SectionKind.body;
-  out.set(init.body, pos);
+  if (copies === undefined) out.set(init.body, pos);
+  else copies.add(init.body, out, pos);
   pos += init.body.length;
   sequences.forEach((s, i) => {
     out[pos++] = SectionKind.documentSequence;
@@ -451,7 +458,8 @@ export function encodeOpMsg(init: EncodeOpMsgInit): Buffer {
     pos += id.length;
     out[pos++] = 0;
     for (const doc of s.documents) {
-      out.set(doc, pos);
+      if (copies === undefined) out.set(doc, pos);
+      else copies.add(doc, out, pos);
       pos += doc.length;
     }
     writeInt32LE(out, sizeAt, pos - sizeAt);

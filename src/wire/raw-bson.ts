@@ -9,6 +9,7 @@
  */
 import { ErrorCodes, ProxyError } from '../errors.js';
 import { serialize } from './bson.js';
+import type { CopyJob } from './copy-job.js';
 import { BsonType, elementValues, elements as scanElements, readString, type BsonElement } from './bson-scan.js';
 
 /** One element: its name, BSON type and the exact bytes of its value. */
@@ -83,9 +84,12 @@ export class RawDocument {
     return new RawDocument(this.elements.filter((element) => !names.includes(element.name)));
   }
 
-  /** The document's BSON bytes (in memory from `allocate` when given). */
-  toBytes(allocate?: Allocate): Uint8Array {
-    return encodeElements(this.elements, allocate);
+  /**
+   * The document's BSON bytes (in memory from `allocate` when given). With `copies`, the values
+   * are copied in by that job (copy-job.ts): the bytes are not complete until it has run.
+   */
+  toBytes(allocate?: Allocate, copies?: CopyJob): Uint8Array {
+    return encodeElements(this.elements, allocate, copies);
   }
 
   /** This document as a value (type 0x03) for another document or array. */
@@ -97,8 +101,15 @@ export class RawDocument {
 /** Where an encoding's bytes go: a Buffer of exactly `length` bytes. */
 export type Allocate = (length: number) => Buffer;
 
-/** BSON bytes of a document made of these elements (one allocation, from `allocate` when given). */
-export function encodeElements(elements: readonly RawElement[], allocate: Allocate = Buffer.allocUnsafe): Uint8Array {
+/**
+ * BSON bytes of a document made of these elements (one allocation, from `allocate` when given);
+ * with `copies`, the values are copied in by that job, later.
+ */
+export function encodeElements(
+  elements: readonly RawElement[],
+  allocate: Allocate = Buffer.allocUnsafe,
+  copies?: CopyJob,
+): Uint8Array {
   const names = elements.map((element) => Buffer.from(element.name, 'utf8'));
   let length = 5;
   elements.forEach((element, index) => {
@@ -111,7 +122,8 @@ export function encodeElements(elements: readonly RawElement[], allocate: Alloca
     out[at++] = element.type;
     at += names[index]!.copy(out, at);
     out[at++] = 0;
-    out.set(element.value, at);
+    if (copies === undefined) out.set(element.value, at);
+    else copies.add(element.value, out, at);
     at += element.value.length;
   });
   out[at] = 0;
@@ -137,8 +149,9 @@ function digitCount(n: number): number {
  * An array value from values, in order: written straight into one buffer, keys "0", "1", …
  * `source`, the array the values were read from, is returned itself when it already is exactly
  * those bytes (an insert whose documents all went through unchanged): no copy of the batch.
+ * With `copies`, the values are copied in by that job (copy-job.ts), later.
  */
-export function arrayOf(values: readonly RawValue[], source?: RawValue): RawValue {
+export function arrayOf(values: readonly RawValue[], source?: RawValue, copies?: CopyJob): RawValue {
   if (source !== undefined && holdsExactly(source, values)) return source;
   let length = 5;
   for (let index = 0; index < values.length; index++) {
@@ -146,7 +159,11 @@ export function arrayOf(values: readonly RawValue[], source?: RawValue): RawValu
   }
   const out = Buffer.allocUnsafe(length);
   out.writeInt32LE(length, 0);
+  // With a copy job the array is defined as its pieces (headers written here, the values), written only where it goes.
+  // (An empty array is its header alone, written here: nothing to put off.)
+  const pieces: Uint8Array[] | undefined = copies === undefined || values.length === 0 ? undefined : [];
   let at = 4;
+  let from = 0;
   for (let index = 0; index < values.length; index++) {
     const item = values[index] as RawValue;
     out[at++] = item.type;
@@ -154,10 +171,16 @@ export function arrayOf(values: readonly RawValue[], source?: RawValue): RawValu
     for (let v = index, k = digits - 1; k >= 0; v = Math.floor(v / 10), k--) out[at + k] = 0x30 + (v % 10);
     at += digits;
     out[at++] = 0;
-    out.set(item.value, at);
+    if (pieces === undefined) out.set(item.value, at);
+    else pieces.push(out.subarray(from, at), item.value);
     at += item.value.length;
+    from = at;
   }
   out[at] = 0;
+  if (pieces !== undefined) {
+    pieces.push(out.subarray(from, at + 1));
+    copies!.define(out, pieces);
+  }
   return { type: BsonType.array, value: out };
 }
 

@@ -666,8 +666,13 @@ describe('validateDocumentFacts: what validation tells the one pass', () => {
   const facts = (doc: Record<string, unknown>): number =>
     validateDocumentFacts(serialize(doc), 0, { maxDepth: 50, rejectDuplicateKeys: true });
 
-  it('notes JavaScript at any depth and `$` names below the top level', () => {
-    expect(facts({ _id: 1, a: { b: [1, 'x'] }, $top: 1 })).toBe(0);
+  it('notes JavaScript at any depth, `$` names below and at the top level, `.` names at any depth', () => {
+    expect(facts({ _id: 1, a: { b: [1, 'x'] } })).toBe(0);
+    expect(facts({ _id: 1, a: { b: [1, 'x'] }, $top: 1 })).toBe(DocumentFact.topDollarKey);
+    expect(facts({ 'a.b': 1 })).toBe(DocumentFact.dottedKey);
+    expect(facts({ a: { 'é.b': 1 } })).toBe(DocumentFact.dottedKey);
+    expect(facts({ a: [{ 'x.$y': 1 }] })).toBe(DocumentFact.dottedKey | DocumentFact.nestedDollarKey);
+    expect(facts({ é$: 1 })).toBe(DocumentFact.topDollarKey);
     expect(facts({ a: new Code('x') })).toBe(DocumentFact.code);
     expect(facts({ a: [{ b: new Code('x', { y: 1 }) }] })).toBe(DocumentFact.code);
     expect(facts({ a: { $where: 1 } })).toBe(DocumentFact.nestedDollarKey);

@@ -73,6 +73,28 @@ const everyType = {
 };
 
 describe('validateDocument', () => {
+  it('siblings reuse closed documents without inheriting their keys or array index', () => {
+    const dupes = { maxDepth: 10, rejectDuplicateKeys: true };
+    // Each document's keys are its own: the same names in a sibling are not duplicates…
+    const siblings = bson({ d: [{ a: 1, b: { a: 1 } }, { a: 2, b: { a: 2 } }, [1, 2, [3, 4]], { a: 3 }] });
+    expect(validateDocument(siblings, 0, dupes)).toBe(siblings.length);
+    // …and still are within one document, after a sibling closed (top-level "a" repeated at the end).
+    const repeated = bson({ x: { a: 1 }, y: [1, 2], a: 1, z: 1 });
+    repeated[repeated.lastIndexOf(Buffer.from('z\0'))] = 0x61;
+    expect(() => validateDocument(repeated, 0, dupes)).toThrow(/duplicate key "a"/);
+    // Many keys (past the linear limit) in one sibling, then few in the next.
+    const wide = Object.fromEntries(Array.from({ length: 40 }, (_, n) => [`k${n}`, n]));
+    const mixed = bson({ d: [wide, { k1: 1 }, wide] });
+    expect(validateDocument(mixed, 0, dupes)).toBe(mixed.length);
+    const array = bson({
+      d: [
+        [1, 2, 3],
+        [4, 5],
+      ],
+    });
+    expect(validateDocument(array, 0, dupes)).toBe(array.length);
+  });
+
   it('accepts every BSON type produced by the bson package and returns the length', () => {
     const doc = bson(everyType);
     expect(validateDocument(doc, 0, opts)).toBe(doc.length);
