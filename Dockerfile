@@ -31,7 +31,10 @@ FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 # The native codecs (zstd, snappy, crc32) come as prebuilt N-API packages: no compiler needed.
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+# koffi (malloc_trim, docs/deploy.md "Memory") ships a build for every platform: only this one's stays.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force \
+ && keep="$(node -p 'process.platform + "_" + process.arch')" \
+ && find node_modules/koffi/build/koffi -mindepth 1 -maxdepth 1 -type d ! -name "$keep" -exec rm -rf {} +
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
@@ -62,7 +65,8 @@ WORKDIR /app
 # freed memory in them; two arenas return it. MALLOC_MMAP_THRESHOLD_: glibc raises its mmap
 # threshold (up to 32 MiB) after each big free, so later big buffers and the 64 KiB socket reads
 # land in the heap, fragment it and are never returned; fixed at 64 KiB they are mmapped and
-# unmapped when freed. --expose-gc (ENTRYPOINT): the proxy runs one full collection when a burst is over.
+# unmapped when freed. --expose-gc (ENTRYPOINT): the proxy runs one full collection when a burst is over,
+# then glibc's malloc_trim (through koffi) for the free pages left inside the heap.
 ENV NODE_ENV=production \
     HEALTHCHECK_URL=http://127.0.0.1:9216/healthz \
     MALLOC_ARENA_MAX=2 \

@@ -13,19 +13,17 @@ const project = (name: UpstreamKind, include: string[], exclude: string[] = []) 
   test: { name, include, exclude, globalSetup: ['test/helpers/global-setup.ts'] },
 });
 const single = singleUpstream();
-// The noisy-neighbour suite (issue 15, test/neighbours) runs by `npm run test:neighbours`
-// (MTP_NEIGHBOURS set), not in `npm test` yet: at small size its "big finds, never read" peaks within
-// 3-70 MiB of its RSS limit (492.6 of 496 in a clean-clone CI run): a coin toss until the buffers
-// outside the budget are found (docs/testing.md). FerretDB project only: it starts FerretDBs of its own.
-const neighbours = process.env['MTP_NEIGHBOURS'] !== undefined ? [] : ['test/neighbours/**'];
+// The noisy-neighbour suite (issue 15, test/neighbours) runs in `npm test` at its small sizes, the
+// bystander's p99 ratios reported, not asserted (harness.ts, goalsMet); `npm run test:neighbours`
+// runs it alone at full size and asserts them. FerretDB project only: it starts FerretDBs of its own.
 
 export default defineConfig({
   test: {
     projects:
       single !== undefined
-        ? [project(single, ['test/**/*.test.ts'], neighbours)]
+        ? [project(single, ['test/**/*.test.ts'])]
         : [
-            project('ferretdb1', ['test/**/*.test.ts'], [...SEMANTIC_TEST_FILES, ...neighbours]),
+            project('ferretdb1', ['test/**/*.test.ts'], SEMANTIC_TEST_FILES),
             project('documentdb', [...SEMANTIC_TEST_FILES, ...EVERY_PROJECT_TEST_FILES]),
           ],
     testTimeout: 60_000,

@@ -14,6 +14,7 @@ import type { AuthObserver, IdentityServices } from './identity/types.js';
 import { ConnectionRegistry, startListener, type Listener, type SharedConnectionDeps } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
 import { BufferBudget } from './server/buffer-budget.js';
+import { loadMallocTrim } from './server/malloc-trim.js';
 import { exposedGc, MemoryReturn } from './server/memory-return.js';
 import { ValidationScheduler } from './server/validation-scheduler.js';
 import { withDerivedLimits } from './config/derived.js';
@@ -76,7 +77,8 @@ export interface StartOptions {
   /**
    * A full garbage collection, run once a burst of buffered bytes is over so its memory goes back
    * (server/memory-return.ts). Default `globalThis.gc` when Node runs with `--expose-gc` (the
-   * image's entrypoint); null never collects.
+   * image's entrypoint), followed by glibc's malloc_trim where available (server/malloc-trim.ts);
+   * null never collects.
    */
   collectGarbage?: (() => void) | null;
 }
@@ -243,6 +245,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
     // burst of them is over, or a flood of connections, one full collection gives its memory back.
     const memoryReturn = new MemoryReturn({
       collect: options.collectGarbage === null ? undefined : (options.collectGarbage ?? exposedGc()),
+      trim: options.collectGarbage === null ? undefined : loadMallocTrim(),
       logger,
     });
     cleanups.push(() => memoryReturn.close());

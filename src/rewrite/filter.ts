@@ -7,7 +7,7 @@ import type { TenantValueType } from '../config/types.js';
 import { ErrorCodes, ProxyError, PolicyRefusal } from '../errors.js';
 import { Long, ObjectId, UUID } from '../wire/bson.js';
 import { BsonType } from '../wire/bson-scan.js';
-import { arrayOf, documentOf, valueOf, type RawValue } from '../wire/raw-bson.js';
+import { arrayOf, byReference, documentOf, valueOf, type RawValue } from '../wire/raw-bson.js';
 import type { TenantContext } from '../policy/types.js';
 
 /**
@@ -71,5 +71,7 @@ export function tenantFilter(context: TenantContext, clientFilter: RawValue | un
   if (clientFilter.type !== BsonType.document) {
     throw new PolicyRefusal('filter.not-document', `${where} must be a document`, ErrorCodes.TypeMismatch);
   }
-  return documentOf([['$and', arrayOf([tenantEquality(context), clientFilter])]]);
+  // The client's filter is spliced into the frame, not copied into the array and the document
+  // first (a 10 MB filter was two more copies, outside the byte budget: issue 15).
+  return documentOf([['$and', arrayOf([tenantEquality(context), byReference(clientFilter)])]]);
 }

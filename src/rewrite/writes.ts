@@ -23,6 +23,7 @@ import {
   arrayItems,
   arrayOf,
   documentOf,
+  elementOf,
   numberOf,
   sameValue,
   stringOf,
@@ -690,7 +691,7 @@ function replaceIn(doc: RawDocument, replacements: ReadonlyMap<string, RawValue 
     doc.elements.flatMap((element) => {
       const next = replacements.get(element.name);
       if (next === null) return [];
-      return next === undefined ? [element] : [{ name: element.name, type: next.type, value: next.value }];
+      return next === undefined ? [element] : [elementOf(element.name, next)];
     }),
   );
 }

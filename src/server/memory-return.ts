@@ -31,12 +31,18 @@ export const MEMORY_RETURN_DELAY_MS = 1_000;
 export interface MemoryReturnOptions {
   /** A full garbage collection; undefined: never scheduled. */
   collect: (() => void) | undefined;
+  /**
+   * Gives the C heap's free pages back (malloc-trim.ts), after a burst's collections; undefined:
+   * not available here.
+   */
+  trim?: (() => void) | undefined;
   delayMS?: number;
   logger?: Logger | undefined;
 }
 
 export class MemoryReturn {
   readonly #collect: (() => void) | undefined;
+  readonly #trim: (() => void) | undefined;
   readonly #delayMS: number;
   readonly #logger: Logger | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -46,9 +52,12 @@ export class MemoryReturn {
   #closed = false;
   /** Collections run since start (for tests). */
   collections = 0;
+  /** Trims of the C heap run since start (for tests). */
+  trims = 0;
 
   constructor(options: MemoryReturnOptions) {
     this.#collect = options.collect;
+    this.#trim = options.trim;
     this.#delayMS = options.delayMS ?? MEMORY_RETURN_DELAY_MS;
     this.#logger = options.logger;
   }
@@ -116,6 +125,13 @@ export class MemoryReturn {
         if (this.#closed) return;
         this.#collect?.();
         this.collections++;
+        // What the collections freed in glibc's heap below blocks still in use stays resident until
+        // trimmed (malloc-trim.ts). Once per burst, after it: trimming during one would only make
+        // glibc ask the system for the same pages again.
+        if (this.#trim !== undefined) {
+          this.#trim();
+          this.trims++;
+        }
       }).unref();
       this.#logger?.debug(
         { peak, of: what, ms: Number(process.hrtime.bigint() - started) / 1e6 },

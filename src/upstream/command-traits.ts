@@ -45,6 +45,20 @@ export function commandTraits(body: Uint8Array): CommandTraits {
   return traitsOf(RawDocument.parse(body).elements);
 }
 
+/** The top-level fields traitsOf reads. */
+const TRAIT_FIELDS: ReadonlySet<string> = new Set([
+  '$db',
+  'lsid',
+  'txnNumber',
+  'autocommit',
+  'startTransaction',
+  '$readPreference',
+  'maxTimeMS',
+  'collection',
+  'cursors',
+  'pipeline',
+]);
+
 /**
  * The traits of a command body already split into its top-level elements (`RawDocument.elements`):
  * what the client connection decoded once, or the isolation engine's rewritten body.
@@ -68,6 +82,8 @@ export function traitsOf(fields: readonly RawElement[]): CommandTraits {
   let collection: string | undefined;
   let cursorIds: bigint[] = [];
   for (const field of fields) {
+    // Only the fields read below are looked at: a spliced value (a client's filter) stays unjoined.
+    if (!TRAIT_FIELDS.has(field.name)) continue;
     const { value } = field;
     const element = bsonElementOf(field);
     try {

@@ -17,12 +17,22 @@ export interface RawElement {
   readonly name: string;
   readonly type: number;
   readonly value: Uint8Array;
+  /** A spliced value's pieces (see RawValue). */
+  readonly pieces?: readonly Uint8Array[] | undefined;
 }
 
-/** A BSON value without a name: what `valueOf` makes and `RawElement` carries. */
+/**
+ * A BSON value without a name: what `valueOf` makes and `RawElement` carries.
+ *
+ * A spliced value (`pieces` set) is the concatenation of its pieces, written only where it finally
+ * goes (a frame): wrapping a client's 10 MB filter in the tenant predicate must not copy it into
+ * an array, then a document, then the frame (issue 15: those copies were live memory outside the
+ * byte budget). Reading `value` joins the pieces once, so every reader sees the exact bytes.
+ */
 export interface RawValue {
   readonly type: number;
   readonly value: Uint8Array;
+  readonly pieces?: readonly Uint8Array[] | undefined;
 }
 
 export class RawDocument {
@@ -63,7 +73,7 @@ export class RawDocument {
 
   /** A copy with `name` set to `value`, replacing it in place or appending it at the end. */
   with(name: string, value: RawValue): RawDocument {
-    const element: RawElement = { name, type: value.type, value: value.value };
+    const element = elementOf(name, value);
     const index = this.elements.findIndex((existing) => existing.name === name);
     if (index < 0) return new RawDocument([...this.elements, element]);
     const next = [...this.elements];
@@ -73,10 +83,7 @@ export class RawDocument {
 
   /** A copy with `name` first (replacing any existing element of that name). */
   withFirst(name: string, value: RawValue): RawDocument {
-    return new RawDocument([
-      { name, type: value.type, value: value.value },
-      ...this.elements.filter((e) => e.name !== name),
-    ]);
+    return new RawDocument([elementOf(name, value), ...this.elements.filter((e) => e.name !== name)]);
   }
 
   /** A copy without the named elements. */
@@ -92,8 +99,9 @@ export class RawDocument {
     return encodeElements(this.elements, allocate, copies);
   }
 
-  /** This document as a value (type 0x03) for another document or array. */
+  /** This document as a value (type 0x03) for another document or array (spliced when an element is). */
   toValue(): RawValue {
+    if (this.elements.some(isSpliced)) return splicedDocument(this.elements);
     return { type: BsonType.document, value: this.toBytes() };
   }
 }
@@ -113,7 +121,7 @@ export function encodeElements(
   const names = elements.map((element) => Buffer.from(element.name, 'utf8'));
   let length = 5;
   elements.forEach((element, index) => {
-    length += 1 + names[index]!.length + 1 + element.value.length;
+    length += 1 + names[index]!.length + 1 + lengthOf(element);
   });
   const out = allocate(length);
   out.writeInt32LE(length, 0);
@@ -122,9 +130,18 @@ export function encodeElements(
     out[at++] = element.type;
     at += names[index]!.copy(out, at);
     out[at++] = 0;
-    if (copies === undefined) out.set(element.value, at);
-    else copies.add(element.value, out, at);
-    at += element.value.length;
+    const { pieces } = element;
+    if (pieces === undefined) {
+      if (copies === undefined) out.set(element.value, at);
+      else copies.add(element.value, out, at);
+      at += element.value.length;
+      return;
+    }
+    for (const piece of pieces) {
+      if (copies === undefined) out.set(piece, at);
+      else copies.add(piece, out, at);
+      at += piece.length;
+    }
   });
   out[at] = 0;
   return out;
@@ -132,10 +149,117 @@ export function encodeElements(
 
 /** A document value from named values, in order. */
 export function documentOf(entries: ReadonlyArray<readonly [string, RawValue]>): RawValue {
+  const elements = entries.map(([name, v]) => elementOf(name, v));
+  if (elements.some(isSpliced)) return splicedDocument(elements);
+  return { type: BsonType.document, value: encodeElements(elements) };
+}
+
+/**
+ * `value` to be written by reference wherever it goes (a document or array made of it is spliced,
+ * see RawValue): for a client's value of any size, kept as it is until the frame is written.
+ */
+export function byReference(value: RawValue): RawValue {
+  if (value.pieces !== undefined) return value;
+  return { type: value.type, value: value.value, pieces: [value.value] };
+}
+
+/** The byte length of a value or element, spliced or not (without joining its pieces). */
+export function lengthOf(value: RawValue): number {
+  const { pieces } = value;
+  if (pieces === undefined) return value.value.length;
+  let length = 0;
+  for (const piece of pieces) length += piece.length;
+  return length;
+}
+
+function isSpliced(value: RawValue): boolean {
+  return value.pieces !== undefined;
+}
+
+/** An element named `name` holding `value` (a spliced value stays spliced). */
+export function elementOf(name: string, value: RawValue): RawElement {
+  if (value.pieces === undefined) return { name, type: value.type, value: value.value };
   return {
-    type: BsonType.document,
-    value: encodeElements(entries.map(([name, v]) => ({ name, type: v.type, value: v.value }))),
+    name,
+    type: value.type,
+    pieces: value.pieces,
+    get value() {
+      return value.value;
+    },
   };
+}
+
+/** A spliced value of `type` made of `pieces`; reading `value` joins them once. */
+function splicedValue(type: number, pieces: readonly Uint8Array[]): RawValue {
+  let joined: Uint8Array | undefined;
+  return {
+    type,
+    pieces,
+    get value() {
+      if (joined === undefined) joined = Buffer.concat(pieces);
+      return joined;
+    },
+  };
+}
+
+/** Values this short are copied into the glue: fewer pieces for a few bytes copied. */
+const INLINE_MAX_BYTES = 64;
+
+/**
+ * A document or array of these values, spliced: its own bytes (length, types, names, the short
+ * values, the terminator) are written into one small buffer, the long and spliced values are
+ * pieces between them, flattened. `names` undefined: an array (names "0", "1", …).
+ */
+function splice(type: number, names: readonly Uint8Array[] | undefined, values: readonly RawValue[]): RawValue {
+  let length = 5;
+  let glueLength = 5;
+  for (let index = 0; index < values.length; index++) {
+    const value = values[index] as RawValue;
+    const name = 2 + (names === undefined ? digitCount(index) : (names[index] as Uint8Array).length);
+    const bytes = lengthOf(value);
+    length += name + bytes;
+    glueLength += name + (bytes <= INLINE_MAX_BYTES ? bytes : 0);
+  }
+  const glue = Buffer.allocUnsafe(glueLength);
+  glue.writeInt32LE(length, 0);
+  const pieces: Uint8Array[] = [];
+  let at = 4;
+  let from = 0;
+  for (let index = 0; index < values.length; index++) {
+    const value = values[index] as RawValue;
+    glue[at++] = value.type;
+    if (names === undefined) {
+      const digits = digitCount(index);
+      for (let v = index, k = digits - 1; k >= 0; v = Math.floor(v / 10), k--) glue[at + k] = 0x30 + (v % 10);
+      at += digits;
+    } else {
+      const name = names[index] as Uint8Array;
+      glue.set(name, at);
+      at += name.length;
+    }
+    glue[at++] = 0;
+    const own = value.pieces ?? [value.value];
+    if (lengthOf(value) <= INLINE_MAX_BYTES) {
+      for (const piece of own) {
+        glue.set(piece, at);
+        at += piece.length;
+      }
+      continue;
+    }
+    pieces.push(glue.subarray(from, at), ...own);
+    from = at;
+  }
+  glue[at++] = 0;
+  pieces.push(glue.subarray(from, at));
+  return splicedValue(type, pieces);
+}
+
+function splicedDocument(elements: readonly RawElement[]): RawValue {
+  return splice(
+    BsonType.document,
+    elements.map((element) => Buffer.from(element.name, 'utf8')),
+    elements,
+  );
 }
 
 /** Decimal digits of a non-negative integer. */
@@ -152,10 +276,12 @@ function digitCount(n: number): number {
  * With `copies`, the values are copied in by that job (copy-job.ts), later.
  */
 export function arrayOf(values: readonly RawValue[], source?: RawValue, copies?: CopyJob): RawValue {
-  if (source !== undefined && holdsExactly(source, values)) return source;
+  const spliced = values.some(isSpliced);
+  if (source !== undefined && !spliced && holdsExactly(source, values)) return source;
+  if (spliced && copies === undefined) return splice(BsonType.array, undefined, values);
   let length = 5;
   for (let index = 0; index < values.length; index++) {
-    length += 2 + digitCount(index) + (values[index] as RawValue).value.length;
+    length += 2 + digitCount(index) + lengthOf(values[index] as RawValue);
   }
   const out = Buffer.allocUnsafe(length);
   out.writeInt32LE(length, 0);
@@ -172,8 +298,8 @@ export function arrayOf(values: readonly RawValue[], source?: RawValue, copies?:
     at += digits;
     out[at++] = 0;
     if (pieces === undefined) out.set(item.value, at);
-    else pieces.push(out.subarray(from, at), item.value);
-    at += item.value.length;
+    else pieces.push(out.subarray(from, at), ...(item.pieces ?? [item.value]));
+    at += lengthOf(item);
     from = at;
   }
   out[at] = 0;
@@ -259,7 +385,7 @@ export function isArray(value: RawValue | undefined): value is RawValue {
  * `readString(element.value, bsonElementOf(element))` and the like (errors name the field).
  */
 export function bsonElementOf(element: RawElement): BsonElement {
-  return { type: element.type, name: element.name, start: 0, offset: 0, length: element.value.length };
+  return { type: element.type, name: element.name, start: 0, offset: 0, length: lengthOf(element) };
 }
 
 /** A string value's text (NUL inside is refused by the reader, catalogue item 52). */

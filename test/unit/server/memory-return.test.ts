@@ -1,6 +1,7 @@
 // A full collection once a burst of buffered bytes is over (issue 15, memory returns after abuse):
 // once, a delay after the last drain, never while bursts keep coming, never without a collector.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { loadMallocTrim } from '../../../src/server/malloc-trim.js';
 import { MemoryReturn } from '../../../src/server/memory-return.js';
 import { CONNECTION_FLOOD_MARK, ConnectionRegistry } from '../../../src/server/listener.js';
 import type { ClientConnection } from '../../../src/server/client-connection.js';
@@ -66,6 +67,35 @@ describe('MemoryReturn', () => {
     const idleDone = vi.fn();
     idle.collectSoon(idleDone);
     expect(idleDone).toHaveBeenCalledTimes(1);
+  });
+
+  it('trims the C heap once per burst, after its second collection; never in collectSoon', async () => {
+    const order: string[] = [];
+    const memory = new MemoryReturn({
+      collect: () => order.push('collect'),
+      trim: () => order.push('trim'),
+      delayMS: 1_000,
+    });
+    memory.drained(100);
+    vi.advanceTimersByTime(10_000);
+    expect(order).toEqual(['collect', 'collect', 'trim']);
+    expect(memory.trims).toBe(1);
+    vi.useRealTimers();
+    memory.collectSoon(() => undefined);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(order).toEqual(['collect', 'collect', 'trim', 'collect']);
+  });
+
+  it('loadMallocTrim binds glibc malloc_trim here (Linux, glibc) and it runs', () => {
+    const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header
+      ?.glibcVersionRuntime;
+    const trim = loadMallocTrim();
+    if (process.platform === 'linux' && glibc !== undefined) {
+      expect(trim).toBeTypeOf('function');
+      expect(() => trim!()).not.toThrow();
+    } else {
+      expect(trim).toBeUndefined();
+    }
   });
 
   it('connectionsFell schedules a collection like a drained burst', () => {
