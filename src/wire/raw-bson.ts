@@ -155,11 +155,18 @@ export function documentOf(entries: ReadonlyArray<readonly [string, RawValue]>):
 }
 
 /**
- * `value` to be written by reference wherever it goes (a document or array made of it is spliced,
- * see RawValue): for a client's value of any size, kept as it is until the frame is written.
+ * Values shorter than this are copied rather than spliced: for a few KiB a copy costs less than
+ * the pieces (a findOne's rewrite took 31 µs spliced instead of 18 µs copied, bench/request-path.mjs).
  */
-export function byReference(value: RawValue): RawValue {
-  if (value.pieces !== undefined) return value;
+export const BY_REFERENCE_MIN_BYTES = 16 * 1024;
+
+/**
+ * `value` to be written by reference wherever it goes (a document or array made of it is spliced,
+ * see RawValue): a client's big value kept as it is until the frame is written. Shorter than
+ * `minBytes`, the value itself (copied as any other).
+ */
+export function byReference(value: RawValue, minBytes = BY_REFERENCE_MIN_BYTES): RawValue {
+  if (value.pieces !== undefined || value.value.length < minBytes) return value;
   return { type: value.type, value: value.value, pieces: [value.value] };
 }
 

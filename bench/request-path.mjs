@@ -1,0 +1,72 @@
+/**
+ * In-process measurement of the proxy's request path for one command (issue 16): best of N, CPU
+ * time, steadier than the interleaved bench on a shared machine. Runs against `dist/` (`npm run
+ * build` first; BENCH_DIST=<dir> for another build).
+ *
+ * One iteration is what the proxy does from a client's frame to the frame written upstream: the
+ * command decoded once (decodeCommand), routed through the isolation engine (route: checks,
+ * tenant predicate, namespace mapping, traits for the forwarding layer) and the forwarded frame
+ * built (forwardFrame). Commands: a findOne on `_id`, a find with a 1 MiB filter, an updateOne.
+ *
+ *   node bench/request-path.mjs     # BENCH_REQUEST_ROUNDS (30) rounds of BENCH_REQUEST_ITERATIONS (2,000)
+ *                                   # BENCH_REQUEST_ONLY=findOne: the commands whose name contains it
+ */
+import { serialize } from 'bson';
+
+const dist = new URL(process.env.BENCH_DIST ? `file://${process.env.BENCH_DIST}/` : '../dist/', import.meta.url);
+const load = (path) => import(new URL(path, dist).href);
+
+const rounds = Number(process.env.BENCH_REQUEST_ROUNDS ?? 30);
+const iterations = Number(process.env.BENCH_REQUEST_ITERATIONS ?? 2000);
+
+const { configFromObject } = await load('config/index.js');
+const { CursorRegistry } = await load('policy/cursors.js');
+const { IsolationEngine } = await load('rewrite/engine.js');
+const { decodeCommand } = await load('server/command-view.js');
+const { forwardFrame } = await load('server/frames.js');
+const { route } = await load('server/route.js');
+const { encodeOpMsg } = await load('wire/op-msg.js');
+const { ErrorCodes, ProxyError } = await load('errors.js');
+
+const engine = new IsolationEngine({
+  config: configFromObject({}).isolation,
+  cursors: new CursorRegistry(),
+  sessionKey: Buffer.alloc(32, 1),
+  collationSupported: () => false,
+});
+const state = {
+  tenant: 'acme',
+  overConnectionLimit: undefined,
+  engine: engine.forTenant('acme'),
+  engineError: undefined,
+  unauthorized: (name) => new ProxyError(ErrorCodes.Unauthorized, name),
+};
+
+const frameOf = (body) => encodeOpMsg({ requestId: 7, responseTo: 0, body: serialize(body) });
+const commands = {
+  'findOne _id': frameOf({ find: 'orders', filter: { _id: 'o-123' }, limit: 1, singleBatch: true, $db: 'app' }),
+  'find, 1 MiB filter': frameOf({ find: 'orders', filter: { pad: { $ne: 'z'.repeat(1 << 20) } }, $db: 'app' }),
+  updateOne: frameOf({ update: 'orders', updates: [{ q: { _id: 'o-1' }, u: { $set: { n: 1 } } }], $db: 'app' }),
+};
+
+function once(frame) {
+  const command = decodeCommand(frame, { maxBsonDepth: 200 });
+  const next = route(command, state);
+  if (next.action !== 'forward') throw new Error(`unexpected ${next.action}`);
+  return forwardFrame(frame, command.msg, next.plan.rewrite);
+}
+
+const only = process.env.BENCH_REQUEST_ONLY; // e.g. "findOne": the commands whose name contains it
+for (const [name, frame] of Object.entries(commands)) {
+  if (only !== undefined && !name.includes(only)) continue;
+  const n = name.includes('MiB') ? Math.max(1, Math.floor(iterations / 100)) : iterations;
+  for (let i = 0; i < n; i++) once(frame); // warm-up
+  let best = Infinity;
+  for (let round = 0; round < rounds; round++) {
+    const started = process.cpuUsage();
+    for (let i = 0; i < n; i++) once(frame);
+    const used = process.cpuUsage(started);
+    best = Math.min(best, (used.user + used.system) / n);
+  }
+  console.log(`${name.padEnd(20)} ${best.toFixed(2)} µs CPU per command (best of ${rounds} x ${n})`);
+}
