@@ -326,7 +326,9 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     this.resume();
     const requestId = this.#nextRequestId();
     setRequestId(frame, requestId);
-    // Nothing is charged between requests (an upstream speaks only when asked).
+    // Nothing is charged between requests (an upstream speaks only when asked): never carried
+    // over to another requester.
+    if (this.#decoderCharged + this.#queuedCharged > 0) this.#releaseCharges();
     this.#replyCharge = options.replyCharge;
     return new Promise<void>((resolve, reject) => {
       const replyTimeoutMS = options.replyTimeoutMS ?? 0;
