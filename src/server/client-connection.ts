@@ -23,9 +23,10 @@
  * connection is free as soon as its last reply is read. A reply is charged from the moment the
  * upstream connection starts assembling it (the connection is this connection's ReplyCharge,
  * connection.ts), and that charge is handed over to the reply's write when it is delivered, so a
- * client whose huge replies pile up is shed while they are still being read, not after. A tenant's requests are charged against
- * its byte and operation rates before anything parses them (tenant-limits.ts). A connection
- * without a tenant must authenticate within `limits.authTimeoutMS` of its last hello.
+ * client whose huge replies pile up is shed while they are still being read, not after. A
+ * tenant's requests are charged against its byte and operation rates before anything parses them
+ * (tenant-limits.ts). A connection without a tenant must authenticate within
+ * `limits.authTimeoutMS` of its last hello.
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
