@@ -755,8 +755,8 @@ const sections: Record<string, SchemaNode> = {
       MAX_TIMER_MS,
     ),
     maxBufferedBytes: integer(
-      'Bytes of client requests (received, decompressed, rewritten) and of replies the client has not read yet ' +
-        'that the proxy holds in memory, over all connections. When a charge takes the total over it, ' +
+      'Bytes of client requests (received, decompressed, rewritten) and of replies (being read off the upstream ' +
+        'from 64 KiB on, or not read by the client yet) that the proxy holds in memory, over all connections. When a charge takes the total over it, ' +
         "connections of tenants holding more than their fair share (the larger of this / the tenants holding " +
         'bytes, and this / 16) are closed, largest first; when no tenant is over its share, the connection that ' +
         'charged is closed. Connections without a tenant share one account.',

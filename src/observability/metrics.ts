@@ -412,7 +412,9 @@ export class ProxyMetrics implements MetricsSource {
     });
     new Gauge({
       name: name('buffered_bytes'),
-      help: 'Bytes of client requests and unread replies the proxy holds now (bounded by limits.maxBufferedBytes).',
+      help:
+        'Bytes of client requests and of replies (being read off the upstream, or unread by the client) the ' +
+        'proxy holds now (bounded by limits.maxBufferedBytes).',
       registers,
       collect() {
         this.set(read.buffered() ?? 0);

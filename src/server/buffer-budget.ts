@@ -1,7 +1,9 @@
 /**
  * The global byte budget for what client connections make the proxy hold in memory (issue 15):
- * request bytes received and not yet handled (and their decompressed and rewritten copies), and
- * reply bytes written to a client that has not read them yet. `limits.maxBufferedBytes` bounds
+ * request bytes received and not yet handled (and their decompressed and rewritten copies), reply
+ * bytes being read off the upstream for a client (from the moment the upstream connection holds
+ * 64 KiB or more of the reply's frame: src/upstream/connection.ts, ReplyCharge), and reply bytes
+ * written to a client that has not read them yet. `limits.maxBufferedBytes` bounds
  * the total; each tenant (connections without a tenant share one account) has a fair share:
  *
  *   share = max(maxBufferedBytes / tenants holding bytes now, maxBufferedBytes / 16)

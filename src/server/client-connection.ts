@@ -20,9 +20,13 @@
  * received, decompressed and rewritten; replies the client has not read) is charged to its
  * tenant's share of `limits.maxBufferedBytes` (buffer-budget.ts); a connection shed by the budget
  * is closed with a logged reason. Replies are never held back by pausing the upstream: an upstream
- * connection is free as soon as its last reply is read. A tenant's requests are charged against
- * its byte and operation rates before anything parses them (tenant-limits.ts). A connection
- * without a tenant must authenticate within `limits.authTimeoutMS` of its last hello.
+ * connection is free as soon as its last reply is read. A reply is charged from the moment the
+ * upstream connection starts assembling it (the connection is this connection's ReplyCharge,
+ * connection.ts), and that charge is handed over to the reply's write when it is delivered, so a
+ * client whose huge replies pile up is shed while they are still being read, not after. A
+ * tenant's requests are charged against its byte and operation rates before anything parses them
+ * (tenant-limits.ts). A connection without a tenant must authenticate within
+ * `limits.authTimeoutMS` of its last hello.
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -42,7 +46,7 @@ import { acceptHello, buildHelloReply, newHandshakeState, type AdvertisedServer 
 import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '../protocol/replies.js';
 import { AUTH_COMMANDS } from '../identity/authenticator.js';
 import type { IdentityServices, PeerCertificate } from '../identity/types.js';
-import { ReplyInterruptedError, type Upstream, type UpstreamSession } from '../upstream/upstream.js';
+import { ReplyInterruptedError, type ReplyCharge, type Upstream, type UpstreamSession } from '../upstream/upstream.js';
 import type { CancelSignal } from '../upstream/types.js';
 import type { IsolationEngine, TenantEngine } from '../rewrite/engine.js';
 import type { ReplyPlan } from '../policy/types.js';
@@ -125,7 +129,7 @@ let nextConnectionId = 0;
 const IDLE_TIMEOUT = 1;
 const FRAME_TIMEOUT = 2;
 
-export class ClientConnection implements DeadlineOwner {
+export class ClientConnection implements DeadlineOwner, ReplyCharge {
   readonly id = ++nextConnectionId;
   private readonly observer: ConnectionObserver;
   /** Who the client is: authenticator, tenant, isolation engine (what routing reads). */
@@ -169,6 +173,12 @@ export class ClientConnection implements DeadlineOwner {
   private authTimer: NodeJS.Timeout | undefined;
   /** Reply bytes written to the client and not yet flushed to the socket. */
   private unreadReplyBytes = 0;
+  /**
+   * Reply bytes the upstream charged to this connection while reading them and handed over with
+   * delivered replies (`handOverReply`), not yet taken by a reply's write; what is left when the
+   * forward ends (a reply held back for a retry, or dropped) is released then.
+   */
+  private handedReplyBytes = 0;
 
   constructor(
     private readonly socket: ClientSocket,
@@ -256,6 +266,28 @@ export class ClientConnection implements DeadlineOwner {
       'closing: the tenant holds more than its share of limits.maxBufferedBytes while others need memory',
     );
     this.close('buffer budget exceeded');
+  }
+
+  /** @internal ReplyCharge: bytes of a reply to this connection's command being read off the upstream. */
+  chargeReply(bytes: number): boolean {
+    return this.buffers.charge(bytes);
+  }
+
+  /** @internal ReplyCharge: a reply being read was dropped (its upstream connection failed or closed). */
+  releaseReply(bytes: number): void {
+    this.buffers.release(bytes);
+  }
+
+  /** @internal ReplyCharge: a reply was delivered with what was charged for it; its write takes that over. */
+  handOverReply(bytes: number): void {
+    this.handedReplyBytes += bytes;
+  }
+
+  /** What was handed over and not taken by a write is released (the forward is over). */
+  private releaseHandedReply(): void {
+    const handed = this.handedReplyBytes;
+    this.handedReplyBytes = 0;
+    if (handed > 0) this.buffers.release(handed);
   }
 
   /** connectionId, remote, and the tenant once established. */
@@ -877,6 +909,7 @@ export class ClientConnection implements DeadlineOwner {
         // whose reply is only awaited to be dropped, nor make the command an upstream error.
         signal: moreToCome ? undefined : (this.gone ??= new ClientGone(this.closed)),
         onReply: (this.onUpstreamReply ??= (reply: Buffer, more: boolean): void => this.relayReply(reply, more)),
+        replyCharge: this,
       }));
     } catch (error) {
       if (error instanceof ReplyInterruptedError) {
@@ -886,6 +919,8 @@ export class ClientConnection implements DeadlineOwner {
     } finally {
       this.upstreamWaitNs = (this.upstreamWaitNs ?? 0n) + (process.hrtime.bigint() - started);
       if (this.replying === state) this.replying = undefined;
+      // Charged for replies that never reached a write (held back for a retry, then dropped).
+      if (this.handedReplyBytes > 0) this.releaseHandedReply();
     }
     this.observer.bytes('upstream', 'sent', outgoing.length * attempts);
     // Replies are written in order even when compression (async) is involved; usually all are written already.
@@ -898,7 +933,10 @@ export class ClientConnection implements DeadlineOwner {
   private relayReply(upstreamReply: Buffer, moreToCome: boolean): void {
     const state = this.replying;
     // The command was abandoned (its send() is over): nothing to relay it to.
-    if (state === undefined) return;
+    if (state === undefined) {
+      if (this.handedReplyBytes > 0) this.releaseHandedReply();
+      return;
+    }
     this.observer.bytes('upstream', 'received', upstreamReply.length);
     let reply = upstreamReply;
     if (state.plan !== undefined && state.engine !== undefined) reply = replyAfterPlan(state.engine, state.plan, reply);
@@ -909,13 +947,16 @@ export class ClientConnection implements DeadlineOwner {
     state.responseTo = replyId;
     // The upstream's reply, whose scan the forwarding layer made (no reply plan changes `ok`).
     state.ok &&= replyIsOk(upstreamReply);
+    // What was charged while the reply was read is this write's charge now (no double counting).
+    const prepaid = this.handedReplyBytes;
+    this.handedReplyBytes = 0;
     const compressor = state.compressor;
     if (state.writes === undefined && compressor === undefined) {
       // Nothing queued before it: written now (a promise only while the client is slow to read).
-      state.writes = this.writeReplyNow(reply, moreToCome);
+      state.writes = this.writeReplyNow(reply, moreToCome, prepaid);
     } else {
       const previous = state.writes ?? Promise.resolve();
-      state.writes = previous.then(() => this.writeReply(reply, compressor, moreToCome));
+      state.writes = previous.then(() => this.writeReply(reply, compressor, moreToCome, prepaid));
     }
   }
 
@@ -937,19 +978,35 @@ export class ClientConnection implements DeadlineOwner {
    * maxBufferedBytes, at least one message) is closed, which ends the stream and frees that upstream
    * connection. After the last reply the proxy waits for the drain before this client's next request.
    */
-  private async writeReply(reply: Buffer, compressor: CompressorName | undefined, exhaust: boolean): Promise<void> {
+  private async writeReply(
+    reply: Buffer,
+    compressor: CompressorName | undefined,
+    exhaust: boolean,
+    prepaid: number,
+  ): Promise<void> {
     let bytes = reply;
     if (compressor !== undefined) {
-      bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
+      try {
+        bytes = await compressMessage(reply, compressor, this.deps.config.compression.zlibLevel);
+      } catch (error) {
+        this.buffers.release(prepaid);
+        throw error;
+      }
       this.observer.compressed(compressor, 'sent');
     }
-    await this.writeReplyNow(bytes, exhaust);
+    await this.writeReplyNow(bytes, exhaust, prepaid);
   }
 
-  /** `writeReply` of bytes ready to go: a promise only when the proxy must wait for the client to read. */
-  private writeReplyNow(bytes: Buffer, exhaust: boolean): Promise<void> | undefined {
-    if (this.closed || this.socket.destroyed) return undefined;
-    if (!exhaust) return this.writeNow(bytes);
+  /**
+   * `writeReply` of bytes ready to go: a promise only when the proxy must wait for the client to
+   * read. `prepaid`: what is already charged for the reply (while it was read off the upstream).
+   */
+  private writeReplyNow(bytes: Buffer, exhaust: boolean, prepaid: number): Promise<void> | undefined {
+    if (this.closed || this.socket.destroyed) {
+      this.buffers.release(prepaid);
+      return undefined;
+    }
+    if (!exhaust) return this.writeNow(bytes, prepaid);
     const bound = Math.max(this.deps.config.limits.maxBufferedBytes / 16, this.maxMessageSize);
     if (this.unreadReplyBytes > bound) {
       this.observer.shed('slow_reader');
@@ -960,13 +1017,19 @@ export class ClientConnection implements DeadlineOwner {
       this.close('slow reader');
       return undefined;
     }
-    this.writeCharged(bytes);
+    this.writeCharged(bytes, prepaid);
     return undefined;
   }
 
-  /** Writes `bytes` charged to the budget until flushed; false when the budget shed this connection instead. */
-  private writeCharged(bytes: Buffer): boolean {
-    if (!this.buffers.charge(bytes.length)) return false;
+  /**
+   * Writes `bytes` charged to the budget until flushed; false when the budget shed this connection
+   * instead. `prepaid` of them are charged already (a reply charged while it was read): only the
+   * difference is charged, or released when the reply shrank (its upstream copy is garbage now).
+   */
+  private writeCharged(bytes: Buffer, prepaid = 0): boolean {
+    const more = bytes.length - prepaid;
+    if (more < 0) this.buffers.release(-more);
+    else if (!this.buffers.charge(more)) return false;
     this.unreadReplyBytes += bytes.length;
     this.observer.bytes('client', 'sent', bytes.length);
     const flushed = this.socket.write(bytes, () => {
@@ -992,9 +1055,12 @@ export class ClientConnection implements DeadlineOwner {
   }
 
   /** `write`, without a promise when the socket took the bytes at once (the common case). */
-  private writeNow(bytes: Buffer): Promise<void> | undefined {
-    if (this.closed || this.socket.destroyed) return undefined;
-    if (this.writeCharged(bytes)) return undefined;
+  private writeNow(bytes: Buffer, prepaid = 0): Promise<void> | undefined {
+    if (this.closed || this.socket.destroyed) {
+      this.buffers.release(prepaid);
+      return undefined;
+    }
+    if (this.writeCharged(bytes, prepaid)) return undefined;
     if (this.closed || this.socket.destroyed) return undefined;
     const timeoutMS = this.deps.config.limits.clientIdleTimeoutMS;
     return new Promise<void>((resolve) => {

@@ -10,6 +10,10 @@
  * - Writes respect backpressure (wait for 'drain'); reads can be paused by the consumer.
  * - Any framing or socket failure is fatal for the connection: the pending request is rejected
  *   with an UpstreamError labelled NetworkError and 'close' is emitted once.
+ * - The bytes of a reply still being read (a frame being assembled, a compressed one being
+ *   decompressed) are charged to the request's `replyCharge` (the requester's share of the
+ *   proxy's byte budget), and handed over with the reply when it is delivered, or released when
+ *   the connection fails or closes first.
  *
  * Nothing here knows about hello or authentication (handshake.ts) or pooling (upstream.ts).
  */
@@ -29,7 +33,7 @@ import {
   SectionKind,
   UNCOMPRESSIBLE_COMMANDS,
 } from '../wire/constants.js';
-import { FrameDecoder } from '../wire/frame-decoder.js';
+import { ASSEMBLE_MIN_BYTES, FrameDecoder } from '../wire/frame-decoder.js';
 import { readInt32LE, setRequestId } from '../wire/header.js';
 import { compressMessage, decompressMessage } from '../wire/op-compressed.js';
 import { formatAddress } from './uri.js';
@@ -50,6 +54,35 @@ export interface ConnectOptions {
 
 export type ReplyHandler = (reply: Buffer, moreToCome: boolean) => void;
 
+/**
+ * Where the bytes of a reply still being read off the upstream are charged: the requester's
+ * account in the proxy's byte budget (a client connection passes itself; src/server's budget is
+ * not imported here). One object per requester, bound once, not a closure per reply.
+ *
+ * Every byte charged is, exactly once, either handed over (its reply is delivered: the charge is
+ * the consumer's now, to keep or release) or released (the reply was dropped: the connection
+ * failed, closed or timed out first). After `chargeReply` returned false nothing more is charged,
+ * handed over or released for that request: the requester was shed (its account closed, its
+ * bytes already taken back), and its leaving (the forward's signal) closes or drains the
+ * connection; the reply is read on uncharged, never half-read into the pool (see `busy`).
+ */
+export interface ReplyCharge {
+  /** `bytes` more of a reply are held; false: the requester was shed for them. */
+  chargeReply(bytes: number): boolean;
+  /** `bytes` of what was charged are freed (the reply was dropped). */
+  releaseReply(bytes: number): void;
+  /** `bytes` of what was charged go with the reply being delivered now (the consumer's charge from now on). */
+  handOverReply(bytes: number): void;
+}
+
+/**
+ * The bytes a reply must hold in the decoder before they are charged: below it, nothing is
+ * charged (replies that arrive in one read never are: the decoder holds nothing after it). The
+ * decoder gives a frame its own buffer from this size on (ASSEMBLE_MIN_BYTES), so what it holds
+ * below it is a few small chunks. docs/deploy.md, Memory, has the measured cost.
+ */
+export const REPLY_CHARGE_MIN_BYTES = ASSEMBLE_MIN_BYTES;
+
 export interface RequestOptions {
   /**
    * Fail the request (and close the connection) when no reply arrives for this long: a
@@ -58,6 +91,8 @@ export interface RequestOptions {
    * 0 or absent: no limit.
    */
   replyTimeoutMS?: number | undefined;
+  /** Where the bytes of its replies are charged while they are read (none: uncharged). */
+  replyCharge?: ReplyCharge | undefined;
 }
 
 interface PendingRequest {
@@ -126,6 +161,15 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   #zlibLevel: number | undefined;
   /** When the connection last finished a request (for idle reaping by the pool). */
   lastUsed = Date.now();
+  /**
+   * Where the current request's reply bytes are charged, until the request ends and nothing
+   * charged is left (undefined also once the requester was shed: see ReplyCharge).
+   */
+  #replyCharge: ReplyCharge | undefined;
+  /** Charged for bytes in the decoder (a reply frame being assembled). */
+  #decoderCharged = 0;
+  /** Charged for whole frames out of the decoder not yet delivered (being decompressed). */
+  #queuedCharged = 0;
 
   private constructor(
     socket: net.Socket,
@@ -282,6 +326,10 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     this.resume();
     const requestId = this.#nextRequestId();
     setRequestId(frame, requestId);
+    // Nothing is charged between requests (an upstream speaks only when asked): never carried
+    // over to another requester.
+    if (this.#decoderCharged + this.#queuedCharged > 0) this.#releaseCharges();
+    this.#replyCharge = options.replyCharge;
     return new Promise<void>((resolve, reject) => {
       const replyTimeoutMS = options.replyTimeoutMS ?? 0;
       this.#pending = {
@@ -425,7 +473,9 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
       this.#decoder.push(chunk, (frame) => this.#onFrame(frame));
     } catch (error) {
       this.#fail(protocolFailure(error, this.address));
+      return;
     }
+    if (this.#replyCharge !== undefined) this.#chargeDecoder(this.#replyCharge);
   }
 
   /** Bytes in the shared read buffer, valid only during this call. */
@@ -435,13 +485,48 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
       this.#decoder.pushTransient(view, (frame) => this.#onFrame(frame));
     } catch (error) {
       this.#fail(protocolFailure(error, this.address));
+      return;
     }
+    if (this.#replyCharge !== undefined) this.#chargeDecoder(this.#replyCharge);
+  }
+
+  /**
+   * After a read: the decoder's bytes of the reply being read (the whole frame's buffer once it
+   * is being assembled) are charged, from REPLY_CHARGE_MIN_BYTES on. A shed requester is charged
+   * no more (see ReplyCharge); its leaving closes or drains this connection.
+   */
+  #chargeDecoder(charge: ReplyCharge): void {
+    if (this.#closed) return;
+    let held = this.#decoder.reservedBytes;
+    if (held < REPLY_CHARGE_MIN_BYTES) held = 0;
+    const more = held - this.#decoderCharged;
+    if (more === 0) return;
+    if (more < 0) {
+      charge.releaseReply(-more);
+      this.#decoderCharged = held;
+      return;
+    }
+    if (charge.chargeReply(more)) {
+      this.#decoderCharged = held;
+      return;
+    }
+    // Shed: its account let go of everything it held, this connection's charges included.
+    this.#replyCharge = undefined;
+    this.#decoderCharged = 0;
+    this.#queuedCharged = 0;
   }
 
   #onFrame(frame: Buffer): void {
+    // What was charged for this frame while it was assembled goes with it (to its delivery).
+    let charged = 0;
+    if (this.#decoderCharged > 0) {
+      charged = Math.min(this.#decoderCharged, frame.length);
+      this.#decoderCharged -= charged;
+      this.#queuedCharged += charged;
+    }
     const opCode = readInt32LE(frame, 12);
     if (opCode !== OpCode.OP_COMPRESSED && this.#inboundQueued === 0) {
-      this.#deliver(frame);
+      this.#deliver(frame, charged);
       return;
     }
     // Decompression is async; keep replies in arrival order behind it.
@@ -452,7 +537,7 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
         if (this.#closed) return;
         const plain =
           opCode === OpCode.OP_COMPRESSED ? await decompressMessage(frame, this.#decoder.maxMessageSize) : frame;
-        if (!this.#closed) this.#deliver(plain);
+        if (!this.#closed) this.#deliver(plain, charged);
       } catch (error) {
         this.#fail(protocolFailure(error, this.address));
       } finally {
@@ -462,7 +547,18 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     });
   }
 
-  #deliver(reply: Buffer): void {
+  /** Releases whatever is still charged for the request's replies (it ended, or the connection did). */
+  #releaseCharges(): void {
+    const charge = this.#replyCharge;
+    this.#replyCharge = undefined;
+    const charged = this.#decoderCharged + this.#queuedCharged;
+    this.#decoderCharged = 0;
+    this.#queuedCharged = 0;
+    if (charge !== undefined && charged > 0) charge.releaseReply(charged);
+  }
+
+  /** `charged`: what was charged for `reply` while it was read (handed over with it). */
+  #deliver(reply: Buffer, charged: number): void {
     const pending = this.#pending;
     const responseTo = readInt32LE(reply, 8);
     if (pending === undefined) {
@@ -481,6 +577,13 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
       reply.length >= HEADER_LENGTH + 4 &&
       (readInt32LE(reply, HEADER_LENGTH) & OpMsgFlag.moreToCome) !== 0;
     this.#clearReplyTimer();
+    const charge = this.#replyCharge;
+    if (charge !== undefined && charged > 0) {
+      // A shed requester's charges were zeroed: only what is still counted here is handed over.
+      const handed = Math.min(charged, this.#queuedCharged);
+      this.#queuedCharged -= handed;
+      if (handed > 0) charge.handOverReply(handed);
+    }
     if (moreToCome) {
       // The next reply of the exhaust stream answers this one.
       pending.expectedResponseTo = readInt32LE(reply, 4);
@@ -488,6 +591,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     } else {
       this.#pending = undefined;
       this.lastUsed = Date.now();
+      // The request is over: nothing of it is left to charge (anything still held is released).
+      if (charge !== undefined) this.#releaseCharges();
     }
     try {
       pending.onReply(reply, moreToCome);
@@ -515,6 +620,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     const pending = this.#pending;
     this.#pending = undefined;
     this.#socket.destroy();
+    // The reply being read (and any being decompressed) is dropped with the socket.
+    this.#releaseCharges();
     if (closeError !== undefined) {
       this.#logger?.debug(
         { err: { message: closeError.message, code: codeOf(closeError) } },

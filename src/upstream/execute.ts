@@ -248,7 +248,7 @@ async function attemptOnce(
           progress.delivered = true;
           request.onReply(reply, moreToCome, connection);
         },
-        { replyTimeoutMS: plan.replyTimeoutMS },
+        { replyTimeoutMS: plan.replyTimeoutMS, replyCharge: request.replyCharge },
       );
       if (abandoned) {
         if (orphan !== undefined) {
@@ -312,7 +312,10 @@ export async function executeDedicated(
         delivered = true;
         request.onReply(reply, moreToCome, connection);
       },
-      { replyTimeoutMS: replyTimeoutMS(context.options.socketTimeoutMS ?? 0, request.traits) },
+      {
+        replyTimeoutMS: replyTimeoutMS(context.options.socketTimeoutMS ?? 0, request.traits),
+        replyCharge: request.replyCharge,
+      },
     );
   } catch (error) {
     if (delivered || connection.closed) {

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 export { ReplyInterruptedError } from '../errors.js';
 import type { CircuitState } from './circuit-breaker.js';
 import type { CommandTraits } from './command-traits.js';
-import type { UpstreamConnection } from './connection.js';
+import type { ReplyCharge, UpstreamConnection } from './connection.js';
 import type { PoolStats } from './pool.js';
 
 export interface UpstreamRetryOptions {
@@ -134,6 +134,14 @@ export interface ForwardRequest {
   fireAndForget: boolean;
   /** Aborted when the client leaves: an in-flight connection is closed and no retry follows. */
   signal?: CancelSignal | undefined;
+  /**
+   * Where each attempt's reply bytes are charged while they are read off the upstream (the
+   * client connection's share of the byte budget; connection.ts, ReplyCharge); handed over with
+   * each reply passed to `onReply`. A reply held back for a retry, or dropped, keeps what was
+   * handed over with it on the requester's side: the requester releases what it did not take
+   * when the forward ends.
+   */
+  replyCharge?: ReplyCharge | undefined;
   /** Every reply, in order, as it arrives (called synchronously; may pause `connection`). */
   onReply(reply: Buffer, moreToCome: boolean, connection: UpstreamConnection): void;
 }

@@ -34,7 +34,7 @@ import {
 } from './types.js';
 import { NO_TENANT } from './wait-queue.js';
 
-export { UpstreamConnection } from './connection.js';
+export { UpstreamConnection, type ReplyCharge } from './connection.js';
 export { ABANDONED_PIN_MS } from './leases.js';
 export type { UpstreamServerInfo } from './topology.js';
 export {
