@@ -21,7 +21,7 @@
  * Garbage: a released buffer is still resident until V8's next full collection, and V8 paces
  * those by its own heuristics, not by this budget: under a flood of big messages measured RSS
  * ran hundreds of MiB over the budget in dead request copies and socket chunks. So released
- * bytes are counted as garbage too, and when they reach `garbageMark` (a quarter of the budget,
+ * bytes are counted as garbage too, and when they reach `garbageMark` (an eighth of the budget,
  * at least GARBAGE_FLOOR_BYTES) `onGarbage` is told once, so the proxy collects (memory-return.ts)
  * and calls `collected()`.
  *
@@ -35,9 +35,13 @@
  * resident until the next full collection).
  */
 
-/** Released bytes are collected once they reach a quarter of the budget, but not fewer than this. */
+/**
+ * Released bytes are collected once they reach an eighth of the budget, but not fewer than this.
+ * (A quarter let 200 connections of 10 MB finds take RSS 7-10 MiB past idle + budget + 128 MiB;
+ * an eighth kept it 46-50 MiB under: docs/testing.md.)
+ */
 export const GARBAGE_FLOOR_BYTES = 16 * 1024 * 1024;
-const GARBAGE_DIVISOR = 4;
+const GARBAGE_DIVISOR = 8;
 
 /** The account of connections without an established tenant (cannot be a tenant: contains NUL). */
 export const UNAUTHENTICATED_ACCOUNT = '\u0000unauthenticated';

@@ -152,6 +152,8 @@ describe('BufferBudget', () => {
     const reports: number[] = [];
     const budget = new BufferBudget(4 * GARBAGE_FLOOR_BYTES, { onGarbage: (bytes) => reports.push(bytes) });
     expect(budget.garbageMark).toBe(GARBAGE_FLOOR_BYTES);
+    // An eighth of a bigger budget (the default 256 MiB: 32 MiB).
+    expect(new BufferBudget(256 * 1024 * 1024).garbageMark).toBe(32 * 1024 * 1024);
     const a = budget.open('acme', () => undefined);
     a.charge(GARBAGE_FLOOR_BYTES);
     a.release(GARBAGE_FLOOR_BYTES / 2);
