@@ -3,22 +3,15 @@
  * hand-built wire frames in, a fake Upstream behind, replies and observer events asserted.
  * The isolation engine, routing and the identity gate are the real ones.
  */
-import { duplexPair, type Duplex } from 'node:stream';
 import { Long } from 'bson';
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
-import { configFromObject } from '../../../src/config/index.js';
-import type { IdentityMethod, ListenerConfig, ProxyConfig } from '../../../src/config/types.js';
+import type { IdentityMethod } from '../../../src/config/types.js';
 import { ErrorCodes, UpstreamError } from '../../../src/errors.js';
-import { createFailureThrottle } from '../../../src/identity/throttle.js';
 import type { AuditLog, DecisionAuditEvent } from '../../../src/observability/audit.js';
 import { ProxyMetrics } from '../../../src/observability/metrics.js';
-import { CursorRegistry } from '../../../src/policy/cursors.js';
-import type { AdvertisedServer } from '../../../src/protocol/hello.js';
-import { IsolationEngine } from '../../../src/rewrite/engine.js';
 import { ClientConnection, type ClientConnectionDeps } from '../../../src/server/client-connection.js';
 import { createConnectionObserver, type ConnectionObserver } from '../../../src/server/connection-observer.js';
-import { TenantLimits } from '../../../src/server/tenant-limits.js';
 import { SLICED_VALIDATION_MIN_BYTES, ValidationScheduler } from '../../../src/server/validation-scheduler.js';
 import {
   UpstreamSession,
@@ -31,18 +24,9 @@ import { deserialize, serialize, type Document } from '../../../src/wire/bson.js
 import { compressMessage, decompressMessage } from '../../../src/wire/op-compressed.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
 import { OP_COMPRESSED, OP_MSG, OP_REPLY, RawClient, opMsg, opQuery, replyDocument } from '../../helpers/raw-client.js';
+import { MEMORY_SERVER as SERVER, openMemoryConnection } from '../../helpers/memory-connection.js';
 
 const MORE_TO_COME = 2;
-
-const SERVER: AdvertisedServer = {
-  kind: 'standalone',
-  minWireVersion: 0,
-  maxWireVersion: 21,
-  maxBsonObjectSize: 16 * 1024 * 1024,
-  maxMessageSizeBytes: 48_000_000,
-  maxWriteBatchSize: 100_000,
-  logicalSessionTimeoutMinutes: 30,
-};
 
 /** What the fake upstream answers a forwarded command with: reply documents, or a failure. */
 type Respond = (request: ForwardRequest) => Document[] | Promise<Document[]>;
@@ -131,47 +115,15 @@ interface HarnessOptions {
 }
 
 function open(options: HarnessOptions = {}): Harness {
-  const config: ProxyConfig = configFromObject(options.config ?? {});
-  const methods = options.methods ?? ['static'];
-  const listener: ListenerConfig = {
-    name: 'memory',
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: null,
-    methods,
-    staticTenant: methods.includes('static') ? 'acme' : null,
-  };
-  const [clientSide, proxySide]: [Duplex, Duplex] = duplexPair({ allowHalfOpen: false });
-  // As with TCP, a side that is destroyed closes the other one.
-  proxySide.on('close', () => clientSide.destroy());
-  clientSide.on('close', () => proxySide.destroy());
   const upstream = new FakeUpstream(options.respond ?? (() => [{ ok: 1 }]));
-  let onClosed!: () => void;
-  const closed = new Promise<void>((resolve) => (onClosed = resolve));
-  const connection = new ClientConnection(
-    proxySide,
-    {
-      config,
-      upstream,
-      server: () => SERVER,
-      observe: options.observe ?? (() => recordingObserver()),
-      listener,
-      identity: {
-        throttle: createFailureThrottle(config.identity.failureDelay),
-        observer: { authentication: () => undefined },
-      },
-      peerCertificate: undefined,
-      isolation: new IsolationEngine({
-        config: config.isolation,
-        cursors: new CursorRegistry(),
-        sessionKey: Buffer.alloc(32, 7),
-        collationSupported: () => false,
-      }),
-      tenantLimits: new TenantLimits(config.limits),
-      ...(options.validation !== undefined ? { validation: options.validation } : {}),
-    },
-    () => onClosed(),
-  );
-  return { client: RawClient.over(clientSide), upstream, connection, closed };
+  const { client, connection, closed } = openMemoryConnection({
+    upstream,
+    observe: options.observe ?? (() => recordingObserver()),
+    ...(options.config !== undefined ? { config: options.config } : {}),
+    ...(options.methods !== undefined ? { methods: options.methods } : {}),
+    ...(options.validation !== undefined ? { extra: { validation: options.validation } } : {}),
+  });
+  return { client, upstream, connection, closed };
 }
 
 /** A harness whose observer records events. */

@@ -7,20 +7,11 @@
  * with a scripted Upstream standing in for the real one (test/unit/upstream/reply-charge.test.ts
  * covers the real connection's charges).
  */
-import { duplexPair, type Duplex } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
-import { configFromObject } from '../../../src/config/index.js';
-import type { ListenerConfig, ProxyConfig } from '../../../src/config/types.js';
 import { ErrorCodes, UpstreamError } from '../../../src/errors.js';
-import { createFailureThrottle } from '../../../src/identity/throttle.js';
-import { CursorRegistry } from '../../../src/policy/cursors.js';
-import type { AdvertisedServer } from '../../../src/protocol/hello.js';
-import { IsolationEngine } from '../../../src/rewrite/engine.js';
 import { BufferBudget } from '../../../src/server/buffer-budget.js';
-import { ClientConnection } from '../../../src/server/client-connection.js';
 import type { ConnectionObserver } from '../../../src/server/connection-observer.js';
-import { TenantLimits } from '../../../src/server/tenant-limits.js';
 import type { UpstreamConnection } from '../../../src/upstream/connection.js';
 import {
   UpstreamSession,
@@ -32,18 +23,9 @@ import { serialize } from '../../../src/wire/bson.js';
 import { compressMessage, decompressMessage } from '../../../src/wire/op-compressed.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
 import { OP_COMPRESSED, RawClient, opMsg, replyDocument } from '../../helpers/raw-client.js';
+import { MEMORY_SERVER as SERVER, openMemoryConnection } from '../../helpers/memory-connection.js';
 
 const MiB = 1024 * 1024;
-
-const SERVER: AdvertisedServer = {
-  kind: 'standalone',
-  minWireVersion: 0,
-  maxWireVersion: 21,
-  maxBsonObjectSize: 16 * MiB,
-  maxMessageSizeBytes: 48_000_000,
-  maxWriteBatchSize: 100_000,
-  logicalSessionTimeoutMinutes: 30,
-};
 
 type Script = (request: ForwardRequest) => Promise<void> | void;
 
@@ -86,44 +68,13 @@ interface Opened {
 
 /** A client connection of tenant `tenant` (static listener) over an in-memory duplex. */
 function openClient(upstream: ScriptedUpstream, budget: BufferBudget, tenant = 'acme'): Opened {
-  const config: ProxyConfig = configFromObject({});
-  const listener: ListenerConfig = {
-    name: 'memory',
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: null,
-    methods: ['static'],
-    staticTenant: tenant,
-  };
-  const [clientSide, proxySide]: [Duplex, Duplex] = duplexPair({ allowHalfOpen: false });
-  proxySide.on('close', () => clientSide.destroy());
-  clientSide.on('close', () => proxySide.destroy());
-  let onClosed!: () => void;
-  const closed = new Promise<void>((resolve) => (onClosed = resolve));
-  new ClientConnection(
-    proxySide,
-    {
-      config,
-      upstream,
-      server: () => SERVER,
-      observe: silentObserver,
-      listener,
-      identity: {
-        throttle: createFailureThrottle(config.identity.failureDelay),
-        observer: { authentication: () => undefined },
-      },
-      peerCertificate: undefined,
-      isolation: new IsolationEngine({
-        config: config.isolation,
-        cursors: new CursorRegistry(),
-        sessionKey: Buffer.alloc(32, 7),
-        collationSupported: () => false,
-      }),
-      tenantLimits: new TenantLimits(config.limits),
-      bufferBudget: budget,
-    },
-    () => onClosed(),
-  );
-  return { client: RawClient.over(clientSide), closed };
+  const { client, closed } = openMemoryConnection({
+    upstream,
+    observe: silentObserver,
+    tenant,
+    extra: { bufferBudget: budget },
+  });
+  return { client, closed };
 }
 
 /** An upstream reply of about `bytes` bytes. */
