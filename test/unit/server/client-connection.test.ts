@@ -109,6 +109,7 @@ function recordingObserver(): ConnectionObserver & { events: RecordedEvent[] } {
     decision: record('decision'),
     refused: record('refused'),
     overTenantLimit: record('overTenantLimit'),
+    delayedByTenantLimit: record('delayedByTenantLimit'),
     shed: record('shed'),
   };
 }
