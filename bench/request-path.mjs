@@ -66,9 +66,20 @@ const upstream = {
 function connection(cpu) {
   const config = configFromObject({ limits: { cpuMillisPerSecondPerTenant: cpu } });
   const metrics = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 10 });
-  const audit = { decision: () => undefined, authentication: () => undefined, reopen: () => undefined, close: async () => undefined };
+  const audit = {
+    decision: () => undefined,
+    authentication: () => undefined,
+    reopen: () => undefined,
+    close: async () => undefined,
+  };
   const sinks = { metrics, audit, logger: pino({ level: 'silent' }) };
-  const listener = { name: 'bench', listen: { host: '127.0.0.1', port: 0 }, tls: null, methods: ['static'], staticTenant: 'acme' };
+  const listener = {
+    name: 'bench',
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: null,
+    methods: ['static'],
+    staticTenant: 'acme',
+  };
   const [client, proxy] = duplexPair();
   new ClientConnection(
     proxy,
@@ -78,7 +89,10 @@ function connection(cpu) {
       server: () => SERVER,
       observe: (fields) => createConnectionObserver(sinks, { ...fields, listener: listener.name }),
       listener,
-      identity: { throttle: createFailureThrottle(config.identity.failureDelay), observer: { authentication: () => undefined } },
+      identity: {
+        throttle: createFailureThrottle(config.identity.failureDelay),
+        observer: { authentication: () => undefined },
+      },
       peerCertificate: undefined,
       isolation: new IsolationEngine({
         config: config.isolation,
