@@ -200,7 +200,7 @@ export class ReplyInterruptedError extends UpstreamError {
 }
 
 /** Which per-tenant limit refused a command (`limits.maxConnectionsPerTenant`, in-flight, rate). */
-export type TenantLimitReason = 'connections' | 'in_flight' | 'rate' | 'bytes';
+export type TenantLimitReason = 'connections' | 'in_flight' | 'rate' | 'bytes' | 'cpu';
 
 /**
  * A per-tenant limit refused the command: OperationFailed (96). The in-flight and rate refusals

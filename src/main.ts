@@ -271,8 +271,12 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       audit,
       tenantLimits,
       bufferBudget,
-      // Large requests validated in slices, fair across tenants (issue 15: CPU floods).
-      validation: new ValidationScheduler(),
+      // Large requests validated in slices, fair across tenants (issue 15: CPU floods); each slice is
+      // charged to its tenant's CPU budget, and tenants over it wait behind those under it.
+      validation: new ValidationScheduler({
+        cpu: tenantLimits,
+        onPassedOver: (count) => metrics.tenantLimitDelay('cpu', count),
+      }),
       tenancy,
       views,
     };

@@ -773,6 +773,18 @@ const sections: Record<string, SchemaNode> = {
       0,
       Number.MAX_SAFE_INTEGER,
     ),
+    cpuMillisPerSecondPerTenant: integer(
+      "Milliseconds per second of the proxy's own CPU a tenant's requests may use: validating, decoding, routing " +
+        'and rewriting them and copying large rewrites, measured per request and per slice of a large message ' +
+        '(connections without a tenant share one account). A tenant may run ahead by one second of this; beyond ' +
+        'that its requests wait (up to 2 s) and the slices of its large messages wait behind those of tenants ' +
+        'under their budget; a request that would wait longer is refused unparsed with OperationFailed labelled ' +
+        'SystemOverloadedError and RetryableError (a hello only waits). The event loop is one core: 1000 is all ' +
+        'of it. 0 is unlimited.',
+      500,
+      0,
+      1_000_000,
+    ),
     operationsPerSecondPerTenant: integer(
       'Commands per second a tenant may send (a token bucket refilled at this rate), counted before any parsing: ' +
         'forwarded, answered by the proxy and refused alike, except hello; more get an immediate ' +

@@ -315,6 +315,8 @@ export interface ProxyConfig {
     maxBufferedBytes: number;
     /** Request bytes per second per tenant, charged before parsing; 0 unlimited. */
     bytesPerSecondPerTenant: number;
+    /** Milliseconds of the proxy's CPU per second per tenant (its work on the tenant's requests); 0 unlimited. */
+    cpuMillisPerSecondPerTenant: number;
     /** Commands per second per tenant (token bucket; every command but hello). 0 unlimited. */
     operationsPerSecondPerTenant: number;
     /** Token bucket size for `operationsPerSecondPerTenant`; 0 means the same as the rate. */

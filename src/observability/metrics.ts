@@ -46,8 +46,11 @@ export const SHED_REASONS = ['buffer_budget', 'slow_reader', 'auth_timeout'] as 
 export type ShedReason = (typeof SHED_REASONS)[number];
 
 /** Which per-tenant limit refused a connection or command. */
-export const TENANT_LIMIT_REJECTION_REASONS = ['connections', 'in_flight', 'rate', 'bytes'] as const;
+export const TENANT_LIMIT_REJECTION_REASONS = ['connections', 'in_flight', 'rate', 'bytes', 'cpu'] as const;
 export type TenantLimitRejectionReason = (typeof TENANT_LIMIT_REJECTION_REASONS)[number];
+/** Why a tenant's request or queued work was made to wait (its byte or CPU budget). */
+export const TENANT_LIMIT_DELAY_REASONS = ['bytes', 'cpu'] as const;
+export type TenantLimitDelayReason = (typeof TENANT_LIMIT_DELAY_REASONS)[number];
 
 /** How a client's TLS handshake ended. */
 export const TLS_HANDSHAKE_OUTCOMES = ['success', 'failure', 'timeout'] as const;
@@ -228,6 +231,7 @@ export class ProxyMetrics implements MetricsSource {
   private readonly tenantConnections: Gauge<'tenant'>;
   private readonly protocolErrors: Counter<'reason'>;
   private readonly tenantLimitRejections: Counter<'reason'>;
+  private readonly tenantLimitDelays: Counter<'reason'>;
   private readonly cursorsReapedTotal: Counter;
   private readonly clientConnectionsShed: Counter<'reason'>;
   private bufferedBytes: (() => number) | undefined;
@@ -422,7 +426,15 @@ export class ProxyMetrics implements MetricsSource {
     });
     this.tenantLimitRejections = new Counter({
       name: name('tenant_limit_rejections_total'),
-      help: 'Connections and commands refused by a per-tenant limit, by reason (connections, in_flight, rate).',
+      help: 'Connections and commands refused by a per-tenant limit, by reason (connections, in_flight, rate, bytes, cpu).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.tenantLimitDelays = new Counter({
+      name: name('tenant_limit_delays_total'),
+      help:
+        'Requests made to wait at admission because their tenant was over its byte rate or CPU budget, and (cpu) ' +
+        "slices of a tenant's large messages passed over for tenants under their CPU budget.",
       labelNames: ['reason'],
       registers,
     });
@@ -450,6 +462,7 @@ export class ProxyMetrics implements MetricsSource {
     this.clientConnections.set(0);
     this.clientConnectionsTotal.inc(0);
     for (const reason of TENANT_LIMIT_REJECTION_REASONS) this.tenantLimitRejections.inc({ reason }, 0);
+    for (const reason of TENANT_LIMIT_DELAY_REASONS) this.tenantLimitDelays.inc({ reason }, 0);
     for (const reason of SHED_REASONS) this.clientConnectionsShed.inc({ reason }, 0);
     for (const direction of ['client', 'upstream']) {
       this.bytesReceived.inc({ direction }, 0);
@@ -709,6 +722,11 @@ export class ProxyMetrics implements MetricsSource {
   /** Counts a connection or command refused by a per-tenant limit. */
   tenantLimitRejection(reason: TenantLimitRejectionReason): void {
     this.tenantLimitRejections.inc({ reason });
+  }
+
+  /** Counts `count` requests or slices made to wait by a tenant's byte rate or CPU budget. */
+  tenantLimitDelay(reason: TenantLimitDelayReason, count = 1): void {
+    this.tenantLimitDelays.inc({ reason }, count);
   }
 
   /** Reads the upstream pool's occupancy whenever metrics are scraped. */

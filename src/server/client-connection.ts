@@ -27,6 +27,11 @@
  * tenant's requests are charged against its byte and operation rates before anything parses them
  * (tenant-limits.ts). A connection without a tenant must authenticate within
  * `limits.authTimeoutMS` of its last hello.
+ * The proxy's CPU on a request (admission, decode and validation, routing, the rewrite and its
+ * frame) is measured once per request, from the admission's clock reading to the frame made (or
+ * the answer decided), and charged to the tenant's CPU budget (`limits.cpuMillisPerSecondPerTenant`;
+ * connections without a tenant share one account); large messages' slices are charged by the
+ * validation scheduler. Waits (a slow admission, an upstream round trip) are never charged.
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -179,6 +184,11 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
    * forward ends (a reply held back for a retry, or dropped) is released then.
    */
   private handedReplyBytes = 0;
+  /**
+   * The CPU meter of the request being handled: when (the tenant limits' clock) the proxy's work on
+   * it (re)started; undefined while not metering (no CPU budget, or waiting).
+   */
+  private cpuStarted: number | undefined;
 
   constructor(
     private readonly socket: ClientSocket,
@@ -501,36 +511,65 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
    * its byte rate, or answers the limit error unparsed. Returns whether to handle the request.
    */
   private admit(message: Buffer, request: Request): boolean | Promise<boolean> {
+    const limits = this.deps.tenantLimits;
+    this.cpuStarted = undefined;
+    // No per-tenant rates or CPU budget configured: nothing to charge (admitRequest would admit at once).
+    if (limits.enabled === false) return !this.closed && !this.ending;
     const tenant = this.identity.countedTenant;
-    if (tenant === undefined) return true;
-    // No per-tenant rates configured: nothing to charge (admitRequest would admit at once).
-    if (this.deps.tenantLimits.enabled === false) return !this.closed && !this.ending;
     const opCode = readHeader(message).opCode;
     const name = opCode === OpCode.OP_MSG ? requestCommandName(message) : undefined;
     const operation = opCode !== OpCode.OP_QUERY && (name === undefined || !HELLO_COMMANDS.has(name));
-    const admission = this.deps.tenantLimits.admitRequest(tenant, message.length, operation);
+    // Without a tenant, only the CPU budget of the account all such connections share applies.
+    const admission =
+      tenant === undefined
+        ? limits.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, operation)
+        : limits.admitRequest(tenant, message.length, operation);
     if (admission.refusal === undefined) {
-      if (admission.delayMS > 0) return sleep(admission.delayMS).then(() => !this.closed && !this.ending);
+      if (admission.delayMS > 0) {
+        this.observer.delayedByTenantLimit(admission.delayedBy ?? 'bytes');
+        return sleep(admission.delayMS).then(() => {
+          this.startCpuMeter();
+          return !this.closed && !this.ending;
+        });
+      }
+      // The meter starts at the admission's own clock reading: a small request pays one more, at its end.
+      if (limits.cpuMetered) this.cpuStarted = admission.at ?? limits.now();
       return !this.closed && !this.ending;
     }
     return this.refuseUnparsed(message, request, tenant, opCode, name, admission.refusal);
+  }
+
+  /** (Re)starts the CPU meter of the request being handled, after a wait (when a CPU budget is set). */
+  private startCpuMeter(): void {
+    const limits = this.deps.tenantLimits;
+    this.cpuStarted = limits.cpuMetered ? limits.now() : undefined;
+  }
+
+  /** Stops the CPU meter (before a wait, or at the end of the request's work) and charges what it measured. */
+  private chargeCpu(): void {
+    const started = this.cpuStarted;
+    if (started === undefined) return;
+    this.cpuStarted = undefined;
+    const limits = this.deps.tenantLimits;
+    const now = limits.now();
+    limits.chargeCpu(this.identity.countedTenant ?? UNAUTHENTICATED_ACCOUNT, now - started, now);
   }
 
   /** A request over its tenant's rates, answered unparsed (see `admit`); always false. */
   private async refuseUnparsed(
     message: Buffer,
     request: Request,
-    tenant: string,
+    tenant: string | undefined,
     opCode: number,
     name: string | undefined,
     refusal: TenantLimitExceeded,
   ): Promise<false> {
     // Measured, counted and audited like any refused command, from its top-level fields only.
     const labels = peekCommandLabels(message) ?? { name: name ?? 'unknown', db: '', namespace: '' };
-    this.observer.tenantCommandStarted(tenant);
+    if (tenant !== undefined) this.observer.tenantCommandStarted(tenant);
     this.observer.overTenantLimit(labels, refusal);
     this.observer.refused(labels, tenant, denialRule(refusal));
-    this.observer.tenantCommandEnded(tenant);
+    if (tenant !== undefined) this.observer.tenantCommandEnded(tenant);
     this.upstreamWaitNs = undefined;
     this.finished(labels, 'denied', process.hrtime.bigint());
     // A moreToCome request gets no reply: closing is the only answer it can get (catalogue 50).
@@ -548,10 +587,13 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
     // (validation-scheduler.ts): it must not hold the event loop while others' requests wait.
     if (validation !== undefined && frame.length >= SLICED_VALIDATION_MIN_BYTES) {
       const account = this.identity.countedTenant ?? UNAUTHENTICATED_ACCOUNT;
+      // The scheduler charges its slices; the meter runs again for the decode and route after them.
+      this.chargeCpu();
       return validation
         .validate(account, frame, { maxBsonDepth }, () => this.closed || this.ending)
         .then((prevalidated) => {
           if (this.closed || this.ending) return;
+          this.startCpuMeter();
           // Its rewrite's copies are sliced too (forward: CommandView.copies).
           return this.decodeAndHandle(frame, request, { maxBsonDepth, prevalidated, deferCopies: true });
         });
@@ -568,6 +610,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
     try {
       command = decodeCommand(frame, options);
     } catch (error) {
+      // A message refused late by its validation cost what it cost: charged.
+      this.chargeCpu();
       return this.refuseUndecodable(frame, error, request);
     }
     return this.handleCommand(frame, command, request);
@@ -600,9 +644,15 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
           engine === undefined
             ? undefined
             : this.deps.tenancy.prepareHints(command.db, command.body, command.msg.sequences, engine.context);
-        if (hints !== undefined) await hints;
+        if (hints !== undefined) {
+          this.chargeCpu();
+          await hints;
+          this.startCpuMeter();
+        }
       }
       const next = route(command, this.identity.routeState());
+      // A forwarded command's meter runs until its frame is made (forward); the others' stop here.
+      if (next.action !== 'forward') this.chargeCpu();
       for (const { decision, rule } of next.decisions)
         this.observer.decision(command, this.identity.tenant, decision, rule);
       switch (next.action) {
@@ -617,7 +667,11 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
         case 'forward':
           try {
             const checking = this.checkViews(next.plan);
-            if (checking !== undefined) await checking;
+            if (checking !== undefined) {
+              this.chargeCpu();
+              await checking;
+              this.startCpuMeter();
+            }
           } catch (error) {
             if (error instanceof PolicyRefusal) {
               outcome = 'denied';
@@ -631,8 +685,11 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
             next.plan.reply?.explain !== undefined &&
             this.deps.tenancy !== undefined &&
             this.identity.engine !== undefined
-          )
+          ) {
+            this.chargeCpu();
             await this.deps.tenancy.prepareExplain(command.db, command.msg.body, this.identity.engine.context);
+            this.startCpuMeter();
+          }
           try {
             outcome = await this.forward(frame, command, next.plan, next.outcome, request);
           } finally {
@@ -649,6 +706,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
           break;
       }
     } catch (error) {
+      // Refused (by the route, a view check, a limit): the work so far is charged.
+      this.chargeCpu();
       outcome = failureOutcome(error, outcome, command.name);
       if (error instanceof WireProtocolError && error.fatal) throw error;
       // Authentication failures are audited by the authenticator, isolation refusals where decided.
@@ -666,6 +725,7 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
       if (error === this.identity.overConnectionLimit)
         this.close('tenant connection limit reached', { graceful: true });
     } finally {
+      this.cpuStarted = undefined;
       if (tenantAtStart !== undefined) this.observer.tenantCommandEnded(tenantAtStart);
       this.finished(command, outcome, started);
     }
@@ -707,7 +767,9 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
     let command: Uint8Array;
     try {
       ({ name: commandName, command } = legacyHello(frame, this.deps.config.limits.maxBsonDepth));
+      this.chargeCpu();
     } catch (error) {
+      this.chargeCpu();
       if (error instanceof WireProtocolError && error.fatal) throw error;
       this.observer.protocolError(ProxyError.is(error) ? error.codeName : 'InternalError');
       await this.writeError(error, request, 'opReply');
@@ -780,6 +842,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
     request: Request,
   ): Promise<string> {
     const outgoing = forwardFrame(frame, command.msg, plan.rewrite, command.copies);
+    // The proxy's own work on the request ends with its frame (large copies: the scheduler's slices).
+    this.chargeCpu();
     const copied = outgoing === frame ? 0 : outgoing.length;
     // A rewritten body with sequences was encoded once before being copied into the frame: that
     // much is garbage now (without sequences it is encoded straight into the frame: forwardFrame).

@@ -59,6 +59,8 @@ export interface ConnectionObserver {
   refused(command: CommandLabels, tenant: string | undefined, rule: string): void;
   /** A command refused by the tenant's in-flight or rate limit. */
   overTenantLimit(command: CommandLabels, refusal: TenantLimitExceeded): void;
+  /** A request waits at admission: its tenant is over its byte rate or CPU budget. */
+  delayedByTenantLimit(reason: 'bytes' | 'cpu'): void;
   /** The proxy closed the connection to protect others (byte budget, slow reader, authentication deadline). */
   shed(reason: ShedReason): void;
 }
@@ -242,6 +244,10 @@ class SinkObserver implements ConnectionObserver {
 
   shed(reason: ShedReason): void {
     this.#sinks.metrics.connectionShed(reason);
+  }
+
+  delayedByTenantLimit(reason: 'bytes' | 'cpu'): void {
+    this.#sinks.metrics.tenantLimitDelay(reason);
   }
 
   overTenantLimit(command: CommandLabels, refusal: TenantLimitExceeded): void {

@@ -10,6 +10,14 @@
  *   rate: a tenant may run ahead of the rate by max(rate, maxMessageSizeBytes) bytes). A message
  *   beyond that is delayed (the caller waits, not reading the client) up to MAX_BYTES_WAIT_MS,
  *   and refused unparsed past that, so a flood of big messages costs the proxy little.
+ * - CPU: `cpuMillisPerSecondPerTenant` of the proxy's own work on the tenant's requests (validating,
+ *   decoding, routing and rewriting them, copying big rewrites), measured once per message and per
+ *   slice of the validation scheduler and charged after the fact (`chargeCpu`), with the same cell
+ *   rate as the bytes (a tenant may run ahead by one second's worth). Over it the tenant is slowed:
+ *   its next requests wait at admission (`admitRequest`), and its queued slices wait behind those of
+ *   tenants under their budget (`overCpuBudget`, read by the validation scheduler); a request that
+ *   would wait longer than MAX_CPU_WAIT_MS is refused unparsed (a hello only waits). Unauthenticated
+ *   connections share one account (UNAUTHENTICATED_ACCOUNT), charged and slowed like a tenant.
  * A limit of 0 is unlimited. Over a limit the caller gets a `TenantLimitExceeded` to answer with
  * at once: nothing here queues, so a client never hangs on a limit.
  *
@@ -34,6 +42,8 @@ export interface TenantLimitSettings {
   maxMessageSizeBytes?: number;
   /** Token bucket size; 0 means the same as the rate. */
   operationsBurstPerTenant: number;
+  /** Milliseconds of the proxy's CPU per second per tenant (its work on the tenant's requests); 0 (or absent) unlimited. */
+  cpuMillisPerSecondPerTenant?: number;
 }
 
 export interface TenantLimitsOptions {
@@ -51,17 +61,40 @@ interface TenantState {
   refilledAt: number;
   /** Byte budget: when the bytes charged so far will have been paid for at the rate (ms clock). */
   bytesPaidAt: number;
+  /** CPU budget: when the CPU time charged so far will have been paid for at the rate (ms clock). */
+  cpuPaidAt: number;
 }
 
 /** A message may wait this long for the tenant's byte budget; one that would wait longer is refused. */
 export const MAX_BYTES_WAIT_MS = 2000;
 
-/** What `admitRequest` decided: refused, or admitted after `delayMS` (0: at once). */
-export type RequestAdmission = { refusal: TenantLimitExceeded } | { refusal?: undefined; delayMS: number };
+/** A request may wait this long for the tenant's CPU budget; one that would wait longer is refused (not a hello). */
+export const MAX_CPU_WAIT_MS = 2000;
 
-export class TenantLimits {
+/** How far ahead of its CPU rate a tenant may run, in milliseconds of the rate (one second's worth). */
+export const CPU_ALLOWANCE_MS = 1000;
+
+/**
+ * What `admitRequest` decided: refused, or admitted after `delayMS` (0: at once); `delayedBy`
+ * names the budget that delays it the longest, `at` is the clock reading it was decided at
+ * (where the request's CPU meter may start, sparing a read).
+ */
+export type RequestAdmission =
+  { refusal: TenantLimitExceeded } | { refusal?: undefined; delayMS: number; delayedBy?: 'bytes' | 'cpu'; at?: number };
+
+/** What the validation scheduler reads and charges of the CPU budget (TenantLimits implements it). */
+export interface CpuBudget {
+  /** The budget's clock, milliseconds. */
+  now(): number;
+  /** Whether `account` has run ahead of its CPU rate by more than its allowance at `now`. */
+  overCpuBudget(account: string, now: number): boolean;
+  /** Charges `ms` of CPU spent on `account`'s requests, measured up to `now`. */
+  chargeCpu(account: string, ms: number, now?: number): void;
+}
+
+export class TenantLimits implements CpuBudget {
   private readonly tenants = new Map<string, TenantState>();
-  private readonly now: () => number;
+  private readonly clock: () => number;
   private readonly sweepIntervalMS: number;
   private lastSweep: number;
   private settings: TenantLimitSettings;
@@ -69,11 +102,21 @@ export class TenantLimits {
   #enabled = false;
 
   constructor(settings: TenantLimitSettings, options: TenantLimitsOptions = {}) {
-    this.now = options.now ?? (() => performance.now());
+    this.clock = options.now ?? (() => performance.now());
     this.sweepIntervalMS = options.sweepIntervalMS ?? 1000;
     this.settings = settings;
     this.lastSweep = this.now();
     this.reconfigure(settings);
+  }
+
+  /** The clock limits are kept by, milliseconds (monotonic). */
+  now(): number {
+    return this.clock();
+  }
+
+  /** Whether a CPU budget is set: the proxy's work on requests is measured and charged. */
+  get cpuMetered(): boolean {
+    return (this.settings.cpuMillisPerSecondPerTenant ?? 0) > 0;
   }
 
   /** Whether any limit is set; when none is, only connections are counted. */
@@ -85,7 +128,8 @@ export class TenantLimits {
    * New limits (hot reload), for every tenant at once. Counts of open connections and commands
    * in flight carry over, so a lowered limit applies to what is already open: nothing is closed,
    * but more is refused until the tenant is under the new limit. Buckets are refilled at the old
-   * rate up to now, then capped at the new size (or full when there was no rate limit).
+   * rate up to now, then capped at the new size (or full when there was no rate limit). CPU
+   * already charged is still owed, paid for at the new CPU rate.
    * Commands in flight are counted only while some limit is set: those forwarded before limits
    * were turned on are not counted when they end (they are short-lived; connections are not).
    */
@@ -93,6 +137,8 @@ export class TenantLimits {
     const now = this.now();
     const previousBurst = this.burst;
     if (previousBurst > 0) for (const state of this.tenants.values()) this.refill(state, now);
+    const previousCpuRate = this.settings.cpuMillisPerSecondPerTenant ?? 0;
+    const cpuRate = settings.cpuMillisPerSecondPerTenant ?? 0;
     this.settings = settings;
     const rate = settings.operationsPerSecondPerTenant;
     this.burst = rate > 0 ? (settings.operationsBurstPerTenant > 0 ? settings.operationsBurstPerTenant : rate) : 0;
@@ -100,11 +146,15 @@ export class TenantLimits {
       settings.maxConnectionsPerTenant > 0 ||
       settings.maxInFlightPerTenant > 0 ||
       rate > 0 ||
-      (settings.bytesPerSecondPerTenant ?? 0) > 0;
+      (settings.bytesPerSecondPerTenant ?? 0) > 0 ||
+      (settings.cpuMillisPerSecondPerTenant ?? 0) > 0;
     for (const [tenant, state] of this.tenants) {
       // A bucket that did not exist (no rate limit before) starts full, as for a new tenant.
       state.tokens = previousBurst > 0 ? Math.min(state.tokens, this.burst) : this.burst;
       state.refilledAt = now;
+      // CPU already charged stays owed, paid for at the new rate (nothing is owed without a rate).
+      const owedMS = Math.max(0, state.cpuPaidAt - now);
+      state.cpuPaidAt = previousCpuRate > 0 && cpuRate > 0 ? now + (owedMS * previousCpuRate) / cpuRate : now;
       this.forgetIfIdle(tenant, state, now);
     }
   }
@@ -157,6 +207,11 @@ export class TenantLimits {
         };
       }
     }
+    const cpu = this.cpuDelay(state, operation, now);
+    if (cpu instanceof TenantLimitExceeded) {
+      this.forgetIfIdle(tenant, state, now);
+      return { refusal: cpu };
+    }
     let delayMS = 0;
     const byteRate = this.settings.bytesPerSecondPerTenant ?? 0;
     if (byteRate > 0) {
@@ -172,7 +227,50 @@ export class TenantLimits {
       state.bytesPaidAt = paidAt;
     }
     if (operation && rate > 0) state.tokens -= 1;
-    return { delayMS };
+    if (cpu > delayMS) return { delayMS: cpu, delayedBy: 'cpu', at: now };
+    return delayMS > 0 ? { delayMS, delayedBy: 'bytes', at: now } : { delayMS: 0, at: now };
+  }
+
+  /**
+   * The CPU budget alone, for connections without a tenant (their shared account): nothing else
+   * is charged to them. Refused (not a hello) or admitted after `delayMS`.
+   */
+  admitUnauthenticated(account: string, operation: boolean): RequestAdmission {
+    if ((this.settings.cpuMillisPerSecondPerTenant ?? 0) <= 0) return { delayMS: 0 };
+    const state = this.tenants.get(account);
+    if (state === undefined) return { delayMS: 0 };
+    const cpu = this.cpuDelay(state, operation, this.now());
+    if (cpu instanceof TenantLimitExceeded) return { refusal: cpu };
+    return cpu > 0 ? { delayMS: cpu, delayedBy: 'cpu' } : { delayMS: 0 };
+  }
+
+  /**
+   * Charges `ms` of CPU the proxy spent on `account`'s requests (measured after the work, once per
+   * message or slice), `now` being when the measurement ended. Free while no CPU rate is set.
+   */
+  chargeCpu(account: string, ms: number, now?: number): void {
+    const cpuRate = this.settings.cpuMillisPerSecondPerTenant ?? 0;
+    if (cpuRate <= 0 || !(ms > 0)) return;
+    const at = now ?? this.now();
+    const state = this.state(account, at);
+    state.cpuPaidAt = Math.max(state.cpuPaidAt, at) + (ms / cpuRate) * 1000;
+  }
+
+  /** Whether `account` has spent more CPU than its rate plus one second's allowance (it is slowed). */
+  overCpuBudget(account: string, now: number): boolean {
+    if ((this.settings.cpuMillisPerSecondPerTenant ?? 0) <= 0) return false;
+    const state = this.tenants.get(account);
+    return state !== undefined && state.cpuPaidAt - CPU_ALLOWANCE_MS > now;
+  }
+
+  /** How long a request of `state` waits for its CPU budget, or its refusal past MAX_CPU_WAIT_MS (a hello only waits). */
+  private cpuDelay(state: TenantState, operation: boolean, now: number): number | TenantLimitExceeded {
+    const cpuRate = this.settings.cpuMillisPerSecondPerTenant ?? 0;
+    if (cpuRate <= 0) return 0;
+    const delayMS = Math.max(0, state.cpuPaidAt - CPU_ALLOWANCE_MS - now);
+    if (delayMS <= MAX_CPU_WAIT_MS) return delayMS;
+    if (!operation) return MAX_CPU_WAIT_MS;
+    return new TenantLimitExceeded('cpu', `tenant CPU limit (${cpuRate} ms per second) reached`);
   }
 
   /**
@@ -204,7 +302,7 @@ export class TenantLimits {
   private state(tenant: string, now = this.now()): TenantState {
     let state = this.tenants.get(tenant);
     if (state === undefined) {
-      state = { connections: 0, inFlight: 0, tokens: this.burst, refilledAt: now, bytesPaidAt: now };
+      state = { connections: 0, inFlight: 0, tokens: this.burst, refilledAt: now, bytesPaidAt: now, cpuPaidAt: now };
       this.tenants.set(tenant, state);
     }
     return state;
@@ -218,12 +316,19 @@ export class TenantLimits {
 
   /** A tenant with nothing open and a full bucket is the same as one never seen. */
   private forgetIfIdle(tenant: string, state: TenantState, now = this.now()): void {
-    if (state.connections > 0 || state.inFlight > 0 || state.bytesPaidAt > now) return;
+    if (state.connections > 0 || state.inFlight > 0 || state.bytesPaidAt > now || state.cpuPaidAt > now) return;
     if (this.burst > 0) {
       this.refill(state, now);
       if (state.tokens < this.burst) return;
     }
     this.tenants.delete(tenant);
+  }
+
+  /** Forgets now every idle tenant whose budgets are paid up (admissions do it at most every sweepIntervalMS). */
+  sweep(): void {
+    const now = this.now();
+    this.lastSweep = now;
+    for (const [tenant, state] of this.tenants) this.forgetIfIdle(tenant, state, now);
   }
 
   private maybeSweep(now: number): void {

@@ -16,12 +16,20 @@
  * together, the array, the forwarded frame: wire/copy-job.ts) run here, in the same turns and
  * the same round-robin, so a bystander waits for one slice, not for a 48 MB copy.
  *
+ * CPU budget (issue 15): each slice's time is measured (one clock read per slice, never per
+ * element) and charged to its tenant's CPU budget (`cpu`: tenant-limits.ts), and a tenant over its
+ * budget waits behind the tenants under it: a turn serves the first tenant in line that is under
+ * its budget, and the tenants over theirs only when none under theirs has work queued. A tenant
+ * under its budget is never made to wait for one over it (it waits at most for the slice already
+ * running).
+ *
  * Small messages are not queued (the caller validates them at once). Pure scheduling: no
- * sockets or metrics; `defer` is injectable for tests.
+ * sockets or metrics; `defer` and the CPU budget's clock are injectable for tests.
  */
 import { opMsgValidations, type ParseOpMsgOptions, type PrevalidatedDocuments } from '../wire/op-msg.js';
 import type { DocumentValidation } from '../wire/bson-scan.js';
 import type { CopyJob } from '../wire/copy-job.js';
+import type { CpuBudget } from './tenant-limits.js';
 
 export interface ValidationSchedulerOptions {
   /** Bytes validated per turn of the event loop, across all tenants. Default 256 KiB. */
@@ -30,6 +38,10 @@ export interface ValidationSchedulerOptions {
   sliceBytes?: number;
   /** Runs the next turn later (default setImmediate: after pending I/O). */
   defer?: (run: () => void) => void;
+  /** Where each slice's time is charged, and which tenants are over their CPU budget; absent: neither. */
+  cpu?: CpuBudget;
+  /** `count` slices of tenants over their CPU budget were passed over for a tenant under it (metrics). */
+  onPassedOver?: (count: number) => void;
 }
 
 /** Messages at least this long are validated in slices (at ~200 MB/s, under 2 ms in one piece). */
@@ -61,6 +73,10 @@ export class ValidationScheduler {
   private readonly turnBytes: number;
   private readonly sliceBytes: number;
   private readonly defer: (run: () => void) => void;
+  private readonly cpu: CpuBudget | undefined;
+  private readonly onPassedOver: ((count: number) => void) | undefined;
+  /** Slices of tenants over their CPU budget passed over for one under it, since start (for tests). */
+  passedOver = 0;
   /** Bytes validated or copied in slices since start (for tests; per tenant would grow with every tenant ever seen). */
   validatedBytes = 0;
 
@@ -68,6 +84,8 @@ export class ValidationScheduler {
     this.turnBytes = options.turnBytes ?? 256 * 1024;
     this.sliceBytes = options.sliceBytes ?? 64 * 1024;
     this.defer = options.defer ?? ((run) => void setImmediate(run));
+    this.cpu = options.cpu;
+    this.onPassedOver = options.onPassedOver;
   }
 
   /** Messages queued or being validated, and copy jobs queued or running. */
@@ -139,12 +157,19 @@ export class ValidationScheduler {
     });
   }
 
-  /** One turn: slices round-robin across tenants (in insertion order), up to turnBytes in all. */
+  /**
+   * One turn: slices round-robin across tenants (in insertion order), up to turnBytes in all;
+   * tenants over their CPU budget only when no tenant under it has work. Each slice's time is
+   * charged to its tenant.
+   */
   private turn(): void {
     let budget = this.turnBytes;
+    const cpu = this.cpu;
+    let now = cpu === undefined ? 0 : cpu.now();
     while (budget > 0 && this.queues.size > 0) {
-      // The first tenant in the map takes a slice, then goes to the back of the line.
-      const [account, queue] = this.queues.entries().next().value as [string, Task[]];
+      // The first tenant in line under its CPU budget takes a slice, then goes to the back of the line.
+      const account = this.nextAccount(now);
+      const queue = this.queues.get(account)!;
       this.queues.delete(account);
       const task = queue[0]!;
       const used = task.run(Math.min(this.sliceBytes, budget));
@@ -152,8 +177,32 @@ export class ValidationScheduler {
       this.validatedBytes += used;
       if (task.settle()) queue.shift();
       if (queue.length > 0) this.queues.set(account, queue);
+      if (cpu !== undefined) {
+        const end = cpu.now();
+        cpu.chargeCpu(account, end - now, end);
+        now = end;
+      }
     }
     if (this.queues.size > 0) this.schedule();
+  }
+
+  /** The first tenant in line under its CPU budget; the first in line when all are over theirs. */
+  private nextAccount(now: number): string {
+    const cpu = this.cpu;
+    let first: string | undefined;
+    let passed = 0;
+    for (const account of this.queues.keys()) {
+      if (cpu === undefined || !cpu.overCpuBudget(account, now)) {
+        if (passed > 0) {
+          this.passedOver += passed;
+          this.onPassedOver?.(passed);
+        }
+        return account;
+      }
+      first ??= account;
+      passed += 1;
+    }
+    return first!;
   }
 
   /** Validates up to `bytes` of `job`; returns the bytes it went through. */

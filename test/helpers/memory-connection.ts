@@ -33,6 +33,8 @@ export interface MemoryConnectionOptions {
   methods?: IdentityMethod[];
   /** The static listener's tenant (default `acme`). */
   tenant?: string;
+  /** The connection's tenant limits (default: of the configuration's limits). */
+  tenantLimits?: (config: ProxyConfig) => TenantLimits;
   /** Optional dependencies (validation scheduler, byte budget…). */
   extra?: Partial<Pick<ClientConnectionDeps, 'validation' | 'bufferBudget'>>;
 }
@@ -80,7 +82,7 @@ export function openMemoryConnection(options: MemoryConnectionOptions): MemoryCo
         sessionKey: Buffer.alloc(32, 7),
         collationSupported: () => false,
       }),
-      tenantLimits: new TenantLimits(config.limits),
+      tenantLimits: options.tenantLimits?.(config) ?? new TenantLimits(config.limits),
       ...options.extra,
     },
     () => onClosed(),

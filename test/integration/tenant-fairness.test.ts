@@ -14,7 +14,7 @@ import { describe, expect } from 'vitest';
 import type { Document } from 'bson';
 import { it } from '../helpers/fixtures.js';
 import { metricValue } from '../helpers/metrics.js';
-import { MongoClient } from 'mongodb';
+import { MongoClient, MongoServerError } from 'mongodb';
 import { opMsg, RawClient } from '../helpers/raw-client.js';
 import { sleep, until } from '../helpers/wait.js';
 import { MiB, settledMemory } from '../helpers/memory.js';
@@ -141,6 +141,84 @@ describe('floods of refused commands', () => {
     // Only the messages admitted were parsed and refused by the policy.
     expect((await decisions()) - before).toBe(sent - overRate.length);
     expect(await tenants.clientFor('globex').db('admin').command({ ping: 1 })).toMatchObject({ ok: 1 });
+  });
+});
+
+describe('CPU-expensive requests (limits.cpuMillisPerSecondPerTenant)', () => {
+  it("slow the tenant sending them, measured by what they cost the proxy; the bystander's pings all succeed", async ({
+    startTenantProxy,
+  }) => {
+    // A small CPU budget (20 ms/s): a few of the messages below put acme over it.
+    const tenants = await startTenantProxy(['acme', 'globex'], { limits: { cpuMillisPerSecondPerTenant: 20 } });
+    const proxy = tenants.proxy.proxy;
+    const delays = (): Promise<number> => metricValue(proxy, 'tenant_limit_delays_total', { reason: 'cpu' });
+    const collection = `cpu_${Date.now()}`;
+    // Cheap in bytes for what they cost to check: tens of thousands of tiny elements (validated,
+    // decoded and rewritten, never refused), one filter sliced by the validation scheduler
+    // (over 256 KiB), one decoded at once, and a deeply nested one.
+    const many = Array.from({ length: 40_000 }, (_, n) => n);
+    const few = Array.from({ length: 12_000 }, (_, n) => n);
+    let nested: Document = { a: 1 };
+    for (let depth = 0; depth < 40; depth += 1) nested = { $and: [nested, { b: { $in: few.slice(0, 200) } }] };
+    const filters: Document[] = [{ n: { $in: many } }, { $or: few.map((n) => ({ n })) }, nested];
+    const noisy = tenants.clientFor('acme', { maxPoolSize: 4 });
+    await noisy.db(DB).collection(collection).insertOne({ n: 1 });
+
+    const bystander = tenants.clientFor('globex', { maxPoolSize: 2 });
+    const admin = bystander.db('admin');
+    expect(await admin.command({ ping: 1 })).toMatchObject({ ok: 1 });
+    const before = await delays();
+
+    let stop = false;
+    const noisyErrors: unknown[] = [];
+    let noisyFinds = 0;
+    const workers = Array.from({ length: 4 }, async (_, w) => {
+      for (let i = w; !stop; i += 1) {
+        try {
+          await noisy
+            .db(DB)
+            .collection(collection)
+            .find(filters[i % filters.length]!)
+            .toArray();
+          noisyFinds += 1;
+        } catch (error) {
+          noisyErrors.push(error);
+        }
+      }
+    });
+    let pings = 0;
+    const errors: unknown[] = [];
+    const deadline = Date.now() + 60_000;
+    try {
+      // Until acme has been slowed (and at least 20 pings were answered meanwhile).
+      while (Date.now() < deadline) {
+        try {
+          const reply = await admin.command({ ping: 1 });
+          if (reply.ok === 1) pings += 1;
+        } catch (error) {
+          errors.push(error);
+        }
+        if (pings >= 20 && (await delays()) > before) break;
+        await sleep(20);
+      }
+    } finally {
+      stop = true;
+      await Promise.all(workers);
+    }
+    expect(errors).toEqual([]);
+    expect(pings).toBeGreaterThanOrEqual(20);
+    expect(noisyFinds).toBeGreaterThan(0);
+    // acme was slowed by its CPU budget: its requests waited at admission, or its slices behind others'.
+    expect(await delays()).toBeGreaterThan(before);
+    // Any refusal the driver did not retry away is the CPU limit's, with the byte rate's labels.
+    for (const error of noisyErrors) {
+      expect(error).toBeInstanceOf(MongoServerError);
+      expect(error).toMatchObject({ code: 96, errmsg: 'tenant CPU limit (20 ms per second) reached' });
+      expect((error as MongoServerError).hasErrorLabel('SystemOverloadedError')).toBe(true);
+    }
+    expect(await metricValue(proxy, 'tenant_limit_rejections_total', { reason: 'cpu' })).toBeGreaterThanOrEqual(
+      noisyErrors.length,
+    );
   });
 });
 

@@ -93,6 +93,7 @@ const DEFAULTS: ProxyConfig = {
     authTimeoutMS: 30_000,
     maxBufferedBytes: 268_435_456,
     bytesPerSecondPerTenant: 67_108_864,
+    cpuMillisPerSecondPerTenant: 500,
     operationsPerSecondPerTenant: 0,
     operationsBurstPerTenant: 0,
     maxOpenCursorsPerTenant: 100,

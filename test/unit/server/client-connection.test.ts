@@ -6,7 +6,8 @@
 import { Long } from 'bson';
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
-import type { IdentityMethod } from '../../../src/config/types.js';
+import type { IdentityMethod, ProxyConfig } from '../../../src/config/types.js';
+import { TenantLimits } from '../../../src/server/tenant-limits.js';
 import { ErrorCodes, UpstreamError } from '../../../src/errors.js';
 import type { AuditLog, DecisionAuditEvent } from '../../../src/observability/audit.js';
 import { ProxyMetrics } from '../../../src/observability/metrics.js';
@@ -93,6 +94,7 @@ function recordingObserver(): ConnectionObserver & { events: RecordedEvent[] } {
     decision: record('decision'),
     refused: record('refused'),
     overTenantLimit: record('overTenantLimit'),
+    delayedByTenantLimit: record('delayedByTenantLimit'),
     shed: record('shed'),
   };
 }
@@ -112,6 +114,7 @@ interface HarnessOptions {
   respond?: Respond;
   observe?: ClientConnectionDeps['observe'];
   validation?: ClientConnectionDeps['validation'];
+  tenantLimits?: (config: ProxyConfig) => TenantLimits;
 }
 
 function open(options: HarnessOptions = {}): Harness {
@@ -121,6 +124,7 @@ function open(options: HarnessOptions = {}): Harness {
     observe: options.observe ?? (() => recordingObserver()),
     ...(options.config !== undefined ? { config: options.config } : {}),
     ...(options.methods !== undefined ? { methods: options.methods } : {}),
+    ...(options.tenantLimits !== undefined ? { tenantLimits: options.tenantLimits } : {}),
     ...(options.validation !== undefined ? { extra: { validation: options.validation } } : {}),
   });
   return { client, upstream, connection, closed };
@@ -191,6 +195,68 @@ describe('ClientConnection over an in-memory duplex', () => {
     expect(sliced[1]).toMatchObject({ ok: 1 });
     expect(sliced[2]).toMatchObject({ ok: 0, errmsg: expect.stringContaining('duplicate key "zz"') });
     expect(sliced[3]).toBe(1);
+  });
+
+  it("charges a request's CPU to its tenant with one clock read more; over budget it waits, past the bound it is refused unparsed (code 96, labels)", async () => {
+    const clock = { now: 1_000, reads: 0 };
+    let limits!: TenantLimits;
+    const harness = (cpu: number): Harness & { events: RecordedEvent[] } =>
+      recorded({
+        config: { limits: { cpuMillisPerSecondPerTenant: cpu } },
+        tenantLimits: (config) =>
+          (limits = new TenantLimits(config.limits, {
+            now: () => {
+              clock.reads += 1;
+              return clock.now;
+            },
+          })),
+      });
+    const find = (): ReturnType<typeof opMsg> => opMsg({ find: 'orders', filter: { status: 'open' }, $db: 'app' });
+    /** Clock reads of one forwarded find. */
+    const readsOfFind = async (client: RawClient, events: RecordedEvent[], count: number): Promise<number> => {
+      const before = clock.reads;
+      expect(await client.command(find())).toMatchObject({ ok: 1 });
+      await finished(events, count);
+      return clock.reads - before;
+    };
+
+    const off = harness(0);
+    await off.client.command(opMsg({ hello: 1, $db: 'admin' }));
+    const readsOff = await readsOfFind(off.client, off.events, 2);
+    off.client.close();
+
+    const on = harness(100);
+    const charges = vi.spyOn(limits, 'chargeCpu');
+    await on.client.command(opMsg({ hello: 1, $db: 'admin' }));
+    charges.mockClear();
+    // The meter starts at the admission's reading: one read more, one charge, to the tenant.
+    expect(await readsOfFind(on.client, on.events, 2)).toBe(readsOff + 1);
+    expect(charges.mock.calls).toEqual([['acme', 0, clock.now]]);
+
+    // Half a second over its allowance: the next request waits (the fake clock says 1 ms), then runs.
+    limits.chargeCpu('acme', 100.1);
+    expect(await on.client.command(find())).toMatchObject({ ok: 1 });
+    expect(eventsNamed(on.events, 'delayedByTenantLimit')).toEqual([['cpu']]);
+    const forwarded = on.upstream.requests.length;
+
+    // Far over it: refused before parsing, nothing forwarded.
+    limits.chargeCpu('acme', 1_000);
+    const refused = await on.client.command(find());
+    expect(refused).toMatchObject({
+      ok: 0,
+      code: ErrorCodes.OperationFailed,
+      errmsg: 'tenant CPU limit (100 ms per second) reached',
+      errorLabels: ['SystemOverloadedError', 'RetryableError'],
+    });
+    expect(on.upstream.requests).toHaveLength(forwarded);
+    expect(eventsNamed(on.events, 'overTenantLimit').map((args) => (args[1] as { reason: string }).reason)).toEqual([
+      'cpu',
+    ]);
+    // Paid for at the rate (11 s later): served at once again.
+    clock.now += 11_000;
+    expect(await on.client.command(find())).toMatchObject({ ok: 1 });
+    expect(eventsNamed(on.events, 'delayedByTenantLimit')).toHaveLength(1);
+    on.client.close();
   });
 
   it('answers the handshake itself and forwards nothing', async () => {

@@ -59,6 +59,7 @@ const silentObserver = (): ConnectionObserver => ({
   refused: noop,
   overTenantLimit: noop,
   shed: noop,
+  delayedByTenantLimit: noop,
 });
 
 interface Opened {

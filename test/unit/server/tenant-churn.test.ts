@@ -76,7 +76,9 @@ describe('a steady stream of distinct tenants', () => {
     };
     const sinks = { metrics, audit, logger: pino({ level: 'silent' }) };
     const upstream = new CountingUpstream();
-    const tenantLimits = new TenantLimits(config.limits);
+    // The limits' clock, moved ahead at the end: CPU charged to a tenant is remembered until paid for.
+    let later = 0;
+    const tenantLimits = new TenantLimits(config.limits, { now: () => performance.now() + later });
     const bufferBudget = new BufferBudget(config.limits.maxBufferedBytes);
     const cursors = new CursorRegistry();
     const isolation = new IsolationEngine({
@@ -130,7 +132,10 @@ describe('a steady stream of distinct tenants', () => {
 
     expect(open.size).toBe(0);
     expect(upstream.sessions).toBe(0);
-    // Connection counts and rate state are forgotten with the tenant's last connection.
+    // Connection counts and rate state are forgotten with the tenant's last connection; the CPU
+    // its last commands cost (milliseconds) is remembered until paid for at the rate, then forgotten.
+    later = 60_000;
+    tenantLimits.sweep();
     expect(tenantLimits.trackedTenants).toBe(0);
     // No tenant holds bytes, so no tenant has an account.
     expect(bufferBudget.activeTenants).toBe(0);

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { TenantLimits, TenantLimitExceeded, type TenantLimitSettings } from '../../../src/server/tenant-limits.js';
+import {
+  MAX_CPU_WAIT_MS,
+  TenantLimits,
+  TenantLimitExceeded,
+  type TenantLimitSettings,
+} from '../../../src/server/tenant-limits.js';
+import { UNAUTHENTICATED_ACCOUNT } from '../../../src/server/buffer-budget.js';
 import { ErrorCodes } from '../../../src/errors.js';
 import { encodeErrorReply } from '../../../src/protocol/replies.js';
 
@@ -108,23 +114,23 @@ describe('TenantLimits', () => {
       maxMessageSizeBytes: 2000,
     });
     // Two seconds' worth (the larger of the rate and the biggest message) pass at once.
-    expect(l.admitRequest('acme', 100, false)).toEqual({ delayMS: 0 });
-    expect(l.admitRequest('acme', 1900, false)).toEqual({ delayMS: 0 });
+    expect(l.admitRequest('acme', 100, false)).toMatchObject({ delayMS: 0 });
+    expect(l.admitRequest('acme', 1900, false)).toMatchObject({ delayMS: 0 });
     // Beyond that a request waits until its bytes are paid for at the rate…
-    expect(l.admitRequest('acme', 500, false)).toEqual({ delayMS: 500 });
-    expect(l.admitRequest('acme', 1500, false)).toEqual({ delayMS: 2000 });
+    expect(l.admitRequest('acme', 500, false)).toMatchObject({ delayMS: 500 });
+    expect(l.admitRequest('acme', 1500, false)).toMatchObject({ delayMS: 2000 });
     // …and one that would wait more than MAX_BYTES_WAIT_MS is refused, charging nothing.
     const refused = l.admitRequest('acme', 1, false).refusal;
     expect(refused).toMatchObject({ reason: 'bytes', code: ErrorCodes.OperationFailed });
     expect(refused?.labels).toEqual(['SystemOverloadedError', 'RetryableError']);
     clock.now += 1;
-    expect(l.admitRequest('acme', 1, false)).toEqual({ delayMS: 2000 });
+    expect(l.admitRequest('acme', 1, false)).toMatchObject({ delayMS: 2000 });
     // Other tenants have their own budget; hellos took no operation token.
-    expect(l.admitRequest('globex', 2000, true)).toEqual({ delayMS: 0 });
+    expect(l.admitRequest('globex', 2000, true)).toMatchObject({ delayMS: 0 });
     expect(l.admitRequest('globex', 0, true).refusal).toMatchObject({ reason: 'rate' });
     expect(l.admitRequest('acme', 0, true).refusal).toBeUndefined();
     clock.now += 10_000;
-    expect(l.admitRequest('acme', 2000, false)).toEqual({ delayMS: 0 });
+    expect(l.admitRequest('acme', 2000, false)).toMatchObject({ delayMS: 0 });
   });
 
   it('forgets idle tenants once their bucket is full again (bounded memory)', () => {
@@ -240,6 +246,98 @@ describe('TenantLimits', () => {
       expect(l.startOperation('acme')).toBeUndefined();
       l.endOperation('acme');
       expect(l.trackedTenants).toBe(0);
+    });
+  });
+
+  describe('CPU budget (cpuMillisPerSecondPerTenant)', () => {
+    it('is off without a rate: nothing is metered, charged or delayed', () => {
+      const { limits: l } = limits({});
+      expect(l.cpuMetered).toBe(false);
+      l.chargeCpu('acme', 10_000);
+      expect(l.overCpuBudget('acme', l.now())).toBe(false);
+      expect(l.trackedTenants).toBe(0);
+      expect(l.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, true)).toEqual({ delayMS: 0 });
+    });
+
+    it("lets a tenant run one second's worth ahead, then slows it at admission, then refuses it past the bound", () => {
+      const { limits: l, clock } = limits({ cpuMillisPerSecondPerTenant: 100 });
+      expect(l.enabled).toBe(true);
+      expect(l.cpuMetered).toBe(true);
+      // 100 ms of CPU at 100 ms/s: one second ahead of the rate, the allowance: not over yet.
+      l.chargeCpu('acme', 100);
+      expect(l.overCpuBudget('acme', clock.now)).toBe(false);
+      expect(l.admitRequest('acme', 10, true)).toEqual({ delayMS: 0, at: clock.now });
+      // 50 ms more: half a second over; its next request waits that long (not another tenant's).
+      l.chargeCpu('acme', 50);
+      expect(l.overCpuBudget('acme', clock.now)).toBe(true);
+      expect(l.admitRequest('acme', 10, true)).toEqual({ delayMS: 500, delayedBy: 'cpu', at: clock.now });
+      expect(l.overCpuBudget('globex', clock.now)).toBe(false);
+      expect(l.admitRequest('globex', 10, true)).toEqual({ delayMS: 0, at: clock.now });
+      // Past MAX_CPU_WAIT_MS of debt a command is refused: code 96 with the byte rate's labels.
+      l.chargeCpu('acme', 300);
+      const refusal = l.admitRequest('acme', 10, true).refusal;
+      expect(refusal).toBeInstanceOf(TenantLimitExceeded);
+      expect(refusal).toMatchObject({
+        reason: 'cpu',
+        code: ErrorCodes.OperationFailed,
+        message: 'tenant CPU limit (100 ms per second) reached',
+      });
+      expect(refusal!.labels).toEqual(['SystemOverloadedError', 'RetryableError']);
+      // A hello is never refused by it: it waits the bound.
+      expect(l.admitRequest('acme', 10, false)).toMatchObject({ delayMS: MAX_CPU_WAIT_MS, delayedBy: 'cpu' });
+      // The debt is paid at the rate: 3.5 s over, so after 3 s the wait is 0.5 s, after 4 s none.
+      clock.now += 3_000;
+      expect(l.admitRequest('acme', 10, true)).toMatchObject({ delayMS: 500, delayedBy: 'cpu' });
+      clock.now += 1_000;
+      expect(l.admitRequest('acme', 10, true)).toMatchObject({ delayMS: 0 });
+      expect(l.overCpuBudget('acme', clock.now)).toBe(false);
+    });
+
+    it('charges after the fact from where the debt stands (an idle tenant starts afresh) and forgets paid-up tenants', () => {
+      const { limits: l, clock } = limits({ cpuMillisPerSecondPerTenant: 200 });
+      l.chargeCpu('acme', 400);
+      expect(l.admitRequest('acme', 0, true)).toMatchObject({ delayMS: 1000, delayedBy: 'cpu' });
+      clock.now += 10_000;
+      // Idle long enough: the old debt is paid, a new charge counts from now.
+      l.chargeCpu('acme', 200, clock.now);
+      expect(l.overCpuBudget('acme', clock.now)).toBe(false);
+      clock.now += 1_500;
+      take(l, 'other');
+      l.endOperation('other');
+      expect(l.trackedTenants).toBeLessThanOrEqual(1);
+    });
+
+    it('keeps one account for connections without a tenant, charged and slowed alone', () => {
+      const { limits: l, clock } = limits({ cpuMillisPerSecondPerTenant: 100 });
+      expect(l.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, true)).toEqual({ delayMS: 0 });
+      l.chargeCpu(UNAUTHENTICATED_ACCOUNT, 120);
+      expect(l.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, true)).toEqual({ delayMS: 200, delayedBy: 'cpu' });
+      expect(l.admitRequest('acme', 0, true)).toMatchObject({ delayMS: 0 });
+      l.chargeCpu(UNAUTHENTICATED_ACCOUNT, 300);
+      expect(l.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, true).refusal).toMatchObject({ reason: 'cpu', code: 96 });
+      expect(l.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, false)).toEqual({
+        delayMS: MAX_CPU_WAIT_MS,
+        delayedBy: 'cpu',
+      });
+      clock.now += 10_000;
+      expect(l.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, true)).toEqual({ delayMS: 0 });
+    });
+
+    it('reloads: what is owed is paid at the new rate; turned off, nothing is owed', () => {
+      const { limits: l, clock } = limits({ cpuMillisPerSecondPerTenant: 100 });
+      l.openConnection('acme');
+      l.chargeCpu('acme', 200);
+      expect(l.admitRequest('acme', 0, true)).toMatchObject({ delayMS: 1000 });
+      // Twice the rate: 200 ms is one second of it, the allowance.
+      l.reconfigure({ ...UNLIMITED, cpuMillisPerSecondPerTenant: 200 });
+      expect(l.admitRequest('acme', 0, true)).toMatchObject({ delayMS: 0 });
+      l.chargeCpu('acme', 100);
+      expect(l.admitRequest('acme', 0, true)).toMatchObject({ delayMS: 500, delayedBy: 'cpu' });
+      l.reconfigure({ ...UNLIMITED });
+      expect(l.cpuMetered).toBe(false);
+      expect(l.admitRequest('acme', 0, true)).toEqual({ delayMS: 0 });
+      l.reconfigure({ ...UNLIMITED, cpuMillisPerSecondPerTenant: 100 });
+      expect(l.overCpuBudget('acme', clock.now)).toBe(false);
     });
   });
 });

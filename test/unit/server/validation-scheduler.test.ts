@@ -9,6 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { DocumentValidation, validateDocumentFacts } from '../../../src/wire/bson-scan.js';
 import { opMsgValidations, parseOpMsgFacts, type ParseOpMsgOptions } from '../../../src/wire/op-msg.js';
 import { ValidationScheduler } from '../../../src/server/validation-scheduler.js';
+import { TenantLimits } from '../../../src/server/tenant-limits.js';
+import type { CopyJob } from '../../../src/wire/copy-job.js';
 import { bson, kind0, kind1, opMsg } from '../wire/fixtures.js';
 
 /** What a call did: its result, or its error's class, code, message and fatality. */
@@ -22,7 +24,9 @@ function outcome(run: () => unknown): unknown {
 }
 
 /** Runs the scheduler's turns synchronously (defer runs at once, later, in order). */
-function manualScheduler(options: { turnBytes?: number; sliceBytes?: number } = {}): {
+function manualScheduler(
+  options: { turnBytes?: number; sliceBytes?: number; cpu?: TenantLimits; onPassedOver?: (n: number) => void } = {},
+): {
   scheduler: ValidationScheduler;
   turns: () => number;
   runAll: () => Promise<void>;
@@ -174,5 +178,127 @@ describe('ValidationScheduler', () => {
     await validating;
     expect(scheduler.pending).toBe(0);
     expect(scheduler.validatedBytes).toBe(0);
+  });
+});
+
+describe('ValidationScheduler and the CPU budget', () => {
+  /** TenantLimits with only a CPU budget of `rate` ms/s, on a fake clock. */
+  function cpuBudget(rate: number): { limits: TenantLimits; clock: { now: number } } {
+    const clock = { now: 1_000 };
+    const limits = new TenantLimits(
+      {
+        maxConnectionsPerTenant: 0,
+        maxInFlightPerTenant: 0,
+        operationsPerSecondPerTenant: 0,
+        operationsBurstPerTenant: 0,
+        cpuMillisPerSecondPerTenant: rate,
+      },
+      { now: () => clock.now },
+    );
+    return { limits, clock };
+  }
+
+  /** A copy job of `slices` slices of `sliceBytes`, each costing `ms` on the fake clock and logged under `name`. */
+  function job(
+    name: string,
+    slices: number,
+    sliceBytes: number,
+    ms: number,
+    clock: { now: number },
+    log: string[],
+  ): CopyJob {
+    let left = slices;
+    return {
+      get finished() {
+        return left === 0;
+      },
+      step(bytes: number): number {
+        if (left === 0) return 0;
+        expect(bytes).toBeGreaterThanOrEqual(sliceBytes);
+        left -= 1;
+        clock.now += ms;
+        log.push(name);
+        return sliceBytes;
+      },
+    } as unknown as CopyJob;
+  }
+
+  it('charges each slice its measured time, to its tenant', async () => {
+    const { limits, clock } = cpuBudget(100);
+    const { scheduler, runAll } = manualScheduler({ sliceBytes: 1024, turnBytes: 2048, cpu: limits });
+    const log: string[] = [];
+    const done = [
+      scheduler.copy('noisy', job('noisy', 15, 1024, 10, clock, log)),
+      scheduler.copy('bystander', job('bystander', 1, 1024, 10, clock, log)),
+    ];
+    await runAll();
+    expect(await Promise.all(done)).toEqual([true, true]);
+    // 150 ms at 100 ms/s is half a second past the allowance; 10 ms is well under it.
+    expect(limits.overCpuBudget('noisy', clock.now - 150)).toBe(true);
+    expect(limits.overCpuBudget('bystander', clock.now)).toBe(false);
+    expect(limits.admitRequest('noisy', 0, true)).toMatchObject({ delayedBy: 'cpu' });
+    expect(limits.admitRequest('bystander', 0, true)).toMatchObject({ delayMS: 0 });
+  });
+
+  it('under budget, nobody waits: slices alternate round-robin', async () => {
+    const { limits, clock } = cpuBudget(1_000_000);
+    const passed: number[] = [];
+    const { scheduler, runAll } = manualScheduler({
+      sliceBytes: 1024,
+      turnBytes: 2048,
+      cpu: limits,
+      onPassedOver: (n) => passed.push(n),
+    });
+    const log: string[] = [];
+    const done = [
+      scheduler.copy('noisy', job('noisy', 3, 1024, 10, clock, log)),
+      scheduler.copy('bystander', job('bystander', 3, 1024, 10, clock, log)),
+    ];
+    await runAll();
+    await Promise.all(done);
+    expect(log).toEqual(['noisy', 'bystander', 'noisy', 'bystander', 'noisy', 'bystander']);
+    expect(passed).toEqual([]);
+    expect(scheduler.passedOver).toBe(0);
+  });
+
+  it('a tenant over its budget waits behind one under it, and is served when nobody else has work', async () => {
+    const { limits, clock } = cpuBudget(100);
+    // The noisy tenant already spent 200 ms: a second past its allowance.
+    limits.chargeCpu('noisy', 200);
+    const passed: number[] = [];
+    const { scheduler, runAll } = manualScheduler({
+      sliceBytes: 1024,
+      turnBytes: 2048,
+      cpu: limits,
+      onPassedOver: (n) => passed.push(n),
+    });
+    const log: string[] = [];
+    // The noisy tenant queued first: round-robin alone would serve it first.
+    const done = [
+      scheduler.copy('noisy', job('noisy', 3, 1024, 1, clock, log)),
+      scheduler.copy('bystander', job('bystander', 3, 1024, 1, clock, log)),
+    ];
+    await runAll();
+    expect(await Promise.all(done)).toEqual([true, true]);
+    expect(log).toEqual(['bystander', 'bystander', 'bystander', 'noisy', 'noisy', 'noisy']);
+    expect(scheduler.passedOver).toBe(3);
+    expect(passed.reduce((a, b) => a + b, 0)).toBe(3);
+  });
+
+  it('a bystander that goes over its budget too takes turns again with the noisy tenant', async () => {
+    const { limits, clock } = cpuBudget(100);
+    limits.chargeCpu('noisy', 200);
+    const { scheduler, runAll } = manualScheduler({ sliceBytes: 1024, turnBytes: 1024, cpu: limits });
+    const log: string[] = [];
+    // Each bystander slice costs 60 ms: over its allowance (100 ms) after two.
+    const done = [
+      scheduler.copy('noisy', job('noisy', 3, 1024, 60, clock, log)),
+      scheduler.copy('bystander', job('bystander', 4, 1024, 60, clock, log)),
+    ];
+    await runAll();
+    await Promise.all(done);
+    expect(log.slice(0, 2)).toEqual(['bystander', 'bystander']);
+    expect(log.filter((name) => name === 'noisy')).toHaveLength(3);
+    expect(log.filter((name) => name === 'bystander')).toHaveLength(4);
   });
 });
