@@ -14,7 +14,6 @@ import { createFailureThrottle } from '../../../src/identity/throttle.js';
 import type { AuditLog } from '../../../src/observability/audit.js';
 import { ProxyMetrics } from '../../../src/observability/metrics.js';
 import { CursorRegistry } from '../../../src/policy/cursors.js';
-import type { AdvertisedServer } from '../../../src/protocol/hello.js';
 import { IsolationEngine } from '../../../src/rewrite/engine.js';
 import { BufferBudget } from '../../../src/server/buffer-budget.js';
 import { ClientConnection, type ClientConnectionDeps } from '../../../src/server/client-connection.js';
@@ -24,17 +23,8 @@ import { UpstreamSession, type ForwardRequest, type ForwardResult } from '../../
 import type { UpstreamConnection } from '../../../src/upstream/connection.js';
 import { serialize } from '../../../src/wire/bson.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
+import { MEMORY_SERVER as SERVER } from '../../helpers/memory-connection.js';
 import { RawClient, opMsg } from '../../helpers/raw-client.js';
-
-const SERVER: AdvertisedServer = {
-  kind: 'standalone',
-  minWireVersion: 0,
-  maxWireVersion: 21,
-  maxBsonObjectSize: 16 * 1024 * 1024,
-  maxMessageSizeBytes: 48_000_000,
-  maxWriteBatchSize: 100_000,
-  logicalSessionTimeoutMinutes: 30,
-};
 
 const TENANTS = 1_000;
 const MAX_TENANT_LABELS = 50;
