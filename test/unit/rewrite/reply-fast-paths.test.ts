@@ -13,6 +13,7 @@ import { BsonType } from '../../../src/wire/bson-scan.js';
 import { Long, serialize, type Document } from '../../../src/wire/bson.js';
 import { ReplyScan } from '../../../src/wire/reply-scan.js';
 import { bodyWithFrameRoom } from '../../../src/wire/op-msg.js';
+import { bsonString as str, rawDocOf as rawBody } from '../wire/fixtures.js';
 
 const notUsed = (): never => {
   throw new Error('not used');
@@ -74,24 +75,6 @@ function same(body: Uint8Array, scanned: Uint8Array = body): void {
 }
 
 const doc = (value: Document): Buffer => Buffer.from(serialize(value));
-
-function rawBody(parts: Array<[number, string, Buffer]>): Buffer {
-  const inner = Buffer.concat(
-    parts.map(([type, name, value]) =>
-      Buffer.concat([Buffer.from([type]), Buffer.from(name, 'latin1'), Buffer.from([0]), value]),
-    ),
-  );
-  const out = Buffer.alloc(4 + inner.length + 1);
-  out.writeInt32LE(out.length, 0);
-  inner.copy(out, 4);
-  return out;
-}
-const str = (text: Buffer): Buffer => {
-  const out = Buffer.alloc(4 + text.length + 1);
-  out.writeInt32LE(text.length + 1, 0);
-  text.copy(out, 4);
-  return out;
-};
 
 const batch = [
   { _id: 'a', tenantId: 'acme', n: 1 },

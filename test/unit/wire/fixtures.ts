@@ -60,6 +60,23 @@ export function rawDoc(...elements: Buffer[]): Buffer {
   return Buffer.concat([int32(4 + body.length + 1), body, Buffer.from([0])]);
 }
 
+/** A raw BSON document of `[type, name, value bytes]` elements (names as latin1 bytes: any byte goes). */
+export function rawDocOf(parts: ReadonlyArray<readonly [number, string, Buffer]>): Buffer {
+  return rawDoc(...parts.map(([type, name, value]) => element(type, Buffer.from(name, 'latin1'), value)));
+}
+
+export function int64(value: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigInt64LE(value);
+  return b;
+}
+
+export function double(value: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeDoubleLE(value);
+  return b;
+}
+
 export function element(type: number, name: string | Buffer, value: Buffer): Buffer {
   const key = typeof name === 'string' ? cstring(name) : Buffer.concat([name, Buffer.from([0])]);
   return Buffer.concat([Buffer.from([type]), key, value]);

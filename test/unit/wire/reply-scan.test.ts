@@ -25,6 +25,7 @@ import { encodeOpMsg, ownFrameBody } from '../../../src/wire/op-msg.js';
 import { replyIsOk } from '../../../src/protocol/command.js';
 import { replyCursor } from '../../../src/upstream/command-traits.js';
 import { hideTenantField } from '../../../src/rewrite/tenant-field.js';
+import { bsonString as str, double as dbl, int64 as i64, rawDocOf as rawBody } from './fixtures.js';
 
 // ---------------------------------------------------------------------------------------------
 // The old lookups, verbatim (imports adjusted).
@@ -165,34 +166,6 @@ function same(frame: Buffer): void {
 
 const msg = (body: Uint8Array, flagBits = 0): Buffer => encodeOpMsg({ requestId: 1, responseTo: 2, flagBits, body });
 const doc = (value: Document): Buffer => Buffer.from(serialize(value));
-
-/** A body with one element written by hand: `type`, `name`, raw value bytes. */
-function rawBody(parts: Array<[number, string, Buffer]>): Buffer {
-  const elements = parts.map(([type, name, value]) =>
-    Buffer.concat([Buffer.from([type]), Buffer.from(name, 'latin1'), Buffer.from([0]), value]),
-  );
-  const inner = Buffer.concat(elements);
-  const out = Buffer.alloc(4 + inner.length + 1);
-  out.writeInt32LE(out.length, 0);
-  inner.copy(out, 4);
-  return out;
-}
-const str = (text: Buffer): Buffer => {
-  const out = Buffer.alloc(4 + text.length + 1);
-  out.writeInt32LE(text.length + 1, 0);
-  text.copy(out, 4);
-  return out;
-};
-const i64 = (value: bigint): Buffer => {
-  const out = Buffer.alloc(8);
-  out.writeBigInt64LE(value);
-  return out;
-};
-const dbl = (value: number): Buffer => {
-  const out = Buffer.alloc(8);
-  out.writeDoubleLE(value);
-  return out;
-};
 
 const batch = [
   { _id: 'doc-1', tenantId: 'bench', seq: 1, tags: ['a', 'b'] },
