@@ -14,10 +14,11 @@
  * Sizes: MTP_NEIGHBOURS=full runs the issue's sizes (`npm run test:neighbours`); the default
  * (`small`) keeps each abuse short enough for `npm test` on two loaded cores, where it runs.
  */
-import { appendFileSync, readFileSync } from 'node:fs';
+import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { MongoClient, type Collection, type Document } from 'mongodb';
+import { MongoClient } from 'mongodb';
 import { expect, type TaskMeta } from 'vitest';
 import { defaultConfig } from '../../src/config/index.js';
 import type { HostPort, ProxyConfig } from '../../src/config/types.js';
@@ -27,9 +28,6 @@ import { RawClient, replyDocument } from '../helpers/raw-client.js';
 import { sleep, until, withDeadline } from '../helpers/wait.js';
 
 export const MiB = 1024 * 1024;
-
-/** MTP_NEIGHBOURS_TRACE: where the child proxies trace their memory and event loop, and the bystander its operations. */
-const TRACE = process.env['MTP_NEIGHBOURS_TRACE'];
 
 export type ProfileName = 'small' | 'full';
 export const PROFILE: ProfileName = process.env.MTP_NEIGHBOURS === 'full' ? 'full' : 'small';
@@ -267,38 +265,55 @@ interface BystanderError {
  * The well-behaved tenant: `workers` closed loops of small reads, writes and a cursor read with
  * getMores over one driver client; with `newConnections`, every fourth operation is a fresh
  * client's connect + ping (the victim of connection floods). Every operation has a 30 s deadline.
+ *
+ * It runs in a process of its own (bystander-child.mjs), like a real tenant's service: in the test
+ * process its driver shared the event loop (and the garbage collections) with the abusers, which
+ * build 48 MB messages and open thousands of sockets there, so their work counted as the proxy's.
+ * Each operation's end time and duration come back over IPC, measured in the child.
  */
 export class Bystander {
   readonly samples: Sample[] = [];
   readonly errors: BystanderError[] = [];
-  private running = false;
-  private loops: Promise<void>[] = [];
-  private readonly client: MongoClient;
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<void>;
+  /** The answer awaited from the child ('seeded' or 'stopped'), if any. */
+  private waiting: { key: 'seeded' | 'stopped'; resolve: () => void; reject: (error: Error) => void } | undefined;
 
-  constructor(
-    private readonly uri: string,
-    private readonly workers: number,
-    private readonly newConnections = false,
-  ) {
-    this.client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, maxPoolSize: workers + 2 });
+  constructor(uri: string, workers: number, newConnections = false) {
+    this.child = fork(bystanderScript, [], {
+      env: { ...process.env, MTP_BYSTANDER: JSON.stringify({ uri, db: DB, workers, newConnections }) },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (message: BystanderMessage) => this.onMessage(message));
+    this.exited = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        this.waiting?.reject(new Error(`bystander process exited (${code ?? signal})`));
+        this.waiting = undefined;
+        resolve();
+      });
+    });
   }
 
   /** Seeds the bystander's documents (through the proxy, so they carry its tenant). */
-  async seed(): Promise<void> {
-    const items = this.client.db(DB).collection<Document>('bystander');
-    await items.deleteMany({});
-    await items.insertMany(Array.from({ length: 20 }, (_, n) => ({ _id: `b${n}` as never, n, kind: 'seed' })));
+  seed(): Promise<void> {
+    return this.ask('seed', 'seeded');
   }
 
   start(): void {
-    this.running = true;
-    this.loops = Array.from({ length: this.workers }, (_, worker) => this.loop(worker));
+    this.child.send({ do: 'start' });
   }
 
+  /** Stops the loops, closes the child's client and waits for the child to exit (at most 40 s). */
   async stop(): Promise<void> {
-    this.running = false;
-    await Promise.all(this.loops);
-    await this.client.close();
+    if (this.child.exitCode !== null || this.child.signalCode !== null || !this.child.connected) {
+      return this.exited;
+    }
+    try {
+      await withDeadline(this.ask('stop', 'stopped'), 40_000, 'bystander stop');
+    } finally {
+      if (this.child.exitCode === null) this.child.kill('SIGKILL');
+      await this.exited;
+    }
   }
 
   /** The end time of the first successful operation that ended after `since` (ms epoch), or undefined. */
@@ -306,51 +321,38 @@ export class Bystander {
     return this.samples.find((sample) => sample.at >= since)?.at;
   }
 
-  private async loop(worker: number): Promise<void> {
-    const items = this.client.db(DB).collection<Document>('bystander');
-    for (let i = 0; this.running; i++) {
-      const started = Date.now();
-      try {
-        await withDeadline(this.operation(items, worker, i), 30_000, 'bystander operation');
-        this.samples.push({ at: Date.now(), ms: Date.now() - started });
-        // Diagnosis: the bystander's operations beside the child's memory and event-loop trace.
-        if (TRACE !== undefined)
-          appendFileSync(TRACE, `${JSON.stringify({ t: Date.now(), bystander: Date.now() - started, op: i % 4 })}\n`);
-      } catch (error) {
-        this.errors.push({ at: Date.now(), message: error instanceof Error ? error.message : String(error) });
-        await sleep(50); // as an application backing off would
-      }
-    }
+  private ask(what: 'seed' | 'stop', key: 'seeded' | 'stopped'): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting = { key, resolve, reject };
+      this.child.send({ do: what });
+    });
   }
 
-  private async operation(items: Collection<Document>, worker: number, i: number): Promise<void> {
-    switch (this.newConnections ? i % 4 : i % 3) {
-      case 0: {
-        const doc = await items.findOne({ _id: `b${i % 20}` as never });
-        if (doc?.n !== i % 20) throw new Error(`bystander read the wrong document: ${JSON.stringify(doc?._id)}`);
-        return;
-      }
-      case 1: {
-        await items.insertOne({ _id: `w${worker}-${i}-${Date.now()}` as never, kind: 'write' });
-        return;
-      }
-      case 2: {
-        // A cursor with getMores (batches of 4 over 20 seeded documents).
-        const docs = await items.find({ kind: 'seed' }, { batchSize: 4 }).toArray();
-        if (docs.length !== 20) throw new Error(`bystander cursor returned ${docs.length} of 20 documents`);
-        return;
-      }
-      default: {
-        const fresh = new MongoClient(this.uri, { serverSelectionTimeoutMS: 10_000, maxPoolSize: 1 });
-        try {
-          await fresh.db(DB).command({ ping: 1 });
-        } finally {
-          await fresh.close();
-        }
-      }
+  private onMessage(message: BystanderMessage): void {
+    if (message.sample !== undefined) {
+      this.samples.push({ at: message.sample[0], ms: message.sample[1] });
+    } else if (message.error !== undefined) {
+      this.errors.push({ at: message.error[0], message: message.error[1] });
+    } else if (message.failed !== undefined) {
+      this.waiting?.reject(new Error(`bystander: ${message.failed}`));
+      this.waiting = undefined;
+    } else if (this.waiting !== undefined && message[this.waiting.key] === true) {
+      this.waiting.resolve();
+      this.waiting = undefined;
     }
   }
 }
+
+/** What bystander-child.mjs sends. */
+interface BystanderMessage {
+  sample?: [at: number, ms: number];
+  error?: [at: number, message: string];
+  failed?: string;
+  seeded?: boolean;
+  stopped?: boolean;
+}
+
+const bystanderScript = fileURLToPath(new URL('./bystander-child.mjs', import.meta.url));
 
 // ------------------------------------------------------------------------------------------------
 // Raw abusers

@@ -38,7 +38,7 @@ process.on('SIGUSR2', async () => {
 // MTP_NEIGHBOURS_TRACE=<file>: the process's memory every 100 ms, one JSON line each (diagnosis only).
 if (process.env.MTP_NEIGHBOURS_TRACE) {
   const { appendFileSync } = await import('node:fs');
-  const { monitorEventLoopDelay, PerformanceObserver } = await import('node:perf_hooks');
+  const { monitorEventLoopDelay, performance, PerformanceObserver } = await import('node:perf_hooks');
   const file = process.env.MTP_NEIGHBOURS_TRACE;
   // Also where the event loop stalled: its longest delay (lag, ms) and the time spent in garbage
   // collections (gc, ms: the longest one, and all of them) since the previous line.
@@ -50,6 +50,15 @@ if (process.env.MTP_NEIGHBOURS_TRACE) {
     for (const entry of list.getEntries()) {
       gcMax = Math.max(gcMax, entry.duration);
       gcSum += entry.duration;
+      // A collection long enough to be a bystander's slow operation gets a line of its own: when it
+      // started (ms epoch), how long, V8's kind (1 minor, 4 major...) and flags (4: forced by gc(), 32: external memory pressure).
+      if (entry.duration >= 5) {
+        const { kind, flags } = entry.detail ?? {};
+        appendFileSync(
+          file,
+          `${JSON.stringify({ t: Math.round(performance.timeOrigin + entry.startTime), gcMS: Math.round(entry.duration), kind, flags })}\n`,
+        );
+      }
     }
   }).observe({ entryTypes: ['gc'] });
   setInterval(() => {
