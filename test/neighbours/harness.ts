@@ -69,6 +69,15 @@ export const NOISY = 'noisy';
 export const BYSTANDER = 'bystander';
 /** The one database both tenants use (shared collections: each sees its own documents only). */
 export const DB = 'neighbours';
+/**
+ * MTP_NEIGHBOURS_CONTROL=1: a second bystander, the control, runs the same workload straight
+ * against the upstream (database CONTROL_DB, no proxy) in the same windows. Its p99 ratio is what
+ * the abuse does to the machine and the upstream alone: the proxy's share of the bystander's
+ * ratio is the difference. Reported, never asserted; off by default (it doubles the bystander's
+ * load on the upstream).
+ */
+const CONTROL = process.env['MTP_NEIGHBOURS_CONTROL'] === '1';
+const CONTROL_DB = 'neighbours_control';
 
 /**
  * The buffered-bytes budget the suite configures (`limits.maxBufferedBytes`, when the build has it)
@@ -279,9 +288,9 @@ export class Bystander {
   /** The answer awaited from the child ('seeded' or 'stopped'), if any. */
   private waiting: { key: 'seeded' | 'stopped'; resolve: () => void; reject: (error: Error) => void } | undefined;
 
-  constructor(uri: string, workers: number, newConnections = false) {
+  constructor(uri: string, workers: number, newConnections = false, db = DB) {
     this.child = fork(bystanderScript, [], {
-      env: { ...process.env, MTP_BYSTANDER: JSON.stringify({ uri, db: DB, workers, newConnections }) },
+      env: bystanderEnv(db, JSON.stringify({ uri, db, workers, newConnections })),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (message: BystanderMessage) => this.onMessage(message));
@@ -350,6 +359,13 @@ interface BystanderMessage {
   failed?: string;
   seeded?: boolean;
   stopped?: boolean;
+}
+
+/** The child's environment: the trace is the proxied bystander's only (the control's operations would mix into it). */
+function bystanderEnv(db: string, settings: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, MTP_BYSTANDER: settings };
+  if (db !== DB) delete env['MTP_NEIGHBOURS_TRACE'];
+  return env;
 }
 
 const bystanderScript = fileURLToPath(new URL('./bystander-child.mjs', import.meta.url));
@@ -472,6 +488,8 @@ export interface NeighbourRow {
   recoveryMS: number;
   abuseMS: number;
   notes: Record<string, string | number>;
+  /** The control bystander straight on the upstream (MTP_NEIGHBOURS_CONTROL=1), in the same windows. */
+  control?: { baseline: Latency; underAbuse: Latency; p99Ratio: number; errors: number };
   /** Milliseconds spent in each phase: start, setup, baseline (with warm-up), abuse, recovery, bystanderStop. */
   phasesMS: Record<string, number>;
   /** The effective limits and breaker settings of the proxy (defaults, derived values). */
@@ -523,6 +541,9 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
   const noisyClients = new Set<MongoClient>();
   const excused: Array<[number, number]> = [];
   const bystander = new Bystander(proxy.uri(BYSTANDER), TIMING.bystanderWorkers, spec.newConnections);
+  const control = CONTROL
+    ? new Bystander(spec.upstreamUri, TIMING.bystanderWorkers, spec.newConnections, CONTROL_DB)
+    : undefined;
   const dropAbusers = async (): Promise<void> => {
     for (const raw of raws) raw.close();
     raws.clear();
@@ -574,8 +595,10 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     phase('start');
     await spec.setup?.(ctx);
     await bystander.seed();
+    await control?.seed();
     phase('setup');
     bystander.start();
+    control?.start();
     await sleep(TIMING.warmupMS);
     const baselineStart = Date.now();
     await sleep(TIMING.baselineMS);
@@ -623,6 +646,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     if (readyzFailed.length > 0) ctx.notes['readyz failed'] = readyzFailed.join(', ');
     phase('recovery');
     await bystander.stop();
+    await control?.stop();
     const metrics = await proxy.metricsText();
     phase('bystanderStop');
     const isExcused = (at: number): boolean => excused.some(([from, to]) => at >= from && at <= to);
@@ -631,6 +655,13 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     const after = bystander.samples.filter((s) => s.at >= afterStart && s.at <= afterEnd);
     const baseline = latency([...before, ...after]);
     const underAbuse = latency(bystander.samples.filter((s) => s.at >= abuseStart && s.at <= abuseEnd));
+    const inWindows = (samples: Sample[]): { baseline: Latency; underAbuse: Latency } => ({
+      baseline: latency(
+        samples.filter((s) => (s.at >= baselineStart && s.at < abuseStart) || (s.at >= afterStart && s.at <= afterEnd)),
+      ),
+      underAbuse: latency(samples.filter((s) => s.at >= abuseStart && s.at <= abuseEnd)),
+    });
+    const controlWindows = control === undefined ? undefined : inWindows(control.samples);
     const row: NeighbourRow = {
       abuse: spec.abuse,
       profile: PROFILE,
@@ -657,6 +688,15 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
       recoveryMS,
       abuseMS: abuseEnd - abuseStart,
       notes: ctx.notes,
+      ...(control !== undefined && controlWindows !== undefined
+        ? {
+            control: {
+              ...controlWindows,
+              p99Ratio: Math.round((controlWindows.underAbuse.p99 / controlWindows.baseline.p99) * 100) / 100,
+              errors: control.errors.length,
+            },
+          }
+        : {}),
       phasesMS: phases,
       settings: {
         limits: proxy.config.limits,
@@ -675,6 +715,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     await readyzPoller;
     await dropAbusers();
     await bystander.stop().catch(() => undefined);
+    await control?.stop().catch(() => undefined);
     const stopping = Date.now();
     await proxy.stop();
     process.stdout.write(`[neighbours] ${spec.abuse}: proxy stopped in ${Date.now() - stopping} ms\n`);

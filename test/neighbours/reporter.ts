@@ -58,6 +58,7 @@ function formatTable(rows: ReportedRow[]): string {
     'base p50/p99 ms',
     'abuse p50/p99 ms',
     'p99 ratio',
+    'direct p99 ratio',
     'errors',
     'breaker opened',
     'readyz fails',
@@ -69,6 +70,10 @@ function formatTable(rows: ReportedRow[]): string {
     `${row.baseline.p50}/${row.baseline.p99}`,
     `${row.underAbuse.p50}/${row.underAbuse.p99}`,
     row.p99Ratio > P99_RATIO_GOAL ? `${row.p99Ratio} (over ${P99_RATIO_GOAL})` : String(row.p99Ratio),
+    // The control bystander straight on the upstream (MTP_NEIGHBOURS_CONTROL=1), '-' without it.
+    row.control === undefined
+      ? '-'
+      : `${row.control.p99Ratio} (${row.control.baseline.p99}/${row.control.underAbuse.p99})`,
     row.excusedErrors > 0 ? `${row.bystanderErrors} (+${row.excusedErrors} excused)` : String(row.bystanderErrors),
     String(row.breakerOpenings),
     String(row.readyzFailures),
