@@ -14,6 +14,7 @@ import type { AuthObserver, IdentityServices } from './identity/types.js';
 import { ConnectionRegistry, startListener, type Listener, type SharedConnectionDeps } from './server/listener.js';
 import { TenantLimits } from './server/tenant-limits.js';
 import { BufferBudget } from './server/buffer-budget.js';
+import { loadIncrementalCollection } from './server/heap-pressure.js';
 import { loadMallocTrim } from './server/malloc-trim.js';
 import { exposedGc, MemoryReturn } from './server/memory-return.js';
 import { ValidationScheduler } from './server/validation-scheduler.js';
@@ -246,6 +247,8 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
     const memoryReturn = new MemoryReturn({
       collect: options.collectGarbage === null ? undefined : (options.collectGarbage ?? exposedGc()),
       trim: options.collectGarbage === null ? undefined : loadMallocTrim(),
+      // Collections during a burst start incrementally (a given collectGarbage is used as it is).
+      startCollection: options.collectGarbage === undefined ? loadIncrementalCollection() : undefined,
       logger,
     });
     cleanups.push(() => memoryReturn.close());

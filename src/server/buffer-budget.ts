@@ -93,7 +93,7 @@ export class BufferBudget {
     return Math.max(Math.floor(this.#maxBytes / GARBAGE_DIVISOR), GARBAGE_FLOOR_BYTES);
   }
 
-  /** A full collection ran: what was released before it is gone. */
+  /** A collection ran or is under way: what was released before it is gone, or about to be. */
   collected(): void {
     this.#garbage = 0;
     this.#garbageReported = false;

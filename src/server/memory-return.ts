@@ -21,7 +21,9 @@
  *
  * The collection is `collect`: `globalThis.gc`, present when Node runs with `--expose-gc` (the
  * image's entrypoint passes it). Without it nothing is scheduled and memory comes back at V8's
- * next collection, as before.
+ * next collection, as before. The collections asked for during a burst (`collectSoon`) start
+ * incrementally instead where V8's API is reachable (heap-pressure.ts): other tenants are being
+ * served then, and a full collection is one long pause for all of them.
  */
 import type { Logger } from 'pino';
 
@@ -36,6 +38,11 @@ export interface MemoryReturnOptions {
    * not available here.
    */
   trim?: (() => void) | undefined;
+  /**
+   * Starts an incremental collection (heap-pressure.ts): used during a burst, where `collect`'s
+   * atomic pause would stall every tenant; undefined: `collect` there too.
+   */
+  startCollection?: (() => void) | undefined;
   delayMS?: number;
   logger?: Logger | undefined;
 }
@@ -43,6 +50,7 @@ export interface MemoryReturnOptions {
 export class MemoryReturn {
   readonly #collect: (() => void) | undefined;
   readonly #trim: (() => void) | undefined;
+  readonly #startCollection: (() => void) | undefined;
   readonly #delayMS: number;
   readonly #logger: Logger | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -58,6 +66,7 @@ export class MemoryReturn {
   constructor(options: MemoryReturnOptions) {
     this.#collect = options.collect;
     this.#trim = options.trim;
+    this.#startCollection = options.startCollection;
     this.#delayMS = options.delayMS ?? MEMORY_RETURN_DELAY_MS;
     this.#logger = options.logger;
   }
@@ -80,15 +89,19 @@ export class MemoryReturn {
   /**
    * The byte budget's `onGarbage`: released buffers add up to a good part of the budget; they are
    * collected at the next turn of the event loop (not inside the charge that reported them), then
-   * `done` is called. Without a collector, `done` is called at once (V8 collects on its own).
+   * `done` is called. This is during a burst, while other tenants wait on the event loop: an
+   * incremental collection when one can be started (`startCollection`; `done` then means it is
+   * under way, and V8 finishes it within a few turns), else a full one. Without either, `done` is
+   * called at once (V8 collects on its own).
    */
   collectSoon(done: () => void): void {
-    if (this.#collect === undefined || this.#closed) return done();
+    const collect = this.#startCollection ?? this.#collect;
+    if (collect === undefined || this.#closed) return done();
     if (this.#immediate !== undefined) return;
     this.#immediate = setImmediate(() => {
       this.#immediate = undefined;
       if (!this.#closed) {
-        this.#collect?.();
+        collect();
         this.collections++;
       }
       done();

@@ -1,8 +1,11 @@
 // A full collection once a burst of buffered bytes is over (issue 15, memory returns after abuse):
-// once, a delay after the last drain, never while bursts keep coming, never without a collector.
+// once, a delay after the last drain, never while bursts keep coming, never without a collector;
+// during a burst, an incremental one where V8's API is reachable.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { loadIncrementalCollection } from '../../../src/server/heap-pressure.js';
 import { loadMallocTrim } from '../../../src/server/malloc-trim.js';
 import { MemoryReturn } from '../../../src/server/memory-return.js';
+import { until } from '../../helpers/wait.js';
 import { CONNECTION_FLOOD_MARK, ConnectionRegistry } from '../../../src/server/listener.js';
 import type { ClientConnection } from '../../../src/server/client-connection.js';
 
@@ -84,6 +87,52 @@ describe('MemoryReturn', () => {
     memory.collectSoon(() => undefined);
     await new Promise((resolve) => setImmediate(resolve));
     expect(order).toEqual(['collect', 'collect', 'trim', 'collect']);
+  });
+
+  it('collectSoon starts an incremental collection when it can, never the full one; bursts still end with full ones', async () => {
+    const order: string[] = [];
+    const memory = new MemoryReturn({
+      collect: () => order.push('collect'),
+      startCollection: () => order.push('start'),
+      delayMS: 1_000,
+    });
+    vi.useRealTimers();
+    let done = 0;
+    memory.collectSoon(() => done++);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(order).toEqual(['start']);
+    expect(done).toBe(1);
+    expect(memory.collections).toBe(1);
+    vi.useFakeTimers();
+    memory.drained(100);
+    vi.advanceTimersByTime(10_000);
+    expect(order).toEqual(['start', 'collect', 'collect']);
+  });
+
+  it('loadIncrementalCollection reaches V8 here and what it starts frees dead buffers', async () => {
+    vi.useRealTimers();
+    const start = loadIncrementalCollection();
+    if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) {
+      expect(start).toBeUndefined();
+      return;
+    }
+    expect(start).toBeTypeOf('function');
+    // 64 MiB of buffers, dead once this returns.
+    const held = ((): number => {
+      const buffers = Array.from({ length: 8 }, () => Buffer.alloc(8 << 20, 1));
+      return process.memoryUsage().arrayBuffers + buffers.length * 0;
+    })();
+    expect(held).toBeGreaterThanOrEqual(64 << 20);
+    start!();
+    // V8 finishes the marking on its own tasks and allocation steps: give it turns of the event loop.
+    await until(
+      async () => {
+        const churn = Array.from({ length: 1_000 }, (_, n) => ({ n }));
+        await new Promise((resolve) => setTimeout(resolve, 20, churn));
+        return process.memoryUsage().arrayBuffers < held - (48 << 20);
+      },
+      { timeoutMS: 20_000, intervalMS: 0 },
+    );
   });
 
   it('loadMallocTrim binds glibc malloc_trim here (Linux, glibc) and it runs', () => {

@@ -1,0 +1,48 @@
+/**
+ * Starts an incremental garbage collection: V8's `Isolate::MemoryPressureNotification(kModerate)`
+ * (issue 15, "another tenant keeps its p99 within 2x").
+ *
+ * During a burst of big messages the byte budget asks for a collection every time released
+ * buffers reach its garbage mark (buffer-budget.ts), so that RSS follows the budget. `gc()` does
+ * that in one atomic pause: the whole heap marked and swept while every tenant's requests wait,
+ * 25-55 ms per collection on this project's 2-core machine, one for every ~14 MB message of a
+ * flood. A moderate memory-pressure notification is V8's embedder API for the same request: it
+ * starts incremental marking (concurrent, on V8's helper threads), and the pause that finishes it
+ * is short: 3-9 ms after the first, measured on the same heap, with the dead buffers freed as
+ * well. It does nothing when marking is already under way.
+ *
+ * JavaScript cannot call the V8 API; koffi (already the proxy's FFI for malloc-trim.ts) binds the
+ * two exported functions of the running node binary (its V8 API is exported for native add-ons):
+ * `v8::Isolate::GetCurrent()` and `v8::Isolate::MemoryPressureNotification(MemoryPressureLevel)`
+ * by their Itanium-mangled names. Where they are not found (another ABI, a node without its
+ * symbols, koffi missing) there is none, and the caller keeps `gc()`.
+ */
+import { createRequire } from 'node:module';
+
+interface Koffi {
+  load(path: string | null): { func(signature: string): (...args: unknown[]) => unknown };
+}
+
+/** `v8::MemoryPressureLevel::kModerate`. */
+const MODERATE = 1;
+
+/**
+ * A function starting an incremental collection of the calling thread's isolate, or undefined
+ * where the V8 API cannot be reached. Bind it on the thread that will call it (the main thread).
+ */
+export function loadIncrementalCollection(): (() => void) | undefined {
+  // The mangled names and the enum passed as an int are the Itanium C++ ABI's, as Linux builds use.
+  if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) return undefined;
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    const node = koffi.load(null);
+    const isolate = node.func('void *_ZN2v87Isolate10GetCurrentEv()')();
+    if (isolate === null || isolate === undefined) return undefined;
+    const notify = node.func(
+      'void _ZN2v87Isolate26MemoryPressureNotificationENS_19MemoryPressureLevelE(void *isolate, int level)',
+    );
+    return () => void notify(isolate, MODERATE);
+  } catch {
+    return undefined;
+  }
+}
