@@ -4,7 +4,7 @@
 // bystander's driver would otherwise share, and every millisecond of that showed up as the proxy
 // slowing the bystander down.
 //
-// `node bystander-child.mjs` with MTP_BYSTANDER = JSON {uri, db, workers, newConnections}, over an
+// `node bystander-child.mjs` with MTP_BYSTANDER = JSON {uri, db, collection, workers, newConnections}, over an
 // IPC channel. Parent to child: {do: 'seed'}, {do: 'start'}, {do: 'stop'}. Child to parent:
 // {seeded: true}, {sample: [at, ms]} per operation (end time, ms epoch; duration), {error: [at,
 // message]} per failed operation, {stopped: true} once every loop ended and the client closed, then
@@ -13,10 +13,10 @@ import { appendFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient } from 'mongodb';
 
-const { uri, db, workers, newConnections } = JSON.parse(process.env.MTP_BYSTANDER ?? '{}');
+const { uri, db, collection, workers, newConnections } = JSON.parse(process.env.MTP_BYSTANDER ?? '{}');
 const trace = process.env.MTP_NEIGHBOURS_TRACE;
 const client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, maxPoolSize: workers + 2 });
-const items = client.db(db).collection('bystander');
+const items = client.db(db).collection(collection);
 let running = false;
 let loops = [];
 

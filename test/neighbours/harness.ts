@@ -71,13 +71,14 @@ export const BYSTANDER = 'bystander';
 export const DB = 'neighbours';
 /**
  * MTP_NEIGHBOURS_CONTROL=1: a second bystander, the control, runs the same workload straight
- * against the upstream (database CONTROL_DB, no proxy) in the same windows. Its p99 ratio is what
+ * against the upstream (no proxy; collection CONTROL_COLLECTION of the same database, so it meets
+ * the same upstream locks and files as the proxied one) in the same windows. Its p99 ratio is what
  * the abuse does to the machine and the upstream alone: the proxy's share of the bystander's
  * ratio is the difference. Reported, never asserted; off by default (it doubles the bystander's
  * load on the upstream).
  */
 const CONTROL = process.env['MTP_NEIGHBOURS_CONTROL'] === '1';
-const CONTROL_DB = 'neighbours_control';
+const CONTROL_COLLECTION = 'bystander_control';
 
 /**
  * The buffered-bytes budget the suite configures (`limits.maxBufferedBytes`, when the build has it)
@@ -288,9 +289,9 @@ export class Bystander {
   /** The answer awaited from the child ('seeded' or 'stopped'), if any. */
   private waiting: { key: 'seeded' | 'stopped'; resolve: () => void; reject: (error: Error) => void } | undefined;
 
-  constructor(uri: string, workers: number, newConnections = false, db = DB) {
+  constructor(uri: string, workers: number, newConnections = false, collection = 'bystander') {
     this.child = fork(bystanderScript, [], {
-      env: bystanderEnv(db, JSON.stringify({ uri, db, workers, newConnections })),
+      env: bystanderEnv(collection, JSON.stringify({ uri, db: DB, collection, workers, newConnections })),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (message: BystanderMessage) => this.onMessage(message));
@@ -362,9 +363,9 @@ interface BystanderMessage {
 }
 
 /** The child's environment: the trace is the proxied bystander's only (the control's operations would mix into it). */
-function bystanderEnv(db: string, settings: string): NodeJS.ProcessEnv {
+function bystanderEnv(collection: string, settings: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, MTP_BYSTANDER: settings };
-  if (db !== DB) delete env['MTP_NEIGHBOURS_TRACE'];
+  if (collection !== 'bystander') delete env['MTP_NEIGHBOURS_TRACE'];
   return env;
 }
 
@@ -542,7 +543,7 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
   const excused: Array<[number, number]> = [];
   const bystander = new Bystander(proxy.uri(BYSTANDER), TIMING.bystanderWorkers, spec.newConnections);
   const control = CONTROL
-    ? new Bystander(spec.upstreamUri, TIMING.bystanderWorkers, spec.newConnections, CONTROL_DB)
+    ? new Bystander(spec.upstreamUri, TIMING.bystanderWorkers, spec.newConnections, CONTROL_COLLECTION)
     : undefined;
   const dropAbusers = async (): Promise<void> => {
     for (const raw of raws) raw.close();
