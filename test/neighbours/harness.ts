@@ -649,6 +649,17 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     await bystander.stop();
     await control?.stop();
     const metrics = await proxy.metricsText();
+    // Where forwarded commands spent their time over the whole row (every tenant's; the abuses
+    // send finds or inserts, the bystander all three): the upstream (a pooled connection and the
+    // server's answer) or the proxy itself. Diagnosis only.
+    for (const command of ['insert', 'find', 'getMore']) {
+      const meanMS = (histogram: string): string => {
+        const count = sumSamples(metrics, `${histogram}_count`, { command });
+        return count === 0 ? '-' : ((sumSamples(metrics, `${histogram}_sum`, { command }) / count) * 1000).toFixed(1);
+      };
+      ctx.notes[`${command} mean ms upstream/proxy`] =
+        `${meanMS('upstream_wait_seconds')}/${meanMS('proxy_overhead_seconds')}`;
+    }
     phase('bystanderStop');
     const isExcused = (at: number): boolean => excused.some(([from, to]) => at >= from && at <= to);
     const errors = bystander.errors.filter((error) => !isExcused(error.at));
