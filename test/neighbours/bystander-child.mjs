@@ -7,18 +7,20 @@
 // `node bystander-child.mjs` with MTP_BYSTANDER = JSON {uri, db, collection, workers, newConnections}, over an
 // IPC channel. Parent to child: {do: 'seed'}, {do: 'start'}, {do: 'stop'}. Child to parent:
 // {seeded: true}, {sample: [at, ms]} per operation (end time, ms epoch; duration), {error: [at,
-// message]} per failed operation, {stopped: true} once every loop ended and the client closed, then
-// it exits. MTP_NEIGHBOURS_TRACE=<file> appends a line per operation there, as before.
+// message]} per failed operation, {readyz: [at, status, ms]} per poll of `readyzUrl` when given
+// (0: no answer within 5 s), {stopped: true} once every loop ended and the client closed, then it
+// exits. MTP_NEIGHBOURS_TRACE=<file> appends a line per operation there, as before.
 import { appendFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MongoClient } from 'mongodb';
 
-const { uri, db, collection, workers, newConnections } = JSON.parse(process.env.MTP_BYSTANDER ?? '{}');
+const { uri, db, collection, workers, newConnections, readyzUrl } = JSON.parse(process.env.MTP_BYSTANDER ?? '{}');
 const trace = process.env.MTP_NEIGHBOURS_TRACE;
 const client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, maxPoolSize: workers + 2 });
 const items = client.db(db).collection(collection);
 let running = false;
 let loops = [];
+let poller;
 
 /** Every operation has a 30 s deadline (a hung proxy is an error, not a stuck test). */
 function withDeadline(promise, ms) {
@@ -56,6 +58,25 @@ async function operation(worker, i) {
   }
 }
 
+/**
+ * The proxy's `/readyz` every 250 ms while running, from here rather than from the test process,
+ * whose event loop is busy writing the abusers' messages (a poll timed out there at 5 s while the
+ * proxy's own event loop never stalled for more than a second).
+ */
+async function pollReadyz() {
+  while (running) {
+    const asked = Date.now();
+    let status;
+    try {
+      status = (await fetch(readyzUrl, { signal: AbortSignal.timeout(5_000) })).status;
+    } catch {
+      status = 0; // no answer in time counts as not ready
+    }
+    process.send({ readyz: [asked, status, Date.now() - asked] });
+    await sleep(250);
+  }
+}
+
 async function loop(worker) {
   for (let i = 0; running; i++) {
     const started = Date.now();
@@ -81,9 +102,10 @@ process.on('message', async (message) => {
     } else if (message.do === 'start') {
       running = true;
       loops = Array.from({ length: workers }, (_, worker) => loop(worker));
+      if (readyzUrl !== undefined) poller = pollReadyz();
     } else if (message.do === 'stop') {
       running = false;
-      await Promise.all(loops);
+      await Promise.all([...loops, poller]);
       await client.close();
       process.send({ stopped: true }, () => process.exit(0));
     }

@@ -101,6 +101,8 @@ export interface ChildProxy {
   uri(listener: string): string;
   metricsText(): Promise<string>;
   readyz(): Promise<number>;
+  /** The address of `/readyz`. */
+  readonly readyzUrl: string;
   /** Resident set size now and its high-water mark, bytes (/proc/<pid>/status). */
   memory(): { rss: number; hwm: number };
   /**
@@ -200,6 +202,7 @@ export async function startChildProxy(
     uri: (listener) => `mongodb://${address(listener).host}:${address(listener).port}/?directConnection=true`,
     lines: child.lines,
     metricsText: async () => (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(10_000) })).text(),
+    readyzUrl: `${base}/readyz`,
     readyz: async () => {
       try {
         return (await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(5_000) })).status;
@@ -289,9 +292,18 @@ export class Bystander {
   /** The answer awaited from the child ('seeded' or 'stopped'), if any. */
   private waiting: { key: 'seeded' | 'stopped'; resolve: () => void; reject: (error: Error) => void } | undefined;
 
-  constructor(uri: string, workers: number, newConnections = false, collection = 'bystander') {
+  /** The polls of the proxy's `/readyz` (when given its address): when asked, the status (0: no answer in 5 s), ms. */
+  readonly readyz: Array<{ at: number; status: number; ms: number }> = [];
+
+  constructor(
+    uri: string,
+    workers: number,
+    newConnections = false,
+    collection = 'bystander',
+    readyzUrl: string | undefined = undefined,
+  ) {
     this.child = fork(bystanderScript, [], {
-      env: bystanderEnv(collection, JSON.stringify({ uri, db: DB, collection, workers, newConnections })),
+      env: bystanderEnv(collection, JSON.stringify({ uri, db: DB, collection, workers, newConnections, readyzUrl })),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (message: BystanderMessage) => this.onMessage(message));
@@ -341,6 +353,8 @@ export class Bystander {
   private onMessage(message: BystanderMessage): void {
     if (message.sample !== undefined) {
       this.samples.push({ at: message.sample[0], ms: message.sample[1] });
+    } else if (message.readyz !== undefined) {
+      this.readyz.push({ at: message.readyz[0], status: message.readyz[1], ms: message.readyz[2] });
     } else if (message.error !== undefined) {
       this.errors.push({ at: message.error[0], message: message.error[1] });
     } else if (message.failed !== undefined) {
@@ -357,6 +371,7 @@ export class Bystander {
 interface BystanderMessage {
   sample?: [at: number, ms: number];
   error?: [at: number, message: string];
+  readyz?: [at: number, status: number, ms: number];
   failed?: string;
   seeded?: boolean;
   stopped?: boolean;
@@ -541,7 +556,14 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
   const raws = new Set<RawClient>();
   const noisyClients = new Set<MongoClient>();
   const excused: Array<[number, number]> = [];
-  const bystander = new Bystander(proxy.uri(BYSTANDER), TIMING.bystanderWorkers, spec.newConnections);
+  // The bystander's process also polls /readyz (not the test process, which the abusers keep busy).
+  const bystander = new Bystander(
+    proxy.uri(BYSTANDER),
+    TIMING.bystanderWorkers,
+    spec.newConnections,
+    'bystander',
+    proxy.readyzUrl,
+  );
   const control = CONTROL
     ? new Bystander(spec.upstreamUri, TIMING.bystanderWorkers, spec.newConnections, CONTROL_COLLECTION)
     : undefined;
@@ -577,21 +599,6 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     excuse: (from, to) => void excused.push([from, to]),
     notes: {},
   };
-  let readyzFailures = 0;
-  /** What the failed polls got and how long they took ("503 in 3 ms", "0 in 5004 ms": no answer). */
-  const readyzFailed: string[] = [];
-  let polling = true;
-  const readyzPoller = (async () => {
-    while (polling) {
-      const asked = Date.now();
-      const status = await proxy.readyz();
-      if (status !== 200) {
-        readyzFailures++;
-        if (readyzFailed.length < 4) readyzFailed.push(`${status} in ${Date.now() - asked} ms`);
-      }
-      await sleep(250);
-    }
-  })();
   try {
     phase('start');
     await spec.setup?.(ctx);
@@ -608,8 +615,6 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     phase('baseline');
     const abuseStart = Date.now();
     ctx.until = abuseStart + TIMING.abuseMS;
-    readyzFailures = 0; // start-up is not the abuse's
-    readyzFailed.length = 0;
     await spec.run(ctx);
     const abuseEnd = Date.now();
     await dropAbusers();
@@ -641,13 +646,21 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     const afterStart = Date.now();
     await sleep(TIMING.quietAfterMS);
     const afterEnd = Date.now();
-    polling = false;
-    await readyzPoller;
     const readyzAtEnd = await proxy.readyz();
-    if (readyzFailed.length > 0) ctx.notes['readyz failed'] = readyzFailed.join(', ');
     phase('recovery');
     await bystander.stop();
     await control?.stop();
+    // The polls from the abuse's start to the end of the quiet window after it (start-up is not
+    // the abuse's), all of them in once the bystander stopped.
+    const readyzFailed = bystander.readyz.filter(
+      (poll) => poll.at >= abuseStart && poll.at <= afterEnd && poll.status !== 200,
+    );
+    const readyzFailures = readyzFailed.length;
+    if (readyzFailures > 0)
+      ctx.notes['readyz failed'] = readyzFailed
+        .slice(0, 4)
+        .map((poll) => `${poll.status} in ${poll.ms} ms`)
+        .join(', ');
     const metrics = await proxy.metricsText();
     // Where forwarded commands spent their time over the whole row (every tenant's; the abuses
     // send finds or inserts, the bystander all three): the upstream (a pooled connection and the
@@ -723,8 +736,6 @@ export async function runAbuse(meta: TaskMeta, spec: AbuseSpec): Promise<Neighbo
     process.stdout.write(`[neighbours] ${JSON.stringify(row)}\n`);
     return row;
   } finally {
-    polling = false;
-    await readyzPoller;
     await dropAbusers();
     await bystander.stop().catch(() => undefined);
     await control?.stop().catch(() => undefined);
