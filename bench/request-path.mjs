@@ -11,7 +11,7 @@
  *   node bench/request-path.mjs     # BENCH_REQUEST_ROUNDS (30) rounds of BENCH_REQUEST_ITERATIONS (2,000)
  *                                   # BENCH_REQUEST_ONLY=findOne: the commands whose name contains it
  */
-import { serialize } from 'bson';
+import { Binary, Timestamp, serialize } from 'bson';
 
 const dist = new URL(process.env.BENCH_DIST ? `file://${process.env.BENCH_DIST}/` : '../dist/', import.meta.url);
 const load = (path) => import(new URL(path, dist).href);
@@ -43,7 +43,14 @@ const state = {
 };
 
 const frameOf = (body) => encodeOpMsg({ requestId: 7, responseTo: 0, body: serialize(body) });
+// What a driver adds to every command: a session id and (against a replica set) a cluster time.
+const session = {
+  lsid: { id: new Binary(Buffer.alloc(16, 7), Binary.SUBTYPE_UUID) },
+  $clusterTime: { clusterTime: new Timestamp({ t: 1, i: 1 }), signature: { hash: new Binary(Buffer.alloc(20)), keyId: 0 } },
+};
 const commands = {
+  'ping, session': frameOf({ ping: 1, ...session, $db: 'admin' }),
+  'insertOne, session': frameOf({ insert: 'orders', documents: [{ _id: 'o-1', n: 1 }], ordered: true, ...session, $db: 'app' }),
   'findOne _id': frameOf({ find: 'orders', filter: { _id: 'o-123' }, limit: 1, singleBatch: true, $db: 'app' }),
   'find, 1 MiB filter': frameOf({ find: 'orders', filter: { pad: { $ne: 'z'.repeat(1 << 20) } }, $db: 'app' }),
   updateOne: frameOf({ update: 'orders', updates: [{ q: { _id: 'o-1' }, u: { $set: { n: 1 } } }], $db: 'app' }),

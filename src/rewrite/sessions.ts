@@ -82,6 +82,16 @@ function binaryValue(subtype: number, payload: Uint8Array): RawValue {
  * server's internal session fields: catalogue 54).
  */
 export function mapLsidValue(value: RawValue, tenant: string, key: Buffer, where = 'lsid'): RawValue {
+  // What drivers send: exactly `{id: <16-byte UUID, subtype 4>}` in its one encoding. Read in
+  // place, without parsing the document; anything else takes the checks below (a subset of what
+  // they accept: test/unit/rewrite/sessions-fast-path.test.ts).
+  const plain = plainLsidId(value);
+  if (plain !== undefined) return upstreamLsid(key, tenant, plain);
+  return mapLsidValueParsed(value, tenant, key, where);
+}
+
+/** `mapLsidValue` without its fast path: the document parsed and checked. Exported for tests. */
+export function mapLsidValueParsed(value: RawValue, tenant: string, key: Buffer, where = 'lsid'): RawValue {
   if (value.type !== BsonType.document) {
     throw new PolicyRefusal('lsid.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
   }
@@ -95,6 +105,20 @@ export function mapLsidValue(value: RawValue, tenant: string, key: Buffer, where
     throw new PolicyRefusal('lsid.invalid', `${where}.id must be a UUID`, ErrorCodes.TypeMismatch);
   }
   return upstreamLsid(key, tenant, bytes.subarray(5, 5 + UUID_BYTES));
+}
+
+/** `{id: UUID}` as one encoding has it: length, binary type, "id", length 16, subtype 4, 16 bytes, end. */
+const PLAIN_LSID_BYTES = 4 + 1 + 3 + 4 + 1 + UUID_BYTES + 1;
+const PLAIN_LSID_PREFIX = [PLAIN_LSID_BYTES, 0, 0, 0, BsonType.binary, 0x69, 0x64, 0, UUID_BYTES, 0, 0, 0, UUID_SUBTYPE];
+
+/** The 16 id bytes of an lsid value in exactly the plain encoding, else undefined (the full checks decide). */
+function plainLsidId(value: RawValue): Buffer | undefined {
+  if (value.type !== BsonType.document || value.pieces !== undefined) return undefined;
+  const bytes = value.value;
+  if (bytes.length !== PLAIN_LSID_BYTES || bytes[PLAIN_LSID_BYTES - 1] !== 0) return undefined;
+  for (let i = 0; i < PLAIN_LSID_PREFIX.length; i++) if (bytes[i] !== PLAIN_LSID_PREFIX[i]) return undefined;
+  const start = PLAIN_LSID_PREFIX.length;
+  return Buffer.from(bytes.buffer, bytes.byteOffset + start, UUID_BYTES);
 }
 
 /** Mapped lsids remembered per (tenant, client id), per key: drivers reuse a session for many commands. */
