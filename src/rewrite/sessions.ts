@@ -109,7 +109,21 @@ export function mapLsidValueParsed(value: RawValue, tenant: string, key: Buffer,
 
 /** `{id: UUID}` as one encoding has it: length, binary type, "id", length 16, subtype 4, 16 bytes, end. */
 const PLAIN_LSID_BYTES = 4 + 1 + 3 + 4 + 1 + UUID_BYTES + 1;
-const PLAIN_LSID_PREFIX = [PLAIN_LSID_BYTES, 0, 0, 0, BsonType.binary, 0x69, 0x64, 0, UUID_BYTES, 0, 0, 0, UUID_SUBTYPE];
+const PLAIN_LSID_PREFIX = [
+  PLAIN_LSID_BYTES,
+  0,
+  0,
+  0,
+  BsonType.binary,
+  0x69,
+  0x64,
+  0,
+  UUID_BYTES,
+  0,
+  0,
+  0,
+  UUID_SUBTYPE,
+];
 
 /** The 16 id bytes of an lsid value in exactly the plain encoding, else undefined (the full checks decide). */
 function plainLsidId(value: RawValue): Buffer | undefined {

@@ -28,7 +28,9 @@ function outcome(run: () => RawValue): unknown {
 let compared = 0;
 function same(value: RawValue, tenant = 'acme'): void {
   compared++;
-  expect(outcome(() => mapLsidValue(value, tenant, KEY))).toEqual(outcome(() => mapLsidValueParsed(value, tenant, KEY)));
+  expect(outcome(() => mapLsidValue(value, tenant, KEY))).toEqual(
+    outcome(() => mapLsidValueParsed(value, tenant, KEY)),
+  );
 }
 
 const plain = (id: Uint8Array): Uint8Array => serialize({ id: new Binary(id, Binary.SUBTYPE_UUID) });
@@ -75,7 +77,8 @@ describe('mapLsidValue: the plain-encoding fast path', () => {
 
   it('agrees on truncations, extensions and random bytes', () => {
     const base = plain(Buffer.alloc(16, 9));
-    for (let length = 0; length < base.length; length++) same({ type: BsonType.document, value: base.subarray(0, length) });
+    for (let length = 0; length < base.length; length++)
+      same({ type: BsonType.document, value: base.subarray(0, length) });
     same({ type: BsonType.document, value: Buffer.concat([base, Buffer.from([0])]) });
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 0, maxLength: 40 }), fc.boolean(), (bytes, withPrefix) => {

@@ -94,7 +94,9 @@ describe('element names', () => {
       return out;
     };
     const check = (names: string[]): void => {
-      const encoded = encodeElements(names.map((name) => ({ name, type: BsonType.boolean, value: new Uint8Array([1]) })));
+      const encoded = encodeElements(
+        names.map((name) => ({ name, type: BsonType.boolean, value: new Uint8Array([1]) })),
+      );
       expect(Buffer.from(encoded).equals(reference(names))).toBe(true);
     };
     // The edges of ASCII, a lone surrogate (written as U+FFFD by both), multi-byte text, empty.
