@@ -137,7 +137,29 @@ function plainLsidId(value: RawValue): Buffer | undefined {
 
 /** Mapped lsids remembered per (tenant, client id), per key: drivers reuse a session for many commands. */
 const MAX_CACHED_LSIDS = 10_000;
-const lsidCaches = new WeakMap<Buffer, Map<string, RawValue>>();
+const lsidCaches = new WeakMap<Buffer, LsidCache>();
+
+/** One key's mapped lsids, least recently used first; `newest`: the key used last (already last). */
+interface LsidCache {
+  readonly entries: Map<string, RawValue>;
+  newest: string | undefined;
+}
+
+/** The cache of the key used last: one proxy has one session key, so no WeakMap lookup per command. */
+let lastKey: Buffer | undefined;
+let lastCache: LsidCache | undefined;
+
+function cacheOf(key: Buffer): LsidCache {
+  if (key === lastKey && lastCache !== undefined) return lastCache;
+  let cache = lsidCaches.get(key);
+  if (cache === undefined) {
+    cache = { entries: new Map(), newest: undefined };
+    lsidCaches.set(key, cache);
+  }
+  lastKey = key;
+  lastCache = cache;
+  return cache;
+}
 
 /**
  * The upstream lsid document for a (checked) client UUID: an HMAC per command is the costliest
@@ -146,22 +168,24 @@ const lsidCaches = new WeakMap<Buffer, Map<string, RawValue>>();
  * The returned value is shared: RawValue bytes are never written to.
  */
 function upstreamLsid(key: Buffer, tenant: string, clientId: Buffer): RawValue {
-  let cache = lsidCaches.get(key);
-  if (cache === undefined) {
-    cache = new Map();
-    lsidCaches.set(key, cache);
-  }
+  const cache = cacheOf(key);
+  const { entries } = cache;
   const cacheKey = tenant + clientId.toString('latin1');
-  const cached = cache.get(cacheKey);
+  const cached = entries.get(cacheKey);
   if (cached !== undefined) {
-    // Most recently used last: Map iteration order is insertion order.
-    cache.delete(cacheKey);
-    cache.set(cacheKey, cached);
+    // Most recently used last (Map iteration order is insertion order): already so when it was
+    // the last one used, as for a client connection repeating its session.
+    if (cache.newest !== cacheKey) {
+      entries.delete(cacheKey);
+      entries.set(cacheKey, cached);
+      cache.newest = cacheKey;
+    }
     return cached;
   }
   const mapped = documentOf([['id', binaryValue(UUID_SUBTYPE, deriveSessionId(key, tenant, clientId))]]);
-  if (cache.size >= MAX_CACHED_LSIDS) cache.delete(cache.keys().next().value as string);
-  cache.set(cacheKey, mapped);
+  if (entries.size >= MAX_CACHED_LSIDS) entries.delete(entries.keys().next().value as string);
+  entries.set(cacheKey, mapped);
+  cache.newest = cacheKey;
   return mapped;
 }
 
