@@ -82,6 +82,16 @@ function binaryValue(subtype: number, payload: Uint8Array): RawValue {
  * server's internal session fields: catalogue 54).
  */
 export function mapLsidValue(value: RawValue, tenant: string, key: Buffer, where = 'lsid'): RawValue {
+  // What drivers send: exactly `{id: <16-byte UUID, subtype 4>}` in its one encoding. Read in
+  // place, without parsing the document; anything else takes the checks below (a subset of what
+  // they accept: test/unit/rewrite/sessions-fast-path.test.ts).
+  const plain = plainLsidId(value);
+  if (plain !== undefined) return upstreamLsid(key, tenant, plain);
+  return mapLsidValueParsed(value, tenant, key, where);
+}
+
+/** `mapLsidValue` without its fast path: the document parsed and checked. Exported for tests. */
+export function mapLsidValueParsed(value: RawValue, tenant: string, key: Buffer, where = 'lsid'): RawValue {
   if (value.type !== BsonType.document) {
     throw new PolicyRefusal('lsid.invalid', `${where} must be a document`, ErrorCodes.TypeMismatch);
   }
@@ -97,9 +107,59 @@ export function mapLsidValue(value: RawValue, tenant: string, key: Buffer, where
   return upstreamLsid(key, tenant, bytes.subarray(5, 5 + UUID_BYTES));
 }
 
+/** `{id: UUID}` as one encoding has it: length, binary type, "id", length 16, subtype 4, 16 bytes, end. */
+const PLAIN_LSID_BYTES = 4 + 1 + 3 + 4 + 1 + UUID_BYTES + 1;
+const PLAIN_LSID_PREFIX = [
+  PLAIN_LSID_BYTES,
+  0,
+  0,
+  0,
+  BsonType.binary,
+  0x69,
+  0x64,
+  0,
+  UUID_BYTES,
+  0,
+  0,
+  0,
+  UUID_SUBTYPE,
+];
+
+/** The 16 id bytes of an lsid value in exactly the plain encoding, else undefined (the full checks decide). */
+function plainLsidId(value: RawValue): Buffer | undefined {
+  if (value.type !== BsonType.document || value.pieces !== undefined) return undefined;
+  const bytes = value.value;
+  if (bytes.length !== PLAIN_LSID_BYTES || bytes[PLAIN_LSID_BYTES - 1] !== 0) return undefined;
+  for (let i = 0; i < PLAIN_LSID_PREFIX.length; i++) if (bytes[i] !== PLAIN_LSID_PREFIX[i]) return undefined;
+  const start = PLAIN_LSID_PREFIX.length;
+  return Buffer.from(bytes.buffer, bytes.byteOffset + start, UUID_BYTES);
+}
+
 /** Mapped lsids remembered per (tenant, client id), per key: drivers reuse a session for many commands. */
 const MAX_CACHED_LSIDS = 10_000;
-const lsidCaches = new WeakMap<Buffer, Map<string, RawValue>>();
+const lsidCaches = new WeakMap<Buffer, LsidCache>();
+
+/** One key's mapped lsids, least recently used first; `newest`: the key used last (already last). */
+interface LsidCache {
+  readonly entries: Map<string, RawValue>;
+  newest: string | undefined;
+}
+
+/** The cache of the key used last: one proxy has one session key, so no WeakMap lookup per command. */
+let lastKey: Buffer | undefined;
+let lastCache: LsidCache | undefined;
+
+function cacheOf(key: Buffer): LsidCache {
+  if (key === lastKey && lastCache !== undefined) return lastCache;
+  let cache = lsidCaches.get(key);
+  if (cache === undefined) {
+    cache = { entries: new Map(), newest: undefined };
+    lsidCaches.set(key, cache);
+  }
+  lastKey = key;
+  lastCache = cache;
+  return cache;
+}
 
 /**
  * The upstream lsid document for a (checked) client UUID: an HMAC per command is the costliest
@@ -108,22 +168,24 @@ const lsidCaches = new WeakMap<Buffer, Map<string, RawValue>>();
  * The returned value is shared: RawValue bytes are never written to.
  */
 function upstreamLsid(key: Buffer, tenant: string, clientId: Buffer): RawValue {
-  let cache = lsidCaches.get(key);
-  if (cache === undefined) {
-    cache = new Map();
-    lsidCaches.set(key, cache);
-  }
+  const cache = cacheOf(key);
+  const { entries } = cache;
   const cacheKey = tenant + clientId.toString('latin1');
-  const cached = cache.get(cacheKey);
+  const cached = entries.get(cacheKey);
   if (cached !== undefined) {
-    // Most recently used last: Map iteration order is insertion order.
-    cache.delete(cacheKey);
-    cache.set(cacheKey, cached);
+    // Most recently used last (Map iteration order is insertion order): already so when it was
+    // the last one used, as for a client connection repeating its session.
+    if (cache.newest !== cacheKey) {
+      entries.delete(cacheKey);
+      entries.set(cacheKey, cached);
+      cache.newest = cacheKey;
+    }
     return cached;
   }
   const mapped = documentOf([['id', binaryValue(UUID_SUBTYPE, deriveSessionId(key, tenant, clientId))]]);
-  if (cache.size >= MAX_CACHED_LSIDS) cache.delete(cache.keys().next().value as string);
-  cache.set(cacheKey, mapped);
+  if (entries.size >= MAX_CACHED_LSIDS) entries.delete(entries.keys().next().value as string);
+  entries.set(cacheKey, mapped);
+  cache.newest = cacheKey;
   return mapped;
 }
 

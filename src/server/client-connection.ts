@@ -46,7 +46,7 @@ import { OpCode } from '../wire/constants.js';
 import { compressMessage, decompressMessage } from '../wire/op-compressed.js';
 import { deserialize } from '../wire/bson.js';
 import type { PrevalidatedDocuments } from '../wire/op-msg.js';
-import { replyIsOk } from '../protocol/command.js';
+import type { ReplyScan } from '../wire/reply-scan.js';
 import { acceptHello, buildHelloReply, newHandshakeState, type AdvertisedServer } from '../protocol/hello.js';
 import { encodeErrorReply, encodeReply, nextRequestId, type ReplyFormat } from '../protocol/replies.js';
 import { AUTH_COMMANDS } from '../identity/authenticator.js';
@@ -164,7 +164,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
   /** The forwarded command whose replies are arriving (one at a time), for `onUpstreamReply`. */
   private replying: ReplyState | undefined;
   /** Bound once, with the first forwarded command: the upstream's reply callback of every forwarded command. */
-  private onUpstreamReply: ((reply: Buffer, moreToCome: boolean) => void) | undefined;
+  private onUpstreamReply:
+    ((reply: Buffer, moreToCome: boolean, connection: unknown, scan: ReplyScan) => void) | undefined;
   private readonly maxMessageSize: number;
   private readonly onClosed: (connection: ClientConnection) => void;
   /**
@@ -972,7 +973,12 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
         // endSessions): its leaving does not cancel it, nor close a healthy upstream connection
         // whose reply is only awaited to be dropped, nor make the command an upstream error.
         signal: moreToCome ? undefined : (this.gone ??= new ClientGone(this.closed)),
-        onReply: (this.onUpstreamReply ??= (reply: Buffer, more: boolean): void => this.relayReply(reply, more)),
+        onReply: (this.onUpstreamReply ??= (
+          reply: Buffer,
+          more: boolean,
+          _connection: unknown,
+          scan: ReplyScan,
+        ): void => this.relayReply(reply, more, scan)),
         replyCharge: this,
       }));
     } catch (error) {
@@ -994,7 +1000,7 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
   }
 
   /** One upstream reply of the command being sent: transformed per its plan, re-addressed, written. */
-  private relayReply(upstreamReply: Buffer, moreToCome: boolean): void {
+  private relayReply(upstreamReply: Buffer, moreToCome: boolean, scan: ReplyScan): void {
     const state = this.replying;
     // The command was abandoned (its send() is over): nothing to relay it to.
     if (state === undefined) {
@@ -1003,14 +1009,15 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
     }
     this.observer.bytes('upstream', 'received', upstreamReply.length);
     let reply = upstreamReply;
-    if (state.plan !== undefined && state.engine !== undefined) reply = replyAfterPlan(state.engine, state.plan, reply);
+    if (state.plan !== undefined && state.engine !== undefined)
+      reply = replyAfterPlan(state.engine, state.plan, reply, scan);
     const replyId = nextRequestId();
     setRequestId(reply, replyId);
     setResponseTo(reply, state.responseTo);
     // Each exhaust reply answers the previous one.
     state.responseTo = replyId;
     // The upstream's reply, whose scan the forwarding layer made (no reply plan changes `ok`).
-    state.ok &&= replyIsOk(upstreamReply);
+    state.ok &&= scan.isOk();
     // What was charged while the reply was read is this write's charge now (no double counting).
     const prepaid = this.handedReplyBytes;
     this.handedReplyBytes = 0;

@@ -15,7 +15,7 @@ import { BsonType, findElement, firstElement, readString } from '../wire/bson-sc
 import type { CommandLabels } from './command-view.js';
 import { bodyWithFrameRoom, encodeOpMsg, ownFrameBody, type OpMsg } from '../wire/op-msg.js';
 import { parseOpQuery, unwrapLegacyCommand } from '../wire/op-query.js';
-import { scanReply } from '../wire/reply-scan.js';
+import { type ReplyScan, scanReply } from '../wire/reply-scan.js';
 import type { ForwardPlan } from './route.js';
 import type { CopyJob } from '../wire/copy-job.js';
 
@@ -115,14 +115,22 @@ function encodeRequest(msg: OpMsg, body: Uint8Array, sequences: OpMsg['sequences
   );
 }
 
-/** The reply after the engine's plan (cursor ownership, names mapped back, values scrubbed). */
-export function replyAfterPlan(engine: TenantEngine, plan: ReplyPlan, reply: Buffer): Buffer {
+/**
+ * The reply after the engine's plan (cursor ownership, names mapped back, values scrubbed).
+ * `scan`: the reply's scan made when it arrived (upstream/execute.ts), before any rewrite.
+ */
+export function replyAfterPlan(
+  engine: TenantEngine,
+  plan: ReplyPlan,
+  reply: Buffer,
+  scan: ReplyScan = scanReply(reply),
+): Buffer {
   const body = replyBody(reply);
   if (body === undefined) return reply;
   // The reply is this connection's own from here on: a splice may rewrite it in place.
   ownFrameBody(reply, body);
   // The forwarding layer scanned this reply already (ok, error, cursor): the engine reads that scan.
-  const changed = engine.reply(plan, body, scanReply(reply));
+  const changed = engine.reply(plan, body, scan);
   if (changed === undefined) return reply;
   return encodeOpMsg({
     requestId: 0,

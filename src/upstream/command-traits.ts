@@ -92,7 +92,9 @@ export function traitsOf(fields: readonly RawElement[]): CommandTraits {
           traits.db = readString(value, element);
           break;
         case 'lsid':
-          if (field.type === BsonType.document) traits.lsid = Buffer.from(value).toString('hex');
+          // A view of the bytes (no copy) to read them as hex.
+          if (field.type === BsonType.document)
+            traits.lsid = Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex');
           break;
         case 'txnNumber':
           traits.hasTxnNumber = true;

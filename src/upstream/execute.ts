@@ -19,8 +19,8 @@
 import { ErrorCodes, ProxyError, UpstreamError, codeNameOf } from '../errors.js';
 import { Long, serialize } from '../wire/bson.js';
 import { clearMoreToCome, encodeOpMsg } from '../wire/op-msg.js';
-import { scanReply } from '../wire/reply-scan.js';
-import { type CommandTraits, replyCursor } from './command-traits.js';
+import { type ReplyScan, scanReply } from '../wire/reply-scan.js';
+import type { CommandTraits } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, type UpstreamConnection } from './connection.js';
 import type { Leases } from './leases.js';
 import { type PinDecision, decidePin } from './pins.js';
@@ -77,6 +77,7 @@ interface AttemptFailure {
 /** A retryable error reply, held back from the client in case a retry does better. */
 interface HeldReply {
   reply: Buffer;
+  scan: ReplyScan;
   connection: UpstreamConnection;
   error: RetryError;
 }
@@ -161,7 +162,7 @@ export async function execute(request: ForwardRequest, context: ExecuteContext):
           (!failure.sent || isRetryableError(retryErrorOf(failure.error), plan.retryClass))));
     if (!again) {
       if (heldReply !== undefined) {
-        request.onReply(heldReply.reply, false, heldReply.connection);
+        request.onReply(heldReply.reply, false, heldReply.connection, heldReply.scan);
         return { attempts: attempt };
       }
       throw translate(failure as AttemptFailure, traits, attempt, anySent, context.servers);
@@ -228,25 +229,27 @@ async function attemptOnce(
       await connection.request(
         request.frame,
         (reply, moreToCome) => {
-          homes.observe(request.traits, reply, connection);
+          // The reply's one scan: every consumer below (and the requester) reads its facts.
+          const scan = scanReply(reply);
+          homes.observe(request.traits, scan, connection);
           if (abandoned) {
-            if (!moreToCome) orphan = replyCursor(reply);
+            if (!moreToCome) orphan = scan.cursorKey;
             return;
           }
           if (!moreToCome && !progress.delivered) {
-            const error = replyError(reply);
+            const error = replyError(scan);
             if (error !== undefined) {
               transactionAborted = pin.kind !== 'none' && serverAbortedTransaction(error);
               servers.onServerError(server, error);
               if (!lastChance && isRetryableError(error, retryClass)) {
-                heldReply = { reply, connection, error };
+                heldReply = { reply, scan, connection, error };
                 return;
               }
             }
           }
-          if (remember) servers.rememberCursor(request.traits, reply, server);
+          if (remember) servers.rememberCursor(request.traits, scan, server);
           progress.delivered = true;
-          request.onReply(reply, moreToCome, connection);
+          request.onReply(reply, moreToCome, connection, scan);
         },
         { replyTimeoutMS: plan.replyTimeoutMS, replyCharge: request.replyCharge },
       );
@@ -310,7 +313,7 @@ export async function executeDedicated(
       request.frame,
       (reply, moreToCome) => {
         delivered = true;
-        request.onReply(reply, moreToCome, connection);
+        request.onReply(reply, moreToCome, connection, scanReply(reply));
       },
       {
         replyTimeoutMS: replyTimeoutMS(context.options.socketTimeoutMS ?? 0, request.traits),
@@ -411,8 +414,8 @@ function abortedError(): UpstreamError {
 }
 
 /** The code and labels of an `ok: 0` reply (or of its writeConcernError), else undefined: from the reply's one scan. */
-function replyError(reply: Buffer): RetryError | undefined {
-  const error = scanReply(reply).error;
+function replyError(scan: ReplyScan): RetryError | undefined {
+  const error = scan.error;
   return error === undefined ? undefined : { ...error, network: false };
 }
 

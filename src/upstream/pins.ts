@@ -15,6 +15,7 @@
  * connection until the last reply, and a passthrough client owns its connection outright.
  * `decidePin` is the pure decision; the tables hold state but no sockets of their own.
  */
+import { ReplyScan } from '../wire/reply-scan.js';
 import { type CommandTraits, replyCursor } from './command-traits.js';
 
 /** How one command relates to its session's transaction pin. */
@@ -167,13 +168,16 @@ export class CursorHomes<C extends CursorHome> {
     return this.#cursors.size;
   }
 
-  /** A reply to a command with `traits` came on `connection`: a cursor opened, continued or ended. */
-  observe(traits: Pick<CommandTraits, 'name' | 'cursors'>, reply: Buffer, connection: C): void {
+  /**
+   * A reply to a command with `traits` came on `connection`: a cursor opened, continued or ended.
+   * `reply`: the reply frame, or the scan of it the forwarding layer made.
+   */
+  observe(traits: Pick<CommandTraits, 'name' | 'cursors'>, reply: Buffer | ReplyScan, connection: C): void {
     if (traits.name === 'killCursors') {
       for (const cursor of traits.cursors) this.#forget(cursor);
       return;
     }
-    const cursor = replyCursor(reply);
+    const cursor = reply instanceof ReplyScan ? reply.cursorKey : replyCursor(reply);
     if (traits.name === 'getMore') {
       // Still open: continued (its home stays the connection that opened it); else exhausted or failed.
       for (const named of traits.cursors) {

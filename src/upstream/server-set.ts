@@ -17,6 +17,7 @@ import type { HostPort } from '../config/types.js';
 import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
 import type { Document } from '../wire/bson.js';
 import { DEFAULT_MAX_MESSAGE_SIZE_BYTES } from '../wire/constants.js';
+import { ReplyScan } from '../wire/reply-scan.js';
 import { CapabilityTracker, type UpstreamCapabilities, probeConnection } from './capabilities.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { type CommandTraits, replyCursor } from './command-traits.js';
@@ -395,9 +396,12 @@ export class ServerSet {
     server.probeTimer.unref();
   }
 
-  /** Which server a reply's cursor lives on (its getMore goes there); a finished cursor is forgotten. */
-  rememberCursor(traits: CommandTraits, reply: Buffer, server: ServerState): void {
-    const opened = replyCursor(reply);
+  /**
+   * Which server a reply's cursor lives on (its getMore goes there); a finished cursor is
+   * forgotten. `reply`: the reply frame, or the scan of it the forwarding layer made.
+   */
+  rememberCursor(traits: CommandTraits, reply: Buffer | ReplyScan, server: ServerState): void {
+    const opened = reply instanceof ReplyScan ? reply.cursorKey : replyCursor(reply);
     if (opened !== undefined) this.#cursors.remember(opened, server.key);
     else if (traits.cursor !== undefined && (traits.name === 'killCursors' || traits.name === 'getMore'))
       this.#cursors.forget(traits.cursor);

@@ -7,6 +7,7 @@
 
 import type { Logger } from 'pino';
 export { ReplyInterruptedError } from '../errors.js';
+import type { ReplyScan } from '../wire/reply-scan.js';
 import type { CircuitState } from './circuit-breaker.js';
 import type { CommandTraits } from './command-traits.js';
 import type { ReplyCharge, UpstreamConnection } from './connection.js';
@@ -142,8 +143,11 @@ export interface ForwardRequest {
    * when the forward ends.
    */
   replyCharge?: ReplyCharge | undefined;
-  /** Every reply, in order, as it arrives (called synchronously; may pause `connection`). */
-  onReply(reply: Buffer, moreToCome: boolean, connection: UpstreamConnection): void;
+  /**
+   * Every reply, in order, as it arrives (called synchronously; may pause `connection`), with the
+   * one scan of it the forwarding layer made (its `ok`, error and cursor; wire/reply-scan.ts).
+   */
+  onReply(reply: Buffer, moreToCome: boolean, connection: UpstreamConnection, scan: ReplyScan): void;
 }
 
 export interface ForwardResult {

@@ -118,17 +118,26 @@ export function encodeElements(
   allocate: Allocate = Buffer.allocUnsafe,
   copies?: CopyJob,
 ): Uint8Array {
-  const names = elements.map((element) => Buffer.from(element.name, 'utf8'));
+  // Names are nearly always short ASCII: written char by char, no Buffer per name (issue 16). Any
+  // other name is encoded as UTF-8 first; both give the bytes Buffer.from(name, 'utf8') gives.
+  const names: Array<Buffer | undefined> = elements.map((element) =>
+    isAscii(element.name) ? undefined : Buffer.from(element.name, 'utf8'),
+  );
   let length = 5;
   elements.forEach((element, index) => {
-    length += 1 + names[index]!.length + 1 + lengthOf(element);
+    length += 1 + (names[index]?.length ?? element.name.length) + 1 + lengthOf(element);
   });
   const out = allocate(length);
   out.writeInt32LE(length, 0);
   let at = 4;
   elements.forEach((element, index) => {
     out[at++] = element.type;
-    at += names[index]!.copy(out, at);
+    const encoded = names[index];
+    if (encoded !== undefined) at += encoded.copy(out, at);
+    else {
+      const { name } = element;
+      for (let i = 0; i < name.length; i++) out[at++] = name.charCodeAt(i);
+    }
     out[at++] = 0;
     const { pieces } = element;
     if (pieces === undefined) {
@@ -145,6 +154,12 @@ export function encodeElements(
   });
   out[at] = 0;
   return out;
+}
+
+/** Whether every UTF-16 unit of `text` is ASCII (its UTF-8 bytes are its char codes). */
+function isAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) >= 0x80) return false;
+  return true;
 }
 
 /** A document value from named values, in order. */

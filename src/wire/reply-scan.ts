@@ -238,21 +238,16 @@ export class ReplyScan {
 }
 
 /**
- * The facts of `frame`, scanned once however many callers ask (the forwarding layer, the
- * isolation engine, the client connection): the same frame object gives the same scan. The facts
- * are values read at the first call; a frame rewritten in place afterwards keeps them (no
- * rewrite changes `ok`, the error or the physical cursor).
+ * The facts of `frame`, from a new scan. The forwarding layer scans each reply once, as it
+ * arrives, and hands that scan with the reply to every consumer (cursor homes, retry decision,
+ * cursor table, the isolation engine, the client connection): no table from frames to scans
+ * (a WeakMap entry per reply cost more than the scan). The facts are values read now; a frame
+ * rewritten in place afterwards keeps them (no rewrite changes `ok`, the error or the physical
+ * cursor).
  */
 export function scanReply(frame: Buffer): ReplyScan {
-  let scan = scans.get(frame);
-  if (scan === undefined) {
-    scan = new ReplyScan(bodyOf(frame));
-    scans.set(frame, scan);
-  }
-  return scan;
+  return new ReplyScan(bodyOf(frame));
 }
-
-const scans = new WeakMap<Buffer, ReplyScan>();
 
 /** protocol/command.ts replyBody: the kind-0 body of an OP_MSG as a server sends it. */
 function bodyOf(reply: Buffer): Buffer | undefined {

@@ -24,6 +24,7 @@ import type { UpstreamConnection } from '../../../src/upstream/connection.js';
 import { deserialize, serialize, type Document } from '../../../src/wire/bson.js';
 import { compressMessage, decompressMessage } from '../../../src/wire/op-compressed.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
+import { scanReply } from '../../../src/wire/reply-scan.js';
 import { OP_COMPRESSED, OP_MSG, OP_REPLY, RawClient, opMsg, opQuery, replyDocument } from '../../helpers/raw-client.js';
 import { MEMORY_SERVER as SERVER, openMemoryConnection } from '../../helpers/memory-connection.js';
 
@@ -52,7 +53,7 @@ class FakeUpstream implements Pick<Upstream, 'openSession' | 'endSession' | 'for
     if (request.fireAndForget) return { attempts: 1 };
     for (const document of await this.respond(request)) {
       const reply = encodeOpMsg({ requestId: 500, responseTo: 0, body: serialize(document) });
-      request.onReply(reply, false, {} as UpstreamConnection);
+      request.onReply(reply, false, {} as UpstreamConnection, scanReply(reply));
     }
     return { attempts: 1 };
   }

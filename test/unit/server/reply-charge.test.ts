@@ -22,6 +22,7 @@ import {
 import { serialize } from '../../../src/wire/bson.js';
 import { compressMessage, decompressMessage } from '../../../src/wire/op-compressed.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
+import { scanReply } from '../../../src/wire/reply-scan.js';
 import { OP_COMPRESSED, RawClient, opMsg, replyDocument } from '../../helpers/raw-client.js';
 import { MEMORY_SERVER as SERVER, openMemoryConnection } from '../../helpers/memory-connection.js';
 
@@ -98,7 +99,7 @@ describe('client connection: replies charged while the upstream reads them (issu
       expect(charge.chargeReply(reply.length)).toBe(true);
       totals.push(budget.total);
       charge.handOverReply(reply.length);
-      request.onReply(reply, false, {} as UpstreamConnection);
+      request.onReply(reply, false, {} as UpstreamConnection, scanReply(reply));
       totals.push(budget.total);
     });
     const { client, closed } = openClient(upstream, budget);
@@ -151,7 +152,7 @@ describe('client connection: replies charged while the upstream reads them (issu
         case 'compressed':
           chargeInPieces(request, reply.length);
           charge.handOverReply(reply.length);
-          request.onReply(reply, false, {} as UpstreamConnection);
+          request.onReply(reply, false, {} as UpstreamConnection, scanReply(reply));
           return;
         case 'fail': {
           const bytes = Math.floor(reply.length / 2);
@@ -166,7 +167,7 @@ describe('client connection: replies charged while the upstream reads them (issu
           charge.handOverReply(held.length);
           chargeInPieces(request, reply.length);
           charge.handOverReply(reply.length);
-          request.onReply(reply, false, {} as UpstreamConnection);
+          request.onReply(reply, false, {} as UpstreamConnection, scanReply(reply));
           return;
         }
         case 'dropped':
@@ -224,7 +225,7 @@ describe('client connection: replies charged while the upstream reads them (issu
       if (!charge.chargeReply(reply.length)) throw networkError();
       await new Promise<void>((resolve) => reading.push(resolve));
       charge.handOverReply(reply.length);
-      request.onReply(reply, false, {} as UpstreamConnection);
+      request.onReply(reply, false, {} as UpstreamConnection, scanReply(reply));
     });
     const bystander = openClient(upstream, budget, 'globex');
     bystander.client.write(opMsg({ count: 'orders', $db: 'app' }).bytes);

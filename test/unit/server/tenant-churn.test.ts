@@ -23,6 +23,7 @@ import { UpstreamSession, type ForwardRequest, type ForwardResult } from '../../
 import type { UpstreamConnection } from '../../../src/upstream/connection.js';
 import { serialize } from '../../../src/wire/bson.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
+import { scanReply } from '../../../src/wire/reply-scan.js';
 import { MEMORY_SERVER as SERVER } from '../../helpers/memory-connection.js';
 import { RawClient, opMsg } from '../../helpers/raw-client.js';
 
@@ -44,11 +45,8 @@ class CountingUpstream {
 
   forward(request: ForwardRequest): Promise<ForwardResult> {
     const document = { cursor: { id: Long.fromNumber(0), ns: 'app.orders', firstBatch: [] }, ok: 1 };
-    request.onReply(
-      encodeOpMsg({ requestId: 500, responseTo: 0, body: serialize(document) }),
-      false,
-      {} as UpstreamConnection,
-    );
+    const reply = encodeOpMsg({ requestId: 500, responseTo: 0, body: serialize(document) });
+    request.onReply(reply, false, {} as UpstreamConnection, scanReply(reply));
     return Promise.resolve({ attempts: 1 });
   }
 }

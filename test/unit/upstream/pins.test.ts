@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { cursorKey } from '../../../src/upstream/command-traits.js';
 import { CursorHomes, CursorServers, TransactionPins, decidePin } from '../../../src/upstream/pins.js';
 import { encodeOpMsg } from '../../../src/wire/op-msg.js';
+import { scanReply } from '../../../src/wire/reply-scan.js';
 
 const base = { lsid: 'abc', inTransaction: false, startTransaction: false };
 
@@ -90,6 +91,19 @@ describe('CursorHomes', () => {
     homes.observe(getMore(9), reply(9), b); // continued on another connection: its home stays a
     expect([homes.holds(a), homes.holds(b)]).toEqual([true, false]);
     homes.observe(getMore(9), reply(0), b);
+    expect(homes.holds(a)).toBe(false);
+  });
+
+  it('reads the same cursor from the scan the forwarding layer hands it as from the reply frame', () => {
+    const homes = new CursorHomes<EventEmitter>();
+    const a = new EventEmitter();
+    const b = new EventEmitter();
+    homes.observe(find, scanReply(reply(9)), a);
+    homes.observe(find, scanReply(reply(0)), b);
+    expect([homes.holds(a), homes.holds(b)]).toEqual([true, false]);
+    homes.observe(getMore(9), scanReply(reply(9)), b);
+    expect([homes.holds(a), homes.holds(b)]).toEqual([true, false]);
+    homes.observe(getMore(9), scanReply(reply(0)), b);
     expect(homes.holds(a)).toBe(false);
   });
 

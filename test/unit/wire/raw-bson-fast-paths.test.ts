@@ -1,8 +1,10 @@
 /**
  * The per-command fast paths of the raw BSON helpers (issue 16) give exactly what the general
  * path gives, and refuse exactly what it refuses: int32 values built without the serializer,
- * strings read in place, short ASCII names built without TextDecoder, looked-up names encoded once.
+ * strings read in place, short ASCII names built without TextDecoder, looked-up names encoded once,
+ * ASCII names written without a Buffer per name.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BsonValidationError } from '../../../src/errors.js';
 import { BsonType, elements, findElement, findElements, firstElement } from '../../../src/wire/bson-scan.js';
@@ -74,6 +76,35 @@ describe('element names', () => {
     for (const name of names) expect(findElement(doc, name)?.name).toBe(name);
     expect(findElements(doc, 'naïve')).toHaveLength(1);
     expect(findElement(doc, 'naive')).toBeNull();
+  });
+
+  it('writes every name as Buffer.from(name, "utf8") would: ASCII in place, any other text encoded', () => {
+    const reference = (names: string[]): Buffer => {
+      const parts = names.map((name) => Buffer.from(name, 'utf8'));
+      const length = 5 + parts.reduce((sum, part) => sum + 1 + part.length + 1 + 1, 0);
+      const out = Buffer.alloc(length);
+      out.writeInt32LE(length, 0);
+      let at = 4;
+      for (const part of parts) {
+        out[at++] = BsonType.boolean;
+        at += part.copy(out, at);
+        out[at++] = 0;
+        out[at++] = 1;
+      }
+      return out;
+    };
+    const check = (names: string[]): void => {
+      const encoded = encodeElements(
+        names.map((name) => ({ name, type: BsonType.boolean, value: new Uint8Array([1]) })),
+      );
+      expect(Buffer.from(encoded).equals(reference(names))).toBe(true);
+    };
+    // The edges of ASCII, a lone surrogate (written as U+FFFD by both), multi-byte text, empty.
+    check(['', 'a', '\u007f', '\u0080', 'é', '\ud800', 'x\udfffy', '日本', '😀', '$db', 'z'.repeat(100)]);
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: 'binary', maxLength: 40 }), { maxLength: 8 }), (names) => check(names)),
+      { numRuns: 500 },
+    );
   });
 
   it('refuses names that are not valid UTF-8, short or long', () => {
