@@ -298,8 +298,12 @@ function isTransportFailure(error: ProxyError): boolean {
 }
 
 /**
- * Probes on one connection, bounded in time: a connection that breaks or stays silent past
- * `timeoutMS` is closed and the probe rejects like a failed hello would (start may be retried).
+ * Probes on one connection, bounded in time: a connection that breaks, or leaves one probe
+ * command unanswered for `timeoutMS`, is closed and the probe rejects like a failed hello would
+ * (start may be retried). The bound is per command, not for the whole probe: it is a dozen round
+ * trips, some creating and dropping collections and indexes, and a server that answers each one
+ * slowly (a loaded one at start: 5 s was not enough for all of them on FerretDB at load 10) is
+ * alive, not silent.
  */
 export async function probeConnection(
   connection: UpstreamConnection,
@@ -312,14 +316,22 @@ export async function probeConnection(
           connection.close(
             new UpstreamError(
               ErrorCodes.NetworkTimeout,
-              `upstream capability probe on ${connection.address} timed out after ${timeoutMS} ms`,
+              `upstream capability probe on ${connection.address} timed out: no answer within ${timeoutMS} ms`,
               { labels: [NETWORK_ERROR_LABEL] },
             ),
           );
         }, timeoutMS)
       : undefined;
+  const run: ProbeRunner = async (db, command) => {
+    try {
+      return await runCommand(connection, db, command);
+    } finally {
+      // An answer (or a refusal) came: the next command has the whole bound again.
+      timer?.refresh();
+    }
+  };
   try {
-    return await probeCapabilities((db, command) => runCommand(connection, db, command), options);
+    return await probeCapabilities(run, options);
   } finally {
     if (timer !== undefined) clearTimeout(timer);
   }

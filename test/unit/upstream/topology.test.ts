@@ -382,12 +382,26 @@ describe('Upstream discovery over real sockets', () => {
       }
     });
 
+    it('connectTimeoutMS bounds each probe command, not the whole probe: slow answers that add up past it still start', async () => {
+      // Each answer takes 40% of the bound; the dozen probe commands take several bounds in all.
+      const { upstream, commands } = await startWith((_body, reply) => {
+        setTimeout(() => reply({ cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 }), 200);
+      }, 500);
+      try {
+        const started = Date.now();
+        expect((await upstream.start()).capabilities.collation).toBe(true);
+        expect(Date.now() - started, 'the probe outlasted one whole bound').toBeGreaterThan(500);
+        expect(commands.length).toBeGreaterThan(5);
+      } finally {
+        await upstream.close();
+      }
+    });
+
     it('a probe that never answers fails start() after connectTimeoutMS (like a silent hello), and start may be retried', async () => {
       let silent = true;
       const { upstream } = await startWith((_body, reply) => {
         if (!silent) reply({ cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 });
-        // The timeout bounds the whole probe (a dozen round trips with the write probes), so the
-        // retried start needs it to cover them on a busy machine, not only the silent first one.
+        // The timeout bounds each probe command (a dozen round trips with the write probes).
       }, 1_000);
       try {
         await expect(upstream.start()).rejects.toThrow(/capability probe .* timed out/);
