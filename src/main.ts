@@ -248,7 +248,7 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       collect: options.collectGarbage === null ? undefined : (options.collectGarbage ?? exposedGc()),
       trim: options.collectGarbage === null ? undefined : loadMallocTrim(),
       // Collections during a burst start incrementally (a given collectGarbage is used as it is).
-      startCollection: options.collectGarbage === undefined ? loadIncrementalCollection() : undefined,
+      incremental: options.collectGarbage === undefined ? loadIncrementalCollection() : undefined,
       logger,
     });
     cleanups.push(() => memoryReturn.close());

@@ -18,6 +18,7 @@
  * symbols, koffi missing) there is none, and the caller keeps `gc()`.
  */
 import { createRequire } from 'node:module';
+import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 
 interface Koffi {
   load(path: string | null): { func(signature: string): (...args: unknown[]) => unknown };
@@ -25,24 +26,59 @@ interface Koffi {
 
 /** `v8::MemoryPressureLevel::kModerate`. */
 const MODERATE = 1;
+/** The `kind` of a `gc` performance entry for a major (mark-compact) collection. */
+const MAJOR = constants.NODE_PERFORMANCE_GC_MAJOR;
+
+/** An incremental collection that can be started, and whether the one started last is still running. */
+export interface IncrementalCollection {
+  /** Starts one (V8 does nothing when marking is already under way). */
+  start(): void;
+  /**
+   * A collection started here has not finished yet (no major collection seen since). While it
+   * runs, garbage can outgrow it: the caller then collects in full.
+   */
+  readonly pending: boolean;
+}
 
 /**
- * A function starting an incremental collection of the calling thread's isolate, or undefined
- * where the V8 API cannot be reached. Bind it on the thread that will call it (the main thread).
+ * Incremental collections of the calling thread's isolate, or undefined where the V8 API cannot
+ * be reached. Bind it on the thread that will call it (the main thread). Whether one finished is
+ * seen through `gc` performance entries, observed only while one is pending.
  */
-export function loadIncrementalCollection(): (() => void) | undefined {
+export function loadIncrementalCollection(): IncrementalCollection | undefined {
   // The mangled names and the enum passed as an int are the Itanium C++ ABI's, as Linux builds use.
   if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) return undefined;
+  let notify: (isolate: unknown, level: number) => unknown;
+  let isolate: unknown;
   try {
     const koffi = createRequire(import.meta.url)('koffi') as Koffi;
     const node = koffi.load(null);
-    const isolate = node.func('void *_ZN2v87Isolate10GetCurrentEv()')();
+    isolate = node.func('void *_ZN2v87Isolate10GetCurrentEv()')();
     if (isolate === null || isolate === undefined) return undefined;
-    const notify = node.func(
+    notify = node.func(
       'void _ZN2v87Isolate26MemoryPressureNotificationENS_19MemoryPressureLevelE(void *isolate, int level)',
     );
-    return () => void notify(isolate, MODERATE);
   } catch {
     return undefined;
   }
+  let pending = false;
+  const finished = new PerformanceObserver((list) => {
+    const entries = list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>;
+    if (entries.some((entry) => entry.detail?.kind === MAJOR)) {
+      pending = false;
+      finished.disconnect();
+    }
+  });
+  return {
+    start() {
+      if (!pending) {
+        pending = true;
+        finished.observe({ entryTypes: ['gc'] });
+      }
+      notify(isolate, MODERATE);
+    },
+    get pending() {
+      return pending;
+    },
+  };
 }

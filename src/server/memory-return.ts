@@ -26,6 +26,7 @@
  * served then, and a full collection is one long pause for all of them.
  */
 import type { Logger } from 'pino';
+import type { IncrementalCollection } from './heap-pressure.js';
 
 /** How long after a burst drained the collection runs (unless another burst drains meanwhile). */
 export const MEMORY_RETURN_DELAY_MS = 1_000;
@@ -39,10 +40,11 @@ export interface MemoryReturnOptions {
    */
   trim?: (() => void) | undefined;
   /**
-   * Starts an incremental collection (heap-pressure.ts): used during a burst, where `collect`'s
-   * atomic pause would stall every tenant; undefined: `collect` there too.
+   * Incremental collections (heap-pressure.ts): used during a burst, where `collect`'s atomic
+   * pause would stall every tenant, unless the one started last is still running (garbage is
+   * outgrowing it: `collect` then); undefined: `collect` there too.
    */
-  startCollection?: (() => void) | undefined;
+  incremental?: IncrementalCollection | undefined;
   delayMS?: number;
   logger?: Logger | undefined;
 }
@@ -50,7 +52,7 @@ export interface MemoryReturnOptions {
 export class MemoryReturn {
   readonly #collect: (() => void) | undefined;
   readonly #trim: (() => void) | undefined;
-  readonly #startCollection: (() => void) | undefined;
+  readonly #incremental: IncrementalCollection | undefined;
   readonly #delayMS: number;
   readonly #logger: Logger | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -60,13 +62,15 @@ export class MemoryReturn {
   #closed = false;
   /** Collections run since start (for tests). */
   collections = 0;
+  /** Of `collections`, those started incrementally (for tests). */
+  incrementalCollections = 0;
   /** Trims of the C heap run since start (for tests). */
   trims = 0;
 
   constructor(options: MemoryReturnOptions) {
     this.#collect = options.collect;
     this.#trim = options.trim;
-    this.#startCollection = options.startCollection;
+    this.#incremental = options.incremental;
     this.#delayMS = options.delayMS ?? MEMORY_RETURN_DELAY_MS;
     this.#logger = options.logger;
   }
@@ -90,18 +94,25 @@ export class MemoryReturn {
    * The byte budget's `onGarbage`: released buffers add up to a good part of the budget; they are
    * collected at the next turn of the event loop (not inside the charge that reported them), then
    * `done` is called. This is during a burst, while other tenants wait on the event loop: an
-   * incremental collection when one can be started (`startCollection`; `done` then means it is
-   * under way, and V8 finishes it within a few turns), else a full one. Without either, `done` is
-   * called at once (V8 collects on its own).
+   * incremental collection when one can be started (`done` then means it is under way, and V8
+   * finishes it within a few turns), else a full one; a full one too when the incremental one
+   * started last has not finished yet, since garbage then grows faster than it is collected (a
+   * full-size flood of big finds took RSS past its limit with incremental collections alone).
+   * Without a collector, `done` is called at once (V8 collects on its own).
    */
   collectSoon(done: () => void): void {
-    const collect = this.#startCollection ?? this.#collect;
-    if (collect === undefined || this.#closed) return done();
+    const incremental = this.#incremental;
+    if ((incremental === undefined && this.#collect === undefined) || this.#closed) return done();
     if (this.#immediate !== undefined) return;
     this.#immediate = setImmediate(() => {
       this.#immediate = undefined;
       if (!this.#closed) {
-        collect();
+        if (incremental !== undefined && (!incremental.pending || this.#collect === undefined)) {
+          incremental.start();
+          this.incrementalCollections++;
+        } else {
+          this.#collect?.();
+        }
         this.collections++;
       }
       done();

@@ -89,24 +89,42 @@ describe('MemoryReturn', () => {
     expect(order).toEqual(['collect', 'collect', 'trim', 'collect']);
   });
 
-  it('collectSoon starts an incremental collection when it can, never the full one; bursts still end with full ones', async () => {
+  it('collectSoon starts an incremental collection when it can; a full one while the last is still running; bursts end with full ones', async () => {
     const order: string[] = [];
+    let pending = false;
     const memory = new MemoryReturn({
       collect: () => order.push('collect'),
-      startCollection: () => order.push('start'),
+      incremental: {
+        start: () => {
+          order.push('start');
+          pending = true;
+        },
+        get pending() {
+          return pending;
+        },
+      },
       delayMS: 1_000,
     });
     vi.useRealTimers();
+    const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
     let done = 0;
     memory.collectSoon(() => done++);
-    await new Promise((resolve) => setImmediate(resolve));
+    await turn();
     expect(order).toEqual(['start']);
     expect(done).toBe(1);
-    expect(memory.collections).toBe(1);
+    // Garbage reached the mark again before the started collection finished: a full one.
+    memory.collectSoon(() => done++);
+    await turn();
+    expect(order).toEqual(['start', 'collect']);
+    pending = false; // it finished
+    memory.collectSoon(() => done++);
+    await turn();
+    expect(order).toEqual(['start', 'collect', 'start']);
+    expect([done, memory.collections, memory.incrementalCollections]).toEqual([3, 3, 2]);
     vi.useFakeTimers();
     memory.drained(100);
     vi.advanceTimersByTime(10_000);
-    expect(order).toEqual(['start', 'collect', 'collect']);
+    expect(order).toEqual(['start', 'collect', 'start', 'collect', 'collect']);
   });
 
   it('loadIncrementalCollection reaches V8 here and what it starts frees dead buffers', async () => {
@@ -116,14 +134,15 @@ describe('MemoryReturn', () => {
       expect(start).toBeUndefined();
       return;
     }
-    expect(start).toBeTypeOf('function');
+    expect(start?.start).toBeTypeOf('function');
     // 64 MiB of buffers, dead once this returns.
     const held = ((): number => {
       const buffers = Array.from({ length: 8 }, () => Buffer.alloc(8 << 20, 1));
       return process.memoryUsage().arrayBuffers + buffers.length * 0;
     })();
     expect(held).toBeGreaterThanOrEqual(64 << 20);
-    start!();
+    start!.start();
+    expect(start!.pending).toBe(true);
     // V8 finishes the marking on its own tasks and allocation steps: give it turns of the event loop.
     await until(
       async () => {
@@ -133,6 +152,8 @@ describe('MemoryReturn', () => {
       },
       { timeoutMS: 20_000, intervalMS: 0 },
     );
+    // And the major collection that finished it was seen.
+    await until(() => !start!.pending, { timeoutMS: 20_000 });
   });
 
   it('loadMallocTrim binds glibc malloc_trim here (Linux, glibc) and it runs', () => {
