@@ -256,7 +256,7 @@ async function attemptOnce(
       if (abandoned) {
         if (orphan !== undefined) {
           await killOnConnection(connection, orphan, plan.replyTimeoutMS);
-          homes.observe({ name: 'killCursors', cursors: [orphan] }, Buffer.alloc(0), connection);
+          homes.observe({ name: 'killCursors', cursors: [orphan] }, undefined, connection);
         }
         // Answered like a command whose client left (the catch below): no verdict on the server.
         throw abortedError();

@@ -15,8 +15,8 @@
  * connection until the last reply, and a passthrough client owns its connection outright.
  * `decidePin` is the pure decision; the tables hold state but no sockets of their own.
  */
-import { ReplyScan } from '../wire/reply-scan.js';
-import { type CommandTraits, replyCursor } from './command-traits.js';
+import type { ReplyScan } from '../wire/reply-scan.js';
+import type { CommandTraits } from './command-traits.js';
 
 /** How one command relates to its session's transaction pin. */
 export type PinDecision =
@@ -170,14 +170,15 @@ export class CursorHomes<C extends CursorHome> {
 
   /**
    * A reply to a command with `traits` came on `connection`: a cursor opened, continued or ended.
-   * `reply`: the reply frame, or the scan of it the forwarding layer made.
+   * `reply`: the scan of the reply the forwarding layer made (none for a killCursors whose reply
+   * is not read).
    */
-  observe(traits: Pick<CommandTraits, 'name' | 'cursors'>, reply: Buffer | ReplyScan, connection: C): void {
+  observe(traits: Pick<CommandTraits, 'name' | 'cursors'>, reply: ReplyScan | undefined, connection: C): void {
     if (traits.name === 'killCursors') {
       for (const cursor of traits.cursors) this.#forget(cursor);
       return;
     }
-    const cursor = reply instanceof ReplyScan ? reply.cursorKey : replyCursor(reply);
+    const cursor = reply?.cursorKey;
     if (traits.name === 'getMore') {
       // Still open: continued (its home stays the connection that opened it); else exhausted or failed.
       for (const named of traits.cursors) {

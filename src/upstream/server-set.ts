@@ -17,10 +17,10 @@ import type { HostPort } from '../config/types.js';
 import { ErrorCodes, ProxyError, UpstreamError } from '../errors.js';
 import type { Document } from '../wire/bson.js';
 import { DEFAULT_MAX_MESSAGE_SIZE_BYTES } from '../wire/constants.js';
-import { ReplyScan } from '../wire/reply-scan.js';
+import type { ReplyScan } from '../wire/reply-scan.js';
 import { CapabilityTracker, type UpstreamCapabilities, probeConnection } from './capabilities.js';
 import { CircuitBreaker } from './circuit-breaker.js';
-import { type CommandTraits, replyCursor } from './command-traits.js';
+import type { CommandTraits } from './command-traits.js';
 import { NETWORK_ERROR_LABEL, UpstreamConnection } from './connection.js';
 import { performHandshake, runCommand } from './handshake.js';
 import { ServerMonitor } from './monitor.js';
@@ -398,10 +398,10 @@ export class ServerSet {
 
   /**
    * Which server a reply's cursor lives on (its getMore goes there); a finished cursor is
-   * forgotten. `reply`: the reply frame, or the scan of it the forwarding layer made.
+   * forgotten. `reply`: the scan of the reply the forwarding layer made.
    */
-  rememberCursor(traits: CommandTraits, reply: Buffer | ReplyScan, server: ServerState): void {
-    const opened = reply instanceof ReplyScan ? reply.cursorKey : replyCursor(reply);
+  rememberCursor(traits: CommandTraits, reply: ReplyScan, server: ServerState): void {
+    const opened = reply.cursorKey;
     if (opened !== undefined) this.#cursors.remember(opened, server.key);
     else if (traits.cursor !== undefined && (traits.name === 'killCursors' || traits.name === 'getMore'))
       this.#cursors.forget(traits.cursor);
