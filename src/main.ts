@@ -18,6 +18,7 @@ import { loadIncrementalCollection } from './server/heap-pressure.js';
 import { loadMallocTrim } from './server/malloc-trim.js';
 import { exposedGc, MemoryReturn } from './server/memory-return.js';
 import { ValidationScheduler } from './server/validation-scheduler.js';
+import { TurnShare } from './server/turn-share.js';
 import { withDerivedLimits } from './config/derived.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
@@ -82,6 +83,11 @@ export interface StartOptions {
    * null never collects.
    */
   collectGarbage?: (() => void) | null;
+  /**
+   * Milliseconds of small-request work per turn of the event loop before requests wait for their
+   * tenant's turn (server/turn-share.ts). Default DEFAULT_TURN_MS; 0 queues every request (tests).
+   */
+  turnMS?: number;
 }
 
 export async function startProxy(given: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
@@ -279,6 +285,12 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       validation: new ValidationScheduler({
         cpu: tenantLimits,
         onPassedOver: (count) => metrics.tenantLimitDelay('cpu', count),
+      }),
+      // Small requests past a turn's share of work wait for their tenant's turn (issue 15: floods of
+      // connections and handshakes).
+      turns: new TurnShare({
+        ...(options.turnMS !== undefined ? { turnMS: options.turnMS } : {}),
+        onWait: () => metrics.tenantLimitDelay('turn'),
       }),
       tenancy,
       views,

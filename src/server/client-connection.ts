@@ -76,6 +76,7 @@ import {
 } from './frames.js';
 import { denialRule, failureOutcome, mayReachEngine, route, type ForwardPlan, type LocalReply } from './route.js';
 import { SLICED_VALIDATION_MIN_BYTES, type ValidationScheduler } from './validation-scheduler.js';
+import type { TurnShare } from './turn-share.js';
 
 /** A net or TLS socket; any duplex stream in tests. */
 export type ClientSocket = Duplex & {
@@ -115,6 +116,11 @@ export interface ClientConnectionDeps {
    * absent: every request is validated at once.
    */
   validation?: ValidationScheduler;
+  /**
+   * Shares the turns of the event loop between tenants' small requests (one shared by every
+   * connection); absent: every request runs as soon as it is read.
+   */
+  turns?: TurnShare;
   /** The connection's tenant was established (it no longer counts as unauthenticated). */
   onEstablished?: (connection: ClientConnection) => void;
 }
@@ -394,7 +400,20 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
         frame = this.pending.shift()
       ) {
         try {
-          await this.handleFrame(frame);
+          const turns = this.deps.turns;
+          if (turns === undefined) {
+            await this.handleFrame(frame);
+            continue;
+          }
+          // Past this turn's share of work, the request waits for its tenant's turn (turn-share.ts).
+          if (!turns.mayRunNow) {
+            await turns.wait(this.identity.countedTenant ?? UNAUTHENTICATED_ACCOUNT);
+            if (this.closed || this.ending) break;
+          }
+          const started = turns.now();
+          const handled = this.handleFrame(frame);
+          turns.note(turns.now() - started);
+          await handled;
         } finally {
           this.buffers.release(frame.length);
         }

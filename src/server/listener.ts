@@ -124,7 +124,11 @@ export async function startListener(
       socket.destroy();
       return;
     }
+    // Setting a connection up is work of the turn too: after a burst of them, requests wait their turn.
+    const turns = deps.turns;
+    const started = turns?.now() ?? 0;
     const connection = new ClientConnection(socket, connectionDeps(peerCertificate), onClosed);
+    turns?.note(turns.now() - started);
     registry.add(connection);
     own.add(connection);
     if (!connection.established) {

@@ -69,8 +69,8 @@ export const it = test.extend<IntegrationFixtures>({
     });
   },
   startTenantProxy: async ({ defer }, use) => {
-    await use(async (tenants, overrides) => {
-      const proxy = await startTenantProxy(tenants, overrides);
+    await use(async (tenants, overrides, options) => {
+      const proxy = await startTenantProxy(tenants, overrides, options);
       defer(() => proxy.stop());
       return proxy;
     });

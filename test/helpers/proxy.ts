@@ -1,9 +1,8 @@
 // A proxy in front of the shared test upstream, configured like production but on ephemeral ports.
 import { MongoClient, type MongoClientOptions } from 'mongodb';
-import type { Logger } from 'pino';
 import type { ProxyConfig } from '../../src/config/types.js';
 import { defaultConfig } from '../../src/config/index.js';
-import { startProxy, type RunningProxy } from '../../src/main.js';
+import { startProxy, type RunningProxy, type StartOptions } from '../../src/main.js';
 import { RawClient } from './raw-client.js';
 import { upstreamUri } from './upstream.js';
 
@@ -63,7 +62,7 @@ export function testProxyConfig(overrides: DeepPartial<ProxyConfig> = {}): Proxy
 /** `logger`: the proxy's logger instead of one built from `log.level` (e.g. to capture lines). */
 export async function startTestProxy(
   overrides: DeepPartial<ProxyConfig> = {},
-  options: { logger?: Logger } = {},
+  options: Pick<StartOptions, 'logger' | 'turnMS'> = {},
 ): Promise<TestProxy> {
   const config = testProxyConfig(overrides);
   // The most recent audit lines only: a long load must not grow the test process without bound.

@@ -22,6 +22,7 @@ export interface TenantProxy {
 export async function startTenantProxy(
   tenants: readonly string[],
   overrides: DeepPartial<ProxyConfig> = {},
+  options: Parameters<typeof startTestProxy>[1] = {},
 ): Promise<TenantProxy> {
   const listeners: ListenerConfig[] = tenants.map((tenant, index) => ({
     name: `tenant${index}`,
@@ -30,7 +31,7 @@ export async function startTenantProxy(
     methods: ['static'],
     staticTenant: tenant,
   }));
-  const proxy = await startTestProxy({ ...overrides, listeners });
+  const proxy = await startTestProxy({ ...overrides, listeners }, options);
   const clients = new Set<MongoClient>();
   const raws = new Set<RawClient>();
   const addressOf = (tenant: string): { host: string; port: number } => {
