@@ -241,6 +241,11 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
     if (this.identity.tenant === undefined) this.armAuthTimer();
   }
 
+  /** Whose budgets this connection's work counts against: its counted tenant, or the unauthenticated account. */
+  get account(): string {
+    return this.identity.countedTenant ?? UNAUTHENTICATED_ACCOUNT;
+  }
+
   /** A tenant is established for this connection (known at connect for mtls/static). */
   get established(): boolean {
     return this.identity.tenant !== undefined;
@@ -405,14 +410,15 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
             await this.handleFrame(frame);
             continue;
           }
-          // Past this turn's share of work, the request waits for its tenant's turn (turn-share.ts).
-          if (!turns.mayRunNow) {
-            await turns.wait(this.identity.countedTenant ?? UNAUTHENTICATED_ACCOUNT);
+          // Past its tenant's share of this turn, a small request waits for the tenant's turn
+          // (turn-share.ts); a large one is already validated and copied in fair slices.
+          if (frame.length < SLICED_VALIDATION_MIN_BYTES && !turns.mayRunNow(this.account)) {
+            await turns.wait(this.account);
             if (this.closed || this.ending) break;
           }
           const started = turns.now();
           const handled = this.handleFrame(frame);
-          turns.note(turns.now() - started);
+          turns.note(this.account, turns.now() - started);
           await handled;
         } finally {
           this.buffers.release(frame.length);

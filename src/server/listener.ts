@@ -128,7 +128,7 @@ export async function startListener(
     const turns = deps.turns;
     const started = turns?.now() ?? 0;
     const connection = new ClientConnection(socket, connectionDeps(peerCertificate), onClosed);
-    turns?.note(turns.now() - started);
+    turns?.note(connection.account, turns.now() - started);
     registry.add(connection);
     own.add(connection);
     if (!connection.established) {

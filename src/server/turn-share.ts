@@ -1,7 +1,6 @@
 /**
- * Turns of the event loop shared between tenants (issue 15, "connection flood"): the proxy's
- * work on small requests, bounded per turn and taken round-robin from the tenants that have
- * requests waiting.
+ * Turns of the event loop shared between tenants (issue 15, "connection flood"): each tenant's
+ * work on small requests is bounded per turn, and what is over waits for the tenant's turn.
  *
  * Node handles every socket that became readable in one poll phase before it runs anything
  * else: when one tenant opens two thousand connections and sends a hello on each, the proxy
@@ -9,22 +8,22 @@
  * a bystander's command (or its upstream's reply) waits for all of them. Large requests are
  * already validated in slices (validation-scheduler.ts); this covers the many small ones.
  *
- * How: the synchronous work of each request (decode, route, rewrite, the forward's write) is
- * measured (two clock reads) and added to the turn's count (`note`). While the count is under
- * `turnMS` and no one is waiting, requests run at once, as before: nothing changes for a proxy
- * that is not flooded. Past it, every request waits (`wait`, the caller not reading its socket
- * meanwhile) in its tenant's queue; at the end of the turn (setImmediate: after the pending I/O
- * of the poll phase) the queues are served one request at a time, round-robin across tenants,
- * for at most `turnMS`, and the rest wait for the next turn, after the poll phase has read what
- * arrived meanwhile. So a bystander's request waits for at most about one turn's work, not for
- * every request of a flooding tenant, and the flooding tenant still gets its share of the turns
- * (work-conserving: no one waits while the proxy has nothing else to do).
+ * How: the synchronous work of each request (decode, route, rewrite, the forward's write) and
+ * of setting a connection up is measured (two clock reads) and added to its tenant's count for
+ * the current turn (`note`). While a tenant's count is under `turnMS` and none of its requests
+ * wait, its requests run at once, as before. Past it, its requests wait (`wait`, the caller not
+ * reading its socket meanwhile) in its queue; at the end of the turn (setImmediate: after the
+ * pending I/O of the poll phase) the counts start again and the queues are served one request
+ * at a time, round-robin across tenants, for at most `turnMS`; the rest wait for the next turn.
+ * So a flooding tenant gets about `turnMS` of the poll phase and a share of `turnMS` after it,
+ * per turn, and a tenant that is not over its share never waits for it: nothing changes for a
+ * proxy that is not flooded, and no one waits while the proxy has nothing else to do.
  *
  * Pure scheduling: no sockets or metrics; `defer` and `now` are injectable for tests.
  */
 
 export interface TurnShareOptions {
-  /** Milliseconds of request work per turn of the event loop before requests queue. Default 4. */
+  /** Milliseconds of a tenant's request work per turn of the event loop before its requests queue. Default 4. */
   turnMS?: number;
   /** Runs the end of the turn (default setImmediate: after pending I/O). */
   defer?: (run: () => void) => void;
@@ -41,8 +40,8 @@ export class TurnShare {
   /** Waiting requests per account (FIFO), in the order accounts take turns. */
   private readonly queues = new Map<string, Array<() => void>>();
   private waitingCount = 0;
-  /** Work noted since the last end of a turn, in ms. */
-  private used = 0;
+  /** Work noted per account since the last end of a turn, in ms (only accounts that worked in the turn). */
+  private readonly used = new Map<string, number>();
   private endScheduled = false;
   private serving = false;
   private readonly turnMS: number;
@@ -64,14 +63,14 @@ export class TurnShare {
     return this.waitingCount;
   }
 
-  /** Whether a request may run now: the turn has work left and no one is waiting before it. */
-  get mayRunNow(): boolean {
-    return this.waitingCount === 0 && this.used < this.turnMS;
+  /** Whether a request of `account` may run now: the account has work left in this turn and none of its requests waits. */
+  mayRunNow(account: string): boolean {
+    return (this.used.get(account) ?? 0) < this.turnMS && !this.queues.has(account);
   }
 
-  /** `ms` of request work just done: counted against the current turn. */
-  note(ms: number): void {
-    this.used += ms;
+  /** `ms` of `account`'s work just done: counted against its share of the current turn. */
+  note(account: string, ms: number): void {
+    this.used.set(account, (this.used.get(account) ?? 0) + ms);
     this.scheduleEnd();
   }
 
@@ -96,7 +95,7 @@ export class TurnShare {
 
   private readonly endTurn = (): void => {
     this.endScheduled = false;
-    this.used = 0;
+    this.used.clear();
     if (this.waitingCount > 0 && !this.serving) void this.serve();
   };
 
