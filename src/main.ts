@@ -22,6 +22,7 @@ import { TurnShare } from './server/turn-share.js';
 import { withDerivedLimits } from './config/derived.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
+import { loadCodecs } from './wire/compression.js';
 import { IsolationEngine } from './rewrite/engine.js';
 import { TenancyExecutor } from './tenancy/executor.js';
 import { upstreamRunner } from './tenancy/runner.js';
@@ -93,6 +94,8 @@ export interface StartOptions {
 export async function startProxy(given: ProxyConfig, options: StartOptions = {}): Promise<RunningProxy> {
   // A configuration built by hand (embedding, tests) may still say -1 ("derive it"): resolve it here too.
   const config = withDerivedLimits(given);
+  // The configured native codecs load now (they load on first use otherwise): a broken install fails here.
+  loadCodecs(config.compression.compressors);
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const metrics = new ProxyMetrics({
     version: PROXY_VERSION,

@@ -39,6 +39,7 @@ import type { ProxyMetrics } from './observability/metrics.js';
 import type { IsolationEngine } from './rewrite/engine.js';
 import type { Listener, PreparedListenerUpdate, SharedConnectionDeps } from './server/listener.js';
 import type { TenantLimits } from './server/tenant-limits.js';
+import { loadCodecs } from './wire/compression.js';
 
 /** What asked for the reload: SIGHUP, the watched file, or a caller of `RunningProxy.reload`. */
 export type ReloadTrigger = 'signal' | 'file' | 'api';
@@ -182,6 +183,8 @@ export class ConfigReloader {
       else if (this.options.source !== undefined) next = this.options.source.load();
       else
         throw new Error('no configuration source to reload from (the proxy was started from a configuration object)');
+      // Compressors switch live: one whose native codec cannot load fails the reload, not a client later.
+      loadCodecs(next.compression.compressors);
     } catch (error) {
       return this.fail(trigger, error);
     }

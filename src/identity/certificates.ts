@@ -20,7 +20,7 @@
 import type { CertificateField, CertificateRule } from '../config/types.js';
 import { ConfigError, DerParseError } from '../errors.js';
 import type { CertificateMapper, PeerCertificate } from './types.js';
-import { x509 } from './x509-lib.js';
+import { loadX509, type X509 } from './x509-lib.js';
 
 const OID_CN = '2.5.4.3';
 const OID_OU = '2.5.4.11';
@@ -82,6 +82,7 @@ interface CompiledRule {
 
 export function createCertificateMapper(rules: readonly CertificateRule[]): CertificateMapper {
   const compiled = rules.map((rule, index) => compileRule(rule, `identity.certificateRules[${index}]`));
+  loadX509(); // here rather than at the first client certificate: a broken install fails at start or reload
   // tenantOf and subjectOf are usually asked about the same certificate in a row.
   const parsed = new WeakMap<Buffer, CertificateNames | null>();
   const namesOf = (certificate: PeerCertificate): CertificateNames | null => {
@@ -162,7 +163,8 @@ function subjectValues(names: CertificateNames, oid: string): string[] {
 
 /** Parses the names the rules use; null when the bytes are not a certificate. */
 export function readCertificateNames(raw: Uint8Array): CertificateNames | null {
-  let certificate: InstanceType<typeof x509.X509Certificate>;
+  const x509 = loadX509();
+  let certificate: X509.X509Certificate;
   let subject: NameAttribute[][];
   try {
     certificate = new x509.X509Certificate(raw);
@@ -171,7 +173,7 @@ export function readCertificateNames(raw: Uint8Array): CertificateNames | null {
     return null;
   }
   const names: CertificateNames = { sanUri: [], sanDns: [], sanEmail: [], subject };
-  let san: InstanceType<typeof x509.SubjectAlternativeNameExtension> | null = null;
+  let san: X509.SubjectAlternativeNameExtension | null = null;
   try {
     san = certificate.getExtension(x509.SubjectAlternativeNameExtension);
   } catch {

@@ -19,7 +19,6 @@
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import saslprep from '@mongodb-js/saslprep';
 import type { Logger } from 'pino';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, stringify, type Node } from 'yaml';
 import type { ScramMechanism } from '../config/types.js';
@@ -31,6 +30,7 @@ import {
   hashLength,
   hashOf,
   hi,
+  loadSaslprep,
   mongoPasswordDigest,
 } from '../protocol/scram-crypto.js';
 import { watchFiles, type FileWatch } from './file-watch.js';
@@ -391,6 +391,7 @@ export function hashPassword(input: HashPasswordInput): CredentialEntry {
     if (mechanism === 'SCRAM-SHA-1') {
       normalized = mongoPasswordDigest(user, input.password);
     } else {
+      const saslprep = loadSaslprep();
       try {
         normalized = saslprep(input.password);
       } catch {

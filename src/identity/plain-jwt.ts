@@ -17,15 +17,9 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { JWT_ALGORITHMS } from '../config/types.js';
 import { readFileSync } from 'node:fs';
-import {
-  createLocalJWKSet,
-  jwtVerify,
-  type JSONWebKeySet,
-  type JWK,
-  type JWTPayload,
-  type JWTVerifyGetKey,
-  type JWTVerifyOptions,
-} from 'jose';
+import { createRequire } from 'node:module';
+import type * as Jose from 'jose';
+import type { JSONWebKeySet, JWK, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from 'jose';
 import type { Logger } from 'pino';
 import type { IdentityConfig } from '../config/types.js';
 import { ConfigError, ErrorCodes, JwtKeyError, ProxyError } from '../errors.js';
@@ -33,6 +27,17 @@ import { watchFiles, type FileWatch } from './file-watch.js';
 import type { AuthAttemptContext, SaslMechanism, SaslStartRequest, SaslStepResult } from './types.js';
 
 export type JwtConfig = IdentityConfig['jwt'];
+
+let joseModule: typeof Jose | undefined;
+
+/**
+ * `jose`, loaded when the first mechanism is made rather than at import (issue 16: some 170
+ * modules that a proxy without plain-jwt never needs). Made at start or reload, so a broken
+ * install still fails there.
+ */
+function jose(): typeof Jose {
+  return (joseModule ??= createRequire(import.meta.url)('jose') as typeof Jose);
+}
 
 export interface JwtMechanismOptions {
   /** How often the key / JWKS file is checked for changes; 0 disables hot reload. */
@@ -234,7 +239,7 @@ function loadJwksFile(file: string, algorithms: readonly string[]): LoadedKeys {
     if (algorithmsFor(keyObject).some((alg) => algorithms.includes(alg))) usable++;
   }
   if (usable === 0) throw new JwtKeyError(`no key usable with identity.jwt.algorithms (${algorithms.join(', ')})`);
-  const jwks = createLocalJWKSet(parsed as unknown as JSONWebKeySet);
+  const jwks = jose().createLocalJWKSet(parsed as unknown as JSONWebKeySet);
   return { key: jwks, description: `JWKS (${usable} usable of ${(parsed.keys as unknown[]).length} keys)` };
 }
 
@@ -303,6 +308,7 @@ function checkConfig(config: JwtConfig): Settings {
 
 /** jwtVerify, trying each candidate when a JWKS has several keys matching the token's header. */
 async function verifyToken(token: string, key: VerificationKey, options: JWTVerifyOptions): Promise<JWTPayload> {
+  const { jwtVerify } = jose();
   try {
     // Two calls because jwtVerify's overloads take a key or a key resolver, not the union.
     if (typeof key === 'function') return (await jwtVerify(token, key, options)).payload;
@@ -404,5 +410,6 @@ class JwtPlainMechanism implements JwtMechanism {
  * incomplete or the key / JWKS file cannot be loaded; `close()` stops watching the file.
  */
 export function createJwtMechanism(config: JwtConfig, options: JwtMechanismOptions): JwtMechanism {
+  jose();
   return new JwtPlainMechanism(config, options);
 }

@@ -1,10 +1,25 @@
 /**
  * The one seam for `@peculiar/x509`: it resolves its algorithm providers through tsyringe, which
- * needs the `reflect-metadata` polyfill loaded first (as the library documents). Importing the
+ * needs the `reflect-metadata` polyfill loaded first (as the library documents). Loading the
  * library through this module guarantees that order; nothing imports it directly.
+ *
+ * Loaded on first use, not at import (issue 16): the pair is the largest thing the proxy would
+ * otherwise load (~8 MiB of RSS) and only `mtls` listeners read certificates (the certificate
+ * mapper loads it when it is made, so a broken install still fails at start or reload).
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import { createRequire } from 'node:module';
+import type * as X509Module from '@peculiar/x509';
 
 export type * as X509 from '@peculiar/x509';
-export { x509 };
+
+let loaded: typeof X509Module | undefined;
+
+/** The library, loaded (with `reflect-metadata` before it) on the first call. */
+export function loadX509(): typeof X509Module {
+  if (loaded === undefined) {
+    const require = createRequire(import.meta.url);
+    require('reflect-metadata');
+    loaded = require('@peculiar/x509') as typeof X509Module;
+  }
+  return loaded;
+}

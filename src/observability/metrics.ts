@@ -139,6 +139,117 @@ interface BoundOperation {
   readonly tenantCount: PendingSeries | undefined;
 }
 
+/** Label sets the operation recorders share bound, before the map is cleared (raw values come from clients). */
+const MAX_SHARED_OPERATIONS = 1024;
+/** Longer raw values (a client may send any `$db`) are bound for their connection only, not kept here. */
+const MAX_SHARED_KEY_LENGTH = 512;
+
+/** What a connection's recorder asks `ProxyMetrics` for when its own last series do not fit. */
+interface OperationBinder {
+  inFlightGeneration(): number;
+  inFlight(tenant: string): PendingSeries;
+  decisionGeneration(): number;
+  decision(decision: string, rule: string): PendingSeries;
+  operationGeneration(): number;
+  operation(
+    rawCommand: string,
+    rawDatabase: string,
+    rawOutcome: string,
+    rawTenant: string | undefined,
+    generation: number,
+  ): BoundOperation;
+  duration(bound: BoundOperation): HistogramSeries;
+  upstreamWait(bound: BoundOperation): HistogramSeries;
+  proxyOverhead(bound: BoundOperation): HistogramSeries;
+}
+
+/**
+ * One connection's `OperationRecorder`: the series of its last tenant, decision and label set,
+ * in fields of one object (an idle connection keeps this and nothing else of the metrics).
+ */
+class ConnectionOperations implements OperationRecorder {
+  readonly #binder: OperationBinder;
+  #last: BoundOperation | undefined = undefined;
+  #inFlight: PendingSeries | undefined = undefined;
+  #inFlightTenant = '';
+  #inFlightGeneration = 0;
+  #decided: PendingSeries | undefined = undefined;
+  #decidedDecision = '';
+  #decidedRule = '';
+  #decidedGeneration = 0;
+
+  constructor(binder: OperationBinder) {
+    this.#binder = binder;
+  }
+
+  #tenantSeries(tenant: string): PendingSeries {
+    const generation = this.#binder.inFlightGeneration();
+    if (this.#inFlight === undefined || this.#inFlightTenant !== tenant || this.#inFlightGeneration !== generation) {
+      this.#inFlight = this.#binder.inFlight(tenant);
+      this.#inFlightTenant = tenant;
+      this.#inFlightGeneration = generation;
+    }
+    return this.#inFlight;
+  }
+
+  started(tenant: string): void {
+    this.#tenantSeries(tenant).pending++;
+  }
+
+  finished(tenant: string): void {
+    this.#tenantSeries(tenant).pending--;
+  }
+
+  decision(decision: PolicyDecision, rule: string): void {
+    const generation = this.#binder.decisionGeneration();
+    if (
+      this.#decided === undefined ||
+      this.#decidedDecision !== decision ||
+      this.#decidedRule !== rule ||
+      this.#decidedGeneration !== generation
+    ) {
+      this.#decided = this.#binder.decision(decision, rule);
+      this.#decidedDecision = decision;
+      this.#decidedRule = rule;
+      this.#decidedGeneration = generation;
+    }
+    this.#decided.pending++;
+  }
+
+  observe(operation: OperationObservation): void {
+    const binder = this.#binder;
+    const generation = binder.operationGeneration();
+    const database = operation.database ?? '';
+    let last = this.#last;
+    if (
+      last === undefined ||
+      last.generation !== generation ||
+      last.rawCommand !== operation.command ||
+      last.rawDatabase !== database ||
+      last.rawOutcome !== operation.outcome ||
+      last.rawTenant !== operation.tenant
+    ) {
+      last = this.#last = binder.operation(
+        operation.command,
+        database,
+        operation.outcome,
+        operation.tenant,
+        generation,
+      );
+    }
+    last.count.pending++;
+    const { seconds, upstreamSeconds } = operation;
+    if (validSeconds(seconds)) {
+      (last.duration ??= binder.duration(last)).observe(seconds);
+      if (upstreamSeconds !== undefined && validSeconds(upstreamSeconds)) {
+        (last.upstreamWait ??= binder.upstreamWait(last)).observe(upstreamSeconds);
+        (last.proxyOverhead ??= binder.proxyOverhead(last)).observe(Math.max(0, seconds - upstreamSeconds));
+      }
+    }
+    if (last.tenantCount !== undefined) last.tenantCount.pending++;
+  }
+}
+
 /** One authentication attempt or certificate mapping (names only: never a secret). */
 export interface AuthenticationObservation {
   listener: string;
@@ -541,79 +652,66 @@ export class ProxyMetrics implements MetricsSource {
    * connection (issue 16): the series of the connection's last label set are kept, so a
    * connection repeating its command (the common case) neither bounds labels, builds keys nor
    * looks a series up. The same series, counts and readout as the methods it stands for.
+   *
+   * An idle connection has one of these (its handshake was a command), so it is one small object
+   * (`ConnectionOperations`): the label sets it binds are shared by every connection through
+   * `#sharedOperations`, not made per connection.
    */
   operationRecorder(): OperationRecorder {
-    let last: BoundOperation | undefined;
-    let inFlight: { tenant: string; series: PendingSeries; generation: number } | undefined;
-    let decided: { decision: string; rule: string; series: PendingSeries; generation: number } | undefined;
-    const tenantSeries = (tenant: string): PendingSeries => {
-      const generation = this.tenantInFlightSeries.generation;
-      if (inFlight === undefined || inFlight.tenant !== tenant || inFlight.generation !== generation) {
-        const label = this.tenants.of(tenant);
-        inFlight = { tenant, generation, series: this.tenantInFlightSeries.series(label, () => ({ tenant: label })) };
-      }
-      return inFlight.series;
-    };
-    return {
-      started: (tenant) => {
-        tenantSeries(tenant).pending++;
-      },
-      finished: (tenant) => {
-        tenantSeries(tenant).pending--;
-      },
-      decision: (decision, rule) => {
-        const generation = this.policyDecisionSeries.generation;
-        if (
-          decided === undefined ||
-          decided.decision !== decision ||
-          decided.rule !== rule ||
-          decided.generation !== generation
-        ) {
-          const label = this.policyRules.of(rule);
-          const series = this.policyDecisionSeries.series(`${decision}\0${label}`, () => ({ decision, rule: label }));
-          decided = { decision, rule, series, generation };
-        }
-        decided.series.pending++;
-      },
-      observe: (operation) => {
-        const generation = this.#operationGeneration();
-        const database = operation.database ?? '';
-        if (
-          last === undefined ||
-          last.generation !== generation ||
-          last.rawCommand !== operation.command ||
-          last.rawDatabase !== database ||
-          last.rawOutcome !== operation.outcome ||
-          last.rawTenant !== operation.tenant
-        ) {
-          last = this.#bindOperation(operation.command, database, operation.outcome, operation.tenant, generation);
-        }
-        last.count.pending++;
-        const { seconds, upstreamSeconds } = operation;
-        if (validSeconds(seconds)) {
-          (last.duration ??= this.operationDuration.series(last.key, last.labels)).observe(seconds);
-          if (upstreamSeconds !== undefined && validSeconds(upstreamSeconds)) {
-            const { command } = last;
-            (last.upstreamWait ??= this.upstreamWait.series(command, () => ({ command }))).observe(upstreamSeconds);
-            (last.proxyOverhead ??= this.proxyOverhead.series(command, () => ({ command }))).observe(
-              Math.max(0, seconds - upstreamSeconds),
-            );
-          }
-        }
-        if (last.tenantCount !== undefined) last.tenantCount.pending++;
-      },
-    };
+    return new ConnectionOperations((this.#binder ??= this.#makeBinder()));
   }
 
-  /** Changes whenever a family the operation recorder holds series of forgets them. */
-  #operationGeneration(): number {
-    return (
-      this.operationSeries.generation +
-      this.operationDuration.generation +
-      this.upstreamWait.generation +
-      this.proxyOverhead.generation +
-      this.tenantOperationSeries.generation
-    );
+  #binder: OperationBinder | undefined;
+  /**
+   * Bound label sets by their raw values, shared by the connections' recorders (a burst of
+   * handshakes of one tenant binds one). Bounded: cleared when full; an entry of an older
+   * generation is bound again.
+   */
+  readonly #sharedOperations = new Map<string, BoundOperation>();
+
+  #makeBinder(): OperationBinder {
+    return {
+      inFlightGeneration: () => this.tenantInFlightSeries.generation,
+      inFlight: (tenant) => {
+        const label = this.tenants.of(tenant);
+        return this.tenantInFlightSeries.series(label, () => ({ tenant: label }));
+      },
+      decisionGeneration: () => this.policyDecisionSeries.generation,
+      decision: (decision, rule) => {
+        const label = this.policyRules.of(rule);
+        return this.policyDecisionSeries.series(`${decision}\0${label}`, () => ({ decision, rule: label }));
+      },
+      operationGeneration: () =>
+        this.operationSeries.generation +
+        this.operationDuration.generation +
+        this.upstreamWait.generation +
+        this.proxyOverhead.generation +
+        this.tenantOperationSeries.generation,
+      operation: (rawCommand, rawDatabase, rawOutcome, rawTenant, generation) => {
+        // Unambiguous: each raw value but the last is length-prefixed.
+        const key = `${rawCommand.length}:${rawCommand}${rawDatabase.length}:${rawDatabase}${rawOutcome.length}:${rawOutcome}${
+          rawTenant === undefined ? '-' : `+${rawTenant}`
+        }`;
+        let bound = this.#sharedOperations.get(key);
+        if (bound === undefined || bound.generation !== generation) {
+          bound = this.#bindOperation(rawCommand, rawDatabase, rawOutcome, rawTenant, generation);
+          if (key.length <= MAX_SHARED_KEY_LENGTH) {
+            if (this.#sharedOperations.size >= MAX_SHARED_OPERATIONS) this.#sharedOperations.clear();
+            this.#sharedOperations.set(key, bound);
+          }
+        }
+        return bound;
+      },
+      duration: (bound) => this.operationDuration.series(bound.key, bound.labels),
+      upstreamWait: (bound) => {
+        const { command } = bound;
+        return this.upstreamWait.series(command, () => ({ command }));
+      },
+      proxyOverhead: (bound) => {
+        const { command } = bound;
+        return this.proxyOverhead.series(command, () => ({ command }));
+      },
+    };
   }
 
   #bindOperation(

@@ -39,11 +39,15 @@ export interface HelloContext {
 /** Per-connection handshake state: client metadata may be sent once, compression negotiated once. */
 export interface HandshakeState {
   metadataReceived: boolean;
-  compressors: CompressorName[];
+  /** Replaced (never changed in place) when a hello negotiates compression. */
+  compressors: readonly CompressorName[];
 }
 
+/** Shared by every connection that negotiated none (issue 16: no empty array per connection). */
+const NO_COMPRESSORS: readonly CompressorName[] = Object.freeze([]);
+
 export function newHandshakeState(): HandshakeState {
-  return { metadataReceived: false, compressors: [] };
+  return { metadataReceived: false, compressors: NO_COMPRESSORS };
 }
 
 export function presentedKind(server: AdvertisedServer, presentAs: PresentAs): 'standalone' | 'sharded' {

@@ -1,10 +1,11 @@
 /**
  * Pure SCRAM primitives shared by the client side (src/upstream, authenticating the proxy to its
- * upstream) and the server side (src/identity, authenticating clients). No I/O, no state.
+ * upstream) and the server side (src/identity, authenticating clients).
  *
  * RFC 5802 §3 (SCRAM), RFC 7677 (SCRAM-SHA-256), and mongodb/specifications source/auth/auth.md
  * for MongoDB's variations: usernames are never SASLprep'd, SCRAM-SHA-1 derives its key from an
  * MD5 digest of `user:mongo:password`, and channel binding is never advertised (gs2 header "n,,").
+ * No I/O, no state but the SASLprep module, loaded on first use.
  *
  *   SaltedPassword  := Hi(Normalize(password), salt, i)      Hi = PBKDF2 with HMAC-H
  *   ClientKey       := HMAC(SaltedPassword, "Client Key")
@@ -17,6 +18,19 @@
  */
 
 import { createHash, createHmac, pbkdf2, pbkdf2Sync, timingSafeEqual } from 'node:crypto';
+import { createRequire } from 'node:module';
+import type SaslprepFunction from '@mongodb-js/saslprep';
+
+let saslprepModule: typeof SaslprepFunction | undefined;
+
+/**
+ * SASLprep (RFC 4013), from `@mongodb-js/saslprep` loaded on the first call rather than at import
+ * (issue 16: its code point tables are a few MiB of RSS that a proxy without SCRAM never needs).
+ * Throws only when the module cannot load; call it outside the try that reports prohibited characters.
+ */
+export function loadSaslprep(): typeof SaslprepFunction {
+  return (saslprepModule ??= createRequire(import.meta.url)('@mongodb-js/saslprep') as typeof SaslprepFunction);
+}
 
 export const ScramMechanism = {
   sha1: 'SCRAM-SHA-1',

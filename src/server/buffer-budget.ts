@@ -129,9 +129,12 @@ export class BufferBudget {
     this.#maxBytes = maxBytes;
   }
 
-  /** A connection's account, under `key` (its tenant, or UNAUTHENTICATED_ACCOUNT). */
-  open(key: string, onShed: (account: BufferAccount) => void): BufferAccount {
-    return new BufferAccount(this, key, onShed);
+  /**
+   * A connection's account, under `key` (its tenant, or UNAUTHENTICATED_ACCOUNT); `owner` is told
+   * when the budget sheds it (an object, not a closure per connection: issue 16).
+   */
+  open(key: string, owner: ShedOwner): BufferAccount {
+    return new BufferAccount(this, key, owner);
   }
 
   /** @internal */
@@ -193,6 +196,11 @@ export class BufferBudget {
   }
 }
 
+/** Who is told when the budget sheds an account (its connection, which then closes). */
+export interface ShedOwner {
+  accountShed(account: BufferAccount): void;
+}
+
 /** One connection's bytes in the budget. */
 export class BufferAccount {
   #bytes = 0;
@@ -203,7 +211,7 @@ export class BufferAccount {
   constructor(
     private readonly budget: BufferBudget,
     public key: string,
-    private readonly onShed: (account: BufferAccount) => void,
+    private readonly owner: ShedOwner,
   ) {}
 
   get bytes(): number {
@@ -259,6 +267,6 @@ export class BufferAccount {
   /** @internal Called by the budget: releases everything, then tells the connection to close. */
   shedNow(): void {
     this.close();
-    this.onShed(this);
+    this.owner.accountShed(this);
   }
 }

@@ -56,7 +56,7 @@ import type { CancelSignal } from '../upstream/types.js';
 import type { IsolationEngine, TenantEngine } from '../rewrite/engine.js';
 import type { ReplyPlan } from '../policy/types.js';
 import type { TenantLimitExceeded, TenantLimits } from './tenant-limits.js';
-import { BufferBudget, UNAUTHENTICATED_ACCOUNT, type BufferAccount } from './buffer-budget.js';
+import { BufferBudget, UNAUTHENTICATED_ACCOUNT, type BufferAccount, type ShedOwner } from './buffer-budget.js';
 import { requestCommandName } from '../upstream/connection.js';
 import { HELLO_COMMANDS } from '../protocol/hello.js';
 import type { TenancyExecutor } from '../tenancy/executor.js';
@@ -140,7 +140,7 @@ let nextConnectionId = 0;
 const IDLE_TIMEOUT = 1;
 const FRAME_TIMEOUT = 2;
 
-export class ClientConnection implements DeadlineOwner, ReplyCharge {
+export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
   readonly id = ++nextConnectionId;
   private readonly observer: ConnectionObserver;
   /** Who the client is: authenticator, tenant, isolation engine (what routing reads). */
@@ -212,7 +212,7 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
     this.maxMessageSize = Math.min(deps.config.limits.maxMessageSizeBytes, deps.server().maxMessageSizeBytes);
     this.buffers = (deps.bufferBudget ?? new BufferBudget(deps.config.limits.maxBufferedBytes)).open(
       UNAUTHENTICATED_ACCOUNT,
-      (account) => this.shed(account.key),
+      this,
     );
     this.decoder = new FrameDecoder(this.maxMessageSize);
     socket.setNoDelay?.(true);
@@ -274,6 +274,11 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge {
       this.close('authentication timeout');
     }, timeoutMS);
     this.authTimer.unref();
+  }
+
+  /** @internal The byte budget took this connection's bytes back (ShedOwner). */
+  accountShed(account: BufferAccount): void {
+    this.shed(account.key);
   }
 
   /** The byte budget took this connection's bytes back: close it (never wait for it). */

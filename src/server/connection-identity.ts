@@ -48,8 +48,11 @@ export interface ConnectionIdentityOptions extends IdentitySettings {
  */
 export class ConnectionIdentity implements ConnectionState {
   #authenticator: ConnectionAuthenticator;
-  /** What the authenticator was built from (compared with `options.current` before each message). */
-  #settings: IdentitySettings;
+  /**
+   * The authenticator's options: also what it was built from (its listener and services are
+   * compared with `options.current` before each message; no copy of them per connection).
+   */
+  #built: AuthenticatorOptions;
   #countedTenant: string | undefined;
   #overConnectionLimit: TenantLimitExceeded | undefined;
   #engine: TenantEngine | undefined;
@@ -59,8 +62,8 @@ export class ConnectionIdentity implements ConnectionState {
   #enginePending = false;
 
   constructor(private readonly options: ConnectionIdentityOptions) {
-    this.#settings = { listener: options.listener, identity: options.identity };
-    this.#authenticator = this.#createAuthenticator();
+    this.#built = new AuthenticatorOptions(options.listener, options.identity, options);
+    this.#authenticator = new ConnectionAuthenticator(this.#built);
     this.settle();
   }
 
@@ -125,12 +128,12 @@ export class ConnectionIdentity implements ConnectionState {
   followReload(): void {
     const now = this.options.current?.();
     if (now === undefined || this.#authenticator.identity !== undefined) return;
-    const built = this.#settings;
+    const built = this.#built;
     // Unrelated reloads (a new log level) replace the listener object too: compare its settings.
-    if (now.identity === built.identity && isDeepStrictEqual(now.listener, built.listener)) return;
+    if (now.identity === built.services && isDeepStrictEqual(now.listener, built.listener)) return;
     this.#authenticator.close();
-    this.#settings = now;
-    this.#authenticator = this.#createAuthenticator();
+    this.#built = new AuthenticatorOptions(now.listener, now.identity, this.options);
+    this.#authenticator = new ConnectionAuthenticator(this.#built);
     this.settle();
   }
 
@@ -186,10 +189,6 @@ export class ConnectionIdentity implements ConnectionState {
     this.#engine?.close();
     if (this.#countedTenant !== undefined) this.options.tenantLimits.closeConnection(this.#countedTenant);
   }
-
-  #createAuthenticator(): ConnectionAuthenticator {
-    return new ConnectionAuthenticator(new AuthenticatorOptions(this.#settings, this.options));
-  }
 }
 
 /** The authenticator's options; its logger is the connection's, read (and so made) only to write a line. */
@@ -201,9 +200,9 @@ class AuthenticatorOptions implements ConnectionAuthenticatorOptions {
   readonly connectionId: number;
   readonly #observer: ConnectionObserver;
 
-  constructor(settings: IdentitySettings, options: ConnectionIdentityOptions) {
-    this.listener = settings.listener;
-    this.services = settings.identity;
+  constructor(listener: ListenerConfig, services: IdentityServices, options: ConnectionIdentityOptions) {
+    this.listener = listener;
+    this.services = services;
     this.remoteAddress = options.remoteAddress;
     this.peerCertificate = options.peerCertificate;
     this.connectionId = options.connectionId;

@@ -10,7 +10,6 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import saslprep from '@mongodb-js/saslprep';
 import { ErrorCodes, UpstreamError } from '../errors.js';
 import {
   GS2_HEADER,
@@ -27,6 +26,7 @@ import {
   hashOf,
   hiAsync,
   isValidNonce,
+  loadSaslprep,
   mongoPasswordDigest,
   parseAttributes,
   serverSignature,
@@ -189,6 +189,7 @@ export class ScramClient {
 
   #normalizedPassword(): string {
     if (this.mechanism === ScramMechanism.sha1) return mongoPasswordDigest(this.#username, this.#password);
+    const saslprep = loadSaslprep();
     try {
       return saslprep(this.#password);
     } catch {

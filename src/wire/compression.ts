@@ -13,10 +13,11 @@
  *           the declared size; the exact size is checked after decoding.
  */
 
+import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import { deflate, inflate } from 'node:zlib';
-import { compress as zstdCompress, decompress as zstdDecompress } from '@mongodb-js/zstd';
-import { compress as snappyCompress, uncompress as snappyUncompress } from 'snappy';
+import type * as ZstdModule from '@mongodb-js/zstd';
+import type * as SnappyModule from 'snappy';
 import { ErrorCodes, WireProtocolError } from '../errors.js';
 import { CompressorId, type CompressorIdValue } from './constants.js';
 import { readInt32LE } from './header.js';
@@ -25,6 +26,23 @@ export type CompressorName = keyof typeof CompressorId;
 
 const inflateAsync = promisify(inflate);
 const deflateAsync = promisify(deflate);
+
+/**
+ * The native codecs are loaded on first use, not at import (issue 16: ~6 MiB of RSS a proxy
+ * without compression never needs); `loadCodecs` loads the configured ones at start and reload,
+ * so a broken install still fails there.
+ */
+let snappyModule: typeof SnappyModule | undefined;
+let zstdModule: typeof ZstdModule | undefined;
+const requireCodec = createRequire(import.meta.url);
+const snappy = (): typeof SnappyModule => (snappyModule ??= requireCodec('snappy') as typeof SnappyModule);
+const zstd = (): typeof ZstdModule => (zstdModule ??= requireCodec('@mongodb-js/zstd') as typeof ZstdModule);
+
+/** Loads the native codecs among `compressors` (zlib is Node's own); throws when one cannot load. */
+export function loadCodecs(compressors: readonly CompressorName[]): void {
+  if (compressors.includes('snappy')) snappy();
+  if (compressors.includes('zstd')) zstd();
+}
 
 export function compressorIdOf(name: string): CompressorIdValue | null {
   return Object.hasOwn(CompressorId, name) ? CompressorId[name as CompressorName] : null;
@@ -45,7 +63,7 @@ export async function compressBytes(data: Uint8Array, compressor: CompressorName
     case 'noop':
       return Buffer.from(data);
     case 'snappy':
-      return snappyCompress(data);
+      return snappy().compress(data);
     case 'zlib': {
       if (zlibLevel !== undefined && (!Number.isInteger(zlibLevel) || zlibLevel < -1 || zlibLevel > 9)) {
         throw new RangeError(`zlib level must be an integer in [-1, 9], got ${zlibLevel}`);
@@ -53,7 +71,7 @@ export async function compressBytes(data: Uint8Array, compressor: CompressorName
       return deflateAsync(data, zlibLevel === undefined ? {} : { level: zlibLevel });
     }
     case 'zstd':
-      return zstdCompress(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      return zstd().compress(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
     default:
       throw new RangeError(`unknown compressor ${String(compressor)}`);
   }
@@ -83,7 +101,8 @@ export async function decompressBytes(
       if (claimed !== expectedSize) {
         fail(`snappy stream claims ${claimed} bytes, OP_COMPRESSED declared ${expectedSize}`, ErrorCodes.BadValue);
       }
-      output = await codec('snappy', () => snappyUncompress(input, { asBuffer: true }) as Promise<Buffer>);
+      const { uncompress } = snappy();
+      output = await codec('snappy', () => uncompress(input, { asBuffer: true }) as Promise<Buffer>);
       break;
     }
     case CompressorId.zlib:
@@ -101,7 +120,8 @@ export async function decompressBytes(
           ErrorCodes.BadValue,
         );
       }
-      output = await codec('zstd', () => zstdDecompress(input));
+      const { decompress } = zstd();
+      output = await codec('zstd', () => decompress(input));
       break;
     }
     default:

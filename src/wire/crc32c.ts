@@ -3,14 +3,22 @@
  * every byte of the message, header included, except the trailing 4-byte checksum itself.
  */
 
-import { crc32c as nativeCrc32c } from '@node-rs/crc32';
+import { createRequire } from 'node:module';
+import type * as Crc32Module from '@node-rs/crc32';
 import { readInt32LE, writeInt32LE } from './header.js';
 
 const CHECKSUM_LENGTH = 4;
 
+/**
+ * The native CRC-32C, loaded with the first checksum rather than at import (issue 16: drivers
+ * send checksums rarely, and an idle proxy need not hold the module: ~3 MiB of RSS).
+ */
+let native: typeof Crc32Module.crc32c | undefined;
+
 /** CRC-32C of `data` as an unsigned 32-bit integer; `initial` continues a running checksum. */
 export function crc32c(data: Uint8Array, initial = 0): number {
-  return nativeCrc32c(data, initial) >>> 0;
+  native ??= (createRequire(import.meta.url)('@node-rs/crc32') as typeof Crc32Module).crc32c;
+  return native(data, initial) >>> 0;
 }
 
 /** The checksum stored in the last 4 bytes of `message` (unsigned). */

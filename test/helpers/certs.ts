@@ -9,7 +9,9 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CertificateRule, ListenerTlsConfig } from '../../src/config/types.js';
-import { x509, type X509 } from '../../src/identity/x509-lib.js';
+import { loadX509, type X509 } from '../../src/identity/x509-lib.js';
+
+const x509 = loadX509();
 
 const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const DAY = 24 * 60 * 60 * 1000;

@@ -386,4 +386,44 @@ describe('ProxyMetrics.operationRecorder', () => {
     }
     expect(await bound.metrics()).toContain('operations_total{command="find",database="app",outcome="rewritten"} 2');
   });
+
+  it('reads out the same when connections share label sets (recorders taking turns)', async () => {
+    const plain = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 1 });
+    const bound = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 1 });
+    const recorders = [bound.operationRecorder(), bound.operationRecorder(), bound.operationRecorder()];
+    const longDatabase = 'd'.repeat(600);
+    const turns = [
+      ...steps,
+      // A raw value too long to be shared: bound for its connection only.
+      { kind: 'observe', op: { command: 'ping', database: longDatabase, outcome: 'ok', seconds: 0.001 } },
+      { kind: 'observe', op: { command: 'ping', database: longDatabase, outcome: 'ok', seconds: 0.002 } },
+      ...steps,
+    ] satisfies Step[];
+    for (const [index, step] of turns.entries()) {
+      const recorder = recorders[index % recorders.length]!;
+      switch (step.kind) {
+        case 'observe':
+          plain.observeOperation(step.op);
+          recorder.observe(step.op);
+          break;
+        case 'started':
+          plain.tenantOperationStarted(step.tenant);
+          recorder.started(step.tenant);
+          break;
+        case 'finished':
+          plain.tenantOperationFinished(step.tenant);
+          recorder.finished(step.tenant);
+          break;
+        case 'decision':
+          plain.policyDecision(step.decision, step.rule);
+          recorder.decision(step.decision, step.rule);
+          break;
+        case 'reset':
+          plain.registry.resetMetrics();
+          bound.registry.resetMetrics();
+          break;
+      }
+      expect(await bound.metrics()).toBe(await plain.metrics());
+    }
+  });
 });

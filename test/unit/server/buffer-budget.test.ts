@@ -16,7 +16,7 @@ function harness(maxBytes: number): {
 } {
   const budget = new BufferBudget(maxBytes);
   const shed: string[] = [];
-  return { budget, shed, open: (key, name) => budget.open(key, () => shed.push(name)) };
+  return { budget, shed, open: (key, name) => budget.open(key, { accountShed: () => shed.push(name) }) };
 }
 
 describe('BufferBudget', () => {
@@ -103,8 +103,8 @@ describe('BufferBudget', () => {
   it('reports a drain once per burst: the total back to an eighth of a peak of at least DRAIN_MARK_BYTES', () => {
     const drains: number[] = [];
     const budget = new BufferBudget(16 * DRAIN_MARK_BYTES, { onDrained: (peak) => drains.push(peak) });
-    const a = budget.open('acme', () => undefined);
-    const b = budget.open('globex', () => undefined);
+    const a = budget.open('acme', { accountShed: () => undefined });
+    const b = budget.open('globex', { accountShed: () => undefined });
     // Small traffic never makes a burst.
     a.charge(DRAIN_MARK_BYTES / 2);
     a.release(DRAIN_MARK_BYTES / 2);
@@ -129,8 +129,8 @@ describe('BufferBudget', () => {
   it("reports the end of a connection that held a burst's worth at once, even long after the bytes drained", () => {
     const drains: number[] = [];
     const budget = new BufferBudget(16 * DRAIN_MARK_BYTES, { onDrained: (peak) => drains.push(peak) });
-    const big = budget.open('acme', () => undefined);
-    const small = budget.open('acme', () => undefined);
+    const big = budget.open('acme', { accountShed: () => undefined });
+    const small = budget.open('acme', { accountShed: () => undefined });
     big.charge(DRAIN_MARK_BYTES + 1);
     big.release(DRAIN_MARK_BYTES + 1);
     expect(drains).toEqual([DRAIN_MARK_BYTES + 1]);
@@ -154,7 +154,7 @@ describe('BufferBudget', () => {
     expect(budget.garbageMark).toBe(GARBAGE_FLOOR_BYTES);
     // An eighth of a bigger budget (the default 256 MiB: 32 MiB).
     expect(new BufferBudget(256 * 1024 * 1024).garbageMark).toBe(32 * 1024 * 1024);
-    const a = budget.open('acme', () => undefined);
+    const a = budget.open('acme', { accountShed: () => undefined });
     a.charge(GARBAGE_FLOOR_BYTES);
     a.release(GARBAGE_FLOOR_BYTES / 2);
     budget.discarded(GARBAGE_FLOOR_BYTES / 4);

@@ -244,7 +244,7 @@ describe('reply bytes charged while they are read (issue 15)', () => {
       // A tenant's account, as a client connection would hold it: delivered replies are its
       // charge until "flushed" (released here at once).
       let shed = false;
-      const account = budget.open(`tenant${i % 3}`, () => (shed = true));
+      const account = budget.open(`tenant${i % 3}`, { accountShed: () => (shed = true) });
       const charge: ReplyCharge = {
         chargeReply: (bytes) => account.charge(bytes),
         releaseReply: (bytes) => account.release(bytes),
