@@ -19,6 +19,7 @@ import { loadMallocTrim } from './server/malloc-trim.js';
 import { exposedGc, MemoryReturn } from './server/memory-return.js';
 import { ValidationScheduler } from './server/validation-scheduler.js';
 import { TurnShare } from './server/turn-share.js';
+import { LogThrottle } from './observability/log-throttle.js';
 import { withDerivedLimits } from './config/derived.js';
 import { UpstreamRelay } from './server/upstream-relay.js';
 import { PROXY_COMMIT, PROXY_VERSION } from './version.js';
@@ -281,6 +282,8 @@ export async function startProxy(given: ProxyConfig, options: StartOptions = {})
       identity: identity.services,
       isolation,
       audit,
+      // Per-connection warnings a client can cause (limits reached): one line per key and 10 s.
+      warnings: new LogThrottle(),
       tenantLimits,
       bufferBudget,
       // Large requests validated in slices, fair across tenants (issue 15: CPU floods); each slice is

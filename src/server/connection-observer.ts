@@ -10,6 +10,7 @@ import type { Level, Logger } from 'pino';
 import type { CompressorName } from '../config/types.js';
 import type { TenantIdentity } from '../identity/types.js';
 import type { AuditLog } from '../observability/audit.js';
+import type { LogThrottle } from '../observability/log-throttle.js';
 import type { OperationRecorder, ProxyMetrics, ShedReason } from '../observability/metrics.js';
 import type { CommandLabels } from './command-view.js';
 import type { IsolationDecision } from './route.js';
@@ -77,6 +78,8 @@ export interface ObservabilitySinks {
   metrics: ProxyMetrics;
   audit: AuditLog;
   logger: Logger;
+  /** Warnings a client can cause once per connection, at most one per key and interval; absent: every one written. */
+  warnings?: LogThrottle;
 }
 
 /**
@@ -182,7 +185,13 @@ class SinkObserver implements ConnectionObserver {
   tenantOverConnectionLimit(identity: TenantIdentity, refusal: TenantLimitExceeded, limit: number): void {
     this.#sinks.metrics.tenantLimitRejection(refusal.reason);
     this.#withTenant(identity);
-    this.logger.warn({ limit }, 'tenant connection limit reached; refusing the connection');
+    // One line per tenant and interval: a flood of refused connections is not a flood of lines.
+    const suppressed = this.#sinks.warnings === undefined ? 0 : this.#sinks.warnings.admit(`tenant:${identity.tenant}`);
+    if (suppressed === undefined) return;
+    this.logger.warn(
+      suppressed > 0 ? { limit, suppressed } : { limit },
+      'tenant connection limit reached; refusing the connection',
+    );
   }
 
   bytes(peer: Peer, flow: Flow, count: number): void {

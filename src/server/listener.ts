@@ -117,10 +117,16 @@ export async function startListener(
     if (registry.size >= deps.config.limits.maxConnections) {
       // Refused before a byte is read: the client sees a closed connection, others are unaffected.
       deps.metrics.connectionRefused('max_connections');
-      logger.warn(
-        { remote: socket.remoteAddress, limit: deps.config.limits.maxConnections },
-        'connection limit reached; refusing',
-      );
+      const suppressed = deps.warnings === undefined ? 0 : deps.warnings.admit('max_connections');
+      if (suppressed !== undefined)
+        logger.warn(
+          {
+            remote: socket.remoteAddress,
+            limit: deps.config.limits.maxConnections,
+            ...(suppressed > 0 ? { suppressed } : {}),
+          },
+          'connection limit reached; refusing',
+        );
       socket.destroy();
       return;
     }
@@ -136,7 +142,12 @@ export async function startListener(
       const limit = deps.config.limits.maxUnauthenticatedConnections;
       if (limit > 0 && registry.unauthenticated.size >= limit) {
         deps.metrics.connectionRefused('max_unauthenticated');
-        logger.warn({ remote: socket.remoteAddress, limit }, 'unauthenticated connection limit reached; refusing');
+        const suppressed = deps.warnings === undefined ? 0 : deps.warnings.admit('max_unauthenticated');
+        if (suppressed !== undefined)
+          logger.warn(
+            { remote: socket.remoteAddress, limit, ...(suppressed > 0 ? { suppressed } : {}) },
+            'unauthenticated connection limit reached; refusing',
+          );
         connection.close('too many unauthenticated connections');
         return;
       }

@@ -18,6 +18,7 @@ import type { TenantProxy } from '../helpers/tenants.js';
 import { opMsg, replyDocument } from '../helpers/raw-client.js';
 import { sleep, until } from '../helpers/wait.js';
 import type { ProxyConfig } from '../../src/config/types.js';
+import { createLogger } from '../../src/observability/logger.js';
 
 interface LimitedTenants {
   fake: FakeUpstream;
@@ -80,6 +81,33 @@ describe('limits.maxConnectionsPerTenant', () => {
       if (replacement?.ok !== 1) await sleep(20);
     }
     expect(replacement).toMatchObject({ ok: 1 });
+  });
+
+  it('a flood of refused connections is counted one by one and logged once per interval', async ({
+    fakeUpstream,
+    startTenantProxy,
+  }) => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({
+      level: 'info',
+      destination: { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+    });
+    const fake = await fakeUpstream(() => ({ delayMs: 0, replies: [{ ok: 1 }] }));
+    const tenants = await startTenantProxy(
+      ['acme', 'globex'],
+      { upstream: { uri: fake.uri }, limits: { maxConnectionsPerTenant: 2 } },
+      { logger },
+    );
+    for (let i = 0; i < 2; i += 1)
+      expect(await (await tenants.rawFor('acme')).command(hello())).toMatchObject({ ok: 1 });
+    for (let i = 0; i < 20; i += 1) {
+      const refused = await tenants.rawFor('acme');
+      expectLimitError(await refused.command(hello()), 'tenant connection limit (2) reached', false);
+    }
+    expect(await metricValue(tenants.proxy.proxy, 'tenant_limit_rejections_total', { reason: 'connections' })).toBe(20);
+    const warned = lines.filter((line) => line['msg'] === 'tenant connection limit reached; refusing the connection');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ level: 'warn', tenant: 'acme', limit: 2 });
   });
 
   it('surfaces the error message to a driver that cannot get a connection', async ({ start }) => {
