@@ -10,9 +10,11 @@
  * maps for a couple of collections, but not in a collection made to reduce memory, and the proxy
  * starts one whenever released buffers reach the byte budget's garbage mark (memory-return.ts):
  * every ~50 batches of 1,000 documents in the bench, each time deoptimizing the document
- * validation walk, the reply scan and the tenant-field cut (CPU profile: TurboFan recompiling
- * on V8's helper threads ~17% of the proxy's CPU during insertMany). One instance held here keeps
- * its class's maps, and so the compiled code, alive. The instances are never used.
+ * validation walk, the reply scan and the tenant-field cut (`--trace-deopt`: "reason: weak
+ * objects"), which then ran unoptimized until TurboFan had compiled them again on V8's helper
+ * threads (`step` alone 21-24 ms each time). One instance held here keeps its class's maps, and so
+ * the compiled code, alive (`node bench/gc-deopt.mjs` lists what is still deoptimized that way).
+ * The instances are never used.
  */
 const retained: object[] = [];
 
