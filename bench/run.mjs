@@ -30,6 +30,8 @@
 //   BENCH_TIMEOUT_S        give up after this many seconds (default 1800)
 //   BENCH_PROXY_CONFIG     JSON merged over the proxy's configuration (runtime shape, see
 //                          src/config/types.ts; objects merge, arrays replace)
+//   BENCH_PROXY_NODE_FLAGS Node flags added to the proxy child's only, split on spaces (e.g.
+//                          `--cpu-prof --cpu-prof-dir=/tmp/prof`; see docs/benchmark.md, Profiling)
 //   BENCH_POOL_CLIENTS     client connections of the pool-500 scenario (default 500)
 //   BENCH_POOL_SIZE        its upstream.maxPoolSize (default 10)
 //   BENCH_POOL_OPS         its find-one operations (default BENCH_OPS)
@@ -156,6 +158,12 @@ async function startUpstream() {
   const { startFerretDB, FERRETDB_VERSION } = await import('../scripts/ferretdb.mjs');
   const ferret = await startFerretDB({ log });
   return { uri: ferret.uri, kind: 'ferretdb', ferretdbVersion: FERRETDB_VERSION, stop: () => ferret.stop() };
+}
+
+/** How the proxy child runs: PROXY_RUNTIME plus BENCH_PROXY_NODE_FLAGS (e.g. a CPU profile of the proxy alone). */
+function proxyRuntime() {
+  const flags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '');
+  return { ...PROXY_RUNTIME, execArgv: [...PROXY_RUNTIME.execArgv, ...flags], stdout: flags.length > 0 };
 }
 
 function redact(uri) {
@@ -304,7 +312,7 @@ async function measureWorkload(workload, targetNames, targets, database, rounds)
   const totals = Object.fromEntries(
     targetNames.map((name) => [
       name,
-      { ops: 0, docs: 0, wallNs: 0, latencies: [], childCpuUs: 0, clientCpuUs: 0, rss: null },
+      { ops: 0, docs: 0, wallNs: 0, latencies: [], childCpuUs: 0, childMainCpuUs: 0, clientCpuUs: 0, rss: null },
     ]),
   );
   let offset = 0;
@@ -320,6 +328,7 @@ async function measureWorkload(workload, targetNames, targets, database, rounds)
       const after = await child?.sample();
       if (child) {
         total.childCpuUs += cpuMicros(before.cpu, after.cpu);
+        total.childMainCpuUs = mainDelta(total.childMainCpuUs, before, after);
         total.rss = after.rss;
       }
       total.ops += result.ops;
@@ -345,12 +354,22 @@ async function measureWorkload(workload, targetNames, targets, database, rounds)
       throughput: round((workload.unit === 'docs' ? total.docs : total.ops) / seconds, 1),
       latencyUs: summarize(concat(total.latencies)),
       cpuUsPerOp: hasChild ? round(total.childCpuUs / total.ops, 2) : null,
+      mainCpuUsPerOp: hasChild && total.childMainCpuUs !== null ? round(total.childMainCpuUs / total.ops, 2) : null,
       childCpuMs: hasChild ? round(total.childCpuUs / 1000, 1) : null,
       rssBytes: total.rss,
       clientCpuUsPerOp: round(total.clientCpuUs / total.ops, 2),
     };
   }
   return summary;
+}
+
+/**
+ * `sum` plus the main-thread CPU µs between two child samples; null once either sample has none
+ * (not Linux, or mongobetween).
+ */
+function mainDelta(sum, before, after) {
+  if (sum === null || before?.mainCpuUs == null || after?.mainCpuUs == null) return null;
+  return sum + after.mainCpuUs - before.mainCpuUs;
 }
 
 /**
@@ -398,6 +417,7 @@ async function measureInterleaved(workload, targetNames, targets, database) {
     const busyNs = s.latencies.reduce((sum, value) => sum + value, 0);
     const seconds = busyNs / 1e9;
     const childCpuUs = child ? cpuMicros(before[name].cpu, after.cpu) : null;
+    const mainCpuUs = child ? mainDelta(0, before[name], after) : null;
     summary[name] = {
       ops,
       docs: s.docs,
@@ -408,6 +428,7 @@ async function measureInterleaved(workload, targetNames, targets, database) {
       throughput: round((workload.unit === 'docs' ? s.docs : ops) / seconds, 1),
       latencyUs: summarize(Float64Array.from(s.latencies)),
       cpuUsPerOp: childCpuUs == null ? null : round(childCpuUs / ops, 2),
+      mainCpuUsPerOp: mainCpuUs == null ? null : round(mainCpuUs / ops, 2),
       childCpuMs: childCpuUs == null ? null : round(childCpuUs / 1000, 1),
       rssBytes: after?.rss ?? null,
       clientCpuUsPerOp: null,
@@ -731,7 +752,7 @@ async function main() {
           upstreamUri: upstream.uri,
           overrides: deepMerge(limits, settings.proxyOverrides ?? {}),
         },
-        { runtime: PROXY_RUNTIME },
+        { runtime: proxyRuntime() },
       );
       cleanups.push(() => child.stop());
       const client = newClient('proxy', settings, `mongodb://${hostPort(child.address)}/?directConnection=true`);
@@ -756,7 +777,8 @@ async function main() {
         log(
           `${workload.name.padEnd(13)} ${name.padEnd(12)} ${Math.round(result.throughput).toLocaleString('en-US').padStart(9)} ${workload.unit}/s` +
             `  p50 ${result.latencyUs.p50} µs  p99 ${result.latencyUs.p99} µs` +
-            (result.cpuUsPerOp == null ? '' : `  cpu ${result.cpuUsPerOp} µs/op`),
+            (result.cpuUsPerOp == null ? '' : `  cpu ${result.cpuUsPerOp} µs/op`) +
+            (result.mainCpuUsPerOp == null ? '' : ` (main thread ${result.mainCpuUsPerOp})`),
         );
       }
       results.push({

@@ -16,8 +16,9 @@ export class TargetChild {
    * @param {string} name  label for error messages
    * @param {string} script  absolute path of the child script
    * @param {object} startOptions  sent with the `start` message
-   * @param {{ timeoutMS?: number, runtime?: { execArgv: string[], env: Record<string, string> } }} options
-   *   runtime: Node flags and environment added to the child's (PROXY_RUNTIME for the proxy)
+   * @param {{ timeoutMS?: number, runtime?: { execArgv: string[], env: Record<string, string>, stdout?: boolean } }} options
+   *   runtime: Node flags and environment added to the child's (PROXY_RUNTIME for the proxy);
+   *   stdout: the child's stdout to the bench's stderr
    */
   static async start(name, script, startOptions, { timeoutMS = 30_000, runtime } = {}) {
     const child = new TargetChild(name, script, runtime);
@@ -44,9 +45,11 @@ export class TargetChild {
 
   constructor(name, script, runtime) {
     this.name = name;
-    // stdout is ignored (the proxy logs nothing at level silent anyway); stderr shows crashes.
+    // stdout is ignored (the proxy logs nothing at level silent anyway) unless runtime.stdout; stderr shows crashes.
     this.#child = fork(script, [], {
-      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      // The child's stdout goes to the bench's stderr when it runs with extra Node flags (a
+      // `--trace-gc` or `--trace-deopt` of BENCH_PROXY_NODE_FLAGS prints there), else nowhere.
+      stdio: ['ignore', runtime?.stdout === true ? 2 : 'ignore', 'inherit', 'ipc'],
       serialization: 'advanced',
       ...(runtime === undefined
         ? {}
@@ -72,7 +75,7 @@ export class TargetChild {
   async sample() {
     const id = this.#nextId++;
     const reply = await this.#request({ type: 'cpu', id }, `cpu:${id}`, 10_000);
-    return { cpu: reply.cpu, rss: reply.rss };
+    return { cpu: reply.cpu, rss: reply.rss, mainCpuUs: reply.mainCpuUs ?? null };
   }
 
   async stop({ timeoutMS = 10_000 } = {}) {

@@ -38,6 +38,11 @@ function getconf(name, fallback) {
 let units;
 const systemUnits = () => (units ??= { ticksPerSecond: getconf('CLK_TCK', 100), pageSize: getconf('PAGESIZE', 4096) });
 
+/** Clock ticks (of /proc/<pid>/stat) in µs. */
+export function ticksToMicros(ticks) {
+  return Math.round((ticks * 1e6) / systemUnits().ticksPerSecond);
+}
+
 /** A running process sampled from /proc: `sample()` like TargetChild's, at clock-tick resolution. */
 export class ProcTarget {
   /** @param {number} pid */

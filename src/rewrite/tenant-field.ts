@@ -22,6 +22,7 @@ import {
   isValidUtf8,
   type BsonElement,
 } from '../wire/bson-scan.js';
+import { retainShape } from '../wire/retained-shapes.js';
 import type { TenantDocuments } from '../policy/types.js';
 
 /**
@@ -312,6 +313,10 @@ class TopLevelCuts {
     return framedBody(out, written);
   }
 }
+
+// One held so that its class's maps outlive collections that find no reply being cut
+// (retained-shapes.ts).
+retainShape(new TopLevelCuts(new Uint8Array([5, 0, 0, 0, 0]), new Uint8Array([0x74])));
 
 const FIRST_BATCH = new TextEncoder().encode('firstBatch\0');
 const NEXT_BATCH = new TextEncoder().encode('nextBatch\0');

@@ -10,6 +10,7 @@
 import { isUtf8 } from 'node:buffer';
 import { BsonValidationError, ErrorCodes } from '../errors.js';
 import { readInt32LE } from './header.js';
+import { retainShape } from './retained-shapes.js';
 
 /** BSON element type bytes. */
 export const BsonType = {
@@ -471,6 +472,16 @@ export class DocumentValidation {
     return stack.length === 0;
   }
 }
+
+// A finished validation of {a: {b: 1}} (two OpenDocuments with keys, closed), held so that the
+// maps of both classes outlive collections that find no validation running (retained-shapes.ts).
+retainShape(
+  new DocumentValidation(
+    Buffer.from([20, 0, 0, 0, BsonType.document, 0x61, 0, 12, 0, 0, 0, BsonType.int32, 0x62, 0, 1, 0, 0, 0, 0, 0]),
+    0,
+    { maxDepth: 2, rejectDuplicateKeys: true },
+  ),
+).step(Infinity);
 
 /** Checks the int32 length of a document at `pos` fits in `[pos, limit)`; returns the length. */
 function documentLength(buf: Uint8Array, pos: number, limit: number, type: number): number {
