@@ -12,6 +12,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { tenantRouteState } from './lib/route-state.mjs';
 
 if (process.env.GC_DEOPT_CHILD !== '1') {
   const run = spawnSync(process.execPath, ['--expose-gc', '--trace-deopt', fileURLToPath(import.meta.url)], {
@@ -43,31 +44,15 @@ if (process.env.GC_DEOPT_CHILD !== '1') {
 
 const { serialize, Long } = await import('bson');
 const load = (path) => import(new URL(`../dist/${path}`, import.meta.url).href);
-const { configFromObject } = await load('config/index.js');
-const { CursorRegistry } = await load('policy/cursors.js');
-const { IsolationEngine } = await load('rewrite/engine.js');
 const { decodeCommand } = await load('server/command-view.js');
 const { forwardFrame } = await load('server/frames.js');
 const { route } = await load('server/route.js');
 const { encodeOpMsg } = await load('wire/op-msg.js');
 const { scanReply } = await load('wire/reply-scan.js');
 const { hideTenantField } = await load('rewrite/tenant-field.js');
-const { ErrorCodes, ProxyError } = await load('errors.js');
 const { makeDoc } = await import('./lib/workloads.mjs');
 
-const engine = new IsolationEngine({
-  config: configFromObject({}).isolation,
-  cursors: new CursorRegistry(),
-  sessionKey: Buffer.alloc(32, 1),
-  collationSupported: () => false,
-});
-const state = {
-  tenant: 'bench',
-  overConnectionLimit: undefined,
-  engine: engine.forTenant('bench'),
-  engineError: undefined,
-  unauthorized: (name) => new ProxyError(ErrorCodes.Unauthorized, name),
-};
+const state = await tenantRouteState(load, 'bench');
 const docs = Array.from({ length: 1_000 }, (_, i) => makeDoc(i));
 const insert = encodeOpMsg({
   requestId: 7,

@@ -14,6 +14,7 @@
  *                                   # BENCH_REQUEST_ONLY=findOne: the commands whose name contains it
  */
 import { Binary, Timestamp, serialize } from 'bson';
+import { tenantRouteState } from './lib/route-state.mjs';
 
 const dist = new URL(process.env.BENCH_DIST ? `file://${process.env.BENCH_DIST}/` : '../dist/', import.meta.url);
 const load = (path) => import(new URL(path, dist).href);
@@ -21,28 +22,12 @@ const load = (path) => import(new URL(path, dist).href);
 const rounds = Number(process.env.BENCH_REQUEST_ROUNDS ?? 30);
 const iterations = Number(process.env.BENCH_REQUEST_ITERATIONS ?? 2000);
 
-const { configFromObject } = await load('config/index.js');
-const { CursorRegistry } = await load('policy/cursors.js');
-const { IsolationEngine } = await load('rewrite/engine.js');
 const { decodeCommand } = await load('server/command-view.js');
 const { forwardFrame } = await load('server/frames.js');
 const { route } = await load('server/route.js');
 const { encodeOpMsg } = await load('wire/op-msg.js');
-const { ErrorCodes, ProxyError } = await load('errors.js');
 
-const engine = new IsolationEngine({
-  config: configFromObject({}).isolation,
-  cursors: new CursorRegistry(),
-  sessionKey: Buffer.alloc(32, 1),
-  collationSupported: () => false,
-});
-const state = {
-  tenant: 'acme',
-  overConnectionLimit: undefined,
-  engine: engine.forTenant('acme'),
-  engineError: undefined,
-  unauthorized: (name) => new ProxyError(ErrorCodes.Unauthorized, name),
-};
+const state = await tenantRouteState(load, 'acme');
 
 const frameOf = (body) => encodeOpMsg({ requestId: 7, responseTo: 0, body: serialize(body) });
 // What a driver adds to every command: a session id and (against a replica set) a cluster time.

@@ -355,33 +355,43 @@ describe('ProxyMetrics.operationRecorder', () => {
     },
   ];
 
+  /** The step through the per-call methods of `plain` and through `recorder` (of `bound`). */
+  function apply(
+    step: Step,
+    plain: ProxyMetrics,
+    bound: ProxyMetrics,
+    recorder: ReturnType<ProxyMetrics['operationRecorder']>,
+  ): void {
+    switch (step.kind) {
+      case 'observe':
+        plain.observeOperation(step.op);
+        recorder.observe(step.op);
+        break;
+      case 'started':
+        plain.tenantOperationStarted(step.tenant);
+        recorder.started(step.tenant);
+        break;
+      case 'finished':
+        plain.tenantOperationFinished(step.tenant);
+        recorder.finished(step.tenant);
+        break;
+      case 'decision':
+        plain.policyDecision(step.decision, step.rule);
+        recorder.decision(step.decision, step.rule);
+        break;
+      case 'reset':
+        plain.registry.resetMetrics();
+        bound.registry.resetMetrics();
+        break;
+    }
+  }
+
   it('reads out exactly like observeOperation and tenantOperationStarted/Finished', async () => {
     const plain = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 1 });
     const bound = new ProxyMetrics({ processMetrics: false, maxTenantLabels: 1 });
     const recorder = bound.operationRecorder();
     for (const step of steps) {
-      switch (step.kind) {
-        case 'observe':
-          plain.observeOperation(step.op);
-          recorder.observe(step.op);
-          break;
-        case 'started':
-          plain.tenantOperationStarted(step.tenant);
-          recorder.started(step.tenant);
-          break;
-        case 'finished':
-          plain.tenantOperationFinished(step.tenant);
-          recorder.finished(step.tenant);
-          break;
-        case 'decision':
-          plain.policyDecision(step.decision, step.rule);
-          recorder.decision(step.decision, step.rule);
-          break;
-        case 'reset':
-          plain.registry.resetMetrics();
-          bound.registry.resetMetrics();
-          break;
-      }
+      apply(step, plain, bound, recorder);
       expect(await bound.metrics()).toBe(await plain.metrics());
     }
     expect(await bound.metrics()).toContain('operations_total{command="find",database="app",outcome="rewritten"} 2');
@@ -400,29 +410,7 @@ describe('ProxyMetrics.operationRecorder', () => {
       ...steps,
     ] satisfies Step[];
     for (const [index, step] of turns.entries()) {
-      const recorder = recorders[index % recorders.length]!;
-      switch (step.kind) {
-        case 'observe':
-          plain.observeOperation(step.op);
-          recorder.observe(step.op);
-          break;
-        case 'started':
-          plain.tenantOperationStarted(step.tenant);
-          recorder.started(step.tenant);
-          break;
-        case 'finished':
-          plain.tenantOperationFinished(step.tenant);
-          recorder.finished(step.tenant);
-          break;
-        case 'decision':
-          plain.policyDecision(step.decision, step.rule);
-          recorder.decision(step.decision, step.rule);
-          break;
-        case 'reset':
-          plain.registry.resetMetrics();
-          bound.registry.resetMetrics();
-          break;
-      }
+      apply(step, plain, bound, recorders[index % recorders.length]!);
       expect(await bound.metrics()).toBe(await plain.metrics());
     }
   });
