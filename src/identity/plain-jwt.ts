@@ -17,10 +17,10 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { JWT_ALGORITHMS } from '../config/types.js';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import type * as Jose from 'jose';
 import type { JSONWebKeySet, JWK, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from 'jose';
 import type { Logger } from 'pino';
+import { onFirstUse } from '../wire/lazy-module.js';
 import type { IdentityConfig } from '../config/types.js';
 import { ConfigError, ErrorCodes, JwtKeyError, ProxyError } from '../errors.js';
 import { watchFiles, type FileWatch } from './file-watch.js';
@@ -28,16 +28,12 @@ import type { AuthAttemptContext, SaslMechanism, SaslStartRequest, SaslStepResul
 
 export type JwtConfig = IdentityConfig['jwt'];
 
-let joseModule: typeof Jose | undefined;
-
 /**
  * `jose`, loaded when the first mechanism is made rather than at import (issue 16: some 170
  * modules that a proxy without plain-jwt never needs). Made at start or reload, so a broken
  * install still fails there.
  */
-function jose(): typeof Jose {
-  return (joseModule ??= createRequire(import.meta.url)('jose') as typeof Jose);
-}
+const jose = onFirstUse<typeof Jose>('jose');
 
 export interface JwtMechanismOptions {
   /** How often the key / JWKS file is checked for changes; 0 disables hot reload. */

@@ -7,19 +7,10 @@
  * otherwise load (~8 MiB of RSS) and only `mtls` listeners read certificates (the certificate
  * mapper loads it when it is made, so a broken install still fails at start or reload).
  */
-import { createRequire } from 'node:module';
 import type * as X509Module from '@peculiar/x509';
+import { onFirstUse } from '../wire/lazy-module.js';
 
 export type * as X509 from '@peculiar/x509';
 
-let loaded: typeof X509Module | undefined;
-
 /** The library, loaded (with `reflect-metadata` before it) on the first call. */
-export function loadX509(): typeof X509Module {
-  if (loaded === undefined) {
-    const require = createRequire(import.meta.url);
-    require('reflect-metadata');
-    loaded = require('@peculiar/x509') as typeof X509Module;
-  }
-  return loaded;
-}
+export const loadX509 = onFirstUse<typeof X509Module>('@peculiar/x509', 'reflect-metadata');

@@ -8,6 +8,8 @@
  * Bounded: at most `maxKeys` keys are remembered; past that the oldest is forgotten (its next
  * line is written, which only means one more line). Pure: the clock is injectable.
  */
+import type { Logger } from 'pino';
+
 export interface LogThrottleOptions {
   /** Milliseconds between two lines of one key. Default 10 s. */
   intervalMS?: number;
@@ -59,4 +61,20 @@ export class LogThrottle {
   get size(): number {
     return this.keys.size;
   }
+}
+
+/**
+ * `msg` at warn on `logger` with `fields`, unless `throttle` leaves it out for `key`; the line
+ * written after some were left out carries `suppressed`. Without a throttle, every line.
+ */
+export function warnThrottled(
+  throttle: LogThrottle | undefined,
+  key: string,
+  logger: Pick<Logger, 'warn'>,
+  fields: Record<string, unknown>,
+  msg: string,
+): void {
+  const suppressed = throttle === undefined ? 0 : throttle.admit(key);
+  if (suppressed === undefined) return;
+  logger.warn(suppressed > 0 ? { ...fields, suppressed } : fields, msg);
 }

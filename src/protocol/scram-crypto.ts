@@ -18,19 +18,15 @@
  */
 
 import { createHash, createHmac, pbkdf2, pbkdf2Sync, timingSafeEqual } from 'node:crypto';
-import { createRequire } from 'node:module';
 import type SaslprepFunction from '@mongodb-js/saslprep';
-
-let saslprepModule: typeof SaslprepFunction | undefined;
+import { onFirstUse } from '../wire/lazy-module.js';
 
 /**
  * SASLprep (RFC 4013), from `@mongodb-js/saslprep` loaded on the first call rather than at import
  * (issue 16: its code point tables are a few MiB of RSS that a proxy without SCRAM never needs).
  * Throws only when the module cannot load; call it outside the try that reports prohibited characters.
  */
-export function loadSaslprep(): typeof SaslprepFunction {
-  return (saslprepModule ??= createRequire(import.meta.url)('@mongodb-js/saslprep') as typeof SaslprepFunction);
-}
+export const loadSaslprep = onFirstUse<typeof SaslprepFunction>('@mongodb-js/saslprep');
 
 export const ScramMechanism = {
   sha1: 'SCRAM-SHA-1',

@@ -417,13 +417,14 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
           }
           // Past its tenant's share of this turn, a small request waits for the tenant's turn
           // (turn-share.ts); a large one is already validated and copied in fair slices.
-          if (frame.length < SLICED_VALIDATION_MIN_BYTES && !turns.mayRunNow(this.account)) {
-            await turns.wait(this.account);
+          const account = this.account;
+          if (frame.length < SLICED_VALIDATION_MIN_BYTES && !turns.mayRunNow(account)) {
+            await turns.wait(account);
             if (this.closed || this.ending) break;
           }
           const started = turns.now();
           const handled = this.handleFrame(frame);
-          turns.note(this.account, turns.now() - started);
+          turns.note(account, turns.now() - started);
           await handled;
         } finally {
           this.buffers.release(frame.length);

@@ -10,7 +10,7 @@ import type { Level, Logger } from 'pino';
 import type { CompressorName } from '../config/types.js';
 import type { TenantIdentity } from '../identity/types.js';
 import type { AuditLog } from '../observability/audit.js';
-import type { LogThrottle } from '../observability/log-throttle.js';
+import { warnThrottled, type LogThrottle } from '../observability/log-throttle.js';
 import type { OperationRecorder, ProxyMetrics, ShedReason } from '../observability/metrics.js';
 import type { CommandLabels } from './command-view.js';
 import type { IsolationDecision } from './route.js';
@@ -186,10 +186,11 @@ class SinkObserver implements ConnectionObserver {
     this.#sinks.metrics.tenantLimitRejection(refusal.reason);
     this.#withTenant(identity);
     // One line per tenant and interval: a flood of refused connections is not a flood of lines.
-    const suppressed = this.#sinks.warnings === undefined ? 0 : this.#sinks.warnings.admit(`tenant:${identity.tenant}`);
-    if (suppressed === undefined) return;
-    this.logger.warn(
-      suppressed > 0 ? { limit, suppressed } : { limit },
+    warnThrottled(
+      this.#sinks.warnings,
+      `tenant:${identity.tenant}`,
+      this.logger,
+      { limit },
       'tenant connection limit reached; refusing the connection',
     );
   }

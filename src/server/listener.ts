@@ -15,6 +15,7 @@ import { createListenerTls, type ListenerTls } from '../identity/tls-context.js'
 import type { PeerCertificate } from '../identity/types.js';
 import { ClientConnection, type ClientConnectionDeps } from './client-connection.js';
 import { createConnectionObserver, type ObservabilitySinks } from './connection-observer.js';
+import { warnThrottled } from '../observability/log-throttle.js';
 
 export interface Listener {
   readonly name: string;
@@ -117,16 +118,13 @@ export async function startListener(
     if (registry.size >= deps.config.limits.maxConnections) {
       // Refused before a byte is read: the client sees a closed connection, others are unaffected.
       deps.metrics.connectionRefused('max_connections');
-      const suppressed = deps.warnings === undefined ? 0 : deps.warnings.admit('max_connections');
-      if (suppressed !== undefined)
-        logger.warn(
-          {
-            remote: socket.remoteAddress,
-            limit: deps.config.limits.maxConnections,
-            ...(suppressed > 0 ? { suppressed } : {}),
-          },
-          'connection limit reached; refusing',
-        );
+      warnThrottled(
+        deps.warnings,
+        'max_connections',
+        logger,
+        { remote: socket.remoteAddress, limit: deps.config.limits.maxConnections },
+        'connection limit reached; refusing',
+      );
       socket.destroy();
       return;
     }
@@ -142,12 +140,13 @@ export async function startListener(
       const limit = deps.config.limits.maxUnauthenticatedConnections;
       if (limit > 0 && registry.unauthenticated.size >= limit) {
         deps.metrics.connectionRefused('max_unauthenticated');
-        const suppressed = deps.warnings === undefined ? 0 : deps.warnings.admit('max_unauthenticated');
-        if (suppressed !== undefined)
-          logger.warn(
-            { remote: socket.remoteAddress, limit, ...(suppressed > 0 ? { suppressed } : {}) },
-            'unauthenticated connection limit reached; refusing',
-          );
+        warnThrottled(
+          deps.warnings,
+          'max_unauthenticated',
+          logger,
+          { remote: socket.remoteAddress, limit },
+          'unauthenticated connection limit reached; refusing',
+        );
         connection.close('too many unauthenticated connections');
         return;
       }

@@ -13,7 +13,6 @@
  *           the declared size; the exact size is checked after decoding.
  */
 
-import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import { deflate, inflate } from 'node:zlib';
 import type * as ZstdModule from '@mongodb-js/zstd';
@@ -21,6 +20,7 @@ import type * as SnappyModule from 'snappy';
 import { ErrorCodes, WireProtocolError } from '../errors.js';
 import { CompressorId, type CompressorIdValue } from './constants.js';
 import { readInt32LE } from './header.js';
+import { onFirstUse } from './lazy-module.js';
 
 export type CompressorName = keyof typeof CompressorId;
 
@@ -32,11 +32,8 @@ const deflateAsync = promisify(deflate);
  * without compression never needs); `loadCodecs` loads the configured ones at start and reload,
  * so a broken install still fails there.
  */
-let snappyModule: typeof SnappyModule | undefined;
-let zstdModule: typeof ZstdModule | undefined;
-const requireCodec = createRequire(import.meta.url);
-const snappy = (): typeof SnappyModule => (snappyModule ??= requireCodec('snappy') as typeof SnappyModule);
-const zstd = (): typeof ZstdModule => (zstdModule ??= requireCodec('@mongodb-js/zstd') as typeof ZstdModule);
+const snappy = onFirstUse<typeof SnappyModule>('snappy');
+const zstd = onFirstUse<typeof ZstdModule>('@mongodb-js/zstd');
 
 /** Loads the native codecs among `compressors` (zlib is Node's own); throws when one cannot load. */
 export function loadCodecs(compressors: readonly CompressorName[]): void {

@@ -3,9 +3,9 @@
  * every byte of the message, header included, except the trailing 4-byte checksum itself.
  */
 
-import { createRequire } from 'node:module';
 import type * as Crc32Module from '@node-rs/crc32';
 import { readInt32LE, writeInt32LE } from './header.js';
+import { onFirstUse } from './lazy-module.js';
 
 const CHECKSUM_LENGTH = 4;
 
@@ -13,12 +13,11 @@ const CHECKSUM_LENGTH = 4;
  * The native CRC-32C, loaded with the first checksum rather than at import (issue 16: drivers
  * send checksums rarely, and an idle proxy need not hold the module: ~3 MiB of RSS).
  */
-let native: typeof Crc32Module.crc32c | undefined;
+const native = onFirstUse<typeof Crc32Module>('@node-rs/crc32');
 
 /** CRC-32C of `data` as an unsigned 32-bit integer; `initial` continues a running checksum. */
 export function crc32c(data: Uint8Array, initial = 0): number {
-  native ??= (createRequire(import.meta.url)('@node-rs/crc32') as typeof Crc32Module).crc32c;
-  return native(data, initial) >>> 0;
+  return native().crc32c(data, initial) >>> 0;
 }
 
 /** The checksum stored in the last 4 bytes of `message` (unsigned). */
