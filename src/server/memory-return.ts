@@ -132,6 +132,17 @@ export class MemoryReturn {
     this.#timer = undefined;
   }
 
+  /**
+   * What the collections freed in glibc's heap below blocks still in use stays resident until
+   * trimmed (malloc-trim.ts). Once per burst, after it: trimming during one would only make glibc
+   * ask the system for the same pages again.
+   */
+  #trimHeap(): void {
+    if (this.#trim === undefined || this.#closed) return;
+    this.#trim();
+    this.trims++;
+  }
+
   #arm(peak: number, what: 'bytes' | 'connections'): void {
     this.#drainedAgain = false;
     this.#timer = setTimeout(() => {
@@ -149,12 +160,16 @@ export class MemoryReturn {
         if (this.#closed) return;
         this.#collect?.();
         this.collections++;
-        // What the collections freed in glibc's heap below blocks still in use stays resident until
-        // trimmed (malloc-trim.ts). Once per burst, after it: trimming during one would only make
-        // glibc ask the system for the same pages again.
-        if (this.#trim !== undefined) {
-          this.#trim();
-          this.trims++;
+        // The young generation a burst grew stays at its peak size through any number of full
+        // collections; only one that reduces memory shrinks it (heap-pressure.ts): started now,
+        // the heap has little left to mark. The C heap is trimmed once it finished.
+        const incremental = this.#incremental;
+        if (incremental !== undefined) {
+          incremental.start(() => this.#trimHeap());
+          this.collections++;
+          this.incrementalCollections++;
+        } else {
+          this.#trimHeap();
         }
       }).unref();
       this.#logger?.debug(

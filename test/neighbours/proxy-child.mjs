@@ -61,6 +61,9 @@ if (process.env.MTP_NEIGHBOURS_TRACE) {
       }
     }
   }).observe({ entryTypes: ['gc'] });
+  // The young generation's committed size (V8 grows it to 32 MiB under allocation; part of heapTotal).
+  const { getHeapSpaceStatistics } = await import('node:v8');
+  const youngBytes = () => getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.space_size ?? 0;
   setInterval(() => {
     const m = process.memoryUsage();
     const mb = (n) => Math.round(n / 1048576);
@@ -70,7 +73,7 @@ if (process.env.MTP_NEIGHBOURS_TRACE) {
     gcMax = gcSum = 0;
     appendFileSync(
       file,
-      `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0), lag, gc })}\n`,
+      `${JSON.stringify({ t: Date.now(), rss: mb(m.rss), heap: mb(m.heapUsed), heapTotal: mb(m.heapTotal), young: mb(youngBytes()), ext: mb(m.external), ab: mb(m.arrayBuffers), budget: mb(proxy.metrics.bufferedBytes?.() ?? 0), lag, gc })}\n`,
     );
   }, 100).unref();
 }

@@ -1,6 +1,7 @@
 // A full collection once a burst of buffered bytes is over (issue 15, memory returns after abuse):
 // once, a delay after the last drain, never while bursts keep coming, never without a collector;
 // during a burst, an incremental one where V8's API is reachable.
+import { getHeapSpaceStatistics } from 'node:v8';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadIncrementalCollection } from '../../../src/server/heap-pressure.js';
 import { loadMallocTrim } from '../../../src/server/malloc-trim.js';
@@ -124,7 +125,34 @@ describe('MemoryReturn', () => {
     vi.useFakeTimers();
     memory.drained(100);
     vi.advanceTimersByTime(10_000);
-    expect(order).toEqual(['start', 'collect', 'start', 'collect', 'collect']);
+    // The burst's end: two full collections, then one that reduces memory (the young generation).
+    expect(order).toEqual(['start', 'collect', 'start', 'collect', 'collect', 'start']);
+  });
+
+  it('after a burst, the C heap is trimmed once the memory-reducing collection finished', () => {
+    const order: string[] = [];
+    let finish: (() => void) | undefined;
+    const memory = new MemoryReturn({
+      collect: () => order.push('collect'),
+      trim: () => order.push('trim'),
+      incremental: {
+        start: (onFinished) => {
+          order.push('start');
+          finish = onFinished;
+        },
+        get pending() {
+          return finish !== undefined;
+        },
+      },
+      delayMS: 1_000,
+    });
+    memory.drained(100);
+    vi.advanceTimersByTime(10_000);
+    expect(order).toEqual(['collect', 'collect', 'start']);
+    expect(memory.trims).toBe(0);
+    finish?.();
+    expect(order).toEqual(['collect', 'collect', 'start', 'trim']);
+    expect([memory.collections, memory.incrementalCollections, memory.trims]).toEqual([3, 1, 1]);
   });
 
   it('loadIncrementalCollection reaches V8 here and what it starts frees dead buffers', async () => {
@@ -154,6 +182,26 @@ describe('MemoryReturn', () => {
     );
     // And the major collection that finished it was seen.
     await until(() => !start!.pending, { timeoutMS: 20_000 });
+  });
+
+  it('what loadIncrementalCollection starts shrinks a grown young generation (gc() leaves it at its size)', async () => {
+    vi.useRealTimers();
+    const incremental = loadIncrementalCollection();
+    if (incremental === undefined) return; // not reachable on this platform (tested above)
+    const youngMiB = (): number =>
+      getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')!.space_size / (1 << 20);
+    // Short-lived objects, a share of them surviving a scavenge or two: V8 grows the young generation.
+    let survivors: object[] = [];
+    for (let n = 0; n < 4_000_000 && youngMiB() < 16; n++) {
+      const object = { n, text: `x${n}`, list: [n] };
+      if (n % 50 === 0) survivors.push(object);
+      if (survivors.length > 20_000) survivors = [];
+    }
+    survivors.length = 0;
+    const grown = youngMiB();
+    expect(grown).toBeGreaterThanOrEqual(16);
+    await new Promise<void>((resolve) => incremental.start(resolve));
+    expect(youngMiB()).toBeLessThanOrEqual(grown / 4);
   });
 
   it('loadMallocTrim binds glibc malloc_trim here (Linux, glibc) and it runs', () => {
