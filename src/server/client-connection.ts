@@ -191,6 +191,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
    * forward ends (a reply held back for a retry, or dropped) is released then.
    */
   private handedReplyBytes = 0;
+  /** The request waiting to be admitted under its tenant's rates (`admit`), ended early by `close`. */
+  private admissionWait: { timer: NodeJS.Timeout; resolve: (admitted: boolean) => void } | undefined;
   /**
    * The CPU meter of the request being handled: when (the tenant limits' clock) the proxy's work on
    * it (re)started; undefined while not metering (no CPU budget, or waiting).
@@ -336,9 +338,14 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
     if (this.closed) return;
     this.clearTimers();
     if (options.graceful !== true) {
-      // Destroying the socket drops what it buffered: the budget gets it back now, and nothing more is read.
+      // Destroying the socket drops what it buffered: the budget gets it back now, and nothing more is
+      // read. The bytes go with it: the frames received and not yet handled, the one being assembled,
+      // and the request waiting for admission (the budget no longer counts them, so nothing may hold them).
       this.buffers.close();
       this.ending = true;
+      this.decoder.discard();
+      this.pending.length = 0;
+      this.endAdmissionWait();
     }
     if (options.graceful === true) {
       if (this.ending) return;
@@ -559,9 +566,13 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
     if (admission.refusal === undefined) {
       if (admission.delayMS > 0) {
         this.observer.delayedByTenantLimit(admission.delayedBy ?? 'bytes');
-        return sleep(admission.delayMS).then(() => {
-          this.startCpuMeter();
-          return !this.closed && !this.ending;
+        return new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => {
+            this.admissionWait = undefined;
+            this.startCpuMeter();
+            resolve(!this.closed && !this.ending);
+          }, admission.delayMS);
+          this.admissionWait = { timer, resolve };
         });
       }
       // The meter starts at the admission's own clock reading: a small request pays one more, at its end.
@@ -569,6 +580,15 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
       return !this.closed && !this.ending;
     }
     return this.refuseUnparsed(message, request, tenant, opCode, name, admission.refusal);
+  }
+
+  /** The connection closed while its request waited for admission: the wait ends now, refused. */
+  private endAdmissionWait(): void {
+    const wait = this.admissionWait;
+    if (wait === undefined) return;
+    this.admissionWait = undefined;
+    clearTimeout(wait.timer);
+    wait.resolve(false);
   }
 
   /** (Re)starts the CPU meter of the request being handled, after a wait (when a CPU budget is set). */
@@ -1191,7 +1211,10 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
     this.closed = true;
     this.clearTimers();
     this.buffers.close();
+    // What was received is dropped with the socket (close() does the same when the proxy closes).
     this.pending.length = 0;
+    this.decoder.discard();
+    this.endAdmissionWait();
     // A request abandoned mid-flight (e.g. an exhaust cursor) may still receive replies: its
     // upstream connection can never be reused, so aborting closes it (and stops any retry).
     this.gone?.abort();
@@ -1266,8 +1289,4 @@ function clientAddressOf(socket: Duplex): string | undefined {
   const { remoteAddress: host, remotePort: port } = socket as Partial<Socket>;
   if (host === undefined) return undefined;
   return `${host.includes(':') ? `[${host}]` : host}:${port ?? 0}`;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

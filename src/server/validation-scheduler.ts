@@ -64,6 +64,8 @@ interface Task {
   run(bytes: number): number;
   /** After a run: true when the work is over (its promise resolved). */
   settle(): boolean;
+  /** Its client left: the task is dropped without running (`settle` then resolves it). */
+  cancelled(): boolean;
 }
 
 export class ValidationScheduler {
@@ -118,6 +120,7 @@ export class ValidationScheduler {
       this.enqueue(account, {
         run: (bytes) => this.slice(job, bytes),
         settle: () => (job.current === undefined || job.cancelled()) && this.finished(job),
+        cancelled,
       });
     });
   }
@@ -137,6 +140,7 @@ export class ValidationScheduler {
           else return false;
           return true;
         },
+        cancelled,
       });
     });
   }
@@ -163,6 +167,7 @@ export class ValidationScheduler {
    * charged to its tenant.
    */
   private turn(): void {
+    this.dropCancelled();
     let budget = this.turnBytes;
     const cpu = this.cpu;
     let now = cpu === undefined ? 0 : cpu.now();
@@ -184,6 +189,23 @@ export class ValidationScheduler {
       }
     }
     if (this.queues.size > 0) this.schedule();
+  }
+
+  /**
+   * Settles the queued tasks whose client left, wherever they are in line: each holds its request
+   * (up to maxMessageSizeBytes) until settled, and a tenant's queue behind a big message can be
+   * long (a flood of 10 MB finds from connections the byte budget closes).
+   */
+  private dropCancelled(): void {
+    for (const [account, queue] of this.queues) {
+      let kept = 0;
+      for (const task of queue) {
+        if (task.cancelled() && task.settle()) continue;
+        queue[kept++] = task;
+      }
+      queue.length = kept;
+      if (kept === 0) this.queues.delete(account);
+    }
   }
 
   /** The first tenant in line under its CPU budget; the first in line when all are over theirs. */

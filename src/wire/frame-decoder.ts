@@ -245,6 +245,19 @@ export class FrameDecoder {
     this.#headOffset = 0;
   }
 
+  /**
+   * Drops everything held (the stream is closed): a partly received big frame and its chunks are
+   * garbage at once, not when the connection object is. Later pushes are refused.
+   */
+  discard(): void {
+    this.#failure ??= new WireProtocolError(ErrorCodes.ProtocolError, 'the stream was closed', true);
+    this.#chunks.length = 0;
+    this.#headOffset = 0;
+    this.#buffered = 0;
+    this.#assembling = undefined;
+    this.#filled = 0;
+  }
+
   #fail(length: number): never {
     const why =
       length < 0

@@ -260,6 +260,38 @@ describe('ClientConnection over an in-memory duplex', () => {
     on.client.close();
   });
 
+  it('a request waiting for admission under its byte rate is dropped at once when its client leaves (nothing holds it)', async () => {
+    // Timers are faked so the admission wait can only end through the close; I/O runs as usual.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const clock = { now: 1_000 };
+      const h = recorded({
+        config: { limits: { bytesPerSecondPerTenant: 1_000_000, maxMessageSizeBytes: 1_000_000 } },
+        tenantLimits: (config) => new TenantLimits(config.limits, { now: () => clock.now }),
+      });
+      const turns = async (until: () => boolean): Promise<void> => {
+        for (let n = 0; n < 1_000 && !until(); n++) await new Promise((resolve) => setImmediate(resolve));
+        expect(until()).toBe(true);
+      };
+      const big = (): ReturnType<typeof opMsg> =>
+        opMsg({ find: 'orders', filter: { note: 'x'.repeat(600_000) }, $db: 'app' });
+      await h.client.command(opMsg({ hello: 1, $db: 'admin' }));
+      // Within the allowance (a second at the rate): served at once.
+      expect(await h.client.command(big())).toMatchObject({ ok: 1 });
+      const forwarded = h.upstream.requests.length;
+      // Over it: waits (the fake clock never moves), then its client leaves.
+      h.client.write(big().bytes);
+      await turns(() => eventsNamed(h.events, 'delayedByTenantLimit').length === 1);
+      expect(h.connection.idle).toBe(false);
+      h.client.close();
+      await h.closed;
+      await turns(() => h.connection.idle);
+      expect(h.upstream.requests).toHaveLength(forwarded);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('answers the handshake itself and forwards nothing', async () => {
     const { client, upstream, connection, events } = recorded();
     const reply = await client.command(opMsg({ hello: 1, $db: 'admin' }));

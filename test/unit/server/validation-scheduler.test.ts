@@ -179,6 +179,32 @@ describe('ValidationScheduler', () => {
     expect(scheduler.pending).toBe(0);
     expect(scheduler.validatedBytes).toBe(0);
   });
+
+  it('settles cancelled work wherever it waits in line, at the next turn (it holds its request until then)', async () => {
+    const big = opMsg(0, [kind0(bson({ a: Array.from({ length: 5_000 }, (_, n) => n) }))]);
+    const { scheduler } = manualScheduler({ sliceBytes: 512, turnBytes: 512 });
+    const settled: string[] = [];
+    let left = false;
+    // A long message first in the tenant's line, then two of a client that leaves, then a copy of it.
+    const head = scheduler.validate('noisy', big, opts).then(() => void settled.push('head'));
+    const behind = [1, 2].map((n) =>
+      scheduler.validate('noisy', big, opts, () => left).then(() => void settled.push(`left ${n}`)),
+    );
+    const copy = scheduler
+      .copy('noisy', { finished: false, step: () => 512 } as unknown as CopyJob, () => left)
+      .then((copied) => void settled.push(`copy ${copied}`));
+    // The turns, by hand: one runs, then the client leaves, then the next settles what it left behind.
+    const turn = (): void => (scheduler as unknown as { turn(): void }).turn();
+    turn();
+    left = true;
+    turn();
+    await Promise.all([...behind, copy]);
+    expect(settled).toEqual(['left 1', 'left 2', 'copy false']);
+    expect(scheduler.pending).toBe(1);
+    while (scheduler.pending > 0) turn();
+    await head;
+    expect(settled.at(-1)).toBe('head');
+  });
 });
 
 describe('ValidationScheduler and the CPU budget', () => {

@@ -163,6 +163,18 @@ describe('FrameDecoder', () => {
     expect(again.message).toMatch(/invalid message length 5/);
   });
 
+  it('discard (the stream closed) drops a big frame being assembled and the chunks held, and refuses more', () => {
+    const big = frame(2013, [Buffer.alloc(200_000, 7)]);
+    const decoder = new FrameDecoder(1_000_000);
+    decoder.push(big.subarray(0, 100_000), () => expect.fail('no frame yet'));
+    expect(decoder.reservedBytes).toBe(big.length);
+    decoder.discard();
+    expect([decoder.bufferedBytes, decoder.reservedBytes]).toEqual([0, 0]);
+    expect(fatalError(() => decoder.push(big.subarray(100_000), () => expect.fail('discarded'))).message).toMatch(
+      /closed/,
+    );
+  });
+
   it('delivers frames before a bad one in the same chunk', () => {
     const decoder = new FrameDecoder(1024);
     const seen: Buffer[] = [];
