@@ -765,10 +765,10 @@ const sections: Record<string, SchemaNode> = {
       Number.MAX_SAFE_INTEGER,
     ),
     bytesPerSecondPerTenant: integer(
-      "Request bytes per second a tenant's connections may have the proxy decode and check (charged before any " +
-        'parsing, a bucket of the larger of this and maxMessageSizeBytes). A message over it waits, its ' +
-        'connection not read meanwhile, up to 2 s; beyond that it is refused unparsed with OperationFailed ' +
-        'labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
+      "Request bytes per second a tenant's connections may have the proxy read, decode and check (charged as " +
+        'read, before any parsing, a bucket of the larger of this and maxMessageSizeBytes). Over it, its ' +
+        'connections stop reading until paid for; a whole message read meanwhile waits up to 2 s, beyond that ' +
+        'it is refused unparsed with OperationFailed labelled SystemOverloadedError and RetryableError. 0 is unlimited.',
       67_108_864,
       0,
       Number.MAX_SAFE_INTEGER,

@@ -49,7 +49,7 @@ export type ShedReason = (typeof SHED_REASONS)[number];
 export const TENANT_LIMIT_REJECTION_REASONS = ['connections', 'in_flight', 'rate', 'bytes', 'cpu'] as const;
 export type TenantLimitRejectionReason = (typeof TENANT_LIMIT_REJECTION_REASONS)[number];
 /** Why a tenant's request or queued work was made to wait (its byte or CPU budget). */
-export const TENANT_LIMIT_DELAY_REASONS = ['bytes', 'cpu', 'turn'] as const;
+export const TENANT_LIMIT_DELAY_REASONS = ['bytes', 'cpu', 'turn', 'read'] as const;
 export type TenantLimitDelayReason = (typeof TENANT_LIMIT_DELAY_REASONS)[number];
 
 /** How a client's TLS handshake ended. */
@@ -546,7 +546,8 @@ export class ProxyMetrics implements MetricsSource {
       help:
         'Requests made to wait at admission because their tenant was over its byte rate or CPU budget, (cpu) ' +
         "slices of a tenant's large messages passed over for tenants under their CPU budget, and (turn) requests " +
-        "that waited for their tenant's turn because the proxy had spent its share of work in the event loop's turn.",
+        "that waited for their tenant's turn because the proxy had spent its share of work in the event loop's turn, " +
+        '(read) pauses of a connection that stopped reading because its tenant sent more than its byte rate.',
       labelNames: ['reason'],
       registers,
     });

@@ -191,6 +191,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
    * forward ends (a reply held back for a retry, or dropped) is released then.
    */
   private handedReplyBytes = 0;
+  /** Reading stopped while the tenant is over its byte rate (`pauseForByteRate`): resumes when it fires. */
+  private readPause: NodeJS.Timeout | undefined;
   /** The request waiting to be admitted under its tenant's rates (`admit`), ended early by `close`. */
   private admissionWait: { timer: NodeJS.Timeout; resolve: (admitted: boolean) => void } | undefined;
   /**
@@ -382,6 +384,9 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
     this.observer.bytes('client', 'received', chunk.length);
     // Held until the frames it carries are handled (released per frame in processPending).
     if (!this.buffers.charge(chunk.length)) return;
+    // Charged to the tenant's byte rate as read (tenant-limits.ts `received`).
+    const tenant = this.identity.countedTenant;
+    const readPauseMS = tenant === undefined ? 0 : this.deps.tenantLimits.received(tenant, chunk.length);
     this.disarmIdleTimer();
     let framed = false;
     try {
@@ -401,6 +406,42 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
     if (this.decoder.bufferedBytes === 0) this.clearFrameTimer();
     else if (framed || this.deadline?.isArmed(FRAME_TIMEOUT) !== true) this.armFrameTimer();
     if (this.pending.length > 0) void this.processPending();
+    else if (readPauseMS > 0) this.pauseReading(readPauseMS);
+  }
+
+  /**
+   * Stops reading while the tenant is over its byte rate (tenant-limits.ts readPauseMS): the
+   * client's bytes wait in its socket, not in the proxy. Its frame clock stops meanwhile (the
+   * proxy is not reading). True when paused.
+   */
+  private pauseForByteRate(): boolean {
+    if (this.readPause !== undefined) return true;
+    const tenant = this.identity.countedTenant;
+    if (tenant === undefined) return false;
+    const pauseMS = this.deps.tenantLimits.readPauseMS(tenant);
+    if (pauseMS <= 0) return false;
+    this.pauseReading(pauseMS);
+    return true;
+  }
+
+  private pauseReading(pauseMS: number): void {
+    if (this.readPause !== undefined) return;
+    this.observer.delayedByTenantLimit('read');
+    this.socket.pause();
+    this.clearFrameTimer();
+    this.readPause = setTimeout(() => {
+      this.readPause = undefined;
+      if (!this.processing) this.resumeReading();
+    }, pauseMS);
+  }
+
+  /** After a request was handled or a byte-rate pause ended: reading goes on, unless paused again. */
+  private resumeReading(): void {
+    if (this.closed || this.ending || this.socket.destroyed || this.pauseForByteRate()) return;
+    this.socket.resume();
+    if (this.decoder.bufferedBytes > 0) this.armFrameTimer();
+    else if (this.draining) this.close('proxy shutting down: request answered', { graceful: true });
+    else this.armIdleTimer();
   }
 
   private async processPending(): Promise<void> {
@@ -441,12 +482,7 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
       this.failConnection(error);
     } finally {
       this.processing = false;
-      if (!this.closed && !this.ending && !this.socket.destroyed) {
-        this.socket.resume();
-        if (this.decoder.bufferedBytes > 0) this.armFrameTimer();
-        else if (this.draining) this.close('proxy shutting down: request answered', { graceful: true });
-        else this.armIdleTimer();
-      }
+      this.resumeReading();
     }
   }
 
@@ -502,6 +538,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
   }
 
   private clearTimers(): void {
+    if (this.readPause !== undefined) clearTimeout(this.readPause);
+    this.readPause = undefined;
     this.clearIdleTimer();
     this.clearFrameTimer();
     this.clearAuthTimer();
@@ -532,7 +570,8 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
     try {
       const request: Request = { requestId: header.requestId, compressor };
       // Admitted at once in the common case: no promise to wait for.
-      const admitted = this.admit(message, request);
+      // Its bytes on the wire were charged to the byte rate as they were read; what decompression added is charged now.
+      const admitted = this.admit(message, request, message.length - frame.length);
       if (admitted !== true && !(await admitted)) return;
       this.identity.followReload();
       const opCode = readHeader(message).opCode;
@@ -549,7 +588,7 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
    * flood of huge refused commands must cost the proxy little): waits while the tenant is over
    * its byte rate, or answers the limit error unparsed. Returns whether to handle the request.
    */
-  private admit(message: Buffer, request: Request): boolean | Promise<boolean> {
+  private admit(message: Buffer, request: Request, unchargedBytes: number): boolean | Promise<boolean> {
     const limits = this.deps.tenantLimits;
     this.cpuStarted = undefined;
     // No per-tenant rates or CPU budget configured: nothing to charge (admitRequest would admit at once).
@@ -562,7 +601,7 @@ export class ClientConnection implements DeadlineOwner, ReplyCharge, ShedOwner {
     const admission =
       tenant === undefined
         ? limits.admitUnauthenticated(UNAUTHENTICATED_ACCOUNT, operation)
-        : limits.admitRequest(tenant, message.length, operation);
+        : limits.admitRequest(tenant, unchargedBytes, operation);
     if (admission.refusal === undefined) {
       if (admission.delayMS > 0) {
         this.observer.delayedByTenantLimit(admission.delayedBy ?? 'bytes');

@@ -60,8 +60,11 @@ export interface ConnectionObserver {
   refused(command: CommandLabels, tenant: string | undefined, rule: string): void;
   /** A command refused by the tenant's in-flight or rate limit. */
   overTenantLimit(command: CommandLabels, refusal: TenantLimitExceeded): void;
-  /** A request waits at admission: its tenant is over its byte rate or CPU budget. */
-  delayedByTenantLimit(reason: 'bytes' | 'cpu'): void;
+  /**
+   * A request waits at admission: its tenant is over its byte rate or CPU budget; or (`read`)
+   * the connection stops reading for a while: its tenant sent more than its byte rate.
+   */
+  delayedByTenantLimit(reason: 'bytes' | 'cpu' | 'read'): void;
   /** The proxy closed the connection to protect others (byte budget, slow reader, authentication deadline). */
   shed(reason: ShedReason): void;
 }
@@ -256,7 +259,7 @@ class SinkObserver implements ConnectionObserver {
     this.#sinks.metrics.connectionShed(reason);
   }
 
-  delayedByTenantLimit(reason: 'bytes' | 'cpu'): void {
+  delayedByTenantLimit(reason: 'bytes' | 'cpu' | 'read'): void {
     this.#sinks.metrics.tenantLimitDelay(reason);
   }
 

@@ -292,6 +292,41 @@ export class TenantLimits implements CpuBudget {
   }
 
   /** Ends a command admitted by `startOperation` (answered, failed or abandoned). */
+  /**
+   * Charges `bytes` just read from one of a tenant's connections to its byte rate and returns how
+   * long its connections should stop reading (0: read on): until what it sent is back within its
+   * allowance, the larger of one second at the rate and `maxMessageSizeBytes`. Charged as read, not
+   * once a message is whole: a tenant streaming big messages on many connections at once would
+   * otherwise have the proxy read, copy and hold far more than its rate (each connection's partial
+   * message) before any of it counted, only to shed it when the byte budget is full. That reading
+   * is CPU, memory and garbage every other tenant waits for.
+   */
+  received(tenant: string, bytes: number): number {
+    const byteRate = this.settings.bytesPerSecondPerTenant ?? 0;
+    if (byteRate <= 0) return 0;
+    const now = this.now();
+    this.maybeSweep(now);
+    const state = this.state(tenant, now);
+    state.bytesPaidAt = Math.max(state.bytesPaidAt, now) + (bytes / byteRate) * 1000;
+    return this.readPause(state, byteRate, now);
+  }
+
+  /** `received` without new bytes: how long the tenant's connections should still not read. */
+  readPauseMS(tenant: string): number {
+    const byteRate = this.settings.bytesPerSecondPerTenant ?? 0;
+    const state = this.tenants.get(tenant);
+    if (byteRate <= 0 || state === undefined) return 0;
+    const now = this.now();
+    const pauseMS = this.readPause(state, byteRate, now);
+    if (pauseMS === 0) this.forgetIfIdle(tenant, state, now);
+    return pauseMS;
+  }
+
+  private readPause(state: TenantState, byteRate: number, now: number): number {
+    const allowanceMS = (Math.max(byteRate, this.settings.maxMessageSizeBytes ?? 0) / byteRate) * 1000;
+    return Math.max(0, state.bytesPaidAt - allowanceMS - now);
+  }
+
   endOperation(tenant: string): void {
     const state = this.tenants.get(tenant);
     if (state === undefined) return;

@@ -273,20 +273,56 @@ describe('ClientConnection over an in-memory duplex', () => {
         for (let n = 0; n < 1_000 && !until(); n++) await new Promise((resolve) => setImmediate(resolve));
         expect(until()).toBe(true);
       };
-      const big = (): ReturnType<typeof opMsg> =>
-        opMsg({ find: 'orders', filter: { note: 'x'.repeat(600_000) }, $db: 'app' });
+      const find = (bytes: number): ReturnType<typeof opMsg> =>
+        opMsg({ find: 'orders', filter: { note: 'x'.repeat(bytes) }, $db: 'app' });
       await h.client.command(opMsg({ hello: 1, $db: 'admin' }));
-      // Within the allowance (a second at the rate): served at once.
-      expect(await h.client.command(big())).toMatchObject({ ok: 1 });
+      // Just within the allowance (a second at the rate, the bytes charged as read): served at once.
+      expect(await h.client.command(find(998_000))).toMatchObject({ ok: 1 });
       const forwarded = h.upstream.requests.length;
-      // Over it: waits (the fake clock never moves), then its client leaves.
-      h.client.write(big().bytes);
-      await turns(() => eventsNamed(h.events, 'delayedByTenantLimit').length === 1);
+      // Past it, whole in one read: waits at admission (the fake clock never moves), then its client leaves.
+      h.client.write(find(4_000).bytes);
+      await turns(() => eventsNamed(h.events, 'delayedByTenantLimit').some(([reason]) => reason === 'bytes'));
       expect(h.connection.idle).toBe(false);
       h.client.close();
       await h.closed;
       await turns(() => h.connection.idle);
       expect(h.upstream.requests).toHaveLength(forwarded);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('stops reading while its tenant is over its byte rate, charged as read; the frame clock waits too', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const clock = { now: 1_000 };
+      const h = recorded({
+        config: { limits: { bytesPerSecondPerTenant: 1_000_000, maxMessageSizeBytes: 1_000_000, frameTimeoutMS: 50 } },
+        tenantLimits: (config) => new TenantLimits(config.limits, { now: () => clock.now }),
+      });
+      const turns = async (until: () => boolean): Promise<void> => {
+        for (let n = 0; n < 1_000 && !until(); n++) await new Promise((resolve) => setImmediate(resolve));
+        expect(until()).toBe(true);
+      };
+      const socket = (h.connection as unknown as { socket: { isPaused(): boolean } }).socket;
+      await h.client.command(opMsg({ hello: 1, $db: 'admin' }));
+      // 1.6 MB of finds at 1 MB/s with a second's allowance: the second one is cut off mid-read.
+      const big = opMsg({ find: 'orders', filter: { note: 'x'.repeat(800_000) }, $db: 'app' });
+      expect(await h.client.command(big)).toMatchObject({ ok: 1 });
+      // In pieces, as TCP delivers it: the piece that takes the tenant past its allowance stops the reading.
+      for (let at = 0; at < big.bytes.length; at += 100_000) h.client.write(big.bytes.subarray(at, at + 100_000));
+      await turns(() => eventsNamed(h.events, 'delayedByTenantLimit').some(([reason]) => reason === 'read'));
+      await turns(() => socket.isPaused() && !h.connection.idle);
+      // Nothing else is read, and the partial frame is not timed out (50 ms), however long the pause.
+      vi.advanceTimersByTime(1_000);
+      expect(socket.isPaused()).toBe(true);
+      expect(h.upstream.requests).toHaveLength(1);
+      // Once paid for (the clock moves two seconds), reading resumes and the second find is served.
+      clock.now += 2_000;
+      vi.advanceTimersByTime(1_000);
+      await turns(() => h.upstream.requests.length === 2);
+      expect(eventsNamed(h.events, 'protocolError')).toEqual([]);
+      h.client.close();
     } finally {
       vi.useRealTimers();
     }

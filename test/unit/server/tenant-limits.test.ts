@@ -133,6 +133,32 @@ describe('TenantLimits', () => {
     expect(l.admitRequest('acme', 2000, false)).toMatchObject({ delayMS: 0 });
   });
 
+  it('charges bytes as they are read: past the allowance its connections pause until paid for, then it is forgotten', () => {
+    const { limits: l, clock } = limits({ bytesPerSecondPerTenant: 1000, maxMessageSizeBytes: 2000 });
+    // Two seconds' worth (the larger of the rate and the biggest message) are read at once.
+    expect(l.received('acme', 1500)).toBe(0);
+    expect(l.received('acme', 500)).toBe(0);
+    expect(l.readPauseMS('acme')).toBe(0);
+    // Beyond that its connections stop reading until the excess is paid for at the rate.
+    expect(l.received('acme', 250)).toBe(250);
+    expect(l.readPauseMS('acme')).toBe(250);
+    // A request read meanwhile (bytes charged already) waits at admission as long: nothing more is charged.
+    expect(l.admitRequest('acme', 0, false)).toMatchObject({ delayMS: 250, delayedBy: 'bytes' });
+    clock.now += 100;
+    expect(l.readPauseMS('acme')).toBe(150);
+    // Another tenant reads on.
+    expect(l.received('globex', 2000)).toBe(0);
+    // Paid up: read on, and the tenant is forgotten once nothing else is counted for it.
+    clock.now += 10_000;
+    expect(l.readPauseMS('acme')).toBe(0);
+    expect(l.readPauseMS('globex')).toBe(0);
+    expect(l.trackedTenants).toBe(0);
+    // Without a byte rate nothing is charged or paused.
+    const { limits: off } = limits({});
+    expect(off.received('acme', 1_000_000_000)).toBe(0);
+    expect(off.readPauseMS('acme')).toBe(0);
+  });
+
   it('forgets idle tenants once their bucket is full again (bounded memory)', () => {
     const { limits: l, clock } = limits({ maxConnectionsPerTenant: 5, operationsPerSecondPerTenant: 10 });
     for (let i = 0; i < 1000; i += 1) {
