@@ -55,6 +55,8 @@ export type SharedConnectionDeps = Omit<
 export const CONNECTION_FLOOD_MARK = 128;
 /** The flood is over when the count is back to this fraction of its peak. */
 const FELL_DIVISOR = 4;
+/** Right after a flood's fall, a fall from an eighth of the mark is its next stage. */
+const FLOOD_STAGE_DIVISOR = 8;
 
 /** Counts connections across listeners against `limits.maxConnections` and `limits.maxUnauthenticatedConnections`. */
 export class ConnectionRegistry {
@@ -63,11 +65,19 @@ export class ConnectionRegistry {
   readonly unauthenticated = new Set<ClientConnection>();
   /** The most connections open at once since the last fall was reported. */
   #peak = 0;
+  /**
+   * The last fall reported was a flood's, and its rest may still close: a flood often ends in
+   * stages (the per-tenant limit closes the excess at once, the connections it let in leave
+   * later), and the second stage is a flood's end too, though smaller than the mark.
+   */
+  #floodEnding = false;
 
   /**
    * `onFell`: told once when the count falls to a quarter of a peak of at least
    * CONNECTION_FLOOD_MARK (a flood of connections is over), so the proxy can give back the memory
-   * the closed connections used (memory-return.ts), as after a burst of buffered bytes.
+   * the closed connections used (memory-return.ts), as after a burst of buffered bytes; and once
+   * more when, after that, what was left falls to a quarter again (from at least an eighth of the
+   * mark): the flood's next stage.
    */
   constructor(private readonly onFell?: (peak: number) => void) {}
 
@@ -84,9 +94,11 @@ export class ConnectionRegistry {
     this.connections.delete(connection);
     this.unauthenticated.delete(connection);
     const size = this.connections.size;
-    if (this.#peak >= CONNECTION_FLOOD_MARK && size <= this.#peak / FELL_DIVISOR) {
+    const mark = this.#floodEnding ? CONNECTION_FLOOD_MARK / FLOOD_STAGE_DIVISOR : CONNECTION_FLOOD_MARK;
+    if (this.#peak >= mark && size <= this.#peak / FELL_DIVISOR) {
       const peak = this.#peak;
       this.#peak = size;
+      this.#floodEnding = peak >= CONNECTION_FLOOD_MARK;
       this.onFell?.(peak);
     }
   }

@@ -226,7 +226,7 @@ describe('MemoryReturn', () => {
 });
 
 describe('ConnectionRegistry', () => {
-  it('reports a fall to a quarter of a peak of at least CONNECTION_FLOOD_MARK connections, once per peak', () => {
+  it('reports a fall to a quarter of a peak of at least CONNECTION_FLOOD_MARK connections, once per peak, then its next stage', () => {
     const falls: number[] = [];
     const registry = new ConnectionRegistry((peak) => falls.push(peak));
     const many = Array.from({ length: CONNECTION_FLOOD_MARK }, () => ({}) as ClientConnection);
@@ -235,8 +235,26 @@ describe('ConnectionRegistry', () => {
     expect(falls).toEqual([]);
     registry.delete(many[(3 * CONNECTION_FLOOD_MARK) / 4 - 1]!);
     expect(falls).toEqual([CONNECTION_FLOOD_MARK]);
+    // What it left (a quarter) closing is the flood's next stage (below).
     for (const c of many.slice((3 * CONNECTION_FLOOD_MARK) / 4)) registry.delete(c);
-    expect(falls).toHaveLength(1);
+    expect(falls).toEqual([CONNECTION_FLOOD_MARK, CONNECTION_FLOOD_MARK / 4]);
     expect(registry.size).toBe(0);
+  });
+
+  it("reports a flood's next stage: what the first fall left falling to a quarter again, then nothing for small falls", () => {
+    const falls: number[] = [];
+    const registry = new ConnectionRegistry((peak) => falls.push(peak));
+    // 300 open; the excess closed at once (to 75: a quarter), then the 75 leave later (to 5).
+    const flood = Array.from({ length: 300 }, () => ({}) as ClientConnection);
+    for (const c of flood) registry.add(c);
+    for (const c of flood.slice(0, 225)) registry.delete(c);
+    expect(falls).toEqual([300]);
+    for (const c of flood.slice(225, 295)) registry.delete(c);
+    expect(falls).toEqual([300, 75]);
+    // The flood is over: a few connections coming and going are not one.
+    const few = Array.from({ length: 20 }, () => ({}) as ClientConnection);
+    for (const c of few) registry.add(c);
+    for (const c of few) registry.delete(c);
+    expect(falls).toEqual([300, 75]);
   });
 });
