@@ -215,9 +215,8 @@ export class TenantLimits implements CpuBudget {
     let delayMS = 0;
     const byteRate = this.settings.bytesPerSecondPerTenant ?? 0;
     if (byteRate > 0) {
-      const allowanceMS = (Math.max(byteRate, this.settings.maxMessageSizeBytes ?? 0) / byteRate) * 1000;
       const paidAt = Math.max(state.bytesPaidAt, now) + (bytes / byteRate) * 1000;
-      delayMS = Math.max(0, paidAt - allowanceMS - now);
+      delayMS = Math.max(0, paidAt - this.byteAllowanceMS(byteRate) - now);
       if (delayMS > MAX_BYTES_WAIT_MS) {
         this.forgetIfIdle(tenant, state, now);
         return {
@@ -291,7 +290,6 @@ export class TenantLimits implements CpuBudget {
     return undefined;
   }
 
-  /** Ends a command admitted by `startOperation` (answered, failed or abandoned). */
   /**
    * Charges `bytes` just read from one of a tenant's connections to its byte rate and returns how
    * long its connections should stop reading (0: read on): until what it sent is back within its
@@ -323,10 +321,15 @@ export class TenantLimits implements CpuBudget {
   }
 
   private readPause(state: TenantState, byteRate: number, now: number): number {
-    const allowanceMS = (Math.max(byteRate, this.settings.maxMessageSizeBytes ?? 0) / byteRate) * 1000;
-    return Math.max(0, state.bytesPaidAt - allowanceMS - now);
+    return Math.max(0, state.bytesPaidAt - this.byteAllowanceMS(byteRate) - now);
   }
 
+  /** How far ahead of its byte rate a tenant may run: the larger of one second and the biggest message. */
+  private byteAllowanceMS(byteRate: number): number {
+    return (Math.max(byteRate, this.settings.maxMessageSizeBytes ?? 0) / byteRate) * 1000;
+  }
+
+  /** Ends a command admitted by `startOperation` (answered, failed or abandoned). */
   endOperation(tenant: string): void {
     const state = this.tenants.get(tenant);
     if (state === undefined) return;
